@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Builds (once) and caches the test ground's binaries under $BYOC_CACHE
+# (default $HOME/.cache/byoc-operator):
+#   kube-apiserver and etcd from the Go module proxy, moto server in a venv, helm.
+# Each part is keyed by its pinned version, reused when present and rebuilt when
+# the pin changes. Prints `export` lines for the paths on success.
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-v1.33.13}"
+ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
+LOG_DIR="$CACHE/logs"
+mkdir -p "$CACHE" "$LOG_DIR"
+
+fail() { echo "build-ground: $1 failed: $2" >&2; [ -n "${3:-}" ] && { echo "---- last lines of $3" >&2; tail -n 30 "$3" >&2; }; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || fail "$1" "'$1' is not on PATH ($2)"; }
+
+build_kube_apiserver() {
+  local out="$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+  [ -x "$out" ] && return 0
+  need go "install Go to build kube-apiserver"
+  local work="$CACHE/src/kube-apiserver-$KUBE_VERSION" log="$LOG_DIR/kube-apiserver-$KUBE_VERSION.log"
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  echo "build-ground: building kube-apiserver $KUBE_VERSION from the Go module proxy (log: $log)" >&2
+  {
+    go mod init byoc.dev/testground/kube-apiserver
+    # k8s.io/kubernetes points its staging modules at ./staging; pin each to the
+    # matching v0.x tag instead. The list comes from upstream's own go.mod.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [ -f "$gomod" ] || { echo "no go.mod for k8s.io/kubernetes@$KUBE_VERSION"; exit 1; }
+    local staging="v0.${KUBE_VERSION#v1.}"
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}' >> go.mod
+    go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
+    printf 'package tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  } >"$log" 2>&1 || fail "kube-apiserver build" "go could not build k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "$log"
+  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  local out="$CACHE/etcd-$ETCD_VERSION/etcd"
+  [ -x "$out" ] && return 0
+  need go "install Go to build etcd"
+  local work="$CACHE/src/etcd-$ETCD_VERSION" log="$LOG_DIR/etcd-$ETCD_VERSION.log"
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  echo "build-ground: building etcd $ETCD_VERSION from the Go module proxy (log: $log)" >&2
+  {
+    go mod init byoc.dev/testground/etcd
+    go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    printf 'package tools\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" go.etcd.io/etcd/server/v3
+  } >"$log" 2>&1 || fail "etcd build" "go could not build go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$log"
+  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
+install_moto() {
+  local venv="$CACHE/moto-$MOTO_VERSION"
+  [ -x "$venv/bin/moto_server" ] && return 0
+  need python3 "install Python 3 to run moto"
+  local log="$LOG_DIR/moto-$MOTO_VERSION.log"
+  echo "build-ground: installing moto[server]==$MOTO_VERSION from PyPI (log: $log)" >&2
+  rm -rf "$venv.tmp"
+  {
+    python3 -m venv "$venv.tmp"
+    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  } >"$log" 2>&1 || fail "moto install" "pip could not install moto[server]==$MOTO_VERSION into a venv" "$log"
+  rm -rf "$venv"; mv "$venv.tmp" "$venv"
+  # venv scripts carry the absolute path of their interpreter: rewrite after the move.
+  sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv"/bin/moto_server "$venv"/bin/pip*
+}
+
+build_helm() {
+  local out="$CACHE/helm-$HELM_VERSION/helm"
+  [ -x "$out" ] && return 0
+  need go "install Go to build helm"
+  local work="$CACHE/src/helm-$HELM_VERSION" log="$LOG_DIR/helm-$HELM_VERSION.log"
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  echo "build-ground: building helm $HELM_VERSION from the Go module proxy (log: $log)" >&2
+  {
+    go mod init byoc.dev/testground/helm
+    go mod edit -require="helm.sh/helm/v3@$HELM_VERSION"
+    printf 'package tools\n\nimport _ "helm.sh/helm/v3/pkg/action"\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" helm.sh/helm/v3/cmd/helm
+  } >"$log" 2>&1 || fail "helm build" "go could not build helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$log"
+  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
+print_env() {
+  local kubectl
+  kubectl=$(command -v kubectl) || fail "kubectl" "kubectl is not on PATH; install it (e.g. apt-get install kubectl from the Kubernetes packages) and run again"
+  echo "export BYOC_CACHE=\"$CACHE\""
+  echo "export BYOC_KUBE_APISERVER=\"$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver\""
+  echo "export BYOC_ETCD=\"$CACHE/etcd-$ETCD_VERSION/etcd\""
+  echo "export BYOC_MOTO_SERVER=\"$CACHE/moto-$MOTO_VERSION/bin/moto_server\""
+  echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION/helm\""
+  echo "export BYOC_KUBECTL=\"$kubectl\""
+}
+
+# A lock so that concurrent callers (test binaries, scripts) build once.
+exec 9>"$CACHE/.build.lock"
+flock 9
+
+case "${1:-env}" in
+  kube-apiserver) build_kube_apiserver ;;
+  etcd) build_etcd ;;
+  moto) install_moto ;;
+  helm) build_helm ;;
+  env)
+    # Missing parts are built in sequence: the machine has two cores and
+    # each Go build uses both.
+    (build_etcd); (build_kube_apiserver); (install_moto); (build_helm)
+    print_env ;;
+  *) echo "usage: $0 [env|kube-apiserver|etcd|moto|helm]" >&2; exit 2 ;;
+esac

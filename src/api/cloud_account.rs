@@ -1,0 +1,156 @@
+//! `CloudAccount`: how the operator gets into an AWS account.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::patterns;
+
+/// How to get into an AWS account: base credentials from a Secret (or the
+/// operator's own ambient identity), then STS AssumeRole into `roleArn` and
+/// each `roleChain` hop. The status shows the identity that was verified with
+/// `sts:GetCallerIdentity`.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "byoc.dev",
+    version = "v1alpha1",
+    kind = "CloudAccount",
+    namespaced,
+    status = "CloudAccountStatus",
+    shortname = "ca",
+    category = "byoc",
+    printcolumn = r#"{"name":"Account","type":"string","jsonPath":".status.accountId"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!has(self.spec.roleChain) || size(self.spec.roleChain) == 0 || has(self.spec.roleArn)").message("spec.roleChain needs spec.roleArn: the chain starts from the first assumed role").field_path(".spec.roleChain")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudAccountSpec {
+    /// AWS region for STS calls and the default region of this account, e.g. `us-east-1`.
+    #[schemars(regex(pattern = patterns::REGION))]
+    pub region: String,
+
+    /// Secret in the same namespace holding the base credentials:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`
+    /// and optional `EXTERNAL_ID`. Absent: the operator's own identity (env,
+    /// web identity / IRSA, container or instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+
+    /// Role to assume in the target account, e.g. `arn:aws:iam::123456789012:role/byoc-cross-account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ROLE_ARN))]
+    pub role_arn: Option<String>,
+
+    /// External ID required by the role's trust policy. May instead be given
+    /// as the Secret key `EXTERNAL_ID`, which keeps it out of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224), regex(pattern = patterns::EXTERNAL_ID))]
+    pub external_id: Option<String>,
+
+    /// Lifetime of each assumed-role session, 900 to 43200 seconds (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 900, max = 43200))]
+    pub session_duration_seconds: Option<i32>,
+
+    /// Further roles assumed in order after `roleArn`, each from the previous one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub role_chain: Vec<RoleHop>,
+
+    /// Other namespaces whose ComputeClusters may use this account. Default:
+    /// none (only this namespace). `"*"` allows every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = patterns::NAMESPACE_OR_STAR)))]
+    pub allowed_namespaces: Vec<String>,
+}
+
+/// A Secret in the same namespace as the object naming it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = patterns::DNS_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// One further AssumeRole hop.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleHop {
+    /// Role to assume from the previous identity.
+    #[schemars(regex(pattern = patterns::ROLE_ARN))]
+    pub role_arn: String,
+    /// External ID for this role's trust policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224), regex(pattern = patterns::EXTERNAL_ID))]
+    pub external_id: Option<String>,
+}
+
+/// Observed state of a CloudAccount.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudAccountStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Account ID of the final identity, from `sts:GetCallerIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// ARN of the final identity (the assumed role's session when a role is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// `pending` until first verified, then `ready` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<AccountPhase>,
+    /// `Ready`, `Reconciling` and `Stalled` (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle of a CloudAccount.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountPhase {
+    Pending,
+    Ready,
+    Failed,
+}
+
+impl CloudAccountSpec {
+    /// Whether a ComputeCluster in `namespace` may use an account that lives
+    /// in `own_namespace`.
+    pub fn allows_namespace(&self, own_namespace: &str, namespace: &str) -> bool {
+        namespace == own_namespace
+            || self
+                .allowed_namespaces
+                .iter()
+                .any(|n| n == "*" || n == namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_default_to_own_only() {
+        let mut spec = CloudAccountSpec {
+            region: "us-east-1".into(),
+            credentials_secret_ref: None,
+            role_arn: None,
+            external_id: None,
+            session_duration_seconds: None,
+            role_chain: vec![],
+            allowed_namespaces: vec![],
+        };
+        assert!(spec.allows_namespace("a", "a"));
+        assert!(!spec.allows_namespace("a", "b"));
+        spec.allowed_namespaces = vec!["b".into()];
+        assert!(spec.allows_namespace("a", "b"));
+        assert!(!spec.allows_namespace("a", "c"));
+        spec.allowed_namespaces = vec!["*".into()];
+        assert!(spec.allows_namespace("a", "c"));
+    }
+}

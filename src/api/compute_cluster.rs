@@ -1,0 +1,323 @@
+//! `ComputeCluster`: what the operator builds in an account.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::patterns;
+
+/// A VPC with public and private subnets per availability zone, an internet
+/// gateway, NAT gateways, route tables, a security group, an IAM role and
+/// instance profile for the nodes, and EC2 node groups, in the account of
+/// `cloudAccountRef`. The operator converges AWS to this spec, repairs drift,
+/// and on deletion removes everything it created (`deletionPolicy: Delete`).
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "byoc.dev",
+    version = "v1alpha1",
+    kind = "ComputeCluster",
+    namespaced,
+    status = "ComputeClusterStatus",
+    shortname = "cc",
+    category = "byoc",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.region"}"#,
+    printcolumn = r#"{"name":"VPC","type":"string","jsonPath":".status.network.vpcId"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeClusterSpec {
+    /// The CloudAccount whose credentials are used.
+    pub cloud_account_ref: CloudAccountRef,
+
+    /// AWS region of every resource, e.g. `us-east-1`. Immutable.
+    #[schemars(regex(pattern = patterns::REGION))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
+    pub region: String,
+
+    /// The network: a managed VPC (`vpcCidr`) or an existing one (`existingVpcId`).
+    pub network: NetworkSpec,
+
+    /// EC2 node groups; names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub node_groups: Vec<NodeGroupSpec>,
+
+    /// Tags added to every AWS resource, besides the operator's ownership tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128 && size(self[k]) <= 256 && !k.startsWith('aws:') && !k.startsWith('byoc.dev/'))").message("tag keys must be at most 128 characters, values at most 256, and keys may not start with 'aws:' or 'byoc.dev/'"))]
+    #[schemars(length(max = 40))]
+    pub tags: BTreeMap<String, String>,
+
+    /// `Delete` (default) removes every AWS resource the operator created when
+    /// this object is deleted; `Retain` leaves them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Reference to a CloudAccount.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct CloudAccountRef {
+    /// Name of the CloudAccount.
+    #[schemars(length(min = 1, max = 253), regex(pattern = patterns::DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Its namespace; default this object's. Another namespace works only when
+    /// that account lists this one in `allowedNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = patterns::DNS_LABEL))]
+    pub namespace: Option<String>,
+}
+
+/// The network of a cluster.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.vpcCidr) != has(self.existingVpcId)").message("set exactly one of network.vpcCidr (a managed VPC) or network.existingVpcId (bring your own network)"),
+    validation = Rule::new("!(has(self.availabilityZones) && has(self.azCount))").message("set at most one of network.availabilityZones or network.azCount"),
+    validation = Rule::new("has(self.existingVpcId) == has(self.existingSubnetIds)").message("network.existingVpcId and network.existingSubnetIds go together"),
+    validation = Rule::new("!has(self.existingVpcId) || (!has(self.availabilityZones) && !has(self.azCount) && !has(self.natGateways))").message("with network.existingVpcId the zones come from the existing subnets: availabilityZones, azCount and natGateways do not apply"),
+    validation = Rule::new("has(self.vpcCidr) == has(oldSelf.vpcCidr) && has(self.existingVpcId) == has(oldSelf.existingVpcId)").message("a cluster cannot switch between a managed VPC and an existing one"),
+    validation = Rule::new("has(self.availabilityZones) == has(oldSelf.availabilityZones) && has(self.azCount) == has(oldSelf.azCount)").message("the availability zones of a cluster are immutable"),
+)]
+pub struct NetworkSpec {
+    /// IPv4 CIDR of the managed VPC, a /16 to /24 network address, e.g. `10.0.0.0/16`.
+    /// Subnets are carved from it. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 18), regex(pattern = patterns::IPV4_CIDR))]
+    #[x_kube(
+        validation = Rule::new("isCIDR(self) && cidr(self) == cidr(self).masked() && cidr(self).prefixLength() >= 16 && cidr(self).prefixLength() <= 24").message("vpcCidr must be an IPv4 network address with a prefix from /16 to /24, e.g. 10.0.0.0/16"),
+        validation = Rule::new("self == oldSelf").message("vpcCidr is immutable"),
+    )]
+    pub vpc_cidr: Option<String>,
+
+    /// Availability zones to use, e.g. `[us-east-1a, us-east-1b]`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 6), inner(regex(pattern = patterns::ZONE)))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("availabilityZones is immutable"),
+        validation = Rule::new("self.all(z, self.exists_one(y, y == z))").message("availabilityZones must not repeat a zone"),
+    )]
+    pub availability_zones: Option<Vec<String>>,
+
+    /// Number of zones to use, the region's first ones (default 2 when no
+    /// zones are named). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 6))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("azCount is immutable"))]
+    pub az_count: Option<i32>,
+
+    /// NAT gateways for the private subnets: `none`, `single` (default) or `perZone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_gateways: Option<NatGateways>,
+
+    /// Ingress rules of the nodes' security group (traffic within the group is always allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub ingress: Vec<IngressRule>,
+
+    /// An existing VPC to use instead of a managed one; never modified or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::VPC_ID))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("existingVpcId is immutable"))]
+    pub existing_vpc_id: Option<String>,
+
+    /// Existing subnets of `existingVpcId` for the nodes; never modified or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), inner(regex(pattern = patterns::SUBNET_ID)))]
+    pub existing_subnet_ids: Option<Vec<String>>,
+}
+
+/// How private subnets reach the internet.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum NatGateways {
+    /// No NAT gateway: private subnets have no route to the internet.
+    None,
+    /// One NAT gateway in the first zone, shared by all private subnets.
+    #[default]
+    Single,
+    /// One NAT gateway per zone.
+    PerZone,
+}
+
+/// One ingress rule.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.protocol == 'all' || self.protocol == 'icmp' || self.fromPort <= self.toPort").message("fromPort must not be greater than toPort"))]
+pub struct IngressRule {
+    /// `tcp`, `udp`, `icmp` or `all`.
+    pub protocol: Protocol,
+    /// First port (ICMP: the type, -1 for all).
+    #[schemars(range(min = -1, max = 65535))]
+    pub from_port: i32,
+    /// Last port (ICMP: the code, -1 for all).
+    #[schemars(range(min = -1, max = 65535))]
+    pub to_port: i32,
+    /// Source IPv4 CIDR, e.g. `203.0.113.0/24`.
+    #[schemars(length(max = 18), regex(pattern = patterns::IPV4_CIDR))]
+    #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self) == cidr(self).masked()").message("cidr must be an IPv4 network address, e.g. 203.0.113.0/24"))]
+    pub cidr: String,
+}
+
+/// IP protocol of an ingress rule.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    All,
+}
+
+/// A group of identical EC2 instances.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroupSpec {
+    /// Name, unique in the cluster (a DNS label).
+    #[schemars(length(min = 1, max = 40), regex(pattern = patterns::DNS_LABEL))]
+    pub name: String,
+    /// EC2 instance type, e.g. `t3.large`. Changing it replaces the group's
+    /// instances (new ones first).
+    #[schemars(length(max = 64), regex(pattern = patterns::INSTANCE_TYPE))]
+    pub instance_type: String,
+    /// Number of instances, 0 to 500. Editing it scales the group.
+    #[schemars(range(min = 0, max = 500))]
+    pub count: i32,
+    /// AMI; default the newest Amazon Linux 2023 image for the type's architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::AMI_ID))]
+    pub image_id: Option<String>,
+    /// Spot instead of on-demand instances.
+    #[serde(default)]
+    pub spot: bool,
+    /// Which subnets to place the instances in: `private` (default) or `public`.
+    #[serde(default)]
+    pub subnets: SubnetKind,
+}
+
+/// Public or private subnets.
+#[derive(
+    JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SubnetKind {
+    #[default]
+    Private,
+    Public,
+}
+
+/// What happens to AWS resources when the ComputeCluster is deleted.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Remove everything the operator created.
+    #[default]
+    Delete,
+    /// Leave the AWS resources; only the finalizer is removed.
+    Retain,
+}
+
+/// Observed state of a ComputeCluster.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `pending`, `provisioning`, `running`, `deleting` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterPhase>,
+    /// IDs of the network resources, as learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
+    /// The nodes' IAM role and instance profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<IamStatus>,
+    /// Per node group: desired and running instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub node_groups: Vec<NodeGroupStatus>,
+    /// `running/desired` instances over all groups, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    /// `Ready`, `Reconciling`, `Stalled` and one per part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle of a ComputeCluster.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterPhase {
+    Pending,
+    Provisioning,
+    Running,
+    Deleting,
+    Failed,
+}
+
+/// Network resource IDs.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<SubnetStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet_gateway_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_gateway_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_table_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+}
+
+/// One subnet in use.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetStatus {
+    pub id: String,
+    pub zone: String,
+    pub public: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+}
+
+/// The nodes' IAM identity.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IamStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile_arn: Option<String>,
+}
+
+/// One node group's instances.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroupStatus {
+    pub name: String,
+    pub desired: i32,
+    pub running: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_ids: Vec<String>,
+}

@@ -1,0 +1,141 @@
+//! Condition types, reasons and the helpers that keep `lastTransitionTime`
+//! honest (it changes only when a condition's status does).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// kstatus: the object has reached its desired state.
+pub const READY: &str = "Ready";
+/// kstatus: the controller is working towards the desired state.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: progress needs the user (bad spec, denied access, missing Secret).
+pub const STALLED: &str = "Stalled";
+/// ComputeCluster parts.
+pub const NETWORK_READY: &str = "NetworkReady";
+pub const IAM_READY: &str = "IamReady";
+pub const NODE_GROUPS_READY: &str = "NodeGroupsReady";
+/// The referenced CloudAccount is usable by this object.
+pub const ACCOUNT_READY: &str = "AccountReady";
+/// Reconciliation is paused by the `byoc.dev/paused` annotation.
+pub const PAUSED: &str = "Paused";
+
+/// Condition reasons (CamelCase, stable: users and tools match on them).
+pub mod reason {
+    pub const VERIFIED: &str = "Verified";
+    pub const VERIFYING: &str = "Verifying";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
+    pub const ASSUME_ROLE_DENIED: &str = "AssumeRoleDenied";
+    pub const AWS_UNAVAILABLE: &str = "AwsUnavailable";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";
+    pub const ACCOUNT_NOT_READY: &str = "AccountNotReady";
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const RUNNING: &str = "Running";
+    pub const DELETING: &str = "Deleting";
+    pub const AWS_ERROR: &str = "AwsError";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const PAUSED: &str = "Paused";
+    pub const AS_EXPECTED: &str = "AsExpected";
+}
+
+/// A condition to be set; `observedGeneration` and times are filled in by
+/// [`merge`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Desired {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds the new condition list from the desired ones, keeping each
+/// `lastTransitionTime` from `previous` when the status did not change.
+/// Conditions of other types in `previous` are dropped: the controller owns
+/// the whole list.
+pub fn merge(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = if d.status { "True" } else { "False" }.to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|p| p.type_ == d.type_ && p.status == status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: d.type_.to_string(),
+                status,
+                reason: d.reason.to_string(),
+                message: d.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Whether `conditions` has `type_` with status `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).expect("valid timestamp"))
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let first = merge(
+            &[],
+            &[Desired::new(READY, false, reason::PROVISIONING, "a")],
+            Some(1),
+            &time(10),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, false, reason::PROVISIONING, "b")],
+            Some(2),
+            &time(20),
+        );
+        assert_eq!(second[0].last_transition_time, time(10));
+        assert_eq!(second[0].message, "b");
+        assert_eq!(second[0].observed_generation, Some(2));
+        let third = merge(
+            &second,
+            &[Desired::new(READY, true, reason::RUNNING, "c")],
+            Some(2),
+            &time(30),
+        );
+        assert_eq!(third[0].last_transition_time, time(30));
+        assert_eq!(third[0].status, "True");
+    }
+}

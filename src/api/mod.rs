@@ -1,0 +1,47 @@
+//! The custom resources, group `byoc.dev`, version `v1alpha1`.
+
+pub mod cloud_account;
+pub mod compute_cluster;
+pub mod conditions;
+
+pub use cloud_account::{
+    AccountPhase, CloudAccount, CloudAccountSpec, CloudAccountStatus, RoleHop, SecretRef,
+};
+pub use compute_cluster::{
+    ClusterPhase, ComputeCluster, ComputeClusterSpec, ComputeClusterStatus, DeletionPolicy,
+    IngressRule, NatGateways, NetworkSpec, NodeGroupSpec, Protocol, SubnetKind,
+};
+
+use kube::CustomResourceExt;
+
+/// Regular expressions of the schema (Go RE2 syntax, as the apiserver runs them).
+pub mod patterns {
+    pub const REGION: &str = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$";
+    pub const ZONE: &str = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+[a-z]$";
+    pub const ROLE_ARN: &str =
+        r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
+    pub const EXTERNAL_ID: &str = r"^[A-Za-z0-9+=,.@:/_-]+$";
+    pub const DNS_SUBDOMAIN: &str =
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+    pub const NAMESPACE_OR_STAR: &str = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$";
+    pub const IPV4_CIDR: &str = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$";
+    pub const VPC_ID: &str = r"^vpc-[0-9a-f]{8,17}$";
+    pub const SUBNET_ID: &str = r"^subnet-[0-9a-f]{8,17}$";
+    pub const AMI_ID: &str = r"^ami-[0-9a-f]{8,17}$";
+    pub const INSTANCE_TYPE: &str = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$";
+}
+
+/// The CRDs as YAML documents, one per kind: `(file name, yaml)`.
+pub fn crd_documents() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> {
+    Ok(vec![
+        (
+            "byoc.dev_cloudaccounts.yaml",
+            serde_yaml_ng::to_string(&CloudAccount::crd())?,
+        ),
+        (
+            "byoc.dev_computeclusters.yaml",
+            serde_yaml_ng::to_string(&ComputeCluster::crd())?,
+        ),
+    ])
+}

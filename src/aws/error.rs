@@ -1,0 +1,222 @@
+//! AWS errors, classified by what should happen next.
+
+use std::error::Error as StdError;
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+/// What an AWS error means for the reconciler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, eventual consistency: retry with backoff.
+    Transient,
+    /// The thing is gone (deleting it is done).
+    NotFound,
+    /// The user must act: access denied, quota, invalid AMI, bad parameter.
+    NeedsUser,
+}
+
+/// An AWS call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// AWS answered with an error code.
+    #[error("{operation}: {code}: {message}")]
+    Service {
+        operation: &'static str,
+        code: String,
+        message: String,
+        class: ErrorClass,
+    },
+    /// No usable answer: connection, timeout, unparseable response.
+    #[error("{operation}: {source}")]
+    Transport {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// AWS answered, but without something it always returns (an ID).
+    #[error("{operation}: the response has no {missing}")]
+    Incomplete {
+        operation: &'static str,
+        missing: &'static str,
+    },
+}
+
+pub type AwsResult<T> = Result<T, AwsError>;
+
+impl AwsError {
+    /// Wraps an SDK error of `operation`.
+    pub fn from_sdk<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        match err {
+            SdkError::ServiceError(service) => {
+                let e = service.err();
+                let code = e.code().unwrap_or("Unknown").to_string();
+                let message = e.message().unwrap_or_default().to_string();
+                let class = classify(&code, &message, status);
+                AwsError::Service {
+                    operation,
+                    code,
+                    message,
+                    class,
+                }
+            }
+            other => AwsError::Transport {
+                operation,
+                source: Box::new(other),
+            },
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AwsError::Service { class, .. } => *class,
+            AwsError::Transport { .. } | AwsError::Incomplete { .. } => ErrorClass::Transient,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.class() == ErrorClass::NotFound
+    }
+
+    /// The AWS error code, when AWS gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies an AWS error code.
+pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
+    const TRANSIENT: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "ServiceUnavailable",
+        "Unavailable",
+        "InternalError",
+        "InternalFailure",
+        "ServerInternal",
+        "InsufficientInstanceCapacity",
+        "DependencyViolation",
+        "IncorrectState",
+        "IncorrectInstanceState",
+        "InvalidState",
+        "ConcurrentModification",
+        "ConcurrentModificationException",
+        "IdempotentParameterMismatch",
+        "Gateway.NotAttached",
+        "RequestExpired",
+        "PriorRequestNotComplete",
+    ];
+    const NEEDS_USER: &[&str] = &[
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "OptInRequired",
+        "Blocked",
+        "InstanceLimitExceeded",
+        "VpcLimitExceeded",
+        "AddressLimitExceeded",
+        "NatGatewayLimitExceeded",
+        "InternetGatewayLimitExceeded",
+        "RouteTableLimitExceeded",
+        "SecurityGroupLimitExceeded",
+        "RulesPerSecurityGroupLimitExceeded",
+        "SubnetLimitExceeded",
+        "VcpuLimitExceeded",
+        "MaxSpotInstanceCountExceeded",
+        "LimitExceeded",
+        "EntityAlreadyExists",
+        "MalformedPolicyDocument",
+        "Unsupported",
+        "UnsupportedOperation",
+        "InvalidAMIID.Malformed",
+        "InvalidAMIID.NotFound",
+        "InvalidAMIID.Unavailable",
+        "InvalidInstanceType",
+        "InvalidSubnet.Conflict",
+        "InvalidVpc.Range",
+        "InvalidParameterCombination",
+        "InvalidAvailabilityZone",
+    ];
+    // IAM is eventually consistent: a new instance profile is briefly unknown to EC2.
+    if code == "InvalidParameterValue" && message.contains("nstance profile") {
+        return ErrorClass::Transient;
+    }
+    if TRANSIENT.contains(&code) {
+        return ErrorClass::Transient;
+    }
+    if NEEDS_USER.contains(&code) || code.starts_with("InvalidAMIID") {
+        return ErrorClass::NeedsUser;
+    }
+    if code == "NoSuchEntity"
+        || code.ends_with(".NotFound")
+        || code.ends_with("NotFound")
+        || code.ends_with("NotFoundException")
+    {
+        return ErrorClass::NotFound;
+    }
+    if code.starts_with("InvalidParameter") {
+        return ErrorClass::NeedsUser;
+    }
+    match status {
+        Some(s) if s >= 500 || s == 429 => ErrorClass::Transient,
+        Some(403) => ErrorClass::NeedsUser,
+        // Unknown codes are retried with backoff: a blip must not stall a cluster.
+        _ => ErrorClass::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(
+            classify("RequestLimitExceeded", "", Some(503)),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify("Throttling", "", Some(400)), ErrorClass::Transient);
+        assert_eq!(
+            classify("UnauthorizedOperation", "", Some(403)),
+            ErrorClass::NeedsUser
+        );
+        assert_eq!(
+            classify("InvalidAMIID.NotFound", "", Some(400)),
+            ErrorClass::NeedsUser
+        );
+        assert_eq!(
+            classify("InvalidVpcID.NotFound", "", Some(400)),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            classify("NoSuchEntity", "", Some(404)),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            classify("DependencyViolation", "", Some(400)),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify("InvalidParameterValue", "Value (x) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name", Some(400)),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify("Whatever", "", Some(502)), ErrorClass::Transient);
+        assert_eq!(classify("Whatever", "", Some(403)), ErrorClass::NeedsUser);
+    }
+}

@@ -1,0 +1,138 @@
+//! Ownership tags: every resource the operator creates carries the owning
+//! cluster's UID, its namespace/name and a managed-by tag, and nothing is
+//! modified or deleted without them.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+/// Who manages the resource.
+pub const MANAGED_BY: &str = "byoc.dev/managed-by";
+pub const MANAGED_BY_VALUE: &str = "byoc-operator";
+/// UID of the owning ComputeCluster: the ownership key.
+pub const CLUSTER_UID: &str = "byoc.dev/cluster-uid";
+/// `namespace/name` of the owning ComputeCluster, for people.
+pub const CLUSTER: &str = "byoc.dev/cluster";
+/// What the resource is to the cluster, e.g. `public-subnet`.
+pub const PART: &str = "byoc.dev/part";
+/// Availability zone a zonal part serves.
+pub const ZONE: &str = "byoc.dev/zone";
+/// Node group of an instance.
+pub const NODE_GROUP: &str = "byoc.dev/node-group";
+pub const NAME: &str = "Name";
+
+/// The ownership tags of one cluster, plus the user's `spec.tags`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnershipTags {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub user: BTreeMap<String, String>,
+}
+
+impl OwnershipTags {
+    /// All tags for a resource: user tags first, so ours always win.
+    pub fn for_part(&self, part: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut tags = self.user.clone();
+        tags.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+        tags.insert(CLUSTER_UID.into(), self.uid.clone());
+        tags.insert(CLUSTER.into(), format!("{}/{}", self.namespace, self.name));
+        tags.insert(PART.into(), part.into());
+        let zone = extra.iter().find(|(k, _)| *k == ZONE).map(|(_, v)| *v);
+        let label = match zone {
+            Some(z) => format!("{}-{}-{}", self.name, part, z),
+            None => format!("{}-{}", self.name, part),
+        };
+        tags.insert(NAME.into(), label);
+        for (k, v) in extra {
+            tags.insert((*k).into(), (*v).into());
+        }
+        tags
+    }
+
+    /// EC2 tag specifications to tag a resource atomically at creation.
+    pub fn ec2_spec(
+        &self,
+        resource: ResourceType,
+        part: &str,
+        extra: &[(&str, &str)],
+    ) -> TagSpecification {
+        TagSpecification::builder()
+            .resource_type(resource)
+            .set_tags(Some(ec2_tags(&self.for_part(part, extra))))
+            .build()
+    }
+
+    /// The describe filter that finds this cluster's resources.
+    pub fn filter(&self) -> Filter {
+        Filter::builder()
+            .name(format!("tag:{CLUSTER_UID}"))
+            .values(&self.uid)
+            .build()
+    }
+
+    /// Whether EC2 tags mark a resource as this cluster's.
+    pub fn owns(&self, tags: &[Tag]) -> bool {
+        tags.iter()
+            .any(|t| t.key() == Some(CLUSTER_UID) && t.value() == Some(self.uid.as_str()))
+            && tags
+                .iter()
+                .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE))
+    }
+}
+
+pub fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// The value of `key` among EC2 tags.
+pub fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> OwnershipTags {
+        OwnershipTags {
+            uid: "u-1".into(),
+            namespace: "team-a".into(),
+            name: "ml".into(),
+            user: BTreeMap::from([
+                ("team".into(), "a".into()),
+                (CLUSTER_UID.into(), "spoof".into()),
+            ]),
+        }
+    }
+
+    #[test]
+    fn ownership_tags_override_user_tags() {
+        let tags = owner().for_part("public-subnet", &[(ZONE, "us-east-1a")]);
+        assert_eq!(tags[CLUSTER_UID], "u-1");
+        assert_eq!(tags[CLUSTER], "team-a/ml");
+        assert_eq!(tags["team"], "a");
+        assert_eq!(tags[NAME], "ml-public-subnet-us-east-1a");
+    }
+
+    #[test]
+    fn owns_needs_uid_and_managed_by() {
+        let o = owner();
+        let ours = ec2_tags(&o.for_part("vpc", &[]));
+        assert!(o.owns(&ours));
+        let theirs = ec2_tags(&BTreeMap::from([(
+            CLUSTER_UID.to_string(),
+            "u-1".to_string(),
+        )]));
+        assert!(!o.owns(&theirs));
+        let other = OwnershipTags {
+            uid: "u-2".into(),
+            ..o.clone()
+        };
+        assert!(!other.owns(&ours));
+    }
+}

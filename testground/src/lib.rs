@@ -1,0 +1,514 @@
+//! The test ground: a real kube-apiserver + etcd and a moto server, on loopback.
+//!
+//! Binaries are built and cached by `hack/build-ground.sh` (Go module proxy,
+//! PyPI); this crate starts them on free ports, waits until they serve, and
+//! kills every process it started, by PID, when its handle drops. Each child
+//! also gets `PR_SET_PDEATHSIG`, so a test process that dies hard takes its
+//! ground with it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Prefix of every ground's working directory under the temp dir.
+const DIR_PREFIX: &str = "byoc-ground-";
+/// How long a part of the ground may take to start serving.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Paths of the ground's binaries, as built by `hack/build-ground.sh`.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+    pub moto_server: PathBuf,
+    pub helm: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl Tools {
+    /// Builds what is missing (a no-op when cached) and returns the paths.
+    /// The result is computed once per process.
+    pub fn locate() -> Result<&'static Tools> {
+        static TOOLS: OnceLock<std::result::Result<Tools, String>> = OnceLock::new();
+        TOOLS
+            .get_or_init(|| Self::from_build_script().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    fn from_build_script() -> Result<Tools> {
+        let script = repo_root().join("hack/build-ground.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("env")
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!("{} failed (see its message above)", script.display());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |key: &str| -> Result<PathBuf> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {key}=")))
+                .map(|v| PathBuf::from(v.trim_matches('"')))
+                .ok_or_else(|| anyhow!("{} printed no {key}", script.display()))
+        };
+        Ok(Tools {
+            kube_apiserver: get("BYOC_KUBE_APISERVER")?,
+            etcd: get("BYOC_ETCD")?,
+            moto_server: get("BYOC_MOTO_SERVER")?,
+            helm: get("BYOC_HELM")?,
+            kubectl: get("BYOC_KUBECTL")?,
+        })
+    }
+}
+
+/// The repository root (this crate lives in `testground/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A process of the ground; killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Process> {
+        let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        record_pid(child.id(), name);
+        Ok(Process {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Fails with the log's tail when the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Polls `ready` until it returns true, failing when the process exits or
+    /// the deadline passes.
+    pub fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            self.check_alive()?;
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not become ready within {:?}; last lines of {}:\n{}",
+                    self.name,
+                    START_DEADLINE,
+                    self.log.display(),
+                    tail(&self.log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Appends `pid name` to the file named by `BYOC_PID_LOG`, when set, so that
+/// the test script can prove afterwards that no process outlived the tests.
+fn record_pid(pid: u32, name: &str) {
+    if let Some(path) = std::env::var_os("BYOC_PID_LOG") {
+        if let Ok(mut f) = fs::OpenOptions::new().append(true).create(true).open(path) {
+            let _ = writeln!(f, "{pid} {name}");
+        }
+    }
+}
+
+/// The last `n` lines of a file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; fine for tests).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// A working directory for one ground; removes those of processes that are gone.
+fn ground_dir(kind: &str) -> Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
+                continue;
+            };
+            let pid = rest.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    == Err(nix::errno::Errno::ESRCH);
+                if gone {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir()?)
+}
+
+/// A real kube-apiserver backed by its own etcd.
+#[derive(Debug)]
+pub struct Kube {
+    apiserver: Process,
+    etcd: Process,
+    /// Admin kubeconfig (client cert in `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`
+    pub server: String,
+    /// PEM of the CA that signed the serving and client certificates.
+    pub ca_file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Kube {
+    pub fn start() -> Result<Kube> {
+        let tools = Tools::locate()?;
+        let dir = ground_dir("kube")?;
+        let d = dir.path();
+        let certs = Certs::write(d)?;
+
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd_cmd = Command::new(&tools.etcd);
+        etcd_cmd
+            .arg("--name=ground")
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=ground={peer_url}"))
+            .arg("--unsafe-no-fsync=true")
+            .arg("--log-level=warn");
+        let mut etcd = Process::spawn("etcd", etcd_cmd, &d.join("etcd.log"))?;
+        etcd.wait_ready(|| port_open(client_port))?;
+
+        let port = free_port()?;
+        let server = format!("https://127.0.0.1:{port}");
+        let mut api_cmd = Command::new(&tools.kube_apiserver);
+        api_cmd
+            .arg(format!("--etcd-servers={client_url}"))
+            .arg("--advertise-address=127.0.0.1")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!(
+                "--cert-dir={}",
+                d.join("apiserver-certs").display()
+            ))
+            .arg(format!("--tls-cert-file={}", certs.serving_cert.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                certs.serving_key.display()
+            ))
+            .arg(format!("--client-ca-file={}", certs.ca_cert.display()))
+            .arg(format!("--service-account-issuer={server}"))
+            .arg(format!(
+                "--service-account-key-file={}",
+                certs.sa_public.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                certs.sa_key.display()
+            ))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--authorization-mode=RBAC")
+            .arg("--allow-privileged=true")
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--enable-priority-and-fairness=false")
+            .arg("--v=1");
+        let mut apiserver =
+            Process::spawn("kube-apiserver", api_cmd, &d.join("kube-apiserver.log"))?;
+
+        let kubeconfig = d.join("kubeconfig");
+        fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&server, &certs.ca_cert, &certs.admin_cert, &certs.admin_key),
+        )?;
+        let kubectl = tools.kubectl.clone();
+        let kc = kubeconfig.clone();
+        apiserver.wait_ready(|| {
+            Command::new(&kubectl)
+                .arg(format!("--kubeconfig={}", kc.display()))
+                .args(["get", "--raw=/readyz", "--request-timeout=2s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })?;
+        Ok(Kube {
+            apiserver,
+            etcd,
+            kubeconfig,
+            server,
+            ca_file: certs.ca_cert,
+            dir,
+        })
+    }
+
+    /// One apiserver per test process, started on a thread that lives as long
+    /// as the process (so PDEATHSIG fires only when the process ends).
+    pub fn shared() -> Result<&'static Kube> {
+        static SHARED: OnceLock<std::result::Result<&'static Kube, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("testground-kube".into())
+                    .spawn(move || {
+                        let started = Kube::start().map(|k| &*Box::leak(Box::new(k)));
+                        let _ = tx.send(started.map_err(|e| format!("{e:#}")));
+                        loop {
+                            std::thread::park();
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                rx.recv().map_err(|e| e.to_string())?
+            })
+            .clone()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// A `kubectl` command using the admin kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(
+            &Tools::locate()
+                .map(|t| t.kubectl.clone())
+                .unwrap_or_else(|_| "kubectl".into()),
+        );
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        cmd
+    }
+
+    /// Writes a kubeconfig that authenticates with `token` (e.g. from
+    /// `kubectl create token`) instead of the admin certificate.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: ground\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: ground\n  context: {{cluster: ground, user: {name}}}\ncurrent-context: ground\n",
+            self.server,
+            self.ca_file.display()
+        );
+        fs::write(&path, yaml)?;
+        Ok(path)
+    }
+
+    pub fn pids(&self) -> [u32; 2] {
+        [self.apiserver.pid(), self.etcd.pid()]
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ground\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: ground\n  context: {{cluster: ground, user: admin, namespace: default}}\ncurrent-context: ground\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+struct Certs {
+    ca_cert: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    admin_cert: PathBuf,
+    admin_key: PathBuf,
+    sa_key: PathBuf,
+    sa_public: PathBuf,
+}
+
+impl Certs {
+    fn write(dir: &Path) -> Result<Certs> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "byoc-testground-ca");
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut serving =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        serving
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        let serving_key = KeyPair::generate()?;
+        let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+
+        let mut admin = CertificateParams::new(Vec::<String>::new())?;
+        admin.distinguished_name.push(DnType::CommonName, "admin");
+        admin
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        let admin_key = KeyPair::generate()?;
+        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+        let sa_key = KeyPair::generate()?;
+
+        let out = Certs {
+            ca_cert: dir.join("ca.crt"),
+            serving_cert: dir.join("serving.crt"),
+            serving_key: dir.join("serving.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
+            sa_key: dir.join("sa.key"),
+            sa_public: dir.join("sa.pub"),
+        };
+        fs::write(&out.ca_cert, ca_cert.pem())?;
+        fs::write(&out.serving_cert, serving_cert.pem())?;
+        fs::write(&out.serving_key, serving_key.serialize_pem())?;
+        fs::write(&out.admin_cert, admin_cert.pem())?;
+        fs::write(&out.admin_key, admin_key.serialize_pem())?;
+        fs::write(&out.sa_key, sa_key.serialize_pem())?;
+        fs::write(&out.sa_public, sa_key.public_key_pem())?;
+        Ok(out)
+    }
+}
+
+/// A moto server (AWS API emulator) on its own port.
+#[derive(Debug)]
+pub struct Moto {
+    process: Process,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Result<Moto> {
+        let tools = Tools::locate()?;
+        let dir = ground_dir("moto")?;
+        let port = free_port()?;
+        let mut cmd = Command::new(&tools.moto_server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut process = Process::spawn("moto", cmd, &dir.path().join("moto.log"))?;
+        process.wait_ready(|| http_request(port, "GET", "/moto-api/").is_ok_and(|s| s < 500))?;
+        Ok(Moto {
+            process,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Drops all of moto's state.
+    pub fn reset(&self) -> Result<()> {
+        let status = http_request(self.port, "POST", "/moto-api/reset")?;
+        if status != 200 {
+            bail!("moto reset answered HTTP {status}");
+        }
+        Ok(())
+    }
+}
+
+/// A bodyless HTTP/1.1 request on loopback; returns the status code.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no HTTP status in moto's answer"))
+}
