@@ -62,7 +62,8 @@ pub struct CloudAccountSpec {
     /// Other namespaces whose ComputeClusters may use this account. Default:
     /// none (only this namespace). `"*"` allows every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = patterns::NAMESPACE_OR_STAR)))]
+    #[schemars(inner(length(max = 63), regex(pattern = patterns::NAMESPACE_OR_STAR)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_namespaces: Vec<String>,
 }
 

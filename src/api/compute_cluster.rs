@@ -97,10 +97,10 @@ pub struct NetworkSpec {
 
     /// Availability zones to use, e.g. `[us-east-1a, us-east-1b]`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 6), inner(regex(pattern = patterns::ZONE)))]
+    #[schemars(length(min = 1, max = 6), inner(length(max = 32), regex(pattern = patterns::ZONE)))]
     #[x_kube(
         validation = Rule::new("self == oldSelf").message("availabilityZones is immutable"),
-        validation = Rule::new("self.all(z, self.exists_one(y, y == z))").message("availabilityZones must not repeat a zone"),
+        merge_strategy = ListMerge::Set
     )]
     pub availability_zones: Option<Vec<String>>,
 
@@ -129,6 +129,7 @@ pub struct NetworkSpec {
     /// Existing subnets of `existingVpcId` for the nodes; never modified or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), inner(regex(pattern = patterns::SUBNET_ID)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub existing_subnet_ids: Option<Vec<String>>,
 }
 

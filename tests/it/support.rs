@@ -121,3 +121,36 @@ pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<()> {
         Err(anyhow!(msg.into()))
     }
 }
+
+/// Installs `crds/` into the shared apiserver (once per test process) and
+/// waits until they are established.
+pub async fn install_crds(g: &Ground) -> Result<()> {
+    static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let kube = g.kube;
+    tokio::task::spawn_blocking(move || {
+        DONE.get_or_init(|| {
+            let dir = testground::repo_root().join("crds");
+            let run = |args: &[&str]| -> std::result::Result<(), String> {
+                let out = kube
+                    .kubectl()
+                    .args(args)
+                    .arg(&dir)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "kubectl {args:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+            };
+            run(&["apply", "--server-side", "-f"])?;
+            run(&["wait", "--for=condition=established", "--timeout=60s", "-f"])
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+    })
+    .await?
+}

@@ -1,0 +1,242 @@
+//! The CRDs: generated files are current, the real apiserver accepts them and
+//! the examples, and rejects bad manifests naming the field.
+
+use anyhow::{bail, Result};
+
+use crate::support::{ensure, install_crds, Ground};
+
+#[test]
+fn crds_dir_matches_generated() -> Result<()> {
+    let root = testground::repo_root();
+    for (file, yaml) in byoc_operator::api::crd_documents()? {
+        let on_disk = std::fs::read_to_string(root.join("crds").join(file))?;
+        ensure(
+            on_disk == yaml,
+            format!("crds/{file} differs from the code: run `cargo run -- crds --dir crds`"),
+        )?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn examples_apply() -> Result<()> {
+    let g = Ground::new("crds-examples").await?;
+    install_crds(&g).await?;
+    let root = testground::repo_root();
+    for dir in ["examples", "examples/sandbox"] {
+        let out = g
+            .kube
+            .kubectl()
+            .args(["apply", "-n", &g.namespace, "-f"])
+            .arg(root.join(dir))
+            .output()?;
+        ensure(
+            out.status.success(),
+            format!(
+                "kubectl apply -f {dir}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )?;
+    }
+    let out = g
+        .kube
+        .kubectl()
+        .args(["get", "byoc", "-n", &g.namespace, "-o", "name"])
+        .output()?;
+    let names = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "cloudaccount.byoc.dev/demo",
+        "cloudaccount.byoc.dev/acme-ambient",
+        "computecluster.byoc.dev/demo",
+        "computecluster.byoc.dev/byo",
+    ] {
+        ensure(
+            names.contains(want),
+            format!("`kubectl get byoc` lacks {want}: {names}"),
+        )?;
+    }
+    // Printer columns.
+    let out = g
+        .kube
+        .kubectl()
+        .args(["get", "cc", "-n", &g.namespace])
+        .output()?;
+    let header = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for col in ["PHASE", "REGION", "VPC", "NODES", "AGE"] {
+        ensure(
+            header.contains(col),
+            format!("`kubectl get cc` has no {col} column: {header}"),
+        )?;
+    }
+    let out = g
+        .kube
+        .kubectl()
+        .args(["get", "ca", "-n", &g.namespace])
+        .output()?;
+    let header = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for col in ["ACCOUNT", "PHASE", "AGE"] {
+        ensure(
+            header.contains(col),
+            format!("`kubectl get ca` has no {col} column: {header}"),
+        )?;
+    }
+    Ok(())
+}
+
+const VALID_CLUSTER: &str = r#"
+apiVersion: byoc.dev/v1alpha1
+kind: ComputeCluster
+metadata: {name: NAME}
+spec:
+  cloudAccountRef: {name: acme}
+  region: us-east-1
+  network:
+    vpcCidr: 10.0.0.0/16
+    azCount: 2
+  nodeGroups:
+    - {name: workers, instanceType: t3.large, count: 3}
+"#;
+
+const VALID_ACCOUNT: &str = r#"
+apiVersion: byoc.dev/v1alpha1
+kind: CloudAccount
+metadata: {name: NAME}
+spec:
+  region: us-east-1
+  roleArn: arn:aws:iam::123456789012:role/byoc
+"#;
+
+/// `(case, manifest, text the rejection must contain)`. Each manifest is
+/// the valid one with one thing broken.
+fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
+    let cc = |from: &str, to: &str| VALID_CLUSTER.replace(from, to);
+    let ca = |from: &str, to: &str| VALID_ACCOUNT.replace(from, to);
+    vec![
+        ("bad CIDR", cc("vpcCidr: 10.0.0.0/16", "vpcCidr: 10.0.0.300/16"), "spec.network.vpcCidr"),
+        ("CIDR not a network address", cc("vpcCidr: 10.0.0.0/16", "vpcCidr: 10.0.0.1/16"), "spec.network.vpcCidr"),
+        ("CIDR too large", cc("vpcCidr: 10.0.0.0/16", "vpcCidr: 10.0.0.0/8"), "spec.network.vpcCidr"),
+        ("negative count", cc("count: 3", "count: -1"), "spec.nodeGroups[0].count"),
+        ("count too large", cc("count: 3", "count: 100000"), "spec.nodeGroups[0].count"),
+        ("unknown NAT mode", cc("azCount: 2", "azCount: 2\n    natGateways: sometimes"), "spec.network.natGateways"),
+        (
+            "both vpcCidr and existingVpcId",
+            cc("azCount: 2", "existingVpcId: vpc-0123456789abcdef0\n    existingSubnetIds: [subnet-0123456789abcdef0]"),
+            "exactly one of network.vpcCidr",
+        ),
+        ("neither vpcCidr nor existingVpcId", cc("vpcCidr: 10.0.0.0/16", "ingress: []"), "exactly one of network.vpcCidr"),
+        ("zones and azCount", cc("azCount: 2", "azCount: 2\n    availabilityZones: [us-east-1a]"), "at most one of"),
+        ("bad region", cc("region: us-east-1", "region: Mars"), "spec.region"),
+        ("bad instance type", cc("instanceType: t3.large", "instanceType: large"), "spec.nodeGroups[0].instanceType"),
+        ("bad AMI", cc("count: 3}", "count: 3, imageId: ubuntu}"), "spec.nodeGroups[0].imageId"),
+        (
+            "duplicate node group",
+            cc("count: 3}", "count: 3}\n    - {name: workers, instanceType: t3.large, count: 1}"),
+            "spec.nodeGroups: duplicate entries for key [name=\"workers\"]",
+        ),
+        ("reserved tag", cc("nodeGroups:", "tags: {\"aws:owner\": x}\n  nodeGroups:"), "spec.tags"),
+        ("ingress ports reversed", cc("azCount: 2", "azCount: 2\n    ingress: [{protocol: tcp, fromPort: 23, toPort: 22, cidr: 0.0.0.0/0}]"), "fromPort must not be greater"),
+        ("bad ARN", ca("arn:aws:iam::123456789012:role/byoc", "arn:aws:iam::12:role/byoc"), "spec.roleArn"),
+        ("session too long", ca("region: us-east-1", "region: us-east-1\n  sessionDurationSeconds: 99999"), "spec.sessionDurationSeconds"),
+        ("missing region", ca("region: us-east-1\n", ""), "spec.region"),
+        (
+            "chain without roleArn",
+            ca("roleArn: arn:aws:iam::123456789012:role/byoc", "roleChain: [{roleArn: \"arn:aws:iam::123456789012:role/x\"}]"),
+            "spec.roleChain needs spec.roleArn",
+        ),
+        (
+            "bad allowed namespace",
+            ca("region: us-east-1", "region: us-east-1\n  allowedNamespaces: [\"Team_B\"]"),
+            "spec.allowedNamespaces[0]",
+        ),
+    ]
+}
+
+/// `(case, change applied to the stored valid object, rejection text)`.
+fn invalid_updates() -> Vec<(&'static str, String, &'static str)> {
+    let cc = |from: &str, to: &str| VALID_CLUSTER.replace(from, to);
+    vec![
+        ("changed region", cc("region: us-east-1", "region: us-west-2"), "region is immutable"),
+        ("changed vpcCidr", cc("vpcCidr: 10.0.0.0/16", "vpcCidr: 10.1.0.0/16"), "vpcCidr is immutable"),
+        ("changed azCount", cc("azCount: 2", "azCount: 3"), "azCount is immutable"),
+        (
+            "switch to an existing VPC",
+            cc("vpcCidr: 10.0.0.0/16\n    azCount: 2", "existingVpcId: vpc-0123456789abcdef0\n    existingSubnetIds: [subnet-0123456789abcdef0]"),
+            "cannot switch",
+        ),
+    ]
+}
+
+fn apply(g: &Ground, manifest: &str) -> Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = g
+        .kube
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=test",
+            "-n",
+            &g.namespace,
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .map(|mut s| s.write_all(manifest.as_bytes()))
+        .transpose()?;
+    Ok(child.wait_with_output()?)
+}
+
+#[tokio::test]
+async fn invalid_manifests_rejected_naming_the_field() -> Result<()> {
+    let g = Ground::new("crds-invalid").await?;
+    install_crds(&g).await?;
+    let mut failures = Vec::new();
+    let creates = invalid_creates();
+    ensure(creates.len() >= 10, "at least ten invalid manifests")?;
+    for (i, (case, manifest, expect)) in creates.iter().enumerate() {
+        let out = apply(&g, &manifest.replace("NAME", &format!("bad-{i}")))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.contains(expect) {
+            failures.push(format!(
+                "{case}: success={} stderr={stderr}",
+                out.status.success()
+            ));
+        }
+    }
+    for (i, (case, manifest, expect)) in invalid_updates().iter().enumerate() {
+        let name = format!("upd-{i}");
+        let created = apply(&g, &VALID_CLUSTER.replace("NAME", &name))?;
+        if !created.status.success() {
+            bail!(
+                "valid manifest rejected: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        let out = apply(&g, &manifest.replace("NAME", &name))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.contains(expect) {
+            failures.push(format!(
+                "{case}: success={} stderr={stderr}",
+                out.status.success()
+            ));
+        }
+    }
+    ensure(
+        failures.is_empty(),
+        format!("not rejected as expected:\n{}", failures.join("\n")),
+    )
+}
