@@ -1,15 +1,44 @@
 //! byoc-operator: builds compute clusters in a team's own AWS account.
 
+pub mod account;
 pub mod api;
 pub mod aws;
+pub mod cluster;
+pub mod context;
+pub mod metrics;
 
-/// Errors of the operator's top level.
+use crate::account::credentials::AccountError;
+use crate::aws::AwsError;
+
+/// Errors of the controllers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
-    Kube(#[source] kube::Error),
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("serializing: {0}")]
-    Yaml(#[source] serde_yaml_ng::Error),
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_reason(&self) -> String {
+        match self {
+            Error::Kube(_) => "kube".into(),
+            Error::Account(e) => e.reason().into(),
+            Error::Aws(e) => e.code().unwrap_or("transport").into(),
+            Error::InvalidSpec(_) => "invalid_spec".into(),
+            Error::Finalizer(_) => "finalizer".into(),
+            Error::Yaml(_) => "serialize".into(),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,7 +1,20 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use byoc_operator::api::CloudAccount;
+use byoc_operator::context::{Context, Settings};
+use byoc_operator::metrics::Metrics;
+use byoc_operator::{account, cluster};
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::ListParams;
+use kube::{Api, Client};
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run both controllers (CloudAccount and ComputeCluster).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into --dir.
     Crds {
         #[arg(long)]
@@ -23,9 +38,54 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "BYOC_NAMESPACE")]
+    namespace: Option<String>,
+    /// How often a converged ComputeCluster is checked for drift, e.g. `5m`, `30s`.
+    #[arg(long, env = "BYOC_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
+    /// How often a ready CloudAccount is verified again.
+    #[arg(long, env = "BYOC_ACCOUNT_VERIFY_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    account_verify_interval: Duration,
+    /// How soon to look again while AWS is still creating something.
+    #[arg(long, env = "BYOC_PROGRESS_POLL", default_value = "5s", value_parser = parse_duration)]
+    progress_poll: Duration,
+    /// Reconciliations at once, per controller.
+    #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "BYOC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "BYOC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("not a duration like 30s or 5m: {e}"))?;
+    Duration::try_from(d).map_err(|_| "a duration must not be negative".to_string())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Crds { dir } => write_crds(dir),
+        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run(args)),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,4 +110,73 @@ fn write_crds(dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging(args.log_format);
+    let client = Client::try_default().await?;
+
+    // Fail fast, and clearly, when the CRDs are missing.
+    let probe: Api<CloudAccount> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
+        return Err(match e {
+            kube::Error::Api(s) if s.code == 404 => {
+                "the byoc.dev CRDs are not installed in this cluster: run `kubectl apply -f crds/` (or install the Helm chart) first".into()
+            }
+            other => format!("cannot list CloudAccounts: {other}").into(),
+        });
+    }
+
+    // One AWS base configuration: shared HTTP client, the endpoint override
+    // (AWS_ENDPOINT_URL) and the ambient credentials chain. Every account's
+    // configuration derives from it. The region is always set per account.
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+
+    let settings = Settings {
+        resync: args.resync_interval,
+        account_verify_interval: args.account_verify_interval,
+        progress_poll: args.progress_poll,
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+    };
+    let metrics = Metrics::new();
+    let ctx = Arc::new(Context::new(client, aws, settings, metrics.clone()));
+
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, "byoc-operator starting");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    tokio::join!(account::run(ctx.clone()), cluster::run(ctx.clone()));
+    server.abort();
+    tracing::info!("byoc-operator stopped");
+    Ok(())
+}
+
+async fn serve_metrics(State(metrics): State<Metrics>) -> (StatusCode, String) {
+    match metrics.encode() {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

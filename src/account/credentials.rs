@@ -53,7 +53,10 @@ pub enum AccountError {
         key: &'static str,
     },
     #[error("AWS rejected the base credentials ({source_desc}): {error}")]
-    CredentialsRejected { source_desc: String, error: AwsError },
+    CredentialsRejected {
+        source_desc: String,
+        error: AwsError,
+    },
     #[error("AssumeRole into {role} was denied: {error}")]
     AssumeRoleDenied { role: String, error: AwsError },
     #[error("AWS is unavailable: {0}")]
@@ -72,7 +75,9 @@ impl AccountError {
     pub fn reason(&self) -> &'static str {
         match self {
             AccountError::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
-            AccountError::SecretKeyMissing { .. } | AccountError::SecretKeyInvalid { .. } => reason::SECRET_KEY_MISSING,
+            AccountError::SecretKeyMissing { .. } | AccountError::SecretKeyInvalid { .. } => {
+                reason::SECRET_KEY_MISSING
+            }
             AccountError::CredentialsRejected { .. } => reason::CREDENTIALS_REJECTED,
             AccountError::AssumeRoleDenied { .. } => reason::ASSUME_ROLE_DENIED,
             AccountError::Unavailable(_) | AccountError::Kube { .. } => reason::AWS_UNAVAILABLE,
@@ -81,13 +86,20 @@ impl AccountError {
 
     /// Transient errors are retried quietly; the others need the user.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AccountError::Unavailable(_) | AccountError::Kube { .. })
+        matches!(
+            self,
+            AccountError::Unavailable(_) | AccountError::Kube { .. }
+        )
     }
 }
 
 /// Resolves `account` to a verified identity. `base` carries the operator's
 /// shared HTTP client, endpoint override and ambient credentials chain.
-pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
+pub async fn resolve(
+    client: &Client,
+    base: &SdkConfig,
+    account: &CloudAccount,
+) -> Result<ResolvedAccount, AccountError> {
     let namespace = account.namespace().unwrap_or_default();
     let spec = &account.spec;
     let region = Region::new(spec.region.clone());
@@ -95,13 +107,23 @@ pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) 
     let (mut config, source_desc, secret_external_id) = match &spec.credentials_secret_ref {
         Some(secret_ref) => {
             let keys = read_secret(client, &namespace, &secret_ref.name).await?;
-            let creds = Credentials::new(keys.access_key_id, keys.secret_access_key, keys.session_token, None, "byoc-secret");
+            let creds = Credentials::new(
+                keys.access_key_id,
+                keys.secret_access_key,
+                keys.session_token,
+                None,
+                "byoc-secret",
+            );
             let config = base
                 .to_builder()
                 .region(region.clone())
                 .credentials_provider(SharedCredentialsProvider::new(creds))
                 .build();
-            (config, format!("Secret {namespace}/{}", secret_ref.name), keys.external_id)
+            (
+                config,
+                format!("Secret {namespace}/{}", secret_ref.name),
+                keys.external_id,
+            )
         }
         None => (
             base.to_builder().region(region.clone()).build(),
@@ -113,10 +135,15 @@ pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) 
     let mut expires = None;
     if let Some(role_arn) = &spec.role_arn {
         let first_external_id = spec.external_id.clone().or(secret_external_id);
-        let hops = std::iter::once((role_arn.clone(), first_external_id))
-            .chain(spec.role_chain.iter().map(|h| (h.role_arn.clone(), h.external_id.clone())));
+        let hops = std::iter::once((role_arn.clone(), first_external_id)).chain(
+            spec.role_chain
+                .iter()
+                .map(|h| (h.role_arn.clone(), h.external_id.clone())),
+        );
         let session = session_name(&namespace, &account.name_any());
-        let duration = spec.session_duration_seconds.unwrap_or(DEFAULT_SESSION_SECONDS);
+        let duration = spec
+            .session_duration_seconds
+            .unwrap_or(DEFAULT_SESSION_SECONDS);
         for (i, (role, external_id)) in hops.enumerate() {
             let sts = aws_sdk_sts::Client::new(&config);
             let out = sts
@@ -130,17 +157,24 @@ pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) 
                 .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e));
             let out = match out {
                 Ok(out) => out,
-                Err(e) if e.class() == ErrorClass::Transient => return Err(AccountError::Unavailable(e)),
+                Err(e) if e.class() == ErrorClass::Transient => {
+                    return Err(AccountError::Unavailable(e))
+                }
                 // The first hop's denial may be the base keys' fault.
                 Err(e) if i == 0 && is_rejected_credentials(&e) => {
-                    return Err(AccountError::CredentialsRejected { source_desc, error: e })
+                    return Err(AccountError::CredentialsRejected {
+                        source_desc,
+                        error: e,
+                    })
                 }
                 Err(e) => return Err(AccountError::AssumeRoleDenied { role, error: e }),
             };
-            let c = out.credentials().ok_or(AccountError::Unavailable(AwsError::Incomplete {
-                operation: "sts:AssumeRole",
-                missing: "credentials",
-            }))?;
+            let c = out
+                .credentials()
+                .ok_or(AccountError::Unavailable(AwsError::Incomplete {
+                    operation: "sts:AssumeRole",
+                    missing: "credentials",
+                }))?;
             let expiry = SystemTime::try_from(*c.expiration()).ok();
             expires = expiry;
             let creds = Credentials::new(
@@ -165,7 +199,10 @@ pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) 
             return Err(if e.class() == ErrorClass::Transient {
                 AccountError::Unavailable(e)
             } else {
-                AccountError::CredentialsRejected { source_desc, error: e }
+                AccountError::CredentialsRejected {
+                    source_desc,
+                    error: e,
+                }
             });
         }
     };
@@ -180,7 +217,13 @@ pub async fn resolve(client: &Client, base: &SdkConfig, account: &CloudAccount) 
 fn is_rejected_credentials(e: &AwsError) -> bool {
     matches!(
         e.code(),
-        Some("InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "AuthFailure" | "UnrecognizedClientException")
+        Some(
+            "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "AuthFailure"
+                | "UnrecognizedClientException"
+        )
     )
 }
 
@@ -191,7 +234,11 @@ struct SecretKeys {
     external_id: Option<String>,
 }
 
-async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<SecretKeys, AccountError> {
+async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<SecretKeys, AccountError> {
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
@@ -218,11 +265,13 @@ async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Sec
         }
     };
     let required = |key: &'static str| -> Result<String, AccountError> {
-        get(key)?.filter(|v| !v.is_empty()).ok_or_else(|| AccountError::SecretKeyMissing {
-            namespace: namespace.into(),
-            name: name.into(),
-            key,
-        })
+        get(key)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| AccountError::SecretKeyMissing {
+                namespace: namespace.into(),
+                name: name.into(),
+                key,
+            })
     };
     Ok(SecretKeys {
         access_key_id: required(ACCESS_KEY_ID)?,
@@ -237,7 +286,13 @@ async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Sec
 pub fn session_name(namespace: &str, name: &str) -> String {
     let raw = format!("byoc.{namespace}.{name}");
     raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect()
 }

@@ -97,6 +97,11 @@ pub fn merge(
         .collect()
 }
 
+/// The current time, as conditions carry it.
+pub fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
 /// Whether `conditions` has `type_` with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions

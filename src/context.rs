@@ -1,0 +1,146 @@
+//! What both controllers share: the Kubernetes client, the AWS base
+//! configuration, the account cache, per-object backoff, events and status
+//! writes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::account::Accounts;
+use crate::metrics::Metrics;
+
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "byoc-operator";
+
+/// Operator settings from flags and environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Periodic resync of a converged ComputeCluster (drift repair).
+    pub resync: Duration,
+    /// Periodic re-verification of a ready CloudAccount.
+    pub account_verify_interval: Duration,
+    /// Requeue delay while AWS is still creating something (NAT gateway, instances).
+    pub progress_poll: Duration,
+    /// Watch one namespace only.
+    pub namespace: Option<String>,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(300),
+            account_verify_interval: Duration::from_secs(300),
+            progress_poll: Duration::from_secs(5),
+            namespace: None,
+            concurrency: 8,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub aws: SdkConfig,
+    pub accounts: Accounts,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+}
+
+impl Context {
+    pub fn new(client: Client, aws: SdkConfig, settings: Settings, metrics: Metrics) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            accounts: Accounts::new(client.clone(), aws.clone()),
+            client,
+            aws,
+            settings,
+            metrics,
+            backoffs: Mutex::default(),
+        }
+    }
+
+    /// The next retry delay for `key` (an object's UID): exponential with
+    /// jitter, 2 s to 5 min.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let mut map = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.to_string())
+            .or_insert_with(|| {
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_secs(2))
+                    .with_max_delay(Duration::from_secs(300))
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            })
+            .next()
+            .unwrap_or(Duration::from_secs(300))
+    }
+
+    /// Forgets `key`'s backoff after a success.
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Publishes an Event; failures to publish are logged, never fatal.
+    pub async fn publish(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, object).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    }
+}
+
+/// Writes `status` with server-side apply on the status subresource.
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map(|_| ())
+}

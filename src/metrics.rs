@@ -1,0 +1,247 @@
+//! Prometheus metrics: reconciles, errors by reason, reconcile duration, AWS
+//! calls by service and operation, and clusters by phase.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub service: String,
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+/// The operator's metrics; cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<ControllerLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    backoff: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    aws_calls: Family<AwsCallLabels, Counter>,
+    aws_attempts: Family<AwsCallLabels, Counter>,
+    aws_errors: Family<AwsCallLabels, Counter>,
+    clusters: Family<PhaseLabels, Gauge>,
+    cluster_phases: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("byoc");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration: Family<ControllerLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
+        let backoff: Family<ControllerLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 10)));
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let aws_attempts = Family::<AwsCallLabels, Counter>::default();
+        let aws_errors = Family::<AwsCallLabels, Counter>::default();
+        let clusters = Family::<PhaseLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciliations started", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconciliation took",
+            duration.clone(),
+        );
+        registry.register(
+            "requeue_backoff_seconds",
+            "Backoff delays chosen after failed reconciliations",
+            backoff.clone(),
+        );
+        registry.register("aws_calls", "AWS API operations called", aws_calls.clone());
+        registry.register(
+            "aws_attempts",
+            "AWS API attempts, including the SDK's retries",
+            aws_attempts.clone(),
+        );
+        registry.register(
+            "aws_call_errors",
+            "AWS API operations that failed",
+            aws_errors.clone(),
+        );
+        registry.register(
+            "compute_clusters",
+            "ComputeClusters by phase",
+            clusters.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            backoff,
+            aws_calls,
+            aws_attempts,
+            aws_errors,
+            clusters,
+            cluster_phases: Arc::default(),
+        }
+    }
+
+    pub fn reconciled(&self, controller: &'static str, took: Duration) {
+        let l = ControllerLabels { controller };
+        self.reconciles.get_or_create(&l).inc();
+        self.duration.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, controller: &'static str, reason: &str, backoff: Duration) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.backoff
+            .get_or_create(&ControllerLabels { controller })
+            .observe(backoff.as_secs_f64());
+    }
+
+    /// Records the phase of cluster `uid` (None: the cluster is gone).
+    pub fn cluster_phase(&self, uid: &str, phase: Option<&str>) {
+        let mut phases = self
+            .cluster_phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let old = match phase {
+            Some(p) => phases.insert(uid.to_string(), p.to_string()),
+            None => phases.remove(uid),
+        };
+        if old.as_deref() == phase {
+            return;
+        }
+        if let Some(old) = old {
+            self.clusters
+                .get_or_create(&PhaseLabels { phase: old })
+                .dec();
+        }
+        if let Some(new) = phase {
+            self.clusters
+                .get_or_create(&PhaseLabels {
+                    phase: new.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// The text exposition for `/metrics`.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// An SDK interceptor that counts calls, attempts and failures.
+    pub fn aws_interceptor(&self) -> AwsCallCounter {
+        AwsCallCounter {
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// Counts AWS calls per service and operation.
+#[derive(Clone)]
+pub struct AwsCallCounter {
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for AwsCallCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsCallCounter")
+    }
+}
+
+fn labels(cfg: &ConfigBag) -> Option<AwsCallLabels> {
+    cfg.load::<Metadata>().map(|m| AwsCallLabels {
+        service: m.service().to_string(),
+        operation: m.name().to_string(),
+    })
+}
+
+impl Intercept for AwsCallCounter {
+    fn name(&self) -> &'static str {
+        "AwsCallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(l) = labels(cfg) {
+            self.metrics.aws_calls.get_or_create(&l).inc();
+        }
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(l) = labels(cfg) {
+            self.metrics.aws_attempts.get_or_create(&l).inc();
+        }
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let failed = context.output_or_error().is_some_and(|r| r.is_err());
+        if failed {
+            if let Some(l) = labels(cfg) {
+                self.metrics.aws_errors.get_or_create(&l).inc();
+            }
+        }
+        Ok(())
+    }
+}
