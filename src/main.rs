@@ -112,10 +112,36 @@ fn write_crds(dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Targets whose verbose logs carry credentials or wire bodies (the SDK's
+/// endpoint resolution and auth print the identity; trace-level HTTP logs
+/// print AssumeRole responses and Secrets). Capped whatever `RUST_LOG` says.
+const CAPPED_TARGETS: &[&str] = &[
+    "aws_smithy_runtime::client::orchestrator::endpoints=info",
+    "aws_smithy_runtime::client::orchestrator::auth=info",
+    "aws_smithy_runtime::client::orchestrator=debug",
+    "aws_smithy_runtime::client::identity=info",
+    "aws_smithy_runtime_api=debug",
+    "aws_smithy_http_client=debug",
+    "aws_sigv4=info",
+    "aws_config=debug",
+    "kube_client=debug",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "rustls=info",
+    "tower=info",
+];
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn")
     });
+    for directive in CAPPED_TARGETS {
+        match directive.parse() {
+            Ok(d) => filter = filter.add_directive(d),
+            Err(e) => eprintln!("byoc-operator: log directive {directive}: {e}"),
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),

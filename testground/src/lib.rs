@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod proxy;
+pub use proxy::{AwsProxy, Faults};
+
 /// Prefix of every ground's working directory under the temp dir.
 const DIR_PREFIX: &str = "byoc-ground-";
 /// How long a part of the ground may take to start serving.
@@ -465,7 +468,8 @@ impl Moto {
         let mut cmd = Command::new(&tools.moto_server);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let mut process = Process::spawn("moto", cmd, &dir.path().join("moto.log"))?;
-        process.wait_ready(|| http_request(port, "GET", "/moto-api/").is_ok_and(|s| s < 500))?;
+        process
+            .wait_ready(|| http_request(port, "GET", "/moto-api/", "").is_ok_and(|s| s < 500))?;
         Ok(Moto {
             process,
             port,
@@ -488,21 +492,33 @@ impl Moto {
 
     /// Drops all of moto's state.
     pub fn reset(&self) -> Result<()> {
-        let status = http_request(self.port, "POST", "/moto-api/reset")?;
+        let status = http_request(self.port, "POST", "/moto-api/reset", "")?;
         if status != 200 {
             bail!("moto reset answered HTTP {status}");
         }
         Ok(())
     }
+
+    /// Turns on moto's IAM enforcement: from now on every request must be
+    /// signed with keys moto issued, and is checked against IAM policies and
+    /// role trust policies (including `sts:ExternalId` conditions).
+    pub fn enforce_iam(&self) -> Result<()> {
+        let status = http_request(self.port, "POST", "/moto-api/reset-auth", "0")?;
+        if status != 200 {
+            bail!("moto reset-auth answered HTTP {status}");
+        }
+        Ok(())
+    }
 }
 
-/// A bodyless HTTP/1.1 request on loopback; returns the status code.
-pub fn http_request(port: u16, method: &str, path: &str) -> Result<u16> {
+/// A small HTTP/1.1 request on loopback; returns the status code.
+pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;

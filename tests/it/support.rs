@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use testground::{Kube, Moto};
+use testground::{AwsProxy, Kube, Moto};
 
 /// A test's slice of the ground.
 pub struct Ground {
@@ -17,6 +17,8 @@ pub struct Ground {
     pub client: Client,
     pub namespace: String,
     pub moto: Moto,
+    /// In front of moto: what the operator talks to.
+    pub proxy: AwsProxy,
 }
 
 impl Ground {
@@ -39,11 +41,13 @@ impl Ground {
             .await
             .with_context(|| format!("creating namespace {namespace}"))?;
         let moto = tokio::task::spawn_blocking(Moto::start).await??;
+        let proxy = AwsProxy::start(moto.port())?;
         Ok(Ground {
             kube,
             client,
             namespace,
             moto,
+            proxy,
         })
     }
 
@@ -153,4 +157,174 @@ pub async fn install_crds(g: &Ground) -> Result<()> {
         .map_err(|e| anyhow!(e))
     })
     .await?
+}
+
+/// The operator binary, run as a process against this test's namespace and moto.
+pub struct Operator {
+    pub process: testground::Process,
+}
+
+impl Operator {
+    /// Starts `byoc-operator run` watching the test's namespace. The process's
+    /// own AWS identity (ambient) is moto's test keys unless `env` overrides it.
+    pub fn start(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<Operator> {
+        let log = g.kube.dir().join(format!(
+            "operator-{}-{}.log",
+            g.namespace,
+            unique_name("run")
+        ));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byoc-operator"));
+        cmd.args([
+            "run",
+            "--namespace",
+            &g.namespace,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &g.kube.kubeconfig)
+        .env("AWS_ENDPOINT_URL", g.proxy.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "RUST_LOG",
+            "debug,hyper=info,h2=info,rustls=info,tower=info",
+        )
+        .env("BYOC_LOG_FORMAT", "json");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let process = testground::Process::spawn("byoc-operator", cmd, &log)?;
+        Ok(Operator { process })
+    }
+
+    /// Everything the operator has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+}
+
+/// IAM set up in moto as a real cross-account arrangement, then enforced:
+/// a base user that may only assume roles, a role trusting that user with an
+/// external ID, a role trusting nobody, and an admin for test-side checks.
+pub struct CrossAccount {
+    pub base_key_id: String,
+    pub base_secret: String,
+    pub role_arn: String,
+    pub external_id: String,
+    pub untrusting_role_arn: String,
+    pub admin: aws_config::SdkConfig,
+}
+
+impl CrossAccount {
+    pub async fn set_up(g: &Ground) -> Result<CrossAccount> {
+        let iam = aws_sdk_iam::Client::new(&g.aws().await);
+        let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        let assume_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#;
+
+        let user = |name: &'static str, policy: &'static str| {
+            let iam = iam.clone();
+            async move {
+                let u = iam.create_user().user_name(name).send().await?;
+                iam.put_user_policy()
+                    .user_name(name)
+                    .policy_name("p")
+                    .policy_document(policy)
+                    .send()
+                    .await?;
+                let k = iam.create_access_key().user_name(name).send().await?;
+                let k = k.access_key().context("no access key")?;
+                let arn = u.user().map(|u| u.arn().to_string()).unwrap_or_default();
+                Ok::<_, anyhow::Error>((
+                    arn,
+                    k.access_key_id().to_string(),
+                    k.secret_access_key().to_string(),
+                ))
+            }
+        };
+        let (base_arn, base_key_id, base_secret) = user("byoc-base", assume_only).await?;
+        let (_, admin_key, admin_secret) = user("test-admin", allow_all).await?;
+
+        let external_id = "ext-4711".to_string();
+        let trust = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"AWS": base_arn},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
+            }]
+        })
+        .to_string();
+        let role = |name: &'static str, trust: String| {
+            let iam = iam.clone();
+            async move {
+                let r = iam
+                    .create_role()
+                    .role_name(name)
+                    .assume_role_policy_document(trust)
+                    .send()
+                    .await?;
+                iam.put_role_policy()
+                    .role_name(name)
+                    .policy_name("p")
+                    .policy_document(allow_all)
+                    .send()
+                    .await?;
+                Ok::<_, anyhow::Error>(r.role().map(|r| r.arn().to_string()).unwrap_or_default())
+            }
+        };
+        let role_arn = role("byoc-cross-account", trust).await?;
+        let nobody = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/someone-else"},"Action":"sts:AssumeRole"}]}"#;
+        let untrusting_role_arn = role("byoc-untrusting", nobody.to_string()).await?;
+
+        g.moto.enforce_iam()?;
+        let admin = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(g.moto.endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                admin_key,
+                admin_secret,
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        Ok(CrossAccount {
+            base_key_id,
+            base_secret,
+            role_arn,
+            external_id,
+            untrusting_role_arn,
+            admin,
+        })
+    }
+}
+
+/// Applies a YAML manifest in the test namespace with kubectl.
+pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = g
+        .kube
+        .kubectl()
+        .args(["apply", "-n", &g.namespace, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(manifest.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    ensure(
+        out.status.success(),
+        format!(
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
