@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::account::Accounts;
+use crate::aws::AwsClients;
 use crate::metrics::Metrics;
+use crate::Error;
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "byoc-operator";
@@ -56,6 +58,8 @@ pub struct Context {
     pub metrics: Metrics,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+    /// Default images by `(region, instance type)`: looked up once, on launch.
+    images: tokio::sync::Mutex<HashMap<(String, String), String>>,
 }
 
 impl Context {
@@ -72,6 +76,7 @@ impl Context {
             settings,
             metrics,
             backoffs: Mutex::default(),
+            images: tokio::sync::Mutex::default(),
         }
     }
 
@@ -98,6 +103,26 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// The newest Amazon Linux 2023 image for `instance_type` in `region`.
+    pub async fn default_image(
+        &self,
+        c: &AwsClients,
+        region: &str,
+        instance_type: &str,
+    ) -> Result<String, Error> {
+        let key = (region.to_string(), instance_type.to_string());
+        if let Some(id) = self.images.lock().await.get(&key) {
+            return Ok(id.clone());
+        }
+        match crate::aws::instances::default_image(c, instance_type).await? {
+            Ok(id) => {
+                self.images.lock().await.insert(key, id.clone());
+                Ok(id)
+            }
+            Err(message) => Err(Error::InvalidSpec(message)),
+        }
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.

@@ -25,6 +25,13 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("serializing: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
+    /// Deletion goes on: the finalizer must stay until AWS is empty, and the
+    /// finalizer helper keeps it only when cleanup returns an error.
+    #[error("deletion in progress: {message}")]
+    CleanupPending {
+        message: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -37,6 +44,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),
+            Error::CleanupPending { .. } => "cleanup_pending".into(),
         }
     }
 }

@@ -92,6 +92,20 @@ impl AwsError {
     }
 }
 
+/// `result.op("ec2:CreateVpc")?`: classifies an SDK error as it leaves the SDK.
+pub trait SdkResultExt<T> {
+    fn op(self, operation: &'static str) -> AwsResult<T>;
+}
+
+impl<T, E> SdkResultExt<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    fn op(self, operation: &'static str) -> AwsResult<T> {
+        self.map_err(|e| AwsError::from_sdk(operation, e))
+    }
+}
+
 /// Classifies an AWS error code.
 pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
     const TRANSIENT: &[&str] = &[

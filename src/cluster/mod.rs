@@ -1,10 +1,192 @@
-//! The ComputeCluster controller.
+//! The ComputeCluster controller: dereference → validate → observe → plan →
+//! apply → status, inside kube-runtime's finalizer helper; deletion in
+//! `cleanup`.
+
+pub mod cleanup;
+pub mod converge;
+pub mod plan;
+pub mod status;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use crate::account::credentials::ResolvedAccount;
+use crate::api::conditions::reason;
+use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
+use crate::aws::{AwsClients, Observed};
 use crate::context::Context;
+use crate::Error;
+use plan::ValidatedSpec;
+use status::Report;
 
 pub const CONTROLLER: &str = "computecluster";
+pub const FINALIZER: &str = "byoc.dev/cleanup";
 
 /// Runs the ComputeCluster controller until shutdown.
-pub async fn run(_ctx: Arc<Context>) {}
+pub async fn run(ctx: Arc<Context>) {
+    let (clusters, accounts): (Api<ComputeCluster>, Api<CloudAccount>) =
+        match &ctx.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(
+            accounts,
+            watcher::Config::default().any_semantic(),
+            move |account: CloudAccount| {
+                let ns = account.namespace().unwrap_or_default();
+                let name = account.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        let r = &c.spec.cloud_account_ref;
+                        r.name == name
+                            && r.namespace.clone().or_else(|| c.namespace()).as_deref()
+                                == Some(ns.as_str())
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "computecluster reconcile");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api: Api<ComputeCluster> =
+        Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, cc, |event| async {
+        match event {
+            Event::Apply(cc) => apply(cc, ctx.clone()).await,
+            Event::Cleanup(cc) => cleanup::cleanup(cc, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    result
+}
+
+fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(e) = error {
+        if let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending {
+            retry_after,
+            ..
+        }) = e.as_ref()
+        {
+            return Action::requeue(*retry_after);
+        }
+    }
+    let backoff = ctx.next_backoff(&cc.uid().unwrap_or_default());
+    ctx.metrics
+        .failed(CONTROLLER, &error.metric_reason(), backoff);
+    tracing::warn!(namespace = ?cc.namespace(), name = %cc.name_any(), error = %error, "computecluster reconcile failed");
+    Action::requeue(backoff)
+}
+
+/// Why the account cannot be used now.
+pub struct AccountBlocked {
+    pub reason: &'static str,
+    pub message: String,
+    /// The user must act (Stalled), rather than wait for the account.
+    pub stalled: bool,
+}
+
+/// Dereferences the CloudAccount: exists, allows this namespace, is ready.
+pub async fn use_account(
+    ctx: &Context,
+    cc: &ComputeCluster,
+    spec: &ValidatedSpec,
+) -> Result<ResolvedAccount, AccountBlocked> {
+    let (ns, name) = &spec.account;
+    let own_ns = cc.namespace().unwrap_or_default();
+    let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
+    let account = match api.get_opt(name).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return Err(AccountBlocked {
+                reason: reason::ACCOUNT_NOT_FOUND,
+                message: format!("CloudAccount {ns}/{name} was not found"),
+                stalled: true,
+            })
+        }
+        Err(e) => {
+            return Err(AccountBlocked {
+                reason: reason::ACCOUNT_NOT_READY,
+                message: format!("reading CloudAccount {ns}/{name}: {e}"),
+                stalled: false,
+            })
+        }
+    };
+    if !account.spec.allows_namespace(ns, &own_ns) {
+        return Err(AccountBlocked {
+            reason: reason::NAMESPACE_NOT_ALLOWED,
+            message: format!("CloudAccount {ns}/{name} does not allow namespace {own_ns} (spec.allowedNamespaces)"),
+            stalled: true,
+        });
+    }
+    let phase = account.status.as_ref().and_then(|s| s.phase);
+    if phase != Some(AccountPhase::Ready) {
+        let why = account
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not verified yet".into());
+        return Err(AccountBlocked {
+            reason: reason::ACCOUNT_NOT_READY,
+            message: format!("CloudAccount {ns}/{name} is not ready: {why}"),
+            stalled: phase == Some(AccountPhase::Failed),
+        });
+    }
+    ctx.accounts
+        .get(&account)
+        .await
+        .map_err(|e| AccountBlocked {
+            reason: reason::ACCOUNT_NOT_READY,
+            message: format!("CloudAccount {ns}/{name}: {e}"),
+            stalled: !e.is_transient(),
+        })
+}
+
+async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut report = Report::new(&cc);
+    let spec = match plan::validate(&cc) {
+        Ok(spec) => spec,
+        Err(message) => return report.stalled(&ctx, reason::INVALID_SPEC, message).await,
+    };
+    let resolved = match use_account(&ctx, &cc, &spec).await {
+        Ok(r) => r,
+        Err(blocked) => return report.account_blocked(&ctx, blocked).await,
+    };
+    report.account_ready();
+    let clients = AwsClients::new(&resolved.config, &spec.region, &ctx.metrics);
+    let outcome = match Observed::describe(&clients, &spec.owner).await {
+        Ok(observed) => {
+            converge::converge(&ctx, &clients, &spec, &observed, &mut report.progress).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    report.finish(&ctx, outcome).await
+}

@@ -352,11 +352,10 @@ impl Kube {
 
     /// A `kubectl` command using the admin kubeconfig.
     pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new(
-            &Tools::locate()
-                .map(|t| t.kubectl.clone())
-                .unwrap_or_else(|_| "kubectl".into()),
-        );
+        let kubectl = Tools::locate()
+            .map(|t| t.kubectl.clone())
+            .unwrap_or_else(|_| "kubectl".into());
+        let mut cmd = Command::new(kubectl);
         cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
         cmd
     }

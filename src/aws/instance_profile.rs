@@ -1,0 +1,197 @@
+//! The nodes' IAM role and the instance profile holding it.
+
+use aws_sdk_iam::types::Tag;
+
+use super::tags::{OwnershipTags, CLUSTER_UID};
+use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+
+const EC2_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedIam {
+    pub name: String,
+    /// The role exists and carries our UID tag.
+    pub role: Option<String>,
+    /// A role of that name exists but is not ours.
+    pub role_not_ours: bool,
+    /// Instance profile ARN, when it exists and is ours.
+    pub instance_profile: Option<String>,
+    pub instance_profile_not_ours: bool,
+    /// Roles in the instance profile.
+    pub profile_roles: Vec<String>,
+}
+
+fn iam_tags(owner: &OwnershipTags) -> Vec<Tag> {
+    owner
+        .for_part("node-role", &[])
+        .into_iter()
+        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+        .collect()
+}
+
+fn ours(tags: &[Tag], owner: &OwnershipTags) -> bool {
+    tags.iter()
+        .any(|t| t.key() == CLUSTER_UID && t.value() == owner.uid)
+}
+
+/// IAM has no tag filter: the names are derived from the cluster, and the
+/// tags say whether what carries the name is ours.
+pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<ObservedIam> {
+    let name = crate::cluster::plan::iam_name(owner);
+    let mut observed = ObservedIam {
+        name: name.clone(),
+        ..Default::default()
+    };
+    match c
+        .iam
+        .get_role()
+        .role_name(&name)
+        .send()
+        .await
+        .op("iam:GetRole")
+    {
+        Ok(out) => {
+            if let Some(role) = out.role() {
+                if ours(role.tags(), owner) {
+                    observed.role = Some(role.role_name().to_string());
+                } else {
+                    observed.role_not_ours = true;
+                }
+            }
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    match c
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .op("iam:GetInstanceProfile")
+    {
+        Ok(out) => {
+            if let Some(p) = out.instance_profile() {
+                if ours(p.tags(), owner) {
+                    observed.instance_profile = Some(p.arn().to_string());
+                    observed.profile_roles = p
+                        .roles()
+                        .iter()
+                        .map(|r| r.role_name().to_string())
+                        .collect();
+                } else {
+                    observed.instance_profile_not_ours = true;
+                }
+            }
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(observed)
+}
+
+pub async fn create_role(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<()> {
+    c.iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(EC2_TRUST)
+        .description(format!(
+            "byoc-operator nodes of {}/{}",
+            owner.namespace, owner.name
+        ))
+        .set_tags(Some(iam_tags(owner)))
+        .send()
+        .await
+        .op("iam:CreateRole")
+        .map(|_| ())
+}
+
+pub async fn create_instance_profile(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    name: &str,
+) -> AwsResult<String> {
+    let out = c
+        .iam
+        .create_instance_profile()
+        .instance_profile_name(name)
+        .set_tags(Some(iam_tags(owner)))
+        .send()
+        .await
+        .op("iam:CreateInstanceProfile")?;
+    Ok(out
+        .instance_profile()
+        .map(|p| p.arn().to_string())
+        .ok_or(AwsError::Incomplete {
+            operation: "iam:CreateInstanceProfile",
+            missing: "InstanceProfile",
+        })?)
+}
+
+pub async fn add_role(c: &AwsClients, name: &str) -> AwsResult<()> {
+    match c
+        .iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(name)
+        .role_name(name)
+        .send()
+        .await
+        .op("iam:AddRoleToInstanceProfile")
+    {
+        // Instance profiles hold one role: it is already there.
+        Err(e) if e.code() == Some("LimitExceeded") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Removes the role from the profile and deletes both (what of it is ours).
+pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
+    let name = &observed.name;
+    if observed.instance_profile.is_some() {
+        for role in &observed.profile_roles {
+            match c
+                .iam
+                .remove_role_from_instance_profile()
+                .instance_profile_name(name)
+                .role_name(role)
+                .send()
+                .await
+                .op("iam:RemoveRoleFromInstanceProfile")
+            {
+                Err(e) if e.is_not_found() => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        match c
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .op("iam:DeleteInstanceProfile")
+        {
+            Err(e) if e.is_not_found() => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    if observed.role.is_some() {
+        match c
+            .iam
+            .delete_role()
+            .role_name(name)
+            .send()
+            .await
+            .op("iam:DeleteRole")
+        {
+            Err(e) if e.is_not_found() => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}

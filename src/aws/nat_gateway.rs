@@ -1,0 +1,171 @@
+//! NAT gateways and their Elastic IPs.
+
+use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
+
+use super::tags::{tag_value, OwnershipTags, ZONE};
+use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedAddress {
+    pub allocation_id: String,
+    pub zone: Option<String>,
+    /// Set while the address is in use (by a NAT gateway).
+    pub association_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedNatGateway {
+    pub id: String,
+    pub zone: Option<String>,
+    pub subnet_id: String,
+    pub state: NatState,
+    pub allocation_ids: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatState {
+    Pending,
+    Available,
+    Deleting,
+    /// Failed: replaced by a new gateway; AWS removes it by itself.
+    Gone,
+}
+
+pub async fn describe_addresses(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+) -> AwsResult<Vec<ObservedAddress>> {
+    let out = c
+        .ec2
+        .describe_addresses()
+        .filters(owner.filter())
+        .send()
+        .await
+        .op("ec2:DescribeAddresses")?;
+    Ok(out
+        .addresses()
+        .iter()
+        .filter(|a| owner.owns(a.tags()))
+        .map(|a| ObservedAddress {
+            allocation_id: a.allocation_id().unwrap_or_default().to_string(),
+            zone: tag_value(a.tags(), ZONE).map(str::to_string),
+            association_id: a.association_id().map(str::to_string),
+        })
+        .collect())
+}
+
+pub async fn allocate_address(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    zone: &str,
+) -> AwsResult<String> {
+    let out = c
+        .ec2
+        .allocate_address()
+        .domain(DomainType::Vpc)
+        .tag_specifications(owner.ec2_spec(ResourceType::ElasticIp, "nat-eip", &[(ZONE, zone)]))
+        .send()
+        .await
+        .op("ec2:AllocateAddress")?;
+    Ok(out
+        .allocation_id()
+        .ok_or(AwsError::Incomplete {
+            operation: "ec2:AllocateAddress",
+            missing: "AllocationId",
+        })?
+        .to_string())
+}
+
+pub async fn release_address(c: &AwsClients, allocation_id: &str) -> AwsResult<()> {
+    match c
+        .ec2
+        .release_address()
+        .allocation_id(allocation_id)
+        .send()
+        .await
+        .op("ec2:ReleaseAddress")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedNatGateway>> {
+    let out = c
+        .ec2
+        .describe_nat_gateways()
+        .filter(owner.filter())
+        .send()
+        .await
+        .op("ec2:DescribeNatGateways")?;
+    Ok(out
+        .nat_gateways()
+        .iter()
+        // Deleted gateways linger in describe answers for a while: they are gone.
+        .filter(|n| owner.owns(n.tags()) && n.state() != Some(&NatGatewayState::Deleted))
+        .map(|n| ObservedNatGateway {
+            id: n.nat_gateway_id().unwrap_or_default().to_string(),
+            zone: tag_value(n.tags(), ZONE).map(str::to_string),
+            subnet_id: n.subnet_id().unwrap_or_default().to_string(),
+            state: match n.state() {
+                Some(NatGatewayState::Available) => NatState::Available,
+                Some(NatGatewayState::Pending) => NatState::Pending,
+                Some(NatGatewayState::Deleting) => NatState::Deleting,
+                _ => NatState::Gone,
+            },
+            allocation_ids: n
+                .nat_gateway_addresses()
+                .iter()
+                .filter_map(|a| a.allocation_id().map(str::to_string))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Creates a NAT gateway; `client_token` makes a retried create return the
+/// first gateway instead of a second one.
+pub async fn create(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    zone: &str,
+    subnet_id: &str,
+    allocation_id: &str,
+    client_token: &str,
+) -> AwsResult<String> {
+    let out = c
+        .ec2
+        .create_nat_gateway()
+        .subnet_id(subnet_id)
+        .allocation_id(allocation_id)
+        .client_token(client_token)
+        .tag_specifications(owner.ec2_spec(
+            ResourceType::Natgateway,
+            "nat-gateway",
+            &[(ZONE, zone)],
+        ))
+        .send()
+        .await
+        .op("ec2:CreateNatGateway")?;
+    Ok(out
+        .nat_gateway()
+        .and_then(|n| n.nat_gateway_id())
+        .ok_or(AwsError::Incomplete {
+            operation: "ec2:CreateNatGateway",
+            missing: "NatGatewayId",
+        })?
+        .to_string())
+}
+
+pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
+    match c
+        .ec2
+        .delete_nat_gateway()
+        .nat_gateway_id(id)
+        .send()
+        .await
+        .op("ec2:DeleteNatGateway")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}

@@ -1,0 +1,165 @@
+//! Route tables, their default routes and subnet associations.
+
+use aws_sdk_ec2::types::ResourceType;
+
+use super::tags::{tag_value, OwnershipTags, PART, ZONE};
+use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+
+pub const DEFAULT_ROUTE: &str = "0.0.0.0/0";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedRouteTable {
+    pub id: String,
+    pub public: bool,
+    pub zone: Option<String>,
+    /// Target of the default route: an internet or NAT gateway ID.
+    pub default_target: Option<String>,
+    /// `(association id, subnet id)`.
+    pub associations: Vec<(String, String)>,
+}
+
+pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedRouteTable>> {
+    let out = c
+        .ec2
+        .describe_route_tables()
+        .filters(owner.filter())
+        .send()
+        .await
+        .op("ec2:DescribeRouteTables")?;
+    Ok(out
+        .route_tables()
+        .iter()
+        .filter(|t| owner.owns(t.tags()))
+        .map(|t| ObservedRouteTable {
+            id: t.route_table_id().unwrap_or_default().to_string(),
+            public: tag_value(t.tags(), PART) == Some("public-route-table"),
+            zone: tag_value(t.tags(), ZONE).map(str::to_string),
+            default_target: t
+                .routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some(DEFAULT_ROUTE))
+                .and_then(|r| r.gateway_id().or(r.nat_gateway_id()))
+                .map(str::to_string),
+            associations: t
+                .associations()
+                .iter()
+                .filter(|a| !a.main().unwrap_or(false))
+                .filter_map(|a| {
+                    Some((
+                        a.route_table_association_id()?.to_string(),
+                        a.subnet_id()?.to_string(),
+                    ))
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+pub async fn create(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    vpc_id: &str,
+    public: bool,
+    zone: Option<&str>,
+) -> AwsResult<String> {
+    let part = if public {
+        "public-route-table"
+    } else {
+        "private-route-table"
+    };
+    let extra: Vec<(&str, &str)> = zone.map(|z| vec![(ZONE, z)]).unwrap_or_default();
+    let out = c
+        .ec2
+        .create_route_table()
+        .vpc_id(vpc_id)
+        .tag_specifications(owner.ec2_spec(ResourceType::RouteTable, part, &extra))
+        .send()
+        .await
+        .op("ec2:CreateRouteTable")?;
+    Ok(out
+        .route_table()
+        .and_then(|t| t.route_table_id())
+        .ok_or(AwsError::Incomplete {
+            operation: "ec2:CreateRouteTable",
+            missing: "RouteTableId",
+        })?
+        .to_string())
+}
+
+/// Points the default route at `target` (`igw-…` or `nat-…`), creating or replacing it.
+pub async fn set_default_route(
+    c: &AwsClients,
+    table_id: &str,
+    target: &str,
+    exists: bool,
+) -> AwsResult<()> {
+    let nat = target.starts_with("nat-");
+    if exists {
+        let r = c
+            .ec2
+            .replace_route()
+            .route_table_id(table_id)
+            .destination_cidr_block(DEFAULT_ROUTE);
+        let r = if nat {
+            r.nat_gateway_id(target)
+        } else {
+            r.gateway_id(target)
+        };
+        r.send().await.op("ec2:ReplaceRoute").map(|_| ())
+    } else {
+        let r = c
+            .ec2
+            .create_route()
+            .route_table_id(table_id)
+            .destination_cidr_block(DEFAULT_ROUTE);
+        let r = if nat {
+            r.nat_gateway_id(target)
+        } else {
+            r.gateway_id(target)
+        };
+        r.send().await.op("ec2:CreateRoute").map(|_| ())
+    }
+}
+
+pub async fn associate(c: &AwsClients, table_id: &str, subnet_id: &str) -> AwsResult<()> {
+    c.ec2
+        .associate_route_table()
+        .route_table_id(table_id)
+        .subnet_id(subnet_id)
+        .send()
+        .await
+        .op("ec2:AssociateRouteTable")
+        .map(|_| ())
+}
+
+pub async fn disassociate(c: &AwsClients, association_id: &str) -> AwsResult<()> {
+    match c
+        .ec2
+        .disassociate_route_table()
+        .association_id(association_id)
+        .send()
+        .await
+        .op("ec2:DisassociateRouteTable")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Disassociates, then deletes.
+pub async fn delete(c: &AwsClients, table: &ObservedRouteTable) -> AwsResult<()> {
+    for (association, _) in &table.associations {
+        disassociate(c, association).await?;
+    }
+    match c
+        .ec2
+        .delete_route_table()
+        .route_table_id(&table.id)
+        .send()
+        .await
+        .op("ec2:DeleteRouteTable")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}

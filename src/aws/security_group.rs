@@ -1,0 +1,162 @@
+//! The nodes' security group and its ingress rules.
+
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
+
+use super::tags::OwnershipTags;
+use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use crate::cluster::plan::{Permission, Source};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedSecurityGroup {
+    pub id: String,
+    pub vpc_id: String,
+    pub ingress: Vec<Permission>,
+}
+
+pub async fn describe(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+) -> AwsResult<Vec<ObservedSecurityGroup>> {
+    let out = c
+        .ec2
+        .describe_security_groups()
+        .filters(owner.filter())
+        .send()
+        .await
+        .op("ec2:DescribeSecurityGroups")?;
+    Ok(out
+        .security_groups()
+        .iter()
+        .filter(|g| owner.owns(g.tags()))
+        .map(|g| ObservedSecurityGroup {
+            id: g.group_id().unwrap_or_default().to_string(),
+            vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+            ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
+        })
+        .collect())
+}
+
+/// Splits an AWS permission (several sources) into one per source.
+fn permissions_of(p: &IpPermission) -> Vec<Permission> {
+    let protocol = p.ip_protocol().unwrap_or("-1").to_string();
+    let all = protocol == "-1";
+    let (from_port, to_port) = if all {
+        (None, None)
+    } else {
+        (p.from_port(), p.to_port())
+    };
+    let cidrs = p
+        .ip_ranges()
+        .iter()
+        .filter_map(|r| r.cidr_ip())
+        .map(|c| Source::Cidr(c.into()));
+    let groups = p
+        .user_id_group_pairs()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .map(|g| Source::Group(g.into()));
+    cidrs
+        .chain(groups)
+        .map(|source| Permission {
+            protocol: protocol.clone(),
+            from_port,
+            to_port,
+            source,
+        })
+        .collect()
+}
+
+fn to_aws(p: &Permission) -> IpPermission {
+    let b = IpPermission::builder().ip_protocol(&p.protocol);
+    let b = match (p.from_port, p.to_port) {
+        (Some(f), Some(t)) => b.from_port(f).to_port(t),
+        _ => b,
+    };
+    match &p.source {
+        Source::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+        Source::Group(g) => b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build()),
+    }
+    .build()
+}
+
+pub async fn create(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    vpc_id: &str,
+    name: &str,
+) -> AwsResult<String> {
+    let out = c
+        .ec2
+        .create_security_group()
+        .group_name(name)
+        .description(format!(
+            "byoc-operator nodes of {}/{}",
+            owner.namespace, owner.name
+        ))
+        .vpc_id(vpc_id)
+        .tag_specifications(owner.ec2_spec(
+            ResourceType::SecurityGroup,
+            "nodes-security-group",
+            &[],
+        ))
+        .send()
+        .await
+        .op("ec2:CreateSecurityGroup")?;
+    Ok(out
+        .group_id()
+        .ok_or(AwsError::Incomplete {
+            operation: "ec2:CreateSecurityGroup",
+            missing: "GroupId",
+        })?
+        .to_string())
+}
+
+pub async fn authorize(c: &AwsClients, group_id: &str, add: &[Permission]) -> AwsResult<()> {
+    if add.is_empty() {
+        return Ok(());
+    }
+    match c
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(group_id)
+        .set_ip_permissions(Some(add.iter().map(to_aws).collect()))
+        .send()
+        .await
+        .op("ec2:AuthorizeSecurityGroupIngress")
+    {
+        Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn revoke(c: &AwsClients, group_id: &str, remove: &[Permission]) -> AwsResult<()> {
+    if remove.is_empty() {
+        return Ok(());
+    }
+    match c
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(group_id)
+        .set_ip_permissions(Some(remove.iter().map(to_aws).collect()))
+        .send()
+        .await
+        .op("ec2:RevokeSecurityGroupIngress")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
+    match c
+        .ec2
+        .delete_security_group()
+        .group_id(id)
+        .send()
+        .await
+        .op("ec2:DeleteSecurityGroup")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}

@@ -1,0 +1,103 @@
+//! Subnets.
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
+
+use super::tags::{tag_value, OwnershipTags, PART, ZONE};
+use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedSubnet {
+    pub id: String,
+    pub vpc_id: String,
+    pub zone: String,
+    pub cidr: String,
+    pub public: bool,
+}
+
+pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedSubnet>> {
+    let out = c
+        .ec2
+        .describe_subnets()
+        .filters(owner.filter())
+        .send()
+        .await
+        .op("ec2:DescribeSubnets")?;
+    Ok(out
+        .subnets()
+        .iter()
+        .filter(|s| owner.owns(s.tags()))
+        .map(|s| ObservedSubnet {
+            id: s.subnet_id().unwrap_or_default().to_string(),
+            vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+            zone: tag_value(s.tags(), ZONE)
+                .or(s.availability_zone())
+                .unwrap_or_default()
+                .to_string(),
+            cidr: s.cidr_block().unwrap_or_default().to_string(),
+            public: tag_value(s.tags(), PART) == Some("public-subnet"),
+        })
+        .collect())
+}
+
+pub async fn create(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    vpc_id: &str,
+    zone: &str,
+    cidr: &str,
+    public: bool,
+) -> AwsResult<ObservedSubnet> {
+    let part = if public {
+        "public-subnet"
+    } else {
+        "private-subnet"
+    };
+    let out = c
+        .ec2
+        .create_subnet()
+        .vpc_id(vpc_id)
+        .availability_zone(zone)
+        .cidr_block(cidr)
+        .tag_specifications(owner.ec2_spec(ResourceType::Subnet, part, &[(ZONE, zone)]))
+        .send()
+        .await
+        .op("ec2:CreateSubnet")?;
+    let id = out
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .ok_or(AwsError::Incomplete {
+            operation: "ec2:CreateSubnet",
+            missing: "SubnetId",
+        })?
+        .to_string();
+    if public {
+        c.ec2
+            .modify_subnet_attribute()
+            .subnet_id(&id)
+            .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build())
+            .send()
+            .await
+            .op("ec2:ModifySubnetAttribute")?;
+    }
+    Ok(ObservedSubnet {
+        id,
+        vpc_id: vpc_id.to_string(),
+        zone: zone.to_string(),
+        cidr: cidr.to_string(),
+        public,
+    })
+}
+
+pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
+    match c
+        .ec2
+        .delete_subnet()
+        .subnet_id(id)
+        .send()
+        .await
+        .op("ec2:DeleteSubnet")
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}

@@ -1,0 +1,200 @@
+//! Deletion: every resource carrying the cluster's ownership tag, in reverse
+//! dependency order: instances → NAT gateways → Elastic IPs → route tables →
+//! internet gateway → subnets → security group → VPC → instance profile →
+//! role. Each pass goes as far as AWS allows and comes back for the rest;
+//! not-found is success; nothing untagged is touched. A spec that no longer
+//! validates does not block this: only the UID, region and account are used.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+
+use super::plan::{InstanceState, ValidatedSpec};
+use super::{use_account, CONTROLLER};
+use crate::api::conditions::{self, reason, Desired, READY, RECONCILING, STALLED};
+use crate::api::{ClusterPhase, ComputeCluster, ComputeClusterStatus, DeletionPolicy};
+use crate::aws::nat_gateway::NatState;
+use crate::aws::tags::OwnershipTags;
+use crate::aws::{
+    instance_profile, instances, internet_gateway, nat_gateway, route_table, security_group,
+    subnet, vpc, AwsClients, ErrorClass, Observed,
+};
+use crate::context::{apply_status, Context};
+use crate::Error;
+
+pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let uid = cc.uid().unwrap_or_default();
+    if cc.spec.deletion_policy == DeletionPolicy::Retain {
+        tracing::info!(name = %cc.name_any(), "deletionPolicy Retain: leaving AWS resources");
+        ctx.metrics.cluster_phase(&uid, None);
+        return Ok(Action::await_change());
+    }
+    let namespace = cc.namespace().unwrap_or_default();
+    let owner = OwnershipTags {
+        uid: uid.clone(),
+        namespace: namespace.clone(),
+        name: cc.name_any(),
+        user: Default::default(),
+    };
+    // Only what deletion needs, read from the raw spec (validation must not block it).
+    let target = ValidatedSpec {
+        region: cc.spec.region.clone(),
+        account: (
+            cc.spec
+                .cloud_account_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| namespace.clone()),
+            cc.spec.cloud_account_ref.name.clone(),
+        ),
+        network: super::plan::NetworkPlan::Existing {
+            vpc_id: String::new(),
+            subnet_ids: vec![],
+        },
+        ingress: vec![],
+        node_groups: vec![],
+        owner: owner.clone(),
+        deletion_policy: DeletionPolicy::Delete,
+    };
+    let resolved = match use_account(&ctx, &cc, &target).await {
+        Ok(r) => r,
+        Err(blocked) => {
+            let message = format!("cannot delete the AWS resources yet: {}", blocked.message);
+            write_deleting(&ctx, &cc, blocked.reason, &message, true).await?;
+            let backoff = ctx.next_backoff(&uid);
+            ctx.metrics.failed(CONTROLLER, blocked.reason, backoff);
+            return pending(message, backoff);
+        }
+    };
+    let c = AwsClients::new(&resolved.config, &target.region, &ctx.metrics);
+    let observed = Observed::describe(&c, &owner).await?;
+    if observed.is_empty() {
+        tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
+        ctx.reset_backoff(&uid);
+        ctx.metrics.cluster_phase(&uid, None);
+        return Ok(Action::await_change());
+    }
+    match delete_pass(&c, &observed).await {
+        Ok(remaining) => {
+            let message = format!("deleting: waiting for {remaining}");
+            write_deleting(&ctx, &cc, reason::DELETING, &message, false).await?;
+            pending(message, ctx.settings.progress_poll)
+        }
+        Err(e) if e.class() == ErrorClass::NeedsUser => {
+            let message = format!("cannot delete: {e}");
+            write_deleting(&ctx, &cc, reason::AWS_ERROR, &message, true).await?;
+            let backoff = ctx.next_backoff(&uid);
+            ctx.metrics
+                .failed(CONTROLLER, e.code().unwrap_or("aws"), backoff);
+            pending(message, backoff)
+        }
+        Err(e) => {
+            // DependencyViolation and friends: AWS is still letting go.
+            let backoff = ctx.next_backoff(&uid);
+            ctx.metrics
+                .failed(CONTROLLER, e.code().unwrap_or("transport"), backoff);
+            let message = format!("deleting, retrying: {e}");
+            write_deleting(&ctx, &cc, reason::DELETING, &message, false).await?;
+            pending(message, backoff)
+        }
+    }
+}
+
+/// Keeps the finalizer: the helper removes it on any `Ok`.
+fn pending(message: String, retry_after: std::time::Duration) -> Result<Action, Error> {
+    Err(Error::CleanupPending {
+        message,
+        retry_after,
+    })
+}
+
+/// One pass in order; stops at the first kind that must be waited for and
+/// says what that is.
+async fn delete_pass(c: &AwsClients, o: &Observed) -> crate::aws::AwsResult<&'static str> {
+    let live: Vec<String> = o
+        .instances
+        .iter()
+        .filter(|i| i.state != InstanceState::ShuttingDown && i.state != InstanceState::Terminated)
+        .map(|i| i.id.clone())
+        .collect();
+    instances::terminate(c, &live).await?;
+    if !o.instances.is_empty() {
+        return Ok("instances to terminate");
+    }
+    let mut nat_waiting = false;
+    for n in &o.nat_gateways {
+        match n.state {
+            NatState::Pending | NatState::Available => {
+                nat_gateway::delete(c, &n.id).await?;
+                nat_waiting = true;
+            }
+            NatState::Deleting => nat_waiting = true,
+            NatState::Gone => {}
+        }
+    }
+    if nat_waiting {
+        return Ok("NAT gateways to be deleted");
+    }
+    for a in &o.addresses {
+        nat_gateway::release_address(c, &a.allocation_id).await?;
+    }
+    for t in &o.route_tables {
+        route_table::delete(c, t).await?;
+    }
+    for g in &o.internet_gateways {
+        internet_gateway::delete(c, g).await?;
+    }
+    for s in &o.subnets {
+        subnet::delete(c, &s.id).await?;
+    }
+    for g in &o.security_groups {
+        security_group::delete(c, &g.id).await?;
+    }
+    for v in &o.vpcs {
+        vpc::delete(c, &v.id).await?;
+    }
+    instance_profile::delete(c, &o.iam).await?;
+    Ok("AWS to confirm")
+}
+
+async fn write_deleting(
+    ctx: &Context,
+    cc: &ComputeCluster,
+    reason: &'static str,
+    message: &str,
+    stalled: bool,
+) -> Result<(), Error> {
+    let previous = cc.status.clone().unwrap_or_default();
+    let generation = cc.meta().generation;
+    let status = ComputeClusterStatus {
+        observed_generation: generation,
+        phase: Some(ClusterPhase::Deleting),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[
+                Desired::new(READY, false, reason, message),
+                Desired::new(
+                    RECONCILING,
+                    !stalled,
+                    reason,
+                    if stalled { "" } else { message },
+                ),
+                Desired::new(STALLED, stalled, reason, if stalled { message } else { "" }),
+            ],
+            generation,
+            &conditions::now(),
+        ),
+        ..previous.clone()
+    };
+    let api: Api<ComputeCluster> =
+        Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    apply_status(&api, &cc.name_any(), &status).await?;
+    ctx.metrics
+        .cluster_phase(&cc.uid().unwrap_or_default(), Some("deleting"));
+    if previous.phase != Some(ClusterPhase::Deleting) {
+        ctx.publish(&cc.object_ref(&()), stalled, reason, message.to_string())
+            .await;
+    }
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! Apply: one `ensure_<kind>` per kind, in dependency order, independent
+//! kinds concurrently. Each records the IDs it learns in `Progress` at once,
+//! so a failure later still reports them.
+
+use std::collections::BTreeMap;
+
+use futures::future::try_join_all;
+
+use super::plan::{self, NetworkPlan, ValidatedSpec, Zones};
+use super::status::Progress;
+use crate::api::compute_cluster::{NodeGroupStatus, SubnetStatus};
+use crate::aws::instances::Launch;
+use crate::aws::nat_gateway::NatState;
+use crate::aws::subnet::ObservedSubnet;
+use crate::aws::{
+    instance_profile, instances, internet_gateway, nat_gateway, route_table, security_group,
+    subnet, vpc, AwsClients, Observed,
+};
+use crate::context::Context;
+use crate::Error;
+
+/// Brings AWS to `spec`. `Ok` when every step ran (readiness is in `progress`).
+pub async fn converge(
+    ctx: &Context,
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    match &spec.network {
+        NetworkPlan::Managed { cidr, zones, nat } => {
+            let zones = match zones {
+                Zones::Named(z) => z.clone(),
+                Zones::Count(n) => {
+                    let all = vpc::zones(c).await?;
+                    if all.len() < *n {
+                        return Err(Error::InvalidSpec(format!(
+                            "spec.network.azCount is {n} but region {} has {} available zones",
+                            spec.region,
+                            all.len()
+                        )));
+                    }
+                    all.into_iter().take(*n).collect()
+                }
+            };
+            let desired_subnets = plan::carve_subnets(*cidr, &zones).map_err(Error::InvalidSpec)?;
+            let nat_zones = plan::nat_zones(*nat, &zones);
+
+            // Layer 1: VPC, IAM and the NAT gateways' addresses are independent.
+            let cidr_text = cidr.to_string();
+            let (vpc_id, iam, addresses) = tokio::try_join!(
+                ensure_vpc(c, spec, observed, &cidr_text),
+                ensure_iam(c, spec, observed),
+                ensure_addresses(c, spec, observed, &nat_zones),
+            )?;
+            progress.network.vpc_id = Some(vpc_id.clone());
+            progress.set_iam(&iam);
+
+            // Layer 2: what lives in the VPC.
+            let (subnets, igw, sg) = tokio::try_join!(
+                ensure_subnets(c, spec, observed, &vpc_id, &desired_subnets),
+                ensure_internet_gateway(c, spec, observed, &vpc_id),
+                ensure_security_group(c, spec, observed, &vpc_id),
+            )?;
+            progress.network.subnets = subnet_status(&subnets);
+            progress.network.internet_gateway_id = Some(igw.clone());
+            progress.network.security_group_id = Some(sg.clone());
+
+            // Layer 3: NAT gateways, the public route table and the nodes.
+            let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+            let (nats, public_rt, ()) = tokio::try_join!(
+                ensure_nat_gateways(c, spec, observed, &nat_zones, &public, &addresses),
+                ensure_public_route_table(c, spec, observed, &vpc_id, &igw, &public),
+                ensure_node_groups(
+                    ctx,
+                    c,
+                    spec,
+                    observed,
+                    &subnets,
+                    &sg,
+                    &iam,
+                    progress.node_groups_mut()
+                ),
+            )?;
+            progress.network.nat_gateway_ids = nats.values().map(|(id, _)| id.clone()).collect();
+            let nats_ready = nats
+                .values()
+                .all(|(_, state)| *state == NatState::Available);
+            if !nats_ready {
+                progress
+                    .waiting
+                    .push("NAT gateways to become available".into());
+            }
+
+            // Layer 4: private route tables need available NAT gateways.
+            let private_tables = plan::private_route_tables(*nat, &zones);
+            let (private_ids, routes_done) = ensure_private_route_tables(
+                c,
+                spec,
+                observed,
+                &vpc_id,
+                &private_tables,
+                &subnets,
+                &nats,
+            )
+            .await?;
+            progress.network.route_table_ids =
+                std::iter::once(public_rt).chain(private_ids).collect();
+            progress.network_ready = nats_ready && routes_done;
+        }
+        NetworkPlan::Existing { vpc_id, subnet_ids } => {
+            let existing = match vpc::verify_existing(c, vpc_id, subnet_ids).await? {
+                Ok(found) => found,
+                Err(message) => return Err(Error::InvalidSpec(message)),
+            };
+            let subnets: Vec<ObservedSubnet> = existing
+                .into_iter()
+                .map(|(id, zone, public)| ObservedSubnet {
+                    id,
+                    vpc_id: vpc_id.clone(),
+                    zone,
+                    cidr: String::new(),
+                    public,
+                })
+                .collect();
+            progress.network.vpc_id = Some(vpc_id.clone());
+            progress.network.subnets = subnet_status(&subnets);
+            let (iam, sg) = tokio::try_join!(
+                ensure_iam(c, spec, observed),
+                ensure_security_group(c, spec, observed, vpc_id),
+            )?;
+            progress.set_iam(&iam);
+            progress.network.security_group_id = Some(sg.clone());
+            ensure_node_groups(
+                ctx,
+                c,
+                spec,
+                observed,
+                &subnets,
+                &sg,
+                &iam,
+                progress.node_groups_mut(),
+            )
+            .await?;
+            progress.network_ready = true;
+        }
+    }
+    Ok(())
+}
+
+fn subnet_status(subnets: &[ObservedSubnet]) -> Vec<SubnetStatus> {
+    subnets
+        .iter()
+        .map(|s| SubnetStatus {
+            id: s.id.clone(),
+            zone: s.zone.clone(),
+            public: s.public,
+            cidr: (!s.cidr.is_empty()).then(|| s.cidr.clone()),
+        })
+        .collect()
+}
+
+async fn ensure_vpc(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    cidr: &str,
+) -> Result<String, Error> {
+    // Oldest first: IDs sort by creation within a region well enough to be stable.
+    let mut ours: Vec<&str> = observed.vpcs.iter().map(|v| v.id.as_str()).collect();
+    ours.sort();
+    if let Some(id) = ours.first() {
+        if ours.len() > 1 {
+            tracing::warn!(vpcs = ?ours, "more than one VPC carries this cluster's tags; using the first");
+        }
+        return Ok((*id).to_string());
+    }
+    Ok(vpc::create(c, &spec.owner, cidr).await?)
+}
+
+/// The IAM role and instance profile, with the role in the profile.
+pub struct Iam {
+    pub role_name: String,
+    pub profile_arn: String,
+}
+
+async fn ensure_iam(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+) -> Result<Iam, Error> {
+    let o = &observed.iam;
+    if o.role_not_ours || o.instance_profile_not_ours {
+        return Err(Error::InvalidSpec(format!(
+            "an IAM role or instance profile named {} exists and is not this cluster's (no matching {} tag)",
+            o.name,
+            crate::aws::tags::CLUSTER_UID
+        )));
+    }
+    if o.role.is_none() {
+        instance_profile::create_role(c, &spec.owner, &o.name).await?;
+    }
+    let arn = match &o.instance_profile {
+        Some(arn) => arn.clone(),
+        None => instance_profile::create_instance_profile(c, &spec.owner, &o.name).await?,
+    };
+    if !o.profile_roles.iter().any(|r| r == &o.name) {
+        instance_profile::add_role(c, &o.name).await?;
+    }
+    Ok(Iam {
+        role_name: o.name.clone(),
+        profile_arn: arn,
+    })
+}
+
+async fn ensure_addresses(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    nat_zones: &[String],
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut by_zone = BTreeMap::new();
+    let mut missing = Vec::new();
+    for zone in nat_zones {
+        match observed
+            .addresses
+            .iter()
+            .find(|a| a.zone.as_deref() == Some(zone.as_str()))
+        {
+            Some(a) => {
+                by_zone.insert(zone.clone(), a.allocation_id.clone());
+            }
+            None => missing.push(zone.clone()),
+        }
+    }
+    let created = try_join_all(
+        missing
+            .iter()
+            .map(|z| nat_gateway::allocate_address(c, &spec.owner, z)),
+    )
+    .await?;
+    by_zone.extend(missing.into_iter().zip(created));
+    // Addresses of zones that no longer have a NAT gateway, once free.
+    for a in &observed.addresses {
+        let unused = a.zone.as_ref().is_none_or(|z| !nat_zones.contains(z));
+        if unused && a.association_id.is_none() {
+            nat_gateway::release_address(c, &a.allocation_id).await?;
+        }
+    }
+    Ok(by_zone)
+}
+
+async fn ensure_subnets(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    vpc_id: &str,
+    desired: &[plan::DesiredSubnet],
+) -> Result<Vec<ObservedSubnet>, Error> {
+    let mut result = Vec::new();
+    let mut create = Vec::new();
+    for d in desired {
+        match observed
+            .subnets
+            .iter()
+            .find(|s| s.vpc_id == vpc_id && s.zone == d.zone && s.public == d.public)
+        {
+            Some(s) => result.push(s.clone()),
+            None => create.push(d),
+        }
+    }
+    let cidrs: Vec<String> = create.iter().map(|d| d.cidr.to_string()).collect();
+    let created = try_join_all(
+        create
+            .iter()
+            .zip(&cidrs)
+            .map(|(d, cidr)| subnet::create(c, &spec.owner, vpc_id, &d.zone, cidr, d.public)),
+    )
+    .await?;
+    result.extend(created);
+    // Order as desired: zone order, public first.
+    result.sort_by_key(|s| {
+        (
+            desired
+                .iter()
+                .position(|d| d.zone == s.zone && d.public == s.public)
+                .unwrap_or(usize::MAX),
+            s.id.clone(),
+        )
+    });
+    Ok(result)
+}
+
+async fn ensure_internet_gateway(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    vpc_id: &str,
+) -> Result<String, Error> {
+    let existing = observed
+        .internet_gateways
+        .iter()
+        .find(|g| g.attached_to.iter().any(|v| v == vpc_id))
+        .or_else(|| {
+            observed
+                .internet_gateways
+                .iter()
+                .find(|g| g.attached_to.is_empty())
+        });
+    match existing {
+        Some(g) if g.attached_to.iter().any(|v| v == vpc_id) => Ok(g.id.clone()),
+        Some(g) => {
+            internet_gateway::attach(c, &g.id, vpc_id).await?;
+            Ok(g.id.clone())
+        }
+        None => {
+            let id = internet_gateway::create(c, &spec.owner).await?;
+            internet_gateway::attach(c, &id, vpc_id).await?;
+            Ok(id)
+        }
+    }
+}
+
+async fn ensure_security_group(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    vpc_id: &str,
+) -> Result<String, Error> {
+    let existing = observed.security_groups.iter().find(|g| g.vpc_id == vpc_id);
+    let (id, current) = match existing {
+        Some(g) => (g.id.clone(), g.ingress.clone()),
+        None => (
+            security_group::create(c, &spec.owner, vpc_id, &plan::iam_name(&spec.owner)).await?,
+            vec![],
+        ),
+    };
+    let desired = plan::desired_permissions(&spec.ingress, &id);
+    let (add, remove) = plan::diff_permissions(&desired, &current);
+    security_group::authorize(c, &id, &add).await?;
+    security_group::revoke(c, &id, &remove).await?;
+    Ok(id)
+}
+
+/// NAT gateways per zone: `zone → (id, state)`.
+async fn ensure_nat_gateways(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    nat_zones: &[String],
+    public_subnets: &[&ObservedSubnet],
+    addresses: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, (String, NatState)>, Error> {
+    let mut out = BTreeMap::new();
+    let mut create = Vec::new();
+    for zone in nat_zones {
+        let live = observed.nat_gateways.iter().find(|n| {
+            n.zone.as_deref() == Some(zone.as_str())
+                && matches!(n.state, NatState::Pending | NatState::Available)
+        });
+        match live {
+            Some(n) => {
+                out.insert(zone.clone(), (n.id.clone(), n.state));
+            }
+            None => create.push(zone.clone()),
+        }
+    }
+    // NAT gateways of zones that no longer need one.
+    for n in &observed.nat_gateways {
+        let unwanted = n.zone.as_ref().is_none_or(|z| !nat_zones.contains(z));
+        if unwanted && matches!(n.state, NatState::Pending | NatState::Available) {
+            nat_gateway::delete(c, &n.id).await?;
+        }
+    }
+    let created = try_join_all(create.iter().map(|zone| async move {
+        let subnet = public_subnets
+            .iter()
+            .find(|s| &s.zone == zone)
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!("no public subnet in {zone} for its NAT gateway"))
+            })?;
+        let allocation = addresses.get(zone).ok_or_else(|| {
+            Error::InvalidSpec(format!("no Elastic IP for the NAT gateway in {zone}"))
+        })?;
+        // Same zone, subnet and address: the same gateway, however often retried.
+        let token = format!("byoc-{}-{}", spec.owner.uid, allocation);
+        let token: String = token.chars().take(64).collect();
+        let id = nat_gateway::create(c, &spec.owner, zone, &subnet.id, allocation, &token).await?;
+        Ok::<_, Error>((zone.clone(), id))
+    }))
+    .await?;
+    for (zone, id) in created {
+        out.insert(zone, (id, NatState::Pending));
+    }
+    Ok(out)
+}
+
+async fn ensure_public_route_table(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    vpc_id: &str,
+    igw: &str,
+    public_subnets: &[&ObservedSubnet],
+) -> Result<String, Error> {
+    let existing = observed.route_tables.iter().find(|t| t.public);
+    let (id, target, associated) = match existing {
+        Some(t) => (
+            t.id.clone(),
+            t.default_target.clone(),
+            t.associations.clone(),
+        ),
+        None => (
+            route_table::create(c, &spec.owner, vpc_id, true, None).await?,
+            None,
+            vec![],
+        ),
+    };
+    if target.as_deref() != Some(igw) {
+        route_table::set_default_route(c, &id, igw, target.is_some()).await?;
+    }
+    for s in public_subnets {
+        if !associated.iter().any(|(_, sid)| sid == &s.id) {
+            route_table::associate(c, &id, &s.id).await?;
+        }
+    }
+    Ok(id)
+}
+
+/// Returns the table IDs and whether every default route is in place.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_private_route_tables(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    vpc_id: &str,
+    tables: &[plan::PrivateRouteTable],
+    subnets: &[ObservedSubnet],
+    nats: &BTreeMap<String, (String, NatState)>,
+) -> Result<(Vec<String>, bool), Error> {
+    let results = try_join_all(tables.iter().map(|want| async move {
+        let existing = observed
+            .route_tables
+            .iter()
+            .find(|t| !t.public && t.zone == want.zone);
+        let (id, target, associated) = match existing {
+            Some(t) => (
+                t.id.clone(),
+                t.default_target.clone(),
+                t.associations.clone(),
+            ),
+            None => (
+                route_table::create(c, &spec.owner, vpc_id, false, want.zone.as_deref()).await?,
+                None,
+                vec![],
+            ),
+        };
+        let mut done = true;
+        if let Some(nat_zone) = &want.nat_zone {
+            match nats.get(nat_zone) {
+                Some((nat_id, NatState::Available)) => {
+                    if target.as_deref() != Some(nat_id.as_str()) {
+                        route_table::set_default_route(c, &id, nat_id, target.is_some()).await?;
+                    }
+                }
+                _ => done = false,
+            }
+        }
+        for s in subnets
+            .iter()
+            .filter(|s| !s.public && want.serves.contains(&s.zone))
+        {
+            if !associated.iter().any(|(_, sid)| sid == &s.id) {
+                route_table::associate(c, &id, &s.id).await?;
+            }
+        }
+        Ok::<_, Error>((id, done))
+    }))
+    .await?;
+    let done = results.iter().all(|(_, d)| *d);
+    Ok((results.into_iter().map(|(id, _)| id).collect(), done))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ensure_node_groups(
+    ctx: &Context,
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+    subnets: &[ObservedSubnet],
+    sg: &str,
+    iam: &Iam,
+    statuses: &mut Vec<NodeGroupStatus>,
+) -> Result<(), Error> {
+    let orphans = plan::orphaned_instances(&spec.node_groups, &observed.instances);
+    instances::terminate(c, &orphans).await?;
+
+    let mut launches = Vec::new();
+    let mut terminate = Vec::new();
+    statuses.clear();
+    for group in &spec.node_groups {
+        let public = plan::wants_public(group);
+        let mut candidates: Vec<String> = subnets
+            .iter()
+            .filter(|s| s.public == public)
+            .map(|s| s.id.clone())
+            .collect();
+        if candidates.is_empty() {
+            candidates = subnets.iter().map(|s| s.id.clone()).collect();
+        }
+        let plan = plan::plan_node_group(group, &observed.instances, &candidates);
+        let mine: Vec<_> = observed
+            .instances
+            .iter()
+            .filter(|i| i.group == group.name)
+            .collect();
+        let running = mine
+            .iter()
+            .filter(|i| {
+                i.instance_type == group.instance_type && i.state == plan::InstanceState::Running
+            })
+            .filter(|i| !plan.terminate.contains(&i.id))
+            .count();
+        statuses.push(NodeGroupStatus {
+            name: group.name.clone(),
+            desired: group.count,
+            running: i32::try_from(running).unwrap_or(i32::MAX),
+            instance_ids: mine.iter().map(|i| i.id.clone()).collect(),
+        });
+        terminate.extend(plan.terminate.clone());
+        if !plan.launch.is_empty() {
+            let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
+            launches.push((group, plan.launch, existing));
+        }
+    }
+    instances::terminate(c, &terminate).await?;
+
+    let mut jobs = Vec::new();
+    for (group, per_subnet, existing) in &launches {
+        let image = match &group.image_id {
+            Some(id) => id.clone(),
+            None => {
+                ctx.default_image(c, &spec.region, &group.instance_type)
+                    .await?
+            }
+        };
+        for (subnet_id, count) in per_subnet {
+            jobs.push((
+                group,
+                image.clone(),
+                subnet_id.clone(),
+                *count,
+                existing.clone(),
+            ));
+        }
+    }
+    let launched = try_join_all(jobs.iter().map(
+        |(group, image, subnet_id, count, existing)| async move {
+            let launch = Launch {
+                group,
+                image_id: image,
+                subnet_id,
+                security_group_id: sg,
+                instance_profile_arn: &iam.profile_arn,
+                count: *count,
+                existing,
+            };
+            instances::run(c, &spec.owner, &launch).await
+        },
+    ))
+    .await?;
+    for ((group, ..), ids) in jobs.iter().zip(launched) {
+        if let Some(s) = statuses.iter_mut().find(|s| s.name == group.name) {
+            s.instance_ids.extend(ids);
+        }
+    }
+    Ok(())
+}
