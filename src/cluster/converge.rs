@@ -68,8 +68,17 @@ pub async fn converge(
 
             // Layer 3: NAT gateways, the public route table and the nodes.
             let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+            let known_nats = progress.network.nat_gateway_ids.clone();
             let (nats, public_rt, ()) = tokio::try_join!(
-                ensure_nat_gateways(c, spec, observed, &nat_zones, &public, &addresses),
+                ensure_nat_gateways(
+                    c,
+                    spec,
+                    observed,
+                    &nat_zones,
+                    &public,
+                    &addresses,
+                    &known_nats
+                ),
                 ensure_public_route_table(c, spec, observed, &vpc_id, &igw, &public),
                 ensure_node_groups(
                     ctx,
@@ -213,20 +222,38 @@ async fn ensure_iam(
     })
 }
 
+/// One Elastic IP per NAT zone: a free one, or the one a live NAT gateway of
+/// ours holds. An address still held by a gateway that is gone is not waited
+/// for: a new one is allocated and the stale one released when AWS lets go.
 async fn ensure_addresses(
     c: &AwsClients,
     spec: &ValidatedSpec,
     observed: &Observed,
     nat_zones: &[String],
 ) -> Result<BTreeMap<String, String>, Error> {
+    let held_by = |states: &[NatState]| -> Vec<&str> {
+        observed
+            .nat_gateways
+            .iter()
+            .filter(|n| states.contains(&n.state))
+            .flat_map(|n| n.allocation_ids.iter().map(String::as_str))
+            .collect()
+    };
+    let live = held_by(&[NatState::Pending, NatState::Available]);
+    let deleting = held_by(&[NatState::Deleting]);
     let mut by_zone = BTreeMap::new();
     let mut missing = Vec::new();
     for zone in nat_zones {
-        match observed
+        let in_zone: Vec<_> = observed
             .addresses
             .iter()
-            .find(|a| a.zone.as_deref() == Some(zone.as_str()))
-        {
+            .filter(|a| a.zone.as_deref() == Some(zone.as_str()))
+            .collect();
+        let usable = in_zone
+            .iter()
+            .find(|a| live.contains(&a.allocation_id.as_str()))
+            .or_else(|| in_zone.iter().find(|a| a.association_id.is_none()));
+        match usable {
             Some(a) => {
                 by_zone.insert(zone.clone(), a.allocation_id.clone());
             }
@@ -240,11 +267,14 @@ async fn ensure_addresses(
     )
     .await?;
     by_zone.extend(missing.into_iter().zip(created));
-    // Addresses of zones that no longer have a NAT gateway, once free.
     for a in &observed.addresses {
-        let unused = a.zone.as_ref().is_none_or(|z| !nat_zones.contains(z));
-        if unused && a.association_id.is_none() {
-            nat_gateway::release_address(c, &a.allocation_id).await?;
+        let chosen = by_zone.values().any(|id| id == &a.allocation_id);
+        let held = live.contains(&a.allocation_id.as_str())
+            || deleting.contains(&a.allocation_id.as_str());
+        if !chosen && !held {
+            if let Err(e) = nat_gateway::release_address(c, &a.allocation_id).await {
+                tracing::info!(allocation = %a.allocation_id, error = %e, "stale Elastic IP not released yet");
+            }
         }
     }
     Ok(by_zone)
@@ -350,6 +380,7 @@ async fn ensure_nat_gateways(
     nat_zones: &[String],
     public_subnets: &[&ObservedSubnet],
     addresses: &BTreeMap<String, String>,
+    known: &[String],
 ) -> Result<BTreeMap<String, (String, NatState)>, Error> {
     let mut out = BTreeMap::new();
     let mut create = Vec::new();
@@ -382,9 +413,12 @@ async fn ensure_nat_gateways(
         let allocation = addresses.get(zone).ok_or_else(|| {
             Error::InvalidSpec(format!("no Elastic IP for the NAT gateway in {zone}"))
         })?;
-        // Same zone, subnet and address: the same gateway, however often retried.
-        let token = format!("byoc-{}-{}", spec.owner.uid, allocation);
-        let token: String = token.chars().take(64).collect();
+        // The same inputs, including the gateways known before (status), give
+        // the same token: a retry after a crash returns the gateway created
+        // then, while replacing one deleted out of band gets a new token.
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(&spec.owner.uid, zone, allocation, known), &mut h);
+        let token = format!("byoc-nat-{:016x}", std::hash::Hasher::finish(&h));
         let id = nat_gateway::create(c, &spec.owner, zone, &subnet.id, allocation, &token).await?;
         Ok::<_, Error>((zone.clone(), id))
     }))

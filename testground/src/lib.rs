@@ -106,9 +106,9 @@ impl Process {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        let program = format!("{:?}", cmd.get_program());
+        let child = spawn_from_lifetime_thread(cmd)
+            .with_context(|| format!("starting {name} ({program})"))?;
         record_pid(child.id(), name);
         Ok(Process {
             name: name.to_string(),
@@ -170,6 +170,36 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns on one thread that lives as long as the process. PR_SET_PDEATHSIG
+/// fires when the *thread* that spawned a child exits, and test threads and
+/// tokio's blocking pool come and go; this thread ends only with the process.
+fn spawn_from_lifetime_thread(cmd: Command) -> std::io::Result<Child> {
+    type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let sender = SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let _ = std::thread::Builder::new()
+                .name("testground-spawner".into())
+                .spawn(move || {
+                    for (mut cmd, reply) in rx {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                });
+            std::sync::Mutex::new(tx)
+        })
+        .lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .clone();
+    let (reply, answer) = std::sync::mpsc::channel();
+    sender
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
 }
 
 /// Appends `pid name` to the file named by `BYOC_PID_LOG`, when set, so that

@@ -2,6 +2,7 @@
 //! per test process (each test in its own namespace) and one moto per test.
 
 mod cloud_account;
+mod compute_cluster;
 mod crds;
 mod ground;
 mod support;

@@ -1,0 +1,648 @@
+//! ComputeCluster against the real apiserver and moto, with the operator as
+//! a process: reach `running`, scale, replace, repair drift, survive SIGKILL,
+//! use a bring-your-own network, and delete to nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ec2::types::Filter;
+use byoc_operator::api::{ClusterPhase, ComputeCluster};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+
+use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// What moto holds for one cluster UID (live resources only).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counts {
+    vpcs: usize,
+    subnets: usize,
+    internet_gateways: usize,
+    nat_gateways: usize,
+    addresses: usize,
+    route_tables: usize,
+    security_groups: usize,
+    /// instance type → count of pending/running instances.
+    instances: BTreeMap<String, usize>,
+    roles: usize,
+}
+
+impl Counts {
+    fn instances(&self) -> usize {
+        self.instances.values().sum()
+    }
+}
+
+async fn counts(g: &Ground, uid: &str) -> Result<Counts> {
+    let config = g.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let f = || {
+        Filter::builder()
+            .name("tag:byoc.dev/cluster-uid")
+            .values(uid)
+            .build()
+    };
+    let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
+        tags.iter()
+            .any(|t| t.key() == Some("byoc.dev/cluster-uid") && t.value() == Some(uid))
+    };
+    let mut c = Counts {
+        vpcs: ec2
+            .describe_vpcs()
+            .filters(f())
+            .send()
+            .await?
+            .vpcs()
+            .iter()
+            .filter(|v| ours(v.tags()))
+            .count(),
+        subnets: ec2
+            .describe_subnets()
+            .filters(f())
+            .send()
+            .await?
+            .subnets()
+            .iter()
+            .filter(|s| ours(s.tags()))
+            .count(),
+        internet_gateways: ec2
+            .describe_internet_gateways()
+            .filters(f())
+            .send()
+            .await?
+            .internet_gateways()
+            .iter()
+            .filter(|x| ours(x.tags()))
+            .count(),
+        nat_gateways: ec2
+            .describe_nat_gateways()
+            .send()
+            .await?
+            .nat_gateways()
+            .iter()
+            .filter(|n| ours(n.tags()))
+            .filter(|n| {
+                matches!(
+                    n.state(),
+                    Some(
+                        aws_sdk_ec2::types::NatGatewayState::Available
+                            | aws_sdk_ec2::types::NatGatewayState::Pending
+                    )
+                )
+            })
+            .count(),
+        addresses: ec2
+            .describe_addresses()
+            .filters(f())
+            .send()
+            .await?
+            .addresses()
+            .iter()
+            .filter(|a| ours(a.tags()))
+            .count(),
+        route_tables: ec2
+            .describe_route_tables()
+            .filters(f())
+            .send()
+            .await?
+            .route_tables()
+            .iter()
+            .filter(|t| ours(t.tags()))
+            .count(),
+        security_groups: ec2
+            .describe_security_groups()
+            .filters(f())
+            .send()
+            .await?
+            .security_groups()
+            .iter()
+            .filter(|s| ours(s.tags()))
+            .count(),
+        ..Default::default()
+    };
+    let out = ec2.describe_instances().filters(f()).send().await?;
+    for r in out.reservations() {
+        for i in r.instances() {
+            let live = matches!(
+                i.state().and_then(|s| s.name()),
+                Some(
+                    aws_sdk_ec2::types::InstanceStateName::Pending
+                        | aws_sdk_ec2::types::InstanceStateName::Running
+                )
+            );
+            if live && ours(i.tags()) {
+                *c.instances
+                    .entry(
+                        i.instance_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
+                    .or_default() += 1;
+            }
+        }
+    }
+    let iam = aws_sdk_iam::Client::new(&config);
+    let short: String = uid.chars().take(8).collect();
+    c.roles = iam
+        .list_roles()
+        .send()
+        .await?
+        .roles()
+        .iter()
+        .filter(|r| r.role_name().ends_with(&short))
+        .count();
+    Ok(c)
+}
+
+/// A Secret and a ready CloudAccount named `acme`.
+async fn ready_account(g: &Ground) -> Result<()> {
+    kubectl_apply(
+        g,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {AWS_ACCESS_KEY_ID: testing, AWS_SECRET_ACCESS_KEY: testing}\n",
+    )?;
+    kubectl_apply(
+        g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: acme}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n",
+    )?;
+    let api = g.api::<byoc_operator::api::CloudAccount>();
+    eventually("CloudAccount acme ready", WAIT, || async {
+        let a = api.get("acme").await?;
+        Ok(
+            (a.status.and_then(|s| s.phase) == Some(byoc_operator::api::AccountPhase::Ready))
+                .then_some(()),
+        )
+    })
+    .await
+}
+
+async fn wait_running(
+    g: &Ground,
+    name: &str,
+    check: impl Fn(&ComputeCluster) -> bool,
+) -> Result<ComputeCluster> {
+    let api = g.api::<ComputeCluster>();
+    eventually(&format!("ComputeCluster {name} running"), WAIT, || async {
+        let cc = api.get(name).await?;
+        let status = cc.status.as_ref();
+        let running = status.and_then(|s| s.phase) == Some(ClusterPhase::Running)
+            && status.and_then(|s| s.observed_generation) == cc.metadata.generation;
+        Ok((running && check(&cc)).then_some(cc))
+    })
+    .await
+}
+
+async fn wait_counts(
+    g: &Ground,
+    uid: &str,
+    what: &str,
+    check: impl Fn(&Counts) -> bool,
+) -> Result<Counts> {
+    eventually(what, WAIT, || async {
+        let c = counts(g, uid).await?;
+        if check(&c) {
+            Ok(Some(c))
+        } else {
+            Err(anyhow::anyhow!("moto holds {c:?}"))
+        }
+    })
+    .await
+}
+
+async fn patch_spec(g: &Ground, name: &str, spec: serde_json::Value) -> Result<()> {
+    g.api::<ComputeCluster>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn delete_and_wait_gone(g: &Ground, name: &str) -> Result<()> {
+    let api = g.api::<ComputeCluster>();
+    api.delete(name, &DeleteParams::default()).await?;
+    eventually(&format!("ComputeCluster {name} gone"), WAIT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
+    let g = Ground::new("cc-lifecycle").await?;
+    install_crds(&g).await?;
+    let _op = Operator::start(
+        &g,
+        &["--progress-poll", "1s", "--resync-interval", "3s"],
+        &[],
+    )?;
+    ready_account(&g).await?;
+    let example = std::fs::read_to_string(
+        testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
+    )?
+    .replace("name: demo\n  region", "name: acme\n  region");
+    kubectl_apply(&g, &example)?;
+
+    // Reaches running; everything exists, tagged, in the numbers the spec asks.
+    let cc = wait_running(&g, "demo", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let c = counts(&g, &uid).await?;
+    let expected = Counts {
+        vpcs: 1,
+        subnets: 4,
+        internet_gateways: 1,
+        nat_gateways: 1,
+        addresses: 1,
+        route_tables: 2,
+        security_groups: 1,
+        instances: BTreeMap::from([("t3.large".into(), 3), ("g5.xlarge".into(), 1)]),
+        roles: 1,
+    };
+    ensure(
+        c == expected,
+        format!("resources in moto: {c:?}, expected {expected:?}"),
+    )?;
+    let status = cc.status.clone().unwrap_or_default();
+    let network = status.network.clone().unwrap_or_default();
+    ensure(
+        network.vpc_id.is_some() && network.subnets.len() == 4,
+        "status lacks network IDs",
+    )?;
+    ensure(
+        status.nodes.as_deref() == Some("4/4"),
+        format!("nodes: {:?}", status.nodes),
+    )?;
+    ensure(
+        status.iam.and_then(|i| i.instance_profile_arn).is_some(),
+        "status lacks the instance profile",
+    )?;
+    // User tags travel with the ownership tags.
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let vpc = ec2
+        .describe_vpcs()
+        .vpc_ids(network.vpc_id.clone().unwrap_or_default())
+        .send()
+        .await?;
+    let tags: Vec<(String, String)> = vpc
+        .vpcs()
+        .iter()
+        .flat_map(|v| v.tags())
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (k, v) in [("team", "demo"), ("byoc.dev/managed-by", "byoc-operator")] {
+        ensure(
+            tags.contains(&(k.into(), v.into())),
+            format!("VPC lacks tag {k}={v}: {tags:?}"),
+        )?;
+    }
+
+    // Scale 3 → 5 → 1.
+    for count in [5, 1] {
+        patch_spec(&g, "demo", serde_json::json!({"nodeGroups": [
+            {"name": "workers", "instanceType": "t3.large", "count": count, "subnets": "private"},
+            {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
+        ]}))
+        .await?;
+        wait_running(&g, "demo", |_| true).await?;
+        let c = wait_counts(&g, &uid, &format!("{count} workers"), |c| {
+            c.instances.get("t3.large") == Some(&(count as usize))
+        })
+        .await?;
+        ensure(
+            c.instances() == count as usize + 1,
+            format!("after scaling to {count}: {:?}", c.instances),
+        )?;
+    }
+
+    // A new instance type replaces the group's instances.
+    patch_spec(&g, "demo", serde_json::json!({"nodeGroups": [
+        {"name": "workers", "instanceType": "m6i.large", "count": 2, "subnets": "private"},
+        {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
+    ]}))
+    .await?;
+    wait_running(&g, "demo", |_| true).await?;
+    wait_counts(&g, &uid, "workers replaced by m6i.large", |c| {
+        c.instances.get("m6i.large") == Some(&2) && !c.instances.contains_key("t3.large")
+    })
+    .await?;
+
+    // Drift: a subnet, the NAT gateway and an instance deleted out of band come back.
+    let before = counts(&g, &uid).await?;
+    let cc = g.api::<ComputeCluster>().get("demo").await?;
+    let network = cc
+        .status
+        .clone()
+        .unwrap_or_default()
+        .network
+        .unwrap_or_default();
+    let public_b = network
+        .subnets
+        .iter()
+        .find(|s| s.public && s.zone == "us-east-1b")
+        .context("no public subnet in us-east-1b")?;
+    let rts = ec2
+        .describe_route_tables()
+        .filters(
+            Filter::builder()
+                .name("association.subnet-id")
+                .values(&public_b.id)
+                .build(),
+        )
+        .send()
+        .await?;
+    for a in rts.route_tables().iter().flat_map(|t| t.associations()) {
+        if a.subnet_id() == Some(public_b.id.as_str()) {
+            ec2.disassociate_route_table()
+                .association_id(a.route_table_association_id().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+    ec2.delete_subnet().subnet_id(&public_b.id).send().await?;
+    let nat = network
+        .nat_gateway_ids
+        .first()
+        .context("no NAT gateway in status")?;
+    ec2.delete_nat_gateway().nat_gateway_id(nat).send().await?;
+    let victim = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.node_groups.iter().find(|g| g.name == "workers"))
+        .and_then(|g| g.instance_ids.first().cloned())
+        .context("no worker instance in status")?;
+    ec2.terminate_instances()
+        .instance_ids(&victim)
+        .send()
+        .await?;
+    let after_drift = counts(&g, &uid).await?;
+    ensure(
+        after_drift.subnets == 3 && after_drift.nat_gateways == 0,
+        format!("the drift did not happen: {after_drift:?}"),
+    )?;
+    let repaired = wait_counts(&g, &uid, "drift repaired", |c| c == &before).await?;
+    ensure(repaired == before, "repaired")?;
+    let cc = wait_running(&g, "demo", |_| true).await?;
+    let new_network = cc.status.unwrap_or_default().network.unwrap_or_default();
+    ensure(
+        new_network.nat_gateway_ids.first() != Some(nat),
+        "the NAT gateway was not replaced",
+    )?;
+
+    // Deletion leaves nothing with our tags.
+    delete_and_wait_gone(&g, "demo").await?;
+    let left = counts(&g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
+    let g = Ground::new("cc-byo").await?;
+    install_crds(&g).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    // The team's network, and a neighbour's VPC with the same CIDR.
+    let vpc = ec2.create_vpc().cidr_block("10.50.0.0/16").send().await?;
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("vpc")?
+        .to_string();
+    ec2.create_vpc().cidr_block("10.50.0.0/16").send().await?;
+    let mut subnet_ids = Vec::new();
+    for (zone, cidr) in [
+        ("us-east-1a", "10.50.1.0/24"),
+        ("us-east-1b", "10.50.2.0/24"),
+    ] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .availability_zone(zone)
+            .cidr_block(cidr)
+            .send()
+            .await?;
+        subnet_ids.push(
+            s.subnet()
+                .and_then(|s| s.subnet_id())
+                .context("subnet")?
+                .to_string(),
+        );
+    }
+    // What "modified" means: identity, addresses, zone, tags and attributes
+    // (not counters such as free IP addresses, which instances change).
+    let snapshot = || async {
+        let sorted_tags = |tags: &[aws_sdk_ec2::types::Tag]| {
+            let mut t: Vec<String> = tags
+                .iter()
+                .map(|t| format!("{:?}={:?}", t.key(), t.value()))
+                .collect();
+            t.sort();
+            t
+        };
+        let v = ec2.describe_vpcs().send().await?;
+        let mut vpcs: Vec<String> = v
+            .vpcs()
+            .iter()
+            .map(|v| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    v.vpc_id(),
+                    v.cidr_block(),
+                    sorted_tags(v.tags())
+                )
+            })
+            .collect();
+        vpcs.sort();
+        let s = ec2.describe_subnets().send().await?;
+        let mut subnets: Vec<String> = s
+            .subnets()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?}",
+                    s.subnet_id(),
+                    s.vpc_id(),
+                    s.cidr_block(),
+                    s.availability_zone(),
+                    s.map_public_ip_on_launch(),
+                    sorted_tags(s.tags())
+                )
+            })
+            .collect();
+        subnets.sort();
+        Ok::<_, anyhow::Error>((vpcs, subnets))
+    };
+    let before = snapshot().await?;
+
+    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    kubectl_apply(
+        &g,
+        &format!(
+            "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: byo}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network:\n    existingVpcId: {vpc_id}\n    existingSubnetIds: [{}, {}]\n  nodeGroups:\n    - {{name: cpu, instanceType: m6i.large, count: 2}}\n",
+            subnet_ids[0], subnet_ids[1]
+        ),
+    )?;
+    let cc = wait_running(&g, "byo", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let c = counts(&g, &uid).await?;
+    ensure(
+        c.vpcs == 0
+            && c.subnets == 0
+            && c.nat_gateways == 0
+            && c.security_groups == 1
+            && c.instances() == 2,
+        format!("BYO cluster created the wrong things: {c:?}"),
+    )?;
+    let status = cc.status.unwrap_or_default().network.unwrap_or_default();
+    ensure(
+        status.vpc_id.as_deref() == Some(vpc_id.as_str()),
+        "status names the existing VPC",
+    )?;
+    // The instances sit in the given subnets.
+    let inst = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:byoc.dev/cluster-uid")
+                .values(&uid)
+                .build(),
+        )
+        .send()
+        .await?;
+    for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+        ensure(
+            subnet_ids.iter().any(|s| Some(s.as_str()) == i.subnet_id()),
+            "an instance outside the given subnets",
+        )?;
+    }
+
+    delete_and_wait_gone(&g, "byo").await?;
+    let left = counts(&g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    ensure(
+        snapshot().await? == before,
+        "the existing VPC or subnets were modified or deleted",
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()> {
+    let g = Ground::new("cc-sigkill").await?;
+    install_crds(&g).await?;
+    // Slow AWS down so that there is a "during".
+    g.proxy.set_faults(testground::Faults {
+        latency: Duration::from_millis(150),
+        ..Default::default()
+    });
+    let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    kubectl_apply(
+        &g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: crash}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone}\n  nodeGroups:\n    - {name: a, instanceType: t3.small, count: 2}\n    - {name: b, instanceType: t3.small, count: 2, subnets: public}\n",
+    )?;
+    // Kill at three points of provisioning, each time starting again.
+    for op_name in ["CreateSubnet", "CreateNatGateway", "RunInstances"] {
+        eventually(&format!("a {op_name} call"), WAIT, || async {
+            Ok((g.proxy.calls().get(op_name).copied().unwrap_or(0) > 0).then_some(()))
+        })
+        .await?;
+        op.process.kill();
+        op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    }
+    let cc = wait_running(&g, "crash", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let c = counts(&g, &uid).await?;
+    let expected = Counts {
+        vpcs: 1,
+        subnets: 4,
+        internet_gateways: 1,
+        nat_gateways: 2,
+        addresses: 2,
+        route_tables: 3,
+        security_groups: 1,
+        instances: BTreeMap::from([("t3.small".into(), 4)]),
+        roles: 1,
+    };
+    ensure(
+        c == expected,
+        format!("after SIGKILLs: {c:?}, expected {expected:?}"),
+    )?;
+    g.proxy.set_faults(testground::Faults::default());
+    delete_and_wait_gone(&g, "crash").await?;
+    let left = counts(&g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
+    let g = Ground::new("cc-ns").await?;
+    install_crds(&g).await?;
+    let _op = Operator::start(&g, &[], &[])?;
+    ready_account(&g).await?;
+    // An account in another namespace that allows only "team-x".
+    let other = format!("{}-other", g.namespace);
+    let out = g
+        .kube
+        .kubectl()
+        .args(["create", "namespace", &other])
+        .output()?;
+    ensure(out.status.success(), "create namespace")?;
+    let mut child = g
+        .kube
+        .kubectl()
+        .args(["apply", "-n", &other, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(b"apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: shared}\nspec:\n  region: us-east-1\n  allowedNamespaces: [team-x]\n")?;
+    }
+    ensure(
+        child.wait()?.success(),
+        "apply the other namespace's account",
+    )?;
+    kubectl_apply(
+        &g,
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: stranger}}\nspec:\n  cloudAccountRef: {{name: shared, namespace: {other}}}\n  region: us-east-1\n  network: {{vpcCidr: 10.0.0.0/16}}\n"),
+    )?;
+    let api = g.api::<ComputeCluster>();
+    let cc = eventually("Stalled", WAIT, || async {
+        let cc = api.get("stranger").await?;
+        let stalled = cc.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True")
+        });
+        Ok(stalled.then_some(cc))
+    })
+    .await?;
+    let stalled = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+        .context("Stalled")?;
+    ensure(
+        stalled.reason == "NamespaceNotAllowed",
+        format!("reason {}", stalled.reason),
+    )?;
+    ensure(
+        stalled.message.contains("allowedNamespaces"),
+        format!("message {}", stalled.message),
+    )?;
+    ensure(
+        g.proxy.calls().get("CreateVpc").is_none(),
+        "a VPC was created for a refused cluster",
+    )?;
+    Ok(())
+}
