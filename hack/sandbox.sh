@@ -17,7 +17,7 @@ trap cleanup EXIT INT TERM
 
 echo "==> building the test ground (cached) and the operator"
 hack/build-ground.sh env >/dev/null
-cargo build --quiet --bin byoc-operator -p testground --bins
+cargo build --quiet --workspace --bins
 
 echo "==> starting kube-apiserver + etcd and moto"
 "$CARGO_TARGET_DIR/debug/testground" up --env-file "$run_dir/env" >"$run_dir/ground.log" 2>&1 &
@@ -39,11 +39,13 @@ kubectl apply --server-side -f crds/
 kubectl wait --for condition=established --timeout=60s -f crds/
 
 echo "==> starting the operator (log: $run_dir/operator.log)"
-"$CARGO_TARGET_DIR/debug/byoc-operator" run --resync-interval 30s >"$run_dir/operator.log" 2>&1 &
+metrics_addr="${BYOC_SANDBOX_METRICS:-127.0.0.1:8080}"
+"$CARGO_TARGET_DIR/debug/byoc-operator" run --resync-interval 30s --progress-poll 2s --metrics-addr "$metrics_addr" >"$run_dir/operator.log" 2>&1 &
 pids+=($!)
 
-echo "==> applying examples/"
-kubectl apply -f examples/sandbox/
+echo "==> applying examples/sandbox/ in namespace byoc-demo"
+kubectl create namespace byoc-demo
+kubectl apply -n byoc-demo -f examples/sandbox/
 
 echo "==> following the ComputeCluster until it is running (Ctrl-C stops the sandbox)"
 kubectl get cc -n byoc-demo -w &
@@ -51,6 +53,8 @@ pids+=($!)
 kubectl wait cc/demo -n byoc-demo --for=jsonpath='{.status.phase}'=running --timeout=15m
 kill "${pids[-1]}" 2>/dev/null || true
 kubectl get cloudaccounts,computeclusters -n byoc-demo
+echo "AWS calls made so far (from $metrics_addr/metrics):"
+curl -s "http://$metrics_addr/metrics" | grep '^byoc_aws_calls_total' | sed 's/^/  /' || true
 cat <<MSG
 
 The cluster is running in moto ($AWS_ENDPOINT_URL). In another shell:

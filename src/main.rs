@@ -36,6 +36,24 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print the IAM policy JSON for the target account's cross-account role:
+    /// `permissions` (least privilege) or `trust` (needs --principal and --external-id).
+    IamPolicy {
+        #[arg(value_enum, default_value_t = PolicyKind::Permissions)]
+        kind: PolicyKind,
+        /// ARN allowed to assume the role (the operator's identity or the Secret's user).
+        #[arg(long, required_if_eq("kind", "trust"))]
+        principal: Option<String>,
+        /// External ID the role requires.
+        #[arg(long, required_if_eq("kind", "trust"))]
+        external_id: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyKind {
+    Permissions,
+    Trust,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +97,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Crds { dir } => write_crds(dir),
+        Command::IamPolicy {
+            kind,
+            principal,
+            external_id,
+        } => {
+            use byoc_operator::account::iam_policy;
+            let doc = match kind {
+                PolicyKind::Permissions => iam_policy::permissions_policy(),
+                PolicyKind::Trust => iam_policy::trust_policy(
+                    principal.as_deref().unwrap_or_default(),
+                    external_id.as_deref().unwrap_or_default(),
+                ),
+            };
+            serde_json::to_string_pretty(&doc)
+                .map(|s| println!("{s}"))
+                .map_err(Into::into)
+        }
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

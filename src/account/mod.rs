@@ -2,6 +2,7 @@
 //! the ComputeCluster controller draws on.
 
 pub mod credentials;
+pub mod iam_policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -168,7 +168,8 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
         "InvalidAvailabilityZone",
     ];
     // IAM is eventually consistent: a new instance profile is briefly unknown to EC2.
-    if code == "InvalidParameterValue" && message.contains("nstance profile") {
+    if code == "InvalidParameterValue" && message.to_ascii_lowercase().contains("instance profile")
+    {
         return ErrorClass::Transient;
     }
     if TRANSIENT.contains(&code) {

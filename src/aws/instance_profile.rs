@@ -119,13 +119,12 @@ pub async fn create_instance_profile(
         .send()
         .await
         .op("iam:CreateInstanceProfile")?;
-    Ok(out
-        .instance_profile()
+    out.instance_profile()
         .map(|p| p.arn().to_string())
         .ok_or(AwsError::Incomplete {
             operation: "iam:CreateInstanceProfile",
             missing: "InstanceProfile",
-        })?)
+        })
 }
 
 pub async fn add_role(c: &AwsClients, name: &str) -> AwsResult<()> {

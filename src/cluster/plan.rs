@@ -483,8 +483,11 @@ mod tests {
             "subnet-a",
         )];
         let plan = plan_node_group(&group(5, "t3.large"), &have, &subnets());
-        assert_eq!(plan.launch.get("subnet-a"), Some(&1));
-        assert_eq!(plan.launch.get("subnet-b"), Some(&3));
+        // 1 existing in a + 4 new: 3 and 2, as even as five can be.
+        let a = 1 + plan.launch.get("subnet-a").copied().unwrap_or(0);
+        let b = plan.launch.get("subnet-b").copied().unwrap_or(0);
+        assert_eq!(a + b, 5);
+        assert!((a - b).abs() <= 1, "a={a} b={b}");
         assert!(plan.terminate.is_empty());
     }
 

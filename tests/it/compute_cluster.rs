@@ -641,7 +641,7 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
         format!("message {}", stalled.message),
     )?;
     ensure(
-        g.proxy.calls().get("CreateVpc").is_none(),
+        !g.proxy.calls().contains_key("CreateVpc"),
         "a VPC was created for a refused cluster",
     )?;
     Ok(())
