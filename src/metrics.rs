@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-    FinalizerInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -207,17 +206,6 @@ impl Intercept for AwsCallCounter {
         "AwsCallCounter"
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(l) = labels(cfg) {
-            self.metrics.aws_calls.get_or_create(&l).inc();
-        }
-        Ok(())
-    }
-
     fn read_before_attempt(
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
@@ -236,9 +224,11 @@ impl Intercept for AwsCallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let failed = context.output_or_error().is_some_and(|r| r.is_err());
-        if failed {
-            if let Some(l) = labels(cfg) {
+        // Counted here, once per operation: the operation's metadata is not
+        // in the config bag yet before execution.
+        if let Some(l) = labels(cfg) {
+            self.metrics.aws_calls.get_or_create(&l).inc();
+            if context.output_or_error().is_some_and(|r| r.is_err()) {
                 self.metrics.aws_errors.get_or_create(&l).inc();
             }
         }
