@@ -106,6 +106,28 @@ where
     }
 }
 
+/// What "not found" means: for a deletion, done; for a lookup, absent.
+pub trait NotFoundExt<T> {
+    /// A deletion whose target is already gone succeeded.
+    fn or_gone(self) -> AwsResult<()>;
+    /// A lookup of something that does not exist found nothing.
+    fn found(self) -> AwsResult<Option<T>>;
+}
+
+impl<T> NotFoundExt<T> for AwsResult<T> {
+    fn or_gone(self) -> AwsResult<()> {
+        self.found().map(|_| ())
+    }
+
+    fn found(self) -> AwsResult<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Classifies an AWS error code.
 pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
     const TRANSIENT: &[&str] = &[

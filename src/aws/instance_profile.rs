@@ -3,7 +3,7 @@
 use aws_sdk_iam::types::Tag;
 
 use super::tags::{OwnershipTags, CLUSTER_UID};
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 const EC2_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 
@@ -42,50 +42,40 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observ
         name: name.clone(),
         ..Default::default()
     };
-    match c
+    let role = c
         .iam
         .get_role()
         .role_name(&name)
         .send()
         .await
         .op("iam:GetRole")
-    {
-        Ok(out) => {
-            if let Some(role) = out.role() {
-                if ours(role.tags(), owner) {
-                    observed.role = Some(role.role_name().to_string());
-                } else {
-                    observed.role_not_ours = true;
-                }
-            }
+        .found()?;
+    if let Some(role) = role.as_ref().and_then(|out| out.role()) {
+        if ours(role.tags(), owner) {
+            observed.role = Some(role.role_name().to_string());
+        } else {
+            observed.role_not_ours = true;
         }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
     }
-    match c
+    let profile = c
         .iam
         .get_instance_profile()
         .instance_profile_name(&name)
         .send()
         .await
         .op("iam:GetInstanceProfile")
-    {
-        Ok(out) => {
-            if let Some(p) = out.instance_profile() {
-                if ours(p.tags(), owner) {
-                    observed.instance_profile = Some(p.arn().to_string());
-                    observed.profile_roles = p
-                        .roles()
-                        .iter()
-                        .map(|r| r.role_name().to_string())
-                        .collect();
-                } else {
-                    observed.instance_profile_not_ours = true;
-                }
-            }
+        .found()?;
+    if let Some(p) = profile.as_ref().and_then(|out| out.instance_profile()) {
+        if ours(p.tags(), owner) {
+            observed.instance_profile = Some(p.arn().to_string());
+            observed.profile_roles = p
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect();
+        } else {
+            observed.instance_profile_not_ours = true;
         }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
     }
     Ok(observed)
 }
@@ -148,49 +138,31 @@ pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
     let name = &observed.name;
     if observed.instance_profile.is_some() {
         for role in &observed.profile_roles {
-            match c
-                .iam
+            c.iam
                 .remove_role_from_instance_profile()
                 .instance_profile_name(name)
                 .role_name(role)
                 .send()
                 .await
                 .op("iam:RemoveRoleFromInstanceProfile")
-            {
-                Err(e) if e.is_not_found() => {}
-                other => {
-                    other?;
-                }
-            }
+                .or_gone()?;
         }
-        match c
-            .iam
+        c.iam
             .delete_instance_profile()
             .instance_profile_name(name)
             .send()
             .await
             .op("iam:DeleteInstanceProfile")
-        {
-            Err(e) if e.is_not_found() => {}
-            other => {
-                other?;
-            }
-        }
+            .or_gone()?;
     }
     if observed.role.is_some() {
-        match c
-            .iam
+        c.iam
             .delete_role()
             .role_name(name)
             .send()
             .await
             .op("iam:DeleteRole")
-        {
-            Err(e) if e.is_not_found() => {}
-            other => {
-                other?;
-            }
-        }
+            .or_gone()?;
     }
     Ok(())
 }

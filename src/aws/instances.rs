@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::tags::{tag_value, OwnershipTags, NODE_GROUP};
-use super::{AwsClients, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsResult, NotFoundExt, SdkResultExt};
 use crate::api::NodeGroupSpec;
 use crate::cluster::plan::{InstanceState, ObservedInstance};
 
@@ -153,17 +153,13 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    match c
-        .ec2
+    c.ec2
         .terminate_instances()
         .set_instance_ids(Some(ids.to_vec()))
         .send()
         .await
         .op("ec2:TerminateInstances")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }
 
 /// The newest Amazon Linux 2023 image for the instance type's architecture.

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::ResourceType;
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedInternetGateway {
@@ -85,15 +85,11 @@ pub async fn delete(c: &AwsClients, gateway: &ObservedInternetGateway) -> AwsRes
             }
         }
     }
-    match c
-        .ec2
+    c.ec2
         .delete_internet_gateway()
         .internet_gateway_id(&gateway.id)
         .send()
         .await
         .op("ec2:DeleteInternetGateway")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }

@@ -15,7 +15,7 @@ pub mod vpc;
 
 use aws_config::{Region, SdkConfig};
 
-pub use error::{AwsError, AwsResult, ErrorClass, SdkResultExt};
+pub use error::{AwsError, AwsResult, ErrorClass, NotFoundExt, SdkResultExt};
 pub use tags::OwnershipTags;
 
 use crate::metrics::Metrics;

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 
 use super::tags::{tag_value, OwnershipTags, ZONE};
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedAddress {
@@ -77,17 +77,13 @@ pub async fn allocate_address(
 }
 
 pub async fn release_address(c: &AwsClients, allocation_id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .release_address()
         .allocation_id(allocation_id)
         .send()
         .await
         .op("ec2:ReleaseAddress")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }
 
 pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedNatGateway>> {
@@ -157,15 +153,11 @@ pub async fn create(
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .delete_nat_gateway()
         .nat_gateway_id(id)
         .send()
         .await
         .op("ec2:DeleteNatGateway")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }

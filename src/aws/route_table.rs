@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::ResourceType;
 
 use super::tags::{tag_value, OwnershipTags, PART, ZONE};
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 pub const DEFAULT_ROUTE: &str = "0.0.0.0/0";
 
@@ -133,17 +133,13 @@ pub async fn associate(c: &AwsClients, table_id: &str, subnet_id: &str) -> AwsRe
 }
 
 pub async fn disassociate(c: &AwsClients, association_id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .disassociate_route_table()
         .association_id(association_id)
         .send()
         .await
         .op("ec2:DisassociateRouteTable")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }
 
 /// Disassociates, then deletes.
@@ -151,15 +147,11 @@ pub async fn delete(c: &AwsClients, table: &ObservedRouteTable) -> AwsResult<()>
     for (association, _) in &table.associations {
         disassociate(c, association).await?;
     }
-    match c
-        .ec2
+    c.ec2
         .delete_route_table()
         .route_table_id(&table.id)
         .send()
         .await
         .op("ec2:DeleteRouteTable")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 use crate::cluster::plan::{Permission, Source};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,30 +133,22 @@ pub async fn revoke(c: &AwsClients, group_id: &str, remove: &[Permission]) -> Aw
     if remove.is_empty() {
         return Ok(());
     }
-    match c
-        .ec2
+    c.ec2
         .revoke_security_group_ingress()
         .group_id(group_id)
         .set_ip_permissions(Some(remove.iter().map(to_aws).collect()))
         .send()
         .await
         .op("ec2:RevokeSecurityGroupIngress")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .delete_security_group()
         .group_id(id)
         .send()
         .await
         .op("ec2:DeleteSecurityGroup")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
 use super::tags::{tag_value, OwnershipTags, PART, ZONE};
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedSubnet {
@@ -89,15 +89,11 @@ pub async fn create(
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .delete_subnet()
         .subnet_id(id)
         .send()
         .await
         .op("ec2:DeleteSubnet")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }

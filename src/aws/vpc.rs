@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, SdkResultExt};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedVpc {
@@ -67,17 +67,13 @@ pub async fn create(c: &AwsClients, owner: &OwnershipTags, cidr: &str) -> AwsRes
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
-    match c
-        .ec2
+    c.ec2
         .delete_vpc()
         .vpc_id(id)
         .send()
         .await
         .op("ec2:DeleteVpc")
-    {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()),
-    }
+        .or_gone()
 }
 
 /// An existing (bring-your-own) VPC and subnets: checks they exist and the
