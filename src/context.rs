@@ -150,6 +150,29 @@ impl Context {
     }
 }
 
+/// An API over the operator's scope: one namespace, or all of them.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+impl Context {
+    /// [`scoped_api`] with the operator's `--namespace`.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        scoped_api(&self.client, self.settings.namespace.as_deref())
+    }
+}
+
 /// Writes `status` with server-side apply on the status subresource.
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
 where

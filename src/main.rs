@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use byoc_operator::api::CloudAccount;
-use byoc_operator::context::{Context, Settings};
+use byoc_operator::context::{scoped_api, Context, Settings};
 use byoc_operator::metrics::Metrics;
 use byoc_operator::{account, cluster};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -189,10 +189,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await?;
 
     // Fail fast, and clearly, when the CRDs are missing.
-    let probe: Api<CloudAccount> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let probe: Api<CloudAccount> = scoped_api(&client, args.namespace.as_deref());
     if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
         return Err(match e {
             kube::Error::Api(s) if s.code == 404 => {

@@ -99,13 +99,7 @@ impl Accounts {
 
 /// Runs the CloudAccount controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    let (accounts, secrets): (Api<CloudAccount>, Api<Secret>) = match &ctx.settings.namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
+    let (accounts, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
     let controller = Controller::new(accounts, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller

@@ -31,14 +31,7 @@ pub const FINALIZER: &str = "byoc.dev/cleanup";
 
 /// Runs the ComputeCluster controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    let (clusters, accounts): (Api<ComputeCluster>, Api<CloudAccount>) =
-        match &ctx.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-        };
+    let (clusters, accounts) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
     let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
