@@ -11,7 +11,9 @@ use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 
-use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+use crate::support::{
+    ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -598,19 +600,10 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
         .args(["create", "namespace", &other])
         .output()?;
     ensure(out.status.success(), "create namespace")?;
-    let mut child = g
-        .kube
-        .kubectl()
-        .args(["apply", "-n", &other, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        stdin.write_all(b"apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: shared}\nspec:\n  region: us-east-1\n  allowedNamespaces: [team-x]\n")?;
-    }
-    ensure(
-        child.wait()?.success(),
-        "apply the other namespace's account",
+    kubectl_apply_in(
+        &g,
+        &other,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: shared}\nspec:\n  region: us-east-1\n  allowedNamespaces: [team-x]\n",
     )?;
     kubectl_apply(
         &g,

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::support::{ensure, install_crds, Ground};
+use crate::support::{ensure, install_crds, kubectl_apply_output, Ground};
 
 #[test]
 fn crds_dir_matches_generated() -> Result<()> {
@@ -175,29 +175,12 @@ fn invalid_updates() -> Vec<(&'static str, String, &'static str)> {
 }
 
 fn apply(g: &Ground, manifest: &str) -> Result<std::process::Output> {
-    use std::io::Write;
-    let mut child = g
-        .kube
-        .kubectl()
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=test",
-            "-n",
-            &g.namespace,
-            "-f",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .map(|mut s| s.write_all(manifest.as_bytes()))
-        .transpose()?;
-    Ok(child.wait_with_output()?)
+    kubectl_apply_output(
+        g,
+        &g.namespace,
+        &["--server-side", "--field-manager=test"],
+        manifest,
+    )
 }
 
 #[tokio::test]

@@ -305,13 +305,21 @@ impl CrossAccount {
     }
 }
 
-/// Applies a YAML manifest in the test namespace with kubectl.
-pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
+/// `kubectl apply -n <namespace> <args> -f -` with `manifest` on stdin; the
+/// output is returned as is, so callers can expect failures.
+pub fn kubectl_apply_output(
+    g: &Ground,
+    namespace: &str,
+    args: &[&str],
+    manifest: &str,
+) -> Result<std::process::Output> {
     use std::io::Write;
     let mut child = g
         .kube
         .kubectl()
-        .args(["apply", "-n", &g.namespace, "-f", "-"])
+        .args(["apply", "-n", namespace])
+        .args(args)
+        .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -319,7 +327,12 @@ pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(manifest.as_bytes())?;
     }
-    let out = child.wait_with_output()?;
+    Ok(child.wait_with_output()?)
+}
+
+/// Applies a YAML manifest in `namespace`; fails when kubectl does.
+pub fn kubectl_apply_in(g: &Ground, namespace: &str, manifest: &str) -> Result<()> {
+    let out = kubectl_apply_output(g, namespace, &[], manifest)?;
     ensure(
         out.status.success(),
         format!(
@@ -327,4 +340,9 @@ pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// Applies a YAML manifest in the test namespace; fails when kubectl does.
+pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
+    kubectl_apply_in(g, &g.namespace, manifest)
 }
