@@ -233,6 +233,14 @@ async fn delete_and_wait_gone(g: &Ground, name: &str) -> Result<()> {
     .await
 }
 
+/// Deletes the cluster, waits until the object is gone, and asserts that
+/// nothing carrying its UID is left in moto.
+async fn delete_leaves_nothing(g: &Ground, name: &str, uid: &str) -> Result<()> {
+    delete_and_wait_gone(g, name).await?;
+    let left = counts(g, uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+}
+
 #[tokio::test]
 async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     let g = Ground::new("cc-lifecycle").await?;
@@ -400,9 +408,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     )?;
 
     // Deletion leaves nothing with our tags.
-    delete_and_wait_gone(&g, "demo").await?;
-    let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    delete_leaves_nothing(&g, "demo", &uid).await?;
     Ok(())
 }
 
@@ -527,9 +533,7 @@ async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
         )?;
     }
 
-    delete_and_wait_gone(&g, "byo").await?;
-    let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    delete_leaves_nothing(&g, "byo", &uid).await?;
     ensure(
         snapshot().await? == before,
         "the existing VPC or subnets were modified or deleted",
@@ -580,9 +584,7 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
         format!("after SIGKILLs: {c:?}, expected {expected:?}"),
     )?;
     g.proxy.set_faults(testground::Faults::default());
-    delete_and_wait_gone(&g, "crash").await?;
-    let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    delete_leaves_nothing(&g, "crash", &uid).await?;
     Ok(())
 }
 
