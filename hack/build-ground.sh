@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
-#   kube-apiserver and etcd from the Go module proxy, moto server in a venv, helm.
+#   kube-apiserver and etcd from the Go module proxy, moto server in a venv, helm,
+#   and hack/gitops-check (kstatus and Argo CD's Lua runtime).
 # Each part is keyed by its pinned version, reused when present and rebuilt when
 # the pin changes. Prints `export` lines for the paths on success.
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.33.13}"
+# Bumped when the way a part is built changes (not its version).
+BUILD_REV="r2"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
@@ -18,7 +21,7 @@ fail() { echo "build-ground: $1 failed: $2" >&2; [ -n "${3:-}" ] && { echo "----
 need() { command -v "$1" >/dev/null 2>&1 || fail "$1" "'$1' is not on PATH ($2)"; }
 
 build_kube_apiserver() {
-  local out="$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver"
+  local out="$CACHE/kube-apiserver-$KUBE_VERSION-$BUILD_REV/kube-apiserver"
   [ -x "$out" ] && return 0
   need go "install Go to build kube-apiserver"
   local work="$CACHE/src/kube-apiserver-$KUBE_VERSION" log="$LOG_DIR/kube-apiserver-$KUBE_VERSION.log"
@@ -36,7 +39,12 @@ build_kube_apiserver() {
     go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
     printf 'package tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+    # The version the apiserver reports (/version), as upstream's release build sets it.
+    local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+    local v="k8s.io/component-base/version"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp" \
+      -ldflags "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
+      k8s.io/kubernetes/cmd/kube-apiserver
   } >"$log" 2>&1 || fail "kube-apiserver build" "go could not build k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "$log"
   mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
 }
@@ -75,7 +83,7 @@ install_moto() {
 }
 
 build_helm() {
-  local out="$CACHE/helm-$HELM_VERSION/helm"
+  local out="$CACHE/helm-$HELM_VERSION-$BUILD_REV/helm"
   [ -x "$out" ] && return 0
   need go "install Go to build helm"
   local work="$CACHE/src/helm-$HELM_VERSION" log="$LOG_DIR/helm-$HELM_VERSION.log"
@@ -86,20 +94,44 @@ build_helm() {
     go mod edit -require="helm.sh/helm/v3@$HELM_VERSION"
     printf 'package tools\n\nimport _ "helm.sh/helm/v3/pkg/action"\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" helm.sh/helm/v3/cmd/helm
+    # As helm's Makefile: its version, and the Kubernetes version it assumes
+    # when rendering offline (from the client-go it is built with).
+    local kminor
+    kminor=$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp" \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kminor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kminor" \
+      helm.sh/helm/v3/cmd/helm
   } >"$log" 2>&1 || fail "helm build" "go could not build helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$log"
   mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
+# The GitOps health evaluator (Flux's kstatus, Argo CD's Lua runtime) from
+# hack/gitops-check, keyed by the hash of its sources.
+build_gitops_check() {
+  local src key out
+  src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/gitops-check"
+  key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  out="$CACHE/gitops-check-$key/gitops-check"
+  GITOPS_CHECK="$out"
+  [ -x "$out" ] && return 0
+  need go "install Go to build gitops-check"
+  local log="$LOG_DIR/gitops-check-$key.log"
+  echo "build-ground: building gitops-check (kstatus, Argo CD Lua) (log: $log)" >&2
+  ( cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$out.tmp" . ) >"$log" 2>&1 \
+    || fail "gitops-check build" "go could not build hack/gitops-check" "$log"
+  mv "$out.tmp" "$out"
 }
 
 print_env() {
   local kubectl
   kubectl=$(command -v kubectl) || fail "kubectl" "kubectl is not on PATH; install it (e.g. apt-get install kubectl from the Kubernetes packages) and run again"
   echo "export BYOC_CACHE=\"$CACHE\""
-  echo "export BYOC_KUBE_APISERVER=\"$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver\""
+  echo "export BYOC_KUBE_APISERVER=\"$CACHE/kube-apiserver-$KUBE_VERSION-$BUILD_REV/kube-apiserver\""
   echo "export BYOC_ETCD=\"$CACHE/etcd-$ETCD_VERSION/etcd\""
   echo "export BYOC_MOTO_SERVER=\"$CACHE/moto-$MOTO_VERSION/bin/moto_server\""
-  echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION/helm\""
+  echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION-$BUILD_REV/helm\""
   echo "export BYOC_KUBECTL=\"$kubectl\""
+  echo "export BYOC_GITOPS_CHECK=\"$GITOPS_CHECK\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -111,10 +143,12 @@ case "${1:-env}" in
   etcd) build_etcd ;;
   moto) install_moto ;;
   helm) build_helm ;;
+  gitops-check) build_gitops_check ;;
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
     (build_etcd); (build_kube_apiserver); (install_moto); (build_helm)
+    build_gitops_check
     print_env ;;
-  *) echo "usage: $0 [env|kube-apiserver|etcd|moto|helm]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube-apiserver|etcd|moto|helm|gitops-check]" >&2; exit 2 ;;
 esac

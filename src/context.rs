@@ -70,7 +70,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            accounts: Accounts::new(client.clone(), aws.clone()),
+            accounts: Accounts::new(client.clone(), aws.clone(), metrics.clone()),
             client,
             aws,
             settings,

@@ -5,6 +5,7 @@ pub mod api;
 pub mod aws;
 pub mod cluster;
 pub mod context;
+pub mod leadership;
 pub mod metrics;
 
 use crate::account::credentials::AccountError;

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use byoc_operator::api::CloudAccount;
 use byoc_operator::context::{scoped_api, Context, Settings};
+use byoc_operator::leadership::{Election, Leadership, Shutdown, Stop};
 use byoc_operator::metrics::Metrics;
 use byoc_operator::{account, cluster};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -79,6 +80,19 @@ struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "BYOC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Take part in leader election on a Lease: only the holder reconciles.
+    #[arg(long, env = "BYOC_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "BYOC_LEASE_NAME", default_value = "byoc-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal; a successor takes over
+    /// within this long after the leader dies.
+    #[arg(long, env = "BYOC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,21 +229,86 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency,
     };
     let metrics = Metrics::new();
-    let ctx = Arc::new(Context::new(client, aws, settings, metrics.clone()));
-
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics);
+        .with_state(metrics.clone());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, "byoc-operator starting");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    tokio::join!(account::run(ctx.clone()), cluster::run(ctx.clone()));
+    let (shutdown, stop) = Shutdown::on_signals();
+    let leadership = if args.leader_election {
+        let election = Election {
+            lease_name: args.lease_name.clone(),
+            lease_namespace: args
+                .lease_namespace
+                .clone()
+                .or_else(in_cluster_namespace)
+                .unwrap_or_else(|| "default".into()),
+            identity: Election::default_identity(),
+            lease_duration: args.lease_duration,
+        };
+        match Leadership::acquire(client.clone(), &election, &shutdown).await {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                server.abort();
+                tracing::info!("byoc-operator stopped before it led");
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "leader election on Lease {}/{}: {e}",
+                    election.lease_namespace, election.lease_name
+                )
+                .into())
+            }
+        }
+    } else {
+        None
+    };
+    metrics.set_leader(true);
+
+    let ctx = Arc::new(Context::new(client, aws, settings, metrics.clone()));
+    let controllers = async {
+        tokio::join!(
+            account::run(ctx.clone(), shutdown.clone()),
+            cluster::run(ctx.clone(), shutdown.clone())
+        )
+    };
+    let watch_leadership = async {
+        match &leadership {
+            Some(l) => {
+                l.lost().await;
+                tracing::error!("leadership lost; stopping");
+                stop.send_replace(Stop::LeadershipLost);
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = watch_leadership => {}
+    }
+    metrics.set_leader(false);
     server.abort();
+    if shutdown.state() == Stop::LeadershipLost {
+        return Err("leadership lost: another process holds the Lease".into());
+    }
+    if let Some(l) = leadership {
+        l.release().await;
+    }
     tracing::info!("byoc-operator stopped");
     Ok(())
+}
+
+/// The namespace of the pod the operator runs in, if it runs in one.
+fn in_cluster_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 async fn serve_metrics(State(metrics): State<Metrics>) -> (StatusCode, String) {

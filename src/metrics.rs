@@ -1,5 +1,5 @@
 //! Prometheus metrics: reconciles, errors by reason, reconcile duration, AWS
-//! calls by service and operation, and clusters by phase.
+//! calls by service and operation, clusters by phase, and leadership.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,7 @@ pub struct Metrics {
     aws_attempts: Family<AwsCallLabels, Counter>,
     aws_errors: Family<AwsCallLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
+    leader: Gauge,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
         let aws_attempts = Family::<AwsCallLabels, Counter>::default();
         let aws_errors = Family::<AwsCallLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
+        let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -108,6 +110,11 @@ impl Metrics {
             "ComputeClusters by phase",
             clusters.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this process reconciles (holds the Lease, or runs without leader election)",
+            leader.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -118,6 +125,7 @@ impl Metrics {
             aws_attempts,
             aws_errors,
             clusters,
+            leader,
             cluster_phases: Arc::default(),
         }
     }
@@ -138,6 +146,10 @@ impl Metrics {
         self.backoff
             .get_or_create(&ControllerLabels { controller })
             .observe(backoff.as_secs_f64());
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Records the phase of cluster `uid` (None: the cluster is gone).

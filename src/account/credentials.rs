@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::conditions::reason;
 use crate::api::CloudAccount;
 use crate::aws::{AwsError, ErrorClass};
+use crate::metrics::Metrics;
 
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
@@ -98,8 +99,16 @@ impl AccountError {
 pub async fn resolve(
     client: &Client,
     base: &SdkConfig,
+    metrics: &Metrics,
     account: &CloudAccount,
 ) -> Result<ResolvedAccount, AccountError> {
+    let sts_client = |config: &SdkConfig| {
+        aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(config)
+                .interceptor(metrics.aws_interceptor())
+                .build(),
+        )
+    };
     let namespace = account.namespace().unwrap_or_default();
     let spec = &account.spec;
     let region = Region::new(spec.region.clone());
@@ -145,7 +154,7 @@ pub async fn resolve(
             .session_duration_seconds
             .unwrap_or(DEFAULT_SESSION_SECONDS);
         for (i, (role, external_id)) in hops.enumerate() {
-            let sts = aws_sdk_sts::Client::new(&config);
+            let sts = sts_client(&config);
             let out = sts
                 .assume_role()
                 .role_arn(&role)
@@ -191,7 +200,7 @@ pub async fn resolve(
         }
     }
 
-    let sts = aws_sdk_sts::Client::new(&config);
+    let sts = sts_client(&config);
     let identity = match sts.get_caller_identity().send().await {
         Ok(out) => out,
         Err(e) => {

@@ -20,6 +20,8 @@ use tokio::sync::Mutex;
 use crate::api::conditions::{self, reason, Desired, READY, RECONCILING, STALLED};
 use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus};
 use crate::context::{apply_status, Context};
+use crate::leadership::Shutdown;
+use crate::metrics::Metrics;
 use crate::Error;
 use credentials::{resolve, AccountError, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
 
@@ -38,14 +40,16 @@ struct Cached {
 pub struct Accounts {
     client: Client,
     aws: SdkConfig,
+    metrics: Metrics,
     cache: Mutex<HashMap<(String, String), Cached>>,
 }
 
 impl Accounts {
-    pub fn new(client: Client, aws: SdkConfig) -> Self {
+    pub fn new(client: Client, aws: SdkConfig, metrics: Metrics) -> Self {
         Accounts {
             client,
             aws,
+            metrics,
             cache: Mutex::default(),
         }
     }
@@ -56,7 +60,7 @@ impl Accounts {
 
     /// Resolves the account afresh and caches the result (drops the entry on failure).
     pub async fn verify(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
-        let result = resolve(&self.client, &self.aws, account).await;
+        let result = resolve(&self.client, &self.aws, &self.metrics, account).await;
         let mut cache = self.cache.lock().await;
         match &result {
             Ok(resolved) => {
@@ -98,7 +102,7 @@ impl Accounts {
 }
 
 /// Runs the CloudAccount controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (accounts, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
     let controller = Controller::new(accounts, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -124,7 +128,9 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move {
+            shutdown.stopped().await;
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

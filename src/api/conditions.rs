@@ -97,6 +97,24 @@ pub fn merge(
         .collect()
 }
 
+/// `previous` with one condition set (added, or replaced in place), the
+/// others kept as they are.
+pub fn set(
+    previous: &[Condition],
+    desired: &Desired,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let new = merge(previous, std::slice::from_ref(desired), generation, now);
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != desired.type_)
+        .cloned()
+        .collect();
+    out.extend(new);
+    out
+}
+
 /// The current time, as conditions carry it.
 pub fn now() -> Time {
     Time(jiff::Timestamp::now())
@@ -142,5 +160,23 @@ mod tests {
         );
         assert_eq!(third[0].last_transition_time, time(30));
         assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn set_keeps_other_conditions() {
+        let ready = merge(
+            &[],
+            &[Desired::new(READY, true, reason::RUNNING, "ok")],
+            Some(1),
+            &time(10),
+        );
+        let paused = Desired::new(PAUSED, true, reason::PAUSED, "paused");
+        let both = set(&ready, &paused, Some(2), &time(20));
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], ready[0]);
+        let again = set(&both, &paused, Some(3), &time(30));
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1].last_transition_time, time(20));
+        assert_eq!(again[1].observed_generation, Some(3));
     }
 }

@@ -22,15 +22,25 @@ use crate::api::conditions::reason;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::{AwsClients, Observed};
 use crate::context::Context;
+use crate::leadership::Shutdown;
 use crate::Error;
 use plan::ValidatedSpec;
 use status::Report;
 
 pub const CONTROLLER: &str = "computecluster";
 pub const FINALIZER: &str = "byoc.dev/cleanup";
+/// `byoc.dev/paused: "true"` stops reconciliation (and deletion) of one
+/// ComputeCluster until it is removed.
+pub const PAUSED_ANNOTATION: &str = "byoc.dev/paused";
+
+fn is_paused(cc: &ComputeCluster) -> bool {
+    cc.annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
 
 /// Runs the ComputeCluster controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (clusters, accounts) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
     let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -55,7 +65,9 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move {
+            shutdown.stopped().await;
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -71,6 +83,19 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action,
         Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, cc, |event| async {
         match event {
+            Event::Apply(cc) if is_paused(&cc) => {
+                Report::new(&cc).paused(&ctx).await?;
+                Ok(Action::await_change())
+            }
+            Event::Cleanup(cc) if is_paused(&cc) => {
+                Report::new(&cc).paused(&ctx).await?;
+                // The finalizer stays while paused; removing the annotation
+                // is a change the controller sees at once.
+                Err(Error::CleanupPending {
+                    message: "deletion is paused".into(),
+                    retry_after: ctx.settings.resync,
+                })
+            }
             Event::Apply(cc) => apply(cc, ctx.clone()).await,
             Event::Cleanup(cc) => cleanup::cleanup(cc, ctx.clone()).await,
         }

@@ -8,8 +8,8 @@ use super::converge::Iam;
 use super::AccountBlocked;
 use crate::api::compute_cluster::{IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
-    self, reason, Desired, ACCOUNT_READY, IAM_READY, NETWORK_READY, NODE_GROUPS_READY, READY,
-    RECONCILING, STALLED,
+    self, reason, Desired, ACCOUNT_READY, IAM_READY, NETWORK_READY, NODE_GROUPS_READY, PAUSED,
+    READY, RECONCILING, STALLED,
 };
 use crate::api::{ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::aws::ErrorClass;
@@ -122,6 +122,33 @@ impl Report {
         )
         .await?;
         Ok(Action::requeue(backoff))
+    }
+
+    /// Reconciliation is paused by the annotation: say so, change nothing
+    /// else (phase, parts and `observedGeneration` stay as last reconciled).
+    pub async fn paused(self, ctx: &Context) -> Result<(), Error> {
+        let already = conditions::is_true(&self.previous.conditions, PAUSED);
+        let message = format!(
+            "reconciliation is paused by the annotation {}=\"true\"; remove it to resume",
+            super::PAUSED_ANNOTATION
+        );
+        let status = ComputeClusterStatus {
+            conditions: conditions::set(
+                &self.previous.conditions,
+                &Desired::new(PAUSED, true, reason::PAUSED, message.clone()),
+                self.object.meta().generation,
+                &conditions::now(),
+            ),
+            ..self.previous.clone()
+        };
+        let ns = self.object.namespace().unwrap_or_default();
+        let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        apply_status(&api, &self.object.name_any(), &status).await?;
+        if !already {
+            ctx.publish(&self.object.object_ref(&()), false, reason::PAUSED, message)
+                .await;
+        }
+        Ok(())
     }
 
     /// Writes the status after convergence ran (or failed).

@@ -33,6 +33,8 @@ pub struct Tools {
     pub moto_server: PathBuf,
     pub helm: PathBuf,
     pub kubectl: PathBuf,
+    /// `hack/gitops-check`: kstatus and Argo CD's Lua health runtime.
+    pub gitops_check: PathBuf,
 }
 
 impl Tools {
@@ -70,6 +72,7 @@ impl Tools {
             moto_server: get("BYOC_MOTO_SERVER")?,
             helm: get("BYOC_HELM")?,
             kubectl: get("BYOC_KUBECTL")?,
+            gitops_check: get("BYOC_GITOPS_CHECK")?,
         })
     }
 }
@@ -163,6 +166,25 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (the process may shut down gracefully).
+    pub fn terminate(&self) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: kill(2) on a child we started and have not reaped.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!(
+                "SIGTERM to {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 }
 
@@ -542,6 +564,15 @@ impl Moto {
 
 /// A small HTTP/1.1 request on loopback; returns the status code.
 pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<u16> {
+    http_exchange(port, method, path, body).map(|(status, _)| status)
+}
+
+/// `GET path` on loopback; returns the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_exchange(port, "GET", path, "")
+}
+
+fn http_exchange(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -551,9 +582,15 @@ pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<u
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace()
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("no HTTP status in moto's answer"))
+        .ok_or_else(|| anyhow!("no HTTP status in the answer from port {port}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -5,14 +5,19 @@
 //! - repairs moto's answers where they differ from AWS's wire format
 //!   (STS and IAM errors wrapped in `<Errors>`, which AWS never sends);
 //! - injects faults on request: throttling, 5xx, dropped connections and
-//!   latency, per operation, at a rate.
+//!   latency, per operation, at a rate;
+//! - is faithful where moto is not: NAT gateways and instances stay
+//!   `pending` for a while after their creation, as on AWS, and a repeated
+//!   `ClientToken` on RunInstances or CreateNatGateway returns the first
+//!   answer instead of creating again (moto ignores the token);
+//! - records a trace of every call (operation, start, end) for the benchmark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -25,11 +30,27 @@ pub struct Faults {
     pub latency: Duration,
     /// Only these operations are faulted (empty: all).
     pub operations: Vec<String>,
+    /// How long NAT gateways and instances stay `pending` after creation.
+    pub pending: Duration,
 }
 
-#[derive(Default)]
+/// One call as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub operation: String,
+    /// Since the proxy started.
+    pub start: Duration,
+    pub end: Duration,
+}
+
 struct Shared {
+    started: Instant,
     calls: Mutex<BTreeMap<String, u64>>,
+    trace: Mutex<Vec<Call>>,
+    /// Creation time of NAT gateways and instances, by ID.
+    created: Mutex<HashMap<String, Instant>>,
+    /// First successful answer per `ClientToken`.
+    tokens: Mutex<HashMap<String, Vec<u8>>>,
     faults: Mutex<Faults>,
     injected: AtomicU64,
     seq: AtomicU64,
@@ -47,7 +68,17 @@ impl AwsProxy {
     pub fn start(upstream: u16) -> Result<AwsProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            started: Instant::now(),
+            calls: Mutex::default(),
+            trace: Mutex::default(),
+            created: Mutex::default(),
+            tokens: Mutex::default(),
+            faults: Mutex::default(),
+            injected: AtomicU64::default(),
+            seq: AtomicU64::default(),
+            stop: AtomicBool::default(),
+        });
         let s = shared.clone();
         std::thread::Builder::new()
             .name("aws-proxy".into())
@@ -74,30 +105,32 @@ impl AwsProxy {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+        *lock(&self.shared.faults) = faults;
     }
 
     /// Calls seen per operation (faulted ones included).
     pub fn calls(&self) -> BTreeMap<String, u64> {
-        self.shared
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.shared.calls).clone()
     }
 
     pub fn reset_calls(&self) {
-        self.shared
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        lock(&self.shared.calls).clear();
+        lock(&self.shared.trace).clear();
+    }
+
+    /// Every call since the start (or the last reset), in arrival order.
+    pub fn trace(&self) -> Vec<Call> {
+        lock(&self.shared.trace).clone()
     }
 
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::SeqCst)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for AwsProxy {
@@ -166,25 +199,47 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
     let req = read_request(&mut reader)?;
+    let start = s.started.elapsed();
     let op = operation(&req.body);
     let svc = service(&req.head);
-    *s.calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(op.clone())
-        .or_default() += 1;
+    *lock(&s.calls).entry(op.clone()).or_default() += 1;
+    let result = answer(&mut conn, upstream, s, &req, &op, svc);
+    lock(&s.trace).push(Call {
+        operation: op,
+        start,
+        end: s.started.elapsed(),
+    });
+    result
+}
 
-    let faults = s.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+fn answer(
+    conn: &mut TcpStream,
+    upstream: u16,
+    s: &Shared,
+    req: &Request,
+    op: &str,
+    svc: &str,
+) -> Result<()> {
+    let faults = lock(&s.faults).clone();
     if !faults.latency.is_zero() {
         std::thread::sleep(faults.latency);
     }
-    let applies = faults.operations.is_empty() || faults.operations.contains(&op);
+    let applies = faults.operations.is_empty() || faults.operations.iter().any(|o| o == op);
     if applies && faults.error_rate > 0.0 {
         let n = s.seq.fetch_add(1, Ordering::SeqCst);
         if unit_random(n) < faults.error_rate {
             s.injected.fetch_add(1, Ordering::SeqCst);
-            return inject(&mut conn, svc, n);
+            return inject(conn, svc, n);
         }
+    }
+
+    let token = matches!(op, "RunInstances" | "CreateNatGateway")
+        .then(|| param(&req.body, "ClientToken"))
+        .flatten()
+        .map(|t| format!("{op}/{t}"));
+    if let Some(first) = token.as_ref().and_then(|t| lock(&s.tokens).get(t).cloned()) {
+        conn.write_all(&first)?;
+        return Ok(());
     }
 
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
@@ -193,9 +248,101 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     up.write_all(&req.body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
-    let response = repair(response, svc);
+    let mut response = repair(response, svc);
+    let ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200");
+    if ok {
+        match op {
+            "RunInstances" | "CreateNatGateway" => {
+                let tag = if op == "RunInstances" {
+                    "instanceId"
+                } else {
+                    "natGatewayId"
+                };
+                let now = Instant::now();
+                let text = String::from_utf8_lossy(&response);
+                let mut created = lock(&s.created);
+                for id in element_values(&text, tag) {
+                    created.entry(id).or_insert(now);
+                }
+            }
+            "DescribeNatGateways" | "DescribeInstances" if !faults.pending.is_zero() => {
+                let still_pending: Vec<String> = lock(&s.created)
+                    .iter()
+                    .filter(|(_, t)| t.elapsed() < faults.pending)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                response = hold_pending(&response, op, &still_pending);
+            }
+            _ => {}
+        }
+        if let Some(t) = token {
+            lock(&s.tokens).entry(t).or_insert_with(|| response.clone());
+        }
+    }
     conn.write_all(&response)?;
     Ok(())
+}
+
+/// A form parameter of a query-protocol request body.
+fn param(body: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+/// The text of every `<tag>…</tag>` element.
+fn element_values(text: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    text.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
+        .collect()
+}
+
+/// Rewrites the state of each listed NAT gateway or instance to `pending`
+/// in a describe answer. Each item's state follows its ID and precedes the
+/// next item's ID.
+fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
+    if ids.is_empty() {
+        return response.to_vec();
+    }
+    let text = String::from_utf8_lossy(response);
+    let Some(split) = text.find("\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let (head, body) = text.split_at(split + 4);
+    let (id_tag, from, to) = if op == "DescribeNatGateways" {
+        (
+            "natGatewayId",
+            "<state>available</state>",
+            "<state>pending</state>",
+        )
+    } else {
+        (
+            "instanceId",
+            "<instanceState><code>16</code><name>running</name></instanceState>",
+            "<instanceState><code>0</code><name>pending</name></instanceState>",
+        )
+    };
+    let open = format!("<{id_tag}>");
+    let mut parts: Vec<String> = body.split(&open).map(str::to_string).collect();
+    for part in parts.iter_mut().skip(1) {
+        let id = part
+            .split(&format!("</{id_tag}>"))
+            .next()
+            .unwrap_or("")
+            .trim();
+        if ids.iter().any(|p| p == id) {
+            *part = part.replacen(from, to, 1);
+        }
+    }
+    let body = parts.join(&open);
+    let head: String = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// A deterministic pseudo-random number in [0, 1) for the n-th call.
@@ -279,6 +426,18 @@ mod tests {
         assert!(fixed.contains("<ErrorResponse><Error><Code>X</Code></Error></ErrorResponse>"));
         let body = fixed.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(fixed.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn holds_listed_items_pending() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n<natGatewaySet><item><natGatewayId>nat-1</natGatewayId><state>available</state></item><item><natGatewayId>nat-2</natGatewayId><state>available</state></item></natGatewaySet>";
+        let out = hold_pending(raw, "DescribeNatGateways", &["nat-2".into()]);
+        let out = String::from_utf8(out).unwrap_or_default();
+        assert!(out.contains("<natGatewayId>nat-1</natGatewayId><state>available</state>"));
+        assert!(out.contains("<natGatewayId>nat-2</natGatewayId><state>pending</state>"));
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert!(out.contains(&format!("Content-Length: {}", body.len())));
+        assert_eq!(element_values(&out, "natGatewayId"), vec!["nat-1", "nat-2"]);
     }
 
     #[test]

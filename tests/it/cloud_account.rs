@@ -9,11 +9,10 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 
 use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, CrossAccount, Ground, Operator,
+    assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, CrossAccount, Ground,
+    Operator, SESSION_TOKEN_PREFIX,
 };
 
-/// moto's assumed-role session tokens start with this.
-const SESSION_TOKEN_PREFIX: &str = "FQoGZXIvYXdzEBYaD";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn secret(name: &str, key_id: &str, secret: &str, external_id: Option<&str>) -> String {
@@ -82,40 +81,6 @@ fn assert_stalled(a: &CloudAccount, reason: &str, mentions: &[&str]) -> Result<(
     }
     let ready = condition(a, "Ready").context("no Ready condition")?;
     ensure(ready.status == "False", "Ready should be False")
-}
-
-/// Fails when any of `needles` appears in the operator's log, the namespace's
-/// Events or any CloudAccount's status.
-async fn assert_no_key_material(g: &Ground, op: &Operator, needles: &[&str]) -> Result<()> {
-    let log = op.log();
-    ensure(
-        log.contains("cloudaccount"),
-        "the operator log is empty: nothing was checked",
-    )?;
-    let events = g.api::<Event>().list(&ListParams::default()).await?;
-    let events = serde_json::to_string(&events.items)?;
-    let statuses: Vec<_> = g
-        .api::<CloudAccount>()
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(|a| a.status)
-        .collect();
-    let statuses = serde_json::to_string(&statuses)?;
-    for needle in needles {
-        for (place, text) in [
-            ("operator log", &log),
-            ("Events", &events),
-            ("status", &statuses),
-        ] {
-            ensure(
-                !text.contains(needle),
-                format!("key material found in the {place}"),
-            )?;
-        }
-    }
-    Ok(())
 }
 
 #[tokio::test]

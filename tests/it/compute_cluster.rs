@@ -7,239 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::Filter;
-use byoc_operator::api::{ClusterPhase, ComputeCluster};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
+use crate::clusters::{
+    apply_example, counts, delete_leaves_nothing, delete_subnet_out_of_band, patch_spec,
+    ready_account, wait_counts, wait_running, Counts, WAIT,
+};
 use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
 };
-
-const WAIT: Duration = Duration::from_secs(120);
-
-/// What moto holds for one cluster UID (live resources only).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Counts {
-    vpcs: usize,
-    subnets: usize,
-    internet_gateways: usize,
-    nat_gateways: usize,
-    addresses: usize,
-    route_tables: usize,
-    security_groups: usize,
-    /// instance type → count of pending/running instances.
-    instances: BTreeMap<String, usize>,
-    roles: usize,
-}
-
-impl Counts {
-    fn instances(&self) -> usize {
-        self.instances.values().sum()
-    }
-}
-
-async fn counts(g: &Ground, uid: &str) -> Result<Counts> {
-    let config = g.aws().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let f = || {
-        Filter::builder()
-            .name("tag:byoc.dev/cluster-uid")
-            .values(uid)
-            .build()
-    };
-    let ours = |tags: &[aws_sdk_ec2::types::Tag]| {
-        tags.iter()
-            .any(|t| t.key() == Some("byoc.dev/cluster-uid") && t.value() == Some(uid))
-    };
-    let mut c = Counts {
-        vpcs: ec2
-            .describe_vpcs()
-            .filters(f())
-            .send()
-            .await?
-            .vpcs()
-            .iter()
-            .filter(|v| ours(v.tags()))
-            .count(),
-        subnets: ec2
-            .describe_subnets()
-            .filters(f())
-            .send()
-            .await?
-            .subnets()
-            .iter()
-            .filter(|s| ours(s.tags()))
-            .count(),
-        internet_gateways: ec2
-            .describe_internet_gateways()
-            .filters(f())
-            .send()
-            .await?
-            .internet_gateways()
-            .iter()
-            .filter(|x| ours(x.tags()))
-            .count(),
-        nat_gateways: ec2
-            .describe_nat_gateways()
-            .send()
-            .await?
-            .nat_gateways()
-            .iter()
-            .filter(|n| ours(n.tags()))
-            .filter(|n| {
-                matches!(
-                    n.state(),
-                    Some(
-                        aws_sdk_ec2::types::NatGatewayState::Available
-                            | aws_sdk_ec2::types::NatGatewayState::Pending
-                    )
-                )
-            })
-            .count(),
-        addresses: ec2
-            .describe_addresses()
-            .filters(f())
-            .send()
-            .await?
-            .addresses()
-            .iter()
-            .filter(|a| ours(a.tags()))
-            .count(),
-        route_tables: ec2
-            .describe_route_tables()
-            .filters(f())
-            .send()
-            .await?
-            .route_tables()
-            .iter()
-            .filter(|t| ours(t.tags()))
-            .count(),
-        security_groups: ec2
-            .describe_security_groups()
-            .filters(f())
-            .send()
-            .await?
-            .security_groups()
-            .iter()
-            .filter(|s| ours(s.tags()))
-            .count(),
-        ..Default::default()
-    };
-    let out = ec2.describe_instances().filters(f()).send().await?;
-    for r in out.reservations() {
-        for i in r.instances() {
-            let live = matches!(
-                i.state().and_then(|s| s.name()),
-                Some(
-                    aws_sdk_ec2::types::InstanceStateName::Pending
-                        | aws_sdk_ec2::types::InstanceStateName::Running
-                )
-            );
-            if live && ours(i.tags()) {
-                *c.instances
-                    .entry(
-                        i.instance_type()
-                            .map(|t| t.as_str().to_string())
-                            .unwrap_or_default(),
-                    )
-                    .or_default() += 1;
-            }
-        }
-    }
-    let iam = aws_sdk_iam::Client::new(&config);
-    let short: String = uid.chars().take(8).collect();
-    c.roles = iam
-        .list_roles()
-        .send()
-        .await?
-        .roles()
-        .iter()
-        .filter(|r| r.role_name().ends_with(&short))
-        .count();
-    Ok(c)
-}
-
-/// A Secret and a ready CloudAccount named `acme`.
-async fn ready_account(g: &Ground) -> Result<()> {
-    kubectl_apply(
-        g,
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {AWS_ACCESS_KEY_ID: testing, AWS_SECRET_ACCESS_KEY: testing}\n",
-    )?;
-    kubectl_apply(
-        g,
-        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: acme}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n",
-    )?;
-    let api = g.api::<byoc_operator::api::CloudAccount>();
-    eventually("CloudAccount acme ready", WAIT, || async {
-        let a = api.get("acme").await?;
-        Ok(
-            (a.status.and_then(|s| s.phase) == Some(byoc_operator::api::AccountPhase::Ready))
-                .then_some(()),
-        )
-    })
-    .await
-}
-
-async fn wait_running(
-    g: &Ground,
-    name: &str,
-    check: impl Fn(&ComputeCluster) -> bool,
-) -> Result<ComputeCluster> {
-    let api = g.api::<ComputeCluster>();
-    eventually(&format!("ComputeCluster {name} running"), WAIT, || async {
-        let cc = api.get(name).await?;
-        let status = cc.status.as_ref();
-        let running = status.and_then(|s| s.phase) == Some(ClusterPhase::Running)
-            && status.and_then(|s| s.observed_generation) == cc.metadata.generation;
-        Ok((running && check(&cc)).then_some(cc))
-    })
-    .await
-}
-
-async fn wait_counts(
-    g: &Ground,
-    uid: &str,
-    what: &str,
-    check: impl Fn(&Counts) -> bool,
-) -> Result<Counts> {
-    eventually(what, WAIT, || async {
-        let c = counts(g, uid).await?;
-        if check(&c) {
-            Ok(Some(c))
-        } else {
-            Err(anyhow::anyhow!("moto holds {c:?}"))
-        }
-    })
-    .await
-}
-
-async fn patch_spec(g: &Ground, name: &str, spec: serde_json::Value) -> Result<()> {
-    g.api::<ComputeCluster>()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn delete_and_wait_gone(g: &Ground, name: &str) -> Result<()> {
-    let api = g.api::<ComputeCluster>();
-    api.delete(name, &DeleteParams::default()).await?;
-    eventually(&format!("ComputeCluster {name} gone"), WAIT, || async {
-        Ok(api.get_opt(name).await?.is_none().then_some(()))
-    })
-    .await
-}
-
-/// Deletes the cluster, waits until the object is gone, and asserts that
-/// nothing carrying its UID is left in moto.
-async fn delete_leaves_nothing(g: &Ground, name: &str, uid: &str) -> Result<()> {
-    delete_and_wait_gone(g, name).await?;
-    let left = counts(g, uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))
-}
 
 #[tokio::test]
 async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
@@ -251,11 +28,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
         &[],
     )?;
     ready_account(&g).await?;
-    let example = std::fs::read_to_string(
-        testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
-    )?
-    .replace("name: demo\n  region", "name: acme\n  region");
-    kubectl_apply(&g, &example)?;
+    apply_example(&g)?;
 
     // Reaches running; everything exists, tagged, in the numbers the spec asks.
     let cc = wait_running(&g, "demo", |_| true).await?;
@@ -359,25 +132,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
         .iter()
         .find(|s| s.public && s.zone == "us-east-1b")
         .context("no public subnet in us-east-1b")?;
-    let rts = ec2
-        .describe_route_tables()
-        .filters(
-            Filter::builder()
-                .name("association.subnet-id")
-                .values(&public_b.id)
-                .build(),
-        )
-        .send()
-        .await?;
-    for a in rts.route_tables().iter().flat_map(|t| t.associations()) {
-        if a.subnet_id() == Some(public_b.id.as_str()) {
-            ec2.disassociate_route_table()
-                .association_id(a.route_table_association_id().unwrap_or_default())
-                .send()
-                .await?;
-        }
-    }
-    ec2.delete_subnet().subnet_id(&public_b.id).send().await?;
+    delete_subnet_out_of_band(&ec2, &public_b.id).await?;
     let nat = network
         .nat_gateway_ids
         .first()

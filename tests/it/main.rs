@@ -1,8 +1,12 @@
 //! Integration tests against the real test ground: one kube-apiserver + etcd
 //! per test process (each test in its own namespace) and one moto per test.
 
+mod chart;
 mod cloud_account;
+mod clusters;
 mod compute_cluster;
 mod crds;
 mod ground;
+mod operations;
+mod reliability;
 mod support;

@@ -162,24 +162,36 @@ pub async fn install_crds(g: &Ground) -> Result<()> {
 /// The operator binary, run as a process against this test's namespace and moto.
 pub struct Operator {
     pub process: testground::Process,
+    /// Port of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_port: u16,
 }
 
 impl Operator {
     /// Starts `byoc-operator run` watching the test's namespace. The process's
     /// own AWS identity (ambient) is moto's test keys unless `env` overrides it.
     pub fn start(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<Operator> {
-        let log = g.kube.dir().join(format!(
-            "operator-{}-{}.log",
-            g.namespace,
-            unique_name("run")
-        ));
+        Self::start_in(g, &g.namespace, args, env)
+    }
+
+    /// [`Operator::start`] watching `namespace`.
+    pub fn start_in(
+        g: &Ground,
+        namespace: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Operator> {
+        let log = g
+            .kube
+            .dir()
+            .join(format!("operator-{}-{}.log", namespace, unique_name("run")));
+        let metrics_port = testground::free_port()?;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byoc-operator"));
         cmd.args([
             "run",
             "--namespace",
-            &g.namespace,
+            namespace,
             "--metrics-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .args(args)
         .env_clear()
@@ -198,13 +210,43 @@ impl Operator {
             cmd.env(k, v);
         }
         let process = testground::Process::spawn("byoc-operator", cmd, &log)?;
-        Ok(Operator { process })
+        Ok(Operator {
+            process,
+            metrics_port,
+        })
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> Result<String> {
+        let (status, body) = testground::http_get(self.metrics_port, "/metrics")?;
+        ensure(status == 200, format!("/metrics answered {status}"))?;
+        Ok(body)
+    }
+
+    /// The value of one sample in `/metrics` (`name{labels}` as printed),
+    /// 0 when absent.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        Ok(sample(&self.metrics()?, series))
     }
 
     /// Everything the operator has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
+}
+
+/// The value of `series` (a metric name with its labels, as printed) in a
+/// Prometheus text exposition; 0 when absent. With no labels given, the
+/// samples of every label set are summed.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| {
+            *name == series || (!series.contains('{') && name.starts_with(&format!("{series}{{")))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
 }
 
 /// IAM set up in moto as a real cross-account arrangement, then enforced:
@@ -345,4 +387,91 @@ pub fn kubectl_apply_in(g: &Ground, namespace: &str, manifest: &str) -> Result<(
 /// Applies a YAML manifest in the test namespace; fails when kubectl does.
 pub fn kubectl_apply(g: &Ground, manifest: &str) -> Result<()> {
     kubectl_apply_in(g, &g.namespace, manifest)
+}
+
+/// moto's assumed-role session tokens start with this.
+pub const SESSION_TOKEN_PREFIX: &str = "FQoGZXIvYXdzEBYaD";
+
+/// Fails when any of `needles` (key IDs, secret keys, session-token
+/// prefixes) appears in the operator's log or metrics, the namespace's
+/// Events, or the status of any CloudAccount or ComputeCluster.
+pub async fn assert_no_key_material(g: &Ground, op: &Operator, needles: &[&str]) -> Result<()> {
+    assert_no_key_material_in(g, &g.namespace, op, needles).await
+}
+
+/// [`assert_no_key_material`] for an operator watching `namespace`.
+pub async fn assert_no_key_material_in(
+    g: &Ground,
+    namespace: &str,
+    op: &Operator,
+    needles: &[&str],
+) -> Result<()> {
+    use byoc_operator::api::{CloudAccount, ComputeCluster};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::ListParams;
+    let log = op.log();
+    ensure(
+        log.contains("cloudaccount"),
+        "the operator log is empty: nothing was checked",
+    )?;
+    let metrics = op.metrics().unwrap_or_default();
+    ensure(
+        metrics.contains("byoc_reconciles"),
+        "the metrics are empty: nothing was checked",
+    )?;
+    let events = Api::<Event>::namespaced(g.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    let events = serde_json::to_string(&events.items)?;
+    let accounts: Vec<_> = Api::<CloudAccount>::namespaced(g.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|a| a.status)
+        .collect();
+    let clusters: Vec<_> = Api::<ComputeCluster>::namespaced(g.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| c.status)
+        .collect();
+    let statuses = serde_json::to_string(&(accounts, clusters))?;
+    for needle in needles.iter().filter(|n| !n.is_empty()) {
+        for (place, text) in [
+            ("operator log", &log),
+            ("metrics", &metrics),
+            ("Events", &events),
+            ("status", &statuses),
+        ] {
+            ensure(
+                !text.contains(needle),
+                format!("key material found in the {place}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The full reliability run (`BYOC_FULL=1`, `hack/reliability.sh`): large N.
+pub fn full_run() -> bool {
+    std::env::var("BYOC_FULL").is_ok_and(|v| v == "1")
+}
+
+/// Prints a suite's figure and, when `BYOC_FIGURES` names a file, appends it
+/// there as a JSON line (`hack/reliability.sh` turns those into
+/// docs/reliability.md).
+pub fn record_figure(figure: serde_json::Value) -> Result<()> {
+    println!("FIGURE {figure}");
+    if let Ok(path) = std::env::var("BYOC_FIGURES") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {path}"))?;
+        writeln!(f, "{figure}")?;
+    }
+    Ok(())
 }

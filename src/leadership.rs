@@ -1,0 +1,164 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, and the one shutdown
+//! signal both controllers stop on: SIGTERM/SIGINT, or leadership lost.
+
+use std::time::Duration;
+
+use kube::Client;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+
+/// How the operator takes part in leader election.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// This process's name in the Lease (`holderIdentity`).
+    pub identity: String,
+    /// How long a lease holds without renewal; a successor takes over at most
+    /// this long after the holder dies.
+    pub lease_duration: Duration,
+}
+
+impl Election {
+    /// The identity of this process: the pod's name, or host and PID.
+    pub fn default_identity() -> String {
+        std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "byoc-operator".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// Why the controllers stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Running,
+    /// SIGTERM or SIGINT: finish what runs, release the lease, exit 0.
+    Signal,
+    /// Another process holds the lease now: stop at once and exit non-zero,
+    /// so the pod restarts as a follower.
+    LeadershipLost,
+}
+
+/// A shutdown signal shared by every part of the process.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<Stop>,
+}
+
+impl Shutdown {
+    /// Starts listening for SIGTERM and SIGINT.
+    pub fn on_signals() -> (Shutdown, watch::Sender<Stop>) {
+        let (tx, rx) = watch::channel(Stop::Running);
+        let signal_tx = tx.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            signal_tx.send_if_modified(|s| {
+                let first = *s == Stop::Running;
+                if first {
+                    *s = Stop::Signal;
+                }
+                first
+            });
+        });
+        (Shutdown { rx }, tx)
+    }
+
+    /// Resolves when the process should stop.
+    pub async fn stopped(mut self) -> Stop {
+        match self.rx.wait_for(|s| *s != Stop::Running).await {
+            Ok(s) => *s,
+            Err(_) => Stop::Signal,
+        }
+    }
+
+    pub fn state(&self) -> Stop {
+        *self.rx.borrow()
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Leadership held by this process.
+pub struct Leadership {
+    manager: LeaseManager,
+}
+
+impl Leadership {
+    /// Waits until this process holds the Lease. `None` when shutdown came first.
+    pub async fn acquire(
+        client: Client,
+        election: &Election,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Leadership>, LeaseManagerError> {
+        let seconds = election.lease_duration.as_secs().max(3);
+        let manager = LeaseManagerBuilder::new(client, &election.lease_name)
+            .with_namespace(&election.lease_namespace)
+            .with_identity(&election.identity)
+            .with_duration(seconds)
+            // Renew when a third of the lease is left.
+            .with_grace((seconds / 3).max(1))
+            .with_field_manager(format!("{}-lease", crate::context::MANAGER))
+            .build()
+            .await?;
+        tracing::info!(lease = %election.lease_name, namespace = %election.lease_namespace, identity = %election.identity, "waiting for leadership");
+        let mut retry = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                changed = manager.changed() => match changed {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?retry, "cannot take part in leader election; retrying");
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(election.lease_duration);
+                    }
+                },
+                _ = shutdown.clone().stopped() => return Ok(None),
+            }
+        }
+        tracing::info!(identity = %election.identity, "leadership acquired");
+        Ok(Some(Leadership { manager }))
+    }
+
+    /// Resolves when leadership is lost, or cannot be renewed: renewal starts
+    /// a third of the lease before expiry, so a failed renewal ends the
+    /// leadership here before any successor can take the Lease.
+    pub async fn lost(&self) {
+        loop {
+            match self.manager.changed().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "renewing the lease failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives the Lease up so that a successor need not wait for it to expire.
+    pub async fn release(self) {
+        match self.manager.release().await {
+            Ok(()) => tracing::info!("lease released"),
+            Err(e) => tracing::warn!(error = %e, "releasing the lease failed"),
+        }
+    }
+}

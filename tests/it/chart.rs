@@ -1,0 +1,471 @@
+//! The Helm chart, used for real: `helm lint` and `helm template`, the values
+//! schema, `helm install` into the apiserver, and its RBAC proven both
+//! sufficient (the operator, run with a token of the chart's ServiceAccount,
+//! takes the example to `running` and deletes it) and not more than needed
+//! (without any one rule, the same run fails).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use byoc_operator::api::{ClusterPhase, ComputeCluster};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{DeleteParams, ListParams};
+use kube::ResourceExt;
+
+use crate::clusters::{counts, Counts, WAIT};
+use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+
+fn chart_dir() -> PathBuf {
+    testground::repo_root().join("charts/byoc-operator")
+}
+
+/// `helm` against the test apiserver, with its caches in the ground's directory.
+fn helm(g: &Ground) -> Result<Command> {
+    let tools = testground::Tools::locate()?;
+    let home = g.kube.dir().join("helm");
+    let mut cmd = Command::new(&tools.helm);
+    cmd.env("KUBECONFIG", &g.kube.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    Ok(cmd)
+}
+
+fn run(mut cmd: Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "{:?} failed: {}{}",
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `helm template` of the chart, parsed into its documents.
+fn template(g: &Ground, release: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let mut cmd = helm(g)?;
+    cmd.args(["template", release])
+        .arg(chart_dir())
+        .args(["--namespace", &g.namespace])
+        .args(args);
+    let text = run(cmd)?;
+    let mut docs = vec![];
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str) -> Option<&'a serde_json::Value> {
+    docs.iter().find(|d| d["kind"] == kind)
+}
+
+/// `helm install <release>` into the test namespace.
+fn install(g: &Ground, release: &str, args: &[&str]) -> Result<()> {
+    let mut cmd = helm(g)?;
+    cmd.args(["install", release])
+        .arg(chart_dir())
+        .args(["--namespace", &g.namespace])
+        .args(args);
+    run(cmd).map(|_| ())
+}
+
+/// The chart's resource names for `release` (the chart's fullname).
+fn fullname(release: &str) -> String {
+    if release.contains("byoc-operator") {
+        release.to_string()
+    } else {
+        format!("{release}-byoc-operator")
+    }
+}
+
+/// Starts the operator as the chart's ServiceAccount: a kubeconfig holding
+/// a token from `kubectl create token`, leader election on as the chart
+/// configures it.
+fn start_as_chart(g: &Ground, release: &str) -> Result<Operator> {
+    let name = fullname(release);
+    let mut cmd = g.kube.kubectl();
+    cmd.args([
+        "create",
+        "token",
+        &name,
+        "-n",
+        &g.namespace,
+        "--duration=2h",
+    ]);
+    let token = run(cmd)?.trim().to_string();
+    let kubeconfig = g.kube.token_kubeconfig(&g.namespace, &token)?;
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    Operator::start(
+        g,
+        &[
+            "--progress-poll",
+            "1s",
+            "--leader-election",
+            "--lease-name",
+            &name,
+            "--lease-namespace",
+            &g.namespace,
+            "--lease-duration",
+            "5s",
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    )
+}
+
+/// The sandbox example, end to end: Secret, CloudAccount and ComputeCluster
+/// applied; the cluster reaches `running` with an Event recorded; deleted,
+/// it leaves nothing in AWS. Fails after `deadline` at any step.
+async fn example_end_to_end(g: &Ground, deadline: Duration) -> Result<()> {
+    let dir = testground::repo_root().join("examples/sandbox");
+    for file in [
+        "00-secret.yaml",
+        "10-cloudaccount.yaml",
+        "20-computecluster.yaml",
+    ] {
+        kubectl_apply(g, &std::fs::read_to_string(dir.join(file))?)?;
+    }
+    let api = g.api::<ComputeCluster>();
+    let cc = eventually("ComputeCluster demo running", deadline, || async {
+        let cc = api.get("demo").await?;
+        let phase = cc.status.as_ref().and_then(|s| s.phase);
+        Ok((phase == Some(ClusterPhase::Running)).then_some(cc))
+    })
+    .await?;
+    let uid = cc.uid().context("uid")?;
+    let events = g.api::<Event>();
+    eventually("an Event for demo reaching running", deadline, || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo")
+                    && e.reason.as_deref() == Some("Running")
+            })
+            .then_some(()))
+    })
+    .await?;
+    api.delete("demo", &DeleteParams::default()).await?;
+    eventually("ComputeCluster demo gone", deadline, || async {
+        Ok(api.get_opt("demo").await?.is_none().then_some(()))
+    })
+    .await?;
+    let left = counts(g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+}
+
+#[tokio::test]
+async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
+    let g = Ground::new("chart-install").await?;
+    install_crds(&g).await?;
+
+    let mut lint = helm(&g)?;
+    lint.args(["lint", "--strict"]).arg(chart_dir());
+    run(lint)?;
+
+    // The chart ships the generated CRDs, unchanged.
+    let generated = testground::repo_root().join("crds");
+    let mut names: Vec<_> = std::fs::read_dir(&generated)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let mut shipped: Vec<_> = std::fs::read_dir(chart_dir().join("crds"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    shipped.sort();
+    ensure(
+        names == shipped,
+        format!("chart crds/ holds {shipped:?}, crds/ holds {names:?}"),
+    )?;
+    for name in &names {
+        let a = std::fs::read(generated.join(name))?;
+        let b = std::fs::read(chart_dir().join("crds").join(name))?;
+        ensure(
+            a == b,
+            format!(
+                "charts/byoc-operator/crds/{} differs from crds/ (cp crds/*.yaml charts/byoc-operator/crds/)",
+                name.to_string_lossy()
+            ),
+        )?;
+    }
+
+    // Rendered with defaults: a hardened Deployment with leader election.
+    let docs = template(&g, "byoc", &[])?;
+    let deploy = find(&docs, "Deployment").context("no Deployment rendered")?;
+    let pod = &deploy["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for (what, ok) in [
+        (
+            "runAsNonRoot",
+            pod["securityContext"]["runAsNonRoot"] == true,
+        ),
+        (
+            "readOnlyRootFilesystem",
+            container["securityContext"]["readOnlyRootFilesystem"] == true,
+        ),
+        (
+            "allowPrivilegeEscalation false",
+            container["securityContext"]["allowPrivilegeEscalation"] == false,
+        ),
+        (
+            "capabilities drop ALL",
+            container["securityContext"]["capabilities"]["drop"][0] == "ALL",
+        ),
+        (
+            "memory limit",
+            container["resources"]["limits"]["memory"].is_string(),
+        ),
+        (
+            "cpu request",
+            container["resources"]["requests"]["cpu"].is_string(),
+        ),
+        (
+            "liveness probe on /healthz",
+            container["livenessProbe"]["httpGet"]["path"] == "/healthz",
+        ),
+        (
+            "readiness probe on /readyz",
+            container["readinessProbe"]["httpGet"]["path"] == "/readyz",
+        ),
+        ("leader election", args.contains(&"--leader-election")),
+        (
+            "image tag = appVersion",
+            container["image"] == "ghcr.io/byoc-dev/byoc-operator:0.1.0",
+        ),
+    ] {
+        ensure(ok, format!("Deployment: {what} not as expected: {deploy}"))?;
+    }
+    ensure(
+        find(&docs, "ServiceMonitor").is_none() && find(&docs, "Service").is_some(),
+        "by default: a metrics Service and no ServiceMonitor",
+    )?;
+    let docs = template(
+        &g,
+        "byoc",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "watchNamespace=team-a",
+        ],
+    )?;
+    ensure(
+        find(&docs, "ServiceMonitor").is_some(),
+        "metrics.serviceMonitor.enabled renders a ServiceMonitor",
+    )?;
+    ensure(
+        find(&docs, "ClusterRoleBinding").is_none()
+            && docs
+                .iter()
+                .any(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "team-a"),
+        "watchNamespace binds the ClusterRole in that namespace only",
+    )?;
+
+    // Bad values are refused by values.schema.json, naming the value.
+    let cases: &[(&str, &str)] = &[
+        ("concurrency=0", "concurrency"),
+        ("logging.format=xml", "format"),
+        ("resyncInterval=five minutes", "resyncInterval"),
+        ("leaderElection.leaseDuration=15", "leaseDuration"),
+        ("watchNamespace=Team_A", "watchNamespace"),
+        ("metrics.port=80", "port"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("replicas=3", "replicas"),
+        ("aws.endpointUrl=localhost:5000", "endpointUrl"),
+    ];
+    for (set, field) in cases {
+        let mut cmd = helm(&g)?;
+        cmd.args(["template", "byoc"])
+            .arg(chart_dir())
+            .args(["--set", set]);
+        let out = cmd.output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            !out.status.success() && stderr.contains("values don't meet the specifications"),
+            format!("--set {set}: expected a schema error, got: {stderr}"),
+        )?;
+        ensure(
+            stderr.contains(field),
+            format!("--set {set}: the error does not name {field}: {stderr}"),
+        )?;
+    }
+
+    // Installed into the real apiserver, with an IRSA annotation.
+    let release = g.namespace.clone();
+    install(
+        &g,
+        &release,
+        &[
+            "--set",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111111111111:role/byoc-operator",
+        ],
+    )?;
+    let sa = g
+        .api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .get(&fullname(&release))
+        .await?;
+    ensure(
+        sa.annotations()
+            .get("eks.amazonaws.com/role-arn")
+            .map(String::as_str)
+            == Some("arn:aws:iam::111111111111:role/byoc-operator"),
+        format!("ServiceAccount annotations: {:?}", sa.annotations()),
+    )?;
+    g.api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get(&fullname(&release))
+        .await
+        .context("the Deployment was not installed")?;
+    let mut status = helm(&g)?;
+    status.args(["status", &release, "--namespace", &g.namespace]);
+    let text = run(status)?;
+    ensure(
+        text.contains("STATUS: deployed"),
+        format!("helm status: {text}"),
+    )
+}
+
+#[tokio::test]
+async fn chart_rbac_is_enough_for_the_example_end_to_end() -> Result<()> {
+    let g = Ground::new("chart-rbac").await?;
+    install_crds(&g).await?;
+    // Release names are unique: the ClusterRole is cluster-wide.
+    let release = g.namespace.clone();
+    install(&g, &release, &[])?;
+    let op = start_as_chart(&g, &release)?;
+    let result = example_end_to_end(&g, WAIT).await;
+    result.with_context(|| format!("operator log tail:\n{}", tail(&op.log(), 20)))
+}
+
+/// One variant of the chart's RBAC: the whole run with rule `index` of the
+/// ClusterRole (or of the leader-election Role) removed; `None` removes
+/// nothing (the control).
+async fn run_without_rule(
+    label: String,
+    rule: Option<(&'static str, usize)>,
+    deadline: Duration,
+) -> Result<Result<()>> {
+    let g = Ground::new(&label).await?;
+    let release = g.namespace.clone();
+    install(&g, &release, &[])?;
+    if let Some((kind, index)) = rule {
+        let mut patch = g.kube.kubectl();
+        match kind {
+            "role" => patch.args([
+                "patch",
+                "role",
+                &format!("{}-leader-election", fullname(&release)),
+                "-n",
+                &g.namespace,
+            ]),
+            _ => patch.args(["patch", "clusterrole", &fullname(&release)]),
+        };
+        patch.args([
+            "--type=json",
+            "-p",
+            &format!(r#"[{{"op":"remove","path":"/rules/{index}"}}]"#),
+        ]);
+        run(patch)?;
+    }
+    let op = start_as_chart(&g, &release)?;
+    let outcome = example_end_to_end(&g, deadline).await;
+    let outcome = outcome.with_context(|| format!("operator log tail:\n{}", tail(&op.log(), 8)));
+    Ok(outcome)
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn describe(rule: &serde_json::Value) -> String {
+    format!(
+        "{} {} [{}]",
+        rule["apiGroups"],
+        rule["resources"],
+        rule["verbs"]
+            .as_array()
+            .map(|v| v
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(","))
+            .unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn chart_rbac_has_no_spare_rule() -> Result<()> {
+    let g = Ground::new("chart-rbac-rules").await?;
+    install_crds(&g).await?;
+    let docs = template(&g, "byoc", &[])?;
+    let cluster_role: ClusterRole = serde_json::from_value(
+        find(&docs, "ClusterRole")
+            .context("no ClusterRole")?
+            .clone(),
+    )?;
+    let role: Role = serde_json::from_value(find(&docs, "Role").context("no Role")?.clone())?;
+    let mut variants: Vec<(String, Option<(&'static str, usize)>)> =
+        vec![("everything (control)".into(), None)];
+    let rules_json =
+        |r: &[k8s_openapi::api::rbac::v1::PolicyRule]| -> Result<Vec<serde_json::Value>> {
+            r.iter().map(|x| Ok(serde_json::to_value(x)?)).collect()
+        };
+    for (i, rule) in rules_json(cluster_role.rules.as_deref().unwrap_or_default())?
+        .iter()
+        .enumerate()
+    {
+        variants.push((
+            format!("ClusterRole rule {}", describe(rule)),
+            Some(("clusterrole", i)),
+        ));
+    }
+    for (i, rule) in rules_json(role.rules.as_deref().unwrap_or_default())?
+        .iter()
+        .enumerate()
+    {
+        variants.push((format!("Role rule {}", describe(rule)), Some(("role", i))));
+    }
+    // All at once, each in its own namespace with its own moto and operator;
+    // the control shows the deadline is enough on this machine.
+    let deadline = Duration::from_secs(60);
+    let runs = variants
+        .iter()
+        .enumerate()
+        .map(|(i, (_, rule))| run_without_rule(format!("rbac-minus-{i}"), *rule, deadline));
+    let results = futures::future::join_all(runs).await;
+    let mut report = vec![];
+    let mut wrong = vec![];
+    for ((label, rule), result) in variants.iter().zip(results) {
+        let outcome = result.with_context(|| format!("setting up {label}"))?;
+        let expected_to_pass = rule.is_none();
+        report.push(format!(
+            "{label}: {}",
+            match &outcome {
+                Ok(()) => "example ran end to end".to_string(),
+                Err(e) => format!("failed: {}", e.root_cause()),
+            }
+        ));
+        if outcome.is_ok() != expected_to_pass {
+            wrong.push(match outcome {
+                Ok(()) => format!("without {label} the example still ran: the rule is spare"),
+                Err(e) => format!("the control failed: {e:#}"),
+            });
+        }
+    }
+    println!("RBAC variants:\n  {}", report.join("\n  "));
+    ensure(wrong.is_empty(), wrong.join("\n"))
+}

@@ -1,0 +1,985 @@
+//! Reliability and security, measured. Each suite asserts its figure and
+//! records it (`support::record_figure`); `hack/reliability.sh` runs them
+//! with `BYOC_FULL=1` (large N) and writes docs/reliability.md.
+//!
+//! Every suite uses distinctive credentials and ends by searching the
+//! operator's logs and metrics, the Events and every status for them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use byoc_operator::api::{CloudAccount, ComputeCluster};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+use kube::{Api, ResourceExt};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
+
+use crate::clusters::{counts, delete_subnet_out_of_band, Counts, WAIT};
+use crate::support::{
+    assert_no_key_material, assert_no_key_material_in, ensure, eventually, full_run, install_crds,
+    kubectl_apply, kubectl_apply_in, record_figure, CrossAccount, Ground, Operator,
+    SESSION_TOKEN_PREFIX,
+};
+
+/// Credentials no suite needs to see again: each is searched for at the end.
+const KEY_ID: &str = "AKIARELIABILITY0001";
+const SECRET_KEY: &str = "rel1ab1l1ty/secret+key/material/9f8e7d";
+
+fn secret_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{AWS_ACCESS_KEY_ID: {KEY_ID}, AWS_SECRET_ACCESS_KEY: \"{SECRET_KEY}\", EXTERNAL_ID: ext-1}}\n"
+    )
+}
+
+/// A Secret with the suite's keys and a ready CloudAccount `acme` assuming a role.
+async fn account_acme(g: &Ground) -> Result<()> {
+    kubectl_apply(g, &secret_manifest("keys"))?;
+    kubectl_apply(
+        g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: acme}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n",
+    )?;
+    let api = g.api::<CloudAccount>();
+    eventually("CloudAccount acme ready", WAIT, || async {
+        let a = api.get("acme").await?;
+        Ok(
+            (a.status.and_then(|s| s.phase) == Some(byoc_operator::api::AccountPhase::Ready))
+                .then_some(()),
+        )
+    })
+    .await
+}
+
+fn example(name: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(
+        testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
+    )?
+    .replace("name: demo\n  region", "name: acme\n  region")
+    .replace("name: demo\nspec", &format!("name: {name}\nspec")))
+}
+
+fn nodes(cc: &ComputeCluster) -> Option<&str> {
+    cc.status.as_ref().and_then(|s| s.nodes.as_deref())
+}
+
+/// Waits for `running` at the current generation with `want` nodes.
+async fn wait_converged(
+    g: &Ground,
+    name: &str,
+    want: &str,
+    deadline: Duration,
+) -> Result<ComputeCluster> {
+    let api = g.api::<ComputeCluster>();
+    eventually(
+        &format!("{name} running with {want} nodes"),
+        deadline,
+        || async {
+            let cc = api.get(name).await?;
+            let s = cc.status.as_ref();
+            let done = s.and_then(|s| s.phase) == Some(byoc_operator::api::ClusterPhase::Running)
+                && s.and_then(|s| s.observed_generation) == cc.metadata.generation
+                && nodes(&cc) == Some(want);
+            Ok(done.then_some(cc))
+        },
+    )
+    .await
+}
+
+fn expected_example(workers: usize) -> Counts {
+    Counts {
+        vpcs: 1,
+        subnets: 4,
+        internet_gateways: 1,
+        nat_gateways: 1,
+        addresses: 1,
+        route_tables: 2,
+        security_groups: 1,
+        instances: BTreeMap::from([("t3.large".into(), workers), ("g5.xlarge".into(), 1)]),
+        roles: 1,
+    }
+}
+
+fn total_calls(g: &Ground) -> u64 {
+    g.proxy.calls().values().sum()
+}
+
+fn operator_args() -> Vec<&'static str> {
+    vec!["--progress-poll", "1s", "--resync-interval", "5s"]
+}
+
+fn start_operator(g: &Ground) -> Result<Operator> {
+    Operator::start(g, &operator_args(), &[])
+}
+
+/// A run of kill points from a seed: `(phase, calls into the phase)`.
+fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    // Calls into each phase at which to kill: provisioning ~60 calls,
+    // scaling ~15, deletion ~40 (the example against moto).
+    let ranges = [1u64..60, 1u64..15, 1u64..40];
+    (0..kills)
+        .map(|i| {
+            let phase = i % 3;
+            let k = ranges[phase]
+                .clone()
+                .new_tree(&mut runner)
+                .map(|t| t.current())
+                .unwrap_or(1);
+            (phase, k)
+        })
+        .collect()
+}
+
+/// SIGKILLs `op` once `calls` more AWS calls than `base` have reached AWS,
+/// or when `done` holds first; restarts it. Returns the operation the
+/// operator sent last before it died.
+async fn kill_after_calls(
+    g: &Ground,
+    op: &mut Operator,
+    base: u64,
+    calls: u64,
+    done: impl Fn() -> bool,
+) -> Result<String> {
+    let end = Instant::now() + WAIT;
+    while total_calls(g) < base + calls && !done() {
+        ensure(
+            Instant::now() < end,
+            "no AWS progress before the kill point",
+        )?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    op.process.kill();
+    let last = g
+        .proxy
+        .trace()
+        .last()
+        .map(|c| c.operation.clone())
+        .unwrap_or_default();
+    *op = start_operator(g)?;
+    Ok(last)
+}
+
+#[tokio::test]
+async fn crash_safety_sigkill_at_random_points() -> Result<()> {
+    let kills = if full_run() { 30 } else { 6 };
+    let seed = std::env::var("BYOC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1)
+        });
+    println!("crash safety: {kills} kills, seed {seed} (BYOC_SEED={seed} repeats it)");
+    let g = Ground::new("crash").await?;
+    install_crds(&g).await?;
+    // Latency spreads the calls out; pending states as on AWS.
+    g.proxy.set_faults(testground::Faults {
+        latency: Duration::from_millis(30),
+        pending: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let mut op = start_operator(&g)?;
+    account_acme(&g).await?;
+    let schedule = kill_schedule(seed, kills);
+    let cycles = schedule.len().div_ceil(3);
+    let (mut duplicates, mut leaked) = (0usize, 0usize);
+    let mut killed_after: BTreeMap<String, usize> = BTreeMap::new();
+    let api = g.api::<ComputeCluster>();
+    for cycle in 0..cycles {
+        let name = format!("crash-{cycle}");
+        let points: Vec<(usize, u64)> = schedule.iter().skip(cycle * 3).take(3).copied().collect();
+        let point = |phase: usize| points.iter().find(|p| p.0 == phase).map(|p| p.1);
+
+        // Provisioning.
+        let base = total_calls(&g);
+        kubectl_apply(&g, &example(&name)?)?;
+        if let Some(k) = point(0) {
+            let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
+            *killed_after.entry(last).or_default() += 1;
+        }
+        let cc = wait_converged(&g, &name, "4/4", WAIT).await?;
+        let uid = cc.uid().context("uid")?;
+        let c = counts(&g, &uid).await?;
+        if c != expected_example(3) {
+            duplicates += 1;
+            println!("{name} after provisioning: {c:?}");
+        }
+
+        // Scaling 3 → 5 workers.
+        let base = total_calls(&g);
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"nodeGroups": [
+                {"name": "workers", "instanceType": "t3.large", "count": 5, "subnets": "private"},
+                {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
+            ]}})),
+        )
+        .await?;
+        if let Some(k) = point(1) {
+            let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
+            *killed_after.entry(last).or_default() += 1;
+        }
+        wait_converged(&g, &name, "6/6", WAIT).await?;
+        let c = counts(&g, &uid).await?;
+        if c != expected_example(5) {
+            duplicates += 1;
+            println!("{name} after scaling: {c:?}");
+        }
+
+        // Deletion.
+        let base = total_calls(&g);
+        api.delete(&name, &DeleteParams::default()).await?;
+        if let Some(k) = point(2) {
+            let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
+            *killed_after.entry(last).or_default() += 1;
+        }
+        eventually(&format!("{name} deleted"), WAIT, || async {
+            Ok(api.get_opt(&name).await?.is_none().then_some(()))
+        })
+        .await?;
+        let c = counts(&g, &uid).await?;
+        if c != Counts::default() {
+            leaked += 1;
+            println!("{name} after deletion: {c:?}");
+        }
+    }
+    assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
+    record_figure(serde_json::json!({
+        "suite": "crash safety",
+        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling and deletion of the example (4 → 6 instances), 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
+        "n": kills,
+        "figure": format!("{kills} kills over {cycles} create/scale/delete cycles: {duplicates} duplicated, {leaked} leaked"),
+        "killed_after": killed_after,
+        "pass": duplicates == 0 && leaked == 0,
+    }))?;
+    ensure(
+        duplicates == 0 && leaked == 0,
+        format!("{duplicates} cycles with duplicates, {leaked} with leaks (seed {seed})"),
+    )
+}
+
+#[tokio::test]
+async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
+    let g = Ground::new("faults").await?;
+    install_crds(&g).await?;
+    let op = start_operator(&g)?;
+    account_acme(&g).await?;
+
+    // Fault-free baseline: calls to converge and delete.
+    kubectl_apply(&g, &example("calm")?)?;
+    let cc = wait_converged(&g, "calm", "4/4", WAIT).await?;
+    let calm_uid = cc.uid().context("uid")?;
+    g.api::<ComputeCluster>()
+        .delete("calm", &DeleteParams::default())
+        .await?;
+    let api = g.api::<ComputeCluster>();
+    eventually("calm deleted", WAIT, || async {
+        Ok(api.get_opt("calm").await?.is_none().then_some(()))
+    })
+    .await?;
+    ensure(
+        counts(&g, &calm_uid).await? == Counts::default(),
+        "calm leaked",
+    )?;
+    let baseline = total_calls(&g);
+
+    // 20 % of every AWS call fails: throttling, 503, 500, dropped connection.
+    g.proxy.reset_calls();
+    let attempts_before = op.metric("byoc_aws_attempts_total")?;
+    let calls_before = op.metric("byoc_aws_calls_total")?;
+    g.proxy.set_faults(testground::Faults {
+        error_rate: 0.2,
+        pending: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    kubectl_apply(&g, &example("stormy")?)?;
+    let cc = wait_converged(&g, "stormy", "4/4", Duration::from_secs(300)).await?;
+    let to_running = started.elapsed();
+    let uid = cc.uid().context("uid")?;
+    let c = counts(&g, &uid).await?;
+    ensure(c == expected_example(3), format!("under faults: {c:?}"))?;
+    api.delete("stormy", &DeleteParams::default()).await?;
+    eventually("stormy deleted", Duration::from_secs(300), || async {
+        Ok(api.get_opt("stormy").await?.is_none().then_some(()))
+    })
+    .await?;
+    let left = counts(&g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    let faulty = total_calls(&g);
+    let injected = g.proxy.injected();
+    let attempts = op.metric("byoc_aws_attempts_total")? - attempts_before;
+    let calls = op.metric("byoc_aws_calls_total")? - calls_before;
+    let backoffs = op.metric("byoc_requeue_backoff_seconds_count")?;
+    assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
+    // The stated bound: at most 3x the fault-free requests (no hot loop).
+    let bound = baseline * 3;
+    record_figure(serde_json::json!({
+        "suite": "AWS faults",
+        "setup": "20 % of all AWS requests fail transiently (RequestLimitExceeded/Throttling, 503, 500, dropped connection); NAT/instances pending 2 s; the example created and deleted",
+        "n": faulty,
+        "figure": format!("running in {:.1} s and deleted to zero; {faulty} requests ({injected} failed) vs {baseline} without faults (bound {bound}); SDK attempts {attempts} for {calls} operations; {backoffs} requeues with backoff", to_running.as_secs_f64()),
+        "pass": faulty <= bound && attempts > calls,
+    }))?;
+    ensure(
+        faulty <= bound,
+        format!("{faulty} requests under faults, more than {bound} (3x the {baseline} without)"),
+    )?;
+    ensure(
+        attempts > calls,
+        format!("no retry visible in metrics: {attempts} attempts for {calls} operations"),
+    )
+}
+
+/// Leaf paths of the base manifests that the corpus mutates.
+const CLUSTER_PATHS: &[&str] = &[
+    "/spec/region",
+    "/spec/cloudAccountRef/name",
+    "/spec/network/vpcCidr",
+    "/spec/network/availabilityZones",
+    "/spec/network/availabilityZones/0",
+    "/spec/network/natGateways",
+    "/spec/network/ingress/0/fromPort",
+    "/spec/network/ingress/0/toPort",
+    "/spec/network/ingress/0/cidr",
+    "/spec/network/ingress/0/protocol",
+    "/spec/nodeGroups/0/name",
+    "/spec/nodeGroups/0/instanceType",
+    "/spec/nodeGroups/0/count",
+    "/spec/nodeGroups/0/imageId",
+    "/spec/nodeGroups/0/subnets",
+    "/spec/nodeGroups",
+    "/spec/tags",
+    "/spec/deletionPolicy",
+    "/spec/network/existingVpcId",
+    "/spec/network/azCount",
+];
+
+const ACCOUNT_PATHS: &[&str] = &[
+    "/spec/region",
+    "/spec/roleArn",
+    "/spec/externalId",
+    "/spec/sessionDurationSeconds",
+    "/spec/credentialsSecretRef/name",
+    "/spec/roleChain",
+    "/spec/allowedNamespaces",
+];
+
+fn base_cluster() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "byoc.dev/v1alpha1",
+        "kind": "ComputeCluster",
+        "metadata": {"name": "x"},
+        "spec": {
+            "cloudAccountRef": {"name": "acme"},
+            "region": "us-east-1",
+            "network": {
+                "vpcCidr": "10.0.0.0/16",
+                "availabilityZones": ["us-east-1a"],
+                "natGateways": "none",
+                "ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidr": "203.0.113.0/24"}]
+            },
+            "nodeGroups": [{"name": "n", "instanceType": "t3.small", "count": 1, "subnets": "public"}]
+        }
+    })
+}
+
+fn base_account() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "byoc.dev/v1alpha1",
+        "kind": "CloudAccount",
+        "metadata": {"name": "x"},
+        "spec": {
+            "region": "us-east-1",
+            "credentialsSecretRef": {"name": "keys"},
+            "roleArn": "arn:aws:iam::123456789012:role/byoc-cross-account"
+        }
+    })
+}
+
+/// Values to put at a path: near-valid strings, wrong types, extremes.
+fn value_strategy() -> impl Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    prop_oneof![
+        "[a-z0-9-]{0,12}".prop_map(|s| json!(s)),
+        "[ -~]{0,40}".prop_map(|s| json!(s)),
+        "\\PC{0,16}".prop_map(|s| json!(s)),
+        (0u8..=255, 0u8..=255, 0u8..=255, 0u8..=255, 0u8..=40)
+            .prop_map(|(a, b, c, d, p)| json!(format!("{a}.{b}.{c}.{d}/{p}"))),
+        "(us|eu|ap|xx)-(east|west|north)-[0-9][a-z]?".prop_map(|s| json!(s)),
+        "(ami|vpc|subnet)-[0-9a-f]{8,17}".prop_map(|s| json!(s)),
+        "arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_-]{1,20}".prop_map(|s| json!(s)),
+        "[a-z][0-9][a-z]?\\.(nano|small|large|huge|[0-9]{1,3}xlarge)".prop_map(|s| json!(s)),
+        any::<i64>().prop_map(|n| json!(n)),
+        (-5i64..70_000).prop_map(|n| json!(n)),
+        any::<bool>().prop_map(|b| json!(b)),
+        Just(serde_json::Value::Null),
+        Just(json!([])),
+        Just(json!({})),
+        proptest::collection::vec("[a-z0-9-]{0,10}", 0..4).prop_map(|v| json!(v)),
+        proptest::collection::btree_map("[a-zA-Z0-9./:_-]{0,20}", "[ -~]{0,10}", 0..3)
+            .prop_map(|m| json!(m)),
+    ]
+}
+
+/// Puts `value` at `pointer`, creating nothing new: a missing parent is left as is.
+fn set_at(doc: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
+    if let Some(slot) = doc.pointer_mut(pointer) {
+        *slot = value;
+        return;
+    }
+    let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    if let Some(serde_json::Value::Object(map)) = doc.pointer_mut(parent) {
+        map.insert(key.to_string(), value);
+    }
+}
+
+#[derive(Debug, Default)]
+struct CorpusOutcome {
+    rejected: usize,
+    stalled: usize,
+    converged: usize,
+    undecided: Vec<String>,
+}
+
+#[tokio::test]
+async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
+    let cases = if full_run() { 400 } else { 48 };
+    let g = Ground::new("bad-input").await?;
+    install_crds(&g).await?;
+    let mut op = start_operator(&g)?;
+    account_acme(&g).await?;
+
+    let mut runner = TestRunner::new(ProptestConfig::default());
+    let strategy = (
+        proptest::bool::weighted(0.7),
+        0usize..CLUSTER_PATHS.len(),
+        0usize..ACCOUNT_PATHS.len(),
+        proptest::collection::vec(value_strategy(), 1..3),
+    );
+    let gvk = |kind: &str| GroupVersionKind::gvk("byoc.dev", "v1alpha1", kind);
+    let mut outcome = CorpusOutcome::default();
+    let mut accepted: Vec<(String, String, String)> = vec![];
+    for i in 0..cases {
+        let (cluster, cp, ap, values) = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .current();
+        let (mut doc, kind, paths) = if cluster {
+            (base_cluster(), "ComputeCluster", CLUSTER_PATHS)
+        } else {
+            (base_account(), "CloudAccount", ACCOUNT_PATHS)
+        };
+        let name = format!("bad-{i}");
+        doc["metadata"]["name"] = serde_json::json!(name);
+        let mut what = vec![];
+        for (j, v) in values.into_iter().enumerate() {
+            let path = paths[(if cluster { cp } else { ap } + j * 7) % paths.len()];
+            what.push(format!("{path}={v}"));
+            set_at(&mut doc, path, v);
+        }
+        let ar = ApiResource::from_gvk(&gvk(kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(g.client.clone(), &g.namespace, &ar);
+        let obj: DynamicObject = serde_json::from_value(doc)?;
+        // Server-side apply, strict, as `kubectl apply --server-side` does.
+        let params = kube::api::PatchParams::apply("bad-input").validation_strict();
+        match api
+            .patch(&name, &params, &kube::api::Patch::Apply(&obj))
+            .await
+        {
+            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                ensure(!e.message.is_empty(), "a rejection without a message")?;
+                outcome.rejected += 1;
+            }
+            Err(e) => return Err(e).context(format!("creating {name}: {}", what.join(", "))),
+            Ok(_) => accepted.push((kind.to_string(), name, what.join(", "))),
+        }
+    }
+
+    // Every accepted object ends decided: Stalled with a message, or Ready.
+    for (kind, name, what) in &accepted {
+        let ar = ApiResource::from_gvk(&gvk(kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(g.client.clone(), &g.namespace, &ar);
+        let decided = eventually(
+            &format!("{kind} {name} decided"),
+            Duration::from_secs(90),
+            || async {
+                let o = api.get(name).await?;
+                let generation = o.metadata.generation;
+                let status = &o.data["status"];
+                let observed = status["observedGeneration"].as_i64();
+                let cond = |t: &str| {
+                    status["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+                        .cloned()
+                };
+                if observed != generation {
+                    return Ok(None);
+                }
+                if let Some(c) = cond("Stalled").filter(|c| c["status"] == "True") {
+                    let message = c["message"].as_str().unwrap_or_default();
+                    return Ok((!message.is_empty()).then_some("stalled"));
+                }
+                Ok(cond("Ready")
+                    .filter(|c| c["status"] == "True")
+                    .map(|_| "converged"))
+            },
+        )
+        .await;
+        match decided {
+            Ok("stalled") => outcome.stalled += 1,
+            Ok(_) => outcome.converged += 1,
+            Err(e) => outcome
+                .undecided
+                .push(format!("{kind} {name} ({what}): {e}")),
+        }
+        op.process.check_alive()?;
+    }
+    ensure(!op.log().contains("panicked"), "the operator panicked")?;
+
+    // The operator still serves others: a valid cluster reaches running.
+    kubectl_apply(
+        &g,
+        &serde_json::to_string(&{
+            let mut c = base_cluster();
+            c["metadata"]["name"] = serde_json::json!("control");
+            c
+        })?,
+    )?;
+    wait_converged(&g, "control", "1/1", WAIT).await?;
+    assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
+    op.process.check_alive()?;
+    record_figure(serde_json::json!({
+        "suite": "bad input",
+        "setup": "property-based corpus (proptest): one to two fields of a valid ComputeCluster or CloudAccount replaced by near-valid strings, CIDRs, ARNs, IDs, wrong types, extremes; created with strict field validation",
+        "n": cases,
+        "figure": format!("{cases} manifests: {} rejected by the apiserver, {} Stalled with a message, {} valid and converged, {} undecided; no panic; a valid cluster still reached running", outcome.rejected, outcome.stalled, outcome.converged, outcome.undecided.len()),
+        "pass": outcome.undecided.is_empty(),
+    }))?;
+    ensure(
+        outcome.undecided.is_empty(),
+        format!("undecided:\n{}", outcome.undecided.join("\n")),
+    )
+}
+
+async fn create_namespace(g: &Ground, name: &str) -> Result<()> {
+    Api::<Namespace>::all(g.client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// The cluster's Stalled condition `(reason, message)` once it is stalled.
+async fn stalled_reason(api: &Api<ComputeCluster>, name: &str) -> Result<(String, String)> {
+    eventually(&format!("{name} stalled"), WAIT, || async {
+        let cc = api.get(name).await?;
+        Ok(cc
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "Stalled" && c.status == "True")
+            })
+            .map(|c| (c.reason.clone(), c.message.clone())))
+    })
+    .await
+}
+
+fn creates(g: &Ground) -> u64 {
+    g.proxy
+        .calls()
+        .iter()
+        .filter(|(op, _)| {
+            [
+                "Create",
+                "Run",
+                "Allocate",
+                "Authorize",
+                "Associate",
+                "Attach",
+                "Put",
+                "Add",
+            ]
+            .iter()
+            .any(|p| op.starts_with(p))
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test]
+async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<()> {
+    let g = Ground::new("wrong-access").await?;
+    install_crds(&g).await?;
+    let x = CrossAccount::set_up(&g).await?;
+    let other = format!("{}-other", g.namespace);
+    create_namespace(&g, &other).await?;
+    let op = Operator::start(&g, &operator_args(), &[])?;
+    // Each operator watches one namespace: a second one serves the other.
+
+    let keys = |name: &str, id: &str, secret: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{AWS_ACCESS_KEY_ID: \"{id}\", AWS_SECRET_ACCESS_KEY: \"{secret}\"}}\n")
+    };
+    let account = |name: &str, secret: &str, role: Option<&str>, external_id: &str| {
+        let role = role
+            .map(|r| format!("\n  roleArn: {r}\n  externalId: {external_id}"))
+            .unwrap_or_default();
+        format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {secret}}}{role}\n")
+    };
+    let cluster = |name: &str, account: &str, account_ns: Option<&str>| {
+        let ns = account_ns
+            .map(|n| format!(", namespace: {n}"))
+            .unwrap_or_default();
+        format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: {account}{ns}}}\n  region: us-east-1\n  network: {{vpcCidr: 10.0.0.0/16, availabilityZones: [us-east-1a], natGateways: none}}\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1, subnets: public}}]\n")
+    };
+    kubectl_apply(&g, &keys("base", &x.base_key_id, &x.base_secret))?;
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "wrong external ID",
+            account("wrong-external-id", "base", Some(&x.role_arn), "not-the-id"),
+            "AssumeRoleDenied".into(),
+        ),
+        (
+            "role that does not exist",
+            account(
+                "no-such-role",
+                "base",
+                Some("arn:aws:iam::123456789012:role/byoc-does-not-exist"),
+                &x.external_id,
+            ),
+            "AssumeRoleDenied".into(),
+        ),
+        (
+            "role that does not trust the keys",
+            account(
+                "untrusting",
+                "base",
+                Some(&x.untrusting_role_arn),
+                &x.external_id,
+            ),
+            "AssumeRoleDenied".into(),
+        ),
+        (
+            "keys without EC2 permissions",
+            account("assume-only-keys", "base", None, ""),
+            "AccessDenied|CredentialsRejected".into(),
+        ),
+        (
+            "Secret in another namespace",
+            account("secret-elsewhere", "only-in-other-namespace", None, ""),
+            "SecretNotFound".into(),
+        ),
+    ];
+    kubectl_apply_in(
+        &g,
+        &other,
+        &keys("only-in-other-namespace", &x.base_key_id, &x.base_secret),
+    )?;
+    for (i, (_, acct, _)) in cases.iter().enumerate() {
+        kubectl_apply(&g, acct)?;
+        let name = acct
+            .split("metadata: {name: ")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap_or_default()
+            .to_string();
+        kubectl_apply(&g, &cluster(&format!("c{i}"), &name, None))?;
+    }
+    // A CloudAccount (valid) that does not allow the other namespace.
+    kubectl_apply(
+        &g,
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: good}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: base}}\n  roleArn: {}\n  externalId: {}\n", x.role_arn, x.external_id),
+    )?;
+    let other_op = Operator::start_in(&g, &other, &operator_args(), &[])?;
+    kubectl_apply_in(&g, &other, &cluster("borrower", "good", Some(&g.namespace)))?;
+
+    let api = g.api::<ComputeCluster>();
+    let mut rows = vec![];
+    let mut wrong = vec![];
+    for (i, (label, _, want)) in cases.iter().enumerate() {
+        let (reason, message) = stalled_reason(&api, &format!("c{i}")).await?;
+        rows.push(format!("{label}: {reason}"));
+        // The cluster names the account's problem; the account names the cause.
+        let account_name = cases[i]
+            .1
+            .split("name: ")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap_or_default();
+        let acct = g.api::<CloudAccount>().get(account_name).await?;
+        let acct_reason = acct
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "Stalled" && c.status == "True")
+            })
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        let wanted = |r: &str| want.split('|').any(|w| w == r);
+        if !wanted(&reason) && !wanted(&acct_reason) {
+            wrong.push(format!(
+                "{label}: cluster {reason} ({message}), account {acct_reason}; want {want}"
+            ));
+        }
+        if message.is_empty() {
+            wrong.push(format!("{label}: no message"));
+        }
+    }
+    let other_api: Api<ComputeCluster> = Api::namespaced(g.client.clone(), &other);
+    let (reason, _) = stalled_reason(&other_api, "borrower").await?;
+    rows.push(format!("CloudAccount not allowing the namespace: {reason}"));
+    if reason != "NamespaceNotAllowed" {
+        wrong.push(format!("borrower: {reason}, want NamespaceNotAllowed"));
+    }
+    let created = creates(&g);
+    let needles = [
+        x.base_key_id.as_str(),
+        x.base_secret.as_str(),
+        SESSION_TOKEN_PREFIX,
+    ];
+    assert_no_key_material(&g, &op, &needles).await?;
+    assert_no_key_material_in(&g, &other, &other_op, &needles).await?;
+    record_figure(serde_json::json!({
+        "suite": "wrong access",
+        "setup": "moto with IAM enforcement: base keys allowed only sts:AssumeRole; roles with an external-ID condition",
+        "n": rows.len(),
+        "figure": format!("{} cases, each Stalled with its reason ({}); {created} AWS create calls", rows.len(), rows.join("; ")),
+        "pass": wrong.is_empty() && created == 0,
+    }))?;
+    ensure(wrong.is_empty(), wrong.join("\n"))?;
+    ensure(
+        created == 0,
+        format!("{created} AWS create calls were made"),
+    )
+}
+
+/// A snapshot of resources that are not ours: their IDs, CIDRs and tags.
+async fn foreign_snapshot(ec2: &aws_sdk_ec2::Client, vpc_ids: &[String]) -> Result<String> {
+    let vpcs = ec2
+        .describe_vpcs()
+        .set_vpc_ids(Some(vpc_ids.to_vec()))
+        .send()
+        .await?;
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("vpc-id")
+        .set_values(Some(vpc_ids.to_vec()))
+        .build();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter.clone())
+        .send()
+        .await?;
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter.clone())
+        .send()
+        .await?;
+    let tables = ec2.describe_route_tables().filters(filter).send().await?;
+    let mut lines = vec![];
+    for v in vpcs.vpcs() {
+        lines.push(format!(
+            "vpc {:?} {:?} {:?}",
+            v.vpc_id(),
+            v.cidr_block(),
+            v.tags()
+        ));
+    }
+    for s in subnets.subnets() {
+        lines.push(format!(
+            "subnet {:?} {:?} {:?}",
+            s.subnet_id(),
+            s.cidr_block(),
+            s.tags()
+        ));
+    }
+    for sg in groups.security_groups() {
+        lines.push(format!(
+            "sg {:?} {:?} {:?}",
+            sg.group_id(),
+            sg.ip_permissions(),
+            sg.tags()
+        ));
+    }
+    for t in tables.route_tables() {
+        lines.push(format!(
+            "rt {:?} {:?} {:?} {:?}",
+            t.route_table_id(),
+            t.routes(),
+            t.associations().len(),
+            t.tags()
+        ));
+    }
+    lines.sort();
+    Ok(lines.join("\n"))
+}
+
+#[tokio::test]
+async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Result<()> {
+    let g = Ground::new("ownership").await?;
+    install_crds(&g).await?;
+    let op = start_operator(&g)?;
+    account_acme(&g).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    let spec = |kind: aws_sdk_ec2::types::ResourceType, tags: Vec<aws_sdk_ec2::types::Tag>| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(kind)
+            .set_tags(Some(tags))
+            .build()
+    };
+    // A neighbour with our CIDR; a VPC tagged as an earlier cluster of the
+    // same name (another UID); a bring-your-own VPC with a subnet.
+    let neighbour = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .tag_specifications(spec(
+            aws_sdk_ec2::types::ResourceType::Vpc,
+            vec![tag("Name", "neighbour")],
+        ))
+        .send()
+        .await?;
+    let twin = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .tag_specifications(spec(
+            aws_sdk_ec2::types::ResourceType::Vpc,
+            vec![
+                tag("byoc.dev/managed-by", "byoc-operator"),
+                tag(
+                    "byoc.dev/cluster-uid",
+                    "00000000-0000-0000-0000-000000000000",
+                ),
+                tag("byoc.dev/cluster", &format!("{}/owned", g.namespace)),
+            ],
+        ))
+        .send()
+        .await?;
+    let byo = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await?;
+    let id = |v: &aws_sdk_ec2::operation::create_vpc::CreateVpcOutput| {
+        v.vpc()
+            .and_then(|v| v.vpc_id())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (neighbour, twin, byo) = (id(&neighbour), id(&twin), id(&byo));
+    let mut foreign_subnets = vec![];
+    for (vpc, cidr) in [
+        (&neighbour, "10.0.0.0/20"),
+        (&twin, "10.0.0.0/20"),
+        (&byo, "10.9.0.0/20"),
+        (&byo, "10.9.16.0/20"),
+    ] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .cidr_block(cidr)
+            .availability_zone("us-east-1a")
+            .send()
+            .await?;
+        foreign_subnets.push(
+            s.subnet()
+                .and_then(|s| s.subnet_id())
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let vpcs = vec![neighbour.clone(), twin.clone(), byo.clone()];
+    let before = foreign_snapshot(&ec2, &vpcs).await?;
+
+    // A managed cluster named like the twin's owner, and a BYO cluster.
+    kubectl_apply(&g, &example("owned")?)?;
+    kubectl_apply(
+        &g,
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: byo}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network:\n    existingVpcId: {byo}\n    existingSubnetIds: [{}, {}]\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 2, subnets: private}}]\n", foreign_subnets[2], foreign_subnets[3]),
+    )?;
+    let owned = wait_converged(&g, "owned", "4/4", WAIT).await?;
+    wait_converged(&g, "byo", "2/2", WAIT).await?;
+    let after_create = foreign_snapshot(&ec2, &vpcs).await?;
+
+    // Drift repair: one of ours deleted out of band comes back.
+    let target = owned
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| {
+            n.subnets
+                .iter()
+                .find(|s| s.public && s.zone == "us-east-1b")
+        })
+        .map(|s| s.id.clone())
+        .context("a public subnet in us-east-1b in status")?;
+    delete_subnet_out_of_band(&ec2, &target).await?;
+    let api = g.api::<ComputeCluster>();
+    eventually("the subnet repaired", WAIT, || async {
+        let cc = api.get("owned").await?;
+        let ids: Vec<String> = cc
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.subnets.into_iter().map(|s| s.id).collect())
+            .unwrap_or_default();
+        Ok((ids.len() == 4 && !ids.contains(&target)).then_some(()))
+    })
+    .await?;
+    let after_repair = foreign_snapshot(&ec2, &vpcs).await?;
+
+    // Delete both clusters.
+    let owned_uid = owned.uid().context("uid")?;
+    for name in ["owned", "byo"] {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    eventually("both deleted", WAIT, || async {
+        let left = api.list(&ListParams::default()).await?.items.len();
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    let ours_left = counts(&g, &owned_uid).await?;
+    let after_delete = foreign_snapshot(&ec2, &vpcs).await?;
+    let changed: Vec<&str> = [
+        ("create", &after_create),
+        ("drift repair", &after_repair),
+        ("delete", &after_delete),
+    ]
+    .iter()
+    .filter(|(_, s)| **s != before)
+    .map(|(w, _)| *w)
+    .collect();
+    assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
+    let foreign = before.lines().count();
+    record_figure(serde_json::json!({
+        "suite": "ownership",
+        "setup": "in the same account: a neighbour VPC with the cluster's CIDR, a VPC tagged as an earlier cluster of the same name (other UID), a bring-your-own VPC with two subnets; a managed and a BYO cluster created, a subnet deleted out of band and repaired, both deleted",
+        "n": foreign,
+        "figure": format!("{foreign} foreign resources; changed by {}; {} of ours left after deletion", if changed.is_empty() { "nothing".to_string() } else { changed.join(", ") }, if ours_left == Counts::default() { 0 } else { 1 }),
+        "pass": changed.is_empty() && ours_left == Counts::default(),
+    }))?;
+    ensure(changed.is_empty(), format!("foreign resources changed by: {changed:?}\nbefore:\n{before}\nafter delete:\n{after_delete}"))?;
+    ensure(
+        ours_left == Counts::default(),
+        format!("left behind: {ours_left:?}"),
+    )
+}
