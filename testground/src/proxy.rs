@@ -6,7 +6,8 @@
 //!   (STS and IAM errors wrapped in `<Errors>`, which AWS never sends);
 //! - injects faults on request: throttling, 5xx, dropped connections and
 //!   latency, per operation, at a rate;
-//! - is faithful where moto is not: NAT gateways and instances stay
+//! - is faithful where moto is not: AssumeRole of a role that does not
+//!   exist is denied (on request), NAT gateways and instances stay
 //!   `pending` for a while after their creation, as on AWS, and a repeated
 //!   `ClientToken` on RunInstances or CreateNatGateway returns the first
 //!   answer instead of creating again (moto ignores the token);
@@ -32,6 +33,9 @@ pub struct Faults {
     pub operations: Vec<String>,
     /// How long NAT gateways and instances stay `pending` after creation.
     pub pending: Duration,
+    /// AssumeRole of a role moto does not hold is denied, as on AWS (moto
+    /// issues credentials for any role ARN).
+    pub roles_must_exist: bool,
 }
 
 /// One call as the proxy saw it.
@@ -173,11 +177,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request> {
 
 /// The query protocol's `Action` (EC2, IAM, STS); `?` when absent.
 fn operation(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .unwrap_or("?")
-        .to_string()
+    param(body, "Action").unwrap_or_else(|| "?".into())
 }
 
 fn service(head: &str) -> &'static str {
@@ -233,6 +233,23 @@ fn answer(
         }
     }
 
+    if faults.roles_must_exist && op == "AssumeRole" {
+        let role = param(&req.body, "RoleArn").unwrap_or_default();
+        if !role_exists(upstream, &role)? {
+            let body = error_body(
+                svc,
+                "AccessDenied",
+                &format!("User is not authorized to perform: sts:AssumeRole on resource: {role}"),
+            );
+            write!(
+                conn,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+    }
+
     let token = matches!(op, "RunInstances" | "CreateNatGateway")
         .then(|| param(&req.body, "ClientToken"))
         .flatten()
@@ -283,11 +300,23 @@ fn answer(
     Ok(())
 }
 
-/// A form parameter of a query-protocol request body.
+/// A form parameter of a query-protocol request body, decoded.
 fn param(body: &[u8], name: &str) -> Option<String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether moto holds the IAM role `arn` (from its state dump).
+fn role_exists(upstream: u16, arn: &str) -> Result<bool> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    write!(
+        up,
+        "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response).contains(&format!("\"arn\": \"{arn}\"")))
 }
 
 /// The text of every `<tag>…</tag>` element.

@@ -246,7 +246,7 @@ pub fn sample(text: &str, series: &str) -> f64 {
             *name == series || (!series.contains('{') && name.starts_with(&format!("{series}{{")))
         })
         .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// IAM set up in moto as a real cross-account arrangement, then enforced:

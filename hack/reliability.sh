@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The full reliability run: every suite in tests/it/reliability.rs with the
+# large N (BYOC_FULL=1), then docs/reliability.md from the figures they record.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+hack/build-ground.sh env >/dev/null
+figures=$(mktemp)
+trap 'rm -f "$figures"' EXIT
+export BYOC_FULL=1 BYOC_FIGURES="$figures"
+start=$(date +%s)
+cargo test --locked --test it -- reliability:: --test-threads=2 --nocapture
+took=$(( $(date +%s) - start ))
+cargo run --locked -q -p testground -- reliability-report --figures "$figures" --out docs/reliability.md \
+  --run "Last run: $(date -u +%Y-%m-%d), $(nproc) cores, ${took} s for all suites, commit $(git rev-parse --short HEAD)."
+echo "wrote docs/reliability.md"
