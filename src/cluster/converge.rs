@@ -1,10 +1,15 @@
-//! Apply: one `ensure_<kind>` per kind, in dependency order, independent
-//! kinds concurrently. Each records the IDs it learns in `Progress` at once,
-//! so a failure later still reports them.
+//! Apply: one `ensure_<kind>` per kind, each started as soon as the kinds
+//! it depends on exist (a dataflow of shared futures), so independent kinds
+//! run concurrently and the pass takes as long as its longest chain of
+//! dependent calls. The IDs learned are recorded in `Progress` even when
+//! another kind fails.
 
 use std::collections::BTreeMap;
 
-use futures::future::try_join_all;
+use std::future::Future;
+use std::sync::Mutex;
+
+use futures::future::{try_join_all, FutureExt};
 
 use super::plan::{self, NetworkPlan, ValidatedSpec, Zones};
 use super::status::Progress;
@@ -46,76 +51,116 @@ pub async fn converge(
             let desired_subnets = plan::carve_subnets(*cidr, &zones).map_err(Error::InvalidSpec)?;
             let nat_zones = plan::nat_zones(*nat, &zones);
 
-            // Layer 1: VPC, IAM and the NAT gateways' addresses are independent.
-            let cidr_text = cidr.to_string();
-            let (vpc_id, iam, addresses) = tokio::try_join!(
-                ensure_vpc(c, spec, observed, &cidr_text),
-                ensure_iam(c, spec, observed),
-                ensure_addresses(c, spec, observed, &nat_zones),
-            )?;
-            progress.network.vpc_id = Some(vpc_id.clone());
-            progress.set_iam(&iam);
-
-            // Layer 2: what lives in the VPC.
-            let (subnets, igw, sg) = tokio::try_join!(
-                ensure_subnets(c, spec, observed, &vpc_id, &desired_subnets),
-                ensure_internet_gateway(c, spec, observed, &vpc_id),
-                ensure_security_group(c, spec, observed, &vpc_id),
-            )?;
-            progress.network.subnets = subnet_status(&subnets);
-            progress.network.internet_gateway_id = Some(igw.clone());
-            progress.network.security_group_id = Some(sg.clone());
-
-            // Layer 3: NAT gateways, the public route table and the nodes.
-            let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+            // A dataflow, not layers: each kind starts as soon as what it
+            // needs exists, so the time to converge follows the longest chain
+            // of dependent calls. A failed step records its error and the
+            // steps waiting on it stop; the others run to the end.
+            let failure: Mutex<Option<Error>> = Mutex::new(None);
+            let (failure, cidr_text) = (&failure, cidr.to_string());
+            let (desired_subnets, nat_zones) = (&desired_subnets, &nat_zones);
             let known_nats = progress.network.nat_gateway_ids.clone();
-            let (nats, public_rt, ()) = tokio::try_join!(
-                ensure_nat_gateways(
-                    c,
-                    spec,
-                    observed,
-                    &nat_zones,
-                    &public,
-                    &addresses,
-                    &known_nats
-                ),
-                ensure_public_route_table(c, spec, observed, &vpc_id, &igw, &public),
-                ensure_node_groups(
-                    ctx,
-                    c,
-                    spec,
-                    observed,
-                    &subnets,
-                    &sg,
-                    &iam,
-                    progress.node_groups_mut()
-                ),
-            )?;
-            progress.network.nat_gateway_ids = nats.values().map(|(id, _)| id.clone()).collect();
-            let nats_ready = nats
-                .values()
-                .all(|(_, state)| *state == NatState::Available);
-            if !nats_ready {
-                progress
-                    .waiting
-                    .push("NAT gateways to become available".into());
-            }
+            let known_nats = &known_nats;
 
-            // Layer 4: private route tables need available NAT gateways.
-            let private_tables = plan::private_route_tables(*nat, &zones);
-            let (private_ids, routes_done) = ensure_private_route_tables(
-                c,
-                spec,
-                observed,
-                &vpc_id,
-                &private_tables,
-                &subnets,
-                &nats,
+            let vpc = step(failure, ensure_vpc(c, spec, observed, &cidr_text)).shared();
+            let iam = step(failure, ensure_iam(c, spec, observed)).shared();
+            let addresses = step(failure, ensure_addresses(c, spec, observed, nat_zones)).shared();
+            let subnets = after(failure, vpc.clone(), move |vpc_id| async move {
+                ensure_subnets(c, spec, observed, &vpc_id, desired_subnets).await
+            })
+            .shared();
+            let igw = after(failure, vpc.clone(), move |vpc_id| async move {
+                ensure_internet_gateway(c, spec, observed, &vpc_id).await
+            })
+            .shared();
+            let sg = after(failure, vpc.clone(), move |vpc_id| async move {
+                ensure_security_group(c, spec, observed, &vpc_id).await
+            })
+            .shared();
+            let nats = after(
+                failure,
+                futures::future::try_join(subnets.clone(), addresses.clone()),
+                move |(subnets, addresses)| async move {
+                    let public: Vec<&ObservedSubnet> =
+                        subnets.iter().filter(|s| s.public).collect();
+                    ensure_nat_gateways(
+                        c, spec, observed, nat_zones, &public, &addresses, known_nats,
+                    )
+                    .await
+                },
             )
-            .await?;
-            progress.network.route_table_ids =
-                std::iter::once(public_rt).chain(private_ids).collect();
-            progress.network_ready = nats_ready && routes_done;
+            .shared();
+            let public_rt = after(
+                failure,
+                futures::future::try_join3(vpc.clone(), igw.clone(), subnets.clone()),
+                move |(vpc_id, igw, subnets)| async move {
+                    let public: Vec<&ObservedSubnet> =
+                        subnets.iter().filter(|s| s.public).collect();
+                    ensure_public_route_table(c, spec, observed, &vpc_id, &igw, &public).await
+                },
+            );
+            let private_tables = plan::private_route_tables(*nat, &zones);
+            let private_rts = after(
+                failure,
+                futures::future::try_join(vpc.clone(), subnets.clone()),
+                |(vpc_id, subnets)| {
+                    let (tables, nats) = (&private_tables, nats.clone());
+                    async move {
+                        ensure_private_route_tables(
+                            c, spec, observed, &vpc_id, tables, &subnets, nats,
+                        )
+                        .await
+                    }
+                },
+            );
+            let node_groups = progress.node_groups_mut();
+            let nodes = after(
+                failure,
+                futures::future::try_join3(subnets.clone(), sg.clone(), iam.clone()),
+                move |(subnets, sg, iam)| async move {
+                    ensure_node_groups(ctx, c, spec, observed, &subnets, &sg, &iam, node_groups)
+                        .await
+                },
+            );
+            let (public_rt, private_rts, _) = tokio::join!(public_rt, private_rts, nodes);
+
+            // What was learned, whatever failed.
+            if let Some(Ok(id)) = vpc.peek() {
+                progress.network.vpc_id = Some(id.clone());
+            }
+            if let Some(Ok(iam)) = iam.peek() {
+                progress.set_iam(iam);
+            }
+            if let Some(Ok(subnets)) = subnets.peek() {
+                progress.network.subnets = subnet_status(subnets);
+            }
+            if let Some(Ok(id)) = igw.peek() {
+                progress.network.internet_gateway_id = Some(id.clone());
+            }
+            if let Some(Ok(id)) = sg.peek() {
+                progress.network.security_group_id = Some(id.clone());
+            }
+            let mut nats_ready = false;
+            if let Some(Ok(nats)) = nats.peek() {
+                progress.network.nat_gateway_ids =
+                    nats.values().map(|(id, _)| id.clone()).collect();
+                nats_ready = nats
+                    .values()
+                    .all(|(_, state)| *state == NatState::Available);
+                if !nats_ready {
+                    progress
+                        .waiting
+                        .push("NAT gateways to become available".into());
+                }
+            }
+            if let (Ok(public_rt), Ok((private_ids, routes_done))) = (public_rt, private_rts) {
+                progress.network.route_table_ids =
+                    std::iter::once(public_rt).chain(private_ids).collect();
+                progress.network_ready = nats_ready && routes_done;
+            }
+            let first_failure = lock(failure).take();
+            if let Some(e) = first_failure {
+                return Err(e);
+            }
         }
         NetworkPlan::Existing { vpc_id, subnet_ids } => {
             let existing = match vpc::verify_existing(c, vpc_id, subnet_ids).await? {
@@ -157,6 +202,41 @@ pub async fn converge(
     Ok(())
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps the first error of a converge pass; the step that failed reports `Err(())`.
+fn record(failure: &Mutex<Option<Error>>, e: Error) {
+    let mut slot = lock(failure);
+    if slot.is_none() {
+        *slot = Some(e);
+    }
+}
+
+/// A step with no prerequisite.
+async fn step<T>(
+    failure: &Mutex<Option<Error>>,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, ()> {
+    work.await.map_err(|e| record(failure, e))
+}
+
+/// Runs `then` on what `needs` yields; nothing when a prerequisite failed
+/// (its error is recorded already).
+async fn after<I, T, F, Fut>(
+    failure: &Mutex<Option<Error>>,
+    needs: impl Future<Output = Result<I, ()>>,
+    then: F,
+) -> Result<T, ()>
+where
+    F: FnOnce(I) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let input = needs.await?;
+    then(input).await.map_err(|e| record(failure, e))
+}
+
 fn subnet_status(subnets: &[ObservedSubnet]) -> Vec<SubnetStatus> {
     subnets
         .iter()
@@ -188,6 +268,7 @@ async fn ensure_vpc(
 }
 
 /// The IAM role and instance profile, with the role in the profile.
+#[derive(Clone, Debug)]
 pub struct Iam {
     pub role_name: String,
     pub profile_arn: String,
@@ -206,13 +287,20 @@ async fn ensure_iam(
             crate::aws::tags::CLUSTER_UID
         )));
     }
-    if o.role.is_none() {
-        instance_profile::create_role(c, &spec.owner, &o.name).await?;
-    }
-    let arn = match &o.instance_profile {
-        Some(arn) => arn.clone(),
-        None => instance_profile::create_instance_profile(c, &spec.owner, &o.name).await?,
+    // The role and the profile are independent; the role joins the profile after.
+    let role = async {
+        if o.role.is_none() {
+            instance_profile::create_role(c, &spec.owner, &o.name).await?;
+        }
+        Ok::<_, Error>(())
     };
+    let profile = async {
+        Ok::<_, Error>(match &o.instance_profile {
+            Some(arn) => arn.clone(),
+            None => instance_profile::create_instance_profile(c, &spec.owner, &o.name).await?,
+        })
+    };
+    let ((), arn) = tokio::try_join!(role, profile)?;
     if !o.profile_roles.iter().any(|r| r == &o.name) {
         instance_profile::add_role(c, &o.name).await?;
     }
@@ -423,8 +511,34 @@ async fn ensure_nat_gateways(
         Ok::<_, Error>((zone.clone(), id))
     }))
     .await?;
+    let new: Vec<String> = created.iter().map(|(_, id)| id.clone()).collect();
     for (zone, id) in created {
         out.insert(zone, (id, NatState::Pending));
+    }
+    // Usually a minute or two on AWS; look again shortly in case it is
+    // quicker, so the private routes need not wait for the next pass.
+    let states = settle(
+        || async {
+            let now = nat_gateway::describe(c, &spec.owner).await?;
+            let states: Vec<(String, NatState)> = now
+                .into_iter()
+                .filter(|n| new.contains(&n.id))
+                .map(|n| (n.id, n.state))
+                .collect();
+            let all = states
+                .iter()
+                .filter(|(_, s)| *s == NatState::Available)
+                .count()
+                == new.len();
+            Ok::<_, Error>((states, all))
+        },
+        !new.is_empty(),
+    )
+    .await?;
+    for (id, state) in states.unwrap_or_default() {
+        if let Some(entry) = out.values_mut().find(|(known, _)| *known == id) {
+            entry.1 = state;
+        }
     }
     Ok(out)
 }
@@ -450,65 +564,77 @@ async fn ensure_public_route_table(
             vec![],
         ),
     };
-    if target.as_deref() != Some(igw) {
-        route_table::set_default_route(c, &id, igw, target.is_some()).await?;
-    }
-    for s in public_subnets {
-        if !associated.iter().any(|(_, sid)| sid == &s.id) {
-            route_table::associate(c, &id, &s.id).await?;
+    let route = async {
+        if target.as_deref() != Some(igw) {
+            route_table::set_default_route(c, &id, igw, target.is_some()).await?;
         }
-    }
+        Ok::<_, Error>(())
+    };
+    let associations = try_join_all(
+        public_subnets
+            .iter()
+            .filter(|s| !associated.iter().any(|(_, sid)| sid == &s.id))
+            .map(|s| route_table::associate(c, &id, &s.id)),
+    );
+    tokio::try_join!(route, async { Ok(associations.await?) })?;
     Ok(id)
 }
 
 /// Returns the table IDs and whether every default route is in place.
+/// Tables and associations need only the VPC and subnets; the default
+/// routes wait for the NAT gateways (`nats`).
 #[allow(clippy::too_many_arguments)]
-async fn ensure_private_route_tables(
+async fn ensure_private_route_tables<N>(
     c: &AwsClients,
     spec: &ValidatedSpec,
     observed: &Observed,
     vpc_id: &str,
     tables: &[plan::PrivateRouteTable],
     subnets: &[ObservedSubnet],
-    nats: &BTreeMap<String, (String, NatState)>,
-) -> Result<(Vec<String>, bool), Error> {
-    let results = try_join_all(tables.iter().map(|want| async move {
-        let existing = observed
-            .route_tables
-            .iter()
-            .find(|t| !t.public && t.zone == want.zone);
-        let (id, target, associated) = match existing {
-            Some(t) => (
-                t.id.clone(),
-                t.default_target.clone(),
-                t.associations.clone(),
-            ),
-            None => (
-                route_table::create(c, &spec.owner, vpc_id, false, want.zone.as_deref()).await?,
-                None,
-                vec![],
-            ),
-        };
-        let mut done = true;
-        if let Some(nat_zone) = &want.nat_zone {
-            match nats.get(nat_zone) {
-                Some((nat_id, NatState::Available)) => {
-                    if target.as_deref() != Some(nat_id.as_str()) {
-                        route_table::set_default_route(c, &id, nat_id, target.is_some()).await?;
+    nats: N,
+) -> Result<(Vec<String>, bool), Error>
+where
+    N: Future<Output = Result<BTreeMap<String, (String, NatState)>, ()>> + Clone,
+{
+    let results = try_join_all(tables.iter().map(|want| {
+        let nats = nats.clone();
+        async move {
+            let existing = observed
+                .route_tables
+                .iter()
+                .find(|t| !t.public && t.zone == want.zone);
+            let (id, target, associated) = match existing {
+                Some(t) => (
+                    t.id.clone(),
+                    t.default_target.clone(),
+                    t.associations.clone(),
+                ),
+                None => (
+                    route_table::create(c, &spec.owner, vpc_id, false, want.zone.as_deref())
+                        .await?,
+                    None,
+                    vec![],
+                ),
+            };
+            let serves = subnets
+                .iter()
+                .filter(|s| !s.public && want.serves.contains(&s.zone))
+                .filter(|s| !associated.iter().any(|(_, sid)| sid == &s.id));
+            try_join_all(serves.map(|s| route_table::associate(c, &id, &s.id))).await?;
+            let mut done = true;
+            if let Some(nat_zone) = &want.nat_zone {
+                match nats.await.ok().as_ref().and_then(|n| n.get(nat_zone)) {
+                    Some((nat_id, NatState::Available)) => {
+                        if target.as_deref() != Some(nat_id.as_str()) {
+                            route_table::set_default_route(c, &id, nat_id, target.is_some())
+                                .await?;
+                        }
                     }
+                    _ => done = false,
                 }
-                _ => done = false,
             }
+            Ok::<_, Error>((id, done))
         }
-        for s in subnets
-            .iter()
-            .filter(|s| !s.public && want.serves.contains(&s.zone))
-        {
-            if !associated.iter().any(|(_, sid)| sid == &s.id) {
-                route_table::associate(c, &id, &s.id).await?;
-            }
-        }
-        Ok::<_, Error>((id, done))
     }))
     .await?;
     let done = results.iter().all(|(_, d)| *d);
@@ -603,10 +729,65 @@ async fn ensure_node_groups(
         },
     ))
     .await?;
+    let new: Vec<String> = launched.iter().flatten().cloned().collect();
     for ((group, ..), ids) in jobs.iter().zip(launched) {
         if let Some(s) = statuses.iter_mut().find(|s| s.name == group.name) {
             s.instance_ids.extend(ids);
         }
     }
+    // Instances run within seconds: look again shortly instead of a whole
+    // pass later; what is still pending is left to the next pass.
+    let running = settle(
+        || async {
+            let now = instances::describe(c, &spec.owner).await?;
+            let running: Vec<(String, String)> = now
+                .into_iter()
+                .filter(|i| new.contains(&i.id) && i.state == plan::InstanceState::Running)
+                .map(|i| (i.group, i.instance_type))
+                .collect();
+            let all = running.len() == new.len();
+            Ok::<_, Error>((running, all))
+        },
+        !new.is_empty(),
+    )
+    .await?;
+    for (group, instance_type) in running.unwrap_or_default() {
+        let wanted = spec
+            .node_groups
+            .iter()
+            .any(|g| g.name == group && g.instance_type == instance_type);
+        if let Some(s) = statuses
+            .iter_mut()
+            .find(|s| s.name == group)
+            .filter(|_| wanted)
+        {
+            s.running += 1;
+        }
+    }
     Ok(())
+}
+
+/// Looks again a few times, shortly after a create (0.1 s, then doubling,
+/// 1.5 s in all), until `check` says everything is ready; returns the last
+/// result. `None` when `enabled` is false.
+async fn settle<T, F, Fut>(check: F, enabled: bool) -> Result<Option<T>, Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(T, bool), Error>>,
+{
+    if !enabled {
+        return Ok(None);
+    }
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut last = None;
+    for _ in 0..4 {
+        tokio::time::sleep(delay).await;
+        let (value, done) = check().await?;
+        last = Some(value);
+        if done {
+            break;
+        }
+        delay *= 2;
+    }
+    Ok(last)
 }

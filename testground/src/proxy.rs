@@ -122,6 +122,11 @@ impl AwsProxy {
         lock(&self.shared.trace).clear();
     }
 
+    /// How long the proxy has run (the clock of [`Call`]'s times).
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
     /// Every call since the start (or the last reset), in arrival order.
     pub fn trace(&self) -> Vec<Call> {
         lock(&self.shared.trace).clone()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark (figures, not assertions): builds the operator in release,
+# starts the test ground, runs P1 (time to running vs the critical path),
+# P2 (AWS calls), P3 (many clusters: CPU and memory) and deletion, and writes
+# bench/results.json and bench/results.md. Arguments go to the benchmark,
+# e.g. hack/bench.sh --runs 5 --clusters 200.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+hack/build-ground.sh env >/dev/null
+cargo bench --locked --bench operator -- --out bench "$@"
