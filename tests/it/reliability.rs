@@ -491,7 +491,7 @@ struct CorpusOutcome {
 
 #[tokio::test]
 async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
-    let cases = if full_run() { 400 } else { 48 };
+    let cases = if full_run() { 200 } else { 48 };
     let g = Ground::new("bad-input").await?;
     install_crds(&g).await?;
     // Roles must exist, as on AWS: a made-up roleArn is denied.
@@ -505,7 +505,13 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
         roles_must_exist: true,
         ..Default::default()
     });
-    let mut op = start_operator(&g)?;
+    // The corpus leaves many clusters behind: a resync of a minute keeps
+    // their drift checks from crowding out the control cluster at the end.
+    let mut op = Operator::start(
+        &g,
+        &["--progress-poll", "1s", "--resync-interval", "60s"],
+        &[],
+    )?;
     account_acme(&g).await?;
 
     let mut runner = TestRunner::new(ProptestConfig::default());
@@ -625,7 +631,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
             c
         })?,
     )?;
-    wait_converged(&g, "control", "1/1", WAIT).await?;
+    wait_converged(&g, "control", "1/1", Duration::from_secs(300)).await?;
     assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
     op.process.check_alive()?;
     record_figure(serde_json::json!({
