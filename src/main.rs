@@ -163,7 +163,8 @@ fn write_crds(dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Targets whose verbose logs carry credentials or wire bodies (the SDK's
 /// endpoint resolution and auth print the identity; trace-level HTTP logs
-/// print AssumeRole responses and Secrets). Capped whatever `RUST_LOG` says.
+/// print AssumeRole responses and Secrets). Capped whatever `RUST_LOG` says;
+/// a cap lowers the level, never raises it.
 const CAPPED_TARGETS: &[&str] = &[
     "aws_smithy_runtime::client::orchestrator::endpoints=info",
     "aws_smithy_runtime::client::orchestrator::auth=info",
@@ -182,19 +183,28 @@ const CAPPED_TARGETS: &[&str] = &[
 ];
 
 fn init_logging(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{filter::FilterExt, Layer};
+    let requested = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube=warn,aws_config=warn,aws_smithy_runtime=warn")
     });
-    for directive in CAPPED_TARGETS {
-        match directive.parse() {
-            Ok(d) => filter = filter.add_directive(d),
-            Err(e) => eprintln!("byoc-operator: log directive {directive}: {e}"),
-        }
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The caps only lower what RUST_LOG asks for: an event passes when both
+    // the request and the cap allow it (a cap never turns a target on).
+    let caps = CAPPED_TARGETS
+        .join(",")
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_default()
+        .with_default(tracing::Level::TRACE);
+    let filter = requested.and(caps);
+    let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
+            .init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .init(),
     }
 }
 

@@ -191,3 +191,114 @@ async fn vpc_from_env_only() -> Result<()> {
     ensure(described.vpcs().len() == 1, "VPC not described")?;
     Ok(())
 }
+
+/// The proxy is faithful where moto is not: a repeated ClientToken returns
+/// the first launch, new NAT gateways stay pending for a while, and
+/// AssumeRole of an absent role is denied.
+#[tokio::test]
+async fn proxy_adds_what_moto_lacks() -> Result<()> {
+    let g = Ground::new("proxy-fidelity").await?;
+    g.proxy.set_faults(testground::Faults {
+        pending: Duration::from_secs(2),
+        roles_must_exist: true,
+        ..Default::default()
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(g.proxy.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let launch = || {
+        ec2.run_instances()
+            .image_id("ami-12c6146b")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+            .min_count(1)
+            .max_count(1)
+            .client_token("same-token")
+            .send()
+    };
+    let ids = |o: aws_sdk_ec2::operation::run_instances::RunInstancesOutput| -> Vec<String> {
+        o.instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect()
+    };
+    let (first, second) = (ids(launch().await?), ids(launch().await?));
+    ensure(
+        !first.is_empty() && first == second,
+        format!("a repeated ClientToken launched again: {first:?} then {second:?}"),
+    )?;
+    let all = ec2.describe_instances().send().await?;
+    let count: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
+    ensure(
+        count == 1,
+        format!("{count} instances after two launches with one token"),
+    )?;
+
+    let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await?;
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).context("vpc")?;
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(vpc)
+        .cidr_block("10.0.0.0/24")
+        .send()
+        .await?;
+    let subnet = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .context("subnet")?;
+    let eip = ec2.allocate_address().send().await?;
+    let nat = ec2
+        .create_nat_gateway()
+        .subnet_id(subnet)
+        .allocation_id(eip.allocation_id().context("eip")?)
+        .send()
+        .await?;
+    let nat = nat
+        .nat_gateway()
+        .and_then(|n| n.nat_gateway_id())
+        .context("nat")?;
+    let state = || async {
+        let out = ec2
+            .describe_nat_gateways()
+            .nat_gateway_ids(nat)
+            .send()
+            .await?;
+        Ok::<_, anyhow::Error>(
+            out.nat_gateways()
+                .first()
+                .and_then(|n| n.state().map(|s| s.as_str().to_string()))
+                .unwrap_or_default(),
+        )
+    };
+    let early = state().await?;
+    ensure(
+        early == "pending",
+        format!("a new NAT gateway is {early}, not pending"),
+    )?;
+    crate::support::eventually(
+        "the NAT gateway available",
+        Duration::from_secs(30),
+        || async { Ok((state().await? == "available").then_some(())) },
+    )
+    .await?;
+
+    let sts = aws_sdk_sts::Client::new(&config);
+    let denied = sts
+        .assume_role()
+        .role_arn("arn:aws:iam::123456789012:role/not-there")
+        .role_session_name("s")
+        .send()
+        .await;
+    let code = denied
+        .err()
+        .and_then(|e| e.into_service_error().meta().code().map(str::to_string));
+    ensure(
+        code.as_deref() == Some("AccessDenied"),
+        format!("AssumeRole of an absent role: {code:?}"),
+    )
+}

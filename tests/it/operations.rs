@@ -195,31 +195,43 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
         ensure(ok, format!("/metrics: {series} not as expected:\n{text}"))?;
     }
     // AWS calls by service and operation match what reached AWS, per
-    // operation (no faults: one call, one request).
-    let proxy = g.proxy.calls();
-    let mut compared = 0;
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("byoc_aws_calls_total{"))
-    {
-        let (series, value) = line.rsplit_once(' ').context("sample")?;
-        let op_name = series
-            .split("operation=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .context("operation label")?;
-        ensure(
-            series.contains("service=\""),
-            format!("no service label: {series}"),
-        )?;
-        let seen = proxy.get(op_name).copied().unwrap_or(0) as f64;
-        let counted: f64 = value.parse()?;
-        ensure(
-            counted == seen,
-            format!("{op_name}: the operator counted {counted}, AWS saw {seen}"),
-        )?;
-        compared += 1;
-    }
+    // operation (no faults: one call, one request), once no call is in
+    // flight: the proxy's counts are the same before and after the scrape.
+    let compare = |text: &str, proxy: &BTreeMap<String, u64>| -> Result<usize> {
+        let mut compared = 0;
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("byoc_aws_calls_total{"))
+        {
+            let (series, value) = line.rsplit_once(' ').context("sample")?;
+            let op_name = series
+                .split("operation=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .context("operation label")?;
+            ensure(
+                series.contains("service=\""),
+                format!("no service label: {series}"),
+            )?;
+            let seen = proxy.get(op_name).copied().unwrap_or(0) as f64;
+            let counted: f64 = value.parse()?;
+            ensure(
+                counted == seen,
+                format!("{op_name}: the operator counted {counted}, AWS saw {seen}"),
+            )?;
+            compared += 1;
+        }
+        Ok(compared)
+    };
+    let (compared, text) = eventually("metrics equal to the calls AWS saw", WAIT, || async {
+        let before = g.proxy.calls();
+        let text = op.metrics()?;
+        if g.proxy.calls() != before {
+            return Ok(None);
+        }
+        Ok(Some((compare(&text, &before)?, text)))
+    })
+    .await?;
     ensure(
         compared >= 10 && text.contains("operation=\"AssumeRole\""),
         format!("only {compared} operations counted (STS included?):\n{text}"),
