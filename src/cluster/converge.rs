@@ -121,7 +121,10 @@ pub async fn converge(
                         .await
                 },
             );
-            let (public_rt, private_rts, _) = tokio::join!(public_rt, private_rts, nodes);
+            // The NAT gateways are joined too: with no NAT route to wait for,
+            // nothing else would poll them.
+            let (public_rt, private_rts, _, nats) =
+                tokio::join!(public_rt, private_rts, nodes, nats.clone());
 
             // What was learned, whatever failed.
             if let Some(Ok(id)) = vpc.peek() {
@@ -140,7 +143,7 @@ pub async fn converge(
                 progress.network.security_group_id = Some(id.clone());
             }
             let mut nats_ready = false;
-            if let Some(Ok(nats)) = nats.peek() {
+            if let Ok(nats) = &nats {
                 progress.network.nat_gateway_ids =
                     nats.values().map(|(id, _)| id.clone()).collect();
                 nats_ready = nats

@@ -396,3 +396,23 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[tokio::test]
+async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
+    let g = Ground::new("cc-no-nat").await?;
+    install_crds(&g).await?;
+    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    kubectl_apply(
+        &g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: plain}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.3.0.0/16, availabilityZones: [us-east-1a], natGateways: none}\n  nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]\n",
+    )?;
+    let cc = wait_running(&g, "plain", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let c = counts(&g, &uid).await?;
+    ensure(
+        c.nat_gateways == 0 && c.addresses == 0 && c.instances() == 1,
+        format!("resources in moto: {c:?}"),
+    )?;
+    delete_leaves_nothing(&g, "plain", &uid).await
+}
