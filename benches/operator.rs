@@ -166,13 +166,7 @@ impl Operator {
 
     fn metric(&self, series: &str) -> Result<f64> {
         let (_, text) = testground::http_get(self.metrics_port, "/metrics")?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter(|(name, _)| *name == series)
-            .filter_map(|(_, v)| v.parse::<f64>().ok())
-            .fold(0.0, |a, b| a + b))
+        Ok(testground::metric_sample(&text, series))
     }
 }
 

@@ -562,6 +562,20 @@ impl Moto {
     }
 }
 
+/// The value of `series` (a metric name with its labels, as printed) in a
+/// Prometheus text exposition; 0 when absent. With no labels given, the
+/// samples of every label set are summed.
+pub fn metric_sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| {
+            *name == series || (!series.contains('{') && name.starts_with(&format!("{series}{{")))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
 /// A small HTTP/1.1 request on loopback; returns the status code.
 pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<u16> {
     http_exchange(port, method, path, body).map(|(status, _)| status)

@@ -158,9 +158,18 @@ pub(crate) async fn counts(g: &Ground, uid: &str) -> Result<Counts> {
 
 /// A Secret and a ready CloudAccount named `acme`.
 pub(crate) async fn ready_account(g: &Ground) -> Result<()> {
+    ready_account_with(
+        g,
+        "AWS_ACCESS_KEY_ID: testing, AWS_SECRET_ACCESS_KEY: testing",
+    )
+    .await
+}
+
+/// [`ready_account`] with the Secret's `stringData` (a YAML flow mapping's body).
+pub(crate) async fn ready_account_with(g: &Ground, string_data: &str) -> Result<()> {
     kubectl_apply(
         g,
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {AWS_ACCESS_KEY_ID: testing, AWS_SECRET_ACCESS_KEY: testing}\n",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{{string_data}}}\n"),
     )?;
     kubectl_apply(
         g,
@@ -177,13 +186,34 @@ pub(crate) async fn ready_account(g: &Ground) -> Result<()> {
     .await
 }
 
-/// `examples/sandbox/20-computecluster.yaml`, using the account `acme`.
-pub(crate) fn apply_example(g: &Ground) -> Result<()> {
-    let example = std::fs::read_to_string(
+/// `examples/sandbox/20-computecluster.yaml` named `name`, using the account `acme`.
+pub(crate) fn example_manifest(name: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(
         testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
     )?
-    .replace("name: demo\n  region", "name: acme\n  region");
-    kubectl_apply(g, &example)
+    .replace("name: demo\n  region", "name: acme\n  region")
+    .replace("name: demo\nspec", &format!("name: {name}\nspec")))
+}
+
+/// Applies the example as `demo`.
+pub(crate) fn apply_example(g: &Ground) -> Result<()> {
+    kubectl_apply(g, &example_manifest("demo")?)
+}
+
+/// What moto holds for the example with `workers` t3.large workers (and its
+/// one g5.xlarge).
+pub(crate) fn expected_example(workers: usize) -> Counts {
+    Counts {
+        vpcs: 1,
+        subnets: 4,
+        internet_gateways: 1,
+        nat_gateways: 1,
+        addresses: 1,
+        route_tables: 2,
+        security_groups: 1,
+        instances: BTreeMap::from([("t3.large".into(), workers), ("g5.xlarge".into(), 1)]),
+        roles: 1,
+    }
 }
 
 pub(crate) async fn wait_running(
@@ -191,14 +221,28 @@ pub(crate) async fn wait_running(
     name: &str,
     check: impl Fn(&ComputeCluster) -> bool,
 ) -> Result<ComputeCluster> {
+    wait_running_within(g, name, WAIT, check).await
+}
+
+/// Waits for `running` at the current generation and `check`, until `deadline`.
+pub(crate) async fn wait_running_within(
+    g: &Ground,
+    name: &str,
+    deadline: Duration,
+    check: impl Fn(&ComputeCluster) -> bool,
+) -> Result<ComputeCluster> {
     let api = g.api::<ComputeCluster>();
-    eventually(&format!("ComputeCluster {name} running"), WAIT, || async {
-        let cc = api.get(name).await?;
-        let status = cc.status.as_ref();
-        let running = status.and_then(|s| s.phase) == Some(ClusterPhase::Running)
-            && status.and_then(|s| s.observed_generation) == cc.metadata.generation;
-        Ok((running && check(&cc)).then_some(cc))
-    })
+    eventually(
+        &format!("ComputeCluster {name} running"),
+        deadline,
+        || async {
+            let cc = api.get(name).await?;
+            let status = cc.status.as_ref();
+            let running = status.and_then(|s| s.phase) == Some(ClusterPhase::Running)
+                && status.and_then(|s| s.observed_generation) == cc.metadata.generation;
+            Ok((running && check(&cc)).then_some(cc))
+        },
+    )
     .await
 }
 

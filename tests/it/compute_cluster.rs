@@ -11,8 +11,8 @@ use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
 use crate::clusters::{
-    apply_example, counts, delete_leaves_nothing, delete_subnet_out_of_band, patch_spec,
-    ready_account, wait_counts, wait_running, Counts, WAIT,
+    apply_example, counts, delete_leaves_nothing, delete_subnet_out_of_band, expected_example,
+    patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
 };
 use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
@@ -34,17 +34,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     let cc = wait_running(&g, "demo", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let c = counts(&g, &uid).await?;
-    let expected = Counts {
-        vpcs: 1,
-        subnets: 4,
-        internet_gateways: 1,
-        nat_gateways: 1,
-        addresses: 1,
-        route_tables: 2,
-        security_groups: 1,
-        instances: BTreeMap::from([("t3.large".into(), 3), ("g5.xlarge".into(), 1)]),
-        roles: 1,
-    };
+    let expected = expected_example(3);
     ensure(
         c == expected,
         format!("resources in moto: {c:?}, expected {expected:?}"),

@@ -10,55 +10,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use byoc_operator::api::{CloudAccount, ComputeCluster};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kube::{Api, ResourceExt};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 
-use crate::clusters::{counts, delete_subnet_out_of_band, Counts, WAIT};
+use crate::clusters::{
+    counts, delete_subnet_out_of_band, example_manifest, expected_example, ready_account_with,
+    wait_running_within, Counts, WAIT,
+};
 use crate::support::{
-    assert_no_key_material, assert_no_key_material_in, ensure, eventually, full_run, install_crds,
-    kubectl_apply, kubectl_apply_in, record_figure, CrossAccount, Ground, Operator,
-    SESSION_TOKEN_PREFIX,
+    assert_no_key_material, assert_no_key_material_in, create_namespace, ensure, eventually,
+    full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure, CrossAccount, Ground,
+    Operator, SESSION_TOKEN_PREFIX,
 };
 
 /// Credentials no suite needs to see again: each is searched for at the end.
 const KEY_ID: &str = "AKIARELIABILITY0001";
 const SECRET_KEY: &str = "rel1ab1l1ty/secret+key/material/9f8e7d";
 
-fn secret_manifest(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{AWS_ACCESS_KEY_ID: {KEY_ID}, AWS_SECRET_ACCESS_KEY: \"{SECRET_KEY}\", EXTERNAL_ID: ext-1}}\n"
-    )
-}
-
-/// A Secret with the suite's keys and a ready CloudAccount `acme` assuming a role.
+/// The ready account `acme`, its Secret holding the suite's keys.
 async fn account_acme(g: &Ground) -> Result<()> {
-    kubectl_apply(g, &secret_manifest("keys"))?;
-    kubectl_apply(
+    ready_account_with(
         g,
-        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: acme}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n",
-    )?;
-    let api = g.api::<CloudAccount>();
-    eventually("CloudAccount acme ready", WAIT, || async {
-        let a = api.get("acme").await?;
-        Ok(
-            (a.status.and_then(|s| s.phase) == Some(byoc_operator::api::AccountPhase::Ready))
-                .then_some(()),
-        )
-    })
+        &format!("AWS_ACCESS_KEY_ID: {KEY_ID}, AWS_SECRET_ACCESS_KEY: \"{SECRET_KEY}\", EXTERNAL_ID: ext-1"),
+    )
     .await
-}
-
-fn example(name: &str) -> Result<String> {
-    Ok(std::fs::read_to_string(
-        testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
-    )?
-    .replace("name: demo\n  region", "name: acme\n  region")
-    .replace("name: demo\nspec", &format!("name: {name}\nspec")))
 }
 
 fn nodes(cc: &ComputeCluster) -> Option<&str> {
@@ -72,34 +51,7 @@ async fn wait_converged(
     want: &str,
     deadline: Duration,
 ) -> Result<ComputeCluster> {
-    let api = g.api::<ComputeCluster>();
-    eventually(
-        &format!("{name} running with {want} nodes"),
-        deadline,
-        || async {
-            let cc = api.get(name).await?;
-            let s = cc.status.as_ref();
-            let done = s.and_then(|s| s.phase) == Some(byoc_operator::api::ClusterPhase::Running)
-                && s.and_then(|s| s.observed_generation) == cc.metadata.generation
-                && nodes(&cc) == Some(want);
-            Ok(done.then_some(cc))
-        },
-    )
-    .await
-}
-
-fn expected_example(workers: usize) -> Counts {
-    Counts {
-        vpcs: 1,
-        subnets: 4,
-        internet_gateways: 1,
-        nat_gateways: 1,
-        addresses: 1,
-        route_tables: 2,
-        security_groups: 1,
-        instances: BTreeMap::from([("t3.large".into(), workers), ("g5.xlarge".into(), 1)]),
-        roles: 1,
-    }
+    wait_running_within(g, name, deadline, |cc| nodes(cc) == Some(want)).await
 }
 
 fn total_calls(g: &Ground) -> u64 {
@@ -202,7 +154,7 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
 
         // Provisioning.
         let base = total_calls(&g);
-        kubectl_apply(&g, &example(&name)?)?;
+        kubectl_apply(&g, &example_manifest(&name)?)?;
         if let Some(k) = point(0) {
             let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
             *killed_after.entry(last).or_default() += 1;
@@ -277,7 +229,7 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
     account_acme(&g).await?;
 
     // Fault-free baseline: calls to converge and delete.
-    kubectl_apply(&g, &example("calm")?)?;
+    kubectl_apply(&g, &example_manifest("calm")?)?;
     let cc = wait_converged(&g, "calm", "4/4", WAIT).await?;
     let calm_uid = cc.uid().context("uid")?;
     g.api::<ComputeCluster>()
@@ -304,7 +256,7 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
         ..Default::default()
     });
     let started = Instant::now();
-    kubectl_apply(&g, &example("stormy")?)?;
+    kubectl_apply(&g, &example_manifest("stormy")?)?;
     let cc = wait_converged(&g, "stormy", "4/4", Duration::from_secs(300)).await?;
     let to_running = started.elapsed();
     let uid = cc.uid().context("uid")?;
@@ -658,22 +610,6 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
     )
 }
 
-async fn create_namespace(g: &Ground, name: &str) -> Result<()> {
-    Api::<Namespace>::all(g.client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await?;
-    Ok(())
-}
-
 /// The cluster's Stalled condition `(reason, message)` once it is stalled.
 async fn stalled_reason(api: &Api<ComputeCluster>, name: &str) -> Result<(String, String)> {
     eventually(&format!("{name} stalled"), WAIT, || async {
@@ -732,7 +668,7 @@ async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<
         ..Default::default()
     });
     let other = format!("{}-other", g.namespace);
-    create_namespace(&g, &other).await?;
+    create_namespace(&g.client, &other).await?;
     let op = Operator::start(&g, &operator_args(), &[])?;
     // Each operator watches one namespace: a second one serves the other.
 
@@ -1022,7 +958,7 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
     let before = foreign_snapshot(&ec2, &vpcs, &[]).await?;
 
     // A managed cluster named like the twin's owner, and a BYO cluster.
-    kubectl_apply(&g, &example("owned")?)?;
+    kubectl_apply(&g, &example_manifest("owned")?)?;
     kubectl_apply(
         &g,
         &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: byo}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network:\n    existingVpcId: {byo}\n    existingSubnetIds: [{}, {}]\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 2, subnets: private}}]\n", foreign_subnets[2], foreign_subnets[3]),

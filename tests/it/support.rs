@@ -27,19 +27,7 @@ impl Ground {
         let kube = tokio::task::spawn_blocking(Kube::shared).await??;
         let client = client_for(&kube.kubeconfig).await?;
         let namespace = unique_name(test);
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(namespace.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("creating namespace {namespace}"))?;
+        create_namespace(&client, &namespace).await?;
         let moto = tokio::task::spawn_blocking(Moto::start).await??;
         let proxy = AwsProxy::start(moto.port())?;
         Ok(Ground {
@@ -70,6 +58,24 @@ impl Ground {
             .load()
             .await
     }
+}
+
+/// Creates the namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
 }
 
 /// A kube client from a kubeconfig file.
@@ -235,18 +241,10 @@ impl Operator {
     }
 }
 
-/// The value of `series` (a metric name with its labels, as printed) in a
-/// Prometheus text exposition; 0 when absent. With no labels given, the
-/// samples of every label set are summed.
+/// The value of `series` in a Prometheus text exposition (see
+/// [`testground::metric_sample`]).
 pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(name, _)| {
-            *name == series || (!series.contains('{') && name.starts_with(&format!("{series}{{")))
-        })
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
+    testground::metric_sample(text, series)
 }
 
 /// IAM set up in moto as a real cross-account arrangement, then enforced:
