@@ -240,6 +240,12 @@ pub struct ComputeClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The AWS account the cluster's resources live in. Recorded before the
+    /// first call to AWS; while it is absent nothing was created, and
+    /// deletion needs no AWS access. Deletion and later passes refuse a
+    /// CloudAccount that resolves to another account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_account_id: Option<String>,
     /// `pending`, `provisioning`, `running`, `deleting` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ClusterPhase>,

@@ -31,6 +31,7 @@ pub mod reason {
     pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";
     pub const ACCOUNT_NOT_READY: &str = "AccountNotReady";
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    pub const ACCOUNT_CHANGED: &str = "AccountChanged";
     pub const PROVISIONING: &str = "Provisioning";
     pub const RUNNING: &str = "Running";
     pub const DELETING: &str = "Deleting";

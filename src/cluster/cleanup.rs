@@ -31,6 +31,12 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let namespace = cc.namespace().unwrap_or_default();
+    let Some(recorded) = recorded_account(&ctx, &cc).await? else {
+        tracing::info!(name = %cc.name_any(), "no AWS call was ever made for this cluster: nothing to delete");
+        ctx.reset_backoff(&uid);
+        ctx.metrics.cluster_phase(&uid, None);
+        return Ok(Action::await_change());
+    };
     let owner = OwnershipTags {
         uid: uid.clone(),
         namespace: namespace.clone(),
@@ -67,6 +73,17 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
             return pending(message, backoff);
         }
     };
+    if resolved.account_id != recorded {
+        let message = format!(
+            "cannot delete: the cluster's AWS resources are in account {recorded}, but spec.cloudAccountRef now resolves to account {}; point it back at account {recorded}",
+            resolved.account_id
+        );
+        write_deleting(&ctx, &cc, reason::ACCOUNT_CHANGED, &message, true).await?;
+        let backoff = ctx.next_backoff(&uid);
+        ctx.metrics
+            .failed(CONTROLLER, reason::ACCOUNT_CHANGED, backoff);
+        return pending(message, backoff);
+    }
     let c = AwsClients::new(&resolved.config, &target.region, &ctx.metrics);
     let observed = Observed::describe(&c, &owner).await?;
     if observed.is_empty() {
@@ -99,6 +116,23 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
             pending(message, backoff)
         }
     }
+}
+
+/// The AWS account recorded in status before the first AWS call. When the
+/// cached object has none, a fresh read confirms it, so a status written
+/// just before deletion is not missed.
+async fn recorded_account(ctx: &Context, cc: &ComputeCluster) -> Result<Option<String>, Error> {
+    let recorded = |c: &ComputeCluster| c.status.as_ref().and_then(|s| s.aws_account_id.clone());
+    if let Some(id) = recorded(cc) {
+        return Ok(Some(id));
+    }
+    let api: Api<ComputeCluster> =
+        Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    Ok(api
+        .get_opt(&cc.name_any())
+        .await?
+        .as_ref()
+        .and_then(recorded))
 }
 
 /// Keeps the finalizer: the helper removes it on any `Ok`.

@@ -199,6 +199,10 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Err
         Err(blocked) => return report.account_blocked(&ctx, blocked).await,
     };
     report.account_ready();
+    let mut report = match report.record_account(&ctx, &resolved.account_id).await {
+        Ok(report) => report,
+        Err(action) => return action,
+    };
     let clients = AwsClients::new(&resolved.config, &spec.region, &ctx.metrics);
     let outcome = match Observed::describe(&clients, &spec.owner).await {
         Ok(observed) => {

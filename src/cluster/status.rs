@@ -76,6 +76,34 @@ impl Report {
         ));
     }
 
+    /// Checks the account the CloudAccount resolved to against the one the
+    /// cluster's resources live in, and records it before the first AWS
+    /// call. `Err` carries the action when the account changed.
+    pub async fn record_account(
+        mut self,
+        ctx: &Context,
+        account_id: &str,
+    ) -> Result<Self, Result<Action, Error>> {
+        match self.previous.aws_account_id.as_deref() {
+            Some(id) if id == account_id => Ok(self),
+            Some(id) => {
+                let message = format!(
+                    "the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"
+                );
+                Err(self.stalled(ctx, reason::ACCOUNT_CHANGED, message).await)
+            }
+            None => {
+                self.previous.aws_account_id = Some(account_id.to_string());
+                let ns = self.object.namespace().unwrap_or_default();
+                let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
+                match apply_status(&api, &self.object.name_any(), &self.previous).await {
+                    Ok(()) => Ok(self),
+                    Err(e) => Err(Err(e.into())),
+                }
+            }
+        }
+    }
+
     /// The user must act: the spec, or something AWS refused.
     pub async fn stalled(
         self,
@@ -310,6 +338,7 @@ impl Report {
             .unwrap_or_else(|| self.previous.node_groups.clone());
         let status = ComputeClusterStatus {
             observed_generation: generation,
+            aws_account_id: self.previous.aws_account_id.clone(),
             phase: Some(phase),
             network: Some(self.progress.network.clone()).filter(|n| n != &NetworkStatus::default()),
             iam: self.progress.iam.clone(),

@@ -77,12 +77,20 @@ impl Tools {
     }
 }
 
-/// The repository root (this crate lives in `testground/`).
+/// The repository root: the nearest directory holding `hack/build-ground.sh`
+/// above the package cargo runs (or the working directory). Found at run
+/// time: checkouts share one target directory, so a path compiled in could
+/// name another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    start
+        .ancestors()
+        .find(|d| d.join("hack/build-ground.sh").is_file())
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or(start)
 }
 
 /// A process of the ground; killed (SIGKILL) and reaped when dropped.

@@ -11,8 +11,8 @@ use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
 use crate::clusters::{
-    apply_example, counts, delete_leaves_nothing, delete_subnet_out_of_band, expected_example,
-    patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
+    apply_example, counts, delete_and_wait_gone, delete_leaves_nothing, delete_subnet_out_of_band,
+    expected_example, patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
 };
 use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
@@ -384,7 +384,100 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
         !g.proxy.calls().contains_key("CreateVpc"),
         "a VPC was created for a refused cluster",
     )?;
-    Ok(())
+    // No AWS call was made for it, so it deletes without the account.
+    ensure(
+        cc.status
+            .as_ref()
+            .and_then(|s| s.aws_account_id.as_ref())
+            .is_none(),
+        "an AWS account recorded for a cluster that never reached AWS",
+    )?;
+    delete_and_wait_gone(&g, "stranger").await
+}
+
+/// The cluster's `Stalled` condition once it is True.
+async fn stalled(
+    g: &Ground,
+    name: &str,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let api = g.api::<ComputeCluster>();
+    eventually(&format!("{name} Stalled"), WAIT, || async {
+        let cc = api.get(name).await?;
+        Ok(cc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Stalled"))
+            .filter(|c| c.status == "True"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Result<()> {
+    let g = Ground::new("cc-moved").await?;
+    install_crds(&g).await?;
+    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    // The same keys, assuming a role in another AWS account.
+    kubectl_apply(
+        &g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: elsewhere}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::210987654321:role/byoc-cross-account\n",
+    )?;
+    kubectl_apply(
+        &g,
+        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: moved}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.4.0.0/16, availabilityZones: [us-east-1a], natGateways: none}\n  nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]\n",
+    )?;
+    let cc = wait_running(&g, "moved", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let recorded = cc.status.as_ref().and_then(|s| s.aws_account_id.clone());
+    ensure(
+        recorded.as_deref() == Some("123456789012"),
+        format!("status.awsAccountId {recorded:?}"),
+    )?;
+
+    let creates_before = g.proxy.calls().get("CreateVpc").copied().unwrap_or(0);
+    patch_spec(
+        &g,
+        "moved",
+        serde_json::json!({"cloudAccountRef": {"name": "elsewhere"}}),
+    )
+    .await?;
+    let c = stalled(&g, "moved").await?;
+    ensure(
+        c.reason == "AccountChanged" && c.message.contains("210987654321"),
+        format!("Stalled {}: {}", c.reason, c.message),
+    )?;
+    // Deletion is held too: it would look in the wrong account.
+    g.api::<ComputeCluster>()
+        .delete("moved", &Default::default())
+        .await?;
+    let api = g.api::<ComputeCluster>();
+    eventually("deletion held with a message", WAIT, || async {
+        let cc = api.get("moved").await?;
+        Ok(cc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Stalled"))
+            .filter(|c| c.status == "True" && c.message.starts_with("cannot delete"))
+            .map(|_| ()))
+    })
+    .await?;
+    ensure(
+        counts(&g, &uid).await?.vpcs == 1
+            && g.proxy.calls().get("CreateVpc").copied().unwrap_or(0) == creates_before,
+        "the resources were touched while the account was wrong",
+    )?;
+    // Pointed back, deletion finishes in the right account.
+    patch_spec(
+        &g,
+        "moved",
+        serde_json::json!({"cloudAccountRef": {"name": "acme"}}),
+    )
+    .await?;
+    eventually("ComputeCluster moved gone", WAIT, || async {
+        Ok(api.get_opt("moved").await?.is_none().then_some(()))
+    })
+    .await?;
+    let left = counts(&g, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))
 }
 
 #[tokio::test]
