@@ -439,6 +439,42 @@ struct CorpusOutcome {
     stalled: usize,
     converged: usize,
     undecided: Vec<String>,
+    deleted: usize,
+    /// Accepted objects whose deletion did not finish.
+    stuck: Vec<String>,
+}
+
+/// Manifests applied, decided and deleted together.
+const CORPUS_BATCH: usize = 25;
+
+/// Waits until the object is `"stalled"` (Stalled with a message) or
+/// `"converged"` (Ready) at its current generation.
+async fn decided(api: &Api<DynamicObject>, name: &str) -> Result<&'static str> {
+    eventually(
+        &format!("{name} decided"),
+        Duration::from_secs(90),
+        || async {
+            let o = api.get(name).await?;
+            let status = &o.data["status"];
+            let cond = |t: &str| {
+                status["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+                    .cloned()
+            };
+            if status["observedGeneration"].as_i64() != o.metadata.generation {
+                return Ok(None);
+            }
+            if let Some(c) = cond("Stalled").filter(|c| c["status"] == "True") {
+                let message = c["message"].as_str().unwrap_or_default();
+                return Ok((!message.is_empty()).then_some("stalled"));
+            }
+            Ok(cond("Ready")
+                .filter(|c| c["status"] == "True")
+                .map(|_| "converged"))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -457,13 +493,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
         roles_must_exist: true,
         ..Default::default()
     });
-    // The corpus leaves many clusters behind: a resync of a minute keeps
-    // their drift checks from crowding out the control cluster at the end.
-    let mut op = Operator::start(
-        &g,
-        &["--progress-poll", "1s", "--resync-interval", "60s"],
-        &[],
-    )?;
+    let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     account_acme(&g).await?;
 
     let mut runner = TestRunner::new(ProptestConfig::default());
@@ -475,102 +505,102 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
         proptest::bool::weighted(0.5),
     );
     let gvk = |kind: &str| GroupVersionKind::gvk("byoc.dev", "v1alpha1", kind);
-    let mut outcome = CorpusOutcome::default();
-    let mut accepted: Vec<(String, String, String)> = vec![];
-    for i in 0..cases {
-        let (cluster, cp, ap, values, plausible) = strategy
-            .new_tree(&mut runner)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .current();
-        let (mut doc, kind, paths) = if cluster {
-            (base_cluster(), "ComputeCluster", CLUSTER_PATHS)
-        } else {
-            (base_account(), "CloudAccount", ACCOUNT_PATHS)
-        };
-        let name = format!("bad-{i}");
-        doc["metadata"]["name"] = serde_json::json!(name);
-        let mut what = vec![];
-        for (j, mut v) in values.into_iter().enumerate() {
-            let path = paths[(if cluster { cp } else { ap } + j * 7) % paths.len()];
-            if plausible {
-                v = plausible_strategy(path)
-                    .new_tree(&mut runner)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .current();
-            }
-            what.push(format!("{path}={v}"));
-            set_at(&mut doc, path, v);
-        }
-        let ar = ApiResource::from_gvk(&gvk(kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(g.client.clone(), &g.namespace, &ar);
-        let obj: DynamicObject = serde_json::from_value(doc)?;
-        // Server-side apply with strict field validation, as
-        // `kubectl apply --server-side` sends it.
-        let params = kube::api::PatchParams::apply("bad-input").validation_strict();
-        match api
-            .patch(&name, &params, &kube::api::Patch::Apply(&obj))
-            .await
-        {
-            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                ensure(!e.message.is_empty(), "a rejection without a message")?;
-                outcome.rejected += 1;
-            }
-            // The apiserver answers a value of the wrong JSON type with 500
-            // "failed to create typed patch object" (its field manager runs
-            // before validation); still a refusal naming the field.
-            Err(kube::Error::Api(e))
-                if e.code == 500 && e.message.contains("failed to create typed patch object") =>
-            {
-                outcome.rejected += 1;
-                outcome.rejected_as_500 += 1;
-            }
-            Err(e) => return Err(e).context(format!("creating {name}: {}", what.join(", "))),
-            Ok(_) => accepted.push((kind.to_string(), name, what.join(", "))),
-        }
-    }
-
-    // Every accepted object ends decided: Stalled with a message, or Ready.
-    for (kind, name, what) in &accepted {
-        let ar = ApiResource::from_gvk(&gvk(kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(g.client.clone(), &g.namespace, &ar);
-        let decided = eventually(
-            &format!("{kind} {name} decided"),
-            Duration::from_secs(90),
-            || async {
-                let o = api.get(name).await?;
-                let generation = o.metadata.generation;
-                let status = &o.data["status"];
-                let observed = status["observedGeneration"].as_i64();
-                let cond = |t: &str| {
-                    status["conditions"]
-                        .as_array()
-                        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-                        .cloned()
-                };
-                if observed != generation {
-                    return Ok(None);
-                }
-                if let Some(c) = cond("Stalled").filter(|c| c["status"] == "True") {
-                    let message = c["message"].as_str().unwrap_or_default();
-                    return Ok((!message.is_empty()).then_some("stalled"));
-                }
-                Ok(cond("Ready")
-                    .filter(|c| c["status"] == "True")
-                    .map(|_| "converged"))
-            },
+    let api_of = |kind: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(
+            g.client.clone(),
+            &g.namespace,
+            &ApiResource::from_gvk(&gvk(kind)),
         )
-        .await;
-        match decided {
-            Ok("stalled") => outcome.stalled += 1,
-            Ok(_) => {
-                println!("converged: {kind} {name}: {what}");
-                outcome.converged += 1
+    };
+    let mut outcome = CorpusOutcome::default();
+    // In batches: each batch's accepted objects are decided, then deleted,
+    // so AWS holds one batch's clusters at a time.
+    for batch in (0..cases).collect::<Vec<_>>().chunks(CORPUS_BATCH) {
+        let mut accepted: Vec<(&str, String, String)> = vec![];
+        for &i in batch {
+            let (cluster, cp, ap, values, plausible) = strategy
+                .new_tree(&mut runner)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .current();
+            let (mut doc, kind, paths) = if cluster {
+                (base_cluster(), "ComputeCluster", CLUSTER_PATHS)
+            } else {
+                (base_account(), "CloudAccount", ACCOUNT_PATHS)
+            };
+            let name = format!("bad-{i}");
+            doc["metadata"]["name"] = serde_json::json!(name);
+            let mut what = vec![];
+            for (j, mut v) in values.into_iter().enumerate() {
+                let path = paths[(if cluster { cp } else { ap } + j * 7) % paths.len()];
+                if plausible {
+                    v = plausible_strategy(path)
+                        .new_tree(&mut runner)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .current();
+                }
+                what.push(format!("{path}={v}"));
+                set_at(&mut doc, path, v);
             }
-            Err(e) => outcome
-                .undecided
-                .push(format!("{kind} {name} ({what}): {e}")),
+            let obj: DynamicObject = serde_json::from_value(doc)?;
+            // Server-side apply with strict field validation, as
+            // `kubectl apply --server-side` sends it.
+            let params = kube::api::PatchParams::apply("bad-input").validation_strict();
+            match api_of(kind)
+                .patch(&name, &params, &kube::api::Patch::Apply(&obj))
+                .await
+            {
+                Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                    ensure(!e.message.is_empty(), "a rejection without a message")?;
+                    outcome.rejected += 1;
+                }
+                // The apiserver answers a value of the wrong JSON type with 500
+                // "failed to create typed patch object" (its field manager runs
+                // before validation); still a refusal naming the field.
+                Err(kube::Error::Api(e))
+                    if e.code == 500
+                        && e.message.contains("failed to create typed patch object") =>
+                {
+                    outcome.rejected += 1;
+                    outcome.rejected_as_500 += 1;
+                }
+                Err(e) => return Err(e).context(format!("creating {name}: {}", what.join(", "))),
+                Ok(_) => accepted.push((kind, name, what.join(", "))),
+            }
         }
-        op.process.check_alive()?;
+
+        // Every accepted object ends decided: Stalled with a message, or Ready.
+        for (kind, name, what) in &accepted {
+            match decided(&api_of(kind), name).await {
+                Ok("stalled") => outcome.stalled += 1,
+                Ok(_) => {
+                    println!("converged: {kind} {name}: {what}");
+                    outcome.converged += 1
+                }
+                Err(e) => outcome
+                    .undecided
+                    .push(format!("{kind} {name} ({what}): {e}")),
+            }
+            op.process.check_alive()?;
+        }
+        // And can be deleted, whatever it holds: clusters first, as a user
+        // would, then accounts.
+        for kind in ["ComputeCluster", "CloudAccount"] {
+            let api = api_of(kind);
+            let names: Vec<_> = accepted.iter().filter(|a| a.0 == kind).collect();
+            for (_, name, _) in &names {
+                api.delete(name, &DeleteParams::default()).await?;
+            }
+            for (_, name, what) in names {
+                let gone = eventually(&format!("{kind} {name} gone"), WAIT, || async {
+                    Ok(api.get_opt(name).await?.is_none().then_some(()))
+                })
+                .await;
+                match gone {
+                    Ok(()) => outcome.deleted += 1,
+                    Err(e) => outcome.stuck.push(format!("{kind} {name} ({what}): {e}")),
+                }
+            }
+        }
     }
     ensure(!op.log().contains("panicked"), "the operator panicked")?;
 
@@ -590,23 +620,29 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
     op.process.check_alive()?;
     record_figure(serde_json::json!({
         "suite": "bad input",
-        "setup": "property-based corpus (proptest): one to two fields of a valid ComputeCluster or CloudAccount replaced, half by wrong types, odd strings and extremes, half by values the schema admits but AWS cannot honour (zones of other regions, absent AMIs, VPCs, accounts, Secrets, unknown instance types); server-side apply with strict field validation",
+        "setup": "property-based corpus (proptest): one to two fields of a valid ComputeCluster or CloudAccount replaced, half by wrong types, odd strings and extremes, half by values the schema admits but AWS cannot honour (zones of other regions, absent AMIs, VPCs, accounts, Secrets, unknown instance types); server-side apply with strict field validation; applied, decided and deleted in batches of 25",
         "n": cases,
         "figure": format!(
-            "{cases} manifests: {} rejected by the apiserver ({} of them wrong JSON types, answered 500 by its field manager), {} Stalled with a message, {} valid and converged, {} undecided; no panic; a valid cluster created afterwards {}",
+            "{cases} manifests: {} rejected by the apiserver ({} of them wrong JSON types, answered 500 by its field manager), {} Stalled with a message, {} valid and converged, {} undecided; {} of the accepted deleted, {} stuck in deletion; no panic; a valid cluster created afterwards {}",
             outcome.rejected,
             outcome.rejected_as_500,
             outcome.stalled,
             outcome.converged,
             outcome.undecided.len(),
+            outcome.deleted,
+            outcome.stuck.len(),
             if control.is_ok() { format!("reached running in {control_took:.0} s") } else { "did not reach running within 300 s".into() }
         ),
-        "pass": outcome.undecided.is_empty() && control.is_ok(),
+        "pass": outcome.undecided.is_empty() && outcome.stuck.is_empty() && control.is_ok(),
     }))?;
     control?;
     ensure(
         outcome.undecided.is_empty(),
         format!("undecided:\n{}", outcome.undecided.join("\n")),
+    )?;
+    ensure(
+        outcome.stuck.is_empty(),
+        format!("not deleted:\n{}", outcome.stuck.join("\n")),
     )
 }
 
