@@ -316,8 +316,11 @@ struct ReferenceRun {
     /// Longest chain of calls that did not overlap in time.
     sequential_depth: usize,
     sequential_chain: Vec<String>,
-    /// Time from the create to the first AWS call, and AWS busy time.
+    /// Time from the create to the first AWS call.
     first_call_after: Duration,
+    /// Every AWS call until running: operation, start and end in seconds
+    /// since the create.
+    timeline: Vec<(String, f64, f64)>,
     resync_calls: BTreeMap<String, u64>,
     to_deleted: Duration,
     delete_calls: BTreeMap<String, u64>,
@@ -367,6 +370,20 @@ async fn reference_run(
     // The proxy's clock started with the proxy: align with `started`.
     let proxy_age_at_create = proxy_age(&proxy) - started.elapsed();
     let first_call_after = since_start.saturating_sub(proxy_age_at_create);
+    let since_create = |d: Duration| {
+        let s = d.as_secs_f64() - proxy_age_at_create.as_secs_f64();
+        (s * 1000.0).round() / 1000.0
+    };
+    let timeline = trace
+        .iter()
+        .map(|c| {
+            (
+                c.operation.clone(),
+                since_create(c.start),
+                since_create(c.end),
+            )
+        })
+        .collect();
 
     // P2: one resync of the converged cluster.
     let reconciles = "byoc_reconciles_total{controller=\"computecluster\"}";
@@ -401,6 +418,7 @@ async fn reference_run(
         sequential_depth,
         sequential_chain,
         first_call_after,
+        timeline,
         resync_calls,
         to_deleted,
         delete_calls,
@@ -689,6 +707,7 @@ fn summarize(
             "measured_sequential_calls": nums(&|r| r.sequential_depth as f64),
             "measured_sequential_chain": typical.map(|r| r.sequential_chain.clone()).unwrap_or_default(),
             "seconds_before_first_aws_call": secs(&|r| r.first_call_after),
+            "timeline_one_run": typical.map(|r| r.timeline.iter().map(|(op, start, end)| json!([op, start, end])).collect::<Vec<_>>()).unwrap_or_default(),
         },
         "p2_aws_calls": {
             "converge_total": nums(&|r| r.converge_calls.values().sum::<u64>() as f64),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod context;
 pub mod leadership;
 pub mod metrics;
+pub mod triggers;
 
 use crate::account::credentials::AccountError;
 use crate::aws::AwsError;

@@ -104,8 +104,8 @@ impl Accounts {
 /// Runs the CloudAccount controller until shutdown.
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (accounts, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
-    let controller = Controller::new(accounts, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, changes) = crate::triggers::user_changes(accounts);
+    let controller = Controller::for_stream(changes, store.clone());
     controller
         .watches(
             secrets,

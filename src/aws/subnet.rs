@@ -12,6 +12,8 @@ pub struct ObservedSubnet {
     pub zone: String,
     pub cidr: String,
     pub public: bool,
+    /// Instances launched here get a public IPv4 address.
+    pub map_public_ip: bool,
 }
 
 pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedSubnet>> {
@@ -35,6 +37,7 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                 .to_string(),
             cidr: s.cidr_block().unwrap_or_default().to_string(),
             public: tag_value(s.tags(), PART) == Some("public-subnet"),
+            map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
         })
         .collect())
 }
@@ -70,22 +73,26 @@ pub async fn create(
             missing: "SubnetId",
         })?
         .to_string();
-    if public {
-        c.ec2
-            .modify_subnet_attribute()
-            .subnet_id(&id)
-            .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build())
-            .send()
-            .await
-            .op("ec2:ModifySubnetAttribute")?;
-    }
     Ok(ObservedSubnet {
         id,
         vpc_id: vpc_id.to_string(),
         zone: zone.to_string(),
         cidr: cidr.to_string(),
         public,
+        map_public_ip: false,
     })
+}
+
+/// Instances launched in the subnet get a public IPv4 address (public subnets).
+pub async fn map_public_ip(c: &AwsClients, id: &str) -> AwsResult<()> {
+    c.ec2
+        .modify_subnet_attribute()
+        .subnet_id(id)
+        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build())
+        .send()
+        .await
+        .op("ec2:ModifySubnetAttribute")?;
+    Ok(())
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {

@@ -48,22 +48,29 @@ pub async fn create(c: &AwsClients, owner: &OwnershipTags, cidr: &str) -> AwsRes
             missing: "VpcId",
         })?
         .to_string();
-    let on = || AttributeBooleanValue::builder().value(true).build();
-    c.ec2
-        .modify_vpc_attribute()
-        .vpc_id(&id)
-        .enable_dns_support(on())
-        .send()
-        .await
-        .op("ec2:ModifyVpcAttribute")?;
-    c.ec2
-        .modify_vpc_attribute()
-        .vpc_id(&id)
-        .enable_dns_hostnames(on())
-        .send()
-        .await
-        .op("ec2:ModifyVpcAttribute")?;
     Ok(id)
+}
+
+/// DNS resolution and DNS hostnames on, as instances need them; the two
+/// attributes go in separate calls (AWS takes one per call), concurrently.
+pub async fn enable_dns(c: &AwsClients, id: &str) -> AwsResult<()> {
+    let on = || AttributeBooleanValue::builder().value(true).build();
+    let support = c
+        .ec2
+        .modify_vpc_attribute()
+        .vpc_id(id)
+        .enable_dns_support(on())
+        .send();
+    let hostnames = c
+        .ec2
+        .modify_vpc_attribute()
+        .vpc_id(id)
+        .enable_dns_hostnames(on())
+        .send();
+    let (support, hostnames) = tokio::join!(support, hostnames);
+    support.op("ec2:ModifyVpcAttribute")?;
+    hostnames.op("ec2:ModifyVpcAttribute")?;
+    Ok(())
 }
 
 pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {

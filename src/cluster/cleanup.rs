@@ -30,6 +30,11 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
         ctx.metrics.cluster_phase(&uid, None);
         return Ok(Action::await_change());
     }
+    // Deletion is a new intent: backoff earned while provisioning does not
+    // delay it.
+    if cc.status.as_ref().and_then(|s| s.phase) != Some(ClusterPhase::Deleting) {
+        ctx.reset_backoff(&uid);
+    }
     let namespace = cc.namespace().unwrap_or_default();
     let Some(recorded) = recorded_account(&ctx, &cc).await? else {
         tracing::info!(name = %cc.name_any(), "no AWS call was ever made for this cluster: nothing to delete");
@@ -106,8 +111,15 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
                 .failed(CONTROLLER, e.code().unwrap_or("aws"), backoff);
             pending(message, backoff)
         }
+        Err(e) if e.code() == Some("DependencyViolation") => {
+            // AWS is still letting go of something the pass deleted: that is
+            // progress, looked at again after the progress poll, not an
+            // error whose backoff grows.
+            let message = format!("deleting, waiting for AWS to release: {e}");
+            write_deleting(&ctx, &cc, reason::DELETING, &message, false).await?;
+            pending(message, ctx.settings.progress_poll)
+        }
         Err(e) => {
-            // DependencyViolation and friends: AWS is still letting go.
             let backoff = ctx.next_backoff(&uid);
             ctx.metrics
                 .failed(CONTROLLER, e.code().unwrap_or("transport"), backoff);

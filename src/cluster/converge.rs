@@ -60,9 +60,21 @@ pub async fn converge(
             let (desired_subnets, nat_zones) = (&desired_subnets, &nat_zones);
             let known_nats = progress.network.nat_gateway_ids.clone();
             let known_nats = &known_nats;
+            let known_vpc = progress.network.vpc_id.clone();
 
             let vpc = step(failure, ensure_vpc(c, spec, observed, &cidr_text)).shared();
+            // DNS attributes for a VPC the status does not know yet: one
+            // created now, or adopted after a crash that may have come
+            // before they were set. Status learns the VPC once they are.
+            let vpc_dns = after(failure, vpc.clone(), move |vpc_id| async move {
+                if known_vpc.as_deref() != Some(vpc_id.as_str()) {
+                    vpc::enable_dns(c, &vpc_id).await?;
+                }
+                Ok(())
+            })
+            .shared();
             let iam = step(failure, ensure_iam(c, spec, observed)).shared();
+            let images = step(failure, default_images(ctx, c, spec, observed)).shared();
             let addresses = step(failure, ensure_addresses(c, spec, observed, nat_zones)).shared();
             let subnets = after(failure, vpc.clone(), move |vpc_id| async move {
                 ensure_subnets(c, spec, observed, &vpc_id, desired_subnets).await
@@ -74,6 +86,10 @@ pub async fn converge(
             .shared();
             let sg = after(failure, vpc.clone(), move |vpc_id| async move {
                 ensure_security_group(c, spec, observed, &vpc_id).await
+            })
+            .shared();
+            let public_ips = after(failure, subnets.clone(), move |subnets| async move {
+                ensure_public_ips(c, &subnets).await
             })
             .shared();
             let nats = after(
@@ -113,12 +129,23 @@ pub async fn converge(
                 },
             );
             let node_groups = progress.node_groups_mut();
+            // Instances need the network's attributes set before they start.
+            let ready_for_nodes = futures::future::try_join3(
+                futures::future::try_join3(subnets.clone(), sg.clone(), iam.clone()),
+                futures::future::try_join(vpc_dns.clone(), public_ips.clone()),
+                images.clone(),
+            );
             let nodes = after(
                 failure,
-                futures::future::try_join3(subnets.clone(), sg.clone(), iam.clone()),
-                move |(subnets, sg, iam)| async move {
-                    ensure_node_groups(ctx, c, spec, observed, &subnets, &sg, &iam, node_groups)
-                        .await
+                ready_for_nodes,
+                move |((subnets, sg, iam), _, images)| async move {
+                    let network = NodeNetwork {
+                        subnets: &subnets,
+                        security_group: &sg,
+                        iam: &iam,
+                        images: &images,
+                    };
+                    ensure_node_groups(ctx, c, spec, observed, &network, node_groups).await
                 },
             );
             // The NAT gateways are joined too: with no NAT route to wait for,
@@ -127,7 +154,7 @@ pub async fn converge(
                 tokio::join!(public_rt, private_rts, nodes, nats.clone());
 
             // What was learned, whatever failed.
-            if let Some(Ok(id)) = vpc.peek() {
+            if let (Some(Ok(id)), Some(Ok(()))) = (vpc.peek(), vpc_dns.peek()) {
                 progress.network.vpc_id = Some(id.clone());
             }
             if let Some(Ok(iam)) = iam.peek() {
@@ -178,27 +205,27 @@ pub async fn converge(
                     zone,
                     cidr: String::new(),
                     public,
+                    // Not ours to change: as the owner set it.
+                    map_public_ip: true,
                 })
                 .collect();
             progress.network.vpc_id = Some(vpc_id.clone());
             progress.network.subnets = subnet_status(&subnets);
-            let (iam, sg) = tokio::try_join!(
+            let (iam, sg, images) = tokio::try_join!(
                 ensure_iam(c, spec, observed),
                 ensure_security_group(c, spec, observed, vpc_id),
+                default_images(ctx, c, spec, observed),
             )?;
             progress.set_iam(&iam);
             progress.network.security_group_id = Some(sg.clone());
-            ensure_node_groups(
-                ctx,
-                c,
-                spec,
-                observed,
-                &subnets,
-                &sg,
-                &iam,
-                progress.node_groups_mut(),
-            )
-            .await?;
+            let network = NodeNetwork {
+                subnets: &subnets,
+                security_group: &sg,
+                iam: &iam,
+                images: &images,
+            };
+            ensure_node_groups(ctx, c, spec, observed, &network, progress.node_groups_mut())
+                .await?;
             progress.network_ready = true;
         }
     }
@@ -644,17 +671,75 @@ where
     Ok((results.into_iter().map(|(id, _)| id).collect(), done))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Public subnets launch instances with a public IPv4 address; set where a
+/// subnet lacks it (just created, or changed out of band).
+async fn ensure_public_ips(c: &AwsClients, subnets: &[ObservedSubnet]) -> Result<(), Error> {
+    try_join_all(
+        subnets
+            .iter()
+            .filter(|s| s.public && !s.map_public_ip)
+            .map(|s| subnet::map_public_ip(c, &s.id)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The default image of each node group that names none and looks short of
+/// live instances, looked up concurrently and before the network exists
+/// (cached per region and instance type). A group this misses looks its
+/// image up when it launches.
+async fn default_images(
+    ctx: &Context,
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    observed: &Observed,
+) -> Result<BTreeMap<String, String>, Error> {
+    let needed: Vec<_> = spec
+        .node_groups
+        .iter()
+        .filter(|g| g.image_id.is_none())
+        .filter(|g| {
+            let have = observed
+                .instances
+                .iter()
+                .filter(|i| i.group == g.name && i.instance_type == g.instance_type)
+                .filter(|i| {
+                    matches!(
+                        i.state,
+                        plan::InstanceState::Pending | plan::InstanceState::Running
+                    )
+                })
+                .count();
+            have < usize::try_from(g.count).unwrap_or(0)
+        })
+        .collect();
+    let images = try_join_all(
+        needed
+            .iter()
+            .map(|g| ctx.default_image(c, &spec.region, &g.instance_type)),
+    )
+    .await?;
+    Ok(needed.iter().map(|g| g.name.clone()).zip(images).collect())
+}
+
+/// What node groups launch into.
+struct NodeNetwork<'a> {
+    subnets: &'a [ObservedSubnet],
+    security_group: &'a str,
+    iam: &'a Iam,
+    /// Default images by node group (groups that name one are not here).
+    images: &'a BTreeMap<String, String>,
+}
+
 async fn ensure_node_groups(
     ctx: &Context,
     c: &AwsClients,
     spec: &ValidatedSpec,
     observed: &Observed,
-    subnets: &[ObservedSubnet],
-    sg: &str,
-    iam: &Iam,
+    network: &NodeNetwork<'_>,
     statuses: &mut Vec<NodeGroupStatus>,
 ) -> Result<(), Error> {
+    let (subnets, sg, iam) = (network.subnets, network.security_group, network.iam);
     let orphans = plan::orphaned_instances(&spec.node_groups, &observed.instances);
     instances::terminate(c, &orphans).await?;
 
@@ -700,9 +785,9 @@ async fn ensure_node_groups(
 
     let mut jobs = Vec::new();
     for (group, per_subnet, existing) in &launches {
-        let image = match &group.image_id {
-            Some(id) => id.clone(),
-            None => {
+        let image = match (&group.image_id, network.images.get(&group.name)) {
+            (Some(id), _) | (None, Some(id)) => id.clone(),
+            (None, None) => {
                 ctx.default_image(c, &spec.region, &group.instance_type)
                     .await?
             }

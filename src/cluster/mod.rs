@@ -42,8 +42,8 @@ fn is_paused(cc: &ComputeCluster) -> bool {
 /// Runs the ComputeCluster controller until shutdown.
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (clusters, accounts) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
-    let controller = Controller::new(clusters, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, changes) = crate::triggers::user_changes(clusters);
+    let controller = Controller::for_stream(changes, store.clone());
     controller
         .watches(
             accounts,

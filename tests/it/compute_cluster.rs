@@ -123,6 +123,23 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
         .find(|s| s.public && s.zone == "us-east-1b")
         .context("no public subnet in us-east-1b")?;
     delete_subnet_out_of_band(&ec2, &public_b.id).await?;
+    // A public subnet's public IPs switched off.
+    let public_a = network
+        .subnets
+        .iter()
+        .find(|s| s.public && s.zone == "us-east-1a")
+        .context("no public subnet in us-east-1a")?
+        .id
+        .clone();
+    ec2.modify_subnet_attribute()
+        .subnet_id(&public_a)
+        .map_public_ip_on_launch(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await?;
     let nat = network
         .nat_gateway_ids
         .first()
@@ -145,12 +162,32 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     )?;
     let repaired = wait_counts(&g, &uid, "drift repaired", |c| c == &before).await?;
     ensure(repaired == before, "repaired")?;
-    let cc = wait_running(&g, "demo", |_| true).await?;
-    let new_network = cc.status.unwrap_or_default().network.unwrap_or_default();
+    // The status catches up with the repair: running with the new gateway.
+    let nat_in_status = |cc: &ComputeCluster| {
+        cc.status
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .and_then(|n| n.nat_gateway_ids.first().cloned())
+    };
+    let cc = wait_running(&g, "demo", |cc| {
+        nat_in_status(cc).is_some_and(|id| &id != nat)
+    })
+    .await
+    .context("the NAT gateway was not replaced in status")?;
     ensure(
-        new_network.nat_gateway_ids.first() != Some(nat),
+        nat_in_status(&cc).is_some_and(|id| repaired.nat_gateways == 1 && &id != nat),
         "the NAT gateway was not replaced",
     )?;
+
+    eventually("public IPs on again", WAIT, || async {
+        let out = ec2.describe_subnets().subnet_ids(&public_a).send().await?;
+        Ok(out
+            .subnets()
+            .iter()
+            .any(|s| s.map_public_ip_on_launch() == Some(true))
+            .then_some(()))
+    })
+    .await?;
 
     // Deletion leaves nothing with our tags.
     delete_leaves_nothing(&g, "demo", &uid).await?;

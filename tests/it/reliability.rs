@@ -444,6 +444,17 @@ struct CorpusOutcome {
     stuck: Vec<String>,
 }
 
+/// The operator's last log messages naming the object `name` (for a failure's report).
+fn last_lines_about(log: &str, name: &str) -> String {
+    let quoted = format!("/{name}.");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&quoted) || l.contains(&format!("\"{name}\"")))
+        .filter(|l| !l.contains("\"level\":\"DEBUG\"") && !l.contains("\"level\":\"TRACE\""))
+        .collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
 /// Manifests applied, decided and deleted together.
 const CORPUS_BATCH: usize = 25;
 
@@ -576,9 +587,10 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
                     println!("converged: {kind} {name}: {what}");
                     outcome.converged += 1
                 }
-                Err(e) => outcome
-                    .undecided
-                    .push(format!("{kind} {name} ({what}): {e}")),
+                Err(e) => outcome.undecided.push(format!(
+                    "{kind} {name} ({what}): {e}\noperator's last words on it:\n{}",
+                    last_lines_about(&op.log(), name)
+                )),
             }
             op.process.check_alive()?;
         }
@@ -597,7 +609,14 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
                 .await;
                 match gone {
                     Ok(()) => outcome.deleted += 1,
-                    Err(e) => outcome.stuck.push(format!("{kind} {name} ({what}): {e}")),
+                    Err(e) => {
+                        let status = api.get_opt(name).await?.map(|o| o.data["status"].clone());
+                        outcome.stuck.push(format!(
+                            "{kind} {name} ({what}): {e}\nstatus: {}\noperator's last words on it:\n{}",
+                            status.unwrap_or_default(),
+                            last_lines_about(&op.log(), name)
+                        ))
+                    }
                 }
             }
         }
