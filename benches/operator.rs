@@ -321,6 +321,9 @@ struct ReferenceRun {
     /// Every AWS call until running: operation, start and end in seconds
     /// since the create.
     timeline: Vec<(String, f64, f64)>,
+    /// The critical path priced at this run's own call durations (latency
+    /// plus moto's service time) instead of the latency alone.
+    critical_at_call_times: f64,
     resync_calls: BTreeMap<String, u64>,
     to_deleted: Duration,
     delete_calls: BTreeMap<String, u64>,
@@ -339,6 +342,7 @@ async fn reference_run(
     let op = Operator::start(kube, &ns, &proxy, &["--resync-interval", "3s"])?;
     account(client, &ns, "acct").await?;
     wait_accounts_ready(client, &ns, 1).await?;
+    warm_up(&moto).await?;
 
     proxy.set_faults(Faults {
         latency: Duration::from_millis(args.latency_ms),
@@ -384,6 +388,7 @@ async fn reference_run(
             )
         })
         .collect();
+    let critical_at_call_times = price_at_call_times(&critical_path().chain, &trace);
 
     // P2: one resync of the converged cluster.
     let reconciles = "byoc_reconciles_total{controller=\"computecluster\"}";
@@ -419,15 +424,74 @@ async fn reference_run(
         sequential_chain,
         first_call_after,
         timeline,
+        critical_at_call_times,
         resync_calls,
         to_deleted,
         delete_calls,
     })
 }
 
+/// moto builds an account's EC2 and IAM state on first use (~3 s on this
+/// machine, AWS has no such start): touch both, straight at moto, before
+/// anything is timed.
+async fn warm_up(moto: &Moto) -> Result<()> {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&aws)
+        .describe_vpcs()
+        .send()
+        .await
+        .context("warming moto's EC2")?;
+    aws_sdk_iam::Client::new(&aws)
+        .list_roles()
+        .send()
+        .await
+        .context("warming moto's IAM")?;
+    Ok(())
+}
+
 /// How long the proxy has been up (its trace's clock).
 fn proxy_age(proxy: &AwsProxy) -> Duration {
     proxy.uptime()
+}
+
+/// Seconds the critical path takes when each step costs what that operation
+/// took in `trace` (median), the observe round what its slowest call took.
+fn price_at_call_times(chain: &[&str], trace: &[testground::proxy::Call]) -> f64 {
+    let secs = |c: &testground::proxy::Call| (c.end - c.start).as_secs_f64();
+    let first_write = trace
+        .iter()
+        .filter(|c| !c.operation.starts_with("Describe") && !c.operation.starts_with("Get"))
+        .map(|c| c.start)
+        .min()
+        .unwrap_or_default();
+    let total: f64 = chain
+        .iter()
+        .map(|step| {
+            if step.starts_with("Describe* (observe)") {
+                return trace
+                    .iter()
+                    .filter(|c| c.start < first_write)
+                    .map(secs)
+                    .fold(0.0, f64::max);
+            }
+            let operation = step.split(' ').next().unwrap_or(step);
+            let mut took: Vec<f64> = trace
+                .iter()
+                .filter(|c| c.operation == operation)
+                .map(secs)
+                .collect();
+            took.sort_by(f64::total_cmp);
+            took.get(took.len() / 2).copied().unwrap_or(0.0)
+        })
+        .sum();
+    (total * 1000.0).round() / 1000.0
 }
 
 /// The longest chain of calls each starting after the previous ended: how
@@ -485,6 +549,8 @@ fn critical_path() -> CriticalPath {
             &["CreateRole", "CreateInstanceProfile"],
         ),
         ("CreateSubnet", &["CreateVpc"]),
+        ("ModifyVpcAttribute", &["CreateVpc"]),
+        ("ModifySubnetAttribute", &["CreateSubnet"]),
         ("CreateSecurityGroup", &["CreateVpc"]),
         ("CreateRouteTable", &["CreateVpc"]),
         (
@@ -507,6 +573,7 @@ fn critical_path() -> CriticalPath {
             "RunInstances",
             &[
                 "CreateSubnet",
+                "ModifyVpcAttribute",
                 "CreateSecurityGroup",
                 "AddRoleToInstanceProfile",
                 "DescribeImages",
@@ -703,6 +770,8 @@ fn summarize(
             "critical_path_seconds": critical_seconds,
             "critical_path": critical.chain,
             "ratio": nums(&|r| r.to_running.as_secs_f64() / critical_seconds),
+            "critical_path_seconds_at_measured_call_times": nums(&|r| r.critical_at_call_times),
+            "ratio_at_measured_call_times": nums(&|r| r.to_running.as_secs_f64() / r.critical_at_call_times.max(0.001)),
             "goal_ratio": 1.2,
             "measured_sequential_calls": nums(&|r| r.sequential_depth as f64),
             "measured_sequential_chain": typical.map(|r| r.sequential_chain.clone()).unwrap_or_default(),
@@ -770,6 +839,8 @@ fn markdown(r: &serde_json::Value) -> String {
          | P1 time to `running`, reference topology, {} ms per AWS call | {} s | | |\n\
          | P1 critical path ({} dependent calls × {} ms) | {} s | | |\n\
          | P1 ratio (time / critical path) | {} | ≤ 1.2 | {} |\n\
+         | P1 critical path at the calls' measured durations (latency + moto's service time) | {} s | | |\n\
+         | P1 ratio to that | {} | ≤ 1.2 | {} |\n\
          | P1 sequential AWS round trips the operator made | {} | {} | |\n\
          | P2 writes to converge | {} | {} (one per resource) | {} |\n\
          | P2 reads to converge | {} | {} kinds, one describe each (plus image lookups and the look-again after creates) | {} |\n\
@@ -794,6 +865,11 @@ fn markdown(r: &serde_json::Value) -> String {
         p1["critical_path_seconds"],
         m(&p1["ratio"]),
         met(ratio <= 1.2),
+        m(&p1["critical_path_seconds_at_measured_call_times"]),
+        m(&p1["ratio_at_measured_call_times"]),
+        met(p1["ratio_at_measured_call_times"]["median"]
+            .as_f64()
+            .is_some_and(|r| r <= 1.2)),
         m(&p1["measured_sequential_calls"]),
         p1["critical_path_calls"],
         m(&p2["converge_writes"]),

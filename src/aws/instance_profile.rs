@@ -42,14 +42,15 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observ
         name: name.clone(),
         ..Default::default()
     };
-    let role = c
-        .iam
-        .get_role()
-        .role_name(&name)
-        .send()
-        .await
-        .op("iam:GetRole")
-        .found()?;
+    // Both looked up at once.
+    let (role, profile) = tokio::join!(
+        c.iam.get_role().role_name(&name).send(),
+        c.iam
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+    );
+    let role = role.op("iam:GetRole").found()?;
     if let Some(role) = role.as_ref().and_then(|out| out.role()) {
         if ours(role.tags(), owner) {
             observed.role = Some(role.role_name().to_string());
@@ -57,14 +58,7 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observ
             observed.role_not_ours = true;
         }
     }
-    let profile = c
-        .iam
-        .get_instance_profile()
-        .instance_profile_name(&name)
-        .send()
-        .await
-        .op("iam:GetInstanceProfile")
-        .found()?;
+    let profile = profile.op("iam:GetInstanceProfile").found()?;
     if let Some(p) = profile.as_ref().and_then(|out| out.instance_profile()) {
         if ours(p.tags(), owner) {
             observed.instance_profile = Some(p.arn().to_string());

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
+use futures::future::try_join_all;
+
+use super::converge::settle;
 use super::plan::{InstanceState, ValidatedSpec};
 use super::{use_account, CONTROLLER};
 use crate::api::conditions::{self, reason, Desired, READY, RECONCILING, STALLED};
@@ -97,8 +100,16 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
         ctx.metrics.cluster_phase(&uid, None);
         return Ok(Action::await_change());
     }
-    match delete_pass(&c, &observed).await {
+    match delete_pass(&c, &owner, &observed).await {
+        // Deleted: confirmed by the next look, at once.
+        Ok(None) if Observed::describe(&c, &owner).await?.is_empty() => {
+            tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
+            ctx.reset_backoff(&uid);
+            ctx.metrics.cluster_phase(&uid, None);
+            Ok(Action::await_change())
+        }
         Ok(remaining) => {
+            let remaining = remaining.unwrap_or("AWS to confirm");
             let message = format!("deleting: waiting for {remaining}");
             write_deleting(&ctx, &cc, reason::DELETING, &message, false).await?;
             pending(message, ctx.settings.progress_poll)
@@ -155,9 +166,14 @@ fn pending(message: String, retry_after: std::time::Duration) -> Result<Action, 
     })
 }
 
-/// One pass in order; stops at the first kind that must be waited for and
-/// says what that is.
-async fn delete_pass(c: &AwsClients, o: &Observed) -> crate::aws::AwsResult<&'static str> {
+/// One pass in order, each kind's deletes at once; stops at the first kind
+/// AWS must finish deleting first (after looking again briefly) and says
+/// what that is. `None`: everything is deleted.
+async fn delete_pass(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    o: &Observed,
+) -> crate::aws::AwsResult<Option<&'static str>> {
     let live: Vec<String> = o
         .instances
         .iter()
@@ -166,42 +182,62 @@ async fn delete_pass(c: &AwsClients, o: &Observed) -> crate::aws::AwsResult<&'st
         .collect();
     instances::terminate(c, &live).await?;
     if !o.instances.is_empty() {
-        return Ok("instances to terminate");
-    }
-    let mut nat_waiting = false;
-    for n in &o.nat_gateways {
-        match n.state {
-            NatState::Pending | NatState::Available => {
-                nat_gateway::delete(c, &n.id).await?;
-                nat_waiting = true;
-            }
-            NatState::Deleting => nat_waiting = true,
-            NatState::Gone => {}
+        let gone = settle(
+            || async {
+                let gone = instances::describe(c, owner).await?.is_empty();
+                Ok::<_, crate::aws::AwsError>((gone, gone))
+            },
+            true,
+        )
+        .await?;
+        if gone != Some(true) {
+            return Ok(Some("instances to terminate"));
         }
     }
-    if nat_waiting {
-        return Ok("NAT gateways to be deleted");
+    let deletable: Vec<&str> = o
+        .nat_gateways
+        .iter()
+        .filter(|n| matches!(n.state, NatState::Pending | NatState::Available))
+        .map(|n| n.id.as_str())
+        .collect();
+    try_join_all(deletable.iter().map(|id| nat_gateway::delete(c, id))).await?;
+    if o.nat_gateways.iter().any(|n| n.state != NatState::Gone) {
+        let gone = settle(
+            || async {
+                let now = nat_gateway::describe(c, owner).await?;
+                let gone = now.iter().all(|n| n.state == NatState::Gone);
+                Ok::<_, crate::aws::AwsError>((gone, gone))
+            },
+            true,
+        )
+        .await?;
+        if gone != Some(true) {
+            return Ok(Some("NAT gateways to be deleted"));
+        }
     }
-    for a in &o.addresses {
-        nat_gateway::release_address(c, &a.allocation_id).await?;
-    }
-    for t in &o.route_tables {
-        route_table::delete(c, t).await?;
-    }
-    for g in &o.internet_gateways {
-        internet_gateway::delete(c, g).await?;
-    }
-    for s in &o.subnets {
-        subnet::delete(c, &s.id).await?;
-    }
-    for g in &o.security_groups {
-        security_group::delete(c, &g.id).await?;
-    }
-    for v in &o.vpcs {
-        vpc::delete(c, &v.id).await?;
-    }
+    try_join_all(
+        o.addresses
+            .iter()
+            .map(|a| nat_gateway::release_address(c, &a.allocation_id)),
+    )
+    .await?;
+    try_join_all(o.route_tables.iter().map(|t| route_table::delete(c, t))).await?;
+    try_join_all(
+        o.internet_gateways
+            .iter()
+            .map(|g| internet_gateway::delete(c, g)),
+    )
+    .await?;
+    try_join_all(o.subnets.iter().map(|s| subnet::delete(c, &s.id))).await?;
+    try_join_all(
+        o.security_groups
+            .iter()
+            .map(|g| security_group::delete(c, &g.id)),
+    )
+    .await?;
+    try_join_all(o.vpcs.iter().map(|v| vpc::delete(c, &v.id))).await?;
     instance_profile::delete(c, &o.iam).await?;
-    Ok("AWS to confirm")
+    Ok(None)
 }
 
 async fn write_deleting(

@@ -107,11 +107,14 @@ pub async fn converge(
             .shared();
             let public_rt = after(
                 failure,
-                futures::future::try_join3(vpc.clone(), igw.clone(), subnets.clone()),
-                move |(vpc_id, igw, subnets)| async move {
-                    let public: Vec<&ObservedSubnet> =
-                        subnets.iter().filter(|s| s.public).collect();
-                    ensure_public_route_table(c, spec, observed, &vpc_id, &igw, &public).await
+                futures::future::try_join(vpc.clone(), subnets.clone()),
+                |(vpc_id, subnets)| {
+                    let igw = igw.clone();
+                    async move {
+                        let public: Vec<&ObservedSubnet> =
+                            subnets.iter().filter(|s| s.public).collect();
+                        ensure_public_route_table(c, spec, observed, &vpc_id, igw, &public).await
+                    }
                 },
             );
             let private_tables = plan::private_route_tables(*nat, &zones);
@@ -129,10 +132,22 @@ pub async fn converge(
                 },
             );
             let node_groups = progress.node_groups_mut();
-            // Instances need the network's attributes set before they start.
+            // Instances need the network's attributes set before they start
+            // (public IPs only when a group launches into public subnets).
+            let any_public = spec.node_groups.iter().any(plan::wants_public);
+            let public_ips_for_nodes = {
+                let public_ips = public_ips.clone();
+                async move {
+                    if any_public {
+                        public_ips.await
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
             let ready_for_nodes = futures::future::try_join3(
                 futures::future::try_join3(subnets.clone(), sg.clone(), iam.clone()),
-                futures::future::try_join(vpc_dns.clone(), public_ips.clone()),
+                futures::future::try_join(vpc_dns.clone(), public_ips_for_nodes),
                 images.clone(),
             );
             let nodes = after(
@@ -148,10 +163,23 @@ pub async fn converge(
                     ensure_node_groups(ctx, c, spec, observed, &network, node_groups).await
                 },
             );
-            // The NAT gateways are joined too: with no NAT route to wait for,
-            // nothing else would poll them.
-            let (public_rt, private_rts, _, nats) =
-                tokio::join!(public_rt, private_rts, nodes, nats.clone());
+            // Every step is polled from the start: a shared future runs only
+            // when polled, and one whose dependent waits on something else
+            // first (the internet gateway behind the route table) would
+            // otherwise start late, or never (NAT gateways with no NAT route).
+            let (public_rt, private_rts, _, nats, ..) = tokio::join!(
+                public_rt,
+                private_rts,
+                nodes,
+                nats.clone(),
+                igw.clone(),
+                sg.clone(),
+                iam.clone(),
+                addresses.clone(),
+                vpc_dns.clone(),
+                public_ips.clone(),
+                images.clone(),
+            );
 
             // What was learned, whatever failed.
             if let (Some(Ok(id)), Some(Ok(()))) = (vpc.peek(), vpc_dns.peek()) {
@@ -573,12 +601,14 @@ async fn ensure_nat_gateways(
     Ok(out)
 }
 
+/// The public route table: the table and its associations need only the VPC
+/// and subnets; the default route waits for the internet gateway (`igw`).
 async fn ensure_public_route_table(
     c: &AwsClients,
     spec: &ValidatedSpec,
     observed: &Observed,
     vpc_id: &str,
-    igw: &str,
+    igw: impl Future<Output = Result<String, ()>>,
     public_subnets: &[&ObservedSubnet],
 ) -> Result<String, Error> {
     let existing = observed.route_tables.iter().find(|t| t.public);
@@ -595,8 +625,11 @@ async fn ensure_public_route_table(
         ),
     };
     let route = async {
-        if target.as_deref() != Some(igw) {
-            route_table::set_default_route(c, &id, igw, target.is_some()).await?;
+        // A failed gateway has its error recorded already.
+        if let Ok(igw) = igw.await {
+            if target.as_deref() != Some(igw.as_str()) {
+                route_table::set_default_route(c, &id, &igw, target.is_some()).await?;
+            }
         }
         Ok::<_, Error>(())
     };
@@ -855,18 +888,19 @@ async fn ensure_node_groups(
     Ok(())
 }
 
-/// Looks again a few times, shortly after a create (0.1 s, then doubling,
-/// 1.5 s in all), until `check` says everything is ready; returns the last
-/// result. `None` when `enabled` is false.
-async fn settle<T, F, Fut>(check: F, enabled: bool) -> Result<Option<T>, Error>
+/// Looks again a few times right after a create or delete (at once, then
+/// after 0.1, 0.2 and 0.4 s), until `check` says it is done; returns the last
+/// result. `None` when `enabled` is false. A quick AWS then needs no second
+/// pass; a slow one costs four describes.
+pub(super) async fn settle<T, E, F, Fut>(check: F, enabled: bool) -> Result<Option<T>, E>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<(T, bool), Error>>,
+    Fut: Future<Output = Result<(T, bool), E>>,
 {
     if !enabled {
         return Ok(None);
     }
-    let mut delay = std::time::Duration::from_millis(100);
+    let mut delay = std::time::Duration::ZERO;
     let mut last = None;
     for _ in 0..4 {
         tokio::time::sleep(delay).await;
@@ -875,7 +909,7 @@ where
         if done {
             break;
         }
-        delay *= 2;
+        delay = (delay * 2).max(std::time::Duration::from_millis(100));
     }
     Ok(last)
 }
