@@ -221,7 +221,16 @@ async fn namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 /// A Secret and a CloudAccount `name` in `ns`.
-async fn account(client: &Client, ns: &str, name: &str) -> Result<()> {
+/// The AWS account the bench's reference account assumes a role in.
+const REFERENCE_AWS_ACCOUNT: &str = "123456789012";
+
+/// The AWS account of P3's `i`-th CloudAccount: each its own.
+fn scale_aws_account(i: usize) -> String {
+    format!("{:012}", 200_000_000_000 + i)
+}
+
+/// A Secret and a CloudAccount `name` assuming a role in `aws_account`.
+async fn account(client: &Client, ns: &str, name: &str, aws_account: &str) -> Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": name},
         "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -233,7 +242,7 @@ async fn account(client: &Client, ns: &str, name: &str) -> Result<()> {
         "apiVersion": "byoc.dev/v1alpha1", "kind": "CloudAccount",
         "metadata": {"name": name},
         "spec": {"region": "us-east-1", "credentialsSecretRef": {"name": name},
-                 "roleArn": "arn:aws:iam::123456789012:role/byoc-cross-account"}
+                 "roleArn": format!("arn:aws:iam::{aws_account}:role/byoc-cross-account")}
     }))?;
     Api::<CloudAccount>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &account)
@@ -340,9 +349,9 @@ async fn reference_run(
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
     let proxy = AwsProxy::start(moto.port())?;
     let op = Operator::start(kube, &ns, &proxy, &["--resync-interval", "3s"])?;
-    account(client, &ns, "acct").await?;
+    account(client, &ns, "acct", REFERENCE_AWS_ACCOUNT).await?;
     wait_accounts_ready(client, &ns, 1).await?;
-    warm_up(&moto).await?;
+    warm_up(&moto, &[REFERENCE_AWS_ACCOUNT.to_string()]).await?;
 
     proxy.set_faults(Faults {
         latency: Duration::from_millis(args.latency_ms),
@@ -431,11 +440,11 @@ async fn reference_run(
     })
 }
 
-/// moto builds an account's EC2 and IAM state on first use (~3 s on this
-/// machine, AWS has no such start): touch both, straight at moto, before
-/// anything is timed.
-async fn warm_up(moto: &Moto) -> Result<()> {
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// moto builds an account's EC2 and IAM state on first use (~3 s of CPU
+/// each on this machine; AWS has no such start): touch both in each of
+/// `aws_accounts`, straight at moto, before anything is timed.
+async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -443,16 +452,41 @@ async fn warm_up(moto: &Moto) -> Result<()> {
         ))
         .load()
         .await;
-    aws_sdk_ec2::Client::new(&aws)
-        .describe_vpcs()
-        .send()
-        .await
-        .context("warming moto's EC2")?;
-    aws_sdk_iam::Client::new(&aws)
-        .list_roles()
-        .send()
-        .await
-        .context("warming moto's IAM")?;
+    let sts = aws_sdk_sts::Client::new(&base);
+    for aws_account in aws_accounts {
+        let assumed = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
+            .role_session_name("bench-warm-up")
+            .send()
+            .await
+            .context("assuming a role to warm moto up")?;
+        let creds = assumed.credentials().context("no credentials")?;
+        let config = base
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        creds.access_key_id(),
+                        creds.secret_access_key(),
+                        Some(creds.session_token().to_string()),
+                        None,
+                        "bench",
+                    ),
+                ),
+            )
+            .build();
+        aws_sdk_ec2::Client::new(&config)
+            .describe_vpcs()
+            .send()
+            .await
+            .context("warming moto's EC2")?;
+        aws_sdk_iam::Client::new(&config)
+            .list_roles()
+            .send()
+            .await
+            .context("warming moto's IAM")?;
+    }
     Ok(())
 }
 
@@ -621,6 +655,8 @@ async fn scale_run(kube: &Kube, client: &Client, run: usize, args: &Args) -> Res
     namespace(client, &ns).await?;
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
     let proxy = AwsProxy::start(moto.port())?;
+    let aws_accounts: Vec<String> = (0..args.accounts).map(scale_aws_account).collect();
+    warm_up(&moto, &aws_accounts).await?;
     let op = Operator::start(kube, &ns, &proxy, &[])?;
     let (moto_cpu0, _) = usage(moto.pid())?;
     let (api_cpu0, _) = usage(kube.pids()[0])?;
@@ -629,7 +665,7 @@ async fn scale_run(kube: &Kube, client: &Client, run: usize, args: &Args) -> Res
         .map(|i| {
             let client = client.clone();
             let ns = ns.clone();
-            async move { account(&client, &ns, &format!("acct-{i}")).await }
+            async move { account(&client, &ns, &format!("acct-{i}"), &scale_aws_account(i)).await }
         })
         .buffer_unordered(8)
         .try_collect::<Vec<_>>()
@@ -657,7 +693,7 @@ async fn scale_run(kube: &Kube, client: &Client, run: usize, args: &Args) -> Res
         }
         if Instant::now() > end {
             bail!(
-                "{running}/{} clusters running after {DEADLINE:?}",
+                "{running}/{} clusters running after {SCALE_DEADLINE:?}",
                 args.clusters
             );
         }

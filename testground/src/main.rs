@@ -46,6 +46,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("crash safety", "the VPC adopted only when status already names it (not found by its tags): with seed 7, a kill between CreateVpc and the first status write left 2 VPCs, 8 subnets, 2 internet gateways and 2 security groups for one cluster; the suite reported 2 cycles with duplicates"),
     ("AWS faults", "the SDK's retries switched off: every injected fault became a failed reconcile with exponential backoff, and the deletion did not finish within 300 s"),
     ("bad input", "`Stalled` reported as `Reconciling` (the user's errors treated as waiting): 3 of 48 manifests (an unknown region, an absent AMI, an unknown instance type) stayed undecided"),
+    ("bad input", "deletion made to need the CloudAccount even for a cluster that never reached AWS (no `status.awsAccountId`): of 48 manifests, the cluster in region me-south-2, stalled before any AWS call, now needed AWS to answer in that region and stayed in deletion past 120 s"),
     ("wrong access", "AccessDenied and UnauthorizedOperation classified as transient: the wrong-external-ID cluster kept retrying (`AwsUnavailable`) and never stalled"),
     ("ownership", "resources found by the `byoc.dev/cluster` name tag instead of the cluster's UID: the operator took the VPC of an earlier cluster of the same name and the new cluster never converged"),
     ("secrets", "the cap on the SDK's credential-bearing log targets removed: the access key ID appeared in the operator's debug log (wrong-access and ownership suites)"),

@@ -650,7 +650,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
             outcome.undecided.len(),
             outcome.deleted,
             outcome.stuck.len(),
-            if control.is_ok() { format!("reached running in {control_took:.0} s") } else { "did not reach running within 300 s".into() }
+            if control.is_ok() { format!("reached running in {control_took:.1} s") } else { "did not reach running within 300 s".into() }
         ),
         "pass": outcome.undecided.is_empty() && outcome.stuck.is_empty() && control.is_ok(),
     }))?;
