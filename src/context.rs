@@ -2,12 +2,14 @@
 //! configuration, the account cache, per-object backoff, events and status
 //! writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_sdk_ec2::types::ArchitectureType;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -16,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::account::Accounts;
-use crate::aws::AwsClients;
+use crate::aws::{instances, AwsClients};
 use crate::metrics::Metrics;
 use crate::Error;
 
@@ -58,7 +60,7 @@ pub struct Context {
     pub metrics: Metrics,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
-    /// Default images by `(region, instance type)`: looked up once, on launch.
+    /// Default images by `(region, instance type)`: looked up once.
     images: tokio::sync::Mutex<HashMap<(String, String), String>>,
 }
 
@@ -105,24 +107,52 @@ impl Context {
             .remove(key);
     }
 
-    /// The newest Amazon Linux 2023 image for `instance_type` in `region`.
-    pub async fn default_image(
+    /// The newest Amazon Linux 2023 image for each of `instance_types` in
+    /// `region`: what is not cached costs one architecture lookup for all
+    /// and one image lookup per architecture, at once.
+    pub async fn default_images(
         &self,
         c: &AwsClients,
         region: &str,
-        instance_type: &str,
-    ) -> Result<String, Error> {
-        let key = (region.to_string(), instance_type.to_string());
-        if let Some(id) = self.images.lock().await.get(&key) {
-            return Ok(id.clone());
-        }
-        match crate::aws::instances::default_image(c, instance_type).await? {
-            Ok(id) => {
-                self.images.lock().await.insert(key, id.clone());
-                Ok(id)
+        instance_types: &[String],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let key = |t: &str| (region.to_string(), t.to_string());
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.images.lock().await;
+            for t in instance_types {
+                match cache.get(&key(t)) {
+                    Some(id) => {
+                        found.insert(t.clone(), id.clone());
+                    }
+                    None if !missing.contains(t) => missing.push(t.clone()),
+                    None => {}
+                }
             }
-            Err(message) => Err(Error::InvalidSpec(message)),
         }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let arches = instances::architectures(c, &missing)
+            .await?
+            .map_err(Error::InvalidSpec)?;
+        let mut distinct: Vec<&ArchitectureType> = arches.values().collect();
+        distinct.sort_by_key(|a| a.as_str());
+        distinct.dedup();
+        let images = try_join_all(distinct.iter().map(|a| instances::newest_image(c, a))).await?;
+        let mut by_arch = BTreeMap::new();
+        for (arch, image) in distinct.into_iter().zip(images) {
+            by_arch.insert(arch.as_str(), image.map_err(Error::InvalidSpec)?);
+        }
+        let mut cache = self.images.lock().await;
+        for (t, arch) in &arches {
+            if let Some(id) = by_arch.get(arch.as_str()) {
+                cache.insert(key(t), id.clone());
+                found.insert(t.clone(), id.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.

@@ -1,5 +1,6 @@
 //! EC2 instances of the node groups, and the default image.
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use aws_sdk_ec2::types::{
@@ -162,39 +163,59 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {
         .or_gone()
 }
 
-/// The newest Amazon Linux 2023 image for the instance type's architecture.
-/// `Ok(Err(message))` when there is none to be found (the user must act).
-pub async fn default_image(
+/// The processor architecture of each of `instance_types`, in one call.
+/// `Ok(Err(message))` when one is unknown in the region.
+pub async fn architectures(
     c: &AwsClients,
-    instance_type: &str,
-) -> AwsResult<Result<String, String>> {
+    instance_types: &[String],
+) -> AwsResult<Result<BTreeMap<String, ArchitectureType>, String>> {
     let types = c
         .ec2
         .describe_instance_types()
-        .instance_types(InstanceType::from(instance_type))
+        .set_instance_types(Some(
+            instance_types
+                .iter()
+                .map(|t| InstanceType::from(t.as_str()))
+                .collect(),
+        ))
         .send()
         .await;
     let types = match types.op("ec2:DescribeInstanceTypes") {
         Err(e) if e.class() != super::ErrorClass::Transient => {
-            return Ok(Err(format!("instance type {instance_type}: {e}")));
+            return Ok(Err(format!(
+                "instance type {}: {e}",
+                instance_types.join(", ")
+            )));
         }
         other => other?,
     };
-    let arch = types
-        .instance_types()
-        .first()
-        .and_then(|t| t.processor_info())
-        .map(|p| p.supported_architectures())
-        .and_then(|a| {
-            a.iter()
-                .find(|a| matches!(a, ArchitectureType::Arm64 | ArchitectureType::X8664))
-                .cloned()
-        });
-    let Some(arch) = arch else {
+    let mut found = BTreeMap::new();
+    for t in types.instance_types() {
+        let arch = t
+            .processor_info()
+            .map(|p| p.supported_architectures())
+            .and_then(|a| {
+                a.iter()
+                    .find(|a| matches!(a, ArchitectureType::Arm64 | ArchitectureType::X8664))
+                    .cloned()
+            });
+        if let (Some(name), Some(arch)) = (t.instance_type(), arch) {
+            found.insert(name.as_str().to_string(), arch);
+        }
+    }
+    if let Some(unknown) = instance_types.iter().find(|t| !found.contains_key(*t)) {
         return Ok(Err(format!(
-            "instance type {instance_type} is unknown in this region"
+            "instance type {unknown} is unknown in this region"
         )));
-    };
+    }
+    Ok(Ok(found))
+}
+
+/// The newest Amazon Linux 2023 image for `arch`.
+pub async fn newest_image(
+    c: &AwsClients,
+    arch: &ArchitectureType,
+) -> AwsResult<Result<String, String>> {
     let out = c
         .ec2
         .describe_images()

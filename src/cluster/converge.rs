@@ -718,8 +718,8 @@ async fn ensure_public_ips(c: &AwsClients, subnets: &[ObservedSubnet]) -> Result
 }
 
 /// The default image of each node group that names none and looks short of
-/// live instances, looked up concurrently and before the network exists
-/// (cached per region and instance type). A group this misses looks its
+/// live instances, looked up together before the network exists (cached per
+/// region and instance type). A group this misses looks its
 /// image up when it launches.
 async fn default_images(
     ctx: &Context,
@@ -746,13 +746,15 @@ async fn default_images(
             have < usize::try_from(g.count).unwrap_or(0)
         })
         .collect();
-    let images = try_join_all(
-        needed
-            .iter()
-            .map(|g| ctx.default_image(c, &spec.region, &g.instance_type)),
-    )
-    .await?;
-    Ok(needed.iter().map(|g| g.name.clone()).zip(images).collect())
+    if needed.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let types: Vec<String> = needed.iter().map(|g| g.instance_type.clone()).collect();
+    let images = ctx.default_images(c, &spec.region, &types).await?;
+    Ok(needed
+        .iter()
+        .filter_map(|g| Some((g.name.clone(), images.get(&g.instance_type)?.clone())))
+        .collect())
 }
 
 /// What node groups launch into.
@@ -821,8 +823,14 @@ async fn ensure_node_groups(
         let image = match (&group.image_id, network.images.get(&group.name)) {
             (Some(id), _) | (None, Some(id)) => id.clone(),
             (None, None) => {
-                ctx.default_image(c, &spec.region, &group.instance_type)
-                    .await?
+                let types = [group.instance_type.clone()];
+                let images = ctx.default_images(c, &spec.region, &types).await?;
+                images.get(&group.instance_type).cloned().ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "no image for instance type {}",
+                        group.instance_type
+                    ))
+                })?
             }
         };
         for (subnet_id, count) in per_subnet {
