@@ -399,17 +399,24 @@ async fn reference_run(
         .collect();
     let critical_at_call_times = price_at_call_times(&critical_path().chain, &trace);
 
-    // P2: one resync of the converged cluster.
+    // P2: one resync of the converged cluster: the calls between two
+    // finished reconciles (the first may be the pass that wrote `running`,
+    // counted when it returns, just after the status write).
     let reconciles = "byoc_reconciles_total{controller=\"computecluster\"}";
-    let before = op.metric(reconciles)?;
-    proxy.reset_calls();
-    let end = Instant::now() + Duration::from_secs(60);
-    while op.metric(reconciles)? < before + 1.0 {
-        if Instant::now() > end {
-            bail!("no resync within 60 s");
+    let next_reconcile = || async {
+        let before = op.metric(reconciles)?;
+        let end = Instant::now() + Duration::from_secs(60);
+        while op.metric(reconciles)? < before + 1.0 {
+            if Instant::now() > end {
+                bail!("no resync within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Ok(())
+    };
+    next_reconcile().await?;
+    proxy.reset_calls();
+    next_reconcile().await?;
     let resync_calls = proxy.calls();
 
     // Deletion.

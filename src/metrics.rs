@@ -78,7 +78,7 @@ impl Metrics {
         let aws_errors = Family::<AwsCallLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
-        registry.register("reconciles", "Reconciliations started", reconciles.clone());
+        registry.register("reconciles", "Reconciliations finished", reconciles.clone());
         registry.register(
             "reconcile_errors",
             "Reconciliations that failed, by reason",

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::Filter;
 use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
-use crate::support::{ensure, eventually, kubectl_apply, Ground};
+use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
@@ -275,12 +275,35 @@ pub(crate) async fn patch_spec(g: &Ground, name: &str, spec: serde_json::Value) 
 }
 
 pub(crate) async fn delete_and_wait_gone(g: &Ground, name: &str) -> Result<()> {
+    g.api::<ComputeCluster>()
+        .delete(name, &DeleteParams::default())
+        .await?;
+    wait_gone(g, name).await
+}
+
+/// Waits until the ComputeCluster `name` no longer exists.
+pub(crate) async fn wait_gone(g: &Ground, name: &str) -> Result<()> {
     let api = g.api::<ComputeCluster>();
-    api.delete(name, &DeleteParams::default()).await?;
     eventually(&format!("ComputeCluster {name} gone"), WAIT, || async {
         Ok(api.get_opt(name).await?.is_none().then_some(()))
     })
     .await
+}
+
+/// A ground with the CRDs, the operator (progress poll 1 s) and the ready
+/// account `acme`.
+pub(crate) async fn ground_with_account(test: &str) -> Result<(Ground, Operator)> {
+    let g = Ground::new(test).await?;
+    install_crds(&g).await?;
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    Ok((g, op))
+}
+
+/// A one-zone ComputeCluster without NAT gateways and one public t3.small,
+/// using the account `acme`.
+pub(crate) fn small_cluster_manifest(name: &str, vpc_cidr: &str) -> String {
+    format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: {vpc_cidr}, availabilityZones: [us-east-1a], natGateways: none}}\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1, subnets: public}}]\n")
 }
 
 /// Deletes the cluster, waits until the object is gone, and asserts that

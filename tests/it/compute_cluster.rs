@@ -12,7 +12,8 @@ use kube::ResourceExt;
 
 use crate::clusters::{
     apply_example, counts, delete_and_wait_gone, delete_leaves_nothing, delete_subnet_out_of_band,
-    expected_example, patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
+    expected_example, ground_with_account, patch_spec, ready_account, small_cluster_manifest,
+    wait_counts, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
@@ -450,19 +451,13 @@ async fn stalled(
 
 #[tokio::test]
 async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Result<()> {
-    let g = Ground::new("cc-moved").await?;
-    install_crds(&g).await?;
-    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
-    ready_account(&g).await?;
+    let (g, _op) = ground_with_account("cc-moved").await?;
     // The same keys, assuming a role in another AWS account.
     kubectl_apply(
         &g,
         "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: elsewhere}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: keys}\n  roleArn: arn:aws:iam::210987654321:role/byoc-cross-account\n",
     )?;
-    kubectl_apply(
-        &g,
-        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: moved}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.4.0.0/16, availabilityZones: [us-east-1a], natGateways: none}\n  nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]\n",
-    )?;
+    kubectl_apply(&g, &small_cluster_manifest("moved", "10.4.0.0/16"))?;
     let cc = wait_running(&g, "moved", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let recorded = cc.status.as_ref().and_then(|s| s.aws_account_id.clone());
@@ -509,24 +504,15 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
         serde_json::json!({"cloudAccountRef": {"name": "acme"}}),
     )
     .await?;
-    eventually("ComputeCluster moved gone", WAIT, || async {
-        Ok(api.get_opt("moved").await?.is_none().then_some(()))
-    })
-    .await?;
+    wait_gone(&g, "moved").await?;
     let left = counts(&g, &uid).await?;
     ensure(left == Counts::default(), format!("left behind: {left:?}"))
 }
 
 #[tokio::test]
 async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
-    let g = Ground::new("cc-no-nat").await?;
-    install_crds(&g).await?;
-    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
-    ready_account(&g).await?;
-    kubectl_apply(
-        &g,
-        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: plain}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.3.0.0/16, availabilityZones: [us-east-1a], natGateways: none}\n  nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]\n",
-    )?;
+    let (g, _op) = ground_with_account("cc-no-nat").await?;
+    kubectl_apply(&g, &small_cluster_manifest("plain", "10.3.0.0/16"))?;
     let cc = wait_running(&g, "plain", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let c = counts(&g, &uid).await?;
