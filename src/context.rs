@@ -62,6 +62,8 @@ pub struct Context {
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
     /// Default images by `(region, instance type)`: looked up once.
     images: tokio::sync::Mutex<HashMap<(String, String), String>>,
+    /// Available zones by `(CloudAccount namespace/name, region)`: looked up once.
+    zones: tokio::sync::Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl Context {
@@ -79,6 +81,7 @@ impl Context {
             metrics,
             backoffs: Mutex::default(),
             images: tokio::sync::Mutex::default(),
+            zones: tokio::sync::Mutex::default(),
         }
     }
 
@@ -153,6 +156,27 @@ impl Context {
             }
         }
         Ok(found)
+    }
+
+    /// The region's available zones as `account` (the CloudAccount's
+    /// `namespace/name`) sees them, sorted; looked up once per process.
+    pub async fn available_zones(
+        &self,
+        c: &AwsClients,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<String>, Error> {
+        let key = (account.to_string(), region.to_string());
+        // Held across the lookup: clusters asking at once share one call.
+        let mut cache = self.zones.lock().await;
+        if let Some(zones) = cache.get(&key) {
+            return Ok(zones.clone());
+        }
+        let zones = crate::aws::vpc::zones(c).await?;
+        if !zones.is_empty() {
+            cache.insert(key, zones.clone());
+        }
+        Ok(zones)
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.

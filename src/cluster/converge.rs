@@ -37,7 +37,8 @@ pub async fn converge(
             let zones = match zones {
                 Zones::Named(z) => z.clone(),
                 Zones::Count(n) => {
-                    let all = vpc::zones(c).await?;
+                    let account = format!("{}/{}", spec.account.0, spec.account.1);
+                    let all = ctx.available_zones(c, &account, &spec.region).await?;
                     if all.len() < *n {
                         return Err(Error::InvalidSpec(format!(
                             "spec.network.azCount is {n} but region {} has {} available zones",

@@ -522,3 +522,37 @@ async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
     )?;
     delete_leaves_nothing(&g, "plain", &uid).await
 }
+
+#[tokio::test]
+async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
+    let (g, _op) = ground_with_account("cc-azcount").await?;
+    for (name, cidr) in [("two-a", "10.5.0.0/16"), ("two-b", "10.6.0.0/16")] {
+        kubectl_apply(
+            &g,
+            &small_cluster_manifest(name, cidr)
+                .replace("availabilityZones: [us-east-1a]", "azCount: 2"),
+        )?;
+    }
+    for name in ["two-a", "two-b"] {
+        let cc = wait_running(&g, name, |_| true).await?;
+        let zones: std::collections::BTreeSet<String> = cc
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.subnets.into_iter().map(|s| s.zone).collect())
+            .unwrap_or_default();
+        ensure(
+            zones == ["us-east-1a".to_string(), "us-east-1b".to_string()].into(),
+            format!("{name}: subnets in {zones:?}"),
+        )?;
+    }
+    let asked = g
+        .proxy
+        .calls()
+        .get("DescribeAvailabilityZones")
+        .copied()
+        .unwrap_or(0);
+    ensure(
+        asked == 1,
+        format!("DescribeAvailabilityZones called {asked} times for two clusters of one account"),
+    )
+}
