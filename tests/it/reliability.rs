@@ -66,14 +66,32 @@ fn start_operator(g: &Ground) -> Result<Operator> {
     Operator::start(g, &operator_args(), &[])
 }
 
-/// A run of kill points from a seed: `(phase, calls into the phase)`.
-fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
+/// The seed of a randomised suite: `BYOC_SEED`, or the clock.
+fn seed() -> u64 {
+    std::env::var("BYOC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1)
+        })
+}
+
+/// A proptest runner whose draws `seed` repeats.
+fn seeded_runner(seed: u64) -> TestRunner {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
+    TestRunner::new_with_rng(
         ProptestConfig::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
+    )
+}
+
+/// A run of kill points from a seed: `(phase, calls into the phase)`.
+fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
+    let mut runner = seeded_runner(seed);
     // Calls into each phase at which to kill: provisioning ~60 calls,
     // scaling ~15, deletion ~40 (the example against moto).
     let ranges = [1u64..60, 1u64..15, 1u64..40];
@@ -122,15 +140,7 @@ async fn kill_after_calls(
 #[tokio::test]
 async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = if full_run() { 30 } else { 6 };
-    let seed = std::env::var("BYOC_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1)
-        });
+    let seed = seed();
     println!("crash safety: {kills} kills, seed {seed} (BYOC_SEED={seed} repeats it)");
     let g = Ground::new("crash").await?;
     install_crds(&g).await?;
@@ -507,7 +517,9 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
     let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     account_acme(&g).await?;
 
-    let mut runner = TestRunner::new(ProptestConfig::default());
+    let seed = seed();
+    println!("bad input: {cases} manifests, seed {seed} (BYOC_SEED={seed} repeats it)");
+    let mut runner = seeded_runner(seed);
     let strategy = (
         proptest::bool::weighted(0.7),
         0usize..CLUSTER_PATHS.len(),
@@ -639,7 +651,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
     op.process.check_alive()?;
     record_figure(serde_json::json!({
         "suite": "bad input",
-        "setup": "property-based corpus (proptest): one to two fields of a valid ComputeCluster or CloudAccount replaced, half by wrong types, odd strings and extremes, half by values the schema admits but AWS cannot honour (zones of other regions, absent AMIs, VPCs, accounts, Secrets, unknown instance types); server-side apply with strict field validation; applied, decided and deleted in batches of 25",
+        "setup": format!("property-based corpus (proptest): one to two fields of a valid ComputeCluster or CloudAccount replaced, half by wrong types, odd strings and extremes, half by values the schema admits but AWS cannot honour (zones of other regions, absent AMIs, VPCs, accounts, Secrets, unknown instance types); server-side apply with strict field validation; applied, decided and deleted in batches of 25; seed {seed}"),
         "n": cases,
         "figure": format!(
             "{cases} manifests: {} rejected by the apiserver ({} of them wrong JSON types, answered 500 by its field manager), {} Stalled with a message, {} valid and converged, {} undecided; {} of the accepted deleted, {} stuck in deletion; no panic; a valid cluster created afterwards {}",
