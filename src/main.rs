@@ -71,6 +71,10 @@ struct RunArgs {
     /// How soon to look again while AWS is still creating something.
     #[arg(long, env = "BYOC_PROGRESS_POLL", default_value = "5s", value_parser = parse_duration)]
     progress_poll: Duration,
+    /// How long one attempt of an AWS call may take; a call with its
+    /// retries gets three times this. Then it fails as transient.
+    #[arg(long, env = "BYOC_AWS_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    aws_attempt_timeout: Duration,
     /// Reconciliations at once, per controller.
     #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
@@ -226,8 +230,18 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // One AWS base configuration: shared HTTP client, the endpoint override
     // (AWS_ENDPOINT_URL) and the ambient credentials chain. Every account's
     // configuration derives from it. The region is always set per account.
+    // A call AWS never answers must not hold a reconcile for ever: each
+    // attempt gets --aws-attempt-timeout, a call with its retries three
+    // times that; then it fails as a transient transport error and the
+    // object is retried with backoff.
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(args.aws_attempt_timeout)
+                .operation_timeout(args.aws_attempt_timeout * 3)
+                .build(),
+        )
         .load()
         .await;
 

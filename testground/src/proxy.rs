@@ -13,7 +13,7 @@
 //!   answer instead of creating again (moto ignores the token);
 //! - records a trace of every call (operation, start, end) for the benchmark.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +56,9 @@ struct Shared {
     /// First successful answer per `ClientToken`.
     tokens: Mutex<HashMap<String, Vec<u8>>>,
     faults: Mutex<Faults>,
+    /// Roles seen to exist (tests do not delete roles): each is looked up
+    /// in moto's state once, not on every AssumeRole.
+    roles_found: Mutex<HashSet<String>>,
     injected: AtomicU64,
     seq: AtomicU64,
     stop: AtomicBool,
@@ -79,6 +82,7 @@ impl AwsProxy {
             created: Mutex::default(),
             tokens: Mutex::default(),
             faults: Mutex::default(),
+            roles_found: Mutex::default(),
             injected: AtomicU64::default(),
             seq: AtomicU64::default(),
             stop: AtomicBool::default(),
@@ -240,7 +244,10 @@ fn answer(
 
     if faults.roles_must_exist && op == "AssumeRole" {
         let role = param(&req.body, "RoleArn").unwrap_or_default();
-        if !role_exists(upstream, &role)? {
+        let known = lock(&s.roles_found).contains(&role);
+        if known || role_exists(upstream, &role)? {
+            lock(&s.roles_found).insert(role.clone());
+        } else {
             let body = error_body(
                 svc,
                 "AccessDenied",

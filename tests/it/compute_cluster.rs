@@ -556,3 +556,45 @@ async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
         format!("DescribeAvailabilityZones called {asked} times for two clusters of one account"),
     )
 }
+
+#[tokio::test]
+async fn an_aws_call_that_hangs_times_out_and_is_retried() -> Result<()> {
+    let g = Ground::new("cc-hang").await?;
+    install_crds(&g).await?;
+    let _op = Operator::start(
+        &g,
+        &["--progress-poll", "1s", "--aws-attempt-timeout", "1s"],
+        &[],
+    )?;
+    ready_account(&g).await?;
+    // AWS answers nothing within the attempt timeout.
+    g.proxy.set_faults(testground::Faults {
+        latency: Duration::from_secs(4),
+        ..Default::default()
+    });
+    kubectl_apply(&g, &small_cluster_manifest("slow", "10.7.0.0/16"))?;
+    let api = g.api::<ComputeCluster>();
+    let waiting = eventually("a transient AWS error reported", WAIT, || async {
+        let cc = api.get("slow").await?;
+        Ok(cc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Reconciling"))
+            .filter(|c| c.status == "True" && c.reason == "AwsError"))
+    })
+    .await?;
+    ensure(
+        waiting.message.contains("retrying"),
+        format!("Reconciling: {}", waiting.message),
+    )?;
+    // AWS answers again: the next retry converges.
+    g.proxy.set_faults(testground::Faults::default());
+    let cc = wait_running(&g, "slow", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    // Calls the operator gave up on may still have happened: adopted, not doubled.
+    let c = counts(&g, &uid).await?;
+    ensure(
+        c.vpcs == 1 && c.subnets == 2 && c.security_groups == 1 && c.instances() == 1,
+        format!("resources in moto: {c:?}"),
+    )?;
+    delete_leaves_nothing(&g, "slow", &uid).await
+}
