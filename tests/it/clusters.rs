@@ -290,12 +290,17 @@ pub(crate) async fn wait_gone(g: &Ground, name: &str) -> Result<()> {
     .await
 }
 
-/// A ground with the CRDs, the operator (progress poll 1 s) and the ready
-/// account `acme`.
-pub(crate) async fn ground_with_account(test: &str) -> Result<(Ground, Operator)> {
+/// A ground with the CRDs, the operator (progress poll 1 s, then `args`)
+/// and the ready account `acme`.
+pub(crate) async fn ground_with_account(test: &str, args: &[&str]) -> Result<(Ground, Operator)> {
     let g = Ground::new(test).await?;
     install_crds(&g).await?;
-    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let args: Vec<&str> = ["--progress-poll", "1s"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let op = Operator::start(&g, &args, &[])?;
     ready_account(&g).await?;
     Ok((g, op))
 }

@@ -451,7 +451,7 @@ async fn stalled(
 
 #[tokio::test]
 async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Result<()> {
-    let (g, _op) = ground_with_account("cc-moved").await?;
+    let (g, _op) = ground_with_account("cc-moved", &[]).await?;
     // The same keys, assuming a role in another AWS account.
     kubectl_apply(
         &g,
@@ -511,7 +511,7 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
 
 #[tokio::test]
 async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
-    let (g, _op) = ground_with_account("cc-no-nat").await?;
+    let (g, _op) = ground_with_account("cc-no-nat", &[]).await?;
     kubectl_apply(&g, &small_cluster_manifest("plain", "10.3.0.0/16"))?;
     let cc = wait_running(&g, "plain", |_| true).await?;
     let uid = cc.uid().context("uid")?;
@@ -525,7 +525,7 @@ async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
 
 #[tokio::test]
 async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
-    let (g, _op) = ground_with_account("cc-azcount").await?;
+    let (g, _op) = ground_with_account("cc-azcount", &[]).await?;
     for (name, cidr) in [("two-a", "10.5.0.0/16"), ("two-b", "10.6.0.0/16")] {
         kubectl_apply(
             &g,
@@ -559,14 +559,7 @@ async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
 
 #[tokio::test]
 async fn an_aws_call_that_hangs_times_out_and_is_retried() -> Result<()> {
-    let g = Ground::new("cc-hang").await?;
-    install_crds(&g).await?;
-    let _op = Operator::start(
-        &g,
-        &["--progress-poll", "1s", "--aws-attempt-timeout", "1s"],
-        &[],
-    )?;
-    ready_account(&g).await?;
+    let (g, _op) = ground_with_account("cc-hang", &["--aws-attempt-timeout", "1s"]).await?;
     // AWS answers nothing within the attempt timeout.
     g.proxy.set_faults(testground::Faults {
         latency: Duration::from_secs(4),
