@@ -16,6 +16,7 @@ use super::status::Progress;
 use crate::api::compute_cluster::{NodeGroupStatus, SubnetStatus};
 use crate::aws::instances::Launch;
 use crate::aws::nat_gateway::NatState;
+use crate::aws::route_table::ObservedRouteTable;
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::{
     instance_profile, instances, internet_gateway, nat_gateway, route_table, security_group,
@@ -602,6 +603,50 @@ async fn ensure_nat_gateways(
     Ok(out)
 }
 
+/// A route table of ours, the one observed or a new one, with `serves`
+/// associated: its ID and the target of its default route, if any.
+async fn ensure_route_table(
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    existing: Option<&ObservedRouteTable>,
+    vpc_id: &str,
+    (public, zone): (bool, Option<&str>),
+    serves: impl Iterator<Item = &ObservedSubnet>,
+) -> Result<(String, Option<String>), Error> {
+    let (id, target, associated) = match existing {
+        Some(t) => (
+            t.id.clone(),
+            t.default_target.clone(),
+            t.associations.clone(),
+        ),
+        None => (
+            route_table::create(c, &spec.owner, vpc_id, public, zone).await?,
+            None,
+            vec![],
+        ),
+    };
+    try_join_all(
+        serves
+            .filter(|s| !associated.iter().any(|(_, sid)| sid == &s.id))
+            .map(|s| route_table::associate(c, &id, &s.id)),
+    )
+    .await?;
+    Ok((id, target))
+}
+
+/// Points the table's default route at `to` unless it does already.
+async fn ensure_default_route(
+    c: &AwsClients,
+    table: &str,
+    current: Option<&str>,
+    to: &str,
+) -> Result<(), Error> {
+    if current != Some(to) {
+        route_table::set_default_route(c, table, to, current.is_some()).await?;
+    }
+    Ok(())
+}
+
 /// The public route table: the table and its associations need only the VPC
 /// and subnets; the default route waits for the internet gateway (`igw`).
 async fn ensure_public_route_table(
@@ -613,34 +658,12 @@ async fn ensure_public_route_table(
     public_subnets: &[&ObservedSubnet],
 ) -> Result<String, Error> {
     let existing = observed.route_tables.iter().find(|t| t.public);
-    let (id, target, associated) = match existing {
-        Some(t) => (
-            t.id.clone(),
-            t.default_target.clone(),
-            t.associations.clone(),
-        ),
-        None => (
-            route_table::create(c, &spec.owner, vpc_id, true, None).await?,
-            None,
-            vec![],
-        ),
-    };
-    let route = async {
-        // A failed gateway has its error recorded already.
-        if let Ok(igw) = igw.await {
-            if target.as_deref() != Some(igw.as_str()) {
-                route_table::set_default_route(c, &id, &igw, target.is_some()).await?;
-            }
-        }
-        Ok::<_, Error>(())
-    };
-    let associations = try_join_all(
-        public_subnets
-            .iter()
-            .filter(|s| !associated.iter().any(|(_, sid)| sid == &s.id))
-            .map(|s| route_table::associate(c, &id, &s.id)),
-    );
-    tokio::try_join!(route, async { Ok(associations.await?) })?;
+    let serves = public_subnets.iter().copied();
+    let (id, target) = ensure_route_table(c, spec, existing, vpc_id, (true, None), serves).await?;
+    // A failed gateway has its error recorded already.
+    if let Ok(igw) = igw.await {
+        ensure_default_route(c, &id, target.as_deref(), &igw).await?;
+    }
     Ok(id)
 }
 
@@ -667,32 +690,16 @@ where
                 .route_tables
                 .iter()
                 .find(|t| !t.public && t.zone == want.zone);
-            let (id, target, associated) = match existing {
-                Some(t) => (
-                    t.id.clone(),
-                    t.default_target.clone(),
-                    t.associations.clone(),
-                ),
-                None => (
-                    route_table::create(c, &spec.owner, vpc_id, false, want.zone.as_deref())
-                        .await?,
-                    None,
-                    vec![],
-                ),
-            };
             let serves = subnets
                 .iter()
-                .filter(|s| !s.public && want.serves.contains(&s.zone))
-                .filter(|s| !associated.iter().any(|(_, sid)| sid == &s.id));
-            try_join_all(serves.map(|s| route_table::associate(c, &id, &s.id))).await?;
+                .filter(|s| !s.public && want.serves.contains(&s.zone));
+            let place = (false, want.zone.as_deref());
+            let (id, target) = ensure_route_table(c, spec, existing, vpc_id, place, serves).await?;
             let mut done = true;
             if let Some(nat_zone) = &want.nat_zone {
                 match nats.await.ok().as_ref().and_then(|n| n.get(nat_zone)) {
                     Some((nat_id, NatState::Available)) => {
-                        if target.as_deref() != Some(nat_id.as_str()) {
-                            route_table::set_default_route(c, &id, nat_id, target.is_some())
-                                .await?;
-                        }
+                        ensure_default_route(c, &id, target.as_deref(), nat_id).await?;
                     }
                     _ => done = false,
                 }
