@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
-#   kube-apiserver and etcd from the Go module proxy, moto server in a venv, helm,
+#   kube-apiserver, kube-controller-manager and etcd from the Go module proxy, moto server in a venv, helm,
 #   and hack/gitops-check (kstatus and Argo CD's Lua runtime).
 # Each part is keyed by its pinned version, reused when present and rebuilt when
 # the pin changes. Prints `export` lines for the paths on success.
@@ -9,7 +9,8 @@ set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.33.13}"
 # Bumped when the way a part is built changes (not its version).
-BUILD_REV="r2"
+KUBE_BUILD_REV="r3"
+HELM_BUILD_REV="r2"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
@@ -20,15 +21,18 @@ mkdir -p "$CACHE" "$LOG_DIR"
 fail() { echo "build-ground: $1 failed: $2" >&2; [ -n "${3:-}" ] && { echo "---- last lines of $3" >&2; tail -n 30 "$3" >&2; }; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "$1" "'$1' is not on PATH ($2)"; }
 
-build_kube_apiserver() {
-  local out="$CACHE/kube-apiserver-$KUBE_VERSION-$BUILD_REV/kube-apiserver"
-  [ -x "$out" ] && return 0
-  need go "install Go to build kube-apiserver"
-  local work="$CACHE/src/kube-apiserver-$KUBE_VERSION" log="$LOG_DIR/kube-apiserver-$KUBE_VERSION.log"
+# kube-apiserver and kube-controller-manager (namespace deletion and garbage
+# collection run only there) from one Go module and one build, so the packages
+# they share are compiled once.
+build_kube() {
+  local dir="$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV"
+  [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kube-controller-manager" ] && return 0
+  need go "install Go to build kube-apiserver and kube-controller-manager"
+  local work="$CACHE/src/kube-$KUBE_VERSION" log="$LOG_DIR/kube-$KUBE_VERSION.log"
   rm -rf "$work"; mkdir -p "$work"; cd "$work"
-  echo "build-ground: building kube-apiserver $KUBE_VERSION from the Go module proxy (log: $log)" >&2
+  echo "build-ground: building kube-apiserver and kube-controller-manager $KUBE_VERSION from the Go module proxy (log: $log)" >&2
   {
-    go mod init byoc.dev/testground/kube-apiserver
+    go mod init byoc.dev/testground/kube
     # k8s.io/kubernetes points its staging modules at ./staging; pin each to the
     # matching v0.x tag instead. The list comes from upstream's own go.mod.
     local gomod
@@ -37,16 +41,17 @@ build_kube_apiserver() {
     local staging="v0.${KUBE_VERSION#v1.}"
     grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}' >> go.mod
     go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
-    printf 'package tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' > tools.go
+    printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"\n)\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy
-    # The version the apiserver reports (/version), as upstream's release build sets it.
+    # The version the binaries report (/version), as upstream's release build sets it.
     local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
     local v="k8s.io/component-base/version"
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp" \
+    mkdir -p "$dir.tmp"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir.tmp/" \
       -ldflags "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
-      k8s.io/kubernetes/cmd/kube-apiserver
-  } >"$log" 2>&1 || fail "kube-apiserver build" "go could not build k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "$log"
-  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  } >"$log" 2>&1 || fail "kube build" "go could not build kube-apiserver and kube-controller-manager@$KUBE_VERSION" "$log"
+  rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
 build_etcd() {
@@ -83,7 +88,7 @@ install_moto() {
 }
 
 build_helm() {
-  local out="$CACHE/helm-$HELM_VERSION-$BUILD_REV/helm"
+  local out="$CACHE/helm-$HELM_VERSION-$HELM_BUILD_REV/helm"
   [ -x "$out" ] && return 0
   need go "install Go to build helm"
   local work="$CACHE/src/helm-$HELM_VERSION" log="$LOG_DIR/helm-$HELM_VERSION.log"
@@ -126,10 +131,11 @@ print_env() {
   local kubectl
   kubectl=$(command -v kubectl) || fail "kubectl" "kubectl is not on PATH; install it (e.g. apt-get install kubectl from the Kubernetes packages) and run again"
   echo "export BYOC_CACHE=\"$CACHE\""
-  echo "export BYOC_KUBE_APISERVER=\"$CACHE/kube-apiserver-$KUBE_VERSION-$BUILD_REV/kube-apiserver\""
+  echo "export BYOC_KUBE_APISERVER=\"$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV/kube-apiserver\""
+  echo "export BYOC_KUBE_CONTROLLER_MANAGER=\"$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV/kube-controller-manager\""
   echo "export BYOC_ETCD=\"$CACHE/etcd-$ETCD_VERSION/etcd\""
   echo "export BYOC_MOTO_SERVER=\"$CACHE/moto-$MOTO_VERSION/bin/moto_server\""
-  echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION-$BUILD_REV/helm\""
+  echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION-$HELM_BUILD_REV/helm\""
   echo "export BYOC_KUBECTL=\"$kubectl\""
   echo "export BYOC_GITOPS_CHECK=\"$GITOPS_CHECK\""
 }
@@ -139,7 +145,7 @@ exec 9>"$CACHE/.build.lock"
 flock 9
 
 case "${1:-env}" in
-  kube-apiserver) build_kube_apiserver ;;
+  kube) build_kube ;;
   etcd) build_etcd ;;
   moto) install_moto ;;
   helm) build_helm ;;
@@ -147,8 +153,8 @@ case "${1:-env}" in
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
-    (build_etcd); (build_kube_apiserver); (install_moto); (build_helm)
+    (build_etcd); (build_kube); (install_moto); (build_helm)
     build_gitops_check
     print_env ;;
-  *) echo "usage: $0 [env|kube-apiserver|etcd|moto|helm|gitops-check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check]" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local sandbox: a real kube-apiserver + etcd and moto on loopback, the
+# The local sandbox: a real kube-apiserver + etcd (with kube-controller-manager,
+# so namespace deletion is real) and moto on loopback, the
 # CRDs, and the operator; applies examples/ and follows the ComputeCluster to
 # `running`. Everything stops on Ctrl-C.
 set -euo pipefail
@@ -28,12 +29,6 @@ for _ in $(seq 1 600); do [ -f "$run_dir/env" ] && break; kill -0 "${pids[0]}" 2
 source "$run_dir/env"
 cat "$run_dir/env"
 
-if ! "$CARGO_TARGET_DIR/debug/byoc-operator" --help 2>/dev/null | grep -q '^  run'; then
-  echo "==> the ground is up (the operator has no 'run' yet). Use the exports above; Ctrl-C stops it."
-  wait "${pids[0]}"
-  exit 0
-fi
-
 echo "==> installing the CRDs"
 kubectl apply --server-side -f crds/
 kubectl wait --for condition=established --timeout=60s -f crds/
@@ -60,7 +55,8 @@ cat <<MSG
 The cluster is running in moto ($AWS_ENDPOINT_URL). In another shell:
   source $run_dir/env
   kubectl get cc -n byoc-demo demo -o yaml       # status: IDs of every resource
-  kubectl delete cc -n byoc-demo demo --wait      # removes everything it created
+  kubectl delete -n byoc-demo -f examples/sandbox/  # removes everything it created, in AWS too
+  # (or: kubectl delete namespace byoc-demo; the account and its Secret wait for the cluster)
 Ctrl-C here stops the operator, the apiserver and moto.
 MSG
 wait "${pids[1]}"

@@ -27,6 +27,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("serializing: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
+    /// A watch the controller decides on has ended (the process is stopping).
+    #[error("the watch of {0} stopped")]
+    WatchStopped(&'static str),
     /// Deletion goes on: the finalizer must stay until AWS is empty, and the
     /// finalizer helper keeps it only when cleanup returns an error.
     #[error("deletion in progress: {message}")]
@@ -46,6 +49,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),
+            Error::WatchStopped(_) => "watch_stopped".into(),
             Error::CleanupPending { .. } => "cleanup_pending".into(),
         }
     }

@@ -39,3 +39,133 @@ where
         );
     (reader, changes)
 }
+
+/// For each object of `events` (a watch, relists included), the value of
+/// `key` before and after every change of it: `(None, Some(new))` for a new
+/// object, `(Some(old), Some(new))` when the value changed, `(Some(old),
+/// None)` when the object is gone. Events that leave the value as it was
+/// pass nothing, so a status write the key does not read starts nothing.
+pub fn key_changes<K, V>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    key: impl Fn(&K) -> V + Send + 'static,
+) -> impl Stream<Item = (Option<V>, Option<V>)> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    V: Clone + PartialEq + Send + 'static,
+{
+    use futures::StreamExt;
+    use std::collections::{HashMap, HashSet};
+    let mut known: HashMap<String, V> = HashMap::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    let id = |obj: &K| {
+        let meta = obj.meta();
+        format!(
+            "{}/{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default()
+        )
+    };
+    events
+        .filter_map(|event| futures::future::ready(event.ok()))
+        .map(move |event| {
+            let mut changes = Vec::new();
+            let seen = |obj: &K, known: &mut HashMap<String, V>, changes: &mut Vec<_>| {
+                let value = key(obj);
+                match known.insert(id(obj), value.clone()) {
+                    Some(old) if old == value => {}
+                    old => changes.push((old, Some(value))),
+                }
+            };
+            match event {
+                watcher::Event::Init => relisted.clear(),
+                watcher::Event::InitApply(obj) => {
+                    relisted.insert(id(&obj));
+                    seen(&obj, &mut known, &mut changes);
+                }
+                watcher::Event::Apply(obj) => seen(&obj, &mut known, &mut changes),
+                watcher::Event::Delete(obj) => {
+                    if let Some(old) = known.remove(&id(&obj)) {
+                        changes.push((Some(old), None));
+                    }
+                }
+                watcher::Event::InitDone => {
+                    // Gone while the watch was down.
+                    let gone: Vec<String> = known
+                        .keys()
+                        .filter(|k| !relisted.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        if let Some(old) = known.remove(&k) {
+                            changes.push((Some(old), None));
+                        }
+                    }
+                }
+            }
+            futures::stream::iter(changes)
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str, value: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            data: Some([("k".to_string(), value.to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn value(c: &ConfigMap) -> String {
+        c.data
+            .as_ref()
+            .and_then(|d| d.get("k").cloned())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn key_changes_pass_new_changed_and_gone_values_only() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(cm("a", "1")),
+            InitApply(cm("b", "1")),
+            InitDone,
+            Apply(cm("a", "1")), // same value: nothing
+            Apply(cm("a", "2")),
+            Delete(cm("b", "1")),
+            // A relist that no longer holds `a`.
+            Init,
+            InitApply(cm("c", "3")),
+            InitDone,
+        ];
+        let out: Vec<(Option<String>, Option<String>)> =
+            key_changes(futures::stream::iter(events.into_iter().map(Ok)), value)
+                .collect()
+                .await;
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            out,
+            vec![
+                (None, s("1")),
+                (None, s("1")),
+                (s("1"), s("2")),
+                (s("1"), None),
+                (None, s("3")),
+                (s("2"), None),
+            ]
+        );
+    }
+}

@@ -3,27 +3,29 @@
 
 pub mod credentials;
 pub mod iam_policy;
+pub mod in_use;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
 
-use crate::api::conditions::{self, reason, Desired, READY, RECONCILING, STALLED};
-use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus};
+use crate::api::conditions::{self, reason, Desired, DELETING, READY, RECONCILING, STALLED};
+use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus, ComputeCluster};
 use crate::context::{apply_status, Context};
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::Error;
 use credentials::{resolve, AccountError, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
+use in_use::IN_USE_FINALIZER;
 
 pub const CONTROLLER: &str = "cloudaccount";
 
@@ -31,6 +33,16 @@ pub const CONTROLLER: &str = "cloudaccount";
 struct Cached {
     generation: Option<i64>,
     resolved: ResolvedAccount,
+    /// When it was verified; `None` once something it was read from changed.
+    verified_at: Option<Instant>,
+}
+
+impl Cached {
+    fn unexpired(&self) -> bool {
+        self.resolved
+            .expires
+            .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
+    }
 }
 
 /// Verified identities per CloudAccount. The CloudAccount controller
@@ -58,10 +70,20 @@ impl Accounts {
         (account.namespace().unwrap_or_default(), account.name_any())
     }
 
-    /// Resolves the account afresh and caches the result (drops the entry on failure).
-    pub async fn verify(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves the account afresh and caches the result. A failure drops
+    /// the entry, unless `keep_on_failure` (an account being deleted keeps
+    /// its last verified credentials for its clusters' cleanup).
+    pub async fn verify(
+        &self,
+        account: &CloudAccount,
+        keep_on_failure: bool,
+    ) -> Result<ResolvedAccount, AccountError> {
         let result = resolve(&self.client, &self.aws, &self.metrics, account).await;
-        let mut cache = self.cache.lock().await;
+        let mut cache = self.cache();
         match &result {
             Ok(resolved) => {
                 cache.insert(
@@ -69,9 +91,11 @@ impl Accounts {
                     Cached {
                         generation: account.meta().generation,
                         resolved: resolved.clone(),
+                        verified_at: Some(Instant::now()),
                     },
                 );
             }
+            Err(_) if keep_on_failure => {}
             Err(_) => {
                 cache.remove(&Self::key(account));
             }
@@ -81,23 +105,87 @@ impl Accounts {
 
     /// The account's identity for a cluster's use.
     pub async fn get(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
-        {
-            let cache = self.cache.lock().await;
-            if let Some(c) = cache.get(&Self::key(account)) {
-                let fresh = c
-                    .resolved
-                    .expires
-                    .is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
-                if c.generation == account.meta().generation && fresh {
-                    return Ok(c.resolved.clone());
-                }
+        if let Some(c) = self.cache().get(&Self::key(account)) {
+            if c.generation == account.meta().generation && c.unexpired() {
+                return Ok(c.resolved.clone());
             }
         }
-        self.verify(account).await
+        self.verify(account, false).await
     }
 
-    pub async fn forget(&self, account: &CloudAccount) {
-        self.cache.lock().await.remove(&Self::key(account));
+    /// The last verified identity while it has not expired, whatever
+    /// happened since (for the cleanup of an account's clusters).
+    pub fn last_verified(&self, account: &CloudAccount) -> Option<ResolvedAccount> {
+        self.cache()
+            .get(&Self::key(account))
+            .filter(|c| c.unexpired())
+            .map(|c| c.resolved.clone())
+    }
+
+    /// How long the cached verification of `account` stays good for, at most
+    /// `interval` after it was made; `None` when it is due now.
+    pub fn fresh_for(&self, account: &CloudAccount, interval: Duration) -> Option<Duration> {
+        let cache = self.cache();
+        let c = cache.get(&Self::key(account))?;
+        if c.generation != account.meta().generation || !c.unexpired() {
+            return None;
+        }
+        let mut left = interval.checked_sub(c.verified_at?.elapsed())?;
+        if let Some(expires) = c.resolved.expires {
+            let until = expires
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(REFRESH_BEFORE_EXPIRY);
+            left = left.min(until);
+        }
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Something the verification read changed (its Secret): the next
+    /// reconcile verifies again. Clusters keep the identity until then.
+    pub fn invalidate(&self, namespace: &str, name: &str) {
+        if let Some(c) = self
+            .cache()
+            .get_mut(&(namespace.to_string(), name.to_string()))
+        {
+            c.verified_at = None;
+        }
+    }
+
+    pub fn forget(&self, account: &CloudAccount) {
+        self.cache().remove(&Self::key(account));
+    }
+}
+
+/// What the CloudAccount controller's reconciles share besides [`Context`].
+pub struct AccountContext {
+    pub ctx: Arc<Context>,
+    /// Every ComputeCluster in scope: who uses which account.
+    clusters: Store<ComputeCluster>,
+}
+
+/// The part of a ComputeCluster that decides whether it uses an account.
+#[derive(Clone, PartialEq)]
+struct AccountUse {
+    account: ObjectRef<CloudAccount>,
+    reached_aws: bool,
+}
+
+impl AccountUse {
+    fn of(cc: &ComputeCluster) -> Self {
+        let r = &cc.spec.cloud_account_ref;
+        let ns = r
+            .namespace
+            .clone()
+            .or_else(|| cc.namespace())
+            .unwrap_or_default();
+        AccountUse {
+            account: ObjectRef::new(&r.name).within(&ns),
+            reached_aws: cc
+                .status
+                .as_ref()
+                .is_some_and(|s| s.aws_account_id.is_some()),
+        }
     }
 }
 
@@ -105,6 +193,23 @@ impl Accounts {
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (accounts, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
     let (store, changes) = crate::triggers::user_changes(accounts);
+    // A cluster that starts or stops using an account (created, deleted,
+    // pointed elsewhere, or its first AWS call) reconciles that account.
+    let (clusters, writer) = reflector::store();
+    let cluster_events = watcher(
+        ctx.api::<ComputeCluster>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer);
+    let usage =
+        crate::triggers::key_changes(cluster_events, AccountUse::of).flat_map(|(old, new)| {
+            let mut refs: Vec<ObjectRef<CloudAccount>> =
+                old.into_iter().chain(new).map(|u| u.account).collect();
+            refs.dedup();
+            futures::stream::iter(refs)
+        });
+    let secret_ctx = ctx.clone();
     let controller = Controller::for_stream(changes, store.clone());
     controller
         .watches(
@@ -113,7 +218,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
             move |secret: Secret| {
                 let ns = secret.namespace();
                 let name = secret.name_any();
-                store
+                let users: Vec<_> = store
                     .state()
                     .into_iter()
                     .filter(|a| {
@@ -124,14 +229,25 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
                                 .is_some_and(|r| r.name == name)
                     })
                     .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
+                    .collect();
+                for a in &users {
+                    secret_ctx
+                        .accounts
+                        .invalidate(a.namespace.as_deref().unwrap_or_default(), &a.name);
+                }
+                users
             },
         )
+        .reconcile_on(usage)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(async move {
             shutdown.stopped().await;
         })
-        .run(reconcile, error_policy, ctx)
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(AccountContext { ctx, clusters }),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "cloudaccount reconcile");
@@ -140,21 +256,177 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .await;
 }
 
-async fn reconcile(account: Arc<CloudAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Result<Action, Error> {
+    let ctx = &actx.ctx;
     let started = Instant::now();
     let namespace = account.namespace().unwrap_or_default();
     let name = account.name_any();
-    let uid = account.uid().unwrap_or_default();
     let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), &namespace);
-    let previous = account.status.clone().unwrap_or_default();
-    let generation = account.meta().generation;
+    let deleting = account.meta().deletion_timestamp.is_some();
 
-    if account.meta().deletion_timestamp.is_some() {
-        ctx.accounts.forget(&account).await;
-        return Ok(Action::await_change());
+    let users = users_of(&actx, &account).await?;
+    if users.is_empty() {
+        release(ctx, &account).await?;
+        if deleting {
+            tracing::info!(%namespace, %name, "no ComputeCluster uses the account: deleted");
+            ctx.accounts.forget(&account);
+            ctx.reset_backoff(&account.uid().unwrap_or_default());
+            return Ok(Action::await_change());
+        }
+    } else {
+        protect(ctx, &account).await?;
     }
 
-    let result = ctx.accounts.verify(&account).await;
+    let interval = ctx.settings.account_verify_interval;
+    let (mut status, action, event) = match ctx.accounts.fresh_for(&account, interval) {
+        // Verified recently, and nothing it was read from changed since
+        // (the trigger was a cluster starting or stopping to use it).
+        Some(left) => (
+            CloudAccountStatus {
+                observed_generation: account.meta().generation,
+                ..account.status.clone().unwrap_or_default()
+            },
+            Action::requeue(left),
+            None,
+        ),
+        None => verify(ctx, &account, deleting).await,
+    };
+    status.clusters = Some(i32::try_from(users.len()).unwrap_or(i32::MAX));
+    let deletion = deletion_condition(deleting, &users);
+    status.conditions = match &deletion {
+        Some(d) => conditions::set(
+            &status.conditions,
+            d,
+            account.meta().generation,
+            &conditions::now(),
+        ),
+        None => status
+            .conditions
+            .into_iter()
+            .filter(|c| c.type_ != DELETING)
+            .collect(),
+    };
+    let previous = account.status.clone().unwrap_or_default();
+    if status != previous {
+        apply_status(&api, &name, &status).await?;
+    }
+    let event = event.or_else(|| {
+        let was_waiting = conditions::is_true(&previous.conditions, DELETING);
+        deletion
+            .filter(|_| !was_waiting)
+            .map(|d| (false, reason::IN_USE, d.message))
+    });
+    if let Some((warning, reason, note)) = event {
+        ctx.publish(&account.object_ref(&()), warning, reason, note)
+            .await;
+    }
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    Ok(action)
+}
+
+/// The clusters using `account`. The store may lag behind a cluster just
+/// created, so an answer of none is confirmed by a fresh list before the
+/// account is let go.
+async fn users_of(actx: &AccountContext, account: &CloudAccount) -> Result<Vec<String>, Error> {
+    actx.clusters
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::WatchStopped("ComputeClusters"))?;
+    let users = in_use::users(account, actx.clusters.state().iter().map(|c| &**c));
+    let may_let_go = account.meta().deletion_timestamp.is_some()
+        || account.finalizers().iter().any(|f| f == IN_USE_FINALIZER);
+    if !users.is_empty() || !may_let_go {
+        return Ok(users);
+    }
+    let listed = actx
+        .ctx
+        .api::<ComputeCluster>()
+        .list(&ListParams::default())
+        .await?;
+    Ok(in_use::users(account, &listed.items))
+}
+
+/// Keeps a used account and its credentials Secret from being deleted.
+async fn protect(ctx: &Context, account: &CloudAccount) -> Result<(), Error> {
+    let namespace = account.namespace().unwrap_or_default();
+    let accounts: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    in_use::add_finalizer(&accounts, account, IN_USE_FINALIZER).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(r) = &account.spec.credentials_secret_ref {
+        in_use::protect_secret(&secrets, &r.name).await?;
+    }
+    // A Secret the spec no longer names is let go.
+    let spec_changed =
+        account.status.as_ref().and_then(|s| s.observed_generation) != account.meta().generation;
+    if spec_changed {
+        release_secrets(ctx, &namespace, None).await?;
+    }
+    Ok(())
+}
+
+/// Lets go of an account no cluster uses: its Secret (unless another used
+/// account of the namespace names it), then the account itself.
+async fn release(ctx: &Context, account: &CloudAccount) -> Result<(), Error> {
+    if !account.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+        return Ok(());
+    }
+    let namespace = account.namespace().unwrap_or_default();
+    release_secrets(ctx, &namespace, Some(&account.name_any())).await?;
+    let accounts: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    in_use::remove_finalizer(&accounts, account, IN_USE_FINALIZER).await?;
+    Ok(())
+}
+
+/// Removes the in-use finalizer from the Secrets of `namespace` that no
+/// used account (other than `leaving`) names.
+async fn release_secrets(
+    ctx: &Context,
+    namespace: &str,
+    leaving: Option<&str>,
+) -> Result<(), Error> {
+    let accounts: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    let listed = accounts.list(&ListParams::default()).await?;
+    let in_use: Vec<&CloudAccount> = listed
+        .items
+        .iter()
+        .filter(|a| Some(a.name_any().as_str()) != leaving)
+        .filter(|a| a.finalizers().iter().any(|f| f == IN_USE_FINALIZER))
+        .collect();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    in_use::release_secrets(&secrets, &in_use).await?;
+    Ok(())
+}
+
+/// `Deleting=True` while a deleted account waits for its clusters.
+fn deletion_condition(deleting: bool, users: &[String]) -> Option<Desired> {
+    (deleting && !users.is_empty()).then(|| {
+        Desired::new(
+            DELETING,
+            true,
+            reason::IN_USE,
+            format!(
+                "{}; the account and its Secret stay until they are deleted",
+                in_use::waiting_message(users)
+            ),
+        )
+    })
+}
+
+type Verified = (
+    CloudAccountStatus,
+    Action,
+    Option<(bool, &'static str, String)>,
+);
+
+/// Verifies the account: its status, when to look again, and the Event of a
+/// phase change.
+async fn verify(ctx: &Context, account: &CloudAccount, deleting: bool) -> Verified {
+    let namespace = account.namespace().unwrap_or_default();
+    let name = account.name_any();
+    let uid = account.uid().unwrap_or_default();
+    let previous = account.status.clone().unwrap_or_default();
+    let generation = account.meta().generation;
+    let result = ctx.accounts.verify(account, deleting).await;
     let (status, action, event) = match &result {
         Ok(resolved) => {
             ctx.reset_backoff(&uid);
@@ -185,6 +457,7 @@ async fn reconcile(account: Arc<CloudAccount>, ctx: Arc<Context>) -> Result<Acti
                     generation,
                     &conditions::now(),
                 ),
+                clusters: previous.clusters,
             };
             (
                 status,
@@ -234,6 +507,7 @@ async fn reconcile(account: Arc<CloudAccount>, ctx: Arc<Context>) -> Result<Acti
                         generation,
                         &conditions::now(),
                     ),
+                    clusters: previous.clusters,
                 }
             };
             (
@@ -243,17 +517,12 @@ async fn reconcile(account: Arc<CloudAccount>, ctx: Arc<Context>) -> Result<Acti
             )
         }
     };
-    apply_status(&api, &name, &status).await?;
-    if previous.phase != status.phase {
-        let (warning, reason, note) = event;
-        ctx.publish(&account.object_ref(&()), warning, reason, note)
-            .await;
-    }
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    Ok(action)
+    let event = (previous.phase != status.phase).then_some(event);
+    (status, action, event)
 }
 
-fn error_policy(account: Arc<CloudAccount>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(account: Arc<CloudAccount>, error: &Error, actx: Arc<AccountContext>) -> Action {
+    let ctx = &actx.ctx;
     let backoff = ctx.next_backoff(&account.uid().unwrap_or_default());
     ctx.metrics
         .failed(CONTROLLER, &error.metric_reason(), backoff);

@@ -10,7 +10,10 @@ use super::patterns;
 /// How to get into an AWS account: base credentials from a Secret (or the
 /// operator's own ambient identity), then STS AssumeRole into `roleArn` and
 /// each `roleChain` hop. The status shows the identity that was verified with
-/// `sts:GetCallerIdentity`.
+/// `sts:GetCallerIdentity`. While any ComputeCluster uses the account, the
+/// account and its credentials Secret carry the finalizer `byoc.dev/in-use`:
+/// deleting them waits until those clusters are gone, and their credentials
+/// keep working for the clusters' cleanup meanwhile.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "byoc.dev",
@@ -22,6 +25,7 @@ use super::patterns;
     category = "byoc",
     printcolumn = r#"{"name":"Account","type":"string","jsonPath":".status.accountId"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Clusters","type":"integer","jsonPath":".status.clusters"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.roleChain) || size(self.spec.roleChain) == 0 || has(self.spec.roleArn)").message("spec.roleChain needs spec.roleArn: the chain starts from the first assumed role").field_path(".spec.roleChain")
 )]
@@ -104,7 +108,12 @@ pub struct CloudAccountStatus {
     /// `pending` until first verified, then `ready` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AccountPhase>,
-    /// `Ready`, `Reconciling` and `Stalled` (kstatus).
+    /// How many ComputeClusters use this account. While any does, the
+    /// account and its Secret are kept from deletion (`byoc.dev/in-use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<i32>,
+    /// `Ready`, `Reconciling` and `Stalled` (kstatus); `Deleting` while a
+    /// deleted account waits for the clusters that use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -17,6 +17,8 @@ pub const NODE_GROUPS_READY: &str = "NodeGroupsReady";
 pub const ACCOUNT_READY: &str = "AccountReady";
 /// Reconciliation is paused by the `byoc.dev/paused` annotation.
 pub const PAUSED: &str = "Paused";
+/// A deleted CloudAccount waits for the ComputeClusters that use it.
+pub const DELETING: &str = "Deleting";
 
 /// Condition reasons (CamelCase, stable: users and tools match on them).
 pub mod reason {
@@ -32,6 +34,8 @@ pub mod reason {
     pub const ACCOUNT_NOT_READY: &str = "AccountNotReady";
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const ACCOUNT_CHANGED: &str = "AccountChanged";
+    pub const ACCOUNT_DELETING: &str = "AccountDeleting";
+    pub const IN_USE: &str = "InUse";
     pub const PROVISIONING: &str = "Provisioning";
     pub const RUNNING: &str = "Running";
     pub const DELETING: &str = "Deleting";

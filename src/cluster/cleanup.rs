@@ -72,7 +72,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
         deletion_policy: DeletionPolicy::Delete,
     };
     let resolved = match use_account(&ctx, &cc, &target).await {
-        Ok(r) => r,
+        Ok(usable) => usable.resolved,
         Err(blocked) => {
             let message = format!("cannot delete the AWS resources yet: {}", blocked.message);
             write_deleting(&ctx, &cc, blocked.reason, &message, true).await?;

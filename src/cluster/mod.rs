@@ -14,10 +14,11 @@ use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
 
 use crate::account::credentials::ResolvedAccount;
+use crate::account::in_use;
 use crate::api::conditions::reason;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::{AwsClients, Observed};
@@ -43,27 +44,44 @@ fn is_paused(cc: &ComputeCluster) -> bool {
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let (clusters, accounts) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
     let (store, changes) = crate::triggers::user_changes(clusters);
+    // An account that changes what a cluster can do with it (its spec,
+    // deletion, verification) reconciles the clusters that refer to it; its
+    // own bookkeeping (how many clusters use it) does not.
+    let account_events =
+        watcher(accounts, watcher::Config::default().any_semantic()).default_backoff();
+    let usable = |a: &CloudAccount| {
+        let status = a.status.as_ref();
+        (
+            ObjectRef::from_obj(a),
+            a.meta().generation,
+            status.and_then(|s| s.phase),
+            status.and_then(|s| s.account_id.clone()),
+        )
+    };
+    let clusters_of = store.clone();
+    let account_changes =
+        crate::triggers::key_changes(account_events, usable).flat_map(move |(old, new)| {
+            let account = new.or(old).map(|(r, ..)| r);
+            let refs: Vec<ObjectRef<ComputeCluster>> = account
+                .map(|account| {
+                    clusters_of
+                        .state()
+                        .into_iter()
+                        .filter(|c| {
+                            let r = &c.spec.cloud_account_ref;
+                            r.name == account.name
+                                && r.namespace.clone().or_else(|| c.namespace())
+                                    == account.namespace
+                        })
+                        .map(|c| ObjectRef::from_obj(&*c))
+                        .collect()
+                })
+                .unwrap_or_default();
+            futures::stream::iter(refs)
+        });
     let controller = Controller::for_stream(changes, store.clone());
     controller
-        .watches(
-            accounts,
-            watcher::Config::default().any_semantic(),
-            move |account: CloudAccount| {
-                let ns = account.namespace().unwrap_or_default();
-                let name = account.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| {
-                        let r = &c.spec.cloud_account_ref;
-                        r.name == name
-                            && r.namespace.clone().or_else(|| c.namespace()).as_deref()
-                                == Some(ns.as_str())
-                    })
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(account_changes)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(async move {
             shutdown.stopped().await;
@@ -131,12 +149,21 @@ pub struct AccountBlocked {
     pub stalled: bool,
 }
 
-/// Dereferences the CloudAccount: exists, allows this namespace, is ready.
+/// The CloudAccount a cluster uses and its verified identity.
+pub struct UsableAccount {
+    pub account: CloudAccount,
+    pub resolved: ResolvedAccount,
+}
+
+/// Dereferences the CloudAccount: exists, allows this namespace, is ready,
+/// and takes this cluster (an account being deleted takes no new one). A
+/// cluster being deleted may use the account's last verified credentials
+/// when the account no longer verifies.
 pub async fn use_account(
     ctx: &Context,
     cc: &ComputeCluster,
     spec: &ValidatedSpec,
-) -> Result<ResolvedAccount, AccountBlocked> {
+) -> Result<UsableAccount, AccountBlocked> {
     let (ns, name) = &spec.account;
     let own_ns = cc.namespace().unwrap_or_default();
     let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
@@ -157,15 +184,32 @@ pub async fn use_account(
             })
         }
     };
-    if !account.spec.allows_namespace(ns, &own_ns) {
+    let reached_aws = cc
+        .status
+        .as_ref()
+        .is_some_and(|s| s.aws_account_id.is_some());
+    let cleaning_up = cc.meta().deletion_timestamp.is_some();
+    // A namespace no longer allowed may still delete what it created.
+    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && reached_aws);
+    if !may_use {
         return Err(AccountBlocked {
             reason: reason::NAMESPACE_NOT_ALLOWED,
             message: format!("CloudAccount {ns}/{name} does not allow namespace {own_ns} (spec.allowedNamespaces)"),
             stalled: true,
         });
     }
+    if account.meta().deletion_timestamp.is_some() && !reached_aws && !cleaning_up {
+        return Err(AccountBlocked {
+            reason: reason::ACCOUNT_DELETING,
+            message: format!("CloudAccount {ns}/{name} is being deleted and takes no new cluster; point spec.cloudAccountRef at another CloudAccount"),
+            stalled: true,
+        });
+    }
     let phase = account.status.as_ref().and_then(|s| s.phase);
     if phase != Some(AccountPhase::Ready) {
+        if let Some(resolved) = ctx.accounts.last_verified(&account).filter(|_| cleaning_up) {
+            return Ok(UsableAccount { account, resolved });
+        }
         let why = account
             .status
             .as_ref()
@@ -178,14 +222,14 @@ pub async fn use_account(
             stalled: phase == Some(AccountPhase::Failed),
         });
     }
-    ctx.accounts
-        .get(&account)
-        .await
-        .map_err(|e| AccountBlocked {
+    match ctx.accounts.get(&account).await {
+        Ok(resolved) => Ok(UsableAccount { account, resolved }),
+        Err(e) => Err(AccountBlocked {
             reason: reason::ACCOUNT_NOT_READY,
             message: format!("CloudAccount {ns}/{name}: {e}"),
             stalled: !e.is_transient(),
-        })
+        }),
+    }
 }
 
 async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -194,10 +238,15 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Err
         Ok(spec) => spec,
         Err(message) => return report.stalled(&ctx, reason::INVALID_SPEC, message).await,
     };
-    let resolved = match use_account(&ctx, &cc, &spec).await {
+    let UsableAccount { account, resolved } = match use_account(&ctx, &cc, &spec).await {
         Ok(r) => r,
         Err(blocked) => return report.account_blocked(&ctx, blocked).await,
     };
+    // The account (and so its Secret) is kept while this cluster may have
+    // resources to delete: protected before the first AWS call.
+    let accounts: Api<CloudAccount> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    in_use::add_finalizer(&accounts, &account, in_use::IN_USE_FINALIZER).await?;
     report.account_ready();
     let mut report = match report.record_account(&ctx, &resolved.account_id).await {
         Ok(report) => report,

@@ -1,4 +1,7 @@
-//! The test ground: a real kube-apiserver + etcd and a moto server, on loopback.
+//! The test ground: a real kube-apiserver + etcd, with kube-controller-manager
+//! running its namespace and garbage-collector controllers (so namespace
+//! deletion and owner-reference cleanup behave as in a cluster), and a moto
+//! server, on loopback.
 //!
 //! Binaries are built and cached by `hack/build-ground.sh` (Go module proxy,
 //! PyPI); this crate starts them on free ports, waits until they serve, and
@@ -29,6 +32,8 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub kube_apiserver: PathBuf,
+    /// Runs only the namespace and garbage-collector controllers here.
+    pub kube_controller_manager: PathBuf,
     pub etcd: PathBuf,
     pub moto_server: PathBuf,
     pub helm: PathBuf,
@@ -68,6 +73,7 @@ impl Tools {
         };
         Ok(Tools {
             kube_apiserver: get("BYOC_KUBE_APISERVER")?,
+            kube_controller_manager: get("BYOC_KUBE_CONTROLLER_MANAGER")?,
             etcd: get("BYOC_ETCD")?,
             moto_server: get("BYOC_MOTO_SERVER")?,
             helm: get("BYOC_HELM")?,
@@ -286,9 +292,12 @@ fn ground_dir(kind: &str) -> Result<tempfile::TempDir> {
         .tempdir()?)
 }
 
-/// A real kube-apiserver backed by its own etcd.
+/// A real kube-apiserver backed by its own etcd, and a kube-controller-manager
+/// with the namespace and garbage-collector controllers.
 #[derive(Debug)]
 pub struct Kube {
+    // Dropped in order: the controller manager, then the apiserver, then etcd.
+    controller_manager: Process,
     apiserver: Process,
     etcd: Process,
     /// Admin kubeconfig (client cert in `system:masters`).
@@ -377,7 +386,25 @@ impl Kube {
                 .map(|s| s.success())
                 .unwrap_or(false)
         })?;
+
+        // Namespace deletion and garbage collection exist only here. It needs
+        // no serving port: the tests see its work in the apiserver.
+        let mut cm_cmd = Command::new(&tools.kube_controller_manager);
+        cm_cmd
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--controllers=namespace,garbagecollector")
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .arg("--use-service-account-credentials=false")
+            .arg("--v=1");
+        let mut controller_manager = Process::spawn(
+            "kube-controller-manager",
+            cm_cmd,
+            &d.join("kube-controller-manager.log"),
+        )?;
+        controller_manager.check_alive()?;
         Ok(Kube {
+            controller_manager,
             apiserver,
             etcd,
             kubeconfig,
@@ -433,8 +460,13 @@ impl Kube {
         Ok(path)
     }
 
-    pub fn pids(&self) -> [u32; 2] {
-        [self.apiserver.pid(), self.etcd.pid()]
+    /// The apiserver's, etcd's and the controller manager's PIDs, in that order.
+    pub fn pids(&self) -> [u32; 3] {
+        [
+            self.apiserver.pid(),
+            self.etcd.pid(),
+            self.controller_manager.pid(),
+        ]
     }
 
     pub fn dir(&self) -> &Path {

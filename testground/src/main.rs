@@ -1,4 +1,4 @@
-//! `testground up`: starts a kube-apiserver + etcd and a moto server on
+//! `testground up`: starts a kube-apiserver + etcd (with kube-controller-manager) and a moto server on
 //! loopback, prints the environment to use them, and keeps them until
 //! SIGINT or SIGTERM; every process it started is then killed.
 //!
@@ -126,7 +126,7 @@ fn main() -> Result<()> {
         std::fs::rename(&tmp, &path)?;
     }
     println!(
-        "# test ground is up: kube-apiserver {} (etcd, apiserver pids {:?}), moto {} (pid {})",
+        "# test ground is up: kube-apiserver {} (apiserver, etcd, controller-manager pids {:?}), moto {} (pid {})",
         kube.server,
         kube.pids(),
         moto.endpoint(),

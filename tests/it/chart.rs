@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use byoc_operator::api::{ClusterPhase, ComputeCluster};
+use byoc_operator::account::in_use::IN_USE_FINALIZER;
+use byoc_operator::api::{CloudAccount, ClusterPhase, ComputeCluster};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{DeleteParams, ListParams};
@@ -155,13 +157,34 @@ async fn example_end_to_end(g: &Ground, deadline: Duration) -> Result<()> {
             .then_some(()))
     })
     .await?;
+    // In use: the account and its Secret are protected.
+    let accounts = g.api::<CloudAccount>();
+    let secrets = g.api::<Secret>();
+    eventually("the account and its Secret protected", deadline, || async {
+        let held = |f: &[String]| f.iter().any(|f| f == IN_USE_FINALIZER);
+        let account = accounts.get("demo").await?;
+        let secret = secrets.get_metadata("demo-aws-keys").await?;
+        Ok((held(account.finalizers()) && held(secret.finalizers())).then_some(()))
+    })
+    .await?;
     api.delete("demo", &DeleteParams::default()).await?;
     eventually("ComputeCluster demo gone", deadline, || async {
         Ok(api.get_opt("demo").await?.is_none().then_some(()))
     })
     .await?;
     let left = counts(g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    // No longer in use: both let go and deletable.
+    accounts.delete("demo", &DeleteParams::default()).await?;
+    secrets
+        .delete("demo-aws-keys", &DeleteParams::default())
+        .await?;
+    eventually("the account and its Secret gone", deadline, || async {
+        Ok((accounts.get_opt("demo").await?.is_none()
+            && secrets.get_metadata_opt("demo-aws-keys").await?.is_none())
+        .then_some(()))
+    })
+    .await
 }
 
 #[tokio::test]

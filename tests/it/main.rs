@@ -7,6 +7,7 @@ mod clusters;
 mod compute_cluster;
 mod crds;
 mod ground;
+mod lifecycle;
 mod operations;
 mod reliability;
 mod support;

@@ -217,11 +217,50 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
         }
     }
     assert_no_key_material(&g, &op, &[KEY_ID, SECRET_KEY, SESSION_TOKEN_PREFIX]).await?;
+
+    // Last, the whole namespace (Secret, account and a running cluster)
+    // deleted in one command, with a kill during it.
+    let name = "crash-namespace";
+    kubectl_apply(&g, &example_manifest(name)?)?;
+    let uid = wait_converged(&g, name, "4/4", WAIT)
+        .await?
+        .uid()
+        .context("uid")?;
+    let kill_at = (1u64..40)
+        .new_tree(&mut seeded_runner(seed.wrapping_add(1)))
+        .map(|t| t.current())
+        .unwrap_or(1);
+    let base = total_calls(&g);
+    let started = Instant::now();
+    let out = g
+        .kube
+        .kubectl()
+        .args(["delete", "namespace", &g.namespace, "--wait=false"])
+        .output()?;
+    ensure(out.status.success(), "kubectl delete namespace failed")?;
+    let last = kill_after_calls(&g, &mut op, base, kill_at, || false).await?;
+    *killed_after.entry(last).or_default() += 1;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(g.client.clone());
+    eventually("the namespace gone", Duration::from_secs(180), || async {
+        Ok(namespaces
+            .get_opt(&g.namespace)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    let namespace_gone = started.elapsed();
+    let c = counts(&g, &uid).await?;
+    if c != Counts::default() {
+        leaked += 1;
+        println!("{name} after the namespace's deletion: {c:?}");
+    }
+    let kills = kills + 1;
     record_figure(serde_json::json!({
         "suite": "crash safety",
-        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling and deletion of the example (4 → 6 instances), 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
+        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
         "n": kills,
-        "figure": format!("{kills} kills over {cycles} create/scale/delete cycles: {duplicates} duplicated, {leaked} leaked"),
+        "figure": format!("{kills} kills over {cycles} create/scale/delete cycles and one namespace deletion (gone in {:.0} s): {duplicates} duplicated, {leaked} leaked", namespace_gone.as_secs_f64()),
         "killed_after": killed_after,
         "pass": duplicates == 0 && leaked == 0,
     }))?;

@@ -1,0 +1,296 @@
+//! In-use protection: a CloudAccount that a ComputeCluster uses, and the
+//! credentials Secret of such an account, carry the finalizer
+//! [`IN_USE_FINALIZER`], so that deleting them (one by one, with a whole
+//! namespace, or by a GitOps prune) waits until every cluster that needs
+//! them for its cleanup is gone.
+//!
+//! The ComputeCluster controller adds the account's finalizer before its
+//! first AWS call; the CloudAccount controller protects the Secret, counts
+//! the users, and removes both finalizers once no cluster uses the account.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, TestOperation};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{CloudAccount, ComputeCluster};
+
+/// Kept on a used CloudAccount and on its credentials Secret.
+pub const IN_USE_FINALIZER: &str = "byoc.dev/in-use";
+
+/// Whether `cluster` uses `account`: it references it, and it may use it
+/// (the account allows its namespace) or already made AWS calls through it
+/// (`status.awsAccountId`: its resources need the account to be deleted).
+pub fn uses(account: &CloudAccount, cluster: &ComputeCluster) -> bool {
+    let account_ns = account.namespace().unwrap_or_default();
+    let cluster_ns = cluster.namespace().unwrap_or_default();
+    let r = &cluster.spec.cloud_account_ref;
+    let refers =
+        r.name == account.name_any() && r.namespace.as_deref().unwrap_or(&cluster_ns) == account_ns;
+    let reached_aws = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| s.aws_account_id.is_some());
+    refers && (account.spec.allows_namespace(&account_ns, &cluster_ns) || reached_aws)
+}
+
+/// The users of `account` among `clusters`, as sorted `namespace/name`.
+pub fn users<'a>(
+    account: &CloudAccount,
+    clusters: impl IntoIterator<Item = &'a ComputeCluster>,
+) -> Vec<String> {
+    let mut names: Vec<String> = clusters
+        .into_iter()
+        .filter(|c| uses(account, c))
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `waiting for 2 ComputeClusters: team-a/ml, team-b/etl`, naming at most
+/// ten of them.
+pub fn waiting_message(users: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let noun = if users.len() == 1 {
+        "ComputeCluster"
+    } else {
+        "ComputeClusters"
+    };
+    let mut names = users
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if users.len() > SHOWN {
+        names.push_str(&format!(" and {} more", users.len() - SHOWN));
+    }
+    format!("waiting for {} {noun}: {names}", users.len())
+}
+
+/// Adds `finalizer` to `obj` unless it is there. An object already being
+/// deleted takes no new finalizer (the apiserver refuses it): `Ok(false)`.
+pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if obj.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(true);
+    }
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(false);
+    }
+    let path = |tokens: &[&str]| PointerBuf::from_tokens(tokens.iter().copied());
+    // The test makes a concurrent change fail (and retry) instead of being lost.
+    let ops = if obj.finalizers().is_empty() {
+        vec![
+            PatchOperation::Test(TestOperation {
+                path: path(&["metadata", "finalizers"]),
+                value: serde_json::Value::Null,
+            }),
+            PatchOperation::Add(AddOperation {
+                path: path(&["metadata", "finalizers"]),
+                value: vec![finalizer].into(),
+            }),
+        ]
+    } else {
+        vec![
+            PatchOperation::Test(TestOperation {
+                path: path(&["metadata", "finalizers"]),
+                value: obj.finalizers().into(),
+            }),
+            PatchOperation::Add(AddOperation {
+                path: path(&["metadata", "finalizers", "-"]),
+                value: finalizer.into(),
+            }),
+        ]
+    };
+    api.patch_metadata(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(json_patch::Patch(ops)),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Removes `finalizer` from `obj` when it is there.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else {
+        return Ok(());
+    };
+    let index = index.to_string();
+    let at = PointerBuf::from_tokens(["metadata", "finalizers", index.as_str()]);
+    let ops = vec![
+        PatchOperation::Test(TestOperation {
+            path: at.clone(),
+            value: finalizer.into(),
+        }),
+        PatchOperation::Remove(RemoveOperation { path: at }),
+    ];
+    match api
+        .patch_metadata(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(json_patch::Patch(ops)),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Protects the credentials Secret of a used account. A Secret that is
+/// missing, or already being deleted without the finalizer, is left as is
+/// (the account's verification reports a missing Secret).
+pub async fn protect_secret(api: &Api<Secret>, name: &str) -> Result<(), kube::Error> {
+    match api.get_metadata_opt(name).await? {
+        Some(meta) => {
+            let secret = Secret {
+                metadata: meta.metadata,
+                ..Default::default()
+            };
+            add_finalizer(api, &secret, IN_USE_FINALIZER)
+                .await
+                .map(|_| ())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Removes the finalizer from every Secret of `namespace` that no account in
+/// `in_use` (the namespace's accounts that are still used) refers to.
+pub async fn release_secrets(
+    api: &Api<Secret>,
+    in_use: &[&CloudAccount],
+) -> Result<(), kube::Error> {
+    let secrets = api.list_metadata(&ListParams::default()).await?;
+    for meta in secrets.items {
+        let name = meta.name_any();
+        let held = in_use.iter().any(|a| {
+            a.spec
+                .credentials_secret_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        });
+        if held || !meta.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+            continue;
+        }
+        let secret = Secret {
+            metadata: meta.metadata,
+            ..Default::default()
+        };
+        remove_finalizer(api, &secret, IN_USE_FINALIZER).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::compute_cluster::CloudAccountRef;
+    use crate::api::{CloudAccountSpec, ComputeClusterSpec, ComputeClusterStatus};
+
+    fn account(ns: &str, name: &str, allowed: &[&str]) -> CloudAccount {
+        let mut a = CloudAccount::new(
+            name,
+            CloudAccountSpec {
+                region: "us-east-1".into(),
+                credentials_secret_ref: None,
+                role_arn: None,
+                external_id: None,
+                session_duration_seconds: None,
+                role_chain: vec![],
+                allowed_namespaces: allowed.iter().map(|s| s.to_string()).collect(),
+            },
+        );
+        a.metadata.namespace = Some(ns.into());
+        a
+    }
+
+    fn cluster(ns: &str, name: &str, account: &str, account_ns: Option<&str>) -> ComputeCluster {
+        let spec: ComputeClusterSpec = serde_json::from_value(serde_json::json!({
+            "cloudAccountRef": {"name": account},
+            "region": "us-east-1",
+            "network": {"vpcCidr": "10.0.0.0/16"},
+        }))
+        .expect("a valid spec");
+        let mut c = ComputeCluster::new(name, spec);
+        c.spec.cloud_account_ref = CloudAccountRef {
+            name: account.into(),
+            namespace: account_ns.map(String::from),
+        };
+        c.metadata.namespace = Some(ns.into());
+        c
+    }
+
+    fn reached_aws(mut c: ComputeCluster) -> ComputeCluster {
+        c.status = Some(ComputeClusterStatus {
+            aws_account_id: Some("123456789012".into()),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn users_are_the_clusters_that_may_use_the_account_or_reached_aws_through_it() {
+        let acme = account("team-a", "acme", &["team-b"]);
+        let rows: &[(ComputeCluster, bool, &str)] = &[
+            (cluster("team-a", "ml", "acme", None), true, "own namespace"),
+            (
+                cluster("team-a", "other", "zeta", None),
+                false,
+                "another account",
+            ),
+            (
+                cluster("team-b", "etl", "acme", Some("team-a")),
+                true,
+                "allowed namespace",
+            ),
+            (
+                cluster("team-b", "twin", "acme", None),
+                false,
+                "same name in its own namespace",
+            ),
+            (
+                cluster("team-c", "stray", "acme", Some("team-a")),
+                false,
+                "namespace not allowed, never reached AWS",
+            ),
+            (
+                reached_aws(cluster("team-c", "old", "acme", Some("team-a"))),
+                true,
+                "namespace no longer allowed, but has AWS resources",
+            ),
+        ];
+        for (c, expected, why) in rows {
+            assert_eq!(uses(&acme, c), *expected, "{why}");
+        }
+        let all: Vec<ComputeCluster> = rows.iter().map(|r| r.0.clone()).collect();
+        assert_eq!(
+            users(&acme, &all),
+            vec!["team-a/ml", "team-b/etl", "team-c/old"]
+        );
+    }
+
+    #[test]
+    fn waiting_message_names_the_users() {
+        assert_eq!(
+            waiting_message(&["team-a/ml".into(), "team-b/etl".into()]),
+            "waiting for 2 ComputeClusters: team-a/ml, team-b/etl"
+        );
+        assert_eq!(
+            waiting_message(&["a/x".into()]),
+            "waiting for 1 ComputeCluster: a/x"
+        );
+        let many: Vec<String> = (0..12).map(|i| format!("ns/c{i}")).collect();
+        assert!(waiting_message(&many).ends_with("ns/c9 and 2 more"));
+    }
+}
