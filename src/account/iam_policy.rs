@@ -17,6 +17,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeInstances",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeImages",
+    "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeAvailabilityZones",
 ];
 

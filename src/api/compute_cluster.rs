@@ -259,6 +259,12 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub node_groups: Vec<NodeGroupStatus>,
+    /// While AWS refuses to delete the cluster's network because of things
+    /// that are not the cluster's (a load balancer's interface or security
+    /// group left by a workload, a foreign instance): each of them. The
+    /// operator never deletes them; once they are gone, deletion goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletion_blockers: Vec<DeletionBlocker>,
     /// `running/desired` instances over all groups, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
@@ -266,6 +272,19 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Something that is not the cluster's and keeps AWS from deleting it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionBlocker {
+    /// `network-interface`, `security-group` or `instance`.
+    pub kind: String,
+    /// Its AWS ID.
+    pub id: String,
+    /// Its description, name, or type and state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// Lifecycle of a ComputeCluster.

@@ -36,6 +36,7 @@ pub mod reason {
     pub const ACCOUNT_CHANGED: &str = "AccountChanged";
     pub const ACCOUNT_DELETING: &str = "AccountDeleting";
     pub const IN_USE: &str = "InUse";
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     pub const PROVISIONING: &str = "Provisioning";
     pub const RUNNING: &str = "Running";
     pub const DELETING: &str = "Deleting";

@@ -2,6 +2,7 @@
 //! describes by ownership tag, creates with the tags attached atomically,
 //! and deletes only what carries them.
 
+pub mod dependents;
 pub mod error;
 pub mod instance_profile;
 pub mod instances;

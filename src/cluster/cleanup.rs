@@ -15,8 +15,10 @@ use futures::future::try_join_all;
 use super::converge::settle;
 use super::plan::{InstanceState, ValidatedSpec};
 use super::{use_account, CONTROLLER};
+use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::{self, reason, Desired, READY, RECONCILING, STALLED};
 use crate::api::{ClusterPhase, ComputeCluster, ComputeClusterStatus, DeletionPolicy};
+use crate::aws::dependents::{self, Dependent};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::tags::OwnershipTags;
 use crate::aws::{
@@ -123,6 +125,28 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
             pending(message, backoff)
         }
         Err(e) if e.code() == Some("DependencyViolation") => {
+            let vpc_ids: Vec<String> = observed.vpcs.iter().map(|v| v.id.clone()).collect();
+            let nat_ids: Vec<String> = observed.nat_gateways.iter().map(|n| n.id.clone()).collect();
+            let found = dependents::describe(&c, &vpc_ids).await?;
+            let blockers = blockers(&uid, &nat_ids, &found);
+            if !blockers.is_empty() {
+                // Not ours to delete: the user must remove them. Looked at
+                // again with backoff (at most every resync) until they go.
+                let message = blocked_message(&e, &blockers);
+                write_deleting_blocked(
+                    &ctx,
+                    &cc,
+                    reason::DELETION_BLOCKED,
+                    &message,
+                    true,
+                    blockers,
+                )
+                .await?;
+                let backoff = ctx.next_backoff(&uid).min(ctx.settings.resync);
+                ctx.metrics
+                    .failed(CONTROLLER, reason::DELETION_BLOCKED, backoff);
+                return pending(message, backoff);
+            }
             // AWS is still letting go of something the pass deleted: that is
             // progress, looked at again after the progress poll, not an
             // error whose backoff grows.
@@ -139,6 +163,61 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Actio
             pending(message, backoff)
         }
     }
+}
+
+/// What in the cluster's VPCs keeps AWS from deleting them: everything
+/// that is not the cluster's, except each VPC's default group, instances on
+/// their way out, interfaces of the cluster's instances and NAT gateways
+/// (AWS releases those), and interfaces of a foreign instance (the instance
+/// is named instead).
+pub fn blockers(uid: &str, nat_ids: &[String], found: &[Dependent]) -> Vec<DeletionBlocker> {
+    let ours = |d: &Dependent| d.owner_uid.as_deref() == Some(uid);
+    let our_instances: Vec<&str> = found
+        .iter()
+        .filter(|d| d.kind == "instance" && ours(d))
+        .map(|d| d.id.as_str())
+        .collect();
+    found
+        .iter()
+        .filter(|d| !ours(d) && !d.default_group && !d.ending)
+        .filter(|d| d.attached_to.is_none())
+        .filter(|d| !nat_ids.iter().any(|n| d.detail.contains(n.as_str())))
+        .chain(found.iter().filter(|d| {
+            d.attached_to
+                .as_deref()
+                .is_some_and(|i| !our_instances.contains(&i))
+                && !found
+                    .iter()
+                    .any(|x| Some(x.id.as_str()) == d.attached_to.as_deref())
+        }))
+        .map(|d| DeletionBlocker {
+            kind: d.kind.to_string(),
+            id: d.id.clone(),
+            detail: d.detail.clone(),
+        })
+        .collect()
+}
+
+fn blocked_message(e: &crate::aws::AwsError, blockers: &[DeletionBlocker]) -> String {
+    let listed: Vec<String> = blockers
+        .iter()
+        .map(|b| {
+            if b.detail.is_empty() {
+                format!("{} {}", b.kind, b.id)
+            } else {
+                format!("{} {} ({})", b.kind, b.id, b.detail)
+            }
+        })
+        .collect();
+    format!(
+        "AWS refuses to delete the cluster's network ({}) while {} that {} not the cluster's {} in it: {}; remove {} (the operator never deletes what is not the cluster's) and deletion goes on",
+        e.code().unwrap_or("DependencyViolation"),
+        if blockers.len() == 1 { "something" } else { "things" },
+        if blockers.len() == 1 { "is" } else { "are" },
+        if blockers.len() == 1 { "is" } else { "are" },
+        listed.join(", "),
+        if blockers.len() == 1 { "it" } else { "them" },
+    )
 }
 
 /// The AWS account recorded in status before the first AWS call. When the
@@ -247,11 +326,23 @@ async fn write_deleting(
     message: &str,
     stalled: bool,
 ) -> Result<(), Error> {
+    write_deleting_blocked(ctx, cc, reason, message, stalled, vec![]).await
+}
+
+async fn write_deleting_blocked(
+    ctx: &Context,
+    cc: &ComputeCluster,
+    reason: &'static str,
+    message: &str,
+    stalled: bool,
+    deletion_blockers: Vec<DeletionBlocker>,
+) -> Result<(), Error> {
     let previous = cc.status.clone().unwrap_or_default();
     let generation = cc.meta().generation;
     let status = ComputeClusterStatus {
         observed_generation: generation,
         phase: Some(ClusterPhase::Deleting),
+        deletion_blockers,
         conditions: conditions::merge(
             &previous.conditions,
             &[
@@ -279,4 +370,112 @@ async fn write_deleting(
             .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(kind: &'static str, id: &str, owner: Option<&str>) -> Dependent {
+        Dependent {
+            kind,
+            id: id.into(),
+            detail: String::new(),
+            owner_uid: owner.map(String::from),
+            attached_to: None,
+            default_group: false,
+            ending: false,
+        }
+    }
+
+    #[test]
+    fn blockers_are_what_is_not_the_clusters() {
+        let ours = Some("uid-1");
+        let attached = |mut d: Dependent, to: &str| {
+            d.attached_to = Some(to.into());
+            d
+        };
+        let rows: Vec<(Dependent, bool, &str)> = vec![
+            (
+                dep("security-group", "sg-ours", ours),
+                false,
+                "the cluster's group",
+            ),
+            (
+                Dependent {
+                    default_group: true,
+                    ..dep("security-group", "sg-default", None)
+                },
+                false,
+                "the VPC's default group",
+            ),
+            (
+                dep("security-group", "sg-elb", None),
+                true,
+                "a load balancer's group",
+            ),
+            (
+                dep("network-interface", "eni-elb", None),
+                true,
+                "a free interface",
+            ),
+            (
+                dep("network-interface", "eni-other", Some("uid-2")),
+                true,
+                "another cluster's interface",
+            ),
+            (
+                dep("instance", "i-ours", ours),
+                false,
+                "the cluster's instance",
+            ),
+            (
+                attached(dep("network-interface", "eni-of-ours", None), "i-ours"),
+                false,
+                "an interface of the cluster's instance",
+            ),
+            (
+                dep("instance", "i-foreign", None),
+                true,
+                "a foreign instance",
+            ),
+            (
+                attached(
+                    dep("network-interface", "eni-of-foreign", None),
+                    "i-foreign",
+                ),
+                false,
+                "a foreign instance's interface: the instance is named",
+            ),
+            (
+                attached(dep("network-interface", "eni-orphan", None), "i-unseen"),
+                true,
+                "an interface of an instance not seen in the VPC",
+            ),
+            (
+                Dependent {
+                    ending: true,
+                    ..dep("instance", "i-ending", None)
+                },
+                false,
+                "a foreign instance on its way out",
+            ),
+            (
+                Dependent {
+                    detail: "Interface for NAT Gateway nat-ours".into(),
+                    ..dep("network-interface", "eni-nat", None)
+                },
+                false,
+                "the interface of the cluster's NAT gateway",
+            ),
+        ];
+        let found: Vec<Dependent> = rows.iter().map(|r| r.0.clone()).collect();
+        let got: Vec<String> = blockers("uid-1", &["nat-ours".into()], &found)
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        for (d, blocks, why) in &rows {
+            assert_eq!(got.contains(&d.id), *blocks, "{}: {why}", d.id);
+        }
+    }
 }

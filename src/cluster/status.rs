@@ -344,6 +344,7 @@ impl Report {
             iam: self.progress.iam.clone(),
             nodes: Some(self.nodes_summary()),
             node_groups,
+            deletion_blockers: vec![],
             conditions: conditions::merge(
                 &self.previous.conditions,
                 &desired,

@@ -36,6 +36,12 @@ pub struct Faults {
     /// AssumeRole of a role moto does not hold is denied, as on AWS (moto
     /// issues credentials for any role ARN).
     pub roles_must_exist: bool,
+    /// AWS's dependency checks, which moto lacks: DeleteSubnet and
+    /// DeleteSecurityGroup are refused (`DependencyViolation`) while a
+    /// network interface is in the subnet or uses the group, and DeleteVpc
+    /// while a security group other than the default one is in it; a NAT
+    /// gateway's interface goes with the gateway (moto keeps it).
+    pub dependencies: bool,
 }
 
 /// One call as the proxy saw it.
@@ -262,6 +268,21 @@ fn answer(
         }
     }
 
+    if faults.dependencies {
+        if let Some(message) = dependency_violation(upstream, req, op)? {
+            let body = error_body(svc, "DependencyViolation", &message);
+            write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        if op == "DeleteNatGateway" {
+            release_nat_interface(upstream, req)?;
+        }
+    }
+
     let token = matches!(op, "RunInstances" | "CreateNatGateway")
         .then(|| param(&req.body, "ClientToken"))
         .flatten()
@@ -312,6 +333,116 @@ fn answer(
     Ok(())
 }
 
+/// An EC2 query sent to moto on the caller's behalf (its Authorization
+/// header names the account; moto checks no signature unless enforcing).
+fn query_as_caller(upstream: u16, req: &Request, query: &str) -> Result<String> {
+    let auth = req
+        .head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .unwrap_or_default();
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    write!(
+        up,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\n{auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{query}",
+        query.len()
+    )?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Why AWS would refuse this deletion, if it would.
+fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option<String>> {
+    let lookup = |action: &str, filter: &str, value: &str| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", action)
+            .append_pair("Version", "2016-11-15")
+            .append_pair("Filter.1.Name", filter)
+            .append_pair("Filter.1.Value.1", value)
+            .finish();
+        query_as_caller(upstream, req, &query)
+    };
+    Ok(match op {
+        "DeleteSubnet" => {
+            let id = param(&req.body, "SubnetId").unwrap_or_default();
+            let text = lookup("DescribeNetworkInterfaces", "subnet-id", &id)?;
+            (live_interfaces(upstream, req, &text)? > 0)
+                .then(|| format!("The subnet '{id}' has dependencies and cannot be deleted."))
+        }
+        "DeleteSecurityGroup" => {
+            let id = param(&req.body, "GroupId").unwrap_or_default();
+            let text = lookup("DescribeNetworkInterfaces", "group-id", &id)?;
+            (live_interfaces(upstream, req, &text)? > 0)
+                .then(|| format!("resource {id} has a dependent object"))
+        }
+        "DeleteVpc" => {
+            let id = param(&req.body, "VpcId").unwrap_or_default();
+            let text = lookup("DescribeSecurityGroups", "vpc-id", &id)?;
+            let others = element_values(&text, "groupName")
+                .iter()
+                .filter(|n| *n != "default")
+                .count();
+            (others > 0).then(|| format!("The vpc '{id}' has dependencies and cannot be deleted."))
+        }
+        _ => None,
+    })
+}
+
+/// How many interfaces of a DescribeNetworkInterfaces answer AWS would
+/// still hold: all but those of instances already terminated (AWS deletes
+/// an instance's primary interface with it; moto keeps it).
+fn live_interfaces(upstream: u16, req: &Request, text: &str) -> Result<usize> {
+    // Each interface's elements come in name order, so its attachment
+    // stands between the previous interface's ID and its own.
+    let mut items: Vec<&str> = text.split("<networkInterfaceId>").collect();
+    items.pop();
+    let attached: Vec<String> = items
+        .iter()
+        .filter_map(|item| first_element(item, "instanceId"))
+        .collect();
+    if attached.is_empty() {
+        return Ok(items.len());
+    }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("Action", "DescribeInstances")
+        .append_pair("Version", "2016-11-15")
+        .append_pair("Filter.1.Name", "instance-state-name")
+        .append_pair("Filter.1.Value.1", "terminated");
+    for (i, id) in attached.iter().enumerate() {
+        query.append_pair(&format!("InstanceId.{}", i + 1), id);
+    }
+    let gone = element_values(
+        &query_as_caller(upstream, req, &query.finish())?,
+        "instanceId",
+    );
+    Ok(items
+        .iter()
+        .filter(|item| !first_element(item, "instanceId").is_some_and(|i| gone.contains(&i)))
+        .count())
+}
+
+/// Deletes the network interface of the NAT gateway being deleted.
+fn release_nat_interface(upstream: u16, req: &Request) -> Result<()> {
+    let id = param(&req.body, "NatGatewayId").unwrap_or_default();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "DescribeNatGateways")
+        .append_pair("Version", "2016-11-15")
+        .append_pair("NatGatewayId.1", &id)
+        .finish();
+    let text = query_as_caller(upstream, req, &query)?;
+    for eni in element_values(&text, "networkInterfaceId") {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "DeleteNetworkInterface")
+            .append_pair("Version", "2016-11-15")
+            .append_pair("NetworkInterfaceId", &eni)
+            .finish();
+        query_as_caller(upstream, req, &query)?;
+    }
+    Ok(())
+}
+
 /// A form parameter of a query-protocol request body, decoded.
 fn param(body: &[u8], name: &str) -> Option<String> {
     form_urlencoded::parse(body)
@@ -338,6 +469,13 @@ fn element_values(text: &str, tag: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
         .collect()
+}
+
+/// The value of the first `<tag>` element in `text`.
+fn first_element(text: &str, tag: &str) -> Option<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let rest = text.split_once(&open)?.1;
+    rest.split_once(&close).map(|(v, _)| v.trim().to_string())
 }
 
 /// Rewrites the state of each listed NAT gateway or instance to `pending`

@@ -294,6 +294,110 @@ async fn an_unused_account_and_its_secret_are_let_go() -> Result<()> {
     .await
 }
 
+#[tokio::test]
+async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_after() -> Result<()> {
+    let (g, op) = ground_with_account("blocked-delete", &[]).await?;
+    // AWS's dependency checks, which moto lacks.
+    g.proxy.set_faults(testground::Faults {
+        dependencies: true,
+        ..Default::default()
+    });
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("blocked", "10.6.0.0/16")
+            .replace("natGateways: none", "natGateways: single"),
+    )?;
+    let cc = wait_running(&g, "blocked", |_| true).await?;
+    let uid = uid(&cc)?;
+    let network = cc.status.and_then(|s| s.network).context("no network")?;
+    let vpc = network.vpc_id.context("no VPC")?;
+    let subnet = network
+        .subnets
+        .first()
+        .map(|s| s.id.clone())
+        .context("no subnet")?;
+
+    // What a workload's load balancer leaves behind: a security group and
+    // a network interface in the cluster's subnet, not the cluster's.
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let sg = ec2
+        .create_security_group()
+        .group_name("k8s-elb-web")
+        .description("load-balancer")
+        .vpc_id(&vpc)
+        .send()
+        .await?
+        .group_id()
+        .context("no group ID")?
+        .to_string();
+    let eni = ec2
+        .create_network_interface()
+        .subnet_id(&subnet)
+        .groups(&sg)
+        .description("ELB-app-web")
+        .send()
+        .await?
+        .network_interface()
+        .and_then(|i| i.network_interface_id())
+        .context("no interface ID")?
+        .to_string();
+
+    let clusters = g.api::<ComputeCluster>();
+    clusters.delete("blocked", &DeleteParams::default()).await?;
+    let blocked = eventually("the blockers listed", crate::clusters::WAIT, || async {
+        let cc = clusters.get("blocked").await?;
+        let status = cc.status.unwrap_or_default();
+        let listed: Vec<String> = status
+            .deletion_blockers
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        let stalled = status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "DeletionBlocked");
+        Ok(stalled
+            .filter(|_| listed.contains(&eni) && listed.contains(&sg) && listed.len() == 2)
+            .map(|c| c.message))
+    })
+    .await
+    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    ensure(
+        blocked.contains(&eni) && blocked.contains(&sg),
+        format!("the message does not name the blockers: {blocked}"),
+    )?;
+    // Never touched: they are not the cluster's.
+    let still = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&eni)
+        .send()
+        .await?;
+    ensure(
+        still.network_interfaces().len() == 1,
+        "the foreign interface was deleted",
+    )?;
+    ec2.describe_security_groups().group_ids(&sg).send().await?;
+
+    // The user removes them: deletion goes on and finishes.
+    ec2.delete_network_interface()
+        .network_interface_id(&eni)
+        .send()
+        .await?;
+    ec2.delete_security_group().group_id(&sg).send().await?;
+    eventually("the cluster deleted", crate::clusters::WAIT, || async {
+        match clusters.get_opt("blocked").await? {
+            None => Ok(Some(())),
+            Some(cc) => Err(anyhow::anyhow!(
+                "status: {}",
+                serde_json::to_string(&cc.status)?
+            )),
+        }
+    })
+    .await
+    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    nothing_left(&g, &[uid]).await
+}
+
 fn log_tail(op: &Operator) -> String {
     let log = op.log();
     let lines: Vec<&str> = log.lines().collect();
