@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use byoc_operator::account::in_use::IN_USE_FINALIZER;
 use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 
@@ -16,7 +16,10 @@ use crate::clusters::{
     counts, delete_and_wait_gone, example_manifest, ground_with_account, patch_spec,
     small_cluster_manifest, wait_running, Counts,
 };
-use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+use crate::support::{
+    delete_namespace, ensure, eventually, install_crds, kubectl_apply, wait_namespace_gone, Ground,
+    Operator,
+};
 
 /// How long a namespace or a manifest may take to be deleted with everything
 /// it made in AWS (the reference topology deletes in about 2 s; the rest is
@@ -41,6 +44,21 @@ async fn nothing_left(g: &Ground, uids: &[String]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Waits until the CloudAccount `acme` and its Secret `keys` are gone.
+async fn wait_account_and_secret_gone(g: &Ground) -> Result<()> {
+    let (accounts, secrets) = (g.api::<CloudAccount>(), g.api::<Secret>());
+    eventually(
+        "the account and its Secret gone",
+        crate::clusters::WAIT,
+        || async {
+            Ok((accounts.get_opt("acme").await?.is_none()
+                && secrets.get_metadata_opt("keys").await?.is_none())
+            .then_some(()))
+        },
+    )
+    .await
 }
 
 /// Waits until the CloudAccount reports `n` clusters using it.
@@ -81,28 +99,10 @@ async fn deleting_the_namespace_removes_every_aws_resource_and_the_namespace() -
 
     // One command, as a team removes a namespace.
     let started = Instant::now();
-    let out = g
-        .kube
-        .kubectl()
-        .args(["delete", "namespace", &g.namespace, "--wait=false"])
-        .output()?;
-    ensure(
-        out.status.success(),
-        format!(
-            "kubectl delete namespace: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )?;
-    let namespaces = Api::<Namespace>::all(g.client.clone());
-    eventually("the namespace gone", GONE_WITHIN, || async {
-        Ok(namespaces
-            .get_opt(&g.namespace)
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    delete_namespace(&g)?;
+    wait_namespace_gone(&g, GONE_WITHIN)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
     println!(
         "namespace with 2 clusters deleted in {:?}",
         started.elapsed()
@@ -235,17 +235,9 @@ async fn an_account_deleted_first_waits_for_its_clusters() -> Result<()> {
     delete_and_wait_gone(&g, "late").await?;
     delete_and_wait_gone(&g, "first").await?;
     nothing_left(&g, &[uid(&first)?]).await?;
-    eventually(
-        "the account and its Secret gone",
-        crate::clusters::WAIT,
-        || async {
-            Ok((accounts.get_opt("acme").await?.is_none()
-                && secrets.get_metadata_opt("keys").await?.is_none())
-            .then_some(()))
-        },
-    )
-    .await
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))
+    wait_account_and_secret_gone(&g)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))
 }
 
 #[tokio::test]
@@ -282,16 +274,7 @@ async fn an_unused_account_and_its_secret_are_let_go() -> Result<()> {
     // Unused: deleted at once, the Secret too.
     accounts.delete("acme", &DeleteParams::default()).await?;
     secrets.delete("keys", &DeleteParams::default()).await?;
-    eventually(
-        "the unused account and Secret gone",
-        crate::clusters::WAIT,
-        || async {
-            Ok((accounts.get_opt("acme").await?.is_none()
-                && secrets.get_metadata_opt("keys").await?.is_none())
-            .then_some(()))
-        },
-    )
-    .await
+    wait_account_and_secret_gone(&g).await
 }
 
 #[tokio::test]

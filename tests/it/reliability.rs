@@ -22,9 +22,9 @@ use crate::clusters::{
     wait_running_within, Counts, WAIT,
 };
 use crate::support::{
-    assert_no_key_material, assert_no_key_material_in, create_namespace, ensure, eventually,
-    full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure, CrossAccount, Ground,
-    Operator, SESSION_TOKEN_PREFIX,
+    assert_no_key_material, assert_no_key_material_in, create_namespace, delete_namespace, ensure,
+    eventually, full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure,
+    wait_namespace_gone, CrossAccount, Ground, Operator, SESSION_TOKEN_PREFIX,
 };
 
 /// Credentials no suite needs to see again: each is searched for at the end.
@@ -232,23 +232,10 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
         .unwrap_or(1);
     let base = total_calls(&g);
     let started = Instant::now();
-    let out = g
-        .kube
-        .kubectl()
-        .args(["delete", "namespace", &g.namespace, "--wait=false"])
-        .output()?;
-    ensure(out.status.success(), "kubectl delete namespace failed")?;
+    delete_namespace(&g)?;
     let last = kill_after_calls(&g, &mut op, base, kill_at, || false).await?;
     *killed_after.entry(last).or_default() += 1;
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(g.client.clone());
-    eventually("the namespace gone", Duration::from_secs(180), || async {
-        Ok(namespaces
-            .get_opt(&g.namespace)
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    wait_namespace_gone(&g, Duration::from_secs(180)).await?;
     let namespace_gone = started.elapsed();
     let c = counts(&g, &uid).await?;
     if c != Counts::default() {

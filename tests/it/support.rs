@@ -78,6 +78,36 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `kubectl delete namespace` of the test's namespace, as a team removes
+/// one: a single command that does not wait.
+pub fn delete_namespace(g: &Ground) -> Result<()> {
+    let out = g
+        .kube
+        .kubectl()
+        .args(["delete", "namespace", &g.namespace, "--wait=false"])
+        .output()?;
+    ensure(
+        out.status.success(),
+        format!(
+            "kubectl delete namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Waits until the test's namespace is gone.
+pub async fn wait_namespace_gone(g: &Ground, deadline: Duration) -> Result<()> {
+    let namespaces = Api::<Namespace>::all(g.client.clone());
+    eventually("the namespace gone", deadline, || async {
+        Ok(namespaces
+            .get_opt(&g.namespace)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await
+}
+
 /// A kube client from a kubeconfig file.
 pub async fn client_for(path: &std::path::Path) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
