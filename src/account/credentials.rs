@@ -36,6 +36,19 @@ pub struct ResolvedAccount {
     pub expires: Option<SystemTime>,
 }
 
+impl ResolvedAccount {
+    /// How long until the credentials are to be refreshed
+    /// ([`REFRESH_BEFORE_EXPIRY`] before they expire); `None` when they do not expire.
+    pub fn refresh_in(&self) -> Option<Duration> {
+        self.expires.map(|expires| {
+            expires
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(REFRESH_BEFORE_EXPIRY)
+        })
+    }
+}
+
 /// Why an account could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

@@ -20,6 +20,11 @@ use crate::api::{CloudAccount, ComputeCluster};
 /// Kept on a used CloudAccount and on its credentials Secret.
 pub const IN_USE_FINALIZER: &str = "byoc.dev/in-use";
 
+/// Whether `obj` carries the in-use finalizer.
+pub fn held<K: Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
+}
+
 /// Whether `cluster` uses `account`: it references it, and it may use it
 /// (the account allows its namespace) or already made AWS calls through it
 /// (`status.awsAccountId`: its resources need the account to be deleted).
@@ -174,13 +179,13 @@ pub async fn release_secrets(
     let secrets = api.list_metadata(&ListParams::default()).await?;
     for meta in secrets.items {
         let name = meta.name_any();
-        let held = in_use.iter().any(|a| {
+        let named = in_use.iter().any(|a| {
             a.spec
                 .credentials_secret_ref
                 .as_ref()
                 .is_some_and(|r| r.name == name)
         });
-        if held || !meta.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+        if named || !held(&meta) {
             continue;
         }
         let secret = Secret {

@@ -131,11 +131,7 @@ impl Accounts {
             return None;
         }
         let mut left = interval.checked_sub(c.verified_at?.elapsed())?;
-        if let Some(expires) = c.resolved.expires {
-            let until = expires
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .saturating_sub(REFRESH_BEFORE_EXPIRY);
+        if let Some(until) = c.resolved.refresh_in() {
             left = left.min(until);
         }
         (!left.is_zero()).then_some(left)
@@ -333,8 +329,7 @@ async fn users_of(actx: &AccountContext, account: &CloudAccount) -> Result<Vec<S
         .await
         .map_err(|_| Error::WatchStopped("ComputeClusters"))?;
     let users = in_use::users(account, actx.clusters.state().iter().map(|c| &**c));
-    let may_let_go = account.meta().deletion_timestamp.is_some()
-        || account.finalizers().iter().any(|f| f == IN_USE_FINALIZER);
+    let may_let_go = account.meta().deletion_timestamp.is_some() || in_use::held(account);
     if !users.is_empty() || !may_let_go {
         return Ok(users);
     }
@@ -367,7 +362,7 @@ async fn protect(ctx: &Context, account: &CloudAccount) -> Result<(), Error> {
 /// Lets go of an account no cluster uses: its Secret (unless another used
 /// account of the namespace names it), then the account itself.
 async fn release(ctx: &Context, account: &CloudAccount) -> Result<(), Error> {
-    if !account.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+    if !in_use::held(account) {
         return Ok(());
     }
     let namespace = account.namespace().unwrap_or_default();
@@ -390,7 +385,7 @@ async fn release_secrets(
         .items
         .iter()
         .filter(|a| Some(a.name_any().as_str()) != leaving)
-        .filter(|a| a.finalizers().iter().any(|f| f == IN_USE_FINALIZER))
+        .filter(|a| in_use::held(*a))
         .collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     in_use::release_secrets(&secrets, &in_use).await?;
@@ -431,11 +426,7 @@ async fn verify(ctx: &Context, account: &CloudAccount, deleting: bool) -> Verifi
         Ok(resolved) => {
             ctx.reset_backoff(&uid);
             let mut next = ctx.settings.account_verify_interval;
-            if let Some(expires) = resolved.expires {
-                let until = expires
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-                    .saturating_sub(REFRESH_BEFORE_EXPIRY);
+            if let Some(until) = resolved.refresh_in() {
                 next = next.min(until.max(Duration::from_secs(10)));
             }
             let message = format!(
