@@ -1,15 +1,13 @@
 //! What both controllers share: the Kubernetes client, the AWS base
-//! configuration, the account cache, per-object backoff, events and status
-//! writes.
+//! configuration, settings, metrics, per-object backoff, events and status
+//! writes. Nothing of AWS's or of either controller's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::ArchitectureType;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -17,10 +15,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::account::Accounts;
-use crate::aws::{instances, AwsClients};
 use crate::metrics::Metrics;
-use crate::Error;
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "byoc-operator";
@@ -55,15 +50,10 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub aws: SdkConfig,
-    pub accounts: Accounts,
     pub settings: Settings,
     pub metrics: Metrics,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
-    /// Default images by `(region, instance type)`: looked up once.
-    images: tokio::sync::Mutex<HashMap<(String, String), String>>,
-    /// Available zones by `(CloudAccount namespace/name, region)`: looked up once.
-    zones: tokio::sync::Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl Context {
@@ -74,14 +64,11 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            accounts: Accounts::new(client.clone(), aws.clone(), metrics.clone()),
             client,
             aws,
             settings,
             metrics,
             backoffs: Mutex::default(),
-            images: tokio::sync::Mutex::default(),
-            zones: tokio::sync::Mutex::default(),
         }
     }
 
@@ -110,73 +97,12 @@ impl Context {
             .remove(key);
     }
 
-    /// The newest Amazon Linux 2023 image for each of `instance_types` in
-    /// `region`: what is not cached costs one architecture lookup for all
-    /// and one image lookup per architecture, at once.
-    pub async fn default_images(
-        &self,
-        c: &AwsClients,
-        region: &str,
-        instance_types: &[String],
-    ) -> Result<BTreeMap<String, String>, Error> {
-        let key = |t: &str| (region.to_string(), t.to_string());
-        let mut found = BTreeMap::new();
-        let mut missing = Vec::new();
-        {
-            let cache = self.images.lock().await;
-            for t in instance_types {
-                match cache.get(&key(t)) {
-                    Some(id) => {
-                        found.insert(t.clone(), id.clone());
-                    }
-                    None if !missing.contains(t) => missing.push(t.clone()),
-                    None => {}
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let arches = instances::architectures(c, &missing)
-            .await?
-            .map_err(Error::InvalidSpec)?;
-        let mut distinct: Vec<&ArchitectureType> = arches.values().collect();
-        distinct.sort_by_key(|a| a.as_str());
-        distinct.dedup();
-        let images = try_join_all(distinct.iter().map(|a| instances::newest_image(c, a))).await?;
-        let mut by_arch = BTreeMap::new();
-        for (arch, image) in distinct.into_iter().zip(images) {
-            by_arch.insert(arch.as_str(), image.map_err(Error::InvalidSpec)?);
-        }
-        let mut cache = self.images.lock().await;
-        for (t, arch) in &arches {
-            if let Some(id) = by_arch.get(arch.as_str()) {
-                cache.insert(key(t), id.clone());
-                found.insert(t.clone(), id.clone());
-            }
-        }
-        Ok(found)
-    }
-
-    /// The region's available zones as `account` (the CloudAccount's
-    /// `namespace/name`) sees them, sorted; looked up once per process.
-    pub async fn available_zones(
-        &self,
-        c: &AwsClients,
-        account: &str,
-        region: &str,
-    ) -> Result<Vec<String>, Error> {
-        let key = (account.to_string(), region.to_string());
-        // Held across the lookup: clusters asking at once share one call.
-        let mut cache = self.zones.lock().await;
-        if let Some(zones) = cache.get(&key) {
-            return Ok(zones.clone());
-        }
-        let zones = crate::aws::vpc::zones(c).await?;
-        if !zones.is_empty() {
-            cache.insert(key, zones.clone());
-        }
-        Ok(zones)
+    /// A failed reconcile of `key` by `controller`: the next backoff,
+    /// counted in the failure metrics under `reason`.
+    pub fn retry_later(&self, controller: &'static str, key: &str, reason: &str) -> Duration {
+        let backoff = self.next_backoff(key);
+        self.metrics.failed(controller, reason, backoff);
+        backoff
     }
 
     /// Publishes an Event; failures to publish are logged, never fatal.

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod context;
 pub mod leadership;
 pub mod metrics;
+pub mod outcome;
 pub mod triggers;
 
 use crate::account::credentials::AccountError;
@@ -21,8 +22,32 @@ pub enum Error {
     Account(#[from] AccountError),
     #[error(transparent)]
     Aws(#[from] AwsError),
+    /// The spec asks for something it cannot have.
     #[error("{0}")]
     InvalidSpec(String),
+    #[error(
+        "spec.network.azCount is {wanted} but region {region} has {available} available zones"
+    )]
+    TooFewZones {
+        wanted: usize,
+        available: usize,
+        region: String,
+    },
+    /// The bring-your-own VPC or one of its subnets is missing.
+    #[error("{0}")]
+    ExistingNetwork(String),
+    #[error("an IAM role or instance profile named {0} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag)")]
+    IamNameTaken(String),
+    #[error("instance type {instance_type} is unknown in region {region}")]
+    InstanceTypeUnknown {
+        instance_type: String,
+        region: String,
+    },
+    #[error("no Amazon Linux 2023 image for {0} found")]
+    NoImage(String),
+    /// An invariant of the operator broke: a bug, reported as such.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("serializing: {0}")]
@@ -40,13 +65,41 @@ pub enum Error {
 }
 
 impl Error {
+    /// The condition reason of an error the user must act on; `None` for
+    /// one that passes by itself (retried with backoff).
+    pub fn needs_user(&self) -> Option<&'static str> {
+        use crate::api::conditions::reason;
+        match self {
+            Error::InvalidSpec(_) | Error::TooFewZones { .. } => Some(reason::INVALID_SPEC),
+            Error::ExistingNetwork(_) => Some(reason::EXISTING_NETWORK_NOT_FOUND),
+            Error::IamNameTaken(_) => Some(reason::IAM_NAME_TAKEN),
+            Error::InstanceTypeUnknown { .. } => Some(reason::INSTANCE_TYPE_UNKNOWN),
+            Error::NoImage(_) => Some(reason::IMAGE_NOT_FOUND),
+            Error::Internal(_) => Some(reason::INTERNAL_ERROR),
+            Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
+                Some(if e.is_access_denied() {
+                    reason::ACCESS_DENIED
+                } else {
+                    reason::AWS_ERROR
+                })
+            }
+            Error::Account(e) if !e.is_transient() => Some(e.reason()),
+            _ => None,
+        }
+    }
+
     /// A short label for metrics.
     pub fn metric_reason(&self) -> String {
         match self {
             Error::Kube(_) => "kube".into(),
             Error::Account(e) => e.reason().into(),
             Error::Aws(e) => e.code().unwrap_or("transport").into(),
-            Error::InvalidSpec(_) => "invalid_spec".into(),
+            Error::InvalidSpec(_) | Error::TooFewZones { .. } => "invalid_spec".into(),
+            Error::ExistingNetwork(_) => "existing_network".into(),
+            Error::IamNameTaken(_) => "iam_name_taken".into(),
+            Error::InstanceTypeUnknown { .. } => "instance_type_unknown".into(),
+            Error::NoImage(_) => "no_image".into(),
+            Error::Internal(_) => "internal".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),
             Error::WatchStopped(_) => "watch_stopped".into(),

@@ -294,11 +294,16 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     metrics.set_leader(true);
 
+    let accounts = Arc::new(account::Accounts::new(
+        client.clone(),
+        aws.clone(),
+        metrics.clone(),
+    ));
     let ctx = Arc::new(Context::new(client, aws, settings, metrics.clone()));
     let controllers = async {
         tokio::join!(
-            account::run(ctx.clone(), shutdown.clone()),
-            cluster::run(ctx.clone(), shutdown.clone())
+            account::run(ctx.clone(), accounts.clone(), shutdown.clone()),
+            cluster::run(ctx.clone(), accounts.clone(), shutdown.clone())
         )
     };
     let watch_leadership = async {

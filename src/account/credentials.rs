@@ -228,10 +228,22 @@ pub async fn resolve(
             });
         }
     };
+    // An answer without them is AWS's fault, retried: an empty account ID
+    // must never reach a status.
+    const OP: &str = "sts:GetCallerIdentity";
+    let incomplete = |missing| {
+        AccountError::Unavailable(AwsError::Incomplete {
+            operation: OP,
+            missing,
+        })
+    };
     Ok(ResolvedAccount {
         config,
-        account_id: identity.account().unwrap_or_default().to_string(),
-        arn: identity.arn().unwrap_or_default().to_string(),
+        account_id: identity
+            .account()
+            .ok_or_else(|| incomplete("Account"))?
+            .to_string(),
+        arn: identity.arn().ok_or_else(|| incomplete("Arn"))?.to_string(),
         expires,
     })
 }

@@ -18,11 +18,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::conditions::{self, reason, Desired, DELETING, READY, RECONCILING, STALLED};
+use crate::api::conditions::{self, reason, Desired, DELETING};
 use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus, ComputeCluster};
 use crate::context::{apply_status, Context};
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::Error;
 use credentials::{resolve, AccountError, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
 use in_use::IN_USE_FINALIZER;
@@ -156,6 +157,7 @@ impl Accounts {
 /// What the CloudAccount controller's reconciles share besides [`Context`].
 pub struct AccountContext {
     pub ctx: Arc<Context>,
+    pub accounts: Arc<Accounts>,
     /// Every ComputeCluster in scope: who uses which account.
     clusters: Store<ComputeCluster>,
 }
@@ -186,9 +188,9 @@ impl AccountUse {
 }
 
 /// Runs the CloudAccount controller until shutdown.
-pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
-    let (accounts, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
-    let (store, changes) = crate::triggers::user_changes(accounts);
+pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown) {
+    let (account_api, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
+    let (store, changes) = crate::triggers::user_changes(account_api);
     // A cluster that starts or stops using an account (created, deleted,
     // pointed elsewhere, or its first AWS call) reconciles that account.
     let (clusters, writer) = reflector::store();
@@ -205,7 +207,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
             refs.dedup();
             futures::stream::iter(refs)
         });
-    let secret_ctx = ctx.clone();
+    let secret_accounts = accounts.clone();
     let controller = Controller::for_stream(changes, store.clone());
     controller
         .watches(
@@ -227,9 +229,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
                     .map(|a| ObjectRef::from_obj(&*a))
                     .collect();
                 for a in &users {
-                    secret_ctx
-                        .accounts
-                        .invalidate(a.namespace.as_deref().unwrap_or_default(), &a.name);
+                    secret_accounts.invalidate(a.namespace.as_deref().unwrap_or_default(), &a.name);
                 }
                 users
             },
@@ -242,7 +242,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .run(
             reconcile,
             error_policy,
-            Arc::new(AccountContext { ctx, clusters }),
+            Arc::new(AccountContext {
+                ctx,
+                accounts,
+                clusters,
+            }),
         )
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -265,7 +269,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
         release(ctx, &account).await?;
         if deleting {
             tracing::info!(%namespace, %name, "no ComputeCluster uses the account: deleted");
-            ctx.accounts.forget(&account);
+            actx.accounts.forget(&account);
             ctx.reset_backoff(&account.uid().unwrap_or_default());
             return Ok(Action::await_change());
         }
@@ -274,7 +278,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     }
 
     let interval = ctx.settings.account_verify_interval;
-    let (mut status, action, event) = match ctx.accounts.fresh_for(&account, interval) {
+    let (mut status, action, event) = match actx.accounts.fresh_for(&account, interval) {
         // Verified recently, and nothing it was read from changed since
         // (the trigger was a cluster starting or stopping to use it).
         Some(left) => (
@@ -285,7 +289,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
             Action::requeue(left),
             None,
         ),
-        None => verify(ctx, &account, deleting).await,
+        None => verify(&actx, &account, deleting).await,
     };
     status.clusters = Some(i32::try_from(users.len()).unwrap_or(i32::MAX));
     let deletion = deletion_condition(deleting, &users);
@@ -415,108 +419,73 @@ type Verified = (
 
 /// Verifies the account: its status, when to look again, and the Event of a
 /// phase change.
-async fn verify(ctx: &Context, account: &CloudAccount, deleting: bool) -> Verified {
-    let namespace = account.namespace().unwrap_or_default();
-    let name = account.name_any();
+async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -> Verified {
+    let ctx = &actx.ctx;
     let uid = account.uid().unwrap_or_default();
     let previous = account.status.clone().unwrap_or_default();
     let generation = account.meta().generation;
-    let result = ctx.accounts.verify(account, deleting).await;
-    let (status, action, event) = match &result {
+    let result = actx.accounts.verify(account, deleting).await;
+    let mut status = CloudAccountStatus {
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    let (outcome, ready_after) = match &result {
         Ok(resolved) => {
-            ctx.reset_backoff(&uid);
             let mut next = ctx.settings.account_verify_interval;
             if let Some(until) = resolved.refresh_in() {
                 next = next.min(until.max(Duration::from_secs(10)));
             }
+            status.account_id = Some(resolved.account_id.clone());
+            status.arn = Some(resolved.arn.clone());
+            status.phase = Some(AccountPhase::Ready);
             let message = format!(
                 "verified as {} in account {}",
                 resolved.arn, resolved.account_id
             );
-            let status = CloudAccountStatus {
-                observed_generation: generation,
-                account_id: Some(resolved.account_id.clone()),
-                arn: Some(resolved.arn.clone()),
-                phase: Some(AccountPhase::Ready),
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    &[
-                        Desired::new(READY, true, reason::VERIFIED, message.clone()),
-                        Desired::new(RECONCILING, false, reason::VERIFIED, ""),
-                        Desired::new(STALLED, false, reason::VERIFIED, ""),
-                    ],
-                    generation,
-                    &conditions::now(),
-                ),
-                clusters: previous.clusters,
-            };
             (
-                status,
-                Action::requeue(next),
-                (false, reason::VERIFIED, message),
+                Outcome::Ready {
+                    reason: reason::VERIFIED,
+                    message,
+                },
+                next,
             )
         }
         Err(e) => {
-            let backoff = ctx.next_backoff(&uid);
-            ctx.metrics.failed(CONTROLLER, e.reason(), backoff);
-            let message = e.to_string();
-            tracing::info!(%namespace, %name, reason = e.reason(), error = %message, "cloudaccount not verified");
-            let status = if e.is_transient() {
-                CloudAccountStatus {
-                    observed_generation: generation,
-                    phase: Some(previous.phase.unwrap_or(AccountPhase::Pending)),
-                    conditions: conditions::merge(
-                        &previous.conditions,
-                        &[
-                            Desired::new(READY, false, e.reason(), message.clone()),
-                            Desired::new(
-                                RECONCILING,
-                                true,
-                                e.reason(),
-                                format!("retrying: {message}"),
-                            ),
-                            Desired::new(STALLED, false, e.reason(), ""),
-                        ],
-                        generation,
-                        &conditions::now(),
-                    ),
-                    ..previous.clone()
-                }
+            let (reason, message) = (e.reason(), e.to_string());
+            tracing::info!(namespace = ?account.namespace(), name = %account.name_any(), reason, error = %message, "cloudaccount not verified");
+            if e.is_transient() {
+                status.phase = Some(previous.phase.unwrap_or(AccountPhase::Pending));
+                (Outcome::Transient { reason, message }, Duration::ZERO)
             } else {
-                CloudAccountStatus {
-                    observed_generation: generation,
-                    account_id: None,
-                    arn: None,
-                    phase: Some(AccountPhase::Failed),
-                    conditions: conditions::merge(
-                        &previous.conditions,
-                        &[
-                            Desired::new(READY, false, e.reason(), message.clone()),
-                            Desired::new(RECONCILING, false, e.reason(), ""),
-                            Desired::new(STALLED, true, e.reason(), message.clone()),
-                        ],
-                        generation,
-                        &conditions::now(),
-                    ),
-                    clusters: previous.clusters,
-                }
-            };
-            (
-                status,
-                Action::requeue(backoff),
-                (true, e.reason(), message),
-            )
+                status.account_id = None;
+                status.arn = None;
+                status.phase = Some(AccountPhase::Failed);
+                (Outcome::NeedsUser { reason, message }, Duration::ZERO)
+            }
         }
     };
-    let event = (previous.phase != status.phase).then_some(event);
-    (status, action, event)
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        &outcome.conditions(),
+        generation,
+        &conditions::now(),
+    );
+    let after = outcome.requeue(ctx, CONTROLLER, &uid, ready_after);
+    let event = (previous.phase != status.phase).then(|| {
+        (
+            outcome.is_warning(),
+            outcome.reason(),
+            outcome.message().to_string(),
+        )
+    });
+    (status, Action::requeue(after), event)
 }
 
 fn error_policy(account: Arc<CloudAccount>, error: &Error, actx: Arc<AccountContext>) -> Action {
-    let ctx = &actx.ctx;
-    let backoff = ctx.next_backoff(&account.uid().unwrap_or_default());
-    ctx.metrics
-        .failed(CONTROLLER, &error.metric_reason(), backoff);
+    let uid = account.uid().unwrap_or_default();
+    let backoff = actx
+        .ctx
+        .retry_later(CONTROLLER, &uid, &error.metric_reason());
     tracing::warn!(name = %account.name_any(), error = %error, "cloudaccount reconcile failed");
     Action::requeue(backoff)
 }

@@ -23,7 +23,6 @@ pub const DELETING: &str = "Deleting";
 /// Condition reasons (CamelCase, stable: users and tools match on them).
 pub mod reason {
     pub const VERIFIED: &str = "Verified";
-    pub const VERIFYING: &str = "Verifying";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
@@ -43,6 +42,16 @@ pub mod reason {
     pub const AWS_ERROR: &str = "AwsError";
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const PAUSED: &str = "Paused";
+    /// An existing (bring-your-own) VPC or subnet was not found.
+    pub const EXISTING_NETWORK_NOT_FOUND: &str = "ExistingNetworkNotFound";
+    /// An IAM role or instance profile of the cluster's name belongs to someone else.
+    pub const IAM_NAME_TAKEN: &str = "IamNameTaken";
+    /// No default image for a node group's instance type.
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    /// An instance type the region does not offer.
+    pub const INSTANCE_TYPE_UNKNOWN: &str = "InstanceTypeUnknown";
+    /// The operator broke one of its own invariants (a bug to report).
+    pub const INTERNAL_ERROR: &str = "InternalError";
     pub const AS_EXPECTED: &str = "AsExpected";
 }
 

@@ -83,6 +83,17 @@ impl AwsError {
         self.class() == ErrorClass::NotFound
     }
 
+    /// AWS refused the caller's permissions (as opposed to the request).
+    pub fn is_access_denied(&self) -> bool {
+        const DENIED: &[&str] = &[
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnauthorizedOperation",
+            "AuthFailure",
+        ];
+        self.code().is_some_and(|c| DENIED.contains(&c))
+    }
+
     /// The AWS error code, when AWS gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -90,6 +101,17 @@ impl AwsError {
             _ => None,
         }
     }
+}
+
+/// A field AWS always returns (an ID): its absence is an error, never `""`.
+pub fn required<T: ToString + ?Sized>(
+    value: Option<&T>,
+    operation: &'static str,
+    missing: &'static str,
+) -> AwsResult<String> {
+    value
+        .map(ToString::to_string)
+        .ok_or(AwsError::Incomplete { operation, missing })
 }
 
 /// `result.op("ec2:CreateVpc")?`: classifies an SDK error as it leaves the SDK.

@@ -34,20 +34,19 @@ fn ours(tags: &[Tag], owner: &OwnershipTags) -> bool {
         .any(|t| t.key() == CLUSTER_UID && t.value() == owner.uid)
 }
 
-/// IAM has no tag filter: the names are derived from the cluster, and the
-/// tags say whether what carries the name is ours.
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<ObservedIam> {
-    let name = crate::cluster::plan::iam_name(owner);
+/// IAM has no tag filter: the role and profile are named after the cluster
+/// (`name`), and the tags say whether what carries the name is ours.
+pub async fn describe(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<ObservedIam> {
     let mut observed = ObservedIam {
-        name: name.clone(),
+        name: name.to_string(),
         ..Default::default()
     };
     // Both looked up at once.
     let (role, profile) = tokio::join!(
-        c.iam.get_role().role_name(&name).send(),
+        c.iam.get_role().role_name(name).send(),
         c.iam
             .get_instance_profile()
-            .instance_profile_name(&name)
+            .instance_profile_name(name)
             .send()
     );
     let role = role.op("iam:GetRole").found()?;

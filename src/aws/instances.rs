@@ -1,7 +1,6 @@
 //! EC2 instances of the node groups, and the default image.
 
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use aws_sdk_ec2::types::{
     ArchitectureType, Filter, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
@@ -9,9 +8,46 @@ use aws_sdk_ec2::types::{
 };
 
 use super::tags::{tag_value, OwnershipTags, NODE_GROUP};
-use super::{AwsClients, AwsResult, NotFoundExt, SdkResultExt};
-use crate::api::NodeGroupSpec;
-use crate::cluster::plan::{InstanceState, ObservedInstance};
+use super::token::client_token;
+use super::{required, AwsClients, AwsResult, NotFoundExt, SdkResultExt};
+
+/// EC2 instance lifecycle states that matter here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    /// Pending or running: counts toward a group's size.
+    pub fn is_live(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+
+    /// Shutting down or terminated: on its way out, nothing left to do.
+    pub fn is_ending(self) -> bool {
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }
+}
+
+/// An instance of ours as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedInstance {
+    pub id: String,
+    pub group: String,
+    pub instance_type: String,
+    pub state: InstanceState,
+    /// Launch time, seconds since the epoch.
+    pub launched: i64,
+    pub subnet_id: String,
+}
 
 /// Instances of the cluster that are not terminated.
 pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedInstance>> {
@@ -46,17 +82,22 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     Some(InstanceStateName::ShuttingDown) => InstanceState::ShuttingDown,
                     _ => InstanceState::Terminated,
                 };
+                const OP: &str = "ec2:DescribeInstances";
                 out.push(ObservedInstance {
-                    id: i.instance_id().unwrap_or_default().to_string(),
+                    id: required(i.instance_id(), OP, "InstanceId")?,
+                    // An instance of ours launched without a group tag
+                    // belongs to no group: it is terminated as an orphan.
                     group: tag_value(i.tags(), NODE_GROUP)
                         .unwrap_or_default()
                         .to_string(),
-                    instance_type: i
-                        .instance_type()
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
+                    instance_type: required(
+                        i.instance_type().map(|t| t.as_str()),
+                        OP,
+                        "InstanceType",
+                    )?,
                     state,
                     launched: i.launch_time().map(|t| t.secs()).unwrap_or_default(),
+                    // Set on every instance in a VPC; absent once terminated.
                     subnet_id: i.subnet_id().unwrap_or_default().to_string(),
                 });
             }
@@ -67,7 +108,9 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
 
 /// A launch request for one subnet.
 pub struct Launch<'a> {
-    pub group: &'a NodeGroupSpec,
+    pub group: &'a str,
+    pub instance_type: &'a str,
+    pub spot: bool,
     pub image_id: &'a str,
     pub subnet_id: &'a str,
     pub security_group_id: &'a str,
@@ -79,23 +122,19 @@ pub struct Launch<'a> {
 }
 
 /// The idempotency token of a launch: the same inputs give the same token.
-pub fn client_token(owner: &OwnershipTags, launch: &Launch<'_>) -> String {
-    let mut h = DefaultHasher::new();
-    (
-        &owner.uid,
-        &launch.group.name,
-        &launch.group.instance_type,
-        launch.subnet_id,
-        launch.count,
-        launch.existing,
-    )
-        .hash(&mut h);
+pub fn launch_token(owner: &OwnershipTags, launch: &Launch<'_>) -> String {
     let short: String = owner.uid.chars().take(8).collect();
-    format!(
-        "byoc-{short}-{}-{:016x}",
-        launch.group.name.chars().take(20).collect::<String>(),
-        h.finish()
-    )
+    let group: String = launch.group.chars().take(20).collect();
+    let count = launch.count.to_string();
+    let mut parts = vec![
+        owner.uid.as_str(),
+        launch.group,
+        launch.instance_type,
+        launch.subnet_id,
+        &count,
+    ];
+    parts.extend(launch.existing.iter().map(String::as_str));
+    client_token(&format!("byoc-{short}-{group}"), &parts)
 }
 
 pub async fn run(
@@ -106,18 +145,18 @@ pub async fn run(
     let tags = owner.ec2_spec(
         ResourceType::Instance,
         "node",
-        &[(NODE_GROUP, &launch.group.name)],
+        &[(NODE_GROUP, launch.group)],
     );
     let volume_tags = owner.ec2_spec(
         ResourceType::Volume,
         "node-volume",
-        &[(NODE_GROUP, &launch.group.name)],
+        &[(NODE_GROUP, launch.group)],
     );
     let mut req = c
         .ec2
         .run_instances()
         .image_id(launch.image_id)
-        .instance_type(InstanceType::from(launch.group.instance_type.as_str()))
+        .instance_type(InstanceType::from(launch.instance_type))
         .min_count(launch.count)
         .max_count(launch.count)
         .subnet_id(launch.subnet_id)
@@ -127,10 +166,10 @@ pub async fn run(
                 .arn(launch.instance_profile_arn)
                 .build(),
         )
-        .client_token(client_token(owner, launch))
+        .client_token(launch_token(owner, launch))
         .tag_specifications(tags)
         .tag_specifications(volume_tags);
-    if launch.group.spot {
+    if launch.spot {
         req = req.instance_market_options(
             InstanceMarketOptionsRequest::builder()
                 .market_type(MarketType::Spot)
@@ -163,12 +202,12 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {
         .or_gone()
 }
 
-/// The processor architecture of each of `instance_types`, in one call.
-/// `Ok(Err(message))` when one is unknown in the region.
+/// The processor architecture of each of `instance_types` the region
+/// knows, in one call; a type it does not know is absent.
 pub async fn architectures(
     c: &AwsClients,
     instance_types: &[String],
-) -> AwsResult<Result<BTreeMap<String, ArchitectureType>, String>> {
+) -> AwsResult<BTreeMap<String, ArchitectureType>> {
     let types = c
         .ec2
         .describe_instance_types()
@@ -179,13 +218,15 @@ pub async fn architectures(
                 .collect(),
         ))
         .send()
-        .await;
-    let types = match types.op("ec2:DescribeInstanceTypes") {
-        Err(e) if e.class() != super::ErrorClass::Transient => {
-            return Ok(Err(format!(
-                "instance type {}: {e}",
-                instance_types.join(", ")
-            )));
+        .await
+        .op("ec2:DescribeInstanceTypes");
+    let types = match types {
+        // AWS refuses the whole call when one type is unknown.
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+        {
+            return Ok(BTreeMap::new())
         }
         other => other?,
     };
@@ -203,19 +244,11 @@ pub async fn architectures(
             found.insert(name.as_str().to_string(), arch);
         }
     }
-    if let Some(unknown) = instance_types.iter().find(|t| !found.contains_key(*t)) {
-        return Ok(Err(format!(
-            "instance type {unknown} is unknown in this region"
-        )));
-    }
-    Ok(Ok(found))
+    Ok(found)
 }
 
-/// The newest Amazon Linux 2023 image for `arch`.
-pub async fn newest_image(
-    c: &AwsClients,
-    arch: &ArchitectureType,
-) -> AwsResult<Result<String, String>> {
+/// The newest Amazon Linux 2023 image for `arch`, if the region has one.
+pub async fn newest_image(c: &AwsClients, arch: &ArchitectureType) -> AwsResult<Option<String>> {
     let out = c
         .ec2
         .describe_images()
@@ -230,7 +263,7 @@ pub async fn newest_image(
         .send()
         .await
         .op("ec2:DescribeImages")?;
-    let newest = out
+    Ok(out
         .images()
         .iter()
         .filter(|i| i.name().is_some_and(|n| !n.contains("minimal")))
@@ -239,8 +272,6 @@ pub async fn newest_image(
                 .cmp(&b.creation_date())
                 .then_with(|| a.name().cmp(&b.name()))
         })
-        .and_then(|i| i.image_id());
-    Ok(newest
-        .map(str::to_string)
-        .ok_or_else(|| format!("no Amazon Linux 2023 image for {} found", arch.as_str())))
+        .and_then(|i| i.image_id())
+        .map(str::to_string))
 }

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::ResourceType;
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedInternetGateway {
@@ -23,19 +23,21 @@ pub async fn describe(
         .send()
         .await
         .op("ec2:DescribeInternetGateways")?;
-    Ok(out
-        .internet_gateways()
+    const OP: &str = "ec2:DescribeInternetGateways";
+    out.internet_gateways()
         .iter()
         .filter(|g| owner.owns(g.tags()))
-        .map(|g| ObservedInternetGateway {
-            id: g.internet_gateway_id().unwrap_or_default().to_string(),
-            attached_to: g
-                .attachments()
-                .iter()
-                .filter_map(|a| a.vpc_id().map(str::to_string))
-                .collect(),
+        .map(|g| {
+            Ok(ObservedInternetGateway {
+                id: required(g.internet_gateway_id(), OP, "InternetGatewayId")?,
+                attached_to: g
+                    .attachments()
+                    .iter()
+                    .filter_map(|a| a.vpc_id().map(str::to_string))
+                    .collect(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn create(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<String> {

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 
 use super::tags::{tag_value, OwnershipTags, ZONE};
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedAddress {
@@ -42,16 +42,18 @@ pub async fn describe_addresses(
         .send()
         .await
         .op("ec2:DescribeAddresses")?;
-    Ok(out
-        .addresses()
+    const OP: &str = "ec2:DescribeAddresses";
+    out.addresses()
         .iter()
         .filter(|a| owner.owns(a.tags()))
-        .map(|a| ObservedAddress {
-            allocation_id: a.allocation_id().unwrap_or_default().to_string(),
-            zone: tag_value(a.tags(), ZONE).map(str::to_string),
-            association_id: a.association_id().map(str::to_string),
+        .map(|a| {
+            Ok(ObservedAddress {
+                allocation_id: required(a.allocation_id(), OP, "AllocationId")?,
+                zone: tag_value(a.tags(), ZONE).map(str::to_string),
+                association_id: a.association_id().map(str::to_string),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn allocate_address(
@@ -94,28 +96,30 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         .send()
         .await
         .op("ec2:DescribeNatGateways")?;
-    Ok(out
-        .nat_gateways()
+    const OP: &str = "ec2:DescribeNatGateways";
+    out.nat_gateways()
         .iter()
         // Deleted gateways linger in describe answers for a while: they are gone.
         .filter(|n| owner.owns(n.tags()) && n.state() != Some(&NatGatewayState::Deleted))
-        .map(|n| ObservedNatGateway {
-            id: n.nat_gateway_id().unwrap_or_default().to_string(),
-            zone: tag_value(n.tags(), ZONE).map(str::to_string),
-            subnet_id: n.subnet_id().unwrap_or_default().to_string(),
-            state: match n.state() {
-                Some(NatGatewayState::Available) => NatState::Available,
-                Some(NatGatewayState::Pending) => NatState::Pending,
-                Some(NatGatewayState::Deleting) => NatState::Deleting,
-                _ => NatState::Gone,
-            },
-            allocation_ids: n
-                .nat_gateway_addresses()
-                .iter()
-                .filter_map(|a| a.allocation_id().map(str::to_string))
-                .collect(),
+        .map(|n| {
+            Ok(ObservedNatGateway {
+                id: required(n.nat_gateway_id(), OP, "NatGatewayId")?,
+                zone: tag_value(n.tags(), ZONE).map(str::to_string),
+                subnet_id: required(n.subnet_id(), OP, "SubnetId")?,
+                state: match n.state() {
+                    Some(NatGatewayState::Available) => NatState::Available,
+                    Some(NatGatewayState::Pending) => NatState::Pending,
+                    Some(NatGatewayState::Deleting) => NatState::Deleting,
+                    _ => NatState::Gone,
+                },
+                allocation_ids: n
+                    .nat_gateway_addresses()
+                    .iter()
+                    .filter_map(|a| a.allocation_id().map(str::to_string))
+                    .collect(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Creates a NAT gateway; `client_token` makes a retried create return the

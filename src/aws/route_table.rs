@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::ResourceType;
 
 use super::tags::{tag_value, OwnershipTags, PART, ZONE};
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 pub const DEFAULT_ROUTE: &str = "0.0.0.0/0";
 
@@ -26,33 +26,35 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         .send()
         .await
         .op("ec2:DescribeRouteTables")?;
-    Ok(out
-        .route_tables()
+    const OP: &str = "ec2:DescribeRouteTables";
+    out.route_tables()
         .iter()
         .filter(|t| owner.owns(t.tags()))
-        .map(|t| ObservedRouteTable {
-            id: t.route_table_id().unwrap_or_default().to_string(),
-            public: tag_value(t.tags(), PART) == Some("public-route-table"),
-            zone: tag_value(t.tags(), ZONE).map(str::to_string),
-            default_target: t
-                .routes()
-                .iter()
-                .find(|r| r.destination_cidr_block() == Some(DEFAULT_ROUTE))
-                .and_then(|r| r.gateway_id().or(r.nat_gateway_id()))
-                .map(str::to_string),
-            associations: t
-                .associations()
-                .iter()
-                .filter(|a| !a.main().unwrap_or(false))
-                .filter_map(|a| {
-                    Some((
-                        a.route_table_association_id()?.to_string(),
-                        a.subnet_id()?.to_string(),
-                    ))
-                })
-                .collect(),
+        .map(|t| {
+            Ok(ObservedRouteTable {
+                id: required(t.route_table_id(), OP, "RouteTableId")?,
+                public: tag_value(t.tags(), PART) == Some("public-route-table"),
+                zone: tag_value(t.tags(), ZONE).map(str::to_string),
+                default_target: t
+                    .routes()
+                    .iter()
+                    .find(|r| r.destination_cidr_block() == Some(DEFAULT_ROUTE))
+                    .and_then(|r| r.gateway_id().or(r.nat_gateway_id()))
+                    .map(str::to_string),
+                associations: t
+                    .associations()
+                    .iter()
+                    .filter(|a| !a.main().unwrap_or(false))
+                    .filter_map(|a| {
+                        Some((
+                            a.route_table_association_id()?.to_string(),
+                            a.subnet_id()?.to_string(),
+                        ))
+                    })
+                    .collect(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn create(

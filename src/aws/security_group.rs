@@ -3,8 +3,24 @@
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
-use crate::cluster::plan::{Permission, Source};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+
+/// A security group ingress permission, normalised for comparison.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    /// `tcp`, `udp`, `icmp` or `-1` (all).
+    pub protocol: String,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    Cidr(String),
+    /// The group itself (traffic between nodes).
+    Group(String),
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedSecurityGroup {
@@ -24,16 +40,18 @@ pub async fn describe(
         .send()
         .await
         .op("ec2:DescribeSecurityGroups")?;
-    Ok(out
-        .security_groups()
+    const OP: &str = "ec2:DescribeSecurityGroups";
+    out.security_groups()
         .iter()
         .filter(|g| owner.owns(g.tags()))
-        .map(|g| ObservedSecurityGroup {
-            id: g.group_id().unwrap_or_default().to_string(),
-            vpc_id: g.vpc_id().unwrap_or_default().to_string(),
-            ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
+        .map(|g| {
+            Ok(ObservedSecurityGroup {
+                id: required(g.group_id(), OP, "GroupId")?,
+                vpc_id: required(g.vpc_id(), OP, "VpcId")?,
+                ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Splits an AWS permission (several sources) into one per source.

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
 use super::tags::{tag_value, OwnershipTags, PART, ZONE};
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedSubnet {
@@ -24,22 +24,25 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         .send()
         .await
         .op("ec2:DescribeSubnets")?;
-    Ok(out
-        .subnets()
+    const OP: &str = "ec2:DescribeSubnets";
+    out.subnets()
         .iter()
         .filter(|s| owner.owns(s.tags()))
-        .map(|s| ObservedSubnet {
-            id: s.subnet_id().unwrap_or_default().to_string(),
-            vpc_id: s.vpc_id().unwrap_or_default().to_string(),
-            zone: tag_value(s.tags(), ZONE)
-                .or(s.availability_zone())
-                .unwrap_or_default()
-                .to_string(),
-            cidr: s.cidr_block().unwrap_or_default().to_string(),
-            public: tag_value(s.tags(), PART) == Some("public-subnet"),
-            map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
+        .map(|s| {
+            Ok(ObservedSubnet {
+                id: required(s.subnet_id(), OP, "SubnetId")?,
+                vpc_id: required(s.vpc_id(), OP, "VpcId")?,
+                zone: required(
+                    tag_value(s.tags(), ZONE).or(s.availability_zone()),
+                    OP,
+                    "AvailabilityZone",
+                )?,
+                cidr: required(s.cidr_block(), OP, "CidrBlock")?,
+                public: tag_value(s.tags(), PART) == Some("public-subnet"),
+                map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn create(

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 
 use super::tags::OwnershipTags;
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedVpc {
@@ -19,18 +19,19 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         .send()
         .await
         .op("ec2:DescribeVpcs")?;
-    Ok(out
-        .vpcs()
+    out.vpcs()
         .iter()
         .filter(|v| owner.owns(v.tags()))
-        .map(|v| ObservedVpc {
-            id: v.vpc_id().unwrap_or_default().to_string(),
-            cidr: v.cidr_block().unwrap_or_default().to_string(),
+        .map(|v| {
+            Ok(ObservedVpc {
+                id: required(v.vpc_id(), "ec2:DescribeVpcs", "VpcId")?,
+                cidr: required(v.cidr_block(), "ec2:DescribeVpcs", "CidrBlock")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
-/// Creates the VPC with DNS support and hostnames on.
+/// Creates the VPC (DNS is turned on by `enable_dns`, a separate call).
 pub async fn create(c: &AwsClients, owner: &OwnershipTags, cidr: &str) -> AwsResult<String> {
     let out = c
         .ec2
@@ -83,57 +84,49 @@ pub async fn delete(c: &AwsClients, id: &str) -> AwsResult<()> {
         .or_gone()
 }
 
-/// An existing (bring-your-own) VPC and subnets: checks they exist and the
-/// subnets belong to the VPC. Returns `(subnet id, zone, public)`.
-pub async fn verify_existing(
+/// A subnet of an existing (bring-your-own) VPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingSubnet {
+    pub id: String,
+    pub zone: String,
+    /// Launches get a public IPv4 address (as the VPC's owner set it).
+    pub public: bool,
+}
+
+/// The subnets of an existing VPC; `None` when the VPC does not exist.
+pub async fn existing_subnets(
     c: &AwsClients,
     vpc_id: &str,
-    subnet_ids: &[String],
-) -> AwsResult<Result<Vec<(String, String, bool)>, String>> {
+) -> AwsResult<Option<Vec<ExistingSubnet>>> {
     let vpcs = c
         .ec2
         .describe_vpcs()
         .vpc_ids(vpc_id)
         .send()
         .await
-        .op("ec2:DescribeVpcs");
-    match vpcs {
-        Err(e) if e.is_not_found() => {
-            return Ok(Err(format!("existing VPC {vpc_id} was not found")))
-        }
-        Err(e) => return Err(e),
-        Ok(out) if out.vpcs().is_empty() => {
-            return Ok(Err(format!("existing VPC {vpc_id} was not found")))
-        }
-        Ok(_) => {}
+        .op("ec2:DescribeVpcs")
+        .found()?;
+    if vpcs.is_none_or(|v| v.vpcs().is_empty()) {
+        return Ok(None);
     }
+    const OP: &str = "ec2:DescribeSubnets";
     let out = c
         .ec2
         .describe_subnets()
         .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
         .send()
         .await
-        .op("ec2:DescribeSubnets")?;
-    let mut found = Vec::new();
-    for id in subnet_ids {
-        match out
-            .subnets()
-            .iter()
-            .find(|s| s.subnet_id() == Some(id.as_str()))
-        {
-            Some(s) => found.push((
-                id.clone(),
-                s.availability_zone().unwrap_or_default().to_string(),
-                s.map_public_ip_on_launch().unwrap_or(false),
-            )),
-            None => {
-                return Ok(Err(format!(
-                    "existing subnet {id} was not found in VPC {vpc_id}"
-                )))
-            }
-        }
-    }
-    Ok(Ok(found))
+        .op(OP)?;
+    out.subnets()
+        .iter()
+        .map(|s| {
+            Ok(Some(ExistingSubnet {
+                id: required(s.subnet_id(), OP, "SubnetId")?,
+                zone: required(s.availability_zone(), OP, "AvailabilityZone")?,
+                public: s.map_public_ip_on_launch().unwrap_or(false),
+            }))
+        })
+        .collect::<AwsResult<Option<Vec<_>>>>()
 }
 
 /// The region's available zones, sorted by name.

@@ -1,12 +1,17 @@
-//! The ComputeCluster controller: dereference → validate → observe → plan →
-//! apply → status, inside kube-runtime's finalizer helper; deletion in
-//! `cleanup`.
+//! The ComputeCluster controller: dereference → validate (`spec`) → observe
+//! → decide and act (`converge` runs `graph`'s steps, each the `ensure` of a
+//! kind in `kinds`) → status, inside kube-runtime's finalizer helper;
+//! deletion in `cleanup` (each kind's `delete`).
 
+pub mod catalog;
 pub mod cleanup;
 pub mod converge;
-pub mod plan;
+pub mod graph;
+pub mod kinds;
+pub mod spec;
 pub mod status;
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,14 +23,16 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::account::credentials::ResolvedAccount;
-use crate::account::in_use;
+use crate::account::{in_use, Accounts};
 use crate::api::conditions::reason;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
-use crate::aws::{AwsClients, Observed};
+use crate::aws::AwsClients;
 use crate::context::Context;
 use crate::leadership::Shutdown;
 use crate::Error;
-use plan::ValidatedSpec;
+use catalog::Catalog;
+use kinds::Observed;
+use spec::ValidatedSpec;
 use status::Report;
 
 pub const CONTROLLER: &str = "computecluster";
@@ -40,15 +47,31 @@ fn is_paused(cc: &ComputeCluster) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// What the ComputeCluster controller's reconciles share: the operator's
+/// [`Context`], the verified accounts, and what AWS offers each region.
+pub struct ClusterContext {
+    pub ctx: Arc<Context>,
+    pub accounts: Arc<Accounts>,
+    pub catalog: Catalog,
+}
+
+impl Deref for ClusterContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
 /// Runs the ComputeCluster controller until shutdown.
-pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
-    let (clusters, accounts) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
+pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown) {
+    let (clusters, account_api) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
     let (store, changes) = crate::triggers::user_changes(clusters);
     // An account that changes what a cluster can do with it (its spec,
     // deletion, verification) reconciles the clusters that refer to it; its
     // own bookkeeping (how many clusters use it) does not.
     let account_events =
-        watcher(accounts, watcher::Config::default().any_semantic()).default_backoff();
+        watcher(account_api, watcher::Config::default().any_semantic()).default_backoff();
     let usable = |a: &CloudAccount| {
         let status = a.status.as_ref();
         (
@@ -86,7 +109,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .graceful_shutdown_on(async move {
             shutdown.stopped().await;
         })
-        .run(reconcile, error_policy, ctx)
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(ClusterContext {
+                ctx,
+                accounts,
+                catalog: Catalog::default(),
+            }),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "computecluster reconcile");
@@ -95,7 +126,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .await;
 }
 
-async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let started = Instant::now();
     let api: Api<ComputeCluster> =
         Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
@@ -124,7 +155,7 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
-fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
     if let Error::Finalizer(e) = error {
         if let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending {
             retry_after,
@@ -134,9 +165,11 @@ fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<Context>) -> Ac
             return Action::requeue(*retry_after);
         }
     }
-    let backoff = ctx.next_backoff(&cc.uid().unwrap_or_default());
-    ctx.metrics
-        .failed(CONTROLLER, &error.metric_reason(), backoff);
+    let backoff = ctx.retry_later(
+        CONTROLLER,
+        &cc.uid().unwrap_or_default(),
+        &error.metric_reason(),
+    );
     tracing::warn!(namespace = ?cc.namespace(), name = %cc.name_any(), error = %error, "computecluster reconcile failed");
     Action::requeue(backoff)
 }
@@ -160,7 +193,7 @@ pub struct UsableAccount {
 /// cluster being deleted may use the account's last verified credentials
 /// when the account no longer verifies.
 pub async fn use_account(
-    ctx: &Context,
+    ctx: &ClusterContext,
     cc: &ComputeCluster,
     spec: &ValidatedSpec,
 ) -> Result<UsableAccount, AccountBlocked> {
@@ -232,11 +265,17 @@ pub async fn use_account(
     }
 }
 
-async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let mut report = Report::new(&cc);
-    let spec = match plan::validate(&cc) {
+    let spec = match spec::validate(&cc) {
         Ok(spec) => spec,
-        Err(message) => return report.stalled(&ctx, reason::INVALID_SPEC, message).await,
+        Err(message) => {
+            let outcome = crate::outcome::Outcome::NeedsUser {
+                reason: reason::INVALID_SPEC,
+                message,
+            };
+            return report.settle(&ctx, outcome).await;
+        }
     };
     let UsableAccount { account, resolved } = match use_account(&ctx, &cc, &spec).await {
         Ok(r) => r,
@@ -252,10 +291,15 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<Context>) -> Result<Action, Err
         Ok(report) => report,
         Err(action) => return action,
     };
-    let clients = AwsClients::new(&resolved.config, &spec.region, &ctx.metrics);
+    let clients = AwsClients::new(
+        &resolved.config,
+        &spec.region,
+        ctx.metrics.aws_interceptor(),
+    );
     let outcome = match Observed::describe(&clients, &spec.owner).await {
         Ok(observed) => {
-            converge::converge(&ctx, &clients, &spec, &observed, &mut report.progress).await
+            let progress = &mut report.progress;
+            converge::converge(&ctx.catalog, &clients, &spec, &observed, progress).await
         }
         Err(e) => Err(e.into()),
     };

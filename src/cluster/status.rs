@@ -1,19 +1,21 @@
-//! The ComputeCluster's status: what was learned, the phase, conditions,
-//! Events on transitions, and when to look again.
+//! The ComputeCluster's status: what was learned, and the one writer that
+//! turns an [`Outcome`] into phase, conditions, an Event on a phase change
+//! and when to look again — for reconciles and deletion alike.
+
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::converge::Iam;
+use super::kinds::iam::Iam;
 use super::AccountBlocked;
-use crate::api::compute_cluster::{IamStatus, NetworkStatus, NodeGroupStatus};
+use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
     self, reason, Desired, ACCOUNT_READY, IAM_READY, NETWORK_READY, NODE_GROUPS_READY, PAUSED,
-    READY, RECONCILING, STALLED,
 };
 use crate::api::{ClusterPhase, ComputeCluster, ComputeClusterStatus};
-use crate::aws::ErrorClass;
 use crate::context::{apply_status, Context};
+use crate::outcome::Outcome;
 use crate::Error;
 
 /// What a reconcile learned, filled in as it goes.
@@ -40,12 +42,66 @@ impl Progress {
     }
 }
 
+/// Where the cluster is, besides the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Converging: a transient failure is part of provisioning.
+    Converging,
+    /// Waiting for its account: a transient failure keeps the phase.
+    Waiting,
+    /// Being deleted: every outcome is `deleting`.
+    Deleting,
+}
+
+/// The phase an outcome puts a cluster in.
+pub fn phase_of(outcome: &Outcome, stage: Stage, previous: Option<ClusterPhase>) -> ClusterPhase {
+    match (stage, outcome) {
+        (Stage::Deleting, _) | (_, Outcome::Deleting { .. }) => ClusterPhase::Deleting,
+        (_, Outcome::Ready { .. }) => ClusterPhase::Running,
+        (_, Outcome::NeedsUser { .. }) => ClusterPhase::Failed,
+        (Stage::Waiting, Outcome::Transient { .. }) => previous.unwrap_or(ClusterPhase::Pending),
+        (_, Outcome::Progressing { .. } | Outcome::Transient { .. }) => ClusterPhase::Provisioning,
+    }
+}
+
+/// The outcome of a converge pass that returned `result`; `None` for an
+/// error the controller's error policy handles (the Kubernetes API).
+pub fn outcome_of(
+    result: Result<(), Error>,
+    ready: bool,
+    waiting: String,
+) -> Result<Outcome, Error> {
+    match result {
+        Ok(()) if ready => Ok(Outcome::Ready {
+            reason: reason::RUNNING,
+            message: "all parts are ready".into(),
+        }),
+        Ok(()) => Ok(Outcome::Progressing {
+            reason: reason::PROVISIONING,
+            message: waiting,
+        }),
+        Err(e) => match e.needs_user() {
+            Some(reason) => Ok(Outcome::NeedsUser {
+                reason,
+                message: e.to_string(),
+            }),
+            None if matches!(e, Error::Aws(_)) => Ok(Outcome::Transient {
+                reason: reason::AWS_ERROR,
+                message: format!("retrying after a transient AWS error: {e}"),
+            }),
+            None => Err(e),
+        },
+    }
+}
+
 /// Builds and writes the status of one reconcile.
 pub struct Report {
     object: ComputeCluster,
     previous: ComputeClusterStatus,
     pub progress: Progress,
     account_ready: Option<Desired>,
+    deletion_blockers: Vec<DeletionBlocker>,
+    stage: Stage,
 }
 
 impl Report {
@@ -55,15 +111,23 @@ impl Report {
         let progress = Progress {
             network: previous.network.clone().unwrap_or_default(),
             iam: previous.iam.clone(),
-            node_groups: None,
-            network_ready: false,
-            waiting: vec![],
+            ..Progress::default()
         };
         Report {
             object: cc.clone(),
             previous,
             progress,
             account_ready: None,
+            deletion_blockers: vec![],
+            stage: Stage::Converging,
+        }
+    }
+
+    /// A report of the cluster's deletion.
+    pub fn deleting(cc: &ComputeCluster) -> Self {
+        Report {
+            stage: Stage::Deleting,
+            ..Report::new(cc)
         }
     }
 
@@ -74,6 +138,12 @@ impl Report {
             reason::AS_EXPECTED,
             "the CloudAccount is ready",
         ));
+    }
+
+    /// What keeps deletion from finishing (listed in status).
+    pub fn blocked_by(mut self, blockers: Vec<DeletionBlocker>) -> Self {
+        self.deletion_blockers = blockers;
+        self
     }
 
     /// Checks the account the CloudAccount resolved to against the one the
@@ -87,16 +157,15 @@ impl Report {
         match self.previous.aws_account_id.as_deref() {
             Some(id) if id == account_id => Ok(self),
             Some(id) => {
-                let message = format!(
-                    "the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"
-                );
-                Err(self.stalled(ctx, reason::ACCOUNT_CHANGED, message).await)
+                let outcome = Outcome::NeedsUser {
+                    reason: reason::ACCOUNT_CHANGED,
+                    message: format!("the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"),
+                };
+                Err(self.settle(ctx, outcome).await)
             }
             None => {
                 self.previous.aws_account_id = Some(account_id.to_string());
-                let ns = self.object.namespace().unwrap_or_default();
-                let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
-                match apply_status(&api, &self.object.name_any(), &self.previous).await {
+                match apply_status(&self.api(ctx), &self.object.name_any(), &self.previous).await {
                     Ok(()) => Ok(self),
                     Err(e) => Err(Err(e.into())),
                 }
@@ -104,24 +173,7 @@ impl Report {
         }
     }
 
-    /// The user must act: the spec, or something AWS refused.
-    pub async fn stalled(
-        self,
-        ctx: &Context,
-        reason: &'static str,
-        message: String,
-    ) -> Result<Action, Error> {
-        let backoff = ctx.next_backoff(&self.uid());
-        ctx.metrics.failed(super::CONTROLLER, reason, backoff);
-        self.write(
-            ctx,
-            ClusterPhase::Failed,
-            Outcome::Stalled { reason, message },
-        )
-        .await?;
-        Ok(Action::requeue(backoff))
-    }
-
+    /// The account cannot be used now: says why, on `AccountReady` too.
     pub async fn account_blocked(
         mut self,
         ctx: &Context,
@@ -133,23 +185,21 @@ impl Report {
             blocked.reason,
             blocked.message.clone(),
         ));
-        if blocked.stalled {
-            return self.stalled(ctx, blocked.reason, blocked.message).await;
+        if self.stage == Stage::Converging {
+            self.stage = Stage::Waiting;
         }
-        let backoff = ctx.next_backoff(&self.uid());
-        ctx.metrics
-            .failed(super::CONTROLLER, blocked.reason, backoff);
-        let phase = self.previous.phase.unwrap_or(ClusterPhase::Pending);
-        self.write(
-            ctx,
-            phase,
-            Outcome::Waiting {
+        let outcome = if blocked.stalled {
+            Outcome::NeedsUser {
                 reason: blocked.reason,
                 message: blocked.message,
-            },
-        )
-        .await?;
-        Ok(Action::requeue(backoff))
+            }
+        } else {
+            Outcome::Transient {
+                reason: blocked.reason,
+                message: blocked.message,
+            }
+        };
+        self.settle(ctx, outcome).await
     }
 
     /// Reconciliation is paused by the annotation: say so, change nothing
@@ -169,9 +219,7 @@ impl Report {
             ),
             ..self.previous.clone()
         };
-        let ns = self.object.namespace().unwrap_or_default();
-        let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        apply_status(&api, &self.object.name_any(), &status).await?;
+        apply_status(&self.api(ctx), &self.object.name_any(), &status).await?;
         if !already {
             ctx.publish(&self.object.object_ref(&()), false, reason::PAUSED, message)
                 .await;
@@ -181,65 +229,46 @@ impl Report {
 
     /// Writes the status after convergence ran (or failed).
     pub async fn finish(self, ctx: &Context, result: Result<(), Error>) -> Result<Action, Error> {
-        match result {
-            Ok(()) => {
-                let ready = self.ready_parts();
-                if ready.0 && ready.1 && ready.2 {
-                    ctx.reset_backoff(&self.uid());
-                    self.write(ctx, ClusterPhase::Running, Outcome::Converged)
-                        .await?;
-                    Ok(Action::requeue(ctx.settings.resync))
-                } else {
-                    ctx.reset_backoff(&self.uid());
-                    let waiting = self.waiting_message();
-                    self.write(
-                        ctx,
-                        ClusterPhase::Provisioning,
-                        Outcome::Waiting {
-                            reason: reason::PROVISIONING,
-                            message: waiting,
-                        },
-                    )
-                    .await?;
-                    Ok(Action::requeue(ctx.settings.progress_poll))
-                }
-            }
-            Err(Error::InvalidSpec(message)) => {
-                self.stalled(ctx, reason::INVALID_SPEC, message).await
-            }
-            Err(Error::Aws(e)) if e.class() == ErrorClass::NeedsUser => {
-                let reason = if e
-                    .code()
-                    .is_some_and(|c| c.contains("Unauthorized") || c.contains("AccessDenied"))
-                {
-                    reason::ACCESS_DENIED
-                } else {
-                    reason::AWS_ERROR
-                };
-                self.stalled(ctx, reason, e.to_string()).await
-            }
-            Err(Error::Aws(e)) => {
-                let backoff = ctx.next_backoff(&self.uid());
-                ctx.metrics
-                    .failed(super::CONTROLLER, e.code().unwrap_or("transport"), backoff);
-                tracing::info!(name = %self.object.name_any(), error = %e, ?backoff, "transient AWS error; retrying");
-                self.write(
-                    ctx,
-                    ClusterPhase::Provisioning,
-                    Outcome::Waiting {
-                        reason: reason::AWS_ERROR,
-                        message: format!("retrying after a transient AWS error: {e}"),
-                    },
-                )
-                .await?;
-                Ok(Action::requeue(backoff))
-            }
-            Err(other) => Err(other),
+        let (network, iam, nodes) = self.ready_parts();
+        let outcome = outcome_of(result, network && iam && nodes, self.waiting_message())?;
+        if let Outcome::Transient { message, .. } = &outcome {
+            tracing::info!(name = %self.object.name_any(), error = %message, "transient AWS error; retrying");
         }
+        self.settle(ctx, outcome).await
     }
 
-    fn uid(&self) -> String {
-        self.object.uid().unwrap_or_default()
+    /// Writes the outcome and says when to look again.
+    pub async fn settle(self, ctx: &Context, outcome: Outcome) -> Result<Action, Error> {
+        let after = self.write(ctx, &outcome).await?;
+        Ok(Action::requeue(after))
+    }
+
+    /// Writes the outcome; returns when to look again.
+    pub async fn write(self, ctx: &Context, outcome: &Outcome) -> Result<Duration, Error> {
+        let uid = self.object.uid().unwrap_or_default();
+        let after = outcome.requeue(ctx, super::CONTROLLER, &uid, ctx.settings.resync);
+        let phase = phase_of(outcome, self.stage, self.previous.phase);
+        let status = self.status(phase, outcome);
+        apply_status(&self.api(ctx), &self.object.name_any(), &status).await?;
+        ctx.metrics.cluster_phase(&uid, Some(phase_name(phase)));
+        if self.previous.phase != Some(phase) {
+            let note = outcome.message().to_string();
+            ctx.publish(
+                &self.object.object_ref(&()),
+                outcome.is_warning(),
+                outcome.reason(),
+                note,
+            )
+            .await;
+        }
+        Ok(after)
+    }
+
+    fn api(&self, ctx: &Context) -> Api<ComputeCluster> {
+        Api::namespaced(
+            ctx.client.clone(),
+            &self.object.namespace().unwrap_or_default(),
+        )
     }
 
     /// `(network, iam, node groups)` ready.
@@ -286,13 +315,7 @@ impl Report {
         format!("{running}/{desired}")
     }
 
-    async fn write(
-        self,
-        ctx: &Context,
-        phase: ClusterPhase,
-        outcome: Outcome,
-    ) -> Result<(), Error> {
-        let generation = self.object.meta().generation;
+    fn part_conditions(&self) -> Vec<Desired> {
         let (network, iam, nodes) = self.ready_parts();
         let part = |type_: &'static str, ok: bool, what: &str| {
             if ok {
@@ -311,75 +334,46 @@ impl Report {
             part(IAM_READY, iam, "IAM role and instance profile"),
             part(NODE_GROUPS_READY, nodes, "node groups"),
         ];
-        if let Some(a) = &self.account_ready {
-            desired.push(a.clone());
+        desired.extend(self.account_ready.clone());
+        desired
+    }
+
+    fn status(&self, phase: ClusterPhase, outcome: &Outcome) -> ComputeClusterStatus {
+        let generation = self.object.meta().generation;
+        let now = conditions::now();
+        if self.stage == Stage::Deleting {
+            // What was built stays in status until it is gone.
+            return ComputeClusterStatus {
+                observed_generation: generation,
+                phase: Some(phase),
+                deletion_blockers: self.deletion_blockers.clone(),
+                conditions: conditions::merge(
+                    &self.previous.conditions,
+                    &outcome.conditions(),
+                    generation,
+                    &now,
+                ),
+                ..self.previous.clone()
+            };
         }
-        match &outcome {
-            Outcome::Converged => desired.extend([
-                Desired::new(READY, true, reason::RUNNING, "all parts are ready"),
-                Desired::new(RECONCILING, false, reason::RUNNING, ""),
-                Desired::new(STALLED, false, reason::RUNNING, ""),
-            ]),
-            Outcome::Waiting { reason, message } => desired.extend([
-                Desired::new(READY, false, reason, message.clone()),
-                Desired::new(RECONCILING, true, reason, message.clone()),
-                Desired::new(STALLED, false, reason, ""),
-            ]),
-            Outcome::Stalled { reason, message } => desired.extend([
-                Desired::new(READY, false, reason, message.clone()),
-                Desired::new(RECONCILING, false, reason, ""),
-                Desired::new(STALLED, true, reason, message.clone()),
-            ]),
-        }
-        let node_groups = self
-            .progress
-            .node_groups
-            .clone()
-            .unwrap_or_else(|| self.previous.node_groups.clone());
-        let status = ComputeClusterStatus {
+        let mut desired = self.part_conditions();
+        desired.extend(outcome.conditions());
+        ComputeClusterStatus {
             observed_generation: generation,
             aws_account_id: self.previous.aws_account_id.clone(),
             phase: Some(phase),
             network: Some(self.progress.network.clone()).filter(|n| n != &NetworkStatus::default()),
             iam: self.progress.iam.clone(),
             nodes: Some(self.nodes_summary()),
-            node_groups,
+            node_groups: self
+                .progress
+                .node_groups
+                .clone()
+                .unwrap_or_else(|| self.previous.node_groups.clone()),
             deletion_blockers: vec![],
-            conditions: conditions::merge(
-                &self.previous.conditions,
-                &desired,
-                generation,
-                &conditions::now(),
-            ),
-        };
-        let ns = self.object.namespace().unwrap_or_default();
-        let api: Api<ComputeCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        apply_status(&api, &self.object.name_any(), &status).await?;
-        ctx.metrics
-            .cluster_phase(&self.uid(), Some(phase_name(phase)));
-        if self.previous.phase != Some(phase) {
-            let (warning, reason, note) = match &outcome {
-                Outcome::Converged => (false, reason::RUNNING, "all parts are ready".to_string()),
-                Outcome::Waiting { reason, message } => (false, *reason, message.clone()),
-                Outcome::Stalled { reason, message } => (true, *reason, message.clone()),
-            };
-            ctx.publish(&self.object.object_ref(&()), warning, reason, note)
-                .await;
+            conditions: conditions::merge(&self.previous.conditions, &desired, generation, &now),
         }
-        Ok(())
     }
-}
-
-enum Outcome {
-    Converged,
-    Waiting {
-        reason: &'static str,
-        message: String,
-    },
-    Stalled {
-        reason: &'static str,
-        message: String,
-    },
 }
 
 pub fn phase_name(phase: ClusterPhase) -> &'static str {
@@ -389,5 +383,122 @@ pub fn phase_name(phase: ClusterPhase) -> &'static str {
         ClusterPhase::Running => "running",
         ClusterPhase::Deleting => "deleting",
         ClusterPhase::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsError;
+
+    #[test]
+    fn outcomes_of_a_pass() {
+        let aws = |code: &str| {
+            Error::Aws(AwsError::Service {
+                operation: "ec2:RunInstances",
+                code: code.into(),
+                message: "m".into(),
+                class: crate::aws::error::classify(code, "m", Some(400)),
+            })
+        };
+        // (result, ready, reason, phase, why)
+        type Row<'a> = (Result<(), Error>, bool, &'a str, ClusterPhase, &'a str);
+        let rows: Vec<Row> = vec![
+            (
+                Ok(()),
+                true,
+                reason::RUNNING,
+                ClusterPhase::Running,
+                "converged",
+            ),
+            (
+                Ok(()),
+                false,
+                reason::PROVISIONING,
+                ClusterPhase::Provisioning,
+                "AWS still creating",
+            ),
+            (
+                Err(Error::InvalidSpec("x".into())),
+                false,
+                reason::INVALID_SPEC,
+                ClusterPhase::Failed,
+                "bad spec",
+            ),
+            (
+                Err(Error::IamNameTaken("n".into())),
+                false,
+                reason::IAM_NAME_TAKEN,
+                ClusterPhase::Failed,
+                "a name collision is not a spec error",
+            ),
+            (
+                Err(Error::NoImage("t".into())),
+                false,
+                reason::IMAGE_NOT_FOUND,
+                ClusterPhase::Failed,
+                "no image",
+            ),
+            (
+                Err(Error::Internal("x".into())),
+                false,
+                reason::INTERNAL_ERROR,
+                ClusterPhase::Failed,
+                "a bug says so",
+            ),
+            (
+                Err(aws("UnauthorizedOperation")),
+                false,
+                reason::ACCESS_DENIED,
+                ClusterPhase::Failed,
+                "denied",
+            ),
+            (
+                Err(aws("VcpuLimitExceeded")),
+                false,
+                reason::AWS_ERROR,
+                ClusterPhase::Failed,
+                "quota",
+            ),
+            (
+                Err(aws("RequestLimitExceeded")),
+                false,
+                reason::AWS_ERROR,
+                ClusterPhase::Provisioning,
+                "throttled: provisioning",
+            ),
+        ];
+        for (result, ready, want_reason, want_phase, why) in rows {
+            let outcome = outcome_of(result, ready, "waiting".into()).expect(why);
+            assert_eq!(outcome.reason(), want_reason, "{why}");
+            assert_eq!(
+                phase_of(&outcome, Stage::Converging, Some(ClusterPhase::Running)),
+                want_phase,
+                "{why}"
+            );
+            assert_eq!(
+                phase_of(&outcome, Stage::Deleting, None),
+                ClusterPhase::Deleting,
+                "{why}"
+            );
+        }
+        let waiting = Outcome::Transient {
+            reason: reason::ACCOUNT_NOT_READY,
+            message: String::new(),
+        };
+        assert_eq!(
+            phase_of(&waiting, Stage::Waiting, Some(ClusterPhase::Running)),
+            ClusterPhase::Running,
+            "waiting for the account keeps the phase"
+        );
+        assert_eq!(
+            phase_of(&waiting, Stage::Waiting, None),
+            ClusterPhase::Pending
+        );
+        let kube = Error::WatchStopped("x");
+        assert!(
+            outcome_of(Err(kube), false, String::new()).is_err(),
+            "left to the error policy"
+        );
     }
 }

@@ -1,0 +1,95 @@
+//! What AWS offers a region, looked up once per process and shared by every
+//! cluster: default images by instance type, available zones by account.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_ec2::types::ArchitectureType;
+use futures::future::try_join_all;
+use tokio::sync::Mutex;
+
+use crate::aws::{instances, vpc, AwsClients};
+use crate::Error;
+
+#[derive(Default)]
+pub struct Catalog {
+    /// Default images by `(region, instance type)`.
+    images: Mutex<HashMap<(String, String), String>>,
+    /// Available zones by `(CloudAccount namespace/name, region)`.
+    zones: Mutex<HashMap<(String, String), Vec<String>>>,
+}
+
+impl Catalog {
+    /// The newest Amazon Linux 2023 image for each of `instance_types` in
+    /// `region`: what is not cached costs one architecture lookup for all
+    /// and one image lookup per architecture, at once.
+    pub async fn default_images(
+        &self,
+        c: &AwsClients,
+        region: &str,
+        instance_types: &[String],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let key = |t: &str| (region.to_string(), t.to_string());
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.images.lock().await;
+            for t in instance_types {
+                match cache.get(&key(t)) {
+                    Some(id) => {
+                        found.insert(t.clone(), id.clone());
+                    }
+                    None if !missing.contains(t) => missing.push(t.clone()),
+                    None => {}
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let arches = instances::architectures(c, &missing).await?;
+        if let Some(unknown) = missing.iter().find(|t| !arches.contains_key(*t)) {
+            return Err(Error::InstanceTypeUnknown {
+                instance_type: unknown.clone(),
+                region: region.to_string(),
+            });
+        }
+        let mut distinct: Vec<&ArchitectureType> = arches.values().collect();
+        distinct.sort_by_key(|a| a.as_str());
+        distinct.dedup();
+        let images = try_join_all(distinct.iter().map(|a| instances::newest_image(c, a))).await?;
+        let mut by_arch = BTreeMap::new();
+        for (arch, image) in distinct.into_iter().zip(images) {
+            let image = image.ok_or_else(|| Error::NoImage(arch.as_str().to_string()))?;
+            by_arch.insert(arch.as_str(), image);
+        }
+        let mut cache = self.images.lock().await;
+        for (t, arch) in &arches {
+            if let Some(id) = by_arch.get(arch.as_str()) {
+                cache.insert(key(t), id.clone());
+                found.insert(t.clone(), id.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The region's available zones as `account` (the CloudAccount's
+    /// `namespace/name`) sees them, sorted; looked up once per process.
+    pub async fn available_zones(
+        &self,
+        c: &AwsClients,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<String>, Error> {
+        let key = (account.to_string(), region.to_string());
+        // Held across the lookup: clusters asking at once share one call.
+        let mut cache = self.zones.lock().await;
+        if let Some(zones) = cache.get(&key) {
+            return Ok(zones.clone());
+        }
+        let zones = vpc::zones(c).await?;
+        if !zones.is_empty() {
+            cache.insert(key, zones.clone());
+        }
+        Ok(zones)
+    }
+}

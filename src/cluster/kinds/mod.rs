@@ -1,0 +1,118 @@
+//! One module per AWS kind, each holding that kind's whole life: what of it
+//! is observed, the pure decision (`plan`, table-tested with no server), the
+//! calls that carry the decision out (`ensure`) and its part of deletion
+//! (`delete`). `crate::aws` underneath is thin SDK calls only.
+
+pub mod iam;
+pub mod internet_gateway;
+pub mod nat_gateways;
+pub mod node_groups;
+pub mod route_tables;
+pub mod security_group;
+pub mod subnets;
+pub mod vpc;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::aws::{
+    instance_profile, instances, internet_gateway as igw_api, nat_gateway, route_table,
+    security_group as sg_api, subnet, vpc as vpc_api, AwsClients, AwsResult, OwnershipTags,
+};
+
+use super::spec::ValidatedSpec;
+
+/// Everything of one cluster's in AWS, described by ownership tag.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub vpcs: Vec<vpc_api::ObservedVpc>,
+    pub subnets: Vec<subnet::ObservedSubnet>,
+    pub internet_gateways: Vec<igw_api::ObservedInternetGateway>,
+    pub addresses: Vec<nat_gateway::ObservedAddress>,
+    pub nat_gateways: Vec<nat_gateway::ObservedNatGateway>,
+    pub route_tables: Vec<route_table::ObservedRouteTable>,
+    pub security_groups: Vec<sg_api::ObservedSecurityGroup>,
+    pub instances: Vec<instances::ObservedInstance>,
+    pub iam: instance_profile::ObservedIam,
+}
+
+impl Observed {
+    /// Describes every kind at once: one tag-filtered call per kind.
+    pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observed> {
+        let name = iam::iam_name(owner);
+        let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, iam) = tokio::try_join!(
+            vpc_api::describe(c, owner),
+            subnet::describe(c, owner),
+            igw_api::describe(c, owner),
+            nat_gateway::describe_addresses(c, owner),
+            nat_gateway::describe(c, owner),
+            route_table::describe(c, owner),
+            sg_api::describe(c, owner),
+            instances::describe(c, owner),
+            instance_profile::describe(c, owner, &name),
+        )?;
+        Ok(Observed {
+            vpcs,
+            subnets,
+            internet_gateways: igws,
+            addresses,
+            nat_gateways: nats,
+            route_tables,
+            security_groups: sgs,
+            instances,
+            iam,
+        })
+    }
+
+    /// Whether nothing of the cluster's is left.
+    pub fn is_empty(&self) -> bool {
+        self.vpcs.is_empty()
+            && self.subnets.is_empty()
+            && self.internet_gateways.is_empty()
+            && self.addresses.is_empty()
+            && self
+                .nat_gateways
+                .iter()
+                .all(|n| n.state == nat_gateway::NatState::Gone)
+            && self.route_tables.is_empty()
+            && self.security_groups.is_empty()
+            && self.instances.is_empty()
+            && self.iam.role.is_none()
+            && self.iam.instance_profile.is_none()
+    }
+}
+
+/// What one converge pass works from: the clients, the validated spec and
+/// what AWS held at its start.
+#[derive(Clone, Copy)]
+pub struct Pass<'a> {
+    pub c: &'a AwsClients,
+    pub spec: &'a ValidatedSpec,
+    pub observed: &'a Observed,
+}
+
+/// Looks again a few times right after a create or delete (at once, then
+/// after 0.1, 0.2 and 0.4 s), until `check` says it is done; returns the last
+/// result. `None` when `enabled` is false. A quick AWS then needs no second
+/// pass; a slow one costs four describes.
+pub async fn look_again<T, E, F, Fut>(check: F, enabled: bool) -> Result<Option<T>, E>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(T, bool), E>>,
+{
+    if !enabled {
+        return Ok(None);
+    }
+    let mut delay = Duration::ZERO;
+    let mut last = None;
+    for _ in 0..4 {
+        tokio::time::sleep(delay).await;
+        let (value, done) = check().await?;
+        last = Some(value);
+        if done {
+            break;
+        }
+        delay = (delay * 2).max(Duration::from_millis(100));
+    }
+    Ok(last)
+}

@@ -1,0 +1,586 @@
+//! Node groups: EC2 instances of ours, tagged with their group. Scaled to
+//! each group's count across its subnets, replaced when their type changes
+//! (new ones first) or they stop, terminated when their group goes.
+//! Terminated first on deletion.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::iam::Iam;
+use super::{look_again, Pass};
+use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::{NodeGroupSpec, SubnetKind};
+use crate::aws::instances::{self, InstanceState, Launch, ObservedInstance};
+use crate::aws::subnet::ObservedSubnet;
+use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
+use crate::cluster::catalog::Catalog;
+use crate::Error;
+
+/// What to do with one node group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// Instances to launch per subnet.
+    pub launch: BTreeMap<String, i32>,
+    pub terminate: Vec<String>,
+}
+
+/// Scales a group to `count`, replaces instances of another type (new ones
+/// first, old ones once enough new ones run), replaces stopped instances,
+/// and terminates the newest first when scaling down. `subnets` are the
+/// candidate subnets; launches go where the group has fewest instances.
+pub fn plan_group(
+    group: &NodeGroupSpec,
+    instances: &[ObservedInstance],
+    subnets: &[String],
+) -> GroupPlan {
+    let mut plan = GroupPlan::default();
+    let want = usize::try_from(group.count).unwrap_or(0);
+    let mut live: Vec<&ObservedInstance> = Vec::new();
+    for i in instances.iter().filter(|i| i.group == group.name) {
+        match i.state {
+            InstanceState::Pending | InstanceState::Running => live.push(i),
+            InstanceState::Stopping | InstanceState::Stopped => plan.terminate.push(i.id.clone()),
+            InstanceState::ShuttingDown | InstanceState::Terminated => {}
+        }
+    }
+    let (mut current, outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
+        .into_iter()
+        .partition(|i| i.instance_type == group.instance_type);
+    // Newest first.
+    current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
+    if current.len() > want {
+        let excess = current.len() - want;
+        plan.terminate
+            .extend(current.drain(..excess).map(|i| i.id.clone()));
+    }
+    let running_current = current
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    if !outdated.is_empty() && running_current >= want {
+        plan.terminate.extend(outdated.iter().map(|i| i.id.clone()));
+    }
+    let missing = want.saturating_sub(current.len());
+    plan.launch = spread(missing, &current, subnets);
+    plan
+}
+
+/// `missing` launches over `subnets`, each to the least loaded one (ties to
+/// the earlier in the list).
+fn spread(
+    missing: usize,
+    current: &[&ObservedInstance],
+    subnets: &[String],
+) -> BTreeMap<String, i32> {
+    let mut out = BTreeMap::new();
+    let mut load: HashMap<&str, usize> = subnets.iter().map(|s| (s.as_str(), 0)).collect();
+    for i in current {
+        if let Some(n) = load.get_mut(i.subnet_id.as_str()) {
+            *n += 1;
+        }
+    }
+    for _ in 0..missing {
+        let Some(target) = subnets
+            .iter()
+            .min_by_key(|s| load.get(s.as_str()).copied().unwrap_or(0))
+        else {
+            break;
+        };
+        if let Some(n) = load.get_mut(target.as_str()) {
+            *n += 1;
+        }
+        *out.entry(target.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// Instances of groups that are no longer in the spec.
+pub fn orphans(groups: &[NodeGroupSpec], instances: &[ObservedInstance]) -> Vec<String> {
+    instances
+        .iter()
+        .filter(|i| !i.state.is_ending())
+        .filter(|i| !groups.iter().any(|g| g.name == i.group))
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+/// The subnet kind a group asks for.
+pub fn wants_public(group: &NodeGroupSpec) -> bool {
+    group.subnets == SubnetKind::Public
+}
+
+/// Subnets of the kind the group asks for; all of them when there is none
+/// of that kind (an existing VPC with public subnets only, say).
+pub fn candidates(group: &NodeGroupSpec, subnets: &[ObservedSubnet]) -> Vec<String> {
+    let public = wants_public(group);
+    let fitting: Vec<String> = subnets
+        .iter()
+        .filter(|s| s.public == public)
+        .map(|s| s.id.clone())
+        .collect();
+    if fitting.is_empty() {
+        subnets.iter().map(|s| s.id.clone()).collect()
+    } else {
+        fitting
+    }
+}
+
+/// One launch: `count` instances of `group` into `subnet`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchPlan {
+    pub group: String,
+    pub subnet: String,
+    pub count: i32,
+    /// The group's instances now (part of the launch's client token).
+    pub existing: Vec<String>,
+}
+
+/// The whole decision for the node groups, and their status before it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeActions {
+    pub terminate: Vec<String>,
+    pub launch: Vec<LaunchPlan>,
+    pub statuses: Vec<NodeGroupStatus>,
+}
+
+pub fn plan(
+    groups: &[NodeGroupSpec],
+    instances: &[ObservedInstance],
+    subnets: &[ObservedSubnet],
+) -> NodeActions {
+    let mut actions = NodeActions {
+        terminate: orphans(groups, instances),
+        ..Default::default()
+    };
+    for group in groups {
+        let plan = plan_group(group, instances, &candidates(group, subnets));
+        let mine: Vec<&ObservedInstance> =
+            instances.iter().filter(|i| i.group == group.name).collect();
+        let running = mine
+            .iter()
+            .filter(|i| i.instance_type == group.instance_type && i.state == InstanceState::Running)
+            .filter(|i| !plan.terminate.contains(&i.id))
+            .count();
+        let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
+        actions.statuses.push(NodeGroupStatus {
+            name: group.name.clone(),
+            desired: group.count,
+            running: i32::try_from(running).unwrap_or(i32::MAX),
+            instance_ids: existing.clone(),
+        });
+        actions.terminate.extend(plan.terminate);
+        actions
+            .launch
+            .extend(plan.launch.into_iter().map(|(subnet, count)| LaunchPlan {
+                group: group.name.clone(),
+                subnet,
+                count,
+                existing: existing.clone(),
+            }));
+    }
+    actions
+}
+
+/// Groups that name no image and look short of live instances: their
+/// default image is looked up before the network exists.
+pub fn needing_default_image<'a>(
+    groups: &'a [NodeGroupSpec],
+    instances: &[ObservedInstance],
+) -> Vec<&'a NodeGroupSpec> {
+    groups
+        .iter()
+        .filter(|g| g.image_id.is_none())
+        .filter(|g| {
+            let have = instances
+                .iter()
+                .filter(|i| {
+                    i.group == g.name && i.instance_type == g.instance_type && i.state.is_live()
+                })
+                .count();
+            have < usize::try_from(g.count).unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The default image of each group that needs one now, by group (cached
+/// per region and instance type). A group this misses looks its image up
+/// when it launches.
+pub async fn default_images(
+    p: Pass<'_>,
+    catalog: &Catalog,
+) -> Result<BTreeMap<String, String>, Error> {
+    let needed = needing_default_image(&p.spec.node_groups, &p.observed.instances);
+    if needed.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let types: Vec<String> = needed.iter().map(|g| g.instance_type.clone()).collect();
+    let images = catalog.default_images(p.c, &p.spec.region, &types).await?;
+    Ok(needed
+        .iter()
+        .filter_map(|g| Some((g.name.clone(), images.get(&g.instance_type)?.clone())))
+        .collect())
+}
+
+/// What node groups launch into.
+pub struct NodeNetwork<'a> {
+    pub subnets: &'a [ObservedSubnet],
+    pub security_group: &'a str,
+    pub iam: &'a Iam,
+    /// Default images by node group (groups that name one are not here).
+    pub images: &'a BTreeMap<String, String>,
+}
+
+async fn image_of(
+    p: Pass<'_>,
+    catalog: &Catalog,
+    group: &NodeGroupSpec,
+    images: &BTreeMap<String, String>,
+) -> Result<String, Error> {
+    if let Some(id) = group.image_id.as_ref().or_else(|| images.get(&group.name)) {
+        return Ok(id.clone());
+    }
+    let types = [group.instance_type.clone()];
+    let found = catalog.default_images(p.c, &p.spec.region, &types).await?;
+    found
+        .get(&group.instance_type)
+        .cloned()
+        .ok_or_else(|| Error::NoImage(group.instance_type.clone()))
+}
+
+/// Carries out the plan; returns the groups' status.
+pub async fn ensure(
+    p: Pass<'_>,
+    catalog: &Catalog,
+    network: &NodeNetwork<'_>,
+) -> Result<Vec<NodeGroupStatus>, Error> {
+    let NodeActions {
+        terminate,
+        launch,
+        mut statuses,
+    } = plan(&p.spec.node_groups, &p.observed.instances, network.subnets);
+    instances::terminate(p.c, &terminate).await?;
+    let mut jobs = Vec::new();
+    for l in &launch {
+        let group = p
+            .spec
+            .node_groups
+            .iter()
+            .find(|g| g.name == l.group)
+            .ok_or_else(|| {
+                Error::Internal(format!("a launch for unknown node group {}", l.group))
+            })?;
+        jobs.push((group, image_of(p, catalog, group, network.images).await?, l));
+    }
+    let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, l)| async move {
+        let launch = Launch {
+            group: &group.name,
+            instance_type: &group.instance_type,
+            spot: group.spot,
+            image_id: image,
+            subnet_id: &l.subnet,
+            security_group_id: network.security_group,
+            instance_profile_arn: &network.iam.profile_arn,
+            count: l.count,
+            existing: &l.existing,
+        };
+        instances::run(p.c, &p.spec.owner, &launch).await
+    }))
+    .await?;
+    let new: Vec<String> = launched.iter().flatten().cloned().collect();
+    for ((group, ..), ids) in jobs.iter().zip(launched) {
+        if let Some(s) = statuses.iter_mut().find(|s| s.name == group.name) {
+            s.instance_ids.extend(ids);
+        }
+    }
+    count_running(p, &new, &mut statuses).await?;
+    Ok(statuses)
+}
+
+/// Instances run within seconds: look again shortly instead of a whole pass
+/// later; what is still pending is left to the next pass.
+async fn count_running(
+    p: Pass<'_>,
+    new: &[String],
+    statuses: &mut [NodeGroupStatus],
+) -> Result<(), Error> {
+    let running = look_again(
+        || async {
+            let now = instances::describe(p.c, &p.spec.owner).await?;
+            let running: Vec<(String, String)> = now
+                .into_iter()
+                .filter(|i| new.contains(&i.id) && i.state == InstanceState::Running)
+                .map(|i| (i.group, i.instance_type))
+                .collect();
+            let all = running.len() == new.len();
+            Ok::<_, Error>((running, all))
+        },
+        !new.is_empty(),
+    )
+    .await?;
+    for (group, instance_type) in running.unwrap_or_default() {
+        let wanted = p
+            .spec
+            .node_groups
+            .iter()
+            .any(|g| g.name == group && g.instance_type == instance_type);
+        if let Some(s) = statuses
+            .iter_mut()
+            .find(|s| s.name == group)
+            .filter(|_| wanted)
+        {
+            s.running += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Terminates every instance and looks again briefly; `Some(what)` while
+/// they are still shutting down.
+pub async fn delete(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    observed: &[ObservedInstance],
+) -> AwsResult<Option<&'static str>> {
+    let live: Vec<String> = observed
+        .iter()
+        .filter(|i| !i.state.is_ending())
+        .map(|i| i.id.clone())
+        .collect();
+    instances::terminate(c, &live).await?;
+    if observed.is_empty() {
+        return Ok(None);
+    }
+    let gone = look_again(
+        || async {
+            let gone = instances::describe(c, owner).await?.is_empty();
+            Ok::<_, AwsError>((gone, gone))
+        },
+        true,
+    )
+    .await?;
+    Ok((gone != Some(true)).then_some("instances to terminate"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InstanceState::*;
+
+    fn group(count: i32, instance_type: &str) -> NodeGroupSpec {
+        NodeGroupSpec {
+            name: "workers".into(),
+            instance_type: instance_type.into(),
+            count,
+            image_id: None,
+            spot: false,
+            subnets: SubnetKind::Private,
+        }
+    }
+
+    fn inst(
+        id: &str,
+        t: &str,
+        state: InstanceState,
+        launched: i64,
+        subnet: &str,
+    ) -> ObservedInstance {
+        ObservedInstance {
+            id: id.into(),
+            group: "workers".into(),
+            instance_type: t.into(),
+            state,
+            launched,
+            subnet_id: subnet.into(),
+        }
+    }
+
+    fn subnets() -> Vec<String> {
+        vec!["subnet-a".into(), "subnet-b".into()]
+    }
+
+    /// `(launches per subnet, terminated)` of a plan.
+    fn summary(p: &GroupPlan) -> (Vec<(&str, i32)>, Vec<&str>) {
+        (
+            p.launch.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            p.terminate.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn plan_group_table() {
+        let large = "t3.large";
+        // (spec, observed, launches per subnet, terminated, why)
+        type Row<'a> = (
+            NodeGroupSpec,
+            Vec<ObservedInstance>,
+            Vec<(&'a str, i32)>,
+            Vec<&'a str>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                group(2, large),
+                vec![],
+                vec![("subnet-a", 1), ("subnet-b", 1)],
+                vec![],
+                "a new group spreads",
+            ),
+            (
+                group(5, large),
+                vec![inst("i-1", large, Running, 1, "subnet-a")],
+                vec![("subnet-a", 2), ("subnet-b", 2)],
+                vec![],
+                "scale up: as even as five can be",
+            ),
+            (
+                group(1, large),
+                vec![
+                    inst("i-1", large, Running, 1, "subnet-a"),
+                    inst("i-2", large, Running, 3, "subnet-b"),
+                    inst("i-3", large, Running, 2, "subnet-a"),
+                ],
+                vec![],
+                vec!["i-2", "i-3"],
+                "scale down: newest first",
+            ),
+            (
+                group(2, large),
+                vec![
+                    inst("i-1", large, Stopped, 1, "subnet-a"),
+                    inst("i-2", large, Terminated, 1, "subnet-a"),
+                    inst("i-3", large, Running, 1, "subnet-b"),
+                ],
+                vec![("subnet-a", 1)],
+                vec!["i-1"],
+                "a stopped instance is replaced, a terminated one ignored",
+            ),
+            (
+                group(2, large),
+                vec![
+                    inst("i-1", large, Pending, 1, "subnet-a"),
+                    inst("i-2", large, Running, 1, "subnet-b"),
+                ],
+                vec![],
+                vec![],
+                "a crash after the launch: the pending instances count, nothing launched twice",
+            ),
+            (
+                group(2, "m6i.large"),
+                vec![
+                    inst("i-1", large, Running, 1, "subnet-a"),
+                    inst("i-2", large, Running, 1, "subnet-b"),
+                ],
+                vec![("subnet-a", 1), ("subnet-b", 1)],
+                vec![],
+                "a type change: new ones first, old ones stay",
+            ),
+            (
+                group(2, "m6i.large"),
+                vec![
+                    inst("i-1", large, Running, 1, "subnet-a"),
+                    inst("i-2", large, Running, 1, "subnet-b"),
+                    inst("i-3", "m6i.large", Pending, 5, "subnet-a"),
+                    inst("i-4", "m6i.large", Running, 5, "subnet-b"),
+                ],
+                vec![],
+                vec![],
+                "a type change: old ones stay until the new ones run",
+            ),
+            (
+                group(2, "m6i.large"),
+                vec![
+                    inst("i-1", large, Running, 1, "subnet-a"),
+                    inst("i-2", large, Running, 1, "subnet-b"),
+                    inst("i-3", "m6i.large", Running, 5, "subnet-a"),
+                    inst("i-4", "m6i.large", Running, 5, "subnet-b"),
+                ],
+                vec![],
+                vec!["i-1", "i-2"],
+                "a type change: old ones go once the new ones run",
+            ),
+        ];
+        for (spec, observed, launch, terminate, why) in rows {
+            let plan = plan_group(&spec, &observed, &subnets());
+            assert_eq!(summary(&plan), (launch, terminate), "{why}");
+        }
+    }
+
+    #[test]
+    fn plan_terminates_orphans_and_reports_the_groups() {
+        let mut orphan = inst("i-9", "t3.large", Running, 1, "subnet-a");
+        orphan.group = "gone".into();
+        let mut ending = inst("i-8", "t3.large", ShuttingDown, 1, "subnet-a");
+        ending.group = "gone".into();
+        let observed = vec![
+            inst("i-1", "t3.large", Running, 1, "subnet-a"),
+            orphan,
+            ending,
+        ];
+        let subnet = |id: &str, public| ObservedSubnet {
+            id: id.into(),
+            vpc_id: "vpc-1".into(),
+            zone: "a".into(),
+            cidr: String::new(),
+            public,
+            map_public_ip: public,
+        };
+        let subnets = vec![
+            subnet("subnet-pub", true),
+            subnet("subnet-a", false),
+            subnet("subnet-b", false),
+        ];
+        let actions = plan(&[group(2, "t3.large")], &observed, &subnets);
+        assert_eq!(
+            actions.terminate,
+            vec!["i-9"],
+            "the removed group's live instance"
+        );
+        assert_eq!(
+            actions.launch,
+            vec![LaunchPlan {
+                group: "workers".into(),
+                subnet: "subnet-b".into(),
+                count: 1,
+                existing: vec!["i-1".into()],
+            }],
+            "one more, into the private subnet with fewest"
+        );
+        assert_eq!(
+            actions.statuses,
+            vec![NodeGroupStatus {
+                name: "workers".into(),
+                desired: 2,
+                running: 1,
+                instance_ids: vec!["i-1".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn candidates_fall_back_to_every_subnet() {
+        let subnet = |id: &str, public| ObservedSubnet {
+            id: id.into(),
+            vpc_id: "vpc-1".into(),
+            zone: "a".into(),
+            cidr: String::new(),
+            public,
+            map_public_ip: public,
+        };
+        let public_only = vec![subnet("subnet-pub", true)];
+        assert_eq!(
+            candidates(&group(1, "t3.large"), &public_only),
+            vec!["subnet-pub"]
+        );
+    }
+
+    #[test]
+    fn default_images_only_for_groups_short_of_instances() {
+        let mut named = group(1, "t3.large");
+        named.name = "named".into();
+        named.image_id = Some("ami-1".into());
+        let full = group(1, "t3.large");
+        let observed = vec![inst("i-1", "t3.large", Running, 1, "subnet-a")];
+        assert!(needing_default_image(&[named.clone(), full.clone()], &observed).is_empty());
+        let grown = group(2, "t3.large");
+        assert_eq!(needing_default_image(&[named, grown], &observed).len(), 1);
+    }
+}

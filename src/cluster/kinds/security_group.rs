@@ -1,0 +1,182 @@
+//! The nodes' security group: the spec's ingress rules plus all traffic
+//! between the nodes; rules added out of band are revoked. Deleted after the
+//! instances that use it.
+
+use futures::future::try_join_all;
+
+use super::{iam::iam_name, Pass};
+use crate::api::{IngressRule, Protocol};
+use crate::aws::security_group::{self, ObservedSecurityGroup, Permission, Source};
+use crate::aws::{AwsClients, AwsResult};
+use crate::Error;
+
+/// The ingress the nodes' group should have: the spec's rules and all
+/// traffic from the group itself.
+pub fn desired_permissions(ingress: &[IngressRule], group_id: &str) -> Vec<Permission> {
+    let mut out: Vec<Permission> = ingress
+        .iter()
+        .map(|r| {
+            let (protocol, ports) = match r.protocol {
+                Protocol::Tcp => ("tcp", Some((r.from_port, r.to_port))),
+                Protocol::Udp => ("udp", Some((r.from_port, r.to_port))),
+                Protocol::Icmp => ("icmp", Some((r.from_port, r.to_port))),
+                Protocol::All => ("-1", None),
+            };
+            Permission {
+                protocol: protocol.into(),
+                from_port: ports.map(|p| p.0),
+                to_port: ports.map(|p| p.1),
+                source: Source::Cidr(r.cidr.clone()),
+            }
+        })
+        .collect();
+    out.push(Permission {
+        protocol: "-1".into(),
+        from_port: None,
+        to_port: None,
+        source: Source::Group(group_id.into()),
+    });
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The rules to authorize and to revoke.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleActions {
+    pub authorize: Vec<Permission>,
+    pub revoke: Vec<Permission>,
+}
+
+pub fn plan(ingress: &[IngressRule], group_id: &str, observed: &[Permission]) -> RuleActions {
+    let desired = desired_permissions(ingress, group_id);
+    RuleActions {
+        authorize: desired
+            .iter()
+            .filter(|p| !observed.contains(p))
+            .cloned()
+            .collect(),
+        revoke: observed
+            .iter()
+            .filter(|p| !desired.contains(p))
+            .cloned()
+            .collect(),
+    }
+}
+
+pub async fn ensure(p: Pass<'_>, vpc_id: &str) -> Result<String, Error> {
+    let existing = p
+        .observed
+        .security_groups
+        .iter()
+        .find(|g| g.vpc_id == vpc_id);
+    let (id, current) = match existing {
+        Some(g) => (g.id.clone(), g.ingress.clone()),
+        None => (
+            security_group::create(p.c, &p.spec.owner, vpc_id, &iam_name(&p.spec.owner)).await?,
+            vec![],
+        ),
+    };
+    let actions = plan(&p.spec.ingress, &id, &current);
+    security_group::authorize(p.c, &id, &actions.authorize).await?;
+    security_group::revoke(p.c, &id, &actions.revoke).await?;
+    Ok(id)
+}
+
+pub async fn delete(c: &AwsClients, observed: &[ObservedSecurityGroup]) -> AwsResult<()> {
+    try_join_all(observed.iter().map(|g| security_group::delete(c, &g.id))).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(port: i32, cidr: &str) -> IngressRule {
+        IngressRule {
+            protocol: Protocol::Tcp,
+            from_port: port,
+            to_port: port,
+            cidr: cidr.into(),
+        }
+    }
+
+    fn tcp(port: i32, cidr: &str) -> Permission {
+        Permission {
+            protocol: "tcp".into(),
+            from_port: Some(port),
+            to_port: Some(port),
+            source: Source::Cidr(cidr.into()),
+        }
+    }
+
+    fn nodes(group: &str) -> Permission {
+        Permission {
+            protocol: "-1".into(),
+            from_port: None,
+            to_port: None,
+            source: Source::Group(group.into()),
+        }
+    }
+
+    #[test]
+    fn plan_authorizes_what_is_missing_and_revokes_strays() {
+        let ssh = rule(22, "203.0.113.0/24");
+        // (spec rules, observed, authorize, revoke, why)
+        type Row<'a> = (
+            Vec<IngressRule>,
+            Vec<Permission>,
+            Vec<Permission>,
+            Vec<Permission>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                vec![],
+                vec![],
+                vec![nodes("sg-1")],
+                vec![],
+                "a new group: node-to-node traffic",
+            ),
+            (
+                vec![ssh.clone()],
+                vec![nodes("sg-1")],
+                vec![tcp(22, "203.0.113.0/24")],
+                vec![],
+                "a rule added to the spec",
+            ),
+            (
+                vec![ssh.clone()],
+                vec![
+                    nodes("sg-1"),
+                    tcp(22, "203.0.113.0/24"),
+                    tcp(80, "0.0.0.0/0"),
+                ],
+                vec![],
+                vec![tcp(80, "0.0.0.0/0")],
+                "a rule added out of band is revoked",
+            ),
+            (
+                vec![ssh.clone(), ssh.clone()],
+                vec![nodes("sg-1"), tcp(22, "203.0.113.0/24")],
+                vec![],
+                vec![],
+                "a rule written twice is one permission",
+            ),
+            (
+                vec![],
+                vec![nodes("sg-old")],
+                vec![nodes("sg-1")],
+                vec![nodes("sg-old")],
+                "node traffic refers to the group itself",
+            ),
+        ];
+        for (ingress, observed, authorize, revoke, why) in rows {
+            assert_eq!(
+                plan(&ingress, "sg-1", &observed),
+                RuleActions { authorize, revoke },
+                "{why}"
+            );
+        }
+    }
+}

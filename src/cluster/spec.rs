@@ -1,0 +1,116 @@
+//! Validate: the raw object becomes a typed spec that the rest of the
+//! reconcile reads instead of it. Pure: no I/O here.
+
+use ipnet::Ipv4Net;
+use kube::ResourceExt;
+
+use crate::api::{ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec};
+use crate::aws::tags::OwnershipTags;
+
+/// Zones when neither `availabilityZones` nor `azCount` is given.
+pub const DEFAULT_AZ_COUNT: usize = 2;
+
+/// The spec after validation; the reconciler never reads the raw object again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedSpec {
+    pub region: String,
+    /// `(namespace, name)` of the CloudAccount.
+    pub account: (String, String),
+    pub network: NetworkPlan,
+    pub ingress: Vec<IngressRule>,
+    pub node_groups: Vec<NodeGroupSpec>,
+    pub owner: OwnershipTags,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetworkPlan {
+    Managed {
+        cidr: Ipv4Net,
+        zones: Zones,
+        nat: NatGateways,
+    },
+    Existing {
+        vpc_id: String,
+        subnet_ids: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Zones {
+    Named(Vec<String>),
+    /// The region's first N zones, by name.
+    Count(usize),
+}
+
+/// Validates what the schema cannot: CIDR parsing, zones in the region.
+pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
+    let spec = &cc.spec;
+    let namespace = cc.namespace().unwrap_or_default();
+    let uid = cc.uid().ok_or("the object has no UID yet")?;
+    let network = match (&spec.network.vpc_cidr, &spec.network.existing_vpc_id) {
+        (Some(cidr), None) => managed_network(&spec.network, cidr, &spec.region)?,
+        (None, Some(vpc_id)) => {
+            let subnet_ids = spec.network.existing_subnet_ids.clone().unwrap_or_default();
+            if subnet_ids.is_empty() {
+                return Err("spec.network.existingSubnetIds must name at least one subnet".into());
+            }
+            NetworkPlan::Existing {
+                vpc_id: vpc_id.clone(),
+                subnet_ids,
+            }
+        }
+        _ => return Err("set exactly one of network.vpcCidr or network.existingVpcId".into()),
+    };
+    Ok(ValidatedSpec {
+        region: spec.region.clone(),
+        account: (
+            spec.cloud_account_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| namespace.clone()),
+            spec.cloud_account_ref.name.clone(),
+        ),
+        network,
+        ingress: spec.network.ingress.clone(),
+        node_groups: spec.node_groups.clone(),
+        owner: OwnershipTags {
+            uid,
+            namespace,
+            name: cc.name_any(),
+            user: spec.tags.clone(),
+        },
+    })
+}
+
+fn managed_network(network: &NetworkSpec, cidr: &str, region: &str) -> Result<NetworkPlan, String> {
+    let cidr: Ipv4Net = cidr
+        .parse()
+        .map_err(|e| format!("spec.network.vpcCidr {cidr:?} is not an IPv4 CIDR: {e}"))?;
+    if cidr.trunc() != cidr || !(16..=24).contains(&cidr.prefix_len()) {
+        return Err(format!(
+            "spec.network.vpcCidr {cidr} must be a network address with a prefix from /16 to /24"
+        ));
+    }
+    let zones = match (&network.availability_zones, network.az_count) {
+        (Some(named), None) => {
+            if let Some(bad) = named.iter().find(|z| !z.starts_with(region)) {
+                return Err(format!(
+                    "spec.network.availabilityZones: {bad} is not a zone of region {region}"
+                ));
+            }
+            Zones::Named(named.clone())
+        }
+        (None, Some(n)) => {
+            Zones::Count(usize::try_from(n).map_err(|_| "spec.network.azCount must be positive")?)
+        }
+        (None, None) => Zones::Count(DEFAULT_AZ_COUNT),
+        (Some(_), Some(_)) => {
+            return Err("set at most one of network.availabilityZones or network.azCount".into())
+        }
+    };
+    Ok(NetworkPlan::Managed {
+        cidr,
+        zones,
+        nat: network.nat_gateways.unwrap_or_default(),
+    })
+}
