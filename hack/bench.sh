@@ -5,8 +5,6 @@
 # bench/results.json and bench/results.md. Arguments go to the benchmark,
 # e.g. hack/bench.sh --runs 5 --clusters 200.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+source "$(dirname "$0")/env.sh"
 hack/build-ground.sh env >/dev/null
 cargo bench --locked --bench operator -- --out bench "$@"

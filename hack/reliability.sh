@@ -2,9 +2,7 @@
 # The full reliability run: every suite in tests/it/reliability.rs with the
 # large N (BYOC_FULL=1), then docs/reliability.md from the figures they record.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+source "$(dirname "$0")/env.sh"
 hack/build-ground.sh env >/dev/null
 figures=$(mktemp)
 trap 'rm -f "$figures"' EXIT

@@ -4,9 +4,7 @@
 # CRDs, and the operator; applies examples/ and follows the ComputeCluster to
 # `running`. Everything stops on Ctrl-C.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+source "$(dirname "$0")/env.sh"
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/byoc-sandbox-XXXXXX")"
 pids=()
 cleanup() {

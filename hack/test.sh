@@ -4,9 +4,7 @@
 # against a real kube-apiserver + etcd and moto. Fails when any part fails,
 # and when a process started by the tests outlives them.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export BYOC_CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BYOC_CACHE/target}"
+source "$(dirname "$0")/env.sh"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$(date +%s)
 

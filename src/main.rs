@@ -216,35 +216,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(args.log_format);
     let client = Client::try_default().await?;
 
-    // Fail fast, and clearly, when the CRDs are missing.
-    let probe: Api<CloudAccount> = scoped_api(&client, args.namespace.as_deref());
-    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
-        return Err(match e {
-            kube::Error::Api(s) if s.code == 404 => {
-                "the byoc.dev CRDs are not installed in this cluster: run `kubectl apply -f crds/` (or install the Helm chart) first".into()
-            }
-            other => format!("cannot list CloudAccounts: {other}").into(),
-        });
-    }
-
-    // One AWS base configuration: shared HTTP client, the endpoint override
-    // (AWS_ENDPOINT_URL) and the ambient credentials chain. Every account's
-    // configuration derives from it. The region is always set per account.
-    // A call AWS never answers must not hold a reconcile for ever: each
-    // attempt gets --aws-attempt-timeout, a call with its retries three
-    // times that; then it fails as a transient transport error and the
-    // object is retried with backoff.
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(args.aws_attempt_timeout)
-                .operation_timeout(args.aws_attempt_timeout * 3)
-                .build(),
-        )
-        .load()
-        .await;
-
+    check_crds(&client, args.namespace.as_deref()).await?;
+    let aws = aws_base(&args).await;
     let settings = Settings {
         resync: args.resync_interval,
         account_verify_interval: args.account_verify_interval,
@@ -264,29 +237,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let (shutdown, stop) = Shutdown::on_signals();
     let leadership = if args.leader_election {
-        let election = Election {
-            lease_name: args.lease_name.clone(),
-            lease_namespace: args
-                .lease_namespace
-                .clone()
-                .or_else(in_cluster_namespace)
-                .unwrap_or_else(|| "default".into()),
-            identity: Election::default_identity(),
-            lease_duration: args.lease_duration,
-        };
-        match Leadership::acquire(client.clone(), &election, &shutdown).await {
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
+        match lead(&args, &client, &shutdown).await? {
+            Some(l) => Some(l),
+            None => {
                 server.abort();
                 tracing::info!("byoc-operator stopped before it led");
                 return Ok(());
-            }
-            Err(e) => {
-                return Err(format!(
-                    "leader election on Lease {}/{}: {e}",
-                    election.lease_namespace, election.lease_name
-                )
-                .into())
             }
         }
     } else {
@@ -330,6 +286,68 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("byoc-operator stopped");
     Ok(())
+}
+
+/// Fails fast, and clearly, when the CRDs are missing.
+async fn check_crds(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let probe: Api<CloudAccount> = scoped_api(client, namespace);
+    match probe.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err("the byoc.dev CRDs are not installed in this cluster: run `kubectl apply -f crds/` (or install the Helm chart) first".into())
+        }
+        Err(other) => Err(format!("cannot list CloudAccounts: {other}").into()),
+    }
+}
+
+/// The Lease, once held; `None` when the process stopped before it led.
+async fn lead(
+    args: &RunArgs,
+    client: &Client,
+    shutdown: &Shutdown,
+) -> Result<Option<Leadership>, Box<dyn std::error::Error>> {
+    let election = Election {
+        lease_name: args.lease_name.clone(),
+        lease_namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(in_cluster_namespace)
+            .unwrap_or_else(|| "default".into()),
+        identity: Election::default_identity(),
+        lease_duration: args.lease_duration,
+    };
+    Leadership::acquire(client.clone(), &election, shutdown)
+        .await
+        .map_err(|e| {
+            format!(
+                "leader election on Lease {}/{}: {e}",
+                election.lease_namespace, election.lease_name
+            )
+            .into()
+        })
+}
+
+/// One AWS base configuration: shared HTTP client, the endpoint override
+/// (AWS_ENDPOINT_URL) and the ambient credentials chain. Every account's
+/// configuration derives from it. The region is always set per account.
+/// A call AWS never answers must not hold a reconcile for ever: each
+/// attempt gets --aws-attempt-timeout, a call with its retries three
+/// times that; then it fails as a transient transport error and the
+/// object is retried with backoff.
+async fn aws_base(args: &RunArgs) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(args.aws_attempt_timeout)
+                .operation_timeout(args.aws_attempt_timeout * 3)
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// The namespace of the pod the operator runs in, if it runs in one.

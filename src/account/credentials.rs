@@ -122,107 +122,146 @@ pub async fn resolve(
                 .build(),
         )
     };
-    let namespace = account.namespace().unwrap_or_default();
-    let spec = &account.spec;
-    let region = Region::new(spec.region.clone());
-
-    let (mut config, source_desc, secret_external_id) = match &spec.credentials_secret_ref {
-        Some(secret_ref) => {
-            let keys = read_secret(client, &namespace, &secret_ref.name).await?;
-            let creds = Credentials::new(
-                keys.access_key_id,
-                keys.secret_access_key,
-                keys.session_token,
-                None,
-                "byoc-secret",
-            );
-            let config = base
-                .to_builder()
-                .region(region.clone())
-                .credentials_provider(SharedCredentialsProvider::new(creds))
-                .build();
-            (
-                config,
-                format!("Secret {namespace}/{}", secret_ref.name),
-                keys.external_id,
-            )
-        }
-        None => (
-            base.to_builder().region(region.clone()).build(),
-            "the operator's own identity".to_string(),
-            None,
-        ),
+    let base = base_identity(client, base, account).await?;
+    let (config, expires) = match &account.spec.role_arn {
+        Some(role_arn) => assume_roles(account, role_arn, &base, sts_client).await?,
+        None => (base.config.clone(), None),
     };
+    let (account_id, arn) = caller_identity(&sts_client(&config), &base.source).await?;
+    Ok(ResolvedAccount {
+        config,
+        account_id,
+        arn,
+        expires,
+    })
+}
 
-    let mut expires = None;
-    if let Some(role_arn) = &spec.role_arn {
-        let first_external_id = spec.external_id.clone().or(secret_external_id);
-        let hops = std::iter::once((role_arn.clone(), first_external_id)).chain(
-            spec.role_chain
-                .iter()
-                .map(|h| (h.role_arn.clone(), h.external_id.clone())),
+/// Where the chain starts: the Secret's keys, or the operator's own identity.
+struct BaseIdentity {
+    config: SdkConfig,
+    /// Said in errors: which credentials AWS rejected.
+    source: String,
+    /// The Secret's external ID, used when the spec gives none.
+    external_id: Option<String>,
+}
+
+async fn base_identity(
+    client: &Client,
+    base: &SdkConfig,
+    account: &CloudAccount,
+) -> Result<BaseIdentity, AccountError> {
+    let namespace = account.namespace().unwrap_or_default();
+    let region = Region::new(account.spec.region.clone());
+    let Some(secret_ref) = &account.spec.credentials_secret_ref else {
+        return Ok(BaseIdentity {
+            config: base.to_builder().region(region).build(),
+            source: "the operator's own identity".to_string(),
+            external_id: None,
+        });
+    };
+    let keys = read_secret(client, &namespace, &secret_ref.name).await?;
+    let creds = Credentials::new(
+        keys.access_key_id,
+        keys.secret_access_key,
+        keys.session_token,
+        None,
+        "byoc-secret",
+    );
+    Ok(BaseIdentity {
+        config: base
+            .to_builder()
+            .region(region)
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .build(),
+        source: format!("Secret {namespace}/{}", secret_ref.name),
+        external_id: keys.external_id,
+    })
+}
+
+/// AssumeRole through `role_arn` and then each hop of `spec.roleChain`:
+/// the last hop's configuration and when its credentials expire.
+async fn assume_roles(
+    account: &CloudAccount,
+    role_arn: &str,
+    base: &BaseIdentity,
+    sts_client: impl Fn(&SdkConfig) -> aws_sdk_sts::Client,
+) -> Result<(SdkConfig, Option<SystemTime>), AccountError> {
+    let spec = &account.spec;
+    let first_external_id = spec.external_id.clone().or(base.external_id.clone());
+    let hops = std::iter::once((role_arn.to_string(), first_external_id)).chain(
+        spec.role_chain
+            .iter()
+            .map(|h| (h.role_arn.clone(), h.external_id.clone())),
+    );
+    let session = session_name(
+        &account.namespace().unwrap_or_default(),
+        &account.name_any(),
+    );
+    let duration = spec
+        .session_duration_seconds
+        .unwrap_or(DEFAULT_SESSION_SECONDS);
+    let (mut config, mut expires) = (base.config.clone(), None);
+    for (i, (role, external_id)) in hops.enumerate() {
+        let out = sts_client(&config)
+            .assume_role()
+            .role_arn(&role)
+            .role_session_name(&session)
+            .duration_seconds(duration)
+            .set_external_id(external_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e));
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.class() == ErrorClass::Transient => {
+                return Err(AccountError::Unavailable(e))
+            }
+            // The first hop's denial may be the base keys' fault.
+            Err(e) if i == 0 && is_rejected_credentials(&e) => {
+                return Err(AccountError::CredentialsRejected {
+                    source_desc: base.source.clone(),
+                    error: e,
+                })
+            }
+            Err(e) => return Err(AccountError::AssumeRoleDenied { role, error: e }),
+        };
+        let c = out
+            .credentials()
+            .ok_or(AccountError::Unavailable(AwsError::Incomplete {
+                operation: "sts:AssumeRole",
+                missing: "credentials",
+            }))?;
+        expires = SystemTime::try_from(*c.expiration()).ok();
+        let creds = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            expires,
+            "byoc-assume-role",
         );
-        let session = session_name(&namespace, &account.name_any());
-        let duration = spec
-            .session_duration_seconds
-            .unwrap_or(DEFAULT_SESSION_SECONDS);
-        for (i, (role, external_id)) in hops.enumerate() {
-            let sts = sts_client(&config);
-            let out = sts
-                .assume_role()
-                .role_arn(&role)
-                .role_session_name(&session)
-                .duration_seconds(duration)
-                .set_external_id(external_id)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e));
-            let out = match out {
-                Ok(out) => out,
-                Err(e) if e.class() == ErrorClass::Transient => {
-                    return Err(AccountError::Unavailable(e))
-                }
-                // The first hop's denial may be the base keys' fault.
-                Err(e) if i == 0 && is_rejected_credentials(&e) => {
-                    return Err(AccountError::CredentialsRejected {
-                        source_desc,
-                        error: e,
-                    })
-                }
-                Err(e) => return Err(AccountError::AssumeRoleDenied { role, error: e }),
-            };
-            let c = out
-                .credentials()
-                .ok_or(AccountError::Unavailable(AwsError::Incomplete {
-                    operation: "sts:AssumeRole",
-                    missing: "credentials",
-                }))?;
-            let expiry = SystemTime::try_from(*c.expiration()).ok();
-            expires = expiry;
-            let creds = Credentials::new(
-                c.access_key_id(),
-                c.secret_access_key(),
-                Some(c.session_token().to_string()),
-                expiry,
-                "byoc-assume-role",
-            );
-            config = config
-                .to_builder()
-                .credentials_provider(SharedCredentialsProvider::new(creds))
-                .build();
-        }
+        config = config
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .build();
     }
+    Ok((config, expires))
+}
 
-    let sts = sts_client(&config);
+/// Who the credentials are: `(account ID, ARN)`.
+async fn caller_identity(
+    sts: &aws_sdk_sts::Client,
+    source: &str,
+) -> Result<(String, String), AccountError> {
+    const OP: &str = "sts:GetCallerIdentity";
     let identity = match sts.get_caller_identity().send().await {
         Ok(out) => out,
         Err(e) => {
-            let e = AwsError::from_sdk("sts:GetCallerIdentity", e);
+            let e = AwsError::from_sdk(OP, e);
             return Err(if e.class() == ErrorClass::Transient {
                 AccountError::Unavailable(e)
             } else {
                 AccountError::CredentialsRejected {
-                    source_desc,
+                    source_desc: source.to_string(),
                     error: e,
                 }
             });
@@ -230,22 +269,19 @@ pub async fn resolve(
     };
     // An answer without them is AWS's fault, retried: an empty account ID
     // must never reach a status.
-    const OP: &str = "sts:GetCallerIdentity";
     let incomplete = |missing| {
         AccountError::Unavailable(AwsError::Incomplete {
             operation: OP,
             missing,
         })
     };
-    Ok(ResolvedAccount {
-        config,
-        account_id: identity
+    Ok((
+        identity
             .account()
             .ok_or_else(|| incomplete("Account"))?
             .to_string(),
-        arn: identity.arn().ok_or_else(|| incomplete("Arn"))?.to_string(),
-        expires,
-    })
+        identity.arn().ok_or_else(|| incomplete("Arn"))?.to_string(),
+    ))
 }
 
 fn is_rejected_credentials(e: &AwsError) -> bool {

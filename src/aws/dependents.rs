@@ -69,65 +69,71 @@ pub async fn describe(c: &AwsClients, vpc_ids: &[String]) -> AwsResult<Vec<Depen
                 .op("ec2:DescribeInstances")
         },
     )?;
-    let mut found = Vec::new();
-    for i in interfaces.network_interfaces() {
-        let Some(id) = i.network_interface_id() else {
-            continue;
-        };
-        found.push(Dependent {
-            kind: "network-interface",
-            id: id.into(),
-            detail: i
-                .description()
-                .filter(|d| !d.is_empty())
-                .map(String::from)
-                .or_else(|| i.interface_type().map(|t| t.as_str().to_string()))
-                .unwrap_or_default(),
-            owner_uid: owner_of(i.tag_set()),
-            attached_to: i
-                .attachment()
-                .and_then(|a| a.instance_id())
-                .map(String::from),
-            default_group: false,
-            ending: false,
-        });
-    }
-    for g in groups.security_groups() {
-        let Some(id) = g.group_id() else { continue };
-        let name = g.group_name().unwrap_or_default();
-        found.push(Dependent {
-            kind: "security-group",
-            id: id.into(),
-            detail: name.into(),
-            owner_uid: owner_of(g.tags()),
-            attached_to: None,
-            default_group: name == "default",
-            ending: false,
-        });
-    }
-    for i in reservations
-        .reservations()
+    let mut found: Vec<Dependent> = interfaces
+        .network_interfaces()
         .iter()
-        .flat_map(|r| r.instances())
-    {
-        let Some(id) = i.instance_id() else { continue };
-        let state = i
-            .state()
-            .and_then(|s| s.name())
-            .map(|s| s.as_str().to_string());
-        found.push(Dependent {
-            kind: "instance",
-            id: id.into(),
-            detail: format!(
-                "{}, {}",
-                i.instance_type().map(|t| t.as_str()).unwrap_or("?"),
-                state.as_deref().unwrap_or("?")
-            ),
-            owner_uid: owner_of(i.tags()),
-            attached_to: None,
-            default_group: false,
-            ending: matches!(state.as_deref(), Some("shutting-down" | "terminated")),
-        });
-    }
+        .filter_map(interface)
+        .collect();
+    found.extend(groups.security_groups().iter().filter_map(group));
+    found.extend(
+        reservations
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(instance),
+    );
     Ok(found)
+}
+
+fn interface(i: &aws_sdk_ec2::types::NetworkInterface) -> Option<Dependent> {
+    Some(Dependent {
+        kind: "network-interface",
+        id: i.network_interface_id()?.into(),
+        detail: i
+            .description()
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .or_else(|| i.interface_type().map(|t| t.as_str().to_string()))
+            .unwrap_or_default(),
+        owner_uid: owner_of(i.tag_set()),
+        attached_to: i
+            .attachment()
+            .and_then(|a| a.instance_id())
+            .map(String::from),
+        default_group: false,
+        ending: false,
+    })
+}
+
+fn group(g: &aws_sdk_ec2::types::SecurityGroup) -> Option<Dependent> {
+    let name = g.group_name().unwrap_or_default();
+    Some(Dependent {
+        kind: "security-group",
+        id: g.group_id()?.into(),
+        detail: name.into(),
+        owner_uid: owner_of(g.tags()),
+        attached_to: None,
+        default_group: name == "default",
+        ending: false,
+    })
+}
+
+fn instance(i: &aws_sdk_ec2::types::Instance) -> Option<Dependent> {
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .map(|s| s.as_str().to_string());
+    Some(Dependent {
+        kind: "instance",
+        id: i.instance_id()?.into(),
+        detail: format!(
+            "{}, {}",
+            i.instance_type().map(|t| t.as_str()).unwrap_or("?"),
+            state.as_deref().unwrap_or("?")
+        ),
+        owner_uid: owner_of(i.tags()),
+        attached_to: None,
+        default_group: false,
+        ending: matches!(state.as_deref(), Some("shutting-down" | "terminated")),
+    })
 }

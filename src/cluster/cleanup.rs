@@ -76,54 +76,75 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
         return Ok(done(&ctx, &uid));
     }
-    let mut report = Report::deleting(&cc);
-    let outcome = match delete_pass(&c, owner, &observed).await {
-        // Deleted: confirmed by the next look, at once.
-        Ok(None) if Observed::describe(&c, owner).await?.is_empty() => {
-            tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
-            return Ok(done(&ctx, &uid));
-        }
-        Ok(remaining) => Outcome::Deleting {
-            reason: reason::DELETING,
-            message: format!(
+    let result = delete_pass(&c, owner, &observed).await;
+    // Deleted: confirmed by the next look, at once.
+    if matches!(result, Ok(None)) && Observed::describe(&c, owner).await?.is_empty() {
+        tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
+        return Ok(done(&ctx, &uid));
+    }
+    let (outcome, blockers) = pass_outcome(&c, &uid, &observed, result).await?;
+    pending(&ctx, Report::deleting(&cc).blocked_by(blockers), outcome).await
+}
+
+/// What a deletion pass that did not finish comes to, and what blocks it.
+async fn pass_outcome(
+    c: &AwsClients,
+    uid: &str,
+    observed: &Observed,
+    result: AwsResult<Option<&'static str>>,
+) -> Result<(Outcome, Vec<DeletionBlocker>), Error> {
+    let e = match result {
+        Ok(remaining) => {
+            let message = format!(
                 "deleting: waiting for {}",
                 remaining.unwrap_or("AWS to confirm")
-            ),
-        },
-        Err(e) if e.code() == Some("DependencyViolation") => {
-            let found = blockers_in(&c, &uid, &observed).await?;
-            if found.is_empty() {
-                // AWS is still letting go of something the pass deleted:
-                // progress, looked at again after the progress poll.
+            );
+            return Ok((
                 Outcome::Deleting {
                     reason: reason::DELETING,
-                    message: format!("deleting, waiting for AWS to release: {e}"),
-                }
-            } else {
-                // Not ours to delete: the user must remove them.
-                let message = blocked_message(&e, &found);
-                report = report.blocked_by(found);
-                Outcome::NeedsUser {
-                    reason: reason::DELETION_BLOCKED,
                     message,
-                }
-            }
-        }
-        Err(e) => {
-            let e = Error::Aws(e);
-            match e.needs_user() {
-                Some(reason) => Outcome::NeedsUser {
-                    reason,
-                    message: format!("cannot delete: {e}"),
                 },
-                None => Outcome::Transient {
-                    reason: reason::DELETING,
-                    message: format!("deleting, retrying: {e}"),
-                },
-            }
+                vec![],
+            ));
         }
+        Err(e) => e,
     };
-    pending(&ctx, report, outcome).await
+    if e.code() == Some("DependencyViolation") {
+        let found = blockers_in(c, uid, observed).await?;
+        if found.is_empty() {
+            // AWS is still letting go of something the pass deleted:
+            // progress, looked at again after the progress poll.
+            let message = format!("deleting, waiting for AWS to release: {e}");
+            return Ok((
+                Outcome::Deleting {
+                    reason: reason::DELETING,
+                    message,
+                },
+                vec![],
+            ));
+        }
+        // Not ours to delete: the user must remove them.
+        let message = blocked_message(&e, &found);
+        return Ok((
+            Outcome::NeedsUser {
+                reason: reason::DELETION_BLOCKED,
+                message,
+            },
+            found,
+        ));
+    }
+    let e = Error::Aws(e);
+    let outcome = match e.needs_user() {
+        Some(reason) => Outcome::NeedsUser {
+            reason,
+            message: format!("cannot delete: {e}"),
+        },
+        None => Outcome::Transient {
+            reason: reason::DELETING,
+            message: format!("deleting, retrying: {e}"),
+        },
+    };
+    Ok((outcome, vec![]))
 }
 
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.

@@ -28,15 +28,18 @@ use crate::aws::subnet::ObservedSubnet;
 use crate::aws::AwsClients;
 use crate::Error;
 
-/// The network the spec asks for, with its zones resolved.
+/// A managed network, its zones resolved.
+struct Managed {
+    cidr: Ipv4Net,
+    zones: Vec<String>,
+    nat: NatGateways,
+    desired_subnets: Vec<DesiredSubnet>,
+    nat_zones: Vec<String>,
+}
+
+/// The network the spec asks for.
 enum Layout {
-    Managed {
-        cidr: Ipv4Net,
-        zones: Vec<String>,
-        nat: NatGateways,
-        desired_subnets: Vec<DesiredSubnet>,
-        nat_zones: Vec<String>,
-    },
+    Managed(Managed),
     Existing {
         vpc_id: String,
         subnet_ids: Vec<String>,
@@ -68,13 +71,13 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
             all.into_iter().take(*n).collect()
         }
     };
-    Ok(Layout::Managed {
+    Ok(Layout::Managed(Managed {
         cidr,
         desired_subnets: subnets::carve(cidr, &zones).map_err(Error::InvalidSpec)?,
         nat_zones: nat_zones(nat, &zones),
         zones,
         nat,
-    })
+    }))
 }
 
 /// What the steps learn, each cell written by one step and read by the
@@ -180,80 +183,16 @@ async fn run_steps(input: &StepInput<'_>, board: &Board) -> Option<Error> {
 
 async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Error> {
     let p = input.pass;
-    let managed = match input.layout {
-        Layout::Managed {
-            cidr,
-            zones,
-            nat,
-            desired_subnets,
-            nat_zones,
-        } => Some((cidr, zones, *nat, desired_subnets, nat_zones)),
-        Layout::Existing { .. } => None,
-    };
-    match (step, managed) {
-        (Step::Vpc, Some((cidr, ..))) => put(&b.vpc, vpc::ensure(p, &cidr.to_string()).await?),
-        (Step::Vpc, None) => existing_network(input, b).await,
-        (Step::VpcDns, Some(_)) => {
-            vpc::ensure_dns(p, got(&b.vpc, "the VPC")?, input.known_vpc.as_deref()).await?;
-            put(&b.dns, ())
-        }
+    match (step, input.layout) {
         (Step::Iam, _) => put(&b.iam, iam::ensure(p).await?),
         (Step::Images, _) => put(
             &b.images,
             node_groups::default_images(p, input.catalog).await?,
         ),
-        (Step::Addresses, Some((.., nat_zones))) => put(
-            &b.addresses,
-            nat_gateways::ensure_addresses(p, nat_zones).await?,
-        ),
-        (Step::Subnets, Some((_, _, _, desired, _))) => {
-            let vpc_id = got(&b.vpc, "the VPC")?;
-            put(&b.subnets, subnets::ensure(p, vpc_id, desired).await?)
-        }
-        (Step::PublicIps, Some(_)) => {
-            subnets::ensure_public_ips(p, got(&b.subnets, "the subnets")?).await?;
-            put(&b.public_ips, ())
-        }
-        (Step::InternetGateway, Some(_)) => put(
-            &b.igw,
-            internet_gateway::ensure(p, got(&b.vpc, "the VPC")?).await?,
-        ),
         (Step::SecurityGroup, _) => put(
             &b.sg,
             security_group::ensure(p, got(&b.vpc, "the VPC")?).await?,
         ),
-        (Step::NatGateways, Some((.., nat_zones))) => {
-            let subnets = got(&b.subnets, "the subnets")?;
-            let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
-            let addresses = got(&b.addresses, "the Elastic IPs")?;
-            let nats =
-                nat_gateways::ensure_gateways(p, nat_zones, &public, addresses, &input.known_nats)
-                    .await?;
-            put(&b.nats, nats)
-        }
-        (Step::RouteTables, Some((_, zones, nat, ..))) => {
-            let wanted = route_tables::wanted(nat, zones, got(&b.subnets, "the subnets")?);
-            let tables = route_tables::ensure_tables(p, got(&b.vpc, "the VPC")?, &wanted).await?;
-            put(&b.tables, tables)
-        }
-        (Step::PublicRoute, Some(_)) => {
-            let (tables, igw) = (
-                got(&b.tables, "the route tables")?,
-                got(&b.igw, "the gateway")?,
-            );
-            route_tables::ensure_public_route(p, tables, igw).await?;
-            put(&b.public_route, ())
-        }
-        (Step::PrivateRoutes, Some(_)) => {
-            let (tables, nats) = (
-                got(&b.tables, "the route tables")?,
-                got(&b.nats, "the NATs")?,
-            );
-            put(
-                &b.private_routes,
-                route_tables::ensure_private_routes(p, tables, nats).await?,
-            )
-        }
         (Step::NodeGroups, _) => {
             let network = NodeNetwork {
                 subnets: got(&b.subnets, "the subnets")?,
@@ -266,10 +205,86 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
                 node_groups::ensure(p, input.catalog, &network).await?,
             )
         }
+        (Step::Vpc, Layout::Existing { .. }) => existing_network(input, b).await,
         // What an existing network has already, or does not need.
-        (Step::VpcDns | Step::Addresses | Step::Subnets | Step::PublicIps, None) => Ok(()),
-        (Step::InternetGateway | Step::NatGateways | Step::RouteTables, None) => Ok(()),
-        (Step::PublicRoute | Step::PrivateRoutes, None) => Ok(()),
+        (_, Layout::Existing { .. }) => Ok(()),
+        (step, Layout::Managed(network)) => network_step(step, network, input, b).await,
+    }
+}
+
+/// The steps that build a managed network.
+async fn network_step(
+    step: Step,
+    m: &Managed,
+    input: &StepInput<'_>,
+    b: &Board,
+) -> Result<(), Error> {
+    let p = input.pass;
+    match step {
+        Step::Vpc => put(&b.vpc, vpc::ensure(p, &m.cidr.to_string()).await?),
+        Step::VpcDns => {
+            vpc::ensure_dns(p, got(&b.vpc, "the VPC")?, input.known_vpc.as_deref()).await?;
+            put(&b.dns, ())
+        }
+        Step::Addresses => put(
+            &b.addresses,
+            nat_gateways::ensure_addresses(p, &m.nat_zones).await?,
+        ),
+        Step::Subnets => {
+            let vpc_id = got(&b.vpc, "the VPC")?;
+            put(
+                &b.subnets,
+                subnets::ensure(p, vpc_id, &m.desired_subnets).await?,
+            )
+        }
+        Step::PublicIps => {
+            subnets::ensure_public_ips(p, got(&b.subnets, "the subnets")?).await?;
+            put(&b.public_ips, ())
+        }
+        Step::InternetGateway => put(
+            &b.igw,
+            internet_gateway::ensure(p, got(&b.vpc, "the VPC")?).await?,
+        ),
+        Step::NatGateways => {
+            let subnets = got(&b.subnets, "the subnets")?;
+            let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+            let addresses = got(&b.addresses, "the Elastic IPs")?;
+            let nats = nat_gateways::ensure_gateways(
+                p,
+                &m.nat_zones,
+                &public,
+                addresses,
+                &input.known_nats,
+            )
+            .await?;
+            put(&b.nats, nats)
+        }
+        Step::RouteTables => {
+            let wanted = route_tables::wanted(m.nat, &m.zones, got(&b.subnets, "the subnets")?);
+            let tables = route_tables::ensure_tables(p, got(&b.vpc, "the VPC")?, &wanted).await?;
+            put(&b.tables, tables)
+        }
+        Step::PublicRoute => {
+            let (tables, igw) = (
+                got(&b.tables, "the route tables")?,
+                got(&b.igw, "the gateway")?,
+            );
+            route_tables::ensure_public_route(p, tables, igw).await?;
+            put(&b.public_route, ())
+        }
+        Step::PrivateRoutes => {
+            let (tables, nats) = (
+                got(&b.tables, "the route tables")?,
+                got(&b.nats, "the NATs")?,
+            );
+            put(
+                &b.private_routes,
+                route_tables::ensure_private_routes(p, tables, nats).await?,
+            )
+        }
+        Step::Iam | Step::Images | Step::SecurityGroup | Step::NodeGroups => {
+            Err(Error::Internal(format!("{step:?} is not a network step")))
+        }
     }
 }
 

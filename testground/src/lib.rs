@@ -249,6 +249,76 @@ fn record_pid(pid: u32, name: &str) {
 }
 
 /// The last `n` lines of a file, for error messages.
+/// `byoc-operator run` as a process against the ground: the one launcher
+/// of the tests and the benchmark.
+pub struct Operator {
+    pub process: Process,
+    /// Port of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_port: u16,
+}
+
+/// What an operator process is started with.
+pub struct OperatorLaunch<'a> {
+    /// The `byoc-operator` binary.
+    pub binary: &'a Path,
+    pub kubeconfig: &'a Path,
+    /// AWS as the operator reaches it (the proxy).
+    pub aws_endpoint: String,
+    /// The one namespace it watches.
+    pub namespace: &'a str,
+    /// More arguments of `run`.
+    pub args: &'a [&'a str],
+    /// More environment (overriding the defaults below).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts it with a clean environment: its own AWS identity (ambient)
+    /// is moto's test keys unless `env` says otherwise; JSON logs.
+    pub fn launch(launch: OperatorLaunch<'_>) -> Result<Operator> {
+        let metrics_port = free_port()?;
+        let mut cmd = Command::new(launch.binary);
+        cmd.args(["run", "--namespace", launch.namespace])
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .args(launch.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", launch.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &launch.aws_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info")
+            .env("BYOC_LOG_FORMAT", "json");
+        for (k, v) in launch.env {
+            cmd.env(k, v);
+        }
+        let process = Process::spawn("byoc-operator", cmd, &launch.log)?;
+        Ok(Operator {
+            process,
+            metrics_port,
+        })
+    }
+
+    /// Waits until `/healthz` answers.
+    pub fn wait_healthy(&mut self) -> Result<()> {
+        let port = self.metrics_port;
+        self.process
+            .wait_ready(|| http_get(port, "/healthz").is_ok_and(|(s, _)| s == 200))
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> Result<String> {
+        let (status, body) = http_get(self.metrics_port, "/metrics")?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        Ok(body)
+    }
+}
+
 pub fn tail(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

@@ -18,7 +18,9 @@ use kube::api::{DeleteParams, ListParams};
 use kube::ResourceExt;
 
 use crate::clusters::{counts, Counts, WAIT};
-use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+use crate::support::{
+    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
+};
 
 fn chart_dir() -> PathBuf {
     testground::repo_root().join("charts/byoc-operator")

@@ -10,7 +10,7 @@ use kube::api::ListParams;
 
 use crate::support::{
     assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, CrossAccount, Ground,
-    Operator, SESSION_TOKEN_PREFIX,
+    Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 const WAIT: Duration = Duration::from_secs(60);

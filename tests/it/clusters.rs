@@ -10,7 +10,9 @@ use aws_sdk_ec2::types::Filter;
 use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
-use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+use crate::support::{
+    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
+};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 

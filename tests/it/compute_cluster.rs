@@ -17,6 +17,7 @@ use crate::clusters::{
 };
 use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
+    OperatorExt,
 };
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use crate::clusters::{
 };
 use crate::support::{
     delete_namespace, ensure, eventually, install_crds, kubectl_apply, wait_namespace_gone, Ground,
-    Operator,
+    Operator, OperatorExt,
 };
 
 /// How long a namespace or a manifest may take to be deleted with everything

@@ -15,7 +15,9 @@ use kube::ResourceExt;
 use crate::clusters::{
     apply_example, counts, patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
 };
-use crate::support::{ensure, eventually, install_crds, kubectl_apply, Ground, Operator};
+use crate::support::{
+    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
+};
 
 const LEASE_SECONDS: u64 = 4;
 

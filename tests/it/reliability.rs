@@ -24,7 +24,7 @@ use crate::clusters::{
 use crate::support::{
     assert_no_key_material, assert_no_key_material_in, create_namespace, delete_namespace, ensure,
     eventually, full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure,
-    wait_namespace_gone, CrossAccount, Ground, Operator, SESSION_TOKEN_PREFIX,
+    wait_namespace_gone, CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 /// Credentials no suite needs to see again: each is searched for at the end.

@@ -196,21 +196,27 @@ pub async fn install_crds(g: &Ground) -> Result<()> {
 }
 
 /// The operator binary, run as a process against this test's namespace and moto.
-pub struct Operator {
-    pub process: testground::Process,
-    /// Port of `/metrics`, `/healthz` and `/readyz`.
-    pub metrics_port: u16,
+pub use testground::Operator;
+
+/// Starts `byoc-operator run` watching the test's namespace. The process's
+/// own AWS identity (ambient) is moto's test keys unless `env` overrides it.
+pub trait OperatorExt: Sized {
+    fn start(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<Self>;
+    /// [`OperatorExt::start`] watching `namespace`.
+    fn start_in(g: &Ground, namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self>;
+    /// The value of one sample in `/metrics` (`name{labels}` as printed),
+    /// 0 when absent.
+    fn metric(&self, series: &str) -> Result<f64>;
+    /// Everything the operator has logged so far.
+    fn log(&self) -> String;
 }
 
-impl Operator {
-    /// Starts `byoc-operator run` watching the test's namespace. The process's
-    /// own AWS identity (ambient) is moto's test keys unless `env` overrides it.
-    pub fn start(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<Operator> {
+impl OperatorExt for Operator {
+    fn start(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<Operator> {
         Self::start_in(g, &g.namespace, args, env)
     }
 
-    /// [`Operator::start`] watching `namespace`.
-    pub fn start_in(
+    fn start_in(
         g: &Ground,
         namespace: &str,
         args: &[&str],
@@ -220,53 +226,32 @@ impl Operator {
             .kube
             .dir()
             .join(format!("operator-{}-{}.log", namespace, unique_name("run")));
-        let metrics_port = testground::free_port()?;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byoc-operator"));
-        cmd.args([
-            "run",
-            "--namespace",
-            namespace,
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KUBECONFIG", &g.kube.kubeconfig)
-        .env("AWS_ENDPOINT_URL", g.proxy.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env(
-            "RUST_LOG",
-            "debug,hyper=info,h2=info,rustls=info,tower=info",
-        )
-        .env("BYOC_LOG_FORMAT", "json");
-        for (k, v) in env {
-            cmd.env(k, v);
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
+            env.insert(
+                0,
+                (
+                    "RUST_LOG",
+                    "debug,hyper=info,h2=info,rustls=info,tower=info",
+                ),
+            );
         }
-        let process = testground::Process::spawn("byoc-operator", cmd, &log)?;
-        Ok(Operator {
-            process,
-            metrics_port,
+        testground::Operator::launch(testground::OperatorLaunch {
+            binary: std::path::Path::new(env!("CARGO_BIN_EXE_byoc-operator")),
+            kubeconfig: &g.kube.kubeconfig,
+            aws_endpoint: g.proxy.endpoint(),
+            namespace,
+            args,
+            env: &env,
+            log,
         })
     }
 
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> Result<String> {
-        let (status, body) = testground::http_get(self.metrics_port, "/metrics")?;
-        ensure(status == 200, format!("/metrics answered {status}"))?;
-        Ok(body)
-    }
-
-    /// The value of one sample in `/metrics` (`name{labels}` as printed),
-    /// 0 when absent.
-    pub fn metric(&self, series: &str) -> Result<f64> {
+    fn metric(&self, series: &str) -> Result<f64> {
         Ok(sample(&self.metrics()?, series))
     }
 
-    /// Everything the operator has logged so far.
-    pub fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
 }

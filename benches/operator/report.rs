@@ -1,0 +1,253 @@
+//! The report: medians of the runs, the goals they are held to, and the
+//! Markdown table.
+
+use super::*;
+use crate::scenarios::{ReferenceRun, ScaleRun};
+use byoc_operator::cluster::graph::CriticalPath;
+
+/// `{median, min, max}` of `values`.
+pub(crate) fn spread(mut values: Vec<f64>) -> serde_json::Value {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({
+        "median": round(median),
+        "min": round(values.first().copied().unwrap_or(0.0)),
+        "max": round(values.last().copied().unwrap_or(0.0)),
+        "runs": values.len(),
+    })
+}
+
+pub(crate) fn is_write(op: &str) -> bool {
+    !["Describe", "Get", "List"]
+        .iter()
+        .any(|p| op.starts_with(p))
+}
+
+pub(crate) fn writes(calls: &BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(o, _)| is_write(o))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+pub(crate) fn reads(calls: &BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(o, _)| !is_write(o))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The fewest writes that build the reference topology (3 zones, NAT per
+/// zone, 2 node groups spread over the zones): one call per resource,
+/// association, attribute and rule.
+pub(crate) fn minimal_writes() -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("CreateVpc", 1),
+        // DNS support and DNS hostnames: one attribute per call.
+        ("ModifyVpcAttribute", 2),
+        ("CreateSubnet", 6),
+        ("ModifySubnetAttribute (public IPs)", 3),
+        ("CreateInternetGateway", 1),
+        ("AttachInternetGateway", 1),
+        ("AllocateAddress", 3),
+        ("CreateNatGateway", 3),
+        ("CreateRouteTable", 4),
+        ("CreateRoute", 4),
+        ("AssociateRouteTable", 6),
+        ("CreateSecurityGroup", 1),
+        ("AuthorizeSecurityGroupIngress", 1),
+        ("CreateRole", 1),
+        ("CreateInstanceProfile", 1),
+        ("AddRoleToInstanceProfile", 1),
+        // Each group spread over the three private subnets: one call per subnet.
+        ("RunInstances", 6),
+    ])
+}
+
+pub(crate) fn summarize(
+    args: &Args,
+    critical: &CriticalPath,
+    p1: &[ReferenceRun],
+    p3: &[ScaleRun],
+) -> serde_json::Value {
+    let latency = args.latency_ms as f64 / 1000.0;
+    let critical_seconds = (critical.calls as f64 * latency * 1000.0).round() / 1000.0;
+    let secs = |f: &dyn Fn(&ReferenceRun) -> Duration| {
+        spread(p1.iter().map(|r| f(r).as_secs_f64()).collect())
+    };
+    let nums = |f: &dyn Fn(&ReferenceRun) -> f64| spread(p1.iter().map(f).collect());
+    let typical = p1.get(p1.len() / 2);
+    let minimal: u64 = minimal_writes().values().sum();
+    // One lookup per kind: tag-filtered describes of VPCs, subnets, internet
+    // gateways, addresses, NAT gateways, route tables, security groups and
+    // instances; the IAM role and the instance profile by name.
+    let kinds = 10.0;
+    json!({
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "operator_build": "release (cargo bench profile)",
+            "ground": "kube-apiserver v1.33.13 + etcd v3.5.21, moto 5.2.5 behind the fault proxy, all on loopback",
+        },
+        "p1_time_to_running": {
+            "topology": "3 zones, NAT gateway per zone, 2 node groups x 3 instances",
+            "latency_ms_per_call": args.latency_ms,
+            "seconds": secs(&|r| r.to_running),
+            "critical_path_calls": critical.calls,
+            "critical_path_seconds": critical_seconds,
+            "critical_paths": critical.chains,
+            "ratio": nums(&|r| r.to_running.as_secs_f64() / critical_seconds),
+            "critical_path_seconds_at_measured_call_times": nums(&|r| r.critical_at_call_times),
+            "ratio_at_measured_call_times": nums(&|r| r.to_running.as_secs_f64() / r.critical_at_call_times.max(0.001)),
+            "goal_ratio": 1.2,
+            "measured_sequential_calls": nums(&|r| r.sequential_depth as f64),
+            "measured_sequential_chain": typical.map(|r| r.sequential_chain.clone()).unwrap_or_default(),
+            "seconds_before_first_aws_call": secs(&|r| r.first_call_after),
+            "timeline_one_run": typical.map(|r| r.timeline.iter().map(|(op, start, end)| json!([op, start, end])).collect::<Vec<_>>()).unwrap_or_default(),
+        },
+        "p2_aws_calls": {
+            "converge_total": nums(&|r| r.converge_calls.values().sum::<u64>() as f64),
+            "converge_writes": nums(&|r| writes(&r.converge_calls) as f64),
+            "converge_reads": nums(&|r| reads(&r.converge_calls) as f64),
+            "minimal_writes": minimal,
+            "minimal_writes_by_operation": minimal_writes(),
+            "goal_reads": "one tag-filtered describe per kind",
+            "kinds": kinds,
+            "converge_by_operation": typical.map(|r| r.converge_calls.clone()).unwrap_or_default(),
+            "resync_writes": nums(&|r| writes(&r.resync_calls) as f64),
+            "resync_reads": nums(&|r| reads(&r.resync_calls) as f64),
+            "resync_by_operation": typical.map(|r| r.resync_calls.clone()).unwrap_or_default(),
+        },
+        "p3_scale": {
+            "clusters": args.clusters,
+            "accounts": args.accounts,
+            "topology": "1 zone, no NAT gateway, 1 node group of 1",
+            "seconds_until_all_running": spread(p3.iter().map(|r| r.to_all_running.as_secs_f64()).collect()),
+            "operator_cpu_seconds": spread(p3.iter().map(|r| r.cpu_seconds).collect()),
+            "operator_peak_rss_mib": spread(p3.iter().map(|r| r.peak_rss_mib).collect()),
+            "moto_cpu_seconds": spread(p3.iter().map(|r| r.moto_cpu_seconds).collect()),
+            "apiserver_cpu_seconds": spread(p3.iter().map(|r| r.apiserver_cpu_seconds).collect()),
+            "aws_calls": spread(p3.iter().map(|r| r.aws_calls as f64).collect()),
+            "goal_cpu_seconds": 60,
+            "goal_peak_rss_mib": 128,
+        },
+        "deletion": {
+            "seconds": secs(&|r| r.to_deleted),
+            "calls": nums(&|r| r.delete_calls.values().sum::<u64>() as f64),
+            "by_operation": typical.map(|r| r.delete_calls.clone()).unwrap_or_default(),
+        },
+    })
+}
+
+pub(crate) fn markdown(r: &serde_json::Value) -> String {
+    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let p1 = &r["p1_time_to_running"];
+    let p2 = &r["p2_aws_calls"];
+    let p3 = &r["p3_scale"];
+    let d = &r["deletion"];
+    let met = |ok: bool| if ok { "met" } else { "**missed**" };
+    let ratio = p1["ratio"]["median"].as_f64().unwrap_or(f64::MAX);
+    let cpu = p3["operator_cpu_seconds"]["median"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let rss = p3["operator_peak_rss_mib"]["median"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let resync_writes = p2["resync_writes"]["max"].as_f64().unwrap_or(f64::MAX);
+    let resync_reads = p2["resync_reads"]["median"].as_f64().unwrap_or(f64::MAX);
+    let kinds = p2["kinds"].as_f64().unwrap_or(0.0);
+    let writes = p2["converge_writes"]["median"].as_f64().unwrap_or(f64::MAX);
+    let minimal = p2["minimal_writes"].as_f64().unwrap_or(0.0);
+    let reads = p2["converge_reads"]["median"].as_f64().unwrap_or(f64::MAX);
+    format!(
+        "# Benchmark results\n\n\
+         Written by `hack/bench.sh` ({}, release build, {} cores). Median (min–max) of {} runs; P3 of {}.\n\n\
+         | figure | measured | goal | |\n|---|---|---|---|\n\
+         | P1 time to `running`, reference topology, {} ms per AWS call | {} s | | |\n\
+         | P1 critical path ({} dependent calls × {} ms) | {} s | | |\n\
+         | P1 ratio (time / critical path) | {} | ≤ 1.2 | {} |\n\
+         | P1 critical path at the calls' measured durations (latency + moto's service time) | {} s | | |\n\
+         | P1 ratio to that | {} | ≤ 1.2 | {} |\n\
+         | P1 sequential AWS round trips the operator made | {} | {} | |\n\
+         | P2 writes to converge | {} | {} (one per resource) | {} |\n\
+         | P2 reads to converge | {} | {} kinds, one lookup each | {} |\n\
+         | P2 writes per resync of a converged cluster | {} | 0 | {} |\n\
+         | P2 reads per resync | {} | ≤ {} | {} |\n\
+         | P3 {} clusters / {} accounts: until all `running` | {} s | | |\n\
+         | P3 operator CPU | {} s | ≤ 60 s | {} |\n\
+         | P3 operator peak RSS | {} MiB | ≤ 128 MiB | {} |\n\
+         | P3 moto CPU / apiserver CPU | {} s / {} s | | |\n\
+         | Deletion of the reference topology | {} s, {} calls | | |\n\n\
+         Critical path (from the operator's dependency graph, `cluster/graph.rs`): {}.\n\n\
+         The operator's longest chain of sequential calls (one run): {}.\n\n\
+         `results.json` has the calls per operation (converge, resync, deletion).\n{}",
+        r["machine"]["ground"].as_str().unwrap_or_default(),
+        r["machine"]["cores"],
+        p1["seconds"]["runs"],
+        p3["seconds_until_all_running"]["runs"],
+        p1["latency_ms_per_call"],
+        m(&p1["seconds"]),
+        p1["critical_path_calls"],
+        p1["latency_ms_per_call"],
+        p1["critical_path_seconds"],
+        m(&p1["ratio"]),
+        met(ratio <= 1.2),
+        m(&p1["critical_path_seconds_at_measured_call_times"]),
+        m(&p1["ratio_at_measured_call_times"]),
+        met(p1["ratio_at_measured_call_times"]["median"]
+            .as_f64()
+            .is_some_and(|r| r <= 1.2)),
+        m(&p1["measured_sequential_calls"]),
+        p1["critical_path_calls"],
+        m(&p2["converge_writes"]),
+        minimal,
+        met(writes <= minimal),
+        m(&p2["converge_reads"]),
+        kinds,
+        met(reads <= kinds),
+        m(&p2["resync_writes"]),
+        met(resync_writes == 0.0),
+        m(&p2["resync_reads"]),
+        kinds,
+        met(resync_reads <= kinds),
+        p3["clusters"],
+        p3["accounts"],
+        m(&p3["seconds_until_all_running"]),
+        m(&p3["operator_cpu_seconds"]),
+        met(cpu <= 60.0),
+        m(&p3["operator_peak_rss_mib"]),
+        met(rss <= 128.0),
+        m(&p3["moto_cpu_seconds"]),
+        m(&p3["apiserver_cpu_seconds"]),
+        m(&d["seconds"]),
+        m(&d["calls"]),
+        p1["critical_paths"]
+            .as_array()
+            .map(|chains| chains.iter().map(chain).collect::<Vec<_>>().join("; as long: "))
+            .unwrap_or_default(),
+        chain(&p1["measured_sequential_chain"]),
+        p3["unfinished_runs"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|a| format!(
+                "\nP3 runs that did not finish: {}\n",
+                a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+            ))
+            .unwrap_or_default(),
+    )
+}
+
+/// A chain of calls as `A → B → C`.
+fn chain(calls: &serde_json::Value) -> String {
+    calls
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,444 @@
+//! The scenarios: the reference topology (P1, P2, deletion) and many small
+//! clusters over many accounts (P3), against the ground.
+
+use super::*;
+use crate::critical_path::{critical_path, longest_sequential_chain, price_critical_path};
+
+/// The operator as a process, watching `namespace`, reaching AWS through `proxy`.
+fn start_operator(
+    kube: &Kube,
+    namespace: &str,
+    proxy: &AwsProxy,
+    extra: &[&str],
+) -> Result<Operator> {
+    let mut op = Operator::launch(testground::OperatorLaunch {
+        binary: Path::new(OPERATOR),
+        kubeconfig: &kube.kubeconfig,
+        aws_endpoint: proxy.endpoint(),
+        namespace,
+        args: extra,
+        env: &[],
+        log: kube.dir().join(format!("bench-operator-{namespace}.log")),
+    })?;
+    op.wait_healthy()?;
+    Ok(op)
+}
+
+fn metric(op: &Operator, series: &str) -> Result<f64> {
+    Ok(testground::metric_sample(&op.metrics()?, series))
+}
+
+pub(crate) async fn namespace(client: &Client, name: &str) -> Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// A Secret and a CloudAccount `name` in `ns`.
+/// The AWS account the bench's reference account assumes a role in.
+pub(crate) const REFERENCE_AWS_ACCOUNT: &str = "123456789012";
+
+/// The AWS account of P3's `i`-th CloudAccount: each its own.
+pub(crate) fn scale_aws_account(i: usize) -> String {
+    format!("{:012}", 200_000_000_000 + i)
+}
+
+/// A Secret and a CloudAccount `name` assuming a role in `aws_account`.
+pub(crate) async fn account(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    aws_account: &str,
+) -> Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let account: CloudAccount = serde_json::from_value(json!({
+        "apiVersion": "byoc.dev/v1alpha1", "kind": "CloudAccount",
+        "metadata": {"name": name},
+        "spec": {"region": "us-east-1", "credentialsSecretRef": {"name": name},
+                 "roleArn": format!("arn:aws:iam::{aws_account}:role/byoc-cross-account")}
+    }))?;
+    Api::<CloudAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &account)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn wait_accounts_ready(client: &Client, ns: &str, n: usize) -> Result<()> {
+    let api = Api::<CloudAccount>::namespaced(client.clone(), ns);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let ready = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|a| {
+                a.status.as_ref().and_then(|s| s.phase)
+                    == Some(byoc_operator::api::AccountPhase::Ready)
+            })
+            .count();
+        if ready == n {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("{ready}/{n} CloudAccounts ready after {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn reference_cluster(name: &str, account: &str) -> Result<ComputeCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "cloudAccountRef": {"name": account},
+            "region": "us-east-1",
+            "network": {
+                "vpcCidr": "10.0.0.0/16",
+                "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "natGateways": "perZone"
+            },
+            "nodeGroups": [
+                {"name": "general", "instanceType": "t3.large", "count": 3, "subnets": "private"},
+                {"name": "compute", "instanceType": "c6i.xlarge", "count": 3, "subnets": "private"}
+            ]
+        }
+    }))?)
+}
+
+pub(crate) fn small_cluster(name: &str, account: &str, i: usize) -> Result<ComputeCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "cloudAccountRef": {"name": account},
+            "region": "us-east-1",
+            "network": {
+                "vpcCidr": format!("10.{}.0.0/16", i % 256),
+                "availabilityZones": ["us-east-1a"],
+                "natGateways": "none"
+            },
+            "nodeGroups": [{"name": "one", "instanceType": "t3.small", "count": 1, "subnets": "public"}]
+        }
+    }))?)
+}
+
+pub(crate) fn is_running(cc: &ComputeCluster) -> bool {
+    let s = cc.status.as_ref();
+    s.and_then(|s| s.phase) == Some(ClusterPhase::Running)
+        && s.and_then(|s| s.observed_generation) == cc.metadata.generation
+}
+
+/// One run of the reference topology: P1, P2 and deletion.
+#[derive(Debug, Clone)]
+pub(crate) struct ReferenceRun {
+    pub(crate) to_running: Duration,
+    pub(crate) converge_calls: BTreeMap<String, u64>,
+    /// Longest chain of calls that did not overlap in time.
+    pub(crate) sequential_depth: usize,
+    pub(crate) sequential_chain: Vec<String>,
+    /// Time from the create to the first AWS call.
+    pub(crate) first_call_after: Duration,
+    /// Every AWS call until running: operation, start and end in seconds
+    /// since the create.
+    pub(crate) timeline: Vec<(String, f64, f64)>,
+    /// The critical path priced at this run's own call durations (latency
+    /// plus moto's service time) instead of the latency alone.
+    pub(crate) critical_at_call_times: f64,
+    pub(crate) resync_calls: BTreeMap<String, u64>,
+    pub(crate) to_deleted: Duration,
+    pub(crate) delete_calls: BTreeMap<String, u64>,
+}
+
+pub(crate) async fn reference_run(
+    kube: &Kube,
+    client: &Client,
+    run: usize,
+    args: &Args,
+) -> Result<ReferenceRun> {
+    let ns = format!("reference-{run}");
+    namespace(client, &ns).await?;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    let op = start_operator(kube, &ns, &proxy, &["--resync-interval", "3s"])?;
+    account(client, &ns, "acct", REFERENCE_AWS_ACCOUNT).await?;
+    wait_accounts_ready(client, &ns, 1).await?;
+    warm_up(&moto, &[REFERENCE_AWS_ACCOUNT.to_string()]).await?;
+
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        ..Default::default()
+    });
+    proxy.reset_calls();
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &reference_cluster("reference", "acct")?,
+    )
+    .await?;
+    let end = started + DEADLINE;
+    loop {
+        if is_running(&api.get("reference").await?) {
+            break;
+        }
+        if Instant::now() > end {
+            bail!("the reference cluster did not reach running");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let to_running = started.elapsed();
+    let converge_calls = proxy.calls();
+    let trace = proxy.trace();
+    let (sequential_depth, sequential_chain) = longest_sequential_chain(&trace);
+    let since_start = trace.first().map(|c| c.start).unwrap_or_default();
+    // The proxy's clock started with the proxy: align with `started`.
+    let proxy_age_at_create = proxy_age(&proxy) - started.elapsed();
+    let first_call_after = since_start.saturating_sub(proxy_age_at_create);
+    let since_create = |d: Duration| {
+        let s = d.as_secs_f64() - proxy_age_at_create.as_secs_f64();
+        (s * 1000.0).round() / 1000.0
+    };
+    let timeline = trace
+        .iter()
+        .map(|c| {
+            (
+                c.operation.clone(),
+                since_create(c.start),
+                since_create(c.end),
+            )
+        })
+        .collect();
+    let critical_at_call_times = price_critical_path(&critical_path(), &trace);
+
+    // P2: one resync of the converged cluster: the calls between two
+    // finished reconciles (the first may be the pass that wrote `running`,
+    // counted when it returns, just after the status write).
+    let reconciles = "byoc_reconciles_total{controller=\"computecluster\"}";
+    let next_reconcile = || async {
+        let before = metric(&op, reconciles)?;
+        let end = Instant::now() + Duration::from_secs(60);
+        while metric(&op, reconciles)? < before + 1.0 {
+            if Instant::now() > end {
+                bail!("no resync within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    };
+    next_reconcile().await?;
+    proxy.reset_calls();
+    next_reconcile().await?;
+    let resync_calls = proxy.calls();
+
+    // Deletion.
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.delete("reference", &DeleteParams::default()).await?;
+    let end = started + DEADLINE;
+    while api.get_opt("reference").await?.is_some() {
+        if Instant::now() > end {
+            bail!("the reference cluster was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let to_deleted = started.elapsed();
+    let delete_calls = proxy.calls();
+    drop(op);
+    Ok(ReferenceRun {
+        to_running,
+        converge_calls,
+        sequential_depth,
+        sequential_chain,
+        first_call_after,
+        timeline,
+        critical_at_call_times,
+        resync_calls,
+        to_deleted,
+        delete_calls,
+    })
+}
+
+/// moto builds an account's EC2 and IAM state on first use (~3 s of CPU
+/// each on this machine; AWS has no such start): touch both in each of
+/// `aws_accounts`, straight at moto, before anything is timed.
+pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let sts = aws_sdk_sts::Client::new(&base);
+    for aws_account in aws_accounts {
+        let assumed = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
+            .role_session_name("bench-warm-up")
+            .send()
+            .await
+            .context("assuming a role to warm moto up")?;
+        let creds = assumed.credentials().context("no credentials")?;
+        let config = base
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        creds.access_key_id(),
+                        creds.secret_access_key(),
+                        Some(creds.session_token().to_string()),
+                        None,
+                        "bench",
+                    ),
+                ),
+            )
+            .build();
+        aws_sdk_ec2::Client::new(&config)
+            .describe_vpcs()
+            .send()
+            .await
+            .context("warming moto's EC2")?;
+        aws_sdk_iam::Client::new(&config)
+            .list_roles()
+            .send()
+            .await
+            .context("warming moto's IAM")?;
+    }
+    Ok(())
+}
+
+/// How long the proxy has been up (its trace's clock).
+pub(crate) fn proxy_age(proxy: &AwsProxy) -> Duration {
+    proxy.uptime()
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ScaleRun {
+    pub(crate) to_all_running: Duration,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) moto_cpu_seconds: f64,
+    pub(crate) apiserver_cpu_seconds: f64,
+    pub(crate) aws_calls: u64,
+}
+
+pub(crate) async fn scale_run(
+    kube: &Kube,
+    client: &Client,
+    run: usize,
+    args: &Args,
+) -> Result<ScaleRun> {
+    let ns = format!("scale-{run}");
+    namespace(client, &ns).await?;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    let aws_accounts: Vec<String> = (0..args.accounts).map(scale_aws_account).collect();
+    warm_up(&moto, &aws_accounts).await?;
+    let op = start_operator(kube, &ns, &proxy, &[])?;
+    let (moto_cpu0, _) = usage(moto.pid())?;
+    let (api_cpu0, _) = usage(kube.pids()[0])?;
+    let started = Instant::now();
+    futures::stream::iter(0..args.accounts)
+        .map(|i| {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move { account(&client, &ns, &format!("acct-{i}"), &scale_aws_account(i)).await }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), &ns);
+    futures::stream::iter(0..args.clusters)
+        .map(|i| {
+            let api = api.clone();
+            let accounts = args.accounts;
+            async move {
+                let cc = small_cluster(&format!("c-{i}"), &format!("acct-{}", i % accounts), i)?;
+                api.create(&PostParams::default(), &cc).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let end = started + SCALE_DEADLINE;
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let running = list.items.iter().filter(|c| is_running(c)).count();
+        if running == args.clusters {
+            break;
+        }
+        if Instant::now() > end {
+            bail!(
+                "{running}/{} clusters running after {SCALE_DEADLINE:?}",
+                args.clusters
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let to_all_running = started.elapsed();
+    let (cpu_seconds, peak_rss_mib) = usage(op.process.pid())?;
+    let (moto_cpu, _) = usage(moto.pid())?;
+    let (api_cpu, _) = usage(kube.pids()[0])?;
+    Ok(ScaleRun {
+        to_all_running,
+        cpu_seconds,
+        peak_rss_mib,
+        moto_cpu_seconds: moto_cpu - moto_cpu0,
+        apiserver_cpu_seconds: api_cpu - api_cpu0,
+        aws_calls: proxy.calls().values().sum(),
+    })
+}
+
+/// CPU seconds (user + system, all threads) and peak RSS in MiB of `pid`.
+pub(crate) fn usage(pid: u32) -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .context("/proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .zip(fields.get(12).and_then(|s| s.parse::<f64>().ok()))
+        .map(|(u, s)| u + s)
+        .context("utime/stime")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Ok((ticks / clock_ticks(), hwm_kib / 1024.0))
+}
+
+pub(crate) fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
