@@ -3,18 +3,21 @@
 //! writes. Nothing of AWS's or of either controller's.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 
 /// Field manager of every write the operator makes.
@@ -128,6 +131,41 @@ impl Context {
             tracing::warn!(error = %e, "publishing an event failed");
         }
     }
+}
+
+/// Runs `controller` until `shutdown`, `concurrency` reconciles at once; a
+/// failed reconcile is logged at debug (the error policy said more).
+pub async fn run_controller<K, F, Fut, P, C>(
+    controller: Controller<K>,
+    concurrency: u16,
+    shutdown: Shutdown,
+    reconcile: F,
+    error_policy: P,
+    ctx: Arc<C>,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + std::fmt::Debug + Unpin + std::hash::Hash + Eq + Clone + Send + Sync,
+    F: FnMut(Arc<K>, Arc<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, crate::Error>> + Send + 'static,
+    P: Fn(Arc<K>, &crate::Error, Arc<C>) -> Action,
+    C: Send + Sync + 'static,
+{
+    let kind = K::kind(&Default::default()).to_string();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move {
+            shutdown.stopped().await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            let kind = kind.clone();
+            async move {
+                if let Err(e) = result {
+                    tracing::debug!(%kind, error = %e, "reconcile");
+                }
+            }
+        })
+        .await;
 }
 
 /// An API over the operator's scope: one namespace, or all of them.

@@ -13,14 +13,14 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::conditions::{self, reason, Desired, DELETING};
 use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus, ComputeCluster};
-use crate::context::{apply_status, Context};
+use crate::context::{apply_status, run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -208,8 +208,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
             futures::stream::iter(refs)
         });
     let secret_accounts = accounts.clone();
-    let controller = Controller::for_stream(changes, store.clone());
-    controller
+    let controller = Controller::for_stream(changes, store.clone())
         .watches(
             secrets,
             watcher::Config::default().any_semantic(),
@@ -234,26 +233,22 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
                 users
             },
         )
-        .reconcile_on(usage)
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .graceful_shutdown_on(async move {
-            shutdown.stopped().await;
-        })
-        .run(
-            reconcile,
-            error_policy,
-            Arc::new(AccountContext {
-                ctx,
-                accounts,
-                clusters,
-            }),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "cloudaccount reconcile");
-            }
-        })
-        .await;
+        .reconcile_on(usage);
+    let concurrency = ctx.settings.concurrency;
+    let actx = Arc::new(AccountContext {
+        ctx,
+        accounts,
+        clusters,
+    });
+    run_controller(
+        controller,
+        concurrency,
+        shutdown,
+        reconcile,
+        error_policy,
+        actx,
+    )
+    .await;
 }
 
 async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Result<Action, Error> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -27,7 +27,7 @@ use crate::account::{in_use, Accounts};
 use crate::api::conditions::reason;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::AwsClients;
-use crate::context::Context;
+use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
@@ -102,28 +102,22 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
                 .unwrap_or_default();
             futures::stream::iter(refs)
         });
-    let controller = Controller::for_stream(changes, store.clone());
-    controller
-        .reconcile_on(account_changes)
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .graceful_shutdown_on(async move {
-            shutdown.stopped().await;
-        })
-        .run(
-            reconcile,
-            error_policy,
-            Arc::new(ClusterContext {
-                ctx,
-                accounts,
-                catalog: Catalog::default(),
-            }),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "computecluster reconcile");
-            }
-        })
-        .await;
+    let controller = Controller::for_stream(changes, store.clone()).reconcile_on(account_changes);
+    let concurrency = ctx.settings.concurrency;
+    let cx = Arc::new(ClusterContext {
+        ctx,
+        accounts,
+        catalog: Catalog::default(),
+    });
+    run_controller(
+        controller,
+        concurrency,
+        shutdown,
+        reconcile,
+        error_policy,
+        cx,
+    )
+    .await;
 }
 
 async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
