@@ -2,9 +2,11 @@
 
 pub mod account;
 pub mod api;
+pub mod audit;
 pub mod aws;
 pub mod cluster;
 pub mod context;
+pub mod describe;
 pub mod leadership;
 pub mod metrics;
 pub mod outcome;

@@ -37,6 +37,38 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// List what carries the operator's ownership tags in the AWS accounts
+    /// the CloudAccounts reach but belongs to no live ComputeCluster, with an
+    /// estimate of its monthly cost; read-only unless --delete. Uses the
+    /// kubeconfig (KUBECONFIG) and each CloudAccount's credentials.
+    Audit {
+        /// Delete what is found, in dependency order, through the
+        /// operator's own deletion (only what carries a former cluster's tags).
+        #[arg(long)]
+        delete: bool,
+        /// Also look in this region (repeatable); each account's region and
+        /// its clusters' regions are always looked in.
+        #[arg(long)]
+        region: Vec<String>,
+        /// How long --delete waits for AWS to finish deleting.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        deadline: Duration,
+        /// Use only the CloudAccounts of this namespace (clusters of every
+        /// namespace still count as live).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Print a ComputeCluster as a tree: its account and identity, every AWS
+    /// resource it owns by kind, node groups and instances, what blocks its
+    /// deletion, its conditions. As a kubectl plugin (a `kubectl-byoc` link
+    /// on PATH): `kubectl byoc describe computecluster NAME -n NS`.
+    Describe {
+        #[arg(value_enum)]
+        kind: DescribeKind,
+        name: String,
+        #[arg(short = 'n', long, env = "BYOC_NAMESPACE", default_value = "default")]
+        namespace: String,
+    },
     /// Print the IAM policy JSON for the target account's cross-account role:
     /// `permissions` (least privilege) or `trust` (needs --principal and --external-id).
     IamPolicy {
@@ -49,6 +81,12 @@ enum Command {
         #[arg(long, required_if_eq("kind", "trust"))]
         external_id: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DescribeKind {
+    #[value(alias = "cc", alias = "computeclusters")]
+    Computecluster,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -132,13 +170,26 @@ fn main() -> ExitCode {
                 .map(|s| println!("{s}"))
                 .map_err(Into::into)
         }
-        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(run(args)),
-            Err(e) => Err(e.into()),
-        },
+        Command::Run(args) => block_on(run(args)),
+        Command::Audit {
+            delete,
+            region,
+            deadline,
+            namespace,
+        } => {
+            let opts = byoc_operator::audit::AuditOptions {
+                delete,
+                regions: region,
+                deadline,
+                namespace,
+            };
+            block_on(audit(opts))
+        }
+        Command::Describe {
+            kind: DescribeKind::Computecluster,
+            name,
+            namespace,
+        } => block_on(describe(namespace, name)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +198,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(
+    work: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
+/// The AWS base of a command run by a person: the environment's endpoint
+/// and credentials chain, the default timeouts.
+async fn command_aws() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await
+}
+
+async fn audit(opts: byoc_operator::audit::AuditOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::try_default().await?;
+    let (report, _) = byoc_operator::audit::command(&client, &command_aws().await, &opts).await?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn describe(namespace: String, name: String) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::try_default().await?;
+    let tree =
+        byoc_operator::describe::command(&client, &command_aws().await, &namespace, &name).await?;
+    print!("{tree}");
+    Ok(())
 }
 
 fn write_crds(dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {

@@ -19,6 +19,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeImages",
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeAvailabilityZones",
+    "ec2:DescribeTags",
 ];
 
 /// Creations: allowed only when the request carries the managed-by tag.
@@ -76,6 +77,7 @@ pub fn permissions_policy() -> Value {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"},
+            {"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"},
             {"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
              "Condition": tag_condition("aws:RequestTag")},
             {"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",

@@ -31,14 +31,8 @@ pub fn held<K: Resource>(obj: &K) -> bool {
 pub fn uses(account: &CloudAccount, cluster: &ComputeCluster) -> bool {
     let account_ns = account.namespace().unwrap_or_default();
     let cluster_ns = cluster.namespace().unwrap_or_default();
-    let r = &cluster.spec.cloud_account_ref;
-    let refers =
-        r.name == account.name_any() && r.namespace.as_deref().unwrap_or(&cluster_ns) == account_ns;
-    let reached_aws = cluster
-        .status
-        .as_ref()
-        .is_some_and(|s| s.aws_account_id.is_some());
-    refers && (account.spec.allows_namespace(&account_ns, &cluster_ns) || reached_aws)
+    let refers = cluster.account_key() == (account_ns.clone(), account.name_any());
+    refers && (account.spec.allows_namespace(&account_ns, &cluster_ns) || cluster.reached_aws())
 }
 
 /// The users of `account` among `clusters`, as sorted `namespace/name`.

@@ -171,18 +171,10 @@ struct AccountUse {
 
 impl AccountUse {
     fn of(cc: &ComputeCluster) -> Self {
-        let r = &cc.spec.cloud_account_ref;
-        let ns = r
-            .namespace
-            .clone()
-            .or_else(|| cc.namespace())
-            .unwrap_or_default();
+        let (ns, name) = cc.account_key();
         AccountUse {
-            account: ObjectRef::new(&r.name).within(&ns),
-            reached_aws: cc
-                .status
-                .as_ref()
-                .is_some_and(|s| s.aws_account_id.is_some()),
+            account: ObjectRef::new(&name).within(&ns),
+            reached_aws: cc.reached_aws(),
         }
     }
 }

@@ -55,7 +55,10 @@ pub struct ComputeClusterSpec {
     pub tags: BTreeMap<String, String>,
 
     /// `Delete` (default) removes every AWS resource the operator created when
-    /// this object is deleted; `Retain` leaves them.
+    /// this object is deleted; `Retain` leaves them. It may be set on an
+    /// object being deleted (when its CloudAccount cannot be used, say): the
+    /// object then goes at once, and an Event lists every AWS resource ID
+    /// left behind.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
@@ -346,4 +349,25 @@ pub struct NodeGroupStatus {
     pub running: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
+}
+
+impl ComputeCluster {
+    /// `(namespace, name)` of the CloudAccount it refers to: the
+    /// reference's namespace, else the cluster's own.
+    pub fn account_key(&self) -> (String, String) {
+        let r = &self.spec.cloud_account_ref;
+        let namespace = r
+            .namespace
+            .clone()
+            .or_else(|| self.metadata.namespace.clone())
+            .unwrap_or_default();
+        (namespace, r.name.clone())
+    }
+
+    /// Whether it has made AWS calls (its resources need its account).
+    pub fn reached_aws(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.aws_account_id.is_some())
+    }
 }

@@ -52,6 +52,8 @@ pub mod reason {
     pub const INSTANCE_TYPE_UNKNOWN: &str = "InstanceTypeUnknown";
     /// The operator broke one of its own invariants (a bug to report).
     pub const INTERNAL_ERROR: &str = "InternalError";
+    /// `deletionPolicy: Retain`: the AWS resources were let go of.
+    pub const RETAINED: &str = "Retained";
     pub const AS_EXPECTED: &str = "AsExpected";
 }
 

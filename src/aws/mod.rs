@@ -9,6 +9,7 @@ pub mod error;
 pub mod instance_profile;
 pub mod instances;
 pub mod internet_gateway;
+pub mod inventory;
 pub mod nat_gateway;
 pub mod route_table;
 pub mod security_group;

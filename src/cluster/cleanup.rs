@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::kinds::{
     iam, internet_gateway, nat_gateways, node_groups, route_tables, security_group, subnets, vpc,
@@ -22,6 +22,7 @@ use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::reason;
 use crate::api::{ClusterPhase, ComputeCluster, DeletionPolicy};
 use crate::aws::dependents::{self, Dependent};
+use crate::aws::nat_gateway::NatState;
 use crate::aws::tags::OwnershipTags;
 use crate::aws::{AwsClients, AwsError, AwsResult};
 use crate::outcome::Outcome;
@@ -30,7 +31,7 @@ use crate::Error;
 pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let uid = cc.uid().unwrap_or_default();
     if cc.spec.deletion_policy == DeletionPolicy::Retain {
-        tracing::info!(name = %cc.name_any(), "deletionPolicy Retain: leaving AWS resources");
+        retain(&ctx, &cc).await?;
         return Ok(done(&ctx, &uid));
     }
     // Deletion is a new intent: backoff earned while provisioning does not
@@ -46,7 +47,10 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     let resolved = match use_account(&ctx, &cc, &target).await {
         Ok(usable) => usable.resolved,
         Err(blocked) => {
-            let message = format!("cannot delete the AWS resources yet: {}", blocked.message);
+            let message = format!(
+                "cannot delete the AWS resources yet: {}; {LET_GO}",
+                blocked.message
+            );
             let outcome = Outcome::NeedsUser {
                 reason: blocked.reason,
                 message,
@@ -56,7 +60,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     };
     if resolved.account_id != recorded {
         let message = format!(
-            "cannot delete: the cluster's AWS resources are in account {recorded}, but spec.cloudAccountRef now resolves to account {}; point it back at account {recorded}",
+            "cannot delete: the cluster's AWS resources are in account {recorded}, but spec.cloudAccountRef now resolves to account {}; point it back at account {recorded}, or {LET_GO_LOWER}",
             resolved.account_id
         );
         let outcome = Outcome::NeedsUser {
@@ -147,6 +151,106 @@ async fn pass_outcome(
     Ok((outcome, vec![]))
 }
 
+/// What a user stuck with a deletion can do.
+const LET_GO: &str = "fix the CloudAccount (or its credentials), or set spec.deletionPolicy: Retain to let the cluster go and leave its AWS resources (an Event then lists their IDs)";
+const LET_GO_LOWER: &str = "set spec.deletionPolicy: Retain to let the cluster go and leave its AWS resources (an Event then lists their IDs)";
+
+/// `deletionPolicy: Retain`: says in status and an Event which AWS
+/// resources are left behind (what status knows, and what AWS shows when
+/// the account can still be used), then lets go.
+async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> {
+    let status = cc.status.clone().unwrap_or_default();
+    let Some(account_id) = status.aws_account_id.clone() else {
+        tracing::info!(name = %cc.name_any(), "deletionPolicy Retain: no AWS call was ever made");
+        return Ok(());
+    };
+    let mut ids = status_ids(&status);
+    let target = deletion_target(cc);
+    if let Ok(usable) = use_account(ctx, cc, &target).await {
+        if usable.resolved.account_id == account_id {
+            let c = AwsClients::new(
+                &usable.resolved.config,
+                &target.region,
+                ctx.metrics.aws_interceptor(),
+            );
+            if let Ok(observed) = Observed::describe(&c, &target.owner).await {
+                ids.extend(observed_ids(&observed));
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    let message = if ids.is_empty() {
+        "deletionPolicy Retain: nothing of the cluster's was known to be left in AWS".to_string()
+    } else {
+        format!(
+            "deletionPolicy Retain: left in AWS account {account_id}, region {}, no longer managed: {}",
+            target.region,
+            ids.join(", ")
+        )
+    };
+    tracing::info!(name = %cc.name_any(), %message, "letting go of the AWS resources");
+    let outcome = Outcome::Deleting {
+        reason: reason::RETAINED,
+        message: message.clone(),
+    };
+    Report::deleting(cc).write(ctx, &outcome).await?;
+    if status.phase == Some(ClusterPhase::Deleting) {
+        // The writer publishes on a phase change only.
+        ctx.publish(&cc.object_ref(&()), true, reason::RETAINED, message)
+            .await;
+    }
+    Ok(())
+}
+
+/// Every AWS resource ID status knows.
+pub fn status_ids(s: &crate::api::ComputeClusterStatus) -> Vec<String> {
+    let mut ids = Vec::new();
+    if let Some(n) = &s.network {
+        ids.extend(n.vpc_id.iter().cloned());
+        ids.extend(n.subnets.iter().map(|s| s.id.clone()));
+        ids.extend(n.internet_gateway_id.iter().cloned());
+        ids.extend(n.nat_gateway_ids.iter().cloned());
+        ids.extend(n.route_table_ids.iter().cloned());
+        ids.extend(n.security_group_id.iter().cloned());
+    }
+    if let Some(iam) = &s.iam {
+        ids.extend(iam.role_name.iter().cloned());
+        ids.extend(iam.instance_profile_arn.iter().cloned());
+    }
+    ids.extend(
+        s.node_groups
+            .iter()
+            .flat_map(|g| g.instance_ids.iter().cloned()),
+    );
+    ids
+}
+
+/// Every AWS resource ID a describe found.
+pub fn observed_ids(o: &Observed) -> Vec<String> {
+    let mut ids: Vec<String> = o.vpcs.iter().map(|v| v.id.clone()).collect();
+    ids.extend(o.subnets.iter().map(|s| s.id.clone()));
+    ids.extend(o.internet_gateways.iter().map(|g| g.id.clone()));
+    ids.extend(o.addresses.iter().map(|a| a.allocation_id.clone()));
+    ids.extend(
+        o.nat_gateways
+            .iter()
+            .filter(|n| n.state != NatState::Gone)
+            .map(|n| n.id.clone()),
+    );
+    ids.extend(o.route_tables.iter().map(|t| t.id.clone()));
+    ids.extend(o.security_groups.iter().map(|g| g.id.clone()));
+    ids.extend(
+        o.instances
+            .iter()
+            .filter(|i| !i.state.is_ending())
+            .map(|i| i.id.clone()),
+    );
+    ids.extend(o.iam.role.iter().cloned());
+    ids.extend(o.iam.instance_profile.iter().cloned());
+    ids
+}
+
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
 fn done(ctx: &ClusterContext, uid: &str) -> Action {
     ctx.reset_backoff(uid);
@@ -169,14 +273,9 @@ async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Resu
 
 /// Only what deletion needs, read from the raw spec (validation must not block it).
 fn deletion_target(cc: &ComputeCluster) -> ValidatedSpec {
-    let namespace = cc.namespace().unwrap_or_default();
-    let account_ns = cc.spec.cloud_account_ref.namespace.clone();
     ValidatedSpec {
         region: cc.spec.region.clone(),
-        account: (
-            account_ns.unwrap_or_else(|| namespace.clone()),
-            cc.spec.cloud_account_ref.name.clone(),
-        ),
+        account: cc.account_key(),
         network: NetworkPlan::Existing {
             vpc_id: String::new(),
             subnet_ids: vec![],
@@ -185,7 +284,7 @@ fn deletion_target(cc: &ComputeCluster) -> ValidatedSpec {
         node_groups: vec![],
         owner: OwnershipTags {
             uid: cc.uid().unwrap_or_default(),
-            namespace,
+            namespace: cc.namespace().unwrap_or_default(),
             name: cc.name_any(),
             user: Default::default(),
         },
@@ -283,7 +382,7 @@ async fn recorded_account(
 /// One pass in order, each kind's deletes at once; stops at the first kind
 /// AWS must finish deleting first (after looking again briefly) and says
 /// what that is. `None`: everything is deleted.
-async fn delete_pass(
+pub async fn delete_pass(
     c: &AwsClients,
     owner: &OwnershipTags,
     o: &Observed,

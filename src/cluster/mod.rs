@@ -91,10 +91,8 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
                         .state()
                         .into_iter()
                         .filter(|c| {
-                            let r = &c.spec.cloud_account_ref;
-                            r.name == account.name
-                                && r.namespace.clone().or_else(|| c.namespace())
-                                    == account.namespace
+                            let (ns, name) = c.account_key();
+                            name == account.name && Some(ns) == account.namespace
                         })
                         .map(|c| ObjectRef::from_obj(&*c))
                         .collect()
@@ -211,10 +209,7 @@ pub async fn use_account(
             })
         }
     };
-    let reached_aws = cc
-        .status
-        .as_ref()
-        .is_some_and(|s| s.aws_account_id.is_some());
+    let reached_aws = cc.reached_aws();
     let cleaning_up = cc.meta().deletion_timestamp.is_some();
     // A namespace no longer allowed may still delete what it created.
     let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && reached_aws);

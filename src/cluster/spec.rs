@@ -63,13 +63,7 @@ pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
     };
     Ok(ValidatedSpec {
         region: spec.region.clone(),
-        account: (
-            spec.cloud_account_ref
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.clone()),
-            spec.cloud_account_ref.name.clone(),
-        ),
+        account: cc.account_key(),
         network,
         ingress: spec.network.ingress.clone(),
         node_groups: spec.node_groups.clone(),

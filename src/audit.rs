@@ -1,0 +1,446 @@
+//! `byoc-operator audit`: what carries the operator's ownership tags in the
+//! AWS accounts its CloudAccounts reach, but belongs to no live
+//! ComputeCluster (a finalizer removed by hand, a namespace force-deleted),
+//! grouped by former cluster with an estimate of what it costs; with
+//! `--delete`, removed through the controller's own deletion, in order.
+//! Read-only otherwise. Also run periodically by the operator for its gauge.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use crate::account::credentials;
+use crate::api::{CloudAccount, ComputeCluster};
+use crate::aws::instances::InstanceState;
+use crate::aws::inventory::{self, Tagged};
+use crate::aws::nat_gateway::NatState;
+use crate::aws::{AwsClients, AwsResult, OwnershipTags};
+use crate::cluster::cleanup::delete_pass;
+use crate::cluster::kinds::Observed;
+use crate::metrics::Metrics;
+use crate::Error;
+
+/// Hours in a month, for monthly prices.
+const HOURS_PER_MONTH: f64 = 730.0;
+/// A NAT gateway and an Elastic IP per hour, on-demand, us-east-1.
+const NAT_GATEWAY_HOURLY: f64 = 0.045;
+const ELASTIC_IP_HOURLY: f64 = 0.005;
+/// On-demand Linux prices per hour in us-east-1 of common instance types:
+/// a small built-in table, an estimate only (other regions and types differ).
+const INSTANCE_HOURLY: &[(&str, f64)] = &[
+    ("t3.micro", 0.0104),
+    ("t3.small", 0.0208),
+    ("t3.medium", 0.0416),
+    ("t3.large", 0.0832),
+    ("t3.xlarge", 0.1664),
+    ("m5.large", 0.096),
+    ("m5.xlarge", 0.192),
+    ("m6i.large", 0.096),
+    ("m6i.xlarge", 0.192),
+    ("m7i.large", 0.1008),
+    ("c6i.large", 0.085),
+    ("c6i.xlarge", 0.17),
+    ("r6i.large", 0.126),
+    ("g5.xlarge", 1.006),
+    ("g5.2xlarge", 1.212),
+    ("p3.2xlarge", 3.06),
+];
+
+/// What is left of one former cluster in one account and region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leak {
+    pub uid: String,
+    /// `namespace/name` the cluster had.
+    pub cluster: String,
+    pub resources: Vec<LeakedResource>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeakedResource {
+    pub kind: String,
+    pub id: String,
+    pub detail: String,
+    /// Estimated USD per month, when the price table knows it.
+    pub monthly_usd: Option<f64>,
+}
+
+impl Leak {
+    pub fn monthly_usd(&self) -> f64 {
+        self.resources.iter().filter_map(|r| r.monthly_usd).sum()
+    }
+
+    /// The ownership tags the deletion code finds its resources by.
+    pub fn owner(&self) -> OwnershipTags {
+        owner(&self.uid, &self.cluster)
+    }
+}
+
+/// The ownership tags of the cluster `uid` that was `namespace/name`.
+pub fn owner(uid: &str, cluster: &str) -> OwnershipTags {
+    let (namespace, name) = cluster.split_once('/').unwrap_or(("", cluster));
+    OwnershipTags {
+        uid: uid.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        user: Default::default(),
+    }
+}
+
+/// The operator's resources whose cluster UID is not among `live`, by UID.
+pub fn leaked<'a>(
+    found: &'a [Tagged],
+    live: &BTreeSet<String>,
+) -> BTreeMap<&'a str, Vec<&'a Tagged>> {
+    let mut out: BTreeMap<&str, Vec<&Tagged>> = BTreeMap::new();
+    for t in found.iter().filter(|t| !live.contains(&t.uid)) {
+        out.entry(t.uid.as_str()).or_default().push(t);
+    }
+    out
+}
+
+/// Estimated monthly cost of an instance type, when the table knows it.
+pub fn instance_monthly_usd(instance_type: &str) -> Option<f64> {
+    INSTANCE_HOURLY
+        .iter()
+        .find(|(t, _)| *t == instance_type)
+        .map(|(_, hourly)| hourly * HOURS_PER_MONTH)
+}
+
+/// The leaked resources of one former cluster, with what the describe of
+/// its kinds says of them (states, types) and their estimated cost.
+pub fn describe_leak(uid: &str, tagged: &[&Tagged], observed: &Observed) -> Leak {
+    let resources = tagged
+        .iter()
+        .map(|t| {
+            let (detail, monthly_usd) = priced(t, observed);
+            LeakedResource {
+                kind: t.kind.clone(),
+                id: t.id.clone(),
+                detail,
+                monthly_usd,
+            }
+        })
+        .collect();
+    Leak {
+        uid: uid.to_string(),
+        cluster: tagged
+            .first()
+            .map(|t| t.cluster.clone())
+            .unwrap_or_default(),
+        resources,
+    }
+}
+
+fn priced(t: &Tagged, o: &Observed) -> (String, Option<f64>) {
+    if let Some(i) = o.instances.iter().find(|i| i.id == t.id) {
+        let live = i.state.is_live() || i.state == InstanceState::Stopping;
+        let cost = instance_monthly_usd(&i.instance_type).filter(|_| live);
+        return (
+            format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
+            cost,
+        );
+    }
+    if let Some(n) = o.nat_gateways.iter().find(|n| n.id == t.id) {
+        let live = matches!(n.state, NatState::Pending | NatState::Available);
+        let cost = live.then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH);
+        return (format!("{:?}", n.state).to_lowercase(), cost);
+    }
+    if o.addresses.iter().any(|a| a.allocation_id == t.id) {
+        return (String::new(), Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH));
+    }
+    (String::new(), None)
+}
+
+/// Everything of the operator's in one account and region, and what of it
+/// belongs to no cluster in `live`.
+pub async fn find(c: &AwsClients, live: &BTreeSet<String>) -> AwsResult<Vec<Leak>> {
+    let mut found = inventory::ec2(c).await?;
+    found.extend(inventory::iam_roles(c, "byoc-").await?);
+    let mut leaks = Vec::new();
+    for (uid, tagged) in leaked(&found, live) {
+        let cluster = tagged
+            .first()
+            .map(|t| t.cluster.as_str())
+            .unwrap_or_default();
+        let observed = Observed::describe(c, &owner(uid, cluster)).await?;
+        leaks.push(describe_leak(uid, &tagged, &observed));
+    }
+    Ok(leaks)
+}
+
+/// The report of one account and region.
+pub fn report(heading: &str, leaks: &[Leak]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{heading}:");
+    if leaks.is_empty() {
+        let _ = writeln!(out, "  nothing leaked");
+    }
+    for leak in leaks {
+        let _ = writeln!(
+            out,
+            "  former cluster {} (uid {}): {} resources, about ${:.2}/month",
+            leak.cluster,
+            leak.uid,
+            leak.resources.len(),
+            leak.monthly_usd()
+        );
+        for r in &leak.resources {
+            let cost = r
+                .monthly_usd
+                .map(|c| format!("  ~${c:.2}/month"))
+                .unwrap_or_default();
+            let detail = if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.detail)
+            };
+            let _ = writeln!(out, "    {} {}{detail}{cost}", r.kind, r.id);
+        }
+    }
+    out
+}
+
+/// What `audit` does.
+pub struct AuditOptions {
+    /// Delete what is found (default: only report).
+    pub delete: bool,
+    /// Regions to look in besides each account's and its clusters'.
+    pub regions: Vec<String>,
+    /// How long `--delete` waits for AWS to finish deleting.
+    pub deadline: Duration,
+    /// Only the CloudAccounts of this namespace.
+    pub namespace: Option<String>,
+}
+
+/// The accounts and regions to look in: every CloudAccount, in its own
+/// region, its clusters' regions and `extra`.
+fn places(
+    accounts: &[CloudAccount],
+    clusters: &[ComputeCluster],
+    extra: &[String],
+) -> Vec<(usize, String)> {
+    let mut out = BTreeSet::new();
+    for (i, a) in accounts.iter().enumerate() {
+        let key = (a.namespace().unwrap_or_default(), a.name_any());
+        out.insert((i, a.spec.region.clone()));
+        for c in clusters.iter().filter(|c| c.account_key() == key) {
+            out.insert((i, c.spec.region.clone()));
+        }
+        out.extend(extra.iter().map(|r| (i, r.clone())));
+    }
+    out.into_iter().collect()
+}
+
+/// Looks in every account and region; the report, and how many resources
+/// were found leaked (after `--delete`: how many are left).
+pub async fn command(
+    client: &Client,
+    base: &SdkConfig,
+    opts: &AuditOptions,
+) -> Result<(String, usize), Error> {
+    let accounts = crate::context::scoped_api::<CloudAccount>(client, opts.namespace.as_deref())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let clusters = Api::<ComputeCluster>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let live: BTreeSet<String> = clusters.iter().filter_map(|c| c.uid()).collect();
+    let metrics = Metrics::new();
+    let mut seen = BTreeSet::new();
+    let (mut out, mut total, mut monthly) = (String::new(), 0, 0.0);
+    for (i, region) in places(&accounts, &clusters, &opts.regions) {
+        let account = &accounts[i];
+        let label = format!(
+            "CloudAccount {}/{}",
+            account.namespace().unwrap_or_default(),
+            account.name_any()
+        );
+        let resolved = match credentials::resolve(client, base, &metrics, account).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(out, "{label}: not looked in, it cannot be used: {e}");
+                continue;
+            }
+        };
+        if !seen.insert((resolved.account_id.clone(), region.clone())) {
+            continue;
+        }
+        let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
+        let leaks = find(&c, &live).await?;
+        let heading = format!(
+            "AWS account {} in {region} (through {label})",
+            resolved.account_id
+        );
+        out.push_str(&report(&heading, &leaks));
+        monthly += leaks.iter().map(Leak::monthly_usd).sum::<f64>();
+        total += leaks.iter().map(|l| l.resources.len()).sum::<usize>();
+        if opts.delete {
+            for leak in &leaks {
+                let left = delete_leak(&c, &leak.owner(), opts.deadline).await?;
+                let _ = writeln!(
+                    out,
+                    "  deleted former cluster {}: {}",
+                    leak.cluster,
+                    if left {
+                        "not finished within the deadline"
+                    } else {
+                        "nothing left"
+                    }
+                );
+            }
+            total = find(&c, &live)
+                .await?
+                .iter()
+                .map(|l| l.resources.len())
+                .sum();
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{total} leaked resources{}; about ${monthly:.2}/month (an estimate: built-in on-demand prices of us-east-1 for NAT gateways, Elastic IPs and common instance types)",
+        if opts.delete { " left" } else { "" }
+    );
+    Ok((out, total))
+}
+
+/// Deletes what the former cluster `owner` left, through the controller's
+/// deletion passes, until nothing is left or `deadline` passes; whether
+/// something is left.
+async fn delete_leak(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    deadline: Duration,
+) -> Result<bool, Error> {
+    let until = Instant::now() + deadline;
+    loop {
+        let observed = Observed::describe(c, owner).await?;
+        if observed.is_empty() {
+            return Ok(false);
+        }
+        if Instant::now() > until {
+            return Ok(true);
+        }
+        match delete_pass(c, owner, &observed).await {
+            Ok(None) => {}
+            // AWS must finish something first (or lets go of it soon).
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_secs(2)).await,
+            Err(e) if e.code() == Some("DependencyViolation") => {
+                tokio::time::sleep(Duration::from_secs(2)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::instances::ObservedInstance;
+    use crate::aws::nat_gateway::{ObservedAddress, ObservedNatGateway};
+
+    fn tagged(kind: &str, id: &str, uid: &str) -> Tagged {
+        Tagged {
+            kind: kind.into(),
+            id: id.into(),
+            uid: uid.into(),
+            cluster: format!("team-a/{uid}"),
+        }
+    }
+
+    #[test]
+    fn leaks_are_what_no_live_cluster_owns() {
+        let found = vec![
+            tagged("vpc", "vpc-live", "live"),
+            tagged("vpc", "vpc-gone", "gone"),
+            tagged("natgateway", "nat-gone", "gone"),
+            tagged("iam-role", "byoc-team-a-other-1234", "other"),
+        ];
+        let live: BTreeSet<String> = ["live".to_string()].into();
+        let leaks = leaked(&found, &live);
+        let summary: Vec<(&str, Vec<&str>)> = leaks
+            .iter()
+            .map(|(uid, ts)| (*uid, ts.iter().map(|t| t.id.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("gone", vec!["vpc-gone", "nat-gone"]),
+                ("other", vec!["byoc-team-a-other-1234"])
+            ]
+        );
+        assert!(
+            leaked(&found[..1], &live).is_empty(),
+            "a healthy cluster reports nothing"
+        );
+    }
+
+    #[test]
+    fn costs_are_estimated_for_what_bills() {
+        let observed = Observed {
+            instances: vec![ObservedInstance {
+                id: "i-1".into(),
+                group: "cpu".into(),
+                instance_type: "m6i.large".into(),
+                state: InstanceState::Running,
+                launched: 0,
+                subnet_id: "subnet-1".into(),
+            }],
+            nat_gateways: vec![ObservedNatGateway {
+                id: "nat-1".into(),
+                zone: None,
+                subnet_id: "subnet-1".into(),
+                state: NatState::Available,
+                allocation_ids: vec![],
+            }],
+            addresses: vec![ObservedAddress {
+                allocation_id: "eipalloc-1".into(),
+                zone: None,
+                association_id: None,
+            }],
+            ..Default::default()
+        };
+        let ts = [
+            tagged("instance", "i-1", "gone"),
+            tagged("natgateway", "nat-1", "gone"),
+            tagged("elastic-ip", "eipalloc-1", "gone"),
+            tagged("vpc", "vpc-1", "gone"),
+        ];
+        let refs: Vec<&Tagged> = ts.iter().collect();
+        let leak = describe_leak("gone", &refs, &observed);
+        let costs: Vec<Option<f64>> = leak.resources.iter().map(|r| r.monthly_usd).collect();
+        assert_eq!(
+            costs,
+            vec![
+                Some(0.096 * 730.0),
+                Some(0.045 * 730.0),
+                Some(0.005 * 730.0),
+                None
+            ]
+        );
+        assert!(
+            (leak.monthly_usd() - 106.58).abs() < 0.01,
+            "{}",
+            leak.monthly_usd()
+        );
+        assert_eq!(leak.owner().namespace, "team-a");
+        assert_eq!(leak.owner().name, "gone");
+        let text = report("account 1, us-east-1", &[leak]);
+        assert!(
+            text.contains(
+                "former cluster team-a/gone (uid gone): 4 resources, about $106.58/month"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("instance i-1 (m6i.large, running)  ~$70.08/month"),
+            "{text}"
+        );
+        assert!(report("x", &[]).contains("nothing leaked"));
+    }
+}

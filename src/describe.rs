@@ -1,0 +1,363 @@
+//! `byoc-operator describe computecluster NAME -n NS` (also `kubectl byoc
+//! describe ...` through a `kubectl-byoc` link): the cluster, its account
+//! and verified identity, every AWS resource it owns by kind with ID, state
+//! and zone, node groups with their instances, what blocks its deletion, and
+//! its conditions — from status plus one tagged describe per kind.
+
+use std::fmt::Write as _;
+
+use aws_config::SdkConfig;
+use kube::{Api, Client, ResourceExt};
+
+use crate::account::credentials;
+use crate::api::{CloudAccount, ComputeCluster};
+use crate::aws::nat_gateway::NatState;
+use crate::aws::{AwsClients, OwnershipTags};
+use crate::cluster::kinds::Observed;
+use crate::metrics::Metrics;
+use crate::Error;
+
+/// Reads the cluster and its account, describes what it owns in AWS (as
+/// the account's verified identity), and draws the tree.
+pub async fn command(
+    client: &Client,
+    base: &SdkConfig,
+    namespace: &str,
+    name: &str,
+) -> Result<String, Error> {
+    let cc = Api::<ComputeCluster>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await?;
+    let (account_ns, account_name) = cc.account_key();
+    let account = Api::<CloudAccount>::namespaced(client.clone(), &account_ns)
+        .get_opt(&account_name)
+        .await?;
+    let observed = match &account {
+        None => Err("its CloudAccount was not found".to_string()),
+        Some(a) => describe_aws(client, base, a, &cc).await,
+    };
+    Ok(tree(
+        &cc,
+        account.as_ref(),
+        observed.as_ref().map_err(Clone::clone),
+    )
+    .render())
+}
+
+async fn describe_aws(
+    client: &Client,
+    base: &SdkConfig,
+    account: &CloudAccount,
+    cc: &ComputeCluster,
+) -> Result<Observed, String> {
+    let metrics = Metrics::new();
+    let resolved = credentials::resolve(client, base, &metrics, account)
+        .await
+        .map_err(|e| format!("the CloudAccount cannot be used: {e}"))?;
+    let c = AwsClients::new(&resolved.config, &cc.spec.region, metrics.aws_interceptor());
+    let owner = OwnershipTags {
+        uid: cc.uid().unwrap_or_default(),
+        namespace: cc.namespace().unwrap_or_default(),
+        name: cc.name_any(),
+        user: Default::default(),
+    };
+    Observed::describe(&c, &owner)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A line of the tree and the lines under it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    pub label: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    pub fn new(label: impl Into<String>) -> Self {
+        Node {
+            label: label.into(),
+            children: vec![],
+        }
+    }
+
+    fn with(mut self, children: Vec<Node>) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// Drawn with box characters, as `clusterctl describe` does.
+    pub fn render(&self) -> String {
+        let mut out = format!("{}\n", self.label);
+        draw(&self.children, "", &mut out);
+        out
+    }
+}
+
+fn draw(nodes: &[Node], prefix: &str, out: &mut String) {
+    for (i, n) in nodes.iter().enumerate() {
+        let last = i + 1 == nodes.len();
+        let _ = writeln!(
+            out,
+            "{prefix}{}{}",
+            if last { "└─ " } else { "├─ " },
+            n.label
+        );
+        draw(
+            &n.children,
+            &format!("{prefix}{}", if last { "   " } else { "│  " }),
+            out,
+        );
+    }
+}
+
+/// What AWS said, or why it was not asked.
+pub type Seen<'a> = Result<&'a Observed, String>;
+
+/// The tree of one cluster.
+pub fn tree(cc: &ComputeCluster, account: Option<&CloudAccount>, seen: Seen<'_>) -> Node {
+    let status = cc.status.clone().unwrap_or_default();
+    let phase = status
+        .phase
+        .map(|p| format!("{p:?}").to_lowercase())
+        .unwrap_or_else(|| "pending".into());
+    let mut top = vec![account_node(cc, account)];
+    match seen {
+        Ok(o) => top.extend(aws_nodes(o, &status.node_groups)),
+        Err(why) => top.push(Node::new(format!("AWS not described: {why}"))),
+    }
+    if !status.deletion_blockers.is_empty() {
+        let blockers = status
+            .deletion_blockers
+            .iter()
+            .map(|b| {
+                Node::new(
+                    format!("{} {} {}", b.kind, b.id, b.detail)
+                        .trim_end()
+                        .to_string(),
+                )
+            })
+            .collect();
+        top.push(Node::new("DeletionBlockers (not the cluster's: remove them)").with(blockers));
+    }
+    let conditions = status
+        .conditions
+        .iter()
+        .map(|c| {
+            let message = if c.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", c.message)
+            };
+            Node::new(format!("{} {} {}{message}", c.type_, c.status, c.reason))
+        })
+        .collect();
+    top.push(Node::new("Conditions").with(conditions));
+    let ns = cc.metadata.namespace.clone().unwrap_or_default();
+    let name = cc.metadata.name.clone().unwrap_or_default();
+    Node::new(format!(
+        "ComputeCluster {ns}/{name}  phase {phase}  region {}",
+        cc.spec.region
+    ))
+    .with(top)
+}
+
+fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
+    let (ns, name) = cc.account_key();
+    let Some(a) = account else {
+        return Node::new(format!("CloudAccount {ns}/{name}  not found"));
+    };
+    let s = a.status.clone().unwrap_or_default();
+    let phase = s
+        .phase
+        .map(|p| format!("{p:?}").to_lowercase())
+        .unwrap_or_else(|| "pending".into());
+    let identity = match (&s.account_id, &s.arn) {
+        (Some(id), Some(arn)) => format!("  account {id} as {arn}"),
+        _ => String::new(),
+    };
+    Node::new(format!("CloudAccount {ns}/{name}  {phase}{identity}"))
+}
+
+fn aws_nodes(o: &Observed, groups: &[crate::api::compute_cluster::NodeGroupStatus]) -> Vec<Node> {
+    let mut network: Vec<Node> = Vec::new();
+    network.extend(
+        o.vpcs
+            .iter()
+            .map(|v| Node::new(format!("VPC {}  {}", v.id, v.cidr))),
+    );
+    network.extend(o.subnets.iter().map(|s| {
+        let kind = if s.public { "public" } else { "private" };
+        Node::new(format!("Subnet {}  {}  {kind}  {}", s.id, s.zone, s.cidr))
+    }));
+    network.extend(o.internet_gateways.iter().map(|g| {
+        Node::new(format!(
+            "InternetGateway {}  attached to {}",
+            g.id,
+            list(&g.attached_to)
+        ))
+    }));
+    network.extend(
+        o.nat_gateways
+            .iter()
+            .filter(|n| n.state != NatState::Gone)
+            .map(|n| {
+                let zone = n.zone.as_deref().unwrap_or("?");
+                Node::new(format!(
+                    "NatGateway {}  {zone}  {}",
+                    n.id,
+                    format!("{:?}", n.state).to_lowercase()
+                ))
+            }),
+    );
+    network.extend(o.addresses.iter().map(|a| {
+        Node::new(format!(
+            "ElasticIP {}  {}",
+            a.allocation_id,
+            a.zone.as_deref().unwrap_or("?")
+        ))
+    }));
+    network.extend(o.route_tables.iter().map(|t| {
+        let place = t
+            .zone
+            .as_deref()
+            .unwrap_or(if t.public { "public" } else { "private" });
+        let route = t
+            .default_target
+            .as_deref()
+            .map(|r| format!("  0.0.0.0/0 → {r}"))
+            .unwrap_or_default();
+        Node::new(format!(
+            "RouteTable {}  {place}  {} subnets{route}",
+            t.id,
+            t.associations.len()
+        ))
+    }));
+    network.extend(o.security_groups.iter().map(|g| {
+        Node::new(format!(
+            "SecurityGroup {}  {} ingress rules",
+            g.id,
+            g.ingress.len()
+        ))
+    }));
+    let mut iam = Vec::new();
+    if let Some(role) = &o.iam.role {
+        iam.push(Node::new(format!("Role {role}")));
+    }
+    if let Some(arn) = &o.iam.instance_profile {
+        iam.push(Node::new(format!("InstanceProfile {arn}")));
+    }
+    let mut names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    for i in &o.instances {
+        if !names.contains(&i.group.as_str()) {
+            names.push(&i.group);
+        }
+    }
+    let node_groups = names.into_iter().map(|name| {
+        let counts = groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| format!("  {}/{} running", g.running, g.desired))
+            .unwrap_or_else(|| "  (not in the spec)".into());
+        let instances = o
+            .instances
+            .iter()
+            .filter(|i| i.group == name)
+            .map(|i| {
+                let state = format!("{:?}", i.state).to_lowercase();
+                Node::new(format!(
+                    "Instance {}  {}  {state}  {}",
+                    i.id, i.instance_type, i.subnet_id
+                ))
+            })
+            .collect();
+        Node::new(format!("NodeGroup {name}{counts}")).with(instances)
+    });
+    let mut out = vec![
+        Node::new("Network").with(network),
+        Node::new("IAM").with(iam),
+    ];
+    out.extend(node_groups);
+    out
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::compute_cluster::{ComputeClusterStatus, DeletionBlocker, NodeGroupStatus};
+    use crate::aws::instances::{InstanceState, ObservedInstance};
+    use crate::aws::vpc::ObservedVpc;
+
+    fn cluster(status: ComputeClusterStatus) -> ComputeCluster {
+        let mut cc: ComputeCluster = serde_yaml_ng::from_str(
+            "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: ml, namespace: team-a}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.0.0.0/16}\n  nodeGroups: [{name: cpu, instanceType: t3.large, count: 1}]\n",
+        )
+        .expect("cluster");
+        cc.status = Some(status);
+        cc
+    }
+
+    #[test]
+    fn tree_shows_resources_groups_blockers_and_conditions() {
+        let status = ComputeClusterStatus {
+            node_groups: vec![NodeGroupStatus {
+                name: "cpu".into(),
+                desired: 1,
+                running: 1,
+                instance_ids: vec!["i-1".into()],
+            }],
+            deletion_blockers: vec![DeletionBlocker {
+                kind: "network-interface".into(),
+                id: "eni-9".into(),
+                detail: "ELB app/web".into(),
+            }],
+            ..Default::default()
+        };
+        let observed = Observed {
+            vpcs: vec![ObservedVpc {
+                id: "vpc-1".into(),
+                cidr: "10.0.0.0/16".into(),
+            }],
+            instances: vec![ObservedInstance {
+                id: "i-1".into(),
+                group: "cpu".into(),
+                instance_type: "t3.large".into(),
+                state: InstanceState::Running,
+                launched: 0,
+                subnet_id: "subnet-1".into(),
+            }],
+            ..Default::default()
+        };
+        let text = tree(&cluster(status), None, Ok(&observed)).render();
+        let want = "ComputeCluster team-a/ml  phase pending  region us-east-1
+├─ CloudAccount team-a/acme  not found
+├─ Network
+│  └─ VPC vpc-1  10.0.0.0/16
+├─ IAM
+├─ NodeGroup cpu  1/1 running
+│  └─ Instance i-1  t3.large  running  subnet-1
+├─ DeletionBlockers (not the cluster's: remove them)
+│  └─ network-interface eni-9 ELB app/web
+└─ Conditions
+";
+        assert_eq!(text, want);
+        let unseen = tree(
+            &cluster(ComputeClusterStatus::default()),
+            None,
+            Err("CloudAccount not ready".into()),
+        )
+        .render();
+        assert!(
+            unseen.contains("├─ AWS not described: CloudAccount not ready"),
+            "{unseen}"
+        );
+    }
+}
