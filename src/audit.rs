@@ -90,16 +90,16 @@ pub fn owner(uid: &str, cluster: &str) -> OwnershipTags {
     }
 }
 
-/// The operator's resources whose cluster UID is not among `live`, by UID.
-pub fn leaked<'a>(
-    found: &'a [Tagged],
-    live: &BTreeSet<String>,
-) -> BTreeMap<&'a str, Vec<&'a Tagged>> {
-    let mut out: BTreeMap<&str, Vec<&Tagged>> = BTreeMap::new();
-    for t in found.iter().filter(|t| !live.contains(&t.uid)) {
-        out.entry(t.uid.as_str()).or_default().push(t);
-    }
-    out
+/// The former clusters (UID → `namespace/name`) that resources carrying the
+/// operator's tags belong to, with no cluster in `live`. Tags can outlive
+/// their resource for a while (a terminated instance's do), so what is
+/// really left is then described by kind.
+pub fn leaked(found: &[Tagged], live: &BTreeSet<String>) -> BTreeMap<String, String> {
+    found
+        .iter()
+        .filter(|t| !live.contains(&t.uid))
+        .map(|t| (t.uid.clone(), t.cluster.clone()))
+        .collect()
 }
 
 /// Estimated monthly cost of an instance type, when the table knows it.
@@ -110,49 +110,67 @@ pub fn instance_monthly_usd(instance_type: &str) -> Option<f64> {
         .map(|(_, hourly)| hourly * HOURS_PER_MONTH)
 }
 
-/// The leaked resources of one former cluster, with what the describe of
-/// its kinds says of them (states, types) and their estimated cost.
-pub fn describe_leak(uid: &str, tagged: &[&Tagged], observed: &Observed) -> Leak {
-    let resources = tagged
-        .iter()
-        .map(|t| {
-            let (detail, monthly_usd) = priced(t, observed);
-            LeakedResource {
-                kind: t.kind.clone(),
-                id: t.id.clone(),
-                detail,
-                monthly_usd,
-            }
-        })
-        .collect();
+/// What is left of the former cluster `uid`, as the describe of its kinds
+/// shows it, with estimated costs.
+pub fn describe_leak(uid: &str, cluster: &str, o: &Observed) -> Leak {
+    let plain = |kind: &str, id: &str| LeakedResource {
+        kind: kind.into(),
+        id: id.into(),
+        detail: String::new(),
+        monthly_usd: None,
+    };
+    let mut resources: Vec<LeakedResource> = Vec::new();
+    resources.extend(
+        o.instances
+            .iter()
+            .filter(|i| !i.state.is_ending())
+            .map(|i| LeakedResource {
+                detail: format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
+                monthly_usd: instance_monthly_usd(&i.instance_type)
+                    .filter(|_| i.state != InstanceState::Stopped),
+                ..plain("instance", &i.id)
+            }),
+    );
+    resources.extend(
+        o.nat_gateways
+            .iter()
+            .filter(|n| n.state != NatState::Gone)
+            .map(|n| LeakedResource {
+                detail: format!("{:?}", n.state).to_lowercase(),
+                monthly_usd: matches!(n.state, NatState::Pending | NatState::Available)
+                    .then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH),
+                ..plain("nat-gateway", &n.id)
+            }),
+    );
+    resources.extend(o.addresses.iter().map(|a| LeakedResource {
+        monthly_usd: Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH),
+        ..plain("elastic-ip", &a.allocation_id)
+    }));
+    resources.extend(o.vpcs.iter().map(|v| plain("vpc", &v.id)));
+    resources.extend(o.subnets.iter().map(|s| plain("subnet", &s.id)));
+    resources.extend(
+        o.internet_gateways
+            .iter()
+            .map(|g| plain("internet-gateway", &g.id)),
+    );
+    resources.extend(o.route_tables.iter().map(|t| plain("route-table", &t.id)));
+    resources.extend(
+        o.security_groups
+            .iter()
+            .map(|g| plain("security-group", &g.id)),
+    );
+    resources.extend(
+        o.iam
+            .instance_profile
+            .iter()
+            .map(|arn| plain("instance-profile", arn)),
+    );
+    resources.extend(o.iam.role.iter().map(|r| plain("iam-role", r)));
     Leak {
         uid: uid.to_string(),
-        cluster: tagged
-            .first()
-            .map(|t| t.cluster.clone())
-            .unwrap_or_default(),
+        cluster: cluster.to_string(),
         resources,
     }
-}
-
-fn priced(t: &Tagged, o: &Observed) -> (String, Option<f64>) {
-    if let Some(i) = o.instances.iter().find(|i| i.id == t.id) {
-        let live = i.state.is_live() || i.state == InstanceState::Stopping;
-        let cost = instance_monthly_usd(&i.instance_type).filter(|_| live);
-        return (
-            format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
-            cost,
-        );
-    }
-    if let Some(n) = o.nat_gateways.iter().find(|n| n.id == t.id) {
-        let live = matches!(n.state, NatState::Pending | NatState::Available);
-        let cost = live.then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH);
-        return (format!("{:?}", n.state).to_lowercase(), cost);
-    }
-    if o.addresses.iter().any(|a| a.allocation_id == t.id) {
-        return (String::new(), Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH));
-    }
-    (String::new(), None)
 }
 
 /// Everything of the operator's in one account and region, and what of it
@@ -161,13 +179,12 @@ pub async fn find(c: &AwsClients, live: &BTreeSet<String>) -> AwsResult<Vec<Leak
     let mut found = inventory::ec2(c).await?;
     found.extend(inventory::iam_roles(c, "byoc-").await?);
     let mut leaks = Vec::new();
-    for (uid, tagged) in leaked(&found, live) {
-        let cluster = tagged
-            .first()
-            .map(|t| t.cluster.as_str())
-            .unwrap_or_default();
-        let observed = Observed::describe(c, &owner(uid, cluster)).await?;
-        leaks.push(describe_leak(uid, &tagged, &observed));
+    for (uid, cluster) in leaked(&found, live) {
+        let observed = Observed::describe(c, &owner(&uid, &cluster)).await?;
+        let leak = describe_leak(&uid, &cluster, &observed);
+        if !leak.resources.is_empty() {
+            leaks.push(leak);
+        }
     }
     Ok(leaks)
 }
@@ -354,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn leaks_are_what_no_live_cluster_owns() {
+    fn leaks_are_the_clusters_no_live_one_owns() {
         let found = vec![
             tagged("vpc", "vpc-live", "live"),
             tagged("vpc", "vpc-gone", "gone"),
@@ -362,16 +379,12 @@ mod tests {
             tagged("iam-role", "byoc-team-a-other-1234", "other"),
         ];
         let live: BTreeSet<String> = ["live".to_string()].into();
-        let leaks = leaked(&found, &live);
-        let summary: Vec<(&str, Vec<&str>)> = leaks
-            .iter()
-            .map(|(uid, ts)| (*uid, ts.iter().map(|t| t.id.as_str()).collect()))
-            .collect();
+        let leaks: Vec<(String, String)> = leaked(&found, &live).into_iter().collect();
         assert_eq!(
-            summary,
+            leaks,
             vec![
-                ("gone", vec!["vpc-gone", "nat-gone"]),
-                ("other", vec!["byoc-team-a-other-1234"])
+                ("gone".to_string(), "team-a/gone".to_string()),
+                ("other".to_string(), "team-a/other".to_string())
             ]
         );
         assert!(
@@ -383,14 +396,24 @@ mod tests {
     #[test]
     fn costs_are_estimated_for_what_bills() {
         let observed = Observed {
-            instances: vec![ObservedInstance {
-                id: "i-1".into(),
-                group: "cpu".into(),
-                instance_type: "m6i.large".into(),
-                state: InstanceState::Running,
-                launched: 0,
-                subnet_id: "subnet-1".into(),
-            }],
+            instances: vec![
+                ObservedInstance {
+                    id: "i-1".into(),
+                    group: "cpu".into(),
+                    instance_type: "m6i.large".into(),
+                    state: InstanceState::Running,
+                    launched: 0,
+                    subnet_id: "subnet-1".into(),
+                },
+                ObservedInstance {
+                    id: "i-gone".into(),
+                    group: "cpu".into(),
+                    instance_type: "m6i.large".into(),
+                    state: InstanceState::Terminated,
+                    launched: 0,
+                    subnet_id: "subnet-1".into(),
+                },
+            ],
             nat_gateways: vec![ObservedNatGateway {
                 id: "nat-1".into(),
                 zone: None,
@@ -403,25 +426,27 @@ mod tests {
                 zone: None,
                 association_id: None,
             }],
+            vpcs: vec![crate::aws::vpc::ObservedVpc {
+                id: "vpc-1".into(),
+                cidr: "10.0.0.0/16".into(),
+            }],
             ..Default::default()
         };
-        let ts = [
-            tagged("instance", "i-1", "gone"),
-            tagged("natgateway", "nat-1", "gone"),
-            tagged("elastic-ip", "eipalloc-1", "gone"),
-            tagged("vpc", "vpc-1", "gone"),
-        ];
-        let refs: Vec<&Tagged> = ts.iter().collect();
-        let leak = describe_leak("gone", &refs, &observed);
-        let costs: Vec<Option<f64>> = leak.resources.iter().map(|r| r.monthly_usd).collect();
+        let leak = describe_leak("gone", "team-a/gone", &observed);
+        let priced: Vec<(&str, Option<f64>)> = leak
+            .resources
+            .iter()
+            .map(|r| (r.id.as_str(), r.monthly_usd))
+            .collect();
         assert_eq!(
-            costs,
+            priced,
             vec![
-                Some(0.096 * 730.0),
-                Some(0.045 * 730.0),
-                Some(0.005 * 730.0),
-                None
-            ]
+                ("i-1", Some(0.096 * 730.0)),
+                ("nat-1", Some(0.045 * 730.0)),
+                ("eipalloc-1", Some(0.005 * 730.0)),
+                ("vpc-1", None)
+            ],
+            "a terminated instance is not left"
         );
         assert!(
             (leak.monthly_usd() - 106.58).abs() < 0.01,
@@ -442,5 +467,8 @@ mod tests {
             "{text}"
         );
         assert!(report("x", &[]).contains("nothing leaked"));
+        assert!(describe_leak("x", "a/x", &Observed::default())
+            .resources
+            .is_empty());
     }
 }

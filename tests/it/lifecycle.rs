@@ -14,11 +14,11 @@ use kube::{Api, ResourceExt};
 
 use crate::clusters::{
     counts, delete_and_wait_gone, example_manifest, ground_with_account, patch_spec,
-    small_cluster_manifest, wait_running, Counts,
+    small_cluster_manifest, wait_gone, wait_running, Counts,
 };
 use crate::support::{
-    delete_namespace, ensure, eventually, install_crds, kubectl_apply, wait_namespace_gone, Ground,
-    Operator, OperatorExt,
+    byoc, delete_namespace, ensure, eventually, install_crds, kubectl_apply, kubectl_byoc,
+    wait_namespace_gone, Ground, Operator, OperatorExt,
 };
 
 /// How long a namespace or a manifest may take to be deleted with everything
@@ -349,6 +349,24 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
         blocked.contains(&eni) && blocked.contains(&sg),
         format!("the message does not name the blockers: {blocked}"),
     )?;
+    // describe on a cluster mid-deletion: phase, blockers, the condition.
+    let tree = byoc(
+        &g,
+        &["describe", "computecluster", "blocked", "-n", &g.namespace],
+    )?;
+    for want in [
+        "phase deleting".to_string(),
+        "DeletionBlockers (not the cluster's: remove them)".to_string(),
+        format!("network-interface {eni}"),
+        format!("security-group {sg}"),
+        format!("VPC {vpc}"),
+        "Stalled True DeletionBlocked".to_string(),
+    ] {
+        ensure(
+            tree.contains(&want),
+            format!("describe lacks {want:?}:\n{tree}"),
+        )?;
+    }
     // Never touched: they are not the cluster's.
     let still = ec2
         .describe_network_interfaces()
@@ -385,4 +403,229 @@ fn log_tail(op: &Operator) -> String {
     let log = op.log();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// A network interface in `subnet` that is not the cluster's (no tags), as a
+/// workload's load balancer would leave.
+async fn foreign_interface(g: &Ground, subnet: &str) -> Result<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    Ok(ec2
+        .create_network_interface()
+        .subnet_id(subnet)
+        .description("ELB-app-web")
+        .send()
+        .await?
+        .network_interface()
+        .and_then(|i| i.network_interface_id())
+        .context("no interface ID")?
+        .to_string())
+}
+
+async fn interface_exists(g: &Ground, id: &str) -> Result<bool> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let found = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(id)
+        .send()
+        .await?;
+    Ok(found.network_interfaces().len() == 1)
+}
+
+/// The status's first VPC and subnet IDs.
+fn network_ids(cc: &ComputeCluster) -> Result<(String, String)> {
+    let network = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .context("no network")?;
+    let subnet = network
+        .subnets
+        .first()
+        .map(|s| s.id.clone())
+        .context("no subnet")?;
+    Ok((network.vpc_id.context("no VPC")?, subnet))
+}
+
+#[tokio::test]
+async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_deletes_only_that(
+) -> Result<()> {
+    let (g, mut op) = ground_with_account("audit", &[]).await?;
+    let ns = g.namespace.clone();
+    kubectl_apply(&g, &small_cluster_manifest("kept", "10.7.0.0/16"))?;
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("orphan", "10.8.0.0/16")
+            .replace("natGateways: none", "natGateways: single"),
+    )?;
+    let kept = wait_running(&g, "kept", |_| true).await?;
+    let orphan = wait_running(&g, "orphan", |_| true).await?;
+    let (kept_uid, orphan_uid) = (uid(&kept)?, uid(&orphan)?);
+
+    // Healthy clusters: nothing to report.
+    let healthy = byoc(&g, &["audit", "-n", &ns])?;
+    ensure(
+        healthy.contains("nothing leaked") && healthy.contains("\n0 leaked resources"),
+        format!("healthy clusters reported:\n{healthy}"),
+    )?;
+
+    // describe, through kubectl's plugin mechanism, on a running cluster.
+    let (kept_vpc, kept_subnet) = network_ids(&kept)?;
+    let instance = kept
+        .status
+        .as_ref()
+        .and_then(|s| s.node_groups.first())
+        .and_then(|g| g.instance_ids.first().cloned())
+        .context("no instance")?;
+    let tree = kubectl_byoc(&g, &["describe", "computecluster", "kept", "-n", &ns])?;
+    for want in [
+        format!("ComputeCluster {ns}/kept  phase running  region us-east-1"),
+        format!("CloudAccount {ns}/acme  ready  account 123456789012"),
+        format!("VPC {kept_vpc}  10.7.0.0/16"),
+        format!("Subnet {kept_subnet}  us-east-1a  public"),
+        "NodeGroup workers  1/1 running".to_string(),
+        format!("Instance {instance}  t3.small  running"),
+        "Ready True Running".to_string(),
+    ] {
+        ensure(
+            tree.contains(&want),
+            format!("describe lacks {want:?}:\n{tree}"),
+        )?;
+    }
+
+    // The finalizer removed by hand while the operator is down: the object
+    // goes, everything it made stays in AWS.
+    op.process.kill();
+    let clusters = g.api::<ComputeCluster>();
+    clusters.delete("orphan", &DeleteParams::default()).await?;
+    clusters
+        .patch_metadata(
+            "orphan",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    wait_gone(&g, "orphan").await?;
+    let left = counts(&g, &orphan_uid).await?;
+    ensure(
+        left.vpcs == 1 && left.nat_gateways == 1 && left.instances() == 1,
+        format!("{left:?}"),
+    )?;
+    let (orphan_vpc, orphan_subnet) = network_ids(&orphan)?;
+    let foreign = foreign_interface(&g, &orphan_subnet).await?;
+
+    let found = byoc(&g, &["audit", "-n", &ns])?;
+    let nat = orphan
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| n.nat_gateway_ids.first().cloned())
+        .context("no NAT gateway")?;
+    for want in [
+        format!("former cluster {ns}/orphan (uid {orphan_uid})"),
+        orphan_vpc.clone(),
+        orphan_subnet.clone(),
+        format!("{nat} (available)  ~$32.85/month"),
+        // A NAT gateway, its Elastic IP and a t3.small.
+        "about $51.68/month".to_string(),
+    ] {
+        ensure(
+            found.contains(&want),
+            format!("audit lacks {want:?}:\n{found}"),
+        )?;
+    }
+    ensure(
+        !found.contains(&kept_uid) && !found.contains(&foreign),
+        format!("audit reported what is not leaked:\n{found}"),
+    )?;
+
+    let kept_before = counts(&g, &kept_uid).await?;
+    let deleted = byoc(&g, &["audit", "--delete", "-n", &ns, "--deadline", "3m"])?;
+    ensure(
+        deleted.contains("0 leaked resources left"),
+        format!("audit --delete left something:\n{deleted}"),
+    )?;
+    nothing_left(&g, &[orphan_uid]).await?;
+    ensure(
+        interface_exists(&g, &foreign).await?,
+        "audit --delete removed an interface that is not the cluster's",
+    )?;
+    ensure(
+        counts(&g, &kept_uid).await? == kept_before,
+        "audit --delete touched a live cluster",
+    )
+}
+
+#[tokio::test]
+async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_left() -> Result<()>
+{
+    let (g, mut op) = ground_with_account("retain", &[]).await?;
+    kubectl_apply(&g, &small_cluster_manifest("stuck", "10.9.0.0/16"))?;
+    let cc = wait_running(&g, "stuck", |_| true).await?;
+    let uid = uid(&cc)?;
+    let (vpc, subnet) = network_ids(&cc)?;
+
+    // The account's role is refused from now on, and the operator restarts
+    // without the credentials it verified before.
+    op.process.kill();
+    g.proxy.set_faults(testground::Faults {
+        roles_must_exist: true,
+        ..Default::default()
+    });
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let clusters = g.api::<ComputeCluster>();
+    clusters.delete("stuck", &DeleteParams::default()).await?;
+    let stuck = eventually(
+        "the deletion stalled on its account",
+        crate::clusters::WAIT,
+        || async {
+            let cc = clusters.get("stuck").await?;
+            Ok(cc
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "AccountNotReady"
+                }))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    ensure(
+        stuck.message.contains("fix the CloudAccount")
+            && stuck.message.contains("spec.deletionPolicy: Retain"),
+        format!("the condition does not say how to go on: {}", stuck.message),
+    )?;
+
+    // The user lets go: the object goes, AWS keeps everything, and an
+    // Event lists what is left.
+    patch_spec(&g, "stuck", serde_json::json!({"deletionPolicy": "Retain"})).await?;
+    wait_gone(&g, "stuck").await?;
+    ensure(counts(&g, &uid).await?.vpcs == 1, "the VPC is gone")?;
+    let events = g.api::<k8s_openapi::api::events::v1::Event>();
+    let note = eventually("a Retained Event", crate::clusters::WAIT, || async {
+        let list = events.list(&Default::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Retained"))
+            .and_then(|e| e.note))
+    })
+    .await?;
+    ensure(
+        note.contains(&vpc) && note.contains(&subnet) && note.contains("account 123456789012"),
+        format!("the Event does not list what is left: {note}"),
+    )?;
+
+    // The account works again: the audit finds the rest and removes it.
+    g.proxy.set_faults(testground::Faults::default());
+    let deleted = byoc(
+        &g,
+        &["audit", "--delete", "-n", &g.namespace, "--deadline", "3m"],
+    )?;
+    ensure(
+        deleted.contains(&vpc) && deleted.contains("0 leaked resources left"),
+        format!("audit --delete after Retain:\n{deleted}"),
+    )?;
+    nothing_left(&g, &[uid]).await
 }

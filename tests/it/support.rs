@@ -256,6 +256,58 @@ impl OperatorExt for Operator {
     }
 }
 
+/// Runs a command of the operator binary (`audit`, `describe`, ...) as a
+/// person would, against this test's apiserver and AWS: its output, or an
+/// error with what it printed.
+pub fn byoc(g: &Ground, args: &[&str]) -> Result<String> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byoc-operator"));
+    command_output(command_env(g, &mut cmd).args(args))
+}
+
+/// `kubectl byoc ARGS`: the binary found by kubectl as a plugin, through a
+/// `kubectl-byoc` link on PATH.
+pub fn kubectl_byoc(g: &Ground, args: &[&str]) -> Result<String> {
+    let dir = g.kube.dir().join(format!("plugin-{}", unique_name("byoc")));
+    std::fs::create_dir_all(&dir)?;
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_byoc-operator"),
+        dir.join("kubectl-byoc"),
+    )?;
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // kubectl finds a plugin only when its name comes first (no flags before).
+    let mut cmd = std::process::Command::new(&testground::Tools::locate()?.kubectl);
+    command_env(g, &mut cmd).env("PATH", path).arg("byoc");
+    command_output(cmd.args(args))
+}
+
+fn command_env<'a>(
+    g: &Ground,
+    cmd: &'a mut std::process::Command,
+) -> &'a mut std::process::Command {
+    cmd.env("KUBECONFIG", &g.kube.kubeconfig)
+        .env("AWS_ENDPOINT_URL", g.proxy.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+fn command_output(cmd: &mut std::process::Command) -> Result<String> {
+    let out = cmd.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure(
+        out.status.success(),
+        format!(
+            "{cmd:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    Ok(stdout)
+}
+
 /// The value of `series` in a Prometheus text exposition (see
 /// [`testground::metric_sample`]).
 pub fn sample(text: &str, series: &str) -> f64 {
