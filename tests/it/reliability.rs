@@ -1108,6 +1108,17 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
     })
     .await?;
     let ours_left = counts(&g, &owned_uid).await?;
+    // The audit names the twin (tagged as a former cluster's) and nothing
+    // untagged; it changes nothing.
+    let audit = crate::support::byoc(&g, &["audit", "-n", &g.namespace])?;
+    let untagged_named = [&neighbour, &byo]
+        .into_iter()
+        .chain(&foreign_subnets)
+        .any(|id| audit.contains(id.as_str()));
+    ensure(
+        audit.contains(&twin) && !untagged_named,
+        format!("the audit named the wrong things:\n{audit}"),
+    )?;
     let after_delete = foreign_snapshot(&ec2, &vpcs, &ours).await?;
     let changed: Vec<&str> = [
         ("create", &after_create),
@@ -1122,7 +1133,7 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
     let foreign = before.lines().count();
     record_figure(serde_json::json!({
         "suite": "ownership",
-        "setup": "in the same account: a neighbour VPC with the cluster's CIDR, a VPC tagged as an earlier cluster of the same name (other UID), a bring-your-own VPC with two subnets; a managed and a BYO cluster created, a subnet deleted out of band and repaired, both deleted",
+        "setup": "in the same account: a neighbour VPC with the cluster's CIDR, a VPC tagged as an earlier cluster of the same name (other UID), a bring-your-own VPC with two subnets; a managed and a BYO cluster created, a subnet deleted out of band and repaired, both deleted, then `audit` (which names only the tagged twin)",
         "n": foreign,
         "figure": format!("{foreign} foreign resources; changed by {}; {} of ours left after deletion", if changed.is_empty() { "nothing".to_string() } else { changed.join(", ") }, if ours_left == Counts::default() { 0 } else { 1 }),
         "pass": changed.is_empty() && ours_left == Counts::default(),
