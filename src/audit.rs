@@ -7,20 +7,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use crate::account::credentials;
-use crate::api::{CloudAccount, ComputeCluster};
+use crate::account::{credentials, Accounts};
+use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::instances::InstanceState;
 use crate::aws::inventory::{self, Tagged};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::cluster::cleanup::delete_pass;
 use crate::cluster::kinds::Observed;
+use crate::context::Context;
+use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::Error;
 
@@ -353,6 +356,84 @@ async fn delete_leak(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// In the running operator: every `interval` (never more often than the
+/// resync interval), what each ready CloudAccount in scope reaches in its
+/// region is audited and the gauge `byoc_leaked_resources` set. A
+/// namespace-scoped operator counts only former clusters of its namespace.
+pub async fn watch(
+    ctx: Arc<Context>,
+    accounts: Arc<Accounts>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let interval = interval.max(ctx.settings.resync);
+    let stopped = shutdown.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = audit_in_scope(&ctx, &accounts).await {
+            tracing::info!(error = %e, "leak audit not finished; tried again next interval");
+        }
+    }
+}
+
+async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error> {
+    let clusters = ctx
+        .api::<ComputeCluster>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let live: BTreeSet<String> = clusters.iter().filter_map(|c| c.uid()).collect();
+    for account in ctx
+        .api::<CloudAccount>()
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
+        if account.status.as_ref().and_then(|s| s.phase) != Some(AccountPhase::Ready) {
+            continue;
+        }
+        let label = format!(
+            "{}/{}",
+            account.namespace().unwrap_or_default(),
+            account.name_any()
+        );
+        let resolved = match accounts.get(&account).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(account = %label, error = %e, "leak audit skipped");
+                continue;
+            }
+        };
+        let c = AwsClients::new(
+            &resolved.config,
+            &account.spec.region,
+            ctx.metrics.aws_interceptor(),
+        );
+        let in_scope = |l: &&Leak| {
+            let ns = l.owner().namespace;
+            ctx.settings
+                .namespace
+                .as_deref()
+                .is_none_or(|scope| scope == ns)
+        };
+        let leaks = find(&c, &live).await?;
+        let found: usize = leaks
+            .iter()
+            .filter(in_scope)
+            .map(|l| l.resources.len())
+            .sum();
+        if found > 0 {
+            tracing::warn!(account = %label, resources = found, "AWS resources of no live ComputeCluster found; see byoc-operator audit");
+        }
+        ctx.metrics.set_leaked(&label, found);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,6 +128,10 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, env = "BYOC_LEASE_NAME", default_value = "byoc-operator")]
     lease_name: String,
+    /// How often to look for AWS resources of no live ComputeCluster (the
+    /// gauge byoc_leaked_resources); never more often than the resync.
+    #[arg(long, env = "BYOC_LEAK_AUDIT_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    leak_audit_interval: Duration,
     /// Namespace of the Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
@@ -343,7 +347,13 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let controllers = async {
         tokio::join!(
             account::run(ctx.clone(), accounts.clone(), shutdown.clone()),
-            cluster::run(ctx.clone(), accounts.clone(), shutdown.clone())
+            cluster::run(ctx.clone(), accounts.clone(), shutdown.clone()),
+            byoc_operator::audit::watch(
+                ctx.clone(),
+                accounts.clone(),
+                args.leak_audit_interval,
+                shutdown.clone()
+            )
         )
     };
     let watch_leadership = async {

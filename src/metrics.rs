@@ -38,6 +38,12 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// The CloudAccount's `namespace/name`.
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -54,6 +60,7 @@ pub struct Metrics {
     aws_attempts: Family<AwsCallLabels, Counter>,
     aws_errors: Family<AwsCallLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
+    leaked: Family<AccountLabels, Gauge>,
     leader: Gauge,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -78,6 +85,7 @@ impl Metrics {
         let aws_errors = Family::<AwsCallLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
+        let leaked = Family::<AccountLabels, Gauge>::default();
         registry.register("reconciles", "Reconciliations finished", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -111,6 +119,11 @@ impl Metrics {
             clusters.clone(),
         );
         registry.register(
+            "leaked_resources",
+            "AWS resources with the operator's tags that belong to no live ComputeCluster, by the CloudAccount they were found through (as `byoc-operator audit` finds them; refreshed at most every resync interval)",
+            leaked.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process reconciles (holds the Lease, or runs without leader election)",
             leader.clone(),
@@ -125,6 +138,7 @@ impl Metrics {
             aws_attempts,
             aws_errors,
             clusters,
+            leaked,
             leader,
             cluster_phases: Arc::default(),
         }
@@ -153,6 +167,16 @@ impl Metrics {
     }
 
     /// Records the phase of cluster `uid` (None: the cluster is gone).
+    /// What the last audit through `account` found.
+    pub fn set_leaked(&self, account: &str, resources: usize) {
+        let labels = AccountLabels {
+            account: account.to_string(),
+        };
+        self.leaked
+            .get_or_create(&labels)
+            .set(i64::try_from(resources).unwrap_or(i64::MAX));
+    }
+
     pub fn cluster_phase(&self, uid: &str, phase: Option<&str>) {
         let mut phases = self
             .cluster_phases

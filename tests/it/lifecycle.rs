@@ -513,6 +513,19 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     let (orphan_vpc, orphan_subnet) = network_ids(&orphan)?;
     let foreign = foreign_interface(&g, &orphan_subnet).await?;
 
+    // The running operator finds them too (the gauge).
+    let op = Operator::start(
+        &g,
+        &["--resync-interval", "1s", "--leak-audit-interval", "1s"],
+        &[],
+    )?;
+    let gauge = format!("byoc_leaked_resources{{account=\"{ns}/acme\"}}");
+    let leaked = eventually("the leak gauge set", crate::clusters::WAIT, || async {
+        let n = op.metric(&gauge)?;
+        Ok((n > 0.0).then_some(n))
+    })
+    .await?;
+
     let found = byoc(&g, &["audit", "-n", &ns])?;
     let nat = orphan
         .status
@@ -549,6 +562,17 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         interface_exists(&g, &foreign).await?,
         "audit --delete removed an interface that is not the cluster's",
     )?;
+    let listed = found.lines().filter(|l| l.starts_with("    ")).count();
+    ensure(
+        leaked as usize == listed,
+        format!("the gauge said {leaked}, the audit listed {listed}"),
+    )?;
+    eventually(
+        "the leak gauge back to 0",
+        crate::clusters::WAIT,
+        || async { Ok((op.metric(&gauge)? == 0.0).then_some(())) },
+    )
+    .await?;
     ensure(
         counts(&g, &kept_uid).await? == kept_before,
         "audit --delete touched a live cluster",
