@@ -313,17 +313,7 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
         .group_id()
         .context("no group ID")?
         .to_string();
-    let eni = ec2
-        .create_network_interface()
-        .subnet_id(&subnet)
-        .groups(&sg)
-        .description("ELB-app-web")
-        .send()
-        .await?
-        .network_interface()
-        .and_then(|i| i.network_interface_id())
-        .context("no interface ID")?
-        .to_string();
+    let eni = foreign_interface(&g, &subnet, Some(&sg)).await?;
 
     let clusters = g.api::<ComputeCluster>();
     clusters.delete("blocked", &DeleteParams::default()).await?;
@@ -405,13 +395,14 @@ fn log_tail(op: &Operator) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// A network interface in `subnet` that is not the cluster's (no tags), as a
-/// workload's load balancer would leave.
-async fn foreign_interface(g: &Ground, subnet: &str) -> Result<String> {
+/// A network interface in `subnet` (in `group`) that is not the cluster's
+/// (no tags), as a workload's load balancer would leave.
+async fn foreign_interface(g: &Ground, subnet: &str, group: Option<&str>) -> Result<String> {
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     Ok(ec2
         .create_network_interface()
         .subnet_id(subnet)
+        .set_groups(group.map(|g| vec![g.to_string()]))
         .description("ELB-app-web")
         .send()
         .await?
@@ -511,7 +502,7 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         format!("{left:?}"),
     )?;
     let (orphan_vpc, orphan_subnet) = network_ids(&orphan)?;
-    let foreign = foreign_interface(&g, &orphan_subnet).await?;
+    let foreign = foreign_interface(&g, &orphan_subnet, None).await?;
 
     // The running operator finds them too (the gauge).
     let op = Operator::start(
