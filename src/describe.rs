@@ -10,6 +10,7 @@ use aws_config::SdkConfig;
 use kube::{Api, Client, ResourceExt};
 
 use crate::account::credentials;
+use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{CloudAccount, ComputeCluster};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::{AwsClients, OwnershipTags};
@@ -179,7 +180,24 @@ fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
     Node::new(format!("CloudAccount {ns}/{name}  {phase}{identity}"))
 }
 
-fn aws_nodes(o: &Observed, groups: &[crate::api::compute_cluster::NodeGroupStatus]) -> Vec<Node> {
+fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
+    let mut iam = Vec::new();
+    iam.extend(o.iam.role.iter().map(|r| Node::new(format!("Role {r}"))));
+    iam.extend(
+        o.iam
+            .instance_profile
+            .iter()
+            .map(|arn| Node::new(format!("InstanceProfile {arn}"))),
+    );
+    let mut out = vec![
+        Node::new("Network").with(network_nodes(o)),
+        Node::new("IAM").with(iam),
+    ];
+    out.extend(node_group_nodes(o, groups));
+    out
+}
+
+fn network_nodes(o: &Observed) -> Vec<Node> {
     let mut network: Vec<Node> = Vec::new();
     network.extend(
         o.vpcs
@@ -240,45 +258,41 @@ fn aws_nodes(o: &Observed, groups: &[crate::api::compute_cluster::NodeGroupStatu
             g.ingress.len()
         ))
     }));
-    let mut iam = Vec::new();
-    if let Some(role) = &o.iam.role {
-        iam.push(Node::new(format!("Role {role}")));
-    }
-    if let Some(arn) = &o.iam.instance_profile {
-        iam.push(Node::new(format!("InstanceProfile {arn}")));
-    }
+    network
+}
+
+/// The spec's groups (as status counts them), and any group AWS still has
+/// instances of.
+fn node_group_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
     let mut names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     for i in &o.instances {
         if !names.contains(&i.group.as_str()) {
             names.push(&i.group);
         }
     }
-    let node_groups = names.into_iter().map(|name| {
-        let counts = groups
-            .iter()
-            .find(|g| g.name == name)
-            .map(|g| format!("  {}/{} running", g.running, g.desired))
-            .unwrap_or_else(|| "  (not in the spec)".into());
-        let instances = o
-            .instances
-            .iter()
-            .filter(|i| i.group == name)
-            .map(|i| {
-                let state = format!("{:?}", i.state).to_lowercase();
-                Node::new(format!(
-                    "Instance {}  {}  {state}  {}",
-                    i.id, i.instance_type, i.subnet_id
-                ))
-            })
-            .collect();
-        Node::new(format!("NodeGroup {name}{counts}")).with(instances)
-    });
-    let mut out = vec![
-        Node::new("Network").with(network),
-        Node::new("IAM").with(iam),
-    ];
-    out.extend(node_groups);
-    out
+    names
+        .into_iter()
+        .map(|name| {
+            let counts = groups
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| format!("  {}/{} running", g.running, g.desired))
+                .unwrap_or_else(|| "  (not in the spec)".into());
+            let instances = o
+                .instances
+                .iter()
+                .filter(|i| i.group == name)
+                .map(|i| {
+                    let state = format!("{:?}", i.state).to_lowercase();
+                    Node::new(format!(
+                        "Instance {}  {}  {state}  {}",
+                        i.id, i.instance_type, i.subnet_id
+                    ))
+                })
+                .collect();
+            Node::new(format!("NodeGroup {name}{counts}")).with(instances)
+        })
+        .collect()
 }
 
 fn list(items: &[String]) -> String {
