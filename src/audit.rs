@@ -485,6 +485,7 @@ mod tests {
                     state: InstanceState::Running,
                     launched: 0,
                     subnet_id: "subnet-1".into(),
+                    launch_config: None,
                 },
                 ObservedInstance {
                     id: "i-gone".into(),
@@ -493,6 +494,7 @@ mod tests {
                     state: InstanceState::Terminated,
                     launched: 0,
                     subnet_id: "subnet-1".into(),
+                    launch_config: None,
                 },
             ],
             nat_gateways: vec![ObservedNatGateway {

@@ -347,6 +347,7 @@ mod tests {
                 state: InstanceState::Running,
                 launched: 0,
                 subnet_id: "subnet-1".into(),
+                launch_config: None,
             }],
             ..Default::default()
         };

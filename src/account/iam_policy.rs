@@ -89,6 +89,9 @@ pub fn permissions_policy() -> Value {
             {"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"},
             {"Sid": "NodeIdentity", "Effect": "Allow", "Action": IAM, "Resource": [
                 "arn:aws:iam::*:role/byoc-*", "arn:aws:iam::*:instance-profile/byoc-*"]},
+            {"Sid": "EncryptRootVolumes", "Effect": "Allow",
+             "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+             "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}},
             {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
              "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}
         ]

@@ -202,6 +202,118 @@ pub struct NodeGroupSpec {
     /// Which subnets to place the instances in: `private` (default) or `public`.
     #[serde(default)]
     pub subnets: SubnetKind,
+    /// The instance metadata service. Default hardened: session tokens
+    /// required (IMDSv2 only), hop limit 1. Changing it replaces the
+    /// group's instances (new ones first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_options: Option<MetadataOptions>,
+    /// The root volume (default: the image's size, gp3, encrypted with the
+    /// account's EBS key). Changing it replaces the group's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume: Option<RootVolume>,
+    /// Security groups attached beside the cluster's own: existing groups in
+    /// the cluster's VPC, used and never modified. Changing the list
+    /// replaces the group's instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(length(max = 32), regex(pattern = patterns::SECURITY_GROUP_ID)))]
+    #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h == g))").message("additionalSecurityGroupIds must not repeat a group"))]
+    pub additional_security_group_ids: Vec<String>,
+}
+
+/// Instance metadata service options.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataOptions {
+    /// `required` (default): only IMDSv2 session requests are answered;
+    /// `optional`: IMDSv1 too.
+    #[serde(default)]
+    pub http_tokens: HttpTokens,
+    /// How many network hops a metadata response may travel, 1 (default) to
+    /// 64; 2 lets containers on a bridge network reach it.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub http_put_response_hop_limit: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+impl Default for MetadataOptions {
+    fn default() -> Self {
+        MetadataOptions {
+            http_tokens: HttpTokens::Required,
+            http_put_response_hop_limit: 1,
+        }
+    }
+}
+
+/// Whether the metadata service requires session tokens.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The root EBS volume of each instance.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.throughput) || !has(self.type) || self.type == 'gp3'").message("rootVolume.throughput is for gp3 volumes only"))]
+#[x_kube(validation = Rule::new("!has(self.iops) || !has(self.type) || self.type != 'gp2'").message("rootVolume.iops cannot be set for gp2 volumes"))]
+#[x_kube(validation = Rule::new("!has(self.type) || (self.type != 'io1' && self.type != 'io2') || has(self.iops)").message("rootVolume.iops is required for io1 and io2 volumes"))]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyId) || !has(self.encrypted) || self.encrypted").message("rootVolume.kmsKeyId needs encrypted: true"))]
+pub struct RootVolume {
+    /// Size in GiB, 1 to 16384 (at least the image's size); default the image's.
+    #[serde(default, rename = "sizeGiB", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16384))]
+    pub size_gib: Option<i32>,
+    /// Volume type: `gp3` (default), `gp2`, `io1` or `io2`.
+    #[serde(default, rename = "type")]
+    pub volume_type: VolumeType,
+    /// Provisioned IOPS: gp3 3000 to 16000, io1/io2 (required) 100 to 256000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 256000))]
+    pub iops: Option<i32>,
+    /// Throughput in MiB/s, gp3 only: 125 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 125, max = 1000))]
+    pub throughput: Option<i32>,
+    /// Encrypted at rest (default true).
+    #[serde(default = "yes")]
+    pub encrypted: bool,
+    /// KMS key that encrypts it (ID, alias or ARN); default the account's
+    /// EBS key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = patterns::KMS_KEY))]
+    pub kms_key_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// EBS volume types a root volume may have.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeType {
+    #[default]
+    Gp3,
+    Gp2,
+    Io1,
+    Io2,
+}
+
+impl VolumeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeType::Gp3 => "gp3",
+            VolumeType::Gp2 => "gp2",
+            VolumeType::Io1 => "io1",
+            VolumeType::Io2 => "io2",
+        }
+    }
 }
 
 /// Public or private subnets.

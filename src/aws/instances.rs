@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    ArchitectureType, Filter, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
-    InstanceStateName, InstanceType, MarketType, ResourceType, SpotInstanceType, SpotMarketOptions,
+    ArchitectureType, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, MarketType, ResourceType,
+    SpotInstanceType, SpotMarketOptions, VolumeType,
 };
 
-use super::tags::{tag_value, OwnershipTags, NODE_GROUP};
+use super::tags::{tag_value, OwnershipTags, LAUNCH_CONFIG, NODE_GROUP};
 use super::token::client_token;
 use super::{required, AwsClients, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -47,6 +49,9 @@ pub struct ObservedInstance {
     /// Launch time, seconds since the epoch.
     pub launched: i64,
     pub subnet_id: String,
+    /// The hash of the launch configuration it was launched with (absent on
+    /// instances launched before the operator tagged it).
+    pub launch_config: Option<String>,
 }
 
 /// Instances of the cluster that are not terminated.
@@ -99,11 +104,24 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     launched: i.launch_time().map(|t| t.secs()).unwrap_or_default(),
                     // Set on every instance in a VPC; absent once terminated.
                     subnet_id: i.subnet_id().unwrap_or_default().to_string(),
+                    launch_config: tag_value(i.tags(), LAUNCH_CONFIG).map(str::to_string),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The root volume of a launch.
+pub struct RootDevice<'a> {
+    /// The image's root device name (e.g. `/dev/xvda`).
+    pub device_name: &'a str,
+    pub size_gib: Option<i32>,
+    pub volume_type: &'a str,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub encrypted: bool,
+    pub kms_key_id: Option<&'a str>,
 }
 
 /// A launch request for one subnet.
@@ -113,8 +131,14 @@ pub struct Launch<'a> {
     pub spot: bool,
     pub image_id: &'a str,
     pub subnet_id: &'a str,
-    pub security_group_id: &'a str,
+    pub security_group_ids: &'a [String],
     pub instance_profile_arn: &'a str,
+    /// IMDSv2 only (session tokens required).
+    pub http_tokens_required: bool,
+    pub http_put_response_hop_limit: i32,
+    pub root_device: Option<RootDevice<'a>>,
+    /// The hash of the launch configuration, tagged on the instances.
+    pub launch_config: &'a str,
     pub count: i32,
     /// Instances of the group that exist now: part of the idempotency token,
     /// so a retry of the same launch returns the same instances.
@@ -131,6 +155,7 @@ pub fn launch_token(owner: &OwnershipTags, launch: &Launch<'_>) -> String {
         launch.group,
         launch.instance_type,
         launch.subnet_id,
+        launch.launch_config,
         &count,
     ];
     parts.extend(launch.existing.iter().map(String::as_str));
@@ -145,7 +170,10 @@ pub async fn run(
     let tags = owner.ec2_spec(
         ResourceType::Instance,
         "node",
-        &[(NODE_GROUP, launch.group)],
+        &[
+            (NODE_GROUP, launch.group),
+            (LAUNCH_CONFIG, launch.launch_config),
+        ],
     );
     let volume_tags = owner.ec2_spec(
         ResourceType::Volume,
@@ -160,7 +188,19 @@ pub async fn run(
         .min_count(launch.count)
         .max_count(launch.count)
         .subnet_id(launch.subnet_id)
-        .security_group_ids(launch.security_group_id)
+        .set_security_group_ids(Some(launch.security_group_ids.to_vec()))
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_tokens(if launch.http_tokens_required {
+                    HttpTokensState::Required
+                } else {
+                    HttpTokensState::Optional
+                })
+                .http_put_response_hop_limit(launch.http_put_response_hop_limit)
+                .build(),
+        )
+        .set_block_device_mappings(launch.root_device.as_ref().map(|d| vec![root_mapping(d)]))
         .iam_instance_profile(
             IamInstanceProfileSpecification::builder()
                 .arn(launch.instance_profile_arn)
@@ -187,6 +227,41 @@ pub async fn run(
         .iter()
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect())
+}
+
+fn root_mapping(d: &RootDevice<'_>) -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name(d.device_name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .set_volume_size(d.size_gib)
+                .volume_type(VolumeType::from(d.volume_type))
+                .set_iops(d.iops)
+                .set_throughput(d.throughput)
+                .encrypted(d.encrypted)
+                .set_kms_key_id(d.kms_key_id.map(str::to_string))
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build()
+}
+
+/// The root device name of `image_id` (`None` if the region has no such image).
+pub async fn root_device_name(c: &AwsClients, image_id: &str) -> AwsResult<Option<String>> {
+    let out = c
+        .ec2
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .op("ec2:DescribeImages")
+        .found()?;
+    Ok(out.and_then(|o| {
+        o.images()
+            .first()
+            .and_then(|i| i.root_device_name())
+            .map(str::to_string)
+    }))
 }
 
 pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {

@@ -97,6 +97,37 @@ fn to_aws(p: &Permission) -> IpPermission {
     .build()
 }
 
+/// Which of `ids` exist in `vpc_id`.
+pub async fn existing_in_vpc(
+    c: &AwsClients,
+    vpc_id: &str,
+    ids: &[String],
+) -> AwsResult<Vec<String>> {
+    let out = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .set_values(Some(ids.to_vec()))
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc_id)
+                .build(),
+        )
+        .send()
+        .await
+        .op("ec2:DescribeSecurityGroups")?;
+    Ok(out
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id().map(str::to_string))
+        .collect())
+}
+
 pub async fn create(
     c: &AwsClients,
     owner: &OwnershipTags,

@@ -19,6 +19,8 @@ pub const PART: &str = "byoc.dev/part";
 pub const ZONE: &str = "byoc.dev/zone";
 /// Node group of an instance.
 pub const NODE_GROUP: &str = "byoc.dev/node-group";
+/// Hash of the launch configuration an instance was launched with.
+pub const LAUNCH_CONFIG: &str = "byoc.dev/launch-config";
 pub const NAME: &str = "Name";
 
 /// The ownership tags of one cluster, plus the user's `spec.tags`.

@@ -16,6 +16,8 @@ pub struct Catalog {
     images: Mutex<HashMap<(String, String), String>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
     zones: Mutex<HashMap<(String, String), Vec<String>>>,
+    /// Root device names by image ID (image IDs are unique across regions).
+    root_devices: Mutex<HashMap<String, String>>,
 }
 
 impl Catalog {
@@ -70,6 +72,22 @@ impl Catalog {
             }
         }
         Ok(found)
+    }
+
+    /// The root device name of `image_id`, which a root volume's settings
+    /// are given for; looked up once per image.
+    pub async fn root_device(&self, c: &AwsClients, image_id: &str) -> Result<String, Error> {
+        if let Some(name) = self.root_devices.lock().await.get(image_id) {
+            return Ok(name.clone());
+        }
+        let name = instances::root_device_name(c, image_id)
+            .await?
+            .ok_or_else(|| Error::NoImage(image_id.to_string()))?;
+        self.root_devices
+            .lock()
+            .await
+            .insert(image_id.to_string(), name.clone());
+        Ok(name)
     }
 
     /// The region's available zones as `account` (the CloudAccount's

@@ -195,6 +195,7 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
         ),
         (Step::NodeGroups, _) => {
             let network = NodeNetwork {
+                vpc_id: got(&b.vpc, "the VPC")?,
                 subnets: got(&b.subnets, "the subnets")?,
                 security_group: got(&b.sg, "the security group")?,
                 iam: got(&b.iam, "the instance profile")?,

@@ -137,6 +137,56 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
         ("bad instance type", cc("instanceType: t3.large", "instanceType: large"), "spec.nodeGroups[0].instanceType"),
         ("bad AMI", cc("count: 3}", "count: 3, imageId: ubuntu}"), "spec.nodeGroups[0].imageId"),
         (
+            "IMDS tokens neither required nor optional",
+            cc("count: 3}", "count: 3, metadataOptions: {httpTokens: sometimes}}"),
+            "spec.nodeGroups[0].metadataOptions.httpTokens",
+        ),
+        (
+            "IMDS hop limit out of range",
+            cc("count: 3}", "count: 3, metadataOptions: {httpPutResponseHopLimit: 65}}"),
+            "spec.nodeGroups[0].metadataOptions.httpPutResponseHopLimit",
+        ),
+        (
+            "root volume of size 0",
+            cc("count: 3}", "count: 3, rootVolume: {sizeGiB: 0}}"),
+            "spec.nodeGroups[0].rootVolume.sizeGiB",
+        ),
+        (
+            "unknown volume type",
+            cc("count: 3}", "count: 3, rootVolume: {type: sc1}}"),
+            "spec.nodeGroups[0].rootVolume.type",
+        ),
+        (
+            "throughput on gp2",
+            cc("count: 3}", "count: 3, rootVolume: {type: gp2, throughput: 200}}"),
+            "rootVolume.throughput is for gp3 volumes only",
+        ),
+        (
+            "io2 without iops",
+            cc("count: 3}", "count: 3, rootVolume: {type: io2}}"),
+            "rootVolume.iops is required for io1 and io2 volumes",
+        ),
+        (
+            "KMS key on an unencrypted volume",
+            cc("count: 3}", "count: 3, rootVolume: {encrypted: false, kmsKeyId: alias/nodes}}"),
+            "rootVolume.kmsKeyId needs encrypted: true",
+        ),
+        (
+            "bad KMS key",
+            cc("count: 3}", "count: 3, rootVolume: {kmsKeyId: \"my key\"}}"),
+            "spec.nodeGroups[0].rootVolume.kmsKeyId",
+        ),
+        (
+            "bad extra security group",
+            cc("count: 3}", "count: 3, additionalSecurityGroupIds: [default]}"),
+            "spec.nodeGroups[0].additionalSecurityGroupIds[0]",
+        ),
+        (
+            "extra security group twice",
+            cc("count: 3}", "count: 3, additionalSecurityGroupIds: [sg-0123456789abcdef0, sg-0123456789abcdef0]}"),
+            "additionalSecurityGroupIds must not repeat a group",
+        ),
+        (
             "duplicate node group",
             cc("count: 3}", "count: 3}\n    - {name: workers, instanceType: t3.large, count: 1}"),
             "spec.nodeGroups: duplicate entries for key [name=\"workers\"]",

@@ -8,6 +8,7 @@ mod compute_cluster;
 mod crds;
 mod ground;
 mod lifecycle;
+mod nodes;
 mod operations;
 mod reliability;
 mod support;

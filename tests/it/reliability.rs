@@ -347,6 +347,15 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/count",
     "/spec/nodeGroups/0/imageId",
     "/spec/nodeGroups/0/subnets",
+    "/spec/nodeGroups/0/metadataOptions/httpTokens",
+    "/spec/nodeGroups/0/metadataOptions/httpPutResponseHopLimit",
+    "/spec/nodeGroups/0/rootVolume/sizeGiB",
+    "/spec/nodeGroups/0/rootVolume/type",
+    "/spec/nodeGroups/0/rootVolume/iops",
+    "/spec/nodeGroups/0/rootVolume/throughput",
+    "/spec/nodeGroups/0/rootVolume/encrypted",
+    "/spec/nodeGroups/0/rootVolume/kmsKeyId",
+    "/spec/nodeGroups/0/additionalSecurityGroupIds",
     "/spec/nodeGroups",
     "/spec/tags",
     "/spec/deletionPolicy",
@@ -378,7 +387,11 @@ fn base_cluster() -> serde_json::Value {
                 "natGateways": "none",
                 "ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidr": "203.0.113.0/24"}]
             },
-            "nodeGroups": [{"name": "n", "instanceType": "t3.small", "count": 1, "subnets": "public"}]
+            "nodeGroups": [{
+                "name": "n", "instanceType": "t3.small", "count": 1, "subnets": "public",
+                "metadataOptions": {"httpTokens": "required"},
+                "rootVolume": {"sizeGiB": 20}
+            }]
         }
     })
 }
@@ -448,6 +461,17 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         "/spec/nodeGroups/0/imageId" => s("ami-[0-9a-f]{17}"),
         "/spec/nodeGroups/0/count" => (0i64..60).prop_map(|n| json!(n)).boxed(),
         "/spec/network/existingVpcId" => s("vpc-[0-9a-f]{17}"),
+        "/spec/nodeGroups/0/metadataOptions/httpPutResponseHopLimit" => {
+            (1i64..=64).prop_map(|n| json!(n)).boxed()
+        }
+        "/spec/nodeGroups/0/rootVolume/sizeGiB" => (1i64..=400).prop_map(|n| json!(n)).boxed(),
+        "/spec/nodeGroups/0/rootVolume/type" => s("gp2|gp3|io1|io2"),
+        "/spec/nodeGroups/0/rootVolume/kmsKeyId" => s("alias/[a-z]{3,12}"),
+        "/spec/nodeGroups/0/additionalSecurityGroupIds" => {
+            proptest::collection::vec("sg-[0-9a-f]{17}", 1..3)
+                .prop_map(|v| json!(v))
+                .boxed()
+        }
         "/spec/network/azCount" => (1i64..8).prop_map(|n| json!(n)).boxed(),
         "/spec/roleArn" => s("arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9_-]{1,20}"),
         "/spec/externalId" => s("[A-Za-z0-9+=,.@:/-]{2,40}"),
@@ -497,9 +521,12 @@ const CORPUS_BATCH: usize = 25;
 /// Waits until the object is `"stalled"` (Stalled with a message) or
 /// `"converged"` (Ready) at its current generation.
 async fn decided(api: &Api<DynamicObject>, name: &str) -> Result<&'static str> {
+    // moto builds an AWS account's state on its first use (seconds of CPU):
+    // a corpus that names many accounts at once can make AssumeRole time
+    // out for a while, which the operator rightly retries (Reconciling).
     eventually(
         &format!("{name} decided"),
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || async {
             let o = api.get(name).await?;
             let status = &o.data["status"];

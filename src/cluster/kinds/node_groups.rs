@@ -8,9 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use super::iam::Iam;
 use super::{look_again, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::HttpTokens;
 use crate::api::{NodeGroupSpec, SubnetKind};
-use crate::aws::instances::{self, InstanceState, Launch, ObservedInstance};
+use crate::aws::instances::{self, InstanceState, Launch, ObservedInstance, RootDevice};
+use crate::aws::security_group;
 use crate::aws::subnet::ObservedSubnet;
+use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
 use crate::Error;
@@ -23,8 +26,51 @@ pub struct GroupPlan {
     pub terminate: Vec<String>,
 }
 
-/// Scales a group to `count`, replaces instances of another type (new ones
-/// first, old ones once enough new ones run), replaces stopped instances,
+/// The hash of what a group's instances are launched with: type, named
+/// image, metadata options, root volume and extra security groups. An
+/// instance tagged with another hash is outdated and replaced. The default
+/// image is not part of it, so a newer default image replaces nothing.
+pub fn launch_config(group: &NodeGroupSpec) -> String {
+    let metadata = group.metadata_options.clone().unwrap_or_default();
+    let mut parts: Vec<String> = vec![
+        group.instance_type.clone(),
+        group.image_id.clone().unwrap_or_default(),
+        format!(
+            "{:?}/{}",
+            metadata.http_tokens, metadata.http_put_response_hop_limit
+        ),
+    ];
+    if let Some(v) = &group.root_volume {
+        parts.push(format!(
+            "{:?}/{}/{:?}/{:?}/{}/{}",
+            v.size_gib,
+            v.volume_type.as_str(),
+            v.iops,
+            v.throughput,
+            v.encrypted,
+            v.kms_key_id.as_deref().unwrap_or_default()
+        ));
+    }
+    let mut groups = group.additional_security_group_ids.clone();
+    groups.sort();
+    parts.push(groups.join(","));
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    client_token("lc", &parts)
+}
+
+/// Whether `instance` runs the group's launch configuration `config` (one
+/// launched before instances were tagged with it counts by its type).
+fn is_current(instance: &ObservedInstance, group: &NodeGroupSpec, config: &str) -> bool {
+    instance.instance_type == group.instance_type
+        && instance
+            .launch_config
+            .as_deref()
+            .is_none_or(|c| c == config)
+}
+
+/// Scales a group to `count`, replaces instances of another launch
+/// configuration (new ones first, old ones once enough new ones run),
+/// replaces stopped instances,
 /// and terminates the newest first when scaling down. `subnets` are the
 /// candidate subnets; launches go where the group has fewest instances.
 pub fn plan_group(
@@ -42,9 +88,10 @@ pub fn plan_group(
             InstanceState::ShuttingDown | InstanceState::Terminated => {}
         }
     }
+    let config = launch_config(group);
     let (mut current, outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
         .into_iter()
-        .partition(|i| i.instance_type == group.instance_type);
+        .partition(|i| is_current(i, group, &config));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
     if current.len() > want {
@@ -155,9 +202,10 @@ pub fn plan(
         let plan = plan_group(group, instances, &candidates(group, subnets));
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
+        let config = launch_config(group);
         let running = mine
             .iter()
-            .filter(|i| i.instance_type == group.instance_type && i.state == InstanceState::Running)
+            .filter(|i| is_current(i, group, &config) && i.state == InstanceState::Running)
             .filter(|i| !plan.terminate.contains(&i.id))
             .count();
         let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
@@ -222,6 +270,7 @@ pub async fn default_images(
 
 /// What node groups launch into.
 pub struct NodeNetwork<'a> {
+    pub vpc_id: &'a str,
     pub subnets: &'a [ObservedSubnet],
     pub security_group: &'a str,
     pub iam: &'a Iam,
@@ -257,6 +306,7 @@ pub async fn ensure(
         launch,
         mut statuses,
     } = plan(&p.spec.node_groups, &p.observed.instances, network.subnets);
+    check_security_groups(p, network.vpc_id).await?;
     instances::terminate(p.c, &terminate).await?;
     let mut jobs = Vec::new();
     for l in &launch {
@@ -268,21 +318,49 @@ pub async fn ensure(
             .ok_or_else(|| {
                 Error::Internal(format!("a launch for unknown node group {}", l.group))
             })?;
-        jobs.push((group, image_of(p, catalog, group, network.images).await?, l));
-    }
-    let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, l)| async move {
-        let launch = Launch {
-            group: &group.name,
-            instance_type: &group.instance_type,
-            spot: group.spot,
-            image_id: image,
-            subnet_id: &l.subnet,
-            security_group_id: network.security_group,
-            instance_profile_arn: &network.iam.profile_arn,
-            count: l.count,
-            existing: &l.existing,
+        let image = image_of(p, catalog, group, network.images).await?;
+        let device = match &group.root_volume {
+            Some(_) => Some(catalog.root_device(p.c, &image).await?),
+            None => None,
         };
-        instances::run(p.c, &p.spec.owner, &launch).await
+        jobs.push((group, image, device, l));
+    }
+    let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, device, l)| {
+        let mut groups = vec![network.security_group.to_string()];
+        groups.extend(group.additional_security_group_ids.iter().cloned());
+        let config = launch_config(group);
+        async move {
+            let metadata = group.metadata_options.clone().unwrap_or_default();
+            let root_device = group
+                .root_volume
+                .as_ref()
+                .zip(device.as_deref())
+                .map(|(v, name)| RootDevice {
+                    device_name: name,
+                    size_gib: v.size_gib,
+                    volume_type: v.volume_type.as_str(),
+                    iops: v.iops,
+                    throughput: v.throughput,
+                    encrypted: v.encrypted,
+                    kms_key_id: v.kms_key_id.as_deref(),
+                });
+            let launch = Launch {
+                group: &group.name,
+                instance_type: &group.instance_type,
+                spot: group.spot,
+                image_id: image,
+                subnet_id: &l.subnet,
+                security_group_ids: &groups,
+                instance_profile_arn: &network.iam.profile_arn,
+                http_tokens_required: metadata.http_tokens == HttpTokens::Required,
+                http_put_response_hop_limit: metadata.http_put_response_hop_limit,
+                root_device,
+                launch_config: &config,
+                count: l.count,
+                existing: &l.existing,
+            };
+            instances::run(p.c, &p.spec.owner, &launch).await
+        }
     }))
     .await?;
     let new: Vec<String> = launched.iter().flatten().cloned().collect();
@@ -293,6 +371,29 @@ pub async fn ensure(
     }
     count_running(p, &new, &mut statuses).await?;
     Ok(statuses)
+}
+
+/// The groups' extra security groups exist in the cluster's VPC (they are
+/// the user's: used, never changed).
+async fn check_security_groups(p: Pass<'_>, vpc_id: &str) -> Result<(), Error> {
+    let mut wanted: Vec<String> = p
+        .spec
+        .node_groups
+        .iter()
+        .flat_map(|g| g.additional_security_group_ids.iter().cloned())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let found = security_group::existing_in_vpc(p.c, vpc_id, &wanted).await?;
+    match wanted.iter().find(|g| !found.contains(g)) {
+        Some(missing) => Err(Error::ExistingNetwork(format!(
+            "security group {missing} (additionalSecurityGroupIds) was not found in VPC {vpc_id}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Instances run within seconds: look again shortly instead of a whole pass
@@ -373,6 +474,9 @@ mod tests {
             image_id: None,
             spot: false,
             subnets: SubnetKind::Private,
+            metadata_options: None,
+            root_volume: None,
+            additional_security_group_ids: vec![],
         }
     }
 
@@ -390,6 +494,7 @@ mod tests {
             state,
             launched,
             subnet_id: subnet.into(),
+            launch_config: Some(launch_config(&group(1, t))),
         }
     }
 
@@ -502,6 +607,121 @@ mod tests {
             let plan = plan_group(&spec, &observed, &subnets());
             assert_eq!(summary(&plan), (launch, terminate), "{why}");
         }
+    }
+
+    #[test]
+    fn launch_config_changes_with_what_instances_are_launched_with() {
+        use crate::api::{MetadataOptions, RootVolume, VolumeType};
+        let base = group(2, "t3.large");
+        let with = |f: &dyn Fn(&mut NodeGroupSpec)| {
+            let mut g = base.clone();
+            f(&mut g);
+            launch_config(&g)
+        };
+        let volume = RootVolume {
+            size_gib: Some(100),
+            volume_type: VolumeType::Gp3,
+            iops: None,
+            throughput: None,
+            encrypted: true,
+            kms_key_id: None,
+        };
+        // (change, rolls, why)
+        let rows: Vec<(String, bool, &str)> = vec![
+            (with(&|_| {}), false, "nothing changed"),
+            (
+                with(&|g| g.count = 5),
+                false,
+                "scaling is not a launch change",
+            ),
+            (
+                with(&|g| g.metadata_options = Some(MetadataOptions::default())),
+                false,
+                "the defaults spelled out",
+            ),
+            (
+                with(&|g| g.instance_type = "m6i.large".into()),
+                true,
+                "type",
+            ),
+            (
+                with(&|g| g.image_id = Some("ami-0123456789abcdef0".into())),
+                true,
+                "a named image",
+            ),
+            (
+                with(&|g| {
+                    g.metadata_options = Some(MetadataOptions {
+                        http_put_response_hop_limit: 2,
+                        ..Default::default()
+                    })
+                }),
+                true,
+                "metadata options",
+            ),
+            (
+                with(&|g| g.root_volume = Some(volume.clone())),
+                true,
+                "a root volume",
+            ),
+            (
+                with(&|g| g.additional_security_group_ids = vec!["sg-1".into()]),
+                true,
+                "an extra security group",
+            ),
+        ];
+        let first = launch_config(&base);
+        assert!(first.starts_with("lc-") && first.len() == 19, "{first}");
+        for (config, rolls, why) in rows {
+            assert_eq!(config != first, rolls, "{why}");
+        }
+        let order = |ids: &[&str]| {
+            let mut g = base.clone();
+            g.additional_security_group_ids = ids.iter().map(|s| s.to_string()).collect();
+            launch_config(&g)
+        };
+        assert_eq!(
+            order(&["sg-1", "sg-2"]),
+            order(&["sg-2", "sg-1"]),
+            "the order of groups does not matter"
+        );
+    }
+
+    #[test]
+    fn outdated_launch_configs_are_replaced_new_first() {
+        let spec = group(2, "t3.large");
+        let mut old = vec![
+            inst("i-1", "t3.large", Running, 1, "subnet-a"),
+            inst("i-2", "t3.large", Running, 1, "subnet-b"),
+        ];
+        for i in &mut old {
+            i.launch_config = Some("lc-0000000000000000".into());
+        }
+        let first = plan_group(&spec, &old, &subnets());
+        assert_eq!(
+            summary(&first),
+            (vec![("subnet-a", 1), ("subnet-b", 1)], vec![]),
+            "new ones first"
+        );
+        let mut legacy = old.clone();
+        for i in &mut legacy {
+            i.launch_config = None;
+        }
+        let untouched = plan_group(&spec, &legacy, &subnets());
+        assert_eq!(
+            summary(&untouched),
+            (vec![], vec![]),
+            "instances from before the tag stay"
+        );
+        let mut both = old.clone();
+        both.push(inst("i-3", "t3.large", Running, 5, "subnet-a"));
+        both.push(inst("i-4", "t3.large", Running, 5, "subnet-b"));
+        let done = plan_group(&spec, &both, &subnets());
+        assert_eq!(
+            summary(&done),
+            (vec![], vec!["i-1", "i-2"]),
+            "old ones go once the new run"
+        );
     }
 
     #[test]

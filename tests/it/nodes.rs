@@ -1,0 +1,211 @@
+//! What node groups launch with: the hardened metadata service by default,
+//! root volumes, extra security groups of the user's; a change of any of
+//! them replaces the group's instances, new ones first.
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ec2::types::Instance;
+use byoc_operator::api::ComputeCluster;
+use kube::ResourceExt;
+
+use crate::clusters::{delete_leaves_nothing, ground_with_account, patch_spec, wait_running};
+use crate::support::{ensure, eventually, kubectl_apply, Ground};
+
+/// The live instances of `group` of the cluster `uid`.
+async fn instances(g: &Ground, uid: &str, group: &str) -> Result<Vec<Instance>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let tag = |k: &str, v: &str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:{k}"))
+            .values(v)
+            .build()
+    };
+    let live = aws_sdk_ec2::types::Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .build();
+    let out = ec2
+        .describe_instances()
+        .filters(tag("byoc.dev/cluster-uid", uid))
+        .filters(tag("byoc.dev/node-group", group))
+        .filters(live)
+        .send()
+        .await?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .collect())
+}
+
+/// `(size GiB, type, encrypted, KMS key)` of an instance's root volume.
+async fn root_volume(g: &Ground, i: &Instance) -> Result<(i32, String, bool, Option<String>)> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let id = i
+        .block_device_mappings()
+        .first()
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_id())
+        .context("no root volume")?;
+    let out = ec2.describe_volumes().volume_ids(id).send().await?;
+    let v = out.volumes().first().context("volume not found")?;
+    Ok((
+        v.size().unwrap_or_default(),
+        v.volume_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        v.encrypted().unwrap_or_default(),
+        v.kms_key_id().map(str::to_string),
+    ))
+}
+
+/// `(tokens, hop limit)` of an instance's metadata options.
+fn metadata(i: &Instance) -> (String, i32) {
+    let m = i.metadata_options();
+    (
+        m.and_then(|m| m.http_tokens())
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        m.and_then(|m| m.http_put_response_hop_limit())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_change() -> Result<()>
+{
+    let (g, _op) = ground_with_account("nodes", &[]).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    // The user's own VPC and a security group of theirs in it.
+    let vpc = ec2.create_vpc().cidr_block("10.20.0.0/16").send().await?;
+    let vpc = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("vpc")?
+        .to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.20.0.0/20")
+        .availability_zone("us-east-1a")
+        .send()
+        .await?;
+    let subnet = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .context("subnet")?
+        .to_string();
+    let extra = ec2
+        .create_security_group()
+        .group_name("monitoring")
+        .description("the user's")
+        .vpc_id(&vpc)
+        .send()
+        .await?;
+    let extra = extra.group_id().context("group")?.to_string();
+
+    kubectl_apply(
+        &g,
+        &format!(
+            "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: nodes}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{existingVpcId: {vpc}, existingSubnetIds: [{subnet}]}}\n  nodeGroups:\n    - name: gpu\n      instanceType: t3.small\n      count: 1\n      rootVolume: {{sizeGiB: 50, kmsKeyId: alias/nodes}}\n      additionalSecurityGroupIds: [{extra}]\n    - {{name: plain, instanceType: t3.small, count: 1}}\n"
+        ),
+    )?;
+    let cc: ComputeCluster = wait_running(&g, "nodes", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let own_group = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| n.security_group_id.clone())
+        .context("no security group in status")?;
+
+    let gpu = instances(&g, &uid, "gpu").await?;
+    let plain = instances(&g, &uid, "plain").await?;
+    ensure(gpu.len() == 1 && plain.len() == 1, "one instance per group")?;
+    for i in gpu.iter().chain(&plain) {
+        ensure(
+            metadata(i) == ("required".to_string(), 1),
+            format!("not hardened by default: {:?}", metadata(i)),
+        )?;
+    }
+    let volume = root_volume(&g, &gpu[0]).await?;
+    ensure(
+        volume == (50, "gp3".to_string(), true, Some("alias/nodes".to_string())),
+        format!("gpu root volume: {volume:?}"),
+    )?;
+    let mut groups: Vec<&str> = gpu[0]
+        .security_groups()
+        .iter()
+        .filter_map(|s| s.group_id())
+        .collect();
+    groups.sort();
+    let mut want = vec![extra.as_str(), own_group.as_str()];
+    want.sort();
+    ensure(groups == want, format!("gpu security groups: {groups:?}"))?;
+    let plain_groups: Vec<&str> = plain[0]
+        .security_groups()
+        .iter()
+        .filter_map(|s| s.group_id())
+        .collect();
+    ensure(
+        plain_groups == vec![own_group.as_str()],
+        format!("plain security groups: {plain_groups:?}"),
+    )?;
+
+    // A launch change rolls that group only, new instance first.
+    let (old_gpu, old_plain) = (
+        gpu[0].instance_id().context("id")?.to_string(),
+        plain[0].instance_id().context("id")?.to_string(),
+    );
+    patch_spec(
+        &g,
+        "nodes",
+        serde_json::json!({"nodeGroups": [
+            {"name": "gpu", "instanceType": "t3.small", "count": 1,
+             "rootVolume": {"sizeGiB": 50, "kmsKeyId": "alias/nodes"},
+             "additionalSecurityGroupIds": [extra],
+             "metadataOptions": {"httpPutResponseHopLimit": 2}},
+            {"name": "plain", "instanceType": "t3.small", "count": 1}
+        ]}),
+    )
+    .await?;
+    let rolled = eventually("the gpu group rolled", crate::clusters::WAIT, || async {
+        let now = instances(&g, &uid, "gpu").await?;
+        let done = now.len() == 1
+            && now
+                .iter()
+                .all(|i| i.instance_id() != Some(old_gpu.as_str()));
+        Ok(done.then_some(now))
+    })
+    .await?;
+    ensure(
+        metadata(&rolled[0]) == ("required".to_string(), 2),
+        format!(
+            "the new instance's metadata options: {:?}",
+            metadata(&rolled[0])
+        ),
+    )?;
+    let plain_now = instances(&g, &uid, "plain").await?;
+    ensure(
+        plain_now.len() == 1 && plain_now[0].instance_id() == Some(old_plain.as_str()),
+        "the plain group was replaced too",
+    )?;
+    wait_running(&g, "nodes", |cc| {
+        cc.status
+            .as_ref()
+            .is_some_and(|s| s.node_groups.iter().all(|n| n.running == n.desired))
+    })
+    .await?;
+
+    // Deleted: nothing of the cluster's left, the user's group untouched.
+    delete_leaves_nothing(&g, "nodes", &uid).await?;
+    let still = ec2
+        .describe_security_groups()
+        .group_ids(&extra)
+        .send()
+        .await?;
+    ensure(
+        still.security_groups().len() == 1,
+        "the user's security group was deleted",
+    )
+}
