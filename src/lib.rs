@@ -45,6 +45,11 @@ pub enum Error {
         instance_type: String,
         region: String,
     },
+    /// A node group's user data Secret or key is missing.
+    #[error("{0}")]
+    UserDataNotFound(String),
+    #[error("{0}")]
+    UserDataTooLarge(String),
     #[error("no Amazon Linux 2023 image for {0} found")]
     NoImage(String),
     /// An invariant of the operator broke: a bug, reported as such.
@@ -77,6 +82,8 @@ impl Error {
             Error::IamNameTaken(_) => Some(reason::IAM_NAME_TAKEN),
             Error::InstanceTypeUnknown { .. } => Some(reason::INSTANCE_TYPE_UNKNOWN),
             Error::NoImage(_) => Some(reason::IMAGE_NOT_FOUND),
+            Error::UserDataNotFound(_) => Some(reason::USER_DATA_NOT_FOUND),
+            Error::UserDataTooLarge(_) => Some(reason::USER_DATA_TOO_LARGE),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
             Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
                 Some(if e.is_access_denied() {
@@ -101,6 +108,8 @@ impl Error {
             Error::IamNameTaken(_) => "iam_name_taken".into(),
             Error::InstanceTypeUnknown { .. } => "instance_type_unknown".into(),
             Error::NoImage(_) => "no_image".into(),
+            Error::UserDataNotFound(_) => "user_data_not_found".into(),
+            Error::UserDataTooLarge(_) => "user_data_too_large".into(),
             Error::Internal(_) => "internal".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),

@@ -202,6 +202,13 @@ pub struct NodeGroupSpec {
     /// Which subnets to place the instances in: `private` (default) or `public`.
     #[serde(default)]
     pub subnets: SubnetKind,
+    /// User data of the instances (a cloud-init document or a script): the
+    /// key of a Secret in the cluster's namespace, at most 16 KB. Its content
+    /// never appears in logs, Events or status; a change to it (the Secret
+    /// is watched) replaces the group's instances. A missing Secret or key
+    /// stalls the cluster and nothing is launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_secret_ref: Option<UserDataSecretRef>,
     /// The instance metadata service. Default hardened: session tokens
     /// required (IMDSv2 only), hop limit 1. Changing it replaces the
     /// group's instances (new ones first).
@@ -218,6 +225,15 @@ pub struct NodeGroupSpec {
     #[schemars(length(max = 4), inner(length(max = 32), regex(pattern = patterns::SECURITY_GROUP_ID)))]
     #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h == g))").message("additionalSecurityGroupIds must not repeat a group"))]
     pub additional_security_group_ids: Vec<String>,
+}
+
+/// A key of a Secret in the cluster's namespace.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct UserDataSecretRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = patterns::DNS_SUBDOMAIN))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = patterns::SECRET_KEY))]
+    pub key: String,
 }
 
 /// Instance metadata service options.

@@ -50,6 +50,10 @@ pub mod reason {
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     /// An instance type the region does not offer.
     pub const INSTANCE_TYPE_UNKNOWN: &str = "InstanceTypeUnknown";
+    /// A node group's user data Secret or key does not exist.
+    pub const USER_DATA_NOT_FOUND: &str = "UserDataNotFound";
+    /// A node group's user data is over AWS's 16 KB.
+    pub const USER_DATA_TOO_LARGE: &str = "UserDataTooLarge";
     /// The operator broke one of its own invariants (a bug to report).
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// `deletionPolicy: Retain`: the AWS resources were let go of.

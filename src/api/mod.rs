@@ -30,6 +30,8 @@ pub mod patterns {
     pub const VPC_ID: &str = r"^vpc-[0-9a-f]{8,17}$";
     pub const SUBNET_ID: &str = r"^subnet-[0-9a-f]{8,17}$";
     pub const AMI_ID: &str = r"^ami-[0-9a-f]{8,17}$";
+    /// A Secret data key.
+    pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
     pub const SECURITY_GROUP_ID: &str = r"^sg-[0-9a-f]{8,17}$";
     /// A KMS key ID, alias (`alias/...`) or ARN of either.
     pub const KMS_KEY: &str = r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32})$";

@@ -139,6 +139,8 @@ pub struct Launch<'a> {
     pub root_device: Option<RootDevice<'a>>,
     /// The hash of the launch configuration, tagged on the instances.
     pub launch_config: &'a str,
+    /// User data, base64 (never logged).
+    pub user_data: Option<&'a str>,
     pub count: i32,
     /// Instances of the group that exist now: part of the idempotency token,
     /// so a retry of the same launch returns the same instances.
@@ -201,6 +203,7 @@ pub async fn run(
                 .build(),
         )
         .set_block_device_mappings(launch.root_device.as_ref().map(|d| vec![root_mapping(d)]))
+        .set_user_data(launch.user_data.map(str::to_string))
         .iam_instance_profile(
             IamInstanceProfileSpecification::builder()
                 .arn(launch.instance_profile_arn)

@@ -18,7 +18,7 @@ use super::kinds::nat_gateways::{self, nat_zones};
 use super::kinds::node_groups::{self, NodeNetwork};
 use super::kinds::route_tables::{self, Table};
 use super::kinds::subnets::{self, DesiredSubnet};
-use super::kinds::{internet_gateway, security_group, vpc, Observed, Pass};
+use super::kinds::{internet_gateway, security_group, vpc, Pass};
 use super::spec::{NetworkPlan, ValidatedSpec, Zones};
 use super::status::Progress;
 use crate::api::compute_cluster::NodeGroupStatus;
@@ -124,14 +124,12 @@ struct StepInput<'a> {
 /// Brings AWS to `spec`. `Ok` when every step ran (readiness is in `progress`).
 pub async fn converge(
     catalog: &Catalog,
-    c: &AwsClients,
-    spec: &ValidatedSpec,
-    observed: &Observed,
+    pass: Pass<'_>,
     progress: &mut Progress,
 ) -> Result<(), Error> {
-    let layout = layout(catalog, c, spec).await?;
+    let layout = layout(catalog, pass.c, pass.spec).await?;
     let input = StepInput {
-        pass: Pass { c, spec, observed },
+        pass,
         catalog,
         layout: &layout,
         known_vpc: progress.network.vpc_id.clone(),

@@ -10,12 +10,14 @@ pub mod graph;
 pub mod kinds;
 pub mod spec;
 pub mod status;
+pub mod user_data;
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
@@ -100,7 +102,31 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
                 .unwrap_or_default();
             futures::stream::iter(refs)
         });
-    let controller = Controller::for_stream(changes, store.clone()).reconcile_on(account_changes);
+    // A user data Secret that changes reconciles the clusters that name it
+    // (the content's hash rolls their groups).
+    let users_of_secret = store.clone();
+    let controller = Controller::for_stream(changes, store.clone())
+        .reconcile_on(account_changes)
+        .watches(
+            ctx.api::<Secret>(),
+            watcher::Config::default().any_semantic(),
+            move |secret: Secret| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                users_of_secret
+                    .state()
+                    .into_iter()
+                    .filter(|c| c.namespace() == ns)
+                    .filter(|c| {
+                        c.spec.node_groups.iter().any(|g| {
+                            g.user_data_secret_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
+                        })
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        );
     let concurrency = ctx.settings.concurrency;
     let cx = Arc::new(ClusterContext {
         ctx,
@@ -285,12 +311,21 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         &spec.region,
         ctx.metrics.aws_interceptor(),
     );
-    let outcome = match Observed::describe(&clients, &spec.owner).await {
-        Ok(observed) => {
-            let progress = &mut report.progress;
-            converge::converge(&ctx.catalog, &clients, &spec, &observed, progress).await
-        }
-        Err(e) => Err(e.into()),
-    };
-    report.finish(&ctx, outcome).await
+    let progress = &mut report.progress;
+    let result = async {
+        // Before any AWS call: a group whose user data cannot be read
+        // launches nothing.
+        let ns = cc.namespace().unwrap_or_default();
+        let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
+        let observed = Observed::describe(&clients, &spec.owner).await?;
+        let pass = kinds::Pass {
+            c: &clients,
+            spec: &spec,
+            observed: &observed,
+            user_data: &user_data,
+        };
+        converge::converge(&ctx.catalog, pass, progress).await
+    }
+    .await;
+    report.finish(&ctx, result).await
 }

@@ -137,6 +137,16 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
         ("bad instance type", cc("instanceType: t3.large", "instanceType: large"), "spec.nodeGroups[0].instanceType"),
         ("bad AMI", cc("count: 3}", "count: 3, imageId: ubuntu}"), "spec.nodeGroups[0].imageId"),
         (
+            "user data key with a space",
+            cc("count: 3}", "count: 3, userDataSecretRef: {name: boot, key: \"user data\"}}"),
+            "spec.nodeGroups[0].userDataSecretRef.key",
+        ),
+        (
+            "user data without a key",
+            cc("count: 3}", "count: 3, userDataSecretRef: {name: boot}}"),
+            "spec.nodeGroups[0].userDataSecretRef.key",
+        ),
+        (
             "IMDS tokens neither required nor optional",
             cc("count: 3}", "count: 3, metadataOptions: {httpTokens: sometimes}}"),
             "spec.nodeGroups[0].metadataOptions.httpTokens",

@@ -7,8 +7,14 @@ use aws_sdk_ec2::types::Instance;
 use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
-use crate::clusters::{delete_leaves_nothing, ground_with_account, patch_spec, wait_running};
-use crate::support::{ensure, eventually, kubectl_apply, Ground};
+use crate::clusters::{
+    counts, delete_leaves_nothing, ground_with_account, patch_spec, ready_account,
+    small_cluster_manifest, wait_running, Counts,
+};
+use crate::support::{
+    assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, Ground, Operator,
+    OperatorExt,
+};
 
 /// The live instances of `group` of the cluster `uid`.
 async fn instances(g: &Ground, uid: &str, group: &str) -> Result<Vec<Instance>> {
@@ -208,4 +214,122 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         still.security_groups().len() == 1,
         "the user's security group was deleted",
     )
+}
+
+/// The user data of `instance`, decoded.
+async fn user_data_of(g: &Ground, instance: &str) -> Result<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let out = ec2
+        .describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await?;
+    let encoded = out
+        .user_data()
+        .and_then(|u| u.value())
+        .context("no user data")?;
+    Ok(String::from_utf8(aws_smithy_types::base64::decode(
+        encoded,
+    )?)?)
+}
+
+fn boot_secret(content: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: boot}}\nstringData:\n  user-data: {}\n",
+        serde_json::to_string(content).unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_change_rolls(
+) -> Result<()> {
+    let g = Ground::new("user-data").await?;
+    install_crds(&g).await?;
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[("RUST_LOG", "trace")])?;
+    ready_account(&g).await?;
+    let marker = |n: u32| format!("byoc-marker-{}-{n}", g.namespace);
+    let script = |n: u32| format!("#!/bin/sh\necho {}\n", marker(n));
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("boot", "10.21.0.0/16").replace(
+            "subnets: public}]",
+            "subnets: public, userDataSecretRef: {name: boot, key: user-data}}]",
+        ),
+    )?;
+    // No Secret yet: stalled, naming it, and nothing made in AWS.
+    let clusters = g.api::<ComputeCluster>();
+    let stalled = eventually(
+        "stalled on the missing Secret",
+        crate::clusters::WAIT,
+        || async {
+            let cc = clusters.get("boot").await?;
+            Ok(cc
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "UserDataNotFound"
+                }))
+        },
+    )
+    .await?;
+    ensure(
+        stalled.message.contains("Secret boot key user-data"),
+        format!(
+            "the condition does not name the Secret and key: {}",
+            stalled.message
+        ),
+    )?;
+    let uid = clusters.get("boot").await?.uid().context("uid")?;
+    ensure(
+        counts(&g, &uid).await? == Counts::default(),
+        "something was made in AWS",
+    )?;
+
+    // The Secret appears (it is watched): the instance boots with it.
+    kubectl_apply(&g, &boot_secret(&script(1)))?;
+    wait_running(&g, "boot", |_| true).await?;
+    let first = instances(&g, &uid, "workers").await?;
+    let first = first
+        .first()
+        .and_then(|i| i.instance_id())
+        .context("no instance")?
+        .to_string();
+    ensure(
+        user_data_of(&g, &first).await? == script(1),
+        "the instance's user data",
+    )?;
+
+    // Its content changes: the group rolls to it.
+    kubectl_apply(&g, &boot_secret(&script(2)))?;
+    let second = eventually(
+        "the group rolled to the new user data",
+        crate::clusters::WAIT,
+        || async {
+            let now = instances(&g, &uid, "workers").await?;
+            let ids: Vec<String> = now
+                .iter()
+                .filter_map(|i| i.instance_id())
+                .map(String::from)
+                .collect();
+            Ok((ids.len() == 1 && ids[0] != first).then(|| ids[0].clone()))
+        },
+    )
+    .await?;
+    ensure(
+        user_data_of(&g, &second).await? == script(2),
+        "the new instance's user data",
+    )?;
+    wait_running(&g, "boot", |_| true).await?;
+
+    // Never in a log line (at trace), an Event, a status or a metric.
+    let encoded: Vec<String> = [script(1), script(2)]
+        .iter()
+        .map(aws_smithy_types::base64::encode)
+        .collect();
+    let (m1, m2) = (marker(1), marker(2));
+    assert_no_key_material(&g, &op, &[&m1, &m2, &encoded[0], &encoded[1]]).await?;
+    delete_leaves_nothing(&g, "boot", &uid).await
 }

@@ -12,6 +12,7 @@ pub mod security_group;
 pub mod subnets;
 pub mod vpc;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::aws::{
 };
 
 use super::spec::ValidatedSpec;
+use super::user_data::UserData;
 
 /// Everything of one cluster's in AWS, described by ownership tag.
 #[derive(Clone, Debug, Default)]
@@ -82,13 +84,14 @@ impl Observed {
     }
 }
 
-/// What one converge pass works from: the clients, the validated spec and
-/// what AWS held at its start.
+/// What one converge pass works from: the clients, the validated spec,
+/// what AWS held at its start, and the node groups' user data.
 #[derive(Clone, Copy)]
 pub struct Pass<'a> {
     pub c: &'a AwsClients,
     pub spec: &'a ValidatedSpec,
     pub observed: &'a Observed,
+    pub user_data: &'a BTreeMap<String, UserData>,
 }
 
 /// Looks again a few times right after a create or delete (at once, then

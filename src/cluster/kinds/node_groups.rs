@@ -27,10 +27,11 @@ pub struct GroupPlan {
 }
 
 /// The hash of what a group's instances are launched with: type, named
-/// image, metadata options, root volume and extra security groups. An
+/// image, metadata options, root volume, extra security groups and the
+/// hash of its user data. An
 /// instance tagged with another hash is outdated and replaced. The default
 /// image is not part of it, so a newer default image replaces nothing.
-pub fn launch_config(group: &NodeGroupSpec) -> String {
+pub fn launch_config(group: &NodeGroupSpec, user_data: Option<&str>) -> String {
     let metadata = group.metadata_options.clone().unwrap_or_default();
     let mut parts: Vec<String> = vec![
         group.instance_type.clone(),
@@ -54,6 +55,9 @@ pub fn launch_config(group: &NodeGroupSpec) -> String {
     let mut groups = group.additional_security_group_ids.clone();
     groups.sort();
     parts.push(groups.join(","));
+    if let Some(hash) = user_data {
+        parts.push(format!("user-data/{hash}"));
+    }
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     client_token("lc", &parts)
 }
@@ -75,6 +79,7 @@ fn is_current(instance: &ObservedInstance, group: &NodeGroupSpec, config: &str) 
 /// candidate subnets; launches go where the group has fewest instances.
 pub fn plan_group(
     group: &NodeGroupSpec,
+    config: &str,
     instances: &[ObservedInstance],
     subnets: &[String],
 ) -> GroupPlan {
@@ -88,10 +93,8 @@ pub fn plan_group(
             InstanceState::ShuttingDown | InstanceState::Terminated => {}
         }
     }
-    let config = launch_config(group);
-    let (mut current, outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
-        .into_iter()
-        .partition(|i| is_current(i, group, &config));
+    let (mut current, outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
+        live.into_iter().partition(|i| is_current(i, group, config));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
     if current.len() > want {
@@ -191,6 +194,7 @@ pub struct NodeActions {
 
 pub fn plan(
     groups: &[NodeGroupSpec],
+    user_data: &BTreeMap<String, String>,
     instances: &[ObservedInstance],
     subnets: &[ObservedSubnet],
 ) -> NodeActions {
@@ -199,10 +203,10 @@ pub fn plan(
         ..Default::default()
     };
     for group in groups {
-        let plan = plan_group(group, instances, &candidates(group, subnets));
+        let config = launch_config(group, user_data.get(&group.name).map(String::as_str));
+        let plan = plan_group(group, &config, instances, &candidates(group, subnets));
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
-        let config = launch_config(group);
         let running = mine
             .iter()
             .filter(|i| is_current(i, group, &config) && i.state == InstanceState::Running)
@@ -301,11 +305,21 @@ pub async fn ensure(
     catalog: &Catalog,
     network: &NodeNetwork<'_>,
 ) -> Result<Vec<NodeGroupStatus>, Error> {
+    let hashes: BTreeMap<String, String> = p
+        .user_data
+        .iter()
+        .map(|(group, u)| (group.clone(), u.hash.clone()))
+        .collect();
     let NodeActions {
         terminate,
         launch,
         mut statuses,
-    } = plan(&p.spec.node_groups, &p.observed.instances, network.subnets);
+    } = plan(
+        &p.spec.node_groups,
+        &hashes,
+        &p.observed.instances,
+        network.subnets,
+    );
     check_security_groups(p, network.vpc_id).await?;
     instances::terminate(p.c, &terminate).await?;
     let mut jobs = Vec::new();
@@ -328,7 +342,9 @@ pub async fn ensure(
     let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, device, l)| {
         let mut groups = vec![network.security_group.to_string()];
         groups.extend(group.additional_security_group_ids.iter().cloned());
-        let config = launch_config(group);
+        let user_data = p.user_data.get(&group.name);
+        let config = launch_config(group, user_data.map(|u| u.hash.as_str()));
+        let encoded = user_data.map(|u| u.encoded());
         async move {
             let metadata = group.metadata_options.clone().unwrap_or_default();
             let root_device = group
@@ -356,6 +372,7 @@ pub async fn ensure(
                 http_put_response_hop_limit: metadata.http_put_response_hop_limit,
                 root_device,
                 launch_config: &config,
+                user_data: encoded.as_deref(),
                 count: l.count,
                 existing: &l.existing,
             };
@@ -474,6 +491,7 @@ mod tests {
             image_id: None,
             spot: false,
             subnets: SubnetKind::Private,
+            user_data_secret_ref: None,
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
@@ -494,7 +512,7 @@ mod tests {
             state,
             launched,
             subnet_id: subnet.into(),
-            launch_config: Some(launch_config(&group(1, t))),
+            launch_config: Some(launch_config(&group(1, t), None)),
         }
     }
 
@@ -604,7 +622,7 @@ mod tests {
             ),
         ];
         for (spec, observed, launch, terminate, why) in rows {
-            let plan = plan_group(&spec, &observed, &subnets());
+            let plan = plan_group(&spec, &launch_config(&spec, None), &observed, &subnets());
             assert_eq!(summary(&plan), (launch, terminate), "{why}");
         }
     }
@@ -616,7 +634,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut NodeGroupSpec)| {
             let mut g = base.clone();
             f(&mut g);
-            launch_config(&g)
+            launch_config(&g, None)
         };
         let volume = RootVolume {
             size_gib: Some(100),
@@ -670,7 +688,13 @@ mod tests {
                 "an extra security group",
             ),
         ];
-        let first = launch_config(&base);
+        let first = launch_config(&base, None);
+        assert_ne!(launch_config(&base, Some("ud-1")), first, "user data");
+        assert_ne!(
+            launch_config(&base, Some("ud-1")),
+            launch_config(&base, Some("ud-2")),
+            "its change"
+        );
         assert!(first.starts_with("lc-") && first.len() == 19, "{first}");
         for (config, rolls, why) in rows {
             assert_eq!(config != first, rolls, "{why}");
@@ -678,7 +702,7 @@ mod tests {
         let order = |ids: &[&str]| {
             let mut g = base.clone();
             g.additional_security_group_ids = ids.iter().map(|s| s.to_string()).collect();
-            launch_config(&g)
+            launch_config(&g, None)
         };
         assert_eq!(
             order(&["sg-1", "sg-2"]),
@@ -697,7 +721,8 @@ mod tests {
         for i in &mut old {
             i.launch_config = Some("lc-0000000000000000".into());
         }
-        let first = plan_group(&spec, &old, &subnets());
+        let config = launch_config(&spec, None);
+        let first = plan_group(&spec, &config, &old, &subnets());
         assert_eq!(
             summary(&first),
             (vec![("subnet-a", 1), ("subnet-b", 1)], vec![]),
@@ -707,7 +732,7 @@ mod tests {
         for i in &mut legacy {
             i.launch_config = None;
         }
-        let untouched = plan_group(&spec, &legacy, &subnets());
+        let untouched = plan_group(&spec, &config, &legacy, &subnets());
         assert_eq!(
             summary(&untouched),
             (vec![], vec![]),
@@ -716,7 +741,7 @@ mod tests {
         let mut both = old.clone();
         both.push(inst("i-3", "t3.large", Running, 5, "subnet-a"));
         both.push(inst("i-4", "t3.large", Running, 5, "subnet-b"));
-        let done = plan_group(&spec, &both, &subnets());
+        let done = plan_group(&spec, &config, &both, &subnets());
         assert_eq!(
             summary(&done),
             (vec![], vec!["i-1", "i-2"]),
@@ -748,7 +773,12 @@ mod tests {
             subnet("subnet-a", false),
             subnet("subnet-b", false),
         ];
-        let actions = plan(&[group(2, "t3.large")], &observed, &subnets);
+        let actions = plan(
+            &[group(2, "t3.large")],
+            &BTreeMap::new(),
+            &observed,
+            &subnets,
+        );
         assert_eq!(
             actions.terminate,
             vec!["i-9"],

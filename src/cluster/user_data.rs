@@ -1,0 +1,153 @@
+//! Dereference: each node group's user data, read from the Secret it names
+//! in the cluster's namespace. The content goes to RunInstances and nowhere
+//! else (not logs, Events, status or metrics); only its hash is kept, in the
+//! launch configuration, so a change rolls the group.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::compute_cluster::UserDataSecretRef;
+use crate::api::NodeGroupSpec;
+use crate::aws::token::client_token;
+use crate::Error;
+
+/// AWS's limit on user data, before base64.
+pub const MAX_BYTES: usize = 16 * 1024;
+
+/// One group's user data. Debug shows the hash only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserData {
+    content: Vec<u8>,
+    /// A short hash of the content (part of the launch configuration).
+    pub hash: String,
+}
+
+impl std::fmt::Debug for UserData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserData({})", self.hash)
+    }
+}
+
+impl UserData {
+    /// The content as RunInstances takes it (base64).
+    pub fn encoded(&self) -> String {
+        aws_smithy_types::base64::encode(&self.content)
+    }
+}
+
+/// The user data `r` names, from `secret` (None: there is no such Secret).
+pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<UserData, Error> {
+    let named = || format!("Secret {} key {}", r.name, r.key);
+    let secret = secret.ok_or_else(|| {
+        Error::UserDataNotFound(format!(
+            "{} (userDataSecretRef): the Secret was not found",
+            named()
+        ))
+    })?;
+    let content = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+        .ok_or_else(|| {
+            Error::UserDataNotFound(format!(
+                "{} (userDataSecretRef): the Secret has no such key",
+                named()
+            ))
+        })?;
+    if content.len() > MAX_BYTES {
+        return Err(Error::UserDataTooLarge(format!(
+            "{} (userDataSecretRef) holds {} bytes; AWS takes at most {MAX_BYTES}",
+            named(),
+            content.len()
+        )));
+    }
+    let hash = client_token("ud", &[&String::from_utf8_lossy(&content)]);
+    Ok(UserData { content, hash })
+}
+
+/// The user data of every group that names some, by group.
+pub async fn read(
+    client: &Client,
+    namespace: &str,
+    groups: &[NodeGroupSpec],
+) -> Result<BTreeMap<String, UserData>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for g in groups {
+        if let Some(r) = &g.user_data_secret_ref {
+            let secret = api.get_opt(&r.name).await?;
+            out.insert(g.name.clone(), from_secret(r, secret.as_ref())?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(key: &str, content: &[u8]) -> Secret {
+        Secret {
+            data: Some([(key.to_string(), ByteString(content.to_vec()))].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_data_from_its_secret() {
+        let r = UserDataSecretRef {
+            name: "boot".into(),
+            key: "user-data".into(),
+        };
+        let ok = from_secret(
+            &r,
+            Some(&secret("user-data", b"#!/bin/sh\necho marker-1\n")),
+        )
+        .expect("read");
+        assert_eq!(
+            ok.encoded(),
+            aws_smithy_types::base64::encode("#!/bin/sh\necho marker-1\n")
+        );
+        assert!(
+            !format!("{ok:?}").contains("marker-1"),
+            "Debug shows the hash only"
+        );
+        let other = from_secret(
+            &r,
+            Some(&secret("user-data", b"#!/bin/sh\necho marker-2\n")),
+        )
+        .expect("read");
+        assert_ne!(ok.hash, other.hash, "a change changes the hash");
+        // (secret, error kind, the message names)
+        let rows: Vec<(Option<Secret>, &str)> = vec![
+            (None, "the Secret was not found"),
+            (Some(secret("other", b"x")), "the Secret has no such key"),
+            (
+                Some(secret("user-data", &vec![b'x'; MAX_BYTES + 1])),
+                "holds 16385 bytes",
+            ),
+        ];
+        for (s, says) in rows {
+            let e = from_secret(&r, s.as_ref()).expect_err(says).to_string();
+            assert!(
+                e.contains("Secret boot key user-data") && e.contains(says),
+                "{e}"
+            );
+        }
+        assert!(
+            from_secret(&r, Some(&secret("user-data", &vec![b'x'; MAX_BYTES]))).is_ok(),
+            "16 KB fits"
+        );
+    }
+}
