@@ -162,6 +162,7 @@ pub fn describe_leak(uid: &str, cluster: &str, o: &Observed) -> Leak {
             .iter()
             .map(|g| plain("security-group", &g.id)),
     );
+    resources.extend(o.key_pairs.iter().map(|k| plain("key-pair", &k.name)));
     resources.extend(
         o.iam
             .instance_profile
@@ -486,6 +487,7 @@ mod tests {
                     launched: 0,
                     subnet_id: "subnet-1".into(),
                     launch_config: None,
+                    key_name: None,
                 },
                 ObservedInstance {
                     id: "i-gone".into(),
@@ -495,6 +497,7 @@ mod tests {
                     launched: 0,
                     subnet_id: "subnet-1".into(),
                     launch_config: None,
+                    key_name: None,
                 },
             ],
             nat_gateways: vec![ObservedNatGateway {

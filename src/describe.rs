@@ -189,9 +189,14 @@ fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
             .iter()
             .map(|arn| Node::new(format!("InstanceProfile {arn}"))),
     );
+    iam.extend(
+        o.key_pairs
+            .iter()
+            .map(|k| Node::new(format!("KeyPair {}", k.name))),
+    );
     let mut out = vec![
         Node::new("Network").with(network_nodes(o)),
-        Node::new("IAM").with(iam),
+        Node::new("Access").with(iam),
     ];
     out.extend(node_group_nodes(o, groups));
     out
@@ -348,6 +353,7 @@ mod tests {
                 launched: 0,
                 subnet_id: "subnet-1".into(),
                 launch_config: None,
+                key_name: None,
             }],
             ..Default::default()
         };
@@ -356,7 +362,7 @@ mod tests {
 ├─ CloudAccount team-a/acme  not found
 ├─ Network
 │  └─ VPC vpc-1  10.0.0.0/16
-├─ IAM
+├─ Access
 ├─ NodeGroup cpu  1/1 running
 │  └─ Instance i-1  t3.large  running  subnet-1
 ├─ DeletionBlockers (not the cluster's: remove them)

@@ -20,6 +20,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeAvailabilityZones",
     "ec2:DescribeTags",
+    "ec2:DescribeKeyPairs",
 ];
 
 /// Creations: allowed only when the request carries the managed-by tag.
@@ -31,6 +32,7 @@ pub const CREATE: &[&str] = &[
     "ec2:CreateNatGateway",
     "ec2:CreateRouteTable",
     "ec2:CreateSecurityGroup",
+    "ec2:ImportKeyPair",
 ];
 
 /// Changes and deletions: allowed only on resources carrying the managed-by tag.
@@ -53,6 +55,7 @@ pub const MUTATE_OWNED: &[&str] = &[
     "ec2:DeleteNatGateway",
     "ec2:DeleteRouteTable",
     "ec2:DeleteSecurityGroup",
+    "ec2:DeleteKeyPair",
 ];
 
 /// IAM calls, on `byoc-*` names only.
@@ -83,7 +86,7 @@ pub fn permissions_policy() -> Value {
             {"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
              "Condition": {"StringEquals": {"ec2:CreateAction": [
                 "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-                "CreateRouteTable", "CreateSecurityGroup", "RunInstances"]}}},
+                "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}},
             {"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
              "Condition": tag_condition("aws:ResourceTag")},
             {"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"},

@@ -181,6 +181,7 @@ pub enum Protocol {
 /// A group of identical EC2 instances.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.sshKeyName) && has(self.sshPublicKey))").message("set at most one of sshKeyName or sshPublicKey"))]
 pub struct NodeGroupSpec {
     /// Name, unique in the cluster (a DNS label).
     #[schemars(length(min = 1, max = 40), regex(pattern = patterns::DNS_LABEL))]
@@ -209,6 +210,16 @@ pub struct NodeGroupSpec {
     /// stalls the cluster and nothing is launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data_secret_ref: Option<UserDataSecretRef>,
+    /// An existing EC2 key pair for SSH access: used, never modified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = patterns::KEY_PAIR_NAME))]
+    pub ssh_key_name: Option<String>,
+    /// An SSH public key (`ssh-ed25519 AAAA...`): imported as a key pair of
+    /// the cluster's, tagged and deleted with it. Changing it imports a new
+    /// one and replaces the group's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384), regex(pattern = patterns::SSH_PUBLIC_KEY))]
+    pub ssh_public_key: Option<String>,
     /// The instance metadata service. Default hardened: session tokens
     /// required (IMDSv2 only), hop limit 1. Changing it replaces the
     /// group's instances (new ones first).

@@ -32,6 +32,10 @@ pub mod patterns {
     pub const AMI_ID: &str = r"^ami-[0-9a-f]{8,17}$";
     /// A Secret data key.
     pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+    /// EC2 key pair names: printable ASCII.
+    pub const KEY_PAIR_NAME: &str = r"^[ -~]+$";
+    pub const SSH_PUBLIC_KEY: &str =
+        r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [ -~]*)?$";
     pub const SECURITY_GROUP_ID: &str = r"^sg-[0-9a-f]{8,17}$";
     /// A KMS key ID, alias (`alias/...`) or ARN of either.
     pub const KMS_KEY: &str = r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32})$";

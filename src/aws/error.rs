@@ -83,6 +83,26 @@ impl AwsError {
         self.class() == ErrorClass::NotFound
     }
 
+    /// For a call that creates something: what it refers to does not exist
+    /// (a key pair, a security group, an image), which the user must fix;
+    /// not "done", as not-found means for a deletion.
+    pub fn missing_reference(self) -> Self {
+        match self {
+            AwsError::Service {
+                operation,
+                code,
+                message,
+                class: ErrorClass::NotFound,
+            } => AwsError::Service {
+                operation,
+                code,
+                message,
+                class: ErrorClass::NeedsUser,
+            },
+            other => other,
+        }
+    }
+
     /// AWS refused the caller's permissions (as opposed to the request).
     pub fn is_access_denied(&self) -> bool {
         const DENIED: &[&str] = &[
@@ -279,6 +299,18 @@ mod tests {
             ErrorClass::Transient
         );
         assert_eq!(classify("Whatever", "", Some(502)), ErrorClass::Transient);
+        let missing_key = AwsError::Service {
+            operation: "ec2:RunInstances",
+            code: "InvalidKeyPair.NotFound".into(),
+            message: String::new(),
+            class: classify("InvalidKeyPair.NotFound", "", Some(400)),
+        };
+        assert!(missing_key.is_not_found(), "gone, for a deletion");
+        assert_eq!(
+            missing_key.missing_reference().class(),
+            ErrorClass::NeedsUser,
+            "the user's to fix, for a launch"
+        );
         assert_eq!(classify("Whatever", "", Some(403)), ErrorClass::NeedsUser);
     }
 }

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
 
 use super::tags::{tag_value, OwnershipTags, LAUNCH_CONFIG, NODE_GROUP};
 use super::token::client_token;
-use super::{required, AwsClients, AwsResult, NotFoundExt, SdkResultExt};
+use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// EC2 instance lifecycle states that matter here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub struct ObservedInstance {
     /// The hash of the launch configuration it was launched with (absent on
     /// instances launched before the operator tagged it).
     pub launch_config: Option<String>,
+    /// The SSH key pair it was launched with.
+    pub key_name: Option<String>,
 }
 
 /// Instances of the cluster that are not terminated.
@@ -105,6 +107,7 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     // Set on every instance in a VPC; absent once terminated.
                     subnet_id: i.subnet_id().unwrap_or_default().to_string(),
                     launch_config: tag_value(i.tags(), LAUNCH_CONFIG).map(str::to_string),
+                    key_name: i.key_name().map(str::to_string),
                 });
             }
         }
@@ -141,6 +144,7 @@ pub struct Launch<'a> {
     pub launch_config: &'a str,
     /// User data, base64 (never logged).
     pub user_data: Option<&'a str>,
+    pub key_name: Option<&'a str>,
     pub count: i32,
     /// Instances of the group that exist now: part of the idempotency token,
     /// so a retry of the same launch returns the same instances.
@@ -204,6 +208,7 @@ pub async fn run(
         )
         .set_block_device_mappings(launch.root_device.as_ref().map(|d| vec![root_mapping(d)]))
         .set_user_data(launch.user_data.map(str::to_string))
+        .set_key_name(launch.key_name.map(str::to_string))
         .iam_instance_profile(
             IamInstanceProfileSpecification::builder()
                 .arn(launch.instance_profile_arn)
@@ -224,7 +229,11 @@ pub async fn run(
                 .build(),
         );
     }
-    let out = req.send().await.op("ec2:RunInstances")?;
+    let out = req
+        .send()
+        .await
+        .op("ec2:RunInstances")
+        .map_err(AwsError::missing_reference)?;
     Ok(out
         .instances()
         .iter()

@@ -10,6 +10,7 @@ pub mod instance_profile;
 pub mod instances;
 pub mod internet_gateway;
 pub mod inventory;
+pub mod key_pair;
 pub mod nat_gateway;
 pub mod route_table;
 pub mod security_group;

@@ -12,8 +12,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::kinds::{
-    iam, internet_gateway, nat_gateways, node_groups, route_tables, security_group, subnets, vpc,
-    Observed,
+    iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
+    subnets, vpc, Observed,
 };
 use super::spec::{NetworkPlan, ValidatedSpec};
 use super::status::Report;
@@ -246,6 +246,7 @@ pub fn observed_ids(o: &Observed) -> Vec<String> {
             .filter(|i| !i.state.is_ending())
             .map(|i| i.id.clone()),
     );
+    ids.extend(o.key_pairs.iter().map(|k| k.name.clone()));
     ids.extend(o.iam.role.iter().cloned());
     ids.extend(o.iam.instance_profile.iter().cloned());
     ids
@@ -390,6 +391,7 @@ pub async fn delete_pass(
     if let Some(waiting) = node_groups::delete(c, owner, &o.instances).await? {
         return Ok(Some(waiting));
     }
+    key_pairs::delete(c, &o.key_pairs).await?;
     if let Some(waiting) = nat_gateways::delete(c, owner, &o.nat_gateways, &o.addresses).await? {
         return Ok(Some(waiting));
     }

@@ -18,7 +18,7 @@ use super::kinds::nat_gateways::{self, nat_zones};
 use super::kinds::node_groups::{self, NodeNetwork};
 use super::kinds::route_tables::{self, Table};
 use super::kinds::subnets::{self, DesiredSubnet};
-use super::kinds::{internet_gateway, security_group, vpc, Pass};
+use super::kinds::{internet_gateway, key_pairs, security_group, vpc, Pass};
 use super::spec::{NetworkPlan, ValidatedSpec, Zones};
 use super::status::Progress;
 use crate::api::compute_cluster::NodeGroupStatus;
@@ -88,6 +88,8 @@ struct Board {
     dns: OnceLock<()>,
     iam: OnceLock<Iam>,
     images: OnceLock<BTreeMap<String, String>>,
+    /// Key pair name by node group.
+    keys: OnceLock<BTreeMap<String, String>>,
     addresses: OnceLock<BTreeMap<String, String>>,
     subnets: OnceLock<Vec<ObservedSubnet>>,
     public_ips: OnceLock<()>,
@@ -187,6 +189,7 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
             &b.images,
             node_groups::default_images(p, input.catalog).await?,
         ),
+        (Step::KeyPairs, _) => put(&b.keys, key_pairs::ensure(p).await?),
         (Step::SecurityGroup, _) => put(
             &b.sg,
             security_group::ensure(p, got(&b.vpc, "the VPC")?).await?,
@@ -198,6 +201,7 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
                 security_group: got(&b.sg, "the security group")?,
                 iam: got(&b.iam, "the instance profile")?,
                 images: got(&b.images, "the images")?,
+                key_names: got(&b.keys, "the key pairs")?,
             };
             put(
                 &b.nodes,
@@ -281,7 +285,7 @@ async fn network_step(
                 route_tables::ensure_private_routes(p, tables, nats).await?,
             )
         }
-        Step::Iam | Step::Images | Step::SecurityGroup | Step::NodeGroups => {
+        Step::Iam | Step::Images | Step::KeyPairs | Step::SecurityGroup | Step::NodeGroups => {
             Err(Error::Internal(format!("{step:?} is not a network step")))
         }
     }

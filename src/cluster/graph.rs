@@ -12,6 +12,7 @@ pub enum Step {
     VpcDns,
     Iam,
     Images,
+    KeyPairs,
     Addresses,
     Subnets,
     PublicIps,
@@ -67,6 +68,11 @@ pub const STEPS: &[StepDef] = &[
         calls: &["DescribeInstanceTypes", "DescribeImages"],
     },
     StepDef {
+        step: KeyPairs,
+        needs: &[],
+        calls: &["ImportKeyPair"],
+    },
+    StepDef {
         step: Addresses,
         needs: &[],
         calls: &["AllocateAddress"],
@@ -119,6 +125,7 @@ pub const STEPS: &[StepDef] = &[
             (Iam, Always),
             (VpcDns, Always),
             (Images, Always),
+            (KeyPairs, Always),
             (PublicIps, PublicNodes),
         ],
         calls: &["RunInstances", "DescribeInstances (running)"],
@@ -184,7 +191,7 @@ mod tests {
             }
             seen.push(def.step);
         }
-        assert_eq!(seen.len(), 14);
+        assert_eq!(seen.len(), 15);
     }
 
     #[test]

@@ -317,7 +317,8 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         // launches nothing.
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
-        let observed = Observed::describe(&clients, &spec.owner).await?;
+        let imports_keys = spec.node_groups.iter().any(|g| g.ssh_public_key.is_some());
+        let observed = Observed::describe_kinds(&clients, &spec.owner, imports_keys).await?;
         let pass = kinds::Pass {
             c: &clients,
             spec: &spec,

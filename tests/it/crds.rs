@@ -137,6 +137,16 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
         ("bad instance type", cc("instanceType: t3.large", "instanceType: large"), "spec.nodeGroups[0].instanceType"),
         ("bad AMI", cc("count: 3}", "count: 3, imageId: ubuntu}"), "spec.nodeGroups[0].imageId"),
         (
+            "both an SSH key name and a public key",
+            cc("count: 3}", "count: 3, sshKeyName: alice, sshPublicKey: \"ssh-ed25519 AAAA a\"}"),
+            "set at most one of sshKeyName or sshPublicKey",
+        ),
+        (
+            "not an SSH public key",
+            cc("count: 3}", "count: 3, sshPublicKey: \"-----BEGIN RSA PRIVATE KEY-----\"}"),
+            "spec.nodeGroups[0].sshPublicKey",
+        ),
+        (
             "user data key with a space",
             cc("count: 3}", "count: 3, userDataSecretRef: {name: boot, key: \"user data\"}}"),
             "spec.nodeGroups[0].userDataSecretRef.key",

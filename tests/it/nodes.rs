@@ -333,3 +333,98 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
     assert_no_key_material(&g, &op, &[&m1, &m2, &encoded[0], &encoded[1]]).await?;
     delete_leaves_nothing(&g, "boot", &uid).await
 }
+
+/// Public keys (test-only, their private halves thrown away).
+const KEY_1: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH73m9lZlnmLpuGD++pBvnoBMyz5zK7kBMXmsmSsquZi test1";
+const KEY_2: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBCv19aw1SJmRitogpPyybHjG3tCEHmdx9YdQX+AQ/nu test2";
+
+/// Key pair names in moto, and whether each carries the cluster's tag.
+async fn key_pairs(g: &Ground, uid: &str) -> Result<Vec<(String, bool)>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let out = ec2.describe_key_pairs().send().await?;
+    Ok(out
+        .key_pairs()
+        .iter()
+        .map(|k| {
+            let ours = k
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some("byoc.dev/cluster-uid") && t.value() == Some(uid));
+            (k.key_name().unwrap_or_default().to_string(), ours)
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled() -> Result<()> {
+    let (g, _op) = ground_with_account("ssh-keys", &[]).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    ec2.import_key_pair()
+        .key_name("alice")
+        .public_key_material(aws_smithy_types::Blob::new(KEY_2.as_bytes()))
+        .send()
+        .await?;
+    let manifest = |key: &str| {
+        small_cluster_manifest("keys", "10.22.0.0/16").replace(
+            "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
+            &format!("nodeGroups:\n    - {{name: workers, instanceType: t3.small, count: 1, subnets: public, sshPublicKey: \"{key}\"}}\n    - {{name: admin, instanceType: t3.small, count: 1, subnets: public, sshKeyName: alice}}"),
+        )
+    };
+    kubectl_apply(&g, &manifest(KEY_1))?;
+    let cc = wait_running(&g, "keys", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let key_of = |i: &Instance| i.key_name().unwrap_or_default().to_string();
+    let workers = instances(&g, &uid, "workers").await?;
+    let admin = instances(&g, &uid, "admin").await?;
+    ensure(
+        admin.len() == 1 && key_of(&admin[0]) == "alice",
+        "the brought key is not used",
+    )?;
+    let owned: Vec<String> = key_pairs(&g, &uid)
+        .await?
+        .into_iter()
+        .filter(|k| k.1)
+        .map(|k| k.0)
+        .collect();
+    ensure(
+        owned.len() == 1 && workers.len() == 1 && key_of(&workers[0]) == owned[0],
+        format!(
+            "the imported key: {owned:?}, instance key {:?}",
+            workers.first().map(key_of)
+        ),
+    )?;
+
+    // A new public key: imported, the group rolled to it, the old pair gone.
+    kubectl_apply(&g, &manifest(KEY_2))?;
+    let old = owned[0].clone();
+    eventually(
+        "rolled to the new key, the old pair deleted",
+        crate::clusters::WAIT,
+        || async {
+            let pairs = key_pairs(&g, &uid).await?;
+            let owned: Vec<&String> = pairs.iter().filter(|k| k.1).map(|k| &k.0).collect();
+            let now = instances(&g, &uid, "workers").await?;
+            let rolled = now.len() == 1
+                && owned.len() == 1
+                && *owned[0] != old
+                && key_of(&now[0]) == *owned[0];
+            Ok(rolled.then_some(()))
+        },
+    )
+    .await?;
+    let admin_now = instances(&g, &uid, "admin").await?;
+    ensure(
+        admin_now.len() == 1 && admin_now[0].instance_id() == admin[0].instance_id(),
+        "the admin group was replaced too",
+    )?;
+
+    // Deleted: the owned pair goes, the brought one stays.
+    delete_leaves_nothing(&g, "keys", &uid).await?;
+    let left = key_pairs(&g, &uid).await?;
+    ensure(
+        left == vec![("alice".to_string(), false)],
+        format!("key pairs after deletion: {left:?}"),
+    )
+}

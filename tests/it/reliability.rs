@@ -357,6 +357,8 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/rootVolume/kmsKeyId",
     "/spec/nodeGroups/0/additionalSecurityGroupIds",
     "/spec/nodeGroups/0/userDataSecretRef",
+    "/spec/nodeGroups/0/sshKeyName",
+    "/spec/nodeGroups/0/sshPublicKey",
     "/spec/nodeGroups",
     "/spec/tags",
     "/spec/deletionPolicy",
@@ -468,6 +470,8 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         "/spec/nodeGroups/0/rootVolume/sizeGiB" => (1i64..=400).prop_map(|n| json!(n)).boxed(),
         "/spec/nodeGroups/0/rootVolume/type" => s("gp2|gp3|io1|io2"),
         "/spec/nodeGroups/0/rootVolume/kmsKeyId" => s("alias/[a-z]{3,12}"),
+        "/spec/nodeGroups/0/sshKeyName" => s("[a-z][a-z0-9-]{2,20}"),
+        "/spec/nodeGroups/0/sshPublicKey" => s("ssh-ed25519 AAAA[A-Za-z0-9+/]{20,60} [a-z]{1,8}"),
         "/spec/nodeGroups/0/userDataSecretRef" => ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9._-]{1,20}")
             .prop_map(|(name, key)| json!({"name": name, "key": key}))
             .boxed(),

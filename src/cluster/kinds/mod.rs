@@ -5,6 +5,7 @@
 
 pub mod iam;
 pub mod internet_gateway;
+pub mod key_pairs;
 pub mod nat_gateways;
 pub mod node_groups;
 pub mod route_tables;
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::aws::{
-    instance_profile, instances, internet_gateway as igw_api, nat_gateway, route_table,
+    instance_profile, instances, internet_gateway as igw_api, key_pair, nat_gateway, route_table,
     security_group as sg_api, subnet, vpc as vpc_api, AwsClients, AwsResult, OwnershipTags,
 };
 
@@ -35,24 +36,43 @@ pub struct Observed {
     pub route_tables: Vec<route_table::ObservedRouteTable>,
     pub security_groups: Vec<sg_api::ObservedSecurityGroup>,
     pub instances: Vec<instances::ObservedInstance>,
+    pub key_pairs: Vec<key_pair::ObservedKeyPair>,
     pub iam: instance_profile::ObservedIam,
 }
 
 impl Observed {
     /// Describes every kind at once: one tag-filtered call per kind.
     pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observed> {
+        Self::describe_kinds(c, owner, true).await
+    }
+
+    /// [`Observed::describe`]; key pairs only when `key_pairs` (a converge
+    /// pass looks for them only when a group imports one, so the clusters
+    /// that use none pay no call for them; deletion always looks).
+    pub async fn describe_kinds(
+        c: &AwsClients,
+        owner: &OwnershipTags,
+        key_pairs: bool,
+    ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
-        let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, iam) = tokio::try_join!(
-            vpc_api::describe(c, owner),
-            subnet::describe(c, owner),
-            igw_api::describe(c, owner),
-            nat_gateway::describe_addresses(c, owner),
-            nat_gateway::describe(c, owner),
-            route_table::describe(c, owner),
-            sg_api::describe(c, owner),
-            instances::describe(c, owner),
-            instance_profile::describe(c, owner, &name),
-        )?;
+        let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, key_pairs, iam) =
+            tokio::try_join!(
+                vpc_api::describe(c, owner),
+                subnet::describe(c, owner),
+                igw_api::describe(c, owner),
+                nat_gateway::describe_addresses(c, owner),
+                nat_gateway::describe(c, owner),
+                route_table::describe(c, owner),
+                sg_api::describe(c, owner),
+                instances::describe(c, owner),
+                async {
+                    match key_pairs {
+                        true => key_pair::describe(c, owner).await,
+                        false => Ok(vec![]),
+                    }
+                },
+                instance_profile::describe(c, owner, &name),
+            )?;
         Ok(Observed {
             vpcs,
             subnets,
@@ -62,6 +82,7 @@ impl Observed {
             route_tables,
             security_groups: sgs,
             instances,
+            key_pairs,
             iam,
         })
     }
@@ -79,6 +100,7 @@ impl Observed {
             && self.route_tables.is_empty()
             && self.security_groups.is_empty()
             && self.instances.is_empty()
+            && self.key_pairs.is_empty()
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
     }

@@ -58,6 +58,12 @@ pub fn launch_config(group: &NodeGroupSpec, user_data: Option<&str>) -> String {
     if let Some(hash) = user_data {
         parts.push(format!("user-data/{hash}"));
     }
+    if let Some(name) = &group.ssh_key_name {
+        parts.push(format!("key-name/{name}"));
+    }
+    if let Some(key) = &group.ssh_public_key {
+        parts.push(format!("public-key/{key}"));
+    }
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     client_token("lc", &parts)
 }
@@ -280,6 +286,8 @@ pub struct NodeNetwork<'a> {
     pub iam: &'a Iam,
     /// Default images by node group (groups that name one are not here).
     pub images: &'a BTreeMap<String, String>,
+    /// SSH key pair names by node group.
+    pub key_names: &'a BTreeMap<String, String>,
 }
 
 async fn image_of(
@@ -373,6 +381,7 @@ pub async fn ensure(
                 root_device,
                 launch_config: &config,
                 user_data: encoded.as_deref(),
+                key_name: network.key_names.get(&group.name).map(String::as_str),
                 count: l.count,
                 existing: &l.existing,
             };
@@ -492,6 +501,8 @@ mod tests {
             spot: false,
             subnets: SubnetKind::Private,
             user_data_secret_ref: None,
+            ssh_key_name: None,
+            ssh_public_key: None,
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
@@ -513,6 +524,7 @@ mod tests {
             launched,
             subnet_id: subnet.into(),
             launch_config: Some(launch_config(&group(1, t), None)),
+            key_name: None,
         }
     }
 
