@@ -331,6 +331,7 @@ mod tests {
                 name: "cpu".into(),
                 desired: 1,
                 running: 1,
+                updated: 1,
                 instance_ids: vec!["i-1".into()],
             }],
             deletion_blockers: vec![DeletionBlocker {

@@ -229,6 +229,11 @@ pub struct NodeGroupSpec {
     /// account's EBS key). Changing it replaces the group's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_volume: Option<RootVolume>,
+    /// How a launch change replaces the group's instances: at most
+    /// `maxSurge` (default 1) above the count while it rolls, at most
+    /// `maxUnavailable` (default 0) running instances short of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Security groups attached beside the cluster's own: existing groups in
     /// the cluster's VPC, used and never modified. Changing the list
     /// replaces the group's instances.
@@ -245,6 +250,30 @@ pub struct UserDataSecretRef {
     pub name: String,
     #[schemars(length(min = 1, max = 253), regex(pattern = patterns::SECRET_KEY))]
     pub key: String,
+}
+
+/// Bounds of a rolling replacement.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.maxSurge) ? self.maxSurge : 1) > 0 || (has(self.maxUnavailable) && self.maxUnavailable > 0)").message("rollout needs maxSurge or maxUnavailable above 0"))]
+pub struct Rollout {
+    /// Instances above the count while it rolls (0 to 100, default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_surge: i32,
+    /// Running instances short of the count while it rolls (0 to 100, default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_unavailable: i32,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            max_surge: 1,
+            max_unavailable: 0,
+        }
+    }
 }
 
 /// Instance metadata service options.
@@ -486,6 +515,9 @@ pub struct NodeGroupStatus {
     pub name: String,
     pub desired: i32,
     pub running: i32,
+    /// Running instances on the group's current launch configuration.
+    #[serde(default)]
+    pub updated: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
 }

@@ -54,6 +54,8 @@ pub mod reason {
     pub const USER_DATA_NOT_FOUND: &str = "UserDataNotFound";
     /// A node group's user data is over AWS's 16 KB.
     pub const USER_DATA_TOO_LARGE: &str = "UserDataTooLarge";
+    /// A node group replaces its instances with a new launch configuration.
+    pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// The operator broke one of its own invariants (a bug to report).
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// `deletionPolicy: Retain`: the AWS resources were let go of.

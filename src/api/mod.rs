@@ -10,7 +10,7 @@ pub use cloud_account::{
 pub use compute_cluster::{
     ClusterPhase, ComputeCluster, ComputeClusterSpec, ComputeClusterStatus, DeletionPolicy,
     HttpTokens, IngressRule, MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Protocol,
-    RootVolume, SubnetKind, VolumeType,
+    Rollout, RootVolume, SubnetKind, VolumeType,
 };
 
 use kube::CustomResourceExt;

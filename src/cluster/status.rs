@@ -279,9 +279,11 @@ impl Report {
             .as_ref()
             .is_some_and(|i| i.instance_profile_arn.is_some() && i.role_name.is_some());
         let nodes = p.node_groups.as_ref().is_some_and(|groups| {
-            groups
-                .iter()
-                .all(|g| g.running == g.desired && g.instance_ids.len() == g.desired as usize)
+            groups.iter().all(|g| {
+                g.running == g.desired
+                    && g.updated == g.desired
+                    && g.instance_ids.len() == g.desired as usize
+            })
         });
         (p.network_ready, iam, nodes)
     }
@@ -329,10 +331,28 @@ impl Report {
                 )
             }
         };
+        let rolling: Vec<String> = self
+            .progress
+            .node_groups
+            .iter()
+            .flatten()
+            .filter(|g| g.updated < g.desired && g.running > g.updated)
+            .map(|g| format!("{}: {} of {} updated", g.name, g.updated, g.desired))
+            .collect();
+        let node_groups = if rolling.is_empty() {
+            part(NODE_GROUPS_READY, nodes, "node groups")
+        } else {
+            Desired::new(
+                NODE_GROUPS_READY,
+                false,
+                reason::ROLLING_UPDATE,
+                rolling.join("; "),
+            )
+        };
         let mut desired = vec![
             part(NETWORK_READY, network, "network"),
             part(IAM_READY, iam, "IAM role and instance profile"),
-            part(NODE_GROUPS_READY, nodes, "node groups"),
+            node_groups,
         ];
         desired.extend(self.account_ready.clone());
         desired

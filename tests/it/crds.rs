@@ -147,6 +147,16 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             "spec.nodeGroups[0].sshPublicKey",
         ),
         (
+            "a rollout that cannot move",
+            cc("count: 3}", "count: 3, rollout: {maxSurge: 0, maxUnavailable: 0}}"),
+            "rollout needs maxSurge or maxUnavailable above 0",
+        ),
+        (
+            "a surge over 100",
+            cc("count: 3}", "count: 3, rollout: {maxSurge: 101}}"),
+            "spec.nodeGroups[0].rollout.maxSurge",
+        ),
+        (
             "user data key with a space",
             cc("count: 3}", "count: 3, userDataSecretRef: {name: boot, key: \"user data\"}}"),
             "spec.nodeGroups[0].userDataSecretRef.key",

@@ -2,6 +2,8 @@
 //! root volumes, extra security groups of the user's; a change of any of
 //! them replaces the group's instances, new ones first.
 
+use std::cell::Cell;
+
 use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::Instance;
 use byoc_operator::api::ComputeCluster;
@@ -16,9 +18,18 @@ use crate::support::{
     OperatorExt,
 };
 
-/// The live instances of `group` of the cluster `uid`.
+/// The live instances of `group` of the cluster `uid`, as AWS shows them
+/// (through the proxy, which keeps new instances pending a while).
 async fn instances(g: &Ground, uid: &str, group: &str) -> Result<Vec<Instance>> {
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(g.proxy.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
     let tag = |k: &str, v: &str| {
         aws_sdk_ec2::types::Filter::builder()
             .name(format!("tag:{k}"))
@@ -427,4 +438,102 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
         left == vec![("alice".to_string(), false)],
         format!("key pairs after deletion: {left:?}"),
     )
+}
+
+/// Rolls `group` to `hop_limit` and samples AWS until done: `(lowest
+/// running, highest live)` seen, and the passes of status seen rolling.
+async fn roll_and_sample(
+    g: &Ground,
+    uid: &str,
+    rollout: serde_json::Value,
+    hop_limit: i32,
+) -> Result<(usize, usize, bool)> {
+    patch_spec(
+        g,
+        "roll",
+        serde_json::json!({"nodeGroups": [{
+            "name": "workers", "instanceType": "t3.small", "count": 4, "subnets": "public",
+            "rollout": rollout, "metadataOptions": {"httpPutResponseHopLimit": hop_limit}
+        }]}),
+    )
+    .await?;
+    let clusters = g.api::<ComputeCluster>();
+    let (lowest, highest, said) = (Cell::new(usize::MAX), Cell::new(0), Cell::new(false));
+    eventually("the group rolled", crate::clusters::WAIT, || async {
+        let now = instances(g, uid, "workers").await?;
+        let running = now
+            .iter()
+            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("running"))
+            .count();
+        let rolled = now.iter().filter(|i| metadata(i).1 == hop_limit).count();
+        let cc = clusters.get("roll").await?;
+        let rolling = cc.status.iter().flat_map(|s| s.conditions.iter()).any(|c| {
+            c.type_ == "NodeGroupsReady"
+                && c.reason == "RollingUpdate"
+                && c.message.contains("of 4 updated")
+        });
+        lowest.set(lowest.get().min(running));
+        highest.set(highest.get().max(now.len()));
+        said.set(said.get() || rolling);
+        Ok((now.len() == 4 && running == 4 && rolled == 4).then_some(()))
+    })
+    .await?;
+    Ok((lowest.get(), highest.get(), said.get()))
+}
+
+#[tokio::test]
+async fn a_launch_change_rolls_within_max_surge_and_max_unavailable() -> Result<()> {
+    let (g, _op) = ground_with_account("rollout", &[]).await?;
+    // Instances take a while to run, as on AWS, so the bounds are tested.
+    g.proxy.set_faults(testground::Faults {
+        pending: std::time::Duration::from_secs(1),
+        ..Default::default()
+    });
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("roll", "10.23.0.0/16").replace("count: 1", "count: 4"),
+    )?;
+    let cc = wait_running(&g, "roll", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+
+    let surge = roll_and_sample(
+        &g,
+        &uid,
+        serde_json::json!({"maxSurge": 1, "maxUnavailable": 0}),
+        2,
+    )
+    .await?;
+    println!(
+        "rollout maxSurge 1 / maxUnavailable 0: running at least {}, live at most {}",
+        surge.0, surge.1
+    );
+    ensure(
+        surge.0 >= 4 && surge.1 <= 5,
+        format!("surge bounds broken: {surge:?}"),
+    )?;
+    let unavailable = roll_and_sample(
+        &g,
+        &uid,
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1}),
+        3,
+    )
+    .await?;
+    println!(
+        "rollout maxSurge 0 / maxUnavailable 1: running at least {}, live at most {}",
+        unavailable.0, unavailable.1
+    );
+    ensure(
+        unavailable.0 >= 3 && unavailable.1 <= 4,
+        format!("unavailable bounds broken: {unavailable:?}"),
+    )?;
+    ensure(surge.2 || unavailable.2, "status never said it was rolling")?;
+    let done = wait_running(&g, "roll", |cc| {
+        cc.status.as_ref().is_some_and(|s| {
+            s.node_groups
+                .iter()
+                .all(|n| n.updated == 4 && n.running == 4)
+        })
+    })
+    .await?;
+    delete_leaves_nothing(&g, "roll", &done.uid().context("uid")?).await
 }

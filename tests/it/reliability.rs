@@ -359,6 +359,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/userDataSecretRef",
     "/spec/nodeGroups/0/sshKeyName",
     "/spec/nodeGroups/0/sshPublicKey",
+    "/spec/nodeGroups/0/rollout",
     "/spec/nodeGroups",
     "/spec/tags",
     "/spec/deletionPolicy",

@@ -122,6 +122,7 @@ mod tests {
             user_data_secret_ref: None,
             ssh_key_name: key_name.map(String::from),
             ssh_public_key: public_key.map(String::from),
+            rollout: None,
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],

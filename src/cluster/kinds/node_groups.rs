@@ -78,11 +78,11 @@ fn is_current(instance: &ObservedInstance, group: &NodeGroupSpec, config: &str) 
             .is_none_or(|c| c == config)
 }
 
-/// Scales a group to `count`, replaces instances of another launch
-/// configuration (new ones first, old ones once enough new ones run),
-/// replaces stopped instances,
-/// and terminates the newest first when scaling down. `subnets` are the
-/// candidate subnets; launches go where the group has fewest instances.
+/// Scales a group to `count`, replaces stopped instances, terminates the
+/// newest first when scaling down, and rolls instances of another launch
+/// configuration within the group's rollout bounds (see [`roll`]).
+/// `subnets` are the candidate subnets; launches go where the group has
+/// fewest instances.
 pub fn plan_group(
     group: &NodeGroupSpec,
     config: &str,
@@ -99,7 +99,7 @@ pub fn plan_group(
             InstanceState::ShuttingDown | InstanceState::Terminated => {}
         }
     }
-    let (mut current, outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
+    let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
         live.into_iter().partition(|i| is_current(i, group, config));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
@@ -108,16 +108,69 @@ pub fn plan_group(
         plan.terminate
             .extend(current.drain(..excess).map(|i| i.id.clone()));
     }
-    let running_current = current
-        .iter()
-        .filter(|i| i.state == InstanceState::Running)
-        .count();
-    if !outdated.is_empty() && running_current >= want {
-        plan.terminate.extend(outdated.iter().map(|i| i.id.clone()));
+    let mut missing = want.saturating_sub(current.len());
+    if !outdated.is_empty() {
+        let rollout = group.rollout.clone().unwrap_or_default();
+        let bounds = Bounds {
+            want,
+            surge: usize::try_from(rollout.max_surge).unwrap_or(0),
+            unavailable: usize::try_from(rollout.max_unavailable).unwrap_or(0),
+        };
+        // Those not yet running first, then the oldest.
+        outdated.sort_by(|a, b| {
+            let running = |i: &ObservedInstance| i.state == InstanceState::Running;
+            running(a)
+                .cmp(&running(b))
+                .then(a.launched.cmp(&b.launched))
+                .then(a.id.cmp(&b.id))
+        });
+        let (launch, terminate) = roll(&bounds, &current, &outdated);
+        missing = launch;
+        plan.terminate.extend(terminate);
     }
-    let missing = want.saturating_sub(current.len());
     plan.launch = spread(missing, &current, subnets);
     plan
+}
+
+/// A group's size and rollout bounds.
+pub struct Bounds {
+    pub want: usize,
+    pub surge: usize,
+    pub unavailable: usize,
+}
+
+/// One step of a rolling replacement: how many to launch and which
+/// outdated instances (not running first, then oldest) to terminate, so
+/// that live instances never exceed `want + surge` and running ones never
+/// drop below `want - unavailable` (once they were there).
+pub fn roll(
+    b: &Bounds,
+    current: &[&ObservedInstance],
+    outdated: &[&ObservedInstance],
+) -> (usize, Vec<String>) {
+    let running = |v: &[&ObservedInstance]| {
+        v.iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+    };
+    let mut spare =
+        (running(current) + running(outdated)).saturating_sub(b.want.saturating_sub(b.unavailable));
+    let mut terminate = Vec::new();
+    for i in outdated {
+        if i.state == InstanceState::Running {
+            if spare == 0 {
+                continue;
+            }
+            spare -= 1;
+        }
+        terminate.push(i.id.clone());
+    }
+    let live = current.len() + outdated.len() - terminate.len();
+    let launch = b
+        .want
+        .saturating_sub(current.len())
+        .min((b.want + b.surge).saturating_sub(live));
+    (launch, terminate)
 }
 
 /// `missing` launches over `subnets`, each to the least loaded one (ties to
@@ -213,16 +266,21 @@ pub fn plan(
         let plan = plan_group(group, &config, instances, &candidates(group, subnets));
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
-        let running = mine
+        let staying: Vec<&&ObservedInstance> = mine
             .iter()
-            .filter(|i| is_current(i, group, &config) && i.state == InstanceState::Running)
-            .filter(|i| !plan.terminate.contains(&i.id))
+            .filter(|i| i.state == InstanceState::Running && !plan.terminate.contains(&i.id))
+            .collect();
+        let updated = staying
+            .iter()
+            .filter(|i| is_current(i, group, &config))
             .count();
         let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         actions.statuses.push(NodeGroupStatus {
             name: group.name.clone(),
             desired: group.count,
-            running: i32::try_from(running).unwrap_or(i32::MAX),
+            running: count(staying.len()),
+            updated: count(updated),
             instance_ids: existing.clone(),
         });
         actions.terminate.extend(plan.terminate);
@@ -455,6 +513,7 @@ async fn count_running(
             .filter(|_| wanted)
         {
             s.running += 1;
+            s.updated += 1;
         }
     }
     Ok(())
@@ -503,6 +562,7 @@ mod tests {
             user_data_secret_ref: None,
             ssh_key_name: None,
             ssh_public_key: None,
+            rollout: None,
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
@@ -604,9 +664,9 @@ mod tests {
                     inst("i-1", large, Running, 1, "subnet-a"),
                     inst("i-2", large, Running, 1, "subnet-b"),
                 ],
-                vec![("subnet-a", 1), ("subnet-b", 1)],
+                vec![("subnet-a", 1)],
                 vec![],
-                "a type change: new ones first, old ones stay",
+                "a type change: a new one first (surge 1), old ones stay",
             ),
             (
                 group(2, "m6i.large"),
@@ -617,8 +677,8 @@ mod tests {
                     inst("i-4", "m6i.large", Running, 5, "subnet-b"),
                 ],
                 vec![],
-                vec![],
-                "a type change: old ones stay until the new ones run",
+                vec!["i-1"],
+                "a type change: an old one goes for each new one running",
             ),
             (
                 group(2, "m6i.large"),
@@ -737,8 +797,8 @@ mod tests {
         let first = plan_group(&spec, &config, &old, &subnets());
         assert_eq!(
             summary(&first),
-            (vec![("subnet-a", 1), ("subnet-b", 1)], vec![]),
-            "new ones first"
+            (vec![("subnet-a", 1)], vec![]),
+            "a new one first"
         );
         let mut legacy = old.clone();
         for i in &mut legacy {
@@ -759,6 +819,117 @@ mod tests {
             (vec![], vec!["i-1", "i-2"]),
             "old ones go once the new run"
         );
+    }
+
+    #[test]
+    fn roll_stays_within_its_bounds() {
+        let at = |id: &str, state| inst(id, "t3.large", state, 1, "subnet-a");
+        // (surge, unavailable, current, outdated, launched, terminated, why)
+        type Row<'a> = (
+            usize,
+            usize,
+            Vec<ObservedInstance>,
+            Vec<ObservedInstance>,
+            usize,
+            Vec<&'a str>,
+            &'a str,
+        );
+        let four_old = || {
+            (1..=4)
+                .map(|n| at(&format!("o-{n}"), Running))
+                .collect::<Vec<_>>()
+        };
+        let rows: Vec<Row> = vec![
+            (
+                1,
+                0,
+                vec![],
+                four_old(),
+                1,
+                vec![],
+                "surge 1: one new first, none gone",
+            ),
+            (
+                1,
+                0,
+                vec![at("n-1", Pending)],
+                four_old(),
+                0,
+                vec![],
+                "surge 1: wait while the new one starts",
+            ),
+            (
+                1,
+                0,
+                vec![at("n-1", Running)],
+                four_old(),
+                1,
+                vec!["o-1"],
+                "surge 1: it runs, one old goes, the next comes",
+            ),
+            (
+                0,
+                1,
+                vec![],
+                four_old(),
+                1,
+                vec!["o-1"],
+                "unavailable 1: one old goes, its successor comes",
+            ),
+            (
+                0,
+                1,
+                vec![at("n-1", Pending)],
+                four_old()[1..].to_vec(),
+                0,
+                vec![],
+                "unavailable 1: wait while it starts",
+            ),
+            (2, 0, vec![], four_old(), 2, vec![], "surge 2: two at once"),
+            (
+                1,
+                0,
+                vec![
+                    at("n-1", Running),
+                    at("n-2", Running),
+                    at("n-3", Running),
+                    at("n-4", Running),
+                ],
+                vec![at("o-4", Running)],
+                0,
+                vec!["o-4"],
+                "the last old one goes",
+            ),
+            (
+                1,
+                0,
+                vec![],
+                vec![at("o-1", Pending), at("o-2", Running)],
+                4,
+                vec!["o-1"],
+                "short of the count: an old one not running yet goes at once, the rest come",
+            ),
+        ];
+        for (surge, unavailable, current, outdated, launch, terminate, why) in rows {
+            let b = Bounds {
+                want: 4,
+                surge,
+                unavailable,
+            };
+            let (c, o): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
+                (current.iter().collect(), outdated.iter().collect());
+            let (got_launch, got_terminate) = roll(&b, &c, &o);
+            assert_eq!(
+                (
+                    got_launch,
+                    got_terminate.iter().map(String::as_str).collect::<Vec<_>>()
+                ),
+                (launch, terminate),
+                "{why}"
+            );
+            let live = c.len() + o.len() - got_terminate.len() + got_launch;
+            assert!(live <= 4 + surge, "{why}: {live} live");
+        }
     }
 
     #[test]
@@ -812,6 +983,7 @@ mod tests {
                 name: "workers".into(),
                 desired: 2,
                 running: 1,
+                updated: 1,
                 instance_ids: vec!["i-1".into()],
             }]
         );
