@@ -283,6 +283,25 @@ pub(crate) async fn delete_and_wait_gone(g: &Ground, name: &str) -> Result<()> {
     wait_gone(g, name).await
 }
 
+/// Waits until the ComputeCluster `name` is `Stalled` with `reason`: the condition.
+pub(crate) async fn stalled_with(
+    g: &Ground,
+    name: &str,
+    reason: &str,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let api = g.api::<ComputeCluster>();
+    eventually(&format!("{name} stalled with {reason}"), WAIT, || async {
+        let cc = api.get(name).await?;
+        Ok(cc
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason))
+    })
+    .await
+}
+
 /// Waits until the ComputeCluster `name` no longer exists.
 pub(crate) async fn wait_gone(g: &Ground, name: &str) -> Result<()> {
     let api = g.api::<ComputeCluster>();

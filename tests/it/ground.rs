@@ -203,14 +203,7 @@ async fn proxy_adds_what_moto_lacks() -> Result<()> {
         roles_must_exist: true,
         ..Default::default()
     });
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(g.proxy.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let config = g.aws_through_proxy().await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let launch = || {
         ec2.run_instances()

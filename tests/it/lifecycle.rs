@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 
 use crate::clusters::{
     counts, delete_and_wait_gone, example_manifest, ground_with_account, patch_spec,
-    small_cluster_manifest, wait_gone, wait_running, Counts,
+    small_cluster_manifest, stalled_with, wait_gone, wait_running, Counts,
 };
 use crate::support::{
     byoc, delete_namespace, ensure, eventually, install_crds, kubectl_apply, kubectl_byoc,
@@ -589,23 +589,9 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
     let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     let clusters = g.api::<ComputeCluster>();
     clusters.delete("stuck", &DeleteParams::default()).await?;
-    let stuck = eventually(
-        "the deletion stalled on its account",
-        crate::clusters::WAIT,
-        || async {
-            let cc = clusters.get("stuck").await?;
-            Ok(cc
-                .status
-                .unwrap_or_default()
-                .conditions
-                .into_iter()
-                .find(|c| {
-                    c.type_ == "Stalled" && c.status == "True" && c.reason == "AccountNotReady"
-                }))
-        },
-    )
-    .await
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    let stuck = stalled_with(&g, "stuck", "AccountNotReady")
+        .await
+        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
     ensure(
         stuck.message.contains("fix the CloudAccount")
             && stuck.message.contains("spec.deletionPolicy: Retain"),

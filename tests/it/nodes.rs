@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use crate::clusters::{
     counts, delete_leaves_nothing, ground_with_account, patch_spec, ready_account,
-    small_cluster_manifest, wait_running, Counts,
+    small_cluster_manifest, stalled_with, wait_running, Counts,
 };
 use crate::support::{
     assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, Ground, Operator,
@@ -21,15 +21,7 @@ use crate::support::{
 /// The live instances of `group` of the cluster `uid`, as AWS shows them
 /// (through the proxy, which keeps new instances pending a while).
 async fn instances(g: &Ground, uid: &str, group: &str) -> Result<Vec<Instance>> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(g.proxy.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws_through_proxy().await);
     let tag = |k: &str, v: &str| {
         aws_sdk_ec2::types::Filter::builder()
             .name(format!("tag:{k}"))
@@ -270,22 +262,7 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
     )?;
     // No Secret yet: stalled, naming it, and nothing made in AWS.
     let clusters = g.api::<ComputeCluster>();
-    let stalled = eventually(
-        "stalled on the missing Secret",
-        crate::clusters::WAIT,
-        || async {
-            let cc = clusters.get("boot").await?;
-            Ok(cc
-                .status
-                .unwrap_or_default()
-                .conditions
-                .into_iter()
-                .find(|c| {
-                    c.type_ == "Stalled" && c.status == "True" && c.reason == "UserDataNotFound"
-                }))
-        },
-    )
-    .await?;
+    let stalled = stalled_with(&g, "boot", "UserDataNotFound").await?;
     ensure(
         stalled.message.contains("Secret boot key user-data"),
         format!(

@@ -49,8 +49,18 @@ impl Ground {
 
     /// An AWS SDK config for test-side checks against this test's moto.
     pub async fn aws(&self) -> aws_config::SdkConfig {
+        self.aws_at(self.moto.endpoint()).await
+    }
+
+    /// [`Ground::aws`] through the proxy: AWS as the operator sees it
+    /// (pending states, faults).
+    pub async fn aws_through_proxy(&self) -> aws_config::SdkConfig {
+        self.aws_at(self.proxy.endpoint()).await
+    }
+
+    async fn aws_at(&self, endpoint: String) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(self.moto.endpoint())
+            .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_credential_types::Credentials::new(
                 "testing", "testing", None, None, "test",
