@@ -311,14 +311,24 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     Ok(action)
 }
 
+/// Waits until the ComputeCluster store has its first list. The store's
+/// readiness wakes only the last of several waiters (a one-shot channel
+/// keeps one waker), so reconciles that wait at once, as at start-up, would
+/// hang but for one: each waits in short rounds and looks again.
+async fn clusters_ready(clusters: &Store<ComputeCluster>) -> Result<(), Error> {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), clusters.wait_until_ready()).await {
+            Ok(ready) => return ready.map_err(|_| Error::WatchStopped("ComputeClusters")),
+            Err(_) => continue,
+        }
+    }
+}
+
 /// The clusters using `account`. The store may lag behind a cluster just
 /// created, so an answer of none is confirmed by a fresh list before the
 /// account is let go.
 async fn users_of(actx: &AccountContext, account: &CloudAccount) -> Result<Vec<String>, Error> {
-    actx.clusters
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::WatchStopped("ComputeClusters"))?;
+    clusters_ready(&actx.clusters).await?;
     let users = in_use::users(account, actx.clusters.state().iter().map(|c| &**c));
     let may_let_go = account.meta().deletion_timestamp.is_some() || in_use::held(account);
     if !users.is_empty() || !may_let_go {

@@ -49,6 +49,7 @@ async fn examples_apply() -> Result<()> {
         "cloudaccount.byoc.dev/acme-ambient",
         "computecluster.byoc.dev/demo",
         "computecluster.byoc.dev/byo",
+        "computecluster.byoc.dev/gpu",
     ] {
         ensure(
             names.contains(want),
