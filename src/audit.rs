@@ -116,64 +116,53 @@ pub fn instance_monthly_usd(instance_type: &str) -> Option<f64> {
 /// What is left of the former cluster `uid`, as the describe of its kinds
 /// shows it, with estimated costs.
 pub fn describe_leak(uid: &str, cluster: &str, o: &Observed) -> Leak {
-    let plain = |kind: &str, id: &str| LeakedResource {
-        kind: kind.into(),
-        id: id.into(),
-        detail: String::new(),
-        monthly_usd: None,
-    };
-    let mut resources: Vec<LeakedResource> = Vec::new();
-    resources.extend(
-        o.instances
-            .iter()
-            .filter(|i| !i.state.is_ending())
-            .map(|i| LeakedResource {
-                detail: format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
-                monthly_usd: instance_monthly_usd(&i.instance_type)
-                    .filter(|_| i.state != InstanceState::Stopped),
-                ..plain("instance", &i.id)
-            }),
-    );
-    resources.extend(
-        o.nat_gateways
-            .iter()
-            .filter(|n| n.state != NatState::Gone)
-            .map(|n| LeakedResource {
-                detail: format!("{:?}", n.state).to_lowercase(),
-                monthly_usd: matches!(n.state, NatState::Pending | NatState::Available)
-                    .then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH),
-                ..plain("nat-gateway", &n.id)
-            }),
-    );
-    resources.extend(o.addresses.iter().map(|a| LeakedResource {
-        monthly_usd: Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH),
-        ..plain("elastic-ip", &a.allocation_id)
-    }));
-    resources.extend(o.vpcs.iter().map(|v| plain("vpc", &v.id)));
-    resources.extend(o.subnets.iter().map(|s| plain("subnet", &s.id)));
-    resources.extend(
-        o.internet_gateways
-            .iter()
-            .map(|g| plain("internet-gateway", &g.id)),
-    );
-    resources.extend(o.route_tables.iter().map(|t| plain("route-table", &t.id)));
-    resources.extend(
-        o.security_groups
-            .iter()
-            .map(|g| plain("security-group", &g.id)),
-    );
-    resources.extend(o.key_pairs.iter().map(|k| plain("key-pair", &k.name)));
-    resources.extend(
-        o.iam
-            .instance_profile
-            .iter()
-            .map(|arn| plain("instance-profile", arn)),
-    );
-    resources.extend(o.iam.role.iter().map(|r| plain("iam-role", r)));
+    let resources = o
+        .resources()
+        .into_iter()
+        .map(|(kind, id)| {
+            let (detail, monthly_usd) = priced(kind, &id, o);
+            LeakedResource {
+                kind: kind.into(),
+                id,
+                detail,
+                monthly_usd,
+            }
+        })
+        .collect();
     Leak {
         uid: uid.to_string(),
         cluster: cluster.to_string(),
         resources,
+    }
+}
+
+/// What the describe says of one resource, and what it costs a month.
+fn priced(kind: &str, id: &str, o: &Observed) -> (String, Option<f64>) {
+    match kind {
+        "instance" => o
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .map_or_else(Default::default, |i| {
+                let cost = instance_monthly_usd(&i.instance_type)
+                    .filter(|_| i.state != InstanceState::Stopped);
+                (
+                    format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
+                    cost,
+                )
+            }),
+        "nat-gateway" => {
+            o.nat_gateways
+                .iter()
+                .find(|n| n.id == id)
+                .map_or_else(Default::default, |n| {
+                    let billed = matches!(n.state, NatState::Pending | NatState::Available);
+                    let cost = billed.then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH);
+                    (format!("{:?}", n.state).to_lowercase(), cost)
+                })
+        }
+        "elastic-ip" => (String::new(), Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH)),
+        _ => (String::new(), None),
     }
 }
 

@@ -22,7 +22,6 @@ use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::reason;
 use crate::api::{ClusterPhase, ComputeCluster, DeletionPolicy};
 use crate::aws::dependents::{self, Dependent};
-use crate::aws::nat_gateway::NatState;
 use crate::aws::tags::OwnershipTags;
 use crate::aws::{AwsClients, AwsError, AwsResult};
 use crate::outcome::Outcome;
@@ -228,28 +227,7 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus) -> Vec<String> {
 
 /// Every AWS resource ID a describe found.
 pub fn observed_ids(o: &Observed) -> Vec<String> {
-    let mut ids: Vec<String> = o.vpcs.iter().map(|v| v.id.clone()).collect();
-    ids.extend(o.subnets.iter().map(|s| s.id.clone()));
-    ids.extend(o.internet_gateways.iter().map(|g| g.id.clone()));
-    ids.extend(o.addresses.iter().map(|a| a.allocation_id.clone()));
-    ids.extend(
-        o.nat_gateways
-            .iter()
-            .filter(|n| n.state != NatState::Gone)
-            .map(|n| n.id.clone()),
-    );
-    ids.extend(o.route_tables.iter().map(|t| t.id.clone()));
-    ids.extend(o.security_groups.iter().map(|g| g.id.clone()));
-    ids.extend(
-        o.instances
-            .iter()
-            .filter(|i| !i.state.is_ending())
-            .map(|i| i.id.clone()),
-    );
-    ids.extend(o.key_pairs.iter().map(|k| k.name.clone()));
-    ids.extend(o.iam.role.iter().cloned());
-    ids.extend(o.iam.instance_profile.iter().cloned());
-    ids
+    o.resources().into_iter().map(|(_, id)| id).collect()
 }
 
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.

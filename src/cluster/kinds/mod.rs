@@ -87,6 +87,50 @@ impl Observed {
         })
     }
 
+    /// Every live resource as `(kind, ID)`: what a cluster has in AWS (for
+    /// what `Retain` leaves, what an audit lists). Billed kinds first.
+    pub fn resources(&self) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        let live_instances = self.instances.iter().filter(|i| !i.state.is_ending());
+        out.extend(live_instances.map(|i| ("instance", i.id.clone())));
+        let live_nats = self
+            .nat_gateways
+            .iter()
+            .filter(|n| n.state != nat_gateway::NatState::Gone);
+        out.extend(live_nats.map(|n| ("nat-gateway", n.id.clone())));
+        out.extend(
+            self.addresses
+                .iter()
+                .map(|a| ("elastic-ip", a.allocation_id.clone())),
+        );
+        out.extend(self.vpcs.iter().map(|v| ("vpc", v.id.clone())));
+        out.extend(self.subnets.iter().map(|s| ("subnet", s.id.clone())));
+        out.extend(
+            self.internet_gateways
+                .iter()
+                .map(|g| ("internet-gateway", g.id.clone())),
+        );
+        out.extend(
+            self.route_tables
+                .iter()
+                .map(|t| ("route-table", t.id.clone())),
+        );
+        out.extend(
+            self.security_groups
+                .iter()
+                .map(|g| ("security-group", g.id.clone())),
+        );
+        out.extend(self.key_pairs.iter().map(|k| ("key-pair", k.name.clone())));
+        out.extend(
+            self.iam
+                .instance_profile
+                .iter()
+                .map(|a| ("instance-profile", a.clone())),
+        );
+        out.extend(self.iam.role.iter().map(|r| ("iam-role", r.clone())));
+        out
+    }
+
     /// Whether nothing of the cluster's is left.
     pub fn is_empty(&self) -> bool {
         self.vpcs.is_empty()
