@@ -9,9 +9,15 @@ use sha2::{Digest, Sha256};
 /// followed by a NUL so `["ab", "c"]` and `["a", "bc"]` differ. At most 64
 /// characters (EC2's limit) when `prefix` is at most 47.
 pub fn client_token(prefix: &str, parts: &[&str]) -> String {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    hash_token(prefix, &bytes)
+}
+
+/// [`client_token`] over byte strings (content that need not be UTF-8).
+pub fn hash_token(prefix: &str, parts: &[&[u8]]) -> String {
     let mut hash = Sha256::new();
     for part in parts {
-        hash.update(part.as_bytes());
+        hash.update(part);
         hash.update([0]);
     }
     let digest = hash.finalize();

@@ -10,7 +10,7 @@ use kube::{Api, Client};
 
 use crate::api::compute_cluster::UserDataSecretRef;
 use crate::api::NodeGroupSpec;
-use crate::aws::token::client_token;
+use crate::aws::token::hash_token;
 use crate::Error;
 
 /// AWS's limit on user data, before base64.
@@ -71,7 +71,8 @@ pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<Use
             content.len()
         )));
     }
-    let hash = client_token("ud", &[&String::from_utf8_lossy(&content)]);
+    // The bytes themselves: gzipped cloud-init is not UTF-8.
+    let hash = hash_token("ud", &[&content]);
     Ok(UserData { content, hash })
 }
 
@@ -129,6 +130,15 @@ mod tests {
         )
         .expect("read");
         assert_ne!(ok.hash, other.hash, "a change changes the hash");
+        let (gz1, gz2) = (
+            from_secret(&r, Some(&secret("user-data", &[0x1f, 0x8b, 0xff]))),
+            from_secret(&r, Some(&secret("user-data", &[0x1f, 0x8b, 0xfe]))),
+        );
+        assert_ne!(
+            gz1.expect("binary").hash,
+            gz2.expect("binary").hash,
+            "binary content is hashed as bytes"
+        );
         // (secret, error kind, the message names)
         let rows: Vec<(Option<Secret>, &str)> = vec![
             (None, "the Secret was not found"),

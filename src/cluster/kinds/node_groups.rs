@@ -241,6 +241,8 @@ pub struct LaunchPlan {
     pub count: i32,
     /// The group's instances now (part of the launch's client token).
     pub existing: Vec<String>,
+    /// The group's launch configuration hash (tagged on the instances).
+    pub launch_config: String,
 }
 
 /// The whole decision for the node groups, and their status before it runs.
@@ -291,6 +293,7 @@ pub fn plan(
                 subnet,
                 count,
                 existing: existing.clone(),
+                launch_config: config.clone(),
             }));
     }
     actions
@@ -408,9 +411,7 @@ pub async fn ensure(
     let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, device, l)| {
         let mut groups = vec![network.security_group.to_string()];
         groups.extend(group.additional_security_group_ids.iter().cloned());
-        let user_data = p.user_data.get(&group.name);
-        let config = launch_config(group, user_data.map(|u| u.hash.as_str()));
-        let encoded = user_data.map(|u| u.encoded());
+        let encoded = p.user_data.get(&group.name).map(|u| u.encoded());
         async move {
             let metadata = group.metadata_options.clone().unwrap_or_default();
             let root_device = group
@@ -437,7 +438,7 @@ pub async fn ensure(
                 http_tokens_required: metadata.http_tokens == HttpTokens::Required,
                 http_put_response_hop_limit: metadata.http_put_response_hop_limit,
                 root_device,
-                launch_config: &config,
+                launch_config: &l.launch_config,
                 user_data: encoded.as_deref(),
                 key_name: network.key_names.get(&group.name).map(String::as_str),
                 count: l.count,
@@ -974,6 +975,7 @@ mod tests {
                 subnet: "subnet-b".into(),
                 count: 1,
                 existing: vec!["i-1".into()],
+                launch_config: launch_config(&group(2, "t3.large"), None),
             }],
             "one more, into the private subnet with fewest"
         );
