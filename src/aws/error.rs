@@ -230,6 +230,7 @@ const NEEDS_USER: &[&str] = &[
     "InvalidVpc.Range",
     "InvalidParameterCombination",
     "InvalidAvailabilityZone",
+    "InvalidKeyPair.Format",
 ];
 
 /// Classifies an AWS error code.
@@ -280,6 +281,10 @@ mod tests {
         );
         assert_eq!(
             classify("InvalidAMIID.NotFound", "", Some(400)),
+            ErrorClass::NeedsUser
+        );
+        assert_eq!(
+            classify("InvalidKeyPair.Format", "", Some(400)),
             ErrorClass::NeedsUser
         );
         assert_eq!(

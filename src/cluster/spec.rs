@@ -61,6 +61,12 @@ pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
         }
         _ => return Err("set exactly one of network.vpcCidr or network.existingVpcId".into()),
     };
+    for group in &spec.node_groups {
+        if let Some(key) = &group.ssh_public_key {
+            check_ssh_public_key(key)
+                .map_err(|e| format!("nodeGroups {}: sshPublicKey {e}", group.name))?;
+        }
+    }
     Ok(ValidatedSpec {
         region: spec.region.clone(),
         account: cc.account_key(),
@@ -107,4 +113,41 @@ fn managed_network(network: &NetworkSpec, cidr: &str, region: &str) -> Result<Ne
         zones,
         nat: network.nat_gateways.unwrap_or_default(),
     })
+}
+
+/// An OpenSSH public key line whose body decodes as a key of the named
+/// algorithm: the schema checks the shape only, and EC2 refuses anything
+/// else after the network has been built.
+fn check_ssh_public_key(key: &str) -> Result<(), String> {
+    let parsed = ssh_key::PublicKey::from_openssh(key)
+        .map_err(|e| format!("is not an OpenSSH public key ({e})"))?;
+    match parsed.algorithm() {
+        ssh_key::Algorithm::Rsa { .. }
+        | ssh_key::Algorithm::Ed25519
+        | ssh_key::Algorithm::Ecdsa { .. } => Ok(()),
+        other => Err(format!("has algorithm {other}, which EC2 does not import")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ssh_public_key;
+
+    #[test]
+    fn ssh_public_keys() {
+        let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBUe8WXdciTjIF9A4ssgb5fI76msqWQ00GpX7iDC6DnX user@host";
+        assert_eq!(check_ssh_public_key(ed25519), Ok(()));
+        for bad in [
+            // Right prefix, random body: what the schema's pattern admits.
+            "ssh-ed25519 AAAAabcdefghijklmnopqrstuvwx user",
+            // The body of an ed25519 key under another algorithm's name.
+            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBUe8WXdciTjIF9A4ssgb5fI76msqWQ00GpX7iDC6DnX",
+            // A truncated body.
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBUe8WXdciTjIF9A4ssgb5fI76msq",
+            "",
+        ] {
+            let err = check_ssh_public_key(bad).expect_err(bad);
+            assert!(err.contains("is not an OpenSSH public key"), "{bad}: {err}");
+        }
+    }
 }

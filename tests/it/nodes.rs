@@ -360,6 +360,26 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
             &format!("nodeGroups:\n    - {{name: workers, instanceType: t3.small, count: 1, subnets: public, sshPublicKey: \"{key}\"}}\n    - {{name: admin, instanceType: t3.small, count: 1, subnets: public, sshKeyName: alice}}"),
         )
     };
+    // A key the schema's pattern admits but whose body is no key: stalled
+    // before anything is made (EC2 would refuse it after the network).
+    kubectl_apply(&g, &manifest("ssh-ed25519 AAAAnotakeyatall test"))?;
+    let stalled = stalled_with(&g, "keys", "InvalidSpec").await?;
+    ensure(
+        stalled
+            .message
+            .contains("nodeGroups workers: sshPublicKey is not an OpenSSH public key"),
+        format!("the condition does not name the key: {}", stalled.message),
+    )?;
+    let uid = g
+        .api::<ComputeCluster>()
+        .get("keys")
+        .await?
+        .uid()
+        .context("uid")?;
+    ensure(
+        counts(&g, &uid).await? == Counts::default(),
+        "something was made in AWS",
+    )?;
     kubectl_apply(&g, &manifest(KEY_1))?;
     let cc = wait_running(&g, "keys", |_| true).await?;
     let uid = cc.uid().context("uid")?;
