@@ -50,6 +50,13 @@ pub enum Error {
     UserDataNotFound(String),
     #[error("{0}")]
     UserDataTooLarge(String),
+    /// A key pair named by `sshKeyName` does not exist in the region.
+    #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]
+    KeyPairNotFound {
+        group: String,
+        name: String,
+        region: String,
+    },
     #[error("no Amazon Linux 2023 image for {0} found")]
     NoImage(String),
     /// An invariant of the operator broke: a bug, reported as such.
@@ -84,6 +91,7 @@ impl Error {
             Error::NoImage(_) => Some(reason::IMAGE_NOT_FOUND),
             Error::UserDataNotFound(_) => Some(reason::USER_DATA_NOT_FOUND),
             Error::UserDataTooLarge(_) => Some(reason::USER_DATA_TOO_LARGE),
+            Error::KeyPairNotFound { .. } => Some(reason::KEY_PAIR_NOT_FOUND),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
             Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
                 Some(if e.is_access_denied() {
@@ -110,6 +118,7 @@ impl Error {
             Error::NoImage(_) => "no_image".into(),
             Error::UserDataNotFound(_) => "user_data_not_found".into(),
             Error::UserDataTooLarge(_) => "user_data_too_large".into(),
+            Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),
             Error::Internal(_) => "internal".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),

@@ -210,12 +210,15 @@ pub struct NodeGroupSpec {
     /// stalls the cluster and nothing is launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data_secret_ref: Option<UserDataSecretRef>,
-    /// An existing EC2 key pair for SSH access: used, never modified.
+    /// An existing EC2 key pair for SSH access: used, never modified. One
+    /// that does not exist in the region stalls the cluster
+    /// (`KeyPairNotFound`) before any instance is launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = patterns::KEY_PAIR_NAME))]
     pub ssh_key_name: Option<String>,
-    /// An SSH public key (`ssh-ed25519 AAAA...`): imported as a key pair of
-    /// the cluster's, tagged and deleted with it. Changing it imports a new
+    /// An SSH public key (`ssh-ed25519 AAAA...`, RSA or ECDSA): imported as a
+    /// key pair of the cluster's, tagged and deleted with it. One that does
+    /// not decode as a key stalls the cluster (`InvalidSpec`). Changing it imports a new
     /// one and replaces the group's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16384), regex(pattern = patterns::SSH_PUBLIC_KEY))]

@@ -54,6 +54,8 @@ pub mod reason {
     pub const USER_DATA_NOT_FOUND: &str = "UserDataNotFound";
     /// A node group's user data is over AWS's 16 KB.
     pub const USER_DATA_TOO_LARGE: &str = "UserDataTooLarge";
+    /// A key pair named by a node group's `sshKeyName` does not exist.
+    pub const KEY_PAIR_NOT_FOUND: &str = "KeyPairNotFound";
     /// A node group replaces its instances with a new launch configuration.
     pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// The operator broke one of its own invariants (a bug to report).

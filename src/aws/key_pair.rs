@@ -32,6 +32,28 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         .collect()
 }
 
+/// Which of `names` exist as key pairs in the region (any owner's: these
+/// are the user's, used and never changed).
+pub async fn existing(c: &AwsClients, names: &[String]) -> AwsResult<Vec<String>> {
+    const OP: &str = "ec2:DescribeKeyPairs";
+    let out = c
+        .ec2
+        .describe_key_pairs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("key-name")
+                .set_values(Some(names.to_vec()))
+                .build(),
+        )
+        .send()
+        .await
+        .op(OP)?;
+    out.key_pairs()
+        .iter()
+        .map(|k| required(k.key_name(), OP, "KeyName"))
+        .collect()
+}
+
 /// Imports `public_key` as the key pair `name`, tagged as the group's.
 pub async fn import(
     c: &AwsClients,

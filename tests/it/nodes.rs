@@ -349,11 +349,6 @@ async fn key_pairs(g: &Ground, uid: &str) -> Result<Vec<(String, bool)>> {
 async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled() -> Result<()> {
     let (g, _op) = ground_with_account("ssh-keys", &[]).await?;
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
-    ec2.import_key_pair()
-        .key_name("alice")
-        .public_key_material(aws_smithy_types::Blob::new(KEY_2.as_bytes()))
-        .send()
-        .await?;
     let manifest = |key: &str| {
         small_cluster_manifest("keys", "10.22.0.0/16").replace(
             "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
@@ -380,7 +375,28 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
         counts(&g, &uid).await? == Counts::default(),
         "something was made in AWS",
     )?;
+    // The brought key pair does not exist yet: stalled, naming it, and no
+    // instance launched (moto would launch with any name; AWS refuses).
     kubectl_apply(&g, &manifest(KEY_1))?;
+    let stalled = stalled_with(&g, "keys", "KeyPairNotFound").await?;
+    ensure(
+        stalled
+            .message
+            .contains("key pair alice (nodeGroups admin: sshKeyName)"),
+        format!(
+            "the condition does not name the key pair: {}",
+            stalled.message
+        ),
+    )?;
+    ensure(
+        counts(&g, &uid).await?.instances.is_empty(),
+        "an instance was launched",
+    )?;
+    ec2.import_key_pair()
+        .key_name("alice")
+        .public_key_material(aws_smithy_types::Blob::new(KEY_2.as_bytes()))
+        .send()
+        .await?;
     let cc = wait_running(&g, "keys", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let key_of = |i: &Instance| i.key_name().unwrap_or_default().to_string();

@@ -74,6 +74,7 @@ pub async fn ensure(p: Pass<'_>) -> Result<BTreeMap<String, String>, Error> {
         &p.observed.key_pairs,
         &p.observed.instances,
     );
+    check_brought(p).await?;
     try_join_all(
         actions
             .import
@@ -89,6 +90,32 @@ pub async fn ensure(p: Pass<'_>) -> Result<BTreeMap<String, String>, Error> {
     )
     .await?;
     Ok(actions.key_names)
+}
+
+/// The key pairs named by `sshKeyName` exist: EC2 would refuse the launch
+/// only after the network is built and billing.
+async fn check_brought(p: Pass<'_>) -> Result<(), Error> {
+    let brought: Vec<(&String, &String)> = p
+        .spec
+        .node_groups
+        .iter()
+        .filter_map(|g| g.ssh_key_name.as_ref().map(|k| (&g.name, k)))
+        .collect();
+    if brought.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = brought.iter().map(|(_, k)| (*k).clone()).collect();
+    names.sort();
+    names.dedup();
+    let found = key_pair::existing(p.c, &names).await?;
+    match brought.into_iter().find(|(_, k)| !found.contains(k)) {
+        Some((group, name)) => Err(Error::KeyPairNotFound {
+            group: group.clone(),
+            name: name.clone(),
+            region: p.spec.region.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 pub async fn delete(c: &AwsClients, observed: &[ObservedKeyPair]) -> AwsResult<()> {
