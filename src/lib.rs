@@ -50,6 +50,10 @@ pub enum Error {
     UserDataNotFound(String),
     #[error("{0}")]
     UserDataTooLarge(String),
+    #[error("managed policy {0} (iam.managedPolicyArns) does not exist or is not attachable")]
+    IamPolicyNotFound(String),
+    #[error("instance profile {0} (iam.instanceProfileName) does not exist")]
+    InstanceProfileNotFound(String),
     /// A key pair named by `sshKeyName` does not exist in the region.
     #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]
     KeyPairNotFound {
@@ -92,6 +96,8 @@ impl Error {
             Error::UserDataNotFound(_) => Some(reason::USER_DATA_NOT_FOUND),
             Error::UserDataTooLarge(_) => Some(reason::USER_DATA_TOO_LARGE),
             Error::KeyPairNotFound { .. } => Some(reason::KEY_PAIR_NOT_FOUND),
+            Error::IamPolicyNotFound(_) => Some(reason::IAM_POLICY_NOT_FOUND),
+            Error::InstanceProfileNotFound(_) => Some(reason::INSTANCE_PROFILE_NOT_FOUND),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
             Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
                 Some(if e.is_access_denied() {
@@ -119,6 +125,8 @@ impl Error {
             Error::UserDataNotFound(_) => "user_data_not_found".into(),
             Error::UserDataTooLarge(_) => "user_data_too_large".into(),
             Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),
+            Error::IamPolicyNotFound(_) => "iam_policy_not_found".into(),
+            Error::InstanceProfileNotFound(_) => "instance_profile_not_found".into(),
             Error::Internal(_) => "internal".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),

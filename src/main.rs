@@ -80,6 +80,11 @@ enum Command {
         /// External ID the role requires.
         #[arg(long, required_if_eq("kind", "trust"))]
         external_id: Option<String>,
+        /// Permissions: a role of a brought instance profile
+        /// (`iam.instanceProfileName`) the operator may pass to the nodes;
+        /// repeatable.
+        #[arg(long)]
+        pass_role: Vec<String>,
     },
 }
 
@@ -161,10 +166,11 @@ fn main() -> ExitCode {
             kind,
             principal,
             external_id,
+            pass_role,
         } => {
             use byoc_operator::account::iam_policy;
             let doc = match kind {
-                PolicyKind::Permissions => iam_policy::permissions_policy(),
+                PolicyKind::Permissions => iam_policy::permissions_policy(&pass_role),
                 PolicyKind::Trust => iam_policy::trust_policy(
                     principal.as_deref().unwrap_or_default(),
                     external_id.as_deref().unwrap_or_default(),

@@ -70,10 +70,17 @@ pub const IAM: &[&str] = &[
     "iam:TagInstanceProfile",
     "iam:AddRoleToInstanceProfile",
     "iam:RemoveRoleFromInstanceProfile",
+    "iam:ListAttachedRolePolicies",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
 ];
 
-/// The cross-account role's permissions policy.
-pub fn permissions_policy() -> Value {
+/// The cross-account role's permissions policy. `pass_roles`: the roles of
+/// instance profiles brought by clusters (`iam.instanceProfileName`), which
+/// the nodes are launched with.
+pub fn permissions_policy(pass_roles: &[String]) -> Value {
+    let mut passed = vec!["arn:aws:iam::*:role/byoc-*".to_string()];
+    passed.extend(pass_roles.iter().cloned());
     let tag_condition =
         |key: &str| json!({ "StringEquals": { format!("{key}/{MANAGED_BY}"): MANAGED_BY_VALUE } });
     json!({
@@ -95,7 +102,8 @@ pub fn permissions_policy() -> Value {
             {"Sid": "EncryptRootVolumes", "Effect": "Allow",
              "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
              "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}},
-            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
+            {"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": "iam:GetInstanceProfile", "Resource": "arn:aws:iam::*:instance-profile/*"},
+            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": passed,
              "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}
         ]
     })
@@ -127,7 +135,7 @@ mod tests {
         // target directory must read this checkout's source.
         let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
         let dir = std::path::Path::new(&root).join("src/aws");
-        let granted = serde_json::to_string(&permissions_policy()).unwrap_or_default();
+        let granted = serde_json::to_string(&permissions_policy(&[])).unwrap_or_default();
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
@@ -144,6 +152,21 @@ mod tests {
             }
         }
         assert!(checked > 30, "only {checked} operations found");
+    }
+
+    #[test]
+    fn brought_roles_may_be_passed() {
+        let role = "arn:aws:iam::111111111111:role/team-nodes".to_string();
+        let p = permissions_policy(std::slice::from_ref(&role));
+        let pass = p["Statement"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["Sid"] == "PassNodeRole"))
+            .map(|s| s["Resource"].clone());
+        assert_eq!(
+            pass,
+            Some(json!(["arn:aws:iam::*:role/byoc-*", role])),
+            "{p}"
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct ComputeClusterSpec {
     /// The network: a managed VPC (`vpcCidr`) or an existing one (`existingVpcId`).
     pub network: NetworkSpec,
 
+    /// The nodes' IAM identity. Without it the operator makes a role and an
+    /// instance profile for the nodes, named after the cluster, with no
+    /// policy attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<ClusterIam>,
+
     /// EC2 node groups; names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
@@ -176,6 +182,33 @@ pub enum Protocol {
     Udp,
     Icmp,
     All,
+}
+
+/// The nodes' IAM identity: policies for the role the operator makes, or an
+/// instance profile brought by the user.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.instanceProfileName) || !has(self.managedPolicyArns) || size(self.managedPolicyArns) == 0").message("set managedPolicyArns or instanceProfileName, not both: a brought instance profile's role is never changed"))]
+pub struct ClusterIam {
+    /// Managed policies attached to the nodes' role (AWS's, e.g.
+    /// `arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore`, or the
+    /// account's own). One removed from the list is detached; all are
+    /// detached before the role is deleted. A change replaces no instance:
+    /// policies apply to running nodes. A policy that does not exist stalls
+    /// the cluster (`IamPolicyNotFound`). IAM allows 10 per role unless its
+    /// quota is raised (to at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 2048), regex(pattern = patterns::POLICY_ARN)))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("managedPolicyArns must not repeat a policy"))]
+    pub managed_policy_arns: Vec<String>,
+    /// An existing instance profile the nodes launch with instead of the
+    /// operator's role and profile: used, never modified or deleted. The
+    /// operator's AWS identity needs `iam:PassRole` on its role. One that
+    /// does not exist stalls the cluster (`InstanceProfileNotFound`) before
+    /// any instance is launched; changing it replaces the instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = patterns::IAM_NAME))]
+    pub instance_profile_name: Option<String>,
 }
 
 /// A group of identical EC2 instances.
@@ -505,10 +538,14 @@ pub struct SubnetStatus {
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct IamStatus {
+    /// The nodes' role (with a brought instance profile: the role in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile_arn: Option<String>,
+    /// Managed policies attached to the operator's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_policy_arns: Vec<String>,
 }
 
 /// One node group's instances.

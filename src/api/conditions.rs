@@ -56,6 +56,10 @@ pub mod reason {
     pub const USER_DATA_TOO_LARGE: &str = "UserDataTooLarge";
     /// A key pair named by a node group's `sshKeyName` does not exist.
     pub const KEY_PAIR_NOT_FOUND: &str = "KeyPairNotFound";
+    /// A managed policy in `iam.managedPolicyArns` does not exist.
+    pub const IAM_POLICY_NOT_FOUND: &str = "IamPolicyNotFound";
+    /// The instance profile in `iam.instanceProfileName` does not exist.
+    pub const INSTANCE_PROFILE_NOT_FOUND: &str = "InstanceProfileNotFound";
     /// A node group replaces its instances with a new launch configuration.
     pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// The operator broke one of its own invariants (a bug to report).

@@ -8,9 +8,9 @@ pub use cloud_account::{
     AccountPhase, CloudAccount, CloudAccountSpec, CloudAccountStatus, RoleHop, SecretRef,
 };
 pub use compute_cluster::{
-    ClusterPhase, ComputeCluster, ComputeClusterSpec, ComputeClusterStatus, DeletionPolicy,
-    HttpTokens, IngressRule, MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Protocol,
-    Rollout, RootVolume, SubnetKind, VolumeType,
+    ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec, ComputeClusterStatus,
+    DeletionPolicy, HttpTokens, IngressRule, MetadataOptions, NatGateways, NetworkSpec,
+    NodeGroupSpec, Protocol, Rollout, RootVolume, SubnetKind, VolumeType,
 };
 
 use kube::CustomResourceExt;
@@ -36,6 +36,10 @@ pub mod patterns {
     pub const KEY_PAIR_NAME: &str = r"^[ -~]+$";
     pub const SSH_PUBLIC_KEY: &str =
         r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [ -~]*)?$";
+    /// An IAM managed policy: AWS's or an account's, with an optional path.
+    pub const POLICY_ARN: &str = r"^arn:aws[a-z-]*:iam::(aws|[0-9]{12}):policy/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,128}$";
+    /// IAM role and instance profile names.
+    pub const IAM_NAME: &str = r"^[A-Za-z0-9+=,.@_-]+$";
     pub const SECURITY_GROUP_ID: &str = r"^sg-[0-9a-f]{8,17}$";
     /// A KMS key ID, alias (`alias/...`) or ARN of either.
     pub const KMS_KEY: &str = r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32})$";

@@ -19,6 +19,8 @@ pub struct ObservedIam {
     pub instance_profile_not_ours: bool,
     /// Roles in the instance profile.
     pub profile_roles: Vec<String>,
+    /// Managed policies attached to the role, when they were listed.
+    pub attached_policies: Option<Vec<String>>,
 }
 
 fn iam_tags(owner: &OwnershipTags) -> Vec<Tag> {
@@ -35,8 +37,14 @@ fn ours(tags: &[Tag], owner: &OwnershipTags) -> bool {
 }
 
 /// IAM has no tag filter: the role and profile are named after the cluster
-/// (`name`), and the tags say whether what carries the name is ours.
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<ObservedIam> {
+/// (`name`), and the tags say whether what carries the name is ours. The
+/// role's managed policies are listed when `list_policies`.
+pub async fn describe(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    name: &str,
+    list_policies: bool,
+) -> AwsResult<ObservedIam> {
     let mut observed = ObservedIam {
         name: name.to_string(),
         ..Default::default()
@@ -53,6 +61,9 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsR
     if let Some(role) = role.as_ref().and_then(|out| out.role()) {
         if ours(role.tags(), owner) {
             observed.role = Some(role.role_name().to_string());
+            if list_policies {
+                observed.attached_policies = Some(attached_policies(c, name).await?);
+            }
         } else {
             observed.role_not_ours = true;
         }
@@ -110,6 +121,76 @@ pub async fn create_instance_profile(
         })
 }
 
+/// The managed policies attached to role `name`.
+pub async fn attached_policies(c: &AwsClients, name: &str) -> AwsResult<Vec<String>> {
+    let pages: Vec<_> = c
+        .iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    pages
+        .into_iter()
+        .map(|p| {
+            p.op("iam:ListAttachedRolePolicies").and_then(|p| {
+                p.policy_arn()
+                    .map(str::to_string)
+                    .ok_or(AwsError::Incomplete {
+                        operation: "iam:ListAttachedRolePolicies",
+                        missing: "PolicyArn",
+                    })
+            })
+        })
+        .collect()
+}
+
+pub async fn attach_policy(c: &AwsClients, role: &str, arn: &str) -> AwsResult<()> {
+    c.iam
+        .attach_role_policy()
+        .role_name(role)
+        .policy_arn(arn)
+        .send()
+        .await
+        .op("iam:AttachRolePolicy")
+        .map(|_| ())
+}
+
+pub async fn detach_policy(c: &AwsClients, role: &str, arn: &str) -> AwsResult<()> {
+    c.iam
+        .detach_role_policy()
+        .role_name(role)
+        .policy_arn(arn)
+        .send()
+        .await
+        .op("iam:DetachRolePolicy")
+        .or_gone()
+}
+
+/// A brought instance profile: its ARN and the role in it; `None` when
+/// there is no profile of that name.
+pub async fn get_brought(
+    c: &AwsClients,
+    name: &str,
+) -> AwsResult<Option<(String, Option<String>)>> {
+    let out = c
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .op("iam:GetInstanceProfile")
+        .found()?;
+    Ok(out.and_then(|out| {
+        out.instance_profile().map(|p| {
+            let role = p.roles().first().map(|r| r.role_name().to_string());
+            (p.arn().to_string(), role)
+        })
+    }))
+}
+
 pub async fn add_role(c: &AwsClients, name: &str) -> AwsResult<()> {
     match c
         .iam
@@ -149,6 +230,17 @@ pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
             .or_gone()?;
     }
     if observed.role.is_some() {
+        // IAM refuses to delete a role with policies attached.
+        let attached = match &observed.attached_policies {
+            Some(listed) => listed.clone(),
+            None => attached_policies(c, name)
+                .await
+                .found()?
+                .unwrap_or_default(),
+        };
+        for arn in &attached {
+            detach_policy(c, name, arn).await?;
+        }
         c.iam
             .delete_role()
             .role_name(name)

@@ -163,7 +163,12 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
         tracing::info!(name = %cc.name_any(), "deletionPolicy Retain: no AWS call was ever made");
         return Ok(());
     };
-    let mut ids = status_ids(&status);
+    let brought = cc
+        .spec
+        .iam
+        .as_ref()
+        .and_then(|i| i.instance_profile_name.as_ref());
+    let mut ids = status_ids(&status, brought.is_some());
     let target = deletion_target(cc);
     if let Ok(usable) = use_account(ctx, cc, &target).await {
         if usable.resolved.account_id == account_id {
@@ -202,8 +207,9 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
     Ok(())
 }
 
-/// Every AWS resource ID status knows.
-pub fn status_ids(s: &crate::api::ComputeClusterStatus) -> Vec<String> {
+/// Every AWS resource ID status knows of the cluster's own (a brought
+/// instance profile and its role are the user's).
+pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -> Vec<String> {
     let mut ids = Vec::new();
     if let Some(n) = &s.network {
         ids.extend(n.vpc_id.iter().cloned());
@@ -213,7 +219,7 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus) -> Vec<String> {
         ids.extend(n.route_table_ids.iter().cloned());
         ids.extend(n.security_group_id.iter().cloned());
     }
-    if let Some(iam) = &s.iam {
+    if let Some(iam) = s.iam.as_ref().filter(|_| !brought_profile) {
         ids.extend(iam.role_name.iter().cloned());
         ids.extend(iam.instance_profile_arn.iter().cloned());
     }
@@ -261,6 +267,7 @@ fn deletion_target(cc: &ComputeCluster) -> ValidatedSpec {
         },
         ingress: vec![],
         node_groups: vec![],
+        iam: Default::default(),
         owner: OwnershipTags {
             uid: cc.uid().unwrap_or_default(),
             namespace: cc.namespace().unwrap_or_default(),

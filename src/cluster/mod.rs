@@ -33,7 +33,7 @@ use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
-use kinds::Observed;
+use kinds::{Looks, Observed};
 use spec::ValidatedSpec;
 use status::Report;
 
@@ -317,8 +317,7 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         // launches nothing.
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
-        let imports_keys = spec.node_groups.iter().any(|g| g.ssh_public_key.is_some());
-        let observed = Observed::describe_kinds(&clients, &spec.owner, imports_keys).await?;
+        let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
         let pass = kinds::Pass {
             c: &clients,
             spec: &spec,
@@ -329,4 +328,20 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     }
     .await;
     report.finish(&ctx, result).await
+}
+
+/// What a converge pass describes beyond what every pass needs: key pairs
+/// when a group imports one; the role's policies when the spec asks for
+/// some, the last status recorded some, or the spec changed since (a
+/// policy removed from the list in a crash window is still detached).
+fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
+    let status = cc.status.as_ref();
+    let recorded = status
+        .and_then(|s| s.iam.as_ref())
+        .is_some_and(|iam| !iam.managed_policy_arns.is_empty());
+    let changed = status.and_then(|s| s.observed_generation) != cc.metadata.generation;
+    Looks {
+        key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
+        role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
+    }
 }

@@ -4,7 +4,9 @@
 use ipnet::Ipv4Net;
 use kube::ResourceExt;
 
-use crate::api::{ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec};
+use crate::api::{
+    ClusterIam, ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec,
+};
 use crate::aws::tags::OwnershipTags;
 
 /// Zones when neither `availabilityZones` nor `azCount` is given.
@@ -19,6 +21,7 @@ pub struct ValidatedSpec {
     pub network: NetworkPlan,
     pub ingress: Vec<IngressRule>,
     pub node_groups: Vec<NodeGroupSpec>,
+    pub iam: ClusterIam,
     pub owner: OwnershipTags,
 }
 
@@ -73,6 +76,7 @@ pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
         network,
         ingress: spec.network.ingress.clone(),
         node_groups: spec.node_groups.clone(),
+        iam: spec.iam.clone().unwrap_or_default(),
         owner: OwnershipTags {
             uid,
             namespace,

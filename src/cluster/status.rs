@@ -32,8 +32,9 @@ pub struct Progress {
 impl Progress {
     pub fn set_iam(&mut self, iam: &Iam) {
         self.iam = Some(IamStatus {
-            role_name: Some(iam.role_name.clone()),
+            role_name: iam.role_name.clone(),
             instance_profile_arn: Some(iam.profile_arn.clone()),
+            managed_policy_arns: iam.policies.clone(),
         });
     }
 
@@ -277,7 +278,7 @@ impl Report {
         let iam = p
             .iam
             .as_ref()
-            .is_some_and(|i| i.instance_profile_arn.is_some() && i.role_name.is_some());
+            .is_some_and(|i| i.instance_profile_arn.is_some());
         let nodes = p.node_groups.as_ref().is_some_and(|groups| {
             groups.iter().all(|g| {
                 g.running == g.desired

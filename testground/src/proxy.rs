@@ -40,7 +40,8 @@ pub struct Faults {
     /// DeleteSecurityGroup are refused (`DependencyViolation`) while a
     /// network interface is in the subnet or uses the group, and DeleteVpc
     /// while a security group other than the default one is in it; a NAT
-    /// gateway's interface goes with the gateway (moto keeps it).
+    /// gateway's interface goes with the gateway (moto keeps it); DeleteRole
+    /// is refused (`DeleteConflict`) while managed policies are attached.
     pub dependencies: bool,
 }
 
@@ -278,6 +279,19 @@ fn answer(
             )?;
             return Ok(());
         }
+        if op == "DeleteRole" && role_has_policies(upstream, req)? {
+            let body = error_body(
+                svc,
+                "DeleteConflict",
+                "Cannot delete entity, must detach all policies first.",
+            );
+            write!(
+                conn,
+                "HTTP/1.1 409 Conflict\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
         if op == "DeleteNatGateway" {
             release_nat_interface(upstream, req)?;
         }
@@ -387,6 +401,18 @@ fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option
         }
         _ => None,
     })
+}
+
+/// Whether the role a DeleteRole names has managed policies attached.
+fn role_has_policies(upstream: u16, req: &Request) -> Result<bool> {
+    let role = param(&req.body, "RoleName").unwrap_or_default();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "ListAttachedRolePolicies")
+        .append_pair("Version", "2010-05-08")
+        .append_pair("RoleName", &role)
+        .finish();
+    let text = query_as_caller(upstream, req, &query)?;
+    Ok(!element_values(&text, "PolicyArn").is_empty())
 }
 
 /// How many interfaces of a DescribeNetworkInterfaces answer AWS would

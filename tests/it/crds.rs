@@ -222,6 +222,26 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             cc("count: 3}", "count: 3}\n    - {name: workers, instanceType: t3.large, count: 1}"),
             "spec.nodeGroups: duplicate entries for key [name=\"workers\"]",
         ),
+        (
+            "node role policies and a brought profile",
+            cc("  nodeGroups:", "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore\"], instanceProfileName: team-nodes}\n  nodeGroups:"),
+            "set managedPolicyArns or instanceProfileName, not both",
+        ),
+        (
+            "not a policy ARN",
+            cc("  nodeGroups:", "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:role/AmazonSSMManagedInstanceCore\"]}\n  nodeGroups:"),
+            "spec.iam.managedPolicyArns[0]",
+        ),
+        (
+            "a policy twice",
+            cc("  nodeGroups:", "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:policy/A\", \"arn:aws:iam::aws:policy/A\"]}\n  nodeGroups:"),
+            "managedPolicyArns must not repeat a policy",
+        ),
+        (
+            "bad instance profile name",
+            cc("  nodeGroups:", "  iam: {instanceProfileName: \"team nodes\"}\n  nodeGroups:"),
+            "spec.iam.instanceProfileName",
+        ),
         ("reserved tag", cc("nodeGroups:", "tags: {\"aws:owner\": x}\n  nodeGroups:"), "spec.tags"),
         ("ingress ports reversed", cc("azCount: 2", "azCount: 2\n    ingress: [{protocol: tcp, fromPort: 23, toPort: 22, cidr: 0.0.0.0/0}]"), "fromPort must not be greater"),
         ("bad ARN", ca("arn:aws:iam::123456789012:role/byoc", "arn:aws:iam::12:role/byoc"), "spec.roleArn"),

@@ -550,3 +550,220 @@ async fn a_launch_change_rolls_within_max_surge_and_max_unavailable() -> Result<
     .await?;
     delete_leaves_nothing(&g, "roll", &done.uid().context("uid")?).await
 }
+
+/// The managed policies attached to role `name`, sorted.
+async fn attached(iam: &aws_sdk_iam::Client, name: &str) -> Result<Vec<String>> {
+    let out = iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await?;
+    let mut arns: Vec<String> = out
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn().map(String::from))
+        .collect();
+    arns.sort();
+    Ok(arns)
+}
+
+/// The instance profile ARN each live instance of the group launched with.
+async fn profiles_of(g: &Ground, uid: &str, group: &str) -> Result<Vec<String>> {
+    Ok(instances(g, uid, group)
+        .await?
+        .iter()
+        .map(|i| {
+            i.iam_instance_profile()
+                .and_then(|p| p.arn())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_used_untouched(
+) -> Result<()> {
+    let (g, _op) = ground_with_account("node-iam", &[]).await?;
+    // AWS refuses to delete a role with policies attached; moto does not.
+    g.proxy.set_faults(testground::Faults {
+        dependencies: true,
+        ..Default::default()
+    });
+    let iam = aws_sdk_iam::Client::new(&g.aws().await);
+    let manifest = |block: &str| {
+        small_cluster_manifest("roles", "10.23.0.0/16")
+            .replace("  nodeGroups:", &format!("  iam: {block}\n  nodeGroups:"))
+    };
+
+    // A brought profile that does not exist yet: stalled, nothing launched.
+    kubectl_apply(&g, &manifest("{instanceProfileName: team-nodes}"))?;
+    let stalled = stalled_with(&g, "roles", "InstanceProfileNotFound").await?;
+    ensure(
+        stalled.message.contains("instance profile team-nodes"),
+        format!(
+            "the condition does not name the profile: {}",
+            stalled.message
+        ),
+    )?;
+    let clusters = g.api::<ComputeCluster>();
+    let uid = clusters.get("roles").await?.uid().context("uid")?;
+    ensure(
+        counts(&g, &uid).await?.instances.is_empty(),
+        "an instance was launched",
+    )?;
+
+    // It appears (the user's, untagged): the nodes launch with it, and the
+    // operator makes no role or profile of its own.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role()
+        .role_name("team-nodes")
+        .assume_role_policy_document(trust)
+        .send()
+        .await?;
+    let brought = iam
+        .create_instance_profile()
+        .instance_profile_name("team-nodes")
+        .send()
+        .await?
+        .instance_profile()
+        .map(|p| p.arn().to_string())
+        .context("no profile ARN")?;
+    iam.add_role_to_instance_profile()
+        .instance_profile_name("team-nodes")
+        .role_name("team-nodes")
+        .send()
+        .await?;
+    let snapshot = || async {
+        let profile = iam
+            .get_instance_profile()
+            .instance_profile_name("team-nodes")
+            .send()
+            .await?;
+        let role = iam.get_role().role_name("team-nodes").send().await?;
+        anyhow::Ok(format!(
+            "{:?} {:?} {:?}",
+            profile.instance_profile(),
+            role.role(),
+            attached(&iam, "team-nodes").await?
+        ))
+    };
+    let before = snapshot().await?;
+    let cc = wait_running(&g, "roles", |_| true).await?;
+    ensure(
+        profiles_of(&g, &uid, "workers").await? == vec![brought.clone()],
+        "the nodes do not use the brought profile",
+    )?;
+    let status_iam = cc.status.and_then(|s| s.iam).context("no iam status")?;
+    ensure(
+        status_iam.instance_profile_arn.as_deref() == Some(brought.as_str())
+            && status_iam.role_name.as_deref() == Some("team-nodes"),
+        format!("status.iam: {status_iam:?}"),
+    )?;
+    ensure(
+        counts(&g, &uid).await?.roles == 0,
+        "a role of the operator's",
+    )?;
+
+    // The operator's role with two of the account's policies instead: made,
+    // the policies attached, the group rolled onto its profile.
+    let mut policies = Vec::new();
+    for name in ["nodes-logs", "nodes-s3"] {
+        let out = iam
+            .create_policy()
+            .policy_name(name)
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#)
+            .send()
+            .await?;
+        policies.push(
+            out.policy()
+                .and_then(|p| p.arn())
+                .context("no ARN")?
+                .to_string(),
+        );
+    }
+    let list = |arns: &[&str]| format!("{{managedPolicyArns: [{}]}}", arns.join(", "));
+    kubectl_apply(&g, &manifest(&list(&[&policies[0], &policies[1]])))?;
+    let role = eventually(
+        "the operator's role with both policies",
+        crate::clusters::WAIT,
+        || async {
+            let cc = clusters.get("roles").await?;
+            let s = cc.status.and_then(|s| s.iam).unwrap_or_default();
+            let Some(role) = s.role_name.filter(|r| r.starts_with("byoc-")) else {
+                return Ok(None);
+            };
+            let rolled = profiles_of(&g, &uid, "workers").await?
+                == vec![s.instance_profile_arn.clone().unwrap_or_default()];
+            Ok((rolled && attached(&iam, &role).await? == policies).then_some(role))
+        },
+    )
+    .await?;
+    let nodes = instances(&g, &uid, "workers").await?;
+
+    // A policy that does not exist: stalled, naming it.
+    let missing = policies[0].replace("nodes-logs", "nodes-missing");
+    kubectl_apply(&g, &manifest(&list(&[&policies[1], &missing])))?;
+    let stalled = stalled_with(&g, "roles", "IamPolicyNotFound").await?;
+    ensure(
+        stalled.message.contains(&missing),
+        format!(
+            "the condition does not name the policy: {}",
+            stalled.message
+        ),
+    )?;
+
+    // One removed from the list: detached; no instance replaced.
+    kubectl_apply(&g, &manifest(&list(&[&policies[1]])))?;
+    eventually(
+        "the removed policy detached",
+        crate::clusters::WAIT,
+        || async {
+            let cc = clusters.get("roles").await?;
+            let ready = cc.status.as_ref().is_some_and(|s| {
+                s.phase == Some(byoc_operator::api::ClusterPhase::Running)
+                    && s.iam
+                        .as_ref()
+                        .is_some_and(|i| i.managed_policy_arns == vec![policies[1].clone()])
+            });
+            Ok((ready && attached(&iam, &role).await? == vec![policies[1].clone()]).then_some(()))
+        },
+    )
+    .await?;
+    let ids = |v: &[Instance]| {
+        v.iter()
+            .map(|i| i.instance_id().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    ensure(
+        ids(&instances(&g, &uid, "workers").await?) == ids(&nodes),
+        "a policy change replaced instances",
+    )?;
+
+    // Deleted: the role goes (its policy detached first: AWS, as the proxy
+    // plays it, refuses to delete a role with policies attached).
+    let refused = aws_sdk_iam::Client::new(&g.aws_through_proxy().await)
+        .delete_role()
+        .role_name(&role)
+        .send()
+        .await;
+    ensure(
+        refused
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_service_error())
+            .and_then(|e| e.meta().code())
+            == Some("DeleteConflict"),
+        format!("DeleteRole with a policy attached: {refused:?}"),
+    )?;
+    delete_leaves_nothing(&g, "roles", &uid).await?;
+    ensure(
+        iam.get_role().role_name(&role).send().await.is_err(),
+        "the operator's role is left",
+    )?;
+    let after = snapshot().await?;
+    ensure(
+        before == after,
+        format!("the brought profile changed:\n{before}\n{after}"),
+    )
+}

@@ -360,6 +360,8 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/sshKeyName",
     "/spec/nodeGroups/0/sshPublicKey",
     "/spec/nodeGroups/0/rollout",
+    "/spec/iam/managedPolicyArns",
+    "/spec/iam/instanceProfileName",
     "/spec/nodeGroups",
     "/spec/tags",
     "/spec/deletionPolicy",
@@ -391,6 +393,7 @@ fn base_cluster() -> serde_json::Value {
                 "natGateways": "none",
                 "ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidr": "203.0.113.0/24"}]
             },
+            "iam": {},
             "nodeGroups": [{
                 "name": "n", "instanceType": "t3.small", "count": 1, "subnets": "public",
                 "metadataOptions": {"httpTokens": "required"},
@@ -471,6 +474,13 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         "/spec/nodeGroups/0/rootVolume/sizeGiB" => (1i64..=400).prop_map(|n| json!(n)).boxed(),
         "/spec/nodeGroups/0/rootVolume/type" => s("gp2|gp3|io1|io2"),
         "/spec/nodeGroups/0/rootVolume/kmsKeyId" => s("alias/[a-z]{3,12}"),
+        "/spec/iam/managedPolicyArns" => proptest::collection::vec(
+            "arn:aws:iam::(aws|[0-9]{12}):policy/[A-Za-z][A-Za-z0-9]{2,30}",
+            1..3,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "/spec/iam/instanceProfileName" => s("[a-z][a-z0-9-]{2,20}"),
         "/spec/nodeGroups/0/sshKeyName" => s("[a-z][a-z0-9-]{2,20}"),
         "/spec/nodeGroups/0/sshPublicKey" => s("ssh-ed25519 AAAA[A-Za-z0-9+/]{20,60} [a-z]{1,8}"),
         "/spec/nodeGroups/0/userDataSecretRef" => ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9._-]{1,20}")

@@ -2,16 +2,21 @@
 //! cluster. A role or profile of that name that is not the cluster's is
 //! never adopted. Deleted last of all.
 
+use futures::future::try_join_all;
+
 use super::Pass;
 use crate::aws::instance_profile::{self, ObservedIam};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::Error;
 
-/// The IAM role and instance profile, with the role in the profile.
+/// The nodes' identity after a pass: the instance profile they launch with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Iam {
-    pub role_name: String,
+    /// The role in the profile (the operator's, or the brought profile's).
+    pub role_name: Option<String>,
     pub profile_arn: String,
+    /// Managed policies attached to the operator's role.
+    pub policies: Vec<String>,
 }
 
 /// IAM role and instance profile name: `byoc-<ns>-<name>-<uid8>`, at most 64 characters.
@@ -33,23 +38,44 @@ pub struct IamActions {
     pub create_role: bool,
     pub create_profile: bool,
     pub add_role: bool,
+    /// Managed policies to attach to the role, and to detach from it.
+    pub attach: Vec<String>,
+    pub detach: Vec<String>,
 }
 
-pub fn plan(o: &ObservedIam) -> Result<IamActions, Error> {
+/// The calls that bring the operator's role and profile to `policies`
+/// attached. Policies not listed this pass are taken as unchanged.
+pub fn plan(o: &ObservedIam, policies: &[String]) -> Result<IamActions, Error> {
     if o.role_not_ours || o.instance_profile_not_ours {
         return Err(Error::IamNameTaken(o.name.clone()));
     }
+    let attached = o.attached_policies.as_deref().unwrap_or_default();
     Ok(IamActions {
         create_role: o.role.is_none(),
         create_profile: o.instance_profile.is_none(),
         add_role: !o.profile_roles.iter().any(|r| r == &o.name),
+        attach: policies
+            .iter()
+            .filter(|p| !attached.contains(p))
+            .cloned()
+            .collect(),
+        detach: attached
+            .iter()
+            .filter(|p| !policies.contains(p))
+            .cloned()
+            .collect(),
     })
 }
 
 pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
+    if let Some(name) = &p.spec.iam.instance_profile_name {
+        return brought(p.c, name).await;
+    }
     let o = &p.observed.iam;
-    let actions = plan(o)?;
-    // The role and the profile are independent; the role joins the profile after.
+    let policies = &p.spec.iam.managed_policy_arns;
+    let actions = plan(o, policies)?;
+    // The role and the profile are independent; the role joins the profile
+    // and gets its policies after.
     let role = async {
         if actions.create_role {
             instance_profile::create_role(p.c, &p.spec.owner, &o.name).await?;
@@ -63,13 +89,43 @@ pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
         })
     };
     let ((), arn) = tokio::try_join!(role, profile)?;
-    if actions.add_role {
-        instance_profile::add_role(p.c, &o.name).await?;
-    }
+    let add_role = async {
+        if actions.add_role {
+            instance_profile::add_role(p.c, &o.name).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let _: ((), Vec<()>, Vec<()>) = tokio::try_join!(
+        add_role,
+        try_join_all(actions.attach.iter().map(|arn| attach(p.c, &o.name, arn))),
+        try_join_all(actions.detach.iter().map(|arn| async {
+            Ok::<_, Error>(instance_profile::detach_policy(p.c, &o.name, arn).await?)
+        }),),
+    )?;
     Ok(Iam {
-        role_name: o.name.clone(),
+        role_name: Some(o.name.clone()),
         profile_arn: arn,
+        policies: policies.clone(),
     })
+}
+
+async fn attach(c: &AwsClients, role: &str, arn: &str) -> Result<(), Error> {
+    match instance_profile::attach_policy(c, role, arn).await {
+        Err(e) if e.is_not_found() => Err(Error::IamPolicyNotFound(arn.to_string())),
+        other => Ok(other?),
+    }
+}
+
+/// A brought instance profile: looked up, used, never changed.
+async fn brought(c: &AwsClients, name: &str) -> Result<Iam, Error> {
+    match instance_profile::get_brought(c, name).await? {
+        Some((arn, role)) => Ok(Iam {
+            role_name: role,
+            profile_arn: arn,
+            policies: vec![],
+        }),
+        None => Err(Error::InstanceProfileNotFound(name.to_string())),
+    }
 }
 
 pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
@@ -105,6 +161,7 @@ mod tests {
             create_role: true,
             create_profile: true,
             add_role: true,
+            ..Default::default()
         };
         let rows: Vec<(ObservedIam, Option<IamActions>, &str)> = vec![
             (base.clone(), Some(all.clone()), "nothing yet"),
@@ -126,9 +183,8 @@ mod tests {
                     ..base.clone()
                 },
                 Some(IamActions {
-                    create_role: false,
-                    create_profile: false,
                     add_role: true,
+                    ..Default::default()
                 }),
                 "a crash before the role joined the profile",
             ),
@@ -160,11 +216,79 @@ mod tests {
             ),
         ];
         for (observed, want, why) in rows {
-            match (plan(&observed), want) {
+            match (plan(&observed, &[]), want) {
                 (Ok(got), Some(want)) => assert_eq!(got, want, "{why}"),
                 (Err(Error::IamNameTaken(name)), None) => assert_eq!(name, base.name, "{why}"),
                 (got, want) => panic!("{why}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn plan_attaches_what_is_asked_and_detaches_what_is_not() {
+        let arn = |n: &str| format!("arn:aws:iam::aws:policy/{n}");
+        let converged = ObservedIam {
+            name: "byoc-ns-c-0123abcd".into(),
+            role: Some("byoc-ns-c-0123abcd".into()),
+            instance_profile: Some("arn:aws:iam::1:instance-profile/byoc-ns-c-0123abcd".into()),
+            profile_roles: vec!["byoc-ns-c-0123abcd".into()],
+            ..Default::default()
+        };
+        let listed = |names: &[&str]| ObservedIam {
+            attached_policies: Some(names.iter().map(|n| arn(n)).collect()),
+            ..converged.clone()
+        };
+        type Row = (
+            ObservedIam,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            &'static str,
+        );
+        // (observed, wanted, attach, detach, why)
+        let rows: Vec<Row> = vec![
+            (
+                ObservedIam {
+                    name: converged.name.clone(),
+                    ..Default::default()
+                },
+                vec![arn("A")],
+                vec![arn("A")],
+                vec![],
+                "a new role gets every policy",
+            ),
+            (
+                listed(&["A"]),
+                vec![arn("A"), arn("B")],
+                vec![arn("B")],
+                vec![],
+                "one added to the list",
+            ),
+            (
+                listed(&["A", "B"]),
+                vec![arn("B")],
+                vec![],
+                vec![arn("A")],
+                "one removed from the list",
+            ),
+            (
+                listed(&["A"]),
+                vec![],
+                vec![],
+                vec![arn("A")],
+                "the list emptied",
+            ),
+            (
+                converged.clone(),
+                vec![],
+                vec![],
+                vec![],
+                "not listed this pass: nothing asked, nothing known to detach",
+            ),
+        ];
+        for (observed, wanted, attach, detach, why) in rows {
+            let got = plan(&observed, &wanted).expect(why);
+            assert_eq!((got.attach, got.detach), (attach, detach), "{why}");
         }
     }
 }

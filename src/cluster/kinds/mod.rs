@@ -40,19 +40,36 @@ pub struct Observed {
     pub iam: instance_profile::ObservedIam,
 }
 
+/// What a description looks at beyond the kinds every pass needs: a
+/// converge pass looks only where the spec or the last status says there
+/// is something, so clusters that use neither pay no call for them;
+/// deletion and audits look everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Looks {
+    /// The cluster's key pairs.
+    pub key_pairs: bool,
+    /// The managed policies attached to the nodes' role.
+    pub role_policies: bool,
+}
+
+impl Looks {
+    pub const ALL: Looks = Looks {
+        key_pairs: true,
+        role_policies: true,
+    };
+}
+
 impl Observed {
     /// Describes every kind at once: one tag-filtered call per kind.
     pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Observed> {
-        Self::describe_kinds(c, owner, true).await
+        Self::describe_kinds(c, owner, Looks::ALL).await
     }
 
-    /// [`Observed::describe`]; key pairs only when `key_pairs` (a converge
-    /// pass looks for them only when a group imports one, so the clusters
-    /// that use none pay no call for them; deletion always looks).
+    /// [`Observed::describe`], looking at what `looks` says only.
     pub async fn describe_kinds(
         c: &AwsClients,
         owner: &OwnershipTags,
-        key_pairs: bool,
+        looks: Looks,
     ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
         let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, key_pairs, iam) =
@@ -66,12 +83,12 @@ impl Observed {
                 sg_api::describe(c, owner),
                 instances::describe(c, owner),
                 async {
-                    match key_pairs {
+                    match looks.key_pairs {
                         true => key_pair::describe(c, owner).await,
                         false => Ok(vec![]),
                     }
                 },
-                instance_profile::describe(c, owner, &name),
+                instance_profile::describe(c, owner, &name, looks.role_policies),
             )?;
         Ok(Observed {
             vpcs,

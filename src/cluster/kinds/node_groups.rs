@@ -26,12 +26,21 @@ pub struct GroupPlan {
     pub terminate: Vec<String>,
 }
 
+/// What the groups launch with beyond their spec, settled before the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// The hash of each group's user data, by group name.
+    pub user_data: BTreeMap<String, String>,
+    /// A brought instance profile's name (`iam.instanceProfileName`).
+    pub instance_profile: Option<String>,
+}
+
 /// The hash of what a group's instances are launched with: type, named
-/// image, metadata options, root volume, extra security groups and the
-/// hash of its user data. An
+/// image, metadata options, root volume, extra security groups, the hash
+/// of its user data, its SSH key and a brought instance profile. An
 /// instance tagged with another hash is outdated and replaced. The default
 /// image is not part of it, so a newer default image replaces nothing.
-pub fn launch_config(group: &NodeGroupSpec, user_data: Option<&str>) -> String {
+pub fn launch_config(group: &NodeGroupSpec, inputs: &Inputs) -> String {
     let metadata = group.metadata_options.clone().unwrap_or_default();
     let mut parts: Vec<String> = vec![
         group.instance_type.clone(),
@@ -55,7 +64,7 @@ pub fn launch_config(group: &NodeGroupSpec, user_data: Option<&str>) -> String {
     let mut groups = group.additional_security_group_ids.clone();
     groups.sort();
     parts.push(groups.join(","));
-    if let Some(hash) = user_data {
+    if let Some(hash) = inputs.user_data.get(&group.name) {
         parts.push(format!("user-data/{hash}"));
     }
     if let Some(name) = &group.ssh_key_name {
@@ -63,6 +72,11 @@ pub fn launch_config(group: &NodeGroupSpec, user_data: Option<&str>) -> String {
     }
     if let Some(key) = &group.ssh_public_key {
         parts.push(format!("public-key/{key}"));
+    }
+    // Only when brought: the hashes of instances on the operator's own
+    // profile stay as they were.
+    if let Some(name) = &inputs.instance_profile {
+        parts.push(format!("instance-profile/{name}"));
     }
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     client_token("lc", &parts)
@@ -255,7 +269,7 @@ pub struct NodeActions {
 
 pub fn plan(
     groups: &[NodeGroupSpec],
-    user_data: &BTreeMap<String, String>,
+    inputs: &Inputs,
     instances: &[ObservedInstance],
     subnets: &[ObservedSubnet],
 ) -> NodeActions {
@@ -264,7 +278,7 @@ pub fn plan(
         ..Default::default()
     };
     for group in groups {
-        let config = launch_config(group, user_data.get(&group.name).map(String::as_str));
+        let config = launch_config(group, inputs);
         let plan = plan_group(group, &config, instances, &candidates(group, subnets));
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
@@ -374,18 +388,21 @@ pub async fn ensure(
     catalog: &Catalog,
     network: &NodeNetwork<'_>,
 ) -> Result<Vec<NodeGroupStatus>, Error> {
-    let hashes: BTreeMap<String, String> = p
-        .user_data
-        .iter()
-        .map(|(group, u)| (group.clone(), u.hash.clone()))
-        .collect();
+    let inputs = Inputs {
+        user_data: p
+            .user_data
+            .iter()
+            .map(|(group, u)| (group.clone(), u.hash.clone()))
+            .collect(),
+        instance_profile: p.spec.iam.instance_profile_name.clone(),
+    };
     let NodeActions {
         terminate,
         launch,
         mut statuses,
     } = plan(
         &p.spec.node_groups,
-        &hashes,
+        &inputs,
         &p.observed.instances,
         network.subnets,
     );
@@ -584,7 +601,7 @@ mod tests {
             state,
             launched,
             subnet_id: subnet.into(),
-            launch_config: Some(launch_config(&group(1, t), None)),
+            launch_config: Some(launch_config(&group(1, t), &Inputs::default())),
             key_name: None,
         }
     }
@@ -695,7 +712,12 @@ mod tests {
             ),
         ];
         for (spec, observed, launch, terminate, why) in rows {
-            let plan = plan_group(&spec, &launch_config(&spec, None), &observed, &subnets());
+            let plan = plan_group(
+                &spec,
+                &launch_config(&spec, &Inputs::default()),
+                &observed,
+                &subnets(),
+            );
             assert_eq!(summary(&plan), (launch, terminate), "{why}");
         }
     }
@@ -707,7 +729,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut NodeGroupSpec)| {
             let mut g = base.clone();
             f(&mut g);
-            launch_config(&g, None)
+            launch_config(&g, &Inputs::default())
         };
         let volume = RootVolume {
             size_gib: Some(100),
@@ -761,12 +783,30 @@ mod tests {
                 "an extra security group",
             ),
         ];
-        let first = launch_config(&base, None);
-        assert_ne!(launch_config(&base, Some("ud-1")), first, "user data");
+        let first = launch_config(&base, &Inputs::default());
+        let user_data = |hash: &str| Inputs {
+            user_data: BTreeMap::from([(base.name.clone(), hash.to_string())]),
+            ..Default::default()
+        };
+        assert_ne!(launch_config(&base, &user_data("ud-1")), first, "user data");
         assert_ne!(
-            launch_config(&base, Some("ud-1")),
-            launch_config(&base, Some("ud-2")),
+            launch_config(&base, &user_data("ud-1")),
+            launch_config(&base, &user_data("ud-2")),
             "its change"
+        );
+        let profile = |name: &str| Inputs {
+            instance_profile: Some(name.into()),
+            ..Default::default()
+        };
+        assert_ne!(
+            launch_config(&base, &profile("p1")),
+            first,
+            "a brought profile"
+        );
+        assert_ne!(
+            launch_config(&base, &profile("p1")),
+            launch_config(&base, &profile("p2")),
+            "another brought profile"
         );
         assert!(first.starts_with("lc-") && first.len() == 19, "{first}");
         for (config, rolls, why) in rows {
@@ -775,7 +815,7 @@ mod tests {
         let order = |ids: &[&str]| {
             let mut g = base.clone();
             g.additional_security_group_ids = ids.iter().map(|s| s.to_string()).collect();
-            launch_config(&g, None)
+            launch_config(&g, &Inputs::default())
         };
         assert_eq!(
             order(&["sg-1", "sg-2"]),
@@ -794,7 +834,7 @@ mod tests {
         for i in &mut old {
             i.launch_config = Some("lc-0000000000000000".into());
         }
-        let config = launch_config(&spec, None);
+        let config = launch_config(&spec, &Inputs::default());
         let first = plan_group(&spec, &config, &old, &subnets());
         assert_eq!(
             summary(&first),
@@ -959,7 +999,7 @@ mod tests {
         ];
         let actions = plan(
             &[group(2, "t3.large")],
-            &BTreeMap::new(),
+            &Inputs::default(),
             &observed,
             &subnets,
         );
@@ -975,7 +1015,7 @@ mod tests {
                 subnet: "subnet-b".into(),
                 count: 1,
                 existing: vec!["i-1".into()],
-                launch_config: launch_config(&group(2, "t3.large"), None),
+                launch_config: launch_config(&group(2, "t3.large"), &Inputs::default()),
             }],
             "one more, into the private subnet with fewest"
         );
