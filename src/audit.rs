@@ -477,6 +477,7 @@ mod tests {
                     subnet_id: "subnet-1".into(),
                     launch_config: None,
                     key_name: None,
+                    image_id: None,
                 },
                 ObservedInstance {
                     id: "i-gone".into(),
@@ -487,6 +488,7 @@ mod tests {
                     subnet_id: "subnet-1".into(),
                     launch_config: None,
                     key_name: None,
+                    image_id: None,
                 },
             ],
             nat_gateways: vec![ObservedNatGateway {

@@ -333,6 +333,7 @@ mod tests {
                 running: 1,
                 updated: 1,
                 instance_ids: vec!["i-1".into()],
+                ..Default::default()
             }],
             deletion_blockers: vec![DeletionBlocker {
                 kind: "network-interface".into(),
@@ -355,6 +356,7 @@ mod tests {
                 subnet_id: "subnet-1".into(),
                 launch_config: None,
                 key_name: None,
+                image_id: None,
             }],
             ..Default::default()
         };

@@ -466,6 +466,11 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub node_groups: Vec<NodeGroupStatus>,
+    /// The value of the `byoc.dev/refresh-images` annotation last acted on:
+    /// a new value re-resolves the default image of every group that names
+    /// no `imageId`, and those that get a newer one roll to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_refresh: Option<String>,
     /// While AWS refuses to delete the cluster's network because of things
     /// that are not the cluster's (a load balancer's interface or security
     /// group left by a workload, a foreign instance): each of them. The
@@ -558,6 +563,16 @@ pub struct NodeGroupStatus {
     /// Running instances on the group's current launch configuration.
     #[serde(default)]
     pub updated: i32,
+    /// The image the group launches: its `imageId`, or the default image
+    /// resolved once and pinned here (scale-ups and replacements use it,
+    /// across operator restarts, until a refresh is asked for with the
+    /// `byoc.dev/refresh-images` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The instance type the image is pinned for: another type (maybe
+    /// another architecture) resolves the default image again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
 }

@@ -54,6 +54,8 @@ pub struct ObservedInstance {
     pub launch_config: Option<String>,
     /// The SSH key pair it was launched with.
     pub key_name: Option<String>,
+    /// The image it was launched from.
+    pub image_id: Option<String>,
 }
 
 /// Instances of the cluster that are not terminated.
@@ -108,6 +110,7 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     subnet_id: i.subnet_id().unwrap_or_default().to_string(),
                     launch_config: tag_value(i.tags(), LAUNCH_CONFIG).map(str::to_string),
                     key_name: i.key_name().map(str::to_string),
+                    image_id: i.image_id().map(str::to_string),
                 });
             }
         }

@@ -1,7 +1,10 @@
 //! What AWS offers a region, looked up once per process and shared by every
-//! cluster: default images by instance type, available zones by account.
+//! cluster: default images by instance type (for an hour: new groups get a
+//! recent image; running groups keep their pinned one), available zones by
+//! account.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::ArchitectureType;
 use futures::future::try_join_all;
@@ -10,10 +13,13 @@ use tokio::sync::Mutex;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
 
+/// How long a looked-up default image is reused.
+const IMAGE_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Default)]
 pub struct Catalog {
-    /// Default images by `(region, instance type)`.
-    images: Mutex<HashMap<(String, String), String>>,
+    /// Default images by `(region, instance type)`, with when each was looked up.
+    images: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
     zones: Mutex<HashMap<(String, String), Vec<String>>>,
     /// Root device names by image ID (image IDs are unique across regions).
@@ -22,13 +28,15 @@ pub struct Catalog {
 
 impl Catalog {
     /// The newest Amazon Linux 2023 image for each of `instance_types` in
-    /// `region`: what is not cached costs one architecture lookup for all
-    /// and one image lookup per architecture, at once.
+    /// `region`: what is not cached (or all, when `fresh`) costs one
+    /// architecture lookup for all and one image lookup per architecture,
+    /// at once.
     pub async fn default_images(
         &self,
         c: &AwsClients,
         region: &str,
         instance_types: &[String],
+        fresh: bool,
     ) -> Result<BTreeMap<String, String>, Error> {
         let key = |t: &str| (region.to_string(), t.to_string());
         let mut found = BTreeMap::new();
@@ -37,11 +45,11 @@ impl Catalog {
             let cache = self.images.lock().await;
             for t in instance_types {
                 match cache.get(&key(t)) {
-                    Some(id) => {
+                    Some((id, at)) if !fresh && at.elapsed() < IMAGE_TTL => {
                         found.insert(t.clone(), id.clone());
                     }
-                    None if !missing.contains(t) => missing.push(t.clone()),
-                    None => {}
+                    _ if !missing.contains(t) => missing.push(t.clone()),
+                    _ => {}
                 }
             }
         }
@@ -65,9 +73,10 @@ impl Catalog {
             by_arch.insert(arch.as_str(), image);
         }
         let mut cache = self.images.lock().await;
+        let now = Instant::now();
         for (t, arch) in &arches {
             if let Some(id) = by_arch.get(arch.as_str()) {
-                cache.insert(key(t), id.clone());
+                cache.insert(key(t), (id.clone(), now));
                 found.insert(t.clone(), id.clone());
             }
         }

@@ -14,6 +14,7 @@ use ipnet::Ipv4Net;
 use super::catalog::Catalog;
 use super::graph::{self, Step, STEPS};
 use super::kinds::iam::{self, Iam};
+use super::kinds::images;
 use super::kinds::nat_gateways::{self, nat_zones};
 use super::kinds::node_groups::{self, NodeNetwork};
 use super::kinds::route_tables::{self, Table};
@@ -139,7 +140,7 @@ pub async fn converge(
     };
     let board = Board::default();
     let failure = run_steps(&input, &board).await;
-    learn(&board, progress);
+    learn(&board, pass.recorded, progress);
     failure.map_or(Ok(()), Err)
 }
 
@@ -185,10 +186,7 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
     let p = input.pass;
     match (step, input.layout) {
         (Step::Iam, _) => put(&b.iam, iam::ensure(p).await?),
-        (Step::Images, _) => put(
-            &b.images,
-            node_groups::default_images(p, input.catalog).await?,
-        ),
+        (Step::Images, _) => put(&b.images, images::ensure(p, input.catalog).await?),
         (Step::KeyPairs, _) => put(&b.keys, key_pairs::ensure(p).await?),
         (Step::SecurityGroup, _) => put(
             &b.sg,
@@ -312,7 +310,7 @@ async fn existing_network(input: &StepInput<'_>, b: &Board) -> Result<(), Error>
 }
 
 /// What the pass learned, whatever failed.
-fn learn(b: &Board, progress: &mut Progress) {
+fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
     if let Some(iam) = b.iam.get() {
         progress.set_iam(iam);
     }
@@ -348,5 +346,9 @@ fn learn(b: &Board, progress: &mut Progress) {
         nats_ready && b.public_route.get().is_some() && b.private_routes.get() == Some(&true);
     if let Some(nodes) = b.nodes.get() {
         *progress.node_groups_mut() = nodes.clone();
+        // Acted on with the pins it gave, written in the same status.
+        if let Some(value) = &recorded.refresh {
+            progress.image_refresh = Some(value.clone());
+        }
     }
 }

@@ -318,11 +318,13 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
         let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
+        let recorded = kinds::images::Recorded::of(&cc);
         let pass = kinds::Pass {
             c: &clients,
             spec: &spec,
             observed: &observed,
             user_data: &user_data,
+            recorded: &recorded,
         };
         converge::converge(&ctx.catalog, pass, progress).await
     }

@@ -25,6 +25,8 @@ pub struct Progress {
     pub iam: Option<IamStatus>,
     node_groups: Option<Vec<NodeGroupStatus>>,
     pub network_ready: bool,
+    /// A refresh of the default images acted on this pass.
+    pub image_refresh: Option<String>,
     /// What the cluster waits for (shown in the Reconciling message).
     pub waiting: Vec<String>,
 }
@@ -391,6 +393,11 @@ impl Report {
                 .node_groups
                 .clone()
                 .unwrap_or_else(|| self.previous.node_groups.clone()),
+            image_refresh: self
+                .progress
+                .image_refresh
+                .clone()
+                .or_else(|| self.previous.image_refresh.clone()),
             deletion_blockers: vec![],
             conditions: conditions::merge(&self.previous.conditions, &desired, generation, &now),
         }

@@ -43,6 +43,10 @@ pub struct Faults {
     /// gateway's interface goes with the gateway (moto keeps it); DeleteRole
     /// is refused (`DeleteConflict`) while managed policies are attached.
     pub dependencies: bool,
+    /// Images the caller's account registered (e.g. with CopyImage) are
+    /// answered as Amazon's too, as if Amazon had just published them:
+    /// moto registers every image as the caller's.
+    pub own_images_as_amazon: bool,
 }
 
 /// One call as the proxy saw it.
@@ -329,6 +333,9 @@ fn answer(
                     created.entry(id).or_insert(now);
                 }
             }
+            "DescribeImages" if faults.own_images_as_amazon => {
+                response = with_own_images(upstream, req, &response)?;
+            }
             "DescribeNatGateways" | "DescribeInstances" if !faults.pending.is_zero() => {
                 let still_pending: Vec<String> = lock(&s.created)
                     .iter()
@@ -401,6 +408,55 @@ fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option
         }
         _ => None,
     })
+}
+
+/// Amazon's account, as image owner.
+const AMAZON_OWNER: &str = "137112412989";
+
+/// A DescribeImages answer for Amazon's images with the caller's own
+/// images that match the same filters added, presented as Amazon's.
+fn with_own_images(upstream: u16, req: &Request, response: &[u8]) -> Result<Vec<u8>> {
+    let body = String::from_utf8_lossy(&req.body);
+    if !body.contains("Owner.1=amazon") {
+        return Ok(response.to_vec());
+    }
+    let own = query_as_caller(
+        upstream,
+        req,
+        &body.replace("Owner.1=amazon", "Owner.1=self"),
+    )?;
+    let items = own
+        .split_once("<imagesSet>")
+        .and_then(|(_, rest)| rest.split_once("</imagesSet>"))
+        .map(|(items, _)| items.to_string())
+        .unwrap_or_default();
+    if !items.contains("<item>") {
+        return Ok(response.to_vec());
+    }
+    let caller = first_element(&items, "imageOwnerId").unwrap_or_default();
+    let items = items.replace(
+        &format!("<imageOwnerId>{caller}</imageOwnerId>"),
+        &format!("<imageOwnerId>{AMAZON_OWNER}</imageOwnerId>"),
+    );
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Ok(response.to_vec());
+    };
+    let body = if body.contains("</imagesSet>") {
+        body.replacen("</imagesSet>", &format!("{items}</imagesSet>"), 1)
+    } else {
+        body.replacen(
+            "<imagesSet/>",
+            &format!("<imagesSet>{items}</imagesSet>"),
+            1,
+        )
+    };
+    let head: String = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    Ok(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
 }
 
 /// Whether the role a DeleteRole names has managed policies attached.

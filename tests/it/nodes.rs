@@ -767,3 +767,142 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
         format!("the brought profile changed:\n{before}\n{after}"),
     )
 }
+
+/// The images the live instances of the group run, sorted.
+async fn images_of(g: &Ground, uid: &str, group: &str) -> Result<Vec<String>> {
+    let mut images: Vec<String> = instances(g, uid, group)
+        .await?
+        .iter()
+        .map(|i| i.image_id().unwrap_or_default().to_string())
+        .collect();
+    images.sort();
+    Ok(images)
+}
+
+/// The newest Amazon Linux 2023 x86_64 image as the operator finds it.
+async fn newest_default(ec2: &aws_sdk_ec2::Client) -> Result<(String, String)> {
+    let out = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values("al2023-ami-2023.*-x86_64")
+                .build(),
+        )
+        .send()
+        .await?;
+    out.images()
+        .iter()
+        .filter(|i| i.name().is_some_and(|n| !n.contains("minimal")))
+        .max_by(|a, b| {
+            a.creation_date()
+                .cmp(&b.creation_date())
+                .then_with(|| a.name().cmp(&b.name()))
+        })
+        .map(|i| {
+            (
+                i.image_id().unwrap_or_default().to_string(),
+                i.name().unwrap_or_default().to_string(),
+            )
+        })
+        .context("no default image")
+}
+
+#[tokio::test]
+async fn the_default_image_is_pinned_across_restarts_and_refreshed_only_when_asked() -> Result<()> {
+    let (g, op) = ground_with_account("image-pin", &[]).await?;
+    // Amazon publishing a newer image is played by an image the account
+    // copies, which the proxy answers as Amazon's.
+    g.proxy.set_faults(testground::Faults {
+        own_images_as_amazon: true,
+        ..Default::default()
+    });
+    kubectl_apply(&g, &small_cluster_manifest("pin", "10.24.0.0/16"))?;
+    let cc = wait_running(&g, "pin", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let proxied = aws_sdk_ec2::Client::new(&g.aws_through_proxy().await);
+    let (first, name) = newest_default(&proxied).await?;
+    let pinned = |cc: &ComputeCluster| {
+        cc.status
+            .as_ref()
+            .and_then(|s| s.node_groups.first())
+            .and_then(|n| n.image_id.clone())
+    };
+    ensure(
+        pinned(&cc).as_deref() == Some(first.as_str())
+            && images_of(&g, &uid, "workers").await? == vec![first.clone()],
+        format!("pinned {:?}, expected {first}", pinned(&cc)),
+    )?;
+
+    // Amazon publishes a newer image (control: the operator's query finds it).
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let newer_name = name.replacen("al2023-ami-2023.", "al2023-ami-2023.99.", 1);
+    let newer = ec2
+        .copy_image()
+        .source_image_id(&first)
+        .source_region("us-east-1")
+        .name(&newer_name)
+        .send()
+        .await?
+        .image_id()
+        .context("no image ID")?
+        .to_string();
+    ensure(
+        newest_default(&proxied).await?.0 == newer,
+        "the newer image is not what a default lookup finds",
+    )?;
+
+    // A restart and a scale-up: the new instance runs the pinned image.
+    drop(op);
+    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    crate::clusters::patch_spec(
+        &g,
+        "pin",
+        serde_json::json!({"nodeGroups": [{"name": "workers", "instanceType": "t3.small", "count": 2, "subnets": "public"}]}),
+    )
+    .await?;
+    let cc = wait_running(&g, "pin", |cc| {
+        cc.status
+            .as_ref()
+            .and_then(|s| s.node_groups.first())
+            .is_some_and(|n| n.running == 2)
+    })
+    .await?;
+    ensure(
+        images_of(&g, &uid, "workers").await? == vec![first.clone(), first.clone()]
+            && pinned(&cc).as_deref() == Some(first.as_str()),
+        format!(
+            "after a restart and a scale-up: {:?}, pinned {:?}",
+            images_of(&g, &uid, "workers").await?,
+            pinned(&cc)
+        ),
+    )?;
+
+    // The refresh asked for: the group rolls to the newer image.
+    let clusters = g.api::<ComputeCluster>();
+    clusters
+        .patch(
+            "pin",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"byoc.dev/refresh-images": "1"}}
+            })),
+        )
+        .await?;
+    eventually(
+        "rolled to the newer image",
+        crate::clusters::WAIT,
+        || async {
+            let cc = clusters.get("pin").await?;
+            let s = cc.status.clone().unwrap_or_default();
+            let done = pinned(&cc).as_deref() == Some(newer.as_str())
+                && s.image_refresh.as_deref() == Some("1")
+                && s.phase == Some(byoc_operator::api::ClusterPhase::Running)
+                && images_of(&g, &uid, "workers").await? == vec![newer.clone(), newer.clone()];
+            Ok(done.then_some(()))
+        },
+    )
+    .await?;
+    delete_leaves_nothing(&g, "pin", &uid).await
+}

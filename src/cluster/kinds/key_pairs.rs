@@ -173,6 +173,7 @@ mod tests {
             subnet_id: "subnet-1".into(),
             launch_config: None,
             key_name: Some(key.into()),
+            image_id: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! (`delete`). `crate::aws` underneath is thin SDK calls only.
 
 pub mod iam;
+pub mod images;
 pub mod internet_gateway;
 pub mod key_pairs;
 pub mod nat_gateways;
@@ -175,6 +176,8 @@ pub struct Pass<'a> {
     pub spec: &'a ValidatedSpec,
     pub observed: &'a Observed,
     pub user_data: &'a BTreeMap<String, UserData>,
+    /// Pinned images and a pending refresh, as the object says.
+    pub recorded: &'a images::Recorded,
 }
 
 /// Looks again a few times right after a create or delete (at once, then

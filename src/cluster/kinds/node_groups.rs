@@ -33,6 +33,8 @@ pub struct Inputs {
     pub user_data: BTreeMap<String, String>,
     /// A brought instance profile's name (`iam.instanceProfileName`).
     pub instance_profile: Option<String>,
+    /// The pinned image of each group that names none, by group name.
+    pub images: BTreeMap<String, String>,
 }
 
 /// The hash of what a group's instances are launched with: type, named
@@ -83,13 +85,20 @@ pub fn launch_config(group: &NodeGroupSpec, inputs: &Inputs) -> String {
 }
 
 /// Whether `instance` runs the group's launch configuration `config` (one
-/// launched before instances were tagged with it counts by its type).
-fn is_current(instance: &ObservedInstance, group: &NodeGroupSpec, config: &str) -> bool {
+/// launched before instances were tagged with it counts by its type) and,
+/// for a group that names no image, its pinned `image`.
+fn is_current(
+    instance: &ObservedInstance,
+    group: &NodeGroupSpec,
+    config: &str,
+    image: Option<&str>,
+) -> bool {
     instance.instance_type == group.instance_type
         && instance
             .launch_config
             .as_deref()
             .is_none_or(|c| c == config)
+        && image.is_none_or(|image| instance.image_id.as_deref().is_none_or(|i| i == image))
 }
 
 /// Scales a group to `count`, replaces stopped instances, terminates the
@@ -100,6 +109,7 @@ fn is_current(instance: &ObservedInstance, group: &NodeGroupSpec, config: &str) 
 pub fn plan_group(
     group: &NodeGroupSpec,
     config: &str,
+    image: Option<&str>,
     instances: &[ObservedInstance],
     subnets: &[String],
 ) -> GroupPlan {
@@ -113,8 +123,9 @@ pub fn plan_group(
             InstanceState::ShuttingDown | InstanceState::Terminated => {}
         }
     }
-    let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
-        live.into_iter().partition(|i| is_current(i, group, config));
+    let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
+        .into_iter()
+        .partition(|i| is_current(i, group, config, image));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
     if current.len() > want {
@@ -279,7 +290,17 @@ pub fn plan(
     };
     for group in groups {
         let config = launch_config(group, inputs);
-        let plan = plan_group(group, &config, instances, &candidates(group, subnets));
+        let image = match &group.image_id {
+            Some(_) => None,
+            None => inputs.images.get(&group.name).map(String::as_str),
+        };
+        let plan = plan_group(
+            group,
+            &config,
+            image,
+            instances,
+            &candidates(group, subnets),
+        );
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
         let staying: Vec<&&ObservedInstance> = mine
@@ -288,7 +309,7 @@ pub fn plan(
             .collect();
         let updated = staying
             .iter()
-            .filter(|i| is_current(i, group, &config))
+            .filter(|i| is_current(i, group, &config, image))
             .count();
         let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
@@ -298,6 +319,8 @@ pub fn plan(
             running: count(staying.len()),
             updated: count(updated),
             instance_ids: existing.clone(),
+            image_id: group.image_id.clone().or(image.map(String::from)),
+            instance_type: image.map(|_| group.instance_type.clone()),
         });
         actions.terminate.extend(plan.terminate);
         actions
@@ -313,73 +336,27 @@ pub fn plan(
     actions
 }
 
-/// Groups that name no image and look short of live instances: their
-/// default image is looked up before the network exists.
-pub fn needing_default_image<'a>(
-    groups: &'a [NodeGroupSpec],
-    instances: &[ObservedInstance],
-) -> Vec<&'a NodeGroupSpec> {
-    groups
-        .iter()
-        .filter(|g| g.image_id.is_none())
-        .filter(|g| {
-            let have = instances
-                .iter()
-                .filter(|i| {
-                    i.group == g.name && i.instance_type == g.instance_type && i.state.is_live()
-                })
-                .count();
-            have < usize::try_from(g.count).unwrap_or(0)
-        })
-        .collect()
-}
-
-/// The default image of each group that needs one now, by group (cached
-/// per region and instance type). A group this misses looks its image up
-/// when it launches.
-pub async fn default_images(
-    p: Pass<'_>,
-    catalog: &Catalog,
-) -> Result<BTreeMap<String, String>, Error> {
-    let needed = needing_default_image(&p.spec.node_groups, &p.observed.instances);
-    if needed.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let types: Vec<String> = needed.iter().map(|g| g.instance_type.clone()).collect();
-    let images = catalog.default_images(p.c, &p.spec.region, &types).await?;
-    Ok(needed
-        .iter()
-        .filter_map(|g| Some((g.name.clone(), images.get(&g.instance_type)?.clone())))
-        .collect())
-}
-
 /// What node groups launch into.
 pub struct NodeNetwork<'a> {
     pub vpc_id: &'a str,
     pub subnets: &'a [ObservedSubnet],
     pub security_group: &'a str,
     pub iam: &'a Iam,
-    /// Default images by node group (groups that name one are not here).
+    /// Chosen default images by node group (groups that name one are not here).
     pub images: &'a BTreeMap<String, String>,
     /// SSH key pair names by node group.
     pub key_names: &'a BTreeMap<String, String>,
 }
 
-async fn image_of(
-    p: Pass<'_>,
-    catalog: &Catalog,
-    group: &NodeGroupSpec,
-    images: &BTreeMap<String, String>,
-) -> Result<String, Error> {
-    if let Some(id) = group.image_id.as_ref().or_else(|| images.get(&group.name)) {
-        return Ok(id.clone());
-    }
-    let types = [group.instance_type.clone()];
-    let found = catalog.default_images(p.c, &p.spec.region, &types).await?;
-    found
-        .get(&group.instance_type)
+/// The image a launch of `group` uses: its own, or the one chosen for it
+/// (see [`super::images`]).
+fn image_of(group: &NodeGroupSpec, images: &BTreeMap<String, String>) -> Result<String, Error> {
+    group
+        .image_id
+        .as_ref()
+        .or_else(|| images.get(&group.name))
         .cloned()
-        .ok_or_else(|| Error::NoImage(group.instance_type.clone()))
+        .ok_or_else(|| Error::Internal(format!("no image chosen for node group {}", group.name)))
 }
 
 /// Carries out the plan; returns the groups' status.
@@ -395,6 +372,7 @@ pub async fn ensure(
             .map(|(group, u)| (group.clone(), u.hash.clone()))
             .collect(),
         instance_profile: p.spec.iam.instance_profile_name.clone(),
+        images: network.images.clone(),
     };
     let NodeActions {
         terminate,
@@ -418,7 +396,7 @@ pub async fn ensure(
             .ok_or_else(|| {
                 Error::Internal(format!("a launch for unknown node group {}", l.group))
             })?;
-        let image = image_of(p, catalog, group, network.images).await?;
+        let image = image_of(group, network.images)?;
         let device = match &group.root_volume {
             Some(_) => Some(catalog.root_device(p.c, &image).await?),
             None => None,
@@ -603,6 +581,7 @@ mod tests {
             subnet_id: subnet.into(),
             launch_config: Some(launch_config(&group(1, t), &Inputs::default())),
             key_name: None,
+            image_id: None,
         }
     }
 
@@ -715,6 +694,7 @@ mod tests {
             let plan = plan_group(
                 &spec,
                 &launch_config(&spec, &Inputs::default()),
+                None,
                 &observed,
                 &subnets(),
             );
@@ -835,7 +815,7 @@ mod tests {
             i.launch_config = Some("lc-0000000000000000".into());
         }
         let config = launch_config(&spec, &Inputs::default());
-        let first = plan_group(&spec, &config, &old, &subnets());
+        let first = plan_group(&spec, &config, None, &old, &subnets());
         assert_eq!(
             summary(&first),
             (vec![("subnet-a", 1)], vec![]),
@@ -845,7 +825,7 @@ mod tests {
         for i in &mut legacy {
             i.launch_config = None;
         }
-        let untouched = plan_group(&spec, &config, &legacy, &subnets());
+        let untouched = plan_group(&spec, &config, None, &legacy, &subnets());
         assert_eq!(
             summary(&untouched),
             (vec![], vec![]),
@@ -854,7 +834,7 @@ mod tests {
         let mut both = old.clone();
         both.push(inst("i-3", "t3.large", Running, 5, "subnet-a"));
         both.push(inst("i-4", "t3.large", Running, 5, "subnet-b"));
-        let done = plan_group(&spec, &config, &both, &subnets());
+        let done = plan_group(&spec, &config, None, &both, &subnets());
         assert_eq!(
             summary(&done),
             (vec![], vec!["i-1", "i-2"]),
@@ -974,6 +954,49 @@ mod tests {
     }
 
     #[test]
+    fn a_new_pinned_image_rolls_the_group_and_is_reported() {
+        let on = |id: &str, image: &str| {
+            let mut i = inst(id, "t3.large", Running, 1, "subnet-a");
+            i.image_id = Some(image.into());
+            i
+        };
+        let spec = group(2, "t3.large");
+        let config = launch_config(&spec, &Inputs::default());
+        let old = vec![on("i-1", "ami-old"), on("i-2", "ami-old")];
+        let kept = plan_group(&spec, &config, Some("ami-old"), &old, &subnets());
+        assert_eq!(summary(&kept), (vec![], vec![]), "pinned: nothing moves");
+        let rolled = plan_group(&spec, &config, Some("ami-new"), &old, &subnets());
+        assert_eq!(
+            summary(&rolled),
+            (vec![("subnet-a", 1)], vec![]),
+            "a new pin: one new instance first"
+        );
+        let mut named = spec.clone();
+        named.image_id = Some("ami-named".into());
+        let inputs = Inputs {
+            images: BTreeMap::from([("workers".into(), "ami-new".into())]),
+            ..Default::default()
+        };
+        let status = |g: &NodeGroupSpec| {
+            let actions = plan(std::slice::from_ref(g), &inputs, &old, &[]);
+            actions
+                .statuses
+                .first()
+                .map(|s| (s.updated, s.image_id.clone(), s.instance_type.clone()))
+        };
+        assert_eq!(
+            status(&spec),
+            Some((0, Some("ami-new".into()), Some("t3.large".into()))),
+            "the pin and its type are reported; instances on the old image are not updated"
+        );
+        assert_eq!(
+            status(&named).map(|s| (s.1, s.2)),
+            Some((Some("ami-named".into()), None)),
+            "a named image is reported, no pin"
+        );
+    }
+
+    #[test]
     fn plan_terminates_orphans_and_reports_the_groups() {
         let mut orphan = inst("i-9", "t3.large", Running, 1, "subnet-a");
         orphan.group = "gone".into();
@@ -1027,6 +1050,7 @@ mod tests {
                 running: 1,
                 updated: 1,
                 instance_ids: vec!["i-1".into()],
+                ..Default::default()
             }]
         );
     }
@@ -1046,17 +1070,5 @@ mod tests {
             candidates(&group(1, "t3.large"), &public_only),
             vec!["subnet-pub"]
         );
-    }
-
-    #[test]
-    fn default_images_only_for_groups_short_of_instances() {
-        let mut named = group(1, "t3.large");
-        named.name = "named".into();
-        named.image_id = Some("ami-1".into());
-        let full = group(1, "t3.large");
-        let observed = vec![inst("i-1", "t3.large", Running, 1, "subnet-a")];
-        assert!(needing_default_image(&[named.clone(), full.clone()], &observed).is_empty());
-        let grown = group(2, "t3.large");
-        assert_eq!(needing_default_image(&[named, grown], &observed).len(), 1);
     }
 }
