@@ -93,11 +93,12 @@ fn seeded_runner(seed: u64) -> TestRunner {
 fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
     let mut runner = seeded_runner(seed);
     // Calls into each phase at which to kill: provisioning ~60 calls,
-    // scaling ~15, deletion ~40 (the example against moto).
-    let ranges = [1u64..60, 1u64..15, 1u64..40];
+    // scaling ~15, a rolling replacement of 5 ~30, deletion ~40 (the
+    // example against moto).
+    let ranges = [1u64..60, 1u64..15, 1u64..30, 1u64..40];
     (0..kills)
         .map(|i| {
-            let phase = i % 3;
+            let phase = i % ranges.len();
             let k = ranges[phase]
                 .clone()
                 .new_tree(&mut runner)
@@ -106,6 +107,35 @@ fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
             (phase, k)
         })
         .collect()
+}
+
+/// How many of the cluster's workers AWS shows ending or ended.
+async fn ended_workers(g: &Ground, uid: &str) -> Result<usize> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let filter = |name: &str, value: &str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(name)
+            .values(value)
+            .build()
+    };
+    let out = ec2
+        .describe_instances()
+        .filters(filter("tag:byoc.dev/cluster-uid", uid))
+        .filters(filter("tag:byoc.dev/node-group", "workers"))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("shutting-down")
+                .values("terminated")
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .count())
 }
 
 /// SIGKILLs `op` once `calls` more AWS calls than `base` have reached AWS,
@@ -153,13 +183,13 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let mut op = start_operator(&g)?;
     account_acme(&g).await?;
     let schedule = kill_schedule(seed, kills);
-    let cycles = schedule.len().div_ceil(3);
+    let cycles = schedule.len().div_ceil(4);
     let (mut duplicates, mut leaked) = (0usize, 0usize);
     let mut killed_after: BTreeMap<String, usize> = BTreeMap::new();
     let api = g.api::<ComputeCluster>();
     for cycle in 0..cycles {
         let name = format!("crash-{cycle}");
-        let points: Vec<(usize, u64)> = schedule.iter().skip(cycle * 3).take(3).copied().collect();
+        let points: Vec<(usize, u64)> = schedule.iter().skip(cycle * 4).take(4).copied().collect();
         let point = |phase: usize| points.iter().find(|p| p.0 == phase).map(|p| p.1);
 
         // Provisioning.
@@ -199,10 +229,43 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
             println!("{name} after scaling: {c:?}");
         }
 
+        // A rolling replacement of the 5 workers (a launch change).
+        let ended_before = ended_workers(&g, &uid).await?;
+        let base = total_calls(&g);
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"nodeGroups": [
+                {"name": "workers", "instanceType": "t3.large", "count": 5, "subnets": "private",
+                 "metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": 2}},
+                {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
+            ]}})),
+        )
+        .await?;
+        if let Some(k) = point(2) {
+            let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
+            *killed_after.entry(last).or_default() += 1;
+        }
+        wait_running_within(&g, &name, WAIT, |cc| {
+            nodes(cc) == Some("6/6")
+                && cc.status.as_ref().is_some_and(|s| {
+                    s.node_groups
+                        .iter()
+                        .any(|n| n.name == "workers" && n.updated == 5)
+                })
+        })
+        .await?;
+        let c = counts(&g, &uid).await?;
+        let ended = ended_workers(&g, &uid).await? - ended_before;
+        if c != expected_example(5) || ended != 5 {
+            duplicates += 1;
+            println!("{name} after rolling: {c:?}, {ended} workers terminated (5 expected)");
+        }
+
         // Deletion.
         let base = total_calls(&g);
         api.delete(&name, &DeleteParams::default()).await?;
-        if let Some(k) = point(2) {
+        if let Some(k) = point(3) {
             let last = kill_after_calls(&g, &mut op, base, k, || false).await?;
             *killed_after.entry(last).or_default() += 1;
         }
@@ -245,9 +308,9 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = kills + 1;
     record_figure(serde_json::json!({
         "suite": "crash safety",
-        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
+        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling, a rolling replacement of 5 workers and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
         "n": kills,
-        "figure": format!("{kills} kills over {cycles} create/scale/delete cycles and one namespace deletion (gone in {:.0} s): {duplicates} duplicated, {leaked} leaked", namespace_gone.as_secs_f64()),
+        "figure": format!("{kills} kills over {cycles} create/scale/roll/delete cycles (a roll terminating more than its 5 old workers counts as a duplicate) and one namespace deletion (gone in {:.0} s): {duplicates} duplicated, {leaked} leaked", namespace_gone.as_secs_f64()),
         "killed_after": killed_after,
         "pass": duplicates == 0 && leaked == 0,
     }))?;
