@@ -478,6 +478,8 @@ mod tests {
                     launch_config: None,
                     key_name: None,
                     image_id: None,
+                    zone: String::new(),
+                    spot: false,
                 },
                 ObservedInstance {
                     id: "i-gone".into(),
@@ -489,6 +491,8 @@ mod tests {
                     launch_config: None,
                     key_name: None,
                     image_id: None,
+                    zone: String::new(),
+                    spot: false,
                 },
             ],
             nat_gateways: vec![ObservedNatGateway {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub account_verify_interval: Duration,
     /// Requeue delay while AWS is still creating something (NAT gateway, instances).
     pub progress_poll: Duration,
+    /// How long a refused offering is skipped.
+    pub capacity_refusal_ttl: Duration,
     /// Watch one namespace only.
     pub namespace: Option<String>,
     /// Reconciles running at once per controller.
@@ -44,6 +46,7 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             account_verify_interval: Duration::from_secs(300),
             progress_poll: Duration::from_secs(5),
+            capacity_refusal_ttl: Duration::from_secs(180),
             namespace: None,
             concurrency: 8,
         }

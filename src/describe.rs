@@ -357,6 +357,8 @@ mod tests {
                 launch_config: None,
                 key_name: None,
                 image_id: None,
+                zone: String::new(),
+                spot: false,
             }],
             ..Default::default()
         };

@@ -54,6 +54,10 @@ pub enum Error {
     IamPolicyNotFound(String),
     #[error("instance profile {0} (iam.instanceProfileName) does not exist")]
     InstanceProfileNotFound(String),
+    /// AWS accepted none of a group's offerings (capacity, offered types):
+    /// its state, retried with backoff.
+    #[error("{0}")]
+    InsufficientCapacity(String),
     /// A key pair named by `sshKeyName` does not exist in the region.
     #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]
     KeyPairNotFound {
@@ -99,6 +103,7 @@ impl Error {
             Error::IamPolicyNotFound(_) => Some(reason::IAM_POLICY_NOT_FOUND),
             Error::InstanceProfileNotFound(_) => Some(reason::INSTANCE_PROFILE_NOT_FOUND),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
+            Error::Aws(e) if aws::error::is_quota(e.code()) => Some(reason::QUOTA_EXCEEDED),
             Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
                 Some(if e.is_access_denied() {
                     reason::ACCESS_DENIED
@@ -125,6 +130,7 @@ impl Error {
             Error::UserDataNotFound(_) => "user_data_not_found".into(),
             Error::UserDataTooLarge(_) => "user_data_too_large".into(),
             Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),
+            Error::InsufficientCapacity(_) => "insufficient_capacity".into(),
             Error::IamPolicyNotFound(_) => "iam_policy_not_found".into(),
             Error::InstanceProfileNotFound(_) => "instance_profile_not_found".into(),
             Error::Internal(_) => "internal".into(),

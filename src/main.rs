@@ -118,6 +118,10 @@ struct RunArgs {
     /// retries gets three times this. Then it fails as transient.
     #[arg(long, env = "BYOC_AWS_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     aws_attempt_timeout: Duration,
+    /// How long an offering AWS refused (instance type, zone, spot or
+    /// on-demand) is skipped by launches before it is tried again.
+    #[arg(long, env = "BYOC_CAPACITY_REFUSAL_TTL", default_value = "3m", value_parser = parse_duration)]
+    capacity_refusal_ttl: Duration,
     /// Reconciliations at once, per controller.
     #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
@@ -316,6 +320,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         resync: args.resync_interval,
         account_verify_interval: args.account_verify_interval,
         progress_poll: args.progress_poll,
+        capacity_refusal_ttl: args.capacity_refusal_ttl,
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
     };

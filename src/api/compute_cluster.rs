@@ -212,17 +212,36 @@ pub struct ClusterIam {
 }
 
 /// A group of identical EC2 instances.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.sshKeyName) && has(self.sshPublicKey))").message("set at most one of sshKeyName or sshPublicKey"))]
+#[x_kube(validation = Rule::new("has(self.instanceType) != has(self.instanceTypes)").message("set exactly one of instanceType or instanceTypes"))]
+#[x_kube(validation = Rule::new("!self.spot || !has(self.capacityType) || self.capacityType == 'spot'").message("spot: true is the older spelling of capacityType: spot and contradicts the capacityType set"))]
 pub struct NodeGroupSpec {
     /// Name, unique in the cluster (a DNS label).
     #[schemars(length(min = 1, max = 40), regex(pattern = patterns::DNS_LABEL))]
     pub name: String,
     /// EC2 instance type, e.g. `t3.large`. Changing it replaces the group's
-    /// instances (new ones first).
+    /// instances (new ones first). Or `instanceTypes`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 64), regex(pattern = patterns::INSTANCE_TYPE))]
     pub instance_type: String,
+    /// Instance types in order of preference (1 to 10, one architecture),
+    /// instead of `instanceType`: each launch takes the first type (and
+    /// capacity type) AWS accepts in the zone; a type AWS refuses there
+    /// (no capacity, not offered) is skipped for a few minutes
+    /// (`--capacity-refusal-ttl`), then tried again. Instances of a type
+    /// that leaves the list are replaced; reordering replaces nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 10), inner(length(max = 64), regex(pattern = patterns::INSTANCE_TYPE)))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u == t))").message("instanceTypes must not repeat a type"))]
+    pub instance_types: Vec<String>,
+    /// `onDemand` (default), `spot`, or `spotThenOnDemand`: spot where AWS
+    /// accepts a spot offering, on-demand only where it accepts none (the
+    /// group goes back to spot through a later replacement, never by
+    /// churning running instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_type: Option<CapacityType>,
     /// Number of instances, 0 to 500. Editing it scales the group.
     #[schemars(range(min = 0, max = 500))]
     pub count: i32,
@@ -230,7 +249,8 @@ pub struct NodeGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = patterns::AMI_ID))]
     pub image_id: Option<String>,
-    /// Spot instead of on-demand instances.
+    /// Spot instead of on-demand instances: the older spelling of
+    /// `capacityType: spot`.
     #[serde(default)]
     pub spot: bool,
     /// Which subnets to place the instances in: `private` (default) or `public`.
@@ -408,6 +428,63 @@ impl VolumeType {
     }
 }
 
+/// How a group's instances are bought.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum CapacityType {
+    OnDemand,
+    Spot,
+    SpotThenOnDemand,
+}
+
+impl NodeGroupSpec {
+    /// The instance types in order of preference (`instanceType` alone, or
+    /// `instanceTypes`).
+    pub fn types(&self) -> Vec<&str> {
+        match self.instance_types.is_empty() {
+            true => vec![self.instance_type.as_str()],
+            false => self.instance_types.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The first instance type: the one the default image is resolved for.
+    pub fn first_type(&self) -> &str {
+        self.instance_types
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.instance_type)
+    }
+
+    /// The capacity types to try, in order: spot offerings before any
+    /// on-demand one for `spotThenOnDemand`.
+    pub fn markets(&self) -> Vec<Market> {
+        match (self.capacity_type, self.spot) {
+            (Some(CapacityType::Spot), _) | (None, true) => vec![Market::Spot],
+            (Some(CapacityType::SpotThenOnDemand), _) => vec![Market::Spot, Market::OnDemand],
+            (Some(CapacityType::OnDemand), _) | (None, false) => vec![Market::OnDemand],
+        }
+    }
+}
+
+/// Where an instance was bought.
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Market {
+    OnDemand,
+    Spot,
+}
+
+impl Market {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Market::OnDemand => "onDemand",
+            Market::Spot => "spot",
+        }
+    }
+}
+
 /// Public or private subnets.
 #[derive(
     JsonSchema,
@@ -573,8 +650,22 @@ pub struct NodeGroupStatus {
     /// another architecture) resolves the default image again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// Where each live instance landed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
+}
+
+/// One instance of a node group.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: Market,
 }
 
 impl ComputeCluster {

@@ -60,6 +60,10 @@ pub mod reason {
     pub const IAM_POLICY_NOT_FOUND: &str = "IamPolicyNotFound";
     /// The instance profile in `iam.instanceProfileName` does not exist.
     pub const INSTANCE_PROFILE_NOT_FOUND: &str = "InstanceProfileNotFound";
+    /// AWS accepted none of a node group's offerings; retried.
+    pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacity";
+    /// An AWS quota or limit is reached (vCPUs, VPCs, addresses, ...).
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// A node group replaces its instances with a new launch configuration.
     pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// The operator broke one of its own invariants (a bug to report).

@@ -8,9 +8,10 @@ pub use cloud_account::{
     AccountPhase, CloudAccount, CloudAccountSpec, CloudAccountStatus, RoleHop, SecretRef,
 };
 pub use compute_cluster::{
-    ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec, ComputeClusterStatus,
-    DeletionPolicy, HttpTokens, IngressRule, MetadataOptions, NatGateways, NetworkSpec,
-    NodeGroupSpec, Protocol, Rollout, RootVolume, SubnetKind, VolumeType,
+    CapacityType, ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec,
+    ComputeClusterStatus, DeletionPolicy, HttpTokens, IngressRule, InstanceStatus, Market,
+    MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Protocol, Rollout, RootVolume,
+    SubnetKind, VolumeType,
 };
 
 use kube::CustomResourceExt;

@@ -233,6 +233,31 @@ const NEEDS_USER: &[&str] = &[
     "InvalidKeyPair.Format",
 ];
 
+/// Codes by which EC2 refuses an offering (an instance type in a zone, on
+/// demand or spot): AWS's state, not the user's doing, and another offering
+/// may be accepted. Some come with status 500: they are answers, not
+/// failures to retry.
+pub const REFUSALS: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "Unsupported",
+    "MaxSpotInstanceCountExceeded",
+    "SpotMaxPriceTooLow",
+];
+
+/// Whether AWS's `code` refuses an offering (rather than the request).
+pub fn is_refusal(code: Option<&str>) -> bool {
+    code.is_some_and(|c| REFUSALS.contains(&c))
+}
+
+/// Whether `code` says an AWS quota or limit is reached (the user must
+/// raise it or use less); throttling is not one.
+pub fn is_quota(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.ends_with("LimitExceeded") && c != "RequestLimitExceeded")
+}
+
 /// Classifies an AWS error code.
 pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
     // IAM is eventually consistent: a new instance profile is briefly unknown to EC2.

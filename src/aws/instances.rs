@@ -9,6 +9,14 @@ use aws_sdk_ec2::types::{
     SpotInstanceType, SpotMarketOptions, VolumeType,
 };
 
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::error::is_refusal;
 use super::tags::{tag_value, OwnershipTags, LAUNCH_CONFIG, NODE_GROUP};
 use super::token::client_token;
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
@@ -56,6 +64,10 @@ pub struct ObservedInstance {
     pub key_name: Option<String>,
     /// The image it was launched from.
     pub image_id: Option<String>,
+    /// Its availability zone.
+    pub zone: String,
+    /// A spot instance (else on demand).
+    pub spot: bool,
 }
 
 /// Instances of the cluster that are not terminated.
@@ -111,6 +123,13 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     launch_config: tag_value(i.tags(), LAUNCH_CONFIG).map(str::to_string),
                     key_name: i.key_name().map(str::to_string),
                     image_id: i.image_id().map(str::to_string),
+                    zone: i
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap_or_default()
+                        .to_string(),
+                    spot: i.instance_lifecycle()
+                        == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
                 });
             }
         }
@@ -233,6 +252,10 @@ pub async fn run(
         );
     }
     let out = req
+        .customize()
+        .config_override(
+            aws_sdk_ec2::config::Builder::default().retry_classifier(RefusalsAreAnswers),
+        )
         .send()
         .await
         .op("ec2:RunInstances")
@@ -242,6 +265,36 @@ pub async fn run(
         .iter()
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect())
+}
+
+/// A refusal of RunInstances (no capacity for the offering, not offered in
+/// the zone) is an answer: the caller tries another offering at once. AWS
+/// sends some with status 500, which the SDK would otherwise retry.
+#[derive(Debug)]
+struct RefusalsAreAnswers;
+
+impl ClassifyRetry for RefusalsAreAnswers {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let code = ctx
+            .output_or_error()
+            .and_then(|r| r.err())
+            .and_then(|e| e.as_operation_error())
+            .and_then(|e| e.downcast_ref::<RunInstancesError>())
+            .and_then(|e| e.code());
+        match is_refusal(code) {
+            true => RetryAction::RetryForbidden,
+            false => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "refusals of an offering are answers"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        // First: forbidding a retry ends the classification.
+        RetryClassifierPriority::run_before(RetryClassifierPriority::http_status_code_classifier())
+    }
 }
 
 fn root_mapping(d: &RootDevice<'_>) -> BlockDeviceMapping {

@@ -10,14 +10,16 @@ use aws_sdk_ec2::types::ArchitectureType;
 use futures::future::try_join_all;
 use tokio::sync::Mutex;
 
+use super::kinds::offerings::Refusals;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
 
 /// How long a looked-up default image is reused.
 const IMAGE_TTL: Duration = Duration::from_secs(3600);
 
-#[derive(Default)]
 pub struct Catalog {
+    /// Offerings AWS refused lately, per account and region.
+    pub refusals: Refusals,
     /// Default images by `(region, instance type)`, with when each was looked up.
     images: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
@@ -27,6 +29,15 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    pub fn new(refusal_ttl: Duration) -> Self {
+        Catalog {
+            refusals: Refusals::new(refusal_ttl),
+            images: Default::default(),
+            zones: Default::default(),
+            root_devices: Default::default(),
+        }
+    }
+
     /// The newest Amazon Linux 2023 image for each of `instance_types` in
     /// `region`: what is not cached (or all, when `fresh`) costs one
     /// architecture lookup for all and one image lookup per architecture,

@@ -201,10 +201,10 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
                 images: got(&b.images, "the images")?,
                 key_names: got(&b.keys, "the key pairs")?,
             };
-            put(
-                &b.nodes,
-                node_groups::ensure(p, input.catalog, &network).await?,
-            )
+            let (statuses, shortfall) = node_groups::ensure(p, input.catalog, &network).await?;
+            put(&b.nodes, statuses)?;
+            // AWS's state, not the user's: retried, the statuses kept.
+            shortfall.map_or(Ok(()), |m| Err(Error::InsufficientCapacity(m)))
         }
         (Step::Vpc, Layout::Existing { .. }) => existing_network(input, b).await,
         // What an existing network has already, or does not need.

@@ -128,10 +128,11 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
             },
         );
     let concurrency = ctx.settings.concurrency;
+    let refusal_ttl = ctx.settings.capacity_refusal_ttl;
     let cx = Arc::new(ClusterContext {
         ctx,
         accounts,
-        catalog: Catalog::default(),
+        catalog: Catalog::new(refusal_ttl),
     });
     run_controller(
         controller,

@@ -83,6 +83,10 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message: waiting,
         }),
+        Err(Error::InsufficientCapacity(message)) => Ok(Outcome::Transient {
+            reason: reason::INSUFFICIENT_CAPACITY,
+            message,
+        }),
         Err(e) => match e.needs_user() {
             Some(reason) => Ok(Outcome::NeedsUser {
                 reason,
@@ -380,6 +384,15 @@ impl Report {
             };
         }
         let mut desired = self.part_conditions();
+        if outcome.reason() == reason::INSUFFICIENT_CAPACITY {
+            desired.retain(|d| d.type_ != NODE_GROUPS_READY);
+            desired.push(Desired::new(
+                NODE_GROUPS_READY,
+                false,
+                reason::INSUFFICIENT_CAPACITY,
+                outcome.message(),
+            ));
+        }
         desired.extend(outcome.conditions());
         ComputeClusterStatus {
             observed_generation: generation,
@@ -484,9 +497,16 @@ mod tests {
             (
                 Err(aws("VcpuLimitExceeded")),
                 false,
-                reason::AWS_ERROR,
+                reason::QUOTA_EXCEEDED,
                 ClusterPhase::Failed,
                 "quota",
+            ),
+            (
+                Err(Error::InsufficientCapacity("workers: ...".into())),
+                false,
+                reason::INSUFFICIENT_CAPACITY,
+                ClusterPhase::Provisioning,
+                "no capacity: AWS's state, retried",
             ),
             (
                 Err(aws("RequestLimitExceeded")),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod proxy;
-pub use proxy::{AwsProxy, Faults};
+pub use proxy::{AwsProxy, Faults, Refusal};
 
 /// Prefix of every ground's working directory under the temp dir.
 const DIR_PREFIX: &str = "byoc-ground-";

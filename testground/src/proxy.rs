@@ -47,6 +47,19 @@ pub struct Faults {
     /// answered as Amazon's too, as if Amazon had just published them:
     /// moto registers every image as the caller's.
     pub own_images_as_amazon: bool,
+    /// RunInstances refused as AWS refuses an offering: the first rule
+    /// matching the request's instance type, zone and market answers its
+    /// code (status 500 for the `Insufficient*` ones, as AWS sends them).
+    pub refusals: Vec<Refusal>,
+}
+
+/// An offering AWS refuses; `None` matches anything.
+#[derive(Clone, Debug, Default)]
+pub struct Refusal {
+    pub instance_type: Option<String>,
+    pub zone: Option<String>,
+    pub spot: Option<bool>,
+    pub code: String,
 }
 
 /// One call as the proxy saw it.
@@ -301,6 +314,23 @@ fn answer(
         }
     }
 
+    if op == "RunInstances" && !faults.refusals.is_empty() {
+        if let Some(code) = refusal(upstream, req, &faults.refusals)? {
+            let status = if code.starts_with("Insufficient") {
+                "500 Internal Server Error"
+            } else {
+                "400 Bad Request"
+            };
+            let body = error_body(svc, &code, "refused by the test proxy for this offering");
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+    }
+
     let token = matches!(op, "RunInstances" | "CreateNatGateway")
         .then(|| param(&req.body, "ClientToken"))
         .flatten()
@@ -408,6 +438,32 @@ fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option
         }
         _ => None,
     })
+}
+
+/// The code of the first refusal that matches a RunInstances request.
+fn refusal(upstream: u16, req: &Request, refusals: &[Refusal]) -> Result<Option<String>> {
+    let instance_type = param(&req.body, "InstanceType").unwrap_or_default();
+    let spot = param(&req.body, "InstanceMarketOptions.MarketType").as_deref() == Some("spot");
+    let subnet = param(&req.body, "SubnetId").unwrap_or_default();
+    let zone = if refusals.iter().any(|r| r.zone.is_some()) {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "DescribeSubnets")
+            .append_pair("Version", "2016-11-15")
+            .append_pair("SubnetId.1", &subnet)
+            .finish();
+        first_element(&query_as_caller(upstream, req, &query)?, "availabilityZone")
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(refusals
+        .iter()
+        .find(|r| {
+            r.instance_type.as_ref().is_none_or(|t| *t == instance_type)
+                && r.zone.as_ref().is_none_or(|z| *z == zone)
+                && r.spot.is_none_or(|s| s == spot)
+        })
+        .map(|r| r.code.clone()))
 }
 
 /// Amazon's account, as image owner.

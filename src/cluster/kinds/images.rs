@@ -91,7 +91,7 @@ pub fn choose(
     }
     match recorded.pins.get(&group.name) {
         // Kept while the group is empty too: it grows on the same image.
-        Some(pin) if pin.instance_type == group.instance_type => {
+        Some(pin) if group.types().contains(&pin.instance_type.as_str()) => {
             return Choice::Pinned(pin.image_id.clone())
         }
         // Another type, maybe another architecture: resolved again (the
@@ -100,17 +100,20 @@ pub fn choose(
         _ if empty => return Choice::Nothing,
         _ => {}
     }
-    match most_run(&live, &group.instance_type) {
+    match most_run(&live, &group.types()) {
         Some(image) => Choice::Pinned(image),
         None => Choice::Resolve { fresh: false },
     }
 }
 
-/// The image most of the live instances of `instance_type` run (the
-/// newest launch breaks a tie): adopting it replaces the fewest.
-fn most_run(live: &[&ObservedInstance], instance_type: &str) -> Option<String> {
+/// The image most of the live instances of `types` run (the newest launch
+/// breaks a tie): adopting it replaces the fewest.
+fn most_run(live: &[&ObservedInstance], types: &[&str]) -> Option<String> {
     let mut tally: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
-    for i in live.iter().filter(|i| i.instance_type == instance_type) {
+    for i in live
+        .iter()
+        .filter(|i| types.contains(&i.instance_type.as_str()))
+    {
         if let Some(image) = i.image_id.as_deref() {
             let entry = tally.entry(image).or_default();
             entry.0 += 1;
@@ -141,7 +144,8 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
     let fresh = lookups.iter().any(|(_, fresh)| *fresh);
     let types: Vec<String> = lookups
         .iter()
-        .map(|(g, _)| g.instance_type.clone())
+        .flat_map(|(g, _)| g.types())
+        .map(String::from)
         .collect();
     if types.is_empty() {
         return Ok(images);
@@ -150,9 +154,21 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
         .default_images(p.c, &p.spec.region, &types, fresh)
         .await?;
     for (group, _) in lookups {
+        let first = group.first_type();
         let image = found
-            .get(&group.instance_type)
-            .ok_or_else(|| Error::NoImage(group.instance_type.clone()))?;
+            .get(first)
+            .ok_or_else(|| Error::NoImage(first.to_string()))?;
+        // One image serves every type of the group.
+        if let Some(other) = group
+            .types()
+            .into_iter()
+            .find(|t| found.get(*t) != Some(image))
+        {
+            return Err(Error::InvalidSpec(format!(
+                "nodeGroups {}: instanceTypes must share one architecture ({first} and {other} do not)",
+                group.name
+            )));
+        }
         images.insert(group.name.clone(), image.clone());
     }
     Ok(images)
@@ -179,6 +195,7 @@ mod tests {
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
+            ..Default::default()
         }
     }
 
@@ -193,6 +210,8 @@ mod tests {
             launch_config: None,
             key_name: None,
             image_id: Some(image.into()),
+            zone: String::new(),
+            spot: false,
         }
     }
 

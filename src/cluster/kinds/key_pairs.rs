@@ -153,6 +153,7 @@ mod tests {
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
+            ..Default::default()
         }
     }
 
@@ -174,6 +175,8 @@ mod tests {
             launch_config: None,
             key_name: Some(key.into()),
             image_id: None,
+            zone: String::new(),
+            spot: false,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod internet_gateway;
 pub mod key_pairs;
 pub mod nat_gateways;
 pub mod node_groups;
+pub mod offerings;
 pub mod route_tables;
 pub mod security_group;
 pub mod subnets;

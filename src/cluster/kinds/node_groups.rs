@@ -5,10 +5,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures::future::try_join_all;
+
 use super::iam::Iam;
+use super::offerings::{self, Offering};
 use super::{look_again, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
-use crate::api::HttpTokens;
+use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
 use crate::aws::instances::{self, InstanceState, Launch, ObservedInstance, RootDevice};
 use crate::aws::security_group;
@@ -43,9 +46,16 @@ pub struct Inputs {
 /// instance tagged with another hash is outdated and replaced. The default
 /// image is not part of it, so a newer default image replaces nothing.
 pub fn launch_config(group: &NodeGroupSpec, inputs: &Inputs) -> String {
+    launch_config_of(group, group.first_type(), inputs)
+}
+
+/// [`launch_config`] of the group's instances of `instance_type` (one of
+/// its `instanceTypes`: each type has its own, so reordering the list or
+/// adding a type replaces nothing).
+pub fn launch_config_of(group: &NodeGroupSpec, instance_type: &str, inputs: &Inputs) -> String {
     let metadata = group.metadata_options.clone().unwrap_or_default();
     let mut parts: Vec<String> = vec![
-        group.instance_type.clone(),
+        instance_type.to_string(),
         group.image_id.clone().unwrap_or_default(),
         format!(
             "{:?}/{}",
@@ -84,20 +94,21 @@ pub fn launch_config(group: &NodeGroupSpec, inputs: &Inputs) -> String {
     client_token("lc", &parts)
 }
 
-/// Whether `instance` runs the group's launch configuration `config` (one
-/// launched before instances were tagged with it counts by its type) and,
-/// for a group that names no image, its pinned `image`.
+/// Whether `instance` is of one of the group's types and runs its launch
+/// configuration for that type (one launched before instances were tagged
+/// with it counts by its type) and, for a group that names no image, its
+/// pinned `image`.
 fn is_current(
     instance: &ObservedInstance,
     group: &NodeGroupSpec,
-    config: &str,
+    inputs: &Inputs,
     image: Option<&str>,
 ) -> bool {
-    instance.instance_type == group.instance_type
+    group.types().contains(&instance.instance_type.as_str())
         && instance
             .launch_config
             .as_deref()
-            .is_none_or(|c| c == config)
+            .is_none_or(|c| c == launch_config_of(group, &instance.instance_type, inputs))
         && image.is_none_or(|image| instance.image_id.as_deref().is_none_or(|i| i == image))
 }
 
@@ -108,7 +119,7 @@ fn is_current(
 /// fewest instances.
 pub fn plan_group(
     group: &NodeGroupSpec,
-    config: &str,
+    inputs: &Inputs,
     image: Option<&str>,
     instances: &[ObservedInstance],
     subnets: &[String],
@@ -125,7 +136,7 @@ pub fn plan_group(
     }
     let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
         .into_iter()
-        .partition(|i| is_current(i, group, config, image));
+        .partition(|i| is_current(i, group, inputs, image));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
     if current.len() > want {
@@ -266,8 +277,6 @@ pub struct LaunchPlan {
     pub count: i32,
     /// The group's instances now (part of the launch's client token).
     pub existing: Vec<String>,
-    /// The group's launch configuration hash (tagged on the instances).
-    pub launch_config: String,
 }
 
 /// The whole decision for the node groups, and their status before it runs.
@@ -289,18 +298,11 @@ pub fn plan(
         ..Default::default()
     };
     for group in groups {
-        let config = launch_config(group, inputs);
         let image = match &group.image_id {
             Some(_) => None,
             None => inputs.images.get(&group.name).map(String::as_str),
         };
-        let plan = plan_group(
-            group,
-            &config,
-            image,
-            instances,
-            &candidates(group, subnets),
-        );
+        let plan = plan_group(group, inputs, image, instances, &candidates(group, subnets));
         let mine: Vec<&ObservedInstance> =
             instances.iter().filter(|i| i.group == group.name).collect();
         let staying: Vec<&&ObservedInstance> = mine
@@ -309,7 +311,7 @@ pub fn plan(
             .collect();
         let updated = staying
             .iter()
-            .filter(|i| is_current(i, group, &config, image))
+            .filter(|i| is_current(i, group, inputs, image))
             .count();
         let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
@@ -320,7 +322,21 @@ pub fn plan(
             updated: count(updated),
             instance_ids: existing.clone(),
             image_id: group.image_id.clone().or(image.map(String::from)),
-            instance_type: image.map(|_| group.instance_type.clone()),
+            instance_type: image.map(|_| group.first_type().to_string()),
+            instances: mine
+                .iter()
+                .filter(|i| i.state.is_live() && !plan.terminate.contains(&i.id))
+                .map(|i| InstanceStatus {
+                    id: i.id.clone(),
+                    instance_type: i.instance_type.clone(),
+                    zone: i.zone.clone(),
+                    capacity_type: if i.spot {
+                        Market::Spot
+                    } else {
+                        Market::OnDemand
+                    },
+                })
+                .collect(),
         });
         actions.terminate.extend(plan.terminate);
         actions
@@ -330,7 +346,6 @@ pub fn plan(
                 subnet,
                 count,
                 existing: existing.clone(),
-                launch_config: config.clone(),
             }));
     }
     actions
@@ -359,12 +374,13 @@ fn image_of(group: &NodeGroupSpec, images: &BTreeMap<String, String>) -> Result<
         .ok_or_else(|| Error::Internal(format!("no image chosen for node group {}", group.name)))
 }
 
-/// Carries out the plan; returns the groups' status.
-pub async fn ensure(
-    p: Pass<'_>,
-    catalog: &Catalog,
-    network: &NodeNetwork<'_>,
-) -> Result<Vec<NodeGroupStatus>, Error> {
+/// Carries out the plan; returns the groups' status, and what could not be
+/// launched because AWS accepted none of a group's offerings.
+pub async fn ensure<'a>(
+    p: Pass<'a>,
+    catalog: &'a Catalog,
+    network: &'a NodeNetwork<'a>,
+) -> Result<(Vec<NodeGroupStatus>, Option<String>), Error> {
     let inputs = Inputs {
         user_data: p
             .user_data
@@ -401,56 +417,149 @@ pub async fn ensure(
             Some(_) => Some(catalog.root_device(p.c, &image).await?),
             None => None,
         };
-        jobs.push((group, image, device, l));
+        jobs.push(Job {
+            group,
+            image,
+            device,
+            plan: l,
+        });
     }
-    let launched = futures::future::try_join_all(jobs.iter().map(|(group, image, device, l)| {
-        let mut groups = vec![network.security_group.to_string()];
-        groups.extend(group.additional_security_group_ids.iter().cloned());
-        let encoded = p.user_data.get(&group.name).map(|u| u.encoded());
-        async move {
-            let metadata = group.metadata_options.clone().unwrap_or_default();
-            let root_device = group
-                .root_volume
-                .as_ref()
-                .zip(device.as_deref())
-                .map(|(v, name)| RootDevice {
-                    device_name: name,
-                    size_gib: v.size_gib,
-                    volume_type: v.volume_type.as_str(),
-                    iops: v.iops,
-                    throughput: v.throughput,
-                    encrypted: v.encrypted,
-                    kms_key_id: v.kms_key_id.as_deref(),
-                });
-            let launch = Launch {
-                group: &group.name,
-                instance_type: &group.instance_type,
-                spot: group.spot,
-                image_id: image,
-                subnet_id: &l.subnet,
-                security_group_ids: &groups,
-                instance_profile_arn: &network.iam.profile_arn,
-                http_tokens_required: metadata.http_tokens == HttpTokens::Required,
-                http_put_response_hop_limit: metadata.http_put_response_hop_limit,
-                root_device,
-                launch_config: &l.launch_config,
-                user_data: encoded.as_deref(),
-                key_name: network.key_names.get(&group.name).map(String::as_str),
-                count: l.count,
-                existing: &l.existing,
-            };
-            instances::run(p.c, &p.spec.owner, &launch).await
-        }
-    }))
-    .await?;
-    let new: Vec<String> = launched.iter().flatten().cloned().collect();
-    for ((group, ..), ids) in jobs.iter().zip(launched) {
-        if let Some(s) = statuses.iter_mut().find(|s| s.name == group.name) {
-            s.instance_ids.extend(ids);
+    let launcher = Launcher {
+        p,
+        catalog,
+        network,
+        inputs: &inputs,
+        key: (
+            format!("{}/{}", p.spec.account.0, p.spec.account.1),
+            p.spec.region.clone(),
+        ),
+    };
+    let launched = try_join_all(jobs.iter().map(|job| launcher.launch(job))).await?;
+    let mut shortfalls = Vec::new();
+    let mut new = Vec::new();
+    for (job, result) in jobs.iter().zip(launched) {
+        match result {
+            Ok(ids) => {
+                if let Some(s) = statuses.iter_mut().find(|s| s.name == job.group.name) {
+                    s.instance_ids.extend(ids.iter().cloned());
+                }
+                new.extend(ids);
+            }
+            Err(tried) => shortfalls.push(format!(
+                "{}: no offering accepted for {} instance(s): {}",
+                job.group.name,
+                job.plan.count,
+                tried.join("; ")
+            )),
         }
     }
     count_running(p, &new, &mut statuses).await?;
-    Ok(statuses)
+    let shortfall = (!shortfalls.is_empty()).then(|| shortfalls.join(" | "));
+    Ok((statuses, shortfall))
+}
+
+/// One planned launch with what it launches from.
+struct Job<'a> {
+    group: &'a NodeGroupSpec,
+    image: String,
+    /// The image's root device name, when the group sets its root volume.
+    device: Option<String>,
+    plan: &'a LaunchPlan,
+}
+
+/// What every launch of a pass shares.
+struct Launcher<'a> {
+    p: Pass<'a>,
+    catalog: &'a Catalog,
+    network: &'a NodeNetwork<'a>,
+    inputs: &'a Inputs,
+    /// Whose refusals apply: `(CloudAccount, region)`.
+    key: (String, String),
+}
+
+impl Launcher<'_> {
+    /// Launches `job`, trying the group's offerings in order (the planned
+    /// zone first, then the group's other zones) until AWS accepts one;
+    /// `Ok(Err(..))` lists each offering tried and AWS's answer.
+    async fn launch(&self, job: &Job<'_>) -> Result<Result<Vec<String>, Vec<String>>, Error> {
+        let group = job.group;
+        let mut subnets = vec![job.plan.subnet.clone()];
+        subnets.extend(
+            candidates(group, self.network.subnets)
+                .into_iter()
+                .filter(|s| *s != job.plan.subnet),
+        );
+        let mut tried = Vec::new();
+        for subnet in &subnets {
+            let zone = self
+                .network
+                .subnets
+                .iter()
+                .find(|s| &s.id == subnet)
+                .map(|s| s.zone.as_str())
+                .unwrap_or_default();
+            for offering in offerings::offerings(group, &[zone]) {
+                if let Some(age) = self.catalog.refusals.refused_since(&self.key, &offering) {
+                    tried.push(format!("{offering}: refused {}s ago", age.as_secs()));
+                    continue;
+                }
+                match self.run(job, subnet, &offering).await {
+                    Ok(ids) => return Ok(Ok(ids)),
+                    Err(e) if offerings::is_refusal(e.code()) => {
+                        tried.push(format!("{offering}: {}", e.code().unwrap_or_default()));
+                        self.catalog.refusals.refuse(&self.key, offering);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Err(tried))
+    }
+
+    async fn run(
+        &self,
+        job: &Job<'_>,
+        subnet: &str,
+        offering: &Offering,
+    ) -> Result<Vec<String>, crate::aws::AwsError> {
+        let group = job.group;
+        let mut groups = vec![self.network.security_group.to_string()];
+        groups.extend(group.additional_security_group_ids.iter().cloned());
+        let encoded = self.p.user_data.get(&group.name).map(|u| u.encoded());
+        let metadata = group.metadata_options.clone().unwrap_or_default();
+        let root_device = group
+            .root_volume
+            .as_ref()
+            .zip(job.device.as_deref())
+            .map(|(v, name)| RootDevice {
+                device_name: name,
+                size_gib: v.size_gib,
+                volume_type: v.volume_type.as_str(),
+                iops: v.iops,
+                throughput: v.throughput,
+                encrypted: v.encrypted,
+                kms_key_id: v.kms_key_id.as_deref(),
+            });
+        let config = launch_config_of(group, &offering.instance_type, self.inputs);
+        let launch = Launch {
+            group: &group.name,
+            instance_type: &offering.instance_type,
+            spot: offering.market == Market::Spot,
+            image_id: &job.image,
+            subnet_id: subnet,
+            security_group_ids: &groups,
+            instance_profile_arn: &self.network.iam.profile_arn,
+            http_tokens_required: metadata.http_tokens == HttpTokens::Required,
+            http_put_response_hop_limit: metadata.http_put_response_hop_limit,
+            root_device,
+            launch_config: &config,
+            user_data: encoded.as_deref(),
+            key_name: self.network.key_names.get(&group.name).map(String::as_str),
+            count: job.plan.count,
+            existing: &job.plan.existing,
+        };
+        instances::run(self.p.c, &self.p.spec.owner, &launch).await
+    }
 }
 
 /// The groups' extra security groups exist in the cluster's VPC (they are
@@ -502,7 +611,7 @@ async fn count_running(
             .spec
             .node_groups
             .iter()
-            .any(|g| g.name == group && g.instance_type == instance_type);
+            .any(|g| g.name == group && g.types().contains(&instance_type.as_str()));
         if let Some(s) = statuses
             .iter_mut()
             .find(|s| s.name == group)
@@ -562,6 +671,7 @@ mod tests {
             metadata_options: None,
             root_volume: None,
             additional_security_group_ids: vec![],
+            ..Default::default()
         }
     }
 
@@ -582,6 +692,8 @@ mod tests {
             launch_config: Some(launch_config(&group(1, t), &Inputs::default())),
             key_name: None,
             image_id: None,
+            zone: String::new(),
+            spot: false,
         }
     }
 
@@ -691,13 +803,7 @@ mod tests {
             ),
         ];
         for (spec, observed, launch, terminate, why) in rows {
-            let plan = plan_group(
-                &spec,
-                &launch_config(&spec, &Inputs::default()),
-                None,
-                &observed,
-                &subnets(),
-            );
+            let plan = plan_group(&spec, &Inputs::default(), None, &observed, &subnets());
             assert_eq!(summary(&plan), (launch, terminate), "{why}");
         }
     }
@@ -814,8 +920,7 @@ mod tests {
         for i in &mut old {
             i.launch_config = Some("lc-0000000000000000".into());
         }
-        let config = launch_config(&spec, &Inputs::default());
-        let first = plan_group(&spec, &config, None, &old, &subnets());
+        let first = plan_group(&spec, &Inputs::default(), None, &old, &subnets());
         assert_eq!(
             summary(&first),
             (vec![("subnet-a", 1)], vec![]),
@@ -825,7 +930,7 @@ mod tests {
         for i in &mut legacy {
             i.launch_config = None;
         }
-        let untouched = plan_group(&spec, &config, None, &legacy, &subnets());
+        let untouched = plan_group(&spec, &Inputs::default(), None, &legacy, &subnets());
         assert_eq!(
             summary(&untouched),
             (vec![], vec![]),
@@ -834,7 +939,7 @@ mod tests {
         let mut both = old.clone();
         both.push(inst("i-3", "t3.large", Running, 5, "subnet-a"));
         both.push(inst("i-4", "t3.large", Running, 5, "subnet-b"));
-        let done = plan_group(&spec, &config, None, &both, &subnets());
+        let done = plan_group(&spec, &Inputs::default(), None, &both, &subnets());
         assert_eq!(
             summary(&done),
             (vec![], vec!["i-1", "i-2"]),
@@ -961,11 +1066,10 @@ mod tests {
             i
         };
         let spec = group(2, "t3.large");
-        let config = launch_config(&spec, &Inputs::default());
         let old = vec![on("i-1", "ami-old"), on("i-2", "ami-old")];
-        let kept = plan_group(&spec, &config, Some("ami-old"), &old, &subnets());
+        let kept = plan_group(&spec, &Inputs::default(), Some("ami-old"), &old, &subnets());
         assert_eq!(summary(&kept), (vec![], vec![]), "pinned: nothing moves");
-        let rolled = plan_group(&spec, &config, Some("ami-new"), &old, &subnets());
+        let rolled = plan_group(&spec, &Inputs::default(), Some("ami-new"), &old, &subnets());
         assert_eq!(
             summary(&rolled),
             (vec![("subnet-a", 1)], vec![]),
@@ -1038,7 +1142,6 @@ mod tests {
                 subnet: "subnet-b".into(),
                 count: 1,
                 existing: vec!["i-1".into()],
-                launch_config: launch_config(&group(2, "t3.large"), &Inputs::default()),
             }],
             "one more, into the private subnet with fewest"
         );
@@ -1050,6 +1153,12 @@ mod tests {
                 running: 1,
                 updated: 1,
                 instance_ids: vec!["i-1".into()],
+                instances: vec![InstanceStatus {
+                    id: "i-1".into(),
+                    instance_type: "t3.large".into(),
+                    zone: String::new(),
+                    capacity_type: Market::OnDemand,
+                }],
                 ..Default::default()
             }]
         );
