@@ -289,16 +289,32 @@ pub(crate) async fn stalled_with(
     name: &str,
     reason: &str,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    condition_with(g, name, "Stalled", "True", reason).await
+}
+
+/// Waits until the ComputeCluster `name` has condition `type_` at
+/// `status` with `reason`.
+pub(crate) async fn condition_with(
+    g: &Ground,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     let api = g.api::<ComputeCluster>();
-    eventually(&format!("{name} stalled with {reason}"), WAIT, || async {
-        let cc = api.get(name).await?;
-        Ok(cc
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason))
-    })
+    eventually(
+        &format!("{name}: {type_} {status} with {reason}"),
+        WAIT,
+        || async {
+            let cc = api.get(name).await?;
+            Ok(cc
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == type_ && c.status == status && c.reason == reason))
+        },
+    )
     .await
 }
 

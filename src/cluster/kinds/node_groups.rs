@@ -499,15 +499,18 @@ impl Launcher<'_> {
                 .map(|s| s.zone.as_str())
                 .unwrap_or_default();
             for offering in offerings::offerings(group, &[zone]) {
-                if let Some(age) = self.catalog.refusals.refused_since(&self.key, &offering) {
-                    tried.push(format!("{offering}: refused {}s ago", age.as_secs()));
+                let refusals = &self.catalog.refusals;
+                if let Some((code, age)) = refusals.refused(&self.key, &offering) {
+                    let again = refusals.ttl().saturating_sub(age).as_secs();
+                    tried.push(format!("{offering}: {code} (tried again in {again}s)"));
                     continue;
                 }
                 match self.run(job, subnet, &offering).await {
                     Ok(ids) => return Ok(Ok(ids)),
                     Err(e) if offerings::is_refusal(e.code()) => {
-                        tried.push(format!("{offering}: {}", e.code().unwrap_or_default()));
-                        self.catalog.refusals.refuse(&self.key, offering);
+                        let code = e.code().unwrap_or_default();
+                        tried.push(format!("{offering}: {code}"));
+                        refusals.refuse(&self.key, offering, code);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -595,10 +598,9 @@ async fn count_running(
     let running = look_again(
         || async {
             let now = instances::describe(p.c, &p.spec.owner).await?;
-            let running: Vec<(String, String)> = now
+            let running: Vec<ObservedInstance> = now
                 .into_iter()
                 .filter(|i| new.contains(&i.id) && i.state == InstanceState::Running)
-                .map(|i| (i.group, i.instance_type))
                 .collect();
             let all = running.len() == new.len();
             Ok::<_, Error>((running, all))
@@ -606,22 +608,36 @@ async fn count_running(
         !new.is_empty(),
     )
     .await?;
-    for (group, instance_type) in running.unwrap_or_default() {
+    for i in running.unwrap_or_default() {
         let wanted = p
             .spec
             .node_groups
             .iter()
-            .any(|g| g.name == group && g.types().contains(&instance_type.as_str()));
+            .any(|g| g.name == i.group && g.types().contains(&i.instance_type.as_str()));
         if let Some(s) = statuses
             .iter_mut()
-            .find(|s| s.name == group)
+            .find(|s| s.name == i.group)
             .filter(|_| wanted)
         {
             s.running += 1;
             s.updated += 1;
+            s.instances.push(instance_status(&i));
         }
     }
     Ok(())
+}
+
+fn instance_status(i: &ObservedInstance) -> InstanceStatus {
+    InstanceStatus {
+        id: i.id.clone(),
+        instance_type: i.instance_type.clone(),
+        zone: i.zone.clone(),
+        capacity_type: if i.spot {
+            Market::Spot
+        } else {
+            Market::OnDemand
+        },
+    }
 }
 
 /// Terminates every instance and looks again briefly; `Some(what)` while

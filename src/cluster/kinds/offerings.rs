@@ -50,10 +50,13 @@ pub fn offerings(group: &NodeGroupSpec, zones: &[&str]) -> Vec<Offering> {
     out
 }
 
+/// AWS's code and when, by refused offering.
+type Refused = HashMap<Offering, (String, Instant)>;
+
 /// Refused offerings per `(account, region)`, remembered for `ttl`.
 pub struct Refusals {
     ttl: Duration,
-    refused: Mutex<HashMap<(String, String), HashMap<Offering, Instant>>>,
+    refused: Mutex<HashMap<(String, String), Refused>>,
 }
 
 impl Refusals {
@@ -64,21 +67,30 @@ impl Refusals {
         }
     }
 
-    /// How long ago `offering` was refused, while that is within the window.
-    pub fn refused_since(&self, key: &(String, String), offering: &Offering) -> Option<Duration> {
+    /// AWS's code and how long ago it refused `offering`, while that is
+    /// within the window.
+    pub fn refused(
+        &self,
+        key: &(String, String),
+        offering: &Offering,
+    ) -> Option<(String, Duration)> {
         let map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .and_then(|m| m.get(offering))
-            .map(Instant::elapsed)
-            .filter(|age| *age < self.ttl)
+            .map(|(code, at)| (code.clone(), at.elapsed()))
+            .filter(|(_, age)| *age < self.ttl)
     }
 
-    pub fn refuse(&self, key: &(String, String), offering: Offering) {
+    pub fn refuse(&self, key: &(String, String), offering: Offering, code: &str) {
         let mut map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         let ttl = self.ttl;
         let refused = map.entry(key.clone()).or_default();
-        refused.retain(|_, at| at.elapsed() < ttl);
-        refused.insert(offering, Instant::now());
+        refused.retain(|_, (_, at)| at.elapsed() < ttl);
+        refused.insert(offering, (code.to_string(), Instant::now()));
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -167,14 +179,17 @@ mod tests {
             market: Market::Spot,
         };
         let remembered = Refusals::new(Duration::from_secs(60));
-        assert_eq!(remembered.refused_since(&key, &o), None);
-        remembered.refuse(&key, o.clone());
-        assert!(remembered.refused_since(&key, &o).is_some());
+        assert_eq!(remembered.refused(&key, &o), None);
+        remembered.refuse(&key, o.clone(), "InsufficientInstanceCapacity");
+        assert_eq!(
+            remembered.refused(&key, &o).map(|r| r.0),
+            Some("InsufficientInstanceCapacity".to_string())
+        );
         let other = ("team/other".to_string(), "us-east-1".to_string());
-        assert_eq!(remembered.refused_since(&other, &o), None, "per account");
+        assert_eq!(remembered.refused(&other, &o), None, "per account");
         let forgotten = Refusals::new(Duration::ZERO);
-        forgotten.refuse(&key, o.clone());
-        assert_eq!(forgotten.refused_since(&key, &o), None, "past the window");
+        forgotten.refuse(&key, o.clone(), "InsufficientInstanceCapacity");
+        assert_eq!(forgotten.refused(&key, &o), None, "past the window");
         assert!(is_refusal(Some("InsufficientInstanceCapacity")));
         assert!(
             !is_refusal(Some("VcpuLimitExceeded")),

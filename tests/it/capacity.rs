@@ -1,0 +1,200 @@
+//! Capacity AWS refuses: ordered instance types, spot with on-demand
+//! fallback, refusals remembered for a while. The proxy plays AWS's
+//! refusals (moto has none).
+
+use anyhow::{Context as _, Result};
+use byoc_operator::api::{ClusterPhase, ComputeCluster, InstanceStatus, Market};
+use kube::ResourceExt;
+use testground::{Faults, Refusal};
+
+use crate::clusters::{
+    condition_with, delete_leaves_nothing, ground_with_account, patch_spec, small_cluster_manifest,
+    wait_running,
+};
+use crate::support::{ensure, eventually, kubectl_apply, Ground};
+
+/// A two-zone cluster (public subnets, no NAT) whose one group is `group`.
+fn two_zone_manifest(name: &str, cidr: &str, group: &str) -> String {
+    small_cluster_manifest(name, cidr)
+        .replace(
+            "availabilityZones: [us-east-1a]",
+            "availabilityZones: [us-east-1a, us-east-1b]",
+        )
+        .replace(
+            "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
+            &format!("nodeGroups: [{{name: workers, subnets: public, {group}}}]"),
+        )
+}
+
+/// `(zone, type, capacity type)` of each instance status shows, sorted.
+fn placements(cc: &ComputeCluster) -> Vec<(String, String, Market)> {
+    let mut out: Vec<(String, String, Market)> = cc
+        .status
+        .iter()
+        .flat_map(|s| s.node_groups.iter())
+        .flat_map(|g| g.instances.iter())
+        .map(|i: &InstanceStatus| (i.zone.clone(), i.instance_type.clone(), i.capacity_type))
+        .collect();
+    out.sort();
+    out
+}
+
+fn run_instances(g: &Ground) -> u64 {
+    g.proxy.calls().get("RunInstances").copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_refused_type_falls_back_to_the_next_in_that_zone_only_and_is_not_retried_in_its_window(
+) -> Result<()> {
+    let (g, _op) =
+        ground_with_account("capacity-types", &["--capacity-refusal-ttl", "10m"]).await?;
+    g.proxy.set_faults(Faults {
+        refusals: vec![Refusal {
+            instance_type: Some("m6i.large".into()),
+            zone: Some("us-east-1a".into()),
+            code: "InsufficientInstanceCapacity".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let group = "instanceTypes: [m6i.large, m5.large], count: 2";
+    kubectl_apply(&g, &two_zone_manifest("types", "10.30.0.0/16", group))?;
+    let landed = |cc: &ComputeCluster, n: usize| {
+        let p = placements(cc);
+        p.len() == n && p.iter().all(|(zone, ..)| !zone.is_empty())
+    };
+    let cc = wait_running(&g, "types", |cc| landed(cc, 2)).await?;
+    let uid = cc.uid().context("uid")?;
+    let want = vec![
+        (
+            "us-east-1a".to_string(),
+            "m5.large".to_string(),
+            Market::OnDemand,
+        ),
+        (
+            "us-east-1b".to_string(),
+            "m6i.large".to_string(),
+            Market::OnDemand,
+        ),
+    ];
+    ensure(
+        placements(&cc) == want,
+        format!("placements: {:?}", placements(&cc)),
+    )?;
+
+    // Scaled to 4: one more per zone, and the refused offering is not
+    // asked again within its window (two RunInstances, not three).
+    let before = run_instances(&g);
+    patch_spec(
+        &g,
+        "types",
+        serde_json::json!({"nodeGroups": [{"name": "workers", "subnets": "public",
+            "instanceTypes": ["m6i.large", "m5.large"], "count": 4}]}),
+    )
+    .await?;
+    let cc = wait_running(&g, "types", |cc| landed(cc, 4)).await?;
+    let calls = run_instances(&g) - before;
+    let mut want4 = want.clone();
+    want4.extend(want);
+    want4.sort();
+    ensure(
+        placements(&cc) == want4 && calls == 2,
+        format!(
+            "placements {:?} after {calls} RunInstances",
+            placements(&cc)
+        ),
+    )?;
+    delete_leaves_nothing(&g, "types", &uid).await
+}
+
+#[tokio::test]
+async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_until_accepted(
+) -> Result<()> {
+    let (g, _op) = ground_with_account("capacity-spot", &["--capacity-refusal-ttl", "2s"]).await?;
+    g.proxy.set_faults(Faults {
+        refusals: vec![Refusal {
+            spot: Some(true),
+            code: "InsufficientInstanceCapacity".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let manifest = |name: &str, cidr: &str, capacity: &str| {
+        small_cluster_manifest(name, cidr).replace(
+            "count: 1, subnets: public}",
+            &format!("count: 1, subnets: public, capacityType: {capacity}}}"),
+        )
+    };
+    kubectl_apply(
+        &g,
+        &manifest("fallback", "10.31.0.0/16", "spotThenOnDemand"),
+    )?;
+    kubectl_apply(&g, &manifest("spot", "10.32.0.0/16", "spot"))?;
+
+    // spotThenOnDemand: on demand where no spot offering is accepted.
+    let cc = wait_running(&g, "fallback", |cc| placements(cc).len() == 1).await?;
+    ensure(
+        placements(&cc)
+            == vec![(
+                "us-east-1a".to_string(),
+                "t3.small".to_string(),
+                Market::OnDemand,
+            )],
+        format!("spotThenOnDemand landed on {:?}", placements(&cc)),
+    )?;
+
+    // spot only: not stalled (AWS's state), the condition lists what was tried.
+    let said = condition_with(
+        &g,
+        "spot",
+        "NodeGroupsReady",
+        "False",
+        "InsufficientCapacity",
+    )
+    .await?;
+    ensure(
+        said.message
+            .contains("spot t3.small in us-east-1a: InsufficientInstanceCapacity"),
+        format!("the condition does not list the offering: {}", said.message),
+    )?;
+    let spot = g.api::<ComputeCluster>().get("spot").await?;
+    let status = spot.status.clone().unwrap_or_default();
+    ensure(
+        status.phase == Some(ClusterPhase::Provisioning)
+            && !status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True"),
+        format!(
+            "phase {:?}, conditions {:?}",
+            status.phase, status.conditions
+        ),
+    )?;
+
+    // AWS accepts spot again: the group gets its spot instance.
+    g.proxy.set_faults(Faults::default());
+    let cc = eventually(
+        "the spot group recovered",
+        crate::clusters::WAIT,
+        || async {
+            let cc = g.api::<ComputeCluster>().get("spot").await?;
+            let running = cc.status.as_ref().and_then(|s| s.phase) == Some(ClusterPhase::Running);
+            Ok((running && placements(&cc).len() == 1).then_some(cc))
+        },
+    )
+    .await?;
+    ensure(
+        placements(&cc)[0].2 == Market::Spot,
+        format!("recovered onto {:?}", placements(&cc)),
+    )?;
+    for name in ["fallback", "spot"] {
+        let uid = g
+            .api::<ComputeCluster>()
+            .get(name)
+            .await?
+            .uid()
+            .context("uid")?;
+        delete_leaves_nothing(&g, name, &uid).await?;
+    }
+    Ok(())
+}
