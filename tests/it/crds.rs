@@ -223,6 +223,41 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             "spec.nodeGroups: duplicate entries for key [name=\"workers\"]",
         ),
         (
+            "both an instance type and a list",
+            cc("count: 3}", "count: 3, instanceTypes: [m5.large]}"),
+            "set exactly one of instanceType or instanceTypes",
+        ),
+        (
+            "neither an instance type nor a list",
+            cc("instanceType: t3.large, ", ""),
+            "set exactly one of instanceType or instanceTypes",
+        ),
+        (
+            "an empty type list",
+            cc("instanceType: t3.large, ", "instanceTypes: [], "),
+            "spec.nodeGroups[0].instanceTypes",
+        ),
+        (
+            "a type twice",
+            cc("instanceType: t3.large, ", "instanceTypes: [m5.large, m5.large], "),
+            "instanceTypes must not repeat a type",
+        ),
+        (
+            "eleven types",
+            cc("instanceType: t3.large, ", "instanceTypes: [a1.large, a1.xlarge, m5.large, m5.xlarge, m6i.large, m6i.xlarge, c5.large, c5.xlarge, r5.large, r5.xlarge, t3.large], "),
+            "spec.nodeGroups[0].instanceTypes",
+        ),
+        (
+            "unknown capacity type",
+            cc("count: 3}", "count: 3, capacityType: reserved}"),
+            "spec.nodeGroups[0].capacityType",
+        ),
+        (
+            "spot: true against capacityType onDemand",
+            cc("count: 3}", "count: 3, spot: true, capacityType: onDemand}"),
+            "spot: true is the older spelling of capacityType: spot",
+        ),
+        (
             "node role policies and a brought profile",
             cc("  nodeGroups:", "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore\"], instanceProfileName: team-nodes}\n  nodeGroups:"),
             "set managedPolicyArns or instanceProfileName, not both",

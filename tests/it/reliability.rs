@@ -423,6 +423,8 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/sshKeyName",
     "/spec/nodeGroups/0/sshPublicKey",
     "/spec/nodeGroups/0/rollout",
+    "/spec/nodeGroups/0/instanceTypes",
+    "/spec/nodeGroups/0/capacityType",
     "/spec/iam/managedPolicyArns",
     "/spec/iam/instanceProfileName",
     "/spec/nodeGroups",
@@ -544,6 +546,13 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         .prop_map(|v| json!(v))
         .boxed(),
         "/spec/iam/instanceProfileName" => s("[a-z][a-z0-9-]{2,20}"),
+        "/spec/nodeGroups/0/instanceTypes" => proptest::collection::vec(
+            "[a-z][0-9][a-z]{0,2}\\.(nano|micro|large|huge|[0-9]{1,2}xlarge)",
+            1..4,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
+        "/spec/nodeGroups/0/capacityType" => s("onDemand|spot|spotThenOnDemand"),
         "/spec/nodeGroups/0/sshKeyName" => s("[a-z][a-z0-9-]{2,20}"),
         "/spec/nodeGroups/0/sshPublicKey" => s("ssh-ed25519 AAAA[A-Za-z0-9+/]{20,60} [a-z]{1,8}"),
         "/spec/nodeGroups/0/userDataSecretRef" => ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9._-]{1,20}")
