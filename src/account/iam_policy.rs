@@ -15,6 +15,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeRouteTables",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus",
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeImages",
     "ec2:DescribeNetworkInterfaces",

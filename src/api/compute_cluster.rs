@@ -242,6 +242,14 @@ pub struct NodeGroupSpec {
     /// churning running instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_type: Option<CapacityType>,
+    /// How long an instance's EC2 status checks may be `impaired` before it
+    /// is terminated and replaced (default `5m`; e.g. `90s`, `10m`). At most
+    /// `rollout.maxUnavailable` (or 1) of a group's instances are replaced
+    /// so at a time; an Event names each. Stopped and terminated instances
+    /// (a spot interruption) are replaced at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20), regex(pattern = patterns::DURATION))]
+    pub health_check_grace_period: Option<String>,
     /// Number of instances, 0 to 500. Editing it scales the group.
     #[schemars(range(min = 0, max = 500))]
     pub count: i32,
@@ -444,6 +452,18 @@ impl NodeGroupSpec {
         match self.instance_types.is_empty() {
             true => vec![self.instance_type.as_str()],
             false => self.instance_types.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// `healthCheckGracePeriod`, or its default; `None` when it does not
+    /// parse (the spec check says so first).
+    pub fn grace_period(&self) -> Option<std::time::Duration> {
+        match &self.health_check_grace_period {
+            None => Some(std::time::Duration::from_secs(300)),
+            Some(text) => text
+                .parse::<jiff::SignedDuration>()
+                .ok()
+                .and_then(|d| std::time::Duration::try_from(d).ok()),
         }
     }
 

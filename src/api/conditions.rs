@@ -62,6 +62,8 @@ pub mod reason {
     pub const INSTANCE_PROFILE_NOT_FOUND: &str = "InstanceProfileNotFound";
     /// AWS accepted none of a node group's offerings; retried.
     pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacity";
+    /// An instance impaired past its group's grace period is replaced.
+    pub const UNHEALTHY_INSTANCE: &str = "UnhealthyInstance";
     /// An AWS quota or limit is reached (vCPUs, VPCs, addresses, ...).
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// A node group replaces its instances with a new launch configuration.

@@ -39,6 +39,8 @@ pub mod patterns {
         r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [ -~]*)?$";
     /// An IAM managed policy: AWS's or an account's, with an optional path.
     pub const POLICY_ARN: &str = r"^arn:aws[a-z-]*:iam::(aws|[0-9]{12}):policy/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,128}$";
+    /// A duration: `90s`, `5m`, `1h30m`.
+    pub const DURATION: &str = r"^([0-9]+(h|m|s))+$";
     /// IAM role and instance profile names.
     pub const IAM_NAME: &str = r"^[A-Za-z0-9+=,.@_-]+$";
     pub const SECURITY_GROUP_ID: &str = r"^sg-[0-9a-f]{8,17}$";

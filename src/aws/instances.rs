@@ -137,6 +137,43 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
     Ok(out)
 }
 
+/// Of `ids` (running instances), those whose instance or system status
+/// checks are impaired, with when (seconds since the epoch) they became so.
+pub async fn impaired(c: &AwsClients, ids: &[String]) -> AwsResult<BTreeMap<String, i64>> {
+    const OP: &str = "ec2:DescribeInstanceStatus";
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(100) {
+        let mut pages = c
+            .ec2
+            .describe_instance_status()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.op(OP)?;
+            for s in page.instance_statuses() {
+                let summaries = [s.instance_status(), s.system_status()];
+                let impaired: Vec<&aws_sdk_ec2::types::InstanceStatusSummary> = summaries
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| x.status() == Some(&aws_sdk_ec2::types::SummaryStatus::Impaired))
+                    .collect();
+                if impaired.is_empty() {
+                    continue;
+                }
+                let since = impaired
+                    .iter()
+                    .flat_map(|x| x.details())
+                    .filter_map(|d| d.impaired_since().map(|t| t.secs()))
+                    .min()
+                    .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                out.insert(required(s.instance_id(), OP, "InstanceId")?, since);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The root volume of a launch.
 pub struct RootDevice<'a> {
     /// The image's root device name (e.g. `/dev/xvda`).

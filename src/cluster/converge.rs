@@ -101,6 +101,8 @@ struct Board {
     public_route: OnceLock<()>,
     private_routes: OnceLock<bool>,
     nodes: OnceLock<Vec<NodeGroupStatus>>,
+    /// Unhealthy instances replaced, one line each.
+    replaced: OnceLock<Vec<String>>,
 }
 
 /// A cell a step reads: written by a step it needs (else the graph is wrong).
@@ -201,10 +203,12 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
                 images: got(&b.images, "the images")?,
                 key_names: got(&b.keys, "the key pairs")?,
             };
-            let (statuses, shortfall) = node_groups::ensure(p, input.catalog, &network).await?;
-            put(&b.nodes, statuses)?;
+            let done = node_groups::ensure(p, input.catalog, &network).await?;
+            put(&b.nodes, done.statuses)?;
+            put(&b.replaced, done.replaced)?;
             // AWS's state, not the user's: retried, the statuses kept.
-            shortfall.map_or(Ok(()), |m| Err(Error::InsufficientCapacity(m)))
+            done.shortfall
+                .map_or(Ok(()), |m| Err(Error::InsufficientCapacity(m)))
         }
         (Step::Vpc, Layout::Existing { .. }) => existing_network(input, b).await,
         // What an existing network has already, or does not need.
@@ -346,6 +350,7 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
         nats_ready && b.public_route.get().is_some() && b.private_routes.get() == Some(&true);
     if let Some(nodes) = b.nodes.get() {
         *progress.node_groups_mut() = nodes.clone();
+        progress.replaced = b.replaced.get().cloned().unwrap_or_default();
         // Acted on with the pins it gave, written in the same status.
         if let Some(value) = &recorded.refresh {
             progress.image_refresh = Some(value.clone());

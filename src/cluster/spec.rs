@@ -65,6 +65,12 @@ pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
         _ => return Err("set exactly one of network.vpcCidr or network.existingVpcId".into()),
     };
     for group in &spec.node_groups {
+        if group.grace_period().is_none() {
+            return Err(format!(
+                "nodeGroups {}: healthCheckGracePeriod is not a duration like 90s or 5m",
+                group.name
+            ));
+        }
         if let Some(key) = &group.ssh_public_key {
             check_ssh_public_key(key)
                 .map_err(|e| format!("nodeGroups {}: sshPublicKey {e}", group.name))?;

@@ -27,6 +27,8 @@ pub struct Progress {
     pub network_ready: bool,
     /// A refresh of the default images acted on this pass.
     pub image_refresh: Option<String>,
+    /// Unhealthy instances replaced this pass (an Event each).
+    pub replaced: Vec<String>,
     /// What the cluster waits for (shown in the Reconciling message).
     pub waiting: Vec<String>,
 }
@@ -257,6 +259,15 @@ impl Report {
         let phase = phase_of(outcome, self.stage, self.previous.phase);
         let status = self.status(phase, outcome);
         apply_status(&self.api(ctx), &self.object.name_any(), &status).await?;
+        for note in &self.progress.replaced {
+            ctx.publish(
+                &self.object.object_ref(&()),
+                true,
+                reason::UNHEALTHY_INSTANCE,
+                note.clone(),
+            )
+            .await;
+        }
         ctx.metrics.cluster_phase(&uid, Some(phase_name(phase)));
         if self.previous.phase != Some(phase) {
             let note = outcome.message().to_string();

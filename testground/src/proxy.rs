@@ -51,6 +51,9 @@ pub struct Faults {
     /// matching the request's instance type, zone and market answers its
     /// code (status 500 for the `Insufficient*` ones, as AWS sends them).
     pub refusals: Vec<Refusal>,
+    /// Instances whose EC2 status checks DescribeInstanceStatus answers as
+    /// `impaired`, since the proxy first answered so for each.
+    pub impaired: Vec<String>,
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -77,6 +80,8 @@ struct Shared {
     trace: Mutex<Vec<Call>>,
     /// Creation time of NAT gateways and instances, by ID.
     created: Mutex<HashMap<String, Instant>>,
+    /// When each impaired instance was first answered so.
+    impaired_since: Mutex<HashMap<String, std::time::SystemTime>>,
     /// First successful answer per `ClientToken`.
     tokens: Mutex<HashMap<String, Vec<u8>>>,
     faults: Mutex<Faults>,
@@ -104,6 +109,7 @@ impl AwsProxy {
             calls: Mutex::default(),
             trace: Mutex::default(),
             created: Mutex::default(),
+            impaired_since: Mutex::default(),
             tokens: Mutex::default(),
             faults: Mutex::default(),
             roles_found: Mutex::default(),
@@ -363,6 +369,15 @@ fn answer(
                     created.entry(id).or_insert(now);
                 }
             }
+            "DescribeInstanceStatus" if !faults.impaired.is_empty() => {
+                let mut since = lock(&s.impaired_since);
+                for id in &faults.impaired {
+                    since
+                        .entry(id.clone())
+                        .or_insert_with(std::time::SystemTime::now);
+                }
+                response = impair(&response, &since);
+            }
             "DescribeImages" if faults.own_images_as_amazon => {
                 response = with_own_images(upstream, req, &response)?;
             }
@@ -464,6 +479,38 @@ fn refusal(upstream: u16, req: &Request, refusals: &[Refusal]) -> Result<Option<
                 && r.spot.is_none_or(|s| s == spot)
         })
         .map(|r| r.code.clone()))
+}
+
+/// Rewrites the instance status checks of each listed instance to
+/// `impaired` in a DescribeInstanceStatus answer, with when it became so.
+/// Each item's instance ID precedes its status blocks.
+fn impair(response: &[u8], since: &HashMap<String, std::time::SystemTime>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let open = "<instanceId>";
+    let mut parts: Vec<String> = body.split(open).map(str::to_string).collect();
+    for part in parts.iter_mut().skip(1) {
+        let id = part.split("</instanceId>").next().unwrap_or("").trim();
+        let Some(at) = since.get(id) else { continue };
+        let stamp = jiff::Timestamp::try_from(*at)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string())
+            .unwrap_or_default();
+        *part = part
+            .replacen(
+                "<instanceStatus><details><item><name>reachability</name><status>passed</status></item></details><status>ok</status></instanceStatus>",
+                &format!("<instanceStatus><details><item><name>reachability</name><status>failed</status><impairedSince>{stamp}</impairedSince></item></details><status>impaired</status></instanceStatus>"),
+                1,
+            );
+    }
+    let body = parts.join(open);
+    let head: String = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// Amazon's account, as image owner.

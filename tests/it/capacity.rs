@@ -198,3 +198,91 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
     }
     Ok(())
 }
+
+/// Running instances of the cluster `uid`, as AWS holds them, by launch.
+async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let filter = |name: &str, value: &str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(name)
+            .values(value)
+            .build()
+    };
+    let out = ec2
+        .describe_instances()
+        .filters(filter("tag:byoc.dev/cluster-uid", uid))
+        .filters(filter("instance-state-name", "running"))
+        .send()
+        .await?;
+    let mut found: Vec<(i64, String)> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            (
+                i.launch_time().map(|t| t.secs()).unwrap_or_default(),
+                i.instance_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
+#[tokio::test]
+async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Result<()> {
+    let (g, _op) = ground_with_account("capacity-health", &["--resync-interval", "1s"]).await?;
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("health", "10.33.0.0/16").replace(
+            "count: 1, subnets: public}",
+            "count: 3, subnets: public, healthCheckGracePeriod: 4s}",
+        ),
+    )?;
+    let cc = wait_running(&g, "health", |cc| {
+        cc.status.as_ref().and_then(|s| s.nodes.as_deref()) == Some("3/3")
+    })
+    .await?;
+    let uid = cc.uid().context("uid")?;
+    let before = running(&g, &uid).await?;
+    let sick: Vec<String> = before.iter().take(2).cloned().collect();
+    let started = std::time::Instant::now();
+    g.proxy.set_faults(Faults {
+        impaired: sick.clone(),
+        ..Default::default()
+    });
+    // Sampled until both are replaced: none goes before its grace, and
+    // never more than one of the three is down at once (maxUnavailable 0).
+    let lowest = std::cell::Cell::new(usize::MAX);
+    let first_gone = std::cell::Cell::new(None);
+    eventually(
+        "both impaired instances replaced",
+        crate::clusters::WAIT,
+        || async {
+            let now = running(&g, &uid).await?;
+            lowest.set(lowest.get().min(now.len()));
+            let gone = sick.iter().filter(|id| !now.contains(id)).count();
+            if gone > 0 && first_gone.get().is_none() {
+                first_gone.set(Some(started.elapsed()));
+            }
+            Ok((gone == 2 && now.len() == 3).then_some(()))
+        },
+    )
+    .await?;
+    let first = first_gone.get().context("never replaced")?;
+    println!(
+        "impaired replacement: first gone after {:.1} s (grace 4 s), at least {} of 3 running",
+        first.as_secs_f64(),
+        lowest.get()
+    );
+    ensure(
+        first >= std::time::Duration::from_secs(4) && lowest.get() >= 2,
+        format!(
+            "first gone after {first:?}, lowest running {}",
+            lowest.get()
+        ),
+    )?;
+    let note = crate::support::event_note(&g, "UnhealthyInstance", &sick[0]).await?;
+    ensure(note.contains("impaired"), format!("the Event: {note}"))?;
+    delete_leaves_nothing(&g, "health", &uid).await
+}

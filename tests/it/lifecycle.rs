@@ -603,16 +603,7 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
     patch_spec(&g, "stuck", serde_json::json!({"deletionPolicy": "Retain"})).await?;
     wait_gone(&g, "stuck").await?;
     ensure(counts(&g, &uid).await?.vpcs == 1, "the VPC is gone")?;
-    let events = g.api::<k8s_openapi::api::events::v1::Event>();
-    let note = eventually("a Retained Event", crate::clusters::WAIT, || async {
-        let list = events.list(&Default::default()).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("Retained"))
-            .and_then(|e| e.note))
-    })
-    .await?;
+    let note = crate::support::event_note(&g, "Retained", "").await?;
     ensure(
         note.contains(&vpc) && note.contains(&subnet) && note.contains("account 123456789012"),
         format!("the Event does not list what is left: {note}"),

@@ -550,3 +550,23 @@ pub fn record_figure(figure: serde_json::Value) -> Result<()> {
     }
     Ok(())
 }
+
+/// The note of the first Event in the test's namespace with `reason` whose
+/// note holds `holding`, once there is one.
+pub async fn event_note(g: &Ground, reason: &str, holding: &str) -> Result<String> {
+    let events = g.api::<k8s_openapi::api::events::v1::Event>();
+    eventually(
+        &format!("a {reason} Event"),
+        crate::clusters::WAIT,
+        || async {
+            let list = events.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.note)
+                .find(|n| n.contains(holding)))
+        },
+    )
+    .await
+}

@@ -3,7 +3,7 @@
 //! (new ones first) or they stop, terminated when their group goes.
 //! Terminated first on deletion.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::future::try_join_all;
 
@@ -38,6 +38,9 @@ pub struct Inputs {
     pub instance_profile: Option<String>,
     /// The pinned image of each group that names none, by group name.
     pub images: BTreeMap<String, String>,
+    /// Instances whose status checks have been impaired for longer than
+    /// their group's `healthCheckGracePeriod`.
+    pub unhealthy: BTreeSet<String>,
 }
 
 /// The hash of what a group's instances are launched with: type, named
@@ -134,6 +137,8 @@ pub fn plan_group(
             InstanceState::ShuttingDown | InstanceState::Terminated => {}
         }
     }
+    plan.terminate
+        .extend(unhealthy_to_replace(group, inputs, &mut live));
     let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
         .into_iter()
         .partition(|i| is_current(i, group, inputs, image));
@@ -166,6 +171,35 @@ pub fn plan_group(
     }
     plan.launch = spread(missing, &current, subnets);
     plan
+}
+
+/// The group's unhealthy instances to replace now, taken out of `live`:
+/// the oldest first, at most `maxUnavailable` (or 1) at a time, none while
+/// a replacement is still pending.
+fn unhealthy_to_replace(
+    group: &NodeGroupSpec,
+    inputs: &Inputs,
+    live: &mut Vec<&ObservedInstance>,
+) -> Vec<String> {
+    let pending = live
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .count();
+    let at_once = group
+        .rollout
+        .as_ref()
+        .map_or(0, |r| usize::try_from(r.max_unavailable).unwrap_or(0))
+        .max(1);
+    let mut unhealthy: Vec<&ObservedInstance> = live
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && inputs.unhealthy.contains(&i.id))
+        .copied()
+        .collect();
+    unhealthy.sort_by(|a, b| a.launched.cmp(&b.launched).then(a.id.cmp(&b.id)));
+    unhealthy.truncate(at_once.saturating_sub(pending));
+    let out: Vec<String> = unhealthy.iter().map(|i| i.id.clone()).collect();
+    live.retain(|i| !out.contains(&i.id));
+    out
 }
 
 /// A group's size and rollout bounds.
@@ -374,13 +408,12 @@ fn image_of(group: &NodeGroupSpec, images: &BTreeMap<String, String>) -> Result<
         .ok_or_else(|| Error::Internal(format!("no image chosen for node group {}", group.name)))
 }
 
-/// Carries out the plan; returns the groups' status, and what could not be
-/// launched because AWS accepted none of a group's offerings.
+/// Carries out the plan.
 pub async fn ensure<'a>(
     p: Pass<'a>,
     catalog: &'a Catalog,
     network: &'a NodeNetwork<'a>,
-) -> Result<(Vec<NodeGroupStatus>, Option<String>), Error> {
+) -> Result<NodeOutcome, Error> {
     let inputs = Inputs {
         user_data: p
             .user_data
@@ -389,6 +422,7 @@ pub async fn ensure<'a>(
             .collect(),
         instance_profile: p.spec.iam.instance_profile_name.clone(),
         images: network.images.clone(),
+        unhealthy: unhealthy(p).await?,
     };
     let NodeActions {
         terminate,
@@ -454,8 +488,52 @@ pub async fn ensure<'a>(
         }
     }
     count_running(p, &new, &mut statuses).await?;
-    let shortfall = (!shortfalls.is_empty()).then(|| shortfalls.join(" | "));
-    Ok((statuses, shortfall))
+    let replaced = terminate
+        .iter()
+        .filter(|id| inputs.unhealthy.contains(*id))
+        .map(|id| format!("replacing instance {id}: its EC2 status checks are impaired past the group's healthCheckGracePeriod"))
+        .collect();
+    Ok(NodeOutcome {
+        statuses,
+        shortfall: (!shortfalls.is_empty()).then(|| shortfalls.join(" | ")),
+        replaced,
+    })
+}
+
+/// What a node-group pass did.
+pub struct NodeOutcome {
+    pub statuses: Vec<NodeGroupStatus>,
+    /// What could not be launched because AWS accepted none of a group's
+    /// offerings.
+    pub shortfall: Option<String>,
+    /// One line per unhealthy instance replaced (each becomes an Event).
+    pub replaced: Vec<String>,
+}
+
+/// The running instances whose status checks have been impaired for longer
+/// than their group's grace period: one status lookup for all of them.
+async fn unhealthy(p: Pass<'_>) -> Result<BTreeSet<String>, Error> {
+    let running: Vec<&ObservedInstance> = p
+        .observed
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .collect();
+    if running.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let ids: Vec<String> = running.iter().map(|i| i.id.clone()).collect();
+    let impaired = instances::impaired(p.c, &ids).await?;
+    let now = jiff::Timestamp::now().as_second();
+    Ok(running
+        .into_iter()
+        .filter_map(|i| {
+            let since = impaired.get(&i.id)?;
+            let group = p.spec.node_groups.iter().find(|g| g.name == i.group)?;
+            let grace = i64::try_from(group.grace_period()?.as_secs()).ok()?;
+            (now - since >= grace).then(|| i.id.clone())
+        })
+        .collect())
 }
 
 /// One planned launch with what it launches from.
@@ -1113,6 +1191,42 @@ mod tests {
             status(&named).map(|s| (s.1, s.2)),
             Some((Some("ami-named".into()), None)),
             "a named image is reported, no pin"
+        );
+    }
+
+    #[test]
+    fn unhealthy_instances_are_replaced_a_few_at_a_time() {
+        let running = |id: &str, launched| inst(id, "t3.large", Running, launched, "subnet-a");
+        let sick = |ids: &[&str]| Inputs {
+            unhealthy: ids.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let three = vec![running("i-1", 1), running("i-2", 2), running("i-3", 3)];
+        let spec = group(3, "t3.large");
+        let one = plan_group(&spec, &sick(&["i-3", "i-2"]), None, &three, &subnets());
+        assert_eq!(
+            summary(&one),
+            (vec![("subnet-b", 1)], vec!["i-2"]),
+            "the oldest unhealthy one, replaced"
+        );
+        let mut wider = spec.clone();
+        wider.rollout = Some(crate::api::Rollout {
+            max_surge: 1,
+            max_unavailable: 2,
+        });
+        let two = plan_group(&wider, &sick(&["i-3", "i-2"]), None, &three, &subnets());
+        assert_eq!(
+            summary(&two).1,
+            vec!["i-2", "i-3"],
+            "maxUnavailable 2 at once"
+        );
+        let mut in_flight = three.clone();
+        in_flight[0] = inst("i-1", "t3.large", Pending, 4, "subnet-b");
+        let wait = plan_group(&spec, &sick(&["i-3"]), None, &in_flight, &subnets());
+        assert_eq!(
+            summary(&wait),
+            (vec![], vec![]),
+            "none while a replacement is pending"
         );
     }
 
