@@ -58,6 +58,9 @@ pub enum Error {
     /// its state, retried with backoff.
     #[error("{0}")]
     InsufficientCapacity(String),
+    /// An AWS quota is too small for what the spec asks (with the numbers).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A key pair named by `sshKeyName` does not exist in the region.
     #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]
     KeyPairNotFound {
@@ -100,6 +103,7 @@ impl Error {
             Error::UserDataNotFound(_) => Some(reason::USER_DATA_NOT_FOUND),
             Error::UserDataTooLarge(_) => Some(reason::USER_DATA_TOO_LARGE),
             Error::KeyPairNotFound { .. } => Some(reason::KEY_PAIR_NOT_FOUND),
+            Error::QuotaExceeded(_) => Some(reason::QUOTA_EXCEEDED),
             Error::IamPolicyNotFound(_) => Some(reason::IAM_POLICY_NOT_FOUND),
             Error::InstanceProfileNotFound(_) => Some(reason::INSTANCE_PROFILE_NOT_FOUND),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
@@ -131,6 +135,7 @@ impl Error {
             Error::UserDataTooLarge(_) => "user_data_too_large".into(),
             Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),
             Error::InsufficientCapacity(_) => "insufficient_capacity".into(),
+            Error::QuotaExceeded(_) => "quota_exceeded".into(),
             Error::IamPolicyNotFound(_) => "iam_policy_not_found".into(),
             Error::InstanceProfileNotFound(_) => "instance_profile_not_found".into(),
             Error::Internal(_) => "internal".into(),

@@ -89,6 +89,7 @@ pub fn permissions_policy(pass_roles: &[String]) -> Value {
         "Statement": [
             {"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"},
             {"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"},
+            {"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"},
             {"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
              "Condition": tag_condition("aws:RequestTag")},
             {"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",

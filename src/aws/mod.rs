@@ -12,6 +12,7 @@ pub mod internet_gateway;
 pub mod inventory;
 pub mod key_pair;
 pub mod nat_gateway;
+pub mod quotas;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
@@ -31,6 +32,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
+    pub quotas: aws_sdk_servicequotas::Client,
 }
 
 impl AwsClients {
@@ -45,11 +47,16 @@ impl AwsClients {
             .interceptor(observer.clone())
             .build();
         let iam = aws_sdk_iam::config::Builder::from(config)
+            .interceptor(observer.clone())
+            .build();
+        let quotas = aws_sdk_servicequotas::config::Builder::from(config)
+            .region(Region::new(region.to_string()))
             .interceptor(observer)
             .build();
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             iam: aws_sdk_iam::Client::from_conf(iam),
+            quotas: aws_sdk_servicequotas::Client::from_conf(quotas),
         }
     }
 }

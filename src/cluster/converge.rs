@@ -23,6 +23,7 @@ use super::kinds::{internet_gateway, key_pairs, security_group, vpc, Pass};
 use super::spec::{NetworkPlan, ValidatedSpec, Zones};
 use super::status::Progress;
 use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::conditions::reason;
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::NatState;
 use crate::aws::subnet::ObservedSubnet;
@@ -350,7 +351,10 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
         nats_ready && b.public_route.get().is_some() && b.private_routes.get() == Some(&true);
     if let Some(nodes) = b.nodes.get() {
         *progress.node_groups_mut() = nodes.clone();
-        progress.replaced = b.replaced.get().cloned().unwrap_or_default();
+        let replaced = b.replaced.get().into_iter().flatten();
+        progress
+            .notes
+            .extend(replaced.map(|n| (reason::UNHEALTHY_INSTANCE, n.clone())));
         // Acted on with the pins it gave, written in the same status.
         if let Some(value) = &recorded.refresh {
             progress.image_refresh = Some(value.clone());

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod converge;
 pub mod graph;
 pub mod kinds;
+pub mod quotas;
 pub mod spec;
 pub mod status;
 pub mod user_data;
@@ -319,6 +320,11 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
         let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
+        // Before the first create and a scale-up: nothing is made that a
+        // quota would stop halfway.
+        if let Some(note) = quotas::preflight(&clients, &spec, &observed).await? {
+            progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
+        }
         let recorded = kinds::images::Recorded::of(&cc);
         let pass = kinds::Pass {
             c: &clients,

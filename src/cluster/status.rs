@@ -27,8 +27,8 @@ pub struct Progress {
     pub network_ready: bool,
     /// A refresh of the default images acted on this pass.
     pub image_refresh: Option<String>,
-    /// Unhealthy instances replaced this pass (an Event each).
-    pub replaced: Vec<String>,
+    /// Warnings of this pass: `(reason, note)`, an Event each.
+    pub notes: Vec<(&'static str, String)>,
     /// What the cluster waits for (shown in the Reconciling message).
     pub waiting: Vec<String>,
 }
@@ -259,14 +259,9 @@ impl Report {
         let phase = phase_of(outcome, self.stage, self.previous.phase);
         let status = self.status(phase, outcome);
         apply_status(&self.api(ctx), &self.object.name_any(), &status).await?;
-        for note in &self.progress.replaced {
-            ctx.publish(
-                &self.object.object_ref(&()),
-                true,
-                reason::UNHEALTHY_INSTANCE,
-                note.clone(),
-            )
-            .await;
+        for (reason, note) in &self.progress.notes {
+            ctx.publish(&self.object.object_ref(&()), true, reason, note.clone())
+                .await;
         }
         ctx.metrics.cluster_phase(&uid, Some(phase_name(phase)));
         if self.previous.phase != Some(phase) {

@@ -54,6 +54,10 @@ pub struct Faults {
     /// Instances whose EC2 status checks DescribeInstanceStatus answers as
     /// `impaired`, since the proxy first answered so for each.
     pub impaired: Vec<String>,
+    /// Service Quotas answers by quota code (moto knows few of EC2's).
+    pub quotas: BTreeMap<String, f64>,
+    /// Service Quotas refuses the caller (`AccessDeniedException`).
+    pub quotas_denied: bool,
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -215,8 +219,16 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request> {
 }
 
 /// The query protocol's `Action` (EC2, IAM, STS); `?` when absent.
-fn operation(body: &[u8]) -> String {
-    param(body, "Action").unwrap_or_else(|| "?".into())
+/// The query protocol's `Action`, or the JSON protocol's target operation.
+fn operation(head: &str, body: &[u8]) -> String {
+    let target = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-amz-target:"))
+        .and_then(|l| l.rsplit_once('.'))
+        .map(|(_, op)| op.trim().to_string());
+    target
+        .or_else(|| param(body, "Action"))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn service(head: &str) -> &'static str {
@@ -228,6 +240,8 @@ fn service(head: &str) -> &'static str {
         "sts"
     } else if auth.contains("/iam/") {
         "iam"
+    } else if auth.contains("/servicequotas/") {
+        "servicequotas"
     } else {
         "ec2"
     }
@@ -239,7 +253,7 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     let mut conn = conn;
     let req = read_request(&mut reader)?;
     let start = s.started.elapsed();
-    let op = operation(&req.body);
+    let op = operation(&req.head, &req.body);
     let svc = service(&req.head);
     *lock(&s.calls).entry(op.clone()).or_default() += 1;
     let result = answer(&mut conn, upstream, s, &req, &op, svc);
@@ -317,6 +331,17 @@ fn answer(
         }
         if op == "DeleteNatGateway" {
             release_nat_interface(upstream, req)?;
+        }
+    }
+
+    if op == "GetServiceQuota" && (faults.quotas_denied || !faults.quotas.is_empty()) {
+        if let Some((status, body)) = quota_answer(&req.body, &faults) {
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
         }
     }
 
@@ -453,6 +478,31 @@ fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option
         }
         _ => None,
     })
+}
+
+/// A GetServiceQuota answer from the configured quotas (`None`: moto answers).
+fn quota_answer(body: &[u8], faults: &Faults) -> Option<(&'static str, String)> {
+    if faults.quotas_denied {
+        let body = serde_json::json!({
+            "__type": "AccessDeniedException",
+            "message": "User is not authorized to perform: servicequotas:GetServiceQuota",
+        });
+        return Some(("400 Bad Request", body.to_string()));
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = request.get("QuotaCode")?.as_str()?;
+    let value = faults.quotas.get(code)?;
+    let service = request.get("ServiceCode")?.as_str()?;
+    let body = serde_json::json!({"Quota": {
+        "ServiceCode": service,
+        "QuotaCode": code,
+        "QuotaName": code,
+        "Value": value,
+        "Unit": "None",
+        "Adjustable": true,
+        "GlobalQuota": false,
+    }});
+    Some(("200 OK", body.to_string()))
 }
 
 /// The code of the first refusal that matches a RunInstances request.

@@ -286,3 +286,63 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
     ensure(note.contains("impaired"), format!("the Event: {note}"))?;
     delete_leaves_nothing(&g, "health", &uid).await
 }
+
+#[tokio::test]
+async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_api_warns(
+) -> Result<()> {
+    let (g, _op) = ground_with_account("capacity-quota", &[]).await?;
+    let quota = |vcpus: f64| Faults {
+        quotas: [("L-1216C47A".to_string(), vcpus)].into_iter().collect(),
+        ..Default::default()
+    };
+    // One t3.small is 2 vCPUs; the region runs none: a quota of 1 is short.
+    g.proxy.set_faults(quota(1.0));
+    g.proxy.reset_calls();
+    kubectl_apply(&g, &small_cluster_manifest("quota", "10.34.0.0/16"))?;
+    let stalled = crate::clusters::stalled_with(&g, "quota", "QuotaExceeded").await?;
+    ensure(
+        stalled.message == "needs 2 Standard on-demand vCPUs, quota 1, in use 0 (L-1216C47A)",
+        format!("the condition: {}", stalled.message),
+    )?;
+    let creates: Vec<String> = g
+        .proxy
+        .calls()
+        .into_keys()
+        .filter(|op| {
+            ["Create", "Run", "Allocate", "Import", "Add", "Attach"]
+                .iter()
+                .any(|p| op.starts_with(p))
+        })
+        .collect();
+    ensure(
+        creates.is_empty(),
+        format!("created before the quota check: {creates:?}"),
+    )?;
+
+    // Exactly enough (the control): it converges.
+    g.proxy.set_faults(quota(2.0));
+    let cc = wait_running(&g, "quota", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+
+    // Quotas denied to the role: a warning, and the scale-up goes on.
+    g.proxy.set_faults(Faults {
+        quotas_denied: true,
+        ..Default::default()
+    });
+    patch_spec(
+        &g,
+        "quota",
+        serde_json::json!({"nodeGroups": [{"name": "workers", "instanceType": "t3.small", "count": 2, "subnets": "public"}]}),
+    )
+    .await?;
+    wait_running(&g, "quota", |cc| {
+        cc.status.as_ref().and_then(|s| s.nodes.as_deref()) == Some("2/2")
+    })
+    .await?;
+    let note = crate::support::event_note(&g, "QuotaCheckSkipped", "").await?;
+    ensure(
+        note.contains("servicequotas:GetServiceQuota"),
+        format!("the Event: {note}"),
+    )?;
+    delete_leaves_nothing(&g, "quota", &uid).await
+}

@@ -1,0 +1,137 @@
+//! Service Quotas, and what the whole account uses of them in a region
+//! (every instance, VPC, address and gateway: not only ours).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::Filter;
+
+use super::{AwsClients, AwsResult, SdkResultExt};
+
+/// A quota's value as Service Quotas answers it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Quota {
+    Value(f64),
+    /// Service Quotas does not know it here (a region or service without
+    /// it): not checked.
+    Unknown,
+    /// The caller may not read quotas: the pre-flight is skipped.
+    Denied,
+}
+
+pub async fn get(c: &AwsClients, service: &str, code: &str) -> AwsResult<Quota> {
+    let out = c
+        .quotas
+        .get_service_quota()
+        .service_code(service)
+        .quota_code(code)
+        .send()
+        .await
+        .op("servicequotas:GetServiceQuota");
+    match out {
+        Ok(out) => Ok(out
+            .quota()
+            .and_then(|q| q.value())
+            .map_or(Quota::Unknown, Quota::Value)),
+        Err(e) if e.is_access_denied() || e.code() == Some("AccessDeniedException") => {
+            Ok(Quota::Denied)
+        }
+        Err(e) if e.is_not_found() || e.code() == Some("NoSuchResourceException") => {
+            Ok(Quota::Unknown)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every live instance in the region as `(instance type, spot)`.
+pub async fn instances_in_region(c: &AwsClients) -> AwsResult<Vec<(String, bool)>> {
+    let live = Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .build();
+    let mut pages = c
+        .ec2
+        .describe_instances()
+        .filters(live)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.op("ec2:DescribeInstances")?;
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            if let Some(t) = i.instance_type() {
+                let spot = i.instance_lifecycle()
+                    == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot);
+                out.push((t.as_str().to_string(), spot));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Default vCPUs of each of `types` (those the region knows).
+pub async fn vcpus(c: &AwsClients, types: &[String]) -> AwsResult<BTreeMap<String, i32>> {
+    let mut out = BTreeMap::new();
+    for chunk in types.chunks(100) {
+        let wanted: Vec<aws_sdk_ec2::types::InstanceType> = chunk
+            .iter()
+            .map(|t| aws_sdk_ec2::types::InstanceType::from(t.as_str()))
+            .collect();
+        let found = c
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(wanted))
+            .send()
+            .await
+            .op("ec2:DescribeInstanceTypes");
+        let found = match found {
+            Ok(found) => found,
+            // An unknown type fails the whole lookup: it is the spec check's
+            // to report, not this count's.
+            Err(e) if e.code() == Some("InvalidInstanceType") => continue,
+            Err(e) => return Err(e),
+        };
+        for t in found.instance_types() {
+            if let (Some(name), Some(v)) = (
+                t.instance_type(),
+                t.v_cpu_info().and_then(|v| v.default_v_cpus()),
+            ) {
+                out.insert(name.as_str().to_string(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many VPCs, Elastic IPs and internet gateways the region holds.
+pub async fn network_in_region(c: &AwsClients) -> AwsResult<(usize, usize, usize)> {
+    let (vpcs, addresses, gateways) = tokio::try_join!(
+        async {
+            c.ec2
+                .describe_vpcs()
+                .send()
+                .await
+                .op("ec2:DescribeVpcs")
+                .map(|o| o.vpcs().len())
+        },
+        async {
+            c.ec2
+                .describe_addresses()
+                .send()
+                .await
+                .op("ec2:DescribeAddresses")
+                .map(|o| o.addresses().len())
+        },
+        async {
+            c.ec2
+                .describe_internet_gateways()
+                .send()
+                .await
+                .op("ec2:DescribeInternetGateways")
+                .map(|o| o.internet_gateways().len())
+        },
+    )?;
+    Ok((vpcs, addresses, gateways))
+}
