@@ -351,6 +351,15 @@ pub(crate) async fn scale_run(
     namespace(client, &ns).await?;
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
     let proxy = AwsProxy::start(moto.port())?;
+    // Accounts built for this many clusters have their quotas raised (AWS
+    // allows 5 VPCs per region by default; moto answers that).
+    proxy.set_faults(Faults {
+        quotas: ["L-F678F1CE", "L-A4707A72", "L-0263D0A3", "L-1216C47A"]
+            .iter()
+            .map(|code| (code.to_string(), 10_000.0))
+            .collect(),
+        ..Default::default()
+    });
     let aws_accounts: Vec<String> = (0..args.accounts).map(scale_aws_account).collect();
     warm_up(&moto, &aws_accounts).await?;
     let op = start_operator(kube, &ns, &proxy, &[])?;

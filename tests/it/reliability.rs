@@ -59,7 +59,16 @@ fn total_calls(g: &Ground) -> u64 {
 }
 
 fn operator_args() -> Vec<&'static str> {
-    vec!["--progress-poll", "1s", "--resync-interval", "5s"]
+    // Refusals are not remembered: every launch refused in one zone falls
+    // back in another (the crash suite kills during those fallbacks).
+    vec![
+        "--progress-poll",
+        "1s",
+        "--resync-interval",
+        "5s",
+        "--capacity-refusal-ttl",
+        "0s",
+    ]
 }
 
 fn start_operator(g: &Ground) -> Result<Operator> {
@@ -174,10 +183,17 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     println!("crash safety: {kills} kills, seed {seed} (BYOC_SEED={seed} repeats it)");
     let g = Ground::new("crash").await?;
     install_crds(&g).await?;
-    // Latency spreads the calls out; pending states as on AWS.
+    // Latency spreads the calls out; pending states as on AWS; no
+    // t3.large capacity in one zone, so each worker launch falls back.
     g.proxy.set_faults(testground::Faults {
         latency: Duration::from_millis(30),
         pending: Duration::from_secs(2),
+        refusals: vec![testground::Refusal {
+            instance_type: Some("t3.large".into()),
+            zone: Some("us-east-1a".into()),
+            code: "InsufficientInstanceCapacity".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     let mut op = start_operator(&g)?;
@@ -308,7 +324,7 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = kills + 1;
     record_figure(serde_json::json!({
         "suite": "crash safety",
-        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling, a rolling replacement of 5 workers and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s; seed {seed}"),
+        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling, a rolling replacement of 5 workers and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s, t3.large refused in us-east-1a (every worker launch falls back to another zone); seed {seed}"),
         "n": kills,
         "figure": format!("{kills} kills over {cycles} create/scale/roll/delete cycles (a roll terminating more than its 5 old workers counts as a duplicate) and one namespace deletion (gone in {:.0} s): {duplicates} duplicated, {leaked} leaked", namespace_gone.as_secs_f64()),
         "killed_after": killed_after,
