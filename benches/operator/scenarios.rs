@@ -123,6 +123,20 @@ pub(crate) fn reference_cluster(name: &str, account: &str) -> Result<ComputeClus
     }))?)
 }
 
+/// The reference topology with a second choice of type per group.
+pub(crate) fn fallback_cluster(name: &str, account: &str) -> Result<ComputeCluster> {
+    let mut cc = reference_cluster(name, account)?;
+    for (g, second) in cc
+        .spec
+        .node_groups
+        .iter_mut()
+        .zip(["m5.large", "c5.xlarge"])
+    {
+        g.instance_types = vec![std::mem::take(&mut g.instance_type), second.to_string()];
+    }
+    Ok(cc)
+}
+
 pub(crate) fn small_cluster(name: &str, account: &str, i: usize) -> Result<ComputeCluster> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
@@ -165,6 +179,10 @@ pub(crate) struct ReferenceRun {
     pub(crate) resync_calls: BTreeMap<String, u64>,
     pub(crate) to_deleted: Duration,
     pub(crate) delete_calls: BTreeMap<String, u64>,
+    /// The reference topology with each group's first type refused in
+    /// every zone: time to running, and RunInstances made.
+    pub(crate) fallback_to_running: Duration,
+    pub(crate) fallback_run_instances: u64,
 }
 
 pub(crate) async fn reference_run(
@@ -261,6 +279,42 @@ pub(crate) async fn reference_run(
     }
     let to_deleted = started.elapsed();
     let delete_calls = proxy.calls();
+
+    // The same topology with each group's first-choice type refused in
+    // every zone (the operator's refusal memory is empty for them).
+    let refused = |t: &str| testground::Refusal {
+        instance_type: Some(t.into()),
+        code: "InsufficientInstanceCapacity".into(),
+        ..Default::default()
+    };
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        refusals: vec![refused("t3.large"), refused("c6i.xlarge")],
+        ..Default::default()
+    });
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &fallback_cluster("fallback", "acct")?,
+    )
+    .await?;
+    let end = started + DEADLINE;
+    while !is_running(&api.get("fallback").await?) {
+        if Instant::now() > end {
+            bail!("the fallback cluster did not reach running");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fallback_to_running = started.elapsed();
+    let fallback_run_instances = proxy.calls().get("RunInstances").copied().unwrap_or(0);
+    api.delete("fallback", &DeleteParams::default()).await?;
+    while api.get_opt("fallback").await?.is_some() {
+        if Instant::now() > started + 2 * DEADLINE {
+            bail!("the fallback cluster was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(op);
     Ok(ReferenceRun {
         to_running,
@@ -273,6 +327,8 @@ pub(crate) async fn reference_run(
         resync_calls,
         to_deleted,
         delete_calls,
+        fallback_to_running,
+        fallback_run_instances,
     })
 }
 

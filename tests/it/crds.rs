@@ -248,6 +248,11 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             "spec.nodeGroups[0].instanceTypes",
         ),
         (
+            "a grace period that is no duration",
+            cc("count: 3}", "count: 3, healthCheckGracePeriod: soon}"),
+            "spec.nodeGroups[0].healthCheckGracePeriod",
+        ),
+        (
             "unknown capacity type",
             cc("count: 3}", "count: 3, capacityType: reserved}"),
             "spec.nodeGroups[0].capacityType",

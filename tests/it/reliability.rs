@@ -441,6 +441,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/rollout",
     "/spec/nodeGroups/0/instanceTypes",
     "/spec/nodeGroups/0/capacityType",
+    "/spec/nodeGroups/0/healthCheckGracePeriod",
     "/spec/iam/managedPolicyArns",
     "/spec/iam/instanceProfileName",
     "/spec/nodeGroups",
@@ -569,6 +570,7 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         .prop_map(|v| json!(v))
         .boxed(),
         "/spec/nodeGroups/0/capacityType" => s("onDemand|spot|spotThenOnDemand"),
+        "/spec/nodeGroups/0/healthCheckGracePeriod" => s("[0-9]{1,12}(h|m|s)"),
         "/spec/nodeGroups/0/sshKeyName" => s("[a-z][a-z0-9-]{2,20}"),
         "/spec/nodeGroups/0/sshPublicKey" => s("ssh-ed25519 AAAA[A-Za-z0-9+/]{20,60} [a-z]{1,8}"),
         "/spec/nodeGroups/0/userDataSecretRef" => ("[a-z][a-z0-9-]{2,20}", "[a-zA-Z0-9._-]{1,20}")
