@@ -135,3 +135,46 @@ pub async fn network_in_region(c: &AwsClients) -> AwsResult<(usize, usize, usize
     )?;
     Ok((vpcs, addresses, gateways))
 }
+
+/// Live (pending or available) NAT gateways of the region, by zone.
+pub async fn nat_gateways_by_zone(c: &AwsClients) -> AwsResult<BTreeMap<String, usize>> {
+    let live = Filter::builder()
+        .name("state")
+        .values("pending")
+        .values("available")
+        .build();
+    let gateways = c
+        .ec2
+        .describe_nat_gateways()
+        .filter(live)
+        .send()
+        .await
+        .op("ec2:DescribeNatGateways")?;
+    let subnets: Vec<String> = gateways
+        .nat_gateways()
+        .iter()
+        .filter_map(|n| n.subnet_id().map(str::to_string))
+        .collect();
+    if subnets.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let zones = c
+        .ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(subnets.clone()))
+        .send()
+        .await
+        .op("ec2:DescribeSubnets")?;
+    let zone_of: BTreeMap<&str, &str> = zones
+        .subnets()
+        .iter()
+        .filter_map(|s| Some((s.subnet_id()?, s.availability_zone()?)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for s in &subnets {
+        if let Some(zone) = zone_of.get(s.as_str()) {
+            *out.entry(zone.to_string()).or_default() += 1;
+        }
+    }
+    Ok(out)
+}

@@ -11,6 +11,7 @@ use futures::future::try_join_all;
 use tokio::sync::Mutex;
 
 use super::kinds::offerings::Refusals;
+use super::quotas::QuotaMemory;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
 
@@ -20,6 +21,8 @@ const IMAGE_TTL: Duration = Duration::from_secs(3600);
 pub struct Catalog {
     /// Offerings AWS refused lately, per account and region.
     pub refusals: Refusals,
+    /// Quotas and usage the pre-flight looked up lately.
+    pub quotas: QuotaMemory,
     /// Default images by `(region, instance type)`, with when each was looked up.
     images: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
@@ -32,6 +35,7 @@ impl Catalog {
     pub fn new(refusal_ttl: Duration) -> Self {
         Catalog {
             refusals: Refusals::new(refusal_ttl),
+            quotas: QuotaMemory::default(),
             images: Default::default(),
             zones: Default::default(),
             root_devices: Default::default(),

@@ -322,7 +322,7 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.
-        if let Some(note) = quotas::preflight(&clients, &spec, &observed).await? {
+        if let Some(note) = quotas::preflight(&clients, &ctx.catalog, &spec, &observed).await? {
             progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
         }
         let recorded = kinds::images::Recorded::of(&cc);

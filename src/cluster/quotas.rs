@@ -6,10 +6,13 @@
 //! Quotas Service Quotas cannot tell are not checked; when the caller may
 //! not read quotas at all, the pre-flight is skipped (a Warning Event).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 
+use super::catalog::Catalog;
 use super::kinds::{nat_gateways::nat_zones, Observed};
 use super::spec::{NetworkPlan, ValidatedSpec, Zones};
 use crate::api::Market;
@@ -23,6 +26,9 @@ pub struct Demand {
     pub vpcs: usize,
     pub internet_gateways: usize,
     pub addresses: usize,
+    /// Zones that get a NAT gateway (by name, or by index when the zones
+    /// are a count: named once the region's zones are known).
+    pub nat_zones: Vec<String>,
     /// `(instance type, market) → instances`.
     pub instances: BTreeMap<(String, Market), usize>,
 }
@@ -32,6 +38,7 @@ impl Demand {
         self.vpcs == 0
             && self.internet_gateways == 0
             && self.addresses == 0
+            && self.nat_zones.is_empty()
             && self.instances.is_empty()
     }
 }
@@ -43,14 +50,14 @@ pub fn demand(spec: &ValidatedSpec, observed: &Observed) -> Demand {
     let mut d = Demand::default();
     if let NetworkPlan::Managed { zones, nat, .. } = &spec.network {
         if observed.vpcs.is_empty() {
-            let zone_count = match zones {
-                Zones::Named(z) => z.len(),
-                Zones::Count(n) => *n,
+            let names: Vec<String> = match zones {
+                Zones::Named(z) => z.clone(),
+                Zones::Count(n) => (0..*n).map(|i| i.to_string()).collect(),
             };
-            let names: Vec<String> = (0..zone_count).map(|i| i.to_string()).collect();
             d.vpcs = 1;
             d.internet_gateways = 1;
-            d.addresses = nat_zones(*nat, &names).len();
+            d.nat_zones = nat_zones(*nat, &names);
+            d.addresses = d.nat_zones.len();
         }
     }
     for g in &spec.node_groups {
@@ -117,6 +124,8 @@ pub struct Usage {
     pub vpcs: usize,
     pub internet_gateways: usize,
     pub addresses: usize,
+    /// Live NAT gateways by zone.
+    pub nat_by_zone: BTreeMap<String, usize>,
     /// Every live instance in the region: `(type, spot)`.
     pub instances: Vec<(String, bool)>,
     /// vCPUs by instance type.
@@ -154,6 +163,16 @@ pub fn checks(demand: &Demand, usage: &Usage) -> Vec<Check> {
             });
         }
     }
+    for zone in &demand.nat_zones {
+        let in_use = usage.nat_by_zone.get(zone).copied().unwrap_or(0);
+        out.push(Check {
+            service: "vpc",
+            code: "L-FE5A380F",
+            what: format!("NAT gateways in {zone}"),
+            needs: 1,
+            in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
+        });
+    }
     let vcpus = |t: &str| i64::from(usage.vcpus.get(t).copied().unwrap_or(0));
     let mut by_class: BTreeMap<(&'static str, Market), (i64, &'static str)> = BTreeMap::new();
     for ((t, market), n) in &demand.instances {
@@ -188,22 +207,126 @@ pub fn checks(demand: &Demand, usage: &Usage) -> Vec<Check> {
     out
 }
 
+/// Values looked up lately, by key, each for a while.
+struct Recent<V> {
+    ttl: Duration,
+    values: Mutex<HashMap<String, (V, Instant)>>,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new(ttl: Duration) -> Self {
+        Recent {
+            ttl,
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn forget(&self, key: &str) {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values.remove(key);
+    }
+
+    fn put(&self, key: &str, value: V) {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        values.insert(key.to_string(), (value, Instant::now()));
+    }
+
+    /// The value of `key`, looked up with `find` unless known lately.
+    async fn or_find<F, Fut>(&self, key: &str, find: F) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, crate::aws::AwsError>>,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let v = find().await?;
+        self.put(key, v.clone());
+        Ok(v)
+    }
+}
+
+/// What the pre-flight looked up lately, per account and region: quotas
+/// change rarely (kept 5 minutes), the region's usage often (kept 30 s, so
+/// clusters created together in one account share one look; the
+/// pre-flight is a guard, AWS's own limit errors stay the last word), vCPUs
+/// per instance type never.
+pub struct QuotaMemory {
+    quotas: Recent<Quota>,
+    network: Recent<(usize, usize, usize)>,
+    nats: Recent<BTreeMap<String, usize>>,
+    instances: Recent<Vec<(String, bool)>>,
+    vcpus: Recent<i32>,
+}
+
+impl Default for QuotaMemory {
+    fn default() -> Self {
+        let usage = Duration::from_secs(30);
+        QuotaMemory {
+            quotas: Recent::new(Duration::from_secs(300)),
+            network: Recent::new(usage),
+            nats: Recent::new(usage),
+            instances: Recent::new(usage),
+            vcpus: Recent::new(Duration::MAX),
+        }
+    }
+}
+
 /// The pre-flight of one pass. `Ok(Some(note))` when it was skipped
 /// because the caller may not read quotas.
 pub async fn preflight(
     c: &AwsClients,
+    catalog: &Catalog,
     spec: &ValidatedSpec,
     observed: &Observed,
 ) -> Result<Option<String>, Error> {
-    let demand = demand(spec, observed);
+    let mut demand = demand(spec, observed);
     if demand.is_empty() {
         return Ok(None);
     }
-    let usage = usage(c, &demand).await?;
-    let checks = checks(&demand, &usage);
-    let quotas = try_join_all(checks.iter().map(|k| quotas::get(c, k.service, k.code))).await?;
+    let place = format!("{}/{}/{}", spec.account.0, spec.account.1, spec.region);
+    if let (
+        false,
+        NetworkPlan::Managed {
+            zones: Zones::Count(_),
+            ..
+        },
+    ) = (demand.nat_zones.is_empty(), &spec.network)
+    {
+        // The region's first zones, as the network will take them.
+        let account = format!("{}/{}", spec.account.0, spec.account.1);
+        let all = catalog.available_zones(c, &account, &spec.region).await?;
+        demand.nat_zones = demand
+            .nat_zones
+            .iter()
+            .filter_map(|i| all.get(i.parse::<usize>().ok()?).cloned())
+            .collect();
+    }
+    let memory = &catalog.quotas;
+    // The quotas concerned follow from the demand alone: looked up at once
+    // with the usage.
+    let wanted = checks(&demand, &Usage::default());
+    let quotas = try_join_all(wanted.iter().map(|k| {
+        let key = format!("{place}/{}/{}", k.service, k.code);
+        async move {
+            memory
+                .quotas
+                .or_find(&key, || quotas::get(c, k.service, k.code))
+                .await
+        }
+    }));
+    let (quotas, usage) = tokio::try_join!(quotas, usage(c, memory, &place, &demand))?;
     let mut short = Vec::new();
-    for (check, quota) in checks.iter().zip(quotas) {
+    for (check, quota) in checks(&demand, &usage).iter().zip(quotas) {
         match quota {
             Quota::Denied => {
                 return Ok(Some(
@@ -212,7 +335,17 @@ pub async fn preflight(
                 ))
             }
             Quota::Unknown => {}
-            Quota::Value(v) => short.extend(check.short_of(v)),
+            Quota::Value(v) => {
+                if let Some(s) = check.short_of(v) {
+                    // Looked up again next time: the user may raise it.
+                    let key = format!("{place}/{}/{}", check.service, check.code);
+                    memory.quotas.forget(&key);
+                    memory.instances.forget(&place);
+                    memory.network.forget(&place);
+                    memory.nats.forget(&place);
+                    short.push(s);
+                }
+            }
         }
     }
     match short.is_empty() {
@@ -221,34 +354,92 @@ pub async fn preflight(
     }
 }
 
-/// What the region uses of what `demand` needs: lookups only for those.
-async fn usage(c: &AwsClients, demand: &Demand) -> Result<Usage, Error> {
-    let mut usage = Usage::default();
+/// What the region uses of what `demand` needs: lookups only for those,
+/// and only those not made lately.
+async fn usage(
+    c: &AwsClients,
+    memory: &QuotaMemory,
+    place: &str,
+    demand: &Demand,
+) -> Result<Usage, Error> {
     let network = async {
         match demand.vpcs + demand.internet_gateways + demand.addresses {
             0 => Ok((0, 0, 0)),
-            _ => quotas::network_in_region(c).await,
+            _ => {
+                memory
+                    .network
+                    .or_find(place, || quotas::network_in_region(c))
+                    .await
+            }
+        }
+    };
+    let nats = async {
+        match demand.nat_zones.is_empty() {
+            true => Ok(BTreeMap::new()),
+            false => {
+                memory
+                    .nats
+                    .or_find(place, || quotas::nat_gateways_by_zone(c))
+                    .await
+            }
         }
     };
     let instances = async {
         match demand.instances.is_empty() {
             true => Ok(vec![]),
-            false => quotas::instances_in_region(c).await,
+            false => {
+                memory
+                    .instances
+                    .or_find(place, || quotas::instances_in_region(c))
+                    .await
+            }
         }
     };
-    let ((vpcs, addresses, gateways), instances) = tokio::try_join!(network, instances)?;
-    let mut types: Vec<String> = instances.iter().map(|(t, _)| t.clone()).collect();
-    types.extend(demand.instances.keys().map(|(t, _)| t.clone()));
-    types.sort();
-    types.dedup();
-    if !types.is_empty() {
-        usage.vcpus = quotas::vcpus(c, &types).await?;
+    // The asked types' vCPUs meanwhile: a new region holds no other.
+    let asked: Vec<String> = demand.instances.keys().map(|(t, _)| t.clone()).collect();
+    let asked_vcpus = vcpus_of(c, memory, &asked);
+    let ((vpcs, addresses, gateways), instances, nat_by_zone, mut vcpus) =
+        tokio::try_join!(network, instances, nats, asked_vcpus)?;
+    let others: Vec<String> = instances
+        .iter()
+        .map(|(t, _)| t.clone())
+        .filter(|t| !vcpus.contains_key(t))
+        .collect();
+    vcpus.extend(vcpus_of(c, memory, &others).await?);
+    Ok(Usage {
+        vpcs,
+        internet_gateways: gateways,
+        addresses,
+        nat_by_zone,
+        instances,
+        vcpus,
+    })
+}
+
+/// vCPUs of `types`, each looked up once per process.
+async fn vcpus_of(
+    c: &AwsClients,
+    memory: &QuotaMemory,
+    types: &[String],
+) -> Result<BTreeMap<String, i32>, Error> {
+    let mut known = BTreeMap::new();
+    let mut missing: Vec<String> = Vec::new();
+    for t in types {
+        match memory.vcpus.get(t) {
+            Some(v) => {
+                known.insert(t.clone(), v);
+            }
+            None if !missing.contains(t) => missing.push(t.clone()),
+            None => {}
+        }
     }
-    usage.vpcs = vpcs;
-    usage.addresses = addresses;
-    usage.internet_gateways = gateways;
-    usage.instances = instances;
-    Ok(usage)
+    if !missing.is_empty() {
+        for (t, v) in quotas::vcpus(c, &missing).await? {
+            memory.vcpus.put(&t, v);
+            known.insert(t, v);
+        }
+    }
+    Ok(known)
 }
 
 #[cfg(test)]
@@ -270,6 +461,7 @@ mod tests {
             vpcs: 1,
             internet_gateways: 1,
             addresses: 2,
+            nat_zones: vec!["us-east-1a".into(), "us-east-1b".into()],
             instances: BTreeMap::from([
                 (("m5.xlarge".to_string(), Market::OnDemand), 3),
                 (("t3.large".to_string(), Market::OnDemand), 2),
@@ -280,6 +472,7 @@ mod tests {
             vpcs: 4,
             internet_gateways: 1,
             addresses: 3,
+            nat_by_zone: BTreeMap::from([("us-east-1a".into(), 5)]),
             instances: vec![
                 ("t3.large".into(), false),
                 ("t3.large".into(), true),
@@ -301,11 +494,13 @@ mod tests {
                 ("VPCs".to_string(), 1, 4),
                 ("internet gateways".to_string(), 1, 1),
                 ("Elastic IPs".to_string(), 2, 3),
+                ("NAT gateways in us-east-1a".to_string(), 1, 5),
+                ("NAT gateways in us-east-1b".to_string(), 1, 0),
                 ("G and VT spot vCPUs".to_string(), 4, 4),
                 ("Standard on-demand vCPUs".to_string(), 16, 2),
             ]
         );
-        let standard = &checks(&demand, &usage)[4];
+        let standard = &checks(&demand, &usage)[6];
         assert_eq!(standard.short_of(18.0), None, "exactly enough");
         assert_eq!(
             standard.short_of(17.0).as_deref(),

@@ -11,7 +11,7 @@ use crate::clusters::{
     condition_with, delete_leaves_nothing, ground_with_account, patch_spec, small_cluster_manifest,
     wait_running,
 };
-use crate::support::{ensure, eventually, kubectl_apply, Ground};
+use crate::support::{ensure, eventually, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// A two-zone cluster (public subnets, no NAT) whose one group is `group`.
 fn two_zone_manifest(name: &str, cidr: &str, group: &str) -> String {
@@ -290,7 +290,7 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
 #[tokio::test]
 async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_api_warns(
 ) -> Result<()> {
-    let (g, _op) = ground_with_account("capacity-quota", &[]).await?;
+    let (g, op) = ground_with_account("capacity-quota", &[]).await?;
     let quota = |vcpus: f64| Faults {
         quotas: [("L-1216C47A".to_string(), vcpus)].into_iter().collect(),
         ..Default::default()
@@ -324,11 +324,14 @@ async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_a
     let cc = wait_running(&g, "quota", |_| true).await?;
     let uid = cc.uid().context("uid")?;
 
-    // Quotas denied to the role: a warning, and the scale-up goes on.
+    // Quotas denied to the role: a warning, and the scale-up goes on (a
+    // new operator: quotas read are kept for minutes).
     g.proxy.set_faults(Faults {
         quotas_denied: true,
         ..Default::default()
     });
+    drop(op);
+    let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     patch_spec(
         &g,
         "quota",
