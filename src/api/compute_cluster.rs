@@ -467,6 +467,18 @@ impl NodeGroupSpec {
         }
     }
 
+    /// A group named `workers` of `count` instances of `instance_type`,
+    /// all else default: the unit tests' group.
+    #[cfg(test)]
+    pub fn workers(count: i32, instance_type: &str) -> Self {
+        NodeGroupSpec {
+            name: "workers".into(),
+            instance_type: instance_type.into(),
+            count,
+            ..Default::default()
+        }
+    }
+
     /// The first instance type: the one the default image is resolved for.
     pub fn first_type(&self) -> &str {
         self.instance_types

@@ -70,16 +70,17 @@ pub struct ObservedInstance {
     pub spot: bool,
 }
 
+/// A filter of instances in any of `states`.
+pub fn in_states(states: &[&str]) -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+        .build()
+}
+
 /// Instances of the cluster that are not terminated.
 pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedInstance>> {
-    let live = Filter::builder()
-        .name("instance-state-name")
-        .values("pending")
-        .values("running")
-        .values("stopping")
-        .values("stopped")
-        .values("shutting-down")
-        .build();
+    let live = in_states(&["pending", "running", "stopping", "stopped", "shutting-down"]);
     let mut out = Vec::new();
     let mut pages = c
         .ec2

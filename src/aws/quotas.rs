@@ -44,13 +44,7 @@ pub async fn get(c: &AwsClients, service: &str, code: &str) -> AwsResult<Quota> 
 
 /// Every live instance in the region as `(instance type, spot)`.
 pub async fn instances_in_region(c: &AwsClients) -> AwsResult<Vec<(String, bool)>> {
-    let live = Filter::builder()
-        .name("instance-state-name")
-        .values("pending")
-        .values("running")
-        .values("stopping")
-        .values("stopped")
-        .build();
+    let live = super::instances::in_states(&["pending", "running", "stopping", "stopped"]);
     let mut pages = c
         .ec2
         .describe_instances()

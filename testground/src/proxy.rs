@@ -555,12 +555,7 @@ fn impair(response: &[u8], since: &HashMap<String, std::time::SystemTime>) -> Ve
             );
     }
     let body = parts.join(open);
-    let head: String = head
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    with_body(head, &body)
 }
 
 /// Amazon's account, as image owner.
@@ -604,12 +599,7 @@ fn with_own_images(upstream: u16, req: &Request, response: &[u8]) -> Result<Vec<
             1,
         )
     };
-    let head: String = head
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    Ok(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
+    Ok(with_body(head, &body))
 }
 
 /// Whether the role a DeleteRole names has managed policies attached.
@@ -751,6 +741,11 @@ fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
         }
     }
     let body = parts.join(&open);
+    with_body(head, &body)
+}
+
+/// A response of `head` (its Content-Length replaced) and `body`.
+fn with_body(head: &str, body: &str) -> Vec<u8> {
     let head: String = head
         .lines()
         .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
@@ -821,12 +816,7 @@ fn repair(response: Vec<u8>, svc: &str) -> Vec<u8> {
             "</Error></Errors></ErrorResponse>",
             "</Error></ErrorResponse>",
         );
-    let head: String = head
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    with_body(head, &body)
 }
 
 #[cfg(test)]

@@ -201,31 +201,7 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
 
 /// Running instances of the cluster `uid`, as AWS holds them, by launch.
 async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
-    let filter = |name: &str, value: &str| {
-        aws_sdk_ec2::types::Filter::builder()
-            .name(name)
-            .values(value)
-            .build()
-    };
-    let out = ec2
-        .describe_instances()
-        .filters(filter("tag:byoc.dev/cluster-uid", uid))
-        .filters(filter("instance-state-name", "running"))
-        .send()
-        .await?;
-    let mut found: Vec<(i64, String)> = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .map(|i| {
-            (
-                i.launch_time().map(|t| t.secs()).unwrap_or_default(),
-                i.instance_id().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    found.sort();
+    let found = crate::clusters::instances_in(g, uid, None, &["running"]).await?;
     Ok(found.into_iter().map(|(_, id)| id).collect())
 }
 

@@ -383,3 +383,41 @@ pub(crate) async fn delete_subnet_out_of_band(
     ec2.delete_subnet().subnet_id(subnet).send().await?;
     Ok(())
 }
+
+/// `(launch time, ID)` of the cluster `uid`'s instances (of `group`, when
+/// given) in any of `states`, as moto holds them, oldest first.
+pub(crate) async fn instances_in(
+    g: &Ground,
+    uid: &str,
+    group: Option<&str>,
+    states: &[&str],
+) -> Result<Vec<(i64, String)>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let filter = |name: &str, values: &[&str]| {
+        Filter::builder()
+            .name(name)
+            .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+            .build()
+    };
+    let mut req = ec2
+        .describe_instances()
+        .filters(filter("tag:byoc.dev/cluster-uid", &[uid]))
+        .filters(filter("instance-state-name", states));
+    if let Some(group) = group {
+        req = req.filters(filter("tag:byoc.dev/node-group", &[group]));
+    }
+    let out = req.send().await?;
+    let mut found: Vec<(i64, String)> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            (
+                i.launch_time().map(|t| t.secs()).unwrap_or_default(),
+                i.instance_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}

@@ -120,31 +120,9 @@ fn kill_schedule(seed: u64, kills: usize) -> Vec<(usize, u64)> {
 
 /// How many of the cluster's workers AWS shows ending or ended.
 async fn ended_workers(g: &Ground, uid: &str) -> Result<usize> {
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
-    let filter = |name: &str, value: &str| {
-        aws_sdk_ec2::types::Filter::builder()
-            .name(name)
-            .values(value)
-            .build()
-    };
-    let out = ec2
-        .describe_instances()
-        .filters(filter("tag:byoc.dev/cluster-uid", uid))
-        .filters(filter("tag:byoc.dev/node-group", "workers"))
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("shutting-down")
-                .values("terminated")
-                .build(),
-        )
-        .send()
-        .await?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .count())
+    let states = ["shutting-down", "terminated"];
+    let found = crate::clusters::instances_in(g, uid, Some("workers"), &states).await?;
+    Ok(found.len())
 }
 
 /// SIGKILLs `op` once `calls` more AWS calls than `base` have reached AWS,

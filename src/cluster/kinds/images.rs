@@ -177,26 +177,10 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SubnetKind;
     use crate::aws::instances::InstanceState;
 
     fn group(count: i32, instance_type: &str) -> NodeGroupSpec {
-        NodeGroupSpec {
-            name: "workers".into(),
-            instance_type: instance_type.into(),
-            count,
-            image_id: None,
-            spot: false,
-            subnets: SubnetKind::Private,
-            user_data_secret_ref: None,
-            ssh_key_name: None,
-            ssh_public_key: None,
-            rollout: None,
-            metadata_options: None,
-            root_volume: None,
-            additional_security_group_ids: vec![],
-            ..Default::default()
-        }
+        NodeGroupSpec::workers(count, instance_type)
     }
 
     fn running(id: &str, image: &str, launched: i64) -> ObservedInstance {

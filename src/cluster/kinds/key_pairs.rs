@@ -126,7 +126,6 @@ pub async fn delete(c: &AwsClients, observed: &[ObservedKeyPair]) -> AwsResult<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SubnetKind;
     use crate::aws::instances::InstanceState;
 
     fn owner() -> OwnershipTags {
@@ -143,16 +142,8 @@ mod tests {
             name: name.into(),
             instance_type: "t3.large".into(),
             count: 1,
-            image_id: None,
-            spot: false,
-            subnets: SubnetKind::Private,
-            user_data_secret_ref: None,
             ssh_key_name: key_name.map(String::from),
             ssh_public_key: public_key.map(String::from),
-            rollout: None,
-            metadata_options: None,
-            root_volume: None,
-            additional_security_group_ids: vec![],
             ..Default::default()
         }
     }

@@ -360,16 +360,7 @@ pub fn plan(
             instances: mine
                 .iter()
                 .filter(|i| i.state.is_live() && !plan.terminate.contains(&i.id))
-                .map(|i| InstanceStatus {
-                    id: i.id.clone(),
-                    instance_type: i.instance_type.clone(),
-                    zone: i.zone.clone(),
-                    capacity_type: if i.spot {
-                        Market::Spot
-                    } else {
-                        Market::OnDemand
-                    },
-                })
+                .map(|i| instance_status(i))
                 .collect(),
         });
         actions.terminate.extend(plan.terminate);
@@ -751,22 +742,7 @@ mod tests {
     use InstanceState::*;
 
     fn group(count: i32, instance_type: &str) -> NodeGroupSpec {
-        NodeGroupSpec {
-            name: "workers".into(),
-            instance_type: instance_type.into(),
-            count,
-            image_id: None,
-            spot: false,
-            subnets: SubnetKind::Private,
-            user_data_secret_ref: None,
-            ssh_key_name: None,
-            ssh_public_key: None,
-            rollout: None,
-            metadata_options: None,
-            root_volume: None,
-            additional_security_group_ids: vec![],
-            ..Default::default()
-        }
+        NodeGroupSpec::workers(count, instance_type)
     }
 
     fn inst(
