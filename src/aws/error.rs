@@ -231,6 +231,7 @@ const NEEDS_USER: &[&str] = &[
     "InvalidParameterCombination",
     "InvalidAvailabilityZone",
     "InvalidKeyPair.Format",
+    "MissingParameter",
 ];
 
 /// Codes by which EC2 refuses an offering (an instance type in a zone, on

@@ -352,8 +352,8 @@ fn root_mapping(d: &RootDevice<'_>) -> BlockDeviceMapping {
         .build()
 }
 
-/// The root device name of `image_id` (`None` if the region has no such image).
-pub async fn root_device_name(c: &AwsClients, image_id: &str) -> AwsResult<Option<String>> {
+/// The root device of `image_id` (`None` if the region has no such image).
+pub async fn root_device(c: &AwsClients, image_id: &str) -> AwsResult<Option<ImageRoot>> {
     let out = c
         .ec2
         .describe_images()
@@ -363,11 +363,26 @@ pub async fn root_device_name(c: &AwsClients, image_id: &str) -> AwsResult<Optio
         .op("ec2:DescribeImages")
         .found()?;
     Ok(out.and_then(|o| {
-        o.images()
-            .first()
-            .and_then(|i| i.root_device_name())
-            .map(str::to_string)
+        let image = o.images().first()?;
+        let name = image.root_device_name()?;
+        let size_gib = image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(name))
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.volume_size());
+        Some(ImageRoot {
+            device_name: name.to_string(),
+            size_gib,
+        })
     }))
+}
+
+/// An image's root device: its name and the size of its snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRoot {
+    pub device_name: String,
+    pub size_gib: Option<i32>,
 }
 
 pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use super::kinds::offerings::Refusals;
 use super::quotas::QuotaMemory;
+use crate::aws::instances::ImageRoot;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
 
@@ -28,7 +29,7 @@ pub struct Catalog {
     /// Available zones by `(CloudAccount namespace/name, region)`.
     zones: Mutex<HashMap<(String, String), Vec<String>>>,
     /// Root device names by image ID (image IDs are unique across regions).
-    root_devices: Mutex<HashMap<String, String>>,
+    root_devices: Mutex<HashMap<String, ImageRoot>>,
 }
 
 impl Catalog {
@@ -98,20 +99,21 @@ impl Catalog {
         Ok(found)
     }
 
-    /// The root device name of `image_id`, which a root volume's settings
-    /// are given for; looked up once per image.
-    pub async fn root_device(&self, c: &AwsClients, image_id: &str) -> Result<String, Error> {
-        if let Some(name) = self.root_devices.lock().await.get(image_id) {
-            return Ok(name.clone());
+    /// The root device of `image_id` (its name, which a root volume's
+    /// settings are given for, and its size, which they keep unless they
+    /// set one); looked up once per image.
+    pub async fn root_device(&self, c: &AwsClients, image_id: &str) -> Result<ImageRoot, Error> {
+        if let Some(root) = self.root_devices.lock().await.get(image_id) {
+            return Ok(root.clone());
         }
-        let name = instances::root_device_name(c, image_id)
+        let root = instances::root_device(c, image_id)
             .await?
             .ok_or_else(|| Error::NoImage(image_id.to_string()))?;
         self.root_devices
             .lock()
             .await
-            .insert(image_id.to_string(), name.clone());
-        Ok(name)
+            .insert(image_id.to_string(), root.clone());
+        Ok(root)
     }
 
     /// The region's available zones as `account` (the CloudAccount's

@@ -739,10 +739,17 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
                     println!("converged: {kind} {name}: {what}");
                     outcome.converged += 1
                 }
-                Err(e) => outcome.undecided.push(format!(
-                    "{kind} {name} ({what}): {e}\noperator's last words on it:\n{}",
-                    last_lines_about(&op.log(), name)
-                )),
+                Err(e) => {
+                    let status = api_of(kind)
+                        .get_opt(name)
+                        .await?
+                        .map(|o| o.data["status"].clone());
+                    outcome.undecided.push(format!(
+                        "{kind} {name} ({what}): {e}\nstatus: {}\noperator's last words on it:\n{}",
+                        status.unwrap_or_default(),
+                        last_lines_about(&op.log(), name)
+                    ))
+                }
             }
             op.process.check_alive()?;
         }

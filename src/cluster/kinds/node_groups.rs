@@ -13,7 +13,7 @@ use super::{look_again, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
-use crate::aws::instances::{self, InstanceState, Launch, ObservedInstance, RootDevice};
+use crate::aws::instances::{self, ImageRoot, InstanceState, Launch, ObservedInstance, RootDevice};
 use crate::aws::security_group;
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::token::client_token;
@@ -531,8 +531,8 @@ async fn unhealthy(p: Pass<'_>) -> Result<BTreeSet<String>, Error> {
 struct Job<'a> {
     group: &'a NodeGroupSpec,
     image: String,
-    /// The image's root device name, when the group sets its root volume.
-    device: Option<String>,
+    /// The image's root device, when the group sets its root volume.
+    device: Option<ImageRoot>,
     plan: &'a LaunchPlan,
 }
 
@@ -602,10 +602,12 @@ impl Launcher<'_> {
         let root_device = group
             .root_volume
             .as_ref()
-            .zip(job.device.as_deref())
-            .map(|(v, name)| RootDevice {
-                device_name: name,
-                size_gib: v.size_gib,
+            .zip(job.device.as_ref())
+            .map(|(v, root)| RootDevice {
+                device_name: &root.device_name,
+                // The image's own size unless one is set: EC2 takes a
+                // mapping without one, but not every EC2 does.
+                size_gib: v.size_gib.or(root.size_gib),
                 volume_type: v.volume_type.as_str(),
                 iops: v.iops,
                 throughput: v.throughput,
