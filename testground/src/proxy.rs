@@ -292,42 +292,25 @@ fn answer(
         if known || role_exists(upstream, &role)? {
             lock(&s.roles_found).insert(role.clone());
         } else {
-            let body = error_body(
-                svc,
-                "AccessDenied",
-                &format!("User is not authorized to perform: sts:AssumeRole on resource: {role}"),
-            );
-            write!(
-                conn,
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return Ok(());
+            let message =
+                format!("User is not authorized to perform: sts:AssumeRole on resource: {role}");
+            return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
         }
     }
 
     if faults.dependencies {
         if let Some(message) = dependency_violation(upstream, req, op)? {
-            let body = error_body(svc, "DependencyViolation", &message);
-            write!(
+            return refuse(
                 conn,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return Ok(());
+                svc,
+                "400 Bad Request",
+                "DependencyViolation",
+                &message,
+            );
         }
         if op == "DeleteRole" && role_has_policies(upstream, req)? {
-            let body = error_body(
-                svc,
-                "DeleteConflict",
-                "Cannot delete entity, must detach all policies first.",
-            );
-            write!(
-                conn,
-                "HTTP/1.1 409 Conflict\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return Ok(());
+            let message = "Cannot delete entity, must detach all policies first.";
+            return refuse(conn, svc, "409 Conflict", "DeleteConflict", message);
         }
         if op == "DeleteNatGateway" {
             release_nat_interface(upstream, req)?;
@@ -336,12 +319,7 @@ fn answer(
 
     if op == "GetServiceQuota" && (faults.quotas_denied || !faults.quotas.is_empty()) {
         if let Some((status, body)) = quota_answer(&req.body, &faults) {
-            write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return Ok(());
+            return reply(conn, status, "application/x-amz-json-1.1", &body);
         }
     }
 
@@ -352,13 +330,8 @@ fn answer(
             } else {
                 "400 Bad Request"
             };
-            let body = error_body(svc, &code, "refused by the test proxy for this offering");
-            write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-            return Ok(());
+            let message = "refused by the test proxy for this offering";
+            return refuse(conn, svc, status, &code, message);
         }
     }
 
@@ -779,10 +752,25 @@ fn inject(conn: &mut TcpStream, svc: &str, n: u64) -> Result<()> {
         2 => (500, "InternalError"),
         _ => return Ok(()), // drop the connection without an answer
     };
-    let body = error_body(svc, code, "injected by the test proxy");
+    refuse(
+        conn,
+        svc,
+        &format!("{status} Error"),
+        code,
+        "injected by the test proxy",
+    )
+}
+
+/// Answers AWS's error `code` in `svc`'s format with HTTP `status`.
+fn refuse(conn: &mut TcpStream, svc: &str, status: &str, code: &str, message: &str) -> Result<()> {
+    reply(conn, status, "text/xml", &error_body(svc, code, message))
+}
+
+/// Answers `body` with HTTP `status` (e.g. `400 Bad Request`) and closes.
+fn reply(conn: &mut TcpStream, status: &str, content_type: &str, body: &str) -> Result<()> {
     write!(
         conn,
-        "HTTP/1.1 {status} Error\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     Ok(())

@@ -43,18 +43,19 @@ pub struct Inputs {
     pub unhealthy: BTreeSet<String>,
 }
 
-/// The hash of what a group's instances are launched with: type, named
-/// image, metadata options, root volume, extra security groups, the hash
-/// of its user data, its SSH key and a brought instance profile. An
-/// instance tagged with another hash is outdated and replaced. The default
-/// image is not part of it, so a newer default image replaces nothing.
+/// [`launch_config_of`] the group's first type.
+#[cfg(test)]
 pub fn launch_config(group: &NodeGroupSpec, inputs: &Inputs) -> String {
     launch_config_of(group, group.first_type(), inputs)
 }
 
-/// [`launch_config`] of the group's instances of `instance_type` (one of
-/// its `instanceTypes`: each type has its own, so reordering the list or
-/// adding a type replaces nothing).
+/// The hash of what a group's instances of `instance_type` are launched
+/// with: the type, named image, metadata options, root volume, extra
+/// security groups, the hash of its user data, its SSH key and a brought
+/// instance profile. An instance tagged with another hash is outdated and
+/// replaced. Each of a group's `instanceTypes` has its own, so reordering
+/// the list or adding a type replaces nothing. The default image is not
+/// part of it: a pinned image is checked apart (see `is_current`).
 pub fn launch_config_of(group: &NodeGroupSpec, instance_type: &str, inputs: &Inputs) -> String {
     let metadata = group.metadata_options.clone().unwrap_or_default();
     let mut parts: Vec<String> = vec![
