@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod proxy;
+pub mod realism;
 pub use proxy::{AwsProxy, Faults, Refusal};
+pub use realism::Realism;
 
 /// Prefix of every ground's working directory under the temp dir.
 const DIR_PREFIX: &str = "byoc-ground-";

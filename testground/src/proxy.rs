@@ -11,6 +11,9 @@
 //!   `pending` for a while after their creation, as on AWS, and a repeated
 //!   `ClientToken` on RunInstances or CreateNatGateway returns the first
 //!   answer instead of creating again (moto ignores the token);
+//! - models AWS's behaviour as a whole on request (`Faults::realism`, see
+//!   [`crate::realism`]): state durations, IAM propagation, eventual
+//!   consistency, draining dependencies and rate limits;
 //! - records a trace of every call (operation, start, end) for the benchmark.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+
+use crate::realism::{
+    self, element_values, first_element, param, unit_random, DeletingNat, Realism, World,
+};
 
 /// What to do to a share of the calls.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +65,8 @@ pub struct Faults {
     pub quotas: BTreeMap<String, f64>,
     /// Service Quotas refuses the caller (`AccessDeniedException`).
     pub quotas_denied: bool,
+    /// AWS's behaviour as a whole: see [`Realism`].
+    pub realism: Option<Realism>,
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -92,6 +101,8 @@ struct Shared {
     /// Roles seen to exist (tests do not delete roles): each is looked up
     /// in moto's state once, not on every AssumeRole.
     roles_found: Mutex<HashSet<String>>,
+    /// What the realism profile knows of AWS's clock.
+    world: Mutex<World>,
     injected: AtomicU64,
     seq: AtomicU64,
     stop: AtomicBool,
@@ -117,6 +128,7 @@ impl AwsProxy {
             tokens: Mutex::default(),
             faults: Mutex::default(),
             roles_found: Mutex::default(),
+            world: Mutex::default(),
             injected: AtomicU64::default(),
             seq: AtomicU64::default(),
             stop: AtomicBool::default(),
@@ -173,6 +185,11 @@ impl AwsProxy {
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::SeqCst)
+    }
+
+    /// Calls the realism profile's rate limits refused so far.
+    pub fn throttled(&self) -> u64 {
+        lock(&self.shared.world).throttled
     }
 }
 
@@ -298,8 +315,21 @@ fn answer(
         }
     }
 
-    if faults.dependencies {
-        if let Some(message) = dependency_violation(upstream, req, op)? {
+    let now = Instant::now();
+    let realism = faults.realism.as_ref();
+    if let Some(r) = realism {
+        if let Some((status, code, message)) = realism_refusal(s, r, req, op, svc, now) {
+            return refuse(conn, svc, status, code, &message);
+        }
+    }
+
+    let draining = realism.is_some_and(|r| r.draining);
+    if faults.dependencies || draining {
+        let shutting_down = match realism.filter(|r| r.draining) {
+            Some(r) => lock(&s.world).shutting_down(r, now),
+            None => HashSet::new(),
+        };
+        if let Some(message) = dependency_violation(upstream, req, op, &shutting_down)? {
             return refuse(
                 conn,
                 svc,
@@ -313,7 +343,11 @@ fn answer(
             return refuse(conn, svc, "409 Conflict", "DeleteConflict", message);
         }
         if op == "DeleteNatGateway" {
-            release_nat_interface(upstream, req)?;
+            let nat = release_nat_interface(upstream, req)?;
+            if let (Some(nat), true) = (nat, draining) {
+                let id = param(&req.body, "NatGatewayId").unwrap_or_default();
+                lock(&s.world).deleting_nats.insert(id, nat);
+            }
         }
     }
 
@@ -352,6 +386,9 @@ fn answer(
     up.read_to_end(&mut response)?;
     let mut response = repair(response, svc);
     let ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200");
+    if let (true, Some(r)) = (ok, realism) {
+        response = realistic(s, r, req, op, response, now);
+    }
     if ok {
         match op {
             "RunInstances" | "CreateNatGateway" => {
@@ -417,7 +454,13 @@ fn query_as_caller(upstream: u16, req: &Request, query: &str) -> Result<String> 
 }
 
 /// Why AWS would refuse this deletion, if it would.
-fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option<String>> {
+/// Instances in `shutting_down` still hold their interfaces.
+fn dependency_violation(
+    upstream: u16,
+    req: &Request,
+    op: &str,
+    shutting_down: &HashSet<String>,
+) -> Result<Option<String>> {
     let lookup = |action: &str, filter: &str, value: &str| {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("Action", action)
@@ -431,13 +474,13 @@ fn dependency_violation(upstream: u16, req: &Request, op: &str) -> Result<Option
         "DeleteSubnet" => {
             let id = param(&req.body, "SubnetId").unwrap_or_default();
             let text = lookup("DescribeNetworkInterfaces", "subnet-id", &id)?;
-            (live_interfaces(upstream, req, &text)? > 0)
+            (live_interfaces(upstream, req, &text, shutting_down)? > 0)
                 .then(|| format!("The subnet '{id}' has dependencies and cannot be deleted."))
         }
         "DeleteSecurityGroup" => {
             let id = param(&req.body, "GroupId").unwrap_or_default();
             let text = lookup("DescribeNetworkInterfaces", "group-id", &id)?;
-            (live_interfaces(upstream, req, &text)? > 0)
+            (live_interfaces(upstream, req, &text, shutting_down)? > 0)
                 .then(|| format!("resource {id} has a dependent object"))
         }
         "DeleteVpc" => {
@@ -589,8 +632,14 @@ fn role_has_policies(upstream: u16, req: &Request) -> Result<bool> {
 
 /// How many interfaces of a DescribeNetworkInterfaces answer AWS would
 /// still hold: all but those of instances already terminated (AWS deletes
-/// an instance's primary interface with it; moto keeps it).
-fn live_interfaces(upstream: u16, req: &Request, text: &str) -> Result<usize> {
+/// an instance's primary interface with it; moto keeps it) and done
+/// shutting down.
+fn live_interfaces(
+    upstream: u16,
+    req: &Request,
+    text: &str,
+    shutting_down: &HashSet<String>,
+) -> Result<usize> {
     // Each interface's elements come in name order, so its attachment
     // stands between the previous interface's ID and its own.
     let mut items: Vec<&str> = text.split("<networkInterfaceId>").collect();
@@ -611,18 +660,22 @@ fn live_interfaces(upstream: u16, req: &Request, text: &str) -> Result<usize> {
     for (i, id) in attached.iter().enumerate() {
         query.append_pair(&format!("InstanceId.{}", i + 1), id);
     }
-    let gone = element_values(
+    let gone: Vec<String> = element_values(
         &query_as_caller(upstream, req, &query.finish())?,
         "instanceId",
-    );
+    )
+    .into_iter()
+    .filter(|i| !shutting_down.contains(i))
+    .collect();
     Ok(items
         .iter()
         .filter(|item| !first_element(item, "instanceId").is_some_and(|i| gone.contains(&i)))
         .count())
 }
 
-/// Deletes the network interface of the NAT gateway being deleted.
-fn release_nat_interface(upstream: u16, req: &Request) -> Result<()> {
+/// Deletes the network interface of the NAT gateway being deleted; what
+/// the gateway holds while it drains (`None`: not found).
+fn release_nat_interface(upstream: u16, req: &Request) -> Result<Option<DeletingNat>> {
     let id = param(&req.body, "NatGatewayId").unwrap_or_default();
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("Action", "DescribeNatGateways")
@@ -630,6 +683,12 @@ fn release_nat_interface(upstream: u16, req: &Request) -> Result<()> {
         .append_pair("NatGatewayId.1", &id)
         .finish();
     let text = query_as_caller(upstream, req, &query)?;
+    let nat = first_element(&text, "subnetId").map(|subnet| DeletingNat {
+        since: Instant::now(),
+        subnet,
+        vpc: first_element(&text, "vpcId").unwrap_or_default(),
+        allocations: element_values(&text, "allocationId"),
+    });
     for eni in element_values(&text, "networkInterfaceId") {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("Action", "DeleteNetworkInterface")
@@ -638,14 +697,7 @@ fn release_nat_interface(upstream: u16, req: &Request) -> Result<()> {
             .finish();
         query_as_caller(upstream, req, &query)?;
     }
-    Ok(())
-}
-
-/// A form parameter of a query-protocol request body, decoded.
-fn param(body: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    Ok(nat)
 }
 
 /// Whether moto holds the IAM role `arn` (from its state dump).
@@ -660,26 +712,37 @@ fn role_exists(upstream: u16, arn: &str) -> Result<bool> {
     Ok(String::from_utf8_lossy(&response).contains(&format!("\"arn\": \"{arn}\"")))
 }
 
-/// The text of every `<tag>…</tag>` element.
-fn element_values(text: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    text.split(&open)
-        .skip(1)
-        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v.trim().to_string()))
-        .collect()
-}
-
-/// The value of the first `<tag>` element in `text`.
-fn first_element(text: &str, tag: &str) -> Option<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let rest = text.split_once(&open)?.1;
-    rest.split_once(&close).map(|(v, _)| v.trim().to_string())
-}
+/// A state as DescribeInstances or DescribeNatGateways writes it.
+const INSTANCE_RUNNING: &str = "<instanceState><code>16</code><name>running</name></instanceState>";
+const INSTANCE_PENDING: &str = "<instanceState><code>0</code><name>pending</name></instanceState>";
+const INSTANCE_TERMINATED: &str =
+    "<instanceState><code>48</code><name>terminated</name></instanceState>";
+const INSTANCE_SHUTTING_DOWN: &str =
+    "<instanceState><code>32</code><name>shutting-down</name></instanceState>";
+const NAT_AVAILABLE: &str = "<state>available</state>";
+const NAT_PENDING: &str = "<state>pending</state>";
+const NAT_DELETED: &str = "<state>deleted</state>";
+const NAT_DELETING: &str = "<state>deleting</state>";
 
 /// Rewrites the state of each listed NAT gateway or instance to `pending`
-/// in a describe answer. Each item's state follows its ID and precedes the
-/// next item's ID.
+/// in a describe answer.
 fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
+    if op == "DescribeNatGateways" {
+        restate(response, "natGatewayId", ids, NAT_AVAILABLE, NAT_PENDING)
+    } else {
+        restate(
+            response,
+            "instanceId",
+            ids,
+            INSTANCE_RUNNING,
+            INSTANCE_PENDING,
+        )
+    }
+}
+
+/// Rewrites `from` to `to` in the item of each listed ID of a describe
+/// answer. Each item's state follows its ID and precedes the next item's ID.
+fn restate(response: &[u8], id_tag: &str, ids: &[String], from: &str, to: &str) -> Vec<u8> {
     if ids.is_empty() {
         return response.to_vec();
     }
@@ -688,19 +751,6 @@ fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
         return response.to_vec();
     };
     let (head, body) = text.split_at(split + 4);
-    let (id_tag, from, to) = if op == "DescribeNatGateways" {
-        (
-            "natGatewayId",
-            "<state>available</state>",
-            "<state>pending</state>",
-        )
-    } else {
-        (
-            "instanceId",
-            "<instanceState><code>16</code><name>running</name></instanceState>",
-            "<instanceState><code>0</code><name>pending</name></instanceState>",
-        )
-    };
     let open = format!("<{id_tag}>");
     let mut parts: Vec<String> = body.split(&open).map(str::to_string).collect();
     for part in parts.iter_mut().skip(1) {
@@ -717,6 +767,184 @@ fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
     with_body(head, &body)
 }
 
+/// How the realism profile refuses a call before moto sees it, if it does:
+/// (HTTP status, code, message).
+fn realism_refusal(
+    s: &Shared,
+    r: &Realism,
+    req: &Request,
+    op: &str,
+    svc: &str,
+    now: Instant,
+) -> Option<(&'static str, &'static str, String)> {
+    let mut world = lock(&s.world);
+    if r.rate_limits {
+        let needs = realism::buckets(svc, op, &req.body);
+        let (key, region) = realism::credential_scope(&req.head).unwrap_or_default();
+        let account = world.accounts.get(&key).cloned().unwrap_or(key);
+        let region = if svc == "iam" {
+            "global".into()
+        } else {
+            region
+        };
+        if !needs.is_empty() && !world.limits.admit(r, &account, &region, &needs, now) {
+            world.throttled += 1;
+            return Some(if svc == "ec2" {
+                (
+                    "503 Service Unavailable",
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.".into(),
+                )
+            } else {
+                ("400 Bad Request", "Throttling", "Rate exceeded".into())
+            });
+        }
+    }
+    if r.iam_propagation {
+        if op == "RunInstances" {
+            let profile = param(&req.body, "IamInstanceProfile.Name").or_else(|| {
+                param(&req.body, "IamInstanceProfile.Arn")
+                    .and_then(|a| a.rsplit('/').next().map(str::to_string))
+            });
+            let young = profile.as_ref().is_some_and(|p| {
+                world.profiles.get(p).is_some_and(|t| {
+                    now.saturating_duration_since(*t) < r.lasts(realism::PROFILE_PROPAGATION, p)
+                })
+            });
+            if let (true, Some(p)) = (young, profile) {
+                let message = format!("Value ({p}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name");
+                return Some(("400 Bad Request", "InvalidParameterValue", message));
+            }
+        }
+        if op == "AssumeRole" {
+            let role = param(&req.body, "RoleArn").unwrap_or_default();
+            let young = world.roles.get(&role).is_some_and(|t| {
+                now.saturating_duration_since(*t) < r.lasts(realism::ROLE_PROPAGATION, &role)
+            });
+            if young {
+                let message = format!(
+                    "User is not authorized to perform: sts:AssumeRole on resource: {role}"
+                );
+                return Some(("403 Forbidden", "AccessDenied", message));
+            }
+        }
+    }
+    if r.consistency && svc == "ec2" {
+        let fresh = realism::first_param_value(&req.body, |v| world.fresh(r, v, now));
+        let n = s.seq.fetch_add(1, Ordering::SeqCst);
+        if let Some(id) = fresh.filter(|_| unit_random(n) < r.not_found_rate) {
+            if let Some(code) = realism::not_found_code(&id) {
+                let message = format!("The ID '{id}' does not exist");
+                return Some(("400 Bad Request", code, message));
+            }
+        }
+    }
+    if r.draining {
+        if let Some((code, message)) = world.drain_refusal(r, op, &req.body, now) {
+            return Some(("400 Bad Request", code, message));
+        }
+    }
+    None
+}
+
+/// A successful answer as AWS would give it at `now`, and what it teaches
+/// the profile about AWS's clock.
+fn realistic(
+    s: &Shared,
+    r: &Realism,
+    req: &Request,
+    op: &str,
+    response: Vec<u8>,
+    now: Instant,
+) -> Vec<u8> {
+    let mut world = lock(&s.world);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    for id in realism::created_ids(op, &text) {
+        world.born.entry(id).or_insert(now);
+    }
+    match op {
+        "TerminateInstances" => {
+            for (k, id) in form_urlencoded::parse(&req.body) {
+                if k.starts_with("InstanceId.") {
+                    world.terminated.entry(id.into_owned()).or_insert(now);
+                }
+            }
+        }
+        "CreateInstanceProfile" | "AddRoleToInstanceProfile" => {
+            if let Some(name) = param(&req.body, "InstanceProfileName") {
+                world.profiles.insert(name, now);
+            }
+        }
+        "CreateRole" => {
+            if let Some(arn) = first_element(&text, "Arn") {
+                world.roles.insert(arn, now);
+            }
+        }
+        "AssumeRole" => {
+            if let Some((key, account)) = realism::assumed_account(&text) {
+                world.accounts.insert(key, account);
+            }
+        }
+        _ => {}
+    }
+    let mut response = response;
+    if r.consistency {
+        if let Some((set, id_tag)) = realism::described_items(op) {
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            if body.contains(&format!("<{set}>")) {
+                let body = realism::without_items(body, set, id_tag, |id| world.fresh(r, id, now));
+                response = with_body(head, &body);
+            }
+        }
+    }
+    if r.states {
+        response = match op {
+            "DescribeInstances" => {
+                let pending = world.young(r, "i-", realism::INSTANCE_PENDING, now);
+                let ending: Vec<String> = world.shutting_down(r, now).into_iter().collect();
+                let response = restate(
+                    &response,
+                    "instanceId",
+                    &pending,
+                    INSTANCE_RUNNING,
+                    INSTANCE_PENDING,
+                );
+                restate(
+                    &response,
+                    "instanceId",
+                    &ending,
+                    INSTANCE_TERMINATED,
+                    INSTANCE_SHUTTING_DOWN,
+                )
+            }
+            "DescribeNatGateways" => {
+                let pending = world.young(r, "nat-", realism::NAT_PENDING, now);
+                let ending: Vec<String> = world
+                    .deleting(r, now)
+                    .into_iter()
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let response = restate(
+                    &response,
+                    "natGatewayId",
+                    &pending,
+                    NAT_AVAILABLE,
+                    NAT_PENDING,
+                );
+                restate(
+                    &response,
+                    "natGatewayId",
+                    &ending,
+                    NAT_DELETED,
+                    NAT_DELETING,
+                )
+            }
+            _ => response,
+        };
+    }
+    response
+}
+
 /// A response of `head` (its Content-Length replaced) and `body`.
 fn with_body(head: &str, body: &str) -> Vec<u8> {
     let head: String = head
@@ -725,16 +953,6 @@ fn with_body(head: &str, body: &str) -> Vec<u8> {
         .map(|l| format!("{l}\r\n"))
         .collect();
     format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
-}
-
-/// A deterministic pseudo-random number in [0, 1) for the n-th call.
-fn unit_random(n: u64) -> f64 {
-    // splitmix64
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Answers with a transient failure: throttling, a 503, a 500, or a dropped connection.
