@@ -70,6 +70,10 @@ pub enum Error {
     },
     #[error("no Amazon Linux 2023 image for {0} found")]
     NoImage(String),
+    /// A describe does not show yet what this process created (AWS is
+    /// eventually consistent): the pass waits rather than create again.
+    #[error("{0}")]
+    NotVisibleYet(String),
     /// An invariant of the operator broke: a bug, reported as such.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -131,6 +135,7 @@ impl Error {
             Error::IamNameTaken(_) => "iam_name_taken".into(),
             Error::InstanceTypeUnknown { .. } => "instance_type_unknown".into(),
             Error::NoImage(_) => "no_image".into(),
+            Error::NotVisibleYet(_) => "not_visible_yet".into(),
             Error::UserDataNotFound(_) => "user_data_not_found".into(),
             Error::UserDataTooLarge(_) => "user_data_too_large".into(),
             Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),

@@ -4,6 +4,7 @@
 //! and deletes only what carries them. It depends on nothing else in the
 //! crate: what to do with the calls is decided in `cluster::kinds`.
 
+pub mod created;
 pub mod dependents;
 pub mod error;
 pub mod instance_profile;
@@ -57,6 +58,20 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             iam: aws_sdk_iam::Client::from_conf(iam),
             quotas: aws_sdk_servicequotas::Client::from_conf(quotas),
+        }
+    }
+
+    /// The same clients, EC2's also seen by `interceptor`.
+    pub fn with_ec2_interceptor(self, interceptor: impl Intercept + 'static) -> Self {
+        let ec2 = self
+            .ec2
+            .config()
+            .to_builder()
+            .interceptor(interceptor)
+            .build();
+        AwsClients {
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            ..self
         }
     }
 }

@@ -7,6 +7,7 @@
 //! this: only the UID, region and account are used.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -17,7 +18,7 @@ use super::kinds::{
 };
 use super::spec::{NetworkPlan, ValidatedSpec};
 use super::status::Report;
-use super::{use_account, ClusterContext};
+use super::{recent, use_account, ClusterContext};
 use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::reason;
 use crate::api::{ClusterPhase, ComputeCluster, DeletionPolicy};
@@ -75,6 +76,18 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     );
     let owner = &target.owner;
     let observed = Observed::describe(&c, owner).await?;
+    // A view lacking what this process just created is stale: "nothing
+    // left" would leave those behind.
+    let unseen = ctx
+        .recent
+        .unseen(&uid, &observed_ids(&observed), Instant::now());
+    if !unseen.is_empty() {
+        let outcome = Outcome::Deleting {
+            reason: reason::DELETING,
+            message: recent::waiting_for(&unseen),
+        };
+        return pending(&ctx, Report::deleting(&cc), outcome).await;
+    }
     if observed.is_empty() {
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
         return Ok(done(&ctx, &uid));
@@ -239,6 +252,7 @@ pub fn observed_ids(o: &Observed) -> Vec<String> {
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
 fn done(ctx: &ClusterContext, uid: &str) -> Action {
     ctx.reset_backoff(uid);
+    ctx.recent.forget(uid);
     ctx.metrics.cluster_phase(uid, None);
     Action::await_change()
 }

@@ -9,6 +9,7 @@ pub mod converge;
 pub mod graph;
 pub mod kinds;
 pub mod quotas;
+pub mod recent;
 pub mod spec;
 pub mod status;
 pub mod user_data;
@@ -29,12 +30,15 @@ use crate::account::credentials::ResolvedAccount;
 use crate::account::{in_use, Accounts};
 use crate::api::conditions::reason;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
+use crate::aws::created::CreatedIds;
 use crate::aws::AwsClients;
 use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
+use cleanup::observed_ids;
 use kinds::{Looks, Observed};
+use recent::Recent;
 use spec::ValidatedSpec;
 use status::Report;
 
@@ -56,6 +60,8 @@ pub struct ClusterContext {
     pub ctx: Arc<Context>,
     pub accounts: Arc<Accounts>,
     pub catalog: Catalog,
+    /// Creations no describe has shown yet, per cluster.
+    pub recent: Recent,
 }
 
 impl Deref for ClusterContext {
@@ -134,6 +140,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         ctx,
         accounts,
         catalog: Catalog::new(refusal_ttl),
+        recent: Recent::default(),
     });
     run_controller(
         controller,
@@ -308,11 +315,14 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Ok(report) => report,
         Err(action) => return action,
     };
+    let created = CreatedIds::default();
     let clients = AwsClients::new(
         &resolved.config,
         &spec.region,
         ctx.metrics.aws_interceptor(),
-    );
+    )
+    .with_ec2_interceptor(created.clone());
+    let uid = cc.uid().unwrap_or_default();
     let progress = &mut report.progress;
     let result = async {
         // Before any AWS call: a group whose user data cannot be read
@@ -320,6 +330,14 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
         let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
+        // A view that lacks what this process just created is stale: acting
+        // on it would create the same again.
+        let unseen = ctx
+            .recent
+            .unseen(&uid, &observed_ids(&observed), Instant::now());
+        if !unseen.is_empty() {
+            return Err(Error::NotVisibleYet(recent::waiting_for(&unseen)));
+        }
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.
         if let Some(note) = quotas::preflight(&clients, &ctx.catalog, &spec, &observed).await? {
@@ -336,6 +354,7 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         converge::converge(&ctx.catalog, pass, progress).await
     }
     .await;
+    ctx.recent.remember(&uid, created.take(), Instant::now());
     report.finish(&ctx, result).await
 }
 

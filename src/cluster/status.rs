@@ -85,6 +85,10 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message: waiting,
         }),
+        Err(Error::NotVisibleYet(message)) => Ok(Outcome::Progressing {
+            reason: reason::PROVISIONING,
+            message,
+        }),
         Err(Error::InsufficientCapacity(message)) => Ok(Outcome::Transient {
             reason: reason::INSUFFICIENT_CAPACITY,
             message,

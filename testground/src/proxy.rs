@@ -191,6 +191,13 @@ impl AwsProxy {
     pub fn throttled(&self) -> u64 {
         lock(&self.shared.world).throttled
     }
+
+    /// What the realism profile did so far, by what: each error code it
+    /// answered, `hidden` items left out of describes, and the states it
+    /// showed instead of moto's (`pending`, `shutting-down`, `deleting`).
+    pub fn realism_events(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared.world).events.clone()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -319,6 +326,7 @@ fn answer(
     let realism = faults.realism.as_ref();
     if let Some(r) = realism {
         if let Some((status, code, message)) = realism_refusal(s, r, req, op, svc, now) {
+            lock(&s.world).count(code, 1);
             return refuse(conn, svc, status, code, &message);
         }
     }
@@ -847,6 +855,16 @@ fn realism_refusal(
     None
 }
 
+/// Counts the items of a describe answer in each of `states`.
+fn count_states(world: &mut World, response: &[u8], states: &[&str]) {
+    let text = String::from_utf8_lossy(response);
+    for state in states {
+        let n = text.matches(&format!("<name>{state}</name>")).count()
+            + text.matches(&format!("<state>{state}</state>")).count();
+        world.count(state, n as u64);
+    }
+}
+
 /// A successful answer as AWS would give it at `now`, and what it teaches
 /// the profile about AWS's clock.
 fn realistic(
@@ -893,6 +911,9 @@ fn realistic(
             let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
             if body.contains(&format!("<{set}>")) {
                 let body = realism::without_items(body, set, id_tag, |id| world.fresh(r, id, now));
+                let hidden =
+                    element_values(&text, id_tag).len() - element_values(&body, id_tag).len();
+                world.count("hidden", hidden as u64);
                 response = with_body(head, &body);
             }
         }
@@ -909,13 +930,15 @@ fn realistic(
                     INSTANCE_RUNNING,
                     INSTANCE_PENDING,
                 );
-                restate(
+                let response = restate(
                     &response,
                     "instanceId",
                     &ending,
                     INSTANCE_TERMINATED,
                     INSTANCE_SHUTTING_DOWN,
-                )
+                );
+                count_states(&mut world, &response, &["pending", "shutting-down"]);
+                response
             }
             "DescribeNatGateways" => {
                 let pending = world.young(r, "nat-", realism::NAT_PENDING, now);
@@ -931,13 +954,15 @@ fn realistic(
                     NAT_AVAILABLE,
                     NAT_PENDING,
                 );
-                restate(
+                let response = restate(
                     &response,
                     "natGatewayId",
                     &ending,
                     NAT_DELETED,
                     NAT_DELETING,
-                )
+                );
+                count_states(&mut world, &response, &["pending", "deleting"]);
+                response
             }
             _ => response,
         };

@@ -36,7 +36,7 @@
 //!   EC2's. Exhausted: `RequestLimitExceeded` (EC2, status 503) or
 //!   `Throttling` (IAM, status 400).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Which parts of AWS's behaviour the proxy models, and how fast.
@@ -279,9 +279,18 @@ pub struct World {
     pub limits: RateLimits,
     /// Calls answered as throttled.
     pub throttled: u64,
+    /// What the profile did, counted by what (an error code it answered,
+    /// `hidden` for an item left out of a describe, a state it showed).
+    pub events: BTreeMap<String, u64>,
 }
 
 impl World {
+    pub fn count(&mut self, what: &str, n: u64) {
+        if n > 0 {
+            *self.events.entry(what.to_string()).or_default() += n;
+        }
+    }
+
     /// Whether `id` was made within its consistency window.
     pub fn fresh(&self, r: &Realism, id: &str, now: Instant) -> bool {
         self.born

@@ -22,20 +22,52 @@ use crate::support::{
 
 #[tokio::test]
 async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
-    let g = Ground::new("cc-lifecycle").await?;
+    lifecycle("cc-lifecycle", None).await
+}
+
+/// The same life against AWS's behaviour as a whole, at a twentieth of
+/// AWS's durations: NAT gateways pending 3–6 s and deleting 1.5–3 s,
+/// instances pending 0.5–1.5 s and shutting down 1.5–3 s, instance
+/// profiles unusable for 0.4–0.6 s, new resources missing from describes
+/// (and half the calls naming them NotFound) for 50–100 ms, deletions
+/// refused while their dependents drain, EC2's and IAM's rate limits.
+#[tokio::test]
+async fn example_cluster_lives_the_same_against_aws_realism() -> Result<()> {
+    lifecycle("cc-realism", Some(testground::Realism::aws(0.05))).await
+}
+
+async fn lifecycle(name: &str, realism: Option<testground::Realism>) -> Result<()> {
+    let g = Ground::new(name).await?;
     install_crds(&g).await?;
-    let _op = Operator::start(
+    let realistic = realism.is_some();
+    g.proxy.set_faults(testground::Faults {
+        realism,
+        ..Default::default()
+    });
+    let op = Operator::start(
         &g,
         &["--progress-poll", "1s", "--resync-interval", "3s"],
         &[],
     )?;
-    ready_account(&g).await?;
-    apply_example(&g)?;
+    let result = lifecycle_steps(&g).await;
+    if realistic {
+        println!(
+            "under the realism profile: {} calls, {} throttled",
+            g.proxy.calls().values().sum::<u64>(),
+            g.proxy.throttled()
+        );
+    }
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
+async fn lifecycle_steps(g: &Ground) -> Result<()> {
+    ready_account(g).await?;
+    apply_example(g)?;
 
     // Reaches running; everything exists, tagged, in the numbers the spec asks.
-    let cc = wait_running(&g, "demo", |_| true).await?;
+    let cc = wait_running(g, "demo", |_| true).await?;
     let uid = cc.uid().context("uid")?;
-    let c = counts(&g, &uid).await?;
+    let c = counts(g, &uid).await?;
     let expected = expected_example(3);
     ensure(
         c == expected,
@@ -82,13 +114,13 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
 
     // Scale 3 → 5 → 1.
     for count in [5, 1] {
-        patch_spec(&g, "demo", serde_json::json!({"nodeGroups": [
+        patch_spec(g, "demo", serde_json::json!({"nodeGroups": [
             {"name": "workers", "instanceType": "t3.large", "count": count, "subnets": "private"},
             {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
         ]}))
         .await?;
-        wait_running(&g, "demo", |_| true).await?;
-        let c = wait_counts(&g, &uid, &format!("{count} workers"), |c| {
+        wait_running(g, "demo", |_| true).await?;
+        let c = wait_counts(g, &uid, &format!("{count} workers"), |c| {
             c.instances.get("t3.large") == Some(&(count as usize))
         })
         .await?;
@@ -99,19 +131,19 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     }
 
     // A new instance type replaces the group's instances.
-    patch_spec(&g, "demo", serde_json::json!({"nodeGroups": [
+    patch_spec(g, "demo", serde_json::json!({"nodeGroups": [
         {"name": "workers", "instanceType": "m6i.large", "count": 2, "subnets": "private"},
         {"name": "gpu", "instanceType": "g5.xlarge", "count": 1, "spot": true, "subnets": "private"}
     ]}))
     .await?;
-    wait_running(&g, "demo", |_| true).await?;
-    wait_counts(&g, &uid, "workers replaced by m6i.large", |c| {
+    wait_running(g, "demo", |_| true).await?;
+    wait_counts(g, &uid, "workers replaced by m6i.large", |c| {
         c.instances.get("m6i.large") == Some(&2) && !c.instances.contains_key("t3.large")
     })
     .await?;
 
     // Drift: a subnet, the NAT gateway and an instance deleted out of band come back.
-    let before = counts(&g, &uid).await?;
+    let before = counts(g, &uid).await?;
     let cc = g.api::<ComputeCluster>().get("demo").await?;
     let network = cc
         .status
@@ -146,7 +178,13 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
         .nat_gateway_ids
         .first()
         .context("no NAT gateway in status")?;
-    ec2.delete_nat_gateway().nat_gateway_id(nat).send().await?;
+    // Through the proxy, which lets go of the gateway's interface as AWS
+    // does (moto keeps it).
+    aws_sdk_ec2::Client::new(&g.aws_through_proxy().await)
+        .delete_nat_gateway()
+        .nat_gateway_id(nat)
+        .send()
+        .await?;
     let victim = cc
         .status
         .as_ref()
@@ -157,12 +195,12 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
         .instance_ids(&victim)
         .send()
         .await?;
-    let after_drift = counts(&g, &uid).await?;
+    let after_drift = counts(g, &uid).await?;
     ensure(
         after_drift.subnets == 3 && after_drift.nat_gateways == 0,
         format!("the drift did not happen: {after_drift:?}"),
     )?;
-    let repaired = wait_counts(&g, &uid, "drift repaired", |c| c == &before).await?;
+    let repaired = wait_counts(g, &uid, "drift repaired", |c| c == &before).await?;
     ensure(repaired == before, "repaired")?;
     // The status catches up with the repair: running with the new gateway.
     let nat_in_status = |cc: &ComputeCluster| {
@@ -171,7 +209,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
             .and_then(|s| s.network.as_ref())
             .and_then(|n| n.nat_gateway_ids.first().cloned())
     };
-    let cc = wait_running(&g, "demo", |cc| {
+    let cc = wait_running(g, "demo", |cc| {
         nat_in_status(cc).is_some_and(|id| &id != nat)
     })
     .await
@@ -192,7 +230,7 @@ async fn example_cluster_runs_scales_repairs_and_deletes() -> Result<()> {
     .await?;
 
     // Deletion leaves nothing with our tags.
-    delete_leaves_nothing(&g, "demo", &uid).await?;
+    delete_leaves_nothing(g, "demo", &uid).await?;
     Ok(())
 }
 

@@ -102,7 +102,7 @@ async fn deleting_the_namespace_removes_every_aws_resource_and_the_namespace() -
     delete_namespace(&g)?;
     wait_namespace_gone(&g, GONE_WITHIN)
         .await
-        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     println!(
         "namespace with 2 clusters deleted in {:?}",
         started.elapsed()
@@ -151,7 +151,7 @@ async fn deleting_the_applied_manifest_removes_everything() -> Result<()> {
         "delete",
         &[&format!("--timeout={}s", GONE_WITHIN.as_secs())],
     )
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     println!("manifest deleted in {:?}", started.elapsed());
     ensure(
         g.api::<Secret>().get_opt("demo-aws-keys").await?.is_none()
@@ -237,7 +237,7 @@ async fn an_account_deleted_first_waits_for_its_clusters() -> Result<()> {
     nothing_left(&g, &[uid(&first)?]).await?;
     wait_account_and_secret_gone(&g)
         .await
-        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))
 }
 
 #[tokio::test]
@@ -334,7 +334,7 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
             .map(|c| c.message))
     })
     .await
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     ensure(
         blocked.contains(&eni) && blocked.contains(&sg),
         format!("the message does not name the blockers: {blocked}"),
@@ -385,14 +385,8 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
         }
     })
     .await
-    .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+    .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     nothing_left(&g, &[uid]).await
-}
-
-fn log_tail(op: &Operator) -> String {
-    let log = op.log();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// A network interface in `subnet` (in `group`) that is not the cluster's
@@ -591,7 +585,7 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
     clusters.delete("stuck", &DeleteParams::default()).await?;
     let stuck = stalled_with(&g, "stuck", "AccountNotReady")
         .await
-        .with_context(|| format!("operator log tail:\n{}", log_tail(&op)))?;
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     ensure(
         stuck.message.contains("fix the CloudAccount")
             && stuck.message.contains("spec.deletionPolicy: Retain"),

@@ -11,5 +11,6 @@ mod ground;
 mod lifecycle;
 mod nodes;
 mod operations;
+mod realism;
 mod reliability;
 mod support;

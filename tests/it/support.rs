@@ -219,6 +219,12 @@ pub trait OperatorExt: Sized {
     fn metric(&self, series: &str) -> Result<f64>;
     /// Everything the operator has logged so far.
     fn log(&self) -> String;
+    /// The last `n` lines of [`OperatorExt::log`].
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 impl OperatorExt for Operator {

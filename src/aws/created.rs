@@ -1,0 +1,94 @@
+//! The IDs that a client's creates answered, for the creates AWS offers no
+//! idempotency token for (VPC, subnet, internet gateway, route table,
+//! security group, Elastic IP). AWS's describes are eventually consistent:
+//! for a moment after a create they may not list what it made, and a pass
+//! that trusted such a describe would create it again. Whoever owns the
+//! client keeps these IDs until a describe shows them.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::operation::{
+    allocate_address::AllocateAddressOutput, create_internet_gateway::CreateInternetGatewayOutput,
+    create_route_table::CreateRouteTableOutput, create_security_group::CreateSecurityGroupOutput,
+    create_subnet::CreateSubnetOutput, create_vpc::CreateVpcOutput,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::Output;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// An SDK interceptor collecting created IDs; clones share the collection.
+#[derive(Clone, Debug, Default)]
+pub struct CreatedIds(Arc<Mutex<Vec<String>>>);
+
+impl CreatedIds {
+    /// The IDs collected since the last take.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The ID a create's output names, for the tracked creates.
+fn created_id(output: &Output) -> Option<String> {
+    let id = if let Some(o) = output.downcast_ref::<CreateVpcOutput>() {
+        o.vpc().and_then(|v| v.vpc_id())
+    } else if let Some(o) = output.downcast_ref::<CreateSubnetOutput>() {
+        o.subnet().and_then(|s| s.subnet_id())
+    } else if let Some(o) = output.downcast_ref::<CreateInternetGatewayOutput>() {
+        o.internet_gateway().and_then(|g| g.internet_gateway_id())
+    } else if let Some(o) = output.downcast_ref::<CreateRouteTableOutput>() {
+        o.route_table().and_then(|t| t.route_table_id())
+    } else if let Some(o) = output.downcast_ref::<CreateSecurityGroupOutput>() {
+        o.group_id()
+    } else if let Some(o) = output.downcast_ref::<AllocateAddressOutput>() {
+        o.allocation_id()
+    } else {
+        None
+    };
+    id.map(str::to_string)
+}
+
+impl Intercept for CreatedIds {
+    fn name(&self) -> &'static str {
+        "CreatedIds"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Ok(output)) = context.output_or_error() {
+            if let Some(id) = created_id(output) {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{Subnet, Vpc};
+
+    #[test]
+    fn tracked_creates_name_their_id_and_others_none() {
+        let vpc = CreateVpcOutput::builder()
+            .vpc(Vpc::builder().vpc_id("vpc-1").build())
+            .build();
+        assert_eq!(created_id(&Output::erase(vpc)), Some("vpc-1".into()));
+        let subnet = CreateSubnetOutput::builder()
+            .subnet(Subnet::builder().subnet_id("subnet-1").build())
+            .build();
+        assert_eq!(created_id(&Output::erase(subnet)), Some("subnet-1".into()));
+        let sg = CreateSecurityGroupOutput::builder()
+            .group_id("sg-1")
+            .build();
+        assert_eq!(created_id(&Output::erase(sg)), Some("sg-1".into()));
+        assert_eq!(created_id(&Output::erase(String::from("x"))), None);
+    }
+}
