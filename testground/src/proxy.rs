@@ -338,6 +338,9 @@ fn answer(
             None => HashSet::new(),
         };
         if let Some(message) = dependency_violation(upstream, req, op, &shutting_down)? {
+            if realism.is_some() {
+                lock(&s.world).count("DependencyViolation", 1);
+            }
             return refuse(
                 conn,
                 svc,

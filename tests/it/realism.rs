@@ -9,7 +9,10 @@ use anyhow::{Context as _, Result};
 use kube::ResourceExt;
 use testground::{Faults, Realism};
 
-use crate::clusters::{counts, delete_leaves_nothing, ground_with_account, wait_running, Counts};
+use crate::clusters::{
+    counts, delete_leaves_nothing, ground_with_account, small_cluster_manifest, wait_running,
+    Counts,
+};
 use crate::support::{ensure, kubectl_apply, Ground, OperatorExt};
 
 /// The profile with every part off, at AWS's pace.
@@ -84,4 +87,85 @@ async fn a_stale_describe_after_a_create_duplicates_nothing() -> Result<()> {
         format!("in moto: {c:?}, expected {:?}", expected()),
     )?;
     delete_leaves_nothing(&g, "fresh", &uid).await
+}
+
+#[tokio::test]
+async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<()> {
+    let (g, op) = ground_with_account("realism-iam", &[]).await?;
+    with(
+        &g,
+        Realism {
+            iam_propagation: true,
+            ..nothing()
+        },
+    );
+    kubectl_apply(&g, &small_cluster_manifest("young", "10.21.0.0/16"))?;
+    // The profile is refused for 8–12 s after its creation; the backoff
+    // after each refusal is at most 20 s.
+    let cc = wait_running(&g, "young", |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    let seen = events(&g);
+    println!("IAM propagation at AWS's pace: {seen:?}");
+    ensure(
+        seen.get("InvalidParameterValue").copied().unwrap_or(0) > 0,
+        format!("no launch was refused for a young profile: {seen:?}"),
+    )?;
+    // Waiting for IAM is not the user's to fix: never Stalled (which
+    // publishes a Warning Event as the phase turns `failed`).
+    let events = g.api::<k8s_openapi::api::events::v1::Event>();
+    let warnings: Vec<String> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("young"))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+        .collect();
+    ensure(
+        warnings.is_empty(),
+        format!("the cluster warned while IAM propagated: {warnings:?}"),
+    )?;
+    let uid = cc.uid().context("uid")?;
+    delete_leaves_nothing(&g, "young", &uid).await
+}
+
+#[tokio::test]
+async fn a_deletion_waits_for_instances_and_nat_gateways_to_drain() -> Result<()> {
+    let (g, op) = ground_with_account("realism-drain", &[]).await?;
+    // With a NAT gateway, whose deletion the operator waits for before
+    // its address and subnet; without one, where the subnet and group are
+    // deleted while the instance still shuts down.
+    kubectl_apply(&g, &cluster("drain", "10.22.0.0/16"))?;
+    kubectl_apply(&g, &small_cluster_manifest("bare", "10.23.0.0/16"))?;
+    let mut uids = Vec::new();
+    for name in ["drain", "bare"] {
+        let cc = wait_running(&g, name, |_| true).await?;
+        uids.push(cc.uid().context("uid")?);
+    }
+    // A quarter of AWS's pace: instances shut down for 7.5–15 s, the NAT
+    // gateway deletes for 7.5–15 s, and what they hold is refused meanwhile.
+    with(
+        &g,
+        Realism {
+            states: true,
+            draining: true,
+            scale: 0.25,
+            ..nothing()
+        },
+    );
+    let (drain, bare) = tokio::join!(
+        delete_leaves_nothing(&g, "drain", &uids[0]),
+        delete_leaves_nothing(&g, "bare", &uids[1])
+    );
+    drain.and(bare).with_context(|| op.log_tail(20))?;
+    let seen = events(&g);
+    println!("draining at a quarter of AWS's pace: {seen:?}");
+    let refused = |code: &str| seen.get(code).copied().unwrap_or(0);
+    ensure(
+        refused("deleting") > 0 && refused("DependencyViolation") > 0,
+        format!("no NAT gateway was deleting, or no deletion was refused while an instance shut down: {seen:?}"),
+    )?;
+    Ok(())
 }
