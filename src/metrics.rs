@@ -38,6 +38,11 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AccountLabels {
     /// The CloudAccount's `namespace/name`.
     pub account: String,
@@ -59,6 +64,9 @@ pub struct Metrics {
     aws_calls: Family<AwsCallLabels, Counter>,
     aws_attempts: Family<AwsCallLabels, Counter>,
     aws_errors: Family<AwsCallLabels, Counter>,
+    aws_throttled: Family<AwsCallLabels, Counter>,
+    aws_paced: Family<ServiceLabels, Counter>,
+    aws_paced_seconds: Family<ServiceLabels, Counter<f64>>,
     clusters: Family<PhaseLabels, Gauge>,
     leaked: Family<AccountLabels, Gauge>,
     leader: Gauge,
@@ -83,6 +91,9 @@ impl Metrics {
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
         let aws_attempts = Family::<AwsCallLabels, Counter>::default();
         let aws_errors = Family::<AwsCallLabels, Counter>::default();
+        let aws_throttled = Family::<AwsCallLabels, Counter>::default();
+        let aws_paced = Family::<ServiceLabels, Counter>::default();
+        let aws_paced_seconds = Family::<ServiceLabels, Counter<f64>>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
         let leaked = Family::<AccountLabels, Gauge>::default();
@@ -114,6 +125,21 @@ impl Metrics {
             aws_errors.clone(),
         );
         registry.register(
+            "aws_throttled",
+            "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling)",
+            aws_throttled.clone(),
+        );
+        registry.register(
+            "aws_paced",
+            "AWS API attempts that waited for the account's client-side rate limit",
+            aws_paced.clone(),
+        );
+        registry.register(
+            "aws_paced_seconds",
+            "Time AWS API attempts waited for the account's client-side rate limit",
+            aws_paced_seconds.clone(),
+        );
+        registry.register(
             "compute_clusters",
             "ComputeClusters by phase",
             clusters.clone(),
@@ -137,6 +163,9 @@ impl Metrics {
             aws_calls,
             aws_attempts,
             aws_errors,
+            aws_throttled,
+            aws_paced,
+            aws_paced_seconds,
             clusters,
             leaked,
             leader,
@@ -160,6 +189,17 @@ impl Metrics {
         self.backoff
             .get_or_create(&ControllerLabels { controller })
             .observe(backoff.as_secs_f64());
+    }
+
+    /// An attempt to `service` waited `wait` for the client-side rate limit.
+    pub fn paced(&self, service: &str, wait: Duration) {
+        let l = ServiceLabels {
+            service: service.to_string(),
+        };
+        self.aws_paced.get_or_create(&l).inc();
+        self.aws_paced_seconds
+            .get_or_create(&l)
+            .inc_by(wait.as_secs_f64());
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -237,6 +277,16 @@ fn labels(cfg: &ConfigBag) -> Option<AwsCallLabels> {
     })
 }
 
+/// Whether an error answer's body says AWS throttled the call.
+fn throttled(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    ["RequestLimitExceeded", "Throttling", "ThrottlingException"]
+        .iter()
+        .any(|code| {
+            text.contains(&format!("<Code>{code}</Code>")) || text.contains(&format!("\"{code}\""))
+        })
+}
+
 impl Intercept for AwsCallCounter {
     fn name(&self) -> &'static str {
         "AwsCallCounter"
@@ -250,6 +300,24 @@ impl Intercept for AwsCallCounter {
     ) -> Result<(), BoxError> {
         if let Some(l) = labels(cfg) {
             self.metrics.aws_attempts.get_or_create(&l).inc();
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let body = context
+            .response()
+            .filter(|r| !r.status().is_success())
+            .and_then(|r| r.body().bytes());
+        if body.is_some_and(throttled) {
+            if let Some(l) = labels(cfg) {
+                self.metrics.aws_throttled.get_or_create(&l).inc();
+            }
         }
         Ok(())
     }

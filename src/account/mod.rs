@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::conditions::{self, reason, Desired, DELETING};
 use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus, ComputeCluster};
+use crate::aws::pacing::Pacing;
 use crate::context::{apply_status, run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
@@ -54,15 +55,18 @@ pub struct Accounts {
     client: Client,
     aws: SdkConfig,
     metrics: Metrics,
+    /// Every resolved identity's calls are paced by its AWS account.
+    pacing: Arc<Pacing>,
     cache: Mutex<HashMap<(String, String), Cached>>,
 }
 
 impl Accounts {
-    pub fn new(client: Client, aws: SdkConfig, metrics: Metrics) -> Self {
+    pub fn new(client: Client, aws: SdkConfig, metrics: Metrics, pacing: Arc<Pacing>) -> Self {
         Accounts {
             client,
             aws,
             metrics,
+            pacing,
             cache: Mutex::default(),
         }
     }
@@ -83,7 +87,12 @@ impl Accounts {
         account: &CloudAccount,
         keep_on_failure: bool,
     ) -> Result<ResolvedAccount, AccountError> {
-        let result = resolve(&self.client, &self.aws, &self.metrics, account).await;
+        let result = resolve(&self.client, &self.aws, &self.metrics, account)
+            .await
+            .map(|mut resolved| {
+                resolved.config = self.pacing.paced(&resolved.account_id, &resolved.config);
+                resolved
+            });
         let mut cache = self.cache();
         match &result {
             Ok(resolved) => {

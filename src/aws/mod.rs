@@ -13,6 +13,7 @@ pub mod internet_gateway;
 pub mod inventory;
 pub mod key_pair;
 pub mod nat_gateway;
+pub mod pacing;
 pub mod quotas;
 pub mod route_table;
 pub mod security_group;

@@ -1,0 +1,412 @@
+//! Client-side pacing, per AWS account and region, shaped like AWS's own
+//! request limits. EC2 throttles each account per region with token
+//! buckets (EC2 Developer Guide, "Request throttling for the Amazon EC2
+//! API"); IAM throttles each account, lower and unpublished. Every cluster
+//! of an account shares the account's buckets here, so a burst of clusters
+//! waits its turn on this side instead of spending calls on
+//! `RequestLimitExceeded` and the SDK's retries.
+//!
+//! The defaults are AWS's defaults for EC2: non-mutating actions 100
+//! tokens refilled at 20 a second, mutating actions 200 at 5, RunInstances
+//! 50 at 5 and its resource bucket (one token per instance) 1000 at 2. IAM:
+//! reads 40 at 10, writes 10 at 2 (an estimate). `--aws-pacing` multiplies
+//! the refill rates and sizes for an account whose limits AWS raised, or
+//! turns pacing off (0).
+//!
+//! Pacing sits in the HTTP client, so the SDK's retries are paced too. The
+//! per-attempt timeout is kept there as well, after the wait: waiting for a
+//! token is not an attempt taking too long.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+
+/// A token bucket's shape: how many it holds, how many come back a second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shape {
+    pub capacity: f64,
+    pub refill: f64,
+}
+
+/// The buckets a call draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    Ec2Read,
+    Ec2Write,
+    RunInstances,
+    /// RunInstances' resource bucket: one token per instance.
+    LaunchedInstances,
+    IamRead,
+    IamWrite,
+}
+
+/// The shapes of an account's buckets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    shapes: [(Bucket, Shape); 6],
+}
+
+impl Limits {
+    /// AWS's default limits, times `factor` (sizes and refill rates).
+    pub fn aws(factor: f64) -> Self {
+        let s = |capacity: f64, refill: f64| Shape {
+            capacity: capacity * factor,
+            refill: refill * factor,
+        };
+        Limits {
+            shapes: [
+                (Bucket::Ec2Read, s(100.0, 20.0)),
+                (Bucket::Ec2Write, s(200.0, 5.0)),
+                (Bucket::RunInstances, s(50.0, 5.0)),
+                (Bucket::LaunchedInstances, s(1000.0, 2.0)),
+                (Bucket::IamRead, s(40.0, 10.0)),
+                (Bucket::IamWrite, s(10.0, 2.0)),
+            ],
+        }
+    }
+
+    fn shape(&self, bucket: Bucket) -> Shape {
+        self.shapes.iter().find(|(b, _)| *b == bucket).map_or(
+            Shape {
+                capacity: 1.0,
+                refill: 1.0,
+            },
+            |(_, s)| *s,
+        )
+    }
+}
+
+/// What one request of `service`'s `operation` costs, bucket by bucket.
+pub fn cost(service: &str, operation: &str, instances: u32) -> Vec<(Bucket, f64)> {
+    let reads = operation.starts_with("Describe")
+        || operation.starts_with("Get")
+        || operation.starts_with("List");
+    match (service, reads) {
+        ("ec2", _) if operation == "RunInstances" => vec![
+            (Bucket::RunInstances, 1.0),
+            (Bucket::LaunchedInstances, f64::from(instances.max(1))),
+        ],
+        ("ec2", true) => vec![(Bucket::Ec2Read, 1.0)],
+        ("ec2", false) => vec![(Bucket::Ec2Write, 1.0)],
+        ("iam", true) => vec![(Bucket::IamRead, 1.0)],
+        ("iam", false) => vec![(Bucket::IamWrite, 1.0)],
+        _ => vec![],
+    }
+}
+
+/// A bucket's level; may owe tokens (negative) to callers already waiting.
+#[derive(Clone, Debug)]
+struct Level {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Level {
+    /// Takes `n` tokens now, owing them if need be, and says how long the
+    /// caller waits until they are really there.
+    fn reserve(&mut self, shape: Shape, n: f64, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * shape.refill).min(shape.capacity);
+        self.at = now;
+        self.tokens -= n;
+        if self.tokens >= 0.0 || shape.refill <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / shape.refill)
+        }
+    }
+}
+
+/// One account's buckets, per region (IAM's region is `global`).
+#[derive(Debug)]
+pub struct Pacer {
+    limits: Limits,
+    levels: Mutex<HashMap<(String, Bucket), Level>>,
+}
+
+impl Pacer {
+    pub fn new(limits: Limits) -> Self {
+        Pacer {
+            limits,
+            levels: Mutex::default(),
+        }
+    }
+
+    /// Reserves what a request costs in `region`; how long it waits.
+    pub fn reserve(&self, region: &str, cost: &[(Bucket, f64)], now: Instant) -> Duration {
+        let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
+        cost.iter()
+            .map(|(bucket, n)| {
+                let shape = self.limits.shape(*bucket);
+                levels
+                    .entry((region.to_string(), *bucket))
+                    .or_insert(Level {
+                        tokens: shape.capacity,
+                        at: now,
+                    })
+                    .reserve(shape, *n, now)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Told of each wait: the service and how long.
+pub type OnWait = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
+/// The operator's pacers, one per AWS account, and the HTTP client they
+/// wrap.
+pub struct Pacing {
+    limits: Option<Limits>,
+    inner: SharedHttpClient,
+    attempt_timeout: Duration,
+    on_wait: OnWait,
+    accounts: Mutex<HashMap<String, Arc<Pacer>>>,
+}
+
+impl std::fmt::Debug for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacing")
+            .field("limits", &self.limits)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pacing {
+    /// `limits` None: no pacing (the attempt timeout still holds).
+    pub fn new(
+        limits: Option<Limits>,
+        inner: SharedHttpClient,
+        attempt_timeout: Duration,
+        on_wait: OnWait,
+    ) -> Self {
+        Pacing {
+            limits,
+            inner,
+            attempt_timeout,
+            on_wait,
+            accounts: Mutex::default(),
+        }
+    }
+
+    fn client(&self, pacer: Option<Arc<Pacer>>) -> SharedHttpClient {
+        SharedHttpClient::new(PacedClient {
+            inner: self.inner.clone(),
+            pacer,
+            attempt_timeout: self.attempt_timeout,
+            on_wait: self.on_wait.clone(),
+        })
+    }
+
+    /// An HTTP client for calls made as no account in particular (the
+    /// first STS calls of a resolution): timed out, not paced.
+    pub fn unpaced(&self) -> SharedHttpClient {
+        self.client(None)
+    }
+
+    /// `config` with its calls paced by account `account_id`'s buckets.
+    pub fn paced(&self, account_id: &str, config: &SdkConfig) -> SdkConfig {
+        let pacer = self.limits.as_ref().map(|limits| {
+            self.accounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(account_id.to_string())
+                .or_insert_with(|| Arc::new(Pacer::new(limits.clone())))
+                .clone()
+        });
+        config.to_builder().http_client(self.client(pacer)).build()
+    }
+}
+
+struct PacedClient {
+    inner: SharedHttpClient,
+    pacer: Option<Arc<Pacer>>,
+    attempt_timeout: Duration,
+    on_wait: OnWait,
+}
+
+impl std::fmt::Debug for PacedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacedClient")
+    }
+}
+
+impl HttpClient for PacedClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(PacedConnector {
+            inner: self.inner.http_connector(settings, components),
+            pacer: self.pacer.clone(),
+            attempt_timeout: self.attempt_timeout,
+            on_wait: self.on_wait.clone(),
+        })
+    }
+}
+
+struct PacedConnector {
+    inner: SharedHttpConnector,
+    pacer: Option<Arc<Pacer>>,
+    attempt_timeout: Duration,
+    on_wait: OnWait,
+}
+
+impl std::fmt::Debug for PacedConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacedConnector")
+    }
+}
+
+/// The service and region of a signed request's credential scope
+/// (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`).
+fn scope(request: &HttpRequest) -> Option<(String, String)> {
+    let auth = request.headers().get("authorization")?;
+    let scope = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let mut parts = scope.split('/').skip(2);
+    let region = parts.next()?.to_string();
+    let service = parts.next()?.to_string();
+    Some((service, region))
+}
+
+/// The operation of a query-protocol request (its `Action`) or of a JSON
+/// one (its target), and the instances a RunInstances asks for.
+fn operation(request: &HttpRequest) -> (String, u32) {
+    if let Some(target) = request.headers().get("x-amz-target") {
+        let op = target.rsplit('.').next().unwrap_or_default();
+        return (op.to_string(), 0);
+    }
+    let body = request.body().bytes().unwrap_or_default();
+    let mut op = String::new();
+    let mut count = 0;
+    for (k, v) in form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "Action" => op = v.into_owned(),
+            "MaxCount" => count = v.parse().unwrap_or(1),
+            _ => {}
+        }
+    }
+    (op, count)
+}
+
+impl HttpConnector for PacedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let wait = match (&self.pacer, scope(&request)) {
+            (Some(pacer), Some((service, region))) => {
+                let (op, instances) = operation(&request);
+                let region = if service == "iam" { "global" } else { &region };
+                let wait = pacer.reserve(region, &cost(&service, &op, instances), Instant::now());
+                if !wait.is_zero() {
+                    (self.on_wait)(&service, wait);
+                }
+                wait
+            }
+            _ => Duration::ZERO,
+        };
+        let (inner, timeout) = (self.inner.clone(), self.attempt_timeout);
+        HttpConnectorFuture::new(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            match tokio::time::timeout(timeout, inner.call(request)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ConnectorError::timeout(
+                    format!("no answer within {timeout:?}").into(),
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(d: Duration) -> u128 {
+        d.as_millis()
+    }
+
+    #[test]
+    fn a_full_bucket_admits_its_size_then_paces_at_its_refill() {
+        let pacer = Pacer::new(Limits::aws(1.0));
+        let now = Instant::now();
+        let write = cost("ec2", "CreateVpc", 0);
+        for _ in 0..200 {
+            assert_eq!(pacer.reserve("us-east-1", &write, now), Duration::ZERO);
+        }
+        // Then one every 200 ms (5 a second), each behind the last.
+        assert_eq!(ms(pacer.reserve("us-east-1", &write, now)), 200);
+        assert_eq!(ms(pacer.reserve("us-east-1", &write, now)), 400);
+        // A second later five more tokens came: the debt shrank by five.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(ms(pacer.reserve("us-east-1", &write, later)), 0);
+    }
+
+    #[test]
+    fn regions_and_kinds_have_their_own_buckets() {
+        let pacer = Pacer::new(Limits::aws(1.0));
+        let now = Instant::now();
+        let write = cost("ec2", "CreateSubnet", 0);
+        for _ in 0..200 {
+            pacer.reserve("us-east-1", &write, now);
+        }
+        assert!(pacer.reserve("us-east-1", &write, now) > Duration::ZERO);
+        assert_eq!(pacer.reserve("eu-west-1", &write, now), Duration::ZERO);
+        let read = cost("ec2", "DescribeVpcs", 0);
+        assert_eq!(pacer.reserve("us-east-1", &read, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn launches_wait_for_the_slower_of_their_buckets() {
+        let pacer = Pacer::new(Limits::aws(1.0));
+        let now = Instant::now();
+        // 1000 instances at once empty the resource bucket; the next
+        // launch waits for its instance (2 a second), not its request.
+        assert_eq!(
+            pacer.reserve("r", &cost("ec2", "RunInstances", 1000), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            ms(pacer.reserve("r", &cost("ec2", "RunInstances", 1), now)),
+            500
+        );
+    }
+
+    #[test]
+    fn costs_follow_the_services_categories() {
+        assert_eq!(
+            cost("ec2", "DescribeInstances", 0),
+            vec![(Bucket::Ec2Read, 1.0)]
+        );
+        assert_eq!(
+            cost("ec2", "TerminateInstances", 0),
+            vec![(Bucket::Ec2Write, 1.0)]
+        );
+        assert_eq!(cost("iam", "GetRole", 0), vec![(Bucket::IamRead, 1.0)]);
+        assert_eq!(cost("iam", "CreateRole", 0), vec![(Bucket::IamWrite, 1.0)]);
+        assert!(cost("sts", "AssumeRole", 0).is_empty());
+        assert!(cost("servicequotas", "GetServiceQuota", 0).is_empty());
+    }
+
+    #[test]
+    fn a_raised_limit_scales_sizes_and_rates() {
+        let pacer = Pacer::new(Limits::aws(2.0));
+        let now = Instant::now();
+        let write = cost("iam", "CreateRole", 0);
+        for _ in 0..20 {
+            assert_eq!(pacer.reserve("global", &write, now), Duration::ZERO);
+        }
+        assert_eq!(ms(pacer.reserve("global", &write, now)), 250);
+    }
+}
