@@ -454,11 +454,18 @@ async fn lead(
 /// attempt gets --aws-attempt-timeout (kept by the pacing HTTP client,
 /// after any wait for a token), and a call makes at most three; then it
 /// fails as a transient transport error and the object is retried with
-/// backoff.
+/// backoff. The SDK's check of upload throughput is off: it starts before
+/// the wait for a token, and would time a paced request out; the attempt
+/// timeout bounds a stalled upload instead.
 async fn aws_base(pacing: &Pacing) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .http_client(pacing.unpaced())
+        .stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .build(),
+        )
         .load()
         .await
 }

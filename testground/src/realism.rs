@@ -143,6 +143,23 @@ pub enum BucketKind {
 }
 
 impl Limits {
+    /// Every bucket's size and refill rate times `factor`.
+    pub fn times(&self, factor: f64) -> Self {
+        let t = |s: Shape| Shape {
+            capacity: s.capacity * factor,
+            refill: s.refill * factor,
+        };
+        Limits {
+            ec2_non_mutating: t(self.ec2_non_mutating),
+            ec2_mutating: t(self.ec2_mutating),
+            run_instances: t(self.run_instances),
+            run_instances_resource: t(self.run_instances_resource),
+            terminate_instances_resource: t(self.terminate_instances_resource),
+            iam_read: t(self.iam_read),
+            iam_write: t(self.iam_write),
+        }
+    }
+
     pub fn shape(&self, kind: BucketKind) -> Shape {
         match kind {
             BucketKind::Ec2NonMutating => self.ec2_non_mutating,
