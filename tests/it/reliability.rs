@@ -154,6 +154,11 @@ async fn kill_after_calls(
     Ok(last)
 }
 
+/// The realism profile's time scale in the suites: a twentieth of AWS's
+/// durations (NAT gateways pending 3–6 s, instances 0.5–1.5 s), rate
+/// limits refilled twenty times as fast.
+const REALISM_SCALE: f64 = 0.05;
+
 #[tokio::test]
 async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = if full_run() { 30 } else { 6 };
@@ -161,11 +166,13 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     println!("crash safety: {kills} kills, seed {seed} (BYOC_SEED={seed} repeats it)");
     let g = Ground::new("crash").await?;
     install_crds(&g).await?;
-    // Latency spreads the calls out; pending states as on AWS; no
-    // t3.large capacity in one zone, so each worker launch falls back.
+    // Latency spreads the calls out; AWS's behaviour at a twentieth of its
+    // pace (states, IAM propagation, eventual consistency, draining, rate
+    // limits); no t3.large capacity in one zone, so each worker launch
+    // falls back.
     g.proxy.set_faults(testground::Faults {
         latency: Duration::from_millis(30),
-        pending: Duration::from_secs(2),
+        realism: Some(testground::Realism::aws(REALISM_SCALE)),
         refusals: vec![testground::Refusal {
             instance_type: Some("t3.large".into()),
             zone: Some("us-east-1a".into()),
@@ -302,7 +309,7 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = kills + 1;
     record_figure(serde_json::json!({
         "suite": "crash safety",
-        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling, a rolling replacement of 5 workers and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, NAT/instances pending 2 s, t3.large refused in us-east-1a (every worker launch falls back to another zone); seed {seed}"),
+        "setup": format!("SIGKILL at a random AWS call during provisioning, scaling, a rolling replacement of 5 workers and deletion of the example (4 → 6 instances), then during the deletion of its whole namespace; 30 ms latency, the AWS realism profile at scale 0.05 (NAT gateways pending 3–6 s, instances 0.5–1.5 s, shutting down and deleting drained, profiles unusable 0.4–0.6 s, describes missing new resources 50–100 ms, EC2/IAM rate limits), t3.large refused in us-east-1a (every worker launch falls back to another zone); seed {seed}"),
         "n": kills,
         "figure": format!("{kills} kills over {cycles} create/scale/roll/delete cycles (a roll terminating more than its 5 old workers counts as a duplicate) and one namespace deletion (gone in {:.0} s): {duplicates} duplicated, {leaked} leaked", namespace_gone.as_secs_f64()),
         "killed_after": killed_after,
@@ -345,7 +352,7 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
     let calls_before = op.metric("byoc_aws_calls_total")?;
     g.proxy.set_faults(testground::Faults {
         error_rate: 0.2,
-        pending: Duration::from_secs(2),
+        realism: Some(testground::Realism::aws(REALISM_SCALE)),
         ..Default::default()
     });
     let started = Instant::now();
@@ -372,7 +379,7 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
     let bound = baseline * 3;
     record_figure(serde_json::json!({
         "suite": "AWS faults",
-        "setup": "20 % of all AWS requests fail transiently (RequestLimitExceeded/Throttling, 503, 500, dropped connection); NAT/instances pending 2 s; the example created and deleted",
+        "setup": "20 % of all AWS requests fail transiently (RequestLimitExceeded/Throttling, 503, 500, dropped connection); the AWS realism profile at scale 0.05; the example created and deleted",
         "n": faulty,
         "figure": format!("running in {:.1} s and deleted to zero; {faulty} requests ({injected} failed) vs {baseline} without faults (bound {bound}); SDK attempts {attempts} for {calls} operations; {backoffs} requeues with backoff", to_running.as_secs_f64()),
         "pass": faulty <= bound && attempts > calls,
@@ -657,6 +664,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
         .await?;
     g.proxy.set_faults(testground::Faults {
         roles_must_exist: true,
+        realism: Some(testground::Realism::aws(REALISM_SCALE)),
         ..Default::default()
     });
     let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
