@@ -67,6 +67,12 @@ pub struct Faults {
     pub quotas_denied: bool,
     /// AWS's behaviour as a whole: see [`Realism`].
     pub realism: Option<Realism>,
+    /// moto enforces IAM: each form-encoded request is re-encoded as moto
+    /// re-encodes what it parsed and signed again with the caller's secret
+    /// (moto checks the signature over its own re-encoding, so a value the
+    /// SDK encodes otherwise, e.g. a space as `%20`, fails as
+    /// `SignatureDoesNotMatch` although the caller signed correctly).
+    pub resign: bool,
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -101,6 +107,10 @@ struct Shared {
     /// Roles seen to exist (tests do not delete roles): each is looked up
     /// in moto's state once, not on every AssumeRole.
     roles_found: Mutex<HashSet<String>>,
+    /// Secret keys by access key ID: from AssumeRole answers, or moto's
+    /// state.
+    secrets: Mutex<HashMap<String, String>>,
+    resigned: AtomicU64,
     /// What the realism profile knows of AWS's clock.
     world: Mutex<World>,
     injected: AtomicU64,
@@ -128,6 +138,8 @@ impl AwsProxy {
             tokens: Mutex::default(),
             faults: Mutex::default(),
             roles_found: Mutex::default(),
+            secrets: Mutex::default(),
+            resigned: AtomicU64::default(),
             world: Mutex::default(),
             injected: AtomicU64::default(),
             seq: AtomicU64::default(),
@@ -187,6 +199,11 @@ impl AwsProxy {
         self.shared.injected.load(Ordering::SeqCst)
     }
 
+    /// Requests re-signed for moto's IAM enforcement so far.
+    pub fn resigned(&self) -> u64 {
+        self.shared.resigned.load(Ordering::SeqCst)
+    }
+
     /// Calls the realism profile's rate limits refused so far.
     pub fn throttled(&self) -> u64 {
         lock(&self.shared.world).throttled
@@ -211,6 +228,7 @@ impl Drop for AwsProxy {
     }
 }
 
+#[derive(Clone)]
 struct Request {
     head: String,
     body: Vec<u8>,
@@ -389,6 +407,13 @@ fn answer(
         return Ok(());
     }
 
+    let resigned;
+    let req = if faults.resign {
+        resigned = resign(upstream, s, req)?;
+        &resigned
+    } else {
+        req
+    };
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(req.head.as_bytes())?;
     up.write_all(b"Connection: close\r\n\r\n")?;
@@ -396,6 +421,15 @@ fn answer(
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
     let mut response = repair(response, svc);
+    if op == "AssumeRole" {
+        let text = String::from_utf8_lossy(&response);
+        if let (Some(key), Some(secret)) = (
+            first_element(&text, "AccessKeyId"),
+            first_element(&text, "SecretAccessKey"),
+        ) {
+            lock(&s.secrets).insert(key, secret);
+        }
+    }
     let ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200");
     if let (true, Some(r)) = (ok, realism) {
         response = realistic(s, r, req, op, response, now);
@@ -443,6 +477,160 @@ fn answer(
     }
     conn.write_all(&response)?;
     Ok(())
+}
+
+/// A form value encoded as moto re-encodes the form it parsed before it
+/// checks a signature (Python's `urlencode` with `quote_plus`).
+fn quote_plus(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A form body as moto re-encodes it.
+fn moto_form(body: &[u8]) -> Vec<u8> {
+    form_urlencoded::parse(body)
+        .map(|(k, v)| format!("{}={}", quote_plus(&k), quote_plus(&v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+/// The secret key of `access_key`: learned from an AssumeRole answer, or
+/// found in moto's state (an IAM user's key).
+fn secret_of(upstream: u16, s: &Shared, access_key: &str) -> Result<Option<String>> {
+    if let Some(secret) = lock(&s.secrets).get(access_key) {
+        return Ok(Some(secret.clone()));
+    }
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    write!(
+        up,
+        "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let state: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let keys = state["iam"]["AccessKey"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let secret = keys
+        .iter()
+        .find(|k| k["access_key_id"].as_str() == Some(access_key))
+        .and_then(|k| k["secret_access_key"].as_str())
+        .map(str::to_string);
+    if let Some(secret) = &secret {
+        lock(&s.secrets).insert(access_key.to_string(), secret.clone());
+    }
+    Ok(secret)
+}
+
+/// `req` with its form body as moto re-encodes it and signed again for
+/// that body with the caller's secret; unchanged when the encodings agree,
+/// the request is not a signed form, or the secret is unknown.
+fn resign(upstream: u16, s: &Shared, req: &Request) -> Result<Request> {
+    let is_form = req.head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("content-type:")
+            && l.contains("application/x-www-form-urlencoded")
+    });
+    let body = moto_form(&req.body);
+    if !is_form || body == req.body {
+        return Ok(req.clone());
+    }
+    let mut lines = req.head.lines();
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(auth) = header("authorization") else {
+        return Ok(req.clone());
+    };
+    let scope = auth
+        .split("Credential=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default();
+    let parts: Vec<&str> = scope.split('/').collect();
+    let [key, _, region, service, ..] = parts[..] else {
+        return Ok(req.clone());
+    };
+    let Some(secret) = secret_of(upstream, s, key)? else {
+        return Ok(req.clone());
+    };
+    let signed: Vec<String> = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .split(';')
+        .map(str::to_string)
+        .collect();
+    let length = body.len().to_string();
+    let to_sign: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| signed.contains(k))
+        .map(|(k, v)| {
+            let v = if k == "content-length" { &length } else { v };
+            (k.clone(), v.clone())
+        })
+        .collect();
+    let time = header("x-amz-date")
+        .and_then(|d| jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", d).ok())
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| std::time::SystemTime::from(z.timestamp()))
+        .unwrap_or_else(std::time::SystemTime::now);
+    let token = header("x-amz-security-token");
+    let identity = aws_credential_types::Credentials::new(key, secret, token, None, "proxy").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(aws_sigv4::http_request::SigningSettings::default())
+        .build()?
+        .into();
+    let path = request_line.split(' ').nth(1).unwrap_or("/");
+    let host = header("host").unwrap_or_default();
+    let signable = aws_sigv4::http_request::SignableRequest::new(
+        "POST",
+        format!("http://{host}{path}"),
+        to_sign.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        aws_sigv4::http_request::SignableBody::Bytes(&body),
+    )?;
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)?.into_parts();
+    let replaced: Vec<(String, String)> = instructions
+        .headers()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let mut head = format!("{request_line}\r\n");
+    for (k, v) in &headers {
+        if k == "content-length" {
+            head.push_str(&format!("content-length: {length}\r\n"));
+        } else if !replaced.iter().any(|(r, _)| r == k) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    for (k, v) in &replaced {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.resigned.fetch_add(1, Ordering::SeqCst);
+    Ok(Request { head, body })
 }
 
 /// An EC2 query sent to moto on the caller's behalf (its Authorization
@@ -1076,6 +1264,20 @@ mod tests {
         let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(out.contains(&format!("Content-Length: {}", body.len())));
         assert_eq!(element_values(&out, "natGatewayId"), vec!["nat-1", "nat-2"]);
+    }
+
+    #[test]
+    fn forms_are_re_encoded_as_moto_re_encodes_them() {
+        let sdk = b"Action=CreateTags&Tag.1.Value=ns%2Fname&Description=a%20b%2Bc&K=%7E";
+        assert_eq!(
+            String::from_utf8(moto_form(sdk)).unwrap_or_default(),
+            "Action=CreateTags&Tag.1.Value=ns%2Fname&Description=a+b%2Bc&K=~"
+        );
+        // A body already in that form is left as it is.
+        assert_eq!(
+            moto_form(b"Action=DescribeVpcs&Version=2016-11-15"),
+            b"Action=DescribeVpcs&Version=2016-11-15"
+        );
     }
 
     #[test]

@@ -892,6 +892,7 @@ async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<
     let x = CrossAccount::set_up(&g).await?;
     g.proxy.set_faults(testground::Faults {
         roles_must_exist: true,
+        resign: true,
         ..Default::default()
     });
     let other = format!("{}-other", g.namespace);
@@ -1026,18 +1027,38 @@ async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<
         wrong.push(format!("borrower: {reason}, want NamespaceNotAllowed"));
     }
     let created = creates(&g);
+
+    // The control: the same set-up with keys allowed EC2 (and IAM)
+    // converges under enforcement, so each denial above is the policy's,
+    // not a signature moto could not check.
+    kubectl_apply(&g, &keys("allowed", &x.allowed_key_id, &x.allowed_secret))?;
+    kubectl_apply(&g, &account("allowed-keys", "allowed", None, ""))?;
+    kubectl_apply(&g, &cluster("control", "allowed-keys", None))?;
+    let control = wait_converged(&g, "control", "1/1", Duration::from_secs(180))
+        .await
+        .map(|_| "converged".to_string())
+        .unwrap_or_else(|e| format!("did not converge: {e:#}"));
+    let resigned = g.proxy.resigned();
+    rows.push(format!(
+        "control, keys allowed everything: {control} ({resigned} requests re-signed for moto)"
+    ));
+    if control != "converged" {
+        wrong.push(format!("control: {control}"));
+    }
     let needles = [
         x.base_key_id.as_str(),
         x.base_secret.as_str(),
+        x.allowed_key_id.as_str(),
+        x.allowed_secret.as_str(),
         SESSION_TOKEN_PREFIX,
     ];
     assert_no_key_material(&g, &op, &needles).await?;
     assert_no_key_material_in(&g, &other, &other_op, &needles).await?;
     record_figure(serde_json::json!({
         "suite": "wrong access",
-        "setup": "moto with IAM enforcement: base keys allowed only sts:AssumeRole; roles with an external-ID condition",
+        "setup": "moto with IAM enforcement (requests re-signed by the proxy over moto's re-encoding of the form): base keys allowed only sts:AssumeRole; roles with an external-ID condition; a control with keys allowed everything",
         "n": rows.len(),
-        "figure": format!("{} cases, each Stalled with its reason ({}); {created} AWS create calls", rows.len(), rows.join("; ")),
+        "figure": format!("{} cases, each Stalled with its reason, and the control ({}); {created} AWS create calls before the control", rows.len(), rows.join("; ")),
         "pass": wrong.is_empty() && created == 0,
     }))?;
     ensure(wrong.is_empty(), wrong.join("\n"))?;

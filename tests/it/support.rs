@@ -336,6 +336,10 @@ pub fn sample(text: &str, series: &str) -> f64 {
 pub struct CrossAccount {
     pub base_key_id: String,
     pub base_secret: String,
+    /// Keys of a user allowed everything: the control that shows a denial
+    /// is the policy's.
+    pub allowed_key_id: String,
+    pub allowed_secret: String,
     pub role_arn: String,
     pub external_id: String,
     pub untrusting_role_arn: String,
@@ -370,6 +374,7 @@ impl CrossAccount {
         };
         let (base_arn, base_key_id, base_secret) = user("byoc-base", assume_only).await?;
         let (_, admin_key, admin_secret) = user("test-admin", allow_all).await?;
+        let (_, allowed_key_id, allowed_secret) = user("byoc-allowed", allow_all).await?;
 
         let external_id = "ext-4711".to_string();
         let trust = serde_json::json!({
@@ -420,6 +425,8 @@ impl CrossAccount {
         Ok(CrossAccount {
             base_key_id,
             base_secret,
+            allowed_key_id,
+            allowed_secret,
             role_arn,
             external_id,
             untrusting_role_arn,
