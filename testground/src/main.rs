@@ -50,6 +50,11 @@ const CAUGHT: &[(&str, &str)] = &[
     ("wrong access", "AccessDenied and UnauthorizedOperation classified as transient: the wrong-external-ID cluster kept retrying (`AwsUnavailable`) and never stalled"),
     ("ownership", "resources found by the `byoc.dev/cluster` name tag instead of the cluster's UID: the operator took the VPC of an earlier cluster of the same name and the new cluster never converged"),
     ("secrets", "the cap on the SDK's credential-bearing log targets removed: the access key ID appeared in the operator's debug log (wrong-access and ownership suites)"),
+    ("wrong access", "the proxy's re-signing for moto's IAM enforcement switched off: the control (keys allowed everything) never converged (moto answered SignatureDoesNotMatch to every request whose form holds a space or the like), so the denials above would have proved nothing"),
+    ("realism: consistency", "the operator before it waited for its own creations (it trusted a describe that missed them): with describes missing new resources for 3–6 s, one cluster got 2 VPCs, 2 subnets, 2 internet gateways and 2 security groups (`realism::a_stale_describe_after_a_create_duplicates_nothing`)"),
+    ("realism: IAM propagation", "EC2's `Invalid IAM Instance Profile` classed as the user's problem: the cluster turned `failed` with a Warning while the profile propagated (`realism::an_instance_profile_too_new_for_ec2_delays_the_launch_only`)"),
+    ("realism: rate limits", "pacing off (`--aws-pacing 0`): 3 clusters at once under a fifth of AWS's limits made 228 calls, 41 of them throttled (18 %), against 106 calls and 0 throttled paced (`realism::clusters_provisioning_at_once_stay_within_the_accounts_rate_limits`)"),
+    ("realism: draining", "`DependencyViolation` on delete made the user's problem: not caught. The deletion still finished, because a failed reconcile of either class is retried with backoff and every pass observes afresh; the suite asserts that deletions were refused while instances shut down and NAT gateways deleted, and that nothing was left"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {
