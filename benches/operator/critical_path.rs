@@ -83,3 +83,54 @@ pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[testground::prox
         .map(|chain| price_at_call_times(chain, trace))
         .fold(0.0, f64::max)
 }
+
+/// The reference topology's time to running under the realism profile if
+/// the operator lost nothing: every chain of calls (priced at this run's
+/// call times) plus the AWS waits on it — a NAT gateway's pending state
+/// after CreateNatGateway; before RunInstances the instance profile's
+/// propagation (counted from the create, though the profile is made a few
+/// calls in: the bound is the lower for it), after it the instance's
+/// pending state. The longest waits the profile drew are `waits`.
+pub(crate) fn price_with_waits(
+    trace: &[testground::proxy::Call],
+    waits: &std::collections::BTreeMap<&'static str, std::time::Duration>,
+) -> f64 {
+    let wait = |k: &str| waits.get(k).map_or(0.0, |d| d.as_secs_f64());
+    graph::chains(false)
+        .iter()
+        .map(|chain| {
+            let at = |op: &str| chain.iter().position(|s| s.starts_with(op));
+            let mut total = match at("RunInstances") {
+                Some(i) => {
+                    price_at_call_times(&chain[..i], trace).max(wait("profile-propagation"))
+                        + price_at_call_times(&chain[i..], trace)
+                        + wait("instance-pending")
+                }
+                None => price_at_call_times(chain, trace),
+            };
+            if at("CreateNatGateway").is_some() {
+                total += wait("nat-pending");
+            }
+            total
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The reference topology's deletion under the realism profile if the
+/// operator lost nothing: the longest drain (instances shutting down, NAT
+/// gateways deleting; they start together), then the network's four
+/// dependent deletes (subnets, internet gateway detach and delete, VPC) at
+/// this run's median call time.
+pub(crate) fn drain_bound(
+    trace: &[testground::proxy::Call],
+    waits: &std::collections::BTreeMap<&'static str, std::time::Duration>,
+) -> f64 {
+    let wait = |k: &str| waits.get(k).map_or(0.0, |d| d.as_secs_f64());
+    let mut took: Vec<f64> = trace
+        .iter()
+        .map(|c| (c.end - c.start).as_secs_f64())
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let median = took.get(took.len() / 2).copied().unwrap_or(0.0);
+    wait("shutting-down").max(wait("nat-deleting")) + 4.0 * median
+}

@@ -141,6 +141,19 @@ pub(crate) fn summarize(
             "run_instances": nums(&|r| r.fallback_run_instances as f64),
             "goal": "one extra round trip per refused offering at most: 6 refused (2 types x 3 zones) + 6 accepted RunInstances",
         },
+        "realism": {
+            "scale": args.realism_scale,
+            "topology": "the P1 topology against the proxy's AWS realism profile (states, IAM propagation, eventual consistency, draining, rate limits) at `scale` times AWS's durations",
+            "seconds_to_running": secs(&|r| r.realistic_to_running),
+            "bound_seconds": nums(&|r| r.realistic_bound),
+            "ratio": nums(&|r| r.realistic_to_running.as_secs_f64() / r.realistic_bound.max(0.001)),
+            "goal_ratio": 1.05,
+            "calls": nums(&|r| r.realistic_calls as f64),
+            "throttled": nums(&|r| r.realistic_throttled as f64),
+            "deletion_seconds": secs(&|r| r.realistic_to_deleted),
+            "deletion_bound_seconds": nums(&|r| r.realistic_drain_bound),
+            "deletion_ratio": nums(&|r| r.realistic_to_deleted.as_secs_f64() / r.realistic_drain_bound.max(0.001)),
+        },
         "deletion": {
             "seconds": secs(&|r| r.to_deleted),
             "calls": nums(&|r| r.delete_calls.values().sum::<u64>() as f64),
@@ -151,6 +164,28 @@ pub(crate) fn summarize(
 
 pub(crate) fn markdown(r: &serde_json::Value) -> String {
     let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let x = &r["realism"];
+    let realism = format!(
+        "\n## Against AWS's behaviour (the proxy's realism profile at {} × AWS's durations)\n\n\
+         | figure | measured | goal | |\n|---|---|---|---|\n\
+         | time to `running`, P1 topology | {} s | | |\n\
+         | AWS's waits on the critical path (NAT gateway pending, profile propagation, instance pending) plus its calls | {} s | | |\n\
+         | ratio | {} | ≤ 1.05 | {} |\n\
+         | AWS calls, of them throttled | {}, {} | | |\n\
+         | deletion | {} s | | |\n\
+         | the longest drain (instances shutting down, NAT gateway deleting) plus the network's 4 dependent deletes | {} s | | |\n\
+         | deletion ratio | {} | | |\n",
+        x["scale"],
+        m(&x["seconds_to_running"]),
+        m(&x["bound_seconds"]),
+        m(&x["ratio"]),
+        if x["ratio"]["median"].as_f64().is_some_and(|v| v <= 1.05) { "met" } else { "**missed**" },
+        m(&x["calls"]),
+        m(&x["throttled"]),
+        m(&x["deletion_seconds"]),
+        m(&x["deletion_bound_seconds"]),
+        m(&x["deletion_ratio"]),
+    );
     let p1 = &r["p1_time_to_running"];
     let p2 = &r["p2_aws_calls"];
     let p3 = &r["p3_scale"];
@@ -191,7 +226,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
          | Deletion of the reference topology | {} s, {} calls | | |\n         | Fallback: P1 with each first-choice type refused in every zone | {} s (+{} s), {} RunInstances | ≤ 12 RunInstances | {} |\n\n\
          Critical path (from the operator's dependency graph, `cluster/graph.rs`): {}.\n\n\
          The operator's longest chain of sequential calls (one run): {}.\n\n\
-         `results.json` has the calls per operation (converge, resync, deletion).\n{}",
+         `results.json` has the calls per operation (converge, resync, deletion).\n{}{}",
         r["machine"]["ground"].as_str().unwrap_or_default(),
         r["machine"]["cores"],
         p1["seconds"]["runs"],
@@ -249,6 +284,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
                 a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
             ))
             .unwrap_or_default(),
+        realism,
     )
 }
 

@@ -2,7 +2,9 @@
 //! clusters over many accounts (P3), against the ground.
 
 use super::*;
-use crate::critical_path::{critical_path, longest_sequential_chain, price_critical_path};
+use crate::critical_path::{
+    critical_path, drain_bound, longest_sequential_chain, price_critical_path, price_with_waits,
+};
 
 /// The operator as a process, watching `namespace`, reaching AWS through `proxy`.
 fn start_operator(
@@ -183,6 +185,15 @@ pub(crate) struct ReferenceRun {
     /// every zone: time to running, and RunInstances made.
     pub(crate) fallback_to_running: Duration,
     pub(crate) fallback_run_instances: u64,
+    /// The same topology under the AWS realism profile: time to running,
+    /// what AWS's waits alone would take (s), calls and throttled ones.
+    pub(crate) realistic_to_running: Duration,
+    pub(crate) realistic_bound: f64,
+    pub(crate) realistic_calls: u64,
+    pub(crate) realistic_throttled: u64,
+    /// Its deletion, and what the drains alone would take (s).
+    pub(crate) realistic_to_deleted: Duration,
+    pub(crate) realistic_drain_bound: f64,
 }
 
 pub(crate) async fn reference_run(
@@ -315,8 +326,50 @@ pub(crate) async fn reference_run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The reference topology under the AWS realism profile, then its
+    // deletion, each against what AWS's waits alone would take.
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        realism: Some(testground::Realism::aws(args.realism_scale)),
+        ..Default::default()
+    });
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &reference_cluster("realistic", "acct")?,
+    )
+    .await?;
+    while !is_running(&api.get("realistic").await?) {
+        if Instant::now() > started + DEADLINE {
+            bail!("the realistic cluster did not reach running");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let realistic_to_running = started.elapsed();
+    let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
+    let realistic_calls: u64 = proxy.calls().values().sum();
+    let realistic_throttled = proxy.throttled();
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.delete("realistic", &DeleteParams::default()).await?;
+    while api.get_opt("realistic").await?.is_some() {
+        if Instant::now() > started + DEADLINE {
+            bail!("the realistic cluster was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let realistic_to_deleted = started.elapsed();
+    let realistic_drain_bound = drain_bound(&proxy.trace(), &proxy.longest_waits());
     drop(op);
     Ok(ReferenceRun {
+        realistic_to_running,
+        realistic_bound,
+        realistic_calls,
+        realistic_throttled,
+        realistic_to_deleted,
+        realistic_drain_bound,
         to_running,
         converge_calls,
         sequential_depth,

@@ -152,7 +152,18 @@ pub struct CriticalPath {
 }
 
 pub fn critical_path(public_nodes: bool) -> CriticalPath {
-    // Per step: the longest chain that ends with it.
+    let longest = chains(public_nodes);
+    let calls = longest.iter().map(Vec::len).max().unwrap_or(1);
+    CriticalPath {
+        calls,
+        chains: longest.into_iter().filter(|c| c.len() == calls).collect(),
+    }
+}
+
+/// Per step, the longest chain of calls that ends with it (which chain
+/// takes longest depends on how long AWS takes, e.g. a NAT gateway's
+/// pending state on its chain).
+pub fn chains(public_nodes: bool) -> Vec<Vec<&'static str>> {
     let mut longest: BTreeMap<Step, Vec<&'static str>> = BTreeMap::new();
     for def in STEPS {
         let before = needs(def, public_nodes)
@@ -166,11 +177,7 @@ pub fn critical_path(public_nodes: bool) -> CriticalPath {
             .collect();
         longest.insert(def.step, chain);
     }
-    let calls = longest.values().map(Vec::len).max().unwrap_or(1);
-    CriticalPath {
-        calls,
-        chains: longest.into_values().filter(|c| c.len() == calls).collect(),
-    }
+    longest.into_values().collect()
 }
 
 #[cfg(test)]

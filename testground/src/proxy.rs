@@ -199,6 +199,55 @@ impl AwsProxy {
         self.shared.injected.load(Ordering::SeqCst)
     }
 
+    /// The longest of each wait the realism profile drew for what was made
+    /// or ended through the proxy: `nat-pending`, `instance-pending`,
+    /// `profile-propagation`, `shutting-down`, `nat-deleting` (none without
+    /// the profile).
+    pub fn longest_waits(&self) -> BTreeMap<&'static str, Duration> {
+        let Some(r) = lock(&self.shared.faults).realism.clone() else {
+            return BTreeMap::new();
+        };
+        let world = lock(&self.shared.world);
+        let longest = |ids: Vec<&String>, range| {
+            ids.into_iter()
+                .map(|id| r.lasts(range, id))
+                .max()
+                .unwrap_or_default()
+        };
+        let born = |prefix: &str| {
+            world
+                .born
+                .keys()
+                .filter(|id| id.starts_with(prefix))
+                .collect::<Vec<_>>()
+        };
+        BTreeMap::from([
+            ("nat-pending", longest(born("nat-"), realism::NAT_PENDING)),
+            (
+                "instance-pending",
+                longest(born("i-"), realism::INSTANCE_PENDING),
+            ),
+            (
+                "profile-propagation",
+                longest(
+                    world.profiles.keys().collect(),
+                    realism::PROFILE_PROPAGATION,
+                ),
+            ),
+            (
+                "shutting-down",
+                longest(
+                    world.terminated.keys().collect(),
+                    realism::INSTANCE_SHUTTING_DOWN,
+                ),
+            ),
+            (
+                "nat-deleting",
+                longest(world.deleting_nats.keys().collect(), realism::NAT_DELETING),
+            ),
+        ])
+    }
+
     /// Requests re-signed for moto's IAM enforcement so far.
     pub fn resigned(&self) -> u64 {
         self.shared.resigned.load(Ordering::SeqCst)
