@@ -83,6 +83,29 @@ impl AwsError {
         self.class() == ErrorClass::NotFound
     }
 
+    /// AWS has not caught up with what was just made (eventual
+    /// consistency): a new resource unknown to a call that names it, or a
+    /// new instance profile not yet usable by EC2. Worth looking again
+    /// soon, not after a growing backoff.
+    pub fn is_settling(&self) -> bool {
+        let AwsError::Service {
+            code,
+            message,
+            class,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let unknown_id = *class == ErrorClass::NotFound
+            && (code.ends_with("ID.NotFound")
+                || code == "InvalidGroup.NotFound"
+                || code == "NatGatewayNotFound");
+        let young_profile = code == "InvalidParameterValue"
+            && message.to_ascii_lowercase().contains("instance profile");
+        unknown_id || young_profile
+    }
+
     /// For a call that creates something: what it refers to does not exist
     /// (a key pair, a security group, an image), which the user must fix;
     /// not "done", as not-found means for a deletion.
@@ -293,6 +316,29 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settling_is_a_new_id_unknown_or_a_young_profile() {
+        let e = |code: &str, message: &str| AwsError::Service {
+            operation: "x",
+            code: code.into(),
+            message: message.into(),
+            class: classify(code, message, Some(400)),
+        };
+        assert!(e("InvalidVpcID.NotFound", "").is_settling());
+        assert!(e("InvalidGroup.NotFound", "").is_settling());
+        assert!(e("NatGatewayNotFound", "").is_settling());
+        assert!(e(
+            "InvalidParameterValue",
+            "Value (p) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+        )
+        .is_settling());
+        // What the user named and does not exist is theirs to fix.
+        assert!(!e("InvalidAMIID.NotFound", "").is_settling());
+        assert!(!e("InvalidKeyPair.NotFound", "").is_settling());
+        assert!(!e("InvalidParameterValue", "bad CIDR").is_settling());
+        assert!(!e("RequestLimitExceeded", "").is_settling());
+    }
 
     #[test]
     fn classes() {

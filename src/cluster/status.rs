@@ -89,6 +89,12 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message,
         }),
+        // AWS catching up with what was just made is progress: looked at
+        // again after the progress poll, without a growing backoff.
+        Err(Error::Aws(e)) if e.is_settling() => Ok(Outcome::Progressing {
+            reason: reason::PROVISIONING,
+            message: format!("waiting for AWS to catch up with what was just made: {e}"),
+        }),
         Err(Error::InsufficientCapacity(message)) => Ok(Outcome::Transient {
             reason: reason::INSUFFICIENT_CAPACITY,
             message,
