@@ -291,6 +291,43 @@ pub(crate) async fn reference_run(
     let to_deleted = started.elapsed();
     let delete_calls = proxy.calls();
 
+    // The reference topology under the AWS realism profile, then its
+    // deletion, each against what AWS's waits alone would take (before
+    // the fallback scenario, whose refusals the operator remembers).
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        realism: Some(testground::Realism::aws(args.realism_scale)),
+        ..Default::default()
+    });
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &reference_cluster("realistic", "acct")?,
+    )
+    .await?;
+    while !is_running(&api.get("realistic").await?) {
+        if Instant::now() > started + DEADLINE {
+            bail!("the realistic cluster did not reach running");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let realistic_to_running = started.elapsed();
+    let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
+    let realistic_calls: u64 = proxy.calls().values().sum();
+    let realistic_throttled = proxy.throttled();
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.delete("realistic", &DeleteParams::default()).await?;
+    while api.get_opt("realistic").await?.is_some() {
+        if Instant::now() > started + DEADLINE {
+            bail!("the realistic cluster was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let realistic_to_deleted = started.elapsed();
+    let realistic_drain_bound = drain_bound(&proxy.trace(), &proxy.longest_waits());
+
     // The same topology with each group's first-choice type refused in
     // every zone (the operator's refusal memory is empty for them).
     let refused = |t: &str| testground::Refusal {
@@ -327,41 +364,6 @@ pub(crate) async fn reference_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // The reference topology under the AWS realism profile, then its
-    // deletion, each against what AWS's waits alone would take.
-    proxy.set_faults(Faults {
-        latency: Duration::from_millis(args.latency_ms),
-        realism: Some(testground::Realism::aws(args.realism_scale)),
-        ..Default::default()
-    });
-    proxy.reset_calls();
-    let started = Instant::now();
-    api.create(
-        &PostParams::default(),
-        &reference_cluster("realistic", "acct")?,
-    )
-    .await?;
-    while !is_running(&api.get("realistic").await?) {
-        if Instant::now() > started + DEADLINE {
-            bail!("the realistic cluster did not reach running");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let realistic_to_running = started.elapsed();
-    let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
-    let realistic_calls: u64 = proxy.calls().values().sum();
-    let realistic_throttled = proxy.throttled();
-    proxy.reset_calls();
-    let started = Instant::now();
-    api.delete("realistic", &DeleteParams::default()).await?;
-    while api.get_opt("realistic").await?.is_some() {
-        if Instant::now() > started + DEADLINE {
-            bail!("the realistic cluster was not deleted");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let realistic_to_deleted = started.elapsed();
-    let realistic_drain_bound = drain_bound(&proxy.trace(), &proxy.longest_waits());
     drop(op);
     Ok(ReferenceRun {
         realistic_to_running,
