@@ -59,7 +59,7 @@ struct Args {
     latency_ms: u64,
     /// Time scale of the AWS realism profile in its scenario (1.0: AWS's
     /// own durations; NAT gateways alone are then pending 1–2 minutes).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 1.0)]
     realism_scale: f64,
     /// Where results.json and results.md go.
     #[arg(long, default_value = "bench")]
