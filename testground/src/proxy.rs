@@ -558,14 +558,7 @@ fn secret_of(upstream: u16, s: &Shared, access_key: &str) -> Result<Option<Strin
     if let Some(secret) = lock(&s.secrets).get(access_key) {
         return Ok(Some(secret.clone()));
     }
-    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
-    write!(
-        up,
-        "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    up.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
+    let text = moto_state(upstream)?;
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let state: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let keys = state["iam"]["AccessKey"]
@@ -948,8 +941,8 @@ fn release_nat_interface(upstream: u16, req: &Request) -> Result<Option<Deleting
     Ok(nat)
 }
 
-/// Whether moto holds the IAM role `arn` (from its state dump).
-fn role_exists(upstream: u16, arn: &str) -> Result<bool> {
+/// moto's state dump (`/moto-api/data.json`), as the HTTP answer.
+fn moto_state(upstream: u16) -> Result<String> {
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     write!(
         up,
@@ -957,7 +950,12 @@ fn role_exists(upstream: u16, arn: &str) -> Result<bool> {
     )?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
-    Ok(String::from_utf8_lossy(&response).contains(&format!("\"arn\": \"{arn}\"")))
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Whether moto holds the IAM role `arn` (from its state dump).
+fn role_exists(upstream: u16, arn: &str) -> Result<bool> {
+    Ok(moto_state(upstream)?.contains(&format!("\"arn\": \"{arn}\"")))
 }
 
 /// A state as DescribeInstances or DescribeNatGateways writes it.
