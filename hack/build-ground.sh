@@ -2,7 +2,9 @@
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
 #   kube-apiserver, kube-controller-manager and etcd from the Go module proxy, moto server in a venv, helm,
-#   and hack/gitops-check (kstatus and Argo CD's Lua runtime).
+#   and hack/gitops-check (kstatus and Argo CD's Lua runtime); on request
+#   (`ack`, not part of `env`), ACK's ec2-controller and its CRDs, the peer
+#   the benchmark is to measure beside the operator.
 # Each part is keyed by its pinned version, reused when present and rebuilt when
 # the pin changes. Prints `export` lines for the paths on success.
 set -euo pipefail
@@ -14,6 +16,10 @@ HELM_BUILD_REV="r2"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# The newest ec2-controller whose whole module graph the Go module proxy
+# serves here: v1.2.0 to v1.20.0 answer 403 (v1.20.0 also imports the
+# elbv2 and cloudwatchlogs controllers' API modules, refused the same way).
+ACK_EC2_VERSION="${ACK_EC2_VERSION:-v1.0.0}"
 CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
 LOG_DIR="$CACHE/logs"
 mkdir -p "$CACHE" "$LOG_DIR"
@@ -127,6 +133,25 @@ build_gitops_check() {
   mv "$out.tmp" "$out"
 }
 
+build_ack() {
+  local dir="$CACHE/ack-ec2-$ACK_EC2_VERSION"
+  [ -x "$dir/ec2-controller" ] && [ -d "$dir/crds" ] && { echo "$dir"; return 0; }
+  need go "install Go to build ACK's ec2-controller"
+  local log="$LOG_DIR/ack-ec2-$ACK_EC2_VERSION.log" work="$CACHE/src/ack-ec2-$ACK_EC2_VERSION"
+  echo "build-ground: building ACK ec2-controller $ACK_EC2_VERSION from the Go module proxy (log: $log)" >&2
+  {
+    local src
+    src=$(go mod download -json "github.com/aws-controllers-k8s/ec2-controller@$ACK_EC2_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    [ -d "$src" ] || { echo "no module directory for ec2-controller@$ACK_EC2_VERSION"; exit 1; }
+    rm -rf "$work"; cp -r "$src" "$work"; chmod -R u+w "$work"
+    mkdir -p "$dir.tmp"
+    ( cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir.tmp/ec2-controller" ./cmd/controller )
+    cp -r "$work/config/crd/bases" "$dir.tmp/crds"
+  } >"$log" 2>&1 || fail "ACK ec2-controller build" "go could not build ec2-controller@$ACK_EC2_VERSION" "$log"
+  rm -rf "$dir"; mv "$dir.tmp" "$dir"
+  echo "$dir"
+}
+
 print_env() {
   local kubectl
   kubectl=$(command -v kubectl) || fail "kubectl" "kubectl is not on PATH; install it (e.g. apt-get install kubectl from the Kubernetes packages) and run again"
@@ -150,11 +175,12 @@ case "${1:-env}" in
   moto) install_moto ;;
   helm) build_helm ;;
   gitops-check) build_gitops_check ;;
+  ack) build_ack ;;
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
     (build_etcd); (build_kube); (install_moto); (build_helm)
     build_gitops_check
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|ack]" >&2; exit 2 ;;
 esac
