@@ -14,6 +14,8 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::aws::error::THROTTLING;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -126,7 +128,7 @@ impl Metrics {
         );
         registry.register(
             "aws_throttled",
-            "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling)",
+            "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling and the like)",
             aws_throttled.clone(),
         );
         registry.register(
@@ -277,14 +279,13 @@ fn labels(cfg: &ConfigBag) -> Option<AwsCallLabels> {
     })
 }
 
-/// Whether an error answer's body says AWS throttled the call.
+/// Whether an error answer's body says AWS throttled the call (an XML
+/// `<Code>` or a JSON `__type` of one of the throttling codes).
 fn throttled(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
-    ["RequestLimitExceeded", "Throttling", "ThrottlingException"]
-        .iter()
-        .any(|code| {
-            text.contains(&format!("<Code>{code}</Code>")) || text.contains(&format!("\"{code}\""))
-        })
+    THROTTLING.iter().any(|code| {
+        text.contains(&format!("<Code>{code}</Code>")) || text.contains(&format!("\"{code}\""))
+    })
 }
 
 impl Intercept for AwsCallCounter {
@@ -337,5 +338,23 @@ impl Intercept for AwsCallCounter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_read_from_xml_and_json_error_bodies() {
+        assert!(throttled(b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>"));
+        assert!(throttled(
+            b"<ErrorResponse><Error><Code>Throttling</Code></Error></ErrorResponse>"
+        ));
+        assert!(throttled(
+            br#"{"__type":"ThrottlingException","message":"slow down"}"#
+        ));
+        assert!(!throttled(b"<Response><Errors><Error><Code>InvalidVpcID.NotFound</Code></Error></Errors></Response>"));
+        assert!(!throttled(b"<Error><Code>VpcLimitExceeded</Code></Error>"));
     }
 }

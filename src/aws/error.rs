@@ -101,9 +101,7 @@ impl AwsError {
             && (code.ends_with("ID.NotFound")
                 || code == "InvalidGroup.NotFound"
                 || code == "NatGatewayNotFound");
-        let young_profile = code == "InvalidParameterValue"
-            && message.to_ascii_lowercase().contains("instance profile");
-        unknown_id || young_profile
+        unknown_id || young_instance_profile(code, message)
     }
 
     /// For a call that creates something: what it refers to does not exist
@@ -193,8 +191,8 @@ impl<T> NotFoundExt<T> for AwsResult<T> {
     }
 }
 
-/// Codes that pass by themselves.
-const TRANSIENT: &[&str] = &[
+/// Codes by which AWS throttles a caller (they pass by themselves).
+pub const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "RequestLimitExceeded",
@@ -202,6 +200,9 @@ const TRANSIENT: &[&str] = &[
     "RequestThrottledException",
     "TooManyRequestsException",
     "SlowDown",
+];
+/// Other codes that pass by themselves.
+const TRANSIENT: &[&str] = &[
     "ServiceUnavailable",
     "Unavailable",
     "InternalError",
@@ -282,14 +283,18 @@ pub fn is_quota(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.ends_with("LimitExceeded") && c != "RequestLimitExceeded")
 }
 
+/// IAM is eventually consistent: EC2 refuses a new instance profile for a
+/// few seconds ("Invalid IAM Instance Profile").
+fn young_instance_profile(code: &str, message: &str) -> bool {
+    code == "InvalidParameterValue" && message.to_ascii_lowercase().contains("instance profile")
+}
+
 /// Classifies an AWS error code.
 pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
-    // IAM is eventually consistent: a new instance profile is briefly unknown to EC2.
-    if code == "InvalidParameterValue" && message.to_ascii_lowercase().contains("instance profile")
-    {
+    if young_instance_profile(code, message) {
         return ErrorClass::Transient;
     }
-    if TRANSIENT.contains(&code) {
+    if THROTTLING.contains(&code) || TRANSIENT.contains(&code) {
         return ErrorClass::Transient;
     }
     if NEEDS_USER.contains(&code) || code.starts_with("InvalidAMIID") {

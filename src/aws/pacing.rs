@@ -49,39 +49,31 @@ pub enum Bucket {
     IamWrite,
 }
 
-/// The shapes of an account's buckets.
-#[derive(Clone, Debug, PartialEq)]
+/// The shapes of an account's buckets: AWS's defaults times a factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
-    shapes: [(Bucket, Shape); 6],
+    factor: f64,
 }
 
 impl Limits {
     /// AWS's default limits, times `factor` (sizes and refill rates).
     pub fn aws(factor: f64) -> Self {
-        let s = |capacity: f64, refill: f64| Shape {
-            capacity: capacity * factor,
-            refill: refill * factor,
-        };
-        Limits {
-            shapes: [
-                (Bucket::Ec2Read, s(100.0, 20.0)),
-                (Bucket::Ec2Write, s(200.0, 5.0)),
-                (Bucket::RunInstances, s(50.0, 5.0)),
-                (Bucket::LaunchedInstances, s(1000.0, 2.0)),
-                (Bucket::IamRead, s(40.0, 10.0)),
-                (Bucket::IamWrite, s(10.0, 2.0)),
-            ],
-        }
+        Limits { factor }
     }
 
     fn shape(&self, bucket: Bucket) -> Shape {
-        self.shapes.iter().find(|(b, _)| *b == bucket).map_or(
-            Shape {
-                capacity: 1.0,
-                refill: 1.0,
-            },
-            |(_, s)| *s,
-        )
+        let (capacity, refill) = match bucket {
+            Bucket::Ec2Read => (100.0, 20.0),
+            Bucket::Ec2Write => (200.0, 5.0),
+            Bucket::RunInstances => (50.0, 5.0),
+            Bucket::LaunchedInstances => (1000.0, 2.0),
+            Bucket::IamRead => (40.0, 10.0),
+            Bucket::IamWrite => (10.0, 2.0),
+        };
+        Shape {
+            capacity: capacity * self.factor,
+            refill: refill * self.factor,
+        }
     }
 }
 
@@ -221,7 +213,7 @@ impl Pacing {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(account_id.to_string())
-                .or_insert_with(|| Arc::new(Pacer::new(limits.clone())))
+                .or_insert_with(|| Arc::new(Pacer::new(*limits)))
                 .clone()
         });
         config.to_builder().http_client(self.client(pacer)).build()
