@@ -2,12 +2,34 @@
 //! at measured call durations, and the longest chain of sequential calls
 //! the operator really made.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use byoc_operator::cluster::graph::{self, CriticalPath};
+use testground::proxy::Call;
+
+/// The longest of each wait the realism profile drew, by name.
+type Waits = BTreeMap<&'static str, Duration>;
+
+/// Seconds the call took.
+fn secs(c: &Call) -> f64 {
+    (c.end - c.start).as_secs_f64()
+}
+
+/// The median of `values` (the upper one of an even count); 0 when empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Seconds of the wait named `name`; 0 when the profile drew none.
+fn waited(waits: &Waits, name: &str) -> f64 {
+    waits.get(name).map_or(0.0, Duration::as_secs_f64)
+}
 
 /// Seconds the critical path takes when each step costs what that operation
 /// took in `trace` (median), the observe round what its slowest call took.
-pub(crate) fn price_at_call_times(chain: &[&str], trace: &[testground::proxy::Call]) -> f64 {
-    let secs = |c: &testground::proxy::Call| (c.end - c.start).as_secs_f64();
+pub(crate) fn price_at_call_times(chain: &[&str], trace: &[Call]) -> f64 {
     let first_write = trace
         .iter()
         .filter(|c| !c.operation.starts_with("Describe") && !c.operation.starts_with("Get"))
@@ -25,13 +47,13 @@ pub(crate) fn price_at_call_times(chain: &[&str], trace: &[testground::proxy::Ca
                     .fold(0.0, f64::max);
             }
             let operation = step.split(' ').next().unwrap_or(step);
-            let mut took: Vec<f64> = trace
-                .iter()
-                .filter(|c| c.operation == operation)
-                .map(secs)
-                .collect();
-            took.sort_by(f64::total_cmp);
-            took.get(took.len() / 2).copied().unwrap_or(0.0)
+            median(
+                trace
+                    .iter()
+                    .filter(|c| c.operation == operation)
+                    .map(secs)
+                    .collect(),
+            )
         })
         .sum();
     (total * 1000.0).round() / 1000.0
@@ -39,8 +61,8 @@ pub(crate) fn price_at_call_times(chain: &[&str], trace: &[testground::proxy::Ca
 
 /// The longest chain of calls each starting after the previous ended: how
 /// many AWS round trips the operator made one after another.
-pub(crate) fn longest_sequential_chain(trace: &[testground::proxy::Call]) -> (usize, Vec<String>) {
-    let mut calls: Vec<&testground::proxy::Call> = trace.iter().collect();
+pub(crate) fn longest_sequential_chain(trace: &[Call]) -> (usize, Vec<String>) {
+    let mut calls: Vec<&Call> = trace.iter().collect();
     calls.sort_by_key(|c| c.end);
     let mut best: Vec<(usize, Option<usize>)> = vec![(1, None); calls.len()];
     for i in 0..calls.len() {
@@ -77,7 +99,7 @@ pub(crate) fn critical_path() -> CriticalPath {
 
 /// The critical path priced at the measured call durations: the slowest of
 /// the longest chains.
-pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[testground::proxy::Call]) -> f64 {
+pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[Call]) -> f64 {
     path.chains
         .iter()
         .map(|chain| price_at_call_times(chain, trace))
@@ -91,11 +113,8 @@ pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[testground::prox
 /// propagation (counted from the create, though the profile is made a few
 /// calls in: the bound is the lower for it), after it the instance's
 /// pending state. The longest waits the profile drew are `waits`.
-pub(crate) fn price_with_waits(
-    trace: &[testground::proxy::Call],
-    waits: &std::collections::BTreeMap<&'static str, std::time::Duration>,
-) -> f64 {
-    let wait = |k: &str| waits.get(k).map_or(0.0, |d| d.as_secs_f64());
+pub(crate) fn price_with_waits(trace: &[Call], waits: &Waits) -> f64 {
+    let wait = |name: &str| waited(waits, name);
     graph::chains(false)
         .iter()
         .map(|chain| {
@@ -121,16 +140,7 @@ pub(crate) fn price_with_waits(
 /// gateways deleting; they start together), then the network's four
 /// dependent deletes (subnets, internet gateway detach and delete, VPC) at
 /// this run's median call time.
-pub(crate) fn drain_bound(
-    trace: &[testground::proxy::Call],
-    waits: &std::collections::BTreeMap<&'static str, std::time::Duration>,
-) -> f64 {
-    let wait = |k: &str| waits.get(k).map_or(0.0, |d| d.as_secs_f64());
-    let mut took: Vec<f64> = trace
-        .iter()
-        .map(|c| (c.end - c.start).as_secs_f64())
-        .collect();
-    took.sort_by(f64::total_cmp);
-    let median = took.get(took.len() / 2).copied().unwrap_or(0.0);
-    wait("shutting-down").max(wait("nat-deleting")) + 4.0 * median
+pub(crate) fn drain_bound(trace: &[Call], waits: &Waits) -> f64 {
+    let drain = waited(waits, "shutting-down").max(waited(waits, "nat-deleting"));
+    drain + 4.0 * median(trace.iter().map(secs).collect())
 }

@@ -162,6 +162,30 @@ pub(crate) fn is_running(cc: &ComputeCluster) -> bool {
         && s.and_then(|s| s.observed_generation) == cc.metadata.generation
 }
 
+/// Waits, looking every 10 ms, until ComputeCluster `name` is running;
+/// fails after `end`.
+async fn until_running(api: &Api<ComputeCluster>, name: &str, end: Instant) -> Result<()> {
+    while !is_running(&api.get(name).await?) {
+        if Instant::now() > end {
+            bail!("the {name} cluster did not reach running");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Waits, looking every 10 ms, until ComputeCluster `name` is gone; fails
+/// after `end`.
+async fn until_gone(api: &Api<ComputeCluster>, name: &str, end: Instant) -> Result<()> {
+    while api.get_opt(name).await?.is_some() {
+        if Instant::now() > end {
+            bail!("the {name} cluster was not deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// One run of the reference topology: P1, P2 and deletion.
 #[derive(Debug, Clone)]
 pub(crate) struct ReferenceRun {
@@ -223,16 +247,7 @@ pub(crate) async fn reference_run(
         &reference_cluster("reference", "acct")?,
     )
     .await?;
-    let end = started + DEADLINE;
-    loop {
-        if is_running(&api.get("reference").await?) {
-            break;
-        }
-        if Instant::now() > end {
-            bail!("the reference cluster did not reach running");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_running(&api, "reference", started + DEADLINE).await?;
     let to_running = started.elapsed();
     let converge_calls = proxy.calls();
     let trace = proxy.trace();
@@ -281,13 +296,7 @@ pub(crate) async fn reference_run(
     proxy.reset_calls();
     let started = Instant::now();
     api.delete("reference", &DeleteParams::default()).await?;
-    let end = started + DEADLINE;
-    while api.get_opt("reference").await?.is_some() {
-        if Instant::now() > end {
-            bail!("the reference cluster was not deleted");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_gone(&api, "reference", started + DEADLINE).await?;
     let to_deleted = started.elapsed();
     let delete_calls = proxy.calls();
 
@@ -306,12 +315,7 @@ pub(crate) async fn reference_run(
         &reference_cluster("realistic", "acct")?,
     )
     .await?;
-    while !is_running(&api.get("realistic").await?) {
-        if Instant::now() > started + DEADLINE {
-            bail!("the realistic cluster did not reach running");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_running(&api, "realistic", started + DEADLINE).await?;
     let realistic_to_running = started.elapsed();
     let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
     let realistic_calls: u64 = proxy.calls().values().sum();
@@ -319,12 +323,7 @@ pub(crate) async fn reference_run(
     proxy.reset_calls();
     let started = Instant::now();
     api.delete("realistic", &DeleteParams::default()).await?;
-    while api.get_opt("realistic").await?.is_some() {
-        if Instant::now() > started + DEADLINE {
-            bail!("the realistic cluster was not deleted");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_gone(&api, "realistic", started + DEADLINE).await?;
     let realistic_to_deleted = started.elapsed();
     let realistic_drain_bound = drain_bound(&proxy.trace(), &proxy.longest_waits());
 
@@ -347,22 +346,11 @@ pub(crate) async fn reference_run(
         &fallback_cluster("fallback", "acct")?,
     )
     .await?;
-    let end = started + DEADLINE;
-    while !is_running(&api.get("fallback").await?) {
-        if Instant::now() > end {
-            bail!("the fallback cluster did not reach running");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_running(&api, "fallback", started + DEADLINE).await?;
     let fallback_to_running = started.elapsed();
     let fallback_run_instances = proxy.calls().get("RunInstances").copied().unwrap_or(0);
     api.delete("fallback", &DeleteParams::default()).await?;
-    while api.get_opt("fallback").await?.is_some() {
-        if Instant::now() > started + 2 * DEADLINE {
-            bail!("the fallback cluster was not deleted");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_gone(&api, "fallback", started + 2 * DEADLINE).await?;
 
     drop(op);
     Ok(ReferenceRun {

@@ -470,13 +470,15 @@ fn answer(
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
     let mut response = repair(response, svc);
+    // What the credentials STS hands out are: their secret (to re-sign
+    // for moto) and their account (the realism profile's rate limits).
     if op == "AssumeRole" {
         let text = String::from_utf8_lossy(&response);
-        if let (Some(key), Some(secret)) = (
-            first_element(&text, "AccessKeyId"),
-            first_element(&text, "SecretAccessKey"),
-        ) {
-            lock(&s.secrets).insert(key, secret);
+        if let Some((key, account)) = realism::assumed_account(&text) {
+            if let Some(secret) = first_element(&text, "SecretAccessKey") {
+                lock(&s.secrets).insert(key.clone(), secret);
+            }
+            lock(&s.world).accounts.insert(key, account);
         }
     }
     let ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200");
@@ -1134,11 +1136,6 @@ fn realistic(
         "CreateRole" => {
             if let Some(arn) = first_element(&text, "Arn") {
                 world.roles.insert(arn, now);
-            }
-        }
-        "AssumeRole" => {
-            if let Some((key, account)) = realism::assumed_account(&text) {
-                world.accounts.insert(key, account);
             }
         }
         _ => {}
