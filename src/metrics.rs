@@ -51,6 +51,11 @@ pub struct AccountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -69,6 +74,7 @@ pub struct Metrics {
     aws_throttled: Family<AwsCallLabels, Counter>,
     aws_paced: Family<ServiceLabels, Counter>,
     aws_paced_seconds: Family<ServiceLabels, Counter<f64>>,
+    resynced: Family<ResultLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     leaked: Family<AccountLabels, Gauge>,
     leader: Gauge,
@@ -96,6 +102,7 @@ impl Metrics {
         let aws_throttled = Family::<AwsCallLabels, Counter>::default();
         let aws_paced = Family::<ServiceLabels, Counter>::default();
         let aws_paced_seconds = Family::<ServiceLabels, Counter<f64>>::default();
+        let resynced = Family::<ResultLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
         let leaked = Family::<AccountLabels, Gauge>::default();
@@ -142,6 +149,11 @@ impl Metrics {
             aws_paced_seconds.clone(),
         );
         registry.register(
+            "resync_clusters",
+            "Settled ComputeClusters looked at by the shared resync of their account and region: unchanged, changed (reconciled), failed (the shared describe failed; reconciled)",
+            resynced.clone(),
+        );
+        registry.register(
             "compute_clusters",
             "ComputeClusters by phase",
             clusters.clone(),
@@ -168,6 +180,7 @@ impl Metrics {
             aws_throttled,
             aws_paced,
             aws_paced_seconds,
+            resynced,
             clusters,
             leaked,
             leader,
@@ -202,6 +215,13 @@ impl Metrics {
         self.aws_paced_seconds
             .get_or_create(&l)
             .inc_by(wait.as_secs_f64());
+    }
+
+    /// The shared resync looked at `count` clusters with `result`.
+    pub fn resynced(&self, result: &'static str, count: usize) {
+        self.resynced
+            .get_or_create(&ResultLabels { result })
+            .inc_by(count as u64);
     }
 
     pub fn set_leader(&self, leading: bool) {

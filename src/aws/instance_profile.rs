@@ -1,6 +1,8 @@
 //! The nodes' IAM role and the instance profile holding it.
 
-use aws_sdk_iam::types::Tag;
+use std::collections::BTreeMap;
+
+use aws_sdk_iam::types::{EntityType, Tag};
 
 use super::tags::{OwnershipTags, CLUSTER_UID};
 use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
@@ -82,6 +84,102 @@ pub async fn describe(
         }
     }
     Ok(observed)
+}
+
+/// A role of the account as the shared resync sees it: its owner's UID
+/// tag, its managed policies and the instance profiles holding it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoleDetail {
+    pub uid: Option<String>,
+    pub policies: Vec<String>,
+    /// `(name, ARN, owner's UID tag, roles)` of each profile holding it.
+    pub profiles: Vec<(String, String, Option<String>, Vec<String>)>,
+}
+
+/// Every role of the account by name, in one paginated call
+/// (GetAccountAuthorizationDetails): IAM has no tag filter and no batch
+/// describe, and this answer holds what GetRole, GetInstanceProfile and
+/// ListAttachedRolePolicies say of each cluster's.
+pub async fn describe_account(c: &AwsClients) -> AwsResult<BTreeMap<String, RoleDetail>> {
+    const OP: &str = "iam:GetAccountAuthorizationDetails";
+    let uid_of = |tags: &[Tag]| {
+        tags.iter()
+            .find(|t| t.key() == CLUSTER_UID)
+            .map(|t| t.value().to_string())
+    };
+    let mut out = BTreeMap::new();
+    let mut pages = c
+        .iam
+        .get_account_authorization_details()
+        .filter(EntityType::Role)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for r in page.op(OP)?.role_detail_list() {
+            let Some(name) = r.role_name() else { continue };
+            let detail = RoleDetail {
+                uid: uid_of(r.tags()),
+                policies: r
+                    .attached_managed_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string))
+                    .collect(),
+                profiles: r
+                    .instance_profile_list()
+                    .iter()
+                    .map(|p| {
+                        let roles = p.roles().iter().map(|r| r.role_name().to_string());
+                        (
+                            p.instance_profile_name().to_string(),
+                            p.arn().to_string(),
+                            uid_of(p.tags()),
+                            roles.collect(),
+                        )
+                    })
+                    .collect(),
+            };
+            out.insert(name.to_string(), detail);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`describe`] would have said of the role and profile `name` of
+/// cluster `uid`, from the account's roles (a profile holding no role is
+/// not in them: it reads as absent).
+pub fn observed_in(
+    roles: &BTreeMap<String, RoleDetail>,
+    name: &str,
+    uid: &str,
+    list_policies: bool,
+) -> ObservedIam {
+    let mut observed = ObservedIam {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    if let Some(role) = roles.get(name) {
+        if role.uid.as_deref() == Some(uid) {
+            observed.role = Some(name.to_string());
+            if list_policies {
+                observed.attached_policies = Some(role.policies.clone());
+            }
+        } else {
+            observed.role_not_ours = true;
+        }
+    }
+    let profile = roles
+        .values()
+        .flat_map(|r| &r.profiles)
+        .find(|(profile, ..)| profile == name);
+    if let Some((_, arn, owner, roles)) = profile {
+        if owner.as_deref() == Some(uid) {
+            observed.instance_profile = Some(arn.clone());
+            observed.profile_roles = roles.clone();
+        } else {
+            observed.instance_profile_not_ours = true;
+        }
+    }
+    observed
 }
 
 pub async fn create_role(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<()> {
@@ -250,4 +348,58 @@ pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
             .or_gone()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accounts_roles_read_as_a_clusters_describe() {
+        let profile = |uid: &str, roles: &[&str]| {
+            (
+                "byoc-x".to_string(),
+                "arn:profile".to_string(),
+                Some(uid.to_string()),
+                roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let role = |uid: &str, profiles| RoleDetail {
+            uid: Some(uid.into()),
+            policies: vec!["arn:p".into()],
+            profiles,
+        };
+        let ours = BTreeMap::from([(
+            "byoc-x".to_string(),
+            role("u-1", vec![profile("u-1", &["byoc-x"])]),
+        )]);
+        let theirs = BTreeMap::from([(
+            "byoc-x".to_string(),
+            role("u-2", vec![profile("u-2", &["byoc-x"])]),
+        )]);
+        let no_profile = BTreeMap::from([("byoc-x".to_string(), role("u-1", vec![]))]);
+
+        let got = observed_in(&ours, "byoc-x", "u-1", true);
+        assert_eq!(got.role.as_deref(), Some("byoc-x"));
+        assert_eq!(got.instance_profile.as_deref(), Some("arn:profile"));
+        assert_eq!(got.profile_roles, ["byoc-x"]);
+        assert_eq!(got.attached_policies, Some(vec!["arn:p".to_string()]));
+        assert_eq!(
+            observed_in(&ours, "byoc-x", "u-1", false).attached_policies,
+            None
+        );
+
+        let got = observed_in(&theirs, "byoc-x", "u-1", true);
+        assert!(got.role.is_none() && got.role_not_ours && got.instance_profile_not_ours);
+
+        let got = observed_in(&no_profile, "byoc-x", "u-1", false);
+        assert!(got.role.is_some() && got.instance_profile.is_none());
+        assert_eq!(
+            observed_in(&BTreeMap::new(), "byoc-x", "u-1", false),
+            ObservedIam {
+                name: "byoc-x".into(),
+                ..Default::default()
+            }
+        );
+    }
 }

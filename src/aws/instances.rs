@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::is_refusal;
-use super::tags::{tag_value, OwnershipTags, LAUNCH_CONFIG, NODE_GROUP};
+use super::tags::{tag_value, Owned, OwnershipTags, Scope, LAUNCH_CONFIG, NODE_GROUP};
 use super::token::client_token;
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -78,14 +78,14 @@ pub fn in_states(states: &[&str]) -> Filter {
         .build()
 }
 
-/// Instances of the cluster that are not terminated.
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedInstance>> {
+/// Instances of the scope that are not terminated.
+pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedInstance>>> {
     let live = in_states(&["pending", "running", "stopping", "stopped", "shutting-down"]);
     let mut out = Vec::new();
     let mut pages = c
         .ec2
         .describe_instances()
-        .filters(owner.filter())
+        .filters(scope.filter())
         .filters(live)
         .into_paginator()
         .send();
@@ -93,9 +93,9 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
         let page = page.op("ec2:DescribeInstances")?;
         for r in page.reservations() {
             for i in r.instances() {
-                if !owner.owns(i.tags()) {
+                let Some(uid) = scope.owner_of(i.tags()) else {
                     continue;
-                }
+                };
                 let state = match i.state().and_then(|s| s.name()) {
                     Some(InstanceStateName::Pending) => InstanceState::Pending,
                     Some(InstanceStateName::Running) => InstanceState::Running,
@@ -105,7 +105,7 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     _ => InstanceState::Terminated,
                 };
                 const OP: &str = "ec2:DescribeInstances";
-                out.push(ObservedInstance {
+                let instance = ObservedInstance {
                     id: required(i.instance_id(), OP, "InstanceId")?,
                     // An instance of ours launched without a group tag
                     // belongs to no group: it is terminated as an orphan.
@@ -131,7 +131,8 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                         .to_string(),
                     spot: i.instance_lifecycle()
                         == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
-                });
+                };
+                out.push((uid, instance));
             }
         }
     }
@@ -141,38 +142,53 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
 /// Of `ids` (running instances), those whose instance or system status
 /// checks are impaired, with when (seconds since the epoch) they became so.
 pub async fn impaired(c: &AwsClients, ids: &[String]) -> AwsResult<BTreeMap<String, i64>> {
-    const OP: &str = "ec2:DescribeInstanceStatus";
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(100) {
-        let mut pages = c
+        let request = c
             .ec2
             .describe_instance_status()
-            .set_instance_ids(Some(chunk.to_vec()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.op(OP)?;
-            for s in page.instance_statuses() {
-                let summaries = [s.instance_status(), s.system_status()];
-                let impaired: Vec<&aws_sdk_ec2::types::InstanceStatusSummary> = summaries
-                    .into_iter()
-                    .flatten()
-                    .filter(|x| x.status() == Some(&aws_sdk_ec2::types::SummaryStatus::Impaired))
-                    .collect();
-                if impaired.is_empty() {
-                    continue;
-                }
-                let since = impaired
-                    .iter()
-                    .flat_map(|x| x.details())
-                    .filter_map(|d| d.impaired_since().map(|t| t.secs()))
-                    .min()
-                    .unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                out.insert(required(s.instance_id(), OP, "InstanceId")?, since);
-            }
-        }
+            .set_instance_ids(Some(chunk.to_vec()));
+        impaired_in(request, &mut out).await?;
     }
     Ok(out)
+}
+
+/// [`impaired`] of every running instance in the region, in pages of 1000
+/// (the shared resync: one call whatever the number of clusters).
+pub async fn impaired_in_region(c: &AwsClients) -> AwsResult<BTreeMap<String, i64>> {
+    let mut out = BTreeMap::new();
+    impaired_in(c.ec2.describe_instance_status().max_results(1000), &mut out).await?;
+    Ok(out)
+}
+
+async fn impaired_in(
+    request: aws_sdk_ec2::operation::describe_instance_status::builders::DescribeInstanceStatusFluentBuilder,
+    out: &mut BTreeMap<String, i64>,
+) -> AwsResult<()> {
+    const OP: &str = "ec2:DescribeInstanceStatus";
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.op(OP)?;
+        for s in page.instance_statuses() {
+            let summaries = [s.instance_status(), s.system_status()];
+            let impaired: Vec<&aws_sdk_ec2::types::InstanceStatusSummary> = summaries
+                .into_iter()
+                .flatten()
+                .filter(|x| x.status() == Some(&aws_sdk_ec2::types::SummaryStatus::Impaired))
+                .collect();
+            if impaired.is_empty() {
+                continue;
+            }
+            let since = impaired
+                .iter()
+                .flat_map(|x| x.details())
+                .filter_map(|d| d.impaired_since().map(|t| t.secs()))
+                .min()
+                .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+            out.insert(required(s.instance_id(), OP, "InstanceId")?, since);
+        }
+    }
+    Ok(())
 }
 
 /// The root volume of a launch.

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::tags::OwnershipTags;
+use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,30 +14,33 @@ pub struct ObservedInternetGateway {
 
 pub async fn describe(
     c: &AwsClients,
-    owner: &OwnershipTags,
-) -> AwsResult<Vec<ObservedInternetGateway>> {
-    let out = c
+    scope: Scope<'_>,
+) -> AwsResult<Vec<Owned<ObservedInternetGateway>>> {
+    const OP: &str = "ec2:DescribeInternetGateways";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_internet_gateways()
-        .filters(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeInternetGateways")?;
-    const OP: &str = "ec2:DescribeInternetGateways";
-    out.internet_gateways()
-        .iter()
-        .filter(|g| owner.owns(g.tags()))
-        .map(|g| {
-            Ok(ObservedInternetGateway {
+        .filters(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for g in page.op(OP)?.internet_gateways() {
+            let Some(uid) = scope.owner_of(g.tags()) else {
+                continue;
+            };
+            let gateway = ObservedInternetGateway {
                 id: required(g.internet_gateway_id(), OP, "InternetGatewayId")?,
                 attached_to: g
                     .attachments()
                     .iter()
                     .filter_map(|a| a.vpc_id().map(str::to_string))
                     .collect(),
-            })
-        })
-        .collect()
+            };
+            out.push((uid, gateway));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn create(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<String> {

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::tags::{tag_value, OwnershipTags, NODE_GROUP};
+use super::tags::{tag_value, Owned, OwnershipTags, Scope, NODE_GROUP};
 use super::{required, AwsClients, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,23 +11,25 @@ pub struct ObservedKeyPair {
     pub group: Option<String>,
 }
 
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedKeyPair>> {
+/// Key pairs (DescribeKeyPairs has no pages: one answer holds all).
+pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedKeyPair>>> {
     const OP: &str = "ec2:DescribeKeyPairs";
     let out = c
         .ec2
         .describe_key_pairs()
-        .filters(owner.filter())
+        .filters(scope.filter())
         .send()
         .await
         .op(OP)?;
     out.key_pairs()
         .iter()
-        .filter(|k| owner.owns(k.tags()))
-        .map(|k| {
-            Ok(ObservedKeyPair {
+        .filter_map(|k| Some((scope.owner_of(k.tags())?, k)))
+        .map(|(uid, k)| {
+            let pair = ObservedKeyPair {
                 name: required(k.key_name(), OP, "KeyName")?,
                 group: tag_value(k.tags(), NODE_GROUP).map(str::to_string),
-            })
+            };
+            Ok((uid, pair))
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 
-use super::tags::{tag_value, OwnershipTags, ZONE};
+use super::tags::{tag_value, Owned, OwnershipTags, Scope, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,27 +31,29 @@ pub enum NatState {
     Gone,
 }
 
+/// Elastic IPs (DescribeAddresses has no pages: one answer holds all).
 pub async fn describe_addresses(
     c: &AwsClients,
-    owner: &OwnershipTags,
-) -> AwsResult<Vec<ObservedAddress>> {
+    scope: Scope<'_>,
+) -> AwsResult<Vec<Owned<ObservedAddress>>> {
+    const OP: &str = "ec2:DescribeAddresses";
     let out = c
         .ec2
         .describe_addresses()
-        .filters(owner.filter())
+        .filters(scope.filter())
         .send()
         .await
-        .op("ec2:DescribeAddresses")?;
-    const OP: &str = "ec2:DescribeAddresses";
+        .op(OP)?;
     out.addresses()
         .iter()
-        .filter(|a| owner.owns(a.tags()))
-        .map(|a| {
-            Ok(ObservedAddress {
+        .filter_map(|a| Some((scope.owner_of(a.tags())?, a)))
+        .map(|(uid, a)| {
+            let address = ObservedAddress {
                 allocation_id: required(a.allocation_id(), OP, "AllocationId")?,
                 zone: tag_value(a.tags(), ZONE).map(str::to_string),
                 association_id: a.association_id().map(str::to_string),
-            })
+            };
+            Ok((uid, address))
         })
         .collect()
 }
@@ -88,21 +90,28 @@ pub async fn release_address(c: &AwsClients, allocation_id: &str) -> AwsResult<(
         .or_gone()
 }
 
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedNatGateway>> {
-    let out = c
+pub async fn describe(
+    c: &AwsClients,
+    scope: Scope<'_>,
+) -> AwsResult<Vec<Owned<ObservedNatGateway>>> {
+    const OP: &str = "ec2:DescribeNatGateways";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_nat_gateways()
-        .filter(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeNatGateways")?;
-    const OP: &str = "ec2:DescribeNatGateways";
-    out.nat_gateways()
-        .iter()
-        // Deleted gateways linger in describe answers for a while: they are gone.
-        .filter(|n| owner.owns(n.tags()) && n.state() != Some(&NatGatewayState::Deleted))
-        .map(|n| {
-            Ok(ObservedNatGateway {
+        .filter(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for n in page.op(OP)?.nat_gateways() {
+            // Deleted gateways linger in describe answers for a while: they are gone.
+            let Some(uid) = scope.owner_of(n.tags()) else {
+                continue;
+            };
+            if n.state() == Some(&NatGatewayState::Deleted) {
+                continue;
+            }
+            let gateway = ObservedNatGateway {
                 id: required(n.nat_gateway_id(), OP, "NatGatewayId")?,
                 zone: tag_value(n.tags(), ZONE).map(str::to_string),
                 subnet_id: required(n.subnet_id(), OP, "SubnetId")?,
@@ -117,9 +126,11 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                     .iter()
                     .filter_map(|a| a.allocation_id().map(str::to_string))
                     .collect(),
-            })
-        })
-        .collect()
+            };
+            out.push((uid, gateway));
+        }
+    }
+    Ok(out)
 }
 
 /// Creates a NAT gateway; `client_token` makes a retried create return the

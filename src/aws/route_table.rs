@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::tags::{tag_value, OwnershipTags, PART, ZONE};
+use super::tags::{tag_value, Owned, OwnershipTags, Scope, PART, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 pub const DEFAULT_ROUTE: &str = "0.0.0.0/0";
@@ -18,20 +18,24 @@ pub struct ObservedRouteTable {
     pub associations: Vec<(String, String)>,
 }
 
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedRouteTable>> {
-    let out = c
+pub async fn describe(
+    c: &AwsClients,
+    scope: Scope<'_>,
+) -> AwsResult<Vec<Owned<ObservedRouteTable>>> {
+    const OP: &str = "ec2:DescribeRouteTables";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_route_tables()
-        .filters(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeRouteTables")?;
-    const OP: &str = "ec2:DescribeRouteTables";
-    out.route_tables()
-        .iter()
-        .filter(|t| owner.owns(t.tags()))
-        .map(|t| {
-            Ok(ObservedRouteTable {
+        .filters(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for t in page.op(OP)?.route_tables() {
+            let Some(uid) = scope.owner_of(t.tags()) else {
+                continue;
+            };
+            let table = ObservedRouteTable {
                 id: required(t.route_table_id(), OP, "RouteTableId")?,
                 public: tag_value(t.tags(), PART) == Some("public-route-table"),
                 zone: tag_value(t.tags(), ZONE).map(str::to_string),
@@ -52,9 +56,11 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                         ))
                     })
                     .collect(),
-            })
-        })
-        .collect()
+            };
+            out.push((uid, table));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn create(

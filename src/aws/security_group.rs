@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
-use super::tags::OwnershipTags;
+use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A security group ingress permission, normalised for comparison.
@@ -31,27 +31,30 @@ pub struct ObservedSecurityGroup {
 
 pub async fn describe(
     c: &AwsClients,
-    owner: &OwnershipTags,
-) -> AwsResult<Vec<ObservedSecurityGroup>> {
-    let out = c
+    scope: Scope<'_>,
+) -> AwsResult<Vec<Owned<ObservedSecurityGroup>>> {
+    const OP: &str = "ec2:DescribeSecurityGroups";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_security_groups()
-        .filters(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeSecurityGroups")?;
-    const OP: &str = "ec2:DescribeSecurityGroups";
-    out.security_groups()
-        .iter()
-        .filter(|g| owner.owns(g.tags()))
-        .map(|g| {
-            Ok(ObservedSecurityGroup {
+        .filters(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for g in page.op(OP)?.security_groups() {
+            let Some(uid) = scope.owner_of(g.tags()) else {
+                continue;
+            };
+            let group = ObservedSecurityGroup {
                 id: required(g.group_id(), OP, "GroupId")?,
                 vpc_id: required(g.vpc_id(), OP, "VpcId")?,
                 ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
-            })
-        })
-        .collect()
+            };
+            out.push((uid, group));
+        }
+    }
+    Ok(out)
 }
 
 /// Splits an AWS permission (several sources) into one per source.

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
-use super::tags::{tag_value, OwnershipTags, PART, ZONE};
+use super::tags::{tag_value, Owned, OwnershipTags, Scope, PART, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,20 +16,21 @@ pub struct ObservedSubnet {
     pub map_public_ip: bool,
 }
 
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedSubnet>> {
-    let out = c
+pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedSubnet>>> {
+    const OP: &str = "ec2:DescribeSubnets";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_subnets()
-        .filters(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeSubnets")?;
-    const OP: &str = "ec2:DescribeSubnets";
-    out.subnets()
-        .iter()
-        .filter(|s| owner.owns(s.tags()))
-        .map(|s| {
-            Ok(ObservedSubnet {
+        .filters(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for s in page.op(OP)?.subnets() {
+            let Some(uid) = scope.owner_of(s.tags()) else {
+                continue;
+            };
+            let subnet = ObservedSubnet {
                 id: required(s.subnet_id(), OP, "SubnetId")?,
                 vpc_id: required(s.vpc_id(), OP, "VpcId")?,
                 zone: required(
@@ -40,9 +41,11 @@ pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<Ob
                 cidr: required(s.cidr_block(), OP, "CidrBlock")?,
                 public: tag_value(s.tags(), PART) == Some("public-subnet"),
                 map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
-            })
-        })
-        .collect()
+            };
+            out.push((uid, subnet));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn create(

@@ -72,15 +72,50 @@ impl OwnershipTags {
             .values(&self.uid)
             .build()
     }
+}
 
-    /// Whether EC2 tags mark a resource as this cluster's.
-    pub fn owns(&self, tags: &[Tag]) -> bool {
-        tags.iter()
-            .any(|t| t.key() == Some(CLUSTER_UID) && t.value() == Some(self.uid.as_str()))
-            && tags
-                .iter()
-                .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE))
+/// Whose resources a describe looks for: one cluster's, or every cluster's
+/// this operator manages in the account and region (the shared resync).
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    Cluster(&'a OwnershipTags),
+    Operator,
+}
+
+impl Scope<'_> {
+    /// The describe filter that finds the scope's resources.
+    pub fn filter(&self) -> Filter {
+        match self {
+            Scope::Cluster(owner) => owner.filter(),
+            Scope::Operator => Filter::builder()
+                .name(format!("tag:{MANAGED_BY}"))
+                .values(MANAGED_BY_VALUE)
+                .build(),
+        }
     }
+
+    /// The UID of the cluster owning a resource with these tags, when it is
+    /// in the scope: managed by the operator, and the cluster's when the
+    /// scope is one cluster.
+    pub fn owner_of(&self, tags: &[Tag]) -> Option<String> {
+        if tag_value(tags, MANAGED_BY) != Some(MANAGED_BY_VALUE) {
+            return None;
+        }
+        let uid = tag_value(tags, CLUSTER_UID)?;
+        match self {
+            Scope::Cluster(owner) if owner.uid != uid => None,
+            _ => Some(uid.to_string()),
+        }
+    }
+}
+
+/// An observed resource and the UID of the cluster owning it.
+pub type Owned<T> = (String, T);
+
+/// The resources of one scope, without their owners (a cluster's scope has
+/// one owner).
+pub fn items<T>(owned: Vec<Owned<T>>) -> Vec<T> {
+    owned.into_iter().map(|(_, item)| item).collect()
 }
 
 pub fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -122,19 +157,27 @@ mod tests {
     }
 
     #[test]
-    fn owns_needs_uid_and_managed_by() {
+    fn a_scope_owns_what_carries_the_uid_and_managed_by() {
         let o = owner();
         let ours = ec2_tags(&o.for_part("vpc", &[]));
-        assert!(o.owns(&ours));
         let theirs = ec2_tags(&BTreeMap::from([(
             CLUSTER_UID.to_string(),
             "u-1".to_string(),
         )]));
-        assert!(!o.owns(&theirs));
         let other = OwnershipTags {
             uid: "u-2".into(),
             ..o.clone()
         };
-        assert!(!other.owns(&ours));
+        // (scope, tags, owner)
+        let rows = [
+            (Scope::Cluster(&o), &ours, Some("u-1")),
+            (Scope::Cluster(&o), &theirs, None),
+            (Scope::Cluster(&other), &ours, None),
+            (Scope::Operator, &ours, Some("u-1")),
+            (Scope::Operator, &theirs, None),
+        ];
+        for (scope, tags, want) in rows {
+            assert_eq!(scope.owner_of(tags).as_deref(), want, "{scope:?}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 
-use super::tags::OwnershipTags;
+use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,24 +11,28 @@ pub struct ObservedVpc {
     pub cidr: String,
 }
 
-pub async fn describe(c: &AwsClients, owner: &OwnershipTags) -> AwsResult<Vec<ObservedVpc>> {
-    let out = c
+pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedVpc>>> {
+    const OP: &str = "ec2:DescribeVpcs";
+    let mut out = Vec::new();
+    let mut pages = c
         .ec2
         .describe_vpcs()
-        .filters(owner.filter())
-        .send()
-        .await
-        .op("ec2:DescribeVpcs")?;
-    out.vpcs()
-        .iter()
-        .filter(|v| owner.owns(v.tags()))
-        .map(|v| {
-            Ok(ObservedVpc {
-                id: required(v.vpc_id(), "ec2:DescribeVpcs", "VpcId")?,
-                cidr: required(v.cidr_block(), "ec2:DescribeVpcs", "CidrBlock")?,
-            })
-        })
-        .collect()
+        .filters(scope.filter())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for v in page.op(OP)?.vpcs() {
+            let Some(uid) = scope.owner_of(v.tags()) else {
+                continue;
+            };
+            let vpc = ObservedVpc {
+                id: required(v.vpc_id(), OP, "VpcId")?,
+                cidr: required(v.cidr_block(), OP, "CidrBlock")?,
+            };
+            out.push((uid, vpc));
+        }
+    }
+    Ok(out)
 }
 
 /// Creates the VPC (DNS is turned on by `enable_dns`, a separate call).

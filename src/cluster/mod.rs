@@ -10,6 +10,7 @@ pub mod graph;
 pub mod kinds;
 pub mod quotas;
 pub mod recent;
+pub mod resync;
 pub mod spec;
 pub mod status;
 pub mod user_data;
@@ -39,6 +40,7 @@ use catalog::Catalog;
 use cleanup::observed_ids;
 use kinds::{Looks, Observed};
 use recent::Recent;
+use resync::{GroupKey, Member, Resync};
 use spec::ValidatedSpec;
 use status::Report;
 
@@ -62,6 +64,8 @@ pub struct ClusterContext {
     pub catalog: Catalog,
     /// Creations no describe has shown yet, per cluster.
     pub recent: Recent,
+    /// Settled clusters, their drift looked for per account and region.
+    pub resync: Resync,
 }
 
 impl Deref for ClusterContext {
@@ -112,8 +116,10 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     // A user data Secret that changes reconciles the clusters that name it
     // (the content's hash rolls their groups).
     let users_of_secret = store.clone();
+    let (resync, resync_due) = Resync::new(ctx.settings.resync, ctx.metrics.clone());
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
+        .reconcile_on(resync_due)
         .watches(
             ctx.api::<Secret>(),
             watcher::Config::default().any_semantic(),
@@ -141,6 +147,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         accounts,
         catalog: Catalog::new(refusal_ttl),
         recent: Recent::default(),
+        resync,
     });
     run_controller(
         controller,
@@ -157,6 +164,9 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     let started = Instant::now();
     let api: Api<ComputeCluster> =
         Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    // Whatever this pass finds, the cluster looks for itself until a pass
+    // settles it again.
+    ctx.resync.leave(&cc.uid().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, cc, |event| async {
         match event {
             Event::Apply(cc) if is_paused(&cc) => {
@@ -323,13 +333,14 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
+    let looks = looks(&cc, &spec);
     let progress = &mut report.progress;
     let result = async {
         // Before any AWS call: a group whose user data cannot be read
         // launches nothing.
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
-        let observed = Observed::describe_kinds(&clients, &spec.owner, looks(&cc, &spec)).await?;
+        let observed = Observed::describe_kinds(&clients, &spec.owner, looks).await?;
         // A view that lacks what this process just created is stale: acting
         // on it would create the same again.
         let unseen = ctx
@@ -351,11 +362,34 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
             user_data: &user_data,
             recorded: &recorded,
         };
-        converge::converge(&ctx.catalog, pass, progress).await
+        converge::converge(&ctx.catalog, pass, progress).await?;
+        Ok(observed)
     }
     .await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
-    report.finish(&ctx, result).await
+    let (result, seen) = match result {
+        Ok(seen) => (Ok(()), Some(seen)),
+        Err(e) => (Err(e), None),
+    };
+    // Running as asked: from now on its drift is looked for with its
+    // account and region's, and it waits for a change instead of a timer.
+    let settled = seen.filter(|_| report.parts_ready());
+    let action = report.finish(&ctx, result).await?;
+    let Some(seen) = settled else {
+        return Ok(action);
+    };
+    let key = GroupKey {
+        account_id: resolved.account_id.clone(),
+        region: spec.region.clone(),
+    };
+    let plain = AwsClients::new(
+        &resolved.config,
+        &spec.region,
+        ctx.metrics.aws_interceptor(),
+    );
+    let member = Member::new(ObjectRef::from_obj(&*cc), &spec.owner, looks, &seen);
+    ctx.resync.join(key, plain, &uid, member);
+    Ok(Action::await_change())
 }
 
 /// What a converge pass describes beyond what every pass needs: key pairs

@@ -294,6 +294,12 @@ impl Report {
         )
     }
 
+    /// Every part is ready: a pass that did not fail comes out `running`.
+    pub fn parts_ready(&self) -> bool {
+        let (network, iam, nodes) = self.ready_parts();
+        network && iam && nodes
+    }
+
     /// `(network, iam, node groups)` ready.
     fn ready_parts(&self) -> (bool, bool, bool) {
         let p = &self.progress;

@@ -13,4 +13,5 @@ mod nodes;
 mod operations;
 mod realism;
 mod reliability;
+mod resync;
 mod support;

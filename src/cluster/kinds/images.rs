@@ -25,14 +25,16 @@ pub struct Pin {
     pub instance_type: String,
 }
 
-/// What the object says about images before the pass: the pins its last
-/// status recorded, and a refresh asked for and not yet acted on.
+/// What the object says before the pass: the image pins and instances its
+/// last status recorded, and a refresh asked for and not yet acted on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorded {
     /// By node group.
     pub pins: BTreeMap<String, Pin>,
     /// The annotation's value, while it differs from the one acted on.
     pub refresh: Option<String>,
+    /// The instances of each group, by group name.
+    pub instances: BTreeMap<String, Vec<String>>,
 }
 
 impl Recorded {
@@ -52,8 +54,14 @@ impl Recorded {
             })
             .collect();
         let asked = cc.annotations().get(REFRESH_ANNOTATION).cloned();
+        let instances = status
+            .node_groups
+            .iter()
+            .map(|g| (g.name.clone(), g.instance_ids.clone()))
+            .collect();
         Recorded {
             pins,
+            instances,
             refresh: asked.filter(|v| Some(v) != status.image_refresh.as_ref()),
         }
     }
@@ -209,6 +217,7 @@ mod tests {
                 },
             )]),
             refresh: None,
+            instances: BTreeMap::new(),
         }
     }
 

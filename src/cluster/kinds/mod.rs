@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::aws::tags::{Owned, Scope};
 use crate::aws::{
     instance_profile, instances, internet_gateway as igw_api, key_pair, nat_gateway, route_table,
     security_group as sg_api, subnet, vpc as vpc_api, AwsClients, AwsResult, OwnershipTags,
@@ -74,36 +75,58 @@ impl Observed {
         looks: Looks,
     ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
-        let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, key_pairs, iam) =
-            tokio::try_join!(
-                vpc_api::describe(c, owner),
-                subnet::describe(c, owner),
-                igw_api::describe(c, owner),
-                nat_gateway::describe_addresses(c, owner),
-                nat_gateway::describe(c, owner),
-                route_table::describe(c, owner),
-                sg_api::describe(c, owner),
-                instances::describe(c, owner),
-                async {
-                    match looks.key_pairs {
-                        true => key_pair::describe(c, owner).await,
-                        false => Ok(vec![]),
-                    }
-                },
-                instance_profile::describe(c, owner, &name, looks.role_policies),
-            )?;
-        Ok(Observed {
-            vpcs,
-            subnets,
-            internet_gateways: igws,
-            addresses,
-            nat_gateways: nats,
-            route_tables,
-            security_groups: sgs,
-            instances,
-            key_pairs,
-            iam,
-        })
+        let (mut by_owner, iam) = tokio::try_join!(
+            Self::describe_ec2(c, Scope::Cluster(owner), looks.key_pairs),
+            instance_profile::describe(c, owner, &name, looks.role_policies),
+        )?;
+        let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
+        observed.iam = iam;
+        Ok(observed)
+    }
+
+    /// The EC2 kinds of `scope` by owning cluster's UID (IAM left empty):
+    /// one tag-filtered call per kind (and its pages), at once.
+    pub async fn describe_ec2(
+        c: &AwsClients,
+        scope: Scope<'_>,
+        key_pairs: bool,
+    ) -> AwsResult<BTreeMap<String, Observed>> {
+        let (vpcs, subnets, igws, addresses, nats, route_tables, sgs, instances, key_pairs) = tokio::try_join!(
+            vpc_api::describe(c, scope),
+            subnet::describe(c, scope),
+            igw_api::describe(c, scope),
+            nat_gateway::describe_addresses(c, scope),
+            nat_gateway::describe(c, scope),
+            route_table::describe(c, scope),
+            sg_api::describe(c, scope),
+            instances::describe(c, scope),
+            async {
+                match key_pairs {
+                    true => key_pair::describe(c, scope).await,
+                    false => Ok(vec![]),
+                }
+            },
+        )?;
+        let mut by_owner: BTreeMap<String, Observed> = BTreeMap::new();
+        fn split<T>(
+            by_owner: &mut BTreeMap<String, Observed>,
+            items: Vec<Owned<T>>,
+            field: fn(&mut Observed) -> &mut Vec<T>,
+        ) {
+            for (uid, item) in items {
+                field(by_owner.entry(uid).or_default()).push(item);
+            }
+        }
+        split(&mut by_owner, vpcs, |o| &mut o.vpcs);
+        split(&mut by_owner, subnets, |o| &mut o.subnets);
+        split(&mut by_owner, igws, |o| &mut o.internet_gateways);
+        split(&mut by_owner, addresses, |o| &mut o.addresses);
+        split(&mut by_owner, nats, |o| &mut o.nat_gateways);
+        split(&mut by_owner, route_tables, |o| &mut o.route_tables);
+        split(&mut by_owner, sgs, |o| &mut o.security_groups);
+        split(&mut by_owner, instances, |o| &mut o.instances);
+        split(&mut by_owner, key_pairs, |o| &mut o.key_pairs);
+        Ok(by_owner)
     }
 
     /// Every live resource as `(kind, ID)`: what a cluster has in AWS (for

@@ -11,6 +11,7 @@ use super::{look_again, Pass};
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::{self, NatState, ObservedAddress, ObservedNatGateway};
 use crate::aws::subnet::ObservedSubnet;
+use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::Error;
@@ -183,7 +184,7 @@ pub async fn ensure_gateways(
     // quicker, so the private routes need not wait for the next pass.
     let states = look_again(
         || async {
-            let now = nat_gateway::describe(p.c, &p.spec.owner).await?;
+            let now = items(nat_gateway::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
             let states: Vec<(String, NatState)> = now
                 .into_iter()
                 .filter(|n| new.contains(&n.id))
@@ -221,7 +222,7 @@ pub async fn delete(
     if gateways.iter().any(|n| n.state != NatState::Gone) {
         let gone = look_again(
             || async {
-                let now = nat_gateway::describe(c, owner).await?;
+                let now = items(nat_gateway::describe(c, Scope::Cluster(owner)).await?);
                 let gone = now.iter().all(|n| n.state == NatState::Gone);
                 Ok::<_, AwsError>((gone, gone))
             },

@@ -16,6 +16,7 @@ use crate::api::{NodeGroupSpec, SubnetKind};
 use crate::aws::instances::{self, ImageRoot, InstanceState, Launch, ObservedInstance, RootDevice};
 use crate::aws::security_group;
 use crate::aws::subnet::ObservedSubnet;
+use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
@@ -41,6 +42,10 @@ pub struct Inputs {
     /// Instances whose status checks have been impaired for longer than
     /// their group's `healthCheckGracePeriod`.
     pub unhealthy: BTreeSet<String>,
+    /// The instances the last status listed, by group: part of a launch's
+    /// client token, so the launch that replaces a vanished instance is not
+    /// taken for a retry of the one that made it.
+    pub recorded: BTreeMap<String, Vec<String>>,
 }
 
 /// [`launch_config_of`] the group's first type.
@@ -310,7 +315,8 @@ pub struct LaunchPlan {
     pub group: String,
     pub subnet: String,
     pub count: i32,
-    /// The group's instances now (part of the launch's client token).
+    /// The group's instances now and as last recorded (part of the
+    /// launch's client token).
     pub existing: Vec<String>,
 }
 
@@ -349,6 +355,15 @@ pub fn plan(
             .filter(|i| is_current(i, group, inputs, image))
             .count();
         let existing: Vec<String> = mine.iter().map(|i| i.id.clone()).collect();
+        let mut known: BTreeSet<String> = existing.iter().cloned().collect();
+        known.extend(
+            inputs
+                .recorded
+                .get(&group.name)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         actions.statuses.push(NodeGroupStatus {
             name: group.name.clone(),
@@ -371,7 +386,7 @@ pub fn plan(
                 group: group.name.clone(),
                 subnet,
                 count,
-                existing: existing.clone(),
+                existing: known.iter().cloned().collect(),
             }));
     }
     actions
@@ -415,6 +430,7 @@ pub async fn ensure<'a>(
         instance_profile: p.spec.iam.instance_profile_name.clone(),
         images: network.images.clone(),
         unhealthy: unhealthy(p).await?,
+        recorded: p.recorded.instances.clone(),
     };
     let NodeActions {
         terminate,
@@ -669,7 +685,7 @@ async fn count_running(
 ) -> Result<(), Error> {
     let running = look_again(
         || async {
-            let now = instances::describe(p.c, &p.spec.owner).await?;
+            let now = items(instances::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
             let running: Vec<ObservedInstance> = now
                 .into_iter()
                 .filter(|i| new.contains(&i.id) && i.state == InstanceState::Running)
@@ -730,7 +746,9 @@ pub async fn delete(
     }
     let gone = look_again(
         || async {
-            let gone = instances::describe(c, owner).await?.is_empty();
+            let gone = instances::describe(c, Scope::Cluster(owner))
+                .await?
+                .is_empty();
             Ok::<_, AwsError>((gone, gone))
         },
         true,
@@ -1271,6 +1289,52 @@ mod tests {
                 ..Default::default()
             }]
         );
+    }
+
+    #[test]
+    fn replacing_a_vanished_instance_is_not_a_retry_of_its_launch() {
+        let subnets = vec![ObservedSubnet {
+            id: "subnet-a".into(),
+            vpc_id: "vpc-1".into(),
+            zone: "a".into(),
+            cidr: String::new(),
+            public: false,
+            map_public_ip: false,
+        }];
+        let recorded = |ids: &[&str]| Inputs {
+            recorded: BTreeMap::from([(
+                "workers".to_string(),
+                ids.iter().map(|s| s.to_string()).collect(),
+            )]),
+            ..Default::default()
+        };
+        let existing = |inputs: &Inputs, observed: &[ObservedInstance]| {
+            let actions = plan(&[group(2, "t3.large")], inputs, observed, &subnets);
+            actions.launch.first().map(|l| l.existing.clone())
+        };
+        let live = vec![inst("i-1", "t3.large", Running, 1, "subnet-a")];
+        // (inputs, observed, the launch's instances in its token)
+        let rows = [
+            // The first launch: nothing before it.
+            (recorded(&[]), vec![], Some(vec![])),
+            // A crash before the status was written: the same token.
+            (Inputs::default(), vec![], Some(vec![])),
+            // Both instances vanished after they were recorded.
+            (
+                recorded(&["i-1", "i-2"]),
+                vec![],
+                Some(vec!["i-1".into(), "i-2".into()]),
+            ),
+            // One left, one vanished.
+            (
+                recorded(&["i-1", "i-2"]),
+                live,
+                Some(vec!["i-1".into(), "i-2".into()]),
+            ),
+        ];
+        for (i, (inputs, observed, want)) in rows.iter().enumerate() {
+            assert_eq!(&existing(inputs, observed), want, "row {i}");
+        }
     }
 
     #[test]

@@ -1,0 +1,373 @@
+//! The shared resync: drift is looked for per AWS account and region, not
+//! per cluster. A cluster whose pass came out `running` joins its account
+//! and region's group with a fingerprint of what it saw, and waits for a
+//! change instead of a timer. Every resync interval the group describes
+//! once per kind for every cluster of the operator's (a tag-filtered call
+//! and its pages; IAM in one GetAccountAuthorizationDetails), splits the
+//! answer by owning cluster, and reconciles only the clusters whose part
+//! no longer matches their fingerprint or holds an impaired instance. That
+//! reconcile describes its own cluster afresh before it acts, so nothing is
+//! done on the shared view. A failed shared describe reconciles the whole
+//! group. User changes reconcile their own cluster at once, as before.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc;
+
+use super::kinds::{iam, Looks, Observed};
+use crate::api::ComputeCluster;
+use crate::aws::{instance_profile, instances, AwsClients, AwsResult, OwnershipTags};
+use crate::metrics::Metrics;
+
+/// One account and region.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub account_id: String,
+    pub region: String,
+}
+
+/// A settled cluster of a group.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub object: ObjectRef<ComputeCluster>,
+    /// The name of its IAM role and instance profile.
+    pub iam_name: String,
+    /// What its pass looked at, so the shared view is cut the same way.
+    pub looks: Looks,
+    /// [`fingerprint`] of what its pass observed.
+    pub fingerprint: u64,
+}
+
+impl Member {
+    pub fn new(
+        object: ObjectRef<ComputeCluster>,
+        owner: &OwnershipTags,
+        looks: Looks,
+        seen: &Observed,
+    ) -> Self {
+        Member {
+            object,
+            iam_name: iam::iam_name(owner),
+            looks,
+            fingerprint: fingerprint(seen, looks),
+        }
+    }
+}
+
+struct Group {
+    clients: AwsClients,
+    members: BTreeMap<String, Member>,
+}
+
+struct Inner {
+    interval: Duration,
+    groups: Mutex<HashMap<GroupKey, Group>>,
+    due: mpsc::UnboundedSender<ObjectRef<ComputeCluster>>,
+    metrics: Metrics,
+}
+
+/// The groups, and the stream of clusters their ticks found due.
+#[derive(Clone)]
+pub struct Resync {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Resync {
+    /// Groups ticking every `interval`; the stream yields the clusters to
+    /// reconcile (the controller's `reconcile_on`). Ticks stop once the
+    /// stream is dropped.
+    pub fn new(
+        interval: Duration,
+        metrics: Metrics,
+    ) -> (
+        Self,
+        impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
+    ) {
+        let (due, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            interval,
+            groups: Mutex::default(),
+            due,
+            metrics,
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        (Resync { inner }, stream)
+    }
+
+    /// Cluster `uid` is settled as `member`: its drift is looked for with
+    /// its group's from now on. `clients` reach the group's account and
+    /// region (the latest member's are used).
+    pub fn join(&self, key: GroupKey, clients: AwsClients, uid: &str, member: Member) {
+        let mut groups = lock(&self.inner.groups);
+        let start = !groups.contains_key(&key);
+        let group = groups.entry(key.clone()).or_insert_with(|| Group {
+            clients: clients.clone(),
+            members: BTreeMap::new(),
+        });
+        group.clients = clients;
+        group.members.insert(uid.to_string(), member);
+        drop(groups);
+        if start {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { inner.tick_until_empty(key).await });
+        }
+    }
+
+    /// Cluster `uid` is not settled (or is gone): it looks for itself.
+    pub fn leave(&self, uid: &str) {
+        for group in lock(&self.inner.groups).values_mut() {
+            group.members.remove(uid);
+        }
+    }
+
+    /// Whether cluster `uid` is in a group (for tests).
+    pub fn has(&self, uid: &str) -> bool {
+        lock(&self.inner.groups)
+            .values()
+            .any(|g| g.members.contains_key(uid))
+    }
+}
+
+impl Inner {
+    async fn tick_until_empty(self: Arc<Self>, key: GroupKey) {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if self.due.is_closed() {
+                lock(&self.groups).remove(&key);
+                return;
+            }
+            let (clients, members) = {
+                let mut groups = lock(&self.groups);
+                let Some(group) = groups.get(&key) else {
+                    return;
+                };
+                if group.members.is_empty() {
+                    groups.remove(&key);
+                    return;
+                }
+                (group.clients.clone(), group.members.clone())
+            };
+            let seen = describe(&clients, &members).await;
+            if let Err(e) = &seen {
+                tracing::info!(account = %key.account_id, region = %key.region, error = %e, "shared resync describe failed; each cluster looks for itself");
+            }
+            let due = due(&members, seen.as_ref().ok());
+            // The due leave the group until their own pass settles again.
+            let mut groups = lock(&self.groups);
+            let Some(group) = groups.get_mut(&key) else {
+                return;
+            };
+            for uid in &due {
+                if let Some(m) = group.members.remove(uid) {
+                    let _ = self.due.send(m.object);
+                }
+            }
+            let result = if seen.is_err() { "failed" } else { "changed" };
+            self.metrics.resynced(result, due.len());
+            self.metrics
+                .resynced("unchanged", members.len().saturating_sub(due.len()));
+        }
+    }
+}
+
+/// What the shared describe says of each member: its part of the view and
+/// whether any of its instances is impaired.
+pub type Seen = BTreeMap<String, (Observed, bool)>;
+
+/// One describe per kind for the whole account and region, cut per member
+/// as its own pass would have described it.
+async fn describe(c: &AwsClients, members: &BTreeMap<String, Member>) -> AwsResult<Seen> {
+    let key_pairs = members.values().any(|m| m.looks.key_pairs);
+    let (mut by_owner, roles, impaired) = tokio::try_join!(
+        Observed::describe_ec2(c, crate::aws::tags::Scope::Operator, key_pairs),
+        instance_profile::describe_account(c),
+        instances::impaired_in_region(c),
+    )?;
+    Ok(members
+        .iter()
+        .map(|(uid, m)| {
+            let mut observed = by_owner.remove(uid).unwrap_or_default();
+            if !m.looks.key_pairs {
+                observed.key_pairs.clear();
+            }
+            observed.iam =
+                instance_profile::observed_in(&roles, &m.iam_name, uid, m.looks.role_policies);
+            let sick = observed
+                .instances
+                .iter()
+                .any(|i| impaired.contains_key(&i.id));
+            (uid.clone(), (observed, sick))
+        })
+        .collect())
+}
+
+/// The members to reconcile: those whose part changed or holds an impaired
+/// instance; all of them when the shared describe failed (`None`).
+pub fn due(members: &BTreeMap<String, Member>, seen: Option<&Seen>) -> BTreeSet<String> {
+    let Some(seen) = seen else {
+        return members.keys().cloned().collect();
+    };
+    members
+        .iter()
+        .filter(|(uid, m)| match seen.get(*uid) {
+            Some((observed, sick)) => *sick || fingerprint(observed, m.looks) != m.fingerprint,
+            None => true,
+        })
+        .map(|(uid, _)| uid.clone())
+        .collect()
+}
+
+/// A hash of what a pass saw, the same whatever order AWS listed things in;
+/// what `looks` left out is left out.
+pub fn fingerprint(o: &Observed, looks: Looks) -> u64 {
+    fn kind<T: Debug>(h: &mut DefaultHasher, items: &[T]) {
+        let mut lines: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        lines.sort();
+        lines.hash(h);
+    }
+    let mut h = DefaultHasher::new();
+    kind(&mut h, &o.vpcs);
+    kind(&mut h, &o.subnets);
+    kind(&mut h, &o.internet_gateways);
+    kind(&mut h, &o.addresses);
+    kind(&mut h, &o.nat_gateways);
+    kind(&mut h, &o.route_tables);
+    kind(&mut h, &o.security_groups);
+    kind(&mut h, &o.instances);
+    if looks.key_pairs {
+        kind(&mut h, &o.key_pairs);
+    }
+    let mut iam = o.iam.clone();
+    iam.profile_roles.sort();
+    match looks.role_policies {
+        true => {
+            if let Some(p) = iam.attached_policies.as_mut() {
+                p.sort();
+            }
+        }
+        false => iam.attached_policies = None,
+    }
+    format!("{iam:?}").hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::instances::{InstanceState, ObservedInstance};
+    use crate::aws::key_pair::ObservedKeyPair;
+    use crate::aws::vpc::ObservedVpc;
+
+    fn instance(id: &str, state: InstanceState) -> ObservedInstance {
+        ObservedInstance {
+            id: id.into(),
+            group: "cpu".into(),
+            instance_type: "t3.small".into(),
+            state,
+            launched: 1,
+            subnet_id: "subnet-1".into(),
+            launch_config: None,
+            key_name: None,
+            image_id: None,
+            zone: "us-east-1a".into(),
+            spot: false,
+        }
+    }
+
+    fn seen() -> Observed {
+        let mut o = Observed {
+            vpcs: vec![ObservedVpc {
+                id: "vpc-1".into(),
+                cidr: "10.0.0.0/16".into(),
+            }],
+            instances: vec![
+                instance("i-1", InstanceState::Running),
+                instance("i-2", InstanceState::Running),
+            ],
+            ..Default::default()
+        };
+        o.iam.name = "byoc-x".into();
+        o.iam.role = Some("byoc-x".into());
+        o.iam.attached_policies = Some(vec!["arn:b".into(), "arn:a".into()]);
+        o
+    }
+
+    const PLAIN: Looks = Looks {
+        key_pairs: false,
+        role_policies: false,
+    };
+
+    #[test]
+    fn a_fingerprint_ignores_order_and_what_was_not_looked_at() {
+        let base = seen();
+        let f = |o: &Observed, looks| fingerprint(o, looks);
+        let mut reordered = base.clone();
+        reordered.instances.reverse();
+        let mut stopped = base.clone();
+        stopped.instances[0].state = InstanceState::Stopped;
+        let mut gone = base.clone();
+        gone.vpcs.clear();
+        let mut keyed = base.clone();
+        keyed.key_pairs.push(ObservedKeyPair {
+            name: "k".into(),
+            group: None,
+        });
+        let mut policies = base.clone();
+        policies.iam.attached_policies = Some(vec!["arn:a".into()]);
+        let mut policies_reordered = base.clone();
+        policies_reordered.iam.attached_policies = Some(vec!["arn:a".into(), "arn:b".into()]);
+        // (changed, looks, same fingerprint as base)
+        let rows = [
+            (&reordered, PLAIN, true),
+            (&stopped, PLAIN, false),
+            (&gone, PLAIN, false),
+            (&keyed, PLAIN, true),
+            (&keyed, Looks::ALL, false),
+            (&policies, PLAIN, true),
+            (&policies, Looks::ALL, false),
+            (&policies_reordered, Looks::ALL, true),
+        ];
+        for (i, (changed, looks, same)) in rows.into_iter().enumerate() {
+            assert_eq!(f(changed, looks) == f(&base, looks), same, "row {i}");
+        }
+    }
+
+    #[test]
+    fn due_are_the_changed_the_impaired_and_the_unseen() {
+        let object = ObjectRef::new("c").within("ns");
+        let member = |o: &Observed| Member {
+            object: object.clone(),
+            iam_name: "byoc-x".into(),
+            looks: PLAIN,
+            fingerprint: fingerprint(o, PLAIN),
+        };
+        let base = seen();
+        let mut stopped = base.clone();
+        stopped.instances[1].state = InstanceState::Stopped;
+        let members: BTreeMap<String, Member> = ["same", "changed", "sick", "unseen"]
+            .into_iter()
+            .map(|uid| (uid.to_string(), member(&base)))
+            .collect();
+        let view: Seen = BTreeMap::from([
+            ("same".to_string(), (base.clone(), false)),
+            ("changed".to_string(), (stopped, false)),
+            ("sick".to_string(), (base.clone(), true)),
+        ]);
+        let got: Vec<String> = due(&members, Some(&view)).into_iter().collect();
+        assert_eq!(got, ["changed", "sick", "unseen"]);
+        // A failed shared describe: everyone looks for itself.
+        assert_eq!(due(&members, None).len(), 4);
+    }
+}
