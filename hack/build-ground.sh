@@ -135,7 +135,7 @@ build_gitops_check() {
 
 build_ack() {
   local dir="$CACHE/ack-ec2-$ACK_EC2_VERSION"
-  [ -x "$dir/ec2-controller" ] && [ -d "$dir/crds" ] && { echo "$dir"; return 0; }
+  [ -x "$dir/ec2-controller" ] && [ -f "$dir/crds/services.k8s.aws_adoptedresources.yaml" ] && { echo "$dir"; return 0; }
   need go "install Go to build ACK's ec2-controller"
   local log="$LOG_DIR/ack-ec2-$ACK_EC2_VERSION.log" work="$CACHE/src/ack-ec2-$ACK_EC2_VERSION"
   echo "build-ground: building ACK ec2-controller $ACK_EC2_VERSION from the Go module proxy (log: $log)" >&2
@@ -147,6 +147,9 @@ build_ack() {
     mkdir -p "$dir.tmp"
     ( cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$dir.tmp/ec2-controller" ./cmd/controller )
     cp -r "$work/config/crd/bases" "$dir.tmp/crds"
+    # The ACK runtime's own kinds (AdoptedResource, FieldExport): the
+    # controller watches them too.
+    cp "$work"/config/crd/common/bases/*.yaml "$dir.tmp/crds/"
   } >"$log" 2>&1 || fail "ACK ec2-controller build" "go could not build ec2-controller@$ACK_EC2_VERSION" "$log"
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
   echo "$dir"

@@ -31,13 +31,14 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 use testground::{AwsProxy, Faults, Kube, Moto, Operator};
 
+mod ack;
 mod critical_path;
 mod report;
 mod scenarios;
 
 use critical_path::critical_path;
 use report::{markdown, summarize};
-use scenarios::{reference_run, scale_run};
+use scenarios::{reference_run, resync_scale_run, scale_run};
 
 #[derive(Parser)]
 #[command(about = "byoc-operator benchmark: time to running, AWS calls, scale, deletion")]
@@ -54,6 +55,13 @@ struct Args {
     /// CloudAccounts in P3.
     #[arg(long, default_value_t = 20)]
     accounts: usize,
+    /// ComputeClusters in P5, all in one AWS account (0: no P5).
+    #[arg(long, default_value_t = 200)]
+    mass_clusters: usize,
+    /// Settled clusters in one account whose resync reads are counted, in
+    /// turn (empty: not measured).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 100, 500])]
+    resync_clusters: Vec<usize>,
     /// Latency added to every AWS call in P1 and deletion.
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
@@ -61,6 +69,13 @@ struct Args {
     /// own durations; NAT gateways alone are then pending 1–2 minutes).
     #[arg(long, default_value_t = 1.0)]
     realism_scale: f64,
+    /// Runs of ACK's ec2-controller on the reference topology, without and
+    /// with the realism profile (`hack/build-ground.sh ack` builds it; 0:
+    /// not measured).
+    #[arg(long, default_value_t = 3)]
+    ack_runs: usize,
+    #[arg(long, default_value_t = 1)]
+    ack_realism_runs: usize,
     /// Where results.json and results.md go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
@@ -108,6 +123,38 @@ async fn run(args: Args) -> Result<()> {
         eprintln!("bench: P1/P2/deletion run {}/{}", run + 1, args.runs);
         p1.push(reference_run(&kube, &client, run, &args).await?);
     }
+    let (mut ack_plain, mut ack_real) = (vec![], vec![]);
+    match ack::ack_dir() {
+        None if args.ack_runs + args.ack_realism_runs > 0 => {
+            eprintln!(
+                "bench: ACK's ec2-controller is not built (hack/build-ground.sh ack): not measured"
+            )
+        }
+        None => {}
+        Some(dir) => {
+            ack::install_crds(&kube, &dir)?;
+            let latency = Duration::from_millis(args.latency_ms);
+            for run in 0..args.ack_runs + args.ack_realism_runs {
+                let real = run >= args.ack_runs;
+                eprintln!(
+                    "bench: ACK run {}/{} (realism: {real})",
+                    run + 1,
+                    args.ack_runs + args.ack_realism_runs
+                );
+                let faults = Faults {
+                    latency,
+                    realism: real.then(|| testground::Realism::aws(args.realism_scale)),
+                    ..Default::default()
+                };
+                let r = ack::ack_run(&kube, &client, &dir, &format!("ack-{run}"), faults).await?;
+                if real {
+                    ack_real.push(r)
+                } else {
+                    ack_plain.push(r)
+                }
+            }
+        }
+    }
     let (mut p3, mut p3_errors) = (vec![], vec![]);
     for run in 0..args.scale_runs {
         eprintln!(
@@ -119,7 +166,8 @@ async fn run(args: Args) -> Result<()> {
         );
         // A scale run that does not finish (moto is single-threaded) is
         // reported, and the other figures are still written.
-        match scale_run(&kube, &client, run, &args).await {
+        let ns = format!("scale-{run}");
+        match scale_run(&kube, &client, &ns, args.clusters, args.accounts).await {
             Ok(r) => p3.push(r),
             Err(e) => {
                 eprintln!("bench: P3 run {} did not finish: {e:#}", run + 1);
@@ -127,8 +175,27 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let mut p5 = vec![];
+    if args.mass_clusters > 0 {
+        eprintln!("bench: P5: {} clusters in one account", args.mass_clusters);
+        match scale_run(&kube, &client, "mass-0", args.mass_clusters, 1).await {
+            Ok(r) => p5.push(r),
+            Err(e) => eprintln!("bench: P5 did not finish: {e:#}"),
+        }
+    }
+    let mut resync = vec![];
+    if !args.resync_clusters.is_empty() {
+        eprintln!(
+            "bench: resync reads with {:?} clusters",
+            args.resync_clusters
+        );
+        resync = resync_scale_run(&kube, &client, &args.resync_clusters).await?;
+    }
     let mut results = summarize(&args, &critical, &p1, &p3);
     results["p3_scale"]["unfinished_runs"] = json!(p3_errors);
+    results["p5_mass"] = report::mass(args.mass_clusters, &p5);
+    results["ack"] = report::ack(&p1, &ack_plain, &ack_real);
+    results["resync_scale"] = report::resync_scale(&resync);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("results.json"),

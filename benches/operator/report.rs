@@ -2,7 +2,7 @@
 //! Markdown table.
 
 use super::*;
-use crate::scenarios::{ReferenceRun, ScaleRun};
+use crate::scenarios::{ReferenceRun, ResyncPoint, ScaleRun};
 use byoc_operator::cluster::graph::CriticalPath;
 
 /// `{median, min, max}` of `values`.
@@ -131,6 +131,7 @@ pub(crate) fn summarize(
             "moto_cpu_seconds": spread(p3.iter().map(|r| r.moto_cpu_seconds).collect()),
             "apiserver_cpu_seconds": spread(p3.iter().map(|r| r.apiserver_cpu_seconds).collect()),
             "aws_calls": spread(p3.iter().map(|r| r.aws_calls as f64).collect()),
+            "against_rate_limits": rate_figures(p3),
             "goal_cpu_seconds": 60,
             "goal_peak_rss_mib": 128,
         },
@@ -160,6 +161,184 @@ pub(crate) fn summarize(
             "by_operation": typical.map(|r| r.delete_calls.clone()).unwrap_or_default(),
         },
     })
+}
+
+/// Time to all running against the bound AWS's buckets impose, and the
+/// throttled share.
+fn rate_figures(runs: &[ScaleRun]) -> serde_json::Value {
+    json!({
+        "bucket_bound_seconds": spread(runs.iter().map(|r| r.bucket_bound.as_secs_f64()).collect()),
+        "slowest_bucket": runs.first().map(|r| r.bucket.clone()).unwrap_or_default(),
+        "ratio": spread(runs.iter().map(|r| r.to_all_running.as_secs_f64() / r.bucket_bound.as_secs_f64().max(0.001)).collect()),
+        "goal_ratio": 1.1,
+        "throttled": spread(runs.iter().map(|r| r.throttled as f64).collect()),
+        "throttled_share": spread(runs.iter().map(|r| r.throttled as f64 / (r.aws_calls.max(1)) as f64).collect()),
+        "goal_throttled_share": 0.05,
+    })
+}
+
+/// byoc-operator and ACK's ec2-controller on the reference topology, side
+/// by side, without and with the realism profile.
+pub(crate) fn ack(
+    p1: &[ReferenceRun],
+    plain: &[crate::ack::AckRun],
+    real: &[crate::ack::AckRun],
+) -> serde_json::Value {
+    let side = |runs: &[crate::ack::AckRun]| {
+        let typical = runs.get(runs.len() / 2);
+        json!({
+            "seconds": spread(runs.iter().map(|r| r.to_synced.as_secs_f64()).collect()),
+            "calls": spread(runs.iter().map(|r| r.calls.values().sum::<u64>() as f64).collect()),
+            "writes": spread(runs.iter().map(|r| writes(&r.calls) as f64).collect()),
+            "reads": spread(runs.iter().map(|r| reads(&r.calls) as f64).collect()),
+            "throttled": spread(runs.iter().map(|r| r.throttled as f64).collect()),
+            "by_operation": typical.map(|r| r.calls.clone()).unwrap_or_default(),
+        })
+    };
+    let ours = |to: &dyn Fn(&ReferenceRun) -> Duration, calls: &dyn Fn(&ReferenceRun) -> f64| {
+        json!({
+            "seconds": spread(p1.iter().map(|r| to(r).as_secs_f64()).collect()),
+            "calls": spread(p1.iter().map(calls).collect()),
+        })
+    };
+    json!({
+        "peer": "ACK ec2-controller v1.0.0 (network + instances; no IAM)",
+        "plain": {
+            "ack": side(plain),
+            "byoc": ours(&|r| r.to_running, &|r| r.converge_calls.values().sum::<u64>() as f64),
+            "byoc_writes": spread(p1.iter().map(|r| writes(&r.converge_calls) as f64).collect()),
+            "byoc_reads": spread(p1.iter().map(|r| reads(&r.converge_calls) as f64).collect()),
+        },
+        "realism": {
+            "ack": side(real),
+            "byoc": ours(&|r| r.realistic_to_running, &|r| r.realistic_calls as f64),
+        },
+    })
+}
+
+/// P5: many clusters in one account against AWS's rate limits.
+pub(crate) fn mass(clusters: usize, runs: &[ScaleRun]) -> serde_json::Value {
+    json!({
+        "clusters": clusters,
+        "accounts": 1,
+        "topology": "1 zone, no NAT gateway, 1 node group of 1",
+        "seconds_until_all_running": spread(runs.iter().map(|r| r.to_all_running.as_secs_f64()).collect()),
+        "aws_calls": spread(runs.iter().map(|r| r.aws_calls as f64).collect()),
+        "operator_cpu_seconds": spread(runs.iter().map(|r| r.cpu_seconds).collect()),
+        "moto_cpu_seconds": spread(runs.iter().map(|r| r.moto_cpu_seconds).collect()),
+        "against_rate_limits": rate_figures(runs),
+    })
+}
+
+/// Resync reads per interval by the number of settled clusters.
+pub(crate) fn resync_scale(points: &[ResyncPoint]) -> serde_json::Value {
+    json!(points
+        .iter()
+        .map(|p| json!({
+            "clusters": p.clusters,
+            "reads": p.reads,
+            "changed": p.changed,
+            "by_operation": p.by_operation,
+            "per_cluster_resync_would_read": p.clusters * 11,
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn rate_rows(label: &str, x: &serde_json::Value) -> String {
+    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let rl = &x["against_rate_limits"];
+    if x["seconds_until_all_running"]["runs"].as_u64().unwrap_or(0) == 0 {
+        return format!("| {label} | not run or did not finish | | |\n");
+    }
+    let ratio = rl["ratio"]["median"].as_f64().unwrap_or(f64::MAX);
+    let share = rl["throttled_share"]["median"].as_f64().unwrap_or(f64::MAX);
+    format!(
+        "| {label}: until all `running` | {} s | | |\n\
+         | {label}: the bound AWS's buckets impose on its calls (slowest: {}) | {} s | | |\n\
+         | {label}: ratio | {} | ≤ 1.1 | {} |\n\
+         | {label}: calls, throttled, throttled share | {}, {}, {} | < 5 % | {} |\n",
+        m(&x["seconds_until_all_running"]),
+        rl["slowest_bucket"].as_str().unwrap_or_default(),
+        m(&rl["bucket_bound_seconds"]),
+        m(&rl["ratio"]),
+        if ratio <= 1.1 { "met" } else { "**missed**" },
+        m(&x["aws_calls"]),
+        m(&rl["throttled"]),
+        m(&rl["throttled_share"]),
+        if share < 0.05 { "met" } else { "**missed**" },
+    )
+}
+
+/// The side-by-side section.
+fn ack_section(r: &serde_json::Value) -> String {
+    let a = &r["ack"];
+    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let runs = |v: &serde_json::Value| v["seconds"]["runs"].as_u64().unwrap_or(0);
+    if runs(&a["plain"]["ack"]) + runs(&a["realism"]["ack"]) == 0 {
+        return "\n## Side by side with ACK\n\nNot measured (ACK's ec2-controller not built: `hack/build-ground.sh ack`).\n".into();
+    }
+    format!(
+        "\n## Side by side with ACK's ec2-controller v1.0.0 (same apiserver, proxy and moto; the reference topology's network and 6 instances, posted straight to the API; ACK has no IAM)\n\n\
+         | | byoc-operator | ACK | |\n|---|---|---|---|\n\
+         | 50 ms per call: time from the first create to `running` / all `ACK.ResourceSynced` | {} s | {} s | |\n\
+         | 50 ms per call: AWS calls (writes, reads) | {} ({}, {}) | {} ({}, {}) | byoc's include IAM (3 writes, its reads) |\n\
+         | realism profile at {} × AWS's durations: time | {} s | {} s | |\n\
+         | realism profile: AWS calls, throttled | {} | {}, {} | |\n\n\
+         ACK's calls by operation are in `results.json` (`ack`).\n",
+        m(&a["plain"]["byoc"]["seconds"]),
+        m(&a["plain"]["ack"]["seconds"]),
+        m(&a["plain"]["byoc"]["calls"]),
+        m(&a["plain"]["byoc_writes"]),
+        m(&a["plain"]["byoc_reads"]),
+        m(&a["plain"]["ack"]["calls"]),
+        m(&a["plain"]["ack"]["writes"]),
+        m(&a["plain"]["ack"]["reads"]),
+        r["realism"]["scale"],
+        m(&a["realism"]["byoc"]["seconds"]),
+        m(&a["realism"]["ack"]["seconds"]),
+        m(&a["realism"]["byoc"]["calls"]),
+        m(&a["realism"]["ack"]["calls"]),
+        m(&a["realism"]["ack"]["throttled"]),
+    )
+}
+
+/// The sections of the many-cluster figures: P5 and P3 against AWS's rate
+/// limits, and resync reads by cluster count.
+fn mass_sections(r: &serde_json::Value) -> String {
+    let p5 = &r["p5_mass"];
+    let p3 = &r["p3_scale"];
+    let mut out = format!(
+        "\n## Many clusters against AWS's rate limits (the realism profile's buckets at AWS's sizes; the operator paced at its defaults)\n\n\
+         | figure | measured | goal | |\n|---|---|---|---|\n{}{}",
+        rate_rows(&format!("P5 {} clusters in one account", p5["clusters"]), p5),
+        rate_rows(
+            &format!("P3 {} clusters over {} accounts", p3["clusters"], p3["accounts"]),
+            &json!({
+                "seconds_until_all_running": p3["seconds_until_all_running"],
+                "aws_calls": p3["aws_calls"],
+                "against_rate_limits": p3["against_rate_limits"],
+            })
+        ),
+    );
+    let points = r["resync_scale"].as_array().cloned().unwrap_or_default();
+    if !points.is_empty() {
+        out.push_str(
+            "\n## Steady state: AWS reads of one resync interval, settled clusters in one account\n\n\
+             | clusters | reads | a resync per cluster would read | clusters found changed | goal | |\n|---|---|---|---|---|---|\n",
+        );
+        for p in &points {
+            let reads = p["reads"].as_u64().unwrap_or(u64::MAX);
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | ≤ 10 (8 EC2 kinds, instance status, IAM) plus pages | {} |\n",
+                p["clusters"],
+                reads,
+                p["per_cluster_resync_would_read"],
+                p["changed"],
+                if reads <= 10 { "met" } else { "**missed**" },
+            ));
+        }
+    }
+    out
 }
 
 pub(crate) fn markdown(r: &serde_json::Value) -> String {
@@ -226,7 +405,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
          | Deletion of the reference topology | {} s, {} calls | | |\n         | Fallback: P1 with each first-choice type refused in every zone | {} s (+{} s), {} RunInstances | ≤ 12 RunInstances | {} |\n\n\
          Critical path (from the operator's dependency graph, `cluster/graph.rs`): {}.\n\n\
          The operator's longest chain of sequential calls (one run): {}.\n\n\
-         `results.json` has the calls per operation (converge, resync, deletion).\n{}{}",
+         `results.json` has the calls per operation (converge, resync, deletion).\n{}{}{}",
         r["machine"]["ground"].as_str().unwrap_or_default(),
         r["machine"]["cores"],
         p1["seconds"]["runs"],
@@ -285,6 +464,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
             ))
             .unwrap_or_default(),
         realism,
+        mass_sections(r) + &ack_section(r),
     )
 }
 

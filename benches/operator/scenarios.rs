@@ -186,6 +186,22 @@ async fn until_gone(api: &Api<ComputeCluster>, name: &str, end: Instant) -> Resu
     Ok(())
 }
 
+/// Waits until the shared resync has found `clusters` clusters unchanged
+/// `ticks` more times (one interval looks at each settled cluster once).
+pub(crate) async fn settled_ticks(op: &Operator, clusters: usize, ticks: usize) -> Result<()> {
+    let unchanged = "byoc_resync_clusters_total{result=\"unchanged\"}";
+    let before = metric(op, unchanged)?;
+    let want = before + (clusters * ticks) as f64;
+    let end = Instant::now() + Duration::from_secs(300);
+    while metric(op, unchanged)? < want {
+        if Instant::now() > end {
+            bail!("the shared resync did not find {clusters} clusters unchanged {ticks} times within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// One run of the reference topology: P1, P2 and deletion.
 #[derive(Debug, Clone)]
 pub(crate) struct ReferenceRun {
@@ -272,24 +288,11 @@ pub(crate) async fn reference_run(
         .collect();
     let critical_at_call_times = price_critical_path(&critical_path(), &trace);
 
-    // P2: one resync of the converged cluster: the calls between two
-    // finished reconciles (the first may be the pass that wrote `running`,
-    // counted when it returns, just after the status write).
-    let reconciles = "byoc_reconciles_total{controller=\"computecluster\"}";
-    let next_reconcile = || async {
-        let before = metric(&op, reconciles)?;
-        let end = Instant::now() + Duration::from_secs(60);
-        while metric(&op, reconciles)? < before + 1.0 {
-            if Instant::now() > end {
-                bail!("no resync within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    };
-    next_reconcile().await?;
+    // P2: one resync of the converged cluster: the calls of one shared
+    // resync interval that found it unchanged, after one that did.
+    settled_ticks(&op, 1, 1).await?;
     proxy.reset_calls();
-    next_reconcile().await?;
+    settled_ticks(&op, 1, 1).await?;
     let resync_calls = proxy.calls();
 
     // Deletion.
@@ -438,47 +441,67 @@ pub(crate) struct ScaleRun {
     pub(crate) moto_cpu_seconds: f64,
     pub(crate) apiserver_cpu_seconds: f64,
     pub(crate) aws_calls: u64,
+    /// Calls AWS's rate limits refused.
+    pub(crate) throttled: u64,
+    /// The least time AWS's buckets allow for the calls made (each bucket's
+    /// spending past its capacity over its refill rate; the slowest), and
+    /// which bucket that was.
+    pub(crate) bucket_bound: Duration,
+    pub(crate) bucket: String,
 }
 
+/// Quotas of an account built for many clusters (AWS allows 5 VPCs per
+/// region by default; moto answers that): raised.
+fn raised_quotas() -> BTreeMap<String, f64> {
+    ["L-F678F1CE", "L-A4707A72", "L-0263D0A3", "L-1216C47A"]
+        .iter()
+        .map(|code| (code.to_string(), 10_000.0))
+        .collect()
+}
+
+/// `clusters` small clusters over `accounts` AWS accounts, created at once
+/// by direct API posts, against AWS's rate limits (the realism profile's
+/// buckets alone, at AWS's default sizes), the operator pacing itself at
+/// its defaults.
 pub(crate) async fn scale_run(
     kube: &Kube,
     client: &Client,
-    run: usize,
-    args: &Args,
+    ns: &str,
+    clusters: usize,
+    accounts: usize,
 ) -> Result<ScaleRun> {
-    let ns = format!("scale-{run}");
-    namespace(client, &ns).await?;
+    namespace(client, ns).await?;
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
     let proxy = AwsProxy::start(moto.port())?;
-    // Accounts built for this many clusters have their quotas raised (AWS
-    // allows 5 VPCs per region by default; moto answers that).
     proxy.set_faults(Faults {
-        quotas: ["L-F678F1CE", "L-A4707A72", "L-0263D0A3", "L-1216C47A"]
-            .iter()
-            .map(|code| (code.to_string(), 10_000.0))
-            .collect(),
+        quotas: raised_quotas(),
+        realism: Some(testground::Realism {
+            states: false,
+            iam_propagation: false,
+            consistency: false,
+            draining: false,
+            ..testground::Realism::aws(1.0)
+        }),
         ..Default::default()
     });
-    let aws_accounts: Vec<String> = (0..args.accounts).map(scale_aws_account).collect();
+    let aws_accounts: Vec<String> = (0..accounts).map(scale_aws_account).collect();
     warm_up(&moto, &aws_accounts).await?;
-    let op = start_operator(kube, &ns, &proxy, &[])?;
+    let op = start_operator(kube, ns, &proxy, &[])?;
     let (moto_cpu0, _) = usage(moto.pid())?;
     let (api_cpu0, _) = usage(kube.pids()[0])?;
     let started = Instant::now();
-    futures::stream::iter(0..args.accounts)
+    futures::stream::iter(0..accounts)
         .map(|i| {
             let client = client.clone();
-            let ns = ns.clone();
-            async move { account(&client, &ns, &format!("acct-{i}"), &scale_aws_account(i)).await }
+            async move { account(&client, ns, &format!("acct-{i}"), &scale_aws_account(i)).await }
         })
         .buffer_unordered(8)
         .try_collect::<Vec<_>>()
         .await?;
-    let api = Api::<ComputeCluster>::namespaced(client.clone(), &ns);
-    futures::stream::iter(0..args.clusters)
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), ns);
+    futures::stream::iter(0..clusters)
         .map(|i| {
             let api = api.clone();
-            let accounts = args.accounts;
             async move {
                 let cc = small_cluster(&format!("c-{i}"), &format!("acct-{}", i % accounts), i)?;
                 api.create(&PostParams::default(), &cc).await?;
@@ -492,14 +515,11 @@ pub(crate) async fn scale_run(
     loop {
         let list = api.list(&ListParams::default()).await?;
         let running = list.items.iter().filter(|c| is_running(c)).count();
-        if running == args.clusters {
+        if running == clusters {
             break;
         }
         if Instant::now() > end {
-            bail!(
-                "{running}/{} clusters running after {SCALE_DEADLINE:?}",
-                args.clusters
-            );
+            bail!("{running}/{clusters} clusters running after {SCALE_DEADLINE:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -507,7 +527,13 @@ pub(crate) async fn scale_run(
     let (cpu_seconds, peak_rss_mib) = usage(op.process.pid())?;
     let (moto_cpu, _) = usage(moto.pid())?;
     let (api_cpu, _) = usage(kube.pids()[0])?;
+    let (bucket_bound, bucket) = proxy.rate_bound();
     Ok(ScaleRun {
+        throttled: proxy.throttled(),
+        bucket_bound,
+        bucket: bucket
+            .map(|(account, kind)| format!("{kind:?} of account {account}"))
+            .unwrap_or_default(),
         to_all_running,
         cpu_seconds,
         peak_rss_mib,
@@ -549,4 +575,86 @@ pub(crate) fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// Resync reads of one interval with `clusters` settled clusters in one
+/// account.
+#[derive(Debug, Clone)]
+pub(crate) struct ResyncPoint {
+    pub(crate) clusters: usize,
+    pub(crate) reads: u64,
+    pub(crate) by_operation: BTreeMap<String, u64>,
+    /// Clusters the interval found changed (each then described itself).
+    pub(crate) changed: f64,
+}
+
+/// Settled clusters in one account, `counts` of them in turn (ascending):
+/// the AWS reads of one resync interval at each count. The clusters are
+/// made unpaced and without rate limits: provisioning is not measured here.
+pub(crate) async fn resync_scale_run(
+    kube: &Kube,
+    client: &Client,
+    counts: &[usize],
+) -> Result<Vec<ResyncPoint>> {
+    let ns = "resync-scale";
+    namespace(client, ns).await?;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    proxy.set_faults(Faults {
+        quotas: raised_quotas(),
+        ..Default::default()
+    });
+    let aws_account = scale_aws_account(0);
+    warm_up(&moto, std::slice::from_ref(&aws_account)).await?;
+    let op = start_operator(
+        kube,
+        ns,
+        &proxy,
+        &["--resync-interval", "10s", "--aws-pacing", "0"],
+    )?;
+    account(client, ns, "acct-0", &aws_account).await?;
+    wait_accounts_ready(client, ns, 1).await?;
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), ns);
+    let mut made = 0;
+    let mut points = vec![];
+    for &n in counts {
+        futures::stream::iter(made..n)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let cc = small_cluster(&format!("r-{i}"), "acct-0", i)?;
+                    api.create(&PostParams::default(), &cc).await?;
+                    Ok::<_, anyhow::Error>(())
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await?;
+        made = made.max(n);
+        let end = Instant::now() + SCALE_DEADLINE;
+        loop {
+            let list = api.list(&ListParams::default()).await?;
+            if list.items.iter().filter(|c| is_running(c)).count() == made {
+                break;
+            }
+            if Instant::now() > end {
+                bail!("{made} clusters not running after {SCALE_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("bench: resync with {made} settled clusters");
+        settled_ticks(&op, made, 2).await?;
+        let changed = "byoc_resync_clusters_total{result=\"changed\"}";
+        let changed_before = metric(&op, changed)?;
+        proxy.reset_calls();
+        settled_ticks(&op, made, 1).await?;
+        let by_operation = proxy.calls();
+        points.push(ResyncPoint {
+            clusters: made,
+            reads: crate::report::reads(&by_operation),
+            by_operation,
+            changed: metric(&op, changed)? - changed_before,
+        });
+    }
+    Ok(points)
 }

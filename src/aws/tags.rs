@@ -79,6 +79,8 @@ impl OwnershipTags {
 #[derive(Clone, Copy, Debug)]
 pub enum Scope<'a> {
     Cluster(&'a OwnershipTags),
+    /// These clusters' (by UID; AWS takes 200 values in a filter).
+    Clusters(&'a [String]),
     Operator,
 }
 
@@ -87,6 +89,10 @@ impl Scope<'_> {
     pub fn filter(&self) -> Filter {
         match self {
             Scope::Cluster(owner) => owner.filter(),
+            Scope::Clusters(uids) => Filter::builder()
+                .name(format!("tag:{CLUSTER_UID}"))
+                .set_values(Some(uids.to_vec()))
+                .build(),
             Scope::Operator => Filter::builder()
                 .name(format!("tag:{MANAGED_BY}"))
                 .values(MANAGED_BY_VALUE)
@@ -104,6 +110,7 @@ impl Scope<'_> {
         let uid = tag_value(tags, CLUSTER_UID)?;
         match self {
             Scope::Cluster(owner) if owner.uid != uid => None,
+            Scope::Clusters(uids) if !uids.iter().any(|u| u == uid) => None,
             _ => Some(uid.to_string()),
         }
     }
@@ -174,6 +181,12 @@ mod tests {
             (Scope::Cluster(&o), &theirs, None),
             (Scope::Cluster(&other), &ours, None),
             (Scope::Operator, &ours, Some("u-1")),
+            (
+                Scope::Clusters(&["u-2".into(), "u-1".into()]),
+                &ours,
+                Some("u-1"),
+            ),
+            (Scope::Clusters(&["u-2".into()]), &ours, None),
             (Scope::Operator, &theirs, None),
         ];
         for (scope, tags, want) in rows {

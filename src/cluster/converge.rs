@@ -342,6 +342,7 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
             progress
                 .waiting
                 .push("NAT gateways to become available".into());
+            progress.aws_creating |= nats.values().any(|(_, s)| *s == NatState::Pending);
         }
     }
     if let Some(tables) = b.tables.get() {
@@ -351,6 +352,10 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
         nats_ready && b.public_route.get().is_some() && b.private_routes.get() == Some(&true);
     if let Some(nodes) = b.nodes.get() {
         *progress.node_groups_mut() = nodes.clone();
+        // Launched and not running yet.
+        progress.aws_creating |= nodes
+            .iter()
+            .any(|g| g.instances.len() > usize::try_from(g.running).unwrap_or(0));
         let replaced = b.replaced.get().into_iter().flatten();
         progress
             .notes

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod converge;
 pub mod graph;
+pub mod groups;
 pub mod kinds;
 pub mod quotas;
 pub mod recent;
@@ -14,6 +15,7 @@ pub mod resync;
 pub mod spec;
 pub mod status;
 pub mod user_data;
+pub mod waiting;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -38,11 +40,13 @@ use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
 use cleanup::observed_ids;
+use groups::GroupKey;
 use kinds::{Looks, Observed};
 use recent::Recent;
-use resync::{GroupKey, Member, Resync};
+use resync::{Member, Resync};
 use spec::ValidatedSpec;
 use status::Report;
+use waiting::Waiting;
 
 pub const CONTROLLER: &str = "computecluster";
 pub const FINALIZER: &str = "byoc.dev/cleanup";
@@ -66,6 +70,8 @@ pub struct ClusterContext {
     pub recent: Recent,
     /// Settled clusters, their drift looked for per account and region.
     pub resync: Resync,
+    /// Clusters waiting for what AWS is creating, looked at together.
+    pub waiting: Waiting,
 }
 
 impl Deref for ClusterContext {
@@ -117,9 +123,11 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     // (the content's hash rolls their groups).
     let users_of_secret = store.clone();
     let (resync, resync_due) = Resync::new(ctx.settings.resync, ctx.metrics.clone());
+    let (waiting, waited) = Waiting::new(waiting::TICK.min(ctx.settings.progress_poll));
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
         .reconcile_on(resync_due)
+        .reconcile_on(waited)
         .watches(
             ctx.api::<Secret>(),
             watcher::Config::default().any_semantic(),
@@ -148,6 +156,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         catalog: Catalog::new(refusal_ttl),
         recent: Recent::default(),
         resync,
+        waiting,
     });
     run_controller(
         controller,
@@ -166,7 +175,9 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
         Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
     // Whatever this pass finds, the cluster looks for itself until a pass
     // settles it again.
-    ctx.resync.leave(&cc.uid().unwrap_or_default());
+    let uid = cc.uid().unwrap_or_default();
+    ctx.resync.leave(&uid);
+    ctx.waiting.leave(&uid);
     let result = finalizer(&api, FINALIZER, cc, |event| async {
         match event {
             Event::Apply(cc) if is_paused(&cc) => {
@@ -371,24 +382,34 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Ok(seen) => (Ok(()), Some(seen)),
         Err(e) => (Err(e), None),
     };
-    // Running as asked: from now on its drift is looked for with its
-    // account and region's, and it waits for a change instead of a timer.
-    let settled = seen.filter(|_| report.parts_ready());
+    let settled = seen.as_ref().filter(|_| report.parts_ready()).cloned();
+    let creating = seen.is_some() && !report.parts_ready() && report.aws_creating();
     let action = report.finish(&ctx, result).await?;
-    let Some(seen) = settled else {
-        return Ok(action);
-    };
     let key = GroupKey {
         account_id: resolved.account_id.clone(),
         region: spec.region.clone(),
     };
-    let plain = AwsClients::new(
-        &resolved.config,
-        &spec.region,
-        ctx.metrics.aws_interceptor(),
-    );
-    let member = Member::new(ObjectRef::from_obj(&*cc), &spec.owner, looks, &seen);
-    ctx.resync.join(key, plain, &uid, member);
+    let plain = || {
+        AwsClients::new(
+            &resolved.config,
+            &spec.region,
+            ctx.metrics.aws_interceptor(),
+        )
+    };
+    // Waiting for AWS to finish a creation: looked at with the account and
+    // region's every second (the requeue stays as the fallback).
+    if creating {
+        ctx.waiting
+            .join(key.clone(), plain(), &uid, ObjectRef::from_obj(&*cc));
+    }
+    // Running as asked: from now on its drift is looked for with its
+    // account and region's, and it waits for a change instead of a timer.
+    let Some(seen) = settled else {
+        return Ok(action);
+    };
+    let member = Member::new(&spec.owner, looks, &seen);
+    ctx.resync
+        .join(key, plain(), &uid, ObjectRef::from_obj(&*cc), member);
     Ok(Action::await_change())
 }
 

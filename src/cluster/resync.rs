@@ -11,32 +11,25 @@
 //! group. User changes reconcile their own cluster at once, as before.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::mpsc;
 
+use super::groups::{Entry, GroupKey, Groups};
 use super::kinds::{iam, Looks, Observed};
 use crate::api::ComputeCluster;
+use crate::aws::tags::Scope;
 use crate::aws::{instance_profile, instances, AwsClients, AwsResult, OwnershipTags};
 use crate::metrics::Metrics;
 
-/// One account and region.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GroupKey {
-    pub account_id: String,
-    pub region: String,
-}
-
-/// A settled cluster of a group.
+/// A settled cluster.
 #[derive(Clone, Debug)]
 pub struct Member {
-    pub object: ObjectRef<ComputeCluster>,
     /// The name of its IAM role and instance profile.
     pub iam_name: String,
     /// What its pass looked at, so the shared view is cut the same way.
@@ -46,14 +39,8 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(
-        object: ObjectRef<ComputeCluster>,
-        owner: &OwnershipTags,
-        looks: Looks,
-        seen: &Observed,
-    ) -> Self {
+    pub fn new(owner: &OwnershipTags, looks: Looks, seen: &Observed) -> Self {
         Member {
-            object,
             iam_name: iam::iam_name(owner),
             looks,
             fingerprint: fingerprint(seen, looks),
@@ -61,32 +48,13 @@ impl Member {
     }
 }
 
-struct Group {
-    clients: AwsClients,
-    members: BTreeMap<String, Member>,
-}
-
-struct Inner {
-    interval: Duration,
-    groups: Mutex<HashMap<GroupKey, Group>>,
-    due: mpsc::UnboundedSender<ObjectRef<ComputeCluster>>,
-    metrics: Metrics,
-}
-
-/// The groups, and the stream of clusters their ticks found due.
-#[derive(Clone)]
+/// The settled clusters of each account and region.
 pub struct Resync {
-    inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    groups: Groups<Member>,
 }
 
 impl Resync {
-    /// Groups ticking every `interval`; the stream yields the clusters to
-    /// reconcile (the controller's `reconcile_on`). Ticks stop once the
-    /// stream is dropped.
+    /// Looks every `interval`; the stream yields the clusters found changed.
     pub fn new(
         interval: Duration,
         metrics: Metrics,
@@ -94,91 +62,44 @@ impl Resync {
         Self,
         impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
     ) {
-        let (due, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner {
-            interval,
-            groups: Mutex::default(),
-            due,
-            metrics,
-        });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-        (Resync { inner }, stream)
+        let look = Arc::new(
+            move |c: AwsClients, members: BTreeMap<String, Entry<Member>>| {
+                let metrics = metrics.clone();
+                async move {
+                let seen = describe(&c, &members).await;
+                if let Err(e) = &seen {
+                    tracing::info!(error = %e, "shared resync describe failed; each cluster looks for itself");
+                }
+                let due = due(&members, seen.as_ref().ok());
+                let result = if seen.is_err() { "failed" } else { "changed" };
+                metrics.resynced(result, due.len());
+                metrics.resynced("unchanged", members.len().saturating_sub(due.len()));
+                due
+            }
+            .boxed()
+            },
+        );
+        let (groups, stream) = Groups::new(interval, look);
+        (Resync { groups }, stream)
     }
 
     /// Cluster `uid` is settled as `member`: its drift is looked for with
-    /// its group's from now on. `clients` reach the group's account and
-    /// region (the latest member's are used).
-    pub fn join(&self, key: GroupKey, clients: AwsClients, uid: &str, member: Member) {
-        let mut groups = lock(&self.inner.groups);
-        let start = !groups.contains_key(&key);
-        let group = groups.entry(key.clone()).or_insert_with(|| Group {
-            clients: clients.clone(),
-            members: BTreeMap::new(),
-        });
-        group.clients = clients;
-        group.members.insert(uid.to_string(), member);
-        drop(groups);
-        if start {
-            let inner = self.inner.clone();
-            tokio::spawn(async move { inner.tick_until_empty(key).await });
-        }
+    /// its account and region's from now on.
+    pub fn join(
+        &self,
+        key: GroupKey,
+        clients: AwsClients,
+        uid: &str,
+        object: ObjectRef<ComputeCluster>,
+        member: Member,
+    ) {
+        self.groups
+            .join(key, clients, uid, Entry { object, member });
     }
 
     /// Cluster `uid` is not settled (or is gone): it looks for itself.
     pub fn leave(&self, uid: &str) {
-        for group in lock(&self.inner.groups).values_mut() {
-            group.members.remove(uid);
-        }
-    }
-
-    /// Whether cluster `uid` is in a group (for tests).
-    pub fn has(&self, uid: &str) -> bool {
-        lock(&self.inner.groups)
-            .values()
-            .any(|g| g.members.contains_key(uid))
-    }
-}
-
-impl Inner {
-    async fn tick_until_empty(self: Arc<Self>, key: GroupKey) {
-        loop {
-            tokio::time::sleep(self.interval).await;
-            if self.due.is_closed() {
-                lock(&self.groups).remove(&key);
-                return;
-            }
-            let (clients, members) = {
-                let mut groups = lock(&self.groups);
-                let Some(group) = groups.get(&key) else {
-                    return;
-                };
-                if group.members.is_empty() {
-                    groups.remove(&key);
-                    return;
-                }
-                (group.clients.clone(), group.members.clone())
-            };
-            let seen = describe(&clients, &members).await;
-            if let Err(e) = &seen {
-                tracing::info!(account = %key.account_id, region = %key.region, error = %e, "shared resync describe failed; each cluster looks for itself");
-            }
-            let due = due(&members, seen.as_ref().ok());
-            // The due leave the group until their own pass settles again.
-            let mut groups = lock(&self.groups);
-            let Some(group) = groups.get_mut(&key) else {
-                return;
-            };
-            for uid in &due {
-                if let Some(m) = group.members.remove(uid) {
-                    let _ = self.due.send(m.object);
-                }
-            }
-            let result = if seen.is_err() { "failed" } else { "changed" };
-            self.metrics.resynced(result, due.len());
-            self.metrics
-                .resynced("unchanged", members.len().saturating_sub(due.len()));
-        }
+        self.groups.leave(uid);
     }
 }
 
@@ -188,16 +109,17 @@ pub type Seen = BTreeMap<String, (Observed, bool)>;
 
 /// One describe per kind for the whole account and region, cut per member
 /// as its own pass would have described it.
-async fn describe(c: &AwsClients, members: &BTreeMap<String, Member>) -> AwsResult<Seen> {
-    let key_pairs = members.values().any(|m| m.looks.key_pairs);
+async fn describe(c: &AwsClients, members: &BTreeMap<String, Entry<Member>>) -> AwsResult<Seen> {
+    let key_pairs = members.values().any(|e| e.member.looks.key_pairs);
     let (mut by_owner, roles, impaired) = tokio::try_join!(
-        Observed::describe_ec2(c, crate::aws::tags::Scope::Operator, key_pairs),
+        Observed::describe_ec2(c, Scope::Operator, key_pairs),
         instance_profile::describe_account(c),
         instances::impaired_in_region(c),
     )?;
     Ok(members
         .iter()
-        .map(|(uid, m)| {
+        .map(|(uid, e)| {
+            let m = &e.member;
             let mut observed = by_owner.remove(uid).unwrap_or_default();
             if !m.looks.key_pairs {
                 observed.key_pairs.clear();
@@ -215,14 +137,16 @@ async fn describe(c: &AwsClients, members: &BTreeMap<String, Member>) -> AwsResu
 
 /// The members to reconcile: those whose part changed or holds an impaired
 /// instance; all of them when the shared describe failed (`None`).
-pub fn due(members: &BTreeMap<String, Member>, seen: Option<&Seen>) -> BTreeSet<String> {
+pub fn due(members: &BTreeMap<String, Entry<Member>>, seen: Option<&Seen>) -> BTreeSet<String> {
     let Some(seen) = seen else {
         return members.keys().cloned().collect();
     };
     members
         .iter()
-        .filter(|(uid, m)| match seen.get(*uid) {
-            Some((observed, sick)) => *sick || fingerprint(observed, m.looks) != m.fingerprint,
+        .filter(|(uid, e)| match seen.get(*uid) {
+            Some((observed, sick)) => {
+                *sick || fingerprint(observed, e.member.looks) != e.member.fingerprint
+            }
             None => true,
         })
         .map(|(uid, _)| uid.clone())
@@ -347,16 +271,18 @@ mod tests {
     #[test]
     fn due_are_the_changed_the_impaired_and_the_unseen() {
         let object = ObjectRef::new("c").within("ns");
-        let member = |o: &Observed| Member {
+        let member = |o: &Observed| Entry {
             object: object.clone(),
-            iam_name: "byoc-x".into(),
-            looks: PLAIN,
-            fingerprint: fingerprint(o, PLAIN),
+            member: Member {
+                iam_name: "byoc-x".into(),
+                looks: PLAIN,
+                fingerprint: fingerprint(o, PLAIN),
+            },
         };
         let base = seen();
         let mut stopped = base.clone();
         stopped.instances[1].state = InstanceState::Stopped;
-        let members: BTreeMap<String, Member> = ["same", "changed", "sick", "unseen"]
+        let members: BTreeMap<String, Entry<Member>> = ["same", "changed", "sick", "unseen"]
             .into_iter()
             .map(|uid| (uid.to_string(), member(&base)))
             .collect();

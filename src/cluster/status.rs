@@ -31,6 +31,9 @@ pub struct Progress {
     pub notes: Vec<(&'static str, String)>,
     /// What the cluster waits for (shown in the Reconciling message).
     pub waiting: Vec<String>,
+    /// AWS is still creating something of the cluster's: a NAT gateway
+    /// pending, or an instance launched and not yet running.
+    pub aws_creating: bool,
 }
 
 impl Progress {
@@ -292,6 +295,11 @@ impl Report {
             ctx.client.clone(),
             &self.object.namespace().unwrap_or_default(),
         )
+    }
+
+    /// What AWS is still creating of the cluster's (see `Progress`).
+    pub fn aws_creating(&self) -> bool {
+        self.progress.aws_creating
     }
 
     /// Every part is ready: a pass that did not fail comes out `running`.

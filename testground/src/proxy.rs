@@ -258,6 +258,15 @@ impl AwsProxy {
         lock(&self.shared.world).throttled
     }
 
+    /// The least time the calls admitted so far could have taken under the
+    /// realism profile's rate limits ([`crate::realism::RateLimits::bound`]).
+    pub fn rate_bound(&self) -> (Duration, Option<(String, crate::realism::BucketKind)>) {
+        let Some(r) = lock(&self.shared.faults).realism.clone() else {
+            return (Duration::ZERO, None);
+        };
+        lock(&self.shared.world).limits.bound(&r)
+    }
+
     /// What the realism profile did so far, by what: each error code it
     /// answered, `hidden` items left out of describes, and the states it
     /// showed instead of moto's (`pending`, `shutting-down`, `deleting`).

@@ -233,6 +233,8 @@ impl Bucket {
 #[derive(Default)]
 pub struct RateLimits {
     buckets: HashMap<(String, String, BucketKind), Bucket>,
+    /// Tokens each bucket gave to calls it admitted.
+    spent: HashMap<(String, String, BucketKind), f64>,
 }
 
 impl RateLimits {
@@ -263,9 +265,27 @@ impl RateLimits {
                 if let Some(b) = self.buckets.get_mut(&key) {
                     b.tokens -= n;
                 }
+                *self.spent.entry(key).or_default() += n;
             }
         }
         enough
+    }
+
+    /// The least time the calls admitted so far could have taken with the
+    /// buckets full at the start: for each bucket, what was spent beyond its
+    /// capacity over its refill rate; the slowest bucket, and which.
+    pub fn bound(&self, r: &Realism) -> (Duration, Option<(String, BucketKind)>) {
+        let mut worst = (Duration::ZERO, None);
+        for ((account, _, kind), spent) in &self.spent {
+            let shape = r.limits.shape(*kind);
+            let rate = shape.refill / r.scale.max(1e-9);
+            let secs = (spent - shape.capacity).max(0.0) / rate;
+            let d = Duration::from_secs_f64(secs);
+            if d > worst.0 {
+                worst = (d, Some((account.clone(), *kind)));
+            }
+        }
+        worst
     }
 }
 
@@ -643,6 +663,29 @@ mod tests {
         // Another account and another region have their own buckets.
         assert!(limits.admit(&r, "222", "us-east-1", &needs, t2));
         assert!(limits.admit(&r, "111", "eu-west-1", &needs, t2));
+    }
+
+    #[test]
+    fn the_bound_is_the_slowest_buckets_spending_past_its_capacity() {
+        let r = realism();
+        let mut limits = RateLimits::default();
+        let t0 = Instant::now();
+        let write = [(BucketKind::IamWrite, 1.0)];
+        let mutate = [(BucketKind::Ec2Mutating, 1.0)];
+        // 30 IAM writes: 10 from the bucket, 20 at 2/s = 10 s; 210 EC2
+        // mutations: 200 from the bucket, 10 at 5/s = 2 s.
+        for i in 0..30 {
+            assert!(limits.admit(&r, "1", "global", &write, t0 + Duration::from_secs(i)));
+        }
+        for i in 0..210 {
+            assert!(limits.admit(&r, "1", "r", &mutate, t0 + Duration::from_secs(i)));
+        }
+        // A refused call spends nothing.
+        let lots = [(BucketKind::IamWrite, 1000.0)];
+        assert!(!limits.admit(&r, "1", "global", &lots, t0 + Duration::from_secs(30)));
+        let (bound, which) = limits.bound(&r);
+        assert_eq!(bound, Duration::from_secs(10));
+        assert_eq!(which, Some(("1".to_string(), BucketKind::IamWrite)));
     }
 
     #[test]

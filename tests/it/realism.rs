@@ -10,10 +10,10 @@ use kube::ResourceExt;
 use testground::{Faults, Realism};
 
 use crate::clusters::{
-    counts, delete_leaves_nothing, ground_with_account, small_cluster_manifest, wait_running,
-    Counts,
+    counts, delete_leaves_nothing, ground_with_account, ready_account, small_cluster_manifest,
+    wait_running, wait_running_within, Counts,
 };
-use crate::support::{ensure, kubectl_apply, Ground, OperatorExt};
+use crate::support::{ensure, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// The profile with every part off, at AWS's pace.
 fn nothing() -> Realism {
@@ -129,6 +129,40 @@ async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<
     )?;
     let uid = cc.uid().context("uid")?;
     delete_leaves_nothing(&g, "young", &uid).await
+}
+
+#[tokio::test]
+async fn a_cluster_waiting_for_aws_is_looked_at_when_aws_is_done_not_on_the_poll() -> Result<()> {
+    let g = Ground::new("realism-wait").await?;
+    install_crds(&g).await?;
+    // A progress poll longer than the whole test.
+    let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
+    ready_account(&g).await?;
+    with(
+        &g,
+        Realism {
+            states: true,
+            scale: 0.1,
+            ..nothing()
+        },
+    );
+    let started = std::time::Instant::now();
+    kubectl_apply(&g, &cluster("waited", "10.26.0.0/16"))?;
+    // NAT gateways pending 6–12 s, then instances 1–3 s: on the poll alone
+    // the first pass that leaves the NAT gateway pending would be followed
+    // by the next after 60 s.
+    let cc = wait_running_within(&g, "waited", std::time::Duration::from_secs(45), |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    let took = started.elapsed();
+    let waits = g.proxy.longest_waits();
+    println!("running after {took:?} with a 60 s progress poll; AWS's waits {waits:?}");
+    ensure(
+        counts(&g, &cc.uid().context("uid")?).await? == expected(),
+        "the cluster's resources",
+    )?;
+    with(&g, nothing());
+    delete_leaves_nothing(&g, "waited", &cc.uid().context("uid")?).await
 }
 
 #[tokio::test]

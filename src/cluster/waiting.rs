@@ -1,0 +1,121 @@
+//! The shared wait for what AWS is creating. A pass that leaves a NAT
+//! gateway pending or an instance launched and not yet running puts its
+//! cluster in its account and region's group. Every second the group asks
+//! AWS once for the NAT gateways and once for the instances of all its
+//! clusters (a tag filter of their UIDs), and reconciles each cluster that
+//! has nothing pending any more, so the pass that follows a NAT gateway or
+//! an instance becoming ready comes within a second of it, at two reads a
+//! second per account and region whatever the number of clusters. The
+//! progress poll stays as the fallback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, Stream};
+use kube::runtime::reflector::ObjectRef;
+
+use super::groups::{Entry, GroupKey, Groups};
+use crate::api::ComputeCluster;
+use crate::aws::instances::{self, InstanceState};
+use crate::aws::nat_gateway::{self, NatState};
+use crate::aws::tags::Scope;
+use crate::aws::{AwsClients, AwsResult};
+
+/// How often a group looks: AWS's creations are counted in tens of
+/// seconds, so a second late is a few percent.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The clusters waiting for AWS, by account and region.
+pub struct Waiting {
+    groups: Groups<()>,
+}
+
+impl Waiting {
+    /// Looks every `tick`; the stream yields the clusters with nothing
+    /// pending any more.
+    pub fn new(
+        tick: Duration,
+    ) -> (
+        Self,
+        impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
+    ) {
+        let look = Arc::new(|c: AwsClients, members: BTreeMap<String, Entry<()>>| {
+            async move {
+                let uids: Vec<String> = members.keys().cloned().collect();
+                match creating(&c, &uids).await {
+                    Ok(busy) => ready(&uids, &busy),
+                    // Each looks for itself on its progress poll.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "shared wait describe failed");
+                        BTreeSet::new()
+                    }
+                }
+            }
+            .boxed()
+        });
+        let (groups, stream) = Groups::new(tick, look);
+        (Waiting { groups }, stream)
+    }
+
+    pub fn join(
+        &self,
+        key: GroupKey,
+        clients: AwsClients,
+        uid: &str,
+        object: ObjectRef<ComputeCluster>,
+    ) {
+        self.groups
+            .join(key, clients, uid, Entry { object, member: () });
+    }
+
+    pub fn leave(&self, uid: &str) {
+        self.groups.leave(uid);
+    }
+}
+
+/// The UIDs of `uids` with a NAT gateway pending or an instance pending.
+async fn creating(c: &AwsClients, uids: &[String]) -> AwsResult<BTreeSet<String>> {
+    let mut busy = BTreeSet::new();
+    for chunk in uids.chunks(200) {
+        let scope = Scope::Clusters(chunk);
+        let (nats, launched) = tokio::try_join!(
+            nat_gateway::describe(c, scope),
+            instances::describe(c, scope)
+        )?;
+        busy.extend(
+            nats.into_iter()
+                .filter(|(_, n)| n.state == NatState::Pending)
+                .map(|(uid, _)| uid),
+        );
+        busy.extend(
+            launched
+                .into_iter()
+                .filter(|(_, i)| i.state == InstanceState::Pending)
+                .map(|(uid, _)| uid),
+        );
+    }
+    Ok(busy)
+}
+
+/// The clusters to reconcile: those with nothing pending.
+pub fn ready(uids: &[String], busy: &BTreeSet<String>) -> BTreeSet<String> {
+    uids.iter()
+        .filter(|u| !busy.contains(*u))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_ready_when_nothing_of_its_is_pending() {
+        let uids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let busy = BTreeSet::from(["b".to_string(), "z".to_string()]);
+        let got: Vec<String> = ready(&uids, &busy).into_iter().collect();
+        assert_eq!(got, ["a", "c"]);
+        assert!(ready(&[], &busy).is_empty());
+    }
+}
