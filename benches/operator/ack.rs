@@ -183,10 +183,12 @@ pub(crate) async fn ack_run(
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let _controller = Controller(
+    let mut controller = Controller(
         Command::new(dir.join("ec2-controller"))
             .args([
                 "--aws-endpoint-url",
+                &proxy.endpoint(),
+                "--aws-identity-endpoint-url",
                 &proxy.endpoint(),
                 "--allow-unsafe-aws-endpoint-urls",
                 "--aws-region",
@@ -212,7 +214,7 @@ pub(crate) async fn ack_run(
         if text.matches("Starting workers").count() >= 11 {
             break;
         }
-        if Instant::now() > end {
+        if Instant::now() > end || controller.0.try_wait()?.is_some() {
             bail!(
                 "ACK's ec2-controller did not start: see {}",
                 log_path.display()
