@@ -26,12 +26,43 @@ pub(crate) fn ack_dir() -> Option<PathBuf> {
     dir.join("ec2-controller").exists().then_some(dir)
 }
 
-/// One run: time to all synced, and the AWS calls by operation.
+/// One run: time to all synced (or to the deadline), and the AWS calls by
+/// operation.
 #[derive(Debug, Clone)]
 pub(crate) struct AckRun {
     pub(crate) to_synced: Duration,
     pub(crate) calls: BTreeMap<String, u64>,
     pub(crate) throttled: u64,
+    /// Resources not synced at the deadline, each with what its conditions
+    /// said (empty: all synced).
+    pub(crate) stuck: Vec<String>,
+}
+
+/// Why an ACK resource is not synced: its conditions' messages.
+fn why_not_synced(kind: &str, o: &DynamicObject) -> String {
+    let said: Vec<String> = o.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] != "True" || c["type"] != "ACK.ResourceSynced")
+        .filter_map(|c| {
+            let message = c["message"].as_str()?;
+            Some(format!(
+                "{}: {}",
+                c["type"].as_str().unwrap_or_default(),
+                message
+            ))
+        })
+        .collect();
+    format!(
+        "{kind} {}: {}",
+        o.metadata.name.as_deref().unwrap_or_default(),
+        if said.is_empty() {
+            "no condition yet".to_string()
+        } else {
+            said.join("; ")
+        }
+    )
 }
 
 /// The controller as a process; killed when dropped.
@@ -172,6 +203,7 @@ pub(crate) async fn ack_run(
     dir: &Path,
     ns: &str,
     faults: Faults,
+    deadline: Duration,
 ) -> Result<AckRun> {
     namespace(client, ns).await?;
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
@@ -247,7 +279,7 @@ pub(crate) async fn ack_run(
         |o: &DynamicObject, field: &str| o.data["status"][field].as_str().map(str::to_string);
     let subnets = api("Subnet", "subnets");
     let groups = api("SecurityGroup", "securitygroups");
-    let end = started + DEADLINE;
+    let end = started + deadline;
     let private_names = ["a", "b", "c"].map(|z| format!("private-{z}"));
     let (private, group) = loop {
         let private: Vec<Option<String>> =
@@ -263,7 +295,7 @@ pub(crate) async fn ack_run(
             break (private, group);
         }
         if Instant::now() > end {
-            bail!("ACK's subnets and security group got no IDs");
+            bail!("ACK's subnets and security group got no IDs within {deadline:?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -279,24 +311,30 @@ pub(crate) async fn ack_run(
             instances.create(&PostParams::default(), &o).await?;
         }
     }
-    loop {
-        let mut all = true;
+    let stuck = loop {
+        let mut waiting = vec![];
         for (kind, plural) in KINDS {
             let list = api(kind, plural).list(&ListParams::default()).await?;
-            all &= list.items.iter().all(synced);
+            waiting.extend(
+                list.items
+                    .iter()
+                    .filter(|o| !synced(o))
+                    .map(|o| (kind, o.clone())),
+            );
         }
-        if all {
-            break;
+        if waiting.is_empty() {
+            break vec![];
         }
         if Instant::now() > end {
-            bail!("ACK's resources not all synced after {DEADLINE:?}");
+            break waiting.iter().map(|(k, o)| why_not_synced(k, o)).collect();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
     let to_synced = started.elapsed();
     Ok(AckRun {
         to_synced,
         calls: proxy.calls(),
         throttled: proxy.throttled(),
+        stuck,
     })
 }

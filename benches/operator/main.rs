@@ -146,11 +146,13 @@ async fn run(args: Args) -> Result<()> {
                     realism: real.then(|| testground::Realism::aws(args.realism_scale)),
                     ..Default::default()
                 };
-                let r = ack::ack_run(&kube, &client, &dir, &format!("ack-{run}"), faults).await?;
-                if real {
-                    ack_real.push(r)
-                } else {
-                    ack_plain.push(r)
+                // Under the realism profile AWS's own waits are minutes.
+                let deadline = Duration::from_secs(if real { 600 } else { 120 });
+                let ns = format!("ack-{run}");
+                match ack::ack_run(&kube, &client, &dir, &ns, faults, deadline).await {
+                    Ok(r) if real => ack_real.push(r),
+                    Ok(r) => ack_plain.push(r),
+                    Err(e) => eprintln!("bench: ACK run {} failed: {e:#}", run + 1),
                 }
             }
         }

@@ -193,6 +193,8 @@ pub(crate) fn ack(
             "reads": spread(runs.iter().map(|r| reads(&r.calls) as f64).collect()),
             "throttled": spread(runs.iter().map(|r| r.throttled as f64).collect()),
             "by_operation": typical.map(|r| r.calls.clone()).unwrap_or_default(),
+            "runs_not_synced": runs.iter().filter(|r| !r.stuck.is_empty()).count(),
+            "not_synced_at_deadline": runs.iter().find(|r| !r.stuck.is_empty()).map(|r| r.stuck.clone()).unwrap_or_default(),
         })
     };
     let ours = |to: &dyn Fn(&ReferenceRun) -> Duration, calls: &dyn Fn(&ReferenceRun) -> f64| {
@@ -284,7 +286,7 @@ fn ack_section(r: &serde_json::Value) -> String {
          | 50 ms per call: AWS calls (writes, reads) | {} ({}, {}) | {} ({}, {}) | byoc's include IAM (3 writes, its reads) |\n\
          | realism profile at {} × AWS's durations: time | {} s | {} s | |\n\
          | realism profile: AWS calls, throttled | {} | {}, {} | |\n\n\
-         ACK's calls by operation are in `results.json` (`ack`).\n",
+         ACK's calls by operation are in `results.json` (`ack`).\n{}",
         m(&a["plain"]["byoc"]["seconds"]),
         m(&a["plain"]["ack"]["seconds"]),
         m(&a["plain"]["byoc"]["calls"]),
@@ -299,6 +301,18 @@ fn ack_section(r: &serde_json::Value) -> String {
         m(&a["realism"]["byoc"]["calls"]),
         m(&a["realism"]["ack"]["calls"]),
         m(&a["realism"]["ack"]["throttled"]),
+        ["plain", "realism"]
+            .iter()
+            .filter(|k| a[**k]["ack"]["runs_not_synced"].as_u64().unwrap_or(0) > 0)
+            .map(|k| format!(
+                "\nACK runs ({k}) not synced at their deadline (the time above is the deadline): {}; what was still waiting: {}.\n",
+                a[*k]["ack"]["runs_not_synced"],
+                a[*k]["ack"]["not_synced_at_deadline"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; "))
+                    .unwrap_or_default()
+            ))
+            .collect::<String>(),
     )
 }
 

@@ -382,8 +382,9 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Ok(seen) => (Ok(()), Some(seen)),
         Err(e) => (Err(e), None),
     };
-    let settled = seen.as_ref().filter(|_| report.parts_ready()).cloned();
-    let creating = seen.is_some() && !report.parts_ready() && report.aws_creating();
+    let ready = report.parts_ready();
+    let creating = seen.is_some() && !ready && report.aws_creating();
+    let settled = seen.filter(|_| ready);
     let action = report.finish(&ctx, result).await?;
     let key = GroupKey {
         account_id: resolved.account_id.clone(),
