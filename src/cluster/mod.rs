@@ -40,7 +40,7 @@ use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
 use cleanup::observed_ids;
-use groups::GroupKey;
+use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
 use recent::Recent;
 use resync::{Member, Resync};
@@ -122,8 +122,8 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     // A user data Secret that changes reconciles the clusters that name it
     // (the content's hash rolls their groups).
     let users_of_secret = store.clone();
-    let (resync, resync_due) = Resync::new(ctx.settings.resync, ctx.metrics.clone());
-    let (waiting, waited) = Waiting::new(waiting::TICK.min(ctx.settings.progress_poll));
+    let (resync, resync_due) = resync::groups(ctx.settings.resync, ctx.metrics.clone());
+    let (waiting, waited) = waiting::groups(waiting::TICK.min(ctx.settings.progress_poll));
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
         .reconcile_on(resync_due)
@@ -400,17 +400,22 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     // Waiting for AWS to finish a creation: looked at with the account and
     // region's every second (the requeue stays as the fallback).
     if creating {
-        ctx.waiting
-            .join(key.clone(), plain(), &uid, ObjectRef::from_obj(&*cc));
+        let entry = Entry {
+            object: ObjectRef::from_obj(&*cc),
+            member: (),
+        };
+        ctx.waiting.join(key.clone(), plain(), &uid, entry);
     }
     // Running as asked: from now on its drift is looked for with its
     // account and region's, and it waits for a change instead of a timer.
     let Some(seen) = settled else {
         return Ok(action);
     };
-    let member = Member::new(&spec.owner, looks, &seen);
-    ctx.resync
-        .join(key, plain(), &uid, ObjectRef::from_obj(&*cc), member);
+    let entry = Entry {
+        object: ObjectRef::from_obj(&*cc),
+        member: Member::new(&spec.owner, looks, &seen),
+    };
+    ctx.resync.join(key, plain(), &uid, entry);
     Ok(Action::await_change())
 }
 

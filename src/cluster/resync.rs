@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
-use super::groups::{Entry, GroupKey, Groups};
+use super::groups::{Entry, Groups};
 use super::kinds::{iam, Looks, Observed};
 use crate::api::ComputeCluster;
 use crate::aws::tags::Scope;
@@ -49,23 +49,21 @@ impl Member {
 }
 
 /// The settled clusters of each account and region.
-pub struct Resync {
-    groups: Groups<Member>,
-}
+pub type Resync = Groups<Member>;
 
-impl Resync {
-    /// Looks every `interval`; the stream yields the clusters found changed.
-    pub fn new(
-        interval: Duration,
-        metrics: Metrics,
-    ) -> (
-        Self,
-        impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
-    ) {
-        let look = Arc::new(
-            move |c: AwsClients, members: BTreeMap<String, Entry<Member>>| {
-                let metrics = metrics.clone();
-                async move {
+/// The groups, each looking every `interval`; the stream yields the
+/// clusters found changed.
+pub fn groups(
+    interval: Duration,
+    metrics: Metrics,
+) -> (
+    Resync,
+    impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
+) {
+    let look = Arc::new(
+        move |c: AwsClients, members: BTreeMap<String, Entry<Member>>| {
+            let metrics = metrics.clone();
+            async move {
                 let seen = describe(&c, &members).await;
                 if let Err(e) = &seen {
                     tracing::info!(error = %e, "shared resync describe failed; each cluster looks for itself");
@@ -77,30 +75,9 @@ impl Resync {
                 due
             }
             .boxed()
-            },
-        );
-        let (groups, stream) = Groups::new(interval, look);
-        (Resync { groups }, stream)
-    }
-
-    /// Cluster `uid` is settled as `member`: its drift is looked for with
-    /// its account and region's from now on.
-    pub fn join(
-        &self,
-        key: GroupKey,
-        clients: AwsClients,
-        uid: &str,
-        object: ObjectRef<ComputeCluster>,
-        member: Member,
-    ) {
-        self.groups
-            .join(key, clients, uid, Entry { object, member });
-    }
-
-    /// Cluster `uid` is not settled (or is gone): it looks for itself.
-    pub fn leave(&self, uid: &str) {
-        self.groups.leave(uid);
-    }
+        },
+    );
+    Groups::new(interval, look)
 }
 
 /// What the shared describe says of each member: its part of the view and

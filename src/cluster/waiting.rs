@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
-use super::groups::{Entry, GroupKey, Groups};
+use super::groups::{Entry, Groups};
 use crate::api::ComputeCluster;
 use crate::aws::instances::{self, InstanceState};
 use crate::aws::nat_gateway::{self, NatState};
@@ -27,51 +27,31 @@ use crate::aws::{AwsClients, AwsResult};
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// The clusters waiting for AWS, by account and region.
-pub struct Waiting {
-    groups: Groups<()>,
-}
+pub type Waiting = Groups<()>;
 
-impl Waiting {
-    /// Looks every `tick`; the stream yields the clusters with nothing
-    /// pending any more.
-    pub fn new(
-        tick: Duration,
-    ) -> (
-        Self,
-        impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
-    ) {
-        let look = Arc::new(|c: AwsClients, members: BTreeMap<String, Entry<()>>| {
-            async move {
-                let uids: Vec<String> = members.keys().cloned().collect();
-                match creating(&c, &uids).await {
-                    Ok(busy) => ready(&uids, &busy),
-                    // Each looks for itself on its progress poll.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "shared wait describe failed");
-                        BTreeSet::new()
-                    }
+/// The groups, each looking every `tick`; the stream yields the clusters
+/// with nothing pending any more.
+pub fn groups(
+    tick: Duration,
+) -> (
+    Waiting,
+    impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
+) {
+    let look = Arc::new(|c: AwsClients, members: BTreeMap<String, Entry<()>>| {
+        async move {
+            let uids: Vec<String> = members.keys().cloned().collect();
+            match creating(&c, &uids).await {
+                Ok(busy) => ready(&uids, &busy),
+                // Each looks for itself on its progress poll.
+                Err(e) => {
+                    tracing::debug!(error = %e, "shared wait describe failed");
+                    BTreeSet::new()
                 }
             }
-            .boxed()
-        });
-        let (groups, stream) = Groups::new(tick, look);
-        (Waiting { groups }, stream)
-    }
-
-    pub fn join(
-        &self,
-        key: GroupKey,
-        clients: AwsClients,
-        uid: &str,
-        object: ObjectRef<ComputeCluster>,
-    ) {
-        self.groups
-            .join(key, clients, uid, Entry { object, member: () });
-    }
-
-    pub fn leave(&self, uid: &str) {
-        self.groups.leave(uid);
-    }
+        }
+        .boxed()
+    });
+    Groups::new(tick, look)
 }
 
 /// The UIDs of `uids` with a NAT gateway pending or an instance pending.
