@@ -1,9 +1,11 @@
-//! The IDs that a client's creates answered, for the creates AWS offers no
+//! The IDs that a client's creates answered: the creates AWS offers no
 //! idempotency token for (VPC, subnet, internet gateway, route table,
-//! security group, Elastic IP). AWS's describes are eventually consistent:
-//! for a moment after a create they may not list what it made, and a pass
-//! that trusted such a describe would create it again. Whoever owns the
-//! client keeps these IDs until a describe shows them.
+//! security group, Elastic IP), and the instances a launch made (its token
+//! holds the instances the group had, so a pass that misses the new ones
+//! asks for a launch of its own). AWS's describes are eventually
+//! consistent: for a moment after a create they may not list what it made,
+//! and a pass that trusted such a describe would create it again. Whoever
+//! owns the client keeps these IDs until a describe shows them.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +13,7 @@ use aws_sdk_ec2::operation::{
     allocate_address::AllocateAddressOutput, create_internet_gateway::CreateInternetGatewayOutput,
     create_route_table::CreateRouteTableOutput, create_security_group::CreateSecurityGroupOutput,
     create_subnet::CreateSubnetOutput, create_vpc::CreateVpcOutput,
+    run_instances::RunInstancesOutput,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
@@ -30,7 +33,16 @@ impl CreatedIds {
     }
 }
 
-/// The ID a create's output names, for the tracked creates.
+/// The IDs a create's output names, for the tracked creates.
+fn created_ids(output: &Output) -> Vec<String> {
+    if let Some(o) = output.downcast_ref::<RunInstancesOutput>() {
+        let ids = o.instances().iter().filter_map(|i| i.instance_id());
+        return ids.map(str::to_string).collect();
+    }
+    created_id(output).into_iter().collect()
+}
+
+/// The ID a create's output names, for the tracked creates of one resource.
 fn created_id(output: &Output) -> Option<String> {
     let id = if let Some(o) = output.downcast_ref::<CreateVpcOutput>() {
         o.vpc().and_then(|v| v.vpc_id())
@@ -62,8 +74,9 @@ impl Intercept for CreatedIds {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(Ok(output)) = context.output_or_error() {
-            if let Some(id) = created_id(output) {
-                self.0.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+            let ids = created_ids(output);
+            if !ids.is_empty() {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(ids);
             }
         }
         Ok(())
@@ -90,5 +103,18 @@ mod tests {
             .build();
         assert_eq!(created_id(&Output::erase(sg)), Some("sg-1".into()));
         assert_eq!(created_id(&Output::erase(String::from("x"))), None);
+        let launch = RunInstancesOutput::builder()
+            .instances(
+                aws_sdk_ec2::types::Instance::builder()
+                    .instance_id("i-1")
+                    .build(),
+            )
+            .instances(
+                aws_sdk_ec2::types::Instance::builder()
+                    .instance_id("i-2")
+                    .build(),
+            )
+            .build();
+        assert_eq!(created_ids(&Output::erase(launch)), ["i-1", "i-2"]);
     }
 }

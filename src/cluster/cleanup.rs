@@ -246,7 +246,10 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
 
 /// Every AWS resource ID a describe found.
 pub fn observed_ids(o: &Observed) -> Vec<String> {
-    o.resources().into_iter().map(|(_, id)| id).collect()
+    let mut ids: Vec<String> = o.resources().into_iter().map(|(_, id)| id).collect();
+    // An instance shutting down was seen too.
+    ids.extend(o.instances.iter().map(|i| i.id.clone()));
+    ids
 }
 
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
