@@ -297,7 +297,11 @@ fn ack_section(r: &serde_json::Value) -> String {
         m(&a["plain"]["ack"]["reads"]),
         r["realism"]["scale"],
         m(&a["realism"]["byoc"]["seconds"]),
-        m(&a["realism"]["ack"]["seconds"]),
+        if runs(&a["realism"]["ack"]) == 0 && runs(&a["realism"]["byoc"]) > 0 {
+            "no run finished (the bench's stderr says what was still waiting)".to_string()
+        } else {
+            m(&a["realism"]["ack"]["seconds"])
+        },
         m(&a["realism"]["byoc"]["calls"]),
         m(&a["realism"]["ack"]["calls"]),
         m(&a["realism"]["ack"]["throttled"]),
