@@ -151,6 +151,8 @@ pub(crate) fn summarize(
             "goal_ratio": 1.05,
             "calls": nums(&|r| r.realistic_calls as f64),
             "throttled": nums(&|r| r.realistic_throttled as f64),
+            "timeline_one_run": typical.map(|r| r.realistic_timeline.iter().map(|(op, start, end)| json!([op, start, end])).collect::<Vec<_>>()).unwrap_or_default(),
+            "waits_one_run": typical.map(|r| r.realistic_waits.iter().map(|(what, made, ends)| json!([what, made, ends])).collect::<Vec<_>>()).unwrap_or_default(),
             "deletion_seconds": secs(&|r| r.realistic_to_deleted),
             "deletion_bound_seconds": nums(&|r| r.realistic_drain_bound),
             "deletion_ratio": nums(&|r| r.realistic_to_deleted.as_secs_f64() / r.realistic_drain_bound.max(0.001)),

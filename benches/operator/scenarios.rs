@@ -5,6 +5,7 @@ use super::*;
 use crate::critical_path::{
     critical_path, drain_bound, longest_sequential_chain, price_critical_path, price_with_waits,
 };
+use testground::proxy::Call;
 
 /// The operator as a process, watching `namespace`, reaching AWS through `proxy`.
 fn start_operator(
@@ -231,6 +232,10 @@ pub(crate) struct ReferenceRun {
     pub(crate) realistic_bound: f64,
     pub(crate) realistic_calls: u64,
     pub(crate) realistic_throttled: u64,
+    /// Its calls (operation, start, end) and AWS's waits (what, made,
+    /// ended), in seconds after the create.
+    pub(crate) realistic_timeline: Vec<(String, f64, f64)>,
+    pub(crate) realistic_waits: Vec<(String, f64, f64)>,
     /// Its deletion, and what the drains alone would take (s).
     pub(crate) realistic_to_deleted: Duration,
     pub(crate) realistic_drain_bound: f64,
@@ -272,20 +277,7 @@ pub(crate) async fn reference_run(
     // The proxy's clock started with the proxy: align with `started`.
     let proxy_age_at_create = proxy_age(&proxy) - started.elapsed();
     let first_call_after = since_start.saturating_sub(proxy_age_at_create);
-    let since_create = |d: Duration| {
-        let s = d.as_secs_f64() - proxy_age_at_create.as_secs_f64();
-        (s * 1000.0).round() / 1000.0
-    };
-    let timeline = trace
-        .iter()
-        .map(|c| {
-            (
-                c.operation.clone(),
-                since_create(c.start),
-                since_create(c.end),
-            )
-        })
-        .collect();
+    let timeline = timeline_of(&trace, proxy_age_at_create);
     let critical_at_call_times = price_critical_path(&critical_path(), &trace);
 
     // P2: one resync of the converged cluster: the calls of one shared
@@ -320,6 +312,19 @@ pub(crate) async fn reference_run(
     .await?;
     until_running(&api, "realistic", started + DEADLINE).await?;
     let realistic_to_running = started.elapsed();
+    let proxy_age_at_create = proxy_age(&proxy) - started.elapsed();
+    let realistic_timeline = timeline_of(&proxy.trace(), proxy_age_at_create);
+    let realistic_waits = proxy
+        .waits_drawn()
+        .into_iter()
+        .map(|(id, made, ends)| {
+            (
+                id,
+                seconds_after(made, proxy_age_at_create),
+                seconds_after(ends, proxy_age_at_create),
+            )
+        })
+        .collect();
     let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
     let realistic_calls: u64 = proxy.calls().values().sum();
     let realistic_throttled = proxy.throttled();
@@ -361,6 +366,8 @@ pub(crate) async fn reference_run(
         realistic_bound,
         realistic_calls,
         realistic_throttled,
+        realistic_timeline,
+        realistic_waits,
         realistic_to_deleted,
         realistic_drain_bound,
         to_running,
@@ -429,6 +436,27 @@ pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> 
 }
 
 /// How long the proxy has been up (its trace's clock).
+/// Seconds from `origin` to `at` (both on the proxy's clock), to the
+/// millisecond.
+fn seconds_after(at: Duration, origin: Duration) -> f64 {
+    ((at.as_secs_f64() - origin.as_secs_f64()) * 1000.0).round() / 1000.0
+}
+
+/// The calls of `trace` as (operation, start, end) in seconds after
+/// `origin` on the proxy's clock.
+fn timeline_of(trace: &[Call], origin: Duration) -> Vec<(String, f64, f64)> {
+    trace
+        .iter()
+        .map(|c| {
+            (
+                c.operation.clone(),
+                seconds_after(c.start, origin),
+                seconds_after(c.end, origin),
+            )
+        })
+        .collect()
+}
+
 pub(crate) fn proxy_age(proxy: &AwsProxy) -> Duration {
     proxy.uptime()
 }

@@ -97,10 +97,7 @@ impl AwsError {
         else {
             return false;
         };
-        let unknown_id = *class == ErrorClass::NotFound
-            && (code.ends_with("ID.NotFound")
-                || code == "InvalidGroup.NotFound"
-                || code == "NatGatewayNotFound");
+        let unknown_id = *class == ErrorClass::NotFound && names_unknown_id(code);
         unknown_id || young_instance_profile(code, message)
     }
 
@@ -287,6 +284,14 @@ pub fn is_quota(code: Option<&str>) -> bool {
 /// few seconds ("Invalid IAM Instance Profile").
 fn young_instance_profile(code: &str, message: &str) -> bool {
     code == "InvalidParameterValue" && message.to_ascii_lowercase().contains("instance profile")
+}
+
+/// An EC2 code saying a resource named by ID is unknown (an image is the
+/// user's to name, not one the operator makes).
+pub fn names_unknown_id(code: &str) -> bool {
+    (code.ends_with("ID.NotFound") && !code.starts_with("InvalidAMIID"))
+        || code == "InvalidGroup.NotFound"
+        || code == "NatGatewayNotFound"
 }
 
 /// Classifies an AWS error code.

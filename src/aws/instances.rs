@@ -17,6 +17,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::is_refusal;
+use super::settling::new_ids_retried;
 use super::tags::{tag_value, Owned, OwnershipTags, Scope, LAUNCH_CONFIG, NODE_GROUP};
 use super::token::client_token;
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
@@ -308,7 +309,7 @@ pub async fn run(
     let out = req
         .customize()
         .config_override(
-            aws_sdk_ec2::config::Builder::default().retry_classifier(RefusalsAreAnswers),
+            new_ids_retried::<RunInstancesError>().retry_classifier(RefusalsAreAnswers),
         )
         .send()
         .await

@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
+use super::settling::RetryNewIds;
 use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -66,6 +67,8 @@ pub async fn attach(c: &AwsClients, id: &str, vpc_id: &str) -> AwsResult<()> {
         .attach_internet_gateway()
         .internet_gateway_id(id)
         .vpc_id(vpc_id)
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:AttachInternetGateway")

@@ -17,6 +17,7 @@ pub mod pacing;
 pub mod quotas;
 pub mod route_table;
 pub mod security_group;
+pub mod settling;
 pub mod subnet;
 pub mod tags;
 pub mod token;

@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 
+use super::settling::RetryNewIds;
 use super::tags::{tag_value, Owned, OwnershipTags, Scope, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -154,6 +155,8 @@ pub async fn create(
             "nat-gateway",
             &[(ZONE, zone)],
         ))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:CreateNatGateway")?;

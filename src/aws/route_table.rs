@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
+use super::settling::RetryNewIds;
 use super::tags::{tag_value, Owned, OwnershipTags, Scope, PART, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -81,6 +82,8 @@ pub async fn create(
         .create_route_table()
         .vpc_id(vpc_id)
         .tag_specifications(owner.ec2_spec(ResourceType::RouteTable, part, &extra))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:CreateRouteTable")?;
@@ -113,7 +116,12 @@ pub async fn set_default_route(
         } else {
             r.gateway_id(target)
         };
-        r.send().await.op("ec2:ReplaceRoute").map(|_| ())
+        r.customize()
+            .retrying_new_ids()
+            .send()
+            .await
+            .op("ec2:ReplaceRoute")
+            .map(|_| ())
     } else {
         let r = c
             .ec2
@@ -125,7 +133,12 @@ pub async fn set_default_route(
         } else {
             r.gateway_id(target)
         };
-        r.send().await.op("ec2:CreateRoute").map(|_| ())
+        r.customize()
+            .retrying_new_ids()
+            .send()
+            .await
+            .op("ec2:CreateRoute")
+            .map(|_| ())
     }
 }
 
@@ -134,6 +147,8 @@ pub async fn associate(c: &AwsClients, table_id: &str, subnet_id: &str) -> AwsRe
         .associate_route_table()
         .route_table_id(table_id)
         .subnet_id(subnet_id)
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:AssociateRouteTable")

@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
+use super::settling::RetryNewIds;
 use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -151,6 +152,8 @@ pub async fn create(
             "nodes-security-group",
             &[],
         ))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:CreateSecurityGroup")?;
@@ -172,6 +175,8 @@ pub async fn authorize(c: &AwsClients, group_id: &str, add: &[Permission]) -> Aw
         .authorize_security_group_ingress()
         .group_id(group_id)
         .set_ip_permissions(Some(add.iter().map(to_aws).collect()))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:AuthorizeSecurityGroupIngress")
@@ -189,6 +194,8 @@ pub async fn revoke(c: &AwsClients, group_id: &str, remove: &[Permission]) -> Aw
         .revoke_security_group_ingress()
         .group_id(group_id)
         .set_ip_permissions(Some(remove.iter().map(to_aws).collect()))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:RevokeSecurityGroupIngress")

@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
+use super::settling::RetryNewIds;
 use super::tags::{tag_value, Owned, OwnershipTags, Scope, PART, ZONE};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -68,6 +69,8 @@ pub async fn create(
         .availability_zone(zone)
         .cidr_block(cidr)
         .tag_specifications(owner.ec2_spec(ResourceType::Subnet, part, &[(ZONE, zone)]))
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:CreateSubnet")?;
@@ -95,6 +98,8 @@ pub async fn map_public_ip(c: &AwsClients, id: &str) -> AwsResult<()> {
         .modify_subnet_attribute()
         .subnet_id(id)
         .map_public_ip_on_launch(AttributeBooleanValue::builder().value(true).build())
+        .customize()
+        .retrying_new_ids()
         .send()
         .await
         .op("ec2:ModifySubnetAttribute")?;

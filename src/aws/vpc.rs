@@ -2,6 +2,7 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 
+use super::settling::RetryNewIds;
 use super::tags::{Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -65,12 +66,16 @@ pub async fn enable_dns(c: &AwsClients, id: &str) -> AwsResult<()> {
         .modify_vpc_attribute()
         .vpc_id(id)
         .enable_dns_support(on())
+        .customize()
+        .retrying_new_ids()
         .send();
     let hostnames = c
         .ec2
         .modify_vpc_attribute()
         .vpc_id(id)
         .enable_dns_hostnames(on())
+        .customize()
+        .retrying_new_ids()
         .send();
     let (support, hostnames) = tokio::join!(support, hostnames);
     support.op("ec2:ModifyVpcAttribute")?;

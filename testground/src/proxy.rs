@@ -248,6 +248,42 @@ impl AwsProxy {
         ])
     }
 
+    /// What the realism profile drew for each NAT gateway, instance and
+    /// instance profile made through the proxy: its ID (or name), when it
+    /// was made and when its wait ends (`available`, `running`, usable),
+    /// on the clock of [`Call`]'s times. Empty without the profile.
+    pub fn waits_drawn(&self) -> Vec<(String, Duration, Duration)> {
+        let Some(r) = lock(&self.shared.faults).realism.clone() else {
+            return vec![];
+        };
+        let started = self.shared.started;
+        let world = lock(&self.shared.world);
+        let at = |t: Instant| t.saturating_duration_since(started);
+        let mut drawn: Vec<_> = world
+            .born
+            .iter()
+            .filter_map(|(id, born)| {
+                let range = if id.starts_with("nat-") {
+                    realism::NAT_PENDING
+                } else if id.starts_with("i-") {
+                    realism::INSTANCE_PENDING
+                } else {
+                    return None;
+                };
+                Some((id.clone(), at(*born), at(*born) + r.lasts(range, id)))
+            })
+            .chain(world.profiles.iter().map(|(name, made)| {
+                (
+                    name.clone(),
+                    at(*made),
+                    at(*made) + r.lasts(realism::PROFILE_PROPAGATION, name),
+                )
+            }))
+            .collect();
+        drawn.sort_by_key(|(_, _, ends)| *ends);
+        drawn
+    }
+
     /// Requests re-signed for moto's IAM enforcement so far.
     pub fn resigned(&self) -> u64 {
         self.shared.resigned.load(Ordering::SeqCst)

@@ -90,6 +90,45 @@ async fn a_stale_describe_after_a_create_duplicates_nothing() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result<()> {
+    let g = Ground::new("realism-retry").await?;
+    install_crds(&g).await?;
+    // A progress poll longer than the whole test: a pass ended by AWS not
+    // knowing a new ID yet would be looked at again only after it.
+    let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
+    ready_account(&g).await?;
+    with(
+        &g,
+        Realism {
+            consistency: true,
+            ..nothing()
+        },
+    );
+    kubectl_apply(&g, &cluster("retried", "10.27.0.0/16"))?;
+    let cc = wait_running_within(&g, "retried", std::time::Duration::from_secs(30), |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    let seen = events(&g);
+    println!("consistency at AWS's pace, calls retried: {seen:?}");
+    let refused: u64 = seen
+        .iter()
+        .filter(|(code, _)| code.ends_with("NotFound"))
+        .map(|(_, n)| n)
+        .sum();
+    ensure(
+        refused > 0,
+        format!("no call was refused for naming a new resource: {seen:?}"),
+    )?;
+    let uid = cc.uid().context("uid")?;
+    ensure(
+        counts(&g, &uid).await? == expected(),
+        "the cluster's resources",
+    )?;
+    with(&g, nothing());
+    delete_leaves_nothing(&g, "retried", &uid).await
+}
+
+#[tokio::test]
 async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<()> {
     let (g, op) = ground_with_account("realism-iam", &[]).await?;
     with(
