@@ -349,7 +349,7 @@ fn mass_sections(r: &serde_json::Value) -> String {
         for p in &points {
             let reads = p["reads"].as_u64().unwrap_or(u64::MAX);
             out.push_str(&format!(
-                "| {} | {} | {} | {} | ≤ 10 (8 EC2 kinds, instance status, IAM) plus pages | {} |\n",
+                "| {} | {} | {} | {} | ≤ 10 (8 EC2 kinds, instance status, IAM; each in one page of 1000 up to 500 clusters) | {} |\n",
                 p["clusters"],
                 reads,
                 p["per_cluster_resync_would_read"],

@@ -88,6 +88,8 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
         .describe_instances()
         .filters(scope.filter())
         .filters(live)
+        // AWS's largest page (without it, pages of 100 here).
+        .max_results(1000)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {

@@ -628,8 +628,11 @@ impl Moto {
         let tools = Tools::locate()?;
         let dir = ground_dir("moto")?;
         let port = free_port()?;
-        let mut cmd = Command::new(&tools.moto_server);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        // moto's server with its tags indexed (`testground/moto_server.py`
+        // says why), on the venv's Python.
+        let mut cmd = Command::new(tools.moto_server.with_file_name("python3"));
+        cmd.arg(repo_root().join("testground/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let mut process = Process::spawn("moto", cmd, &dir.path().join("moto.log"))?;
         process
             .wait_ready(|| http_request(port, "GET", "/moto-api/", "").is_ok_and(|s| s < 500))?;
