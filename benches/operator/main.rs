@@ -55,10 +55,9 @@ struct Args {
     /// CloudAccounts in P3.
     #[arg(long, default_value_t = 20)]
     accounts: usize,
-    /// ComputeClusters in P5, all in one AWS account (0: no P5). moto
-    /// serves one account from one core: 200 saturate it (then moto, not
-    /// AWS's rate limits, sets the pace).
-    #[arg(long, default_value_t = 50)]
+    /// ComputeClusters in P5, all in one AWS account (0: no P5; 200 take
+    /// about ten minutes, as AWS's mutating bucket allows).
+    #[arg(long, default_value_t = 200)]
     mass_clusters: usize,
     /// Settled clusters in one account whose resync reads are counted, in
     /// turn (empty: not measured).
