@@ -281,13 +281,14 @@ fn ack_section(r: &serde_json::Value) -> String {
     if runs(&a["plain"]["ack"]) + runs(&a["realism"]["ack"]) == 0 {
         return "\n## Side by side with ACK\n\nNot measured (ACK's ec2-controller not built: `hack/build-ground.sh ack`).\n".into();
     }
+    let ack_unfinished = runs(&a["realism"]["ack"]) == 0 && runs(&a["realism"]["byoc"]) > 0;
     format!(
         "\n## Side by side with ACK's ec2-controller v1.0.0 (same apiserver, proxy and moto; the reference topology's network and 6 instances, posted straight to the API; ACK has no IAM)\n\n\
          | | byoc-operator | ACK | |\n|---|---|---|---|\n\
          | 50 ms per call: time from the first create to `running` / all `ACK.ResourceSynced` | {} s | {} s | |\n\
          | 50 ms per call: AWS calls (writes, reads) | {} ({}, {}) | {} ({}, {}) | byoc's include IAM (3 writes, its reads) |\n\
-         | realism profile at {} × AWS's durations: time | {} s | {} s | |\n\
-         | realism profile: AWS calls, throttled | {} | {}, {} | |\n\n\
+         | realism profile at {} × AWS's durations: time | {} s | {} | |\n\
+         | realism profile: AWS calls, throttled | {} | {} | |\n\n\
          ACK's calls by operation are in `results.json` (`ack`).\n{}",
         m(&a["plain"]["byoc"]["seconds"]),
         m(&a["plain"]["ack"]["seconds"]),
@@ -299,14 +300,21 @@ fn ack_section(r: &serde_json::Value) -> String {
         m(&a["plain"]["ack"]["reads"]),
         r["realism"]["scale"],
         m(&a["realism"]["byoc"]["seconds"]),
-        if runs(&a["realism"]["ack"]) == 0 && runs(&a["realism"]["byoc"]) > 0 {
+        if ack_unfinished {
             "no run finished (the bench's stderr says what was still waiting)".to_string()
         } else {
-            m(&a["realism"]["ack"]["seconds"])
+            format!("{} s", m(&a["realism"]["ack"]["seconds"]))
         },
         m(&a["realism"]["byoc"]["calls"]),
-        m(&a["realism"]["ack"]["calls"]),
-        m(&a["realism"]["ack"]["throttled"]),
+        if ack_unfinished {
+            "—".to_string()
+        } else {
+            format!(
+                "{}, {}",
+                m(&a["realism"]["ack"]["calls"]),
+                m(&a["realism"]["ack"]["throttled"])
+            )
+        },
         ["plain", "realism"]
             .iter()
             .filter(|k| a[**k]["ack"]["runs_not_synced"].as_u64().unwrap_or(0) > 0)

@@ -53,6 +53,17 @@ fn expected() -> Counts {
     }
 }
 
+/// A ground with a ready account, its operator's progress poll longer
+/// than the whole test, and `realism` on.
+async fn polled_once_a_minute(name: &str, realism: Realism) -> Result<(Ground, Operator)> {
+    let g = Ground::new(name).await?;
+    install_crds(&g).await?;
+    let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
+    ready_account(&g).await?;
+    with(&g, realism);
+    Ok((g, op))
+}
+
 fn events(g: &Ground) -> BTreeMap<String, u64> {
     g.proxy.realism_events()
 }
@@ -91,19 +102,16 @@ async fn a_stale_describe_after_a_create_duplicates_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result<()> {
-    let g = Ground::new("realism-retry").await?;
-    install_crds(&g).await?;
-    // A progress poll longer than the whole test: a pass ended by AWS not
-    // knowing a new ID yet would be looked at again only after it.
-    let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
-    ready_account(&g).await?;
-    with(
-        &g,
+    // A pass ended by AWS not knowing a new ID yet would be looked at
+    // again only after the minute's poll.
+    let (g, op) = polled_once_a_minute(
+        "realism-retry",
         Realism {
             consistency: true,
             ..nothing()
         },
-    );
+    )
+    .await?;
     kubectl_apply(&g, &cluster("retried", "10.27.0.0/16"))?;
     let cc = wait_running_within(&g, "retried", std::time::Duration::from_secs(30), |_| true)
         .await
@@ -172,19 +180,15 @@ async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<
 
 #[tokio::test]
 async fn a_cluster_waiting_for_aws_is_looked_at_when_aws_is_done_not_on_the_poll() -> Result<()> {
-    let g = Ground::new("realism-wait").await?;
-    install_crds(&g).await?;
-    // A progress poll longer than the whole test.
-    let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
-    ready_account(&g).await?;
-    with(
-        &g,
+    let (g, op) = polled_once_a_minute(
+        "realism-wait",
         Realism {
             states: true,
             scale: 0.1,
             ..nothing()
         },
-    );
+    )
+    .await?;
     let started = std::time::Instant::now();
     kubectl_apply(&g, &cluster("waited", "10.26.0.0/16"))?;
     // NAT gateways pending 6–12 s, then instances 1–3 s: on the poll alone
