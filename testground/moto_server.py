@@ -10,11 +10,18 @@ moto's request time in that scan). AWS indexes its tags.
 
 The answer is the same: the resource-id filter is an anchored pattern of
 the ID (`fnmatch.translate`), so it matches that ID's tags alone, in their
-order. Run with moto's own arguments.
+order.
+
+And moto lists its package directory (a stat per service) on every request
+to route it, holding the dispatcher's lock: the list is read once here, as
+the directory does not change while moto runs (a tenth of moto's request
+time with 500 clusters). Run with moto's own arguments.
 """
 
+import functools
 import sys
 
+from moto import backends
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.server import main
@@ -37,6 +44,9 @@ def get_tags(self):
 
 
 TaggedEC2Resource.get_tags = get_tags
+
+_modules = backends.list_of_moto_modules
+backends.list_of_moto_modules = functools.cache(lambda: tuple(_modules()))
 
 if __name__ == "__main__":
     sys.exit(main())
