@@ -101,6 +101,12 @@ impl AwsError {
         unknown_id || young_instance_profile(code, message)
     }
 
+    /// A call naming a resource AWS does not know yet (or no longer): the
+    /// part of [`Self::is_settling`] that passes within seconds.
+    pub fn is_unknown_id(&self) -> bool {
+        matches!(self, AwsError::Service { code, class: ErrorClass::NotFound, .. } if names_unknown_id(code))
+    }
+
     /// For a call that creates something: what it refers to does not exist
     /// (a key pair, a security group, an image), which the user must fix;
     /// not "done", as not-found means for a deletion.

@@ -72,6 +72,22 @@ pub fn phase_of(outcome: &Outcome, stage: Stage, previous: Option<ClusterPhase>)
     }
 }
 
+/// How soon a pass that found AWS behind what was just made looks again:
+/// AWS's consistency window is a second or two, far below the progress poll.
+pub const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The pass ended on AWS not showing, or not knowing, what was just made
+/// (a describe without a recent creation; an unknown new ID the SDK's
+/// retries did not outlast). A young instance profile is not: EC2 takes
+/// about ten seconds to accept one, and the progress poll suits it.
+pub fn is_catching_up(result: &Result<(), Error>) -> bool {
+    match result {
+        Err(Error::NotVisibleYet(_)) => true,
+        Err(Error::Aws(e)) => e.is_unknown_id(),
+        _ => false,
+    }
+}
+
 /// The outcome of a converge pass that returned `result`; `None` for an
 /// error the controller's error policy handles (the Kubernetes API).
 pub fn outcome_of(
@@ -252,11 +268,17 @@ impl Report {
     /// Writes the status after convergence ran (or failed).
     pub async fn finish(self, ctx: &Context, result: Result<(), Error>) -> Result<Action, Error> {
         let (network, iam, nodes) = self.ready_parts();
+        let catching_up = is_catching_up(&result);
         let outcome = outcome_of(result, network && iam && nodes, self.waiting_message())?;
         if let Outcome::Transient { message, .. } = &outcome {
             tracing::info!(name = %self.object.name_any(), error = %message, "transient AWS error; retrying");
         }
-        self.settle(ctx, outcome).await
+        let after = self.write(ctx, &outcome).await?;
+        Ok(Action::requeue(if catching_up {
+            after.min(CATCH_UP)
+        } else {
+            after
+        }))
     }
 
     /// Writes the outcome and says when to look again.
@@ -461,6 +483,34 @@ pub fn phase_name(phase: ClusterPhase) -> &'static str {
 mod tests {
     use super::*;
     use crate::aws::AwsError;
+
+    #[test]
+    fn a_pass_behind_what_was_just_made_looks_again_within_a_second() {
+        let aws = |code: &str, message: &str| {
+            Err(Error::Aws(AwsError::Service {
+                operation: "ec2:CreateSubnet",
+                code: code.into(),
+                message: message.into(),
+                class: crate::aws::error::classify(code, message, Some(400)),
+            }))
+        };
+        let rows: Vec<(Result<(), Error>, bool)> = vec![
+            (Err(Error::NotVisibleYet("vpc-1".into())), true),
+            (aws("InvalidVpcID.NotFound", "m"), true),
+            (aws("NatGatewayNotFound", "m"), true),
+            // EC2 takes ~10 s to accept a new profile: the progress poll.
+            (
+                aws("InvalidParameterValue", "Invalid IAM Instance Profile name"),
+                false,
+            ),
+            (aws("InvalidAMIID.NotFound", "m"), false),
+            (aws("RequestLimitExceeded", "m"), false),
+            (Ok(()), false),
+        ];
+        for (result, expected) in rows {
+            assert_eq!(is_catching_up(&result), expected, "{result:?}");
+        }
+    }
 
     #[test]
     fn outcomes_of_a_pass() {
