@@ -88,17 +88,8 @@ impl AwsError {
     /// new instance profile not yet usable by EC2. Worth looking again
     /// soon, not after a growing backoff.
     pub fn is_settling(&self) -> bool {
-        let AwsError::Service {
-            code,
-            message,
-            class,
-            ..
-        } = self
-        else {
-            return false;
-        };
-        let unknown_id = *class == ErrorClass::NotFound && names_unknown_id(code);
-        unknown_id || young_instance_profile(code, message)
+        self.is_unknown_id()
+            || matches!(self, AwsError::Service { code, message, .. } if young_instance_profile(code, message))
     }
 
     /// A call naming a resource AWS does not know yet (or no longer): the

@@ -273,18 +273,24 @@ impl Report {
         if let Outcome::Transient { message, .. } = &outcome {
             tracing::info!(name = %self.object.name_any(), error = %message, "transient AWS error; retrying");
         }
-        let after = self.write(ctx, &outcome).await?;
-        Ok(Action::requeue(if catching_up {
-            after.min(CATCH_UP)
-        } else {
-            after
-        }))
+        let within = if catching_up { CATCH_UP } else { Duration::MAX };
+        self.settle_within(ctx, outcome, within).await
     }
 
     /// Writes the outcome and says when to look again.
     pub async fn settle(self, ctx: &Context, outcome: Outcome) -> Result<Action, Error> {
+        self.settle_within(ctx, outcome, Duration::MAX).await
+    }
+
+    /// [`Self::settle`], looking again within `within` at the latest.
+    async fn settle_within(
+        self,
+        ctx: &Context,
+        outcome: Outcome,
+        within: Duration,
+    ) -> Result<Action, Error> {
         let after = self.write(ctx, &outcome).await?;
-        Ok(Action::requeue(after))
+        Ok(Action::requeue(after.min(within)))
     }
 
     /// Writes the outcome; returns when to look again.
