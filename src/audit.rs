@@ -1,9 +1,16 @@
-//! `byoc-operator audit`: what carries the operator's ownership tags in the
-//! AWS accounts its CloudAccounts reach, but belongs to no live
+//! `byoc-operator audit`: what carries this installation's ownership tags
+//! in the AWS accounts its CloudAccounts reach, but belongs to no live
 //! ComputeCluster (a finalizer removed by hand, a namespace force-deleted),
 //! grouped by former cluster with an estimate of what it costs; with
-//! `--delete`, removed through the controller's own deletion, in order.
+//! `--delete`, the former clusters it is told (`--cluster UID`, or `--all`
+//! it lists) are removed through the controller's own deletion, in order.
 //! Read-only otherwise. Also run periodically by the operator for its gauge.
+//!
+//! What it never counts or touches: another installation's resources (its
+//! clusters live in another apiserver), what `deletionPolicy: Retain` let
+//! go, and a live cluster's. What was made before installations were
+//! tagged cannot be told apart: it is listed as unattributed and deleted
+//! only when named with `--cluster`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -59,7 +66,12 @@ pub struct Leak {
     pub uid: String,
     /// `namespace/name` the cluster had.
     pub cluster: String,
+    /// Made before installations were tagged: maybe another installation's.
+    pub unattributed: bool,
     pub resources: Vec<LeakedResource>,
+    /// This installation's public ID (its deletion finds what carries it,
+    /// or no installation tag).
+    installation: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,14 +90,15 @@ impl Leak {
 
     /// The ownership tags the deletion code finds its resources by.
     pub fn owner(&self) -> OwnershipTags {
-        owner(&self.uid, &self.cluster)
+        owner(&self.installation, &self.uid, &self.cluster)
     }
 }
 
-/// The ownership tags of the cluster `uid` that was `namespace/name`.
-pub fn owner(uid: &str, cluster: &str) -> OwnershipTags {
+/// The ownership tags of `installation`'s cluster `uid` that was `namespace/name`.
+pub fn owner(installation: &str, uid: &str, cluster: &str) -> OwnershipTags {
     let (namespace, name) = cluster.split_once('/').unwrap_or(("", cluster));
     OwnershipTags {
+        installation: installation.to_string(),
         uid: uid.to_string(),
         namespace: namespace.to_string(),
         name: name.to_string(),
@@ -93,16 +106,48 @@ pub fn owner(uid: &str, cluster: &str) -> OwnershipTags {
     }
 }
 
-/// The former clusters (UID → `namespace/name`) that resources carrying the
-/// operator's tags belong to, with no cluster in `live`. Tags can outlive
-/// their resource for a while (a terminated instance's do), so what is
-/// really left is then described by kind.
-pub fn leaked(found: &[Tagged], live: &BTreeSet<String>) -> BTreeMap<String, String> {
-    found
-        .iter()
-        .filter(|t| !live.contains(&t.uid))
-        .map(|t| (t.uid.clone(), t.cluster.clone()))
-        .collect()
+/// The former clusters that resources carrying the operator's tags belong
+/// to, with no cluster in `live`, as `installation` sees them. Tags can
+/// outlive their resource for a while (a terminated instance's do), so
+/// what is really left is then described by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Former {
+    /// This installation's (UID → `namespace/name`): leaked.
+    pub ours: BTreeMap<String, String>,
+    /// Made before installations were tagged (no installation tag on any
+    /// of its resources): maybe another installation's.
+    pub unattributed: BTreeMap<String, String>,
+    /// Let go on purpose with `deletionPolicy: Retain` (UIDs).
+    pub retained: BTreeSet<String>,
+    /// Another installation's (UIDs): never looked at further.
+    pub others: BTreeSet<String>,
+}
+
+pub fn leaked(found: &[Tagged], live: &BTreeSet<String>, installation: &str) -> Former {
+    let mut by_uid: BTreeMap<&str, Vec<&Tagged>> = BTreeMap::new();
+    for t in found.iter().filter(|t| !live.contains(&t.uid)) {
+        by_uid.entry(&t.uid).or_default().push(t);
+    }
+    let mut former = Former::default();
+    for (uid, tagged) in by_uid {
+        let cluster = tagged
+            .iter()
+            .map(|t| t.cluster.clone())
+            .find(|c| !c.is_empty())
+            .unwrap_or_default();
+        let tags: BTreeSet<Option<&str>> =
+            tagged.iter().map(|t| t.installation.as_deref()).collect();
+        if tags.iter().flatten().any(|i| *i != installation) {
+            former.others.insert(uid.to_string());
+        } else if tagged.iter().any(|t| t.retained) {
+            former.retained.insert(uid.to_string());
+        } else if tags.contains(&Some(installation)) {
+            former.ours.insert(uid.to_string(), cluster);
+        } else {
+            former.unattributed.insert(uid.to_string(), cluster);
+        }
+    }
+    former
 }
 
 /// Estimated monthly cost of an instance type, when the table knows it.
@@ -113,9 +158,15 @@ pub fn instance_monthly_usd(instance_type: &str) -> Option<f64> {
         .map(|(_, hourly)| hourly * HOURS_PER_MONTH)
 }
 
-/// What is left of the former cluster `uid`, as the describe of its kinds
-/// shows it, with estimated costs.
-pub fn describe_leak(uid: &str, cluster: &str, o: &Observed) -> Leak {
+/// What is left of `installation`'s former cluster `uid`, as the describe
+/// of its kinds shows it, with estimated costs.
+pub fn describe_leak(
+    installation: &str,
+    uid: &str,
+    cluster: &str,
+    unattributed: bool,
+    o: &Observed,
+) -> Leak {
     let resources = o
         .resources()
         .into_iter()
@@ -132,7 +183,9 @@ pub fn describe_leak(uid: &str, cluster: &str, o: &Observed) -> Leak {
     Leak {
         uid: uid.to_string(),
         cluster: cluster.to_string(),
+        unattributed,
         resources,
+        installation: installation.to_string(),
     }
 }
 
@@ -166,33 +219,71 @@ fn priced(kind: &str, id: &str, o: &Observed) -> (String, Option<f64>) {
     }
 }
 
+/// What one account and region holds for `installation`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Found {
+    /// This installation's former clusters' resources, then the
+    /// unattributed ones (`Leak::unattributed`).
+    pub leaks: Vec<Leak>,
+    /// Former clusters let go with `deletionPolicy: Retain`.
+    pub retained: usize,
+    /// Former clusters of other installations.
+    pub others: usize,
+}
+
+impl Found {
+    /// This installation's leaked resources (the unattributed not counted).
+    pub fn ours(&self) -> usize {
+        self.leaks
+            .iter()
+            .filter(|l| !l.unattributed)
+            .map(|l| l.resources.len())
+            .sum()
+    }
+}
+
 /// Everything of the operator's in one account and region, and what of it
-/// belongs to no cluster in `live`.
-pub async fn find(c: &AwsClients, live: &BTreeSet<String>) -> AwsResult<Vec<Leak>> {
+/// belongs to no cluster in `live`, as `installation` sees it.
+pub async fn find(c: &AwsClients, live: &BTreeSet<String>, installation: &str) -> AwsResult<Found> {
     let mut found = inventory::ec2(c).await?;
     found.extend(inventory::iam_roles(c, "byoc-").await?);
-    let mut leaks = Vec::new();
-    for (uid, cluster) in leaked(&found, live) {
-        let observed = Observed::describe(c, &owner(&uid, &cluster)).await?;
-        let leak = describe_leak(&uid, &cluster, &observed);
+    let former = leaked(&found, live, installation);
+    let mut out = Found {
+        retained: former.retained.len(),
+        others: former.others.len(),
+        ..Found::default()
+    };
+    let clusters = former
+        .ours
+        .iter()
+        .map(|c| (c, false))
+        .chain(former.unattributed.iter().map(|c| (c, true)));
+    for ((uid, cluster), unattributed) in clusters {
+        let observed = Observed::describe(c, &owner(installation, uid, cluster)).await?;
+        let leak = describe_leak(installation, uid, cluster, unattributed, &observed);
         if !leak.resources.is_empty() {
-            leaks.push(leak);
+            out.leaks.push(leak);
         }
     }
-    Ok(leaks)
+    Ok(out)
 }
 
 /// The report of one account and region.
-pub fn report(heading: &str, leaks: &[Leak]) -> String {
+pub fn report(heading: &str, found: &Found) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{heading}:");
-    if leaks.is_empty() {
+    if found.leaks.is_empty() {
         let _ = writeln!(out, "  nothing leaked");
     }
-    for leak in leaks {
+    for leak in &found.leaks {
+        let whose = if leak.unattributed {
+            ", made before installations were tagged: maybe another installation's; deleted only when named with --cluster"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  former cluster {} (uid {}): {} resources, about ${:.2}/month",
+            "  former cluster {} (uid {}{whose}): {} resources, about ${:.2}/month",
             leak.cluster,
             leak.uid,
             leak.resources.len(),
@@ -211,13 +302,34 @@ pub fn report(heading: &str, leaks: &[Leak]) -> String {
             let _ = writeln!(out, "    {} {}{detail}{cost}", r.kind, r.id);
         }
     }
+    if found.retained > 0 {
+        let _ = writeln!(
+            out,
+            "  {} former clusters let go with deletionPolicy: Retain (not counted, never deleted)",
+            found.retained
+        );
+    }
+    if found.others > 0 {
+        let _ = writeln!(
+            out,
+            "  {} clusters of other operator installations (not counted, never touched)",
+            found.others
+        );
+    }
     out
 }
 
 /// What `audit` does.
 pub struct AuditOptions {
-    /// Delete what is found (default: only report).
+    /// This installation's public ID: only its resources are counted.
+    pub installation: String,
+    /// Delete what is found and selected (default: only report).
     pub delete: bool,
+    /// With `delete`: the former clusters to delete, by UID.
+    pub clusters: Vec<String>,
+    /// With `delete`: every former cluster of this installation listed
+    /// (not the unattributed ones: those only by `clusters`).
+    pub all: bool,
     /// Regions to look in besides each account's and its clusters'.
     pub regions: Vec<String>,
     /// How long `--delete` waits for AWS to finish deleting.
@@ -245,12 +357,23 @@ fn places(
     out.into_iter().collect()
 }
 
+impl AuditOptions {
+    /// Whether `--delete` is to delete `leak`.
+    fn selects(&self, leak: &Leak) -> bool {
+        self.delete && ((self.all && !leak.unattributed) || self.clusters.contains(&leak.uid))
+    }
+}
+
 /// Looks in every account and region; the report, and how many resources
-/// were found leaked (after `--delete`: how many are left).
+/// were found leaked (after `--delete`: how many are left). Before
+/// deleting, `confirm` is shown the report and what is selected, and
+/// deletes nothing unless it answers yes. A `--cluster` that is live is an
+/// error, and nothing is deleted.
 pub async fn command(
     client: &Client,
     base: &SdkConfig,
     opts: &AuditOptions,
+    confirm: &mut dyn FnMut(&str, &[&Leak]) -> bool,
 ) -> Result<(String, usize), Error> {
     let accounts = crate::context::scoped_api::<CloudAccount>(client, opts.namespace.as_deref())
         .list(&ListParams::default())
@@ -261,9 +384,21 @@ pub async fn command(
         .await?
         .items;
     let live: BTreeSet<String> = clusters.iter().filter_map(|c| c.uid()).collect();
+    if let Some(c) = clusters
+        .iter()
+        .find(|c| c.uid().is_some_and(|u| opts.clusters.contains(&u)))
+    {
+        return Err(Error::InvalidSpec(format!(
+            "--cluster {}: that is the live ComputeCluster {}/{}; audit never deletes a live cluster's resources (delete the ComputeCluster instead)",
+            c.uid().unwrap_or_default(),
+            c.namespace().unwrap_or_default(),
+            c.name_any()
+        )));
+    }
     let metrics = Metrics::new();
     let mut seen = BTreeSet::new();
     let (mut out, mut total, mut monthly) = (String::new(), 0, 0.0);
+    let mut found_in = Vec::new();
     for (i, region) in places(&accounts, &clusters, &opts.regions) {
         let account = &accounts[i];
         let label = format!(
@@ -271,7 +406,8 @@ pub async fn command(
             account.namespace().unwrap_or_default(),
             account.name_any()
         );
-        let resolved = match credentials::resolve(client, base, &metrics, account).await {
+        let ambient = credentials::Ambient::Published;
+        let resolved = match credentials::resolve(client, base, &metrics, account, &ambient).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = writeln!(out, "{label}: not looked in, it cannot be used: {e}");
@@ -282,21 +418,36 @@ pub async fn command(
             continue;
         }
         let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
-        let leaks = find(&c, &live).await?;
+        let found = find(&c, &live, &opts.installation).await?;
         let heading = format!(
-            "AWS account {} in {region} (through {label})",
-            resolved.account_id
+            "AWS account {} in {region} (through {label}), installation {}",
+            resolved.account_id, opts.installation
         );
-        out.push_str(&report(&heading, &leaks));
-        monthly += leaks.iter().map(Leak::monthly_usd).sum::<f64>();
-        total += leaks.iter().map(|l| l.resources.len()).sum::<usize>();
-        if opts.delete {
-            for leak in &leaks {
-                let left = delete_leak(&c, &leak.owner(), opts.deadline).await?;
+        out.push_str(&report(&heading, &found));
+        monthly += found
+            .leaks
+            .iter()
+            .filter(|l| !l.unattributed)
+            .map(Leak::monthly_usd)
+            .sum::<f64>();
+        total += found.ours();
+        found_in.push((c, found));
+    }
+    let selected: Vec<&Leak> = found_in
+        .iter()
+        .flat_map(|(_, f)| &f.leaks)
+        .filter(|l| opts.selects(l))
+        .collect();
+    if opts.delete && !selected.is_empty() && confirm(&out, &selected) {
+        total = 0;
+        for (c, found) in &found_in {
+            for leak in found.leaks.iter().filter(|l| opts.selects(l)) {
+                let left = delete_leak(c, &leak.owner(), opts.deadline).await?;
                 let _ = writeln!(
                     out,
-                    "  deleted former cluster {}: {}",
+                    "deleted former cluster {} (uid {}): {}",
                     leak.cluster,
+                    leak.uid,
                     if left {
                         "not finished within the deadline"
                     } else {
@@ -304,12 +455,10 @@ pub async fn command(
                     }
                 );
             }
-            total = find(&c, &live)
-                .await?
-                .iter()
-                .map(|l| l.resources.len())
-                .sum();
+            total += find(c, &live, &opts.installation).await?.ours();
         }
+    } else if opts.delete {
+        let _ = writeln!(out, "nothing deleted");
     }
     let _ = writeln!(
         out,
@@ -407,12 +556,14 @@ async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error>
         );
         let in_scope = |l: &&Leak| {
             let ns = l.owner().namespace;
-            ctx.settings
-                .namespace
-                .as_deref()
-                .is_none_or(|scope| scope == ns)
+            !l.unattributed
+                && ctx
+                    .settings
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|scope| scope == ns)
         };
-        let leaks = find(&c, &live).await?;
+        let leaks = find(&c, &live, ctx.installation.id()).await?.leaks;
         let found: usize = leaks
             .iter()
             .filter(in_scope)
@@ -438,30 +589,91 @@ mod tests {
             id: id.into(),
             uid: uid.into(),
             cluster: format!("team-a/{uid}"),
+            installation: Some("ours".into()),
+            retained: false,
         }
     }
 
     #[test]
-    fn leaks_are_the_clusters_no_live_one_owns() {
+    fn leaks_are_this_installations_clusters_no_live_one_owns() {
+        let of = |installation: Option<&str>, t: Tagged| Tagged {
+            installation: installation.map(String::from),
+            ..t
+        };
+        let retained = |t: Tagged| Tagged {
+            retained: true,
+            ..t
+        };
         let found = vec![
             tagged("vpc", "vpc-live", "live"),
             tagged("vpc", "vpc-gone", "gone"),
             tagged("natgateway", "nat-gone", "gone"),
             tagged("iam-role", "byoc-team-a-other-1234", "other"),
+            // Another installation's running cluster (not live here).
+            of(Some("theirs"), tagged("vpc", "vpc-prod", "prod")),
+            // Let go with Retain.
+            retained(tagged("vpc", "vpc-kept", "kept")),
+            tagged("subnet", "subnet-kept", "kept"),
+            // Made before installations were tagged.
+            of(None, tagged("vpc", "vpc-old", "old")),
+            // Half adopted: ours.
+            of(None, tagged("vpc", "vpc-half", "half")),
+            tagged("subnet", "subnet-half", "half"),
         ];
         let live: BTreeSet<String> = ["live".to_string()].into();
-        let leaks: Vec<(String, String)> = leaked(&found, &live).into_iter().collect();
+        let former = leaked(&found, &live, "ours");
+        let names = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&former.ours), ["gone", "half", "other"]);
+        assert_eq!(former.ours["gone"], "team-a/gone");
+        assert_eq!(names(&former.unattributed), ["old"]);
+        assert_eq!(former.retained, BTreeSet::from(["kept".to_string()]));
+        assert_eq!(former.others, BTreeSet::from(["prod".to_string()]));
+        // The other installation sees it the other way round.
+        let theirs = leaked(&found, &live, "theirs");
+        assert_eq!(names(&theirs.ours), ["prod"]);
+        assert!(theirs.others.contains("gone"));
         assert_eq!(
-            leaks,
-            vec![
-                ("gone".to_string(), "team-a/gone".to_string()),
-                ("other".to_string(), "team-a/other".to_string())
-            ]
-        );
-        assert!(
-            leaked(&found[..1], &live).is_empty(),
+            leaked(&found[..1], &live, "ours"),
+            Former::default(),
             "a healthy cluster reports nothing"
         );
+    }
+
+    #[test]
+    fn delete_selects_what_it_is_told_and_never_the_unattributed_by_all() {
+        let leak = |uid: &str, unattributed| Leak {
+            uid: uid.into(),
+            cluster: format!("a/{uid}"),
+            unattributed,
+            resources: vec![],
+            installation: "ours".into(),
+        };
+        let opts = |delete, all, clusters: &[&str]| AuditOptions {
+            installation: "ours".into(),
+            delete,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            all,
+            regions: vec![],
+            deadline: Duration::from_secs(1),
+            namespace: None,
+        };
+        let (ours, old) = (leak("u1", false), leak("u2", true));
+        // (options, selects ours, selects the unattributed)
+        let rows = [
+            (opts(false, true, &["u1", "u2"]), false, false),
+            (opts(true, false, &[]), false, false),
+            (opts(true, true, &[]), true, false),
+            (opts(true, false, &["u1"]), true, false),
+            (opts(true, false, &["u2"]), false, true),
+            (opts(true, true, &["u2"]), true, true),
+        ];
+        for (i, (o, want_ours, want_old)) in rows.into_iter().enumerate() {
+            assert_eq!(
+                (o.selects(&ours), o.selects(&old)),
+                (want_ours, want_old),
+                "row {i}"
+            );
+        }
     }
 
     #[test]
@@ -513,7 +725,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let leak = describe_leak("gone", "team-a/gone", &observed);
+        let leak = describe_leak("ours", "gone", "team-a/gone", false, &observed);
         let priced: Vec<(&str, Option<f64>)> = leak
             .resources
             .iter()
@@ -536,7 +748,12 @@ mod tests {
         );
         assert_eq!(leak.owner().namespace, "team-a");
         assert_eq!(leak.owner().name, "gone");
-        let text = report("account 1, us-east-1", &[leak]);
+        let found = Found {
+            leaks: vec![leak],
+            retained: 1,
+            others: 2,
+        };
+        let text = report("account 1, us-east-1", &found);
         assert!(
             text.contains(
                 "former cluster team-a/gone (uid gone): 4 resources, about $106.58/month"
@@ -547,8 +764,16 @@ mod tests {
             text.contains("instance i-1 (m6i.large, running)  ~$70.08/month"),
             "{text}"
         );
-        assert!(report("x", &[]).contains("nothing leaked"));
-        assert!(describe_leak("x", "a/x", &Observed::default())
+        assert!(
+            text.contains("1 former clusters let go with deletionPolicy: Retain"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 clusters of other operator installations"),
+            "{text}"
+        );
+        assert!(report("x", &Found::default()).contains("nothing leaked"));
+        assert!(describe_leak("i", "x", "a/x", false, &Observed::default())
             .resources
             .is_empty());
     }

@@ -17,6 +17,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::installation::Installation;
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 
@@ -38,6 +39,18 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
+    /// Namespaces whose CloudAccounts may start from the operator's own
+    /// identity (`*`: every namespace); elsewhere only from a Secret.
+    pub ambient_namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether CloudAccounts of `namespace` may use the operator's identity.
+    pub fn ambient_allowed(&self, namespace: &str) -> bool {
+        self.ambient_namespaces
+            .iter()
+            .any(|n| n == "*" || n == namespace)
+    }
 }
 
 impl Default for Settings {
@@ -49,6 +62,7 @@ impl Default for Settings {
             capacity_refusal_ttl: Duration::from_secs(180),
             namespace: None,
             concurrency: 8,
+            ambient_namespaces: vec![],
         }
     }
 }
@@ -56,6 +70,8 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub aws: SdkConfig,
+    /// This installation: tags every resource, keys every external ID.
+    pub installation: Installation,
     pub settings: Settings,
     pub metrics: Metrics,
     recorder: Recorder,
@@ -63,7 +79,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, aws: SdkConfig, settings: Settings, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        aws: SdkConfig,
+        installation: Installation,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -72,6 +94,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             aws,
+            installation,
             settings,
             metrics,
             backoffs: Mutex::default(),

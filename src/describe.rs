@@ -52,11 +52,15 @@ async fn describe_aws(
     cc: &ComputeCluster,
 ) -> Result<Observed, String> {
     let metrics = Metrics::new();
-    let resolved = credentials::resolve(client, base, &metrics, account)
+    let ambient = credentials::Ambient::Published;
+    let resolved = credentials::resolve(client, base, &metrics, account, &ambient)
         .await
         .map_err(|e| format!("the CloudAccount cannot be used: {e}"))?;
     let c = AwsClients::new(&resolved.config, &cc.spec.region, metrics.aws_interceptor());
+    // What the installation that made it tagged (none before installations were).
+    let installation = cc.status.as_ref().and_then(|s| s.installation.clone());
     let owner = OwnershipTags {
+        installation: installation.unwrap_or_default(),
         uid: cc.uid().unwrap_or_default(),
         namespace: cc.namespace().unwrap_or_default(),
         name: cc.name_any(),

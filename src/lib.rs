@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cluster;
 pub mod context;
 pub mod describe;
+pub mod installation;
 pub mod leadership;
 pub mod metrics;
 pub mod outcome;
@@ -54,6 +55,10 @@ pub enum Error {
     IamPolicyNotFound(String),
     #[error("instance profile {0} (iam.instanceProfileName) does not exist")]
     InstanceProfileNotFound(String),
+    /// Something brought (an instance profile, a VPC, a subnet, a security
+    /// group) was made by the operator for another cluster or installation.
+    #[error("{0}")]
+    NotOursToUse(String),
     /// AWS accepted none of a group's offerings (capacity, offered types):
     /// its state, retried with backoff.
     #[error("{0}")]
@@ -110,6 +115,7 @@ impl Error {
             Error::QuotaExceeded(_) => Some(reason::QUOTA_EXCEEDED),
             Error::IamPolicyNotFound(_) => Some(reason::IAM_POLICY_NOT_FOUND),
             Error::InstanceProfileNotFound(_) => Some(reason::INSTANCE_PROFILE_NOT_FOUND),
+            Error::NotOursToUse(_) => Some(reason::NOT_OURS_TO_USE),
             Error::Internal(_) => Some(reason::INTERNAL_ERROR),
             Error::Aws(e) if aws::error::is_quota(e.code()) => Some(reason::QUOTA_EXCEEDED),
             Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
@@ -143,6 +149,7 @@ impl Error {
             Error::QuotaExceeded(_) => "quota_exceeded".into(),
             Error::IamPolicyNotFound(_) => "iam_policy_not_found".into(),
             Error::InstanceProfileNotFound(_) => "instance_profile_not_found".into(),
+            Error::NotOursToUse(_) => "not_ours_to_use".into(),
             Error::Internal(_) => "internal".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::Yaml(_) => "serialize".into(),

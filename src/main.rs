@@ -11,6 +11,7 @@ use axum::Router;
 use byoc_operator::api::CloudAccount;
 use byoc_operator::aws::pacing::{Limits, Pacing};
 use byoc_operator::context::{scoped_api, Context, Settings};
+use byoc_operator::installation::{self, Installation, InstallationError};
 use byoc_operator::leadership::{Election, Leadership, Shutdown, Stop};
 use byoc_operator::metrics::Metrics;
 use byoc_operator::{account, cluster};
@@ -38,15 +39,36 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// List what carries the operator's ownership tags in the AWS accounts
-    /// the CloudAccounts reach but belongs to no live ComputeCluster, with an
-    /// estimate of its monthly cost; read-only unless --delete. Uses the
-    /// kubeconfig (KUBECONFIG) and each CloudAccount's credentials.
+    /// List what carries this installation's ownership tags in the AWS
+    /// accounts the CloudAccounts reach but belongs to no live
+    /// ComputeCluster, with an estimate of its monthly cost; read-only
+    /// unless --delete. Another installation's resources and what
+    /// deletionPolicy: Retain let go are never counted or touched. Uses the
+    /// kubeconfig (KUBECONFIG) and each CloudAccount's credentials (with
+    /// your own identity where the account uses the operator's).
     Audit {
-        /// Delete what is found, in dependency order, through the
-        /// operator's own deletion (only what carries a former cluster's tags).
-        #[arg(long)]
+        /// Delete the former clusters selected by --cluster or --all, in
+        /// dependency order, through the operator's own deletion; asks
+        /// first when run on a terminal (unless --yes).
+        #[arg(long, requires = "which")]
         delete: bool,
+        /// With --delete: a former cluster to delete, by UID (repeatable).
+        /// The only way to delete one listed as made before installations
+        /// were tagged. A live cluster's UID is refused.
+        #[arg(long = "cluster", group = "which")]
+        clusters: Vec<String>,
+        /// With --delete: every former cluster of this installation listed.
+        #[arg(long, group = "which")]
+        all: bool,
+        /// With --delete: do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// This installation's public ID (`byoc-operator version`); default:
+        /// read from the installation Secret.
+        #[arg(long)]
+        installation: Option<String>,
+        #[command(flatten)]
+        installation_secret: InstallationArgs,
         /// Also look in this region (repeatable); each account's region and
         /// its clusters' regions are always looked in.
         #[arg(long)]
@@ -70,22 +92,49 @@ enum Command {
         #[arg(short = 'n', long, env = "BYOC_NAMESPACE", default_value = "default")]
         namespace: String,
     },
+    /// Print the version and this installation's public ID (read from the
+    /// installation Secret through the kubeconfig).
+    Version {
+        #[command(flatten)]
+        installation: InstallationArgs,
+    },
     /// Print the IAM policy JSON for the target account's cross-account role:
-    /// `permissions` (least privilege) or `trust` (needs --principal and --external-id).
+    /// `permissions` (least privilege) or `trust` (needs --principal, and
+    /// --account or --external-id).
     IamPolicy {
         #[arg(value_enum, default_value_t = PolicyKind::Permissions)]
         kind: PolicyKind,
         /// ARN allowed to assume the role (the operator's identity or the Secret's user).
         #[arg(long, required_if_eq("kind", "trust"))]
         principal: Option<String>,
-        /// External ID the role requires.
-        #[arg(long, required_if_eq("kind", "trust"))]
+        /// Trust: the CloudAccount (NAMESPACE/NAME) whose generated external
+        /// ID (status.externalId) the role requires, read through the kubeconfig.
+        #[arg(long, conflicts_with = "external_id")]
+        account: Option<String>,
+        /// Trust: the external ID the role requires, for an account with
+        /// Secret-based credentials (with the operator's own identity, use --account).
+        #[arg(long)]
         external_id: Option<String>,
         /// Permissions: a role of a brought instance profile
         /// (`iam.instanceProfileName`) the operator may pass to the nodes;
         /// repeatable.
         #[arg(long)]
         pass_role: Vec<String>,
+        /// Permissions: a managed policy node roles may get
+        /// (`iam.managedPolicyArns`); repeatable. Default none: no policy
+        /// may be attached.
+        #[arg(long = "managed-policy-arn")]
+        managed_policy_arns: Vec<String>,
+        /// Permissions: the permissions boundary every role the operator
+        /// creates must carry (the CloudAccount's permissionsBoundaryArn).
+        #[arg(long)]
+        permissions_boundary: Option<String>,
+        /// Permissions: this installation's public ID (`byoc-operator
+        /// version`); default: read from the installation Secret.
+        #[arg(long)]
+        installation: Option<String>,
+        #[command(flatten)]
+        installation_secret: InstallationArgs,
     },
 }
 
@@ -158,6 +207,57 @@ struct RunArgs {
     /// within this long after the leader dies.
     #[arg(long, env = "BYOC_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
+    #[command(flatten)]
+    installation: InstallationArgs,
+    /// Namespaces whose CloudAccounts may start from the operator's own
+    /// identity (no credentialsSecretRef), comma-separated; `*` for every
+    /// namespace. Default: none. Even there it only assumes the account's
+    /// roleArn, with the external ID the operator generates.
+    #[arg(long, env = "BYOC_AMBIENT_IDENTITY_NAMESPACES", value_delimiter = ',')]
+    ambient_identity_namespaces: Vec<String>,
+}
+
+/// Where the installation's secret is kept.
+#[derive(clap::Args, Clone)]
+struct InstallationArgs {
+    /// Name of the Secret holding the installation's secret (created on the
+    /// first start when missing).
+    #[arg(long = "installation-secret", env = "BYOC_INSTALLATION_SECRET", default_value = installation::DEFAULT_SECRET_NAME)]
+    secret: String,
+    /// Its namespace (default: the operator's: POD_NAMESPACE, else the
+    /// pod's, else `default`).
+    #[arg(long = "installation-namespace", env = "BYOC_INSTALLATION_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+impl InstallationArgs {
+    fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .or_else(in_cluster_namespace)
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// The installation, created on the first start.
+    async fn load_or_create(&self, client: &Client) -> Result<Installation, InstallationError> {
+        Installation::load_or_create(client, &self.namespace(), &self.secret).await
+    }
+
+    /// The installation as it is; an error when it was never created.
+    async fn load(&self, client: &Client) -> Result<Installation, InstallationError> {
+        let namespace = self.namespace();
+        Installation::load(client, &namespace, &self.secret)
+            .await?
+            .ok_or(InstallationError::NotFound {
+                namespace,
+                name: self.secret.clone(),
+            })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,35 +279,72 @@ fn main() -> ExitCode {
         Command::IamPolicy {
             kind,
             principal,
+            account,
             external_id,
             pass_role,
+            managed_policy_arns,
+            permissions_boundary,
+            installation,
+            installation_secret,
         } => {
             use byoc_operator::account::iam_policy;
             let doc = match kind {
-                PolicyKind::Permissions => iam_policy::permissions_policy(&pass_role),
-                PolicyKind::Trust => iam_policy::trust_policy(
-                    principal.as_deref().unwrap_or_default(),
-                    external_id.as_deref().unwrap_or_default(),
-                ),
+                PolicyKind::Permissions => {
+                    let installation = match installation {
+                        Some(id) => Ok(id),
+                        None => block_on_value(async {
+                            let client = Client::try_default().await?;
+                            Ok(installation_secret.load(&client).await?.id().to_string())
+                        }),
+                    };
+                    installation.map(|installation| {
+                        iam_policy::permissions_policy(&iam_policy::PolicyOptions {
+                            installation,
+                            managed_policy_arns,
+                            permissions_boundary,
+                            pass_roles: pass_role,
+                        })
+                    })
+                }
+                PolicyKind::Trust => {
+                    let principal = principal.unwrap_or_default();
+                    match (account, external_id) {
+                        (Some(account), _) => block_on_value(published_external_id(account))
+                            .map(|id| iam_policy::trust_policy(&principal, &id)),
+                        (None, Some(id)) => Ok(iam_policy::trust_policy(&principal, &id)),
+                        (None, None) => Err("a trust policy needs --account NAMESPACE/NAME (the operator's identity) or --external-id (Secret-based credentials)".into()),
+                    }
+                }
             };
-            serde_json::to_string_pretty(&doc)
-                .map(|s| println!("{s}"))
-                .map_err(Into::into)
+            doc.and_then(|doc| {
+                serde_json::to_string_pretty(&doc)
+                    .map(|s| println!("{s}"))
+                    .map_err(Into::into)
+            })
         }
+        Command::Version { installation } => block_on(version(installation)),
         Command::Run(args) => block_on(run(args)),
         Command::Audit {
             delete,
+            clusters,
+            all,
+            yes,
+            installation,
+            installation_secret,
             region,
             deadline,
             namespace,
         } => {
             let opts = byoc_operator::audit::AuditOptions {
+                installation: installation.unwrap_or_default(),
                 delete,
+                clusters,
+                all,
                 regions: region,
                 deadline,
                 namespace,
             };
-            block_on(audit(opts))
+            block_on(audit(opts, installation_secret, yes))
         }
         Command::Describe {
             kind: DescribeKind::Computecluster,
@@ -227,10 +364,42 @@ fn main() -> ExitCode {
 fn block_on(
     work: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    block_on_value(work)
+}
+
+fn block_on_value<T>(
+    work: impl std::future::Future<Output = Result<T, Box<dyn std::error::Error>>>,
+) -> Result<T, Box<dyn std::error::Error>> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(work)
+}
+
+/// `byoc-operator version`: the release, and the installation's public ID
+/// when the kubeconfig reaches the installation Secret.
+async fn version(installation: InstallationArgs) -> Result<(), Box<dyn std::error::Error>> {
+    println!("byoc-operator {}", env!("CARGO_PKG_VERSION"));
+    let client = Client::try_default().await?;
+    let found = installation.load(&client).await?;
+    println!("installation {}", found.id());
+    Ok(())
+}
+
+/// The generated external ID a CloudAccount's status publishes.
+async fn published_external_id(account: String) -> Result<String, Box<dyn std::error::Error>> {
+    let (namespace, name) = account
+        .split_once('/')
+        .ok_or("--account takes NAMESPACE/NAME")?;
+    let client = Client::try_default().await?;
+    let found = Api::<CloudAccount>::namespaced(client, namespace)
+        .get(name)
+        .await
+        .map_err(|e| format!("CloudAccount {account}: {e}"))?;
+    found
+        .status
+        .and_then(|s| s.external_id)
+        .ok_or_else(|| format!("CloudAccount {account} publishes no status.externalId: it has Secret-based credentials (use --external-id), its namespace may not use the operator's identity, or the operator has not looked at it yet (see its conditions)").into())
 }
 
 /// The AWS base of a command run by a person: the environment's endpoint
@@ -242,9 +411,43 @@ async fn command_aws() -> aws_config::SdkConfig {
         .await
 }
 
-async fn audit(opts: byoc_operator::audit::AuditOptions) -> Result<(), Box<dyn std::error::Error>> {
+async fn audit(
+    mut opts: byoc_operator::audit::AuditOptions,
+    installation: InstallationArgs,
+    yes: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, IsTerminal, Write};
     let client = Client::try_default().await?;
-    let (report, _) = byoc_operator::audit::command(&client, &command_aws().await, &opts).await?;
+    if opts.installation.is_empty() {
+        opts.installation = installation.load(&client).await?.id().to_string();
+    }
+    // On a terminal, the person sees what would go and says yes first.
+    let ask = !yes && std::io::stdin().is_terminal();
+    let mut confirm = |report: &str, selected: &[&byoc_operator::audit::Leak]| {
+        if !ask {
+            return true;
+        }
+        print!("{report}");
+        println!("to delete:");
+        for l in selected {
+            println!(
+                "  former cluster {} (uid {}): {} resources",
+                l.cluster,
+                l.uid,
+                l.resources.len()
+            );
+        }
+        print!(
+            "delete these {} former clusters' AWS resources? [y/N] ",
+            selected.len()
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let (report, _) =
+        byoc_operator::audit::command(&client, &command_aws().await, &opts, &mut confirm).await?;
     print!("{report}");
     Ok(())
 }
@@ -328,6 +531,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new();
     let pacing = Arc::new(pacing(&args, &metrics));
     let aws = aws_base(&pacing).await;
+    let installation = args.installation.load_or_create(&client).await?;
+    metrics.set_installation(installation.id());
     let settings = Settings {
         resync: args.resync_interval,
         account_verify_interval: args.account_verify_interval,
@@ -335,6 +540,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         capacity_refusal_ttl: args.capacity_refusal_ttl,
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
+        ambient_namespaces: args.ambient_identity_namespaces.clone(),
     };
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
@@ -342,7 +548,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         .route("/readyz", get(|| async { "ok" }))
         .with_state(metrics.clone());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, "byoc-operator starting");
+    tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, installation = installation.id(), "byoc-operator starting");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (shutdown, stop) = Shutdown::on_signals();
@@ -360,13 +566,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     metrics.set_leader(true);
 
-    let accounts = Arc::new(account::Accounts::new(
-        client.clone(),
-        aws.clone(),
+    let ctx = Arc::new(Context::new(
+        client,
+        aws,
+        installation,
+        settings,
         metrics.clone(),
-        pacing,
     ));
-    let ctx = Arc::new(Context::new(client, aws, settings, metrics.clone()));
+    let accounts = Arc::new(account::Accounts::new(&ctx, pacing));
     let controllers = async {
         tokio::join!(
             account::run(ctx.clone(), accounts.clone(), shutdown.clone()),

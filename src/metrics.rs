@@ -78,7 +78,14 @@ pub struct Metrics {
     clusters: Family<PhaseLabels, Gauge>,
     leaked: Family<AccountLabels, Gauge>,
     leader: Gauge,
+    installation: Family<InstallationLabels, Gauge>,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstallationLabels {
+    /// The installation's public ID (the `byoc.dev/installation` tag).
+    pub installation: String,
 }
 
 impl Default for Metrics {
@@ -106,6 +113,12 @@ impl Metrics {
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
         let leaked = Family::<AccountLabels, Gauge>::default();
+        let installation = Family::<InstallationLabels, Gauge>::default();
+        registry.register(
+            "installation",
+            "1, labelled with this operator installation's public ID (the byoc.dev/installation tag on everything it creates)",
+            installation.clone(),
+        );
         registry.register("reconciles", "Reconciliations finished", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -184,6 +197,7 @@ impl Metrics {
             clusters,
             leaked,
             leader,
+            installation,
             cluster_phases: Arc::default(),
         }
     }
@@ -222,6 +236,14 @@ impl Metrics {
         self.resynced
             .get_or_create(&ResultLabels { result })
             .inc_by(count as u64);
+    }
+
+    pub fn set_installation(&self, id: &str) {
+        self.installation
+            .get_or_create(&InstallationLabels {
+                installation: id.to_string(),
+            })
+            .set(1);
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -5,6 +5,8 @@
 //! returns (progress poll, resync, backoff) brings the next one.
 
 use futures::Stream;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{predicates, watcher, Predicate, WatchStreamExt};
 use kube::{Api, Resource};
@@ -38,6 +40,19 @@ where
             Default::default(),
         );
     (reader, changes)
+}
+
+/// The Secrets of `api` as they change, metadata only: a rotation of the
+/// few that CloudAccounts and user data name is noticed without holding any
+/// Secret's content (the cluster's Secrets may be many and large; Helm
+/// alone keeps one per release revision). What a reconcile needs of one is
+/// read when it needs it.
+pub fn secret_changes(
+    api: Api<PartialObjectMeta<Secret>>,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
 }
 
 /// For each object of `events` (a watch, relists included), the value of

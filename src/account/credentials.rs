@@ -4,6 +4,13 @@
 //!
 //! Key material lives only in memory here: it is never logged, and errors
 //! name the Secret and the keys, never their values.
+//!
+//! The operator's own identity is shared by every tenant, so it is lent
+//! only under rules a tenant cannot bend ([`Ambient`]): only to the
+//! namespaces the installation lists, only to assume a role (never as it
+//! is), and only with the external ID the operator generates for the
+//! account — a tenant's own choice of external ID would let one namespace
+//! assume another's role (the confused deputy).
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +23,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::conditions::reason;
 use crate::api::CloudAccount;
 use crate::aws::{AwsError, ErrorClass};
+use crate::installation::Installation;
 use crate::metrics::Metrics;
 
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -75,6 +83,22 @@ pub enum AccountError {
     AssumeRoleDenied { role: String, error: AwsError },
     #[error("AWS is unavailable: {0}")]
     Unavailable(AwsError),
+    #[error("CloudAccounts of namespace {namespace} may not use the operator's own identity: the installation's ambient identity namespaces (run --ambient-identity-namespaces, chart value ambientIdentity.namespaces) do not list it; give spec.credentialsSecretRef instead")]
+    AmbientNotAllowed { namespace: String },
+    #[error("without spec.roleArn the operator's own identity would be lent as it is: name the role in your account for it to assume (its trust policy requiring sts:ExternalId {external_id}), or give spec.credentialsSecretRef")]
+    AmbientNeedsRole { external_id: String },
+    #[error("{field} is chosen by the operator when its own identity assumes the role: remove it, and require sts:ExternalId {external_id} (status.externalId) in the role's trust policy")]
+    ExternalIdChosen { field: String, external_id: String },
+    #[error("AssumeRole into {role} was denied: {error}; the role's trust policy must allow the operator's identity with the condition sts:ExternalId = {external_id} (status.externalId; `byoc-operator iam-policy trust --account NAMESPACE/NAME` prints it)")]
+    AmbientAssumeRoleDenied {
+        role: String,
+        external_id: String,
+        error: AwsError,
+    },
+    #[error(
+        "the CloudAccount's status publishes no externalId yet: the operator has not looked at it"
+    )]
+    ExternalIdNotPublished,
     #[error("reading Secret {namespace}/{name}: {source}")]
     Kube {
         namespace: String,
@@ -93,8 +117,15 @@ impl AccountError {
                 reason::SECRET_KEY_MISSING
             }
             AccountError::CredentialsRejected { .. } => reason::CREDENTIALS_REJECTED,
-            AccountError::AssumeRoleDenied { .. } => reason::ASSUME_ROLE_DENIED,
-            AccountError::Unavailable(_) | AccountError::Kube { .. } => reason::AWS_UNAVAILABLE,
+            AccountError::AssumeRoleDenied { .. }
+            | AccountError::AmbientAssumeRoleDenied { .. } => reason::ASSUME_ROLE_DENIED,
+            AccountError::AmbientNotAllowed { .. } | AccountError::AmbientNeedsRole { .. } => {
+                reason::AMBIENT_IDENTITY_NOT_ALLOWED
+            }
+            AccountError::ExternalIdChosen { .. } => reason::EXTERNAL_ID_NOT_ALLOWED,
+            AccountError::Unavailable(_)
+            | AccountError::Kube { .. }
+            | AccountError::ExternalIdNotPublished => reason::AWS_UNAVAILABLE,
         }
     }
 
@@ -102,18 +133,91 @@ impl AccountError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            AccountError::Unavailable(_) | AccountError::Kube { .. }
+            AccountError::Unavailable(_)
+                | AccountError::Kube { .. }
+                | AccountError::ExternalIdNotPublished
         )
     }
 }
 
+/// The rules under which a CloudAccount without `credentialsSecretRef`
+/// starts from the operator's own identity.
+#[derive(Clone, Copy, Debug)]
+pub enum Ambient<'a> {
+    /// The operator: `installation` generates the external ID; only the
+    /// CloudAccounts of `namespaces` (`*`: all) may use its identity.
+    Operator {
+        installation: &'a Installation,
+        namespaces: &'a [String],
+    },
+    /// A person's command (describe, audit) acting as the operator would,
+    /// with its own identity: the external ID the account's status
+    /// publishes (not a secret).
+    Published,
+}
+
+impl Ambient<'_> {
+    /// The external ID for `account`'s role, when its namespace may use the
+    /// operator's identity.
+    pub fn external_id(&self, account: &CloudAccount) -> Result<String, AccountError> {
+        let namespace = account.namespace().unwrap_or_default();
+        match self {
+            Ambient::Operator {
+                installation,
+                namespaces,
+            } => {
+                if !namespaces.iter().any(|n| n == "*" || *n == namespace) {
+                    return Err(AccountError::AmbientNotAllowed { namespace });
+                }
+                Ok(installation.external_id(&namespace, &account.name_any()))
+            }
+            Ambient::Published => account
+                .status
+                .as_ref()
+                .and_then(|s| s.external_id.clone())
+                .ok_or(AccountError::ExternalIdNotPublished),
+        }
+    }
+}
+
+/// The external ID the operator's identity sends for `account`, checked
+/// against what the tenant may choose: refused when the spec chooses one
+/// (a tenant could otherwise copy another account's), or when no role is
+/// named. Pure: no AWS call is made before this passes.
+pub fn ambient_external_id(
+    ambient: &Ambient<'_>,
+    account: &CloudAccount,
+) -> Result<String, AccountError> {
+    let external_id = ambient.external_id(account)?;
+    let spec = &account.spec;
+    let chosen = spec
+        .external_id
+        .as_ref()
+        .map(|_| "spec.externalId".to_string())
+        .or_else(|| {
+            spec.role_chain
+                .iter()
+                .position(|h| h.external_id.is_some())
+                .map(|i| format!("spec.roleChain[{i}].externalId"))
+        });
+    if let Some(field) = chosen {
+        return Err(AccountError::ExternalIdChosen { field, external_id });
+    }
+    if spec.role_arn.is_none() {
+        return Err(AccountError::AmbientNeedsRole { external_id });
+    }
+    Ok(external_id)
+}
+
 /// Resolves `account` to a verified identity. `base` carries the operator's
-/// shared HTTP client, endpoint override and ambient credentials chain.
+/// shared HTTP client, endpoint override and ambient credentials chain;
+/// `ambient` the rules for lending that identity.
 pub async fn resolve(
     client: &Client,
     base: &SdkConfig,
     metrics: &Metrics,
     account: &CloudAccount,
+    ambient: &Ambient<'_>,
 ) -> Result<ResolvedAccount, AccountError> {
     let sts_client = |config: &SdkConfig| {
         aws_sdk_sts::Client::from_conf(
@@ -122,7 +226,7 @@ pub async fn resolve(
                 .build(),
         )
     };
-    let base = base_identity(client, base, account).await?;
+    let base = base_identity(client, base, account, ambient).await?;
     let (config, expires) = match &account.spec.role_arn {
         Some(role_arn) => assume_roles(account, role_arn, &base, sts_client).await?,
         None => (base.config.clone(), None),
@@ -141,22 +245,32 @@ struct BaseIdentity {
     config: SdkConfig,
     /// Said in errors: which credentials AWS rejected.
     source: String,
-    /// The Secret's external ID, used when the spec gives none.
-    external_id: Option<String>,
+    /// How the external ID of each hop is chosen.
+    external_id: HopExternalId,
+}
+
+enum HopExternalId {
+    /// The tenant's (Secret-based base credentials, which the tenant owns):
+    /// each hop's from the spec; the first's may come from the Secret.
+    Chosen { from_secret: Option<String> },
+    /// The operator's own identity: the generated one, on every hop.
+    Generated(String),
 }
 
 async fn base_identity(
     client: &Client,
     base: &SdkConfig,
     account: &CloudAccount,
+    ambient: &Ambient<'_>,
 ) -> Result<BaseIdentity, AccountError> {
     let namespace = account.namespace().unwrap_or_default();
     let region = Region::new(account.spec.region.clone());
     let Some(secret_ref) = &account.spec.credentials_secret_ref else {
+        let external_id = ambient_external_id(ambient, account)?;
         return Ok(BaseIdentity {
             config: base.to_builder().region(region).build(),
             source: "the operator's own identity".to_string(),
-            external_id: None,
+            external_id: HopExternalId::Generated(external_id),
         });
     };
     let keys = read_secret(client, &namespace, &secret_ref.name).await?;
@@ -174,7 +288,9 @@ async fn base_identity(
             .credentials_provider(SharedCredentialsProvider::new(creds))
             .build(),
         source: format!("Secret {namespace}/{}", secret_ref.name),
-        external_id: keys.external_id,
+        external_id: HopExternalId::Chosen {
+            from_secret: keys.external_id,
+        },
     })
 }
 
@@ -187,11 +303,17 @@ async fn assume_roles(
     sts_client: impl Fn(&SdkConfig) -> aws_sdk_sts::Client,
 ) -> Result<(SdkConfig, Option<SystemTime>), AccountError> {
     let spec = &account.spec;
-    let first_external_id = spec.external_id.clone().or(base.external_id.clone());
+    let (first_external_id, generated) = match &base.external_id {
+        HopExternalId::Chosen { from_secret } => {
+            (spec.external_id.clone().or(from_secret.clone()), None)
+        }
+        HopExternalId::Generated(id) => (Some(id.clone()), Some(id.clone())),
+    };
     let hops = std::iter::once((role_arn.to_string(), first_external_id)).chain(
-        spec.role_chain
-            .iter()
-            .map(|h| (h.role_arn.clone(), h.external_id.clone())),
+        spec.role_chain.iter().map(|h| {
+            let external_id = generated.clone().or_else(|| h.external_id.clone());
+            (h.role_arn.clone(), external_id)
+        }),
     );
     let session = session_name(
         &account.namespace().unwrap_or_default(),
@@ -223,7 +345,16 @@ async fn assume_roles(
                     error: e,
                 })
             }
-            Err(e) => return Err(AccountError::AssumeRoleDenied { role, error: e }),
+            Err(e) => {
+                return Err(match &generated {
+                    Some(external_id) => AccountError::AmbientAssumeRoleDenied {
+                        role,
+                        external_id: external_id.clone(),
+                        error: e,
+                    },
+                    None => AccountError::AssumeRoleDenied { role, error: e },
+                })
+            }
         };
         let c = out
             .credentials()

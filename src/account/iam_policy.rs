@@ -1,9 +1,16 @@
 //! The IAM policies a target account needs: the permissions of the
 //! cross-account role, and its trust policy with the external ID.
+//!
+//! The permissions cannot be turned against the account or another
+//! installation: changes and deletions only on what carries this
+//! installation's tag; node roles created only with this installation's
+//! tag (and the permissions boundary when one is required); only the
+//! managed policies listed may be attached to them; only this
+//! installation's roles and the brought ones may be passed to instances.
 
 use serde_json::{json, Value};
 
-use crate::aws::tags::{MANAGED_BY, MANAGED_BY_VALUE};
+use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 
 /// Read-only calls: observation by tag and lookups.
 pub const DESCRIBE: &[&str] = &[
@@ -59,56 +66,122 @@ pub const MUTATE_OWNED: &[&str] = &[
     "ec2:DeleteKeyPair",
 ];
 
-/// IAM calls, on `byoc-*` names only.
-pub const IAM: &[&str] = &[
+/// IAM reads, on `byoc-*` names (a name taken by someone else is seen).
+pub const IAM_READ: &[&str] = &[
     "iam:GetRole",
-    "iam:CreateRole",
+    "iam:GetInstanceProfile",
+    "iam:ListAttachedRolePolicies",
+];
+
+/// IAM creations: only with this installation's tag.
+pub const IAM_CREATE: &[&str] = &["iam:CreateRole", "iam:CreateInstanceProfile"];
+
+/// IAM changes and deletions: only on `byoc-*` roles and profiles carrying
+/// this installation's tag.
+pub const IAM_MUTATE_OWNED: &[&str] = &[
     "iam:DeleteRole",
     "iam:TagRole",
-    "iam:GetInstanceProfile",
-    "iam:CreateInstanceProfile",
     "iam:DeleteInstanceProfile",
     "iam:TagInstanceProfile",
     "iam:AddRoleToInstanceProfile",
     "iam:RemoveRoleFromInstanceProfile",
-    "iam:ListAttachedRolePolicies",
-    "iam:AttachRolePolicy",
-    "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
 ];
 
-/// The cross-account role's permissions policy. `pass_roles`: the roles of
-/// instance profiles brought by clusters (`iam.instanceProfileName`), which
-/// the nodes are launched with.
-pub fn permissions_policy(pass_roles: &[String]) -> Value {
-    let mut passed = vec!["arn:aws:iam::*:role/byoc-*".to_string()];
-    passed.extend(pass_roles.iter().cloned());
-    let tag_condition =
-        |key: &str| json!({ "StringEquals": { format!("{key}/{MANAGED_BY}"): MANAGED_BY_VALUE } });
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"},
-            {"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"},
-            {"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"},
-            {"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
-             "Condition": tag_condition("aws:RequestTag")},
-            {"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-             "Condition": {"StringEquals": {"ec2:CreateAction": [
-                "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-                "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}},
-            {"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
-             "Condition": tag_condition("aws:ResourceTag")},
-            {"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"},
-            {"Sid": "NodeIdentity", "Effect": "Allow", "Action": IAM, "Resource": [
-                "arn:aws:iam::*:role/byoc-*", "arn:aws:iam::*:instance-profile/byoc-*"]},
-            {"Sid": "EncryptRootVolumes", "Effect": "Allow",
-             "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-             "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}},
-            {"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": "iam:GetInstanceProfile", "Resource": "arn:aws:iam::*:instance-profile/*"},
-            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": passed,
-             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}
-        ]
-    })
+/// Attaching and detaching managed policies: only those listed.
+pub const IAM_POLICIES: &[&str] = &["iam:AttachRolePolicy", "iam:DetachRolePolicy"];
+
+/// What the permissions policy is made for.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyOptions {
+    /// This installation's public ID (`byoc-operator version`).
+    pub installation: String,
+    /// Managed policies node roles may get (`iam.managedPolicyArns`); none:
+    /// no policy may be attached.
+    pub managed_policy_arns: Vec<String>,
+    /// The permissions boundary every created role must carry (the
+    /// CloudAccount's `permissionsBoundaryArn`).
+    pub permissions_boundary: Option<String>,
+    /// Roles of instance profiles brought by clusters
+    /// (`iam.instanceProfileName`), which nodes are launched with.
+    pub pass_roles: Vec<String>,
+}
+
+/// The cross-account role's permissions policy.
+pub fn permissions_policy(o: &PolicyOptions) -> Value {
+    let ours = |key: &str| {
+        json!({ "StringEquals": {
+            format!("{key}/{MANAGED_BY}"): MANAGED_BY_VALUE,
+            format!("{key}/{INSTALLATION}"): o.installation,
+        }})
+    };
+    let iam_names = json!([
+        "arn:aws:iam::*:role/byoc-*",
+        "arn:aws:iam::*:instance-profile/byoc-*"
+    ]);
+    let mut create_role = ours("aws:RequestTag");
+    if let Some(boundary) = &o.permissions_boundary {
+        create_role["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
+    }
+    // Made before installations were tagged: the one tag write that adopts it.
+    let adopt = json!({
+        "StringEquals": {
+            format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
+            format!("aws:RequestTag/{INSTALLATION}"): o.installation,
+        },
+        "Null": { format!("aws:ResourceTag/{INSTALLATION}"): "true" },
+        "ForAllValues:StringEquals": { "aws:TagKeys": [INSTALLATION] }
+    });
+    let mut retain = ours("aws:ResourceTag");
+    retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
+    let mut statements = vec![
+        json!({"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
+        json!({"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"}),
+        json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
+        json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
+         "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": [
+            "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
+            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}}),
+        json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": adopt}),
+        json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": retain}),
+        json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
+         "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
+        json!({"Sid": "NodeIdentityRead", "Effect": "Allow", "Action": IAM_READ, "Resource": iam_names}),
+        json!({"Sid": "NodeIdentityCreate", "Effect": "Allow", "Action": IAM_CREATE, "Resource": iam_names,
+         "Condition": create_role}),
+        json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
+         "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
+         "Resource": iam_names, "Condition": adopt}),
+        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
+         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
+        json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
+        json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
+         "Condition": {"StringEquals": {
+            "iam:PassedToService": "ec2.amazonaws.com",
+            format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
+    ];
+    if !o.managed_policy_arns.is_empty() {
+        statements.push(
+            json!({"Sid": "NodeRolePolicies", "Effect": "Allow", "Action": IAM_POLICIES,
+         "Resource": "arn:aws:iam::*:role/byoc-*",
+         "Condition": {"ArnEquals": {"iam:PolicyARN": o.managed_policy_arns}}}),
+        );
+    }
+    if !o.pass_roles.is_empty() {
+        statements.push(
+            json!({"Sid": "PassBroughtRole", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": o.pass_roles,
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}),
+        );
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
 /// The cross-account role's trust policy: `principal` (the operator's
@@ -137,7 +210,13 @@ mod tests {
         // target directory must read this checkout's source.
         let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
         let dir = std::path::Path::new(&root).join("src/aws");
-        let granted = serde_json::to_string(&permissions_policy(&[])).unwrap_or_default();
+        let all = PolicyOptions {
+            installation: "i".into(),
+            managed_policy_arns: vec!["arn:aws:iam::aws:policy/P".into()],
+            permissions_boundary: Some("arn:aws:iam::111111111111:policy/b".into()),
+            pass_roles: vec!["arn:aws:iam::111111111111:role/r".into()],
+        };
+        let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default();
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
@@ -156,18 +235,66 @@ mod tests {
         assert!(checked > 30, "only {checked} operations found");
     }
 
-    #[test]
-    fn brought_roles_may_be_passed() {
-        let role = "arn:aws:iam::111111111111:role/team-nodes".to_string();
-        let p = permissions_policy(std::slice::from_ref(&role));
-        let pass = p["Statement"]
+    fn statement(p: &Value, sid: &str) -> Option<Value> {
+        p["Statement"]
             .as_array()
-            .and_then(|s| s.iter().find(|s| s["Sid"] == "PassNodeRole"))
-            .map(|s| s["Resource"].clone());
+            .and_then(|s| s.iter().find(|s| s["Sid"] == sid))
+            .cloned()
+    }
+
+    #[test]
+    fn brought_roles_may_be_passed_and_own_ones_only_by_installation() {
+        let role = "arn:aws:iam::111111111111:role/team-nodes".to_string();
+        let p = permissions_policy(&PolicyOptions {
+            installation: "inst-a".into(),
+            pass_roles: vec![role.clone()],
+            ..Default::default()
+        });
+        let brought = statement(&p, "PassBroughtRole").map(|s| s["Resource"].clone());
+        assert_eq!(brought, Some(json!([role])), "{p}");
+        let own = statement(&p, "PassNodeRole").unwrap_or_default();
         assert_eq!(
-            pass,
-            Some(json!(["arn:aws:iam::*:role/byoc-*", role])),
-            "{p}"
+            own["Condition"]["StringEquals"]["iam:ResourceTag/byoc.dev/installation"],
+            "inst-a"
+        );
+        assert!(statement(
+            &permissions_policy(&PolicyOptions::default()),
+            "PassBroughtRole"
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn policies_are_attached_only_from_the_list_and_roles_made_only_with_the_boundary() {
+        let none = permissions_policy(&PolicyOptions::default());
+        assert!(statement(&none, "NodeRolePolicies").is_none(), "{none}");
+        assert!(!serde_json::to_string(&none)
+            .unwrap_or_default()
+            .contains("iam:AttachRolePolicy"));
+        let p = permissions_policy(&PolicyOptions {
+            installation: "inst-a".into(),
+            managed_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
+            permissions_boundary: Some("arn:aws:iam::111111111111:policy/boundary".into()),
+            pass_roles: vec![],
+        });
+        let attach = statement(&p, "NodeRolePolicies").unwrap_or_default();
+        assert_eq!(
+            attach["Condition"]["ArnEquals"]["iam:PolicyARN"],
+            json!(["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"])
+        );
+        let create = statement(&p, "NodeIdentityCreate").unwrap_or_default();
+        assert_eq!(
+            create["Condition"]["StringEquals"]["iam:PermissionsBoundary"],
+            "arn:aws:iam::111111111111:policy/boundary"
+        );
+        assert_eq!(
+            create["Condition"]["StringEquals"]["aws:RequestTag/byoc.dev/installation"],
+            "inst-a"
+        );
+        let change = statement(&p, "ChangeOwned").unwrap_or_default();
+        assert_eq!(
+            change["Condition"]["StringEquals"]["aws:ResourceTag/byoc.dev/installation"],
+            "inst-a"
         );
     }
 

@@ -25,14 +25,17 @@ pub fn held<K: Resource>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
 }
 
-/// Whether `cluster` uses `account`: it references it, and it may use it
-/// (the account allows its namespace) or already made AWS calls through it
-/// (`status.awsAccountId`: its resources need the account to be deleted).
+/// Whether `cluster` uses `account`: it references it and the account
+/// allows its namespace, or it reached AWS through this very account
+/// (`status.cloudAccount`: its resources need the account to be deleted).
+/// A reference alone to an account that does not allow the namespace is
+/// no use: such an account is never held for a stranger.
 pub fn uses(account: &CloudAccount, cluster: &ComputeCluster) -> bool {
     let account_ns = account.namespace().unwrap_or_default();
     let cluster_ns = cluster.namespace().unwrap_or_default();
     let refers = cluster.account_key() == (account_ns.clone(), account.name_any());
-    refers && (account.spec.allows_namespace(&account_ns, &cluster_ns) || cluster.reached_aws())
+    let recorded = cluster.recorded_account().is_some_and(|r| r.is(account));
+    (refers && account.spec.allows_namespace(&account_ns, &cluster_ns)) || recorded
 }
 
 /// The users of `account` among `clusters`, as sorted `namespace/name`.
@@ -194,7 +197,7 @@ pub async fn release_secrets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::compute_cluster::CloudAccountRef;
+    use crate::api::compute_cluster::{CloudAccountRecord, CloudAccountRef};
     use crate::api::{CloudAccountSpec, ComputeClusterSpec, ComputeClusterStatus};
 
     fn account(ns: &str, name: &str, allowed: &[&str]) -> CloudAccount {
@@ -208,9 +211,11 @@ mod tests {
                 session_duration_seconds: None,
                 role_chain: vec![],
                 allowed_namespaces: allowed.iter().map(|s| s.to_string()).collect(),
+                permissions_boundary_arn: None,
             },
         );
         a.metadata.namespace = Some(ns.into());
+        a.metadata.uid = Some(format!("uid-{ns}-{name}"));
         a
     }
 
@@ -230,9 +235,15 @@ mod tests {
         c
     }
 
-    fn reached_aws(mut c: ComputeCluster) -> ComputeCluster {
+    /// The cluster reached AWS through `account`.
+    fn reached_aws_through(mut c: ComputeCluster, account: &CloudAccount) -> ComputeCluster {
         c.status = Some(ComputeClusterStatus {
             aws_account_id: Some("123456789012".into()),
+            cloud_account: Some(CloudAccountRecord {
+                namespace: account.namespace().unwrap_or_default(),
+                name: account.name_any(),
+                uid: account.uid().unwrap_or_default(),
+            }),
             ..Default::default()
         });
         c
@@ -241,6 +252,10 @@ mod tests {
     #[test]
     fn users_are_the_clusters_that_may_use_the_account_or_reached_aws_through_it() {
         let acme = account("team-a", "acme", &["team-b"]);
+        // Team C's own account, and acme deleted and made again (a new UID).
+        let own = account("team-c", "own", &[]);
+        let mut acme_again = acme.clone();
+        acme_again.metadata.uid = Some("uid-acme-2".into());
         let rows: &[(ComputeCluster, bool, &str)] = &[
             (cluster("team-a", "ml", "acme", None), true, "own namespace"),
             (
@@ -264,9 +279,27 @@ mod tests {
                 "namespace not allowed, never reached AWS",
             ),
             (
-                reached_aws(cluster("team-c", "old", "acme", Some("team-a"))),
+                reached_aws_through(cluster("team-c", "old", "acme", Some("team-a")), &acme),
                 true,
-                "namespace no longer allowed, but has AWS resources",
+                "namespace no longer allowed, but has AWS resources through acme",
+            ),
+            (
+                reached_aws_through(cluster("team-c", "moved", "acme", Some("team-a")), &own),
+                false,
+                "re-pointed at acme after reaching AWS through its own account",
+            ),
+            (
+                reached_aws_through(
+                    cluster("team-c", "reborn", "acme", Some("team-a")),
+                    &acme_again,
+                ),
+                false,
+                "reached AWS through an earlier account of the same name",
+            ),
+            (
+                reached_aws_through(cluster("team-b", "left", "zeta", Some("team-a")), &acme),
+                true,
+                "now names another account, but its resources came through acme",
             ),
         ];
         for (c, expected, why) in rows {
@@ -275,7 +308,7 @@ mod tests {
         let all: Vec<ComputeCluster> = rows.iter().map(|r| r.0.clone()).collect();
         assert_eq!(
             users(&acme, &all),
-            vec!["team-a/ml", "team-b/etl", "team-c/old"]
+            vec!["team-a/ml", "team-b/etl", "team-b/left", "team-c/old"]
         );
     }
 

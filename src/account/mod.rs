@@ -13,6 +13,7 @@ use aws_config::SdkConfig;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,11 +23,12 @@ use crate::api::conditions::{self, reason, Desired, DELETING};
 use crate::api::{AccountPhase, CloudAccount, CloudAccountStatus, ComputeCluster};
 use crate::aws::pacing::Pacing;
 use crate::context::{apply_status, run_controller, Context};
+use crate::installation::Installation;
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::Error;
-use credentials::{resolve, AccountError, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
+use credentials::{resolve, AccountError, Ambient, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
 use in_use::IN_USE_FINALIZER;
 
 pub const CONTROLLER: &str = "cloudaccount";
@@ -57,17 +59,31 @@ pub struct Accounts {
     metrics: Metrics,
     /// Every resolved identity's calls are paced by its AWS account.
     pacing: Arc<Pacing>,
+    /// Keys the external IDs of the operator's own identity.
+    installation: Installation,
+    /// Namespaces whose accounts may start from the operator's identity.
+    ambient_namespaces: Vec<String>,
     cache: Mutex<HashMap<(String, String), Cached>>,
 }
 
 impl Accounts {
-    pub fn new(client: Client, aws: SdkConfig, metrics: Metrics, pacing: Arc<Pacing>) -> Self {
+    pub fn new(ctx: &Context, pacing: Arc<Pacing>) -> Self {
         Accounts {
-            client,
-            aws,
-            metrics,
+            client: ctx.client.clone(),
+            aws: ctx.aws.clone(),
+            metrics: ctx.metrics.clone(),
             pacing,
+            installation: ctx.installation.clone(),
+            ambient_namespaces: ctx.settings.ambient_namespaces.clone(),
             cache: Mutex::default(),
+        }
+    }
+
+    /// The rules of lending the operator's own identity.
+    pub fn ambient(&self) -> Ambient<'_> {
+        Ambient::Operator {
+            installation: &self.installation,
+            namespaces: &self.ambient_namespaces,
         }
     }
 
@@ -87,12 +103,18 @@ impl Accounts {
         account: &CloudAccount,
         keep_on_failure: bool,
     ) -> Result<ResolvedAccount, AccountError> {
-        let result = resolve(&self.client, &self.aws, &self.metrics, account)
-            .await
-            .map(|mut resolved| {
-                resolved.config = self.pacing.paced(&resolved.account_id, &resolved.config);
-                resolved
-            });
+        let result = resolve(
+            &self.client,
+            &self.aws,
+            &self.metrics,
+            account,
+            &self.ambient(),
+        )
+        .await
+        .map(|mut resolved| {
+            resolved.config = self.pacing.paced(&resolved.account_id, &resolved.config);
+            resolved
+        });
         let mut cache = self.cache();
         match &result {
             Ok(resolved) => {
@@ -171,11 +193,12 @@ pub struct AccountContext {
     clusters: Store<ComputeCluster>,
 }
 
-/// The part of a ComputeCluster that decides whether it uses an account.
+/// The part of a ComputeCluster that decides whether it uses an account:
+/// the account it names, and the one it reached AWS through.
 #[derive(Clone, PartialEq)]
 struct AccountUse {
     account: ObjectRef<CloudAccount>,
-    reached_aws: bool,
+    recorded: Option<ObjectRef<CloudAccount>>,
 }
 
 impl AccountUse {
@@ -183,14 +206,16 @@ impl AccountUse {
         let (ns, name) = cc.account_key();
         AccountUse {
             account: ObjectRef::new(&name).within(&ns),
-            reached_aws: cc.reached_aws(),
+            recorded: cc
+                .recorded_account()
+                .map(|r| ObjectRef::new(&r.name).within(&r.namespace)),
         }
     }
 }
 
 /// Runs the CloudAccount controller until shutdown.
 pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown) {
-    let (account_api, secrets) = (ctx.api::<CloudAccount>(), ctx.api::<Secret>());
+    let account_api = ctx.api::<CloudAccount>();
     let (store, changes) = crate::triggers::user_changes(account_api);
     // A cluster that starts or stops using an account (created, deleted,
     // pointed elsewhere, or its first AWS call) reconciles that account.
@@ -203,17 +228,20 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     .reflect(writer);
     let usage =
         crate::triggers::key_changes(cluster_events, AccountUse::of).flat_map(|(old, new)| {
-            let mut refs: Vec<ObjectRef<CloudAccount>> =
-                old.into_iter().chain(new).map(|u| u.account).collect();
+            let mut refs: Vec<ObjectRef<CloudAccount>> = old
+                .into_iter()
+                .chain(new)
+                .flat_map(|u| std::iter::once(u.account).chain(u.recorded))
+                .collect();
+            refs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             refs.dedup();
             futures::stream::iter(refs)
         });
     let secret_accounts = accounts.clone();
     let controller = Controller::for_stream(changes, store.clone())
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret: Secret| {
+        .watches_stream(
+            crate::triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>()),
+            move |secret: PartialObjectMeta<Secret>| {
                 let ns = secret.namespace();
                 let name = secret.name_any();
                 let users: Vec<_> = store
@@ -433,6 +461,9 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
     let result = actx.accounts.verify(account, deleting).await;
     let mut status = CloudAccountStatus {
         observed_generation: generation,
+        // What the role's trust policy must require, published whatever
+        // the verification says: it is what a new account's admin needs.
+        external_id: published_external_id(&actx.accounts, account),
         ..previous.clone()
     };
     let (outcome, ready_after) = match &result {
@@ -485,6 +516,16 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
         )
     });
     (status, Action::requeue(after), event)
+}
+
+/// The generated external ID of an account that starts from the operator's
+/// own identity in a namespace allowed to; `None` for Secret-based ones
+/// (their external ID is the tenant's, and may be kept in the Secret).
+fn published_external_id(accounts: &Accounts, account: &CloudAccount) -> Option<String> {
+    if account.spec.credentials_secret_ref.is_some() {
+        return None;
+    }
+    accounts.ambient().external_id(account).ok()
 }
 
 fn error_policy(account: Arc<CloudAccount>, error: &Error, actx: Arc<AccountContext>) -> Action {

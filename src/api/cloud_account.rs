@@ -10,7 +10,10 @@ use super::patterns;
 /// How to get into an AWS account: base credentials from a Secret (or the
 /// operator's own ambient identity), then STS AssumeRole into `roleArn` and
 /// each `roleChain` hop. The status shows the identity that was verified with
-/// `sts:GetCallerIdentity`. While any ComputeCluster uses the account, the
+/// `sts:GetCallerIdentity`. Without `credentialsSecretRef` the operator's own
+/// identity is used only in the namespaces the installation lists, only to
+/// assume `roleArn`, and only with the external ID it generates
+/// (`status.externalId`). While any ComputeCluster uses the account, the
 /// account and its credentials Secret carry the finalizer `byoc.dev/in-use`:
 /// deleting them waits until those clusters are gone, and their credentials
 /// keep working for the clusters' cleanup meanwhile.
@@ -26,6 +29,7 @@ use super::patterns;
     printcolumn = r#"{"name":"Account","type":"string","jsonPath":".status.accountId"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Clusters","type":"integer","jsonPath":".status.clusters"}"#,
+    printcolumn = r#"{"name":"External ID","type":"string","priority":1,"jsonPath":".status.externalId"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.roleChain) || size(self.spec.roleChain) == 0 || has(self.spec.roleArn)").message("spec.roleChain needs spec.roleArn: the chain starts from the first assumed role").field_path(".spec.roleChain")
 )]
@@ -47,8 +51,11 @@ pub struct CloudAccountSpec {
     #[schemars(regex(pattern = patterns::ROLE_ARN))]
     pub role_arn: Option<String>,
 
-    /// External ID required by the role's trust policy. May instead be given
-    /// as the Secret key `EXTERNAL_ID`, which keeps it out of the spec.
+    /// External ID required by the role's trust policy, only with
+    /// Secret-based base credentials (`credentialsSecretRef`); may instead be
+    /// given as the Secret key `EXTERNAL_ID`. With the operator's own
+    /// identity the operator generates it (`status.externalId`) and a value
+    /// here is refused: a tenant could otherwise name another's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 1224), regex(pattern = patterns::EXTERNAL_ID))]
     pub external_id: Option<String>,
@@ -69,6 +76,16 @@ pub struct CloudAccountSpec {
     #[schemars(inner(length(max = 63), regex(pattern = patterns::NAMESPACE_OR_STAR)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_namespaces: Vec<String>,
+
+    /// Managed policy set as the permissions boundary of every IAM role the
+    /// operator creates through this account (the nodes' roles), e.g.
+    /// `arn:aws:iam::123456789012:policy/boundary`, for organisations that
+    /// require one on every created role. A role made without it gets it.
+    /// Pair it with `byoc-operator iam-policy permissions
+    /// --permissions-boundary ARN`, which allows CreateRole only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::POLICY_ARN))]
+    pub permissions_boundary_arn: Option<String>,
 }
 
 /// A Secret in the same namespace as the object naming it.
@@ -86,7 +103,9 @@ pub struct RoleHop {
     /// Role to assume from the previous identity.
     #[schemars(regex(pattern = patterns::ROLE_ARN))]
     pub role_arn: String,
-    /// External ID for this role's trust policy.
+    /// External ID for this role's trust policy (Secret-based base
+    /// credentials only; with the operator's own identity every hop gets
+    /// the generated `status.externalId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 1224), regex(pattern = patterns::EXTERNAL_ID))]
     pub external_id: Option<String>,
@@ -102,6 +121,14 @@ pub struct CloudAccountStatus {
     /// Account ID of the final identity, from `sts:GetCallerIdentity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
+    /// The external ID the operator sends when its own identity assumes
+    /// `roleArn` (and every `roleChain` hop): generated from the
+    /// installation's secret and this account's namespace and name, stable
+    /// across re-applies and restores. The role's trust policy must require
+    /// it (`sts:ExternalId`). Not a secret; absent with Secret-based
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     /// ARN of the final identity (the assumed role's session when a role is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
@@ -154,6 +181,7 @@ mod tests {
             session_duration_seconds: None,
             role_chain: vec![],
             allowed_namespaces: vec![],
+            permissions_boundary_arn: None,
         };
         assert!(spec.allows_namespace("a", "a"));
         assert!(!spec.allows_namespace("a", "b"));

@@ -562,6 +562,19 @@ pub struct ComputeClusterStatus {
     /// CloudAccount that resolves to another account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_account_id: Option<String>,
+    /// The CloudAccount the cluster reached AWS through, recorded before its
+    /// first call with it. Consent is bound to this account alone: a
+    /// deleting cluster may still use it after it stopped allowing the
+    /// namespace, and it is kept in use (`byoc.dev/in-use`) for this
+    /// cluster; pointing `cloudAccountRef` at an account that does not
+    /// allow the namespace is refused whatever AWS account it reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_account: Option<CloudAccountRecord>,
+    /// The public ID of the operator installation whose resources these
+    /// are (their `byoc.dev/installation` tag). Another installation's
+    /// operator refuses the cluster (`OtherInstallation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<String>,
     /// `pending`, `provisioning`, `running`, `deleting` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ClusterPhase>,
@@ -593,6 +606,26 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A CloudAccount, exactly: its UID tells a re-created account of the same
+/// name apart.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudAccountRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl CloudAccountRecord {
+    /// Whether `account` is the one recorded.
+    pub fn is(&self, account: &super::CloudAccount) -> bool {
+        use kube::ResourceExt;
+        account.namespace().as_deref() == Some(self.namespace.as_str())
+            && account.name_any() == self.name
+            && account.uid().as_deref() == Some(self.uid.as_str())
+    }
 }
 
 /// Something that is not the cluster's and keeps AWS from deleting it.
@@ -711,6 +744,11 @@ impl ComputeCluster {
             .or_else(|| self.metadata.namespace.clone())
             .unwrap_or_default();
         (namespace, r.name.clone())
+    }
+
+    /// The CloudAccount it reached AWS through, when recorded.
+    pub fn recorded_account(&self) -> Option<&CloudAccountRecord> {
+        self.status.as_ref()?.cloud_account.as_ref()
     }
 
     /// Whether it has made AWS calls (its resources need its account).

@@ -75,6 +75,16 @@ pub mod reason {
     /// `deletionPolicy: Retain`: the AWS resources were let go of.
     pub const RETAINED: &str = "Retained";
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// The account's namespace may not use the operator's own identity, or
+    /// would get it unchanged (no role to assume).
+    pub const AMBIENT_IDENTITY_NOT_ALLOWED: &str = "AmbientIdentityNotAllowed";
+    /// A tenant-chosen external ID with the operator's own identity.
+    pub const EXTERNAL_ID_NOT_ALLOWED: &str = "ExternalIdNotAllowed";
+    /// The cluster's resources were made by another operator installation.
+    pub const OTHER_INSTALLATION: &str = "OtherInstallation";
+    /// Something brought (an instance profile, a VPC, a subnet, a security
+    /// group) belongs to another cluster or installation.
+    pub const NOT_OURS_TO_USE: &str = "NotOursToUse";
 }
 
 /// A condition to be set; `observedGeneration` and times are filled in by

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::{EntityType, Tag};
 
-use super::tags::{OwnershipTags, CLUSTER_UID};
+use super::tags::{
+    of_installation, Claim, OwnershipTags, CLUSTER_UID, INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE,
+};
 use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 const EC2_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
@@ -23,6 +25,8 @@ pub struct ObservedIam {
     pub profile_roles: Vec<String>,
     /// Managed policies attached to the role, when they were listed.
     pub attached_policies: Option<Vec<String>>,
+    /// The role's permissions boundary.
+    pub boundary: Option<String>,
 }
 
 fn iam_tags(owner: &OwnershipTags) -> Vec<Tag> {
@@ -34,8 +38,14 @@ fn iam_tags(owner: &OwnershipTags) -> Vec<Tag> {
 }
 
 fn ours(tags: &[Tag], owner: &OwnershipTags) -> bool {
-    tags.iter()
-        .any(|t| t.key() == CLUSTER_UID && t.value() == owner.uid)
+    owner_uid(tags, &owner.installation) == Some(owner.uid.as_str())
+}
+
+/// The cluster UID an IAM role or profile is tagged with, unless another
+/// installation made it.
+fn owner_uid<'a>(tags: &'a [Tag], installation: &str) -> Option<&'a str> {
+    let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
+    value(CLUSTER_UID).filter(|_| of_installation(value(INSTALLATION), installation))
 }
 
 /// IAM has no tag filter: the role and profile are named after the cluster
@@ -63,6 +73,10 @@ pub async fn describe(
     if let Some(role) = role.as_ref().and_then(|out| out.role()) {
         if ours(role.tags(), owner) {
             observed.role = Some(role.role_name().to_string());
+            observed.boundary = role
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_string);
             if list_policies {
                 observed.attached_policies = Some(attached_policies(c, name).await?);
             }
@@ -92,6 +106,7 @@ pub async fn describe(
 pub struct RoleDetail {
     pub uid: Option<String>,
     pub policies: Vec<String>,
+    pub boundary: Option<String>,
     /// `(name, ARN, owner's UID tag, roles)` of each profile holding it.
     pub profiles: Vec<(String, String, Option<String>, Vec<String>)>,
 }
@@ -100,13 +115,12 @@ pub struct RoleDetail {
 /// (GetAccountAuthorizationDetails): IAM has no tag filter and no batch
 /// describe, and this answer holds what GetRole, GetInstanceProfile and
 /// ListAttachedRolePolicies say of each cluster's.
-pub async fn describe_account(c: &AwsClients) -> AwsResult<BTreeMap<String, RoleDetail>> {
+pub async fn describe_account(
+    c: &AwsClients,
+    installation: &str,
+) -> AwsResult<BTreeMap<String, RoleDetail>> {
     const OP: &str = "iam:GetAccountAuthorizationDetails";
-    let uid_of = |tags: &[Tag]| {
-        tags.iter()
-            .find(|t| t.key() == CLUSTER_UID)
-            .map(|t| t.value().to_string())
-    };
+    let uid_of = |tags: &[Tag]| owner_uid(tags, installation).map(str::to_string);
     let mut out = BTreeMap::new();
     let mut pages = c
         .iam
@@ -119,6 +133,10 @@ pub async fn describe_account(c: &AwsClients) -> AwsResult<BTreeMap<String, Role
             let Some(name) = r.role_name() else { continue };
             let detail = RoleDetail {
                 uid: uid_of(r.tags()),
+                boundary: r
+                    .permissions_boundary()
+                    .and_then(|b| b.permissions_boundary_arn())
+                    .map(str::to_string),
                 policies: r
                     .attached_managed_policies()
                     .iter()
@@ -160,6 +178,7 @@ pub fn observed_in(
     if let Some(role) = roles.get(name) {
         if role.uid.as_deref() == Some(uid) {
             observed.role = Some(name.to_string());
+            observed.boundary = role.boundary.clone();
             if list_policies {
                 observed.attached_policies = Some(role.policies.clone());
             }
@@ -182,10 +201,17 @@ pub fn observed_in(
     observed
 }
 
-pub async fn create_role(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<()> {
+/// Creates the nodes' role, with the permissions `boundary` when one is required.
+pub async fn create_role(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    name: &str,
+    boundary: Option<&str>,
+) -> AwsResult<()> {
     c.iam
         .create_role()
         .role_name(name)
+        .set_permissions_boundary(boundary.map(str::to_string))
         .assume_role_policy_document(EC2_TRUST)
         .description(format!(
             "byoc-operator nodes of {}/{}",
@@ -269,10 +295,19 @@ pub async fn detach_policy(c: &AwsClients, role: &str, arn: &str) -> AwsResult<(
 
 /// A brought instance profile: its ARN and the role in it; `None` when
 /// there is no profile of that name.
-pub async fn get_brought(
-    c: &AwsClients,
-    name: &str,
-) -> AwsResult<Option<(String, Option<String>)>> {
+/// A brought instance profile as IAM shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroughtProfile {
+    pub arn: String,
+    /// The role in it.
+    pub role: Option<String>,
+    /// The cluster UID and installation the profile or its role is tagged
+    /// with, when the operator made it (a cluster's own identity).
+    pub owner: Option<Claim>,
+}
+
+/// Looks up the instance profile `name` and whose its role is.
+pub async fn get_brought(c: &AwsClients, name: &str) -> AwsResult<Option<BroughtProfile>> {
     let out = c
         .iam
         .get_instance_profile()
@@ -281,12 +316,46 @@ pub async fn get_brought(
         .await
         .op("iam:GetInstanceProfile")
         .found()?;
-    Ok(out.and_then(|out| {
-        out.instance_profile().map(|p| {
-            let role = p.roles().first().map(|r| r.role_name().to_string());
-            (p.arn().to_string(), role)
-        })
+    let Some(p) = out.and_then(|out| out.instance_profile) else {
+        return Ok(None);
+    };
+    let role = p.roles().first().map(|r| r.role_name().to_string());
+    let owner_of = |tags: &[Tag]| {
+        let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
+        let uid = value(CLUSTER_UID).filter(|_| value(MANAGED_BY) == Some(MANAGED_BY_VALUE))?;
+        Some((uid.to_string(), value(INSTALLATION).map(str::to_string)))
+    };
+    // The profile's tags, else the role's (GetInstanceProfile lists the
+    // role without them).
+    let mut owner = owner_of(p.tags());
+    if let (None, Some(role)) = (&owner, &role) {
+        let got = c
+            .iam
+            .get_role()
+            .role_name(role)
+            .send()
+            .await
+            .op("iam:GetRole")
+            .found()?;
+        owner = got.and_then(|r| r.role).and_then(|r| owner_of(r.tags()));
+    }
+    Ok(Some(BroughtProfile {
+        arn: p.arn().to_string(),
+        role,
+        owner,
     }))
+}
+
+/// Sets the permissions boundary of role `name`.
+pub async fn put_boundary(c: &AwsClients, name: &str, boundary: &str) -> AwsResult<()> {
+    c.iam
+        .put_role_permissions_boundary()
+        .role_name(name)
+        .permissions_boundary(boundary)
+        .send()
+        .await
+        .op("iam:PutRolePermissionsBoundary")
+        .map(|_| ())
 }
 
 pub async fn add_role(c: &AwsClients, name: &str) -> AwsResult<()> {
@@ -367,6 +436,7 @@ mod tests {
         let role = |uid: &str, profiles| RoleDetail {
             uid: Some(uid.into()),
             policies: vec!["arn:p".into()],
+            boundary: None,
             profiles,
         };
         let ours = BTreeMap::from([(

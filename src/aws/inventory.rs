@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
 
-use super::tags::{CLUSTER, CLUSTER_UID, MANAGED_BY, MANAGED_BY_VALUE};
-use super::{AwsClients, AwsResult, SdkResultExt};
+use super::tags::{
+    OwnershipTags, CLUSTER, CLUSTER_UID, INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED,
+};
+use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A resource of the operator's, as its tags say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,11 @@ pub struct Tagged {
     pub uid: String,
     /// The owning cluster's `namespace/name`.
     pub cluster: String,
+    /// The installation tag: `None` on what was made before installations
+    /// were told apart.
+    pub installation: Option<String>,
+    /// Let go with `deletionPolicy: Retain` (the `byoc.dev/retained` tag).
+    pub retained: bool,
 }
 
 /// EC2 resources carrying the managed-by tag and a cluster UID.
@@ -28,6 +35,8 @@ pub async fn ec2(c: &AwsClients) -> AwsResult<Vec<Tagged>> {
         .values(CLUSTER_UID)
         .values(CLUSTER)
         .values(MANAGED_BY)
+        .values(INSTALLATION)
+        .values(RETAINED)
         .build();
     // Resource ID → (type, tags).
     let mut seen: BTreeMap<String, (String, BTreeMap<String, String>)> = BTreeMap::new();
@@ -61,6 +70,8 @@ fn owned(kind: String, id: String, tags: &BTreeMap<String, String>) -> Option<Ta
         id,
         uid: tags.get(CLUSTER_UID)?.clone(),
         cluster: tags.get(CLUSTER).cloned().unwrap_or_default(),
+        installation: tags.get(INSTALLATION).cloned(),
+        retained: tags.contains_key(RETAINED),
     })
 }
 
@@ -99,4 +110,211 @@ pub async fn iam_roles(c: &AwsClients, prefix: &str) -> AwsResult<Vec<Tagged>> {
         out.extend(owned("iam-role".into(), name, &tags));
     }
     Ok(out)
+}
+
+/// What [`adopt`] tagged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// EC2 resource IDs.
+    pub ec2: Vec<String>,
+    /// `iam-role` and `iam-instance-profile` names.
+    pub iam: Vec<String>,
+}
+
+/// Tags what cluster `owner.uid` made before installations were told apart
+/// (the managed-by and UID tags, no installation tag) with this
+/// installation's: one CreateTags for EC2 (1000 resources a call), one
+/// TagRole and one TagInstanceProfile for the IAM role and profile named
+/// `iam_name`. The caller knows the cluster is live in this installation's
+/// apiserver. Nothing of another installation's is touched: what carries
+/// any installation tag is left as it is.
+pub async fn adopt(c: &AwsClients, owner: &OwnershipTags, iam_name: &str) -> AwsResult<Adopted> {
+    let mut adopted = Adopted::default();
+    let of_cluster = Filter::builder().name("key").values(CLUSTER_UID).build();
+    let uid = Filter::builder().name("value").values(&owner.uid).build();
+    let mut ids = Vec::new();
+    let mut pages = c
+        .ec2
+        .describe_tags()
+        .filters(of_cluster)
+        .filters(uid)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        ids.extend(
+            page.op("ec2:DescribeTags")?
+                .tags()
+                .iter()
+                .filter_map(|t| t.resource_id().map(str::to_string)),
+        );
+    }
+    for chunk in ids.chunks(200) {
+        let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let filters = [
+            Filter::builder()
+                .name("resource-id")
+                .set_values(Some(chunk.to_vec()))
+                .build(),
+            Filter::builder()
+                .name("key")
+                .values(MANAGED_BY)
+                .values(INSTALLATION)
+                .build(),
+        ];
+        let mut pages = c
+            .ec2
+            .describe_tags()
+            .set_filters(Some(filters.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for t in page.op("ec2:DescribeTags")?.tags() {
+                let (Some(id), Some(key)) = (t.resource_id(), t.key()) else {
+                    continue;
+                };
+                tags.entry(id.to_string())
+                    .or_default()
+                    .insert(key.to_string(), t.value().unwrap_or_default().to_string());
+            }
+        }
+        adopted.ec2.extend(
+            chunk
+                .iter()
+                .filter(|id| {
+                    tags.get(*id).is_some_and(|t| {
+                        t.get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+                            && !t.contains_key(INSTALLATION)
+                    })
+                })
+                .cloned(),
+        );
+    }
+    let installation = aws_sdk_ec2::types::Tag::builder()
+        .key(INSTALLATION)
+        .value(&owner.installation)
+        .build();
+    for chunk in adopted.ec2.chunks(1000) {
+        c.ec2
+            .create_tags()
+            .set_resources(Some(chunk.to_vec()))
+            .tags(installation.clone())
+            .send()
+            .await
+            .op("ec2:CreateTags")?;
+    }
+    adopted.iam = adopt_iam(c, owner, iam_name).await?;
+    Ok(adopted)
+}
+
+/// The IAM part of [`adopt`].
+async fn adopt_iam(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<Vec<String>> {
+    let legacy = |tags: &[aws_sdk_iam::types::Tag]| {
+        let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
+        value(MANAGED_BY) == Some(MANAGED_BY_VALUE)
+            && value(CLUSTER_UID) == Some(owner.uid.as_str())
+            && value(INSTALLATION).is_none()
+    };
+    let tag = || {
+        aws_sdk_iam::types::Tag::builder()
+            .key(INSTALLATION)
+            .value(&owner.installation)
+            .build()
+            .map_err(|_| AwsError::Incomplete {
+                operation: "iam:TagRole",
+                missing: "Tag",
+            })
+    };
+    let mut adopted = Vec::new();
+    let role = c
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .op("iam:GetRole")
+        .found()?;
+    if role.and_then(|r| r.role).is_some_and(|r| legacy(r.tags())) {
+        c.iam
+            .tag_role()
+            .role_name(name)
+            .tags(tag()?)
+            .send()
+            .await
+            .op("iam:TagRole")?;
+        adopted.push(format!("iam-role/{name}"));
+    }
+    let profile = c
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .op("iam:GetInstanceProfile")
+        .found()?;
+    if profile
+        .and_then(|p| p.instance_profile)
+        .is_some_and(|p| legacy(p.tags()))
+    {
+        c.iam
+            .tag_instance_profile()
+            .instance_profile_name(name)
+            .tags(tag()?)
+            .send()
+            .await
+            .op("iam:TagInstanceProfile")?;
+        adopted.push(format!("iam-instance-profile/{name}"));
+    }
+    Ok(adopted)
+}
+
+/// Marks what a cluster deleted with `deletionPolicy: Retain` leaves in
+/// AWS as let go on purpose (`byoc.dev/retained`): EC2 resources by ID
+/// (1000 a call) and the IAM role and profile named `iam_name` when they
+/// are there, so no audit counts them as leaked.
+pub async fn mark_retained(
+    c: &AwsClients,
+    ec2_ids: &[String],
+    iam_name: Option<&str>,
+) -> AwsResult<()> {
+    let retained = aws_sdk_ec2::types::Tag::builder()
+        .key(RETAINED)
+        .value("true")
+        .build();
+    for chunk in ec2_ids.chunks(1000) {
+        c.ec2
+            .create_tags()
+            .set_resources(Some(chunk.to_vec()))
+            .tags(retained.clone())
+            .send()
+            .await
+            .op("ec2:CreateTags")?;
+    }
+    let Some(name) = iam_name else {
+        return Ok(());
+    };
+    let tag = aws_sdk_iam::types::Tag::builder()
+        .key(RETAINED)
+        .value("true")
+        .build()
+        .map_err(|_| AwsError::Incomplete {
+            operation: "iam:TagRole",
+            missing: "Tag",
+        })?;
+    c.iam
+        .tag_role()
+        .role_name(name)
+        .tags(tag.clone())
+        .send()
+        .await
+        .op("iam:TagRole")
+        .found()?;
+    c.iam
+        .tag_instance_profile()
+        .instance_profile_name(name)
+        .tags(tag)
+        .send()
+        .await
+        .op("iam:TagInstanceProfile")
+        .found()?;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
 use super::settling::RetryNewIds;
-use super::tags::{Owned, OwnershipTags, Scope};
+use super::tags::{claim, Claim, Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A security group ingress permission, normalised for comparison.
@@ -102,11 +102,13 @@ fn to_aws(p: &Permission) -> IpPermission {
 }
 
 /// Which of `ids` exist in `vpc_id`.
+/// Which of the security groups `ids` are in `vpc_id`, each with the
+/// operator's claim on it when it made it.
 pub async fn existing_in_vpc(
     c: &AwsClients,
     vpc_id: &str,
     ids: &[String],
-) -> AwsResult<Vec<String>> {
+) -> AwsResult<Vec<(String, Option<Claim>)>> {
     let out = c
         .ec2
         .describe_security_groups()
@@ -128,7 +130,7 @@ pub async fn existing_in_vpc(
     Ok(out
         .security_groups()
         .iter()
-        .filter_map(|g| g.group_id().map(str::to_string))
+        .filter_map(|g| Some((g.group_id()?.to_string(), claim(g.tags()))))
         .collect())
 }
 

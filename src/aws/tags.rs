@@ -1,6 +1,10 @@
 //! Ownership tags: every resource the operator creates carries the owning
-//! cluster's UID, its namespace/name and a managed-by tag, and nothing is
-//! modified or deleted without them.
+//! cluster's UID, its namespace/name, a managed-by tag and the public ID of
+//! the operator installation that made it, and nothing is modified or
+//! deleted without them. A resource of another installation is never ours,
+//! whatever cluster UID it carries; one without any installation tag was
+//! made before installations were told apart, and belongs to the
+//! installation whose apiserver holds its live cluster (which adopts it).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +13,11 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 /// Who manages the resource.
 pub const MANAGED_BY: &str = "byoc.dev/managed-by";
 pub const MANAGED_BY_VALUE: &str = "byoc-operator";
+/// Public ID of the operator installation that made the resource.
+pub const INSTALLATION: &str = "byoc.dev/installation";
+/// Set on the resources of a cluster deleted with `deletionPolicy: Retain`:
+/// let go on purpose, never a leak to clean up.
+pub const RETAINED: &str = "byoc.dev/retained";
 /// UID of the owning ComputeCluster: the ownership key.
 pub const CLUSTER_UID: &str = "byoc.dev/cluster-uid";
 /// `namespace/name` of the owning ComputeCluster, for people.
@@ -26,6 +35,8 @@ pub const NAME: &str = "Name";
 /// The ownership tags of one cluster, plus the user's `spec.tags`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnershipTags {
+    /// The installation's public ID.
+    pub installation: String,
     pub uid: String,
     pub namespace: String,
     pub name: String,
@@ -37,6 +48,7 @@ impl OwnershipTags {
     pub fn for_part(&self, part: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut tags = self.user.clone();
         tags.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+        tags.insert(INSTALLATION.into(), self.installation.clone());
         tags.insert(CLUSTER_UID.into(), self.uid.clone());
         tags.insert(CLUSTER.into(), format!("{}/{}", self.namespace, self.name));
         tags.insert(PART.into(), part.into());
@@ -65,6 +77,18 @@ impl OwnershipTags {
             .build()
     }
 
+    /// Why something brought, which the operator tagged as cluster `uid` of
+    /// `installation` (`None`: made before installations were tagged), is
+    /// not this cluster's to use: it is another installation's, or another
+    /// cluster's.
+    pub fn claim_of_another(&self, claim: &Claim) -> Option<String> {
+        let (uid, installation) = claim;
+        if let Some(other) = installation.as_deref().filter(|i| *i != self.installation) {
+            return Some(format!("belongs to operator installation {other}"));
+        }
+        (*uid != self.uid).then(|| format!("belongs to the ComputeCluster with UID {uid}"))
+    }
+
     /// The describe filter that finds this cluster's resources.
     pub fn filter(&self) -> Filter {
         Filter::builder()
@@ -79,9 +103,13 @@ impl OwnershipTags {
 #[derive(Clone, Copy, Debug)]
 pub enum Scope<'a> {
     Cluster(&'a OwnershipTags),
-    /// These clusters' (by UID; AWS takes 200 values in a filter).
-    Clusters(&'a [String]),
-    Operator,
+    /// These clusters' of this installation (by UID; AWS takes 200 values in a filter).
+    Clusters {
+        installation: &'a str,
+        uids: &'a [String],
+    },
+    /// Every cluster's of this installation (its public ID).
+    Operator(&'a str),
 }
 
 impl Scope<'_> {
@@ -89,31 +117,65 @@ impl Scope<'_> {
     pub fn filter(&self) -> Filter {
         match self {
             Scope::Cluster(owner) => owner.filter(),
-            Scope::Clusters(uids) => Filter::builder()
+            Scope::Clusters { uids, .. } => Filter::builder()
                 .name(format!("tag:{CLUSTER_UID}"))
                 .set_values(Some(uids.to_vec()))
                 .build(),
-            Scope::Operator => Filter::builder()
+            // Not filtered by installation: what was made before the tag
+            // existed is found too, and `owner_of` decides.
+            Scope::Operator(_) => Filter::builder()
                 .name(format!("tag:{MANAGED_BY}"))
                 .values(MANAGED_BY_VALUE)
                 .build(),
         }
     }
 
+    /// The installation whose resources the scope covers.
+    pub fn installation(&self) -> &str {
+        match self {
+            Scope::Cluster(owner) => &owner.installation,
+            Scope::Clusters { installation, .. } | Scope::Operator(installation) => installation,
+        }
+    }
+
     /// The UID of the cluster owning a resource with these tags, when it is
-    /// in the scope: managed by the operator, and the cluster's when the
-    /// scope is one cluster.
+    /// in the scope: managed by the operator, not another installation's,
+    /// and the cluster's when the scope is one cluster.
     pub fn owner_of(&self, tags: &[Tag]) -> Option<String> {
-        if tag_value(tags, MANAGED_BY) != Some(MANAGED_BY_VALUE) {
+        if tag_value(tags, MANAGED_BY) != Some(MANAGED_BY_VALUE)
+            || !of_installation(tag_value(tags, INSTALLATION), self.installation())
+        {
             return None;
         }
         let uid = tag_value(tags, CLUSTER_UID)?;
         match self {
             Scope::Cluster(owner) if owner.uid != uid => None,
-            Scope::Clusters(uids) if !uids.iter().any(|u| u == uid) => None,
+            Scope::Clusters { uids, .. } if !uids.iter().any(|u| u == uid) => None,
             _ => Some(uid.to_string()),
         }
     }
+}
+
+/// Whether a resource whose installation tag is `tagged` may be
+/// `installation`'s: its own, or made before the tag existed (untagged; the
+/// caller knows the cluster is live here, and adopts it).
+pub fn of_installation(tagged: Option<&str>, installation: &str) -> bool {
+    tagged.is_none_or(|t| t == installation)
+}
+
+/// Whose the operator made a resource: its cluster UID and installation tags.
+pub type Claim = (String, Option<String>);
+
+/// The claim on an EC2 resource with these tags, when the operator made it.
+pub fn claim(tags: &[Tag]) -> Option<Claim> {
+    if tag_value(tags, MANAGED_BY) != Some(MANAGED_BY_VALUE) {
+        return None;
+    }
+    let uid = tag_value(tags, CLUSTER_UID)?;
+    Some((
+        uid.to_string(),
+        tag_value(tags, INSTALLATION).map(String::from),
+    ))
 }
 
 /// An observed resource and the UID of the cluster owning it.
@@ -144,6 +206,7 @@ mod tests {
 
     fn owner() -> OwnershipTags {
         OwnershipTags {
+            installation: "inst-a".into(),
             uid: "u-1".into(),
             namespace: "team-a".into(),
             name: "ml".into(),
@@ -158,6 +221,7 @@ mod tests {
     fn ownership_tags_override_user_tags() {
         let tags = owner().for_part("public-subnet", &[(ZONE, "us-east-1a")]);
         assert_eq!(tags[CLUSTER_UID], "u-1");
+        assert_eq!(tags[INSTALLATION], "inst-a");
         assert_eq!(tags[CLUSTER], "team-a/ml");
         assert_eq!(tags["team"], "a");
         assert_eq!(tags[NAME], "ml-public-subnet-us-east-1a");
@@ -175,19 +239,38 @@ mod tests {
             uid: "u-2".into(),
             ..o.clone()
         };
+        // The same cluster UID made by another installation, and by one
+        // before installations were tagged.
+        let other_installation = ec2_tags(
+            &OwnershipTags {
+                installation: "inst-b".into(),
+                ..o.clone()
+            }
+            .for_part("vpc", &[]),
+        );
+        let mut untagged = o.for_part("vpc", &[]);
+        untagged.remove(INSTALLATION);
+        let legacy = ec2_tags(&untagged);
+        let both = ["u-2".to_string(), "u-1".to_string()];
+        let clusters = |uids| Scope::Clusters {
+            installation: "inst-a",
+            uids,
+        };
         // (scope, tags, owner)
         let rows = [
             (Scope::Cluster(&o), &ours, Some("u-1")),
             (Scope::Cluster(&o), &theirs, None),
             (Scope::Cluster(&other), &ours, None),
-            (Scope::Operator, &ours, Some("u-1")),
-            (
-                Scope::Clusters(&["u-2".into(), "u-1".into()]),
-                &ours,
-                Some("u-1"),
-            ),
-            (Scope::Clusters(&["u-2".into()]), &ours, None),
-            (Scope::Operator, &theirs, None),
+            (Scope::Cluster(&o), &other_installation, None),
+            (Scope::Cluster(&o), &legacy, Some("u-1")),
+            (Scope::Operator("inst-a"), &ours, Some("u-1")),
+            (Scope::Operator("inst-b"), &ours, None),
+            (Scope::Operator("inst-b"), &other_installation, Some("u-1")),
+            (Scope::Operator("inst-a"), &legacy, Some("u-1")),
+            (clusters(&both), &ours, Some("u-1")),
+            (clusters(&both[..1]), &ours, None),
+            (clusters(&both), &other_installation, None),
+            (Scope::Operator("inst-a"), &theirs, None),
         ];
         for (scope, tags, want) in rows {
             assert_eq!(scope.owner_of(tags).as_deref(), want, "{scope:?}");

@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 
 use super::settling::RetryNewIds;
-use super::tags::{Owned, OwnershipTags, Scope};
+use super::tags::{claim, Claim, Owned, OwnershipTags, Scope};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,13 +100,20 @@ pub struct ExistingSubnet {
     pub zone: String,
     /// Launches get a public IPv4 address (as the VPC's owner set it).
     pub public: bool,
+    /// The operator made it (for some cluster): whose.
+    pub claim: Option<Claim>,
 }
 
-/// The subnets of an existing VPC; `None` when the VPC does not exist.
-pub async fn existing_subnets(
-    c: &AwsClients,
-    vpc_id: &str,
-) -> AwsResult<Option<Vec<ExistingSubnet>>> {
+/// A brought VPC and its subnets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingVpc {
+    /// The operator made the VPC (for some cluster): whose.
+    pub claim: Option<Claim>,
+    pub subnets: Vec<ExistingSubnet>,
+}
+
+/// An existing VPC and its subnets; `None` when the VPC does not exist.
+pub async fn existing_subnets(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<ExistingVpc>> {
     let vpcs = c
         .ec2
         .describe_vpcs()
@@ -115,9 +122,10 @@ pub async fn existing_subnets(
         .await
         .op("ec2:DescribeVpcs")
         .found()?;
-    if vpcs.is_none_or(|v| v.vpcs().is_empty()) {
+    let Some(vpc) = vpcs.as_ref().and_then(|v| v.vpcs().first()) else {
         return Ok(None);
-    }
+    };
+    let vpc_claim = claim(vpc.tags());
     const OP: &str = "ec2:DescribeSubnets";
     let out = c
         .ec2
@@ -129,13 +137,20 @@ pub async fn existing_subnets(
     out.subnets()
         .iter()
         .map(|s| {
-            Ok(Some(ExistingSubnet {
+            Ok(ExistingSubnet {
                 id: required(s.subnet_id(), OP, "SubnetId")?,
                 zone: required(s.availability_zone(), OP, "AvailabilityZone")?,
                 public: s.map_public_ip_on_launch().unwrap_or(false),
-            }))
+                claim: claim(s.tags()),
+            })
         })
-        .collect::<AwsResult<Option<Vec<_>>>>()
+        .collect::<AwsResult<Vec<_>>>()
+        .map(|subnets| {
+            Some(ExistingVpc {
+                claim: vpc_claim,
+                subnets,
+            })
+        })
 }
 
 /// The region's available zones, sorted by name.

@@ -30,6 +30,24 @@ use crate::Error;
 
 pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let uid = cc.uid().unwrap_or_default();
+    // Another installation's resources are never touched: not deleted,
+    // not described, not marked.
+    let installation = ctx.installation.id();
+    if let Some(other) = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.installation.as_deref())
+        .filter(|i| *i != installation)
+    {
+        let outcome = Outcome::NeedsUser {
+            reason: reason::OTHER_INSTALLATION,
+            message: format!("cannot delete: the cluster's AWS resources were made by operator installation {other}, not this one ({installation}), and this operator never touches them; let installation {other} delete the cluster, or {LET_GO_LOWER}"),
+        };
+        if cc.spec.deletion_policy == DeletionPolicy::Retain {
+            return Ok(done(&ctx, &uid));
+        }
+        return pending(&ctx, Report::deleting(&cc), outcome).await;
+    }
     if cc.spec.deletion_policy == DeletionPolicy::Retain {
         retain(&ctx, &cc).await?;
         return Ok(done(&ctx, &uid));
@@ -43,7 +61,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         tracing::info!(name = %cc.name_any(), "no AWS call was ever made for this cluster: nothing to delete");
         return Ok(done(&ctx, &uid));
     };
-    let target = deletion_target(&cc);
+    let target = deletion_target(&cc, installation);
     let resolved = match use_account(&ctx, &cc, &target).await {
         Ok(usable) => usable.resolved,
         Err(blocked) => {
@@ -75,6 +93,12 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         ctx.metrics.aws_interceptor(),
     );
     let owner = &target.owner;
+    // Made before installations were tagged: adopted first, so that the
+    // deletions are of what carries this installation's tag.
+    if cc.status.as_ref().is_some_and(|s| s.installation.is_none()) {
+        let iam_name = super::kinds::iam::iam_name(owner);
+        crate::aws::inventory::adopt(&c, owner, &iam_name).await?;
+    }
     let observed = Observed::describe(&c, owner).await?;
     // A view lacking what this process just created is stale: "nothing
     // left" would leave those behind.
@@ -182,7 +206,7 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
         .as_ref()
         .and_then(|i| i.instance_profile_name.as_ref());
     let mut ids = status_ids(&status, brought.is_some());
-    let target = deletion_target(cc);
+    let target = deletion_target(cc, ctx.installation.id());
     if let Ok(usable) = use_account(ctx, cc, &target).await {
         if usable.resolved.account_id == account_id {
             let c = AwsClients::new(
@@ -191,6 +215,20 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
                 ctx.metrics.aws_interceptor(),
             );
             if let Ok(observed) = Observed::describe(&c, &target.owner).await {
+                // Let go on purpose: marked so that no audit counts them
+                // as leaked. Best effort: the Event lists them either way.
+                let ec2: Vec<String> = observed
+                    .resources()
+                    .into_iter()
+                    .filter(|(kind, _)| {
+                        !matches!(*kind, "key-pair" | "instance-profile" | "iam-role")
+                    })
+                    .map(|(_, id)| id)
+                    .collect();
+                let iam = observed.iam.role.as_deref();
+                if let Err(e) = crate::aws::inventory::mark_retained(&c, &ec2, iam).await {
+                    tracing::warn!(name = %cc.name_any(), error = %e, "marking the retained resources failed");
+                }
                 ids.extend(observed_ids(&observed));
             }
         }
@@ -274,7 +312,7 @@ async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Resu
 }
 
 /// Only what deletion needs, read from the raw spec (validation must not block it).
-fn deletion_target(cc: &ComputeCluster) -> ValidatedSpec {
+fn deletion_target(cc: &ComputeCluster, installation: &str) -> ValidatedSpec {
     ValidatedSpec {
         region: cc.spec.region.clone(),
         account: cc.account_key(),
@@ -286,11 +324,13 @@ fn deletion_target(cc: &ComputeCluster) -> ValidatedSpec {
         node_groups: vec![],
         iam: Default::default(),
         owner: OwnershipTags {
+            installation: installation.to_string(),
             uid: cc.uid().unwrap_or_default(),
             namespace: cc.namespace().unwrap_or_default(),
             name: cc.name_any(),
             user: Default::default(),
         },
+        permissions_boundary: None,
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
@@ -122,16 +123,21 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     // A user data Secret that changes reconciles the clusters that name it
     // (the content's hash rolls their groups).
     let users_of_secret = store.clone();
-    let (resync, resync_due) = resync::groups(ctx.settings.resync, ctx.metrics.clone());
-    let (waiting, waited) = waiting::groups(waiting::TICK.min(ctx.settings.progress_poll));
+    let installation = ctx.installation.id().to_string();
+    let (resync, resync_due) = resync::groups(
+        ctx.settings.resync,
+        ctx.metrics.clone(),
+        installation.clone(),
+    );
+    let (waiting, waited) =
+        waiting::groups(waiting::TICK.min(ctx.settings.progress_poll), installation);
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
         .reconcile_on(resync_due)
         .reconcile_on(waited)
-        .watches(
-            ctx.api::<Secret>(),
-            watcher::Config::default().any_semantic(),
-            move |secret: Secret| {
+        .watches_stream(
+            crate::triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>()),
+            move |secret: PartialObjectMeta<Secret>| {
                 let (ns, name) = (secret.namespace(), secret.name_any());
                 users_of_secret
                     .state()
@@ -265,10 +271,12 @@ pub async fn use_account(
             })
         }
     };
-    let reached_aws = cc.reached_aws();
     let cleaning_up = cc.meta().deletion_timestamp.is_some();
-    // A namespace no longer allowed may still delete what it created.
-    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && reached_aws);
+    // A namespace no longer allowed may still delete what it created, with
+    // the very account it created it through: consent is bound to that
+    // account, never to whichever the reference now names.
+    let recorded = cc.recorded_account().is_some_and(|r| r.is(&account));
+    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && recorded);
     if !may_use {
         return Err(AccountBlocked {
             reason: reason::NAMESPACE_NOT_ALLOWED,
@@ -276,7 +284,7 @@ pub async fn use_account(
             stalled: true,
         });
     }
-    if account.meta().deletion_timestamp.is_some() && !reached_aws && !cleaning_up {
+    if account.meta().deletion_timestamp.is_some() && !recorded && !cleaning_up {
         return Err(AccountBlocked {
             reason: reason::ACCOUNT_DELETING,
             message: format!("CloudAccount {ns}/{name} is being deleted and takes no new cluster; point spec.cloudAccountRef at another CloudAccount"),
@@ -312,7 +320,7 @@ pub async fn use_account(
 
 async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let mut report = Report::new(&cc);
-    let spec = match spec::validate(&cc) {
+    let mut spec = match spec::validate(&cc, ctx.installation.id()) {
         Ok(spec) => spec,
         Err(message) => {
             let outcome = crate::outcome::Outcome::NeedsUser {
@@ -326,13 +334,17 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Ok(r) => r,
         Err(blocked) => return report.account_blocked(&ctx, blocked).await,
     };
+    spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
     // The account (and so its Secret) is kept while this cluster may have
     // resources to delete: protected before the first AWS call.
     let accounts: Api<CloudAccount> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
     in_use::add_finalizer(&accounts, &account, in_use::IN_USE_FINALIZER).await?;
     report.account_ready();
-    let mut report = match report.record_account(&ctx, &resolved.account_id).await {
+    let mut report = match report
+        .record_account(&ctx, &account, &resolved.account_id)
+        .await
+    {
         Ok(report) => report,
         Err(action) => return action,
     };
@@ -345,12 +357,18 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
     let looks = looks(&cc, &spec);
+    let adopt = report.needs_adoption();
     let progress = &mut report.progress;
     let result = async {
         // Before any AWS call: a group whose user data cannot be read
         // launches nothing.
         let ns = cc.namespace().unwrap_or_default();
         let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
+        if adopt {
+            let iam_name = kinds::iam::iam_name(&spec.owner);
+            let adopted = crate::aws::inventory::adopt(&clients, &spec.owner, &iam_name).await?;
+            tracing::info!(namespace = %ns, name = %cc.name_any(), ec2 = adopted.ec2.len(), iam = adopted.iam.len(), "adopted the cluster's resources into this installation");
+        }
         let observed = Observed::describe_kinds(&clients, &spec.owner, looks).await?;
         // A view that lacks what this process just created is stale: acting
         // on it would create the same again.
@@ -378,6 +396,9 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     }
     .await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
+    if adopt && result.is_ok() {
+        report.adopted(ctx.installation.id());
+    }
     let (result, seen) = match result {
         Ok(seen) => (Ok(()), Some(seen)),
         Err(e) => (Err(e), None),

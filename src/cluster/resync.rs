@@ -56,15 +56,16 @@ pub type Resync = Groups<Member>;
 pub fn groups(
     interval: Duration,
     metrics: Metrics,
+    installation: String,
 ) -> (
     Resync,
     impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
 ) {
     let look = Arc::new(
         move |c: AwsClients, members: BTreeMap<String, Entry<Member>>| {
-            let metrics = metrics.clone();
+            let (metrics, installation) = (metrics.clone(), installation.clone());
             async move {
-                let seen = describe(&c, &members).await;
+                let seen = describe(&c, &installation, &members).await;
                 if let Err(e) = &seen {
                     tracing::info!(error = %e, "shared resync describe failed; each cluster looks for itself");
                 }
@@ -86,11 +87,15 @@ pub type Seen = BTreeMap<String, (Observed, bool)>;
 
 /// One describe per kind for the whole account and region, cut per member
 /// as its own pass would have described it.
-async fn describe(c: &AwsClients, members: &BTreeMap<String, Entry<Member>>) -> AwsResult<Seen> {
+async fn describe(
+    c: &AwsClients,
+    installation: &str,
+    members: &BTreeMap<String, Entry<Member>>,
+) -> AwsResult<Seen> {
     let key_pairs = members.values().any(|e| e.member.looks.key_pairs);
     let (mut by_owner, roles, impaired) = tokio::try_join!(
-        Observed::describe_ec2(c, Scope::Operator, key_pairs),
-        instance_profile::describe_account(c),
+        Observed::describe_ec2(c, Scope::Operator(installation), key_pairs),
+        instance_profile::describe_account(c, installation),
         instances::impaired_in_region(c),
     )?;
     Ok(members

@@ -23,6 +23,10 @@ pub struct ValidatedSpec {
     pub node_groups: Vec<NodeGroupSpec>,
     pub iam: ClusterIam,
     pub owner: OwnershipTags,
+    /// The permissions boundary the CloudAccount requires on every role
+    /// the operator creates (`permissionsBoundaryArn`); set once the
+    /// account is dereferenced.
+    pub permissions_boundary: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +50,8 @@ pub enum Zones {
 }
 
 /// Validates what the schema cannot: CIDR parsing, zones in the region.
-pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
+/// `installation`: the public ID every resource is tagged with.
+pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec, String> {
     let spec = &cc.spec;
     let namespace = cc.namespace().unwrap_or_default();
     let uid = cc.uid().ok_or("the object has no UID yet")?;
@@ -84,11 +89,13 @@ pub fn validate(cc: &ComputeCluster) -> Result<ValidatedSpec, String> {
         node_groups: spec.node_groups.clone(),
         iam: spec.iam.clone().unwrap_or_default(),
         owner: OwnershipTags {
+            installation: installation.to_string(),
             uid,
             namespace,
             name: cc.name_any(),
             user: spec.tags.clone(),
         },
+        permissions_boundary: None,
     })
 }
 

@@ -9,11 +9,12 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::kinds::iam::Iam;
 use super::AccountBlocked;
+use crate::api::compute_cluster::CloudAccountRecord;
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
     self, reason, Desired, ACCOUNT_READY, IAM_READY, NETWORK_READY, NODE_GROUPS_READY, PAUSED,
 };
-use crate::api::{ClusterPhase, ComputeCluster, ComputeClusterStatus};
+use crate::api::{CloudAccount, ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::context::{apply_status, Context};
 use crate::outcome::Outcome;
 use crate::Error;
@@ -185,30 +186,74 @@ impl Report {
     }
 
     /// Checks the account the CloudAccount resolved to against the one the
-    /// cluster's resources live in, and records it before the first AWS
-    /// call. `Err` carries the action when the account changed.
+    /// cluster's resources live in, and the installation that made them
+    /// against this one; records the AWS account, the CloudAccount and the
+    /// installation before the first AWS call through them. `Err` carries
+    /// the action when either changed. A cluster that reached AWS before
+    /// installations were recorded keeps `installation` unset until its
+    /// resources are adopted ([`Report::adopted`]).
     pub async fn record_account(
         mut self,
         ctx: &Context,
+        account: &CloudAccount,
         account_id: &str,
     ) -> Result<Self, Result<Action, Error>> {
-        match self.previous.aws_account_id.as_deref() {
-            Some(id) if id == account_id => Ok(self),
-            Some(id) => {
-                let outcome = Outcome::NeedsUser {
-                    reason: reason::ACCOUNT_CHANGED,
-                    message: format!("the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"),
-                };
-                Err(self.settle(ctx, outcome).await)
-            }
-            None => {
-                self.previous.aws_account_id = Some(account_id.to_string());
-                match apply_status(&self.api(ctx), &self.object.name_any(), &self.previous).await {
-                    Ok(()) => Ok(self),
-                    Err(e) => Err(Err(e.into())),
-                }
-            }
+        let installation = ctx.installation.id();
+        if let Some(other) = self
+            .previous
+            .installation
+            .as_deref()
+            .filter(|i| *i != installation)
+        {
+            let outcome = Outcome::NeedsUser {
+                reason: reason::OTHER_INSTALLATION,
+                message: format!("the cluster's AWS resources were made by operator installation {other}, not this one ({installation}): this operator neither changes nor deletes them; let the installation {other} manage the cluster"),
+            };
+            return Err(self.settle(ctx, outcome).await);
         }
+        if let Some(id) = self
+            .previous
+            .aws_account_id
+            .as_deref()
+            .filter(|id| *id != account_id)
+        {
+            let outcome = Outcome::NeedsUser {
+                reason: reason::ACCOUNT_CHANGED,
+                message: format!("the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"),
+            };
+            return Err(self.settle(ctx, outcome).await);
+        }
+        let record = CloudAccountRecord {
+            namespace: account.namespace().unwrap_or_default(),
+            name: account.name_any(),
+            uid: account.uid().unwrap_or_default(),
+        };
+        let mut next = self.previous.clone();
+        if !self.needs_adoption() {
+            next.installation = Some(installation.to_string());
+        }
+        next.aws_account_id = Some(account_id.to_string());
+        next.cloud_account = Some(record);
+        if next == self.previous {
+            return Ok(self);
+        }
+        self.previous = next;
+        match apply_status(&self.api(ctx), &self.object.name_any(), &self.previous).await {
+            Ok(()) => Ok(self),
+            Err(e) => Err(Err(e.into())),
+        }
+    }
+
+    /// The cluster reached AWS before installations were told apart: its
+    /// resources lack the installation tag until this pass adopts them.
+    pub fn needs_adoption(&self) -> bool {
+        self.previous.aws_account_id.is_some() && self.previous.installation.is_none()
+    }
+
+    /// Its resources now carry `installation`'s tag: recorded with this
+    /// pass's status.
+    pub fn adopted(&mut self, installation: &str) {
+        self.previous.installation = Some(installation.to_string());
     }
 
     /// The account cannot be used now: says why, on `AccountReady` too.
@@ -455,6 +500,8 @@ impl Report {
         ComputeClusterStatus {
             observed_generation: generation,
             aws_account_id: self.previous.aws_account_id.clone(),
+            cloud_account: self.previous.cloud_account.clone(),
+            installation: self.previous.installation.clone(),
             phase: Some(phase),
             network: Some(self.progress.network.clone()).filter(|n| n != &NetworkStatus::default()),
             iam: self.progress.iam.clone(),

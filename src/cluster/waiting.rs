@@ -33,14 +33,16 @@ pub type Waiting = Groups<()>;
 /// with nothing pending any more.
 pub fn groups(
     tick: Duration,
+    installation: String,
 ) -> (
     Waiting,
     impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static,
 ) {
-    let look = Arc::new(|c: AwsClients, members: BTreeMap<String, Entry<()>>| {
+    let look = Arc::new(move |c: AwsClients, members: BTreeMap<String, Entry<()>>| {
+        let installation = installation.clone();
         async move {
             let uids: Vec<String> = members.keys().cloned().collect();
-            match creating(&c, &uids).await {
+            match creating(&c, &installation, &uids).await {
                 Ok(busy) => ready(&uids, &busy),
                 // Each looks for itself on its progress poll.
                 Err(e) => {
@@ -55,10 +57,17 @@ pub fn groups(
 }
 
 /// The UIDs of `uids` with a NAT gateway pending or an instance pending.
-async fn creating(c: &AwsClients, uids: &[String]) -> AwsResult<BTreeSet<String>> {
+async fn creating(
+    c: &AwsClients,
+    installation: &str,
+    uids: &[String],
+) -> AwsResult<BTreeSet<String>> {
     let mut busy = BTreeSet::new();
     for chunk in uids.chunks(200) {
-        let scope = Scope::Clusters(chunk);
+        let scope = Scope::Clusters {
+            installation,
+            uids: chunk,
+        };
         let (nats, launched) = tokio::try_join!(
             nat_gateway::describe(c, scope),
             instances::describe(c, scope)

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod iam_conditions;
 pub mod proxy;
 pub mod realism;
 pub use proxy::{AwsProxy, Faults, Refusal};

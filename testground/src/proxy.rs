@@ -73,6 +73,10 @@ pub struct Faults {
     /// SDK encodes otherwise, e.g. a space as `%20`, fails as
     /// `SignatureDoesNotMatch` although the caller signed correctly).
     pub resign: bool,
+    /// The permissions policy whose conditions moto passes unread: IAM
+    /// calls that [`crate::iam_conditions`] models are refused
+    /// (`AccessDenied`) unless a statement allows them, conditions and all.
+    pub iam_policy: Option<serde_json::Value>,
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -88,6 +92,8 @@ pub struct Refusal {
 #[derive(Clone, Debug)]
 pub struct Call {
     pub operation: String,
+    /// The access key the request was signed with (empty when unsigned).
+    pub access_key: String,
     /// Since the proxy started.
     pub start: Duration,
     pub end: Duration,
@@ -394,6 +400,7 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     *lock(&s.calls).entry(op.clone()).or_default() += 1;
     let result = answer(&mut conn, upstream, s, &req, &op, svc);
     lock(&s.trace).push(Call {
+        access_key: access_key(&req.head),
         operation: op,
         start,
         end: s.started.elapsed(),
@@ -419,6 +426,15 @@ fn answer(
         if unit_random(n) < faults.error_rate {
             s.injected.fetch_add(1, Ordering::SeqCst);
             return inject(conn, svc, n);
+        }
+    }
+
+    if let Some(policy) = &faults.iam_policy {
+        if let Some(ctx) = crate::iam_conditions::context(op, &req.body) {
+            if !crate::iam_conditions::allows(policy, op, &ctx) {
+                let message = format!("User is not authorized to perform: iam:{op} (no statement of its policy allows it with these conditions)");
+                return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
+            }
         }
     }
 
@@ -597,6 +613,16 @@ fn moto_form(body: &[u8]) -> Vec<u8> {
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()
+}
+
+/// The access key a request is signed with (SigV4's `Credential=`).
+fn access_key(head: &str) -> String {
+    head.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .and_then(|l| l.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The secret key of `access_key`: learned from an AssumeRole answer, or

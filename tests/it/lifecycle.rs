@@ -537,7 +537,10 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     )?;
 
     let kept_before = counts(&g, &kept_uid).await?;
-    let deleted = byoc(&g, &["audit", "--delete", "-n", &ns, "--deadline", "3m"])?;
+    let deleted = byoc(
+        &g,
+        &["audit", "--delete", "--all", "-n", &ns, "--deadline", "3m"],
+    )?;
     ensure(
         deleted.contains("0 leaked resources left"),
         format!("audit --delete left something:\n{deleted}"),
@@ -603,11 +606,21 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
         format!("the Event does not list what is left: {note}"),
     )?;
 
-    // The account works again: the audit finds the rest and removes it.
+    // The account works again: the audit finds the rest (the account could
+    // not be reached to mark it retained) and removes it when told.
     g.proxy.set_faults(testground::Faults::default());
     let deleted = byoc(
         &g,
-        &["audit", "--delete", "-n", &g.namespace, "--deadline", "3m"],
+        &[
+            "audit",
+            "--delete",
+            "--cluster",
+            &uid,
+            "-n",
+            &g.namespace,
+            "--deadline",
+            "3m",
+        ],
     )?;
     ensure(
         deleted.contains(&vpc) && deleted.contains("0 leaked resources left"),

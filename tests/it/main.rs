@@ -15,3 +15,4 @@ mod realism;
 mod reliability;
 mod resync;
 mod support;
+mod tenancy;

@@ -334,6 +334,8 @@ pub fn sample(text: &str, series: &str) -> f64 {
 /// a base user that may only assume roles, a role trusting that user with an
 /// external ID, a role trusting nobody, and an admin for test-side checks.
 pub struct CrossAccount {
+    /// The user the base keys are of (allowed only sts:AssumeRole).
+    pub base_arn: String,
     pub base_key_id: String,
     pub base_secret: String,
     /// Keys of a user allowed everything: the control that shows a denial
@@ -381,7 +383,7 @@ impl CrossAccount {
             "Version": "2012-10-17",
             "Statement": [{
                 "Effect": "Allow",
-                "Principal": {"AWS": base_arn},
+                "Principal": {"AWS": &base_arn},
                 "Action": "sts:AssumeRole",
                 "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
             }]
@@ -423,6 +425,7 @@ impl CrossAccount {
             .load()
             .await;
         Ok(CrossAccount {
+            base_arn,
             base_key_id,
             base_secret,
             allowed_key_id,

@@ -26,3 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding the installation's secret. */}}
+{{- define "byoc-operator.installationSecret" -}}
+{{- default (printf "%s-installation" (include "byoc-operator.fullname" .) | trunc 253) .Values.installation.secretName -}}
+{{- end -}}

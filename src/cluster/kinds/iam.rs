@@ -5,7 +5,7 @@
 use futures::future::try_join_all;
 
 use super::Pass;
-use crate::aws::instance_profile::{self, ObservedIam};
+use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::Error;
 
@@ -41,16 +41,25 @@ pub struct IamActions {
     /// Managed policies to attach to the role, and to detach from it.
     pub attach: Vec<String>,
     pub detach: Vec<String>,
+    /// The existing role lacks the required permissions boundary.
+    pub put_boundary: bool,
 }
 
 /// The calls that bring the operator's role and profile to `policies`
-/// attached. Policies not listed this pass are taken as unchanged.
-pub fn plan(o: &ObservedIam, policies: &[String]) -> Result<IamActions, Error> {
+/// attached and the role to `boundary` (when one is required; a boundary
+/// is never taken away). Policies not listed this pass are taken as
+/// unchanged.
+pub fn plan(
+    o: &ObservedIam,
+    policies: &[String],
+    boundary: Option<&str>,
+) -> Result<IamActions, Error> {
     if o.role_not_ours || o.instance_profile_not_ours {
         return Err(Error::IamNameTaken(o.name.clone()));
     }
     let attached = o.attached_policies.as_deref().unwrap_or_default();
     Ok(IamActions {
+        put_boundary: o.role.is_some() && boundary.is_some() && o.boundary.as_deref() != boundary,
         create_role: o.role.is_none(),
         create_profile: o.instance_profile.is_none(),
         add_role: !o.profile_roles.iter().any(|r| r == &o.name),
@@ -69,16 +78,20 @@ pub fn plan(o: &ObservedIam, policies: &[String]) -> Result<IamActions, Error> {
 
 pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
     if let Some(name) = &p.spec.iam.instance_profile_name {
-        return brought(p.c, name).await;
+        return brought(p.c, &p.spec.owner, name).await;
     }
     let o = &p.observed.iam;
     let policies = &p.spec.iam.managed_policy_arns;
-    let actions = plan(o, policies)?;
+    let boundary = p.spec.permissions_boundary.as_deref();
+    let actions = plan(o, policies, boundary)?;
     // The role and the profile are independent; the role joins the profile
     // and gets its policies after.
     let role = async {
         if actions.create_role {
-            instance_profile::create_role(p.c, &p.spec.owner, &o.name).await?;
+            instance_profile::create_role(p.c, &p.spec.owner, &o.name, boundary).await?;
+        }
+        if let Some(b) = boundary.filter(|_| actions.put_boundary) {
+            instance_profile::put_boundary(p.c, &o.name, b).await?;
         }
         Ok::<_, Error>(())
     };
@@ -116,16 +129,29 @@ async fn attach(c: &AwsClients, role: &str, arn: &str) -> Result<(), Error> {
     }
 }
 
-/// A brought instance profile: looked up, used, never changed.
-async fn brought(c: &AwsClients, name: &str) -> Result<Iam, Error> {
-    match instance_profile::get_brought(c, name).await? {
-        Some((arn, role)) => Ok(Iam {
-            role_name: role,
-            profile_arn: arn,
-            policies: vec![],
-        }),
-        None => Err(Error::InstanceProfileNotFound(name.to_string())),
+/// A brought instance profile: looked up, used, never changed. One the
+/// operator made for another cluster (or another installation) is refused:
+/// its nodes would act as that cluster's.
+async fn brought(c: &AwsClients, owner: &OwnershipTags, name: &str) -> Result<Iam, Error> {
+    let Some(found) = instance_profile::get_brought(c, name).await? else {
+        return Err(Error::InstanceProfileNotFound(name.to_string()));
+    };
+    if let Some(why) = foreign_identity(&found, owner) {
+        return Err(Error::NotOursToUse(format!(
+            "instance profile {name} (iam.instanceProfileName) {why}: a cluster may not launch nodes as another's"
+        )));
     }
+    Ok(Iam {
+        role_name: found.role,
+        profile_arn: found.arn,
+        policies: vec![],
+    })
+}
+
+/// Why a brought profile may not be used: it is another cluster's or
+/// another installation's.
+pub fn foreign_identity(found: &BroughtProfile, owner: &OwnershipTags) -> Option<String> {
+    owner.claim_of_another(found.owner.as_ref()?)
 }
 
 pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
@@ -139,6 +165,7 @@ mod tests {
     #[test]
     fn names_fit() {
         let owner = OwnershipTags {
+            installation: "i".into(),
             uid: "0123abcd-ef".into(),
             namespace: "n".repeat(63),
             name: "x".repeat(63),
@@ -216,11 +243,77 @@ mod tests {
             ),
         ];
         for (observed, want, why) in rows {
-            match (plan(&observed, &[]), want) {
+            match (plan(&observed, &[], None), want) {
                 (Ok(got), Some(want)) => assert_eq!(got, want, "{why}"),
                 (Err(Error::IamNameTaken(name)), None) => assert_eq!(name, base.name, "{why}"),
                 (got, want) => panic!("{why}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn plan_puts_a_required_boundary_and_never_takes_one_away() {
+        let b = "arn:aws:iam::1:policy/boundary";
+        let role = ObservedIam {
+            name: "byoc-ns-c-0123abcd".into(),
+            role: Some("byoc-ns-c-0123abcd".into()),
+            ..Default::default()
+        };
+        let bounded = ObservedIam {
+            boundary: Some(b.into()),
+            ..role.clone()
+        };
+        let other = ObservedIam {
+            boundary: Some("arn:aws:iam::1:policy/other".into()),
+            ..role.clone()
+        };
+        let none = ObservedIam {
+            name: role.name.clone(),
+            ..Default::default()
+        };
+        // (observed, required, put_boundary, why)
+        let rows = [
+            (&role, Some(b), true, "a role made before it was required"),
+            (&bounded, Some(b), false, "already there"),
+            (&other, Some(b), true, "another boundary is replaced"),
+            (&bounded, None, false, "not required: left as it is"),
+            (&none, Some(b), false, "a new role is created with it"),
+        ];
+        for (observed, required, want, why) in rows {
+            let got = plan(observed, &[], required).expect(why);
+            assert_eq!(got.put_boundary, want, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_brought_profile_of_another_cluster_or_installation_is_refused() {
+        let owner = OwnershipTags {
+            installation: "inst-a".into(),
+            uid: "u-1".into(),
+            namespace: "team-a".into(),
+            name: "ml".into(),
+            user: Default::default(),
+        };
+        let profile = |tagged: Option<(&str, Option<&str>)>| BroughtProfile {
+            arn: "arn:aws:iam::1:instance-profile/p".into(),
+            role: Some("r".into()),
+            owner: tagged.map(|(u, i)| (u.to_string(), i.map(String::from))),
+        };
+        // (tags, refused)
+        let rows = [
+            (None, false),
+            (Some(("u-1", Some("inst-a"))), false),
+            (Some(("u-1", None)), false),
+            (Some(("u-2", Some("inst-a"))), true),
+            (Some(("u-2", None)), true),
+            (Some(("u-1", Some("inst-b"))), true),
+        ];
+        for (tags, refused) in rows {
+            assert_eq!(
+                foreign_identity(&profile(tags), &owner).is_some(),
+                refused,
+                "{tags:?}"
+            );
         }
     }
 
@@ -287,7 +380,7 @@ mod tests {
             ),
         ];
         for (observed, wanted, attach, detach, why) in rows {
-            let got = plan(&observed, &wanted).expect(why);
+            let got = plan(&observed, &wanted, None).expect(why);
             assert_eq!((got.attach, got.detach), (attach, detach), "{why}");
         }
     }

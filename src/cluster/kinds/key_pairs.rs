@@ -130,6 +130,7 @@ mod tests {
 
     fn owner() -> OwnershipTags {
         OwnershipTags {
+            installation: "i".into(),
             uid: "0123abcd-ef".into(),
             namespace: "team-a".into(),
             name: "ml".into(),

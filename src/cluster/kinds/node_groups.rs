@@ -668,12 +668,25 @@ async fn check_security_groups(p: Pass<'_>, vpc_id: &str) -> Result<(), Error> {
         return Ok(());
     }
     let found = security_group::existing_in_vpc(p.c, vpc_id, &wanted).await?;
-    match wanted.iter().find(|g| !found.contains(g)) {
-        Some(missing) => Err(Error::ExistingNetwork(format!(
+    if let Some(missing) = wanted
+        .iter()
+        .find(|g| !found.iter().any(|(id, _)| id == *g))
+    {
+        return Err(Error::ExistingNetwork(format!(
             "security group {missing} (additionalSecurityGroupIds) was not found in VPC {vpc_id}"
-        ))),
-        None => Ok(()),
+        )));
     }
+    for (id, claim) in &found {
+        if let Some(why) = claim
+            .as_ref()
+            .and_then(|c| p.spec.owner.claim_of_another(c))
+        {
+            return Err(Error::NotOursToUse(format!(
+                "security group {id} (additionalSecurityGroupIds) {why}: a cluster may not use another's"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Instances run within seconds: look again shortly instead of a whole pass

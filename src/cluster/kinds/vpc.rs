@@ -6,8 +6,8 @@ use futures::future::try_join_all;
 
 use super::Pass;
 use crate::aws::subnet::ObservedSubnet;
-use crate::aws::vpc::{self, ExistingSubnet, ObservedVpc};
-use crate::aws::{AwsClients, AwsResult};
+use crate::aws::vpc::{self, ExistingVpc, ObservedVpc};
+use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::Error;
 
 /// What to do about the cluster's VPC.
@@ -49,22 +49,45 @@ pub async fn ensure_dns(p: Pass<'_>, vpc_id: &str, known: Option<&str>) -> Resul
 }
 
 /// The named subnets of an existing VPC, as the nodes see them; an error
-/// naming what is missing.
+/// naming what is missing, or what the operator made for another cluster
+/// or installation (never launched into: it is theirs).
 pub fn check_existing(
+    owner: &OwnershipTags,
     vpc_id: &str,
     subnet_ids: &[String],
-    found: Option<Vec<ExistingSubnet>>,
+    found: Option<ExistingVpc>,
 ) -> Result<Vec<ObservedSubnet>, Error> {
     let found = found
         .ok_or_else(|| Error::ExistingNetwork(format!("existing VPC {vpc_id} was not found")))?;
+    let not_ours = |what: String, claim| {
+        owner.claim_of_another(claim).map(|why| {
+            Error::NotOursToUse(format!(
+                "{what} {why}: a cluster may not use another's network"
+            ))
+        })
+    };
+    if let Some(e) = found
+        .claim
+        .as_ref()
+        .and_then(|c| not_ours(format!("existing VPC {vpc_id}"), c))
+    {
+        return Err(e);
+    }
     subnet_ids
         .iter()
         .map(|id| {
-            let s = found.iter().find(|s| &s.id == id).ok_or_else(|| {
+            let s = found.subnets.iter().find(|s| &s.id == id).ok_or_else(|| {
                 Error::ExistingNetwork(format!(
                     "existing subnet {id} was not found in VPC {vpc_id}"
                 ))
             })?;
+            if let Some(e) = s
+                .claim
+                .as_ref()
+                .and_then(|c| not_ours(format!("existing subnet {id}"), c))
+            {
+                return Err(e);
+            }
             Ok(ObservedSubnet {
                 id: s.id.clone(),
                 vpc_id: vpc_id.to_string(),
@@ -84,7 +107,7 @@ pub async fn existing(
     subnet_ids: &[String],
 ) -> Result<Vec<ObservedSubnet>, Error> {
     let found = vpc::existing_subnets(p.c, vpc_id).await?;
-    check_existing(vpc_id, subnet_ids, found)
+    check_existing(&p.spec.owner, vpc_id, subnet_ids, found)
 }
 
 pub async fn delete(c: &AwsClients, observed: &[ObservedVpc]) -> AwsResult<()> {
@@ -95,6 +118,7 @@ pub async fn delete(c: &AwsClients, observed: &[ObservedVpc]) -> AwsResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::vpc::ExistingSubnet;
 
     fn vpc(id: &str) -> ObservedVpc {
         ObservedVpc {
@@ -123,20 +147,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn existing_network_names_what_is_missing() {
-        let subnet = |id: &str, zone: &str, public| ExistingSubnet {
+    fn owner() -> OwnershipTags {
+        OwnershipTags {
+            installation: "inst-a".into(),
+            uid: "u-1".into(),
+            namespace: "team-a".into(),
+            name: "ml".into(),
+            user: Default::default(),
+        }
+    }
+
+    fn subnet(id: &str, zone: &str, public: bool) -> ExistingSubnet {
+        ExistingSubnet {
             id: id.into(),
             zone: zone.into(),
             public,
-        };
-        let found = Some(vec![
-            subnet("subnet-a", "us-east-1a", true),
-            subnet("subnet-b", "us-east-1b", false),
-        ]);
+            claim: None,
+        }
+    }
+
+    #[test]
+    fn existing_network_names_what_is_missing() {
+        let found = Some(ExistingVpc {
+            claim: None,
+            subnets: vec![
+                subnet("subnet-a", "us-east-1a", true),
+                subnet("subnet-b", "us-east-1b", false),
+            ],
+        });
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let ok = check_existing("vpc-1", &ids(&["subnet-b", "subnet-a"]), found.clone())
-            .expect("both exist");
+        let check =
+            |subnets: &[&str], found| check_existing(&owner(), "vpc-1", &ids(subnets), found);
+        let ok = check(&["subnet-b", "subnet-a"], found.clone()).expect("both exist");
         assert_eq!(
             ok.iter()
                 .map(|s| (s.id.as_str(), s.public))
@@ -144,15 +186,46 @@ mod tests {
             vec![("subnet-b", false), ("subnet-a", true)],
             "in the spec's order, public as the owner set it"
         );
-        let missing =
-            check_existing("vpc-1", &ids(&["subnet-c"]), found).expect_err("missing subnet");
+        let missing = check(&["subnet-c"], found).expect_err("missing subnet");
         assert!(
             missing
                 .to_string()
                 .contains("subnet-c was not found in VPC vpc-1"),
             "{missing}"
         );
-        let gone = check_existing("vpc-1", &ids(&["subnet-a"]), None).expect_err("missing VPC");
+        let gone = check(&["subnet-a"], None).expect_err("missing VPC");
         assert!(matches!(gone, Error::ExistingNetwork(_)), "{gone}");
+    }
+
+    #[test]
+    fn another_clusters_or_installations_network_is_refused() {
+        let claim = |uid: &str, installation: Option<&str>| {
+            Some((uid.to_string(), installation.map(String::from)))
+        };
+        let ids = vec!["subnet-a".to_string()];
+        // (VPC's claim, subnet's claim, refused)
+        let rows = [
+            (None, None, false),
+            (claim("u-1", Some("inst-a")), None, false),
+            (claim("u-2", Some("inst-a")), None, true),
+            (claim("u-2", None), None, true),
+            (None, claim("u-1", Some("inst-b")), true),
+            (None, claim("u-3", Some("inst-a")), true),
+        ];
+        for (vpc_claim, subnet_claim, refused) in rows {
+            let found = ExistingVpc {
+                claim: vpc_claim.clone(),
+                subnets: vec![ExistingSubnet {
+                    claim: subnet_claim.clone(),
+                    ..subnet("subnet-a", "us-east-1a", false)
+                }],
+            };
+            let got = check_existing(&owner(), "vpc-1", &ids, Some(found));
+            assert_eq!(
+                matches!(got, Err(Error::NotOursToUse(_))),
+                refused,
+                "{vpc_claim:?} {subnet_claim:?}: {got:?}"
+            );
+        }
     }
 }

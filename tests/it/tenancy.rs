@@ -1,0 +1,800 @@
+//! Tenants and installations kept apart, each attack beside its allowed
+//! control (the same set-up with consent converges), so a refusal is shown
+//! to be the policy's and not the set-up's: the operator's own identity
+//! lent only where the installation allows it and only with the external
+//! ID it generates (moto enforcing the role's trust policy); consent bound
+//! to the account a cluster reached AWS through; two installations on one
+//! AWS account that never touch each other's resources; node roles that
+//! cannot be escalated.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ec2::types::Filter;
+use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
+use byoc_operator::installation::{Installation, SECRET_KEY};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use crate::clusters::{
+    counts, delete_and_wait_gone, ready_account, small_cluster_manifest, stalled_with, wait_gone,
+    wait_running, Counts, WAIT,
+};
+use crate::support::{
+    assert_no_key_material_in, byoc, create_namespace, ensure, eventually, install_crds,
+    kubectl_apply_in, CrossAccount, Ground, Operator, OperatorExt,
+};
+
+/// An installation Secret `name` in `namespace` holding `secret`, made
+/// before the operator starts so that the test knows its external IDs.
+async fn installation(
+    g: &Ground,
+    namespace: &str,
+    name: &str,
+    secret: &str,
+) -> Result<Installation> {
+    kubectl_apply_in(
+        g,
+        namespace,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{SECRET_KEY}: \"{secret}\"}}\n"),
+    )?;
+    Installation::from_secret(secret.as_bytes()).context("a secret of 32 bytes or more")
+}
+
+fn installation_args<'a>(name: &'a str, namespace: &'a str) -> Vec<&'a str> {
+    vec![
+        "--installation-secret",
+        name,
+        "--installation-namespace",
+        namespace,
+    ]
+}
+
+/// Waits until the CloudAccount `namespace/name` has condition `Stalled`
+/// with `reason`, or is `ready` when `reason` is `None`.
+async fn account_state(
+    g: &Ground,
+    namespace: &str,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<CloudAccount> {
+    let api: Api<CloudAccount> = Api::namespaced(g.client.clone(), namespace);
+    eventually(
+        &format!("CloudAccount {namespace}/{name}: {reason:?}"),
+        WAIT,
+        || async {
+            let a = api.get(name).await?;
+            let status = a.status.clone().unwrap_or_default();
+            let done = match reason {
+                None => status.phase == Some(AccountPhase::Ready),
+                Some(r) => status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == r),
+            };
+            Ok(done.then_some(a))
+        },
+    )
+    .await
+}
+
+fn stalled_message(a: &CloudAccount) -> String {
+    a.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// AssumeRole calls the proxy has answered so far.
+fn assume_role_calls(g: &Ground) -> u64 {
+    g.proxy.calls().get("AssumeRole").copied().unwrap_or(0)
+}
+
+/// A role in moto's account trusting `principal` with `external_id`, allowed everything.
+async fn trusting_role(
+    x: &CrossAccount,
+    name: &str,
+    principal: &str,
+    external_id: &str,
+) -> Result<String> {
+    let iam = aws_sdk_iam::Client::new(&x.admin);
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
+        }]
+    });
+    let role = iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await?;
+    iam.put_role_policy()
+        .role_name(name)
+        .policy_name("p")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await?;
+    Ok(role.role().map(|r| r.arn().to_string()).unwrap_or_default())
+}
+
+fn ambient_account(name: &str, role: &str, extra: &str) -> String {
+    format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  roleArn: {role}\n{extra}")
+}
+
+#[tokio::test]
+async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_external_id(
+) -> Result<()> {
+    let g = Ground::new("ten-ambient").await?;
+    install_crds(&g).await?;
+    let a = g.namespace.clone();
+    let (b, c) = (format!("{a}-b"), format!("{a}-c"));
+    create_namespace(&g.client, &b).await?;
+    create_namespace(&g.client, &c).await?;
+    let secret = "installation-secret-of-the-tenancy-test-0001";
+    let inst = installation(&g, &a, "inst", secret).await?;
+    let x = CrossAccount::set_up(&g).await?;
+    // Team A's role trusts the operator's identity with A's generated
+    // external ID; team B's with B's; team C's with C's.
+    let role_a = trusting_role(&x, "team-a", &x.base_arn, &inst.external_id(&a, "acme")).await?;
+    let role_b = trusting_role(&x, "team-b", &x.base_arn, &inst.external_id(&b, "own")).await?;
+    let role_c = trusting_role(&x, "team-c", &x.base_arn, &inst.external_id(&c, "late")).await?;
+
+    // One installation, an operator process per namespace (each watches
+    // one), acting as the operator's identity: keys allowed only AssumeRole.
+    let ambient = format!("{a},{b}");
+    let mut args = installation_args("inst", &a);
+    args.extend(["--ambient-identity-namespaces", &ambient]);
+    args.extend(["--account-verify-interval", "10m"]);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
+    ];
+    let op_a = Operator::start_in(&g, &a, &args, &env)?;
+    let _op_b = Operator::start_in(&g, &b, &args, &env)?;
+    let op_c = Operator::start_in(&g, &c, &args, &env)?;
+
+    // Control: A's account assumes A's role with the ID it publishes.
+    kubectl_apply_in(&g, &a, &ambient_account("acme", &role_a, ""))?;
+    let acme = account_state(&g, &a, "acme", None).await?;
+    let published = acme.status.as_ref().and_then(|s| s.external_id.clone());
+    ensure(
+        published.as_deref() == Some(inst.external_id(&a, "acme").as_str()),
+        format!("status.externalId {published:?}"),
+    )?;
+    ensure(
+        acme.status
+            .as_ref()
+            .and_then(|s| s.arn.as_deref())
+            .is_some_and(|arn| arn.contains("assumed-role/team-a/")),
+        format!("acme verified as {:?}", acme.status),
+    )?;
+
+    // B copies A's external ID into its spec: refused before STS.
+    let before = assume_role_calls(&g);
+    let copied = format!("  externalId: {}\n", inst.external_id(&a, "acme"));
+    kubectl_apply_in(&g, &b, &ambient_account("copycat", &role_a, &copied))?;
+    let copycat = account_state(&g, &b, "copycat", Some("ExternalIdNotAllowed")).await?;
+    ensure(
+        stalled_message(&copycat).contains(&inst.external_id(&b, "copycat")),
+        format!(
+            "the message does not say what to trust: {}",
+            stalled_message(&copycat)
+        ),
+    )?;
+    // A namespace the installation does not list: refused, no AWS call.
+    kubectl_apply_in(&g, &c, &ambient_account("late", &role_c, ""))?;
+    let late = account_state(&g, &c, "late", Some("AmbientIdentityNotAllowed")).await?;
+    ensure(
+        stalled_message(&late).contains("ambientIdentity.namespaces"),
+        format!(
+            "the message does not name the setting: {}",
+            stalled_message(&late)
+        ),
+    )?;
+    ensure(
+        late.status
+            .as_ref()
+            .and_then(|s| s.external_id.as_ref())
+            .is_none(),
+        "an external ID was published where the identity may not be used",
+    )?;
+    // Without a role the operator's identity itself would be lent.
+    kubectl_apply_in(
+        &g,
+        &b,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: bare}\nspec:\n  region: us-east-1\n",
+    )?;
+    account_state(&g, &b, "bare", Some("AmbientIdentityNotAllowed")).await?;
+    ensure(
+        assume_role_calls(&g) == before,
+        format!(
+            "AssumeRole was called for refused accounts: {} calls, {before} before",
+            assume_role_calls(&g)
+        ),
+    )?;
+
+    // B names A's role with the operator's identity: B's generated ID is
+    // sent, and A's trust policy (moto enforcing it) refuses it.
+    kubectl_apply_in(&g, &b, &ambient_account("borrowed", &role_a, ""))?;
+    let borrowed = account_state(&g, &b, "borrowed", Some("AssumeRoleDenied")).await?;
+    ensure(
+        assume_role_calls(&g) > before,
+        "STS was not asked: the refusal is not the trust policy's",
+    )?;
+    ensure(
+        stalled_message(&borrowed).contains(&inst.external_id(&b, "borrowed")),
+        format!(
+            "the message does not say what to trust: {}",
+            stalled_message(&borrowed)
+        ),
+    )?;
+    // Control: B's own role, trusting B's ID, is assumed.
+    kubectl_apply_in(&g, &b, &ambient_account("own", &role_b, ""))?;
+    account_state(&g, &b, "own", None).await?;
+    // Control: C listed by the installation, its account is used.
+    drop(op_c);
+    let ambient = format!("{a},{b},{c}");
+    let mut args = installation_args("inst", &a);
+    args.extend(["--ambient-identity-namespaces", &ambient]);
+    let _op_c = Operator::start_in(&g, &c, &args, &env)?;
+    account_state(&g, &c, "late", None).await?;
+
+    // The installation's secret is in no log, Event, status or metric.
+    assert_no_key_material_in(&g, &a, &op_a, &[secret]).await
+}
+
+/// The Secret-based account `name` in `namespace` with base keys `key_id`
+/// (moto takes any key while it does not enforce IAM).
+fn keyed_account(name: &str, key_id: &str, allowed: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-keys}}\nstringData: {{AWS_ACCESS_KEY_ID: {key_id}, AWS_SECRET_ACCESS_KEY: testing}}\n---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  allowedNamespaces: [{allowed}]\n"
+    )
+}
+
+fn in_use(finalizers: &[String]) -> bool {
+    finalizers.iter().any(|f| f == "byoc.dev/in-use")
+}
+
+#[tokio::test]
+async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<()> {
+    let g = Ground::new("ten-repoint").await?;
+    install_crds(&g).await?;
+    let c = g.namespace.clone();
+    let a = format!("{c}-a");
+    create_namespace(&g.client, &a).await?;
+    // Team A's account, with keys the trace can tell apart, allowing no
+    // other namespace; an operator of the same installation watches A.
+    const FOREIGN_KEY: &str = "AKIDTEAMAFOREIGN0001";
+    kubectl_apply_in(&g, &a, &keyed_account("acme", FOREIGN_KEY, ""))?;
+    let _op_a = Operator::start_in(&g, &a, &["--progress-poll", "1s"], &[])?;
+    account_state(&g, &a, "acme", None).await?;
+    // Team C provisions through its own account.
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    kubectl_apply_in(&g, &c, &small_cluster_manifest("ml", "10.20.0.0/16"))?;
+    let cc = wait_running(&g, "ml", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let recorded = cc.status.as_ref().and_then(|s| s.cloud_account.clone());
+    ensure(
+        recorded
+            .as_ref()
+            .is_some_and(|r| r.namespace == c && r.name == "acme"),
+        format!("status.cloudAccount {recorded:?}"),
+    )?;
+    let foreign_used = || {
+        g.proxy
+            .trace()
+            .iter()
+            .any(|call| call.access_key == FOREIGN_KEY)
+    };
+    let calls_before = g.proxy.trace().len();
+    ensure(
+        g.proxy
+            .trace()
+            .iter()
+            .any(|call| !call.access_key.is_empty()),
+        "the trace records no access keys: nothing would be checked",
+    )?;
+    let foreign_before = g
+        .proxy
+        .trace()
+        .iter()
+        .filter(|c| c.access_key == FOREIGN_KEY)
+        .count();
+
+    // Re-pointed at A's account, which does not allow C: refused.
+    let clusters = g.api::<ComputeCluster>();
+    let repoint = |ns: &str| serde_json::json!({"spec": {"cloudAccountRef": {"name": "acme", "namespace": ns}}});
+    clusters
+        .patch("ml", &PatchParams::default(), &Patch::Merge(repoint(&a)))
+        .await?;
+    let why = stalled_with(&g, "ml", "NamespaceNotAllowed").await?;
+    ensure(why.message.contains(&a), why.message.clone())?;
+    // Deleting it does not open the door either: its resources came
+    // through C's account, not A's.
+    clusters.delete("ml", &DeleteParams::default()).await?;
+    let held = stalled_with(&g, "ml", "NamespaceNotAllowed").await?;
+    ensure(
+        held.message.contains("cannot delete"),
+        format!("deletion not held: {}", held.message),
+    )?;
+    let accounts_a: Api<CloudAccount> = Api::namespaced(g.client.clone(), &a);
+    let secrets_a: Api<Secret> = Api::namespaced(g.client.clone(), &a);
+    ensure(
+        !in_use(accounts_a.get("acme").await?.finalizers()),
+        "A's account was marked in use by C's cluster",
+    )?;
+    ensure(
+        !in_use(secrets_a.get("acme-keys").await?.finalizers()),
+        "A's Secret was marked in use by C's cluster",
+    )?;
+    let foreign_after = g
+        .proxy
+        .trace()
+        .iter()
+        .filter(|c| c.access_key == FOREIGN_KEY)
+        .count();
+    ensure(
+        foreign_after == foreign_before,
+        format!(
+            "A's credentials were used for C's cluster ({foreign_before} → {foreign_after} calls)"
+        ),
+    )?;
+    ensure(
+        g.proxy.trace().len() >= calls_before,
+        "the trace went backwards",
+    )?;
+    // Pointed back, it is deleted through C's account, to nothing.
+    clusters
+        .patch("ml", &PatchParams::default(), &Patch::Merge(repoint(&c)))
+        .await?;
+    wait_gone(&g, "ml").await?;
+    ensure(counts(&g, &uid).await? == Counts::default(), "left behind")?;
+
+    // Control: once A allows C, a cluster of C uses A's account, which is
+    // then held in use and its credentials used.
+    kubectl_apply_in(&g, &a, &keyed_account("acme", FOREIGN_KEY, &c))?;
+    kubectl_apply_in(
+        &g,
+        &c,
+        &small_cluster_manifest("invited", "10.21.0.0/16").replace(
+            "cloudAccountRef: {name: acme}",
+            &format!("cloudAccountRef: {{name: acme, namespace: {a}}}"),
+        ),
+    )?;
+    let invited = wait_running(&g, "invited", |_| true)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
+    ensure(
+        foreign_used(),
+        "A's credentials were not used once A allowed C",
+    )?;
+    eventually("A's account held in use", WAIT, || async {
+        Ok(in_use(accounts_a.get("acme").await?.finalizers()).then_some(()))
+    })
+    .await?;
+    let invited_uid = invited.uid().context("uid")?;
+    delete_and_wait_gone(&g, "invited").await?;
+    ensure(
+        counts(&g, &invited_uid).await? == Counts::default(),
+        "left behind",
+    )
+}
+
+/// Every EC2 resource in moto with its tags, by ID, of the clusters `uids`.
+async fn snapshot(g: &Ground, uids: &[&str]) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            Filter::builder()
+                .name("key")
+                .values("byoc.dev/cluster-uid")
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("value")
+                .set_values(Some(uids.iter().map(|u| u.to_string()).collect()))
+                .build(),
+        )
+        .send()
+        .await?;
+    let ids: Vec<String> = tags
+        .tags()
+        .iter()
+        .filter_map(|t| t.resource_id().map(str::to_string))
+        .collect();
+    for chunk in ids.chunks(100) {
+        let all = ec2
+            .describe_tags()
+            .filters(
+                Filter::builder()
+                    .name("resource-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await?;
+        for t in all.tags() {
+            out.entry(t.resource_id().unwrap_or_default().to_string())
+                .or_default()
+                .insert(
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                );
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the finalizer of the deleted cluster `name` by hand while no
+/// operator runs: what it made stays in AWS, no cluster owns it.
+async fn orphan(g: &Ground, namespace: &str, name: &str) -> Result<()> {
+    let api: Api<ComputeCluster> = Api::namespaced(g.client.clone(), namespace);
+    api.delete(name, &DeleteParams::default()).await?;
+    api.patch_metadata(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    eventually(&format!("{namespace}/{name} gone"), WAIT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+async fn running_in(g: &Ground, namespace: &str, name: &str) -> Result<ComputeCluster> {
+    let api: Api<ComputeCluster> = Api::namespaced(g.client.clone(), namespace);
+    eventually(&format!("{namespace}/{name} running"), WAIT, || async {
+        let cc = api.get(name).await?;
+        let running = cc.status.as_ref().and_then(|s| s.phase)
+            == Some(byoc_operator::api::ClusterPhase::Running);
+        Ok(running.then_some(cc))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn two_installations_on_one_aws_account_never_touch_each_others_resources() -> Result<()> {
+    let g = Ground::new("ten-two").await?;
+    install_crds(&g).await?;
+    let p = g.namespace.clone();
+    let s = format!("{p}-s");
+    create_namespace(&g.client, &s).await?;
+    let prod = installation(&g, &p, "inst", "production-installation-secret-0000000000").await?;
+    let staging =
+        installation(&g, &s, "inst", "staging-installation-secret-00000000000000").await?;
+    ensure(
+        prod.id() != staging.id(),
+        "the two installations share an ID",
+    )?;
+    let start = |ns: &str| {
+        let mut args = installation_args("inst", ns);
+        args.extend(["--progress-poll", "1s", "--resync-interval", "2s"]);
+        Operator::start_in(&g, ns, &args, &[])
+    };
+    let mut op_p = start(&p)?;
+    let mut op_s = start(&s)?;
+    for ns in [&p, &s] {
+        kubectl_apply_in(&g, ns, &keyed_account("acme", "testing", ""))?;
+        account_state(&g, ns, "acme", None).await?;
+    }
+    // Production: one live, one to leak, one let go with Retain.
+    // Staging: one live, one to leak. All in one AWS account and region.
+    for (ns, name, cidr) in [
+        (&p, "live", "10.30.0.0/16"),
+        (&p, "leak", "10.31.0.0/16"),
+        (&p, "kept", "10.32.0.0/16"),
+        (&s, "live", "10.33.0.0/16"),
+        (&s, "leak", "10.34.0.0/16"),
+    ] {
+        kubectl_apply_in(&g, ns, &small_cluster_manifest(name, cidr))?;
+    }
+    let mut uid = BTreeMap::new();
+    for (ns, name) in [
+        (&p, "live"),
+        (&p, "leak"),
+        (&p, "kept"),
+        (&s, "live"),
+        (&s, "leak"),
+    ] {
+        let cc = running_in(&g, ns, name).await?;
+        let recorded = cc.status.as_ref().and_then(|st| st.installation.clone());
+        let want = if ns == &p { prod.id() } else { staging.id() };
+        ensure(
+            recorded.as_deref() == Some(want),
+            format!("{ns}/{name}: status.installation {recorded:?}, want {want}"),
+        )?;
+        uid.insert(format!("{ns}/{name}"), cc.uid().context("uid")?);
+    }
+    let u = |k: &str| uid[k].clone();
+    // Every resource carries its installation's tag.
+    let tagged = snapshot(&g, &[&u(&format!("{p}/live")), &u(&format!("{s}/live"))]).await?;
+    ensure(!tagged.is_empty(), "nothing found for the live clusters")?;
+    for (id, tags) in &tagged {
+        let want = if tags.get("byoc.dev/cluster-uid") == Some(&u(&format!("{p}/live"))) {
+            prod.id()
+        } else {
+            staging.id()
+        };
+        ensure(
+            tags.get("byoc.dev/installation").map(String::as_str) == Some(want),
+            format!("{id}: {tags:?}"),
+        )?;
+    }
+
+    // Production lets one go with Retain, and both lose one cluster's
+    // object with its resources left (a finalizer removed by hand).
+    let clusters_p: Api<ComputeCluster> = Api::namespaced(g.client.clone(), &p);
+    clusters_p
+        .patch(
+            "kept",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"deletionPolicy": "Retain"}})),
+        )
+        .await?;
+    clusters_p.delete("kept", &DeleteParams::default()).await?;
+    eventually("p/kept gone", WAIT, || async {
+        Ok(clusters_p.get_opt("kept").await?.is_none().then_some(()))
+    })
+    .await?;
+    op_p.process.kill();
+    op_s.process.kill();
+    orphan(&g, &p, "leak").await?;
+    orphan(&g, &s, "leak").await?;
+    let op_p = start(&p)?;
+    let _op_s = start(&s)?;
+
+    let others = [
+        u(&format!("{s}/live")),
+        u(&format!("{s}/leak")),
+        u(&format!("{p}/kept")),
+    ];
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    let before = snapshot(&g, &others).await?;
+    ensure(
+        before.len() > 10,
+        format!("too little to compare: {before:?}"),
+    )?;
+
+    // Production's audit, everything it lists: its own leak only.
+    let prod_args = |extra: &[&str]| {
+        let mut v = vec![
+            "audit",
+            "--installation-secret",
+            "inst",
+            "--installation-namespace",
+            &p,
+            "--deadline",
+            "3m",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = prod_args(&["--delete", "--all"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = byoc(&g, &args)?;
+    ensure(
+        out.contains(&u(&format!("{p}/leak")))
+            && out.contains("clusters of other operator installations")
+            && out.contains("let go with deletionPolicy: Retain")
+            && !out.contains(&u(&format!("{s}/leak")))
+            && !out.contains(&u(&format!("{p}/kept"))),
+        format!("production's audit:\n{out}"),
+    )?;
+    ensure(
+        counts(&g, &u(&format!("{p}/leak"))).await? == Counts::default(),
+        format!("production's leak was not deleted:\n{out}"),
+    )?;
+    let after = snapshot(&g, &others).await?;
+    ensure(
+        after == before,
+        format!("production's audit changed what is not its to change:\nbefore {before:?}\nafter {after:?}"),
+    )?;
+    // Production's running operator, resyncing every 2 s all along, did not either.
+    ensure(
+        running_in(&g, &s, "live").await?.uid() == Some(u(&format!("{s}/live"))),
+        "staging's cluster is gone",
+    )?;
+
+    // Control: staging's audit finds its own leak and deletes it when told.
+    let staging_uid = u(&format!("{s}/leak"));
+    let out = byoc(
+        &g,
+        &[
+            "audit",
+            "--installation",
+            staging.id(),
+            "--delete",
+            "--cluster",
+            &staging_uid,
+            "--deadline",
+            "3m",
+        ],
+    )?;
+    ensure(
+        out.contains(&format!("former cluster {s}/leak (uid {staging_uid})")),
+        format!("staging's audit:\n{out}"),
+    )?;
+    ensure(
+        counts(&g, &staging_uid).await? == Counts::default(),
+        format!("staging's leak was not deleted:\n{out}"),
+    )?;
+    // A live cluster is refused by name.
+    let live = u(&format!("{p}/live"));
+    let args = prod_args(&["--delete", "--cluster", &live]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ensure(
+        byoc(&g, &args).is_err(),
+        "audit accepted a live cluster to delete",
+    )?;
+    let retained = counts(&g, &u(&format!("{p}/kept"))).await?;
+    ensure(
+        retained.vpcs == 1,
+        format!("the retained VPC: {retained:?}"),
+    )?;
+    drop(op_p);
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
+    let g = Ground::new("ten-iam").await?;
+    install_crds(&g).await?;
+    let iam = aws_sdk_iam::Client::new(&g.aws().await);
+    let boundary = iam
+        .create_policy()
+        .policy_name("team-boundary")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#)
+        .send()
+        .await?
+        .policy()
+        .and_then(|p| p.arn().map(str::to_string))
+        .context("no policy ARN")?;
+    let inst = installation(
+        &g,
+        &g.namespace,
+        "inst",
+        "iam-tenancy-installation-secret-000000",
+    )
+    .await?;
+    // AWS's answer to what moto passes unread: the generated policy, with
+    // its allow-list and boundary, decides.
+    const ALLOWED: &str = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore";
+    let policy = byoc_operator::account::iam_policy::permissions_policy(
+        &byoc_operator::account::iam_policy::PolicyOptions {
+            installation: inst.id().to_string(),
+            managed_policy_arns: vec![ALLOWED.into()],
+            permissions_boundary: Some(boundary.clone()),
+            pass_roles: vec![],
+        },
+    );
+    g.proxy.set_faults(testground::Faults {
+        iam_policy: Some(policy),
+        ..Default::default()
+    });
+    let mut args = installation_args("inst", &g.namespace);
+    args.extend(["--progress-poll", "1s"]);
+    let op = Operator::start(&g, &args, &[])?;
+    crate::clusters::ready_account(&g).await?;
+    let ns = g.namespace.clone();
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: acme}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  permissionsBoundaryArn: {boundary}\n"),
+    )?;
+    let with_policies = |name: &str, cidr: &str, arn: &str| {
+        small_cluster_manifest(name, cidr).replace(
+            "  nodeGroups:",
+            &format!("  iam: {{managedPolicyArns: [\"{arn}\"]}}\n  nodeGroups:"),
+        )
+    };
+    // Control: a listed policy is attached, and the role has the boundary.
+    kubectl_apply_in(&g, &ns, &with_policies("bounded", "10.40.0.0/16", ALLOWED))?;
+    let bounded = wait_running(&g, "bounded", |_| true)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(20)))?;
+    let role = bounded
+        .status
+        .as_ref()
+        .and_then(|s| s.iam.as_ref())
+        .and_then(|i| i.role_name.clone())
+        .context("no role in status")?;
+    let got = iam.get_role().role_name(&role).send().await?;
+    let has = got
+        .role()
+        .and_then(|r| r.permissions_boundary())
+        .and_then(|b| b.permissions_boundary_arn());
+    ensure(
+        has == Some(boundary.as_str()),
+        format!("role {role} has boundary {has:?}"),
+    )?;
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name(&role)
+        .send()
+        .await?;
+    ensure(
+        attached
+            .attached_policies()
+            .iter()
+            .any(|p| p.policy_arn() == Some(ALLOWED)),
+        "the listed policy was not attached",
+    )?;
+
+    // A policy outside the list: AWS (the generated policy) refuses it.
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &with_policies(
+            "escalate",
+            "10.41.0.0/16",
+            "arn:aws:iam::aws:policy/AdministratorAccess",
+        ),
+    )?;
+    let denied = stalled_with(&g, "escalate", "AccessDenied").await?;
+    ensure(
+        denied.message.contains("AttachRolePolicy"),
+        format!("not the attach that was refused: {}", denied.message),
+    )?;
+
+    // The bounded cluster's instance profile, brought by another cluster:
+    // refused before anything is made.
+    let profile = role.clone();
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &small_cluster_manifest("borrower", "10.42.0.0/16").replace(
+            "  nodeGroups:",
+            &format!("  iam: {{instanceProfileName: {profile}}}\n  nodeGroups:"),
+        ),
+    )?;
+    let refused = stalled_with(&g, "borrower", "NotOursToUse").await?;
+    ensure(refused.message.contains(&profile), refused.message.clone())?;
+    let borrower = g.api::<ComputeCluster>().get("borrower").await?;
+    let borrower_uid = borrower.uid().context("uid")?;
+    ensure(
+        counts(&g, &borrower_uid).await?.instances() == 0,
+        "nodes were launched with another cluster's profile",
+    )?;
+    // Control: a profile the team made itself is used.
+    iam.create_role()
+        .role_name("team-nodes")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await?;
+    iam.create_instance_profile()
+        .instance_profile_name("team-nodes")
+        .send()
+        .await?;
+    iam.add_role_to_instance_profile()
+        .instance_profile_name("team-nodes")
+        .role_name("team-nodes")
+        .send()
+        .await?;
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &small_cluster_manifest("brings", "10.43.0.0/16").replace(
+            "  nodeGroups:",
+            "  iam: {instanceProfileName: team-nodes}\n  nodeGroups:",
+        ),
+    )?;
+    wait_running(&g, "brings", |_| true).await?;
+    for name in ["borrower", "escalate", "brings", "bounded"] {
+        delete_and_wait_gone(&g, name).await?;
+    }
+    Ok(())
+}
