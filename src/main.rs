@@ -222,11 +222,15 @@ struct RunArgs {
 struct InstallationArgs {
     /// Name of the Secret holding the installation's secret (created on the
     /// first start when missing).
-    #[arg(long = "installation-secret", env = "BYOC_INSTALLATION_SECRET", default_value = installation::DEFAULT_SECRET_NAME)]
+    #[arg(id = "installation_secret", long = "installation-secret", env = "BYOC_INSTALLATION_SECRET", default_value = installation::DEFAULT_SECRET_NAME)]
     secret: String,
     /// Its namespace (default: the operator's: POD_NAMESPACE, else the
     /// pod's, else `default`).
-    #[arg(long = "installation-namespace", env = "BYOC_INSTALLATION_NAMESPACE")]
+    #[arg(
+        id = "installation_namespace",
+        long = "installation-namespace",
+        env = "BYOC_INSTALLATION_NAMESPACE"
+    )]
     namespace: Option<String>,
 }
 
@@ -707,5 +711,18 @@ async fn serve_metrics(State(metrics): State<Metrics>) -> (StatusCode, String) {
     match metrics.encode() {
         Ok(text) => (StatusCode::OK, text),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand's arguments are consistent (unique names, valid
+    /// groups): clap checks it only when the command is parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

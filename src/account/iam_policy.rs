@@ -73,9 +73,6 @@ pub const IAM_READ: &[&str] = &[
     "iam:ListAttachedRolePolicies",
 ];
 
-/// IAM creations: only with this installation's tag.
-pub const IAM_CREATE: &[&str] = &["iam:CreateRole", "iam:CreateInstanceProfile"];
-
 /// IAM changes and deletions: only on `byoc-*` roles and profiles carrying
 /// this installation's tag.
 pub const IAM_MUTATE_OWNED: &[&str] = &[
@@ -152,8 +149,10 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
          "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
         json!({"Sid": "NodeIdentityRead", "Effect": "Allow", "Action": IAM_READ, "Resource": iam_names}),
-        json!({"Sid": "NodeIdentityCreate", "Effect": "Allow", "Action": IAM_CREATE, "Resource": iam_names,
-         "Condition": create_role}),
+        json!({"Sid": "NodeRoleCreate", "Effect": "Allow", "Action": "iam:CreateRole",
+         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": create_role}),
+        json!({"Sid": "NodeProfileCreate", "Effect": "Allow", "Action": "iam:CreateInstanceProfile",
+         "Resource": "arn:aws:iam::*:instance-profile/byoc-*", "Condition": ours("aws:RequestTag")}),
         json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
          "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
@@ -282,7 +281,7 @@ mod tests {
             attach["Condition"]["ArnEquals"]["iam:PolicyARN"],
             json!(["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"])
         );
-        let create = statement(&p, "NodeIdentityCreate").unwrap_or_default();
+        let create = statement(&p, "NodeRoleCreate").unwrap_or_default();
         assert_eq!(
             create["Condition"]["StringEquals"]["iam:PermissionsBoundary"],
             "arn:aws:iam::111111111111:policy/boundary"
@@ -291,6 +290,11 @@ mod tests {
             create["Condition"]["StringEquals"]["aws:RequestTag/byoc.dev/installation"],
             "inst-a"
         );
+        // The boundary is a role's: an instance profile's creation has no such key.
+        let profile = statement(&p, "NodeProfileCreate").unwrap_or_default();
+        assert!(profile["Condition"]["StringEquals"]
+            .get("iam:PermissionsBoundary")
+            .is_none());
         let change = statement(&p, "ChangeOwned").unwrap_or_default();
         assert_eq!(
             change["Condition"]["StringEquals"]["aws:ResourceTag/byoc.dev/installation"],
