@@ -38,7 +38,7 @@ mod scenarios;
 
 use critical_path::critical_path;
 use report::{markdown, summarize};
-use scenarios::{reference_run, resync_scale_run, scale_run};
+use scenarios::{reference_run, resync_scale_run, scale_run, secret_memory_run};
 
 #[derive(Parser)]
 #[command(about = "byoc-operator benchmark: time to running, AWS calls, scale, deletion")]
@@ -77,6 +77,12 @@ struct Args {
     ack_runs: usize,
     #[arg(long, default_value_t = 1)]
     ack_realism_runs: usize,
+    /// Secrets in the namespace whose effect on the operator's memory is
+    /// measured (0: not measured), and their size in KiB.
+    #[arg(long, default_value_t = 5000)]
+    secrets: usize,
+    #[arg(long, default_value_t = 64)]
+    secret_kib: usize,
     /// Where results.json and results.md go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
@@ -194,7 +200,17 @@ async fn run(args: Args) -> Result<()> {
         );
         resync = resync_scale_run(&kube, &client, &args.resync_clusters).await?;
     }
+    let mut secret_memory = None;
+    if args.secrets > 0 {
+        eprintln!(
+            "bench: operator memory with {} Secrets of {} KiB",
+            args.secrets, args.secret_kib
+        );
+        secret_memory =
+            Some(secret_memory_run(&kube, &client, args.secrets, args.secret_kib).await?);
+    }
     let mut results = summarize(&args, &critical, &p1, &p3);
+    results["secret_memory"] = report::secret_memory(secret_memory.as_ref());
     results["p3_scale"]["unfinished_runs"] = json!(p3_errors);
     results["p5_mass"] = report::mass(args.mass_clusters, &p5);
     results["ack"] = report::ack(&p1, &ack_plain, &ack_real);

@@ -2,7 +2,7 @@
 //! Markdown table.
 
 use super::*;
-use crate::scenarios::{ReferenceRun, ResyncPoint, ScaleRun};
+use crate::scenarios::{ReferenceRun, ResyncPoint, ScaleRun, SecretMemory};
 use byoc_operator::cluster::graph::CriticalPath;
 
 /// `{median, min, max}` of `values`.
@@ -232,6 +232,46 @@ pub(crate) fn mass(clusters: usize, runs: &[ScaleRun]) -> serde_json::Value {
         "moto_cpu_seconds": spread(runs.iter().map(|r| r.moto_cpu_seconds).collect()),
         "against_rate_limits": rate_figures(runs),
     })
+}
+
+/// The operator's memory with many Secrets in its namespace.
+pub(crate) fn secret_memory(m: Option<&SecretMemory>) -> serde_json::Value {
+    let Some(m) = m else {
+        return json!(null);
+    };
+    json!({
+        "secrets": m.secrets,
+        "secret_kib": m.kib,
+        "operator_peak_rss_mib_without": m.none_mib,
+        "operator_peak_rss_mib_with": m.with_mib,
+        "operator_peak_rss_mib_after_created_while_running": m.created_while_running_mib,
+        "difference_mib": m.with_mib.max(m.created_while_running_mib) - m.none_mib,
+        "goal_difference_mib": 10,
+    })
+}
+
+fn secret_memory_section(r: &serde_json::Value) -> String {
+    let m = &r["secret_memory"];
+    if m.is_null() {
+        return String::new();
+    }
+    let f = |v: &serde_json::Value| format!("{:.1}", v.as_f64().unwrap_or(0.0));
+    format!(
+        "\n## Secrets in the cluster: the operator's memory\n\n\
+         {} Secrets of {} KiB in the operator's namespace (Secrets are watched as metadata only).\n\n\
+         | figure | MiB |\n|---|---|\n\
+         | peak RSS, started with no Secrets | {} |\n\
+         | peak RSS, after they were created while it ran | {} |\n\
+         | peak RSS, started with them there | {} |\n\
+         | difference (goal < {}) | {} |\n",
+        m["secrets"],
+        m["secret_kib"],
+        f(&m["operator_peak_rss_mib_without"]),
+        f(&m["operator_peak_rss_mib_after_created_while_running"]),
+        f(&m["operator_peak_rss_mib_with"]),
+        m["goal_difference_mib"],
+        f(&m["difference_mib"]),
+    )
 }
 
 /// Resync reads per interval by the number of settled clusters.
@@ -492,7 +532,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
             ))
             .unwrap_or_default(),
         realism,
-        mass_sections(r) + &ack_section(r),
+        mass_sections(r) + &ack_section(r) + &secret_memory_section(r),
     )
 }
 

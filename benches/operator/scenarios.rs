@@ -688,3 +688,80 @@ pub(crate) async fn resync_scale_run(
     }
     Ok(points)
 }
+
+/// The operator's memory with many large Secrets in its namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretMemory {
+    pub(crate) secrets: usize,
+    pub(crate) kib: usize,
+    /// Peak RSS of an operator started with none, and of one started with
+    /// them all there, each after `SETTLE` (its initial lists and a
+    /// CloudAccount verified).
+    pub(crate) none_mib: f64,
+    pub(crate) with_mib: f64,
+    /// Peak RSS of the first operator after the Secrets were created while it ran.
+    pub(crate) created_while_running_mib: f64,
+}
+
+/// How long an operator runs before its memory is read.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// `secrets` Secrets of `kib` KiB each in one namespace: the operator's peak
+/// RSS without them, after they were created while it ran, and when it
+/// starts with them there.
+pub(crate) async fn secret_memory_run(
+    kube: &Kube,
+    client: &Client,
+    secrets: usize,
+    kib: usize,
+) -> Result<SecretMemory> {
+    let ns = "secret-memory";
+    namespace(client, ns).await?;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    account(client, ns, "acct", "123456789012").await?;
+    // The memory is read after a fixed window of work, not on a condition:
+    // it is the figure, not a synchronisation.
+    async fn settled(op: &Operator) -> Result<f64> {
+        tokio::time::sleep(SETTLE).await;
+        Ok(usage(op.process.pid())?.1)
+    }
+    let first = start_operator(kube, ns, &proxy, &[])?;
+    let none_mib = settled(&first).await?;
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let payload = "x".repeat(kib * 1024);
+    futures::stream::iter(0..secrets)
+        .map(|i| {
+            let (api, payload) = (api.clone(), payload.clone());
+            async move {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(format!("bulk-{i}")),
+                        ..Default::default()
+                    },
+                    string_data: Some([("data".to_string(), payload)].into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &secret).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created_while_running_mib = settled(&first).await?;
+    drop(first);
+    let second = start_operator(kube, ns, &proxy, &[])?;
+    let with_mib = settled(&second).await?;
+    drop(second);
+    Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await?;
+    Ok(SecretMemory {
+        secrets,
+        kib,
+        none_mib,
+        with_mib,
+        created_while_running_mib,
+    })
+}

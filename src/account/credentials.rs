@@ -505,6 +505,79 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 mod tests {
     use super::*;
 
+    fn account(ns: &str, spec: serde_json::Value) -> CloudAccount {
+        let mut a = CloudAccount::new("acme", serde_json::from_value(spec).expect("a spec"));
+        a.metadata.namespace = Some(ns.into());
+        a
+    }
+
+    #[test]
+    fn the_operators_identity_is_lent_only_under_its_rules() {
+        let installation = Installation::from_secret(&[3; 32]).expect("long enough");
+        let namespaces = vec!["team-a".to_string()];
+        let ambient = Ambient::Operator {
+            installation: &installation,
+            namespaces: &namespaces,
+        };
+        let role = "arn:aws:iam::123456789012:role/byoc";
+        let generated = installation.external_id("team-a", "acme");
+        // (namespace, spec, Ok(external ID) or Err(reason))
+        let rows: Vec<(&str, serde_json::Value, Result<&str, &str>)> = vec![
+            (
+                "team-a",
+                serde_json::json!({"region": "us-east-1", "roleArn": role}),
+                Ok(&generated),
+            ),
+            (
+                "team-b",
+                serde_json::json!({"region": "us-east-1", "roleArn": role}),
+                Err(reason::AMBIENT_IDENTITY_NOT_ALLOWED),
+            ),
+            (
+                "team-a",
+                serde_json::json!({"region": "us-east-1"}),
+                Err(reason::AMBIENT_IDENTITY_NOT_ALLOWED),
+            ),
+            (
+                "team-a",
+                serde_json::json!({"region": "us-east-1", "roleArn": role, "externalId": "chosen"}),
+                Err(reason::EXTERNAL_ID_NOT_ALLOWED),
+            ),
+            (
+                "team-a",
+                serde_json::json!({"region": "us-east-1", "roleArn": role,
+                    "roleChain": [{"roleArn": role, "externalId": "chosen"}]}),
+                Err(reason::EXTERNAL_ID_NOT_ALLOWED),
+            ),
+        ];
+        for (i, (ns, spec, want)) in rows.into_iter().enumerate() {
+            let got = ambient_external_id(&ambient, &account(ns, spec));
+            match (got, want) {
+                (Ok(id), Ok(want)) => assert_eq!(id, want, "row {i}"),
+                (Err(e), Err(want)) => assert_eq!(e.reason(), want, "row {i}: {e}"),
+                (got, want) => panic!("row {i}: got {got:?}, want {want:?}"),
+            }
+        }
+        // Every namespace with `*`; a person's command reads the status.
+        let all = vec!["*".to_string()];
+        let star = Ambient::Operator {
+            installation: &installation,
+            namespaces: &all,
+        };
+        let other = account(
+            "team-z",
+            serde_json::json!({"region": "us-east-1", "roleArn": role}),
+        );
+        assert_eq!(
+            ambient_external_id(&star, &other).ok(),
+            Some(installation.external_id("team-z", "acme"))
+        );
+        assert!(matches!(
+            Ambient::Published.external_id(&other),
+            Err(AccountError::ExternalIdNotPublished)
+        ));
+    }
+
     #[test]
     fn session_name_is_valid_for_sts() {
         assert_eq!(session_name("team-a", "acme"), "byoc.team-a.acme");

@@ -109,6 +109,9 @@ fn start_as_chart(g: &Ground, release: &str) -> Result<Operator> {
     let token = run(cmd)?.trim().to_string();
     let kubeconfig = g.kube.token_kubeconfig(&g.namespace, &token)?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    // As the chart's Deployment runs it: its installation Secret in the
+    // release namespace.
+    let installation = format!("{name}-installation");
     Operator::start(
         g,
         &[
@@ -121,6 +124,10 @@ fn start_as_chart(g: &Ground, release: &str) -> Result<Operator> {
             &g.namespace,
             "--lease-duration",
             "5s",
+            "--installation-secret",
+            &installation,
+            "--installation-namespace",
+            &g.namespace,
         ],
         &[("KUBECONFIG", kubeconfig.as_str())],
     )
@@ -278,6 +285,41 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         find(&docs, "ServiceMonitor").is_none() && find(&docs, "Service").is_some(),
         "by default: a metrics Service and no ServiceMonitor",
     )?;
+    // The installation: its Secret named for the operator, made by the
+    // chart only when given; the ambient identity lent to no namespace.
+    let env = |docs: &[serde_json::Value], name: &str| {
+        find(docs, "Deployment").and_then(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .and_then(|e| e.iter().find(|v| v["name"] == name))
+                .map(|v| v["value"].clone())
+        })
+    };
+    ensure(
+        env(&docs, "BYOC_INSTALLATION_SECRET") == Some(serde_json::json!("byoc-byoc-operator-installation"))
+            && env(&docs, "BYOC_AMBIENT_IDENTITY_NAMESPACES").is_none()
+            && !docs.iter().any(|d| d["kind"] == "Secret"),
+        "by default: the operator makes the installation Secret, and lends its identity to no namespace",
+    )?;
+    let given = template(
+        &g,
+        "byoc",
+        &[
+            "--set",
+            "installation.secret=0123456789abcdef0123456789abcdef",
+            "--set",
+            "ambientIdentity.namespaces={team-a,team-b}",
+        ],
+    )?;
+    ensure(
+        given.iter().any(|d| {
+            d["kind"] == "Secret"
+                && d["metadata"]["name"] == "byoc-byoc-operator-installation"
+                && d["data"]["installation-secret"].is_string()
+        }) && env(&given, "BYOC_AMBIENT_IDENTITY_NAMESPACES")
+            == Some(serde_json::json!("team-a,team-b")),
+        "installation.secret and ambientIdentity.namespaces as given",
+    )?;
     let docs = template(
         &g,
         "byoc",
@@ -311,6 +353,9 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("replicas=3", "replicas"),
         ("aws.endpointUrl=localhost:5000", "endpointUrl"),
+        ("installation.secret=too-short", "secret"),
+        ("installation.secretName=Not_A_Name", "secretName"),
+        ("ambientIdentity.namespaces={Team_B}", "namespaces"),
     ];
     for (set, field) in cases {
         let mut cmd = helm(&g)?;
@@ -378,25 +423,29 @@ async fn chart_rbac_is_enough_for_the_example_end_to_end() -> Result<()> {
 /// One variant of the chart's RBAC: the whole run with rule `index` of the
 /// ClusterRole (or of the leader-election Role) removed; `None` removes
 /// nothing (the control).
+/// A rule of the chart's RBAC: the ClusterRole's (`None`), or a Role's by
+/// the suffix of its name after the release's full name; its index.
+type RuleAt = (Option<String>, usize);
+
 async fn run_without_rule(
     label: String,
-    rule: Option<(&'static str, usize)>,
+    rule: Option<RuleAt>,
     deadline: Duration,
 ) -> Result<Result<()>> {
     let g = Ground::new(&label).await?;
     let release = g.namespace.clone();
     install(&g, &release, &[])?;
-    if let Some((kind, index)) = rule {
+    if let Some((role, index)) = rule {
         let mut patch = g.kube.kubectl();
-        match kind {
-            "role" => patch.args([
+        match role {
+            Some(suffix) => patch.args([
                 "patch",
                 "role",
-                &format!("{}-leader-election", fullname(&release)),
+                &format!("{}{suffix}", fullname(&release)),
                 "-n",
                 &g.namespace,
             ]),
-            _ => patch.args(["patch", "clusterrole", &fullname(&release)]),
+            None => patch.args(["patch", "clusterrole", &fullname(&release)]),
         };
         patch.args([
             "--type=json",
@@ -442,9 +491,13 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
             .context("no ClusterRole")?
             .clone(),
     )?;
-    let role: Role = serde_json::from_value(find(&docs, "Role").context("no Role")?.clone())?;
-    let mut variants: Vec<(String, Option<(&'static str, usize)>)> =
-        vec![("everything (control)".into(), None)];
+    let roles: Vec<Role> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role")
+        .map(|d| serde_json::from_value(d.clone()))
+        .collect::<Result<_, _>>()?;
+    ensure(roles.len() >= 2, format!("{} Roles rendered", roles.len()))?;
+    let mut variants: Vec<(String, Option<RuleAt>)> = vec![("everything (control)".into(), None)];
     let rules_json =
         |r: &[k8s_openapi::api::rbac::v1::PolicyRule]| -> Result<Vec<serde_json::Value>> {
             r.iter().map(|x| Ok(serde_json::to_value(x)?)).collect()
@@ -455,14 +508,24 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
     {
         variants.push((
             format!("ClusterRole rule {}", describe(rule)),
-            Some(("clusterrole", i)),
+            Some((None, i)),
         ));
     }
-    for (i, rule) in rules_json(role.rules.as_deref().unwrap_or_default())?
-        .iter()
-        .enumerate()
-    {
-        variants.push((format!("Role rule {}", describe(rule)), Some(("role", i))));
+    for role in &roles {
+        let name = role.metadata.name.clone().unwrap_or_default();
+        let suffix = name
+            .strip_prefix(&fullname("byoc"))
+            .context("a Role not named after the release")?
+            .to_string();
+        for (i, rule) in rules_json(role.rules.as_deref().unwrap_or_default())?
+            .iter()
+            .enumerate()
+        {
+            variants.push((
+                format!("Role {name} rule {}", describe(rule)),
+                Some((Some(suffix.clone()), i)),
+            ));
+        }
     }
     // All at once, each in its own namespace with its own moto and operator;
     // the control shows the deadline is enough on this machine.
@@ -470,7 +533,7 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
     let runs = variants
         .iter()
         .enumerate()
-        .map(|(i, (_, rule))| run_without_rule(format!("rbac-minus-{i}"), *rule, deadline));
+        .map(|(i, (_, rule))| run_without_rule(format!("rbac-minus-{i}"), rule.clone(), deadline));
     let results = futures::future::join_all(runs).await;
     let mut report = vec![];
     let mut wrong = vec![];

@@ -297,6 +297,16 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             ca("region: us-east-1", "region: us-east-1\n  allowedNamespaces: [\"Team_B\"]"),
             "spec.allowedNamespaces[0]",
         ),
+        (
+            "boundary not a policy ARN",
+            ca("region: us-east-1", "region: us-east-1\n  permissionsBoundaryArn: arn:aws:iam::123456789012:role/boundary"),
+            "spec.permissionsBoundaryArn",
+        ),
+        (
+            "boundary of no account",
+            ca("region: us-east-1", "region: us-east-1\n  permissionsBoundaryArn: arn:aws:iam::12:policy/boundary"),
+            "spec.permissionsBoundaryArn",
+        ),
     ]
 }
 

@@ -444,6 +444,7 @@ const ACCOUNT_PATHS: &[&str] = &[
     "/spec/credentialsSecretRef/name",
     "/spec/roleChain",
     "/spec/allowedNamespaces",
+    "/spec/permissionsBoundaryArn",
 ];
 
 fn base_cluster() -> serde_json::Value {
@@ -574,6 +575,9 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
             s("arn:aws:iam::(210987654321|345678901234|456789012345):role/[A-Za-z0-9_-]{1,20}")
         }
         "/spec/externalId" => s("[A-Za-z0-9+=,.@:/-]{2,40}"),
+        "/spec/permissionsBoundaryArn" => {
+            s("arn:aws:iam::(123456789012|aws):policy/[A-Za-z0-9_-]{1,20}")
+        }
         "/spec/sessionDurationSeconds" => (900i64..=43_200).prop_map(|n| json!(n)).boxed(),
         _ => value_strategy().boxed(),
     }
