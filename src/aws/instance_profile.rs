@@ -44,8 +44,25 @@ fn ours(tags: &[Tag], owner: &OwnershipTags) -> bool {
 /// The cluster UID an IAM role or profile is tagged with, unless another
 /// installation made it.
 fn owner_uid<'a>(tags: &'a [Tag], installation: &str) -> Option<&'a str> {
-    let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
-    value(CLUSTER_UID).filter(|_| of_installation(value(INSTALLATION), installation))
+    tag_value(tags, CLUSTER_UID)
+        .filter(|_| of_installation(tag_value(tags, INSTALLATION), installation))
+}
+
+/// The value of `key` among IAM tags.
+pub fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == key).map(|t| t.value())
+}
+
+/// The IAM tag `key` = `value`.
+pub fn tag(key: &str, value: &str) -> AwsResult<Tag> {
+    Tag::builder()
+        .key(key)
+        .value(value)
+        .build()
+        .map_err(|_| AwsError::Incomplete {
+            operation: "iam:Tag",
+            missing: "Tag",
+        })
 }
 
 /// IAM has no tag filter: the role and profile are named after the cluster
@@ -321,9 +338,12 @@ pub async fn get_brought(c: &AwsClients, name: &str) -> AwsResult<Option<Brought
     };
     let role = p.roles().first().map(|r| r.role_name().to_string());
     let owner_of = |tags: &[Tag]| {
-        let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
-        let uid = value(CLUSTER_UID).filter(|_| value(MANAGED_BY) == Some(MANAGED_BY_VALUE))?;
-        Some((uid.to_string(), value(INSTALLATION).map(str::to_string)))
+        let uid = tag_value(tags, CLUSTER_UID)
+            .filter(|_| tag_value(tags, MANAGED_BY) == Some(MANAGED_BY_VALUE))?;
+        Some((
+            uid.to_string(),
+            tag_value(tags, INSTALLATION).map(str::to_string),
+        ))
     };
     // The profile's tags, else the role's (GetInstanceProfile lists the
     // role without them).

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
 
+use super::instance_profile::{self, tag_value};
 use super::tags::{
     OwnershipTags, CLUSTER, CLUSTER_UID, INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED,
 };
-use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
+use super::{AwsClients, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A resource of the operator's, as its tags say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,21 +210,11 @@ pub async fn adopt(c: &AwsClients, owner: &OwnershipTags, iam_name: &str) -> Aws
 /// The IAM part of [`adopt`].
 async fn adopt_iam(c: &AwsClients, owner: &OwnershipTags, name: &str) -> AwsResult<Vec<String>> {
     let legacy = |tags: &[aws_sdk_iam::types::Tag]| {
-        let value = |key: &str| tags.iter().find(|t| t.key() == key).map(|t| t.value());
-        value(MANAGED_BY) == Some(MANAGED_BY_VALUE)
-            && value(CLUSTER_UID) == Some(owner.uid.as_str())
-            && value(INSTALLATION).is_none()
+        tag_value(tags, MANAGED_BY) == Some(MANAGED_BY_VALUE)
+            && tag_value(tags, CLUSTER_UID) == Some(owner.uid.as_str())
+            && tag_value(tags, INSTALLATION).is_none()
     };
-    let tag = || {
-        aws_sdk_iam::types::Tag::builder()
-            .key(INSTALLATION)
-            .value(&owner.installation)
-            .build()
-            .map_err(|_| AwsError::Incomplete {
-                operation: "iam:TagRole",
-                missing: "Tag",
-            })
-    };
+    let tag = || instance_profile::tag(INSTALLATION, &owner.installation);
     let mut adopted = Vec::new();
     let role = c
         .iam
@@ -292,14 +283,7 @@ pub async fn mark_retained(
     let Some(name) = iam_name else {
         return Ok(());
     };
-    let tag = aws_sdk_iam::types::Tag::builder()
-        .key(RETAINED)
-        .value("true")
-        .build()
-        .map_err(|_| AwsError::Incomplete {
-            operation: "iam:TagRole",
-            missing: "Tag",
-        })?;
+    let tag = instance_profile::tag(RETAINED, "true")?;
     c.iam
         .tag_role()
         .role_name(name)

@@ -100,15 +100,8 @@ async fn trusting_role(
     external_id: &str,
 ) -> Result<String> {
     let iam = aws_sdk_iam::Client::new(&x.admin);
-    let trust = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"AWS": principal},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
-        }]
-    });
+    // The trust policy as the operator prints it (`iam-policy trust`).
+    let trust = byoc_operator::account::iam_policy::trust_policy(principal, external_id);
     let role = iam
         .create_role()
         .role_name(name)
