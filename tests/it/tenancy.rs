@@ -230,6 +230,22 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
             stalled_message(&borrowed)
         ),
     )?;
+    // What the operator prints for A's trust policy names A's ID.
+    let trust = byoc(
+        &g,
+        &[
+            "iam-policy",
+            "trust",
+            "--account",
+            &format!("{a}/acme"),
+            "--principal",
+            &x.base_arn,
+        ],
+    )?;
+    ensure(
+        trust.contains(&inst.external_id(&a, "acme")) && trust.contains(&x.base_arn),
+        format!("iam-policy trust --account: {trust}"),
+    )?;
     // Control: B's own role, trusting B's ID, is assumed.
     kubectl_apply_in(&g, &b, &ambient_account("own", &role_b, ""))?;
     account_state(&g, &b, "own", None).await?;
@@ -842,4 +858,164 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         "figure": "node role created with the boundary (GetRole) and the listed policy attached; a policy outside the list: AttachRolePolicy denied, Stalled AccessDenied; another cluster's instance profile brought: NotOursToUse, 0 instances; control: the team's own profile used",
         "pass": true,
     }))
+}
+
+/// The EC2 resources of cluster `uid` and whether each carries an
+/// installation tag, with the IAM role's and profile's.
+async fn installation_tags(g: &Ground, uid: &str, iam_name: &str) -> Result<Vec<(String, bool)>> {
+    let all = snapshot(g, &[uid]).await?;
+    let mut out: Vec<(String, bool)> = all
+        .into_iter()
+        .map(|(id, tags)| (id, tags.contains_key("byoc.dev/installation")))
+        .collect();
+    let iam = aws_sdk_iam::Client::new(&g.aws().await);
+    let role = iam.get_role().role_name(iam_name).send().await?;
+    let tagged =
+        |tags: &[aws_sdk_iam::types::Tag]| tags.iter().any(|t| t.key() == "byoc.dev/installation");
+    out.push((
+        format!("iam-role/{iam_name}"),
+        role.role().is_some_and(|r| tagged(r.tags())),
+    ));
+    let profile = iam
+        .get_instance_profile()
+        .instance_profile_name(iam_name)
+        .send()
+        .await?;
+    out.push((
+        format!("instance-profile/{iam_name}"),
+        profile.instance_profile().is_some_and(|p| tagged(p.tags())),
+    ));
+    Ok(out)
+}
+
+#[tokio::test]
+async fn resources_made_before_installations_are_adopted_with_one_tag_write() -> Result<()> {
+    let g = Ground::new("ten-adopt").await?;
+    install_crds(&g).await?;
+    let inst = installation(
+        &g,
+        &g.namespace,
+        "inst",
+        "adoption-installation-secret-0000000000",
+    )
+    .await?;
+    let mut args = installation_args("inst", &g.namespace);
+    args.extend(["--progress-poll", "1s"]);
+    let mut op = Operator::start(&g, &args, &[])?;
+    ready_account(&g).await?;
+    kubectl_apply_in(
+        &g,
+        &g.namespace,
+        &small_cluster_manifest("old", "10.50.0.0/16"),
+    )?;
+    let cc = wait_running(&g, "old", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let iam_name = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.iam.as_ref())
+        .and_then(|i| i.role_name.clone())
+        .context("no role")?;
+    // `version` and the metric name the installation the resources carry.
+    let version = byoc(
+        &g,
+        &[
+            "version",
+            "--installation-secret",
+            "inst",
+            "--installation-namespace",
+            &g.namespace,
+        ],
+    )?;
+    ensure(
+        version.contains(&format!("installation {}", inst.id())),
+        format!("byoc-operator version: {version}"),
+    )?;
+    ensure(
+        op.metric(&format!(
+            "byoc_installation{{installation=\"{}\"}}",
+            inst.id()
+        ))? == 1.0,
+        "the installation metric",
+    )?;
+    let before = installation_tags(&g, &uid, &iam_name).await?;
+    ensure(
+        before.len() > 5 && before.iter().all(|(_, tagged)| *tagged),
+        format!("not every resource carries the installation tag: {before:?}"),
+    )?;
+
+    // As an operator before installations made it: no installation tag on
+    // anything, none in status.
+    op.process.kill();
+    let admin = g.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&admin);
+    let ec2_ids: Vec<String> = before
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| !id.contains('/'))
+        .collect();
+    ec2.delete_tags()
+        .set_resources(Some(ec2_ids.clone()))
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("byoc.dev/installation")
+                .build(),
+        )
+        .send()
+        .await?;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    iam.untag_role()
+        .role_name(&iam_name)
+        .tag_keys("byoc.dev/installation")
+        .send()
+        .await?;
+    iam.untag_instance_profile()
+        .instance_profile_name(&iam_name)
+        .tag_keys("byoc.dev/installation")
+        .send()
+        .await?;
+    g.api::<ComputeCluster>()
+        .patch_status(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"installation": null}})),
+        )
+        .await?;
+    ensure(
+        installation_tags(&g, &uid, &iam_name)
+            .await?
+            .iter()
+            .all(|(_, t)| !t),
+        "the installation tags were not removed",
+    )?;
+
+    // The installation whose apiserver holds the live cluster adopts them.
+    g.proxy.reset_calls();
+    // (Started, it reconciles every cluster it watches.)
+    let op = Operator::start(&g, &args, &[])?;
+    let api = g.api::<ComputeCluster>();
+    eventually("the cluster adopted", WAIT, || async {
+        let cc = api.get("old").await?;
+        let recorded = cc.status.and_then(|s| s.installation);
+        Ok((recorded.as_deref() == Some(inst.id())).then_some(()))
+    })
+    .await
+    .with_context(|| format!("operator log tail:\n{}", op.log_tail(10)))?;
+    let after = installation_tags(&g, &uid, &iam_name).await?;
+    ensure(
+        after.len() == before.len() && after.iter().all(|(_, tagged)| *tagged),
+        format!("not every resource was adopted: {after:?}"),
+    )?;
+    let calls = g.proxy.calls();
+    let count = |op: &str| calls.get(op).copied().unwrap_or(0);
+    ensure(
+        count("CreateTags") == 1 && count("TagRole") == 1 && count("TagInstanceProfile") == 1,
+        format!("adoption took more than one tag write per service: {calls:?}"),
+    )?;
+    ensure(
+        count("RunInstances") == 0 && count("CreateVpc") == 0,
+        format!("adoption created something: {calls:?}"),
+    )?;
+    delete_and_wait_gone(&g, "old").await?;
+    ensure(counts(&g, &uid).await? == Counts::default(), "left behind")
 }
