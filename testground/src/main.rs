@@ -65,7 +65,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("tenancy", "`deletionPolicy: Retain` letting go without marking what it leaves: production's `audit --delete --all` deleted the retained cluster's 10 resources with its leak (same test)"),
     ("tenancy", "the generated policy's `iam:PolicyARN` condition dropped from AttachRolePolicy: a cluster attached a policy outside the allow-list and never stalled (`tenancy::node_roles_cannot_be_escalated_or_borrowed`); the same test, on its first run, caught the policy asking a role's `iam:PermissionsBoundary` of CreateInstanceProfile, which has no such key (every cluster's profile creation denied)"),
     ("tenancy", "the check of a brought instance profile's owner removed: a cluster brought another cluster's profile and was not refused (same test)"),
-    ("tenancy", "the adoption step skipped (the pass records the installation without tagging what predates it): the cluster's 8 EC2 resources, role and profile stayed without the installation tag (`tenancy::resources_made_before_installations_are_adopted_with_one_tag_write`)"),
+    ("tenancy", "the adoption step skipped (the pass records the installation without tagging what predates it): the cluster's EC2 resources (instance, volume, subnets, route tables, gateway, security group, VPC) stayed without the installation tag (`tenancy::resources_made_before_installations_are_adopted_with_one_tag_write`)"),
     ("realism: draining", "`DependencyViolation` on delete made the user's problem: not caught. The deletion still finished, because a failed reconcile of either class is retried with backoff and every pass observes afresh; the suite asserts that deletions were refused while instances shut down and NAT gateways deleted, and that nothing was left"),
 ];
 
