@@ -40,17 +40,9 @@ pub struct Settings {
     /// Reconciles running at once per controller.
     pub concurrency: u16,
     /// Namespaces whose CloudAccounts may start from the operator's own
-    /// identity (`*`: every namespace); elsewhere only from a Secret.
+    /// identity (`*`: every namespace); elsewhere only from a Secret. The
+    /// rule is applied by `account::credentials::Ambient`.
     pub ambient_namespaces: Vec<String>,
-}
-
-impl Settings {
-    /// Whether CloudAccounts of `namespace` may use the operator's identity.
-    pub fn ambient_allowed(&self, namespace: &str) -> bool {
-        self.ambient_namespaces
-            .iter()
-            .any(|n| n == "*" || n == namespace)
-    }
 }
 
 impl Default for Settings {
