@@ -1,8 +1,9 @@
 //! The IDs that a client's creates answered: the creates AWS offers no
 //! idempotency token for (VPC, subnet, internet gateway, route table,
-//! security group, Elastic IP), and the instances a launch made (its token
-//! holds the instances the group had, so a pass that misses the new ones
-//! asks for a launch of its own). AWS's describes are eventually
+//! security group, Elastic IP), and those whose token holds what was known
+//! before: the instances a launch made (its token holds the instances the
+//! group had) and a NAT gateway (its token holds the gateways in status),
+//! so a pass that misses the new ones would ask for a create of its own. AWS's describes are eventually
 //! consistent: for a moment after a create they may not list what it made,
 //! and a pass that trusted such a describe would create it again. Whoever
 //! owns the client keeps these IDs until a describe shows them.
@@ -11,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::operation::{
     allocate_address::AllocateAddressOutput, create_internet_gateway::CreateInternetGatewayOutput,
-    create_route_table::CreateRouteTableOutput, create_security_group::CreateSecurityGroupOutput,
-    create_subnet::CreateSubnetOutput, create_vpc::CreateVpcOutput,
-    run_instances::RunInstancesOutput,
+    create_nat_gateway::CreateNatGatewayOutput, create_route_table::CreateRouteTableOutput,
+    create_security_group::CreateSecurityGroupOutput, create_subnet::CreateSubnetOutput,
+    create_vpc::CreateVpcOutput, run_instances::RunInstancesOutput,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
@@ -56,6 +57,8 @@ fn created_id(output: &Output) -> Option<String> {
         o.group_id()
     } else if let Some(o) = output.downcast_ref::<AllocateAddressOutput>() {
         o.allocation_id()
+    } else if let Some(o) = output.downcast_ref::<CreateNatGatewayOutput>() {
+        o.nat_gateway().and_then(|n| n.nat_gateway_id())
     } else {
         None
     };
@@ -102,6 +105,14 @@ mod tests {
             .group_id("sg-1")
             .build();
         assert_eq!(created_id(&Output::erase(sg)), Some("sg-1".into()));
+        let nat = CreateNatGatewayOutput::builder()
+            .nat_gateway(
+                aws_sdk_ec2::types::NatGateway::builder()
+                    .nat_gateway_id("nat-1")
+                    .build(),
+            )
+            .build();
+        assert_eq!(created_id(&Output::erase(nat)), Some("nat-1".into()));
         assert_eq!(created_id(&Output::erase(String::from("x"))), None);
         let launch = RunInstancesOutput::builder()
             .instances(

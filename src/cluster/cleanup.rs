@@ -285,8 +285,9 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
 /// Every AWS resource ID a describe found.
 pub fn observed_ids(o: &Observed) -> Vec<String> {
     let mut ids: Vec<String> = o.resources().into_iter().map(|(_, id)| id).collect();
-    // An instance shutting down was seen too.
+    // An instance shutting down, or a gateway failed or deleted, was seen too.
     ids.extend(o.instances.iter().map(|i| i.id.clone()));
+    ids.extend(o.nat_gateways.iter().map(|n| n.id.clone()));
     ids
 }
 
