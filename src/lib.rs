@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod aws;
 pub mod cluster;
+pub mod connect;
 pub mod context;
 pub mod describe;
 pub mod installation;

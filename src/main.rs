@@ -135,7 +135,46 @@ enum Command {
         installation: Option<String>,
         #[command(flatten)]
         installation_secret: InstallationArgs,
+        /// Permissions: only the ongoing policy, for an account whose
+        /// clusters share one node identity (needs --node-role): no IAM
+        /// write at all, only PassRole of the shared node role.
+        #[arg(long, conflicts_with = "setup", requires = "node_role")]
+        ongoing: bool,
+        /// Permissions: only the setup policy (making each cluster's own
+        /// node role and profile), on top of the ongoing one.
+        #[arg(long)]
+        setup: bool,
+        /// Permissions: the role of the account's shared node identity
+        /// (the CloudAccount's nodeInstanceProfileName), passed to nodes.
+        #[arg(long)]
+        node_role: Option<String>,
     },
+    /// Connect a team's AWS account, run with that account's admin
+    /// credentials (the AWS SDK's default chain: profile, SSO,
+    /// environment): `connect aws --account NAMESPACE/NAME`.
+    Connect {
+        #[command(subcommand)]
+        cloud: ConnectCloud,
+    },
+    /// Remove what `connect` made; refused while a cluster uses the account.
+    Disconnect {
+        #[command(subcommand)]
+        cloud: DisconnectCloud,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectCloud {
+    /// Create or update the CloudAccount's cross-account role (trust policy
+    /// naming its principal and external ID, permissions) and its shared
+    /// node identity, then wait until the CloudAccount is ready.
+    Aws(byoc_operator::connect::ConnectArgs),
+}
+
+#[derive(Subcommand)]
+enum DisconnectCloud {
+    /// Delete the role and node identity `connect aws` made for the CloudAccount.
+    Aws(byoc_operator::connect::DisconnectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -290,8 +329,16 @@ fn main() -> ExitCode {
             permissions_boundary,
             installation,
             installation_secret,
+            ongoing,
+            setup,
+            node_role,
         } => {
             use byoc_operator::account::iam_policy;
+            let part = match (ongoing, setup) {
+                (true, _) => iam_policy::PolicyPart::Ongoing,
+                (_, true) => iam_policy::PolicyPart::Setup,
+                _ => iam_policy::PolicyPart::All,
+            };
             let doc = match kind {
                 PolicyKind::Permissions => {
                     let installation = match installation {
@@ -302,12 +349,14 @@ fn main() -> ExitCode {
                         }),
                     };
                     installation.map(|installation| {
-                        iam_policy::permissions_policy(&iam_policy::PolicyOptions {
+                        let options = iam_policy::PolicyOptions {
                             installation,
                             managed_policy_arns,
                             permissions_boundary,
                             pass_roles: pass_role,
-                        })
+                            shared_node_role: node_role,
+                        };
+                        iam_policy::policy_part(&options, part)
                     })
                 }
                 PolicyKind::Trust => {
@@ -327,6 +376,12 @@ fn main() -> ExitCode {
             })
         }
         Command::Version { installation } => block_on(version(installation)),
+        Command::Connect {
+            cloud: ConnectCloud::Aws(args),
+        } => block_on(async move { Ok(byoc_operator::connect::connect(args).await?) }),
+        Command::Disconnect {
+            cloud: DisconnectCloud::Aws(args),
+        } => block_on(async move { Ok(byoc_operator::connect::disconnect(args).await?) }),
         Command::Run(args) => block_on(run(args)),
         Command::Audit {
             delete,

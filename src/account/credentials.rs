@@ -240,6 +240,41 @@ pub async fn resolve(
     })
 }
 
+/// The principal `account`'s role must trust: who its base credentials are
+/// (`sts:GetCallerIdentity` before any role is assumed), as a trust
+/// policy names it. Learned even while the role cannot be assumed yet, which
+/// is when an admin needs it.
+pub async fn principal(
+    client: &Client,
+    base: &SdkConfig,
+    metrics: &Metrics,
+    account: &CloudAccount,
+    ambient: &Ambient<'_>,
+) -> Result<String, AccountError> {
+    let base = base_identity(client, base, account, ambient).await?;
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&base.config)
+            .interceptor(metrics.aws_interceptor())
+            .build(),
+    );
+    let (_, arn) = caller_identity(&sts, &base.source).await?;
+    Ok(trust_principal(&arn))
+}
+
+/// A caller identity as a trust policy's principal: an assumed role's
+/// session (`arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`) is trusted as
+/// its role (`arn:aws:iam::ACCOUNT:role/NAME`); users and roles as they are.
+pub fn trust_principal(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [prefix, partition, "sts", "", account, resource] = parts.as_slice() {
+        if let Some(rest) = resource.strip_prefix("assumed-role/") {
+            let role = rest.split('/').next().unwrap_or_default();
+            return format!("{prefix}:{partition}:iam::{account}:role/{role}");
+        }
+    }
+    arn.to_string()
+}
+
 /// Where the chain starts: the Secret's keys, or the operator's own identity.
 struct BaseIdentity {
     config: SdkConfig,
@@ -504,6 +539,21 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assumed_role_is_trusted_as_its_role() {
+        assert_eq!(
+            trust_principal("arn:aws:sts::123456789012:assumed-role/byoc-operator/i-0abc"),
+            "arn:aws:iam::123456789012:role/byoc-operator"
+        );
+        assert_eq!(
+            trust_principal("arn:aws-cn:sts::123456789012:assumed-role/r/s"),
+            "arn:aws-cn:iam::123456789012:role/r"
+        );
+        let user = "arn:aws:iam::123456789012:user/byoc-base";
+        assert_eq!(trust_principal(user), user);
+        assert_eq!(trust_principal("not an arn"), "not an arn");
+    }
 
     fn account(ns: &str, spec: serde_json::Value) -> CloudAccount {
         let mut a = CloudAccount::new("acme", serde_json::from_value(spec).expect("a spec"));

@@ -102,6 +102,53 @@ pub struct PolicyOptions {
     /// Roles of instance profiles brought by clusters
     /// (`iam.instanceProfileName`), which nodes are launched with.
     pub pass_roles: Vec<String>,
+    /// The role of the account's shared node identity
+    /// (`nodeInstanceProfileName`, made by `connect aws`): the one role the
+    /// ongoing policy may pass.
+    pub shared_node_role: Option<String>,
+}
+
+/// The statements only the making of nodes' own IAM roles and profiles
+/// needs: the setup policy. An account whose clusters share one node
+/// identity does without them (the ongoing policy).
+pub const SETUP_STATEMENTS: &[&str] = &[
+    "NodeRoleCreate",
+    "NodeProfileCreate",
+    "NodeIdentityChange",
+    "NodeIdentityAdopt",
+    "NodeRolePolicies",
+    "PassNodeRole",
+];
+
+/// Which part of the cross-account role's permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyPart {
+    /// Everything: ongoing and setup together.
+    All,
+    /// Day to day with a shared node identity: no IAM write at all, only
+    /// PassRole of the shared node role.
+    Ongoing,
+    /// What making each cluster's node role and profile needs, on top of
+    /// the ongoing policy.
+    Setup,
+}
+
+/// The part `part` of the permissions policy.
+pub fn policy_part(o: &PolicyOptions, part: PolicyPart) -> Value {
+    let mut doc = permissions_policy(o);
+    if part == PolicyPart::All {
+        return doc;
+    }
+    let keep = |s: &Value| {
+        let setup = s["Sid"]
+            .as_str()
+            .is_some_and(|sid| SETUP_STATEMENTS.contains(&sid));
+        setup == (part == PolicyPart::Setup)
+    };
+    if let Some(statements) = doc["Statement"].as_array_mut() {
+        statements.retain(keep);
+    }
+    doc
 }
 
 /// The cross-account role's permissions policy.
@@ -173,6 +220,13 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
          "Condition": {"ArnEquals": {"iam:PolicyARN": o.managed_policy_arns}}}),
         );
     }
+    if let Some(role) = &o.shared_node_role {
+        statements.push(
+            json!({"Sid": "PassSharedNodeRole", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": format!("arn:aws:iam::*:role/{role}"),
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}),
+        );
+    }
     if !o.pass_roles.is_empty() {
         statements.push(
             json!({"Sid": "PassBroughtRole", "Effect": "Allow", "Action": "iam:PassRole",
@@ -214,10 +268,16 @@ mod tests {
             managed_policy_arns: vec!["arn:aws:iam::aws:policy/P".into()],
             permissions_boundary: Some("arn:aws:iam::111111111111:policy/b".into()),
             pass_roles: vec!["arn:aws:iam::111111111111:role/r".into()],
+            shared_node_role: Some("shared".into()),
         };
         let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default();
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            // A person's admin credentials make these calls (`connect aws`),
+            // never the operator's role.
+            if entry.file_name() == "admin.rs" {
+                continue;
+            }
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             for op in text
                 .split(".op(\"")
@@ -275,6 +335,7 @@ mod tests {
             managed_policy_arns: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
             permissions_boundary: Some("arn:aws:iam::111111111111:policy/boundary".into()),
             pass_roles: vec![],
+            shared_node_role: None,
         });
         let attach = statement(&p, "NodeRolePolicies").unwrap_or_default();
         assert_eq!(
@@ -300,6 +361,65 @@ mod tests {
             change["Condition"]["StringEquals"]["aws:ResourceTag/byoc.dev/installation"],
             "inst-a"
         );
+    }
+
+    fn actions(p: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in p["Statement"].as_array().into_iter().flatten() {
+            match &s["Action"] {
+                Value::String(a) => out.push(a.clone()),
+                Value::Array(a) => {
+                    out.extend(a.iter().filter_map(|a| a.as_str()).map(String::from))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_ongoing_policy_writes_no_iam_and_passes_only_the_shared_role() {
+        let o = PolicyOptions {
+            installation: "inst-a".into(),
+            managed_policy_arns: vec!["arn:aws:iam::aws:policy/P".into()],
+            permissions_boundary: None,
+            pass_roles: vec![],
+            shared_node_role: Some("byoc-shared-nodes".into()),
+        };
+        let ongoing = policy_part(&o, PolicyPart::Ongoing);
+        let writes: Vec<String> = actions(&ongoing)
+            .into_iter()
+            .filter(|a| {
+                [
+                    "iam:Create",
+                    "iam:Attach",
+                    "iam:Detach",
+                    "iam:Delete",
+                    "iam:Put",
+                    "iam:Tag",
+                    "iam:Add",
+                    "iam:Remove",
+                ]
+                .iter()
+                .any(|w| a.starts_with(w))
+            })
+            .collect();
+        assert!(writes.is_empty(), "{writes:?}");
+        let passes: Vec<Value> = ongoing["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["Action"] == "iam:PassRole")
+            .map(|s| s["Resource"].clone())
+            .collect();
+        assert_eq!(passes, [json!("arn:aws:iam::*:role/byoc-shared-nodes")]);
+        // Ongoing and setup together are the whole, with nothing twice.
+        let setup = policy_part(&o, PolicyPart::Setup);
+        let all = policy_part(&o, PolicyPart::All);
+        let count = |p: &Value| p["Statement"].as_array().map_or(0, Vec::len);
+        assert_eq!(count(&ongoing) + count(&setup), count(&all));
+        assert!(actions(&setup).contains(&"iam:CreateRole".to_string()));
+        assert!(!actions(&ongoing).contains(&"iam:CreateRole".to_string()));
     }
 
     #[test]

@@ -212,6 +212,7 @@ mod tests {
                 role_chain: vec![],
                 allowed_namespaces: allowed.iter().map(|s| s.to_string()).collect(),
                 permissions_boundary_arn: None,
+                node_instance_profile_name: None,
             },
         );
         a.metadata.namespace = Some(ns.into());

@@ -135,6 +135,20 @@ impl Accounts {
         result
     }
 
+    /// The principal the account's role must trust; `None` when its base
+    /// credentials cannot be had or are rejected (the verification says why).
+    pub async fn principal(&self, account: &CloudAccount) -> Option<String> {
+        credentials::principal(
+            &self.client,
+            &self.aws,
+            &self.metrics,
+            account,
+            &self.ambient(),
+        )
+        .await
+        .ok()
+    }
+
     /// The account's identity for a cluster's use.
     pub async fn get(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
         if let Some(c) = self.cache().get(&Self::key(account)) {
@@ -464,6 +478,8 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
         // What the role's trust policy must require, published whatever
         // the verification says: it is what a new account's admin needs.
         external_id: published_external_id(&actx.accounts, account),
+        principal: actx.accounts.principal(account).await,
+        installation: Some(ctx.installation.id().to_string()),
         ..previous.clone()
     };
     let (outcome, ready_after) = match &result {

@@ -86,6 +86,19 @@ pub struct CloudAccountSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = patterns::POLICY_ARN))]
     pub permissions_boundary_arn: Option<String>,
+
+    /// The account's shared node identity: an instance profile (made by
+    /// `byoc-operator connect aws`, its role of the same name) that every
+    /// ComputeCluster of this account launches its nodes with unless it
+    /// brings its own (`iam.instanceProfileName`). The operator then makes
+    /// no IAM role or profile through this account, so its role needs no
+    /// IAM write right, only `iam:PassRole` of this one role (`byoc-operator
+    /// iam-policy permissions --ongoing`). A cluster that asks for a node
+    /// role of its own (`iam.managedPolicyArns`) is `Stalled`
+    /// (`SharedNodeIdentity`) before any AWS call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = patterns::IAM_NAME))]
+    pub node_instance_profile_name: Option<String>,
 }
 
 /// A Secret in the same namespace as the object naming it.
@@ -129,6 +142,18 @@ pub struct CloudAccountStatus {
     /// credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The principal a role's trust policy must name for this account: the
+    /// identity of the base credentials (the operator's own, or the
+    /// Secret's user), as an IAM ARN (an assumed role's session is given as
+    /// its role). Learned before any role is assumed, so it shows while the
+    /// role does not exist yet; `byoc-operator connect aws` trusts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Public ID of the operator installation that verifies this account
+    /// (`byoc-operator version`): the `byoc.dev/installation` tag it puts
+    /// on what it creates, which the generated permissions policy names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<String>,
     /// ARN of the final identity (the assumed role's session when a role is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
@@ -182,6 +207,7 @@ mod tests {
             role_chain: vec![],
             allowed_namespaces: vec![],
             permissions_boundary_arn: None,
+            node_instance_profile_name: None,
         };
         assert!(spec.allows_namespace("a", "a"));
         assert!(!spec.allows_namespace("a", "b"));

@@ -85,6 +85,9 @@ pub mod reason {
     /// Something brought (an instance profile, a VPC, a subnet, a security
     /// group) belongs to another cluster or installation.
     pub const NOT_OURS_TO_USE: &str = "NotOursToUse";
+    /// The cluster asks for a node role of its own under an account whose
+    /// nodes share one identity (`nodeInstanceProfileName`).
+    pub const SHARED_NODE_IDENTITY: &str = "SharedNodeIdentity";
 }
 
 /// A condition to be set; `observedGeneration` and times are filled in by

@@ -4,6 +4,7 @@
 //! and deletes only what carries them. It depends on nothing else in the
 //! crate: what to do with the calls is decided in `cluster::kinds`.
 
+pub mod admin;
 pub mod created;
 pub mod dependents;
 pub mod error;

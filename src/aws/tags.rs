@@ -18,6 +18,10 @@ pub const INSTALLATION: &str = "byoc.dev/installation";
 /// Set on the resources of a cluster deleted with `deletionPolicy: Retain`:
 /// let go on purpose, never a leak to clean up.
 pub const RETAINED: &str = "byoc.dev/retained";
+/// On what `byoc-operator connect aws` made in a team's account (the
+/// cross-account role, the shared node role and profile): the CloudAccount
+/// (`namespace/name`) it was made for. Nothing else carries it.
+pub const CONNECTED: &str = "byoc.dev/connected-account";
 /// UID of the owning ComputeCluster: the ownership key.
 pub const CLUSTER_UID: &str = "byoc.dev/cluster-uid";
 /// `namespace/name` of the owning ComputeCluster, for people.

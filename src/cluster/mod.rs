@@ -335,6 +335,13 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Err(blocked) => return report.account_blocked(&ctx, blocked).await,
     };
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
+    if let Err(message) = spec::shared_node_identity(&mut spec, &account) {
+        let outcome = crate::outcome::Outcome::NeedsUser {
+            reason: reason::SHARED_NODE_IDENTITY,
+            message,
+        };
+        return report.settle(&ctx, outcome).await;
+    }
     // The account (and so its Secret) is kept while this cluster may have
     // resources to delete: protected before the first AWS call.
     let accounts: Api<CloudAccount> =

@@ -5,7 +5,7 @@ use ipnet::Ipv4Net;
 use kube::ResourceExt;
 
 use crate::api::{
-    ClusterIam, ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec,
+    CloudAccount, ClusterIam, ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec,
 };
 use crate::aws::tags::OwnershipTags;
 
@@ -146,9 +146,114 @@ fn check_ssh_public_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// The account's shared node identity (`nodeInstanceProfileName`) for a
+/// cluster that brings none of its own: the nodes launch with it and no IAM
+/// role or profile is made. A cluster asking for a node role of its own
+/// (`iam.managedPolicyArns`) is refused: the account's role is not meant to
+/// create one. Pure: decided before any AWS call.
+pub fn shared_node_identity(
+    spec: &mut ValidatedSpec,
+    account: &CloudAccount,
+) -> Result<(), String> {
+    let Some(shared) = &account.spec.node_instance_profile_name else {
+        return Ok(());
+    };
+    if !spec.iam.managed_policy_arns.is_empty() {
+        let (ns, name) = &spec.account;
+        return Err(format!(
+            "CloudAccount {ns}/{name} gives its clusters the shared node identity {shared} (spec.nodeInstanceProfileName), and its role is not meant to create IAM roles: iam.managedPolicyArns asks for a node role of this cluster's own; attach the policies to the shared role {shared}, or bring an instance profile (iam.instanceProfileName)"
+        ));
+    }
+    if spec.iam.instance_profile_name.is_none() {
+        spec.iam.instance_profile_name = Some(shared.clone());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_ssh_public_key;
+    use super::{shared_node_identity, ClusterIam, NetworkPlan, OwnershipTags, ValidatedSpec};
+    use crate::api::{CloudAccount, CloudAccountSpec};
+
+    fn account(shared: Option<&str>) -> CloudAccount {
+        CloudAccount::new(
+            "acme",
+            CloudAccountSpec {
+                region: "us-east-1".into(),
+                credentials_secret_ref: None,
+                role_arn: None,
+                external_id: None,
+                session_duration_seconds: None,
+                role_chain: vec![],
+                allowed_namespaces: vec![],
+                permissions_boundary_arn: None,
+                node_instance_profile_name: shared.map(str::to_string),
+            },
+        )
+    }
+
+    fn spec(iam: ClusterIam) -> ValidatedSpec {
+        ValidatedSpec {
+            region: "us-east-1".into(),
+            account: ("team".into(), "acme".into()),
+            network: NetworkPlan::Existing {
+                vpc_id: "vpc-1".into(),
+                subnet_ids: vec![],
+            },
+            ingress: vec![],
+            node_groups: vec![],
+            iam,
+            owner: OwnershipTags {
+                installation: "i".into(),
+                uid: "u".into(),
+                namespace: "team".into(),
+                name: "c".into(),
+                user: Default::default(),
+            },
+            permissions_boundary: None,
+        }
+    }
+
+    #[test]
+    fn the_shared_node_identity_serves_clusters_that_bring_none() {
+        let none = ClusterIam::default();
+        let mut s = spec(none.clone());
+        assert_eq!(shared_node_identity(&mut s, &account(None)), Ok(()));
+        assert_eq!(s.iam, none, "no shared identity: the cluster makes its own");
+        let mut s = spec(none);
+        assert_eq!(
+            shared_node_identity(&mut s, &account(Some("shared"))),
+            Ok(())
+        );
+        assert_eq!(s.iam.instance_profile_name.as_deref(), Some("shared"));
+        let brought = ClusterIam {
+            instance_profile_name: Some("own".into()),
+            ..Default::default()
+        };
+        let mut s = spec(brought.clone());
+        assert_eq!(
+            shared_node_identity(&mut s, &account(Some("shared"))),
+            Ok(())
+        );
+        assert_eq!(s.iam, brought, "a brought profile is kept");
+        let mut s = spec(ClusterIam {
+            managed_policy_arns: vec!["arn:aws:iam::aws:policy/P".into()],
+            ..Default::default()
+        });
+        let refused = shared_node_identity(&mut s, &account(Some("shared")));
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|m| m.contains("iam.managedPolicyArns")
+                    && m.contains("nodeInstanceProfileName")),
+            "{refused:?}"
+        );
+        assert!(
+            shared_node_identity(&mut s, &account(None)).is_ok(),
+            "without a shared identity the cluster's own role is made"
+        );
+    }
 
     #[test]
     fn ssh_public_keys() {

@@ -733,6 +733,7 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
             managed_policy_arns: vec![allowed.clone()],
             permissions_boundary: Some(boundary.clone()),
             pass_roles: vec![],
+            shared_node_role: None,
         },
     );
     g.proxy.set_faults(testground::Faults {

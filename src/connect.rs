@@ -1,0 +1,1086 @@
+//! `byoc-operator connect aws` and `disconnect aws`: a team's admin makes,
+//! with one command, the cross-account role a CloudAccount names — its
+//! trust policy naming the account's principal and external ID (both from
+//! the CloudAccount's status), its permissions as inline policies (ongoing,
+//! and setup unless `--ongoing`) — and the account's shared node identity
+//! (`nodeInstanceProfileName`). Everything it makes carries the tag
+//! `byoc.dev/connected-account` = `NAMESPACE/NAME`; a role or profile of
+//! the same name without it is refused and never touched.
+//!
+//! The decision is pure ([`plan`]); a run makes only the writes its plan
+//! lists, so a second run makes none, and what it created is removed again
+//! when a later write of the same run fails (nothing is left half-made).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::account::iam_policy::{self, PolicyOptions, PolicyPart};
+use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
+use crate::aws::admin::{self, ObservedProfile, ObservedRole};
+use crate::aws::tags::CONNECTED;
+use crate::aws::{AwsClients, AwsError};
+
+/// Inline policy names on the cross-account role; any other name starting
+/// with [`POLICY_PREFIX`] is connect's too, and removed when not wanted.
+pub const ONGOING_POLICY: &str = "byoc-operator-ongoing";
+pub const SETUP_POLICY: &str = "byoc-operator-setup";
+const POLICY_PREFIX: &str = "byoc-operator-";
+/// Set by `connect` on the CloudAccount: a change that makes the operator
+/// verify it again at once.
+pub const CONNECTED_AT: &str = "byoc.dev/connected-at";
+
+const EC2_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// The CloudAccount (NAMESPACE/NAME) to connect, read through the kubeconfig.
+    #[arg(long)]
+    pub account: String,
+    /// The principal the role trusts; default: the CloudAccount's status.principal.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// The installation's public ID the permissions name; default: the
+    /// CloudAccount's status.installation.
+    #[arg(long)]
+    pub installation: Option<String>,
+    /// Attach only the ongoing policy (no IAM write rights) and remove the
+    /// setup policy: needs the CloudAccount's nodeInstanceProfileName.
+    #[arg(long)]
+    pub ongoing: bool,
+    /// A managed policy clusters' node roles may get (setup policy's
+    /// allow-list); repeatable.
+    #[arg(long = "managed-policy-arn")]
+    pub managed_policy_arns: Vec<String>,
+    /// A role of a brought instance profile the operator may pass; repeatable.
+    #[arg(long)]
+    pub pass_role: Vec<String>,
+    /// A managed policy on the shared node role (e.g.
+    /// arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore); repeatable.
+    #[arg(long = "node-policy-arn")]
+    pub node_policy_arns: Vec<String>,
+    /// Print the plan and the documents; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a CloudFormation template making the same role (and node
+    /// identity), and a console quick-create link; change nothing.
+    #[arg(long)]
+    pub cloudformation: bool,
+    /// With --cloudformation: where the template will be hosted (an S3
+    /// URL), for the quick-create link.
+    #[arg(long)]
+    pub template_url: Option<String>,
+    /// With --cloudformation: the stack's name in the quick-create link.
+    #[arg(long, default_value = "byoc-operator-connect")]
+    pub stack_name: String,
+    /// How long to wait for the CloudAccount to become ready (0: do not wait).
+    #[arg(long, default_value = "5m", value_parser = parse_wait)]
+    pub wait: Duration,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DisconnectArgs {
+    /// The CloudAccount (NAMESPACE/NAME) whose connection is removed.
+    #[arg(long)]
+    pub account: String,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let span: jiff::Span = s
+        .parse()
+        .map_err(|e| format!("{s}: not a duration such as 90s or 5m: {e}"))?;
+    let secs = span
+        .total(jiff::Unit::Second)
+        .map_err(|e| format!("{s}: {e}"))?;
+    Ok(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Why connect or disconnect stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Aws(#[from] AwsError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+type Result<T, E = ConnectError> = std::result::Result<T, E>;
+
+/// The role a CloudAccount names, split into its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleName {
+    pub account_id: String,
+    pub path: String,
+    pub name: String,
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+pub fn role_name(arn: &str) -> Option<RoleName> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [_, _, "iam", "", account, resource] = parts.as_slice() else {
+        return None;
+    };
+    let rest = resource.strip_prefix("role/")?;
+    let (path, name) = match rest.rsplit_once('/') {
+        Some((path, name)) => (format!("/{path}/"), name),
+        None => ("/".to_string(), rest),
+    };
+    Some(RoleName {
+        account_id: account.to_string(),
+        path,
+        name: name.to_string(),
+    })
+}
+
+/// What connect wants in the account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wanted {
+    /// `NAMESPACE/NAME` of the CloudAccount: the value of the connect tag.
+    pub label: String,
+    pub role: RoleName,
+    pub trust: Value,
+    /// Inline policies on the cross-account role, by name.
+    pub policies: BTreeMap<String, Value>,
+    /// The shared node identity: role and profile of this name.
+    pub node: Option<NodeIdentity>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub name: String,
+    /// Managed policies on the node role.
+    pub policies: Vec<String>,
+}
+
+/// What connect found of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Found {
+    pub role: Option<ObservedRole>,
+    pub node_role: Option<ObservedRole>,
+    pub node_profile: Option<ObservedProfile>,
+}
+
+/// One write, in the order they are made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    CreateRole,
+    UpdateTrust,
+    PutPolicy(String),
+    DeletePolicy(String),
+    CreateNodeRole,
+    AttachNodePolicy(String),
+    DetachNodePolicy(String),
+    CreateNodeProfile,
+    AddNodeRole,
+}
+
+impl Step {
+    fn describe(&self, w: &Wanted) -> String {
+        let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
+        let role = &w.role.name;
+        match self {
+            Step::CreateRole => format!("create role {role} (trust: {})", trust_summary(&w.trust)),
+            Step::UpdateTrust => format!(
+                "put back role {role}'s trust policy ({})",
+                trust_summary(&w.trust)
+            ),
+            Step::PutPolicy(p) => format!("put inline policy {p} on role {role}"),
+            Step::DeletePolicy(p) => format!("delete inline policy {p} from role {role}"),
+            Step::CreateNodeRole => format!("create node role {node} (trusted by EC2)"),
+            Step::AttachNodePolicy(a) => format!("attach {a} to node role {node}"),
+            Step::DetachNodePolicy(a) => format!("detach {a} from node role {node}"),
+            Step::CreateNodeProfile => format!("create instance profile {node}"),
+            Step::AddNodeRole => format!("add role {node} to instance profile {node}"),
+        }
+    }
+}
+
+fn trust_summary(trust: &Value) -> String {
+    let s = &trust["Statement"][0];
+    let principal = s["Principal"]["AWS"].as_str().unwrap_or("?");
+    match s["Condition"]["StringEquals"]["sts:ExternalId"].as_str() {
+        Some(id) => format!("{principal} with sts:ExternalId {id}"),
+        None => format!("{principal}, no external ID"),
+    }
+}
+
+fn refuse_foreign(
+    what: &str,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+    label: &str,
+) -> Result<()> {
+    if tags.get(CONNECTED).map(String::as_str) == Some(label) {
+        return Ok(());
+    }
+    let whose = match tags.get(CONNECTED) {
+        Some(other) => format!("it was connected for CloudAccount {other}"),
+        None => format!("it has no {CONNECTED} tag: `connect` did not make it"),
+    };
+    Err(ConnectError::Refused(format!(
+        "{what} {name} already exists and {whose}; it is left untouched. Name another role in the CloudAccount (spec.roleArn / spec.nodeInstanceProfileName), or delete it yourself"
+    )))
+}
+
+/// The writes that bring `found` to `wanted`. Refused, before any write,
+/// when a name is taken by something connect did not make for this account.
+pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    match &found.role {
+        None => {
+            steps.push(Step::CreateRole);
+            steps.extend(wanted.policies.keys().cloned().map(Step::PutPolicy));
+        }
+        Some(role) => {
+            refuse_foreign("role", &wanted.role.name, &role.tags, &wanted.label)?;
+            if role.trust != wanted.trust {
+                steps.push(Step::UpdateTrust);
+            }
+            for (name, doc) in &wanted.policies {
+                if role.inline.get(name) != Some(doc) {
+                    steps.push(Step::PutPolicy(name.clone()));
+                }
+            }
+            for name in role.inline.keys() {
+                if name.starts_with(POLICY_PREFIX) && !wanted.policies.contains_key(name) {
+                    steps.push(Step::DeletePolicy(name.clone()));
+                }
+            }
+        }
+    }
+    let Some(node) = &wanted.node else {
+        return Ok(steps);
+    };
+    let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
+    match &found.node_role {
+        None => {
+            steps.push(Step::CreateNodeRole);
+            steps.extend(node.policies.iter().cloned().map(Step::AttachNodePolicy));
+        }
+        Some(role) => {
+            refuse_foreign("role", &node.name, &role.tags, &wanted.label)?;
+            if role.trust != trust {
+                return Err(ConnectError::Refused(format!(
+                    "node role {} does not trust EC2 alone: put back its trust policy or delete it",
+                    node.name
+                )));
+            }
+            for arn in &node.policies {
+                if !role.attached.contains(arn) {
+                    steps.push(Step::AttachNodePolicy(arn.clone()));
+                }
+            }
+            for arn in &role.attached {
+                if !node.policies.contains(arn) {
+                    steps.push(Step::DetachNodePolicy(arn.clone()));
+                }
+            }
+        }
+    }
+    match &found.node_profile {
+        None => {
+            steps.push(Step::CreateNodeProfile);
+            steps.push(Step::AddNodeRole);
+        }
+        Some(profile) => {
+            refuse_foreign("instance profile", &node.name, &profile.tags, &wanted.label)?;
+            if !profile.roles.contains(&node.name) {
+                if !profile.roles.is_empty() {
+                    return Err(ConnectError::Refused(format!(
+                        "instance profile {} holds role {}: remove it first",
+                        node.name,
+                        profile.roles.join(", ")
+                    )));
+                }
+                steps.push(Step::AddNodeRole);
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// The trust policy: `principal` may assume the role with `external_id`
+/// (none: Secret-based credentials whose account gives none).
+pub fn trust(principal: &str, external_id: Option<&str>) -> Value {
+    match external_id {
+        Some(id) => iam_policy::trust_policy(principal, id),
+        None => json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"AWS": principal},
+                "Action": "sts:AssumeRole"
+            }]
+        }),
+    }
+}
+
+/// Everything connect needs from the CloudAccount and the flags.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub wanted: Wanted,
+    pub options: PolicyOptions,
+    pub external_id: Option<String>,
+    pub principal: String,
+    pub region: String,
+}
+
+/// Reads what connect needs from the CloudAccount: refused, with what to
+/// do, when the account cannot be connected.
+pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount) -> Result<Inputs> {
+    let label = format!(
+        "{}/{}",
+        account.namespace().unwrap_or_default(),
+        account.name_any()
+    );
+    let spec = &account.spec;
+    let status = account.status.clone().unwrap_or_default();
+    let refused = |m: String| ConnectError::Refused(m);
+    let arn = spec.role_arn.as_deref().ok_or_else(|| {
+        refused(format!("CloudAccount {label} names no role (spec.roleArn): set the role to make, e.g. arn:aws:iam::ACCOUNT:role/byoc-cross-account"))
+    })?;
+    let role =
+        role_name(arn).ok_or_else(|| refused(format!("spec.roleArn {arn} is not a role ARN")))?;
+    let principal = args.principal.clone().or(status.principal.clone()).ok_or_else(|| {
+        refused(format!("CloudAccount {label} publishes no status.principal yet: the operator has not looked at it, or its base credentials are refused (see its conditions); or give --principal"))
+    })?;
+    let installation = args.installation.clone().or(status.installation.clone()).ok_or_else(|| {
+        refused(format!("CloudAccount {label} publishes no status.installation yet: the operator has not looked at it; or give --installation (`byoc-operator version`)"))
+    })?;
+    let external_id = match (&status.external_id, &spec.external_id, &spec.credentials_secret_ref) {
+        (Some(id), _, _) | (None, Some(id), _) => Some(id.clone()),
+        (None, None, Some(secret)) => secret_external_id(client, &account.namespace().unwrap_or_default(), &secret.name).await?,
+        (None, None, None) => {
+            return Err(refused(format!("CloudAccount {label} publishes no status.externalId yet: its namespace may not use the operator's identity, or the operator has not looked at it (see its conditions)")))
+        }
+    };
+    if args.ongoing && spec.node_instance_profile_name.is_none() {
+        return Err(refused(format!("--ongoing leaves the role no IAM write right, so clusters need the account's shared node identity: set spec.nodeInstanceProfileName on CloudAccount {label} (connect makes it)")));
+    }
+    let options = PolicyOptions {
+        installation,
+        managed_policy_arns: args.managed_policy_arns.clone(),
+        permissions_boundary: spec.permissions_boundary_arn.clone(),
+        pass_roles: args.pass_role.clone(),
+        shared_node_role: spec.node_instance_profile_name.clone(),
+    };
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        ONGOING_POLICY.to_string(),
+        iam_policy::policy_part(&options, PolicyPart::Ongoing),
+    );
+    if !args.ongoing {
+        policies.insert(
+            SETUP_POLICY.to_string(),
+            iam_policy::policy_part(&options, PolicyPart::Setup),
+        );
+    }
+    let node = spec
+        .node_instance_profile_name
+        .as_ref()
+        .map(|name| NodeIdentity {
+            name: name.clone(),
+            policies: args.node_policy_arns.clone(),
+        });
+    Ok(Inputs {
+        wanted: Wanted {
+            label,
+            trust: trust(&principal, external_id.as_deref()),
+            role,
+            policies,
+            node,
+        },
+        options,
+        external_id,
+        principal,
+        region: spec.region.clone(),
+    })
+}
+
+/// The Secret key `EXTERNAL_ID`, when the account's Secret has one.
+async fn secret_external_id(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(None);
+    };
+    Ok(secret
+        .data
+        .and_then(|d| d.get(crate::account::credentials::EXTERNAL_ID).cloned())
+        .and_then(|v| String::from_utf8(v.0).ok()))
+}
+
+async fn cloud_account(client: &Client, account: &str) -> Result<CloudAccount> {
+    let (namespace, name) = account
+        .split_once('/')
+        .ok_or_else(|| ConnectError::Refused("--account takes NAMESPACE/NAME".into()))?;
+    Api::<CloudAccount>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| ConnectError::Refused(format!("CloudAccount {account} was not found")))
+}
+
+async fn observe(c: &AwsClients, wanted: &Wanted) -> Result<Found> {
+    let node = wanted.node.as_ref().map(|n| n.name.as_str());
+    let (role, node_role, node_profile) = tokio::try_join!(
+        admin::get_role(c, &wanted.role.name),
+        async {
+            match node {
+                Some(n) => admin::get_role(c, n).await,
+                None => Ok(None),
+            }
+        },
+        async {
+            match node {
+                Some(n) => admin::get_instance_profile(c, n).await,
+                None => Ok(None),
+            }
+        },
+    )?;
+    Ok(Found {
+        role,
+        node_role,
+        node_profile,
+    })
+}
+
+/// The admin's clients, refused when they are of another account than the role's.
+async fn admin_clients(region: &str, role: &RoleName) -> Result<AwsClients> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await;
+    let (account, arn) = admin::caller_identity(&config).await?;
+    if account != role.account_id {
+        return Err(ConnectError::Refused(format!(
+            "your AWS credentials ({arn}) are of account {account}, but the role is to be made in account {}: use that account's admin credentials",
+            role.account_id
+        )));
+    }
+    let metrics = crate::metrics::Metrics::new();
+    Ok(AwsClients::new(&config, region, metrics.aws_interceptor()))
+}
+
+fn tags(label: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(CONNECTED.to_string(), label.to_string())])
+}
+
+/// Makes the steps in order; when one fails, removes what this run
+/// created, and says which call failed.
+async fn apply(c: &AwsClients, w: &Wanted, steps: &[Step]) -> Result<()> {
+    let mut created: Vec<&Step> = Vec::new();
+    for step in steps {
+        match make(c, w, step).await {
+            Ok(()) => {
+                println!("done: {}", step.describe(w));
+                if matches!(
+                    step,
+                    Step::CreateRole | Step::CreateNodeRole | Step::CreateNodeProfile
+                ) {
+                    created.push(step);
+                }
+            }
+            Err(e) => {
+                let mut left = Vec::new();
+                for made in created.iter().rev() {
+                    if let Err(undo) = unmake(c, w, made).await {
+                        left.push(format!("{} ({undo})", made.describe(w)));
+                    }
+                }
+                let undone = if created.is_empty() {
+                    "nothing was made".to_string()
+                } else if left.is_empty() {
+                    "what this run made was removed again".to_string()
+                } else {
+                    format!("could not remove again: {}", left.join("; "))
+                };
+                return Err(ConnectError::Refused(format!(
+                    "{} failed: {e}; {undone}",
+                    step.describe(w)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn make(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
+    let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
+    let label = &w.label;
+    match step {
+        Step::CreateRole => {
+            let description = format!("byoc-operator: CloudAccount {label}");
+            admin::create_role(
+                c,
+                &w.role.name,
+                &w.role.path,
+                &w.trust,
+                &tags(label),
+                &description,
+            )
+            .await
+        }
+        Step::UpdateTrust => admin::update_trust(c, &w.role.name, &w.trust).await,
+        Step::PutPolicy(p) => match w.policies.get(p) {
+            Some(doc) => admin::put_inline(c, &w.role.name, p, doc).await,
+            None => Ok(()),
+        },
+        Step::DeletePolicy(p) => admin::delete_inline(c, &w.role.name, p).await,
+        Step::CreateNodeRole => {
+            let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
+            let description =
+                format!("byoc-operator: shared node identity of CloudAccount {label}");
+            admin::create_role(c, node, "/", &trust, &tags(label), &description).await
+        }
+        Step::AttachNodePolicy(a) => admin::attach(c, node, a).await,
+        Step::DetachNodePolicy(a) => admin::detach(c, node, a).await,
+        Step::CreateNodeProfile => admin::create_instance_profile(c, node, &tags(label)).await,
+        Step::AddNodeRole => admin::add_role(c, node, node).await,
+    }
+}
+
+/// Removes what a create step made (with what was put on it since).
+async fn unmake(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
+    let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
+    match step {
+        Step::CreateRole => delete_role_fully(c, &w.role.name).await,
+        Step::CreateNodeRole => delete_role_fully(c, node).await,
+        Step::CreateNodeProfile => delete_profile_fully(c, node).await,
+        _ => Ok(()),
+    }
+}
+
+async fn delete_role_fully(c: &AwsClients, name: &str) -> Result<(), AwsError> {
+    if let Some(role) = admin::get_role(c, name).await? {
+        for policy in role.inline.keys() {
+            admin::delete_inline(c, name, policy).await?;
+        }
+        for arn in &role.attached {
+            admin::detach(c, name, arn).await?;
+        }
+    }
+    admin::delete_role(c, name).await
+}
+
+async fn delete_profile_fully(c: &AwsClients, name: &str) -> Result<(), AwsError> {
+    if let Some(profile) = admin::get_instance_profile(c, name).await? {
+        for role in &profile.roles {
+            admin::remove_role(c, name, role).await?;
+        }
+    }
+    admin::delete_instance_profile(c, name).await
+}
+
+/// `connect aws`.
+pub async fn connect(args: ConnectArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let account = cloud_account(&client, &args.account).await?;
+    let inputs = inputs(&client, &args, &account).await?;
+    let w = &inputs.wanted;
+    if args.cloudformation {
+        let template = cloudformation(&inputs);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&template).unwrap_or_default()
+        );
+        eprintln!(
+            "{}",
+            quick_create_url(&inputs, args.template_url.as_deref(), &args.stack_name)
+        );
+        return Ok(());
+    }
+    let c = admin_clients(&inputs.region, &w.role).await?;
+    let found = observe(&c, w).await?;
+    let steps = plan(w, &found)?;
+    if args.dry_run {
+        print_plan(w, &steps);
+        return Ok(());
+    }
+    if steps.is_empty() {
+        println!(
+            "role {} is as connect makes it: nothing to change",
+            w.role.name
+        );
+    }
+    apply(&c, w, &steps).await?;
+    let arn = format!(
+        "arn:aws:iam::{}:role{}{}",
+        w.role.account_id, w.role.path, w.role.name
+    );
+    println!("role {arn} trusts {}", trust_summary(&w.trust));
+    if let Some(node) = &w.node {
+        println!(
+            "shared node identity: instance profile {} (role {})",
+            node.name, node.name
+        );
+    }
+    if args.wait.is_zero() {
+        return Ok(());
+    }
+    wait_ready(&client, &account, args.wait).await
+}
+
+fn print_plan(w: &Wanted, steps: &[Step]) {
+    if steps.is_empty() {
+        println!("nothing to change");
+    }
+    for step in steps {
+        println!("would {}", step.describe(w));
+    }
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    println!(
+        "--- trust policy of role {}\n{}",
+        w.role.name,
+        pretty(&w.trust)
+    );
+    for (name, doc) in &w.policies {
+        println!("--- inline policy {name}\n{}", pretty(doc));
+    }
+}
+
+/// Nudges the operator to verify the account again (IAM takes seconds to
+/// make a new role assumable) until it is ready or `deadline` passes.
+async fn wait_ready(client: &Client, account: &CloudAccount, deadline: Duration) -> Result<()> {
+    let namespace = account.namespace().unwrap_or_default();
+    let name = account.name_any();
+    let api: Api<CloudAccount> = Api::namespaced(client.clone(), &namespace);
+    let start = Instant::now();
+    let mut nudged: Option<Instant> = None;
+    loop {
+        let now = api.get(&name).await?;
+        let status = now.status.clone().unwrap_or_default();
+        let current = status.observed_generation == now.metadata.generation;
+        let nudge_seen = nudged.is_some_and(|_| current);
+        if status.phase == Some(AccountPhase::Ready) && (nudge_seen || nudged.is_none()) {
+            let arn = status.arn.unwrap_or_default();
+            println!("CloudAccount {namespace}/{name} is ready: verified as {arn}");
+            return Ok(());
+        }
+        if start.elapsed() >= deadline {
+            let why = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| "not verified yet".into());
+            return Err(ConnectError::Refused(format!(
+                "CloudAccount {namespace}/{name} was not ready within {deadline:?}: {why}"
+            )));
+        }
+        if nudged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            let stamp = jiff::Timestamp::now().to_string();
+            let patch = json!({"metadata": {"annotations": {CONNECTED_AT: stamp}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            nudged = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `disconnect aws`.
+pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let account = cloud_account(&client, &args.account).await?;
+    let users = users(&client, &account).await?;
+    if !users.is_empty() {
+        return Err(ConnectError::Refused(format!(
+            "CloudAccount {} is used by ComputeCluster {}: delete them (or point them at another account) first",
+            args.account,
+            users.join(", ")
+        )));
+    }
+    let label = args.account.clone();
+    let arn = account.spec.role_arn.clone().unwrap_or_default();
+    let role = role_name(&arn).ok_or_else(|| {
+        ConnectError::Refused(format!("CloudAccount {label} names no role (spec.roleArn)"))
+    })?;
+    let c = admin_clients(&account.spec.region, &role).await?;
+    let node = account.spec.node_instance_profile_name.clone();
+    let mut removals: Vec<(String, &str, String)> = Vec::new();
+    if let Some(n) = &node {
+        removals.push(("instance profile".into(), "profile", n.clone()));
+        removals.push(("node role".into(), "role", n.clone()));
+    }
+    removals.push(("role".into(), "role", role.name.clone()));
+    for (what, kind, name) in removals {
+        let tags = match kind {
+            "profile" => admin::get_instance_profile(&c, &name)
+                .await?
+                .map(|p| p.tags),
+            _ => admin::get_role(&c, &name).await?.map(|r| r.tags),
+        };
+        let Some(tags) = tags else {
+            println!("{what} {name}: not there");
+            continue;
+        };
+        if tags.get(CONNECTED) != Some(&label) {
+            println!("{what} {name}: not made by connect for CloudAccount {label}; left untouched");
+            continue;
+        }
+        if args.dry_run {
+            println!("would delete {what} {name}");
+            continue;
+        }
+        match kind {
+            "profile" => delete_profile_fully(&c, &name).await?,
+            _ => delete_role_fully(&c, &name).await?,
+        }
+        println!("deleted {what} {name}");
+    }
+    Ok(())
+}
+
+/// The ComputeClusters (of every namespace) that use the account.
+async fn users(client: &Client, account: &CloudAccount) -> Result<Vec<String>> {
+    let all: Api<ComputeCluster> = Api::all(client.clone());
+    let key = (account.namespace().unwrap_or_default(), account.name_any());
+    let uid = account.uid();
+    let listed = all.list(&ListParams::default()).await?;
+    Ok(listed
+        .items
+        .iter()
+        .filter(|cc| {
+            cc.account_key() == key
+                || cc
+                    .recorded_account()
+                    .is_some_and(|r| Some(&r.uid) == uid.as_ref())
+        })
+        .map(|cc| format!("{}/{}", cc.namespace().unwrap_or_default(), cc.name_any()))
+        .collect())
+}
+
+/// Placeholders put through the policy generator and turned into the
+/// template's parameters.
+const CF_BOUNDARY: &str = "@@PermissionsBoundaryArn@@";
+const CF_MANAGED: &str = "@@ManagedPolicyArns@@";
+
+/// A CloudFormation template making what `connect` makes: the role with
+/// the same trust and inline policies, and the shared node identity.
+/// Parameters (defaults: what `connect` would use): the principal, the
+/// external ID, the role's name, the managed policy allow-list, the
+/// permissions boundary.
+pub fn cloudformation(i: &Inputs) -> Value {
+    let w = &i.wanted;
+    let mut options = i.options.clone();
+    let has_managed = !options.managed_policy_arns.is_empty();
+    if has_managed {
+        options.managed_policy_arns = vec![CF_MANAGED.into()];
+    }
+    options.permissions_boundary = Some(CF_BOUNDARY.into());
+    let policies: Vec<Value> = w
+        .policies
+        .keys()
+        .map(|name| {
+            let part = if name == SETUP_POLICY {
+                PolicyPart::Setup
+            } else {
+                PolicyPart::Ongoing
+            };
+            json!({
+                "PolicyName": name,
+                "PolicyDocument": parameterised(iam_policy::policy_part(&options, part)),
+            })
+        })
+        .collect();
+    let mut trust = w.trust.clone();
+    trust["Statement"][0]["Principal"]["AWS"] = json!({"Ref": "PrincipalArn"});
+    if i.external_id.is_some() {
+        trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] =
+            json!({"Ref": "ExternalId"});
+    }
+    let tags = json!([{"Key": CONNECTED, "Value": w.label}]);
+    let mut parameters = json!({
+        "PrincipalArn": {"Type": "String", "Default": i.principal,
+            "Description": "The identity the role trusts: the CloudAccount's status.principal"},
+        "RoleName": {"Type": "String", "Default": w.role.name,
+            "Description": "The role's name: the last part of the CloudAccount's spec.roleArn"},
+        "PermissionsBoundaryArn": {"Type": "String",
+            "Default": i.options.permissions_boundary.clone().unwrap_or_default(),
+            "Description": "The boundary every node role must carry (the CloudAccount's permissionsBoundaryArn); empty: none"},
+    });
+    if let Some(id) = &i.external_id {
+        parameters["ExternalId"] = json!({"Type": "String", "Default": id,
+            "Description": "The external ID the role requires: the CloudAccount's status.externalId"});
+    }
+    if has_managed {
+        parameters["ManagedPolicyArns"] = json!({"Type": "CommaDelimitedList",
+            "Default": i.options.managed_policy_arns.join(","),
+            "Description": "Managed policies node roles may get (iam.managedPolicyArns)"});
+    }
+    let mut resources = json!({
+        "CrossAccountRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": {"Ref": "RoleName"},
+                "Path": w.role.path,
+                "Description": format!("byoc-operator: CloudAccount {}", w.label),
+                "AssumeRolePolicyDocument": trust,
+                "Policies": policies,
+                "Tags": tags,
+            }
+        }
+    });
+    let mut outputs = json!({
+        "RoleArn": {"Value": {"Fn::GetAtt": ["CrossAccountRole", "Arn"]}},
+    });
+    if let Some(node) = &w.node {
+        let ec2: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
+        resources["NodeRole"] = json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {"RoleName": node.name, "AssumeRolePolicyDocument": ec2,
+                "ManagedPolicyArns": node.policies, "Tags": tags}
+        });
+        resources["NodeInstanceProfile"] = json!({
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": node.name, "Roles": [{"Ref": "NodeRole"}]}
+        });
+        outputs["NodeInstanceProfileName"] = json!({"Value": {"Ref": "NodeInstanceProfile"}});
+    }
+    if i.external_id.is_some() {
+        outputs["ExternalId"] = json!({"Value": {"Ref": "ExternalId"}});
+    }
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("byoc-operator: the cross-account role of CloudAccount {}", w.label),
+        "Parameters": parameters,
+        "Conditions": {
+            "HasBoundary": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundaryArn"}, ""]}]}
+        },
+        "Resources": resources,
+        "Outputs": outputs,
+    })
+}
+
+/// The placeholders of a generated policy turned into the template's
+/// parameters; a condition key given the boundary placeholder is dropped
+/// when no boundary is given.
+fn parameterised(v: Value) -> Value {
+    match v {
+        Value::String(s) if s == CF_BOUNDARY => {
+            json!({"Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]})
+        }
+        Value::Array(items) if items.len() == 1 && items[0] == CF_MANAGED => {
+            json!({"Ref": "ManagedPolicyArns"})
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(parameterised).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, parameterised(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The console link that opens the template's stack with the parameters
+/// filled in (the template must be hosted at `template_url`).
+pub fn quick_create_url(i: &Inputs, template_url: Option<&str>, stack_name: &str) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("templateURL", template_url.unwrap_or("TEMPLATE_URL"));
+    query.append_pair("stackName", stack_name);
+    query.append_pair("param_PrincipalArn", &i.principal);
+    query.append_pair("param_RoleName", &i.wanted.role.name);
+    if let Some(id) = &i.external_id {
+        query.append_pair("param_ExternalId", id);
+    }
+    if let Some(b) = &i.options.permissions_boundary {
+        query.append_pair("param_PermissionsBoundaryArn", b);
+    }
+    if !i.options.managed_policy_arns.is_empty() {
+        query.append_pair(
+            "param_ManagedPolicyArns",
+            &i.options.managed_policy_arns.join(","),
+        );
+    }
+    let link = format!(
+        "https://console.aws.amazon.com/cloudformation/home?region={}#/stacks/create/review?{}",
+        i.region,
+        query.finish()
+    );
+    match template_url {
+        Some(_) => format!("quick-create link: {link}"),
+        None => format!("quick-create link (host the template and give --template-url): {link}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(node: bool) -> Wanted {
+        Wanted {
+            label: "team/acme".into(),
+            role: RoleName {
+                account_id: "123456789012".into(),
+                path: "/".into(),
+                name: "byoc-connected".into(),
+            },
+            trust: trust("arn:aws:iam::123456789012:user/op", Some("byoc-x")),
+            policies: BTreeMap::from([
+                (ONGOING_POLICY.to_string(), json!({"Statement": [1]})),
+                (SETUP_POLICY.to_string(), json!({"Statement": [2]})),
+            ]),
+            node: node.then(|| NodeIdentity {
+                name: "byoc-shared-nodes".into(),
+                policies: vec!["arn:aws:iam::aws:policy/A".into()],
+            }),
+        }
+    }
+
+    fn as_found(w: &Wanted) -> Found {
+        let tags = tags(&w.label);
+        Found {
+            role: Some(ObservedRole {
+                arn: "arn".into(),
+                trust: w.trust.clone(),
+                tags: tags.clone(),
+                inline: w.policies.clone(),
+                attached: vec![],
+            }),
+            node_role: w.node.as_ref().map(|n| ObservedRole {
+                arn: "arn".into(),
+                trust: serde_json::from_str(EC2_TRUST).unwrap_or_default(),
+                tags: tags.clone(),
+                inline: BTreeMap::new(),
+                attached: n.policies.clone(),
+            }),
+            node_profile: w.node.as_ref().map(|n| ObservedProfile {
+                arn: "arn".into(),
+                roles: vec![n.name.clone()],
+                tags: tags.clone(),
+            }),
+        }
+    }
+
+    #[test]
+    fn role_arns_split_into_account_path_and_name() {
+        assert_eq!(
+            role_name("arn:aws:iam::123456789012:role/byoc-cross-account"),
+            Some(RoleName {
+                account_id: "123456789012".into(),
+                path: "/".into(),
+                name: "byoc-cross-account".into()
+            })
+        );
+        assert_eq!(
+            role_name("arn:aws:iam::123456789012:role/teams/a/byoc"),
+            Some(RoleName {
+                account_id: "123456789012".into(),
+                path: "/teams/a/".into(),
+                name: "byoc".into()
+            })
+        );
+        assert_eq!(role_name("arn:aws:iam::123456789012:user/x"), None);
+    }
+
+    #[test]
+    fn a_fresh_account_gets_everything_and_a_connected_one_nothing() {
+        let w = wanted(true);
+        let steps = plan(&w, &Found::default()).unwrap_or_default();
+        assert_eq!(
+            steps,
+            [
+                Step::CreateRole,
+                Step::PutPolicy(ONGOING_POLICY.into()),
+                Step::PutPolicy(SETUP_POLICY.into()),
+                Step::CreateNodeRole,
+                Step::AttachNodePolicy("arn:aws:iam::aws:policy/A".into()),
+                Step::CreateNodeProfile,
+                Step::AddNodeRole,
+            ]
+        );
+        assert_eq!(
+            plan(&w, &as_found(&w)).unwrap_or(vec![Step::CreateRole]),
+            []
+        );
+    }
+
+    #[test]
+    fn what_changed_out_of_band_is_put_back_and_the_setup_policy_dropped_when_ongoing() {
+        let w = wanted(false);
+        let mut found = as_found(&w);
+        if let Some(role) = found.role.as_mut() {
+            role.inline
+                .insert(ONGOING_POLICY.into(), json!({"Statement": ["*"]}));
+            role.inline.insert("teams-own".into(), json!({}));
+            role.trust = trust("arn:aws:iam::123456789012:user/someone", None);
+        }
+        assert_eq!(
+            plan(&w, &found).unwrap_or_default(),
+            [Step::UpdateTrust, Step::PutPolicy(ONGOING_POLICY.into())]
+        );
+        let mut ongoing = wanted(false);
+        ongoing.policies.remove(SETUP_POLICY);
+        assert_eq!(
+            plan(&ongoing, &as_found(&w)).unwrap_or_default(),
+            [Step::DeletePolicy(SETUP_POLICY.into())]
+        );
+    }
+
+    #[test]
+    fn a_name_taken_by_what_connect_did_not_make_for_this_account_is_refused() {
+        let w = wanted(true);
+        for label in [None, Some("other/acme")] {
+            let mut found = as_found(&w);
+            if let Some(role) = found.role.as_mut() {
+                role.tags = label.map(tags).unwrap_or_default();
+            }
+            let refused = plan(&w, &found);
+            assert!(
+                matches!(&refused, Err(ConnectError::Refused(m)) if m.contains("left untouched")),
+                "{refused:?}"
+            );
+            let mut found = as_found(&w);
+            if let Some(profile) = found.node_profile.as_mut() {
+                profile.tags = label.map(tags).unwrap_or_default();
+            }
+            assert!(plan(&w, &found).is_err(), "profile tagged {label:?}");
+        }
+    }
+
+    #[test]
+    fn the_template_takes_the_documents_connect_puts() {
+        let options = PolicyOptions {
+            installation: "inst".into(),
+            managed_policy_arns: vec!["arn:aws:iam::aws:policy/A".into()],
+            permissions_boundary: None,
+            pass_roles: vec![],
+            shared_node_role: None,
+        };
+        let i = Inputs {
+            wanted: wanted(false),
+            options,
+            external_id: Some("byoc-x".into()),
+            principal: "arn:aws:iam::123456789012:user/op".into(),
+            region: "us-east-1".into(),
+        };
+        let t = cloudformation(&i);
+        let role = &t["Resources"]["CrossAccountRole"]["Properties"];
+        assert_eq!(
+            role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"],
+            json!({"Ref": "PrincipalArn"})
+        );
+        assert_eq!(t["Parameters"]["ExternalId"]["Default"], "byoc-x");
+        let text = t.to_string();
+        assert!(text.contains(r#"{"Ref":"ManagedPolicyArns"}"#), "{text}");
+        assert!(!text.contains("@@"), "a placeholder is left: {text}");
+        let url = quick_create_url(&i, Some("https://s3.amazonaws.com/b/t.json"), "s");
+        assert!(url.contains("param_ExternalId=byoc-x"), "{url}");
+    }
+}
