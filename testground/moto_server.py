@@ -15,15 +15,29 @@ order.
 And moto lists its package directory (a stat per service) on every request
 to route it, holding the dispatcher's lock: the list is read once here, as
 the directory does not change while moto runs (a tenth of moto's request
-time with 500 clusters). Run with moto's own arguments.
+time with 500 clusters).
+
+And moto judges an IAM call on an instance profile, or on a role that does
+not exist yet (CreateRole), as a call on the resource `*`: a policy that
+allows it only on some ARNs (`role/byoc-*`) is refused where AWS allows
+it. AWS judges the ARN the call names; so does `_determine_resource`
+here, so that the operator's generated policies are judged by their
+resources as AWS judges them.
+
+And moto keeps the inline policies of a role made by CloudFormation as the
+template's mapping, answering GetRolePolicy with Python's rendering of
+it; AWS answers the JSON document. Run with moto's own arguments.
 """
 
 import functools
+import json
 import sys
 
 from moto import backends
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+from moto.iam.models import Role
+from moto.iam.responses import IamResponse
 from moto.server import main
 
 
@@ -44,6 +58,39 @@ def get_tags(self):
 
 
 TaggedEC2Resource.get_tags = get_tags
+
+
+def _iam_arn(self, kind, name, find):
+    try:
+        return find(name).arn
+    except Exception:
+        path = (self.data.get("Path") or ["/"])[0]
+        return f"arn:{self.partition}:iam::{self.current_account}:{kind}{path}{name}"
+
+
+def _determine_resource(self):
+    """The ARN an IAM call names: its instance profile, else its role."""
+    profile = (self.data.get("InstanceProfileName") or [None])[0]
+    if profile:
+        return _iam_arn(self, "instance-profile", profile, self.backend.get_instance_profile)
+    role = (self.data.get("RoleName") or [None])[0]
+    if role:
+        return _iam_arn(self, "role", role, self.backend.get_role)
+    return "*"
+
+
+IamResponse._determine_resource = _determine_resource
+
+_put_policy = Role.put_policy
+
+
+def put_policy(self, policy_name, policy_json):
+    if not isinstance(policy_json, str):
+        policy_json = json.dumps(policy_json)
+    _put_policy(self, policy_name, policy_json)
+
+
+Role.put_policy = put_policy
 
 _modules = backends.list_of_moto_modules
 backends.list_of_moto_modules = functools.cache(lambda: tuple(_modules()))

@@ -83,14 +83,6 @@ pub async fn get_role(c: &AwsClients, name: &str) -> AwsResult<Option<ObservedRo
             missing: "Role",
         });
     };
-    // GetRole leaves tags out on some servers: listed apart.
-    let listed = c
-        .iam
-        .list_role_tags()
-        .role_name(name)
-        .send()
-        .await
-        .op("iam:ListRoleTags")?;
     let names = c
         .iam
         .list_role_policies()
@@ -117,7 +109,7 @@ pub async fn get_role(c: &AwsClients, name: &str) -> AwsResult<Option<ObservedRo
             .assume_role_policy_document()
             .map(policy_document)
             .unwrap_or(Value::Null),
-        tags: tag_map(listed.tags()),
+        tags: tag_map(role.tags()),
         inline,
         attached,
     }))
@@ -145,13 +137,6 @@ pub async fn get_instance_profile(
             missing: "InstanceProfile",
         });
     };
-    let listed = c
-        .iam
-        .list_instance_profile_tags()
-        .instance_profile_name(name)
-        .send()
-        .await
-        .op("iam:ListInstanceProfileTags")?;
     Ok(Some(ObservedProfile {
         arn: p.arn().to_string(),
         roles: p
@@ -159,7 +144,7 @@ pub async fn get_instance_profile(
             .iter()
             .map(|r| r.role_name().to_string())
             .collect(),
-        tags: tag_map(listed.tags()),
+        tags: tag_map(p.tags()),
     }))
 }
 

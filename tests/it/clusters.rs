@@ -38,8 +38,12 @@ impl Counts {
 }
 
 pub(crate) async fn counts(g: &Ground, uid: &str) -> Result<Counts> {
-    let config = g.aws().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
+    counts_as(&g.aws().await, uid).await
+}
+
+/// [`counts`] with `config`'s identity (once moto enforces IAM).
+pub(crate) async fn counts_as(config: &aws_config::SdkConfig, uid: &str) -> Result<Counts> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
     let f = || {
         Filter::builder()
             .name("tag:byoc.dev/cluster-uid")
@@ -145,7 +149,7 @@ pub(crate) async fn counts(g: &Ground, uid: &str) -> Result<Counts> {
             }
         }
     }
-    let iam = aws_sdk_iam::Client::new(&config);
+    let iam = aws_sdk_iam::Client::new(config);
     let short: String = uid.chars().take(8).collect();
     c.roles = iam
         .list_roles()

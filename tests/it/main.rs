@@ -6,6 +6,7 @@ mod chart;
 mod cloud_account;
 mod clusters;
 mod compute_cluster;
+mod connect;
 mod crds;
 mod ground;
 mod lifecycle;

@@ -280,6 +280,16 @@ pub fn byoc(g: &Ground, args: &[&str]) -> Result<String> {
     command_output(command_env(g, &mut cmd).args(args))
 }
 
+/// [`byoc`] with more environment (e.g. a person's AWS keys); its output
+/// whether it succeeded or not.
+pub fn byoc_with(g: &Ground, env: &[(&str, &str)], args: &[&str]) -> Result<std::process::Output> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_byoc-operator"));
+    command_env(g, &mut cmd)
+        .envs(env.iter().copied())
+        .args(args);
+    Ok(cmd.output()?)
+}
+
 /// `kubectl byoc ARGS`: the binary found by kubectl as a plugin, through a
 /// `kubectl-byoc` link on PATH.
 pub fn kubectl_byoc(g: &Ground, args: &[&str]) -> Result<String> {
@@ -346,6 +356,9 @@ pub struct CrossAccount {
     pub external_id: String,
     pub untrusting_role_arn: String,
     pub admin: aws_config::SdkConfig,
+    /// The admin's keys, for commands run as a person with them.
+    pub admin_key_id: String,
+    pub admin_secret: String,
 }
 
 impl CrossAccount {
@@ -416,8 +429,8 @@ impl CrossAccount {
             .endpoint_url(g.moto.endpoint())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_credential_types::Credentials::new(
-                admin_key,
-                admin_secret,
+                admin_key.clone(),
+                admin_secret.clone(),
                 None,
                 None,
                 "test",
@@ -434,6 +447,8 @@ impl CrossAccount {
             external_id,
             untrusting_role_arn,
             admin,
+            admin_key_id: admin_key,
+            admin_secret,
         })
     }
 }

@@ -1,0 +1,672 @@
+//! `byoc-operator connect aws`: an admin connects a team's account with one
+//! command, clusters run and delete under the ongoing policy alone, and
+//! connect never touches what it did not make. moto enforces IAM (identity
+//! policies, trust policies with `sts:ExternalId`); the proxy refuses
+//! AssumeRole into a role that does not exist, as AWS does.
+
+use anyhow::{Context as _, Result};
+use byoc_operator::account::iam_policy::{policy_part, PolicyOptions, PolicyPart};
+use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
+use byoc_operator::aws::admin::policy_document;
+use byoc_operator::connect::{ONGOING_POLICY, SETUP_POLICY};
+use kube::Api;
+use serde_json::Value;
+
+use crate::clusters::{
+    counts_as, delete_and_wait_gone, small_cluster_manifest, stalled_with, wait_running, Counts,
+    WAIT,
+};
+use crate::support::{
+    byoc_with, ensure, eventually, install_crds, kubectl_apply, record_figure, CrossAccount,
+    Ground, Operator, OperatorExt,
+};
+
+const ROLE: &str = "byoc-connected";
+const NODES: &str = "byoc-shared-nodes";
+
+/// IAM writes the proxy has answered so far.
+fn iam_writes(g: &Ground) -> u64 {
+    const WRITES: &[&str] = &[
+        "CreateRole",
+        "UpdateAssumeRolePolicy",
+        "PutRolePolicy",
+        "DeleteRolePolicy",
+        "AttachRolePolicy",
+        "DetachRolePolicy",
+        "CreateInstanceProfile",
+        "AddRoleToInstanceProfile",
+        "RemoveRoleFromInstanceProfile",
+        "DeleteInstanceProfile",
+        "DeleteRole",
+    ];
+    let calls = g.proxy.calls();
+    WRITES.iter().filter_map(|op| calls.get(*op)).sum()
+}
+
+fn account_manifest(name: &str, role: &str, extra: &str) -> String {
+    format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  roleArn: arn:aws:iam::123456789012:role/{role}\n{extra}")
+}
+
+/// `connect aws` (or another command) run with the admin's keys.
+fn as_admin(g: &Ground, x: &CrossAccount, args: &[&str]) -> Result<(bool, String)> {
+    let env = [
+        ("AWS_ACCESS_KEY_ID", x.admin_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", x.admin_secret.as_str()),
+    ];
+    let out = byoc_with(g, &env, args)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// The CloudAccount once the operator published what connect needs.
+async fn published(g: &Ground, name: &str) -> Result<CloudAccount> {
+    let api: Api<CloudAccount> = g.api();
+    eventually(&format!("{name} publishes its principal"), WAIT, || async {
+        let a = api.get(name).await?;
+        let s = a.status.clone().unwrap_or_default();
+        Ok(
+            (s.principal.is_some() && s.external_id.is_some() && s.installation.is_some())
+                .then_some(a),
+        )
+    })
+    .await
+}
+
+async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, policy: &str) -> Result<Value> {
+    let got = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .send()
+        .await?;
+    Ok(policy_document(got.policy_document()))
+}
+
+async fn inline_names(iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<String>> {
+    Ok(iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await?
+        .policy_names()
+        .to_vec())
+}
+
+/// Tries `iam:CreateRole` as the cross-account role (assumed as the
+/// operator's identity would, with its external ID): whether AWS allowed it.
+async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str) -> Result<bool> {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(g.moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            x.base_key_id.clone(),
+            x.base_secret.clone(),
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    let assumed = aws_sdk_sts::Client::new(&base)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::123456789012:role/{ROLE}"))
+        .role_session_name("probe")
+        .external_id(external_id)
+        .send()
+        .await?;
+    let c = assumed.credentials().context("no credentials")?;
+    let config = base
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    None,
+                    "assumed",
+                ),
+            ),
+        )
+        .build();
+    let iam = aws_sdk_iam::Client::new(&config);
+    let probe = "byoc-probe";
+    match iam
+        .create_role()
+        .role_name(probe)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            aws_sdk_iam::Client::new(&x.admin)
+                .delete_role()
+                .role_name(probe)
+                .send()
+                .await?;
+            Ok(true)
+        }
+        Err(e) => {
+            // moto's error bodies are not parsed into a code: the raw answer says it.
+            let said = format!("{e:?}");
+            ensure(
+                said.contains("AccessDenied") && said.contains("iam:CreateRole"),
+                format!("CreateRole failed otherwise than denied: {said}"),
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy(
+) -> Result<()> {
+    let g = Ground::new("connect").await?;
+    install_crds(&g).await?;
+    let x = CrossAccount::set_up(&g).await?;
+    g.proxy.set_faults(testground::Faults {
+        roles_must_exist: true,
+        resign: true,
+        ..Default::default()
+    });
+    let ns = g.namespace.clone();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
+    ];
+    let op = Operator::start(
+        &g,
+        &[
+            "--ambient-identity-namespaces",
+            &ns,
+            "--progress-poll",
+            "1s",
+        ],
+        &env,
+    )?;
+    kubectl_apply(
+        &g,
+        &account_manifest(
+            "acme",
+            ROLE,
+            &format!("  nodeInstanceProfileName: {NODES}\n"),
+        ),
+    )?;
+    // Before connect: the role does not exist, and the account says who
+    // must be trusted with which external ID.
+    let before = published(&g, "acme").await?;
+    let status = before.status.clone().unwrap_or_default();
+    ensure(
+        status.phase != Some(AccountPhase::Ready),
+        "ready before the role exists",
+    )?;
+    ensure(
+        status.principal.as_deref() == Some(x.base_arn.as_str()),
+        format!("principal {:?}, expected {}", status.principal, x.base_arn),
+    )?;
+    let external_id = status.external_id.clone().unwrap_or_default();
+    let installation = status.installation.clone().unwrap_or_default();
+    let account = format!("{ns}/acme");
+
+    // The dry run writes nothing and shows the documents.
+    let writes = iam_writes(&g);
+    let (ok, dry) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &account, "--dry-run"],
+    )?;
+    ensure(
+        ok && dry.contains("would create role byoc-connected"),
+        dry.clone(),
+    )?;
+    ensure(
+        dry.contains(&external_id),
+        "the dry run shows no external ID",
+    )?;
+    ensure(iam_writes(&g) == writes, "the dry run wrote to IAM")?;
+
+    // One command: the role, its policies, the node identity, and a ready account.
+    let (ok, out) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &account, "--wait", "90s"],
+    )?;
+    ensure(ok, format!("connect failed: {out}\n{}", op.log_tail(10)))?;
+    ensure(out.contains("is ready"), out.clone())?;
+    let first_writes = iam_writes(&g) - writes;
+    let iam = aws_sdk_iam::Client::new(&x.admin);
+    let role = iam.get_role().role_name(ROLE).send().await?;
+    let trust = role
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .map(policy_document)
+        .unwrap_or_default();
+    let expected_trust =
+        byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
+    ensure(
+        trust == expected_trust,
+        format!("trust {trust}, expected {expected_trust}"),
+    )?;
+    let options = PolicyOptions {
+        installation: installation.clone(),
+        shared_node_role: Some(NODES.into()),
+        ..Default::default()
+    };
+    let ongoing = policy_part(&options, PolicyPart::Ongoing);
+    ensure(
+        role_policy(&iam, ROLE, ONGOING_POLICY).await? == ongoing,
+        "the ongoing policy differs from the generated one",
+    )?;
+    ensure(
+        role_policy(&iam, ROLE, SETUP_POLICY).await? == policy_part(&options, PolicyPart::Setup),
+        "the setup policy differs from the generated one",
+    )?;
+
+    // A second run makes no IAM write.
+    let writes = iam_writes(&g);
+    let (ok, again) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &account, "--wait", "90s"],
+    )?;
+    ensure(ok && again.contains("nothing to change"), again.clone())?;
+    let second_writes = iam_writes(&g) - writes;
+    ensure(
+        second_writes == 0,
+        format!("{second_writes} IAM writes on the second run"),
+    )?;
+
+    // A policy widened out of band is put back by the next run.
+    iam.put_role_policy()
+        .role_name(ROLE)
+        .policy_name(ONGOING_POLICY)
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+        .send()
+        .await?;
+    let (ok, out) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &account, "--wait", "0"],
+    )?;
+    ensure(
+        ok && out.contains("put inline policy byoc-operator-ongoing"),
+        out.clone(),
+    )?;
+    ensure(
+        role_policy(&iam, ROLE, ONGOING_POLICY).await? == ongoing,
+        "the widened policy was not put back",
+    )?;
+
+    // Control: with the setup policy the role may create a node role.
+    ensure(
+        create_role_as_operator(&g, &x, &external_id).await?,
+        "CreateRole denied with the setup policy attached: the denial below would prove nothing",
+    )?;
+    // The ongoing policy alone: setup detached, CreateRole denied.
+    let (ok, out) = as_admin(
+        &g,
+        &x,
+        &[
+            "connect",
+            "aws",
+            "--account",
+            &account,
+            "--ongoing",
+            "--wait",
+            "90s",
+        ],
+    )?;
+    ensure(
+        ok && out.contains("delete inline policy byoc-operator-setup"),
+        out.clone(),
+    )?;
+    ensure(
+        inline_names(&iam, ROLE).await? == [ONGOING_POLICY],
+        "the setup policy is still attached",
+    )?;
+    ensure(
+        !create_role_as_operator(&g, &x, &external_id).await?,
+        "CreateRole allowed by the ongoing policy",
+    )?;
+
+    // A cluster runs and is deleted to zero under the ongoing policy alone,
+    // its nodes launched with the shared identity.
+    kubectl_apply(&g, &small_cluster_manifest("shared", "10.60.0.0/16"))?;
+    let cc = wait_running(&g, "shared", |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    let uid = cc.metadata.uid.clone().unwrap_or_default();
+    let ec2 = aws_sdk_ec2::Client::new(&x.admin);
+    let reservations = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:byoc.dev/cluster-uid")
+                .values(&uid)
+                .build(),
+        )
+        .send()
+        .await?;
+    let profiles: Vec<String> = reservations
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            i.iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_string)
+        })
+        .collect();
+    ensure(
+        !profiles.is_empty() && profiles.iter().all(|p| p.ends_with(&format!("/{NODES}"))),
+        format!("nodes launched with {profiles:?}"),
+    )?;
+    ensure(
+        counts_as(&x.admin, &uid).await?.roles == 0,
+        "a node role of the cluster's own was made",
+    )?;
+
+    // A cluster asking for its own node role is stopped before any AWS write.
+    kubectl_apply(
+        &g,
+        &small_cluster_manifest("own-role", "10.61.0.0/16").replace(
+            "  nodeGroups:",
+            "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore\"]}\n  nodeGroups:",
+        ),
+    )?;
+    let stalled = stalled_with(&g, "own-role", "SharedNodeIdentity").await?;
+    ensure(stalled.message.contains(NODES), stalled.message.clone())?;
+    let own = g.api::<ComputeCluster>().get("own-role").await?;
+    ensure(
+        own.status.and_then(|s| s.network).is_none(),
+        "the refused cluster made network resources",
+    )?;
+    delete_and_wait_gone(&g, "own-role").await?;
+
+    // disconnect refuses while a cluster uses the account.
+    let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &account])?;
+    ensure(
+        !ok && out.contains("shared"),
+        format!("disconnect with a cluster: {out}"),
+    )?;
+    ensure(
+        iam.get_role().role_name(ROLE).send().await.is_ok(),
+        "the role went",
+    )?;
+
+    delete_and_wait_gone(&g, "shared").await?;
+    let left = counts_as(&x.admin, &uid).await?;
+    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+
+    // Afterwards it leaves nothing connect made.
+    let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &account])?;
+    ensure(ok, out.clone())?;
+    for name in [ROLE, NODES] {
+        ensure(
+            iam.get_role().role_name(name).send().await.is_err(),
+            format!("role {name} left: {out}"),
+        )?;
+    }
+    ensure(
+        iam.get_instance_profile()
+            .instance_profile_name(NODES)
+            .send()
+            .await
+            .is_err(),
+        "the node instance profile is left",
+    )?;
+    record_figure(serde_json::json!({
+        "suite": "connect",
+        "test": "an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy",
+        "iam_writes_first_connect": first_writes,
+        "iam_writes_second_connect": second_writes,
+    }))
+}
+
+#[tokio::test]
+async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made() -> Result<()> {
+    let g = Ground::new("connect-refusals").await?;
+    install_crds(&g).await?;
+    let x = CrossAccount::set_up(&g).await?;
+    g.proxy.set_faults(testground::Faults {
+        roles_must_exist: true,
+        resign: true,
+        ..Default::default()
+    });
+    let ns = g.namespace.clone();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
+    ];
+    let _op = Operator::start(&g, &["--ambient-identity-namespaces", &ns], &env)?;
+    let iam = aws_sdk_iam::Client::new(&x.admin);
+
+    // A CloudAccount that does not exist.
+    let (ok, out) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &format!("{ns}/missing")],
+    )?;
+    ensure(!ok && out.contains("was not found"), out)?;
+
+    // A role of that name made by someone else: refused, untouched, and
+    // left by disconnect.
+    let foreign_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/someone-else"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role()
+        .role_name("team-own")
+        .assume_role_policy_document(foreign_trust)
+        .send()
+        .await?;
+    kubectl_apply(&g, &account_manifest("taken", "team-own", ""))?;
+    published(&g, "taken").await?;
+    let writes = iam_writes(&g);
+    let taken = format!("{ns}/taken");
+    let (ok, out) = as_admin(&g, &x, &["connect", "aws", "--account", &taken])?;
+    ensure(!ok && out.contains("left untouched"), out.clone())?;
+    let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &taken])?;
+    ensure(ok && out.contains("left untouched"), out.clone())?;
+    ensure(
+        iam_writes(&g) == writes,
+        "an IAM write touched the foreign role",
+    )?;
+    let after = iam.get_role().role_name("team-own").send().await?;
+    let trust = after
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .map(policy_document)
+        .unwrap_or_default();
+    ensure(
+        trust == serde_json::from_str::<Value>(foreign_trust)?,
+        format!("the foreign role's trust changed: {trust}"),
+    )?;
+    ensure(
+        inline_names(&iam, "team-own").await?.is_empty(),
+        "a policy was put on it",
+    )?;
+
+    // An admin who may create roles but not give them policies: the error
+    // names the denied call, and the role made on the way is gone again.
+    iam.create_user().user_name("weak-admin").send().await?;
+    iam.put_user_policy()
+        .user_name("weak-admin")
+        .policy_name("p")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["iam:Get*","iam:List*","iam:CreateRole","iam:DeleteRole","iam:DeleteRolePolicy","iam:DetachRolePolicy"],"Resource":"*"}]}"#)
+        .send()
+        .await?;
+    let key = iam
+        .create_access_key()
+        .user_name("weak-admin")
+        .send()
+        .await?;
+    let key = key.access_key().context("no key")?;
+    kubectl_apply(&g, &account_manifest("fresh", ROLE, ""))?;
+    published(&g, "fresh").await?;
+    let fresh = format!("{ns}/fresh");
+    let weak_env = [
+        ("AWS_ACCESS_KEY_ID", key.access_key_id()),
+        ("AWS_SECRET_ACCESS_KEY", key.secret_access_key()),
+    ];
+    let out = byoc_with(
+        &g,
+        &weak_env,
+        &["connect", "aws", "--account", &fresh, "--wait", "0"],
+    )?;
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    ensure(
+        !out.status.success()
+            && text.contains("iam:PutRolePolicy")
+            && text.contains("removed again"),
+        format!("weak admin: {text}"),
+    )?;
+    ensure(
+        iam.get_role().role_name(ROLE).send().await.is_err(),
+        "a half-made role is left",
+    )?;
+    // Control: the same account with a full admin connects.
+    let (ok, out) = as_admin(
+        &g,
+        &x,
+        &["connect", "aws", "--account", &fresh, "--wait", "90s"],
+    )?;
+    ensure(ok && out.contains("is ready"), out)
+}
+
+#[tokio::test]
+async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready() -> Result<()> {
+    let g = Ground::new("connect-cfn").await?;
+    install_crds(&g).await?;
+    let x = CrossAccount::set_up(&g).await?;
+    g.proxy.set_faults(testground::Faults {
+        roles_must_exist: true,
+        resign: true,
+        ..Default::default()
+    });
+    let ns = g.namespace.clone();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
+    ];
+    let _op = Operator::start(&g, &["--ambient-identity-namespaces", &ns], &env)?;
+    kubectl_apply(&g, &account_manifest("stacked", "byoc-stacked", ""))?;
+    let account = published(&g, "stacked").await?;
+    let status = account.status.unwrap_or_default();
+    let name = format!("{ns}/stacked");
+    let allowed = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore";
+    let flags = [
+        "connect",
+        "aws",
+        "--account",
+        &name,
+        "--managed-policy-arn",
+        allowed,
+    ];
+    let out = byoc_with(
+        &g,
+        &[],
+        &[
+            &flags[..],
+            &[
+                "--cloudformation",
+                "--template-url",
+                "https://example.com/t.json",
+            ],
+        ]
+        .concat(),
+    )?;
+    ensure(
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )?;
+    let template = String::from_utf8_lossy(&out.stdout).to_string();
+    let link = String::from_utf8_lossy(&out.stderr).to_string();
+    ensure(
+        link.contains("param_ExternalId=") && link.contains("templateURL=https"),
+        format!("quick-create link: {link}"),
+    )?;
+    // Through the proxy, which re-signs for moto's enforcement.
+    let through_proxy = x
+        .admin
+        .to_builder()
+        .endpoint_url(g.proxy.endpoint())
+        .build();
+    let cfn = aws_sdk_cloudformation::Client::new(&through_proxy);
+    // The stack is made as the quick-create link would make it: with the
+    // link's parameters.
+    let query = link
+        .split_once("#/stacks/create/review?")
+        .map(|(_, q)| q.trim())
+        .unwrap_or_default();
+    let parameters: Vec<aws_sdk_cloudformation::types::Parameter> =
+        form_urlencoded::parse(query.as_bytes())
+            .filter_map(|(k, v)| {
+                k.strip_prefix("param_").map(|k| {
+                    aws_sdk_cloudformation::types::Parameter::builder()
+                        .parameter_key(k)
+                        .parameter_value(v)
+                        .build()
+                })
+            })
+            .collect();
+    ensure(
+        parameters.len() >= 4,
+        format!("the link gives {parameters:?}"),
+    )?;
+    cfn.create_stack()
+        .stack_name("byoc-connect")
+        .template_body(&template)
+        .set_parameters(Some(parameters))
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("CreateStack: {e:?}"))?;
+    let iam = aws_sdk_iam::Client::new(&x.admin);
+    let role = eventually("the stack's role", WAIT, || async {
+        Ok(iam.get_role().role_name("byoc-stacked").send().await.ok())
+    })
+    .await?;
+    let trust = role
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .map(policy_document)
+        .unwrap_or_default();
+    let external_id = status.external_id.clone().unwrap_or_default();
+    let expected = byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
+    ensure(
+        trust == expected,
+        format!("stack trust {trust}, connect's {expected}"),
+    )?;
+    let options = PolicyOptions {
+        installation: status.installation.clone().unwrap_or_default(),
+        managed_policy_arns: vec![allowed.into()],
+        ..Default::default()
+    };
+    for (policy, part) in [
+        (ONGOING_POLICY, PolicyPart::Ongoing),
+        (SETUP_POLICY, PolicyPart::Setup),
+    ] {
+        let got = role_policy(&iam, "byoc-stacked", policy).await?;
+        let want = policy_part(&options, part);
+        let differ: Vec<(Value, Value)> = (0..want["Statement"].as_array().map_or(0, Vec::len))
+            .map(|i| (got["Statement"][i].clone(), want["Statement"][i].clone()))
+            .filter(|(g, w)| g != w)
+            .collect();
+        ensure(
+            got == want,
+            format!("stack's {policy} differs from connect's, (stack, connect): {differ:?}"),
+        )?;
+    }
+    // connect itself finds the stack's role as it would make it.
+    let (ok, out) = as_admin(&g, &x, &[&flags[..], &["--dry-run"]].concat())?;
+    ensure(ok && out.contains("nothing to change"), out)?;
+    // The operator looks again by itself (its retry of a failed account).
+    let api: Api<CloudAccount> = g.api();
+    eventually("the account ready on the stack's role", WAIT, || async {
+        let a = api.get("stacked").await?;
+        Ok((a.status.and_then(|s| s.phase) == Some(AccountPhase::Ready)).then_some(()))
+    })
+    .await
+}
