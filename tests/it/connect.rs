@@ -17,8 +17,8 @@ use crate::clusters::{
     WAIT,
 };
 use crate::support::{
-    byoc_with, ensure, eventually, install_crds, kubectl_apply, record_figure, CrossAccount,
-    Ground, Operator, OperatorExt,
+    assert_no_key_material, byoc_with, ensure, eventually, install_crds, kubectl_apply,
+    record_figure, CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 const ROLE: &str = "byoc-connected";
@@ -419,11 +419,25 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
             .is_err(),
         "the node instance profile is left",
     )?;
+    // The commands' output and the operator's traces hold no key.
+    for said in [&dry, &out, &again] {
+        ensure(
+            !said.contains(&x.admin_secret) && !said.contains(&x.base_secret),
+            "a secret key in connect's output",
+        )?;
+    }
+    assert_no_key_material(
+        &g,
+        &op,
+        &[&x.base_secret, &x.admin_secret, SESSION_TOKEN_PREFIX],
+    )
+    .await?;
     record_figure(serde_json::json!({
         "suite": "connect",
-        "test": "an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy",
-        "iam_writes_first_connect": first_writes,
-        "iam_writes_second_connect": second_writes,
+        "setup": "moto enforcing IAM (policies judged by the ARN they name); the operator's identity: keys allowed only sts:AssumeRole; a fresh CloudAccount with a shared node identity, its role not made yet; `connect aws` run with an admin's keys through the proxy",
+        "n": 1,
+        "figure": format!("one command made the role (trust naming the principal and external ID), both policies and the node identity in {first_writes} IAM writes and the account became ready; a second run: {second_writes} writes; a widened policy put back; with the ongoing policy alone CreateRole was denied (allowed with setup: the control), a cluster ran with the shared profile, made no role and was deleted to zero; disconnect refused while it lived, then left nothing"),
+        "pass": true,
     }))
 }
 
@@ -532,7 +546,14 @@ async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made
         &x,
         &["connect", "aws", "--account", &fresh, "--wait", "90s"],
     )?;
-    ensure(ok && out.contains("is ready"), out)
+    ensure(ok && out.contains("is ready"), out)?;
+    record_figure(serde_json::json!({
+        "suite": "connect",
+        "setup": "moto enforcing IAM; a role of the CloudAccount's name made by someone else; an admin allowed CreateRole but not PutRolePolicy; a CloudAccount that does not exist",
+        "n": 3,
+        "figure": "the foreign role: connect refused, disconnect left it, 0 IAM writes, its trust and policies compared unchanged; the weak admin: the error named iam:PutRolePolicy and the role made on the way was gone; the missing account named; control: a full admin connected the same account",
+        "pass": true,
+    }))
 }
 
 #[tokio::test]
@@ -668,5 +689,12 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         let a = api.get("stacked").await?;
         Ok((a.status.and_then(|s| s.phase) == Some(AccountPhase::Ready)).then_some(()))
     })
-    .await
+    .await?;
+    record_figure(serde_json::json!({
+        "suite": "connect",
+        "setup": "`connect aws --cloudformation` for a CloudAccount with a managed policy allow-list; the template deployed into moto's CloudFormation with the quick-create link's parameters",
+        "n": 1,
+        "figure": "the stack's role had connect's trust policy and both inline policies (compared as JSON); connect's dry run found nothing to change; the account became ready by itself",
+        "pass": true,
+    }))
 }

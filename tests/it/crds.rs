@@ -307,6 +307,21 @@ fn invalid_creates() -> Vec<(&'static str, String, &'static str)> {
             ca("region: us-east-1", "region: us-east-1\n  permissionsBoundaryArn: arn:aws:iam::12:policy/boundary"),
             "spec.permissionsBoundaryArn",
         ),
+        (
+            "node instance profile name with a slash",
+            ca("region: us-east-1", "region: us-east-1\n  nodeInstanceProfileName: teams/nodes"),
+            "spec.nodeInstanceProfileName",
+        ),
+        (
+            "empty node instance profile name",
+            ca("region: us-east-1", "region: us-east-1\n  nodeInstanceProfileName: \"\""),
+            "spec.nodeInstanceProfileName",
+        ),
+        (
+            "node instance profile name too long",
+            ca("region: us-east-1", &format!("region: us-east-1\n  nodeInstanceProfileName: {}", "n".repeat(129))),
+            "spec.nodeInstanceProfileName",
+        ),
     ]
 }
 

@@ -445,6 +445,7 @@ const ACCOUNT_PATHS: &[&str] = &[
     "/spec/roleChain",
     "/spec/allowedNamespaces",
     "/spec/permissionsBoundaryArn",
+    "/spec/nodeInstanceProfileName",
 ];
 
 fn base_cluster() -> serde_json::Value {
@@ -579,6 +580,8 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
             s("arn:aws:iam::(123456789012|aws):policy/[A-Za-z0-9_-]{1,20}")
         }
         "/spec/sessionDurationSeconds" => (900i64..=43_200).prop_map(|n| json!(n)).boxed(),
+        // Profiles that do not exist: clusters of the account stall before a launch.
+        "/spec/nodeInstanceProfileName" => s("[A-Za-z0-9+=,.@_-]{1,40}"),
         _ => value_strategy().boxed(),
     }
 }
