@@ -1,11 +1,15 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, and the one shutdown
 //! signal both controllers stop on: SIGTERM/SIGINT, or leadership lost.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
+
+use crate::aws::pacing::Fence;
 
 /// How the operator takes part in leader election.
 #[derive(Clone, Debug)]
@@ -160,5 +164,100 @@ impl Leadership {
             Ok(()) => tracing::info!("lease released"),
             Err(e) => tracing::warn!(error = %e, "releasing the lease failed"),
         }
+    }
+}
+
+/// How far before the Lease could pass to a successor this process stops
+/// writing to AWS: a tenth of the lease, at least a second (clock drift
+/// between nodes, and a request already on its way).
+pub fn fence_margin(lease_duration: Duration) -> Duration {
+    (lease_duration / 10).max(Duration::from_secs(1))
+}
+
+/// When this process must stop writing, as the Lease shows it: its last
+/// renewal plus its duration, less the margin; `None` when another holds it.
+pub fn writes_until(lease: &Lease, identity: &str, lease_duration: Duration) -> Option<SystemTime> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    let renewed = SystemTime::from(spec.renew_time.as_ref()?.0);
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(lease_duration, Duration::from_secs)
+        .min(lease_duration);
+    renewed
+        .checked_add(duration)?
+        .checked_sub(fence_margin(lease_duration))
+}
+
+/// Keeps `fence` open while the Lease shows this process's renewals: reads
+/// the Lease four times a lease, each read with a deadline of a quarter
+/// lease. A read that fails or hangs extends nothing, so the fence closes
+/// by itself in time; another holder closes it at once.
+pub async fn keep_fence(client: Client, election: Election, fence: Arc<Fence>) {
+    let api: Api<Lease> = Api::namespaced(client, &election.lease_namespace);
+    let every = (election.lease_duration / 4).max(Duration::from_millis(250));
+    loop {
+        match tokio::time::timeout(every, api.get(&election.lease_name)).await {
+            Ok(Ok(lease)) => {
+                match writes_until(&lease, &election.identity, election.lease_duration) {
+                    Some(until) => fence.hold_until(until),
+                    None => {
+                        tracing::warn!(lease = %election.lease_name, "the Lease is not ours: AWS writes stop");
+                        fence.close();
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading the Lease failed; AWS writes stop when it runs out")
+            }
+            Err(_) => tracing::warn!(
+                ?every,
+                "reading the Lease took too long; AWS writes stop when it runs out"
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: &str, renewed: SystemTime, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: jiff::Timestamp::try_from(renewed).ok().map(MicroTime),
+                lease_duration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn writes_stop_a_margin_before_the_lease_could_pass() {
+        let renewed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let d = Duration::from_secs(15);
+        assert_eq!(
+            writes_until(&lease("a", renewed, 15), "a", d),
+            Some(renewed + Duration::from_millis(13_500))
+        );
+        assert_eq!(
+            writes_until(&lease("b", renewed, 15), "a", d),
+            None,
+            "another holds it"
+        );
+        // A Lease written with a longer duration than ours is not trusted past ours.
+        assert_eq!(
+            writes_until(&lease("a", renewed, 600), "a", d),
+            Some(renewed + Duration::from_millis(13_500))
+        );
+        assert_eq!(fence_margin(Duration::from_secs(3)), Duration::from_secs(1));
     }
 }

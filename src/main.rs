@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use byoc_operator::api::CloudAccount;
-use byoc_operator::aws::pacing::{Limits, Pacing};
+use byoc_operator::aws::pacing::{Fence, Limits, Pacing};
 use byoc_operator::context::{scoped_api, Context, Settings};
 use byoc_operator::installation::{self, Installation, InstallationError};
 use byoc_operator::leadership::{Election, Leadership, Shutdown, Stop};
@@ -588,8 +588,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     check_crds(&client, args.namespace.as_deref()).await?;
     let metrics = Metrics::new();
-    let pacing = Arc::new(pacing(&args, &metrics));
-    let aws = aws_base(&pacing).await;
+    // With leader election, no AWS write leaves before the Lease is held,
+    // nor after it could have passed to another process.
+    let fence = if args.leader_election {
+        Fence::closed()
+    } else {
+        Fence::open()
+    };
+    let pacing = Arc::new(pacing(&args, &metrics, fence.clone()));
+    let aws = aws_base(&pacing, &Election::default_identity()).await;
     let installation = args.installation.load_or_create(&client).await?;
     metrics.set_installation(installation.id());
     let settings = Settings {
@@ -612,7 +619,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let (shutdown, stop) = Shutdown::on_signals();
     let leadership = if args.leader_election {
-        match lead(&args, &client, &shutdown).await? {
+        match lead(&args, &client, &shutdown, fence.clone()).await? {
             Some(l) => Some(l),
             None => {
                 server.abort();
@@ -691,6 +698,7 @@ async fn lead(
     args: &RunArgs,
     client: &Client,
     shutdown: &Shutdown,
+    fence: Arc<Fence>,
 ) -> Result<Option<Leadership>, Box<dyn std::error::Error>> {
     let election = Election {
         lease_name: args.lease_name.clone(),
@@ -702,15 +710,22 @@ async fn lead(
         identity: Election::default_identity(),
         lease_duration: args.lease_duration,
     };
-    Leadership::acquire(client.clone(), &election, shutdown)
+    let held = Leadership::acquire(client.clone(), &election, shutdown)
         .await
         .map_err(|e| {
             format!(
                 "leader election on Lease {}/{}: {e}",
                 election.lease_namespace, election.lease_name
             )
-            .into()
-        })
+        })?;
+    if held.is_some() {
+        tokio::spawn(byoc_operator::leadership::keep_fence(
+            client.clone(),
+            election,
+            fence,
+        ));
+    }
+    Ok(held)
 }
 
 /// One AWS base configuration: shared HTTP client, the endpoint override
@@ -723,9 +738,14 @@ async fn lead(
 /// backoff. The SDK's check of upload throughput is off: it starts before
 /// the wait for a token, and would time a paced request out; the attempt
 /// timeout bounds a stalled upload instead.
-async fn aws_base(pacing: &Pacing) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+async fn aws_base(pacing: &Pacing, identity: &str) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"));
+    // Which replica made a call, in AWS's records (CloudTrail's userAgent).
+    if let Ok(app) = aws_config::AppName::new(app_name(identity)) {
+        loader = loader.app_name(app);
+    }
+    loader
         .http_client(pacing.unpaced())
         .stalled_stream_protection(
             aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
@@ -738,7 +758,7 @@ async fn aws_base(pacing: &Pacing) -> aws_config::SdkConfig {
 
 /// Pacing per AWS account as `--aws-pacing` asks, around the SDK's
 /// default HTTPS client.
-fn pacing(args: &RunArgs, metrics: &Metrics) -> Pacing {
+fn pacing(args: &RunArgs, metrics: &Metrics, fence: Arc<Fence>) -> Pacing {
     let limits = (args.aws_pacing > 0.0).then(|| Limits::aws(args.aws_pacing));
     let https = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -751,7 +771,19 @@ fn pacing(args: &RunArgs, metrics: &Metrics) -> Pacing {
         https,
         args.aws_attempt_timeout,
         Arc::new(move |service: &str, wait| metrics.paced(service, wait)),
+        fence,
     )
+}
+
+/// The SDK's app name for this process: its leader-election identity, in
+/// the characters and length an app name allows.
+fn app_name(identity: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    identity
+        .chars()
+        .map(|c| if allowed(c) { c } else { '-' })
+        .take(50)
+        .collect()
 }
 
 /// The namespace of the pod the operator runs in, if it runs in one.

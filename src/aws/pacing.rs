@@ -16,10 +16,14 @@
 //! Pacing sits in the HTTP client, so the SDK's retries are paced too. The
 //! per-attempt timeout is kept there as well, after the wait: waiting for a
 //! token is not an attempt taking too long.
+//!
+//! The client is also where leadership fences AWS writes ([`Fence`]): a
+//! write leaves only while the lease is surely held, judged at the moment
+//! it would be sent (after any wait for tokens).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_smithy_runtime_api::client::http::{
@@ -95,6 +99,65 @@ pub fn cost(service: &str, operation: &str, instances: u32) -> Vec<(Bucket, f64)
     }
 }
 
+/// Whether a call writes (creates, changes or deletes) rather than reads.
+pub fn is_write(service: &str, operation: &str) -> bool {
+    cost(service, operation, 0).iter().any(|(b, _)| {
+        matches!(
+            b,
+            Bucket::Ec2Write | Bucket::RunInstances | Bucket::IamWrite
+        )
+    })
+}
+
+/// When AWS writes may leave this process. Without leader election it
+/// always allows them. With it, writes are allowed only until a time the
+/// leadership keeper sets from the Lease (its last renewal plus its
+/// duration, less a margin): a leader frozen, cut off or slow to renew
+/// stops writing by itself before a successor can take the Lease.
+#[derive(Debug)]
+pub struct Fence {
+    fenced: bool,
+    until: Mutex<Option<SystemTime>>,
+}
+
+impl Fence {
+    /// No leader election: every write may leave.
+    pub fn open() -> Arc<Fence> {
+        Arc::new(Fence {
+            fenced: false,
+            until: Mutex::new(None),
+        })
+    }
+
+    /// Leader election: no write until the Lease is seen held.
+    pub fn closed() -> Arc<Fence> {
+        Arc::new(Fence {
+            fenced: true,
+            until: Mutex::new(None),
+        })
+    }
+
+    /// Writes may leave until `until`.
+    pub fn hold_until(&self, until: SystemTime) {
+        *self.until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
+
+    /// No write may leave any more.
+    pub fn close(&self) {
+        *self.until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether a write may leave at `now`.
+    pub fn allows_writes(&self, now: SystemTime) -> bool {
+        !self.fenced
+            || self
+                .until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|until| now < until)
+    }
+}
+
 /// A bucket's level; may owe tokens (negative) to callers already waiting.
 #[derive(Clone, Debug)]
 struct Level {
@@ -162,6 +225,7 @@ pub struct Pacing {
     inner: SharedHttpClient,
     attempt_timeout: Duration,
     on_wait: OnWait,
+    fence: Arc<Fence>,
     accounts: Mutex<HashMap<String, Arc<Pacer>>>,
 }
 
@@ -175,18 +239,21 @@ impl std::fmt::Debug for Pacing {
 }
 
 impl Pacing {
-    /// `limits` None: no pacing (the attempt timeout still holds).
+    /// `limits` None: no pacing (the attempt timeout still holds). Writes
+    /// leave only while `fence` allows them.
     pub fn new(
         limits: Option<Limits>,
         inner: SharedHttpClient,
         attempt_timeout: Duration,
         on_wait: OnWait,
+        fence: Arc<Fence>,
     ) -> Self {
         Pacing {
             limits,
             inner,
             attempt_timeout,
             on_wait,
+            fence,
             accounts: Mutex::default(),
         }
     }
@@ -197,6 +264,7 @@ impl Pacing {
             pacer,
             attempt_timeout: self.attempt_timeout,
             on_wait: self.on_wait.clone(),
+            fence: self.fence.clone(),
         })
     }
 
@@ -225,6 +293,7 @@ struct PacedClient {
     pacer: Option<Arc<Pacer>>,
     attempt_timeout: Duration,
     on_wait: OnWait,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for PacedClient {
@@ -244,6 +313,7 @@ impl HttpClient for PacedClient {
             pacer: self.pacer.clone(),
             attempt_timeout: self.attempt_timeout,
             on_wait: self.on_wait.clone(),
+            fence: self.fence.clone(),
         })
     }
 }
@@ -253,6 +323,7 @@ struct PacedConnector {
     pacer: Option<Arc<Pacer>>,
     attempt_timeout: Duration,
     on_wait: OnWait,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for PacedConnector {
@@ -294,22 +365,36 @@ fn operation(request: &HttpRequest) -> (String, u32) {
 
 impl HttpConnector for PacedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let wait = match (&self.pacer, scope(&request)) {
+        let scoped = scope(&request);
+        let (op, instances) = operation(&request);
+        let write = scoped
+            .as_ref()
+            .is_some_and(|(service, _)| is_write(service, &op));
+        let wait = match (&self.pacer, &scoped) {
             (Some(pacer), Some((service, region))) => {
-                let (op, instances) = operation(&request);
-                let region = if service == "iam" { "global" } else { &region };
-                let wait = pacer.reserve(region, &cost(&service, &op, instances), Instant::now());
+                let region = if service == "iam" { "global" } else { region };
+                let wait = pacer.reserve(region, &cost(service, &op, instances), Instant::now());
                 if !wait.is_zero() {
-                    (self.on_wait)(&service, wait);
+                    (self.on_wait)(service, wait);
                 }
                 wait
             }
             _ => Duration::ZERO,
         };
         let (inner, timeout) = (self.inner.clone(), self.attempt_timeout);
+        let fence = self.fence.clone();
         HttpConnectorFuture::new(async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
+            }
+            // Judged now, as the request would leave: not when it was queued.
+            if write && !fence.allows_writes(SystemTime::now()) {
+                tracing::warn!(operation = %op, "AWS write not sent: leadership is not surely held");
+                return Err(ConnectorError::other(
+                    format!("{op} not sent: this process does not surely hold the leader Lease")
+                        .into(),
+                    None,
+                ));
             }
             match tokio::time::timeout(timeout, inner.call(request)).await {
                 Ok(answer) => answer,
@@ -324,6 +409,24 @@ impl HttpConnector for PacedConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_lets_writes_through_only_until_its_time() {
+        let now = SystemTime::now();
+        assert!(Fence::open().allows_writes(now));
+        let fence = Fence::closed();
+        assert!(
+            !fence.allows_writes(now),
+            "closed until the Lease is seen held"
+        );
+        fence.hold_until(now + Duration::from_secs(5));
+        assert!(fence.allows_writes(now));
+        assert!(!fence.allows_writes(now + Duration::from_secs(5)));
+        fence.close();
+        assert!(!fence.allows_writes(now));
+        assert!(is_write("ec2", "RunInstances") && is_write("iam", "CreateRole"));
+        assert!(!is_write("ec2", "DescribeVpcs") && !is_write("sts", "AssumeRole"));
+    }
 
     fn ms(d: Duration) -> u128 {
         d.as_millis()

@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 pub mod iam_conditions;
 pub mod proxy;
 pub mod realism;
-pub use proxy::{AwsProxy, Faults, Refusal};
+pub use proxy::{AwsProxy, Call, Faults, Refusal};
 pub use realism::Realism;
 
 /// Prefix of every ground's working directory under the temp dir.
@@ -187,11 +187,26 @@ impl Process {
 
     /// Sends SIGTERM (the process may shut down gracefully).
     pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM, "SIGTERM")
+    }
+
+    /// Freezes it (SIGSTOP): it runs no instruction until [`Process::thaw`],
+    /// as a process paused by a long GC, a stalled node or a debugger.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP, "SIGSTOP")
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal(libc::SIGCONT, "SIGCONT")
+    }
+
+    fn signal(&self, signal: libc::c_int, name: &str) -> Result<()> {
         let pid = libc::pid_t::try_from(self.child.id())?;
         // SAFETY: kill(2) on a child we started and have not reaped.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        if unsafe { libc::kill(pid, signal) } != 0 {
             bail!(
-                "SIGTERM to {}: {}",
+                "{name} to {}: {}",
                 self.name,
                 std::io::Error::last_os_error()
             );

@@ -94,6 +94,11 @@ pub struct Call {
     pub operation: String,
     /// The access key the request was signed with (empty when unsigned).
     pub access_key: String,
+    /// The app name in its user agent (`app/NAME`): which process made it.
+    pub app: String,
+    /// When its connection was accepted, since the proxy started (before
+    /// the request was read whole).
+    pub accepted: Duration,
     /// Since the proxy started.
     pub start: Duration,
     pub end: Duration,
@@ -393,6 +398,7 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
+    let accepted = s.started.elapsed();
     let req = read_request(&mut reader)?;
     let start = s.started.elapsed();
     let op = operation(&req.head, &req.body);
@@ -401,6 +407,8 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     let result = answer(&mut conn, upstream, s, &req, &op, svc);
     lock(&s.trace).push(Call {
         access_key: access_key(&req.head),
+        app: app_name(&req.head),
+        accepted,
         operation: op,
         start,
         end: s.started.elapsed(),
@@ -613,6 +621,19 @@ fn moto_form(body: &[u8]) -> Vec<u8> {
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()
+}
+
+/// The app name a request's user agent carries (`app/NAME`), if any.
+fn app_name(head: &str) -> String {
+    head.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("user-agent:") || l.starts_with("x-amz-user-agent:")
+        })
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|part| part.strip_prefix("app/"))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The access key a request is signed with (SigV4's `Credential=`).

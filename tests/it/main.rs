@@ -8,6 +8,7 @@ mod clusters;
 mod compute_cluster;
 mod connect;
 mod crds;
+mod fencing;
 mod ground;
 mod lifecycle;
 mod nodes;

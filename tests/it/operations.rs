@@ -19,7 +19,7 @@ use crate::support::{
     ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
 };
 
-const LEASE_SECONDS: u64 = 4;
+pub(crate) const LEASE_SECONDS: u64 = 4;
 
 fn leader_args(g: &Ground) -> Vec<String> {
     [
@@ -37,7 +37,7 @@ fn leader_args(g: &Ground) -> Vec<String> {
     .to_vec()
 }
 
-fn start_replica(g: &Ground, pod: &str) -> Result<Operator> {
+pub(crate) fn start_replica(g: &Ground, pod: &str) -> Result<Operator> {
     let args = leader_args(g);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut op = Operator::start(g, &args, &[("POD_NAME", pod)])?;
@@ -47,14 +47,14 @@ fn start_replica(g: &Ground, pod: &str) -> Result<Operator> {
     Ok(op)
 }
 
-async fn wait_leader(op: &Operator, who: &str, deadline: Duration) -> Result<()> {
+pub(crate) async fn wait_leader(op: &Operator, who: &str, deadline: Duration) -> Result<()> {
     eventually(&format!("{who} leading"), deadline, || async {
         Ok((op.metric("byoc_leader")? == 1.0).then_some(()))
     })
     .await
 }
 
-async fn holder(g: &Ground) -> Result<Option<String>> {
+pub(crate) async fn holder(g: &Ground) -> Result<Option<String>> {
     let lease = g.api::<Lease>().get("byoc").await?;
     Ok(lease.spec.and_then(|s| s.holder_identity))
 }
