@@ -36,6 +36,10 @@ pub struct Faults {
     pub error_rate: f64,
     /// Latency added to every call.
     pub latency: Duration,
+    /// Answers held back this long after AWS made them, by operation: the
+    /// change is made at once, the caller learns of it late (a slow way
+    /// back).
+    pub hold_answers: BTreeMap<String, Duration>,
     /// Only these operations are faulted (empty: all).
     pub operations: Vec<String>,
     /// How long NAT gateways and instances stay `pending` after creation.
@@ -594,6 +598,9 @@ fn answer(
         if let Some(t) = token {
             lock(&s.tokens).entry(t).or_insert_with(|| response.clone());
         }
+    }
+    if let Some(hold) = faults.hold_answers.get(op) {
+        std::thread::sleep(*hold);
     }
     conn.write_all(&response)?;
     Ok(())

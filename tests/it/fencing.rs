@@ -4,15 +4,22 @@
 //! which replica made each call (the SDK's app name is the replica's
 //! identity).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use anyhow::Result;
+use byoc_operator::api::ComputeCluster;
 use byoc_operator::aws::pacing::is_write;
 use kube::ResourceExt;
 
 use crate::clusters::{apply_example, counts, expected_example, ready_account, wait_running, WAIT};
-use crate::operations::{holder, start_replica, wait_leader, LEASE_SECONDS};
-use crate::support::{ensure, eventually, install_crds, record_figure, Ground};
+use crate::operations::{holder, leader_args, start_replica, wait_leader, LEASE_SECONDS};
+use crate::support::{
+    ensure, eventually, install_crds, record_figure, Ground, Operator, OperatorExt,
+};
 
 /// Whether a traced call wrote to AWS (STS calls never do).
 fn writes(op: &str) -> bool {
@@ -36,10 +43,20 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
     wait_leader(&a, "replica-a", WAIT).await?;
     let b = start_replica(&g, "replica-b")?;
     ready_account(&g).await?;
+    // The VPC's creation is answered 1.5 s late: the leader is frozen while
+    // it waits, and the answer is there when it runs again, with the
+    // subnets, gateway and security group to create next.
+    g.proxy.set_faults(testground::Faults {
+        hold_answers: [("CreateVpc".to_string(), Duration::from_millis(1500))].into(),
+        ..Default::default()
+    });
     apply_example(&g)?;
-    // Frozen in the middle of provisioning, right after a write.
-    eventually("replica-a writing", WAIT, || async {
-        Ok((writes_of(&g, "replica-a").len() >= 3).then_some(()))
+    let uid = eventually("the example's UID", WAIT, || async {
+        Ok(g.api::<ComputeCluster>().get("demo").await?.uid())
+    })
+    .await?;
+    eventually("the VPC made, its answer held", WAIT, || async {
+        Ok((counts(&g, &uid).await?.vpcs > 0).then_some(()))
     })
     .await?;
     a.process.freeze()?;
@@ -91,15 +108,176 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
         ),
     )?;
     // The successor finishes: the example as it should be, nothing twice.
-    let cc = wait_running(&g, "demo", |_| true).await?;
-    let uid = cc.uid().context("uid")?;
+    wait_running(&g, "demo", |_| true).await?;
     let c = counts(&g, &uid).await?;
     ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
     record_figure(serde_json::json!({
         "suite": "fencing",
-        "setup": format!("two operator processes with leader election (lease {LEASE_SECONDS} s); the leader frozen (SIGSTOP) right after its 3rd AWS write while provisioning the example, thawed {:.0} s later, after its successor's first write", thawed.as_secs_f64()),
+        "setup": format!("two operator processes with leader election (lease {LEASE_SECONDS} s), the leader frozen (SIGSTOP) while it waited for the answer to its CreateVpc (held 1.5 s by the proxy), thawed {:.0} s later, after its successor's first write", thawed.as_secs_f64()),
         "n": 1,
         "figure": format!("AWS writes started by the old leader after the new leader's first: {}; already on their way at the freeze and answered after: {}; the old leader's writes before the freeze: {before}; it stopped on its own (leadership lost); the successor brought the example to running with nothing twice", late.len(), on_the_way.len()),
+        "pass": true,
+    }))
+}
+
+/// A TCP path to the apiserver that can be cut: once cut, every byte on
+/// every connection, old or new, is held for ever (a network that drops
+/// packets, not one that refuses them).
+struct CuttablePath {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttablePath {
+    async fn to(port: u16) -> Result<CuttablePath> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let local = listener.local_addr()?.port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pump(ri, wo, flag.clone()), pump(ro, wi, flag));
+                });
+            }
+        });
+        Ok(CuttablePath { port: local, cut })
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if cut.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The test's kubeconfig with its apiserver reached through `port`.
+fn kubeconfig_through(g: &Ground, port: u16) -> Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(&g.kube.kubeconfig)?;
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .ok_or_else(|| anyhow::anyhow!("no server in the kubeconfig"))?
+        .to_string();
+    let through = text.replace(&server, &format!("https://127.0.0.1:{port}"));
+    let path = g.kube.dir().join(format!("kubeconfig-through-{port}"));
+    std::fs::write(&path, through)?;
+    Ok(path)
+}
+
+/// The apiserver's port, from the test's kubeconfig.
+fn apiserver_port(g: &Ground) -> Result<u16> {
+    let text = std::fs::read_to_string(&g.kube.kubeconfig)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .and_then(|s| s.rsplit(':').next())
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no apiserver port in the kubeconfig"))
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_stops_writing_before_its_successor_starts(
+) -> Result<()> {
+    let g = Ground::new("fencing-cut").await?;
+    install_crds(&g).await?;
+    let path = CuttablePath::to(apiserver_port(&g)?).await?;
+    let kubeconfig = kubeconfig_through(&g, path.port)?;
+    let kubeconfig = kubeconfig.to_string_lossy().to_string();
+    let args = leader_args(&g);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Operator::start(
+        &g,
+        &args,
+        &[
+            ("POD_NAME", "replica-a"),
+            ("KUBECONFIG", kubeconfig.as_str()),
+        ],
+    )?;
+    wait_leader(&a, "replica-a", WAIT).await?;
+    let b = start_replica(&g, "replica-b")?;
+    ready_account(&g).await?;
+    // The NAT gateway's creation is answered 7 s late: the leader waits for
+    // it, cut off, while its successor takes over; then it has routes to
+    // make.
+    g.proxy.set_faults(testground::Faults {
+        hold_answers: [("CreateNatGateway".to_string(), Duration::from_secs(7))].into(),
+        ..Default::default()
+    });
+    apply_example(&g)?;
+    let uid = eventually("the example's UID", WAIT, || async {
+        Ok(g.api::<ComputeCluster>().get("demo").await?.uid())
+    })
+    .await?;
+    eventually("the NAT gateway made, its answer held", WAIT, || async {
+        Ok((counts(&g, &uid).await?.nat_gateways > 0).then_some(()))
+    })
+    .await?;
+    path.cut();
+    let before = writes_of(&g, "replica-a").len();
+    wait_leader(&b, "replica-b", WAIT).await?;
+    let first = eventually("replica-b's first write", WAIT, || async {
+        Ok(writes_of(&g, "replica-b")
+            .into_iter()
+            .map(|c| c.accepted)
+            .min())
+    })
+    .await?;
+    wait_running(&g, "demo", |_| true).await?;
+    // The held answer reaches replica-a, which goes on to its routes: each
+    // write either leaves (and the proxy sees it) or is held back by the
+    // fence (and its log says so).
+    let late_writes = || -> Vec<testground::Call> {
+        writes_of(&g, "replica-a")
+            .into_iter()
+            .filter(|c| c.accepted > first)
+            .collect()
+    };
+    eventually(
+        "replica-a's next write, sent or held back",
+        WAIT,
+        || async {
+            Ok((!late_writes().is_empty() || a.log().contains("AWS write not sent")).then_some(()))
+        },
+    )
+    .await?;
+    let late = late_writes();
+    ensure(
+        late.is_empty(),
+        format!("replica-a, cut off, started writes after replica-b's first ({first:?}): {late:?}"),
+    )?;
+    let fenced = a.log().matches("AWS write not sent").count();
+    let c = counts(&g, &uid).await?;
+    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    record_figure(serde_json::json!({
+        "suite": "fencing",
+        "setup": format!("two operator processes with leader election (lease {LEASE_SECONDS} s); the leader's apiserver traffic held for ever (a path that drops packets) while it waited for the answer to its CreateNatGateway (held 7 s by the proxy)"),
+        "n": 1,
+        "figure": format!("AWS writes started by the cut-off leader after its successor's first: {}; writes it held back itself (fence): {fenced}; its writes before the cut: {before}; the successor brought the example to running with nothing twice", late.len()),
         "pass": true,
     }))
 }

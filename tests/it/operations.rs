@@ -21,7 +21,7 @@ use crate::support::{
 
 pub(crate) const LEASE_SECONDS: u64 = 4;
 
-fn leader_args(g: &Ground) -> Vec<String> {
+pub(crate) fn leader_args(g: &Ground) -> Vec<String> {
     [
         "--progress-poll",
         "1s",
