@@ -2,6 +2,7 @@
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
 #   kube-apiserver, kube-controller-manager and etcd from the Go module proxy, moto server in a venv, helm,
+#   containerd and runc from Debian's packages (when missing; they run the operator's image),
 #   and hack/gitops-check (kstatus and Argo CD's Lua runtime); on request
 #   (`ack`, not part of `env`), ACK's ec2-controller and its CRDs, the peer
 #   the benchmark is to measure beside the operator.
@@ -155,6 +156,18 @@ build_ack() {
   echo "$dir"
 }
 
+# containerd and runc, which run the operator's image (hack/image.sh) in
+# tests: Debian's packages, installed when missing. No daemon is started
+# here; each test starts its own containerd with its own root and socket.
+install_runtime() {
+  command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && return 0
+  local log="$LOG_DIR/runtime.log"
+  [ "$(id -u)" = 0 ] || fail "containerd and runc" "they are missing and installing them needs root: apt-get install containerd runc"
+  echo "build-ground: installing containerd and runc from Debian's packages (log: $log)" >&2
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containerd runc; } >"$log" 2>&1 \
+    || fail "containerd and runc" "apt-get could not install them" "$log"
+}
+
 print_env() {
   local kubectl
   kubectl=$(command -v kubectl) || fail "kubectl" "kubectl is not on PATH; install it (e.g. apt-get install kubectl from the Kubernetes packages) and run again"
@@ -166,6 +179,8 @@ print_env() {
   echo "export BYOC_HELM=\"$CACHE/helm-$HELM_VERSION-$HELM_BUILD_REV/helm\""
   echo "export BYOC_KUBECTL=\"$kubectl\""
   echo "export BYOC_GITOPS_CHECK=\"$GITOPS_CHECK\""
+  echo "export BYOC_CONTAINERD=\"$(command -v containerd)\""
+  echo "export BYOC_CTR=\"$(command -v ctr)\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -178,12 +193,14 @@ case "${1:-env}" in
   moto) install_moto ;;
   helm) build_helm ;;
   gitops-check) build_gitops_check ;;
+  runtime) install_runtime ;;
   ack) build_ack ;;
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
     (build_etcd); (build_kube); (install_moto); (build_helm)
     build_gitops_check
+    (install_runtime)
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|ack]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|runtime|ack]" >&2; exit 2 ;;
 esac

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod containerd;
 pub mod iam_conditions;
 pub mod proxy;
 pub mod realism;
@@ -43,6 +44,9 @@ pub struct Tools {
     pub kubectl: PathBuf,
     /// `hack/gitops-check`: kstatus and Argo CD's Lua health runtime.
     pub gitops_check: PathBuf,
+    /// containerd and its client, from Debian's packages (runc underneath).
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
 }
 
 impl Tools {
@@ -82,6 +86,8 @@ impl Tools {
             helm: get("BYOC_HELM")?,
             kubectl: get("BYOC_KUBECTL")?,
             gitops_check: get("BYOC_GITOPS_CHECK")?,
+            containerd: get("BYOC_CONTAINERD")?,
+            ctr: get("BYOC_CTR")?,
         })
     }
 }

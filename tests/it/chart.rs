@@ -334,6 +334,28 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         find(&docs, "ServiceMonitor").is_some(),
         "metrics.serviceMonitor.enabled renders a ServiceMonitor",
     )?;
+    // An image loaded into the node's runtime is addressed by digest; the
+    // node's network when asked.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let pinned = template(
+        &g,
+        "byoc",
+        &[
+            "--set",
+            &format!("image.digest={digest}"),
+            "--set",
+            "hostNetwork=true",
+        ],
+    )?;
+    let pod = find(&pinned, "Deployment")
+        .map(|d| d["spec"]["template"]["spec"].clone())
+        .unwrap_or_default();
+    ensure(
+        pod["containers"][0]["image"] == format!("ghcr.io/byoc-dev/byoc-operator@{digest}")
+            && pod["hostNetwork"] == true
+            && pod["dnsPolicy"] == "ClusterFirstWithHostNet",
+        format!("image.digest and hostNetwork: {pod}"),
+    )?;
     ensure(
         find(&docs, "ClusterRoleBinding").is_none()
             && docs
@@ -351,6 +373,8 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         ("watchNamespace=Team_A", "watchNamespace"),
         ("metrics.port=80", "port"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("image.digest=latest", "digest"),
+        ("hostNetwork=maybe", "hostNetwork"),
         ("replicas=3", "replicas"),
         ("aws.endpointUrl=localhost:5000", "endpointUrl"),
         ("installation.secret=too-short", "secret"),

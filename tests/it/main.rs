@@ -10,6 +10,7 @@ mod connect;
 mod crds;
 mod fencing;
 mod ground;
+mod image;
 mod lifecycle;
 mod nodes;
 mod operations;
