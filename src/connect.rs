@@ -550,7 +550,7 @@ async fn make(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
         Step::AttachNodePolicy(a) => admin::attach(c, node, a).await,
         Step::DetachNodePolicy(a) => admin::detach(c, node, a).await,
         Step::CreateNodeProfile => admin::create_instance_profile(c, node, &tags(label)).await,
-        Step::AddNodeRole => admin::add_role(c, node, node).await,
+        Step::AddNodeRole => crate::aws::instance_profile::add_role(c, node).await,
     }
 }
 

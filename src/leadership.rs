@@ -197,28 +197,39 @@ pub fn writes_until(lease: &Lease, identity: &str, lease_duration: Duration) -> 
 /// lease. A read that fails or hangs extends nothing, so the fence closes
 /// by itself in time; another holder closes it at once.
 pub async fn keep_fence(client: Client, election: Election, fence: Arc<Fence>) {
-    let api: Api<Lease> = Api::namespaced(client, &election.lease_namespace);
-    let every = (election.lease_duration / 4).max(Duration::from_millis(250));
+    let every = fence_period(&election);
     loop {
-        match tokio::time::timeout(every, api.get(&election.lease_name)).await {
-            Ok(Ok(lease)) => {
-                match writes_until(&lease, &election.identity, election.lease_duration) {
-                    Some(until) => fence.hold_until(until),
-                    None => {
-                        tracing::warn!(lease = %election.lease_name, "the Lease is not ours: AWS writes stop");
-                        fence.close();
-                    }
-                }
+        tokio::time::sleep(every).await;
+        refresh_fence(&client, &election, &fence).await;
+    }
+}
+
+/// How often the fence is refreshed, and how long one read may take.
+fn fence_period(election: &Election) -> Duration {
+    (election.lease_duration / 4).max(Duration::from_millis(250))
+}
+
+/// One read of the Lease, and the fence set from it.
+pub async fn refresh_fence(client: &Client, election: &Election, fence: &Fence) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &election.lease_namespace);
+    let every = fence_period(election);
+    match tokio::time::timeout(every, api.get(&election.lease_name)).await {
+        Ok(Ok(lease)) => match writes_until(&lease, &election.identity, election.lease_duration) {
+            Some(until) => fence.hold_until(until),
+            None => {
+                tracing::warn!(lease = %election.lease_name, "the Lease is not ours: AWS writes stop");
+                fence.close();
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "reading the Lease failed; AWS writes stop when it runs out")
-            }
-            Err(_) => tracing::warn!(
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading the Lease failed; AWS writes stop when it runs out")
+        }
+        Err(_) => {
+            tracing::warn!(
                 ?every,
                 "reading the Lease took too long; AWS writes stop when it runs out"
-            ),
+            )
         }
-        tokio::time::sleep(every).await;
     }
 }
 

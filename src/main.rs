@@ -719,6 +719,8 @@ async fn lead(
             )
         })?;
     if held.is_some() {
+        // Writes may leave from the first reconcile on.
+        byoc_operator::leadership::refresh_fence(client, &election, &fence).await;
         tokio::spawn(byoc_operator::leadership::keep_fence(
             client.clone(),
             election,

@@ -236,17 +236,6 @@ pub async fn create_instance_profile(
         .map(|_| ())
 }
 
-pub async fn add_role(c: &AwsClients, profile: &str, role: &str) -> AwsResult<()> {
-    c.iam
-        .add_role_to_instance_profile()
-        .instance_profile_name(profile)
-        .role_name(role)
-        .send()
-        .await
-        .op("iam:AddRoleToInstanceProfile")
-        .map(|_| ())
-}
-
 pub async fn remove_role(c: &AwsClients, profile: &str, role: &str) -> AwsResult<()> {
     c.iam
         .remove_role_from_instance_profile()

@@ -162,10 +162,11 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
     }
 }
 
-#[tokio::test]
-async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy(
-) -> Result<()> {
-    let g = Ground::new("connect").await?;
+/// A ground where moto enforces IAM and a role must exist to be assumed,
+/// and an operator whose own identity (keys allowed only AssumeRole) may be
+/// lent to the test's namespace.
+async fn connect_ground(test: &str) -> Result<(Ground, CrossAccount, Operator)> {
+    let g = Ground::new(test).await?;
     install_crds(&g).await?;
     let x = CrossAccount::set_up(&g).await?;
     g.proxy.set_faults(testground::Faults {
@@ -188,6 +189,14 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         ],
         &env,
     )?;
+    Ok((g, x, op))
+}
+
+#[tokio::test]
+async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy(
+) -> Result<()> {
+    let (g, x, op) = connect_ground("connect").await?;
+    let ns = g.namespace.clone();
     kubectl_apply(
         &g,
         &account_manifest(
@@ -443,20 +452,8 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
 
 #[tokio::test]
 async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made() -> Result<()> {
-    let g = Ground::new("connect-refusals").await?;
-    install_crds(&g).await?;
-    let x = CrossAccount::set_up(&g).await?;
-    g.proxy.set_faults(testground::Faults {
-        roles_must_exist: true,
-        resign: true,
-        ..Default::default()
-    });
+    let (g, x, _op) = connect_ground("connect-refusals").await?;
     let ns = g.namespace.clone();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
-    ];
-    let _op = Operator::start(&g, &["--ambient-identity-namespaces", &ns], &env)?;
     let iam = aws_sdk_iam::Client::new(&x.admin);
 
     // A CloudAccount that does not exist.
@@ -558,20 +555,8 @@ async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made
 
 #[tokio::test]
 async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready() -> Result<()> {
-    let g = Ground::new("connect-cfn").await?;
-    install_crds(&g).await?;
-    let x = CrossAccount::set_up(&g).await?;
-    g.proxy.set_faults(testground::Faults {
-        roles_must_exist: true,
-        resign: true,
-        ..Default::default()
-    });
+    let (g, x, _op) = connect_ground("connect-cfn").await?;
     let ns = g.namespace.clone();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", x.base_secret.as_str()),
-    ];
-    let _op = Operator::start(&g, &["--ambient-identity-namespaces", &ns], &env)?;
     kubectl_apply(&g, &account_manifest("stacked", "byoc-stacked", ""))?;
     let account = published(&g, "stacked").await?;
     let status = account.status.unwrap_or_default();

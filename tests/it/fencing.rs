@@ -35,6 +35,40 @@ fn writes_of(g: &Ground, app: &str) -> Vec<testground::Call> {
         .collect()
 }
 
+/// Holds the answer to `operation` for `hold`, applies the example, and
+/// waits until AWS made what `made` counts (its answer still held): the
+/// example's UID.
+async fn example_waiting_for(
+    g: &Ground,
+    operation: &str,
+    hold: Duration,
+    what: &str,
+    made: impl Fn(&crate::clusters::Counts) -> bool,
+) -> Result<String> {
+    g.proxy.set_faults(testground::Faults {
+        hold_answers: [(operation.to_string(), hold)].into(),
+        ..Default::default()
+    });
+    apply_example(g)?;
+    let uid = eventually("the example's UID", WAIT, || async {
+        Ok(g.api::<ComputeCluster>().get("demo").await?.uid())
+    })
+    .await?;
+    eventually(what, WAIT, || async {
+        Ok(made(&counts(g, &uid).await?).then_some(()))
+    })
+    .await?;
+    Ok(uid)
+}
+
+/// When the successor's first AWS write reached the proxy.
+async fn first_write_of(g: &Ground, app: &str) -> Result<Duration> {
+    eventually(&format!("{app}'s first write"), WAIT, || async {
+        Ok(writes_of(g, app).into_iter().map(|c| c.accepted).min())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Result<()> {
     let g = Ground::new("fencing").await?;
@@ -46,18 +80,13 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
     // The VPC's creation is answered 1.5 s late: the leader is frozen while
     // it waits, and the answer is there when it runs again, with the
     // subnets, gateway and security group to create next.
-    g.proxy.set_faults(testground::Faults {
-        hold_answers: [("CreateVpc".to_string(), Duration::from_millis(1500))].into(),
-        ..Default::default()
-    });
-    apply_example(&g)?;
-    let uid = eventually("the example's UID", WAIT, || async {
-        Ok(g.api::<ComputeCluster>().get("demo").await?.uid())
-    })
-    .await?;
-    eventually("the VPC made, its answer held", WAIT, || async {
-        Ok((counts(&g, &uid).await?.vpcs > 0).then_some(()))
-    })
+    let uid = example_waiting_for(
+        &g,
+        "CreateVpc",
+        Duration::from_millis(1500),
+        "the VPC made, its answer held",
+        |c| c.vpcs > 0,
+    )
     .await?;
     a.process.freeze()?;
     let frozen = Instant::now();
@@ -67,13 +96,7 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
         holder(&g).await?.as_deref() == Some("replica-b"),
         "the Lease names replica-b",
     )?;
-    let first = eventually("replica-b's first write", WAIT, || async {
-        Ok(writes_of(&g, "replica-b")
-            .into_iter()
-            .map(|c| c.accepted)
-            .min())
-    })
-    .await?;
+    let first = first_write_of(&g, "replica-b").await?;
     // Thawed: it finds the Lease gone and stops; meanwhile nothing it
     // writes may leave.
     a.process.thaw()?;
@@ -224,29 +247,18 @@ async fn a_leader_cut_off_from_the_apiserver_stops_writing_before_its_successor_
     // The NAT gateway's creation is answered 7 s late: the leader waits for
     // it, cut off, while its successor takes over; then it has routes to
     // make.
-    g.proxy.set_faults(testground::Faults {
-        hold_answers: [("CreateNatGateway".to_string(), Duration::from_secs(7))].into(),
-        ..Default::default()
-    });
-    apply_example(&g)?;
-    let uid = eventually("the example's UID", WAIT, || async {
-        Ok(g.api::<ComputeCluster>().get("demo").await?.uid())
-    })
-    .await?;
-    eventually("the NAT gateway made, its answer held", WAIT, || async {
-        Ok((counts(&g, &uid).await?.nat_gateways > 0).then_some(()))
-    })
+    let uid = example_waiting_for(
+        &g,
+        "CreateNatGateway",
+        Duration::from_secs(7),
+        "the NAT gateway made, its answer held",
+        |c| c.nat_gateways > 0,
+    )
     .await?;
     path.cut();
     let before = writes_of(&g, "replica-a").len();
     wait_leader(&b, "replica-b", WAIT).await?;
-    let first = eventually("replica-b's first write", WAIT, || async {
-        Ok(writes_of(&g, "replica-b")
-            .into_iter()
-            .map(|c| c.accepted)
-            .min())
-    })
-    .await?;
+    let first = first_write_of(&g, "replica-b").await?;
     wait_running(&g, "demo", |_| true).await?;
     // The held answer reaches replica-a, which goes on to its routes: each
     // write either leaves (and the proxy sees it) or is held back by the
