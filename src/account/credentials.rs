@@ -219,46 +219,71 @@ pub async fn resolve(
     account: &CloudAccount,
     ambient: &Ambient<'_>,
 ) -> Result<ResolvedAccount, AccountError> {
-    let sts_client = |config: &SdkConfig| {
-        aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(config)
-                .interceptor(metrics.aws_interceptor())
-                .build(),
-        )
-    };
     let base = base_identity(client, base, account, ambient).await?;
+    resolve_from(&base, account, metrics).await
+}
+
+/// [`resolve`], and the principal `account`'s role must trust: who its base
+/// credentials are, as a trust policy names them. Learned before any role
+/// is assumed (one `sts:GetCallerIdentity` on the base credentials), so it
+/// is known while the role cannot be assumed yet, which is when an admin
+/// needs it; with no role to assume, the verified identity is the base one
+/// and no further call is made. `None` when the base credentials cannot be
+/// had or are rejected (the result says why).
+pub async fn resolve_with_principal(
+    client: &Client,
+    base: &SdkConfig,
+    metrics: &Metrics,
+    account: &CloudAccount,
+    ambient: &Ambient<'_>,
+) -> (Option<String>, Result<ResolvedAccount, AccountError>) {
+    let base = match base_identity(client, base, account, ambient).await {
+        Ok(base) => base,
+        Err(e) => return (None, Err(e)),
+    };
+    let assumes = account.spec.role_arn.is_some();
+    let before = match assumes {
+        true => caller_identity(&sts_client(metrics, &base.config), &base.source)
+            .await
+            .ok()
+            .map(|(_, arn)| trust_principal(&arn)),
+        false => None,
+    };
+    let result = resolve_from(&base, account, metrics).await;
+    let principal = before.or_else(|| {
+        let verified = result.as_ref().ok().filter(|_| !assumes);
+        verified.map(|r| trust_principal(&r.arn))
+    });
+    (principal, result)
+}
+
+fn sts_client(metrics: &Metrics, config: &SdkConfig) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(config)
+            .interceptor(metrics.aws_interceptor())
+            .build(),
+    )
+}
+
+/// From the base credentials, through the role chain, to the verified
+/// final identity.
+async fn resolve_from(
+    base: &BaseIdentity,
+    account: &CloudAccount,
+    metrics: &Metrics,
+) -> Result<ResolvedAccount, AccountError> {
+    let sts = |config: &SdkConfig| sts_client(metrics, config);
     let (config, expires) = match &account.spec.role_arn {
-        Some(role_arn) => assume_roles(account, role_arn, &base, sts_client).await?,
+        Some(role_arn) => assume_roles(account, role_arn, base, sts).await?,
         None => (base.config.clone(), None),
     };
-    let (account_id, arn) = caller_identity(&sts_client(&config), &base.source).await?;
+    let (account_id, arn) = caller_identity(&sts(&config), &base.source).await?;
     Ok(ResolvedAccount {
         config,
         account_id,
         arn,
         expires,
     })
-}
-
-/// The principal `account`'s role must trust: who its base credentials are
-/// (`sts:GetCallerIdentity` before any role is assumed), as a trust
-/// policy names it. Learned even while the role cannot be assumed yet, which
-/// is when an admin needs it.
-pub async fn principal(
-    client: &Client,
-    base: &SdkConfig,
-    metrics: &Metrics,
-    account: &CloudAccount,
-    ambient: &Ambient<'_>,
-) -> Result<String, AccountError> {
-    let base = base_identity(client, base, account, ambient).await?;
-    let sts = aws_sdk_sts::Client::from_conf(
-        aws_sdk_sts::config::Builder::from(&base.config)
-            .interceptor(metrics.aws_interceptor())
-            .build(),
-    );
-    let (_, arn) = caller_identity(&sts, &base.source).await?;
-    Ok(trust_principal(&arn))
 }
 
 /// A caller identity as a trust policy's principal: an assumed role's

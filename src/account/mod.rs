@@ -28,7 +28,9 @@ use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::Error;
-use credentials::{resolve, AccountError, Ambient, ResolvedAccount, REFRESH_BEFORE_EXPIRY};
+use credentials::{
+    resolve, resolve_with_principal, AccountError, Ambient, ResolvedAccount, REFRESH_BEFORE_EXPIRY,
+};
 use in_use::IN_USE_FINALIZER;
 
 pub const CONTROLLER: &str = "cloudaccount";
@@ -95,14 +97,33 @@ impl Accounts {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Resolves the account afresh and caches the result. A failure drops
-    /// the entry, unless `keep_on_failure` (an account being deleted keeps
-    /// its last verified credentials for its clusters' cleanup).
+    /// Resolves the account afresh, with the principal its role must trust
+    /// (for its status), and caches the result. A failure drops the entry,
+    /// unless `keep_on_failure` (an account being deleted keeps its last
+    /// verified credentials for its clusters' cleanup).
     pub async fn verify(
         &self,
         account: &CloudAccount,
         keep_on_failure: bool,
-    ) -> Result<ResolvedAccount, AccountError> {
+    ) -> (Option<String>, Result<ResolvedAccount, AccountError>) {
+        let (principal, result) = resolve_with_principal(
+            &self.client,
+            &self.aws,
+            &self.metrics,
+            account,
+            &self.ambient(),
+        )
+        .await;
+        (principal, self.remember(account, keep_on_failure, result))
+    }
+
+    /// The account's identity for a cluster's use.
+    pub async fn get(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
+        if let Some(c) = self.cache().get(&Self::key(account)) {
+            if c.generation == account.meta().generation && c.unexpired() {
+                return Ok(c.resolved.clone());
+            }
+        }
         let result = resolve(
             &self.client,
             &self.aws,
@@ -110,8 +131,18 @@ impl Accounts {
             account,
             &self.ambient(),
         )
-        .await
-        .map(|mut resolved| {
+        .await;
+        self.remember(account, false, result)
+    }
+
+    /// A resolution's identity paced by its AWS account, and cached.
+    fn remember(
+        &self,
+        account: &CloudAccount,
+        keep_on_failure: bool,
+        result: Result<ResolvedAccount, AccountError>,
+    ) -> Result<ResolvedAccount, AccountError> {
+        let result = result.map(|mut resolved| {
             resolved.config = self.pacing.paced(&resolved.account_id, &resolved.config);
             resolved
         });
@@ -133,30 +164,6 @@ impl Accounts {
             }
         }
         result
-    }
-
-    /// The principal the account's role must trust; `None` when its base
-    /// credentials cannot be had or are rejected (the verification says why).
-    pub async fn principal(&self, account: &CloudAccount) -> Option<String> {
-        credentials::principal(
-            &self.client,
-            &self.aws,
-            &self.metrics,
-            account,
-            &self.ambient(),
-        )
-        .await
-        .ok()
-    }
-
-    /// The account's identity for a cluster's use.
-    pub async fn get(&self, account: &CloudAccount) -> Result<ResolvedAccount, AccountError> {
-        if let Some(c) = self.cache().get(&Self::key(account)) {
-            if c.generation == account.meta().generation && c.unexpired() {
-                return Ok(c.resolved.clone());
-            }
-        }
-        self.verify(account, false).await
     }
 
     /// The last verified identity while it has not expired, whatever
@@ -472,13 +479,13 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
     let uid = account.uid().unwrap_or_default();
     let previous = account.status.clone().unwrap_or_default();
     let generation = account.meta().generation;
-    let result = actx.accounts.verify(account, deleting).await;
+    let (principal, result) = actx.accounts.verify(account, deleting).await;
     let mut status = CloudAccountStatus {
         observed_generation: generation,
         // What the role's trust policy must require, published whatever
         // the verification says: it is what a new account's admin needs.
         external_id: published_external_id(&actx.accounts, account),
-        principal: actx.accounts.principal(account).await,
+        principal,
         installation: Some(ctx.installation.id().to_string()),
         ..previous.clone()
     };
