@@ -205,14 +205,8 @@ mod tests {
             name,
             CloudAccountSpec {
                 region: "us-east-1".into(),
-                credentials_secret_ref: None,
-                role_arn: None,
-                external_id: None,
-                session_duration_seconds: None,
-                role_chain: vec![],
                 allowed_namespaces: allowed.iter().map(|s| s.to_string()).collect(),
-                permissions_boundary_arn: None,
-                node_instance_profile_name: None,
+                ..Default::default()
             },
         );
         a.metadata.namespace = Some(ns.into());

@@ -17,7 +17,7 @@ use super::patterns;
 /// account and its credentials Secret carry the finalizer `byoc.dev/in-use`:
 /// deleting them waits until those clusters are gone, and their credentials
 /// keep working for the clusters' cleanup meanwhile.
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "byoc.dev",
     version = "v1alpha1",
@@ -201,14 +201,7 @@ mod tests {
     fn namespaces_default_to_own_only() {
         let mut spec = CloudAccountSpec {
             region: "us-east-1".into(),
-            credentials_secret_ref: None,
-            role_arn: None,
-            external_id: None,
-            session_duration_seconds: None,
-            role_chain: vec![],
-            allowed_namespaces: vec![],
-            permissions_boundary_arn: None,
-            node_instance_profile_name: None,
+            ..Default::default()
         };
         assert!(spec.allows_namespace("a", "a"));
         assert!(!spec.allows_namespace("a", "b"));

@@ -51,16 +51,7 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
 
 fn tags(tags: &BTreeMap<String, String>) -> AwsResult<Vec<Tag>> {
     tags.iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|_| AwsError::Incomplete {
-                    operation: "iam:Tag",
-                    missing: "key or value",
-                })
-        })
+        .map(|(k, v)| super::instance_profile::tag(k, v))
         .collect()
 }
 

@@ -365,8 +365,13 @@ fn operation(request: &HttpRequest) -> (String, u32) {
 
 impl HttpConnector for PacedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let scoped = scope(&request);
-        let (op, instances) = operation(&request);
+        // Read from the request only when pacing or the fence needs it.
+        let looked_at = self.pacer.is_some() || self.fence.fenced;
+        let scoped = looked_at.then(|| scope(&request)).flatten();
+        let (op, instances) = match scoped {
+            Some(_) => operation(&request),
+            None => (String::new(), 0),
+        };
         let write = scoped
             .as_ref()
             .is_some_and(|(service, _)| is_write(service, &op));

@@ -181,14 +181,8 @@ mod tests {
             "acme",
             CloudAccountSpec {
                 region: "us-east-1".into(),
-                credentials_secret_ref: None,
-                role_arn: None,
-                external_id: None,
-                session_duration_seconds: None,
-                role_chain: vec![],
-                allowed_namespaces: vec![],
-                permissions_boundary_arn: None,
                 node_instance_profile_name: shared.map(str::to_string),
+                ..Default::default()
             },
         )
     }
