@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
-#   kube-apiserver, kube-controller-manager and etcd from the Go module proxy, moto server in a venv, helm,
-#   containerd and runc from Debian's packages (when missing; they run the operator's image),
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy, moto server in a venv, helm,
+#   containerd, runc and the CNI plugins from Debian's packages (when missing; they run the
+#   operator's image and the node's pods), the node's pause image,
 #   and hack/gitops-check (kstatus and Argo CD's Lua runtime); on request
 #   (`ack`, not part of `env`), ACK's ec2-controller and its CRDs, the peer
 #   the benchmark is to measure beside the operator.
 # Each part is keyed by its pinned version, reused when present and rebuilt when
 # the pin changes. Prints `export` lines for the paths on success.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
 
 KUBE_VERSION="${KUBE_VERSION:-v1.33.13}"
 # Bumped when the way a part is built changes (not its version).
-KUBE_BUILD_REV="r3"
+KUBE_BUILD_REV="r4"
+PAUSE_BUILD_REV="r1"
 HELM_BUILD_REV="r2"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
@@ -22,22 +25,29 @@ HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # elbv2 and cloudwatchlogs controllers' API modules, refused the same way).
 ACK_EC2_VERSION="${ACK_EC2_VERSION:-v1.0.0}"
 CACHE="${BYOC_CACHE:-$HOME/.cache/byoc-operator}"
+# The name the node's containerd knows its pause image by.
+PAUSE_IMAGE="byoc.dev/pause:ground"
 LOG_DIR="$CACHE/logs"
 mkdir -p "$CACHE" "$LOG_DIR"
 
 fail() { echo "build-ground: $1 failed: $2" >&2; [ -n "${3:-}" ] && { echo "---- last lines of $3" >&2; tail -n 30 "$3" >&2; }; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "$1" "'$1' is not on PATH ($2)"; }
 
-# kube-apiserver and kube-controller-manager (namespace deletion and garbage
-# collection run only there) from one Go module and one build, so the packages
+# kube-apiserver, kube-controller-manager (namespace deletion and garbage
+# collection run only there), kube-scheduler and kubelet (the node the
+# operator's pods run on) from one Go module and one build, so the packages
 # they share are compiled once.
 build_kube() {
   local dir="$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV"
-  [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kube-controller-manager" ] && return 0
-  need go "install Go to build kube-apiserver and kube-controller-manager"
+  local bin
+  for bin in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+    [ -x "$dir/$bin" ] || break
+    [ "$bin" = kubelet ] && return 0
+  done
+  need go "install Go to build kube-apiserver, kube-controller-manager, kube-scheduler and kubelet"
   local work="$CACHE/src/kube-$KUBE_VERSION" log="$LOG_DIR/kube-$KUBE_VERSION.log"
   rm -rf "$work"; mkdir -p "$work"; cd "$work"
-  echo "build-ground: building kube-apiserver and kube-controller-manager $KUBE_VERSION from the Go module proxy (log: $log)" >&2
+  echo "build-ground: building kube-apiserver, kube-controller-manager, kube-scheduler and kubelet $KUBE_VERSION from the Go module proxy (log: $log)" >&2
   {
     go mod init byoc.dev/testground/kube
     # k8s.io/kubernetes points its staging modules at ./staging; pin each to the
@@ -48,7 +58,7 @@ build_kube() {
     local staging="v0.${KUBE_VERSION#v1.}"
     grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}' >> go.mod
     go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
-    printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"\n)\n' > tools.go
+    printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler/app"\n\t_ "k8s.io/kubernetes/cmd/kubelet/app"\n)\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy
     # The version the binaries report (/version), as upstream's release build sets it.
     local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
@@ -56,8 +66,9 @@ build_kube() {
     mkdir -p "$dir.tmp"
     CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir.tmp/" \
       -ldflags "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-  } >"$log" 2>&1 || fail "kube build" "go could not build kube-apiserver and kube-controller-manager@$KUBE_VERSION" "$log"
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
+  } >"$log" 2>&1 || fail "kube build" "go could not build the Kubernetes binaries @$KUBE_VERSION" "$log"
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
@@ -156,16 +167,38 @@ build_ack() {
   echo "$dir"
 }
 
-# containerd and runc, which run the operator's image (hack/image.sh) in
-# tests: Debian's packages, installed when missing. No daemon is started
-# here; each test starts its own containerd with its own root and socket.
+# containerd, runc and the CNI plugins, which run the operator's image
+# (hack/image.sh) and the node's pods in tests: Debian's packages, installed
+# when missing. No daemon is started here; each test starts its own
+# containerd with its own root and socket.
 install_runtime() {
-  command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && return 0
+  command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 \
+    && [ -x /usr/lib/cni/bridge ] && return 0
   local log="$LOG_DIR/runtime.log"
-  [ "$(id -u)" = 0 ] || fail "containerd and runc" "they are missing and installing them needs root: apt-get install containerd runc"
-  echo "build-ground: installing containerd and runc from Debian's packages (log: $log)" >&2
-  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containerd runc; } >"$log" 2>&1 \
-    || fail "containerd and runc" "apt-get could not install them" "$log"
+  local pkgs="containerd runc containernetworking-plugins"
+  [ "$(id -u)" = 0 ] || fail "$pkgs" "they are missing and installing them needs root: apt-get install $pkgs"
+  echo "build-ground: installing $pkgs from Debian's packages (log: $log)" >&2
+  # shellcheck disable=SC2086
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; } >"$log" 2>&1 \
+    || fail "$pkgs" "apt-get could not install them" "$log"
+}
+
+# The node's pause image (every pod's sandbox), built here as no registry
+# is reachable: a static pause binary (testground/pause/pause.c) alone in
+# an OCI image layout tarball.
+build_pause() {
+  local dir="$CACHE/pause-$PAUSE_BUILD_REV"
+  [ -f "$dir/image.tar" ] && return 0
+  need gcc "install gcc to build the node's pause image"
+  local work log="$LOG_DIR/pause.log"
+  work=$(mktemp -d)
+  {
+    mkdir -p "$work/rootfs"
+    gcc -static -Os -s -o "$work/rootfs/pause" "$HERE/../testground/pause/pause.c"
+    source "$HERE/lib/oci.sh"
+    oci_layout "$work/rootfs" '{"Entrypoint":["/pause"],"User":"65535:65535"}' "$PAUSE_IMAGE" "$dir.tmp" "$work"
+  } >"$log" 2>&1 || { rm -rf "$work"; fail "pause image" "could not build it" "$log"; }
+  rm -rf "$work" "$dir"; mv "$dir.tmp" "$dir"
 }
 
 print_env() {
@@ -181,6 +214,10 @@ print_env() {
   echo "export BYOC_GITOPS_CHECK=\"$GITOPS_CHECK\""
   echo "export BYOC_CONTAINERD=\"$(command -v containerd)\""
   echo "export BYOC_CTR=\"$(command -v ctr)\""
+  echo "export BYOC_KUBELET=\"$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV/kubelet\""
+  echo "export BYOC_KUBE_SCHEDULER=\"$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV/kube-scheduler\""
+  echo "export BYOC_PAUSE_IMAGE=\"$CACHE/pause-$PAUSE_BUILD_REV/image.tar\""
+  echo "export BYOC_PAUSE_REF=\"$PAUSE_IMAGE\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -194,13 +231,14 @@ case "${1:-env}" in
   helm) build_helm ;;
   gitops-check) build_gitops_check ;;
   runtime) install_runtime ;;
+  pause) build_pause ;;
   ack) build_ack ;;
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
     (build_etcd); (build_kube); (install_moto); (build_helm)
     build_gitops_check
-    (install_runtime)
+    (install_runtime); (build_pause)
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|runtime|ack]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|runtime|pause|ack]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@
 # Prints the image's manifest digest (sha256:...) on stdout.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/lib/oci.sh"
 
 binary="${1:-$CARGO_TARGET_DIR/release/byoc-operator}"
 out="${2:-$BYOC_CACHE/image}"
@@ -40,38 +41,5 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home
 printf 'root:x:0:\nnonroot:x:65532:\n' > "$root/etc/group"
 chown 65532:65532 "$root/home/nonroot"
 
-mkdir -p "$work/layout/blobs/sha256"
-blob() { # file -> digest (hex); moves it into the layout
-  local d; d=$(sha256sum "$1" | cut -d' ' -f1)
-  mv "$1" "$work/layout/blobs/sha256/$d"; echo "$d"
-}
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-  -C "$root" -cf "$work/layer.tar" .
-# The ownership the image needs is kept where it is not root's.
-diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -n -1 "$work/layer.tar"
-layer_size=$(stat -c %s "$work/layer.tar.gz")
-layer=$(blob "$work/layer.tar.gz")
-
-cat > "$work/config.json" <<EOF
-{"architecture":"amd64","os":"linux","config":{"User":"$user","Entrypoint":$entrypoint,"Cmd":$cmd,"ExposedPorts":{"$port":{}},"Env":["PATH=/usr/local/bin:/usr/bin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]}}
-EOF
-config_size=$(stat -c %s "$work/config.json")
-config=$(blob "$work/config.json")
-
-cat > "$work/manifest.json" <<EOF
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer","size":$layer_size}]}
-EOF
-manifest_size=$(stat -c %s "$work/manifest.json")
-manifest=$(blob "$work/manifest.json")
-
-echo '{"imageLayoutVersion":"1.0.0"}' > "$work/layout/oci-layout"
-cat > "$work/layout/index.json" <<EOF
-{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest","size":$manifest_size,"annotations":{"org.opencontainers.image.ref.name":"byoc.dev/byoc-operator:local"}}]}
-EOF
-mkdir -p "$out"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work/layout" -cf "$out/image.tar.tmp" .
-mv "$out/image.tar.tmp" "$out/image.tar"
-cp "$work/layout/blobs/sha256/$config" "$out/config.json"
-echo "sha256:$manifest" > "$out/digest"
-echo "sha256:$manifest"
+config="{\"User\":\"$user\",\"Entrypoint\":$entrypoint,\"Cmd\":$cmd,\"ExposedPorts\":{\"$port\":{}},\"Env\":[\"PATH=/usr/local/bin:/usr/bin:/bin\",\"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\"],\"WorkingDir\":\"/\"}"
+oci_layout "$root" "$config" byoc.dev/byoc-operator:local "$out" "$work"

@@ -22,6 +22,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 pub mod containerd;
 pub mod iam_conditions;
+pub mod netns;
+pub mod node;
 pub mod proxy;
 pub mod realism;
 pub use proxy::{AwsProxy, Call, Faults, Refusal};
@@ -47,6 +49,13 @@ pub struct Tools {
     /// containerd and its client, from Debian's packages (runc underneath).
     pub containerd: PathBuf,
     pub ctr: PathBuf,
+    /// The node's kubelet and the scheduler that places pods on it, from
+    /// the same build as the apiserver.
+    pub kubelet: PathBuf,
+    pub kube_scheduler: PathBuf,
+    /// The node's pause image (OCI layout tarball) and the name it has.
+    pub pause_image: PathBuf,
+    pub pause_ref: String,
 }
 
 impl Tools {
@@ -88,6 +97,10 @@ impl Tools {
             gitops_check: get("BYOC_GITOPS_CHECK")?,
             containerd: get("BYOC_CONTAINERD")?,
             ctr: get("BYOC_CTR")?,
+            kubelet: get("BYOC_KUBELET")?,
+            kube_scheduler: get("BYOC_KUBE_SCHEDULER")?,
+            pause_image: get("BYOC_PAUSE_IMAGE")?,
+            pause_ref: get("BYOC_PAUSE_REF")?.to_string_lossy().into_owned(),
         })
     }
 }
@@ -350,6 +363,13 @@ pub fn tail(path: &Path, n: usize) -> String {
 }
 
 /// A free TCP port on 127.0.0.1 (released before use; fine for tests).
+/// The port of a URL such as `https://127.0.0.1:PORT`.
+pub fn port_of(url: &str) -> Result<u16> {
+    url.rsplit_once(':')
+        .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| anyhow!("no port in {url}"))
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -388,6 +408,15 @@ fn ground_dir(kind: &str) -> Result<tempfile::TempDir> {
 
 /// A real kube-apiserver backed by its own etcd, and a kube-controller-manager
 /// with the namespace and garbage-collector controllers.
+/// The Services' range; its first address is the `kubernetes` Service's.
+const SERVICE_RANGE: &str = "10.0.0.0/24";
+/// The `kubernetes` Service's ClusterIP: pods reach the apiserver there.
+pub const SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
+/// What a ground with a node runs in kube-controller-manager.
+const NODE_CONTROLLERS: &str = "--controllers=namespace-controller,garbage-collector-controller,\
+deployment-controller,replicaset-controller,endpoints-controller,endpointslice-controller,\
+serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller";
+
 #[derive(Debug)]
 pub struct Kube {
     // Dropped in order: the controller manager, then the apiserver, then etcd.
@@ -405,6 +434,14 @@ pub struct Kube {
 
 impl Kube {
     pub fn start() -> Result<Kube> {
+        Kube::launch(false)
+    }
+
+    /// With `for_node`, the apiserver and controllers a node needs as well:
+    /// ServiceAccount admission (projected tokens), the Node authorizer, and
+    /// the controllers behind Deployments, Service endpoints, namespaces'
+    /// root CA and node readiness.
+    pub(crate) fn launch(for_node: bool) -> Result<Kube> {
         let tools = Tools::locate()?;
         let dir = ground_dir("kube")?;
         let d = dir.path();
@@ -454,12 +491,17 @@ impl Kube {
                 "--service-account-signing-key-file={}",
                 certs.sa_key.display()
             ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--authorization-mode=RBAC")
+            .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
             .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--enable-priority-and-fairness=false")
             .arg("--v=1");
+        if for_node {
+            api_cmd.arg("--authorization-mode=Node,RBAC");
+        } else {
+            api_cmd
+                .arg("--authorization-mode=RBAC")
+                .arg("--disable-admission-plugins=ServiceAccount");
+        }
         let mut apiserver =
             Process::spawn("kube-apiserver", api_cmd, &d.join("kube-apiserver.log"))?;
 
@@ -486,7 +528,12 @@ impl Kube {
         let mut cm_cmd = Command::new(&tools.kube_controller_manager);
         cm_cmd
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg("--controllers=namespace,garbagecollector")
+            .arg(if for_node {
+                NODE_CONTROLLERS
+            } else {
+                "--controllers=namespace-controller,garbage-collector-controller"
+            })
+            .arg(format!("--root-ca-file={}", certs.ca_cert.display()))
             .arg("--leader-elect=false")
             .arg("--secure-port=0")
             .arg("--use-service-account-credentials=false")
@@ -554,6 +601,29 @@ impl Kube {
         Ok(path)
     }
 
+    /// A kubeconfig for the node's kubelet (its own certificate) reaching
+    /// the apiserver at `server`.
+    pub(crate) fn node_kubeconfig(&self, server: &str) -> Result<PathBuf> {
+        let d = self.dir.path();
+        let path = d.join("kubeconfig-node");
+        fs::write(
+            &path,
+            kubeconfig_yaml(
+                server,
+                &self.ca_file,
+                &d.join("node.crt"),
+                &d.join("node.key"),
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// Stops kube-controller-manager (e.g. so that nothing re-creates the
+    /// pods a node's teardown removes).
+    pub(crate) fn stop_controllers(&mut self) {
+        self.controller_manager.kill();
+    }
+
     /// The apiserver's, etcd's and the controller manager's PIDs, in that order.
     pub fn pids(&self) -> [u32; 3] {
         [
@@ -583,6 +653,8 @@ struct Certs {
     serving_key: PathBuf,
     admin_cert: PathBuf,
     admin_key: PathBuf,
+    node_cert: PathBuf,
+    node_key: PathBuf,
     sa_key: PathBuf,
     sa_public: PathBuf,
 }
@@ -599,8 +671,12 @@ impl Certs {
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let mut serving =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let mut serving = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            SERVICE_IP.to_string(),
+            "kubernetes.default.svc".to_string(),
+        ])?;
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
@@ -615,6 +691,15 @@ impl Certs {
         let admin_key = KeyPair::generate()?;
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
+        // The node's kubelet: its user and group as the Node authorizer expects.
+        let mut node = CertificateParams::new(Vec::<String>::new())?;
+        node.distinguished_name
+            .push(DnType::CommonName, format!("system:node:{}", node::NAME));
+        node.distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        let node_key = KeyPair::generate()?;
+        let node_cert = node.signed_by(&node_key, &issuer)?;
+
         let sa_key = KeyPair::generate()?;
 
         let out = Certs {
@@ -623,6 +708,8 @@ impl Certs {
             serving_key: dir.join("serving.key"),
             admin_cert: dir.join("admin.crt"),
             admin_key: dir.join("admin.key"),
+            node_cert: dir.join("node.crt"),
+            node_key: dir.join("node.key"),
             sa_key: dir.join("sa.key"),
             sa_public: dir.join("sa.pub"),
         };
@@ -631,6 +718,8 @@ impl Certs {
         fs::write(&out.serving_key, serving_key.serialize_pem())?;
         fs::write(&out.admin_cert, admin_cert.pem())?;
         fs::write(&out.admin_key, admin_key.serialize_pem())?;
+        fs::write(&out.node_cert, node_cert.pem())?;
+        fs::write(&out.node_key, node_key.serialize_pem())?;
         fs::write(&out.sa_key, sa_key.serialize_pem())?;
         fs::write(&out.sa_public, sa_key.public_key_pem())?;
         Ok(out)

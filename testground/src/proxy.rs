@@ -181,6 +181,10 @@ impl AwsProxy {
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -17,7 +17,7 @@ use crate::support::{
 };
 
 /// Builds the image from the tests' binary into `out`: its digest.
-fn build_image(out: &Path) -> Result<String> {
+pub(crate) fn build_image(out: &Path) -> Result<String> {
     let root = testground::repo_root();
     let run = std::process::Command::new("bash")
         .arg(root.join("hack/image.sh"))
@@ -100,7 +100,7 @@ fn readable_kubeconfig(g: &Ground, dir: &Path) -> Result<PathBuf> {
 }
 
 /// `/proc/PID/status`'s `Uid:` line: real, effective, saved, filesystem.
-fn uids(pid: u32) -> Result<Vec<u32>> {
+pub(crate) fn uids(pid: u32) -> Result<Vec<u32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     Ok(status
         .lines()
@@ -113,7 +113,7 @@ fn uids(pid: u32) -> Result<Vec<u32>> {
 
 /// Whether the process's root filesystem is mounted read-only (its
 /// `/proc/PID/mountinfo` entry for `/`).
-fn root_read_only(pid: u32) -> Result<bool> {
+pub(crate) fn root_read_only(pid: u32) -> Result<bool> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     let root = info
         .lines()

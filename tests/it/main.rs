@@ -11,6 +11,7 @@ mod crds;
 mod fencing;
 mod ground;
 mod image;
+mod in_pod;
 mod lifecycle;
 mod nodes;
 mod operations;

@@ -9,11 +9,30 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use testground::node::Node;
 use testground::{AwsProxy, Kube, Moto};
+
+/// The apiserver a test talks to: the process's shared one, or the control
+/// plane of a node the test started (which goes when the last holder drops).
+#[derive(Clone)]
+pub enum KubeRef {
+    Shared(&'static Kube),
+    Node(std::sync::Arc<Node>),
+}
+
+impl std::ops::Deref for KubeRef {
+    type Target = Kube;
+    fn deref(&self) -> &Kube {
+        match self {
+            KubeRef::Shared(k) => k,
+            KubeRef::Node(n) => &n.kube,
+        }
+    }
+}
 
 /// A test's slice of the ground.
 pub struct Ground {
-    pub kube: &'static Kube,
+    pub kube: KubeRef,
     pub client: Client,
     pub namespace: String,
     pub moto: Moto,
@@ -25,6 +44,15 @@ impl Ground {
     /// A fresh namespace named after the test, and a moto of its own.
     pub async fn new(test: &str) -> Result<Ground> {
         let kube = tokio::task::spawn_blocking(Kube::shared).await??;
+        Ground::on(test, KubeRef::Shared(kube)).await
+    }
+
+    /// [`Ground::new`] on `node`'s control plane.
+    pub async fn on_node(test: &str, node: std::sync::Arc<Node>) -> Result<Ground> {
+        Ground::on(test, KubeRef::Node(node)).await
+    }
+
+    async fn on(test: &str, kube: KubeRef) -> Result<Ground> {
         let client = client_for(&kube.kubeconfig).await?;
         let namespace = unique_name(test);
         create_namespace(&client, &namespace).await?;
@@ -176,7 +204,9 @@ pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<()> {
 /// waits until they are established.
 pub async fn install_crds(g: &Ground) -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    let kube = g.kube;
+    let KubeRef::Shared(kube) = g.kube else {
+        bail!("a node's control plane gets the CRDs from the chart");
+    };
     tokio::task::spawn_blocking(move || {
         DONE.get_or_init(|| {
             let dir = testground::repo_root().join("crds");

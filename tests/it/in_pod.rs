@@ -1,0 +1,332 @@
+//! The operator as users run it: its image (built here, no registry) on a
+//! real node of the ground (kubelet, containerd's CRI, a pod network; see
+//! `testground::node`), installed by `helm install` of the chart with two
+//! replicas and leader election.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use byoc_operator::api::ComputeCluster;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams};
+use kube::ResourceExt;
+use testground::node::Node;
+
+use crate::clusters::{
+    counts, delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running_within,
+    Counts, WAIT,
+};
+use crate::image::{build_image, root_read_only, uids};
+use crate::support::{ensure, eventually, kubectl_apply, record_figure, Ground};
+
+const RELEASE: &str = "byoc-operator";
+const SELECTOR: &str = "app.kubernetes.io/instance=byoc-operator";
+/// Time for pods to start, roll or hand over on the node.
+const POD_WAIT: Duration = Duration::from_secs(180);
+const LEASE: &str = "4s";
+
+/// A node, a namespace on its control plane, and the operator's image
+/// loaded into its runtime: the image's digest.
+async fn node_ground(test: &str) -> Result<(Arc<Node>, Ground, String)> {
+    let node = Arc::new(tokio::task::spawn_blocking(Node::start).await??);
+    let g = Ground::on_node(test, Arc::clone(&node)).await?;
+    let dir = g.kube.dir().join("image");
+    let digest = build_image(&dir)?;
+    node.load_image(&dir.join("image.tar"), "byoc.dev/byoc-operator")?;
+    Ok((node, g, digest))
+}
+
+/// `helm` against the node's control plane.
+fn helm(g: &Ground, args: &[&str]) -> Result<String> {
+    let tools = testground::Tools::locate()?;
+    let home = g.kube.dir().join("helm");
+    let out = Command::new(&tools.helm)
+        .env("KUBECONFIG", &g.kube.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .args(args)
+        .output()
+        .context("running helm")?;
+    ensure(
+        out.status.success(),
+        format!(
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `helm install` (or `upgrade`) of the chart, the image by digest, AWS
+/// through the proxy as the node's pods reach it; waits for the rollout.
+fn install(g: &Ground, verb: &str, digest: &str, aws: SocketAddr, extra: &[&str]) -> Result<()> {
+    let chart = testground::repo_root().join("charts/byoc-operator");
+    let chart = chart.to_string_lossy();
+    let digest = format!("image.digest={digest}");
+    let endpoint = format!("aws.endpointUrl=http://{aws}");
+    let mut args = vec![
+        verb,
+        RELEASE,
+        &chart,
+        "--namespace",
+        &g.namespace,
+        "--set",
+        "image.repository=byoc.dev/byoc-operator",
+        "--set",
+        &digest,
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &endpoint,
+        "--set",
+        "extraEnv[0].name=AWS_EC2_METADATA_DISABLED",
+        "--set-string",
+        "extraEnv[0].value=true",
+        "--set",
+        "watchNamespace=",
+        "--set",
+        "progressPoll=1s",
+    ];
+    let lease = format!("leaderElection.leaseDuration={LEASE}");
+    args.extend(["--set", &lease, "--wait", "--timeout", "3m"]);
+    args.extend(extra);
+    helm(g, &args).map(drop)
+}
+
+async fn pods(g: &Ground) -> Result<Vec<Pod>> {
+    Ok(g.api::<Pod>()
+        .list(&ListParams::default().labels(SELECTOR))
+        .await?
+        .items)
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ip(p: &Pod) -> Result<std::net::IpAddr> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .context("no pod IP")?
+        .parse()
+        .context("pod IP")
+}
+
+fn container_id(p: &Pod) -> Result<String> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .context("no container ID")
+}
+
+/// The operator's pods that are ready, once there are `n` and no other.
+async fn ready_pods(g: &Ground, n: usize) -> Result<Vec<Pod>> {
+    eventually(&format!("{n} ready operator pods"), POD_WAIT, || async {
+        let all = pods(g).await?;
+        let live: Vec<Pod> = all
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        Ok((live.len() == n && live.iter().all(ready)).then_some(live))
+    })
+    .await
+}
+
+/// The Lease holder (a pod's name), once one holds it.
+async fn leader(g: &Ground) -> Result<String> {
+    eventually("a Lease holder", POD_WAIT, || async {
+        let lease = g.api::<Lease>().get_opt(RELEASE).await?;
+        Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()))
+    })
+    .await
+}
+
+/// The pod IPs the metrics Service's endpoints call ready.
+async fn ready_endpoints(g: &Ground) -> Result<Vec<String>> {
+    let slices = g
+        .api::<EndpointSlice>()
+        .list(
+            &ListParams::default().labels(&format!("kubernetes.io/service-name={RELEASE}-metrics")),
+        )
+        .await?;
+    let mut ips: Vec<String> = slices
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
+
+#[tokio::test]
+async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster() -> Result<()> {
+    let started = Instant::now();
+    let (node, g, digest) = node_ground("in-pod").await?;
+    let ground_ready = started.elapsed();
+    let aws = node.expose(g.proxy.port())?;
+    install(&g, "install", &digest, aws, &[])?;
+    let pods_now = ready_pods(&g, 2).await?;
+    let leading = leader(&g).await?;
+    ensure(
+        pods_now.iter().any(|p| p.name_any() == leading),
+        format!("the Lease holder {leading} is not one of the pods"),
+    )?;
+
+    // Ready through its probe, the Service's endpoints list both pods.
+    let mut ips: Vec<String> = pods_now
+        .iter()
+        .map(|p| pod_ip(p).map(|ip| ip.to_string()))
+        .collect::<Result<_>>()?;
+    ips.sort();
+    eventually(
+        "both pods in the Service's ready endpoints",
+        WAIT,
+        || async { Ok((ready_endpoints(&g).await? == ips).then_some(())) },
+    )
+    .await?;
+
+    // From the node: the container's process runs as 65532 on a read-only root.
+    for p in &pods_now {
+        let pid = node.container_pid(&container_id(p)?)?;
+        let ids = uids(pid)?;
+        ensure(
+            !ids.is_empty() && ids.iter().all(|u| *u == 65532),
+            format!("{} runs as {ids:?}", p.name_any()),
+        )?;
+        ensure(
+            root_read_only(pid)?,
+            format!("{}'s root is writable", p.name_any()),
+        )?;
+    }
+
+    // A cluster, the leader pod deleted while it builds it.
+    ready_account(&g).await?;
+    g.proxy.set_faults(testground::Faults {
+        hold_answers: [("CreateRouteTable".to_string(), Duration::from_secs(2))].into(),
+        ..Default::default()
+    });
+    kubectl_apply(&g, &small_cluster_manifest("boxed", "10.71.0.0/16"))?;
+    let uid = eventually("the cluster's VPC", WAIT, || async {
+        let cc = g.api::<ComputeCluster>().get("boxed").await?;
+        let uid = cc.uid().unwrap_or_default();
+        Ok((counts(&g, &uid).await?.vpcs > 0).then_some(uid))
+    })
+    .await?;
+    g.api::<Pod>()
+        .delete(&leading, &DeleteParams::default())
+        .await?;
+    let successor = eventually("a new Lease holder", POD_WAIT, || async {
+        Ok(leader(&g).await.ok().filter(|h| *h != leading))
+    })
+    .await?;
+    let running = wait_running_within(&g, "boxed", POD_WAIT, |_| true).await?;
+    g.proxy.set_faults(testground::Faults::default());
+    let built = counts(&g, &uid).await?;
+    // One zone, no NAT: a public and a private subnet and route table each.
+    let expected = Counts {
+        vpcs: 1,
+        subnets: 2,
+        internet_gateways: 1,
+        route_tables: 2,
+        security_groups: 1,
+        instances: [("t3.small".to_string(), 1)].into(),
+        roles: 1,
+        ..Counts::default()
+    };
+    ensure(
+        built == expected,
+        format!("after the hand-over, in moto: {built:?}"),
+    )?;
+    ensure(
+        running
+            .status
+            .as_ref()
+            .and_then(|s| s.installation.clone())
+            .is_some(),
+        "status names the installation",
+    )?;
+
+    // Metrics from the new leader's pod port.
+    let lead_pod = g.api::<Pod>().get(&successor).await?;
+    let port = node.reach(SocketAddr::new(pod_ip(&lead_pod)?, 8080))?;
+    let (status, text) = testground::http_get(port.port(), "/metrics")?;
+    ensure(
+        status == 200 && testground::metric_sample(&text, "byoc_leader") == 1.0,
+        format!("the leader's metrics: HTTP {status}"),
+    )?;
+
+    // helm upgrade of a value rolls the Deployment; nothing made twice.
+    let before: Vec<String> = ready_pods(&g, 2)
+        .await?
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    install(&g, "upgrade", &digest, aws, &["--set", "concurrency=4"])?;
+    let after = eventually("the rolled pods", POD_WAIT, || async {
+        let now = ready_pods(&g, 2).await?;
+        Ok(now
+            .iter()
+            .all(|p| !before.contains(&p.name_any()))
+            .then_some(now))
+    })
+    .await?;
+    leader(&g).await?;
+    ensure(
+        counts(&g, &uid).await? == built,
+        "the upgrade changed what AWS holds",
+    )?;
+
+    // helm uninstall keeps the CRDs and the cluster (and what it made in
+    // AWS); a new install takes it over.
+    helm(
+        &g,
+        &["uninstall", RELEASE, "--namespace", &g.namespace, "--wait"],
+    )?;
+    eventually("the operator's pods gone", POD_WAIT, || async {
+        Ok(pods(&g).await?.is_empty().then_some(()))
+    })
+    .await?;
+    let kept = g.api::<ComputeCluster>().get("boxed").await?;
+    ensure(
+        kept.finalizers().iter().any(|f| f.starts_with("byoc.dev")),
+        "the cluster kept its finalizer",
+    )?;
+    ensure(
+        counts(&g, &uid).await? == built,
+        "uninstalling the operator changed what AWS holds",
+    )?;
+    install(&g, "install", &digest, aws, &[])?;
+    ready_pods(&g, 2).await?;
+    delete_leaves_nothing(&g, "boxed", &uid).await?;
+    helm(
+        &g,
+        &["uninstall", RELEASE, "--namespace", &g.namespace, "--wait"],
+    )?;
+    record_figure(serde_json::json!({
+        "suite": "in-pod",
+        "setup": "the image built here, loaded into the node's containerd; helm install of the chart, 2 replicas, lease 4 s; the leader pod deleted while it built a cluster; helm upgrade of a value; helm uninstall and install again",
+        "n": 1,
+        "figure": format!("ground with a Ready node in {:.0} s; {} → {successor} took over and finished with nothing twice ({built:?}); the upgrade rolled both pods ({}); uninstall kept the CRDs, the cluster and its AWS resources; a new install deleted it to zero; whole test {:.0} s", ground_ready.as_secs_f64(), leading, after.len(), started.elapsed().as_secs_f64()),
+        "pass": true,
+    }))?;
+    Ok(())
+}
