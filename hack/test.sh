@@ -10,7 +10,7 @@ start=$(date +%s)
 
 step() { echo "==> $* ($(( $(date +%s) - start ))s)"; }
 
-step "test ground (kube-apiserver, etcd, moto, helm; cached)"
+step "test ground (kube-apiserver, etcd, kubelet, containerd, moto, helm; cached)"
 hack/build-ground.sh env >/dev/null
 
 step "rustfmt"
@@ -37,4 +37,15 @@ if [ "$(alive)" != 0 ]; then
   exit 1
 fi
 echo "no process started by the tests survives ($(wc -l <"$BYOC_PID_LOG") started)"
+# What a node of the ground leaves only when its teardown fails: the
+# containers' shims (daemons of its containerd), its network namespace, and
+# mounts under its directory.
+step "node leftovers"
+left=$(pgrep -af 'containerd-shim.*byoc-ground-' || true)
+left+=$(ip netns list 2>/dev/null | grep '^byoc-ground-' || true)
+left+=$(grep -o ' /[^ ]*byoc-ground-[^ ]*' /proc/self/mountinfo || true)
+if [ -n "$left" ]; then
+  echo "left by a node of the ground:" >&2; echo "$left" >&2
+  exit 1
+fi
 step "all tests passed"

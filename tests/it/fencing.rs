@@ -27,7 +27,7 @@ fn writes(op: &str) -> bool {
 }
 
 /// `app`'s writes, in the order the proxy finished them.
-fn writes_of(g: &Ground, app: &str) -> Vec<testground::Call> {
+pub(crate) fn writes_of(g: &Ground, app: &str) -> Vec<testground::Call> {
     g.proxy
         .trace()
         .into_iter()
@@ -38,7 +38,7 @@ fn writes_of(g: &Ground, app: &str) -> Vec<testground::Call> {
 /// Holds the answer to `operation` for `hold`, applies the example, and
 /// waits until AWS made what `made` counts (its answer still held): the
 /// example's UID.
-async fn example_waiting_for(
+pub(crate) async fn example_waiting_for(
     g: &Ground,
     operation: &str,
     hold: Duration,
@@ -62,7 +62,7 @@ async fn example_waiting_for(
 }
 
 /// When the successor's first AWS write reached the proxy.
-async fn first_write_of(g: &Ground, app: &str) -> Result<Duration> {
+pub(crate) async fn first_write_of(g: &Ground, app: &str) -> Result<Duration> {
     eventually(&format!("{app}'s first write"), WAIT, || async {
         Ok(writes_of(g, app).into_iter().map(|c| c.accepted).min())
     })
@@ -215,12 +215,7 @@ fn kubeconfig_through(g: &Ground, port: u16) -> Result<std::path::PathBuf> {
 
 /// The apiserver's port, from the test's kubeconfig.
 fn apiserver_port(g: &Ground) -> Result<u16> {
-    let text = std::fs::read_to_string(&g.kube.kubeconfig)?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .and_then(|s| s.rsplit(':').next())
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no apiserver port in the kubeconfig"))
+    testground::port_of(&g.kube.server)
 }
 
 #[tokio::test]

@@ -17,10 +17,12 @@ use kube::api::{DeleteParams, ListParams};
 use kube::ResourceExt;
 use testground::node::Node;
 
+use crate::clusters::expected_example;
 use crate::clusters::{
     counts, delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running_within,
     Counts, WAIT,
 };
+use crate::fencing::{example_waiting_for, first_write_of, writes_of};
 use crate::image::{build_image, root_read_only, uids};
 use crate::support::{ensure, eventually, kubectl_apply, record_figure, Ground};
 
@@ -329,4 +331,155 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
         "pass": true,
     }))?;
     Ok(())
+}
+
+/// A node with the chart installed (two replicas, lease [`LEASE`]) and the
+/// account ready: the node, the ground, and the leading pod.
+async fn installed(test: &str) -> Result<(Arc<Node>, Ground, Pod)> {
+    let (node, g, digest) = node_ground(test).await?;
+    let aws = node.expose(g.proxy.port())?;
+    install(&g, "install", &digest, aws, &[])?;
+    let all = ready_pods(&g, 2).await?;
+    let leading = leader(&g).await?;
+    let pod = all
+        .into_iter()
+        .find(|p| p.name_any() == leading)
+        .with_context(|| format!("the Lease holder {leading} is not one of the pods"))?;
+    ready_account(&g).await?;
+    Ok((node, g, pod))
+}
+
+/// The Lease holder once it is another than `old`.
+async fn successor(g: &Ground, old: &str) -> Result<String> {
+    eventually("a new Lease holder", POD_WAIT, || async {
+        Ok(leader(g).await.ok().filter(|h| h != old))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_frozen_leader_pod_writes_nothing_after_its_successor_and_leaves_the_endpoints(
+) -> Result<()> {
+    let (node, g, old) = installed("in-pod-frozen").await?;
+    let old_name = old.name_any();
+    let old_ip = pod_ip(&old)?.to_string();
+    let container = container_id(&old)?;
+    let uid = example_waiting_for(
+        &g,
+        "CreateVpc",
+        Duration::from_millis(1500),
+        "the VPC made, its answer held",
+        |c| c.vpcs > 0,
+    )
+    .await?;
+    // The runtime's pause: the container's cgroup frozen, probes unanswered.
+    node.freeze_container(&container)?;
+    let frozen = Instant::now();
+    let before = writes_of(&g, &old_name).len();
+    let new = successor(&g, &old_name).await?;
+    let first = first_write_of(&g, &new).await?;
+    // Its readiness probe fails: the Service stops sending to it.
+    eventually(
+        "the frozen pod out of the ready endpoints",
+        POD_WAIT,
+        || async {
+            let ips = ready_endpoints(&g).await?;
+            Ok((!ips.is_empty() && !ips.contains(&old_ip)).then_some(()))
+        },
+    )
+    .await?;
+    let out_of_endpoints = frozen.elapsed();
+    node.thaw_container(&container)?;
+    // Thawed, it finds the Lease gone and exits (the kubelet restarts it);
+    // meanwhile nothing it writes may leave.
+    eventually("the old leader's container restarted", POD_WAIT, || async {
+        let p = g.api::<Pod>().get(&old_name).await?;
+        let restarts = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .and_then(|c| c.first().map(|c| c.restart_count))
+            .unwrap_or(0);
+        Ok((restarts > 0).then_some(()))
+    })
+    .await?;
+    let late: Vec<testground::Call> = writes_of(&g, &old_name)
+        .into_iter()
+        .filter(|c| c.accepted > first)
+        .collect();
+    ensure(
+        late.is_empty(),
+        format!("{old_name} started writes after {new}'s first ({first:?}): {late:?}"),
+    )?;
+    wait_running_within(&g, "demo", POD_WAIT, |_| true).await?;
+    let c = counts(&g, &uid).await?;
+    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    // Restarted and ready again, it is back in the endpoints.
+    eventually(
+        "the restarted pod back in the ready endpoints",
+        POD_WAIT,
+        || async { Ok(ready_endpoints(&g).await?.contains(&old_ip).then_some(())) },
+    )
+    .await?;
+    record_figure(serde_json::json!({
+        "suite": "fencing",
+        "setup": format!("the chart on the node: two operator pods (lease {LEASE}); the leader's container frozen (containerd's pause) while it waited for the answer to its CreateVpc (held 1.5 s by the proxy), thawed once its readiness probe had failed"),
+        "n": 1,
+        "figure": format!("AWS writes started by the old leader pod after the new leader's first: {}; its writes before the freeze: {before}; out of the Service's ready endpoints {:.0} s after the freeze; thawed, it exited and was restarted; the successor brought the example to running with nothing twice", late.len(), out_of_endpoints.as_secs_f64()),
+        "pass": true,
+    }))
+}
+
+#[tokio::test]
+async fn a_leader_pod_cut_off_from_the_apiserver_stops_writing_before_its_successor_starts(
+) -> Result<()> {
+    let (node, g, old) = installed("in-pod-cut").await?;
+    let old_name = old.name_any();
+    let uid = example_waiting_for(
+        &g,
+        "CreateNatGateway",
+        Duration::from_secs(7),
+        "the NAT gateway made, its answer held",
+        |c| c.nat_gateways > 0,
+    )
+    .await?;
+    node.cut_from_apiserver(pod_ip(&old)?);
+    let before = writes_of(&g, &old_name).len();
+    let new = successor(&g, &old_name).await?;
+    let first = first_write_of(&g, &new).await?;
+    wait_running_within(&g, "demo", POD_WAIT, |_| true).await?;
+    let late_writes = || -> Vec<testground::Call> {
+        writes_of(&g, &old_name)
+            .into_iter()
+            .filter(|c| c.accepted > first)
+            .collect()
+    };
+    let held_back = "AWS write not sent";
+    eventually(
+        "the cut-off pod's next write, sent or held back",
+        WAIT,
+        || async {
+            Ok((!late_writes().is_empty()
+                || node.pod_logs(&g.namespace, &old_name).contains(held_back))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let late = late_writes();
+    ensure(
+        late.is_empty(),
+        format!("{old_name}, cut off, started writes after {new}'s first ({first:?}): {late:?}"),
+    )?;
+    let fenced = node
+        .pod_logs(&g.namespace, &old_name)
+        .matches(held_back)
+        .count();
+    let c = counts(&g, &uid).await?;
+    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    record_figure(serde_json::json!({
+        "suite": "fencing",
+        "setup": format!("the chart on the node: two operator pods (lease {LEASE}); the leader pod's apiserver traffic held for ever at the node (its connections up, nothing carried) while it waited for the answer to its CreateNatGateway (held 7 s by the proxy)"),
+        "n": 1,
+        "figure": format!("AWS writes started by the cut-off leader pod after its successor's first: {}; writes it held back itself (fence): {fenced}; its writes before the cut: {before}; the successor brought the example to running with nothing twice", late.len()),
+        "pass": true,
+    }))
 }
