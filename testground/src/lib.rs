@@ -136,10 +136,16 @@ impl Process {
         cmd.stdout(file.try_clone()?)
             .stderr(file)
             .stdin(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // Its own process group: a terminal's Ctrl-C reaches the process
+        // that started the ground (which stops it in order, the node's pods
+        // first), not each part at once.
+        // SAFETY: prctl and setpgid are async-signal-safe and touch no
+        // memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                    || libc::setpgid(0, 0) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -1,6 +1,7 @@
 //! `testground up`: starts a kube-apiserver + etcd (with kube-controller-manager) and a moto server on
-//! loopback, prints the environment to use them, and keeps them until
-//! SIGINT or SIGTERM; every process it started is then killed.
+//! loopback (with `--node`, also a node that runs pods: `testground::node`),
+//! prints the environment to use them, and keeps them until SIGINT or
+//! SIGTERM; every process it started is then killed (the node's pods removed).
 //!
 //! `testground reliability-report`: turns the figures the reliability suites
 //! recorded (JSON lines) into docs/reliability.md.
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
+use testground::node::Node;
 use testground::{Kube, Moto};
 
 #[derive(Parser)]
@@ -26,6 +28,15 @@ enum Cmd {
         /// Also write the `export` lines to this file (for scripts).
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// With a node (kubelet and containerd in a network namespace of
+        /// its own) that pods run on; moto is exposed to its pods at
+        /// `BYOC_NODE_AWS_ENDPOINT_URL`.
+        #[arg(long)]
+        node: bool,
+        /// An image (OCI layout tarball, e.g. from hack/image.sh) to load
+        /// into the node's runtime as byoc.dev/byoc-operator.
+        #[arg(long, requires = "node")]
+        image: Option<PathBuf>,
     },
     /// Write the reliability table from the suites' recorded figures.
     ReliabilityReport {
@@ -124,8 +135,12 @@ fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result
 }
 
 fn main() -> Result<()> {
-    let env_file = match Cli::parse().command {
-        Cmd::Up { env_file } => env_file,
+    let (env_file, with_node, image) = match Cli::parse().command {
+        Cmd::Up {
+            env_file,
+            node,
+            image,
+        } => (env_file, node, image),
         Cmd::ReliabilityReport { figures, out, run } => return report(&figures, &out, &run),
     };
     // Block the signals before any thread starts so that sigwait below sees them.
@@ -134,22 +149,42 @@ fn main() -> Result<()> {
     signals.add(Signal::SIGTERM);
     signals.thread_block()?;
 
-    let kube = Kube::start()?;
+    let (kube, node) = if with_node {
+        (None, Some(Node::start()?))
+    } else {
+        (Some(Kube::start()?), None)
+    };
     let moto = Moto::start()?;
-    let env = format!(
+    let k = kube
+        .as_ref()
+        .or(node.as_ref().map(|n| &n.kube))
+        .ok_or_else(|| anyhow::anyhow!("no apiserver"))?;
+    let mut env = format!(
         "export KUBECONFIG={}\nexport AWS_ENDPOINT_URL={}\nexport AWS_ACCESS_KEY_ID=testing\nexport AWS_SECRET_ACCESS_KEY=testing\nexport AWS_REGION=us-east-1\n",
-        kube.kubeconfig.display(),
+        k.kubeconfig.display(),
         moto.endpoint()
     );
+    if let Some(node) = &node {
+        if let Some(image) = &image {
+            node.load_image(image, "byoc.dev/byoc-operator")?;
+        }
+        let aws = node.expose(moto.port())?;
+        println!(
+            "# the node's logs, and its pods' under pod-logs/: {}",
+            node.dir().display()
+        );
+        env.push_str(&format!("export BYOC_NODE_AWS_ENDPOINT_URL=http://{aws}\n"));
+    }
     if let Some(path) = env_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &env)?;
         std::fs::rename(&tmp, &path)?;
     }
     println!(
-        "# test ground is up: kube-apiserver {} (apiserver, etcd, controller-manager pids {:?}), moto {} (pid {})",
-        kube.server,
-        kube.pids(),
+        "# test ground is up: kube-apiserver {} (apiserver, etcd, controller-manager pids {:?}){}, moto {} (pid {})",
+        k.server,
+        k.pids(),
+        if node.is_some() { ", node ground-node Ready" } else { "" },
         moto.endpoint(),
         moto.pid()
     );
@@ -158,6 +193,7 @@ fn main() -> Result<()> {
     let sig = signals.wait()?;
     eprintln!("testground: {sig:?}, stopping");
     drop(moto);
+    drop(node);
     drop(kube);
     Ok(())
 }

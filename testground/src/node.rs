@@ -115,6 +115,11 @@ impl Node {
         })
     }
 
+    /// Its working directory (logs; pods' logs under `pod-logs/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn ctr(&self) -> Ctr {
         Ctr {
             program: Tools::locate()
@@ -227,6 +232,7 @@ impl Node {
             .kubectl()
             .args(["delete", "pods", "--all", "--all-namespaces"])
             .args(["--force", "--grace-period=0", "--wait=false"])
+            .arg("--request-timeout=10s")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
