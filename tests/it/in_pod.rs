@@ -483,3 +483,30 @@ async fn a_leader_pod_cut_off_from_the_apiserver_stops_writing_before_its_succes
         "pass": true,
     }))
 }
+
+#[tokio::test]
+async fn with_host_network_the_pod_runs_on_the_nodes_address() -> Result<()> {
+    let (node, g, digest) = node_ground("in-pod-host").await?;
+    let aws = node.expose(g.proxy.port())?;
+    install(
+        &g,
+        "install",
+        &digest,
+        aws,
+        &["--set", "hostNetwork=true", "--set", "replicaCount=1"],
+    )?;
+    let pod = ready_pods(&g, 1).await?.remove(0);
+    let ip = pod_ip(&pod)?;
+    ensure(
+        ip == testground::node::NODE_IP,
+        format!("the pod's IP is {ip}, not the node's"),
+    )?;
+    let port = node.reach(SocketAddr::new(ip, 8080))?;
+    let (status, _) = testground::http_get(port.port(), "/readyz")?;
+    ensure(
+        status == 200,
+        format!("/readyz on the node's port: HTTP {status}"),
+    )?;
+    leader(&g).await?;
+    Ok(())
+}
