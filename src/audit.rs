@@ -388,12 +388,11 @@ pub async fn command(
         .iter()
         .find(|c| c.uid().is_some_and(|u| opts.clusters.contains(&u)))
     {
-        return Err(Error::InvalidSpec(format!(
-            "--cluster {}: that is the live ComputeCluster {}/{}; audit never deletes a live cluster's resources (delete the ComputeCluster instead)",
-            c.uid().unwrap_or_default(),
-            c.namespace().unwrap_or_default(),
-            c.name_any()
-        )));
+        return Err(Error::LiveCluster {
+            uid: c.uid().unwrap_or_default(),
+            namespace: c.namespace().unwrap_or_default(),
+            name: c.name_any(),
+        });
     }
     let metrics = Metrics::new();
     let mut seen = BTreeSet::new();

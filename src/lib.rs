@@ -27,8 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// The spec asks for something it cannot have.
-    #[error("{0}")]
-    InvalidSpec(String),
+    #[error(transparent)]
+    InvalidSpec(#[from] cluster::spec::SpecError),
     #[error(
         "spec.network.azCount is {wanted} but region {region} has {available} available zones"
     )]
@@ -37,9 +37,10 @@ pub enum Error {
         available: usize,
         region: String,
     },
-    /// The bring-your-own VPC or one of its subnets is missing.
-    #[error("{0}")]
-    ExistingNetwork(String),
+    /// The bring-your-own VPC, one of its subnets or a security group named
+    /// for its nodes is missing.
+    #[error(transparent)]
+    ExistingNetwork(#[from] MissingNetwork),
     #[error("an IAM role or instance profile named {0} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag)")]
     IamNameTaken(String),
     #[error("instance type {instance_type} is unknown in region {region}")]
@@ -48,25 +49,41 @@ pub enum Error {
         region: String,
     },
     /// A node group's user data Secret or key is missing.
-    #[error("{0}")]
-    UserDataNotFound(String),
-    #[error("{0}")]
-    UserDataTooLarge(String),
+    #[error("Secret {secret} key {key} (userDataSecretRef): {missing}")]
+    UserDataNotFound {
+        secret: String,
+        key: String,
+        missing: cluster::user_data::Missing,
+    },
+    #[error("Secret {secret} key {key} (userDataSecretRef) holds {bytes} bytes; AWS takes at most {max}")]
+    UserDataTooLarge {
+        secret: String,
+        key: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("managed policy {0} (iam.managedPolicyArns) does not exist or is not attachable")]
     IamPolicyNotFound(String),
     #[error("instance profile {0} (iam.instanceProfileName) does not exist")]
     InstanceProfileNotFound(String),
     /// Something brought (an instance profile, a VPC, a subnet, a security
     /// group) was made by the operator for another cluster or installation.
-    #[error("{0}")]
-    NotOursToUse(String),
+    #[error("{brought} {owner}: a cluster may not {}", .brought.forbids())]
+    NotOursToUse {
+        brought: Brought,
+        owner: aws::tags::Owner,
+    },
     /// AWS accepted none of a group's offerings (capacity, offered types):
     /// its state, retried with backoff.
-    #[error("{0}")]
-    InsufficientCapacity(String),
+    #[error("{}", cluster::quotas::said(.groups, " | "))]
+    InsufficientCapacity {
+        groups: Vec<cluster::kinds::node_groups::Shortfall>,
+    },
     /// An AWS quota is too small for what the spec asks (with the numbers).
-    #[error("{0}")]
-    QuotaExceeded(String),
+    #[error("{}", cluster::quotas::said(.short, "; "))]
+    QuotaExceeded {
+        short: Vec<cluster::quotas::Shortfall>,
+    },
     /// A key pair named by `sshKeyName` does not exist in the region.
     #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]
     KeyPairNotFound {
@@ -78,8 +95,18 @@ pub enum Error {
     NoImage(String),
     /// A describe does not show yet what this process created (AWS is
     /// eventually consistent): the pass waits rather than create again.
-    #[error("{0}")]
-    NotVisibleYet(String),
+    #[error("{}", cluster::recent::waiting_for(.unseen))]
+    NotVisibleYet {
+        /// IDs and how long ago they were made.
+        unseen: Vec<(String, std::time::Duration)>,
+    },
+    /// `audit --delete --cluster UID` named a live cluster.
+    #[error("--cluster {uid}: that is the live ComputeCluster {namespace}/{name}; audit never deletes a live cluster's resources (delete the ComputeCluster instead)")]
+    LiveCluster {
+        uid: String,
+        namespace: String,
+        name: String,
+    },
     /// An invariant of the operator broke: a bug, reported as such.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -99,65 +126,317 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The condition reason of an error the user must act on; `None` for
-    /// one that passes by itself (retried with backoff).
-    pub fn needs_user(&self) -> Option<&'static str> {
-        use crate::api::conditions::reason;
-        match self {
-            Error::InvalidSpec(_) | Error::TooFewZones { .. } => Some(reason::INVALID_SPEC),
-            Error::ExistingNetwork(_) => Some(reason::EXISTING_NETWORK_NOT_FOUND),
-            Error::IamNameTaken(_) => Some(reason::IAM_NAME_TAKEN),
-            Error::InstanceTypeUnknown { .. } => Some(reason::INSTANCE_TYPE_UNKNOWN),
-            Error::NoImage(_) => Some(reason::IMAGE_NOT_FOUND),
-            Error::UserDataNotFound(_) => Some(reason::USER_DATA_NOT_FOUND),
-            Error::UserDataTooLarge(_) => Some(reason::USER_DATA_TOO_LARGE),
-            Error::KeyPairNotFound { .. } => Some(reason::KEY_PAIR_NOT_FOUND),
-            Error::QuotaExceeded(_) => Some(reason::QUOTA_EXCEEDED),
-            Error::IamPolicyNotFound(_) => Some(reason::IAM_POLICY_NOT_FOUND),
-            Error::InstanceProfileNotFound(_) => Some(reason::INSTANCE_PROFILE_NOT_FOUND),
-            Error::NotOursToUse(_) => Some(reason::NOT_OURS_TO_USE),
-            Error::Internal(_) => Some(reason::INTERNAL_ERROR),
-            Error::Aws(e) if aws::error::is_quota(e.code()) => Some(reason::QUOTA_EXCEEDED),
-            Error::Aws(e) if e.class() == aws::ErrorClass::NeedsUser => {
-                Some(if e.is_access_denied() {
-                    reason::ACCESS_DENIED
-                } else {
-                    reason::AWS_ERROR
-                })
-            }
-            Error::Account(e) if !e.is_transient() => Some(e.reason()),
-            _ => None,
-        }
-    }
+/// What a cluster brings and may use only if it is its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Brought {
+    Vpc(String),
+    Subnet(String),
+    SecurityGroup(String),
+    InstanceProfile(String),
+}
 
-    /// A short label for metrics.
-    pub fn metric_reason(&self) -> String {
+impl Brought {
+    /// What using another's would be.
+    fn forbids(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube".into(),
-            Error::Account(e) => e.reason().into(),
-            Error::Aws(e) => e.code().unwrap_or("transport").into(),
-            Error::InvalidSpec(_) | Error::TooFewZones { .. } => "invalid_spec".into(),
-            Error::ExistingNetwork(_) => "existing_network".into(),
-            Error::IamNameTaken(_) => "iam_name_taken".into(),
-            Error::InstanceTypeUnknown { .. } => "instance_type_unknown".into(),
-            Error::NoImage(_) => "no_image".into(),
-            Error::NotVisibleYet(_) => "not_visible_yet".into(),
-            Error::UserDataNotFound(_) => "user_data_not_found".into(),
-            Error::UserDataTooLarge(_) => "user_data_too_large".into(),
-            Error::KeyPairNotFound { .. } => "key_pair_not_found".into(),
-            Error::InsufficientCapacity(_) => "insufficient_capacity".into(),
-            Error::QuotaExceeded(_) => "quota_exceeded".into(),
-            Error::IamPolicyNotFound(_) => "iam_policy_not_found".into(),
-            Error::InstanceProfileNotFound(_) => "instance_profile_not_found".into(),
-            Error::NotOursToUse(_) => "not_ours_to_use".into(),
-            Error::Internal(_) => "internal".into(),
-            Error::Finalizer(_) => "finalizer".into(),
-            Error::Yaml(_) => "serialize".into(),
-            Error::WatchStopped(_) => "watch_stopped".into(),
-            Error::CleanupPending { .. } => "cleanup_pending".into(),
+            Brought::Vpc(_) | Brought::Subnet(_) => "use another's network",
+            Brought::SecurityGroup(_) => "use another's",
+            Brought::InstanceProfile(_) => "launch nodes as another's",
         }
     }
 }
 
+impl std::fmt::Display for Brought {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Brought::Vpc(id) => write!(f, "existing VPC {id}"),
+            Brought::Subnet(id) => write!(f, "existing subnet {id}"),
+            Brought::SecurityGroup(id) => {
+                write!(f, "security group {id} (additionalSecurityGroupIds)")
+            }
+            Brought::InstanceProfile(name) => {
+                write!(f, "instance profile {name} (iam.instanceProfileName)")
+            }
+        }
+    }
+}
+
+/// A part of a bring-your-own network that AWS does not have.
+#[derive(Debug, thiserror::Error)]
+pub enum MissingNetwork {
+    #[error("existing VPC {vpc_id} was not found")]
+    Vpc { vpc_id: String },
+    #[error("existing subnet {id} was not found in VPC {vpc_id}")]
+    Subnet { id: String, vpc_id: String },
+    #[error("security group {id} (additionalSecurityGroupIds) was not found in VPC {vpc_id}")]
+    SecurityGroup { id: String, vpc_id: String },
+}
+
+/// Why a pass could not go on, in the user's words. Its [`Reason::as_str`]
+/// is the condition reason, the Event reason and the label of the failure
+/// metrics, all from [`Error::classify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidSpec,
+    ExistingNetworkNotFound,
+    IamNameTaken,
+    InstanceTypeUnknown,
+    ImageNotFound,
+    UserDataNotFound,
+    UserDataTooLarge,
+    KeyPairNotFound,
+    QuotaExceeded,
+    IamPolicyNotFound,
+    InstanceProfileNotFound,
+    NotOursToUse,
+    InternalError,
+    AccessDenied,
+    /// Any other AWS error: the user's (a parameter AWS refuses) or passing.
+    AwsError,
+    /// AWS throttled the caller.
+    AwsThrottled,
+    InsufficientCapacity,
+    /// AWS has not caught up with what was just made.
+    Provisioning,
+    SecretNotFound,
+    SecretKeyMissing,
+    CredentialsRejected,
+    AssumeRoleDenied,
+    AmbientIdentityNotAllowed,
+    ExternalIdNotAllowed,
+    AwsUnavailable,
+    /// The Kubernetes API failed (handled by the controller's error policy).
+    KubernetesApi,
+    /// Deletion goes on (the finalizer stays).
+    Deleting,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        use crate::api::conditions::reason as r;
+        match self {
+            Reason::InvalidSpec => r::INVALID_SPEC,
+            Reason::ExistingNetworkNotFound => r::EXISTING_NETWORK_NOT_FOUND,
+            Reason::IamNameTaken => r::IAM_NAME_TAKEN,
+            Reason::InstanceTypeUnknown => r::INSTANCE_TYPE_UNKNOWN,
+            Reason::ImageNotFound => r::IMAGE_NOT_FOUND,
+            Reason::UserDataNotFound => r::USER_DATA_NOT_FOUND,
+            Reason::UserDataTooLarge => r::USER_DATA_TOO_LARGE,
+            Reason::KeyPairNotFound => r::KEY_PAIR_NOT_FOUND,
+            Reason::QuotaExceeded => r::QUOTA_EXCEEDED,
+            Reason::IamPolicyNotFound => r::IAM_POLICY_NOT_FOUND,
+            Reason::InstanceProfileNotFound => r::INSTANCE_PROFILE_NOT_FOUND,
+            Reason::NotOursToUse => r::NOT_OURS_TO_USE,
+            Reason::InternalError => r::INTERNAL_ERROR,
+            Reason::AccessDenied => r::ACCESS_DENIED,
+            Reason::AwsError => r::AWS_ERROR,
+            Reason::AwsThrottled => r::AWS_THROTTLED,
+            Reason::InsufficientCapacity => r::INSUFFICIENT_CAPACITY,
+            Reason::Provisioning => r::PROVISIONING,
+            Reason::SecretNotFound => r::SECRET_NOT_FOUND,
+            Reason::SecretKeyMissing => r::SECRET_KEY_MISSING,
+            Reason::CredentialsRejected => r::CREDENTIALS_REJECTED,
+            Reason::AssumeRoleDenied => r::ASSUME_ROLE_DENIED,
+            Reason::AmbientIdentityNotAllowed => r::AMBIENT_IDENTITY_NOT_ALLOWED,
+            Reason::ExternalIdNotAllowed => r::EXTERNAL_ID_NOT_ALLOWED,
+            Reason::AwsUnavailable => r::AWS_UNAVAILABLE,
+            Reason::KubernetesApi => r::KUBERNETES_API,
+            Reason::Deleting => r::DELETING,
+        }
+    }
+}
+
+/// What should happen next after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// The user must act (`Stalled`); retried with backoff in case they did.
+    NeedsUser,
+    /// It passes by itself; retried with backoff.
+    Transient,
+    /// AWS throttled the caller; retried with backoff.
+    Throttled,
+    /// AWS has not caught up with what was just made: progress, looked at
+    /// again after the progress poll, no backoff.
+    CatchingUp,
+}
+
+impl Error {
+    /// The one classification of every error: its reason and what happens
+    /// next. Conditions, Events, failure metrics and requeues follow it.
+    pub fn classify(&self) -> (Reason, Class) {
+        use Class::{CatchingUp, NeedsUser, Transient};
+        match self {
+            Error::Kube(_) | Error::Yaml(_) | Error::WatchStopped(_) => {
+                (Reason::KubernetesApi, Transient)
+            }
+            Error::Account(e) => (
+                e.reason(),
+                if e.is_transient() {
+                    Transient
+                } else {
+                    NeedsUser
+                },
+            ),
+            Error::Aws(e) => aws_class(e),
+            Error::InvalidSpec(_) | Error::TooFewZones { .. } => (Reason::InvalidSpec, NeedsUser),
+            Error::ExistingNetwork(_) => (Reason::ExistingNetworkNotFound, NeedsUser),
+            Error::IamNameTaken(_) => (Reason::IamNameTaken, NeedsUser),
+            Error::InstanceTypeUnknown { .. } => (Reason::InstanceTypeUnknown, NeedsUser),
+            Error::NoImage(_) => (Reason::ImageNotFound, NeedsUser),
+            Error::UserDataNotFound { .. } => (Reason::UserDataNotFound, NeedsUser),
+            Error::UserDataTooLarge { .. } => (Reason::UserDataTooLarge, NeedsUser),
+            Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
+            Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),
+            Error::IamPolicyNotFound(_) => (Reason::IamPolicyNotFound, NeedsUser),
+            Error::InstanceProfileNotFound(_) => (Reason::InstanceProfileNotFound, NeedsUser),
+            Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),
+            Error::Internal(_) => (Reason::InternalError, NeedsUser),
+            // A command's refusal (audit), never a condition.
+            Error::LiveCluster { .. } => (Reason::InvalidSpec, NeedsUser),
+            Error::InsufficientCapacity { .. } => (Reason::InsufficientCapacity, Transient),
+            Error::NotVisibleYet { .. } => (Reason::Provisioning, CatchingUp),
+            Error::CleanupPending { .. } => (Reason::Deleting, CatchingUp),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.classify(),
+                _ => (Reason::KubernetesApi, Transient),
+            },
+        }
+    }
+
+    /// The error of a pass is the cluster's state (written to its status),
+    /// rather than a failure of the controller itself (its error policy).
+    pub fn is_status(&self) -> bool {
+        match self.classify() {
+            (_, Class::NeedsUser | Class::CatchingUp) => {
+                !matches!(self, Error::CleanupPending { .. })
+            }
+            (_, Class::Transient | Class::Throttled) => {
+                matches!(self, Error::Aws(_) | Error::InsufficientCapacity { .. })
+            }
+        }
+    }
+}
+
+/// An AWS error: AWS catching up, a quota, the caller's permissions, the
+/// request itself, throttling, or a passing failure.
+fn aws_class(e: &AwsError) -> (Reason, Class) {
+    use Class::{CatchingUp, NeedsUser, Throttled, Transient};
+    if e.is_settling() {
+        (Reason::Provisioning, CatchingUp)
+    } else if aws::error::is_quota(e.code()) {
+        (Reason::QuotaExceeded, NeedsUser)
+    } else if e.class() == aws::ErrorClass::NeedsUser {
+        let reason = if e.is_access_denied() {
+            Reason::AccessDenied
+        } else {
+            Reason::AwsError
+        };
+        (reason, NeedsUser)
+    } else if e.is_throttling() {
+        (Reason::AwsThrottled, Throttled)
+    } else {
+        (Reason::AwsError, Transient)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsError;
+
+    fn aws(code: &str, status: u16) -> Error {
+        Error::Aws(AwsError::Service {
+            operation: "ec2:CreateVpc",
+            code: code.into(),
+            message: String::new(),
+            class: aws::error::classify(code, "", Some(status)),
+        })
+    }
+
+    #[test]
+    fn every_error_has_one_reason_and_class() {
+        use Class::*;
+        let rows = [
+            (
+                aws("UnauthorizedOperation", 403),
+                Reason::AccessDenied,
+                NeedsUser,
+            ),
+            (
+                aws("VpcLimitExceeded", 400),
+                Reason::QuotaExceeded,
+                NeedsUser,
+            ),
+            (
+                aws("InvalidParameterCombination", 400),
+                Reason::AwsError,
+                NeedsUser,
+            ),
+            (
+                aws("RequestLimitExceeded", 503),
+                Reason::AwsThrottled,
+                Throttled,
+            ),
+            (aws("ServiceUnavailable", 503), Reason::AwsError, Transient),
+            (
+                aws("InvalidVpcID.NotFound", 400),
+                Reason::Provisioning,
+                CatchingUp,
+            ),
+            (
+                Error::InvalidSpec(cluster::spec::SpecError::ZonesTwice),
+                Reason::InvalidSpec,
+                NeedsUser,
+            ),
+            (
+                Error::ExistingNetwork(MissingNetwork::Vpc {
+                    vpc_id: "vpc-1".into(),
+                }),
+                Reason::ExistingNetworkNotFound,
+                NeedsUser,
+            ),
+            (
+                Error::NotOursToUse {
+                    brought: Brought::Subnet("subnet-1".into()),
+                    owner: aws::tags::Owner::Cluster("u".into()),
+                },
+                Reason::NotOursToUse,
+                NeedsUser,
+            ),
+            (
+                Error::NotVisibleYet { unseen: vec![] },
+                Reason::Provisioning,
+                CatchingUp,
+            ),
+            (
+                Error::InsufficientCapacity { groups: vec![] },
+                Reason::InsufficientCapacity,
+                Transient,
+            ),
+            (
+                Error::Internal("x".into()),
+                Reason::InternalError,
+                NeedsUser,
+            ),
+            (Error::WatchStopped("x"), Reason::KubernetesApi, Transient),
+        ];
+        for (error, reason, class) in rows {
+            assert_eq!(error.classify(), (reason, class), "{error}");
+        }
+    }
+
+    #[test]
+    fn brought_and_owner_say_whose_it_is() {
+        let e = Error::NotOursToUse {
+            brought: Brought::InstanceProfile("p".into()),
+            owner: aws::tags::Owner::Installation("abc".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "instance profile p (iam.instanceProfileName) belongs to operator installation abc: a cluster may not launch nodes as another's"
+        );
+    }
+}

@@ -43,6 +43,9 @@ use scenarios::{reference_run, resync_scale_run, scale_run, secret_memory_run};
 #[derive(Parser)]
 #[command(about = "byoc-operator benchmark: time to running, AWS calls, scale, deletion")]
 struct Args {
+    /// Only write results.md again from the results.json in `--out` (no run).
+    #[arg(long)]
+    report_only: bool,
     /// Runs of P1, P2 and deletion (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -97,6 +100,12 @@ const SCALE_DEADLINE: Duration = Duration::from_secs(1200);
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.report_only {
+        let results =
+            serde_json::from_str(&std::fs::read_to_string(args.out.join("results.json"))?)?;
+        std::fs::write(args.out.join("results.md"), markdown(&results))?;
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

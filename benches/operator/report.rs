@@ -18,6 +18,28 @@ pub(crate) fn spread(mut values: Vec<f64>) -> serde_json::Value {
     })
 }
 
+const NOT_MEASURED: &str = "not measured";
+
+/// A figure as the tables show it: `median (min–max)`, or "not measured"
+/// when no run gave it (a spread of no values is not a zero).
+fn shown(v: &serde_json::Value) -> String {
+    if v["runs"].as_u64() == Some(0) {
+        NOT_MEASURED.into()
+    } else {
+        format!("{} ({}–{})", v["median"], v["min"], v["max"])
+    }
+}
+
+/// The verdict on a goal for the figure `v` (its `at`: median or max):
+/// "not measured" when no run gave it, never "met".
+fn verdict(v: &serde_json::Value, at: &str, ok: impl Fn(f64) -> bool) -> &'static str {
+    match v[at].as_f64() {
+        _ if v["runs"].as_u64() == Some(0) => NOT_MEASURED,
+        Some(x) if ok(x) => "met",
+        _ => "**missed**",
+    }
+}
+
 pub(crate) fn is_write(op: &str) -> bool {
     !["Describe", "Get", "List"]
         .iter()
@@ -289,13 +311,11 @@ pub(crate) fn resync_scale(points: &[ResyncPoint]) -> serde_json::Value {
 }
 
 fn rate_rows(label: &str, x: &serde_json::Value) -> String {
-    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let m = shown;
     let rl = &x["against_rate_limits"];
     if x["seconds_until_all_running"]["runs"].as_u64().unwrap_or(0) == 0 {
         return format!("| {label} | not run or did not finish | | |\n");
     }
-    let ratio = rl["ratio"]["median"].as_f64().unwrap_or(f64::MAX);
-    let share = rl["throttled_share"]["median"].as_f64().unwrap_or(f64::MAX);
     format!(
         "| {label}: until all `running` | {} s | | |\n\
          | {label}: the bound AWS's buckets impose on its calls (slowest: {}) | {} s | | |\n\
@@ -305,18 +325,18 @@ fn rate_rows(label: &str, x: &serde_json::Value) -> String {
         rl["slowest_bucket"].as_str().unwrap_or_default(),
         m(&rl["bucket_bound_seconds"]),
         m(&rl["ratio"]),
-        if ratio <= 1.1 { "met" } else { "**missed**" },
+        verdict(&rl["ratio"], "median", |r| r <= 1.1),
         m(&x["aws_calls"]),
         m(&rl["throttled"]),
         m(&rl["throttled_share"]),
-        if share < 0.05 { "met" } else { "**missed**" },
+        verdict(&rl["throttled_share"], "median", |s| s < 0.05),
     )
 }
 
 /// The side-by-side section.
 fn ack_section(r: &serde_json::Value) -> String {
     let a = &r["ack"];
-    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    let m = shown;
     let runs = |v: &serde_json::Value| v["seconds"]["runs"].as_u64().unwrap_or(0);
     if runs(&a["plain"]["ack"]) + runs(&a["realism"]["ack"]) == 0 {
         return "\n## Side by side with ACK\n\nNot measured (ACK's ec2-controller not built: `hack/build-ground.sh ack`).\n".into();
@@ -410,7 +430,16 @@ fn mass_sections(r: &serde_json::Value) -> String {
 }
 
 pub(crate) fn markdown(r: &serde_json::Value) -> String {
-    let m = |v: &serde_json::Value| format!("{} ({}–{})", v["median"], v["min"], v["max"]);
+    // A figure not measured has no unit.
+    let mut text = tables(r);
+    for unit in [" s", " MiB", " s,"] {
+        text = text.replace(&format!("{NOT_MEASURED}{unit}"), NOT_MEASURED);
+    }
+    text
+}
+
+fn tables(r: &serde_json::Value) -> String {
+    let m = shown;
     let x = &r["realism"];
     let realism = format!(
         "\n## Against AWS's behaviour (the proxy's realism profile at {} × AWS's durations)\n\n\
@@ -426,7 +455,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
         m(&x["seconds_to_running"]),
         m(&x["bound_seconds"]),
         m(&x["ratio"]),
-        if x["ratio"]["median"].as_f64().is_some_and(|v| v <= 1.05) { "met" } else { "**missed**" },
+        verdict(&x["ratio"], "median", |v| v <= 1.05),
         m(&x["calls"]),
         m(&x["throttled"]),
         m(&x["deletion_seconds"]),
@@ -438,20 +467,8 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
     let p3 = &r["p3_scale"];
     let d = &r["deletion"];
     let f = &r["fallback"];
-    let met = |ok: bool| if ok { "met" } else { "**missed**" };
-    let ratio = p1["ratio"]["median"].as_f64().unwrap_or(f64::MAX);
-    let cpu = p3["operator_cpu_seconds"]["median"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
-    let rss = p3["operator_peak_rss_mib"]["median"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
-    let resync_writes = p2["resync_writes"]["max"].as_f64().unwrap_or(f64::MAX);
-    let resync_reads = p2["resync_reads"]["median"].as_f64().unwrap_or(f64::MAX);
     let kinds = p2["kinds"].as_f64().unwrap_or(0.0);
-    let writes = p2["converge_writes"]["median"].as_f64().unwrap_or(f64::MAX);
     let minimal = p2["minimal_writes"].as_f64().unwrap_or(0.0);
-    let reads = p2["converge_reads"]["median"].as_f64().unwrap_or(f64::MAX);
     format!(
         "# Benchmark results\n\n\
          Written by `hack/bench.sh` ({}, release build, {} cores). Median (min–max) of {} runs; P3 of {}.\n\n\
@@ -484,32 +501,30 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
         p1["latency_ms_per_call"],
         p1["critical_path_seconds"],
         m(&p1["ratio"]),
-        met(ratio <= 1.2),
+        verdict(&p1["ratio"], "median", |r| r <= 1.2),
         m(&p1["critical_path_seconds_at_measured_call_times"]),
         m(&p1["ratio_at_measured_call_times"]),
-        met(p1["ratio_at_measured_call_times"]["median"]
-            .as_f64()
-            .is_some_and(|r| r <= 1.2)),
+        verdict(&p1["ratio_at_measured_call_times"], "median", |r| r <= 1.2),
         m(&p1["measured_sequential_calls"]),
         p1["critical_path_calls"],
         m(&p2["converge_writes"]),
         minimal,
-        met(writes <= minimal),
+        verdict(&p2["converge_writes"], "median", |w| w <= minimal),
         m(&p2["converge_reads"]),
         kinds,
-        met(reads <= kinds),
+        verdict(&p2["converge_reads"], "median", |r| r <= kinds),
         m(&p2["resync_writes"]),
-        met(resync_writes == 0.0),
+        verdict(&p2["resync_writes"], "max", |w| w == 0.0),
         m(&p2["resync_reads"]),
         kinds,
-        met(resync_reads <= kinds),
+        verdict(&p2["resync_reads"], "median", |r| r <= kinds),
         p3["clusters"],
         p3["accounts"],
         m(&p3["seconds_until_all_running"]),
         m(&p3["operator_cpu_seconds"]),
-        met(cpu <= 60.0),
+        verdict(&p3["operator_cpu_seconds"], "median", |c| c <= 60.0),
         m(&p3["operator_peak_rss_mib"]),
-        met(rss <= 128.0),
+        verdict(&p3["operator_peak_rss_mib"], "median", |r| r <= 128.0),
         m(&p3["moto_cpu_seconds"]),
         m(&p3["apiserver_cpu_seconds"]),
         m(&d["seconds"]),
@@ -517,7 +532,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
         m(&f["seconds"]),
         m(&f["extra_seconds_over_p1"]),
         m(&f["run_instances"]),
-        met(f["run_instances"]["max"].as_f64().is_some_and(|n| n <= 12.0)),
+        verdict(&f["run_instances"], "max", |n| n <= 12.0),
         p1["critical_paths"]
             .as_array()
             .map(|chains| chains.iter().map(chain).collect::<Vec<_>>().join("; as long: "))

@@ -20,11 +20,11 @@ use aws_credential_types::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::conditions::reason;
 use crate::api::CloudAccount;
 use crate::aws::{AwsError, ErrorClass};
 use crate::installation::Installation;
 use crate::metrics::Metrics;
+use crate::Reason;
 
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
@@ -110,22 +110,22 @@ pub enum AccountError {
 
 impl AccountError {
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            AccountError::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
+            AccountError::SecretNotFound { .. } => Reason::SecretNotFound,
             AccountError::SecretKeyMissing { .. } | AccountError::SecretKeyInvalid { .. } => {
-                reason::SECRET_KEY_MISSING
+                Reason::SecretKeyMissing
             }
-            AccountError::CredentialsRejected { .. } => reason::CREDENTIALS_REJECTED,
+            AccountError::CredentialsRejected { .. } => Reason::CredentialsRejected,
             AccountError::AssumeRoleDenied { .. }
-            | AccountError::AmbientAssumeRoleDenied { .. } => reason::ASSUME_ROLE_DENIED,
+            | AccountError::AmbientAssumeRoleDenied { .. } => Reason::AssumeRoleDenied,
             AccountError::AmbientNotAllowed { .. } | AccountError::AmbientNeedsRole { .. } => {
-                reason::AMBIENT_IDENTITY_NOT_ALLOWED
+                Reason::AmbientIdentityNotAllowed
             }
-            AccountError::ExternalIdChosen { .. } => reason::EXTERNAL_ID_NOT_ALLOWED,
+            AccountError::ExternalIdChosen { .. } => Reason::ExternalIdNotAllowed,
             AccountError::Unavailable(_)
             | AccountError::Kube { .. }
-            | AccountError::ExternalIdNotPublished => reason::AWS_UNAVAILABLE,
+            | AccountError::ExternalIdNotPublished => Reason::AwsUnavailable,
         }
     }
 
@@ -597,7 +597,7 @@ mod tests {
         let role = "arn:aws:iam::123456789012:role/byoc";
         let generated = installation.external_id("team-a", "acme");
         // (namespace, spec, Ok(external ID) or Err(reason))
-        let rows: Vec<(&str, serde_json::Value, Result<&str, &str>)> = vec![
+        let rows: Vec<(&str, serde_json::Value, Result<&str, Reason>)> = vec![
             (
                 "team-a",
                 serde_json::json!({"region": "us-east-1", "roleArn": role}),
@@ -606,23 +606,23 @@ mod tests {
             (
                 "team-b",
                 serde_json::json!({"region": "us-east-1", "roleArn": role}),
-                Err(reason::AMBIENT_IDENTITY_NOT_ALLOWED),
+                Err(Reason::AmbientIdentityNotAllowed),
             ),
             (
                 "team-a",
                 serde_json::json!({"region": "us-east-1"}),
-                Err(reason::AMBIENT_IDENTITY_NOT_ALLOWED),
+                Err(Reason::AmbientIdentityNotAllowed),
             ),
             (
                 "team-a",
                 serde_json::json!({"region": "us-east-1", "roleArn": role, "externalId": "chosen"}),
-                Err(reason::EXTERNAL_ID_NOT_ALLOWED),
+                Err(Reason::ExternalIdNotAllowed),
             ),
             (
                 "team-a",
                 serde_json::json!({"region": "us-east-1", "roleArn": role,
                     "roleChain": [{"roleArn": role, "externalId": "chosen"}]}),
-                Err(reason::EXTERNAL_ID_NOT_ALLOWED),
+                Err(Reason::ExternalIdNotAllowed),
             ),
         ];
         for (i, (ns, spec, want)) in rows.into_iter().enumerate() {

@@ -511,7 +511,7 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
             )
         }
         Err(e) => {
-            let (reason, message) = (e.reason(), e.to_string());
+            let (reason, message) = (e.reason().as_str(), e.to_string());
             tracing::info!(namespace = ?account.namespace(), name = %account.name_any(), reason, error = %message, "cloudaccount not verified");
             if e.is_transient() {
                 status.phase = Some(previous.phase.unwrap_or(AccountPhase::Pending));
@@ -555,7 +555,7 @@ fn error_policy(account: Arc<CloudAccount>, error: &Error, actx: Arc<AccountCont
     let uid = account.uid().unwrap_or_default();
     let backoff = actx
         .ctx
-        .retry_later(CONTROLLER, &uid, &error.metric_reason());
+        .retry_later(CONTROLLER, &uid, error.classify().0.as_str());
     tracing::warn!(name = %account.name_any(), error = %error, "cloudaccount reconcile failed");
     Action::requeue(backoff)
 }

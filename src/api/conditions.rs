@@ -40,6 +40,10 @@ pub mod reason {
     pub const RUNNING: &str = "Running";
     pub const DELETING: &str = "Deleting";
     pub const AWS_ERROR: &str = "AwsError";
+    /// AWS throttled the operator's calls (retried with backoff).
+    pub const AWS_THROTTLED: &str = "AwsThrottled";
+    /// The Kubernetes API failed (metrics only: no status is written).
+    pub const KUBERNETES_API: &str = "KubernetesApi";
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const PAUSED: &str = "Paused";
     /// An existing (bring-your-own) VPC or subnet was not found.

@@ -118,6 +118,11 @@ impl AwsError {
         }
     }
 
+    /// AWS throttled the caller.
+    pub fn is_throttling(&self) -> bool {
+        self.code().is_some_and(|c| THROTTLING.contains(&c))
+    }
+
     /// AWS refused the caller's permissions (as opposed to the request).
     pub fn is_access_denied(&self) -> bool {
         const DENIED: &[&str] = &[

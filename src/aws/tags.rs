@@ -85,12 +85,12 @@ impl OwnershipTags {
     /// `installation` (`None`: made before installations were tagged), is
     /// not this cluster's to use: it is another installation's, or another
     /// cluster's.
-    pub fn claim_of_another(&self, claim: &Claim) -> Option<String> {
+    pub fn claim_of_another(&self, claim: &Claim) -> Option<Owner> {
         let (uid, installation) = claim;
         if let Some(other) = installation.as_deref().filter(|i| *i != self.installation) {
-            return Some(format!("belongs to operator installation {other}"));
+            return Some(Owner::Installation(other.to_string()));
         }
-        (*uid != self.uid).then(|| format!("belongs to the ComputeCluster with UID {uid}"))
+        (*uid != self.uid).then(|| Owner::Cluster(uid.clone()))
     }
 
     /// The describe filter that finds this cluster's resources.
@@ -99,6 +99,24 @@ impl OwnershipTags {
             .name(format!("tag:{CLUSTER_UID}"))
             .values(&self.uid)
             .build()
+    }
+}
+
+/// Whose a resource the operator made is, when it is not this cluster's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Another operator installation's (its public ID).
+    Installation(String),
+    /// Another cluster's (its UID).
+    Cluster(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Installation(id) => write!(f, "belongs to operator installation {id}"),
+            Owner::Cluster(uid) => write!(f, "belongs to the ComputeCluster with UID {uid}"),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
+use super::graph::{Step, DELETION};
 use super::kinds::{
     iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
     subnets, vpc, Observed,
@@ -26,7 +27,7 @@ use crate::aws::dependents::{self, Dependent};
 use crate::aws::tags::OwnershipTags;
 use crate::aws::{AwsClients, AwsError, AwsResult};
 use crate::outcome::Outcome;
-use crate::Error;
+use crate::{Class, Error};
 
 pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let uid = cc.uid().unwrap_or_default();
@@ -102,9 +103,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     let observed = Observed::describe(&c, owner).await?;
     // A view lacking what this process just created is stale: "nothing
     // left" would leave those behind.
-    let unseen = ctx
-        .recent
-        .unseen(&uid, &observed_ids(&observed), Instant::now());
+    let unseen = ctx.recent.unseen(&uid, &observed.ids(), Instant::now());
     if !unseen.is_empty() {
         let outcome = Outcome::Deleting {
             reason: reason::DELETING,
@@ -174,12 +173,12 @@ async fn pass_outcome(
         ));
     }
     let e = Error::Aws(e);
-    let outcome = match e.needs_user() {
-        Some(reason) => Outcome::NeedsUser {
-            reason,
+    let outcome = match e.classify() {
+        (reason, Class::NeedsUser) => Outcome::NeedsUser {
+            reason: reason.as_str(),
             message: format!("cannot delete: {e}"),
         },
-        None => Outcome::Transient {
+        _ => Outcome::Transient {
             reason: reason::DELETING,
             message: format!("deleting, retrying: {e}"),
         },
@@ -229,7 +228,7 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
                 if let Err(e) = crate::aws::inventory::mark_retained(&c, &ec2, iam).await {
                     tracing::warn!(name = %cc.name_any(), error = %e, "marking the retained resources failed");
                 }
-                ids.extend(observed_ids(&observed));
+                ids.extend(observed.ids());
             }
         }
     }
@@ -279,15 +278,6 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
             .iter()
             .flat_map(|g| g.instance_ids.iter().cloned()),
     );
-    ids
-}
-
-/// Every AWS resource ID a describe found.
-pub fn observed_ids(o: &Observed) -> Vec<String> {
-    let mut ids: Vec<String> = o.resources().into_iter().map(|(_, id)| id).collect();
-    // An instance shutting down, or a gateway failed or deleted, was seen too.
-    ids.extend(o.instances.iter().map(|i| i.id.clone()));
-    ids.extend(o.nat_gateways.iter().map(|n| n.id.clone()));
     ids
 }
 
@@ -423,7 +413,8 @@ async fn recorded_account(
         .and_then(recorded))
 }
 
-/// One pass in order, each kind's deletes at once; stops at the first kind
+/// One pass in the order `graph::DELETION` declares, each kind's deletes at
+/// once; stops at the first kind
 /// AWS must finish deleting first (after looking again briefly) and says
 /// what that is. `None`: everything is deleted.
 pub async fn delete_pass(
@@ -431,19 +422,37 @@ pub async fn delete_pass(
     owner: &OwnershipTags,
     o: &Observed,
 ) -> AwsResult<Option<&'static str>> {
-    if let Some(waiting) = node_groups::delete(c, owner, &o.instances).await? {
-        return Ok(Some(waiting));
+    for step in DELETION {
+        let waiting = match step {
+            Step::NodeGroups => node_groups::delete(c, owner, &o.instances).await?,
+            Step::KeyPairs => key_pairs::delete(c, &o.key_pairs).await.map(|()| None)?,
+            Step::NatGateways => {
+                nat_gateways::delete(c, owner, &o.nat_gateways, &o.addresses).await?
+            }
+            Step::RouteTables => route_tables::delete(c, &o.route_tables)
+                .await
+                .map(|()| None)?,
+            Step::InternetGateway => internet_gateway::delete(c, &o.internet_gateways)
+                .await
+                .map(|()| None)?,
+            Step::Subnets => subnets::delete(c, &o.subnets).await.map(|()| None)?,
+            Step::SecurityGroup => security_group::delete(c, &o.security_groups)
+                .await
+                .map(|()| None)?,
+            Step::Vpc => vpc::delete(c, &o.vpcs).await.map(|()| None)?,
+            Step::Iam => iam::delete(c, &o.iam).await.map(|()| None)?,
+            // Made by another kind's step: deleted with it (`deleted_with`).
+            Step::VpcDns
+            | Step::Images
+            | Step::Addresses
+            | Step::PublicIps
+            | Step::PublicRoute
+            | Step::PrivateRoutes => None,
+        };
+        if waiting.is_some() {
+            return Ok(waiting);
+        }
     }
-    key_pairs::delete(c, &o.key_pairs).await?;
-    if let Some(waiting) = nat_gateways::delete(c, owner, &o.nat_gateways, &o.addresses).await? {
-        return Ok(Some(waiting));
-    }
-    route_tables::delete(c, &o.route_tables).await?;
-    internet_gateway::delete(c, &o.internet_gateways).await?;
-    subnets::delete(c, &o.subnets).await?;
-    security_group::delete(c, &o.security_groups).await?;
-    vpc::delete(c, &o.vpcs).await?;
-    iam::delete(c, &o.iam).await?;
     Ok(None)
 }
 

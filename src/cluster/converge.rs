@@ -208,8 +208,13 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
             put(&b.nodes, done.statuses)?;
             put(&b.replaced, done.replaced)?;
             // AWS's state, not the user's: retried, the statuses kept.
-            done.shortfall
-                .map_or(Ok(()), |m| Err(Error::InsufficientCapacity(m)))
+            if done.shortfalls.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::InsufficientCapacity {
+                    groups: done.shortfalls,
+                })
+            }
         }
         (Step::Vpc, Layout::Existing { .. }) => existing_network(input, b).await,
         // What an existing network has already, or does not need.

@@ -1,7 +1,9 @@
 //! The converge pass's dependency graph, declared once as data: each step,
 //! what it needs, and the AWS calls it makes one after another when it
-//! creates from nothing. `converge` runs the steps by it; the benchmark
-//! prices its critical path (the longest chain of dependent calls).
+//! creates from nothing; and beside it the order of deletion, the same
+//! kinds the other way round. `converge` runs the steps by it, `cleanup`
+//! deletes by [`DELETION`]; the benchmark prices the critical path (the
+//! longest chain of dependent calls).
 
 use std::collections::BTreeMap;
 
@@ -132,6 +134,43 @@ pub const STEPS: &[StepDef] = &[
     },
 ];
 
+/// The order deletion removes the kinds in, each named by the step that
+/// makes it: a kind only after every kind that needs it (the forward
+/// needs, reversed), except where AWS lets the needed one go first
+/// ([`CREATION_ONLY`]). Instances and NAT gateways take AWS a while to
+/// delete: a pass stops after either while AWS still deletes it.
+pub const DELETION: &[Step] = &[
+    NodeGroups,
+    KeyPairs,
+    NatGateways,
+    RouteTables,
+    InternetGateway,
+    Subnets,
+    SecurityGroup,
+    Vpc,
+    Iam,
+];
+
+/// Needs that bind creation only: AWS deletes a NAT gateway that routes
+/// still point to (they go blackhole), so the NAT gateways, the slowest to
+/// delete, start before the route tables holding their routes.
+pub const CREATION_ONLY: &[(Step, Step)] = &[(PrivateRoutes, NatGateways)];
+
+/// The step of [`DELETION`] that removes what `step` made (its settings go
+/// with the resource: DNS with the VPC, public IPs with the subnets, the
+/// Elastic IPs with their NAT gateways, routes with their tables); `None`
+/// for a step that makes nothing to delete.
+pub fn deleted_with(step: Step) -> Option<Step> {
+    match step {
+        Images => None,
+        VpcDns => Some(Vpc),
+        PublicIps => Some(Subnets),
+        Addresses => Some(NatGateways),
+        PublicRoute | PrivateRoutes => Some(RouteTables),
+        other => Some(other),
+    }
+}
+
 /// The round of describes every pass starts with.
 pub const OBSERVE: &str = "Describe* (observe)";
 
@@ -199,6 +238,33 @@ mod tests {
             seen.push(def.step);
         }
         assert_eq!(seen.len(), 15);
+    }
+
+    #[test]
+    fn each_kind_is_deleted_only_after_everything_that_needs_it() {
+        let at = |s: Step| DELETION.iter().position(|d| *d == s);
+        for def in STEPS {
+            let Some(mine) = deleted_with(def.step) else {
+                continue;
+            };
+            assert!(at(mine).is_some(), "{:?} is never deleted", def.step);
+            for (need, _) in def.needs {
+                let Some(theirs) = deleted_with(*need).filter(|t| *t != mine) else {
+                    continue;
+                };
+                if CREATION_ONLY.contains(&(def.step, *need)) {
+                    continue;
+                }
+                assert!(
+                    at(mine) < at(theirs),
+                    "{:?} needs {need:?}: {mine:?} must be deleted before {theirs:?}",
+                    def.step
+                );
+            }
+        }
+        let mut once = DELETION.to_vec();
+        once.dedup();
+        assert_eq!(once.len(), DELETION.len(), "a kind deleted twice");
     }
 
     #[test]

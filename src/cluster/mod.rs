@@ -40,7 +40,6 @@ use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
 use crate::Error;
 use catalog::Catalog;
-use cleanup::observed_ids;
 use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
 use recent::Recent;
@@ -222,7 +221,7 @@ fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>
     let backoff = ctx.retry_later(
         CONTROLLER,
         &cc.uid().unwrap_or_default(),
-        &error.metric_reason(),
+        error.classify().0.as_str(),
     );
     tracing::warn!(namespace = ?cc.namespace(), name = %cc.name_any(), error = %error, "computecluster reconcile failed");
     Action::requeue(backoff)
@@ -322,10 +321,10 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     let mut report = Report::new(&cc);
     let mut spec = match spec::validate(&cc, ctx.installation.id()) {
         Ok(spec) => spec,
-        Err(message) => {
+        Err(e) => {
             let outcome = crate::outcome::Outcome::NeedsUser {
                 reason: reason::INVALID_SPEC,
-                message,
+                message: e.to_string(),
             };
             return report.settle(&ctx, outcome).await;
         }
@@ -335,10 +334,10 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Err(blocked) => return report.account_blocked(&ctx, blocked).await,
     };
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
-    if let Err(message) = spec::shared_node_identity(&mut spec, &account) {
+    if let Err(e) = spec::shared_node_identity(&mut spec, &account) {
         let outcome = crate::outcome::Outcome::NeedsUser {
             reason: reason::SHARED_NODE_IDENTITY,
-            message,
+            message: e.to_string(),
         };
         return report.settle(&ctx, outcome).await;
     }
@@ -381,9 +380,9 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         // on it would create the same again.
         let unseen = ctx
             .recent
-            .unseen(&uid, &observed_ids(&observed), Instant::now());
+            .unseen(&uid, &observed.ids(), Instant::now());
         if !unseen.is_empty() {
-            return Err(Error::NotVisibleYet(recent::waiting_for(&unseen)));
+            return Err(Error::NotVisibleYet { unseen });
         }
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.

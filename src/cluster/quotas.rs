@@ -108,14 +108,39 @@ pub struct Check {
 
 impl Check {
     /// The shortfall under `quota`, said with the numbers.
-    pub fn short_of(&self, quota: f64) -> Option<String> {
-        ((self.in_use + self.needs) as f64 > quota).then(|| {
-            format!(
-                "needs {} {}, quota {}, in use {} ({})",
-                self.needs, self.what, quota, self.in_use, self.code
-            )
+    pub fn short_of(&self, quota: f64) -> Option<Shortfall> {
+        ((self.in_use + self.needs) as f64 > quota).then(|| Shortfall {
+            check: self.clone(),
+            quota,
         })
     }
+}
+
+/// A quota too small for what the spec asks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shortfall {
+    pub check: Check,
+    pub quota: f64,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.check;
+        write!(
+            f,
+            "needs {} {}, quota {}, in use {} ({})",
+            c.needs, c.what, self.quota, c.in_use, c.code
+        )
+    }
+}
+
+/// The shortfalls, said one after another.
+pub fn said<T: std::fmt::Display>(items: &[T], separator: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// What the region uses now.
@@ -350,7 +375,7 @@ pub async fn preflight(
     }
     match short.is_empty() {
         true => Ok(None),
-        false => Err(Error::QuotaExceeded(short.join("; "))),
+        false => Err(Error::QuotaExceeded { short }),
     }
 }
 
@@ -503,7 +528,7 @@ mod tests {
         let standard = &checks(&demand, &usage)[6];
         assert_eq!(standard.short_of(18.0), None, "exactly enough");
         assert_eq!(
-            standard.short_of(17.0).as_deref(),
+            standard.short_of(17.0).map(|s| s.to_string()).as_deref(),
             Some("needs 16 Standard on-demand vCPUs, quota 17, in use 2 (L-1216C47A)"),
             "one short"
         );

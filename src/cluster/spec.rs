@@ -51,34 +51,82 @@ pub enum Zones {
 
 /// Validates what the schema cannot: CIDR parsing, zones in the region.
 /// `installation`: the public ID every resource is tagged with.
-pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec, String> {
+/// What the apiserver's schema cannot check in a ComputeCluster's spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the object has no UID yet")]
+    NoUid,
+    #[error("set exactly one of network.vpcCidr or network.existingVpcId")]
+    NetworkSource,
+    #[error("spec.network.existingSubnetIds must name at least one subnet")]
+    NoExistingSubnets,
+    #[error("spec.network.vpcCidr {cidr:?} is not an IPv4 CIDR: {problem}")]
+    CidrSyntax { cidr: String, problem: String },
+    #[error("spec.network.vpcCidr {cidr} must be a network address with a prefix from /16 to /24")]
+    CidrRange { cidr: Ipv4Net },
+    #[error("spec.network.availabilityZones: {zone} is not a zone of region {region}")]
+    ZoneOutsideRegion { zone: String, region: String },
+    #[error("spec.network.azCount must be positive")]
+    AzCount,
+    #[error("{cidr} is too small to carve /{prefix} subnets (AWS allows /28 at most)")]
+    CidrTooSmall { cidr: Ipv4Net, prefix: u8 },
+    #[error("at most {max} zones")]
+    TooManyZones { max: u32 },
+    #[error("set at most one of network.availabilityZones or network.azCount")]
+    ZonesTwice,
+    #[error("nodeGroups {group}: healthCheckGracePeriod is not a duration like 90s or 5m")]
+    GracePeriod { group: String },
+    #[error("nodeGroups {group}: sshPublicKey {problem}")]
+    SshPublicKey {
+        group: String,
+        problem: SshKeyProblem,
+    },
+    #[error("nodeGroups {group}: instanceTypes must share one architecture ({first} and {other} do not)")]
+    MixedArchitectures {
+        group: String,
+        first: String,
+        other: String,
+    },
+}
+
+/// Why an `sshPublicKey` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshKeyProblem {
+    #[error("is not an OpenSSH public key ({0})")]
+    NotOpenSsh(String),
+    #[error("has algorithm {0}, which EC2 does not import")]
+    Algorithm(String),
+}
+
+pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec, SpecError> {
     let spec = &cc.spec;
     let namespace = cc.namespace().unwrap_or_default();
-    let uid = cc.uid().ok_or("the object has no UID yet")?;
+    let uid = cc.uid().ok_or(SpecError::NoUid)?;
     let network = match (&spec.network.vpc_cidr, &spec.network.existing_vpc_id) {
         (Some(cidr), None) => managed_network(&spec.network, cidr, &spec.region)?,
         (None, Some(vpc_id)) => {
             let subnet_ids = spec.network.existing_subnet_ids.clone().unwrap_or_default();
             if subnet_ids.is_empty() {
-                return Err("spec.network.existingSubnetIds must name at least one subnet".into());
+                return Err(SpecError::NoExistingSubnets);
             }
             NetworkPlan::Existing {
                 vpc_id: vpc_id.clone(),
                 subnet_ids,
             }
         }
-        _ => return Err("set exactly one of network.vpcCidr or network.existingVpcId".into()),
+        _ => return Err(SpecError::NetworkSource),
     };
     for group in &spec.node_groups {
         if group.grace_period().is_none() {
-            return Err(format!(
-                "nodeGroups {}: healthCheckGracePeriod is not a duration like 90s or 5m",
-                group.name
-            ));
+            return Err(SpecError::GracePeriod {
+                group: group.name.clone(),
+            });
         }
         if let Some(key) = &group.ssh_public_key {
-            check_ssh_public_key(key)
-                .map_err(|e| format!("nodeGroups {}: sshPublicKey {e}", group.name))?;
+            check_ssh_public_key(key).map_err(|problem| SpecError::SshPublicKey {
+                group: group.name.clone(),
+                problem,
+            })?;
         }
     }
     Ok(ValidatedSpec {
@@ -99,31 +147,33 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
     })
 }
 
-fn managed_network(network: &NetworkSpec, cidr: &str, region: &str) -> Result<NetworkPlan, String> {
+fn managed_network(
+    network: &NetworkSpec,
+    cidr: &str,
+    region: &str,
+) -> Result<NetworkPlan, SpecError> {
     let cidr: Ipv4Net = cidr
         .parse()
-        .map_err(|e| format!("spec.network.vpcCidr {cidr:?} is not an IPv4 CIDR: {e}"))?;
+        .map_err(|e: ipnet::AddrParseError| SpecError::CidrSyntax {
+            cidr: cidr.to_string(),
+            problem: e.to_string(),
+        })?;
     if cidr.trunc() != cidr || !(16..=24).contains(&cidr.prefix_len()) {
-        return Err(format!(
-            "spec.network.vpcCidr {cidr} must be a network address with a prefix from /16 to /24"
-        ));
+        return Err(SpecError::CidrRange { cidr });
     }
     let zones = match (&network.availability_zones, network.az_count) {
         (Some(named), None) => {
             if let Some(bad) = named.iter().find(|z| !z.starts_with(region)) {
-                return Err(format!(
-                    "spec.network.availabilityZones: {bad} is not a zone of region {region}"
-                ));
+                return Err(SpecError::ZoneOutsideRegion {
+                    zone: bad.clone(),
+                    region: region.to_string(),
+                });
             }
             Zones::Named(named.clone())
         }
-        (None, Some(n)) => {
-            Zones::Count(usize::try_from(n).map_err(|_| "spec.network.azCount must be positive")?)
-        }
+        (None, Some(n)) => Zones::Count(usize::try_from(n).map_err(|_| SpecError::AzCount)?),
         (None, None) => Zones::Count(DEFAULT_AZ_COUNT),
-        (Some(_), Some(_)) => {
-            return Err("set at most one of network.availabilityZones or network.azCount".into())
-        }
+        (Some(_), Some(_)) => return Err(SpecError::ZonesTwice),
     };
     Ok(NetworkPlan::Managed {
         cidr,
@@ -135,15 +185,25 @@ fn managed_network(network: &NetworkSpec, cidr: &str, region: &str) -> Result<Ne
 /// An OpenSSH public key line whose body decodes as a key of the named
 /// algorithm: the schema checks the shape only, and EC2 refuses anything
 /// else after the network has been built.
-fn check_ssh_public_key(key: &str) -> Result<(), String> {
+fn check_ssh_public_key(key: &str) -> Result<(), SshKeyProblem> {
     let parsed = ssh_key::PublicKey::from_openssh(key)
-        .map_err(|e| format!("is not an OpenSSH public key ({e})"))?;
+        .map_err(|e| SshKeyProblem::NotOpenSsh(e.to_string()))?;
     match parsed.algorithm() {
         ssh_key::Algorithm::Rsa { .. }
         | ssh_key::Algorithm::Ed25519
         | ssh_key::Algorithm::Ecdsa { .. } => Ok(()),
-        other => Err(format!("has algorithm {other}, which EC2 does not import")),
+        other => Err(SshKeyProblem::Algorithm(other.to_string())),
     }
+}
+
+/// A cluster asking for a node role of its own from an account that gives
+/// its clusters a shared node identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CloudAccount {namespace}/{name} gives its clusters the shared node identity {shared} (spec.nodeInstanceProfileName), and its role is not meant to create IAM roles: iam.managedPolicyArns asks for a node role of this cluster's own; attach the policies to the shared role {shared}, or bring an instance profile (iam.instanceProfileName)")]
+pub struct SharedIdentityRefused {
+    pub namespace: String,
+    pub name: String,
+    pub shared: String,
 }
 
 /// The account's shared node identity (`nodeInstanceProfileName`) for a
@@ -154,15 +214,17 @@ fn check_ssh_public_key(key: &str) -> Result<(), String> {
 pub fn shared_node_identity(
     spec: &mut ValidatedSpec,
     account: &CloudAccount,
-) -> Result<(), String> {
+) -> Result<(), SharedIdentityRefused> {
     let Some(shared) = &account.spec.node_instance_profile_name else {
         return Ok(());
     };
     if !spec.iam.managed_policy_arns.is_empty() {
-        let (ns, name) = &spec.account;
-        return Err(format!(
-            "CloudAccount {ns}/{name} gives its clusters the shared node identity {shared} (spec.nodeInstanceProfileName), and its role is not meant to create IAM roles: iam.managedPolicyArns asks for a node role of this cluster's own; attach the policies to the shared role {shared}, or bring an instance profile (iam.instanceProfileName)"
-        ));
+        let (namespace, name) = spec.account.clone();
+        return Err(SharedIdentityRefused {
+            namespace,
+            name,
+            shared: shared.clone(),
+        });
     }
     if spec.iam.instance_profile_name.is_none() {
         spec.iam.instance_profile_name = Some(shared.clone());
@@ -235,13 +297,13 @@ mod tests {
             managed_policy_arns: vec!["arn:aws:iam::aws:policy/P".into()],
             ..Default::default()
         });
-        let refused = shared_node_identity(&mut s, &account(Some("shared")));
+        let refused = shared_node_identity(&mut s, &account(Some("shared")))
+            .expect_err("a node role of its own is refused")
+            .to_string();
         assert!(
-            refused
-                .as_ref()
-                .is_err_and(|m| m.contains("iam.managedPolicyArns")
-                    && m.contains("nodeInstanceProfileName")),
-            "{refused:?}"
+            refused.contains("iam.managedPolicyArns")
+                && refused.contains("nodeInstanceProfileName"),
+            "{refused}"
         );
         assert!(
             shared_node_identity(&mut s, &account(None)).is_ok(),
@@ -263,7 +325,10 @@ mod tests {
             "",
         ] {
             let err = check_ssh_public_key(bad).expect_err(bad);
-            assert!(err.contains("is not an OpenSSH public key"), "{bad}: {err}");
+            assert!(
+                matches!(err, super::SshKeyProblem::NotOpenSsh(_)),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::api::conditions::{
 use crate::api::{CloudAccount, ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::context::{apply_status, Context};
 use crate::outcome::Outcome;
-use crate::Error;
+use crate::{Class, Error};
 
 /// What a reconcile learned, filled in as it goes.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +83,7 @@ pub const CATCH_UP: Duration = Duration::from_secs(1);
 /// about ten seconds to accept one, and the progress poll suits it.
 pub fn is_catching_up(result: &Result<(), Error>) -> bool {
     match result {
-        Err(Error::NotVisibleYet(_)) => true,
+        Err(Error::NotVisibleYet { .. }) => true,
         Err(Error::Aws(e)) => e.is_unknown_id(),
         _ => false,
     }
@@ -105,31 +105,35 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message: waiting,
         }),
-        Err(Error::NotVisibleYet(message)) => Ok(Outcome::Progressing {
-            reason: reason::PROVISIONING,
-            message,
-        }),
-        // AWS catching up with what was just made is progress: looked at
-        // again after the progress poll, without a growing backoff.
-        Err(Error::Aws(e)) if e.is_settling() => Ok(Outcome::Progressing {
-            reason: reason::PROVISIONING,
-            message: format!("waiting for AWS to catch up with what was just made: {e}"),
-        }),
-        Err(Error::InsufficientCapacity(message)) => Ok(Outcome::Transient {
-            reason: reason::INSUFFICIENT_CAPACITY,
-            message,
-        }),
-        Err(e) => match e.needs_user() {
-            Some(reason) => Ok(Outcome::NeedsUser {
-                reason,
-                message: e.to_string(),
-            }),
-            None if matches!(e, Error::Aws(_)) => Ok(Outcome::Transient {
-                reason: reason::AWS_ERROR,
-                message: format!("retrying after a transient AWS error: {e}"),
-            }),
-            None => Err(e),
-        },
+        Err(e) if !e.is_status() => Err(e),
+        Err(e) => {
+            let (reason, class) = e.classify();
+            let reason = reason.as_str();
+            Ok(match (class, &e) {
+                // AWS catching up with what was just made is progress:
+                // looked at again after the progress poll, no backoff.
+                (Class::CatchingUp, Error::Aws(_)) => Outcome::Progressing {
+                    reason,
+                    message: format!("waiting for AWS to catch up with what was just made: {e}"),
+                },
+                (Class::CatchingUp, _) => Outcome::Progressing {
+                    reason,
+                    message: e.to_string(),
+                },
+                (Class::NeedsUser, _) => Outcome::NeedsUser {
+                    reason,
+                    message: e.to_string(),
+                },
+                (Class::Transient | Class::Throttled, Error::Aws(_)) => Outcome::Transient {
+                    reason,
+                    message: format!("retrying after a transient AWS error: {e}"),
+                },
+                (Class::Transient | Class::Throttled, _) => Outcome::Transient {
+                    reason,
+                    message: e.to_string(),
+                },
+            })
+        }
     }
 }
 
@@ -548,7 +552,12 @@ mod tests {
             }))
         };
         let rows: Vec<(Result<(), Error>, bool)> = vec![
-            (Err(Error::NotVisibleYet("vpc-1".into())), true),
+            (
+                Err(Error::NotVisibleYet {
+                    unseen: vec![("vpc-1".into(), Duration::from_secs(1))],
+                }),
+                true,
+            ),
             (aws("InvalidVpcID.NotFound", "m"), true),
             (aws("NatGatewayNotFound", "m"), true),
             // EC2 takes ~10 s to accept a new profile: the progress poll.
@@ -593,7 +602,9 @@ mod tests {
                 "AWS still creating",
             ),
             (
-                Err(Error::InvalidSpec("x".into())),
+                Err(Error::InvalidSpec(
+                    crate::cluster::spec::SpecError::ZonesTwice,
+                )),
                 false,
                 reason::INVALID_SPEC,
                 ClusterPhase::Failed,
@@ -635,7 +646,13 @@ mod tests {
                 "quota",
             ),
             (
-                Err(Error::InsufficientCapacity("workers: ...".into())),
+                Err(Error::InsufficientCapacity {
+                    groups: vec![crate::cluster::kinds::node_groups::Shortfall {
+                        group: "workers".into(),
+                        count: 1,
+                        tried: vec![],
+                    }],
+                }),
                 false,
                 reason::INSUFFICIENT_CAPACITY,
                 ClusterPhase::Provisioning,
@@ -644,7 +661,7 @@ mod tests {
             (
                 Err(aws("RequestLimitExceeded")),
                 false,
-                reason::AWS_ERROR,
+                reason::AWS_THROTTLED,
                 ClusterPhase::Provisioning,
                 "throttled: provisioning",
             ),

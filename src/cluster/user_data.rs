@@ -37,15 +37,30 @@ impl UserData {
     }
 }
 
+/// What of a node group's user data is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Secret,
+    Key,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Secret => "the Secret was not found",
+            Missing::Key => "the Secret has no such key",
+        })
+    }
+}
+
 /// The user data `r` names, from `secret` (None: there is no such Secret).
 pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<UserData, Error> {
-    let named = || format!("Secret {} key {}", r.name, r.key);
-    let secret = secret.ok_or_else(|| {
-        Error::UserDataNotFound(format!(
-            "{} (userDataSecretRef): the Secret was not found",
-            named()
-        ))
-    })?;
+    let not_found = |missing| Error::UserDataNotFound {
+        secret: r.name.clone(),
+        key: r.key.clone(),
+        missing,
+    };
+    let secret = secret.ok_or_else(|| not_found(Missing::Secret))?;
     let content = secret
         .data
         .as_ref()
@@ -58,18 +73,14 @@ pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<Use
                 .and_then(|d| d.get(&r.key))
                 .map(|s| s.as_bytes().to_vec())
         })
-        .ok_or_else(|| {
-            Error::UserDataNotFound(format!(
-                "{} (userDataSecretRef): the Secret has no such key",
-                named()
-            ))
-        })?;
+        .ok_or_else(|| not_found(Missing::Key))?;
     if content.len() > MAX_BYTES {
-        return Err(Error::UserDataTooLarge(format!(
-            "{} (userDataSecretRef) holds {} bytes; AWS takes at most {MAX_BYTES}",
-            named(),
-            content.len()
-        )));
+        return Err(Error::UserDataTooLarge {
+            secret: r.name.clone(),
+            key: r.key.clone(),
+            bytes: content.len(),
+            max: MAX_BYTES,
+        });
     }
     // The bytes themselves: gzipped cloud-init is not UTF-8.
     let hash = hash_token("ud", &[&content]);

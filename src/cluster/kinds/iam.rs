@@ -6,8 +6,9 @@ use futures::future::try_join_all;
 
 use super::Pass;
 use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
+use crate::aws::tags::Owner;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
-use crate::Error;
+use crate::{Brought, Error};
 
 /// The nodes' identity after a pass: the instance profile they launch with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,10 +137,11 @@ async fn brought(c: &AwsClients, owner: &OwnershipTags, name: &str) -> Result<Ia
     let Some(found) = instance_profile::get_brought(c, name).await? else {
         return Err(Error::InstanceProfileNotFound(name.to_string()));
     };
-    if let Some(why) = foreign_identity(&found, owner) {
-        return Err(Error::NotOursToUse(format!(
-            "instance profile {name} (iam.instanceProfileName) {why}: a cluster may not launch nodes as another's"
-        )));
+    if let Some(owner) = foreign_identity(&found, owner) {
+        return Err(Error::NotOursToUse {
+            brought: Brought::InstanceProfile(name.to_string()),
+            owner,
+        });
     }
     Ok(Iam {
         role_name: found.role,
@@ -150,7 +152,7 @@ async fn brought(c: &AwsClients, owner: &OwnershipTags, name: &str) -> Result<Ia
 
 /// Why a brought profile may not be used: it is another cluster's or
 /// another installation's.
-pub fn foreign_identity(found: &BroughtProfile, owner: &OwnershipTags) -> Option<String> {
+pub fn foreign_identity(found: &BroughtProfile, owner: &OwnershipTags) -> Option<Owner> {
     owner.claim_of_another(found.owner.as_ref()?)
 }
 

@@ -13,6 +13,7 @@ use super::Pass;
 use crate::api::{ComputeCluster, NodeGroupSpec};
 use crate::aws::instances::ObservedInstance;
 use crate::cluster::catalog::Catalog;
+use crate::cluster::spec::SpecError;
 use crate::Error;
 
 /// Set to a new value (a date, a counter) to re-resolve the default images.
@@ -172,10 +173,12 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
             .into_iter()
             .find(|t| found.get(*t) != Some(image))
         {
-            return Err(Error::InvalidSpec(format!(
-                "nodeGroups {}: instanceTypes must share one architecture ({first} and {other} do not)",
-                group.name
-            )));
+            return Err(SpecError::MixedArchitectures {
+                group: group.name.clone(),
+                first: first.to_string(),
+                other: other.to_string(),
+            }
+            .into());
         }
         images.insert(group.name.clone(), image.clone());
     }

@@ -129,6 +129,15 @@ impl Observed {
         Ok(by_owner)
     }
 
+    /// Every resource ID the describe found: the live ones, and instances
+    /// shutting down and NAT gateways failed or deleted (seen too).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.resources().into_iter().map(|(_, id)| id).collect();
+        ids.extend(self.instances.iter().map(|i| i.id.clone()));
+        ids.extend(self.nat_gateways.iter().map(|n| n.id.clone()));
+        ids
+    }
+
     /// Every live resource as `(kind, ID)`: what a cluster has in AWS (for
     /// what `Retain` leaves, what an audit lists). Billed kinds first.
     pub fn resources(&self) -> Vec<(&'static str, String)> {

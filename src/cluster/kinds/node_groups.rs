@@ -20,7 +20,7 @@ use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
-use crate::Error;
+use crate::{Brought, Error, MissingNetwork};
 
 /// What to do with one node group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -487,12 +487,11 @@ pub async fn ensure<'a>(
                 }
                 new.extend(ids);
             }
-            Err(tried) => shortfalls.push(format!(
-                "{}: no offering accepted for {} instance(s): {}",
-                job.group.name,
-                job.plan.count,
-                tried.join("; ")
-            )),
+            Err(tried) => shortfalls.push(Shortfall {
+                group: job.group.name.clone(),
+                count: job.plan.count,
+                tried,
+            }),
         }
     }
     count_running(p, &new, &mut statuses).await?;
@@ -503,9 +502,30 @@ pub async fn ensure<'a>(
         .collect();
     Ok(NodeOutcome {
         statuses,
-        shortfall: (!shortfalls.is_empty()).then(|| shortfalls.join(" | ")),
+        shortfalls,
         replaced,
     })
+}
+
+/// A group's launch that AWS accepted no offering for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shortfall {
+    pub group: String,
+    pub count: i32,
+    /// Each offering tried and AWS's answer.
+    pub tried: Vec<String>,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: no offering accepted for {} instance(s): {}",
+            self.group,
+            self.count,
+            self.tried.join("; ")
+        )
+    }
 }
 
 /// What a node-group pass did.
@@ -513,7 +533,7 @@ pub struct NodeOutcome {
     pub statuses: Vec<NodeGroupStatus>,
     /// What could not be launched because AWS accepted none of a group's
     /// offerings.
-    pub shortfall: Option<String>,
+    pub shortfalls: Vec<Shortfall>,
     /// One line per unhealthy instance replaced (each becomes an Event).
     pub replaced: Vec<String>,
 }
@@ -672,18 +692,21 @@ async fn check_security_groups(p: Pass<'_>, vpc_id: &str) -> Result<(), Error> {
         .iter()
         .find(|g| !found.iter().any(|(id, _)| id == *g))
     {
-        return Err(Error::ExistingNetwork(format!(
-            "security group {missing} (additionalSecurityGroupIds) was not found in VPC {vpc_id}"
-        )));
+        return Err(MissingNetwork::SecurityGroup {
+            id: missing.to_string(),
+            vpc_id: vpc_id.to_string(),
+        }
+        .into());
     }
     for (id, claim) in &found {
-        if let Some(why) = claim
+        if let Some(owner) = claim
             .as_ref()
             .and_then(|c| p.spec.owner.claim_of_another(c))
         {
-            return Err(Error::NotOursToUse(format!(
-                "security group {id} (additionalSecurityGroupIds) {why}: a cluster may not use another's"
-            )));
+            return Err(Error::NotOursToUse {
+                brought: Brought::SecurityGroup(id.clone()),
+                owner,
+            });
         }
     }
     Ok(())

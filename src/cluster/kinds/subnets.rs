@@ -9,6 +9,7 @@ use super::Pass;
 use crate::api::compute_cluster::SubnetStatus;
 use crate::aws::subnet::{self, ObservedSubnet};
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::spec::SpecError;
 use crate::Error;
 
 /// Extra prefix bits of each subnet: 16 slots, public in 0..8, private in 8..16.
@@ -25,21 +26,23 @@ pub struct DesiredSubnet {
 
 /// A public and a private subnet per zone, carved deterministically: zone i
 /// gets slot i (public) and slot 8+i (private) of the VPC split 16 ways.
-pub fn carve(cidr: Ipv4Net, zones: &[String]) -> Result<Vec<DesiredSubnet>, String> {
+pub fn carve(cidr: Ipv4Net, zones: &[String]) -> Result<Vec<DesiredSubnet>, SpecError> {
     let prefix = cidr.prefix_len() + SUBNET_BITS;
+    let too_small = SpecError::CidrTooSmall { cidr, prefix };
     if prefix > 28 {
-        return Err(format!(
-            "{cidr} is too small to carve /{prefix} subnets (AWS allows /28 at most)"
-        ));
+        return Err(too_small);
     }
+    let too_many = SpecError::TooManyZones {
+        max: PRIVATE_SLOT_OFFSET,
+    };
     if zones.len() > PRIVATE_SLOT_OFFSET as usize {
-        return Err(format!("at most {PRIVATE_SLOT_OFFSET} zones"));
+        return Err(too_many);
     }
-    let slots: Vec<Ipv4Net> = cidr.subnets(prefix).map_err(|e| e.to_string())?.collect();
+    let slots: Vec<Ipv4Net> = cidr.subnets(prefix).map_err(|_| too_small)?.collect();
     let mut out = Vec::new();
     for (i, zone) in zones.iter().enumerate() {
         for (public, slot) in [(true, i), (false, i + PRIVATE_SLOT_OFFSET as usize)] {
-            let cidr = *slots.get(slot).ok_or("subnet slot out of range")?;
+            let cidr = *slots.get(slot).ok_or_else(|| too_many.clone())?;
             out.push(DesiredSubnet {
                 zone: zone.clone(),
                 public,

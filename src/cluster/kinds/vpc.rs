@@ -8,18 +8,20 @@ use super::Pass;
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::vpc::{self, ExistingVpc, ObservedVpc};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
-use crate::Error;
+use crate::{Brought, Error, MissingNetwork};
 
 /// What to do about the cluster's VPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VpcAction {
-    /// One of ours exists (the oldest, when a crash left more than one).
+    /// One of ours exists (when a crash left more than one, the one with the
+    /// lowest ID: a choice every pass and replica makes the same way).
     Adopt(String),
     Create,
 }
 
 pub fn plan(observed: &[ObservedVpc]) -> VpcAction {
-    // IDs sort by creation within a region well enough to be stable.
+    // EC2 IDs are random, not ordered by creation: the lowest is merely a
+    // choice that stays the same from pass to pass.
     observed
         .iter()
         .map(|v| v.id.as_str())
@@ -30,7 +32,7 @@ pub fn plan(observed: &[ObservedVpc]) -> VpcAction {
 pub async fn ensure(p: Pass<'_>, cidr: &str) -> Result<String, Error> {
     if p.observed.vpcs.len() > 1 {
         let ids: Vec<&str> = p.observed.vpcs.iter().map(|v| v.id.as_str()).collect();
-        tracing::warn!(vpcs = ?ids, "more than one VPC carries this cluster's tags; using the oldest");
+        tracing::warn!(vpcs = ?ids, "more than one VPC carries this cluster's tags; using the lowest ID");
     }
     match plan(&p.observed.vpcs) {
         VpcAction::Adopt(id) => Ok(id),
@@ -57,19 +59,18 @@ pub fn check_existing(
     subnet_ids: &[String],
     found: Option<ExistingVpc>,
 ) -> Result<Vec<ObservedSubnet>, Error> {
-    let found = found
-        .ok_or_else(|| Error::ExistingNetwork(format!("existing VPC {vpc_id} was not found")))?;
-    let not_ours = |what: String, claim| {
-        owner.claim_of_another(claim).map(|why| {
-            Error::NotOursToUse(format!(
-                "{what} {why}: a cluster may not use another's network"
-            ))
-        })
+    let found = found.ok_or_else(|| MissingNetwork::Vpc {
+        vpc_id: vpc_id.to_string(),
+    })?;
+    let not_ours = |brought: Brought, claim| {
+        owner
+            .claim_of_another(claim)
+            .map(|owner| Error::NotOursToUse { brought, owner })
     };
     if let Some(e) = found
         .claim
         .as_ref()
-        .and_then(|c| not_ours(format!("existing VPC {vpc_id}"), c))
+        .and_then(|c| not_ours(Brought::Vpc(vpc_id.to_string()), c))
     {
         return Err(e);
     }
@@ -77,14 +78,15 @@ pub fn check_existing(
         .iter()
         .map(|id| {
             let s = found.subnets.iter().find(|s| &s.id == id).ok_or_else(|| {
-                Error::ExistingNetwork(format!(
-                    "existing subnet {id} was not found in VPC {vpc_id}"
-                ))
+                MissingNetwork::Subnet {
+                    id: id.clone(),
+                    vpc_id: vpc_id.to_string(),
+                }
             })?;
             if let Some(e) = s
                 .claim
                 .as_ref()
-                .and_then(|c| not_ours(format!("existing subnet {id}"), c))
+                .and_then(|c| not_ours(Brought::Subnet(id.clone()), c))
             {
                 return Err(e);
             }
@@ -128,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn plan_adopts_the_oldest_or_creates() {
+    fn plan_adopts_the_lowest_id_or_creates() {
         let rows: Vec<(Vec<ObservedVpc>, VpcAction, &str)> = vec![
             (vec![], VpcAction::Create, "nothing of ours"),
             (
@@ -139,7 +141,7 @@ mod tests {
             (
                 vec![vpc("vpc-9"), vpc("vpc-3")],
                 VpcAction::Adopt("vpc-3".into()),
-                "two after a crash between create and tag lookup: the oldest",
+                "two after a crash between create and tag lookup: the lowest ID, every time",
             ),
         ];
         for (observed, want, why) in rows {
@@ -222,7 +224,7 @@ mod tests {
             };
             let got = check_existing(&owner(), "vpc-1", &ids, Some(found));
             assert_eq!(
-                matches!(got, Err(Error::NotOursToUse(_))),
+                matches!(got, Err(Error::NotOursToUse { .. })),
                 refused,
                 "{vpc_claim:?} {subnet_claim:?}: {got:?}"
             );
