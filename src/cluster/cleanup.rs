@@ -306,7 +306,7 @@ async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Resu
 fn deletion_target(cc: &ComputeCluster, installation: &str) -> ValidatedSpec {
     ValidatedSpec {
         region: cc.spec.region.clone(),
-        account: cc.account_key(),
+        account: cc.account_key().into(),
         network: NetworkPlan::Existing {
             vpc_id: String::new(),
             subnet_ids: vec![],

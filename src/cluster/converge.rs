@@ -61,7 +61,7 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
     let zones = match zones {
         Zones::Named(z) => z.clone(),
         Zones::Count(n) => {
-            let account = format!("{}/{}", spec.account.0, spec.account.1);
+            let account = spec.account.to_string();
             let all = catalog.available_zones(c, &account, &spec.region).await?;
             if all.len() < *n {
                 return Err(Error::TooFewZones {

@@ -9,6 +9,7 @@ pub mod converge;
 pub mod graph;
 pub mod groups;
 pub mod kinds;
+pub mod next_look;
 pub mod quotas;
 pub mod recent;
 pub mod resync;
@@ -42,10 +43,11 @@ use crate::Error;
 use catalog::Catalog;
 use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
+use next_look::{next_look, NextLook, PassEnd};
 use recent::Recent;
 use resync::{Member, Resync};
-use spec::ValidatedSpec;
-use status::Report;
+use spec::{AccountRef, ValidatedSpec};
+use status::{Proceed, Report};
 use waiting::Waiting;
 
 pub const CONTROLLER: &str = "computecluster";
@@ -250,7 +252,10 @@ pub async fn use_account(
     cc: &ComputeCluster,
     spec: &ValidatedSpec,
 ) -> Result<UsableAccount, AccountBlocked> {
-    let (ns, name) = &spec.account;
+    let AccountRef {
+        namespace: ns,
+        name,
+    } = &spec.account;
     let own_ns = cc.namespace().unwrap_or_default();
     let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
     let account = match api.get_opt(name).await {
@@ -317,21 +322,65 @@ pub async fn use_account(
     }
 }
 
+/// A converge pass: dereference, observe and converge, write the status,
+/// and decide when to look again.
 async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
-    let mut report = Report::new(&cc);
-    let mut spec = match spec::validate(&cc, ctx.installation.id()) {
+    let mut input = match dereference(&cc, &ctx).await? {
+        Proceed::Go(input) => input,
+        Proceed::Stopped(action) => return Ok(action),
+    };
+    let (result, seen) = converge_pass(&cc, &ctx, &mut input).await;
+    let Input {
+        spec,
+        resolved,
+        report,
+        ..
+    } = input;
+    let ready = report.parts_ready();
+    let catching_up = next_look::is_catching_up(&result);
+    let aws_creating = seen.is_some() && !ready && report.aws_creating();
+    let end = PassEnd {
+        after: report.finish(&ctx, result).await?,
+        catching_up,
+        aws_creating,
+        settled: seen.is_some() && ready,
+    };
+    look_again(&cc, &ctx, &spec, &resolved, next_look(end), seen)
+}
+
+/// What a pass works from, read once: the validated spec, the usable
+/// account and the status report that records it.
+struct Input {
+    spec: ValidatedSpec,
+    resolved: ResolvedAccount,
+    report: Report,
+}
+
+/// Validates the spec and dereferences the account; stops the pass when it
+/// cannot reach AWS (its status written).
+async fn dereference(
+    cc: &Arc<ComputeCluster>,
+    ctx: &Arc<ClusterContext>,
+) -> Result<Proceed<Input>, Error> {
+    let report = Report::new(cc);
+    let mut spec = match spec::validate(cc, ctx.installation.id()) {
         Ok(spec) => spec,
         Err(e) => {
             let outcome = crate::outcome::Outcome::NeedsUser {
                 reason: reason::INVALID_SPEC,
                 message: e.to_string(),
             };
-            return report.settle(&ctx, outcome).await;
+            return report.settle(ctx, outcome).await.map(Proceed::Stopped);
         }
     };
-    let UsableAccount { account, resolved } = match use_account(&ctx, &cc, &spec).await {
+    let UsableAccount { account, resolved } = match use_account(ctx, cc, &spec).await {
         Ok(r) => r,
-        Err(blocked) => return report.account_blocked(&ctx, blocked).await,
+        Err(blocked) => {
+            return report
+                .account_blocked(ctx, blocked)
+                .await
+                .map(Proceed::Stopped)
+        }
     };
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
     if let Err(e) = spec::shared_node_identity(&mut spec, &account) {
@@ -339,32 +388,48 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
             reason: reason::SHARED_NODE_IDENTITY,
             message: e.to_string(),
         };
-        return report.settle(&ctx, outcome).await;
+        return report.settle(ctx, outcome).await.map(Proceed::Stopped);
     }
     // The account (and so its Secret) is kept while this cluster may have
     // resources to delete: protected before the first AWS call.
     let accounts: Api<CloudAccount> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
     in_use::add_finalizer(&accounts, &account, in_use::IN_USE_FINALIZER).await?;
+    let mut report = report;
     report.account_ready();
-    let mut report = match report
-        .record_account(&ctx, &account, &resolved.account_id)
-        .await
-    {
-        Ok(report) => report,
-        Err(action) => return action,
-    };
+    Ok(
+        match report
+            .record_account(ctx, &account, &resolved.account_id)
+            .await?
+        {
+            Proceed::Go(report) => Proceed::Go(Input {
+                spec,
+                resolved,
+                report,
+            }),
+            Proceed::Stopped(action) => Proceed::Stopped(action),
+        },
+    )
+}
+
+/// Observes the cluster's resources and converges them: the pass's result
+/// and, when it went through, what it observed.
+async fn converge_pass(
+    cc: &ComputeCluster,
+    ctx: &ClusterContext,
+    input: &mut Input,
+) -> (Result<(), Error>, Option<Observed>) {
     let created = CreatedIds::default();
     let clients = AwsClients::new(
-        &resolved.config,
-        &spec.region,
+        &input.resolved.config,
+        &input.spec.region,
         ctx.metrics.aws_interceptor(),
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
-    let looks = looks(&cc, &spec);
-    let adopt = report.needs_adoption();
-    let progress = &mut report.progress;
+    let adopt = input.report.needs_adoption();
+    let spec = &input.spec;
+    let progress = &mut input.report.progress;
     let result = async {
         // Before any AWS call: a group whose user data cannot be read
         // launches nothing.
@@ -375,24 +440,22 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
             let adopted = crate::aws::inventory::adopt(&clients, &spec.owner, &iam_name).await?;
             tracing::info!(namespace = %ns, name = %cc.name_any(), ec2 = adopted.ec2.len(), iam = adopted.iam.len(), "adopted the cluster's resources into this installation");
         }
-        let observed = Observed::describe_kinds(&clients, &spec.owner, looks).await?;
+        let observed = Observed::describe_kinds(&clients, &spec.owner, looks(cc, spec)).await?;
         // A view that lacks what this process just created is stale: acting
         // on it would create the same again.
-        let unseen = ctx
-            .recent
-            .unseen(&uid, &observed.ids(), Instant::now());
+        let unseen = ctx.recent.unseen(&uid, &observed.ids(), Instant::now());
         if !unseen.is_empty() {
             return Err(Error::NotVisibleYet { unseen });
         }
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.
-        if let Some(note) = quotas::preflight(&clients, &ctx.catalog, &spec, &observed).await? {
+        if let Some(note) = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await? {
             progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
         }
-        let recorded = kinds::images::Recorded::of(&cc);
+        let recorded = kinds::images::Recorded::of(cc);
         let pass = kinds::Pass {
             c: &clients,
-            spec: &spec,
+            spec,
             observed: &observed,
             user_data: &user_data,
             recorded: &recorded,
@@ -403,47 +466,59 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     .await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
     if adopt && result.is_ok() {
-        report.adopted(ctx.installation.id());
+        input.report.adopted(ctx.installation.id());
     }
-    let (result, seen) = match result {
+    match result {
         Ok(seen) => (Ok(()), Some(seen)),
         Err(e) => (Err(e), None),
-    };
-    let ready = report.parts_ready();
-    let creating = seen.is_some() && !ready && report.aws_creating();
-    let settled = seen.filter(|_| ready);
-    let action = report.finish(&ctx, result).await?;
+    }
+}
+
+/// Carries out the next look: a requeue, the account and region's shared
+/// wait for what AWS is creating, or its shared resync for a settled
+/// cluster (which then waits for a change, not a timer).
+fn look_again(
+    cc: &Arc<ComputeCluster>,
+    ctx: &ClusterContext,
+    spec: &ValidatedSpec,
+    resolved: &ResolvedAccount,
+    next: NextLook,
+    seen: Option<Observed>,
+) -> Result<Action, Error> {
     let key = GroupKey {
         account_id: resolved.account_id.clone(),
         region: spec.region.clone(),
     };
-    let plain = || {
+    let uid = cc.uid().unwrap_or_default();
+    let clients = || {
         AwsClients::new(
             &resolved.config,
             &spec.region,
             ctx.metrics.aws_interceptor(),
         )
     };
-    // Waiting for AWS to finish a creation: looked at with the account and
-    // region's every second (the requeue stays as the fallback).
-    if creating {
-        let entry = Entry {
-            object: ObjectRef::from_obj(&*cc),
-            member: (),
-        };
-        ctx.waiting.join(key.clone(), plain(), &uid, entry);
+    match (next, seen) {
+        (NextLook::After(after), _) => Ok(Action::requeue(after)),
+        (NextLook::WhenAwsIsDone(after), _) => {
+            let entry = Entry {
+                object: ObjectRef::from_obj(&**cc),
+                member: (),
+            };
+            ctx.waiting.join(key, clients(), &uid, entry);
+            Ok(Action::requeue(after))
+        }
+        (NextLook::OnChangeAndResync, Some(seen)) => {
+            let entry = Entry {
+                object: ObjectRef::from_obj(&**cc),
+                member: Member::new(&spec.owner, looks(cc, spec), &seen),
+            };
+            ctx.resync.join(key, clients(), &uid, entry);
+            Ok(Action::await_change())
+        }
+        (NextLook::OnChangeAndResync, None) => Err(Error::Internal(
+            "a pass settled without what it observed".into(),
+        )),
     }
-    // Running as asked: from now on its drift is looked for with its
-    // account and region's, and it waits for a change instead of a timer.
-    let Some(seen) = settled else {
-        return Ok(action);
-    };
-    let entry = Entry {
-        object: ObjectRef::from_obj(&*cc),
-        member: Member::new(&spec.owner, looks, &seen),
-    };
-    ctx.resync.join(key, plain(), &uid, entry);
-    Ok(Action::await_change())
 }
 
 /// What a converge pass describes beyond what every pass needs: key pairs

@@ -318,7 +318,7 @@ pub async fn preflight(
     if demand.is_empty() {
         return Ok(None);
     }
-    let place = format!("{}/{}/{}", spec.account.0, spec.account.1, spec.region);
+    let place = format!("{}/{}", spec.account, spec.region);
     if let (
         false,
         NetworkPlan::Managed {
@@ -328,7 +328,7 @@ pub async fn preflight(
     ) = (demand.nat_zones.is_empty(), &spec.network)
     {
         // The region's first zones, as the network will take them.
-        let account = format!("{}/{}", spec.account.0, spec.account.1);
+        let account = spec.account.to_string();
         let all = catalog.available_zones(c, &account, &spec.region).await?;
         demand.nat_zones = demand
             .nat_zones

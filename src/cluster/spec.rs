@@ -12,12 +12,31 @@ use crate::aws::tags::OwnershipTags;
 /// Zones when neither `availabilityZones` nor `azCount` is given.
 pub const DEFAULT_AZ_COUNT: usize = 2;
 
+/// A CloudAccount, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl From<(String, String)> for AccountRef {
+    fn from((namespace, name): (String, String)) -> Self {
+        AccountRef { namespace, name }
+    }
+}
+
+impl std::fmt::Display for AccountRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// The spec after validation; the reconciler never reads the raw object again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedSpec {
     pub region: String,
-    /// `(namespace, name)` of the CloudAccount.
-    pub account: (String, String),
+    /// The CloudAccount.
+    pub account: AccountRef,
     pub network: NetworkPlan,
     pub ingress: Vec<IngressRule>,
     pub node_groups: Vec<NodeGroupSpec>,
@@ -131,7 +150,7 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
     }
     Ok(ValidatedSpec {
         region: spec.region.clone(),
-        account: cc.account_key(),
+        account: cc.account_key().into(),
         network,
         ingress: spec.network.ingress.clone(),
         node_groups: spec.node_groups.clone(),
@@ -219,7 +238,7 @@ pub fn shared_node_identity(
         return Ok(());
     };
     if !spec.iam.managed_policy_arns.is_empty() {
-        let (namespace, name) = spec.account.clone();
+        let AccountRef { namespace, name } = spec.account.clone();
         return Err(SharedIdentityRefused {
             namespace,
             name,
@@ -235,7 +254,9 @@ pub fn shared_node_identity(
 #[cfg(test)]
 mod tests {
     use super::check_ssh_public_key;
-    use super::{shared_node_identity, ClusterIam, NetworkPlan, OwnershipTags, ValidatedSpec};
+    use super::{
+        shared_node_identity, AccountRef, ClusterIam, NetworkPlan, OwnershipTags, ValidatedSpec,
+    };
     use crate::api::{CloudAccount, CloudAccountSpec};
 
     fn account(shared: Option<&str>) -> CloudAccount {
@@ -252,7 +273,10 @@ mod tests {
     fn spec(iam: ClusterIam) -> ValidatedSpec {
         ValidatedSpec {
             region: "us-east-1".into(),
-            account: ("team".into(), "acme".into()),
+            account: AccountRef {
+                namespace: "team".into(),
+                name: "acme".into(),
+            },
             network: NetworkPlan::Existing {
                 vpc_id: "vpc-1".into(),
                 subnet_ids: vec![],

@@ -73,22 +73,6 @@ pub fn phase_of(outcome: &Outcome, stage: Stage, previous: Option<ClusterPhase>)
     }
 }
 
-/// How soon a pass that found AWS behind what was just made looks again:
-/// AWS's consistency window is a second or two, far below the progress poll.
-pub const CATCH_UP: Duration = Duration::from_secs(1);
-
-/// The pass ended on AWS not showing, or not knowing, what was just made
-/// (a describe without a recent creation; an unknown new ID the SDK's
-/// retries did not outlast). A young instance profile is not: EC2 takes
-/// about ten seconds to accept one, and the progress poll suits it.
-pub fn is_catching_up(result: &Result<(), Error>) -> bool {
-    match result {
-        Err(Error::NotVisibleYet { .. }) => true,
-        Err(Error::Aws(e)) => e.is_unknown_id(),
-        _ => false,
-    }
-}
-
 /// The outcome of a converge pass that returned `result`; `None` for an
 /// error the controller's error policy handles (the Kubernetes API).
 pub fn outcome_of(
@@ -135,6 +119,13 @@ pub fn outcome_of(
             })
         }
     }
+}
+
+/// A step of a pass goes on with what it made, or stopped the pass (its
+/// status written) with when to look again.
+pub enum Proceed<T> {
+    Go(T),
+    Stopped(Action),
 }
 
 /// Builds and writes the status of one reconcile.
@@ -192,8 +183,8 @@ impl Report {
     /// Checks the account the CloudAccount resolved to against the one the
     /// cluster's resources live in, and the installation that made them
     /// against this one; records the AWS account, the CloudAccount and the
-    /// installation before the first AWS call through them. `Err` carries
-    /// the action when either changed. A cluster that reached AWS before
+    /// installation before the first AWS call through them; stops the pass
+    /// when either changed. A cluster that reached AWS before
     /// installations were recorded keeps `installation` unset until its
     /// resources are adopted ([`Report::adopted`]).
     pub async fn record_account(
@@ -201,7 +192,7 @@ impl Report {
         ctx: &Context,
         account: &CloudAccount,
         account_id: &str,
-    ) -> Result<Self, Result<Action, Error>> {
+    ) -> Result<Proceed<Self>, Error> {
         let installation = ctx.installation.id();
         if let Some(other) = self
             .previous
@@ -213,7 +204,7 @@ impl Report {
                 reason: reason::OTHER_INSTALLATION,
                 message: format!("the cluster's AWS resources were made by operator installation {other}, not this one ({installation}): this operator neither changes nor deletes them; let the installation {other} manage the cluster"),
             };
-            return Err(self.settle(ctx, outcome).await);
+            return self.settle(ctx, outcome).await.map(Proceed::Stopped);
         }
         if let Some(id) = self
             .previous
@@ -225,7 +216,7 @@ impl Report {
                 reason: reason::ACCOUNT_CHANGED,
                 message: format!("the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"),
             };
-            return Err(self.settle(ctx, outcome).await);
+            return self.settle(ctx, outcome).await.map(Proceed::Stopped);
         }
         let record = CloudAccountRecord {
             namespace: account.namespace().unwrap_or_default(),
@@ -238,14 +229,11 @@ impl Report {
         }
         next.aws_account_id = Some(account_id.to_string());
         next.cloud_account = Some(record);
-        if next == self.previous {
-            return Ok(self);
+        if next != self.previous {
+            self.previous = next;
+            apply_status(&self.api(ctx), &self.object.name_any(), &self.previous).await?;
         }
-        self.previous = next;
-        match apply_status(&self.api(ctx), &self.object.name_any(), &self.previous).await {
-            Ok(()) => Ok(self),
-            Err(e) => Err(Err(e.into())),
-        }
+        Ok(Proceed::Go(self))
     }
 
     /// The cluster reached AWS before installations were told apart: its
@@ -315,31 +303,22 @@ impl Report {
     }
 
     /// Writes the status after convergence ran (or failed).
-    pub async fn finish(self, ctx: &Context, result: Result<(), Error>) -> Result<Action, Error> {
+    /// Writes the outcome of a converge pass that returned `result`: the
+    /// outcome's own delay before the next look (`next_look` decides).
+    pub async fn finish(self, ctx: &Context, result: Result<(), Error>) -> Result<Duration, Error> {
         let (network, iam, nodes) = self.ready_parts();
-        let catching_up = is_catching_up(&result);
         let outcome = outcome_of(result, network && iam && nodes, self.waiting_message())?;
         if let Outcome::Transient { message, .. } = &outcome {
             tracing::info!(name = %self.object.name_any(), error = %message, "transient AWS error; retrying");
         }
-        let within = if catching_up { CATCH_UP } else { Duration::MAX };
-        self.settle_within(ctx, outcome, within).await
+        self.write(ctx, &outcome).await
     }
 
-    /// Writes the outcome and says when to look again.
+    /// Writes the outcome of a pass that stopped before AWS and says when
+    /// to look again: the outcome's own delay.
     pub async fn settle(self, ctx: &Context, outcome: Outcome) -> Result<Action, Error> {
-        self.settle_within(ctx, outcome, Duration::MAX).await
-    }
-
-    /// [`Self::settle`], looking again within `within` at the latest.
-    async fn settle_within(
-        self,
-        ctx: &Context,
-        outcome: Outcome,
-        within: Duration,
-    ) -> Result<Action, Error> {
         let after = self.write(ctx, &outcome).await?;
-        Ok(Action::requeue(after.min(within)))
+        Ok(Action::requeue(after))
     }
 
     /// Writes the outcome; returns when to look again.
@@ -540,39 +519,6 @@ pub fn phase_name(phase: ClusterPhase) -> &'static str {
 mod tests {
     use super::*;
     use crate::aws::AwsError;
-
-    #[test]
-    fn a_pass_behind_what_was_just_made_looks_again_within_a_second() {
-        let aws = |code: &str, message: &str| {
-            Err(Error::Aws(AwsError::Service {
-                operation: "ec2:CreateSubnet",
-                code: code.into(),
-                message: message.into(),
-                class: crate::aws::error::classify(code, message, Some(400)),
-            }))
-        };
-        let rows: Vec<(Result<(), Error>, bool)> = vec![
-            (
-                Err(Error::NotVisibleYet {
-                    unseen: vec![("vpc-1".into(), Duration::from_secs(1))],
-                }),
-                true,
-            ),
-            (aws("InvalidVpcID.NotFound", "m"), true),
-            (aws("NatGatewayNotFound", "m"), true),
-            // EC2 takes ~10 s to accept a new profile: the progress poll.
-            (
-                aws("InvalidParameterValue", "Invalid IAM Instance Profile name"),
-                false,
-            ),
-            (aws("InvalidAMIID.NotFound", "m"), false),
-            (aws("RequestLimitExceeded", "m"), false),
-            (Ok(()), false),
-        ];
-        for (result, expected) in rows {
-            assert_eq!(is_catching_up(&result), expected, "{result:?}");
-        }
-    }
 
     #[test]
     fn outcomes_of_a_pass() {

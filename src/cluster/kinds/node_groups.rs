@@ -471,23 +471,20 @@ pub async fn ensure<'a>(
         catalog,
         network,
         inputs: &inputs,
-        key: (
-            format!("{}/{}", p.spec.account.0, p.spec.account.1),
-            p.spec.region.clone(),
-        ),
+        key: (p.spec.account.to_string(), p.spec.region.clone()),
     };
     let launched = try_join_all(jobs.iter().map(|job| launcher.launch(job))).await?;
     let mut shortfalls = Vec::new();
     let mut new = Vec::new();
     for (job, result) in jobs.iter().zip(launched) {
         match result {
-            Ok(ids) => {
+            Launched::Ids(ids) => {
                 if let Some(s) = statuses.iter_mut().find(|s| s.name == job.group.name) {
                     s.instance_ids.extend(ids.iter().cloned());
                 }
                 new.extend(ids);
             }
-            Err(tried) => shortfalls.push(Shortfall {
+            Launched::Refused(tried) => shortfalls.push(Shortfall {
                 group: job.group.name.clone(),
                 count: job.plan.count,
                 tried,
@@ -573,6 +570,14 @@ struct Job<'a> {
     plan: &'a LaunchPlan,
 }
 
+/// What a launch came to.
+enum Launched {
+    /// The instances AWS started.
+    Ids(Vec<String>),
+    /// AWS accepted none of the offerings: each tried and AWS's answer.
+    Refused(Vec<String>),
+}
+
 /// What every launch of a pass shares.
 struct Launcher<'a> {
     p: Pass<'a>,
@@ -585,9 +590,8 @@ struct Launcher<'a> {
 
 impl Launcher<'_> {
     /// Launches `job`, trying the group's offerings in order (the planned
-    /// zone first, then the group's other zones) until AWS accepts one;
-    /// `Ok(Err(..))` lists each offering tried and AWS's answer.
-    async fn launch(&self, job: &Job<'_>) -> Result<Result<Vec<String>, Vec<String>>, Error> {
+    /// zone first, then the group's other zones) until AWS accepts one.
+    async fn launch(&self, job: &Job<'_>) -> Result<Launched, Error> {
         let group = job.group;
         let mut subnets = vec![job.plan.subnet.clone()];
         subnets.extend(
@@ -612,7 +616,7 @@ impl Launcher<'_> {
                     continue;
                 }
                 match self.run(job, subnet, &offering).await {
-                    Ok(ids) => return Ok(Ok(ids)),
+                    Ok(ids) => return Ok(Launched::Ids(ids)),
                     Err(e) if offerings::is_refusal(e.code()) => {
                         let code = e.code().unwrap_or_default();
                         tried.push(format!("{offering}: {code}"));
@@ -622,7 +626,7 @@ impl Launcher<'_> {
                 }
             }
         }
-        Ok(Err(tried))
+        Ok(Launched::Refused(tried))
     }
 
     async fn run(

@@ -1,0 +1,146 @@
+//! When to look at a ComputeCluster again after a converge pass: the one
+//! place that decides it. The pass's outcome gives its own delay (ready:
+//! the resync; progressing: the progress poll; failed: the backoff, in
+//! `outcome.rs`); this module shortens it when AWS only lags behind what
+//! was just made, hands a cluster whose AWS is still creating to its account
+//! and region's shared wait (`waiting.rs`), and a settled one to the shared
+//! resync (`resync.rs`), which looks for drift while the cluster waits for a
+//! change. Deletion looks again on its own terms (`cleanup.rs`: the progress
+//! poll while AWS deletes, the resync while something blocks it).
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// How soon a pass that found AWS behind what was just made looks again:
+/// AWS's consistency window is a second or two, far below the progress poll.
+pub const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The pass ended on AWS not showing, or not knowing, what was just made
+/// (a describe without a recent creation; an unknown new ID the SDK's
+/// retries did not outlast). A young instance profile is not: EC2 takes
+/// about ten seconds to accept one, and the progress poll suits it.
+pub fn is_catching_up(result: &Result<(), Error>) -> bool {
+    match result {
+        Err(Error::NotVisibleYet { .. }) => true,
+        Err(Error::Aws(e)) => e.is_unknown_id(),
+        _ => false,
+    }
+}
+
+/// How a converge pass ended, as far as looking again goes.
+#[derive(Clone, Copy, Debug)]
+pub struct PassEnd {
+    /// The outcome's own delay.
+    pub after: Duration,
+    /// AWS did not show or know yet what was just made.
+    pub catching_up: bool,
+    /// The pass went through and AWS is still creating something (a NAT
+    /// gateway pending, instances starting).
+    pub aws_creating: bool,
+    /// The pass went through and every part is ready.
+    pub settled: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextLook {
+    /// After this long.
+    After(Duration),
+    /// When AWS is done creating (the account and region's shared wait),
+    /// at the latest after this long.
+    WhenAwsIsDone(Duration),
+    /// On a change of the object; its drift is looked for by the account
+    /// and region's shared resync.
+    OnChangeAndResync,
+}
+
+pub fn next_look(end: PassEnd) -> NextLook {
+    if end.settled {
+        return NextLook::OnChangeAndResync;
+    }
+    let after = if end.catching_up {
+        end.after.min(CATCH_UP)
+    } else {
+        end.after
+    };
+    if end.aws_creating {
+        NextLook::WhenAwsIsDone(after)
+    } else {
+        NextLook::After(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsError;
+
+    #[test]
+    fn a_pass_behind_what_was_just_made_is_catching_up() {
+        let aws = |code: &str, message: &str| {
+            Err(Error::Aws(AwsError::Service {
+                operation: "ec2:CreateSubnet",
+                code: code.into(),
+                message: message.into(),
+                class: crate::aws::error::classify(code, message, Some(400)),
+            }))
+        };
+        let rows: Vec<(Result<(), Error>, bool)> = vec![
+            (
+                Err(Error::NotVisibleYet {
+                    unseen: vec![("vpc-1".into(), Duration::from_secs(1))],
+                }),
+                true,
+            ),
+            (aws("InvalidVpcID.NotFound", "m"), true),
+            (aws("NatGatewayNotFound", "m"), true),
+            // EC2 takes ~10 s to accept a new profile: the progress poll.
+            (
+                aws("InvalidParameterValue", "Invalid IAM Instance Profile name"),
+                false,
+            ),
+            (aws("InvalidAMIID.NotFound", "m"), false),
+            (aws("RequestLimitExceeded", "m"), false),
+            (Ok(()), false),
+        ];
+        for (result, expected) in rows {
+            assert_eq!(is_catching_up(&result), expected, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn the_next_look_after_a_pass() {
+        let poll = Duration::from_secs(5);
+        let end = |catching_up, aws_creating, settled| PassEnd {
+            after: poll,
+            catching_up,
+            aws_creating,
+            settled,
+        };
+        let rows = [
+            (
+                end(false, false, true),
+                NextLook::OnChangeAndResync,
+                "running as asked",
+            ),
+            (
+                end(false, true, false),
+                NextLook::WhenAwsIsDone(poll),
+                "a NAT gateway pending",
+            ),
+            (
+                end(true, false, false),
+                NextLook::After(CATCH_UP),
+                "a describe behind a create",
+            ),
+            (
+                end(false, false, false),
+                NextLook::After(poll),
+                "the outcome's own delay",
+            ),
+        ];
+        for (pass, want, why) in rows {
+            assert_eq!(next_look(pass), want, "{why}");
+        }
+    }
+}
