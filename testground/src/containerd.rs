@@ -14,6 +14,26 @@ use crate::{ground_dir, Process, Tools};
 /// The containerd namespace the tests' containers live in.
 const NAMESPACE: &str = "byoc";
 
+/// `ctr` (the program at `program`) against the containerd at `socket`, in
+/// containerd namespace `namespace`: its output.
+pub(crate) fn ctr(program: &Path, socket: &Path, namespace: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .arg("-a")
+        .arg(socket)
+        .args(["-n", namespace])
+        .args(args)
+        .output()
+        .context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub struct Containerd {
     _process: Process,
     socket: PathBuf,
@@ -65,21 +85,7 @@ impl Containerd {
 
     /// `ctr ARGS` against this containerd, in the tests' namespace: its output.
     pub fn ctr(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.ctr)
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["-n", NAMESPACE])
-            .args(args)
-            .output()
-            .context("running ctr")?;
-        if !out.status.success() {
-            bail!(
-                "ctr {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        ctr(&self.ctr, &self.socket, NAMESPACE, args)
     }
 
     /// Imports an OCI image layout tarball; the images it names by digest.

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Result};
 
 use crate::netns::{Bridge, Netns};
 use crate::{ground_dir, Kube, Process, Tools, SERVICE_IP};
@@ -263,21 +263,7 @@ struct Ctr {
 
 impl Ctr {
     fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.program)
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["-n", CRI_NAMESPACE])
-            .args(args)
-            .output()
-            .context("running ctr")?;
-        if !out.status.success() {
-            bail!(
-                "ctr {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::containerd::ctr(&self.program, &self.socket, CRI_NAMESPACE, args)
     }
 
     /// No task runs (every pod's sandbox stopped), or containerd answers no more.

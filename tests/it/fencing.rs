@@ -38,7 +38,7 @@ pub(crate) fn writes_of(g: &Ground, app: &str) -> Vec<testground::Call> {
 /// Holds the answer to `operation` for `hold`, applies the example, and
 /// waits until AWS made what `made` counts (its answer still held): the
 /// example's UID.
-pub(crate) async fn example_waiting_for(
+async fn example_waiting_for(
     g: &Ground,
     operation: &str,
     hold: Duration,
@@ -61,6 +61,32 @@ pub(crate) async fn example_waiting_for(
     Ok(uid)
 }
 
+/// The example applied with its VPC's creation answered 1.5 s late; once
+/// AWS made it (the leader still waiting): the example's UID.
+pub(crate) async fn example_waiting_for_its_vpc(g: &Ground) -> Result<String> {
+    example_waiting_for(
+        g,
+        "CreateVpc",
+        Duration::from_millis(1500),
+        "the VPC made, its answer held",
+        |c| c.vpcs > 0,
+    )
+    .await
+}
+
+/// The example applied with its NAT gateway's creation answered 7 s late;
+/// once AWS made it: the example's UID.
+pub(crate) async fn example_waiting_for_its_nat_gateway(g: &Ground) -> Result<String> {
+    example_waiting_for(
+        g,
+        "CreateNatGateway",
+        Duration::from_secs(7),
+        "the NAT gateway made, its answer held",
+        |c| c.nat_gateways > 0,
+    )
+    .await
+}
+
 /// When the successor's first AWS write reached the proxy.
 pub(crate) async fn first_write_of(g: &Ground, app: &str) -> Result<Duration> {
     eventually(&format!("{app}'s first write"), WAIT, || async {
@@ -80,14 +106,7 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
     // The VPC's creation is answered 1.5 s late: the leader is frozen while
     // it waits, and the answer is there when it runs again, with the
     // subnets, gateway and security group to create next.
-    let uid = example_waiting_for(
-        &g,
-        "CreateVpc",
-        Duration::from_millis(1500),
-        "the VPC made, its answer held",
-        |c| c.vpcs > 0,
-    )
-    .await?;
+    let uid = example_waiting_for_its_vpc(&g).await?;
     a.process.freeze()?;
     let frozen = Instant::now();
     let before = writes_of(&g, "replica-a").len();
@@ -242,14 +261,7 @@ async fn a_leader_cut_off_from_the_apiserver_stops_writing_before_its_successor_
     // The NAT gateway's creation is answered 7 s late: the leader waits for
     // it, cut off, while its successor takes over; then it has routes to
     // make.
-    let uid = example_waiting_for(
-        &g,
-        "CreateNatGateway",
-        Duration::from_secs(7),
-        "the NAT gateway made, its answer held",
-        |c| c.nat_gateways > 0,
-    )
-    .await?;
+    let uid = example_waiting_for_its_nat_gateway(&g).await?;
     path.cut();
     let before = writes_of(&g, "replica-a").len();
     wait_leader(&b, "replica-b", WAIT).await?;

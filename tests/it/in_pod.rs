@@ -22,7 +22,9 @@ use crate::clusters::{
     counts, delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running_within,
     Counts, WAIT,
 };
-use crate::fencing::{example_waiting_for, first_write_of, writes_of};
+use crate::fencing::{
+    example_waiting_for_its_nat_gateway, example_waiting_for_its_vpc, first_write_of, writes_of,
+};
 use crate::image::{build_image, root_read_only, uids};
 use crate::support::{ensure, eventually, kubectl_apply, record_figure, Ground};
 
@@ -364,14 +366,7 @@ async fn a_frozen_leader_pod_writes_nothing_after_its_successor_and_leaves_the_e
     let old_name = old.name_any();
     let old_ip = pod_ip(&old)?.to_string();
     let container = container_id(&old)?;
-    let uid = example_waiting_for(
-        &g,
-        "CreateVpc",
-        Duration::from_millis(1500),
-        "the VPC made, its answer held",
-        |c| c.vpcs > 0,
-    )
-    .await?;
+    let uid = example_waiting_for_its_vpc(&g).await?;
     // The runtime's pause: the container's cgroup frozen, probes unanswered.
     node.freeze_container(&container)?;
     let frozen = Instant::now();
@@ -434,14 +429,7 @@ async fn a_leader_pod_cut_off_from_the_apiserver_stops_writing_before_its_succes
 ) -> Result<()> {
     let (node, g, old) = installed("in-pod-cut").await?;
     let old_name = old.name_any();
-    let uid = example_waiting_for(
-        &g,
-        "CreateNatGateway",
-        Duration::from_secs(7),
-        "the NAT gateway made, its answer held",
-        |c| c.nat_gateways > 0,
-    )
-    .await?;
+    let uid = example_waiting_for_its_nat_gateway(&g).await?;
     node.cut_from_apiserver(pod_ip(&old)?);
     let before = writes_of(&g, &old_name).len();
     let new = successor(&g, &old_name).await?;
