@@ -7,9 +7,11 @@
 use futures::Stream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, Predicate, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::api::{CloudAccount, ComputeCluster};
 use serde::de::DeserializeOwned;
 
 /// The store of `api`'s objects and the stream of their user changes.
@@ -121,6 +123,67 @@ where
             futures::stream::iter(changes)
         })
         .flatten()
+}
+
+/// The ComputeClusters (of `clusters`) that refer to an account whose
+/// change alters what they can do with it: its spec, its deletion, its
+/// verification. Its own bookkeeping (how many clusters use it) starts
+/// nothing.
+pub fn clusters_of_changed_accounts(
+    accounts: Api<CloudAccount>,
+    clusters: Store<ComputeCluster>,
+) -> impl Stream<Item = ObjectRef<ComputeCluster>> + Send + 'static {
+    use futures::StreamExt;
+    let events = watcher(accounts, watcher::Config::default().any_semantic()).default_backoff();
+    let usable = |a: &CloudAccount| {
+        let status = a.status.as_ref();
+        (
+            ObjectRef::from_obj(a),
+            a.meta().generation,
+            status.and_then(|s| s.phase),
+            status.and_then(|s| s.account_id.clone()),
+        )
+    };
+    key_changes(events, usable).flat_map(move |(old, new)| {
+        let refs: Vec<ObjectRef<ComputeCluster>> = new
+            .or(old)
+            .map(|(account, ..)| {
+                clusters
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        let (ns, name) = c.account_key();
+                        name == account.name && Some(ns) == account.namespace
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        futures::stream::iter(refs)
+    })
+}
+
+/// For a changed Secret, the ComputeClusters (of `clusters`) whose node
+/// groups take their user data from it (the content's hash rolls them).
+pub fn clusters_naming_secret(
+    clusters: Store<ComputeCluster>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<ComputeCluster>> + Send + 'static {
+    move |secret| {
+        let (ns, name) = (secret.namespace(), secret.name_any());
+        clusters
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace() == ns)
+            .filter(|c| {
+                c.spec.node_groups.iter().any(|g| {
+                    g.user_data_secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+                })
+            })
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::kinds::{
 use super::spec::{NetworkPlan, ValidatedSpec};
 use super::status::Report;
 use super::{recent, use_account, ClusterContext};
+use crate::account::credentials::ResolvedAccount;
 use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::reason;
 use crate::api::{ClusterPhase, ComputeCluster, DeletionPolicy};
@@ -47,7 +48,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         if cc.spec.deletion_policy == DeletionPolicy::Retain {
             return Ok(done(&ctx, &uid));
         }
-        return pending(&ctx, Report::deleting(&cc), outcome).await;
+        return Err(pending(&ctx, Report::deleting(&cc), outcome).await);
     }
     if cc.spec.deletion_policy == DeletionPolicy::Retain {
         retain(&ctx, &cc).await?;
@@ -63,7 +64,19 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         return Ok(done(&ctx, &uid));
     };
     let target = deletion_target(&cc, installation);
-    let resolved = match use_account(&ctx, &cc, &target).await {
+    let resolved = deletion_account(&ctx, &cc, &target, &recorded).await?;
+    delete_what_is_left(&ctx, &cc, &target, &resolved).await
+}
+
+/// The account the cluster's resources are in, usable now; otherwise the
+/// deletion waits (its status says for what).
+async fn deletion_account(
+    ctx: &ClusterContext,
+    cc: &ComputeCluster,
+    target: &ValidatedSpec,
+    recorded: &str,
+) -> Result<ResolvedAccount, Error> {
+    let resolved = match use_account(ctx, cc, target).await {
         Ok(usable) => usable.resolved,
         Err(blocked) => {
             let message = format!(
@@ -74,7 +87,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
                 reason: blocked.reason,
                 message,
             };
-            return pending(&ctx, Report::deleting(&cc), outcome).await;
+            return Err(pending(ctx, Report::deleting(cc), outcome).await);
         }
     };
     if resolved.account_id != recorded {
@@ -86,8 +99,20 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
             reason: reason::ACCOUNT_CHANGED,
             message,
         };
-        return pending(&ctx, Report::deleting(&cc), outcome).await;
+        return Err(pending(ctx, Report::deleting(cc), outcome).await);
     }
+    Ok(resolved)
+}
+
+/// One deletion pass over what AWS shows of the cluster: done when nothing
+/// is left, otherwise the deletion goes on (its status says what waits).
+async fn delete_what_is_left(
+    ctx: &ClusterContext,
+    cc: &ComputeCluster,
+    target: &ValidatedSpec,
+    resolved: &ResolvedAccount,
+) -> Result<Action, Error> {
+    let uid = cc.uid().unwrap_or_default();
     let c = AwsClients::new(
         &resolved.config,
         &target.region,
@@ -109,20 +134,20 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
             reason: reason::DELETING,
             message: recent::waiting_for(&unseen),
         };
-        return pending(&ctx, Report::deleting(&cc), outcome).await;
+        return Err(pending(ctx, Report::deleting(cc), outcome).await);
     }
     if observed.is_empty() {
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
-        return Ok(done(&ctx, &uid));
+        return Ok(done(ctx, &uid));
     }
     let result = delete_pass(&c, owner, &observed).await;
     // Deleted: confirmed by the next look, at once.
     if matches!(result, Ok(None)) && Observed::describe(&c, owner).await?.is_empty() {
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
-        return Ok(done(&ctx, &uid));
+        return Ok(done(ctx, &uid));
     }
     let (outcome, blockers) = pass_outcome(&c, &uid, &observed, result).await?;
-    pending(&ctx, Report::deleting(&cc).blocked_by(blockers), outcome).await
+    Err(pending(ctx, Report::deleting(cc).blocked_by(blockers), outcome).await)
 }
 
 /// What a deletion pass that did not finish comes to, and what blocks it.
@@ -291,15 +316,18 @@ fn done(ctx: &ClusterContext, uid: &str) -> Action {
 
 /// Writes the deletion's status and keeps the finalizer (the helper removes
 /// it on any `Ok`). Blockers are looked at again at least every resync.
-async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Result<Action, Error> {
-    let mut retry_after = report.write(ctx, &outcome).await?;
+async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Error {
+    let mut retry_after = match report.write(ctx, &outcome).await {
+        Ok(after) => after,
+        Err(e) => return e,
+    };
     if outcome.reason() == reason::DELETION_BLOCKED {
         retry_after = retry_after.min(ctx.settings.resync);
     }
-    Err(Error::CleanupPending {
+    Error::CleanupPending {
         message: outcome.message().to_string(),
         retry_after,
-    })
+    }
 }
 
 /// Only what deletion needs, read from the raw spec (validation must not block it).

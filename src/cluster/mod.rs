@@ -22,13 +22,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::account::credentials::ResolvedAccount;
@@ -39,6 +37,7 @@ use crate::aws::created::CreatedIds;
 use crate::aws::AwsClients;
 use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
+use crate::triggers;
 use crate::Error;
 use catalog::Catalog;
 use groups::{Entry, GroupKey};
@@ -86,44 +85,9 @@ impl Deref for ClusterContext {
 
 /// Runs the ComputeCluster controller until shutdown.
 pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown) {
-    let (clusters, account_api) = (ctx.api::<ComputeCluster>(), ctx.api::<CloudAccount>());
-    let (store, changes) = crate::triggers::user_changes(clusters);
-    // An account that changes what a cluster can do with it (its spec,
-    // deletion, verification) reconciles the clusters that refer to it; its
-    // own bookkeeping (how many clusters use it) does not.
-    let account_events =
-        watcher(account_api, watcher::Config::default().any_semantic()).default_backoff();
-    let usable = |a: &CloudAccount| {
-        let status = a.status.as_ref();
-        (
-            ObjectRef::from_obj(a),
-            a.meta().generation,
-            status.and_then(|s| s.phase),
-            status.and_then(|s| s.account_id.clone()),
-        )
-    };
-    let clusters_of = store.clone();
+    let (store, changes) = triggers::user_changes(ctx.api::<ComputeCluster>());
     let account_changes =
-        crate::triggers::key_changes(account_events, usable).flat_map(move |(old, new)| {
-            let account = new.or(old).map(|(r, ..)| r);
-            let refs: Vec<ObjectRef<ComputeCluster>> = account
-                .map(|account| {
-                    clusters_of
-                        .state()
-                        .into_iter()
-                        .filter(|c| {
-                            let (ns, name) = c.account_key();
-                            name == account.name && Some(ns) == account.namespace
-                        })
-                        .map(|c| ObjectRef::from_obj(&*c))
-                        .collect()
-                })
-                .unwrap_or_default();
-            futures::stream::iter(refs)
-        });
-    // A user data Secret that changes reconciles the clusters that name it
-    // (the content's hash rolls their groups).
-    let users_of_secret = store.clone();
+        triggers::clusters_of_changed_accounts(ctx.api::<CloudAccount>(), store.clone());
     let installation = ctx.installation.id().to_string();
     let (resync, resync_due) = resync::groups(
         ctx.settings.resync,
@@ -137,23 +101,8 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         .reconcile_on(resync_due)
         .reconcile_on(waited)
         .watches_stream(
-            crate::triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>()),
-            move |secret: PartialObjectMeta<Secret>| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                users_of_secret
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == ns)
-                    .filter(|c| {
-                        c.spec.node_groups.iter().any(|g| {
-                            g.user_data_secret_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == name)
-                        })
-                    })
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
+            triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>()),
+            triggers::clusters_naming_secret(store.clone()),
         );
     let concurrency = ctx.settings.concurrency;
     let refusal_ttl = ctx.settings.capacity_refusal_ttl;
