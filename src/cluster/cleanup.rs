@@ -17,6 +17,7 @@ use super::kinds::{
     iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
     subnets, vpc, Observed,
 };
+use super::next_look::next_look_deleting;
 use super::spec::{NetworkPlan, ValidatedSpec};
 use super::status::Report;
 use super::{recent, use_account, ClusterContext};
@@ -315,18 +316,16 @@ fn done(ctx: &ClusterContext, uid: &str) -> Action {
 }
 
 /// Writes the deletion's status and keeps the finalizer (the helper removes
-/// it on any `Ok`). Blockers are looked at again at least every resync.
+/// it on any `Ok`), looked at again as `next_look_deleting` says.
 async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Error {
-    let mut retry_after = match report.write(ctx, &outcome).await {
+    let after = match report.write(ctx, &outcome).await {
         Ok(after) => after,
         Err(e) => return e,
     };
-    if outcome.reason() == reason::DELETION_BLOCKED {
-        retry_after = retry_after.min(ctx.settings.resync);
-    }
+    let blocked = outcome.reason() == reason::DELETION_BLOCKED;
     Error::CleanupPending {
         message: outcome.message().to_string(),
-        retry_after,
+        retry_after: next_look_deleting(after, blocked, ctx.settings.resync),
     }
 }
 

@@ -5,8 +5,8 @@
 //! was just made, hands a cluster whose AWS is still creating to its account
 //! and region's shared wait (`waiting.rs`), and a settled one to the shared
 //! resync (`resync.rs`), which looks for drift while the cluster waits for a
-//! change. Deletion looks again on its own terms (`cleanup.rs`: the progress
-//! poll while AWS deletes, the resync while something blocks it).
+//! change. A deletion looks again after its outcome's delay too, and at
+//! least every resync while something not the cluster's blocks it.
 
 use std::time::Duration;
 
@@ -67,6 +67,17 @@ pub fn next_look(end: PassEnd) -> NextLook {
         NextLook::WhenAwsIsDone(after)
     } else {
         NextLook::After(after)
+    }
+}
+
+/// When to look again at a cluster being deleted: the outcome's own delay
+/// (the progress poll while AWS deletes, the backoff after a failure), and
+/// at least every `resync` while something not the cluster's blocks it.
+pub fn next_look_deleting(after: Duration, blocked: bool, resync: Duration) -> Duration {
+    if blocked {
+        after.min(resync)
+    } else {
+        after
     }
 }
 
@@ -142,5 +153,14 @@ mod tests {
         for (pass, want, why) in rows {
             assert_eq!(next_look(pass), want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_blocked_deletion_is_looked_at_every_resync_at_least() {
+        let (backoff, resync) = (Duration::from_secs(900), Duration::from_secs(300));
+        assert_eq!(next_look_deleting(backoff, true, resync), resync);
+        assert_eq!(next_look_deleting(backoff, false, resync), backoff);
+        let poll = Duration::from_secs(5);
+        assert_eq!(next_look_deleting(poll, true, resync), poll);
     }
 }
