@@ -205,7 +205,6 @@ pub async fn use_account(
         namespace: ns,
         name,
     } = &spec.account;
-    let own_ns = cc.namespace().unwrap_or_default();
     let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
     let account = match api.get_opt(name).await {
         Ok(Some(a)) => a,
@@ -224,26 +223,10 @@ pub async fn use_account(
             })
         }
     };
+    if let Some(refused) = refusal(cc, &account, &spec.account) {
+        return Err(refused);
+    }
     let cleaning_up = cc.meta().deletion_timestamp.is_some();
-    // A namespace no longer allowed may still delete what it created, with
-    // the very account it created it through: consent is bound to that
-    // account, never to whichever the reference now names.
-    let recorded = cc.recorded_account().is_some_and(|r| r.is(&account));
-    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && recorded);
-    if !may_use {
-        return Err(AccountBlocked {
-            reason: reason::NAMESPACE_NOT_ALLOWED,
-            message: format!("CloudAccount {ns}/{name} does not allow namespace {own_ns} (spec.allowedNamespaces)"),
-            stalled: true,
-        });
-    }
-    if account.meta().deletion_timestamp.is_some() && !recorded && !cleaning_up {
-        return Err(AccountBlocked {
-            reason: reason::ACCOUNT_DELETING,
-            message: format!("CloudAccount {ns}/{name} is being deleted and takes no new cluster; point spec.cloudAccountRef at another CloudAccount"),
-            stalled: true,
-        });
-    }
     let phase = account.status.as_ref().and_then(|s| s.phase);
     if phase != Some(AccountPhase::Ready) {
         if let Some(resolved) = ctx.accounts.last_verified(&account).filter(|_| cleaning_up) {
@@ -269,6 +252,39 @@ pub async fn use_account(
             stalled: !e.is_transient(),
         }),
     }
+}
+
+/// Whether the cluster may use `account` (named `at`), whatever its
+/// verification says: `Some` says why not. Pure.
+fn refusal(cc: &ComputeCluster, account: &CloudAccount, at: &AccountRef) -> Option<AccountBlocked> {
+    let AccountRef {
+        namespace: ns,
+        name,
+    } = at;
+    let own_ns = cc.namespace().unwrap_or_default();
+    let cleaning_up = cc.meta().deletion_timestamp.is_some();
+    // A namespace no longer allowed may still delete what it created, with
+    // the very account it created it through: consent is bound to that
+    // account, never to whichever the reference now names.
+    let recorded = cc.recorded_account().is_some_and(|r| r.is(account));
+    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && recorded);
+    if !may_use {
+        return Some(AccountBlocked {
+            reason: reason::NAMESPACE_NOT_ALLOWED,
+            message: format!(
+                "CloudAccount {at} does not allow namespace {own_ns} (spec.allowedNamespaces)"
+            ),
+            stalled: true,
+        });
+    }
+    if account.meta().deletion_timestamp.is_some() && !recorded && !cleaning_up {
+        return Some(AccountBlocked {
+            reason: reason::ACCOUNT_DELETING,
+            message: format!("CloudAccount {ns}/{name} is being deleted and takes no new cluster; point spec.cloudAccountRef at another CloudAccount"),
+            stalled: true,
+        });
+    }
+    None
 }
 
 /// A converge pass: dereference, observe and converge, write the status,
@@ -483,5 +499,92 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
     Looks {
         key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
         role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(deleting: bool) -> CloudAccount {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "byoc.dev/v1alpha1", "kind": "CloudAccount",
+            "metadata": {"name": "acme", "namespace": "team-a", "uid": "acct-1",
+                "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z"),
+                "finalizers": ["byoc.dev/in-use"]},
+            "spec": {"region": "us-east-1", "allowedNamespaces": ["team-b"]}
+        }))
+        .expect("a CloudAccount")
+    }
+
+    fn cluster(namespace: &str, deleting: bool, recorded: Option<&str>) -> ComputeCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+            "metadata": {"name": "c", "namespace": namespace, "uid": "cc-1",
+                "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z"),
+                "finalizers": ["byoc.dev/cleanup"]},
+            "spec": {"cloudAccountRef": {"name": "acme", "namespace": "team-a"},
+                "region": "us-east-1", "network": {"vpcCidr": "10.0.0.0/16"}, "nodeGroups": []},
+            "status": recorded.map(|uid| serde_json::json!({
+                "cloudAccount": {"namespace": "team-a", "name": "acme", "uid": uid}}))
+        }))
+        .expect("a ComputeCluster")
+    }
+
+    #[test]
+    fn which_clusters_may_use_an_account() {
+        let at = AccountRef {
+            namespace: "team-a".into(),
+            name: "acme".into(),
+        };
+        // (cluster, account, refused with, why)
+        let rows = [
+            (
+                cluster("team-a", false, None),
+                account(false),
+                None,
+                "its own namespace",
+            ),
+            (
+                cluster("team-b", false, None),
+                account(false),
+                None,
+                "an allowed namespace",
+            ),
+            (
+                cluster("team-c", false, None),
+                account(false),
+                Some(reason::NAMESPACE_NOT_ALLOWED),
+                "a namespace not allowed",
+            ),
+            (
+                cluster("team-c", true, Some("acct-1")),
+                account(false),
+                None,
+                "not allowed now, deleting what it made through this very account",
+            ),
+            (
+                cluster("team-c", true, Some("acct-0")),
+                account(false),
+                Some(reason::NAMESPACE_NOT_ALLOWED),
+                "deleting, but it made its resources through an account since re-created",
+            ),
+            (
+                cluster("team-a", false, None),
+                account(true),
+                Some(reason::ACCOUNT_DELETING),
+                "a new cluster on an account being deleted",
+            ),
+            (
+                cluster("team-a", false, Some("acct-1")),
+                account(true),
+                None,
+                "a cluster the deleting account already serves",
+            ),
+        ];
+        for (cc, account, want, why) in rows {
+            let got = refusal(&cc, &account, &at).map(|r| r.reason);
+            assert_eq!(got, want, "{why}");
+        }
     }
 }
