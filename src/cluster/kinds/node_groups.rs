@@ -444,28 +444,7 @@ pub async fn ensure<'a>(
     );
     check_security_groups(p, network.vpc_id).await?;
     instances::terminate(p.c, &terminate).await?;
-    let mut jobs = Vec::new();
-    for l in &launch {
-        let group = p
-            .spec
-            .node_groups
-            .iter()
-            .find(|g| g.name == l.group)
-            .ok_or_else(|| {
-                Error::Internal(format!("a launch for unknown node group {}", l.group))
-            })?;
-        let image = image_of(group, network.images)?;
-        let device = match &group.root_volume {
-            Some(_) => Some(catalog.root_device(p.c, &image).await?),
-            None => None,
-        };
-        jobs.push(Job {
-            group,
-            image,
-            device,
-            plan: l,
-        });
-    }
+    let jobs = jobs(p, catalog, network, &launch).await?;
     let launcher = Launcher {
         p,
         catalog,
@@ -502,6 +481,39 @@ pub async fn ensure<'a>(
         shortfalls,
         replaced,
     })
+}
+
+/// Each planned launch with its group, image and the image's root device
+/// (when the group sets its root volume).
+async fn jobs<'a>(
+    p: Pass<'a>,
+    catalog: &Catalog,
+    network: &NodeNetwork<'_>,
+    launch: &'a [LaunchPlan],
+) -> Result<Vec<Job<'a>>, Error> {
+    let mut jobs = Vec::new();
+    for l in launch {
+        let group = p
+            .spec
+            .node_groups
+            .iter()
+            .find(|g| g.name == l.group)
+            .ok_or_else(|| {
+                Error::Internal(format!("a launch for unknown node group {}", l.group))
+            })?;
+        let image = image_of(group, network.images)?;
+        let device = match &group.root_volume {
+            Some(_) => Some(catalog.root_device(p.c, &image).await?),
+            None => None,
+        };
+        jobs.push(Job {
+            group,
+            image,
+            device,
+            plan: l,
+        });
+    }
+    Ok(jobs)
 }
 
 /// A group's launch that AWS accepted no offering for.
