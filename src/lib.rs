@@ -303,19 +303,6 @@ impl Error {
             },
         }
     }
-
-    /// The error of a pass is the cluster's state (written to its status),
-    /// rather than a failure of the controller itself (its error policy).
-    pub fn is_status(&self) -> bool {
-        match self.classify() {
-            (_, Class::NeedsUser | Class::CatchingUp) => {
-                !matches!(self, Error::CleanupPending { .. })
-            }
-            (_, Class::Transient | Class::Throttled) => {
-                matches!(self, Error::Aws(_) | Error::InsufficientCapacity { .. })
-            }
-        }
-    }
 }
 
 /// An AWS error: AWS catching up, a quota, the caller's permissions, the

@@ -290,17 +290,11 @@ fn refusal(cc: &ComputeCluster, account: &CloudAccount, at: &AccountRef) -> Opti
 /// A converge pass: dereference, observe and converge, write the status,
 /// and decide when to look again.
 async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
-    let mut input = match dereference(&cc, &ctx).await? {
-        Proceed::Go(input) => input,
+    let (input, mut report) = match dereference(&cc, &ctx).await? {
+        Proceed::Go(dereferenced) => dereferenced,
         Proceed::Stopped(action) => return Ok(action),
     };
-    let (result, seen) = converge_pass(&cc, &ctx, &mut input).await;
-    let Input {
-        spec,
-        resolved,
-        report,
-        ..
-    } = input;
+    let (result, seen) = converge_pass(&cc, &ctx, &input, &mut report).await;
     let ready = report.parts_ready();
     let catching_up = next_look::is_catching_up(&result);
     let aws_creating = seen.is_some() && !ready && report.aws_creating();
@@ -310,23 +304,25 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         aws_creating,
         settled: seen.is_some() && ready,
     };
-    look_again(&cc, &ctx, &spec, &resolved, next_look(end), seen)
+    look_again(&cc, &ctx, &input, next_look(end), seen)
 }
 
-/// What a pass works from, read once: the validated spec, the usable
-/// account and the status report that records it.
+/// What a pass works from, read once: the validated spec, what it
+/// describes, and the usable account.
 struct Input {
     spec: ValidatedSpec,
+    /// What the pass describes beyond what every pass needs.
+    looks: Looks,
     resolved: ResolvedAccount,
-    report: Report,
 }
 
-/// Validates the spec and dereferences the account; stops the pass when it
-/// cannot reach AWS (its status written).
+/// Validates the spec and dereferences the account: the pass's input and
+/// the report that records its account; stops the pass when it cannot
+/// reach AWS (its status written).
 async fn dereference(
     cc: &Arc<ComputeCluster>,
     ctx: &Arc<ClusterContext>,
-) -> Result<Proceed<Input>, Error> {
+) -> Result<Proceed<(Input, Report)>, Error> {
     let report = Report::new(cc);
     let mut spec = match spec::validate(cc, ctx.installation.id()) {
         Ok(spec) => spec,
@@ -367,11 +363,14 @@ async fn dereference(
             .record_account(ctx, &account, &resolved.account_id)
             .await?
         {
-            Proceed::Go(report) => Proceed::Go(Input {
-                spec,
-                resolved,
-                report,
-            }),
+            Proceed::Go(report) => {
+                let input = Input {
+                    looks: looks(cc, &spec),
+                    spec,
+                    resolved,
+                };
+                Proceed::Go((input, report))
+            }
             Proceed::Stopped(action) => Proceed::Stopped(action),
         },
     )
@@ -382,7 +381,8 @@ async fn dereference(
 async fn converge_pass(
     cc: &ComputeCluster,
     ctx: &ClusterContext,
-    input: &mut Input,
+    input: &Input,
+    report: &mut Report,
 ) -> (Result<(), Error>, Option<Observed>) {
     let created = CreatedIds::default();
     let clients = AwsClients::new(
@@ -392,9 +392,9 @@ async fn converge_pass(
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
-    let adopt = input.report.needs_adoption();
-    let spec = &input.spec;
-    let progress = &mut input.report.progress;
+    let adopt = report.needs_adoption();
+    let (spec, looks) = (&input.spec, input.looks);
+    let progress = &mut report.progress;
     let result = async {
         // Before any AWS call: a group whose user data cannot be read
         // launches nothing.
@@ -405,7 +405,7 @@ async fn converge_pass(
             let adopted = crate::aws::inventory::adopt(&clients, &spec.owner, &iam_name).await?;
             tracing::info!(namespace = %ns, name = %cc.name_any(), ec2 = adopted.ec2.len(), iam = adopted.iam.len(), "adopted the cluster's resources into this installation");
         }
-        let observed = Observed::describe_kinds(&clients, &spec.owner, looks(cc, spec)).await?;
+        let observed = Observed::describe_kinds(&clients, &spec.owner, looks).await?;
         // A view that lacks what this process just created is stale: acting
         // on it would create the same again.
         let unseen = ctx.recent.unseen(&uid, &observed.ids(), Instant::now());
@@ -431,7 +431,7 @@ async fn converge_pass(
     .await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
     if adopt && result.is_ok() {
-        input.report.adopted(ctx.installation.id());
+        report.adopted(ctx.installation.id());
     }
     match result {
         Ok(seen) => (Ok(()), Some(seen)),
@@ -445,11 +445,15 @@ async fn converge_pass(
 fn look_again(
     cc: &Arc<ComputeCluster>,
     ctx: &ClusterContext,
-    spec: &ValidatedSpec,
-    resolved: &ResolvedAccount,
+    input: &Input,
     next: NextLook,
     seen: Option<Observed>,
 ) -> Result<Action, Error> {
+    let Input {
+        spec,
+        looks,
+        resolved,
+    } = input;
     let key = GroupKey {
         account_id: resolved.account_id.clone(),
         region: spec.region.clone(),
@@ -475,7 +479,7 @@ fn look_again(
         (NextLook::OnChangeAndResync, Some(seen)) => {
             let entry = Entry {
                 object: ObjectRef::from_obj(&**cc),
-                member: Member::new(&spec.owner, looks(cc, spec), &seen),
+                member: Member::new(&spec.owner, *looks, &seen),
             };
             ctx.resync.join(key, clients(), &uid, entry);
             Ok(Action::await_change())

@@ -89,32 +89,39 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message: waiting,
         }),
-        Err(e) if !e.is_status() => Err(e),
         Err(e) => {
             let (reason, class) = e.classify();
             let reason = reason.as_str();
-            Ok(match (class, &e) {
+            let aws = matches!(e, Error::Aws(_));
+            Ok(match class {
+                // Deletion's own bookkeeping is the error policy's.
+                _ if matches!(e, Error::CleanupPending { .. }) => return Err(e),
+                Class::NeedsUser => Outcome::NeedsUser {
+                    reason,
+                    message: e.to_string(),
+                },
                 // AWS catching up with what was just made is progress:
                 // looked at again after the progress poll, no backoff.
-                (Class::CatchingUp, Error::Aws(_)) => Outcome::Progressing {
+                Class::CatchingUp => Outcome::Progressing {
                     reason,
-                    message: format!("waiting for AWS to catch up with what was just made: {e}"),
+                    message: match aws {
+                        true => format!("waiting for AWS to catch up with what was just made: {e}"),
+                        false => e.to_string(),
+                    },
                 },
-                (Class::CatchingUp, _) => Outcome::Progressing {
-                    reason,
-                    message: e.to_string(),
-                },
-                (Class::NeedsUser, _) => Outcome::NeedsUser {
-                    reason,
-                    message: e.to_string(),
-                },
-                (Class::Transient | Class::Throttled, Error::Aws(_)) => Outcome::Transient {
-                    reason,
-                    message: format!("retrying after a transient AWS error: {e}"),
-                },
-                (Class::Transient | Class::Throttled, _) => Outcome::Transient {
-                    reason,
-                    message: e.to_string(),
+                // AWS's passing failures and its capacity are the cluster's
+                // state; any other passing failure (the Kubernetes API, an
+                // account not verified for now) is the error policy's.
+                Class::Transient | Class::Throttled => match e {
+                    Error::Aws(_) => Outcome::Transient {
+                        reason,
+                        message: format!("retrying after a transient AWS error: {e}"),
+                    },
+                    Error::InsufficientCapacity { .. } => Outcome::Transient {
+                        reason,
+                        message: e.to_string(),
+                    },
+                    _ => return Err(e),
                 },
             })
         }

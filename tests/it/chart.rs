@@ -26,8 +26,8 @@ fn chart_dir() -> PathBuf {
     testground::repo_root().join("charts/byoc-operator")
 }
 
-/// `helm` against the test apiserver, with its caches in the ground's directory.
-fn helm(g: &Ground) -> Result<Command> {
+/// `helm` against the test's apiserver, with its caches in the ground's directory.
+pub(crate) fn helm(g: &Ground) -> Result<Command> {
     let tools = testground::Tools::locate()?;
     let home = g.kube.dir().join("helm");
     let mut cmd = Command::new(&tools.helm);
@@ -38,7 +38,8 @@ fn helm(g: &Ground) -> Result<Command> {
     Ok(cmd)
 }
 
-fn run(mut cmd: Command) -> Result<String> {
+/// Runs `cmd`: its output, or an error with what it printed.
+pub(crate) fn run(mut cmd: Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         return Err(anyhow!(

@@ -4,7 +4,6 @@
 //! replicas and leader election.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,28 +44,11 @@ async fn node_ground(test: &str) -> Result<(Arc<Node>, Ground, String)> {
     Ok((node, g, digest))
 }
 
-/// `helm` against the node's control plane.
+/// `helm ARGS` against the node's control plane.
 fn helm(g: &Ground, args: &[&str]) -> Result<String> {
-    let tools = testground::Tools::locate()?;
-    let home = g.kube.dir().join("helm");
-    let out = Command::new(&tools.helm)
-        .env("KUBECONFIG", &g.kube.kubeconfig)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .args(args)
-        .output()
-        .context("running helm")?;
-    ensure(
-        out.status.success(),
-        format!(
-            "helm {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut cmd = crate::chart::helm(g)?;
+    cmd.args(args);
+    crate::chart::run(cmd)
 }
 
 /// `helm install` (or `upgrade`) of the chart, the image by digest, AWS
