@@ -251,14 +251,23 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
         "status names the installation",
     )?;
 
-    // Metrics from the new leader's pod port.
-    let lead_pod = g.api::<Pod>().get(&successor).await?;
-    let port = node.reach(SocketAddr::new(pod_ip(&lead_pod)?, 8080))?;
-    let (status, text) = testground::http_get(port.port(), "/metrics")?;
-    ensure(
-        status == 200 && testground::metric_sample(&text, "byoc_leader") == 1.0,
-        format!("the leader's metrics: HTTP {status}"),
-    )?;
+    // Metrics from the leader's pod port: the Lease holder's pod says it
+    // leads (the holder read again at each look, as it may move on).
+    eventually(
+        "the Lease holder's pod reporting byoc_leader 1",
+        WAIT,
+        || async {
+            let holder = leader(&g).await?;
+            let lead_pod = g.api::<Pod>().get(&holder).await?;
+            let port = node.reach(SocketAddr::new(pod_ip(&lead_pod)?, 8080))?;
+            let (status, text) = testground::http_get(port.port(), "/metrics")?;
+            Ok(
+                (status == 200 && testground::metric_sample(&text, "byoc_leader") == 1.0)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
 
     // helm upgrade of a value rolls the Deployment; nothing made twice.
     let before: Vec<String> = ready_pods(&g, 2)
