@@ -95,7 +95,7 @@ pub enum Error {
     NoImage(String),
     /// A describe does not show yet what this process created (AWS is
     /// eventually consistent): the pass waits rather than create again.
-    #[error("{}", cluster::recent::waiting_for(.unseen))]
+    #[error("{}", cluster::catching_up::recent::waiting_for(.unseen))]
     NotVisibleYet {
         /// IDs and how long ago they were made.
         unseen: Vec<(String, std::time::Duration)>,

@@ -12,6 +12,7 @@ use std::time::Instant;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
+use super::catching_up::recent;
 use super::graph::{Step, DELETION};
 use super::kinds::{
     iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
@@ -20,7 +21,7 @@ use super::kinds::{
 use super::next_look::next_look_deleting;
 use super::spec::{NetworkPlan, ValidatedSpec};
 use super::status::Report;
-use super::{recent, use_account, ClusterContext};
+use super::{use_account, ClusterContext};
 use crate::account::credentials::ResolvedAccount;
 use crate::api::compute_cluster::DeletionBlocker;
 use crate::api::conditions::reason;

@@ -2,7 +2,7 @@
 //! task per group calls AWS once per tick for all its members and names the
 //! members to reconcile, which leave the group until a pass puts them back.
 //! The shared resync (`resync.rs`) and the shared wait for what AWS is
-//! creating (`waiting.rs`) are two such looks.
+//! creating (`catching_up/shared_wait.rs`) are two such looks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,7 @@
 //! deletion in `cleanup` (each kind's `delete`).
 
 pub mod catalog;
+pub mod catching_up;
 pub mod cleanup;
 pub mod converge;
 pub mod graph;
@@ -11,12 +12,11 @@ pub mod groups;
 pub mod kinds;
 pub mod next_look;
 pub mod quotas;
-pub mod recent;
+
 pub mod resync;
 pub mod spec;
 pub mod status;
 pub mod user_data;
-pub mod waiting;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -40,14 +40,14 @@ use crate::leadership::Shutdown;
 use crate::triggers;
 use crate::Error;
 use catalog::Catalog;
+use catching_up::recent::Recent;
+use catching_up::shared_wait::{self, Waiting};
 use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
 use next_look::{next_look, NextLook, PassEnd};
-use recent::Recent;
 use resync::{Member, Resync};
 use spec::{AccountRef, ValidatedSpec};
 use status::{Proceed, Report};
-use waiting::Waiting;
 
 pub const CONTROLLER: &str = "computecluster";
 pub const FINALIZER: &str = "byoc.dev/cleanup";
@@ -94,8 +94,10 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         ctx.metrics.clone(),
         installation.clone(),
     );
-    let (waiting, waited) =
-        waiting::groups(waiting::TICK.min(ctx.settings.progress_poll), installation);
+    let (waiting, waited) = shared_wait::groups(
+        shared_wait::TICK.min(ctx.settings.progress_poll),
+        installation,
+    );
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
         .reconcile_on(resync_due)
@@ -296,7 +298,7 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     };
     let (result, seen) = converge_pass(&cc, &ctx, &input, &mut report).await;
     let ready = report.parts_ready();
-    let catching_up = next_look::is_catching_up(&result);
+    let catching_up = catching_up::is_catching_up(&result);
     let aws_creating = seen.is_some() && !ready && report.aws_creating();
     let end = PassEnd {
         after: report.finish(&ctx, result).await?,

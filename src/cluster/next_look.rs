@@ -3,30 +3,14 @@
 //! the resync; progressing: the progress poll; failed: the backoff, in
 //! `outcome.rs`); this module shortens it when AWS only lags behind what
 //! was just made, hands a cluster whose AWS is still creating to its account
-//! and region's shared wait (`waiting.rs`), and a settled one to the shared
+//! and region's shared wait (`catching_up/shared_wait.rs`), and a settled one to the shared
 //! resync (`resync.rs`), which looks for drift while the cluster waits for a
 //! change. A deletion looks again after its outcome's delay too, and at
 //! least every resync while something not the cluster's blocks it.
 
 use std::time::Duration;
 
-use crate::Error;
-
-/// How soon a pass that found AWS behind what was just made looks again:
-/// AWS's consistency window is a second or two, far below the progress poll.
-pub const CATCH_UP: Duration = Duration::from_secs(1);
-
-/// The pass ended on AWS not showing, or not knowing, what was just made
-/// (a describe without a recent creation; an unknown new ID the SDK's
-/// retries did not outlast). A young instance profile is not: EC2 takes
-/// about ten seconds to accept one, and the progress poll suits it.
-pub fn is_catching_up(result: &Result<(), Error>) -> bool {
-    match result {
-        Err(Error::NotVisibleYet { .. }) => true,
-        Err(Error::Aws(e)) => e.is_unknown_id(),
-        _ => false,
-    }
-}
+use super::catching_up::CATCH_UP;
 
 /// How a converge pass ended, as far as looking again goes.
 #[derive(Clone, Copy, Debug)]
@@ -84,40 +68,6 @@ pub fn next_look_deleting(after: Duration, blocked: bool, resync: Duration) -> D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::AwsError;
-
-    #[test]
-    fn a_pass_behind_what_was_just_made_is_catching_up() {
-        let aws = |code: &str, message: &str| {
-            Err(Error::Aws(AwsError::Service {
-                operation: "ec2:CreateSubnet",
-                code: code.into(),
-                message: message.into(),
-                class: crate::aws::error::classify(code, message, Some(400)),
-            }))
-        };
-        let rows: Vec<(Result<(), Error>, bool)> = vec![
-            (
-                Err(Error::NotVisibleYet {
-                    unseen: vec![("vpc-1".into(), Duration::from_secs(1))],
-                }),
-                true,
-            ),
-            (aws("InvalidVpcID.NotFound", "m"), true),
-            (aws("NatGatewayNotFound", "m"), true),
-            // EC2 takes ~10 s to accept a new profile: the progress poll.
-            (
-                aws("InvalidParameterValue", "Invalid IAM Instance Profile name"),
-                false,
-            ),
-            (aws("InvalidAMIID.NotFound", "m"), false),
-            (aws("RequestLimitExceeded", "m"), false),
-            (Ok(()), false),
-        ];
-        for (result, expected) in rows {
-            assert_eq!(is_catching_up(&result), expected, "{result:?}");
-        }
-    }
 
     #[test]
     fn the_next_look_after_a_pass() {

@@ -16,8 +16,6 @@ pub mod subnets;
 pub mod vpc;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
 
 use crate::aws::tags::{Owned, Scope};
 use crate::aws::{
@@ -211,30 +209,4 @@ pub struct Pass<'a> {
     pub user_data: &'a BTreeMap<String, UserData>,
     /// Pinned images and a pending refresh, as the object says.
     pub recorded: &'a images::Recorded,
-}
-
-/// Looks again a few times right after a create or delete (at once, then
-/// after 0.1, 0.2 and 0.4 s), until `check` says it is done; returns the last
-/// result. `None` when `enabled` is false. A quick AWS then needs no second
-/// pass; a slow one costs four describes.
-pub async fn look_again<T, E, F, Fut>(check: F, enabled: bool) -> Result<Option<T>, E>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<(T, bool), E>>,
-{
-    if !enabled {
-        return Ok(None);
-    }
-    let mut delay = Duration::ZERO;
-    let mut last = None;
-    for _ in 0..4 {
-        tokio::time::sleep(delay).await;
-        let (value, done) = check().await?;
-        last = Some(value);
-        if done {
-            break;
-        }
-        delay = (delay * 2).max(Duration::from_millis(100));
-    }
-    Ok(last)
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
 
-use super::{look_again, Pass};
+use super::Pass;
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::{self, NatState, ObservedAddress, ObservedNatGateway};
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
+use crate::cluster::catching_up::look_briefly;
 use crate::Error;
 
 /// Zones that get a NAT gateway.
@@ -182,7 +183,7 @@ pub async fn ensure_gateways(
     );
     // Usually a minute or two on AWS; look again shortly in case it is
     // quicker, so the private routes need not wait for the next pass.
-    let states = look_again(
+    let states = look_briefly(
         || async {
             let now = items(nat_gateway::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
             let states: Vec<(String, NatState)> = now
@@ -220,7 +221,7 @@ pub async fn delete(
         .filter(|n| matches!(n.state, NatState::Pending | NatState::Available));
     try_join_all(live.map(|n| nat_gateway::delete(c, &n.id))).await?;
     if gateways.iter().any(|n| n.state != NatState::Gone) {
-        let gone = look_again(
+        let gone = look_briefly(
             || async {
                 let now = items(nat_gateway::describe(c, Scope::Cluster(owner)).await?);
                 let gone = now.iter().all(|n| n.state == NatState::Gone);

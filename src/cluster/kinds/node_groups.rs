@@ -9,7 +9,7 @@ use futures::future::try_join_all;
 
 use super::iam::Iam;
 use super::offerings::{self, Offering};
-use super::{look_again, Pass};
+use super::Pass;
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
@@ -20,6 +20,7 @@ use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
+use crate::cluster::catching_up::look_briefly;
 use crate::{Brought, Error, MissingNetwork};
 
 /// What to do with one node group.
@@ -735,7 +736,7 @@ async fn count_running(
     new: &[String],
     statuses: &mut [NodeGroupStatus],
 ) -> Result<(), Error> {
-    let running = look_again(
+    let running = look_briefly(
         || async {
             let now = items(instances::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
             let running: Vec<ObservedInstance> = now
@@ -796,7 +797,7 @@ pub async fn delete(
     if observed.is_empty() {
         return Ok(None);
     }
-    let gone = look_again(
+    let gone = look_briefly(
         || async {
             let gone = instances::describe(c, Scope::Cluster(owner))
                 .await?

@@ -15,12 +15,12 @@ use std::time::Duration;
 use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
-use super::groups::{Entry, Groups};
 use crate::api::ComputeCluster;
 use crate::aws::instances::{self, InstanceState};
 use crate::aws::nat_gateway::{self, NatState};
 use crate::aws::tags::Scope;
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::groups::{Entry, Groups};
 
 /// How often a group looks: AWS's creations are counted in tens of
 /// seconds, so a second late is a few percent.
