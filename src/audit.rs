@@ -28,6 +28,7 @@ use crate::aws::inventory::{self, Tagged};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::cluster::cleanup::delete_pass;
+use crate::cluster::kinds::Deleted;
 use crate::cluster::kinds::Observed;
 use crate::context::Context;
 use crate::leadership::Shutdown;
@@ -485,9 +486,9 @@ async fn delete_leak(
             return Ok(true);
         }
         match delete_pass(c, owner, &observed).await {
-            Ok(None) => {}
+            Ok(Deleted::All) => {}
             // AWS must finish something first (or lets go of it soon).
-            Ok(Some(_)) => tokio::time::sleep(Duration::from_secs(2)).await,
+            Ok(Deleted::Ending(_)) => tokio::time::sleep(Duration::from_secs(2)).await,
             Err(e) if e.code() == Some("DependencyViolation") => {
                 tokio::time::sleep(Duration::from_secs(2)).await
             }

@@ -16,10 +16,10 @@ use super::catching_up::recent;
 use super::graph::{Step, DELETION};
 use super::kinds::{
     iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
-    subnets, vpc, Observed,
+    subnets, vpc, Deleted, Observed,
 };
 use super::next_look::next_look_deleting;
-use super::spec::{NetworkPlan, ValidatedSpec};
+use super::spec::AccountRef;
 use super::status::Report;
 use super::{use_account, ClusterContext};
 use crate::account::credentials::ResolvedAccount;
@@ -65,7 +65,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         tracing::info!(name = %cc.name_any(), "no AWS call was ever made for this cluster: nothing to delete");
         return Ok(done(&ctx, &uid));
     };
-    let target = deletion_target(&cc, installation);
+    let target = DeletionTarget::of(&cc, installation);
     let resolved = deletion_account(&ctx, &cc, &target, &recorded).await?;
     delete_what_is_left(&ctx, &cc, &target, &resolved).await
 }
@@ -75,10 +75,10 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
 async fn deletion_account(
     ctx: &ClusterContext,
     cc: &ComputeCluster,
-    target: &ValidatedSpec,
+    target: &DeletionTarget,
     recorded: &str,
 ) -> Result<ResolvedAccount, Error> {
-    let resolved = match use_account(ctx, cc, target).await {
+    let resolved = match use_account(ctx, cc, &target.account).await {
         Ok(usable) => usable.resolved,
         Err(blocked) => {
             let message = format!(
@@ -111,7 +111,7 @@ async fn deletion_account(
 async fn delete_what_is_left(
     ctx: &ClusterContext,
     cc: &ComputeCluster,
-    target: &ValidatedSpec,
+    target: &DeletionTarget,
     resolved: &ResolvedAccount,
 ) -> Result<Action, Error> {
     let uid = cc.uid().unwrap_or_default();
@@ -144,7 +144,7 @@ async fn delete_what_is_left(
     }
     let result = delete_pass(&c, owner, &observed).await;
     // Deleted: confirmed by the next look, at once.
-    if matches!(result, Ok(None)) && Observed::describe(&c, owner).await?.is_empty() {
+    if matches!(result, Ok(Deleted::All)) && Observed::describe(&c, owner).await?.is_empty() {
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
         return Ok(done(ctx, &uid));
     }
@@ -157,14 +157,15 @@ async fn pass_outcome(
     c: &AwsClients,
     uid: &str,
     observed: &Observed,
-    result: AwsResult<Option<&'static str>>,
+    result: AwsResult<Deleted>,
 ) -> Result<(Outcome, Vec<DeletionBlocker>), Error> {
     let e = match result {
-        Ok(remaining) => {
-            let message = format!(
-                "deleting: waiting for {}",
-                remaining.unwrap_or("AWS to confirm")
-            );
+        Ok(left) => {
+            let what = match left {
+                Deleted::Ending(what) => what,
+                Deleted::All => "AWS to confirm",
+            };
+            let message = format!("deleting: waiting for {what}");
             return Ok((
                 Outcome::Deleting {
                     reason: reason::DELETING,
@@ -232,8 +233,8 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
         .as_ref()
         .and_then(|i| i.instance_profile_name.as_ref());
     let mut ids = status_ids(&status, brought.is_some());
-    let target = deletion_target(cc, ctx.installation.id());
-    if let Ok(usable) = use_account(ctx, cc, &target).await {
+    let target = DeletionTarget::of(cc, ctx.installation.id());
+    if let Ok(usable) = use_account(ctx, cc, &target.account).await {
         if usable.resolved.account_id == account_id {
             let c = AwsClients::new(
                 &usable.resolved.config,
@@ -330,26 +331,29 @@ async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Erro
     }
 }
 
-/// Only what deletion needs, read from the raw spec (validation must not block it).
-fn deletion_target(cc: &ComputeCluster, installation: &str) -> ValidatedSpec {
-    ValidatedSpec {
-        region: cc.spec.region.clone(),
-        account: cc.account_key().into(),
-        network: NetworkPlan::Existing {
-            vpc_id: String::new(),
-            subnet_ids: vec![],
-        },
-        ingress: vec![],
-        node_groups: vec![],
-        iam: Default::default(),
-        owner: OwnershipTags {
-            installation: installation.to_string(),
-            uid: cc.uid().unwrap_or_default(),
-            namespace: cc.namespace().unwrap_or_default(),
-            name: cc.name_any(),
-            user: Default::default(),
-        },
-        permissions_boundary: None,
+/// What a deletion works from, none of it validated (a spec that no longer
+/// validates must not block it): the region (immutable), the account the
+/// reference names (checked against the account status recorded), and the
+/// ownership tags of the cluster's identity.
+pub struct DeletionTarget {
+    pub region: String,
+    pub account: AccountRef,
+    pub owner: OwnershipTags,
+}
+
+impl DeletionTarget {
+    fn of(cc: &ComputeCluster, installation: &str) -> Self {
+        DeletionTarget {
+            region: cc.spec.region.clone(),
+            account: cc.account_key().into(),
+            owner: OwnershipTags {
+                installation: installation.to_string(),
+                uid: cc.uid().unwrap_or_default(),
+                namespace: cc.namespace().unwrap_or_default(),
+                name: cc.name_any(),
+                user: Default::default(),
+            },
+        }
     }
 }
 
@@ -444,44 +448,43 @@ async fn recorded_account(
 /// One pass in the order `graph::DELETION` declares, each kind's deletes at
 /// once; stops at the first kind
 /// AWS must finish deleting first (after looking again briefly) and says
-/// what that is. `None`: everything is deleted.
+/// what that is.
 pub async fn delete_pass(
     c: &AwsClients,
     owner: &OwnershipTags,
     o: &Observed,
-) -> AwsResult<Option<&'static str>> {
+) -> AwsResult<Deleted> {
     for step in DELETION {
-        let waiting = match step {
+        let left = match step {
             Step::NodeGroups => node_groups::delete(c, owner, &o.instances).await?,
-            Step::KeyPairs => key_pairs::delete(c, &o.key_pairs).await.map(|()| None)?,
             Step::NatGateways => {
                 nat_gateways::delete(c, owner, &o.nat_gateways, &o.addresses).await?
             }
-            Step::RouteTables => route_tables::delete(c, &o.route_tables)
-                .await
-                .map(|()| None)?,
-            Step::InternetGateway => internet_gateway::delete(c, &o.internet_gateways)
-                .await
-                .map(|()| None)?,
-            Step::Subnets => subnets::delete(c, &o.subnets).await.map(|()| None)?,
-            Step::SecurityGroup => security_group::delete(c, &o.security_groups)
-                .await
-                .map(|()| None)?,
-            Step::Vpc => vpc::delete(c, &o.vpcs).await.map(|()| None)?,
-            Step::Iam => iam::delete(c, &o.iam).await.map(|()| None)?,
+            Step::KeyPairs => all(key_pairs::delete(c, &o.key_pairs).await)?,
+            Step::RouteTables => all(route_tables::delete(c, &o.route_tables).await)?,
+            Step::InternetGateway => all(internet_gateway::delete(c, &o.internet_gateways).await)?,
+            Step::Subnets => all(subnets::delete(c, &o.subnets).await)?,
+            Step::SecurityGroup => all(security_group::delete(c, &o.security_groups).await)?,
+            Step::Vpc => all(vpc::delete(c, &o.vpcs).await)?,
+            Step::Iam => all(iam::delete(c, &o.iam).await)?,
             // Made by another kind's step: deleted with it (`deleted_with`).
             Step::VpcDns
             | Step::Images
             | Step::Addresses
             | Step::PublicIps
             | Step::PublicRoute
-            | Step::PrivateRoutes => None,
+            | Step::PrivateRoutes => Deleted::All,
         };
-        if waiting.is_some() {
-            return Ok(waiting);
+        if left != Deleted::All {
+            return Ok(left);
         }
     }
-    Ok(None)
+    Ok(Deleted::All)
+}
+
+/// A kind whose deletes AWS does at once.
+fn all(deleted: AwsResult<()>) -> AwsResult<Deleted> {
+    deleted.map(|()| Deleted::All)
 }
 
 #[cfg(test)]

@@ -201,12 +201,12 @@ pub struct UsableAccount {
 pub async fn use_account(
     ctx: &ClusterContext,
     cc: &ComputeCluster,
-    spec: &ValidatedSpec,
+    at: &AccountRef,
 ) -> Result<UsableAccount, AccountBlocked> {
     let AccountRef {
         namespace: ns,
         name,
-    } = &spec.account;
+    } = at;
     let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
     let account = match api.get_opt(name).await {
         Ok(Some(a)) => a,
@@ -225,7 +225,7 @@ pub async fn use_account(
             })
         }
     };
-    if let Some(refused) = refusal(cc, &account, &spec.account) {
+    if let Some(refused) = refusal(cc, &account, at) {
         return Err(refused);
     }
     let cleaning_up = cc.meta().deletion_timestamp.is_some();
@@ -336,7 +336,7 @@ async fn dereference(
             return report.settle(ctx, outcome).await.map(Proceed::Stopped);
         }
     };
-    let UsableAccount { account, resolved } = match use_account(ctx, cc, &spec).await {
+    let UsableAccount { account, resolved } = match use_account(ctx, cc, &spec.account).await {
         Ok(r) => r,
         Err(blocked) => {
             return report

@@ -210,3 +210,13 @@ pub struct Pass<'a> {
     /// Pinned images and a pending refresh, as the object says.
     pub recorded: &'a images::Recorded,
 }
+
+/// What one kind's deletion left, after looking again briefly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// Nothing of the kind is left.
+    All,
+    /// AWS is still deleting some, named for the status ("instances to
+    /// terminate"); the kinds after it wait.
+    Ending(&'static str),
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
 
-use super::Pass;
+use super::{Deleted, Pass};
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::{self, NatState, ObservedAddress, ObservedNatGateway};
 use crate::aws::subnet::ObservedSubnet;
@@ -209,13 +209,13 @@ pub async fn ensure_gateways(
 }
 
 /// Deletes the gateways, and once AWS has (looking again briefly), releases
-/// the addresses. `Some(what)`: AWS must finish deleting that first.
+/// the addresses.
 pub async fn delete(
     c: &AwsClients,
     owner: &OwnershipTags,
     gateways: &[ObservedNatGateway],
     addresses: &[ObservedAddress],
-) -> AwsResult<Option<&'static str>> {
+) -> AwsResult<Deleted> {
     let live = gateways
         .iter()
         .filter(|n| matches!(n.state, NatState::Pending | NatState::Available));
@@ -231,7 +231,7 @@ pub async fn delete(
         )
         .await?;
         if gone != Some(true) {
-            return Ok(Some("NAT gateways to be deleted"));
+            return Ok(Deleted::Ending("NAT gateways to be deleted"));
         }
     }
     try_join_all(
@@ -240,7 +240,7 @@ pub async fn delete(
             .map(|a| nat_gateway::release_address(c, &a.allocation_id)),
     )
     .await?;
-    Ok(None)
+    Ok(Deleted::All)
 }
 
 #[cfg(test)]

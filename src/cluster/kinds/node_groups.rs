@@ -9,7 +9,7 @@ use futures::future::try_join_all;
 
 use super::iam::Iam;
 use super::offerings::{self, Offering};
-use super::Pass;
+use super::{Deleted, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
@@ -781,13 +781,12 @@ fn instance_status(i: &ObservedInstance) -> InstanceStatus {
     }
 }
 
-/// Terminates every instance and looks again briefly; `Some(what)` while
-/// they are still shutting down.
+/// Terminates every instance and looks again briefly.
 pub async fn delete(
     c: &AwsClients,
     owner: &OwnershipTags,
     observed: &[ObservedInstance],
-) -> AwsResult<Option<&'static str>> {
+) -> AwsResult<Deleted> {
     let live: Vec<String> = observed
         .iter()
         .filter(|i| !i.state.is_ending())
@@ -795,7 +794,7 @@ pub async fn delete(
         .collect();
     instances::terminate(c, &live).await?;
     if observed.is_empty() {
-        return Ok(None);
+        return Ok(Deleted::All);
     }
     let gone = look_briefly(
         || async {
@@ -807,7 +806,11 @@ pub async fn delete(
         true,
     )
     .await?;
-    Ok((gone != Some(true)).then_some("instances to terminate"))
+    Ok(if gone == Some(true) {
+        Deleted::All
+    } else {
+        Deleted::Ending("instances to terminate")
+    })
 }
 
 #[cfg(test)]
