@@ -455,18 +455,6 @@ impl NodeGroupSpec {
         }
     }
 
-    /// `healthCheckGracePeriod`, or its default; `None` when it does not
-    /// parse (the spec check says so first).
-    pub fn grace_period(&self) -> Option<std::time::Duration> {
-        match &self.health_check_grace_period {
-            None => Some(std::time::Duration::from_secs(300)),
-            Some(text) => text
-                .parse::<jiff::SignedDuration>()
-                .ok()
-                .and_then(|d| std::time::Duration::try_from(d).ok()),
-        }
-    }
-
     /// A group named `workers` of `count` instances of `instance_type`,
     /// all else default: the unit tests' group.
     #[cfg(test)]

@@ -36,7 +36,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     let uid = cc.uid().unwrap_or_default();
     // Another installation's resources are never touched: not deleted,
     // not described, not marked.
-    let installation = ctx.installation.id();
+    let installation = ctx.operator.installation.id();
     if let Some(other) = cc
         .status
         .as_ref()
@@ -59,7 +59,7 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
     // Deletion is a new intent: backoff earned while provisioning does not
     // delay it.
     if cc.status.as_ref().and_then(|s| s.phase) != Some(ClusterPhase::Deleting) {
-        ctx.reset_backoff(&uid);
+        ctx.operator.reset_backoff(&uid);
     }
     let Some(recorded) = recorded_account(&ctx, &cc).await? else {
         tracing::info!(name = %cc.name_any(), "no AWS call was ever made for this cluster: nothing to delete");
@@ -118,7 +118,7 @@ async fn delete_what_is_left(
     let c = AwsClients::new(
         &resolved.config,
         &target.region,
-        ctx.metrics.aws_interceptor(),
+        ctx.operator.metrics.aws_interceptor(),
     );
     let owner = &target.owner;
     // Made before installations were tagged: adopted first, so that the
@@ -233,13 +233,13 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
         .as_ref()
         .and_then(|i| i.instance_profile_name.as_ref());
     let mut ids = status_ids(&status, brought.is_some());
-    let target = DeletionTarget::of(cc, ctx.installation.id());
+    let target = DeletionTarget::of(cc, ctx.operator.installation.id());
     if let Ok(usable) = use_account(ctx, cc, &target.account).await {
         if usable.resolved.account_id == account_id {
             let c = AwsClients::new(
                 &usable.resolved.config,
                 &target.region,
-                ctx.metrics.aws_interceptor(),
+                ctx.operator.metrics.aws_interceptor(),
             );
             if let Ok(observed) = Observed::describe(&c, &target.owner).await {
                 // Let go on purpose: marked so that no audit counts them
@@ -276,10 +276,11 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
         reason: reason::RETAINED,
         message: message.clone(),
     };
-    Report::deleting(cc).write(ctx, &outcome).await?;
+    Report::deleting(cc).write(&ctx.operator, &outcome).await?;
     if status.phase == Some(ClusterPhase::Deleting) {
         // The writer publishes on a phase change only.
-        ctx.publish(&cc.object_ref(&()), true, reason::RETAINED, message)
+        ctx.operator
+            .publish(&cc.object_ref(&()), true, reason::RETAINED, message)
             .await;
     }
     Ok(())
@@ -311,23 +312,23 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
 
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
 fn done(ctx: &ClusterContext, uid: &str) -> Action {
-    ctx.reset_backoff(uid);
+    ctx.operator.reset_backoff(uid);
     ctx.recent.forget(uid);
-    ctx.metrics.cluster_phase(uid, None);
+    ctx.operator.metrics.cluster_phase(uid, None);
     Action::await_change()
 }
 
 /// Writes the deletion's status and keeps the finalizer (the helper removes
 /// it on any `Ok`), looked at again as `next_look_deleting` says.
 async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Error {
-    let after = match report.write(ctx, &outcome).await {
+    let after = match report.write(&ctx.operator, &outcome).await {
         Ok(after) => after,
         Err(e) => return e,
     };
     let blocked = outcome.reason() == reason::DELETION_BLOCKED;
     Error::CleanupPending {
         message: outcome.message().to_string(),
-        retry_after: next_look_deleting(after, blocked, ctx.settings.resync),
+        retry_after: next_look_deleting(after, blocked, ctx.operator.settings.resync),
     }
 }
 
@@ -436,8 +437,10 @@ async fn recorded_account(
     if let Some(id) = recorded(cc) {
         return Ok(Some(id));
     }
-    let api: Api<ComputeCluster> =
-        Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    let api: Api<ComputeCluster> = Api::namespaced(
+        ctx.operator.client.clone(),
+        &cc.namespace().unwrap_or_default(),
+    );
     Ok(api
         .get_opt(&cc.name_any())
         .await?

@@ -157,7 +157,7 @@ async fn run_steps(input: &StepInput<'_>, board: &Board) -> Option<Error> {
         .spec
         .node_groups
         .iter()
-        .any(node_groups::wants_public);
+        .any(|g| node_groups::wants_public(g));
     let mut done: BTreeMap<Step, Shared<BoxFuture<'_, bool>>> = BTreeMap::new();
     for def in STEPS {
         let needs: Vec<_> = graph::needs(def, public_nodes)

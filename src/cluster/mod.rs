@@ -18,7 +18,6 @@ pub mod spec;
 pub mod status;
 pub mod user_data;
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,7 +63,7 @@ fn is_paused(cc: &ComputeCluster) -> bool {
 /// What the ComputeCluster controller's reconciles share: the operator's
 /// [`Context`], the verified accounts, and what AWS offers each region.
 pub struct ClusterContext {
-    pub ctx: Arc<Context>,
+    pub operator: Arc<Context>,
     pub accounts: Arc<Accounts>,
     pub catalog: Catalog,
     /// Creations no describe has shown yet, per cluster.
@@ -73,14 +72,6 @@ pub struct ClusterContext {
     pub resync: Resync,
     /// Clusters waiting for what AWS is creating, looked at together.
     pub waiting: Waiting,
-}
-
-impl Deref for ClusterContext {
-    type Target = Context;
-
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
 }
 
 /// Runs the ComputeCluster controller until shutdown.
@@ -109,7 +100,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     let concurrency = ctx.settings.concurrency;
     let refusal_ttl = ctx.settings.capacity_refusal_ttl;
     let cx = Arc::new(ClusterContext {
-        ctx,
+        operator: ctx,
         accounts,
         catalog: Catalog::new(refusal_ttl),
         recent: Recent::default(),
@@ -129,8 +120,10 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
 
 async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let started = Instant::now();
-    let api: Api<ComputeCluster> =
-        Api::namespaced(ctx.client.clone(), &cc.namespace().unwrap_or_default());
+    let api: Api<ComputeCluster> = Api::namespaced(
+        ctx.operator.client.clone(),
+        &cc.namespace().unwrap_or_default(),
+    );
     // Whatever this pass finds, the cluster looks for itself until a pass
     // settles it again.
     let uid = cc.uid().unwrap_or_default();
@@ -139,16 +132,16 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     let result = finalizer(&api, FINALIZER, cc, |event| async {
         match event {
             Event::Apply(cc) if is_paused(&cc) => {
-                Report::new(&cc).paused(&ctx).await?;
+                Report::new(&cc).paused(&ctx.operator).await?;
                 Ok(Action::await_change())
             }
             Event::Cleanup(cc) if is_paused(&cc) => {
-                Report::new(&cc).paused(&ctx).await?;
+                Report::new(&cc).paused(&ctx.operator).await?;
                 // The finalizer stays while paused; removing the annotation
                 // is a change the controller sees at once.
                 Err(Error::CleanupPending {
                     message: "deletion is paused".into(),
-                    retry_after: ctx.settings.resync,
+                    retry_after: ctx.operator.settings.resync,
                 })
             }
             Event::Apply(cc) => apply(cc, ctx.clone()).await,
@@ -157,7 +150,9 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    ctx.operator
+        .metrics
+        .reconciled(CONTROLLER, started.elapsed());
     result
 }
 
@@ -171,7 +166,7 @@ fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>
             return Action::requeue(*retry_after);
         }
     }
-    let backoff = ctx.retry_later(
+    let backoff = ctx.operator.retry_later(
         CONTROLLER,
         &cc.uid().unwrap_or_default(),
         error.classify().0.as_str(),
@@ -207,7 +202,7 @@ pub async fn use_account(
         namespace: ns,
         name,
     } = at;
-    let api: Api<CloudAccount> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<CloudAccount> = Api::namespaced(ctx.operator.client.clone(), ns);
     let account = match api.get_opt(name).await {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -301,7 +296,7 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     let catching_up = catching_up::is_catching_up(&result);
     let aws_creating = seen.is_some() && !ready && report.aws_creating();
     let end = PassEnd {
-        after: report.finish(&ctx, result).await?,
+        after: report.finish(&ctx.operator, result).await?,
         catching_up,
         aws_creating,
         settled: seen.is_some() && ready,
@@ -309,13 +304,15 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
     look_again(&cc, &ctx, &input, next_look(end), seen)
 }
 
-/// What a pass works from, read once: the validated spec, what it
-/// describes, and the usable account.
+/// What a pass works from, read once: the validated spec, the usable
+/// account, and what the object records that the pass acts on (what to
+/// describe beyond what every pass needs; pinned images and a pending
+/// refresh). The raw object is not read again.
 struct Input {
     spec: ValidatedSpec,
-    /// What the pass describes beyond what every pass needs.
-    looks: Looks,
     resolved: ResolvedAccount,
+    looks: Looks,
+    recorded: kinds::images::Recorded,
 }
 
 /// Validates the spec and dereferences the account: the pass's input and
@@ -326,21 +323,24 @@ async fn dereference(
     ctx: &Arc<ClusterContext>,
 ) -> Result<Proceed<(Input, Report)>, Error> {
     let report = Report::new(cc);
-    let mut spec = match spec::validate(cc, ctx.installation.id()) {
+    let mut spec = match spec::validate(cc, ctx.operator.installation.id()) {
         Ok(spec) => spec,
         Err(e) => {
             let outcome = crate::outcome::Outcome::NeedsUser {
                 reason: reason::INVALID_SPEC,
                 message: e.to_string(),
             };
-            return report.settle(ctx, outcome).await.map(Proceed::Stopped);
+            return report
+                .settle(&ctx.operator, outcome)
+                .await
+                .map(Proceed::Stopped);
         }
     };
     let UsableAccount { account, resolved } = match use_account(ctx, cc, &spec.account).await {
         Ok(r) => r,
         Err(blocked) => {
             return report
-                .account_blocked(ctx, blocked)
+                .account_blocked(&ctx.operator, blocked)
                 .await
                 .map(Proceed::Stopped)
         }
@@ -351,23 +351,29 @@ async fn dereference(
             reason: reason::SHARED_NODE_IDENTITY,
             message: e.to_string(),
         };
-        return report.settle(ctx, outcome).await.map(Proceed::Stopped);
+        return report
+            .settle(&ctx.operator, outcome)
+            .await
+            .map(Proceed::Stopped);
     }
     // The account (and so its Secret) is kept while this cluster may have
     // resources to delete: protected before the first AWS call.
-    let accounts: Api<CloudAccount> =
-        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let accounts: Api<CloudAccount> = Api::namespaced(
+        ctx.operator.client.clone(),
+        &account.namespace().unwrap_or_default(),
+    );
     in_use::add_finalizer(&accounts, &account, in_use::IN_USE_FINALIZER).await?;
     let mut report = report;
     report.account_ready();
     Ok(
         match report
-            .record_account(ctx, &account, &resolved.account_id)
+            .record_account(&ctx.operator, &account, &resolved.account_id)
             .await?
         {
             Proceed::Go(report) => {
                 let input = Input {
                     looks: looks(cc, &spec),
+                    recorded: kinds::images::Recorded::of(cc),
                     spec,
                     resolved,
                 };
@@ -390,7 +396,7 @@ async fn converge_pass(
     let clients = AwsClients::new(
         &input.resolved.config,
         &input.spec.region,
-        ctx.metrics.aws_interceptor(),
+        ctx.operator.metrics.aws_interceptor(),
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
@@ -401,7 +407,7 @@ async fn converge_pass(
         // Before any AWS call: a group whose user data cannot be read
         // launches nothing.
         let ns = cc.namespace().unwrap_or_default();
-        let user_data = user_data::read(&ctx.client, &ns, &spec.node_groups).await?;
+        let user_data = user_data::read(&ctx.operator.client, &ns, &spec.node_groups).await?;
         if adopt {
             let iam_name = kinds::iam::iam_name(&spec.owner);
             let adopted = crate::aws::inventory::adopt(&clients, &spec.owner, &iam_name).await?;
@@ -419,13 +425,12 @@ async fn converge_pass(
         if let Some(note) = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await? {
             progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
         }
-        let recorded = kinds::images::Recorded::of(cc);
         let pass = kinds::Pass {
             c: &clients,
             spec,
             observed: &observed,
             user_data: &user_data,
-            recorded: &recorded,
+            recorded: &input.recorded,
         };
         converge::converge(&ctx.catalog, pass, progress).await?;
         Ok(observed)
@@ -433,7 +438,7 @@ async fn converge_pass(
     .await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
     if adopt && result.is_ok() {
-        report.adopted(ctx.installation.id());
+        report.adopted(ctx.operator.installation.id());
     }
     match result {
         Ok(seen) => (Ok(()), Some(seen)),
@@ -455,6 +460,7 @@ fn look_again(
         spec,
         looks,
         resolved,
+        ..
     } = input;
     let key = GroupKey {
         account_id: resolved.account_id.clone(),
@@ -465,7 +471,7 @@ fn look_again(
         AwsClients::new(
             &resolved.config,
             &spec.region,
-            ctx.metrics.aws_interceptor(),
+            ctx.operator.metrics.aws_interceptor(),
         )
     };
     match (next, seen) {

@@ -1,6 +1,8 @@
 //! Validate: the raw object becomes a typed spec that the rest of the
 //! reconcile reads instead of it. Pure: no I/O here.
 
+use std::time::Duration;
+
 use ipnet::Ipv4Net;
 use kube::ResourceExt;
 
@@ -39,7 +41,7 @@ pub struct ValidatedSpec {
     pub account: AccountRef,
     pub network: NetworkPlan,
     pub ingress: Vec<IngressRule>,
-    pub node_groups: Vec<NodeGroupSpec>,
+    pub node_groups: Vec<NodeGroup>,
     pub iam: ClusterIam,
     pub owner: OwnershipTags,
     /// The permissions boundary the CloudAccount requires on every role
@@ -117,6 +119,64 @@ pub enum SshKeyProblem {
     Algorithm(String),
 }
 
+/// A node group after validation: its spec, with what was parsed from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeGroup {
+    pub spec: NodeGroupSpec,
+    /// How long an instance may fail its status checks before it is
+    /// replaced (`healthCheckGracePeriod`, default 5 minutes).
+    pub grace_period: Duration,
+}
+
+impl NodeGroup {
+    fn validate(group: &NodeGroupSpec) -> Result<NodeGroup, SpecError> {
+        let grace_period = grace_period(group).ok_or_else(|| SpecError::GracePeriod {
+            group: group.name.clone(),
+        })?;
+        if let Some(key) = &group.ssh_public_key {
+            check_ssh_public_key(key).map_err(|problem| SpecError::SshPublicKey {
+                group: group.name.clone(),
+                problem,
+            })?;
+        }
+        Ok(NodeGroup {
+            spec: group.clone(),
+            grace_period,
+        })
+    }
+
+    /// A group whose spec is taken as valid: the unit tests' groups.
+    #[cfg(test)]
+    pub fn of(spec: NodeGroupSpec) -> NodeGroup {
+        NodeGroup {
+            grace_period: grace_period(&spec).unwrap_or(DEFAULT_GRACE_PERIOD),
+            spec,
+        }
+    }
+}
+
+/// A validated group reads as its spec.
+impl std::ops::Deref for NodeGroup {
+    type Target = NodeGroupSpec;
+
+    fn deref(&self) -> &NodeGroupSpec {
+        &self.spec
+    }
+}
+
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(300);
+
+/// `healthCheckGracePeriod`, or its default; `None` when it does not parse.
+fn grace_period(group: &NodeGroupSpec) -> Option<Duration> {
+    match &group.health_check_grace_period {
+        None => Some(DEFAULT_GRACE_PERIOD),
+        Some(text) => text
+            .parse::<jiff::SignedDuration>()
+            .ok()
+            .and_then(|d| Duration::try_from(d).ok()),
+    }
+}
+
 pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec, SpecError> {
     let spec = &cc.spec;
     let namespace = cc.namespace().unwrap_or_default();
@@ -135,25 +195,17 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
         }
         _ => return Err(SpecError::NetworkSource),
     };
-    for group in &spec.node_groups {
-        if group.grace_period().is_none() {
-            return Err(SpecError::GracePeriod {
-                group: group.name.clone(),
-            });
-        }
-        if let Some(key) = &group.ssh_public_key {
-            check_ssh_public_key(key).map_err(|problem| SpecError::SshPublicKey {
-                group: group.name.clone(),
-                problem,
-            })?;
-        }
-    }
+    let node_groups = spec
+        .node_groups
+        .iter()
+        .map(NodeGroup::validate)
+        .collect::<Result<_, _>>()?;
     Ok(ValidatedSpec {
         region: spec.region.clone(),
         account: cc.account_key().into(),
         network,
         ingress: spec.network.ingress.clone(),
-        node_groups: spec.node_groups.clone(),
+        node_groups,
         iam: spec.iam.clone().unwrap_or_default(),
         owner: OwnershipTags {
             installation: installation.to_string(),

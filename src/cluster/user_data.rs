@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::api::compute_cluster::UserDataSecretRef;
-use crate::api::NodeGroupSpec;
 use crate::aws::token::hash_token;
+use crate::cluster::spec::NodeGroup;
 use crate::Error;
 
 /// AWS's limit on user data, before base64.
@@ -91,7 +91,7 @@ pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<Use
 pub async fn read(
     client: &Client,
     namespace: &str,
-    groups: &[NodeGroupSpec],
+    groups: &[NodeGroup],
 ) -> Result<BTreeMap<String, UserData>, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut out = BTreeMap::new();

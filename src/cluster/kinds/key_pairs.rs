@@ -9,11 +9,11 @@ use futures::future::try_join_all;
 
 use super::iam::iam_name;
 use super::Pass;
-use crate::api::NodeGroupSpec;
 use crate::aws::instances::ObservedInstance;
 use crate::aws::key_pair::{self, ObservedKeyPair};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
+use crate::cluster::spec::NodeGroup;
 use crate::Error;
 
 /// The name of the key pair imported for `group`'s `public_key`.
@@ -33,7 +33,7 @@ pub struct KeyActions {
 
 pub fn plan(
     owner: &OwnershipTags,
-    groups: &[NodeGroupSpec],
+    groups: &[NodeGroup],
     observed: &[ObservedKeyPair],
     instances: &[ObservedInstance],
 ) -> KeyActions {
@@ -126,6 +126,7 @@ pub async fn delete(c: &AwsClients, observed: &[ObservedKeyPair]) -> AwsResult<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::NodeGroupSpec;
     use crate::aws::instances::InstanceState;
 
     fn owner() -> OwnershipTags {
@@ -236,6 +237,7 @@ mod tests {
             ),
         ];
         for (groups, observed, instances, import, delete, why) in rows {
+            let groups: Vec<NodeGroup> = groups.into_iter().map(NodeGroup::of).collect();
             let got = plan(&o, &groups, &observed, &instances);
             let imported: Vec<&str> = got.import.iter().map(|(n, ..)| n.as_str()).collect();
             assert_eq!(
@@ -247,7 +249,12 @@ mod tests {
                 "{why}"
             );
         }
-        let brought = plan(&o, &[group("workers", Some("alice"), None)], &[], &[]);
+        let brought = plan(
+            &o,
+            &[NodeGroup::of(group("workers", Some("alice"), None))],
+            &[],
+            &[],
+        );
         assert_eq!(
             brought.key_names.get("workers").map(String::as_str),
             Some("alice")

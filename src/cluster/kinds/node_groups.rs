@@ -21,6 +21,7 @@ use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
 use crate::cluster::catching_up::look_briefly;
+use crate::cluster::spec::NodeGroup;
 use crate::{Brought, Error, MissingNetwork};
 
 /// What to do with one node group.
@@ -280,7 +281,7 @@ fn spread(
 }
 
 /// Instances of groups that are no longer in the spec.
-pub fn orphans(groups: &[NodeGroupSpec], instances: &[ObservedInstance]) -> Vec<String> {
+pub fn orphans(groups: &[NodeGroup], instances: &[ObservedInstance]) -> Vec<String> {
     instances
         .iter()
         .filter(|i| !i.state.is_ending())
@@ -330,7 +331,7 @@ pub struct NodeActions {
 }
 
 pub fn plan(
-    groups: &[NodeGroupSpec],
+    groups: &[NodeGroup],
     inputs: &Inputs,
     instances: &[ObservedInstance],
     subnets: &[ObservedSubnet],
@@ -568,7 +569,7 @@ async fn unhealthy(p: Pass<'_>) -> Result<BTreeSet<String>, Error> {
         .filter_map(|i| {
             let since = impaired.get(&i.id)?;
             let group = p.spec.node_groups.iter().find(|g| g.name == i.group)?;
-            let grace = i64::try_from(group.grace_period()?.as_secs()).ok()?;
+            let grace = i64::try_from(group.grace_period.as_secs()).ok()?;
             (now - since >= grace).then(|| i.id.clone())
         })
         .collect())
@@ -1229,7 +1230,7 @@ mod tests {
             ..Default::default()
         };
         let status = |g: &NodeGroupSpec| {
-            let actions = plan(std::slice::from_ref(g), &inputs, &old, &[]);
+            let actions = plan(&[NodeGroup::of(g.clone())], &inputs, &old, &[]);
             actions
                 .statuses
                 .first()
@@ -1308,7 +1309,7 @@ mod tests {
             subnet("subnet-b", false),
         ];
         let actions = plan(
-            &[group(2, "t3.large")],
+            &[NodeGroup::of(group(2, "t3.large"))],
             &Inputs::default(),
             &observed,
             &subnets,
@@ -1365,7 +1366,12 @@ mod tests {
             ..Default::default()
         };
         let existing = |inputs: &Inputs, observed: &[ObservedInstance]| {
-            let actions = plan(&[group(2, "t3.large")], inputs, observed, &subnets);
+            let actions = plan(
+                &[NodeGroup::of(group(2, "t3.large"))],
+                inputs,
+                observed,
+                &subnets,
+            );
             actions.launch.first().map(|l| l.existing.clone())
         };
         let live = vec![inst("i-1", "t3.large", Running, 1, "subnet-a")];
