@@ -395,12 +395,63 @@ pub async fn command(
             name: c.name_any(),
         });
     }
+    let places = places(&accounts, &clusters, &opts.regions)
+        .into_iter()
+        .map(|(i, region)| (&accounts[i], region));
+    let mut looked = look_in(client, base, opts, &live, places).await?;
+    let selected: Vec<&Leak> = looked
+        .found_in
+        .iter()
+        .flat_map(|(_, f)| &f.leaks)
+        .filter(|l| opts.selects(l))
+        .collect();
+    if opts.delete && !selected.is_empty() && confirm(&looked.out, &selected) {
+        looked.total = delete_selected(opts, &live, &looked.found_in, &mut looked.out).await?;
+    } else if opts.delete {
+        let _ = writeln!(looked.out, "nothing deleted");
+    }
+    let Looked {
+        mut out,
+        total,
+        monthly,
+        ..
+    } = looked;
+    let _ = writeln!(
+        out,
+        "{total} leaked resources{}; about ${monthly:.2}/month (an estimate: built-in on-demand prices of us-east-1 for NAT gateways, Elastic IPs and common instance types)",
+        if opts.delete { " left" } else { "" }
+    );
+    Ok((out, total))
+}
+
+/// What the audit found, place by place: its report so far, the count of
+/// this installation's leaked resources, their monthly estimate, and each
+/// place's clients with its findings.
+struct Looked {
+    out: String,
+    total: usize,
+    monthly: f64,
+    found_in: Vec<(AwsClients, Found)>,
+}
+
+/// Looks in each (CloudAccount, region) once per AWS account and region; a
+/// CloudAccount that cannot be used is said so and skipped.
+async fn look_in<'a>(
+    client: &Client,
+    base: &SdkConfig,
+    opts: &AuditOptions,
+    live: &BTreeSet<String>,
+    places: impl Iterator<Item = (&'a CloudAccount, String)>,
+) -> Result<Looked, Error> {
     let metrics = Metrics::new();
     let mut seen = BTreeSet::new();
-    let (mut out, mut total, mut monthly) = (String::new(), 0, 0.0);
-    let mut found_in = Vec::new();
-    for (i, region) in places(&accounts, &clusters, &opts.regions) {
-        let account = &accounts[i];
+    let mut looked = Looked {
+        out: String::new(),
+        total: 0,
+        monthly: 0.0,
+        found_in: Vec::new(),
+    };
+    for (account, region) in places {
         let label = format!(
             "CloudAccount {}/{}",
             account.namespace().unwrap_or_default(),
@@ -410,7 +461,7 @@ pub async fn command(
         let resolved = match credentials::resolve(client, base, &metrics, account, &ambient).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = writeln!(out, "{label}: not looked in, it cannot be used: {e}");
+                let _ = writeln!(looked.out, "{label}: not looked in, it cannot be used: {e}");
                 continue;
             }
         };
@@ -418,54 +469,51 @@ pub async fn command(
             continue;
         }
         let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
-        let found = find(&c, &live, &opts.installation).await?;
+        let found = find(&c, live, &opts.installation).await?;
         let heading = format!(
             "AWS account {} in {region} (through {label}), installation {}",
             resolved.account_id, opts.installation
         );
-        out.push_str(&report(&heading, &found));
-        monthly += found
+        looked.out.push_str(&report(&heading, &found));
+        looked.monthly += found
             .leaks
             .iter()
             .filter(|l| !l.unattributed)
             .map(Leak::monthly_usd)
             .sum::<f64>();
-        total += found.ours();
-        found_in.push((c, found));
+        looked.total += found.ours();
+        looked.found_in.push((c, found));
     }
-    let selected: Vec<&Leak> = found_in
-        .iter()
-        .flat_map(|(_, f)| &f.leaks)
-        .filter(|l| opts.selects(l))
-        .collect();
-    if opts.delete && !selected.is_empty() && confirm(&out, &selected) {
-        total = 0;
-        for (c, found) in &found_in {
-            for leak in found.leaks.iter().filter(|l| opts.selects(l)) {
-                let left = delete_leak(c, &leak.owner(), opts.deadline).await?;
-                let _ = writeln!(
-                    out,
-                    "deleted former cluster {} (uid {}): {}",
-                    leak.cluster,
-                    leak.uid,
-                    if left {
-                        "not finished within the deadline"
-                    } else {
-                        "nothing left"
-                    }
-                );
-            }
-            total += find(c, &live, &opts.installation).await?.ours();
+    Ok(looked)
+}
+
+/// Deletes the selected leaks, saying how each went; what is left of this
+/// installation's leaks afterwards.
+async fn delete_selected(
+    opts: &AuditOptions,
+    live: &BTreeSet<String>,
+    found_in: &[(AwsClients, Found)],
+    out: &mut String,
+) -> Result<usize, Error> {
+    let mut total = 0;
+    for (c, found) in found_in {
+        for leak in found.leaks.iter().filter(|l| opts.selects(l)) {
+            let left = delete_leak(c, &leak.owner(), opts.deadline).await?;
+            let _ = writeln!(
+                out,
+                "deleted former cluster {} (uid {}): {}",
+                leak.cluster,
+                leak.uid,
+                if left {
+                    "not finished within the deadline"
+                } else {
+                    "nothing left"
+                }
+            );
         }
-    } else if opts.delete {
-        let _ = writeln!(out, "nothing deleted");
+        total += find(c, live, &opts.installation).await?.ours();
     }
-    let _ = writeln!(
-        out,
-        "{total} leaked resources{}; about ${monthly:.2}/month (an estimate: built-in on-demand prices of us-east-1 for NAT gateways, Elastic IPs and common instance types)",
-        if opts.delete { " left" } else { "" }
-    );
-    Ok((out, total))
+    Ok(total)
 }
 
 /// Deletes what the former cluster `owner` left, through the controller's

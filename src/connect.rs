@@ -236,6 +236,16 @@ fn refuse_foreign(
 /// The writes that bring `found` to `wanted`. Refused, before any write,
 /// when a name is taken by something connect did not make for this account.
 pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
+    let mut steps = plan_role(wanted, found)?;
+    if let Some(node) = &wanted.node {
+        steps.extend(plan_node(node, found, &wanted.label)?);
+    }
+    Ok(steps)
+}
+
+/// The cross-account role's steps: made, or its trust and inline policies
+/// brought to what is wanted.
+fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     match &found.role {
         None => {
@@ -259,9 +269,13 @@ pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
             }
         }
     }
-    let Some(node) = &wanted.node else {
-        return Ok(steps);
-    };
+    Ok(steps)
+}
+
+/// The shared node identity's steps: its role (trusting EC2 alone, with the
+/// wanted managed policies) and instance profile.
+fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
     let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
     match &found.node_role {
         None => {
@@ -269,7 +283,7 @@ pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
             steps.extend(node.policies.iter().cloned().map(Step::AttachNodePolicy));
         }
         Some(role) => {
-            refuse_foreign("role", &node.name, &role.tags, &wanted.label)?;
+            refuse_foreign("role", &node.name, &role.tags, label)?;
             if role.trust != trust {
                 return Err(ConnectError::Refused(format!(
                     "node role {} does not trust EC2 alone: put back its trust policy or delete it",
@@ -294,7 +308,7 @@ pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
             steps.push(Step::AddNodeRole);
         }
         Some(profile) => {
-            refuse_foreign("instance profile", &node.name, &profile.tags, &wanted.label)?;
+            refuse_foreign("instance profile", &node.name, &profile.tags, label)?;
             if !profile.roles.contains(&node.name) {
                 if !profile.roles.is_empty() {
                     return Err(ConnectError::Refused(format!(
@@ -777,27 +791,7 @@ const CF_MANAGED: &str = "@@ManagedPolicyArns@@";
 /// permissions boundary.
 pub fn cloudformation(i: &Inputs) -> Value {
     let w = &i.wanted;
-    let mut options = i.options.clone();
-    let has_managed = !options.managed_policy_arns.is_empty();
-    if has_managed {
-        options.managed_policy_arns = vec![CF_MANAGED.into()];
-    }
-    options.permissions_boundary = Some(CF_BOUNDARY.into());
-    let policies: Vec<Value> = w
-        .policies
-        .keys()
-        .map(|name| {
-            let part = if name == SETUP_POLICY {
-                PolicyPart::Setup
-            } else {
-                PolicyPart::Ongoing
-            };
-            json!({
-                "PolicyName": name,
-                "PolicyDocument": parameterised(iam_policy::policy_part(&options, part)),
-            })
-        })
-        .collect();
+    let policies = cf_policies(i);
     let mut trust = w.trust.clone();
     trust["Statement"][0]["Principal"]["AWS"] = json!({"Ref": "PrincipalArn"});
     if i.external_id.is_some() {
@@ -805,24 +799,7 @@ pub fn cloudformation(i: &Inputs) -> Value {
             json!({"Ref": "ExternalId"});
     }
     let tags = json!([{"Key": CONNECTED, "Value": w.label}]);
-    let mut parameters = json!({
-        "PrincipalArn": {"Type": "String", "Default": i.principal,
-            "Description": "The identity the role trusts: the CloudAccount's status.principal"},
-        "RoleName": {"Type": "String", "Default": w.role.name,
-            "Description": "The role's name: the last part of the CloudAccount's spec.roleArn"},
-        "PermissionsBoundaryArn": {"Type": "String",
-            "Default": i.options.permissions_boundary.clone().unwrap_or_default(),
-            "Description": "The boundary every node role must carry (the CloudAccount's permissionsBoundaryArn); empty: none"},
-    });
-    if let Some(id) = &i.external_id {
-        parameters["ExternalId"] = json!({"Type": "String", "Default": id,
-            "Description": "The external ID the role requires: the CloudAccount's status.externalId"});
-    }
-    if has_managed {
-        parameters["ManagedPolicyArns"] = json!({"Type": "CommaDelimitedList",
-            "Default": i.options.managed_policy_arns.join(","),
-            "Description": "Managed policies node roles may get (iam.managedPolicyArns)"});
-    }
+    let parameters = cf_parameters(i);
     let mut resources = json!({
         "CrossAccountRole": {
             "Type": "AWS::IAM::Role",
@@ -865,6 +842,54 @@ pub fn cloudformation(i: &Inputs) -> Value {
         "Resources": resources,
         "Outputs": outputs,
     })
+}
+
+/// The role's inline policies, with the template's parameters in them.
+fn cf_policies(i: &Inputs) -> Vec<Value> {
+    let mut options = i.options.clone();
+    if !options.managed_policy_arns.is_empty() {
+        options.managed_policy_arns = vec![CF_MANAGED.into()];
+    }
+    options.permissions_boundary = Some(CF_BOUNDARY.into());
+    i.wanted
+        .policies
+        .keys()
+        .map(|name| {
+            let part = if name == SETUP_POLICY {
+                PolicyPart::Setup
+            } else {
+                PolicyPart::Ongoing
+            };
+            json!({
+                "PolicyName": name,
+                "PolicyDocument": parameterised(iam_policy::policy_part(&options, part)),
+            })
+        })
+        .collect()
+}
+
+/// The template's parameters, defaulting to this account's values.
+fn cf_parameters(i: &Inputs) -> Value {
+    let w = &i.wanted;
+    let mut parameters = json!({
+        "PrincipalArn": {"Type": "String", "Default": i.principal,
+            "Description": "The identity the role trusts: the CloudAccount's status.principal"},
+        "RoleName": {"Type": "String", "Default": w.role.name,
+            "Description": "The role's name: the last part of the CloudAccount's spec.roleArn"},
+        "PermissionsBoundaryArn": {"Type": "String",
+            "Default": i.options.permissions_boundary.clone().unwrap_or_default(),
+            "Description": "The boundary every node role must carry (the CloudAccount's permissionsBoundaryArn); empty: none"},
+    });
+    if let Some(id) = &i.external_id {
+        parameters["ExternalId"] = json!({"Type": "String", "Default": id,
+            "Description": "The external ID the role requires: the CloudAccount's status.externalId"});
+    }
+    if !i.options.managed_policy_arns.is_empty() {
+        parameters["ManagedPolicyArns"] = json!({"Type": "CommaDelimitedList",
+            "Default": i.options.managed_policy_arns.join(","),
+            "Description": "Managed policies node roles may get (iam.managedPolicyArns)"});
+    }
+    parameters
 }
 
 /// The placeholders of a generated policy turned into the template's

@@ -101,54 +101,7 @@ enum Command {
     /// Print the IAM policy JSON for the target account's cross-account role:
     /// `permissions` (least privilege) or `trust` (needs --principal, and
     /// --account or --external-id).
-    IamPolicy {
-        #[arg(value_enum, default_value_t = PolicyKind::Permissions)]
-        kind: PolicyKind,
-        /// ARN allowed to assume the role (the operator's identity or the Secret's user).
-        #[arg(long, required_if_eq("kind", "trust"))]
-        principal: Option<String>,
-        /// Trust: the CloudAccount (NAMESPACE/NAME) whose generated external
-        /// ID (status.externalId) the role requires, read through the kubeconfig.
-        #[arg(long, conflicts_with = "external_id")]
-        account: Option<String>,
-        /// Trust: the external ID the role requires, for an account with
-        /// Secret-based credentials (with the operator's own identity, use --account).
-        #[arg(long)]
-        external_id: Option<String>,
-        /// Permissions: a role of a brought instance profile
-        /// (`iam.instanceProfileName`) the operator may pass to the nodes;
-        /// repeatable.
-        #[arg(long)]
-        pass_role: Vec<String>,
-        /// Permissions: a managed policy node roles may get
-        /// (`iam.managedPolicyArns`); repeatable. Default none: no policy
-        /// may be attached.
-        #[arg(long = "managed-policy-arn")]
-        managed_policy_arns: Vec<String>,
-        /// Permissions: the permissions boundary every role the operator
-        /// creates must carry (the CloudAccount's permissionsBoundaryArn).
-        #[arg(long)]
-        permissions_boundary: Option<String>,
-        /// Permissions: this installation's public ID (`byoc-operator
-        /// version`); default: read from the installation Secret.
-        #[arg(long)]
-        installation: Option<String>,
-        #[command(flatten)]
-        installation_secret: InstallationArgs,
-        /// Permissions: only the ongoing policy, for an account whose
-        /// clusters share one node identity (needs --node-role): no IAM
-        /// write at all, only PassRole of the shared node role.
-        #[arg(long, conflicts_with = "setup", requires = "node_role")]
-        ongoing: bool,
-        /// Permissions: only the setup policy (making each cluster's own
-        /// node role and profile), on top of the ongoing one.
-        #[arg(long)]
-        setup: bool,
-        /// Permissions: the role of the account's shared node identity
-        /// (the CloudAccount's nodeInstanceProfileName), passed to nodes.
-        #[arg(long)]
-        node_role: Option<String>,
-    },
+    IamPolicy(IamPolicyArgs),
     /// Connect a team's AWS account, run with that account's admin
     /// credentials (the AWS SDK's default chain: profile, SSO,
     /// environment): `connect aws --account NAMESPACE/NAME`.
@@ -161,6 +114,56 @@ enum Command {
         #[command(subcommand)]
         cloud: DisconnectCloud,
     },
+}
+
+#[derive(clap::Args)]
+struct IamPolicyArgs {
+    #[arg(value_enum, default_value_t = PolicyKind::Permissions)]
+    kind: PolicyKind,
+    /// ARN allowed to assume the role (the operator's identity or the Secret's user).
+    #[arg(long, required_if_eq("kind", "trust"))]
+    principal: Option<String>,
+    /// Trust: the CloudAccount (NAMESPACE/NAME) whose generated external
+    /// ID (status.externalId) the role requires, read through the kubeconfig.
+    #[arg(long, conflicts_with = "external_id")]
+    account: Option<String>,
+    /// Trust: the external ID the role requires, for an account with
+    /// Secret-based credentials (with the operator's own identity, use --account).
+    #[arg(long)]
+    external_id: Option<String>,
+    /// Permissions: a role of a brought instance profile
+    /// (`iam.instanceProfileName`) the operator may pass to the nodes;
+    /// repeatable.
+    #[arg(long)]
+    pass_role: Vec<String>,
+    /// Permissions: a managed policy node roles may get
+    /// (`iam.managedPolicyArns`); repeatable. Default none: no policy
+    /// may be attached.
+    #[arg(long = "managed-policy-arn")]
+    managed_policy_arns: Vec<String>,
+    /// Permissions: the permissions boundary every role the operator
+    /// creates must carry (the CloudAccount's permissionsBoundaryArn).
+    #[arg(long)]
+    permissions_boundary: Option<String>,
+    /// Permissions: this installation's public ID (`byoc-operator
+    /// version`); default: read from the installation Secret.
+    #[arg(long)]
+    installation: Option<String>,
+    #[command(flatten)]
+    installation_secret: InstallationArgs,
+    /// Permissions: only the ongoing policy, for an account whose
+    /// clusters share one node identity (needs --node-role): no IAM
+    /// write at all, only PassRole of the shared node role.
+    #[arg(long, conflicts_with = "setup", requires = "node_role")]
+    ongoing: bool,
+    /// Permissions: only the setup policy (making each cluster's own
+    /// node role and profile), on top of the ongoing one.
+    #[arg(long)]
+    setup: bool,
+    /// Permissions: the role of the account's shared node identity
+    /// (the CloudAccount's nodeInstanceProfileName), passed to nodes.
+    #[arg(long)]
+    node_role: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -319,62 +322,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Crds { dir } => write_crds(dir),
-        Command::IamPolicy {
-            kind,
-            principal,
-            account,
-            external_id,
-            pass_role,
-            managed_policy_arns,
-            permissions_boundary,
-            installation,
-            installation_secret,
-            ongoing,
-            setup,
-            node_role,
-        } => {
-            use byoc_operator::account::iam_policy;
-            let part = match (ongoing, setup) {
-                (true, _) => iam_policy::PolicyPart::Ongoing,
-                (_, true) => iam_policy::PolicyPart::Setup,
-                _ => iam_policy::PolicyPart::All,
-            };
-            let doc = match kind {
-                PolicyKind::Permissions => {
-                    let installation = match installation {
-                        Some(id) => Ok(id),
-                        None => block_on_value(async {
-                            let client = Client::try_default().await?;
-                            Ok(installation_secret.load(&client).await?.id().to_string())
-                        }),
-                    };
-                    installation.map(|installation| {
-                        let options = iam_policy::PolicyOptions {
-                            installation,
-                            managed_policy_arns,
-                            permissions_boundary,
-                            pass_roles: pass_role,
-                            shared_node_role: node_role,
-                        };
-                        iam_policy::policy_part(&options, part)
-                    })
-                }
-                PolicyKind::Trust => {
-                    let principal = principal.unwrap_or_default();
-                    match (account, external_id) {
-                        (Some(account), _) => block_on_value(published_external_id(account))
-                            .map(|id| iam_policy::trust_policy(&principal, &id)),
-                        (None, Some(id)) => Ok(iam_policy::trust_policy(&principal, &id)),
-                        (None, None) => Err("a trust policy needs --account NAMESPACE/NAME (the operator's identity) or --external-id (Secret-based credentials)".into()),
-                    }
-                }
-            };
-            doc.and_then(|doc| {
-                serde_json::to_string_pretty(&doc)
-                    .map(|s| println!("{s}"))
-                    .map_err(Into::into)
-            })
-        }
+        Command::IamPolicy(args) => iam_policy(args),
         Command::Version { installation } => block_on(version(installation)),
         Command::Connect {
             cloud: ConnectCloud::Aws(args),
@@ -418,6 +366,65 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `byoc-operator iam-policy`: the permissions or trust policy as JSON.
+fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let IamPolicyArgs {
+        kind,
+        principal,
+        account,
+        external_id,
+        pass_role,
+        managed_policy_arns,
+        permissions_boundary,
+        installation,
+        installation_secret,
+        ongoing,
+        setup,
+        node_role,
+    } = args;
+    use byoc_operator::account::iam_policy;
+    let part = match (ongoing, setup) {
+        (true, _) => iam_policy::PolicyPart::Ongoing,
+        (_, true) => iam_policy::PolicyPart::Setup,
+        _ => iam_policy::PolicyPart::All,
+    };
+    let doc = match kind {
+        PolicyKind::Permissions => {
+            let installation = match installation {
+                Some(id) => Ok(id),
+                None => block_on_value(async {
+                    let client = Client::try_default().await?;
+                    Ok(installation_secret.load(&client).await?.id().to_string())
+                }),
+            };
+            installation.map(|installation| {
+                let options = iam_policy::PolicyOptions {
+                    installation,
+                    managed_policy_arns,
+                    permissions_boundary,
+                    pass_roles: pass_role,
+                    shared_node_role: node_role,
+                };
+                iam_policy::policy_part(&options, part)
+            })
+        }
+        PolicyKind::Trust => {
+            let principal = principal.unwrap_or_default();
+            match (account, external_id) {
+                (Some(account), _) => block_on_value(published_external_id(account))
+                    .map(|id| iam_policy::trust_policy(&principal, &id)),
+                (None, Some(id)) => Ok(iam_policy::trust_policy(&principal, &id)),
+                (None, None) => Err("a trust policy needs --account NAMESPACE/NAME (the operator's identity) or --external-id (Secret-based credentials)".into()),
+            }
+        }
+    };
+    doc.and_then(|doc| {
+        serde_json::to_string_pretty(&doc)
+            .map(|s| println!("{s}"))
+            .map_err(Into::into)
+    })
 }
 
 fn block_on(
@@ -599,23 +606,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let aws = aws_base(&pacing, &Election::default_identity()).await;
     let installation = args.installation.load_or_create(&client).await?;
     metrics.set_installation(installation.id());
-    let settings = Settings {
-        resync: args.resync_interval,
-        account_verify_interval: args.account_verify_interval,
-        progress_poll: args.progress_poll,
-        capacity_refusal_ttl: args.capacity_refusal_ttl,
-        namespace: args.namespace.clone(),
-        concurrency: args.concurrency,
-        ambient_namespaces: args.ambient_identity_namespaces.clone(),
-    };
-    let app = Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics.clone());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, installation = installation.id(), "byoc-operator starting");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(serve_probes(listener, metrics.clone()));
 
     let (shutdown, stop) = Shutdown::on_signals();
     let leadership = if args.leader_election {
@@ -636,7 +629,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         client,
         aws,
         installation,
-        settings,
+        settings(&args),
         metrics.clone(),
     ));
     let accounts = Arc::new(account::Accounts::new(&ctx, pacing));
@@ -652,19 +645,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             )
         )
     };
-    let watch_leadership = async {
-        match &leadership {
-            Some(l) => {
-                l.lost().await;
-                tracing::error!("leadership lost; stopping");
-                stop.send_replace(Stop::LeadershipLost);
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         _ = controllers => {}
-        _ = watch_leadership => {}
+        _ = stop_when_lost(leadership.as_ref(), &stop) => {}
     }
     metrics.set_leader(false);
     server.abort();
@@ -676,6 +659,42 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("byoc-operator stopped");
     Ok(())
+}
+
+/// Returns once the Lease is lost (never without leader election), having
+/// told every controller to stop.
+async fn stop_when_lost(leadership: Option<&Leadership>, stop: &tokio::sync::watch::Sender<Stop>) {
+    match leadership {
+        Some(l) => {
+            l.lost().await;
+            tracing::error!("leadership lost; stopping");
+            stop.send_replace(Stop::LeadershipLost);
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The controllers' settings, from the command line.
+fn settings(args: &RunArgs) -> Settings {
+    Settings {
+        resync: args.resync_interval,
+        account_verify_interval: args.account_verify_interval,
+        progress_poll: args.progress_poll,
+        capacity_refusal_ttl: args.capacity_refusal_ttl,
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+        ambient_namespaces: args.ambient_identity_namespaces.clone(),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until aborted.
+async fn serve_probes(listener: tokio::net::TcpListener, metrics: Metrics) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(metrics);
+    axum::serve(listener, app).await
 }
 
 /// Fails fast, and clearly, when the CRDs are missing.

@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -97,109 +97,28 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("byoc");
-        let reconciles = Family::<ControllerLabels, Counter>::default();
-        let errors = Family::<ErrorLabels, Counter>::default();
-        let duration: Family<ControllerLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
-        let backoff: Family<ControllerLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 10)));
-        let aws_calls = Family::<AwsCallLabels, Counter>::default();
-        let aws_attempts = Family::<AwsCallLabels, Counter>::default();
-        let aws_errors = Family::<AwsCallLabels, Counter>::default();
-        let aws_throttled = Family::<AwsCallLabels, Counter>::default();
-        let aws_paced = Family::<ServiceLabels, Counter>::default();
-        let aws_paced_seconds = Family::<ServiceLabels, Counter<f64>>::default();
-        let resynced = Family::<ResultLabels, Counter>::default();
-        let clusters = Family::<PhaseLabels, Gauge>::default();
-        let leader = Gauge::default();
-        let leaked = Family::<AccountLabels, Gauge>::default();
-        let installation = Family::<InstallationLabels, Gauge>::default();
-        registry.register(
-            "installation",
-            "1, labelled with this operator installation's public ID (the byoc.dev/installation tag on everything it creates)",
-            installation.clone(),
-        );
-        registry.register("reconciles", "Reconciliations finished", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Reconciliations that failed, by reason",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time a reconciliation took",
-            duration.clone(),
-        );
-        registry.register(
-            "requeue_backoff_seconds",
-            "Backoff delays chosen after failed reconciliations",
-            backoff.clone(),
-        );
-        registry.register("aws_calls", "AWS API operations called", aws_calls.clone());
-        registry.register(
-            "aws_attempts",
-            "AWS API attempts, including the SDK's retries",
-            aws_attempts.clone(),
-        );
-        registry.register(
-            "aws_call_errors",
-            "AWS API operations that failed",
-            aws_errors.clone(),
-        );
-        registry.register(
-            "aws_throttled",
-            "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling and the like)",
-            aws_throttled.clone(),
-        );
-        registry.register(
-            "aws_paced",
-            "AWS API attempts that waited for the account's client-side rate limit",
-            aws_paced.clone(),
-        );
-        registry.register(
-            "aws_paced_seconds",
-            "Time AWS API attempts waited for the account's client-side rate limit",
-            aws_paced_seconds.clone(),
-        );
-        registry.register(
-            "resync_clusters",
-            "Settled ComputeClusters looked at by the shared resync of their account and region: unchanged, changed (reconciled), failed (the shared describe failed; reconciled)",
-            resynced.clone(),
-        );
-        registry.register(
-            "compute_clusters",
-            "ComputeClusters by phase",
-            clusters.clone(),
-        );
-        registry.register(
-            "leaked_resources",
-            "AWS resources with the operator's tags that belong to no live ComputeCluster, by the CloudAccount they were found through (as `byoc-operator audit` finds them; refreshed at most every resync interval)",
-            leaked.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this process reconciles (holds the Lease, or runs without leader election)",
-            leader.clone(),
-        );
-        Metrics {
-            registry: Arc::new(registry),
-            reconciles,
-            errors,
-            duration,
-            backoff,
-            aws_calls,
-            aws_attempts,
-            aws_errors,
-            aws_throttled,
-            aws_paced,
-            aws_paced_seconds,
-            resynced,
-            clusters,
-            leaked,
-            leader,
-            installation,
+        let r = &mut registry;
+        let mut metrics = Metrics {
+            registry: Arc::default(),
+            installation: add(r, "installation", "1, labelled with this operator installation's public ID (the byoc.dev/installation tag on everything it creates)", Family::default()),
+            reconciles: add(r, "reconciles", "Reconciliations finished", Family::default()),
+            errors: add(r, "reconcile_errors", "Reconciliations that failed, by reason", Family::default()),
+            duration: add(r, "reconcile_duration_seconds", "Time a reconciliation took", Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)))),
+            backoff: add(r, "requeue_backoff_seconds", "Backoff delays chosen after failed reconciliations", Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 10)))),
+            aws_calls: add(r, "aws_calls", "AWS API operations called", Family::default()),
+            aws_attempts: add(r, "aws_attempts", "AWS API attempts, including the SDK's retries", Family::default()),
+            aws_errors: add(r, "aws_call_errors", "AWS API operations that failed", Family::default()),
+            aws_throttled: add(r, "aws_throttled", "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling and the like)", Family::default()),
+            aws_paced: add(r, "aws_paced", "AWS API attempts that waited for the account's client-side rate limit", Family::default()),
+            aws_paced_seconds: add(r, "aws_paced_seconds", "Time AWS API attempts waited for the account's client-side rate limit", Family::default()),
+            resynced: add(r, "resync_clusters", "Settled ComputeClusters looked at by the shared resync of their account and region: unchanged, changed (reconciled), failed (the shared describe failed; reconciled)", Family::default()),
+            clusters: add(r, "compute_clusters", "ComputeClusters by phase", Family::default()),
+            leaked: add(r, "leaked_resources", "AWS resources with the operator's tags that belong to no live ComputeCluster, by the CloudAccount they were found through (as `byoc-operator audit` finds them; refreshed at most every resync interval)", Family::default()),
+            leader: add(r, "leader", "1 while this process reconciles (holds the Lease, or runs without leader election)", Gauge::default()),
             cluster_phases: Arc::default(),
-        }
+        };
+        metrics.registry = Arc::new(registry);
+        metrics
     }
 
     pub fn reconciled(&self, controller: &'static str, took: Duration) {
@@ -381,6 +300,12 @@ impl Intercept for AwsCallCounter {
         }
         Ok(())
     }
+}
+
+/// Registers `metric` under `name` and hands it back.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 #[cfg(test)]

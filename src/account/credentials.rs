@@ -395,26 +395,7 @@ async fn assume_roles(
             .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e));
         let out = match out {
             Ok(out) => out,
-            Err(e) if e.class() == ErrorClass::Transient => {
-                return Err(AccountError::Unavailable(e))
-            }
-            // The first hop's denial may be the base keys' fault.
-            Err(e) if i == 0 && is_rejected_credentials(&e) => {
-                return Err(AccountError::CredentialsRejected {
-                    source_desc: base.source.clone(),
-                    error: e,
-                })
-            }
-            Err(e) => {
-                return Err(match &generated {
-                    Some(external_id) => AccountError::AmbientAssumeRoleDenied {
-                        role,
-                        external_id: external_id.clone(),
-                        error: e,
-                    },
-                    None => AccountError::AssumeRoleDenied { role, error: e },
-                })
-            }
+            Err(e) => return Err(hop_failed(i, role, e, base, generated.as_deref())),
         };
         let c = out
             .credentials()
@@ -436,6 +417,34 @@ async fn assume_roles(
             .build();
     }
     Ok((config, expires))
+}
+
+/// Why hop `i` (to `role`) failed: AWS unavailable, the base keys (only the
+/// first hop's denial can be theirs), or the role's trust.
+fn hop_failed(
+    i: usize,
+    role: String,
+    e: AwsError,
+    base: &BaseIdentity,
+    generated: Option<&str>,
+) -> AccountError {
+    if e.class() == ErrorClass::Transient {
+        return AccountError::Unavailable(e);
+    }
+    if i == 0 && is_rejected_credentials(&e) {
+        return AccountError::CredentialsRejected {
+            source_desc: base.source.clone(),
+            error: e,
+        };
+    }
+    match generated {
+        Some(external_id) => AccountError::AmbientAssumeRoleDenied {
+            role,
+            external_id: external_id.to_string(),
+            error: e,
+        },
+        None => AccountError::AssumeRoleDenied { role, error: e },
+    }
 }
 
 /// Who the credentials are: `(account ID, ARN)`.

@@ -153,66 +153,8 @@ pub fn policy_part(o: &PolicyOptions, part: PolicyPart) -> Value {
 
 /// The cross-account role's permissions policy.
 pub fn permissions_policy(o: &PolicyOptions) -> Value {
-    let ours = |key: &str| {
-        json!({ "StringEquals": {
-            format!("{key}/{MANAGED_BY}"): MANAGED_BY_VALUE,
-            format!("{key}/{INSTALLATION}"): o.installation,
-        }})
-    };
-    let iam_names = json!([
-        "arn:aws:iam::*:role/byoc-*",
-        "arn:aws:iam::*:instance-profile/byoc-*"
-    ]);
-    let mut create_role = ours("aws:RequestTag");
-    if let Some(boundary) = &o.permissions_boundary {
-        create_role["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
-    }
-    // Made before installations were tagged: the one tag write that adopts it.
-    let adopt = json!({
-        "StringEquals": {
-            format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
-            format!("aws:RequestTag/{INSTALLATION}"): o.installation,
-        },
-        "Null": { format!("aws:ResourceTag/{INSTALLATION}"): "true" },
-        "ForAllValues:StringEquals": { "aws:TagKeys": [INSTALLATION] }
-    });
-    let mut retain = ours("aws:ResourceTag");
-    retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
-    let mut statements = vec![
-        json!({"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
-        json!({"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"}),
-        json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
-        json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
-         "Condition": ours("aws:RequestTag")}),
-        json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": {"StringEquals": {"ec2:CreateAction": [
-            "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}}),
-        json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": adopt}),
-        json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": retain}),
-        json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
-         "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
-        json!({"Sid": "NodeIdentityRead", "Effect": "Allow", "Action": IAM_READ, "Resource": iam_names}),
-        json!({"Sid": "NodeRoleCreate", "Effect": "Allow", "Action": "iam:CreateRole",
-         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": create_role}),
-        json!({"Sid": "NodeProfileCreate", "Effect": "Allow", "Action": "iam:CreateInstanceProfile",
-         "Resource": "arn:aws:iam::*:instance-profile/byoc-*", "Condition": ours("aws:RequestTag")}),
-        json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
-         "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
-         "Resource": iam_names, "Condition": adopt}),
-        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
-         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
-        json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
-        json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
-         "Condition": {"StringEquals": {
-            "iam:PassedToService": "ec2.amazonaws.com",
-            format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
-    ];
+    let mut statements = ec2_statements(o);
+    statements.extend(node_identity_statements(o));
     if !o.managed_policy_arns.is_empty() {
         statements.push(
             json!({"Sid": "NodeRolePolicies", "Effect": "Allow", "Action": IAM_POLICIES,
@@ -235,6 +177,87 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
         );
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Tags saying this installation made it, as the condition on `key`
+/// (`aws:RequestTag` for a create, `aws:ResourceTag` for a change).
+fn ours(key: &str, installation: &str) -> Value {
+    json!({ "StringEquals": {
+        format!("{key}/{MANAGED_BY}"): MANAGED_BY_VALUE,
+        format!("{key}/{INSTALLATION}"): installation,
+    }})
+}
+
+/// Made before installations were tagged: the one tag write that adopts it.
+fn adopt_condition(installation: &str) -> Value {
+    json!({
+        "StringEquals": {
+            format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
+            format!("aws:RequestTag/{INSTALLATION}"): installation,
+        },
+        "Null": { format!("aws:ResourceTag/{INSTALLATION}"): "true" },
+        "ForAllValues:StringEquals": { "aws:TagKeys": [INSTALLATION] }
+    })
+}
+
+/// Observing, and making, changing and launching into EC2 resources.
+fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
+    let ours = |key: &str| ours(key, &o.installation);
+    let adopt = adopt_condition(&o.installation);
+    let mut retain = ours("aws:ResourceTag");
+    retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
+    vec![
+        json!({"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
+        json!({"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"}),
+        json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
+        json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
+         "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": [
+            "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
+            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}}),
+        json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": adopt}),
+        json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": retain}),
+        json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
+         "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
+        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
+         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
+        json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
+        json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
+         "Condition": {"StringEquals": {
+            "iam:PassedToService": "ec2.amazonaws.com",
+            format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
+    ]
+}
+
+/// Each cluster's node role and instance profile: made, changed, adopted
+/// only under this installation's names and tags.
+fn node_identity_statements(o: &PolicyOptions) -> Vec<Value> {
+    let ours = |key: &str| ours(key, &o.installation);
+    let iam_names = json!([
+        "arn:aws:iam::*:role/byoc-*",
+        "arn:aws:iam::*:instance-profile/byoc-*"
+    ]);
+    let mut create_role = ours("aws:RequestTag");
+    if let Some(boundary) = &o.permissions_boundary {
+        create_role["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
+    }
+    let adopt = adopt_condition(&o.installation);
+    vec![
+        json!({"Sid": "NodeIdentityRead", "Effect": "Allow", "Action": IAM_READ, "Resource": iam_names}),
+        json!({"Sid": "NodeRoleCreate", "Effect": "Allow", "Action": "iam:CreateRole",
+         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": create_role}),
+        json!({"Sid": "NodeProfileCreate", "Effect": "Allow", "Action": "iam:CreateInstanceProfile",
+         "Resource": "arn:aws:iam::*:instance-profile/byoc-*", "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
+         "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
+         "Resource": iam_names, "Condition": adopt}),
+    ]
 }
 
 /// The cross-account role's trust policy: `principal` (the operator's

@@ -274,17 +274,7 @@ pub async fn run(
         .max_count(launch.count)
         .subnet_id(launch.subnet_id)
         .set_security_group_ids(Some(launch.security_group_ids.to_vec()))
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .http_tokens(if launch.http_tokens_required {
-                    HttpTokensState::Required
-                } else {
-                    HttpTokensState::Optional
-                })
-                .http_put_response_hop_limit(launch.http_put_response_hop_limit)
-                .build(),
-        )
+        .metadata_options(metadata_options(launch))
         .set_block_device_mappings(launch.root_device.as_ref().map(|d| vec![root_mapping(d)]))
         .set_user_data(launch.user_data.map(str::to_string))
         .set_key_name(launch.key_name.map(str::to_string))
@@ -297,16 +287,7 @@ pub async fn run(
         .tag_specifications(tags)
         .tag_specifications(volume_tags);
     if launch.spot {
-        req = req.instance_market_options(
-            InstanceMarketOptionsRequest::builder()
-                .market_type(MarketType::Spot)
-                .spot_options(
-                    SpotMarketOptions::builder()
-                        .spot_instance_type(SpotInstanceType::OneTime)
-                        .build(),
-                )
-                .build(),
-        );
+        req = req.instance_market_options(spot_once());
     }
     let out = req
         .customize()
@@ -322,6 +303,32 @@ pub async fn run(
         .iter()
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect())
+}
+
+/// The instance metadata service: on, IMDSv2 tokens required or not, and
+/// the hop limit.
+fn metadata_options(launch: &Launch<'_>) -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(if launch.http_tokens_required {
+            HttpTokensState::Required
+        } else {
+            HttpTokensState::Optional
+        })
+        .http_put_response_hop_limit(launch.http_put_response_hop_limit)
+        .build()
+}
+
+/// A one-time spot request.
+fn spot_once() -> InstanceMarketOptionsRequest {
+    InstanceMarketOptionsRequest::builder()
+        .market_type(MarketType::Spot)
+        .spot_options(
+            SpotMarketOptions::builder()
+                .spot_instance_type(SpotInstanceType::OneTime)
+                .build(),
+        )
+        .build()
 }
 
 /// A refusal of RunInstances (no capacity for the offering, not offered in

@@ -150,34 +150,7 @@ pub async fn adopt(c: &AwsClients, owner: &OwnershipTags, iam_name: &str) -> Aws
         );
     }
     for chunk in ids.chunks(200) {
-        let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        let filters = [
-            Filter::builder()
-                .name("resource-id")
-                .set_values(Some(chunk.to_vec()))
-                .build(),
-            Filter::builder()
-                .name("key")
-                .values(MANAGED_BY)
-                .values(INSTALLATION)
-                .build(),
-        ];
-        let mut pages = c
-            .ec2
-            .describe_tags()
-            .set_filters(Some(filters.to_vec()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for t in page.op("ec2:DescribeTags")?.tags() {
-                let (Some(id), Some(key)) = (t.resource_id(), t.key()) else {
-                    continue;
-                };
-                tags.entry(id.to_string())
-                    .or_default()
-                    .insert(key.to_string(), t.value().unwrap_or_default().to_string());
-            }
-        }
+        let tags = ownership_tags_of(c, chunk).await?;
         adopted.ec2.extend(
             chunk
                 .iter()
@@ -205,6 +178,42 @@ pub async fn adopt(c: &AwsClients, owner: &OwnershipTags, iam_name: &str) -> Aws
     }
     adopted.iam = adopt_iam(c, owner, iam_name).await?;
     Ok(adopted)
+}
+
+/// The managed-by and installation tags of up to 200 EC2 resources, by ID.
+async fn ownership_tags_of(
+    c: &AwsClients,
+    ids: &[String],
+) -> AwsResult<BTreeMap<String, BTreeMap<String, String>>> {
+    let mut tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let filters = [
+        Filter::builder()
+            .name("resource-id")
+            .set_values(Some(ids.to_vec()))
+            .build(),
+        Filter::builder()
+            .name("key")
+            .values(MANAGED_BY)
+            .values(INSTALLATION)
+            .build(),
+    ];
+    let mut pages = c
+        .ec2
+        .describe_tags()
+        .set_filters(Some(filters.to_vec()))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for t in page.op("ec2:DescribeTags")?.tags() {
+            let (Some(id), Some(key)) = (t.resource_id(), t.key()) else {
+                continue;
+            };
+            tags.entry(id.to_string())
+                .or_default()
+                .insert(key.to_string(), t.value().unwrap_or_default().to_string());
+        }
+    }
+    Ok(tags)
 }
 
 /// The IAM part of [`adopt`].

@@ -256,20 +256,45 @@ async fn network_step(
             &b.igw,
             internet_gateway::ensure(p, got(&b.vpc, "the VPC")?).await?,
         ),
-        Step::NatGateways => {
-            let subnets = got(&b.subnets, "the subnets")?;
-            let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
-            let addresses = got(&b.addresses, "the Elastic IPs")?;
-            let nats = nat_gateways::ensure_gateways(
-                p,
-                &m.nat_zones,
-                &public,
-                addresses,
-                &input.known_nats,
-            )
-            .await?;
-            put(&b.nats, nats)
+        Step::NatGateways => put(&b.nats, nat_gateways_step(m, input, b).await?),
+        Step::RouteTables | Step::PublicRoute | Step::PrivateRoutes => {
+            route_step(step, m, input, b).await
         }
+        Step::Iam | Step::Images | Step::KeyPairs | Step::SecurityGroup | Step::NodeGroups => {
+            Err(Error::Internal(format!("{step:?} is not a network step")))
+        }
+    }
+}
+
+/// The NAT gateways, in the public subnets, with the Elastic IPs.
+async fn nat_gateways_step(
+    m: &Managed,
+    input: &StepInput<'_>,
+    b: &Board,
+) -> Result<BTreeMap<String, (String, NatState)>, Error> {
+    let subnets = got(&b.subnets, "the subnets")?;
+    let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+    let addresses = got(&b.addresses, "the Elastic IPs")?;
+    nat_gateways::ensure_gateways(
+        input.pass,
+        &m.nat_zones,
+        &public,
+        addresses,
+        &input.known_nats,
+    )
+    .await
+}
+
+/// The route tables, the public route through the internet gateway, and
+/// the private routes through the NAT gateways.
+async fn route_step(
+    step: Step,
+    m: &Managed,
+    input: &StepInput<'_>,
+    b: &Board,
+) -> Result<(), Error> {
+    let p = input.pass;
+    match step {
         Step::RouteTables => {
             let wanted = route_tables::wanted(m.nat, &m.zones, got(&b.subnets, "the subnets")?);
             let tables = route_tables::ensure_tables(p, got(&b.vpc, "the VPC")?, &wanted).await?;
@@ -293,9 +318,7 @@ async fn network_step(
                 route_tables::ensure_private_routes(p, tables, nats).await?,
             )
         }
-        Step::Iam | Step::Images | Step::KeyPairs | Step::SecurityGroup | Step::NodeGroups => {
-            Err(Error::Internal(format!("{step:?} is not a network step")))
-        }
+        _ => Err(Error::Internal(format!("{step:?} is not a route step"))),
     }
 }
 

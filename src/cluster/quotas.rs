@@ -198,6 +198,14 @@ pub fn checks(demand: &Demand, usage: &Usage) -> Vec<Check> {
             in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
         });
     }
+    out.extend(vcpu_checks(demand, usage));
+    out
+}
+
+/// The vCPU quotas: what the launches ask for, by instance class and
+/// market, beside what running instances of that class use.
+fn vcpu_checks(demand: &Demand, usage: &Usage) -> Vec<Check> {
+    let mut out = Vec::new();
     let vcpus = |t: &str| i64::from(usage.vcpus.get(t).copied().unwrap_or(0));
     let mut by_class: BTreeMap<(&'static str, Market), (i64, &'static str)> = BTreeMap::new();
     for ((t, market), n) in &demand.instances {
