@@ -70,8 +70,6 @@ pub enum Zones {
     Count(usize),
 }
 
-/// Validates what the schema cannot: CIDR parsing, zones in the region.
-/// `installation`: the public ID every resource is tagged with.
 /// What the apiserver's schema cannot check in a ComputeCluster's spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -177,6 +175,9 @@ fn grace_period(group: &NodeGroupSpec) -> Option<Duration> {
     }
 }
 
+/// Validates what the schema cannot: CIDR parsing, zones in the region,
+/// durations, SSH keys, architectures. `installation`: the public ID every
+/// resource is tagged with.
 pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec, SpecError> {
     let spec = &cc.spec;
     let namespace = cc.namespace().unwrap_or_default();
@@ -385,6 +386,68 @@ mod tests {
             shared_node_identity(&mut s, &account(None)).is_ok(),
             "without a shared identity the cluster's own role is made"
         );
+    }
+
+    /// The cases of `tests/fixtures/compute_cluster.yaml`, shared with the
+    /// apiserver's test in `tests/it/crds.rs`.
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        valid: String,
+        cases: Vec<Case>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        case: String,
+        from: String,
+        to: String,
+        apiserver: String,
+        validate: String,
+    }
+
+    /// What validate says of a manifest: `ok`, `unreadable` or its error.
+    fn verdict(manifest: &str) -> String {
+        let Ok(mut cc) = serde_yaml_ng::from_str::<crate::api::ComputeCluster>(manifest) else {
+            return "unreadable".into();
+        };
+        cc.metadata.uid = Some("uid-1".into());
+        cc.metadata.namespace = Some("team".into());
+        match super::validate(&cc, "installation-1") {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn validate_table_from_the_shared_fixture() {
+        let fixture: Fixture =
+            serde_yaml_ng::from_str(include_str!("../../tests/fixtures/compute_cluster.yaml"))
+                .expect("the fixture parses");
+        assert_eq!(verdict(&fixture.valid), "ok", "the valid manifest");
+        let mut wrong = Vec::new();
+        for c in &fixture.cases {
+            assert!(
+                fixture.valid.contains(&c.from),
+                "{}: the valid manifest has no {:?}",
+                c.case,
+                c.from
+            );
+            let got = verdict(&fixture.valid.replacen(&c.from, &c.to, 1));
+            let matches = match c.validate.as_str() {
+                "ok" | "unreadable" => got == c.validate,
+                text => got.contains(text),
+            };
+            if !matches {
+                wrong.push(format!(
+                    "{}: expected {:?}, got {got:?}",
+                    c.case, c.validate
+                ));
+            }
+            if c.apiserver == "accepted" {
+                assert_ne!(got, "ok", "{}: neither layer refuses it", c.case);
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

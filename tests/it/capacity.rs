@@ -11,7 +11,7 @@ use crate::clusters::{
     condition_with, delete_leaves_nothing, ground_with_account, patch_spec, small_cluster_manifest,
     wait_running,
 };
-use crate::support::{ensure, eventually, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{eventually, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// A two-zone cluster (public subnets, no NAT) whose one group is `group`.
 fn two_zone_manifest(name: &str, cidr: &str, group: &str) -> String {
@@ -77,10 +77,7 @@ async fn a_refused_type_falls_back_to_the_next_in_that_zone_only_and_is_not_retr
             Market::OnDemand,
         ),
     ];
-    ensure(
-        placements(&cc) == want,
-        format!("placements: {:?}", placements(&cc)),
-    )?;
+    assert_eq!(placements(&cc), want, "placements: {:?}", placements(&cc));
 
     // Scaled to 4: one more per zone, and the refused offering is not
     // asked again within its window (two RunInstances, not three).
@@ -97,13 +94,11 @@ async fn a_refused_type_falls_back_to_the_next_in_that_zone_only_and_is_not_retr
     let mut want4 = want.clone();
     want4.extend(want);
     want4.sort();
-    ensure(
+    assert!(
         placements(&cc) == want4 && calls == 2,
-        format!(
-            "placements {:?} after {calls} RunInstances",
-            placements(&cc)
-        ),
-    )?;
+        "placements {:?} after {calls} RunInstances",
+        placements(&cc)
+    );
     delete_leaves_nothing(&g, "types", &uid).await
 }
 
@@ -133,15 +128,16 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
 
     // spotThenOnDemand: on demand where no spot offering is accepted.
     let cc = wait_running(&g, "fallback", |cc| placements(cc).len() == 1).await?;
-    ensure(
+    assert_eq!(
+        placements(&cc),
+        vec![(
+            "us-east-1a".to_string(),
+            "t3.small".to_string(),
+            Market::OnDemand,
+        )],
+        "spotThenOnDemand landed on {:?}",
         placements(&cc)
-            == vec![(
-                "us-east-1a".to_string(),
-                "t3.small".to_string(),
-                Market::OnDemand,
-            )],
-        format!("spotThenOnDemand landed on {:?}", placements(&cc)),
-    )?;
+    );
 
     // spot only: not stalled (AWS's state), the condition lists what was tried.
     let said = condition_with(
@@ -152,24 +148,24 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
         "InsufficientCapacity",
     )
     .await?;
-    ensure(
+    assert!(
         said.message
             .contains("spot t3.small in us-east-1a: InsufficientInstanceCapacity"),
-        format!("the condition does not list the offering: {}", said.message),
-    )?;
+        "the condition does not list the offering: {}",
+        said.message
+    );
     let spot = g.api::<ComputeCluster>().get("spot").await?;
     let status = spot.status.clone().unwrap_or_default();
-    ensure(
+    assert!(
         status.phase == Some(ClusterPhase::Provisioning)
             && !status
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "Stalled" && c.status == "True"),
-        format!(
-            "phase {:?}, conditions {:?}",
-            status.phase, status.conditions
-        ),
-    )?;
+        "phase {:?}, conditions {:?}",
+        status.phase,
+        status.conditions
+    );
 
     // AWS accepts spot again: the group gets its spot instance.
     g.proxy.set_faults(Faults::default());
@@ -183,10 +179,12 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
         },
     )
     .await?;
-    ensure(
-        placements(&cc)[0].2 == Market::Spot,
-        format!("recovered onto {:?}", placements(&cc)),
-    )?;
+    assert_eq!(
+        placements(&cc)[0].2,
+        Market::Spot,
+        "recovered onto {:?}",
+        placements(&cc)
+    );
     for name in ["fallback", "spot"] {
         let uid = g
             .api::<ComputeCluster>()
@@ -251,15 +249,13 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
         first.as_secs_f64(),
         lowest.get()
     );
-    ensure(
+    assert!(
         first >= std::time::Duration::from_secs(4) && lowest.get() >= 2,
-        format!(
-            "first gone after {first:?}, lowest running {}",
-            lowest.get()
-        ),
-    )?;
+        "first gone after {first:?}, lowest running {}",
+        lowest.get()
+    );
     let note = crate::support::event_note(&g, "UnhealthyInstance", &sick[0]).await?;
-    ensure(note.contains("impaired"), format!("the Event: {note}"))?;
+    assert!(note.contains("impaired"), "the Event: {note}");
     delete_leaves_nothing(&g, "health", &uid).await
 }
 
@@ -276,10 +272,11 @@ async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_a
     g.proxy.reset_calls();
     kubectl_apply(&g, &small_cluster_manifest("quota", "10.34.0.0/16"))?;
     let stalled = crate::clusters::stalled_with(&g, "quota", "QuotaExceeded").await?;
-    ensure(
-        stalled.message == "needs 2 Standard on-demand vCPUs, quota 1, in use 0 (L-1216C47A)",
-        format!("the condition: {}", stalled.message),
-    )?;
+    assert_eq!(
+        stalled.message, "needs 2 Standard on-demand vCPUs, quota 1, in use 0 (L-1216C47A)",
+        "the condition: {}",
+        stalled.message
+    );
     let creates: Vec<String> = g
         .proxy
         .calls()
@@ -290,10 +287,10 @@ async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_a
                 .any(|p| op.starts_with(p))
         })
         .collect();
-    ensure(
+    assert!(
         creates.is_empty(),
-        format!("created before the quota check: {creates:?}"),
-    )?;
+        "created before the quota check: {creates:?}"
+    );
 
     // Exactly enough (the control): it converges.
     g.proxy.set_faults(quota(2.0));
@@ -319,9 +316,9 @@ async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_a
     })
     .await?;
     let note = crate::support::event_note(&g, "QuotaCheckSkipped", "").await?;
-    ensure(
+    assert!(
         note.contains("servicequotas:GetServiceQuota"),
-        format!("the Event: {note}"),
-    )?;
+        "the Event: {note}"
+    );
     delete_leaves_nothing(&g, "quota", &uid).await
 }

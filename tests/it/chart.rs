@@ -18,9 +18,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::ResourceExt;
 
 use crate::clusters::{counts, Counts, WAIT};
-use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
-};
+use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 fn chart_dir() -> PathBuf {
     testground::repo_root().join("charts/byoc-operator")
@@ -183,7 +181,7 @@ async fn example_end_to_end(g: &Ground, deadline: Duration) -> Result<()> {
     })
     .await?;
     let left = counts(g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    anyhow::ensure!(left == Counts::default(), "left behind: {left:?}");
     // No longer in use: both let go and deletable.
     accounts.delete("demo", &DeleteParams::default()).await?;
     secrets
@@ -216,20 +214,15 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
     shipped.sort();
-    ensure(
-        names == shipped,
-        format!("chart crds/ holds {shipped:?}, crds/ holds {names:?}"),
-    )?;
+    assert_eq!(
+        names, shipped,
+        "chart crds/ holds {shipped:?}, crds/ holds {names:?}"
+    );
     for name in &names {
         let a = std::fs::read(generated.join(name))?;
         let b = std::fs::read(chart_dir().join("crds").join(name))?;
-        ensure(
-            a == b,
-            format!(
-                "charts/byoc-operator/crds/{} differs from crds/ (cp crds/*.yaml charts/byoc-operator/crds/)",
-                name.to_string_lossy()
-            ),
-        )?;
+        assert_eq!(a, b, "charts/byoc-operator/crds/{} differs from crds/ (cp crds/*.yaml charts/byoc-operator/crds/)",
+                name.to_string_lossy());
     }
 
     // Rendered with defaults: a hardened Deployment with leader election.
@@ -280,12 +273,12 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
             container["image"] == "ghcr.io/byoc-dev/byoc-operator:0.1.0",
         ),
     ] {
-        ensure(ok, format!("Deployment: {what} not as expected: {deploy}"))?;
+        assert!(ok, "Deployment: {what} not as expected: {deploy}");
     }
-    ensure(
+    assert!(
         find(&docs, "ServiceMonitor").is_none() && find(&docs, "Service").is_some(),
-        "by default: a metrics Service and no ServiceMonitor",
-    )?;
+        "by default: a metrics Service and no ServiceMonitor"
+    );
     // The installation: its Secret named for the operator, made by the
     // chart only when given; the ambient identity lent to no namespace.
     let env = |docs: &[serde_json::Value], name: &str| {
@@ -296,12 +289,9 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
                 .map(|v| v["value"].clone())
         })
     };
-    ensure(
-        env(&docs, "BYOC_INSTALLATION_SECRET") == Some(serde_json::json!("byoc-byoc-operator-installation"))
+    assert!(env(&docs, "BYOC_INSTALLATION_SECRET") == Some(serde_json::json!("byoc-byoc-operator-installation"))
             && env(&docs, "BYOC_AMBIENT_IDENTITY_NAMESPACES").is_none()
-            && !docs.iter().any(|d| d["kind"] == "Secret"),
-        "by default: the operator makes the installation Secret, and lends its identity to no namespace",
-    )?;
+            && !docs.iter().any(|d| d["kind"] == "Secret"), "by default: the operator makes the installation Secret, and lends its identity to no namespace");
     let given = template(
         &g,
         "byoc",
@@ -312,15 +302,15 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
             "ambientIdentity.namespaces={team-a,team-b}",
         ],
     )?;
-    ensure(
+    assert!(
         given.iter().any(|d| {
             d["kind"] == "Secret"
                 && d["metadata"]["name"] == "byoc-byoc-operator-installation"
                 && d["data"]["installation-secret"].is_string()
         }) && env(&given, "BYOC_AMBIENT_IDENTITY_NAMESPACES")
             == Some(serde_json::json!("team-a,team-b")),
-        "installation.secret and ambientIdentity.namespaces as given",
-    )?;
+        "installation.secret and ambientIdentity.namespaces as given"
+    );
     let docs = template(
         &g,
         "byoc",
@@ -331,10 +321,10 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
             "watchNamespace=team-a",
         ],
     )?;
-    ensure(
+    assert!(
         find(&docs, "ServiceMonitor").is_some(),
-        "metrics.serviceMonitor.enabled renders a ServiceMonitor",
-    )?;
+        "metrics.serviceMonitor.enabled renders a ServiceMonitor"
+    );
     // An image loaded into the node's runtime is addressed by digest; the
     // node's network when asked.
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -351,19 +341,19 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
     let pod = find(&pinned, "Deployment")
         .map(|d| d["spec"]["template"]["spec"].clone())
         .unwrap_or_default();
-    ensure(
+    assert!(
         pod["containers"][0]["image"] == format!("ghcr.io/byoc-dev/byoc-operator@{digest}")
             && pod["hostNetwork"] == true
             && pod["dnsPolicy"] == "ClusterFirstWithHostNet",
-        format!("image.digest and hostNetwork: {pod}"),
-    )?;
-    ensure(
+        "image.digest and hostNetwork: {pod}"
+    );
+    assert!(
         find(&docs, "ClusterRoleBinding").is_none()
             && docs
                 .iter()
                 .any(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "team-a"),
-        "watchNamespace binds the ClusterRole in that namespace only",
-    )?;
+        "watchNamespace binds the ClusterRole in that namespace only"
+    );
 
     // Bad values are refused by values.schema.json, naming the value.
     let cases: &[(&str, &str)] = &[
@@ -389,14 +379,14 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
             .args(["--set", set]);
         let out = cmd.output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure(
+        assert!(
             !out.status.success() && stderr.contains("values don't meet the specifications"),
-            format!("--set {set}: expected a schema error, got: {stderr}"),
-        )?;
-        ensure(
+            "--set {set}: expected a schema error, got: {stderr}"
+        );
+        assert!(
             stderr.contains(field),
-            format!("--set {set}: the error does not name {field}: {stderr}"),
-        )?;
+            "--set {set}: the error does not name {field}: {stderr}"
+        );
     }
 
     // Installed into the real apiserver, with an IRSA annotation.
@@ -413,13 +403,14 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         .api::<k8s_openapi::api::core::v1::ServiceAccount>()
         .get(&fullname(&release))
         .await?;
-    ensure(
+    assert_eq!(
         sa.annotations()
             .get("eks.amazonaws.com/role-arn")
-            .map(String::as_str)
-            == Some("arn:aws:iam::111111111111:role/byoc-operator"),
-        format!("ServiceAccount annotations: {:?}", sa.annotations()),
-    )?;
+            .map(String::as_str),
+        Some("arn:aws:iam::111111111111:role/byoc-operator"),
+        "ServiceAccount annotations: {:?}",
+        sa.annotations()
+    );
     g.api::<k8s_openapi::api::apps::v1::Deployment>()
         .get(&fullname(&release))
         .await
@@ -427,10 +418,8 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
     let mut status = helm(&g)?;
     status.args(["status", &release, "--namespace", &g.namespace]);
     let text = run(status)?;
-    ensure(
-        text.contains("STATUS: deployed"),
-        format!("helm status: {text}"),
-    )
+    assert!(text.contains("STATUS: deployed"), "helm status: {text}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -521,7 +510,7 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
         .filter(|d| d["kind"] == "Role")
         .map(|d| serde_json::from_value(d.clone()))
         .collect::<Result<_, _>>()?;
-    ensure(roles.len() >= 2, format!("{} Roles rendered", roles.len()))?;
+    assert!(roles.len() >= 2, "{} Roles rendered", roles.len());
     let mut variants: Vec<(String, Option<RuleAt>)> = vec![("everything (control)".into(), None)];
     let rules_json =
         |r: &[k8s_openapi::api::rbac::v1::PolicyRule]| -> Result<Vec<serde_json::Value>> {
@@ -580,5 +569,6 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
         }
     }
     println!("RBAC variants:\n  {}", report.join("\n  "));
-    ensure(wrong.is_empty(), wrong.join("\n"))
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
 }

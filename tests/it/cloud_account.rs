@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 
 use crate::support::{
-    assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, CrossAccount, Ground,
+    assert_no_key_material, eventually, install_crds, kubectl_apply, CrossAccount, Ground,
     Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
@@ -66,21 +66,23 @@ fn condition<'a>(
 /// message contains each of `mentions`.
 fn assert_stalled(a: &CloudAccount, reason: &str, mentions: &[&str]) -> Result<()> {
     let stalled = condition(a, "Stalled").context("no Stalled condition")?;
-    ensure(
+    anyhow::ensure!(
         stalled.status == "True" && stalled.reason == reason,
-        format!(
-            "expected Stalled=True/{reason}, got {}/{}: {}",
-            stalled.status, stalled.reason, stalled.message
-        ),
-    )?;
+        "expected Stalled=True/{reason}, got {}/{}: {}",
+        stalled.status,
+        stalled.reason,
+        stalled.message
+    );
     for m in mentions {
-        ensure(
+        anyhow::ensure!(
             stalled.message.contains(m),
-            format!("message does not mention {m}: {}", stalled.message),
-        )?;
+            "message does not mention {m}: {}",
+            stalled.message
+        );
     }
     let ready = condition(a, "Ready").context("no Ready condition")?;
-    ensure(ready.status == "False", "Ready should be False")
+    anyhow::ensure!(ready.status == "False", "Ready should be False");
+    Ok(())
 }
 
 #[tokio::test]
@@ -130,26 +132,29 @@ async fn verifies_identity_and_reports_each_failure() -> Result<()> {
 
     let good = wait_phase(&g, "good", AccountPhase::Ready).await?;
     let status = good.status.clone().unwrap_or_default();
-    ensure(
-        status.account_id.as_deref() == Some("123456789012"),
-        format!("accountId: {:?}", status.account_id),
-    )?;
+    assert_eq!(
+        status.account_id.as_deref(),
+        Some("123456789012"),
+        "accountId: {:?}",
+        status.account_id
+    );
     let expected_arn = format!("assumed-role/byoc-cross-account/byoc.{}.good", g.namespace);
-    ensure(
+    assert!(
         status
             .arn
             .as_deref()
             .is_some_and(|a| a.contains(&expected_arn)),
-        format!("arn {:?} is not the assumed role's session", status.arn),
-    )?;
-    ensure(
+        "arn {:?} is not the assumed role's session",
+        status.arn
+    );
+    assert!(
         condition(&good, "Ready").is_some_and(|c| c.status == "True"),
-        "Ready=True",
-    )?;
-    ensure(
-        status.observed_generation == good.metadata.generation,
-        "observedGeneration",
-    )?;
+        "Ready=True"
+    );
+    assert_eq!(
+        status.observed_generation, good.metadata.generation,
+        "observedGeneration"
+    );
 
     let a = wait_phase(&g, "wrong-external-id", AccountPhase::Failed).await?;
     assert_stalled(&a, "AssumeRoleDenied", &[&x.role_arn, "AccessDenied"])?;
@@ -168,18 +173,18 @@ async fn verifies_identity_and_reports_each_failure() -> Result<()> {
 
     // A warning Event for a failure, a normal one for success.
     let events = g.api::<Event>().list(&ListParams::default()).await?.items;
-    ensure(
+    assert!(
         events
             .iter()
             .any(|e| e.reason.as_deref() == Some("Verified")),
-        "no Verified event",
-    )?;
-    ensure(
+        "no Verified event"
+    );
+    assert!(
         events.iter().any(|e| {
             e.reason.as_deref() == Some("AssumeRoleDenied") && e.type_.as_deref() == Some("Warning")
         }),
-        "no AssumeRoleDenied warning event",
-    )?;
+        "no AssumeRoleDenied warning event"
+    );
 
     assert_no_key_material(
         &g,
@@ -217,12 +222,12 @@ async fn rotating_the_secret_reverifies_without_restart() -> Result<()> {
         &secret("keys", &x.base_key_id, &x.base_secret, Some(&x.external_id)),
     )?;
     let a = wait_phase(&g, "acct", AccountPhase::Ready).await?;
-    ensure(
+    assert!(
         a.status
             .and_then(|s| s.arn)
             .is_some_and(|arn| arn.contains("assumed-role/byoc-cross-account")),
-        "not the assumed role",
-    )?;
+        "not the assumed role"
+    );
 
     // Rotate to keys that were revoked in IAM: fails again, at once.
     let iam = aws_sdk_iam::Client::new(&x.admin);
@@ -244,7 +249,7 @@ async fn rotating_the_secret_reverifies_without_restart() -> Result<()> {
     assert_stalled(&a, "CredentialsRejected", &[])?;
 
     op.process.check_alive()?;
-    ensure(op.process.pid() == pid, "the operator was restarted")?;
+    assert_eq!(op.process.pid(), pid, "the operator was restarted");
     assert_no_key_material(
         &g,
         &op,

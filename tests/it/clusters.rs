@@ -10,9 +10,7 @@ use aws_sdk_ec2::types::Filter;
 use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
-use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
-};
+use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
@@ -357,7 +355,8 @@ pub(crate) fn small_cluster_manifest(name: &str, vpc_cidr: &str) -> String {
 pub(crate) async fn delete_leaves_nothing(g: &Ground, name: &str, uid: &str) -> Result<()> {
     delete_and_wait_gone(g, name).await?;
     let left = counts(g, uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+    anyhow::ensure!(left == Counts::default(), "left behind: {left:?}");
+    Ok(())
 }
 
 /// Deletes a subnet behind the operator's back (its route table association

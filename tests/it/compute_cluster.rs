@@ -16,8 +16,7 @@ use crate::clusters::{
     wait_counts, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator,
-    OperatorExt,
+    eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator, OperatorExt,
 };
 
 #[tokio::test]
@@ -69,24 +68,25 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
     let uid = cc.uid().context("uid")?;
     let c = counts(g, &uid).await?;
     let expected = expected_example(3);
-    ensure(
+    anyhow::ensure!(
         c == expected,
-        format!("resources in moto: {c:?}, expected {expected:?}"),
-    )?;
+        "resources in moto: {c:?}, expected {expected:?}"
+    );
     let status = cc.status.clone().unwrap_or_default();
     let network = status.network.clone().unwrap_or_default();
-    ensure(
+    anyhow::ensure!(
         network.vpc_id.is_some() && network.subnets.len() == 4,
-        "status lacks network IDs",
-    )?;
-    ensure(
+        "status lacks network IDs"
+    );
+    anyhow::ensure!(
         status.nodes.as_deref() == Some("4/4"),
-        format!("nodes: {:?}", status.nodes),
-    )?;
-    ensure(
+        "nodes: {:?}",
+        status.nodes
+    );
+    anyhow::ensure!(
         status.iam.and_then(|i| i.instance_profile_arn).is_some(),
-        "status lacks the instance profile",
-    )?;
+        "status lacks the instance profile"
+    );
     // User tags travel with the ownership tags.
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let vpc = ec2
@@ -106,10 +106,10 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
         })
         .collect();
     for (k, v) in [("team", "demo"), ("byoc.dev/managed-by", "byoc-operator")] {
-        ensure(
+        anyhow::ensure!(
             tags.contains(&(k.into(), v.into())),
-            format!("VPC lacks tag {k}={v}: {tags:?}"),
-        )?;
+            "VPC lacks tag {k}={v}: {tags:?}"
+        );
     }
 
     // Scale 3 → 5 → 1.
@@ -124,10 +124,11 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
             c.instances.get("t3.large") == Some(&(count as usize))
         })
         .await?;
-        ensure(
+        anyhow::ensure!(
             c.instances() == count as usize + 1,
-            format!("after scaling to {count}: {:?}", c.instances),
-        )?;
+            "after scaling to {count}: {:?}",
+            c.instances
+        );
     }
 
     // A new instance type replaces the group's instances.
@@ -196,12 +197,12 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
         .send()
         .await?;
     let after_drift = counts(g, &uid).await?;
-    ensure(
+    anyhow::ensure!(
         after_drift.subnets == 3 && after_drift.nat_gateways == 0,
-        format!("the drift did not happen: {after_drift:?}"),
-    )?;
+        "the drift did not happen: {after_drift:?}"
+    );
     let repaired = wait_counts(g, &uid, "drift repaired", |c| c == &before).await?;
-    ensure(repaired == before, "repaired")?;
+    anyhow::ensure!(repaired == before, "repaired");
     // The status catches up with the repair: running with the new gateway.
     let nat_in_status = |cc: &ComputeCluster| {
         cc.status
@@ -214,10 +215,10 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
     })
     .await
     .context("the NAT gateway was not replaced in status")?;
-    ensure(
+    anyhow::ensure!(
         nat_in_status(&cc).is_some_and(|id| repaired.nat_gateways == 1 && &id != nat),
-        "the NAT gateway was not replaced",
-    )?;
+        "the NAT gateway was not replaced"
+    );
 
     eventually("public IPs on again", WAIT, || async {
         let out = ec2.describe_subnets().subnet_ids(&public_a).send().await?;
@@ -324,19 +325,20 @@ async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
     let cc = wait_running(&g, "byo", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let c = counts(&g, &uid).await?;
-    ensure(
+    assert!(
         c.vpcs == 0
             && c.subnets == 0
             && c.nat_gateways == 0
             && c.security_groups == 1
             && c.instances() == 2,
-        format!("BYO cluster created the wrong things: {c:?}"),
-    )?;
+        "BYO cluster created the wrong things: {c:?}"
+    );
     let status = cc.status.unwrap_or_default().network.unwrap_or_default();
-    ensure(
-        status.vpc_id.as_deref() == Some(vpc_id.as_str()),
-        "status names the existing VPC",
-    )?;
+    assert_eq!(
+        status.vpc_id.as_deref(),
+        Some(vpc_id.as_str()),
+        "status names the existing VPC"
+    );
     // The instances sit in the given subnets.
     let inst = ec2
         .describe_instances()
@@ -349,17 +351,18 @@ async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
         .send()
         .await?;
     for i in inst.reservations().iter().flat_map(|r| r.instances()) {
-        ensure(
+        assert!(
             subnet_ids.iter().any(|s| Some(s.as_str()) == i.subnet_id()),
-            "an instance outside the given subnets",
-        )?;
+            "an instance outside the given subnets"
+        );
     }
 
     delete_leaves_nothing(&g, "byo", &uid).await?;
-    ensure(
-        snapshot().await? == before,
-        "the existing VPC or subnets were modified or deleted",
-    )?;
+    assert_eq!(
+        snapshot().await?,
+        before,
+        "the existing VPC or subnets were modified or deleted"
+    );
     Ok(())
 }
 
@@ -401,10 +404,7 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
         instances: BTreeMap::from([("t3.small".into(), 4)]),
         roles: 1,
     };
-    ensure(
-        c == expected,
-        format!("after SIGKILLs: {c:?}, expected {expected:?}"),
-    )?;
+    assert_eq!(c, expected, "after SIGKILLs: {c:?}, expected {expected:?}");
     g.proxy.set_faults(testground::Faults::default());
     delete_leaves_nothing(&g, "crash", &uid).await?;
     Ok(())
@@ -423,7 +423,7 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
         .kubectl()
         .args(["create", "namespace", &other])
         .output()?;
-    ensure(out.status.success(), "create namespace")?;
+    assert!(out.status.success(), "create namespace");
     kubectl_apply_in(
         &g,
         &other,
@@ -449,26 +449,28 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled"))
         .context("Stalled")?;
-    ensure(
-        stalled.reason == "NamespaceNotAllowed",
-        format!("reason {}", stalled.reason),
-    )?;
-    ensure(
+    assert_eq!(
+        stalled.reason, "NamespaceNotAllowed",
+        "reason {}",
+        stalled.reason
+    );
+    assert!(
         stalled.message.contains("allowedNamespaces"),
-        format!("message {}", stalled.message),
-    )?;
-    ensure(
+        "message {}",
+        stalled.message
+    );
+    assert!(
         !g.proxy.calls().contains_key("CreateVpc"),
-        "a VPC was created for a refused cluster",
-    )?;
+        "a VPC was created for a refused cluster"
+    );
     // No AWS call was made for it, so it deletes without the account.
-    ensure(
+    assert!(
         cc.status
             .as_ref()
             .and_then(|s| s.aws_account_id.as_ref())
             .is_none(),
-        "an AWS account recorded for a cluster that never reached AWS",
-    )?;
+        "an AWS account recorded for a cluster that never reached AWS"
+    );
     delete_and_wait_gone(&g, "stranger").await
 }
 
@@ -500,10 +502,11 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
     let cc = wait_running(&g, "moved", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let recorded = cc.status.as_ref().and_then(|s| s.aws_account_id.clone());
-    ensure(
-        recorded.as_deref() == Some("123456789012"),
-        format!("status.awsAccountId {recorded:?}"),
-    )?;
+    assert_eq!(
+        recorded.as_deref(),
+        Some("123456789012"),
+        "status.awsAccountId {recorded:?}"
+    );
 
     let creates_before = g.proxy.calls().get("CreateVpc").copied().unwrap_or(0);
     patch_spec(
@@ -513,10 +516,12 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
     )
     .await?;
     let c = stalled(&g, "moved").await?;
-    ensure(
+    assert!(
         c.reason == "AccountChanged" && c.message.contains("210987654321"),
-        format!("Stalled {}: {}", c.reason, c.message),
-    )?;
+        "Stalled {}: {}",
+        c.reason,
+        c.message
+    );
     // Deletion is held too: it would look in the wrong account.
     g.api::<ComputeCluster>()
         .delete("moved", &Default::default())
@@ -531,11 +536,11 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
             .map(|_| ()))
     })
     .await?;
-    ensure(
+    assert!(
         counts(&g, &uid).await?.vpcs == 1
             && g.proxy.calls().get("CreateVpc").copied().unwrap_or(0) == creates_before,
-        "the resources were touched while the account was wrong",
-    )?;
+        "the resources were touched while the account was wrong"
+    );
     // Pointed back, deletion finishes in the right account.
     patch_spec(
         &g,
@@ -545,7 +550,8 @@ async fn pointing_at_another_aws_account_is_refused_until_pointed_back() -> Resu
     .await?;
     wait_gone(&g, "moved").await?;
     let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+    assert_eq!(left, Counts::default(), "left behind: {left:?}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -555,10 +561,10 @@ async fn cluster_without_nat_gateways_runs_and_deletes() -> Result<()> {
     let cc = wait_running(&g, "plain", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let c = counts(&g, &uid).await?;
-    ensure(
+    assert!(
         c.nat_gateways == 0 && c.addresses == 0 && c.instances() == 1,
-        format!("resources in moto: {c:?}"),
-    )?;
+        "resources in moto: {c:?}"
+    );
     delete_leaves_nothing(&g, "plain", &uid).await
 }
 
@@ -579,10 +585,11 @@ async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
             .and_then(|s| s.network)
             .map(|n| n.subnets.into_iter().map(|s| s.zone).collect())
             .unwrap_or_default();
-        ensure(
-            zones == ["us-east-1a".to_string(), "us-east-1b".to_string()].into(),
-            format!("{name}: subnets in {zones:?}"),
-        )?;
+        assert_eq!(
+            zones,
+            ["us-east-1a".to_string(), "us-east-1b".to_string()].into(),
+            "{name}: subnets in {zones:?}"
+        );
     }
     let asked = g
         .proxy
@@ -590,10 +597,11 @@ async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
         .get("DescribeAvailabilityZones")
         .copied()
         .unwrap_or(0);
-    ensure(
-        asked == 1,
-        format!("DescribeAvailabilityZones called {asked} times for two clusters of one account"),
-    )
+    assert_eq!(
+        asked, 1,
+        "DescribeAvailabilityZones called {asked} times for two clusters of one account"
+    );
+    Ok(())
 }
 
 #[tokio::test]
@@ -614,19 +622,20 @@ async fn an_aws_call_that_hangs_times_out_and_is_retried() -> Result<()> {
             .filter(|c| c.status == "True" && c.reason == "AwsError"))
     })
     .await?;
-    ensure(
+    assert!(
         waiting.message.contains("retrying"),
-        format!("Reconciling: {}", waiting.message),
-    )?;
+        "Reconciling: {}",
+        waiting.message
+    );
     // AWS answers again: the next retry converges.
     g.proxy.set_faults(testground::Faults::default());
     let cc = wait_running(&g, "slow", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     // Calls the operator gave up on may still have happened: adopted, not doubled.
     let c = counts(&g, &uid).await?;
-    ensure(
+    assert!(
         c.vpcs == 1 && c.subnets == 2 && c.security_groups == 1 && c.instances() == 1,
-        format!("resources in moto: {c:?}"),
-    )?;
+        "resources in moto: {c:?}"
+    );
     delete_leaves_nothing(&g, "slow", &uid).await
 }

@@ -17,8 +17,8 @@ use crate::clusters::{
     WAIT,
 };
 use crate::support::{
-    assert_no_key_material, byoc_with, ensure, eventually, install_crds, kubectl_apply,
-    record_figure, CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
+    assert_no_key_material, byoc_with, eventually, install_crds, kubectl_apply, record_figure,
+    CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 const ROLE: &str = "byoc-connected";
@@ -153,10 +153,7 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
         Err(e) => {
             // moto's error bodies are not parsed into a code: the raw answer says it.
             let said = format!("{e:?}");
-            ensure(
-                said.contains("AccessDenied") && said.contains("iam:CreateRole"),
-                format!("CreateRole failed otherwise than denied: {said}"),
-            )?;
+            anyhow::ensure!(said.contains("AccessDenied") && said.contains("iam:CreateRole"), "CreateRole failed otherwise than denied: {said}");
             Ok(false)
         }
     }
@@ -209,14 +206,18 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
     // must be trusted with which external ID.
     let before = published(&g, "acme").await?;
     let status = before.status.clone().unwrap_or_default();
-    ensure(
-        status.phase != Some(AccountPhase::Ready),
-        "ready before the role exists",
-    )?;
-    ensure(
-        status.principal.as_deref() == Some(x.base_arn.as_str()),
-        format!("principal {:?}, expected {}", status.principal, x.base_arn),
-    )?;
+    assert_ne!(
+        status.phase,
+        Some(AccountPhase::Ready),
+        "ready before the role exists"
+    );
+    assert_eq!(
+        status.principal.as_deref(),
+        Some(x.base_arn.as_str()),
+        "principal {:?}, expected {}",
+        status.principal,
+        x.base_arn
+    );
     let external_id = status.external_id.clone().unwrap_or_default();
     let installation = status.installation.clone().unwrap_or_default();
     let account = format!("{ns}/acme");
@@ -228,15 +229,16 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         &x,
         &["connect", "aws", "--account", &account, "--dry-run"],
     )?;
-    ensure(
+    assert!(
         ok && dry.contains("would create role byoc-connected"),
-        dry.clone(),
-    )?;
-    ensure(
+        "{}",
+        dry.clone()
+    );
+    assert!(
         dry.contains(&external_id),
-        "the dry run shows no external ID",
-    )?;
-    ensure(iam_writes(&g) == writes, "the dry run wrote to IAM")?;
+        "the dry run shows no external ID"
+    );
+    assert_eq!(iam_writes(&g), writes, "the dry run wrote to IAM");
 
     // One command: the role, its policies, the node identity, and a ready account.
     let (ok, out) = as_admin(
@@ -244,8 +246,8 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         &x,
         &["connect", "aws", "--account", &account, "--wait", "90s"],
     )?;
-    ensure(ok, format!("connect failed: {out}\n{}", op.log_tail(10)))?;
-    ensure(out.contains("is ready"), out.clone())?;
+    assert!(ok, "connect failed: {out}\n{}", op.log_tail(10));
+    assert!(out.contains("is ready"), "{}", out.clone());
     let first_writes = iam_writes(&g) - writes;
     let iam = aws_sdk_iam::Client::new(&x.admin);
     let role = iam.get_role().role_name(ROLE).send().await?;
@@ -256,24 +258,26 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         .unwrap_or_default();
     let expected_trust =
         byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
-    ensure(
-        trust == expected_trust,
-        format!("trust {trust}, expected {expected_trust}"),
-    )?;
+    assert_eq!(
+        trust, expected_trust,
+        "trust {trust}, expected {expected_trust}"
+    );
     let options = PolicyOptions {
         installation: installation.clone(),
         shared_node_role: Some(NODES.into()),
         ..Default::default()
     };
     let ongoing = policy_part(&options, PolicyPart::Ongoing);
-    ensure(
-        role_policy(&iam, ROLE, ONGOING_POLICY).await? == ongoing,
-        "the ongoing policy differs from the generated one",
-    )?;
-    ensure(
-        role_policy(&iam, ROLE, SETUP_POLICY).await? == policy_part(&options, PolicyPart::Setup),
-        "the setup policy differs from the generated one",
-    )?;
+    assert_eq!(
+        role_policy(&iam, ROLE, ONGOING_POLICY).await?,
+        ongoing,
+        "the ongoing policy differs from the generated one"
+    );
+    assert_eq!(
+        role_policy(&iam, ROLE, SETUP_POLICY).await?,
+        policy_part(&options, PolicyPart::Setup),
+        "the setup policy differs from the generated one"
+    );
 
     // A second run makes no IAM write.
     let writes = iam_writes(&g);
@@ -282,12 +286,16 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         &x,
         &["connect", "aws", "--account", &account, "--wait", "90s"],
     )?;
-    ensure(ok && again.contains("nothing to change"), again.clone())?;
+    assert!(
+        ok && again.contains("nothing to change"),
+        "{}",
+        again.clone()
+    );
     let second_writes = iam_writes(&g) - writes;
-    ensure(
-        second_writes == 0,
-        format!("{second_writes} IAM writes on the second run"),
-    )?;
+    assert_eq!(
+        second_writes, 0,
+        "{second_writes} IAM writes on the second run"
+    );
 
     // A policy widened out of band is put back by the next run.
     iam.put_role_policy()
@@ -301,20 +309,22 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         &x,
         &["connect", "aws", "--account", &account, "--wait", "0"],
     )?;
-    ensure(
+    assert!(
         ok && out.contains("put inline policy byoc-operator-ongoing"),
-        out.clone(),
-    )?;
-    ensure(
-        role_policy(&iam, ROLE, ONGOING_POLICY).await? == ongoing,
-        "the widened policy was not put back",
-    )?;
+        "{}",
+        out.clone()
+    );
+    assert_eq!(
+        role_policy(&iam, ROLE, ONGOING_POLICY).await?,
+        ongoing,
+        "the widened policy was not put back"
+    );
 
     // Control: with the setup policy the role may create a node role.
-    ensure(
+    assert!(
         create_role_as_operator(&g, &x, &external_id).await?,
-        "CreateRole denied with the setup policy attached: the denial below would prove nothing",
-    )?;
+        "CreateRole denied with the setup policy attached: the denial below would prove nothing"
+    );
     // The ongoing policy alone: setup detached, CreateRole denied.
     let (ok, out) = as_admin(
         &g,
@@ -329,18 +339,20 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
             "90s",
         ],
     )?;
-    ensure(
+    assert!(
         ok && out.contains("delete inline policy byoc-operator-setup"),
-        out.clone(),
-    )?;
-    ensure(
-        inline_names(&iam, ROLE).await? == [ONGOING_POLICY],
-        "the setup policy is still attached",
-    )?;
-    ensure(
+        "{}",
+        out.clone()
+    );
+    assert_eq!(
+        inline_names(&iam, ROLE).await?,
+        [ONGOING_POLICY],
+        "the setup policy is still attached"
+    );
+    assert!(
         !create_role_as_operator(&g, &x, &external_id).await?,
-        "CreateRole allowed by the ongoing policy",
-    )?;
+        "CreateRole allowed by the ongoing policy"
+    );
 
     // A cluster runs and is deleted to zero under the ongoing policy alone,
     // its nodes launched with the shared identity.
@@ -370,14 +382,15 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
                 .map(str::to_string)
         })
         .collect();
-    ensure(
+    assert!(
         !profiles.is_empty() && profiles.iter().all(|p| p.ends_with(&format!("/{NODES}"))),
-        format!("nodes launched with {profiles:?}"),
-    )?;
-    ensure(
-        counts_as(&x.admin, &uid).await?.roles == 0,
-        "a node role of the cluster's own was made",
-    )?;
+        "nodes launched with {profiles:?}"
+    );
+    assert_eq!(
+        counts_as(&x.admin, &uid).await?.roles,
+        0,
+        "a node role of the cluster's own was made"
+    );
 
     // A cluster asking for its own node role is stopped before any AWS write.
     kubectl_apply(
@@ -388,52 +401,56 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         ),
     )?;
     let stalled = stalled_with(&g, "own-role", "SharedNodeIdentity").await?;
-    ensure(stalled.message.contains(NODES), stalled.message.clone())?;
+    assert!(
+        stalled.message.contains(NODES),
+        "{}",
+        stalled.message.clone()
+    );
     let own = g.api::<ComputeCluster>().get("own-role").await?;
-    ensure(
+    assert!(
         own.status.and_then(|s| s.network).is_none(),
-        "the refused cluster made network resources",
-    )?;
+        "the refused cluster made network resources"
+    );
     delete_and_wait_gone(&g, "own-role").await?;
 
     // disconnect refuses while a cluster uses the account.
     let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &account])?;
-    ensure(
+    assert!(
         !ok && out.contains("shared"),
-        format!("disconnect with a cluster: {out}"),
-    )?;
-    ensure(
+        "disconnect with a cluster: {out}"
+    );
+    assert!(
         iam.get_role().role_name(ROLE).send().await.is_ok(),
-        "the role went",
-    )?;
+        "the role went"
+    );
 
     delete_and_wait_gone(&g, "shared").await?;
     let left = counts_as(&x.admin, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    assert_eq!(left, Counts::default(), "left behind: {left:?}");
 
     // Afterwards it leaves nothing connect made.
     let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &account])?;
-    ensure(ok, out.clone())?;
+    assert!(ok, "{}", out.clone());
     for name in [ROLE, NODES] {
-        ensure(
+        assert!(
             iam.get_role().role_name(name).send().await.is_err(),
-            format!("role {name} left: {out}"),
-        )?;
+            "role {name} left: {out}"
+        );
     }
-    ensure(
+    assert!(
         iam.get_instance_profile()
             .instance_profile_name(NODES)
             .send()
             .await
             .is_err(),
-        "the node instance profile is left",
-    )?;
+        "the node instance profile is left"
+    );
     // The commands' output and the operator's traces hold no key.
     for said in [&dry, &out, &again] {
-        ensure(
+        assert!(
             !said.contains(&x.admin_secret) && !said.contains(&x.base_secret),
-            "a secret key in connect's output",
-        )?;
+            "a secret key in connect's output"
+        );
     }
     assert_no_key_material(
         &g,
@@ -462,7 +479,7 @@ async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made
         &x,
         &["connect", "aws", "--account", &format!("{ns}/missing")],
     )?;
-    ensure(!ok && out.contains("was not found"), out)?;
+    assert!(!ok && out.contains("was not found"), "{}", out);
 
     // A role of that name made by someone else: refused, untouched, and
     // left by disconnect.
@@ -477,27 +494,29 @@ async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made
     let writes = iam_writes(&g);
     let taken = format!("{ns}/taken");
     let (ok, out) = as_admin(&g, &x, &["connect", "aws", "--account", &taken])?;
-    ensure(!ok && out.contains("left untouched"), out.clone())?;
+    assert!(!ok && out.contains("left untouched"), "{}", out.clone());
     let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &taken])?;
-    ensure(ok && out.contains("left untouched"), out.clone())?;
-    ensure(
-        iam_writes(&g) == writes,
-        "an IAM write touched the foreign role",
-    )?;
+    assert!(ok && out.contains("left untouched"), "{}", out.clone());
+    assert_eq!(
+        iam_writes(&g),
+        writes,
+        "an IAM write touched the foreign role"
+    );
     let after = iam.get_role().role_name("team-own").send().await?;
     let trust = after
         .role()
         .and_then(|r| r.assume_role_policy_document())
         .map(policy_document)
         .unwrap_or_default();
-    ensure(
-        trust == serde_json::from_str::<Value>(foreign_trust)?,
-        format!("the foreign role's trust changed: {trust}"),
-    )?;
-    ensure(
+    assert_eq!(
+        trust,
+        serde_json::from_str::<Value>(foreign_trust)?,
+        "the foreign role's trust changed: {trust}"
+    );
+    assert!(
         inline_names(&iam, "team-own").await?.is_empty(),
-        "a policy was put on it",
-    )?;
+        "a policy was put on it"
+    );
 
     // An admin who may create roles but not give them policies: the error
     // names the denied call, and the role made on the way is gone again.
@@ -527,23 +546,23 @@ async fn connect_never_touches_what_it_did_not_make_and_leaves_nothing_half_made
         &["connect", "aws", "--account", &fresh, "--wait", "0"],
     )?;
     let text = String::from_utf8_lossy(&out.stderr).to_string();
-    ensure(
+    assert!(
         !out.status.success()
             && text.contains("iam:PutRolePolicy")
             && text.contains("removed again"),
-        format!("weak admin: {text}"),
-    )?;
-    ensure(
+        "weak admin: {text}"
+    );
+    assert!(
         iam.get_role().role_name(ROLE).send().await.is_err(),
-        "a half-made role is left",
-    )?;
+        "a half-made role is left"
+    );
     // Control: the same account with a full admin connects.
     let (ok, out) = as_admin(
         &g,
         &x,
         &["connect", "aws", "--account", &fresh, "--wait", "90s"],
     )?;
-    ensure(ok && out.contains("is ready"), out)?;
+    assert!(ok && out.contains("is ready"), "{}", out);
     record_figure(serde_json::json!({
         "suite": "connect",
         "setup": "moto enforcing IAM; a role of the CloudAccount's name made by someone else; an admin allowed CreateRole but not PutRolePolicy; a CloudAccount that does not exist",
@@ -583,16 +602,17 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         ]
         .concat(),
     )?;
-    ensure(
+    assert!(
         out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )?;
+        "{}",
+        String::from_utf8_lossy(&out.stderr).to_string()
+    );
     let template = String::from_utf8_lossy(&out.stdout).to_string();
     let link = String::from_utf8_lossy(&out.stderr).to_string();
-    ensure(
+    assert!(
         link.contains("param_ExternalId=") && link.contains("templateURL=https"),
-        format!("quick-create link: {link}"),
-    )?;
+        "quick-create link: {link}"
+    );
     // Through the proxy, which re-signs for moto's enforcement.
     let through_proxy = x
         .admin
@@ -617,10 +637,7 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
                 })
             })
             .collect();
-    ensure(
-        parameters.len() >= 4,
-        format!("the link gives {parameters:?}"),
-    )?;
+    assert!(parameters.len() >= 4, "the link gives {parameters:?}");
     cfn.create_stack()
         .stack_name("byoc-connect")
         .template_body(&template)
@@ -641,10 +658,7 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         .unwrap_or_default();
     let external_id = status.external_id.clone().unwrap_or_default();
     let expected = byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
-    ensure(
-        trust == expected,
-        format!("stack trust {trust}, connect's {expected}"),
-    )?;
+    assert_eq!(trust, expected, "stack trust {trust}, connect's {expected}");
     let options = PolicyOptions {
         installation: status.installation.clone().unwrap_or_default(),
         managed_policy_arns: vec![allowed.into()],
@@ -660,14 +674,14 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
             .map(|i| (got["Statement"][i].clone(), want["Statement"][i].clone()))
             .filter(|(g, w)| g != w)
             .collect();
-        ensure(
-            got == want,
-            format!("stack's {policy} differs from connect's, (stack, connect): {differ:?}"),
-        )?;
+        assert_eq!(
+            got, want,
+            "stack's {policy} differs from connect's, (stack, connect): {differ:?}"
+        );
     }
     // connect itself finds the stack's role as it would make it.
     let (ok, out) = as_admin(&g, &x, &[&flags[..], &["--dry-run"]].concat())?;
-    ensure(ok && out.contains("nothing to change"), out)?;
+    assert!(ok && out.contains("nothing to change"), "{}", out);
     // The operator looks again by itself (its retry of a failed account).
     let api: Api<CloudAccount> = g.api();
     eventually("the account ready on the stack's role", WAIT, || async {

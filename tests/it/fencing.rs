@@ -17,9 +17,7 @@ use kube::ResourceExt;
 
 use crate::clusters::{apply_example, counts, expected_example, ready_account, wait_running, WAIT};
 use crate::operations::{holder, leader_args, start_replica, wait_leader, LEASE_SECONDS};
-use crate::support::{
-    ensure, eventually, install_crds, record_figure, Ground, Operator, OperatorExt,
-};
+use crate::support::{eventually, install_crds, record_figure, Ground, Operator, OperatorExt};
 
 /// Whether a traced call wrote to AWS (STS calls never do).
 fn writes(op: &str) -> bool {
@@ -111,10 +109,11 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
     let frozen = Instant::now();
     let before = writes_of(&g, "replica-a").len();
     wait_leader(&b, "replica-b", WAIT).await?;
-    ensure(
-        holder(&g).await?.as_deref() == Some("replica-b"),
-        "the Lease names replica-b",
-    )?;
+    assert_eq!(
+        holder(&g).await?.as_deref(),
+        Some("replica-b"),
+        "the Lease names replica-b"
+    );
     let first = first_write_of(&g, "replica-b").await?;
     // Thawed: it finds the Lease gone and stops; meanwhile nothing it
     // writes may leave.
@@ -125,16 +124,16 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
         if let Some(status) = a.process.exit_status()? {
             break status;
         }
-        ensure(
+        assert!(
             Instant::now() < end,
-            "replica-a did not stop after losing the Lease",
-        )?;
+            "replica-a did not stop after losing the Lease"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    ensure(
+    assert!(
         !status.success(),
-        format!("replica-a exited with {status}: leadership lost is an error"),
-    )?;
+        "replica-a exited with {status}: leadership lost is an error"
+    );
     // A write started after the successor's first one; and one that was
     // already on its way when the process froze (its connection opened
     // before, its answer after): no process can call that one back.
@@ -143,16 +142,14 @@ async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Resul
             .into_iter()
             .filter(|c| c.end > first)
             .partition(|c| c.accepted > first);
-    ensure(
+    assert!(
         late.is_empty(),
-        format!(
-            "replica-a started writes after replica-b's first ({first:?} into the trace): {late:?}"
-        ),
-    )?;
+        "replica-a started writes after replica-b's first ({first:?} into the trace): {late:?}"
+    );
     // The successor finishes: the example as it should be, nothing twice.
     wait_running(&g, "demo", |_| true).await?;
     let c = counts(&g, &uid).await?;
-    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    assert_eq!(c, expected_example(3), "in moto: {c:?}");
     record_figure(serde_json::json!({
         "suite": "fencing",
         "setup": format!("two operator processes with leader election (lease {LEASE_SECONDS} s), the leader frozen (SIGSTOP) while it waited for the answer to its CreateVpc (held 1.5 s by the proxy), thawed {:.0} s later, after its successor's first write", thawed.as_secs_f64()),
@@ -285,13 +282,13 @@ async fn a_leader_cut_off_from_the_apiserver_stops_writing_before_its_successor_
     )
     .await?;
     let late = late_writes();
-    ensure(
+    assert!(
         late.is_empty(),
-        format!("replica-a, cut off, started writes after replica-b's first ({first:?}): {late:?}"),
-    )?;
+        "replica-a, cut off, started writes after replica-b's first ({first:?}): {late:?}"
+    );
     let fenced = a.log().matches("AWS write not sent").count();
     let c = counts(&g, &uid).await?;
-    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    assert_eq!(c, expected_example(3), "in moto: {c:?}");
     record_figure(serde_json::json!({
         "suite": "fencing",
         "setup": format!("two operator processes with leader election (lease {LEASE_SECONDS} s); the leader's apiserver traffic held for ever (a path that drops packets) while it waited for the answer to its CreateNatGateway (held 7 s by the proxy)"),

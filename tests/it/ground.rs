@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::support::{client_for, ensure, Ground};
+use crate::support::{client_for, Ground};
 
 #[tokio::test]
 async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
@@ -32,10 +32,11 @@ async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
     };
     secrets.create(&PostParams::default(), &secret).await?;
     let read = secrets.get("keys").await?;
-    ensure(
-        read.data.and_then(|d| d.get("k").cloned()) == Some(ByteString(b"v".to_vec())),
-        "Secret data did not round-trip",
-    )?;
+    assert_eq!(
+        read.data.and_then(|d| d.get("k").cloned()),
+        Some(ByteString(b"v".to_vec())),
+        "Secret data did not round-trip"
+    );
 
     // A ConfigMap change arrives through a watch.
     let cms = g.api::<ConfigMap>();
@@ -57,7 +58,7 @@ async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
     let first = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
         .await
         .context("no initial watch event")??;
-    ensure(first.is_some(), "watch ended")?;
+    assert!(first.is_some(), "watch ended");
     cms.patch(
         "watched",
         &PatchParams::apply("ground-test").force(),
@@ -82,7 +83,7 @@ async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
     })
     .await
     .context("the change did not arrive through the watch")??;
-    ensure(changed, "watch ended before the change arrived")?;
+    assert!(changed, "watch ended before the change arrived");
 
     // A ServiceAccount's token authenticates, and RBAC denies it Secrets.
     g.api::<ServiceAccount>()
@@ -109,13 +110,11 @@ async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
             "--duration=10m",
         ])
         .output()?;
-    ensure(
+    assert!(
         out.status.success(),
-        format!(
-            "kubectl create token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )?;
+        "kubectl create token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout)?.trim().to_string();
     let path = g
         .kube
@@ -130,7 +129,7 @@ async fn apiserver_stores_watches_and_authorizes() -> Result<()> {
     }
     // ... while the same token is authenticated (a review of its own access works).
     let who = as_nobody.apiserver_version().await;
-    ensure(who.is_ok(), format!("token not usable: {who:?}"))?;
+    assert!(who.is_ok(), "token not usable: {who:?}");
     Ok(())
 }
 
@@ -156,23 +155,21 @@ async fn moto_reached_through_aws_endpoint_url() -> Result<()> {
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure(
+    assert!(
         out.status.success() && stdout.contains("1 passed"),
-        format!(
-            "child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )?;
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The VPC the child made is in this test's moto.
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let vpcs = ec2.describe_vpcs().send().await?;
-    ensure(
+    assert!(
         vpcs.vpcs()
             .iter()
             .any(|v| v.cidr_block() == Some("10.42.0.0/16")),
-        "the child's VPC is not in moto",
-    )?;
+        "the child's VPC is not in moto"
+    );
     Ok(())
 }
 
@@ -188,7 +185,7 @@ async fn vpc_from_env_only() -> Result<()> {
         .context("no VPC id")?
         .to_string();
     let described = ec2.describe_vpcs().vpc_ids(&id).send().await?;
-    ensure(described.vpcs().len() == 1, "VPC not described")?;
+    assert_eq!(described.vpcs().len(), 1, "VPC not described");
     Ok(())
 }
 
@@ -221,16 +218,16 @@ async fn proxy_adds_what_moto_lacks() -> Result<()> {
             .collect()
     };
     let (first, second) = (ids(launch().await?), ids(launch().await?));
-    ensure(
+    assert!(
         !first.is_empty() && first == second,
-        format!("a repeated ClientToken launched again: {first:?} then {second:?}"),
-    )?;
+        "a repeated ClientToken launched again: {first:?} then {second:?}"
+    );
     let all = ec2.describe_instances().send().await?;
     let count: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
-    ensure(
-        count == 1,
-        format!("{count} instances after two launches with one token"),
-    )?;
+    assert_eq!(
+        count, 1,
+        "{count} instances after two launches with one token"
+    );
 
     let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await?;
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).context("vpc")?;
@@ -269,10 +266,10 @@ async fn proxy_adds_what_moto_lacks() -> Result<()> {
         )
     };
     let early = state().await?;
-    ensure(
-        early == "pending",
-        format!("a new NAT gateway is {early}, not pending"),
-    )?;
+    assert_eq!(
+        early, "pending",
+        "a new NAT gateway is {early}, not pending"
+    );
     crate::support::eventually(
         "the NAT gateway available",
         Duration::from_secs(30),
@@ -290,8 +287,10 @@ async fn proxy_adds_what_moto_lacks() -> Result<()> {
     let code = denied
         .err()
         .and_then(|e| e.into_service_error().meta().code().map(str::to_string));
-    ensure(
-        code.as_deref() == Some("AccessDenied"),
-        format!("AssumeRole of an absent role: {code:?}"),
-    )
+    assert_eq!(
+        code.as_deref(),
+        Some("AccessDenied"),
+        "AssumeRole of an absent role: {code:?}"
+    );
+    Ok(())
 }

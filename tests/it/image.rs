@@ -12,9 +12,7 @@ use serde_json::Value;
 use crate::clusters::{
     delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running, WAIT,
 };
-use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, record_figure, unique_name, Ground,
-};
+use crate::support::{eventually, install_crds, kubectl_apply, record_figure, unique_name, Ground};
 
 /// Builds the image from the tests' binary into `out`: its digest.
 pub(crate) fn build_image(out: &Path) -> Result<String> {
@@ -24,10 +22,11 @@ pub(crate) fn build_image(out: &Path) -> Result<String> {
         .arg(env!("CARGO_BIN_EXE_byoc-operator"))
         .arg(out)
         .output()?;
-    ensure(
+    anyhow::ensure!(
         run.status.success(),
-        format!("hack/image.sh: {}", String::from_utf8_lossy(&run.stderr)),
-    )?;
+        "hack/image.sh: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     Ok(String::from_utf8_lossy(&run.stdout).trim().to_string())
 }
 
@@ -57,27 +56,27 @@ fn the_image_built_here_is_the_one_the_dockerfile_describes() -> Result<()> {
     let out = std::env::temp_dir().join(unique_name("byoc-image"));
     let digest = build_image(&out)?;
     let again = build_image(&out)?;
-    ensure(
+    assert!(
         digest.starts_with("sha256:") && digest == again,
-        format!("not reproducible: {digest} then {again}"),
-    )?;
+        "not reproducible: {digest} then {again}"
+    );
     let config: Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json"))?)?;
     std::fs::remove_dir_all(&out)?;
     let c = &config["config"];
     let (user, expose, entrypoint, cmd) = dockerfile_runtime()?;
-    ensure(
-        c["User"] == user.as_str(),
-        format!("User {} vs {user}", c["User"]),
-    )?;
-    ensure(
+    assert_eq!(c["User"], user.as_str(), "User {} vs {user}", c["User"]);
+    assert!(
         c["ExposedPorts"].get(format!("{expose}/tcp")).is_some(),
-        format!("ExposedPorts {} vs EXPOSE {expose}", c["ExposedPorts"]),
-    )?;
-    ensure(
-        c["Entrypoint"] == entrypoint,
-        format!("Entrypoint {}", c["Entrypoint"]),
-    )?;
-    ensure(c["Cmd"] == cmd, format!("Cmd {}", c["Cmd"]))
+        "ExposedPorts {} vs EXPOSE {expose}",
+        c["ExposedPorts"]
+    );
+    assert_eq!(
+        c["Entrypoint"], entrypoint,
+        "Entrypoint {}",
+        c["Entrypoint"]
+    );
+    assert_eq!(c["Cmd"], cmd, "Cmd {}", c["Cmd"]);
+    Ok(())
 }
 
 /// A kubeconfig and its files the container's user (65532) can read:
@@ -131,7 +130,7 @@ async fn the_operator_image_runs_as_nonroot_on_a_read_only_root_and_reconciles()
     let image_dir = runtime.dir().join("image");
     let digest = build_image(&image_dir)?;
     let imported = runtime.import(&image_dir.join("image.tar"))?;
-    ensure(imported.contains(&digest), format!("imported: {imported}"))?;
+    assert!(imported.contains(&digest), "imported: {imported}");
     // Referenced by digest, as the chart's image.digest does.
     let reference = format!("byoc.dev/byoc-operator@{digest}");
     runtime.ctr(&["images", "tag", "byoc.dev/byoc-operator:local", &reference])?;
@@ -174,11 +173,11 @@ async fn the_operator_image_runs_as_nonroot_on_a_read_only_root_and_reconciles()
     .await?;
     let pid = runtime.pid("operator")?;
     let ids = uids(pid)?;
-    ensure(
+    assert!(
         !ids.is_empty() && ids.iter().all(|u| *u == 65532),
-        format!("the container's process runs as {ids:?}"),
-    )?;
-    ensure(root_read_only(pid)?, "the container's root is writable")?;
+        "the container's process runs as {ids:?}"
+    );
+    assert!(root_read_only(pid)?, "the container's root is writable");
 
     // The operator in the container does its work.
     ready_account(&g).await?;
@@ -187,10 +186,10 @@ async fn the_operator_image_runs_as_nonroot_on_a_read_only_root_and_reconciles()
     let uid = cc.metadata.uid.clone().unwrap_or_default();
     delete_leaves_nothing(&g, "boxed", &uid).await?;
     let (status, text) = testground::http_get(port, "/metrics")?;
-    ensure(
+    assert!(
         status == 200 && text.contains("byoc_reconciles"),
-        "no metrics from the container",
-    )?;
+        "no metrics from the container"
+    );
     runtime.remove("operator");
     record_figure(serde_json::json!({
         "suite": "image",

@@ -25,7 +25,7 @@ use crate::fencing::{
     example_waiting_for_its_nat_gateway, example_waiting_for_its_vpc, first_write_of, writes_of,
 };
 use crate::image::{build_image, root_read_only, uids};
-use crate::support::{ensure, eventually, kubectl_apply, record_figure, Ground};
+use crate::support::{eventually, kubectl_apply, record_figure, Ground};
 
 const RELEASE: &str = "byoc-operator";
 const SELECTOR: &str = "app.kubernetes.io/instance=byoc-operator";
@@ -172,10 +172,10 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
     install(&g, "install", &digest, aws, &[])?;
     let pods_now = ready_pods(&g, 2).await?;
     let leading = leader(&g).await?;
-    ensure(
+    assert!(
         pods_now.iter().any(|p| p.name_any() == leading),
-        format!("the Lease holder {leading} is not one of the pods"),
-    )?;
+        "the Lease holder {leading} is not one of the pods"
+    );
 
     // Ready through its probe, the Service's endpoints list both pods.
     let mut ips: Vec<String> = pods_now
@@ -194,14 +194,12 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
     for p in &pods_now {
         let pid = node.container_pid(&container_id(p)?)?;
         let ids = uids(pid)?;
-        ensure(
+        assert!(
             !ids.is_empty() && ids.iter().all(|u| *u == 65532),
-            format!("{} runs as {ids:?}", p.name_any()),
-        )?;
-        ensure(
-            root_read_only(pid)?,
-            format!("{}'s root is writable", p.name_any()),
-        )?;
+            "{} runs as {ids:?}",
+            p.name_any()
+        );
+        assert!(root_read_only(pid)?, "{}'s root is writable", p.name_any());
     }
 
     // A cluster, the leader pod deleted while it builds it.
@@ -238,18 +236,15 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
         roles: 1,
         ..Counts::default()
     };
-    ensure(
-        built == expected,
-        format!("after the hand-over, in moto: {built:?}"),
-    )?;
-    ensure(
+    assert_eq!(built, expected, "after the hand-over, in moto: {built:?}");
+    assert!(
         running
             .status
             .as_ref()
             .and_then(|s| s.installation.clone())
             .is_some(),
-        "status names the installation",
-    )?;
+        "status names the installation"
+    );
 
     // Metrics from the leader's pod port: the Lease holder's pod says it
     // leads (the holder read again at each look, as it may move on).
@@ -285,10 +280,11 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
     })
     .await?;
     leader(&g).await?;
-    ensure(
-        counts(&g, &uid).await? == built,
-        "the upgrade changed what AWS holds",
-    )?;
+    assert_eq!(
+        counts(&g, &uid).await?,
+        built,
+        "the upgrade changed what AWS holds"
+    );
 
     // helm uninstall keeps the CRDs and the cluster (and what it made in
     // AWS); a new install takes it over.
@@ -301,14 +297,15 @@ async fn the_chart_runs_two_replicas_on_a_node_that_build_and_delete_a_cluster()
     })
     .await?;
     let kept = g.api::<ComputeCluster>().get("boxed").await?;
-    ensure(
+    assert!(
         kept.finalizers().iter().any(|f| f.starts_with("byoc.dev")),
-        "the cluster kept its finalizer",
-    )?;
-    ensure(
-        counts(&g, &uid).await? == built,
-        "uninstalling the operator changed what AWS holds",
-    )?;
+        "the cluster kept its finalizer"
+    );
+    assert_eq!(
+        counts(&g, &uid).await?,
+        built,
+        "uninstalling the operator changed what AWS holds"
+    );
     install(&g, "install", &digest, aws, &[])?;
     ready_pods(&g, 2).await?;
     delete_leaves_nothing(&g, "boxed", &uid).await?;
@@ -392,13 +389,13 @@ async fn a_frozen_leader_pod_writes_nothing_after_its_successor_and_leaves_the_e
         .into_iter()
         .filter(|c| c.accepted > first)
         .collect();
-    ensure(
+    assert!(
         late.is_empty(),
-        format!("{old_name} started writes after {new}'s first ({first:?}): {late:?}"),
-    )?;
+        "{old_name} started writes after {new}'s first ({first:?}): {late:?}"
+    );
     wait_running_within(&g, "demo", POD_WAIT, |_| true).await?;
     let c = counts(&g, &uid).await?;
-    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    assert_eq!(c, expected_example(3), "in moto: {c:?}");
     // Restarted and ready again, it is back in the endpoints.
     eventually(
         "the restarted pod back in the ready endpoints",
@@ -444,16 +441,16 @@ async fn a_leader_pod_cut_off_from_the_apiserver_stops_writing_before_its_succes
     )
     .await?;
     let late = late_writes();
-    ensure(
+    assert!(
         late.is_empty(),
-        format!("{old_name}, cut off, started writes after {new}'s first ({first:?}): {late:?}"),
-    )?;
+        "{old_name}, cut off, started writes after {new}'s first ({first:?}): {late:?}"
+    );
     let fenced = node
         .pod_logs(&g.namespace, &old_name)
         .matches(held_back)
         .count();
     let c = counts(&g, &uid).await?;
-    ensure(c == expected_example(3), format!("in moto: {c:?}"))?;
+    assert_eq!(c, expected_example(3), "in moto: {c:?}");
     record_figure(serde_json::json!({
         "suite": "fencing",
         "setup": format!("the chart on the node: two operator pods (lease {LEASE}); the leader pod's apiserver traffic held for ever at the node (its connections up, nothing carried) while it waited for the answer to its CreateNatGateway (held 7 s by the proxy)"),
@@ -476,16 +473,14 @@ async fn with_host_network_the_pod_runs_on_the_nodes_address() -> Result<()> {
     )?;
     let pod = ready_pods(&g, 1).await?.remove(0);
     let ip = pod_ip(&pod)?;
-    ensure(
-        ip == testground::node::NODE_IP,
-        format!("the pod's IP is {ip}, not the node's"),
-    )?;
+    assert_eq!(
+        ip,
+        testground::node::NODE_IP,
+        "the pod's IP is {ip}, not the node's"
+    );
     let port = node.reach(SocketAddr::new(ip, 8080))?;
     let (status, _) = testground::http_get(port.port(), "/readyz")?;
-    ensure(
-        status == 200,
-        format!("/readyz on the node's port: HTTP {status}"),
-    )?;
+    assert_eq!(status, 200, "/readyz on the node's port: HTTP {status}");
     leader(&g).await?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::clusters::{
     small_cluster_manifest, stalled_with, wait_gone, wait_running, Counts,
 };
 use crate::support::{
-    byoc, delete_namespace, ensure, eventually, install_crds, kubectl_apply, kubectl_byoc,
+    byoc, delete_namespace, eventually, install_crds, kubectl_apply, kubectl_byoc,
     wait_namespace_gone, Ground, Operator, OperatorExt,
 };
 
@@ -38,10 +38,10 @@ fn held(finalizers: &[String]) -> bool {
 async fn nothing_left(g: &Ground, uids: &[String]) -> Result<()> {
     for uid in uids {
         let left = counts(g, uid).await?;
-        ensure(
+        anyhow::ensure!(
             left == Counts::default(),
-            format!("cluster {uid} left behind: {left:?}"),
-        )?;
+            "cluster {uid} left behind: {left:?}"
+        );
     }
     Ok(())
 }
@@ -87,15 +87,15 @@ async fn deleting_the_namespace_removes_every_aws_resource_and_the_namespace() -
     let small = wait_running(&g, "small", |_| true).await?;
     let uids = [uid(&big)?, uid(&small)?];
     let before = counts(&g, &uids[0]).await?;
-    ensure(
+    assert!(
         before.nat_gateways == 2 && before.instances() == 4,
-        format!("the NAT-per-zone cluster holds {before:?}"),
-    )?;
+        "the NAT-per-zone cluster holds {before:?}"
+    );
     let account = wait_users(&g.api::<CloudAccount>(), "acme", 2).await?;
-    ensure(
+    assert!(
         held(account.finalizers()),
-        "the used account is not protected",
-    )?;
+        "the used account is not protected"
+    );
 
     // One command, as a team removes a namespace.
     let started = Instant::now();
@@ -136,10 +136,12 @@ async fn deleting_the_applied_manifest_removes_everything() -> Result<()> {
             .arg(&manifest)
             .args(extra)
             .output()?;
-        ensure(
+        assert!(
             out.status.success(),
-            format!("kubectl {verb}: {}", String::from_utf8_lossy(&out.stderr)),
-        )
+            "kubectl {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     };
     run("apply", &[])?;
     let demo = wait_running(&g, "demo", |_| true).await?;
@@ -153,12 +155,12 @@ async fn deleting_the_applied_manifest_removes_everything() -> Result<()> {
     )
     .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     println!("manifest deleted in {:?}", started.elapsed());
-    ensure(
+    assert!(
         g.api::<Secret>().get_opt("demo-aws-keys").await?.is_none()
             && g.api::<CloudAccount>().get_opt("demo").await?.is_none()
             && g.api::<ComputeCluster>().get_opt("demo").await?.is_none(),
-        "kubectl returned with objects left",
-    )?;
+        "kubectl returned with objects left"
+    );
     nothing_left(&g, &[uid]).await
 }
 
@@ -191,10 +193,10 @@ async fn an_account_deleted_first_waits_for_its_clusters() -> Result<()> {
     )
     .await?;
     let secret = secrets.get_metadata("keys").await?;
-    ensure(
+    assert!(
         secret.metadata.deletion_timestamp.is_some() && held(secret.finalizers()),
-        "the Secret of the account in use is not held",
-    )?;
+        "the Secret of the account in use is not held"
+    );
 
     // The cluster keeps working: it scales, with the account's credentials.
     patch_spec(
@@ -227,10 +229,11 @@ async fn an_account_deleted_first_waits_for_its_clusters() -> Result<()> {
     )
     .await?;
     let account = wait_users(&accounts, "acme", 2).await?;
-    ensure(
-        account.status.as_ref().and_then(|s| s.phase) == Some(AccountPhase::Ready),
-        "the account stopped being ready while in use",
-    )?;
+    assert_eq!(
+        account.status.as_ref().and_then(|s| s.phase),
+        Some(AccountPhase::Ready),
+        "the account stopped being ready while in use"
+    );
 
     delete_and_wait_gone(&g, "late").await?;
     delete_and_wait_gone(&g, "first").await?;
@@ -250,10 +253,10 @@ async fn an_unused_account_and_its_secret_are_let_go() -> Result<()> {
     kubectl_apply(&g, &small_cluster_manifest("solo", "10.4.0.0/16"))?;
     wait_running(&g, "solo", |_| true).await?;
     wait_users(&accounts, "acme", 1).await?;
-    ensure(
+    assert!(
         held(secrets.get_metadata("keys").await?.finalizers()),
-        "the Secret of the used account is not held",
-    )?;
+        "the Secret of the used account is not held"
+    );
     delete_and_wait_gone(&g, "solo").await?;
     let account = wait_users(&accounts, "acme", 0).await?;
     eventually(
@@ -266,10 +269,11 @@ async fn an_unused_account_and_its_secret_are_let_go() -> Result<()> {
         },
     )
     .await?;
-    ensure(
-        account.status.and_then(|s| s.phase) == Some(AccountPhase::Ready),
-        "the account is no longer ready",
-    )?;
+    assert_eq!(
+        account.status.and_then(|s| s.phase),
+        Some(AccountPhase::Ready),
+        "the account is no longer ready"
+    );
 
     // Unused: deleted at once, the Secret too.
     accounts.delete("acme", &DeleteParams::default()).await?;
@@ -335,10 +339,10 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
     })
     .await
     .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
-    ensure(
+    assert!(
         blocked.contains(&eni) && blocked.contains(&sg),
-        format!("the message does not name the blockers: {blocked}"),
-    )?;
+        "the message does not name the blockers: {blocked}"
+    );
     // describe on a cluster mid-deletion: phase, blockers, the condition.
     let tree = byoc(
         &g,
@@ -352,10 +356,7 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
         format!("VPC {vpc}"),
         "Stalled True DeletionBlocked".to_string(),
     ] {
-        ensure(
-            tree.contains(&want),
-            format!("describe lacks {want:?}:\n{tree}"),
-        )?;
+        assert!(tree.contains(&want), "describe lacks {want:?}:\n{tree}");
     }
     // Never touched: they are not the cluster's.
     let still = ec2
@@ -363,10 +364,11 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
         .network_interface_ids(&eni)
         .send()
         .await?;
-    ensure(
-        still.network_interfaces().len() == 1,
-        "the foreign interface was deleted",
-    )?;
+    assert_eq!(
+        still.network_interfaces().len(),
+        1,
+        "the foreign interface was deleted"
+    );
     ec2.describe_security_groups().group_ids(&sg).send().await?;
 
     // The user removes them: deletion goes on and finishes.
@@ -448,10 +450,10 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
 
     // Healthy clusters: nothing to report.
     let healthy = byoc(&g, &["audit", "-n", &ns])?;
-    ensure(
+    assert!(
         healthy.contains("nothing leaked") && healthy.contains("\n0 leaked resources"),
-        format!("healthy clusters reported:\n{healthy}"),
-    )?;
+        "healthy clusters reported:\n{healthy}"
+    );
 
     // describe, through kubectl's plugin mechanism, on a running cluster.
     let (kept_vpc, kept_subnet) = network_ids(&kept)?;
@@ -471,10 +473,7 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         format!("Instance {instance}  t3.small  running"),
         "Ready True Running".to_string(),
     ] {
-        ensure(
-            tree.contains(&want),
-            format!("describe lacks {want:?}:\n{tree}"),
-        )?;
+        assert!(tree.contains(&want), "describe lacks {want:?}:\n{tree}");
     }
 
     // The finalizer removed by hand while the operator is down: the object
@@ -491,10 +490,10 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         .await?;
     wait_gone(&g, "orphan").await?;
     let left = counts(&g, &orphan_uid).await?;
-    ensure(
+    assert!(
         left.vpcs == 1 && left.nat_gateways == 1 && left.instances() == 1,
-        format!("{left:?}"),
-    )?;
+        "{left:?}"
+    );
     let (orphan_vpc, orphan_subnet) = network_ids(&orphan)?;
     let foreign = foreign_interface(&g, &orphan_subnet, None).await?;
 
@@ -526,45 +525,44 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         // A NAT gateway, its Elastic IP and a t3.small.
         "about $51.68/month".to_string(),
     ] {
-        ensure(
-            found.contains(&want),
-            format!("audit lacks {want:?}:\n{found}"),
-        )?;
+        assert!(found.contains(&want), "audit lacks {want:?}:\n{found}");
     }
-    ensure(
+    assert!(
         !found.contains(&kept_uid) && !found.contains(&foreign),
-        format!("audit reported what is not leaked:\n{found}"),
-    )?;
+        "audit reported what is not leaked:\n{found}"
+    );
 
     let kept_before = counts(&g, &kept_uid).await?;
     let deleted = byoc(
         &g,
         &["audit", "--delete", "--all", "-n", &ns, "--deadline", "3m"],
     )?;
-    ensure(
+    assert!(
         deleted.contains("0 leaked resources left"),
-        format!("audit --delete left something:\n{deleted}"),
-    )?;
+        "audit --delete left something:\n{deleted}"
+    );
     nothing_left(&g, &[orphan_uid]).await?;
-    ensure(
+    assert!(
         interface_exists(&g, &foreign).await?,
-        "audit --delete removed an interface that is not the cluster's",
-    )?;
+        "audit --delete removed an interface that is not the cluster's"
+    );
     let listed = found.lines().filter(|l| l.starts_with("    ")).count();
-    ensure(
-        leaked as usize == listed,
-        format!("the gauge said {leaked}, the audit listed {listed}"),
-    )?;
+    assert_eq!(
+        leaked as usize, listed,
+        "the gauge said {leaked}, the audit listed {listed}"
+    );
     eventually(
         "the leak gauge back to 0",
         crate::clusters::WAIT,
         || async { Ok((op.metric(&gauge)? == 0.0).then_some(())) },
     )
     .await?;
-    ensure(
-        counts(&g, &kept_uid).await? == kept_before,
-        "audit --delete touched a live cluster",
-    )
+    assert_eq!(
+        counts(&g, &kept_uid).await?,
+        kept_before,
+        "audit --delete touched a live cluster"
+    );
+    Ok(())
 }
 
 #[tokio::test]
@@ -589,22 +587,23 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
     let stuck = stalled_with(&g, "stuck", "AccountNotReady")
         .await
         .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
-    ensure(
+    assert!(
         stuck.message.contains("fix the CloudAccount")
             && stuck.message.contains("spec.deletionPolicy: Retain"),
-        format!("the condition does not say how to go on: {}", stuck.message),
-    )?;
+        "the condition does not say how to go on: {}",
+        stuck.message
+    );
 
     // The user lets go: the object goes, AWS keeps everything, and an
     // Event lists what is left.
     patch_spec(&g, "stuck", serde_json::json!({"deletionPolicy": "Retain"})).await?;
     wait_gone(&g, "stuck").await?;
-    ensure(counts(&g, &uid).await?.vpcs == 1, "the VPC is gone")?;
+    assert_eq!(counts(&g, &uid).await?.vpcs, 1, "the VPC is gone");
     let note = crate::support::event_note(&g, "Retained", "").await?;
-    ensure(
+    assert!(
         note.contains(&vpc) && note.contains(&subnet) && note.contains("account 123456789012"),
-        format!("the Event does not list what is left: {note}"),
-    )?;
+        "the Event does not list what is left: {note}"
+    );
 
     // The account works again: the audit finds the rest (the account could
     // not be reached to mark it retained) and removes it when told.
@@ -622,9 +621,9 @@ async fn a_deletion_stuck_on_its_account_lets_go_with_retain_and_lists_what_is_l
             "3m",
         ],
     )?;
-    ensure(
+    assert!(
         deleted.contains(&vpc) && deleted.contains("0 leaked resources left"),
-        format!("audit --delete after Retain:\n{deleted}"),
-    )?;
+        "audit --delete after Retain:\n{deleted}"
+    );
     nothing_left(&g, &[uid]).await
 }

@@ -14,8 +14,7 @@ use crate::clusters::{
     small_cluster_manifest, stalled_with, wait_running, Counts,
 };
 use crate::support::{
-    assert_no_key_material, ensure, eventually, install_crds, kubectl_apply, Ground, Operator,
-    OperatorExt,
+    assert_no_key_material, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
 };
 
 /// The live instances of `group` of the cluster `uid`, as AWS shows them
@@ -130,18 +129,21 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
 
     let gpu = instances(&g, &uid, "gpu").await?;
     let plain = instances(&g, &uid, "plain").await?;
-    ensure(gpu.len() == 1 && plain.len() == 1, "one instance per group")?;
+    assert!(gpu.len() == 1 && plain.len() == 1, "one instance per group");
     for i in gpu.iter().chain(&plain) {
-        ensure(
-            metadata(i) == ("required".to_string(), 1),
-            format!("not hardened by default: {:?}", metadata(i)),
-        )?;
+        assert_eq!(
+            metadata(i),
+            ("required".to_string(), 1),
+            "not hardened by default: {:?}",
+            metadata(i)
+        );
     }
     let volume = root_volume(&g, &gpu[0]).await?;
-    ensure(
-        volume == (50, "gp3".to_string(), true, Some("alias/nodes".to_string())),
-        format!("gpu root volume: {volume:?}"),
-    )?;
+    assert_eq!(
+        volume,
+        (50, "gp3".to_string(), true, Some("alias/nodes".to_string())),
+        "gpu root volume: {volume:?}"
+    );
     let mut groups: Vec<&str> = gpu[0]
         .security_groups()
         .iter()
@@ -150,16 +152,17 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
     groups.sort();
     let mut want = vec![extra.as_str(), own_group.as_str()];
     want.sort();
-    ensure(groups == want, format!("gpu security groups: {groups:?}"))?;
+    assert_eq!(groups, want, "gpu security groups: {groups:?}");
     let plain_groups: Vec<&str> = plain[0]
         .security_groups()
         .iter()
         .filter_map(|s| s.group_id())
         .collect();
-    ensure(
-        plain_groups == vec![own_group.as_str()],
-        format!("plain security groups: {plain_groups:?}"),
-    )?;
+    assert_eq!(
+        plain_groups,
+        vec![own_group.as_str()],
+        "plain security groups: {plain_groups:?}"
+    );
 
     // A launch change rolls that group only, new instance first.
     let (old_gpu, old_plain) = (
@@ -187,18 +190,17 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         Ok(done.then_some(now))
     })
     .await?;
-    ensure(
-        metadata(&rolled[0]) == ("required".to_string(), 2),
-        format!(
-            "the new instance's metadata options: {:?}",
-            metadata(&rolled[0])
-        ),
-    )?;
+    assert_eq!(
+        metadata(&rolled[0]),
+        ("required".to_string(), 2),
+        "the new instance's metadata options: {:?}",
+        metadata(&rolled[0])
+    );
     let plain_now = instances(&g, &uid, "plain").await?;
-    ensure(
+    assert!(
         plain_now.len() == 1 && plain_now[0].instance_id() == Some(old_plain.as_str()),
-        "the plain group was replaced too",
-    )?;
+        "the plain group was replaced too"
+    );
     wait_running(&g, "nodes", |cc| {
         cc.status
             .as_ref()
@@ -213,10 +215,12 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         .group_ids(&extra)
         .send()
         .await?;
-    ensure(
-        still.security_groups().len() == 1,
-        "the user's security group was deleted",
-    )
+    assert_eq!(
+        still.security_groups().len(),
+        1,
+        "the user's security group was deleted"
+    );
+    Ok(())
 }
 
 /// The user data of `instance`, decoded.
@@ -263,18 +267,17 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
     // No Secret yet: stalled, naming it, and nothing made in AWS.
     let clusters = g.api::<ComputeCluster>();
     let stalled = stalled_with(&g, "boot", "UserDataNotFound").await?;
-    ensure(
+    assert!(
         stalled.message.contains("Secret boot key user-data"),
-        format!(
-            "the condition does not name the Secret and key: {}",
-            stalled.message
-        ),
-    )?;
+        "the condition does not name the Secret and key: {}",
+        stalled.message
+    );
     let uid = clusters.get("boot").await?.uid().context("uid")?;
-    ensure(
-        counts(&g, &uid).await? == Counts::default(),
-        "something was made in AWS",
-    )?;
+    assert_eq!(
+        counts(&g, &uid).await?,
+        Counts::default(),
+        "something was made in AWS"
+    );
 
     // The Secret appears (it is watched): the instance boots with it.
     kubectl_apply(&g, &boot_secret(&script(1)))?;
@@ -285,10 +288,11 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
         .and_then(|i| i.instance_id())
         .context("no instance")?
         .to_string();
-    ensure(
-        user_data_of(&g, &first).await? == script(1),
-        "the instance's user data",
-    )?;
+    assert_eq!(
+        user_data_of(&g, &first).await?,
+        script(1),
+        "the instance's user data"
+    );
 
     // Its content changes: the group rolls to it.
     kubectl_apply(&g, &boot_secret(&script(2)))?;
@@ -306,10 +310,11 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
         },
     )
     .await?;
-    ensure(
-        user_data_of(&g, &second).await? == script(2),
-        "the new instance's user data",
-    )?;
+    assert_eq!(
+        user_data_of(&g, &second).await?,
+        script(2),
+        "the new instance's user data"
+    );
     wait_running(&g, "boot", |_| true).await?;
 
     // Never in a log line (at trace), an Event, a status or a metric.
@@ -359,39 +364,39 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
     // before anything is made (EC2 would refuse it after the network).
     kubectl_apply(&g, &manifest("ssh-ed25519 AAAAnotakeyatall test"))?;
     let stalled = stalled_with(&g, "keys", "InvalidSpec").await?;
-    ensure(
+    assert!(
         stalled
             .message
             .contains("nodeGroups workers: sshPublicKey is not an OpenSSH public key"),
-        format!("the condition does not name the key: {}", stalled.message),
-    )?;
+        "the condition does not name the key: {}",
+        stalled.message
+    );
     let uid = g
         .api::<ComputeCluster>()
         .get("keys")
         .await?
         .uid()
         .context("uid")?;
-    ensure(
-        counts(&g, &uid).await? == Counts::default(),
-        "something was made in AWS",
-    )?;
+    assert_eq!(
+        counts(&g, &uid).await?,
+        Counts::default(),
+        "something was made in AWS"
+    );
     // The brought key pair does not exist yet: stalled, naming it, and no
     // instance launched (moto would launch with any name; AWS refuses).
     kubectl_apply(&g, &manifest(KEY_1))?;
     let stalled = stalled_with(&g, "keys", "KeyPairNotFound").await?;
-    ensure(
+    assert!(
         stalled
             .message
             .contains("key pair alice (nodeGroups admin: sshKeyName)"),
-        format!(
-            "the condition does not name the key pair: {}",
-            stalled.message
-        ),
-    )?;
-    ensure(
+        "the condition does not name the key pair: {}",
+        stalled.message
+    );
+    assert!(
         counts(&g, &uid).await?.instances.is_empty(),
-        "an instance was launched",
-    )?;
+        "an instance was launched"
+    );
     ec2.import_key_pair()
         .key_name("alice")
         .public_key_material(aws_smithy_types::Blob::new(KEY_2.as_bytes()))
@@ -402,23 +407,21 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
     let key_of = |i: &Instance| i.key_name().unwrap_or_default().to_string();
     let workers = instances(&g, &uid, "workers").await?;
     let admin = instances(&g, &uid, "admin").await?;
-    ensure(
+    assert!(
         admin.len() == 1 && key_of(&admin[0]) == "alice",
-        "the brought key is not used",
-    )?;
+        "the brought key is not used"
+    );
     let owned: Vec<String> = key_pairs(&g, &uid)
         .await?
         .into_iter()
         .filter(|k| k.1)
         .map(|k| k.0)
         .collect();
-    ensure(
+    assert!(
         owned.len() == 1 && workers.len() == 1 && key_of(&workers[0]) == owned[0],
-        format!(
-            "the imported key: {owned:?}, instance key {:?}",
-            workers.first().map(key_of)
-        ),
-    )?;
+        "the imported key: {owned:?}, instance key {:?}",
+        workers.first().map(key_of)
+    );
 
     // A new public key: imported, the group rolled to it, the old pair gone.
     kubectl_apply(&g, &manifest(KEY_2))?;
@@ -439,18 +442,20 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
     )
     .await?;
     let admin_now = instances(&g, &uid, "admin").await?;
-    ensure(
+    assert!(
         admin_now.len() == 1 && admin_now[0].instance_id() == admin[0].instance_id(),
-        "the admin group was replaced too",
-    )?;
+        "the admin group was replaced too"
+    );
 
     // Deleted: the owned pair goes, the brought one stays.
     delete_leaves_nothing(&g, "keys", &uid).await?;
     let left = key_pairs(&g, &uid).await?;
-    ensure(
-        left == vec![("alice".to_string(), false)],
-        format!("key pairs after deletion: {left:?}"),
-    )
+    assert_eq!(
+        left,
+        vec![("alice".to_string(), false)],
+        "key pairs after deletion: {left:?}"
+    );
+    Ok(())
 }
 
 /// Rolls `group` to `hop_limit` and samples AWS until done: `(lowest
@@ -520,10 +525,10 @@ async fn a_launch_change_rolls_within_max_surge_and_max_unavailable() -> Result<
         "rollout maxSurge 1 / maxUnavailable 0: running at least {}, live at most {}",
         surge.0, surge.1
     );
-    ensure(
+    assert!(
         surge.0 >= 4 && surge.1 <= 5,
-        format!("surge bounds broken: {surge:?}"),
-    )?;
+        "surge bounds broken: {surge:?}"
+    );
     let unavailable = roll_and_sample(
         &g,
         &uid,
@@ -535,11 +540,11 @@ async fn a_launch_change_rolls_within_max_surge_and_max_unavailable() -> Result<
         "rollout maxSurge 0 / maxUnavailable 1: running at least {}, live at most {}",
         unavailable.0, unavailable.1
     );
-    ensure(
+    assert!(
         unavailable.0 >= 3 && unavailable.1 <= 4,
-        format!("unavailable bounds broken: {unavailable:?}"),
-    )?;
-    ensure(surge.2 || unavailable.2, "status never said it was rolling")?;
+        "unavailable bounds broken: {unavailable:?}"
+    );
+    assert!(surge.2 || unavailable.2, "status never said it was rolling");
     let done = wait_running(&g, "roll", |cc| {
         cc.status.as_ref().is_some_and(|s| {
             s.node_groups
@@ -599,19 +604,17 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
     // A brought profile that does not exist yet: stalled, nothing launched.
     kubectl_apply(&g, &manifest("{instanceProfileName: team-nodes}"))?;
     let stalled = stalled_with(&g, "roles", "InstanceProfileNotFound").await?;
-    ensure(
+    assert!(
         stalled.message.contains("instance profile team-nodes"),
-        format!(
-            "the condition does not name the profile: {}",
-            stalled.message
-        ),
-    )?;
+        "the condition does not name the profile: {}",
+        stalled.message
+    );
     let clusters = g.api::<ComputeCluster>();
     let uid = clusters.get("roles").await?.uid().context("uid")?;
-    ensure(
+    assert!(
         counts(&g, &uid).await?.instances.is_empty(),
-        "an instance was launched",
-    )?;
+        "an instance was launched"
+    );
 
     // It appears (the user's, untagged): the nodes launch with it, and the
     // operator makes no role or profile of its own.
@@ -650,20 +653,18 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
     };
     let before = snapshot().await?;
     let cc = wait_running(&g, "roles", |_| true).await?;
-    ensure(
-        profiles_of(&g, &uid, "workers").await? == vec![brought.clone()],
-        "the nodes do not use the brought profile",
-    )?;
+    assert_eq!(
+        profiles_of(&g, &uid, "workers").await?,
+        vec![brought.clone()],
+        "the nodes do not use the brought profile"
+    );
     let status_iam = cc.status.and_then(|s| s.iam).context("no iam status")?;
-    ensure(
+    assert!(
         status_iam.instance_profile_arn.as_deref() == Some(brought.as_str())
             && status_iam.role_name.as_deref() == Some("team-nodes"),
-        format!("status.iam: {status_iam:?}"),
-    )?;
-    ensure(
-        counts(&g, &uid).await?.roles == 0,
-        "a role of the operator's",
-    )?;
+        "status.iam: {status_iam:?}"
+    );
+    assert_eq!(counts(&g, &uid).await?.roles, 0, "a role of the operator's");
 
     // The operator's role with two of the account's policies instead: made,
     // the policies attached, the group rolled onto its profile.
@@ -705,13 +706,11 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
     let missing = policies[0].replace("nodes-logs", "nodes-missing");
     kubectl_apply(&g, &manifest(&list(&[&policies[1], &missing])))?;
     let stalled = stalled_with(&g, "roles", "IamPolicyNotFound").await?;
-    ensure(
+    assert!(
         stalled.message.contains(&missing),
-        format!(
-            "the condition does not name the policy: {}",
-            stalled.message
-        ),
-    )?;
+        "the condition does not name the policy: {}",
+        stalled.message
+    );
 
     // One removed from the list: detached; no instance replaced.
     kubectl_apply(&g, &manifest(&list(&[&policies[1]])))?;
@@ -735,10 +734,11 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
             .map(|i| i.instance_id().unwrap_or_default().to_string())
             .collect::<Vec<_>>()
     };
-    ensure(
-        ids(&instances(&g, &uid, "workers").await?) == ids(&nodes),
-        "a policy change replaced instances",
-    )?;
+    assert_eq!(
+        ids(&instances(&g, &uid, "workers").await?),
+        ids(&nodes),
+        "a policy change replaced instances"
+    );
 
     // Deleted: the role goes (its policy detached first: AWS, as the proxy
     // plays it, refuses to delete a role with policies attached).
@@ -747,25 +747,26 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
         .role_name(&role)
         .send()
         .await;
-    ensure(
+    assert_eq!(
         refused
             .as_ref()
             .err()
             .and_then(|e| e.as_service_error())
-            .and_then(|e| e.meta().code())
-            == Some("DeleteConflict"),
-        format!("DeleteRole with a policy attached: {refused:?}"),
-    )?;
+            .and_then(|e| e.meta().code()),
+        Some("DeleteConflict"),
+        "DeleteRole with a policy attached: {refused:?}"
+    );
     delete_leaves_nothing(&g, "roles", &uid).await?;
-    ensure(
+    assert!(
         iam.get_role().role_name(&role).send().await.is_err(),
-        "the operator's role is left",
-    )?;
+        "the operator's role is left"
+    );
     let after = snapshot().await?;
-    ensure(
-        before == after,
-        format!("the brought profile changed:\n{before}\n{after}"),
-    )
+    assert_eq!(
+        before, after,
+        "the brought profile changed:\n{before}\n{after}"
+    );
+    Ok(())
 }
 
 /// The images the live instances of the group run, sorted.
@@ -829,11 +830,12 @@ async fn the_default_image_is_pinned_across_restarts_and_refreshed_only_when_ask
             .and_then(|s| s.node_groups.first())
             .and_then(|n| n.image_id.clone())
     };
-    ensure(
+    assert!(
         pinned(&cc).as_deref() == Some(first.as_str())
             && images_of(&g, &uid, "workers").await? == vec![first.clone()],
-        format!("pinned {:?}, expected {first}", pinned(&cc)),
-    )?;
+        "pinned {:?}, expected {first}",
+        pinned(&cc)
+    );
 
     // Amazon publishes a newer image (control: the operator's query finds it).
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
@@ -848,10 +850,11 @@ async fn the_default_image_is_pinned_across_restarts_and_refreshed_only_when_ask
         .image_id()
         .context("no image ID")?
         .to_string();
-    ensure(
-        newest_default(&proxied).await?.0 == newer,
-        "the newer image is not what a default lookup finds",
-    )?;
+    assert_eq!(
+        newest_default(&proxied).await?.0,
+        newer,
+        "the newer image is not what a default lookup finds"
+    );
 
     // A restart and a scale-up: the new instance runs the pinned image.
     drop(op);
@@ -869,15 +872,13 @@ async fn the_default_image_is_pinned_across_restarts_and_refreshed_only_when_ask
             .is_some_and(|n| n.running == 2)
     })
     .await?;
-    ensure(
+    assert!(
         images_of(&g, &uid, "workers").await? == vec![first.clone(), first.clone()]
             && pinned(&cc).as_deref() == Some(first.as_str()),
-        format!(
-            "after a restart and a scale-up: {:?}, pinned {:?}",
-            images_of(&g, &uid, "workers").await?,
-            pinned(&cc)
-        ),
-    )?;
+        "after a restart and a scale-up: {:?}, pinned {:?}",
+        images_of(&g, &uid, "workers").await?,
+        pinned(&cc)
+    );
 
     // The refresh asked for: the group rolls to the newer image.
     let clusters = g.api::<ComputeCluster>();

@@ -15,9 +15,7 @@ use kube::ResourceExt;
 use crate::clusters::{
     apply_example, counts, patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
 };
-use crate::support::{
-    ensure, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
-};
+use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 pub(crate) const LEASE_SECONDS: u64 = 4;
 
@@ -78,20 +76,21 @@ async fn leader_election_one_reconciles_and_hands_over() -> Result<()> {
     let mut a = start_replica(&g, "replica-a")?;
     wait_leader(&a, "replica-a", WAIT).await?;
     let mut b = start_replica(&g, "replica-b")?;
-    ensure(
-        holder(&g).await?.as_deref() == Some("replica-a"),
-        "the Lease names replica-a",
-    )?;
+    assert_eq!(
+        holder(&g).await?.as_deref(),
+        Some("replica-a"),
+        "the Lease names replica-a"
+    );
 
     ready_account(&g).await?;
     apply_example(&g)?;
     let cc = wait_running(&g, "demo", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let (calls_a, calls_b) = (aws_calls(&a)?, aws_calls(&b)?);
-    ensure(
+    assert!(
         calls_a > 0.0 && calls_b == 0.0 && b.metric("byoc_leader")? == 0.0,
-        format!("AWS calls: leader {calls_a}, follower {calls_b}; only the leader may reconcile"),
-    )?;
+        "AWS calls: leader {calls_a}, follower {calls_b}; only the leader may reconcile"
+    );
 
     // SIGTERM: the leader finishes, releases the Lease and exits 0; the
     // follower takes over.
@@ -102,25 +101,26 @@ async fn leader_election_one_reconciles_and_hands_over() -> Result<()> {
         if let Some(status) = a.process.exit_status()? {
             break status;
         }
-        ensure(Instant::now() < end, "replica-a did not exit after SIGTERM")?;
+        assert!(Instant::now() < end, "replica-a did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    ensure(status.success(), format!("replica-a exited with {status}"))?;
+    assert!(status.success(), "replica-a exited with {status}");
     wait_leader(&b, "replica-b", WAIT).await?;
     let after_sigterm = stopped.elapsed();
-    ensure(
-        holder(&g).await?.as_deref() == Some("replica-b"),
-        "the Lease names replica-b",
-    )?;
+    assert_eq!(
+        holder(&g).await?.as_deref(),
+        Some("replica-b"),
+        "the Lease names replica-b"
+    );
     scale_workers(&g, 4).await?;
     wait_running(&g, "demo", |cc| {
         cc.status.as_ref().and_then(|s| s.nodes.as_deref()) == Some("5/5")
     })
     .await?;
-    ensure(
+    assert!(
         aws_calls(&b)? > 0.0,
-        "replica-b reconciles after the handover",
-    )?;
+        "replica-b reconciles after the handover"
+    );
 
     // SIGKILL: no release; a third replica takes over once the Lease expires.
     let c = start_replica(&g, "replica-c")?;
@@ -142,10 +142,11 @@ async fn leader_election_one_reconciles_and_hands_over() -> Result<()> {
     // The successor waits for the Lease to expire, and for no longer than
     // that plus one renewal attempt.
     let bound = Duration::from_secs(LEASE_SECONDS + 3);
-    ensure(
+    assert!(
         after_sigkill <= bound && after_sigterm <= bound,
-        format!("handover took {after_sigterm:?} / {after_sigkill:?}, more than {bound:?}"),
-    )
+        "handover took {after_sigterm:?} / {after_sigkill:?}, more than {bound:?}"
+    );
+    Ok(())
 }
 
 #[tokio::test]
@@ -194,7 +195,7 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
         ),
         ("byoc_leader = 1", sample("byoc_leader") == 1.0),
     ] {
-        ensure(ok, format!("/metrics: {series} not as expected:\n{text}"))?;
+        assert!(ok, "/metrics: {series} not as expected:\n{text}");
     }
     // AWS calls by service and operation match what reached AWS, per
     // operation (no faults: one call, one request), once no call is in
@@ -211,16 +212,13 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
                 .nth(1)
                 .and_then(|s| s.split('"').next())
                 .context("operation label")?;
-            ensure(
-                series.contains("service=\""),
-                format!("no service label: {series}"),
-            )?;
+            assert!(series.contains("service=\""), "no service label: {series}");
             let seen = proxy.get(op_name).copied().unwrap_or(0) as f64;
             let counted: f64 = value.parse()?;
-            ensure(
-                counted == seen,
-                format!("{op_name}: the operator counted {counted}, AWS saw {seen}"),
-            )?;
+            assert_eq!(
+                counted, seen,
+                "{op_name}: the operator counted {counted}, AWS saw {seen}"
+            );
             compared += 1;
         }
         Ok(compared)
@@ -234,13 +232,13 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
         Ok(Some((compare(&text, &before)?, text)))
     })
     .await?;
-    ensure(
+    assert!(
         compared >= 10 && text.contains("operation=\"AssumeRole\""),
-        format!("only {compared} operations counted (STS included?):\n{text}"),
-    )?;
+        "only {compared} operations counted (STS included?):\n{text}"
+    );
     for path in ["/healthz", "/readyz"] {
         let (status, _) = testground::http_get(op.metrics_port, path)?;
-        ensure(status == 200, format!("{path} answered {status}"))?;
+        assert_eq!(status, 200, "{path} answered {status}");
     }
     Ok(())
 }
@@ -307,22 +305,22 @@ async fn paused_cluster_is_left_alone_until_resumed() -> Result<()> {
     scale_workers(&g, 5).await?;
     let cc = wait_paused_at_current_generation(&g).await?;
     let status = cc.status.clone().unwrap_or_default();
-    ensure(
+    assert!(
         status.observed_generation < cc.metadata.generation,
-        "a paused cluster's observedGeneration must not move",
-    )?;
-    ensure(
+        "a paused cluster's observedGeneration must not move"
+    );
+    assert!(
         run_instances(&g) == launched && counts(&g, &uid).await?.instances() == 4,
-        "a paused cluster was scaled",
-    )?;
+        "a paused cluster was scaled"
+    );
     let events = g.api::<Event>().list(&ListParams::default()).await?;
-    ensure(
+    assert!(
         events
             .items
             .iter()
             .any(|e| e.reason.as_deref() == Some("Paused")),
-        "no Paused Event",
-    )?;
+        "no Paused Event"
+    );
 
     // Resumed: the change is applied.
     set_paused(&g, false).await?;
@@ -330,10 +328,10 @@ async fn paused_cluster_is_left_alone_until_resumed() -> Result<()> {
         cc.status.as_ref().and_then(|s| s.nodes.as_deref()) == Some("6/6")
     })
     .await?;
-    ensure(
+    assert!(
         condition(&cc, "Paused").is_none(),
-        "the Paused condition stays after resuming",
-    )?;
+        "the Paused condition stays after resuming"
+    );
 
     // Paused deletion: the finalizer holds and AWS keeps everything.
     set_paused(&g, true).await?;
@@ -343,10 +341,10 @@ async fn paused_cluster_is_left_alone_until_resumed() -> Result<()> {
         .await?;
     wait_paused_at_current_generation(&g).await?;
     let held = counts(&g, &uid).await?;
-    ensure(
+    assert!(
         held.vpcs == 1 && held.instances() == 6,
-        format!("a paused deletion removed resources: {held:?}"),
-    )?;
+        "a paused deletion removed resources: {held:?}"
+    );
     set_paused(&g, false).await?;
     let api = g.api::<ComputeCluster>();
     eventually("ComputeCluster demo gone", WAIT, || async {
@@ -354,7 +352,8 @@ async fn paused_cluster_is_left_alone_until_resumed() -> Result<()> {
     })
     .await?;
     let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))
+    assert_eq!(left, Counts::default(), "left behind: {left:?}");
+    Ok(())
 }
 
 /// `(status, message)` by `Kind/name`, from `gitops-check` on the namespace's
@@ -372,7 +371,7 @@ fn gitops_health(g: &Ground, check: &[&str]) -> Result<BTreeMap<String, (String,
             "json",
         ])
         .output()?;
-    ensure(objects.status.success(), "kubectl get failed")?;
+    anyhow::ensure!(objects.status.success(), "kubectl get failed");
     let tools = testground::Tools::locate()?;
     let mut child = std::process::Command::new(&tools.gitops_check)
         .args(check)
@@ -385,10 +384,11 @@ fn gitops_health(g: &Ground, check: &[&str]) -> Result<BTreeMap<String, (String,
         stdin.write_all(&objects.stdout)?;
     }
     let out = child.wait_with_output()?;
-    ensure(
+    anyhow::ensure!(
         out.status.success(),
-        format!("gitops-check: {}", String::from_utf8_lossy(&out.stderr)),
-    )?;
+        "gitops-check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut map = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
@@ -418,10 +418,10 @@ async fn gitops_health_follows_the_conditions() -> Result<()> {
             .map(|f| f.0.to_string())
             .unwrap_or_default();
         let manager = entry.manager.as_deref().unwrap_or_default();
-        ensure(
+        assert!(
             !fields.contains("\"f:spec\"") || manager.starts_with("kubectl"),
-            format!("{manager} wrote spec fields: {fields}"),
-        )?;
+            "{manager} wrote spec fields: {fields}"
+        );
     }
 
     // A failed account, a cluster stalled on it, and one held provisioning by
@@ -518,5 +518,6 @@ async fn gitops_health_follows_the_conditions() -> Result<()> {
             ));
         }
     }
-    ensure(wrong.is_empty(), wrong.join("\n"))
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
 }

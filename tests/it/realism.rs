@@ -13,7 +13,7 @@ use crate::clusters::{
     counts, delete_leaves_nothing, ground_with_account, ready_account, small_cluster_manifest,
     wait_running, wait_running_within, Counts,
 };
-use crate::support::{ensure, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// The profile with every part off, at AWS's pace.
 fn nothing() -> Realism {
@@ -88,15 +88,12 @@ async fn a_stale_describe_after_a_create_duplicates_nothing() -> Result<()> {
     let uid = cc.uid().context("uid")?;
     let seen = events(&g);
     println!("consistency at AWS's pace: {seen:?}");
-    ensure(
+    assert!(
         seen.get("hidden").copied().unwrap_or(0) > 0,
-        format!("the profile hid nothing from a describe: {seen:?}"),
-    )?;
+        "the profile hid nothing from a describe: {seen:?}"
+    );
     let c = counts(&g, &uid).await?;
-    ensure(
-        c == expected(),
-        format!("in moto: {c:?}, expected {:?}", expected()),
-    )?;
+    assert_eq!(c, expected(), "in moto: {c:?}, expected {:?}", expected());
     delete_leaves_nothing(&g, "fresh", &uid).await
 }
 
@@ -123,15 +120,16 @@ async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result
         .filter(|(code, _)| code.ends_with("NotFound"))
         .map(|(_, n)| n)
         .sum();
-    ensure(
+    assert!(
         refused > 0,
-        format!("no call was refused for naming a new resource: {seen:?}"),
-    )?;
+        "no call was refused for naming a new resource: {seen:?}"
+    );
     let uid = cc.uid().context("uid")?;
-    ensure(
-        counts(&g, &uid).await? == expected(),
-        "the cluster's resources",
-    )?;
+    assert_eq!(
+        counts(&g, &uid).await?,
+        expected(),
+        "the cluster's resources"
+    );
     with(&g, nothing());
     delete_leaves_nothing(&g, "retried", &uid).await
 }
@@ -154,10 +152,10 @@ async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<
         .with_context(|| op.log_tail(20))?;
     let seen = events(&g);
     println!("IAM propagation at AWS's pace: {seen:?}");
-    ensure(
+    assert!(
         seen.get("InvalidParameterValue").copied().unwrap_or(0) > 0,
-        format!("no launch was refused for a young profile: {seen:?}"),
-    )?;
+        "no launch was refused for a young profile: {seen:?}"
+    );
     // Waiting for IAM is not the user's to fix: never Stalled (which
     // publishes a Warning Event as the phase turns `failed`).
     let events = g.api::<k8s_openapi::api::events::v1::Event>();
@@ -170,10 +168,10 @@ async fn an_instance_profile_too_new_for_ec2_delays_the_launch_only() -> Result<
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("young"))
         .map(|e| format!("{:?}: {:?}", e.reason, e.note))
         .collect();
-    ensure(
+    assert!(
         warnings.is_empty(),
-        format!("the cluster warned while IAM propagated: {warnings:?}"),
-    )?;
+        "the cluster warned while IAM propagated: {warnings:?}"
+    );
     let uid = cc.uid().context("uid")?;
     delete_leaves_nothing(&g, "young", &uid).await
 }
@@ -214,14 +212,12 @@ async fn a_cluster_waiting_for_aws_is_looked_at_when_aws_is_done_not_on_the_poll
     let waited = last_route.saturating_sub(nat_made);
     let waits = g.proxy.longest_waits();
     println!("the private route {waited:?} after the NAT gateway, with a 60 s progress poll; AWS's waits {waits:?}");
-    ensure(
-        waited < std::time::Duration::from_secs(30),
-        format!("the route through the NAT gateway came {waited:?} after it: on the poll, not when AWS was done"),
-    )?;
-    ensure(
-        counts(&g, &cc.uid().context("uid")?).await? == expected(),
-        "the cluster's resources",
-    )?;
+    assert!(waited < std::time::Duration::from_secs(30), "the route through the NAT gateway came {waited:?} after it: on the poll, not when AWS was done");
+    assert_eq!(
+        counts(&g, &cc.uid().context("uid")?).await?,
+        expected(),
+        "the cluster's resources"
+    );
     with(&g, nothing());
     delete_leaves_nothing(&g, "waited", &cc.uid().context("uid")?).await
 }
@@ -258,10 +254,7 @@ async fn a_deletion_waits_for_instances_and_nat_gateways_to_drain() -> Result<()
     let seen = events(&g);
     println!("draining at a quarter of AWS's pace: {seen:?}");
     let refused = |code: &str| seen.get(code).copied().unwrap_or(0);
-    ensure(
-        refused("deleting") > 0 && refused("DependencyViolation") > 0,
-        format!("no NAT gateway was deleting, or no deletion was refused while an instance shut down: {seen:?}"),
-    )?;
+    assert!(refused("deleting") > 0 && refused("DependencyViolation") > 0, "no NAT gateway was deleting, or no deletion was refused while an instance shut down: {seen:?}");
     Ok(())
 }
 
@@ -308,9 +301,7 @@ async fn clusters_provisioning_at_once_stay_within_the_accounts_rate_limits() ->
     );
     // Unpaced (--aws-pacing 0), the same 3 clusters made 228 calls, 41
     // throttled (18 %).
-    ensure(
-        share < 0.05,
-        format!("{throttled} of {calls} calls throttled"),
-    )?;
-    ensure(paced > 0.0, "no call waited for the account's buckets")
+    assert!(share < 0.05, "{throttled} of {calls} calls throttled");
+    assert!(paced > 0.0, "no call waited for the account's buckets");
+    Ok(())
 }

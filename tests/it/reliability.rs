@@ -22,7 +22,7 @@ use crate::clusters::{
     wait_running_within, Counts, WAIT,
 };
 use crate::support::{
-    assert_no_key_material, assert_no_key_material_in, create_namespace, delete_namespace, ensure,
+    assert_no_key_material, assert_no_key_material_in, create_namespace, delete_namespace,
     eventually, full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure,
     wait_namespace_gone, CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
@@ -137,10 +137,10 @@ async fn kill_after_calls(
 ) -> Result<String> {
     let end = Instant::now() + WAIT;
     while total_calls(g) < base + calls && !done() {
-        ensure(
+        anyhow::ensure!(
             Instant::now() < end,
-            "no AWS progress before the kill point",
-        )?;
+            "no AWS progress before the kill point"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     op.process.kill();
@@ -315,10 +315,11 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
         "killed_after": killed_after,
         "pass": duplicates == 0 && leaked == 0,
     }))?;
-    ensure(
+    assert!(
         duplicates == 0 && leaked == 0,
-        format!("{duplicates} cycles with duplicates, {leaked} with leaks (seed {seed})"),
-    )
+        "{duplicates} cycles with duplicates, {leaked} with leaks (seed {seed})"
+    );
+    Ok(())
 }
 
 #[tokio::test]
@@ -340,10 +341,11 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
         Ok(api.get_opt("calm").await?.is_none().then_some(()))
     })
     .await?;
-    ensure(
-        counts(&g, &calm_uid).await? == Counts::default(),
-        "calm leaked",
-    )?;
+    assert_eq!(
+        counts(&g, &calm_uid).await?,
+        Counts::default(),
+        "calm leaked"
+    );
     let baseline = total_calls(&g);
 
     // 20 % of every AWS call fails: throttling, 503, 500, dropped connection.
@@ -361,14 +363,14 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
     let to_running = started.elapsed();
     let uid = cc.uid().context("uid")?;
     let c = counts(&g, &uid).await?;
-    ensure(c == expected_example(3), format!("under faults: {c:?}"))?;
+    assert_eq!(c, expected_example(3), "under faults: {c:?}");
     api.delete("stormy", &DeleteParams::default()).await?;
     eventually("stormy deleted", Duration::from_secs(300), || async {
         Ok(api.get_opt("stormy").await?.is_none().then_some(()))
     })
     .await?;
     let left = counts(&g, &uid).await?;
-    ensure(left == Counts::default(), format!("left behind: {left:?}"))?;
+    assert_eq!(left, Counts::default(), "left behind: {left:?}");
     let faulty = total_calls(&g);
     let injected = g.proxy.injected();
     let attempts = op.metric("byoc_aws_attempts_total")? - attempts_before;
@@ -384,14 +386,15 @@ async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
         "figure": format!("running in {:.1} s and deleted to zero; {faulty} requests ({injected} failed) vs {baseline} without faults (bound {bound}); SDK attempts {attempts} for {calls} operations; {backoffs} requeues with backoff", to_running.as_secs_f64()),
         "pass": faulty <= bound && attempts > calls,
     }))?;
-    ensure(
+    assert!(
         faulty <= bound,
-        format!("{faulty} requests under faults, more than {bound} (3x the {baseline} without)"),
-    )?;
-    ensure(
+        "{faulty} requests under faults, more than {bound} (3x the {baseline} without)"
+    );
+    assert!(
         attempts > calls,
-        format!("no retry visible in metrics: {attempts} attempts for {calls} operations"),
-    )
+        "no retry visible in metrics: {attempts} attempts for {calls} operations"
+    );
+    Ok(())
 }
 
 /// Leaf paths of the base manifests that the corpus mutates.
@@ -733,7 +736,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
                 .await
             {
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                    ensure(!e.message.is_empty(), "a rejection without a message")?;
+                    assert!(!e.message.is_empty(), "a rejection without a message");
                     outcome.rejected += 1;
                 }
                 // The apiserver answers a value of the wrong JSON type with 500
@@ -800,7 +803,7 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
             }
         }
     }
-    ensure(!op.log().contains("panicked"), "the operator panicked")?;
+    assert!(!op.log().contains("panicked"), "the operator panicked");
 
     // The operator still serves others: a valid cluster reaches running.
     kubectl_apply(
@@ -834,14 +837,17 @@ async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
         "pass": outcome.undecided.is_empty() && outcome.stuck.is_empty() && control.is_ok(),
     }))?;
     control?;
-    ensure(
+    assert!(
         outcome.undecided.is_empty(),
-        format!("undecided:\n{}", outcome.undecided.join("\n")),
-    )?;
-    ensure(
+        "undecided:\n{}",
+        outcome.undecided.join("\n")
+    );
+    assert!(
         outcome.stuck.is_empty(),
-        format!("not deleted:\n{}", outcome.stuck.join("\n")),
-    )
+        "not deleted:\n{}",
+        outcome.stuck.join("\n")
+    );
+    Ok(())
 }
 
 /// The cluster's Stalled condition `(reason, message)` once it is stalled.
@@ -1068,11 +1074,9 @@ async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<
         "figure": format!("{} cases, each Stalled with its reason, and the control ({}); {created} AWS create calls before the control", rows.len(), rows.join("; ")),
         "pass": wrong.is_empty() && created == 0,
     }))?;
-    ensure(wrong.is_empty(), wrong.join("\n"))?;
-    ensure(
-        created == 0,
-        format!("{created} AWS create calls were made"),
-    )
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(created, 0, "{created} AWS create calls were made");
+    Ok(())
 }
 
 /// A snapshot of the resources in `vpc_ids` that are not ours (tagged with
@@ -1277,10 +1281,10 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
         .into_iter()
         .chain(&foreign_subnets)
         .any(|id| audit.contains(id.as_str()));
-    ensure(
+    assert!(
         audit.contains(&twin) && !untagged_named,
-        format!("the audit named the wrong things:\n{audit}"),
-    )?;
+        "the audit named the wrong things:\n{audit}"
+    );
     let after_delete = foreign_snapshot(&ec2, &vpcs, &ours).await?;
     let changed: Vec<&str> = [
         ("create", &after_create),
@@ -1300,12 +1304,7 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
         "figure": format!("{foreign} foreign resources; changed by {}; {} of ours left after deletion", if changed.is_empty() { "nothing".to_string() } else { changed.join(", ") }, if ours_left == Counts::default() { 0 } else { 1 }),
         "pass": changed.is_empty() && ours_left == Counts::default(),
     }))?;
-    ensure(
-        changed.is_empty(),
-        format!("foreign resources changed by: {changed:?}\nbefore:\n{before}\nafter create:\n{after_create}"),
-    )?;
-    ensure(
-        ours_left == Counts::default(),
-        format!("left behind: {ours_left:?}"),
-    )
+    assert!(changed.is_empty(), "foreign resources changed by: {changed:?}\nbefore:\n{before}\nafter create:\n{after_create}");
+    assert_eq!(ours_left, Counts::default(), "left behind: {ours_left:?}");
+    Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use kube::ResourceExt;
 
 use crate::clusters::{ground_with_account, small_cluster_manifest, wait_running};
-use crate::support::{ensure, eventually, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{eventually, kubectl_apply, Ground, Operator, OperatorExt};
 
 const INTERVAL: &str = "2s";
 const CLUSTERS: usize = 4;
@@ -67,23 +67,24 @@ async fn settled_clusters_of_one_account_share_one_describe_per_kind() -> Result
         "{CLUSTERS} settled clusters over {shared} shared resyncs: DescribeVpcs {vpcs}, DescribeInstances {instances}, GetRole {per_cluster}; all calls {:?}",
         g.proxy.calls()
     );
-    ensure(
-        resynced(&op, "changed")? == changed,
-        "a settled cluster was found changed with nothing changing",
-    )?;
-    ensure(
+    assert_eq!(
+        resynced(&op, "changed")?,
+        changed,
+        "a settled cluster was found changed with nothing changing"
+    );
+    assert!(
         (3..=5).contains(&shared),
-        format!("{shared} shared IAM describes over three intervals"),
-    )?;
+        "{shared} shared IAM describes over three intervals"
+    );
     // One per kind per interval for all of them, not one per cluster.
-    ensure(
+    assert!(
         vpcs == shared && instances == shared,
-        format!("DescribeVpcs {vpcs} and DescribeInstances {instances} for {shared} intervals"),
-    )?;
-    ensure(
-        per_cluster == 0,
-        format!("{per_cluster} per-cluster IAM describes in steady state"),
-    )?;
+        "DescribeVpcs {vpcs} and DescribeInstances {instances} for {shared} intervals"
+    );
+    assert_eq!(
+        per_cluster, 0,
+        "{per_cluster} per-cluster IAM describes in steady state"
+    );
 
     // Drift in one cluster reconciles that one.
     let victim = &names[1];
@@ -125,14 +126,12 @@ async fn settled_clusters_of_one_account_share_one_describe_per_kind() -> Result
     let launched = calls(&g, "RunInstances");
     let per_cluster = calls(&g, "GetRole");
     println!("drift in {victim}: RunInstances {launched}, per-cluster IAM describes {per_cluster}");
-    ensure(
-        launched == 1,
-        format!("{launched} launches to replace one instance"),
-    )?;
+    assert_eq!(launched, 1, "{launched} launches to replace one instance");
     // Its own passes only (the repair, and the one that confirms it): the
     // other clusters were not reconciled.
-    ensure(
+    assert!(
         (1..CLUSTERS as u64).contains(&per_cluster),
-        format!("{per_cluster} per-cluster describes for drift in one of {CLUSTERS} clusters"),
-    )
+        "{per_cluster} per-cluster describes for drift in one of {CLUSTERS} clusters"
+    );
+    Ok(())
 }

@@ -124,13 +124,12 @@ pub fn delete_namespace(g: &Ground) -> Result<()> {
         .kubectl()
         .args(["delete", "namespace", &g.namespace, "--wait=false"])
         .output()?;
-    ensure(
+    anyhow::ensure!(
         out.status.success(),
-        format!(
-            "kubectl delete namespace: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        "kubectl delete namespace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Waits until the test's namespace is gone.
@@ -188,15 +187,6 @@ where
             bail!("timed out after {deadline:?} waiting for {what}; last: {last}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `Err` unless `cond`, with `msg`.
-pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(anyhow!(msg.into()))
     }
 }
 
@@ -354,13 +344,11 @@ fn command_env<'a>(
 fn command_output(cmd: &mut std::process::Command) -> Result<String> {
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    ensure(
+    anyhow::ensure!(
         out.status.success(),
-        format!(
-            "{cmd:?} failed: {}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )?;
+        "{cmd:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(stdout)
 }
 
@@ -511,13 +499,12 @@ pub fn kubectl_apply_output(
 /// Applies a YAML manifest in `namespace`; fails when kubectl does.
 pub fn kubectl_apply_in(g: &Ground, namespace: &str, manifest: &str) -> Result<()> {
     let out = kubectl_apply_output(g, namespace, &[], manifest)?;
-    ensure(
+    anyhow::ensure!(
         out.status.success(),
-        format!(
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Applies a YAML manifest in the test namespace; fails when kubectl does.
@@ -546,15 +533,15 @@ pub async fn assert_no_key_material_in(
     use k8s_openapi::api::events::v1::Event;
     use kube::api::ListParams;
     let log = op.log();
-    ensure(
+    anyhow::ensure!(
         log.contains("cloudaccount"),
-        "the operator log is empty: nothing was checked",
-    )?;
+        "the operator log is empty: nothing was checked"
+    );
     let metrics = op.metrics().unwrap_or_default();
-    ensure(
+    anyhow::ensure!(
         metrics.contains("byoc_reconciles"),
-        "the metrics are empty: nothing was checked",
-    )?;
+        "the metrics are empty: nothing was checked"
+    );
     let events = Api::<Event>::namespaced(g.client.clone(), namespace)
         .list(&ListParams::default())
         .await?;
@@ -581,10 +568,7 @@ pub async fn assert_no_key_material_in(
             ("Events", &events),
             ("status", &statuses),
         ] {
-            ensure(
-                !text.contains(needle),
-                format!("key material found in the {place}"),
-            )?;
+            anyhow::ensure!(!text.contains(needle), "key material found in the {place}");
         }
     }
     Ok(())

@@ -22,8 +22,8 @@ use crate::clusters::{
     wait_running, Counts, WAIT,
 };
 use crate::support::{
-    assert_no_key_material_in, byoc, create_namespace, ensure, eventually, install_crds,
-    kubectl_apply_in, record_figure, CrossAccount, Ground, Operator, OperatorExt,
+    assert_no_key_material_in, byoc, create_namespace, eventually, install_crds, kubectl_apply_in,
+    record_figure, CrossAccount, Ground, Operator, OperatorExt,
 };
 
 /// An installation Secret `name` in `namespace` holding `secret`, made
@@ -159,47 +159,45 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
     kubectl_apply_in(&g, &a, &ambient_account("acme", &role_a, ""))?;
     let acme = account_state(&g, &a, "acme", None).await?;
     let published = acme.status.as_ref().and_then(|s| s.external_id.clone());
-    ensure(
-        published.as_deref() == Some(inst.external_id(&a, "acme").as_str()),
-        format!("status.externalId {published:?}"),
-    )?;
-    ensure(
+    assert_eq!(
+        published.as_deref(),
+        Some(inst.external_id(&a, "acme").as_str()),
+        "status.externalId {published:?}"
+    );
+    assert!(
         acme.status
             .as_ref()
             .and_then(|s| s.arn.as_deref())
             .is_some_and(|arn| arn.contains("assumed-role/team-a/")),
-        format!("acme verified as {:?}", acme.status),
-    )?;
+        "acme verified as {:?}",
+        acme.status
+    );
 
     // B copies A's external ID into its spec: refused before STS.
     let before = assume_role_calls(&g);
     let copied = format!("  externalId: {}\n", inst.external_id(&a, "acme"));
     kubectl_apply_in(&g, &b, &ambient_account("copycat", &role_a, &copied))?;
     let copycat = account_state(&g, &b, "copycat", Some("ExternalIdNotAllowed")).await?;
-    ensure(
+    assert!(
         stalled_message(&copycat).contains(&inst.external_id(&b, "copycat")),
-        format!(
-            "the message does not say what to trust: {}",
-            stalled_message(&copycat)
-        ),
-    )?;
+        "the message does not say what to trust: {}",
+        stalled_message(&copycat)
+    );
     // A namespace the installation does not list: refused, no AWS call.
     kubectl_apply_in(&g, &c, &ambient_account("late", &role_c, ""))?;
     let late = account_state(&g, &c, "late", Some("AmbientIdentityNotAllowed")).await?;
-    ensure(
+    assert!(
         stalled_message(&late).contains("ambientIdentity.namespaces"),
-        format!(
-            "the message does not name the setting: {}",
-            stalled_message(&late)
-        ),
-    )?;
-    ensure(
+        "the message does not name the setting: {}",
+        stalled_message(&late)
+    );
+    assert!(
         late.status
             .as_ref()
             .and_then(|s| s.external_id.as_ref())
             .is_none(),
-        "an external ID was published where the identity may not be used",
-    )?;
+        "an external ID was published where the identity may not be used"
+    );
     // Without a role the operator's identity itself would be lent.
     kubectl_apply_in(
         &g,
@@ -207,29 +205,26 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
         "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: bare}\nspec:\n  region: us-east-1\n",
     )?;
     account_state(&g, &b, "bare", Some("AmbientIdentityNotAllowed")).await?;
-    ensure(
-        assume_role_calls(&g) == before,
-        format!(
-            "AssumeRole was called for refused accounts: {} calls, {before} before",
-            assume_role_calls(&g)
-        ),
-    )?;
+    assert_eq!(
+        assume_role_calls(&g),
+        before,
+        "AssumeRole was called for refused accounts: {} calls, {before} before",
+        assume_role_calls(&g)
+    );
 
     // B names A's role with the operator's identity: B's generated ID is
     // sent, and A's trust policy (moto enforcing it) refuses it.
     kubectl_apply_in(&g, &b, &ambient_account("borrowed", &role_a, ""))?;
     let borrowed = account_state(&g, &b, "borrowed", Some("AssumeRoleDenied")).await?;
-    ensure(
+    assert!(
         assume_role_calls(&g) > before,
-        "STS was not asked: the refusal is not the trust policy's",
-    )?;
-    ensure(
+        "STS was not asked: the refusal is not the trust policy's"
+    );
+    assert!(
         stalled_message(&borrowed).contains(&inst.external_id(&b, "borrowed")),
-        format!(
-            "the message does not say what to trust: {}",
-            stalled_message(&borrowed)
-        ),
-    )?;
+        "the message does not say what to trust: {}",
+        stalled_message(&borrowed)
+    );
     // What the operator prints for A's trust policy names A's ID.
     let trust = byoc(
         &g,
@@ -242,10 +237,10 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
             &x.base_arn,
         ],
     )?;
-    ensure(
+    assert!(
         trust.contains(&inst.external_id(&a, "acme")) && trust.contains(&x.base_arn),
-        format!("iam-policy trust --account: {trust}"),
-    )?;
+        "iam-policy trust --account: {trust}"
+    );
     // Control: B's own role, trusting B's ID, is assumed.
     kubectl_apply_in(&g, &b, &ambient_account("own", &role_b, ""))?;
     account_state(&g, &b, "own", None).await?;
@@ -300,12 +295,12 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
     let cc = wait_running(&g, "ml", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let recorded = cc.status.as_ref().and_then(|s| s.cloud_account.clone());
-    ensure(
+    assert!(
         recorded
             .as_ref()
             .is_some_and(|r| r.namespace == c && r.name == "acme"),
-        format!("status.cloudAccount {recorded:?}"),
-    )?;
+        "status.cloudAccount {recorded:?}"
+    );
     let foreign_used = || {
         g.proxy
             .trace()
@@ -313,13 +308,13 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
             .any(|call| call.access_key == FOREIGN_KEY)
     };
     let calls_before = g.proxy.trace().len();
-    ensure(
+    assert!(
         g.proxy
             .trace()
             .iter()
             .any(|call| !call.access_key.is_empty()),
-        "the trace records no access keys: nothing would be checked",
-    )?;
+        "the trace records no access keys: nothing would be checked"
+    );
     let foreign_before = g
         .proxy
         .trace()
@@ -334,7 +329,7 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
         .patch("ml", &PatchParams::default(), &Patch::Merge(repoint(&a)))
         .await?;
     let why = stalled_with(&g, "ml", "NamespaceNotAllowed").await?;
-    ensure(why.message.contains(&a), why.message.clone())?;
+    assert!(why.message.contains(&a), "{}", why.message.clone());
     // Deleting it does not open the door either: its resources came
     // through C's account, not A's.
     clusters.delete("ml", &DeleteParams::default()).await?;
@@ -354,36 +349,34 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
     .await?;
     let accounts_a: Api<CloudAccount> = Api::namespaced(g.client.clone(), &a);
     let secrets_a: Api<Secret> = Api::namespaced(g.client.clone(), &a);
-    ensure(
+    assert!(
         !in_use(accounts_a.get("acme").await?.finalizers()),
-        "A's account was marked in use by C's cluster",
-    )?;
-    ensure(
+        "A's account was marked in use by C's cluster"
+    );
+    assert!(
         !in_use(secrets_a.get("acme-keys").await?.finalizers()),
-        "A's Secret was marked in use by C's cluster",
-    )?;
+        "A's Secret was marked in use by C's cluster"
+    );
     let foreign_after = g
         .proxy
         .trace()
         .iter()
         .filter(|c| c.access_key == FOREIGN_KEY)
         .count();
-    ensure(
-        foreign_after == foreign_before,
-        format!(
-            "A's credentials were used for C's cluster ({foreign_before} → {foreign_after} calls)"
-        ),
-    )?;
-    ensure(
+    assert_eq!(
+        foreign_after, foreign_before,
+        "A's credentials were used for C's cluster ({foreign_before} → {foreign_after} calls)"
+    );
+    assert!(
         g.proxy.trace().len() >= calls_before,
-        "the trace went backwards",
-    )?;
+        "the trace went backwards"
+    );
     // Pointed back, it is deleted through C's account, to nothing.
     clusters
         .patch("ml", &PatchParams::default(), &Patch::Merge(repoint(&c)))
         .await?;
     wait_gone(&g, "ml").await?;
-    ensure(counts(&g, &uid).await? == Counts::default(), "left behind")?;
+    assert_eq!(counts(&g, &uid).await?, Counts::default(), "left behind");
 
     // Control: once A allows C, a cluster of C uses A's account, which is
     // then held in use and its credentials used.
@@ -399,10 +392,10 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
     let invited = wait_running(&g, "invited", |_| true)
         .await
         .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
-    ensure(
+    assert!(
         foreign_used(),
-        "A's credentials were not used once A allowed C",
-    )?;
+        "A's credentials were not used once A allowed C"
+    );
     // (Whether A's account is held for it is the account controller's to
     // say, and the one watching A does not see C's clusters here: the
     // consent recorded is what binds its cleanup.)
@@ -410,18 +403,19 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
         .status
         .as_ref()
         .and_then(|s| s.cloud_account.clone());
-    ensure(
+    assert!(
         through
             .as_ref()
             .is_some_and(|r| r.namespace == a && r.name == "acme"),
-        format!("status.cloudAccount {through:?}"),
-    )?;
+        "status.cloudAccount {through:?}"
+    );
     let invited_uid = invited.uid().context("uid")?;
     delete_and_wait_gone(&g, "invited").await?;
-    ensure(
-        counts(&g, &invited_uid).await? == Counts::default(),
-        "left behind",
-    )?;
+    assert_eq!(
+        counts(&g, &invited_uid).await?,
+        Counts::default(),
+        "left behind"
+    );
     record_figure(serde_json::json!({
         "suite": "tenancy",
         "setup": "a running cluster of namespace C re-pointed at namespace A's account, which does not allow C (same AWS account), then deleted; control: A allows C",
@@ -517,10 +511,7 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
     let prod = installation(&g, &p, "inst", "production-installation-secret-0000000000").await?;
     let staging =
         installation(&g, &s, "inst", "staging-installation-secret-00000000000000").await?;
-    ensure(
-        prod.id() != staging.id(),
-        "the two installations share an ID",
-    )?;
+    assert_ne!(prod.id(), staging.id(), "the two installations share an ID");
     let start = |ns: &str| {
         let mut args = installation_args("inst", ns);
         args.extend(["--progress-poll", "1s", "--resync-interval", "2s"]);
@@ -554,26 +545,28 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
         let cc = running_in(&g, ns, name).await?;
         let recorded = cc.status.as_ref().and_then(|st| st.installation.clone());
         let want = if ns == &p { prod.id() } else { staging.id() };
-        ensure(
-            recorded.as_deref() == Some(want),
-            format!("{ns}/{name}: status.installation {recorded:?}, want {want}"),
-        )?;
+        assert_eq!(
+            recorded.as_deref(),
+            Some(want),
+            "{ns}/{name}: status.installation {recorded:?}, want {want}"
+        );
         uid.insert(format!("{ns}/{name}"), cc.uid().context("uid")?);
     }
     let u = |k: &str| uid[k].clone();
     // Every resource carries its installation's tag.
     let tagged = snapshot(&g, &[&u(&format!("{p}/live")), &u(&format!("{s}/live"))]).await?;
-    ensure(!tagged.is_empty(), "nothing found for the live clusters")?;
+    assert!(!tagged.is_empty(), "nothing found for the live clusters");
     for (id, tags) in &tagged {
         let want = if tags.get("byoc.dev/cluster-uid") == Some(&u(&format!("{p}/live"))) {
             prod.id()
         } else {
             staging.id()
         };
-        ensure(
-            tags.get("byoc.dev/installation").map(String::as_str) == Some(want),
-            format!("{id}: {tags:?}"),
-        )?;
+        assert_eq!(
+            tags.get("byoc.dev/installation").map(String::as_str),
+            Some(want),
+            "{id}: {tags:?}"
+        );
     }
 
     // Production lets one go with Retain, and both lose one cluster's
@@ -605,10 +598,7 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
     ];
     let others: Vec<&str> = others.iter().map(String::as_str).collect();
     let before = snapshot(&g, &others).await?;
-    ensure(
-        before.len() > 10,
-        format!("too little to compare: {before:?}"),
-    )?;
+    assert!(before.len() > 10, "too little to compare: {before:?}");
 
     // Production's audit, everything it lists: its own leak only.
     let prod_args = |extra: &[&str]| {
@@ -627,28 +617,30 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
     let args = prod_args(&["--delete", "--all"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = byoc(&g, &args)?;
-    ensure(
+    assert!(
         out.contains(&u(&format!("{p}/leak")))
             && out.contains("clusters of other operator installations")
             && out.contains("let go with deletionPolicy: Retain")
             && !out.contains(&u(&format!("{s}/leak")))
             && !out.contains(&u(&format!("{p}/kept"))),
-        format!("production's audit:\n{out}"),
-    )?;
-    ensure(
-        counts(&g, &u(&format!("{p}/leak"))).await? == Counts::default(),
-        format!("production's leak was not deleted:\n{out}"),
-    )?;
+        "production's audit:\n{out}"
+    );
+    assert_eq!(
+        counts(&g, &u(&format!("{p}/leak"))).await?,
+        Counts::default(),
+        "production's leak was not deleted:\n{out}"
+    );
     let after = snapshot(&g, &others).await?;
-    ensure(
-        after == before,
-        format!("production's audit changed what is not its to change:\nbefore {before:?}\nafter {after:?}"),
-    )?;
+    assert_eq!(
+        after, before,
+        "production's audit changed what is not its to change:\nbefore {before:?}\nafter {after:?}"
+    );
     // Production's running operator, resyncing every 2 s all along, did not either.
-    ensure(
-        running_in(&g, &s, "live").await?.uid() == Some(u(&format!("{s}/live"))),
-        "staging's cluster is gone",
-    )?;
+    assert_eq!(
+        running_in(&g, &s, "live").await?.uid(),
+        Some(u(&format!("{s}/live"))),
+        "staging's cluster is gone"
+    );
 
     // Control: staging's audit finds its own leak and deletes it when told.
     let staging_uid = u(&format!("{s}/leak"));
@@ -665,27 +657,25 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
             "3m",
         ],
     )?;
-    ensure(
+    assert!(
         out.contains(&format!("former cluster {s}/leak (uid {staging_uid})")),
-        format!("staging's audit:\n{out}"),
-    )?;
-    ensure(
-        counts(&g, &staging_uid).await? == Counts::default(),
-        format!("staging's leak was not deleted:\n{out}"),
-    )?;
+        "staging's audit:\n{out}"
+    );
+    assert_eq!(
+        counts(&g, &staging_uid).await?,
+        Counts::default(),
+        "staging's leak was not deleted:\n{out}"
+    );
     // A live cluster is refused by name.
     let live = u(&format!("{p}/live"));
     let args = prod_args(&["--delete", "--cluster", &live]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ensure(
+    assert!(
         byoc(&g, &args).is_err(),
-        "audit accepted a live cluster to delete",
-    )?;
+        "audit accepted a live cluster to delete"
+    );
     let retained = counts(&g, &u(&format!("{p}/kept"))).await?;
-    ensure(
-        retained.vpcs == 1,
-        format!("the retained VPC: {retained:?}"),
-    )?;
+    assert_eq!(retained.vpcs, 1, "the retained VPC: {retained:?}");
     drop(op_p);
     record_figure(serde_json::json!({
         "suite": "tenancy",
@@ -777,22 +767,23 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         .role()
         .and_then(|r| r.permissions_boundary())
         .and_then(|b| b.permissions_boundary_arn());
-    ensure(
-        has == Some(boundary.as_str()),
-        format!("role {role} has boundary {has:?}"),
-    )?;
+    assert_eq!(
+        has,
+        Some(boundary.as_str()),
+        "role {role} has boundary {has:?}"
+    );
     let attached = iam
         .list_attached_role_policies()
         .role_name(&role)
         .send()
         .await?;
-    ensure(
+    assert!(
         attached
             .attached_policies()
             .iter()
             .any(|p| p.policy_arn() == Some(allowed.as_str())),
-        "the listed policy was not attached",
-    )?;
+        "the listed policy was not attached"
+    );
 
     // A policy outside the list: AWS (the generated policy) refuses it.
     kubectl_apply_in(
@@ -801,10 +792,11 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         &with_policies("escalate", "10.41.0.0/16", &escalation),
     )?;
     let denied = stalled_with(&g, "escalate", "AccessDenied").await?;
-    ensure(
+    assert!(
         denied.message.contains("AttachRolePolicy"),
-        format!("not the attach that was refused: {}", denied.message),
-    )?;
+        "not the attach that was refused: {}",
+        denied.message
+    );
 
     // The bounded cluster's instance profile, brought by another cluster:
     // refused before anything is made.
@@ -818,13 +810,18 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         ),
     )?;
     let refused = stalled_with(&g, "borrower", "NotOursToUse").await?;
-    ensure(refused.message.contains(&profile), refused.message.clone())?;
+    assert!(
+        refused.message.contains(&profile),
+        "{}",
+        refused.message.clone()
+    );
     let borrower = g.api::<ComputeCluster>().get("borrower").await?;
     let borrower_uid = borrower.uid().context("uid")?;
-    ensure(
-        counts(&g, &borrower_uid).await?.instances() == 0,
-        "nodes were launched with another cluster's profile",
-    )?;
+    assert_eq!(
+        counts(&g, &borrower_uid).await?.instances(),
+        0,
+        "nodes were launched with another cluster's profile"
+    );
     // Control: a profile the team made itself is used.
     iam.create_role()
         .role_name("team-nodes")
@@ -928,22 +925,23 @@ async fn resources_made_before_installations_are_adopted_with_one_tag_write() ->
             &g.namespace,
         ],
     )?;
-    ensure(
+    assert!(
         version.contains(&format!("installation {}", inst.id())),
-        format!("byoc-operator version: {version}"),
-    )?;
-    ensure(
+        "byoc-operator version: {version}"
+    );
+    assert_eq!(
         op.metric(&format!(
             "byoc_installation{{installation=\"{}\"}}",
             inst.id()
-        ))? == 1.0,
-        "the installation metric",
-    )?;
+        ))?,
+        1.0,
+        "the installation metric"
+    );
     let before = installation_tags(&g, &uid, &iam_name).await?;
-    ensure(
+    assert!(
         before.len() > 5 && before.iter().all(|(_, tagged)| *tagged),
-        format!("not every resource carries the installation tag: {before:?}"),
-    )?;
+        "not every resource carries the installation tag: {before:?}"
+    );
 
     // As an operator before installations made it: no installation tag on
     // anything, none in status.
@@ -982,13 +980,13 @@ async fn resources_made_before_installations_are_adopted_with_one_tag_write() ->
             &Patch::Merge(serde_json::json!({"status": {"installation": null}})),
         )
         .await?;
-    ensure(
+    assert!(
         installation_tags(&g, &uid, &iam_name)
             .await?
             .iter()
             .all(|(_, t)| !t),
-        "the installation tags were not removed",
-    )?;
+        "the installation tags were not removed"
+    );
 
     // The installation whose apiserver holds the live cluster adopts them.
     g.proxy.reset_calls();
@@ -1003,20 +1001,21 @@ async fn resources_made_before_installations_are_adopted_with_one_tag_write() ->
     .await
     .with_context(|| format!("operator log tail:\n{}", op.log_tail(10)))?;
     let after = installation_tags(&g, &uid, &iam_name).await?;
-    ensure(
+    assert!(
         after.len() == before.len() && after.iter().all(|(_, tagged)| *tagged),
-        format!("not every resource was adopted: {after:?}"),
-    )?;
+        "not every resource was adopted: {after:?}"
+    );
     let calls = g.proxy.calls();
     let count = |op: &str| calls.get(op).copied().unwrap_or(0);
-    ensure(
+    assert!(
         count("CreateTags") == 1 && count("TagRole") == 1 && count("TagInstanceProfile") == 1,
-        format!("adoption took more than one tag write per service: {calls:?}"),
-    )?;
-    ensure(
+        "adoption took more than one tag write per service: {calls:?}"
+    );
+    assert!(
         count("RunInstances") == 0 && count("CreateVpc") == 0,
-        format!("adoption created something: {calls:?}"),
-    )?;
+        "adoption created something: {calls:?}"
+    );
     delete_and_wait_gone(&g, "old").await?;
-    ensure(counts(&g, &uid).await? == Counts::default(), "left behind")
+    assert_eq!(counts(&g, &uid).await?, Counts::default(), "left behind");
+    Ok(())
 }
