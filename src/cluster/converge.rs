@@ -394,3 +394,164 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{InstanceStatus, Market};
+
+    /// A group of `launched` instances, `running` of them running.
+    fn group(launched: usize, running: i32) -> NodeGroupStatus {
+        NodeGroupStatus {
+            name: "workers".into(),
+            desired: 2,
+            running,
+            instances: (0..launched)
+                .map(|i| InstanceStatus {
+                    id: format!("i-{i}"),
+                    instance_type: "t3.large".into(),
+                    zone: "us-east-1a".into(),
+                    capacity_type: Market::OnDemand,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn nats(state: NatState) -> BTreeMap<String, (String, NatState)> {
+        BTreeMap::from([("us-east-1a".into(), ("nat-1".into(), state))])
+    }
+
+    /// What `learn` makes of a board, in the terms status shows.
+    #[derive(Debug, PartialEq)]
+    struct Learned {
+        vpc: bool,
+        network_ready: bool,
+        aws_creating: bool,
+        waiting: usize,
+        nodes: bool,
+        image_refresh: bool,
+    }
+
+    #[test]
+    fn what_a_pass_learns_from_its_steps() {
+        let learned = |fill: &dyn Fn(&Board), refresh: Option<&str>| {
+            let board = Board::default();
+            fill(&board);
+            let recorded = images::Recorded {
+                refresh: refresh.map(str::to_string),
+                ..Default::default()
+            };
+            let mut progress = Progress::default();
+            learn(&board, &recorded, &mut progress);
+            Learned {
+                vpc: progress.network.vpc_id.is_some(),
+                network_ready: progress.network_ready,
+                aws_creating: progress.aws_creating,
+                waiting: progress.waiting.len(),
+                nodes: progress.node_groups().is_some(),
+                image_refresh: progress.image_refresh.is_some(),
+            }
+        };
+        let routed = |b: &Board, state: NatState, private: bool| {
+            let _ = b.nats.set(nats(state));
+            let _ = b.public_route.set(());
+            let _ = b.private_routes.set(private);
+        };
+        let nothing = Learned {
+            vpc: false,
+            network_ready: false,
+            aws_creating: false,
+            waiting: 0,
+            nodes: false,
+            image_refresh: false,
+        };
+        type Fill = Box<dyn Fn(&Board)>;
+        let rows: Vec<(&str, Fill, Option<&str>, Learned)> = vec![
+            (
+                "a pass that learned nothing",
+                Box::new(|_| {}),
+                None,
+                Learned { ..nothing },
+            ),
+            (
+                "a VPC whose DNS step did not run is not recorded",
+                Box::new(|b| {
+                    let _ = b.vpc.set("vpc-1".into());
+                }),
+                None,
+                Learned { ..nothing },
+            ),
+            (
+                "a VPC with its DNS settings",
+                Box::new(|b| {
+                    let _ = b.vpc.set("vpc-1".into());
+                    let _ = b.dns.set(());
+                }),
+                None,
+                Learned {
+                    vpc: true,
+                    ..nothing
+                },
+            ),
+            (
+                "a NAT gateway pending: AWS is creating, the network waits",
+                Box::new(move |b| routed(b, NatState::Pending, true)),
+                None,
+                Learned {
+                    aws_creating: true,
+                    waiting: 1,
+                    ..nothing
+                },
+            ),
+            (
+                "every route in place through an available NAT gateway",
+                Box::new(move |b| routed(b, NatState::Available, true)),
+                None,
+                Learned {
+                    network_ready: true,
+                    ..nothing
+                },
+            ),
+            (
+                "private routes not all in place",
+                Box::new(move |b| routed(b, NatState::Available, false)),
+                None,
+                Learned { ..nothing },
+            ),
+            (
+                "instances launched and not running yet",
+                Box::new(|b| {
+                    let _ = b.nodes.set(vec![group(2, 1)]);
+                }),
+                None,
+                Learned {
+                    aws_creating: true,
+                    nodes: true,
+                    ..nothing
+                },
+            ),
+            (
+                "every instance running; the refresh asked for is acted on",
+                Box::new(|b| {
+                    let _ = b.nodes.set(vec![group(2, 2)]);
+                }),
+                Some("1"),
+                Learned {
+                    nodes: true,
+                    image_refresh: true,
+                    ..nothing
+                },
+            ),
+            (
+                "no node step ran: a refresh is not acted on",
+                Box::new(|_| {}),
+                Some("1"),
+                Learned { ..nothing },
+            ),
+        ];
+        for (why, fill, refresh, want) in rows {
+            assert_eq!(learned(&*fill, refresh), want, "{why}");
+        }
+    }
+}

@@ -599,4 +599,76 @@ mod tests {
             assert_eq!(got, want, "{why}");
         }
     }
+
+    #[test]
+    fn what_a_pass_describes_beyond_every_pass() {
+        // (node groups, spec's policies, status's policies, generation
+        // observed, looks, why)
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBUe8WXdciTjIF9A4ssgb5fI76msqWQ00GpX7iDC6DnX u";
+        let plain = serde_json::json!({"name": "w", "instanceType": "t3.large", "count": 1});
+        let keyed = serde_json::json!({"name": "w", "instanceType": "t3.large", "count": 1,
+            "sshPublicKey": key});
+        let policy = "arn:aws:iam::aws:policy/P";
+        let looks = |key_pairs, role_policies| Looks {
+            key_pairs,
+            role_policies,
+        };
+        let rows = [
+            (
+                plain.clone(),
+                None,
+                None,
+                1,
+                looks(false, false),
+                "nothing extra",
+            ),
+            (
+                keyed,
+                None,
+                None,
+                1,
+                looks(true, false),
+                "a group imports a key",
+            ),
+            (
+                plain.clone(),
+                Some(policy),
+                None,
+                1,
+                looks(false, true),
+                "the spec asks for policies",
+            ),
+            (
+                plain.clone(),
+                None,
+                Some(policy),
+                1,
+                looks(false, true),
+                "status recorded some: to detach",
+            ),
+            (
+                plain,
+                None,
+                None,
+                0,
+                looks(false, true),
+                "the spec changed since the last status",
+            ),
+        ];
+        for (group, asked, recorded, observed, want, why) in rows {
+            let cc: ComputeCluster = serde_json::from_value(serde_json::json!({
+                "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+                "metadata": {"name": "c", "namespace": "team", "uid": "cc-1", "generation": 1},
+                "spec": {"cloudAccountRef": {"name": "acme"}, "region": "us-east-1",
+                    "network": {"vpcCidr": "10.0.0.0/16"}, "nodeGroups": [group],
+                    "iam": {"managedPolicyArns": asked.into_iter().collect::<Vec<_>>()}},
+                "status": {"observedGeneration": observed,
+                    "iam": {"managedPolicyArns": recorded.into_iter().collect::<Vec<_>>()}}
+            }))
+            .expect("a ComputeCluster");
+            let spec = spec::validate(&cc, "installation-1").expect("a valid spec");
+            assert_eq!(super::looks(&cc, &spec), want, "{why}");
+        }
+    }
 }

@@ -46,6 +46,11 @@ impl Progress {
         });
     }
 
+    /// The node groups' statuses, when the pass got to them.
+    pub fn node_groups(&self) -> Option<&[NodeGroupStatus]> {
+        self.node_groups.as_deref()
+    }
+
     pub fn node_groups_mut(&mut self) -> &mut Vec<NodeGroupStatus> {
         self.node_groups.get_or_insert_with(Vec::new)
     }
