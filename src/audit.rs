@@ -728,32 +728,8 @@ mod tests {
     fn costs_are_estimated_for_what_bills() {
         let observed = Observed {
             instances: vec![
-                ObservedInstance {
-                    id: "i-1".into(),
-                    group: "cpu".into(),
-                    instance_type: "m6i.large".into(),
-                    state: InstanceState::Running,
-                    launched: 0,
-                    subnet_id: "subnet-1".into(),
-                    launch_config: None,
-                    key_name: None,
-                    image_id: None,
-                    zone: String::new(),
-                    spot: false,
-                },
-                ObservedInstance {
-                    id: "i-gone".into(),
-                    group: "cpu".into(),
-                    instance_type: "m6i.large".into(),
-                    state: InstanceState::Terminated,
-                    launched: 0,
-                    subnet_id: "subnet-1".into(),
-                    launch_config: None,
-                    key_name: None,
-                    image_id: None,
-                    zone: String::new(),
-                    spot: false,
-                },
+                ObservedInstance::of("i-1", "cpu", "m6i.large", InstanceState::Running),
+                ObservedInstance::of("i-gone", "cpu", "m6i.large", InstanceState::Terminated),
             ],
             nat_gateways: vec![ObservedNatGateway {
                 id: "nat-1".into(),

@@ -351,19 +351,12 @@ mod tests {
                 id: "vpc-1".into(),
                 cidr: "10.0.0.0/16".into(),
             }],
-            instances: vec![ObservedInstance {
-                id: "i-1".into(),
-                group: "cpu".into(),
-                instance_type: "t3.large".into(),
-                state: InstanceState::Running,
-                launched: 0,
-                subnet_id: "subnet-1".into(),
-                launch_config: None,
-                key_name: None,
-                image_id: None,
-                zone: String::new(),
-                spot: false,
-            }],
+            instances: vec![ObservedInstance::of(
+                "i-1",
+                "cpu",
+                "t3.large",
+                InstanceState::Running,
+            )],
             ..Default::default()
         };
         let text = tree(&cluster(status), None, Ok(&observed)).render();

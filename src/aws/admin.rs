@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
+pub use super::instance_profile::{
+    attach_policy as attach, delete_instance_profile, delete_role, detach_policy as detach,
+    remove_role,
+};
 use super::{AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A role as `connect` compares it.
@@ -194,24 +198,6 @@ pub async fn delete_inline(c: &AwsClients, role: &str, policy: &str) -> AwsResul
         .or_gone()
 }
 
-pub async fn attach(c: &AwsClients, role: &str, arn: &str) -> AwsResult<()> {
-    super::instance_profile::attach_policy(c, role, arn).await
-}
-
-pub async fn detach(c: &AwsClients, role: &str, arn: &str) -> AwsResult<()> {
-    super::instance_profile::detach_policy(c, role, arn).await
-}
-
-pub async fn delete_role(c: &AwsClients, name: &str) -> AwsResult<()> {
-    c.iam
-        .delete_role()
-        .role_name(name)
-        .send()
-        .await
-        .op("iam:DeleteRole")
-        .or_gone()
-}
-
 pub async fn create_instance_profile(
     c: &AwsClients,
     name: &str,
@@ -225,27 +211,6 @@ pub async fn create_instance_profile(
         .await
         .op("iam:CreateInstanceProfile")
         .map(|_| ())
-}
-
-pub async fn remove_role(c: &AwsClients, profile: &str, role: &str) -> AwsResult<()> {
-    c.iam
-        .remove_role_from_instance_profile()
-        .instance_profile_name(profile)
-        .role_name(role)
-        .send()
-        .await
-        .op("iam:RemoveRoleFromInstanceProfile")
-        .or_gone()
-}
-
-pub async fn delete_instance_profile(c: &AwsClients, name: &str) -> AwsResult<()> {
-    c.iam
-        .delete_instance_profile()
-        .instance_profile_name(name)
-        .send()
-        .await
-        .op("iam:DeleteInstanceProfile")
-        .or_gone()
 }
 
 /// Who the admin credentials are: `(account ID, ARN)`.

@@ -399,22 +399,9 @@ pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
     let name = &observed.name;
     if observed.instance_profile.is_some() {
         for role in &observed.profile_roles {
-            c.iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(name)
-                .role_name(role)
-                .send()
-                .await
-                .op("iam:RemoveRoleFromInstanceProfile")
-                .or_gone()?;
+            remove_role(c, name, role).await?;
         }
-        c.iam
-            .delete_instance_profile()
-            .instance_profile_name(name)
-            .send()
-            .await
-            .op("iam:DeleteInstanceProfile")
-            .or_gone()?;
+        delete_instance_profile(c, name).await?;
     }
     if observed.role.is_some() {
         // IAM refuses to delete a role with policies attached.
@@ -428,15 +415,40 @@ pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
         for arn in &attached {
             detach_policy(c, name, arn).await?;
         }
-        c.iam
-            .delete_role()
-            .role_name(name)
-            .send()
-            .await
-            .op("iam:DeleteRole")
-            .or_gone()?;
+        delete_role(c, name).await?;
     }
     Ok(())
+}
+
+pub async fn remove_role(c: &AwsClients, profile: &str, role: &str) -> AwsResult<()> {
+    c.iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(profile)
+        .role_name(role)
+        .send()
+        .await
+        .op("iam:RemoveRoleFromInstanceProfile")
+        .or_gone()
+}
+
+pub async fn delete_instance_profile(c: &AwsClients, name: &str) -> AwsResult<()> {
+    c.iam
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .op("iam:DeleteInstanceProfile")
+        .or_gone()
+}
+
+pub async fn delete_role(c: &AwsClients, name: &str) -> AwsResult<()> {
+    c.iam
+        .delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .op("iam:DeleteRole")
+        .or_gone()
 }
 
 #[cfg(test)]

@@ -72,6 +72,27 @@ pub struct ObservedInstance {
 }
 
 /// A filter of instances in any of `states`.
+impl ObservedInstance {
+    /// An instance of `group` in subnet-1, everything else empty: the start
+    /// of a unit test's instance.
+    #[cfg(test)]
+    pub fn of(id: &str, group: &str, instance_type: &str, state: InstanceState) -> Self {
+        ObservedInstance {
+            id: id.into(),
+            group: group.into(),
+            instance_type: instance_type.into(),
+            state,
+            launched: 0,
+            subnet_id: "subnet-1".into(),
+            launch_config: None,
+            key_name: None,
+            image_id: None,
+            zone: String::new(),
+            spot: false,
+        }
+    }
+}
+
 pub fn in_states(states: &[&str]) -> Filter {
     Filter::builder()
         .name("instance-state-name")

@@ -105,40 +105,29 @@ pub async fn set_default_route(
     exists: bool,
 ) -> AwsResult<()> {
     let nat = target.starts_with("nat-");
+    // The same route either way; only the call differs.
+    macro_rules! default_route {
+        ($request:expr, $operation:literal) => {{
+            let r = $request
+                .route_table_id(table_id)
+                .destination_cidr_block(DEFAULT_ROUTE);
+            let r = if nat {
+                r.nat_gateway_id(target)
+            } else {
+                r.gateway_id(target)
+            };
+            r.customize()
+                .retrying_new_ids()
+                .send()
+                .await
+                .op($operation)
+                .map(|_| ())
+        }};
+    }
     if exists {
-        let r = c
-            .ec2
-            .replace_route()
-            .route_table_id(table_id)
-            .destination_cidr_block(DEFAULT_ROUTE);
-        let r = if nat {
-            r.nat_gateway_id(target)
-        } else {
-            r.gateway_id(target)
-        };
-        r.customize()
-            .retrying_new_ids()
-            .send()
-            .await
-            .op("ec2:ReplaceRoute")
-            .map(|_| ())
+        default_route!(c.ec2.replace_route(), "ec2:ReplaceRoute")
     } else {
-        let r = c
-            .ec2
-            .create_route()
-            .route_table_id(table_id)
-            .destination_cidr_block(DEFAULT_ROUTE);
-        let r = if nat {
-            r.nat_gateway_id(target)
-        } else {
-            r.gateway_id(target)
-        };
-        r.customize()
-            .retrying_new_ids()
-            .send()
-            .await
-            .op("ec2:CreateRoute")
-            .map(|_| ())
+        default_route!(c.ec2.create_route(), "ec2:CreateRoute")
     }
 }
 

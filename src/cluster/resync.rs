@@ -178,17 +178,9 @@ mod tests {
 
     fn instance(id: &str, state: InstanceState) -> ObservedInstance {
         ObservedInstance {
-            id: id.into(),
-            group: "cpu".into(),
-            instance_type: "t3.small".into(),
-            state,
             launched: 1,
-            subnet_id: "subnet-1".into(),
-            launch_config: None,
-            key_name: None,
-            image_id: None,
             zone: "us-east-1a".into(),
-            spot: false,
+            ..ObservedInstance::of(id, "cpu", "t3.small", state)
         }
     }
 

@@ -304,8 +304,14 @@ pub fn shared_node_identity(
     Ok(())
 }
 
+/// The bad-input cases shared with the apiserver's test.
+#[cfg(test)]
+#[path = "../../tests/fixtures/cases.rs"]
+mod cases;
+
 #[cfg(test)]
 mod tests {
+    use super::cases;
     use super::check_ssh_public_key;
     use super::{
         shared_node_identity, AccountRef, ClusterIam, NetworkPlan, OwnershipTags, ValidatedSpec,
@@ -388,23 +394,6 @@ mod tests {
         );
     }
 
-    /// The cases of `tests/fixtures/compute_cluster.yaml`, shared with the
-    /// apiserver's test in `tests/it/crds.rs`.
-    #[derive(serde::Deserialize)]
-    struct Fixture {
-        valid: String,
-        cases: Vec<Case>,
-    }
-
-    #[derive(serde::Deserialize)]
-    struct Case {
-        case: String,
-        from: String,
-        to: String,
-        apiserver: String,
-        validate: String,
-    }
-
     /// What validate says of a manifest: `ok`, `unreadable` or its error.
     fn verdict(manifest: &str) -> String {
         let Ok(mut cc) = serde_yaml_ng::from_str::<crate::api::ComputeCluster>(manifest) else {
@@ -420,9 +409,7 @@ mod tests {
 
     #[test]
     fn validate_table_from_the_shared_fixture() {
-        let fixture: Fixture =
-            serde_yaml_ng::from_str(include_str!("../../tests/fixtures/compute_cluster.yaml"))
-                .expect("the fixture parses");
+        let fixture = cases::compute_cluster();
         assert_eq!(verdict(&fixture.valid), "ok", "the valid manifest");
         let mut wrong = Vec::new();
         for c in &fixture.cases {
@@ -432,7 +419,7 @@ mod tests {
                 c.case,
                 c.from
             );
-            let got = verdict(&fixture.valid.replacen(&c.from, &c.to, 1));
+            let got = verdict(&c.manifest(&fixture.valid));
             let matches = match c.validate.as_str() {
                 "ok" | "unreadable" => got == c.validate,
                 text => got.contains(text),

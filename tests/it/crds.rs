@@ -90,27 +90,9 @@ async fn examples_apply() -> Result<()> {
     Ok(())
 }
 
-/// The ComputeCluster cases shared with `spec::validate`'s unit test: a
-/// valid manifest, and cases each naming what the apiserver says of it.
-#[derive(serde::Deserialize)]
-struct Fixture {
-    valid: String,
-    cases: Vec<Case>,
-}
-
-#[derive(serde::Deserialize)]
-struct Case {
-    case: String,
-    from: String,
-    to: String,
-    /// Text of the rejection, or `accepted`.
-    apiserver: String,
-}
-
-fn cluster_fixture() -> Fixture {
-    serde_yaml_ng::from_str(include_str!("../fixtures/compute_cluster.yaml"))
-        .expect("tests/fixtures/compute_cluster.yaml parses")
-}
+#[path = "../fixtures/cases.rs"]
+mod cases;
+use cases::compute_cluster as cluster_fixture;
 
 const VALID_ACCOUNT: &str = r#"
 apiVersion: byoc.dev/v1alpha1
@@ -130,8 +112,11 @@ fn invalid_creates() -> Vec<(String, String, String)> {
         .cases
         .iter()
         .map(|c| {
-            let manifest = fixture.valid.replacen(&c.from, &c.to, 1);
-            (c.case.clone(), manifest, c.apiserver.clone())
+            (
+                c.case.clone(),
+                c.manifest(&fixture.valid),
+                c.apiserver.clone(),
+            )
         })
         .collect();
     let ca = |from: &str, to: &str| VALID_ACCOUNT.replace(from, to);

@@ -196,17 +196,10 @@ mod tests {
 
     fn running(id: &str, image: &str, launched: i64) -> ObservedInstance {
         ObservedInstance {
-            id: id.into(),
-            group: "workers".into(),
-            instance_type: "t3.large".into(),
-            state: InstanceState::Running,
             launched,
             subnet_id: "subnet-a".into(),
-            launch_config: None,
-            key_name: None,
             image_id: Some(image.into()),
-            zone: String::new(),
-            spot: false,
+            ..ObservedInstance::of(id, "workers", "t3.large", InstanceState::Running)
         }
     }
 

@@ -159,17 +159,8 @@ mod tests {
 
     fn instance(key: &str, state: InstanceState) -> ObservedInstance {
         ObservedInstance {
-            id: "i-1".into(),
-            group: "workers".into(),
-            instance_type: "t3.large".into(),
-            state,
-            launched: 0,
-            subnet_id: "subnet-1".into(),
-            launch_config: None,
             key_name: Some(key.into()),
-            image_id: None,
-            zone: String::new(),
-            spot: false,
+            ..ObservedInstance::of("i-1", "workers", "t3.large", state)
         }
     }
 

@@ -831,17 +831,10 @@ mod tests {
         subnet: &str,
     ) -> ObservedInstance {
         ObservedInstance {
-            id: id.into(),
-            group: "workers".into(),
-            instance_type: t.into(),
-            state,
             launched,
             subnet_id: subnet.into(),
             launch_config: Some(launch_config(&group(1, t), &Inputs::default())),
-            key_name: None,
-            image_id: None,
-            zone: String::new(),
-            spot: false,
+            ..ObservedInstance::of(id, "workers", t, state)
         }
     }
 
