@@ -47,6 +47,20 @@ pub struct OwnershipTags {
     pub user: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl OwnershipTags {
+    /// Cluster team-a/ml of installation inst-a: the unit tests' owner.
+    pub fn of_test_cluster(uid: &str) -> Self {
+        OwnershipTags {
+            installation: "inst-a".into(),
+            uid: uid.into(),
+            namespace: "team-a".into(),
+            name: "ml".into(),
+            user: Default::default(),
+        }
+    }
+}
+
 impl OwnershipTags {
     /// All tags for a resource: user tags first, so ours always win.
     pub fn for_part(&self, part: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -228,14 +242,11 @@ mod tests {
 
     fn owner() -> OwnershipTags {
         OwnershipTags {
-            installation: "inst-a".into(),
-            uid: "u-1".into(),
-            namespace: "team-a".into(),
-            name: "ml".into(),
             user: BTreeMap::from([
                 ("team".into(), "a".into()),
                 (CLUSTER_UID.into(), "spoof".into()),
             ]),
+            ..OwnershipTags::of_test_cluster("u-1")
         }
     }
 

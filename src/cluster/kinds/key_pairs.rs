@@ -130,13 +130,7 @@ mod tests {
     use crate::aws::instances::InstanceState;
 
     fn owner() -> OwnershipTags {
-        OwnershipTags {
-            installation: "i".into(),
-            uid: "0123abcd-ef".into(),
-            namespace: "team-a".into(),
-            name: "ml".into(),
-            user: Default::default(),
-        }
+        OwnershipTags::of_test_cluster("0123abcd-ef")
     }
 
     fn group(name: &str, key_name: Option<&str>, public_key: Option<&str>) -> NodeGroupSpec {

@@ -150,13 +150,7 @@ mod tests {
     }
 
     fn owner() -> OwnershipTags {
-        OwnershipTags {
-            installation: "inst-a".into(),
-            uid: "u-1".into(),
-            namespace: "team-a".into(),
-            name: "ml".into(),
-            user: Default::default(),
-        }
+        OwnershipTags::of_test_cluster("u-1")
     }
 
     fn subnet(id: &str, zone: &str, public: bool) -> ExistingSubnet {
