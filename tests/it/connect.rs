@@ -17,8 +17,8 @@ use crate::clusters::{
     WAIT,
 };
 use crate::support::{
-    assert_no_key_material, byoc_with, eventually, install_crds, kubectl_apply, record_figure,
-    CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
+    assert_no_key_material, byoc_with, eventually, kubectl_apply, record_figure, CrossAccount,
+    Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 const ROLE: &str = "byoc-connected";
@@ -163,14 +163,7 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
 /// and an operator whose own identity (keys allowed only AssumeRole) may be
 /// lent to the test's namespace.
 async fn connect_ground(test: &str) -> Result<(Ground, CrossAccount, Operator)> {
-    let g = Ground::new(test).await?;
-    install_crds(&g).await?;
-    let x = CrossAccount::set_up(&g).await?;
-    g.proxy.set_faults(testground::Faults {
-        roles_must_exist: true,
-        resign: true,
-        ..Default::default()
-    });
+    let (g, x) = CrossAccount::enforced(test).await?;
     let ns = g.namespace.clone();
     let env = [
         ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),

@@ -55,37 +55,26 @@ async fn examples_apply() -> Result<()> {
         );
     }
     // Printer columns.
-    let out = g
-        .kube
-        .kubectl()
-        .args(["get", "cc", "-n", &g.namespace])
-        .output()?;
-    let header = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    for col in ["PHASE", "REGION", "VPC", "NODES", "AGE"] {
-        assert!(
-            header.contains(col),
-            "`kubectl get cc` has no {col} column: {header}"
-        );
-    }
-    let out = g
-        .kube
-        .kubectl()
-        .args(["get", "ca", "-n", &g.namespace])
-        .output()?;
-    let header = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    for col in ["ACCOUNT", "PHASE", "AGE"] {
-        assert!(
-            header.contains(col),
-            "`kubectl get ca` has no {col} column: {header}"
-        );
+    for (short, columns) in [
+        ("cc", &["PHASE", "REGION", "VPC", "NODES", "AGE"][..]),
+        ("ca", &["ACCOUNT", "PHASE", "AGE"][..]),
+    ] {
+        let out = g
+            .kube
+            .kubectl()
+            .args(["get", short, "-n", &g.namespace])
+            .output()?;
+        let header = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        for col in columns {
+            assert!(
+                header.contains(col),
+                "`kubectl get {short}` has no {col} column: {header}"
+            );
+        }
     }
     Ok(())
 }

@@ -900,14 +900,7 @@ fn creates(g: &Ground) -> u64 {
 
 #[tokio::test]
 async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<()> {
-    let g = Ground::new("wrong-access").await?;
-    install_crds(&g).await?;
-    let x = CrossAccount::set_up(&g).await?;
-    g.proxy.set_faults(testground::Faults {
-        roles_must_exist: true,
-        resign: true,
-        ..Default::default()
-    });
+    let (g, x) = CrossAccount::enforced("wrong-access").await?;
     let other = format!("{}-other", g.namespace);
     create_namespace(&g.client, &other).await?;
     let op = Operator::start(&g, &operator_args(), &[])?;

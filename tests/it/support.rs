@@ -380,6 +380,21 @@ pub struct CrossAccount {
 }
 
 impl CrossAccount {
+    /// Sets it up on a fresh ground with the CRDs, then has the proxy make
+    /// it hold as on AWS: a role must exist to be assumed, and moto's IAM
+    /// enforcement sees each request signed as it re-encodes it.
+    pub async fn enforced(test: &str) -> Result<(Ground, CrossAccount)> {
+        let g = Ground::new(test).await?;
+        install_crds(&g).await?;
+        let x = CrossAccount::set_up(&g).await?;
+        g.proxy.set_faults(testground::Faults {
+            roles_must_exist: true,
+            resign: true,
+            ..Default::default()
+        });
+        Ok((g, x))
+    }
+
     pub async fn set_up(g: &Ground) -> Result<CrossAccount> {
         let iam = aws_sdk_iam::Client::new(&g.aws().await);
         let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
