@@ -437,7 +437,7 @@ pub async fn ensure<'a>(
     let NodeActions {
         terminate,
         launch,
-        mut statuses,
+        statuses,
     } = plan(
         &p.spec.node_groups,
         &inputs,
@@ -456,14 +456,11 @@ pub async fn ensure<'a>(
     };
     let launched = try_join_all(jobs.iter().map(|job| launcher.launch(job))).await?;
     let mut shortfalls = Vec::new();
-    let mut new = Vec::new();
+    let mut new: Vec<(String, String)> = Vec::new();
     for (job, result) in jobs.iter().zip(launched) {
         match result {
             Launched::Ids(ids) => {
-                if let Some(s) = statuses.iter_mut().find(|s| s.name == job.group.name) {
-                    s.instance_ids.extend(ids.iter().cloned());
-                }
-                new.extend(ids);
+                new.extend(ids.into_iter().map(|id| (job.group.name.clone(), id)))
             }
             Launched::Refused(tried) => shortfalls.push(Shortfall {
                 group: job.group.name.clone(),
@@ -472,7 +469,9 @@ pub async fn ensure<'a>(
             }),
         }
     }
-    count_running(p, &new, &mut statuses).await?;
+    let ids: Vec<String> = new.iter().map(|(_, id)| id.clone()).collect();
+    let running = running_soon(p, &ids).await?;
+    let statuses = with_launches(statuses, &new, &running, &p.spec.node_groups);
     let replaced = terminate
         .iter()
         .filter(|id| inputs.unhealthy.contains(*id))
@@ -731,12 +730,9 @@ async fn check_security_groups(p: Pass<'_>, vpc_id: &str) -> Result<(), Error> {
 }
 
 /// Instances run within seconds: look again shortly instead of a whole pass
-/// later; what is still pending is left to the next pass.
-async fn count_running(
-    p: Pass<'_>,
-    new: &[String],
-    statuses: &mut [NodeGroupStatus],
-) -> Result<(), Error> {
+/// later; the new instances running by then (what is still pending is left
+/// to the next pass).
+async fn running_soon(p: Pass<'_>, new: &[String]) -> Result<Vec<ObservedInstance>, Error> {
     let running = look_briefly(
         || async {
             let now = items(instances::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
@@ -750,10 +746,25 @@ async fn count_running(
         !new.is_empty(),
     )
     .await?;
-    for i in running.unwrap_or_default() {
-        let wanted = p
-            .spec
-            .node_groups
+    Ok(running.unwrap_or_default())
+}
+
+/// The planned statuses with what the pass's launches came to: each new
+/// instance's ID under its group (`(group, ID)`), and those of them already
+/// running (of a type the group still asks for) counted running and updated.
+pub fn with_launches(
+    mut statuses: Vec<NodeGroupStatus>,
+    launched: &[(String, String)],
+    running: &[ObservedInstance],
+    groups: &[NodeGroup],
+) -> Vec<NodeGroupStatus> {
+    for (group, id) in launched {
+        if let Some(s) = statuses.iter_mut().find(|s| s.name == *group) {
+            s.instance_ids.push(id.clone());
+        }
+    }
+    for i in running {
+        let wanted = groups
             .iter()
             .any(|g| g.name == i.group && g.types().contains(&i.instance_type.as_str()));
         if let Some(s) = statuses
@@ -763,10 +774,10 @@ async fn count_running(
         {
             s.running += 1;
             s.updated += 1;
-            s.instances.push(instance_status(&i));
+            s.instances.push(instance_status(i));
         }
     }
-    Ok(())
+    statuses
 }
 
 fn instance_status(i: &ObservedInstance) -> InstanceStatus {
@@ -1407,5 +1418,53 @@ mod tests {
             candidates(&group(1, "t3.large"), &public_only),
             vec!["subnet-pub"]
         );
+    }
+
+    #[test]
+    fn launches_complete_the_planned_statuses() {
+        let planned = |running| NodeGroupStatus {
+            name: "workers".into(),
+            desired: 3,
+            running,
+            updated: running,
+            ..Default::default()
+        };
+        let groups = [NodeGroup::of(group(3, "t3.large"))];
+        let launched = vec![
+            ("workers".to_string(), "i-new1".to_string()),
+            ("workers".to_string(), "i-new2".to_string()),
+            ("gone".to_string(), "i-other".to_string()),
+        ];
+        let up = |id: &str, t: &str| inst(id, t, Running, 1, "subnet-a");
+        // (running by now, running and updated, IDs recorded, why)
+        let rows = [
+            (vec![], 1, 2, "launched, none running yet"),
+            (vec![up("i-new1", "t3.large")], 2, 2, "one running already"),
+            (
+                vec![up("i-new1", "t3.large"), up("i-new2", "m5.large")],
+                2,
+                2,
+                "a type the group no longer asks for is not counted",
+            ),
+        ];
+        for (running, counted, ids, why) in rows {
+            let got = with_launches(vec![planned(1)], &launched, &running, &groups);
+            assert_eq!(
+                got.len(),
+                1,
+                "{why}: a launch of no planned group adds none"
+            );
+            assert_eq!(
+                (got[0].running, got[0].updated),
+                (counted, counted),
+                "{why}"
+            );
+            assert_eq!(got[0].instance_ids.len(), ids, "{why}");
+            assert_eq!(
+                got[0].instances.len(),
+                usize::try_from(counted - 1).unwrap_or(0),
+                "{why}"
+            );
+        }
     }
 }
