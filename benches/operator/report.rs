@@ -30,6 +30,14 @@ fn shown(v: &serde_json::Value) -> String {
     }
 }
 
+/// A figure with its unit, or "not measured" (which has no unit).
+fn shown_in(v: &serde_json::Value, unit: &str) -> String {
+    match shown(v) {
+        text if text == NOT_MEASURED => text,
+        text => format!("{text} {unit}"),
+    }
+}
+
 /// The verdict on a goal for the figure `v` (its `at`: median or max):
 /// "not measured" when no run gave it, never "met".
 fn verdict(v: &serde_json::Value, at: &str, ok: impl Fn(f64) -> bool) -> &'static str {
@@ -430,36 +438,28 @@ fn mass_sections(r: &serde_json::Value) -> String {
 }
 
 pub(crate) fn markdown(r: &serde_json::Value) -> String {
-    // A figure not measured has no unit.
-    let mut text = tables(r);
-    for unit in [" s", " MiB", " s,"] {
-        text = text.replace(&format!("{NOT_MEASURED}{unit}"), NOT_MEASURED);
-    }
-    text
-}
-
-fn tables(r: &serde_json::Value) -> String {
     let m = shown;
+    let s = |v: &serde_json::Value| shown_in(v, "s");
     let x = &r["realism"];
     let realism = format!(
         "\n## Against AWS's behaviour (the proxy's realism profile at {} × AWS's durations)\n\n\
          | figure | measured | goal | |\n|---|---|---|---|\n\
-         | time to `running`, P1 topology | {} s | | |\n\
-         | AWS's waits on the critical path (NAT gateway pending, profile propagation, instance pending) plus its calls | {} s | | |\n\
+         | time to `running`, P1 topology | {} | | |\n\
+         | AWS's waits on the critical path (NAT gateway pending, profile propagation, instance pending) plus its calls | {} | | |\n\
          | ratio | {} | ≤ 1.05 | {} |\n\
          | AWS calls, of them throttled | {}, {} | | |\n\
-         | deletion | {} s | | |\n\
-         | the longest drain (instances shutting down, NAT gateway deleting) plus the network's 4 dependent deletes | {} s | | |\n\
+         | deletion | {} | | |\n\
+         | the longest drain (instances shutting down, NAT gateway deleting) plus the network's 4 dependent deletes | {} | | |\n\
          | deletion ratio | {} | | |\n",
         x["scale"],
-        m(&x["seconds_to_running"]),
-        m(&x["bound_seconds"]),
+        s(&x["seconds_to_running"]),
+        s(&x["bound_seconds"]),
         m(&x["ratio"]),
         verdict(&x["ratio"], "median", |v| v <= 1.05),
         m(&x["calls"]),
         m(&x["throttled"]),
-        m(&x["deletion_seconds"]),
-        m(&x["deletion_bound_seconds"]),
+        s(&x["deletion_seconds"]),
+        s(&x["deletion_bound_seconds"]),
         m(&x["deletion_ratio"]),
     );
     let p1 = &r["p1_time_to_running"];
@@ -473,21 +473,21 @@ fn tables(r: &serde_json::Value) -> String {
         "# Benchmark results\n\n\
          Written by `hack/bench.sh` ({}, release build, {} cores). Median (min–max) of {} runs; P3 of {}.\n\n\
          | figure | measured | goal | |\n|---|---|---|---|\n\
-         | P1 time to `running`, reference topology, {} ms per AWS call | {} s | | |\n\
+         | P1 time to `running`, reference topology, {} ms per AWS call | {} | | |\n\
          | P1 critical path ({} dependent calls × {} ms) | {} s | | |\n\
          | P1 ratio (time / critical path) | {} | ≤ 1.2 | {} |\n\
-         | P1 critical path at the calls' measured durations (latency + moto's service time) | {} s | | |\n\
+         | P1 critical path at the calls' measured durations (latency + moto's service time) | {} | | |\n\
          | P1 ratio to that | {} | ≤ 1.2 | {} |\n\
          | P1 sequential AWS round trips the operator made | {} | {} | |\n\
          | P2 writes to converge | {} | {} (one per resource) | {} |\n\
          | P2 reads to converge | {} | {} kinds, one lookup each | {} |\n\
          | P2 writes per resync of a converged cluster | {} | 0 | {} |\n\
          | P2 reads per resync | {} | ≤ {} | {} |\n\
-         | P3 {} clusters / {} accounts: until all `running` | {} s | | |\n\
-         | P3 operator CPU | {} s | ≤ 60 s | {} |\n\
-         | P3 operator peak RSS | {} MiB | ≤ 128 MiB | {} |\n\
-         | P3 moto CPU / apiserver CPU | {} s / {} s | | |\n\
-         | Deletion of the reference topology | {} s, {} calls | | |\n         | Fallback: P1 with each first-choice type refused in every zone | {} s (+{} s), {} RunInstances | ≤ 12 RunInstances | {} |\n\n\
+         | P3 {} clusters / {} accounts: until all `running` | {} | | |\n\
+         | P3 operator CPU | {} | ≤ 60 s | {} |\n\
+         | P3 operator peak RSS | {} | ≤ 128 MiB | {} |\n\
+         | P3 moto CPU / apiserver CPU | {} / {} | | |\n\
+         | Deletion of the reference topology | {}, {} calls | | |\n         | Fallback: P1 with each first-choice type refused in every zone | {} (+{}), {} RunInstances | ≤ 12 RunInstances | {} |\n\n\
          Critical path (from the operator's dependency graph, `cluster/graph.rs`): {}.\n\n\
          The operator's longest chain of sequential calls (one run): {}.\n\n\
          `results.json` has the calls per operation (converge, resync, deletion).\n{}{}{}",
@@ -496,13 +496,13 @@ fn tables(r: &serde_json::Value) -> String {
         p1["seconds"]["runs"],
         p3["seconds_until_all_running"]["runs"],
         p1["latency_ms_per_call"],
-        m(&p1["seconds"]),
+        s(&p1["seconds"]),
         p1["critical_path_calls"],
         p1["latency_ms_per_call"],
         p1["critical_path_seconds"],
         m(&p1["ratio"]),
         verdict(&p1["ratio"], "median", |r| r <= 1.2),
-        m(&p1["critical_path_seconds_at_measured_call_times"]),
+        s(&p1["critical_path_seconds_at_measured_call_times"]),
         m(&p1["ratio_at_measured_call_times"]),
         verdict(&p1["ratio_at_measured_call_times"], "median", |r| r <= 1.2),
         m(&p1["measured_sequential_calls"]),
@@ -520,17 +520,17 @@ fn tables(r: &serde_json::Value) -> String {
         verdict(&p2["resync_reads"], "median", |r| r <= kinds),
         p3["clusters"],
         p3["accounts"],
-        m(&p3["seconds_until_all_running"]),
-        m(&p3["operator_cpu_seconds"]),
+        s(&p3["seconds_until_all_running"]),
+        s(&p3["operator_cpu_seconds"]),
         verdict(&p3["operator_cpu_seconds"], "median", |c| c <= 60.0),
-        m(&p3["operator_peak_rss_mib"]),
+        shown_in(&p3["operator_peak_rss_mib"], "MiB"),
         verdict(&p3["operator_peak_rss_mib"], "median", |r| r <= 128.0),
-        m(&p3["moto_cpu_seconds"]),
-        m(&p3["apiserver_cpu_seconds"]),
-        m(&d["seconds"]),
+        s(&p3["moto_cpu_seconds"]),
+        s(&p3["apiserver_cpu_seconds"]),
+        s(&d["seconds"]),
         m(&d["calls"]),
-        m(&f["seconds"]),
-        m(&f["extra_seconds_over_p1"]),
+        s(&f["seconds"]),
+        s(&f["extra_seconds_over_p1"]),
         m(&f["run_instances"]),
         verdict(&f["run_instances"], "max", |n| n <= 12.0),
         p1["critical_paths"]
