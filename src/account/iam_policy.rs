@@ -155,6 +155,7 @@ pub fn policy_part(o: &PolicyOptions, part: PolicyPart) -> Value {
 pub fn permissions_policy(o: &PolicyOptions) -> Value {
     let mut statements = ec2_statements(o);
     statements.extend(node_identity_statements(o));
+    statements.extend(launch_statements(o));
     if !o.managed_policy_arns.is_empty() {
         statements.push(
             json!({"Sid": "NodeRolePolicies", "Effect": "Allow", "Action": IAM_POLICIES,
@@ -223,14 +224,6 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
-        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
-         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
-        json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
-        json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
-         "Condition": {"StringEquals": {
-            "iam:PassedToService": "ec2.amazonaws.com",
-            format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
     ]
 }
 
@@ -257,6 +250,22 @@ fn node_identity_statements(o: &PolicyOptions) -> Vec<Value> {
          "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
          "Resource": iam_names, "Condition": adopt}),
+    ]
+}
+
+/// What launching nodes needs beside RunInstances: the root volumes' KMS
+/// key, a brought instance profile looked up, this installation's node role
+/// passed to EC2.
+fn launch_statements(o: &PolicyOptions) -> Vec<Value> {
+    vec![
+        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
+         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
+        json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
+        json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
+         "Condition": {"StringEquals": {
+            "iam:PassedToService": "ec2.amazonaws.com",
+            format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
     ]
 }
 
