@@ -15,6 +15,7 @@ use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 /// Read-only calls: observation by tag and lookups.
 pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeVpcs",
+    "ec2:DescribeVpcEndpoints",
     "ec2:DescribeSubnets",
     "ec2:DescribeInternetGateways",
     "ec2:DescribeAddresses",
@@ -34,6 +35,7 @@ pub const DESCRIBE: &[&str] = &[
 /// Creations: allowed only when the request carries the managed-by tag.
 pub const CREATE: &[&str] = &[
     "ec2:CreateVpc",
+    "ec2:CreateVpcEndpoint",
     "ec2:CreateSubnet",
     "ec2:CreateInternetGateway",
     "ec2:AllocateAddress",
@@ -46,6 +48,8 @@ pub const CREATE: &[&str] = &[
 /// Changes and deletions: allowed only on resources carrying the managed-by tag.
 pub const MUTATE_OWNED: &[&str] = &[
     "ec2:ModifyVpcAttribute",
+    "ec2:ModifyVpcEndpoint",
+    "ec2:DeleteVpcEndpoints",
     "ec2:ModifySubnetAttribute",
     "ec2:AttachInternetGateway",
     "ec2:DetachInternetGateway",
@@ -216,7 +220,7 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": {"StringEquals": {"ec2:CreateAction": [
             "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"]}}}),
+            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances", "CreateVpcEndpoint"]}}}),
         json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": adopt}),
         json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",

@@ -30,6 +30,7 @@ use super::patterns;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.network.internet) || self.network.internet || !has(self.nodeGroups) || self.nodeGroups.all(g, !has(g.subnets) || g.subnets != 'public')").message("network.internet: false has no public subnets: a node group cannot ask for subnets: public"))]
 pub struct ComputeClusterSpec {
     /// The CloudAccount whose credentials are used.
     pub cloud_account_ref: CloudAccountRef,
@@ -92,6 +93,9 @@ pub struct CloudAccountRef {
     validation = Rule::new("!has(self.existingVpcId) || (!has(self.availabilityZones) && !has(self.azCount) && !has(self.natGateways))").message("with network.existingVpcId the zones come from the existing subnets: availabilityZones, azCount and natGateways do not apply"),
     validation = Rule::new("has(self.vpcCidr) == has(oldSelf.vpcCidr) && has(self.existingVpcId) == has(oldSelf.existingVpcId)").message("a cluster cannot switch between a managed VPC and an existing one"),
     validation = Rule::new("has(self.availabilityZones) == has(oldSelf.availabilityZones) && has(self.azCount) == has(oldSelf.azCount)").message("the availability zones of a cluster are immutable"),
+    validation = Rule::new("!has(self.existingVpcId) || (!has(self.endpoints) && !has(self.internet) && !has(self.peering))").message("endpoints, internet and peering are of a managed VPC (network.vpcCidr); an existing VPC is never changed"),
+    validation = Rule::new("!has(self.internet) || self.internet || !has(self.natGateways) || self.natGateways == 'none'").message("network.internet: false has no NAT gateway: natGateways must be none or unset"),
+    validation = Rule::new("has(self.internet) == has(oldSelf.internet)").message("internet is immutable"),
 )]
 pub struct NetworkSpec {
     /// IPv4 CIDR of the managed VPC, a /16 to /24 network address, e.g. `10.0.0.0/16`.
@@ -129,6 +133,32 @@ pub struct NetworkSpec {
     #[schemars(length(max = 50))]
     pub ingress: Vec<IngressRule>,
 
+    /// VPC endpoints, by service: `s3` and `dynamodb` are gateway endpoints
+    /// on every route table the cluster manages (S3 traffic then goes
+    /// through no NAT gateway); the others, e.g. `ecr.api`, `ecr.dkr`, `sts`,
+    /// `ssm`, `ec2messages`, `ssmmessages`, `logs`, are interface endpoints
+    /// in the private subnets, with private DNS and a security group of
+    /// their own that admits HTTPS from the VPC. A managed VPC only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 64), regex(pattern = patterns::ENDPOINT_SERVICE)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub endpoints: Vec<String>,
+
+    /// Whether the network reaches the internet (default true). `false`: no
+    /// internet gateway, no NAT gateway, no public subnets; the nodes reach
+    /// AWS through `endpoints` only. A managed VPC only. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("internet is immutable"))]
+    pub internet: Option<bool>,
+
+    /// Peering connections with the team's other VPCs. Their CIDRs must not
+    /// overlap the cluster's (refused before anything is made); routes to
+    /// them go into the cluster's route tables. A managed VPC only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["vpcId".into()]))]
+    pub peering: Vec<Peering>,
+
     /// An existing VPC to use instead of a managed one; never modified or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = patterns::VPC_ID))]
@@ -140,6 +170,40 @@ pub struct NetworkSpec {
     #[schemars(length(min = 1, max = 16), inner(regex(pattern = patterns::SUBNET_ID)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub existing_subnet_ids: Option<Vec<String>>,
+}
+
+/// A peering connection with another VPC.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Peering {
+    /// The peer VPC.
+    #[schemars(regex(pattern = patterns::VPC_ID))]
+    pub vpc_id: String,
+    /// The AWS account of the peer VPC (default the cluster's). A peer in
+    /// the cluster's own account and region is accepted by the operator;
+    /// any other must be accepted by its owner (`PeeringPendingAcceptance`
+    /// says what to do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::ACCOUNT_ID))]
+    pub owner_id: Option<String>,
+    /// The region of the peer VPC (default the cluster's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = patterns::REGION))]
+    pub region: Option<String>,
+    /// The peer's CIDRs the cluster's route tables route to (default the
+    /// peer VPC's CIDR blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 18), regex(pattern = patterns::IPV4_CIDR)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub routes: Vec<String>,
+    /// Route tables of the peer VPC that get a route back to the cluster's
+    /// CIDR. These are not the cluster's: the operator adds exactly that
+    /// route and removes exactly it on deletion, and touches nothing else
+    /// of them. Default none: the peer's owner routes back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = patterns::ROUTE_TABLE_ID)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub peer_route_table_ids: Vec<String>,
 }
 
 /// How private subnets reach the internet.
@@ -656,6 +720,12 @@ pub struct NetworkStatus {
     pub route_table_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_group_id: Option<String>,
+    /// The VPC endpoints (`network.endpoints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_ids: Vec<String>,
+    /// The peering connections (`network.peering`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peering_connection_ids: Vec<String>,
 }
 
 /// One subnet in use.

@@ -10,8 +10,8 @@ pub use cloud_account::{
 pub use compute_cluster::{
     CapacityType, ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec,
     ComputeClusterStatus, DeletionPolicy, HttpTokens, IngressRule, InstanceStatus, Market,
-    MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Protocol, Rollout, RootVolume,
-    SubnetKind, VolumeType,
+    MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Peering, Protocol, Rollout,
+    RootVolume, SubnetKind, VolumeType,
 };
 
 use kube::CustomResourceExt;
@@ -30,6 +30,11 @@ pub mod patterns {
     pub const IPV4_CIDR: &str = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$";
     pub const VPC_ID: &str = r"^vpc-[0-9a-f]{8,17}$";
     pub const SUBNET_ID: &str = r"^subnet-[0-9a-f]{8,17}$";
+    pub const ROUTE_TABLE_ID: &str = r"^rtb-[0-9a-f]{8,17}$";
+    pub const ACCOUNT_ID: &str = r"^[0-9]{12}$";
+    /// A VPC endpoint service, as named after `com.amazonaws.<region>.`:
+    /// `s3`, `ecr.dkr`, `ssmmessages`.
+    pub const ENDPOINT_SERVICE: &str = r"^[a-z0-9]+([.-][a-z0-9]+)*$";
     pub const AMI_ID: &str = r"^ami-[0-9a-f]{8,17}$";
     /// A Secret data key.
     pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod created;
 pub mod dependents;
+pub mod endpoint;
 pub mod error;
 pub mod instance_profile;
 pub mod instances;

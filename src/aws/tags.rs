@@ -32,6 +32,8 @@ pub const PART: &str = "byoc.dev/part";
 pub const ZONE: &str = "byoc.dev/zone";
 /// Node group of an instance.
 pub const NODE_GROUP: &str = "byoc.dev/node-group";
+/// The service of a VPC endpoint (`s3`, `ecr.dkr`).
+pub const ENDPOINT_SERVICE: &str = "byoc.dev/endpoint-service";
 /// Hash of the launch configuration an instance was launched with.
 pub const LAUNCH_CONFIG: &str = "byoc.dev/launch-config";
 pub const NAME: &str = "Name";

@@ -56,7 +56,9 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
                 subnet_ids: subnet_ids.clone(),
             })
         }
-        NetworkPlan::Managed { cidr, zones, nat } => (*cidr, zones, *nat),
+        NetworkPlan::Managed {
+            cidr, zones, nat, ..
+        } => (*cidr, zones, *nat),
     };
     let zones = match zones {
         Zones::Named(z) => z.clone(),

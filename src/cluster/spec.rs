@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use crate::api::{
     CloudAccount, ClusterIam, ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec,
+    Peering,
 };
 use crate::aws::tags::OwnershipTags;
 
@@ -56,11 +57,31 @@ pub enum NetworkPlan {
         cidr: Ipv4Net,
         zones: Zones,
         nat: NatGateways,
+        /// An internet gateway and public subnets (`network.internet`).
+        internet: bool,
+        /// The VPC endpoints' services, sorted.
+        endpoints: Vec<String>,
+        /// The peering connections.
+        peering: Vec<PeeringPlan>,
     },
     Existing {
         vpc_id: String,
         subnet_ids: Vec<String>,
     },
+}
+
+/// A peering connection as validated: its routes parsed, none overlapping
+/// the cluster's CIDR.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeeringPlan {
+    pub vpc_id: String,
+    /// The peer's account, when not the cluster's.
+    pub owner_id: Option<String>,
+    /// The peer's region, when not the cluster's.
+    pub region: Option<String>,
+    /// The peer's CIDRs to route to; empty: the peer VPC's own blocks.
+    pub routes: Vec<Ipv4Net>,
+    pub peer_route_table_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +114,14 @@ pub enum SpecError {
     TooManyZones { max: u32 },
     #[error("set at most one of network.availabilityZones or network.azCount")]
     ZonesTwice,
+    #[error("spec.network.peering {vpc_id}: route {route:?} is not an IPv4 CIDR")]
+    PeeringRoute { vpc_id: String, route: String },
+    #[error("spec.network.peering {vpc_id}: {route} overlaps the cluster's vpcCidr {cidr}; peered VPCs need ranges that do not overlap")]
+    PeeringOverlap {
+        vpc_id: String,
+        route: Ipv4Net,
+        cidr: Ipv4Net,
+    },
     #[error("nodeGroups {group}: healthCheckGracePeriod is not a duration like 90s or 5m")]
     GracePeriod { group: String },
     #[error("nodeGroups {group}: sshPublicKey {problem}")]
@@ -247,11 +276,56 @@ fn managed_network(
         (None, None) => Zones::Count(DEFAULT_AZ_COUNT),
         (Some(_), Some(_)) => return Err(SpecError::ZonesTwice),
     };
+    let mut endpoints = network.endpoints.clone();
+    endpoints.sort();
+    endpoints.dedup();
+    let peering = network
+        .peering
+        .iter()
+        .map(|p| peering_plan(p, cidr))
+        .collect::<Result<_, _>>()?;
     Ok(NetworkPlan::Managed {
         cidr,
         zones,
         nat: network.nat_gateways.unwrap_or_default(),
+        internet: network.internet.unwrap_or(true),
+        endpoints,
+        peering,
     })
+}
+
+/// A peering connection's routes parsed and checked against the cluster's
+/// CIDR: an overlap is refused before anything is made.
+fn peering_plan(p: &Peering, cidr: Ipv4Net) -> Result<PeeringPlan, SpecError> {
+    let routes = p
+        .routes
+        .iter()
+        .map(|r| {
+            r.parse::<Ipv4Net>().map_err(|_| SpecError::PeeringRoute {
+                vpc_id: p.vpc_id.clone(),
+                route: r.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(route) = routes.iter().find(|r| overlaps(**r, cidr)) {
+        return Err(SpecError::PeeringOverlap {
+            vpc_id: p.vpc_id.clone(),
+            route: *route,
+            cidr,
+        });
+    }
+    Ok(PeeringPlan {
+        vpc_id: p.vpc_id.clone(),
+        owner_id: p.owner_id.clone(),
+        region: p.region.clone(),
+        routes,
+        peer_route_table_ids: p.peer_route_table_ids.clone(),
+    })
+}
+
+/// Whether two IPv4 networks share an address.
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// An OpenSSH public key line whose body decodes as a key of the named
@@ -435,6 +509,22 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn overlapping_networks() {
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().expect("a CIDR");
+        let rows = [
+            ("10.0.0.0/16", "10.1.0.0/16", false, "side by side"),
+            ("10.0.0.0/16", "10.0.128.0/17", true, "inside"),
+            ("10.0.128.0/17", "10.0.0.0/16", true, "around"),
+            ("10.0.0.0/16", "10.0.0.0/16", true, "the same"),
+            ("10.0.0.0/24", "10.0.1.0/24", false, "adjacent"),
+            ("172.16.0.0/12", "172.31.255.0/24", true, "at the end"),
+        ];
+        for (a, b, want, why) in rows {
+            assert_eq!(super::overlaps(net(a), net(b)), want, "{why}");
+        }
     }
 
     #[test]

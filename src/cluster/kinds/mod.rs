@@ -3,6 +3,7 @@
 //! calls that carry the decision out (`ensure`) and its part of deletion
 //! (`delete`). `crate::aws` underneath is thin SDK calls only.
 
+pub mod endpoints;
 pub mod iam;
 pub mod images;
 pub mod internet_gateway;

@@ -1,0 +1,194 @@
+//! VPC endpoints (`network.endpoints`): a gateway endpoint per gateway
+//! service on every route table the cluster manages, an interface endpoint
+//! per other service in the private subnets, with the endpoints' own
+//! security group. The decision is pure (`plan`); `ensure` carries it out.
+
+use std::collections::BTreeSet;
+
+use crate::aws::endpoint::{is_gateway, Attachments, EndpointState, ObservedEndpoint};
+
+/// Where the endpoints go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Every route table the cluster manages.
+    pub route_table_ids: Vec<String>,
+    /// The private subnets, one per zone.
+    pub private_subnet_ids: Vec<String>,
+    /// The endpoints' security group.
+    pub security_group_id: String,
+}
+
+/// What the endpoints need.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointActions {
+    /// `(service, where)`.
+    pub create: Vec<(String, Attachments)>,
+    /// `(endpoint ID, gateway, add, remove)`.
+    pub modify: Vec<(String, bool, Vec<String>, Vec<String>)>,
+    /// Endpoints of services no longer asked for, and second ones of a
+    /// service (kept: the lowest ID, the same choice every pass).
+    pub delete: Vec<String>,
+    /// The endpoint kept for each service asked for.
+    pub kept: Vec<String>,
+}
+
+/// `services`: what the spec asks for; `observed`: the cluster's endpoints.
+pub fn plan(services: &[String], at: &Placement, observed: &[ObservedEndpoint]) -> EndpointActions {
+    let mut actions = EndpointActions::default();
+    let mut live: Vec<&ObservedEndpoint> = observed
+        .iter()
+        .filter(|e| e.state != EndpointState::Ending)
+        .collect();
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut served = BTreeSet::new();
+    for e in live {
+        let wanted = services.contains(&e.service) && is_gateway(&e.service) == e.gateway;
+        if !wanted || !served.insert(e.service.clone()) {
+            actions.delete.push(e.id.clone());
+            continue;
+        }
+        actions.kept.push(e.id.clone());
+        let (have, want) = if e.gateway {
+            (&e.route_table_ids, &at.route_table_ids)
+        } else {
+            (&e.subnet_ids, &at.private_subnet_ids)
+        };
+        let add: Vec<String> = want.iter().filter(|x| !have.contains(x)).cloned().collect();
+        let remove: Vec<String> = have.iter().filter(|x| !want.contains(x)).cloned().collect();
+        if !add.is_empty() || !remove.is_empty() {
+            actions.modify.push((e.id.clone(), e.gateway, add, remove));
+        }
+    }
+    for service in services.iter().filter(|s| !served.contains(*s)) {
+        let attachments = if is_gateway(service) {
+            Attachments::Gateway {
+                route_table_ids: at.route_table_ids.clone(),
+            }
+        } else {
+            Attachments::Interface {
+                subnet_ids: at.private_subnet_ids.clone(),
+                security_group_id: at.security_group_id.clone(),
+            }
+        };
+        actions.create.push((service.clone(), attachments));
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Placement {
+        Placement {
+            route_table_ids: vec!["rtb-pub".into(), "rtb-a".into()],
+            private_subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+            security_group_id: "sg-endpoints".into(),
+        }
+    }
+
+    fn seen(id: &str, service: &str, attached: &[&str], state: EndpointState) -> ObservedEndpoint {
+        let gateway = is_gateway(service);
+        let attached: Vec<String> = attached.iter().map(|s| s.to_string()).collect();
+        ObservedEndpoint {
+            id: id.into(),
+            service: service.into(),
+            gateway,
+            state,
+            route_table_ids: if gateway { attached.clone() } else { vec![] },
+            subnet_ids: if gateway { vec![] } else { attached },
+            security_group_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn endpoints_plan() {
+        use EndpointState::*;
+        let s3_everywhere = seen("vpce-1", "s3", &["rtb-pub", "rtb-a"], Available);
+        let ecr_everywhere = seen("vpce-2", "ecr.dkr", &["subnet-a", "subnet-b"], Pending);
+        // (asked, observed, created, modified, deleted, why)
+        type Row<'a> = (
+            Vec<&'a str>,
+            Vec<ObservedEndpoint>,
+            Vec<&'a str>,
+            Vec<&'a str>,
+            Vec<&'a str>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (vec!["s3", "ecr.dkr"], vec![], vec!["s3", "ecr.dkr"], vec![], vec![], "a new cluster"),
+            (
+                vec!["s3", "ecr.dkr"],
+                vec![s3_everywhere.clone(), ecr_everywhere.clone()],
+                vec![],
+                vec![],
+                vec![],
+                "in place, one still pending",
+            ),
+            (
+                vec!["s3"],
+                vec![seen("vpce-1", "s3", &["rtb-pub"], Available)],
+                vec![],
+                vec!["vpce-1"],
+                vec![],
+                "a route table added since",
+            ),
+            (
+                vec!["s3"],
+                vec![s3_everywhere.clone(), ecr_everywhere.clone()],
+                vec![],
+                vec![],
+                vec!["vpce-2"],
+                "a service no longer asked for",
+            ),
+            (
+                vec!["s3"],
+                vec![seen("vpce-9", "s3", &["rtb-pub", "rtb-a"], Available), s3_everywhere.clone()],
+                vec![],
+                vec![],
+                vec!["vpce-9"],
+                "a second endpoint of a service (a crash between create and status): the lowest ID kept",
+            ),
+            (
+                vec!["s3"],
+                vec![seen("vpce-1", "s3", &["rtb-pub", "rtb-a"], Ending)],
+                vec!["s3"],
+                vec![],
+                vec![],
+                "deleted out of band: made again",
+            ),
+        ];
+        for (asked, observed, created, modified, deleted, why) in rows {
+            let asked: Vec<String> = asked.into_iter().map(String::from).collect();
+            let got = plan(&asked, &at(), &observed);
+            let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+            assert_eq!(
+                (
+                    got.create
+                        .iter()
+                        .map(|(s, _)| s.clone())
+                        .collect::<Vec<_>>(),
+                    got.modify
+                        .iter()
+                        .map(|(id, ..)| id.clone())
+                        .collect::<Vec<_>>(),
+                    got.delete,
+                ),
+                (names(created), names(modified), names(deleted)),
+                "{why}"
+            );
+        }
+        let created = plan(&["ecr.dkr".to_string()], &at(), &[]);
+        assert_eq!(
+            created.create,
+            vec![(
+                "ecr.dkr".to_string(),
+                Attachments::Interface {
+                    subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+                    security_group_id: "sg-endpoints".into(),
+                }
+            )],
+            "an interface endpoint in the private subnets, with the endpoints' group"
+        );
+    }
+}
