@@ -16,6 +16,7 @@ use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeVpcs",
     "ec2:DescribeVpcEndpoints",
+    "ec2:DescribeVpcPeeringConnections",
     "ec2:DescribeSubnets",
     "ec2:DescribeInternetGateways",
     "ec2:DescribeAddresses",
@@ -36,6 +37,7 @@ pub const DESCRIBE: &[&str] = &[
 pub const CREATE: &[&str] = &[
     "ec2:CreateVpc",
     "ec2:CreateVpcEndpoint",
+    "ec2:CreateVpcPeeringConnection",
     "ec2:CreateSubnet",
     "ec2:CreateInternetGateway",
     "ec2:AllocateAddress",
@@ -50,6 +52,8 @@ pub const MUTATE_OWNED: &[&str] = &[
     "ec2:ModifyVpcAttribute",
     "ec2:ModifyVpcEndpoint",
     "ec2:DeleteVpcEndpoints",
+    "ec2:AcceptVpcPeeringConnection",
+    "ec2:DeleteVpcPeeringConnection",
     "ec2:ModifySubnetAttribute",
     "ec2:AttachInternetGateway",
     "ec2:DetachInternetGateway",
@@ -220,7 +224,7 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": {"StringEquals": {"ec2:CreateAction": [
             "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances", "CreateVpcEndpoint"]}}}),
+            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances", "CreateVpcEndpoint", "CreateVpcPeeringConnection"]}}}),
         json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": adopt}),
         json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",

@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod key_pair;
 pub mod nat_gateway;
 pub mod pacing;
+pub mod peering;
 pub mod quotas;
 pub mod route_table;
 pub mod security_group;

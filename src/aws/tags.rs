@@ -34,6 +34,8 @@ pub const ZONE: &str = "byoc.dev/zone";
 pub const NODE_GROUP: &str = "byoc.dev/node-group";
 /// The service of a VPC endpoint (`s3`, `ecr.dkr`).
 pub const ENDPOINT_SERVICE: &str = "byoc.dev/endpoint-service";
+/// The peer VPC of a peering connection.
+pub const PEER_VPC: &str = "byoc.dev/peer-vpc";
 /// Hash of the launch configuration an instance was launched with.
 pub const LAUNCH_CONFIG: &str = "byoc.dev/launch-config";
 pub const NAME: &str = "Name";
