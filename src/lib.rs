@@ -170,6 +170,12 @@ pub enum MissingNetwork {
     Subnet { id: String, vpc_id: String },
     #[error("security group {id} (additionalSecurityGroupIds) was not found in VPC {vpc_id}")]
     SecurityGroup { id: String, vpc_id: String },
+    #[error(
+        "peer VPC {vpc_id} (network.peering) was not found in the cluster's account and region"
+    )]
+    PeerVpc { vpc_id: String },
+    #[error("route table {id} (network.peering peerRouteTableIds) was not found")]
+    PeerRouteTable { id: String },
 }
 
 /// Why a pass could not go on, in the user's words. Its [`Reason::as_str`]

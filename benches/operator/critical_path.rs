@@ -94,7 +94,7 @@ pub(crate) fn longest_sequential_chain(trace: &[Call]) -> (usize, Vec<String>) {
 /// calls that wait for each other, calls made at once counted once. The
 /// reference topology's node groups are private.
 pub(crate) fn critical_path() -> CriticalPath {
-    graph::critical_path(false)
+    graph::critical_path(graph::Shape::BASIC)
 }
 
 /// The critical path priced at the measured call durations: the slowest of
@@ -115,7 +115,7 @@ pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[Call]) -> f64 {
 /// pending state. The longest waits the profile drew are `waits`.
 pub(crate) fn price_with_waits(trace: &[Call], waits: &Waits) -> f64 {
     let wait = |name: &str| waited(waits, name);
-    graph::chains(false)
+    graph::chains(graph::Shape::BASIC)
         .iter()
         .map(|chain| {
             let at = |op: &str| chain.iter().position(|s| s.starts_with(op));

@@ -10,6 +10,7 @@
 
 use serde_json::{json, Value};
 
+use crate::aws::route_table::{PEER_ROUTES, PEER_ROUTES_OPEN};
 use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 
 /// Read-only calls: observation by tag and lookups.
@@ -54,6 +55,7 @@ pub const MUTATE_OWNED: &[&str] = &[
     "ec2:DeleteVpcEndpoints",
     "ec2:AcceptVpcPeeringConnection",
     "ec2:DeleteVpcPeeringConnection",
+    "ec2:DeleteRoute",
     "ec2:ModifySubnetAttribute",
     "ec2:AttachInternetGateway",
     "ec2:DetachInternetGateway",
@@ -232,6 +234,14 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
+        // The accepter side of a connection the operator requested (the
+        // connection itself is tagged: ChangeOwned): a VPC of the account's.
+        json!({"Sid": "AcceptOwnPeering", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
+         "Resource": "arn:aws:ec2:*:*:vpc/*"}),
+        // Routes back in a peer's table, only where its owner opened it.
+        json!({"Sid": "PeerRouteTables", "Effect": "Allow", "Action": ["ec2:CreateRoute", "ec2:DeleteRoute"],
+         "Resource": "arn:aws:ec2:*:*:route-table/*",
+         "Condition": {"StringEquals": {format!("aws:ResourceTag/{PEER_ROUTES}"): PEER_ROUTES_OPEN}}}),
     ]
 }
 

@@ -74,6 +74,8 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// A node group replaces its instances with a new launch configuration.
     pub const ROLLING_UPDATE: &str = "RollingUpdate";
+    /// A peering connection waits for the peer's owner to accept it.
+    pub const PEERING_PENDING_ACCEPTANCE: &str = "PeeringPendingAcceptance";
     /// The operator broke one of its own invariants (a bug to report).
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// `deletionPolicy: Retain`: the AWS resources were let go of.

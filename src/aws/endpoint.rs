@@ -34,8 +34,18 @@ pub enum EndpointState {
     /// `pendingAcceptance`, `pending`: AWS is making it.
     Pending,
     Available,
-    /// `deleting`, `deleted`, `rejected`, `failed`, `expired`: gone or going.
-    Ending,
+    /// `deleting`: AWS is removing it (its network interfaces still hold
+    /// the subnets and security group).
+    Deleting,
+    /// `deleted`, `rejected`, `failed`, `expired`: nothing left to act on.
+    Gone,
+}
+
+impl EndpointState {
+    /// Pending or available: serving, or about to.
+    pub fn is_live(self) -> bool {
+        matches!(self, EndpointState::Pending | EndpointState::Available)
+    }
 }
 
 impl EndpointState {
@@ -43,7 +53,8 @@ impl EndpointState {
         match state.to_ascii_lowercase().as_str() {
             "pending" | "pendingacceptance" => EndpointState::Pending,
             "available" => EndpointState::Available,
-            _ => EndpointState::Ending,
+            "deleting" => EndpointState::Deleting,
+            _ => EndpointState::Gone,
         }
     }
 }
@@ -61,12 +72,14 @@ pub struct ObservedEndpoint {
     pub security_group_ids: Vec<String>,
 }
 
-pub async fn describe(
-    c: &AwsClients,
-    region: &str,
-    scope: Scope<'_>,
-) -> AwsResult<Vec<Owned<ObservedEndpoint>>> {
+pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedEndpoint>>> {
     const OP: &str = "ec2:DescribeVpcEndpoints";
+    let region = c
+        .ec2
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
     let mut out = Vec::new();
     let mut pages = c
         .ec2
@@ -82,7 +95,7 @@ pub async fn describe(
             let name = required(e.service_name(), OP, "ServiceName")?;
             let endpoint = ObservedEndpoint {
                 id: required(e.vpc_endpoint_id(), OP, "VpcEndpointId")?,
-                service: service_of(region, &name).unwrap_or(&name).to_string(),
+                service: service_of(&region, &name).unwrap_or(&name).to_string(),
                 gateway: e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway),
                 state: EndpointState::of(e.state().map(|s| s.as_str()).unwrap_or_default()),
                 route_table_ids: e.route_table_ids().to_vec(),

@@ -15,8 +15,9 @@ pub enum PeeringState {
     /// `pending-acceptance`: the peer's owner must accept it.
     PendingAcceptance,
     Active,
-    /// `deleting`, `deleted`, `rejected`, `failed`, `expired`.
-    Ending,
+    /// `deleting`, `deleted`, `rejected`, `failed`, `expired`: nothing
+    /// left to act on.
+    Gone,
 }
 
 impl PeeringState {
@@ -25,7 +26,7 @@ impl PeeringState {
             "initiating-request" | "provisioning" => PeeringState::Pending,
             "pending-acceptance" => PeeringState::PendingAcceptance,
             "active" => PeeringState::Active,
-            _ => PeeringState::Ending,
+            _ => PeeringState::Gone,
         }
     }
 }

@@ -104,17 +104,28 @@ pub async fn set_default_route(
     target: &str,
     exists: bool,
 ) -> AwsResult<()> {
-    let nat = target.starts_with("nat-");
+    set_route(c, table_id, DEFAULT_ROUTE, target, exists).await
+}
+
+/// Points the route to `destination` at `target` (`igw-…`, `nat-…` or
+/// `pcx-…`), creating it or, when one `exists`, replacing it.
+pub async fn set_route(
+    c: &AwsClients,
+    table_id: &str,
+    destination: &str,
+    target: &str,
+    exists: bool,
+) -> AwsResult<()> {
     // The same route either way; only the call differs.
-    macro_rules! default_route {
+    macro_rules! route {
         ($request:expr, $operation:literal) => {{
             let r = $request
                 .route_table_id(table_id)
-                .destination_cidr_block(DEFAULT_ROUTE);
-            let r = if nat {
-                r.nat_gateway_id(target)
-            } else {
-                r.gateway_id(target)
+                .destination_cidr_block(destination);
+            let r = match target.split_once('-').map(|(kind, _)| kind) {
+                Some("nat") => r.nat_gateway_id(target),
+                Some("pcx") => r.vpc_peering_connection_id(target),
+                _ => r.gateway_id(target),
             };
             r.customize()
                 .retrying_new_ids()
@@ -125,9 +136,9 @@ pub async fn set_default_route(
         }};
     }
     if exists {
-        default_route!(c.ec2.replace_route(), "ec2:ReplaceRoute")
+        route!(c.ec2.replace_route(), "ec2:ReplaceRoute")
     } else {
-        default_route!(c.ec2.create_route(), "ec2:CreateRoute")
+        route!(c.ec2.create_route(), "ec2:CreateRoute")
     }
 }
 
@@ -165,5 +176,127 @@ pub async fn delete(c: &AwsClients, table: &ObservedRouteTable) -> AwsResult<()>
         .send()
         .await
         .op("ec2:DeleteRouteTable")
+        .or_gone()
+}
+
+/// Tag by which a team opens one of its own route tables to routes back
+/// to a cluster it peers with (`peerRouteTableIds`); the generated policy
+/// lets the operator change no other table it does not own.
+pub const PEER_ROUTES: &str = "byoc.dev/peer-routes";
+pub const PEER_ROUTES_OPEN: &str = "allowed";
+
+/// A route, in any table, to a peering connection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeeringRoute {
+    pub table_id: String,
+    pub destination: String,
+    pub peering_id: String,
+}
+
+/// Every route to one of the peering connections `ids`, in any table the
+/// caller sees: one call (none without connections).
+pub async fn peering_routes(c: &AwsClients, ids: &[String]) -> AwsResult<Vec<PeeringRoute>> {
+    const OP: &str = "ec2:DescribeRouteTables";
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("route.vpc-peering-connection-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    let mut out = Vec::new();
+    let mut pages = c
+        .ec2
+        .describe_route_tables()
+        .filters(filter)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for t in page.op(OP)?.route_tables() {
+            let table_id = required(t.route_table_id(), OP, "RouteTableId")?;
+            for r in t.routes() {
+                let (Some(dest), Some(pcx)) =
+                    (r.destination_cidr_block(), r.vpc_peering_connection_id())
+                else {
+                    continue;
+                };
+                if ids.iter().any(|i| i == pcx) {
+                    out.push(PeeringRoute {
+                        table_id: table_id.clone(),
+                        destination: dest.to_string(),
+                        peering_id: pcx.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A route table of the peer's, as far as routes back need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTable {
+    pub id: String,
+    pub vpc_id: String,
+    /// Tagged [`PEER_ROUTES`]` = `[`PEER_ROUTES_OPEN`].
+    pub open: bool,
+    /// `(destination, target)` of each IPv4 route.
+    pub routes: Vec<(String, String)>,
+}
+
+/// The listed tables that exist and the caller sees.
+pub async fn peer_tables(c: &AwsClients, ids: &[String]) -> AwsResult<Vec<PeerTable>> {
+    const OP: &str = "ec2:DescribeRouteTables";
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("route-table-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    let out = c
+        .ec2
+        .describe_route_tables()
+        .filters(filter)
+        .send()
+        .await
+        .op(OP)?;
+    out.route_tables()
+        .iter()
+        .map(|t| {
+            Ok(PeerTable {
+                id: required(t.route_table_id(), OP, "RouteTableId")?,
+                vpc_id: t.vpc_id().unwrap_or_default().to_string(),
+                open: tag_value(t.tags(), PEER_ROUTES) == Some(PEER_ROUTES_OPEN),
+                routes: t
+                    .routes()
+                    .iter()
+                    .filter_map(|r| {
+                        let dest = r.destination_cidr_block()?;
+                        let target = r
+                            .gateway_id()
+                            .or(r.nat_gateway_id())
+                            .or(r.vpc_peering_connection_id())
+                            .or(r.transit_gateway_id())
+                            .or(r.network_interface_id())
+                            .or(r.instance_id())
+                            .unwrap_or("unknown");
+                        Some((dest.to_string(), target.to_string()))
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+pub async fn delete_route(c: &AwsClients, table_id: &str, destination: &str) -> AwsResult<()> {
+    c.ec2
+        .delete_route()
+        .route_table_id(table_id)
+        .destination_cidr_block(destination)
+        .send()
+        .await
+        .op("ec2:DeleteRoute")
         .or_gone()
 }

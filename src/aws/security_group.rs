@@ -1,9 +1,10 @@
-//! The nodes' security group and its ingress rules.
+//! The cluster's security groups (the nodes', and the VPC endpoints') and
+//! their ingress rules.
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 
 use super::settling::RetryNewIds;
-use super::tags::{claim, Claim, Owned, OwnershipTags, Scope};
+use super::tags::{claim, tag_value, Claim, Owned, OwnershipTags, Scope, PART};
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
 /// A security group ingress permission, normalised for comparison.
@@ -23,10 +24,28 @@ pub enum Source {
     Group(String),
 }
 
+/// What a group of the cluster's is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupPart {
+    Nodes,
+    /// The interface VPC endpoints' (HTTPS from the VPC).
+    Endpoints,
+}
+
+impl GroupPart {
+    fn tag(self) -> &'static str {
+        match self {
+            GroupPart::Nodes => "nodes-security-group",
+            GroupPart::Endpoints => "endpoints-security-group",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedSecurityGroup {
     pub id: String,
     pub vpc_id: String,
+    pub part: GroupPart,
     pub ingress: Vec<Permission>,
 }
 
@@ -50,6 +69,10 @@ pub async fn describe(
             let group = ObservedSecurityGroup {
                 id: required(g.group_id(), OP, "GroupId")?,
                 vpc_id: required(g.vpc_id(), OP, "VpcId")?,
+                part: match tag_value(g.tags(), PART) {
+                    Some(t) if t == GroupPart::Endpoints.tag() => GroupPart::Endpoints,
+                    _ => GroupPart::Nodes,
+                },
                 ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
             };
             out.push((uid, group));
@@ -139,21 +162,22 @@ pub async fn create(
     owner: &OwnershipTags,
     vpc_id: &str,
     name: &str,
+    part: GroupPart,
 ) -> AwsResult<String> {
+    let of = match part {
+        GroupPart::Nodes => "nodes",
+        GroupPart::Endpoints => "VPC endpoints",
+    };
     let out = c
         .ec2
         .create_security_group()
         .group_name(name)
         .description(format!(
-            "byoc-operator nodes of {}/{}",
+            "byoc-operator {of} of {}/{}",
             owner.namespace, owner.name
         ))
         .vpc_id(vpc_id)
-        .tag_specifications(owner.ec2_spec(
-            ResourceType::SecurityGroup,
-            "nodes-security-group",
-            &[],
-        ))
+        .tag_specifications(owner.ec2_spec(ResourceType::SecurityGroup, part.tag(), &[]))
         .customize()
         .retrying_new_ids()
         .send()

@@ -15,8 +15,8 @@ use kube::{Api, Resource, ResourceExt};
 use super::catching_up::recent;
 use super::graph::{Step, DELETION};
 use super::kinds::{
-    iam, internet_gateway, key_pairs, nat_gateways, node_groups, route_tables, security_group,
-    subnets, vpc, Deleted, Observed,
+    endpoints, iam, internet_gateway, key_pairs, nat_gateways, node_groups, peering, route_tables,
+    security_group, subnets, vpc, Deleted, Observed,
 };
 use super::next_look::next_look_deleting;
 use super::spec::AccountRef;
@@ -464,6 +464,10 @@ pub async fn delete_pass(
                 nat_gateways::delete(c, owner, &o.nat_gateways, &o.addresses).await?
             }
             Step::KeyPairs => all(key_pairs::delete(c, &o.key_pairs).await)?,
+            Step::Endpoints => endpoints::delete(c, owner, &o.endpoints).await?,
+            Step::Peering => {
+                peering::delete(c, &o.peerings, &o.peering_routes, &o.route_tables).await?
+            }
             Step::RouteTables => all(route_tables::delete(c, &o.route_tables).await)?,
             Step::InternetGateway => all(internet_gateway::delete(c, &o.internet_gateways).await)?,
             Step::Subnets => all(subnets::delete(c, &o.subnets).await)?,
@@ -476,7 +480,9 @@ pub async fn delete_pass(
             | Step::Addresses
             | Step::PublicIps
             | Step::PublicRoute
-            | Step::PrivateRoutes => Deleted::All,
+            | Step::PrivateRoutes
+            | Step::EndpointGroup
+            | Step::PeeringRoutes => Deleted::All,
         };
         if left != Deleted::All {
             return Ok(left);

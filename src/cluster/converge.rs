@@ -12,19 +12,22 @@ use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use ipnet::Ipv4Net;
 
 use super::catalog::Catalog;
-use super::graph::{self, Step, STEPS};
+use super::graph::{self, Shape, Step, STEPS};
+use super::kinds::endpoints::{self, EndpointsDone, Placement};
 use super::kinds::iam::{self, Iam};
 use super::kinds::images;
 use super::kinds::nat_gateways::{self, nat_zones};
 use super::kinds::node_groups::{self, NodeNetwork};
+use super::kinds::peering::{self, PeeringDone};
 use super::kinds::route_tables::{self, Table};
 use super::kinds::subnets::{self, DesiredSubnet};
 use super::kinds::{internet_gateway, key_pairs, security_group, vpc, Pass};
-use super::spec::{NetworkPlan, ValidatedSpec, Zones};
+use super::spec::{NetworkPlan, PeeringPlan, ValidatedSpec, Zones};
 use super::status::Progress;
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::conditions::reason;
 use crate::api::NatGateways;
+use crate::aws::endpoint::is_gateway;
 use crate::aws::nat_gateway::NatState;
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::AwsClients;
@@ -35,6 +38,9 @@ struct Managed {
     cidr: Ipv4Net,
     zones: Vec<String>,
     nat: NatGateways,
+    internet: bool,
+    endpoints: Vec<String>,
+    peering: Vec<PeeringPlan>,
     desired_subnets: Vec<DesiredSubnet>,
     nat_zones: Vec<String>,
 }
@@ -49,7 +55,7 @@ enum Layout {
 }
 
 async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Result<Layout, Error> {
-    let (cidr, zones, nat) = match &spec.network {
+    let (cidr, zones, nat, internet, endpoints, peering) = match &spec.network {
         NetworkPlan::Existing { vpc_id, subnet_ids } => {
             return Ok(Layout::Existing {
                 vpc_id: vpc_id.clone(),
@@ -57,8 +63,13 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
             })
         }
         NetworkPlan::Managed {
-            cidr, zones, nat, ..
-        } => (*cidr, zones, *nat),
+            cidr,
+            zones,
+            nat,
+            internet,
+            endpoints,
+            peering,
+        } => (*cidr, zones, *nat, *internet, endpoints, peering),
     };
     let zones = match zones {
         Zones::Named(z) => z.clone(),
@@ -77,10 +88,13 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
     };
     Ok(Layout::Managed(Managed {
         cidr,
-        desired_subnets: subnets::carve(cidr, &zones).map_err(Error::InvalidSpec)?,
+        desired_subnets: subnets::carve(cidr, &zones, internet).map_err(Error::InvalidSpec)?,
         nat_zones: nat_zones(nat, &zones),
         zones,
         nat,
+        internet,
+        endpoints: endpoints.clone(),
+        peering: peering.clone(),
     }))
 }
 
@@ -103,6 +117,10 @@ struct Board {
     tables: OnceLock<Vec<Table>>,
     public_route: OnceLock<()>,
     private_routes: OnceLock<bool>,
+    endpoint_group: OnceLock<String>,
+    endpoints: OnceLock<EndpointsDone>,
+    peering: OnceLock<PeeringDone>,
+    peering_routes: OnceLock<()>,
     nodes: OnceLock<Vec<NodeGroupStatus>>,
     /// Unhealthy instances replaced, one line each.
     replaced: OnceLock<Vec<String>>,
@@ -124,9 +142,10 @@ struct StepInput<'a> {
     pass: Pass<'a>,
     catalog: &'a Catalog,
     layout: &'a Layout,
-    /// The VPC and NAT gateways status knew before this pass.
+    /// The VPC, NAT gateways and endpoints status knew before this pass.
     known_vpc: Option<String>,
     known_nats: Vec<String>,
+    known_endpoints: Vec<String>,
 }
 
 /// Brings AWS to `spec`. `Ok` when every step ran (readiness is in `progress`).
@@ -142,6 +161,7 @@ pub async fn converge(
         layout: &layout,
         known_vpc: progress.network.vpc_id.clone(),
         known_nats: progress.network.nat_gateway_ids.clone(),
+        known_endpoints: progress.network.endpoint_ids.clone(),
     };
     let board = Board::default();
     let failure = run_steps(&input, &board).await;
@@ -154,15 +174,10 @@ pub async fn converge(
 /// others run to the end. Returns the first error.
 async fn run_steps(input: &StepInput<'_>, board: &Board) -> Option<Error> {
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let public_nodes = input
-        .pass
-        .spec
-        .node_groups
-        .iter()
-        .any(|g| node_groups::wants_public(g));
+    let shape = shape(input.pass.spec);
     let mut done: BTreeMap<Step, Shared<BoxFuture<'_, bool>>> = BTreeMap::new();
     for def in STEPS {
-        let needs: Vec<_> = graph::needs(def, public_nodes)
+        let needs: Vec<_> = graph::needs(def, shape)
             .filter_map(|s| done.get(&s).cloned())
             .collect();
         let failure = &failure;
@@ -187,6 +202,36 @@ async fn run_steps(input: &StepInput<'_>, board: &Board) -> Option<Error> {
     failure.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What of the graph `spec` uses.
+pub fn shape(spec: &ValidatedSpec) -> Shape {
+    let public_nodes = spec
+        .node_groups
+        .iter()
+        .any(|g| node_groups::wants_public(g));
+    match &spec.network {
+        NetworkPlan::Managed {
+            nat,
+            internet,
+            endpoints,
+            peering,
+            ..
+        } => Shape {
+            public_nodes,
+            internet: *internet,
+            nat: *nat != NatGateways::None,
+            endpoints: !endpoints.is_empty(),
+            peering: !peering.is_empty(),
+        },
+        NetworkPlan::Existing { .. } => Shape {
+            public_nodes,
+            internet: true,
+            nat: false,
+            endpoints: false,
+            peering: false,
+        },
+    }
+}
+
 async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Error> {
     let p = input.pass;
     match (step, input.layout) {
@@ -197,6 +242,12 @@ async fn run_step(step: Step, input: &StepInput<'_>, b: &Board) -> Result<(), Er
             &b.sg,
             security_group::ensure(p, got(&b.vpc, "the VPC")?).await?,
         ),
+        (Step::NodeGroups, Layout::Managed(m))
+            if !m.internet && b.endpoints.get().is_some_and(|e| !e.available) =>
+        {
+            // Nodes without internet reach AWS through the endpoints alone.
+            Ok(())
+        }
         (Step::NodeGroups, _) => {
             let network = NodeNetwork {
                 vpc_id: got(&b.vpc, "the VPC")?,
@@ -254,16 +305,79 @@ async fn network_step(
             subnets::ensure_public_ips(p, got(&b.subnets, "the subnets")?).await?;
             put(&b.public_ips, ())
         }
+        // Without internet: no gateway, so no route to it.
+        Step::InternetGateway if !m.internet => Ok(()),
+        Step::PublicRoute if !m.internet => put(&b.public_route, ()),
         Step::InternetGateway => put(
             &b.igw,
             internet_gateway::ensure(p, got(&b.vpc, "the VPC")?).await?,
         ),
+        Step::EndpointGroup | Step::Endpoints => endpoints_step(step, m, input, b).await,
+        Step::Peering | Step::PeeringRoutes => peering_step(step, m, input, b).await,
         Step::NatGateways => put(&b.nats, nat_gateways_step(m, input, b).await?),
-        Step::RouteTables | Step::PublicRoute | Step::PrivateRoutes => {
-            route_step(step, m, input, b).await
-        }
+        Step::RouteTables | Step::PrivateRoutes => route_step(step, m, input, b).await,
+        Step::PublicRoute => route_step(step, m, input, b).await,
         Step::Iam | Step::Images | Step::KeyPairs | Step::SecurityGroup | Step::NodeGroups => {
             Err(Error::Internal(format!("{step:?} is not a network step")))
+        }
+    }
+}
+
+/// The VPC endpoints and their security group.
+async fn endpoints_step(
+    step: Step,
+    m: &Managed,
+    input: &StepInput<'_>,
+    b: &Board,
+) -> Result<(), Error> {
+    let p = input.pass;
+    let vpc_id = got(&b.vpc, "the VPC")?;
+    let interface = m.endpoints.iter().any(|s| !is_gateway(s));
+    match step {
+        Step::EndpointGroup if !interface => put(&b.endpoint_group, String::new()),
+        Step::EndpointGroup => put(
+            &b.endpoint_group,
+            endpoints::ensure_group(p, vpc_id, &m.cidr.to_string()).await?,
+        ),
+        _ => {
+            let tables = got(&b.tables, "the route tables")?;
+            let subnets = got(&b.subnets, "the subnets")?;
+            let at = Placement {
+                route_table_ids: tables.iter().map(|t| t.id.clone()).collect(),
+                private_subnet_ids: subnets
+                    .iter()
+                    .filter(|s| !s.public)
+                    .map(|s| s.id.clone())
+                    .collect(),
+                security_group_id: got(&b.endpoint_group, "the endpoints' group")?.clone(),
+            };
+            let done = endpoints::ensure(p, vpc_id, &m.endpoints, &at, &input.known_endpoints);
+            put(&b.endpoints, done.await?)
+        }
+    }
+}
+
+/// The peering connections and the routes to them.
+async fn peering_step(
+    step: Step,
+    m: &Managed,
+    input: &StepInput<'_>,
+    b: &Board,
+) -> Result<(), Error> {
+    let p = input.pass;
+    match step {
+        Step::Peering => {
+            let vpc_id = got(&b.vpc, "the VPC")?;
+            put(&b.peering, peering::ensure(p, vpc_id, &m.peering).await?)
+        }
+        _ => {
+            let done = got(&b.peering, "the peering connections")?;
+            let tables: Vec<String> = got(&b.tables, "the route tables")?
+                .iter()
+                .map(|t| t.id.clone())
+                .collect();
+            peering::ensure_routes(p, done, &tables, m.cidr).await?;
+            put(&b.peering_routes, ())
         }
     }
 }
@@ -298,7 +412,8 @@ async fn route_step(
     let p = input.pass;
     match step {
         Step::RouteTables => {
-            let wanted = route_tables::wanted(m.nat, &m.zones, got(&b.subnets, "the subnets")?);
+            let subnets = got(&b.subnets, "the subnets")?;
+            let wanted = route_tables::wanted(m.nat, &m.zones, subnets, m.internet);
             let tables = route_tables::ensure_tables(p, got(&b.vpc, "the VPC")?, &wanted).await?;
             put(&b.tables, tables)
         }
@@ -341,7 +456,40 @@ async fn existing_network(input: &StepInput<'_>, b: &Board) -> Result<(), Error>
     put(&b.tables, vec![])?;
     put(&b.public_route, ())?;
     put(&b.private_routes, true)?;
+    put(&b.endpoints, EndpointsDone::default())?;
+    put(&b.peering, PeeringDone::default())?;
+    put(&b.peering_routes, ())?;
     put(&b.vpc, vpc_id.clone())
+}
+
+/// What the pass learned of the endpoints and peering; whether they are
+/// in place (every endpoint available, every connection active and routed).
+fn learn_reach(b: &Board, progress: &mut Progress) -> bool {
+    let endpoints = b.endpoints.get();
+    if let Some(e) = endpoints {
+        progress.network.endpoint_ids = e.ids.clone();
+        if !e.available {
+            progress
+                .waiting
+                .push("VPC endpoints to become available".into());
+            progress.aws_creating = true;
+        }
+    }
+    let peering = b.peering.get();
+    if let Some(done) = peering {
+        progress.network.peering_connection_ids =
+            done.connections.iter().map(|c| c.id.clone()).collect();
+        progress.peering_pending = done.pending.clone();
+        if !done.active() && done.pending.is_empty() {
+            progress
+                .waiting
+                .push("peering connections to become active".into());
+            progress.aws_creating = true;
+        }
+    }
+    endpoints.is_some_and(|e| e.available)
+        && peering.is_some_and(|d| d.active())
+        && b.peering_routes.get().is_some()
 }
 
 /// What the pass learned, whatever failed.
@@ -378,8 +526,11 @@ fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
     if let Some(tables) = b.tables.get() {
         progress.network.route_table_ids = tables.iter().map(|t| t.id.clone()).collect();
     }
-    progress.network_ready =
-        nats_ready && b.public_route.get().is_some() && b.private_routes.get() == Some(&true);
+    let reach = learn_reach(b, progress);
+    progress.network_ready = reach
+        && nats_ready
+        && b.public_route.get().is_some()
+        && b.private_routes.get() == Some(&true);
     if let Some(nodes) = b.nodes.get() {
         *progress.node_groups_mut() = nodes.clone();
         // Launched and not running yet.
@@ -459,6 +610,12 @@ mod tests {
             let _ = b.nats.set(nats(state));
             let _ = b.public_route.set(());
             let _ = b.private_routes.set(private);
+            let _ = b.endpoints.set(EndpointsDone {
+                ids: vec![],
+                available: true,
+            });
+            let _ = b.peering.set(PeeringDone::default());
+            let _ = b.peering_routes.set(());
         };
         let nothing = Learned {
             vpc: false,

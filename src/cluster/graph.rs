@@ -24,19 +24,70 @@ pub enum Step {
     RouteTables,
     PublicRoute,
     PrivateRoutes,
+    EndpointGroup,
+    Endpoints,
+    Peering,
+    PeeringRoutes,
     NodeGroups,
 }
 
-/// When a need applies.
+/// When a need applies, or a step makes calls at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
     Always,
     /// Only when a node group launches into public subnets.
     PublicNodes,
+    /// Only when the network reaches the internet (`network.internet`).
+    Internet,
+    /// Only when the network has NAT gateways.
+    Nat,
+    /// Only in a network without internet: the nodes reach AWS through
+    /// the endpoints alone.
+    Private,
+    /// Only when the spec asks for VPC endpoints.
+    WithEndpoints,
+    /// Only when the spec asks for peering connections.
+    WithPeering,
+}
+
+/// What of the graph a spec uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub public_nodes: bool,
+    pub internet: bool,
+    pub nat: bool,
+    pub endpoints: bool,
+    pub peering: bool,
+}
+
+impl Shape {
+    /// A managed network with internet and a NAT gateway, private nodes,
+    /// no endpoints or peering: the benchmark's cluster.
+    pub const BASIC: Shape = Shape {
+        public_nodes: false,
+        internet: true,
+        nat: true,
+        endpoints: false,
+        peering: false,
+    };
+
+    pub fn holds(&self, when: When) -> bool {
+        match when {
+            When::Always => true,
+            When::PublicNodes => self.public_nodes,
+            When::Internet => self.internet,
+            When::Nat => self.nat,
+            When::Private => !self.internet,
+            When::WithEndpoints => self.endpoints,
+            When::WithPeering => self.peering,
+        }
+    }
 }
 
 pub struct StepDef {
     pub step: Step,
+    /// When the step makes calls (else it only passes on what it needs).
+    pub runs: When,
     pub needs: &'static [(Step, When)],
     /// The calls it makes in sequence when everything is new (calls it
     /// makes at once count as one).
@@ -50,76 +101,122 @@ use When::*;
 /// round of describes finds what exists.
 pub const STEPS: &[StepDef] = &[
     StepDef {
+        runs: Always,
         step: Vpc,
         needs: &[],
         calls: &["CreateVpc"],
     },
     StepDef {
+        runs: Always,
         step: VpcDns,
         needs: &[(Vpc, Always)],
         calls: &["ModifyVpcAttribute"],
     },
     StepDef {
+        runs: Always,
         step: Iam,
         needs: &[],
         calls: &["CreateRole", "AddRoleToInstanceProfile"],
     },
     StepDef {
+        runs: Always,
         step: Images,
         needs: &[],
         calls: &["DescribeInstanceTypes", "DescribeImages"],
     },
     StepDef {
+        runs: Always,
         step: KeyPairs,
         needs: &[],
         calls: &["ImportKeyPair"],
     },
     StepDef {
+        runs: Nat,
         step: Addresses,
         needs: &[],
         calls: &["AllocateAddress"],
     },
     StepDef {
+        runs: Always,
         step: Subnets,
         needs: &[(Vpc, Always)],
         calls: &["CreateSubnet"],
     },
     StepDef {
+        runs: Internet,
         step: PublicIps,
         needs: &[(Subnets, Always)],
         calls: &["ModifySubnetAttribute"],
     },
     StepDef {
+        runs: Internet,
         step: InternetGateway,
         needs: &[(Vpc, Always)],
         calls: &["CreateInternetGateway", "AttachInternetGateway"],
     },
     StepDef {
+        runs: Always,
         step: SecurityGroup,
         needs: &[(Vpc, Always)],
         calls: &["CreateSecurityGroup", "AuthorizeSecurityGroupIngress"],
     },
     StepDef {
+        runs: Nat,
         step: NatGateways,
         needs: &[(Subnets, Always), (Addresses, Always)],
         calls: &["CreateNatGateway", "DescribeNatGateways (available)"],
     },
     StepDef {
+        runs: Always,
         step: RouteTables,
         needs: &[(Vpc, Always), (Subnets, Always)],
         calls: &["CreateRouteTable", "AssociateRouteTable"],
     },
     StepDef {
+        runs: Internet,
         step: PublicRoute,
         needs: &[(RouteTables, Always), (InternetGateway, Always)],
         calls: &["CreateRoute (public)"],
     },
     StepDef {
+        runs: Nat,
         step: PrivateRoutes,
         needs: &[(RouteTables, Always), (NatGateways, Always)],
         calls: &["CreateRoute (private, via NAT)"],
     },
     StepDef {
+        runs: WithEndpoints,
+        step: EndpointGroup,
+        needs: &[(Vpc, Always)],
+        calls: &[
+            "CreateSecurityGroup (endpoints)",
+            "AuthorizeSecurityGroupIngress",
+        ],
+    },
+    StepDef {
+        runs: WithEndpoints,
+        step: Step::Endpoints,
+        needs: &[(RouteTables, Always), (EndpointGroup, Always)],
+        calls: &["CreateVpcEndpoint", "DescribeVpcEndpoints (available)"],
+    },
+    StepDef {
+        runs: WithPeering,
+        step: Step::Peering,
+        needs: &[(Vpc, Always)],
+        calls: &[
+            "CreateVpcPeeringConnection",
+            "AcceptVpcPeeringConnection",
+            "DescribeVpcPeeringConnections (active)",
+        ],
+    },
+    StepDef {
+        runs: WithPeering,
+        step: PeeringRoutes,
+        needs: &[(RouteTables, Always), (Step::Peering, Always)],
+        calls: &["CreateRoute (peering)"],
+    },
+    StepDef {
+        runs: Always,
         step: NodeGroups,
         needs: &[
             (Subnets, Always),
@@ -129,6 +226,7 @@ pub const STEPS: &[StepDef] = &[
             (Images, Always),
             (KeyPairs, Always),
             (PublicIps, PublicNodes),
+            (Step::Endpoints, Private),
         ],
         calls: &["RunInstances", "DescribeInstances (running)"],
     },
@@ -142,6 +240,8 @@ pub const STEPS: &[StepDef] = &[
 pub const DELETION: &[Step] = &[
     NodeGroups,
     KeyPairs,
+    Step::Endpoints,
+    Step::Peering,
     NatGateways,
     RouteTables,
     InternetGateway,
@@ -158,7 +258,9 @@ pub const CREATION_ONLY: &[(Step, Step)] = &[(PrivateRoutes, NatGateways)];
 
 /// The step of [`DELETION`] that removes what `step` made (its settings go
 /// with the resource: DNS with the VPC, public IPs with the subnets, the
-/// Elastic IPs with their NAT gateways, routes with their tables); `None`
+/// Elastic IPs with their NAT gateways, routes with their tables, the
+/// endpoints' group with the nodes', the routes in a peer's tables with
+/// their peering connection); `None`
 /// for a step that makes nothing to delete.
 pub fn deleted_with(step: Step) -> Option<Step> {
     match step {
@@ -167,6 +269,8 @@ pub fn deleted_with(step: Step) -> Option<Step> {
         PublicIps => Some(Subnets),
         Addresses => Some(NatGateways),
         PublicRoute | PrivateRoutes => Some(RouteTables),
+        EndpointGroup => Some(SecurityGroup),
+        PeeringRoutes => Some(Step::Peering),
         other => Some(other),
     }
 }
@@ -174,11 +278,11 @@ pub fn deleted_with(step: Step) -> Option<Step> {
 /// The round of describes every pass starts with.
 pub const OBSERVE: &str = "Describe* (observe)";
 
-/// The steps a step waits for, given whether any node group is public.
-pub fn needs(def: &StepDef, public_nodes: bool) -> impl Iterator<Item = Step> + '_ {
+/// The steps a step waits for in a spec of `shape`.
+pub fn needs(def: &StepDef, shape: Shape) -> impl Iterator<Item = Step> + '_ {
     def.needs
         .iter()
-        .filter(move |(_, when)| *when == Always || public_nodes)
+        .filter(move |(_, when)| shape.holds(*when))
         .map(|(step, _)| *step)
 }
 
@@ -190,8 +294,8 @@ pub struct CriticalPath {
     pub chains: Vec<Vec<&'static str>>,
 }
 
-pub fn critical_path(public_nodes: bool) -> CriticalPath {
-    let longest = chains(public_nodes);
+pub fn critical_path(shape: Shape) -> CriticalPath {
+    let longest = chains(shape);
     let calls = longest.iter().map(Vec::len).max().unwrap_or(1);
     CriticalPath {
         calls,
@@ -202,18 +306,16 @@ pub fn critical_path(public_nodes: bool) -> CriticalPath {
 /// Per step, the longest chain of calls that ends with it (which chain
 /// takes longest depends on how long AWS takes, e.g. a NAT gateway's
 /// pending state on its chain).
-pub fn chains(public_nodes: bool) -> Vec<Vec<&'static str>> {
+pub fn chains(shape: Shape) -> Vec<Vec<&'static str>> {
     let mut longest: BTreeMap<Step, Vec<&'static str>> = BTreeMap::new();
     for def in STEPS {
-        let before = needs(def, public_nodes)
+        let before = needs(def, shape)
             .filter_map(|s| longest.get(&s))
             .max_by_key(|chain| chain.len())
             .cloned()
             .unwrap_or_else(|| vec![OBSERVE]);
-        let chain: Vec<&'static str> = before
-            .into_iter()
-            .chain(def.calls.iter().copied())
-            .collect();
+        let calls = def.calls.iter().filter(|_| shape.holds(def.runs));
+        let chain: Vec<&'static str> = before.into_iter().chain(calls.copied()).collect();
         longest.insert(def.step, chain);
     }
     longest.into_values().collect()
@@ -237,7 +339,7 @@ mod tests {
             }
             seen.push(def.step);
         }
-        assert_eq!(seen.len(), 15);
+        assert_eq!(seen.len(), 19);
     }
 
     #[test]
@@ -269,7 +371,7 @@ mod tests {
 
     #[test]
     fn critical_path_of_a_new_network() {
-        let path = critical_path(false);
+        let path = critical_path(Shape::BASIC);
         assert!(
             path.chains.contains(&vec![
                 OBSERVE,
@@ -285,6 +387,46 @@ mod tests {
         assert!(path.chains.iter().all(|c| c.len() == 6 && c[0] == OBSERVE));
         // Public nodes wait for the subnets' public IP setting too; the
         // NAT chain stays the longest.
-        assert_eq!(critical_path(true).calls, 6);
+        let public_nodes = Shape {
+            public_nodes: true,
+            ..Shape::BASIC
+        };
+        assert_eq!(critical_path(public_nodes).calls, 6);
+    }
+
+    #[test]
+    fn critical_path_of_a_private_network_with_endpoints_and_peering() {
+        let shape = Shape {
+            internet: false,
+            nat: false,
+            endpoints: true,
+            peering: true,
+            ..Shape::BASIC
+        };
+        let path = critical_path(shape);
+        assert_eq!(
+            path.chains,
+            vec![vec![
+                OBSERVE,
+                "CreateVpc",
+                "CreateSubnet",
+                "CreateRouteTable",
+                "AssociateRouteTable",
+                "CreateVpcEndpoint",
+                "DescribeVpcEndpoints (available)",
+                "RunInstances",
+                "DescribeInstances (running)"
+            ]],
+            "private nodes wait for the endpoints"
+        );
+        let no_calls_of = |what: &str| path.chains.iter().flatten().all(|c| !c.contains(what));
+        assert!(no_calls_of("Nat") && no_calls_of("InternetGateway"));
+        // With internet, the nodes do not wait for the endpoints.
+        let with_internet = critical_path(Shape {
+            internet: true,
+            nat: true,
+            ..shape
+        });
+        assert_eq!(with_internet.calls, 7, "{with_internet:?}");
     }
 }

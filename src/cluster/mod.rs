@@ -45,7 +45,7 @@ use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
 use next_look::{next_look, NextLook, PassEnd};
 use resync::{Member, Resync};
-use spec::{AccountRef, ValidatedSpec};
+use spec::{AccountRef, NetworkPlan, ValidatedSpec};
 use status::{Proceed, Report};
 
 pub const CONTROLLER: &str = "computecluster";
@@ -425,12 +425,15 @@ async fn converge_pass(
         if let Some(note) = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await? {
             progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
         }
+        let account_id = &input.resolved.account_id;
+        kinds::peering::preflight(&clients, spec, account_id, &observed.peerings).await?;
         let pass = kinds::Pass {
             c: &clients,
             spec,
             observed: &observed,
             user_data: &user_data,
             recorded: &input.recorded,
+            account_id: &input.resolved.account_id,
         };
         converge::converge(&ctx.catalog, pass, progress).await?;
         Ok(observed)
@@ -508,9 +511,20 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
         .and_then(|s| s.iam.as_ref())
         .is_some_and(|iam| !iam.managed_policy_arns.is_empty());
     let changed = status.and_then(|s| s.observed_generation) != cc.metadata.generation;
+    let network = status.and_then(|s| s.network.as_ref());
+    let (endpoints, peering) = match &spec.network {
+        NetworkPlan::Managed {
+            endpoints, peering, ..
+        } => (!endpoints.is_empty(), !peering.is_empty()),
+        NetworkPlan::Existing { .. } => (false, false),
+    };
     Looks {
         key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
         role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
+        endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || changed,
+        peering: peering
+            || network.is_some_and(|n| !n.peering_connection_ids.is_empty())
+            || changed,
     }
 }
 
@@ -602,68 +616,131 @@ mod tests {
 
     #[test]
     fn what_a_pass_describes_beyond_every_pass() {
-        // (node groups, spec's policies, status's policies, generation
-        // observed, looks, why)
+        // (node group, spec's policies, status's policies, network asked,
+        // network in status, generation observed, looks, why)
         let key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBUe8WXdciTjIF9A4ssgb5fI76msqWQ00GpX7iDC6DnX u";
         let plain = serde_json::json!({"name": "w", "instanceType": "t3.large", "count": 1});
         let keyed = serde_json::json!({"name": "w", "instanceType": "t3.large", "count": 1,
             "sshPublicKey": key});
         let policy = "arn:aws:iam::aws:policy/P";
-        let looks = |key_pairs, role_policies| Looks {
-            key_pairs,
-            role_policies,
-        };
+        let nothing = Looks::NONE;
+        use serde_json::json;
+        let managed = json!({"vpcCidr": "10.0.0.0/16"});
+        let none = json!({});
         let rows = [
             (
                 plain.clone(),
                 None,
                 None,
+                managed.clone(),
+                none.clone(),
                 1,
-                looks(false, false),
+                nothing,
                 "nothing extra",
             ),
             (
                 keyed,
                 None,
                 None,
+                managed.clone(),
+                none.clone(),
                 1,
-                looks(true, false),
+                Looks {
+                    key_pairs: true,
+                    ..nothing
+                },
                 "a group imports a key",
             ),
             (
                 plain.clone(),
                 Some(policy),
                 None,
+                managed.clone(),
+                none.clone(),
                 1,
-                looks(false, true),
+                Looks {
+                    role_policies: true,
+                    ..nothing
+                },
                 "the spec asks for policies",
             ),
             (
                 plain.clone(),
                 None,
                 Some(policy),
+                managed.clone(),
+                none.clone(),
                 1,
-                looks(false, true),
+                Looks {
+                    role_policies: true,
+                    ..nothing
+                },
                 "status recorded some: to detach",
+            ),
+            (
+                plain.clone(),
+                None,
+                None,
+                json!({"vpcCidr": "10.0.0.0/16", "endpoints": ["s3"]}),
+                none.clone(),
+                1,
+                Looks {
+                    endpoints: true,
+                    ..nothing
+                },
+                "the spec asks for endpoints",
+            ),
+            (
+                plain.clone(),
+                None,
+                None,
+                managed.clone(),
+                json!({"endpointIds": ["vpce-1"], "peeringConnectionIds": ["pcx-1"]}),
+                1,
+                Looks {
+                    endpoints: true,
+                    peering: true,
+                    ..nothing
+                },
+                "status recorded endpoints and a connection: to delete",
+            ),
+            (
+                plain.clone(),
+                None,
+                None,
+                json!({"vpcCidr": "10.0.0.0/16",
+                    "peering": [{"vpcId": "vpc-0123456789abcdef0"}]}),
+                none.clone(),
+                1,
+                Looks {
+                    peering: true,
+                    ..nothing
+                },
+                "the spec asks for peering",
             ),
             (
                 plain,
                 None,
                 None,
+                managed,
+                none,
                 0,
-                looks(false, true),
+                Looks {
+                    key_pairs: false,
+                    ..Looks::ALL
+                },
                 "the spec changed since the last status",
             ),
         ];
-        for (group, asked, recorded, observed, want, why) in rows {
+        for (group, asked, recorded, network, in_status, observed, want, why) in rows {
             let cc: ComputeCluster = serde_json::from_value(serde_json::json!({
                 "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
                 "metadata": {"name": "c", "namespace": "team", "uid": "cc-1", "generation": 1},
                 "spec": {"cloudAccountRef": {"name": "acme"}, "region": "us-east-1",
-                    "network": {"vpcCidr": "10.0.0.0/16"}, "nodeGroups": [group],
+                    "network": network, "nodeGroups": [group],
                     "iam": {"managedPolicyArns": asked.into_iter().collect::<Vec<_>>()}},
-                "status": {"observedGeneration": observed,
+                "status": {"observedGeneration": observed, "network": in_status,
                     "iam": {"managedPolicyArns": recorded.into_iter().collect::<Vec<_>>()}}
             }))
             .expect("a ComputeCluster");

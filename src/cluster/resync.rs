@@ -92,9 +92,9 @@ async fn describe(
     installation: &str,
     members: &BTreeMap<String, Entry<Member>>,
 ) -> AwsResult<Seen> {
-    let key_pairs = members.values().any(|e| e.member.looks.key_pairs);
+    let looks = (members.values()).fold(Looks::NONE, |all, e| all.or(e.member.looks));
     let (mut by_owner, roles, impaired) = tokio::try_join!(
-        Observed::describe_ec2(c, Scope::Operator(installation), key_pairs),
+        Observed::describe_ec2(c, Scope::Operator(installation), looks),
         instance_profile::describe_account(c, installation),
         instances::impaired_in_region(c),
     )?;
@@ -103,9 +103,7 @@ async fn describe(
         .map(|(uid, e)| {
             let m = &e.member;
             let mut observed = by_owner.remove(uid).unwrap_or_default();
-            if !m.looks.key_pairs {
-                observed.key_pairs.clear();
-            }
+            m.looks.clear_unlooked(&mut observed);
             observed.iam =
                 instance_profile::observed_in(&roles, &m.iam_name, uid, m.looks.role_policies);
             let sick = observed
@@ -155,6 +153,13 @@ pub fn fingerprint(o: &Observed, looks: Looks) -> u64 {
     if looks.key_pairs {
         kind(&mut h, &o.key_pairs);
     }
+    if looks.endpoints {
+        kind(&mut h, &o.endpoints);
+    }
+    if looks.peering {
+        kind(&mut h, &o.peerings);
+        kind(&mut h, &o.peering_routes);
+    }
     let mut iam = o.iam.clone();
     iam.profile_roles.sort();
     match looks.role_policies {
@@ -202,10 +207,7 @@ mod tests {
         o
     }
 
-    const PLAIN: Looks = Looks {
-        key_pairs: false,
-        role_policies: false,
-    };
+    const PLAIN: Looks = Looks::NONE;
 
     #[test]
     fn a_fingerprint_ignores_order_and_what_was_not_looked_at() {

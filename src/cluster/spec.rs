@@ -70,6 +70,18 @@ pub enum NetworkPlan {
     },
 }
 
+impl NetworkPlan {
+    /// A managed network's CIDR and peering connections.
+    pub fn peering(&self) -> Option<(Ipv4Net, &[PeeringPlan])> {
+        match self {
+            NetworkPlan::Managed { cidr, peering, .. } if !peering.is_empty() => {
+                Some((*cidr, peering))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A peering connection as validated: its routes parsed, none overlapping
 /// the cluster's CIDR.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +133,14 @@ pub enum SpecError {
         vpc_id: String,
         route: Ipv4Net,
         cidr: Ipv4Net,
+    },
+    #[error("spec.network.peering: route table {id} (peerRouteTableIds) is not open to routes back; its owner tags it {tag} to allow them")]
+    PeerTableClosed { id: String, tag: String },
+    #[error("spec.network.peering: route table {id} (peerRouteTableIds) already routes {destination} to {target}; the operator never replaces a route it did not make")]
+    PeerRouteTaken {
+        id: String,
+        destination: String,
+        target: String,
     },
     #[error("nodeGroups {group}: healthCheckGracePeriod is not a duration like 90s or 5m")]
     GracePeriod { group: String },
@@ -276,6 +296,7 @@ fn managed_network(
         (None, None) => Zones::Count(DEFAULT_AZ_COUNT),
         (Some(_), Some(_)) => return Err(SpecError::ZonesTwice),
     };
+    let internet = network.internet.unwrap_or(true);
     let mut endpoints = network.endpoints.clone();
     endpoints.sort();
     endpoints.dedup();
@@ -287,8 +308,12 @@ fn managed_network(
     Ok(NetworkPlan::Managed {
         cidr,
         zones,
-        nat: network.nat_gateways.unwrap_or_default(),
-        internet: network.internet.unwrap_or(true),
+        // Without internet, no NAT gateway (the schema refuses one asked for).
+        nat: match internet {
+            true => network.nat_gateways.unwrap_or_default(),
+            false => NatGateways::None,
+        },
+        internet,
         endpoints,
         peering,
     })

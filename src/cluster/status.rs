@@ -35,6 +35,8 @@ pub struct Progress {
     /// AWS is still creating something of the cluster's: a NAT gateway
     /// pending, or an instance launched and not yet running.
     pub aws_creating: bool,
+    /// Peering connections waiting for their peer's owner: what each must do.
+    pub peering_pending: Vec<String>,
 }
 
 impl Progress {
@@ -454,8 +456,17 @@ impl Report {
                 rolling.join("; "),
             )
         };
+        let network = match self.progress.peering_pending.is_empty() {
+            true => part(NETWORK_READY, network, "network"),
+            false => Desired::new(
+                NETWORK_READY,
+                false,
+                reason::PEERING_PENDING_ACCEPTANCE,
+                self.progress.peering_pending.join("; "),
+            ),
+        };
         let mut desired = vec![
-            part(NETWORK_READY, network, "network"),
+            network,
             part(IAM_READY, iam, "IAM role and instance profile"),
             node_groups,
         ];

@@ -5,7 +5,16 @@
 
 use std::collections::BTreeSet;
 
-use crate::aws::endpoint::{is_gateway, Attachments, EndpointState, ObservedEndpoint};
+use futures::future::try_join_all;
+
+use super::{iam::iam_name, Deleted, Pass};
+use crate::aws::endpoint::{self, is_gateway, Attachments, EndpointState, ObservedEndpoint};
+use crate::aws::security_group::{self, GroupPart, Permission, Source};
+use crate::aws::tags::{items, Scope};
+use crate::aws::token::client_token;
+use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
+use crate::cluster::catching_up::look_briefly;
+use crate::Error;
 
 /// Where the endpoints go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,10 +44,7 @@ pub struct EndpointActions {
 /// `services`: what the spec asks for; `observed`: the cluster's endpoints.
 pub fn plan(services: &[String], at: &Placement, observed: &[ObservedEndpoint]) -> EndpointActions {
     let mut actions = EndpointActions::default();
-    let mut live: Vec<&ObservedEndpoint> = observed
-        .iter()
-        .filter(|e| e.state != EndpointState::Ending)
-        .collect();
+    let mut live: Vec<&ObservedEndpoint> = observed.iter().filter(|e| e.state.is_live()).collect();
     live.sort_by(|a, b| a.id.cmp(&b.id));
     let mut served = BTreeSet::new();
     for e in live {
@@ -73,6 +79,151 @@ pub fn plan(services: &[String], at: &Placement, observed: &[ObservedEndpoint]) 
         actions.create.push((service.clone(), attachments));
     }
     actions
+}
+
+/// The one rule of the endpoints' group: HTTPS from the VPC.
+pub fn https_from(cidr: &str) -> Permission {
+    Permission {
+        protocol: "tcp".into(),
+        from_port: Some(443),
+        to_port: Some(443),
+        source: Source::Cidr(cidr.into()),
+    }
+}
+
+/// The endpoints' security group in `vpc_id`, made when missing, holding
+/// exactly HTTPS from `cidr`.
+pub async fn ensure_group(p: Pass<'_>, vpc_id: &str, cidr: &str) -> Result<String, Error> {
+    let existing = p
+        .observed
+        .security_groups
+        .iter()
+        .find(|g| g.vpc_id == vpc_id && g.part == GroupPart::Endpoints);
+    let (id, current) = match existing {
+        Some(g) => (g.id.clone(), g.ingress.clone()),
+        None => {
+            let name = format!("{}-endpoints", iam_name(&p.spec.owner));
+            let id =
+                security_group::create(p.c, &p.spec.owner, vpc_id, &name, GroupPart::Endpoints)
+                    .await?;
+            (id, vec![])
+        }
+    };
+    let want = [https_from(cidr)];
+    let authorize: Vec<Permission> = want
+        .iter()
+        .filter(|w| !current.contains(w))
+        .cloned()
+        .collect();
+    let revoke: Vec<Permission> = current.into_iter().filter(|c| !want.contains(c)).collect();
+    security_group::authorize(p.c, &id, &authorize).await?;
+    security_group::revoke(p.c, &id, &revoke).await?;
+    Ok(id)
+}
+
+/// One create per service: the same token for a retry after a crash (it
+/// returns the endpoint made then); a different one once the endpoints
+/// known before (status) changed, so one deleted out of band is made anew.
+pub fn endpoint_token(uid: &str, service: &str, known: &[String]) -> String {
+    let mut parts = vec![uid, service];
+    parts.extend(known.iter().map(String::as_str));
+    client_token("byoc-vpce", &parts)
+}
+
+/// The endpoints in place.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointsDone {
+    pub ids: Vec<String>,
+    /// Every one is available.
+    pub available: bool,
+}
+
+/// Brings the endpoints to `services` at `at`; `known`: the endpoint IDs
+/// status held before this pass.
+pub async fn ensure(
+    p: Pass<'_>,
+    vpc_id: &str,
+    services: &[String],
+    at: &Placement,
+    known: &[String],
+) -> Result<EndpointsDone, Error> {
+    let actions = plan(services, at, &p.observed.endpoints);
+    endpoint::delete(p.c, &actions.delete).await?;
+    try_join_all(
+        actions
+            .modify
+            .iter()
+            .map(|(id, gateway, add, remove)| endpoint::modify(p.c, id, *gateway, add, remove)),
+    )
+    .await?;
+    let region = &p.spec.region;
+    let created = try_join_all(actions.create.iter().map(|(service, where_)| {
+        let token = endpoint_token(&p.spec.owner.uid, service, known);
+        async move {
+            endpoint::create(p.c, &p.spec.owner, vpc_id, region, service, where_, &token).await
+        }
+    }))
+    .await?;
+    let mut ids = actions.kept.clone();
+    ids.extend(created.iter().cloned());
+    ids.sort();
+    let available_before = p
+        .observed
+        .endpoints
+        .iter()
+        .filter(|e| actions.kept.contains(&e.id))
+        .all(|e| e.state == EndpointState::Available);
+    // A gateway endpoint is available at once on AWS, an interface one
+    // takes a minute or two: look again shortly for the quick ones.
+    let available = look_briefly(
+        || async {
+            let now = items(endpoint::describe(p.c, Scope::Cluster(&p.spec.owner)).await?);
+            let ready = created.iter().all(|id| {
+                now.iter()
+                    .any(|e| &e.id == id && e.state == EndpointState::Available)
+            });
+            Ok::<_, Error>((ready, ready))
+        },
+        !created.is_empty(),
+    )
+    .await?
+    .unwrap_or(true);
+    Ok(EndpointsDone {
+        ids,
+        available: available && available_before,
+    })
+}
+
+/// Deletes every endpoint of the cluster's and, looking again briefly,
+/// whether AWS has finished (an interface endpoint's network interfaces
+/// hold its subnets and security group until it has).
+pub async fn delete(
+    c: &AwsClients,
+    owner: &OwnershipTags,
+    observed: &[ObservedEndpoint],
+) -> AwsResult<Deleted> {
+    let live: Vec<String> = observed
+        .iter()
+        .filter(|e| e.state.is_live())
+        .map(|e| e.id.clone())
+        .collect();
+    if observed.iter().all(|e| e.state == EndpointState::Gone) {
+        return Ok(Deleted::All);
+    }
+    endpoint::delete(c, &live).await?;
+    let gone = look_briefly(
+        || async {
+            let now = items(endpoint::describe(c, Scope::Cluster(owner)).await?);
+            let gone = now.iter().all(|e| e.state == EndpointState::Gone);
+            Ok::<_, AwsError>((gone, gone))
+        },
+        true,
+    )
+    .await?;
+    Ok(match gone {
+        Some(true) => Deleted::All,
+        _ => Deleted::Ending("VPC endpoints to be deleted"),
+    })
 }
 
 #[cfg(test)]
@@ -151,7 +302,7 @@ mod tests {
             ),
             (
                 vec!["s3"],
-                vec![seen("vpce-1", "s3", &["rtb-pub", "rtb-a"], Ending)],
+                vec![seen("vpce-1", "s3", &["rtb-pub", "rtb-a"], Gone)],
                 vec!["s3"],
                 vec![],
                 vec![],

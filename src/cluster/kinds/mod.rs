@@ -11,6 +11,7 @@ pub mod key_pairs;
 pub mod nat_gateways;
 pub mod node_groups;
 pub mod offerings;
+pub mod peering;
 pub mod route_tables;
 pub mod security_group;
 pub mod subnets;
@@ -18,6 +19,8 @@ pub mod vpc;
 
 use std::collections::BTreeMap;
 
+use crate::aws::endpoint::{self as endpoint_api, EndpointState};
+use crate::aws::peering::{self as peering_api, PeeringState};
 use crate::aws::tags::{Owned, Scope};
 use crate::aws::{
     instance_profile, instances, internet_gateway as igw_api, key_pair, nat_gateway, route_table,
@@ -39,6 +42,11 @@ pub struct Observed {
     pub security_groups: Vec<sg_api::ObservedSecurityGroup>,
     pub instances: Vec<instances::ObservedInstance>,
     pub key_pairs: Vec<key_pair::ObservedKeyPair>,
+    pub endpoints: Vec<endpoint_api::ObservedEndpoint>,
+    pub peerings: Vec<peering_api::ObservedPeering>,
+    /// Routes, in any route table, to the cluster's peering connections
+    /// (the cluster's own tables and the peer's it was given).
+    pub peering_routes: Vec<route_table::PeeringRoute>,
     pub iam: instance_profile::ObservedIam,
 }
 
@@ -52,13 +60,50 @@ pub struct Looks {
     pub key_pairs: bool,
     /// The managed policies attached to the nodes' role.
     pub role_policies: bool,
+    /// The VPC endpoints.
+    pub endpoints: bool,
+    /// The peering connections and the routes to them.
+    pub peering: bool,
 }
 
 impl Looks {
+    pub const NONE: Looks = Looks {
+        key_pairs: false,
+        role_policies: false,
+        endpoints: false,
+        peering: false,
+    };
+
     pub const ALL: Looks = Looks {
         key_pairs: true,
         role_policies: true,
+        endpoints: true,
+        peering: true,
     };
+
+    /// What either looks at.
+    pub fn or(self, other: Looks) -> Looks {
+        Looks {
+            key_pairs: self.key_pairs || other.key_pairs,
+            role_policies: self.role_policies || other.role_policies,
+            endpoints: self.endpoints || other.endpoints,
+            peering: self.peering || other.peering,
+        }
+    }
+
+    /// Empties in `o` what these looks leave out.
+    pub fn clear_unlooked(self, o: &mut Observed) {
+        if !self.key_pairs {
+            o.key_pairs.clear();
+        }
+        if !self.endpoints {
+            o.endpoints.clear();
+        }
+        if !self.peering {
+            o.peerings.clear();
+            o.peering_routes.clear();
+        }
+    }
 }
 
 impl Observed {
@@ -75,7 +120,7 @@ impl Observed {
     ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
         let (mut by_owner, iam) = tokio::try_join!(
-            Self::describe_ec2(c, Scope::Cluster(owner), looks.key_pairs),
+            Self::describe_ec2(c, Scope::Cluster(owner), looks),
             instance_profile::describe(c, owner, &name, looks.role_policies),
         )?;
         let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
@@ -86,6 +131,43 @@ impl Observed {
     /// The EC2 kinds of `scope` by owning cluster's UID (IAM left empty):
     /// one tag-filtered call per kind (and its pages), at once.
     pub async fn describe_ec2(
+        c: &AwsClients,
+        scope: Scope<'_>,
+        looks: Looks,
+    ) -> AwsResult<BTreeMap<String, Observed>> {
+        async fn when<T>(
+            yes: bool,
+            f: impl std::future::Future<Output = AwsResult<Vec<T>>>,
+        ) -> AwsResult<Vec<T>> {
+            match yes {
+                true => f.await,
+                false => Ok(vec![]),
+            }
+        }
+        let (ec2, endpoints, peerings) = tokio::try_join!(
+            Self::describe_network(c, scope, looks.key_pairs),
+            when(looks.endpoints, endpoint_api::describe(c, scope)),
+            when(looks.peering, peering_api::describe(c, scope)),
+        )?;
+        let mut by_owner = ec2;
+        let live: Vec<String> = peerings
+            .iter()
+            .filter(|(_, p)| p.state != PeeringState::Gone)
+            .map(|(_, p)| p.id.clone())
+            .collect();
+        let routes = route_table::peering_routes(c, &live).await?;
+        for (uid, peering) in &peerings {
+            let theirs = routes.iter().filter(|r| r.peering_id == peering.id);
+            let o = by_owner.entry(uid.clone()).or_default();
+            o.peering_routes.extend(theirs.cloned());
+        }
+        split(&mut by_owner, endpoints, |o| &mut o.endpoints);
+        split(&mut by_owner, peerings, |o| &mut o.peerings);
+        Ok(by_owner)
+    }
+
+    /// The network, instance and key-pair kinds of `scope` by owner.
+    async fn describe_network(
         c: &AwsClients,
         scope: Scope<'_>,
         key_pairs: bool,
@@ -107,15 +189,6 @@ impl Observed {
             },
         )?;
         let mut by_owner: BTreeMap<String, Observed> = BTreeMap::new();
-        fn split<T>(
-            by_owner: &mut BTreeMap<String, Observed>,
-            items: Vec<Owned<T>>,
-            field: fn(&mut Observed) -> &mut Vec<T>,
-        ) {
-            for (uid, item) in items {
-                field(by_owner.entry(uid).or_default()).push(item);
-            }
-        }
         split(&mut by_owner, vpcs, |o| &mut o.vpcs);
         split(&mut by_owner, subnets, |o| &mut o.subnets);
         split(&mut by_owner, igws, |o| &mut o.internet_gateways);
@@ -127,7 +200,20 @@ impl Observed {
         split(&mut by_owner, key_pairs, |o| &mut o.key_pairs);
         Ok(by_owner)
     }
+}
 
+/// Each owner's items into its part of the view.
+fn split<T>(
+    by_owner: &mut BTreeMap<String, Observed>,
+    items: Vec<Owned<T>>,
+    field: fn(&mut Observed) -> &mut Vec<T>,
+) {
+    for (uid, item) in items {
+        field(by_owner.entry(uid).or_default()).push(item);
+    }
+}
+
+impl Observed {
     /// Every resource ID the describe found: the live ones, and instances
     /// shutting down and NAT gateways failed or deleted (seen too).
     pub fn ids(&self) -> Vec<String> {
@@ -153,6 +239,16 @@ impl Observed {
                 .iter()
                 .map(|a| ("elastic-ip", a.allocation_id.clone())),
         );
+        let live_endpoints = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state != EndpointState::Gone);
+        out.extend(live_endpoints.map(|e| ("vpc-endpoint", e.id.clone())));
+        let live_peerings = self
+            .peerings
+            .iter()
+            .filter(|p| p.state != PeeringState::Gone);
+        out.extend(live_peerings.map(|p| ("peering-connection", p.id.clone())));
         out.extend(self.vpcs.iter().map(|v| ("vpc", v.id.clone())));
         out.extend(self.subnets.iter().map(|s| ("subnet", s.id.clone())));
         out.extend(
@@ -195,6 +291,12 @@ impl Observed {
             && self.security_groups.is_empty()
             && self.instances.is_empty()
             && self.key_pairs.is_empty()
+            && self
+                .endpoints
+                .iter()
+                .all(|e| e.state == EndpointState::Gone)
+            && self.peerings.iter().all(|p| p.state == PeeringState::Gone)
+            && self.peering_routes.is_empty()
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
     }
@@ -210,6 +312,8 @@ pub struct Pass<'a> {
     pub user_data: &'a BTreeMap<String, UserData>,
     /// Pinned images and a pending refresh, as the object says.
     pub recorded: &'a images::Recorded,
+    /// The account's ID, as verified.
+    pub account_id: &'a str,
 }
 
 /// What one kind's deletion left, after looking again briefly.

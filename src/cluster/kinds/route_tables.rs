@@ -40,8 +40,14 @@ pub struct WantedTable {
     pub route_to: RouteTo,
 }
 
-/// The tables the layout needs, given the subnets.
-pub fn wanted(nat: NatGateways, zones: &[String], subnets: &[ObservedSubnet]) -> Vec<WantedTable> {
+/// The tables the layout needs, given the subnets; without `internet`, no
+/// public table.
+pub fn wanted(
+    nat: NatGateways,
+    zones: &[String],
+    subnets: &[ObservedSubnet],
+    internet: bool,
+) -> Vec<WantedTable> {
     let serving = |public: bool, zones: &[String]| -> Vec<String> {
         subnets
             .iter()
@@ -75,7 +81,8 @@ pub fn wanted(nat: NatGateways, zones: &[String], subnets: &[ObservedSubnet]) ->
                 .map_or(RouteTo::Nowhere, RouteTo::Nat),
         }],
     };
-    std::iter::once(public).chain(private).collect()
+    let public = internet.then_some(public);
+    public.into_iter().chain(private).collect()
 }
 
 /// What to do about one wanted table.
@@ -252,7 +259,7 @@ mod tests {
     #[test]
     fn wanted_tables_per_layout() {
         let summary = |nat| -> Vec<(bool, Option<String>, Vec<String>, RouteTo)> {
-            wanted(nat, &zones(), &subnets())
+            wanted(nat, &zones(), &subnets(), true)
                 .into_iter()
                 .map(|t| (t.public, t.zone, t.serves, t.route_to))
                 .collect()
@@ -296,11 +303,24 @@ mod tests {
                 (false, None, s(&["priv-a", "priv-b"]), RouteTo::Nowhere)
             ]
         );
+        let private = subnets()
+            .into_iter()
+            .filter(|s| !s.public)
+            .collect::<Vec<_>>();
+        let no_internet: Vec<_> = wanted(NatGateways::None, &zones(), &private, false)
+            .into_iter()
+            .map(|t| (t.public, t.zone, t.serves, t.route_to))
+            .collect();
+        assert_eq!(
+            no_internet,
+            vec![(false, None, s(&["priv-a", "priv-b"]), RouteTo::Nowhere)],
+            "without internet: one private table, no public one"
+        );
     }
 
     #[test]
     fn plan_table_adopts_and_associates_what_is_missing() {
-        let per_zone = wanted(NatGateways::PerZone, &zones(), &subnets());
+        let per_zone = wanted(NatGateways::PerZone, &zones(), &subnets(), true);
         let (public, private_b) = (&per_zone[0], &per_zone[2]);
         // (wanted, observed, existing, target, associate, why)
         type Row<'a> = (

@@ -6,7 +6,7 @@ use futures::future::try_join_all;
 
 use super::{iam::iam_name, Pass};
 use crate::api::{IngressRule, Protocol};
-use crate::aws::security_group::{self, ObservedSecurityGroup, Permission, Source};
+use crate::aws::security_group::{self, GroupPart, ObservedSecurityGroup, Permission, Source};
 use crate::aws::{AwsClients, AwsResult};
 use crate::Error;
 
@@ -69,11 +69,18 @@ pub async fn ensure(p: Pass<'_>, vpc_id: &str) -> Result<String, Error> {
         .observed
         .security_groups
         .iter()
-        .find(|g| g.vpc_id == vpc_id);
+        .find(|g| g.vpc_id == vpc_id && g.part == GroupPart::Nodes);
     let (id, current) = match existing {
         Some(g) => (g.id.clone(), g.ingress.clone()),
         None => (
-            security_group::create(p.c, &p.spec.owner, vpc_id, &iam_name(&p.spec.owner)).await?,
+            security_group::create(
+                p.c,
+                &p.spec.owner,
+                vpc_id,
+                &iam_name(&p.spec.owner),
+                GroupPart::Nodes,
+            )
+            .await?,
             vec![],
         ),
     };

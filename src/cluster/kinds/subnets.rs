@@ -26,7 +26,12 @@ pub struct DesiredSubnet {
 
 /// A public and a private subnet per zone, carved deterministically: zone i
 /// gets slot i (public) and slot 8+i (private) of the VPC split 16 ways.
-pub fn carve(cidr: Ipv4Net, zones: &[String]) -> Result<Vec<DesiredSubnet>, SpecError> {
+/// Without `internet`, the private ones alone (the same slots).
+pub fn carve(
+    cidr: Ipv4Net,
+    zones: &[String],
+    internet: bool,
+) -> Result<Vec<DesiredSubnet>, SpecError> {
     let prefix = cidr.prefix_len() + SUBNET_BITS;
     let too_small = SpecError::CidrTooSmall { cidr, prefix };
     if prefix > 28 {
@@ -43,6 +48,9 @@ pub fn carve(cidr: Ipv4Net, zones: &[String]) -> Result<Vec<DesiredSubnet>, Spec
     for (i, zone) in zones.iter().enumerate() {
         for (public, slot) in [(true, i), (false, i + PRIVATE_SLOT_OFFSET as usize)] {
             let cidr = *slots.get(slot).ok_or_else(|| too_many.clone())?;
+            if public && !internet {
+                continue;
+            }
             out.push(DesiredSubnet {
                 zone: zone.clone(),
                 public,
@@ -160,7 +168,7 @@ mod tests {
 
     #[test]
     fn carves_deterministic_non_overlapping_subnets() {
-        let s = carve("10.0.0.0/16".parse().expect("cidr"), &zones()).expect("carve");
+        let s = carve("10.0.0.0/16".parse().expect("cidr"), &zones(), true).expect("carve");
         let cidrs: Vec<String> = s
             .iter()
             .map(|d| format!("{}:{}:{}", d.zone, d.public, d.cidr))
@@ -174,14 +182,27 @@ mod tests {
                 "us-east-1b:false:10.0.144.0/20"
             ]
         );
-        let small = carve("10.0.0.0/24".parse().expect("cidr"), &zones()).expect("carve /24");
+        let small = carve("10.0.0.0/24".parse().expect("cidr"), &zones(), true).expect("carve /24");
         assert!(small.iter().all(|d| d.cidr.prefix_len() == 28));
-        assert!(carve("10.0.0.0/25".parse().expect("cidr"), &zones()).is_err());
+        assert!(carve("10.0.0.0/25".parse().expect("cidr"), &zones(), true).is_err());
+        let private = carve("10.0.0.0/16".parse().expect("cidr"), &zones(), false).expect("carve");
+        let private: Vec<String> = private
+            .iter()
+            .map(|d| format!("{}:{}:{}", d.zone, d.public, d.cidr))
+            .collect();
+        assert_eq!(
+            private,
+            vec![
+                "us-east-1a:false:10.0.128.0/20",
+                "us-east-1b:false:10.0.144.0/20"
+            ],
+            "without internet: the private subnets alone, in the same slots"
+        );
     }
 
     #[test]
     fn plan_keeps_what_exists_and_creates_the_rest() {
-        let desired = carve("10.0.0.0/16".parse().expect("cidr"), &zones()).expect("carve");
+        let desired = carve("10.0.0.0/16".parse().expect("cidr"), &zones(), true).expect("carve");
         // (observed, kept IDs, created (zone, public), why)
         type Row<'a> = (
             Vec<ObservedSubnet>,
