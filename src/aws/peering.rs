@@ -67,19 +67,26 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                         .map(|c| c.as_str())
                         .unwrap_or_default(),
                 ),
-                peer_cidrs: accepter
-                    .map(|a| {
-                        a.cidr_block_set()
-                            .iter()
-                            .filter_map(|b| b.cidr_block().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                peer_cidrs: accepter.map(cidrs_of).unwrap_or_default(),
             };
             out.push((uid, peering));
         }
     }
     Ok(out)
+}
+
+/// The peer's IPv4 CIDR blocks: the set, or the primary block alone when
+/// AWS lists no set.
+fn cidrs_of(info: &aws_sdk_ec2::types::VpcPeeringConnectionVpcInfo) -> Vec<String> {
+    let set: Vec<String> = info
+        .cidr_block_set()
+        .iter()
+        .filter_map(|b| b.cidr_block().map(str::to_string))
+        .collect();
+    match set.is_empty() {
+        true => info.cidr_block().map(str::to_string).into_iter().collect(),
+        false => set,
+    }
 }
 
 /// The IPv4 CIDR blocks of a VPC the caller can see (a peer in the same

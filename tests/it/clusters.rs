@@ -27,6 +27,10 @@ pub(crate) struct Counts {
     /// instance type → count of pending/running instances.
     pub instances: BTreeMap<String, usize>,
     pub roles: usize,
+    /// VPC endpoints not deleted.
+    pub endpoints: usize,
+    /// Peering connections not deleted.
+    pub peerings: usize,
 }
 
 impl Counts {
@@ -124,6 +128,28 @@ pub(crate) async fn counts_as(config: &aws_config::SdkConfig, uid: &str) -> Resu
             .iter()
             .filter(|s| ours(s.tags()))
             .count(),
+        endpoints: ec2
+            .describe_vpc_endpoints()
+            .filters(f())
+            .send()
+            .await?
+            .vpc_endpoints()
+            .iter()
+            .filter(|e| ours(e.tags()))
+            .filter(|e| e.state().map(|s| s.as_str()) != Some("deleted"))
+            .count(),
+        peerings: ec2
+            .describe_vpc_peering_connections()
+            .send()
+            .await?
+            .vpc_peering_connections()
+            .iter()
+            .filter(|p| ours(p.tags()))
+            .filter(|p| {
+                let code = p.status().and_then(|s| s.code()).map(|c| c.as_str());
+                !matches!(code, Some("deleted" | "rejected" | "failed" | "expired"))
+            })
+            .count(),
         ..Default::default()
     };
     let out = ec2.describe_instances().filters(f()).send().await?;
@@ -217,6 +243,7 @@ pub(crate) fn expected_example(workers: usize) -> Counts {
         security_groups: 1,
         instances: BTreeMap::from([("t3.large".into(), workers), ("g5.xlarge".into(), 1)]),
         roles: 1,
+        ..Default::default()
     }
 }
 

@@ -403,6 +403,7 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
         security_groups: 1,
         instances: BTreeMap::from([("t3.small".into(), 4)]),
         roles: 1,
+        ..Default::default()
     };
     assert_eq!(c, expected, "after SIGKILLs: {c:?}, expected {expected:?}");
     g.proxy.set_faults(testground::Faults::default());

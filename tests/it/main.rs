@@ -15,6 +15,7 @@ mod in_pod;
 mod lifecycle;
 mod nodes;
 mod operations;
+mod reach;
 mod realism;
 mod reliability;
 mod resync;

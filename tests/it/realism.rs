@@ -50,6 +50,7 @@ fn expected() -> Counts {
         security_groups: 1,
         instances: BTreeMap::from([("t3.small".into(), 2)]),
         roles: 1,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,326 @@
+//! Network reach against the real apiserver and moto through the proxy:
+//! VPC endpoints, a private network with no internet at all, and peering
+//! with a VPC of the team's — each visible in AWS after `running`, gone
+//! after deletion, and the peer left exactly as it was.
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ec2::types::{Filter, Tag};
+use byoc_operator::api::ComputeCluster;
+use kube::ResourceExt;
+
+use crate::clusters::{
+    counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running, Counts,
+};
+use crate::support::{kubectl_apply, Ground, OperatorExt};
+
+/// A VPC of the team's in the cluster's account, with two route tables of
+/// its own: one opened to routes back (`byoc.dev/peer-routes=allowed`),
+/// one not.
+struct Peer {
+    vpc_id: String,
+    open_table: String,
+    closed_table: String,
+}
+
+async fn peer_vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> Result<Peer> {
+    let vpc_id = ec2
+        .create_vpc()
+        .cidr_block(cidr)
+        .send()
+        .await?
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("peer VPC ID")?
+        .to_string();
+    let table = || async {
+        let id = ec2
+            .create_route_table()
+            .vpc_id(&vpc_id)
+            .send()
+            .await?
+            .route_table()
+            .and_then(|t| t.route_table_id())
+            .context("route table ID")?
+            .to_string();
+        // A route of the team's own, which must survive everything.
+        ec2.create_route()
+            .route_table_id(&id)
+            .destination_cidr_block("192.168.0.0/16")
+            .gateway_id("local")
+            .send()
+            .await
+            .ok();
+        anyhow::Ok(id)
+    };
+    let (open_table, closed_table) = (table().await?, table().await?);
+    ec2.create_tags()
+        .resources(&open_table)
+        .tags(
+            Tag::builder()
+                .key("byoc.dev/peer-routes")
+                .value("allowed")
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(Peer {
+        vpc_id,
+        open_table,
+        closed_table,
+    })
+}
+
+/// The peer as a test sees it: its VPC and each of its route tables'
+/// routes and tags, in a stable order.
+async fn snapshot(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<String> {
+    let vpcs = ec2.describe_vpcs().vpc_ids(vpc_id).send().await?;
+    let tables = ec2
+        .describe_route_tables()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await?;
+    let mut lines: Vec<String> = vpcs
+        .vpcs()
+        .iter()
+        .map(|v| format!("{:?} {:?} {:?}", v.vpc_id(), v.cidr_block(), v.tags()))
+        .collect();
+    for t in tables.route_tables() {
+        let mut routes: Vec<String> = t
+            .routes()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?}->{:?}{:?}{:?}",
+                    r.destination_cidr_block(),
+                    r.gateway_id(),
+                    r.vpc_peering_connection_id(),
+                    r.nat_gateway_id()
+                )
+            })
+            .collect();
+        routes.sort();
+        lines.push(format!(
+            "{:?} {:?} {routes:?}",
+            t.route_table_id(),
+            t.tags()
+        ));
+    }
+    lines.sort();
+    Ok(lines.join("\n"))
+}
+
+fn manifest(name: &str, cidr: &str, network_extra: &str) -> String {
+    format!(
+        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network:\n    vpcCidr: {cidr}\n    availabilityZones: [us-east-1a, us-east-1b]\n{network_extra}  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn endpoints_a_private_network_and_peering_are_made_shown_and_removed() -> Result<()> {
+    let (g, op) = ground_with_account("reach-made", &[]).await?;
+    let result = made_and_removed(&g).await;
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
+async fn made_and_removed(g: &Ground) -> Result<()> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let peer = peer_vpc(&ec2, "10.40.0.0/16").await?;
+    let before = snapshot(&ec2, &peer.vpc_id).await?;
+    let extra = format!(
+        "    internet: false\n    endpoints: [s3, ecr.api, sts]\n    peering:\n      - {{vpcId: {}, peerRouteTableIds: [{}]}}\n",
+        peer.vpc_id, peer.open_table
+    );
+    kubectl_apply(g, &manifest("private", "10.41.0.0/16", &extra))?;
+    let cc = wait_running(g, "private", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let network = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .context("network status")?;
+
+    // No way out: no internet gateway, NAT gateway, Elastic IP or public subnet.
+    let c = counts(g, &uid).await?;
+    assert_eq!(
+        (c.internet_gateways, c.nat_gateways, c.addresses),
+        (0, 0, 0),
+        "{c:?}"
+    );
+    assert!(
+        network.subnets.len() == 2 && network.subnets.iter().all(|s| !s.public),
+        "{:?}",
+        network.subnets
+    );
+    assert_eq!((c.endpoints, c.peerings), (3, 1), "{c:?}");
+
+    // The endpoints, each where it belongs.
+    let endpoints = ec2
+        .describe_vpc_endpoints()
+        .set_vpc_endpoint_ids(Some(network.endpoint_ids.clone()))
+        .send()
+        .await?;
+    let private: Vec<String> = network.subnets.iter().map(|s| s.id.clone()).collect();
+    let mut services = Vec::new();
+    let mut group = None;
+    for e in endpoints.vpc_endpoints() {
+        let service = e.service_name().unwrap_or_default().to_string();
+        if service.ends_with(".s3") {
+            let mut tables = e.route_table_ids().to_vec();
+            tables.sort();
+            let mut ours = network.route_table_ids.clone();
+            ours.sort();
+            assert_eq!(tables, ours, "the S3 gateway endpoint on every table");
+        } else {
+            let mut subnets = e.subnet_ids().to_vec();
+            subnets.sort();
+            assert_eq!(subnets, private, "{service} in the private subnets");
+            assert_eq!(e.private_dns_enabled(), Some(true), "{service}");
+            let groups: Vec<&str> = e.groups().iter().filter_map(|g| g.group_id()).collect();
+            assert_eq!(groups.len(), 1, "{service}: {groups:?}");
+            group = groups.first().map(|g| g.to_string());
+        }
+        services.push(service);
+    }
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "com.amazonaws.us-east-1.ecr.api",
+            "com.amazonaws.us-east-1.s3",
+            "com.amazonaws.us-east-1.sts"
+        ]
+    );
+    let group = group.context("the endpoints' security group")?;
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&group)
+        .send()
+        .await?;
+    let rules: Vec<String> = sg
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.ip_permissions())
+        .flat_map(|p| {
+            p.ip_ranges().iter().map(move |r| {
+                format!(
+                    "{:?} {:?}-{:?} {:?}",
+                    p.ip_protocol(),
+                    p.from_port(),
+                    p.to_port(),
+                    r.cidr_ip()
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [r#"Some("tcp") Some(443)-Some(443) Some("10.41.0.0/16")"#],
+        "HTTPS from the VPC alone"
+    );
+
+    // The peering connection, active, routed both ways where allowed.
+    let pcx = network
+        .peering_connection_ids
+        .first()
+        .context("a peering connection in status")?
+        .clone();
+    let found = ec2
+        .describe_vpc_peering_connections()
+        .vpc_peering_connection_ids(&pcx)
+        .send()
+        .await?;
+    let state = found
+        .vpc_peering_connections()
+        .first()
+        .and_then(|p| p.status())
+        .and_then(|s| s.code())
+        .map(|c| c.as_str().to_string());
+    assert_eq!(state.as_deref(), Some("active"));
+    let routes_to = |table: String| {
+        let ec2 = ec2.clone();
+        let pcx = pcx.clone();
+        async move {
+            let t = ec2
+                .describe_route_tables()
+                .route_table_ids(&table)
+                .send()
+                .await?;
+            anyhow::Ok(
+                t.route_tables()
+                    .iter()
+                    .flat_map(|t| t.routes())
+                    .filter(|r| r.vpc_peering_connection_id() == Some(pcx.as_str()))
+                    .filter_map(|r| r.destination_cidr_block().map(str::to_string))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    for table in &network.route_table_ids {
+        assert_eq!(routes_to(table.clone()).await?, ["10.40.0.0/16"], "{table}");
+    }
+    assert_eq!(
+        routes_to(peer.open_table.clone()).await?,
+        ["10.41.0.0/16"],
+        "the opened peer table routes back"
+    );
+    assert!(
+        routes_to(peer.closed_table.clone()).await?.is_empty(),
+        "a table not listed is not touched"
+    );
+
+    // Deleted: nothing of the cluster's left, the peer exactly as before.
+    delete_and_wait_gone(g, "private").await?;
+    let left = counts(g, &uid).await?;
+    assert_eq!(left, Counts::default(), "left behind: {left:?}");
+    assert_eq!(snapshot(&ec2, &peer.vpc_id).await?, before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn peering_that_cannot_work_is_stalled_and_makes_nothing() -> Result<()> {
+    let (g, op) = ground_with_account("reach-refused", &[]).await?;
+    let result = refused(&g).await;
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
+async fn refused(g: &Ground) -> Result<()> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    // A peer whose own CIDR overlaps the cluster's: refused before the
+    // cluster's VPC is made.
+    let overlapping = peer_vpc(&ec2, "10.50.0.0/16").await?;
+    let before = snapshot(&ec2, &overlapping.vpc_id).await?;
+    let extra = format!("    peering:\n      - {{vpcId: {}}}\n", overlapping.vpc_id);
+    kubectl_apply(g, &manifest("overlap", "10.50.0.0/20", &extra))?;
+    let stalled = stalled_with(g, "overlap", "InvalidSpec").await?;
+    assert!(
+        stalled.message.contains("overlaps") && stalled.message.contains(&overlapping.vpc_id),
+        "{}",
+        stalled.message
+    );
+    let api = g.api::<ComputeCluster>();
+    let uid = api.get("overlap").await?.uid().context("uid")?;
+    assert_eq!(counts(g, &uid).await?, Counts::default(), "nothing made");
+
+    // A peer table its owner did not open: refused, and left alone.
+    let peer = peer_vpc(&ec2, "10.52.0.0/16").await?;
+    let untouched = snapshot(&ec2, &peer.vpc_id).await?;
+    let extra = format!(
+        "    peering:\n      - {{vpcId: {}, peerRouteTableIds: [{}]}}\n",
+        peer.vpc_id, peer.closed_table
+    );
+    kubectl_apply(g, &manifest("closed", "10.53.0.0/16", &extra))?;
+    let stalled = stalled_with(g, "closed", "InvalidSpec").await?;
+    assert!(
+        stalled.message.contains(&peer.closed_table)
+            && stalled.message.contains("byoc.dev/peer-routes=allowed"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(snapshot(&ec2, &peer.vpc_id).await?, untouched);
+    for name in ["overlap", "closed"] {
+        delete_and_wait_gone(g, name).await?;
+    }
+    assert_eq!(snapshot(&ec2, &overlapping.vpc_id).await?, before);
+    assert_eq!(snapshot(&ec2, &peer.vpc_id).await?, untouched);
+    Ok(())
+}
