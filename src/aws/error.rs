@@ -294,6 +294,7 @@ pub fn names_unknown_id(code: &str) -> bool {
     (code.ends_with("ID.NotFound") && !code.starts_with("InvalidAMIID"))
         || code == "InvalidGroup.NotFound"
         || code == "NatGatewayNotFound"
+        || code == "InvalidVpcEndpointId.NotFound"
 }
 
 /// Classifies an AWS error code.

@@ -128,6 +128,8 @@ mod tests {
             "InvalidInternetGatewayID.NotFound",
             "InvalidAllocationID.NotFound",
             "NatGatewayNotFound",
+            "InvalidVpcEndpointId.NotFound",
+            "InvalidVpcPeeringConnectionID.NotFound",
         ] {
             assert_eq!(classified(Some(Err(code))), retried, "{code}");
         }

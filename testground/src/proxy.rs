@@ -9,7 +9,8 @@
 //! - is faithful where moto is not: AssumeRole of a role that does not
 //!   exist is denied (on request), NAT gateways and instances stay
 //!   `pending` for a while after their creation, as on AWS, and a repeated
-//!   `ClientToken` on RunInstances or CreateNatGateway returns the first
+//!   `ClientToken` on RunInstances, CreateNatGateway or CreateVpcEndpoint
+//!   returns the first
 //!   answer instead of creating again (moto ignores the token);
 //! - models AWS's behaviour as a whole on request (`Faults::realism`, see
 //!   [`crate::realism`]): state durations, IAM propagation, eventual
@@ -219,7 +220,8 @@ impl AwsProxy {
     }
 
     /// The longest of each wait the realism profile drew for what was made
-    /// or ended through the proxy: `nat-pending`, `instance-pending`,
+    /// or ended through the proxy: `nat-pending`, `endpoint-pending`,
+    /// `peering-provisioning`, `instance-pending`,
     /// `profile-propagation`, `shutting-down`, `nat-deleting` (none without
     /// the profile).
     pub fn longest_waits(&self) -> BTreeMap<&'static str, Duration> {
@@ -240,8 +242,20 @@ impl AwsProxy {
                 .filter(|id| id.starts_with(prefix))
                 .collect::<Vec<_>>()
         };
+        let interface: Vec<&String> = world.interface_endpoints.iter().collect();
         BTreeMap::from([
             ("nat-pending", longest(born("nat-"), realism::NAT_PENDING)),
+            (
+                "endpoint-pending",
+                longest(interface, realism::ENDPOINT_PENDING),
+            ),
+            (
+                "peering-provisioning",
+                longest(
+                    world.accepted.keys().collect(),
+                    realism::PEERING_PROVISIONING,
+                ),
+            ),
             (
                 "instance-pending",
                 longest(born("i-"), realism::INSTANCE_PENDING),
@@ -524,10 +538,13 @@ fn answer(
         }
     }
 
-    let token = matches!(op, "RunInstances" | "CreateNatGateway")
-        .then(|| param(&req.body, "ClientToken"))
-        .flatten()
-        .map(|t| format!("{op}/{t}"));
+    let token = matches!(
+        op,
+        "RunInstances" | "CreateNatGateway" | "CreateVpcEndpoint"
+    )
+    .then(|| param(&req.body, "ClientToken"))
+    .flatten()
+    .map(|t| format!("{op}/{t}"));
     if let Some(first) = token.as_ref().and_then(|t| lock(&s.tokens).get(t).cloned()) {
         conn.write_all(&first)?;
         return Ok(());
@@ -1074,6 +1091,12 @@ const NAT_AVAILABLE: &str = "<state>available</state>";
 const NAT_PENDING: &str = "<state>pending</state>";
 const NAT_DELETED: &str = "<state>deleted</state>";
 const NAT_DELETING: &str = "<state>deleting</state>";
+const ENDPOINT_AVAILABLE: &str = "<state>available</state>";
+const ENDPOINT_PENDING: &str = "<state>pending</state>";
+const ENDPOINT_DELETED: &str = "<state>deleted</state>";
+const ENDPOINT_DELETING: &str = "<state>deleting</state>";
+const PEERING_ACTIVE: &str = "<code>active</code>";
+const PEERING_PROVISIONING: &str = "<code>provisioning</code>";
 
 /// Rewrites the state of each listed NAT gateway or instance to `pending`
 /// in a describe answer.
@@ -1089,6 +1112,25 @@ fn hold_pending(response: &[u8], op: &str, ids: &[String]) -> Vec<u8> {
             INSTANCE_PENDING,
         )
     }
+}
+
+/// Rewrites `from` to `to` in the item of each listed ID of a describe
+/// answer whose state precedes its ID (a peering connection's status comes
+/// before its ID): the last `from` before the ID is the item's own.
+fn restate_before(response: &[u8], id_tag: &str, ids: &[String], from: &str, to: &str) -> Vec<u8> {
+    let mut text = String::from_utf8_lossy(response).into_owned();
+    for id in ids {
+        let Some(at) = text.find(&format!("<{id_tag}>{id}</{id_tag}>")) else {
+            continue;
+        };
+        if let Some(state) = text[..at].rfind(from) {
+            text.replace_range(state..state + from.len(), to);
+        }
+    }
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return text.into_bytes();
+    };
+    with_body(head, body)
 }
 
 /// Rewrites `from` to `to` in the item of each listed ID of a describe
@@ -1231,6 +1273,28 @@ fn realistic(
                 }
             }
         }
+        "CreateVpcEndpoint"
+            if param(&req.body, "VpcEndpointType").as_deref() == Some("Interface") =>
+        {
+            world
+                .interface_endpoints
+                .extend(element_values(&text, "vpcEndpointId").into_iter().take(1));
+        }
+        "DeleteVpcEndpoints" => {
+            for (k, id) in form_urlencoded::parse(&req.body) {
+                if k.starts_with("VpcEndpointId.") {
+                    world
+                        .deleted_endpoints
+                        .entry(id.into_owned())
+                        .or_insert(now);
+                }
+            }
+        }
+        "AcceptVpcPeeringConnection" => {
+            if let Some(id) = param(&req.body, "VpcPeeringConnectionId") {
+                world.accepted.entry(id).or_insert(now);
+            }
+        }
         "CreateInstanceProfile" | "AddRoleToInstanceProfile" => {
             if let Some(name) = param(&req.body, "InstanceProfileName") {
                 world.profiles.insert(name, now);
@@ -1300,6 +1364,38 @@ fn realistic(
                     NAT_DELETING,
                 );
                 count_states(&mut world, &response, &["pending", "deleting"]);
+                response
+            }
+            "DescribeVpcEndpoints" => {
+                let pending = world.pending_endpoints(r, now);
+                let ending = world.deleting_endpoints(r, now);
+                let response = restate(
+                    &response,
+                    "vpcEndpointId",
+                    &pending,
+                    ENDPOINT_AVAILABLE,
+                    ENDPOINT_PENDING,
+                );
+                let response = restate(
+                    &response,
+                    "vpcEndpointId",
+                    &ending,
+                    ENDPOINT_DELETED,
+                    ENDPOINT_DELETING,
+                );
+                count_states(&mut world, &response, &["pending", "deleting"]);
+                response
+            }
+            "DescribeVpcPeeringConnections" => {
+                let provisioning = world.provisioning(r, now);
+                let response = restate_before(
+                    &response,
+                    "vpcPeeringConnectionId",
+                    &provisioning,
+                    PEERING_ACTIVE,
+                    PEERING_PROVISIONING,
+                );
+                world.count("provisioning", provisioning.len() as u64);
                 response
             }
             _ => response,
@@ -1411,6 +1507,28 @@ mod tests {
         let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(out.contains(&format!("Content-Length: {}", body.len())));
         assert_eq!(element_values(&out, "natGatewayId"), vec!["nat-1", "nat-2"]);
+    }
+
+    #[test]
+    fn a_state_before_its_id_is_the_items_own() {
+        let item = |id: &str| format!("<item><status><code>active</code></status><vpcPeeringConnectionId>{id}</vpcPeeringConnectionId></item>");
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n<vpcPeeringConnectionSet>{}{}</vpcPeeringConnectionSet>",
+            item("pcx-1"),
+            item("pcx-2")
+        );
+        let out = restate_before(
+            raw.as_bytes(),
+            "vpcPeeringConnectionId",
+            &["pcx-2".into()],
+            PEERING_ACTIVE,
+            PEERING_PROVISIONING,
+        );
+        let out = String::from_utf8(out).unwrap_or_default();
+        assert!(out.contains("<code>active</code></status><vpcPeeringConnectionId>pcx-1<"));
+        assert!(out.contains("<code>provisioning</code></status><vpcPeeringConnectionId>pcx-2<"));
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert!(out.contains(&format!("Content-Length: {}", body.len())));
     }
 
     #[test]

@@ -11,7 +11,12 @@
 //!   `deleting` for about one (EC2 User Guide, "NAT gateways"; Cluster API
 //!   Provider AWS waits on it); an instance is `pending` 10–30 s and
 //!   `shutting-down` 30–60 s before `terminated` (EC2 User Guide,
-//!   "Instance state changes").
+//!   "Instance state changes"); an interface VPC endpoint is `pending` for
+//!   one to two minutes and `deleting` for about one, a gateway endpoint
+//!   is available at once (PrivateLink Guide, "Interface VPC endpoints":
+//!   Cluster API Provider AWS and eksctl wait on it); an accepted peering
+//!   connection is `provisioning` for a few seconds before `active` (VPC
+//!   Peering Guide, "VPC peering connection lifecycle").
 //! - IAM propagation: "changes … are not always immediately visible"
 //!   (IAM User Guide, "Troubleshoot IAM", eventual consistency); EC2
 //!   refuses an instance profile younger than about 10 s with
@@ -95,6 +100,9 @@ pub const INSTANCE_SHUTTING_DOWN: (f64, f64) = (30.0, 60.0);
 pub const PROFILE_PROPAGATION: (f64, f64) = (8.0, 12.0);
 pub const ROLE_PROPAGATION: (f64, f64) = (3.0, 6.0);
 pub const CONSISTENCY: (f64, f64) = (1.0, 2.0);
+pub const ENDPOINT_PENDING: (f64, f64) = (60.0, 120.0);
+pub const ENDPOINT_DELETING: (f64, f64) = (30.0, 60.0);
+pub const PEERING_PROVISIONING: (f64, f64) = (2.0, 10.0);
 
 /// A token bucket's shape: how many it holds, how many come back a second.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -307,6 +315,13 @@ pub struct World {
     /// When each instance was terminated.
     pub terminated: HashMap<String, Instant>,
     pub deleting_nats: HashMap<String, DeletingNat>,
+    /// Interface VPC endpoints made through the proxy (gateway ones are
+    /// available at once).
+    pub interface_endpoints: HashSet<String>,
+    /// When each VPC endpoint was deleted.
+    pub deleted_endpoints: HashMap<String, Instant>,
+    /// When each peering connection was accepted.
+    pub accepted: HashMap<String, Instant>,
     /// When each instance profile was made or last given a role, by name.
     pub profiles: HashMap<String, Instant>,
     /// When each role was made, by ARN.
@@ -352,6 +367,27 @@ impl World {
             .iter()
             .filter(|(id, n)| now.saturating_duration_since(n.since) < r.lasts(NAT_DELETING, id))
             .collect()
+    }
+
+    /// Interface endpoints still `pending`.
+    pub fn pending_endpoints(&self, r: &Realism, now: Instant) -> Vec<String> {
+        self.young(r, "vpce-", ENDPOINT_PENDING, now)
+            .into_iter()
+            .filter(|id| self.interface_endpoints.contains(id))
+            .collect()
+    }
+
+    /// Interface endpoints still `deleting`.
+    pub fn deleting_endpoints(&self, r: &Realism, now: Instant) -> Vec<String> {
+        within(&self.deleted_endpoints, r, ENDPOINT_DELETING, now)
+            .into_iter()
+            .filter(|id| self.interface_endpoints.contains(id))
+            .collect()
+    }
+
+    /// Accepted peering connections still `provisioning`.
+    pub fn provisioning(&self, r: &Realism, now: Instant) -> Vec<String> {
+        within(&self.accepted, r, PEERING_PROVISIONING, now)
     }
 
     /// Resources whose IDs start with `prefix` still in their first state
@@ -412,6 +448,20 @@ impl World {
     }
 }
 
+/// The IDs of `since` whose time is less than `range` ago.
+fn within(
+    since: &HashMap<String, Instant>,
+    r: &Realism,
+    range: (f64, f64),
+    now: Instant,
+) -> Vec<String> {
+    since
+        .iter()
+        .filter(|(id, t)| now.saturating_duration_since(**t) < r.lasts(range, id))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 /// The IDs a successful create answered, for the creates the profile tracks.
 pub fn created_ids(op: &str, response: &str) -> Vec<String> {
     let tag = match op {
@@ -422,6 +472,8 @@ pub fn created_ids(op: &str, response: &str) -> Vec<String> {
         "CreateSecurityGroup" => "groupId",
         "AllocateAddress" => "allocationId",
         "CreateNatGateway" => "natGatewayId",
+        "CreateVpcEndpoint" => "vpcEndpointId",
+        "CreateVpcPeeringConnection" => "vpcPeeringConnectionId",
         "RunInstances" => "instanceId",
         _ => return vec![],
     };
@@ -444,6 +496,8 @@ pub fn not_found_code(id: &str) -> Option<&'static str> {
         "sg" => "InvalidGroup.NotFound",
         "eipalloc" => "InvalidAllocationID.NotFound",
         "nat" => "NatGatewayNotFound",
+        "vpce" => "InvalidVpcEndpointId.NotFound",
+        "pcx" => "InvalidVpcPeeringConnectionID.NotFound",
         "i" => "InvalidInstanceID.NotFound",
         _ => return None,
     })
@@ -460,6 +514,8 @@ pub fn described_items(op: &str) -> Option<(&'static str, &'static str)> {
         "DescribeAddresses" => ("addressesSet", "allocationId"),
         "DescribeNatGateways" => ("natGatewaySet", "natGatewayId"),
         "DescribeInstances" => ("instancesSet", "instanceId"),
+        "DescribeVpcEndpoints" => ("vpcEndpointSet", "vpcEndpointId"),
+        "DescribeVpcPeeringConnections" => ("vpcPeeringConnectionSet", "vpcPeeringConnectionId"),
         _ => return None,
     })
 }

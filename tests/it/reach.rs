@@ -11,7 +11,8 @@ use kube::ResourceExt;
 use crate::clusters::{
     counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running, Counts,
 };
-use crate::support::{kubectl_apply, Ground, OperatorExt};
+use crate::clusters::ready_account;
+use crate::support::{install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// A VPC of the team's in the cluster's account, with two route tables of
 /// its own: one opened to routes back (`byoc.dev/peer-routes=allowed`),
@@ -122,6 +123,33 @@ async fn endpoints_a_private_network_and_peering_are_made_shown_and_removed() ->
     result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
 }
 
+/// The same against AWS's behaviour as a whole at a twentieth of its
+/// durations: interface endpoints pending 3–6 s and deleting 1.5–3 s, an
+/// accepted connection provisioning 0.1–0.5 s, new endpoints and
+/// connections missing from describes for a moment, EC2's rate limits.
+#[tokio::test]
+async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
+    let g = Ground::new("reach-realism").await?;
+    install_crds(&g).await?;
+    g.proxy.set_faults(testground::Faults {
+        realism: Some(testground::Realism::aws(0.05)),
+        ..Default::default()
+    });
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    let result = made_and_removed(&g).await;
+    let events = g.proxy.realism_events();
+    let result = result.and_then(|()| {
+        let shown = |what: &str| events.get(what).copied().unwrap_or_default();
+        anyhow::ensure!(
+            shown("pending") > 0 && shown("deleting") > 0 && shown("provisioning") > 0,
+            "the profile showed no endpoint or peering state: {events:?}"
+        );
+        Ok(())
+    });
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
 async fn made_and_removed(g: &Ground) -> Result<()> {
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let peer = peer_vpc(&ec2, "10.40.0.0/16").await?;
@@ -159,7 +187,8 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
         .set_vpc_endpoint_ids(Some(network.endpoint_ids.clone()))
         .send()
         .await?;
-    let private: Vec<String> = network.subnets.iter().map(|s| s.id.clone()).collect();
+    let mut private: Vec<String> = network.subnets.iter().map(|s| s.id.clone()).collect();
+    private.sort();
     let mut services = Vec::new();
     let mut group = None;
     for e in endpoints.vpc_endpoints() {
