@@ -1511,7 +1511,9 @@ mod tests {
 
     #[test]
     fn a_state_before_its_id_is_the_items_own() {
-        let item = |id: &str| format!("<item><status><code>active</code></status><vpcPeeringConnectionId>{id}</vpcPeeringConnectionId></item>");
+        let item = |id: &str| {
+            format!("<item><status><code>active</code></status><vpcPeeringConnectionId>{id}</vpcPeeringConnectionId></item>")
+        };
         let raw = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n<vpcPeeringConnectionSet>{}{}</vpcPeeringConnectionSet>",
             item("pcx-1"),

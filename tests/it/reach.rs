@@ -8,10 +8,11 @@ use aws_sdk_ec2::types::{Filter, Tag};
 use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
-use crate::clusters::{
-    counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running, Counts,
-};
 use crate::clusters::ready_account;
+use crate::clusters::{
+    condition_with, counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running,
+    Counts,
+};
 use crate::support::{install_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// A VPC of the team's in the cluster's account, with two route tables of
@@ -351,5 +352,89 @@ async fn refused(g: &Ground) -> Result<()> {
     }
     assert_eq!(snapshot(&ec2, &overlapping.vpc_id).await?, before);
     assert_eq!(snapshot(&ec2, &peer.vpc_id).await?, untouched);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_in_another_region_waits_for_its_owner_then_runs() -> Result<()> {
+    let (g, op) = ground_with_account("reach-accept", &[]).await?;
+    let result = accepted_by_the_peer(&g).await;
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
+async fn accepted_by_the_peer(g: &Ground) -> Result<()> {
+    let config = g.aws().await;
+    let west = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&config)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let peer = peer_vpc(&west, "10.60.0.0/16").await?;
+    let extra = format!(
+        "    peering:\n      - {{vpcId: {}, region: us-west-2, routes: [10.60.0.0/16]}}\n",
+        peer.vpc_id
+    );
+    kubectl_apply(g, &manifest("west", "10.61.0.0/16", &extra))?;
+    // The operator does not accept in a region not the cluster's: it says
+    // what the peer's owner must do, with the connection's ID.
+    let waiting = condition_with(
+        g,
+        "west",
+        "NetworkReady",
+        "False",
+        "PeeringPendingAcceptance",
+    )
+    .await?;
+    let api = g.api::<ComputeCluster>();
+    let cc = api.get("west").await?;
+    let pcx = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| n.peering_connection_ids.first().cloned())
+        .context("the connection in status")?;
+    assert!(
+        waiting.message.contains(&pcx)
+            && waiting.message.contains("accept-vpc-peering-connection")
+            && waiting.message.contains("us-west-2"),
+        "{}",
+        waiting.message
+    );
+    // Accepted by its owner: routed, and running.
+    west.accept_vpc_peering_connection()
+        .vpc_peering_connection_id(&pcx)
+        .send()
+        .await?;
+    let cc = wait_running(g, "west", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let tables = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.route_table_ids.clone())
+        .unwrap_or_default();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let found = ec2
+        .describe_route_tables()
+        .set_route_table_ids(Some(tables.clone()))
+        .send()
+        .await?;
+    let routed = found
+        .route_tables()
+        .iter()
+        .filter(|t| {
+            t.routes().iter().any(|r| {
+                r.vpc_peering_connection_id() == Some(pcx.as_str())
+                    && r.destination_cidr_block() == Some("10.60.0.0/16")
+            })
+        })
+        .count();
+    assert_eq!(
+        routed,
+        tables.len(),
+        "every table of the cluster's routes to the peer"
+    );
+    delete_and_wait_gone(g, "west").await?;
+    assert_eq!(counts(g, &uid).await?, Counts::default());
     Ok(())
 }
