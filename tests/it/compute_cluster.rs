@@ -377,12 +377,22 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
     });
     let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     ready_account(&g).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let peer = ec2.create_vpc().cidr_block("10.19.0.0/16").send().await?;
+    let peer = peer.vpc().and_then(|v| v.vpc_id()).context("peer VPC")?;
     kubectl_apply(
         &g,
-        "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {name: crash}\nspec:\n  cloudAccountRef: {name: acme}\n  region: us-east-1\n  network: {vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone}\n  nodeGroups:\n    - {name: a, instanceType: t3.small, count: 2}\n    - {name: b, instanceType: t3.small, count: 2, subnets: public}\n",
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: crash}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone, endpoints: [s3, sts], peering: [{{vpcId: {peer}}}]}}\n  nodeGroups:\n    - {{name: a, instanceType: t3.small, count: 2}}\n    - {{name: b, instanceType: t3.small, count: 2, subnets: public}}\n"),
     )?;
-    // Kill at three points of provisioning, each time starting again.
-    for op_name in ["CreateSubnet", "CreateNatGateway", "RunInstances"] {
+    // Kill at five points of provisioning, each time starting again.
+    let points = [
+        "CreateSubnet",
+        "CreateVpcPeeringConnection",
+        "CreateNatGateway",
+        "CreateVpcEndpoint",
+        "RunInstances",
+    ];
+    for op_name in points {
         eventually(&format!("a {op_name} call"), WAIT, || async {
             Ok((g.proxy.calls().get(op_name).copied().unwrap_or(0) > 0).then_some(()))
         })
@@ -400,10 +410,12 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
         nat_gateways: 2,
         addresses: 2,
         route_tables: 3,
-        security_groups: 1,
+        // The nodes' and the interface endpoints'.
+        security_groups: 2,
         instances: BTreeMap::from([("t3.small".into(), 4)]),
         roles: 1,
-        ..Default::default()
+        endpoints: 2,
+        peerings: 1,
     };
     assert_eq!(c, expected, "after SIGKILLs: {c:?}, expected {expected:?}");
     g.proxy.set_faults(testground::Faults::default());
