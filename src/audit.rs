@@ -40,6 +40,9 @@ const HOURS_PER_MONTH: f64 = 730.0;
 /// A NAT gateway and an Elastic IP per hour, on-demand, us-east-1.
 const NAT_GATEWAY_HOURLY: f64 = 0.045;
 const ELASTIC_IP_HOURLY: f64 = 0.005;
+/// An interface VPC endpoint per zone (each subnet it sits in) per hour;
+/// a gateway endpoint costs nothing.
+const INTERFACE_ENDPOINT_ZONE_HOURLY: f64 = 0.01;
 /// On-demand Linux prices per hour in us-east-1 of common instance types:
 /// a small built-in table, an estimate only (other regions and types differ).
 const INSTANCE_HOURLY: &[(&str, f64)] = &[
@@ -216,6 +219,20 @@ fn priced(kind: &str, id: &str, o: &Observed) -> (String, Option<f64>) {
                 })
         }
         "elastic-ip" => (String::new(), Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH)),
+        "vpc-endpoint" => {
+            o.endpoints
+                .iter()
+                .find(|e| e.id == id)
+                .map_or_else(Default::default, |e| {
+                    let zones = e.subnet_ids.len() as f64;
+                    let hourly = if e.gateway {
+                        0.0
+                    } else {
+                        INTERFACE_ENDPOINT_ZONE_HOURLY * zones
+                    };
+                    (e.service.clone(), Some(hourly * HOURS_PER_MONTH))
+                })
+        }
         _ => (String::new(), None),
     }
 }
@@ -724,6 +741,8 @@ mod tests {
         }
     }
 
+    use crate::aws::endpoint::{is_gateway, EndpointState, ObservedEndpoint};
+
     #[test]
     fn costs_are_estimated_for_what_bills() {
         let observed = Observed {
@@ -749,6 +768,36 @@ mod tests {
             }],
             ..Default::default()
         };
+        let endpoint = |id: &str, service: &str, subnets: usize| ObservedEndpoint {
+            id: id.into(),
+            service: service.into(),
+            gateway: is_gateway(service),
+            state: EndpointState::Available,
+            route_table_ids: vec![],
+            subnet_ids: (0..subnets).map(|i| format!("subnet-{i}")).collect(),
+            security_group_ids: vec![],
+        };
+        let with_endpoints = Observed {
+            endpoints: vec![
+                endpoint("vpce-1", "ecr.api", 2),
+                endpoint("vpce-2", "s3", 0),
+            ],
+            ..Default::default()
+        };
+        let priced: Vec<(String, Option<f64>)> =
+            describe_leak("ours", "e", "team-a/e", false, &with_endpoints)
+                .resources
+                .iter()
+                .map(|r| (r.id.clone(), r.monthly_usd))
+                .collect();
+        assert_eq!(
+            priced,
+            vec![
+                ("vpce-1".to_string(), Some(0.01 * 2.0 * 730.0)),
+                ("vpce-2".to_string(), Some(0.0))
+            ],
+            "an interface endpoint bills per zone, a gateway one nothing"
+        );
         let leak = describe_leak("ours", "gone", "team-a/gone", false, &observed);
         let priced: Vec<(&str, Option<f64>)> = leak
             .resources

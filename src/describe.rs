@@ -13,6 +13,7 @@ use crate::account::credentials;
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{CloudAccount, ComputeCluster};
 use crate::aws::nat_gateway::NatState;
+use crate::aws::security_group::GroupPart;
 use crate::aws::{AwsClients, OwnershipTags};
 use crate::cluster::kinds::Observed;
 use crate::metrics::Metrics;
@@ -261,10 +262,40 @@ fn network_nodes(o: &Observed) -> Vec<Node> {
         ))
     }));
     network.extend(o.security_groups.iter().map(|g| {
+        let part = match g.part {
+            GroupPart::Nodes => "nodes",
+            GroupPart::Endpoints => "endpoints",
+        };
         Node::new(format!(
-            "SecurityGroup {}  {} ingress rules",
+            "SecurityGroup {}  {part}  {} ingress rules",
             g.id,
             g.ingress.len()
+        ))
+    }));
+    network.extend(o.endpoints.iter().map(|e| {
+        let (kind, at) = match e.gateway {
+            true => (
+                "gateway",
+                format!("{} route tables", e.route_table_ids.len()),
+            ),
+            false => ("interface", format!("{} subnets", e.subnet_ids.len())),
+        };
+        let state = format!("{:?}", e.state).to_lowercase();
+        Node::new(format!(
+            "VpcEndpoint {}  {}  {kind}  {state}  {at}",
+            e.id, e.service
+        ))
+    }));
+    network.extend(o.peerings.iter().map(|p| {
+        let state = format!("{:?}", p.state).to_lowercase();
+        let routes = o
+            .peering_routes
+            .iter()
+            .filter(|r| r.peering_id == p.id)
+            .count();
+        Node::new(format!(
+            "PeeringConnection {}  → {}  {state}  {routes} routes",
+            p.id, p.peer_vpc_id
         ))
     }));
     network

@@ -13,7 +13,7 @@ use crate::clusters::{
     condition_with, counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running,
     Counts,
 };
-use crate::support::{install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{install_crds, kubectl_apply, kubectl_byoc, Ground, Operator, OperatorExt};
 
 /// A VPC of the team's in the cluster's account, with two route tables of
 /// its own: one opened to routes back (`byoc.dev/peer-routes=allowed`),
@@ -296,6 +296,23 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
     assert!(
         routes_to(peer.closed_table.clone()).await?.is_empty(),
         "a table not listed is not touched"
+    );
+
+    // Shown by describe, each with its state.
+    let tree = kubectl_byoc(
+        g,
+        &["describe", "computecluster", "private", "-n", &g.namespace],
+    )?;
+    for id in network.endpoint_ids.iter().chain([&pcx]) {
+        assert!(tree.contains(id.as_str()), "describe lacks {id}:\n{tree}");
+    }
+    assert!(
+        tree.contains("interface  available  2 subnets")
+            && tree.contains(&format!(
+                "PeeringConnection {pcx}  → {}  active  2 routes",
+                peer.vpc_id
+            )),
+        "{tree}"
     );
 
     // Deleted: nothing of the cluster's left, the peer exactly as before.
