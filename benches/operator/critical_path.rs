@@ -106,32 +106,44 @@ pub(crate) fn price_critical_path(path: &CriticalPath, trace: &[Call]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The reference topology's time to running under the realism profile if
-/// the operator lost nothing: every chain of calls (priced at this run's
-/// call times) plus the AWS waits on it — a NAT gateway's pending state
-/// after CreateNatGateway; before RunInstances the instance profile's
-/// propagation (counted from the create, though the profile is made a few
-/// calls in: the bound is the lower for it), after it the instance's
-/// pending state. The longest waits the profile drew are `waits`.
-pub(crate) fn price_with_waits(trace: &[Call], waits: &Waits) -> f64 {
+/// A topology's time to running under the realism profile if the
+/// operator lost nothing: every chain of calls of `shape` (priced at this
+/// run's call times) plus the AWS waits on it — a NAT gateway's pending
+/// state after CreateNatGateway; an interface endpoint's pending state
+/// after CreateVpcEndpoint, an accepted peering connection's provisioning
+/// after AcceptVpcPeeringConnection; before RunInstances the instance
+/// profile's propagation (counted from the create, though the profile is
+/// made a few calls in: the bound is the lower for it), after it the
+/// instance's pending state. The longest waits the profile drew are
+/// `waits`.
+pub(crate) fn price_with_waits(shape: graph::Shape, trace: &[Call], waits: &Waits) -> f64 {
     let wait = |name: &str| waited(waits, name);
-    graph::chains(graph::Shape::BASIC)
+    // AWS's own waits inside a run of calls.
+    let waits_in = |calls: &[&str]| {
+        let has = |op: &str| calls.iter().any(|c| c.starts_with(op));
+        [
+            ("CreateNatGateway", "nat-pending"),
+            ("CreateVpcEndpoint", "endpoint-pending"),
+            ("AcceptVpcPeeringConnection", "peering-provisioning"),
+        ]
         .iter()
-        .map(|chain| {
-            let at = |op: &str| chain.iter().position(|s| s.starts_with(op));
-            let mut total = match at("RunInstances") {
+        .filter(|(op, _)| has(op))
+        .map(|(_, w)| wait(w))
+        .sum::<f64>()
+    };
+    graph::chains(shape)
+        .iter()
+        .map(
+            |chain| match chain.iter().position(|s| s.starts_with("RunInstances")) {
                 Some(i) => {
-                    price_at_call_times(&chain[..i], trace).max(wait("profile-propagation"))
+                    let before = price_at_call_times(&chain[..i], trace) + waits_in(&chain[..i]);
+                    before.max(wait("profile-propagation"))
                         + price_at_call_times(&chain[i..], trace)
                         + wait("instance-pending")
                 }
-                None => price_at_call_times(chain, trace),
-            };
-            if at("CreateNatGateway").is_some() {
-                total += wait("nat-pending");
-            }
-            total
-        })
+                None => price_at_call_times(chain, trace) + waits_in(chain),
+            },
+        )
         .fold(0.0, f64::max)
 }
 

@@ -186,6 +186,14 @@ pub(crate) fn summarize(
             "deletion_seconds": secs(&|r| r.realistic_to_deleted),
             "deletion_bound_seconds": nums(&|r| r.realistic_drain_bound),
             "deletion_ratio": nums(&|r| r.realistic_to_deleted.as_secs_f64() / r.realistic_drain_bound.max(0.001)),
+            "reach": {
+                "topology": "the P1 zones and node groups with no internet, 4 VPC endpoints (S3 gateway; ECR API, ECR Docker, STS interfaces) and a peering connection the operator accepts",
+                "seconds_to_running": secs(&|r| r.reach_to_running),
+                "bound_seconds": nums(&|r| r.reach_bound),
+                "ratio": nums(&|r| r.reach_to_running.as_secs_f64() / r.reach_bound.max(0.001)),
+                "goal_ratio": 1.05,
+                "calls": nums(&|r| r.reach_calls as f64),
+            },
         },
         "deletion": {
             "seconds": secs(&|r| r.to_deleted),
@@ -450,7 +458,10 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
          | AWS calls, of them throttled | {}, {} | | |\n\
          | deletion | {} | | |\n\
          | the longest drain (instances shutting down, NAT gateway deleting) plus the network's 4 dependent deletes | {} | | |\n\
-         | deletion ratio | {} | | |\n",
+         | deletion ratio | {} | | |\n\
+         | time to `running`, reach topology (no internet, 4 endpoints, a peering connection) | {} | | |\n\
+         | its calls plus AWS's waits on its critical path (interface endpoints pending, the connection provisioning, profile propagation, instance pending) | {} | | |\n\
+         | reach ratio | {} | ≤ 1.05 | {} |\n",
         x["scale"],
         s(&x["seconds_to_running"]),
         s(&x["bound_seconds"]),
@@ -461,6 +472,10 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
         s(&x["deletion_seconds"]),
         s(&x["deletion_bound_seconds"]),
         m(&x["deletion_ratio"]),
+        s(&x["reach"]["seconds_to_running"]),
+        s(&x["reach"]["bound_seconds"]),
+        m(&x["reach"]["ratio"]),
+        verdict(&x["reach"]["ratio"], "median", |v| v <= 1.05),
     );
     let p1 = &r["p1_time_to_running"];
     let p2 = &r["p2_aws_calls"];

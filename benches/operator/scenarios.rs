@@ -157,6 +157,35 @@ pub(crate) fn small_cluster(name: &str, account: &str, i: usize) -> Result<Compu
     }))?)
 }
 
+/// The reach topology: the reference's zones and node groups in a network
+/// with no internet, four VPC endpoints (S3's gateway, ECR's and STS's
+/// interfaces) and a peering connection with `peer` (10.200.0.0/16).
+pub(crate) fn reach_cluster(name: &str, account: &str, peer: &str) -> Result<ComputeCluster> {
+    let mut cc = serde_json::to_value(reference_cluster(name, account)?)?;
+    cc["spec"]["network"] = json!({
+        "vpcCidr": "10.0.0.0/16",
+        "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
+        "internet": false,
+        "endpoints": ["s3", "ecr.api", "ecr.dkr", "sts"],
+        "peering": [{"vpcId": peer}]
+    });
+    Ok(serde_json::from_value(cc)?)
+}
+
+/// A small cluster with a gateway endpoint and a peering connection with
+/// `peer`: what the shared resync reads grows by those kinds.
+pub(crate) fn resync_cluster(
+    name: &str,
+    account: &str,
+    i: usize,
+    peer: &str,
+) -> Result<ComputeCluster> {
+    let mut cc = serde_json::to_value(small_cluster(name, account, i)?)?;
+    cc["spec"]["network"]["endpoints"] = json!(["s3"]);
+    cc["spec"]["network"]["peering"] = json!([{"vpcId": peer}]);
+    Ok(serde_json::from_value(cc)?)
+}
+
 pub(crate) fn is_running(cc: &ComputeCluster) -> bool {
     let s = cc.status.as_ref();
     s.and_then(|s| s.phase) == Some(ClusterPhase::Running)
@@ -239,6 +268,11 @@ pub(crate) struct ReferenceRun {
     /// Its deletion, and what the drains alone would take (s).
     pub(crate) realistic_to_deleted: Duration,
     pub(crate) realistic_drain_bound: f64,
+    /// The reach topology under the profile: time to running, what its
+    /// calls and AWS's waits alone would take (s), its calls.
+    pub(crate) reach_to_running: Duration,
+    pub(crate) reach_bound: f64,
+    pub(crate) reach_calls: u64,
 }
 
 pub(crate) async fn reference_run(
@@ -325,7 +359,11 @@ pub(crate) async fn reference_run(
             )
         })
         .collect();
-    let realistic_bound = price_with_waits(&proxy.trace(), &proxy.longest_waits());
+    let realistic_bound = price_with_waits(
+        byoc_operator::cluster::graph::Shape::BASIC,
+        &proxy.trace(),
+        &proxy.longest_waits(),
+    );
     let realistic_calls: u64 = proxy.calls().values().sum();
     let realistic_throttled = proxy.throttled();
     proxy.reset_calls();
@@ -334,6 +372,30 @@ pub(crate) async fn reference_run(
     until_gone(&api, "realistic", started + DEADLINE).await?;
     let realistic_to_deleted = started.elapsed();
     let realistic_drain_bound = drain_bound(&proxy.trace(), &proxy.longest_waits());
+
+    // The reach topology under the same profile: endpoints, no internet,
+    // a peering connection accepted by the operator.
+    let peer = peer_vpc(&moto, REFERENCE_AWS_ACCOUNT, "10.200.0.0/16").await?;
+    proxy.reset_calls();
+    let started = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &reach_cluster("reach", "acct", &peer)?,
+    )
+    .await?;
+    until_running(&api, "reach", started + DEADLINE).await?;
+    let reach_to_running = started.elapsed();
+    let reach_shape = byoc_operator::cluster::graph::Shape {
+        public_nodes: false,
+        internet: false,
+        nat: false,
+        endpoints: true,
+        peering: true,
+    };
+    let reach_bound = price_with_waits(reach_shape, &proxy.trace(), &proxy.longest_waits());
+    let reach_calls: u64 = proxy.calls().values().sum();
+    api.delete("reach", &DeleteParams::default()).await?;
+    until_gone(&api, "reach", Instant::now() + DEADLINE).await?;
 
     // The same topology with each group's first-choice type refused in
     // every zone (the operator's refusal memory is empty for them).
@@ -362,6 +424,9 @@ pub(crate) async fn reference_run(
 
     drop(op);
     Ok(ReferenceRun {
+        reach_to_running,
+        reach_bound,
+        reach_calls,
         realistic_to_running,
         realistic_bound,
         realistic_calls,
@@ -389,38 +454,8 @@ pub(crate) async fn reference_run(
 /// each on this machine; AWS has no such start): touch both in each of
 /// `aws_accounts`, straight at moto, before anything is timed.
 pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> {
-    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "bench",
-        ))
-        .load()
-        .await;
-    let sts = aws_sdk_sts::Client::new(&base);
     for aws_account in aws_accounts {
-        let assumed = sts
-            .assume_role()
-            .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
-            .role_session_name("bench-warm-up")
-            .send()
-            .await
-            .context("assuming a role to warm moto up")?;
-        let creds = assumed.credentials().context("no credentials")?;
-        let config = base
-            .to_builder()
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(
-                    aws_credential_types::Credentials::new(
-                        creds.access_key_id(),
-                        creds.secret_access_key(),
-                        Some(creds.session_token().to_string()),
-                        None,
-                        "bench",
-                    ),
-                ),
-            )
-            .build();
+        let config = account_config(moto, aws_account).await?;
         aws_sdk_ec2::Client::new(&config)
             .describe_vpcs()
             .send()
@@ -433,6 +468,55 @@ pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> 
             .context("warming moto's IAM")?;
     }
     Ok(())
+}
+
+/// Straight at moto, as `aws_account` (an assumed role there).
+async fn account_config(moto: &Moto, aws_account: &str) -> Result<aws_config::SdkConfig> {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let assumed = aws_sdk_sts::Client::new(&base)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
+        .role_session_name("bench-warm-up")
+        .send()
+        .await
+        .context("assuming a role in moto")?;
+    let creds = assumed.credentials().context("no credentials")?;
+    Ok(base
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    creds.access_key_id(),
+                    creds.secret_access_key(),
+                    Some(creds.session_token().to_string()),
+                    None,
+                    "bench",
+                ),
+            ),
+        )
+        .build())
+}
+
+/// A VPC of the team's to peer with, made straight in moto in `aws_account`.
+pub(crate) async fn peer_vpc(moto: &Moto, aws_account: &str, cidr: &str) -> Result<String> {
+    let config = account_config(moto, aws_account).await?;
+    let out = aws_sdk_ec2::Client::new(&config)
+        .create_vpc()
+        .cidr_block(cidr)
+        .send()
+        .await?;
+    Ok(out
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("no peer VPC ID")?
+        .to_string())
 }
 
 /// How long the proxy has been up (its trace's clock).
@@ -642,15 +726,17 @@ pub(crate) async fn resync_scale_run(
     )?;
     account(client, ns, "acct-0", &aws_account).await?;
     wait_accounts_ready(client, ns, 1).await?;
+    // Outside every cluster's 10.i.0.0/16.
+    let peer = peer_vpc(&moto, &aws_account, "172.31.0.0/16").await?;
     let api = Api::<ComputeCluster>::namespaced(client.clone(), ns);
     let mut made = 0;
     let mut points = vec![];
     for &n in counts {
         futures::stream::iter(made..n)
             .map(|i| {
-                let api = api.clone();
+                let (api, peer) = (api.clone(), peer.clone());
                 async move {
-                    let cc = small_cluster(&format!("r-{i}"), "acct-0", i)?;
+                    let cc = resync_cluster(&format!("r-{i}"), "acct-0", i, &peer)?;
                     api.create(&PostParams::default(), &cc).await?;
                     Ok::<_, anyhow::Error>(())
                 }
