@@ -199,7 +199,10 @@ pub struct Peering {
     /// Route tables of the peer VPC that get a route back to the cluster's
     /// CIDR. These are not the cluster's: the operator adds exactly that
     /// route and removes exactly it on deletion, and touches nothing else
-    /// of them. Default none: the peer's owner routes back.
+    /// of them. Each must be opened by its owner with the tag
+    /// `byoc.dev/peer-routes=allowed` (the generated policy allows no other
+    /// table); one not opened, or already routing the cluster's CIDR
+    /// elsewhere, is `Stalled`. Default none: the peer's owner routes back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = patterns::ROUTE_TABLE_ID)))]
     #[x_kube(merge_strategy = ListMerge::Set)]

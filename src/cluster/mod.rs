@@ -482,7 +482,7 @@ fn look_again(
         (NextLook::WhenAwsIsDone(after), _) => {
             let entry = Entry {
                 object: ObjectRef::from_obj(&**cc),
-                member: (),
+                member: *looks,
             };
             ctx.waiting.join(key, clients(), &uid, entry);
             Ok(Action::requeue(after))

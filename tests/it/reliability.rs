@@ -437,6 +437,9 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/deletionPolicy",
     "/spec/network/existingVpcId",
     "/spec/network/azCount",
+    "/spec/network/endpoints",
+    "/spec/network/internet",
+    "/spec/network/peering",
 ];
 
 const ACCOUNT_PATHS: &[&str] = &[
@@ -572,6 +575,16 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
                 .boxed()
         }
         "/spec/network/azCount" => (1i64..8).prop_map(|n| json!(n)).boxed(),
+        "/spec/network/endpoints" => {
+            proptest::collection::vec("s3|dynamodb|ecr\\.api|ecr\\.dkr|sts|logs", 1..4)
+                .prop_map(|v| json!(v))
+                .boxed()
+        }
+        "/spec/network/internet" => any::<bool>().prop_map(|b| json!(b)).boxed(),
+        // Peer VPCs AWS does not hold, some with routes overlapping the VPC.
+        "/spec/network/peering" => ("vpc-[0-9a-f]{17}", proptest::option::of("10\\.0\\.[0-9]{1,2}\\.0/24"))
+            .prop_map(|(vpc, route)| json!([{"vpcId": vpc, "routes": route.into_iter().collect::<Vec<_>>()}]))
+            .boxed(),
         // A few other accounts, not hundreds: moto builds each account's
         // state on first use (seconds of CPU, which AWS does not spend), and
         // a new one per manifest starves the suite, not the operator.

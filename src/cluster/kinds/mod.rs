@@ -150,12 +150,10 @@ impl Observed {
             when(looks.peering, peering_api::describe(c, scope)),
         )?;
         let mut by_owner = ec2;
-        let live: Vec<String> = peerings
-            .iter()
-            .filter(|(_, p)| p.state != PeeringState::Gone)
-            .map(|(_, p)| p.id.clone())
-            .collect();
-        let routes = route_table::peering_routes(c, &live).await?;
+        // Routes to every connection AWS still lists, deleted ones too: a
+        // route left to one is found, replaced or removed.
+        let ids: Vec<String> = peerings.iter().map(|(_, p)| p.id.clone()).collect();
+        let routes = route_table::peering_routes(c, &ids).await?;
         for (uid, peering) in &peerings {
             let theirs = routes.iter().filter(|r| r.peering_id == peering.id);
             let o = by_owner.entry(uid.clone()).or_default();

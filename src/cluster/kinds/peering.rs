@@ -151,7 +151,8 @@ pub async fn ensure(
     asked: &[PeeringPlan],
 ) -> Result<PeeringDone, Error> {
     let actions = plan(asked, &p.observed.peerings);
-    delete_connections(p.c, &actions.delete, &p.observed.peering_routes, &[]).await?;
+    let gone = &actions.delete;
+    delete_connections(p.c, gone, gone, &p.observed.peering_routes, &[]).await?;
     let region = &p.spec.region;
     let made = try_join_all(actions.keep.iter().map(|(peer, have)| async move {
         let a = asked
@@ -279,11 +280,16 @@ pub fn plan_routes(
     };
     for w in wanted.iter().filter(|w| !have(w)) {
         let (table, dest, pcx) = w;
+        // A route of ours to another connection (one deleted out of band)
+        // is replaced wherever it is; anything else in a peer's table is
+        // theirs and never replaced.
+        let ours_there = observed
+            .iter()
+            .any(|r| &r.table_id == table && &r.destination == dest);
         let replace = match peer.iter().find(|t| &t.id == table) {
+            _ if ours_there => true,
             Some(t) => peer_table_taken(t, dest)?,
-            None if own.iter().any(|t| &t.id == table) => observed
-                .iter()
-                .any(|r| &r.table_id == table && &r.destination == dest),
+            None if own.iter().any(|t| &t.id == table) => false,
             None => {
                 return Err(MissingNetwork::PeerRouteTable { id: table.clone() }.into());
             }
@@ -377,18 +383,19 @@ pub async fn ensure_routes(
     Ok(())
 }
 
-/// Deletes the connections `ids`: first their routes in tables not among
-/// `own` (the peer's, which get back exactly their old routes), then the
-/// connections (the cluster's own tables go with the cluster).
+/// Deletes the connections `ids`: first the routes to `routes_to` in tables
+/// not among `own` (the peer's, which get back exactly their old routes),
+/// then the connections (the cluster's own tables go with the cluster).
 async fn delete_connections(
     c: &AwsClients,
     ids: &[String],
+    routes_to: &[String],
     routes: &[PeeringRoute],
     own: &[String],
 ) -> AwsResult<()> {
     let theirs = routes
         .iter()
-        .filter(|r| ids.contains(&r.peering_id) && !own.contains(&r.table_id));
+        .filter(|r| routes_to.contains(&r.peering_id) && !own.contains(&r.table_id));
     try_join_all(theirs.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
     try_join_all(ids.iter().map(|id| peering::delete(c, id))).await?;
     Ok(())
@@ -408,6 +415,243 @@ pub async fn delete(
         .map(|p| p.id.clone())
         .collect();
     let own: Vec<String> = own_tables.iter().map(|t| t.id.clone()).collect();
-    delete_connections(c, &live, routes, &own).await?;
+    // The routes to every connection AWS lists, a deleted one's too.
+    let all: Vec<String> = observed.iter().map(|p| p.id.clone()).collect();
+    delete_connections(c, &live, &all, routes, &own).await?;
     Ok(Deleted::All)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(vpc: &str, tables: &[&str]) -> PeeringPlan {
+        PeeringPlan {
+            vpc_id: vpc.into(),
+            owner_id: None,
+            region: None,
+            routes: vec![],
+            peer_route_table_ids: tables.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn seen(id: &str, vpc: &str, state: PeeringState) -> ObservedPeering {
+        ObservedPeering {
+            id: id.into(),
+            peer_vpc_id: vpc.into(),
+            state,
+            peer_cidrs: vec!["10.9.0.0/16".into()],
+        }
+    }
+
+    #[test]
+    fn one_connection_per_peer_asked_for() {
+        use PeeringState::*;
+        // (asked, observed, kept (peer, connection), deleted, why)
+        type Row<'a> = (
+            Vec<&'a str>,
+            Vec<ObservedPeering>,
+            Vec<(&'a str, Option<&'a str>)>,
+            Vec<&'a str>,
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (vec!["vpc-p"], vec![], vec![("vpc-p", None)], vec![], "a new peer: requested"),
+            (
+                vec!["vpc-p"],
+                vec![seen("pcx-1", "vpc-p", Active)],
+                vec![("vpc-p", Some("pcx-1"))],
+                vec![],
+                "in place",
+            ),
+            (
+                vec!["vpc-p"],
+                vec![seen("pcx-2", "vpc-p", Active), seen("pcx-1", "vpc-p", PendingAcceptance)],
+                vec![("vpc-p", Some("pcx-1"))],
+                vec!["pcx-2"],
+                "a second connection to a peer (a crash between request and status): the lowest ID kept",
+            ),
+            (
+                vec![],
+                vec![seen("pcx-1", "vpc-p", Active)],
+                vec![],
+                vec!["pcx-1"],
+                "a peer no longer asked for",
+            ),
+            (
+                vec!["vpc-p"],
+                vec![seen("pcx-1", "vpc-p", Gone)],
+                vec![("vpc-p", None)],
+                vec![],
+                "deleted out of band: requested again",
+            ),
+        ];
+        for (asked_for, observed, kept, deleted, why) in rows {
+            let asked_for: Vec<PeeringPlan> = asked_for.iter().map(|v| asked(v, &[])).collect();
+            let got = plan(&asked_for, &observed);
+            let got_kept: Vec<(String, Option<String>)> = got
+                .keep
+                .iter()
+                .map(|(v, c)| (v.clone(), c.as_ref().map(|c| c.id.clone())))
+                .collect();
+            let want_kept: Vec<(String, Option<String>)> = kept
+                .iter()
+                .map(|(v, c)| (v.to_string(), c.map(str::to_string)))
+                .collect();
+            assert_eq!(
+                (got_kept, got.delete),
+                (
+                    want_kept,
+                    deleted.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                ),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operator_accepts_only_in_its_own_account_and_region() {
+        let with = |owner: Option<&str>, region: Option<&str>| PeeringPlan {
+            owner_id: owner.map(str::to_string),
+            region: region.map(str::to_string),
+            ..asked("vpc-p", &[])
+        };
+        let own = "111111111111";
+        assert!(accepts_itself(&with(None, None), own, "us-east-1"));
+        assert!(accepts_itself(
+            &with(Some(own), Some("us-east-1")),
+            own,
+            "us-east-1"
+        ));
+        assert!(!accepts_itself(
+            &with(Some("222222222222"), None),
+            own,
+            "us-east-1"
+        ));
+        assert!(!accepts_itself(
+            &with(None, Some("us-west-2")),
+            own,
+            "us-east-1"
+        ));
+        let said = pending_acceptance(&with(Some("222222222222"), None), "pcx-1", "us-east-1");
+        assert!(
+            said.contains("account 222222222222, region us-east-1")
+                && said.contains("--vpc-peering-connection-id pcx-1"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn an_overlapping_peer_block_is_found() {
+        let cidr: Ipv4Net = "10.0.0.0/16".parse().expect("cidr");
+        let blocks = |b: &[&str]| b.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(first_overlap(&blocks(&["10.1.0.0/16"]), cidr), None);
+        assert_eq!(
+            first_overlap(&blocks(&["10.1.0.0/16", "10.0.128.0/17"]), cidr),
+            Some("10.0.128.0/17".parse().expect("cidr"))
+        );
+        assert_eq!(
+            first_overlap(&blocks(&["10.0.0.0/8"]), cidr),
+            Some("10.0.0.0/8".parse().expect("cidr"))
+        );
+    }
+
+    #[test]
+    fn routes_go_where_they_are_wanted_and_nowhere_else() {
+        let cidr: Ipv4Net = "10.0.0.0/16".parse().expect("cidr");
+        let connection = |id: &str, state, tables: &[&str]| Connection {
+            id: id.into(),
+            state,
+            destinations: vec!["10.9.0.0/16".into()],
+            asked: asked("vpc-p", tables),
+        };
+        let own = vec![ObservedRouteTable {
+            id: "rtb-own".into(),
+            public: false,
+            zone: None,
+            default_target: None,
+            associations: vec![],
+        }];
+        let peer = |id: &str, open: bool, routes: &[(&str, &str)]| PeerTable {
+            id: id.into(),
+            vpc_id: "vpc-p".into(),
+            open,
+            routes: routes
+                .iter()
+                .map(|(d, t)| (d.to_string(), t.to_string()))
+                .collect(),
+        };
+        let route = |table: &str, dest: &str, pcx: &str| PeeringRoute {
+            table_id: table.into(),
+            destination: dest.into(),
+            peering_id: pcx.into(),
+        };
+        let tables = vec!["rtb-own".to_string()];
+        let active = [connection("pcx-1", PeeringState::Active, &["rtb-peer"])];
+        let wanted = wanted_routes(&active, &tables, cidr);
+        assert_eq!(
+            wanted,
+            BTreeSet::from([
+                ("rtb-own".into(), "10.9.0.0/16".into(), "pcx-1".into()),
+                ("rtb-peer".into(), "10.0.0.0/16".into(), "pcx-1".into()),
+            ])
+        );
+        let pending = [connection(
+            "pcx-1",
+            PeeringState::PendingAcceptance,
+            &["rtb-peer"],
+        )];
+        assert!(
+            wanted_routes(&pending, &tables, cidr).is_empty(),
+            "no route before the connection is active"
+        );
+
+        // A new connection: a route in each table, the peer's opened one included.
+        let open = [peer("rtb-peer", true, &[("10.9.0.0/16", "local")])];
+        let got = plan_routes(&wanted, &[], &own, &open).expect("routes");
+        assert_eq!(got.set.len(), 2);
+        assert!(got.set.iter().all(|s| !s.3) && got.delete.is_empty());
+        // A table its owner did not open, or one of theirs already routing
+        // the cluster's CIDR: refused, nothing set.
+        let closed = [peer("rtb-peer", false, &[])];
+        assert!(matches!(
+            plan_routes(&wanted, &[], &own, &closed),
+            Err(Error::InvalidSpec(SpecError::PeerTableClosed { .. }))
+        ));
+        let taken = [peer("rtb-peer", true, &[("10.0.0.0/16", "tgw-1")])];
+        assert!(matches!(
+            plan_routes(&wanted, &[], &own, &taken),
+            Err(Error::InvalidSpec(SpecError::PeerRouteTaken { .. }))
+        ));
+        // A listed table AWS does not have.
+        assert!(matches!(
+            plan_routes(&wanted, &[], &own, &[]),
+            Err(Error::ExistingNetwork(_))
+        ));
+        // In place: nothing to do; a table no longer listed: its route goes.
+        let placed = [
+            route("rtb-own", "10.9.0.0/16", "pcx-1"),
+            route("rtb-peer", "10.0.0.0/16", "pcx-1"),
+        ];
+        assert_eq!(
+            plan_routes(&wanted, &placed, &own, &[]).expect("in place"),
+            RouteActions::default()
+        );
+        let unlisted = wanted_routes(
+            &[connection("pcx-1", PeeringState::Active, &[])],
+            &tables,
+            cidr,
+        );
+        let got = plan_routes(&unlisted, &placed, &own, &[]).expect("unlisted");
+        assert_eq!(got.delete, vec![route("rtb-peer", "10.0.0.0/16", "pcx-1")]);
+        // Routes left to a connection deleted out of band: replaced, in the
+        // peer's table too (they are ours).
+        let stale = [
+            route("rtb-own", "10.9.0.0/16", "pcx-0"),
+            route("rtb-peer", "10.0.0.0/16", "pcx-0"),
+        ];
+        let got = plan_routes(&wanted, &stale, &own, &open).expect("stale");
+        assert!(got.set.iter().all(|s| s.3), "{got:?}");
+        assert!(got.delete.is_empty(), "{got:?}");
+    }
 }
