@@ -504,7 +504,8 @@ fn look_again(
 /// What a converge pass describes beyond what every pass needs: key pairs
 /// when a group imports one; the role's policies when the spec asks for
 /// some, the last status recorded some, or the spec changed since (a
-/// policy removed from the list in a crash window is still detached).
+/// policy removed from the list in a crash window is still detached); the
+/// VPC endpoints and peering connections likewise, once a status exists.
 fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
     let status = cc.status.as_ref();
     let recorded = status
@@ -518,13 +519,15 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
         } => (!endpoints.is_empty(), !peering.is_empty()),
         NetworkPlan::Existing { .. } => (false, false),
     };
+    // A spec changed since a status was written may have dropped endpoints
+    // or peers made in a crash window (before status recorded them); a new
+    // cluster has made nothing yet.
+    let edited = changed && status.is_some_and(|s| s.observed_generation.is_some());
     Looks {
         key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
         role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
-        endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || changed,
-        peering: peering
-            || network.is_some_and(|n| !n.peering_connection_ids.is_empty())
-            || changed,
+        endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || edited,
+        peering: peering || network.is_some_and(|n| !n.peering_connection_ids.is_empty()) || edited,
     }
 }
 
@@ -733,6 +736,24 @@ mod tests {
                 "the spec changed since the last status",
             ),
         ];
+        // A new cluster (no status at all) looks at its role's policies
+        // only, as the spec changed since no status.
+        let new: ComputeCluster = serde_json::from_value(json!({
+            "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+            "metadata": {"name": "c", "namespace": "team", "uid": "cc-1", "generation": 1},
+            "spec": {"cloudAccountRef": {"name": "acme"}, "region": "us-east-1",
+                "network": {"vpcCidr": "10.0.0.0/16"}, "nodeGroups": [{"name": "w", "instanceType": "t3.large", "count": 1}]}
+        }))
+        .expect("a ComputeCluster");
+        let spec = spec::validate(&new, "installation-1").expect("a valid spec");
+        assert_eq!(
+            super::looks(&new, &spec),
+            Looks {
+                role_policies: true,
+                ..nothing
+            },
+            "a new cluster"
+        );
         for (group, asked, recorded, network, in_status, observed, want, why) in rows {
             let cc: ComputeCluster = serde_json::from_value(serde_json::json!({
                 "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",

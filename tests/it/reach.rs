@@ -9,11 +9,14 @@ use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
 use crate::clusters::ready_account;
+use crate::clusters::WAIT;
 use crate::clusters::{
     condition_with, counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running,
     Counts,
 };
-use crate::support::{install_crds, kubectl_apply, kubectl_byoc, Ground, Operator, OperatorExt};
+use crate::support::{
+    eventually, install_crds, kubectl_apply, kubectl_byoc, Ground, Operator, OperatorExt,
+};
 
 /// A VPC of the team's in the cluster's account, with two route tables of
 /// its own: one opened to routes back (`byoc.dev/peer-routes=allowed`),
@@ -111,6 +114,20 @@ async fn snapshot(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<String> {
     Ok(lines.join("\n"))
 }
 
+/// The ID of the endpoint whose service name ends with `suffix`.
+fn endpoint_of(
+    found: &aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput,
+    suffix: &str,
+) -> Result<String> {
+    found
+        .vpc_endpoints()
+        .iter()
+        .find(|e| e.service_name().is_some_and(|n| n.ends_with(suffix)))
+        .and_then(|e| e.vpc_endpoint_id())
+        .map(str::to_string)
+        .with_context(|| format!("no endpoint of {suffix}"))
+}
+
 fn manifest(name: &str, cidr: &str, network_extra: &str) -> String {
     format!(
         "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network:\n    vpcCidr: {cidr}\n    availabilityZones: [us-east-1a, us-east-1b]\n{network_extra}  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1}}]\n"
@@ -119,7 +136,7 @@ fn manifest(name: &str, cidr: &str, network_extra: &str) -> String {
 
 #[tokio::test]
 async fn endpoints_a_private_network_and_peering_are_made_shown_and_removed() -> Result<()> {
-    let (g, op) = ground_with_account("reach-made", &[]).await?;
+    let (g, op) = ground_with_account("reach-made", &["--resync-interval", "2s"]).await?;
     let result = made_and_removed(&g).await;
     result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
 }
@@ -136,7 +153,8 @@ async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
         realism: Some(testground::Realism::aws(0.05)),
         ..Default::default()
     });
-    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let args = ["--progress-poll", "1s", "--resync-interval", "2s"];
+    let op = Operator::start(&g, &args, &[])?;
     ready_account(&g).await?;
     let result = made_and_removed(&g).await;
     let events = g.proxy.realism_events();
@@ -297,6 +315,59 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
         routes_to(peer.closed_table.clone()).await?.is_empty(),
         "a table not listed is not touched"
     );
+
+    // Drift: the S3 endpoint detached from a table and the STS one deleted
+    // out of band come back on the shared resync.
+    let s3 = endpoint_of(&endpoints, ".s3")?;
+    let sts = endpoint_of(&endpoints, ".sts")?;
+    ec2.modify_vpc_endpoint()
+        .vpc_endpoint_id(&s3)
+        .set_remove_route_table_ids(Some(network.route_table_ids.clone()))
+        .send()
+        .await?;
+    ec2.delete_vpc_endpoints()
+        .vpc_endpoint_ids(&sts)
+        .send()
+        .await?;
+    let repaired = eventually("the endpoints repaired", WAIT, || async {
+        let now = ec2
+            .describe_vpc_endpoints()
+            .filters(
+                Filter::builder()
+                    .name("vpc-id")
+                    .values(network.vpc_id.clone().unwrap_or_default())
+                    .build(),
+            )
+            .send()
+            .await?;
+        let live: Vec<_> = now
+            .vpc_endpoints()
+            .iter()
+            .filter(|e| e.state().map(|s| s.as_str()) == Some("available"))
+            .collect();
+        let s3_attached = live.iter().any(|e| {
+            e.vpc_endpoint_id() == Some(s3.as_str())
+                && e.route_table_ids().len() == network.route_table_ids.len()
+        });
+        let sts_again = live.iter().any(|e| {
+            e.service_name().is_some_and(|n| n.ends_with(".sts"))
+                && e.vpc_endpoint_id() != Some(sts.as_str())
+        });
+        Ok((live.len() == 3 && s3_attached && sts_again).then_some(()))
+    });
+    repaired.await?;
+    let cc = wait_running(g, "private", |cc| {
+        cc.status
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .is_some_and(|n| n.endpoint_ids.len() == 3 && !n.endpoint_ids.contains(&sts))
+    })
+    .await?;
+    let network = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .context("network status")?;
 
     // Shown by describe, each with its state.
     let tree = kubectl_byoc(
