@@ -163,14 +163,7 @@ fn synced(o: &DynamicObject) -> bool {
 
 /// The first image moto offers (ACK's Instance names its image).
 async fn an_image(moto: &Moto) -> Result<String> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "bench",
-        ))
-        .load()
-        .await;
+    let config = crate::scenarios::moto_config(moto).await;
     let images = aws_sdk_ec2::Client::new(&config)
         .describe_images()
         .owners("amazon")

@@ -470,16 +470,21 @@ pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// Straight at moto, as `aws_account` (an assumed role there).
-async fn account_config(moto: &Moto, aws_account: &str) -> Result<aws_config::SdkConfig> {
-    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// Straight at moto, as its default account.
+pub(crate) async fn moto_config(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "bench",
         ))
         .load()
-        .await;
+        .await
+}
+
+/// Straight at moto, as `aws_account` (an assumed role there).
+async fn account_config(moto: &Moto, aws_account: &str) -> Result<aws_config::SdkConfig> {
+    let base = moto_config(moto).await;
     let assumed = aws_sdk_sts::Client::new(&base)
         .assume_role()
         .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
