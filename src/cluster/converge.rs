@@ -451,15 +451,28 @@ async fn existing_network(input: &StepInput<'_>, b: &Board) -> Result<(), Error>
         &b.subnets,
         vpc::existing(input.pass, vpc_id, subnet_ids).await?,
     )?;
+    in_place_already(b)?;
+    put(&b.vpc, vpc_id.clone())
+}
+
+/// What a bring-your-own network has already, or does not need: every
+/// network step after its subnets, in place.
+fn in_place_already(b: &Board) -> Result<(), Error> {
     put(&b.dns, ())?;
     put(&b.nats, BTreeMap::new())?;
     put(&b.tables, vec![])?;
     put(&b.public_route, ())?;
     put(&b.private_routes, true)?;
-    put(&b.endpoints, EndpointsDone::default())?;
+    // No endpoint or peering connection asked for: none to wait for.
+    put(
+        &b.endpoints,
+        EndpointsDone {
+            ids: vec![],
+            available: true,
+        },
+    )?;
     put(&b.peering, PeeringDone::default())?;
-    put(&b.peering_routes, ())?;
-    put(&b.vpc, vpc_id.clone())
+    put(&b.peering_routes, ())
 }
 
 /// What the pass learned of the endpoints and peering; whether they are
@@ -699,6 +712,33 @@ mod tests {
                 Learned {
                     nodes: true,
                     image_refresh: true,
+                    ..nothing
+                },
+            ),
+            (
+                "a bring-your-own network: ready with its subnets alone",
+                Box::new(|b| {
+                    let _ = in_place_already(b);
+                }),
+                None,
+                Learned {
+                    network_ready: true,
+                    ..nothing
+                },
+            ),
+            (
+                "endpoints still pending: AWS is creating, the network waits",
+                Box::new(move |b| {
+                    let _ = b.endpoints.set(EndpointsDone {
+                        ids: vec!["vpce-1".into()],
+                        available: false,
+                    });
+                    routed(b, NatState::Available, true);
+                }),
+                None,
+                Learned {
+                    aws_creating: true,
+                    waiting: 1,
                     ..nothing
                 },
             ),

@@ -441,8 +441,10 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     kubectl_apply(&g, &small_cluster_manifest("kept", "10.7.0.0/16"))?;
     kubectl_apply(
         &g,
-        &small_cluster_manifest("orphan", "10.8.0.0/16")
-            .replace("natGateways: none", "natGateways: single"),
+        &small_cluster_manifest("orphan", "10.8.0.0/16").replace(
+            "natGateways: none",
+            "natGateways: single, endpoints: [s3, ecr.api]",
+        ),
     )?;
     let kept = wait_running(&g, "kept", |_| true).await?;
     let orphan = wait_running(&g, "orphan", |_| true).await?;
@@ -491,7 +493,7 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     wait_gone(&g, "orphan").await?;
     let left = counts(&g, &orphan_uid).await?;
     assert!(
-        left.vpcs == 1 && left.nat_gateways == 1 && left.instances() == 1,
+        left.vpcs == 1 && left.nat_gateways == 1 && left.instances() == 1 && left.endpoints == 2,
         "{left:?}"
     );
     let (orphan_vpc, orphan_subnet) = network_ids(&orphan)?;
@@ -517,13 +519,16 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         .and_then(|s| s.network.as_ref())
         .and_then(|n| n.nat_gateway_ids.first().cloned())
         .context("no NAT gateway")?;
+    let ecr = orphan_endpoint(&g, &orphan, ".ecr.api").await?;
     for want in [
         format!("former cluster {ns}/orphan (uid {orphan_uid})"),
         orphan_vpc.clone(),
         orphan_subnet.clone(),
         format!("{nat} (available)  ~$32.85/month"),
-        // A NAT gateway, its Elastic IP and a t3.small.
-        "about $51.68/month".to_string(),
+        format!("vpc-endpoint {ecr} (ecr.api)  ~$7.30/month"),
+        // A NAT gateway, its Elastic IP, a t3.small and an interface
+        // endpoint in one zone (the S3 gateway endpoint costs nothing).
+        "about $58.98/month".to_string(),
     ] {
         assert!(found.contains(&want), "audit lacks {want:?}:\n{found}");
     }
@@ -563,6 +568,28 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
         "audit --delete touched a live cluster"
     );
     Ok(())
+}
+
+/// The ID of `cc`'s endpoint whose service name ends with `suffix`.
+async fn orphan_endpoint(g: &Ground, cc: &ComputeCluster, suffix: &str) -> Result<String> {
+    let ids = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.endpoint_ids.clone())
+        .unwrap_or_default();
+    let found = aws_sdk_ec2::Client::new(&g.aws().await)
+        .describe_vpc_endpoints()
+        .set_vpc_endpoint_ids(Some(ids))
+        .send()
+        .await?;
+    found
+        .vpc_endpoints()
+        .iter()
+        .find(|e| e.service_name().is_some_and(|n| n.ends_with(suffix)))
+        .and_then(|e| e.vpc_endpoint_id())
+        .map(str::to_string)
+        .with_context(|| format!("no {suffix} endpoint in status"))
 }
 
 #[tokio::test]
