@@ -180,9 +180,9 @@ pub struct Peering {
     #[schemars(regex(pattern = patterns::VPC_ID))]
     pub vpc_id: String,
     /// The AWS account of the peer VPC (default the cluster's). A peer in
-    /// the cluster's own account and region is accepted by the operator;
-    /// any other must be accepted by its owner (`PeeringPendingAcceptance`
-    /// says what to do).
+    /// the cluster's own account is accepted by the operator (in the peer's
+    /// region) when its policy allows; any other must be accepted by its
+    /// owner (`PeeringPendingAcceptance` says what to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = patterns::ACCOUNT_ID))]
     pub owner_id: Option<String>,

@@ -147,10 +147,21 @@ pub async fn create(
         .to_string())
 }
 
-/// Accepts a connection whose peer is in the caller's account and region.
-pub async fn accept(c: &AwsClients, id: &str) -> AwsResult<()> {
-    c.ec2
-        .accept_vpc_peering_connection()
+/// Accepts a connection whose peer is in the caller's account, in the
+/// peer's region (`region`, else the caller's): AWS takes the acceptance
+/// only there.
+pub async fn accept(c: &AwsClients, id: &str, region: Option<&str>) -> AwsResult<()> {
+    let ec2 = match region {
+        Some(r) => aws_sdk_ec2::Client::from_conf(
+            c.ec2
+                .config()
+                .to_builder()
+                .region(aws_sdk_ec2::config::Region::new(r.to_string()))
+                .build(),
+        ),
+        None => c.ec2.clone(),
+    };
+    ec2.accept_vpc_peering_connection()
         .vpc_peering_connection_id(id)
         .customize()
         .retrying_new_ids()

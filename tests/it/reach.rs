@@ -444,14 +444,55 @@ async fn refused(g: &Ground) -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_peer_in_another_region_waits_for_its_owner_then_runs() -> Result<()> {
+async fn a_peer_of_another_account_waits_for_its_owner_one_of_another_region_does_not() -> Result<()>
+{
     let (g, op) = ground_with_account("reach-accept", &[]).await?;
-    let result = accepted_by_the_peer(&g).await;
+    let result = accepted(&g).await;
     result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
 }
 
-async fn accepted_by_the_peer(g: &Ground) -> Result<()> {
+/// `config` as another AWS account of moto's (an assumed role there).
+async fn as_account(
+    config: &aws_config::SdkConfig,
+    account: &str,
+) -> Result<aws_config::SdkConfig> {
+    let assumed = aws_sdk_sts::Client::new(config)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/peer-owner"))
+        .role_session_name("peer-owner")
+        .send()
+        .await?;
+    let creds = assumed.credentials().context("no credentials")?;
+    Ok(config
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    creds.access_key_id(),
+                    creds.secret_access_key(),
+                    Some(creds.session_token().to_string()),
+                    None,
+                    "peer-owner",
+                ),
+            ),
+        )
+        .build())
+}
+
+/// The first peering connection status names.
+async fn connection_of(g: &Ground, name: &str) -> Result<String> {
+    let cc = g.api::<ComputeCluster>().get(name).await?;
+    cc.status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| n.peering_connection_ids.first().cloned())
+        .context("the connection in status")
+}
+
+async fn accepted(g: &Ground) -> Result<()> {
     let config = g.aws().await;
+    // In another region of the cluster's own account: the operator accepts
+    // it there, and the cluster runs routed to the peer.
     let west = aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::config::Builder::from(&config)
             .region(aws_sdk_ec2::config::Region::new("us-west-2"))
@@ -463,45 +504,66 @@ async fn accepted_by_the_peer(g: &Ground) -> Result<()> {
         peer.vpc_id
     );
     kubectl_apply(g, &manifest("west", "10.61.0.0/16", &extra))?;
-    // The operator does not accept in a region not the cluster's: it says
-    // what the peer's owner must do, with the connection's ID.
+    let cc = wait_running(g, "west", |_| true).await?;
+    let pcx = connection_of(g, "west").await?;
+    assert_routed(g, &cc, &pcx, "10.60.0.0/16").await?;
+
+    // In another account: the operator does not accept it; it says what
+    // the peer's owner must do, with the connection's ID.
+    let other = "210987654321";
+    let theirs = aws_sdk_ec2::Client::new(&as_account(&config, other).await?);
+    let peer = peer_vpc(&theirs, "10.62.0.0/16").await?;
+    let extra = format!(
+        "    peering:\n      - {{vpcId: {}, ownerId: \"{other}\", routes: [10.62.0.0/16]}}\n",
+        peer.vpc_id
+    );
+    kubectl_apply(g, &manifest("theirs", "10.63.0.0/16", &extra))?;
     let waiting = condition_with(
         g,
-        "west",
+        "theirs",
         "NetworkReady",
         "False",
         "PeeringPendingAcceptance",
     )
     .await?;
-    let api = g.api::<ComputeCluster>();
-    let cc = api.get("west").await?;
-    let pcx = cc
-        .status
-        .as_ref()
-        .and_then(|s| s.network.as_ref())
-        .and_then(|n| n.peering_connection_ids.first().cloned())
-        .context("the connection in status")?;
+    let pcx = connection_of(g, "theirs").await?;
     assert!(
         waiting.message.contains(&pcx)
             && waiting.message.contains("accept-vpc-peering-connection")
-            && waiting.message.contains("us-west-2"),
+            && waiting.message.contains(&format!("account {other}")),
         "{}",
         waiting.message
     );
     // Accepted by its owner: routed, and running.
-    west.accept_vpc_peering_connection()
+    theirs
+        .accept_vpc_peering_connection()
         .vpc_peering_connection_id(&pcx)
         .send()
         .await?;
-    let cc = wait_running(g, "west", |_| true).await?;
-    let uid = cc.uid().context("uid")?;
+    let cc = wait_running(g, "theirs", |_| true).await?;
+    assert_routed(g, &cc, &pcx, "10.62.0.0/16").await?;
+    for name in ["west", "theirs"] {
+        let uid = g
+            .api::<ComputeCluster>()
+            .get(name)
+            .await?
+            .uid()
+            .context("uid")?;
+        delete_and_wait_gone(g, name).await?;
+        assert_eq!(counts(g, &uid).await?, Counts::default(), "{name}");
+    }
+    Ok(())
+}
+
+/// Every route table of `cc` routes `cidr` to the connection `pcx`.
+async fn assert_routed(g: &Ground, cc: &ComputeCluster, pcx: &str, cidr: &str) -> Result<()> {
     let tables = cc
         .status
         .as_ref()
         .and_then(|s| s.network.as_ref())
         .map(|n| n.route_table_ids.clone())
         .unwrap_or_default();
-    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let found = ec2
         .describe_route_tables()
         .set_route_table_ids(Some(tables.clone()))
@@ -512,17 +574,16 @@ async fn accepted_by_the_peer(g: &Ground) -> Result<()> {
         .iter()
         .filter(|t| {
             t.routes().iter().any(|r| {
-                r.vpc_peering_connection_id() == Some(pcx.as_str())
-                    && r.destination_cidr_block() == Some("10.60.0.0/16")
+                r.vpc_peering_connection_id() == Some(pcx)
+                    && r.destination_cidr_block() == Some(cidr)
             })
         })
         .count();
+    assert!(!tables.is_empty());
     assert_eq!(
         routed,
         tables.len(),
-        "every table of the cluster's routes to the peer"
+        "every table of the cluster's routes {cidr} to {pcx}"
     );
-    delete_and_wait_gone(g, "west").await?;
-    assert_eq!(counts(g, &uid).await?, Counts::default());
     Ok(())
 }

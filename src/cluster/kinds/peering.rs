@@ -1,6 +1,7 @@
 //! Peering connections (`network.peering`): one connection per peer VPC,
 //! accepted by the operator when the peer is in the cluster's own account
-//! and region, else left for the peer's owner (`PeeringPendingAcceptance`);
+//! (in the peer's region) and its policy allows it, else left for the
+//! peer's owner (`PeeringPendingAcceptance`);
 //! routes to the peer in every route table of the cluster's, and a route
 //! back in the peer's tables the spec lists (tables the peer's owner opened
 //! with the `byoc.dev/peer-routes` tag) and in no other. Deleted before
@@ -57,18 +58,27 @@ pub fn plan(asked: &[PeeringPlan], observed: &[ObservedPeering]) -> PeeringActio
 }
 
 /// Whether the operator accepts the connection itself: the peer is in the
-/// cluster's account (`account_id`) and region.
-pub fn accepts_itself(asked: &PeeringPlan, account_id: &str, region: &str) -> bool {
+/// cluster's account (`account_id`), in any region.
+pub fn accepts_itself(asked: &PeeringPlan, account_id: &str) -> bool {
     asked.owner_id.as_deref().is_none_or(|o| o == account_id)
-        && asked.region.as_deref().is_none_or(|r| r == region)
 }
 
-/// What the peer's owner must do, for a connection waiting on them.
-pub fn pending_acceptance(asked: &PeeringPlan, id: &str, region: &str) -> String {
+/// The peer's region when it is not the cluster's.
+fn other_region<'a>(asked: &'a PeeringPlan, region: &str) -> Option<&'a str> {
+    asked.region.as_deref().filter(|r| *r != region)
+}
+
+/// Why a connection waits on the peer's owner.
+const ANOTHER_ACCOUNT: &str = "the peer is in another account";
+const DENIED: &str = "the operator's role may not accept it";
+
+/// What the peer's owner must do, for a connection waiting on them; `why`
+/// says why the operator did not accept it itself.
+pub fn pending_acceptance(asked: &PeeringPlan, id: &str, region: &str, why: &str) -> String {
     let owner = asked.owner_id.as_deref().unwrap_or("the cluster's account");
     let region = asked.region.as_deref().unwrap_or(region);
     format!(
-        "peering connection {id} to {} waits for its acceptance: in account {owner}, region {region}, run `aws ec2 accept-vpc-peering-connection --vpc-peering-connection-id {id} --region {region}`",
+        "peering connection {id} to {} waits for its acceptance ({why}): in account {owner}, region {region}, run `aws ec2 accept-vpc-peering-connection --vpc-peering-connection-id {id} --region {region}`",
         asked.vpc_id
     )
 }
@@ -91,7 +101,8 @@ pub async fn preflight(
         let Some(a) = asked.iter().find(|a| &a.vpc_id == vpc_id) else {
             continue;
         };
-        if !accepts_itself(a, account_id, &spec.region) {
+        // Only a peer in the cluster's own account and region is visible.
+        if !accepts_itself(a, account_id) || other_region(a, &spec.region).is_some() {
             continue;
         }
         let Some(blocks) = peering::vpc_cidrs(c, vpc_id).await? else {
@@ -174,20 +185,29 @@ pub async fn ensure(
                 (id, PeeringState::Pending)
             }
         };
-        let ours_to_accept = accepts_itself(a, p.account_id, region);
-        let accepted = match (state, ours_to_accept) {
+        let ours_to_accept = accepts_itself(a, p.account_id);
+        let (accepted, denied) = match (state, ours_to_accept) {
             (PeeringState::Pending | PeeringState::PendingAcceptance, true) => {
-                peering::accept(p.c, &id).await?;
-                true
+                match peering::accept(p.c, &id, other_region(a, region)).await {
+                    Ok(()) => (true, false),
+                    // Not the operator's to accept after all: the owner does.
+                    Err(e) if e.is_access_denied() => (false, true),
+                    Err(e) => return Err(e.into()),
+                }
             }
-            _ => false,
+            _ => (false, false),
         };
-        Ok::<_, Error>((a.clone(), id, state, have.is_none() || accepted))
+        let waits = match (ours_to_accept, denied) {
+            (false, _) => Some(ANOTHER_ACCOUNT),
+            (true, true) => Some(DENIED),
+            (true, false) => None,
+        };
+        Ok::<_, Error>((a.clone(), id, state, have.is_none() || accepted, waits))
     }))
     .await?;
     let changed: Vec<String> = made
         .iter()
-        .filter(|(.., changed)| *changed)
+        .filter(|(_, _, _, changed, _)| *changed)
         .map(|(_, id, ..)| id.clone())
         .collect();
     // Accepted in the same account, AWS makes it active in moments.
@@ -204,15 +224,15 @@ pub async fn ensure(
     )
     .await?;
     let mut done = PeeringDone::default();
-    for (a, id, state, _) in made {
+    for (a, id, state, _, waits) in made {
         let seen = now
             .iter()
             .flatten()
             .chain(&p.observed.peerings)
             .find(|c| c.id == id);
         let state = seen.map_or(state, |c| c.state);
-        if state == PeeringState::PendingAcceptance && !accepts_itself(&a, p.account_id, region) {
-            done.pending.push(pending_acceptance(&a, &id, region));
+        if let (PeeringState::PendingAcceptance, Some(why)) = (state, waits) {
+            done.pending.push(pending_acceptance(&a, &id, region, why));
         }
         let destinations = match a.routes.is_empty() {
             true => seen.map(|c| c.peer_cidrs.clone()).unwrap_or_default(),
@@ -517,23 +537,22 @@ mod tests {
             ..asked("vpc-p", &[])
         };
         let own = "111111111111";
-        assert!(accepts_itself(&with(None, None), own, "us-east-1"));
-        assert!(accepts_itself(
-            &with(Some(own), Some("us-east-1")),
-            own,
-            "us-east-1"
-        ));
-        assert!(!accepts_itself(
+        assert!(accepts_itself(&with(None, None), own));
+        assert!(accepts_itself(&with(Some(own), Some("us-east-1")), own));
+        assert!(
+            accepts_itself(&with(None, Some("us-west-2")), own),
+            "in another region of the account: accepted there"
+        );
+        assert!(!accepts_itself(&with(Some("222222222222"), None), own));
+        let west = with(None, Some("us-west-2"));
+        assert_eq!(other_region(&west, "us-east-1"), Some("us-west-2"));
+        assert_eq!(other_region(&west, "us-west-2"), None);
+        let said = pending_acceptance(
             &with(Some("222222222222"), None),
-            own,
-            "us-east-1"
-        ));
-        assert!(!accepts_itself(
-            &with(None, Some("us-west-2")),
-            own,
-            "us-east-1"
-        ));
-        let said = pending_acceptance(&with(Some("222222222222"), None), "pcx-1", "us-east-1");
+            "pcx-1",
+            "us-east-1",
+            ANOTHER_ACCOUNT,
+        );
         assert!(
             said.contains("account 222222222222, region us-east-1")
                 && said.contains("--vpc-peering-connection-id pcx-1"),
