@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
 
-use super::{iam::iam_name, Deleted, Pass};
+use super::{iam::iam_name, security_group, Deleted, Pass};
 use crate::aws::endpoint::{self, is_gateway, Attachments, EndpointState, ObservedEndpoint};
-use crate::aws::security_group::{self, GroupPart, Permission, Source};
+use crate::aws::security_group::{GroupPart, Permission, Source};
 use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
@@ -94,31 +94,11 @@ pub fn https_from(cidr: &str) -> Permission {
 /// The endpoints' security group in `vpc_id`, made when missing, holding
 /// exactly HTTPS from `cidr`.
 pub async fn ensure_group(p: Pass<'_>, vpc_id: &str, cidr: &str) -> Result<String, Error> {
-    let existing = p
-        .observed
-        .security_groups
-        .iter()
-        .find(|g| g.vpc_id == vpc_id && g.part == GroupPart::Endpoints);
-    let (id, current) = match existing {
-        Some(g) => (g.id.clone(), g.ingress.clone()),
-        None => {
-            let name = format!("{}-endpoints", iam_name(&p.spec.owner));
-            let id =
-                security_group::create(p.c, &p.spec.owner, vpc_id, &name, GroupPart::Endpoints)
-                    .await?;
-            (id, vec![])
-        }
-    };
-    let want = [https_from(cidr)];
-    let authorize: Vec<Permission> = want
-        .iter()
-        .filter(|w| !current.contains(w))
-        .cloned()
-        .collect();
-    let revoke: Vec<Permission> = current.into_iter().filter(|c| !want.contains(c)).collect();
-    security_group::authorize(p.c, &id, &authorize).await?;
-    security_group::revoke(p.c, &id, &revoke).await?;
-    Ok(id)
+    let name = format!("{}-endpoints", iam_name(&p.spec.owner));
+    security_group::ensure_group(p, vpc_id, GroupPart::Endpoints, &name, |_| {
+        vec![https_from(cidr)]
+    })
+    .await
 }
 
 /// One create per service: the same token for a retry after a crash (it

@@ -49,7 +49,11 @@ pub struct RuleActions {
 }
 
 pub fn plan(ingress: &[IngressRule], group_id: &str, observed: &[Permission]) -> RuleActions {
-    let desired = desired_permissions(ingress, group_id);
+    difference(&desired_permissions(ingress, group_id), observed)
+}
+
+/// What brings `observed` to `desired`.
+pub fn difference(desired: &[Permission], observed: &[Permission]) -> RuleActions {
     RuleActions {
         authorize: desired
             .iter()
@@ -64,27 +68,37 @@ pub fn plan(ingress: &[IngressRule], group_id: &str, observed: &[Permission]) ->
     }
 }
 
+/// The nodes' group in `vpc_id`.
 pub async fn ensure(p: Pass<'_>, vpc_id: &str) -> Result<String, Error> {
+    let name = iam_name(&p.spec.owner);
+    ensure_group(p, vpc_id, GroupPart::Nodes, &name, |id| {
+        desired_permissions(&p.spec.ingress, id)
+    })
+    .await
+}
+
+/// The cluster's group of `part` in `vpc_id`, made (as `name`) when
+/// missing, its ingress brought to `desired` (given the group's ID).
+pub async fn ensure_group(
+    p: Pass<'_>,
+    vpc_id: &str,
+    part: GroupPart,
+    name: &str,
+    desired: impl Fn(&str) -> Vec<Permission>,
+) -> Result<String, Error> {
     let existing = p
         .observed
         .security_groups
         .iter()
-        .find(|g| g.vpc_id == vpc_id && g.part == GroupPart::Nodes);
+        .find(|g| g.vpc_id == vpc_id && g.part == part);
     let (id, current) = match existing {
         Some(g) => (g.id.clone(), g.ingress.clone()),
         None => (
-            security_group::create(
-                p.c,
-                &p.spec.owner,
-                vpc_id,
-                &iam_name(&p.spec.owner),
-                GroupPart::Nodes,
-            )
-            .await?,
+            security_group::create(p.c, &p.spec.owner, vpc_id, name, part).await?,
             vec![],
         ),
     };
-    let actions = plan(&p.spec.ingress, &id, &current);
+    let actions = difference(&desired(&id), &current);
     security_group::authorize(p.c, &id, &actions.authorize).await?;
     security_group::revoke(p.c, &id, &actions.revoke).await?;
     Ok(id)
