@@ -484,29 +484,10 @@ pub(crate) async fn moto_config(moto: &Moto) -> aws_config::SdkConfig {
 
 /// Straight at moto, as `aws_account` (an assumed role there).
 async fn account_config(moto: &Moto, aws_account: &str) -> Result<aws_config::SdkConfig> {
-    let base = moto_config(moto).await;
-    let assumed = aws_sdk_sts::Client::new(&base)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{aws_account}:role/warm-up"))
-        .role_session_name("bench-warm-up")
-        .send()
+    let role = format!("arn:aws:iam::{aws_account}:role/warm-up");
+    testground::assumed(&moto_config(moto).await, &role, None)
         .await
-        .context("assuming a role in moto")?;
-    let creds = assumed.credentials().context("no credentials")?;
-    Ok(base
-        .to_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(
-                    creds.access_key_id(),
-                    creds.secret_access_key(),
-                    Some(creds.session_token().to_string()),
-                    None,
-                    "bench",
-                ),
-            ),
-        )
-        .build())
+        .context("assuming a role in moto")
 }
 
 /// A VPC of the team's to peer with, made straight in moto in `aws_account`.

@@ -27,6 +27,40 @@ pub mod node;
 pub mod proxy;
 pub mod realism;
 pub use proxy::{AwsProxy, Call, Faults, Refusal};
+
+/// `base` as the role `role_arn` (with `external_id` when given): the
+/// session's credentials in a copy of `base`, as any AWS client uses them.
+/// moto hands out an account's identity to any role ARN of that account.
+pub async fn assumed(
+    base: &aws_config::SdkConfig,
+    role_arn: &str,
+    external_id: Option<&str>,
+) -> anyhow::Result<aws_config::SdkConfig> {
+    let out = aws_sdk_sts::Client::new(base)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("testground")
+        .set_external_id(external_id.map(str::to_string))
+        .send()
+        .await?;
+    let c = out
+        .credentials()
+        .ok_or_else(|| anyhow::anyhow!("AssumeRole of {role_arn} answered no credentials"))?;
+    Ok(base
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    None,
+                    "assumed",
+                ),
+            ),
+        )
+        .build())
+}
 pub use realism::Realism;
 
 /// Prefix of every ground's working directory under the temp dir.

@@ -186,6 +186,20 @@ pub(crate) async fn counts_as(config: &aws_config::SdkConfig, uid: &str) -> Resu
     Ok(c)
 }
 
+/// The ID of the endpoint in `found` whose service name ends with `suffix`.
+pub(crate) fn endpoint_of(
+    found: &aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput,
+    suffix: &str,
+) -> Result<String> {
+    found
+        .vpc_endpoints()
+        .iter()
+        .find(|e| e.service_name().is_some_and(|n| n.ends_with(suffix)))
+        .and_then(|e| e.vpc_endpoint_id())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no endpoint of {suffix}"))
+}
+
 /// A Secret and a ready CloudAccount named `acme`.
 pub(crate) async fn ready_account(g: &Ground) -> Result<()> {
     ready_account_with(

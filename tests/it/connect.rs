@@ -111,28 +111,8 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
         ))
         .load()
         .await;
-    let assumed = aws_sdk_sts::Client::new(&base)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::123456789012:role/{ROLE}"))
-        .role_session_name("probe")
-        .external_id(external_id)
-        .send()
-        .await?;
-    let c = assumed.credentials().context("no credentials")?;
-    let config = base
-        .to_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(
-                    c.access_key_id(),
-                    c.secret_access_key(),
-                    Some(c.session_token().to_string()),
-                    None,
-                    "assumed",
-                ),
-            ),
-        )
-        .build();
+    let role = format!("arn:aws:iam::123456789012:role/{ROLE}");
+    let config = testground::assumed(&base, &role, Some(external_id)).await?;
     let iam = aws_sdk_iam::Client::new(&config);
     let probe = "byoc-probe";
     match iam

@@ -583,13 +583,7 @@ async fn orphan_endpoint(g: &Ground, cc: &ComputeCluster, suffix: &str) -> Resul
         .set_vpc_endpoint_ids(Some(ids))
         .send()
         .await?;
-    found
-        .vpc_endpoints()
-        .iter()
-        .find(|e| e.service_name().is_some_and(|n| n.ends_with(suffix)))
-        .and_then(|e| e.vpc_endpoint_id())
-        .map(str::to_string)
-        .with_context(|| format!("no {suffix} endpoint in status"))
+    crate::clusters::endpoint_of(&found, suffix)
 }
 
 #[tokio::test]

@@ -8,11 +8,9 @@ use aws_sdk_ec2::types::{Filter, Tag};
 use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 
-use crate::clusters::ready_account;
-use crate::clusters::WAIT;
 use crate::clusters::{
-    condition_with, counts, delete_and_wait_gone, ground_with_account, stalled_with, wait_running,
-    Counts,
+    condition_with, counts, delete_and_wait_gone, delete_leaves_nothing, endpoint_of,
+    ground_with_account, ready_account, stalled_with, wait_running, Counts, WAIT,
 };
 use crate::support::{
     eventually, install_crds, kubectl_apply, kubectl_byoc, Ground, Operator, OperatorExt,
@@ -112,20 +110,6 @@ async fn snapshot(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<String> {
     }
     lines.sort();
     Ok(lines.join("\n"))
-}
-
-/// The ID of the endpoint whose service name ends with `suffix`.
-fn endpoint_of(
-    found: &aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput,
-    suffix: &str,
-) -> Result<String> {
-    found
-        .vpc_endpoints()
-        .iter()
-        .find(|e| e.service_name().is_some_and(|n| n.ends_with(suffix)))
-        .and_then(|e| e.vpc_endpoint_id())
-        .map(str::to_string)
-        .with_context(|| format!("no endpoint of {suffix}"))
 }
 
 fn manifest(name: &str, cidr: &str, network_extra: &str) -> String {
@@ -387,9 +371,7 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
     );
 
     // Deleted: nothing of the cluster's left, the peer exactly as before.
-    delete_and_wait_gone(g, "private").await?;
-    let left = counts(g, &uid).await?;
-    assert_eq!(left, Counts::default(), "left behind: {left:?}");
+    delete_leaves_nothing(g, "private", &uid).await?;
     assert_eq!(snapshot(&ec2, &peer.vpc_id).await?, before);
     Ok(())
 }
@@ -451,34 +433,6 @@ async fn a_peer_of_another_account_waits_for_its_owner_one_of_another_region_doe
     result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
 }
 
-/// `config` as another AWS account of moto's (an assumed role there).
-async fn as_account(
-    config: &aws_config::SdkConfig,
-    account: &str,
-) -> Result<aws_config::SdkConfig> {
-    let assumed = aws_sdk_sts::Client::new(config)
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account}:role/peer-owner"))
-        .role_session_name("peer-owner")
-        .send()
-        .await?;
-    let creds = assumed.credentials().context("no credentials")?;
-    Ok(config
-        .to_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(
-                    creds.access_key_id(),
-                    creds.secret_access_key(),
-                    Some(creds.session_token().to_string()),
-                    None,
-                    "peer-owner",
-                ),
-            ),
-        )
-        .build())
-}
-
 /// The first peering connection status names.
 async fn connection_of(g: &Ground, name: &str) -> Result<String> {
     let cc = g.api::<ComputeCluster>().get(name).await?;
@@ -511,7 +465,8 @@ async fn accepted(g: &Ground) -> Result<()> {
     // In another account: the operator does not accept it; it says what
     // the peer's owner must do, with the connection's ID.
     let other = "210987654321";
-    let theirs = aws_sdk_ec2::Client::new(&as_account(&config, other).await?);
+    let owner = format!("arn:aws:iam::{other}:role/peer-owner");
+    let theirs = aws_sdk_ec2::Client::new(&testground::assumed(&config, &owner, None).await?);
     let peer = peer_vpc(&theirs, "10.62.0.0/16").await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, ownerId: \"{other}\", routes: [10.62.0.0/16]}}\n",
@@ -549,8 +504,7 @@ async fn accepted(g: &Ground) -> Result<()> {
             .await?
             .uid()
             .context("uid")?;
-        delete_and_wait_gone(g, name).await?;
-        assert_eq!(counts(g, &uid).await?, Counts::default(), "{name}");
+        delete_leaves_nothing(g, name, &uid).await?;
     }
     Ok(())
 }
