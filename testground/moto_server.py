@@ -26,7 +26,13 @@ resources as AWS judges them.
 
 And moto keeps the inline policies of a role made by CloudFormation as the
 template's mapping, answering GetRolePolicy with Python's rendering of
-it; AWS answers the JSON document. Run with moto's own arguments.
+it; AWS answers the JSON document.
+
+And the proxy's IAM evaluator needs what AWS knows of a resource when it
+authorizes a request on it: its tags (`aws:ResourceTag`), its VPC
+(`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary. It asks
+`/moto-api/byoc/facts` (added here) for them, in any account and region,
+past moto's own IAM enforcement. Run with moto's own arguments.
 """
 
 import functools
@@ -34,6 +40,9 @@ import json
 import sys
 
 from moto import backends
+from moto.ec2.models import ec2_backends
+from moto.iam.models import iam_backends
+from moto.moto_api._internal import urls as moto_api_urls
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.iam.models import Role
@@ -91,6 +100,88 @@ def put_policy(self, policy_name, policy_json):
 
 
 Role.put_policy = put_policy
+
+def _tag_map(tags):
+    """An IAM entity's tags, as moto keeps them, as a plain mapping."""
+    if isinstance(tags, dict):
+        return {k: (v.get("Value", "") if isinstance(v, dict) else v) for k, v in tags.items()}
+    return {t.get("Key", ""): t.get("Value", "") for t in tags or []}
+
+
+def _ec2_fact(ec2, rid):
+    fact = {"tags": dict(ec2.tags.get(rid, {}))}
+    prefix = rid.split("-", 1)[0]
+    try:
+        if prefix == "subnet":
+            fact["vpc"] = ec2.get_subnet(rid).vpc_id
+        elif prefix == "sg":
+            group = ec2.get_security_group_from_id(rid)
+            fact["vpc"] = group.vpc_id if group else None
+        elif prefix == "rtb":
+            fact["vpc"] = ec2.get_route_table(rid).vpc_id
+        elif prefix == "rtbassoc":
+            for table in ec2.route_tables.values():
+                if rid in table._associations:
+                    fact["routeTable"] = table.id
+                    fact["subnet"] = table._associations[rid]
+                    fact["tags"] = dict(ec2.tags.get(table.id, {}))
+        elif prefix == "i":
+            fact["vpc"] = ec2.get_instance(rid).vpc_id
+        elif prefix == "ami":
+            image = ec2.amis[rid]
+            alias = image.owner_alias
+            fact["owner"] = alias if alias in ("amazon", "aws-marketplace") else image.owner_id
+            fact["public"] = bool(image.is_public)
+        elif prefix == "snap":
+            fact["owner"] = ec2.snapshots[rid].owner_id
+        elif prefix == "pcx":
+            pcx = ec2.vpc_pcxs[rid]
+            fact["vpc"] = pcx.vpc.id
+            fact["peerVpc"] = pcx.peer_vpc.id
+            fact["peerOwner"] = pcx.peer_vpc.owner_id
+            fact["peerRegion"] = pcx.peer_vpc.region
+    except Exception as e:  # a resource moto does not hold: no fact
+        fact["missing"] = str(e)
+    return fact
+
+
+def facts(request, full_url, headers):
+    """What AWS knows of the resources a request names (see the top)."""
+    q = json.loads(request.get_data() or b"{}")
+    account, region = q.get("account", ""), q.get("region", "us-east-1")
+    ec2 = ec2_backends[account][region]
+    iam = iam_backends[account]["global"]
+    out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}}
+    for rid in q.get("ec2", []):
+        out["ec2"][rid] = _ec2_fact(ec2, rid)
+    for name in q.get("keyPairs", []):
+        pair = ec2.key_pairs.get(name)
+        if pair:
+            out["keyPairs"][name] = {"id": pair.id, "tags": dict(ec2.tags.get(pair.id, {}))}
+    for name in q.get("roles", []):
+        try:
+            role = iam.get_role(name)
+            out["roles"][name] = {
+                "arn": role.arn,
+                "tags": _tag_map(role.tags),
+                "boundary": role.permissions_boundary_arn,
+            }
+        except Exception:
+            pass
+    for name in q.get("profiles", []):
+        try:
+            profile = iam.get_instance_profile(name)
+            out["profiles"][name] = {
+                "arn": profile.arn,
+                "tags": _tag_map(profile.tags),
+                "roles": [r.name for r in profile.roles],
+            }
+        except Exception:
+            pass
+    return 200, {"Content-Type": "application/json"}, json.dumps(out)
+
+
+moto_api_urls.url_paths["{0}/moto-api/byoc/facts"] = facts
 
 _modules = backends.list_of_moto_modules
 backends.list_of_moto_modules = functools.cache(lambda: tuple(_modules()))

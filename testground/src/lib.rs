@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod containerd;
-pub mod iam_conditions;
+pub mod iam_eval;
 pub mod netns;
 pub mod node;
 pub mod proxy;
 pub mod realism;
-pub use proxy::{AwsProxy, Call, Faults, Refusal};
+pub use proxy::{AwsProxy, Call, Denial, Faults, Refusal};
 
 /// `base` as the role `role_arn` (with `external_id` when given): the
 /// session's credentials in a copy of `base`, as any AWS client uses them.
@@ -90,6 +90,9 @@ pub struct Tools {
     /// The node's pause image (OCI layout tarball) and the name it has.
     pub pause_image: PathBuf,
     pub pause_ref: String,
+    /// The proxy's IAM evaluator (`testground/iam/evaluate.mjs` beside its
+    /// installed packages), run by Node.
+    pub iam_evaluator: PathBuf,
 }
 
 impl Tools {
@@ -135,6 +138,7 @@ impl Tools {
             kube_scheduler: get("BYOC_KUBE_SCHEDULER")?,
             pause_image: get("BYOC_PAUSE_IMAGE")?,
             pause_ref: get("BYOC_PAUSE_REF")?.to_string_lossy().into_owned(),
+            iam_evaluator: get("BYOC_IAM_EVALUATOR")?,
         })
     }
 }
@@ -170,6 +174,27 @@ impl Process {
         cmd.stdout(file.try_clone()?)
             .stderr(file)
             .stdin(Stdio::null());
+        Self::spawn_as(name, cmd, log)
+    }
+
+    /// Starts `cmd` talking through pipes (its stdin and stdout), its
+    /// stderr going to `log`.
+    pub fn spawn_piped(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+    ) -> Result<(Process, std::process::ChildStdin, std::process::ChildStdout)> {
+        let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(file)
+            .stdin(Stdio::piped());
+        let mut process = Self::spawn_as(name, cmd, log)?;
+        let stdin = process.child.stdin.take().context("no stdin pipe")?;
+        let stdout = process.child.stdout.take().context("no stdout pipe")?;
+        Ok((process, stdin, stdout))
+    }
+
+    fn spawn_as(name: &str, mut cmd: Command, log: &Path) -> Result<Process> {
         // Its own process group: a terminal's Ctrl-C reaches the process
         // that started the ground (which stops it in order, the node's pods
         // first), not each part at once.

@@ -15,6 +15,10 @@
 //! - models AWS's behaviour as a whole on request (`Faults::realism`, see
 //!   [`crate::realism`]): state durations, IAM propagation, eventual
 //!   consistency, draining dependencies and rate limits;
+//! - decides IAM as AWS does for every request signed by a principal whose
+//!   policies it was given ([`AwsProxy::grant`], see [`crate::iam_eval`]):
+//!   each resource the action touches authorized in its own context,
+//!   refused as AWS refuses;
 //! - records a trace of every call (operation, start, end) for the benchmark.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,10 +82,43 @@ pub struct Faults {
     /// SDK encodes otherwise, e.g. a space as `%20`, fails as
     /// `SignatureDoesNotMatch` although the caller signed correctly).
     pub resign: bool,
-    /// The permissions policy whose conditions moto passes unread: IAM
-    /// calls that [`crate::iam_conditions`] models are refused
-    /// (`AccessDenied`) unless a statement allows them, conditions and all.
-    pub iam_policy: Option<serde_json::Value>,
+}
+
+/// A request the ground refused on IAM's behalf.
+#[derive(Clone, Debug)]
+pub struct Denial {
+    /// The operation asked for (`CreateSubnet`).
+    pub operation: String,
+    /// The authorization no statement allowed (`ec2:CreateSubnet`).
+    pub action: String,
+    pub resource: String,
+    /// The session that asked.
+    pub principal: String,
+    /// The context it was decided in (the reference's keys only).
+    pub context: BTreeMap<String, serde_json::Value>,
+    /// Statements that denied it explicitly (none: nothing allowed it).
+    pub denied_by: Vec<String>,
+    /// The ground could not model the request (a test-ground gap, not the
+    /// policy's answer).
+    pub ground_error: Option<String>,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ground_error {
+            Some(e) => write!(f, "{} refused: the ground could not evaluate it: {e}", self.operation),
+            None if !self.denied_by.is_empty() => write!(
+                f,
+                "{} on {} denied by statement {:?} (context {:?})",
+                self.action, self.resource, self.denied_by, self.context
+            ),
+            None => write!(
+                f,
+                "{} on {}: no statement allows it (context {:?})",
+                self.action, self.resource, self.context
+            ),
+        }
+    }
 }
 
 /// An offering AWS refuses; `None` matches anything.
@@ -132,6 +169,17 @@ struct Shared {
     injected: AtomicU64,
     seq: AtomicU64,
     stop: AtomicBool,
+    /// Policies by role ARN: requests signed by a session of such a role
+    /// are decided by them ([`crate::iam_eval`]).
+    grants: Mutex<HashMap<String, Vec<serde_json::Value>>>,
+    /// The principal of each access key STS handed out.
+    sessions: Mutex<HashMap<String, crate::iam_eval::Principal>>,
+    /// Started on the first grant.
+    evaluator: Mutex<Option<Arc<crate::iam_eval::Evaluator>>>,
+    denials: Mutex<Vec<Denial>>,
+    /// Authorizations evaluated so far.
+    authorized: AtomicU64,
+    dir: tempfile::TempDir,
 }
 
 /// The proxy; stops when dropped.
@@ -160,6 +208,12 @@ impl AwsProxy {
             injected: AtomicU64::default(),
             seq: AtomicU64::default(),
             stop: AtomicBool::default(),
+            grants: Mutex::default(),
+            sessions: Mutex::default(),
+            evaluator: Mutex::default(),
+            denials: Mutex::default(),
+            authorized: AtomicU64::default(),
+            dir: crate::ground_dir("proxy")?,
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -192,6 +246,31 @@ impl AwsProxy {
 
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;
+    }
+
+    /// From now on, every request signed by a session of `role_arn` is
+    /// decided by `policies` as AWS decides it (its only permissions), and
+    /// refused as AWS refuses. Replaces what the role was granted before.
+    pub fn grant(&self, role_arn: &str, policies: Vec<serde_json::Value>) -> Result<()> {
+        {
+            let mut evaluator = lock(&self.shared.evaluator);
+            if evaluator.is_none() {
+                let log = self.shared.dir.path().join("iam-evaluator.log");
+                *evaluator = Some(Arc::new(crate::iam_eval::Evaluator::start(&log)?));
+            }
+        }
+        lock(&self.shared.grants).insert(role_arn.to_string(), policies);
+        Ok(())
+    }
+
+    /// Requests refused on IAM's behalf so far.
+    pub fn denials(&self) -> Vec<Denial> {
+        lock(&self.shared.denials).clone()
+    }
+
+    /// Authorizations evaluated so far (each resource of each request).
+    pub fn authorized(&self) -> u64 {
+        self.shared.authorized.load(Ordering::SeqCst)
     }
 
     /// Calls seen per operation (faulted ones included).
@@ -459,13 +538,8 @@ fn answer(
         }
     }
 
-    if let Some(policy) = &faults.iam_policy {
-        if let Some(ctx) = crate::iam_conditions::context(op, &req.body) {
-            if !crate::iam_conditions::allows(policy, op, &ctx) {
-                let message = format!("User is not authorized to perform: iam:{op} (no statement of its policy allows it with these conditions)");
-                return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
-            }
-        }
+    if let Some((code, message)) = authorize(upstream, s, req, op, svc) {
+        return refuse(conn, svc, "403 Forbidden", code, &message);
     }
 
     if faults.roles_must_exist && op == "AssumeRole" {
@@ -572,6 +646,16 @@ fn answer(
             if let Some(secret) = first_element(&text, "SecretAccessKey") {
                 lock(&s.secrets).insert(key.clone(), secret);
             }
+            let session = first_element(&text, "Arn").unwrap_or_default();
+            let role = param(&req.body, "RoleArn").unwrap_or_default();
+            lock(&s.sessions).insert(
+                key.clone(),
+                crate::iam_eval::Principal {
+                    arn: session,
+                    role,
+                    account: account.clone(),
+                },
+            );
             lock(&s.world).accounts.insert(key, account);
         }
     }
@@ -625,6 +709,83 @@ fn answer(
     }
     conn.write_all(&response)?;
     Ok(())
+}
+
+/// IAM's answer to a request signed by a granted role's session: `None`
+/// when every authorization is allowed (or the signer was granted
+/// nothing), else the error code and message AWS would answer with. A
+/// request the ground cannot model is refused too, and says so.
+fn authorize(
+    upstream: u16,
+    s: &Shared,
+    req: &Request,
+    op: &str,
+    svc: &str,
+) -> Option<(&'static str, String)> {
+    let (key, region) = realism::credential_scope(&req.head)?;
+    let principal = lock(&s.sessions).get(&key).cloned()?;
+    let policies = lock(&s.grants).get(&principal.role).cloned()?;
+    let evaluator = lock(&s.evaluator).clone()?;
+    let code = if svc == "ec2" {
+        "UnauthorizedOperation"
+    } else {
+        "AccessDenied"
+    };
+    let params = crate::iam_eval::Params::parse(&req.body);
+    let decided = (|| -> Result<Option<(crate::iam_eval::Check, crate::iam_eval::Decision)>> {
+        let touches = crate::iam_eval::plan(svc, op, &params)?;
+        if touches.is_empty() {
+            return Ok(None);
+        }
+        let query = crate::iam_eval::facts_query(&touches, &principal.account, &region);
+        let facts = crate::iam_eval::facts(upstream, &query)?;
+        let more = |q: &crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, q);
+        let checks = crate::iam_eval::checks(
+            svc, op, &params, &principal, &region, &touches, &facts, &more,
+        )?;
+        let decisions = evaluator.decide(&principal, &policies, &checks)?;
+        s.authorized
+            .fetch_add(checks.len() as u64, Ordering::SeqCst);
+        Ok(checks
+            .into_iter()
+            .zip(decisions)
+            .find(|(_, d)| !d.allowed()))
+    })();
+    let (denial, answer) = match decided {
+        Ok(None) => return None,
+        Ok(Some((check, decision))) => {
+            let (code, message) = crate::iam_eval::refusal(svc, &principal, &check);
+            (
+                Denial {
+                    operation: op.to_string(),
+                    action: check.action,
+                    resource: check.resource,
+                    principal: principal.arn.clone(),
+                    context: decision.context,
+                    denied_by: decision.denied_by,
+                    ground_error: None,
+                },
+                (code, message),
+            )
+        }
+        Err(e) => {
+            let message = format!("the test ground could not evaluate {svc}:{op}: {e:#}");
+            (
+                Denial {
+                    operation: op.to_string(),
+                    action: format!("{svc}:{op}"),
+                    resource: String::new(),
+                    principal: principal.arn.clone(),
+                    context: BTreeMap::new(),
+                    denied_by: vec![],
+                    ground_error: Some(format!("{e:#}")),
+                },
+                (code, message),
+            )
+        }
+    };
+    lock(&s.denials).push(denial);
+    Some(answer)
 }
 
 /// A form value encoded as moto re-encodes the form it parsed before it
