@@ -289,6 +289,10 @@ pub(crate) async fn wait_running_within(
         },
     )
     .await
+    .map_err(|e| match g.denials() {
+        d if d.is_empty() => e,
+        d => e.context(format!("refused on IAM's behalf:\n{d}")),
+    })
 }
 
 pub(crate) async fn wait_counts(

@@ -10,6 +10,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use testground::node::Node;
+use byoc_operator::account::iam_policy::{permissions_policy, PolicyOptions};
 use testground::{AwsProxy, Kube, Moto};
 
 /// The apiserver a test talks to: the process's shared one, or the control
@@ -38,6 +39,19 @@ pub struct Ground {
     pub moto: Moto,
     /// In front of moto: what the operator talks to.
     pub proxy: AwsProxy,
+    /// What the cross-account role is granted (see [`Ground::grant`]).
+    grants: std::sync::Mutex<Grants>,
+}
+
+/// The cross-account role the tests' CloudAccounts name.
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/byoc-cross-account";
+
+/// The options the role's policy is generated for, and the installations
+/// of the operators started so far.
+#[derive(Default)]
+struct Grants {
+    options: PolicyOptions,
+    installations: Vec<String>,
 }
 
 impl Ground {
@@ -64,7 +78,52 @@ impl Ground {
             namespace,
             moto,
             proxy,
+            grants: Default::default(),
         })
+    }
+
+    /// The cross-account role ([`ROLE_ARN`]) is granted, as its only
+    /// permissions, exactly what `iam-policy permissions` prints for
+    /// `options` and each installation whose operator this test started
+    /// (`options.installation` is ignored): the proxy decides each of its
+    /// sessions' requests by that, as AWS does. Every operator started by
+    /// [`OperatorExt::start`] is granted this way with default options.
+    pub fn grant(&self, options: PolicyOptions) -> Result<()> {
+        let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
+        grants.options = options;
+        self.regrant(&grants)
+    }
+
+    /// [`Ground::grant`]'s options with `installation` added.
+    pub fn grant_installation(&self, installation: &str) -> Result<()> {
+        let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
+        if !grants.installations.iter().any(|i| i == installation) {
+            grants.installations.push(installation.to_string());
+        }
+        self.regrant(&grants)
+    }
+
+    fn regrant(&self, grants: &Grants) -> Result<()> {
+        let policies = grants
+            .installations
+            .iter()
+            .map(|i| {
+                permissions_policy(&PolicyOptions {
+                    installation: i.clone(),
+                    ..grants.options.clone()
+                })
+            })
+            .collect();
+        self.proxy.grant(ROLE_ARN, policies)
+    }
+
+    /// What the proxy refused on IAM's behalf so far, one line each.
+    pub fn denials(&self) -> String {
+        self.proxy
+            .denials()
+            .iter()
+            .map(|d| format!("- {d}\n"))
+            .collect()
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -262,6 +321,8 @@ impl OperatorExt for Operator {
             .kube
             .dir()
             .join(format!("operator-{}-{}.log", namespace, unique_name("run")));
+        let installation = installation_of(g, args, env)?;
+        g.grant_installation(&installation)?;
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
             env.insert(
@@ -290,6 +351,57 @@ impl OperatorExt for Operator {
     fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
+}
+
+/// The public ID of the installation an operator started with `args` and
+/// `env` uses: its Secret, made here first when missing (as the operator
+/// makes it on its first start), so that its role is granted before it
+/// makes a call.
+fn installation_of(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let arg = |flag: &str, var: &str| {
+        args.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].to_string())
+            .or_else(|| env.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string()))
+    };
+    let name = arg("--installation-secret", "BYOC_INSTALLATION_SECRET")
+        .unwrap_or_else(|| byoc_operator::installation::DEFAULT_SECRET_NAME.into());
+    let namespace = arg("--installation-namespace", "BYOC_INSTALLATION_NAMESPACE")
+        .or_else(|| env.iter().find(|(k, _)| *k == "POD_NAMESPACE").map(|(_, v)| v.to_string()))
+        .unwrap_or_else(|| "default".into());
+    let key = byoc_operator::installation::SECRET_KEY;
+    let read = || -> Result<Option<String>> {
+        let out = g
+            .kube
+            .kubectl()
+            .args(["-n", &namespace, "get", "secret", &name, "--ignore-not-found", "-o"])
+            .arg(format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "reading Secret {namespace}/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        Ok((!text.is_empty()).then_some(text))
+    };
+    let secret = match read()? {
+        Some(s) => s,
+        None => {
+            let fresh = format!("ground-{}-{:032}", unique_name("installation"), std::process::id());
+            // Another test may make it at the same time: either one stands.
+            let _ = g
+                .kube
+                .kubectl()
+                .args(["-n", &namespace, "create", "secret", "generic", &name])
+                .arg(format!("--from-literal={key}={fresh}"))
+                .output()?;
+            read()?.with_context(|| format!("Secret {namespace}/{name} was not made"))?
+        }
+    };
+    byoc_operator::installation::Installation::from_secret(secret.as_bytes())
+        .map(|i| i.id().to_string())
+        .with_context(|| format!("Secret {namespace}/{name} holds too short a secret"))
 }
 
 /// Runs a command of the operator binary (`audit`, `describe`, ...) as a

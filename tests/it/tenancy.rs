@@ -715,21 +715,15 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         "iam-tenancy-installation-secret-000000",
     )
     .await?;
-    // AWS's answer to what moto passes unread: the generated policy, with
-    // its allow-list and boundary, decides.
-    let policy = byoc_operator::account::iam_policy::permissions_policy(
-        &byoc_operator::account::iam_policy::PolicyOptions {
-            installation: inst.id().to_string(),
-            managed_policy_arns: vec![allowed.clone()],
-            permissions_boundary: Some(boundary.clone()),
-            pass_roles: vec![],
-            shared_node_role: None,
-        },
-    );
-    g.proxy.set_faults(testground::Faults {
-        iam_policy: Some(policy),
-        ..Default::default()
-    });
+    // AWS's answer: the generated policy, with its allow-list and
+    // boundary, is the role's only permission.
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        installation: inst.id().to_string(),
+        managed_policy_arns: vec![allowed.clone()],
+        permissions_boundary: Some(boundary.clone()),
+        pass_roles: vec![],
+        shared_node_role: None,
+    })?;
     let mut args = installation_args("inst", &g.namespace);
     args.extend(["--progress-poll", "1s"]);
     let op = Operator::start(&g, &args, &[])?;

@@ -1,0 +1,970 @@
+//! IAM as AWS evaluates it, for the proxy. moto checks a policy's actions
+//! and `sts:ExternalId` but passes every other condition as met, and judges
+//! an EC2 call as one call on `*`. AWS authorizes a request once per
+//! resource it touches, each with the condition keys of that resource:
+//! `CreateSubnet` is authorized on the new subnet (with the request's tags)
+//! *and* on the VPC (with the VPC's own tags).
+//!
+//! For each request signed by a principal whose policies the ground was
+//! given ([`crate::AwsProxy::grant`]), this module says which resources the
+//! request touches ([`plan`]), fills their context from the request and from
+//! what moto holds of them (tags, VPC, an image's owner, a role's boundary:
+//! `testground/moto_server.py`'s facts), and has the evaluator
+//! (`testground/iam/evaluate.mjs`) decide: it keeps of each context only the
+//! keys AWS's Service Authorization Reference lists for that action and
+//! resource type (iam-data), refuses a request whose required resource
+//! types were not all named, and evaluates the policies with iam-simulate.
+//! A request any authorization of which is not allowed is answered as AWS
+//! answers it: `UnauthorizedOperation` (EC2) or `AccessDenied` (IAM).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Command};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::Process;
+
+/// One authorization: an action on one resource, with what is known of it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub action: String,
+    /// The reference's resource type; none for an action on `*` alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    pub resource: String,
+    pub context: BTreeMap<String, Value>,
+}
+
+/// The evaluator's answer for one [`Check`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// `Allowed`, `ImplicitlyDenied` or `ExplicitlyDenied`.
+    pub decision: String,
+    #[serde(default)]
+    pub allowed_by: Vec<String>,
+    #[serde(default)]
+    pub denied_by: Vec<String>,
+    /// The context it was decided in (the reference's keys only).
+    #[serde(default)]
+    pub context: BTreeMap<String, Value>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.decision == "Allowed"
+    }
+}
+
+/// A principal whose policies the ground decides by.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The session's ARN (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+    pub arn: String,
+    /// The role's ARN.
+    pub role: String,
+    pub account: String,
+}
+
+/// The evaluator process (Node): one request at a time.
+pub struct Evaluator {
+    io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
+    _process: Process,
+}
+
+impl Evaluator {
+    /// Starts `node EVALUATOR` ([`crate::Tools::iam_evaluator`]), its
+    /// errors going to `log`.
+    pub fn start(log: &Path) -> Result<Evaluator> {
+        let tools = crate::Tools::locate()?;
+        let mut cmd = Command::new("node");
+        cmd.arg(&tools.iam_evaluator);
+        let (process, stdin, stdout) = Process::spawn_piped("iam-evaluator", cmd, log)?;
+        Ok(Evaluator {
+            io: Mutex::new((stdin, BufReader::new(stdout))),
+            _process: process,
+        })
+    }
+
+    /// The decision for each check, in order.
+    pub fn decide(
+        &self,
+        principal: &Principal,
+        policies: &[Value],
+        checks: &[Check],
+    ) -> Result<Vec<Decision>> {
+        let policies: Vec<Value> = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| json!({"name": format!("policy-{i}"), "policy": p}))
+            .collect();
+        let request = json!({
+            "principal": principal.arn,
+            "account": principal.account,
+            "policies": policies,
+            "checks": checks,
+        });
+        let mut io = self
+            .io
+            .lock()
+            .map_err(|_| anyhow!("evaluator lock poisoned"))?;
+        let (stdin, stdout) = &mut *io;
+        writeln!(stdin, "{request}")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        if stdout.read_line(&mut line)? == 0 {
+            bail!("the IAM evaluator exited");
+        }
+        let answer: Value = serde_json::from_str(&line).context("the evaluator's answer")?;
+        if let Some(e) = answer["error"].as_str() {
+            bail!("{e}");
+        }
+        let results: Vec<Decision> = serde_json::from_value(answer["results"].clone())?;
+        if results.len() != checks.len() {
+            bail!("{} decisions for {} checks", results.len(), checks.len());
+        }
+        Ok(results)
+    }
+}
+
+/// What AWS knows of the resources a request names, from moto.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Facts {
+    #[serde(default)]
+    pub ec2: BTreeMap<String, Ec2Fact>,
+    #[serde(default)]
+    pub key_pairs: BTreeMap<String, Tagged>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleFact>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileFact>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ec2Fact {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub vpc: Option<String>,
+    pub owner: Option<String>,
+    pub public: Option<bool>,
+    pub route_table: Option<String>,
+    pub subnet: Option<String>,
+    pub peer_vpc: Option<String>,
+    pub peer_owner: Option<String>,
+    pub peer_region: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Tagged {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RoleFact {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub boundary: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProfileFact {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The IDs and names whose facts a request's checks need.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FactsQuery {
+    pub account: String,
+    pub region: String,
+    pub ec2: BTreeSet<String>,
+    pub key_pairs: BTreeSet<String>,
+    pub roles: BTreeSet<String>,
+    pub profiles: BTreeSet<String>,
+}
+
+impl FactsQuery {
+    fn is_empty(&self) -> bool {
+        self.ec2.is_empty()
+            && self.key_pairs.is_empty()
+            && self.roles.is_empty()
+            && self.profiles.is_empty()
+    }
+}
+
+/// moto's facts (`POST /moto-api/byoc/facts`).
+pub fn facts(upstream: u16, query: &FactsQuery) -> Result<Facts> {
+    if query.is_empty() {
+        return Ok(Facts::default());
+    }
+    let body = serde_json::to_string(query)?;
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    write!(
+        up,
+        "POST /moto-api/byoc/facts HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("moto's facts answered {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+/// What a request touches: the resource, and how it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An action on `*` alone (Describe*, List*).
+    Any,
+    /// A resource the request creates, of this EC2 resource type.
+    CreatedEc2(&'static str),
+    /// An existing EC2 resource by ID, of this type.
+    Ec2(&'static str, String),
+    /// A key pair by name.
+    KeyPair(String),
+    /// An IAM role by name (`created`: by this request).
+    Role { name: String, path: String, created: bool },
+    /// An instance profile by name.
+    Profile { name: String, path: String, created: bool },
+    /// A KMS key EC2 uses on the caller's behalf.
+    KmsKey(String),
+    /// A Service Quotas quota.
+    Quota(String),
+}
+
+/// One action on one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Touch {
+    pub action: String,
+    pub target: Target,
+}
+
+/// The request's parameters (query protocol, or a JSON body).
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(body: &[u8]) -> Params {
+        if body.first() == Some(&b'{') {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            let pairs = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect();
+            return Params(pairs);
+        }
+        Params(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// `NAME.1`, `NAME.2`, ... in order.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        (1..)
+            .map_while(|n| self.get(&format!("{name}.{n}")))
+            .collect()
+    }
+
+    /// The tags of the tag specification for `resource_type`
+    /// (`TagSpecification.N.ResourceType`).
+    fn tag_spec(&self, resource_type: &str) -> Option<Vec<(String, String)>> {
+        (1..)
+            .map_while(|n| {
+                self.get(&format!("TagSpecification.{n}.ResourceType"))
+                    .map(|t| (n, t))
+            })
+            .find(|(_, t)| t == resource_type)
+            .map(|(n, _)| self.tags(&format!("TagSpecification.{n}.Tag")))
+    }
+
+    /// `PREFIX.N.Key` / `PREFIX.N.Value` pairs.
+    fn tags(&self, prefix: &str) -> Vec<(String, String)> {
+        (1..)
+            .map_while(|n| {
+                let key = self.get(&format!("{prefix}.{n}.Key"))?;
+                let value = self
+                    .get(&format!("{prefix}.{n}.Value"))
+                    .unwrap_or_default();
+                Some((key, value))
+            })
+            .collect()
+    }
+}
+
+/// The EC2 resource type of an ID, by its prefix.
+fn ec2_type(id: &str) -> Option<&'static str> {
+    Some(match id.split('-').next()? {
+        "vpc" => "vpc",
+        "subnet" => "subnet",
+        "igw" => "internet-gateway",
+        "eipalloc" => "elastic-ip",
+        "nat" => "natgateway",
+        "rtb" => "route-table",
+        "sg" => "security-group",
+        "i" => "instance",
+        "vpce" => "vpc-endpoint",
+        "pcx" => "vpc-peering-connection",
+        "vol" => "volume",
+        "eni" => "network-interface",
+        "ami" => "image",
+        "snap" => "snapshot",
+        "key" => "key-pair",
+        _ => return None,
+    })
+}
+
+/// Why the ground cannot say what a request touches.
+#[derive(Debug, thiserror::Error)]
+#[error("the ground does not model what {0} touches")]
+pub struct Unmodelled(pub String);
+
+/// What `svc:op` with `params` touches, as the reference lists it: created
+/// resources, named ones, and the actions AWS authorizes along with it
+/// (`ec2:CreateTags` for tags on create, `iam:PassRole` for a profile's
+/// role, KMS for an encrypted root volume).
+pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Touch>, Unmodelled> {
+    let action = format!("{svc}:{op}");
+    let mut out = Vec::new();
+    let mut on = |action: &str, target: Target| {
+        out.push(Touch {
+            action: action.to_string(),
+            target,
+        })
+    };
+    let id = |name: &str| params.get(name).unwrap_or_default();
+    let ec2 = |t: &'static str, name: &str| Target::Ec2(t, params.get(name).unwrap_or_default());
+    match (svc, op) {
+        ("sts", _) => {}
+        ("ec2", o) if o.starts_with("Describe") => on(&action, Target::Any),
+        ("iam", "ListRoles" | "GetAccountAuthorizationDetails") => on(&action, Target::Any),
+        ("servicequotas", "GetServiceQuota") => on(
+            &action,
+            Target::Quota(format!("{}/{}", id("ServiceCode"), id("QuotaCode"))),
+        ),
+        ("ec2", "CreateVpc") => on(&action, Target::CreatedEc2("vpc")),
+        ("ec2", "CreateSubnet") => {
+            on(&action, Target::CreatedEc2("subnet"));
+            on(&action, ec2("vpc", "VpcId"));
+        }
+        ("ec2", "CreateInternetGateway") => on(&action, Target::CreatedEc2("internet-gateway")),
+        ("ec2", "AttachInternetGateway" | "DetachInternetGateway") => {
+            on(&action, ec2("internet-gateway", "InternetGatewayId"));
+            on(&action, ec2("vpc", "VpcId"));
+        }
+        ("ec2", "DeleteInternetGateway") => on(&action, ec2("internet-gateway", "InternetGatewayId")),
+        ("ec2", "AllocateAddress") => on(&action, Target::CreatedEc2("elastic-ip")),
+        ("ec2", "ReleaseAddress") => on(&action, ec2("elastic-ip", "AllocationId")),
+        ("ec2", "CreateNatGateway") => {
+            on(&action, Target::CreatedEc2("natgateway"));
+            on(&action, ec2("subnet", "SubnetId"));
+            if params.get("AllocationId").is_some() {
+                on(&action, ec2("elastic-ip", "AllocationId"));
+            }
+        }
+        ("ec2", "DeleteNatGateway") => on(&action, ec2("natgateway", "NatGatewayId")),
+        ("ec2", "CreateRouteTable") => {
+            on(&action, Target::CreatedEc2("route-table"));
+            on(&action, ec2("vpc", "VpcId"));
+        }
+        ("ec2", "DeleteRouteTable" | "CreateRoute" | "ReplaceRoute" | "DeleteRoute") => {
+            on(&action, ec2("route-table", "RouteTableId"))
+        }
+        ("ec2", "AssociateRouteTable") => {
+            on(&action, ec2("route-table", "RouteTableId"));
+            if params.get("SubnetId").is_some() {
+                on(&action, ec2("subnet", "SubnetId"));
+            }
+        }
+        ("ec2", "DisassociateRouteTable") => {
+            on(&action, ec2("route-table", "AssociationId"));
+        }
+        ("ec2", "CreateSecurityGroup") => {
+            on(&action, Target::CreatedEc2("security-group"));
+            on(&action, ec2("vpc", "VpcId"));
+        }
+        (
+            "ec2",
+            "AuthorizeSecurityGroupIngress" | "RevokeSecurityGroupIngress" | "DeleteSecurityGroup",
+        ) => on(&action, ec2("security-group", "GroupId")),
+        ("ec2", "ModifyVpcAttribute" | "DeleteVpc") => on(&action, ec2("vpc", "VpcId")),
+        ("ec2", "ModifySubnetAttribute" | "DeleteSubnet") => on(&action, ec2("subnet", "SubnetId")),
+        ("ec2", "ImportKeyPair") => on(&action, Target::CreatedEc2("key-pair")),
+        ("ec2", "DeleteKeyPair") => on(&action, Target::KeyPair(id("KeyName"))),
+        ("ec2", "CreateVpcEndpoint") => {
+            on(&action, Target::CreatedEc2("vpc-endpoint"));
+            on(&action, ec2("vpc", "VpcId"));
+            for s in params.list("SubnetId") {
+                on(&action, Target::Ec2("subnet", s));
+            }
+            for t in params.list("RouteTableId") {
+                on(&action, Target::Ec2("route-table", t));
+            }
+            for g in params.list("SecurityGroupId") {
+                on(&action, Target::Ec2("security-group", g));
+            }
+        }
+        ("ec2", "ModifyVpcEndpoint") => {
+            on(&action, ec2("vpc-endpoint", "VpcEndpointId"));
+            for (list, t) in [
+                ("AddSubnetId", "subnet"),
+                ("RemoveSubnetId", "subnet"),
+                ("AddRouteTableId", "route-table"),
+                ("RemoveRouteTableId", "route-table"),
+                ("AddSecurityGroupId", "security-group"),
+                ("RemoveSecurityGroupId", "security-group"),
+            ] {
+                for r in params.list(list) {
+                    on(&action, Target::Ec2(t, r));
+                }
+            }
+        }
+        ("ec2", "DeleteVpcEndpoints") => {
+            for e in params.list("VpcEndpointId") {
+                on(&action, Target::Ec2("vpc-endpoint", e));
+            }
+        }
+        ("ec2", "CreateVpcPeeringConnection") => {
+            on(&action, Target::CreatedEc2("vpc-peering-connection"));
+            on(&action, ec2("vpc", "VpcId"));
+        }
+        ("ec2", "AcceptVpcPeeringConnection") => {
+            let pcx = id("VpcPeeringConnectionId");
+            on(&action, Target::Ec2("vpc-peering-connection", pcx.clone()));
+            // The accepter VPC: the connection's peer (from its facts).
+            on(&action, Target::Ec2("vpc", format!("peer-of:{pcx}")));
+        }
+        ("ec2", "DeleteVpcPeeringConnection") => {
+            on(&action, ec2("vpc-peering-connection", "VpcPeeringConnectionId"))
+        }
+        ("ec2", "TerminateInstances") => {
+            for i in params.list("InstanceId") {
+                on(&action, Target::Ec2("instance", i));
+            }
+        }
+        ("ec2", "CreateTags") => {
+            for r in params.list("ResourceId") {
+                match ec2_type(&r) {
+                    Some(t) => on(&action, Target::Ec2(t, r)),
+                    None => return Err(Unmodelled(format!("ec2:CreateTags on {r}"))),
+                }
+            }
+        }
+        ("ec2", "RunInstances") => {
+            on(&action, Target::CreatedEc2("instance"));
+            on(&action, Target::CreatedEc2("network-interface"));
+            on(&action, Target::CreatedEc2("volume"));
+            on(&action, ec2("image", "ImageId"));
+            let mut subnets = params.list("SubnetId");
+            subnets.extend(params.get("SubnetId"));
+            subnets.extend(params.get("NetworkInterface.1.SubnetId"));
+            for s in subnets {
+                on(&action, Target::Ec2("subnet", s));
+            }
+            let mut groups = params.list("SecurityGroupId");
+            groups.extend(params.list("NetworkInterface.1.SecurityGroupId"));
+            for g in groups {
+                on(&action, Target::Ec2("security-group", g));
+            }
+            if let Some(k) = params.get("KeyName") {
+                on(&action, Target::KeyPair(k));
+            }
+            for n in 1.. {
+                let Some(device) = params.get(&format!("BlockDeviceMapping.{n}.DeviceName")) else {
+                    break;
+                };
+                let _ = device;
+                if let Some(s) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.SnapshotId")) {
+                    on(&action, Target::Ec2("snapshot", s));
+                }
+                if let Some(key) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.KmsKeyId")) {
+                    for kms in [
+                        "kms:CreateGrant",
+                        "kms:GenerateDataKeyWithoutPlaintext",
+                        "kms:Decrypt",
+                        "kms:DescribeKey",
+                    ] {
+                        on(kms, Target::KmsKey(key.clone()));
+                    }
+                }
+            }
+            if params.get("LaunchTemplate.LaunchTemplateId").is_some()
+                || params.get("LaunchTemplate.LaunchTemplateName").is_some()
+            {
+                return Err(Unmodelled("ec2:RunInstances with a launch template".into()));
+            }
+            let profile = params
+                .get("IamInstanceProfile.Arn")
+                .and_then(|a| a.rsplit('/').next().map(str::to_string))
+                .or_else(|| params.get("IamInstanceProfile.Name"));
+            if let Some(p) = profile {
+                // The profile's role is passed to EC2.
+                on(
+                    "iam:PassRole",
+                    Target::Role {
+                        name: format!("role-of:{p}"),
+                        path: "/".into(),
+                        created: false,
+                    },
+                );
+            }
+        }
+        ("iam", "CreateRole") => on(
+            &action,
+            Target::Role {
+                name: id("RoleName"),
+                path: params.get("Path").unwrap_or_else(|| "/".into()),
+                created: true,
+            },
+        ),
+        ("iam", "CreateInstanceProfile") => on(
+            &action,
+            Target::Profile {
+                name: id("InstanceProfileName"),
+                path: params.get("Path").unwrap_or_else(|| "/".into()),
+                created: true,
+            },
+        ),
+        (
+            "iam",
+            "GetRole" | "ListAttachedRolePolicies" | "DeleteRole" | "TagRole"
+            | "PutRolePermissionsBoundary" | "AttachRolePolicy" | "DetachRolePolicy"
+            | "DeleteRolePolicy" | "GetRolePolicy" | "ListRolePolicies" | "PutRolePolicy"
+            | "UpdateAssumeRolePolicy" | "UntagRole" | "ListRoleTags",
+        ) => on(
+            &action,
+            Target::Role {
+                name: id("RoleName"),
+                path: "/".into(),
+                created: false,
+            },
+        ),
+        (
+            "iam",
+            "GetInstanceProfile" | "DeleteInstanceProfile" | "TagInstanceProfile"
+            | "RemoveRoleFromInstanceProfile" | "AddRoleToInstanceProfile",
+        ) => {
+            on(
+                &action,
+                Target::Profile {
+                    name: id("InstanceProfileName"),
+                    path: "/".into(),
+                    created: false,
+                },
+            );
+            if op == "AddRoleToInstanceProfile" {
+                // AWS: the caller must be allowed to pass the role added.
+                on(
+                    "iam:PassRole",
+                    Target::Role {
+                        name: id("RoleName"),
+                        path: "/".into(),
+                        created: false,
+                    },
+                );
+            }
+        }
+        _ => return Err(Unmodelled(action)),
+    }
+    Ok(out)
+}
+
+/// The facts `touches` need.
+pub fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
+    let mut q = FactsQuery {
+        account: account.into(),
+        region: region.into(),
+        ..Default::default()
+    };
+    for t in touches {
+        match &t.target {
+            Target::Ec2(_, id) => {
+                let id = id.strip_prefix("peer-of:").unwrap_or(id);
+                q.ec2.insert(id.to_string());
+            }
+            Target::KeyPair(name) => {
+                q.key_pairs.insert(name.clone());
+            }
+            Target::Role { name, created, .. } if !created => match name.strip_prefix("role-of:") {
+                Some(profile) => {
+                    q.profiles.insert(profile.to_string());
+                }
+                None => {
+                    q.roles.insert(name.clone());
+                }
+            },
+            Target::Profile { name, created, .. } if !created => {
+                q.profiles.insert(name.clone());
+            }
+            _ => {}
+        }
+    }
+    q
+}
+
+fn tag_context(ctx: &mut BTreeMap<String, Value>, prefixes: &[&str], tags: &BTreeMap<String, String>) {
+    for (k, v) in tags {
+        for p in prefixes {
+            ctx.insert(format!("{p}/{k}"), json!(v));
+        }
+    }
+}
+
+fn request_tags(ctx: &mut BTreeMap<String, Value>, tags: &[(String, String)]) {
+    for (k, v) in tags {
+        ctx.insert(format!("aws:RequestTag/{k}"), json!(v));
+    }
+    if !tags.is_empty() {
+        let keys: Vec<&String> = tags.iter().map(|(k, _)| k).collect();
+        ctx.insert("aws:TagKeys".into(), json!(keys));
+    }
+}
+
+/// The checks for `touches`: ARNs and contexts from the request, the
+/// principal and moto's `facts`. Facts that a later step needs first
+/// (a profile's role) are asked for again through `more`.
+pub fn checks(
+    svc: &str,
+    op: &str,
+    params: &Params,
+    principal: &Principal,
+    region: &str,
+    touches: &[Touch],
+    facts: &Facts,
+    more: &dyn Fn(&FactsQuery) -> Result<Facts>,
+) -> Result<Vec<Check>> {
+    let account = &principal.account;
+    let ec2_arn = |t: &str, id: &str| match t {
+        "image" | "snapshot" => format!("arn:aws:ec2:{region}::{t}/{id}"),
+        _ => format!("arn:aws:ec2:{region}:{account}:{t}/{id}"),
+    };
+    let mut base = BTreeMap::new();
+    base.insert("aws:PrincipalArn".to_string(), json!(principal.role));
+    base.insert("aws:PrincipalAccount".to_string(), json!(account));
+    base.insert("aws:PrincipalType".to_string(), json!("AssumedRole"));
+    base.insert("aws:RequestedRegion".to_string(), json!(region));
+    base.insert("aws:SecureTransport".to_string(), json!("true"));
+    if svc == "ec2" {
+        base.insert("ec2:Region".to_string(), json!(region));
+    }
+    let mut out = Vec::new();
+    for t in touches {
+        let mut ctx = base.clone();
+        let (resource_type, resource) = match &t.target {
+            Target::Any => (None, "*".to_string()),
+            Target::Quota(q) => (
+                Some("quota".to_string()),
+                format!("arn:aws:servicequotas:{region}:{account}:{q}"),
+            ),
+            Target::CreatedEc2(rtype) => {
+                let tags = params.tag_spec(rtype).unwrap_or_default();
+                request_tags(&mut ctx, &tags);
+                if *rtype == "instance" {
+                    for (key, param) in [
+                        ("ec2:InstanceType", "InstanceType"),
+                        ("ec2:InstanceMarketType", "InstanceMarketOptions.MarketType"),
+                    ] {
+                        if let Some(v) = params.get(param) {
+                            ctx.insert(key.into(), json!(v));
+                        }
+                    }
+                }
+                if *rtype == "volume" {
+                    let encrypted = params
+                        .get("BlockDeviceMapping.1.Ebs.Encrypted")
+                        .unwrap_or_else(|| "false".into());
+                    ctx.insert("ec2:Encrypted".into(), json!(encrypted));
+                }
+                if !tags.is_empty() {
+                    // Tags on create: AWS authorizes CreateTags on the new
+                    // resource too, with the creating action.
+                    let mut tag_ctx = base.clone();
+                    request_tags(&mut tag_ctx, &tags);
+                    tag_ctx.insert("ec2:CreateAction".into(), json!(op));
+                    out.push(Check {
+                        action: "ec2:CreateTags".into(),
+                        resource_type: Some(rtype.to_string()),
+                        resource: ec2_arn(rtype, "*"),
+                        context: tag_ctx,
+                    });
+                }
+                (Some(rtype.to_string()), ec2_arn(rtype, "*"))
+            }
+            Target::Ec2(rtype, id) => {
+                let (id, fact) = match id.strip_prefix("peer-of:") {
+                    Some(pcx) => {
+                        let peer = facts
+                            .ec2
+                            .get(pcx)
+                            .and_then(|f| f.peer_vpc.clone())
+                            .unwrap_or_default();
+                        let fact = more(&FactsQuery {
+                            account: account.clone(),
+                            region: region.into(),
+                            ec2: [peer.clone()].into(),
+                            ..Default::default()
+                        })?
+                        .ec2
+                        .remove(&peer)
+                        .unwrap_or_default();
+                        (peer, fact)
+                    }
+                    None => (id.clone(), facts.ec2.get(id).cloned().unwrap_or_default()),
+                };
+                // A route table's association names its table.
+                let (rid, tags) = match (&fact.route_table, *rtype) {
+                    (Some(table), "route-table") => (table.clone(), fact.tags.clone()),
+                    _ => (id.clone(), fact.tags.clone()),
+                };
+                tag_context(&mut ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
+                if let Some(vpc) = &fact.vpc {
+                    ctx.insert("ec2:Vpc".into(), json!(ec2_arn("vpc", vpc)));
+                }
+                match *rtype {
+                    "vpc" => {
+                        ctx.insert("ec2:VpcID".into(), json!(rid));
+                    }
+                    "subnet" => {
+                        ctx.insert("ec2:SubnetID".into(), json!(rid));
+                    }
+                    "security-group" => {
+                        ctx.insert("ec2:SecurityGroupID".into(), json!(rid));
+                    }
+                    "route-table" => {
+                        ctx.insert("ec2:RouteTableID".into(), json!(rid));
+                    }
+                    "image" => {
+                        ctx.insert("ec2:ImageID".into(), json!(rid));
+                        ctx.insert("ec2:ImageType".into(), json!("machine"));
+                        if let Some(o) = &fact.owner {
+                            ctx.insert("ec2:Owner".into(), json!(o));
+                        }
+                        if let Some(p) = fact.public {
+                            ctx.insert("ec2:Public".into(), json!(p.to_string()));
+                        }
+                    }
+                    "snapshot" => {
+                        if let Some(o) = &fact.owner {
+                            ctx.insert("ec2:Owner".into(), json!(o));
+                        }
+                    }
+                    _ => {}
+                }
+                if op == "CreateTags" {
+                    request_tags(&mut ctx, &params.tags("Tag"));
+                }
+                (Some(rtype.to_string()), ec2_arn(rtype, &rid))
+            }
+            Target::KeyPair(name) => {
+                let tags = facts.key_pairs.get(name).map(|k| k.tags.clone()).unwrap_or_default();
+                tag_context(&mut ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
+                ctx.insert("ec2:KeyPairName".into(), json!(name));
+                (Some("key-pair".to_string()), ec2_arn("key-pair", name))
+            }
+            Target::KmsKey(key) => {
+                ctx.insert("kms:ViaService".into(), json!(format!("ec2.{region}.amazonaws.com")));
+                ctx.insert("kms:CallerAccount".into(), json!(account));
+                if t.action == "kms:CreateGrant" {
+                    ctx.insert("kms:GrantIsForAWSResource".into(), json!("true"));
+                }
+                let arn = if key.starts_with("arn:") {
+                    key.clone()
+                } else {
+                    format!("arn:aws:kms:{region}:{account}:key/{key}")
+                };
+                (Some("key".to_string()), arn)
+            }
+            Target::Role {
+                name,
+                path,
+                created,
+            } => {
+                let (name, fact) = match name.strip_prefix("role-of:") {
+                    Some(profile) => {
+                        let role = facts
+                            .profiles
+                            .get(profile)
+                            .and_then(|p| p.roles.first().cloned())
+                            .unwrap_or_default();
+                        let fact = more(&FactsQuery {
+                            account: account.clone(),
+                            region: region.into(),
+                            roles: [role.clone()].into(),
+                            ..Default::default()
+                        })?
+                        .roles
+                        .remove(&role)
+                        .unwrap_or_default();
+                        (role, fact)
+                    }
+                    None => (name.clone(), facts.roles.get(name).cloned().unwrap_or_default()),
+                };
+                if *created {
+                    request_tags(&mut ctx, &params.tags("Tags.member"));
+                } else {
+                    tag_context(&mut ctx, &["aws:ResourceTag", "iam:ResourceTag"], &fact.tags);
+                }
+                if t.action == "iam:TagRole" {
+                    request_tags(&mut ctx, &params.tags("Tags.member"));
+                }
+                let boundary = match t.action.as_str() {
+                    "iam:CreateRole" | "iam:PutRolePermissionsBoundary" => {
+                        params.get("PermissionsBoundary")
+                    }
+                    _ => fact.boundary.clone(),
+                };
+                if let Some(b) = boundary {
+                    ctx.insert("iam:PermissionsBoundary".into(), json!(b));
+                }
+                if let Some(p) = params.get("PolicyArn") {
+                    ctx.insert("iam:PolicyARN".into(), json!(p));
+                }
+                if t.action == "iam:PassRole" {
+                    ctx.insert("iam:PassedToService".into(), json!("ec2.amazonaws.com"));
+                }
+                (
+                    Some("role".to_string()),
+                    format!("arn:aws:iam::{account}:role{path}{name}"),
+                )
+            }
+            Target::Profile {
+                name,
+                path,
+                created,
+            } => {
+                if *created {
+                    request_tags(&mut ctx, &params.tags("Tags.member"));
+                } else {
+                    let tags = facts.profiles.get(name).map(|p| p.tags.clone()).unwrap_or_default();
+                    tag_context(&mut ctx, &["aws:ResourceTag"], &tags);
+                }
+                if t.action == "iam:TagInstanceProfile" {
+                    request_tags(&mut ctx, &params.tags("Tags.member"));
+                }
+                (
+                    Some("instance-profile".to_string()),
+                    format!("arn:aws:iam::{account}:instance-profile{path}{name}"),
+                )
+            }
+        };
+        out.push(Check {
+            action: t.action.clone(),
+            resource_type,
+            resource,
+            context: ctx,
+        });
+    }
+    Ok(out)
+}
+
+/// How AWS refuses an authorization: the error code and its message.
+pub fn refusal(svc: &str, principal: &Principal, check: &Check) -> (&'static str, String) {
+    let because = format!(
+        "because no identity-based policy allows the {} action",
+        check.action
+    );
+    match svc {
+        "ec2" => (
+            "UnauthorizedOperation",
+            format!(
+                "You are not authorized to perform this operation. User: {} is not authorized to perform: {} on resource: {} {because}",
+                principal.arn, check.action, check.resource
+            ),
+        ),
+        _ => (
+            "AccessDenied",
+            format!(
+                "User: {} is not authorized to perform: {} on resource: {} {because}",
+                principal.arn, check.action, check.resource
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touches(svc: &str, op: &str, body: &str) -> Vec<(String, Target)> {
+        plan(svc, op, &Params::parse(body.as_bytes()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.action, t.target))
+            .collect()
+    }
+
+    #[test]
+    fn a_create_in_a_vpc_touches_the_new_resource_and_the_vpc() {
+        let t = touches("ec2", "CreateSubnet", "Action=CreateSubnet&VpcId=vpc-1&CidrBlock=10.0.0.0%2F24");
+        assert_eq!(
+            t,
+            [
+                ("ec2:CreateSubnet".into(), Target::CreatedEc2("subnet")),
+                ("ec2:CreateSubnet".into(), Target::Ec2("vpc", "vpc-1".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_launch_touches_image_subnet_groups_key_and_passes_the_profile_role() {
+        let t = touches(
+            "ec2",
+            "RunInstances",
+            "ImageId=ami-1&SubnetId=subnet-1&SecurityGroupId.1=sg-1&KeyName=k&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-profile%2Fbyoc-p&BlockDeviceMapping.1.DeviceName=%2Fdev%2Fxvda&BlockDeviceMapping.1.Ebs.KmsKeyId=k1",
+        );
+        let names: Vec<String> = t
+            .iter()
+            .map(|(a, t)| format!("{a} {t:?}"))
+            .collect();
+        for want in [
+            "ec2:RunInstances CreatedEc2(\"instance\")",
+            "ec2:RunInstances Ec2(\"image\", \"ami-1\")",
+            "ec2:RunInstances Ec2(\"subnet\", \"subnet-1\")",
+            "ec2:RunInstances Ec2(\"security-group\", \"sg-1\")",
+            "ec2:RunInstances KeyPair(\"k\")",
+            "kms:CreateGrant KmsKey(\"k1\")",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
+        assert!(names.iter().any(|n| n.starts_with("iam:PassRole") && n.contains("role-of:byoc-p")));
+    }
+
+    #[test]
+    fn an_unknown_call_is_not_guessed() {
+        assert!(plan("ec2", "CreateLaunchTemplate", &Params::parse(b"")).is_err());
+        assert!(plan("ec2", "CreateTags", &Params::parse(b"ResourceId.1=fpga-1")).is_err());
+    }
+
+    #[test]
+    fn tags_on_create_are_the_requests_for_that_type_only() {
+        let p = Params::parse(b"TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=a&TagSpecification.1.Tag.1.Value=1&TagSpecification.2.ResourceType=volume&TagSpecification.2.Tag.1.Key=b&TagSpecification.2.Tag.1.Value=2");
+        assert_eq!(p.tag_spec("volume"), Some(vec![("b".into(), "2".into())]));
+        assert_eq!(p.tag_spec("instance"), Some(vec![("a".into(), "1".into())]));
+        assert_eq!(p.tag_spec("subnet"), None);
+    }
+}
