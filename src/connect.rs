@@ -388,6 +388,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         permissions_boundary: spec.permissions_boundary_arn.clone(),
         pass_roles: args.pass_role.clone(),
         shared_node_role: spec.node_instance_profile_name.clone(),
+        ..Default::default()
     };
     let mut policies = BTreeMap::new();
     policies.insert(
@@ -1087,6 +1088,7 @@ mod tests {
             permissions_boundary: None,
             pass_roles: vec![],
             shared_node_role: None,
+            ..Default::default()
         };
         let i = Inputs {
             wanted: wanted(false),

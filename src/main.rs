@@ -145,6 +145,21 @@ struct IamPolicyArgs {
     /// creates must carry (the CloudAccount's permissionsBoundaryArn).
     #[arg(long)]
     permissions_boundary: Option<String>,
+    /// Permissions: an AMI owner beside amazon and the account itself
+    /// (the CloudAccount's imageOwners); repeatable.
+    #[arg(long = "image-owner")]
+    image_owners: Vec<String>,
+    /// Permissions: a KMS key nodes' volumes may be encrypted with (the
+    /// CloudAccount's kmsKeyArns); repeatable. AWS's default EBS key needs
+    /// none.
+    #[arg(long = "kms-key-arn")]
+    kms_key_arns: Vec<String>,
+    /// Permissions: open the adoption window: resources made before
+    /// installations were tagged may be given this installation's tag.
+    /// Close it again (generate without it) once the operator has adopted
+    /// them.
+    #[arg(long)]
+    adopt: bool,
     /// Permissions: this installation's public ID (`byoc-operator
     /// version`); default: read from the installation Secret.
     #[arg(long)]
@@ -378,6 +393,9 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         pass_role,
         managed_policy_arns,
         permissions_boundary,
+        image_owners,
+        kms_key_arns,
+        adopt,
         installation,
         installation_secret,
         ongoing,
@@ -406,6 +424,9 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
                     permissions_boundary,
                     pass_roles: pass_role,
                     shared_node_role: node_role,
+                    image_owners,
+                    kms_key_arns,
+                    adopt,
                 };
                 iam_policy::policy_part(&options, part)
             })

@@ -1,17 +1,35 @@
 //! The IAM policies a target account needs: the permissions of the
 //! cross-account role, and its trust policy with the external ID.
 //!
-//! The permissions cannot be turned against the account or another
-//! installation: changes and deletions only on what carries this
-//! installation's tag; node roles created only with this installation's
-//! tag (and the permissions boundary when one is required); only the
-//! managed policies listed may be attached to them; only this
-//! installation's roles and the brought ones may be passed to instances.
+//! AWS authorizes a request once per resource it touches, each with the
+//! condition keys of that resource (the Service Authorization Reference):
+//! `CreateSubnet` on the new subnet, with the request's tags, and on the
+//! VPC, with the VPC's own tags. So the statements go by group of resource
+//! types, as AWS's own examples and Karpenter's policy do:
+//! - what is created, only with this installation's tags in the request;
+//! - what is used or changed, only when it carries this installation's
+//!   tags (or, brought by a team, the tag `byoc.dev/usable-by` naming this
+//!   installation);
+//! - images only of amazon, the account itself and the owners listed;
+//!   snapshots and launch templates never;
+//! - KMS only for the keys listed, and only through EC2;
+//! - node roles made with this installation's tag (and the permissions
+//!   boundary when one is required), only the managed policies listed
+//!   attached to them, only this installation's roles and the brought ones
+//!   passed to instances; never the cross-account role or the shared node
+//!   role (made by `connect aws`, without this installation's tag);
+//! - adoption of what predates the installation tag only while the admin
+//!   opens it (`--adopt`).
 
 use serde_json::{json, Value};
 
 use crate::aws::route_table::{PEER_ROUTES, PEER_ROUTES_OPEN};
 use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
+
+/// The tag a team puts on a VPC, subnet or security group it brings, with
+/// this installation's ID as its value: the operator may use it (create its
+/// security group in the VPC, launch into the subnets), never change it.
+pub const USABLE_BY: &str = "byoc.dev/usable-by";
 
 /// Read-only calls: observation by tag and lookups.
 pub const DESCRIBE: &[&str] = &[
@@ -46,6 +64,41 @@ pub const CREATE: &[&str] = &[
     "ec2:CreateRouteTable",
     "ec2:CreateSecurityGroup",
     "ec2:ImportKeyPair",
+];
+
+/// The EC2 resource types the creations make (ARN `…:TYPE/*`).
+const CREATED_TYPES: &[&str] = &[
+    "vpc",
+    "vpc-endpoint",
+    "vpc-peering-connection",
+    "subnet",
+    "internet-gateway",
+    "elastic-ip",
+    "natgateway",
+    "route-table",
+    "security-group",
+    "key-pair",
+];
+
+/// Creations that also act on an existing resource: a subnet, table or
+/// group in a VPC, a NAT gateway in a subnet with an address, an endpoint
+/// in subnets and tables with a group.
+const CREATE_IN: &[&str] = &[
+    "ec2:CreateSubnet",
+    "ec2:CreateRouteTable",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateVpcEndpoint",
+    "ec2:CreateVpcPeeringConnection",
+    "ec2:CreateNatGateway",
+];
+
+/// The resource types those creations act in.
+const CREATED_IN_TYPES: &[&str] = &[
+    "vpc",
+    "subnet",
+    "route-table",
+    "security-group",
+    "elastic-ip",
 ];
 
 /// Changes and deletions: allowed only on resources carrying the managed-by tag.
@@ -92,11 +145,19 @@ pub const IAM_MUTATE_OWNED: &[&str] = &[
     "iam:TagInstanceProfile",
     "iam:AddRoleToInstanceProfile",
     "iam:RemoveRoleFromInstanceProfile",
-    "iam:PutRolePermissionsBoundary",
 ];
 
 /// Attaching and detaching managed policies: only those listed.
 pub const IAM_POLICIES: &[&str] = &["iam:AttachRolePolicy", "iam:DetachRolePolicy"];
+
+/// What EC2 asks of KMS on the caller's behalf for an encrypted volume.
+const VOLUME_KEY_USE: &[&str] = &[
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+];
 
 /// What the permissions policy is made for.
 #[derive(Clone, Debug, Default)]
@@ -116,6 +177,15 @@ pub struct PolicyOptions {
     /// (`nodeInstanceProfileName`, made by `connect aws`): the one role the
     /// ongoing policy may pass.
     pub shared_node_role: Option<String>,
+    /// AMI owners beside amazon and the account itself (the CloudAccount's
+    /// `imageOwners`).
+    pub image_owners: Vec<String>,
+    /// KMS keys nodes' volumes may be encrypted with (the CloudAccount's
+    /// `kmsKeyArns`); AWS's default EBS key needs no grant here.
+    pub kms_key_arns: Vec<String>,
+    /// The adoption window is open: resources made before installations
+    /// were tagged may be given this installation's tag (`--adopt`).
+    pub adopt: bool,
 }
 
 /// The statements only the making of nodes' own IAM roles and profiles
@@ -125,6 +195,7 @@ pub const SETUP_STATEMENTS: &[&str] = &[
     "NodeRoleCreate",
     "NodeProfileCreate",
     "NodeIdentityChange",
+    "NodeRoleBoundary",
     "NodeIdentityAdopt",
     "NodeRolePolicies",
     "PassNodeRole",
@@ -166,11 +237,13 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
     let mut statements = ec2_statements(o);
     statements.extend(node_identity_statements(o));
     statements.extend(launch_statements(o));
+    let ours = ours("aws:ResourceTag", &o.installation);
     if !o.managed_policy_arns.is_empty() {
+        let mut condition = ours.clone();
+        condition["ArnEquals"] = json!({"iam:PolicyARN": o.managed_policy_arns});
         statements.push(
             json!({"Sid": "NodeRolePolicies", "Effect": "Allow", "Action": IAM_POLICIES,
-         "Resource": "arn:aws:iam::*:role/byoc-*",
-         "Condition": {"ArnEquals": {"iam:PolicyARN": o.managed_policy_arns}}}),
+         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": condition}),
         );
     }
     if let Some(role) = &o.shared_node_role {
@@ -211,29 +284,61 @@ fn adopt_condition(installation: &str) -> Value {
     })
 }
 
+/// `arn:aws:ec2:*:*:TYPE/*` for each type.
+fn ec2_arns(types: &[&str]) -> Vec<String> {
+    types
+        .iter()
+        .map(|t| format!("arn:aws:ec2:*:*:{t}/*"))
+        .collect()
+}
+
 /// Observing, and making, changing and launching into EC2 resources.
 fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     let ours = |key: &str| ours(key, &o.installation);
-    let adopt = adopt_condition(&o.installation);
     let mut retain = ours("aws:ResourceTag");
     retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
-    vec![
+    let mut tag_on_create = ours("aws:RequestTag");
+    tag_on_create["StringEquals"]["ec2:CreateAction"] = json!([
+        "CreateVpc",
+        "CreateSubnet",
+        "CreateInternetGateway",
+        "AllocateAddress",
+        "CreateNatGateway",
+        "CreateRouteTable",
+        "CreateSecurityGroup",
+        "ImportKeyPair",
+        "RunInstances",
+        "CreateVpcEndpoint",
+        "CreateVpcPeeringConnection"
+    ]);
+    let mut tagged_on_create = CREATED_TYPES.to_vec();
+    tagged_on_create.extend(["instance", "volume"]);
+    let mut statements = vec![
         json!({"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
-        json!({"Sid": "FindLeakedRoles", "Effect": "Allow", "Action": "iam:ListRoles", "Resource": "*"}),
+        json!({"Sid": "FindLeakedRoles", "Effect": "Allow",
+         "Action": ["iam:ListRoles", "iam:GetAccountAuthorizationDetails"], "Resource": "*"}),
         json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
-        json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE, "Resource": "*",
-         "Condition": ours("aws:RequestTag")}),
-        json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": {"StringEquals": {"ec2:CreateAction": [
-            "CreateVpc", "CreateSubnet", "CreateInternetGateway", "AllocateAddress", "CreateNatGateway",
-            "CreateRouteTable", "CreateSecurityGroup", "ImportKeyPair", "RunInstances", "CreateVpcEndpoint", "CreateVpcPeeringConnection"]}}}),
-        json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
-         "Condition": adopt}),
+        json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE,
+         "Resource": ec2_arns(CREATED_TYPES), "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "CreateInOwned", "Effect": "Allow", "Action": CREATE_IN,
+         "Resource": ec2_arns(CREATED_IN_TYPES), "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "CreateInBrought", "Effect": "Allow", "Action": "ec2:CreateSecurityGroup",
+         "Resource": ec2_arns(&["vpc"]),
+         "Condition": {"StringEquals": {format!("aws:ResourceTag/{USABLE_BY}"): o.installation}}}),
+        json!({"Sid": "TagOnCreate", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": ec2_arns(&tagged_on_create), "Condition": tag_on_create}),
+    ];
+    if o.adopt {
+        statements.push(
+            json!({"Sid": "AdoptUntagged", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": adopt_condition(&o.installation)}),
+        );
+    }
+    statements.extend([
         json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": retain}),
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "LaunchNodes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}),
         // The accepter side of a connection the operator requested (the
         // connection itself is tagged: ChangeOwned): a VPC of the account's.
         json!({"Sid": "AcceptOwnPeering", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
@@ -242,7 +347,8 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "PeerRouteTables", "Effect": "Allow", "Action": ["ec2:CreateRoute", "ec2:DeleteRoute"],
          "Resource": "arn:aws:ec2:*:*:route-table/*",
          "Condition": {"StringEquals": {format!("aws:ResourceTag/{PEER_ROUTES}"): PEER_ROUTES_OPEN}}}),
-    ]
+    ]);
+    statements
 }
 
 /// Each cluster's node role and instance profile: made, changed, adopted
@@ -257,8 +363,7 @@ fn node_identity_statements(o: &PolicyOptions) -> Vec<Value> {
     if let Some(boundary) = &o.permissions_boundary {
         create_role["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
     }
-    let adopt = adopt_condition(&o.installation);
-    vec![
+    let mut statements = vec![
         json!({"Sid": "NodeIdentityRead", "Effect": "Allow", "Action": IAM_READ, "Resource": iam_names}),
         json!({"Sid": "NodeRoleCreate", "Effect": "Allow", "Action": "iam:CreateRole",
          "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": create_role}),
@@ -266,25 +371,64 @@ fn node_identity_statements(o: &PolicyOptions) -> Vec<Value> {
          "Resource": "arn:aws:iam::*:instance-profile/byoc-*", "Condition": ours("aws:RequestTag")}),
         json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
          "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
-         "Resource": iam_names, "Condition": adopt}),
-    ]
+    ];
+    // A boundary is put back only as the one required: never swapped.
+    if let Some(boundary) = &o.permissions_boundary {
+        let mut put = ours("aws:ResourceTag");
+        put["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
+        statements.push(
+            json!({"Sid": "NodeRoleBoundary", "Effect": "Allow", "Action": "iam:PutRolePermissionsBoundary",
+         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": put}),
+        );
+    }
+    if o.adopt {
+        statements.push(
+            json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
+         "Resource": iam_names, "Condition": adopt_condition(&o.installation)}),
+        );
+    }
+    statements
 }
 
-/// What launching nodes needs beside RunInstances: the root volumes' KMS
-/// key, a brought instance profile looked up, this installation's node role
-/// passed to EC2.
+/// Launching nodes: the instance and its volumes tagged as this
+/// installation's, into its subnets and groups (or brought ones), from
+/// images of amazon, the account or the owners listed, with the keys
+/// listed; this installation's node role passed to EC2.
 fn launch_statements(o: &PolicyOptions) -> Vec<Value> {
-    vec![
-        json!({"Sid": "EncryptRootVolumes", "Effect": "Allow",
-         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-         "Resource": "*", "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
+    let ours = |key: &str| ours(key, &o.installation);
+    let mut owners = vec!["amazon".to_string(), "${aws:PrincipalAccount}".to_string()];
+    owners.extend(o.image_owners.iter().cloned());
+    let mut statements = vec![
+        json!({"Sid": "LaunchTagged", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": ec2_arns(&["instance", "volume"]), "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "LaunchInterfaces", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": ec2_arns(&["network-interface"])}),
+        json!({"Sid": "LaunchIntoOwned", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": ec2_arns(&["subnet", "security-group", "key-pair"]), "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "LaunchIntoBrought", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": ec2_arns(&["subnet", "security-group"]),
+         "Condition": {"StringEquals": {format!("aws:ResourceTag/{USABLE_BY}"): o.installation}}}),
+        json!({"Sid": "LaunchImages", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": "arn:aws:ec2:*::image/*", "Condition": {"StringEquals": {"ec2:Owner": owners}}}),
+    ];
+    if !o.kms_key_arns.is_empty() {
+        statements.extend([
+            json!({"Sid": "EncryptRootVolumes", "Effect": "Allow", "Action": VOLUME_KEY_USE,
+             "Resource": o.kms_key_arns, "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}}),
+            json!({"Sid": "GrantRootVolumeKeys", "Effect": "Allow", "Action": "kms:CreateGrant",
+             "Resource": o.kms_key_arns, "Condition": {
+                "StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"},
+                "Bool": {"kms:GrantIsForAWSResource": "true"}}}),
+        ]);
+    }
+    statements.extend([
         json!({"Sid": "FindBroughtInstanceProfiles", "Effect": "Allow", "Action": ["iam:GetInstanceProfile", "iam:GetRole"], "Resource": ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"]}),
         json!({"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/byoc-*",
          "Condition": {"StringEquals": {
             "iam:PassedToService": "ec2.amazonaws.com",
             format!("iam:ResourceTag/{INSTALLATION}"): o.installation}}}),
-    ]
+    ]);
+    statements
 }
 
 /// The cross-account role's trust policy: `principal` (the operator's
@@ -319,6 +463,9 @@ mod tests {
             permissions_boundary: Some("arn:aws:iam::111111111111:policy/b".into()),
             pass_roles: vec!["arn:aws:iam::111111111111:role/r".into()],
             shared_node_role: Some("shared".into()),
+            image_owners: vec![],
+            kms_key_arns: vec!["arn:aws:kms:us-east-1:111111111111:key/k".into()],
+            adopt: true,
         };
         let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default();
         let mut checked = 0;
@@ -329,11 +476,10 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            for op in text
-                .split(".op(\"")
-                .skip(1)
-                .filter_map(|s| s.split('"').next())
-            {
+            // `.op("svc:Op")` and `const OP: &str = "svc:Op"` alike.
+            let literal = text.split(".op(\"").skip(1);
+            let constant = text.split("const OP: &str = \"").skip(1);
+            for op in literal.chain(constant).filter_map(|s| s.split('"').next()) {
                 checked += 1;
                 assert!(
                     granted.contains(&format!("\"{op}\"")),
@@ -386,6 +532,7 @@ mod tests {
             permissions_boundary: Some("arn:aws:iam::111111111111:policy/boundary".into()),
             pass_roles: vec![],
             shared_node_role: None,
+            ..Default::default()
         });
         let attach = statement(&p, "NodeRolePolicies").unwrap_or_default();
         assert_eq!(
@@ -435,6 +582,7 @@ mod tests {
             permissions_boundary: None,
             pass_roles: vec![],
             shared_node_role: Some("byoc-shared-nodes".into()),
+            ..Default::default()
         };
         let ongoing = policy_part(&o, PolicyPart::Ongoing);
         let writes: Vec<String> = actions(&ongoing)

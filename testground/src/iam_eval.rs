@@ -222,7 +222,10 @@ pub fn facts(upstream: u16, query: &FactsQuery) -> Result<Facts> {
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("moto's facts answered {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "moto's facts answered {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
     Ok(serde_json::from_str(body)?)
 }
@@ -239,9 +242,17 @@ pub enum Target {
     /// A key pair by name.
     KeyPair(String),
     /// An IAM role by name (`created`: by this request).
-    Role { name: String, path: String, created: bool },
+    Role {
+        name: String,
+        path: String,
+        created: bool,
+    },
     /// An instance profile by name.
-    Profile { name: String, path: String, created: bool },
+    Profile {
+        name: String,
+        path: String,
+        created: bool,
+    },
     /// A KMS key EC2 uses on the caller's behalf.
     KmsKey(String),
     /// A Service Quotas quota.
@@ -308,9 +319,7 @@ impl Params {
         (1..)
             .map_while(|n| {
                 let key = self.get(&format!("{prefix}.{n}.Key"))?;
-                let value = self
-                    .get(&format!("{prefix}.{n}.Value"))
-                    .unwrap_or_default();
+                let value = self.get(&format!("{prefix}.{n}.Value")).unwrap_or_default();
                 Some((key, value))
             })
             .collect()
@@ -377,7 +386,9 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
             on(&action, ec2("internet-gateway", "InternetGatewayId"));
             on(&action, ec2("vpc", "VpcId"));
         }
-        ("ec2", "DeleteInternetGateway") => on(&action, ec2("internet-gateway", "InternetGatewayId")),
+        ("ec2", "DeleteInternetGateway") => {
+            on(&action, ec2("internet-gateway", "InternetGatewayId"))
+        }
         ("ec2", "AllocateAddress") => on(&action, Target::CreatedEc2("elastic-ip")),
         ("ec2", "ReleaseAddress") => on(&action, ec2("elastic-ip", "AllocationId")),
         ("ec2", "CreateNatGateway") => {
@@ -459,9 +470,10 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
             // The accepter VPC: the connection's peer (from its facts).
             on(&action, Target::Ec2("vpc", format!("peer-of:{pcx}")));
         }
-        ("ec2", "DeleteVpcPeeringConnection") => {
-            on(&action, ec2("vpc-peering-connection", "VpcPeeringConnectionId"))
-        }
+        ("ec2", "DeleteVpcPeeringConnection") => on(
+            &action,
+            ec2("vpc-peering-connection", "VpcPeeringConnectionId"),
+        ),
         ("ec2", "TerminateInstances") => {
             for i in params.list("InstanceId") {
                 on(&action, Target::Ec2("instance", i));
@@ -552,10 +564,20 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
         ),
         (
             "iam",
-            "GetRole" | "ListAttachedRolePolicies" | "DeleteRole" | "TagRole"
-            | "PutRolePermissionsBoundary" | "AttachRolePolicy" | "DetachRolePolicy"
-            | "DeleteRolePolicy" | "GetRolePolicy" | "ListRolePolicies" | "PutRolePolicy"
-            | "UpdateAssumeRolePolicy" | "UntagRole" | "ListRoleTags",
+            "GetRole"
+            | "ListAttachedRolePolicies"
+            | "DeleteRole"
+            | "TagRole"
+            | "PutRolePermissionsBoundary"
+            | "AttachRolePolicy"
+            | "DetachRolePolicy"
+            | "DeleteRolePolicy"
+            | "GetRolePolicy"
+            | "ListRolePolicies"
+            | "PutRolePolicy"
+            | "UpdateAssumeRolePolicy"
+            | "UntagRole"
+            | "ListRoleTags",
         ) => on(
             &action,
             Target::Role {
@@ -566,8 +588,11 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
         ),
         (
             "iam",
-            "GetInstanceProfile" | "DeleteInstanceProfile" | "TagInstanceProfile"
-            | "RemoveRoleFromInstanceProfile" | "AddRoleToInstanceProfile",
+            "GetInstanceProfile"
+            | "DeleteInstanceProfile"
+            | "TagInstanceProfile"
+            | "RemoveRoleFromInstanceProfile"
+            | "AddRoleToInstanceProfile",
         ) => {
             on(
                 &action,
@@ -627,7 +652,11 @@ pub fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery
     q
 }
 
-fn tag_context(ctx: &mut BTreeMap<String, Value>, prefixes: &[&str], tags: &BTreeMap<String, String>) {
+fn tag_context(
+    ctx: &mut BTreeMap<String, Value>,
+    prefixes: &[&str],
+    tags: &BTreeMap<String, String>,
+) {
     for (k, v) in tags {
         for p in prefixes {
             ctx.insert(format!("{p}/{k}"), json!(v));
@@ -781,13 +810,20 @@ pub fn checks(
                 (Some(rtype.to_string()), ec2_arn(rtype, &rid))
             }
             Target::KeyPair(name) => {
-                let tags = facts.key_pairs.get(name).map(|k| k.tags.clone()).unwrap_or_default();
+                let tags = facts
+                    .key_pairs
+                    .get(name)
+                    .map(|k| k.tags.clone())
+                    .unwrap_or_default();
                 tag_context(&mut ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
                 ctx.insert("ec2:KeyPairName".into(), json!(name));
                 (Some("key-pair".to_string()), ec2_arn("key-pair", name))
             }
             Target::KmsKey(key) => {
-                ctx.insert("kms:ViaService".into(), json!(format!("ec2.{region}.amazonaws.com")));
+                ctx.insert(
+                    "kms:ViaService".into(),
+                    json!(format!("ec2.{region}.amazonaws.com")),
+                );
                 ctx.insert("kms:CallerAccount".into(), json!(account));
                 if t.action == "kms:CreateGrant" {
                     ctx.insert("kms:GrantIsForAWSResource".into(), json!("true"));
@@ -822,12 +858,19 @@ pub fn checks(
                         .unwrap_or_default();
                         (role, fact)
                     }
-                    None => (name.clone(), facts.roles.get(name).cloned().unwrap_or_default()),
+                    None => (
+                        name.clone(),
+                        facts.roles.get(name).cloned().unwrap_or_default(),
+                    ),
                 };
                 if *created {
                     request_tags(&mut ctx, &params.tags("Tags.member"));
                 } else {
-                    tag_context(&mut ctx, &["aws:ResourceTag", "iam:ResourceTag"], &fact.tags);
+                    tag_context(
+                        &mut ctx,
+                        &["aws:ResourceTag", "iam:ResourceTag"],
+                        &fact.tags,
+                    );
                 }
                 if t.action == "iam:TagRole" {
                     request_tags(&mut ctx, &params.tags("Tags.member"));
@@ -860,7 +903,11 @@ pub fn checks(
                 if *created {
                     request_tags(&mut ctx, &params.tags("Tags.member"));
                 } else {
-                    let tags = facts.profiles.get(name).map(|p| p.tags.clone()).unwrap_or_default();
+                    let tags = facts
+                        .profiles
+                        .get(name)
+                        .map(|p| p.tags.clone())
+                        .unwrap_or_default();
                     tag_context(&mut ctx, &["aws:ResourceTag"], &tags);
                 }
                 if t.action == "iam:TagInstanceProfile" {
@@ -920,12 +967,19 @@ mod tests {
 
     #[test]
     fn a_create_in_a_vpc_touches_the_new_resource_and_the_vpc() {
-        let t = touches("ec2", "CreateSubnet", "Action=CreateSubnet&VpcId=vpc-1&CidrBlock=10.0.0.0%2F24");
+        let t = touches(
+            "ec2",
+            "CreateSubnet",
+            "Action=CreateSubnet&VpcId=vpc-1&CidrBlock=10.0.0.0%2F24",
+        );
         assert_eq!(
             t,
             [
                 ("ec2:CreateSubnet".into(), Target::CreatedEc2("subnet")),
-                ("ec2:CreateSubnet".into(), Target::Ec2("vpc", "vpc-1".into())),
+                (
+                    "ec2:CreateSubnet".into(),
+                    Target::Ec2("vpc", "vpc-1".into())
+                ),
             ]
         );
     }
@@ -937,10 +991,7 @@ mod tests {
             "RunInstances",
             "ImageId=ami-1&SubnetId=subnet-1&SecurityGroupId.1=sg-1&KeyName=k&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-profile%2Fbyoc-p&BlockDeviceMapping.1.DeviceName=%2Fdev%2Fxvda&BlockDeviceMapping.1.Ebs.KmsKeyId=k1",
         );
-        let names: Vec<String> = t
-            .iter()
-            .map(|(a, t)| format!("{a} {t:?}"))
-            .collect();
+        let names: Vec<String> = t.iter().map(|(a, t)| format!("{a} {t:?}")).collect();
         for want in [
             "ec2:RunInstances CreatedEc2(\"instance\")",
             "ec2:RunInstances Ec2(\"image\", \"ami-1\")",
@@ -951,7 +1002,9 @@ mod tests {
         ] {
             assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
         }
-        assert!(names.iter().any(|n| n.starts_with("iam:PassRole") && n.contains("role-of:byoc-p")));
+        assert!(names
+            .iter()
+            .any(|n| n.starts_with("iam:PassRole") && n.contains("role-of:byoc-p")));
     }
 
     #[test]

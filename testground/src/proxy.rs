@@ -106,7 +106,11 @@ pub struct Denial {
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.ground_error {
-            Some(e) => write!(f, "{} refused: the ground could not evaluate it: {e}", self.operation),
+            Some(e) => write!(
+                f,
+                "{} refused: the ground could not evaluate it: {e}",
+                self.operation
+            ),
             None if !self.denied_by.is_empty() => write!(
                 f,
                 "{} on {} denied by statement {:?} (context {:?})",

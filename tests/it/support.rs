@@ -5,12 +5,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use byoc_operator::account::iam_policy::{permissions_policy, PolicyOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use testground::node::Node;
-use byoc_operator::account::iam_policy::{permissions_policy, PolicyOptions};
 use testground::{AwsProxy, Kube, Moto};
 
 /// The apiserver a test talks to: the process's shared one, or the control
@@ -362,20 +362,38 @@ fn installation_of(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<St
         args.windows(2)
             .find(|w| w[0] == flag)
             .map(|w| w[1].to_string())
-            .or_else(|| env.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string()))
+            .or_else(|| {
+                env.iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| v.to_string())
+            })
     };
     let name = arg("--installation-secret", "BYOC_INSTALLATION_SECRET")
         .unwrap_or_else(|| byoc_operator::installation::DEFAULT_SECRET_NAME.into());
     let namespace = arg("--installation-namespace", "BYOC_INSTALLATION_NAMESPACE")
-        .or_else(|| env.iter().find(|(k, _)| *k == "POD_NAMESPACE").map(|(_, v)| v.to_string()))
+        .or_else(|| {
+            env.iter()
+                .find(|(k, _)| *k == "POD_NAMESPACE")
+                .map(|(_, v)| v.to_string())
+        })
         .unwrap_or_else(|| "default".into());
     let key = byoc_operator::installation::SECRET_KEY;
     let read = || -> Result<Option<String>> {
         let out = g
             .kube
             .kubectl()
-            .args(["-n", &namespace, "get", "secret", &name, "--ignore-not-found", "-o"])
-            .arg(format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"))
+            .args([
+                "-n",
+                &namespace,
+                "get",
+                "secret",
+                &name,
+                "--ignore-not-found",
+                "-o",
+            ])
+            .arg(format!(
+                "go-template={{{{index .data \"{key}\" | base64decode}}}}"
+            ))
             .output()?;
         anyhow::ensure!(
             out.status.success(),
@@ -388,7 +406,11 @@ fn installation_of(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<St
     let secret = match read()? {
         Some(s) => s,
         None => {
-            let fresh = format!("ground-{}-{:032}", unique_name("installation"), std::process::id());
+            let fresh = format!(
+                "ground-{}-{:032}",
+                unique_name("installation"),
+                std::process::id()
+            );
             // Another test may make it at the same time: either one stands.
             let _ = g
                 .kube

@@ -723,6 +723,7 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         permissions_boundary: Some(boundary.clone()),
         pass_roles: vec![],
         shared_node_role: None,
+        ..Default::default()
     })?;
     let mut args = installation_args("inst", &g.namespace);
     args.extend(["--progress-poll", "1s"]);
