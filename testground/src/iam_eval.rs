@@ -40,6 +40,9 @@ pub struct Check {
     pub resource_type: Option<String>,
     pub resource: String,
     pub context: BTreeMap<String, Value>,
+    /// The resource's own policy, where AWS asks it too (a KMS key's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<Value>,
 }
 
 /// The evaluator's answer for one [`Check`].
@@ -93,12 +96,34 @@ impl Evaluator {
         })
     }
 
-    /// The decision for each check, in order.
+    /// The decision for each check of one request, in order (refused when
+    /// the checks leave out a resource type the action requires).
     pub fn decide(
         &self,
         principal: &Principal,
         policies: &[Value],
         checks: &[Check],
+    ) -> Result<Vec<Decision>> {
+        self.ask(principal, policies, checks, false)
+    }
+
+    /// The decision for each check, each an authorization of its own (a
+    /// table of cases, not one request).
+    pub fn decide_each(
+        &self,
+        principal: &Principal,
+        policies: &[Value],
+        checks: &[Check],
+    ) -> Result<Vec<Decision>> {
+        self.ask(principal, policies, checks, true)
+    }
+
+    fn ask(
+        &self,
+        principal: &Principal,
+        policies: &[Value],
+        checks: &[Check],
+        rows: bool,
     ) -> Result<Vec<Decision>> {
         let policies: Vec<Value> = policies
             .iter()
@@ -110,6 +135,7 @@ impl Evaluator {
             "account": principal.account,
             "policies": policies,
             "checks": checks,
+            "rows": rows,
         });
         let mut io = self
             .io
@@ -740,6 +766,7 @@ pub fn checks(
                         resource_type: Some(rtype.to_string()),
                         resource: ec2_arn(rtype, "*"),
                         context: tag_ctx,
+                        resource_policy: None,
                     });
                 }
                 (Some(rtype.to_string()), ec2_arn(rtype, "*"))
@@ -924,6 +951,7 @@ pub fn checks(
             resource_type,
             resource,
             context: ctx,
+            resource_policy: None,
         });
     }
     Ok(out)

@@ -10,6 +10,7 @@ mod connect;
 mod crds;
 mod fencing;
 mod ground;
+mod iam;
 mod image;
 mod in_pod;
 mod lifecycle;
