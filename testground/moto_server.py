@@ -28,6 +28,13 @@ And moto keeps the inline policies of a role made by CloudFormation as the
 template's mapping, answering GetRolePolicy with Python's rendering of
 it; AWS answers the JSON document.
 
+And moto judges an EC2 call as one call on the resource `*`, which a
+statement naming resource types (`arn:aws:ec2:*:*:vpc/*`, as AWS's
+examples and the generated policy do) never matches, while AWS judges each
+resource the call touches. Here a call on `*` matches any statement's
+resources: moto judges the action, the proxy's evaluator judges the
+resources as AWS does.
+
 And the proxy's IAM evaluator needs what AWS knows of a resource when it
 authorizes a request on it: its tags (`aws:ResourceTag`), its VPC
 (`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary. It asks
@@ -45,6 +52,7 @@ from moto.iam.models import iam_backends
 from moto.moto_api._internal import urls as moto_api_urls
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+from moto.iam.access_control import IAMPolicyStatement
 from moto.iam.models import Role
 from moto.iam.responses import IamResponse
 from moto.server import main
@@ -89,6 +97,17 @@ def _determine_resource(self):
 
 
 IamResponse._determine_resource = _determine_resource
+
+_element_matches = IAMPolicyStatement._check_element_matches
+
+
+def _check_element_matches(self, statement_element, value):
+    if statement_element == "Resource" and value == "*":
+        return True
+    return _element_matches(self, statement_element, value)
+
+
+IAMPolicyStatement._check_element_matches = _check_element_matches
 
 _put_policy = Role.put_policy
 

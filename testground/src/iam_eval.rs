@@ -946,12 +946,19 @@ pub fn checks(
                 )
             }
         };
+        // A KMS key's policy is asked too: the default one (the account's
+        // IAM policies decide), which a key made with no policy has.
+        let resource_policy = matches!(t.target, Target::KmsKey(_)).then(|| {
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                "Action": "kms:*", "Resource": "*"}]})
+        });
         out.push(Check {
             action: t.action.clone(),
             resource_type,
             resource,
             context: ctx,
-            resource_policy: None,
+            resource_policy,
         });
     }
     Ok(out)

@@ -176,6 +176,9 @@ struct Shared {
     /// Policies by role ARN: requests signed by a session of such a role
     /// are decided by them ([`crate::iam_eval`]).
     grants: Mutex<HashMap<String, Vec<serde_json::Value>>>,
+    /// Roles whose grant is on its way: their sessions' requests wait for
+    /// it ([`AwsProxy::hold`]).
+    pending: Mutex<HashSet<String>>,
     /// The principal of each access key STS handed out.
     sessions: Mutex<HashMap<String, crate::iam_eval::Principal>>,
     /// Started on the first grant.
@@ -213,6 +216,7 @@ impl AwsProxy {
             seq: AtomicU64::default(),
             stop: AtomicBool::default(),
             grants: Mutex::default(),
+            pending: Mutex::default(),
             sessions: Mutex::default(),
             evaluator: Mutex::default(),
             denials: Mutex::default(),
@@ -256,14 +260,30 @@ impl AwsProxy {
     /// decided by `policies` as AWS decides it (its only permissions), and
     /// refused as AWS refuses. Replaces what the role was granted before.
     pub fn grant(&self, role_arn: &str, policies: Vec<serde_json::Value>) -> Result<()> {
-        {
-            let mut evaluator = lock(&self.shared.evaluator);
-            if evaluator.is_none() {
-                let log = self.shared.dir.path().join("iam-evaluator.log");
-                *evaluator = Some(Arc::new(crate::iam_eval::Evaluator::start(&log)?));
-            }
-        }
+        self.start_evaluator()?;
         lock(&self.shared.grants).insert(role_arn.to_string(), policies);
+        lock(&self.shared.pending).remove(role_arn);
+        Ok(())
+    }
+
+    /// `role_arn` will be granted ([`AwsProxy::grant`]) once what it is
+    /// granted is known (an installation's ID, when the operator makes its
+    /// Secret): until then its sessions' requests wait for the grant (a
+    /// minute at most, then refused), none is let through unjudged.
+    pub fn hold(&self, role_arn: &str) -> Result<()> {
+        self.start_evaluator()?;
+        if !lock(&self.shared.grants).contains_key(role_arn) {
+            lock(&self.shared.pending).insert(role_arn.to_string());
+        }
+        Ok(())
+    }
+
+    fn start_evaluator(&self) -> Result<()> {
+        let mut evaluator = lock(&self.shared.evaluator);
+        if evaluator.is_none() {
+            let log = self.shared.dir.path().join("iam-evaluator.log");
+            *evaluator = Some(Arc::new(crate::iam_eval::Evaluator::start(&log)?));
+        }
         Ok(())
     }
 
@@ -728,13 +748,29 @@ fn authorize(
 ) -> Option<(&'static str, String)> {
     let (key, region) = realism::credential_scope(&req.head)?;
     let principal = lock(&s.sessions).get(&key).cloned()?;
-    let policies = lock(&s.grants).get(&principal.role).cloned()?;
-    let evaluator = lock(&s.evaluator).clone()?;
     let code = if svc == "ec2" {
         "UnauthorizedOperation"
     } else {
         "AccessDenied"
     };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let policies = loop {
+        if let Some(p) = lock(&s.grants).get(&principal.role).cloned() {
+            break p;
+        }
+        if !lock(&s.pending).contains(&principal.role) {
+            return None;
+        }
+        if Instant::now() > deadline {
+            let message = format!(
+                "the test ground held {svc}:{op} a minute for the grant of {} that never came",
+                principal.role
+            );
+            return Some((code, message));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let evaluator = lock(&s.evaluator).clone()?;
     let params = crate::iam_eval::Params::parse(&req.body);
     let decided = (|| -> Result<Option<(crate::iam_eval::Check, crate::iam_eval::Decision)>> {
         let touches = crate::iam_eval::plan(svc, op, &params)?;

@@ -267,6 +267,8 @@ async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
                 .to_string(),
         );
     }
+    // The team lets this installation use them (the policy's condition).
+    crate::support::let_use(&g, &ec2, [&vpc_id].into_iter().chain(&subnet_ids)).await?;
     // What "modified" means: identity, addresses, zone, tags and attributes
     // (not counters such as free IP addresses, which instances change).
     let snapshot = || async {

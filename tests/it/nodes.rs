@@ -79,6 +79,9 @@ fn metadata(i: &Instance) -> (String, i32) {
     )
 }
 
+/// The team's key for its nodes' root volumes.
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
 #[tokio::test]
 async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_change() -> Result<()>
 {
@@ -111,11 +114,18 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         .send()
         .await?;
     let extra = extra.group_id().context("group")?.to_string();
+    // The team lets the operator use its network and group, and lists its
+    // key in the account's policy.
+    crate::support::let_use(&g, &ec2, [&vpc, &subnet, &extra]).await?;
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        kms_key_arns: vec![KEY.into()],
+        ..Default::default()
+    })?;
 
     kubectl_apply(
         &g,
         &format!(
-            "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: nodes}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{existingVpcId: {vpc}, existingSubnetIds: [{subnet}]}}\n  nodeGroups:\n    - name: gpu\n      instanceType: t3.small\n      count: 1\n      rootVolume: {{sizeGiB: 50, kmsKeyId: alias/nodes}}\n      additionalSecurityGroupIds: [{extra}]\n    - {{name: plain, instanceType: t3.small, count: 1}}\n"
+            "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: nodes}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{existingVpcId: {vpc}, existingSubnetIds: [{subnet}]}}\n  nodeGroups:\n    - name: gpu\n      instanceType: t3.small\n      count: 1\n      rootVolume: {{sizeGiB: 50, kmsKeyId: {KEY}}}\n      additionalSecurityGroupIds: [{extra}]\n    - {{name: plain, instanceType: t3.small, count: 1}}\n"
         ),
     )?;
     let cc: ComputeCluster = wait_running(&g, "nodes", |_| true).await?;
@@ -141,7 +151,7 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
     let volume = root_volume(&g, &gpu[0]).await?;
     assert_eq!(
         volume,
-        (50, "gp3".to_string(), true, Some("alias/nodes".to_string())),
+        (50, "gp3".to_string(), true, Some(KEY.to_string())),
         "gpu root volume: {volume:?}"
     );
     let mut groups: Vec<&str> = gpu[0]
@@ -174,7 +184,7 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         "nodes",
         serde_json::json!({"nodeGroups": [
             {"name": "gpu", "instanceType": "t3.small", "count": 1,
-             "rootVolume": {"sizeGiB": 50, "kmsKeyId": "alias/nodes"},
+             "rootVolume": {"sizeGiB": 50, "kmsKeyId": KEY},
              "additionalSecurityGroupIds": [extra],
              "metadataOptions": {"httpPutResponseHopLimit": 2}},
             {"name": "plain", "instanceType": "t3.small", "count": 1}

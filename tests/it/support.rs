@@ -321,8 +321,17 @@ impl OperatorExt for Operator {
             .kube
             .dir()
             .join(format!("operator-{}-{}.log", namespace, unique_name("run")));
-        let installation = installation_of(g, args, env)?;
-        g.grant_installation(&installation)?;
+        // Its role is judged by its installation's policy from its first
+        // call: granted now when the installation's Secret exists, else
+        // held until the operator has made it.
+        let secret = installation_secret(args, env);
+        let judged = !unjudged(&g.namespace);
+        let known = installation_id(g, &secret)?;
+        match &known {
+            Some(id) if judged => g.grant_installation(id)?,
+            None if judged => g.proxy.hold(ROLE_ARN)?,
+            _ => {}
+        }
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
             env.insert(
@@ -333,7 +342,7 @@ impl OperatorExt for Operator {
                 ),
             );
         }
-        testground::Operator::launch(testground::OperatorLaunch {
+        let operator = testground::Operator::launch(testground::OperatorLaunch {
             binary: std::path::Path::new(env!("CARGO_BIN_EXE_byoc-operator")),
             kubeconfig: &g.kube.kubeconfig,
             aws_endpoint: g.proxy.endpoint(),
@@ -341,7 +350,25 @@ impl OperatorExt for Operator {
             args,
             env: &env,
             log,
-        })
+        })?;
+        if known.is_none() && judged {
+            let deadline = Instant::now() + crate::clusters::WAIT;
+            let id = loop {
+                if let Some(id) = installation_id(g, &secret)? {
+                    break id;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the operator made no installation Secret {}/{}",
+                        secret.1,
+                        secret.0
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            g.grant_installation(&id)?;
+        }
+        Ok(operator)
     }
 
     fn metric(&self, series: &str) -> Result<f64> {
@@ -353,11 +380,47 @@ impl OperatorExt for Operator {
     }
 }
 
-/// The public ID of the installation an operator started with `args` and
-/// `env` uses: its Secret, made here first when missing (as the operator
-/// makes it on its first start), so that its role is granted before it
-/// makes a call.
-fn installation_of(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+/// Suites not yet run under the ground's IAM evaluator, by the name their
+/// ground is made with, and why: each needs what the generated policy
+/// grants to be set up first (a brought key pair's or instance profile's
+/// options, connect's own role, a peer account's role). Their operators'
+/// requests are judged by moto alone.
+const UNJUDGED: &[(&str, &str)] = &[
+    (
+        "connect",
+        "connect's role is made by `connect aws` with its own policy: grant that one",
+    ),
+    (
+        "connect-cfn",
+        "the CloudFormation stack's role: grant the template's policy",
+    ),
+    (
+        "node-iam",
+        "a brought instance profile's role: pass_roles in the grant",
+    ),
+    (
+        "ssh-keys",
+        "a brought key pair: the usable-by tag on it and a statement for it",
+    ),
+    (
+        "reach-accept",
+        "the peer account's acceptance under its own role",
+    ),
+];
+
+/// Whether the ground named `namespace` is one of [`UNJUDGED`].
+fn unjudged(namespace: &str) -> bool {
+    UNJUDGED.iter().any(|(name, _)| {
+        namespace
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+/// The installation Secret (name, namespace) an operator started with
+/// `args` and `env` uses.
+fn installation_secret(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let arg = |flag: &str, var: &str| {
         args.windows(2)
             .find(|w| w[0] == flag)
@@ -377,53 +440,86 @@ fn installation_of(g: &Ground, args: &[&str], env: &[(&str, &str)]) -> Result<St
                 .map(|(_, v)| v.to_string())
         })
         .unwrap_or_else(|| "default".into());
+    (name, namespace)
+}
+
+/// The public ID of the installation whose Secret is `(name, namespace)`;
+/// none while the Secret does not exist.
+fn installation_id(g: &Ground, (name, namespace): &(String, String)) -> Result<Option<String>> {
     let key = byoc_operator::installation::SECRET_KEY;
-    let read = || -> Result<Option<String>> {
-        let out = g
-            .kube
-            .kubectl()
-            .args([
-                "-n",
-                &namespace,
-                "get",
-                "secret",
-                &name,
-                "--ignore-not-found",
-                "-o",
-            ])
-            .arg(format!(
-                "go-template={{{{index .data \"{key}\" | base64decode}}}}"
-            ))
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "reading Secret {namespace}/{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        Ok((!text.is_empty()).then_some(text))
-    };
-    let secret = match read()? {
-        Some(s) => s,
-        None => {
-            let fresh = format!(
-                "ground-{}-{:032}",
-                unique_name("installation"),
-                std::process::id()
-            );
-            // Another test may make it at the same time: either one stands.
-            let _ = g
-                .kube
-                .kubectl()
-                .args(["-n", &namespace, "create", "secret", "generic", &name])
-                .arg(format!("--from-literal={key}={fresh}"))
-                .output()?;
-            read()?.with_context(|| format!("Secret {namespace}/{name} was not made"))?
-        }
-    };
+    let out = g
+        .kube
+        .kubectl()
+        .args([
+            "-n",
+            namespace,
+            "get",
+            "secret",
+            name,
+            "--ignore-not-found",
+            "-o",
+        ])
+        .arg(format!(
+            "go-template={{{{index .data \"{key}\" | base64decode}}}}"
+        ))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "reading Secret {namespace}/{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).to_string();
+    if secret.is_empty() {
+        return Ok(None);
+    }
     byoc_operator::installation::Installation::from_secret(secret.as_bytes())
-        .map(|i| i.id().to_string())
+        .map(|i| Some(i.id().to_string()))
         .with_context(|| format!("Secret {namespace}/{name} holds too short a secret"))
+}
+
+/// The ID of the installation of an operator started with no installation
+/// arguments (the shared apiserver's default), made now when missing.
+pub async fn default_installation(g: &Ground) -> Result<String> {
+    let secret = installation_secret(&[], &[]);
+    if let Some(id) = installation_id(g, &secret)? {
+        return Ok(id);
+    }
+    let fresh = format!(
+        "ground-{}-{:032}",
+        unique_name("installation"),
+        std::process::id()
+    );
+    let key = byoc_operator::installation::SECRET_KEY;
+    // Another test may make it at the same time: either one stands.
+    let _ = g
+        .kube
+        .kubectl()
+        .args(["-n", &secret.1, "create", "secret", "generic", &secret.0])
+        .arg(format!("--from-literal={key}={fresh}"))
+        .output()?;
+    installation_id(g, &secret)?.context("the installation Secret was not made")
+}
+
+/// Tags brought EC2 resources `byoc.dev/usable-by` with the default
+/// installation's ID, as a team does so that the generated policy lets the
+/// operator use them.
+pub async fn let_use<'a>(
+    g: &Ground,
+    ec2: &aws_sdk_ec2::Client,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<()> {
+    let installation = default_installation(g).await?;
+    ec2.create_tags()
+        .set_resources(Some(ids.into_iter().cloned().collect()))
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(byoc_operator::account::iam_policy::USABLE_BY)
+                .value(installation)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
 }
 
 /// Runs a command of the operator binary (`audit`, `describe`, ...) as a
