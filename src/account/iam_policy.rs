@@ -372,15 +372,16 @@ fn node_identity_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "NodeIdentityChange", "Effect": "Allow", "Action": IAM_MUTATE_OWNED, "Resource": iam_names,
          "Condition": ours("aws:ResourceTag")}),
     ];
-    // A boundary is put back only as the one required: never swapped.
+    // A boundary is put back only as the one required: never swapped
+    // (with none required, any boundary only narrows a role).
+    let mut put = ours("aws:ResourceTag");
     if let Some(boundary) = &o.permissions_boundary {
-        let mut put = ours("aws:ResourceTag");
         put["StringEquals"]["iam:PermissionsBoundary"] = json!(boundary);
-        statements.push(
-            json!({"Sid": "NodeRoleBoundary", "Effect": "Allow", "Action": "iam:PutRolePermissionsBoundary",
-         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": put}),
-        );
     }
+    statements.push(
+        json!({"Sid": "NodeRoleBoundary", "Effect": "Allow", "Action": "iam:PutRolePermissionsBoundary",
+     "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": put}),
+    );
     if o.adopt {
         statements.push(
             json!({"Sid": "NodeIdentityAdopt", "Effect": "Allow", "Action": ["iam:TagRole", "iam:TagInstanceProfile"],
