@@ -533,10 +533,12 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
                 on(&action, Target::KeyPair(k));
             }
             for n in 1.. {
-                let Some(device) = params.get(&format!("BlockDeviceMapping.{n}.DeviceName")) else {
+                if params
+                    .get(&format!("BlockDeviceMapping.{n}.DeviceName"))
+                    .is_none()
+                {
                     break;
-                };
-                let _ = device;
+                }
                 if let Some(s) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.SnapshotId")) {
                     on(&action, Target::Ec2("snapshot", s));
                 }
@@ -646,7 +648,7 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
 }
 
 /// The facts `touches` need.
-pub fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
+fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
     let mut q = FactsQuery {
         account: account.into(),
         region: region.into(),
@@ -701,8 +703,9 @@ fn request_tags(ctx: &mut BTreeMap<String, Value>, tags: &[(String, String)]) {
 }
 
 /// The checks for `touches`: ARNs and contexts from the request, the
-/// principal and moto's `facts`. Facts that a later step needs first
-/// (a profile's role) are asked for again through `more`.
+/// principal and what moto holds of the resources, asked of `lookup` (once
+/// for what the request names, again for what those facts name: a
+/// connection's peer VPC, a profile's role).
 pub fn checks(
     svc: &str,
     op: &str,
@@ -710,9 +713,10 @@ pub fn checks(
     principal: &Principal,
     region: &str,
     touches: &[Touch],
-    facts: &Facts,
-    more: &dyn Fn(&FactsQuery) -> Result<Facts>,
+    lookup: &dyn Fn(&FactsQuery) -> Result<Facts>,
 ) -> Result<Vec<Check>> {
+    let facts = lookup(&facts_query(touches, &principal.account, region))?;
+    let more = lookup;
     let account = &principal.account;
     let ec2_arn = |t: &str, id: &str| match t {
         "image" | "snapshot" => format!("arn:aws:ec2:{region}::{t}/{id}"),

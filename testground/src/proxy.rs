@@ -184,8 +184,6 @@ struct Shared {
     /// Started on the first grant.
     evaluator: Mutex<Option<Arc<crate::iam_eval::Evaluator>>>,
     denials: Mutex<Vec<Denial>>,
-    /// Authorizations evaluated so far.
-    authorized: AtomicU64,
     dir: tempfile::TempDir,
 }
 
@@ -220,7 +218,6 @@ impl AwsProxy {
             sessions: Mutex::default(),
             evaluator: Mutex::default(),
             denials: Mutex::default(),
-            authorized: AtomicU64::default(),
             dir: crate::ground_dir("proxy")?,
         });
         let s = shared.clone();
@@ -290,11 +287,6 @@ impl AwsProxy {
     /// Requests refused on IAM's behalf so far.
     pub fn denials(&self) -> Vec<Denial> {
         lock(&self.shared.denials).clone()
-    }
-
-    /// Authorizations evaluated so far (each resource of each request).
-    pub fn authorized(&self) -> u64 {
-        self.shared.authorized.load(Ordering::SeqCst)
     }
 
     /// Calls seen per operation (faulted ones included).
@@ -777,15 +769,10 @@ fn authorize(
         if touches.is_empty() {
             return Ok(None);
         }
-        let query = crate::iam_eval::facts_query(&touches, &principal.account, &region);
-        let facts = crate::iam_eval::facts(upstream, &query)?;
-        let more = |q: &crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, q);
-        let checks = crate::iam_eval::checks(
-            svc, op, &params, &principal, &region, &touches, &facts, &more,
-        )?;
+        let lookup = |q: &crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, q);
+        let checks =
+            crate::iam_eval::checks(svc, op, &params, &principal, &region, &touches, &lookup)?;
         let decisions = evaluator.decide(&principal, &policies, &checks)?;
-        s.authorized
-            .fetch_add(checks.len() as u64, Ordering::SeqCst);
         Ok(checks
             .into_iter()
             .zip(decisions)

@@ -513,7 +513,7 @@ fn rows() -> Vec<Row> {
         ),
     ] {
         let mut ctx = context(&["aws:ResourceTag", "ec2:ResourceTag"], tags);
-        ctx.insert(format!("aws:RequestTag/byoc.dev/installation"), json!(ME));
+        ctx.insert("aws:RequestTag/byoc.dev/installation".into(), json!(ME));
         ctx.insert("aws:TagKeys".into(), json!(["byoc.dev/installation"]));
         rows.push(row(
             format!("ec2:CreateTags adopting a subnet {what} (attack)"),
