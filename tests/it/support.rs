@@ -458,21 +458,24 @@ fn installation_id(g: &Ground, (name, namespace): &(String, String)) -> Result<O
             name,
             "--ignore-not-found",
             "-o",
+            "json",
         ])
-        .arg(format!(
-            "go-template={{{{index .data \"{key}\" | base64decode}}}}"
-        ))
         .output()?;
     anyhow::ensure!(
         out.status.success(),
         "reading Secret {namespace}/{name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let secret = String::from_utf8_lossy(&out.stdout).to_string();
-    if secret.is_empty() {
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    byoc_operator::installation::Installation::from_secret(secret.as_bytes())
+    // The operator's own secret is random bytes: read them as bytes.
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_slice(&out.stdout)?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .with_context(|| format!("Secret {namespace}/{name} has no {key}"))?;
+    byoc_operator::installation::Installation::from_secret(&bytes.0)
         .map(|i| Some(i.id().to_string()))
         .with_context(|| format!("Secret {namespace}/{name} holds too short a secret"))
 }
