@@ -176,9 +176,9 @@ struct Shared {
     /// Policies by role ARN: requests signed by a session of such a role
     /// are decided by them ([`crate::iam_eval`]).
     grants: Mutex<HashMap<String, Vec<serde_json::Value>>>,
-    /// Roles whose grant is on its way: their sessions' requests wait for
-    /// it ([`AwsProxy::hold`]).
-    pending: Mutex<HashSet<String>>,
+    /// Roles whose grant is on its way, each with what finds it: their
+    /// sessions' requests wait for it ([`AwsProxy::hold`]).
+    pending: Mutex<HashMap<String, Resolver>>,
     /// The principal of each access key STS handed out.
     sessions: Mutex<HashMap<String, crate::iam_eval::Principal>>,
     /// Started on the first grant.
@@ -186,6 +186,10 @@ struct Shared {
     denials: Mutex<Vec<Denial>>,
     dir: tempfile::TempDir,
 }
+
+/// Finds a held role's policies: none yet while what they depend on is not
+/// there.
+pub type Resolver = Arc<dyn Fn() -> Result<Option<Vec<serde_json::Value>>> + Send + Sync>;
 
 /// The proxy; stops when dropped.
 pub struct AwsProxy {
@@ -263,14 +267,15 @@ impl AwsProxy {
         Ok(())
     }
 
-    /// `role_arn` will be granted ([`AwsProxy::grant`]) once what it is
-    /// granted is known (an installation's ID, when the operator makes its
-    /// Secret): until then its sessions' requests wait for the grant (a
-    /// minute at most, then refused), none is let through unjudged.
-    pub fn hold(&self, role_arn: &str) -> Result<()> {
+    /// `role_arn` will be granted what `resolve` finds once it finds it (an
+    /// installation's policy, once the operator has made the
+    /// installation's Secret): until then its sessions' requests wait,
+    /// asking `resolve` again (a minute at most, then refused), so none is
+    /// let through unjudged. A [`AwsProxy::grant`] ends the wait.
+    pub fn hold(&self, role_arn: &str, resolve: Resolver) -> Result<()> {
         self.start_evaluator()?;
         if !lock(&self.shared.grants).contains_key(role_arn) {
-            lock(&self.shared.pending).insert(role_arn.to_string());
+            lock(&self.shared.pending).insert(role_arn.to_string(), resolve);
         }
         Ok(())
     }
@@ -750,8 +755,23 @@ fn authorize(
         if let Some(p) = lock(&s.grants).get(&principal.role).cloned() {
             break p;
         }
-        if !lock(&s.pending).contains(&principal.role) {
-            return None;
+        let resolve = lock(&s.pending).get(&principal.role).cloned()?;
+        match resolve() {
+            Ok(Some(p)) => {
+                lock(&s.grants).insert(principal.role.clone(), p.clone());
+                lock(&s.pending).remove(&principal.role);
+                break p;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Some((
+                    code,
+                    format!(
+                        "the test ground could not find the grant of {}: {e:#}",
+                        principal.role
+                    ),
+                ))
+            }
         }
         if Instant::now() > deadline {
             let message = format!(
@@ -760,7 +780,7 @@ fn authorize(
             );
             return Some((code, message));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     };
     let evaluator = lock(&s.evaluator).clone()?;
     let params = crate::iam_eval::Params::parse(&req.body);

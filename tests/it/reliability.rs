@@ -1226,6 +1226,8 @@ async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Resul
                 .to_string(),
         );
     }
+    // The team lets this installation use its brought network.
+    crate::support::let_use(&g, &ec2, [&byo, &foreign_subnets[2], &foreign_subnets[3]]).await?;
     let vpcs = vec![neighbour.clone(), twin.clone(), byo.clone()];
     let before = foreign_snapshot(&ec2, &vpcs, &[]).await?;
 

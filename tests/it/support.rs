@@ -40,7 +40,7 @@ pub struct Ground {
     /// In front of moto: what the operator talks to.
     pub proxy: AwsProxy,
     /// What the cross-account role is granted (see [`Ground::grant`]).
-    grants: std::sync::Mutex<Grants>,
+    grants: std::sync::Arc<std::sync::Mutex<Grants>>,
 }
 
 /// The cross-account role the tests' CloudAccounts name.
@@ -52,6 +52,27 @@ pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/byoc-cross-account";
 struct Grants {
     options: PolicyOptions,
     installations: Vec<String>,
+}
+
+impl Grants {
+    fn add(&mut self, installation: &str) {
+        if !self.installations.iter().any(|i| i == installation) {
+            self.installations.push(installation.to_string());
+        }
+    }
+
+    /// `iam-policy permissions` for the options, one per installation.
+    fn policies(&self) -> Vec<serde_json::Value> {
+        self.installations
+            .iter()
+            .map(|i| {
+                permissions_policy(&PolicyOptions {
+                    installation: i.clone(),
+                    ..self.options.clone()
+                })
+            })
+            .collect()
+    }
 }
 
 impl Ground {
@@ -91,30 +112,32 @@ impl Ground {
     pub fn grant(&self, options: PolicyOptions) -> Result<()> {
         let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
         grants.options = options;
-        self.regrant(&grants)
+        self.proxy.grant(ROLE_ARN, grants.policies())
     }
 
     /// [`Ground::grant`]'s options with `installation` added.
     pub fn grant_installation(&self, installation: &str) -> Result<()> {
         let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
-        if !grants.installations.iter().any(|i| i == installation) {
-            grants.installations.push(installation.to_string());
-        }
-        self.regrant(&grants)
+        grants.add(installation);
+        self.proxy.grant(ROLE_ARN, grants.policies())
     }
 
-    fn regrant(&self, grants: &Grants) -> Result<()> {
-        let policies = grants
-            .installations
-            .iter()
-            .map(|i| {
-                permissions_policy(&PolicyOptions {
-                    installation: i.clone(),
-                    ..grants.options.clone()
-                })
-            })
-            .collect();
-        self.proxy.grant(ROLE_ARN, policies)
+    /// The installation whose Secret is `secret` is granted once the
+    /// operator has made it; the role's requests wait for it till then.
+    fn grant_when_made(&self, secret: (String, String)) -> Result<()> {
+        let kube = self.kube.clone();
+        let grants = self.grants.clone();
+        self.proxy.hold(
+            ROLE_ARN,
+            std::sync::Arc::new(move || {
+                let Some(id) = installation_id(&kube, &secret)? else {
+                    return Ok(None);
+                };
+                let mut grants = grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
+                grants.add(&id);
+                Ok(Some(grants.policies()))
+            }),
+        )
     }
 
     /// What the proxy refused on IAM's behalf so far, one line each.
@@ -325,12 +348,11 @@ impl OperatorExt for Operator {
         // call: granted now when the installation's Secret exists, else
         // held until the operator has made it.
         let secret = installation_secret(args, env);
-        let judged = !unjudged(&g.namespace);
-        let known = installation_id(g, &secret)?;
-        match &known {
-            Some(id) if judged => g.grant_installation(id)?,
-            None if judged => g.proxy.hold(ROLE_ARN)?,
-            _ => {}
+        if !unjudged(&g.namespace) {
+            match installation_id(&g.kube, &secret)? {
+                Some(id) => g.grant_installation(&id)?,
+                None => g.grant_when_made(secret)?,
+            }
         }
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
@@ -342,7 +364,7 @@ impl OperatorExt for Operator {
                 ),
             );
         }
-        let operator = testground::Operator::launch(testground::OperatorLaunch {
+        testground::Operator::launch(testground::OperatorLaunch {
             binary: std::path::Path::new(env!("CARGO_BIN_EXE_byoc-operator")),
             kubeconfig: &g.kube.kubeconfig,
             aws_endpoint: g.proxy.endpoint(),
@@ -350,25 +372,7 @@ impl OperatorExt for Operator {
             args,
             env: &env,
             log,
-        })?;
-        if known.is_none() && judged {
-            let deadline = Instant::now() + crate::clusters::WAIT;
-            let id = loop {
-                if let Some(id) = installation_id(g, &secret)? {
-                    break id;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "the operator made no installation Secret {}/{}",
-                        secret.1,
-                        secret.0
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            };
-            g.grant_installation(&id)?;
-        }
-        Ok(operator)
+        })
     }
 
     fn metric(&self, series: &str) -> Result<f64> {
@@ -445,10 +449,9 @@ fn installation_secret(args: &[&str], env: &[(&str, &str)]) -> (String, String) 
 
 /// The public ID of the installation whose Secret is `(name, namespace)`;
 /// none while the Secret does not exist.
-fn installation_id(g: &Ground, (name, namespace): &(String, String)) -> Result<Option<String>> {
+fn installation_id(kube: &Kube, (name, namespace): &(String, String)) -> Result<Option<String>> {
     let key = byoc_operator::installation::SECRET_KEY;
-    let out = g
-        .kube
+    let out = kube
         .kubectl()
         .args([
             "-n",
@@ -484,7 +487,7 @@ fn installation_id(g: &Ground, (name, namespace): &(String, String)) -> Result<O
 /// arguments (the shared apiserver's default), made now when missing.
 pub async fn default_installation(g: &Ground) -> Result<String> {
     let secret = installation_secret(&[], &[]);
-    if let Some(id) = installation_id(g, &secret)? {
+    if let Some(id) = installation_id(&g.kube, &secret)? {
         return Ok(id);
     }
     let fresh = format!(
@@ -500,7 +503,7 @@ pub async fn default_installation(g: &Ground) -> Result<String> {
         .args(["-n", &secret.1, "create", "secret", "generic", &secret.0])
         .arg(format!("--from-literal={key}={fresh}"))
         .output()?;
-    installation_id(g, &secret)?.context("the installation Secret was not made")
+    installation_id(&g.kube, &secret)?.context("the installation Secret was not made")
 }
 
 /// Tags brought EC2 resources `byoc.dev/usable-by` with the default

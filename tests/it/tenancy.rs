@@ -721,7 +721,8 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         installation: inst.id().to_string(),
         managed_policy_arns: vec![allowed.clone()],
         permissions_boundary: Some(boundary.clone()),
-        pass_roles: vec![],
+        // The team's own profile of the control below (`--pass-role`).
+        pass_roles: vec!["arn:aws:iam::123456789012:role/team-nodes".into()],
         shared_node_role: None,
         ..Default::default()
     })?;
@@ -983,7 +984,12 @@ async fn resources_made_before_installations_are_adopted_with_one_tag_write() ->
         "the installation tags were not removed"
     );
 
-    // The installation whose apiserver holds the live cluster adopts them.
+    // The installation whose apiserver holds the live cluster adopts them,
+    // with the adoption window open in its policy (`--adopt`).
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        adopt: true,
+        ..Default::default()
+    })?;
     g.proxy.reset_calls();
     // (Started, it reconciles every cluster it watches.)
     let op = Operator::start(&g, &args, &[])?;
