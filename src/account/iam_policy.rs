@@ -26,9 +26,10 @@ use serde_json::{json, Value};
 use crate::aws::route_table::{PEER_ROUTES, PEER_ROUTES_OPEN};
 use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 
-/// The tag a team puts on a VPC, subnet or security group it brings, with
-/// this installation's ID as its value: the operator may use it (create its
-/// security group in the VPC, launch into the subnets), never change it.
+/// The tag a team puts on a VPC, subnet, security group or key pair it
+/// brings, with this installation's ID as its value: the operator may use
+/// it (create its security group in the VPC, launch into the subnets with
+/// the groups and the key), never change it.
 pub const USABLE_BY: &str = "byoc.dev/usable-by";
 
 /// Read-only calls: observation by tag and lookups.
@@ -407,7 +408,7 @@ fn launch_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "LaunchIntoOwned", "Effect": "Allow", "Action": "ec2:RunInstances",
          "Resource": ec2_arns(&["subnet", "security-group", "key-pair"]), "Condition": ours("aws:ResourceTag")}),
         json!({"Sid": "LaunchIntoBrought", "Effect": "Allow", "Action": "ec2:RunInstances",
-         "Resource": ec2_arns(&["subnet", "security-group"]),
+         "Resource": ec2_arns(&["subnet", "security-group", "key-pair"]),
          "Condition": {"StringEquals": {format!("aws:ResourceTag/{USABLE_BY}"): o.installation}}}),
         json!({"Sid": "LaunchImages", "Effect": "Allow", "Action": "ec2:RunInstances",
          "Resource": "arn:aws:ec2:*::image/*", "Condition": {"StringEquals": {"ec2:Owner": owners}}}),

@@ -289,10 +289,7 @@ pub(crate) async fn wait_running_within(
         },
     )
     .await
-    .map_err(|e| match g.denials() {
-        d if d.is_empty() => e,
-        d => e.context(format!("refused on IAM's behalf:\n{d}")),
-    })
+    .map_err(|e| g.with_denials(e))
 }
 
 pub(crate) async fn wait_counts(
@@ -363,6 +360,7 @@ pub(crate) async fn condition_with(
         },
     )
     .await
+    .map_err(|e| g.with_denials(e))
 }
 
 /// Waits until the ComputeCluster `name` no longer exists.

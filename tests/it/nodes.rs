@@ -407,11 +407,15 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
         counts(&g, &uid).await?.instances.is_empty(),
         "an instance was launched"
     );
-    ec2.import_key_pair()
+    let alice = ec2
+        .import_key_pair()
         .key_name("alice")
         .public_key_material(aws_smithy_types::Blob::new(KEY_2.as_bytes()))
         .send()
         .await?;
+    // The team lets this installation use its key pair.
+    let alice = alice.key_pair_id().context("key pair id")?.to_string();
+    crate::support::let_use(&g, &ec2, [&alice]).await?;
     let cc = wait_running(&g, "keys", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let key_of = |i: &Instance| i.key_name().unwrap_or_default().to_string();
@@ -600,6 +604,16 @@ async fn profiles_of(g: &Ground, uid: &str, group: &str) -> Result<Vec<String>> 
 async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_used_untouched(
 ) -> Result<()> {
     let (g, _op) = ground_with_account("node-iam", &[]).await?;
+    // The admin lists the team's profile's role to be passed
+    // (`--pass-role`) and the policies its nodes may get
+    // (`--managed-policy-arn`).
+    let managed = ["nodes-logs", "nodes-s3", "nodes-missing"]
+        .map(|p| format!("arn:aws:iam::123456789012:policy/{p}"));
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        pass_roles: vec!["arn:aws:iam::123456789012:role/team-nodes".into()],
+        managed_policy_arns: managed.to_vec(),
+        ..Default::default()
+    })?;
     // AWS refuses to delete a role with policies attached; moto does not.
     g.proxy.set_faults(testground::Faults {
         dependencies: true,

@@ -112,6 +112,11 @@ impl Ground {
     pub fn grant(&self, options: PolicyOptions) -> Result<()> {
         let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
         grants.options = options;
+        // No installation known yet: the grant waiting for one (or the
+        // next operator's start) takes these options.
+        if grants.installations.is_empty() {
+            return Ok(());
+        }
         self.proxy.grant(ROLE_ARN, grants.policies())
     }
 
@@ -140,13 +145,20 @@ impl Ground {
         )
     }
 
-    /// What the proxy refused on IAM's behalf so far, one line each.
-    pub fn denials(&self) -> String {
-        self.proxy
+    /// `e`, with what the proxy refused on IAM's behalf so far (one line
+    /// each) when it refused anything: why a wait may have timed out.
+    pub fn with_denials(&self, e: anyhow::Error) -> anyhow::Error {
+        let denials: String = self
+            .proxy
             .denials()
             .iter()
             .map(|d| format!("- {d}\n"))
-            .collect()
+            .collect();
+        if denials.is_empty() {
+            e
+        } else {
+            e.context(format!("refused on IAM's behalf:\n{denials}"))
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -385,10 +397,8 @@ impl OperatorExt for Operator {
 }
 
 /// Suites not yet run under the ground's IAM evaluator, by the name their
-/// ground is made with, and why: each needs what the generated policy
-/// grants to be set up first (a brought key pair's or instance profile's
-/// options, connect's own role, a peer account's role). Their operators'
-/// requests are judged by moto alone.
+/// ground is made with, and why. Their operators' requests are judged by
+/// moto alone.
 const UNJUDGED: &[(&str, &str)] = &[
     (
         "connect",
@@ -399,16 +409,8 @@ const UNJUDGED: &[(&str, &str)] = &[
         "the CloudFormation stack's role: grant the template's policy",
     ),
     (
-        "node-iam",
-        "a brought instance profile's role: pass_roles in the grant",
-    ),
-    (
-        "ssh-keys",
-        "a brought key pair: the usable-by tag on it and a statement for it",
-    ),
-    (
         "reach-accept",
-        "the peer account's acceptance under its own role",
+        "a connection accepted in the peer's region carries none of the requester's tags there (tags are regional): ChangeOwned denies the acceptance, on AWS too; the policy needs an accepter-side statement first",
     ),
 ];
 
@@ -506,7 +508,8 @@ pub async fn default_installation(g: &Ground) -> Result<String> {
     installation_id(&g.kube, &secret)?.context("the installation Secret was not made")
 }
 
-/// Tags brought EC2 resources `byoc.dev/usable-by` with the default
+/// Tags brought EC2 resources (VPCs, subnets, groups, key pairs by ID)
+/// `byoc.dev/usable-by` with the default
 /// installation's ID, as a team does so that the generated policy lets the
 /// operator use them.
 pub async fn let_use<'a>(
