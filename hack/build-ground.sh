@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy, moto server in a venv, helm,
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy, moto server and cfn-lint in venvs, helm,
 #   containerd, runc and the CNI plugins from Debian's packages (when missing; they run the
 #   operator's image and the node's pods), the node's pause image,
 #   and hack/gitops-check (kstatus and Argo CD's Lua runtime); on request
@@ -19,6 +19,9 @@ PAUSE_BUILD_REV="r1"
 HELM_BUILD_REV="r2"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.21}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+# The linter the CloudFormation template of `connect aws --cloudformation`
+# must pass (the connect suite runs it).
+CFN_LINT_VERSION="${CFN_LINT_VERSION:-1.58.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # The newest ec2-controller whose whole module graph the Go module proxy
 # serves here: v1.2.0 to v1.20.0 answer 403 (v1.20.0 also imports the
@@ -103,6 +106,22 @@ install_moto() {
   rm -rf "$venv"; mv "$venv.tmp" "$venv"
   # venv scripts carry the absolute path of their interpreter: rewrite after the move.
   sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv"/bin/moto_server "$venv"/bin/pip*
+}
+
+# cfn-lint in a venv of its own (its pins are not moto's).
+install_cfn_lint() {
+  local venv="$CACHE/cfn-lint-$CFN_LINT_VERSION"
+  [ -x "$venv/bin/cfn-lint" ] && return 0
+  need python3 "install Python 3 to run cfn-lint"
+  local log="$LOG_DIR/cfn-lint-$CFN_LINT_VERSION.log"
+  echo "build-ground: installing cfn-lint==$CFN_LINT_VERSION from PyPI (log: $log)" >&2
+  rm -rf "$venv.tmp"
+  {
+    python3 -m venv "$venv.tmp"
+    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+  } >"$log" 2>&1 || fail "cfn-lint install" "pip could not install cfn-lint==$CFN_LINT_VERSION into a venv" "$log"
+  rm -rf "$venv"; mv "$venv.tmp" "$venv"
+  sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv"/bin/cfn-lint "$venv"/bin/pip*
 }
 
 build_helm() {
@@ -240,6 +259,7 @@ print_env() {
   echo "export BYOC_PAUSE_IMAGE=\"$CACHE/pause-$PAUSE_BUILD_REV/image.tar\""
   echo "export BYOC_PAUSE_REF=\"$PAUSE_IMAGE\""
   echo "export BYOC_IAM_EVALUATOR=\"$IAM_EVALUATOR\""
+  echo "export BYOC_CFN_LINT=\"$CACHE/cfn-lint-$CFN_LINT_VERSION/bin/cfn-lint\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -250,6 +270,7 @@ case "${1:-env}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   moto) install_moto ;;
+  cfn-lint) install_cfn_lint ;;
   helm) build_helm ;;
   gitops-check) build_gitops_check ;;
   iam) build_iam_evaluator ;;
@@ -259,10 +280,10 @@ case "${1:-env}" in
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
-    (build_etcd); (build_kube); (install_moto); (build_helm)
+    (build_etcd); (build_kube); (install_moto); (install_cfn_lint); (build_helm)
     build_gitops_check
     build_iam_evaluator
     (install_runtime); (build_pause)
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|helm|gitops-check|iam|runtime|pause|ack]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|cfn-lint|helm|gitops-check|iam|runtime|pause|ack]" >&2; exit 2 ;;
 esac

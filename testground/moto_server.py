@@ -37,7 +37,8 @@ resources as AWS does.
 
 And the proxy's IAM evaluator needs what AWS knows of a resource when it
 authorizes a request on it: its tags (`aws:ResourceTag`), its VPC
-(`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary. It asks
+(`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary; and, to
+judge a role by its own policies, their documents. It asks
 `/moto-api/byoc/facts` (added here) for them, in any account and region,
 past moto's own IAM enforcement. Run with moto's own arguments.
 """
@@ -164,6 +165,20 @@ def _ec2_fact(ec2, rid):
     return fact
 
 
+def _role_policies(role):
+    """The documents of a role's inline and attached policies (the default
+    version of each): what AWS evaluates a session of the role against."""
+    docs = []
+    for text in role.policies.values():
+        docs.append(json.loads(text) if isinstance(text, str) else text)
+    for policy in role.managed_policies.values():
+        for version in policy.versions:
+            if version.is_default:
+                doc = version.document
+                docs.append(json.loads(doc) if isinstance(doc, str) else doc)
+    return docs
+
+
 def facts(request, full_url, headers):
     """What AWS knows of the resources a request names (see the top)."""
     q = json.loads(request.get_data() or b"{}")
@@ -184,6 +199,7 @@ def facts(request, full_url, headers):
                 "arn": role.arn,
                 "tags": _tag_map(role.tags),
                 "boundary": role.permissions_boundary_arn,
+                "policies": _role_policies(role),
             }
         except Exception:
             pass

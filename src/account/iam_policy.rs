@@ -340,10 +340,15 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
          "Condition": retain}),
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
-        // The accepter side of a connection the operator requested (the
-        // connection itself is tagged: ChangeOwned): a VPC of the account's.
-        json!({"Sid": "AcceptOwnPeering", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
-         "Resource": "arn:aws:ec2:*:*:vpc/*"}),
+        // Acceptance is bounded by the accepter VPC: this installation's
+        // (ChangeOwned) or one brought to it (the usable-by tag). The
+        // connection itself carries no tag in the accepter's region when
+        // it crosses regions (tags are regional), so any connection.
+        json!({"Sid": "AcceptPeering", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
+         "Resource": ec2_arns(&["vpc-peering-connection"])}),
+        json!({"Sid": "AcceptIntoBrought", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
+         "Resource": ec2_arns(&["vpc"]),
+         "Condition": {"StringEquals": {format!("aws:ResourceTag/{USABLE_BY}"): o.installation}}}),
         // Routes back in a peer's table, only where its owner opened it.
         json!({"Sid": "PeerRouteTables", "Effect": "Allow", "Action": ["ec2:CreateRoute", "ec2:DeleteRoute"],
          "Resource": "arn:aws:ec2:*:*:route-table/*",

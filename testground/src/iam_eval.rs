@@ -200,6 +200,9 @@ pub struct RoleFact {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub boundary: Option<String>,
+    /// The documents of its inline and attached policies.
+    #[serde(default)]
+    pub policies: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

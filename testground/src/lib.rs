@@ -93,6 +93,8 @@ pub struct Tools {
     /// The proxy's IAM evaluator (`testground/iam/evaluate.mjs` beside its
     /// installed packages), run by Node.
     pub iam_evaluator: PathBuf,
+    /// cfn-lint, which `connect aws --cloudformation`'s template must pass.
+    pub cfn_lint: PathBuf,
 }
 
 impl Tools {
@@ -139,6 +141,7 @@ impl Tools {
             pause_image: get("BYOC_PAUSE_IMAGE")?,
             pause_ref: get("BYOC_PAUSE_REF")?.to_string_lossy().into_owned(),
             iam_evaluator: get("BYOC_IAM_EVALUATOR")?,
+            cfn_lint: get("BYOC_CFN_LINT")?,
         })
     }
 }

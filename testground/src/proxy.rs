@@ -179,6 +179,9 @@ struct Shared {
     /// Roles whose grant is on its way, each with what finds it: their
     /// sessions' requests wait for it ([`AwsProxy::hold`]).
     pending: Mutex<HashMap<String, Resolver>>,
+    /// Whether a role neither granted nor held is decided by its own
+    /// policies as IAM holds them ([`AwsProxy::judge_by_own_policies`]).
+    own_policies: AtomicBool,
     /// The principal of each access key STS handed out.
     sessions: Mutex<HashMap<String, crate::iam_eval::Principal>>,
     /// Started on the first grant.
@@ -219,6 +222,7 @@ impl AwsProxy {
             stop: AtomicBool::default(),
             grants: Mutex::default(),
             pending: Mutex::default(),
+            own_policies: AtomicBool::default(),
             sessions: Mutex::default(),
             evaluator: Mutex::default(),
             denials: Mutex::default(),
@@ -272,6 +276,17 @@ impl AwsProxy {
     /// installation's Secret): until then its sessions' requests wait,
     /// asking `resolve` again (a minute at most, then refused), so none is
     /// let through unjudged. A [`AwsProxy::grant`] ends the wait.
+    /// From now on, every request signed by a session of a role neither
+    /// granted nor held is decided by that role's own policies, inline and
+    /// attached, as moto holds them at the time of the request: what AWS
+    /// does. For roles a test makes with the operator's tools (`connect
+    /// aws`, its CloudFormation template).
+    pub fn judge_by_own_policies(&self) -> Result<()> {
+        self.start_evaluator()?;
+        self.shared.own_policies.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     pub fn hold(&self, role_arn: &str, resolve: Resolver) -> Result<()> {
         self.start_evaluator()?;
         if !lock(&self.shared.grants).contains_key(role_arn) {
@@ -736,6 +751,32 @@ fn answer(
 /// when every authorization is allowed (or the signer was granted
 /// nothing), else the error code and message AWS would answer with. A
 /// request the ground cannot model is refused too, and says so.
+/// The policies of a session's role as moto holds them now (none when the
+/// role is gone: everything is denied).
+fn own_policies(
+    upstream: u16,
+    principal: &crate::iam_eval::Principal,
+) -> Result<Vec<serde_json::Value>> {
+    let name = principal
+        .role
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let query = crate::iam_eval::FactsQuery {
+        account: principal.account.clone(),
+        region: "us-east-1".into(),
+        roles: [name.clone()].into(),
+        ..Default::default()
+    };
+    let mut facts = crate::iam_eval::facts(upstream, &query)?;
+    Ok(facts
+        .roles
+        .remove(&name)
+        .map(|r| r.policies)
+        .unwrap_or_default())
+}
+
 fn authorize(
     upstream: u16,
     s: &Shared,
@@ -755,7 +796,21 @@ fn authorize(
         if let Some(p) = lock(&s.grants).get(&principal.role).cloned() {
             break p;
         }
-        let resolve = lock(&s.pending).get(&principal.role).cloned()?;
+        let Some(resolve) = lock(&s.pending).get(&principal.role).cloned() else {
+            if !s.own_policies.load(Ordering::SeqCst) {
+                return None;
+            }
+            match own_policies(upstream, &principal) {
+                Ok(p) => break p,
+                Err(e) => {
+                    let message = format!(
+                        "the test ground could not read the policies of {}: {e:#}",
+                        principal.role
+                    );
+                    return Some((code, message));
+                }
+            }
+        };
         match resolve() {
             Ok(Some(p)) => {
                 lock(&s.grants).insert(principal.role.clone(), p.clone());

@@ -144,6 +144,8 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
 /// lent to the test's namespace.
 async fn connect_ground(test: &str) -> Result<(Ground, CrossAccount, Operator)> {
     let (g, x) = CrossAccount::enforced(test).await?;
+    // The roles connect makes are judged by the policies it puts on them.
+    g.proxy.judge_by_own_policies()?;
     let ns = g.namespace.clone();
     let env = [
         ("AWS_ACCESS_KEY_ID", x.base_key_id.as_str()),
@@ -585,6 +587,20 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
     assert!(
         link.contains("param_ExternalId=") && link.contains("templateURL=https"),
         "quick-create link: {link}"
+    );
+    // cfn-lint (pinned by hack/build-ground.sh) finds neither an error nor
+    // a warning: its warnings include an action IAM does not know.
+    let path = g.kube.dir().join(format!("{ns}-template.json"));
+    std::fs::write(&path, &template)?;
+    let lint = std::process::Command::new(&testground::Tools::locate()?.cfn_lint)
+        .arg(&path)
+        .output()?;
+    assert!(
+        lint.status.success(),
+        "cfn-lint ({}): {}{}",
+        lint.status,
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
     );
     // Through the proxy, which re-signs for moto's enforcement.
     let through_proxy = x

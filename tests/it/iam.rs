@@ -312,6 +312,32 @@ fn rows() -> Vec<Row> {
         false,
         "brought for another installation",
     ));
+    // Accepting a connection: into this installation's VPC or one brought
+    // to it; the connection itself, in the accepter's region, carries no
+    // tags when it crosses regions.
+    let accept = "ec2:AcceptVpcPeeringConnection";
+    for (id, tags, allowed, what) in [
+        ("a-1", &mine, true, "of this installation"),
+        ("a-2", &brought, true, "brought for this installation"),
+        ("a-3", &others, false, "of another installation (attack)"),
+        (
+            "a-4",
+            &brought_other,
+            false,
+            "brought for another installation",
+        ),
+        ("a-5", &untagged, false, "of nobody (attack)"),
+    ] {
+        rows.push(on(accept, "vpc", id, tags, allowed, what));
+    }
+    rows.push(on(
+        accept,
+        "vpc-peering-connection",
+        "a-6",
+        &untagged,
+        true,
+        "requested in another region (no tags here)",
+    ));
     for (tags, allowed, what) in [
         (&mine, true, "tagged as this installation's"),
         (

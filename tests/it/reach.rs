@@ -13,7 +13,7 @@ use crate::clusters::{
     ground_with_account, ready_account, stalled_with, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    eventually, install_crds, kubectl_apply, kubectl_byoc, Ground, Operator, OperatorExt,
+    eventually, install_crds, kubectl_apply, kubectl_byoc, let_use, Ground, Operator, OperatorExt,
 };
 
 /// A VPC of the team's in the cluster's account, with two route tables of
@@ -156,6 +156,8 @@ async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
 async fn made_and_removed(g: &Ground) -> Result<()> {
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let peer = peer_vpc(&ec2, "10.40.0.0/16").await?;
+    // Its owner lets the installation accept a connection into it.
+    let_use(g, &ec2, [&peer.vpc_id]).await?;
     let before = snapshot(&ec2, &peer.vpc_id).await?;
     let extra = format!(
         "    internet: false\n    endpoints: [s3, ecr.api, sts]\n    peering:\n      - {{vpcId: {}, peerRouteTableIds: [{}]}}\n",
@@ -403,6 +405,7 @@ async fn refused(g: &Ground) -> Result<()> {
 
     // A peer table its owner did not open: refused, and left alone.
     let peer = peer_vpc(&ec2, "10.52.0.0/16").await?;
+    let_use(g, &ec2, [&peer.vpc_id]).await?;
     let untouched = snapshot(&ec2, &peer.vpc_id).await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, peerRouteTableIds: [{}]}}\n",
@@ -453,6 +456,7 @@ async fn accepted(g: &Ground) -> Result<()> {
             .build(),
     );
     let peer = peer_vpc(&west, "10.60.0.0/16").await?;
+    let_use(g, &west, [&peer.vpc_id]).await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, region: us-west-2, routes: [10.60.0.0/16]}}\n",
         peer.vpc_id
@@ -497,7 +501,44 @@ async fn accepted(g: &Ground) -> Result<()> {
         .await?;
     let cc = wait_running(g, "theirs", |_| true).await?;
     assert_routed(g, &cc, &pcx, "10.62.0.0/16").await?;
-    for name in ["west", "theirs"] {
+
+    // In the cluster's own account, but not opened to the installation:
+    // the policy denies the acceptance (the control is `west` above), so
+    // the connection waits for the VPC's owner; once they open the VPC,
+    // the operator accepts it.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let unopened = peer_vpc(&ec2, "10.64.0.0/16").await?;
+    let extra = format!(
+        "    peering:\n      - {{vpcId: {}, routes: [10.64.0.0/16]}}\n",
+        unopened.vpc_id
+    );
+    kubectl_apply(g, &manifest("unopened", "10.65.0.0/16", &extra))?;
+    let waiting = condition_with(
+        g,
+        "unopened",
+        "NetworkReady",
+        "False",
+        "PeeringPendingAcceptance",
+    )
+    .await?;
+    let pcx = connection_of(g, "unopened").await?;
+    assert!(
+        waiting.message.contains(&pcx) && waiting.message.contains("may not accept"),
+        "{}",
+        waiting.message
+    );
+    let denied = g.proxy.denials();
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.action == "ec2:AcceptVpcPeeringConnection"
+                && d.resource.ends_with(&format!("vpc/{}", unopened.vpc_id))),
+        "the acceptance was not denied by the policy: {denied:?}"
+    );
+    let_use(g, &ec2, [&unopened.vpc_id]).await?;
+    let cc = wait_running(g, "unopened", |_| true).await?;
+    assert_routed(g, &cc, &pcx, "10.64.0.0/16").await?;
+    for name in ["west", "theirs", "unopened"] {
         let uid = g
             .api::<ComputeCluster>()
             .get(name)

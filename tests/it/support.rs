@@ -360,11 +360,9 @@ impl OperatorExt for Operator {
         // call: granted now when the installation's Secret exists, else
         // held until the operator has made it.
         let secret = installation_secret(args, env);
-        if !unjudged(&g.namespace) {
-            match installation_id(&g.kube, &secret)? {
-                Some(id) => g.grant_installation(&id)?,
-                None => g.grant_when_made(secret)?,
-            }
+        match installation_id(&g.kube, &secret)? {
+            Some(id) => g.grant_installation(&id)?,
+            None => g.grant_when_made(secret)?,
         }
         let mut env = env.to_vec();
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
@@ -394,34 +392,6 @@ impl OperatorExt for Operator {
     fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
-}
-
-/// Suites not yet run under the ground's IAM evaluator, by the name their
-/// ground is made with, and why. Their operators' requests are judged by
-/// moto alone.
-const UNJUDGED: &[(&str, &str)] = &[
-    (
-        "connect",
-        "connect's role is made by `connect aws` with its own policy: grant that one",
-    ),
-    (
-        "connect-cfn",
-        "the CloudFormation stack's role: grant the template's policy",
-    ),
-    (
-        "reach-accept",
-        "a connection accepted in the peer's region carries none of the requester's tags there (tags are regional): ChangeOwned denies the acceptance, on AWS too; the policy needs an accepter-side statement first",
-    ),
-];
-
-/// Whether the ground named `namespace` is one of [`UNJUDGED`].
-fn unjudged(namespace: &str) -> bool {
-    UNJUDGED.iter().any(|(name, _)| {
-        namespace
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-    })
 }
 
 /// The installation Secret (name, namespace) an operator started with
