@@ -388,7 +388,9 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         permissions_boundary: spec.permissions_boundary_arn.clone(),
         pass_roles: args.pass_role.clone(),
         shared_node_role: spec.node_instance_profile_name.clone(),
-        ..Default::default()
+        image_owners: spec.image_owners.clone(),
+        kms_key_arns: spec.kms_key_arns.clone(),
+        adopt: false,
     };
     let mut policies = BTreeMap::new();
     policies.insert(

@@ -93,6 +93,13 @@ pub enum Error {
     },
     #[error("no Amazon Linux 2023 image for {0} found")]
     NoImage(String),
+    /// A group names an image of an owner the CloudAccount does not allow.
+    #[error("nodeGroups {group}: image {image} belongs to {owner}, not to Amazon, the account itself or an owner the CloudAccount lists (spec.imageOwners); list the owner there and in the role's policy (iam-policy permissions --image-owner {owner}), or name another image")]
+    ImageOwnerNotAllowed {
+        group: String,
+        image: String,
+        owner: String,
+    },
     /// A describe does not show yet what this process created (AWS is
     /// eventually consistent): the pass waits rather than create again.
     #[error("{}", cluster::catching_up::recent::waiting_for(.unseen))]
@@ -188,6 +195,7 @@ pub enum Reason {
     IamNameTaken,
     InstanceTypeUnknown,
     ImageNotFound,
+    ImageOwnerNotAllowed,
     UserDataNotFound,
     UserDataTooLarge,
     KeyPairNotFound,
@@ -226,6 +234,7 @@ impl Reason {
             Reason::IamNameTaken => r::IAM_NAME_TAKEN,
             Reason::InstanceTypeUnknown => r::INSTANCE_TYPE_UNKNOWN,
             Reason::ImageNotFound => r::IMAGE_NOT_FOUND,
+            Reason::ImageOwnerNotAllowed => r::IMAGE_OWNER_NOT_ALLOWED,
             Reason::UserDataNotFound => r::USER_DATA_NOT_FOUND,
             Reason::UserDataTooLarge => r::USER_DATA_TOO_LARGE,
             Reason::KeyPairNotFound => r::KEY_PAIR_NOT_FOUND,
@@ -289,6 +298,7 @@ impl Error {
             Error::IamNameTaken(_) => (Reason::IamNameTaken, NeedsUser),
             Error::InstanceTypeUnknown { .. } => (Reason::InstanceTypeUnknown, NeedsUser),
             Error::NoImage(_) => (Reason::ImageNotFound, NeedsUser),
+            Error::ImageOwnerNotAllowed { .. } => (Reason::ImageOwnerNotAllowed, NeedsUser),
             Error::UserDataNotFound { .. } => (Reason::UserDataNotFound, NeedsUser),
             Error::UserDataTooLarge { .. } => (Reason::UserDataTooLarge, NeedsUser),
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),

@@ -52,7 +52,8 @@ from moto.ec2.models import ec2_backends
 from moto.iam.models import iam_backends
 from moto.moto_api._internal import urls as moto_api_urls
 from moto.ec2.models.core import TaggedEC2Resource
-from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+from moto.ec2.models.amis import Ami
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, random_ami_id
 from moto.iam.access_control import IAMPolicyStatement
 from moto.iam.models import Role
 from moto.iam.responses import IamResponse
@@ -216,7 +217,32 @@ def facts(request, full_url, headers):
     return 200, {"Content-Type": "application/json"}, json.dumps(out)
 
 
+def foreign_image(request, full_url, headers):
+    """An image of another owner, public, in an account's region: what a
+    team sees of AWS Marketplace or another account's shared images (moto
+    loads only Amazon's). Body: {account, region, owner, source} (an image
+    whose architecture and root device it copies)."""
+    q = json.loads(request.get_data() or b"{}")
+    ec2 = ec2_backends[q["account"]][q["region"]]
+    source = ec2.amis[q["source"]]
+    image_id = random_ami_id()
+    image = Ami(
+        ec2,
+        image_id,
+        source_ami=source,
+        name=f"foreign-{image_id}",
+        owner_id=q["owner"],
+        public=True,
+        root_device_name=source.root_device_name,
+        root_device_type=source.root_device_type,
+        region_name=q["region"],
+    )
+    ec2.amis[image_id] = image
+    return 200, {"Content-Type": "application/json"}, json.dumps({"imageId": image_id})
+
+
 moto_api_urls.url_paths["{0}/moto-api/byoc/facts"] = facts
+moto_api_urls.url_paths["{0}/moto-api/byoc/foreign-image"] = foreign_image
 
 _modules = backends.list_of_moto_modules
 backends.list_of_moto_modules = functools.cache(lambda: tuple(_modules()))

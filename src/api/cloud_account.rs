@@ -100,6 +100,28 @@ pub struct CloudAccountSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = patterns::IAM_NAME))]
     pub node_instance_profile_name: Option<String>,
+
+    /// AMI owners, beside Amazon and the account itself, whose images node
+    /// groups may name (`nodeGroups[].imageId`): 12-digit account IDs. An
+    /// image of any other owner is refused before launch (`Stalled`,
+    /// `ImageOwnerNotAllowed`). The role's policy must allow the same
+    /// owners: `byoc-operator connect aws` puts them in it, `iam-policy
+    /// permissions --image-owner ID` prints it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = patterns::ACCOUNT_ID)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub image_owners: Vec<String>,
+
+    /// KMS keys, by ARN, that nodes' root volumes may be encrypted with
+    /// (`rootVolume.kmsKeyId`, as this ARN or the key's ID); AWS's default
+    /// EBS key needs no listing. A key not listed is refused before
+    /// anything is made (`Stalled`, `KmsKeyNotListed`). The role's policy
+    /// must allow the same keys: `byoc-operator connect aws` puts them in
+    /// it, `iam-policy permissions --kms-key-arn ARN` prints it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = patterns::KMS_KEY_ARN)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub kms_key_arns: Vec<String>,
 }
 
 /// A Secret in the same namespace as the object naming it.

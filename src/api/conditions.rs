@@ -94,6 +94,12 @@ pub mod reason {
     /// The cluster asks for a node role of its own under an account whose
     /// nodes share one identity (`nodeInstanceProfileName`).
     pub const SHARED_NODE_IDENTITY: &str = "SharedNodeIdentity";
+    /// A node group names an image whose owner is not Amazon, the account
+    /// itself or one the CloudAccount lists (`imageOwners`).
+    pub const IMAGE_OWNER_NOT_ALLOWED: &str = "ImageOwnerNotAllowed";
+    /// A root volume's KMS key is not one the CloudAccount lists
+    /// (`kmsKeyArns`).
+    pub const KMS_KEY_NOT_LISTED: &str = "KmsKeyNotListed";
 }
 
 /// A condition to be set; `observedGeneration` and times are filled in by

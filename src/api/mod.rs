@@ -51,6 +51,9 @@ pub mod patterns {
     pub const SECURITY_GROUP_ID: &str = r"^sg-[0-9a-f]{8,17}$";
     /// A KMS key ID, alias (`alias/...`) or ARN of either.
     pub const KMS_KEY: &str = r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32})$";
+    /// A KMS key's ARN (never an alias: a policy grants keys by ARN).
+    pub const KMS_KEY_ARN: &str =
+        r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/(mrk-[0-9a-f]{32}|[0-9a-f-]{36})$";
     pub const INSTANCE_TYPE: &str = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$";
 }
 

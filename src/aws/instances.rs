@@ -399,8 +399,9 @@ fn root_mapping(d: &RootDevice<'_>) -> BlockDeviceMapping {
         .build()
 }
 
-/// The root device of `image_id` (`None` if the region has no such image).
-pub async fn root_device(c: &AwsClients, image_id: &str) -> AwsResult<Option<ImageRoot>> {
+/// What a launch needs to know of `image_id`: its root device and owner
+/// (`None` if the region has no such image).
+pub async fn image_facts(c: &AwsClients, image_id: &str) -> AwsResult<Option<ImageFacts>> {
     let out = c
         .ec2
         .describe_images()
@@ -418,18 +419,27 @@ pub async fn root_device(c: &AwsClients, image_id: &str) -> AwsResult<Option<Ima
             .find(|m| m.device_name() == Some(name))
             .and_then(|m| m.ebs())
             .and_then(|e| e.volume_size());
-        Some(ImageRoot {
+        // As IAM's `ec2:Owner` names it: `amazon` for Amazon's images.
+        let owner = match image.image_owner_alias() {
+            Some(alias @ ("amazon" | "aws-marketplace")) => alias,
+            _ => image.owner_id()?,
+        };
+        Some(ImageFacts {
             device_name: name.to_string(),
             size_gib,
+            owner: owner.to_string(),
         })
     }))
 }
 
-/// An image's root device: its name and the size of its snapshot.
+/// An image's root device (its name and the size of its snapshot) and its
+/// owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageRoot {
+pub struct ImageFacts {
     pub device_name: String,
     pub size_gib: Option<i32>,
+    /// `amazon`, `aws-marketplace` or the owning account's ID.
+    pub owner: String,
 }
 
 pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {

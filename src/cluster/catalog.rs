@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use super::kinds::offerings::Refusals;
 use super::quotas::QuotaMemory;
-use crate::aws::instances::ImageRoot;
+use crate::aws::instances::ImageFacts;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
 
@@ -29,7 +29,7 @@ pub struct Catalog {
     /// Available zones by `(CloudAccount namespace/name, region)`.
     zones: Mutex<HashMap<(String, String), Vec<String>>>,
     /// Root device names by image ID (image IDs are unique across regions).
-    root_devices: Mutex<HashMap<String, ImageRoot>>,
+    image_facts: Mutex<HashMap<String, ImageFacts>>,
 }
 
 impl Catalog {
@@ -39,7 +39,7 @@ impl Catalog {
             quotas: QuotaMemory::default(),
             images: Default::default(),
             zones: Default::default(),
-            root_devices: Default::default(),
+            image_facts: Default::default(),
         }
     }
 
@@ -99,17 +99,17 @@ impl Catalog {
         Ok(found)
     }
 
-    /// The root device of `image_id` (its name, which a root volume's
-    /// settings are given for, and its size, which they keep unless they
-    /// set one); looked up once per image.
-    pub async fn root_device(&self, c: &AwsClients, image_id: &str) -> Result<ImageRoot, Error> {
-        if let Some(root) = self.root_devices.lock().await.get(image_id) {
+    /// What a launch needs of `image_id`: its root device (its name, which
+    /// a root volume's settings are given for, and its size, which they
+    /// keep unless they set one) and its owner; looked up once per image.
+    pub async fn image(&self, c: &AwsClients, image_id: &str) -> Result<ImageFacts, Error> {
+        if let Some(root) = self.image_facts.lock().await.get(image_id) {
             return Ok(root.clone());
         }
-        let root = instances::root_device(c, image_id)
+        let root = instances::image_facts(c, image_id)
             .await?
             .ok_or_else(|| Error::NoImage(image_id.to_string()))?;
-        self.root_devices
+        self.image_facts
             .lock()
             .await
             .insert(image_id.to_string(), root.clone());

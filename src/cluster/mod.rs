@@ -346,11 +346,16 @@ async fn dereference(
         }
     };
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
-    if let Err(e) = spec::shared_node_identity(&mut spec, &account) {
-        let outcome = crate::outcome::Outcome::NeedsUser {
-            reason: reason::SHARED_NODE_IDENTITY,
-            message: e.to_string(),
-        };
+    let refused = match (
+        spec::shared_node_identity(&mut spec, &account),
+        spec::account_allowances(&mut spec, &account),
+    ) {
+        (Err(e), _) => Some((reason::SHARED_NODE_IDENTITY, e.to_string())),
+        (_, Err(e)) => Some((reason::KMS_KEY_NOT_LISTED, e.to_string())),
+        _ => None,
+    };
+    if let Some((reason, message)) = refused {
+        let outcome = crate::outcome::Outcome::NeedsUser { reason, message };
         return report
             .settle(&ctx.operator, outcome)
             .await

@@ -49,6 +49,9 @@ pub struct ValidatedSpec {
     /// the operator creates (`permissionsBoundaryArn`); set once the
     /// account is dereferenced.
     pub permissions_boundary: Option<String>,
+    /// Image owners the CloudAccount allows beside Amazon and the account
+    /// itself (`imageOwners`); set once the account is dereferenced.
+    pub image_owners: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -265,6 +268,7 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
             user: spec.tags.clone(),
         },
         permissions_boundary: None,
+        image_owners: vec![],
     })
 }
 
@@ -403,6 +407,54 @@ pub fn shared_node_identity(
     Ok(())
 }
 
+/// A root volume's key that the CloudAccount does not list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nodeGroups {group}: rootVolume.kmsKeyId {key} is not a key CloudAccount {namespace}/{name} lists (spec.kmsKeyArns), so its role may not use it: name a listed key by its ARN or key ID, or list the key's ARN there and in the role's policy (iam-policy permissions --kms-key-arn ARN)")]
+pub struct KeyNotListed {
+    pub namespace: String,
+    pub name: String,
+    pub group: String,
+    pub key: String,
+}
+
+/// AWS's default EBS key, which nodes may use without listing it.
+const DEFAULT_EBS_KEY: &str = "alias/aws/ebs";
+
+/// What the CloudAccount lets nodes use beside AWS's own: the image owners
+/// (`imageOwners`, checked at launch, when the image is known) and the
+/// root volumes' KMS keys (`kmsKeyArns`, checked here: a key is listed by
+/// its ARN, and may be named by that ARN or its key ID). Pure: decided
+/// before any AWS call.
+pub fn account_allowances(
+    spec: &mut ValidatedSpec,
+    account: &CloudAccount,
+) -> Result<(), KeyNotListed> {
+    spec.image_owners = account.spec.image_owners.clone();
+    let listed = &account.spec.kms_key_arns;
+    for group in &spec.node_groups {
+        let Some(key) = group
+            .spec
+            .root_volume
+            .as_ref()
+            .and_then(|v| v.kms_key_id.as_deref())
+        else {
+            continue;
+        };
+        let named =
+            |arn: &String| arn == key || arn.rsplit_once(":key/").is_some_and(|(_, id)| id == key);
+        if key != DEFAULT_EBS_KEY && !listed.iter().any(named) {
+            let AccountRef { namespace, name } = spec.account.clone();
+            return Err(KeyNotListed {
+                namespace,
+                name,
+                group: group.spec.name.clone(),
+                key: key.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The bad-input cases shared with the apiserver's test.
 #[cfg(test)]
 #[path = "../../tests/fixtures/cases.rs"]
@@ -450,6 +502,55 @@ mod tests {
                 user: Default::default(),
             },
             permissions_boundary: None,
+            image_owners: vec![],
+        }
+    }
+
+    #[test]
+    fn root_volume_keys_are_only_those_the_account_lists() {
+        const ARN: &str =
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let with_key = |key: Option<&str>| {
+            let mut s = spec(ClusterIam::default());
+            let mut group = crate::api::NodeGroupSpec::workers(1, "t3.small");
+            group.root_volume = key.map(|k| {
+                serde_json::from_value(serde_json::json!({"kmsKeyId": k})).unwrap_or_else(|e| {
+                    panic!("a root volume: {e}");
+                })
+            });
+            s.node_groups = vec![super::NodeGroup {
+                spec: group,
+                grace_period: std::time::Duration::from_secs(300),
+            }];
+            s
+        };
+        let mut listing = account(None);
+        listing.spec.kms_key_arns = vec![ARN.into()];
+        listing.spec.image_owners = vec!["210987654321".into()];
+        for (key, account, allowed) in [
+            (None, &account(None), true),
+            (Some("alias/aws/ebs"), &account(None), true),
+            (Some(ARN), &listing, true),
+            (Some("1234abcd-12ab-34cd-56ef-1234567890ab"), &listing, true),
+            (Some(ARN), &account(None), false),
+            (Some("alias/team"), &listing, false),
+            (
+                Some("arn:aws:kms:us-east-1:123456789012:key/other"),
+                &listing,
+                false,
+            ),
+        ] {
+            let mut s = with_key(key);
+            let said = super::account_allowances(&mut s, account);
+            assert_eq!(said.is_ok(), allowed, "{key:?}: {said:?}");
+            if let Err(e) = said {
+                let text = e.to_string();
+                assert!(
+                    text.contains("spec.kmsKeyArns") && text.contains("--kms-key-arn"),
+                    "{text}"
+                );
+            }
+            assert_eq!(s.image_owners, account.spec.image_owners);
         }
     }
 

@@ -854,6 +854,33 @@ impl Moto {
         }
         Ok(())
     }
+
+    /// A public image of `owner` (another account, or `aws-marketplace`'s
+    /// sellers) in `account`'s `region`, made like `source`: moto holds only
+    /// Amazon's. Its ID.
+    pub fn foreign_image(
+        &self,
+        account: &str,
+        region: &str,
+        owner: &str,
+        source: &str,
+    ) -> Result<String> {
+        let body = serde_json::json!({"account": account, "region": region, "owner": owner, "source": source});
+        let (status, text) = http_exchange(
+            self.port,
+            "POST",
+            "/moto-api/byoc/foreign-image",
+            &body.to_string(),
+        )?;
+        if status != 200 {
+            bail!("moto's foreign-image answered HTTP {status}: {text}");
+        }
+        let answer: serde_json::Value = serde_json::from_str(&text)?;
+        answer["imageId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("moto's foreign-image gave no imageId: {text}"))
+    }
 }
 
 /// The value of `series` (a metric name with its labels, as printed) in a

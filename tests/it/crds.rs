@@ -148,6 +148,31 @@ fn invalid_creates() -> Vec<(String, String, String)> {
             ca("region: us-east-1", &format!("region: us-east-1\n  nodeInstanceProfileName: {}", "n".repeat(129))),
             "spec.nodeInstanceProfileName",
         ),
+        (
+            "image owner by alias",
+            ca("region: us-east-1", "region: us-east-1\n  imageOwners: [amazon]"),
+            "spec.imageOwners[0]",
+        ),
+        (
+            "image owner of eleven digits",
+            ca("region: us-east-1", "region: us-east-1\n  imageOwners: [\"12345678901\"]"),
+            "spec.imageOwners[0]",
+        ),
+        (
+            "too many image owners",
+            ca("region: us-east-1", &format!("region: us-east-1\n  imageOwners: [{}]", (0..21).map(|i| format!("\"{:012}\"", i)).collect::<Vec<_>>().join(", "))),
+            "spec.imageOwners",
+        ),
+        (
+            "KMS key by alias ARN",
+            ca("region: us-east-1", "region: us-east-1\n  kmsKeyArns: [\"arn:aws:kms:us-east-1:123456789012:alias/team\"]"),
+            "spec.kmsKeyArns[0]",
+        ),
+        (
+            "KMS key by bare ID",
+            ca("region: us-east-1", "region: us-east-1\n  kmsKeyArns: [1234abcd-12ab-34cd-56ef-1234567890ab]"),
+            "spec.kmsKeyArns[0]",
+        ),
     ];
     rows.extend(
         accounts

@@ -54,6 +54,9 @@ fn helm(g: &Ground, args: &[&str]) -> Result<String> {
 /// `helm install` (or `upgrade`) of the chart, the image by digest, AWS
 /// through the proxy as the node's pods reach it; waits for the rollout.
 fn install(g: &Ground, verb: &str, digest: &str, aws: SocketAddr, extra: &[&str]) -> Result<()> {
+    // The pods' role is judged by their installation's policy, from the
+    // Secret the chart's operator makes (`<release>-installation`).
+    g.grant_when_made((format!("{RELEASE}-installation"), g.namespace.clone()))?;
     let chart = testground::repo_root().join("charts/byoc-operator");
     let chart = chart.to_string_lossy();
     let digest = format!("image.digest={digest}");

@@ -114,13 +114,8 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         .send()
         .await?;
     let extra = extra.group_id().context("group")?.to_string();
-    // The team lets the operator use its network and group, and lists its
-    // key in the account's policy.
+    // The team lets the operator use its network and group.
     crate::support::let_use(&g, &ec2, [&vpc, &subnet, &extra]).await?;
-    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
-        kms_key_arns: vec![KEY.into()],
-        ..Default::default()
-    })?;
 
     kubectl_apply(
         &g,
@@ -128,6 +123,36 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
             "apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: nodes}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{existingVpcId: {vpc}, existingSubnetIds: [{subnet}]}}\n  nodeGroups:\n    - name: gpu\n      instanceType: t3.small\n      count: 1\n      rootVolume: {{sizeGiB: 50, kmsKeyId: {KEY}}}\n      additionalSecurityGroupIds: [{extra}]\n    - {{name: plain, instanceType: t3.small, count: 1}}\n"
         ),
     )?;
+    // A key the account does not list: refused before anything is made.
+    let refused = stalled_with(&g, "nodes", "KmsKeyNotListed").await?;
+    assert!(
+        refused.message.contains(KEY) && refused.message.contains("spec.kmsKeyArns"),
+        "{}",
+        refused.message
+    );
+    let uid = g
+        .api::<ComputeCluster>()
+        .get("nodes")
+        .await?
+        .uid()
+        .context("uid")?;
+    assert_eq!(
+        counts(&g, &uid).await?,
+        Counts::default(),
+        "made before the key was listed"
+    );
+    // Listed in the account and in its role's policy: the same cluster runs.
+    g.api::<byoc_operator::api::CloudAccount>()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"kmsKeyArns": [KEY]}})),
+        )
+        .await?;
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        kms_key_arns: vec![KEY.into()],
+        ..Default::default()
+    })?;
     let cc: ComputeCluster = wait_running(&g, "nodes", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let own_group = cc
@@ -930,4 +955,70 @@ async fn the_default_image_is_pinned_across_restarts_and_refreshed_only_when_ask
     )
     .await?;
     delete_leaves_nothing(&g, "pin", &uid).await
+}
+
+/// An owner of AMIs other than Amazon and the cluster's account.
+const OTHER_OWNER: &str = "210987654321";
+
+#[tokio::test]
+async fn an_image_of_an_owner_the_account_does_not_list_is_refused_and_boots_once_listed(
+) -> Result<()> {
+    let (g, _op) = ground_with_account("image-owner", &[]).await?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let amazon = ec2.describe_images().owners("amazon").send().await?;
+    let amazon = amazon
+        .images()
+        .iter()
+        .find_map(|i| i.image_id())
+        .context("an Amazon image")?
+        .to_string();
+    let theirs = g
+        .moto
+        .foreign_image("123456789012", "us-east-1", OTHER_OWNER, &amazon)?;
+    let manifest = small_cluster_manifest("imaged", "10.30.0.0/16").replace(
+        "instanceType: t3.small,",
+        &format!("instanceType: t3.small, imageId: {theirs},"),
+    );
+    assert!(manifest.contains(&theirs), "{manifest}");
+    kubectl_apply(&g, &manifest)?;
+    // Not listed: refused before a launch, and the policy would deny the
+    // launch too (the table of tests/it/iam.rs).
+    let refused = stalled_with(&g, "imaged", "ImageOwnerNotAllowed").await?;
+    assert!(
+        refused.message.contains(&theirs)
+            && refused.message.contains(OTHER_OWNER)
+            && refused.message.contains("spec.imageOwners"),
+        "{}",
+        refused.message
+    );
+    let uid = g
+        .api::<ComputeCluster>()
+        .get("imaged")
+        .await?
+        .uid()
+        .context("uid")?;
+    assert!(
+        counts(&g, &uid).await?.instances.is_empty(),
+        "launched from an image of an owner not listed"
+    );
+    // Listed in the account and in its role's policy: it boots.
+    g.api::<byoc_operator::api::CloudAccount>()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"imageOwners": [OTHER_OWNER]}})),
+        )
+        .await?;
+    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
+        image_owners: vec![OTHER_OWNER.into()],
+        ..Default::default()
+    })?;
+    let cc = wait_running(&g, "imaged", |_| true).await?;
+    let image = cc
+        .status
+        .as_ref()
+        .and_then(|s| s.node_groups.first())
+        .and_then(|n| n.image_id.clone());
+    assert_eq!(image.as_deref(), Some(theirs.as_str()));
+    delete_leaves_nothing(&g, "imaged", &uid).await
 }

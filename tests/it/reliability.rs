@@ -452,6 +452,8 @@ const ACCOUNT_PATHS: &[&str] = &[
     "/spec/allowedNamespaces",
     "/spec/permissionsBoundaryArn",
     "/spec/nodeInstanceProfileName",
+    "/spec/imageOwners",
+    "/spec/kmsKeyArns",
 ];
 
 fn base_cluster() -> serde_json::Value {
@@ -598,6 +600,17 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
         "/spec/sessionDurationSeconds" => (900i64..=43_200).prop_map(|n| json!(n)).boxed(),
         // Profiles that do not exist: clusters of the account stall before a launch.
         "/spec/nodeInstanceProfileName" => s("[A-Za-z0-9+=,.@_-]{1,40}"),
+        // Owners and keys AWS does not hold; listing them allows nothing
+        // the policy does not.
+        "/spec/imageOwners" => proptest::collection::vec("[0-9]{12}", 1..3)
+            .prop_map(|v| json!(v))
+            .boxed(),
+        "/spec/kmsKeyArns" => proptest::collection::vec(
+            "arn:aws:kms:us-east-1:[0-9]{12}:key/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            1..3,
+        )
+        .prop_map(|v| json!(v))
+        .boxed(),
         _ => value_strategy().boxed(),
     }
 }

@@ -129,7 +129,7 @@ impl Ground {
 
     /// The installation whose Secret is `secret` is granted once the
     /// operator has made it; the role's requests wait for it till then.
-    fn grant_when_made(&self, secret: (String, String)) -> Result<()> {
+    pub fn grant_when_made(&self, secret: (String, String)) -> Result<()> {
         let kube = self.kube.clone();
         let grants = self.grants.clone();
         self.proxy.hold(

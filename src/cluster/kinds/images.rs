@@ -16,6 +16,14 @@ use crate::cluster::catalog::Catalog;
 use crate::cluster::spec::SpecError;
 use crate::Error;
 
+/// Whether nodes may boot an image of `owner` (as IAM's `ec2:Owner` names
+/// it): Amazon's, the account's own (`account_id`), or one of the owners
+/// the CloudAccount lists (`imageOwners`). The role's policy allows the
+/// same owners, and nothing else (no snapshot, no launch template).
+pub fn owner_allowed(owner: &str, account_id: &str, listed: &[String]) -> bool {
+    owner == "amazon" || owner == account_id || listed.iter().any(|l| l == owner)
+}
+
 /// Set to a new value (a date, a counter) to re-resolve the default images.
 pub const REFRESH_ANNOTATION: &str = "byoc.dev/refresh-images";
 
@@ -189,6 +197,18 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
 mod tests {
     use super::*;
     use crate::aws::instances::InstanceState;
+
+    #[test]
+    fn images_of_amazon_the_account_and_listed_owners_only() {
+        let listed = vec!["210987654321".to_string()];
+        let me = "123456789012";
+        assert!(owner_allowed("amazon", me, &[]));
+        assert!(owner_allowed(me, me, &[]));
+        assert!(owner_allowed("210987654321", me, &listed));
+        assert!(!owner_allowed("210987654321", me, &[]));
+        assert!(!owner_allowed("aws-marketplace", me, &listed));
+        assert!(!owner_allowed("999999999999", me, &listed));
+    }
 
     fn group(count: i32, instance_type: &str) -> NodeGroupSpec {
         NodeGroupSpec::workers(count, instance_type)

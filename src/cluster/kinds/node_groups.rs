@@ -8,12 +8,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use futures::future::try_join_all;
 
 use super::iam::Iam;
+use super::images;
 use super::offerings::{self, Offering};
 use super::{Deleted, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
-use crate::aws::instances::{self, ImageRoot, InstanceState, Launch, ObservedInstance, RootDevice};
+use crate::aws::instances::{
+    self, ImageFacts, InstanceState, Launch, ObservedInstance, RootDevice,
+};
 use crate::aws::security_group;
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::tags::{items, Scope};
@@ -503,10 +506,22 @@ async fn jobs<'a>(
                 Error::Internal(format!("a launch for unknown node group {}", l.group))
             })?;
         let image = image_of(group, network.images)?;
-        let device = match &group.root_volume {
-            Some(_) => Some(catalog.root_device(p.c, &image).await?),
-            None => None,
+        // An image the group names is checked for its owner; the facts
+        // also give the root device its settings apply to.
+        let facts = match (&group.image_id, &group.root_volume) {
+            (None, None) => None,
+            _ => Some(catalog.image(p.c, &image).await?),
         };
+        if let (Some(_), Some(facts)) = (&group.image_id, &facts) {
+            if !images::owner_allowed(&facts.owner, p.account_id, &p.spec.image_owners) {
+                return Err(Error::ImageOwnerNotAllowed {
+                    group: group.name.clone(),
+                    image,
+                    owner: facts.owner.clone(),
+                });
+            }
+        }
+        let device = facts.filter(|_| group.root_volume.is_some());
         jobs.push(Job {
             group,
             image,
@@ -579,7 +594,7 @@ struct Job<'a> {
     group: &'a NodeGroupSpec,
     image: String,
     /// The image's root device, when the group sets its root volume.
-    device: Option<ImageRoot>,
+    device: Option<ImageFacts>,
     plan: &'a LaunchPlan,
 }
 
