@@ -1,6 +1,7 @@
 //! Integration tests against the real test ground: one kube-apiserver + etcd
 //! per test process (each test in its own namespace) and one moto per test.
 
+mod attacks;
 mod capacity;
 mod chart;
 mod cloud_account;
