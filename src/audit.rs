@@ -419,11 +419,13 @@ pub async fn command(
     let selected: Vec<&Leak> = looked
         .found_in
         .iter()
-        .flat_map(|(_, f)| &f.leaks)
+        .flat_map(|(_, _, f)| &f.leaks)
         .filter(|l| opts.selects(l))
         .collect();
     if opts.delete && !selected.is_empty() && confirm(&looked.out, &selected) {
-        looked.total = delete_selected(opts, &live, &looked.found_in, &mut looked.out).await?;
+        let mut out = std::mem::take(&mut looked.out);
+        looked.total = delete_selected(opts, &live, &looked, &mut out).await?;
+        looked.out = out;
     } else if opts.delete {
         let _ = writeln!(looked.out, "nothing deleted");
     }
@@ -448,8 +450,16 @@ struct Looked {
     out: String,
     total: usize,
     monthly: f64,
-    found_in: Vec<(AwsClients, Found)>,
+    found_in: Vec<(Place, AwsClients, Found)>,
+    /// The clients of every usable CloudAccount, by the place it reaches
+    /// and its namespace: a leak is deleted through a CloudAccount of the
+    /// namespace its cluster was in when there is one, never through
+    /// another tenant's.
+    through: BTreeMap<(Place, String), AwsClients>,
 }
+
+/// An AWS account and region.
+type Place = (String, String);
 
 /// Looks in each (CloudAccount, region) once per AWS account and region; a
 /// CloudAccount that cannot be used is said so and skipped.
@@ -467,6 +477,7 @@ async fn look_in<'a>(
         total: 0,
         monthly: 0.0,
         found_in: Vec::new(),
+        through: BTreeMap::new(),
     };
     for (account, region) in places {
         let label = format!(
@@ -482,10 +493,15 @@ async fn look_in<'a>(
                 continue;
             }
         };
-        if !seen.insert((resolved.account_id.clone(), region.clone())) {
+        let place = (resolved.account_id.clone(), region.clone());
+        let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
+        looked
+            .through
+            .entry((place.clone(), account.namespace().unwrap_or_default()))
+            .or_insert_with(|| c.clone());
+        if !seen.insert(place.clone()) {
             continue;
         }
-        let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
         let found = find(&c, live, &opts.installation).await?;
         let heading = format!(
             "AWS account {} in {region} (through {label}), installation {}",
@@ -499,23 +515,30 @@ async fn look_in<'a>(
             .map(Leak::monthly_usd)
             .sum::<f64>();
         looked.total += found.ours();
-        looked.found_in.push((c, found));
+        looked.found_in.push((place, c, found));
     }
     Ok(looked)
 }
 
-/// Deletes the selected leaks, saying how each went; what is left of this
+/// Deletes the selected leaks, each through a CloudAccount of its
+/// cluster's namespace where one reaches the place (else through the one it
+/// was found through), saying how each went; what is left of this
 /// installation's leaks afterwards.
 async fn delete_selected(
     opts: &AuditOptions,
     live: &BTreeSet<String>,
-    found_in: &[(AwsClients, Found)],
+    looked: &Looked,
     out: &mut String,
 ) -> Result<usize, Error> {
     let mut total = 0;
-    for (c, found) in found_in {
+    for (place, c, found) in &looked.found_in {
         for leak in found.leaks.iter().filter(|l| opts.selects(l)) {
-            let left = delete_leak(c, &leak.owner(), opts.deadline).await?;
+            let owner = leak.owner();
+            let through = looked
+                .through
+                .get(&(place.clone(), owner.namespace.clone()))
+                .unwrap_or(c);
+            let left = delete_leak(through, &owner, opts.deadline).await?;
             let _ = writeln!(
                 out,
                 "deleted former cluster {} (uid {}): {}",

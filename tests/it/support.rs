@@ -127,6 +127,21 @@ impl Ground {
         self.proxy.grant(ROLE_ARN, grants.policies())
     }
 
+    /// Each installation its own role: [`ROLE_ARN`] keeps `installation`'s
+    /// policy alone, and `role_arn` gets `other`'s alone (the options of
+    /// [`Ground::grant`] for both): two installations sharing an account,
+    /// each through the role connected for it.
+    pub fn grant_apart(&self, installation: &str, role_arn: &str, other: &str) -> Result<()> {
+        let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
+        grants.installations = vec![installation.to_string()];
+        self.proxy.grant(ROLE_ARN, grants.policies())?;
+        let apart = Grants {
+            options: grants.options.clone(),
+            installations: vec![other.to_string()],
+        };
+        self.proxy.grant(role_arn, apart.policies())
+    }
+
     /// The installation whose Secret is `secret` is granted once the
     /// operator has made it; the role's requests wait for it till then.
     pub fn grant_when_made(&self, secret: (String, String)) -> Result<()> {

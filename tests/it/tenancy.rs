@@ -519,8 +519,13 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
     };
     let mut op_p = start(&p)?;
     let mut op_s = start(&s)?;
-    for ns in [&p, &s] {
-        kubectl_apply_in(&g, ns, &keyed_account("acme", "testing", ""))?;
+    // Each installation reaches the account through the role connected for
+    // it, whose only permission is its own installation's policy.
+    let staging_role = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
+    g.grant_apart(prod.id(), staging_role, staging.id())?;
+    for (ns, role) in [(&p, crate::support::ROLE_ARN), (&s, staging_role)] {
+        let account = keyed_account("acme", "testing", "").replace(crate::support::ROLE_ARN, role);
+        kubectl_apply_in(&g, ns, &account)?;
         account_state(&g, ns, "acme", None).await?;
     }
     // Production: one live, one to leak, one let go with Retain.
