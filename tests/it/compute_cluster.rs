@@ -382,6 +382,8 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let peer = ec2.create_vpc().cidr_block("10.19.0.0/16").send().await?;
     let peer = peer.vpc().and_then(|v| v.vpc_id()).context("peer VPC")?;
+    // Its owner lets the installation accept the connection into it.
+    crate::support::let_use(&g, &ec2, [&peer.to_string()]).await?;
     kubectl_apply(
         &g,
         &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: crash}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone, endpoints: [s3, sts], peering: [{{vpcId: {peer}}}]}}\n  nodeGroups:\n    - {{name: a, instanceType: t3.small, count: 2}}\n    - {{name: b, instanceType: t3.small, count: 2, subnets: public}}\n"),
