@@ -11,11 +11,18 @@
 //! - each CloudAccount's external ID (namespace and name keyed by the
 //!   secret): unique per account, stable across re-applies and restores,
 //!   and not computable by anyone who cannot read the secret.
+//!
+//! An installation runs against one apiserver: its Secret names it (the
+//! annotation [`APISERVER_ANNOTATION`], the UID of the apiserver's
+//! `kube-system` namespace). The same secret on a second apiserver (a copy
+//! for GitOps, a restore, a blue/green twin) would take the first's live
+//! clusters for former ones; the operator refuses to run there, and `audit`
+//! refuses to act there, until the Secret is made that apiserver's.
 
 use hmac::{Hmac, KeyInit, Mac};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sha2::Sha256;
 
@@ -27,12 +34,57 @@ pub const DEFAULT_SECRET_NAME: &str = "byoc-operator-installation";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// The prefix of every generated external ID.
 pub const EXTERNAL_ID_PREFIX: &str = "byoc-";
+/// The installation Secret's annotation naming its apiserver: the UID of
+/// that apiserver's `kube-system` namespace.
+pub const APISERVER_ANNOTATION: &str = "byoc.dev/apiserver";
+
+/// Where an installation Secret says it belongs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// To the apiserver it is read from.
+    Here,
+    /// To none yet (given by the chart without `installation.apiserver`, or
+    /// made by a release before the binding): bound on the first start.
+    Unbound,
+    /// To another apiserver, by its identity.
+    Elsewhere(String),
+}
+
+/// What `annotation` (the Secret's [`APISERVER_ANNOTATION`]) says, read on
+/// the apiserver `here`.
+pub fn binding(annotation: Option<&str>, here: &str) -> Binding {
+    match annotation.filter(|a| !a.is_empty()) {
+        None => Binding::Unbound,
+        Some(a) if a == here => Binding::Here,
+        Some(a) => Binding::Elsewhere(a.to_string()),
+    }
+}
+
+/// Why `audit` may not act on this apiserver for the installation it is
+/// asked for (`--installation`, if given), with the installation Secret
+/// found here (its ID and binding); `None`: it may.
+pub fn audit_refusal(
+    asked: Option<&str>,
+    found: Option<(&str, &Binding)>,
+    here: &str,
+) -> Option<String> {
+    if let Some((_, Binding::Elsewhere(there))) = found {
+        return Some(format!("the installation Secret here belongs to another apiserver ({APISERVER_ANNOTATION} {there}, this one is {here}): audit acts only for the installation of the apiserver it talks to (--force to act anyway)"));
+    }
+    match (asked, found) {
+        (Some(asked), None) => Some(format!("--installation {asked}: this apiserver ({here}) has no installation Secret, so nothing says that installation is this apiserver's; audit acts only for the installation of the apiserver it talks to (--force to act anyway)")),
+        (Some(asked), Some((id, _))) if asked != id => Some(format!("--installation {asked} is not the installation of this apiserver ({id}): another apiserver's live clusters would look former here; run audit against that installation's apiserver (--force to act anyway)")),
+        _ => None,
+    }
+}
 
 /// One installation's secret and its public ID.
 #[derive(Clone)]
 pub struct Installation {
     secret: Vec<u8>,
     id: String,
+    /// Its Secret's [`APISERVER_ANNOTATION`], as read.
+    apiserver: Option<String>,
 }
 
 impl std::fmt::Debug for Installation {
@@ -63,6 +115,15 @@ pub enum InstallationError {
     NotFound { namespace: String, name: String },
     #[error("no randomness for a new installation secret: {0}")]
     Random(String),
+    #[error("installation Secret {namespace}/{name} belongs to another apiserver ({APISERVER_ANNOTATION}: {bound}; this apiserver's kube-system namespace has UID {here}): one installation runs against one apiserver, or each would take the other's live clusters for former ones. Give this apiserver an installation of its own (remove the copied Secret, or install with another installation.secret); to move the installation here (a restore), set the chart value installation.apiserver (the Secret's annotation {APISERVER_ANNOTATION}) to {here}")]
+    OtherApiserver {
+        namespace: String,
+        name: String,
+        bound: String,
+        here: String,
+    },
+    #[error("the apiserver's identity (the UID of namespace kube-system) could not be read: {0}")]
+    Apiserver(#[source] kube::Error),
 }
 
 impl Installation {
@@ -74,6 +135,7 @@ impl Installation {
         let mut installation = Installation {
             secret: secret.to_vec(),
             id: String::new(),
+            apiserver: None,
         };
         installation.id = installation.keyed("installation-id", &[])[..16].to_string();
         Some(installation)
@@ -82,6 +144,50 @@ impl Installation {
     /// The public ID: 16 hex digits, the value of the installation tag.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Where its Secret says it belongs, read on the apiserver `here`.
+    pub fn binding(&self, here: &str) -> Binding {
+        binding(self.apiserver.as_deref(), here)
+    }
+
+    /// The installation of the apiserver `client` talks to, as the operator
+    /// runs it: created on the first start (bound to this apiserver), bound
+    /// here on the first start after a Secret that names no apiserver, and
+    /// refused when its Secret names another.
+    pub async fn for_this_apiserver(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Installation, InstallationError> {
+        let here = apiserver_identity(client).await?;
+        let installation = Self::load_or_create(client, namespace, name, &here).await?;
+        match installation.binding(&here) {
+            Binding::Here => Ok(installation),
+            Binding::Elsewhere(bound) => Err(InstallationError::OtherApiserver {
+                namespace: namespace.into(),
+                name: name.into(),
+                bound,
+                here,
+            }),
+            Binding::Unbound => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let patch =
+                    serde_json::json!({"metadata": {"annotations": {APISERVER_ANNOTATION: here}}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|source| InstallationError::Kube {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                        source,
+                    })?;
+                tracing::info!(%namespace, %name, apiserver = %here, "bound the installation to this apiserver");
+                Ok(Installation {
+                    apiserver: Some(here),
+                    ..installation
+                })
+            }
+        }
     }
 
     /// The external ID the operator sends when its own identity assumes a
@@ -130,13 +236,18 @@ impl Installation {
         let Some(secret) = secret else {
             return Ok(None);
         };
+        let apiserver = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APISERVER_ANNOTATION).cloned());
         let bytes = secret
             .data
             .and_then(|mut d| d.remove(SECRET_KEY))
             .map(|b| b.0)
             .unwrap_or_default();
         Installation::from_secret(&bytes)
-            .map(Some)
+            .map(|i| Some(Installation { apiserver, ..i }))
             .ok_or(InstallationError::TooShort {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -145,12 +256,14 @@ impl Installation {
     }
 
     /// [`Installation::load`], or, on the first start, a new random secret
-    /// written to the Secret. Two replicas starting at once agree: the
-    /// second's create is refused and it reads the first's.
-    pub async fn load_or_create(
+    /// written to the Secret, bound to the apiserver `here`. Two replicas
+    /// starting at once agree: the second's create is refused and it reads
+    /// the first's.
+    async fn load_or_create(
         client: &Client,
         namespace: &str,
         name: &str,
+        here: &str,
     ) -> Result<Installation, InstallationError> {
         if let Some(found) = Self::load(client, namespace, name).await? {
             return Ok(found);
@@ -162,6 +275,7 @@ impl Installation {
                 name: Some(name.into()),
                 namespace: Some(namespace.into()),
                 labels: Some([("app.kubernetes.io/name".into(), "byoc-operator".into())].into()),
+                annotations: Some([(APISERVER_ANNOTATION.into(), here.into())].into()),
                 ..Default::default()
             },
             data: Some([(SECRET_KEY.into(), ByteString(secret.to_vec()))].into()),
@@ -189,9 +303,61 @@ impl Installation {
     }
 }
 
+/// The identity of the apiserver `client` talks to: the UID of its
+/// `kube-system` namespace (made with the cluster; a new cluster, a restore
+/// included, has another).
+pub async fn apiserver_identity(client: &Client) -> Result<String, InstallationError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let found = namespaces
+        .get("kube-system")
+        .await
+        .map_err(InstallationError::Apiserver)?;
+    found.metadata.uid.ok_or_else(|| {
+        InstallationError::Apiserver(kube::Error::Service(
+            "namespace kube-system has no UID".into(),
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_installation_is_refused_on_an_apiserver_it_does_not_name() {
+        assert_eq!(binding(Some("uid-a"), "uid-a"), Binding::Here);
+        assert_eq!(binding(None, "uid-a"), Binding::Unbound);
+        assert_eq!(binding(Some(""), "uid-a"), Binding::Unbound);
+        assert_eq!(
+            binding(Some("uid-b"), "uid-a"),
+            Binding::Elsewhere("uid-b".into())
+        );
+        let here = Binding::Here;
+        let elsewhere = Binding::Elsewhere("uid-b".into());
+        // audit: this apiserver's installation, asked for or not.
+        assert_eq!(audit_refusal(None, Some(("id-1", &here)), "uid-a"), None);
+        assert_eq!(
+            audit_refusal(Some("id-1"), Some(("id-1", &here)), "uid-a"),
+            None
+        );
+        assert_eq!(
+            audit_refusal(Some("id-1"), Some(("id-1", &Binding::Unbound)), "uid-a"),
+            None
+        );
+        // Another installation, none here, or a copied Secret: refused.
+        for (asked, found) in [
+            (Some("id-2"), Some(("id-1", &here))),
+            (Some("id-2"), None),
+            (None, Some(("id-1", &elsewhere))),
+            (Some("id-1"), Some(("id-1", &elsewhere))),
+        ] {
+            let said = audit_refusal(asked, found, "uid-a");
+            assert!(
+                said.as_deref().is_some_and(|s| s.contains("--force")),
+                "{asked:?} {found:?}: {said:?}"
+            );
+        }
+    }
 
     fn installation(byte: u8) -> Installation {
         Installation::from_secret(&[byte; MIN_SECRET_BYTES]).expect("long enough")

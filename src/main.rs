@@ -64,11 +64,16 @@ enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
         /// This installation's public ID (`byoc-operator version`); default:
-        /// read from the installation Secret.
+        /// read from the installation Secret. Another installation than
+        /// this apiserver's is refused (unless --force).
         #[arg(long)]
         installation: Option<String>,
         #[command(flatten)]
         installation_secret: InstallationArgs,
+        /// Act for an installation that is not this apiserver's (another
+        /// apiserver's live clusters then look former here).
+        #[arg(long)]
+        force: bool,
         /// Also look in this region (repeatable); each account's region and
         /// its clusters' regions are always looked in.
         #[arg(long)]
@@ -304,9 +309,10 @@ impl InstallationArgs {
             .unwrap_or_else(|| "default".into())
     }
 
-    /// The installation, created on the first start.
-    async fn load_or_create(&self, client: &Client) -> Result<Installation, InstallationError> {
-        Installation::load_or_create(client, &self.namespace(), &self.secret).await
+    /// The installation, created on the first start, and this apiserver's
+    /// alone.
+    async fn for_this_apiserver(&self, client: &Client) -> Result<Installation, InstallationError> {
+        Installation::for_this_apiserver(client, &self.namespace(), &self.secret).await
     }
 
     /// The installation as it is; an error when it was never created.
@@ -353,6 +359,7 @@ fn main() -> ExitCode {
             yes,
             installation,
             installation_secret,
+            force,
             region,
             deadline,
             namespace,
@@ -366,7 +373,7 @@ fn main() -> ExitCode {
                 deadline,
                 namespace,
             };
-            block_on(audit(opts, installation_secret, yes))
+            block_on(audit(opts, installation_secret, yes, force))
         }
         Command::Describe {
             kind: DescribeKind::Computecluster,
@@ -502,9 +509,20 @@ async fn audit(
     mut opts: byoc_operator::audit::AuditOptions,
     installation: InstallationArgs,
     yes: bool,
+    force: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::{BufRead, IsTerminal, Write};
     let client = Client::try_default().await?;
+    // Only this apiserver's installation, unless forced.
+    let here = installation::apiserver_identity(&client).await?;
+    let found =
+        Installation::load(&client, &installation.namespace(), &installation.secret).await?;
+    let asked = Some(opts.installation.as_str()).filter(|i| !i.is_empty());
+    let bound = found.as_ref().map(|i| (i.id(), i.binding(&here)));
+    let refusal = installation::audit_refusal(asked, bound.as_ref().map(|(id, b)| (*id, b)), &here);
+    if let (Some(refusal), false) = (refusal, force) {
+        return Err(refusal.into());
+    }
     if opts.installation.is_empty() {
         opts.installation = installation.load(&client).await?.id().to_string();
     }
@@ -625,7 +643,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let pacing = Arc::new(pacing(&args, &metrics, fence.clone()));
     let aws = aws_base(&pacing, &Election::default_identity()).await;
-    let installation = args.installation.load_or_create(&client).await?;
+    let installation = args.installation.for_this_apiserver(&client).await?;
     metrics.set_installation(installation.id());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, namespace = ?args.namespace, installation = installation.id(), "byoc-operator starting");

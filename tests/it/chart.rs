@@ -370,6 +370,7 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         ("aws.endpointUrl=localhost:5000", "endpointUrl"),
         ("installation.secret=too-short", "secret"),
         ("installation.secretName=Not_A_Name", "secretName"),
+        ("installation.apiserver=kube-system", "apiserver"),
         ("ambientIdentity.namespaces={Team_B}", "namespaces"),
     ];
     for (set, field) in cases {

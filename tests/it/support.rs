@@ -19,6 +19,8 @@ use testground::{AwsProxy, Kube, Moto};
 pub enum KubeRef {
     Shared(&'static Kube),
     Node(std::sync::Arc<Node>),
+    /// An apiserver of the test's own (another Kubernetes cluster).
+    Own(std::sync::Arc<Kube>),
 }
 
 impl std::ops::Deref for KubeRef {
@@ -27,6 +29,7 @@ impl std::ops::Deref for KubeRef {
         match self {
             KubeRef::Shared(k) => k,
             KubeRef::Node(n) => &n.kube,
+            KubeRef::Own(k) => k,
         }
     }
 }
@@ -85,6 +88,13 @@ impl Ground {
     /// [`Ground::new`] on `node`'s control plane.
     pub async fn on_node(test: &str, node: std::sync::Arc<Node>) -> Result<Ground> {
         Ground::on(test, KubeRef::Node(node)).await
+    }
+
+    /// [`Ground::new`] on an apiserver (and etcd) of its own: another
+    /// Kubernetes cluster than every other test's.
+    pub async fn on_own_apiserver(test: &str) -> Result<Ground> {
+        let kube = tokio::task::spawn_blocking(Kube::start).await??;
+        Ground::on(test, KubeRef::Own(std::sync::Arc::new(kube))).await
     }
 
     async fn on(test: &str, kube: KubeRef) -> Result<Ground> {
@@ -299,39 +309,48 @@ where
     }
 }
 
-/// Installs `crds/` into the shared apiserver (once per test process) and
-/// waits until they are established.
+/// Installs `crds/` into the shared apiserver (once per test process), or
+/// into a test's own, and waits until they are established.
 pub async fn install_crds(g: &Ground) -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    let KubeRef::Shared(kube) = g.kube else {
-        bail!("a node's control plane gets the CRDs from the chart");
+    match &g.kube {
+        KubeRef::Shared(kube) => {
+            let kube: &'static Kube = kube;
+            tokio::task::spawn_blocking(move || DONE.get_or_init(|| apply_crds(kube)).clone())
+                .await?
+                .map_err(|e| anyhow!(e))
+        }
+        KubeRef::Own(kube) => {
+            let kube = kube.clone();
+            tokio::task::spawn_blocking(move || apply_crds(&kube))
+                .await?
+                .map_err(|e| anyhow!(e))
+        }
+        KubeRef::Node(_) => bail!("a node's control plane gets the CRDs from the chart"),
+    }
+}
+
+/// `kubectl apply` of `crds/`, then a wait until they are established.
+fn apply_crds(kube: &Kube) -> std::result::Result<(), String> {
+    let dir = testground::repo_root().join("crds");
+    let run = |args: &[&str]| -> std::result::Result<(), String> {
+        let out = kube
+            .kubectl()
+            .args(args)
+            .arg(&dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     };
-    tokio::task::spawn_blocking(move || {
-        DONE.get_or_init(|| {
-            let dir = testground::repo_root().join("crds");
-            let run = |args: &[&str]| -> std::result::Result<(), String> {
-                let out = kube
-                    .kubectl()
-                    .args(args)
-                    .arg(&dir)
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "kubectl {args:?}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ))
-                }
-            };
-            run(&["apply", "--server-side", "-f"])?;
-            run(&["wait", "--for=condition=established", "--timeout=60s", "-f"])
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-    })
-    .await?
+    run(&["apply", "--server-side", "-f"])?;
+    run(&["wait", "--for=condition=established", "--timeout=60s", "-f"])
 }
 
 /// The operator binary, run as a process against this test's namespace and moto.
@@ -531,6 +550,16 @@ pub fn byoc_with(g: &Ground, env: &[(&str, &str)], args: &[&str]) -> Result<std:
     command_env(g, &mut cmd)
         .envs(env.iter().copied())
         .args(args);
+    Ok(cmd.output()?)
+}
+
+/// [`byoc_with`] ended after `deadline` if it has not ended by itself (a
+/// command expected to refuse at once, such as `run`, that may not).
+pub fn byoc_within(g: &Ground, deadline: Duration, args: &[&str]) -> Result<std::process::Output> {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg(format!("{}s", deadline.as_secs()))
+        .arg(env!("CARGO_BIN_EXE_byoc-operator"));
+    command_env(g, &mut cmd).args(args);
     Ok(cmd.output()?)
 }
 

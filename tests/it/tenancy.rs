@@ -653,8 +653,10 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
         &g,
         &[
             "audit",
-            "--installation",
-            staging.id(),
+            "--installation-secret",
+            "inst",
+            "--installation-namespace",
+            &s,
             "--delete",
             "--cluster",
             &staging_uid,
@@ -1024,4 +1026,122 @@ async fn resources_made_before_installations_are_adopted_with_one_tag_write() ->
     delete_and_wait_gone(&g, "old").await?;
     assert_eq!(counts(&g, &uid).await?, Counts::default(), "left behind");
     Ok(())
+}
+
+/// The identity of the apiserver `g` talks to (its kube-system UID).
+async fn apiserver_of(g: &Ground) -> Result<String> {
+    byoc_operator::installation::apiserver_identity(&g.client)
+        .await
+        .map_err(Into::into)
+}
+
+#[tokio::test]
+async fn one_installation_runs_against_one_apiserver() -> Result<()> {
+    use byoc_operator::installation::APISERVER_ANNOTATION;
+    const COPIED: &str = "installation-secret-copied-to-a-second-apiserver";
+    let a = Ground::new("ten-apiserver").await?;
+    let b = Ground::on_own_apiserver("ten-apiserver-b").await?;
+    for g in [&a, &b] {
+        install_crds(g).await?;
+    }
+    let (here_a, here_b) = (apiserver_of(&a).await?, apiserver_of(&b).await?);
+    assert_ne!(here_a, here_b, "two apiservers, one identity");
+    let inst = installation(&a, &a.namespace, "inst", COPIED).await?;
+    // The first start binds the installation to its apiserver.
+    let args_a = installation_args("inst", &a.namespace);
+    let _op_a = Operator::start_in(&a, &a.namespace, &args_a, &[])?;
+    let secrets_a: Api<Secret> = Api::namespaced(a.client.clone(), &a.namespace);
+    let bound = eventually("the Secret bound to its apiserver", WAIT, || async {
+        let s = secrets_a.get("inst").await?;
+        Ok(s.annotations().get(APISERVER_ANNOTATION).cloned())
+    })
+    .await?;
+    assert_eq!(bound, here_a);
+
+    // The Secret copied to a second apiserver, as GitOps or a backup would.
+    let original = secrets_a.get("inst").await?;
+    let copy = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("inst".into()),
+            namespace: Some(b.namespace.clone()),
+            annotations: Some(original.annotations().clone()),
+            ..Default::default()
+        },
+        data: original.data.clone(),
+        ..Default::default()
+    };
+    let secrets_b: Api<Secret> = Api::namespaced(b.client.clone(), &b.namespace);
+    secrets_b
+        .create(&kube::api::PostParams::default(), &copy)
+        .await?;
+    // `byoc-operator COMMAND` with the copied Secret on the second apiserver.
+    let ns_b = b.namespace.clone();
+    let on_b = |command: &str, extra: &[&str]| -> Vec<String> {
+        [
+            command,
+            "--installation-secret",
+            "inst",
+            "--installation-namespace",
+            &ns_b,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // The operator refuses to run there, naming both apiservers and the way out.
+    let run = on_b("run", &[]);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let out = crate::support::byoc_within(&b, std::time::Duration::from_secs(60), &run)?;
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success()
+            && said.contains("belongs to another apiserver")
+            && said.contains(&here_a)
+            && said.contains(&here_b)
+            && said.contains("installation.apiserver"),
+        "run on the second apiserver: {:?} {said}",
+        out.status
+    );
+    // audit refuses there: the copied Secret, or the installation named.
+    let copied = on_b("audit", &[]);
+    let named: Vec<String> = vec!["audit".into(), "--installation".into(), inst.id().into()];
+    for args in [copied, named] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = crate::support::byoc_with(&b, &[], &args)?;
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && said.contains("--force"),
+            "{args:?} on the second apiserver: {said}"
+        );
+    }
+    // Control: forced, audit acts; and the installation moved on purpose
+    // (what the chart's installation.apiserver writes) runs there.
+    let forced = on_b("audit", &["--force"]);
+    let args: Vec<&str> = forced.iter().map(String::as_str).collect();
+    let out = crate::support::byoc_with(&b, &[], &args)?;
+    assert!(
+        out.status.success(),
+        "forced audit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secrets_b
+        .patch(
+            "inst",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {APISERVER_ANNOTATION: here_b}}}),
+            ),
+        )
+        .await?;
+    let args_b = installation_args("inst", &b.namespace);
+    let mut op_b = Operator::start_in(&b, &b.namespace, &args_b, &[])?;
+    op_b.wait_healthy()?;
+    record_figure(serde_json::json!({
+        "suite": "tenancy",
+        "setup": "one installation secret on two apiservers (the second a Kubernetes cluster of its own): its Secret bound by the first start on the first, then copied with its annotation to the second",
+        "n": 4,
+        "figure": "on the second apiserver the operator refused to run (naming both kube-system UIDs and installation.apiserver), audit refused the copied Secret and the installation named by ID; controls: audit with --force acted, and the Secret moved on purpose (its annotation naming the second apiserver) ran there",
+        "pass": true,
+    }))
 }
