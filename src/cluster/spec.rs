@@ -106,9 +106,15 @@ pub enum Zones {
     Count(usize),
 }
 
+/// Tag key prefixes a cluster's `tags` may not use: AWS's and the
+/// operator's (its ownership tags).
+const RESERVED_TAG_PREFIXES: &[&str] = &["aws:", "byoc.dev/"];
+
 /// What the apiserver's schema cannot check in a ComputeCluster's spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    #[error("spec.tags: key {0} is reserved (keys may not start with 'aws:' or 'byoc.dev/')")]
+    ReservedTag(String),
     #[error("the object has no UID yet")]
     NoUid,
     #[error("set exactly one of network.vpcCidr or network.existingVpcId")]
@@ -253,6 +259,15 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
         .iter()
         .map(NodeGroup::validate)
         .collect::<Result<_, _>>()?;
+    // Also refused by the schema: checked again, as these keys are the
+    // operator's ownership and AWS's own.
+    if let Some(key) = spec
+        .tags
+        .keys()
+        .find(|k| RESERVED_TAG_PREFIXES.iter().any(|p| k.starts_with(p)))
+    {
+        return Err(SpecError::ReservedTag(key.clone()));
+    }
     Ok(ValidatedSpec {
         region: spec.region.clone(),
         account: cc.account_key().into(),
