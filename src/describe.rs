@@ -34,9 +34,15 @@ pub async fn command(
     let account = Api::<CloudAccount>::namespaced(client.clone(), &account_ns)
         .get_opt(&account_name)
         .await?;
+    // The operator's consent decision: an account that does not let the
+    // cluster's namespace in is not used to describe it either.
+    let at = crate::cluster::spec::AccountRef::from((account_ns, account_name));
     let observed = match &account {
         None => Err("its CloudAccount was not found".to_string()),
-        Some(a) => describe_aws(client, base, a, &cc).await,
+        Some(a) => match crate::cluster::refusal(&cc, a, &at) {
+            Some(refused) => Err(format!("not described: {}", refused.message)),
+            None => describe_aws(client, base, a, &cc).await,
+        },
     };
     Ok(tree(
         &cc,

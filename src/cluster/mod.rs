@@ -253,7 +253,11 @@ pub async fn use_account(
 
 /// Whether the cluster may use `account` (named `at`), whatever its
 /// verification says: `Some` says why not. Pure.
-fn refusal(cc: &ComputeCluster, account: &CloudAccount, at: &AccountRef) -> Option<AccountBlocked> {
+pub(crate) fn refusal(
+    cc: &ComputeCluster,
+    account: &CloudAccount,
+    at: &AccountRef,
+) -> Option<AccountBlocked> {
     let AccountRef {
         namespace: ns,
         name,

@@ -330,6 +330,13 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
         .await?;
     let why = stalled_with(&g, "ml", "NamespaceNotAllowed").await?;
     assert!(why.message.contains(&a), "{}", why.message.clone());
+    // `describe` decides as the operator does: A's account is not used to
+    // describe C's cluster.
+    let described = byoc(&g, &["describe", "computecluster", "ml", "-n", &c])?;
+    assert!(
+        described.contains("not described") && described.contains("does not allow namespace"),
+        "{described}"
+    );
     // Deleting it does not open the door either: its resources came
     // through C's account, not A's.
     clusters.delete("ml", &DeleteParams::default()).await?;
