@@ -203,8 +203,13 @@ pub async fn use_account(
         name,
     } = at;
     let api: Api<CloudAccount> = Api::namespaced(ctx.operator.client.clone(), ns);
+    let own_ns = cc.namespace().unwrap_or_default();
     let account = match api.get_opt(name).await {
         Ok(Some(a)) => a,
+        // Another namespace's account that does not exist is refused as
+        // one that does not allow this namespace: the answer tells nobody
+        // which CloudAccounts exist where they may not look.
+        Ok(None) if *ns != own_ns => return Err(not_allowed(at, &own_ns)),
         Ok(None) => {
             return Err(AccountBlocked {
                 reason: reason::ACCOUNT_NOT_FOUND,
@@ -253,6 +258,18 @@ pub async fn use_account(
 
 /// Whether the cluster may use `account` (named `at`), whatever its
 /// verification says: `Some` says why not. Pure.
+/// A reference the cluster's namespace may not use: the same answer
+/// whether the account exists or not.
+fn not_allowed(at: &AccountRef, own_ns: &str) -> AccountBlocked {
+    AccountBlocked {
+        reason: reason::NAMESPACE_NOT_ALLOWED,
+        message: format!(
+            "CloudAccount {at} does not exist or does not allow namespace {own_ns} (spec.allowedNamespaces)"
+        ),
+        stalled: true,
+    }
+}
+
 pub(crate) fn refusal(
     cc: &ComputeCluster,
     account: &CloudAccount,
@@ -270,13 +287,7 @@ pub(crate) fn refusal(
     let recorded = cc.recorded_account().is_some_and(|r| r.is(account));
     let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && recorded);
     if !may_use {
-        return Some(AccountBlocked {
-            reason: reason::NAMESPACE_NOT_ALLOWED,
-            message: format!(
-                "CloudAccount {at} does not allow namespace {own_ns} (spec.allowedNamespaces)"
-            ),
-            stalled: true,
-        });
+        return Some(not_allowed(at, &own_ns));
     }
     if account.meta().deletion_timestamp.is_some() && !recorded && !cleaning_up {
         return Some(AccountBlocked {

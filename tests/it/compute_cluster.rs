@@ -488,6 +488,22 @@ async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
             .is_none(),
         "an AWS account recorded for a cluster that never reached AWS"
     );
+    // An account that does not exist in that namespace gets the same
+    // answer: nothing tells which accounts exist where one may not look.
+    kubectl_apply(
+        &g,
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: prober}}\nspec:\n  cloudAccountRef: {{name: absent, namespace: {other}}}\n  region: us-east-1\n  network: {{vpcCidr: 10.0.0.0/16}}\n"),
+    )?;
+    let probed = self::stalled(&g, "prober").await?;
+    assert_eq!(
+        (
+            probed.reason.as_str(),
+            probed.message.replace("absent", "shared")
+        ),
+        (stalled.reason.as_str(), stalled.message.clone()),
+        "a missing account answers otherwise than one not allowing the namespace"
+    );
+    delete_and_wait_gone(&g, "prober").await?;
     delete_and_wait_gone(&g, "stranger").await
 }
 
