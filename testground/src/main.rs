@@ -138,7 +138,10 @@ fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result
          ## What each suite caught when the code was broken on purpose\n\n",
     );
     for (suite, caught) in CAUGHT {
-        md.push_str(&format!("- **{suite}**: {caught}.\n"));
+        md.push_str(&format!(
+            "- **{suite}**: {}.\n",
+            caught.trim_end_matches('.')
+        ));
     }
     if !run.is_empty() {
         md.push_str(&format!("\n_{run}_\n"));

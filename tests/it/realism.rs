@@ -111,7 +111,10 @@ async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result
     )
     .await?;
     kubectl_apply(&g, &cluster("retried", "10.27.0.0/16"))?;
-    let cc = wait_running_within(&g, "retried", std::time::Duration::from_secs(30), |_| true)
+    // Under the minute: a pass that ended on a refusal would be looked at
+    // again only after it (the IAM evaluator judging every call and a
+    // loaded machine may take half of it).
+    let cc = wait_running_within(&g, "retried", std::time::Duration::from_secs(50), |_| true)
         .await
         .with_context(|| op.log_tail(20))?;
     let seen = events(&g);
