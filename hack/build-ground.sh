@@ -92,37 +92,29 @@ build_etcd() {
   mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
 }
 
-install_moto() {
-  local venv="$CACHE/moto-$MOTO_VERSION"
-  [ -x "$venv/bin/moto_server" ] && return 0
-  need python3 "install Python 3 to run moto"
-  local log="$LOG_DIR/moto-$MOTO_VERSION.log"
-  echo "build-ground: installing moto[server]==$MOTO_VERSION from PyPI (log: $log)" >&2
+# A PyPI package in a venv of its own under $CACHE/NAME-VERSION, once:
+# pip_venv NAME VERSION REQUIREMENT SCRIPT (SCRIPT: the entry point it installs).
+pip_venv() {
+  local name="$1" version="$2" requirement="$3" script="$4"
+  local venv="$CACHE/$name-$version"
+  [ -x "$venv/bin/$script" ] && return 0
+  need python3 "install Python 3 to run $name"
+  local log="$LOG_DIR/$name-$version.log"
+  echo "build-ground: installing $requirement from PyPI (log: $log)" >&2
   rm -rf "$venv.tmp"
   {
     python3 -m venv "$venv.tmp"
-    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-  } >"$log" 2>&1 || fail "moto install" "pip could not install moto[server]==$MOTO_VERSION into a venv" "$log"
+    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "$requirement"
+  } >"$log" 2>&1 || fail "$name install" "pip could not install $requirement into a venv" "$log"
   rm -rf "$venv"; mv "$venv.tmp" "$venv"
   # venv scripts carry the absolute path of their interpreter: rewrite after the move.
-  sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv"/bin/moto_server "$venv"/bin/pip*
+  sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv/bin/$script" "$venv"/bin/pip*
 }
 
+install_moto() { pip_venv moto "$MOTO_VERSION" "moto[server]==$MOTO_VERSION" moto_server; }
+
 # cfn-lint in a venv of its own (its pins are not moto's).
-install_cfn_lint() {
-  local venv="$CACHE/cfn-lint-$CFN_LINT_VERSION"
-  [ -x "$venv/bin/cfn-lint" ] && return 0
-  need python3 "install Python 3 to run cfn-lint"
-  local log="$LOG_DIR/cfn-lint-$CFN_LINT_VERSION.log"
-  echo "build-ground: installing cfn-lint==$CFN_LINT_VERSION from PyPI (log: $log)" >&2
-  rm -rf "$venv.tmp"
-  {
-    python3 -m venv "$venv.tmp"
-    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
-  } >"$log" 2>&1 || fail "cfn-lint install" "pip could not install cfn-lint==$CFN_LINT_VERSION into a venv" "$log"
-  rm -rf "$venv"; mv "$venv.tmp" "$venv"
-  sed -i "1s|^#!.*python.*|#!$venv/bin/python3|" "$venv"/bin/cfn-lint "$venv"/bin/pip*
-}
+install_cfn_lint() { pip_venv cfn-lint "$CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VERSION" cfn-lint; }
 
 build_helm() {
   local out="$CACHE/helm-$HELM_VERSION-$HELM_BUILD_REV/helm"

@@ -79,6 +79,24 @@ fn metadata(i: &Instance) -> (String, i32) {
     )
 }
 
+/// What the team lists for the operator, as it lists it: in the
+/// CloudAccount `acme` (`spec`, merged) and in its role's policy
+/// (`options`).
+async fn list_in_account(
+    g: &Ground,
+    spec: serde_json::Value,
+    options: byoc_operator::account::iam_policy::PolicyOptions,
+) -> Result<()> {
+    g.api::<byoc_operator::api::CloudAccount>()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await?;
+    g.grant(options)
+}
+
 /// The team's key for its nodes' root volumes.
 const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -142,17 +160,15 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         "made before the key was listed"
     );
     // Listed in the account and in its role's policy: the same cluster runs.
-    g.api::<byoc_operator::api::CloudAccount>()
-        .patch(
-            "acme",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"kmsKeyArns": [KEY]}})),
-        )
-        .await?;
-    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
-        kms_key_arns: vec![KEY.into()],
-        ..Default::default()
-    })?;
+    list_in_account(
+        &g,
+        serde_json::json!({"kmsKeyArns": [KEY]}),
+        byoc_operator::account::iam_policy::PolicyOptions {
+            kms_key_arns: vec![KEY.into()],
+            ..Default::default()
+        },
+    )
+    .await?;
     let cc: ComputeCluster = wait_running(&g, "nodes", |_| true).await?;
     let uid = cc.uid().context("uid")?;
     let own_group = cc
@@ -1002,17 +1018,15 @@ async fn an_image_of_an_owner_the_account_does_not_list_is_refused_and_boots_onc
         "launched from an image of an owner not listed"
     );
     // Listed in the account and in its role's policy: it boots.
-    g.api::<byoc_operator::api::CloudAccount>()
-        .patch(
-            "acme",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"imageOwners": [OTHER_OWNER]}})),
-        )
-        .await?;
-    g.grant(byoc_operator::account::iam_policy::PolicyOptions {
-        image_owners: vec![OTHER_OWNER.into()],
-        ..Default::default()
-    })?;
+    list_in_account(
+        &g,
+        serde_json::json!({"imageOwners": [OTHER_OWNER]}),
+        byoc_operator::account::iam_policy::PolicyOptions {
+            image_owners: vec![OTHER_OWNER.into()],
+            ..Default::default()
+        },
+    )
+    .await?;
     let cc = wait_running(&g, "imaged", |_| true).await?;
     let image = cc
         .status
