@@ -126,6 +126,17 @@ pub enum InstallationError {
     Apiserver(#[source] kube::Error),
 }
 
+impl InstallationError {
+    /// The Kubernetes API failed on the installation Secret `namespace/name`.
+    fn kube(namespace: &str, name: &str, source: kube::Error) -> InstallationError {
+        InstallationError::Kube {
+            namespace: namespace.into(),
+            name: name.into(),
+            source,
+        }
+    }
+}
+
 impl Installation {
     /// The installation of `secret` (at least [`MIN_SECRET_BYTES`]).
     pub fn from_secret(secret: &[u8]) -> Option<Installation> {
@@ -176,11 +187,7 @@ impl Installation {
                     serde_json::json!({"metadata": {"annotations": {APISERVER_ANNOTATION: here}}});
                 api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|source| InstallationError::Kube {
-                        namespace: namespace.into(),
-                        name: name.into(),
-                        source,
-                    })?;
+                    .map_err(|source| InstallationError::kube(namespace, name, source))?;
                 tracing::info!(%namespace, %name, apiserver = %here, "bound the installation to this apiserver");
                 Ok(Installation {
                     apiserver: Some(here),
@@ -228,11 +235,7 @@ impl Installation {
         let secret = api
             .get_opt(name)
             .await
-            .map_err(|source| InstallationError::Kube {
-                namespace: namespace.into(),
-                name: name.into(),
-                source,
-            })?;
+            .map_err(|source| InstallationError::kube(namespace, name, source))?;
         let Some(secret) = secret else {
             return Ok(None);
         };
@@ -286,13 +289,7 @@ impl Installation {
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => tracing::info!(%namespace, %name, "created the installation Secret"),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(source) => {
-                return Err(InstallationError::Kube {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                    source,
-                })
-            }
+            Err(source) => return Err(InstallationError::kube(namespace, name, source)),
         }
         Self::load(client, namespace, name)
             .await?

@@ -315,15 +315,21 @@ impl InstallationArgs {
         Installation::for_this_apiserver(client, &self.namespace(), &self.secret).await
     }
 
+    /// The installation as it is; `None` when it was never created.
+    async fn find(&self, client: &Client) -> Result<Option<Installation>, InstallationError> {
+        Installation::load(client, &self.namespace(), &self.secret).await
+    }
+
     /// The installation as it is; an error when it was never created.
     async fn load(&self, client: &Client) -> Result<Installation, InstallationError> {
-        let namespace = self.namespace();
-        Installation::load(client, &namespace, &self.secret)
-            .await?
-            .ok_or(InstallationError::NotFound {
-                namespace,
-                name: self.secret.clone(),
-            })
+        self.find(client).await?.ok_or_else(|| self.not_found())
+    }
+
+    fn not_found(&self) -> InstallationError {
+        InstallationError::NotFound {
+            namespace: self.namespace(),
+            name: self.secret.clone(),
+        }
     }
 }
 
@@ -515,8 +521,7 @@ async fn audit(
     let client = Client::try_default().await?;
     // Only this apiserver's installation, unless forced.
     let here = installation::apiserver_identity(&client).await?;
-    let found =
-        Installation::load(&client, &installation.namespace(), &installation.secret).await?;
+    let found = installation.find(&client).await?;
     let asked = Some(opts.installation.as_str()).filter(|i| !i.is_empty());
     let bound = found.as_ref().map(|i| (i.id(), i.binding(&here)));
     let refusal = installation::audit_refusal(asked, bound.as_ref().map(|(id, b)| (*id, b)), &here);
@@ -524,7 +529,10 @@ async fn audit(
         return Err(refusal.into());
     }
     if opts.installation.is_empty() {
-        opts.installation = installation.load(&client).await?.id().to_string();
+        opts.installation = found
+            .as_ref()
+            .map(|i| i.id().to_string())
+            .ok_or_else(|| installation.not_found())?;
     }
     // On a terminal, the person sees what would go and says yes first.
     let ask = !yes && std::io::stdin().is_terminal();

@@ -9,7 +9,7 @@ use testground::{Faults, Refusal};
 
 use crate::clusters::{
     condition_with, delete_leaves_nothing, ground_with_account, patch_spec, small_cluster_manifest,
-    wait_running,
+    uid_of, wait_running,
 };
 use crate::support::{eventually, kubectl_apply, Ground, Operator, OperatorExt};
 
@@ -186,12 +186,7 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
         placements(&cc)
     );
     for name in ["fallback", "spot"] {
-        let uid = g
-            .api::<ComputeCluster>()
-            .get(name)
-            .await?
-            .uid()
-            .context("uid")?;
+        let uid = uid_of(&g, name).await?;
         delete_leaves_nothing(&g, name, &uid).await?;
     }
     Ok(())

@@ -393,6 +393,16 @@ pub(crate) fn small_cluster_manifest(name: &str, vpc_cidr: &str) -> String {
     format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: {vpc_cidr}, availabilityZones: [us-east-1a], natGateways: none}}\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1, subnets: public}}]\n")
 }
 
+/// The UID of the ComputeCluster `name` of the test's namespace.
+pub(crate) async fn uid_of(g: &Ground, name: &str) -> Result<String> {
+    g.api::<ComputeCluster>()
+        .get(name)
+        .await?
+        .metadata
+        .uid
+        .ok_or_else(|| anyhow::anyhow!("ComputeCluster {name} has no UID"))
+}
+
 /// Deletes the cluster, waits until the object is gone, and asserts that
 /// nothing carrying its UID is left in moto.
 pub(crate) async fn delete_leaves_nothing(g: &Ground, name: &str, uid: &str) -> Result<()> {

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use crate::clusters::{
     counts, delete_leaves_nothing, ground_with_account, patch_spec, ready_account,
-    small_cluster_manifest, stalled_with, wait_running, Counts,
+    small_cluster_manifest, stalled_with, uid_of, wait_running, Counts,
 };
 use crate::support::{
     assert_no_key_material, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
@@ -148,12 +148,7 @@ async fn node_groups_launch_hardened_with_their_volumes_and_groups_and_roll_on_c
         "{}",
         refused.message
     );
-    let uid = g
-        .api::<ComputeCluster>()
-        .get("nodes")
-        .await?
-        .uid()
-        .context("uid")?;
+    let uid = uid_of(&g, "nodes").await?;
     assert_eq!(
         counts(&g, &uid).await?,
         Counts::default(),
@@ -422,12 +417,7 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
         "the condition does not name the key: {}",
         stalled.message
     );
-    let uid = g
-        .api::<ComputeCluster>()
-        .get("keys")
-        .await?
-        .uid()
-        .context("uid")?;
+    let uid = uid_of(&g, "keys").await?;
     assert_eq!(
         counts(&g, &uid).await?,
         Counts::default(),
@@ -1007,12 +997,7 @@ async fn an_image_of_an_owner_the_account_does_not_list_is_refused_and_boots_onc
         "{}",
         refused.message
     );
-    let uid = g
-        .api::<ComputeCluster>()
-        .get("imaged")
-        .await?
-        .uid()
-        .context("uid")?;
+    let uid = uid_of(&g, "imaged").await?;
     assert!(
         counts(&g, &uid).await?.instances.is_empty(),
         "launched from an image of an owner not listed"

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use crate::clusters::{
     condition_with, counts, delete_and_wait_gone, delete_leaves_nothing, endpoint_of,
-    ground_with_account, ready_account, stalled_with, wait_running, Counts, WAIT,
+    ground_with_account, ready_account, stalled_with, uid_of, wait_running, Counts, WAIT,
 };
 use crate::support::{
     eventually, install_crds, kubectl_apply, kubectl_byoc, let_use, Ground, Operator, OperatorExt,
@@ -436,6 +436,21 @@ async fn a_peer_of_another_account_waits_for_its_owner_one_of_another_region_doe
     result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
 }
 
+/// Once the cluster `name` waits for its connection's acceptance
+/// (`NetworkReady=False`, `PeeringPendingAcceptance`): the condition and
+/// the connection.
+async fn waiting_for_acceptance(
+    g: &Ground,
+    name: &str,
+) -> Result<(
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+    String,
+)> {
+    let waiting =
+        condition_with(g, name, "NetworkReady", "False", "PeeringPendingAcceptance").await?;
+    Ok((waiting, connection_of(g, name).await?))
+}
+
 /// The first peering connection status names.
 async fn connection_of(g: &Ground, name: &str) -> Result<String> {
     let cc = g.api::<ComputeCluster>().get(name).await?;
@@ -477,15 +492,7 @@ async fn accepted(g: &Ground) -> Result<()> {
         peer.vpc_id
     );
     kubectl_apply(g, &manifest("theirs", "10.63.0.0/16", &extra))?;
-    let waiting = condition_with(
-        g,
-        "theirs",
-        "NetworkReady",
-        "False",
-        "PeeringPendingAcceptance",
-    )
-    .await?;
-    let pcx = connection_of(g, "theirs").await?;
+    let (waiting, pcx) = waiting_for_acceptance(g, "theirs").await?;
     assert!(
         waiting.message.contains(&pcx)
             && waiting.message.contains("accept-vpc-peering-connection")
@@ -513,15 +520,7 @@ async fn accepted(g: &Ground) -> Result<()> {
         unopened.vpc_id
     );
     kubectl_apply(g, &manifest("unopened", "10.65.0.0/16", &extra))?;
-    let waiting = condition_with(
-        g,
-        "unopened",
-        "NetworkReady",
-        "False",
-        "PeeringPendingAcceptance",
-    )
-    .await?;
-    let pcx = connection_of(g, "unopened").await?;
+    let (waiting, pcx) = waiting_for_acceptance(g, "unopened").await?;
     assert!(
         waiting.message.contains(&pcx) && waiting.message.contains("may not accept"),
         "{}",
@@ -539,12 +538,7 @@ async fn accepted(g: &Ground) -> Result<()> {
     let cc = wait_running(g, "unopened", |_| true).await?;
     assert_routed(g, &cc, &pcx, "10.64.0.0/16").await?;
     for name in ["west", "theirs", "unopened"] {
-        let uid = g
-            .api::<ComputeCluster>()
-            .get(name)
-            .await?
-            .uid()
-            .context("uid")?;
+        let uid = uid_of(g, name).await?;
         delete_leaves_nothing(g, name, &uid).await?;
     }
     Ok(())
