@@ -1,6 +1,7 @@
-//! Clusters grouped by AWS account and region, looked at together: one
-//! task per group calls AWS once per tick for all its members and names the
-//! members to reconcile, which leave the group until a pass puts them back.
+//! Clusters grouped by CloudAccount, AWS account and region, looked at
+//! together: one task per group calls AWS once per tick for all its members
+//! and names the members to reconcile, which leave the group until a pass
+//! puts them back.
 //! The shared resync (`resync.rs`) and the shared wait for what AWS is
 //! creating (`catching_up/shared_wait.rs`) are two such looks.
 
@@ -16,9 +17,13 @@ use tokio::sync::mpsc;
 use crate::api::ComputeCluster;
 use crate::aws::AwsClients;
 
-/// One account and region.
+/// One CloudAccount's reach into one account and region: a group's
+/// clients are its CloudAccount's, so no tenant's credentials look at
+/// another's clusters, and they go with the last member.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
+    /// The UID of the CloudAccount its members reach AWS through.
+    pub cloud_account: String,
     pub account_id: String,
     pub region: String,
 }
@@ -82,10 +87,17 @@ impl<M: Clone + Send + Sync + 'static> Groups<M> {
         (Groups { inner }, stream)
     }
 
-    /// Cluster `uid` joins the group `key`; `clients` reach the group's
-    /// account and region (the latest member's are used).
+    /// Cluster `uid` joins the group `key`; `clients` are the key's
+    /// CloudAccount's (the latest member's are used: the freshest
+    /// credentials of the same CloudAccount). A cluster is in one group at
+    /// a time: joining another (its account changed) leaves the first.
     pub fn join(&self, key: GroupKey, clients: AwsClients, uid: &str, entry: Entry<M>) {
         let mut groups = lock(&self.inner.groups);
+        for (k, group) in groups.iter_mut() {
+            if *k != key {
+                group.members.remove(uid);
+            }
+        }
         let start = !groups.contains_key(&key);
         let group = groups.entry(key.clone()).or_insert_with(|| Group {
             clients: clients.clone(),

@@ -326,6 +326,8 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
 struct Input {
     spec: ValidatedSpec,
     resolved: ResolvedAccount,
+    /// The UID of the CloudAccount `resolved` came from.
+    account_uid: String,
     looks: Looks,
     recorded: kinds::images::Recorded,
 }
@@ -392,6 +394,7 @@ async fn dereference(
         {
             Proceed::Go(report) => {
                 let input = Input {
+                    account_uid: account.uid().unwrap_or_default(),
                     looks: looks(cc, &spec),
                     recorded: kinds::images::Recorded::of(cc),
                     spec,
@@ -469,9 +472,10 @@ async fn converge_pass(
     }
 }
 
-/// Carries out the next look: a requeue, the account and region's shared
-/// wait for what AWS is creating, or its shared resync for a settled
-/// cluster (which then waits for a change, not a timer).
+/// Carries out the next look: a requeue, the shared wait for what AWS is
+/// creating, or the shared resync for a settled cluster (which then waits
+/// for a change, not a timer); both shared with the clusters of the same
+/// CloudAccount, account and region.
 fn look_again(
     cc: &Arc<ComputeCluster>,
     ctx: &ClusterContext,
@@ -483,9 +487,11 @@ fn look_again(
         spec,
         looks,
         resolved,
+        account_uid,
         ..
     } = input;
     let key = GroupKey {
+        cloud_account: account_uid.clone(),
         account_id: resolved.account_id.clone(),
         region: spec.region.clone(),
     };

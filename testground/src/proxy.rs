@@ -140,6 +140,9 @@ pub struct Call {
     pub operation: String,
     /// The access key the request was signed with (empty when unsigned).
     pub access_key: String,
+    /// The session STS handed that key out to (its assumed-role ARN,
+    /// which names the role session); empty for a key STS did not hand out.
+    pub session: String,
     /// The app name in its user agent (`app/NAME`): which process made it.
     pub app: String,
     /// When its connection was accepted, since the proxy started (before
@@ -542,8 +545,14 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     let svc = service(&req.head);
     *lock(&s.calls).entry(op.clone()).or_default() += 1;
     let result = answer(&mut conn, upstream, s, &req, &op, svc);
+    let key = access_key(&req.head);
+    let session = lock(&s.sessions)
+        .get(&key)
+        .map(|p| p.arn.clone())
+        .unwrap_or_default();
     lock(&s.trace).push(Call {
-        access_key: access_key(&req.head),
+        session,
+        access_key: key,
         app: app_name(&req.head),
         accepted,
         operation: op,

@@ -21,7 +21,7 @@ fn resynced(op: &Operator, result: &str) -> Result<f64> {
 
 /// Waits until the shared resync has looked at `n` more clusters as
 /// unchanged than it had when called.
-async fn unchanged_grows_by(op: &Operator, n: usize) -> Result<()> {
+pub(crate) async fn unchanged_grows_by(op: &Operator, n: usize) -> Result<()> {
     let start = resynced(op, "unchanged")?;
     eventually(
         &format!("{n} more clusters resynced unchanged"),

@@ -5,7 +5,8 @@
 //! ID it generates (moto enforcing the role's trust policy); consent bound
 //! to the account a cluster reached AWS through; two installations on one
 //! AWS account that never touch each other's resources; node roles that
-//! cannot be escalated.
+//! cannot be escalated; one tenant's credentials never looking at another
+//! tenant's clusters (the proxy's trace by session).
 
 use std::collections::BTreeMap;
 
@@ -1151,4 +1152,113 @@ async fn one_installation_runs_against_one_apiserver() -> Result<()> {
         "figure": "on the second apiserver the operator refused to run (naming both kube-system UIDs and installation.apiserver), audit refused the copied Secret and the installation named by ID; controls: audit with --force acted, and the Secret moved on purpose (its annotation naming the second apiserver) ran there",
         "pass": true,
     }))
+}
+
+/// The calls the proxy accepted since `mark` (its uptime then).
+fn calls_since(g: &Ground, mark: std::time::Duration) -> Vec<testground::proxy::Call> {
+    let mut calls = g.proxy.trace();
+    calls.retain(|c| c.accepted >= mark);
+    calls
+}
+
+/// The sessions (assumed-role ARNs) that signed `operation` since `mark`.
+fn sessions_of(
+    g: &Ground,
+    mark: std::time::Duration,
+    operation: &str,
+) -> std::collections::BTreeSet<String> {
+    calls_since(g, mark)
+        .into_iter()
+        .filter(|c| c.operation == operation)
+        .map(|c| c.session)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
+    // Two CloudAccounts reaching the same AWS account and region through
+    // keys and sessions the trace tells apart; the shared resync ticks
+    // every 2 s.
+    let g = Ground::new("ten-groups").await?;
+    install_crds(&g).await?;
+    let op = Operator::start(
+        &g,
+        &["--progress-poll", "1s", "--resync-interval", "2s"],
+        &[],
+    )?;
+    let ns = g.namespace.clone();
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &keyed_account("team-x", "AKIDTENANTX000000001", ""),
+    )?;
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &keyed_account("team-y", "AKIDTENANTY000000001", ""),
+    )?;
+    for name in ["team-x", "team-y"] {
+        account_state(&g, &ns, name, None).await?;
+    }
+    let session = |name: &str| {
+        format!("arn:aws:sts::123456789012:assumed-role/byoc-cross-account/byoc.{ns}.{name}")
+    };
+    let cluster = |name: &str, cidr: &str, account: &str| {
+        small_cluster_manifest(name, cidr).replace(
+            "cloudAccountRef: {name: acme}",
+            &format!("cloudAccountRef: {{name: {account}}}"),
+        )
+    };
+    // Y's cluster settles first, X's last: X's clients are the latest.
+    kubectl_apply_in(&g, &ns, &cluster("of-y", "10.61.0.0/16", "team-y"))?;
+    wait_running(&g, "of-y", |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    kubectl_apply_in(&g, &ns, &cluster("of-x", "10.62.0.0/16", "team-x"))?;
+    wait_running(&g, "of-x", |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    crate::resync::unchanged_grows_by(&op, 2).await?;
+
+    // Settled: each tenant's clusters are looked at through its own
+    // session, and each session is seen (the trace can tell).
+    let mark = g.proxy.uptime();
+    crate::resync::unchanged_grows_by(&op, 4).await?;
+    let looked = sessions_of(&g, mark, "DescribeVpcs");
+    assert_eq!(
+        looked,
+        [session("team-x"), session("team-y")].into_iter().collect(),
+        "the shared resync's sessions (one group per CloudAccount expected)"
+    );
+
+    // X leaves: its cluster and its account are deleted. Its credentials
+    // look at nothing again (a verification of X's own account in flight
+    // when it went may still end: that is STS, not a look), while Y's
+    // clusters are still looked at.
+    delete_and_wait_gone(&g, "of-x").await?;
+    let accounts = g.api::<CloudAccount>();
+    accounts.delete("team-x", &DeleteParams::default()).await?;
+    eventually("CloudAccount team-x gone", WAIT, || async {
+        Ok(accounts.get_opt("team-x").await?.is_none().then_some(()))
+    })
+    .await?;
+    let mark = g.proxy.uptime();
+    crate::resync::unchanged_grows_by(&op, 2).await?;
+    let after: Vec<_> = calls_since(&g, mark)
+        .into_iter()
+        .filter(|c| c.session == session("team-x") && c.operation != "GetCallerIdentity")
+        .map(|c| c.operation)
+        .collect();
+    assert!(
+        after.is_empty(),
+        "X's session was used after X left: {after:?}\n{}",
+        op.log_tail(40)
+    );
+    assert_eq!(
+        sessions_of(&g, mark, "DescribeVpcs"),
+        [session("team-y")].into_iter().collect(),
+        "Y's cluster is no longer looked at through Y's session"
+    );
+    delete_and_wait_gone(&g, "of-y").await?;
+    Ok(())
 }
