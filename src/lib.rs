@@ -12,6 +12,7 @@ pub mod installation;
 pub mod leadership;
 pub mod metrics;
 pub mod outcome;
+pub mod secret_use;
 pub mod triggers;
 
 use crate::account::credentials::AccountError;
@@ -48,6 +49,9 @@ pub enum Error {
         instance_type: String,
         region: String,
     },
+    /// A Secret named in the spec is not labelled for that use.
+    #[error(transparent)]
+    SecretNotLabelled(crate::secret_use::Unread),
     /// A node group's user data Secret or key is missing.
     #[error("Secret {secret} key {key} (userDataSecretRef): {missing}")]
     UserDataNotFound {
@@ -213,6 +217,7 @@ pub enum Reason {
     /// AWS has not caught up with what was just made.
     Provisioning,
     SecretNotFound,
+    SecretNotLabelled,
     SecretKeyMissing,
     CredentialsRejected,
     AssumeRoleDenied,
@@ -249,6 +254,7 @@ impl Reason {
             Reason::InsufficientCapacity => r::INSUFFICIENT_CAPACITY,
             Reason::Provisioning => r::PROVISIONING,
             Reason::SecretNotFound => r::SECRET_NOT_FOUND,
+            Reason::SecretNotLabelled => r::SECRET_NOT_LABELLED,
             Reason::SecretKeyMissing => r::SECRET_KEY_MISSING,
             Reason::CredentialsRejected => r::CREDENTIALS_REJECTED,
             Reason::AssumeRoleDenied => r::ASSUME_ROLE_DENIED,
@@ -300,6 +306,7 @@ impl Error {
             Error::NoImage(_) => (Reason::ImageNotFound, NeedsUser),
             Error::ImageOwnerNotAllowed { .. } => (Reason::ImageOwnerNotAllowed, NeedsUser),
             Error::UserDataNotFound { .. } => (Reason::UserDataNotFound, NeedsUser),
+            Error::SecretNotLabelled(_) => (Reason::SecretNotLabelled, NeedsUser),
             Error::UserDataTooLarge { .. } => (Reason::UserDataTooLarge, NeedsUser),
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
             Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),

@@ -52,9 +52,12 @@ where
 pub fn secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
+    // Only Secrets opted in for some use: the others are never read, so
+    // their changes concern nothing here (and are not listed).
+    let config = watcher::Config::default()
+        .any_semantic()
+        .labels(&crate::secret_use::any_use_selector());
+    watcher(api, config).default_backoff().touched_objects()
 }
 
 /// For each object of `events` (a watch, relists included), the value of

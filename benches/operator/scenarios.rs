@@ -64,7 +64,7 @@ pub(crate) async fn account(
     aws_account: &str,
 ) -> Result<()> {
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"byoc.dev/use": "credentials"}},
         "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns)

@@ -24,6 +24,7 @@ use crate::api::CloudAccount;
 use crate::aws::{AwsError, ErrorClass};
 use crate::installation::Installation;
 use crate::metrics::Metrics;
+use crate::secret_use::{self, SecretUse, Unread};
 use crate::Reason;
 
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -62,6 +63,8 @@ impl ResolvedAccount {
 pub enum AccountError {
     #[error("Secret {namespace}/{name} was not found")]
     SecretNotFound { namespace: String, name: String },
+    #[error(transparent)]
+    SecretNotLabelled(crate::secret_use::Unread),
     #[error("Secret {namespace}/{name} has no key {key}")]
     SecretKeyMissing {
         namespace: String,
@@ -113,6 +116,7 @@ impl AccountError {
     pub fn reason(&self) -> Reason {
         match self {
             AccountError::SecretNotFound { .. } => Reason::SecretNotFound,
+            AccountError::SecretNotLabelled(_) => Reason::SecretNotLabelled,
             AccountError::SecretKeyMissing { .. } | AccountError::SecretKeyInvalid { .. } => {
                 Reason::SecretKeyMissing
             }
@@ -509,17 +513,19 @@ async fn read_secret(
     namespace: &str,
     name: &str,
 ) -> Result<SecretKeys, AccountError> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let secret = secret_use::read(&api, namespace, name, SecretUse::Credentials)
         .await
         .map_err(|source| AccountError::Kube {
             namespace: namespace.into(),
             name: name.into(),
             source,
         })?
-        .ok_or_else(|| AccountError::SecretNotFound {
-            namespace: namespace.into(),
-            name: name.into(),
+        .map_err(|unread| match unread {
+            Unread::NotFound { namespace, name } => {
+                AccountError::SecretNotFound { namespace, name }
+            }
+            labelled @ Unread::NotLabelled { .. } => AccountError::SecretNotLabelled(labelled),
         })?;
     let data = secret.data.unwrap_or_default();
     let get = |key: &'static str| -> Result<Option<String>, AccountError> {

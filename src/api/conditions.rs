@@ -24,6 +24,9 @@ pub const DELETING: &str = "Deleting";
 pub mod reason {
     pub const VERIFIED: &str = "Verified";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A Secret named in the spec does not carry the label that opts it in
+    /// for that use (`byoc.dev/use: credentials` or `user-data`).
+    pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
     pub const ASSUME_ROLE_DENIED: &str = "AssumeRoleDenied";

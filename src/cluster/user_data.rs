@@ -11,6 +11,7 @@ use kube::{Api, Client};
 use crate::api::compute_cluster::UserDataSecretRef;
 use crate::aws::token::hash_token;
 use crate::cluster::spec::NodeGroup;
+use crate::secret_use::{self, SecretUse, Unread};
 use crate::Error;
 
 /// AWS's limit on user data, before base64.
@@ -87,7 +88,8 @@ pub fn from_secret(r: &UserDataSecretRef, secret: Option<&Secret>) -> Result<Use
     Ok(UserData { content, hash })
 }
 
-/// The user data of every group that names some, by group.
+/// The user data of every group that names some, by group; only from
+/// Secrets labelled `byoc.dev/use: user-data` (`secret_use`).
 pub async fn read(
     client: &Client,
     namespace: &str,
@@ -97,7 +99,12 @@ pub async fn read(
     let mut out = BTreeMap::new();
     for g in groups {
         if let Some(r) = &g.user_data_secret_ref {
-            let secret = api.get_opt(&r.name).await?;
+            let secret =
+                match secret_use::read(&api, namespace, &r.name, SecretUse::UserData).await? {
+                    Ok(secret) => Some(secret),
+                    Err(Unread::NotFound { .. }) => None,
+                    Err(e @ Unread::NotLabelled { .. }) => return Err(Error::SecretNotLabelled(e)),
+                };
             out.insert(g.name.clone(), from_secret(r, secret.as_ref())?);
         }
     }

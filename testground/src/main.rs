@@ -96,6 +96,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("tenancy", "a reference to another namespace's missing CloudAccount answered `AccountNotFound` again (not the answer of one that does not allow the namespace): `compute_cluster::account_of_another_namespace_needs_its_permission` failed comparing the two answers (\"CloudAccount …/shared was not found\" against \"… does not exist or does not allow namespace …\")."),
     ("connect", "the ground's reading of a role's own policies broken (every role connect made judged by none): `connect::an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy` failed (its cluster never ran), so the connect suites are judged by the policies connect puts, not passed unjudged."),
     ("tenancy", "the shared resync and wait groups keyed by AWS account and region again (not by CloudAccount): two CloudAccounts reaching one account, and the shared resync described both tenants' clusters through the last joiner's session alone (`tenancy::a_tenants_credentials_look_only_at_its_own_clusters`: sessions {team-x}, not {team-x, team-y})"),
+    ("tenancy", "a Secret's content read without its owner's label (the label selector dropped from `secret_use::read`): an unlabelled database password named as a node group's user data was read and launched, and `tenancy::secrets_are_read_only_where_their_owner_labelled_them` timed out waiting for `SecretNotLabelled`"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

@@ -20,7 +20,7 @@ fn secret(name: &str, key_id: &str, secret: &str, external_id: Option<&str>) -> 
         .map(|e| format!("\n  EXTERNAL_ID: {e}"))
         .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{key_id}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"{ext}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, labels: {{byoc.dev/use: credentials}}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{key_id}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"{ext}\n"
     )
 }
 

@@ -213,7 +213,7 @@ pub(crate) async fn ready_account(g: &Ground) -> Result<()> {
 pub(crate) async fn ready_account_with(g: &Ground, string_data: &str) -> Result<()> {
     kubectl_apply(
         g,
-        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{{string_data}}}\n"),
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, labels: {{byoc.dev/use: credentials}}}}\nstringData: {{{string_data}}}\n"),
     )?;
     kubectl_apply(
         g,

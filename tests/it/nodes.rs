@@ -289,7 +289,7 @@ async fn user_data_of(g: &Ground, instance: &str) -> Result<String> {
 
 fn boot_secret(content: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: boot}}\nstringData:\n  user-data: {}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: boot, labels: {{byoc.dev/use: user-data}}}}\nstringData:\n  user-data: {}\n",
         serde_json::to_string(content).unwrap_or_default()
     )
 }

@@ -933,7 +933,7 @@ async fn wrong_access_ends_in_a_clear_condition_and_creates_nothing() -> Result<
     // Each operator watches one namespace: a second one serves the other.
 
     let keys = |name: &str, id: &str, secret: &str| {
-        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{AWS_ACCESS_KEY_ID: \"{id}\", AWS_SECRET_ACCESS_KEY: \"{secret}\"}}\n")
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, labels: {{byoc.dev/use: credentials}}}}\nstringData: {{AWS_ACCESS_KEY_ID: \"{id}\", AWS_SECRET_ACCESS_KEY: \"{secret}\"}}\n")
     };
     let account = |name: &str, secret: &str, role: Option<&str>, external_id: &str| {
         let role = role

@@ -268,7 +268,7 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
 /// (moto takes any key while it does not enforce IAM).
 fn keyed_account(name: &str, key_id: &str, allowed: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-keys}}\nstringData: {{AWS_ACCESS_KEY_ID: {key_id}, AWS_SECRET_ACCESS_KEY: testing}}\n---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  allowedNamespaces: [{allowed}]\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-keys, labels: {{byoc.dev/use: credentials}}}}\nstringData: {{AWS_ACCESS_KEY_ID: {key_id}, AWS_SECRET_ACCESS_KEY: testing}}\n---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  allowedNamespaces: [{allowed}]\n"
     )
 }
 
@@ -1260,5 +1260,90 @@ async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
         "Y's cluster is no longer looked at through Y's session"
     );
     delete_and_wait_gone(&g, "of-y").await?;
+    Ok(())
+}
+
+/// A Secret `name` holding `data` (a YAML flow mapping's body), labelled
+/// for `usage` (none: unlabelled).
+fn secret_manifest(name: &str, data: &str, usage: Option<&str>) -> String {
+    let labels = usage
+        .map(|u| format!(", labels: {{byoc.dev/use: {u}}}"))
+        .unwrap_or_default();
+    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}{labels}}}\nstringData: {{{data}}}\n")
+}
+
+#[tokio::test]
+async fn secrets_are_read_only_where_their_owner_labelled_them() -> Result<()> {
+    let g = Ground::new("ten-secrets").await?;
+    install_crds(&g).await?;
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    ready_account(&g).await?;
+    let ns = g.namespace.clone();
+    // Someone's database password, and someone's AWS keys, in the
+    // namespace, neither meant for the operator.
+    const PASSWORD: &str = "db-password-not-for-nodes-7319";
+    const KEY_ID: &str = "AKIDUNLABELLED000001";
+    let db = |usage| secret_manifest("db-creds", &format!("password: {PASSWORD}"), usage);
+    let keys = |usage| {
+        secret_manifest(
+            "ops-keys",
+            &format!("AWS_ACCESS_KEY_ID: {KEY_ID}, AWS_SECRET_ACCESS_KEY: testing"),
+            usage,
+        )
+    };
+    kubectl_apply_in(&g, &ns, &db(None))?;
+    kubectl_apply_in(&g, &ns, &keys(None))?;
+
+    // As user data: refused, naming the label to add; nothing launched.
+    kubectl_apply_in(
+        &g,
+        &ns,
+        &small_cluster_manifest("snoop", "10.63.0.0/16").replace(
+            "subnets: public}",
+            "subnets: public, userDataSecretRef: {name: db-creds, key: password}}",
+        ),
+    )?;
+    let why = stalled_with(&g, "snoop", "SecretNotLabelled").await?;
+    assert!(
+        why.message.contains("byoc.dev/use=user-data") && why.message.contains("db-creds"),
+        "{}",
+        why.message
+    );
+    // As credentials: refused alike; its key never reaches AWS.
+    kubectl_apply_in(
+        &g,
+        &ns,
+        "apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {name: borrowed}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {name: ops-keys}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n",
+    )?;
+    let refused = account_state(&g, &ns, "borrowed", Some("SecretNotLabelled")).await?;
+    assert!(
+        stalled_message(&refused).contains("byoc.dev/use=credentials"),
+        "{}",
+        stalled_message(&refused)
+    );
+    let used = |key: &str| g.proxy.trace().iter().any(|c| c.access_key == key);
+    assert!(!used(KEY_ID), "the unlabelled Secret's key was sent to AWS");
+    // Labelled for another use: still refused.
+    kubectl_apply_in(&g, &ns, &db(Some("credentials")))?;
+    let uid = crate::clusters::uid_of(&g, "snoop").await?;
+    stalled_with(&g, "snoop", "SecretNotLabelled").await?;
+    assert_eq!(
+        counts(&g, &uid).await?.instances.values().sum::<usize>(),
+        0,
+        "an instance was launched with an unlabelled Secret's content"
+    );
+
+    // Controls: once labelled for the use, the same Secrets are read. The
+    // label alone starts the next look (the Secret watch).
+    kubectl_apply_in(&g, &ns, &db(Some("user-data")))?;
+    wait_running(&g, "snoop", |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    kubectl_apply_in(&g, &ns, &keys(Some("credentials")))?;
+    account_state(&g, &ns, "borrowed", None).await?;
+    assert!(used(KEY_ID), "the labelled Secret's key was not used");
+    // Even read, neither Secret's content is logged or published.
+    assert_no_key_material_in(&g, &ns, &op, &[PASSWORD]).await?;
+    delete_and_wait_gone(&g, "snoop").await?;
     Ok(())
 }
