@@ -97,6 +97,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("connect", "the ground's reading of a role's own policies broken (every role connect made judged by none): `connect::an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_ongoing_policy` failed (its cluster never ran), so the connect suites are judged by the policies connect puts, not passed unjudged."),
     ("tenancy", "the shared resync and wait groups keyed by AWS account and region again (not by CloudAccount): two CloudAccounts reaching one account, and the shared resync described both tenants' clusters through the last joiner's session alone (`tenancy::a_tenants_credentials_look_only_at_its_own_clusters`: sessions {team-x}, not {team-x, team-y})"),
     ("tenancy", "a Secret's content read without its owner's label (the label selector dropped from `secret_use::read`): an unlabelled database password named as a node group's user data was read and launched, and `tenancy::secrets_are_read_only_where_their_owner_labelled_them` timed out waiting for `SecretNotLabelled`"),
+    ("tenancy", "the chart's Secret-writes policy comparing everything but the data: the operator's ServiceAccount rewrote a credentials Secret's key, and `chart::the_operators_secret_writes_are_its_finalizers_only` failed (\"was not refused: secret/keys patched\")"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

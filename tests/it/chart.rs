@@ -573,3 +573,98 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
+    let g = Ground::new("chart-secret-writes").await?;
+    install_crds(&g).await?;
+    let release = "writes";
+    install(&g, release, &[])?;
+    let sa = format!(
+        "system:serviceaccount:{}:{}",
+        g.namespace,
+        fullname(release)
+    );
+    kubectl_apply(
+        &g,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {byoc.dev/use: credentials}}\nstringData: {AWS_ACCESS_KEY_ID: testing, AWS_SECRET_ACCESS_KEY: testing}\n",
+    )?;
+    // As the operator's ServiceAccount (impersonated), which the chart's
+    // ClusterRole lets patch Secrets.
+    let patch_as_with = |patch: &str, extra: &[&str]| -> Result<std::process::Output> {
+        let mut cmd = g.kube.kubectl();
+        cmd.args(["--as", &sa, "-n", &g.namespace, "patch", "secret", "keys"])
+            .args(["--type", "merge", "-p", patch])
+            .args(extra);
+        Ok(cmd.output()?)
+    };
+    let patch_as = |patch: &str| patch_as_with(patch, &[]);
+    let refused = |out: &std::process::Output| {
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains("may change a Secret's finalizers only")
+    };
+    // The apiserver loads a new policy within a moment: probed without
+    // writing (a server-side dry run is admitted like a write).
+    const PROBE: &str = r#"{"metadata":{"annotations":{"probe":"x"}}}"#;
+    eventually("the policy in force", WAIT, || async {
+        Ok(refused(&patch_as_with(PROBE, &["--dry-run=server"])?).then_some(()))
+    })
+    .await?;
+    // Its data, a label, an annotation: refused by the policy.
+    for patch in [
+        r#"{"data":{"AWS_SECRET_ACCESS_KEY":"c3dhcHBlZA=="}}"#,
+        r#"{"metadata":{"labels":{"byoc.dev/use":"user-data"}}}"#,
+        r#"{"metadata":{"annotations":{"note":"x"}}}"#,
+    ] {
+        let out = patch_as(patch)?;
+        assert!(
+            refused(&out),
+            "{patch} was not refused: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secret = g.api::<Secret>().get("keys").await?;
+    assert_eq!(
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("AWS_SECRET_ACCESS_KEY"))
+            .map(|v| v.0.clone()),
+        Some(b"testing".to_vec()),
+        "the Secret's data changed"
+    );
+    // Control: its finalizer, in and out, as the operator does.
+    for patch in [
+        r#"{"metadata":{"finalizers":["byoc.dev/in-use"]}}"#,
+        r#"{"metadata":{"finalizers":null}}"#,
+    ] {
+        let out = patch_as(patch)?;
+        assert!(
+            out.status.success(),
+            "{patch} was refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The policy is the chart's: without it the same data patch passes
+    // RBAC (so the refusal above is the policy's, not RBAC's).
+    let mut upgrade = helm(&g)?;
+    upgrade.args(["upgrade", release]).arg(chart_dir()).args([
+        "--namespace",
+        &g.namespace,
+        "--set",
+        "secretWrites.finalizersOnly=false",
+    ]);
+    run(upgrade)?;
+    eventually(
+        "the same patch admitted without the policy",
+        WAIT,
+        || async {
+            let out = patch_as_with(PROBE, &["--dry-run=server"])?;
+            Ok(out.status.success().then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
