@@ -144,6 +144,8 @@ pub enum Brought {
     Subnet(String),
     SecurityGroup(String),
     InstanceProfile(String),
+    /// A VPC named in `network.peering`.
+    PeerVpc(String),
 }
 
 impl Brought {
@@ -151,6 +153,7 @@ impl Brought {
     fn forbids(&self) -> &'static str {
         match self {
             Brought::Vpc(_) | Brought::Subnet(_) => "use another's network",
+            Brought::PeerVpc(_) => "peer with another's network",
             Brought::SecurityGroup(_) => "use another's",
             Brought::InstanceProfile(_) => "launch nodes as another's",
         }
@@ -168,6 +171,7 @@ impl std::fmt::Display for Brought {
             Brought::InstanceProfile(name) => {
                 write!(f, "instance profile {name} (iam.instanceProfileName)")
             }
+            Brought::PeerVpc(id) => write!(f, "peer VPC {id} (network.peering)"),
         }
     }
 }
@@ -439,14 +443,22 @@ mod tests {
     }
 
     #[test]
-    fn brought_and_owner_say_whose_it_is() {
+    fn brought_and_owner_say_what_is_wrong_and_not_whose_it_is() {
         let e = Error::NotOursToUse {
             brought: Brought::InstanceProfile("p".into()),
             owner: aws::tags::Owner::Installation("abc".into()),
         };
         assert_eq!(
             e.to_string(),
-            "instance profile p (iam.instanceProfileName) belongs to operator installation abc: a cluster may not launch nodes as another's"
+            "instance profile p (iam.instanceProfileName) belongs to another operator installation: a cluster may not launch nodes as another's"
+        );
+        let e = Error::NotOursToUse {
+            brought: Brought::PeerVpc("vpc-1".into()),
+            owner: aws::tags::Owner::Cluster("uid-of-another".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "peer VPC vpc-1 (network.peering) belongs to another ComputeCluster: a cluster may not peer with another's network"
         );
     }
 }

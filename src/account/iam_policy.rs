@@ -23,7 +23,8 @@
 
 use serde_json::{json, Value};
 
-use crate::aws::route_table::{PEER_ROUTES, PEER_ROUTES_OPEN};
+use crate::aws::peering::ROUTE_BACK;
+use crate::aws::route_table::{self, PEER_ROUTES};
 use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 
 /// The tag a team puts on a VPC, subnet, security group or key pair it
@@ -349,10 +350,23 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "AcceptIntoBrought", "Effect": "Allow", "Action": "ec2:AcceptVpcPeeringConnection",
          "Resource": ec2_arns(&["vpc"]),
          "Condition": {"StringEquals": {format!("aws:ResourceTag/{USABLE_BY}"): o.installation}}}),
-        // Routes back in a peer's table, only where its owner opened it.
+        // Routes back in a peer's table, only where its owner opened it to
+        // this installation (the namespace is the operator's to check).
         json!({"Sid": "PeerRouteTables", "Effect": "Allow", "Action": ["ec2:CreateRoute", "ec2:DeleteRoute"],
          "Resource": "arn:aws:ec2:*:*:route-table/*",
-         "Condition": {"StringEquals": {format!("aws:ResourceTag/{PEER_ROUTES}"): PEER_ROUTES_OPEN}}}),
+         "Condition": {"StringLike": {format!("aws:ResourceTag/{PEER_ROUTES}"): route_table::opened_to(&o.installation, "*")}}}),
+        // Each route back recorded on its connection before it is made, and
+        // forgotten once deleted: those tags only, on this installation's
+        // connections.
+        json!({"Sid": "RecordRoutesBack", "Effect": "Allow", "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+         "Resource": ec2_arns(&["vpc-peering-connection"]),
+         "Condition": {
+             "StringEquals": {
+                 format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
+                 format!("aws:ResourceTag/{INSTALLATION}"): o.installation,
+             },
+             "ForAllValues:StringLike": {"aws:TagKeys": [format!("{ROUTE_BACK}*")]},
+         }}),
     ]);
     statements
 }

@@ -198,11 +198,15 @@ pub struct Peering {
     pub routes: Vec<String>,
     /// Route tables of the peer VPC that get a route back to the cluster's
     /// CIDR. These are not the cluster's: the operator adds exactly that
-    /// route and removes exactly it on deletion, and touches nothing else
-    /// of them. Each must be opened by its owner with the tag
-    /// `byoc.dev/peer-routes=allowed` (the generated policy allows no other
-    /// table); one not opened, or already routing the cluster's CIDR
-    /// elsewhere, is `Stalled`. Default none: the peer's owner routes back.
+    /// route (recorded on the connection first) and removes exactly it,
+    /// and touches nothing else of them, the owner's own routes to the
+    /// connection included. Each must be opened by its owner to the
+    /// cluster's namespace with the tag
+    /// `byoc.dev/peer-routes=<installation ID>/<namespace>` (the generated
+    /// policy allows no table not opened to the installation); one not
+    /// opened, or with any route overlapping the cluster's CIDR (but the
+    /// default route), is `Stalled`. Default none: the peer's owner routes
+    /// back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = patterns::ROUTE_TABLE_ID)))]
     #[x_kube(merge_strategy = ListMerge::Set)]

@@ -38,6 +38,65 @@ pub struct ObservedPeering {
     pub state: PeeringState,
     /// The peer VPC's CIDR blocks, as AWS reports them.
     pub peer_cidrs: Vec<String>,
+    /// The routes back the operator made in the peer's tables, recorded on
+    /// the connection before each was made ([`ROUTE_BACK`] tags): table →
+    /// destination. No other route in a table not the cluster's is ever
+    /// deleted (its owner's, to the same connection, stay).
+    pub routes_back: std::collections::BTreeMap<String, String>,
+}
+
+/// Prefix of the connection's tag that records a route back:
+/// `byoc.dev/route-back/<route table ID>` = the destination.
+pub const ROUTE_BACK: &str = "byoc.dev/route-back/";
+
+/// The routes back recorded in `tags`.
+fn routes_back(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            let table = t.key()?.strip_prefix(ROUTE_BACK)?;
+            Some((table.to_string(), t.value()?.to_string()))
+        })
+        .collect()
+}
+
+/// Records, on connection `id`, a route back about to be made in a peer's
+/// `table` (written first: a crash after the route cannot lose track of it).
+pub async fn record_route_back(
+    c: &AwsClients,
+    id: &str,
+    table: &str,
+    destination: &str,
+) -> AwsResult<()> {
+    c.ec2
+        .create_tags()
+        .resources(id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(format!("{ROUTE_BACK}{table}"))
+                .value(destination)
+                .build(),
+        )
+        .send()
+        .await
+        .op("ec2:CreateTags")
+        .map(|_| ())
+}
+
+/// Forgets a route back once it is deleted (or found gone).
+pub async fn forget_route_back(c: &AwsClients, id: &str, table: &str) -> AwsResult<()> {
+    c.ec2
+        .delete_tags()
+        .resources(id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(format!("{ROUTE_BACK}{table}"))
+                .build(),
+        )
+        .send()
+        .await
+        .op("ec2:DeleteTags")
+        .or_gone()
+        .map(|_| ())
 }
 
 pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedPeering>>> {
@@ -68,6 +127,7 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                         .unwrap_or_default(),
                 ),
                 peer_cidrs: accepter.map(cidrs_of).unwrap_or_default(),
+                routes_back: routes_back(p.tags()),
             };
             out.push((uid, peering));
         }
@@ -89,9 +149,17 @@ fn cidrs_of(info: &aws_sdk_ec2::types::VpcPeeringConnectionVpcInfo) -> Vec<Strin
     }
 }
 
-/// The IPv4 CIDR blocks of a VPC the caller can see (a peer in the same
+/// A peer VPC as the preflight needs it: its IPv4 CIDR blocks, and the
+/// cluster and installation that made it, if the operator did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerVpc {
+    pub cidrs: Vec<String>,
+    pub claim: Option<super::tags::Claim>,
+}
+
+/// The VPC `vpc_id` when the caller can see it (a peer in the same
 /// account); `None` when it is not visible (another account's).
-pub async fn vpc_cidrs(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<Vec<String>>> {
+pub async fn peer_vpc(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<PeerVpc>> {
     let out = c
         .ec2
         .describe_vpcs()
@@ -101,11 +169,13 @@ pub async fn vpc_cidrs(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<Vec<Str
         .op("ec2:DescribeVpcs")
         .found()?;
     Ok(out.and_then(|o| {
-        o.vpcs().first().map(|v| {
-            v.cidr_block_association_set()
+        o.vpcs().first().map(|v| PeerVpc {
+            cidrs: v
+                .cidr_block_association_set()
                 .iter()
                 .filter_map(|a| a.cidr_block().map(str::to_string))
-                .collect()
+                .collect(),
+            claim: super::tags::claim(v.tags()),
         })
     }))
 }

@@ -180,10 +180,17 @@ pub async fn delete(c: &AwsClients, table: &ObservedRouteTable) -> AwsResult<()>
 }
 
 /// Tag by which a team opens one of its own route tables to routes back
-/// to a cluster it peers with (`peerRouteTableIds`); the generated policy
-/// lets the operator change no other table it does not own.
+/// to the clusters of one namespace of one installation
+/// (`<installation>/<namespace>`, [`opened_to`]) that peer with it
+/// (`peerRouteTableIds`); the generated policy lets the operator change no
+/// other table it does not own, and only this installation's.
 pub const PEER_ROUTES: &str = "byoc.dev/peer-routes";
-pub const PEER_ROUTES_OPEN: &str = "allowed";
+
+/// The [`PEER_ROUTES`] value that opens a table to the clusters of
+/// `namespace` of `installation`.
+pub fn opened_to(installation: &str, namespace: &str) -> String {
+    format!("{installation}/{namespace}")
+}
 
 /// A route, in any table, to a peering connection.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -239,8 +246,8 @@ pub async fn peering_routes(c: &AwsClients, ids: &[String]) -> AwsResult<Vec<Pee
 pub struct PeerTable {
     pub id: String,
     pub vpc_id: String,
-    /// Tagged [`PEER_ROUTES`]` = `[`PEER_ROUTES_OPEN`].
-    pub open: bool,
+    /// Its [`PEER_ROUTES`] tag: whom its owner opened it to.
+    pub opened_to: Option<String>,
     /// `(destination, target)` of each IPv4 route.
     pub routes: Vec<(String, String)>,
 }
@@ -268,7 +275,7 @@ pub async fn peer_tables(c: &AwsClients, ids: &[String]) -> AwsResult<Vec<PeerTa
             Ok(PeerTable {
                 id: required(t.route_table_id(), OP, "RouteTableId")?,
                 vpc_id: t.vpc_id().unwrap_or_default().to_string(),
-                open: tag_value(t.tags(), PEER_ROUTES) == Some(PEER_ROUTES_OPEN),
+                opened_to: tag_value(t.tags(), PEER_ROUTES).map(str::to_string),
                 routes: t
                     .routes()
                     .iter()

@@ -132,8 +132,10 @@ pub enum Owner {
 impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Owner::Installation(id) => write!(f, "belongs to operator installation {id}"),
-            Owner::Cluster(uid) => write!(f, "belongs to the ComputeCluster with UID {uid}"),
+            // Whose it is stays unsaid: a tenant learns neither another
+            // installation's ID nor another cluster's UID.
+            Owner::Installation(_) => f.write_str("belongs to another operator installation"),
+            Owner::Cluster(_) => f.write_str("belongs to another ComputeCluster"),
         }
     }
 }

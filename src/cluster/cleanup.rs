@@ -465,9 +465,7 @@ pub async fn delete_pass(
             }
             Step::KeyPairs => all(key_pairs::delete(c, &o.key_pairs).await)?,
             Step::Endpoints => endpoints::delete(c, owner, &o.endpoints).await?,
-            Step::Peering => {
-                peering::delete(c, &o.peerings, &o.peering_routes, &o.route_tables).await?
-            }
+            Step::Peering => peering::delete(c, &o.peerings, &o.peering_routes).await?,
             Step::RouteTables => all(route_tables::delete(c, &o.route_tables).await)?,
             Step::InternetGateway => all(internet_gateway::delete(c, &o.internet_gateways).await)?,
             Step::Subnets => all(subnets::delete(c, &o.subnets).await)?,

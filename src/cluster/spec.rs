@@ -143,13 +143,13 @@ pub enum SpecError {
         route: Ipv4Net,
         cidr: Ipv4Net,
     },
-    #[error("spec.network.peering: route table {id} (peerRouteTableIds) is not open to routes back; its owner tags it {tag} to allow them")]
+    #[error("spec.network.peering: route table {id} (peerRouteTableIds) is not open to this cluster's routes back; its owner tags it {tag} to allow them")]
     PeerTableClosed { id: String, tag: String },
-    #[error("spec.network.peering: route table {id} (peerRouteTableIds) already routes {destination} to {target}; the operator never replaces a route it did not make")]
+    #[error("spec.network.peering: route table {id} (peerRouteTableIds) already routes {destination}, which overlaps the cluster's vpcCidr {cidr}; a route back would take over traffic its owner sends elsewhere, so none is made")]
     PeerRouteTaken {
         id: String,
         destination: String,
-        target: String,
+        cidr: String,
     },
     #[error("nodeGroups {group}: healthCheckGracePeriod is not a duration like 90s or 5m")]
     GracePeriod { group: String },

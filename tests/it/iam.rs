@@ -338,6 +338,84 @@ fn rows() -> Vec<Row> {
         true,
         "requested in another region (no tags here)",
     ));
+    // Routes back in a peer's table: only where its owner opened it to
+    // this installation (the namespace is the operator's to check).
+    for (value, allowed, what) in [
+        (
+            Some(format!("{ME}/team-a")),
+            true,
+            "opened to this installation",
+        ),
+        (
+            Some(format!("{OTHER}/team-a")),
+            false,
+            "opened to another installation (attack)",
+        ),
+        (
+            Some("allowed".to_string()),
+            false,
+            "opened by the old value, to no one",
+        ),
+        (None, false, "not opened"),
+    ] {
+        let tags: Vec<(&str, String)> = value
+            .into_iter()
+            .map(|v| ("byoc.dev/peer-routes", v))
+            .collect();
+        for action in ["ec2:CreateRoute", "ec2:DeleteRoute"] {
+            rows.push(on(action, "route-table", "p-1", &tags, allowed, what));
+        }
+    }
+    // A route back recorded on the connection: that tag only, on this
+    // installation's connections.
+    for (action, key, tags, allowed, what) in [
+        (
+            "ec2:CreateTags",
+            "byoc.dev/route-back/rtb-1",
+            &mine,
+            true,
+            "recording a route back",
+        ),
+        (
+            "ec2:DeleteTags",
+            "byoc.dev/route-back/rtb-1",
+            &mine,
+            true,
+            "forgetting a route back",
+        ),
+        (
+            "ec2:CreateTags",
+            "byoc.dev/route-back/rtb-1",
+            &others,
+            false,
+            "recording on another installation's connection (attack)",
+        ),
+        (
+            "ec2:CreateTags",
+            "byoc.dev/installation",
+            &mine,
+            false,
+            "rewriting its installation tag (attack)",
+        ),
+        (
+            "ec2:DeleteTags",
+            "byoc.dev/cluster-uid",
+            &mine,
+            false,
+            "removing its owner tag (attack)",
+        ),
+    ] {
+        let mut ctx = context(&["aws:ResourceTag", "ec2:ResourceTag"], tags);
+        ctx.insert("aws:TagKeys".into(), json!([key]));
+        rows.push(row(
+            format!("{action} {key} on a peering connection: {what}"),
+            action,
+            "vpc-peering-connection",
+            arn("vpc-peering-connection", "pcx-r"),
+            ctx,
+            allowed,
+        ));
+    }
     for (tags, allowed, what) in [
         (&mine, true, "tagged as this installation's"),
         (

@@ -17,15 +17,16 @@ use crate::support::{
 };
 
 /// A VPC of the team's in the cluster's account, with two route tables of
-/// its own: one opened to routes back (`byoc.dev/peer-routes=allowed`),
-/// one not.
+/// its own: one opened to routes back from the clusters of the test's
+/// namespace (`byoc.dev/peer-routes=<installation>/<namespace>`), one not.
 struct Peer {
     vpc_id: String,
     open_table: String,
     closed_table: String,
 }
 
-async fn peer_vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> Result<Peer> {
+async fn peer_vpc(g: &Ground, ec2: &aws_sdk_ec2::Client, cidr: &str) -> Result<Peer> {
+    let opened_to = opened_to(g).await?;
     let vpc_id = ec2
         .create_vpc()
         .cidr_block(cidr)
@@ -61,7 +62,7 @@ async fn peer_vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> Result<Peer> {
         .tags(
             Tag::builder()
                 .key("byoc.dev/peer-routes")
-                .value("allowed")
+                .value(&opened_to)
                 .build(),
         )
         .send()
@@ -71,6 +72,16 @@ async fn peer_vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> Result<Peer> {
         open_table,
         closed_table,
     })
+}
+
+/// The value of `byoc.dev/peer-routes` that opens a table to the clusters
+/// of the test's namespace.
+async fn opened_to(g: &Ground) -> Result<String> {
+    Ok(format!(
+        "{}/{}",
+        crate::support::default_installation(g).await?,
+        g.namespace
+    ))
 }
 
 /// The peer as a test sees it: its VPC and each of its route tables'
@@ -155,7 +166,7 @@ async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
 
 async fn made_and_removed(g: &Ground) -> Result<()> {
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
-    let peer = peer_vpc(&ec2, "10.40.0.0/16").await?;
+    let peer = peer_vpc(g, &ec2, "10.40.0.0/16").await?;
     // Its owner lets the installation accept a connection into it.
     let_use(g, &ec2, [&peer.vpc_id]).await?;
     let before = snapshot(&ec2, &peer.vpc_id).await?;
@@ -389,7 +400,7 @@ async fn refused(g: &Ground) -> Result<()> {
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     // A peer whose own CIDR overlaps the cluster's: refused before the
     // cluster's VPC is made.
-    let overlapping = peer_vpc(&ec2, "10.50.0.0/16").await?;
+    let overlapping = peer_vpc(g, &ec2, "10.50.0.0/16").await?;
     let before = snapshot(&ec2, &overlapping.vpc_id).await?;
     let extra = format!("    peering:\n      - {{vpcId: {}}}\n", overlapping.vpc_id);
     kubectl_apply(g, &manifest("overlap", "10.50.0.0/20", &extra))?;
@@ -404,7 +415,7 @@ async fn refused(g: &Ground) -> Result<()> {
     assert_eq!(counts(g, &uid).await?, Counts::default(), "nothing made");
 
     // A peer table its owner did not open: refused, and left alone.
-    let peer = peer_vpc(&ec2, "10.52.0.0/16").await?;
+    let peer = peer_vpc(g, &ec2, "10.52.0.0/16").await?;
     let_use(g, &ec2, [&peer.vpc_id]).await?;
     let untouched = snapshot(&ec2, &peer.vpc_id).await?;
     let extra = format!(
@@ -415,7 +426,9 @@ async fn refused(g: &Ground) -> Result<()> {
     let stalled = stalled_with(g, "closed", "InvalidSpec").await?;
     assert!(
         stalled.message.contains(&peer.closed_table)
-            && stalled.message.contains("byoc.dev/peer-routes=allowed"),
+            && stalled
+                .message
+                .contains(&format!("byoc.dev/peer-routes={}", opened_to(g).await?)),
         "{}",
         stalled.message
     );
@@ -470,7 +483,7 @@ async fn accepted(g: &Ground) -> Result<()> {
             .region(aws_sdk_ec2::config::Region::new("us-west-2"))
             .build(),
     );
-    let peer = peer_vpc(&west, "10.60.0.0/16").await?;
+    let peer = peer_vpc(g, &west, "10.60.0.0/16").await?;
     let_use(g, &west, [&peer.vpc_id]).await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, region: us-west-2, routes: [10.60.0.0/16]}}\n",
@@ -486,7 +499,7 @@ async fn accepted(g: &Ground) -> Result<()> {
     let other = "210987654321";
     let owner = format!("arn:aws:iam::{other}:role/peer-owner");
     let theirs = aws_sdk_ec2::Client::new(&testground::assumed(&config, &owner, None).await?);
-    let peer = peer_vpc(&theirs, "10.62.0.0/16").await?;
+    let peer = peer_vpc(g, &theirs, "10.62.0.0/16").await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, ownerId: \"{other}\", routes: [10.62.0.0/16]}}\n",
         peer.vpc_id
@@ -514,7 +527,7 @@ async fn accepted(g: &Ground) -> Result<()> {
     // the connection waits for the VPC's owner; once they open the VPC,
     // the operator accepts it.
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let unopened = peer_vpc(&ec2, "10.64.0.0/16").await?;
+    let unopened = peer_vpc(g, &ec2, "10.64.0.0/16").await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, routes: [10.64.0.0/16]}}\n",
         unopened.vpc_id
@@ -574,5 +587,211 @@ async fn assert_routed(g: &Ground, cc: &ComputeCluster, pcx: &str, cidr: &str) -
         tables.len(),
         "every table of the cluster's routes {cidr} to {pcx}"
     );
+    Ok(())
+}
+
+/// The routes of `table`: `(destination, target)`.
+async fn routes_of(ec2: &aws_sdk_ec2::Client, table: &str) -> Result<Vec<(String, String)>> {
+    let out = ec2
+        .describe_route_tables()
+        .route_table_ids(table)
+        .send()
+        .await?;
+    let t = out.route_tables().first().context("no such table")?;
+    Ok(t.routes()
+        .iter()
+        .map(|r| {
+            let target = r
+                .vpc_peering_connection_id()
+                .or(r.gateway_id())
+                .unwrap_or_default();
+            (
+                r.destination_cidr_block().unwrap_or_default().to_string(),
+                target.to_string(),
+            )
+        })
+        .collect())
+}
+
+async fn tag(ec2: &aws_sdk_ec2::Client, id: &str, key: &str, value: &str) -> Result<()> {
+    ec2.create_tags()
+        .resources(id)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn peering_reaches_only_what_its_owner_opened_and_touches_only_its_own_routes() -> Result<()>
+{
+    let (g, op) = ground_with_account("reach-consent", &[]).await?;
+    let result = consent(&g).await;
+    result.with_context(|| format!("operator log tail:\n{}", op.log_tail(40)))
+}
+
+async fn consent(g: &Ground) -> Result<()> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    // Another cluster's VPC as a peer: refused, without naming whose it is.
+    kubectl_apply(g, &manifest("first", "10.70.0.0/16", ""))?;
+    let first = wait_running(g, "first", |_| true).await?;
+    let first_vpc = first
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .and_then(|n| n.vpc_id.clone())
+        .context("first's VPC")?;
+    let extra = format!("    peering:\n      - {{vpcId: {first_vpc}}}\n");
+    kubectl_apply(g, &manifest("squatter", "10.71.0.0/16", &extra))?;
+    let refused = stalled_with(g, "squatter", "NotOursToUse").await?;
+    let first_uid = first.uid().context("uid")?;
+    assert!(
+        refused.message.contains(&first_vpc) && !refused.message.contains(&first_uid),
+        "{}",
+        refused.message
+    );
+    let squatter = uid_of(g, "squatter").await?;
+    assert_eq!(
+        counts(g, &squatter).await?,
+        Counts::default(),
+        "nothing made"
+    );
+
+    // The team's VPC: a table opened to another namespace (and one opened
+    // by the old value `allowed`) is not open to this cluster.
+    let peer = peer_vpc(g, &ec2, "10.72.0.0/16").await?;
+    let_use(g, &ec2, [&peer.vpc_id]).await?;
+    let mine = opened_to(g).await?;
+    let others = format!("{}-other", mine);
+    tag(&ec2, &peer.open_table, "byoc.dev/peer-routes", &others).await?;
+    // A route of the team's to a wider range the cluster's CIDR falls in
+    // (a hijack if a more specific route were put beside it).
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await?
+        .internet_gateway()
+        .and_then(|i| i.internet_gateway_id())
+        .context("igw")?
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&peer.vpc_id)
+        .send()
+        .await?;
+    ec2.create_route()
+        .route_table_id(&peer.open_table)
+        .destination_cidr_block("10.0.0.0/8")
+        .gateway_id(&igw)
+        .send()
+        .await?;
+    let extra = format!(
+        "    peering:\n      - {{vpcId: {}, peerRouteTableIds: [{}]}}\n",
+        peer.vpc_id, peer.open_table
+    );
+    kubectl_apply(g, &manifest("peered", "10.73.0.0/16", &extra))?;
+    let closed = stalled_with(g, "peered", "InvalidSpec").await?;
+    assert!(
+        closed
+            .message
+            .contains(&format!("byoc.dev/peer-routes={mine}")),
+        "{}",
+        closed.message
+    );
+    // Opened to this namespace: now the overlapping route refuses it, and
+    // its target is not told.
+    tag(&ec2, &peer.open_table, "byoc.dev/peer-routes", &mine).await?;
+    let taken = eventually("the overlap refused", WAIT, || async {
+        let cc = g.api::<ComputeCluster>().get("peered").await?;
+        Ok(cc
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| {
+                c.type_ == "Stalled" && c.status == "True" && c.message.contains("10.0.0.0/8")
+            }))
+    })
+    .await?;
+    assert!(
+        taken.message.contains("overlaps") && !taken.message.contains(&igw),
+        "{}",
+        taken.message
+    );
+    assert!(
+        !routes_of(&ec2, &peer.open_table)
+            .await?
+            .iter()
+            .any(|(d, _)| d == "10.73.0.0/16"),
+        "a route back was put beside the team's wider route"
+    );
+    // Control: the team removes its wider route; the route back is made.
+    ec2.delete_route()
+        .route_table_id(&peer.open_table)
+        .destination_cidr_block("10.0.0.0/8")
+        .send()
+        .await?;
+    let cc = wait_running(g, "peered", |_| true).await?;
+    let pcx = connection_of(g, "peered").await?;
+    assert_routed(g, &cc, &pcx, "10.72.0.0/16").await?;
+    assert!(
+        routes_of(&ec2, &peer.open_table)
+            .await?
+            .contains(&("10.73.0.0/16".to_string(), pcx.clone())),
+        "no route back in the opened table"
+    );
+
+    // The team routes back by hand in a table it did not list, and a
+    // narrower range in the listed one: theirs, never deleted.
+    for (table, dest) in [
+        (&peer.closed_table, "10.73.0.0/16"),
+        (&peer.open_table, "10.73.8.0/24"),
+    ] {
+        ec2.create_route()
+            .route_table_id(table)
+            .destination_cidr_block(dest)
+            .vpc_peering_connection_id(&pcx)
+            .send()
+            .await?;
+    }
+    let theirs = |routes: &[(String, String)], dest: &str| {
+        routes.iter().any(|(d, t)| d == dest && t == &pcx)
+    };
+    // A pass over the cluster (a spec change) leaves them.
+    crate::clusters::patch_spec(g, "peered", serde_json::json!({"tags": {"pass": "2"}})).await?;
+    eventually("the next pass", WAIT, || async {
+        let cc = g.api::<ComputeCluster>().get("peered").await?;
+        let seen = cc.status.as_ref().and_then(|s| s.observed_generation);
+        let running = cc.status.as_ref().and_then(|s| s.phase)
+            == Some(byoc_operator::api::ClusterPhase::Running);
+        Ok((seen == cc.metadata.generation && running).then_some(()))
+    })
+    .await?;
+    assert!(theirs(
+        &routes_of(&ec2, &peer.closed_table).await?,
+        "10.73.0.0/16"
+    ));
+    assert!(theirs(
+        &routes_of(&ec2, &peer.open_table).await?,
+        "10.73.8.0/24"
+    ));
+    // Deleted: the recorded route back goes; the team's routes stay.
+    if let Err(e) = delete_and_wait_gone(g, "peered").await {
+        let cc = g.api::<ComputeCluster>().get("peered").await?;
+        return Err(e.context(format!("{:?}", cc.status.map(|s| s.conditions))));
+    }
+    let open_routes = routes_of(&ec2, &peer.open_table).await?;
+    assert!(
+        !open_routes.iter().any(|(d, _)| d == "10.73.0.0/16"),
+        "the route back was left: {open_routes:?}"
+    );
+    assert!(theirs(&open_routes, "10.73.8.0/24"), "{open_routes:?}");
+    assert!(theirs(
+        &routes_of(&ec2, &peer.closed_table).await?,
+        "10.73.0.0/16"
+    ));
+    for name in ["squatter", "first"] {
+        delete_and_wait_gone(g, name).await?;
+    }
     Ok(())
 }

@@ -294,7 +294,10 @@ impl Observed {
                 .iter()
                 .all(|e| e.state == EndpointState::Gone)
             && self.peerings.iter().all(|p| p.state == PeeringState::Gone)
-            && self.peering_routes.is_empty()
+            && !self
+                .peering_routes
+                .iter()
+                .any(|r| peering::made_by_operator(r, &self.route_tables, &self.peerings))
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
     }

@@ -1,12 +1,17 @@
-//! Peering connections (`network.peering`): one connection per peer VPC,
-//! accepted by the operator when the peer is in the cluster's own account
-//! (in the peer's region) and its policy allows it, else left for the
-//! peer's owner (`PeeringPendingAcceptance`);
-//! routes to the peer in every route table of the cluster's, and a route
-//! back in the peer's tables the spec lists (tables the peer's owner opened
-//! with the `byoc.dev/peer-routes` tag) and in no other. Deleted before
-//! the route tables: the routes in the peer's tables first, so the peer
-//! gets back exactly its old routes.
+//! Peering connections (`network.peering`): one connection per peer VPC
+//! (never a VPC another cluster or installation made), accepted by the
+//! operator when the peer is in the cluster's own account (in the peer's
+//! region) and its policy allows it (a VPC of this installation's, or one
+//! opened to it), else left for the peer's owner
+//! (`PeeringPendingAcceptance`); routes to the peer in every route table of
+//! the cluster's, and a route back in the peer's tables the spec lists and
+//! in no other: only tables their owner opened to this cluster's namespace
+//! (`byoc.dev/peer-routes=<installation>/<namespace>`) where no route
+//! overlaps the cluster's CIDR. Each route back is recorded on the
+//! connection before it is made, and only recorded ones are ever deleted
+//! in a table not the cluster's: the peer's own routes, to the same
+//! connection too, stay. Deleted before the route tables: the routes back
+//! first, so the peer gets back exactly its old routes.
 
 use std::collections::BTreeSet;
 
@@ -15,14 +20,12 @@ use ipnet::Ipv4Net;
 
 use super::{Deleted, Pass};
 use crate::aws::peering::{self, ObservedPeering, PeeringState};
-use crate::aws::route_table::{
-    self, ObservedRouteTable, PeerTable, PeeringRoute, PEER_ROUTES, PEER_ROUTES_OPEN,
-};
+use crate::aws::route_table::{self, ObservedRouteTable, PeerTable, PeeringRoute, PEER_ROUTES};
 use crate::aws::tags::{items, Scope};
 use crate::aws::{AwsClients, AwsResult};
 use crate::cluster::catching_up::look_briefly;
 use crate::cluster::spec::{overlaps, PeeringPlan, SpecError, ValidatedSpec};
-use crate::{Error, MissingNetwork};
+use crate::{Brought, Error, MissingNetwork};
 
 /// The connections to keep, one per peer asked for, and those to delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,9 +87,10 @@ pub fn pending_acceptance(asked: &PeeringPlan, id: &str, region: &str, why: &str
 }
 
 /// Before a connection is requested: a peer the operator can see (in the
-/// cluster's account and region) must exist and its CIDR blocks must not
-/// overlap the cluster's; nothing is made otherwise. A peer in another
-/// account or region is checked through the routes the spec lists.
+/// cluster's account and region) must exist, must not be a VPC another
+/// cluster or installation made, and its CIDR blocks must not overlap the
+/// cluster's; nothing is made otherwise. A peer in another account or
+/// region is checked through the routes the spec lists.
 pub async fn preflight(
     c: &AwsClients,
     spec: &ValidatedSpec,
@@ -105,13 +109,19 @@ pub async fn preflight(
         if !accepts_itself(a, account_id) || other_region(a, &spec.region).is_some() {
             continue;
         }
-        let Some(blocks) = peering::vpc_cidrs(c, vpc_id).await? else {
+        let Some(peer) = peering::peer_vpc(c, vpc_id).await? else {
             return Err(MissingNetwork::PeerVpc {
                 vpc_id: vpc_id.clone(),
             }
             .into());
         };
-        if let Some(route) = first_overlap(&blocks, cidr) {
+        if let Some(owner) = (peer.claim.as_ref()).and_then(|c| spec.owner.claim_of_another(c)) {
+            return Err(Error::NotOursToUse {
+                brought: Brought::PeerVpc(vpc_id.clone()),
+                owner,
+            });
+        }
+        if let Some(route) = first_overlap(&peer.cidrs, cidr) {
             return Err(Error::InvalidSpec(SpecError::PeeringOverlap {
                 vpc_id: vpc_id.clone(),
                 route,
@@ -162,8 +172,18 @@ pub async fn ensure(
     asked: &[PeeringPlan],
 ) -> Result<PeeringDone, Error> {
     let actions = plan(asked, &p.observed.peerings);
+    let own: Vec<String> = (p.observed.route_tables.iter())
+        .map(|t| t.id.clone())
+        .collect();
     let gone = &actions.delete;
-    delete_connections(p.c, gone, gone, &p.observed.peering_routes, &[]).await?;
+    delete_connections(
+        p.c,
+        gone,
+        &p.observed.peerings,
+        &p.observed.peering_routes,
+        &own,
+    )
+    .await?;
     let region = &p.spec.region;
     let made = try_join_all(actions.keep.iter().map(|(peer, have)| async move {
         let a = asked
@@ -281,18 +301,58 @@ pub fn wanted_routes(
 pub struct RouteActions {
     /// `(table, destination, connection, replace)`.
     pub set: Vec<(String, String, String, bool)>,
+    /// Routes back to record on their connection before they are set:
+    /// `(connection, table, destination)`.
+    pub record: Vec<(String, String, String)>,
     pub delete: Vec<PeeringRoute>,
+    /// Records of routes back deleted now or found gone: `(connection,
+    /// table)`.
+    pub forget: Vec<(String, String)>,
+}
+
+/// Whom a peer's table must be opened to for this cluster's routes back,
+/// and what a route back must not overlap.
+#[derive(Clone, Copy, Debug)]
+pub struct RoutesBack<'a> {
+    /// The [`PEER_ROUTES`] value naming the cluster's installation and
+    /// namespace.
+    pub opened_to: &'a str,
+    pub cidr: Ipv4Net,
+}
+
+/// Whether the operator made route `r`: it is in one of the cluster's
+/// tables `own`, or a route back recorded on its connection. Any other
+/// route to a connection is its table owner's, and never the operator's
+/// to delete or wait for.
+pub fn made_by_operator(
+    r: &PeeringRoute,
+    own: &[ObservedRouteTable],
+    peerings: &[ObservedPeering],
+) -> bool {
+    own.iter().any(|t| t.id == r.table_id) || recorded(peerings, r)
+}
+
+/// Whether `r` is a route back the operator recorded making on its
+/// connection (in `peerings`).
+fn recorded(peerings: &[ObservedPeering], r: &PeeringRoute) -> bool {
+    peerings
+        .iter()
+        .any(|p| p.id == r.peering_id && p.routes_back.get(&r.table_id) == Some(&r.destination))
 }
 
 /// `own`: the cluster's tables, with every route's target; `peer`: the
-/// listed peer tables as found.
+/// listed peer tables as found; `peerings`: the connections with the
+/// routes back recorded on them.
 pub fn plan_routes(
     wanted: &BTreeSet<Wanted>,
     observed: &[PeeringRoute],
     own: &[ObservedRouteTable],
     peer: &[PeerTable],
+    peerings: &[ObservedPeering],
+    back: RoutesBack<'_>,
 ) -> Result<RouteActions, Error> {
     let mut actions = RouteActions::default();
+    let is_own = |table: &str| own.iter().any(|t| t.id == table);
     let have = |w: &Wanted| {
         observed
             .iter()
@@ -303,17 +363,22 @@ pub fn plan_routes(
         // A route of ours to another connection (one deleted out of band)
         // is replaced wherever it is; anything else in a peer's table is
         // theirs and never replaced.
-        let ours_there = observed
-            .iter()
-            .any(|r| &r.table_id == table && &r.destination == dest);
+        let ours_there = observed.iter().any(|r| {
+            &r.table_id == table && &r.destination == dest && made_by_operator(r, own, peerings)
+        });
         let replace = match peer.iter().find(|t| &t.id == table) {
             _ if ours_there => true,
-            Some(t) => peer_table_taken(t, dest)?,
-            None if own.iter().any(|t| &t.id == table) => false,
+            Some(t) => peer_table_taken(t, back)?,
+            None if is_own(table) => false,
             None => {
                 return Err(MissingNetwork::PeerRouteTable { id: table.clone() }.into());
             }
         };
+        if !is_own(table) {
+            actions
+                .record
+                .push((pcx.clone(), table.clone(), dest.clone()));
+        }
         actions
             .set
             .push((table.clone(), dest.clone(), pcx.clone(), replace));
@@ -333,25 +398,48 @@ pub fn plan_routes(
                 .iter()
                 .any(|s| s.0 == r.table_id && s.1 == r.destination)
         })
+        .filter(|r| made_by_operator(r, own, peerings))
         .cloned()
         .collect();
+    // A record goes once its route is deleted, or is found gone and no
+    // longer wanted.
+    for p in peerings {
+        for table in p.routes_back.keys() {
+            let deleted =
+                (actions.delete.iter()).any(|r| r.peering_id == p.id && &r.table_id == table);
+            let still = observed
+                .iter()
+                .any(|r| r.peering_id == p.id && &r.table_id == table);
+            let wanted_there = wanted.iter().any(|w| w.2 == p.id && &w.0 == table);
+            if deleted || (!still && !wanted_there) {
+                actions.forget.push((p.id.clone(), table.clone()));
+            }
+        }
+    }
     Ok(actions)
 }
 
-/// A listed peer table takes a route back only when its owner opened it
-/// and no route of theirs holds the destination (never replaced).
-fn peer_table_taken(t: &PeerTable, dest: &str) -> Result<bool, Error> {
-    if !t.open {
+/// A listed peer table takes a route back only when its owner opened it to
+/// this cluster's installation and namespace, and no route of theirs
+/// overlaps the cluster's CIDR (an equal one or a wider one, which the
+/// route back would take traffic from, or a narrower one). The default
+/// route (0.0.0.0/0) reaches no private address, and does not count.
+fn peer_table_taken(t: &PeerTable, back: RoutesBack<'_>) -> Result<bool, Error> {
+    if t.opened_to.as_deref() != Some(back.opened_to) {
         return Err(Error::InvalidSpec(SpecError::PeerTableClosed {
             id: t.id.clone(),
-            tag: format!("{PEER_ROUTES}={PEER_ROUTES_OPEN}"),
+            tag: format!("{PEER_ROUTES}={}", back.opened_to),
         }));
     }
-    if let Some((_, target)) = t.routes.iter().find(|(d, _)| d == dest) {
+    let overlapping = t.routes.iter().find_map(|(d, _)| {
+        let net = d.parse::<Ipv4Net>().ok()?;
+        (net.prefix_len() > 0 && overlaps(net, back.cidr)).then_some(net)
+    });
+    if let Some(net) = overlapping {
         return Err(Error::InvalidSpec(SpecError::PeerRouteTaken {
             id: t.id.clone(),
-            destination: dest.to_string(),
-            target: target.clone(),
+            destination: net.to_string(),
+            cidr: back.cidr.to_string(),
         }));
     }
     Ok(false)
@@ -383,17 +471,32 @@ pub async fn ensure_routes(
         true => route_table::peer_tables(p.c, &listed).await?,
         false => vec![],
     };
+    let opened_to = route_table::opened_to(&p.spec.owner.installation, &p.spec.owner.namespace);
     let actions = plan_routes(
         &wanted,
         &p.observed.peering_routes,
         &p.observed.route_tables,
         &peer,
+        &p.observed.peerings,
+        RoutesBack {
+            opened_to: &opened_to,
+            cidr,
+        },
     )?;
     try_join_all(
         actions
             .delete
             .iter()
             .map(|r| route_table::delete_route(p.c, &r.table_id, &r.destination)),
+    )
+    .await?;
+    try_join_all(
+        (actions.forget.iter()).map(|(pcx, table)| peering::forget_route_back(p.c, pcx, table)),
+    )
+    .await?;
+    try_join_all(
+        (actions.record.iter())
+            .map(|(pcx, table, dest)| peering::record_route_back(p.c, pcx, table, dest)),
     )
     .await?;
     try_join_all(actions.set.iter().map(|(table, dest, pcx, replace)| {
@@ -403,41 +506,44 @@ pub async fn ensure_routes(
     Ok(())
 }
 
-/// Deletes the connections `ids`: first the routes to `routes_to` in tables
-/// not among `own` (the peer's, which get back exactly their old routes),
-/// then the connections (the cluster's own tables go with the cluster).
+/// Deletes the connections `ids` (of `peerings`): first their routes in
+/// the cluster's tables `own` and the routes back recorded on them (the
+/// peer gets back exactly its old routes; its own stay), then the
+/// connections.
 async fn delete_connections(
     c: &AwsClients,
     ids: &[String],
-    routes_to: &[String],
+    peerings: &[ObservedPeering],
     routes: &[PeeringRoute],
     own: &[String],
 ) -> AwsResult<()> {
-    let theirs = routes
-        .iter()
-        .filter(|r| routes_to.contains(&r.peering_id) && !own.contains(&r.table_id));
-    try_join_all(theirs.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
+    let ours = routes.iter().filter(|r| {
+        ids.contains(&r.peering_id) && (own.contains(&r.table_id) || recorded(peerings, r))
+    });
+    try_join_all(ours.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
     try_join_all(ids.iter().map(|id| peering::delete(c, id))).await?;
     Ok(())
 }
 
-/// Every connection of the cluster's, with the routes to them in the
-/// peer's tables.
+/// Every connection of the cluster's, with the routes back recorded on
+/// them (the cluster's own tables go with the cluster).
 pub async fn delete(
     c: &AwsClients,
     observed: &[ObservedPeering],
     routes: &[PeeringRoute],
-    own_tables: &[ObservedRouteTable],
 ) -> AwsResult<Deleted> {
     let live: Vec<String> = observed
         .iter()
         .filter(|p| p.state != PeeringState::Gone)
         .map(|p| p.id.clone())
         .collect();
-    let own: Vec<String> = own_tables.iter().map(|t| t.id.clone()).collect();
-    // The routes to every connection AWS lists, a deleted one's too.
+    // The routes back of every connection AWS lists, a deleted one's too.
     let all: Vec<String> = observed.iter().map(|p| p.id.clone()).collect();
-    delete_connections(c, &live, &all, routes, &own).await?;
+    let back = routes
+        .iter()
+        .filter(|r| all.contains(&r.peering_id) && recorded(observed, r));
+    try_join_all(back.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
+    try_join_all(live.iter().map(|id| peering::delete(c, id))).await?;
     Ok(Deleted::All)
 }
 
@@ -461,6 +567,7 @@ mod tests {
             peer_vpc_id: vpc.into(),
             state,
             peer_cidrs: vec!["10.9.0.0/16".into()],
+            routes_back: Default::default(),
         }
     }
 
@@ -591,10 +698,10 @@ mod tests {
             default_target: None,
             associations: vec![],
         }];
-        let peer = |id: &str, open: bool, routes: &[(&str, &str)]| PeerTable {
+        let peer = |id: &str, opened: Option<&str>, routes: &[(&str, &str)]| PeerTable {
             id: id.into(),
             vpc_id: "vpc-p".into(),
-            open,
+            opened_to: opened.map(str::to_string),
             routes: routes
                 .iter()
                 .map(|(d, t)| (d.to_string(), t.to_string()))
@@ -625,35 +732,82 @@ mod tests {
             "no route before the connection is active"
         );
 
-        // A new connection: a route in each table, the peer's opened one included.
-        let open = [peer("rtb-peer", true, &[("10.9.0.0/16", "local")])];
-        let got = plan_routes(&wanted, &[], &own, &open).expect("routes");
+        const TO: &str = "inst-a/team-a";
+        let back = RoutesBack {
+            opened_to: TO,
+            cidr,
+        };
+        let with_back = |id: &str, tables: &[&str]| ObservedPeering {
+            routes_back: tables
+                .iter()
+                .map(|t| (t.to_string(), "10.0.0.0/16".to_string()))
+                .collect(),
+            ..seen(id, "vpc-p", PeeringState::Active)
+        };
+        let plan = |wanted: &BTreeSet<Wanted>,
+                    observed: &[PeeringRoute],
+                    peer: &[PeerTable],
+                    peerings: &[ObservedPeering]| {
+            plan_routes(wanted, observed, &own, peer, peerings, back)
+        };
+        let untracked = [seen("pcx-1", "vpc-p", PeeringState::Active)];
+
+        // A new connection: a route in each table, the peer's opened one
+        // included, and that one recorded on the connection first.
+        let open = [peer(
+            "rtb-peer",
+            Some(TO),
+            &[("10.9.0.0/16", "local"), ("0.0.0.0/0", "igw-1")],
+        )];
+        let got = plan(&wanted, &[], &open, &untracked).expect("routes");
         assert_eq!(got.set.len(), 2);
         assert!(got.set.iter().all(|s| !s.3) && got.delete.is_empty());
-        // A table its owner did not open, or one of theirs already routing
-        // the cluster's CIDR: refused, nothing set.
-        let closed = [peer("rtb-peer", false, &[])];
-        assert!(matches!(
-            plan_routes(&wanted, &[], &own, &closed),
-            Err(Error::InvalidSpec(SpecError::PeerTableClosed { .. }))
-        ));
-        let taken = [peer("rtb-peer", true, &[("10.0.0.0/16", "tgw-1")])];
-        assert!(matches!(
-            plan_routes(&wanted, &[], &own, &taken),
-            Err(Error::InvalidSpec(SpecError::PeerRouteTaken { .. }))
-        ));
+        assert_eq!(
+            got.record,
+            vec![("pcx-1".into(), "rtb-peer".into(), "10.0.0.0/16".into())]
+        );
+        // A table its owner did not open to this namespace (opened to no
+        // one, to another namespace, or by the old value `allowed`), or one
+        // of theirs routing anything the cluster's CIDR overlaps: refused,
+        // nothing set.
+        for opened in [
+            None,
+            Some("inst-a/team-b"),
+            Some("inst-b/team-a"),
+            Some("allowed"),
+        ] {
+            let closed = [peer("rtb-peer", opened, &[])];
+            assert!(
+                matches!(
+                    plan(&wanted, &[], &closed, &untracked),
+                    Err(Error::InvalidSpec(SpecError::PeerTableClosed { .. }))
+                ),
+                "{opened:?}"
+            );
+        }
+        for route in ["10.0.0.0/16", "10.0.0.0/8", "10.0.5.0/24"] {
+            let taken = [peer("rtb-peer", Some(TO), &[(route, "tgw-1")])];
+            match plan(&wanted, &[], &taken, &untracked) {
+                Err(Error::InvalidSpec(e @ SpecError::PeerRouteTaken { .. })) => {
+                    assert!(!e.to_string().contains("tgw-1"), "the target was told: {e}")
+                }
+                other => panic!("{route}: {other:?}"),
+            }
+        }
         // A listed table AWS does not have.
         assert!(matches!(
-            plan_routes(&wanted, &[], &own, &[]),
+            plan(&wanted, &[], &[], &untracked),
             Err(Error::ExistingNetwork(_))
         ));
-        // In place: nothing to do; a table no longer listed: its route goes.
+        // In place: nothing to do; a table no longer listed: its recorded
+        // route goes, and then its record.
         let placed = [
             route("rtb-own", "10.9.0.0/16", "pcx-1"),
             route("rtb-peer", "10.0.0.0/16", "pcx-1"),
         ];
+        let tracked = [with_back("pcx-1", &["rtb-peer"])];
         assert_eq!(
-            plan_routes(&wanted, &placed, &own, &[]).expect("in place"),
+            plan(&wanted, &placed, &[], &tracked).expect("in place"),
             RouteActions::default()
         );
         let unlisted = wanted_routes(
@@ -661,15 +815,30 @@ mod tests {
             &tables,
             cidr,
         );
-        let got = plan_routes(&unlisted, &placed, &own, &[]).expect("unlisted");
+        let got = plan(&unlisted, &placed, &[], &tracked).expect("unlisted");
         assert_eq!(got.delete, vec![route("rtb-peer", "10.0.0.0/16", "pcx-1")]);
+        assert_eq!(got.forget, vec![("pcx-1".into(), "rtb-peer".into())]);
+        // The peer's owner's own routes to the connection, in a table not
+        // listed or with another destination: never deleted.
+        let theirs = [
+            route("rtb-own", "10.9.0.0/16", "pcx-1"),
+            route("rtb-peer", "10.0.0.0/16", "pcx-1"),
+            route("rtb-other", "10.0.0.0/16", "pcx-1"),
+            route("rtb-peer-2", "10.0.1.0/24", "pcx-1"),
+        ];
+        let got = plan(&unlisted, &theirs, &[], &untracked).expect("theirs");
+        assert!(got.delete.is_empty() && got.forget.is_empty(), "{got:?}");
         // Routes left to a connection deleted out of band: replaced, in the
-        // peer's table too (they are ours).
+        // peer's table too where recorded (they are ours).
         let stale = [
             route("rtb-own", "10.9.0.0/16", "pcx-0"),
             route("rtb-peer", "10.0.0.0/16", "pcx-0"),
         ];
-        let got = plan_routes(&wanted, &stale, &own, &open).expect("stale");
+        let gone = [
+            with_back("pcx-0", &["rtb-peer"]),
+            seen("pcx-1", "vpc-p", PeeringState::Active),
+        ];
+        let got = plan(&wanted, &stale, &open, &gone).expect("stale");
         assert!(got.set.iter().all(|s| s.3), "{got:?}");
         assert!(got.delete.is_empty(), "{got:?}");
     }
