@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::account::iam_policy::{self, PolicyOptions, PolicyPart};
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::admin::{self, ObservedProfile, ObservedRole};
-use crate::aws::tags::CONNECTED;
+use crate::aws::tags::{CONNECTED, CONNECTED_INSTALLATION, CONNECTED_UID};
 use crate::aws::{AwsClients, AwsError};
 
 /// Inline policy names on the cross-account role; any other name starting
@@ -148,6 +148,10 @@ pub fn role_name(arn: &str) -> Option<RoleName> {
 pub struct Wanted {
     /// `NAMESPACE/NAME` of the CloudAccount: the value of the connect tag.
     pub label: String,
+    /// The cross-account role's tags: the connect tag, the installation
+    /// (which the operator's identity policy requires) and the
+    /// CloudAccount's UID.
+    pub role_tags: BTreeMap<String, String>,
     pub role: RoleName,
     pub trust: Value,
     /// Inline policies on the cross-account role, by name.
@@ -175,6 +179,8 @@ pub struct Found {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     CreateRole,
+    /// A role an earlier connect made, without its installation tags.
+    TagRole,
     UpdateTrust,
     PutPolicy(String),
     DeletePolicy(String),
@@ -191,6 +197,7 @@ impl Step {
         let role = &w.role.name;
         match self {
             Step::CreateRole => format!("create role {role} (trust: {})", trust_summary(&w.trust)),
+            Step::TagRole => format!("tag role {role} with its installation and CloudAccount UID"),
             Step::UpdateTrust => format!(
                 "put back role {role}'s trust policy ({})",
                 trust_summary(&w.trust)
@@ -254,6 +261,9 @@ fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
         }
         Some(role) => {
             refuse_foreign("role", &wanted.role.name, &role.tags, &wanted.label)?;
+            if (wanted.role_tags.iter()).any(|(k, v)| role.tags.get(k) != Some(v)) {
+                steps.push(Step::TagRole);
+            }
             if role.trust != wanted.trust {
                 steps.push(Step::UpdateTrust);
             }
@@ -412,6 +422,11 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         });
     Ok(Inputs {
         wanted: Wanted {
+            role_tags: role_tags(
+                &label,
+                &options.installation,
+                &account.uid().unwrap_or_default(),
+            ),
             label,
             trust: trust(&principal, external_id.as_deref()),
             role,
@@ -497,6 +512,14 @@ fn tags(label: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(CONNECTED.to_string(), label.to_string())])
 }
 
+/// The cross-account role's tags.
+pub fn role_tags(label: &str, installation: &str, uid: &str) -> BTreeMap<String, String> {
+    let mut t = tags(label);
+    t.insert(CONNECTED_INSTALLATION.into(), installation.into());
+    t.insert(CONNECTED_UID.into(), uid.into());
+    t
+}
+
 /// Makes the steps in order; when one fails, removes what this run
 /// created, and says which call failed.
 async fn apply(c: &AwsClients, w: &Wanted, steps: &[Step]) -> Result<()> {
@@ -547,11 +570,12 @@ async fn make(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
                 &w.role.name,
                 &w.role.path,
                 &w.trust,
-                &tags(label),
+                &w.role_tags,
                 &description,
             )
             .await
         }
+        Step::TagRole => admin::tag_role(c, &w.role.name, &w.role_tags).await,
         Step::UpdateTrust => admin::update_trust(c, &w.role.name, &w.trust).await,
         Step::PutPolicy(p) => match w.policies.get(p) {
             Some(doc) => admin::put_inline(c, &w.role.name, p, doc).await,
@@ -801,7 +825,9 @@ pub fn cloudformation(i: &Inputs) -> Value {
         trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] =
             json!({"Ref": "ExternalId"});
     }
-    let tags = json!([{"Key": CONNECTED, "Value": w.label}]);
+    let tags: Vec<Value> = (w.role_tags.iter())
+        .map(|(k, v)| json!({"Key": k, "Value": v}))
+        .collect();
     let parameters = cf_parameters(i);
     let mut resources = json!({
         "CrossAccountRole": {
@@ -954,6 +980,7 @@ mod tests {
     fn wanted(node: bool) -> Wanted {
         Wanted {
             label: "team/acme".into(),
+            role_tags: role_tags("team/acme", "inst-a", "uid-1"),
             role: RoleName {
                 account_id: "123456789012".into(),
                 path: "/".into(),
@@ -977,7 +1004,7 @@ mod tests {
             role: Some(ObservedRole {
                 arn: "arn".into(),
                 trust: w.trust.clone(),
-                tags: tags.clone(),
+                tags: w.role_tags.clone(),
                 inline: w.policies.clone(),
                 attached: vec![],
             }),
@@ -1037,6 +1064,14 @@ mod tests {
             plan(&w, &as_found(&w)).unwrap_or(vec![Step::CreateRole]),
             []
         );
+        // A role an earlier connect made, with the connect tag alone: its
+        // installation and UID tags are added (the operator's identity
+        // policy requires the first).
+        let mut earlier = as_found(&w);
+        if let Some(role) = earlier.role.as_mut() {
+            role.tags = tags(&w.label);
+        }
+        assert_eq!(plan(&w, &earlier).unwrap_or_default(), [Step::TagRole]);
     }
 
     #[test]

@@ -184,6 +184,11 @@ struct IamPolicyArgs {
     /// (the CloudAccount's nodeInstanceProfileName), passed to nodes.
     #[arg(long)]
     node_role: Option<String>,
+    /// Operator: an AWS account whose connected roles the operator's
+    /// identity may assume; repeatable. Default: any account's (the tag
+    /// alone decides).
+    #[arg(long = "aws-account")]
+    aws_accounts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +215,9 @@ enum DescribeKind {
 enum PolicyKind {
     Permissions,
     Trust,
+    /// The operator's own identity (IRSA or Pod Identity role): it may
+    /// assume only roles `connect` made for this installation.
+    Operator,
 }
 
 #[derive(clap::Args)]
@@ -414,6 +422,7 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         ongoing,
         setup,
         node_role,
+        aws_accounts,
     } = args;
     use byoc_operator::account::iam_policy;
     let part = match (ongoing, setup) {
@@ -421,29 +430,30 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         (_, true) => iam_policy::PolicyPart::Setup,
         _ => iam_policy::PolicyPart::All,
     };
+    let installation = || match installation.clone() {
+        Some(id) => Ok(id),
+        None => block_on_value(async {
+            let client = Client::try_default().await?;
+            Ok(installation_secret.load(&client).await?.id().to_string())
+        }),
+    };
     let doc = match kind {
-        PolicyKind::Permissions => {
-            let installation = match installation {
-                Some(id) => Ok(id),
-                None => block_on_value(async {
-                    let client = Client::try_default().await?;
-                    Ok(installation_secret.load(&client).await?.id().to_string())
-                }),
-            };
-            installation.map(|installation| {
-                let options = iam_policy::PolicyOptions {
-                    installation,
-                    managed_policy_arns,
-                    permissions_boundary,
-                    pass_roles: pass_role,
-                    shared_node_role: node_role,
-                    image_owners,
-                    kms_key_arns,
-                    adopt,
-                };
-                iam_policy::policy_part(&options, part)
-            })
+        PolicyKind::Operator => {
+            installation().map(|id| iam_policy::operator_policy(&id, &aws_accounts))
         }
+        PolicyKind::Permissions => installation().map(|installation| {
+            let options = iam_policy::PolicyOptions {
+                installation,
+                managed_policy_arns,
+                permissions_boundary,
+                pass_roles: pass_role,
+                shared_node_role: node_role,
+                image_owners,
+                kms_key_arns,
+                adopt,
+            };
+            iam_policy::policy_part(&options, part)
+        }),
         PolicyKind::Trust => {
             let principal = principal.unwrap_or_default();
             match (account, external_id) {

@@ -452,6 +452,34 @@ fn launch_statements(o: &PolicyOptions) -> Vec<Value> {
     statements
 }
 
+/// The policy of the operator's own identity (its IRSA or Pod Identity
+/// role, or the user whose keys it runs with): `sts:AssumeRole` only on
+/// roles `connect` made for this installation (tagged
+/// `byoc.dev/connected-installation`), and, when `accounts` lists any,
+/// only in those AWS accounts. A role that merely trusts the identity (no
+/// external ID, or made by hand) is not assumed.
+pub fn operator_policy(installation: &str, accounts: &[String]) -> Value {
+    let resource: Vec<String> = match accounts.is_empty() {
+        true => vec!["arn:aws:iam::*:role/*".into()],
+        false => accounts
+            .iter()
+            .map(|a| format!("arn:aws:iam::{a}:role/*"))
+            .collect(),
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AssumeConnectedRoles",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": resource,
+            "Condition": {"StringEquals": {
+                format!("aws:ResourceTag/{}", crate::aws::tags::CONNECTED_INSTALLATION): installation
+            }}
+        }]
+    })
+}
+
 /// The cross-account role's trust policy: `principal` (the operator's
 /// identity, or the user whose keys are in the Secret) may assume it with
 /// `external_id`.

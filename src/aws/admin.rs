@@ -164,6 +164,21 @@ pub async fn create_role(
         .map(|_| ())
 }
 
+pub async fn tag_role(
+    c: &AwsClients,
+    name: &str,
+    tag_set: &BTreeMap<String, String>,
+) -> AwsResult<()> {
+    c.iam
+        .tag_role()
+        .role_name(name)
+        .set_tags(Some(tags(tag_set)?))
+        .send()
+        .await
+        .op("iam:TagRole")
+        .map(|_| ())
+}
+
 pub async fn update_trust(c: &AwsClients, name: &str, trust: &Value) -> AwsResult<()> {
     c.iam
         .update_assume_role_policy()

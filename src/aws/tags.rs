@@ -22,6 +22,13 @@ pub const RETAINED: &str = "byoc.dev/retained";
 /// cross-account role, the shared node role and profile): the CloudAccount
 /// (`namespace/name`) it was made for. Nothing else carries it.
 pub const CONNECTED: &str = "byoc.dev/connected-account";
+/// Beside [`CONNECTED`] on the cross-account role: the public ID of the
+/// installation it was connected for, which the operator's own identity
+/// policy (`iam-policy operator`) requires of every role it assumes.
+pub const CONNECTED_INSTALLATION: &str = "byoc.dev/connected-installation";
+/// Beside [`CONNECTED`]: the UID of the CloudAccount it was connected for
+/// (a CloudAccount deleted and made again under the same name is another).
+pub const CONNECTED_UID: &str = "byoc.dev/connected-account-uid";
 /// UID of the owning ComputeCluster: the ownership key.
 pub const CLUSTER_UID: &str = "byoc.dev/cluster-uid";
 /// `namespace/name` of the owning ComputeCluster, for people.

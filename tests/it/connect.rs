@@ -237,6 +237,17 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         trust, expected_trust,
         "trust {trust}, expected {expected_trust}"
     );
+    // Tagged for the operator identity's policy (`iam-policy operator`).
+    let tagged = role.role().is_some_and(|r| {
+        r.tags()
+            .iter()
+            .any(|t| t.key() == "byoc.dev/connected-installation" && t.value() == installation)
+    });
+    assert!(
+        tagged,
+        "the role lacks its installation tag: {:?}",
+        role.role().map(|r| r.tags())
+    );
     let options = PolicyOptions {
         installation: installation.clone(),
         shared_node_role: Some(NODES.into()),

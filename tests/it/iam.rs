@@ -693,3 +693,111 @@ fn the_generated_policy_allows_this_installation_and_denies_every_other_as_aws_e
     );
     Ok(())
 }
+
+#[test]
+fn the_operators_own_identity_assumes_only_roles_connected_for_its_installation() -> Result<()> {
+    let log = std::env::temp_dir().join(format!(
+        "{}.log",
+        crate::support::unique_name("iam-operator")
+    ));
+    let evaluator = Evaluator::start(&log)?;
+    let other_account = "210987654321";
+    let assume = |account: &str, name: &str, tags: &[(&str, &str)], allowed: bool, what: &str| {
+        let tags: Vec<(&str, String)> = tags.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        row(
+            format!("sts:AssumeRole of {name} in {account}: {what}"),
+            "sts:AssumeRole",
+            "role",
+            format!("arn:aws:iam::{account}:role/{name}"),
+            context(&["aws:ResourceTag", "iam:ResourceTag"], &tags),
+            allowed,
+        )
+    };
+    let connected = [
+        ("byoc.dev/connected-account", "team-a/acme"),
+        ("byoc.dev/connected-installation", ME),
+    ];
+    let connected_other = [
+        ("byoc.dev/connected-account", "team-a/acme"),
+        ("byoc.dev/connected-installation", OTHER),
+    ];
+    let earlier = [("byoc.dev/connected-account", "team-a/acme")];
+    // Any account's connected roles; then only the accounts listed.
+    for (accounts, rows) in [
+        (
+            vec![],
+            vec![
+                assume(
+                    ACCOUNT,
+                    "byoc-cross-account",
+                    &connected,
+                    true,
+                    "connected for this installation",
+                ),
+                assume(
+                    other_account,
+                    "byoc-cross-account",
+                    &connected,
+                    true,
+                    "connected for this installation",
+                ),
+                assume(
+                    ACCOUNT,
+                    "trusts-anyone",
+                    &[],
+                    false,
+                    "a role trusting the identity without an external ID (attack)",
+                ),
+                assume(
+                    ACCOUNT,
+                    "byoc-cross-account",
+                    &connected_other,
+                    false,
+                    "connected for another installation (attack)",
+                ),
+                assume(
+                    ACCOUNT,
+                    "byoc-cross-account",
+                    &earlier,
+                    false,
+                    "connected before the installation tag (connect tags it)",
+                ),
+            ],
+        ),
+        (
+            vec![ACCOUNT.to_string()],
+            vec![
+                assume(
+                    ACCOUNT,
+                    "byoc-cross-account",
+                    &connected,
+                    true,
+                    "connected, in a listed account",
+                ),
+                assume(
+                    other_account,
+                    "byoc-cross-account",
+                    &connected,
+                    false,
+                    "connected, in an account not listed",
+                ),
+            ],
+        ),
+    ] {
+        let policy = byoc_operator::account::iam_policy::operator_policy(ME, &accounts);
+        let checks: Vec<Check> = rows.iter().map(|r| r.check.clone()).collect();
+        let decisions = evaluator.decide_each(&principal(), &[policy], &checks)?;
+        let wrong: Vec<String> = rows
+            .iter()
+            .zip(&decisions)
+            .filter(|(r, d)| d.allowed() != r.allowed)
+            .map(|(r, d)| format!("{}: {}", r.what, d.decision))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "accounts {accounts:?}:\n{}",
+            wrong.join("\n")
+        );
+    }
+    Ok(())
+}
