@@ -799,6 +799,7 @@ mod tests {
             route_table_ids: vec![],
             subnet_ids: (0..subnets).map(|i| format!("subnet-{i}")).collect(),
             security_group_ids: vec![],
+            policy: None,
         };
         let with_endpoints = Observed {
             endpoints: vec![

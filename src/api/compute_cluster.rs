@@ -144,6 +144,15 @@ pub struct NetworkSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub endpoints: Vec<String>,
 
+    /// The policy on every VPC endpoint the cluster makes. `account` (the
+    /// default): only principals of the cluster's own AWS account may use
+    /// them (`aws:PrincipalAccount`), so credentials of another account
+    /// cannot carry data out through them, `internet: false` or not.
+    /// `full`: AWS's default policy, anyone's credentials. Changing it
+    /// changes the endpoints' policy in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_policy: Option<EndpointPolicy>,
+
     /// Whether the network reaches the internet (default true). `false`: no
     /// internet gateway, no NAT gateway, no public subnets; the nodes reach
     /// AWS through `endpoints` only. A managed VPC only. Immutable.
@@ -211,6 +220,17 @@ pub struct Peering {
     #[schemars(length(max = 20), inner(regex(pattern = patterns::ROUTE_TABLE_ID)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub peer_route_table_ids: Vec<String>,
+}
+
+/// Who may use the cluster's VPC endpoints.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointPolicy {
+    /// Principals of the cluster's own AWS account only.
+    #[default]
+    Account,
+    /// AWS's default full-access policy.
+    Full,
 }
 
 /// How private subnets reach the internet.

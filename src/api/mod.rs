@@ -9,8 +9,8 @@ pub use cloud_account::{
 };
 pub use compute_cluster::{
     CapacityType, ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec,
-    ComputeClusterStatus, DeletionPolicy, HttpTokens, IngressRule, InstanceStatus, Market,
-    MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Peering, Protocol, Rollout,
+    ComputeClusterStatus, DeletionPolicy, EndpointPolicy, HttpTokens, IngressRule, InstanceStatus,
+    Market, MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Peering, Protocol, Rollout,
     RootVolume, SubnetKind, VolumeType,
 };
 

@@ -70,6 +70,8 @@ pub struct ObservedEndpoint {
     pub route_table_ids: Vec<String>,
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
+    /// Its policy document, parsed (none when AWS gave none, or not JSON).
+    pub policy: Option<serde_json::Value>,
 }
 
 pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedEndpoint>>> {
@@ -105,6 +107,9 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                     .iter()
                     .filter_map(|g| g.group_id().map(str::to_string))
                     .collect(),
+                policy: e
+                    .policy_document()
+                    .and_then(|d| serde_json::from_str(d).ok()),
             };
             out.push((uid, endpoint));
         }
@@ -125,22 +130,30 @@ pub enum Attachments {
     },
 }
 
-/// Creates the endpoint of `service` in `vpc_id`; `token` makes a retried
-/// create the same one.
+/// An endpoint to make: where, with which policy, and the token that makes
+/// a retried create the same one.
+pub struct NewEndpoint<'a> {
+    pub at: &'a Attachments,
+    pub policy: &'a serde_json::Value,
+    pub token: &'a str,
+}
+
+/// Creates the endpoint of `service` in `vpc_id`.
 pub async fn create(
     c: &AwsClients,
     owner: &OwnershipTags,
     vpc_id: &str,
     region: &str,
     service: &str,
-    at: &Attachments,
-    token: &str,
+    new: NewEndpoint<'_>,
 ) -> AwsResult<String> {
+    let NewEndpoint { at, policy, token } = new;
     const OP: &str = "ec2:CreateVpcEndpoint";
     let req = c
         .ec2
         .create_vpc_endpoint()
         .vpc_id(vpc_id)
+        .policy_document(policy.to_string())
         .service_name(service_name(region, service))
         .client_token(token)
         .tag_specifications(owner.ec2_spec(
@@ -191,6 +204,18 @@ pub async fn modify(
     };
     req.customize()
         .retrying_new_ids()
+        .send()
+        .await
+        .op("ec2:ModifyVpcEndpoint")
+        .map(|_| ())
+}
+
+/// Puts `policy` on endpoint `id` in place of what it has.
+pub async fn set_policy(c: &AwsClients, id: &str, policy: &serde_json::Value) -> AwsResult<()> {
+    c.ec2
+        .modify_vpc_endpoint()
+        .vpc_endpoint_id(id)
+        .policy_document(policy.to_string())
         .send()
         .await
         .op("ec2:ModifyVpcEndpoint")

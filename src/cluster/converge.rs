@@ -69,6 +69,7 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
             internet,
             endpoints,
             peering,
+            ..
         } => (*cidr, zones, *nat, *internet, endpoints, peering),
     };
     let zones = match zones {

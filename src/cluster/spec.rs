@@ -7,8 +7,8 @@ use ipnet::Ipv4Net;
 use kube::ResourceExt;
 
 use crate::api::{
-    CloudAccount, ClusterIam, ComputeCluster, IngressRule, NatGateways, NetworkSpec, NodeGroupSpec,
-    Peering,
+    CloudAccount, ClusterIam, ComputeCluster, EndpointPolicy, IngressRule, NatGateways,
+    NetworkSpec, NodeGroupSpec, Peering,
 };
 use crate::aws::tags::OwnershipTags;
 
@@ -64,6 +64,8 @@ pub enum NetworkPlan {
         internet: bool,
         /// The VPC endpoints' services, sorted.
         endpoints: Vec<String>,
+        /// Who may use them.
+        endpoint_policy: EndpointPolicy,
         /// The peering connections.
         peering: Vec<PeeringPlan>,
     },
@@ -334,6 +336,7 @@ fn managed_network(
         },
         internet,
         endpoints,
+        endpoint_policy: network.endpoint_policy.unwrap_or_default(),
         peering,
     })
 }

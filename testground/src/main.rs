@@ -100,6 +100,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("tenancy", "the chart's Secret-writes policy comparing everything but the data: the operator's ServiceAccount rewrote a credentials Secret's key, and `chart::the_operators_secret_writes_are_its_finalizers_only` failed (\"was not refused: secret/keys patched\")"),
     ("reach", "the peering plan deleting every route to its connections not wanted (not only those it recorded making): a route the peer's owner added by hand to the connection, in a table they never listed, was deleted on the next pass (denied there by the generated policy, so the cluster stalled), and `reach::peering_reaches_only_what_its_owner_opened_and_touches_only_its_own_routes` timed out waiting for the next pass"),
     ("tenancy", "the operator identity's policy without its tag condition (`iam_policy::operator_policy` allowing sts:AssumeRole on any role): evaluated as AWS does, a role trusting the identity without an external ID and another installation's connected role were assumable, and `iam::the_operators_own_identity_assumes_only_roles_connected_for_its_installation` failed"),
+    ("reach", "the endpoints' plan blind to their policy (no `repolicy`): a change of `network.endpointPolicy` to `full` never reached the endpoints, and `reach::endpoints_a_private_network_and_peering_are_made_shown_and_removed` timed out waiting for the full policy"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

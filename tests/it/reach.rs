@@ -263,6 +263,47 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
         "HTTPS from the VPC alone"
     );
 
+    // Every endpoint usable by the account's own principals alone (the
+    // default `endpointPolicy: account`); `full` puts AWS's default policy
+    // on them in place, and `account` puts it back.
+    let policies = |wanted: &'static str| {
+        let ec2 = ec2.clone();
+        let ids = network.endpoint_ids.clone();
+        async move {
+            let out = ec2
+                .describe_vpc_endpoints()
+                .set_vpc_endpoint_ids(Some(ids))
+                .send()
+                .await?;
+            let all = out.vpc_endpoints().iter().all(|e| {
+                let doc: serde_json::Value =
+                    serde_json::from_str(e.policy_document().unwrap_or("null")).unwrap_or_default();
+                let principal_account =
+                    &doc["Statement"][0]["Condition"]["StringEquals"]["aws:PrincipalAccount"];
+                match wanted {
+                    "account" => principal_account == "123456789012",
+                    _ => principal_account.is_null() && doc["Statement"][0]["Principal"] == "*",
+                }
+            });
+            anyhow::Ok(all.then_some(()))
+        }
+    };
+    policies("account")
+        .await?
+        .context("an endpoint without the account-only policy")?;
+    for wanted in ["full", "account"] {
+        crate::clusters::patch_spec(
+            g,
+            "private",
+            serde_json::json!({"network": {"endpointPolicy": wanted}}),
+        )
+        .await?;
+        eventually(&format!("endpoint policies {wanted}"), WAIT, || {
+            policies(wanted)
+        })
+        .await?;
+    }
+
     // The peering connection, active, routed both ways where allowed.
     let pcx = network
         .peering_connection_ids

@@ -438,6 +438,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/network/existingVpcId",
     "/spec/network/azCount",
     "/spec/network/endpoints",
+    "/spec/network/endpointPolicy",
     "/spec/network/internet",
     "/spec/network/peering",
 ];
@@ -583,6 +584,7 @@ fn plausible_strategy(path: &str) -> proptest::strategy::BoxedStrategy<serde_jso
                 .boxed()
         }
         "/spec/network/internet" => any::<bool>().prop_map(|b| json!(b)).boxed(),
+        "/spec/network/endpointPolicy" => s("account|full|open|Account"),
         // Peer VPCs AWS does not hold, some with routes overlapping the VPC.
         "/spec/network/peering" => ("vpc-[0-9a-f]{17}", proptest::option::of("10\\.0\\.[0-9]{1,2}\\.0/24"))
             .prop_map(|(vpc, route)| json!([{"vpcId": vpc, "routes": route.into_iter().collect::<Vec<_>>()}]))

@@ -8,13 +8,16 @@ use std::collections::BTreeSet;
 use futures::future::try_join_all;
 
 use super::{iam::iam_name, security_group, Deleted, Pass};
+use crate::api::EndpointPolicy;
 use crate::aws::endpoint::{self, is_gateway, Attachments, EndpointState, ObservedEndpoint};
 use crate::aws::security_group::{GroupPart, Permission, Source};
 use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catching_up::look_briefly;
+use crate::cluster::spec::NetworkPlan;
 use crate::Error;
+use serde_json::{json, Value};
 
 /// Where the endpoints go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +28,28 @@ pub struct Placement {
     pub private_subnet_ids: Vec<String>,
     /// The endpoints' security group.
     pub security_group_id: String,
+}
+
+/// The policy document of `policy` for endpoints in `account_id`: only
+/// that account's principals, or AWS's default full access.
+pub fn policy_document(policy: EndpointPolicy, account_id: &str) -> Value {
+    match policy {
+        EndpointPolicy::Account => json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "ThisAccountOnly",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:PrincipalAccount": account_id}}
+            }]
+        }),
+        EndpointPolicy::Full => json!({
+            "Version": "2008-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]
+        }),
+    }
 }
 
 /// What the endpoints need.
@@ -39,10 +64,18 @@ pub struct EndpointActions {
     pub delete: Vec<String>,
     /// The endpoint kept for each service asked for.
     pub kept: Vec<String>,
+    /// Kept endpoints whose policy is not the one wanted.
+    pub repolicy: Vec<String>,
 }
 
-/// `services`: what the spec asks for; `observed`: the cluster's endpoints.
-pub fn plan(services: &[String], at: &Placement, observed: &[ObservedEndpoint]) -> EndpointActions {
+/// `services`: what the spec asks for; `policy`: the document each is to
+/// have; `observed`: the cluster's endpoints.
+pub fn plan(
+    services: &[String],
+    at: &Placement,
+    policy: &Value,
+    observed: &[ObservedEndpoint],
+) -> EndpointActions {
     let mut actions = EndpointActions::default();
     let mut live: Vec<&ObservedEndpoint> = observed.iter().filter(|e| e.state.is_live()).collect();
     live.sort_by(|a, b| a.id.cmp(&b.id));
@@ -54,6 +87,9 @@ pub fn plan(services: &[String], at: &Placement, observed: &[ObservedEndpoint]) 
             continue;
         }
         actions.kept.push(e.id.clone());
+        if e.policy.as_ref() != Some(policy) {
+            actions.repolicy.push(e.id.clone());
+        }
         let (have, want) = if e.gateway {
             (&e.route_table_ids, &at.route_table_ids)
         } else {
@@ -127,8 +163,17 @@ pub async fn ensure(
     at: &Placement,
     known: &[String],
 ) -> Result<EndpointsDone, Error> {
-    let actions = plan(services, at, &p.observed.endpoints);
+    let chosen = match &p.spec.network {
+        NetworkPlan::Managed {
+            endpoint_policy, ..
+        } => *endpoint_policy,
+        NetworkPlan::Existing { .. } => EndpointPolicy::default(),
+    };
+    let policy = policy_document(chosen, p.account_id);
+    let actions = plan(services, at, &policy, &p.observed.endpoints);
     endpoint::delete(p.c, &actions.delete).await?;
+    try_join_all((actions.repolicy.iter()).map(|id| endpoint::set_policy(p.c, id, &policy)))
+        .await?;
     try_join_all(
         actions
             .modify
@@ -139,8 +184,14 @@ pub async fn ensure(
     let region = &p.spec.region;
     let created = try_join_all(actions.create.iter().map(|(service, where_)| {
         let token = endpoint_token(&p.spec.owner.uid, service, known);
+        let policy = &policy;
         async move {
-            endpoint::create(p.c, &p.spec.owner, vpc_id, region, service, where_, &token).await
+            let new = endpoint::NewEndpoint {
+                at: where_,
+                policy,
+                token: &token,
+            };
+            endpoint::create(p.c, &p.spec.owner, vpc_id, region, service, new).await
         }
     }))
     .await?;
@@ -229,7 +280,12 @@ mod tests {
             route_table_ids: if gateway { attached.clone() } else { vec![] },
             subnet_ids: if gateway { vec![] } else { attached },
             security_group_ids: vec![],
+            policy: Some(policy_document(EndpointPolicy::Account, "123456789012")),
         }
+    }
+
+    fn account_only() -> Value {
+        policy_document(EndpointPolicy::Account, "123456789012")
     }
 
     #[test]
@@ -291,7 +347,8 @@ mod tests {
         ];
         for (asked, observed, created, modified, deleted, why) in rows {
             let asked: Vec<String> = asked.into_iter().map(String::from).collect();
-            let got = plan(&asked, &at(), &observed);
+            let got = plan(&asked, &at(), &account_only(), &observed);
+            assert!(got.repolicy.is_empty(), "{why}: {:?}", got.repolicy);
             let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
             assert_eq!(
                 (
@@ -309,7 +366,21 @@ mod tests {
                 "{why}"
             );
         }
-        let created = plan(&["ecr.dkr".to_string()], &at(), &[]);
+        // An endpoint with another policy (made before the field, or
+        // changed by hand; or `full` asked for): given the wanted one.
+        let mut open = seen("vpce-3", "ecr.dkr", &["subnet-a", "subnet-b"], Available);
+        open.policy = Some(policy_document(EndpointPolicy::Full, ""));
+        let got = plan(
+            &["ecr.dkr".to_string()],
+            &at(),
+            &account_only(),
+            &[open.clone()],
+        );
+        assert_eq!(got.repolicy, vec!["vpce-3".to_string()]);
+        let full = policy_document(EndpointPolicy::Full, "");
+        let got = plan(&["ecr.dkr".to_string()], &at(), &full, &[open]);
+        assert!(got.repolicy.is_empty(), "{got:?}");
+        let created = plan(&["ecr.dkr".to_string()], &at(), &account_only(), &[]);
         assert_eq!(
             created.create,
             vec![(
