@@ -277,6 +277,7 @@ impl Observed {
 
     /// Whether nothing of the cluster's is left.
     pub fn is_empty(&self) -> bool {
+        let own: Vec<String> = self.route_tables.iter().map(|t| t.id.clone()).collect();
         self.vpcs.is_empty()
             && self.subnets.is_empty()
             && self.internet_gateways.is_empty()
@@ -294,10 +295,8 @@ impl Observed {
                 .iter()
                 .all(|e| e.state == EndpointState::Gone)
             && self.peerings.iter().all(|p| p.state == PeeringState::Gone)
-            && !self
-                .peering_routes
-                .iter()
-                .any(|r| peering::made_by_operator(r, &self.route_tables, &self.peerings))
+            && !(self.peering_routes.iter())
+                .any(|r| peering::made_by_operator(r, &own, &self.peerings))
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
     }

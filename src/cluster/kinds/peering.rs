@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 
 use super::{Deleted, Pass};
 use crate::aws::peering::{self, ObservedPeering, PeeringState};
-use crate::aws::route_table::{self, ObservedRouteTable, PeerTable, PeeringRoute, PEER_ROUTES};
+use crate::aws::route_table::{self, PeerTable, PeeringRoute, PEER_ROUTES};
 use crate::aws::tags::{items, Scope};
 use crate::aws::{AwsClients, AwsResult};
 use crate::cluster::catching_up::look_briefly;
@@ -324,12 +324,8 @@ pub struct RoutesBack<'a> {
 /// tables `own`, or a route back recorded on its connection. Any other
 /// route to a connection is its table owner's, and never the operator's
 /// to delete or wait for.
-pub fn made_by_operator(
-    r: &PeeringRoute,
-    own: &[ObservedRouteTable],
-    peerings: &[ObservedPeering],
-) -> bool {
-    own.iter().any(|t| t.id == r.table_id) || recorded(peerings, r)
+pub fn made_by_operator(r: &PeeringRoute, own: &[String], peerings: &[ObservedPeering]) -> bool {
+    own.contains(&r.table_id) || recorded(peerings, r)
 }
 
 /// Whether `r` is a route back the operator recorded making on its
@@ -340,19 +336,19 @@ fn recorded(peerings: &[ObservedPeering], r: &PeeringRoute) -> bool {
         .any(|p| p.id == r.peering_id && p.routes_back.get(&r.table_id) == Some(&r.destination))
 }
 
-/// `own`: the cluster's tables, with every route's target; `peer`: the
-/// listed peer tables as found; `peerings`: the connections with the
-/// routes back recorded on them.
+/// `own`: the cluster's tables (those observed and those this pass made);
+/// `peer`: the listed peer tables as found; `peerings`: the connections
+/// with the routes back recorded on them.
 pub fn plan_routes(
     wanted: &BTreeSet<Wanted>,
     observed: &[PeeringRoute],
-    own: &[ObservedRouteTable],
+    own: &[String],
     peer: &[PeerTable],
     peerings: &[ObservedPeering],
     back: RoutesBack<'_>,
 ) -> Result<RouteActions, Error> {
     let mut actions = RouteActions::default();
-    let is_own = |table: &str| own.iter().any(|t| t.id == table);
+    let is_own = |table: &str| own.iter().any(|t| t == table);
     let have = |w: &Wanted| {
         observed
             .iter()
@@ -472,10 +468,16 @@ pub async fn ensure_routes(
         false => vec![],
     };
     let opened_to = route_table::opened_to(&p.spec.owner.installation, &p.spec.owner.namespace);
+    // The cluster's tables: those observed, and those this pass made (not
+    // observed yet, and no peer's).
+    let mut own: Vec<String> = (p.observed.route_tables.iter())
+        .map(|t| t.id.clone())
+        .collect();
+    own.extend(tables.iter().cloned());
     let actions = plan_routes(
         &wanted,
         &p.observed.peering_routes,
-        &p.observed.route_tables,
+        &own,
         &peer,
         &p.observed.peerings,
         RoutesBack {
@@ -691,13 +693,7 @@ mod tests {
             destinations: vec!["10.9.0.0/16".into()],
             asked: asked("vpc-p", tables),
         };
-        let own = vec![ObservedRouteTable {
-            id: "rtb-own".into(),
-            public: false,
-            zone: None,
-            default_target: None,
-            associations: vec![],
-        }];
+        let own = vec!["rtb-own".to_string()];
         let peer = |id: &str, opened: Option<&str>, routes: &[(&str, &str)]| PeerTable {
             id: id.into(),
             vpc_id: "vpc-p".into(),
@@ -794,6 +790,12 @@ mod tests {
                 other => panic!("{route}: {other:?}"),
             }
         }
+        // A table of the cluster's this pass made (not observed yet): its
+        // route is set, not taken for a missing peer table.
+        let fresh = vec!["rtb-own".to_string(), "rtb-new".to_string()];
+        let with_new = wanted_routes(&active, &fresh, cidr);
+        let got = plan_routes(&with_new, &[], &fresh, &open, &untracked, back).expect("fresh");
+        assert!(got.set.iter().any(|s| s.0 == "rtb-new"), "{got:?}");
         // A listed table AWS does not have.
         assert!(matches!(
             plan(&wanted, &[], &[], &untracked),
