@@ -635,6 +635,40 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
         Some(b"testing".to_vec()),
         "the Secret's data changed"
     );
+    // The one exception: binding the installation Secret to this
+    // apiserver on the first start (an annotation added where there was
+    // none), never changing it, and on no other Secret.
+    let installation = format!("{}-installation", fullname(release));
+    kubectl_apply(
+        &g,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {installation}}}\nstringData: {{installation-secret: a-reproducible-install-secret-of-32-chars}}\n"),
+    )?;
+    let patch_secret_as = |name: &str, patch: &str| -> Result<std::process::Output> {
+        let mut cmd = g.kube.kubectl();
+        cmd.args(["--as", &sa, "-n", &g.namespace, "patch", "secret", name])
+            .args(["--type", "merge", "-p", patch]);
+        Ok(cmd.output()?)
+    };
+    let bind =
+        |uid: &str| format!(r#"{{"metadata":{{"annotations":{{"byoc.dev/apiserver":"{uid}"}}}}}}"#);
+    let out = patch_as(&bind("uid-here"))?;
+    assert!(
+        refused(&out),
+        "another Secret bound: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = patch_secret_as(&installation, &bind("uid-here"))?;
+    assert!(
+        out.status.success(),
+        "the binding refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = patch_secret_as(&installation, &bind("uid-elsewhere"))?;
+    assert!(
+        refused(&out),
+        "the binding changed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Control: its finalizer, in and out, as the operator does.
     for patch in [
         r#"{"metadata":{"finalizers":["byoc.dev/in-use"]}}"#,
