@@ -49,6 +49,11 @@ pub struct ObservedPeering {
 /// `byoc.dev/route-back/<route table ID>` = the destination.
 pub const ROUTE_BACK: &str = "byoc.dev/route-back/";
 
+/// The tag key that records a route back in `table`.
+fn route_back_key(table: &str) -> String {
+    format!("{ROUTE_BACK}{table}")
+}
+
 /// The routes back recorded in `tags`.
 fn routes_back(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
     tags.iter()
@@ -72,7 +77,7 @@ pub async fn record_route_back(
         .resources(id)
         .tags(
             aws_sdk_ec2::types::Tag::builder()
-                .key(format!("{ROUTE_BACK}{table}"))
+                .key(route_back_key(table))
                 .value(destination)
                 .build(),
         )
@@ -89,7 +94,7 @@ pub async fn forget_route_back(c: &AwsClients, id: &str, table: &str) -> AwsResu
         .resources(id)
         .tags(
             aws_sdk_ec2::types::Tag::builder()
-                .key(format!("{ROUTE_BACK}{table}"))
+                .key(route_back_key(table))
                 .build(),
         )
         .send()

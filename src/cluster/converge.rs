@@ -26,7 +26,7 @@ use super::spec::{NetworkPlan, PeeringPlan, ValidatedSpec, Zones};
 use super::status::Progress;
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::conditions::reason;
-use crate::api::NatGateways;
+use crate::api::{EndpointPolicy, NatGateways};
 use crate::aws::endpoint::is_gateway;
 use crate::aws::nat_gateway::NatState;
 use crate::aws::subnet::ObservedSubnet;
@@ -40,6 +40,7 @@ struct Managed {
     nat: NatGateways,
     internet: bool,
     endpoints: Vec<String>,
+    endpoint_policy: EndpointPolicy,
     peering: Vec<PeeringPlan>,
     desired_subnets: Vec<DesiredSubnet>,
     nat_zones: Vec<String>,
@@ -55,7 +56,7 @@ enum Layout {
 }
 
 async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Result<Layout, Error> {
-    let (cidr, zones, nat, internet, endpoints, peering) = match &spec.network {
+    let (cidr, zones, nat, internet, endpoints, endpoint_policy, peering) = match &spec.network {
         NetworkPlan::Existing { vpc_id, subnet_ids } => {
             return Ok(Layout::Existing {
                 vpc_id: vpc_id.clone(),
@@ -68,9 +69,17 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
             nat,
             internet,
             endpoints,
+            endpoint_policy,
             peering,
-            ..
-        } => (*cidr, zones, *nat, *internet, endpoints, peering),
+        } => (
+            *cidr,
+            zones,
+            *nat,
+            *internet,
+            endpoints,
+            *endpoint_policy,
+            peering,
+        ),
     };
     let zones = match zones {
         Zones::Named(z) => z.clone(),
@@ -95,6 +104,7 @@ async fn layout(catalog: &Catalog, c: &AwsClients, spec: &ValidatedSpec) -> Resu
         nat,
         internet,
         endpoints: endpoints.clone(),
+        endpoint_policy,
         peering: peering.clone(),
     }))
 }
@@ -352,7 +362,8 @@ async fn endpoints_step(
                     .collect(),
                 security_group_id: got(&b.endpoint_group, "the endpoints' group")?.clone(),
             };
-            let done = endpoints::ensure(p, vpc_id, &m.endpoints, &at, &input.known_endpoints);
+            let (services, policy) = (&m.endpoints, m.endpoint_policy);
+            let done = endpoints::ensure(p, vpc_id, services, policy, &at, &input.known_endpoints);
             put(&b.endpoints, done.await?)
         }
     }

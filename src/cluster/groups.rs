@@ -89,15 +89,11 @@ impl<M: Clone + Send + Sync + 'static> Groups<M> {
 
     /// Cluster `uid` joins the group `key`; `clients` are the key's
     /// CloudAccount's (the latest member's are used: the freshest
-    /// credentials of the same CloudAccount). A cluster is in one group at
-    /// a time: joining another (its account changed) leaves the first.
+    /// credentials of the same CloudAccount). Every pass starts by leaving
+    /// ([`Groups::leave`]), so a cluster whose account changed is in the
+    /// new group alone.
     pub fn join(&self, key: GroupKey, clients: AwsClients, uid: &str, entry: Entry<M>) {
         let mut groups = lock(&self.inner.groups);
-        for (k, group) in groups.iter_mut() {
-            if *k != key {
-                group.members.remove(uid);
-            }
-        }
         let start = !groups.contains_key(&key);
         let group = groups.entry(key.clone()).or_insert_with(|| Group {
             clients: clients.clone(),

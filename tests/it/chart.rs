@@ -591,13 +591,15 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
     )?;
     // As the operator's ServiceAccount (impersonated), which the chart's
     // ClusterRole lets patch Secrets.
-    let patch_as_with = |patch: &str, extra: &[&str]| -> Result<std::process::Output> {
-        let mut cmd = g.kube.kubectl();
-        cmd.args(["--as", &sa, "-n", &g.namespace, "patch", "secret", "keys"])
-            .args(["--type", "merge", "-p", patch])
-            .args(extra);
-        Ok(cmd.output()?)
-    };
+    let patch_secret_as =
+        |name: &str, patch: &str, extra: &[&str]| -> Result<std::process::Output> {
+            let mut cmd = g.kube.kubectl();
+            cmd.args(["--as", &sa, "-n", &g.namespace, "patch", "secret", name])
+                .args(["--type", "merge", "-p", patch])
+                .args(extra);
+            Ok(cmd.output()?)
+        };
+    let patch_as_with = |patch: &str, extra: &[&str]| patch_secret_as("keys", patch, extra);
     let patch_as = |patch: &str| patch_as_with(patch, &[]);
     let refused = |out: &std::process::Output| {
         !out.status.success()
@@ -643,12 +645,6 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
         &g,
         &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {installation}}}\nstringData: {{installation-secret: a-reproducible-install-secret-of-32-chars}}\n"),
     )?;
-    let patch_secret_as = |name: &str, patch: &str| -> Result<std::process::Output> {
-        let mut cmd = g.kube.kubectl();
-        cmd.args(["--as", &sa, "-n", &g.namespace, "patch", "secret", name])
-            .args(["--type", "merge", "-p", patch]);
-        Ok(cmd.output()?)
-    };
     let bind =
         |uid: &str| format!(r#"{{"metadata":{{"annotations":{{"byoc.dev/apiserver":"{uid}"}}}}}}"#);
     let out = patch_as(&bind("uid-here"))?;
@@ -657,13 +653,13 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
         "another Secret bound: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = patch_secret_as(&installation, &bind("uid-here"))?;
+    let out = patch_secret_as(&installation, &bind("uid-here"), &[])?;
     assert!(
         out.status.success(),
         "the binding refused: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = patch_secret_as(&installation, &bind("uid-elsewhere"))?;
+    let out = patch_secret_as(&installation, &bind("uid-elsewhere"), &[])?;
     assert!(
         refused(&out),
         "the binding changed: {}",

@@ -326,17 +326,11 @@ async fn made_and_removed(g: &Ground) -> Result<()> {
         let ec2 = ec2.clone();
         let pcx = pcx.clone();
         async move {
-            let t = ec2
-                .describe_route_tables()
-                .route_table_ids(&table)
-                .send()
-                .await?;
+            let routes = routes_of(&ec2, &table).await?;
             anyhow::Ok(
-                t.route_tables()
-                    .iter()
-                    .flat_map(|t| t.routes())
-                    .filter(|r| r.vpc_peering_connection_id() == Some(pcx.as_str()))
-                    .filter_map(|r| r.destination_cidr_block().map(str::to_string))
+                (routes.into_iter())
+                    .filter(|(_, target)| *target == pcx)
+                    .map(|(destination, _)| destination)
                     .collect::<Vec<_>>(),
             )
         }

@@ -264,11 +264,25 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
     }))
 }
 
+/// A Secret `name` holding `data` (a YAML flow mapping's body), labelled
+/// for `usage` (none: unlabelled).
+fn secret_manifest(name: &str, data: &str, usage: Option<&str>) -> String {
+    let labels = usage
+        .map(|u| format!(", labels: {{byoc.dev/use: {u}}}"))
+        .unwrap_or_default();
+    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}{labels}}}\nstringData: {{{data}}}\n")
+}
+
 /// The Secret-based account `name` in `namespace` with base keys `key_id`
 /// (moto takes any key while it does not enforce IAM).
 fn keyed_account(name: &str, key_id: &str, allowed: &str) -> String {
+    let secret = secret_manifest(
+        &format!("{name}-keys"),
+        &format!("AWS_ACCESS_KEY_ID: {key_id}, AWS_SECRET_ACCESS_KEY: testing"),
+        Some("credentials"),
+    );
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-keys, labels: {{byoc.dev/use: credentials}}}}\nstringData: {{AWS_ACCESS_KEY_ID: {key_id}, AWS_SECRET_ACCESS_KEY: testing}}\n---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  allowedNamespaces: [{allowed}]\n"
+        "{secret}---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  allowedNamespaces: [{allowed}]\n"
     )
 }
 
@@ -1261,15 +1275,6 @@ async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
     );
     delete_and_wait_gone(&g, "of-y").await?;
     Ok(())
-}
-
-/// A Secret `name` holding `data` (a YAML flow mapping's body), labelled
-/// for `usage` (none: unlabelled).
-fn secret_manifest(name: &str, data: &str, usage: Option<&str>) -> String {
-    let labels = usage
-        .map(|u| format!(", labels: {{byoc.dev/use: {u}}}"))
-        .unwrap_or_default();
-    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}{labels}}}\nstringData: {{{data}}}\n")
 }
 
 #[tokio::test]

@@ -15,7 +15,6 @@ use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catching_up::look_briefly;
-use crate::cluster::spec::NetworkPlan;
 use crate::Error;
 use serde_json::{json, Value};
 
@@ -154,22 +153,17 @@ pub struct EndpointsDone {
     pub available: bool,
 }
 
-/// Brings the endpoints to `services` at `at`; `known`: the endpoint IDs
-/// status held before this pass.
+/// Brings the endpoints to `services` at `at`, usable as `policy` says;
+/// `known`: the endpoint IDs status held before this pass.
 pub async fn ensure(
     p: Pass<'_>,
     vpc_id: &str,
     services: &[String],
+    policy: EndpointPolicy,
     at: &Placement,
     known: &[String],
 ) -> Result<EndpointsDone, Error> {
-    let chosen = match &p.spec.network {
-        NetworkPlan::Managed {
-            endpoint_policy, ..
-        } => *endpoint_policy,
-        NetworkPlan::Existing { .. } => EndpointPolicy::default(),
-    };
-    let policy = policy_document(chosen, p.account_id);
+    let policy = policy_document(policy, p.account_id);
     let actions = plan(services, at, &policy, &p.observed.endpoints);
     endpoint::delete(p.c, &actions.delete).await?;
     try_join_all((actions.repolicy.iter()).map(|id| endpoint::set_policy(p.c, id, &policy)))

@@ -275,9 +275,14 @@ impl Observed {
         out
     }
 
+    /// The IDs of the cluster's route tables.
+    pub fn route_table_ids(&self) -> Vec<String> {
+        self.route_tables.iter().map(|t| t.id.clone()).collect()
+    }
+
     /// Whether nothing of the cluster's is left.
     pub fn is_empty(&self) -> bool {
-        let own: Vec<String> = self.route_tables.iter().map(|t| t.id.clone()).collect();
+        let own = self.route_table_ids();
         self.vpcs.is_empty()
             && self.subnets.is_empty()
             && self.internet_gateways.is_empty()

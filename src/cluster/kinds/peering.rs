@@ -172,12 +172,11 @@ pub async fn ensure(
     asked: &[PeeringPlan],
 ) -> Result<PeeringDone, Error> {
     let actions = plan(asked, &p.observed.peerings);
-    let own: Vec<String> = (p.observed.route_tables.iter())
-        .map(|t| t.id.clone())
-        .collect();
+    let own = p.observed.route_table_ids();
     let gone = &actions.delete;
     delete_connections(
         p.c,
+        gone,
         gone,
         &p.observed.peerings,
         &p.observed.peering_routes,
@@ -470,9 +469,7 @@ pub async fn ensure_routes(
     let opened_to = route_table::opened_to(&p.spec.owner.installation, &p.spec.owner.namespace);
     // The cluster's tables: those observed, and those this pass made (not
     // observed yet, and no peer's).
-    let mut own: Vec<String> = (p.observed.route_tables.iter())
-        .map(|t| t.id.clone())
-        .collect();
+    let mut own = p.observed.route_table_ids();
     own.extend(tables.iter().cloned());
     let actions = plan_routes(
         &wanted,
@@ -508,20 +505,21 @@ pub async fn ensure_routes(
     Ok(())
 }
 
-/// Deletes the connections `ids` (of `peerings`): first their routes in
-/// the cluster's tables `own` and the routes back recorded on them (the
-/// peer gets back exactly its old routes; its own stay), then the
-/// connections.
+/// Deletes the connections `ids`: first the routes to `routes_to` that the
+/// operator made (in the cluster's tables `own`, and the routes back
+/// recorded on `peerings`: the peer gets back exactly its old routes, its
+/// own stay), then the connections.
 async fn delete_connections(
     c: &AwsClients,
     ids: &[String],
+    routes_to: &[String],
     peerings: &[ObservedPeering],
     routes: &[PeeringRoute],
     own: &[String],
 ) -> AwsResult<()> {
-    let ours = routes.iter().filter(|r| {
-        ids.contains(&r.peering_id) && (own.contains(&r.table_id) || recorded(peerings, r))
-    });
+    let ours = routes
+        .iter()
+        .filter(|r| routes_to.contains(&r.peering_id) && made_by_operator(r, own, peerings));
     try_join_all(ours.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
     try_join_all(ids.iter().map(|id| peering::delete(c, id))).await?;
     Ok(())
@@ -541,11 +539,7 @@ pub async fn delete(
         .collect();
     // The routes back of every connection AWS lists, a deleted one's too.
     let all: Vec<String> = observed.iter().map(|p| p.id.clone()).collect();
-    let back = routes
-        .iter()
-        .filter(|r| all.contains(&r.peering_id) && recorded(observed, r));
-    try_join_all(back.map(|r| route_table::delete_route(c, &r.table_id, &r.destination))).await?;
-    try_join_all(live.iter().map(|id| peering::delete(c, id))).await?;
+    delete_connections(c, &live, &all, observed, routes, &[]).await?;
     Ok(Deleted::All)
 }
 
