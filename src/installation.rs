@@ -2,8 +2,9 @@
 //! other that may share an AWS account with it (staging and production
 //! Kubernetes clusters, a team's own copy).
 //!
-//! A random secret is created once, on the first start, in a Secret of the
-//! operator's namespace (or given by the chart for a reproducible install).
+//! A random secret is made once, in a Secret of the operator's namespace: by
+//! the chart (generated, or given for a reproducible install), or, run
+//! outside the chart, by the operator on its first start.
 //! From it come, with HMAC-SHA-256 (output fixed by its standard, so stable
 //! across releases):
 //! - the public ID, carried by every AWS resource the operator creates as
@@ -113,6 +114,8 @@ pub enum InstallationError {
     },
     #[error("installation Secret {namespace}/{name} was not found (the operator creates it on its first start)")]
     NotFound { namespace: String, name: String },
+    #[error("installation Secret {namespace}/{name} was not found, and this operator may not create Secrets there: the chart makes it (templates/installation.yaml, or the Secret named by installation.secretName made beforehand); run `helm upgrade` of the release, or create it with a key {SECRET_KEY} of at least {MIN_SECRET_BYTES} random bytes")]
+    NotMade { namespace: String, name: String },
     #[error("no randomness for a new installation secret: {0}")]
     Random(String),
     #[error("installation Secret {namespace}/{name} belongs to another apiserver ({APISERVER_ANNOTATION}: {bound}; this apiserver's kube-system namespace has UID {here}): one installation runs against one apiserver, or each would take the other's live clusters for former ones. Give this apiserver an installation of its own (remove the copied Secret, or install with another installation.secret); to move the installation here (a restore), set the chart value installation.apiserver (the Secret's annotation {APISERVER_ANNOTATION}) to {here}")]
@@ -258,8 +261,9 @@ impl Installation {
             })
     }
 
-    /// [`Installation::load`], or, on the first start, a new random secret
-    /// written to the Secret, bound to the apiserver `here`. Two replicas
+    /// [`Installation::load`], or, on the first start outside the chart (which
+    /// makes the Secret and grants no `create`), a new random secret written
+    /// to the Secret, bound to the apiserver `here`. Two replicas
     /// starting at once agree: the second's create is refused and it reads
     /// the first's.
     async fn load_or_create(
@@ -289,6 +293,13 @@ impl Installation {
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => tracing::info!(%namespace, %name, "created the installation Secret"),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
+            // The chart's RBAC: the Secret is the chart's to make.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(InstallationError::NotMade {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
             Err(source) => return Err(InstallationError::kube(namespace, name, source)),
         }
         Self::load(client, namespace, name)

@@ -11,10 +11,12 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _, Result};
 use byoc_operator::account::in_use::IN_USE_FINALIZER;
 use byoc_operator::api::{CloudAccount, ClusterPhase, ComputeCluster};
+use byoc_operator::installation::SECRET_KEY;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-use kube::api::{DeleteParams, ListParams};
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::ResourceExt;
 
 use crate::clusters::{counts, Counts, WAIT};
@@ -289,9 +291,34 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
                 .map(|v| v["value"].clone())
         })
     };
+    let installation_secret = |docs: &[serde_json::Value]| -> Option<String> {
+        docs.iter()
+            .find(|d| {
+                d["kind"] == "Secret" && d["metadata"]["name"] == "byoc-byoc-operator-installation"
+            })
+            .and_then(|d| {
+                d["data"]["installation-secret"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    let generated = installation_secret(&docs)
+        .map(aws_smithy_types::base64::decode)
+        .transpose()?
+        .unwrap_or_default();
     assert!(env(&docs, "BYOC_INSTALLATION_SECRET") == Some(serde_json::json!("byoc-byoc-operator-installation"))
             && env(&docs, "BYOC_AMBIENT_IDENTITY_NAMESPACES").is_none()
-            && !docs.iter().any(|d| d["kind"] == "Secret"), "by default: the operator makes the installation Secret, and lends its identity to no namespace");
+            && generated.len() >= 32,
+            "by default: the chart makes the installation Secret with a random secret ({} bytes), and lends the identity to no namespace", generated.len());
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Role"
+            && d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["resources"][0] == "secrets")),
+        "by default no Role touches Secrets in the release namespace (the operator creates none)"
+    );
     let given = template(
         &g,
         "byoc",
@@ -420,6 +447,61 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
     status.args(["status", &release, "--namespace", &g.namespace]);
     let text = run(status)?;
     assert!(text.contains("STATUS: deployed"), "helm status: {text}");
+
+    // The installation Secret: made by the install with a random secret,
+    // the same after an upgrade (a new one would be a new installation).
+    let secrets = g.api::<Secret>();
+    let name = format!("{}-installation", fullname(&release));
+    let secret_of = |s: Secret| {
+        s.data
+            .and_then(|d| d.get(SECRET_KEY).map(|b| b.0.clone()))
+            .unwrap_or_default()
+    };
+    let installed = secret_of(secrets.get(&name).await?);
+    assert!(
+        installed.len() >= 32,
+        "installed: {} bytes",
+        installed.len()
+    );
+    let mut upgrade = helm(&g)?;
+    upgrade.args(["upgrade", &release]).arg(chart_dir()).args([
+        "--namespace",
+        &g.namespace,
+        "--reuse-values",
+    ]);
+    run(upgrade)?;
+    assert_eq!(
+        secret_of(secrets.get(&name).await?),
+        installed,
+        "an upgrade kept the installation's secret"
+    );
+    // A Secret of that name the release did not make (an earlier release's
+    // operator made it) is left alone by an install, and used.
+    let other = format!("{release}-b");
+    let kept = b"made-by-an-earlier-release-operator-at-its-first-start".to_vec();
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some(format!("{}-installation", fullname(&other))),
+                    ..Default::default()
+                },
+                data: Some([(SECRET_KEY.to_string(), ByteString(kept.clone()))].into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    install(&g, &other, &[])?;
+    assert_eq!(
+        secret_of(
+            secrets
+                .get(&format!("{}-installation", fullname(&other)))
+                .await?
+        ),
+        kept,
+        "an install left the Secret it did not make as it was"
+    );
     Ok(())
 }
 
@@ -511,7 +593,7 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
         .filter(|d| d["kind"] == "Role")
         .map(|d| serde_json::from_value(d.clone()))
         .collect::<Result<_, _>>()?;
-    assert!(roles.len() >= 2, "{} Roles rendered", roles.len());
+    assert!(!roles.is_empty(), "{} Roles rendered", roles.len());
     let mut variants: Vec<(String, Option<RuleAt>)> = vec![("everything (control)".into(), None)];
     let rules_json =
         |r: &[k8s_openapi::api::rbac::v1::PolicyRule]| -> Result<Vec<serde_json::Value>> {
@@ -639,12 +721,9 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
     );
     // The one exception: binding the installation Secret to this
     // apiserver on the first start (an annotation added where there was
-    // none), never changing it, and on no other Secret.
+    // none), never changing it, and on no other Secret. The chart made it
+    // without the annotation (installation.apiserver not given).
     let installation = format!("{}-installation", fullname(release));
-    kubectl_apply(
-        &g,
-        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {installation}}}\nstringData: {{installation-secret: a-reproducible-install-secret-of-32-chars}}\n"),
-    )?;
     let bind =
         |uid: &str| format!(r#"{{"metadata":{{"annotations":{{"byoc.dev/apiserver":"{uid}"}}}}}}"#);
     let out = patch_as(&bind("uid-here"))?;
