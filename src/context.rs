@@ -43,6 +43,9 @@ pub struct Settings {
     /// identity (`*`: every namespace); elsewhere only from a Secret. The
     /// rule is applied by `account::credentials::Ambient`.
     pub ambient_namespaces: Vec<String>,
+    /// How long a cluster keeps a borrowed account after the account no
+    /// longer allows its namespace, to be deleted (`cluster::consent`).
+    pub withdrawn_consent_grace: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             namespace: None,
             concurrency: 8,
             ambient_namespaces: vec![],
+            withdrawn_consent_grace: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -251,6 +251,13 @@ struct RunArgs {
     /// on-demand) is skipped by launches before it is tried again.
     #[arg(long, env = "BYOC_CAPACITY_REFUSAL_TTL", default_value = "3m", value_parser = parse_duration)]
     capacity_refusal_ttl: Duration,
+    /// How long a ComputeCluster keeps the CloudAccount of another
+    /// namespace it reached AWS through once that account no longer allows
+    /// its namespace: time to delete it. Then the operator deletes its AWS
+    /// resources in that account itself; neither the pause annotation nor
+    /// deletionPolicy Retain keeps them there.
+    #[arg(long, env = "BYOC_WITHDRAWN_CONSENT_GRACE", default_value = "24h", value_parser = parse_duration)]
+    withdrawn_consent_grace: Duration,
     /// Reconciliations at once, per controller.
     #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
@@ -741,6 +748,7 @@ fn settings(args: &RunArgs) -> Settings {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         ambient_namespaces: args.ambient_identity_namespaces.clone(),
+        withdrawn_consent_grace: args.withdrawn_consent_grace,
     }
 }
 

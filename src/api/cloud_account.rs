@@ -72,7 +72,9 @@ pub struct CloudAccountSpec {
     pub role_chain: Vec<RoleHop>,
 
     /// Other namespaces whose ComputeClusters may use this account. Default:
-    /// none (only this namespace). `"*"` allows every namespace.
+    /// none (only this namespace). `"*"` allows every namespace. A namespace
+    /// removed keeps the account for its clusters' deletion only, for the
+    /// operator's grace period; then their AWS resources are deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(length(max = 63), regex(pattern = patterns::NAMESPACE_OR_STAR)))]
     #[x_kube(merge_strategy = ListMerge::Set)]

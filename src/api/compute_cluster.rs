@@ -681,7 +681,11 @@ pub struct ComputeClusterStatus {
     /// `running/desired` instances over all groups, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled` and one per part.
+    /// `Ready`, `Reconciling`, `Stalled` and one per part; `Paused` under
+    /// the pause annotation; `ConsentWithdrawn` when the CloudAccount of
+    /// another namespace it reached AWS through no longer allows its
+    /// namespace (reason `NamespaceNotAllowed` while the grace period runs,
+    /// `ResourcesReleased` once the operator deleted its resources there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -17,6 +17,9 @@ pub const NODE_GROUPS_READY: &str = "NodeGroupsReady";
 pub const ACCOUNT_READY: &str = "AccountReady";
 /// Reconciliation is paused by the `byoc.dev/paused` annotation.
 pub const PAUSED: &str = "Paused";
+/// The borrowed CloudAccount a ComputeCluster reached AWS through no longer
+/// allows its namespace: it may only be deleted, within a grace period.
+pub const CONSENT_WITHDRAWN: &str = "ConsentWithdrawn";
 /// A deleted CloudAccount waits for the ComputeClusters that use it.
 pub const DELETING: &str = "Deleting";
 
@@ -49,6 +52,9 @@ pub mod reason {
     pub const KUBERNETES_API: &str = "KubernetesApi";
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const PAUSED: &str = "Paused";
+    /// A cluster's AWS resources deleted by the operator when the grace
+    /// period after its account's consent was withdrawn ended.
+    pub const RESOURCES_RELEASED: &str = "ResourcesReleased";
     /// An existing (bring-your-own) VPC or subnet was not found.
     pub const EXISTING_NETWORK_NOT_FOUND: &str = "ExistingNetworkNotFound";
     /// An IAM role or instance profile of the cluster's name belongs to someone else.

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod catching_up;
 pub mod cleanup;
+pub mod consent;
 pub mod converge;
 pub mod graph;
 pub mod groups;
@@ -130,6 +131,24 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     ctx.resync.leave(&uid);
     ctx.waiting.leave(&uid);
     let result = finalizer(&api, FINALIZER, cc, |event| async {
+        // A borrowed account's withdrawn consent outranks the pause and
+        // deletionPolicy Retain: the lender's account is held for the
+        // deletion only, and only for the grace period.
+        let cc = match event {
+            Event::Apply(cc) | Event::Cleanup(cc) => cc,
+        };
+        let withdrawn = consent::withdrawn(&ctx, &cc).await?;
+        let deleting = cc.meta().deletion_timestamp.is_some();
+        match (deleting, withdrawn) {
+            (false, Some(w)) => return consent::hold_or_release(cc, ctx.clone(), w).await,
+            (true, Some(w)) => return consent::delete(cc, ctx.clone(), &w).await,
+            _ => {}
+        }
+        let event = if deleting {
+            Event::Cleanup(cc)
+        } else {
+            Event::Apply(cc)
+        };
         match event {
             Event::Apply(cc) if is_paused(&cc) => {
                 Report::new(&cc).paused(&ctx.operator).await?;

@@ -12,7 +12,8 @@ use super::AccountBlocked;
 use crate::api::compute_cluster::CloudAccountRecord;
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
-    self, reason, Desired, ACCOUNT_READY, IAM_READY, NETWORK_READY, NODE_GROUPS_READY, PAUSED,
+    self, reason, Desired, ACCOUNT_READY, CONSENT_WITHDRAWN, IAM_READY, NETWORK_READY,
+    NODE_GROUPS_READY, PAUSED,
 };
 use crate::api::{CloudAccount, ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::context::{apply_status, Context};
@@ -148,6 +149,8 @@ pub struct Report {
     previous: ComputeClusterStatus,
     pub progress: Progress,
     account_ready: Option<Desired>,
+    /// `ConsentWithdrawn`, when the pass found it so (`consent.rs`).
+    consent: Option<Desired>,
     deletion_blockers: Vec<DeletionBlocker>,
     stage: Stage,
 }
@@ -166,6 +169,7 @@ impl Report {
             previous,
             progress,
             account_ready: None,
+            consent: None,
             deletion_blockers: vec![],
             stage: Stage::Converging,
         }
@@ -314,6 +318,44 @@ impl Report {
                 .await;
         }
         Ok(())
+    }
+
+    /// The borrowed account withdrew its consent (`consent.rs`): the
+    /// cluster is stalled with `reason` (the grace period running, or its
+    /// resources released), nothing else changed.
+    pub async fn consent(
+        mut self,
+        ctx: &Context,
+        reason: &'static str,
+        message: String,
+    ) -> Result<(), Error> {
+        self.consent = Some(Desired::new(
+            CONSENT_WITHDRAWN,
+            true,
+            reason,
+            message.clone(),
+        ));
+        self.write(ctx, &Outcome::NeedsUser { reason, message })
+            .await?;
+        Ok(())
+    }
+
+    /// `ConsentWithdrawn` as this pass leaves it: the pass's finding, else
+    /// given back (False) while the cluster still holds the account it
+    /// was withdrawn by, else as it was (a released cluster keeps saying so).
+    fn consent_condition(&self) -> Option<Desired> {
+        if self.consent.is_some() {
+            return self.consent.clone();
+        }
+        let held = conditions::is_true(&self.previous.conditions, CONSENT_WITHDRAWN);
+        (held && self.previous.cloud_account.is_some()).then(|| {
+            Desired::new(
+                CONSENT_WITHDRAWN,
+                false,
+                reason::AS_EXPECTED,
+                "the CloudAccount allows this namespace again",
+            )
+        })
     }
 
     /// Writes the status after convergence ran (or failed).
@@ -485,7 +527,11 @@ impl Report {
                 deletion_blockers: self.deletion_blockers.clone(),
                 conditions: conditions::merge(
                     &self.previous.conditions,
-                    &outcome.conditions(),
+                    &outcome
+                        .conditions()
+                        .into_iter()
+                        .chain(self.consent_condition())
+                        .collect::<Vec<_>>(),
                     generation,
                     &now,
                 ),
@@ -503,6 +549,7 @@ impl Report {
             ));
         }
         desired.extend(outcome.conditions());
+        desired.extend(self.consent_condition());
         ComputeClusterStatus {
             observed_generation: generation,
             aws_account_id: self.previous.aws_account_id.clone(),

@@ -387,6 +387,7 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         ("concurrency=0", "concurrency"),
         ("logging.format=xml", "format"),
         ("resyncInterval=five minutes", "resyncInterval"),
+        ("withdrawnConsentGrace=a day", "withdrawnConsentGrace"),
         ("leaderElection.leaseDuration=15", "leaseDuration"),
         ("watchNamespace=Team_A", "watchNamespace"),
         ("metrics.port=80", "port"),

@@ -1352,3 +1352,222 @@ async fn secrets_are_read_only_where_their_owner_labelled_them() -> Result<()> {
     delete_and_wait_gone(&g, "snoop").await?;
     Ok(())
 }
+
+/// The ComputeCluster `name`'s `ConsentWithdrawn` condition, when True.
+async fn withdrawn_condition(
+    g: &Ground,
+    name: &str,
+) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> {
+    let cc = g.api::<ComputeCluster>().get(name).await?;
+    Ok(cc
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ConsentWithdrawn" && c.status == "True"))
+}
+
+/// Makes the operator of the test's namespace look at the clusters
+/// `names` now. It watches that namespace alone, so a change of the
+/// lender's account in another namespace reaches it at the next periodic
+/// look; an operator watching every namespace (the chart's default) is
+/// started by the account's change itself (`triggers.rs`).
+async fn look_now(g: &Ground, names: &[&str], round: u32) -> Result<()> {
+    for name in names {
+        g.api::<ComputeCluster>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"test.byoc.dev/look": round.to_string()}}})),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace() -> Result<()> {
+    let g = Ground::new("ten-withdrawn").await?;
+    install_crds(&g).await?;
+    let c = g.namespace.clone();
+    let lender = format!("{c}-lender");
+    create_namespace(&g.client, &lender).await?;
+    // The lender's account allows C; an operator watches each namespace,
+    // C's with a short grace period.
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000001", &c),
+    )?;
+    let _op_lender = Operator::start_in(&g, &lender, &["--progress-poll", "1s"], &[])?;
+    account_state(&g, &lender, "acme", None).await?;
+    const GRACE_SECS: u64 = 45;
+    let grace = format!("{GRACE_SECS}s");
+    let op = Operator::start(
+        &g,
+        &["--progress-poll", "1s", "--withdrawn-consent-grace", &grace],
+        &[],
+    )?;
+    let borrowed = |name: &str, cidr: &str| {
+        small_cluster_manifest(name, cidr).replace(
+            "cloudAccountRef: {name: acme}",
+            &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
+        )
+    };
+    // Two borrowers, both asking to be kept: one paused, one with Retain.
+    let paused = borrowed("paused", "10.31.0.0/16");
+    let retained = borrowed("retained", "10.32.0.0/16").replace(
+        "  region: us-east-1\n",
+        "  region: us-east-1\n  deletionPolicy: Retain\n",
+    );
+    anyhow::ensure!(
+        retained.contains("deletionPolicy: Retain"),
+        "the manifest took no Retain"
+    );
+    kubectl_apply_in(&g, &c, &format!("{paused}---\n{retained}"))?;
+    let mut uids = BTreeMap::new();
+    for name in ["paused", "retained"] {
+        let cc = wait_running(&g, name, |_| true)
+            .await
+            .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
+        uids.insert(name, cc.uid().context("uid")?);
+    }
+    let clusters = g.api::<ComputeCluster>();
+    clusters
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"byoc.dev/paused": "true"}}}),
+            ),
+        )
+        .await?;
+    eventually("paused", WAIT, || async {
+        let cc = clusters.get("paused").await?;
+        Ok(cc
+            .status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Paused" && c.status == "True")
+            .then_some(()))
+    })
+    .await?;
+
+    // Control: withdrawn, then given back within the grace period: the
+    // borrower is told, and keeps everything it has.
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000001", ""),
+    )?;
+    look_now(&g, &["retained"], 1).await?;
+    let first = eventually("the withdrawal seen", WAIT, || async {
+        withdrawn_condition(&g, "retained").await
+    })
+    .await?;
+    assert!(
+        first.reason == "NamespaceNotAllowed"
+            && first.message.contains("delete this cluster")
+            && first.message.contains(&lender),
+        "{}",
+        first.message
+    );
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000001", &c),
+    )?;
+    look_now(&g, &["retained"], 2).await?;
+    eventually("the consent given back", WAIT, || async {
+        let cc = clusters.get("retained").await?;
+        Ok(cc
+            .status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ConsentWithdrawn" && c.status == "False")
+            .then_some(()))
+    })
+    .await?;
+    let kept = counts(&g, &uids["retained"]).await?;
+    assert!(
+        kept != Counts::default(),
+        "given back, the borrower lost its resources: {kept:?}"
+    );
+
+    // Withdrawn for good. The paused one is held too, pause or not.
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000001", ""),
+    )?;
+    let withdrawn_at = std::time::Instant::now();
+    look_now(&g, &["paused", "retained"], 3).await?;
+    for name in ["paused", "retained"] {
+        eventually(&format!("{name}: the withdrawal seen"), WAIT, || async {
+            Ok(withdrawn_condition(&g, name)
+                .await?
+                .filter(|c| c.reason == "NamespaceNotAllowed"))
+        })
+        .await?;
+    }
+    // Deleted within the grace period, Retain is not honoured: what it made
+    // in the lender's account is deleted.
+    delete_and_wait_gone(&g, "retained").await?;
+    assert_eq!(
+        counts(&g, &uids["retained"]).await?,
+        Counts::default(),
+        "deletionPolicy Retain kept resources in the lender's account"
+    );
+    // Not deleted at all (paused): at the end of the grace period the
+    // operator deletes its resources itself and forgets the account.
+    let released = eventually("the paused borrower released", WAIT * 2, || async {
+        Ok(withdrawn_condition(&g, "paused")
+            .await?
+            .filter(|c| c.reason == "ResourcesReleased"))
+    })
+    .await
+    .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
+    assert!(
+        withdrawn_at.elapsed() >= std::time::Duration::from_secs(GRACE_SECS - 5),
+        "released {:?} after the withdrawal, before the grace period of {GRACE_SECS}s",
+        withdrawn_at.elapsed()
+    );
+    assert!(
+        released.message.contains("were deleted"),
+        "{}",
+        released.message
+    );
+    assert_eq!(
+        counts(&g, &uids["paused"]).await?,
+        Counts::default(),
+        "the pause kept resources in the lender's account past the grace period"
+    );
+    let cc = clusters.get("paused").await?;
+    assert!(
+        cc.status
+            .as_ref()
+            .is_some_and(|s| s.cloud_account.is_none() && s.aws_account_id.is_none()),
+        "the released cluster still records the account: {:?}",
+        cc.status.as_ref().map(|s| &s.cloud_account)
+    );
+    // Its deletion later needs nothing of the lender.
+    clusters
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"byoc.dev/paused": null}}}),
+            ),
+        )
+        .await?;
+    delete_and_wait_gone(&g, "paused").await?;
+    record_figure(serde_json::json!({
+        "suite": "tenancy",
+        "setup": format!("two clusters of namespace C running through namespace L's account, one paused, one deletionPolicy Retain; L withdraws C from allowedNamespaces (grace {GRACE_SECS}s); control: withdrawn and given back within the grace period"),
+        "n": 1,
+        "figure": format!("the Retain cluster deleted within the grace period left 0 resources; the paused one was released after {:?} (grace {GRACE_SECS}s) to 0 resources, its account forgotten; the control kept its resources and came back to ConsentWithdrawn False", withdrawn_at.elapsed()),
+        "pass": true,
+    }))
+}
