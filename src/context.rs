@@ -39,6 +39,9 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
+    /// ComputeCluster reconciles running at once per namespace (0: no
+    /// limit); deletions are not counted (`cluster::fair`).
+    pub namespace_concurrency: usize,
     /// Namespaces whose CloudAccounts may start from the operator's own
     /// identity (`*`: every namespace); elsewhere only from a Secret. The
     /// rule is applied by `account::credentials::Ambient`.
@@ -57,6 +60,7 @@ impl Default for Settings {
             capacity_refusal_ttl: Duration::from_secs(180),
             namespace: None,
             concurrency: 8,
+            namespace_concurrency: 4,
             ambient_namespaces: vec![],
             withdrawn_consent_grace: Duration::from_secs(24 * 3600),
         }

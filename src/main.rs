@@ -234,9 +234,10 @@ struct RunArgs {
     /// How soon to look again while AWS is still creating something.
     #[arg(long, env = "BYOC_PROGRESS_POLL", default_value = "5s", value_parser = parse_duration)]
     progress_poll: Duration,
-    /// How long one attempt of an AWS call may take (after any wait for
-    /// the account's rate limit); a call makes at most three attempts.
-    /// Then it fails as transient.
+    /// How long one attempt of an AWS call may take, its wait for the
+    /// account's rate limit included; a call makes at most three attempts.
+    /// Then it fails as transient. A call whose wait would take more than
+    /// half of it is not sent: its pass ends and looks again later.
     #[arg(long, env = "BYOC_AWS_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     aws_attempt_timeout: Duration,
     /// Client-side pacing of AWS calls per account and region, as a
@@ -261,6 +262,11 @@ struct RunArgs {
     /// Reconciliations at once, per controller.
     #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// ComputeCluster reconciliations at once per namespace, so one
+    /// tenant's clusters never hold every worker (deletions are not
+    /// counted). Default: half of --concurrency; 0: no limit.
+    #[arg(long, env = "BYOC_NAMESPACE_CONCURRENCY")]
+    namespace_concurrency: Option<usize>,
     /// Log format.
     #[arg(long, env = "BYOC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -747,6 +753,9 @@ fn settings(args: &RunArgs) -> Settings {
         capacity_refusal_ttl: args.capacity_refusal_ttl,
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
+        namespace_concurrency: args
+            .namespace_concurrency
+            .unwrap_or_else(|| byoc_operator::cluster::fair::default_share(args.concurrency)),
         ambient_namespaces: args.ambient_identity_namespaces.clone(),
         withdrawn_consent_grace: args.withdrawn_consent_grace,
     }

@@ -65,6 +65,7 @@ pub struct PhaseLabels {
 pub struct Metrics {
     registry: Arc<Registry>,
     reconciles: Family<ControllerLabels, Counter>,
+    turned_away: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     backoff: Family<ControllerLabels, Histogram, fn() -> Histogram>,
@@ -102,6 +103,7 @@ impl Metrics {
             registry: Arc::default(),
             installation: add(r, "installation", "1, labelled with this operator installation's public ID (the byoc.dev/installation tag on everything it creates)", Family::default()),
             reconciles: add(r, "reconciles", "Reconciliations finished", Family::default()),
+            turned_away: add(r, "reconciles_turned_away", "Reconciliations put off because their namespace already ran its share of the workers (--namespace-concurrency)", Family::default()),
             errors: add(r, "reconcile_errors", "Reconciliations that failed, by reason", Family::default()),
             duration: add(r, "reconcile_duration_seconds", "Time a reconciliation took", Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)))),
             backoff: add(r, "requeue_backoff_seconds", "Backoff delays chosen after failed reconciliations", Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 10)))),
@@ -125,6 +127,13 @@ impl Metrics {
         let l = ControllerLabels { controller };
         self.reconciles.get_or_create(&l).inc();
         self.duration.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    /// A reconcile put off: its namespace ran its share of the workers.
+    pub fn turned_away(&self, controller: &'static str) {
+        self.turned_away
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
     }
 
     pub fn failed(&self, controller: &'static str, reason: &str, backoff: Duration) {

@@ -75,8 +75,9 @@ pub mod reason {
     pub const INSTANCE_PROFILE_NOT_FOUND: &str = "InstanceProfileNotFound";
     /// AWS accepted none of a node group's offerings; retried.
     pub const INSUFFICIENT_CAPACITY: &str = "InsufficientCapacity";
-    /// The quota pre-flight was skipped: the role may not read quotas.
-    pub const QUOTA_CHECK_SKIPPED: &str = "QuotaCheckSkipped";
+    /// The quota pre-flight could not be made: the role may not read
+    /// quotas (launches then go in small batches).
+    pub const QUOTA_UNKNOWN: &str = "QuotaUnknown";
     /// An instance impaired past its group's grace period is replaced.
     pub const UNHEALTHY_INSTANCE: &str = "UnhealthyInstance";
     /// An AWS quota or limit is reached (vCPUs, VPCs, addresses, ...).

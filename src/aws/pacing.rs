@@ -14,8 +14,11 @@
 //! turns pacing off (0).
 //!
 //! Pacing sits in the HTTP client, so the SDK's retries are paced too. The
-//! per-attempt timeout is kept there as well, after the wait: waiting for a
-//! token is not an attempt taking too long.
+//! per-attempt timeout is kept there as well and covers the wait. A call
+//! waits at most half of it ([`max_wait`]): one that would wait longer is
+//! not sent (reserving nothing), its pass ends as transient and looks
+//! again, so one account's backlog never holds a worker for long while
+//! other tenants' clusters wait.
 //!
 //! The client is also where leadership fences AWS writes ([`Fence`]): a
 //! write leaves only while the lease is surely held, judged at the moment
@@ -198,21 +201,51 @@ impl Pacer {
 
     /// Reserves what a request costs in `region`; how long it waits.
     pub fn reserve(&self, region: &str, cost: &[(Bucket, f64)], now: Instant) -> Duration {
-        let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
-        cost.iter()
-            .map(|(bucket, n)| {
-                let shape = self.limits.shape(*bucket);
-                levels
-                    .entry((region.to_string(), *bucket))
-                    .or_insert(Level {
-                        tokens: shape.capacity,
-                        at: now,
-                    })
-                    .reserve(shape, *n, now)
-            })
-            .max()
-            .unwrap_or_default()
+        self.reserve_within(region, cost, now, Duration::MAX)
+            .unwrap_or_else(|wait| wait)
     }
+
+    /// Reserves what a request costs in `region` when it can leave within
+    /// `bound`: `Ok(wait)`. Otherwise nothing is reserved (those waiting
+    /// already are not pushed back) and `Err` says how long it would have
+    /// waited.
+    pub fn reserve_within(
+        &self,
+        region: &str,
+        cost: &[(Bucket, f64)],
+        now: Instant,
+        bound: Duration,
+    ) -> Result<Duration, Duration> {
+        let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = Vec::with_capacity(cost.len());
+        for (bucket, n) in cost {
+            let shape = self.limits.shape(*bucket);
+            let mut level = levels
+                .get(&(region.to_string(), *bucket))
+                .cloned()
+                .unwrap_or(Level {
+                    tokens: shape.capacity,
+                    at: now,
+                });
+            let wait = level.reserve(shape, *n, now);
+            taken.push((*bucket, level, wait));
+        }
+        let wait = taken.iter().map(|(_, _, w)| *w).max().unwrap_or_default();
+        if wait > bound {
+            return Err(wait);
+        }
+        for (bucket, level, _) in taken {
+            levels.insert((region.to_string(), bucket), level);
+        }
+        Ok(wait)
+    }
+}
+
+/// The longest a call waits for its account's tokens: half its attempt
+/// timeout, which covers the wait (so at least half is left for AWS to
+/// answer). A call that would wait longer is not sent.
+pub fn max_wait(attempt_timeout: Duration) -> Duration {
+    attempt_timeout / 2
 }
 
 /// Told of each wait: the service and how long.
@@ -375,23 +408,44 @@ impl HttpConnector for PacedConnector {
         let write = scoped
             .as_ref()
             .is_some_and(|(service, _)| is_write(service, &op));
+        let timeout = self.attempt_timeout;
         let wait = match (&self.pacer, &scoped) {
             (Some(pacer), Some((service, region))) => {
                 let region = if service == "iam" { "global" } else { region };
-                let wait = pacer.reserve(region, &cost(service, &op, instances), Instant::now());
-                if !wait.is_zero() {
-                    (self.on_wait)(service, wait);
+                let cost = cost(service, &op, instances);
+                match pacer.reserve_within(region, &cost, Instant::now(), max_wait(timeout)) {
+                    Ok(wait) => {
+                        if !wait.is_zero() {
+                            (self.on_wait)(service, wait);
+                        }
+                        wait
+                    }
+                    // Not sent: the pass ends (a transient error) and its
+                    // worker serves another cluster until the budget is back.
+                    Err(wait) => {
+                        let message = format!(
+                            "{op} not sent: the account's {service} request budget in {region} is spent for {}s, longer than a call may wait ({}s); looked at again later",
+                            wait.as_secs(),
+                            max_wait(timeout).as_secs()
+                        );
+                        return HttpConnectorFuture::ready(Err(ConnectorError::other(
+                            message.into(),
+                            None,
+                        )));
+                    }
                 }
-                wait
             }
             _ => Duration::ZERO,
         };
-        let (inner, timeout) = (self.inner.clone(), self.attempt_timeout);
+        let inner = self.inner.clone();
         let fence = self.fence.clone();
         HttpConnectorFuture::new(async move {
+            // The attempt's time covers its wait for tokens.
+            let started = tokio::time::Instant::now();
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
+            let timeout = timeout.saturating_sub(started.elapsed());
             // Judged now, as the request would leave: not when it was queued.
             if write && !fence.allows_writes(SystemTime::now()) {
                 tracing::warn!(operation = %op, "AWS write not sent: leadership is not surely held");
@@ -481,6 +535,31 @@ mod tests {
             ms(pacer.reserve("r", &cost("ec2", "RunInstances", 1), now)),
             500
         );
+    }
+
+    #[test]
+    fn a_wait_past_the_bound_reserves_nothing() {
+        let pacer = Pacer::new(Limits::aws(1.0));
+        let now = Instant::now();
+        let bound = Duration::from_secs(10);
+        // 1000 instances empty the resource bucket; 500 more would wait
+        // 250 s: refused, and the bucket is as it was.
+        let launch = |n| cost("ec2", "RunInstances", n);
+        assert_eq!(
+            pacer.reserve_within("r", &launch(1000), now, bound),
+            Ok(Duration::ZERO)
+        );
+        let refused = pacer.reserve_within("r", &launch(500), now, bound);
+        assert_eq!(refused.map_err(ms), Err(250_000));
+        // Within the bound (10 s: 20 instances) the next one still goes.
+        assert_eq!(
+            pacer.reserve_within("r", &launch(20), now, bound).map(ms),
+            Ok(10_000)
+        );
+        assert!(pacer.reserve_within("r", &launch(1), now, bound).is_err());
+        // Later, the refill lets it through.
+        let later = now + Duration::from_secs(20);
+        assert!(pacer.reserve_within("r", &launch(20), later, bound).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod catching_up;
 pub mod cleanup;
 pub mod consent;
 pub mod converge;
+pub mod fair;
 pub mod graph;
 pub mod groups;
 pub mod kinds;
@@ -73,6 +74,8 @@ pub struct ClusterContext {
     pub resync: Resync,
     /// Clusters waiting for what AWS is creating, looked at together.
     pub waiting: Waiting,
+    /// Each namespace's share of the workers.
+    pub fair: Arc<fair::Fair>,
 }
 
 /// Runs the ComputeCluster controller until shutdown.
@@ -99,6 +102,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
             triggers::clusters_naming_secret(store.clone()),
         );
     let concurrency = ctx.settings.concurrency;
+    let namespace_share = ctx.settings.namespace_concurrency;
     let refusal_ttl = ctx.settings.capacity_refusal_ttl;
     let cx = Arc::new(ClusterContext {
         operator: ctx,
@@ -107,6 +111,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         recent: Recent::default(),
         resync,
         waiting,
+        fair: fair::Fair::new(namespace_share),
     });
     run_controller(
         controller,
@@ -120,6 +125,14 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
 }
 
 async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
+    let deleting = cc.meta().deletion_timestamp.is_some();
+    let Some(_turn) = ctx
+        .fair
+        .enter(&cc.namespace().unwrap_or_default(), deleting)
+    else {
+        ctx.operator.metrics.turned_away(CONTROLLER);
+        return Ok(Action::requeue(fair::TURNED_AWAY));
+    };
     let started = Instant::now();
     let api: Api<ComputeCluster> = Api::namespaced(
         ctx.operator.client.clone(),
@@ -464,8 +477,11 @@ async fn converge_pass(
         }
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.
-        if let Some(note) = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await? {
-            progress.notes.push((reason::QUOTA_CHECK_SKIPPED, note));
+        let quotas = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await?;
+        let launch_cap = kinds::node_groups::launch_cap(quotas.is_some());
+        if let Some(note) = quotas {
+            let note = format!("{note}; launches are capped at {launch_cap} instances a pass");
+            progress.notes.push((reason::QUOTA_UNKNOWN, note));
         }
         let account_id = &input.resolved.account_id;
         kinds::peering::preflight(&clients, spec, account_id, &observed.peerings).await?;
@@ -476,6 +492,7 @@ async fn converge_pass(
             user_data: &user_data,
             recorded: &input.recorded,
             account_id: &input.resolved.account_id,
+            launch_cap,
         };
         converge::converge(&ctx.catalog, pass, progress).await?;
         Ok(observed)

@@ -385,6 +385,7 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
     // Bad values are refused by values.schema.json, naming the value.
     let cases: &[(&str, &str)] = &[
         ("concurrency=0", "concurrency"),
+        ("namespaceConcurrency=-1", "namespaceConcurrency"),
         ("logging.format=xml", "format"),
         ("resyncInterval=five minutes", "resyncInterval"),
         ("withdrawnConsentGrace=a day", "withdrawnConsentGrace"),

@@ -319,6 +319,8 @@ pub struct Pass<'a> {
     pub recorded: &'a images::Recorded,
     /// The account's ID, as verified.
     pub account_id: &'a str,
+    /// The most instances the pass launches (`node_groups::launch_cap`).
+    pub launch_cap: i32,
 }
 
 /// What one kind's deletion left, after looking again briefly.

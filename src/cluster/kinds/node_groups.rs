@@ -397,6 +397,35 @@ pub fn plan(
     actions
 }
 
+/// The most instances one pass launches, the rest in the passes after it:
+/// a pass (and the worker running it) is never spent on thousands of
+/// launches while other clusters wait. Smaller while the quotas are
+/// unknown (the role may not read them), so a request AWS would refuse for
+/// want of quota is found after a small batch, not a whole fleet.
+pub fn launch_cap(quotas_unknown: bool) -> i32 {
+    if quotas_unknown {
+        10
+    } else {
+        100
+    }
+}
+
+/// The launches of `planned` a pass makes under `cap` instances, in the
+/// plan's order (the last one cut to fit).
+pub fn capped(planned: Vec<LaunchPlan>, cap: i32) -> Vec<LaunchPlan> {
+    let mut left = cap.max(0);
+    let mut out = Vec::new();
+    for mut plan in planned {
+        if left == 0 {
+            break;
+        }
+        plan.count = plan.count.min(left);
+        left -= plan.count;
+        out.push(plan);
+    }
+    out
+}
+
 /// What node groups launch into.
 pub struct NodeNetwork<'a> {
     pub vpc_id: &'a str,
@@ -449,13 +478,14 @@ pub async fn ensure<'a>(
     );
     check_security_groups(p, network.vpc_id).await?;
     instances::terminate(p.c, &terminate).await?;
+    let launch = capped(launch, p.launch_cap);
     let jobs = jobs(p, catalog, network, &launch).await?;
     let launcher = Launcher {
         p,
         catalog,
         network,
         inputs: &inputs,
-        key: (p.spec.account.to_string(), p.spec.region.clone()),
+        key: (p.account_id.to_string(), p.spec.region.clone()),
     };
     let launched = try_join_all(jobs.iter().map(|job| launcher.launch(job))).await?;
     let mut shortfalls = Vec::new();
@@ -612,7 +642,7 @@ struct Launcher<'a> {
     catalog: &'a Catalog,
     network: &'a NodeNetwork<'a>,
     inputs: &'a Inputs,
-    /// Whose refusals apply: `(CloudAccount, region)`.
+    /// Whose refusals apply: `(AWS account, region)`.
     key: (String, String),
 }
 
@@ -638,7 +668,8 @@ impl Launcher<'_> {
                 .unwrap_or_default();
             for offering in offerings::offerings(group, &[zone]) {
                 let refusals = &self.catalog.refusals;
-                if let Some((code, age)) = refusals.refused(&self.key, &offering) {
+                let count = job.plan.count;
+                if let Some((code, age)) = refusals.refused(&self.key, &offering, count) {
                     let again = refusals.ttl().saturating_sub(age).as_secs();
                     tried.push(format!("{offering}: {code} (tried again in {again}s)"));
                     continue;
@@ -648,7 +679,7 @@ impl Launcher<'_> {
                     Err(e) if offerings::is_refusal(e.code()) => {
                         let code = e.code().unwrap_or_default();
                         tried.push(format!("{offering}: {code}"));
-                        refusals.refuse(&self.key, offering, code);
+                        refusals.refuse(&self.key, offering, count, code);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -1433,6 +1464,36 @@ mod tests {
             candidates(&group(1, "t3.large"), &public_only),
             vec!["subnet-pub"]
         );
+    }
+
+    #[test]
+    fn a_pass_launches_at_most_its_cap() {
+        let plan = |group: &str, count| LaunchPlan {
+            group: group.into(),
+            subnet: "subnet-a".into(),
+            count,
+            existing: vec![],
+        };
+        let counts = |plans: Vec<LaunchPlan>| -> Vec<(String, i32)> {
+            plans.into_iter().map(|p| (p.group, p.count)).collect()
+        };
+        let planned = vec![plan("a", 60), plan("b", 60), plan("c", 5)];
+        assert_eq!(
+            counts(capped(planned.clone(), 100)),
+            vec![("a".into(), 60), ("b".into(), 40)],
+            "the last launch cut to fit, the rest left for the next pass"
+        );
+        assert_eq!(
+            counts(capped(planned.clone(), 500)).len(),
+            3,
+            "under the cap: all"
+        );
+        assert_eq!(
+            counts(capped(planned, launch_cap(true))),
+            vec![("a".into(), 10)],
+            "quotas unknown: a small batch"
+        );
+        assert!(launch_cap(true) < launch_cap(false));
     }
 
     #[test]

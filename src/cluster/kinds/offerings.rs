@@ -50,10 +50,15 @@ pub fn offerings(group: &NodeGroupSpec, zones: &[&str]) -> Vec<Offering> {
     out
 }
 
-/// AWS's code and when, by refused offering.
-type Refused = HashMap<Offering, (String, Instant)>;
+/// AWS's code, when, and how many instances were asked for, by refused
+/// offering.
+type Refused = HashMap<Offering, (String, Instant, i32)>;
 
-/// Refused offerings per `(account, region)`, remembered for `ttl`.
+/// Refused offerings per `(AWS account, region)`, remembered for `ttl`:
+/// capacity is the account's, whichever CloudAccount asked. A refusal
+/// holds for launches of as many instances or more; a smaller one is
+/// still tried (one tenant's oversized request does not close the
+/// offering to the others' small ones).
 pub struct Refusals {
     ttl: Duration,
     refused: Mutex<HashMap<(String, String), Refused>>,
@@ -67,26 +72,28 @@ impl Refusals {
         }
     }
 
-    /// AWS's code and how long ago it refused `offering`, while that is
-    /// within the window.
+    /// AWS's code and how long ago it refused `offering` for `count`
+    /// instances or fewer, while that is within the window.
     pub fn refused(
         &self,
         key: &(String, String),
         offering: &Offering,
+        count: i32,
     ) -> Option<(String, Duration)> {
         let map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .and_then(|m| m.get(offering))
-            .map(|(code, at)| (code.clone(), at.elapsed()))
+            .filter(|(_, _, refused)| count >= *refused)
+            .map(|(code, at, _)| (code.clone(), at.elapsed()))
             .filter(|(_, age)| *age < self.ttl)
     }
 
-    pub fn refuse(&self, key: &(String, String), offering: Offering, code: &str) {
+    pub fn refuse(&self, key: &(String, String), offering: Offering, count: i32, code: &str) {
         let mut map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         let ttl = self.ttl;
         let refused = map.entry(key.clone()).or_default();
-        refused.retain(|_, (_, at)| at.elapsed() < ttl);
-        refused.insert(offering, (code.to_string(), Instant::now()));
+        refused.retain(|_, (_, at, _)| at.elapsed() < ttl);
+        refused.insert(offering, (code.to_string(), Instant::now(), count));
     }
 
     pub fn ttl(&self) -> Duration {
@@ -172,24 +179,32 @@ mod tests {
 
     #[test]
     fn refusals_are_remembered_within_their_window_only() {
-        let key = ("team/acme".to_string(), "us-east-1".to_string());
+        let key = ("123456789012".to_string(), "us-east-1".to_string());
         let o = Offering {
             instance_type: "m6i.large".into(),
             zone: "us-east-1a".into(),
             market: Market::Spot,
         };
         let remembered = Refusals::new(Duration::from_secs(60));
-        assert_eq!(remembered.refused(&key, &o), None);
-        remembered.refuse(&key, o.clone(), "InsufficientInstanceCapacity");
+        assert_eq!(remembered.refused(&key, &o, 1), None);
+        remembered.refuse(&key, o.clone(), 20, "InsufficientInstanceCapacity");
+        for count in [20, 500] {
+            assert_eq!(
+                remembered.refused(&key, &o, count).map(|r| r.0),
+                Some("InsufficientInstanceCapacity".to_string()),
+                "{count} after 20 refused"
+            );
+        }
         assert_eq!(
-            remembered.refused(&key, &o).map(|r| r.0),
-            Some("InsufficientInstanceCapacity".to_string())
+            remembered.refused(&key, &o, 3),
+            None,
+            "a smaller launch is still tried"
         );
-        let other = ("team/other".to_string(), "us-east-1".to_string());
-        assert_eq!(remembered.refused(&other, &o), None, "per account");
+        let other = ("210987654321".to_string(), "us-east-1".to_string());
+        assert_eq!(remembered.refused(&other, &o, 20), None, "per AWS account");
         let forgotten = Refusals::new(Duration::ZERO);
-        forgotten.refuse(&key, o.clone(), "InsufficientInstanceCapacity");
-        assert_eq!(forgotten.refused(&key, &o), None, "past the window");
+        forgotten.refuse(&key, o.clone(), 1, "InsufficientInstanceCapacity");
+        assert_eq!(forgotten.refused(&key, &o, 1), None, "past the window");
         assert!(is_refusal(Some("InsufficientInstanceCapacity")));
         assert!(
             !is_refusal(Some("VcpuLimitExceeded")),
