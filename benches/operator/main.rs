@@ -229,11 +229,22 @@ async fn run(args: Args) -> Result<()> {
         args.out.join("results.json"),
         serde_json::to_string_pretty(&results)? + "\n",
     )?;
-    std::fs::write(args.out.join("results.md"), markdown(&results))?;
+    let before = std::fs::read_to_string(args.out.join("results.md")).unwrap_or_default();
+    let report = markdown(&results);
+    std::fs::write(args.out.join("results.md"), &report)?;
     eprintln!(
         "bench: wrote {} and {}",
         args.out.join("results.json").display(),
         args.out.join("results.md").display()
     );
+    // A figure that was met and is now missed fails the run, after the
+    // report is written (so it can be read).
+    let regressed = testground::report::regressions(&before, &report);
+    if !regressed.is_empty() {
+        bail!(
+            "figures met before and missed now (fix them, or say why in the change):\n  {}",
+            regressed.join("\n  ")
+        );
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod netns;
 pub mod node;
 pub mod proxy;
 pub mod realism;
+pub mod report;
 pub use proxy::{AwsProxy, Call, Denial, Faults, Refusal};
 
 /// `base` as the role `role_arn` (with `external_id` when given): the

@@ -85,6 +85,24 @@ async fn settled_clusters_of_one_account_share_one_describe_per_kind() -> Result
         per_cluster, 0,
         "{per_cluster} per-cluster IAM describes in steady state"
     );
+    // Every read of the interval is one per kind, as for a single cluster:
+    // a cluster leaving the shared resync to look for itself would read
+    // some kind twice in an interval (the 500-cluster regression).
+    let per_kind: Vec<(String, u64)> = g
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|(op, _)| {
+            ["Describe", "Get", "List"]
+                .iter()
+                .any(|p| op.starts_with(p))
+        })
+        .filter(|(_, n)| *n > shared)
+        .collect();
+    assert!(
+        per_kind.is_empty(),
+        "reads more often than once per interval ({shared} intervals): {per_kind:?}"
+    );
 
     // Drift in one cluster reconciles that one.
     let victim = &names[1];
