@@ -74,6 +74,8 @@ pub struct Context {
     pub installation: Installation,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// What each cluster holds against its CloudAccount's limits.
+    pub ledger: crate::account::limits::Ledger,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
 }
@@ -97,6 +99,7 @@ impl Context {
             installation,
             settings,
             metrics,
+            ledger: Default::default(),
             backoffs: Mutex::default(),
         }
     }

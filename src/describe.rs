@@ -188,7 +188,46 @@ fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
         (Some(id), Some(arn)) => format!("  account {id} as {arn}"),
         _ => String::new(),
     };
-    Node::new(format!("CloudAccount {ns}/{name}  {phase}{identity}"))
+    let node = Node::new(format!("CloudAccount {ns}/{name}  {phase}{identity}"));
+    match (&a.spec.limits, s.usage) {
+        (Some(limits), usage) => node.with(vec![Node::new(limits_line(
+            limits,
+            usage.unwrap_or_default(),
+        ))]),
+        (None, _) => node,
+    }
+}
+
+/// `limits: total instances 3/3, perNamespace vcpus …/8`: each cap set,
+/// with what the account's clusters hold of it.
+fn limits_line(
+    limits: &crate::api::cloud_account::AccountLimits,
+    usage: crate::api::cloud_account::Usage,
+) -> String {
+    let mut parts = vec![];
+    for (scope, caps) in [
+        ("total", &limits.total),
+        ("perNamespace", &limits.per_namespace),
+    ] {
+        let Some(c) = caps else { continue };
+        for (what, cap, used) in [
+            ("clusters", c.clusters, usage.clusters),
+            ("instances", c.instances, usage.instances),
+            ("vcpus", c.vcpus, usage.vcpus),
+            ("gpus", c.gpus, usage.gpus),
+        ] {
+            if let Some(cap) = cap {
+                // Per namespace the account's whole use is an upper bound.
+                let held = if scope == "total" {
+                    format!("{used}/")
+                } else {
+                    format!("≤{used}/")
+                };
+                parts.push(format!("{scope} {what} {held}{cap}"));
+            }
+        }
+    }
+    format!("limits: {}", parts.join(", "))
 }
 
 fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
@@ -418,6 +457,31 @@ mod tests {
         assert!(
             unseen.contains("├─ AWS not described: CloudAccount not ready"),
             "{unseen}"
+        );
+    }
+
+    #[test]
+    fn limits_are_shown_with_what_is_held() {
+        use crate::api::cloud_account::{AccountLimits, Caps, Usage};
+        let limits = AccountLimits {
+            total: Some(Caps {
+                instances: Some(3),
+                ..Default::default()
+            }),
+            per_namespace: Some(Caps {
+                vcpus: Some(8),
+                ..Default::default()
+            }),
+        };
+        let usage = Usage {
+            clusters: 3,
+            instances: 3,
+            vcpus: 6,
+            gpus: 0,
+        };
+        assert_eq!(
+            limits_line(&limits, usage),
+            "limits: total instances 3/3, perNamespace vcpus ≤6/8"
         );
     }
 }

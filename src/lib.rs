@@ -83,6 +83,9 @@ pub enum Error {
     InsufficientCapacity {
         groups: Vec<cluster::kinds::node_groups::Shortfall>,
     },
+    /// A limit of the CloudAccount (`spec.limits`) the cluster would pass.
+    #[error("over the CloudAccount's limit: {0}; nothing more is made until the request or other clusters' use shrinks, or the limit is raised")]
+    LimitExceeded(account::limits::Exceeded),
     /// An AWS quota is too small for what the spec asks (with the numbers).
     #[error("{}", cluster::quotas::said(.short, "; "))]
     QuotaExceeded {
@@ -208,6 +211,7 @@ pub enum Reason {
     UserDataTooLarge,
     KeyPairNotFound,
     QuotaExceeded,
+    LimitExceeded,
     IamPolicyNotFound,
     InstanceProfileNotFound,
     NotOursToUse,
@@ -248,6 +252,7 @@ impl Reason {
             Reason::UserDataTooLarge => r::USER_DATA_TOO_LARGE,
             Reason::KeyPairNotFound => r::KEY_PAIR_NOT_FOUND,
             Reason::QuotaExceeded => r::QUOTA_EXCEEDED,
+            Reason::LimitExceeded => r::LIMIT_EXCEEDED,
             Reason::IamPolicyNotFound => r::IAM_POLICY_NOT_FOUND,
             Reason::InstanceProfileNotFound => r::INSTANCE_PROFILE_NOT_FOUND,
             Reason::NotOursToUse => r::NOT_OURS_TO_USE,
@@ -314,6 +319,7 @@ impl Error {
             Error::UserDataTooLarge { .. } => (Reason::UserDataTooLarge, NeedsUser),
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
             Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),
+            Error::LimitExceeded(_) => (Reason::LimitExceeded, NeedsUser),
             Error::IamPolicyNotFound(_) => (Reason::IamPolicyNotFound, NeedsUser),
             Error::InstanceProfileNotFound(_) => (Reason::InstanceProfileNotFound, NeedsUser),
             Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),

@@ -141,16 +141,23 @@ pub fn clusters_of_changed_accounts(
     let usable = |a: &CloudAccount| {
         let status = a.status.as_ref();
         (
-            ObjectRef::from_obj(a),
-            a.meta().generation,
-            status.and_then(|s| s.phase),
-            status.and_then(|s| s.account_id.clone()),
+            (
+                ObjectRef::from_obj(a),
+                a.meta().generation,
+                status.and_then(|s| s.phase),
+                status.and_then(|s| s.account_id.clone()),
+            ),
+            status.and_then(|s| s.usage),
         )
     };
     key_changes(events, usable).flat_map(move |(old, new)| {
+        // Only what the clusters hold changed: the clusters waiting for
+        // room under the account's limits may now fit; the others have
+        // nothing new to do.
+        let usage_only = matches!((&old, &new), (Some((a, _)), Some((b, _))) if a == b);
         let refs: Vec<ObjectRef<ComputeCluster>> = new
             .or(old)
-            .map(|(account, ..)| {
+            .map(|((account, ..), _)| {
                 clusters
                     .state()
                     .into_iter()
@@ -158,11 +165,24 @@ pub fn clusters_of_changed_accounts(
                         let (ns, name) = c.account_key();
                         name == account.name && Some(ns) == account.namespace
                     })
+                    .filter(|c| !usage_only || over_limit(c))
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect()
             })
             .unwrap_or_default();
         futures::stream::iter(refs)
+    })
+}
+
+/// Whether `cc` waits for room under its account's limits (`Stalled`,
+/// `LimitExceeded`).
+fn over_limit(cc: &ComputeCluster) -> bool {
+    cc.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == crate::api::conditions::STALLED
+                && c.status == "True"
+                && c.reason == crate::api::conditions::reason::LIMIT_EXCEEDED
+        })
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod iam_policy;
 pub mod in_use;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -220,6 +221,9 @@ pub struct AccountContext {
 struct AccountUse {
     account: ObjectRef<CloudAccount>,
     recorded: Option<ObjectRef<CloudAccount>>,
+    /// Its nodes (`running/desired`): what it holds changed, so the
+    /// account's `status.usage` is written again.
+    nodes: Option<String>,
 }
 
 impl AccountUse {
@@ -230,6 +234,7 @@ impl AccountUse {
             recorded: cc
                 .recorded_account()
                 .map(|r| ObjectRef::new(&r.name).within(&r.namespace)),
+            nodes: cc.status.as_ref().and_then(|s| s.nodes.clone()),
         }
     }
 }
@@ -337,6 +342,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
         None => verify(&actx, &account, deleting).await,
     };
     status.clusters = Some(i32::try_from(users.len()).unwrap_or(i32::MAX));
+    status.usage = Some(ctx.ledger.usage(&account.uid().unwrap_or_default()));
     let deletion = deletion_condition(deleting, &users);
     status.conditions = match &deletion {
         Some(d) => conditions::set(

@@ -31,6 +31,9 @@ use super::patterns;
     printcolumn = r#"{"name":"Clusters","type":"integer","jsonPath":".status.clusters"}"#,
     printcolumn = r#"{"name":"External ID","type":"string","priority":1,"jsonPath":".status.externalId"}"#,
     printcolumn = r#"{"name":"Principal","type":"string","priority":1,"jsonPath":".status.principal"}"#,
+    printcolumn = r#"{"name":"Instances","type":"integer","priority":1,"jsonPath":".status.usage.instances"}"#,
+    printcolumn = r#"{"name":"vCPUs","type":"integer","priority":1,"jsonPath":".status.usage.vcpus"}"#,
+    printcolumn = r#"{"name":"GPUs","type":"integer","priority":1,"jsonPath":".status.usage.gpus"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.roleChain) || size(self.spec.roleChain) == 0 || has(self.spec.roleArn)").message("spec.roleChain needs spec.roleArn: the chain starts from the first assumed role").field_path(".spec.roleChain")
 )]
@@ -124,6 +127,62 @@ pub struct CloudAccountSpec {
     #[schemars(length(max = 20), inner(regex(pattern = patterns::KMS_KEY_ARN)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub kms_key_arns: Vec<String>,
+
+    /// Caps on what the ComputeClusters using this account may hold: per
+    /// namespace using it, and in total. Checked before a cluster's pass
+    /// makes anything, against what every other cluster holds, and never
+    /// overshot by passes running at once; a cluster that would pass one
+    /// is `Stalled` (`LimitExceeded`, naming the limit, the use and the
+    /// request) and what it runs is left alone. What they hold is
+    /// `status.usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<AccountLimits>,
+}
+
+/// `spec.limits`: caps per namespace and in total.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountLimits {
+    /// What the clusters of any one namespace may hold together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_namespace: Option<Caps>,
+    /// What all the clusters using the account may hold together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<Caps>,
+}
+
+/// Caps, each optional (absent: no cap). A node group counts its `count`
+/// instances, each with the vCPUs and GPUs of the largest of its types.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Caps {
+    /// ComputeClusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub clusters: Option<i64>,
+    /// EC2 instances over all node groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub instances: Option<i64>,
+    /// vCPUs of those instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub vcpus: Option<i64>,
+    /// GPUs of those instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub gpus: Option<i64>,
+}
+
+/// What the ComputeClusters using an account hold, against `spec.limits`
+/// (vCPUs and GPUs are counted where the account sets limits).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub clusters: i64,
+    pub instances: i64,
+    pub vcpus: i64,
+    pub gpus: i64,
 }
 
 /// A Secret in the same namespace as the object naming it.
@@ -189,6 +248,10 @@ pub struct CloudAccountStatus {
     /// account and its Secret are kept from deletion (`byoc.dev/in-use`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<i32>,
+    /// What the clusters using the account hold (each as admitted against
+    /// `spec.limits`: its desired shape), as this operator counts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// `Ready`, `Reconciling` and `Stalled` (kstatus); `Deleting` while a
     /// deleted account waits for the clusters that use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

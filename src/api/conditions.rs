@@ -82,6 +82,8 @@ pub mod reason {
     pub const UNHEALTHY_INSTANCE: &str = "UnhealthyInstance";
     /// An AWS quota or limit is reached (vCPUs, VPCs, addresses, ...).
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// A CloudAccount's `spec.limits` would be passed by the cluster.
+    pub const LIMIT_EXCEEDED: &str = "LimitExceeded";
     /// A node group replaces its instances with a new launch configuration.
     pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// A peering connection waits for the peer's owner to accept it.

@@ -455,6 +455,55 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {
         .or_gone()
 }
 
+/// vCPUs and GPUs of each of `instance_types` the region knows, in one
+/// call per hundred; a type it does not know is absent.
+pub async fn shapes(
+    c: &AwsClients,
+    instance_types: &[String],
+) -> AwsResult<BTreeMap<String, (i64, i64)>> {
+    let mut found = BTreeMap::new();
+    for chunk in instance_types.chunks(100) {
+        let types = c
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(
+                chunk
+                    .iter()
+                    .map(|t| InstanceType::from(t.as_str()))
+                    .collect(),
+            ))
+            .send()
+            .await
+            .op("ec2:DescribeInstanceTypes");
+        let types = match types {
+            // AWS refuses the whole call when one type is unknown: the spec
+            // check reports it, not this count.
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+            {
+                continue
+            }
+            other => other?,
+        };
+        for t in types.instance_types() {
+            let Some(name) = t.instance_type() else {
+                continue;
+            };
+            let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(0);
+            let gpus: i32 = t
+                .gpu_info()
+                .map(|g| g.gpus().iter().filter_map(|d| d.count()).sum())
+                .unwrap_or(0);
+            found.insert(
+                name.as_str().to_string(),
+                (i64::from(vcpus), i64::from(gpus)),
+            );
+        }
+    }
+    Ok(found)
+}
+
 /// The processor architecture of each of `instance_types` the region
 /// knows, in one call; a type it does not know is absent.
 pub async fn architectures(

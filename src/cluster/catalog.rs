@@ -30,6 +30,8 @@ pub struct Catalog {
     zones: Mutex<HashMap<(String, String), Vec<String>>>,
     /// Root device names by image ID (image IDs are unique across regions).
     image_facts: Mutex<HashMap<String, ImageFacts>>,
+    /// vCPUs and GPUs by `(region, instance type)`.
+    shapes: Mutex<HashMap<(String, String), (i64, i64)>>,
 }
 
 impl Catalog {
@@ -40,6 +42,7 @@ impl Catalog {
             images: Default::default(),
             zones: Default::default(),
             image_facts: Default::default(),
+            shapes: Default::default(),
         }
     }
 
@@ -114,6 +117,32 @@ impl Catalog {
             .await
             .insert(image_id.to_string(), root.clone());
         Ok(root)
+    }
+
+    /// vCPUs and GPUs of each of `types` in `region` (a type the region
+    /// does not know is absent): what is not cached in one lookup.
+    pub async fn shapes(
+        &self,
+        c: &AwsClients,
+        region: &str,
+        types: &[String],
+    ) -> Result<BTreeMap<String, (i64, i64)>, Error> {
+        let key = |t: &str| (region.to_string(), t.to_string());
+        let mut cache = self.shapes.lock().await;
+        let missing: Vec<String> = types
+            .iter()
+            .filter(|t| !cache.contains_key(&key(t)))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            for (t, shape) in instances::shapes(c, &missing).await? {
+                cache.insert(key(&t), shape);
+            }
+        }
+        Ok(types
+            .iter()
+            .filter_map(|t| cache.get(&key(t)).map(|s| (t.clone(), *s)))
+            .collect())
     }
 
     /// The region's available zones as `account` (the CloudAccount's

@@ -313,6 +313,7 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
 fn done(ctx: &ClusterContext, uid: &str) -> Action {
     ctx.operator.reset_backoff(uid);
+    ctx.operator.ledger.release(uid);
     ctx.recent.forget(uid);
     ctx.operator.metrics.cluster_phase(uid, None);
     Action::await_change()

@@ -3,6 +3,7 @@
 //! kind in `kinds`) → status, inside kube-runtime's finalizer helper;
 //! deletion in `cleanup` (each kind's `delete`).
 
+pub mod admission;
 pub mod catalog;
 pub mod catching_up;
 pub mod cleanup;
@@ -76,6 +77,8 @@ pub struct ClusterContext {
     pub waiting: Waiting,
     /// Each namespace's share of the workers.
     pub fair: Arc<fair::Fair>,
+    /// Every ComputeCluster in scope (what the others hold, for limits).
+    pub clusters: kube::runtime::reflector::Store<ComputeCluster>,
 }
 
 /// Runs the ComputeCluster controller until shutdown.
@@ -112,6 +115,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         resync,
         waiting,
         fair: fair::Fair::new(namespace_share),
+        clusters: store.clone(),
     });
     run_controller(
         controller,
@@ -360,6 +364,8 @@ struct Input {
     resolved: ResolvedAccount,
     /// The UID of the CloudAccount `resolved` came from.
     account_uid: String,
+    /// That account's limits.
+    limits: Option<crate::api::cloud_account::AccountLimits>,
     looks: Looks,
     recorded: kinds::images::Recorded,
 }
@@ -427,6 +433,7 @@ async fn dereference(
             Proceed::Go(report) => {
                 let input = Input {
                     account_uid: account.uid().unwrap_or_default(),
+                    limits: account.spec.limits.clone(),
                     looks: looks(cc, &spec),
                     recorded: kinds::images::Recorded::of(cc),
                     spec,
@@ -477,6 +484,8 @@ async fn converge_pass(
         }
         // Before the first create and a scale-up: nothing is made that a
         // quota would stop halfway.
+        // Within the account's limits, before anything is made.
+        admission::admit(ctx, &clients, cc, spec, &input.account_uid, input.limits.as_ref()).await?;
         let quotas = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await?;
         let launch_cap = kinds::node_groups::launch_cap(quotas.is_some());
         if let Some(note) = quotas {

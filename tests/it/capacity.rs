@@ -318,3 +318,123 @@ async fn a_quota_short_by_one_vcpu_stalls_before_any_create_and_a_denied_quota_a
     );
     delete_leaves_nothing(&g, "quota", &uid).await
 }
+
+/// Instances moto runs (pending or running) of every cluster of the test.
+async fn live_instances(g: &Ground, uids: &[String]) -> Result<usize> {
+    let mut n = 0;
+    for uid in uids {
+        n += crate::clusters::counts(g, uid)
+            .await?
+            .instances
+            .values()
+            .sum::<usize>();
+    }
+    Ok(n)
+}
+
+#[tokio::test]
+async fn an_accounts_limit_is_never_passed_by_passes_at_once_and_frees_with_a_deletion(
+) -> Result<()> {
+    let (g, op) = ground_with_account(
+        "limits",
+        &["--concurrency", "8", "--namespace-concurrency", "8"],
+    )
+    .await?;
+    // At most three instances through the account, and 8 vCPUs (t3.small
+    // has 2): one of four one-instance clusters applied at once must wait.
+    let accounts = g.api::<byoc_operator::api::CloudAccount>();
+    accounts
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"limits": {
+                "total": {"instances": 3},
+                "perNamespace": {"vcpus": 8}
+            }}})),
+        )
+        .await?;
+    let names: Vec<String> = (0..4).map(|i| format!("lim-{i}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| small_cluster_manifest(n, &format!("10.{}.0.0/16", 60 + i)))
+        .collect();
+    kubectl_apply(&g, &manifests.join("---\n"))?;
+    let api = g.api::<ComputeCluster>();
+    let mut uids = vec![];
+    for n in &names {
+        uids.push(uid_of(&g, n).await?);
+    }
+    // Three run; the fourth is Stalled naming the limit, the use and the request.
+    let (running, refused) = eventually(
+        "three running, one over the limit",
+        crate::clusters::WAIT,
+        || async {
+            let mut running = vec![];
+            let mut refused = vec![];
+            for n in &names {
+                let cc = api.get(n).await?;
+                let status = cc.status.clone().unwrap_or_default();
+                if status.phase == Some(ClusterPhase::Running) {
+                    running.push(n.clone());
+                }
+                if let Some(c) = status.conditions.iter().find(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "LimitExceeded"
+                }) {
+                    refused.push((n.clone(), c.message.clone()));
+                }
+            }
+            // Never more than the limit, at any look.
+            let live = live_instances(&g, &uids).await?;
+            anyhow::ensure!(live <= 3, "{live} instances under a limit of 3");
+            Ok((running.len() == 3 && refused.len() == 1).then_some((running, refused)))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(20))?;
+    let (waiting, message) = refused[0].clone();
+    assert!(
+        message.contains("limits.total.instances is 3")
+            && message.contains("other clusters hold 3")
+            && message.contains("asks for 1"),
+        "{message}"
+    );
+    assert_eq!(
+        live_instances(&g, &uids).await?,
+        3,
+        "the one over the limit launched"
+    );
+    let waiting_uid = uid_of(&g, &waiting).await?;
+    assert_eq!(
+        crate::clusters::counts(&g, &waiting_uid).await?.vpcs,
+        0,
+        "the refused cluster made something"
+    );
+    let usage = eventually("the account's usage", crate::clusters::WAIT, || async {
+        let a = accounts.get("acme").await?;
+        Ok(a.status
+            .and_then(|s| s.usage)
+            .filter(|u| u.instances == 3 && u.clusters == 3))
+    })
+    .await?;
+    assert_eq!(usage.vcpus, 6, "three t3.small: {usage:?}");
+
+    // Control: one deleted, the waiting one fits and runs; still never
+    // more than three.
+    delete_leaves_nothing(&g, &running[0], &uid_of(&g, &running[0]).await?).await?;
+    wait_running(&g, &waiting, |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
+    let uids: Vec<String> = {
+        let mut u = vec![];
+        for n in names.iter().filter(|n| **n != running[0]) {
+            u.push(uid_of(&g, n).await?);
+        }
+        u
+    };
+    assert_eq!(live_instances(&g, &uids).await?, 3);
+    for n in names.iter().filter(|n| **n != running[0]) {
+        delete_leaves_nothing(&g, n, &uid_of(&g, n).await?).await?;
+    }
+    Ok(())
+}

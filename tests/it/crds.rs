@@ -124,6 +124,16 @@ fn invalid_creates() -> Vec<(String, String, String)> {
             "spec.allowedNamespaces[0]",
         ),
         (
+            "negative limit",
+            ca("region: us-east-1", "region: us-east-1\n  limits: {perNamespace: {instances: -1}}"),
+            "spec.limits.perNamespace.instances",
+        ),
+        (
+            "limit not a number",
+            ca("region: us-east-1", "region: us-east-1\n  limits: {total: {vcpus: many}}"),
+            "spec.limits.total.vcpus",
+        ),
+        (
             "boundary not a policy ARN",
             ca("region: us-east-1", "region: us-east-1\n  permissionsBoundaryArn: arn:aws:iam::123456789012:role/boundary"),
             "spec.permissionsBoundaryArn",

@@ -455,6 +455,8 @@ const ACCOUNT_PATHS: &[&str] = &[
     "/spec/nodeInstanceProfileName",
     "/spec/imageOwners",
     "/spec/kmsKeyArns",
+    "/spec/limits/perNamespace/instances",
+    "/spec/limits/total/vcpus",
 ];
 
 fn base_cluster() -> serde_json::Value {
