@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test ground's binaries under $BYOC_CACHE
 # (default $HOME/.cache/byoc-operator):
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy, moto server and cfn-lint in venvs, helm,
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the Go module proxy, moto server and cfn-lint in venvs, helm, promtool,
 #   containerd, runc and the CNI plugins from Debian's packages (when missing; they run the
 #   operator's image and the node's pods), the node's pause image,
 #   and hack/gitops-check (kstatus and Argo CD's Lua runtime); on request
@@ -23,6 +23,9 @@ MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 # must pass (the connect suite runs it).
 CFN_LINT_VERSION="${CFN_LINT_VERSION:-1.58.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# promtool, which checks and unit-tests the chart's alert rules: the Go
+# module of Prometheus v3 (its module versions are v0.3xx.y).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 # The newest ec2-controller whose whole module graph the Go module proxy
 # serves here: v1.2.0 to v1.20.0 answer 403 (v1.20.0 also imports the
 # elbv2 and cloudwatchlogs controllers' API modules, refused the same way).
@@ -139,6 +142,24 @@ build_helm() {
   mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
 }
 
+build_promtool() {
+  local out="$CACHE/promtool-$PROMETHEUS_VERSION/promtool"
+  [ -x "$out" ] && return 0
+  need go "install Go to build promtool"
+  local work="$CACHE/src/promtool-$PROMETHEUS_VERSION" log="$LOG_DIR/promtool-$PROMETHEUS_VERSION.log"
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  echo "build-ground: building promtool $PROMETHEUS_VERSION from the Go module proxy (log: $log)" >&2
+  {
+    go mod init byoc.dev/testground/promtool
+    go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
+    printf 'package tools\n\nimport _ "github.com/prometheus/prometheus/rules"\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" \
+      github.com/prometheus/prometheus/cmd/promtool
+  } >"$log" 2>&1 || fail "promtool build" "go could not build github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "$log"
+  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
 # The GitOps health evaluator (Flux's kstatus, Argo CD's Lua runtime) from
 # hack/gitops-check, keyed by the hash of its sources.
 build_gitops_check() {
@@ -252,6 +273,7 @@ print_env() {
   echo "export BYOC_PAUSE_REF=\"$PAUSE_IMAGE\""
   echo "export BYOC_IAM_EVALUATOR=\"$IAM_EVALUATOR\""
   echo "export BYOC_CFN_LINT=\"$CACHE/cfn-lint-$CFN_LINT_VERSION/bin/cfn-lint\""
+  echo "export BYOC_PROMTOOL=\"$CACHE/promtool-$PROMETHEUS_VERSION/promtool\""
 }
 
 # A lock so that concurrent callers (test binaries, scripts) build once.
@@ -264,6 +286,7 @@ case "${1:-env}" in
   moto) install_moto ;;
   cfn-lint) install_cfn_lint ;;
   helm) build_helm ;;
+  promtool) build_promtool ;;
   gitops-check) build_gitops_check ;;
   iam) build_iam_evaluator ;;
   runtime) install_runtime ;;
@@ -272,10 +295,10 @@ case "${1:-env}" in
   env)
     # Missing parts are built in sequence: the machine has two cores and
     # each Go build uses both.
-    (build_etcd); (build_kube); (install_moto); (install_cfn_lint); (build_helm)
+    (build_etcd); (build_kube); (install_moto); (install_cfn_lint); (build_helm); (build_promtool)
     build_gitops_check
     build_iam_evaluator
     (install_runtime); (build_pause)
     print_env ;;
-  *) echo "usage: $0 [env|kube|etcd|moto|cfn-lint|helm|gitops-check|iam|runtime|pause|ack]" >&2; exit 2 ;;
+  *) echo "usage: $0 [env|kube|etcd|moto|cfn-lint|helm|promtool|gitops-check|iam|runtime|pause|ack]" >&2; exit 2 ;;
 esac

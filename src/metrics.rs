@@ -51,6 +51,23 @@ pub struct AccountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeasureLabels {
+    /// The CloudAccount's `namespace/name`.
+    pub account: String,
+    /// `clusters`, `instances`, `vcpus` or `gpus`.
+    pub measure: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The CloudAccount's `namespace/name`.
+    pub account: String,
+    /// `total` or `perNamespace`.
+    pub scope: &'static str,
+    pub measure: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -64,6 +81,8 @@ pub struct PhaseLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Each family's series names, as `/metrics` shows them once sampled.
+    series: Arc<Vec<String>>,
     reconciles: Family<ControllerLabels, Counter>,
     turned_away: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -78,6 +97,8 @@ pub struct Metrics {
     resynced: Family<ResultLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     leaked: Family<AccountLabels, Gauge>,
+    usage: Family<MeasureLabels, Gauge>,
+    limit: Family<LimitLabels, Gauge>,
     leader: Gauge,
     installation: Family<InstallationLabels, Gauge>,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
@@ -97,10 +118,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("byoc");
+        let mut registry = Registering {
+            registry: Registry::with_prefix("byoc"),
+            series: vec![],
+        };
         let r = &mut registry;
         let mut metrics = Metrics {
             registry: Arc::default(),
+            series: Arc::default(),
             installation: add(r, "installation", "1, labelled with this operator installation's public ID (the byoc.dev/installation tag on everything it creates)", Family::default()),
             reconciles: add(r, "reconciles", "Reconciliations finished", Family::default()),
             turned_away: add(r, "reconciles_turned_away", "Reconciliations put off because their namespace already ran its share of the workers (--namespace-concurrency)", Family::default()),
@@ -116,10 +141,13 @@ impl Metrics {
             resynced: add(r, "resync_clusters", "Settled ComputeClusters looked at by the shared resync of their account and region: unchanged, changed (reconciled), failed (the shared describe failed; reconciled)", Family::default()),
             clusters: add(r, "compute_clusters", "ComputeClusters by phase", Family::default()),
             leaked: add(r, "leaked_resources", "AWS resources with the operator's tags that belong to no live ComputeCluster, by the CloudAccount they were found through (as `byoc-operator audit` finds them; refreshed at most every resync interval)", Family::default()),
+            usage: add(r, "account_usage", "What the ComputeClusters using a CloudAccount hold, by measure (as status.usage)", Family::default()),
+            limit: add(r, "account_limit", "A CloudAccount's spec.limits, by scope and measure (absent: no cap)", Family::default()),
             leader: add(r, "leader", "1 while this process reconciles (holds the Lease, or runs without leader election)", Gauge::default()),
             cluster_phases: Arc::default(),
         };
-        metrics.registry = Arc::new(registry);
+        metrics.registry = Arc::new(registry.registry);
+        metrics.series = Arc::new(registry.series);
         metrics
     }
 
@@ -213,6 +241,68 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// A CloudAccount's use and caps (`namespace/name`), as its status
+    /// shows them.
+    pub fn account_usage(
+        &self,
+        account: &str,
+        usage: crate::api::cloud_account::Usage,
+        limits: Option<&crate::api::cloud_account::AccountLimits>,
+    ) {
+        let measures = |u: crate::api::cloud_account::Usage| {
+            [
+                ("clusters", u.clusters),
+                ("instances", u.instances),
+                ("vcpus", u.vcpus),
+                ("gpus", u.gpus),
+            ]
+        };
+        for (measure, value) in measures(usage) {
+            self.usage
+                .get_or_create(&MeasureLabels {
+                    account: account.to_string(),
+                    measure,
+                })
+                .set(value);
+        }
+        for (scope, caps) in [
+            ("total", limits.and_then(|l| l.total.as_ref())),
+            (
+                "perNamespace",
+                limits.and_then(|l| l.per_namespace.as_ref()),
+            ),
+        ] {
+            let caps = caps.cloned().unwrap_or_default();
+            for (measure, cap) in [
+                ("clusters", caps.clusters),
+                ("instances", caps.instances),
+                ("vcpus", caps.vcpus),
+                ("gpus", caps.gpus),
+            ] {
+                let labels = LimitLabels {
+                    account: account.to_string(),
+                    scope,
+                    measure,
+                };
+                match cap {
+                    Some(cap) => {
+                        self.limit.get_or_create(&labels).set(cap);
+                    }
+                    None => {
+                        self.limit.remove(&labels);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every series name `/metrics` may show (`byoc_reconciles_total`,
+    /// `byoc_reconcile_duration_seconds_bucket`, ...), sampled yet or not:
+    /// what alerts and dashboards may read.
+    pub fn series_names(&self) -> Vec<String> {
+        self.series.to_vec()
     }
 
     /// The text exposition for `/metrics`.
@@ -312,14 +402,55 @@ impl Intercept for AwsCallCounter {
 }
 
 /// Registers `metric` under `name` and hands it back.
-fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
-    registry.register(name, help, metric.clone());
+/// The registry being filled, and the series names of what it holds.
+struct Registering {
+    registry: Registry,
+    series: Vec<String>,
+}
+
+fn add<M: Metric + Clone>(r: &mut Registering, name: &str, help: &str, metric: M) -> M {
+    use prometheus_client::metrics::MetricType;
+    let full = format!("byoc_{name}");
+    let suffixes: &[&str] = match metric.metric_type() {
+        MetricType::Counter => &["_total"],
+        MetricType::Histogram => &["_bucket", "_sum", "_count"],
+        _ => &[""],
+    };
+    r.series
+        .extend(suffixes.iter().map(|s| format!("{full}{s}")));
+    r.registry.register(name, help, metric.clone());
     metric
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_names_are_what_metrics_shows_once_sampled() {
+        let m = Metrics::new();
+        m.reconciled("computecluster", Duration::from_millis(5));
+        m.turned_away("computecluster");
+        m.cluster_phase("uid", Some("running"));
+        let text = m.encode().unwrap_or_default();
+        let names = m.series_names();
+        for shown in [
+            "byoc_reconciles_total",
+            "byoc_reconcile_duration_seconds_bucket",
+            "byoc_reconciles_turned_away_total",
+            "byoc_compute_clusters",
+            "byoc_leader",
+        ] {
+            assert!(
+                text.contains(&format!("{shown}{{")) || text.contains(&format!("{shown} ")),
+                "{shown} not in /metrics"
+            );
+            assert!(
+                names.iter().any(|n| n == shown),
+                "{shown} not among {names:?}"
+            );
+        }
+    }
 
     #[test]
     fn throttling_is_read_from_xml_and_json_error_bodies() {

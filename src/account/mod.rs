@@ -342,7 +342,13 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
         None => verify(&actx, &account, deleting).await,
     };
     status.clusters = Some(i32::try_from(users.len()).unwrap_or(i32::MAX));
-    status.usage = Some(ctx.ledger.usage(&account.uid().unwrap_or_default()));
+    let usage = ctx.ledger.usage(&account.uid().unwrap_or_default());
+    status.usage = Some(usage);
+    ctx.metrics.account_usage(
+        &format!("{namespace}/{name}"),
+        usage,
+        account.spec.limits.as_ref(),
+    );
     let deletion = deletion_condition(deleting, &users);
     status.conditions = match &deletion {
         Some(d) => conditions::set(

@@ -779,3 +779,117 @@ async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `byoc_*` metric names an expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = expr;
+    while let Some(i) = rest.find("byoc_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        out.push(name);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_charts_alerts_pass_promtool_and_read_only_metrics_the_operator_exports() -> Result<()>
+{
+    let g = Ground::new("chart-alerts").await?;
+    let promtool = std::env::var("BYOC_PROMTOOL")
+        .context("BYOC_PROMTOOL is not set (hack/build-ground.sh env builds promtool)")?;
+    let rules = chart_dir().join("files/alerts.yaml");
+    let fixtures = testground::repo_root().join("tests/alerts/alerts_test.yaml");
+    for args in [
+        vec![
+            "check".to_string(),
+            "rules".into(),
+            rules.display().to_string(),
+        ],
+        vec![
+            "test".to_string(),
+            "rules".into(),
+            fixtures.display().to_string(),
+        ],
+    ] {
+        let mut cmd = Command::new(&promtool);
+        cmd.args(&args);
+        let out = run(cmd).with_context(|| format!("promtool {}", args.join(" ")))?;
+        println!("promtool {}: {}", args[..2].join(" "), out.trim());
+    }
+    // Rendered, the PrometheusRule holds the file's groups unchanged, and
+    // the dashboard is the file's JSON.
+    let docs = template(
+        &g,
+        "byoc",
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.dashboard.enabled=true",
+        ],
+    )?;
+    let rule = find(&docs, "PrometheusRule").context("no PrometheusRule rendered")?;
+    let file: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&rules)?)?;
+    assert_eq!(
+        rule["spec"]["groups"], file["groups"],
+        "the PrometheusRule differs from files/alerts.yaml"
+    );
+    let dashboard = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .context("no dashboard ConfigMap rendered")?;
+    let json: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["byoc-operator.json"]
+            .as_str()
+            .context("no dashboard JSON")?,
+    )?;
+    assert!(
+        template(&g, "byoc", &[])?
+            .iter()
+            .all(|d| d["kind"] != "PrometheusRule"),
+        "a PrometheusRule by default"
+    );
+    // Every metric a rule or a panel reads is one the operator exports
+    // (a renamed metric would leave an alert that never fires).
+    let exported: std::collections::BTreeSet<String> = byoc_operator::metrics::Metrics::new()
+        .series_names()
+        .into_iter()
+        .collect();
+    let mut read: Vec<(String, String)> = vec![];
+    for group in file["groups"].as_array().into_iter().flatten() {
+        for r in group["rules"].as_array().into_iter().flatten() {
+            let expr = r["expr"].as_str().unwrap_or_default();
+            read.extend(
+                metric_names(expr)
+                    .into_iter()
+                    .map(|m| (format!("alert {}", r["alert"]), m)),
+            );
+        }
+    }
+    for p in json["panels"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            read.extend(
+                metric_names(expr)
+                    .into_iter()
+                    .map(|m| (format!("panel {}", p["title"]), m)),
+            );
+        }
+    }
+    assert!(
+        read.len() >= 15,
+        "only {} metric reads found: {read:?}",
+        read.len()
+    );
+    let unknown: Vec<&(String, String)> =
+        read.iter().filter(|(_, m)| !exported.contains(m)).collect();
+    assert!(
+        unknown.is_empty(),
+        "metrics the operator does not export: {unknown:?} (exported: {exported:?})"
+    );
+    Ok(())
+}
