@@ -455,13 +455,15 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {
         .or_gone()
 }
 
-/// vCPUs and GPUs of each of `instance_types` the region knows, in one
-/// call per hundred; a type it does not know is absent.
-pub async fn shapes(
+/// What the region says of each of `instance_types` it knows, a hundred a
+/// call. AWS refuses a whole call that names an unknown type: that call's
+/// types are left out (the spec check reports an unknown type, not the
+/// lookups that use this).
+pub async fn describe_types(
     c: &AwsClients,
     instance_types: &[String],
-) -> AwsResult<BTreeMap<String, (i64, i64)>> {
-    let mut found = BTreeMap::new();
+) -> AwsResult<Vec<aws_sdk_ec2::types::InstanceTypeInfo>> {
+    let mut found = Vec::new();
     for chunk in instance_types.chunks(100) {
         let types = c
             .ec2
@@ -475,65 +477,47 @@ pub async fn shapes(
             .send()
             .await
             .op("ec2:DescribeInstanceTypes");
-        let types = match types {
-            // AWS refuses the whole call when one type is unknown: the spec
-            // check reports it, not this count.
+        match types {
             Err(e)
                 if e.code()
-                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
-            {
-                continue
-            }
-            other => other?,
-        };
-        for t in types.instance_types() {
-            let Some(name) = t.instance_type() else {
-                continue;
-            };
-            let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(0);
-            let gpus: i32 = t
-                .gpu_info()
-                .map(|g| g.gpus().iter().filter_map(|d| d.count()).sum())
-                .unwrap_or(0);
-            found.insert(
-                name.as_str().to_string(),
-                (i64::from(vcpus), i64::from(gpus)),
-            );
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) => {}
+            other => found.extend(other?.instance_types().iter().cloned()),
         }
     }
     Ok(found)
 }
 
+/// vCPUs and GPUs of each of `instance_types` the region knows.
+pub async fn shapes(
+    c: &AwsClients,
+    instance_types: &[String],
+) -> AwsResult<BTreeMap<String, (i64, i64)>> {
+    let mut found = BTreeMap::new();
+    for t in describe_types(c, instance_types).await? {
+        let Some(name) = t.instance_type() else {
+            continue;
+        };
+        let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(0);
+        let gpus: i32 = t
+            .gpu_info()
+            .map(|g| g.gpus().iter().filter_map(|d| d.count()).sum())
+            .unwrap_or(0);
+        found.insert(
+            name.as_str().to_string(),
+            (i64::from(vcpus), i64::from(gpus)),
+        );
+    }
+    Ok(found)
+}
+
 /// The processor architecture of each of `instance_types` the region
-/// knows, in one call; a type it does not know is absent.
+/// knows; a type it does not know is absent.
 pub async fn architectures(
     c: &AwsClients,
     instance_types: &[String],
 ) -> AwsResult<BTreeMap<String, ArchitectureType>> {
-    let types = c
-        .ec2
-        .describe_instance_types()
-        .set_instance_types(Some(
-            instance_types
-                .iter()
-                .map(|t| InstanceType::from(t.as_str()))
-                .collect(),
-        ))
-        .send()
-        .await
-        .op("ec2:DescribeInstanceTypes");
-    let types = match types {
-        // AWS refuses the whole call when one type is unknown.
-        Err(e)
-            if e.code()
-                .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
-        {
-            return Ok(BTreeMap::new())
-        }
-        other => other?,
-    };
     let mut found = BTreeMap::new();
-    for t in types.instance_types() {
+    for t in describe_types(c, instance_types).await? {
         let arch = t
             .processor_info()
             .map(|p| p.supported_architectures())

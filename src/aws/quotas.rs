@@ -68,32 +68,12 @@ pub async fn instances_in_region(c: &AwsClients) -> AwsResult<Vec<(String, bool)
 /// Default vCPUs of each of `types` (those the region knows).
 pub async fn vcpus(c: &AwsClients, types: &[String]) -> AwsResult<BTreeMap<String, i32>> {
     let mut out = BTreeMap::new();
-    for chunk in types.chunks(100) {
-        let wanted: Vec<aws_sdk_ec2::types::InstanceType> = chunk
-            .iter()
-            .map(|t| aws_sdk_ec2::types::InstanceType::from(t.as_str()))
-            .collect();
-        let found = c
-            .ec2
-            .describe_instance_types()
-            .set_instance_types(Some(wanted))
-            .send()
-            .await
-            .op("ec2:DescribeInstanceTypes");
-        let found = match found {
-            Ok(found) => found,
-            // An unknown type fails the whole lookup: it is the spec check's
-            // to report, not this count's.
-            Err(e) if e.code() == Some("InvalidInstanceType") => continue,
-            Err(e) => return Err(e),
-        };
-        for t in found.instance_types() {
-            if let (Some(name), Some(v)) = (
-                t.instance_type(),
-                t.v_cpu_info().and_then(|v| v.default_v_cpus()),
-            ) {
-                out.insert(name.as_str().to_string(), v);
-            }
+    for t in super::instances::describe_types(c, types).await? {
+        if let (Some(name), Some(v)) = (
+            t.instance_type(),
+            t.v_cpu_info().and_then(|v| v.default_v_cpus()),
+        ) {
+            out.insert(name.as_str().to_string(), v);
         }
     }
     Ok(out)
