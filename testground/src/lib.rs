@@ -96,6 +96,8 @@ pub struct Tools {
     pub iam_evaluator: PathBuf,
     /// cfn-lint, which `connect aws --cloudformation`'s template must pass.
     pub cfn_lint: PathBuf,
+    /// promtool, which checks and unit-tests the chart's alert rules.
+    pub promtool: PathBuf,
 }
 
 impl Tools {
@@ -143,6 +145,7 @@ impl Tools {
             pause_ref: get("BYOC_PAUSE_REF")?.to_string_lossy().into_owned(),
             iam_evaluator: get("BYOC_IAM_EVALUATOR")?,
             cfn_lint: get("BYOC_CFN_LINT")?,
+            promtool: get("BYOC_PROMTOOL")?,
         })
     }
 }

@@ -799,8 +799,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 async fn the_charts_alerts_pass_promtool_and_read_only_metrics_the_operator_exports() -> Result<()>
 {
     let g = Ground::new("chart-alerts").await?;
-    let promtool = std::env::var("BYOC_PROMTOOL")
-        .context("BYOC_PROMTOOL is not set (hack/build-ground.sh env builds promtool)")?;
+    let promtool = &testground::Tools::locate()?.promtool;
     let rules = chart_dir().join("files/alerts.yaml");
     let fixtures = testground::repo_root().join("tests/alerts/alerts_test.yaml");
     for args in [
@@ -815,7 +814,7 @@ async fn the_charts_alerts_pass_promtool_and_read_only_metrics_the_operator_expo
             fixtures.display().to_string(),
         ],
     ] {
-        let mut cmd = Command::new(&promtool);
+        let mut cmd = Command::new(promtool);
         cmd.args(&args);
         let out = run(cmd).with_context(|| format!("promtool {}", args.join(" ")))?;
         println!("promtool {}: {}", args[..2].join(" "), out.trim());
