@@ -151,27 +151,18 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
         // A borrowed account's withdrawn consent outranks the pause and
         // deletionPolicy Retain: the lender's account is held for the
         // deletion only, and only for the grace period.
-        let cc = match event {
-            Event::Apply(cc) | Event::Cleanup(cc) => cc,
+        let (cc, deleting) = match event {
+            Event::Apply(cc) => (cc, false),
+            Event::Cleanup(cc) => (cc, true),
         };
-        let withdrawn = consent::withdrawn(&ctx, &cc).await?;
-        let deleting = cc.meta().deletion_timestamp.is_some();
-        match (deleting, withdrawn) {
-            (false, Some(w)) => return consent::hold_or_release(cc, ctx.clone(), w).await,
-            (true, Some(w)) => return consent::delete(cc, ctx.clone(), &w).await,
-            _ => {}
-        }
-        let event = if deleting {
-            Event::Cleanup(cc)
-        } else {
-            Event::Apply(cc)
-        };
-        match event {
-            Event::Apply(cc) if is_paused(&cc) => {
+        match (deleting, consent::withdrawn(&ctx, &cc).await?) {
+            (false, Some(w)) => consent::hold_or_release(cc, ctx.clone(), w).await,
+            (true, Some(w)) => consent::delete(cc, ctx.clone(), &w).await,
+            (false, None) if is_paused(&cc) => {
                 Report::new(&cc).paused(&ctx.operator).await?;
                 Ok(Action::await_change())
             }
-            Event::Cleanup(cc) if is_paused(&cc) => {
+            (true, None) if is_paused(&cc) => {
                 Report::new(&cc).paused(&ctx.operator).await?;
                 // The finalizer stays while paused; removing the annotation
                 // is a change the controller sees at once.
@@ -180,8 +171,8 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
                     retry_after: ctx.operator.settings.resync,
                 })
             }
-            Event::Apply(cc) => apply(cc, ctx.clone()).await,
-            Event::Cleanup(cc) => cleanup::cleanup(cc, ctx.clone()).await,
+            (false, None) => apply(cc, ctx.clone()).await,
+            (true, None) => cleanup::cleanup(cc, ctx.clone()).await,
         }
     })
     .await

@@ -858,27 +858,31 @@ async fn the_charts_alerts_pass_promtool_and_read_only_metrics_the_operator_expo
         .series_names()
         .into_iter()
         .collect();
-    let mut read: Vec<(String, String)> = vec![];
-    for group in file["groups"].as_array().into_iter().flatten() {
-        for r in group["rules"].as_array().into_iter().flatten() {
-            let expr = r["expr"].as_str().unwrap_or_default();
-            read.extend(
-                metric_names(expr)
-                    .into_iter()
-                    .map(|m| (format!("alert {}", r["alert"]), m)),
-            );
-        }
-    }
-    for p in json["panels"].as_array().into_iter().flatten() {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"].as_str().unwrap_or_default();
-            read.extend(
-                metric_names(expr)
-                    .into_iter()
-                    .map(|m| (format!("panel {}", p["title"]), m)),
-            );
-        }
-    }
+    let rules = file["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .map(|r| (format!("alert {}", r["alert"]), &r["expr"]));
+    let panels = json["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| (format!("panel {}", p["title"]), &t["expr"]))
+        });
+    let read: Vec<(String, String)> = rules
+        .chain(panels)
+        .flat_map(|(who, expr)| {
+            metric_names(expr.as_str().unwrap_or_default())
+                .into_iter()
+                .map(move |m| (who.clone(), m))
+        })
+        .collect();
     assert!(
         read.len() >= 15,
         "only {} metric reads found: {read:?}",

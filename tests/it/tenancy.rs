@@ -19,8 +19,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::clusters::{
-    counts, delete_and_wait_gone, ready_account, small_cluster_manifest, stalled_with, wait_gone,
-    wait_running, Counts, WAIT,
+    condition_with, counts, delete_and_wait_gone, ready_account, small_cluster_manifest,
+    stalled_with, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
     assert_no_key_material_in, byoc, create_namespace, eventually, install_crds, kubectl_apply_in,
@@ -1353,20 +1353,6 @@ async fn secrets_are_read_only_where_their_owner_labelled_them() -> Result<()> {
     Ok(())
 }
 
-/// The ComputeCluster `name`'s `ConsentWithdrawn` condition, when True.
-async fn withdrawn_condition(
-    g: &Ground,
-    name: &str,
-) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> {
-    let cc = g.api::<ComputeCluster>().get(name).await?;
-    Ok(cc
-        .status
-        .unwrap_or_default()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "ConsentWithdrawn" && c.status == "True"))
-}
-
 /// Makes the operator of the test's namespace look at the clusters
 /// `names` now. It watches that namespace alone, so a change of the
 /// lender's account in another namespace reaches it at the next periodic
@@ -1442,17 +1428,7 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
             ),
         )
         .await?;
-    eventually("paused", WAIT, || async {
-        let cc = clusters.get("paused").await?;
-        Ok(cc
-            .status
-            .unwrap_or_default()
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Paused" && c.status == "True")
-            .then_some(()))
-    })
-    .await?;
+    condition_with(&g, "paused", "Paused", "True", "Paused").await?;
 
     // Control: withdrawn, then given back within the grace period: the
     // borrower is told, and keeps everything it has.
@@ -1462,9 +1438,13 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
         &keyed_account("acme", "AKIDLENDER0000000001", ""),
     )?;
     look_now(&g, &["retained"], 1).await?;
-    let first = eventually("the withdrawal seen", WAIT, || async {
-        withdrawn_condition(&g, "retained").await
-    })
+    let first = condition_with(
+        &g,
+        "retained",
+        "ConsentWithdrawn",
+        "True",
+        "NamespaceNotAllowed",
+    )
     .await?;
     assert!(
         first.reason == "NamespaceNotAllowed"
@@ -1479,17 +1459,7 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
         &keyed_account("acme", "AKIDLENDER0000000001", &c),
     )?;
     look_now(&g, &["retained"], 2).await?;
-    eventually("the consent given back", WAIT, || async {
-        let cc = clusters.get("retained").await?;
-        Ok(cc
-            .status
-            .unwrap_or_default()
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "ConsentWithdrawn" && c.status == "False")
-            .then_some(()))
-    })
-    .await?;
+    condition_with(&g, "retained", "ConsentWithdrawn", "False", "AsExpected").await?;
     let kept = counts(&g, &uids["retained"]).await?;
     assert!(
         kept != Counts::default(),
@@ -1505,12 +1475,7 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
     let withdrawn_at = std::time::Instant::now();
     look_now(&g, &["paused", "retained"], 3).await?;
     for name in ["paused", "retained"] {
-        eventually(&format!("{name}: the withdrawal seen"), WAIT, || async {
-            Ok(withdrawn_condition(&g, name)
-                .await?
-                .filter(|c| c.reason == "NamespaceNotAllowed"))
-        })
-        .await?;
+        condition_with(&g, name, "ConsentWithdrawn", "True", "NamespaceNotAllowed").await?;
     }
     // Deleted within the grace period, Retain is not honoured: what it made
     // in the lender's account is deleted.
@@ -1523,9 +1488,17 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
     // Not deleted at all (paused): at the end of the grace period the
     // operator deletes its resources itself and forgets the account.
     let released = eventually("the paused borrower released", WAIT * 2, || async {
-        Ok(withdrawn_condition(&g, "paused")
-            .await?
-            .filter(|c| c.reason == "ResourcesReleased"))
+        let cc = clusters.get("paused").await?;
+        Ok(cc
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| {
+                c.type_ == "ConsentWithdrawn"
+                    && c.status == "True"
+                    && c.reason == "ResourcesReleased"
+            }))
     })
     .await
     .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
