@@ -33,36 +33,8 @@ use crate::cluster::kinds::Observed;
 use crate::context::Context;
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
+use crate::prices::{Item, PriceBook, Prices, Wanted, HOURS_PER_MONTH};
 use crate::Error;
-
-/// Hours in a month, for monthly prices.
-const HOURS_PER_MONTH: f64 = 730.0;
-/// A NAT gateway and an Elastic IP per hour, on-demand, us-east-1.
-const NAT_GATEWAY_HOURLY: f64 = 0.045;
-const ELASTIC_IP_HOURLY: f64 = 0.005;
-/// An interface VPC endpoint per zone (each subnet it sits in) per hour;
-/// a gateway endpoint costs nothing.
-const INTERFACE_ENDPOINT_ZONE_HOURLY: f64 = 0.01;
-/// On-demand Linux prices per hour in us-east-1 of common instance types:
-/// a small built-in table, an estimate only (other regions and types differ).
-const INSTANCE_HOURLY: &[(&str, f64)] = &[
-    ("t3.micro", 0.0104),
-    ("t3.small", 0.0208),
-    ("t3.medium", 0.0416),
-    ("t3.large", 0.0832),
-    ("t3.xlarge", 0.1664),
-    ("m5.large", 0.096),
-    ("m5.xlarge", 0.192),
-    ("m6i.large", 0.096),
-    ("m6i.xlarge", 0.192),
-    ("m7i.large", 0.1008),
-    ("c6i.large", 0.085),
-    ("c6i.xlarge", 0.17),
-    ("r6i.large", 0.126),
-    ("g5.xlarge", 1.006),
-    ("g5.2xlarge", 1.212),
-    ("p3.2xlarge", 3.06),
-];
 
 /// What is left of one former cluster in one account and region.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,28 +126,36 @@ pub fn leaked(found: &[Tagged], live: &BTreeSet<String>, installation: &str) -> 
     former
 }
 
-/// Estimated monthly cost of an instance type, when the table knows it.
-pub fn instance_monthly_usd(instance_type: &str) -> Option<f64> {
-    INSTANCE_HOURLY
-        .iter()
-        .find(|(t, _)| *t == instance_type)
-        .map(|(_, hourly)| hourly * HOURS_PER_MONTH)
+/// What pricing what `o` holds needs (instances on demand, or spot in
+/// their zone; NAT gateways, addresses, interface endpoints).
+pub fn wanted(o: &Observed) -> Wanted {
+    let mut w = Wanted::default();
+    for i in &o.instances {
+        w.items.insert(Item::Instance(i.instance_type.clone()));
+        if i.spot {
+            w.spot.insert((i.instance_type.clone(), i.zone.clone()));
+        }
+    }
+    w.items
+        .extend([Item::NatGateway, Item::PublicIpv4, Item::InterfaceEndpoint]);
+    w
 }
 
 /// What is left of `installation`'s former cluster `uid`, as the describe
-/// of its kinds shows it, with estimated costs.
+/// of its kinds shows it, with estimated costs from `book`.
 pub fn describe_leak(
     installation: &str,
     uid: &str,
     cluster: &str,
     unattributed: bool,
     o: &Observed,
+    book: &PriceBook,
 ) -> Leak {
     let resources = o
         .resources()
         .into_iter()
         .map(|(kind, id)| {
-            let (detail, monthly_usd) = priced(kind, &id, o);
+            let (detail, monthly_usd) = priced(kind, &id, o, book);
             LeakedResource {
                 kind: kind.into(),
                 id,
@@ -194,14 +174,21 @@ pub fn describe_leak(
 }
 
 /// What the describe says of one resource, and what it costs a month.
-fn priced(kind: &str, id: &str, o: &Observed) -> (String, Option<f64>) {
+fn priced(kind: &str, id: &str, o: &Observed, book: &PriceBook) -> (String, Option<f64>) {
+    let monthly =
+        |item: Item, count: f64| book.price(&item).map(|p| p.usd * count * HOURS_PER_MONTH);
     match kind {
         "instance" => o
             .instances
             .iter()
             .find(|i| i.id == id)
             .map_or_else(Default::default, |i| {
-                let cost = instance_monthly_usd(&i.instance_type)
+                let price = match i.spot {
+                    true => book.spot(&i.instance_type, &i.zone),
+                    false => book.price(&Item::Instance(i.instance_type.clone())),
+                };
+                let cost = price
+                    .map(|p| p.usd * HOURS_PER_MONTH)
                     .filter(|_| i.state != InstanceState::Stopped);
                 (
                     format!("{}, {:?}", i.instance_type, i.state).to_lowercase(),
@@ -214,23 +201,21 @@ fn priced(kind: &str, id: &str, o: &Observed) -> (String, Option<f64>) {
                 .find(|n| n.id == id)
                 .map_or_else(Default::default, |n| {
                     let billed = matches!(n.state, NatState::Pending | NatState::Available);
-                    let cost = billed.then_some(NAT_GATEWAY_HOURLY * HOURS_PER_MONTH);
+                    let cost = monthly(Item::NatGateway, 1.0).filter(|_| billed);
                     (format!("{:?}", n.state).to_lowercase(), cost)
                 })
         }
-        "elastic-ip" => (String::new(), Some(ELASTIC_IP_HOURLY * HOURS_PER_MONTH)),
+        "elastic-ip" => (String::new(), monthly(Item::PublicIpv4, 1.0)),
         "vpc-endpoint" => {
             o.endpoints
                 .iter()
                 .find(|e| e.id == id)
                 .map_or_else(Default::default, |e| {
-                    let zones = e.subnet_ids.len() as f64;
-                    let hourly = if e.gateway {
-                        0.0
-                    } else {
-                        INTERFACE_ENDPOINT_ZONE_HOURLY * zones
+                    let cost = match e.gateway {
+                        true => Some(0.0),
+                        false => monthly(Item::InterfaceEndpoint, e.subnet_ids.len() as f64),
                     };
-                    (e.service.clone(), Some(hourly * HOURS_PER_MONTH))
+                    (e.service.clone(), cost)
                 })
         }
         _ => (String::new(), None),
@@ -262,7 +247,14 @@ impl Found {
 
 /// Everything of the operator's in one account and region, and what of it
 /// belongs to no cluster in `live`, as `installation` sees it.
-pub async fn find(c: &AwsClients, live: &BTreeSet<String>, installation: &str) -> AwsResult<Found> {
+/// Costs are at list price in `region`, from `prices`.
+pub async fn find(
+    c: &AwsClients,
+    prices: &Prices,
+    region: &str,
+    live: &BTreeSet<String>,
+    installation: &str,
+) -> AwsResult<Found> {
     let mut found = inventory::ec2(c).await?;
     found.extend(inventory::iam_roles(c, "byoc-").await?);
     let former = leaked(&found, live, installation);
@@ -278,7 +270,8 @@ pub async fn find(c: &AwsClients, live: &BTreeSet<String>, installation: &str) -
         .chain(former.unattributed.iter().map(|c| (c, true)));
     for ((uid, cluster), unattributed) in clusters {
         let observed = Observed::describe(c, &owner(installation, uid, cluster)).await?;
-        let leak = describe_leak(installation, uid, cluster, unattributed, &observed);
+        let book = prices.book(c, region, &wanted(&observed)).await;
+        let leak = describe_leak(installation, uid, cluster, unattributed, &observed, &book);
         if !leak.resources.is_empty() {
             out.leaks.push(leak);
         }
@@ -437,7 +430,7 @@ pub async fn command(
     } = looked;
     let _ = writeln!(
         out,
-        "{total} leaked resources{}; about ${monthly:.2}/month (an estimate: built-in on-demand prices of us-east-1 for NAT gateways, Elastic IPs and common instance types)",
+        "{total} leaked resources{}; about ${monthly:.2}/month (an estimate at list price, as a cluster's status.cost: instances, NAT gateways, addresses, interface endpoints)",
         if opts.delete { " left" } else { "" }
     );
     Ok((out, total))
@@ -447,6 +440,8 @@ pub async fn command(
 /// this installation's leaked resources, their monthly estimate, and each
 /// place's clients with its findings.
 struct Looked {
+    /// List prices, looked up once per place.
+    prices: Prices,
     out: String,
     total: usize,
     monthly: f64,
@@ -473,6 +468,7 @@ async fn look_in<'a>(
     let metrics = Metrics::new();
     let mut seen = BTreeSet::new();
     let mut looked = Looked {
+        prices: Prices::default(),
         out: String::new(),
         total: 0,
         monthly: 0.0,
@@ -502,7 +498,7 @@ async fn look_in<'a>(
         if !seen.insert(place.clone()) {
             continue;
         }
-        let found = find(&c, live, &opts.installation).await?;
+        let found = find(&c, &looked.prices, &region, live, &opts.installation).await?;
         let heading = format!(
             "AWS account {} in {region} (through {label}), installation {}",
             resolved.account_id, opts.installation
@@ -551,7 +547,10 @@ async fn delete_selected(
                 }
             );
         }
-        total += find(c, live, &opts.installation).await?.ours();
+        let prices = &looked.prices;
+        total += find(c, prices, &place.1, live, &opts.installation)
+            .await?
+            .ours();
     }
     Ok(total)
 }
@@ -651,7 +650,10 @@ async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error>
                     .as_deref()
                     .is_none_or(|scope| scope == ns)
         };
-        let leaks = find(&c, &live, ctx.installation.id()).await?.leaks;
+        let region = &account.spec.region;
+        let leaks = find(&c, &ctx.prices, region, &live, ctx.installation.id())
+            .await?
+            .leaks;
         let found: usize = leaks
             .iter()
             .filter(in_scope)
@@ -768,6 +770,8 @@ mod tests {
 
     #[test]
     fn costs_are_estimated_for_what_bills() {
+        // The built-in table's prices: what stands in for the API's.
+        let table = PriceBook::default();
         let observed = Observed {
             instances: vec![
                 ObservedInstance::of("i-1", "cpu", "m6i.large", InstanceState::Running),
@@ -809,7 +813,7 @@ mod tests {
             ..Default::default()
         };
         let priced: Vec<(String, Option<f64>)> =
-            describe_leak("ours", "e", "team-a/e", false, &with_endpoints)
+            describe_leak("ours", "e", "team-a/e", false, &with_endpoints, &table)
                 .resources
                 .iter()
                 .map(|r| (r.id.clone(), r.monthly_usd))
@@ -822,7 +826,7 @@ mod tests {
             ],
             "an interface endpoint bills per zone, a gateway one nothing"
         );
-        let leak = describe_leak("ours", "gone", "team-a/gone", false, &observed);
+        let leak = describe_leak("ours", "gone", "team-a/gone", false, &observed, &table);
         let priced: Vec<(&str, Option<f64>)> = leak
             .resources
             .iter()
@@ -870,8 +874,10 @@ mod tests {
             "{text}"
         );
         assert!(report("x", &Found::default()).contains("nothing leaked"));
-        assert!(describe_leak("i", "x", "a/x", false, &Observed::default())
-            .resources
-            .is_empty());
+        assert!(
+            describe_leak("i", "x", "a/x", false, &Observed::default(), &table)
+                .resources
+                .is_empty()
+        );
     }
 }

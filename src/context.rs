@@ -76,6 +76,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// What each cluster holds against its CloudAccount's limits.
     pub ledger: crate::account::limits::Ledger,
+    /// List prices, shared by every cluster and `audit`.
+    pub prices: crate::prices::Prices,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
 }
@@ -100,6 +102,7 @@ impl Context {
             settings,
             metrics,
             ledger: Default::default(),
+            prices: Default::default(),
             backoffs: Mutex::default(),
         }
     }

@@ -10,7 +10,7 @@ use aws_config::SdkConfig;
 use kube::{Api, Client, ResourceExt};
 
 use crate::account::credentials;
-use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::compute_cluster::{ClusterCost, NodeGroupStatus};
 use crate::api::{CloudAccount, ComputeCluster};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::security_group::GroupPart;
@@ -152,6 +152,9 @@ pub fn tree(cc: &ComputeCluster, account: Option<&CloudAccount>, seen: Seen<'_>)
             .collect();
         top.push(Node::new("DeletionBlockers (not the cluster's: remove them)").with(blockers));
     }
+    if let Some(cost) = &status.cost {
+        top.push(cost_node(cost));
+    }
     let conditions = status
         .conditions
         .iter()
@@ -172,6 +175,20 @@ pub fn tree(cc: &ComputeCluster, account: Option<&CloudAccount>, seen: Seen<'_>)
         cc.spec.region
     ))
     .with(top)
+}
+
+/// `Cost  $0.3541/h  $258.49/month  (list price)` with a line per part.
+fn cost_node(cost: &ClusterCost) -> Node {
+    let parts = cost
+        .parts
+        .iter()
+        .map(|p| Node::new(format!("{}  ${}/h", p.part, p.per_hour)))
+        .collect();
+    Node::new(format!(
+        "Cost  ${}/h  ${}/month  ({})",
+        cost.per_hour, cost.per_month, cost.basis
+    ))
+    .with(parts)
 }
 
 fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
@@ -391,7 +408,9 @@ fn list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::compute_cluster::{ComputeClusterStatus, DeletionBlocker, NodeGroupStatus};
+    use crate::api::compute_cluster::{
+        ComputeClusterStatus, CostPart, DeletionBlocker, NodeGroupStatus,
+    };
     use crate::aws::instances::{InstanceState, ObservedInstance};
     use crate::aws::vpc::ObservedVpc;
 
@@ -420,6 +439,21 @@ mod tests {
                 id: "eni-9".into(),
                 detail: "ELB app/web".into(),
             }],
+            cost: Some(ClusterCost {
+                per_hour: "0.0882".into(),
+                per_month: "64.39".into(),
+                basis: "list price".into(),
+                parts: vec![
+                    CostPart {
+                        part: "instances/cpu".into(),
+                        per_hour: "0.0832".into(),
+                    },
+                    CostPart {
+                        part: "public-ipv4".into(),
+                        per_hour: "0.0050".into(),
+                    },
+                ],
+            }),
             ..Default::default()
         };
         let observed = Observed {
@@ -445,6 +479,9 @@ mod tests {
 │  └─ Instance i-1  t3.large  running  subnet-1
 ├─ DeletionBlockers (not the cluster's: remove them)
 │  └─ network-interface eni-9 ELB app/web
+├─ Cost  $0.0882/h  $64.39/month  (list price)
+│  ├─ instances/cpu  $0.0832/h
+│  └─ public-ipv4  $0.0050/h
 └─ Conditions
 ";
         assert_eq!(text, want);

@@ -12,6 +12,7 @@ pub mod installation;
 pub mod leadership;
 pub mod metrics;
 pub mod outcome;
+pub mod prices;
 pub mod secret_use;
 pub mod triggers;
 

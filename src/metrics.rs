@@ -2,6 +2,7 @@
 //! calls by service and operation, clusters by phase, and leadership.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,12 @@ pub struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -99,9 +106,12 @@ pub struct Metrics {
     leaked: Family<AccountLabels, Gauge>,
     usage: Family<MeasureLabels, Gauge>,
     limit: Family<LimitLabels, Gauge>,
+    cost: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     leader: Gauge,
     installation: Family<InstallationLabels, Gauge>,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
+    /// The cost series of each cluster UID.
+    cluster_costs: Arc<Mutex<HashMap<String, ClusterLabels>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,8 +153,10 @@ impl Metrics {
             leaked: add(r, "leaked_resources", "AWS resources with the operator's tags that belong to no live ComputeCluster, by the CloudAccount they were found through (as `byoc-operator audit` finds them; refreshed at most every resync interval)", Family::default()),
             usage: add(r, "account_usage", "What the ComputeClusters using a CloudAccount hold, by measure (as status.usage)", Family::default()),
             limit: add(r, "account_limit", "A CloudAccount's spec.limits, by scope and measure (absent: no cap)", Family::default()),
+            cost: add(r, "cluster_cost_usd_per_hour", "What a ComputeCluster's resources cost per hour at list price, as its status.cost estimates", Family::default()),
             leader: add(r, "leader", "1 while this process reconciles (holds the Lease, or runs without leader election)", Gauge::default()),
             cluster_phases: Arc::default(),
+            cluster_costs: Arc::default(),
         };
         metrics.registry = Arc::new(registry.registry);
         metrics.series = Arc::new(registry.series);
@@ -206,7 +218,6 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Records the phase of cluster `uid` (None: the cluster is gone).
     /// What the last audit through `account` found.
     pub fn set_leaked(&self, account: &str, resources: usize) {
         let labels = AccountLabels {
@@ -217,7 +228,39 @@ impl Metrics {
             .set(i64::try_from(resources).unwrap_or(i64::MAX));
     }
 
+    /// Records what cluster `uid` (`namespace/name`) costs per hour (None:
+    /// not known).
+    pub fn cluster_cost(&self, uid: &str, namespace: &str, name: &str, hourly: Option<f64>) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let mut costs = self.cluster_costs.lock().unwrap_or_else(|e| e.into_inner());
+        match hourly {
+            Some(usd) => {
+                self.cost.get_or_create(&labels).set(usd);
+                costs.insert(uid.to_string(), labels);
+            }
+            None => {
+                self.cost.remove(&labels);
+                costs.remove(uid);
+            }
+        }
+    }
+
+    /// Records the phase of cluster `uid` (None: the cluster is gone, and
+    /// so is its cost series).
     pub fn cluster_phase(&self, uid: &str, phase: Option<&str>) {
+        if phase.is_none() {
+            let gone = self
+                .cluster_costs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(uid);
+            if let Some(labels) = gone {
+                self.cost.remove(&labels);
+            }
+        }
         let mut phases = self
             .cluster_phases
             .lock()

@@ -52,6 +52,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeAvailabilityZones",
     "ec2:DescribeTags",
     "ec2:DescribeKeyPairs",
+    "ec2:DescribeSpotPriceHistory",
 ];
 
 /// Creations: allowed only when the request carries the managed-by tag.
@@ -320,6 +321,7 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "FindLeakedRoles", "Effect": "Allow",
          "Action": ["iam:ListRoles", "iam:GetAccountAuthorizationDetails"], "Resource": "*"}),
         json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
+        json!({"Sid": "ListPrices", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"}),
         json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE,
          "Resource": ec2_arns(CREATED_TYPES), "Condition": ours("aws:RequestTag")}),
         json!({"Sid": "CreateInOwned", "Effect": "Allow", "Action": CREATE_IN,

@@ -27,6 +27,7 @@ use super::patterns;
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.region"}"#,
     printcolumn = r#"{"name":"VPC","type":"string","jsonPath":".status.network.vpcId"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Cost/h","type":"string","priority":1,"jsonPath":".status.cost.perHour"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -681,6 +682,9 @@ pub struct ComputeClusterStatus {
     /// `running/desired` instances over all groups, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
+    /// What the cluster's resources cost, estimated at list price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<ClusterCost>,
     /// `Ready`, `Reconciling`, `Stalled` and one per part; `Paused` under
     /// the pause annotation; `ConsentWithdrawn` when the CloudAccount of
     /// another namespace it reached AWS through no longer allows its
@@ -689,6 +693,38 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// An estimate of what a cluster's resources cost, in USD at AWS's list
+/// prices for its region: instances (on demand, or the spot price of their
+/// zone), NAT gateways, public IPv4 addresses, interface endpoints and the
+/// instances' root volumes. No discounts, savings plans, data processed or
+/// transferred.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCost {
+    /// USD per hour, all parts.
+    pub per_hour: String,
+    /// USD per month (730 hours).
+    pub per_month: String,
+    /// Where the prices come from: `list price` (the AWS Price List API and
+    /// EC2's spot price history), or which parts were priced from the
+    /// operator's built-in table of us-east-1 prices, or not at all.
+    pub basis: String,
+    /// USD per hour of each part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<CostPart>,
+}
+
+/// One part of a cluster's cost.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CostPart {
+    /// `instances/<group>`, `volumes/<group>`, `nat-gateways`,
+    /// `public-ipv4`, `interface-endpoints`.
+    pub part: String,
+    /// USD per hour.
+    pub per_hour: String,
 }
 
 /// A CloudAccount, exactly: its UID tells a re-created account of the same

@@ -413,12 +413,15 @@ pub async fn image_facts(c: &AwsClients, image_id: &str) -> AwsResult<Option<Ima
     Ok(out.and_then(|o| {
         let image = o.images().first()?;
         let name = image.root_device_name()?;
-        let size_gib = image
+        let root = image
             .block_device_mappings()
             .iter()
             .find(|m| m.device_name() == Some(name))
-            .and_then(|m| m.ebs())
-            .and_then(|e| e.volume_size());
+            .and_then(|m| m.ebs());
+        let size_gib = root.and_then(|e| e.volume_size());
+        let volume_type = root
+            .and_then(|e| e.volume_type())
+            .map(|t| t.as_str().to_string());
         // As IAM's `ec2:Owner` names it: `amazon` for Amazon's images.
         let owner = match image.image_owner_alias() {
             Some(alias @ ("amazon" | "aws-marketplace")) => alias,
@@ -427,6 +430,7 @@ pub async fn image_facts(c: &AwsClients, image_id: &str) -> AwsResult<Option<Ima
         Some(ImageFacts {
             device_name: name.to_string(),
             size_gib,
+            volume_type,
             owner: owner.to_string(),
         })
     }))
@@ -438,6 +442,8 @@ pub async fn image_facts(c: &AwsClients, image_id: &str) -> AwsResult<Option<Ima
 pub struct ImageFacts {
     pub device_name: String,
     pub size_gib: Option<i32>,
+    /// The type of that snapshot's volume (`gp3`, `gp2`, `standard`, ...).
+    pub volume_type: Option<String>,
     /// `amazon`, `aws-marketplace` or the owning account's ID.
     pub owner: String,
 }

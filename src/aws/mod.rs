@@ -17,6 +17,7 @@ pub mod key_pair;
 pub mod nat_gateway;
 pub mod pacing;
 pub mod peering;
+pub mod pricing;
 pub mod quotas;
 pub mod route_table;
 pub mod security_group;
@@ -33,12 +34,17 @@ pub use tags::OwnershipTags;
 
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 
+/// Where the Price List API answers for every commercial region.
+const PRICE_LIST_REGION: &str = "us-east-1";
+
 /// EC2 and IAM clients acting as one account in one region.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
     pub quotas: aws_sdk_servicequotas::Client,
+    /// The Price List API, served from us-east-1 for every region.
+    pub pricing: aws_sdk_pricing::Client,
 }
 
 impl AwsClients {
@@ -57,12 +63,17 @@ impl AwsClients {
             .build();
         let quotas = aws_sdk_servicequotas::config::Builder::from(config)
             .region(Region::new(region.to_string()))
+            .interceptor(observer.clone())
+            .build();
+        let pricing = aws_sdk_pricing::config::Builder::from(config)
+            .region(Region::new(PRICE_LIST_REGION))
             .interceptor(observer)
             .build();
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             iam: aws_sdk_iam::Client::from_conf(iam),
             quotas: aws_sdk_servicequotas::Client::from_conf(quotas),
+            pricing: aws_sdk_pricing::Client::from_conf(pricing),
         }
     }
 

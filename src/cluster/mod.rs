@@ -9,6 +9,7 @@ pub mod catching_up;
 pub mod cleanup;
 pub mod consent;
 pub mod converge;
+pub mod cost;
 pub mod fair;
 pub mod graph;
 pub mod groups;
@@ -494,7 +495,16 @@ async fn converge_pass(
             account_id: &input.resolved.account_id,
             launch_cap,
         };
-        converge::converge(&ctx.catalog, pass, progress).await?;
+        let converged = converge::converge(&ctx.catalog, pass, progress).await;
+        // What the pass leaves costs what it costs, converged or not.
+        if let Some(groups) = progress.node_groups() {
+            let nats = progress.network.nat_gateway_ids.len();
+            let endpoints = &observed.endpoints;
+            let held = cost::holding(&clients, spec, groups, nats, endpoints, &ctx.catalog).await;
+            let prices = &ctx.operator.prices;
+            progress.cost = Some(cost::of(prices, &clients, &spec.region, &held).await);
+        }
+        converged?;
         Ok(observed)
     }
     .await;

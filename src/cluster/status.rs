@@ -9,7 +9,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::kinds::iam::Iam;
 use super::AccountBlocked;
-use crate::api::compute_cluster::CloudAccountRecord;
+use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost};
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
     self, reason, Desired, ACCOUNT_READY, CONSENT_WITHDRAWN, IAM_READY, NETWORK_READY,
@@ -38,6 +38,8 @@ pub struct Progress {
     pub aws_creating: bool,
     /// Peering connections waiting for their peer's owner: what each must do.
     pub peering_pending: Vec<String>,
+    /// What the cluster costs, as this pass left it.
+    pub cost: Option<ClusterCost>,
 }
 
 impl Progress {
@@ -389,6 +391,12 @@ impl Report {
                 .await;
         }
         ctx.metrics.cluster_phase(&uid, Some(phase_name(phase)));
+        if let Some(cost) = &status.cost {
+            let namespace = self.object.namespace().unwrap_or_default();
+            let name = self.object.name_any();
+            let hourly = super::cost::hourly(cost);
+            ctx.metrics.cluster_cost(&uid, &namespace, &name, hourly);
+        }
         if self.previous.phase != Some(phase) {
             let note = outcome.message().to_string();
             ctx.publish(
@@ -559,6 +567,11 @@ impl Report {
             network: Some(self.progress.network.clone()).filter(|n| n != &NetworkStatus::default()),
             iam: self.progress.iam.clone(),
             nodes: Some(self.nodes_summary()),
+            cost: self
+                .progress
+                .cost
+                .clone()
+                .or_else(|| self.previous.cost.clone()),
             node_groups: self
                 .progress
                 .node_groups

@@ -401,6 +401,7 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
         ("sts", _) => {}
         ("ec2", o) if o.starts_with("Describe") => on(&action, Target::Any),
         ("iam", "ListRoles" | "GetAccountAuthorizationDetails") => on(&action, Target::Any),
+        ("pricing", "GetProducts") => on(&action, Target::Any),
         ("servicequotas", "GetServiceQuota") => on(
             &action,
             Target::Quota(format!("{}/{}", id("ServiceCode"), id("QuotaCode"))),

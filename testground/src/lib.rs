@@ -24,6 +24,7 @@ pub mod containerd;
 pub mod iam_eval;
 pub mod netns;
 pub mod node;
+pub mod prices;
 pub mod proxy;
 pub mod realism;
 pub mod report;

@@ -190,6 +190,8 @@ struct Shared {
     /// Started on the first grant.
     evaluator: Mutex<Option<Arc<crate::iam_eval::Evaluator>>>,
     denials: Mutex<Vec<Denial>>,
+    /// What the Price List API and the spot price history answer.
+    prices: crate::prices::Fixture,
     dir: tempfile::TempDir,
 }
 
@@ -229,6 +231,7 @@ impl AwsProxy {
             sessions: Mutex::default(),
             evaluator: Mutex::default(),
             denials: Mutex::default(),
+            prices: crate::prices::fixture(),
             dir: crate::ground_dir("proxy")?,
         });
         let s = shared.clone();
@@ -529,6 +532,8 @@ fn service(head: &str) -> &'static str {
         "iam"
     } else if auth.contains("/servicequotas/") {
         "servicequotas"
+    } else if auth.contains("/pricing/") {
+        "pricing"
     } else {
         "ec2"
     }
@@ -637,6 +642,23 @@ fn answer(
                 lock(&s.world).deleting_nats.insert(id, nat);
             }
         }
+    }
+
+    // Moto has no Price List API and quotes one spot price for all: the
+    // ground's prices answer.
+    if svc == "pricing" {
+        let (status, body) = match op {
+            "GetProducts" => s.prices.get_products(&req.body),
+            _ => (
+                "400 Bad Request",
+                json_error("UnknownOperationException", "not served by the test ground"),
+            ),
+        };
+        return reply(conn, status, "application/x-amz-json-1.1", &body);
+    }
+    if op == "DescribeSpotPriceHistory" {
+        let body = s.prices.spot_history(&req.body);
+        return reply(conn, "200 OK", "text/xml;charset=UTF-8", &body);
     }
 
     if op == "GetServiceQuota" && (faults.quotas_denied || !faults.quotas.is_empty()) {
@@ -1712,7 +1734,16 @@ fn inject(conn: &mut TcpStream, svc: &str, n: u64) -> Result<()> {
 
 /// Answers AWS's error `code` in `svc`'s format with HTTP `status`.
 fn refuse(conn: &mut TcpStream, svc: &str, status: &str, code: &str, message: &str) -> Result<()> {
+    if matches!(svc, "pricing" | "servicequotas") {
+        let body = json_error(code, message);
+        return reply(conn, status, "application/x-amz-json-1.1", &body);
+    }
     reply(conn, status, "text/xml", &error_body(svc, code, message))
+}
+
+/// An error of a JSON-protocol service (Price List, Service Quotas).
+fn json_error(code: &str, message: &str) -> String {
+    serde_json::json!({"__type": code, "message": message}).to_string()
 }
 
 /// Answers `body` with HTTP `status` (e.g. `400 Bad Request`) and closes.

@@ -8,6 +8,7 @@ mod cloud_account;
 mod clusters;
 mod compute_cluster;
 mod connect;
+mod cost;
 mod crds;
 mod fencing;
 mod ground;

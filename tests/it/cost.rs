@@ -1,0 +1,118 @@
+//! What a cluster costs (`status.cost`), priced through the policy the
+//! cross-account role is granted: the Price List API and the spot price
+//! history as the ground serves them (`testground/prices.json`).
+
+use anyhow::{Context as _, Result};
+use byoc_operator::api::compute_cluster::ClusterCost;
+use byoc_operator::api::{ComputeCluster, Market};
+
+use crate::clusters::{apply_example, ground_with_account, wait_running};
+use crate::support::*;
+
+/// A part's USD per hour, as status shows it.
+fn part(cost: &ClusterCost, name: &str) -> Option<f64> {
+    let p = cost.parts.iter().find(|p| p.part == name)?;
+    p.per_hour.parse().ok()
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 0.00006)
+}
+
+#[tokio::test]
+async fn the_example_clusters_cost_is_its_parts_at_the_grounds_list_prices() -> Result<()> {
+    let (g, op) = ground_with_account("cost", &[]).await?;
+    apply_example(&g)?;
+    let has_cost = |cc: &ComputeCluster| cc.status.as_ref().is_some_and(|s| s.cost.is_some());
+    let demo = wait_running(&g, "demo", has_cost).await?;
+    let status = demo.status.clone().context("no status")?;
+    let cost = status.cost.clone().context("no cost")?;
+    let f = testground::prices::fixture();
+    let region = "us-east-1";
+
+    // What the example holds, from its status: three t3.large on demand,
+    // one g5.xlarge on spot (priced in its zone), one NAT gateway with its
+    // Elastic IP, and every instance's root volume.
+    let group = |name: &str| status.node_groups.iter().find(|g| g.name == name);
+    let workers = group("workers").context("no workers")?;
+    let gpu = group("gpu").context("no gpu group")?;
+    assert!(
+        workers.instances.len() == 3
+            && workers
+                .instances
+                .iter()
+                .all(|i| i.capacity_type == Market::OnDemand),
+        "{workers:?}"
+    );
+    let spot = gpu.instances.first().context("no gpu instance")?;
+    assert_eq!(spot.capacity_type, Market::Spot);
+
+    // The root volumes are the image's (the example sets none): its size
+    // and type as EC2 describes the image.
+    let image_id = workers.image_id.clone().context("no pinned image")?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let images = ec2.describe_images().image_ids(&image_id).send().await?;
+    let image = images.images().first().context("image not found")?;
+    let root = image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == image.root_device_name())
+        .and_then(|m| m.ebs())
+        .context("the image has no root volume")?;
+    let gib = f64::from(root.volume_size().unwrap_or(8));
+    let volume_type = root.volume_type().map_or("gp3", |t| t.as_str());
+    let per_gib_hour = f.volume(region, volume_type) / 730.0;
+
+    let want = [
+        ("instances/workers", 3.0 * f.instance(region, "t3.large")),
+        ("instances/gpu", f.spot(&spot.zone, "g5.xlarge")),
+        ("volumes/workers", 3.0 * gib * per_gib_hour),
+        ("volumes/gpu", gib * per_gib_hour),
+        ("nat-gateways", f.nat_gateway(region)),
+        ("public-ipv4", f.public_ipv4(region)),
+    ];
+    for (name, usd) in want {
+        assert!(
+            close(part(&cost, name), usd),
+            "{name}: {:?}, want {usd:.4} from the fixture: {cost:?}",
+            part(&cost, name)
+        );
+    }
+    assert_eq!(cost.parts.len(), want.len(), "{cost:?}");
+    let total: f64 = want.iter().map(|(_, usd)| usd).sum();
+    let per_hour: f64 = cost.per_hour.parse()?;
+    assert!((per_hour - total).abs() < 0.0001, "{cost:?}, want {total}");
+    let per_month: f64 = cost.per_month.parse()?;
+    assert!((per_month - total * 730.0).abs() < 0.01, "{cost:?}");
+    // Every price came from AWS (the table stood in for nothing): the
+    // spot price is not the on-demand one, and the basis says so.
+    assert_eq!(cost.basis, "list price", "{cost:?}");
+    assert!(f.spot(&spot.zone, "g5.xlarge") < f.instance(region, "g5.xlarge"));
+
+    // `describe` shows it per part, and the metric carries it.
+    let described = byoc(
+        &g,
+        &["describe", "computecluster", "demo", "-n", &g.namespace],
+    )?;
+    assert!(
+        described.contains(&format!(
+            "Cost  ${}/h  ${}/month  (list price)",
+            cost.per_hour, cost.per_month
+        )) && described.contains(&format!(
+            "instances/gpu  ${}/h",
+            cost.parts
+                .iter()
+                .find(|p| p.part == "instances/gpu")
+                .map(|p| p.per_hour.clone())
+                .unwrap_or_default()
+        )),
+        "{described}"
+    );
+    let series = format!(
+        "byoc_cluster_cost_usd_per_hour{{namespace=\"{}\",name=\"demo\"}}",
+        g.namespace
+    );
+    let metric = op.metric(&series)?;
+    assert!((metric - per_hour).abs() < 0.0001, "{series} = {metric}");
+    Ok(())
+}
