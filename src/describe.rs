@@ -209,7 +209,7 @@ fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
     match (&a.spec.limits, s.usage) {
         (Some(limits), usage) => node.with(vec![Node::new(limits_line(
             limits,
-            usage.unwrap_or_default(),
+            &usage.unwrap_or_default(),
         ))]),
         (None, _) => node,
     }
@@ -219,7 +219,7 @@ fn account_node(cc: &ComputeCluster, account: Option<&CloudAccount>) -> Node {
 /// with what the account's clusters hold of it.
 fn limits_line(
     limits: &crate::api::cloud_account::AccountLimits,
-    usage: crate::api::cloud_account::Usage,
+    usage: &crate::api::cloud_account::Usage,
 ) -> String {
     let mut parts = vec![];
     for (scope, caps) in [
@@ -227,11 +227,18 @@ fn limits_line(
         ("perNamespace", &limits.per_namespace),
     ] {
         let Some(c) = caps else { continue };
+        let count = |n: Option<i64>| n.map(|n| n.to_string());
+        let price = usage.price_per_hour.as_deref().unwrap_or("0");
         for (what, cap, used) in [
-            ("clusters", c.clusters, usage.clusters),
-            ("instances", c.instances, usage.instances),
-            ("vcpus", c.vcpus, usage.vcpus),
-            ("gpus", c.gpus, usage.gpus),
+            ("clusters", count(c.clusters), usage.clusters.to_string()),
+            ("instances", count(c.instances), usage.instances.to_string()),
+            ("vcpus", count(c.vcpus), usage.vcpus.to_string()),
+            ("gpus", count(c.gpus), usage.gpus.to_string()),
+            (
+                "pricePerHour",
+                c.price_per_hour.as_ref().map(|p| format!("${p}")),
+                format!("${price}"),
+            ),
         ] {
             if let Some(cap) = cap {
                 // Per namespace the account's whole use is an upper bound.
@@ -507,6 +514,7 @@ mod tests {
             }),
             per_namespace: Some(Caps {
                 vcpus: Some(8),
+                price_per_hour: Some("2.5".into()),
                 ..Default::default()
             }),
         };
@@ -515,10 +523,11 @@ mod tests {
             instances: 3,
             vcpus: 6,
             gpus: 0,
+            price_per_hour: Some("0.2496".into()),
         };
         assert_eq!(
-            limits_line(&limits, usage),
-            "limits: total instances 3/3, perNamespace vcpus ≤6/8"
+            limits_line(&limits, &usage),
+            "limits: total instances 3/3, perNamespace vcpus ≤6/8, perNamespace pricePerHour ≤$0.2496/$2.5"
         );
     }
 }

@@ -87,6 +87,13 @@ pub enum Error {
     /// A limit of the CloudAccount (`spec.limits`) the cluster would pass.
     #[error("over the CloudAccount's limit: {0}; nothing more is made until the request or other clusters' use shrinks, or the limit is raised")]
     LimitExceeded(account::limits::Exceeded),
+    /// The CloudAccount caps the price per hour and an instance type the
+    /// spec asks for has no known price there.
+    #[error("the CloudAccount caps pricePerHour, and instance type {instance_type} has no known list price in {region} (neither the AWS Price List API nor the built-in table): choose a priced type, or remove the price cap")]
+    Unpriced {
+        instance_type: String,
+        region: String,
+    },
     /// An AWS quota is too small for what the spec asks (with the numbers).
     #[error("{}", cluster::quotas::said(.short, "; "))]
     QuotaExceeded {
@@ -320,7 +327,7 @@ impl Error {
             Error::UserDataTooLarge { .. } => (Reason::UserDataTooLarge, NeedsUser),
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
             Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),
-            Error::LimitExceeded(_) => (Reason::LimitExceeded, NeedsUser),
+            Error::LimitExceeded(_) | Error::Unpriced { .. } => (Reason::LimitExceeded, NeedsUser),
             Error::IamPolicyNotFound(_) => (Reason::IamPolicyNotFound, NeedsUser),
             Error::InstanceProfileNotFound(_) => (Reason::InstanceProfileNotFound, NeedsUser),
             Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),

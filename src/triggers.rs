@@ -147,7 +147,7 @@ pub fn clusters_of_changed_accounts(
                 status.and_then(|s| s.phase),
                 status.and_then(|s| s.account_id.clone()),
             ),
-            status.and_then(|s| s.usage),
+            status.and_then(|s| s.usage.clone()),
         )
     };
     key_changes(events, usable).flat_map(move |(old, new)| {

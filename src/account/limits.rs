@@ -25,6 +25,8 @@ pub struct Use {
     pub instances: i64,
     pub vcpus: i64,
     pub gpus: i64,
+    /// Millionths of a USD per hour: the instances at on-demand list price.
+    pub micro_usd: i64,
 }
 
 impl Use {
@@ -34,8 +36,32 @@ impl Use {
             instances: self.instances + o.instances,
             vcpus: self.vcpus + o.vcpus,
             gpus: self.gpus + o.gpus,
+            micro_usd: self.micro_usd + o.micro_usd,
         }
     }
+}
+
+/// `"12.5"` USD as millionths (12_500_000); `None` unless a decimal of at
+/// most six places.
+pub fn micro_usd(usd: &str) -> Option<i64> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (whole, fraction) = match usd.split_once('.') {
+        Some((whole, fraction)) if digits(fraction) && fraction.len() <= 6 => (whole, fraction),
+        Some(_) => return None,
+        None => (usd, ""),
+    };
+    if !digits(whole) {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let fraction: i64 = format!("{fraction:0<6}").parse().ok()?;
+    whole.checked_mul(1_000_000)?.checked_add(fraction)
+}
+
+/// Millionths of a USD as a decimal of up to four places (`12.5`, `0.0832`).
+pub fn usd(micro: i64) -> String {
+    let text = format!("{:.4}", micro as f64 / 1_000_000.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A limit a request would pass.
@@ -52,10 +78,17 @@ pub struct Exceeded {
 
 impl std::fmt::Display for Exceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |n: i64| match self.limit.ends_with(".pricePerHour") {
+            true => format!("${}", usd(n)),
+            false => n.to_string(),
+        };
         write!(
             f,
             "{} is {}: other clusters hold {} and this one asks for {}",
-            self.limit, self.cap, self.used, self.requested
+            self.limit,
+            show(self.cap),
+            show(self.used),
+            show(self.requested)
         )
     }
 }
@@ -102,13 +135,23 @@ pub fn check(
 }
 
 /// Each capped measure: its name, cap, what is used and what is asked.
-fn measures(caps: &Caps, used: Use, want: Use) -> [(&'static str, Option<i64>, i64, i64); 4] {
+fn measures(caps: &Caps, used: Use, want: Use) -> [(&'static str, Option<i64>, i64, i64); 5] {
+    let price = caps.price_per_hour.as_deref().and_then(micro_usd);
     [
         ("clusters", caps.clusters, used.clusters, want.clusters),
         ("instances", caps.instances, used.instances, want.instances),
         ("vcpus", caps.vcpus, used.vcpus, want.vcpus),
         ("gpus", caps.gpus, used.gpus, want.gpus),
+        ("pricePerHour", price, used.micro_usd, want.micro_usd),
     ]
+}
+
+/// Whether `limits` caps the price per hour anywhere.
+pub fn caps_price(limits: &AccountLimits) -> bool {
+    [&limits.total, &limits.per_namespace]
+        .into_iter()
+        .flatten()
+        .any(|c| c.price_per_hour.is_some())
 }
 
 /// One cluster's reservation.
@@ -200,6 +243,7 @@ impl Ledger {
             instances: total.instances,
             vcpus: total.vcpus,
             gpus: total.gpus,
+            price_per_hour: (total.micro_usd > 0).then(|| usd(total.micro_usd)),
         }
     }
 }
@@ -214,7 +258,7 @@ mod tests {
             clusters,
             instances,
             vcpus,
-            gpus: None,
+            ..Caps::default()
         }
     }
 
@@ -223,7 +267,7 @@ mod tests {
             clusters: 1,
             instances,
             vcpus,
-            gpus: 0,
+            ..Use::default()
         }
     }
 
@@ -255,6 +299,42 @@ mod tests {
         assert!(
             check(&limits, &others, "a", asks(1, 7), asks(3, 6)).is_err(),
             "growing vCPUs"
+        );
+    }
+
+    #[test]
+    fn a_price_cap_counts_in_millionths_and_names_dollars() {
+        assert_eq!(micro_usd("40"), Some(40_000_000));
+        assert_eq!(micro_usd("0.0832"), Some(83_200));
+        assert_eq!(micro_usd("12.5"), Some(12_500_000));
+        for bad in ["", ".5", "5.", "-1", "1e3", "0.1234567", "4O"] {
+            assert_eq!(micro_usd(bad), None, "{bad:?}");
+        }
+        assert_eq!(usd(12_500_000), "12.5");
+        assert_eq!(usd(83_200), "0.0832");
+        let limits = AccountLimits {
+            per_namespace: None,
+            total: Some(Caps {
+                price_per_hour: Some("1".into()),
+                ..Caps::default()
+            }),
+        };
+        assert!(caps_price(&limits));
+        let priced = |micro_usd| Use {
+            clusters: 1,
+            instances: 1,
+            micro_usd,
+            ..Use::default()
+        };
+        let others = vec![("a".to_string(), priced(832_000))];
+        assert_eq!(
+            check(&limits, &others, "b", priced(168_000), Use::default()),
+            Ok(())
+        );
+        let over = check(&limits, &others, "b", priced(168_001), Use::default());
+        assert_eq!(
+            over.map_err(|e| e.to_string()),
+            Err("limits.total.pricePerHour is $1: other clusters hold $0.832 and this one asks for $0.168".into())
         );
     }
 
@@ -351,7 +431,7 @@ mod tests {
                 clusters: 2,
                 instances: 5,
                 vcpus: 9,
-                gpus: 0
+                ..Usage::default()
             }
         );
     }

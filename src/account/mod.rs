@@ -343,7 +343,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     };
     status.clusters = Some(i32::try_from(users.len()).unwrap_or(i32::MAX));
     let usage = ctx.ledger.usage(&account.uid().unwrap_or_default());
-    status.usage = Some(usage);
+    status.usage = Some(usage.clone());
     ctx.metrics.account_usage(
         &format!("{namespace}/{name}"),
         usage,

@@ -34,6 +34,7 @@ use super::patterns;
     printcolumn = r#"{"name":"Instances","type":"integer","priority":1,"jsonPath":".status.usage.instances"}"#,
     printcolumn = r#"{"name":"vCPUs","type":"integer","priority":1,"jsonPath":".status.usage.vcpus"}"#,
     printcolumn = r#"{"name":"GPUs","type":"integer","priority":1,"jsonPath":".status.usage.gpus"}"#,
+    printcolumn = r#"{"name":"Price/h","type":"string","priority":1,"jsonPath":".status.usage.pricePerHour"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.roleChain) || size(self.spec.roleChain) == 0 || has(self.spec.roleArn)").message("spec.roleChain needs spec.roleArn: the chain starts from the first assumed role").field_path(".spec.roleChain")
 )]
@@ -172,17 +173,29 @@ pub struct Caps {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub gpus: Option<i64>,
+    /// USD per hour of those instances at their on-demand list price (a
+    /// spot instance counts at it too: the most it is charged), as a
+    /// decimal string (`"40"`, `"12.5"`). Prices as in a cluster's
+    /// `status.cost`; an instance type with no known price is refused under
+    /// this cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 12), regex(pattern = patterns::USD))]
+    pub price_per_hour: Option<String>,
 }
 
 /// What the ComputeClusters using an account hold, against `spec.limits`
 /// (vCPUs and GPUs are counted where the account sets limits).
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub clusters: i64,
     pub instances: i64,
     pub vcpus: i64,
     pub gpus: i64,
+    /// USD per hour of the instances at on-demand list price (counted where
+    /// the account caps `pricePerHour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_hour: Option<String>,
 }
 
 /// A Secret in the same namespace as the object naming it.

@@ -32,6 +32,9 @@ pub mod patterns {
     pub const SUBNET_ID: &str = r"^subnet-[0-9a-f]{8,17}$";
     pub const ROUTE_TABLE_ID: &str = r"^rtb-[0-9a-f]{8,17}$";
     pub const ACCOUNT_ID: &str = r"^[0-9]{12}$";
+    /// USD as a decimal: `40`, `12.5`, `0.0832` (at most a hundredth of a
+    /// cent).
+    pub const USD: &str = r"^[0-9]{1,7}(\.[0-9]{1,4})?$";
     /// A VPC endpoint service, as named after `com.amazonaws.<region>.`:
     /// `s3`, `ecr.dkr`, `ssmmessages`.
     pub const ENDPOINT_SERVICE: &str = r"^[a-z0-9]+([.-][a-z0-9]+)*$";

@@ -106,6 +106,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("chart", "the throttling alert's threshold raised from 0.05 to 0.2 attempts a second (and, apart, `ByocNoLeader` without its `absent`): `promtool test rules` failed on the expected `ByocAwsThrottled` at 40m (and `ByocNoLeader` with no operator scraped), so `chart::the_charts_alerts_pass_promtool_and_read_only_metrics_the_operator_exports` fails"),
     ("cost", "the spot price quote ignored (`PriceBook::spot` pricing every spot instance at its on-demand price): the example's spot g5.xlarge was priced $1.006/h instead of the ground's $0.4187 in its zone, and `cost::the_example_clusters_cost_is_its_parts_at_the_grounds_list_prices` failed"),
     ("cost", "the generated policy's `ListPrices` statement removed (`pricing:GetProducts` denied as AWS evaluates the policy): every part was priced from the built-in table and the same test failed on the basis (\"built-in us-east-1 table for instances, nat-gateways, public-ipv4, volumes\" where \"list price\" was wanted); with the statement, the passing run is the control"),
+    ("cost", "the price cap left out of the limits' measures (`limits::measures` never capping `pricePerHour`): three t3.small clusters applied at once under `limits.total.pricePerHour: \"0.05\"` all ran ($0.0624 an hour), and `cost::a_price_cap_admits_what_fits_at_list_price_and_names_dollars_when_full` timed out waiting for one over the cap"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

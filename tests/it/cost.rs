@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use byoc_operator::api::compute_cluster::ClusterCost;
 use byoc_operator::api::{ComputeCluster, Market};
 
-use crate::clusters::{apply_example, ground_with_account, wait_running};
+use crate::clusters::{apply_example, ground_with_account, small_cluster_manifest, wait_running};
 use crate::support::*;
 
 /// A part's USD per hour, as status shows it.
@@ -114,5 +114,78 @@ async fn the_example_clusters_cost_is_its_parts_at_the_grounds_list_prices() -> 
     );
     let metric = op.metric(&series)?;
     assert!((metric - per_hour).abs() < 0.0001, "{series} = {metric}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_price_cap_admits_what_fits_at_list_price_and_names_dollars_when_full() -> Result<()> {
+    let (g, op) = ground_with_account(
+        "price-cap",
+        &["--concurrency", "4", "--namespace-concurrency", "4"],
+    )
+    .await?;
+    // t3.small is $0.0208 an hour in the ground's prices: two fit under
+    // $0.05, three do not.
+    let f = testground::prices::fixture();
+    let small = f.instance("us-east-1", "t3.small");
+    assert!(2.0 * small <= 0.05 && 3.0 * small > 0.05);
+    let accounts = g.api::<byoc_operator::api::CloudAccount>();
+    accounts
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"limits": {"total": {"pricePerHour": "0.05"}}}}),
+            ),
+        )
+        .await?;
+    let names: Vec<String> = (0..3).map(|i| format!("priced-{i}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| small_cluster_manifest(n, &format!("10.{}.0.0/16", 70 + i)))
+        .collect();
+    kubectl_apply(&g, &manifests.join("---\n"))?;
+    let api = g.api::<ComputeCluster>();
+    let (running, refused) = eventually(
+        "two running, one over the price cap",
+        crate::clusters::WAIT,
+        || async {
+            let mut running = vec![];
+            let mut refused = vec![];
+            for n in &names {
+                let status = api.get(n).await?.status.unwrap_or_default();
+                if status.phase == Some(byoc_operator::api::ClusterPhase::Running) {
+                    running.push(n.clone());
+                }
+                if let Some(c) = status.conditions.iter().find(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "LimitExceeded"
+                }) {
+                    refused.push((n.clone(), c.message.clone()));
+                }
+            }
+            Ok((running.len() == 2 && refused.len() == 1).then_some((running, refused)))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(20))?;
+    let (waiting, message) = refused[0].clone();
+    assert!(
+        message.contains("limits.total.pricePerHour is $0.05: other clusters hold $0.0416 and this one asks for $0.0208"),
+        "{message}"
+    );
+    let usage = eventually("the account's usage", crate::clusters::WAIT, || async {
+        let a = accounts.get("acme").await?;
+        Ok(a.status.and_then(|s| s.usage).filter(|u| u.clusters == 2))
+    })
+    .await?;
+    assert_eq!(usage.price_per_hour.as_deref(), Some("0.0416"), "{usage:?}");
+
+    // Control: with one deleted, the waiting one fits and runs.
+    let first = crate::clusters::uid_of(&g, &running[0]).await?;
+    crate::clusters::delete_leaves_nothing(&g, &running[0], &first).await?;
+    wait_running(&g, &waiting, |_| true)
+        .await
+        .with_context(|| op.log_tail(20))?;
     Ok(())
 }

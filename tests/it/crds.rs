@@ -129,6 +129,11 @@ fn invalid_creates() -> Vec<(String, String, String)> {
             "spec.limits.perNamespace.instances",
         ),
         (
+            "price cap not a decimal",
+            ca("region: us-east-1", "region: us-east-1\n  limits: {total: {pricePerHour: \"$40\"}}"),
+            "spec.limits.total.pricePerHour",
+        ),
+        (
             "limit not a number",
             ca("region: us-east-1", "region: us-east-1\n  limits: {total: {vcpus: many}}"),
             "spec.limits.total.vcpus",

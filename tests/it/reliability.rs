@@ -457,6 +457,7 @@ const ACCOUNT_PATHS: &[&str] = &[
     "/spec/kmsKeyArns",
     "/spec/limits/perNamespace/instances",
     "/spec/limits/total/vcpus",
+    "/spec/limits/perNamespace/pricePerHour",
 ];
 
 fn base_cluster() -> serde_json::Value {
