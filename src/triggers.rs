@@ -44,20 +44,82 @@ where
     (reader, changes)
 }
 
-/// The Secrets of `api` as they change, metadata only: a rotation of the
-/// few that CloudAccounts and user data name is noticed without holding any
-/// Secret's content (the cluster's Secrets may be many and large; Helm
-/// alone keeps one per release revision). What a reconcile needs of one is
-/// read when it needs it.
+/// The Secrets of `api` as their content changes, watched as metadata
+/// only: a rotation of the few that CloudAccounts and user data name is
+/// noticed without holding any Secret's content (the cluster's Secrets may
+/// be many and large; Helm alone keeps one per release revision). Only
+/// Secrets opted in for a use are watched; each change of one is read once
+/// (`secrets`) and passed on only when its data, type or labels differ from
+/// what was last seen (kept as a digest): touching an annotation of a
+/// Secret many accounts name re-verifies none of them and re-runs no
+/// cluster. A Secret that is gone or cannot be read is passed on, so its
+/// users notice. What a reconcile needs of one is read when it needs it.
 pub fn secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
+    secrets: kube::Client,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    // Only Secrets opted in for some use: the others are never read, so
-    // their changes concern nothing here (and are not listed).
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
     let config = watcher::Config::default()
         .any_semantic()
         .labels(&crate::secret_use::any_use_selector());
-    watcher(api, config).default_backoff().touched_objects()
+    let seen: Arc<Mutex<ContentSeen>> = Arc::default();
+    watcher(api, config)
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |event| {
+            let (client, seen) = (secrets.clone(), seen.clone());
+            async move {
+                let Ok(meta) = event else { return Some(event) };
+                let key = (meta.namespace().unwrap_or_default(), meta.name_any());
+                let read = Api::<Secret>::namespaced(client, &key.0)
+                    .get_opt(&key.1)
+                    .await;
+                let digest = match read {
+                    Ok(Some(secret)) => Some(content_digest(&secret)),
+                    _ => None,
+                };
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.changed(key, digest).then_some(Ok(meta))
+            }
+        })
+}
+
+/// The content digest last seen of each Secret, by `(namespace, name)`.
+#[derive(Debug, Default)]
+struct ContentSeen(std::collections::HashMap<(String, String), u64>);
+
+impl ContentSeen {
+    /// Whether a change of `key` whose content now digests to `digest`
+    /// (`None`: gone or unreadable) concerns its users.
+    fn changed(&mut self, key: (String, String), digest: Option<u64>) -> bool {
+        match digest {
+            Some(d) => self.0.insert(key, d) != Some(d),
+            None => {
+                self.0.remove(&key);
+                true
+            }
+        }
+    }
+}
+
+/// A digest of what the operator uses of a Secret: its data, type and
+/// labels (the use label decides whether it may be read at all). Kept in
+/// memory only, never shown.
+fn content_digest(secret: &Secret) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in secret.data.iter().flatten() {
+        (k, &v.0).hash(&mut h);
+    }
+    for (k, v) in secret.string_data.iter().flatten() {
+        (k, v).hash(&mut h);
+    }
+    secret.type_.hash(&mut h);
+    for (k, v) in secret.labels() {
+        (k, v).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// For each object of `events` (a watch, relists included), the value of
@@ -212,6 +274,48 @@ pub fn clusters_naming_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secrets_annotations_alone_change_nothing_its_data_labels_or_absence_do() {
+        let secret = |key: &str, label: &str, note: &str| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("keys".into()),
+                labels: Some([("byoc.dev/use".to_string(), label.to_string())].into()),
+                annotations: Some([("touched".to_string(), note.to_string())].into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "AWS_ACCESS_KEY_ID".to_string(),
+                    k8s_openapi::ByteString(key.into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let digest = |s: &Secret| Some(content_digest(s));
+        let key = || ("ns".to_string(), "keys".to_string());
+        let mut seen = ContentSeen::default();
+        let first = secret("AKIA1", "credentials", "a");
+        assert!(seen.changed(key(), digest(&first)), "first seen");
+        assert!(
+            !seen.changed(key(), digest(&secret("AKIA1", "credentials", "b"))),
+            "annotation"
+        );
+        assert!(
+            seen.changed(key(), digest(&secret("AKIA2", "credentials", "b"))),
+            "rotated"
+        );
+        assert!(
+            seen.changed(key(), digest(&secret("AKIA2", "user-data", "b"))),
+            "relabelled"
+        );
+        assert!(seen.changed(key(), None), "gone");
+        assert!(
+            seen.changed(key(), digest(&secret("AKIA2", "user-data", "b"))),
+            "back"
+        );
+    }
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;

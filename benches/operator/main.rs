@@ -38,7 +38,7 @@ mod scenarios;
 
 use critical_path::critical_path;
 use report::{markdown, summarize};
-use scenarios::{reference_run, resync_scale_run, scale_run, secret_memory_run};
+use scenarios::{fairness_run, reference_run, resync_scale_run, scale_run, secret_memory_run};
 
 #[derive(Parser)]
 #[command(about = "byoc-operator benchmark: time to running, AWS calls, scale, deletion")]
@@ -86,6 +86,14 @@ struct Args {
     secrets: usize,
     #[arg(long, default_value_t = 64)]
     secret_kib: usize,
+    /// The fairness figure: clusters in the abusing namespace (0: not
+    /// measured), node groups each and instances per group.
+    #[arg(long, default_value_t = 8)]
+    fairness_abusers: usize,
+    #[arg(long, default_value_t = 20)]
+    fairness_groups: usize,
+    #[arg(long, default_value_t = 500)]
+    fairness_per_group: i32,
     /// Where results.json and results.md go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
@@ -133,6 +141,26 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
+    // First, while no other namespace holds clusters: its operator watches
+    // every namespace.
+    let mut fairness = None;
+    if args.fairness_abusers > 0 {
+        eprintln!(
+            "bench: fairness: a tenant's cluster beside {} clusters of {} × {} in another namespace",
+            args.fairness_abusers, args.fairness_groups, args.fairness_per_group
+        );
+        fairness = Some(
+            fairness_run(
+                &kube,
+                &client,
+                &args,
+                args.fairness_abusers,
+                args.fairness_groups,
+                args.fairness_per_group,
+            )
+            .await?,
+        );
+    }
     let critical = critical_path();
     let mut p1 = vec![];
     for run in 0..args.runs {
@@ -224,6 +252,7 @@ async fn run(args: Args) -> Result<()> {
     results["p5_mass"] = report::mass(args.mass_clusters, &p5);
     results["ack"] = report::ack(&p1, &ack_plain, &ack_real);
     results["resync_scale"] = report::resync_scale(&resync);
+    results["fairness"] = report::fairness(&args, fairness.as_ref());
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("results.json"),

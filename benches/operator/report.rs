@@ -2,7 +2,7 @@
 //! Markdown table.
 
 use super::*;
-use crate::scenarios::{ReferenceRun, ResyncPoint, ScaleRun, SecretMemory};
+use crate::scenarios::{FairnessRun, ReferenceRun, ResyncPoint, ScaleRun, SecretMemory};
 use byoc_operator::cluster::graph::CriticalPath;
 
 /// `{median, min, max}` of `values`.
@@ -312,6 +312,63 @@ fn secret_memory_section(r: &serde_json::Value) -> String {
     )
 }
 
+/// The fairness figure: a tenant's time to `running` and to deleted beside
+/// an abusing namespace, against alone (medians).
+pub(crate) fn fairness(args: &Args, run: Option<&FairnessRun>) -> serde_json::Value {
+    let Some(run) = run else {
+        return json!(null);
+    };
+    let median = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let secs = |pick: fn(&(Duration, Duration)) -> Duration, runs: &[(Duration, Duration)]| {
+        median(runs.iter().map(|r| pick(r).as_secs_f64()).collect())
+    };
+    let (alone_up, beside_up) = (secs(|r| r.0, &run.alone), secs(|r| r.0, &run.beside));
+    let (alone_down, beside_down) = (secs(|r| r.1, &run.alone), secs(|r| r.1, &run.beside));
+    let ratio = |beside: f64, alone: f64| if alone > 0.0 { beside / alone } else { 0.0 };
+    json!({
+        "abusers": args.fairness_abusers,
+        "groups": args.fairness_groups,
+        "per_group": args.fairness_per_group,
+        "cycles": run.alone.len(),
+        "running_alone_s": alone_up,
+        "running_beside_s": beside_up,
+        "running_ratio": ratio(beside_up, alone_up),
+        "deleted_alone_s": alone_down,
+        "deleted_beside_s": beside_down,
+        "deleted_ratio": ratio(beside_down, alone_down),
+        "goal_ratio": 1.2,
+        "latency_ms": args.latency_ms,
+        "abusive_run_instances_calls": run.abusive_launched,
+        "turned_away": run.turned_away,
+    })
+}
+
+fn fairness_section(r: &serde_json::Value) -> String {
+    let f = &r["fairness"];
+    if f.is_null() {
+        return String::new();
+    }
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let goal = n(&f["goal_ratio"]);
+    let verdict = |ratio: f64| if ratio <= goal { "met" } else { "**missed**" };
+    format!(
+        "\n## Fairness: one namespace abusing the operator\n\n\
+         A tenant's small cluster made and deleted {} times with the operator to itself, then {} times beside another namespace's {} clusters of {} node groups × {} instances, whose account's quotas cannot be read (each of their passes launches a capped batch and comes back). One operator for both namespaces, at its defaults; {} ms per AWS call. Medians.\n\n\
+         | figure | alone | beside the abuse | ratio | goal | |\n|---|---|---|---|---|---|\n\
+         | time to `running` | {:.3} s | {:.3} s | {:.3} | ≤ {goal} | {} |\n\
+         | time to deleted | {:.3} s | {:.3} s | {:.3} | ≤ {goal} | {} |\n\n\
+         The abusing namespace made {} RunInstances calls meanwhile; {} of its reconciles were put off for its share of the workers.\n",
+        f["cycles"], f["cycles"], f["abusers"], f["groups"], f["per_group"], f["latency_ms"],
+        n(&f["running_alone_s"]), n(&f["running_beside_s"]), n(&f["running_ratio"]), verdict(n(&f["running_ratio"])),
+        n(&f["deleted_alone_s"]), n(&f["deleted_beside_s"]), n(&f["deleted_ratio"]), verdict(n(&f["deleted_ratio"])),
+        f["abusive_run_instances_calls"], n(&f["turned_away"]),
+    )
+}
+
 /// Resync reads per interval by the number of settled clusters.
 pub(crate) fn resync_scale(points: &[ResyncPoint]) -> serde_json::Value {
     json!(points
@@ -582,7 +639,7 @@ pub(crate) fn markdown(r: &serde_json::Value) -> String {
             ))
             .unwrap_or_default(),
         realism,
-        mass_sections(r) + &ack_section(r) + &secret_memory_section(r),
+        mass_sections(r) + &ack_section(r) + &secret_memory_section(r) + &fairness_section(r),
     )
 }
 

@@ -837,3 +837,122 @@ pub(crate) async fn secret_memory_run(
         created_while_running_mib,
     })
 }
+
+/// A tenant's cluster made and deleted with the operator to itself, then
+/// beside another namespace abusing it (`abusers` clusters of `groups`
+/// node groups × `per_group` instances, through an account whose quotas
+/// cannot be read, so each pass launches a capped batch and comes back).
+#[derive(Debug, Clone)]
+pub(crate) struct FairnessRun {
+    /// Time to `running` and to deleted, each cycle, alone.
+    pub(crate) alone: Vec<(Duration, Duration)>,
+    /// The same beside the abusing namespace.
+    pub(crate) beside: Vec<(Duration, Duration)>,
+    /// Instances the abusing namespace's clusters had launched by the end.
+    pub(crate) abusive_launched: u64,
+    /// Reconciles the fair share put off.
+    pub(crate) turned_away: f64,
+}
+
+/// The tenant's and the abuser's AWS accounts.
+const TENANT_AWS_ACCOUNT: &str = "300000000001";
+const ABUSER_AWS_ACCOUNT: &str = "300000000002";
+
+pub(crate) async fn fairness_run(
+    kube: &Kube,
+    client: &Client,
+    args: &Args,
+    abusers: usize,
+    groups: usize,
+    per_group: i32,
+) -> Result<FairnessRun> {
+    let (tenant, abuse) = ("fair-tenant", "fair-abuse");
+    namespace(client, tenant).await?;
+    namespace(client, abuse).await?;
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        quotas_denied: true,
+        ..Default::default()
+    });
+    warm_up(
+        &moto,
+        &[TENANT_AWS_ACCOUNT.into(), ABUSER_AWS_ACCOUNT.into()],
+    )
+    .await?;
+    // One operator for every namespace, at its defaults.
+    let op = start_operator(kube, "", &proxy, &[])?;
+    account(client, tenant, "tenant", TENANT_AWS_ACCOUNT).await?;
+    account(client, abuse, "abuse", ABUSER_AWS_ACCOUNT).await?;
+    wait_accounts_ready(client, tenant, 1).await?;
+    wait_accounts_ready(client, abuse, 1).await?;
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), tenant);
+    let cycle = |name: String, i: usize| {
+        let api = api.clone();
+        async move {
+            let started = Instant::now();
+            let end = started + DEADLINE;
+            api.create(&PostParams::default(), &small_cluster(&name, "tenant", i)?)
+                .await?;
+            until_running(&api, &name, end).await?;
+            let running = started.elapsed();
+            let deleting = Instant::now();
+            api.delete(&name, &Default::default()).await?;
+            until_gone(&api, &name, end).await?;
+            Ok::<_, anyhow::Error>((running, deleting.elapsed()))
+        }
+    };
+    const CYCLES: usize = 3;
+    let mut alone = vec![];
+    for i in 0..CYCLES {
+        alone.push(cycle(format!("alone-{i}"), i).await?);
+    }
+    // The abuse: every group of every cluster asks for `per_group`.
+    let abusive = Api::<ComputeCluster>::namespaced(client.clone(), abuse);
+    for i in 0..abusers {
+        let mut cc = serde_json::to_value(small_cluster(&format!("big-{i}"), "abuse", 100 + i)?)?;
+        cc["spec"]["nodeGroups"] = json!((0..groups)
+            .map(|g| json!({"name": format!("g{g}"), "instanceType": "t3.micro", "count": per_group, "subnets": "public"}))
+            .collect::<Vec<_>>());
+        abusive
+            .create(&PostParams::default(), &serde_json::from_value(cc)?)
+            .await?;
+    }
+    // Under way: each abusive cluster has launched.
+    let end = Instant::now() + DEADLINE;
+    while proxy.calls().get("RunInstances").copied().unwrap_or(0) < abusers as u64 {
+        if Instant::now() > end {
+            bail!("the abusive clusters never launched");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut beside = vec![];
+    for i in 0..CYCLES {
+        beside.push(cycle(format!("beside-{i}"), 10 + i).await?);
+    }
+    let abusive_launched = proxy.calls().get("RunInstances").copied().unwrap_or(0);
+    let turned_away = metric(
+        &op,
+        "byoc_reconciles_turned_away_total{controller=\"computecluster\"}",
+    )?;
+    // The abuse ends with the run: its clusters are let go unfinished.
+    drop(op);
+    for i in 0..abusers {
+        let name = format!("big-{i}");
+        abusive
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await?;
+        abusive.delete(&name, &Default::default()).await?;
+    }
+    Ok(FairnessRun {
+        alone,
+        beside,
+        abusive_launched,
+        turned_away,
+    })
+}

@@ -266,7 +266,10 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     let secret_accounts = accounts.clone();
     let controller = Controller::for_stream(changes, store.clone())
         .watches_stream(
-            crate::triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>()),
+            crate::triggers::secret_changes(
+                ctx.api::<PartialObjectMeta<Secret>>(),
+                ctx.client.clone(),
+            ),
             move |secret: PartialObjectMeta<Secret>| {
                 let ns = secret.namespace();
                 let name = secret.name_any();

@@ -374,7 +374,7 @@ pub struct OperatorLaunch<'a> {
     pub kubeconfig: &'a Path,
     /// AWS as the operator reaches it (the proxy).
     pub aws_endpoint: String,
-    /// The one namespace it watches.
+    /// The one namespace it watches (empty: every namespace).
     pub namespace: &'a str,
     /// More arguments of `run`.
     pub args: &'a [&'a str],
@@ -390,8 +390,11 @@ impl Operator {
     pub fn launch(launch: OperatorLaunch<'_>) -> Result<Operator> {
         let metrics_port = free_port()?;
         let mut cmd = Command::new(launch.binary);
-        cmd.args(["run", "--namespace", launch.namespace])
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        cmd.arg("run");
+        if !launch.namespace.is_empty() {
+            cmd.args(["--namespace", launch.namespace]);
+        }
+        cmd.arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .args(launch.args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
