@@ -11,16 +11,16 @@ use crate::clusters::{
     condition_with, delete_leaves_nothing, ground_with_account, patch_spec, small_cluster_manifest,
     uid_of, wait_running,
 };
-use crate::support::{eventually, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{eventually, kubectl_apply, Edited, Ground, Operator, OperatorExt};
 
 /// A two-zone cluster (public subnets, no NAT) whose one group is `group`.
 fn two_zone_manifest(name: &str, cidr: &str, group: &str) -> String {
     small_cluster_manifest(name, cidr)
-        .replace(
+        .edited(
             "availabilityZones: [us-east-1a]",
             "availabilityZones: [us-east-1a, us-east-1b]",
         )
-        .replace(
+        .edited(
             "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
             &format!("nodeGroups: [{{name: workers, subnets: public, {group}}}]"),
         )
@@ -115,7 +115,7 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
         ..Default::default()
     });
     let manifest = |name: &str, cidr: &str, capacity: &str| {
-        small_cluster_manifest(name, cidr).replace(
+        small_cluster_manifest(name, cidr).edited(
             "count: 1, subnets: public}",
             &format!("count: 1, subnets: public, capacityType: {capacity}}}"),
         )
@@ -203,7 +203,7 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
     let (g, _op) = ground_with_account("capacity-health", &["--resync-interval", "1s"]).await?;
     kubectl_apply(
         &g,
-        &small_cluster_manifest("health", "10.33.0.0/16").replace(
+        &small_cluster_manifest("health", "10.33.0.0/16").edited(
             "count: 1, subnets: public}",
             "count: 3, subnets: public, healthCheckGracePeriod: 4s}",
         ),

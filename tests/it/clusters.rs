@@ -10,7 +10,9 @@ use aws_sdk_ec2::types::Filter;
 use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
-use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{
+    eventually, install_crds, kubectl_apply, Edited, Ground, Operator, OperatorExt,
+};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
@@ -235,8 +237,8 @@ pub(crate) fn example_manifest(name: &str) -> Result<String> {
     Ok(std::fs::read_to_string(
         testground::repo_root().join("examples/sandbox/20-computecluster.yaml"),
     )?
-    .replace("name: demo\n  region", "name: acme\n  region")
-    .replace("name: demo\nspec", &format!("name: {name}\nspec")))
+    .edited("name: demo\n  region", "name: acme\n  region")
+    .edited("name: demo\nspec", &format!("name: {name}\nspec")))
 }
 
 /// Applies the example as `demo`.

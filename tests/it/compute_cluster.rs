@@ -16,7 +16,8 @@ use crate::clusters::{
     wait_counts, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    eventually, install_crds, kubectl_apply, kubectl_apply_in, Ground, Operator, OperatorExt,
+    eventually, install_crds, kubectl_apply, kubectl_apply_in, Edited, Ground, Operator,
+    OperatorExt,
 };
 
 #[tokio::test]
@@ -608,7 +609,7 @@ async fn az_count_takes_the_first_zones_and_asks_aws_once() -> Result<()> {
         kubectl_apply(
             &g,
             &small_cluster_manifest(name, cidr)
-                .replace("availabilityZones: [us-east-1a]", "azCount: 2"),
+                .edited("availabilityZones: [us-east-1a]", "azCount: 2"),
         )?;
     }
     for name in ["two-a", "two-b"] {

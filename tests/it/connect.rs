@@ -18,7 +18,7 @@ use crate::clusters::{
 };
 use crate::support::{
     assert_no_key_material, byoc_with, eventually, kubectl_apply, record_figure, CrossAccount,
-    Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
+    Edited, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
 const ROLE: &str = "byoc-connected";
@@ -381,7 +381,7 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
     // A cluster asking for its own node role is stopped before any AWS write.
     kubectl_apply(
         &g,
-        &small_cluster_manifest("own-role", "10.61.0.0/16").replace(
+        &small_cluster_manifest("own-role", "10.61.0.0/16").edited(
             "  nodeGroups:",
             "  iam: {managedPolicyArns: [\"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore\"]}\n  nodeGroups:",
         ),

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::support::{install_crds, kubectl_apply_output, Ground};
+use crate::support::{install_crds, kubectl_apply_output, Edited, Ground};
 
 #[test]
 fn crds_dir_matches_generated() -> Result<()> {
@@ -108,7 +108,7 @@ fn invalid_creates() -> Vec<(String, String, String)> {
             )
         })
         .collect();
-    let ca = |from: &str, to: &str| VALID_ACCOUNT.replace(from, to);
+    let ca = |from: &str, to: &str| VALID_ACCOUNT.edited(from, to);
     let accounts: Vec<(&str, String, &str)> = vec![
         ("bad ARN", ca("arn:aws:iam::123456789012:role/byoc", "arn:aws:iam::12:role/byoc"), "spec.roleArn"),
         ("session too long", ca("region: us-east-1", "region: us-east-1\n  sessionDurationSeconds: 99999"), "spec.sessionDurationSeconds"),
@@ -200,7 +200,7 @@ fn invalid_creates() -> Vec<(String, String, String)> {
 /// `(case, change applied to the stored valid object, rejection text)`.
 fn invalid_updates() -> Vec<(&'static str, String, &'static str)> {
     let valid = cluster_fixture().valid;
-    let cc = |from: &str, to: &str| valid.replace(from, to);
+    let cc = |from: &str, to: &str| valid.edited(from, to);
     vec![
         ("changed region", cc("region: us-east-1", "region: us-west-2"), "region is immutable"),
         ("changed vpcCidr", cc("vpcCidr: 10.0.0.0/16", "vpcCidr: 10.1.0.0/16"), "vpcCidr is immutable"),
@@ -230,7 +230,7 @@ async fn invalid_manifests_rejected_naming_the_field() -> Result<()> {
     let creates = invalid_creates();
     assert!(creates.len() >= 10, "at least ten invalid manifests");
     for (i, (case, manifest, expect)) in creates.iter().enumerate() {
-        let out = apply(&g, &manifest.replace("NAME", &format!("bad-{i}")))?;
+        let out = apply(&g, &manifest.edited("NAME", &format!("bad-{i}")))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Accepted: the operator's validation stalls it (its unit test).
         let as_expected = match expect.as_str() {
@@ -246,14 +246,14 @@ async fn invalid_manifests_rejected_naming_the_field() -> Result<()> {
     }
     for (i, (case, manifest, expect)) in invalid_updates().iter().enumerate() {
         let name = format!("upd-{i}");
-        let created = apply(&g, &cluster_fixture().valid.replace("NAME", &name))?;
+        let created = apply(&g, &cluster_fixture().valid.edited("NAME", &name))?;
         if !created.status.success() {
             bail!(
                 "valid manifest rejected: {}",
                 String::from_utf8_lossy(&created.stderr)
             );
         }
-        let out = apply(&g, &manifest.replace("NAME", &name))?;
+        let out = apply(&g, &manifest.edited("NAME", &name))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() || !stderr.contains(expect) {
             failures.push(format!(

@@ -17,7 +17,9 @@ use kube::ResourceExt;
 
 use crate::clusters::{apply_example, counts, expected_example, ready_account, wait_running, WAIT};
 use crate::operations::{holder, leader_args, start_replica, wait_leader, LEASE_SECONDS};
-use crate::support::{eventually, install_crds, record_figure, Ground, Operator, OperatorExt};
+use crate::support::{
+    eventually, install_crds, record_figure, Edited, Ground, Operator, OperatorExt,
+};
 
 /// Whether a traced call wrote to AWS (STS calls never do).
 fn writes(op: &str) -> bool {
@@ -223,7 +225,7 @@ fn kubeconfig_through(g: &Ground, port: u16) -> Result<std::path::PathBuf> {
         .find_map(|l| l.trim().strip_prefix("server: "))
         .ok_or_else(|| anyhow::anyhow!("no server in the kubeconfig"))?
         .to_string();
-    let through = text.replace(&server, &format!("https://127.0.0.1:{port}"));
+    let through = text.edited(&server, &format!("https://127.0.0.1:{port}"));
     let path = g.kube.dir().join(format!("kubeconfig-through-{port}"));
     std::fs::write(&path, through)?;
     Ok(path)

@@ -12,7 +12,9 @@ use serde_json::Value;
 use crate::clusters::{
     delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running, WAIT,
 };
-use crate::support::{eventually, install_crds, kubectl_apply, record_figure, unique_name, Ground};
+use crate::support::{
+    eventually, install_crds, kubectl_apply, record_figure, unique_name, Edited, Ground,
+};
 
 /// Builds the image from the tests' binary into `out`: its digest.
 pub(crate) fn build_image(out: &Path) -> Result<String> {
@@ -90,7 +92,7 @@ fn readable_kubeconfig(g: &Ground, dir: &Path) -> Result<PathBuf> {
         let to = dir.join(name);
         std::fs::copy(&from, &to)?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
-        text = text.replace(&from.display().to_string(), &to.display().to_string());
+        text = text.edited(&from.display().to_string(), &to.display().to_string());
     }
     let path = dir.join("kubeconfig");
     std::fs::write(&path, text)?;

@@ -18,7 +18,7 @@ use crate::clusters::{
 };
 use crate::support::{
     byoc, delete_namespace, eventually, install_crds, kubectl_apply, kubectl_byoc,
-    wait_namespace_gone, Ground, Operator, OperatorExt,
+    wait_namespace_gone, Edited, Ground, Operator, OperatorExt,
 };
 
 /// How long a namespace or a manifest may take to be deleted with everything
@@ -80,7 +80,7 @@ async fn deleting_the_namespace_removes_every_aws_resource_and_the_namespace() -
     let (g, op) = ground_with_account("ns-delete", &[]).await?;
     kubectl_apply(
         &g,
-        &example_manifest("big")?.replace("natGateways: single", "natGateways: perZone"),
+        &example_manifest("big")?.edited("natGateways: single", "natGateways: perZone"),
     )?;
     kubectl_apply(&g, &small_cluster_manifest("small", "10.1.0.0/16"))?;
     let big = wait_running(&g, "big", |_| true).await?;
@@ -292,7 +292,7 @@ async fn a_deletion_blocked_by_what_is_not_the_clusters_says_so_and_finishes_aft
     kubectl_apply(
         &g,
         &small_cluster_manifest("blocked", "10.6.0.0/16")
-            .replace("natGateways: none", "natGateways: single"),
+            .edited("natGateways: none", "natGateways: single"),
     )?;
     let cc = wait_running(&g, "blocked", |_| true).await?;
     let uid = uid(&cc)?;
@@ -441,7 +441,7 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     kubectl_apply(&g, &small_cluster_manifest("kept", "10.7.0.0/16"))?;
     kubectl_apply(
         &g,
-        &small_cluster_manifest("orphan", "10.8.0.0/16").replace(
+        &small_cluster_manifest("orphan", "10.8.0.0/16").edited(
             "natGateways: none",
             "natGateways: single, endpoints: [s3, ecr.api]",
         ),

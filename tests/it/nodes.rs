@@ -14,7 +14,8 @@ use crate::clusters::{
     small_cluster_manifest, stalled_with, uid_of, wait_running, Counts,
 };
 use crate::support::{
-    assert_no_key_material, eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt,
+    assert_no_key_material, eventually, install_crds, kubectl_apply, Edited, Ground, Operator,
+    OperatorExt,
 };
 
 /// The live instances of `group` of the cluster `uid`, as AWS shows them
@@ -305,7 +306,7 @@ async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_ch
     let script = |n: u32| format!("#!/bin/sh\necho {}\n", marker(n));
     kubectl_apply(
         &g,
-        &small_cluster_manifest("boot", "10.21.0.0/16").replace(
+        &small_cluster_manifest("boot", "10.21.0.0/16").edited(
             "subnets: public}]",
             "subnets: public, userDataSecretRef: {name: boot, key: user-data}}]",
         ),
@@ -401,7 +402,7 @@ async fn ssh_keys_brought_are_used_and_public_keys_are_imported_owned_and_rolled
     let (g, _op) = ground_with_account("ssh-keys", &[]).await?;
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let manifest = |key: &str| {
-        small_cluster_manifest("keys", "10.22.0.0/16").replace(
+        small_cluster_manifest("keys", "10.22.0.0/16").edited(
             "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
             &format!("nodeGroups:\n    - {{name: workers, instanceType: t3.small, count: 1, subnets: public, sshPublicKey: \"{key}\"}}\n    - {{name: admin, instanceType: t3.small, count: 1, subnets: public, sshKeyName: alice}}"),
         )
@@ -554,7 +555,7 @@ async fn a_launch_change_rolls_within_max_surge_and_max_unavailable() -> Result<
     });
     kubectl_apply(
         &g,
-        &small_cluster_manifest("roll", "10.23.0.0/16").replace("count: 1", "count: 4"),
+        &small_cluster_manifest("roll", "10.23.0.0/16").edited("count: 1", "count: 4"),
     )?;
     let cc = wait_running(&g, "roll", |_| true).await?;
     let uid = cc.uid().context("uid")?;
@@ -653,7 +654,7 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
     let iam = aws_sdk_iam::Client::new(&g.aws().await);
     let manifest = |block: &str| {
         small_cluster_manifest("roles", "10.23.0.0/16")
-            .replace("  nodeGroups:", &format!("  iam: {block}\n  nodeGroups:"))
+            .edited("  nodeGroups:", &format!("  iam: {block}\n  nodeGroups:"))
     };
 
     // A brought profile that does not exist yet: stalled, nothing launched.
@@ -758,7 +759,7 @@ async fn node_role_policies_follow_the_list_and_a_brought_instance_profile_is_us
     let nodes = instances(&g, &uid, "workers").await?;
 
     // A policy that does not exist: stalled, naming it.
-    let missing = policies[0].replace("nodes-logs", "nodes-missing");
+    let missing = policies[0].edited("nodes-logs", "nodes-missing");
     kubectl_apply(&g, &manifest(&list(&[&policies[1], &missing])))?;
     let stalled = stalled_with(&g, "roles", "IamPolicyNotFound").await?;
     assert!(
@@ -981,7 +982,7 @@ async fn an_image_of_an_owner_the_account_does_not_list_is_refused_and_boots_onc
     let theirs = g
         .moto
         .foreign_image("123456789012", "us-east-1", OTHER_OWNER, &amazon)?;
-    let manifest = small_cluster_manifest("imaged", "10.30.0.0/16").replace(
+    let manifest = small_cluster_manifest("imaged", "10.30.0.0/16").edited(
         "instanceType: t3.small,",
         &format!("instanceType: t3.small, imageId: {theirs},"),
     );

@@ -883,3 +883,21 @@ pub async fn event_note(g: &Ground, reason: &str, holding: &str) -> Result<Strin
     )
     .await
 }
+
+/// An edit of a manifest or text a test makes (`replace`), failing the test
+/// when what it replaces is not there: a fixture changed under the test
+/// would otherwise leave the text as it was, and the test test nothing.
+pub trait Edited {
+    fn edited(&self, from: &str, to: &str) -> String;
+}
+
+impl Edited for str {
+    #[track_caller]
+    fn edited(&self, from: &str, to: &str) -> String {
+        assert!(
+            self.contains(from),
+            "the edit's pattern {from:?} is not in:\n{self}"
+        );
+        self.replace(from, to)
+    }
+}

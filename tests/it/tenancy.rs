@@ -24,7 +24,7 @@ use crate::clusters::{
 };
 use crate::support::{
     assert_no_key_material_in, byoc, create_namespace, eventually, install_crds, kubectl_apply_in,
-    record_figure, CrossAccount, Ground, Operator, OperatorExt,
+    record_figure, CrossAccount, Edited, Ground, Operator, OperatorExt,
 };
 
 /// An installation Secret `name` in `namespace` holding `secret`, made
@@ -406,7 +406,7 @@ async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<(
     kubectl_apply_in(
         &g,
         &c,
-        &small_cluster_manifest("invited", "10.21.0.0/16").replace(
+        &small_cluster_manifest("invited", "10.21.0.0/16").edited(
             "cloudAccountRef: {name: acme}",
             &format!("cloudAccountRef: {{name: acme, namespace: {a}}}"),
         ),
@@ -546,7 +546,7 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
     let staging_role = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
     g.grant_apart(prod.id(), staging_role, staging.id())?;
     for (ns, role) in [(&p, crate::support::ROLE_ARN), (&s, staging_role)] {
-        let account = keyed_account("acme", "testing", "").replace(crate::support::ROLE_ARN, role);
+        let account = keyed_account("acme", "testing", "").edited(crate::support::ROLE_ARN, role);
         kubectl_apply_in(&g, ns, &account)?;
         account_state(&g, ns, "acme", None).await?;
     }
@@ -766,7 +766,7 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
         &format!("apiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: acme}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: keys}}\n  roleArn: arn:aws:iam::123456789012:role/byoc-cross-account\n  permissionsBoundaryArn: {boundary}\n"),
     )?;
     let with_policies = |name: &str, cidr: &str, arn: &str| {
-        small_cluster_manifest(name, cidr).replace(
+        small_cluster_manifest(name, cidr).edited(
             "  nodeGroups:",
             &format!("  iam: {{managedPolicyArns: [\"{arn}\"]}}\n  nodeGroups:"),
         )
@@ -829,7 +829,7 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
     kubectl_apply_in(
         &g,
         &ns,
-        &small_cluster_manifest("borrower", "10.42.0.0/16").replace(
+        &small_cluster_manifest("borrower", "10.42.0.0/16").edited(
             "  nodeGroups:",
             &format!("  iam: {{instanceProfileName: {profile}}}\n  nodeGroups:"),
         ),
@@ -865,7 +865,7 @@ async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
     kubectl_apply_in(
         &g,
         &ns,
-        &small_cluster_manifest("brings", "10.43.0.0/16").replace(
+        &small_cluster_manifest("brings", "10.43.0.0/16").edited(
             "  nodeGroups:",
             "  iam: {instanceProfileName: team-nodes}\n  nodeGroups:",
         ),
@@ -1218,7 +1218,7 @@ async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
         format!("arn:aws:sts::123456789012:assumed-role/byoc-cross-account/byoc.{ns}.{name}")
     };
     let cluster = |name: &str, cidr: &str, account: &str| {
-        small_cluster_manifest(name, cidr).replace(
+        small_cluster_manifest(name, cidr).edited(
             "cloudAccountRef: {name: acme}",
             &format!("cloudAccountRef: {{name: {account}}}"),
         )
@@ -1303,7 +1303,7 @@ async fn secrets_are_read_only_where_their_owner_labelled_them() -> Result<()> {
     kubectl_apply_in(
         &g,
         &ns,
-        &small_cluster_manifest("snoop", "10.63.0.0/16").replace(
+        &small_cluster_manifest("snoop", "10.63.0.0/16").edited(
             "subnets: public}",
             "subnets: public, userDataSecretRef: {name: db-creds, key: password}}",
         ),
@@ -1395,14 +1395,14 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
         &[],
     )?;
     let borrowed = |name: &str, cidr: &str| {
-        small_cluster_manifest(name, cidr).replace(
+        small_cluster_manifest(name, cidr).edited(
             "cloudAccountRef: {name: acme}",
             &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
         )
     };
     // Two borrowers, both asking to be kept: one paused, one with Retain.
     let paused = borrowed("paused", "10.31.0.0/16");
-    let retained = borrowed("retained", "10.32.0.0/16").replace(
+    let retained = borrowed("retained", "10.32.0.0/16").edited(
         "  region: us-east-1\n",
         "  region: us-east-1\n  deletionPolicy: Retain\n",
     );
