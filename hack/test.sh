@@ -17,6 +17,8 @@ step "rustfmt"
 cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "module cycles"
+python3 hack/module-cycles.py
 
 # Every process the ground starts is recorded here and checked afterwards.
 export BYOC_PID_LOG="$BYOC_CACHE/test-pids.$$"

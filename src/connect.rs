@@ -493,10 +493,7 @@ async fn observe(c: &AwsClients, wanted: &Wanted) -> Result<Found> {
 
 /// The admin's clients, refused when they are of another account than the role's.
 async fn admin_clients(region: &str, role: &RoleName) -> Result<AwsClients> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .load()
-        .await;
+    let config = crate::aws::config::from_environment(region).await;
     let (account, arn) = admin::caller_identity(&config).await?;
     if account != role.account_id {
         return Err(ConnectError::Refused(format!(

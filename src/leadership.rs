@@ -21,6 +21,8 @@ pub struct Election {
     /// How long a lease holds without renewal; a successor takes over at most
     /// this long after the holder dies.
     pub lease_duration: Duration,
+    /// The field manager of the Lease's writes.
+    pub field_manager: String,
 }
 
 impl Election {
@@ -119,7 +121,7 @@ impl Leadership {
             .with_duration(seconds)
             // Renew when a third of the lease is left.
             .with_grace((seconds / 3).max(1))
-            .with_field_manager(format!("{}-lease", crate::context::MANAGER))
+            .with_field_manager(&election.field_manager)
             .build()
             .await?;
         tracing::info!(lease = %election.lease_name, namespace = %election.lease_namespace, identity = %election.identity, "waiting for leadership");

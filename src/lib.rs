@@ -43,8 +43,8 @@ pub enum Error {
     /// for its nodes is missing.
     #[error(transparent)]
     ExistingNetwork(#[from] MissingNetwork),
-    #[error("an IAM role or instance profile named {0} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag)")]
-    IamNameTaken(String),
+    #[error("an IAM role or instance profile named {name} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag)")]
+    IamNameTaken { name: String },
     #[error("instance type {instance_type} is unknown in region {region}")]
     InstanceTypeUnknown {
         instance_type: String,
@@ -67,10 +67,10 @@ pub enum Error {
         bytes: usize,
         max: usize,
     },
-    #[error("managed policy {0} (iam.managedPolicyArns) does not exist or is not attachable")]
-    IamPolicyNotFound(String),
-    #[error("instance profile {0} (iam.instanceProfileName) does not exist")]
-    InstanceProfileNotFound(String),
+    #[error("managed policy {arn} (iam.managedPolicyArns) does not exist or is not attachable")]
+    IamPolicyNotFound { arn: String },
+    #[error("instance profile {name} (iam.instanceProfileName) does not exist")]
+    InstanceProfileNotFound { name: String },
     /// Something brought (an instance profile, a VPC, a subnet, a security
     /// group) was made by the operator for another cluster or installation.
     #[error("{brought} {owner}: a cluster may not {}", .brought.forbids())]
@@ -106,8 +106,12 @@ pub enum Error {
         name: String,
         region: String,
     },
-    #[error("no Amazon Linux 2023 image for {0} found")]
-    NoImage(String),
+    /// No default image for an architecture or instance type.
+    #[error("no Amazon Linux 2023 image for {wanted} found")]
+    NoDefaultImage { wanted: String },
+    /// An image a node group names or was pinned to is not there.
+    #[error("image {image_id} was not found")]
+    ImageNotFound { image_id: String },
     /// A group names an image of an owner the CloudAccount does not allow.
     #[error("nodeGroups {group}: image {image} belongs to {owner}, not to Amazon, the account itself or an owner the CloudAccount lists (spec.imageOwners); list the owner there and in the role's policy (iam-policy permissions --image-owner {owner}), or name another image")]
     ImageOwnerNotAllowed {
@@ -137,8 +141,8 @@ pub enum Error {
     #[error("serializing: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     /// A watch the controller decides on has ended (the process is stopping).
-    #[error("the watch of {0} stopped")]
-    WatchStopped(&'static str),
+    #[error("the watch of {watched} stopped")]
+    WatchStopped { watched: &'static str },
     /// Deletion goes on: the finalizer must stay until AWS is empty, and the
     /// finalizer helper keeps it only when cleanup returns an error.
     #[error("deletion in progress: {message}")]
@@ -304,7 +308,7 @@ impl Error {
     pub fn classify(&self) -> (Reason, Class) {
         use Class::{CatchingUp, NeedsUser, Transient};
         match self {
-            Error::Kube(_) | Error::Yaml(_) | Error::WatchStopped(_) => {
+            Error::Kube(_) | Error::Yaml(_) | Error::WatchStopped { .. } => {
                 (Reason::KubernetesApi, Transient)
             }
             Error::Account(e) => (
@@ -318,9 +322,11 @@ impl Error {
             Error::Aws(e) => aws_class(e),
             Error::InvalidSpec(_) | Error::TooFewZones { .. } => (Reason::InvalidSpec, NeedsUser),
             Error::ExistingNetwork(_) => (Reason::ExistingNetworkNotFound, NeedsUser),
-            Error::IamNameTaken(_) => (Reason::IamNameTaken, NeedsUser),
+            Error::IamNameTaken { .. } => (Reason::IamNameTaken, NeedsUser),
             Error::InstanceTypeUnknown { .. } => (Reason::InstanceTypeUnknown, NeedsUser),
-            Error::NoImage(_) => (Reason::ImageNotFound, NeedsUser),
+            Error::NoDefaultImage { .. } | Error::ImageNotFound { .. } => {
+                (Reason::ImageNotFound, NeedsUser)
+            }
             Error::ImageOwnerNotAllowed { .. } => (Reason::ImageOwnerNotAllowed, NeedsUser),
             Error::UserDataNotFound { .. } => (Reason::UserDataNotFound, NeedsUser),
             Error::SecretNotLabelled(_) => (Reason::SecretNotLabelled, NeedsUser),
@@ -328,8 +334,8 @@ impl Error {
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
             Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),
             Error::LimitExceeded(_) | Error::Unpriced { .. } => (Reason::LimitExceeded, NeedsUser),
-            Error::IamPolicyNotFound(_) => (Reason::IamPolicyNotFound, NeedsUser),
-            Error::InstanceProfileNotFound(_) => (Reason::InstanceProfileNotFound, NeedsUser),
+            Error::IamPolicyNotFound { .. } => (Reason::IamPolicyNotFound, NeedsUser),
+            Error::InstanceProfileNotFound { .. } => (Reason::InstanceProfileNotFound, NeedsUser),
             Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),
             Error::Internal(_) => (Reason::InternalError, NeedsUser),
             // A command's refusal (audit), never a condition.
@@ -449,7 +455,11 @@ mod tests {
                 Reason::InternalError,
                 NeedsUser,
             ),
-            (Error::WatchStopped("x"), Reason::KubernetesApi, Transient),
+            (
+                Error::WatchStopped { watched: "x" },
+                Reason::KubernetesApi,
+                Transient,
+            ),
         ];
         for (error, reason, class) in rows {
             assert_eq!(error.classify(), (reason, class), "{error}");

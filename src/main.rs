@@ -525,15 +525,6 @@ async fn published_external_id(account: String) -> Result<String, Box<dyn std::e
         .ok_or_else(|| format!("CloudAccount {account} publishes no status.externalId: it has Secret-based credentials (use --external-id), its namespace may not use the operator's identity, or the operator has not looked at it yet (see its conditions)").into())
 }
 
-/// The AWS base of a command run by a person: the environment's endpoint
-/// and credentials chain, the default timeouts.
-async fn command_aws() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await
-}
-
 async fn audit(
     mut opts: byoc_operator::audit::AuditOptions,
     installation: InstallationArgs,
@@ -582,16 +573,26 @@ async fn audit(
         let _ = std::io::stdin().lock().read_line(&mut answer);
         matches!(answer.trim(), "y" | "Y" | "yes")
     };
-    let (report, _) =
-        byoc_operator::audit::command(&client, &command_aws().await, &opts, &mut confirm).await?;
+    let (report, _) = byoc_operator::audit::command(
+        &client,
+        &byoc_operator::aws::config::from_environment("us-east-1").await,
+        &opts,
+        &mut confirm,
+    )
+    .await?;
     print!("{report}");
     Ok(())
 }
 
 async fn describe(namespace: String, name: String) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await?;
-    let tree =
-        byoc_operator::describe::command(&client, &command_aws().await, &namespace, &name).await?;
+    let tree = byoc_operator::describe::command(
+        &client,
+        &byoc_operator::aws::config::from_environment("us-east-1").await,
+        &namespace,
+        &name,
+    )
+    .await?;
     print!("{tree}");
     Ok(())
 }
@@ -802,6 +803,7 @@ async fn lead(
             .unwrap_or_else(|| "default".into()),
         identity: Election::default_identity(),
         lease_duration: args.lease_duration,
+        field_manager: format!("{}-lease", byoc_operator::context::MANAGER),
     };
     let held = Leadership::acquire(client.clone(), &election, shutdown)
         .await
@@ -830,25 +832,9 @@ async fn lead(
 /// attempt gets --aws-attempt-timeout (kept by the pacing HTTP client,
 /// after any wait for a token), and a call makes at most three; then it
 /// fails as a transient transport error and the object is retried with
-/// backoff. The SDK's check of upload throughput is off: it starts before
-/// the wait for a token, and would time a paced request out; the attempt
-/// timeout bounds a stalled upload instead.
+/// backoff (`aws::config::operator_base`).
 async fn aws_base(pacing: &Pacing, identity: &str) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"));
-    // Which replica made a call, in AWS's records (CloudTrail's userAgent).
-    if let Ok(app) = aws_config::AppName::new(app_name(identity)) {
-        loader = loader.app_name(app);
-    }
-    loader
-        .http_client(pacing.unpaced())
-        .stalled_stream_protection(
-            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
-                .upload_enabled(false)
-                .build(),
-        )
-        .load()
-        .await
+    byoc_operator::aws::config::operator_base(pacing.unpaced(), &app_name(identity)).await
 }
 
 /// Pacing per AWS account as `--aws-pacing` asks, around the SDK's

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::CloudAccount;
-use crate::aws::{AwsError, ErrorClass};
+use crate::aws::{sts, AwsError, ErrorClass};
 use crate::installation::Installation;
 use crate::metrics::Metrics;
 use crate::secret_use::{self, SecretUse, Unread};
@@ -247,7 +247,7 @@ pub async fn resolve_with_principal(
     };
     let assumes = account.spec.role_arn.is_some();
     let before = match assumes {
-        true => caller_identity(&sts_client(metrics, &base.config), &base.source)
+        true => caller_identity(&base.config, metrics, &base.source)
             .await
             .ok()
             .map(|(_, arn)| trust_principal(&arn)),
@@ -261,14 +261,6 @@ pub async fn resolve_with_principal(
     (principal, result)
 }
 
-fn sts_client(metrics: &Metrics, config: &SdkConfig) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::from_conf(
-        aws_sdk_sts::config::Builder::from(config)
-            .interceptor(metrics.aws_interceptor())
-            .build(),
-    )
-}
-
 /// From the base credentials, through the role chain, to the verified
 /// final identity.
 async fn resolve_from(
@@ -276,12 +268,11 @@ async fn resolve_from(
     account: &CloudAccount,
     metrics: &Metrics,
 ) -> Result<ResolvedAccount, AccountError> {
-    let sts = |config: &SdkConfig| sts_client(metrics, config);
     let (config, expires) = match &account.spec.role_arn {
-        Some(role_arn) => assume_roles(account, role_arn, base, sts).await?,
+        Some(role_arn) => assume_roles(account, role_arn, base, metrics).await?,
         None => (base.config.clone(), None),
     };
-    let (account_id, arn) = caller_identity(&sts(&config), &base.source).await?;
+    let (account_id, arn) = caller_identity(&config, metrics, &base.source).await?;
     Ok(ResolvedAccount {
         config,
         account_id,
@@ -364,7 +355,7 @@ async fn assume_roles(
     account: &CloudAccount,
     role_arn: &str,
     base: &BaseIdentity,
-    sts_client: impl Fn(&SdkConfig) -> aws_sdk_sts::Client,
+    metrics: &Metrics,
 ) -> Result<(SdkConfig, Option<SystemTime>), AccountError> {
     let spec = &account.spec;
     let (first_external_id, generated) = match &base.external_id {
@@ -388,37 +379,16 @@ async fn assume_roles(
         .unwrap_or(DEFAULT_SESSION_SECONDS);
     let (mut config, mut expires) = (base.config.clone(), None);
     for (i, (role, external_id)) in hops.enumerate() {
-        let out = sts_client(&config)
-            .assume_role()
-            .role_arn(&role)
-            .role_session_name(&session)
-            .duration_seconds(duration)
-            .set_external_id(external_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("sts:AssumeRole", e));
-        let out = match out {
-            Ok(out) => out,
+        let ask = sts::AssumeRole {
+            role_arn: &role,
+            session_name: &session,
+            duration_seconds: duration,
+            external_id,
+        };
+        (config, expires) = match sts::assume_role(&config, metrics.aws_interceptor(), &ask).await {
+            Ok((config, expires)) => (config, expires),
             Err(e) => return Err(hop_failed(i, role, e, base, generated.as_deref())),
         };
-        let c = out
-            .credentials()
-            .ok_or(AccountError::Unavailable(AwsError::Incomplete {
-                operation: "sts:AssumeRole",
-                missing: "credentials",
-            }))?;
-        expires = SystemTime::try_from(*c.expiration()).ok();
-        let creds = Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_string()),
-            expires,
-            "byoc-assume-role",
-        );
-        config = config
-            .to_builder()
-            .credentials_provider(SharedCredentialsProvider::new(creds))
-            .build();
     }
     Ok((config, expires))
 }
@@ -453,39 +423,19 @@ fn hop_failed(
 
 /// Who the credentials are: `(account ID, ARN)`.
 async fn caller_identity(
-    sts: &aws_sdk_sts::Client,
+    config: &SdkConfig,
+    metrics: &Metrics,
     source: &str,
 ) -> Result<(String, String), AccountError> {
-    const OP: &str = "sts:GetCallerIdentity";
-    let identity = match sts.get_caller_identity().send().await {
-        Ok(out) => out,
-        Err(e) => {
-            let e = AwsError::from_sdk(OP, e);
-            return Err(if e.class() == ErrorClass::Transient {
-                AccountError::Unavailable(e)
-            } else {
-                AccountError::CredentialsRejected {
-                    source_desc: source.to_string(),
-                    error: e,
-                }
-            });
-        }
-    };
-    // An answer without them is AWS's fault, retried: an empty account ID
-    // must never reach a status.
-    let incomplete = |missing| {
-        AccountError::Unavailable(AwsError::Incomplete {
-            operation: OP,
-            missing,
+    sts::caller_identity(config, metrics.aws_interceptor())
+        .await
+        .map_err(|e| match e.class() {
+            ErrorClass::Transient => AccountError::Unavailable(e),
+            _ => AccountError::CredentialsRejected {
+                source_desc: source.to_string(),
+                error: e,
+            },
         })
-    };
-    Ok((
-        identity
-            .account()
-            .ok_or_else(|| incomplete("Account"))?
-            .to_string(),
-        identity.arn().ok_or_else(|| incomplete("Arn"))?.to_string(),
-    ))
 }
 
 fn is_rejected_credentials(e: &AwsError) -> bool {

@@ -391,7 +391,11 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
 async fn clusters_ready(clusters: &Store<ComputeCluster>) -> Result<(), Error> {
     loop {
         match tokio::time::timeout(Duration::from_millis(100), clusters.wait_until_ready()).await {
-            Ok(ready) => return ready.map_err(|_| Error::WatchStopped("ComputeClusters")),
+            Ok(ready) => {
+                return ready.map_err(|_| Error::WatchStopped {
+                    watched: "ComputeClusters",
+                })
+            }
             Err(_) => continue,
         }
     }

@@ -5,6 +5,7 @@
 //! crate: what to do with the calls is decided in `cluster::kinds`.
 
 pub mod admin;
+pub mod config;
 pub mod created;
 pub mod dependents;
 pub mod endpoint;
@@ -22,6 +23,7 @@ pub mod quotas;
 pub mod route_table;
 pub mod security_group;
 pub mod settling;
+pub mod sts;
 pub mod subnet;
 pub mod tags;
 pub mod token;

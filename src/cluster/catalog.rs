@@ -11,7 +11,6 @@ use futures::future::try_join_all;
 use tokio::sync::Mutex;
 
 use super::kinds::offerings::Refusals;
-use super::quotas::QuotaMemory;
 use crate::aws::instances::ImageFacts;
 use crate::aws::{instances, vpc, AwsClients};
 use crate::Error;
@@ -22,8 +21,6 @@ const IMAGE_TTL: Duration = Duration::from_secs(3600);
 pub struct Catalog {
     /// Offerings AWS refused lately, per account and region.
     pub refusals: Refusals,
-    /// Quotas and usage the pre-flight looked up lately.
-    pub quotas: QuotaMemory,
     /// Default images by `(region, instance type)`, with when each was looked up.
     images: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
@@ -38,7 +35,6 @@ impl Catalog {
     pub fn new(refusal_ttl: Duration) -> Self {
         Catalog {
             refusals: Refusals::new(refusal_ttl),
-            quotas: QuotaMemory::default(),
             images: Default::default(),
             zones: Default::default(),
             image_facts: Default::default(),
@@ -88,7 +84,9 @@ impl Catalog {
         let images = try_join_all(distinct.iter().map(|a| instances::newest_image(c, a))).await?;
         let mut by_arch = BTreeMap::new();
         for (arch, image) in distinct.into_iter().zip(images) {
-            let image = image.ok_or_else(|| Error::NoImage(arch.as_str().to_string()))?;
+            let image = image.ok_or_else(|| Error::NoDefaultImage {
+                wanted: arch.as_str().to_string(),
+            })?;
             by_arch.insert(arch.as_str(), image);
         }
         let mut cache = self.images.lock().await;
@@ -109,9 +107,12 @@ impl Catalog {
         if let Some(root) = self.image_facts.lock().await.get(image_id) {
             return Ok(root.clone());
         }
-        let root = instances::image_facts(c, image_id)
-            .await?
-            .ok_or_else(|| Error::NoImage(image_id.to_string()))?;
+        let root =
+            instances::image_facts(c, image_id)
+                .await?
+                .ok_or_else(|| Error::ImageNotFound {
+                    image_id: image_id.to_string(),
+                })?;
         self.image_facts
             .lock()
             .await

@@ -1,7 +1,9 @@
-//! Deletion: every resource carrying the cluster's ownership tag, in reverse
-//! dependency order, each kind by its own module's `delete`: instances →
-//! NAT gateways → Elastic IPs → route tables → internet gateway → subnets →
-//! security group → VPC → instance profile → role. Each pass goes as far as
+//! Deletion: every resource carrying the cluster's ownership tag, in the
+//! order `graph::DELETION` gives (the creation graph reversed), each kind by
+//! its own module's `delete`: instances → key pairs → VPC endpoints →
+//! peering connections (and the routes to them) → NAT gateways (their
+//! Elastic IPs with them) → route tables → internet gateway → subnets →
+//! security group → VPC → instance profile and role. Each pass goes as far as
 //! AWS allows and comes back for the rest; not-found is success; nothing
 //! untagged is touched. A spec that no longer validates does not block
 //! this: only the UID, region and account are used.

@@ -70,6 +70,8 @@ pub struct ClusterContext {
     pub operator: Arc<Context>,
     pub accounts: Arc<Accounts>,
     pub catalog: Catalog,
+    /// Quotas and usage the pre-flight looked up lately.
+    pub quotas: quotas::QuotaMemory,
     /// Creations no describe has shown yet, per cluster.
     pub recent: Recent,
     /// Settled clusters, their drift looked for per account and region.
@@ -112,6 +114,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         operator: ctx,
         accounts,
         catalog: Catalog::new(refusal_ttl),
+        quotas: Default::default(),
         recent: Recent::default(),
         resync,
         waiting,
@@ -478,7 +481,8 @@ async fn converge_pass(
         // quota would stop halfway.
         // Within the account's limits, before anything is made.
         admission::admit(ctx, &clients, cc, spec, &input.account_uid, input.limits.as_ref()).await?;
-        let quotas = quotas::preflight(&clients, &ctx.catalog, spec, &observed).await?;
+        let memory = &ctx.quotas;
+        let quotas = quotas::preflight(&clients, &ctx.catalog, memory, spec, &observed).await?;
         let launch_cap = kinds::node_groups::launch_cap(quotas.is_some());
         if let Some(note) = quotas {
             let note = format!("{note}; launches are capped at {launch_cap} instances a pass");

@@ -319,6 +319,7 @@ impl Default for QuotaMemory {
 pub async fn preflight(
     c: &AwsClients,
     catalog: &Catalog,
+    memory: &QuotaMemory,
     spec: &ValidatedSpec,
     observed: &Observed,
 ) -> Result<Option<String>, Error> {
@@ -344,7 +345,6 @@ pub async fn preflight(
             .filter_map(|i| all.get(i.parse::<usize>().ok()?).cloned())
             .collect();
     }
-    let memory = &catalog.quotas;
     // The quotas concerned follow from the demand alone: looked up at once
     // with the usage.
     let wanted = checks(&demand, &Usage::default());

@@ -640,14 +640,14 @@ mod tests {
                 "bad spec",
             ),
             (
-                Err(Error::IamNameTaken("n".into())),
+                Err(Error::IamNameTaken { name: "n".into() }),
                 false,
                 reason::IAM_NAME_TAKEN,
                 ClusterPhase::Failed,
                 "a name collision is not a spec error",
             ),
             (
-                Err(Error::NoImage("t".into())),
+                Err(Error::NoDefaultImage { wanted: "t".into() }),
                 false,
                 reason::IMAGE_NOT_FOUND,
                 ClusterPhase::Failed,
@@ -722,7 +722,7 @@ mod tests {
             phase_of(&waiting, Stage::Waiting, None),
             ClusterPhase::Pending
         );
-        let kube = Error::WatchStopped("x");
+        let kube = Error::WatchStopped { watched: "x" };
         assert!(
             outcome_of(Err(kube), false, String::new()).is_err(),
             "left to the error policy"

@@ -20,7 +20,7 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::ResourceExt;
 
 use crate::clusters::{counts, Counts, WAIT};
-use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{eventually, ground_with_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 fn chart_dir() -> PathBuf {
     testground::repo_root().join("charts/byoc-operator")
@@ -199,8 +199,7 @@ async fn example_end_to_end(g: &Ground, deadline: Duration) -> Result<()> {
 
 #[tokio::test]
 async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
-    let g = Ground::new("chart-install").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("chart-install").await?;
 
     let mut lint = helm(&g)?;
     lint.args(["lint", "--strict"]).arg(chart_dir());
@@ -509,8 +508,7 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
 
 #[tokio::test]
 async fn chart_rbac_is_enough_for_the_example_end_to_end() -> Result<()> {
-    let g = Ground::new("chart-rbac").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("chart-rbac").await?;
     // Release names are unique: the ClusterRole is cluster-wide.
     let release = g.namespace.clone();
     install(&g, &release, &[])?;
@@ -582,8 +580,7 @@ fn describe(rule: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn chart_rbac_has_no_spare_rule() -> Result<()> {
-    let g = Ground::new("chart-rbac-rules").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("chart-rbac-rules").await?;
     let docs = template(&g, "byoc", &[])?;
     let cluster_role: ClusterRole = serde_json::from_value(
         find(&docs, "ClusterRole")
@@ -660,8 +657,7 @@ async fn chart_rbac_has_no_spare_rule() -> Result<()> {
 
 #[tokio::test]
 async fn the_operators_secret_writes_are_its_finalizers_only() -> Result<()> {
-    let g = Ground::new("chart-secret-writes").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("chart-secret-writes").await?;
     let release = "writes";
     install(&g, release, &[])?;
     let sa = format!(

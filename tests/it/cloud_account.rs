@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 
 use crate::support::{
-    assert_no_key_material, eventually, install_crds, kubectl_apply, CrossAccount, Ground,
+    assert_no_key_material, eventually, ground_with_crds, kubectl_apply, CrossAccount, Ground,
     Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
@@ -87,8 +87,7 @@ fn assert_stalled(a: &CloudAccount, reason: &str, mentions: &[&str]) -> Result<(
 
 #[tokio::test]
 async fn verifies_identity_and_reports_each_failure() -> Result<()> {
-    let g = Ground::new("ca-verify").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ca-verify").await?;
     let x = CrossAccount::set_up(&g).await?;
     let op = Operator::start(&g, &[], &[("RUST_LOG", "trace")])?;
 
@@ -196,8 +195,7 @@ async fn verifies_identity_and_reports_each_failure() -> Result<()> {
 
 #[tokio::test]
 async fn rotating_the_secret_reverifies_without_restart() -> Result<()> {
-    let g = Ground::new("ca-rotate").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ca-rotate").await?;
     let x = CrossAccount::set_up(&g).await?;
     let mut op = Operator::start(&g, &[], &[("RUST_LOG", "trace")])?;
     let pid = op.process.pid();

@@ -11,7 +11,7 @@ use byoc_operator::api::{ClusterPhase, ComputeCluster};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 use crate::support::{
-    eventually, install_crds, kubectl_apply, Edited, Ground, Operator, OperatorExt,
+    eventually, ground_with_crds, kubectl_apply, Edited, Ground, Operator, OperatorExt,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
@@ -377,8 +377,7 @@ pub(crate) async fn wait_gone(g: &Ground, name: &str) -> Result<()> {
 /// A ground with the CRDs, the operator (progress poll 1 s, then `args`)
 /// and the ready account `acme`.
 pub(crate) async fn ground_with_account(test: &str, args: &[&str]) -> Result<(Ground, Operator)> {
-    let g = Ground::new(test).await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds(test).await?;
     let args: Vec<&str> = ["--progress-poll", "1s"]
         .iter()
         .chain(args)

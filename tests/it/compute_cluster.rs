@@ -16,7 +16,7 @@ use crate::clusters::{
     wait_counts, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    eventually, install_crds, kubectl_apply, kubectl_apply_in, Edited, Ground, Operator,
+    eventually, ground_with_crds, kubectl_apply, kubectl_apply_in, Edited, Ground, Operator,
     OperatorExt,
 };
 
@@ -37,8 +37,7 @@ async fn example_cluster_lives_the_same_against_aws_realism() -> Result<()> {
 }
 
 async fn lifecycle(name: &str, realism: Option<testground::Realism>) -> Result<()> {
-    let g = Ground::new(name).await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds(name).await?;
     let realistic = realism.is_some();
     g.proxy.set_faults(testground::Faults {
         realism,
@@ -238,8 +237,7 @@ async fn lifecycle_steps(g: &Ground) -> Result<()> {
 
 #[tokio::test]
 async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
-    let g = Ground::new("cc-byo").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("cc-byo").await?;
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     // The team's network, and a neighbour's VPC with the same CIDR.
     let vpc = ec2.create_vpc().cidr_block("10.50.0.0/16").send().await?;
@@ -371,8 +369,7 @@ async fn bring_your_own_network_is_used_and_left_alone() -> Result<()> {
 
 #[tokio::test]
 async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()> {
-    let g = Ground::new("cc-sigkill").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("cc-sigkill").await?;
     // Slow AWS down so that there is a "during".
     g.proxy.set_faults(testground::Faults {
         latency: Duration::from_millis(150),
@@ -430,8 +427,7 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
 
 #[tokio::test]
 async fn account_of_another_namespace_needs_its_permission() -> Result<()> {
-    let g = Ground::new("cc-ns").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("cc-ns").await?;
     let _op = Operator::start(&g, &[], &[])?;
     ready_account(&g).await?;
     // An account in another namespace that allows only "team-x".

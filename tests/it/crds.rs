@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::support::{install_crds, kubectl_apply_output, Edited, Ground};
+use crate::support::{ground_with_crds, kubectl_apply_output, Edited, Ground};
 
 #[test]
 fn crds_dir_matches_generated() -> Result<()> {
@@ -20,8 +20,7 @@ fn crds_dir_matches_generated() -> Result<()> {
 
 #[tokio::test]
 async fn examples_apply() -> Result<()> {
-    let g = Ground::new("crds-examples").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("crds-examples").await?;
     let root = testground::repo_root();
     for dir in ["examples", "examples/sandbox"] {
         let out = g
@@ -224,8 +223,7 @@ fn apply(g: &Ground, manifest: &str) -> Result<std::process::Output> {
 
 #[tokio::test]
 async fn invalid_manifests_rejected_naming_the_field() -> Result<()> {
-    let g = Ground::new("crds-invalid").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("crds-invalid").await?;
     let mut failures = Vec::new();
     let creates = invalid_creates();
     assert!(creates.len() >= 10, "at least ten invalid manifests");

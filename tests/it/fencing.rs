@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use crate::clusters::{apply_example, counts, expected_example, ready_account, wait_running, WAIT};
 use crate::operations::{holder, leader_args, start_replica, wait_leader, LEASE_SECONDS};
 use crate::support::{
-    eventually, install_crds, record_figure, Edited, Ground, Operator, OperatorExt,
+    eventually, ground_with_crds, record_figure, Edited, Ground, Operator, OperatorExt,
 };
 
 /// Whether a traced call wrote to AWS (STS calls never do).
@@ -97,8 +97,7 @@ pub(crate) async fn first_write_of(g: &Ground, app: &str) -> Result<Duration> {
 
 #[tokio::test]
 async fn a_frozen_leader_writes_nothing_after_its_successor_took_over() -> Result<()> {
-    let g = Ground::new("fencing").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("fencing").await?;
     let mut a = start_replica(&g, "replica-a")?;
     wait_leader(&a, "replica-a", WAIT).await?;
     let b = start_replica(&g, "replica-b")?;
@@ -239,8 +238,7 @@ fn apiserver_port(g: &Ground) -> Result<u16> {
 #[tokio::test]
 async fn a_leader_cut_off_from_the_apiserver_stops_writing_before_its_successor_starts(
 ) -> Result<()> {
-    let g = Ground::new("fencing-cut").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("fencing-cut").await?;
     let path = CuttablePath::to(apiserver_port(&g)?).await?;
     let kubeconfig = kubeconfig_through(&g, path.port)?;
     let kubeconfig = kubeconfig.to_string_lossy().to_string();

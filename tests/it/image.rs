@@ -13,7 +13,7 @@ use crate::clusters::{
     delete_leaves_nothing, ready_account, small_cluster_manifest, wait_running, WAIT,
 };
 use crate::support::{
-    eventually, install_crds, kubectl_apply, record_figure, unique_name, Edited, Ground,
+    eventually, ground_with_crds, kubectl_apply, record_figure, unique_name, Edited, Ground,
 };
 
 /// Builds the image from the tests' binary into `out`: its digest.
@@ -126,8 +126,7 @@ pub(crate) fn root_read_only(pid: u32) -> Result<bool> {
 
 #[tokio::test]
 async fn the_operator_image_runs_as_nonroot_on_a_read_only_root_and_reconciles() -> Result<()> {
-    let g = Ground::new("image").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("image").await?;
     let runtime = testground::containerd::Containerd::start()?;
     let image_dir = runtime.dir().join("image");
     let digest = build_image(&image_dir)?;

@@ -17,7 +17,7 @@ use crate::clusters::{
     small_cluster_manifest, stalled_with, wait_gone, wait_running, Counts,
 };
 use crate::support::{
-    byoc, delete_namespace, eventually, install_crds, kubectl_apply, kubectl_byoc,
+    byoc, delete_namespace, eventually, ground_with_crds, kubectl_apply, kubectl_byoc,
     wait_namespace_gone, Edited, Ground, Operator, OperatorExt,
 };
 
@@ -114,8 +114,7 @@ async fn deleting_the_namespace_removes_every_aws_resource_and_the_namespace() -
 async fn deleting_the_applied_manifest_removes_everything() -> Result<()> {
     // The sandbox example, as one multi-document manifest a GitOps tool
     // applies and later prunes.
-    let g = Ground::new("gitops-prune").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("gitops-prune").await?;
     let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     let dir = testground::repo_root().join("examples/sandbox");
     let mut docs = vec![];

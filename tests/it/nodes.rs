@@ -14,7 +14,7 @@ use crate::clusters::{
     small_cluster_manifest, stalled_with, uid_of, wait_running, Counts,
 };
 use crate::support::{
-    assert_no_key_material, eventually, install_crds, kubectl_apply, Edited, Ground, Operator,
+    assert_no_key_material, eventually, ground_with_crds, kubectl_apply, Edited, Ground, Operator,
     OperatorExt,
 };
 
@@ -298,8 +298,7 @@ fn boot_secret(content: &str) -> String {
 #[tokio::test]
 async fn user_data_from_a_secret_reaches_the_instances_never_the_logs_and_its_change_rolls(
 ) -> Result<()> {
-    let g = Ground::new("user-data").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("user-data").await?;
     let op = Operator::start(&g, &["--progress-poll", "1s"], &[("RUST_LOG", "trace")])?;
     ready_account(&g).await?;
     let marker = |n: u32| format!("byoc-marker-{}-{n}", g.namespace);

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use crate::clusters::{
     apply_example, counts, patch_spec, ready_account, wait_counts, wait_running, Counts, WAIT,
 };
-use crate::support::{eventually, install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{eventually, ground_with_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 pub(crate) const LEASE_SECONDS: u64 = 4;
 
@@ -71,8 +71,7 @@ async fn scale_workers(g: &Ground, count: i32) -> Result<()> {
 
 #[tokio::test]
 async fn leader_election_one_reconciles_and_hands_over() -> Result<()> {
-    let g = Ground::new("leader").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("leader").await?;
     let mut a = start_replica(&g, "replica-a")?;
     wait_leader(&a, "replica-a", WAIT).await?;
     let mut b = start_replica(&g, "replica-b")?;
@@ -151,8 +150,7 @@ async fn leader_election_one_reconciles_and_hands_over() -> Result<()> {
 
 #[tokio::test]
 async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
-    let g = Ground::new("metrics").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("metrics").await?;
     let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     ready_account(&g).await?;
     apply_example(&g)?;
@@ -285,8 +283,7 @@ async fn wait_paused_at_current_generation(g: &Ground) -> Result<ComputeCluster>
 
 #[tokio::test]
 async fn paused_cluster_is_left_alone_until_resumed() -> Result<()> {
-    let g = Ground::new("paused").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("paused").await?;
     let _op = Operator::start(
         &g,
         &["--progress-poll", "1s", "--resync-interval", "2s"],
@@ -403,8 +400,7 @@ fn gitops_health(g: &Ground, check: &[&str]) -> Result<BTreeMap<String, (String,
 
 #[tokio::test]
 async fn gitops_health_follows_the_conditions() -> Result<()> {
-    let g = Ground::new("gitops").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("gitops").await?;
     let _op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     ready_account(&g).await?;
     apply_example(&g)?;

@@ -13,7 +13,8 @@ use crate::clusters::{
     ground_with_account, ready_account, stalled_with, uid_of, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    eventually, install_crds, kubectl_apply, kubectl_byoc, let_use, Ground, Operator, OperatorExt,
+    eventually, ground_with_crds, kubectl_apply, kubectl_byoc, let_use, Ground, Operator,
+    OperatorExt,
 };
 
 /// A VPC of the team's in the cluster's account, with two route tables of
@@ -142,8 +143,7 @@ async fn endpoints_a_private_network_and_peering_are_made_shown_and_removed() ->
 /// connections missing from describes for a moment, EC2's rate limits.
 #[tokio::test]
 async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
-    let g = Ground::new("reach-realism").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("reach-realism").await?;
     g.proxy.set_faults(testground::Faults {
         realism: Some(testground::Realism::aws(0.05)),
         ..Default::default()

@@ -13,7 +13,7 @@ use crate::clusters::{
     counts, delete_leaves_nothing, ground_with_account, ready_account, small_cluster_manifest,
     wait_running, wait_running_within, Counts,
 };
-use crate::support::{install_crds, kubectl_apply, Ground, Operator, OperatorExt};
+use crate::support::{ground_with_crds, kubectl_apply, Ground, Operator, OperatorExt};
 
 /// The profile with every part off, at AWS's pace.
 fn nothing() -> Realism {
@@ -57,8 +57,7 @@ fn expected() -> Counts {
 /// A ground with a ready account, its operator's progress poll longer
 /// than the whole test, and `realism` on.
 async fn polled_once_a_minute(name: &str, realism: Realism) -> Result<(Ground, Operator)> {
-    let g = Ground::new(name).await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds(name).await?;
     let op = Operator::start(&g, &["--progress-poll", "60s"], &[])?;
     ready_account(&g).await?;
     with(&g, realism);

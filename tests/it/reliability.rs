@@ -23,7 +23,7 @@ use crate::clusters::{
 };
 use crate::support::{
     assert_no_key_material, assert_no_key_material_in, create_namespace, delete_namespace,
-    eventually, full_run, install_crds, kubectl_apply, kubectl_apply_in, record_figure,
+    eventually, full_run, ground_with_crds, kubectl_apply, kubectl_apply_in, record_figure,
     wait_namespace_gone, CrossAccount, Ground, Operator, OperatorExt, SESSION_TOKEN_PREFIX,
 };
 
@@ -164,8 +164,7 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
     let kills = if full_run() { 30 } else { 6 };
     let seed = seed();
     println!("crash safety: {kills} kills, seed {seed} (BYOC_SEED={seed} repeats it)");
-    let g = Ground::new("crash").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("crash").await?;
     // Latency spreads the calls out; AWS's behaviour at a twentieth of its
     // pace (states, IAM propagation, eventual consistency, draining, rate
     // limits); no t3.large capacity in one zone, so each worker launch
@@ -324,8 +323,7 @@ async fn crash_safety_sigkill_at_random_points() -> Result<()> {
 
 #[tokio::test]
 async fn aws_faults_transient_errors_at_20_percent() -> Result<()> {
-    let g = Ground::new("faults").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("faults").await?;
     let op = start_operator(&g)?;
     account_acme(&g).await?;
 
@@ -694,8 +692,7 @@ async fn decided(api: &Api<DynamicObject>, name: &str) -> Result<&'static str> {
 #[tokio::test]
 async fn bad_input_corpus_is_rejected_or_stalled() -> Result<()> {
     let cases = if full_run() { 200 } else { 48 };
-    let g = Ground::new("bad-input").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("bad-input").await?;
     // Roles must exist, as on AWS: a made-up roleArn is denied.
     aws_sdk_iam::Client::new(&g.aws().await)
         .create_role()
@@ -1176,8 +1173,7 @@ async fn foreign_snapshot(
 
 #[tokio::test]
 async fn ownership_foreign_resources_survive_create_repair_and_delete() -> Result<()> {
-    let g = Ground::new("ownership").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ownership").await?;
     let op = start_operator(&g)?;
     account_acme(&g).await?;
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);

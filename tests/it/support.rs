@@ -309,6 +309,13 @@ where
     }
 }
 
+/// A ground for `test` with the CRDs installed: where most tests start.
+pub async fn ground_with_crds(test: &str) -> Result<Ground> {
+    let g = Ground::new(test).await?;
+    install_crds(&g).await?;
+    Ok(g)
+}
+
 /// Installs `crds/` into the shared apiserver (once per test process), or
 /// into a test's own, and waits until they are established.
 pub async fn install_crds(g: &Ground) -> Result<()> {
@@ -637,8 +644,7 @@ impl CrossAccount {
     /// it hold as on AWS: a role must exist to be assumed, and moto's IAM
     /// enforcement sees each request signed as it re-encodes it.
     pub async fn enforced(test: &str) -> Result<(Ground, CrossAccount)> {
-        let g = Ground::new(test).await?;
-        install_crds(&g).await?;
+        let g = ground_with_crds(test).await?;
         let x = CrossAccount::set_up(&g).await?;
         g.proxy.set_faults(testground::Faults {
             roles_must_exist: true,

@@ -23,8 +23,8 @@ use crate::clusters::{
     stalled_with, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
-    assert_no_key_material_in, byoc, create_namespace, eventually, install_crds, kubectl_apply_in,
-    record_figure, CrossAccount, Edited, Ground, Operator, OperatorExt,
+    assert_no_key_material_in, byoc, create_namespace, eventually, ground_with_crds, install_crds,
+    kubectl_apply_in, record_figure, CrossAccount, Edited, Ground, Operator, OperatorExt,
 };
 
 /// An installation Secret `name` in `namespace` holding `secret`, made
@@ -127,8 +127,7 @@ fn ambient_account(name: &str, role: &str, extra: &str) -> String {
 #[tokio::test]
 async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_external_id(
 ) -> Result<()> {
-    let g = Ground::new("ten-ambient").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-ambient").await?;
     let a = g.namespace.clone();
     let (b, c) = (format!("{a}-b"), format!("{a}-c"));
     create_namespace(&g.client, &b).await?;
@@ -292,8 +291,7 @@ fn in_use(finalizers: &[String]) -> bool {
 
 #[tokio::test]
 async fn a_cluster_pointed_at_a_foreign_account_gets_nothing_of_it() -> Result<()> {
-    let g = Ground::new("ten-repoint").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-repoint").await?;
     let c = g.namespace.clone();
     let a = format!("{c}-a");
     create_namespace(&g.client, &a).await?;
@@ -525,8 +523,7 @@ async fn running_in(g: &Ground, namespace: &str, name: &str) -> Result<ComputeCl
 
 #[tokio::test]
 async fn two_installations_on_one_aws_account_never_touch_each_others_resources() -> Result<()> {
-    let g = Ground::new("ten-two").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-two").await?;
     let p = g.namespace.clone();
     let s = format!("{p}-s");
     create_namespace(&g.client, &s).await?;
@@ -717,8 +714,7 @@ async fn two_installations_on_one_aws_account_never_touch_each_others_resources(
 
 #[tokio::test]
 async fn node_roles_cannot_be_escalated_or_borrowed() -> Result<()> {
-    let g = Ground::new("ten-iam").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-iam").await?;
     let iam = aws_sdk_iam::Client::new(&g.aws().await);
     let policy = |name: &'static str| {
         let iam = iam.clone();
@@ -913,8 +909,7 @@ async fn installation_tags(g: &Ground, uid: &str, iam_name: &str) -> Result<Vec<
 
 #[tokio::test]
 async fn resources_made_before_installations_are_adopted_with_one_tag_write() -> Result<()> {
-    let g = Ground::new("ten-adopt").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-adopt").await?;
     let inst = installation(
         &g,
         &g.namespace,
@@ -1193,8 +1188,7 @@ async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
     // Two CloudAccounts reaching the same AWS account and region through
     // keys and sessions the trace tells apart; the shared resync ticks
     // every 2 s.
-    let g = Ground::new("ten-groups").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-groups").await?;
     let op = Operator::start(
         &g,
         &["--progress-poll", "1s", "--resync-interval", "2s"],
@@ -1279,8 +1273,7 @@ async fn a_tenants_credentials_look_only_at_its_own_clusters() -> Result<()> {
 
 #[tokio::test]
 async fn secrets_are_read_only_where_their_owner_labelled_them() -> Result<()> {
-    let g = Ground::new("ten-secrets").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-secrets").await?;
     let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     ready_account(&g).await?;
     let ns = g.namespace.clone();
@@ -1373,8 +1366,7 @@ async fn look_now(g: &Ground, names: &[&str], round: u32) -> Result<()> {
 
 #[tokio::test]
 async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace() -> Result<()> {
-    let g = Ground::new("ten-withdrawn").await?;
-    install_crds(&g).await?;
+    let g = ground_with_crds("ten-withdrawn").await?;
     let c = g.namespace.clone();
     let lender = format!("{c}-lender");
     create_namespace(&g.client, &lender).await?;

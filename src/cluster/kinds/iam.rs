@@ -56,7 +56,9 @@ pub fn plan(
     boundary: Option<&str>,
 ) -> Result<IamActions, Error> {
     if o.role_not_ours || o.instance_profile_not_ours {
-        return Err(Error::IamNameTaken(o.name.clone()));
+        return Err(Error::IamNameTaken {
+            name: o.name.clone(),
+        });
     }
     let attached = o.attached_policies.as_deref().unwrap_or_default();
     Ok(IamActions {
@@ -125,7 +127,9 @@ pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
 
 async fn attach(c: &AwsClients, role: &str, arn: &str) -> Result<(), Error> {
     match instance_profile::attach_policy(c, role, arn).await {
-        Err(e) if e.is_not_found() => Err(Error::IamPolicyNotFound(arn.to_string())),
+        Err(e) if e.is_not_found() => Err(Error::IamPolicyNotFound {
+            arn: arn.to_string(),
+        }),
         other => Ok(other?),
     }
 }
@@ -135,7 +139,9 @@ async fn attach(c: &AwsClients, role: &str, arn: &str) -> Result<(), Error> {
 /// its nodes would act as that cluster's.
 async fn brought(c: &AwsClients, owner: &OwnershipTags, name: &str) -> Result<Iam, Error> {
     let Some(found) = instance_profile::get_brought(c, name).await? else {
-        return Err(Error::InstanceProfileNotFound(name.to_string()));
+        return Err(Error::InstanceProfileNotFound {
+            name: name.to_string(),
+        });
     };
     if let Some(owner) = foreign_identity(&found, owner) {
         return Err(Error::NotOursToUse {
@@ -247,7 +253,7 @@ mod tests {
         for (observed, want, why) in rows {
             match (plan(&observed, &[], None), want) {
                 (Ok(got), Some(want)) => assert_eq!(got, want, "{why}"),
-                (Err(Error::IamNameTaken(name)), None) => assert_eq!(name, base.name, "{why}"),
+                (Err(Error::IamNameTaken { name }), None) => assert_eq!(name, base.name, "{why}"),
                 (got, want) => panic!("{why}: got {got:?}, want {want:?}"),
             }
         }

@@ -172,9 +172,9 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
         .await?;
     for (group, _) in lookups {
         let first = group.first_type();
-        let image = found
-            .get(first)
-            .ok_or_else(|| Error::NoImage(first.to_string()))?;
+        let image = found.get(first).ok_or_else(|| Error::NoDefaultImage {
+            wanted: first.to_string(),
+        })?;
         // One image serves every type of the group.
         if let Some(other) = group
             .types()
