@@ -7,6 +7,7 @@
 //! data transfer. Used by a cluster's `status.cost` and by `audit`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -131,85 +132,80 @@ impl Prices {
     /// once) only for what is not kept. Never fails: what AWS does not
     /// answer is priced from the table, or left unpriced.
     pub async fn book(&self, c: &AwsClients, region: &str, wanted: &Wanted) -> PriceBook {
-        let now = Instant::now();
-        let missing: Vec<Item> = {
-            let kept = self.items.lock().await;
-            wanted
-                .items
-                .iter()
-                .filter(|item| {
-                    kept.get(&(region.to_string(), (*item).clone()))
-                        .is_none_or(|k| !k.fresh(now, k.value.is_some()))
-                })
-                .cloned()
-                .collect()
-        };
-        let spot_missing: Vec<(String, String)> = {
-            let kept = self.spot.lock().await;
-            wanted
-                .spot
-                .iter()
-                .filter(|key| kept.get(*key).is_none_or(|k| !k.fresh(now, false)))
-                .cloned()
-                .collect()
-        };
-        let items = join_all(missing.into_iter().map(|item| async move {
-            let price = list_price(c, region, &item).await;
-            (item, price)
+        let item_keys: Vec<(String, Item)> = wanted
+            .items
+            .iter()
+            .map(|item| (region.to_string(), item.clone()))
+            .collect();
+        let spot_keys: Vec<(String, String)> = wanted.spot.iter().cloned().collect();
+        let missing = stale(&self.items, &item_keys, true).await;
+        let spot_missing = stale(&self.spot, &spot_keys, false).await;
+        let items = join_all(missing.into_iter().map(|(region, item)| async move {
+            let price = list_price(c, &region, &item).await;
+            ((region, item), price)
         }));
         let spots = join_all(spot_missing.into_iter().map(|(t, zone)| async move {
-            let price = match pricing::spot_price(c, &t, &zone).await {
-                Ok(p) => p.and_then(|p| p.parse::<f64>().ok()).filter(|p| *p > 0.0),
-                Err(e) => {
-                    tracing::debug!(instance_type = %t, zone = %zone, error = %e, "no spot price; the on-demand price stands in");
-                    None
-                }
-            };
+            let price = spot_price(c, &t, &zone).await;
             ((t, zone), price)
         }));
         let (items, spots) = futures::join!(items, spots);
-        let at = Instant::now();
-        let mut kept = self.items.lock().await;
-        for (item, value) in items {
-            kept.insert((region.to_string(), item), Kept { value, at });
-        }
-        let book_items = wanted
-            .items
-            .iter()
-            .filter_map(|item| {
-                let k = kept.get(&(region.to_string(), item.clone()))?;
-                let usd = k.value?;
-                Some((
-                    item.clone(),
-                    Price {
-                        usd,
-                        source: Source::Aws,
-                    },
-                ))
-            })
-            .collect();
-        drop(kept);
-        let mut kept = self.spot.lock().await;
-        for (key, value) in spots {
-            kept.insert(key, Kept { value, at });
-        }
-        let spot = wanted
-            .spot
-            .iter()
-            .filter_map(|key| {
-                let usd = kept.get(key)?.value?;
-                Some((
-                    key.clone(),
-                    Price {
-                        usd,
-                        source: Source::Aws,
-                    },
-                ))
-            })
-            .collect();
+        let items = keep_and_read(&self.items, items, item_keys).await;
         PriceBook {
-            items: book_items,
-            spot,
+            items: items.into_iter().map(|((_, item), p)| (item, p)).collect(),
+            spot: keep_and_read(&self.spot, spots, spot_keys)
+                .await
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// Which of `keys` `kept` holds no fresh price for (a price AWS gave is
+/// kept longer when `answers_last` says so).
+async fn stale<K: Eq + Hash + Clone>(
+    kept: &Mutex<HashMap<K, Kept>>,
+    keys: &[K],
+    answers_last: bool,
+) -> Vec<K> {
+    let now = Instant::now();
+    let kept = kept.lock().await;
+    keys.iter()
+        .filter(|key| {
+            kept.get(*key)
+                .is_none_or(|k| !k.fresh(now, answers_last && k.value.is_some()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Keeps `answers` in `kept`, then reads what it holds of `keys`.
+async fn keep_and_read<K: Eq + Hash + Clone>(
+    kept: &Mutex<HashMap<K, Kept>>,
+    answers: Vec<(K, Option<f64>)>,
+    keys: Vec<K>,
+) -> Vec<(K, Price)> {
+    let at = Instant::now();
+    let mut kept = kept.lock().await;
+    for (key, value) in answers {
+        kept.insert(key, Kept { value, at });
+    }
+    keys.into_iter()
+        .filter_map(|key| {
+            let usd = kept.get(&key)?.value?;
+            let source = Source::Aws;
+            Some((key, Price { usd, source }))
+        })
+        .collect()
+}
+
+/// EC2's latest spot price of `instance_type` in `zone`; `None` when it
+/// quotes none (the reason logged).
+async fn spot_price(c: &AwsClients, instance_type: &str, zone: &str) -> Option<f64> {
+    match pricing::spot_price(c, instance_type, zone).await {
+        Ok(p) => p.and_then(|p| p.parse::<f64>().ok()).filter(|p| *p > 0.0),
+        Err(e) => {
+            tracing::debug!(instance_type, zone, error = %e, "no spot price; the on-demand price stands in");
+            None
         }
     }
 }

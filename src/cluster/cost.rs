@@ -4,16 +4,17 @@
 //! groups' instances, the NAT gateways) and what it observed (the
 //! endpoints); the estimate itself is pure.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use crate::api::compute_cluster::{ClusterCost, CostPart, NodeGroupStatus, SubnetKind};
 use crate::api::Market;
 use crate::aws::endpoint::ObservedEndpoint;
 use crate::aws::AwsClients;
-use crate::prices::{Item, PriceBook, Prices, Source, Wanted, HOURS_PER_MONTH};
+use crate::prices::{Item, Price, PriceBook, Prices, Source, Wanted, HOURS_PER_MONTH};
 
 use super::catalog::Catalog;
 use super::spec::ValidatedSpec;
+use super::status::Progress;
 
 /// A root volume's size when neither the group nor the image says.
 const ASSUMED_ROOT_GIB: i32 = 8;
@@ -123,95 +124,118 @@ pub fn wanted(held: &Holding) -> Wanted {
 
 /// `held` priced from `book`.
 pub fn estimate(held: &Holding, book: &PriceBook) -> ClusterCost {
-    let mut parts: Vec<(String, f64)> = Vec::new();
-    let mut from_table = BTreeMap::<&str, ()>::new();
-    let mut unpriced = Vec::new();
-    let mut note = |source: Source, what: &'static str| {
-        if source == Source::Table {
-            from_table.insert(what, ());
-        }
-    };
-    for g in &held.groups {
-        if g.instances.is_empty() {
-            continue;
-        }
-        let mut hourly = 0.0;
-        for (t, zone, market) in &g.instances {
+    let mut t = Tally::default();
+    for g in held.groups.iter().filter(|g| !g.instances.is_empty()) {
+        let prices = g.instances.iter().map(|(ty, zone, market)| {
             let price = match market {
-                Market::Spot => book.spot(t, zone),
-                Market::OnDemand => book.price(&Item::Instance(t.clone())),
+                Market::Spot => book.spot(ty, zone),
+                Market::OnDemand => book.price(&Item::Instance(ty.clone())),
             };
-            match price {
-                Some(p) => {
-                    note(p.source, "instances");
-                    hourly += p.usd;
-                }
-                None => unpriced.push(format!("instance type {t}")),
-            }
+            (price, format!("instance type {ty}"))
+        });
+        let hourly = prices.fold(0.0, |sum, (p, what)| sum + t.usd(p, "instances", what));
+        t.parts.push((format!("instances/{}", g.name), hourly));
+        let volume = book.price(&Item::Volume(g.volume_type.clone()));
+        let per_gib = t.usd(volume, "volumes", format!("{} volumes", g.volume_type));
+        let gib = f64::from(g.root_gib) * g.instances.len() as f64;
+        if volume.is_some() {
+            t.parts.push((
+                format!("volumes/{}", g.name),
+                gib * per_gib / HOURS_PER_MONTH,
+            ));
         }
-        parts.push((format!("instances/{}", g.name), hourly));
-        match book.price(&Item::Volume(g.volume_type.clone())) {
+    }
+    let addresses = held.nat_gateways + held.public_addresses;
+    for (item, count, part) in [
+        (Item::NatGateway, held.nat_gateways, "nat-gateways"),
+        (Item::PublicIpv4, addresses, "public-ipv4"),
+        (
+            Item::InterfaceEndpoint,
+            held.interface_endpoint_zones,
+            "interface-endpoints",
+        ),
+    ] {
+        let price = book.price(&item).filter(|_| count > 0);
+        if price.is_some() {
+            let each = t.usd(price, part, part.to_string());
+            t.parts.push((part.to_string(), each * count as f64));
+        }
+    }
+    t.cost()
+}
+
+/// An estimate being added up: its parts, what the table priced and what
+/// nothing did.
+#[derive(Default)]
+struct Tally {
+    parts: Vec<(String, f64)>,
+    from_table: BTreeSet<&'static str>,
+    unpriced: BTreeSet<String>,
+}
+
+impl Tally {
+    /// `price`'s USD (0 when there is none, which is noted as `what`), its
+    /// source noted under `part`.
+    fn usd(&mut self, price: Option<Price>, part: &'static str, what: String) -> f64 {
+        match price {
             Some(p) => {
-                note(p.source, "volumes");
-                let gib = f64::from(g.root_gib) * g.instances.len() as f64;
-                parts.push((format!("volumes/{}", g.name), gib * p.usd / HOURS_PER_MONTH));
+                if p.source == Source::Table {
+                    self.from_table.insert(part);
+                }
+                p.usd
             }
-            None => unpriced.push(format!("{} volumes", g.volume_type)),
+            None => {
+                self.unpriced.insert(what);
+                0.0
+            }
         }
     }
-    let mut each = |item: Item, count: usize, part: &'static str| {
-        if count == 0 {
-            return;
+
+    fn cost(self) -> ClusterCost {
+        let hourly: f64 = self.parts.iter().map(|(_, h)| h).sum();
+        let mut basis = "list price".to_string();
+        if !self.from_table.is_empty() {
+            let table: Vec<&str> = self.from_table.into_iter().collect();
+            basis.push_str(&format!(
+                "; built-in us-east-1 table for {}",
+                table.join(", ")
+            ));
         }
-        if let Some(p) = book.price(&item) {
-            note(p.source, part);
-            parts.push((part.to_string(), p.usd * count as f64));
+        if !self.unpriced.is_empty() {
+            let unpriced: Vec<String> = self.unpriced.into_iter().collect();
+            basis.push_str(&format!("; not priced: {}", unpriced.join(", ")));
         }
-    };
-    each(Item::NatGateway, held.nat_gateways, "nat-gateways");
-    each(
-        Item::PublicIpv4,
-        held.nat_gateways + held.public_addresses,
-        "public-ipv4",
-    );
-    each(
-        Item::InterfaceEndpoint,
-        held.interface_endpoint_zones,
-        "interface-endpoints",
-    );
-    let hourly: f64 = parts.iter().map(|(_, h)| h).sum();
-    let mut basis = "list price".to_string();
-    if !from_table.is_empty() {
-        let table: Vec<&str> = from_table.keys().copied().collect();
-        basis.push_str(&format!(
-            "; built-in us-east-1 table for {}",
-            table.join(", ")
-        ));
-    }
-    if !unpriced.is_empty() {
-        unpriced.sort();
-        unpriced.dedup();
-        basis.push_str(&format!("; not priced: {}", unpriced.join(", ")));
-    }
-    ClusterCost {
-        per_hour: usd(hourly),
-        per_month: format!("{:.2}", hourly * HOURS_PER_MONTH),
-        basis,
-        parts: parts
-            .into_iter()
-            .map(|(part, h)| CostPart {
-                part,
-                per_hour: usd(h),
-            })
-            .collect(),
+        let parts = self.parts.into_iter();
+        ClusterCost {
+            per_hour: usd(hourly),
+            per_month: format!("{:.2}", hourly * HOURS_PER_MONTH),
+            basis,
+            parts: parts
+                .map(|(part, h)| CostPart {
+                    part,
+                    per_hour: usd(h),
+                })
+                .collect(),
+        }
     }
 }
 
-/// The cost of what the pass left, priced through `c` (prices cached for
-/// every cluster).
-pub async fn of(prices: &Prices, c: &AwsClients, region: &str, held: &Holding) -> ClusterCost {
-    let book = prices.book(c, region, &wanted(held)).await;
-    estimate(held, &book)
+/// The cost of what a pass left in `progress` and saw of `endpoints` (none
+/// when it got no further than the node groups), priced through `c` from
+/// the process's prices (cached for every cluster) and the catalog's
+/// images.
+pub async fn of_pass(
+    (prices, catalog): (&Prices, &Catalog),
+    c: &AwsClients,
+    spec: &ValidatedSpec,
+    progress: &Progress,
+    endpoints: &[ObservedEndpoint],
+) -> Option<ClusterCost> {
+    let groups = progress.node_groups()?;
+    let nats = progress.network.nat_gateway_ids.len();
+    let held = holding(c, spec, groups, nats, endpoints, catalog).await;
+    let book = prices.book(c, &spec.region, &wanted(&held)).await;
+    Some(estimate(&held, &book))
 }
 
 /// USD per hour, to a hundredth of a cent.
@@ -227,7 +251,6 @@ pub fn hourly(cost: &ClusterCost) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prices::Price;
 
     fn aws(usd: f64) -> Price {
         Price {

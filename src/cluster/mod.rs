@@ -501,13 +501,9 @@ async fn converge_pass(
         };
         let converged = converge::converge(&ctx.catalog, pass, progress).await;
         // What the pass leaves costs what it costs, converged or not.
-        if let Some(groups) = progress.node_groups() {
-            let nats = progress.network.nat_gateway_ids.len();
-            let endpoints = &observed.endpoints;
-            let held = cost::holding(&clients, spec, groups, nats, endpoints, &ctx.catalog).await;
-            let prices = &ctx.operator.prices;
-            progress.cost = Some(cost::of(prices, &clients, &spec.region, &held).await);
-        }
+        let prices = (&ctx.operator.prices, &ctx.catalog);
+        let priced = cost::of_pass(prices, &clients, spec, progress, &observed.endpoints).await;
+        progress.cost = priced;
         converged?;
         Ok(observed)
     }

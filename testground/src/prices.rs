@@ -82,38 +82,10 @@ impl Fixture {
     fn products(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for (region, p) in &self.regions {
-            let pre = &p.usage_prefix;
-            let product = |service: &str, family: &str, usage: String, extra: Value| {
-                let mut attributes = json!({
-                    "servicecode": service,
-                    "regionCode": region,
-                    "usagetype": usage,
-                });
-                if let (Some(a), Some(e)) = (attributes.as_object_mut(), extra.as_object()) {
-                    a.extend(e.clone());
-                }
-                (service.to_string(), family.to_string(), attributes)
-            };
-            let mut add = |(service, family, attributes): (String, String, Value),
-                           unit: &str,
-                           price: &str| {
-                let sku = format!("{:016X}", out.len() * 7919 + 104_729);
-                let offer = format!("{sku}.JRTCKXETXF");
-                out.push(json!({
-                    "product": {"sku": sku, "productFamily": family, "attributes": attributes},
-                    "serviceCode": service,
-                    "terms": {"OnDemand": {offer.clone(): {
-                        "offerTermCode": "JRTCKXETXF",
-                        "sku": sku,
-                        "priceDimensions": {format!("{offer}.6YS6EN2CT7"): {
-                            "unit": unit,
-                            "pricePerUnit": {"USD": price},
-                            "description": format!("{family} {unit}"),
-                        }},
-                    }}},
-                    "version": "20261201000000",
-                    "publicationDate": "2026-12-01T00:00:00Z",
-                }));
+            let mut add = |service, family, usage: &str, extra: Value, unit, price: &str| {
+                let usage = format!("{}{usage}", p.usage_prefix);
+                let place = (region.as_str(), service, family, usage.as_str());
+                out.push(product(out.len(), place, extra, unit, price));
             };
             for (t, price) in &p.instances {
                 for (status, usage) in [
@@ -127,58 +99,56 @@ impl Fixture {
                         "preInstalledSw": "NA",
                         "capacitystatus": status,
                     });
-                    let usage = format!("{pre}{usage}:{t}");
-                    add(
-                        product("AmazonEC2", "Compute Instance", usage, extra),
-                        "Hrs",
-                        price,
-                    );
+                    let usage = format!("{usage}:{t}");
+                    add("AmazonEC2", "Compute Instance", &usage, extra, "Hrs", price);
                 }
             }
-            let nat = |usage: &str| {
-                product(
-                    "AmazonEC2",
-                    "NAT Gateway",
-                    format!("{pre}{usage}"),
-                    json!({}),
-                )
-            };
-            add(nat("NatGateway-Hours"), "Hrs", &p.nat_gateway_hour);
-            add(nat("NatGateway-Bytes"), "GB", &p.nat_gateway_gb);
-            let vpc = |family: &str, usage: &str| {
-                product("AmazonVPC", family, format!("{pre}{usage}"), json!({}))
-            };
+            let none = || json!({});
+            let nat = "NAT Gateway";
             add(
-                vpc("VPC Public IPv4 Address", "PublicIPv4:InUseAddress"),
+                "AmazonEC2",
+                nat,
+                "NatGateway-Hours",
+                none(),
                 "Hrs",
-                &p.public_ipv4_hour,
+                &p.nat_gateway_hour,
             );
             add(
-                vpc("VPC Public IPv4 Address", "PublicIPv4:IdleAddress"),
-                "Hrs",
-                &p.public_ipv4_hour,
+                "AmazonEC2",
+                nat,
+                "NatGateway-Bytes",
+                none(),
+                "GB",
+                &p.nat_gateway_gb,
             );
+            let ipv4 = "VPC Public IPv4 Address";
+            for usage in ["PublicIPv4:InUseAddress", "PublicIPv4:IdleAddress"] {
+                add("AmazonVPC", ipv4, usage, none(), "Hrs", &p.public_ipv4_hour);
+            }
+            let endpoint = "VpcEndpoint";
             add(
-                vpc("VpcEndpoint", "VpcEndpoint-Hours"),
+                "AmazonVPC",
+                endpoint,
+                "VpcEndpoint-Hours",
+                none(),
                 "Hrs",
                 &p.interface_endpoint_hour,
             );
             add(
-                vpc("VpcEndpoint", "VpcEndpoint-Bytes"),
+                "AmazonVPC",
+                endpoint,
+                "VpcEndpoint-Bytes",
+                none(),
                 "GB",
                 &p.interface_endpoint_gb,
             );
             for (v, price) in &p.volume_gb_month {
                 let usage = match v.as_str() {
-                    "standard" => format!("{pre}EBS:VolumeUsage"),
-                    v => format!("{pre}EBS:VolumeUsage.{v}"),
+                    "standard" => "EBS:VolumeUsage".to_string(),
+                    v => format!("EBS:VolumeUsage.{v}"),
                 };
                 let extra = json!({"volumeApiName": v});
-                add(
-                    product("AmazonEC2", "Storage", usage, extra),
-                    "GB-Mo",
-                    price,
-                );
+                add("AmazonEC2", "Storage", &usage, extra, "GB-Mo", price);
             }
         }
         out
@@ -246,6 +216,39 @@ impl Fixture {
         }
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeSpotPriceHistoryResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>ground-prices</requestId><spotPriceHistorySet>{items}</spotPriceHistorySet><nextToken></nextToken></DescribeSpotPriceHistoryResponse>")
     }
+}
+
+/// The `n`-th product of the fixture, as the Price List API's `aws_v1`
+/// document: `(region, service, product family, usage type)`, more
+/// attributes, and its one on-demand price per `unit`.
+fn product(
+    n: usize,
+    (region, service, family, usage): (&str, &str, &str, &str),
+    extra: Value,
+    unit: &str,
+    price: &str,
+) -> Value {
+    let mut attributes = json!({"servicecode": service, "regionCode": region, "usagetype": usage});
+    if let (Some(a), Some(e)) = (attributes.as_object_mut(), extra.as_object()) {
+        a.extend(e.clone());
+    }
+    let sku = format!("{:016X}", n * 7919 + 104_729);
+    let offer = format!("{sku}.JRTCKXETXF");
+    json!({
+        "product": {"sku": sku, "productFamily": family, "attributes": attributes},
+        "serviceCode": service,
+        "terms": {"OnDemand": {offer.clone(): {
+            "offerTermCode": "JRTCKXETXF",
+            "sku": sku,
+            "priceDimensions": {format!("{offer}.6YS6EN2CT7"): {
+                "unit": unit,
+                "pricePerUnit": {"USD": price},
+                "description": format!("{family} {unit}"),
+            }},
+        }}},
+        "version": "20261201000000",
+        "publicationDate": "2026-12-01T00:00:00Z",
+    })
 }
 
 #[cfg(test)]
