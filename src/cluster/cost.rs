@@ -243,11 +243,6 @@ fn usd(hourly: f64) -> String {
     format!("{hourly:.4}")
 }
 
-/// `status.cost.perHour` as a number (the metric's value).
-pub fn hourly(cost: &ClusterCost) -> Option<f64> {
-    cost.per_hour.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -394,7 +394,7 @@ impl Report {
         if let Some(cost) = &status.cost {
             let namespace = self.object.namespace().unwrap_or_default();
             let name = self.object.name_any();
-            let hourly = super::cost::hourly(cost);
+            let hourly = cost.per_hour.parse::<f64>().ok();
             ctx.metrics.cluster_cost(&uid, &namespace, &name, hourly);
         }
         if self.previous.phase != Some(phase) {
