@@ -127,17 +127,23 @@ pub fn leaked(found: &[Tagged], live: &BTreeSet<String>, installation: &str) -> 
 }
 
 /// What pricing what `o` holds needs (instances on demand, or spot in
-/// their zone; NAT gateways, addresses, interface endpoints).
+/// their zone; NAT gateways, addresses, interface endpoints), and nothing
+/// it does not hold.
 pub fn wanted(o: &Observed) -> Wanted {
     let mut w = Wanted::default();
     for i in &o.instances {
-        w.items.insert(Item::Instance(i.instance_type.clone()));
-        if i.spot {
-            w.spot.insert((i.instance_type.clone(), i.zone.clone()));
+        w.instance(&i.instance_type, &i.zone, i.spot);
+    }
+    let interface = o.endpoints.iter().any(|e| !e.gateway);
+    for (item, held) in [
+        (Item::NatGateway, !o.nat_gateways.is_empty()),
+        (Item::PublicIpv4, !o.addresses.is_empty()),
+        (Item::InterfaceEndpoint, interface),
+    ] {
+        if held {
+            w.items.insert(item);
         }
     }
-    w.items
-        .extend([Item::NatGateway, Item::PublicIpv4, Item::InterfaceEndpoint]);
     w
 }
 
@@ -183,11 +189,8 @@ fn priced(kind: &str, id: &str, o: &Observed, book: &PriceBook) -> (String, Opti
             .iter()
             .find(|i| i.id == id)
             .map_or_else(Default::default, |i| {
-                let price = match i.spot {
-                    true => book.spot(&i.instance_type, &i.zone),
-                    false => book.price(&Item::Instance(i.instance_type.clone())),
-                };
-                let cost = price
+                let cost = book
+                    .instance(&i.instance_type, &i.zone, i.spot)
                     .map(|p| p.usd * HOURS_PER_MONTH)
                     .filter(|_| i.state != InstanceState::Stopped);
                 (

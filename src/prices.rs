@@ -77,6 +77,15 @@ impl PriceBook {
             .or_else(|| self.price(&Item::Instance(instance_type.to_string())))
     }
 
+    /// What an instance of `instance_type` in `zone` costs an hour: at the
+    /// spot price there when it is a `spot` instance, else on demand.
+    pub fn instance(&self, instance_type: &str, zone: &str, spot: bool) -> Option<Price> {
+        match spot {
+            true => self.spot(instance_type, zone),
+            false => self.price(&Item::Instance(instance_type.to_string())),
+        }
+    }
+
     /// A book of `items` alone (tests, and what a caller learned itself).
     pub fn with(items: impl IntoIterator<Item = (Item, Price)>) -> Self {
         PriceBook {
@@ -98,6 +107,19 @@ pub struct Wanted {
     pub items: BTreeSet<Item>,
     /// `(instance type, zone)`.
     pub spot: BTreeSet<(String, String)>,
+}
+
+impl Wanted {
+    /// What pricing an instance of `instance_type` in `zone` needs: its
+    /// on-demand price, and its spot price there when it is `spot` (the
+    /// on-demand one stands in without a quote).
+    pub fn instance(&mut self, instance_type: &str, zone: &str, spot: bool) {
+        self.items.insert(Item::Instance(instance_type.to_string()));
+        if spot {
+            self.spot
+                .insert((instance_type.to_string(), zone.to_string()));
+        }
+    }
 }
 
 /// The process's prices, by region.

@@ -101,10 +101,7 @@ pub fn wanted(held: &Holding) -> Wanted {
     let mut w = Wanted::default();
     for g in &held.groups {
         for (t, zone, market) in &g.instances {
-            w.items.insert(Item::Instance(t.clone()));
-            if *market == Market::Spot {
-                w.spot.insert((t.clone(), zone.clone()));
-            }
+            w.instance(t, zone, *market == Market::Spot);
         }
         if !g.instances.is_empty() {
             w.items.insert(Item::Volume(g.volume_type.clone()));
@@ -127,10 +124,7 @@ pub fn estimate(held: &Holding, book: &PriceBook) -> ClusterCost {
     let mut t = Tally::default();
     for g in held.groups.iter().filter(|g| !g.instances.is_empty()) {
         let prices = g.instances.iter().map(|(ty, zone, market)| {
-            let price = match market {
-                Market::Spot => book.spot(ty, zone),
-                Market::OnDemand => book.price(&Item::Instance(ty.clone())),
-            };
+            let price = book.instance(ty, zone, *market == Market::Spot);
             (price, format!("instance type {ty}"))
         });
         let hourly = prices.fold(0.0, |sum, (p, what)| sum + t.usd(p, "instances", what));
