@@ -78,21 +78,31 @@ build_kube() {
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
 
-build_etcd() {
-  local out="$CACHE/etcd-$ETCD_VERSION/etcd"
+# A Go command from the module proxy, once, static and stripped:
+# go_module_build NAME VERSION MODULE IMPORT PACKAGE OUT (IMPORT: a package
+# of MODULE whose import pins the module's dependencies; PACKAGE: the
+# command built; OUT: where the binary goes).
+go_module_build() {
+  local name="$1" version="$2" module="$3" import="$4" package="$5" out="$6"
   [ -x "$out" ] && return 0
-  need go "install Go to build etcd"
-  local work="$CACHE/src/etcd-$ETCD_VERSION" log="$LOG_DIR/etcd-$ETCD_VERSION.log"
+  need go "install Go to build $name"
+  local work="$CACHE/src/$name-$version" log="$LOG_DIR/$name-$version.log"
   rm -rf "$work"; mkdir -p "$work"; cd "$work"
-  echo "build-ground: building etcd $ETCD_VERSION from the Go module proxy (log: $log)" >&2
+  echo "build-ground: building $name $version from the Go module proxy (log: $log)" >&2
   {
-    go mod init byoc.dev/testground/etcd
-    go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    printf 'package tools\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n' > tools.go
+    go mod init "byoc.dev/testground/$name"
+    go mod edit -require="$module@$version"
+    printf 'package tools\n\nimport _ "%s"\n' "$import" > tools.go
     GOFLAGS=-mod=mod go mod tidy
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" go.etcd.io/etcd/server/v3
-  } >"$log" 2>&1 || fail "etcd build" "go could not build go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$log"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" "$package"
+  } >"$log" 2>&1 || fail "$name build" "go could not build $package@$version" "$log"
   mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  go_module_build etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 \
+    go.etcd.io/etcd/server/v3/etcdmain go.etcd.io/etcd/server/v3 \
+    "$CACHE/etcd-$ETCD_VERSION/etcd"
 }
 
 # A PyPI package in a venv of its own under $CACHE/NAME-VERSION, once:
@@ -143,21 +153,9 @@ build_helm() {
 }
 
 build_promtool() {
-  local out="$CACHE/promtool-$PROMETHEUS_VERSION/promtool"
-  [ -x "$out" ] && return 0
-  need go "install Go to build promtool"
-  local work="$CACHE/src/promtool-$PROMETHEUS_VERSION" log="$LOG_DIR/promtool-$PROMETHEUS_VERSION.log"
-  rm -rf "$work"; mkdir -p "$work"; cd "$work"
-  echo "build-ground: building promtool $PROMETHEUS_VERSION from the Go module proxy (log: $log)" >&2
-  {
-    go mod init byoc.dev/testground/promtool
-    go mod edit -require="github.com/prometheus/prometheus@$PROMETHEUS_VERSION"
-    printf 'package tools\n\nimport _ "github.com/prometheus/prometheus/rules"\n' > tools.go
-    GOFLAGS=-mod=mod go mod tidy
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$out.tmp" \
-      github.com/prometheus/prometheus/cmd/promtool
-  } >"$log" 2>&1 || fail "promtool build" "go could not build github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "$log"
-  mkdir -p "$(dirname "$out")"; mv "$out.tmp" "$out"
+  go_module_build promtool "$PROMETHEUS_VERSION" github.com/prometheus/prometheus \
+    github.com/prometheus/prometheus/rules github.com/prometheus/prometheus/cmd/promtool \
+    "$CACHE/promtool-$PROMETHEUS_VERSION/promtool"
 }
 
 # The GitOps health evaluator (Flux's kstatus, Argo CD's Lua runtime) from
