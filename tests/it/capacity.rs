@@ -343,24 +343,9 @@ async fn an_accounts_limit_is_never_passed_by_passes_at_once_and_frees_with_a_de
     // At most three instances through the account, and 8 vCPUs (t3.small
     // has 2): one of four one-instance clusters applied at once must wait.
     let accounts = g.api::<byoc_operator::api::CloudAccount>();
-    accounts
-        .patch(
-            "acme",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"limits": {
-                "total": {"instances": 3},
-                "perNamespace": {"vcpus": 8}
-            }}})),
-        )
-        .await?;
-    let names: Vec<String> = (0..4).map(|i| format!("lim-{i}")).collect();
-    let manifests: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| small_cluster_manifest(n, &format!("10.{}.0.0/16", 60 + i)))
-        .collect();
-    kubectl_apply(&g, &manifests.join("---\n"))?;
-    let api = g.api::<ComputeCluster>();
+    let limits = serde_json::json!({"total": {"instances": 3}, "perNamespace": {"vcpus": 8}});
+    crate::clusters::set_limits(&g, limits).await?;
+    let names = crate::clusters::apply_small_clusters(&g, "lim", 4, 60)?;
     let mut uids = vec![];
     for n in &names {
         uids.push(uid_of(&g, n).await?);
@@ -370,20 +355,7 @@ async fn an_accounts_limit_is_never_passed_by_passes_at_once_and_frees_with_a_de
         "three running, one over the limit",
         crate::clusters::WAIT,
         || async {
-            let mut running = vec![];
-            let mut refused = vec![];
-            for n in &names {
-                let cc = api.get(n).await?;
-                let status = cc.status.clone().unwrap_or_default();
-                if status.phase == Some(ClusterPhase::Running) {
-                    running.push(n.clone());
-                }
-                if let Some(c) = status.conditions.iter().find(|c| {
-                    c.type_ == "Stalled" && c.status == "True" && c.reason == "LimitExceeded"
-                }) {
-                    refused.push((n.clone(), c.message.clone()));
-                }
-            }
+            let (running, refused) = crate::clusters::running_and_over_limit(&g, &names).await?;
             // Never more than the limit, at any look.
             let live = live_instances(&g, &uids).await?;
             anyhow::ensure!(live <= 3, "{live} instances under a limit of 3");

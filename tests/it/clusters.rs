@@ -347,10 +347,20 @@ pub(crate) async fn condition_with(
     status: &str,
     reason: &str,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    condition_within(g, name, WAIT, (type_, status, reason)).await
+}
+
+/// [`condition_with`] with its own deadline.
+pub(crate) async fn condition_within(
+    g: &Ground,
+    name: &str,
+    deadline: Duration,
+    (type_, status, reason): (&str, &str, &str),
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     let api = g.api::<ComputeCluster>();
     eventually(
         &format!("{name}: {type_} {status} with {reason}"),
-        WAIT,
+        deadline,
         || async {
             let cc = api.get(name).await?;
             Ok(cc
@@ -392,6 +402,60 @@ pub(crate) async fn ground_with_account(test: &str, args: &[&str]) -> Result<(Gr
 /// using the account `acme`.
 pub(crate) fn small_cluster_manifest(name: &str, vpc_cidr: &str) -> String {
     format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: {name}}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: {vpc_cidr}, availabilityZones: [us-east-1a], natGateways: none}}\n  nodeGroups: [{{name: workers, instanceType: t3.small, count: 1, subnets: public}}]\n")
+}
+
+/// Applies at once `n` clusters of [`small_cluster_manifest`] named
+/// `<prefix>-<i>`, in 10.<`octet` + i>.0.0/16; their names.
+pub(crate) fn apply_small_clusters(
+    g: &Ground,
+    prefix: &str,
+    n: usize,
+    octet: usize,
+) -> Result<Vec<String>> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| small_cluster_manifest(name, &format!("10.{}.0.0/16", octet + i)))
+        .collect();
+    kubectl_apply(g, &manifests.join("---\n"))?;
+    Ok(names)
+}
+
+/// Sets the account `acme`'s `spec.limits`.
+pub(crate) async fn set_limits(g: &Ground, limits: serde_json::Value) -> Result<()> {
+    g.api::<byoc_operator::api::CloudAccount>()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"limits": limits}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Of the clusters `names`, those `running`, and those `Stalled` over an
+/// account limit (`LimitExceeded`) with the condition's message.
+pub(crate) async fn running_and_over_limit(
+    g: &Ground,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    let api = g.api::<ComputeCluster>();
+    let (mut running, mut refused) = (vec![], vec![]);
+    for n in names {
+        let status = api.get(n).await?.status.unwrap_or_default();
+        if status.phase == Some(byoc_operator::api::ClusterPhase::Running) {
+            running.push(n.clone());
+        }
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "LimitExceeded")
+        {
+            refused.push((n.clone(), c.message.clone()));
+        }
+    }
+    Ok((running, refused))
 }
 
 /// The UID of the ComputeCluster `name` of the test's namespace.

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use byoc_operator::api::compute_cluster::ClusterCost;
 use byoc_operator::api::{ComputeCluster, Market};
 
-use crate::clusters::{apply_example, ground_with_account, small_cluster_manifest, wait_running};
+use crate::clusters::{apply_example, ground_with_account, wait_running};
 use crate::support::*;
 
 /// A part's USD per hour, as status shows it.
@@ -130,40 +130,14 @@ async fn a_price_cap_admits_what_fits_at_list_price_and_names_dollars_when_full(
     let small = f.instance("us-east-1", "t3.small");
     assert!(2.0 * small <= 0.05 && 3.0 * small > 0.05);
     let accounts = g.api::<byoc_operator::api::CloudAccount>();
-    accounts
-        .patch(
-            "acme",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                serde_json::json!({"spec": {"limits": {"total": {"pricePerHour": "0.05"}}}}),
-            ),
-        )
-        .await?;
-    let names: Vec<String> = (0..3).map(|i| format!("priced-{i}")).collect();
-    let manifests: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| small_cluster_manifest(n, &format!("10.{}.0.0/16", 70 + i)))
-        .collect();
-    kubectl_apply(&g, &manifests.join("---\n"))?;
-    let api = g.api::<ComputeCluster>();
+    let cap = serde_json::json!({"total": {"pricePerHour": "0.05"}});
+    crate::clusters::set_limits(&g, cap).await?;
+    let names = crate::clusters::apply_small_clusters(&g, "priced", 3, 70)?;
     let (running, refused) = eventually(
         "two running, one over the price cap",
         crate::clusters::WAIT,
         || async {
-            let mut running = vec![];
-            let mut refused = vec![];
-            for n in &names {
-                let status = api.get(n).await?.status.unwrap_or_default();
-                if status.phase == Some(byoc_operator::api::ClusterPhase::Running) {
-                    running.push(n.clone());
-                }
-                if let Some(c) = status.conditions.iter().find(|c| {
-                    c.type_ == "Stalled" && c.status == "True" && c.reason == "LimitExceeded"
-                }) {
-                    refused.push((n.clone(), c.message.clone()));
-                }
-            }
+            let (running, refused) = crate::clusters::running_and_over_limit(&g, &names).await?;
             Ok((running.len() == 2 && refused.len() == 1).then_some((running, refused)))
         },
     )

@@ -1479,21 +1479,10 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
     );
     // Not deleted at all (paused): at the end of the grace period the
     // operator deletes its resources itself and forgets the account.
-    let released = eventually("the paused borrower released", WAIT * 2, || async {
-        let cc = clusters.get("paused").await?;
-        Ok(cc
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| {
-                c.type_ == "ConsentWithdrawn"
-                    && c.status == "True"
-                    && c.reason == "ResourcesReleased"
-            }))
-    })
-    .await
-    .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
+    let released = ("ConsentWithdrawn", "True", "ResourcesReleased");
+    let released = crate::clusters::condition_within(&g, "paused", WAIT * 2, released)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?;
     assert!(
         withdrawn_at.elapsed() >= std::time::Duration::from_secs(GRACE_SECS - 5),
         "released {:?} after the withdrawal, before the grace period of {GRACE_SECS}s",
