@@ -449,11 +449,32 @@ struct Looked {
     total: usize,
     monthly: f64,
     found_in: Vec<(Place, AwsClients, Found)>,
-    /// The clients of every usable CloudAccount, by the place it reaches
-    /// and its namespace: a leak is deleted through a CloudAccount of the
-    /// namespace its cluster was in when there is one, never through
-    /// another tenant's.
-    through: BTreeMap<(Place, String), AwsClients>,
+    /// Every usable CloudAccount: the place it reaches, whether it is
+    /// of a namespace or lent to it, and its clients. A leak is deleted
+    /// only through a CloudAccount its cluster's namespace may use.
+    through: Vec<Through>,
+}
+
+/// A usable CloudAccount as `audit --delete` may go through it.
+struct Through {
+    place: Place,
+    namespace: String,
+    spec: crate::api::CloudAccountSpec,
+    clients: AwsClients,
+}
+
+impl Looked {
+    /// The clients to delete what a cluster of `namespace` left in
+    /// `place` with: a CloudAccount of that namespace first, else one that
+    /// lends itself to it (`allowedNamespaces`); none when no CloudAccount
+    /// the namespace may use reaches the place.
+    fn through(&self, place: &Place, namespace: &str) -> Option<&AwsClients> {
+        let reaching = || self.through.iter().filter(|t| &t.place == place);
+        reaching()
+            .find(|t| t.namespace == namespace)
+            .or_else(|| reaching().find(|t| t.spec.allows_namespace(&t.namespace, namespace)))
+            .map(|t| &t.clients)
+    }
 }
 
 /// An AWS account and region.
@@ -476,7 +497,7 @@ async fn look_in<'a>(
         total: 0,
         monthly: 0.0,
         found_in: Vec::new(),
-        through: BTreeMap::new(),
+        through: Vec::new(),
     };
     for (account, region) in places {
         let label = format!(
@@ -494,10 +515,12 @@ async fn look_in<'a>(
         };
         let place = (resolved.account_id.clone(), region.clone());
         let c = AwsClients::new(&resolved.config, &region, metrics.aws_interceptor());
-        looked
-            .through
-            .entry((place.clone(), account.namespace().unwrap_or_default()))
-            .or_insert_with(|| c.clone());
+        looked.through.push(Through {
+            place: place.clone(),
+            namespace: account.namespace().unwrap_or_default(),
+            spec: account.spec.clone(),
+            clients: c.clone(),
+        });
         if !seen.insert(place.clone()) {
             continue;
         }
@@ -519,10 +542,10 @@ async fn look_in<'a>(
     Ok(looked)
 }
 
-/// Deletes the selected leaks, each through a CloudAccount of its
-/// cluster's namespace where one reaches the place (else through the one it
-/// was found through), saying how each went; what is left of this
-/// installation's leaks afterwards.
+/// Deletes the selected leaks, each through a CloudAccount its cluster's
+/// namespace may use (never another tenant's: a leak no such account
+/// reaches is left, and said so), saying how each went; what is left of
+/// this installation's leaks afterwards.
 async fn delete_selected(
     opts: &AuditOptions,
     live: &BTreeSet<String>,
@@ -533,10 +556,14 @@ async fn delete_selected(
     for (place, c, found) in &looked.found_in {
         for leak in found.leaks.iter().filter(|l| opts.selects(l)) {
             let owner = leak.owner();
-            let through = looked
-                .through
-                .get(&(place.clone(), owner.namespace.clone()))
-                .unwrap_or(c);
+            let Some(through) = looked.through(place, &owner.namespace) else {
+                let _ = writeln!(
+                    out,
+                    "not deleted: former cluster {} (uid {}): no CloudAccount namespace {} may use reaches AWS account {} in {}; create one there (or lend one with allowedNamespaces) and run the audit again",
+                    leak.cluster, leak.uid, owner.namespace, place.0, place.1
+                );
+                continue;
+            };
             let left = delete_leak(through, &owner, opts.deadline).await?;
             let _ = writeln!(
                 out,

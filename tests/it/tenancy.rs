@@ -1525,3 +1525,90 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
         "pass": true,
     }))
 }
+
+#[tokio::test]
+async fn audit_deletes_a_leak_only_through_an_account_its_namespace_may_use() -> Result<()> {
+    let g = ground_with_crds("ten-audit-lent").await?;
+    let c = g.namespace.clone();
+    let lender = format!("{c}-lender");
+    create_namespace(&g.client, &lender).await?;
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000002", &c),
+    )?;
+    let _op_lender = Operator::start_in(&g, &lender, &["--progress-poll", "1s"], &[])?;
+    account_state(&g, &lender, "acme", None).await?;
+    let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let borrowed = small_cluster_manifest("borrowed", "10.33.0.0/16").edited(
+        "cloudAccountRef: {name: acme}",
+        &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
+    );
+    kubectl_apply_in(&g, &c, &borrowed)?;
+    let uid = wait_running(&g, "borrowed", |_| true)
+        .await
+        .with_context(|| format!("operator log tail:\n{}", op.log_tail(15)))?
+        .uid()
+        .context("uid")?;
+    op.process.kill();
+    orphan(&g, &c, "borrowed").await?;
+    let left = counts(&g, &uid).await?;
+    assert!(left != Counts::default(), "the orphan left nothing");
+    let audit = || {
+        byoc(
+            &g,
+            &[
+                "audit",
+                "-n",
+                &lender,
+                "--delete",
+                "--cluster",
+                &uid,
+                "--deadline",
+                "3m",
+            ],
+        )
+    };
+
+    // The lender no longer lends to C: its account finds C's leak but is
+    // not used to delete it.
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000002", ""),
+    )?;
+    let out = audit()?;
+    assert!(
+        out.contains(&format!(
+            "not deleted: former cluster {c}/borrowed (uid {uid})"
+        )) && out.contains(&format!("no CloudAccount namespace {c} may use")),
+        "audit through a lender that withdrew:\n{out}"
+    );
+    assert_eq!(
+        counts(&g, &uid).await?,
+        left,
+        "audit deleted through an account the leak's namespace may not use:\n{out}"
+    );
+
+    // Control: lent again, the same audit deletes it through that account.
+    kubectl_apply_in(
+        &g,
+        &lender,
+        &keyed_account("acme", "AKIDLENDER0000000002", &c),
+    )?;
+    let out = audit()?;
+    assert!(
+        out.contains(&format!(
+            "deleted former cluster {c}/borrowed (uid {uid}): nothing left"
+        )),
+        "audit through the lender:\n{out}"
+    );
+    assert_eq!(counts(&g, &uid).await?, Counts::default(), "{out}");
+    record_figure(serde_json::json!({
+        "suite": "tenancy",
+        "setup": "a cluster of namespace C ran through namespace L's account and was orphaned; `audit -n L --delete --cluster UID` with L withdrawn from C, then with L lending to C again",
+        "n": 1,
+        "figure": format!("withdrawn: the leak was listed, not deleted, and its {} resources were left as they were; lent again: deleted to 0", left.vpcs + left.subnets + left.instances()),
+        "pass": true,
+    }))
+}
