@@ -335,19 +335,10 @@ fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Step
 }
 
 /// The trust policy: `principal` may assume the role with `external_id`
-/// (none: Secret-based credentials whose account gives none).
-pub fn trust(principal: &str, external_id: Option<&str>) -> Value {
-    match external_id {
-        Some(id) => iam_policy::trust_policy(principal, id),
-        None => json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"AWS": principal},
-                "Action": "sts:AssumeRole"
-            }]
-        }),
-    }
+/// (none: Secret-based credentials whose account gives none), in sessions
+/// tagged with the CloudAccount's `namespace`.
+pub fn trust(principal: &str, external_id: Option<&str>, namespace: &str) -> Value {
+    iam_policy::trust_policy(principal, external_id, Some(namespace))
 }
 
 /// Everything connect needs from the CloudAccount and the flags.
@@ -428,7 +419,11 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
                 &account.uid().unwrap_or_default(),
             ),
             label,
-            trust: trust(&principal, external_id.as_deref()),
+            trust: trust(
+                &principal,
+                external_id.as_deref(),
+                &account.namespace().unwrap_or_default(),
+            ),
             role,
             policies,
             node,
@@ -817,7 +812,9 @@ pub fn cloudformation(i: &Inputs) -> Value {
     let w = &i.wanted;
     let policies = cf_policies(i);
     let mut trust = w.trust.clone();
-    trust["Statement"][0]["Principal"]["AWS"] = json!({"Ref": "PrincipalArn"});
+    for statement in trust["Statement"].as_array_mut().into_iter().flatten() {
+        statement["Principal"]["AWS"] = json!({"Ref": "PrincipalArn"});
+    }
     if i.external_id.is_some() {
         trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] =
             json!({"Ref": "ExternalId"});
@@ -983,7 +980,11 @@ mod tests {
                 path: "/".into(),
                 name: "byoc-connected".into(),
             },
-            trust: trust("arn:aws:iam::123456789012:user/op", Some("byoc-x")),
+            trust: trust(
+                "arn:aws:iam::123456789012:user/op",
+                Some("byoc-x"),
+                "team-a",
+            ),
             policies: BTreeMap::from([
                 (ONGOING_POLICY.to_string(), json!({"Statement": [1]})),
                 (SETUP_POLICY.to_string(), json!({"Statement": [2]})),
@@ -1079,7 +1080,7 @@ mod tests {
             role.inline
                 .insert(ONGOING_POLICY.into(), json!({"Statement": ["*"]}));
             role.inline.insert("teams-own".into(), json!({}));
-            role.trust = trust("arn:aws:iam::123456789012:user/someone", None);
+            role.trust = trust("arn:aws:iam::123456789012:user/someone", None, "team-a");
         }
         assert_eq!(
             plan(&w, &found).unwrap_or_default(),

@@ -470,9 +470,13 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         PolicyKind::Trust => {
             let principal = principal.unwrap_or_default();
             match (account, external_id) {
-                (Some(account), _) => block_on_value(published_external_id(account))
-                    .map(|id| iam_policy::trust_policy(&principal, &id)),
-                (None, Some(id)) => Ok(iam_policy::trust_policy(&principal, &id)),
+                (Some(account), _) => {
+                    let namespace = account.split_once('/').map(|(ns, _)| ns.to_string());
+                    block_on_value(published_external_id(account)).map(|id| {
+                        iam_policy::trust_policy(&principal, Some(&id), namespace.as_deref())
+                    })
+                }
+                (None, Some(id)) => Ok(iam_policy::trust_policy(&principal, Some(&id), None)),
                 (None, None) => Err("a trust policy needs --account NAMESPACE/NAME (the operator's identity) or --external-id (Secret-based credentials)".into()),
             }
         }

@@ -35,10 +35,18 @@ resource the call touches. Here a call on `*` matches any statement's
 resources: moto judges the action, the proxy's evaluator judges the
 resources as AWS does.
 
+And moto judges a role's trust policy knowing only the request's
+`sts:ExternalId`: a condition on any other key fails. A trust policy that
+requires a session tag (`aws:RequestTag/...`) is therefore refused where
+AWS allows it; here the request's session tags are known too (the proxy's
+evaluator judges the rest of the trust, `sts:TagSession` included).
+
 And the proxy's IAM evaluator needs what AWS knows of a resource when it
 authorizes a request on it: its tags (`aws:ResourceTag`), its VPC
-(`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary; and, to
-judge a role by its own policies, their documents. It asks
+(`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary; to
+judge a role by its own policies, their documents; to judge an
+AssumeRole as AWS does, the role's trust policy and the caller (the IAM
+user an access key belongs to, with its policies). It asks
 `/moto-api/byoc/facts` (added here) for them, in any account and region,
 past moto's own IAM enforcement. Run with moto's own arguments.
 """
@@ -54,6 +62,7 @@ from moto.moto_api._internal import urls as moto_api_urls
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.amis import Ami
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, random_ami_id
+from moto.iam import access_control
 from moto.iam.access_control import IAMPolicyStatement
 from moto.iam.models import Role
 from moto.iam.responses import IamResponse
@@ -110,6 +119,21 @@ def _check_element_matches(self, statement_element, value):
 
 
 IAMPolicyStatement._check_element_matches = _check_element_matches
+
+_incoming = access_control.format_incoming_conditional_values
+
+
+def format_incoming_conditional_values(data):
+    values = _incoming(data)
+    n = 1
+    while f"Tags.member.{n}.Key" in data:
+        key = data[f"Tags.member.{n}.Key"][0]
+        values[f"aws:RequestTag/{key}"] = (data.get(f"Tags.member.{n}.Value") or [""])[0]
+        n += 1
+    return values
+
+
+access_control.format_incoming_conditional_values = format_incoming_conditional_values
 
 _put_policy = Role.put_policy
 
@@ -180,13 +204,41 @@ def _role_policies(role):
     return docs
 
 
+def _user_policies(user):
+    """The documents of a user's inline and attached policies."""
+    docs = []
+    for text in user.policies.values():
+        docs.append(json.loads(text) if isinstance(text, str) else text)
+    for policy in user.managed_policies.values():
+        for version in policy.versions:
+            if version.is_default:
+                doc = version.document
+                docs.append(json.loads(doc) if isinstance(doc, str) else doc)
+    return docs
+
+
+def _caller(key):
+    """The IAM user an access key belongs to, in any account: its ARN,
+    account and policies (None: no user of moto's holds the key)."""
+    for account in list(iam_backends):
+        iam = iam_backends[account]["global"]
+        for user in list(iam.users.values()):
+            if any(k.access_key_id == key for k in user.access_keys):
+                return {"arn": user.arn, "account": account, "policies": _user_policies(user)}
+    return None
+
+
 def facts(request, full_url, headers):
     """What AWS knows of the resources a request names (see the top)."""
     q = json.loads(request.get_data() or b"{}")
     account, region = q.get("account", ""), q.get("region", "us-east-1")
     ec2 = ec2_backends[account][region]
     iam = iam_backends[account]["global"]
-    out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}}
+    out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}, "callers": {}}
+    for key in q.get("callers", []):
+        caller = _caller(key)
+        if caller:
+            out["callers"][key] = caller
     for rid in q.get("ec2", []):
         out["ec2"][rid] = _ec2_fact(ec2, rid)
     for name in q.get("keyPairs", []):
@@ -201,6 +253,9 @@ def facts(request, full_url, headers):
                 "tags": _tag_map(role.tags),
                 "boundary": role.permissions_boundary_arn,
                 "policies": _role_policies(role),
+                "trust": json.loads(role.assume_role_policy_document)
+                if isinstance(role.assume_role_policy_document, str)
+                else role.assume_role_policy_document,
             }
         except Exception:
             pass

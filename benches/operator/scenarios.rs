@@ -485,7 +485,7 @@ pub(crate) async fn moto_config(moto: &Moto) -> aws_config::SdkConfig {
 /// Straight at moto, as `aws_account` (an assumed role there).
 async fn account_config(moto: &Moto, aws_account: &str) -> Result<aws_config::SdkConfig> {
     let role = format!("arn:aws:iam::{aws_account}:role/warm-up");
-    testground::assumed(&moto_config(moto).await, &role, None)
+    testground::assumed(&moto_config(moto).await, &role, None, &[])
         .await
         .context("assuming a role in moto")
 }

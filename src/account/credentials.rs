@@ -43,6 +43,9 @@ pub struct ResolvedAccount {
     pub arn: String,
     /// When the assumed credentials expire (None: they do not, or the SDK refreshes them).
     pub expires: Option<SystemTime>,
+    /// The roles whose trust policy refused the session tags (not
+    /// allowing `sts:TagSession`), assumed without them.
+    pub untagged: Vec<String>,
 }
 
 impl ResolvedAccount {
@@ -268,9 +271,9 @@ async fn resolve_from(
     account: &CloudAccount,
     metrics: &Metrics,
 ) -> Result<ResolvedAccount, AccountError> {
-    let (config, expires) = match &account.spec.role_arn {
+    let (config, expires, untagged) = match &account.spec.role_arn {
         Some(role_arn) => assume_roles(account, role_arn, base, metrics).await?,
-        None => (base.config.clone(), None),
+        None => (base.config.clone(), None, vec![]),
     };
     let (account_id, arn) = caller_identity(&config, metrics, &base.source).await?;
     Ok(ResolvedAccount {
@@ -278,6 +281,7 @@ async fn resolve_from(
         account_id,
         arn,
         expires,
+        untagged,
     })
 }
 
@@ -349,14 +353,18 @@ async fn base_identity(
     })
 }
 
-/// AssumeRole through `role_arn` and then each hop of `spec.roleChain`:
-/// the last hop's configuration and when its credentials expire.
+/// AssumeRole through `role_arn` and then each hop of `spec.roleChain`,
+/// each with the session tags naming the CloudAccount: the last hop's
+/// configuration, when its credentials expire, and the roles that refused
+/// the tags. A role whose trust policy does not allow `sts:TagSession`
+/// (one connected before the tags) is asked again once without them; one
+/// that requires them refuses both.
 async fn assume_roles(
     account: &CloudAccount,
     role_arn: &str,
     base: &BaseIdentity,
     metrics: &Metrics,
-) -> Result<(SdkConfig, Option<SystemTime>), AccountError> {
+) -> Result<(SdkConfig, Option<SystemTime>, Vec<String>), AccountError> {
     let spec = &account.spec;
     let (first_external_id, generated) = match &base.external_id {
         HopExternalId::Chosen { from_secret } => {
@@ -377,20 +385,46 @@ async fn assume_roles(
     let duration = spec
         .session_duration_seconds
         .unwrap_or(DEFAULT_SESSION_SECONDS);
-    let (mut config, mut expires) = (base.config.clone(), None);
+    let tags = session_tags(account);
+    let (mut config, mut expires, mut untagged) = (base.config.clone(), None, vec![]);
     for (i, (role, external_id)) in hops.enumerate() {
-        let ask = sts::AssumeRole {
+        let mut ask = sts::AssumeRole {
             role_arn: &role,
             session_name: &session,
             duration_seconds: duration,
             external_id,
+            tags: &tags,
         };
-        (config, expires) = match sts::assume_role(&config, metrics.aws_interceptor(), &ask).await {
+        let mut assumed = sts::assume_role(&config, metrics.aws_interceptor(), &ask).await;
+        if assumed
+            .as_ref()
+            .is_err_and(|e| e.class() != ErrorClass::Transient)
+        {
+            ask.tags = &[];
+            let bare = sts::assume_role(&config, metrics.aws_interceptor(), &ask).await;
+            if bare.is_ok() {
+                tracing::info!(%role, "the role's trust policy refuses session tags; assumed without them (connect again to pin the namespace)");
+                untagged.push(role.clone());
+                assumed = bare;
+            }
+        }
+        (config, expires) = match assumed {
             Ok((config, expires)) => (config, expires),
             Err(e) => return Err(hop_failed(i, role, e, base, generated.as_deref())),
         };
     }
-    Ok((config, expires))
+    Ok((config, expires, untagged))
+}
+
+/// The session tags of every AssumeRole of `account`: its namespace and name.
+fn session_tags(account: &CloudAccount) -> [(&'static str, String); 2] {
+    [
+        (
+            crate::aws::tags::SESSION_NAMESPACE,
+            account.namespace().unwrap_or_default(),
+        ),
+        (crate::aws::tags::SESSION_ACCOUNT, account.name_any()),
+    ]
 }
 
 /// Why hop `i` (to `role`) failed: AWS unavailable, the base keys (only the

@@ -483,17 +483,41 @@ pub fn operator_policy(installation: &str, accounts: &[String]) -> Value {
 }
 
 /// The cross-account role's trust policy: `principal` (the operator's
-/// identity, or the user whose keys are in the Secret) may assume it with
-/// `external_id`.
-pub fn trust_policy(principal: &str, external_id: &str) -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
+/// identity, or the user whose keys are in the Secret) may assume it, with
+/// `external_id` when there is one. The operator tags every session with
+/// its CloudAccount's namespace and name; with `namespace`, the policy
+/// requires that namespace's tag, so no CloudAccount of another namespace
+/// can assume the role even with the same external ID. `sts:TagSession`
+/// is allowed apart: it is authorized with the request's tags only.
+pub fn trust_policy(principal: &str, external_id: Option<&str>, namespace: Option<&str>) -> Value {
+    let tag = format!("aws:RequestTag/{}", crate::aws::tags::SESSION_NAMESPACE);
+    let mut assume = serde_json::Map::new();
+    if let Some(id) = external_id {
+        assume.insert("sts:ExternalId".into(), json!(id));
+    }
+    let mut tag_session = serde_json::Map::new();
+    if let Some(ns) = namespace {
+        assume.insert(tag.clone(), json!(ns));
+        tag_session.insert(tag, json!(ns));
+    }
+    let statement = |sid: &str, action: &str, equals: serde_json::Map<String, Value>| {
+        let mut s = json!({
+            "Sid": sid,
             "Effect": "Allow",
             "Principal": {"AWS": principal},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
-        }]
+            "Action": action,
+        });
+        if !equals.is_empty() {
+            s["Condition"] = json!({"StringEquals": equals});
+        }
+        s
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            statement("AssumeWithExternalId", "sts:AssumeRole", assume),
+            statement("TagSessionWithNamespace", "sts:TagSession", tag_session),
+        ]
     })
 }
 
@@ -675,10 +699,16 @@ mod tests {
 
     #[test]
     fn trust_requires_the_external_id() {
-        let t = trust_policy("arn:aws:iam::111111111111:role/byoc-operator", "x-1");
-        assert_eq!(
-            t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
-            "x-1"
+        let t = trust_policy(
+            "arn:aws:iam::111111111111:role/byoc-operator",
+            Some("x-1"),
+            Some("team-a"),
         );
+        let assume = &t["Statement"][0]["Condition"]["StringEquals"];
+        assert_eq!(assume["sts:ExternalId"], "x-1");
+        assert_eq!(assume["aws:RequestTag/byoc.dev/namespace"], "team-a");
+        assert_eq!(t["Statement"][1]["Action"], "sts:TagSession");
+        let open = trust_policy("arn:aws:iam::111111111111:user/u", None, None);
+        assert!(open["Statement"][0].get("Condition").is_none());
     }
 }

@@ -517,10 +517,16 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
             status.account_id = Some(resolved.account_id.clone());
             status.arn = Some(resolved.arn.clone());
             status.phase = Some(AccountPhase::Ready);
-            let message = format!(
+            let mut message = format!(
                 "verified as {} in account {}",
                 resolved.arn, resolved.account_id
             );
+            if !resolved.untagged.is_empty() {
+                message.push_str(&format!(
+                    "; assumed {} without session tags (its trust policy does not allow sts:TagSession): `byoc-operator connect` again writes a trust policy that requires them",
+                    resolved.untagged.join(", ")
+                ));
+            }
             (
                 Outcome::Ready {
                     reason: reason::VERIFIED,

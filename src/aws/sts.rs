@@ -18,6 +18,9 @@ pub struct AssumeRole<'a> {
     pub session_name: &'a str,
     pub duration_seconds: i32,
     pub external_id: Option<String>,
+    /// Session tags (key, value): a trust policy may require them
+    /// (`aws:RequestTag/...`), and must allow `sts:TagSession` to take them.
+    pub tags: &'a [(&'a str, String)],
 }
 
 /// Assumes `ask.role_arn` as `config`: the same configuration acting as the
@@ -34,6 +37,7 @@ pub async fn assume_role(
         .role_session_name(ask.session_name)
         .duration_seconds(ask.duration_seconds)
         .set_external_id(ask.external_id.clone())
+        .set_tags(session_tags(ask.tags)?)
         .send()
         .await
         .op("sts:AssumeRole")?;
@@ -54,6 +58,25 @@ pub async fn assume_role(
         .credentials_provider(SharedCredentialsProvider::new(creds))
         .build();
     Ok((config, expires))
+}
+
+fn session_tags(tags: &[(&str, String)]) -> AwsResult<Option<Vec<aws_sdk_sts::types::Tag>>> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    tags.iter()
+        .map(|(k, v)| {
+            aws_sdk_sts::types::Tag::builder()
+                .key(*k)
+                .value(v)
+                .build()
+                .map_err(|_| AwsError::Incomplete {
+                    operation: "sts:AssumeRole",
+                    missing: "a session tag's key or value",
+                })
+        })
+        .collect::<AwsResult<Vec<_>>>()
+        .map(Some)
 }
 
 /// Who `config`'s credentials are: `(account ID, ARN)`. An answer without

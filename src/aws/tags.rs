@@ -30,6 +30,11 @@ pub const CONNECTED_INSTALLATION: &str = "byoc.dev/connected-installation";
 /// (a CloudAccount deleted and made again under the same name is another).
 pub const CONNECTED_UID: &str = "byoc.dev/connected-account-uid";
 /// UID of the owning ComputeCluster: the ownership key.
+/// Session tags of every AssumeRole: the CloudAccount's namespace and
+/// name, so a trust policy can pin the namespace
+/// (`aws:RequestTag/byoc.dev/namespace`) and CloudTrail names the tenant.
+pub const SESSION_NAMESPACE: &str = "byoc.dev/namespace";
+pub const SESSION_ACCOUNT: &str = "byoc.dev/cloud-account";
 pub const CLUSTER_UID: &str = "byoc.dev/cluster-uid";
 /// `namespace/name` of the owning ComputeCluster, for people.
 pub const CLUSTER: &str = "byoc.dev/cluster";

@@ -172,6 +172,8 @@ pub struct Facts {
     pub roles: BTreeMap<String, RoleFact>,
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileFact>,
+    #[serde(default)]
+    pub callers: BTreeMap<String, CallerFact>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -203,6 +205,17 @@ pub struct RoleFact {
     /// The documents of its inline and attached policies.
     #[serde(default)]
     pub policies: Vec<serde_json::Value>,
+    /// Its trust policy.
+    pub trust: Option<Value>,
+}
+
+/// The IAM user an access key belongs to.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CallerFact {
+    pub arn: String,
+    pub account: String,
+    #[serde(default)]
+    pub policies: Vec<Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -223,6 +236,8 @@ pub struct FactsQuery {
     pub key_pairs: BTreeSet<String>,
     pub roles: BTreeSet<String>,
     pub profiles: BTreeSet<String>,
+    /// Access keys whose IAM user to find, in any account.
+    pub callers: BTreeSet<String>,
 }
 
 impl FactsQuery {
@@ -231,6 +246,7 @@ impl FactsQuery {
             && self.key_pairs.is_empty()
             && self.roles.is_empty()
             && self.profiles.is_empty()
+            && self.callers.is_empty()
     }
 }
 
@@ -973,6 +989,112 @@ pub fn checks(
 }
 
 /// How AWS refuses an authorization: the error code and its message.
+/// The caller of a judged AssumeRole, and the first authorization not
+/// allowed, if any.
+pub type TrustJudged = (Principal, Option<(Check, Decision)>);
+
+/// An AssumeRole as AWS authorizes it: the role's trust policy decides,
+/// with the caller's own policies (which alone never let a caller in that
+/// the trust policy does not name), in the request's context (external
+/// ID, session name, session tags); a tagged request is authorized for
+/// `sts:TagSession` too. `session`: the caller when the ground knows the
+/// key as a session; else the IAM user moto holds the key of. `None`: not
+/// judged (a caller or role moto does not hold), else the caller and the
+/// first check not allowed, if any.
+pub fn judge_assume_role(
+    upstream: u16,
+    evaluator: &Evaluator,
+    session: Option<Principal>,
+    access_key: &str,
+    params: &Params,
+) -> Result<Option<TrustJudged>> {
+    let role_arn = params.get("RoleArn").unwrap_or_default();
+    let Some((role_account, role_name)) = role_arn
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|r| r.split_once(":role/"))
+        .map(|(account, path)| {
+            (
+                account.to_string(),
+                path.rsplit('/').next().unwrap_or(path).to_string(),
+            )
+        })
+    else {
+        return Ok(None);
+    };
+    let ask = |account: &str, roles: &[&str], callers: &[&str]| {
+        facts(
+            upstream,
+            &FactsQuery {
+                account: account.to_string(),
+                region: "us-east-1".into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                callers: callers.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+    };
+    let (caller, policies) = match session {
+        Some(p) => {
+            let own = p.role.rsplit('/').next().unwrap_or_default().to_string();
+            let mut f = ask(&p.account, &[&own], &[])?;
+            let policies = f.roles.remove(&own).map(|r| r.policies).unwrap_or_default();
+            (p, policies)
+        }
+        None => match ask(&role_account, &[], &[access_key])?
+            .callers
+            .remove(access_key)
+        {
+            Some(user) => (
+                Principal {
+                    arn: user.arn.clone(),
+                    role: user.arn,
+                    account: user.account,
+                },
+                user.policies,
+            ),
+            None => return Ok(None),
+        },
+    };
+    let Some(trust) = ask(&role_account, &[&role_name], &[])?
+        .roles
+        .remove(&role_name)
+        .and_then(|r| r.trust)
+    else {
+        return Ok(None);
+    };
+    let mut context = BTreeMap::new();
+    if let Some(id) = params.get("ExternalId") {
+        context.insert("sts:ExternalId".to_string(), json!(id));
+    }
+    if let Some(name) = params.get("RoleSessionName") {
+        context.insert("sts:RoleSessionName".to_string(), json!(name));
+    }
+    let tags = params.tags("Tags.member");
+    request_tags(&mut context, &tags);
+    let check = |action: &str| Check {
+        action: action.into(),
+        resource_type: Some("role".into()),
+        resource: role_arn.clone(),
+        context: context.clone(),
+        resource_policy: Some(trust.clone()),
+    };
+    let mut checks = vec![check("sts:AssumeRole")];
+    if !tags.is_empty() {
+        checks.push(check("sts:TagSession"));
+    }
+    // The role's account is the resource's; the caller's is in its ARN.
+    let judged_as = Principal {
+        account: role_account,
+        ..caller.clone()
+    };
+    let decisions = evaluator.decide(&judged_as, &policies, &checks)?;
+    let denied = checks
+        .into_iter()
+        .zip(decisions)
+        .find(|(_, d)| !d.allowed());
+    Ok(Some((caller, denied)))
+}
+
 pub fn refusal(svc: &str, principal: &Principal, check: &Check) -> (&'static str, String) {
     let because = format!(
         "because no identity-based policy allows the {} action",

@@ -30,19 +30,26 @@ pub mod realism;
 pub mod report;
 pub use proxy::{AwsProxy, Call, Denial, Faults, Refusal};
 
-/// `base` as the role `role_arn` (with `external_id` when given): the
-/// session's credentials in a copy of `base`, as any AWS client uses them.
-/// moto hands out an account's identity to any role ARN of that account.
+/// `base` as the role `role_arn` (with `external_id` when given, and the
+/// session `tags`): the session's credentials in a copy of `base`, as any
+/// AWS client uses them. moto hands out an account's identity to any role
+/// ARN of that account.
 pub async fn assumed(
     base: &aws_config::SdkConfig,
     role_arn: &str,
     external_id: Option<&str>,
+    tags: &[(&str, &str)],
 ) -> anyhow::Result<aws_config::SdkConfig> {
+    let tags = tags
+        .iter()
+        .map(|(k, v)| aws_sdk_sts::types::Tag::builder().key(*k).value(*v).build())
+        .collect::<Result<Vec<_>, _>>()?;
     let out = aws_sdk_sts::Client::new(base)
         .assume_role()
         .role_arn(role_arn)
         .role_session_name("testground")
         .set_external_id(external_id.map(str::to_string))
+        .set_tags((!tags.is_empty()).then_some(tags))
         .send()
         .await?;
     let c = out

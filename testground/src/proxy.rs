@@ -18,7 +18,10 @@
 //! - decides IAM as AWS does for every request signed by a principal whose
 //!   policies it was given ([`AwsProxy::grant`], see [`crate::iam_eval`]):
 //!   each resource the action touches authorized in its own context,
-//!   refused as AWS refuses;
+//!   refused as AWS refuses; and, once it decides IAM at all, every
+//!   AssumeRole whose caller and role moto holds by the role's trust
+//!   policy (external ID, session name and tags; `sts:TagSession` for a
+//!   tagged session), which moto judges by the external ID alone;
 //! - records a trace of every call (operation, start, end) for the benchmark.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -591,6 +594,11 @@ fn answer(
     if let Some((code, message)) = authorize(upstream, s, req, op, svc) {
         return refuse(conn, svc, "403 Forbidden", code, &message);
     }
+    if op == "AssumeRole" {
+        if let Some(message) = judge_trust(upstream, s, req) {
+            return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
+        }
+    }
 
     if faults.roles_must_exist && op == "AssumeRole" {
         let role = param(&req.body, "RoleArn").unwrap_or_default();
@@ -919,6 +927,54 @@ fn authorize(
     };
     lock(&s.denials).push(denial);
     Some(answer)
+}
+
+/// An AssumeRole judged by the role's trust policy as AWS judges it (moto
+/// checks the external ID alone): the refusal's message, if refused. Only
+/// where the evaluator runs and moto holds the caller and the role.
+fn judge_trust(upstream: u16, s: &Shared, req: &Request) -> Option<String> {
+    let evaluator = lock(&s.evaluator).clone()?;
+    let key = access_key(&req.head);
+    let session = lock(&s.sessions).get(&key).cloned();
+    let params = crate::iam_eval::Params::parse(&req.body);
+    let denial = |principal: String, action: String, resource: String| Denial {
+        operation: "AssumeRole".into(),
+        action,
+        resource,
+        principal,
+        context: BTreeMap::new(),
+        denied_by: vec![],
+        ground_error: None,
+    };
+    let (denial, message) =
+        match crate::iam_eval::judge_assume_role(upstream, &evaluator, session, &key, &params) {
+            Ok(None) | Ok(Some((_, None))) => return None,
+            Ok(Some((caller, Some((check, decision))))) => {
+                let message = format!(
+                    "User: {} is not authorized to perform: {} on resource: {}",
+                    caller.arn, check.action, check.resource
+                );
+                let denial = Denial {
+                    context: decision.context,
+                    denied_by: decision.denied_by,
+                    ..denial(caller.arn, check.action, check.resource)
+                };
+                (denial, message)
+            }
+            Err(e) => {
+                let role = params.get("RoleArn").unwrap_or_default();
+                let denial = Denial {
+                    ground_error: Some(format!("{e:#}")),
+                    ..denial(key, "sts:AssumeRole".into(), role)
+                };
+                (
+                    denial,
+                    format!("the test ground could not judge sts:AssumeRole: {e:#}"),
+                )
+            }
+        };
+    lock(&s.denials).push(denial);
+    Some(message)
 }
 
 /// A form value encoded as moto re-encodes the form it parsed before it

@@ -260,7 +260,7 @@ async fn a_holder_of_the_role_cannot_turn_it_against_the_account() -> Result<()>
     };
     g.grant(options.clone())?;
     g.grant_installation(ME)?;
-    let role = testground::assumed(&g.aws_through_proxy().await, ROLE_ARN, None).await?;
+    let role = testground::assumed(&g.aws_through_proxy().await, ROLE_ARN, None, &[]).await?;
     let ec2 = aws_sdk_ec2::Client::new(&role);
     let iam = aws_sdk_iam::Client::new(&role);
     let mut tally = Tally::default();

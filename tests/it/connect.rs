@@ -112,7 +112,12 @@ async fn create_role_as_operator(g: &Ground, x: &CrossAccount, external_id: &str
         .load()
         .await;
     let role = format!("arn:aws:iam::123456789012:role/{ROLE}");
-    let config = testground::assumed(&base, &role, Some(external_id)).await?;
+    // Tagged as the operator tags its sessions: the trust requires it.
+    let tags = [
+        ("byoc.dev/namespace", g.namespace.as_str()),
+        ("byoc.dev/cloud-account", "acme"),
+    ];
+    let config = testground::assumed(&base, &role, Some(external_id), &tags).await?;
     let iam = aws_sdk_iam::Client::new(&config);
     let probe = "byoc-probe";
     match iam
@@ -231,8 +236,11 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         .and_then(|r| r.assume_role_policy_document())
         .map(policy_document)
         .unwrap_or_default();
-    let expected_trust =
-        byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
+    let expected_trust = byoc_operator::account::iam_policy::trust_policy(
+        &x.base_arn,
+        Some(&external_id),
+        Some(&ns),
+    );
     assert_eq!(
         trust, expected_trust,
         "trust {trust}, expected {expected_trust}"
@@ -657,7 +665,11 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         .map(policy_document)
         .unwrap_or_default();
     let external_id = status.external_id.clone().unwrap_or_default();
-    let expected = byoc_operator::account::iam_policy::trust_policy(&x.base_arn, &external_id);
+    let expected = byoc_operator::account::iam_policy::trust_policy(
+        &x.base_arn,
+        Some(&external_id),
+        Some(&ns),
+    );
     assert_eq!(trust, expected, "stack trust {trust}, connect's {expected}");
     let options = PolicyOptions {
         installation: status.installation.clone().unwrap_or_default(),

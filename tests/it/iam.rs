@@ -801,3 +801,98 @@ fn the_operators_own_identity_assumes_only_roles_connected_for_its_installation(
     }
     Ok(())
 }
+
+/// The cross-account role's trust policy (`connect`'s and `iam-policy
+/// trust`'s), decided as AWS decides AssumeRole: the role's trust policy
+/// alone (no identity policy helps), with the request's external ID and
+/// session tags. The operator tags every session with its CloudAccount's
+/// namespace and name.
+#[test]
+fn the_trust_policy_admits_only_sessions_tagged_with_its_namespace_and_its_external_id(
+) -> Result<()> {
+    let log =
+        std::env::temp_dir().join(format!("{}.log", crate::support::unique_name("iam-trust")));
+    let evaluator = Evaluator::start(&log)?;
+    let operator = Principal {
+        arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/byoc-operator/byoc"),
+        role: format!("arn:aws:iam::{ACCOUNT}:role/byoc-operator"),
+        account: ACCOUNT.into(),
+    };
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/byoc-cross-account");
+    let trust = byoc_operator::account::iam_policy::trust_policy(
+        &operator.role,
+        Some("byoc-x-1"),
+        Some("team-a"),
+    );
+    let ask = |action: &str, external_id: Option<&str>, namespace: Option<&str>| {
+        let mut ctx = BTreeMap::new();
+        if let Some(id) = external_id {
+            ctx.insert("sts:ExternalId".to_string(), json!(id));
+        }
+        if let Some(ns) = namespace {
+            ctx.insert("aws:RequestTag/byoc.dev/namespace".into(), json!(ns));
+            ctx.insert(
+                "aws:RequestTag/byoc.dev/cloud-account".into(),
+                json!("acme"),
+            );
+            ctx.insert(
+                "aws:TagKeys".into(),
+                json!(["byoc.dev/namespace", "byoc.dev/cloud-account"]),
+            );
+        }
+        Check {
+            action: action.into(),
+            resource_type: Some("role".into()),
+            resource: role.clone(),
+            context: ctx,
+            resource_policy: Some(trust.clone()),
+        }
+    };
+    let rows = [
+        (
+            ask("sts:AssumeRole", Some("byoc-x-1"), Some("team-a")),
+            true,
+            "AssumeRole: its external ID, tagged with its namespace",
+        ),
+        (
+            ask("sts:TagSession", Some("byoc-x-1"), Some("team-a")),
+            true,
+            "TagSession: tagged with its namespace",
+        ),
+        (
+            ask("sts:AssumeRole", Some("byoc-x-1"), Some("team-b")),
+            false,
+            "AssumeRole: another namespace's CloudAccount with the same external ID (attack)",
+        ),
+        (
+            ask("sts:TagSession", Some("byoc-x-1"), Some("team-b")),
+            false,
+            "TagSession: tagged with another namespace (attack)",
+        ),
+        (
+            ask("sts:AssumeRole", Some("byoc-x-1"), None),
+            false,
+            "AssumeRole: untagged (attack)",
+        ),
+        (
+            ask("sts:AssumeRole", Some("byoc-x-2"), Some("team-a")),
+            false,
+            "AssumeRole: another external ID (attack)",
+        ),
+        (
+            ask("sts:AssumeRole", None, Some("team-a")),
+            false,
+            "AssumeRole: no external ID (attack)",
+        ),
+    ];
+    let checks: Vec<Check> = rows.iter().map(|(c, ..)| c.clone()).collect();
+    let decisions = evaluator.decide_each(&operator, &[], &checks)?;
+    let wrong: Vec<String> = rows
+        .iter()
+        .zip(&decisions)
+        .filter(|((_, allowed, _), d)| d.allowed() != *allowed)
+        .map(|((_, _, what), d)| format!("{what}: {}", d.decision))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}

@@ -533,7 +533,7 @@ async fn accepted(g: &Ground) -> Result<()> {
     // the peer's owner must do, with the connection's ID.
     let other = "210987654321";
     let owner = format!("arn:aws:iam::{other}:role/peer-owner");
-    let theirs = aws_sdk_ec2::Client::new(&testground::assumed(&config, &owner, None).await?);
+    let theirs = aws_sdk_ec2::Client::new(&testground::assumed(&config, &owner, None, &[]).await?);
     let peer = peer_vpc(g, &theirs, "10.62.0.0/16").await?;
     let extra = format!(
         "    peering:\n      - {{vpcId: {}, ownerId: \"{other}\", routes: [10.62.0.0/16]}}\n",

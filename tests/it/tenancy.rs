@@ -93,16 +93,21 @@ fn assume_role_calls(g: &Ground) -> u64 {
     g.proxy.calls().get("AssumeRole").copied().unwrap_or(0)
 }
 
-/// A role in moto's account trusting `principal` with `external_id`, allowed everything.
+/// A role in moto's account trusting `principal` with `external_id` in
+/// sessions of `namespace`, allowed everything.
 async fn trusting_role(
     x: &CrossAccount,
     name: &str,
     principal: &str,
-    external_id: &str,
+    (external_id, namespace): (&str, &str),
 ) -> Result<String> {
     let iam = aws_sdk_iam::Client::new(&x.admin);
     // The trust policy as the operator prints it (`iam-policy trust`).
-    let trust = byoc_operator::account::iam_policy::trust_policy(principal, external_id);
+    let trust = byoc_operator::account::iam_policy::trust_policy(
+        principal,
+        Some(external_id),
+        Some(namespace),
+    );
     let role = iam
         .create_role()
         .role_name(name)
@@ -137,9 +142,27 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
     let x = CrossAccount::set_up(&g).await?;
     // Team A's role trusts the operator's identity with A's generated
     // external ID; team B's with B's; team C's with C's.
-    let role_a = trusting_role(&x, "team-a", &x.base_arn, &inst.external_id(&a, "acme")).await?;
-    let role_b = trusting_role(&x, "team-b", &x.base_arn, &inst.external_id(&b, "own")).await?;
-    let role_c = trusting_role(&x, "team-c", &x.base_arn, &inst.external_id(&c, "late")).await?;
+    let role_a = trusting_role(
+        &x,
+        "team-a",
+        &x.base_arn,
+        (&inst.external_id(&a, "acme"), &a),
+    )
+    .await?;
+    let role_b = trusting_role(
+        &x,
+        "team-b",
+        &x.base_arn,
+        (&inst.external_id(&b, "own"), &b),
+    )
+    .await?;
+    let role_c = trusting_role(
+        &x,
+        "team-c",
+        &x.base_arn,
+        (&inst.external_id(&c, "late"), &c),
+    )
+    .await?;
 
     // One installation, an operator process per namespace (each watches
     // one), acting as the operator's identity: keys allowed only AssumeRole.
@@ -1609,6 +1632,101 @@ async fn audit_deletes_a_leak_only_through_an_account_its_namespace_may_use() ->
         "setup": "a cluster of namespace C ran through namespace L's account and was orphaned; `audit -n L --delete --cluster UID` with L withdrawn from C, then with L lending to C again",
         "n": 1,
         "figure": format!("withdrawn: the leak was listed, not deleted, and its {} resources were left as they were; lent again: deleted to 0", left.vpcs + left.subnets + left.instances()),
+        "pass": true,
+    }))
+}
+
+#[tokio::test]
+async fn a_connected_role_admits_only_sessions_of_its_namespace_and_an_older_trust_still_works(
+) -> Result<()> {
+    let (g, x) = CrossAccount::enforced("ten-session-tags").await?;
+    // AssumeRole judged by the role's trust as AWS judges it (the evaluator).
+    g.proxy.judge_by_own_policies()?;
+    let a = g.namespace.clone();
+    let b = format!("{a}-b");
+    create_namespace(&g.client, &b).await?;
+    const EXTERNAL_ID: &str = "shared-ext-1";
+    // The role as `connect` makes it for namespace A's account, and one
+    // connected before session tags (its trust allows no sts:TagSession).
+    let pinned = trusting_role(&x, "team-a-pinned", &x.base_arn, (EXTERNAL_ID, &a)).await?;
+    let older = aws_sdk_iam::Client::new(&x.admin)
+        .create_role()
+        .role_name("team-a-older")
+        .assume_role_policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": &x.base_arn},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}}}]})
+            .to_string(),
+        )
+        .send()
+        .await?
+        .role()
+        .map(|r| r.arn().to_string())
+        .unwrap_or_default();
+    // The same base keys and external ID in both namespaces: only the
+    // session's namespace tells them apart.
+    let account = |name: &str, role: &str| {
+        let secret = secret_manifest(
+            &format!("{name}-keys"),
+            &format!(
+                "AWS_ACCESS_KEY_ID: {}, AWS_SECRET_ACCESS_KEY: {}",
+                x.base_key_id, x.base_secret
+            ),
+            Some("credentials"),
+        );
+        format!("{secret}---\napiVersion: byoc.dev/v1alpha1\nkind: CloudAccount\nmetadata: {{name: {name}}}\nspec:\n  region: us-east-1\n  credentialsSecretRef: {{name: {name}-keys}}\n  roleArn: {role}\n  externalId: {EXTERNAL_ID}\n")
+    };
+    let _op_a = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let _op_b = Operator::start_in(&g, &b, &["--progress-poll", "1s"], &[])?;
+    kubectl_apply_in(&g, &a, &account("pinned", &pinned))?;
+    kubectl_apply_in(&g, &b, &account("pinned", &pinned))?;
+    kubectl_apply_in(&g, &a, &account("older", &older))?;
+
+    // Control: A's own account is admitted, with tagged sessions.
+    let ready = account_state(&g, &a, "pinned", None).await?;
+    let message = |acct: &CloudAccount| {
+        acct.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        !message(&ready).contains("without session tags"),
+        "{}",
+        message(&ready)
+    );
+    // Attack: B's account with the same keys and external ID is refused.
+    let refused = account_state(&g, &b, "pinned", Some("AssumeRoleDenied")).await?;
+    let denied: Vec<_> = g
+        .proxy
+        .denials()
+        .into_iter()
+        .filter(|d| d.resource == pinned && d.action == "sts:AssumeRole")
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.context.get("aws:RequestTag/byoc.dev/namespace")
+                == Some(&serde_json::json!(b))),
+        "B's session was not refused by the trust's namespace: {denied:?}\n{}",
+        stalled_message(&refused)
+    );
+    // A role connected before the tags is still assumed, untagged, and
+    // the account says so.
+    let older_ready = account_state(&g, &a, "older", None).await?;
+    assert!(
+        message(&older_ready).contains("without session tags")
+            && message(&older_ready).contains(&older),
+        "{}",
+        message(&older_ready)
+    );
+    record_figure(serde_json::json!({
+        "suite": "tenancy",
+        "setup": "moto enforcing IAM and the ground judging AssumeRole by the role's trust as AWS does; one base user and one external ID in CloudAccounts of namespaces A and B, both naming A's role (trust as `connect` writes it: external ID and session tag byoc.dev/namespace = A); a role trusted before session tags",
+        "n": 1,
+        "figure": format!("A's account Ready with tagged sessions; B's refused (AssumeRoleDenied, the trust denied the session tagged namespace={b}); the older role assumed untagged, its account Ready and saying so; {} AssumeRole denials", denied.len()),
         "pass": true,
     }))
 }
