@@ -52,6 +52,11 @@ pub struct CloudAccountSpec {
     pub credentials_secret_ref: Option<SecretRef>,
 
     /// Role to assume in the target account, e.g. `arn:aws:iam::123456789012:role/byoc-cross-account`.
+    /// Every session (each `roleChain` hop too) is tagged
+    /// `byoc.dev/namespace` and `byoc.dev/cloud-account` with this
+    /// account's namespace and name; the trust policy `connect` writes
+    /// requires the namespace's tag. A role whose trust does not allow
+    /// `sts:TagSession` is assumed untagged, and the `Ready` message says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = patterns::ROLE_ARN))]
     pub role_arn: Option<String>,
