@@ -41,6 +41,13 @@ requires a session tag (`aws:RequestTag/...`) is therefore refused where
 AWS allows it; here the request's session tags are known too (the proxy's
 evaluator judges the rest of the trust, `sts:TagSession` included).
 
+And moto answers GetAccountAuthorizationDetails with views of its role,
+user, group and profile dictionaries, serialized after its backend has
+let go of them: a role or profile made meanwhile by another request fails
+the answer with a 500 ("dictionary changed size during iteration"), which
+AWS never does (seen with 500 clusters converging in one account). The
+answer here is a copy taken at once.
+
 And the proxy's IAM evaluator needs what AWS knows of a resource when it
 authorizes a request on it: its tags (`aws:ResourceTag`), its VPC
 (`ec2:Vpc`), an image's owner (`ec2:Owner`), a role's boundary; to
@@ -64,7 +71,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, random_ami_id
 from moto.iam import access_control
 from moto.iam.access_control import IAMPolicyStatement
-from moto.iam.models import Role
+from moto.iam.models import IAMBackend, Role
 from moto.iam.responses import IamResponse
 from moto.server import main
 
@@ -119,6 +126,16 @@ def _check_element_matches(self, statement_element, value):
 
 
 IAMPolicyStatement._check_element_matches = _check_element_matches
+
+_authorization_details = IAMBackend.get_account_authorization_details
+
+
+def get_account_authorization_details(self, policy_filter):
+    details = _authorization_details(self, policy_filter)
+    return {kind: list(items) for kind, items in details.items()}
+
+
+IAMBackend.get_account_authorization_details = get_account_authorization_details
 
 _incoming = access_control.format_incoming_conditional_values
 

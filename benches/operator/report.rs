@@ -377,6 +377,7 @@ pub(crate) fn resync_scale(points: &[ResyncPoint]) -> serde_json::Value {
             "clusters": p.clusters,
             "reads": p.reads,
             "changed": p.changed,
+            "could_not_look": p.failed,
             "by_operation": p.by_operation,
             "per_cluster_resync_would_read": p.clusters * 11,
         }))
@@ -485,16 +486,17 @@ fn mass_sections(r: &serde_json::Value) -> String {
     if !points.is_empty() {
         out.push_str(
             "\n## Steady state: AWS reads of one resync interval, settled clusters in one account\n\n\
-             | clusters | reads | a resync per cluster would read | clusters found changed | goal | |\n|---|---|---|---|---|---|\n",
+             | clusters | reads | a resync per cluster would read | clusters found changed | clusters the shared describe could not look at | goal | |\n|---|---|---|---|---|---|---|\n",
         );
         let at_one = points.first().map(resync_reads).unwrap_or_default();
         for p in &points {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {RESYNC_GOAL} | {} |\n",
+                "| {} | {} | {} | {} | {} | {RESYNC_GOAL} | {} |\n",
                 p["clusters"],
                 p["reads"].as_u64().unwrap_or(u64::MAX),
                 p["per_cluster_resync_would_read"],
                 p["changed"],
+                p["could_not_look"],
                 if testground::report::resync_goal_met(&resync_reads(p), &at_one) {
                     "met"
                 } else {

@@ -684,6 +684,9 @@ pub(crate) struct ResyncPoint {
     pub(crate) by_operation: BTreeMap<String, u64>,
     /// Clusters the interval found changed (each then described itself).
     pub(crate) changed: f64,
+    /// Clusters the interval could not look at (a shared describe failed:
+    /// each then described itself).
+    pub(crate) failed: f64,
 }
 
 /// Settled clusters in one account, `counts` of them in turn (ascending):
@@ -747,7 +750,8 @@ pub(crate) async fn resync_scale_run(
         eprintln!("bench: resync with {made} settled clusters");
         settled_ticks(&op, made, 2).await?;
         let changed = "byoc_resync_clusters_total{result=\"changed\"}";
-        let changed_before = metric(&op, changed)?;
+        let failed = "byoc_resync_clusters_total{result=\"failed\"}";
+        let (changed_before, failed_before) = (metric(&op, changed)?, metric(&op, failed)?);
         proxy.reset_calls();
         settled_ticks(&op, made, 1).await?;
         let by_operation = proxy.calls();
@@ -756,6 +760,7 @@ pub(crate) async fn resync_scale_run(
             reads: crate::report::reads(&by_operation),
             by_operation,
             changed: metric(&op, changed)? - changed_before,
+            failed: metric(&op, failed)? - failed_before,
         });
     }
     Ok(points)
