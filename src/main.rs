@@ -262,9 +262,10 @@ struct RunArgs {
     /// Reconciliations at once, per controller.
     #[arg(long, env = "BYOC_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
-    /// ComputeCluster reconciliations at once per namespace, so one
-    /// tenant's clusters never hold every worker (deletions are not
-    /// counted). Default: half of --concurrency; 0: no limit.
+    /// ComputeCluster reconciliations at once per namespace while another
+    /// namespace is busy, so one tenant's clusters never hold every worker
+    /// (a namespace alone may use them all; deletions are not counted).
+    /// Default: half of --concurrency; 0: no limit.
     #[arg(long, env = "BYOC_NAMESPACE_CONCURRENCY")]
     namespace_concurrency: Option<usize>,
     /// Log format.
