@@ -207,26 +207,14 @@ def _ec2_fact(ec2, rid):
     return fact
 
 
-def _role_policies(role):
-    """The documents of a role's inline and attached policies (the default
-    version of each): what AWS evaluates a session of the role against."""
+def _policies(holder):
+    """The documents of a role's or user's inline and attached policies
+    (the default version of each): what AWS evaluates its requests
+    against."""
     docs = []
-    for text in role.policies.values():
+    for text in holder.policies.values():
         docs.append(json.loads(text) if isinstance(text, str) else text)
-    for policy in role.managed_policies.values():
-        for version in policy.versions:
-            if version.is_default:
-                doc = version.document
-                docs.append(json.loads(doc) if isinstance(doc, str) else doc)
-    return docs
-
-
-def _user_policies(user):
-    """The documents of a user's inline and attached policies."""
-    docs = []
-    for text in user.policies.values():
-        docs.append(json.loads(text) if isinstance(text, str) else text)
-    for policy in user.managed_policies.values():
+    for policy in holder.managed_policies.values():
         for version in policy.versions:
             if version.is_default:
                 doc = version.document
@@ -241,7 +229,7 @@ def _caller(key):
         iam = iam_backends[account]["global"]
         for user in list(iam.users.values()):
             if any(k.access_key_id == key for k in user.access_keys):
-                return {"arn": user.arn, "account": account, "policies": _user_policies(user)}
+                return {"arn": user.arn, "account": account, "policies": _policies(user)}
     return None
 
 
@@ -269,7 +257,7 @@ def facts(request, full_url, headers):
                 "arn": role.arn,
                 "tags": _tag_map(role.tags),
                 "boundary": role.permissions_boundary_arn,
-                "policies": _role_policies(role),
+                "policies": _policies(role),
                 "trust": json.loads(role.assume_role_policy_document)
                 if isinstance(role.assume_role_policy_document, str)
                 else role.assume_role_policy_document,

@@ -142,27 +142,17 @@ async fn the_operators_identity_is_lent_only_where_allowed_and_only_with_its_ext
     let x = CrossAccount::set_up(&g).await?;
     // Team A's role trusts the operator's identity with A's generated
     // external ID; team B's with B's; team C's with C's.
-    let role_a = trusting_role(
-        &x,
-        "team-a",
-        &x.base_arn,
-        (&inst.external_id(&a, "acme"), &a),
-    )
-    .await?;
-    let role_b = trusting_role(
-        &x,
-        "team-b",
-        &x.base_arn,
-        (&inst.external_id(&b, "own"), &b),
-    )
-    .await?;
-    let role_c = trusting_role(
-        &x,
-        "team-c",
-        &x.base_arn,
-        (&inst.external_id(&c, "late"), &c),
-    )
-    .await?;
+    let mut roles = vec![];
+    for (role, ns, account) in [
+        ("team-a", &a, "acme"),
+        ("team-b", &b, "own"),
+        ("team-c", &c, "late"),
+    ] {
+        let trust = (&inst.external_id(ns, account)[..], &ns[..]);
+        roles.push(trusting_role(&x, role, &x.base_arn, trust).await?);
+    }
+    let [role_a, role_b, role_c] =
+        <[String; 3]>::try_from(roles).map_err(|_| anyhow::anyhow!("three roles"))?;
 
     // One installation, an operator process per namespace (each watches
     // one), acting as the operator's identity: keys allowed only AssumeRole.
