@@ -1,10 +1,12 @@
 //! List prices, per region: from the AWS Price List API, each kept a day;
-//! where the API gives none (denied, unreachable, a product it does not
-//! list) from a built-in table of us-east-1's prices, kept an hour before
-//! the API is asked again; and spot prices from EC2's spot price history,
-//! kept an hour. Prices are public and the same for every account, so one
-//! book serves every tenant. Estimates only: no discounts, savings plans or
-//! data transfer. Used by a cluster's `status.cost` and by `audit`.
+//! where the API lists none, from a built-in table of us-east-1's prices,
+//! the API asked again after an hour; and spot prices from EC2's spot price
+//! history, kept an hour. Prices are public and the same for every account,
+//! so one book serves every tenant; but a lookup that failed (denied to
+//! this caller, unreachable) is not kept: the table stands in for that
+//! estimate only, and the next caller asks for itself. Estimates only: no
+//! discounts, savings plans or data transfer. Used by a cluster's
+//! `status.cost` and by `audit`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
@@ -19,8 +21,8 @@ use crate::aws::{pricing, AwsClients};
 pub const HOURS_PER_MONTH: f64 = 730.0;
 /// How long a price the API gave is kept.
 const ANSWERED_FOR: Duration = Duration::from_secs(24 * 3600);
-/// How long a price the API did not give (the table's stands in) and a
-/// spot price are kept.
+/// How long an answer without a price (the table's stands in) and a spot
+/// price are kept.
 const UNANSWERED_FOR: Duration = Duration::from_secs(3600);
 
 /// What is priced. Hourly, except volumes (per GB-month).
@@ -200,16 +202,27 @@ async fn stale<K: Eq + Hash + Clone>(
         .collect()
 }
 
-/// Keeps `answers` in `kept`, then reads what it holds of `keys`.
+/// What one lookup came to: AWS's answer (a price, or none listed),
+/// kept for every caller; or `Failed` for this caller (denied,
+/// unreachable), kept for nobody.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    Answered(Option<f64>),
+    Failed,
+}
+
+/// Keeps `answers` AWS gave in `kept`, then reads what it holds of `keys`.
 async fn keep_and_read<K: Eq + Hash + Clone>(
     kept: &Mutex<HashMap<K, Kept>>,
-    answers: Vec<(K, Option<f64>)>,
+    answers: Vec<(K, Answer)>,
     keys: Vec<K>,
 ) -> Vec<(K, Price)> {
     let at = Instant::now();
     let mut kept = kept.lock().await;
-    for (key, value) in answers {
-        kept.insert(key, Kept { value, at });
+    for (key, answer) in answers {
+        if let Answer::Answered(value) = answer {
+            kept.insert(key, Kept { value, at });
+        }
     }
     keys.into_iter()
         .filter_map(|key| {
@@ -220,21 +233,21 @@ async fn keep_and_read<K: Eq + Hash + Clone>(
         .collect()
 }
 
-/// EC2's latest spot price of `instance_type` in `zone`; `None` when it
-/// quotes none (the reason logged).
-async fn spot_price(c: &AwsClients, instance_type: &str, zone: &str) -> Option<f64> {
+/// EC2's latest spot price of `instance_type` in `zone` (none when it
+/// quotes none), or `Failed` (the reason logged).
+async fn spot_price(c: &AwsClients, instance_type: &str, zone: &str) -> Answer {
     match pricing::spot_price(c, instance_type, zone).await {
-        Ok(p) => p.and_then(|p| p.parse::<f64>().ok()).filter(|p| *p > 0.0),
+        Ok(p) => Answer::Answered(p.and_then(|p| p.parse::<f64>().ok()).filter(|p| *p > 0.0)),
         Err(e) => {
             tracing::debug!(instance_type, zone, error = %e, "no spot price; the on-demand price stands in");
-            None
+            Answer::Failed
         }
     }
 }
 
-/// The Price List API's price of `item` in `region`; `None` when it gives
-/// none (the reason logged).
-async fn list_price(c: &AwsClients, region: &str, item: &Item) -> Option<f64> {
+/// The Price List API's price of `item` in `region` (none when it lists
+/// none), or `Failed` (the reason logged).
+async fn list_price(c: &AwsClients, region: &str, item: &Item) -> Answer {
     let query = Query::of(item, region);
     match pricing::products(c, query.service, &query.attributes()).await {
         Ok(documents) => {
@@ -246,11 +259,11 @@ async fn list_price(c: &AwsClients, region: &str, item: &Item) -> Option<f64> {
                     "the Price List API lists no price; the built-in table's stands in"
                 );
             }
-            price
+            Answer::Answered(price)
         }
         Err(e) => {
             tracing::debug!(?item, region, error = %e, "no list price; the built-in table's stands in");
-            None
+            Answer::Failed
         }
     }
 }
@@ -474,5 +487,31 @@ mod tests {
         );
         assert_eq!(book.price(&Item::Instance("x9.unknown".into())), None);
         assert_eq!(book.spot("x9.unknown", "eu-west-1a"), None);
+    }
+
+    #[tokio::test]
+    async fn one_callers_failed_lookup_is_kept_for_nobody_what_aws_answered_for_everyone() {
+        let kept: Mutex<HashMap<&str, Kept>> = Mutex::default();
+        // Tenant X: t3 priced, "old" not listed, "denied" refused to X.
+        let answers = vec![
+            ("t3", Answer::Answered(Some(0.1))),
+            ("old", Answer::Answered(None)),
+            ("denied", Answer::Failed),
+        ];
+        let read = keep_and_read(&kept, answers, vec!["t3", "old", "denied"]).await;
+        assert_eq!(read.len(), 1, "only t3 has a price: {read:?}");
+        // Tenant Y asks after: what AWS answered is kept (not asked
+        // again), X's failure is not (Y asks for itself).
+        let keys = ["t3", "old", "denied"];
+        let stale_for_y = stale(&kept, &keys, true).await;
+        assert_eq!(stale_for_y, vec!["denied"]);
+        let read = keep_and_read(
+            &kept,
+            vec![("denied", Answer::Answered(Some(0.2)))],
+            keys.to_vec(),
+        )
+        .await;
+        let priced: Vec<&str> = read.iter().map(|(k, _)| *k).collect();
+        assert_eq!(priced, vec!["t3", "denied"], "Y's own answer priced it");
     }
 }
