@@ -1377,21 +1377,33 @@ async fn look_now(g: &Ground, names: &[&str], round: u32) -> Result<()> {
     Ok(())
 }
 
+/// A lender namespace beside the ground's, whose Secret-based account
+/// `acme` (base keys `key_id`) lends itself to the ground's namespace,
+/// verified by an operator watching the lender: its name and operator.
+async fn lender_of(g: &Ground, key_id: &str) -> Result<(String, Operator)> {
+    let lender = format!("{}-lender", g.namespace);
+    create_namespace(&g.client, &lender).await?;
+    kubectl_apply_in(g, &lender, &keyed_account("acme", key_id, &g.namespace))?;
+    let op = Operator::start_in(g, &lender, &["--progress-poll", "1s"], &[])?;
+    account_state(g, &lender, "acme", None).await?;
+    Ok((lender, op))
+}
+
+/// A small cluster `name` reaching AWS through `lender`'s account `acme`.
+fn borrowed_manifest(name: &str, cidr: &str, lender: &str) -> String {
+    small_cluster_manifest(name, cidr).edited(
+        "cloudAccountRef: {name: acme}",
+        &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
+    )
+}
+
 #[tokio::test]
 async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace() -> Result<()> {
     let g = ground_with_crds("ten-withdrawn").await?;
     let c = g.namespace.clone();
-    let lender = format!("{c}-lender");
-    create_namespace(&g.client, &lender).await?;
     // The lender's account allows C; an operator watches each namespace,
     // C's with a short grace period.
-    kubectl_apply_in(
-        &g,
-        &lender,
-        &keyed_account("acme", "AKIDLENDER0000000001", &c),
-    )?;
-    let _op_lender = Operator::start_in(&g, &lender, &["--progress-poll", "1s"], &[])?;
-    account_state(&g, &lender, "acme", None).await?;
+    let (lender, _op_lender) = lender_of(&g, "AKIDLENDER0000000001").await?;
     const GRACE_SECS: u64 = 45;
     let grace = format!("{GRACE_SECS}s");
     let op = Operator::start(
@@ -1399,12 +1411,7 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
         &["--progress-poll", "1s", "--withdrawn-consent-grace", &grace],
         &[],
     )?;
-    let borrowed = |name: &str, cidr: &str| {
-        small_cluster_manifest(name, cidr).edited(
-            "cloudAccountRef: {name: acme}",
-            &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
-        )
-    };
+    let borrowed = |name: &str, cidr: &str| borrowed_manifest(name, cidr, &lender);
     // Two borrowers, both asking to be kept: one paused, one with Retain.
     let paused = borrowed("paused", "10.31.0.0/16");
     let retained = borrowed("retained", "10.32.0.0/16").edited(
@@ -1543,20 +1550,9 @@ async fn a_borrower_whose_consent_was_withdrawn_may_only_delete_within_its_grace
 async fn audit_deletes_a_leak_only_through_an_account_its_namespace_may_use() -> Result<()> {
     let g = ground_with_crds("ten-audit-lent").await?;
     let c = g.namespace.clone();
-    let lender = format!("{c}-lender");
-    create_namespace(&g.client, &lender).await?;
-    kubectl_apply_in(
-        &g,
-        &lender,
-        &keyed_account("acme", "AKIDLENDER0000000002", &c),
-    )?;
-    let _op_lender = Operator::start_in(&g, &lender, &["--progress-poll", "1s"], &[])?;
-    account_state(&g, &lender, "acme", None).await?;
+    let (lender, _op_lender) = lender_of(&g, "AKIDLENDER0000000002").await?;
     let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
-    let borrowed = small_cluster_manifest("borrowed", "10.33.0.0/16").edited(
-        "cloudAccountRef: {name: acme}",
-        &format!("cloudAccountRef: {{name: acme, namespace: {lender}}}"),
-    );
+    let borrowed = borrowed_manifest("borrowed", "10.33.0.0/16", &lender);
     kubectl_apply_in(&g, &c, &borrowed)?;
     let uid = wait_running(&g, "borrowed", |_| true)
         .await
