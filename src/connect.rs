@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::account::iam_policy::{self, PolicyOptions, PolicyPart};
+use crate::account::in_use;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::admin::{self, ObservedProfile, ObservedRole};
 use crate::aws::tags::{CONNECTED, CONNECTED_INSTALLATION, CONNECTED_UID};
@@ -779,23 +780,12 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
     Ok(())
 }
 
-/// The ComputeClusters (of every namespace) that use the account.
+/// The ComputeClusters (of every namespace) that use the account, as the
+/// controller counts them ([`in_use::users`]).
 async fn users(client: &Client, account: &CloudAccount) -> Result<Vec<String>> {
     let all: Api<ComputeCluster> = Api::all(client.clone());
-    let key = (account.namespace().unwrap_or_default(), account.name_any());
-    let uid = account.uid();
     let listed = all.list(&ListParams::default()).await?;
-    Ok(listed
-        .items
-        .iter()
-        .filter(|cc| {
-            cc.account_key() == key
-                || cc
-                    .recorded_account()
-                    .is_some_and(|r| Some(&r.uid) == uid.as_ref())
-        })
-        .map(|cc| format!("{}/{}", cc.namespace().unwrap_or_default(), cc.name_any()))
-        .collect())
+    Ok(in_use::users(account, &listed.items))
 }
 
 /// Placeholders put through the policy generator and turned into the

@@ -136,20 +136,11 @@ pub enum Error {
     /// An invariant of the operator broke: a bug, reported as such.
     #[error("internal error (please report it): {0}")]
     Internal(String),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("serializing: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     /// A watch the controller decides on has ended (the process is stopping).
     #[error("the watch of {watched} stopped")]
     WatchStopped { watched: &'static str },
-    /// Deletion goes on: the finalizer must stay until AWS is empty, and the
-    /// finalizer helper keeps it only when cleanup returns an error.
-    #[error("deletion in progress: {message}")]
-    CleanupPending {
-        message: String,
-        retry_after: std::time::Duration,
-    },
 }
 
 /// What a cluster brings and may use only if it is its own.
@@ -342,12 +333,6 @@ impl Error {
             Error::LiveCluster { .. } => (Reason::InvalidSpec, NeedsUser),
             Error::InsufficientCapacity { .. } => (Reason::InsufficientCapacity, Transient),
             Error::NotVisibleYet { .. } => (Reason::Provisioning, CatchingUp),
-            Error::CleanupPending { .. } => (Reason::Deleting, CatchingUp),
-            Error::Finalizer(e) => match e.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.classify(),
-                _ => (Reason::KubernetesApi, Transient),
-            },
         }
     }
 }

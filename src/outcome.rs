@@ -6,8 +6,16 @@
 
 use std::time::Duration;
 
-use crate::api::conditions::{Desired, READY, RECONCILING, STALLED};
+use crate::api::conditions::{reason, Desired, READY, RECONCILING, STALLED};
 use crate::context::Context;
+use crate::{Class, Error};
+
+/// What a pass means to do with what it touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    Converge,
+    Delete,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,6 +65,49 @@ impl Outcome {
             | Outcome::Transient { message, .. }
             | Outcome::Deleting { message, .. } => message,
         }
+    }
+
+    /// The one path from an error to an outcome, for a converge and a
+    /// deletion alike (`Error::classify` decides, the intent words it):
+    /// the user must act (Stalled); AWS catching up with what was just
+    /// made is progress; AWS's passing failures and its capacity are the
+    /// object's state, retried with backoff. `None`: a failure of the
+    /// operator's own (the Kubernetes API, an account not verified for
+    /// now), left to the controller's error policy with no status written.
+    pub fn of_error(e: &Error, intent: Intent) -> Option<Outcome> {
+        let (why, class) = e.classify();
+        let why = why.as_str();
+        let aws = matches!(e, Error::Aws(_));
+        let ours = !aws && !matches!(e, Error::InsufficientCapacity { .. });
+        Some(match (intent, class) {
+            (Intent::Converge, Class::NeedsUser) => Outcome::NeedsUser {
+                reason: why,
+                message: e.to_string(),
+            },
+            (Intent::Delete, Class::NeedsUser) => Outcome::NeedsUser {
+                reason: why,
+                message: format!("cannot delete: {e}"),
+            },
+            (Intent::Converge, Class::CatchingUp) => Outcome::Progressing {
+                reason: why,
+                message: match aws {
+                    true => format!("waiting for AWS to catch up with what was just made: {e}"),
+                    false => e.to_string(),
+                },
+            },
+            _ if ours => return None,
+            (Intent::Converge, _) => Outcome::Transient {
+                reason: why,
+                message: match aws {
+                    true => format!("retrying after a transient AWS error: {e}"),
+                    false => e.to_string(),
+                },
+            },
+            (Intent::Delete, _) => Outcome::Transient {
+                reason: reason::DELETING,
+                message: format!("deleting, retrying: {e}"),
+            },
+        })
     }
 
     /// Its Event is a warning.
@@ -111,6 +162,81 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::AwsError;
+
+    #[test]
+    fn an_error_comes_to_one_outcome_per_intent() {
+        let aws = |code: &str| {
+            Error::Aws(AwsError::Service {
+                operation: "ec2:CreateVpc",
+                code: code.into(),
+                message: "m".into(),
+                class: crate::aws::error::classify(code, "m", Some(400)),
+            })
+        };
+        let capacity = || Error::InsufficientCapacity { groups: vec![] };
+        let kube = || Error::WatchStopped { watched: "x" };
+        let internal = || Error::Internal("x".into());
+        // (error, converge: kind and reason, delete: kind and reason)
+        type Want = Option<(&'static str, &'static str)>;
+        let rows: Vec<(Error, Want, Want)> = vec![
+            (
+                aws("UnauthorizedOperation"),
+                Some(("NeedsUser", reason::ACCESS_DENIED)),
+                Some(("NeedsUser", reason::ACCESS_DENIED)),
+            ),
+            (
+                aws("InvalidVpcID.NotFound"),
+                Some(("Progressing", reason::PROVISIONING)),
+                Some(("Transient", reason::DELETING)),
+            ),
+            (
+                aws("RequestLimitExceeded"),
+                Some(("Transient", reason::AWS_THROTTLED)),
+                Some(("Transient", reason::DELETING)),
+            ),
+            (
+                aws("InternalError"),
+                Some(("Transient", reason::AWS_ERROR)),
+                Some(("Transient", reason::DELETING)),
+            ),
+            (
+                capacity(),
+                Some(("Transient", reason::INSUFFICIENT_CAPACITY)),
+                Some(("Transient", reason::DELETING)),
+            ),
+            (kube(), None, None),
+            (
+                internal(),
+                Some(("NeedsUser", reason::INTERNAL_ERROR)),
+                Some(("NeedsUser", reason::INTERNAL_ERROR)),
+            ),
+        ];
+        let kind = |o: &Outcome| match o {
+            Outcome::Ready { .. } => "Ready",
+            Outcome::Progressing { .. } => "Progressing",
+            Outcome::NeedsUser { .. } => "NeedsUser",
+            Outcome::Transient { .. } => "Transient",
+            Outcome::Deleting { .. } => "Deleting",
+        };
+        for (e, converge, delete) in rows {
+            for (intent, want) in [(Intent::Converge, converge), (Intent::Delete, delete)] {
+                let got = Outcome::of_error(&e, intent);
+                assert_eq!(
+                    got.as_ref().map(|o| (kind(o), o.reason())),
+                    want,
+                    "{e} {intent:?}"
+                );
+                if let Some(o) = got.filter(|_| intent == Intent::Delete) {
+                    assert!(
+                        o.message().starts_with("cannot delete: ")
+                            || o.message().starts_with("deleting, retrying: "),
+                        "{o:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn conditions_per_outcome() {

@@ -25,17 +25,57 @@ pub fn held<K: Resource>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
 }
 
-/// Whether `cluster` uses `account`: it references it and the account
-/// allows its namespace, or it reached AWS through this very account
-/// (`status.cloudAccount`: its resources need the account to be deleted).
-/// A reference alone to an account that does not allow the namespace is
-/// no use: such an account is never held for a stranger.
+/// How a cluster stands to an account: the facts every "who uses this
+/// account" question is decided from, here only (the cluster controller,
+/// the in-use finalizer, consent and `disconnect` all ask this). Pure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// `spec.cloudAccountRef` names the account.
+    pub refers: bool,
+    /// The account allows the cluster's namespace (its own, or one of
+    /// `allowedNamespaces`).
+    pub allowed: bool,
+    /// The cluster reached AWS through this very account (`status.cloudAccount`,
+    /// the same UID): its resources need the account to be deleted.
+    pub recorded: bool,
+}
+
+impl Standing {
+    pub fn of(account: &CloudAccount, cluster: &ComputeCluster) -> Self {
+        let account_ns = account.namespace().unwrap_or_default();
+        let cluster_ns = cluster.namespace().unwrap_or_default();
+        Standing {
+            refers: cluster.account_key() == (account_ns.clone(), account.name_any()),
+            allowed: account.spec.allows_namespace(&account_ns, &cluster_ns),
+            recorded: cluster.recorded_account().is_some_and(|r| r.is(account)),
+        }
+    }
+
+    /// The cluster holds the account: it references it and may use it, or
+    /// its resources came through it. A reference alone to an account that
+    /// does not allow the namespace is no use: such an account is never
+    /// held for a stranger.
+    pub fn uses(&self) -> bool {
+        (self.refers && self.allowed) || self.recorded
+    }
+
+    /// The cluster may reach AWS through the account now: allowed, or
+    /// deleting what it made through this very account (consent is bound
+    /// to that account, never to whichever the reference now names).
+    pub fn may_act(&self, deleting: bool) -> bool {
+        self.allowed || (deleting && self.recorded)
+    }
+
+    /// The account the cluster's resources came through no longer allows
+    /// its namespace.
+    pub fn withdrawn(&self) -> bool {
+        self.recorded && !self.allowed
+    }
+}
+
+/// Whether `cluster` uses `account` ([`Standing::uses`]).
 pub fn uses(account: &CloudAccount, cluster: &ComputeCluster) -> bool {
-    let account_ns = account.namespace().unwrap_or_default();
-    let cluster_ns = cluster.namespace().unwrap_or_default();
-    let refers = cluster.account_key() == (account_ns.clone(), account.name_any());
-    let recorded = cluster.recorded_account().is_some_and(|r| r.is(account));
-    (refers && account.spec.allows_namespace(&account_ns, &cluster_ns)) || recorded
+    Standing::of(account, cluster).uses()
 }
 
 /// The users of `account` among `clusters`, as sorted `namespace/name`.
@@ -299,6 +339,28 @@ mod tests {
         ];
         for (c, expected, why) in rows {
             assert_eq!(uses(&acme, c), *expected, "{why}");
+        }
+        // (cluster, may act converging, may act deleting, consent withdrawn)
+        let acts = [
+            ("ml", true, true, false),
+            ("etl", true, true, false),
+            ("stray", false, false, false),
+            ("old", false, true, true),
+            ("moved", false, false, false),
+            ("reborn", false, false, false),
+            ("left", true, true, false),
+        ];
+        for (name, converging, deleting, withdrawn) in acts {
+            let (c, ..) = rows
+                .iter()
+                .find(|r| r.0.name_any() == name)
+                .expect("a row of that name");
+            let s = Standing::of(&acme, c);
+            assert_eq!(
+                (s.may_act(false), s.may_act(true), s.withdrawn()),
+                (converging, deleting, withdrawn),
+                "{name}"
+            );
         }
         let all: Vec<ComputeCluster> = rows.iter().map(|r| r.0.clone()).collect();
         assert_eq!(

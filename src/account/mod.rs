@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_config::SdkConfig;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -353,19 +354,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
         account.spec.limits.as_ref(),
     );
     let deletion = deletion_condition(deleting, &users);
-    status.conditions = match &deletion {
-        Some(d) => conditions::set(
-            &status.conditions,
-            d,
-            account.meta().generation,
-            &conditions::now(),
-        ),
-        None => status
-            .conditions
-            .into_iter()
-            .filter(|c| c.type_ != DELETING)
-            .collect(),
-    };
+    status.conditions = with_deletion(status.conditions, &deletion, account.meta().generation);
     let previous = account.status.clone().unwrap_or_default();
     if status != previous {
         apply_status(&api, &name, &status).await?;
@@ -382,6 +371,22 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     }
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
     Ok(action)
+}
+
+/// `conditions` with the `Deleting` condition set, or gone when the
+/// account is not waiting to be deleted.
+fn with_deletion(
+    conditions: Vec<Condition>,
+    deletion: &Option<Desired>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    match deletion {
+        Some(d) => conditions::set(&conditions, d, generation, &conditions::now()),
+        None => conditions
+            .into_iter()
+            .filter(|c| c.type_ != DELETING)
+            .collect(),
+    }
 }
 
 /// Waits until the ComputeCluster store has its first list. The store's
@@ -517,23 +522,7 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
             status.account_id = Some(resolved.account_id.clone());
             status.arn = Some(resolved.arn.clone());
             status.phase = Some(AccountPhase::Ready);
-            let mut message = format!(
-                "verified as {} in account {}",
-                resolved.arn, resolved.account_id
-            );
-            if !resolved.untagged.is_empty() {
-                message.push_str(&format!(
-                    "; assumed {} without session tags (its trust policy does not allow sts:TagSession): `byoc-operator connect` again writes a trust policy that requires them",
-                    resolved.untagged.join(", ")
-                ));
-            }
-            (
-                Outcome::Ready {
-                    reason: reason::VERIFIED,
-                    message,
-                },
-                next,
-            )
+            (verified(resolved), next)
         }
         Err(e) => {
             let (reason, message) = (e.reason().as_str(), e.to_string());
@@ -564,6 +553,25 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
         )
     });
     (status, Action::requeue(after), event)
+}
+
+/// A verification that went through: whose identity, and the roles a
+/// trust policy written before session tags made it assume untagged.
+fn verified(resolved: &ResolvedAccount) -> Outcome {
+    let mut message = format!(
+        "verified as {} in account {}",
+        resolved.arn, resolved.account_id
+    );
+    if !resolved.untagged.is_empty() {
+        message.push_str(&format!(
+            "; assumed {} without session tags (its trust policy does not allow sts:TagSession): `byoc-operator connect` again writes a trust policy that requires them",
+            resolved.untagged.join(", ")
+        ));
+    }
+    Outcome::Ready {
+        reason: reason::VERIFIED,
+        message,
+    }
 }
 
 /// The generated external ID of an account that starts from the operator's

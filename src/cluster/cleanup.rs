@@ -6,12 +6,14 @@
 //! security group → VPC → instance profile and role. Each pass goes as far as
 //! AWS allows and comes back for the rest; not-found is success; nothing
 //! untagged is touched. A spec that no longer validates does not block
-//! this: only the UID, region and account are used.
+//! this: only the UID, region and account are used. A pass ends in a value:
+//! [`Deletion::Done`] (the finalizer goes) or [`Deletion::NotYet`] (looked
+//! at again after the time it carries); an `Err` is a failure.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::catching_up::recent;
@@ -21,6 +23,7 @@ use super::kinds::{
     security_group, subnets, vpc, Deleted, Observed,
 };
 use super::next_look::next_look_deleting;
+use super::ownership::{self, Intent, Recorded, LET_GO};
 use super::spec::AccountRef;
 use super::status::Report;
 use super::{use_account, ClusterContext};
@@ -32,27 +35,29 @@ use crate::aws::dependents::{self, Dependent};
 use crate::aws::tags::OwnershipTags;
 use crate::aws::{AwsClients, AwsError, AwsResult};
 use crate::outcome::Outcome;
-use crate::{Class, Error};
+use crate::Error;
 
-pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
+/// Where a deletion pass leaves the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Nothing of it is left to delete: the finalizer may go.
+    Done,
+    /// Deletion goes on (its status says what waits): looked at again
+    /// after this.
+    NotYet(Duration),
+}
+
+pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Deletion, Error> {
     let uid = cc.uid().unwrap_or_default();
     // Another installation's resources are never touched: not deleted,
     // not described, not marked.
     let installation = ctx.operator.installation.id();
-    if let Some(other) = cc
-        .status
-        .as_ref()
-        .and_then(|s| s.installation.as_deref())
-        .filter(|i| *i != installation)
-    {
-        let outcome = Outcome::NeedsUser {
-            reason: reason::OTHER_INSTALLATION,
-            message: format!("cannot delete: the cluster's AWS resources were made by operator installation {other}, not this one ({installation}), and this operator never touches them; let installation {other} delete the cluster, or {LET_GO_LOWER}"),
-        };
+    if let Some(foreign) = ownership::foreign(recorded_of(&cc), installation, None) {
         if cc.spec.deletion_policy == DeletionPolicy::Retain {
             return Ok(done(&ctx, &uid));
         }
-        return Err(pending(&ctx, Report::deleting(&cc), outcome).await);
+        let outcome = foreign.outcome(Intent::Delete);
+        return pending(&ctx, Report::deleting(&cc), outcome).await;
     }
     if cc.spec.deletion_policy == DeletionPolicy::Retain {
         retain(&ctx, &cc).await?;
@@ -68,8 +73,10 @@ pub async fn cleanup(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Resul
         return Ok(done(&ctx, &uid));
     };
     let target = DeletionTarget::of(&cc, installation);
-    let resolved = deletion_account(&ctx, &cc, &target, &recorded).await?;
-    delete_what_is_left(&ctx, &cc, &target, &resolved).await
+    match deletion_account(&ctx, &cc, &target, &recorded).await? {
+        ControlFlow::Continue(resolved) => delete_what_is_left(&ctx, &cc, &target, &resolved).await,
+        ControlFlow::Break(waits) => Ok(waits),
+    }
 }
 
 /// The account the cluster's resources are in, usable now; otherwise the
@@ -79,33 +86,35 @@ async fn deletion_account(
     cc: &ComputeCluster,
     target: &DeletionTarget,
     recorded: &str,
-) -> Result<ResolvedAccount, Error> {
+) -> Result<ControlFlow<Deletion, ResolvedAccount>, Error> {
     let resolved = match use_account(ctx, cc, &target.account).await {
         Ok(usable) => usable.resolved,
         Err(blocked) => {
             let message = format!(
-                "cannot delete the AWS resources yet: {}; {LET_GO}",
+                "cannot delete the AWS resources yet: {}; fix the CloudAccount (or its credentials), or {LET_GO}",
                 blocked.message
             );
             let outcome = Outcome::NeedsUser {
                 reason: blocked.reason,
                 message,
             };
-            return Err(pending(ctx, Report::deleting(cc), outcome).await);
+            return pending(ctx, Report::deleting(cc), outcome)
+                .await
+                .map(ControlFlow::Break);
         }
     };
-    if resolved.account_id != recorded {
-        let message = format!(
-            "cannot delete: the cluster's AWS resources are in account {recorded}, but spec.cloudAccountRef now resolves to account {}; point it back at account {recorded}, or {LET_GO_LOWER}",
-            resolved.account_id
-        );
-        let outcome = Outcome::NeedsUser {
-            reason: reason::ACCOUNT_CHANGED,
-            message,
-        };
-        return Err(pending(ctx, Report::deleting(cc), outcome).await);
+    let installation = ctx.operator.installation.id();
+    let was = Recorded {
+        aws_account_id: Some(recorded),
+        ..recorded_of(cc)
+    };
+    if let Some(foreign) = ownership::foreign(was, installation, Some(&resolved.account_id)) {
+        let outcome = foreign.outcome(Intent::Delete);
+        return pending(ctx, Report::deleting(cc), outcome)
+            .await
+            .map(ControlFlow::Break);
     }
-    Ok(resolved)
+    Ok(ControlFlow::Continue(resolved))
 }
 
 /// One deletion pass over what AWS shows of the cluster: done when nothing
@@ -115,7 +124,7 @@ async fn delete_what_is_left(
     cc: &ComputeCluster,
     target: &DeletionTarget,
     resolved: &ResolvedAccount,
-) -> Result<Action, Error> {
+) -> Result<Deletion, Error> {
     let uid = cc.uid().unwrap_or_default();
     let c = AwsClients::new(
         &resolved.config,
@@ -138,7 +147,7 @@ async fn delete_what_is_left(
             reason: reason::DELETING,
             message: recent::waiting_for(&unseen),
         };
-        return Err(pending(ctx, Report::deleting(cc), outcome).await);
+        return pending(ctx, Report::deleting(cc), outcome).await;
     }
     if observed.is_empty() {
         tracing::info!(name = %cc.name_any(), "every AWS resource is deleted");
@@ -151,7 +160,7 @@ async fn delete_what_is_left(
         return Ok(done(ctx, &uid));
     }
     let (outcome, blockers) = pass_outcome(&c, &uid, &observed, result).await?;
-    Err(pending(ctx, Report::deleting(cc).blocked_by(blockers), outcome).await)
+    pending(ctx, Report::deleting(cc).blocked_by(blockers), outcome).await
 }
 
 /// What a deletion pass that did not finish comes to, and what blocks it.
@@ -203,22 +212,20 @@ async fn pass_outcome(
         ));
     }
     let e = Error::Aws(e);
-    let outcome = match e.classify() {
-        (reason, Class::NeedsUser) => Outcome::NeedsUser {
-            reason: reason.as_str(),
-            message: format!("cannot delete: {e}"),
-        },
-        _ => Outcome::Transient {
-            reason: reason::DELETING,
-            message: format!("deleting, retrying: {e}"),
-        },
-    };
-    Ok((outcome, vec![]))
+    match Outcome::of_error(&e, Intent::Delete) {
+        Some(outcome) => Ok((outcome, vec![])),
+        None => Err(e),
+    }
 }
 
-/// What a user stuck with a deletion can do.
-const LET_GO: &str = "fix the CloudAccount (or its credentials), or set spec.deletionPolicy: Retain to let the cluster go and leave its AWS resources (an Event then lists their IDs)";
-const LET_GO_LOWER: &str = "set spec.deletionPolicy: Retain to let the cluster go and leave its AWS resources (an Event then lists their IDs)";
+/// What the cluster recorded of its resources.
+fn recorded_of(cc: &ComputeCluster) -> Recorded<'_> {
+    let status = cc.status.as_ref();
+    Recorded {
+        installation: status.and_then(|s| s.installation.as_deref()),
+        aws_account_id: status.and_then(|s| s.aws_account_id.as_deref()),
+    }
+}
 
 /// `deletionPolicy: Retain`: says in status and an Event which AWS
 /// resources are left behind (what status knows, and what AWS shows when
@@ -313,26 +320,28 @@ pub fn status_ids(s: &crate::api::ComputeClusterStatus, brought_profile: bool) -
 }
 
 /// Every AWS resource is gone (or left on purpose): the finalizer goes.
-fn done(ctx: &ClusterContext, uid: &str) -> Action {
+fn done(ctx: &ClusterContext, uid: &str) -> Deletion {
     ctx.operator.reset_backoff(uid);
     ctx.operator.ledger.release(uid);
     ctx.recent.forget(uid);
     ctx.operator.metrics.cluster_phase(uid, None);
-    Action::await_change()
+    Deletion::Done
 }
 
-/// Writes the deletion's status and keeps the finalizer (the helper removes
-/// it on any `Ok`), looked at again as `next_look_deleting` says.
-async fn pending(ctx: &ClusterContext, report: Report, outcome: Outcome) -> Error {
-    let after = match report.write(&ctx.operator, &outcome).await {
-        Ok(after) => after,
-        Err(e) => return e,
-    };
+/// Writes the deletion's status: not done yet, looked at again as
+/// `next_look_deleting` says.
+async fn pending(
+    ctx: &ClusterContext,
+    report: Report,
+    outcome: Outcome,
+) -> Result<Deletion, Error> {
+    let after = report.write(&ctx.operator, &outcome).await?;
     let blocked = outcome.reason() == reason::DELETION_BLOCKED;
-    Error::CleanupPending {
-        message: outcome.message().to_string(),
-        retry_after: next_look_deleting(after, blocked, ctx.operator.settings.resync),
-    }
+    Ok(Deletion::NotYet(next_look_deleting(
+        after,
+        blocked,
+        ctx.operator.settings.resync,
+    )))
 }
 
 /// What a deletion works from, none of it validated (a spec that no longer

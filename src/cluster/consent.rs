@@ -19,8 +19,9 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
+use super::cleanup::{self, Deletion};
 use super::status::Report;
-use super::{cleanup, ClusterContext};
+use super::ClusterContext;
 use crate::api::conditions::{self, reason, CONSENT_WITHDRAWN};
 use crate::api::{CloudAccount, ComputeCluster, DeletionPolicy};
 use crate::Error;
@@ -37,12 +38,7 @@ pub struct Withdrawn {
 /// Whether `account`, the one `cc` reached AWS through, has withdrawn its
 /// consent from the cluster's namespace. Pure.
 pub fn withdrawn_by(cc: &ComputeCluster, account: &CloudAccount) -> bool {
-    let recorded = cc.recorded_account().is_some_and(|r| r.is(account));
-    let lender = account.namespace().unwrap_or_default();
-    recorded
-        && !account
-            .spec
-            .allows_namespace(&lender, &cc.namespace().unwrap_or_default())
+    crate::account::in_use::Standing::of(account, cc).withdrawn()
 }
 
 /// When the grace period of a withdrawal seen `now` ends: counted from the
@@ -112,8 +108,9 @@ pub async fn hold_or_release(
         let left = Duration::try_from(w.deadline.duration_since(now)).unwrap_or_default();
         return Ok(Action::requeue(left.min(ctx.operator.settings.resync)));
     }
-    match cleanup::cleanup(as_deleted(&cc), ctx.clone()).await {
-        Ok(_) => {
+    match cleanup::cleanup(as_deleted(&cc), ctx.clone()).await? {
+        Deletion::NotYet(after) => Ok(Action::requeue(after)),
+        Deletion::Done => {
             let message = format!(
                 "CloudAccount {} withdrew its consent from namespace {own_ns} and the grace period ended: the cluster's AWS resources in that account were deleted and the account let go; delete this cluster, or ask for the namespace to be allowed again",
                 w.account
@@ -134,8 +131,6 @@ pub async fn hold_or_release(
                 .await?;
             Ok(Action::await_change())
         }
-        Err(Error::CleanupPending { retry_after, .. }) => Ok(Action::requeue(retry_after)),
-        Err(e) => Err(e),
     }
 }
 
@@ -145,7 +140,7 @@ pub async fn delete(
     cc: Arc<ComputeCluster>,
     ctx: Arc<ClusterContext>,
     w: &Withdrawn,
-) -> Result<Action, Error> {
+) -> Result<Deletion, Error> {
     if cc.spec.deletion_policy == DeletionPolicy::Retain {
         tracing::info!(name = %cc.name_any(), account = %w.account, "deletionPolicy Retain not honoured: the account's consent was withdrawn");
     }

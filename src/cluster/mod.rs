@@ -1,6 +1,6 @@
 //! The ComputeCluster controller: dereference → validate (`spec`) → observe
 //! → decide and act (`converge` runs `graph`'s steps, each the `ensure` of a
-//! kind in `kinds`) → status, inside kube-runtime's finalizer helper;
+//! kind in `kinds`) → status, behind the cluster's finalizer;
 //! deletion in `cleanup` (each kind's `delete`).
 
 pub mod admission;
@@ -15,6 +15,7 @@ pub mod graph;
 pub mod groups;
 pub mod kinds;
 pub mod next_look;
+pub mod ownership;
 pub mod quotas;
 
 pub mod resync;
@@ -28,7 +29,6 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
@@ -45,6 +45,7 @@ use crate::Error;
 use catalog::Catalog;
 use catching_up::recent::Recent;
 use catching_up::shared_wait::{self, Waiting};
+use cleanup::Deletion;
 use groups::{Entry, GroupKey};
 use kinds::{Looks, Observed};
 use next_look::{next_look, NextLook, PassEnd};
@@ -151,52 +152,65 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     let uid = cc.uid().unwrap_or_default();
     ctx.resync.leave(&uid);
     ctx.waiting.leave(&uid);
-    let result = finalizer(&api, FINALIZER, cc, |event| async {
-        // A borrowed account's withdrawn consent outranks the pause and
-        // deletionPolicy Retain: the lender's account is held for the
-        // deletion only, and only for the grace period.
-        let (cc, deleting) = match event {
-            Event::Apply(cc) => (cc, false),
-            Event::Cleanup(cc) => (cc, true),
-        };
-        match (deleting, consent::withdrawn(&ctx, &cc).await?) {
-            (false, Some(w)) => consent::hold_or_release(cc, ctx.clone(), w).await,
-            (true, Some(w)) => consent::delete(cc, ctx.clone(), &w).await,
-            (false, None) if is_paused(&cc) => {
-                Report::new(&cc).paused(&ctx.operator).await?;
-                Ok(Action::await_change())
-            }
-            (true, None) if is_paused(&cc) => {
-                Report::new(&cc).paused(&ctx.operator).await?;
-                // The finalizer stays while paused; removing the annotation
-                // is a change the controller sees at once.
-                Err(Error::CleanupPending {
-                    message: "deletion is paused".into(),
-                    retry_after: ctx.operator.settings.resync,
-                })
-            }
-            (false, None) => apply(cc, ctx.clone()).await,
-            (true, None) => cleanup::cleanup(cc, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let finalized = cc.finalizers().iter().any(|f| f == FINALIZER);
+    let result = match (deleting, finalized) {
+        // The finalizer goes on before anything else; that change brings
+        // the first pass.
+        (false, false) => in_use::add_finalizer(&api, &cc, FINALIZER)
+            .await
+            .map(|_| Action::await_change())
+            .map_err(Error::from),
+        // Deleted before it had one, or its deletion already done.
+        (true, false) => Ok(Action::await_change()),
+        (false, true) => converge_or_hold(cc, ctx.clone()).await,
+        (true, true) => match delete(cc.clone(), ctx.clone()).await {
+            Ok(Deletion::Done) => in_use::remove_finalizer(&api, &cc, FINALIZER)
+                .await
+                .map(|_| Action::await_change())
+                .map_err(Error::from),
+            Ok(Deletion::NotYet(after)) => Ok(Action::requeue(after)),
+            Err(e) => Err(e),
+        },
+    };
     ctx.operator
         .metrics
         .reconciled(CONTROLLER, started.elapsed());
     result
 }
 
-fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
-    if let Error::Finalizer(e) = error {
-        if let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending {
-            retry_after,
-            ..
-        }) = e.as_ref()
-        {
-            return Action::requeue(*retry_after);
+/// A pass over a cluster that is not being deleted. A borrowed account's
+/// withdrawn consent outranks the pause.
+async fn converge_or_hold(
+    cc: Arc<ComputeCluster>,
+    ctx: Arc<ClusterContext>,
+) -> Result<Action, Error> {
+    match consent::withdrawn(&ctx, &cc).await? {
+        Some(w) => consent::hold_or_release(cc, ctx.clone(), w).await,
+        None if is_paused(&cc) => {
+            Report::new(&cc).paused(&ctx.operator).await?;
+            Ok(Action::await_change())
         }
+        None => apply(cc, ctx.clone()).await,
     }
+}
+
+/// A deletion pass. A borrowed account's withdrawn consent outranks the
+/// pause and deletionPolicy Retain: the lender's account is held for the
+/// deletion only, and only for the grace period.
+async fn delete(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Deletion, Error> {
+    match consent::withdrawn(&ctx, &cc).await? {
+        Some(w) => consent::delete(cc, ctx.clone(), &w).await,
+        None if is_paused(&cc) => {
+            Report::new(&cc).paused(&ctx.operator).await?;
+            // The finalizer stays while paused; removing the annotation
+            // is a change the controller sees at once.
+            Ok(Deletion::NotYet(ctx.operator.settings.resync))
+        }
+        None => cleanup::cleanup(cc, ctx.clone()).await,
+    }
+}
+
+fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
     let backoff = ctx.operator.retry_later(
         CONTROLLER,
         &cc.uid().unwrap_or_default(),
@@ -312,15 +326,11 @@ pub(crate) fn refusal(
     } = at;
     let own_ns = cc.namespace().unwrap_or_default();
     let cleaning_up = cc.meta().deletion_timestamp.is_some();
-    // A namespace no longer allowed may still delete what it created, with
-    // the very account it created it through: consent is bound to that
-    // account, never to whichever the reference now names.
-    let recorded = cc.recorded_account().is_some_and(|r| r.is(account));
-    let may_use = account.spec.allows_namespace(ns, &own_ns) || (cleaning_up && recorded);
-    if !may_use {
+    let standing = in_use::Standing::of(account, cc);
+    if !standing.may_act(cleaning_up) {
         return Some(not_allowed(at, &own_ns));
     }
-    if account.meta().deletion_timestamp.is_some() && !recorded && !cleaning_up {
+    if account.meta().deletion_timestamp.is_some() && !standing.recorded && !cleaning_up {
         return Some(AccountBlocked {
             reason: reason::ACCOUNT_DELETING,
             message: format!("CloudAccount {ns}/{name} is being deleted and takes no new cluster; point spec.cloudAccountRef at another CloudAccount"),
@@ -373,18 +383,16 @@ async fn dereference(
     ctx: &Arc<ClusterContext>,
 ) -> Result<Proceed<(Input, Report)>, Error> {
     let report = Report::new(cc);
+    let stop = |report: Report, reason, message: String| async move {
+        let outcome = crate::outcome::Outcome::NeedsUser { reason, message };
+        report
+            .settle(&ctx.operator, outcome)
+            .await
+            .map(Proceed::Stopped)
+    };
     let mut spec = match spec::validate(cc, ctx.operator.installation.id()) {
         Ok(spec) => spec,
-        Err(e) => {
-            let outcome = crate::outcome::Outcome::NeedsUser {
-                reason: reason::INVALID_SPEC,
-                message: e.to_string(),
-            };
-            return report
-                .settle(&ctx.operator, outcome)
-                .await
-                .map(Proceed::Stopped);
-        }
+        Err(e) => return stop(report, reason::INVALID_SPEC, e.to_string()).await,
     };
     let UsableAccount { account, resolved } = match use_account(ctx, cc, &spec.account).await {
         Ok(r) => r,
@@ -395,21 +403,8 @@ async fn dereference(
                 .map(Proceed::Stopped)
         }
     };
-    spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
-    let refused = match (
-        spec::shared_node_identity(&mut spec, &account),
-        spec::account_allowances(&mut spec, &account),
-    ) {
-        (Err(e), _) => Some((reason::SHARED_NODE_IDENTITY, e.to_string())),
-        (_, Err(e)) => Some((reason::KMS_KEY_NOT_LISTED, e.to_string())),
-        _ => None,
-    };
-    if let Some((reason, message)) = refused {
-        let outcome = crate::outcome::Outcome::NeedsUser { reason, message };
-        return report
-            .settle(&ctx.operator, outcome)
-            .await
-            .map(Proceed::Stopped);
+    if let Some((reason, message)) = with_account(&mut spec, &account) {
+        return stop(report, reason, message).await;
     }
     // The account (and so its Secret) is kept while this cluster may have
     // resources to delete: protected before the first AWS call.
@@ -441,6 +436,24 @@ async fn dereference(
     )
 }
 
+/// What the account adds to the spec (its permissions boundary, its
+/// shared node identity, what it lets nodes use), or why the spec cannot
+/// run through it.
+fn with_account(
+    spec: &mut ValidatedSpec,
+    account: &CloudAccount,
+) -> Option<(&'static str, String)> {
+    spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
+    match (
+        spec::shared_node_identity(spec, account),
+        spec::account_allowances(spec, account),
+    ) {
+        (Err(e), _) => Some((reason::SHARED_NODE_IDENTITY, e.to_string())),
+        (_, Err(e)) => Some((reason::KMS_KEY_NOT_LISTED, e.to_string())),
+        _ => None,
+    }
+}
+
 /// Observes the cluster's resources and converges them: the pass's result
 /// and, when it went through, what it observed.
 async fn converge_pass(
@@ -458,56 +471,7 @@ async fn converge_pass(
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
     let adopt = report.needs_adoption();
-    let (spec, looks) = (&input.spec, input.looks);
-    let progress = &mut report.progress;
-    let result = async {
-        // Before any AWS call: a group whose user data cannot be read
-        // launches nothing.
-        let ns = cc.namespace().unwrap_or_default();
-        let user_data = user_data::read(&ctx.operator.client, &ns, &spec.node_groups).await?;
-        if adopt {
-            let iam_name = kinds::iam::iam_name(&spec.owner);
-            let adopted = crate::aws::inventory::adopt(&clients, &spec.owner, &iam_name).await?;
-            tracing::info!(namespace = %ns, name = %cc.name_any(), ec2 = adopted.ec2.len(), iam = adopted.iam.len(), "adopted the cluster's resources into this installation");
-        }
-        let observed = Observed::describe_kinds(&clients, &spec.owner, looks).await?;
-        // A view that lacks what this process just created is stale: acting
-        // on it would create the same again.
-        let unseen = ctx.recent.unseen(&uid, &observed.ids(), Instant::now());
-        if !unseen.is_empty() {
-            return Err(Error::NotVisibleYet { unseen });
-        }
-        // Before the first create and a scale-up: nothing is made that a
-        // quota would stop halfway.
-        // Within the account's limits, before anything is made.
-        admission::admit(ctx, &clients, cc, spec, &input.account_uid, input.limits.as_ref()).await?;
-        let memory = &ctx.quotas;
-        let quotas = quotas::preflight(&clients, &ctx.catalog, memory, spec, &observed).await?;
-        let launch_cap = kinds::node_groups::launch_cap(quotas.is_some());
-        if let Some(note) = quotas {
-            let note = format!("{note}; launches are capped at {launch_cap} instances a pass");
-            progress.notes.push((reason::QUOTA_UNKNOWN, note));
-        }
-        let account_id = &input.resolved.account_id;
-        kinds::peering::preflight(&clients, spec, account_id, &observed.peerings).await?;
-        let pass = kinds::Pass {
-            c: &clients,
-            spec,
-            observed: &observed,
-            user_data: &user_data,
-            recorded: &input.recorded,
-            account_id: &input.resolved.account_id,
-            launch_cap,
-        };
-        let converged = converge::converge(&ctx.catalog, pass, progress).await;
-        // What the pass leaves costs what it costs, converged or not.
-        let prices = (&ctx.operator.prices, &ctx.catalog);
-        let priced = cost::of_pass(prices, &clients, spec, progress, &observed.endpoints).await;
-        progress.cost = priced;
-        converged?;
-        Ok(observed)
-    }
-    .await;
+    let result = observe_and_converge(cc, ctx, input, &clients, adopt, &mut report.progress).await;
     ctx.recent.remember(&uid, created.take(), Instant::now());
     if adopt && result.is_ok() {
         report.adopted(ctx.operator.installation.id());
@@ -516,6 +480,74 @@ async fn converge_pass(
         Ok(seen) => (Ok(()), Some(seen)),
         Err(e) => (Err(e), None),
     }
+}
+
+/// One pass's AWS work: the user data read, the resources adopted when
+/// they must be, observed, admitted against limits and quotas, converged
+/// and priced; what it observed.
+async fn observe_and_converge(
+    cc: &ComputeCluster,
+    ctx: &ClusterContext,
+    input: &Input,
+    clients: &AwsClients,
+    adopt: bool,
+    progress: &mut status::Progress,
+) -> Result<Observed, Error> {
+    let uid = cc.uid().unwrap_or_default();
+    let (spec, looks) = (&input.spec, input.looks);
+    // Before any AWS call: a group whose user data cannot be read
+    // launches nothing.
+    let ns = cc.namespace().unwrap_or_default();
+    let user_data = user_data::read(&ctx.operator.client, &ns, &spec.node_groups).await?;
+    if adopt {
+        let iam_name = kinds::iam::iam_name(&spec.owner);
+        let adopted = crate::aws::inventory::adopt(clients, &spec.owner, &iam_name).await?;
+        tracing::info!(namespace = %ns, name = %cc.name_any(), ec2 = adopted.ec2.len(), iam = adopted.iam.len(), "adopted the cluster's resources into this installation");
+    }
+    let observed = Observed::describe_kinds(clients, &spec.owner, looks).await?;
+    // A view that lacks what this process just created is stale: acting
+    // on it would create the same again.
+    let unseen = ctx.recent.unseen(&uid, &observed.ids(), Instant::now());
+    if !unseen.is_empty() {
+        return Err(Error::NotVisibleYet { unseen });
+    }
+    // Within the account's limits, before anything is made.
+    admission::admit(
+        ctx,
+        clients,
+        cc,
+        spec,
+        &input.account_uid,
+        input.limits.as_ref(),
+    )
+    .await?;
+    // Before the first create and a scale-up: nothing is made that a
+    // quota would stop halfway.
+    let memory = &ctx.quotas;
+    let quotas = quotas::preflight(clients, &ctx.catalog, memory, spec, &observed).await?;
+    let launch_cap = kinds::node_groups::launch_cap(quotas.is_some());
+    if let Some(note) = quotas {
+        let note = format!("{note}; launches are capped at {launch_cap} instances a pass");
+        progress.notes.push((reason::QUOTA_UNKNOWN, note));
+    }
+    let account_id = &input.resolved.account_id;
+    kinds::peering::preflight(clients, spec, account_id, &observed.peerings).await?;
+    let pass = kinds::Pass {
+        c: clients,
+        spec,
+        observed: &observed,
+        user_data: &user_data,
+        recorded: &input.recorded,
+        account_id: &input.resolved.account_id,
+        launch_cap,
+    };
+    let converged = converge::converge(&ctx.catalog, pass, progress).await;
+    // What the pass leaves costs what it costs, converged or not.
+    let prices = (&ctx.operator.prices, &ctx.catalog);
+    let priced = cost::of_pass(prices, clients, spec, progress, &observed.endpoints).await;
+    progress.cost = priced;
+    converged?;
+    Ok(observed)
 }
 
 /// Carries out the next look: a requeue, the shared wait for what AWS is

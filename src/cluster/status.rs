@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::kinds::iam::Iam;
+use super::ownership::{self, Recorded};
 use super::AccountBlocked;
 use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost};
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
@@ -17,8 +18,8 @@ use crate::api::conditions::{
 };
 use crate::api::{CloudAccount, ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::context::{apply_status, Context};
-use crate::outcome::Outcome;
-use crate::{Class, Error};
+use crate::outcome::{Intent, Outcome};
+use crate::Error;
 
 /// What a reconcile learned, filled in as it goes.
 #[derive(Clone, Debug, Default)]
@@ -99,42 +100,7 @@ pub fn outcome_of(
             reason: reason::PROVISIONING,
             message: waiting,
         }),
-        Err(e) => {
-            let (reason, class) = e.classify();
-            let reason = reason.as_str();
-            let aws = matches!(e, Error::Aws(_));
-            Ok(match class {
-                // Deletion's own bookkeeping is the error policy's.
-                _ if matches!(e, Error::CleanupPending { .. }) => return Err(e),
-                Class::NeedsUser => Outcome::NeedsUser {
-                    reason,
-                    message: e.to_string(),
-                },
-                // AWS catching up with what was just made is progress:
-                // looked at again after the progress poll, no backoff.
-                Class::CatchingUp => Outcome::Progressing {
-                    reason,
-                    message: match aws {
-                        true => format!("waiting for AWS to catch up with what was just made: {e}"),
-                        false => e.to_string(),
-                    },
-                },
-                // AWS's passing failures and its capacity are the cluster's
-                // state; any other passing failure (the Kubernetes API, an
-                // account not verified for now) is the error policy's.
-                Class::Transient | Class::Throttled => match e {
-                    Error::Aws(_) => Outcome::Transient {
-                        reason,
-                        message: format!("retrying after a transient AWS error: {e}"),
-                    },
-                    Error::InsufficientCapacity { .. } => Outcome::Transient {
-                        reason,
-                        message: e.to_string(),
-                    },
-                    _ => return Err(e),
-                },
-            })
-        }
+        Err(e) => Outcome::of_error(&e, Intent::Converge).ok_or(e),
     }
 }
 
@@ -214,28 +180,12 @@ impl Report {
         account_id: &str,
     ) -> Result<Proceed<Self>, Error> {
         let installation = ctx.installation.id();
-        if let Some(other) = self
-            .previous
-            .installation
-            .as_deref()
-            .filter(|i| *i != installation)
-        {
-            let outcome = Outcome::NeedsUser {
-                reason: reason::OTHER_INSTALLATION,
-                message: format!("the cluster's AWS resources were made by operator installation {other}, not this one ({installation}): this operator neither changes nor deletes them; let the installation {other} manage the cluster"),
-            };
-            return self.settle(ctx, outcome).await.map(Proceed::Stopped);
-        }
-        if let Some(id) = self
-            .previous
-            .aws_account_id
-            .as_deref()
-            .filter(|id| *id != account_id)
-        {
-            let outcome = Outcome::NeedsUser {
-                reason: reason::ACCOUNT_CHANGED,
-                message: format!("the cluster's AWS resources are in account {id}, but spec.cloudAccountRef now resolves to account {account_id}; point it back at account {id}"),
-            };
+        let recorded = Recorded {
+            installation: self.previous.installation.as_deref(),
+            aws_account_id: self.previous.aws_account_id.as_deref(),
+        };
+        if let Some(foreign) = ownership::foreign(recorded, installation, Some(account_id)) {
+            let outcome = foreign.outcome(Intent::Converge);
             return self.settle(ctx, outcome).await.map(Proceed::Stopped);
         }
         let record = CloudAccountRecord {
