@@ -669,7 +669,7 @@ async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error>
         let c = AwsClients::new(
             &resolved.config,
             &account.spec.region,
-            ctx.metrics.aws_interceptor(),
+            ctx.metrics.aws_interceptor_for(&resolved.account_id),
         );
         let in_scope = |l: &&Leak| {
             let ns = l.owner().namespace;

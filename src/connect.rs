@@ -374,13 +374,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
     let installation = args.installation.clone().or(status.installation.clone()).ok_or_else(|| {
         refused(format!("CloudAccount {label} publishes no status.installation yet: the operator has not looked at it; or give --installation (`byoc-operator version`)"))
     })?;
-    let external_id = match (&status.external_id, &spec.external_id, &spec.credentials_secret_ref) {
-        (Some(id), _, _) | (None, Some(id), _) => Some(id.clone()),
-        (None, None, Some(secret)) => secret_external_id(client, &account.namespace().unwrap_or_default(), &secret.name).await?,
-        (None, None, None) => {
-            return Err(refused(format!("CloudAccount {label} publishes no status.externalId yet: its namespace may not use the operator's identity, or the operator has not looked at it (see its conditions)")))
-        }
-    };
+    let external_id = external_id_of(client, account, &label).await?;
     if args.ongoing && spec.node_instance_profile_name.is_none() {
         return Err(refused(format!("--ongoing leaves the role no IAM write right, so clusters need the account's shared node identity: set spec.nodeInstanceProfileName on CloudAccount {label} (connect makes it)")));
     }
@@ -394,17 +388,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         kms_key_arns: spec.kms_key_arns.clone(),
         adopt: false,
     };
-    let mut policies = BTreeMap::new();
-    policies.insert(
-        ONGOING_POLICY.to_string(),
-        iam_policy::policy_part(&options, PolicyPart::Ongoing),
-    );
-    if !args.ongoing {
-        policies.insert(
-            SETUP_POLICY.to_string(),
-            iam_policy::policy_part(&options, PolicyPart::Setup),
-        );
-    }
+    let policies = role_policies(&options, args.ongoing);
     let node = spec
         .node_instance_profile_name
         .as_ref()
@@ -434,6 +418,42 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         principal,
         region: spec.region.clone(),
     })
+}
+
+/// The external ID the role's trust must require: the one the operator
+/// publishes, the spec's, or the account's Secret's.
+async fn external_id_of(
+    client: &Client,
+    account: &CloudAccount,
+    label: &str,
+) -> Result<Option<String>> {
+    let spec = &account.spec;
+    let published = account.status.as_ref().and_then(|s| s.external_id.as_ref());
+    match (published, &spec.external_id, &spec.credentials_secret_ref) {
+        (Some(id), _, _) | (None, Some(id), _) => Ok(Some(id.clone())),
+        (None, None, Some(secret)) => {
+            let ns = account.namespace().unwrap_or_default();
+            secret_external_id(client, &ns, &secret.name).await
+        }
+        (None, None, None) => Err(ConnectError::Refused(format!("CloudAccount {label} publishes no status.externalId yet: its namespace may not use the operator's identity, or the operator has not looked at it (see its conditions)"))),
+    }
+}
+
+/// The role's inline policies by name: the ongoing part, and the setup
+/// part unless `ongoing` alone is asked for.
+fn role_policies(options: &PolicyOptions, ongoing: bool) -> BTreeMap<String, Value> {
+    let mut policies = BTreeMap::new();
+    policies.insert(
+        ONGOING_POLICY.to_string(),
+        iam_policy::policy_part(options, PolicyPart::Ongoing),
+    );
+    if !ongoing {
+        policies.insert(
+            SETUP_POLICY.to_string(),
+            iam_policy::policy_part(options, PolicyPart::Setup),
+        );
+    }
+    policies
 }
 
 /// The Secret key `EXTERNAL_ID`, when the account's Secret has one.

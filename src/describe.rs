@@ -12,8 +12,11 @@ use kube::{Api, Client, ResourceExt};
 use crate::account::credentials;
 use crate::api::compute_cluster::{ClusterCost, NodeGroupStatus};
 use crate::api::{CloudAccount, ComputeCluster};
+use crate::aws::endpoint::ObservedEndpoint;
 use crate::aws::nat_gateway::NatState;
-use crate::aws::security_group::GroupPart;
+use crate::aws::peering::ObservedPeering;
+use crate::aws::route_table::ObservedRouteTable;
+use crate::aws::security_group::{GroupPart, ObservedSecurityGroup};
 use crate::aws::{AwsClients, OwnershipTags};
 use crate::cluster::kinds::Observed;
 use crate::metrics::Metrics;
@@ -314,60 +317,68 @@ fn network_nodes(o: &Observed) -> Vec<Node> {
             a.zone.as_deref().unwrap_or("?")
         ))
     }));
-    network.extend(o.route_tables.iter().map(|t| {
-        let place = t
-            .zone
-            .as_deref()
-            .unwrap_or(if t.public { "public" } else { "private" });
-        let route = t
-            .default_target
-            .as_deref()
-            .map(|r| format!("  0.0.0.0/0 → {r}"))
-            .unwrap_or_default();
-        Node::new(format!(
-            "RouteTable {}  {place}  {} subnets{route}",
-            t.id,
-            t.associations.len()
-        ))
-    }));
-    network.extend(o.security_groups.iter().map(|g| {
-        let part = match g.part {
-            GroupPart::Nodes => "nodes",
-            GroupPart::Endpoints => "endpoints",
-        };
-        Node::new(format!(
-            "SecurityGroup {}  {part}  {} ingress rules",
-            g.id,
-            g.ingress.len()
-        ))
-    }));
-    network.extend(o.endpoints.iter().map(|e| {
-        let (kind, at) = match e.gateway {
-            true => (
-                "gateway",
-                format!("{} route tables", e.route_table_ids.len()),
-            ),
-            false => ("interface", format!("{} subnets", e.subnet_ids.len())),
-        };
-        let state = format!("{:?}", e.state).to_lowercase();
-        Node::new(format!(
-            "VpcEndpoint {}  {}  {kind}  {state}  {at}",
-            e.id, e.service
-        ))
-    }));
-    network.extend(o.peerings.iter().map(|p| {
-        let state = format!("{:?}", p.state).to_lowercase();
-        let routes = o
-            .peering_routes
-            .iter()
-            .filter(|r| r.peering_id == p.id)
-            .count();
-        Node::new(format!(
-            "PeeringConnection {}  → {}  {state}  {routes} routes",
-            p.id, p.peer_vpc_id
-        ))
-    }));
+    network.extend(o.route_tables.iter().map(route_table_node));
+    network.extend(o.security_groups.iter().map(security_group_node));
+    network.extend(o.endpoints.iter().map(endpoint_node));
+    network.extend(o.peerings.iter().map(|p| peering_node(o, p)));
     network
+}
+
+fn route_table_node(t: &ObservedRouteTable) -> Node {
+    let place = t
+        .zone
+        .as_deref()
+        .unwrap_or(if t.public { "public" } else { "private" });
+    let route = t
+        .default_target
+        .as_deref()
+        .map(|r| format!("  0.0.0.0/0 → {r}"))
+        .unwrap_or_default();
+    Node::new(format!(
+        "RouteTable {}  {place}  {} subnets{route}",
+        t.id,
+        t.associations.len()
+    ))
+}
+
+fn security_group_node(g: &ObservedSecurityGroup) -> Node {
+    let part = match g.part {
+        GroupPart::Nodes => "nodes",
+        GroupPart::Endpoints => "endpoints",
+    };
+    Node::new(format!(
+        "SecurityGroup {}  {part}  {} ingress rules",
+        g.id,
+        g.ingress.len()
+    ))
+}
+
+fn endpoint_node(e: &ObservedEndpoint) -> Node {
+    let (kind, at) = match e.gateway {
+        true => (
+            "gateway",
+            format!("{} route tables", e.route_table_ids.len()),
+        ),
+        false => ("interface", format!("{} subnets", e.subnet_ids.len())),
+    };
+    let state = format!("{:?}", e.state).to_lowercase();
+    Node::new(format!(
+        "VpcEndpoint {}  {}  {kind}  {state}  {at}",
+        e.id, e.service
+    ))
+}
+
+fn peering_node(o: &Observed, p: &ObservedPeering) -> Node {
+    let state = format!("{:?}", p.state).to_lowercase();
+    let routes = o
+        .peering_routes
+        .iter()
+        .filter(|r| r.peering_id == p.id)
+        .count();
+    Node::new(format!(
+        "PeeringConnection {}  → {}  {state}  {routes} routes",
+        p.id, p.peer_vpc_id
+    ))
 }
 
 /// The spec's groups (as status counts them), and any group AWS still has

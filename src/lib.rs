@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod connect;
 pub mod context;
 pub mod describe;
+#[cfg(test)]
+pub mod fixtures;
 pub mod installation;
 pub mod leadership;
 pub mod metrics;

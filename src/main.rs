@@ -708,19 +708,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         settings(&args),
         metrics.clone(),
     ));
-    let accounts = Arc::new(account::Accounts::new(&ctx, pacing));
-    let controllers = async {
-        tokio::join!(
-            account::run(ctx.clone(), accounts.clone(), shutdown.clone()),
-            cluster::run(ctx.clone(), accounts.clone(), shutdown.clone()),
-            byoc_operator::audit::watch(
-                ctx.clone(),
-                accounts.clone(),
-                args.leak_audit_interval,
-                shutdown.clone()
-            )
-        )
-    };
+    let controllers = run_controllers(ctx, pacing, args.leak_audit_interval, shutdown.clone());
     tokio::select! {
         _ = controllers => {}
         _ = stop_when_lost(leadership.as_ref(), &stop) => {}
@@ -735,6 +723,21 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("byoc-operator stopped");
     Ok(())
+}
+
+/// Both controllers and the leak audit, until shutdown.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    pacing: Arc<Pacing>,
+    leak_audit_interval: Duration,
+    shutdown: Shutdown,
+) {
+    let accounts = Arc::new(account::Accounts::new(&ctx, pacing));
+    tokio::join!(
+        account::run(ctx.clone(), accounts.clone(), shutdown.clone()),
+        cluster::run(ctx.clone(), accounts.clone(), shutdown.clone()),
+        byoc_operator::audit::watch(ctx, accounts, leak_audit_interval, shutdown)
+    );
 }
 
 /// Returns once the Lease is lost (never without leader election), having

@@ -1,5 +1,6 @@
 //! Prometheus metrics: reconciles, errors by reason, reconcile duration, AWS
-//! calls by service and operation, clusters by phase, and leadership.
+//! calls by service and operation and by AWS account, clusters by phase,
+//! time to running, usage, limits, cost, and leadership.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -38,6 +39,17 @@ pub struct ErrorLabels {
 pub struct AwsCallLabels {
     pub service: String,
     pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsAccountLabels {
+    /// The 12-digit AWS account ID the calls went to.
+    pub aws_account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +111,9 @@ pub struct Metrics {
     aws_attempts: Family<AwsCallLabels, Counter>,
     aws_errors: Family<AwsCallLabels, Counter>,
     aws_throttled: Family<AwsCallLabels, Counter>,
+    aws_account_calls: Family<AwsAccountLabels, Counter>,
+    aws_account_throttled: Family<AwsAccountLabels, Counter>,
+    time_to_running: Family<NamespaceLabels, Histogram, fn() -> Histogram>,
     aws_paced: Family<ServiceLabels, Counter>,
     aws_paced_seconds: Family<ServiceLabels, Counter<f64>>,
     resynced: Family<ResultLabels, Counter>,
@@ -146,6 +161,9 @@ impl Metrics {
             aws_attempts: add(r, "aws_attempts", "AWS API attempts, including the SDK's retries", Family::default()),
             aws_errors: add(r, "aws_call_errors", "AWS API operations that failed", Family::default()),
             aws_throttled: add(r, "aws_throttled", "AWS API attempts AWS answered as throttled (RequestLimitExceeded, Throttling and the like)", Family::default()),
+            aws_account_calls: add(r, "aws_account_calls", "AWS API operations a ComputeCluster's work called, by the AWS account they went to", Family::default()),
+            aws_account_throttled: add(r, "aws_account_throttled", "AWS API attempts of a ComputeCluster's work that AWS answered as throttled, by the AWS account they went to", Family::default()),
+            time_to_running: add(r, "cluster_time_to_running_seconds", "Time a ComputeCluster took to come to running: since its Ready condition last turned false (its creation, or the change that made it not ready)", Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 12)))),
             aws_paced: add(r, "aws_paced", "AWS API attempts that waited for the account's client-side rate limit", Family::default()),
             aws_paced_seconds: add(r, "aws_paced_seconds", "Time AWS API attempts waited for the account's client-side rate limit", Family::default()),
             resynced: add(r, "resync_clusters", "Settled ComputeClusters looked at by the shared resync of their account and region: unchanged, changed (reconciled), failed (the shared describe failed; reconciled)", Family::default()),
@@ -359,7 +377,28 @@ impl Metrics {
     pub fn aws_interceptor(&self) -> AwsCallCounter {
         AwsCallCounter {
             metrics: self.clone(),
+            aws_account: None,
         }
+    }
+
+    /// The same, also counting by the AWS account `aws_account` the calls
+    /// go to.
+    pub fn aws_interceptor_for(&self, aws_account: &str) -> AwsCallCounter {
+        AwsCallCounter {
+            metrics: self.clone(),
+            aws_account: Some(AwsAccountLabels {
+                aws_account: aws_account.to_string(),
+            }),
+        }
+    }
+
+    /// A cluster of `namespace` came to running after `took`.
+    pub fn came_to_running(&self, namespace: &str, took: Duration) {
+        self.time_to_running
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -367,6 +406,7 @@ impl Metrics {
 #[derive(Clone)]
 pub struct AwsCallCounter {
     metrics: Metrics,
+    aws_account: Option<AwsAccountLabels>,
 }
 
 impl std::fmt::Debug for AwsCallCounter {
@@ -422,6 +462,9 @@ impl Intercept for AwsCallCounter {
             if let Some(l) = labels(cfg) {
                 self.metrics.aws_throttled.get_or_create(&l).inc();
             }
+            if let Some(a) = &self.aws_account {
+                self.metrics.aws_account_throttled.get_or_create(a).inc();
+            }
         }
         Ok(())
     }
@@ -434,6 +477,9 @@ impl Intercept for AwsCallCounter {
     ) -> Result<(), BoxError> {
         // Counted here, once per operation: the operation's metadata is not
         // in the config bag yet before execution.
+        if let Some(a) = &self.aws_account {
+            self.metrics.aws_account_calls.get_or_create(a).inc();
+        }
         if let Some(l) = labels(cfg) {
             self.metrics.aws_calls.get_or_create(&l).inc();
             if context.output_or_error().is_some_and(|r| r.is_err()) {

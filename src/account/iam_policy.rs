@@ -343,6 +343,14 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
          "Condition": retain}),
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
+    ]);
+    statements.extend(peering_statements(o));
+    statements
+}
+
+/// Accepting peering connections, and the routes back in peers' tables.
+fn peering_statements(o: &PolicyOptions) -> Vec<Value> {
+    vec![
         // Acceptance is bounded by the accepter VPC: this installation's
         // (ChangeOwned) or one brought to it (the usable-by tag). The
         // connection itself carries no tag in the accepter's region when
@@ -361,16 +369,15 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
         // forgotten once deleted: those tags only, on this installation's
         // connections.
         json!({"Sid": "RecordRoutesBack", "Effect": "Allow", "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
-         "Resource": ec2_arns(&["vpc-peering-connection"]),
-         "Condition": {
-             "StringEquals": {
-                 format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
-                 format!("aws:ResourceTag/{INSTALLATION}"): o.installation,
-             },
-             "ForAllValues:StringLike": {"aws:TagKeys": [format!("{ROUTE_BACK}*")]},
-         }}),
-    ]);
-    statements
+        "Resource": ec2_arns(&["vpc-peering-connection"]),
+        "Condition": {
+            "StringEquals": {
+                format!("aws:ResourceTag/{MANAGED_BY}"): MANAGED_BY_VALUE,
+                format!("aws:ResourceTag/{INSTALLATION}"): o.installation,
+            },
+            "ForAllValues:StringLike": {"aws:TagKeys": [format!("{ROUTE_BACK}*")]},
+        }}),
+    ]
 }
 
 /// Each cluster's node role and instance profile: made, changed, adopted

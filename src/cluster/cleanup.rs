@@ -129,7 +129,9 @@ async fn delete_what_is_left(
     let c = AwsClients::new(
         &resolved.config,
         &target.region,
-        ctx.operator.metrics.aws_interceptor(),
+        ctx.operator
+            .metrics
+            .aws_interceptor_for(&resolved.account_id),
     );
     let owner = &target.owner;
     // Made before installations were tagged: adopted first, so that the
@@ -248,7 +250,7 @@ async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Error> 
             let c = AwsClients::new(
                 &usable.resolved.config,
                 &target.region,
-                ctx.operator.metrics.aws_interceptor(),
+                ctx.operator.metrics.aws_interceptor_for(&account_id),
             );
             if let Ok(observed) = Observed::describe(&c, &target.owner).await {
                 // Let go on purpose: marked so that no audit counts them

@@ -466,7 +466,9 @@ async fn converge_pass(
     let clients = AwsClients::new(
         &input.resolved.config,
         &input.spec.region,
-        ctx.operator.metrics.aws_interceptor(),
+        ctx.operator
+            .metrics
+            .aws_interceptor_for(&input.resolved.account_id),
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
@@ -578,7 +580,9 @@ fn look_again(
         AwsClients::new(
             &resolved.config,
             &spec.region,
-            ctx.operator.metrics.aws_interceptor(),
+            ctx.operator
+                .metrics
+                .aws_interceptor_for(&resolved.account_id),
         )
     };
     match (next, seen) {

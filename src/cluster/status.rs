@@ -14,7 +14,7 @@ use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost};
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
     self, reason, Desired, ACCOUNT_READY, CONSENT_WITHDRAWN, IAM_READY, NETWORK_READY,
-    NODE_GROUPS_READY, PAUSED,
+    NODE_GROUPS_READY, PAUSED, READY,
 };
 use crate::api::{CloudAccount, ClusterPhase, ComputeCluster, ComputeClusterStatus};
 use crate::context::{apply_status, Context};
@@ -102,6 +102,28 @@ pub fn outcome_of(
         }),
         Err(e) => Outcome::of_error(&e, Intent::Converge).ok_or(e),
     }
+}
+
+/// How long the cluster took to come to `running` in a pass that reached
+/// it (`phase`): since its `Ready` condition last turned false (its
+/// creation, or the change that made it not ready), else since its
+/// creation. `None` when it was running already, or is not now. Pure.
+pub fn time_to_running(
+    previous: &ComputeClusterStatus,
+    phase: ClusterPhase,
+    created: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    if phase != ClusterPhase::Running || previous.phase == Some(ClusterPhase::Running) {
+        return None;
+    }
+    let not_ready_since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == "False")
+        .map(|c| c.last_transition_time.0);
+    let since = not_ready_since.or(created)?;
+    Duration::try_from(now.duration_since(since)).ok()
 }
 
 /// A step of a pass goes on with what it made, or stopped the pass (its
@@ -341,6 +363,12 @@ impl Report {
                 .await;
         }
         ctx.metrics.cluster_phase(&uid, Some(phase_name(phase)));
+        let created = self.object.meta().creation_timestamp.as_ref().map(|t| t.0);
+        if let Some(took) = time_to_running(&self.previous, phase, created, jiff::Timestamp::now())
+        {
+            let namespace = self.object.namespace().unwrap_or_default();
+            ctx.metrics.came_to_running(&namespace, took);
+        }
         if let Some(cost) = &status.cost {
             let namespace = self.object.namespace().unwrap_or_default();
             let name = self.object.name_any();
@@ -552,6 +580,181 @@ pub fn phase_name(phase: ClusterPhase) -> &'static str {
 mod tests {
     use super::*;
     use crate::aws::AwsError;
+
+    /// Against a mocked apiserver: each outcome is written as its phase
+    /// and kstatus conditions, with one Event of its kind, and comes back
+    /// as its next look.
+    #[tokio::test]
+    async fn an_outcome_is_written_as_its_phase_conditions_event_and_next_look() {
+        let object = serde_json::json!({
+            "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+            "metadata": {"name": "demo", "namespace": "team-a", "uid": "uid-1", "generation": 2},
+            "spec": {"cloudAccountRef": {"name": "acme"}, "region": "us-east-1",
+                     "network": {"vpcCidr": "10.0.0.0/16"}},
+        });
+        let cc: ComputeCluster = serde_json::from_value(object.clone()).expect("a valid cluster");
+        let (client, apiserver) = crate::fixtures::apiserver(object);
+        let ctx = crate::fixtures::context(client);
+        let m = || "m".to_string();
+        // (stage, outcome, phase, [Ready, Reconciling, Stalled], warning)
+        let rows = [
+            (
+                Stage::Converging,
+                Outcome::Ready {
+                    reason: reason::RUNNING,
+                    message: m(),
+                },
+                "running",
+                ["True", "False", "False"],
+                false,
+            ),
+            (
+                Stage::Converging,
+                Outcome::Progressing {
+                    reason: reason::PROVISIONING,
+                    message: m(),
+                },
+                "provisioning",
+                ["False", "True", "False"],
+                false,
+            ),
+            (
+                Stage::Converging,
+                Outcome::NeedsUser {
+                    reason: reason::ACCESS_DENIED,
+                    message: m(),
+                },
+                "failed",
+                ["False", "False", "True"],
+                true,
+            ),
+            (
+                Stage::Converging,
+                Outcome::Transient {
+                    reason: reason::AWS_THROTTLED,
+                    message: m(),
+                },
+                "provisioning",
+                ["False", "True", "False"],
+                false,
+            ),
+            (
+                Stage::Deleting,
+                Outcome::Deleting {
+                    reason: reason::DELETING,
+                    message: m(),
+                },
+                "deleting",
+                ["False", "True", "False"],
+                false,
+            ),
+        ];
+        for (stage, outcome, phase, conditions, warning) in rows {
+            let report = Report {
+                stage,
+                ..Report::new(&cc)
+            };
+            let after = report.write(&ctx, &outcome).await.expect("written");
+            let written = apiserver.status_writes().pop().expect("a status write");
+            assert_eq!(written["phase"], phase, "{outcome:?}");
+            let status_of = |t: &str| {
+                written["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == t)
+                    .map(|c| (c["status"].clone(), c["reason"].clone()))
+            };
+            for (t, want) in [READY, "Reconciling", "Stalled"].iter().zip(conditions) {
+                assert_eq!(
+                    status_of(t),
+                    Some((want.into(), outcome.reason().into())),
+                    "{outcome:?}: {t}"
+                );
+            }
+            let event = apiserver.events().pop().expect("an Event");
+            assert_eq!(event["reason"], outcome.reason(), "{outcome:?}");
+            assert_eq!(event["type"], if warning { "Warning" } else { "Normal" });
+            let s = &ctx.settings;
+            match &outcome {
+                Outcome::Ready { .. } => assert_eq!(after, s.resync),
+                Outcome::Progressing { .. } | Outcome::Deleting { .. } => {
+                    assert_eq!(after, s.progress_poll)
+                }
+                _ => assert!(after > Duration::ZERO && after < s.resync, "{after:?}"),
+            }
+        }
+        // The failures are counted with their reasons; progress is not.
+        let metrics = ctx.metrics.encode().expect("metrics");
+        for (reason, counted) in [
+            (reason::ACCESS_DENIED, true),
+            (reason::AWS_THROTTLED, true),
+            (reason::PROVISIONING, false),
+        ] {
+            let series = format!(
+                "byoc_reconcile_errors_total{{controller=\"computecluster\",reason=\"{reason}\"}} 1"
+            );
+            assert_eq!(metrics.contains(&series), counted, "{series}\n{metrics}");
+        }
+    }
+
+    #[test]
+    fn time_to_running_counts_from_the_last_time_ready_turned_false() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let at = |s: i64| jiff::Timestamp::from_second(s).expect("a time");
+        let ready = |status: &str, since: i64| Condition {
+            type_: READY.into(),
+            status: status.into(),
+            last_transition_time: Time(at(since)),
+            reason: "R".into(),
+            message: String::new(),
+            observed_generation: None,
+        };
+        let was = |phase: Option<ClusterPhase>, conditions: Vec<Condition>| ComputeClusterStatus {
+            phase,
+            conditions,
+            ..Default::default()
+        };
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+        let provisioning = Some(ClusterPhase::Provisioning);
+        let now = at(1_000);
+        // New: from its creation.
+        assert_eq!(
+            secs(time_to_running(
+                &was(None, vec![]),
+                ClusterPhase::Running,
+                Some(at(900)),
+                now
+            )),
+            Some(100)
+        );
+        // Scaled up (not ready since 960): from that change, not creation.
+        let scaled = was(provisioning, vec![ready("False", 960)]);
+        assert_eq!(
+            secs(time_to_running(
+                &scaled,
+                ClusterPhase::Running,
+                Some(at(100)),
+                now
+            )),
+            Some(40)
+        );
+        // Running already, or not running now: nothing observed.
+        let running = was(Some(ClusterPhase::Running), vec![ready("True", 500)]);
+        assert_eq!(
+            time_to_running(&running, ClusterPhase::Running, Some(at(100)), now),
+            None
+        );
+        assert_eq!(
+            time_to_running(&scaled, ClusterPhase::Provisioning, Some(at(100)), now),
+            None
+        );
+        // Nothing to count from.
+        assert_eq!(
+            time_to_running(&was(None, vec![]), ClusterPhase::Running, None, now),
+            None
+        );
+    }
 
     #[test]
     fn outcomes_of_a_pass() {

@@ -582,111 +582,18 @@ fn answer(
     if !faults.latency.is_zero() {
         std::thread::sleep(faults.latency);
     }
-    let applies = faults.operations.is_empty() || faults.operations.iter().any(|o| o == op);
-    if applies && faults.error_rate > 0.0 {
-        let n = s.seq.fetch_add(1, Ordering::SeqCst);
-        if unit_random(n) < faults.error_rate {
-            s.injected.fetch_add(1, Ordering::SeqCst);
-            return inject(conn, svc, n);
-        }
-    }
-
-    if let Some((code, message)) = authorize(upstream, s, req, op, svc) {
-        return refuse(conn, svc, "403 Forbidden", code, &message);
-    }
-    if op == "AssumeRole" {
-        if let Some(message) = judge_trust(upstream, s, req) {
-            return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
-        }
-    }
-
-    if faults.roles_must_exist && op == "AssumeRole" {
-        let role = param(&req.body, "RoleArn").unwrap_or_default();
-        let known = lock(&s.roles_found).contains(&role);
-        if known || role_exists(upstream, &role)? {
-            lock(&s.roles_found).insert(role.clone());
-        } else {
-            let message =
-                format!("User is not authorized to perform: sts:AssumeRole on resource: {role}");
-            return refuse(conn, svc, "403 Forbidden", "AccessDenied", &message);
-        }
-    }
-
     let now = Instant::now();
-    let realism = faults.realism.as_ref();
-    if let Some(r) = realism {
-        if let Some((status, code, message)) = realism_refusal(s, r, req, op, svc, now) {
-            lock(&s.world).count(code, 1);
-            return refuse(conn, svc, status, code, &message);
-        }
+    let call = InFlight {
+        upstream,
+        s,
+        req,
+        op,
+        svc,
+        faults: &faults,
+    };
+    if refused(conn, &call, now)? || served_here(conn, &call)? {
+        return Ok(());
     }
-
-    let draining = realism.is_some_and(|r| r.draining);
-    if faults.dependencies || draining {
-        let shutting_down = match realism.filter(|r| r.draining) {
-            Some(r) => lock(&s.world).shutting_down(r, now),
-            None => HashSet::new(),
-        };
-        if let Some(message) = dependency_violation(upstream, req, op, &shutting_down)? {
-            if realism.is_some() {
-                lock(&s.world).count("DependencyViolation", 1);
-            }
-            return refuse(
-                conn,
-                svc,
-                "400 Bad Request",
-                "DependencyViolation",
-                &message,
-            );
-        }
-        if op == "DeleteRole" && role_has_policies(upstream, req)? {
-            let message = "Cannot delete entity, must detach all policies first.";
-            return refuse(conn, svc, "409 Conflict", "DeleteConflict", message);
-        }
-        if op == "DeleteNatGateway" {
-            let nat = release_nat_interface(upstream, req)?;
-            if let (Some(nat), true) = (nat, draining) {
-                let id = param(&req.body, "NatGatewayId").unwrap_or_default();
-                lock(&s.world).deleting_nats.insert(id, nat);
-            }
-        }
-    }
-
-    // Moto has no Price List API and quotes one spot price for all: the
-    // ground's prices answer.
-    if svc == "pricing" {
-        let (status, body) = match op {
-            "GetProducts" => s.prices.get_products(&req.body),
-            _ => (
-                "400 Bad Request",
-                json_error("UnknownOperationException", "not served by the test ground"),
-            ),
-        };
-        return reply(conn, status, "application/x-amz-json-1.1", &body);
-    }
-    if op == "DescribeSpotPriceHistory" {
-        let body = s.prices.spot_history(&req.body);
-        return reply(conn, "200 OK", "text/xml;charset=UTF-8", &body);
-    }
-
-    if op == "GetServiceQuota" && (faults.quotas_denied || !faults.quotas.is_empty()) {
-        if let Some((status, body)) = quota_answer(&req.body, &faults) {
-            return reply(conn, status, "application/x-amz-json-1.1", &body);
-        }
-    }
-
-    if op == "RunInstances" && !faults.refusals.is_empty() {
-        if let Some(code) = refusal(upstream, req, &faults.refusals)? {
-            let status = if code.starts_with("Insufficient") {
-                "500 Internal Server Error"
-            } else {
-                "400 Bad Request"
-            };
-            let message = "refused by the test proxy for this offering";
-            return refuse(conn, svc, status, &code, message);
-        }
-    }
-
     let token = matches!(
         op,
         "RunInstances" | "CreateNatGateway" | "CreateVpcEndpoint"
@@ -712,33 +619,245 @@ fn answer(
     up.write_all(&req.body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
-    let mut response = repair(response, svc);
-    // What the credentials STS hands out are: their secret (to re-sign
-    // for moto) and their account (the realism profile's rate limits).
-    if op == "AssumeRole" {
-        let text = String::from_utf8_lossy(&response);
-        if let Some((key, account)) = realism::assumed_account(&text) {
-            if let Some(secret) = first_element(&text, "SecretAccessKey") {
-                lock(&s.secrets).insert(key.clone(), secret);
-            }
-            let session = first_element(&text, "Arn").unwrap_or_default();
-            let role = param(&req.body, "RoleArn").unwrap_or_default();
-            lock(&s.sessions).insert(
-                key.clone(),
-                crate::iam_eval::Principal {
-                    arn: session,
-                    role,
-                    account: account.clone(),
-                },
-            );
-            lock(&s.world).accounts.insert(key, account);
+    let response = repair(response, svc);
+    let was_ok = ok(&response);
+    let response = after_moto(&call, req, response, now)?;
+    if let Some(t) = token.filter(|_| was_ok) {
+        lock(&s.tokens).entry(t).or_insert_with(|| response.clone());
+    }
+    if let Some(hold) = faults.hold_answers.get(op) {
+        std::thread::sleep(*hold);
+    }
+    conn.write_all(&response)?;
+    Ok(())
+}
+
+/// One request on its way through the proxy: what every step of the
+/// answer reads.
+struct InFlight<'a> {
+    upstream: u16,
+    s: &'a Shared,
+    req: &'a Request,
+    op: &'a str,
+    svc: &'a str,
+    faults: &'a Faults,
+}
+
+fn ok(response: &[u8]) -> bool {
+    response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200")
+}
+
+/// Refuses the request as AWS would (an injected fault, IAM, a trust
+/// policy, a role that does not exist, the realism profile, a dependency):
+/// `true` when it answered.
+fn refused(conn: &mut TcpStream, call: &InFlight<'_>, now: Instant) -> Result<bool> {
+    let InFlight {
+        upstream,
+        s,
+        req,
+        op,
+        svc,
+        faults,
+    } = *call;
+    let applies = faults.operations.is_empty() || faults.operations.iter().any(|o| o == op);
+    if applies && faults.error_rate > 0.0 {
+        let n = s.seq.fetch_add(1, Ordering::SeqCst);
+        if unit_random(n) < faults.error_rate {
+            s.injected.fetch_add(1, Ordering::SeqCst);
+            inject(conn, svc, n)?;
+            return Ok(true);
         }
     }
-    let ok = response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200");
-    if let (true, Some(r)) = (ok, realism) {
+
+    if let Some((code, message)) = authorize(upstream, s, req, op, svc) {
+        refuse(conn, svc, "403 Forbidden", code, &message)?;
+        return Ok(true);
+    }
+    if op == "AssumeRole" {
+        if let Some(message) = judge_trust(upstream, s, req) {
+            refuse(conn, svc, "403 Forbidden", "AccessDenied", &message)?;
+            return Ok(true);
+        }
+    }
+
+    if faults.roles_must_exist && op == "AssumeRole" {
+        let role = param(&req.body, "RoleArn").unwrap_or_default();
+        let known = lock(&s.roles_found).contains(&role);
+        if known || role_exists(upstream, &role)? {
+            lock(&s.roles_found).insert(role.clone());
+        } else {
+            let message =
+                format!("User is not authorized to perform: sts:AssumeRole on resource: {role}");
+            refuse(conn, svc, "403 Forbidden", "AccessDenied", &message)?;
+            return Ok(true);
+        }
+    }
+
+    let realism = faults.realism.as_ref();
+    if let Some(r) = realism {
+        if let Some((status, code, message)) = realism_refusal(s, r, req, op, svc, now) {
+            lock(&s.world).count(code, 1);
+            refuse(conn, svc, status, code, &message)?;
+            return Ok(true);
+        }
+    }
+
+    refused_for_what_depends(conn, call, now)
+}
+
+/// Refuses a deletion AWS would refuse while something depends on what it
+/// deletes (with the realism profile, instances still shutting down too).
+fn refused_for_what_depends(
+    conn: &mut TcpStream,
+    call: &InFlight<'_>,
+    now: Instant,
+) -> Result<bool> {
+    let InFlight {
+        upstream,
+        s,
+        req,
+        op,
+        svc,
+        faults,
+    } = *call;
+    let realism = faults.realism.as_ref();
+    let draining = realism.is_some_and(|r| r.draining);
+    if faults.dependencies || draining {
+        let shutting_down = match realism.filter(|r| r.draining) {
+            Some(r) => lock(&s.world).shutting_down(r, now),
+            None => HashSet::new(),
+        };
+        if let Some(message) = dependency_violation(upstream, req, op, &shutting_down)? {
+            if realism.is_some() {
+                lock(&s.world).count("DependencyViolation", 1);
+            }
+            refuse(
+                conn,
+                svc,
+                "400 Bad Request",
+                "DependencyViolation",
+                &message,
+            )?;
+            return Ok(true);
+        }
+        if op == "DeleteRole" && role_has_policies(upstream, req)? {
+            let message = "Cannot delete entity, must detach all policies first.";
+            refuse(conn, svc, "409 Conflict", "DeleteConflict", message)?;
+            return Ok(true);
+        }
+        if op == "DeleteNatGateway" {
+            let nat = release_nat_interface(upstream, req)?;
+            if let (Some(nat), true) = (nat, draining) {
+                let id = param(&req.body, "NatGatewayId").unwrap_or_default();
+                lock(&s.world).deleting_nats.insert(id, nat);
+            }
+        }
+    }
+
+    Ok(false)
+}
+
+/// What the ground serves itself, never asking moto: prices, quotas,
+/// capacity refusals. `true` when it answered.
+fn served_here(conn: &mut TcpStream, call: &InFlight<'_>) -> Result<bool> {
+    let InFlight {
+        upstream,
+        s,
+        req,
+        op,
+        svc,
+        faults,
+    } = *call;
+    // Moto has no Price List API and quotes one spot price for all: the
+    // ground's prices answer.
+    if svc == "pricing" {
+        let (status, body) = match op {
+            "GetProducts" => s.prices.get_products(&req.body),
+            _ => (
+                "400 Bad Request",
+                json_error("UnknownOperationException", "not served by the test ground"),
+            ),
+        };
+        reply(conn, status, "application/x-amz-json-1.1", &body)?;
+        return Ok(true);
+    }
+    if op == "DescribeSpotPriceHistory" {
+        let body = s.prices.spot_history(&req.body);
+        reply(conn, "200 OK", "text/xml;charset=UTF-8", &body)?;
+        return Ok(true);
+    }
+
+    if op == "GetServiceQuota" && (faults.quotas_denied || !faults.quotas.is_empty()) {
+        if let Some((status, body)) = quota_answer(&req.body, faults) {
+            reply(conn, status, "application/x-amz-json-1.1", &body)?;
+            return Ok(true);
+        }
+    }
+
+    if op == "RunInstances" && !faults.refusals.is_empty() {
+        if let Some(code) = refusal(upstream, req, &faults.refusals)? {
+            let status = if code.starts_with("Insufficient") {
+                "500 Internal Server Error"
+            } else {
+                "400 Bad Request"
+            };
+            let message = "refused by the test proxy for this offering";
+            refuse(conn, svc, status, &code, message)?;
+            return Ok(true);
+        }
+    }
+
+    Ok(false)
+}
+
+/// What the credentials STS handed out are: their secret (to re-sign for
+/// moto), their session (for IAM's judgement) and their account (the
+/// realism profile's rate limits).
+fn remember_session(s: &Shared, req: &Request, response: &[u8]) {
+    let text = String::from_utf8_lossy(response);
+    if let Some((key, account)) = realism::assumed_account(&text) {
+        if let Some(secret) = first_element(&text, "SecretAccessKey") {
+            lock(&s.secrets).insert(key.clone(), secret);
+        }
+        let session = first_element(&text, "Arn").unwrap_or_default();
+        let role = param(&req.body, "RoleArn").unwrap_or_default();
+        lock(&s.sessions).insert(
+            key.clone(),
+            crate::iam_eval::Principal {
+                arn: session,
+                role,
+                account: account.clone(),
+            },
+        );
+        lock(&s.world).accounts.insert(key, account);
+    }
+}
+
+/// Moto's answer as AWS would give it: the credentials STS handed out
+/// remembered, the realism profile applied, creations noted, instances
+/// impaired or held pending as the faults say.
+fn after_moto(
+    call: &InFlight<'_>,
+    req: &Request,
+    mut response: Vec<u8>,
+    now: Instant,
+) -> Result<Vec<u8>> {
+    let InFlight {
+        upstream,
+        s,
+        op,
+        faults,
+        ..
+    } = *call;
+    let realism = faults.realism.as_ref();
+    if op == "AssumeRole" {
+        remember_session(s, req, &response);
+    }
+    let answered = ok(&response);
+    if let (true, Some(r)) = (answered, realism) {
         response = realistic(s, r, req, op, response, now);
     }
-    if ok {
+    if answered {
         match op {
             "RunInstances" | "CreateNatGateway" => {
                 let tag = if op == "RunInstances" {
@@ -775,15 +894,8 @@ fn answer(
             }
             _ => {}
         }
-        if let Some(t) = token {
-            lock(&s.tokens).entry(t).or_insert_with(|| response.clone());
-        }
     }
-    if let Some(hold) = faults.hold_answers.get(op) {
-        std::thread::sleep(*hold);
-    }
-    conn.write_all(&response)?;
-    Ok(())
+    Ok(response)
 }
 
 /// IAM's answer to a request signed by a granted role's session: `None`
@@ -830,68 +942,20 @@ fn authorize(
     } else {
         "AccessDenied"
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let policies = loop {
-        if let Some(p) = lock(&s.grants).get(&principal.role).cloned() {
-            break p;
-        }
-        let Some(resolve) = lock(&s.pending).get(&principal.role).cloned() else {
-            if !s.own_policies.load(Ordering::SeqCst) {
-                return None;
-            }
-            match own_policies(upstream, &principal) {
-                Ok(p) => break p,
-                Err(e) => {
-                    let message = format!(
-                        "the test ground could not read the policies of {}: {e:#}",
-                        principal.role
-                    );
-                    return Some((code, message));
-                }
-            }
-        };
-        match resolve() {
-            Ok(Some(p)) => {
-                lock(&s.grants).insert(principal.role.clone(), p.clone());
-                lock(&s.pending).remove(&principal.role);
-                break p;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                return Some((
-                    code,
-                    format!(
-                        "the test ground could not find the grant of {}: {e:#}",
-                        principal.role
-                    ),
-                ))
-            }
-        }
-        if Instant::now() > deadline {
-            let message = format!(
-                "the test ground held {svc}:{op} a minute for the grant of {} that never came",
-                principal.role
-            );
-            return Some((code, message));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let policies = match granted_policies(upstream, s, &principal, &format!("{svc}:{op}")) {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(message) => return Some((code, message)),
     };
     let evaluator = lock(&s.evaluator).clone()?;
-    let params = crate::iam_eval::Params::parse(&req.body);
-    let decided = (|| -> Result<Option<(crate::iam_eval::Check, crate::iam_eval::Decision)>> {
-        let touches = crate::iam_eval::plan(svc, op, &params)?;
-        if touches.is_empty() {
-            return Ok(None);
-        }
-        let lookup = |q: &crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, q);
-        let checks =
-            crate::iam_eval::checks(svc, op, &params, &principal, &region, &touches, &lookup)?;
-        let decisions = evaluator.decide(&principal, &policies, &checks)?;
-        Ok(checks
-            .into_iter()
-            .zip(decisions)
-            .find(|(_, d)| !d.allowed()))
-    })();
+    let asked = Asked {
+        upstream,
+        svc,
+        op,
+        req,
+        region: &region,
+    };
+    let decided = first_denial(&evaluator, &asked, &principal, &policies);
     let (denial, answer) = match decided {
         Ok(None) => return None,
         Ok(Some((check, decision))) => {
@@ -927,6 +991,97 @@ fn authorize(
     };
     lock(&s.denials).push(denial);
     Some(answer)
+}
+
+/// A request the evaluator judges.
+struct Asked<'a> {
+    upstream: u16,
+    svc: &'a str,
+    op: &'a str,
+    req: &'a Request,
+    region: &'a str,
+}
+
+/// The first of the request's authorizations that `policies` deny, with
+/// the decision; `None` when every one is allowed.
+fn first_denial(
+    evaluator: &crate::iam_eval::Evaluator,
+    asked: &Asked<'_>,
+    principal: &crate::iam_eval::Principal,
+    policies: &[serde_json::Value],
+) -> Result<Option<(crate::iam_eval::Check, crate::iam_eval::Decision)>> {
+    let Asked {
+        upstream,
+        svc,
+        op,
+        req,
+        region,
+    } = *asked;
+    let params = crate::iam_eval::Params::parse(&req.body);
+    let touches = crate::iam_eval::plan(svc, op, &params)?;
+    if touches.is_empty() {
+        return Ok(None);
+    }
+    let lookup = |q: &crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, q);
+    let checks = crate::iam_eval::checks(svc, op, &params, principal, region, &touches, &lookup)?;
+    let decisions = evaluator.decide(principal, policies, &checks)?;
+    Ok(checks
+        .into_iter()
+        .zip(decisions)
+        .find(|(_, d)| !d.allowed()))
+}
+
+/// The policies granted to `principal`'s role, waiting up to a minute
+/// for a grant still being resolved: `None` when the ground does not judge
+/// this role; an error message when it cannot tell.
+fn granted_policies(
+    upstream: u16,
+    s: &Shared,
+    principal: &crate::iam_eval::Principal,
+    call: &str,
+) -> Result<Option<Vec<serde_json::Value>>, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(p) = lock(&s.grants).get(&principal.role).cloned() {
+            return Ok(Some(p));
+        }
+        let Some(resolve) = lock(&s.pending).get(&principal.role).cloned() else {
+            if !s.own_policies.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            match own_policies(upstream, principal) {
+                Ok(p) => return Ok(Some(p)),
+                Err(e) => {
+                    let message = format!(
+                        "the test ground could not read the policies of {}: {e:#}",
+                        principal.role
+                    );
+                    return Err(message);
+                }
+            }
+        };
+        match resolve() {
+            Ok(Some(p)) => {
+                lock(&s.grants).insert(principal.role.clone(), p.clone());
+                lock(&s.pending).remove(&principal.role);
+                return Ok(Some(p));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "the test ground could not find the grant of {}: {e:#}",
+                    principal.role
+                ))
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the test ground held {call} a minute for the grant of {} that never came",
+                principal.role
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// An AssumeRole judged by the role's trust policy as AWS judges it (moto
@@ -1087,51 +1242,24 @@ fn resign(upstream: u16, s: &Shared, req: &Request) -> Result<Request> {
     let Some(secret) = secret_of(upstream, s, key)? else {
         return Ok(req.clone());
     };
-    let signed: Vec<String> = auth
-        .split("SignedHeaders=")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_default()
-        .split(';')
-        .map(str::to_string)
-        .collect();
     let length = body.len().to_string();
-    let to_sign: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(k, _)| signed.contains(k))
-        .map(|(k, v)| {
-            let v = if k == "content-length" { &length } else { v };
-            (k.clone(), v.clone())
-        })
-        .collect();
+    let to_sign = headers_to_sign(&auth, &headers, &length);
     let time = header("x-amz-date")
         .and_then(|d| jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", d).ok())
         .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
         .map(|z| std::time::SystemTime::from(z.timestamp()))
         .unwrap_or_else(std::time::SystemTime::now);
     let token = header("x-amz-security-token");
-    let identity = aws_credential_types::Credentials::new(key, secret, token, None, "proxy").into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(time)
-        .settings(aws_sigv4::http_request::SigningSettings::default())
-        .build()?
-        .into();
+    let credentials = aws_credential_types::Credentials::new(key, secret, token, None, "proxy");
     let path = request_line.split(' ').nth(1).unwrap_or("/");
-    let host = header("host").unwrap_or_default();
-    let signable = aws_sigv4::http_request::SignableRequest::new(
-        "POST",
-        format!("http://{host}{path}"),
-        to_sign.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        aws_sigv4::http_request::SignableBody::Bytes(&body),
-    )?;
-    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)?.into_parts();
-    let replaced: Vec<(String, String)> = instructions
-        .headers()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
+    let url = format!("http://{}{path}", header("host").unwrap_or_default());
+    let signing = Signing {
+        region,
+        service,
+        time,
+        url: &url,
+    };
+    let replaced = sigv4_headers(credentials, &signing, &to_sign, &body)?;
     let mut head = format!("{request_line}\r\n");
     for (k, v) in &headers {
         if k == "content-length" {
@@ -1145,6 +1273,68 @@ fn resign(upstream: u16, s: &Shared, req: &Request) -> Result<Request> {
     }
     s.resigned.fetch_add(1, Ordering::SeqCst);
     Ok(Request { head, body })
+}
+
+/// The headers the Authorization names as signed, with the content length
+/// the re-signed body has.
+fn headers_to_sign(
+    auth: &str,
+    headers: &[(String, String)],
+    length: &str,
+) -> Vec<(String, String)> {
+    let signed: Vec<&str> = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .split(';')
+        .collect();
+    headers
+        .iter()
+        .filter(|(k, _)| signed.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let v = if k == "content-length" { length } else { v };
+            (k.clone(), v.to_string())
+        })
+        .collect()
+}
+
+/// Where and when a request is signed.
+struct Signing<'a> {
+    region: &'a str,
+    service: &'a str,
+    time: std::time::SystemTime,
+    url: &'a str,
+}
+
+/// The headers SigV4 adds to a POST of `body` with the headers `to_sign`
+/// (the Authorization among them), lower-cased.
+fn sigv4_headers(
+    credentials: aws_credential_types::Credentials,
+    at: &Signing<'_>,
+    to_sign: &[(String, String)],
+    body: &[u8],
+) -> Result<Vec<(String, String)>> {
+    let identity = credentials.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(at.region)
+        .name(at.service)
+        .time(at.time)
+        .settings(aws_sigv4::http_request::SigningSettings::default())
+        .build()?
+        .into();
+    let signable = aws_sigv4::http_request::SignableRequest::new(
+        "POST",
+        at.url,
+        to_sign.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        aws_sigv4::http_request::SignableBody::Bytes(body),
+    )?;
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)?.into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect())
 }
 
 /// An EC2 query sent to moto on the caller's behalf (its Authorization
@@ -1544,32 +1734,8 @@ fn realism_refusal(
         }
     }
     if r.iam_propagation {
-        if op == "RunInstances" {
-            let profile = param(&req.body, "IamInstanceProfile.Name").or_else(|| {
-                param(&req.body, "IamInstanceProfile.Arn")
-                    .and_then(|a| a.rsplit('/').next().map(str::to_string))
-            });
-            let young = profile.as_ref().is_some_and(|p| {
-                world.profiles.get(p).is_some_and(|t| {
-                    now.saturating_duration_since(*t) < r.lasts(realism::PROFILE_PROPAGATION, p)
-                })
-            });
-            if let (true, Some(p)) = (young, profile) {
-                let message = format!("Value ({p}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name");
-                return Some(("400 Bad Request", "InvalidParameterValue", message));
-            }
-        }
-        if op == "AssumeRole" {
-            let role = param(&req.body, "RoleArn").unwrap_or_default();
-            let young = world.roles.get(&role).is_some_and(|t| {
-                now.saturating_duration_since(*t) < r.lasts(realism::ROLE_PROPAGATION, &role)
-            });
-            if young {
-                let message = format!(
-                    "User is not authorized to perform: sts:AssumeRole on resource: {role}"
-                );
-                return Some(("403 Forbidden", "AccessDenied", message));
-            }
+        if let Some(refused) = too_young(&world, r, req, op, now) {
+            return Some(refused);
         }
     }
     if r.consistency && svc == "ec2" {
@@ -1585,6 +1751,44 @@ fn realism_refusal(
     if r.draining {
         if let Some((code, message)) = world.drain_refusal(r, op, &req.body, now) {
             return Some(("400 Bad Request", code, message));
+        }
+    }
+    None
+}
+
+/// A refusal of an instance profile or role too new for EC2 or STS to
+/// know yet (IAM propagates in seconds).
+fn too_young(
+    world: &World,
+    r: &Realism,
+    req: &Request,
+    op: &str,
+    now: Instant,
+) -> Option<(&'static str, &'static str, String)> {
+    if op == "RunInstances" {
+        let profile = param(&req.body, "IamInstanceProfile.Name").or_else(|| {
+            param(&req.body, "IamInstanceProfile.Arn")
+                .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        });
+        let young = profile.as_ref().is_some_and(|p| {
+            world.profiles.get(p).is_some_and(|t| {
+                now.saturating_duration_since(*t) < r.lasts(realism::PROFILE_PROPAGATION, p)
+            })
+        });
+        if let (true, Some(p)) = (young, profile) {
+            let message = format!("Value ({p}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name");
+            return Some(("400 Bad Request", "InvalidParameterValue", message));
+        }
+    }
+    if op == "AssumeRole" {
+        let role = param(&req.body, "RoleArn").unwrap_or_default();
+        let young = world.roles.get(&role).is_some_and(|t| {
+            now.saturating_duration_since(*t) < r.lasts(realism::ROLE_PROPAGATION, &role)
+        });
+        if young {
+            let message =
+                format!("User is not authorized to perform: sts:AssumeRole on resource: {role}");
+            return Some(("403 Forbidden", "AccessDenied", message));
         }
     }
     None
@@ -1615,6 +1819,30 @@ fn realistic(
     for id in realism::created_ids(op, &text) {
         world.born.entry(id).or_insert(now);
     }
+    note(&mut world, req, op, &text, now);
+    let mut response = response;
+    if r.consistency {
+        if let Some((set, id_tag)) = realism::described_items(op) {
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            if body.contains(&format!("<{set}>")) {
+                let body = realism::without_items(body, set, id_tag, |id| world.fresh(r, id, now));
+                let hidden =
+                    element_values(&text, id_tag).len() - element_values(&body, id_tag).len();
+                world.count("hidden", hidden as u64);
+                response = with_body(head, &body);
+            }
+        }
+    }
+    if r.states {
+        response = restated(&mut world, r, op, response, now);
+    }
+    response
+}
+
+/// What a call that went through changes in the world the profile keeps:
+/// instances terminated, endpoints made and deleted, connections accepted,
+/// profiles and roles made.
+fn note(world: &mut World, req: &Request, op: &str, text: &str, now: Instant) {
     match op {
         "TerminateInstances" => {
             for (k, id) in form_urlencoded::parse(&req.body) {
@@ -1628,7 +1856,7 @@ fn realistic(
         {
             world
                 .interface_endpoints
-                .extend(element_values(&text, "vpcEndpointId").into_iter().take(1));
+                .extend(element_values(text, "vpcEndpointId").into_iter().take(1));
         }
         "DeleteVpcEndpoints" => {
             for (k, id) in form_urlencoded::parse(&req.body) {
@@ -1651,107 +1879,88 @@ fn realistic(
             }
         }
         "CreateRole" => {
-            if let Some(arn) = first_element(&text, "Arn") {
+            if let Some(arn) = first_element(text, "Arn") {
                 world.roles.insert(arn, now);
             }
         }
         _ => {}
     }
-    let mut response = response;
-    if r.consistency {
-        if let Some((set, id_tag)) = realism::described_items(op) {
-            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-            if body.contains(&format!("<{set}>")) {
-                let body = realism::without_items(body, set, id_tag, |id| world.fresh(r, id, now));
-                let hidden =
-                    element_values(&text, id_tag).len() - element_values(&body, id_tag).len();
-                world.count("hidden", hidden as u64);
-                response = with_body(head, &body);
-            }
+}
+
+/// `response` with the states AWS would show now: instances, NAT gateways
+/// and endpoints pending or ending, connections provisioning.
+fn restated(world: &mut World, r: &Realism, op: &str, response: Vec<u8>, now: Instant) -> Vec<u8> {
+    match op {
+        "DescribeInstances" => {
+            let pending = world.young(r, "i-", realism::INSTANCE_PENDING, now);
+            let ending: Vec<String> = world.shutting_down(r, now).into_iter().collect();
+            let response = begun_and_ending(
+                &response,
+                "instanceId",
+                (&pending, INSTANCE_RUNNING, INSTANCE_PENDING),
+                (&ending, INSTANCE_TERMINATED, INSTANCE_SHUTTING_DOWN),
+            );
+            count_states(world, &response, &["pending", "shutting-down"]);
+            response
         }
+        "DescribeNatGateways" => {
+            let pending = world.young(r, "nat-", realism::NAT_PENDING, now);
+            let ending: Vec<String> = world
+                .deleting(r, now)
+                .into_iter()
+                .map(|(id, _)| id.clone())
+                .collect();
+            let response = begun_and_ending(
+                &response,
+                "natGatewayId",
+                (&pending, NAT_AVAILABLE, NAT_PENDING),
+                (&ending, NAT_DELETED, NAT_DELETING),
+            );
+            count_states(world, &response, &["pending", "deleting"]);
+            response
+        }
+        "DescribeVpcEndpoints" => {
+            let pending = world.pending_endpoints(r, now);
+            let ending = world.deleting_endpoints(r, now);
+            let response = begun_and_ending(
+                &response,
+                "vpcEndpointId",
+                (&pending, ENDPOINT_AVAILABLE, ENDPOINT_PENDING),
+                (&ending, ENDPOINT_DELETED, ENDPOINT_DELETING),
+            );
+            count_states(world, &response, &["pending", "deleting"]);
+            response
+        }
+        "DescribeVpcPeeringConnections" => {
+            let provisioning = world.provisioning(r, now);
+            let response = restate_before(
+                &response,
+                "vpcPeeringConnectionId",
+                &provisioning,
+                PEERING_ACTIVE,
+                PEERING_PROVISIONING,
+            );
+            world.count("provisioning", provisioning.len() as u64);
+            response
+        }
+        _ => response,
     }
-    if r.states {
-        response = match op {
-            "DescribeInstances" => {
-                let pending = world.young(r, "i-", realism::INSTANCE_PENDING, now);
-                let ending: Vec<String> = world.shutting_down(r, now).into_iter().collect();
-                let response = restate(
-                    &response,
-                    "instanceId",
-                    &pending,
-                    INSTANCE_RUNNING,
-                    INSTANCE_PENDING,
-                );
-                let response = restate(
-                    &response,
-                    "instanceId",
-                    &ending,
-                    INSTANCE_TERMINATED,
-                    INSTANCE_SHUTTING_DOWN,
-                );
-                count_states(&mut world, &response, &["pending", "shutting-down"]);
-                response
-            }
-            "DescribeNatGateways" => {
-                let pending = world.young(r, "nat-", realism::NAT_PENDING, now);
-                let ending: Vec<String> = world
-                    .deleting(r, now)
-                    .into_iter()
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                let response = restate(
-                    &response,
-                    "natGatewayId",
-                    &pending,
-                    NAT_AVAILABLE,
-                    NAT_PENDING,
-                );
-                let response = restate(
-                    &response,
-                    "natGatewayId",
-                    &ending,
-                    NAT_DELETED,
-                    NAT_DELETING,
-                );
-                count_states(&mut world, &response, &["pending", "deleting"]);
-                response
-            }
-            "DescribeVpcEndpoints" => {
-                let pending = world.pending_endpoints(r, now);
-                let ending = world.deleting_endpoints(r, now);
-                let response = restate(
-                    &response,
-                    "vpcEndpointId",
-                    &pending,
-                    ENDPOINT_AVAILABLE,
-                    ENDPOINT_PENDING,
-                );
-                let response = restate(
-                    &response,
-                    "vpcEndpointId",
-                    &ending,
-                    ENDPOINT_DELETED,
-                    ENDPOINT_DELETING,
-                );
-                count_states(&mut world, &response, &["pending", "deleting"]);
-                response
-            }
-            "DescribeVpcPeeringConnections" => {
-                let provisioning = world.provisioning(r, now);
-                let response = restate_before(
-                    &response,
-                    "vpcPeeringConnectionId",
-                    &provisioning,
-                    PEERING_ACTIVE,
-                    PEERING_PROVISIONING,
-                );
-                world.count("provisioning", provisioning.len() as u64);
-                response
-            }
-            _ => response,
-        };
-    }
-    response
+}
+
+/// Which IDs to show in which state: those, the state moto gives them, the
+/// state AWS would show now.
+type Restate<'a> = (&'a [String], &'a str, &'a str);
+
+/// `response` with the IDs just made shown still starting, and those being
+/// deleted still ending.
+fn begun_and_ending(
+    response: &[u8],
+    tag: &str,
+    begun: Restate<'_>,
+    ending: Restate<'_>,
+) -> Vec<u8> {
+    let response = restate(response, tag, begun.0, begun.1, begun.2);
+    restate(&response, tag, ending.0, ending.1, ending.2)
 }
 
 /// A response of `head` (its Content-Length replaced) and `body`.

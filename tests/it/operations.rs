@@ -192,6 +192,13 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
             sample("byoc_compute_clusters{phase=\"running\"}") == 1.0,
         ),
         ("byoc_leader = 1", sample("byoc_leader") == 1.0),
+        (
+            "byoc_cluster_time_to_running_seconds_count: the one cluster, once",
+            sample(&format!(
+                "byoc_cluster_time_to_running_seconds_count{{namespace=\"{}\"}}",
+                g.namespace
+            )) == 1.0,
+        ),
     ] {
         assert!(ok, "/metrics: {series} not as expected:\n{text}");
     }
@@ -233,6 +240,31 @@ async fn metrics_endpoint_serves_the_operator_metrics() -> Result<()> {
     assert!(
         compared >= 10 && text.contains("operation=\"AssumeRole\""),
         "only {compared} operations counted (STS included?):\n{text}"
+    );
+    // By AWS account: every call of the cluster's work (all but the
+    // account's own STS calls), under the one account it went to.
+    let samples = |prefix: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(series, v)| (series.to_string(), v.parse().unwrap_or(f64::NAN)))
+            .collect()
+    };
+    let by_account = samples("byoc_aws_account_calls_total{");
+    let work: f64 = samples("byoc_aws_calls_total{")
+        .iter()
+        .filter(|(series, _)| !series.contains("service=\"STS\""))
+        .map(|(_, v)| v)
+        .sum();
+    // The account of `ready_account`'s role.
+    let account_id = "123456789012";
+    assert_eq!(
+        by_account,
+        vec![(
+            format!("byoc_aws_account_calls_total{{aws_account=\"{account_id}\"}}"),
+            work
+        )],
+        "calls by AWS account against the calls of the cluster's work:\n{text}"
     );
     for path in ["/healthz", "/readyz"] {
         let (status, _) = testground::http_get(op.metrics_port, path)?;
