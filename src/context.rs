@@ -78,8 +78,6 @@ pub struct Context {
     pub ledger: crate::account::limits::Ledger,
     /// List prices, shared by every cluster and `audit`.
     pub prices: crate::prices::Prices,
-    /// Use-labelled Secrets as read for both controllers' watches.
-    pub secret_reads: crate::triggers::SecretReads,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
 }
@@ -96,7 +94,6 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        let secret_reads = crate::triggers::SecretReads::new(client.clone());
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -106,7 +103,6 @@ impl Context {
             metrics,
             ledger: Default::default(),
             prices: Default::default(),
-            secret_reads,
             backoffs: Mutex::default(),
         }
     }

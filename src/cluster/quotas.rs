@@ -108,8 +108,8 @@ pub struct Check {
 
 impl Check {
     /// The shortfall under `quota`, said with the numbers.
-    pub fn short_of(&self, quota: f64) -> Option<QuotaShortfall> {
-        ((self.in_use + self.needs) as f64 > quota).then(|| QuotaShortfall {
+    pub fn short_of(&self, quota: f64) -> Option<Shortfall> {
+        ((self.in_use + self.needs) as f64 > quota).then(|| Shortfall {
             check: self.clone(),
             quota,
         })
@@ -118,12 +118,12 @@ impl Check {
 
 /// A quota too small for what the spec asks.
 #[derive(Clone, Debug, PartialEq)]
-pub struct QuotaShortfall {
+pub struct Shortfall {
     pub check: Check,
     pub quota: f64,
 }
 
-impl std::fmt::Display for QuotaShortfall {
+impl std::fmt::Display for Shortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.check;
         write!(
