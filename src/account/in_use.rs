@@ -22,7 +22,12 @@ pub const IN_USE_FINALIZER: &str = "byoc.dev/in-use";
 
 /// Whether `obj` carries the in-use finalizer.
 pub fn held<K: Resource>(obj: &K) -> bool {
-    obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
+    has_finalizer(obj, IN_USE_FINALIZER)
+}
+
+/// Whether `obj` carries `finalizer`.
+pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
+    obj.finalizers().iter().any(|f| f == finalizer)
 }
 
 /// How a cluster stands to an account: the facts every "who uses this
@@ -119,7 +124,7 @@ pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    if obj.finalizers().iter().any(|f| f == finalizer) {
+    if has_finalizer(obj, finalizer) {
         return Ok(true);
     }
     if obj.meta().deletion_timestamp.is_some() {

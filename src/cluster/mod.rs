@@ -152,7 +152,7 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
     let uid = cc.uid().unwrap_or_default();
     ctx.resync.leave(&uid);
     ctx.waiting.leave(&uid);
-    let finalized = cc.finalizers().iter().any(|f| f == FINALIZER);
+    let finalized = in_use::has_finalizer(&*cc, FINALIZER);
     let result = match (deleting, finalized) {
         // The finalizer goes on before anything else; that change brings
         // the first pass.
