@@ -178,7 +178,7 @@ pub struct Found {
 
 /// One write, in the order they are made.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Change {
     CreateRole,
     /// A role an earlier connect made, without its installation tags.
     TagRole,
@@ -192,24 +192,28 @@ pub enum Step {
     AddNodeRole,
 }
 
-impl Step {
+impl Change {
     fn describe(&self, w: &Wanted) -> String {
         let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
         let role = &w.role.name;
         match self {
-            Step::CreateRole => format!("create role {role} (trust: {})", trust_summary(&w.trust)),
-            Step::TagRole => format!("tag role {role} with its installation and CloudAccount UID"),
-            Step::UpdateTrust => format!(
+            Change::CreateRole => {
+                format!("create role {role} (trust: {})", trust_summary(&w.trust))
+            }
+            Change::TagRole => {
+                format!("tag role {role} with its installation and CloudAccount UID")
+            }
+            Change::UpdateTrust => format!(
                 "put back role {role}'s trust policy ({})",
                 trust_summary(&w.trust)
             ),
-            Step::PutPolicy(p) => format!("put inline policy {p} on role {role}"),
-            Step::DeletePolicy(p) => format!("delete inline policy {p} from role {role}"),
-            Step::CreateNodeRole => format!("create node role {node} (trusted by EC2)"),
-            Step::AttachNodePolicy(a) => format!("attach {a} to node role {node}"),
-            Step::DetachNodePolicy(a) => format!("detach {a} from node role {node}"),
-            Step::CreateNodeProfile => format!("create instance profile {node}"),
-            Step::AddNodeRole => format!("add role {node} to instance profile {node}"),
+            Change::PutPolicy(p) => format!("put inline policy {p} on role {role}"),
+            Change::DeletePolicy(p) => format!("delete inline policy {p} from role {role}"),
+            Change::CreateNodeRole => format!("create node role {node} (trusted by EC2)"),
+            Change::AttachNodePolicy(a) => format!("attach {a} to node role {node}"),
+            Change::DetachNodePolicy(a) => format!("detach {a} from node role {node}"),
+            Change::CreateNodeProfile => format!("create instance profile {node}"),
+            Change::AddNodeRole => format!("add role {node} to instance profile {node}"),
         }
     }
 }
@@ -243,7 +247,7 @@ fn refuse_foreign(
 
 /// The writes that bring `found` to `wanted`. Refused, before any write,
 /// when a name is taken by something connect did not make for this account.
-pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
+pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Change>> {
     let mut steps = plan_role(wanted, found)?;
     if let Some(node) = &wanted.node {
         steps.extend(plan_node(node, found, &wanted.label)?);
@@ -253,29 +257,29 @@ pub fn plan(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
 
 /// The cross-account role's steps: made, or its trust and inline policies
 /// brought to what is wanted.
-fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
+fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Change>> {
     let mut steps = Vec::new();
     match &found.role {
         None => {
-            steps.push(Step::CreateRole);
-            steps.extend(wanted.policies.keys().cloned().map(Step::PutPolicy));
+            steps.push(Change::CreateRole);
+            steps.extend(wanted.policies.keys().cloned().map(Change::PutPolicy));
         }
         Some(role) => {
             refuse_foreign("role", &wanted.role.name, &role.tags, &wanted.label)?;
             if (wanted.role_tags.iter()).any(|(k, v)| role.tags.get(k) != Some(v)) {
-                steps.push(Step::TagRole);
+                steps.push(Change::TagRole);
             }
             if role.trust != wanted.trust {
-                steps.push(Step::UpdateTrust);
+                steps.push(Change::UpdateTrust);
             }
             for (name, doc) in &wanted.policies {
                 if role.inline.get(name) != Some(doc) {
-                    steps.push(Step::PutPolicy(name.clone()));
+                    steps.push(Change::PutPolicy(name.clone()));
                 }
             }
             for name in role.inline.keys() {
                 if name.starts_with(POLICY_PREFIX) && !wanted.policies.contains_key(name) {
-                    steps.push(Step::DeletePolicy(name.clone()));
+                    steps.push(Change::DeletePolicy(name.clone()));
                 }
             }
         }
@@ -285,13 +289,13 @@ fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Step>> {
 
 /// The shared node identity's steps: its role (trusting EC2 alone, with the
 /// wanted managed policies) and instance profile.
-fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Step>> {
+fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Change>> {
     let mut steps = Vec::new();
     let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
     match &found.node_role {
         None => {
-            steps.push(Step::CreateNodeRole);
-            steps.extend(node.policies.iter().cloned().map(Step::AttachNodePolicy));
+            steps.push(Change::CreateNodeRole);
+            steps.extend(node.policies.iter().cloned().map(Change::AttachNodePolicy));
         }
         Some(role) => {
             refuse_foreign("role", &node.name, &role.tags, label)?;
@@ -303,20 +307,20 @@ fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Step
             }
             for arn in &node.policies {
                 if !role.attached.contains(arn) {
-                    steps.push(Step::AttachNodePolicy(arn.clone()));
+                    steps.push(Change::AttachNodePolicy(arn.clone()));
                 }
             }
             for arn in &role.attached {
                 if !node.policies.contains(arn) {
-                    steps.push(Step::DetachNodePolicy(arn.clone()));
+                    steps.push(Change::DetachNodePolicy(arn.clone()));
                 }
             }
         }
     }
     match &found.node_profile {
         None => {
-            steps.push(Step::CreateNodeProfile);
-            steps.push(Step::AddNodeRole);
+            steps.push(Change::CreateNodeProfile);
+            steps.push(Change::AddNodeRole);
         }
         Some(profile) => {
             refuse_foreign("instance profile", &node.name, &profile.tags, label)?;
@@ -328,7 +332,7 @@ fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Step
                         profile.roles.join(", ")
                     )));
                 }
-                steps.push(Step::AddNodeRole);
+                steps.push(Change::AddNodeRole);
             }
         }
     }
@@ -535,15 +539,15 @@ pub fn role_tags(label: &str, installation: &str, uid: &str) -> BTreeMap<String,
 
 /// Makes the steps in order; when one fails, removes what this run
 /// created, and says which call failed.
-async fn apply(c: &AwsClients, w: &Wanted, steps: &[Step]) -> Result<()> {
-    let mut created: Vec<&Step> = Vec::new();
+async fn apply(c: &AwsClients, w: &Wanted, steps: &[Change]) -> Result<()> {
+    let mut created: Vec<&Change> = Vec::new();
     for step in steps {
         match make(c, w, step).await {
             Ok(()) => {
                 println!("done: {}", step.describe(w));
                 if matches!(
                     step,
-                    Step::CreateRole | Step::CreateNodeRole | Step::CreateNodeProfile
+                    Change::CreateRole | Change::CreateNodeRole | Change::CreateNodeProfile
                 ) {
                     created.push(step);
                 }
@@ -572,11 +576,11 @@ async fn apply(c: &AwsClients, w: &Wanted, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
-async fn make(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
+async fn make(c: &AwsClients, w: &Wanted, step: &Change) -> Result<(), AwsError> {
     let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
     let label = &w.label;
     match step {
-        Step::CreateRole => {
+        Change::CreateRole => {
             let description = format!("byoc-operator: CloudAccount {label}");
             admin::create_role(
                 c,
@@ -588,33 +592,33 @@ async fn make(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
             )
             .await
         }
-        Step::TagRole => admin::tag_role(c, &w.role.name, &w.role_tags).await,
-        Step::UpdateTrust => admin::update_trust(c, &w.role.name, &w.trust).await,
-        Step::PutPolicy(p) => match w.policies.get(p) {
+        Change::TagRole => admin::tag_role(c, &w.role.name, &w.role_tags).await,
+        Change::UpdateTrust => admin::update_trust(c, &w.role.name, &w.trust).await,
+        Change::PutPolicy(p) => match w.policies.get(p) {
             Some(doc) => admin::put_inline(c, &w.role.name, p, doc).await,
             None => Ok(()),
         },
-        Step::DeletePolicy(p) => admin::delete_inline(c, &w.role.name, p).await,
-        Step::CreateNodeRole => {
+        Change::DeletePolicy(p) => admin::delete_inline(c, &w.role.name, p).await,
+        Change::CreateNodeRole => {
             let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
             let description =
                 format!("byoc-operator: shared node identity of CloudAccount {label}");
             admin::create_role(c, node, "/", &trust, &tags(label), &description).await
         }
-        Step::AttachNodePolicy(a) => admin::attach(c, node, a).await,
-        Step::DetachNodePolicy(a) => admin::detach(c, node, a).await,
-        Step::CreateNodeProfile => admin::create_instance_profile(c, node, &tags(label)).await,
-        Step::AddNodeRole => crate::aws::instance_profile::add_role(c, node).await,
+        Change::AttachNodePolicy(a) => admin::attach(c, node, a).await,
+        Change::DetachNodePolicy(a) => admin::detach(c, node, a).await,
+        Change::CreateNodeProfile => admin::create_instance_profile(c, node, &tags(label)).await,
+        Change::AddNodeRole => crate::aws::instance_profile::add_role(c, node).await,
     }
 }
 
 /// Removes what a create step made (with what was put on it since).
-async fn unmake(c: &AwsClients, w: &Wanted, step: &Step) -> Result<(), AwsError> {
+async fn unmake(c: &AwsClients, w: &Wanted, step: &Change) -> Result<(), AwsError> {
     let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
     match step {
-        Step::CreateRole => delete_role_fully(c, &w.role.name).await,
-        Step::CreateNodeRole => delete_role_fully(c, node).await,
-        Step::CreateNodeProfile => delete_profile_fully(c, node).await,
+        Change::CreateRole => delete_role_fully(c, &w.role.name).await,
+        Change::CreateNodeRole => delete_role_fully(c, node).await,
+        Change::CreateNodeProfile => delete_profile_fully(c, node).await,
         _ => Ok(()),
     }
 }
@@ -689,7 +693,7 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
     wait_ready(&client, &account, args.wait).await
 }
 
-fn print_plan(w: &Wanted, steps: &[Step]) {
+fn print_plan(w: &Wanted, steps: &[Change]) {
     if steps.is_empty() {
         println!("nothing to change");
     }
@@ -1059,17 +1063,17 @@ mod tests {
         assert_eq!(
             steps,
             [
-                Step::CreateRole,
-                Step::PutPolicy(ONGOING_POLICY.into()),
-                Step::PutPolicy(SETUP_POLICY.into()),
-                Step::CreateNodeRole,
-                Step::AttachNodePolicy("arn:aws:iam::aws:policy/A".into()),
-                Step::CreateNodeProfile,
-                Step::AddNodeRole,
+                Change::CreateRole,
+                Change::PutPolicy(ONGOING_POLICY.into()),
+                Change::PutPolicy(SETUP_POLICY.into()),
+                Change::CreateNodeRole,
+                Change::AttachNodePolicy("arn:aws:iam::aws:policy/A".into()),
+                Change::CreateNodeProfile,
+                Change::AddNodeRole,
             ]
         );
         assert_eq!(
-            plan(&w, &as_found(&w)).unwrap_or(vec![Step::CreateRole]),
+            plan(&w, &as_found(&w)).unwrap_or(vec![Change::CreateRole]),
             []
         );
         // A role an earlier connect made, with the connect tag alone: its
@@ -1079,7 +1083,7 @@ mod tests {
         if let Some(role) = earlier.role.as_mut() {
             role.tags = tags(&w.label);
         }
-        assert_eq!(plan(&w, &earlier).unwrap_or_default(), [Step::TagRole]);
+        assert_eq!(plan(&w, &earlier).unwrap_or_default(), [Change::TagRole]);
     }
 
     #[test]
@@ -1094,13 +1098,16 @@ mod tests {
         }
         assert_eq!(
             plan(&w, &found).unwrap_or_default(),
-            [Step::UpdateTrust, Step::PutPolicy(ONGOING_POLICY.into())]
+            [
+                Change::UpdateTrust,
+                Change::PutPolicy(ONGOING_POLICY.into())
+            ]
         );
         let mut ongoing = wanted(false);
         ongoing.policies.remove(SETUP_POLICY);
         assert_eq!(
             plan(&ongoing, &as_found(&w)).unwrap_or_default(),
-            [Step::DeletePolicy(SETUP_POLICY.into())]
+            [Change::DeletePolicy(SETUP_POLICY.into())]
         );
     }
 

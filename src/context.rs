@@ -78,6 +78,8 @@ pub struct Context {
     pub ledger: crate::account::limits::Ledger,
     /// List prices, shared by every cluster and `audit`.
     pub prices: crate::prices::Prices,
+    /// Use-labelled Secrets as read for both controllers' watches.
+    pub secret_reads: crate::triggers::SecretReads,
     recorder: Recorder,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
 }
@@ -94,6 +96,7 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let secret_reads = crate::triggers::SecretReads::new(client.clone());
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -103,6 +106,7 @@ impl Context {
             metrics,
             ledger: Default::default(),
             prices: Default::default(),
+            secret_reads,
             backoffs: Mutex::default(),
         }
     }

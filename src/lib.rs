@@ -99,7 +99,7 @@ pub enum Error {
     /// An AWS quota is too small for what the spec asks (with the numbers).
     #[error("{}", cluster::quotas::said(.short, "; "))]
     QuotaExceeded {
-        short: Vec<cluster::quotas::Shortfall>,
+        short: Vec<cluster::quotas::QuotaShortfall>,
     },
     /// A key pair named by `sshKeyName` does not exist in the region.
     #[error("key pair {name} (nodeGroups {group}: sshKeyName) does not exist in region {region}")]

@@ -49,14 +49,15 @@ where
 /// noticed without holding any Secret's content (the cluster's Secrets may
 /// be many and large; Helm alone keeps one per release revision). Only
 /// Secrets opted in for a use are watched; each change of one is read once
-/// (`secrets`) and passed on only when its data, type or labels differ from
-/// what was last seen (kept as a digest): touching an annotation of a
-/// Secret many accounts name re-verifies none of them and re-runs no
-/// cluster. A Secret that is gone or cannot be read is passed on, so its
-/// users notice. What a reconcile needs of one is read when it needs it.
+/// for both controllers (`reads`) and passed on only when its data, type or
+/// labels differ from what this watch last passed (kept as a digest):
+/// touching an annotation of a Secret many accounts name re-verifies none
+/// of them and re-runs no cluster. A Secret that is gone or cannot be read
+/// is passed on, so its users notice. What a reconcile needs of one is
+/// read when it needs it.
 pub fn secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
-    secrets: kube::Client,
+    reads: SecretReads,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     use futures::StreamExt;
     use std::sync::{Arc, Mutex};
@@ -68,21 +69,73 @@ pub fn secret_changes(
         .default_backoff()
         .touched_objects()
         .filter_map(move |event| {
-            let (client, seen) = (secrets.clone(), seen.clone());
+            let (reads, seen) = (reads.clone(), seen.clone());
             async move {
                 let Ok(meta) = event else { return Some(event) };
                 let key = (meta.namespace().unwrap_or_default(), meta.name_any());
-                let read = Api::<Secret>::namespaced(client, &key.0)
-                    .get_opt(&key.1)
-                    .await;
-                let digest = match read {
-                    Ok(Some(secret)) => Some(content_digest(&secret)),
-                    _ => None,
-                };
+                let version = meta.resource_version().unwrap_or_default();
+                let digest = reads.digest(key.clone(), version).await;
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 seen.changed(key, digest).then_some(Ok(meta))
             }
         })
+}
+
+/// The content digest of each use-labelled Secret at the resourceVersion a
+/// watch event named, shared by both controllers' Secret watches: a change
+/// is read once, not once per controller. Reads are one at a time (Secret
+/// changes are few), so the second watch finds what the first read.
+#[derive(Clone)]
+pub struct SecretReads {
+    client: kube::Client,
+    read: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<(String, String), Read>>>,
+}
+
+/// A Secret's digest as read at a resourceVersion (`None`: gone or
+/// unreadable).
+type Read = (String, Option<u64>);
+
+impl SecretReads {
+    pub fn new(client: kube::Client) -> Self {
+        SecretReads {
+            client,
+            read: Default::default(),
+        }
+    }
+
+    /// The digest of the Secret `key` at `version`, read unless this
+    /// version was read already.
+    async fn digest(&self, key: (String, String), version: String) -> Option<u64> {
+        let client = self.client.clone();
+        self.digest_with(key, version, |(ns, name)| async move {
+            match Api::<Secret>::namespaced(client, &ns).get_opt(&name).await {
+                Ok(Some(secret)) => Some(content_digest(&secret)),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    async fn digest_with<F, R>(
+        &self,
+        key: (String, String),
+        version: String,
+        read: F,
+    ) -> Option<u64>
+    where
+        F: FnOnce((String, String)) -> R,
+        R: std::future::Future<Output = Option<u64>>,
+    {
+        let mut cache = self.read.lock().await;
+        match cache.get(&key) {
+            Some((v, digest)) if *v == version && !version.is_empty() => *digest,
+            _ => {
+                let digest = read(key.clone()).await;
+                cache.insert(key, (version, digest));
+                digest
+            }
+        }
+    }
 }
 
 /// The content digest last seen of each Secret, by `(namespace, name)`.
@@ -274,6 +327,37 @@ pub fn clusters_naming_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_secrets_change_is_read_once_for_both_watches() {
+        let (client, _) = crate::fixtures::apiserver(serde_json::json!({}));
+        let reads = SecretReads::new(client);
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let key = || ("team-a".to_string(), "keys".to_string());
+        let read = |digest: u64| {
+            let count = count.clone();
+            move |_| async move {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(digest)
+            }
+        };
+        // The account watch reads version 7; the cluster watch's event of
+        // the same version finds it.
+        assert_eq!(reads.digest_with(key(), "7".into(), read(1)).await, Some(1));
+        assert_eq!(reads.digest_with(key(), "7".into(), read(2)).await, Some(1));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A new version is read again, and so is one without a version.
+        assert_eq!(reads.digest_with(key(), "8".into(), read(3)).await, Some(3));
+        assert_eq!(
+            reads.digest_with(key(), String::new(), read(4)).await,
+            Some(4)
+        );
+        assert_eq!(
+            reads.digest_with(key(), String::new(), read(5)).await,
+            Some(5)
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
 
     #[test]
     fn a_secrets_annotations_alone_change_nothing_its_data_labels_or_absence_do() {

@@ -269,7 +269,7 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         .watches_stream(
             crate::triggers::secret_changes(
                 ctx.api::<PartialObjectMeta<Secret>>(),
-                ctx.client.clone(),
+                ctx.secret_reads.clone(),
             ),
             move |secret: PartialObjectMeta<Secret>| {
                 let ns = secret.namespace();

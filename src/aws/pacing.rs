@@ -39,7 +39,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// A token bucket's shape: how many it holds, how many come back a second.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Shape {
+pub struct BucketShape {
     pub capacity: f64,
     pub refill: f64,
 }
@@ -68,7 +68,7 @@ impl Limits {
         Limits { factor }
     }
 
-    fn shape(&self, bucket: Bucket) -> Shape {
+    fn shape(&self, bucket: Bucket) -> BucketShape {
         let (capacity, refill) = match bucket {
             Bucket::Ec2Read => (100.0, 20.0),
             Bucket::Ec2Write => (200.0, 5.0),
@@ -77,7 +77,7 @@ impl Limits {
             Bucket::IamRead => (40.0, 10.0),
             Bucket::IamWrite => (10.0, 2.0),
         };
-        Shape {
+        BucketShape {
             capacity: capacity * self.factor,
             refill: refill * self.factor,
         }
@@ -171,7 +171,7 @@ struct Level {
 impl Level {
     /// Takes `n` tokens now, owing them if need be, and says how long the
     /// caller waits until they are really there.
-    fn reserve(&mut self, shape: Shape, n: f64, now: Instant) -> Duration {
+    fn reserve(&mut self, shape: BucketShape, n: f64, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * shape.refill).min(shape.capacity);
         self.at = now;

@@ -105,7 +105,10 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         .reconcile_on(resync_due)
         .reconcile_on(waited)
         .watches_stream(
-            triggers::secret_changes(ctx.api::<PartialObjectMeta<Secret>>(), ctx.client.clone()),
+            triggers::secret_changes(
+                ctx.api::<PartialObjectMeta<Secret>>(),
+                ctx.secret_reads.clone(),
+            ),
             triggers::clusters_naming_secret(store.clone()),
         );
     let concurrency = ctx.settings.concurrency;

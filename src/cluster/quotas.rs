@@ -108,8 +108,8 @@ pub struct Check {
 
 impl Check {
     /// The shortfall under `quota`, said with the numbers.
-    pub fn short_of(&self, quota: f64) -> Option<Shortfall> {
-        ((self.in_use + self.needs) as f64 > quota).then(|| Shortfall {
+    pub fn short_of(&self, quota: f64) -> Option<QuotaShortfall> {
+        ((self.in_use + self.needs) as f64 > quota).then(|| QuotaShortfall {
             check: self.clone(),
             quota,
         })
@@ -118,12 +118,12 @@ impl Check {
 
 /// A quota too small for what the spec asks.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Shortfall {
+pub struct QuotaShortfall {
     pub check: Check,
     pub quota: f64,
 }
 
-impl std::fmt::Display for Shortfall {
+impl std::fmt::Display for QuotaShortfall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.check;
         write!(

@@ -403,92 +403,149 @@ pub struct Unmodelled(pub String);
 /// (`ec2:CreateTags` for tags on create, `iam:PassRole` for a profile's
 /// role, KMS for an encrypted root volume).
 pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Touch>, Unmodelled> {
-    let action = format!("{svc}:{op}");
-    let mut out = Vec::new();
-    let mut on = |action: &str, target: Target| {
-        out.push(Touch {
+    let mut t = Touches {
+        action: format!("{svc}:{op}"),
+        out: Vec::new(),
+    };
+    let id = |name: &str| params.get(name).unwrap_or_default();
+    match (svc, op) {
+        ("sts", _) => {}
+        ("ec2", o) if o.starts_with("Describe") => t.on(Target::Any),
+        ("pricing", "GetProducts") => t.on(Target::Any),
+        ("servicequotas", "GetServiceQuota") => t.on(Target::Quota(format!(
+            "{}/{}",
+            id("ServiceCode"),
+            id("QuotaCode")
+        ))),
+        ("ec2", "RunInstances") => run_instances(&mut t, params)?,
+        ("ec2", "TerminateInstances") => {
+            for i in params.list("InstanceId") {
+                t.on(Target::Ec2("instance", i));
+            }
+        }
+        ("ec2", o)
+            if !o.starts_with("Describe")
+                && (o.contains("VpcEndpoint") || o.contains("VpcPeeringConnection")) =>
+        {
+            reach(&mut t, op, params)?
+        }
+        ("iam", _) => iam(&mut t, op, params)?,
+        _ => network(&mut t, svc, op, params)?,
+    }
+    Ok(t.out)
+}
+
+/// The touches of one request, each of its action unless said otherwise.
+struct Touches {
+    action: String,
+    out: Vec<Touch>,
+}
+
+impl Touches {
+    fn on(&mut self, target: Target) {
+        let action = self.action.clone();
+        self.also(&action, target);
+    }
+
+    /// `action`, authorized along with the request's own.
+    fn also(&mut self, action: &str, target: Target) {
+        self.out.push(Touch {
             action: action.to_string(),
             target,
-        })
-    };
+        });
+    }
+}
+
+type Planned = std::result::Result<(), Unmodelled>;
+
+/// The network's EC2 calls.
+fn network(t: &mut Touches, svc: &str, op: &str, params: &Params) -> Planned {
     let id = |name: &str| params.get(name).unwrap_or_default();
     let ec2 = |t: &'static str, name: &str| Target::Ec2(t, params.get(name).unwrap_or_default());
     match (svc, op) {
-        ("sts", _) => {}
-        ("ec2", o) if o.starts_with("Describe") => on(&action, Target::Any),
-        ("iam", "ListRoles" | "GetAccountAuthorizationDetails") => on(&action, Target::Any),
-        ("pricing", "GetProducts") => on(&action, Target::Any),
-        ("servicequotas", "GetServiceQuota") => on(
-            &action,
-            Target::Quota(format!("{}/{}", id("ServiceCode"), id("QuotaCode"))),
-        ),
-        ("ec2", "CreateVpc") => on(&action, Target::CreatedEc2("vpc")),
+        ("ec2", "CreateVpc") => t.on(Target::CreatedEc2("vpc")),
         ("ec2", "CreateSubnet") => {
-            on(&action, Target::CreatedEc2("subnet"));
-            on(&action, ec2("vpc", "VpcId"));
+            t.on(Target::CreatedEc2("subnet"));
+            t.on(ec2("vpc", "VpcId"));
         }
-        ("ec2", "CreateInternetGateway") => on(&action, Target::CreatedEc2("internet-gateway")),
+        ("ec2", "CreateInternetGateway") => t.on(Target::CreatedEc2("internet-gateway")),
         ("ec2", "AttachInternetGateway" | "DetachInternetGateway") => {
-            on(&action, ec2("internet-gateway", "InternetGatewayId"));
-            on(&action, ec2("vpc", "VpcId"));
+            t.on(ec2("internet-gateway", "InternetGatewayId"));
+            t.on(ec2("vpc", "VpcId"));
         }
-        ("ec2", "DeleteInternetGateway") => {
-            on(&action, ec2("internet-gateway", "InternetGatewayId"))
-        }
-        ("ec2", "AllocateAddress") => on(&action, Target::CreatedEc2("elastic-ip")),
-        ("ec2", "ReleaseAddress") => on(&action, ec2("elastic-ip", "AllocationId")),
+        ("ec2", "DeleteInternetGateway") => t.on(ec2("internet-gateway", "InternetGatewayId")),
+        ("ec2", "AllocateAddress") => t.on(Target::CreatedEc2("elastic-ip")),
+        ("ec2", "ReleaseAddress") => t.on(ec2("elastic-ip", "AllocationId")),
         ("ec2", "CreateNatGateway") => {
-            on(&action, Target::CreatedEc2("natgateway"));
-            on(&action, ec2("subnet", "SubnetId"));
+            t.on(Target::CreatedEc2("natgateway"));
+            t.on(ec2("subnet", "SubnetId"));
             if params.get("AllocationId").is_some() {
-                on(&action, ec2("elastic-ip", "AllocationId"));
+                t.on(ec2("elastic-ip", "AllocationId"));
             }
         }
-        ("ec2", "DeleteNatGateway") => on(&action, ec2("natgateway", "NatGatewayId")),
+        ("ec2", "DeleteNatGateway") => t.on(ec2("natgateway", "NatGatewayId")),
         ("ec2", "CreateRouteTable") => {
-            on(&action, Target::CreatedEc2("route-table"));
-            on(&action, ec2("vpc", "VpcId"));
+            t.on(Target::CreatedEc2("route-table"));
+            t.on(ec2("vpc", "VpcId"));
         }
         ("ec2", "DeleteRouteTable" | "CreateRoute" | "ReplaceRoute" | "DeleteRoute") => {
-            on(&action, ec2("route-table", "RouteTableId"))
+            t.on(ec2("route-table", "RouteTableId"))
         }
         ("ec2", "AssociateRouteTable") => {
-            on(&action, ec2("route-table", "RouteTableId"));
+            t.on(ec2("route-table", "RouteTableId"));
             if params.get("SubnetId").is_some() {
-                on(&action, ec2("subnet", "SubnetId"));
+                t.on(ec2("subnet", "SubnetId"));
             }
         }
         ("ec2", "DisassociateRouteTable") => {
-            on(&action, ec2("route-table", "AssociationId"));
+            t.on(ec2("route-table", "AssociationId"));
         }
         ("ec2", "CreateSecurityGroup") => {
-            on(&action, Target::CreatedEc2("security-group"));
-            on(&action, ec2("vpc", "VpcId"));
+            t.on(Target::CreatedEc2("security-group"));
+            t.on(ec2("vpc", "VpcId"));
         }
         (
             "ec2",
             "AuthorizeSecurityGroupIngress" | "RevokeSecurityGroupIngress" | "DeleteSecurityGroup",
-        ) => on(&action, ec2("security-group", "GroupId")),
-        ("ec2", "ModifyVpcAttribute" | "DeleteVpc") => on(&action, ec2("vpc", "VpcId")),
-        ("ec2", "ModifySubnetAttribute" | "DeleteSubnet") => on(&action, ec2("subnet", "SubnetId")),
-        ("ec2", "ImportKeyPair") => on(&action, Target::CreatedEc2("key-pair")),
-        ("ec2", "DeleteKeyPair") => on(&action, Target::KeyPair(id("KeyName"))),
-        ("ec2", "CreateVpcEndpoint") => {
-            on(&action, Target::CreatedEc2("vpc-endpoint"));
-            on(&action, ec2("vpc", "VpcId"));
-            for s in params.list("SubnetId") {
-                on(&action, Target::Ec2("subnet", s));
-            }
-            for t in params.list("RouteTableId") {
-                on(&action, Target::Ec2("route-table", t));
-            }
-            for g in params.list("SecurityGroupId") {
-                on(&action, Target::Ec2("security-group", g));
+        ) => t.on(ec2("security-group", "GroupId")),
+        ("ec2", "ModifyVpcAttribute" | "DeleteVpc") => t.on(ec2("vpc", "VpcId")),
+        ("ec2", "ModifySubnetAttribute" | "DeleteSubnet") => t.on(ec2("subnet", "SubnetId")),
+        ("ec2", "ImportKeyPair") => t.on(Target::CreatedEc2("key-pair")),
+        ("ec2", "DeleteKeyPair") => t.on(Target::KeyPair(id("KeyName"))),
+        ("ec2", "CreateTags") => {
+            for r in params.list("ResourceId") {
+                match ec2_type(&r) {
+                    Some(kind) => t.on(Target::Ec2(kind, r)),
+                    None => return Err(Unmodelled(format!("ec2:CreateTags on {r}"))),
+                }
             }
         }
-        ("ec2", "ModifyVpcEndpoint") => {
-            on(&action, ec2("vpc-endpoint", "VpcEndpointId"));
-            for (list, t) in [
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
+/// VPC endpoints and peering connections.
+fn reach(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let id = |name: &str| params.get(name).unwrap_or_default();
+    let ec2 = |t: &'static str, name: &str| Target::Ec2(t, params.get(name).unwrap_or_default());
+    match op {
+        "CreateVpcEndpoint" => {
+            t.on(Target::CreatedEc2("vpc-endpoint"));
+            t.on(ec2("vpc", "VpcId"));
+            for s in params.list("SubnetId") {
+                t.on(Target::Ec2("subnet", s));
+            }
+            for table in params.list("RouteTableId") {
+                t.on(Target::Ec2("route-table", table));
+            }
+            for g in params.list("SecurityGroupId") {
+                t.on(Target::Ec2("security-group", g));
+            }
+        }
+        "ModifyVpcEndpoint" => {
+            t.on(ec2("vpc-endpoint", "VpcEndpointId"));
+            for (list, kind) in [
                 ("AddSubnetId", "subnet"),
                 ("RemoveSubnetId", "subnet"),
                 ("AddRouteTableId", "route-table"),
@@ -497,162 +554,145 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
                 ("RemoveSecurityGroupId", "security-group"),
             ] {
                 for r in params.list(list) {
-                    on(&action, Target::Ec2(t, r));
+                    t.on(Target::Ec2(kind, r));
                 }
             }
         }
-        ("ec2", "DeleteVpcEndpoints") => {
+        "DeleteVpcEndpoints" => {
             for e in params.list("VpcEndpointId") {
-                on(&action, Target::Ec2("vpc-endpoint", e));
+                t.on(Target::Ec2("vpc-endpoint", e));
             }
         }
-        ("ec2", "CreateVpcPeeringConnection") => {
-            on(&action, Target::CreatedEc2("vpc-peering-connection"));
-            on(&action, ec2("vpc", "VpcId"));
+        "CreateVpcPeeringConnection" => {
+            t.on(Target::CreatedEc2("vpc-peering-connection"));
+            t.on(ec2("vpc", "VpcId"));
         }
-        ("ec2", "AcceptVpcPeeringConnection") => {
+        "AcceptVpcPeeringConnection" => {
             let pcx = id("VpcPeeringConnectionId");
-            on(&action, Target::Ec2("vpc-peering-connection", pcx.clone()));
+            t.on(Target::Ec2("vpc-peering-connection", pcx.clone()));
             // The accepter VPC: the connection's peer (from its facts).
-            on(&action, Target::Ec2("vpc", format!("peer-of:{pcx}")));
+            t.on(Target::Ec2("vpc", format!("peer-of:{pcx}")));
         }
-        ("ec2", "DeleteVpcPeeringConnection") => on(
-            &action,
-            ec2("vpc-peering-connection", "VpcPeeringConnectionId"),
-        ),
-        ("ec2", "TerminateInstances") => {
-            for i in params.list("InstanceId") {
-                on(&action, Target::Ec2("instance", i));
-            }
+        "DeleteVpcPeeringConnection" => {
+            t.on(ec2("vpc-peering-connection", "VpcPeeringConnectionId"))
         }
-        ("ec2", "CreateTags") => {
-            for r in params.list("ResourceId") {
-                match ec2_type(&r) {
-                    Some(t) => on(&action, Target::Ec2(t, r)),
-                    None => return Err(Unmodelled(format!("ec2:CreateTags on {r}"))),
-                }
-            }
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
+/// RunInstances: what it creates, what it launches into and from, and
+/// what is authorized along with it.
+fn run_instances(t: &mut Touches, params: &Params) -> Planned {
+    let ec2 = |t: &'static str, name: &str| Target::Ec2(t, params.get(name).unwrap_or_default());
+    t.on(Target::CreatedEc2("instance"));
+    t.on(Target::CreatedEc2("network-interface"));
+    t.on(Target::CreatedEc2("volume"));
+    t.on(ec2("image", "ImageId"));
+    let mut subnets = params.list("SubnetId");
+    subnets.extend(params.get("SubnetId"));
+    subnets.extend(params.get("NetworkInterface.1.SubnetId"));
+    for s in subnets {
+        t.on(Target::Ec2("subnet", s));
+    }
+    let mut groups = params.list("SecurityGroupId");
+    groups.extend(params.list("NetworkInterface.1.SecurityGroupId"));
+    for g in groups {
+        t.on(Target::Ec2("security-group", g));
+    }
+    if let Some(k) = params.get("KeyName") {
+        t.on(Target::KeyPair(k));
+    }
+    for n in 1.. {
+        if params
+            .get(&format!("BlockDeviceMapping.{n}.DeviceName"))
+            .is_none()
+        {
+            break;
         }
-        ("ec2", "RunInstances") => {
-            on(&action, Target::CreatedEc2("instance"));
-            on(&action, Target::CreatedEc2("network-interface"));
-            on(&action, Target::CreatedEc2("volume"));
-            on(&action, ec2("image", "ImageId"));
-            let mut subnets = params.list("SubnetId");
-            subnets.extend(params.get("SubnetId"));
-            subnets.extend(params.get("NetworkInterface.1.SubnetId"));
-            for s in subnets {
-                on(&action, Target::Ec2("subnet", s));
-            }
-            let mut groups = params.list("SecurityGroupId");
-            groups.extend(params.list("NetworkInterface.1.SecurityGroupId"));
-            for g in groups {
-                on(&action, Target::Ec2("security-group", g));
-            }
-            if let Some(k) = params.get("KeyName") {
-                on(&action, Target::KeyPair(k));
-            }
-            for n in 1.. {
-                if params
-                    .get(&format!("BlockDeviceMapping.{n}.DeviceName"))
-                    .is_none()
-                {
-                    break;
-                }
-                if let Some(s) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.SnapshotId")) {
-                    on(&action, Target::Ec2("snapshot", s));
-                }
-                if let Some(key) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.KmsKeyId")) {
-                    for kms in [
-                        "kms:CreateGrant",
-                        "kms:GenerateDataKeyWithoutPlaintext",
-                        "kms:Decrypt",
-                        "kms:DescribeKey",
-                    ] {
-                        on(kms, Target::KmsKey(key.clone()));
-                    }
-                }
-            }
-            if params.get("LaunchTemplate.LaunchTemplateId").is_some()
-                || params.get("LaunchTemplate.LaunchTemplateName").is_some()
-            {
-                return Err(Unmodelled("ec2:RunInstances with a launch template".into()));
-            }
-            let profile = params
-                .get("IamInstanceProfile.Arn")
-                .and_then(|a| a.rsplit('/').next().map(str::to_string))
-                .or_else(|| params.get("IamInstanceProfile.Name"));
-            if let Some(p) = profile {
-                // The profile's role is passed to EC2.
-                on(
-                    "iam:PassRole",
-                    Target::Role {
-                        name: format!("role-of:{p}"),
-                        path: "/".into(),
-                        created: false,
-                    },
-                );
+        if let Some(s) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.SnapshotId")) {
+            t.on(Target::Ec2("snapshot", s));
+        }
+        if let Some(key) = params.get(&format!("BlockDeviceMapping.{n}.Ebs.KmsKeyId")) {
+            for kms in [
+                "kms:CreateGrant",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:Decrypt",
+                "kms:DescribeKey",
+            ] {
+                t.also(kms, Target::KmsKey(key.clone()));
             }
         }
-        ("iam", "CreateRole") => on(
-            &action,
+    }
+    if params.get("LaunchTemplate.LaunchTemplateId").is_some()
+        || params.get("LaunchTemplate.LaunchTemplateName").is_some()
+    {
+        return Err(Unmodelled("ec2:RunInstances with a launch template".into()));
+    }
+    let profile = params
+        .get("IamInstanceProfile.Arn")
+        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        .or_else(|| params.get("IamInstanceProfile.Name"));
+    if let Some(p) = profile {
+        // The profile's role is passed to EC2.
+        t.also(
+            "iam:PassRole",
             Target::Role {
-                name: id("RoleName"),
-                path: params.get("Path").unwrap_or_else(|| "/".into()),
-                created: true,
-            },
-        ),
-        ("iam", "CreateInstanceProfile") => on(
-            &action,
-            Target::Profile {
-                name: id("InstanceProfileName"),
-                path: params.get("Path").unwrap_or_else(|| "/".into()),
-                created: true,
-            },
-        ),
-        (
-            "iam",
-            "GetRole"
-            | "ListAttachedRolePolicies"
-            | "DeleteRole"
-            | "TagRole"
-            | "PutRolePermissionsBoundary"
-            | "AttachRolePolicy"
-            | "DetachRolePolicy"
-            | "DeleteRolePolicy"
-            | "GetRolePolicy"
-            | "ListRolePolicies"
-            | "PutRolePolicy"
-            | "UpdateAssumeRolePolicy"
-            | "UntagRole"
-            | "ListRoleTags",
-        ) => on(
-            &action,
-            Target::Role {
-                name: id("RoleName"),
+                name: format!("role-of:{p}"),
                 path: "/".into(),
                 created: false,
             },
-        ),
-        (
-            "iam",
-            "GetInstanceProfile"
-            | "DeleteInstanceProfile"
-            | "TagInstanceProfile"
-            | "RemoveRoleFromInstanceProfile"
-            | "AddRoleToInstanceProfile",
-        ) => {
-            on(
-                &action,
-                Target::Profile {
-                    name: id("InstanceProfileName"),
-                    path: "/".into(),
-                    created: false,
-                },
-            );
+        );
+    }
+    Ok(())
+}
+
+/// IAM roles and instance profiles.
+fn iam(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let id = |name: &str| params.get(name).unwrap_or_default();
+    match op {
+        "ListRoles" | "GetAccountAuthorizationDetails" => t.on(Target::Any),
+        "CreateRole" => t.on(Target::Role {
+            name: id("RoleName"),
+            path: params.get("Path").unwrap_or_else(|| "/".into()),
+            created: true,
+        }),
+        "CreateInstanceProfile" => t.on(Target::Profile {
+            name: id("InstanceProfileName"),
+            path: params.get("Path").unwrap_or_else(|| "/".into()),
+            created: true,
+        }),
+        "GetRole"
+        | "ListAttachedRolePolicies"
+        | "DeleteRole"
+        | "TagRole"
+        | "PutRolePermissionsBoundary"
+        | "AttachRolePolicy"
+        | "DetachRolePolicy"
+        | "DeleteRolePolicy"
+        | "GetRolePolicy"
+        | "ListRolePolicies"
+        | "PutRolePolicy"
+        | "UpdateAssumeRolePolicy"
+        | "UntagRole"
+        | "ListRoleTags" => t.on(Target::Role {
+            name: id("RoleName"),
+            path: "/".into(),
+            created: false,
+        }),
+        "GetInstanceProfile"
+        | "DeleteInstanceProfile"
+        | "TagInstanceProfile"
+        | "RemoveRoleFromInstanceProfile"
+        | "AddRoleToInstanceProfile" => {
+            t.on(Target::Profile {
+                name: id("InstanceProfileName"),
+                path: "/".into(),
+                created: false,
+            });
             if op == "AddRoleToInstanceProfile" {
                 // AWS: the caller must be allowed to pass the role added.
-                on(
+                t.also(
                     "iam:PassRole",
                     Target::Role {
                         name: id("RoleName"),
@@ -662,9 +702,9 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
                 );
             }
         }
-        _ => return Err(Unmodelled(action)),
+        _ => return Err(Unmodelled(t.action.clone())),
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The facts `touches` need.
@@ -735,13 +775,7 @@ pub fn checks(
     touches: &[Touch],
     lookup: &dyn Fn(&FactsQuery) -> Result<Facts>,
 ) -> Result<Vec<Check>> {
-    let facts = lookup(&facts_query(touches, &principal.account, region))?;
-    let more = lookup;
     let account = &principal.account;
-    let ec2_arn = |t: &str, id: &str| match t {
-        "image" | "snapshot" => format!("arn:aws:ec2:{region}::{t}/{id}"),
-        _ => format!("arn:aws:ec2:{region}:{account}:{t}/{id}"),
-    };
     let mut base = BTreeMap::new();
     base.insert("aws:PrincipalArn".to_string(), json!(principal.role));
     base.insert("aws:PrincipalAccount".to_string(), json!(account));
@@ -751,224 +785,39 @@ pub fn checks(
     if svc == "ec2" {
         base.insert("ec2:Region".to_string(), json!(region));
     }
+    let j = Judging {
+        op,
+        params,
+        region,
+        account,
+        facts: lookup(&facts_query(touches, account, region))?,
+        lookup,
+        base,
+    };
     let mut out = Vec::new();
     for t in touches {
-        let mut ctx = base.clone();
+        let mut ctx = j.base.clone();
+        let c = &mut ctx;
         let (resource_type, resource) = match &t.target {
             Target::Any => (None, "*".to_string()),
             Target::Quota(q) => (
                 Some("quota".to_string()),
                 format!("arn:aws:servicequotas:{region}:{account}:{q}"),
             ),
-            Target::CreatedEc2(rtype) => {
-                let tags = params.tag_spec(rtype).unwrap_or_default();
-                request_tags(&mut ctx, &tags);
-                if *rtype == "instance" {
-                    for (key, param) in [
-                        ("ec2:InstanceType", "InstanceType"),
-                        ("ec2:InstanceMarketType", "InstanceMarketOptions.MarketType"),
-                    ] {
-                        if let Some(v) = params.get(param) {
-                            ctx.insert(key.into(), json!(v));
-                        }
-                    }
-                }
-                if *rtype == "volume" {
-                    let encrypted = params
-                        .get("BlockDeviceMapping.1.Ebs.Encrypted")
-                        .unwrap_or_else(|| "false".into());
-                    ctx.insert("ec2:Encrypted".into(), json!(encrypted));
-                }
-                if !tags.is_empty() {
-                    // Tags on create: AWS authorizes CreateTags on the new
-                    // resource too, with the creating action.
-                    let mut tag_ctx = base.clone();
-                    request_tags(&mut tag_ctx, &tags);
-                    tag_ctx.insert("ec2:CreateAction".into(), json!(op));
-                    out.push(Check {
-                        action: "ec2:CreateTags".into(),
-                        resource_type: Some(rtype.to_string()),
-                        resource: ec2_arn(rtype, "*"),
-                        context: tag_ctx,
-                        resource_policy: None,
-                    });
-                }
-                (Some(rtype.to_string()), ec2_arn(rtype, "*"))
-            }
-            Target::Ec2(rtype, id) => {
-                let (id, fact) = match id.strip_prefix("peer-of:") {
-                    Some(pcx) => {
-                        let peer = facts
-                            .ec2
-                            .get(pcx)
-                            .and_then(|f| f.peer_vpc.clone())
-                            .unwrap_or_default();
-                        let fact = more(&FactsQuery {
-                            account: account.clone(),
-                            region: region.into(),
-                            ec2: [peer.clone()].into(),
-                            ..Default::default()
-                        })?
-                        .ec2
-                        .remove(&peer)
-                        .unwrap_or_default();
-                        (peer, fact)
-                    }
-                    None => (id.clone(), facts.ec2.get(id).cloned().unwrap_or_default()),
-                };
-                // A route table's association names its table.
-                let (rid, tags) = match (&fact.route_table, *rtype) {
-                    (Some(table), "route-table") => (table.clone(), fact.tags.clone()),
-                    _ => (id.clone(), fact.tags.clone()),
-                };
-                tag_context(&mut ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
-                if let Some(vpc) = &fact.vpc {
-                    ctx.insert("ec2:Vpc".into(), json!(ec2_arn("vpc", vpc)));
-                }
-                match *rtype {
-                    "vpc" => {
-                        ctx.insert("ec2:VpcID".into(), json!(rid));
-                    }
-                    "subnet" => {
-                        ctx.insert("ec2:SubnetID".into(), json!(rid));
-                    }
-                    "security-group" => {
-                        ctx.insert("ec2:SecurityGroupID".into(), json!(rid));
-                    }
-                    "route-table" => {
-                        ctx.insert("ec2:RouteTableID".into(), json!(rid));
-                    }
-                    "image" => {
-                        ctx.insert("ec2:ImageID".into(), json!(rid));
-                        ctx.insert("ec2:ImageType".into(), json!("machine"));
-                        if let Some(o) = &fact.owner {
-                            ctx.insert("ec2:Owner".into(), json!(o));
-                        }
-                        if let Some(p) = fact.public {
-                            ctx.insert("ec2:Public".into(), json!(p.to_string()));
-                        }
-                    }
-                    "snapshot" => {
-                        if let Some(o) = &fact.owner {
-                            ctx.insert("ec2:Owner".into(), json!(o));
-                        }
-                    }
-                    _ => {}
-                }
-                if op == "CreateTags" {
-                    request_tags(&mut ctx, &params.tags("Tag"));
-                }
-                (Some(rtype.to_string()), ec2_arn(rtype, &rid))
-            }
-            Target::KeyPair(name) => {
-                let tags = facts
-                    .key_pairs
-                    .get(name)
-                    .map(|k| k.tags.clone())
-                    .unwrap_or_default();
-                tag_context(&mut ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
-                ctx.insert("ec2:KeyPairName".into(), json!(name));
-                (Some("key-pair".to_string()), ec2_arn("key-pair", name))
-            }
-            Target::KmsKey(key) => {
-                ctx.insert(
-                    "kms:ViaService".into(),
-                    json!(format!("ec2.{region}.amazonaws.com")),
-                );
-                ctx.insert("kms:CallerAccount".into(), json!(account));
-                if t.action == "kms:CreateGrant" {
-                    ctx.insert("kms:GrantIsForAWSResource".into(), json!("true"));
-                }
-                let arn = if key.starts_with("arn:") {
-                    key.clone()
-                } else {
-                    format!("arn:aws:kms:{region}:{account}:key/{key}")
-                };
-                (Some("key".to_string()), arn)
-            }
+            Target::CreatedEc2(rtype) => j.created_ec2(rtype, c, &mut out),
+            Target::Ec2(rtype, id) => j.existing_ec2(rtype, id, c)?,
+            Target::KeyPair(name) => j.key_pair(name, c),
+            Target::KmsKey(key) => j.kms_key(&t.action, key, c),
             Target::Role {
                 name,
                 path,
                 created,
-            } => {
-                let (name, fact) = match name.strip_prefix("role-of:") {
-                    Some(profile) => {
-                        let role = facts
-                            .profiles
-                            .get(profile)
-                            .and_then(|p| p.roles.first().cloned())
-                            .unwrap_or_default();
-                        let fact = more(&FactsQuery {
-                            account: account.clone(),
-                            region: region.into(),
-                            roles: [role.clone()].into(),
-                            ..Default::default()
-                        })?
-                        .roles
-                        .remove(&role)
-                        .unwrap_or_default();
-                        (role, fact)
-                    }
-                    None => (
-                        name.clone(),
-                        facts.roles.get(name).cloned().unwrap_or_default(),
-                    ),
-                };
-                if *created {
-                    request_tags(&mut ctx, &params.tags("Tags.member"));
-                } else {
-                    tag_context(
-                        &mut ctx,
-                        &["aws:ResourceTag", "iam:ResourceTag"],
-                        &fact.tags,
-                    );
-                }
-                if t.action == "iam:TagRole" {
-                    request_tags(&mut ctx, &params.tags("Tags.member"));
-                }
-                let boundary = match t.action.as_str() {
-                    "iam:CreateRole" | "iam:PutRolePermissionsBoundary" => {
-                        params.get("PermissionsBoundary")
-                    }
-                    _ => fact.boundary.clone(),
-                };
-                if let Some(b) = boundary {
-                    ctx.insert("iam:PermissionsBoundary".into(), json!(b));
-                }
-                if let Some(p) = params.get("PolicyArn") {
-                    ctx.insert("iam:PolicyARN".into(), json!(p));
-                }
-                if t.action == "iam:PassRole" {
-                    ctx.insert("iam:PassedToService".into(), json!("ec2.amazonaws.com"));
-                }
-                (
-                    Some("role".to_string()),
-                    format!("arn:aws:iam::{account}:role{path}{name}"),
-                )
-            }
+            } => j.role(&t.action, (name, path, *created), c)?,
             Target::Profile {
                 name,
                 path,
                 created,
-            } => {
-                if *created {
-                    request_tags(&mut ctx, &params.tags("Tags.member"));
-                } else {
-                    let tags = facts
-                        .profiles
-                        .get(name)
-                        .map(|p| p.tags.clone())
-                        .unwrap_or_default();
-                    tag_context(&mut ctx, &["aws:ResourceTag"], &tags);
-                }
-                if t.action == "iam:TagInstanceProfile" {
-                    request_tags(&mut ctx, &params.tags("Tags.member"));
-                }
-                (
-                    Some("instance-profile".to_string()),
-                    format!("arn:aws:iam::{account}:instance-profile{path}{name}"),
-                )
-            }
+            } => j.profile(&t.action, (name, path, *created), c),
         };
         // A KMS key's policy is asked too: the default one (the account's
         // IAM policies decide), which a key made with no policy has.
@@ -986,6 +835,288 @@ pub fn checks(
         });
     }
     Ok(out)
+}
+
+/// An authorization's resource type and ARN.
+type Judged = (Option<String>, String);
+
+/// A request context being filled.
+type Ctx = BTreeMap<String, Value>;
+
+/// An IAM name, path, and whether the request creates it.
+type Named<'a> = (&'a String, &'a String, bool);
+
+/// What every authorization of one request is judged with.
+struct Judging<'a> {
+    op: &'a str,
+    params: &'a Params,
+    region: &'a str,
+    account: &'a str,
+    facts: Facts,
+    lookup: &'a dyn Fn(&FactsQuery) -> Result<Facts>,
+    base: Ctx,
+}
+
+impl Judging<'_> {
+    fn ec2_arn(&self, t: &str, id: &str) -> String {
+        let (region, account) = (self.region, self.account);
+        match t {
+            "image" | "snapshot" => format!("arn:aws:ec2:{region}::{t}/{id}"),
+            _ => format!("arn:aws:ec2:{region}:{account}:{t}/{id}"),
+        }
+    }
+
+    /// Facts of what the first look did not ask for (a connection's peer
+    /// VPC, a profile's role).
+    fn more(&self, q: FactsQuery) -> Result<Facts> {
+        (self.lookup)(&FactsQuery {
+            account: self.account.to_string(),
+            region: self.region.into(),
+            ..q
+        })
+    }
+
+    /// A resource the request creates: its request tags and attributes,
+    /// and the CreateTags AWS authorizes along with tags on create.
+    fn created_ec2(&self, rtype: &str, ctx: &mut Ctx, out: &mut Vec<Check>) -> Judged {
+        let params = self.params;
+        let tags = params.tag_spec(rtype).unwrap_or_default();
+        request_tags(ctx, &tags);
+        if rtype == "instance" {
+            for (key, param) in [
+                ("ec2:InstanceType", "InstanceType"),
+                ("ec2:InstanceMarketType", "InstanceMarketOptions.MarketType"),
+            ] {
+                if let Some(v) = params.get(param) {
+                    ctx.insert(key.into(), json!(v));
+                }
+            }
+        }
+        if rtype == "volume" {
+            let encrypted = params
+                .get("BlockDeviceMapping.1.Ebs.Encrypted")
+                .unwrap_or_else(|| "false".into());
+            ctx.insert("ec2:Encrypted".into(), json!(encrypted));
+        }
+        if !tags.is_empty() {
+            // Tags on create: AWS authorizes CreateTags on the new
+            // resource too, with the creating action.
+            let mut tag_ctx = self.base.clone();
+            request_tags(&mut tag_ctx, &tags);
+            tag_ctx.insert("ec2:CreateAction".into(), json!(self.op));
+            out.push(Check {
+                action: "ec2:CreateTags".into(),
+                resource_type: Some(rtype.to_string()),
+                resource: self.ec2_arn(rtype, "*"),
+                context: tag_ctx,
+                resource_policy: None,
+            });
+        }
+        (Some(rtype.to_string()), self.ec2_arn(rtype, "*"))
+    }
+
+    /// An existing EC2 resource: its tags, its VPC and the condition keys
+    /// of its type.
+    fn existing_ec2(&self, rtype: &str, id: &str, ctx: &mut Ctx) -> Result<Judged> {
+        let (id, fact) = match id.strip_prefix("peer-of:") {
+            Some(pcx) => {
+                let peer = self
+                    .facts
+                    .ec2
+                    .get(pcx)
+                    .and_then(|f| f.peer_vpc.clone())
+                    .unwrap_or_default();
+                let q = FactsQuery {
+                    ec2: [peer.clone()].into(),
+                    ..Default::default()
+                };
+                let fact = self.more(q)?.ec2.remove(&peer).unwrap_or_default();
+                (peer, fact)
+            }
+            None => (
+                id.to_string(),
+                self.facts.ec2.get(id).cloned().unwrap_or_default(),
+            ),
+        };
+        // A route table's association names its table.
+        let rid = match (&fact.route_table, rtype) {
+            (Some(table), "route-table") => table.clone(),
+            _ => id,
+        };
+        tag_context(ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &fact.tags);
+        if let Some(vpc) = &fact.vpc {
+            ctx.insert("ec2:Vpc".into(), json!(self.ec2_arn("vpc", vpc)));
+        }
+        let id_key = match rtype {
+            "vpc" => Some("ec2:VpcID"),
+            "subnet" => Some("ec2:SubnetID"),
+            "security-group" => Some("ec2:SecurityGroupID"),
+            "route-table" => Some("ec2:RouteTableID"),
+            "image" => Some("ec2:ImageID"),
+            _ => None,
+        };
+        if let Some(key) = id_key {
+            ctx.insert(key.into(), json!(rid));
+        }
+        if rtype == "image" {
+            ctx.insert("ec2:ImageType".into(), json!("machine"));
+            if let Some(p) = fact.public {
+                ctx.insert("ec2:Public".into(), json!(p.to_string()));
+            }
+        }
+        if let (Some(o), "image" | "snapshot") = (&fact.owner, rtype) {
+            ctx.insert("ec2:Owner".into(), json!(o));
+        }
+        if self.op == "CreateTags" {
+            request_tags(ctx, &self.params.tags("Tag"));
+        }
+        Ok((Some(rtype.to_string()), self.ec2_arn(rtype, &rid)))
+    }
+
+    fn key_pair(&self, name: &str, ctx: &mut Ctx) -> Judged {
+        let tags = self
+            .facts
+            .key_pairs
+            .get(name)
+            .map(|k| k.tags.clone())
+            .unwrap_or_default();
+        tag_context(ctx, &["aws:ResourceTag", "ec2:ResourceTag"], &tags);
+        ctx.insert("ec2:KeyPairName".into(), json!(name));
+        (Some("key-pair".to_string()), self.ec2_arn("key-pair", name))
+    }
+
+    /// A KMS key EC2 uses on the caller's behalf (an encrypted volume).
+    fn kms_key(&self, action: &str, key: &str, ctx: &mut Ctx) -> Judged {
+        let (region, account) = (self.region, self.account);
+        ctx.insert(
+            "kms:ViaService".into(),
+            json!(format!("ec2.{region}.amazonaws.com")),
+        );
+        ctx.insert("kms:CallerAccount".into(), json!(account));
+        if action == "kms:CreateGrant" {
+            ctx.insert("kms:GrantIsForAWSResource".into(), json!("true"));
+        }
+        let arn = if key.starts_with("arn:") {
+            key.to_string()
+        } else {
+            format!("arn:aws:kms:{region}:{account}:key/{key}")
+        };
+        (Some("key".to_string()), arn)
+    }
+
+    /// A role: its tags (or the request's, made now), its boundary, the
+    /// policy attached, the service it is passed to.
+    fn role(
+        &self,
+        action: &str,
+        (name, path, created): Named<'_>,
+        ctx: &mut Ctx,
+    ) -> Result<Judged> {
+        let params = self.params;
+        let (name, fact) = match name.strip_prefix("role-of:") {
+            Some(profile) => {
+                let role = self
+                    .facts
+                    .profiles
+                    .get(profile)
+                    .and_then(|p| p.roles.first().cloned())
+                    .unwrap_or_default();
+                let q = FactsQuery {
+                    roles: [role.clone()].into(),
+                    ..Default::default()
+                };
+                let fact = self.more(q)?.roles.remove(&role).unwrap_or_default();
+                (role, fact)
+            }
+            None => (
+                name.clone(),
+                self.facts.roles.get(name).cloned().unwrap_or_default(),
+            ),
+        };
+        match created {
+            true => request_tags(ctx, &params.tags("Tags.member")),
+            false => tag_context(ctx, &["aws:ResourceTag", "iam:ResourceTag"], &fact.tags),
+        }
+        if action == "iam:TagRole" {
+            request_tags(ctx, &params.tags("Tags.member"));
+        }
+        let boundary = match action {
+            "iam:CreateRole" | "iam:PutRolePermissionsBoundary" => {
+                params.get("PermissionsBoundary")
+            }
+            _ => fact.boundary.clone(),
+        };
+        if let Some(b) = boundary {
+            ctx.insert("iam:PermissionsBoundary".into(), json!(b));
+        }
+        if let Some(p) = params.get("PolicyArn") {
+            ctx.insert("iam:PolicyARN".into(), json!(p));
+        }
+        if action == "iam:PassRole" {
+            ctx.insert("iam:PassedToService".into(), json!("ec2.amazonaws.com"));
+        }
+        let account = self.account;
+        Ok((
+            Some("role".to_string()),
+            format!("arn:aws:iam::{account}:role{path}{name}"),
+        ))
+    }
+
+    fn profile(&self, action: &str, (name, path, created): Named<'_>, ctx: &mut Ctx) -> Judged {
+        if created {
+            request_tags(ctx, &self.params.tags("Tags.member"));
+        } else {
+            let tags = self
+                .facts
+                .profiles
+                .get(name)
+                .map(|p| p.tags.clone())
+                .unwrap_or_default();
+            tag_context(ctx, &["aws:ResourceTag"], &tags);
+        }
+        if action == "iam:TagInstanceProfile" {
+            request_tags(ctx, &self.params.tags("Tags.member"));
+        }
+        let account = self.account;
+        (
+            Some("instance-profile".to_string()),
+            format!("arn:aws:iam::{account}:instance-profile{path}{name}"),
+        )
+    }
+}
+
+/// The account and name of a role's ARN.
+fn role_of(arn: &str) -> Option<(String, String)> {
+    let (account, path) = arn.strip_prefix("arn:aws:iam::")?.split_once(":role/")?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    Some((account.to_string(), name.to_string()))
+}
+
+/// What an AssumeRole asks of the role's trust policy: `sts:AssumeRole`
+/// in the request's context (external ID, session name, session tags),
+/// and `sts:TagSession` when it tags the session.
+fn trust_checks(params: &Params, role_arn: &str, trust: &Value) -> Vec<Check> {
+    let mut context = BTreeMap::new();
+    if let Some(id) = params.get("ExternalId") {
+        context.insert("sts:ExternalId".to_string(), json!(id));
+    }
+    if let Some(name) = params.get("RoleSessionName") {
+        context.insert("sts:RoleSessionName".to_string(), json!(name));
+    }
+    let tags = params.tags("Tags.member");
+    request_tags(&mut context, &tags);
+    let check = |action: &str| Check {
+        action: action.into(),
+        resource_type: Some("role".into()),
+        resource: role_arn.to_string(),
+        context: context.clone(),
+        resource_policy: Some(trust.clone()),
+    };
+    let mut checks = vec![check("sts:AssumeRole")];
+    if !tags.is_empty() {
+        checks.push(check("sts:TagSession"));
+    }
+    checks
 }
 
 /// How AWS refuses an authorization: the error code and its message.
@@ -1009,16 +1140,7 @@ pub fn judge_assume_role(
     params: &Params,
 ) -> Result<Option<TrustJudged>> {
     let role_arn = params.get("RoleArn").unwrap_or_default();
-    let Some((role_account, role_name)) = role_arn
-        .strip_prefix("arn:aws:iam::")
-        .and_then(|r| r.split_once(":role/"))
-        .map(|(account, path)| {
-            (
-                account.to_string(),
-                path.rsplit('/').next().unwrap_or(path).to_string(),
-            )
-        })
-    else {
+    let Some((role_account, role_name)) = role_of(&role_arn) else {
         return Ok(None);
     };
     let ask = |account: &str, roles: &[&str], callers: &[&str]| {
@@ -1062,26 +1184,7 @@ pub fn judge_assume_role(
     else {
         return Ok(None);
     };
-    let mut context = BTreeMap::new();
-    if let Some(id) = params.get("ExternalId") {
-        context.insert("sts:ExternalId".to_string(), json!(id));
-    }
-    if let Some(name) = params.get("RoleSessionName") {
-        context.insert("sts:RoleSessionName".to_string(), json!(name));
-    }
-    let tags = params.tags("Tags.member");
-    request_tags(&mut context, &tags);
-    let check = |action: &str| Check {
-        action: action.into(),
-        resource_type: Some("role".into()),
-        resource: role_arn.clone(),
-        context: context.clone(),
-        resource_policy: Some(trust.clone()),
-    };
-    let mut checks = vec![check("sts:AssumeRole")];
-    if !tags.is_empty() {
-        checks.push(check("sts:TagSession"));
-    }
+    let checks = trust_checks(params, &role_arn, &trust);
     // The role's account is the resource's; the caller's is in its ARN.
     let judged_as = Principal {
         account: role_account,

@@ -530,61 +530,10 @@ impl Kube {
         let d = dir.path();
         let certs = Certs::write(d)?;
 
-        let (client_port, peer_port) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut etcd_cmd = Command::new(&tools.etcd);
-        etcd_cmd
-            .arg("--name=ground")
-            .arg(format!("--data-dir={}", d.join("etcd").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ground={peer_url}"))
-            .arg("--unsafe-no-fsync=true")
-            .arg("--log-level=warn");
-        let mut etcd = Process::spawn("etcd", etcd_cmd, &d.join("etcd.log"))?;
-        etcd.wait_ready(|| port_open(client_port))?;
-
+        let (etcd, client_url) = start_etcd(tools, d)?;
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
-        let mut api_cmd = Command::new(&tools.kube_apiserver);
-        api_cmd
-            .arg(format!("--etcd-servers={client_url}"))
-            .arg("--advertise-address=127.0.0.1")
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={port}"))
-            .arg(format!(
-                "--cert-dir={}",
-                d.join("apiserver-certs").display()
-            ))
-            .arg(format!("--tls-cert-file={}", certs.serving_cert.display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                certs.serving_key.display()
-            ))
-            .arg(format!("--client-ca-file={}", certs.ca_cert.display()))
-            .arg(format!("--service-account-issuer={server}"))
-            .arg(format!(
-                "--service-account-key-file={}",
-                certs.sa_public.display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                certs.sa_key.display()
-            ))
-            .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
-            .arg("--allow-privileged=true")
-            .arg("--enable-priority-and-fairness=false")
-            .arg("--v=1");
-        if for_node {
-            api_cmd.arg("--authorization-mode=Node,RBAC");
-        } else {
-            api_cmd
-                .arg("--authorization-mode=RBAC")
-                .arg("--disable-admission-plugins=ServiceAccount");
-        }
+        let api_cmd = apiserver_command(tools, d, &certs, (&client_url, port), for_node);
         let mut apiserver =
             Process::spawn("kube-apiserver", api_cmd, &d.join("kube-apiserver.log"))?;
 
@@ -943,4 +892,75 @@ fn http_exchange(port: u16, method: &str, path: &str, body: &str) -> Result<(u16
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// etcd for the ground, ready, and its client URL.
+fn start_etcd(tools: &Tools, d: &Path) -> Result<(Process, String)> {
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd_cmd = Command::new(&tools.etcd);
+    etcd_cmd
+        .arg("--name=ground")
+        .arg(format!("--data-dir={}", d.join("etcd").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=ground={peer_url}"))
+        .arg("--unsafe-no-fsync=true")
+        .arg("--log-level=warn");
+    let mut etcd = Process::spawn("etcd", etcd_cmd, &d.join("etcd.log"))?;
+    etcd.wait_ready(|| port_open(client_port))?;
+
+    Ok((etcd, client_url))
+}
+
+/// The ground's kube-apiserver, on `port` over etcd at `client_url`; with
+/// the Node authorizer and ServiceAccount admission when it serves a node.
+fn apiserver_command(
+    tools: &Tools,
+    d: &Path,
+    certs: &Certs,
+    (client_url, port): (&str, u16),
+    for_node: bool,
+) -> Command {
+    let server = format!("https://127.0.0.1:{port}");
+    let mut api_cmd = Command::new(&tools.kube_apiserver);
+    api_cmd
+        .arg(format!("--etcd-servers={client_url}"))
+        .arg("--advertise-address=127.0.0.1")
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!(
+            "--cert-dir={}",
+            d.join("apiserver-certs").display()
+        ))
+        .arg(format!("--tls-cert-file={}", certs.serving_cert.display()))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            certs.serving_key.display()
+        ))
+        .arg(format!("--client-ca-file={}", certs.ca_cert.display()))
+        .arg(format!("--service-account-issuer={server}"))
+        .arg(format!(
+            "--service-account-key-file={}",
+            certs.sa_public.display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            certs.sa_key.display()
+        ))
+        .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
+        .arg("--allow-privileged=true")
+        .arg("--enable-priority-and-fairness=false")
+        .arg("--v=1");
+    if for_node {
+        api_cmd.arg("--authorization-mode=Node,RBAC");
+    } else {
+        api_cmd
+            .arg("--authorization-mode=RBAC")
+            .arg("--disable-admission-plugins=ServiceAccount");
+    }
+    api_cmd
 }

@@ -103,45 +103,54 @@ impl Fixture {
                     add("AmazonEC2", "Compute Instance", &usage, extra, "Hrs", price);
                 }
             }
-            let none = || json!({});
-            let nat = "NAT Gateway";
-            add(
-                "AmazonEC2",
-                nat,
-                "NatGateway-Hours",
-                none(),
-                "Hrs",
-                &p.nat_gateway_hour,
-            );
-            add(
-                "AmazonEC2",
-                nat,
-                "NatGateway-Bytes",
-                none(),
-                "GB",
-                &p.nat_gateway_gb,
-            );
-            let ipv4 = "VPC Public IPv4 Address";
-            for usage in ["PublicIPv4:InUseAddress", "PublicIPv4:IdleAddress"] {
-                add("AmazonVPC", ipv4, usage, none(), "Hrs", &p.public_ipv4_hour);
+            // (service, family, usage, unit, price) of the network's parts.
+            let (nat, ipv4, endpoint) = ("NAT Gateway", "VPC Public IPv4 Address", "VpcEndpoint");
+            for (service, family, usage, unit, price) in [
+                (
+                    "AmazonEC2",
+                    nat,
+                    "NatGateway-Hours",
+                    "Hrs",
+                    &p.nat_gateway_hour,
+                ),
+                (
+                    "AmazonEC2",
+                    nat,
+                    "NatGateway-Bytes",
+                    "GB",
+                    &p.nat_gateway_gb,
+                ),
+                (
+                    "AmazonVPC",
+                    ipv4,
+                    "PublicIPv4:InUseAddress",
+                    "Hrs",
+                    &p.public_ipv4_hour,
+                ),
+                (
+                    "AmazonVPC",
+                    ipv4,
+                    "PublicIPv4:IdleAddress",
+                    "Hrs",
+                    &p.public_ipv4_hour,
+                ),
+                (
+                    "AmazonVPC",
+                    endpoint,
+                    "VpcEndpoint-Hours",
+                    "Hrs",
+                    &p.interface_endpoint_hour,
+                ),
+                (
+                    "AmazonVPC",
+                    endpoint,
+                    "VpcEndpoint-Bytes",
+                    "GB",
+                    &p.interface_endpoint_gb,
+                ),
+            ] {
+                add(service, family, usage, json!({}), unit, price);
             }
-            let endpoint = "VpcEndpoint";
-            add(
-                "AmazonVPC",
-                endpoint,
-                "VpcEndpoint-Hours",
-                none(),
-                "Hrs",
-                &p.interface_endpoint_hour,
-            );
-            add(
-                "AmazonVPC",
-                endpoint,
-                "VpcEndpoint-Bytes",
-                none(),
-                "GB",
-                &p.interface_endpoint_gb,
-            );
             for (v, price) in &p.volume_gb_month {
                 let usage = match v.as_str() {
                     "standard" => "EBS:VolumeUsage".to_string(),

@@ -163,3 +163,72 @@ async fn a_price_cap_admits_what_fits_at_list_price_and_names_dollars_when_full(
         .with_context(|| op.log_tail(20))?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_per_namespace_price_cap_holds_each_namespace_to_its_own_share() -> Result<()> {
+    let g = ground_with_crds("ns-price-cap").await?;
+    let (a, b) = (g.namespace.clone(), format!("{}-b", g.namespace));
+    create_namespace(&g.client, &b).await?;
+    // One operator for both namespaces, as a shared installation runs.
+    let op = Operator::start_in(&g, "", &["--progress-poll", "1s"], &[])?;
+    crate::clusters::ready_account(&g).await?;
+    // t3.small is $0.0208 an hour in the ground's prices: one fits under
+    // $0.03 a namespace, two do not.
+    let f = testground::prices::fixture();
+    let small = f.instance("us-east-1", "t3.small");
+    assert!(small <= 0.03 && 2.0 * small > 0.03);
+    g.api::<byoc_operator::api::CloudAccount>()
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {
+                "allowedNamespaces": [b],
+                "limits": {"perNamespace": {"pricePerHour": "0.03"}},
+            }})),
+        )
+        .await?;
+    let names = crate::clusters::apply_small_clusters(&g, "own", 2, 84)?;
+    let (_, refused) = eventually(
+        "one of namespace A's two running, the other over its share",
+        crate::clusters::WAIT,
+        || async {
+            let (running, refused) = crate::clusters::running_and_over_limit(&g, &names).await?;
+            Ok((running.len() == 1 && refused.len() == 1).then_some((running, refused)))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(20))?;
+    let (waiting, message) = refused[0].clone();
+    assert!(
+        message.contains("limits.perNamespace.pricePerHour is $0.03")
+            && message.contains("asks for $0.0208"),
+        "{message}"
+    );
+    // Control: namespace B's share is its own. Its cluster runs through
+    // the same account while A's second still waits.
+    let borrowed = crate::clusters::small_cluster_manifest("other", "10.86.0.0/16").edited(
+        "cloudAccountRef: {name: acme}",
+        &format!("cloudAccountRef: {{name: acme, namespace: {a}}}"),
+    );
+    kubectl_apply_in(&g, &b, &borrowed)?;
+    let in_b = kube::Api::<ComputeCluster>::namespaced(g.client.clone(), &b);
+    eventually(
+        "namespace B's cluster running",
+        crate::clusters::WAIT,
+        || async {
+            let cc = in_b.get("other").await?;
+            let running =
+                cc.status.and_then(|s| s.phase) == Some(byoc_operator::api::ClusterPhase::Running);
+            Ok(running.then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(20))?;
+    let (_, still) = crate::clusters::running_and_over_limit(&g, &names).await?;
+    assert_eq!(
+        still.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        vec![waiting],
+        "namespace B's cluster counted against A's share, or A's waiting one ran"
+    );
+    Ok(())
+}
