@@ -169,8 +169,10 @@ async fn a_per_namespace_price_cap_holds_each_namespace_to_its_own_share() -> Re
     let g = ground_with_crds("ns-price-cap").await?;
     let (a, b) = (g.namespace.clone(), format!("{}-b", g.namespace));
     create_namespace(&g.client, &b).await?;
-    // One operator for both namespaces, as a shared installation runs.
-    let op = Operator::start_in(&g, "", &["--progress-poll", "1s"], &[])?;
+    // An operator watching each namespace: one for all namespaces would
+    // take up the clusters of the other tests sharing this apiserver.
+    let op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
+    let _op_b = Operator::start_in(&g, &b, &["--progress-poll", "1s"], &[])?;
     crate::clusters::ready_account(&g).await?;
     // t3.small is $0.0208 an hour in the ground's prices: one fits under
     // $0.03 a namespace, two do not.
