@@ -56,10 +56,53 @@ impl Apiserver {
 /// A client of a mocked apiserver holding `object` (a JSON object of any
 /// kind), and what that apiserver sees.
 pub fn apiserver(object: Value) -> (Client, Apiserver) {
+    serve(
+        move |seen| match (seen.method.as_str(), seen.path.ends_with("/status")) {
+            ("PATCH", true) => {
+                let mut written = object.clone();
+                written["status"] = seen.body["status"].clone();
+                (200, written)
+            }
+            ("POST", _) => (201, seen.body.clone()),
+            _ => not_found(),
+        },
+    )
+}
+
+/// A client of a mocked apiserver answering each request with the next of
+/// `answers` (status code and body), then 404, and what it sees.
+pub fn scripted(answers: Vec<(u16, Value)>) -> (Client, Apiserver) {
+    let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+    serve(move |_| {
+        answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .unwrap_or_else(not_found)
+    })
+}
+
+/// A Status of `code` as the apiserver words it.
+pub fn status(code: u16, reason: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": reason}),
+    )
+}
+
+fn not_found() -> (u16, Value) {
+    status(404, "NotFound")
+}
+
+/// A client whose every request is recorded and answered by `answer`.
+fn serve<F>(answer: F) -> (Client, Apiserver)
+where
+    F: Fn(&Seen) -> (u16, Value) + Clone + Send + Sync + 'static,
+{
     let seen = Apiserver::default();
     let record = seen.clone();
     let service = tower::service_fn(move |request: Request<Body>| {
-        let (record, object) = (record.clone(), object.clone());
+        let (record, answer) = (record.clone(), answer.clone());
         async move {
             let (parts, body) = request.into_parts();
             let bytes = body.collect_bytes().await?;
@@ -74,18 +117,7 @@ pub fn apiserver(object: Value) -> (Client, Apiserver) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(seen.clone());
-            let (code, answer) = match (seen.method.as_str(), seen.path.ends_with("/status")) {
-                ("PATCH", true) => {
-                    let mut written = object;
-                    written["status"] = seen.body["status"].clone();
-                    (200, written)
-                }
-                ("POST", _) => (201, seen.body),
-                _ => (
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "not in the mocked apiserver"}),
-                ),
-            };
+            let (code, answer) = answer(&seen);
             let response = Response::builder()
                 .status(code)
                 .header("content-type", "application/json")

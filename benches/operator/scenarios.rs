@@ -853,6 +853,13 @@ pub(crate) struct FairnessRun {
     pub(crate) alone: Vec<(Duration, Duration)>,
     /// The same beside the abusing namespace.
     pub(crate) beside: Vec<(Duration, Duration)>,
+    /// Of each cycle's time to `running` and to deleted, the part during
+    /// which a call of the tenant's AWS account was at the ground (the
+    /// rest is the operator's own: queues, workers, pacing, the
+    /// apiserver), alone.
+    pub(crate) alone_at_aws: Vec<(Duration, Duration)>,
+    /// The same beside the abusing namespace.
+    pub(crate) beside_at_aws: Vec<(Duration, Duration)>,
     /// Instances the abusing namespace's clusters had launched by the end.
     pub(crate) abusive_launched: u64,
     /// Reconciles the fair share put off.
@@ -874,18 +881,22 @@ pub(crate) async fn fairness_run(
     let (tenant, abuse) = ("fair-tenant", "fair-abuse");
     namespace(client, tenant).await?;
     namespace(client, abuse).await?;
+    // Each AWS account served by its own moto, as AWS serves accounts
+    // apart: what the tenant's calls wait for is the operator's doing, not
+    // one moto process busy with the abuser's launches.
     let moto = tokio::task::spawn_blocking(Moto::start).await??;
-    let proxy = AwsProxy::start(moto.port())?;
+    let abusers_moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start_per_account(
+        moto.port(),
+        [(ABUSER_AWS_ACCOUNT.to_string(), abusers_moto.port())].into(),
+    )?;
     proxy.set_faults(Faults {
         latency: Duration::from_millis(args.latency_ms),
         quotas_denied: true,
         ..Default::default()
     });
-    warm_up(
-        &moto,
-        &[TENANT_AWS_ACCOUNT.into(), ABUSER_AWS_ACCOUNT.into()],
-    )
-    .await?;
+    warm_up(&moto, &[TENANT_AWS_ACCOUNT.into()]).await?;
+    warm_up(&abusers_moto, &[ABUSER_AWS_ACCOUNT.into()]).await?;
     // One operator for every namespace, at its defaults.
     let op = start_operator(kube, "", &proxy, &[])?;
     account(client, tenant, "tenant", TENANT_AWS_ACCOUNT).await?;
@@ -893,19 +904,23 @@ pub(crate) async fn fairness_run(
     wait_accounts_ready(client, tenant, 1).await?;
     wait_accounts_ready(client, abuse, 1).await?;
     let api = Api::<ComputeCluster>::namespaced(client.clone(), tenant);
+    // Each cycle's times, and its three instants on the proxy's clock.
     let cycle = |name: String, i: usize| {
-        let api = api.clone();
+        let (api, proxy) = (api.clone(), &proxy);
         async move {
             let started = Instant::now();
+            let at_start = proxy.uptime();
             let end = started + DEADLINE;
             api.create(&PostParams::default(), &small_cluster(&name, "tenant", i)?)
                 .await?;
             until_running(&api, &name, end).await?;
             let running = started.elapsed();
+            let at_running = proxy.uptime();
             let deleting = Instant::now();
             api.delete(&name, &Default::default()).await?;
             until_gone(&api, &name, end).await?;
-            Ok::<_, anyhow::Error>((running, deleting.elapsed()))
+            let times = (running, deleting.elapsed());
+            Ok::<_, anyhow::Error>((times, [at_start, at_running, proxy.uptime()]))
         }
     };
     const CYCLES: usize = 3;
@@ -936,6 +951,23 @@ pub(crate) async fn fairness_run(
     for i in 0..CYCLES {
         beside.push(cycle(format!("beside-{i}"), 10 + i).await?);
     }
+    let trace = proxy.trace();
+    let at_aws = |cycles: &[((Duration, Duration), [Duration; 3])]| {
+        cycles
+            .iter()
+            .map(|(_, [a, b, c])| {
+                (
+                    at_aws(&trace, TENANT_AWS_ACCOUNT, *a, *b),
+                    at_aws(&trace, TENANT_AWS_ACCOUNT, *b, *c),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (alone_at_aws, beside_at_aws) = (at_aws(&alone), at_aws(&beside));
+    let times = |cycles: Vec<((Duration, Duration), [Duration; 3])>| {
+        cycles.into_iter().map(|(t, _)| t).collect::<Vec<_>>()
+    };
+    let (alone, beside) = (times(alone), times(beside));
     let abusive_launched = proxy.calls().get("RunInstances").copied().unwrap_or(0);
     let turned_away = metric(
         &op,
@@ -957,7 +989,34 @@ pub(crate) async fn fairness_run(
     Ok(FairnessRun {
         alone,
         beside,
+        alone_at_aws,
+        beside_at_aws,
         abusive_launched,
         turned_away,
     })
+}
+
+/// How much of `from..to` (the proxy's clock) some call of AWS account
+/// `account` was in flight: the union of its calls' spans within it.
+fn at_aws(trace: &[Call], account: &str, from: Duration, to: Duration) -> Duration {
+    let mut spans: Vec<(Duration, Duration)> = trace
+        .iter()
+        .filter(|c| c.session.contains(&format!(":{account}:")))
+        .map(|c| (c.start.max(from), c.end.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort();
+    let mut total = Duration::ZERO;
+    let mut open: Option<(Duration, Duration)> = None;
+    for (a, b) in spans {
+        open = match open {
+            Some((s, e)) if a <= e => Some((s, e.max(b))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    total + open.map_or(Duration::ZERO, |(s, e)| e - s)
 }

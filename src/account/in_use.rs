@@ -11,6 +11,7 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, TestOperation};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -118,21 +119,69 @@ pub fn waiting_message(users: &[String]) -> String {
     format!("waiting for {} {noun}: {names}", users.len())
 }
 
+/// How many times a finalizer write is tried, each after a fresh read when
+/// another writer changed the list between the read and the write (both
+/// controllers add the in-use finalizer; the test operation refuses a
+/// stale list with 422). Such a race is settled at once, not backed off.
+const FINALIZER_TRIES: usize = 3;
+
+/// Whether `e` says the object changed between the read and the write: a
+/// failed test operation (422) or a conflict (409).
+fn changed_meanwhile(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(a) if a.code == 422 || a.code == 409)
+}
+
+/// The metadata of `obj` as the apiserver has it now (`None`: gone).
+async fn reread<K>(api: &Api<K>, name: &str) -> Result<Option<ObjectMeta>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.get_metadata_opt(name).await?.map(|m| m.metadata))
+}
+
 /// Adds `finalizer` to `obj` unless it is there. An object already being
 /// deleted takes no new finalizer (the apiserver refuses it): `Ok(false)`.
 pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    if has_finalizer(obj, finalizer) {
-        return Ok(true);
+    let name = obj.name_any();
+    let mut meta = obj.meta().clone();
+    let mut tries = 0;
+    loop {
+        let finalizers = meta.finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == finalizer) {
+            return Ok(true);
+        }
+        if meta.deletion_timestamp.is_some() {
+            return Ok(false);
+        }
+        tries += 1;
+        let written = api
+            .patch_metadata(
+                &name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(json_patch::Patch(add_ops(&finalizers, finalizer))),
+            )
+            .await;
+        match written {
+            Ok(_) => return Ok(true),
+            Err(e) if changed_meanwhile(&e) && tries < FINALIZER_TRIES => {
+                match reread(api, &name).await? {
+                    Some(now) => meta = now,
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
-    if obj.meta().deletion_timestamp.is_some() {
-        return Ok(false);
-    }
+}
+
+/// The JSON patch adding `finalizer` to `finalizers`. Its test makes a
+/// concurrent change fail (and retry) instead of being lost.
+fn add_ops(finalizers: &[String], finalizer: &str) -> Vec<PatchOperation> {
     let path = |tokens: &[&str]| PointerBuf::from_tokens(tokens.iter().copied());
-    // The test makes a concurrent change fail (and retry) instead of being lost.
-    let ops = if obj.finalizers().is_empty() {
+    if finalizers.is_empty() {
         vec![
             PatchOperation::Test(TestOperation {
                 path: path(&["metadata", "finalizers"]),
@@ -147,21 +196,14 @@ where
         vec![
             PatchOperation::Test(TestOperation {
                 path: path(&["metadata", "finalizers"]),
-                value: obj.finalizers().into(),
+                value: finalizers.into(),
             }),
             PatchOperation::Add(AddOperation {
                 path: path(&["metadata", "finalizers", "-"]),
                 value: finalizer.into(),
             }),
         ]
-    };
-    api.patch_metadata(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(json_patch::Patch(ops)),
-    )
-    .await?;
-    Ok(true)
+    }
 }
 
 /// Removes `finalizer` from `obj` when it is there.
@@ -169,28 +211,44 @@ pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Resu
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else {
-        return Ok(());
-    };
-    let index = index.to_string();
-    let at = PointerBuf::from_tokens(["metadata", "finalizers", index.as_str()]);
-    let ops = vec![
-        PatchOperation::Test(TestOperation {
-            path: at.clone(),
-            value: finalizer.into(),
-        }),
-        PatchOperation::Remove(RemoveOperation { path: at }),
-    ];
-    match api
-        .patch_metadata(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(json_patch::Patch(ops)),
-        )
-        .await
-    {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other.map(|_| ()),
+    let name = obj.name_any();
+    let mut finalizers = obj.finalizers().to_vec();
+    let mut tries = 0;
+    loop {
+        let Some(index) = finalizers.iter().position(|f| f == finalizer) else {
+            return Ok(());
+        };
+        tries += 1;
+        let at = PointerBuf::from_tokens([
+            "metadata".to_string(),
+            "finalizers".into(),
+            index.to_string(),
+        ]);
+        let ops = vec![
+            PatchOperation::Test(TestOperation {
+                path: at.clone(),
+                value: finalizer.into(),
+            }),
+            PatchOperation::Remove(RemoveOperation { path: at }),
+        ];
+        let written = api
+            .patch_metadata(
+                &name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(json_patch::Patch(ops)),
+            )
+            .await;
+        match written {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) if changed_meanwhile(&e) && tries < FINALIZER_TRIES => {
+                match reread(api, &name).await? {
+                    Some(now) => finalizers = now.finalizers.unwrap_or_default(),
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -386,5 +444,69 @@ mod tests {
         );
         let many: Vec<String> = (0..12).map(|i| format!("ns/c{i}")).collect();
         assert!(waiting_message(&many).ends_with("ns/c9 and 2 more"));
+    }
+
+    /// The account `acme` in `default` as metadata, with `finalizers`.
+    fn metadata(finalizers: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "acme", "namespace": "default", "finalizers": finalizers},
+        })
+    }
+
+    fn patches(seen: &[crate::fixtures::Seen]) -> usize {
+        seen.iter().filter(|s| s.method == "PATCH").count()
+    }
+
+    #[tokio::test]
+    async fn a_finalizer_write_that_lost_a_race_is_settled_by_a_fresh_read_not_a_backoff() {
+        use crate::fixtures::{scripted, status};
+        let acme = account("default", "acme", &[]);
+        // The other controller added it first: the test operation fails,
+        // the fresh read shows it there, and that is success.
+        let (client, server) = scripted(vec![
+            status(422, "Invalid"),
+            (200, metadata(&[IN_USE_FINALIZER])),
+        ]);
+        let api = Api::<CloudAccount>::namespaced(client, "default");
+        let added = add_finalizer(&api, &acme, IN_USE_FINALIZER).await;
+        assert!(matches!(added, Ok(true)), "{added:?}");
+        let seen = server.seen();
+        assert_eq!(patches(&seen), 1, "{seen:?}");
+        assert_eq!(seen.iter().filter(|s| s.method == "GET").count(), 1);
+
+        // Another finalizer came meanwhile: the write is made again
+        // against the list as it is now.
+        let (client, server) = scripted(vec![
+            status(422, "Invalid"),
+            (200, metadata(&["other.example/keep"])),
+            (200, metadata(&["other.example/keep", IN_USE_FINALIZER])),
+        ]);
+        let api = Api::<CloudAccount>::namespaced(client, "default");
+        let added = add_finalizer(&api, &acme, IN_USE_FINALIZER).await;
+        assert!(matches!(added, Ok(true)), "{added:?}");
+        let seen = server.seen();
+        assert_eq!(patches(&seen), 2, "{seen:?}");
+        assert_eq!(
+            seen[2].body[0]["value"],
+            serde_json::json!(["other.example/keep"]),
+            "the second write tests the fresh list: {seen:?}"
+        );
+
+        // Control: a refusal that is no race is not retried.
+        let (client, server) = scripted(vec![status(403, "Forbidden")]);
+        let api = Api::<CloudAccount>::namespaced(client, "default");
+        assert!(add_finalizer(&api, &acme, IN_USE_FINALIZER).await.is_err());
+        assert_eq!(server.seen().len(), 1);
+
+        // Removal: lost to a concurrent removal, the fresh read shows it
+        // gone, and that is success.
+        let mut held = acme.clone();
+        held.metadata.finalizers = Some(vec![IN_USE_FINALIZER.into()]);
+        let (client, server) = scripted(vec![status(422, "Invalid"), (200, metadata(&[]))]);
+        let api = Api::<CloudAccount>::namespaced(client, "default");
+        let removed = remove_finalizer(&api, &held, IN_USE_FINALIZER).await;
+        assert!(removed.is_ok(), "{removed:?}");
+        assert_eq!(patches(&server.seen()), 1);
     }
 }

@@ -195,6 +195,10 @@ struct Shared {
     denials: Mutex<Vec<Denial>>,
     /// What the Price List API and the spot price history answer.
     prices: crate::prices::Fixture,
+    /// The moto serving each AWS account that has its own (see
+    /// [`AwsProxy::start_per_account`]); every other account is served by
+    /// the proxy's default upstream.
+    upstreams: HashMap<String, u16>,
     dir: tempfile::TempDir,
 }
 
@@ -211,6 +215,16 @@ pub struct AwsProxy {
 impl AwsProxy {
     /// Starts a proxy forwarding to `127.0.0.1:upstream`.
     pub fn start(upstream: u16) -> Result<AwsProxy> {
+        Self::start_per_account(upstream, HashMap::new())
+    }
+
+    /// Starts a proxy forwarding the calls of each AWS account in
+    /// `by_account` to its own moto (`127.0.0.1:PORT`), and every other
+    /// call to `127.0.0.1:upstream`. AWS serves accounts apart: one
+    /// account's load never slows another's calls, while one moto process
+    /// serves every call it gets in turn. A call's account is its STS
+    /// session's, or for AssumeRole the role's.
+    pub fn start_per_account(upstream: u16, by_account: HashMap<String, u16>) -> Result<AwsProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
@@ -235,6 +249,7 @@ impl AwsProxy {
             evaluator: Mutex::default(),
             denials: Mutex::default(),
             prices: crate::prices::fixture(),
+            upstreams: by_account,
             dir: crate::ground_dir("proxy")?,
         });
         let s = shared.clone();
@@ -552,6 +567,7 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
     let op = operation(&req.head, &req.body);
     let svc = service(&req.head);
     *lock(&s.calls).entry(op.clone()).or_default() += 1;
+    let upstream = upstream_of(s, &req, &op).unwrap_or(upstream);
     let result = answer(&mut conn, upstream, s, &req, &op, svc);
     let key = access_key(&req.head);
     let session = lock(&s.sessions)
@@ -568,6 +584,22 @@ fn handle(conn: TcpStream, upstream: u16, s: &Shared) -> Result<()> {
         end: s.started.elapsed(),
     });
     result
+}
+
+/// The moto of the account `req` acts in, when that account has its own.
+fn upstream_of(s: &Shared, req: &Request, op: &str) -> Option<u16> {
+    if s.upstreams.is_empty() {
+        return None;
+    }
+    let account = match lock(&s.sessions).get(&access_key(&req.head)) {
+        Some(principal) => principal.account.clone(),
+        None if op == "AssumeRole" => {
+            let role = param(&req.body, "RoleArn")?;
+            role.split(':').nth(4)?.to_string()
+        }
+        None => return None,
+    };
+    s.upstreams.get(&account).copied()
 }
 
 fn answer(
