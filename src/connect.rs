@@ -108,8 +108,53 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 /// Why connect or disconnect stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{0}")]
-    Refused(String),
+    #[error("{what} {name} already exists and {whose}; it is left untouched. Name another role in the CloudAccount (spec.roleArn / spec.nodeInstanceProfileName), or delete it yourself")]
+    Foreign {
+        what: &'static str,
+        name: String,
+        /// Whose it is: another CloudAccount's, or nobody's that connect knows.
+        whose: String,
+    },
+    #[error("node role {name} does not trust EC2 alone: put back its trust policy or delete it")]
+    NodeRoleTrust { name: String },
+    #[error("instance profile {name} holds role {roles}: remove it first")]
+    ProfileHoldsRole { name: String, roles: String },
+    #[error("CloudAccount {account} names no role (spec.roleArn){hint}")]
+    NoRole { account: String, hint: &'static str },
+    #[error("spec.roleArn {arn} is not a role ARN")]
+    NotARole { arn: String },
+    #[error("CloudAccount {account} publishes no status.{field} yet: {why}")]
+    NotPublished {
+        account: String,
+        field: &'static str,
+        why: &'static str,
+    },
+    #[error("--ongoing leaves the role no IAM write right, so clusters need the account's shared node identity: set spec.nodeInstanceProfileName on CloudAccount {account} (connect makes it)")]
+    NoSharedNodeIdentity { account: String },
+    #[error("--account takes NAMESPACE/NAME")]
+    AccountName,
+    #[error("CloudAccount {account} was not found")]
+    NotFound { account: String },
+    #[error("your AWS credentials ({arn}) are of account {account}, but the role is to be made in account {role_account}: use that account's admin credentials")]
+    OtherAccount {
+        arn: String,
+        account: String,
+        role_account: String,
+    },
+    #[error("{step} failed: {error}; {undone}")]
+    Failed {
+        step: String,
+        error: String,
+        undone: String,
+    },
+    #[error("CloudAccount {account} was not ready within {deadline:?}: {why}")]
+    NotReady {
+        account: String,
+        deadline: Duration,
+        why: String,
+    },
+    #[error("CloudAccount {account} is used by ComputeCluster {users}: delete them (or point them at another account) first")]
+    InUse { account: String, users: String },
     #[error("{0}")]
     Aws(#[from] AwsError),
     #[error("Kubernetes API: {0}")]
@@ -228,7 +273,7 @@ fn trust_summary(trust: &Value) -> String {
 }
 
 fn refuse_foreign(
-    what: &str,
+    what: &'static str,
     name: &str,
     tags: &BTreeMap<String, String>,
     label: &str,
@@ -240,9 +285,11 @@ fn refuse_foreign(
         Some(other) => format!("it was connected for CloudAccount {other}"),
         None => format!("it has no {CONNECTED} tag: `connect` did not make it"),
     };
-    Err(ConnectError::Refused(format!(
-        "{what} {name} already exists and {whose}; it is left untouched. Name another role in the CloudAccount (spec.roleArn / spec.nodeInstanceProfileName), or delete it yourself"
-    )))
+    Err(ConnectError::Foreign {
+        what,
+        name: name.to_string(),
+        whose,
+    })
 }
 
 /// The writes that bring `found` to `wanted`. Refused, before any write,
@@ -300,10 +347,9 @@ fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Chan
         Some(role) => {
             refuse_foreign("role", &node.name, &role.tags, label)?;
             if role.trust != trust {
-                return Err(ConnectError::Refused(format!(
-                    "node role {} does not trust EC2 alone: put back its trust policy or delete it",
-                    node.name
-                )));
+                return Err(ConnectError::NodeRoleTrust {
+                    name: node.name.clone(),
+                });
             }
             for arn in &node.policies {
                 if !role.attached.contains(arn) {
@@ -326,11 +372,10 @@ fn plan_node(node: &NodeIdentity, found: &Found, label: &str) -> Result<Vec<Chan
             refuse_foreign("instance profile", &node.name, &profile.tags, label)?;
             if !profile.roles.contains(&node.name) {
                 if !profile.roles.is_empty() {
-                    return Err(ConnectError::Refused(format!(
-                        "instance profile {} holds role {}: remove it first",
-                        node.name,
-                        profile.roles.join(", ")
-                    )));
+                    return Err(ConnectError::ProfileHoldsRole {
+                        name: node.name.clone(),
+                        roles: profile.roles.join(", "),
+                    });
                 }
                 steps.push(Change::AddNodeRole);
             }
@@ -365,22 +410,10 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         account.name_any()
     );
     let spec = &account.spec;
-    let status = account.status.clone().unwrap_or_default();
-    let refused = |m: String| ConnectError::Refused(m);
-    let arn = spec.role_arn.as_deref().ok_or_else(|| {
-        refused(format!("CloudAccount {label} names no role (spec.roleArn): set the role to make, e.g. arn:aws:iam::ACCOUNT:role/byoc-cross-account"))
-    })?;
-    let role =
-        role_name(arn).ok_or_else(|| refused(format!("spec.roleArn {arn} is not a role ARN")))?;
-    let principal = args.principal.clone().or(status.principal.clone()).ok_or_else(|| {
-        refused(format!("CloudAccount {label} publishes no status.principal yet: the operator has not looked at it, or its base credentials are refused (see its conditions); or give --principal"))
-    })?;
-    let installation = args.installation.clone().or(status.installation.clone()).ok_or_else(|| {
-        refused(format!("CloudAccount {label} publishes no status.installation yet: the operator has not looked at it; or give --installation (`byoc-operator version`)"))
-    })?;
+    let (role, principal, installation) = named_and_published(args, account, &label)?;
     let external_id = external_id_of(client, account, &label).await?;
     if args.ongoing && spec.node_instance_profile_name.is_none() {
-        return Err(refused(format!("--ongoing leaves the role no IAM write right, so clusters need the account's shared node identity: set spec.nodeInstanceProfileName on CloudAccount {label} (connect makes it)")));
+        return Err(ConnectError::NoSharedNodeIdentity { account: label });
     }
     let options = PolicyOptions {
         installation,
@@ -424,6 +457,41 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
     })
 }
 
+/// The role the account names, and the principal and installation it
+/// publishes (or the arguments give): refused, with what to do, when one
+/// is missing.
+fn named_and_published(
+    args: &ConnectArgs,
+    account: &CloudAccount,
+    label: &str,
+) -> Result<(RoleName, String, String)> {
+    let status = account.status.clone().unwrap_or_default();
+    let arn = account
+        .spec
+        .role_arn
+        .as_deref()
+        .ok_or_else(|| ConnectError::NoRole {
+            account: label.to_string(),
+            hint: ": set the role to make, e.g. arn:aws:iam::ACCOUNT:role/byoc-cross-account",
+        })?;
+    let role = role_name(arn).ok_or_else(|| ConnectError::NotARole { arn: arn.into() })?;
+    let unpublished = |field, why| ConnectError::NotPublished {
+        account: label.to_string(),
+        field,
+        why,
+    };
+    let principal = (args.principal.clone().or(status.principal)).ok_or_else(|| {
+        unpublished("principal", "the operator has not looked at it, or its base credentials are refused (see its conditions); or give --principal")
+    })?;
+    let installation = (args.installation.clone().or(status.installation)).ok_or_else(|| {
+        unpublished(
+            "installation",
+            "the operator has not looked at it; or give --installation (`byoc-operator version`)",
+        )
+    })?;
+    Ok((role, principal, installation))
+}
+
 /// The external ID the role's trust must require: the one the operator
 /// publishes, the spec's, or the account's Secret's.
 async fn external_id_of(
@@ -439,7 +507,11 @@ async fn external_id_of(
             let ns = account.namespace().unwrap_or_default();
             secret_external_id(client, &ns, &secret.name).await
         }
-        (None, None, None) => Err(ConnectError::Refused(format!("CloudAccount {label} publishes no status.externalId yet: its namespace may not use the operator's identity, or the operator has not looked at it (see its conditions)"))),
+        (None, None, None) => Err(ConnectError::NotPublished {
+            account: label.to_string(),
+            field: "externalId",
+            why: "its namespace may not use the operator's identity, or the operator has not looked at it (see its conditions)",
+        }),
     }
 }
 
@@ -478,13 +550,13 @@ async fn secret_external_id(
 }
 
 async fn cloud_account(client: &Client, account: &str) -> Result<CloudAccount> {
-    let (namespace, name) = account
-        .split_once('/')
-        .ok_or_else(|| ConnectError::Refused("--account takes NAMESPACE/NAME".into()))?;
+    let (namespace, name) = account.split_once('/').ok_or(ConnectError::AccountName)?;
     Api::<CloudAccount>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?
-        .ok_or_else(|| ConnectError::Refused(format!("CloudAccount {account} was not found")))
+        .ok_or_else(|| ConnectError::NotFound {
+            account: account.to_string(),
+        })
 }
 
 async fn observe(c: &AwsClients, wanted: &Wanted) -> Result<Found> {
@@ -516,10 +588,11 @@ async fn admin_clients(region: &str, role: &RoleName) -> Result<AwsClients> {
     let config = crate::aws::config::from_environment(region).await;
     let (account, arn) = admin::caller_identity(&config).await?;
     if account != role.account_id {
-        return Err(ConnectError::Refused(format!(
-            "your AWS credentials ({arn}) are of account {account}, but the role is to be made in account {}: use that account's admin credentials",
-            role.account_id
-        )));
+        return Err(ConnectError::OtherAccount {
+            arn,
+            account,
+            role_account: role.account_id.clone(),
+        });
     }
     let metrics = crate::metrics::Metrics::new();
     Ok(AwsClients::new(&config, region, metrics.aws_interceptor()))
@@ -566,10 +639,11 @@ async fn apply(c: &AwsClients, w: &Wanted, steps: &[Change]) -> Result<()> {
                 } else {
                     format!("could not remove again: {}", left.join("; "))
                 };
-                return Err(ConnectError::Refused(format!(
-                    "{} failed: {e}; {undone}",
-                    step.describe(w)
-                )));
+                return Err(ConnectError::Failed {
+                    step: step.describe(w),
+                    error: e.to_string(),
+                    undone,
+                });
             }
         }
     }
@@ -736,9 +810,11 @@ async fn wait_ready(client: &Client, account: &CloudAccount, deadline: Duration)
                 .find(|c| c.type_ == "Ready")
                 .map(|c| c.message.clone())
                 .unwrap_or_else(|| "not verified yet".into());
-            return Err(ConnectError::Refused(format!(
-                "CloudAccount {namespace}/{name} was not ready within {deadline:?}: {why}"
-            )));
+            return Err(ConnectError::NotReady {
+                account: format!("{namespace}/{name}"),
+                deadline,
+                why,
+            });
         }
         if nudged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             let stamp = jiff::Timestamp::now().to_string();
@@ -757,16 +833,16 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
     let account = cloud_account(&client, &args.account).await?;
     let users = users(&client, &account).await?;
     if !users.is_empty() {
-        return Err(ConnectError::Refused(format!(
-            "CloudAccount {} is used by ComputeCluster {}: delete them (or point them at another account) first",
-            args.account,
-            users.join(", ")
-        )));
+        return Err(ConnectError::InUse {
+            account: args.account.clone(),
+            users: users.join(", "),
+        });
     }
     let label = args.account.clone();
     let arn = account.spec.role_arn.clone().unwrap_or_default();
-    let role = role_name(&arn).ok_or_else(|| {
-        ConnectError::Refused(format!("CloudAccount {label} names no role (spec.roleArn)"))
+    let role = role_name(&arn).ok_or_else(|| ConnectError::NoRole {
+        account: label.clone(),
+        hint: "",
     })?;
     let c = admin_clients(&account.spec.region, &role).await?;
     let node = account.spec.node_instance_profile_name.clone();
@@ -1121,7 +1197,7 @@ mod tests {
             }
             let refused = plan(&w, &found);
             assert!(
-                matches!(&refused, Err(ConnectError::Refused(m)) if m.contains("left untouched")),
+                matches!(&refused, Err(e @ ConnectError::Foreign { .. }) if e.to_string().contains("left untouched")),
                 "{refused:?}"
             );
             let mut found = as_found(&w);

@@ -116,8 +116,8 @@ pub enum InstallationError {
     NotFound { namespace: String, name: String },
     #[error("installation Secret {namespace}/{name} was not found, and this operator may not create Secrets there: the chart makes it (templates/installation.yaml, or the Secret named by installation.secretName made beforehand); run `helm upgrade` of the release, or create it with a key {SECRET_KEY} of at least {MIN_SECRET_BYTES} random bytes")]
     NotMade { namespace: String, name: String },
-    #[error("no randomness for a new installation secret: {0}")]
-    Random(String),
+    #[error("no randomness for a new installation secret: {reason}")]
+    Random { reason: String },
     #[error("installation Secret {namespace}/{name} belongs to another apiserver ({APISERVER_ANNOTATION}: {bound}; this apiserver's kube-system namespace has UID {here}): one installation runs against one apiserver, or each would take the other's live clusters for former ones. Give this apiserver an installation of its own (remove the copied Secret, or install with another installation.secret); to move the installation here (a restore), set the chart value installation.apiserver (the Secret's annotation {APISERVER_ANNOTATION}) to {here}")]
     OtherApiserver {
         namespace: String,
@@ -276,7 +276,9 @@ impl Installation {
             return Ok(found);
         }
         let mut secret = [0u8; MIN_SECRET_BYTES];
-        getrandom::fill(&mut secret).map_err(|e| InstallationError::Random(e.to_string()))?;
+        getrandom::fill(&mut secret).map_err(|e| InstallationError::Random {
+            reason: e.to_string(),
+        })?;
         let object = Secret {
             metadata: ObjectMeta {
                 name: Some(name.into()),

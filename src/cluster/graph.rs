@@ -7,6 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use super::kinds::{
+    endpoints, iam, images, internet_gateway, key_pairs, nat_gateways, node_groups, peering,
+    route_tables, security_group, subnets, vpc, DeleteFn, Run,
+};
+
 /// One step of a converge pass (each the `ensure` of a kind or part of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
@@ -86,6 +91,12 @@ impl Shape {
 
 pub struct StepDef {
     pub step: Step,
+    /// The step itself, in its kind's module.
+    pub run: Run,
+    /// Its kind's part of deletion, for a step that makes what
+    /// [`DELETION`] removes (`None`: deleted with another kind's, see
+    /// [`deleted_with`]).
+    pub delete: Option<DeleteFn>,
     /// When the step makes calls (else it only passes on what it needs).
     pub runs: When,
     pub needs: &'static [(Step, When)],
@@ -103,90 +114,120 @@ pub const STEPS: &[StepDef] = &[
     StepDef {
         runs: Always,
         step: Vpc,
+        run: Run::Any(vpc::step),
+        delete: Some(vpc::deletion),
         needs: &[],
         calls: &["CreateVpc"],
     },
     StepDef {
         runs: Always,
         step: VpcDns,
+        run: Run::Managed(vpc::dns_step),
+        delete: None,
         needs: &[(Vpc, Always)],
         calls: &["ModifyVpcAttribute"],
     },
     StepDef {
         runs: Always,
         step: Iam,
+        run: Run::Any(iam::step),
+        delete: Some(iam::deletion),
         needs: &[],
         calls: &["CreateRole", "AddRoleToInstanceProfile"],
     },
     StepDef {
         runs: Always,
         step: Images,
+        run: Run::Any(images::step),
+        delete: None,
         needs: &[],
         calls: &["DescribeInstanceTypes", "DescribeImages"],
     },
     StepDef {
         runs: Always,
         step: KeyPairs,
+        run: Run::Any(key_pairs::step),
+        delete: Some(key_pairs::deletion),
         needs: &[],
         calls: &["ImportKeyPair"],
     },
     StepDef {
         runs: Nat,
         step: Addresses,
+        run: Run::Managed(nat_gateways::addresses_step),
+        delete: None,
         needs: &[],
         calls: &["AllocateAddress"],
     },
     StepDef {
         runs: Always,
         step: Subnets,
+        run: Run::Managed(subnets::step),
+        delete: Some(subnets::deletion),
         needs: &[(Vpc, Always)],
         calls: &["CreateSubnet"],
     },
     StepDef {
         runs: Internet,
         step: PublicIps,
+        run: Run::Managed(subnets::public_ips_step),
+        delete: None,
         needs: &[(Subnets, Always)],
         calls: &["ModifySubnetAttribute"],
     },
     StepDef {
         runs: Internet,
         step: InternetGateway,
+        run: Run::Managed(internet_gateway::step),
+        delete: Some(internet_gateway::deletion),
         needs: &[(Vpc, Always)],
         calls: &["CreateInternetGateway", "AttachInternetGateway"],
     },
     StepDef {
         runs: Always,
         step: SecurityGroup,
+        run: Run::Any(security_group::step),
+        delete: Some(security_group::deletion),
         needs: &[(Vpc, Always)],
         calls: &["CreateSecurityGroup", "AuthorizeSecurityGroupIngress"],
     },
     StepDef {
         runs: Nat,
         step: NatGateways,
+        run: Run::Managed(nat_gateways::step),
+        delete: Some(nat_gateways::deletion),
         needs: &[(Subnets, Always), (Addresses, Always)],
         calls: &["CreateNatGateway", "DescribeNatGateways (available)"],
     },
     StepDef {
         runs: Always,
         step: RouteTables,
+        run: Run::Managed(route_tables::step),
+        delete: Some(route_tables::deletion),
         needs: &[(Vpc, Always), (Subnets, Always)],
         calls: &["CreateRouteTable", "AssociateRouteTable"],
     },
     StepDef {
         runs: Internet,
         step: PublicRoute,
+        run: Run::Managed(route_tables::public_route_step),
+        delete: None,
         needs: &[(RouteTables, Always), (InternetGateway, Always)],
         calls: &["CreateRoute (public)"],
     },
     StepDef {
         runs: Nat,
         step: PrivateRoutes,
+        run: Run::Managed(route_tables::private_routes_step),
+        delete: None,
         needs: &[(RouteTables, Always), (NatGateways, Always)],
         calls: &["CreateRoute (private, via NAT)"],
     },
     StepDef {
         runs: WithEndpoints,
         step: EndpointGroup,
+        run: Run::Managed(endpoints::group_step),
+        delete: None,
         needs: &[(Vpc, Always)],
         calls: &[
             "CreateSecurityGroup (endpoints)",
@@ -196,12 +237,16 @@ pub const STEPS: &[StepDef] = &[
     StepDef {
         runs: WithEndpoints,
         step: Step::Endpoints,
+        run: Run::Managed(endpoints::step),
+        delete: Some(endpoints::deletion),
         needs: &[(RouteTables, Always), (EndpointGroup, Always)],
         calls: &["CreateVpcEndpoint", "DescribeVpcEndpoints (available)"],
     },
     StepDef {
         runs: WithPeering,
         step: Step::Peering,
+        run: Run::Managed(peering::step),
+        delete: Some(peering::deletion),
         needs: &[(Vpc, Always)],
         calls: &[
             "CreateVpcPeeringConnection",
@@ -212,12 +257,16 @@ pub const STEPS: &[StepDef] = &[
     StepDef {
         runs: WithPeering,
         step: PeeringRoutes,
+        run: Run::Managed(peering::routes_step),
+        delete: None,
         needs: &[(RouteTables, Always), (Step::Peering, Always)],
         calls: &["CreateRoute (peering)"],
     },
     StepDef {
         runs: Always,
         step: NodeGroups,
+        run: Run::Any(node_groups::step),
+        delete: Some(node_groups::deletion),
         needs: &[
             (Subnets, Always),
             (SecurityGroup, Always),
@@ -250,6 +299,14 @@ pub const DELETION: &[Step] = &[
     Vpc,
     Iam,
 ];
+
+/// The kinds' deletes in [`DELETION`]'s order.
+pub fn deletion_order() -> impl Iterator<Item = (Step, Option<DeleteFn>)> {
+    DELETION.iter().map(|step| {
+        let row = STEPS.iter().find(|d| d.step == *step);
+        (*step, row.and_then(|d| d.delete))
+    })
+}
 
 /// Needs that bind creation only: AWS deletes a NAT gateway that routes
 /// still point to (they go blackhole), so the NAT gateways, the slowest to
@@ -340,6 +397,27 @@ mod tests {
             seen.push(def.step);
         }
         assert_eq!(seen.len(), 19);
+    }
+
+    #[test]
+    fn the_kinds_in_the_deletion_order_are_those_rows_that_delete() {
+        for (step, delete) in deletion_order() {
+            assert!(delete.is_some(), "{step:?} is deleted without a delete");
+        }
+        for def in STEPS {
+            assert_eq!(
+                def.delete.is_some(),
+                deleted_with(def.step) == Some(def.step),
+                "{:?}: a delete exactly when the step's kind is deleted on its own",
+                def.step
+            );
+            assert_eq!(
+                def.delete.is_some(),
+                DELETION.contains(&def.step),
+                "{:?}",
+                def.step
+            );
+        }
     }
 
     #[test]

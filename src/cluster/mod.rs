@@ -4,6 +4,7 @@
 //! deletion in `cleanup` (each kind's `delete`).
 
 pub mod admission;
+pub mod blockers;
 pub mod catalog;
 pub mod catching_up;
 pub mod cleanup;
@@ -14,11 +15,13 @@ pub mod fair;
 pub mod graph;
 pub mod groups;
 pub mod kinds;
+pub mod learned;
 pub mod next_look;
 pub mod ownership;
 pub mod quotas;
 
 pub mod resync;
+pub mod retain;
 pub mod spec;
 pub mod status;
 pub mod user_data;

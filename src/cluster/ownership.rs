@@ -5,7 +5,12 @@
 //! mismatch stops the pass before any AWS call; only its wording differs
 //! between making and deleting. Pure.
 
+use kube::ResourceExt;
+
+use super::spec::AccountRef;
 use crate::api::conditions::reason;
+use crate::api::ComputeCluster;
+use crate::aws::tags::OwnershipTags;
 pub use crate::outcome::Intent;
 use crate::outcome::Outcome;
 
@@ -67,6 +72,32 @@ impl Foreign {
             Foreign::AccountChanged { .. } => reason::ACCOUNT_CHANGED,
         };
         Outcome::NeedsUser { reason, message }
+    }
+}
+
+/// What a deletion works from, none of it validated (a spec that no longer
+/// validates must not block it): the region (immutable), the account the
+/// reference names (checked against the account status recorded), and the
+/// ownership tags of the cluster's identity.
+pub struct DeletionTarget {
+    pub region: String,
+    pub account: AccountRef,
+    pub owner: OwnershipTags,
+}
+
+impl DeletionTarget {
+    pub fn of(cc: &ComputeCluster, installation: &str) -> Self {
+        DeletionTarget {
+            region: cc.spec.region.clone(),
+            account: cc.account_key().into(),
+            owner: OwnershipTags {
+                installation: installation.to_string(),
+                uid: cc.uid().unwrap_or_default(),
+                namespace: cc.namespace().unwrap_or_default(),
+                name: cc.name_any(),
+                user: Default::default(),
+            },
+        }
     }
 }
 

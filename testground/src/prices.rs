@@ -103,52 +103,7 @@ impl Fixture {
                     add("AmazonEC2", "Compute Instance", &usage, extra, "Hrs", price);
                 }
             }
-            // (service, family, usage, unit, price) of the network's parts.
-            let (nat, ipv4, endpoint) = ("NAT Gateway", "VPC Public IPv4 Address", "VpcEndpoint");
-            for (service, family, usage, unit, price) in [
-                (
-                    "AmazonEC2",
-                    nat,
-                    "NatGateway-Hours",
-                    "Hrs",
-                    &p.nat_gateway_hour,
-                ),
-                (
-                    "AmazonEC2",
-                    nat,
-                    "NatGateway-Bytes",
-                    "GB",
-                    &p.nat_gateway_gb,
-                ),
-                (
-                    "AmazonVPC",
-                    ipv4,
-                    "PublicIPv4:InUseAddress",
-                    "Hrs",
-                    &p.public_ipv4_hour,
-                ),
-                (
-                    "AmazonVPC",
-                    ipv4,
-                    "PublicIPv4:IdleAddress",
-                    "Hrs",
-                    &p.public_ipv4_hour,
-                ),
-                (
-                    "AmazonVPC",
-                    endpoint,
-                    "VpcEndpoint-Hours",
-                    "Hrs",
-                    &p.interface_endpoint_hour,
-                ),
-                (
-                    "AmazonVPC",
-                    endpoint,
-                    "VpcEndpoint-Bytes",
-                    "GB",
-                    &p.interface_endpoint_gb,
-                ),
-            ] {
+            for (service, family, usage, unit, price) in network_parts(p) {
                 add(service, family, usage, json!({}), unit, price);
             }
             for (v, price) in &p.volume_gb_month {
@@ -258,6 +213,58 @@ fn product(
         "version": "20261201000000",
         "publicationDate": "2026-12-01T00:00:00Z",
     })
+}
+
+/// The network's parts as products of `p`: (service, family, usage, unit,
+/// price).
+fn network_parts(
+    p: &RegionPrices,
+) -> [(&'static str, &'static str, &'static str, &'static str, &str); 6] {
+    let (nat, ipv4, endpoint) = ("NAT Gateway", "VPC Public IPv4 Address", "VpcEndpoint");
+    [
+        (
+            "AmazonEC2",
+            nat,
+            "NatGateway-Hours",
+            "Hrs",
+            &p.nat_gateway_hour,
+        ),
+        (
+            "AmazonEC2",
+            nat,
+            "NatGateway-Bytes",
+            "GB",
+            &p.nat_gateway_gb,
+        ),
+        (
+            "AmazonVPC",
+            ipv4,
+            "PublicIPv4:InUseAddress",
+            "Hrs",
+            &p.public_ipv4_hour,
+        ),
+        (
+            "AmazonVPC",
+            ipv4,
+            "PublicIPv4:IdleAddress",
+            "Hrs",
+            &p.public_ipv4_hour,
+        ),
+        (
+            "AmazonVPC",
+            endpoint,
+            "VpcEndpoint-Hours",
+            "Hrs",
+            &p.interface_endpoint_hour,
+        ),
+        (
+            "AmazonVPC",
+            endpoint,
+            "VpcEndpoint-Bytes",
+            "GB",
+            &p.interface_endpoint_gb,
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
 
+use super::{got, put, Board, Managed, StepInput, StepResult};
 use super::{iam::iam_name, security_group, Deleted, Pass};
 use crate::api::EndpointPolicy;
 use crate::aws::endpoint::{self, is_gateway, Attachments, EndpointState, ObservedEndpoint};
@@ -249,6 +250,52 @@ pub async fn delete(
         Some(true) => Deleted::All,
         _ => Deleted::Ending("VPC endpoints to be deleted"),
     })
+}
+
+/// Step `EndpointGroup`: the interface endpoints' security group (none
+/// for gateway endpoints alone).
+pub fn group_step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let vpc_id = got(&b.vpc, "the VPC")?;
+        if !m.endpoints.iter().any(|s| !is_gateway(s)) {
+            return put(&b.endpoint_group, String::new());
+        }
+        put(
+            &b.endpoint_group,
+            ensure_group(i.pass, vpc_id, &m.cidr.to_string()).await?,
+        )
+    })
+}
+
+/// Step `Endpoints`: the VPC endpoints, in the private subnets and the
+/// cluster's route tables.
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let vpc_id = got(&b.vpc, "the VPC")?;
+        let tables = got(&b.tables, "the route tables")?;
+        let subnets = got(&b.subnets, "the subnets")?;
+        let at = Placement {
+            route_table_ids: tables.iter().map(|t| t.id.clone()).collect(),
+            private_subnet_ids: subnets
+                .iter()
+                .filter(|s| !s.public)
+                .map(|s| s.id.clone())
+                .collect(),
+            security_group_id: got(&b.endpoint_group, "the endpoints' group")?.clone(),
+        };
+        let (services, policy) = (&m.endpoints, m.endpoint_policy);
+        let done = ensure(i.pass, vpc_id, services, policy, &at, &i.known_endpoints);
+        put(&b.endpoints, done.await?)
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    owner: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, owner, &o.endpoints).await })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use futures::future::try_join_all;
 
 use super::Pass;
+use super::{put, Board, StepInput, StepResult};
 use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
 use crate::aws::tags::Owner;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
@@ -164,6 +165,20 @@ pub fn foreign_identity(found: &BroughtProfile, owner: &OwnershipTags) -> Option
 
 pub async fn delete(c: &AwsClients, observed: &ObservedIam) -> AwsResult<()> {
     instance_profile::delete(c, observed).await
+}
+
+/// Step `Iam`: the nodes' role and instance profile.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move { put(&b.iam, ensure(i.pass).await?) })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, &o.iam).await.map(|()| super::Deleted::All) })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use super::Pass;
+use super::{put, Board, StepInput, StepResult};
 use crate::api::{ComputeCluster, NodeGroupSpec};
 use crate::aws::instances::ObservedInstance;
 use crate::cluster::catalog::Catalog;
@@ -191,6 +192,11 @@ pub async fn ensure(p: Pass<'_>, catalog: &Catalog) -> Result<BTreeMap<String, S
         images.insert(group.name.clone(), image.clone());
     }
     Ok(images)
+}
+
+/// Step `Images`: each node group's image, chosen or pinned.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move { put(&b.images, ensure(i.pass, i.catalog).await?) })
 }
 
 #[cfg(test)]

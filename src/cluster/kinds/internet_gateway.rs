@@ -5,6 +5,7 @@
 use futures::future::try_join_all;
 
 use super::Pass;
+use super::{got, put, Board, Managed, StepInput, StepResult};
 use crate::aws::internet_gateway::{self, ObservedInternetGateway};
 use crate::aws::{AwsClients, AwsResult};
 use crate::Error;
@@ -43,6 +44,29 @@ pub async fn ensure(p: Pass<'_>, vpc_id: &str) -> Result<String, Error> {
 pub async fn delete(c: &AwsClients, observed: &[ObservedInternetGateway]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|g| internet_gateway::delete(c, g))).await?;
     Ok(())
+}
+
+/// Step `InternetGateway`: none without internet.
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        if !m.internet {
+            return Ok(());
+        }
+        put(&b.igw, ensure(i.pass, got(&b.vpc, "the VPC")?).await?)
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move {
+        delete(c, &o.internet_gateways)
+            .await
+            .map(|()| super::Deleted::All)
+    })
 }
 
 #[cfg(test)]

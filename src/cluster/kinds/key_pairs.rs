@@ -9,6 +9,7 @@ use futures::future::try_join_all;
 
 use super::iam::iam_name;
 use super::Pass;
+use super::{put, Board, StepInput, StepResult};
 use crate::aws::instances::ObservedInstance;
 use crate::aws::key_pair::{self, ObservedKeyPair};
 use crate::aws::token::client_token;
@@ -121,6 +122,20 @@ async fn check_brought(p: Pass<'_>) -> Result<(), Error> {
 pub async fn delete(c: &AwsClients, observed: &[ObservedKeyPair]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|k| key_pair::delete(c, &k.name))).await?;
     Ok(())
+}
+
+/// Step `KeyPairs`: the key pairs of the node groups that bring a key.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move { put(&b.keys, ensure(i.pass).await?) })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, &o.key_pairs).await.map(|()| super::Deleted::All) })
 }
 
 #[cfg(test)]

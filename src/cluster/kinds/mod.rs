@@ -18,6 +18,9 @@ pub mod subnets;
 pub mod vpc;
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use futures::future::BoxFuture;
 
 use crate::aws::endpoint::{self as endpoint_api, EndpointState};
 use crate::aws::peering::{self as peering_api, PeeringState};
@@ -27,8 +30,14 @@ use crate::aws::{
     security_group as sg_api, subnet, vpc as vpc_api, AwsClients, AwsResult, OwnershipTags,
 };
 
-use super::spec::ValidatedSpec;
+use super::catalog::Catalog;
+use super::spec::{NetworkPlan, PeeringPlan, ValidatedSpec, Zones};
 use super::user_data::UserData;
+use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::{EndpointPolicy, NatGateways};
+use crate::aws::nat_gateway::NatState;
+use crate::aws::subnet::ObservedSubnet;
+use crate::Error;
 
 /// Everything of one cluster's in AWS, described by ownership tag.
 #[derive(Clone, Debug, Default)]
@@ -331,4 +340,169 @@ pub enum Deleted {
     /// AWS is still deleting some, named for the status ("instances to
     /// terminate"); the kinds after it wait.
     Ending(&'static str),
+}
+
+/// A managed network, its zones resolved.
+pub struct Managed {
+    pub cidr: ipnet::Ipv4Net,
+    pub zones: Vec<String>,
+    pub nat: NatGateways,
+    pub internet: bool,
+    pub endpoints: Vec<String>,
+    pub endpoint_policy: EndpointPolicy,
+    pub peering: Vec<PeeringPlan>,
+    pub desired_subnets: Vec<subnets::DesiredSubnet>,
+    pub nat_zones: Vec<String>,
+}
+
+/// The network the spec asks for.
+pub enum Layout {
+    Managed(Managed),
+    Existing {
+        vpc_id: String,
+        subnet_ids: Vec<String>,
+    },
+}
+
+impl Layout {
+    /// The spec's network, its zones resolved (a zone count from what the
+    /// region offers).
+    pub async fn of(
+        catalog: &Catalog,
+        c: &AwsClients,
+        spec: &ValidatedSpec,
+    ) -> Result<Layout, Error> {
+        let (cidr, zones, nat, internet, endpoints, endpoint_policy, peering) = match &spec.network
+        {
+            NetworkPlan::Existing { vpc_id, subnet_ids } => {
+                return Ok(Layout::Existing {
+                    vpc_id: vpc_id.clone(),
+                    subnet_ids: subnet_ids.clone(),
+                })
+            }
+            NetworkPlan::Managed {
+                cidr,
+                zones,
+                nat,
+                internet,
+                endpoints,
+                endpoint_policy,
+                peering,
+            } => (
+                *cidr,
+                zones,
+                *nat,
+                *internet,
+                endpoints,
+                *endpoint_policy,
+                peering,
+            ),
+        };
+        let zones = match zones {
+            Zones::Named(z) => z.clone(),
+            Zones::Count(n) => {
+                let account = spec.account.to_string();
+                let all = catalog.available_zones(c, &account, &spec.region).await?;
+                if all.len() < *n {
+                    return Err(Error::TooFewZones {
+                        wanted: *n,
+                        available: all.len(),
+                        region: spec.region.clone(),
+                    });
+                }
+                all.into_iter().take(*n).collect()
+            }
+        };
+        Ok(Layout::Managed(Managed {
+            cidr,
+            desired_subnets: subnets::carve(cidr, &zones, internet).map_err(Error::InvalidSpec)?,
+            nat_zones: nat_gateways::nat_zones(nat, &zones),
+            zones,
+            nat,
+            internet,
+            endpoints: endpoints.clone(),
+            endpoint_policy,
+            peering: peering.clone(),
+        }))
+    }
+}
+
+/// What the steps of a converge pass learn, each cell written by one step
+/// and read by the steps that need it.
+#[derive(Default)]
+pub struct Board {
+    pub vpc: OnceLock<String>,
+    pub dns: OnceLock<()>,
+    pub iam: OnceLock<iam::Iam>,
+    pub images: OnceLock<BTreeMap<String, String>>,
+    /// Key pair name by node group.
+    pub keys: OnceLock<BTreeMap<String, String>>,
+    pub addresses: OnceLock<BTreeMap<String, String>>,
+    pub subnets: OnceLock<Vec<ObservedSubnet>>,
+    pub public_ips: OnceLock<()>,
+    pub igw: OnceLock<String>,
+    pub sg: OnceLock<String>,
+    pub nats: OnceLock<BTreeMap<String, (String, NatState)>>,
+    pub tables: OnceLock<Vec<route_tables::Table>>,
+    pub public_route: OnceLock<()>,
+    pub private_routes: OnceLock<bool>,
+    pub endpoint_group: OnceLock<String>,
+    pub endpoints: OnceLock<endpoints::EndpointsDone>,
+    pub peering: OnceLock<peering::PeeringDone>,
+    pub peering_routes: OnceLock<()>,
+    pub nodes: OnceLock<Vec<NodeGroupStatus>>,
+    /// Unhealthy instances replaced, one line each.
+    pub replaced: OnceLock<Vec<String>>,
+}
+
+/// A cell a step reads: written by a step it needs (else the graph is wrong).
+pub fn got<'a, T>(cell: &'a OnceLock<T>, what: &str) -> Result<&'a T, Error> {
+    cell.get()
+        .ok_or_else(|| Error::Internal(format!("{what} read before the step that learns it ran")))
+}
+
+/// Writes a step's cell, once.
+pub fn put<T>(cell: &OnceLock<T>, value: T) -> Result<(), Error> {
+    cell.set(value)
+        .map_err(|_| Error::Internal("a converge step ran twice".into()))
+}
+
+/// What every step works from.
+pub struct StepInput<'a> {
+    pub pass: Pass<'a>,
+    pub catalog: &'a Catalog,
+    pub layout: &'a Layout,
+    /// The VPC, NAT gateways and endpoints status knew before this pass.
+    pub known_vpc: Option<String>,
+    pub known_nats: Vec<String>,
+    pub known_endpoints: Vec<String>,
+}
+
+/// What a step's result is: the board cells it wrote, or why not.
+pub type StepResult<'a> = BoxFuture<'a, Result<(), Error>>;
+
+/// What a kind's part of a deletion pass comes to.
+pub type DeleteResult<'a> = BoxFuture<'a, AwsResult<Deleted>>;
+
+/// A kind's part of a deletion pass: everything of its kind in `Observed`.
+pub type DeleteFn = for<'a> fn(&'a AwsClients, &'a OwnershipTags, &'a Observed) -> DeleteResult<'a>;
+
+/// How a row of `graph::STEPS` runs its step.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// On any network.
+    Any(for<'a> fn(&'a StepInput<'a>, &'a Board) -> StepResult<'a>),
+    /// On a managed network; a bring-your-own network has what it makes
+    /// already, or does not need it ([`vpc::existing_step`] says so).
+    Managed(for<'a> fn(&'a Managed, &'a StepInput<'a>, &'a Board) -> StepResult<'a>),
+}
+
+impl Run {
+    pub fn start<'a>(self, input: &'a StepInput<'a>, board: &'a Board) -> StepResult<'a> {
+        match (self, input.layout) {
+            (Run::Any(run), _) => run(input, board),
+            (Run::Managed(run), Layout::Managed(m)) => run(m, input, board),
+            (Run::Managed(_), Layout::Existing { .. }) => Box::pin(async { Ok(()) }),
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
 
+use super::{got, put, Board, Managed, StepInput, StepResult};
 use super::{Deleted, Pass};
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::{self, NatState, ObservedAddress, ObservedNatGateway};
@@ -241,6 +242,32 @@ pub async fn delete(
     )
     .await?;
     Ok(Deleted::All)
+}
+
+/// Step `Addresses`: an Elastic IP per NAT gateway.
+pub fn addresses_step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move { put(&b.addresses, ensure_addresses(i.pass, &m.nat_zones).await?) })
+}
+
+/// Step `NatGateways`: the NAT gateways, in the public subnets, with the
+/// Elastic IPs.
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let subnets = got(&b.subnets, "the subnets")?;
+        let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
+        let addresses = got(&b.addresses, "the Elastic IPs")?;
+        let nats = ensure_gateways(i.pass, &m.nat_zones, &public, addresses, &i.known_nats);
+        put(&b.nats, nats.await?)
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    owner: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, owner, &o.nat_gateways, &o.addresses).await })
 }
 
 #[cfg(test)]

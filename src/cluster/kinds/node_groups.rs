@@ -10,6 +10,7 @@ use futures::future::try_join_all;
 use super::iam::Iam;
 use super::images;
 use super::offerings::{self, Offering};
+use super::{got, put, Board, Layout, StepInput, StepResult};
 use super::{Deleted, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
 use crate::api::{HttpTokens, InstanceStatus, Market};
@@ -869,6 +870,47 @@ pub async fn delete(
     } else {
         Deleted::Ending("instances to terminate")
     })
+}
+
+/// Step `NodeGroups`: launches and terminations. Nodes without internet
+/// reach AWS through the endpoints alone: none launches before those are
+/// available. AWS's want of capacity is an error (retried), the statuses
+/// kept.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        if let Layout::Managed(m) = i.layout {
+            if !m.internet && b.endpoints.get().is_some_and(|e| !e.available) {
+                return Ok(());
+            }
+        }
+        let network = NodeNetwork {
+            vpc_id: got(&b.vpc, "the VPC")?,
+            subnets: got(&b.subnets, "the subnets")?,
+            security_group: got(&b.sg, "the security group")?,
+            iam: got(&b.iam, "the instance profile")?,
+            images: got(&b.images, "the images")?,
+            key_names: got(&b.keys, "the key pairs")?,
+        };
+        let done = ensure(i.pass, i.catalog, &network).await?;
+        put(&b.nodes, done.statuses)?;
+        put(&b.replaced, done.replaced)?;
+        if done.shortfalls.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InsufficientCapacity {
+                groups: done.shortfalls,
+            })
+        }
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    owner: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, owner, &o.instances).await })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use futures::future::try_join_all;
 use ipnet::Ipv4Net;
 
+use super::{got, put, Board, Managed, StepInput, StepResult};
 use super::{Deleted, Pass};
 use crate::aws::peering::{self, ObservedPeering, PeeringState};
 use crate::aws::route_table::{self, PeerTable, PeeringRoute, PEER_ROUTES};
@@ -183,51 +184,18 @@ pub async fn ensure(
         &own,
     )
     .await?;
-    let region = &p.spec.region;
     let made = try_join_all(actions.keep.iter().map(|(peer, have)| async move {
         let a = asked
             .iter()
             .find(|a| &a.vpc_id == peer)
             .ok_or_else(|| Error::Internal(format!("peering {peer} kept and not asked for")))?;
-        let (id, state) = match have {
-            Some(h) => (h.id.clone(), h.state),
-            None => {
-                let id = peering::create(
-                    p.c,
-                    &p.spec.owner,
-                    vpc_id,
-                    peer,
-                    a.owner_id.as_deref(),
-                    a.region.as_deref(),
-                )
-                .await?;
-                (id, PeeringState::Pending)
-            }
-        };
-        let ours_to_accept = accepts_itself(a, p.account_id);
-        let (accepted, denied) = match (state, ours_to_accept) {
-            (PeeringState::Pending | PeeringState::PendingAcceptance, true) => {
-                match peering::accept(p.c, &id, other_region(a, region)).await {
-                    Ok(()) => (true, false),
-                    // Not the operator's to accept after all: the owner does.
-                    Err(e) if e.is_access_denied() => (false, true),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            _ => (false, false),
-        };
-        let waits = match (ours_to_accept, denied) {
-            (false, _) => Some(ANOTHER_ACCOUNT),
-            (true, true) => Some(DENIED),
-            (true, false) => None,
-        };
-        Ok::<_, Error>((a.clone(), id, state, have.is_none() || accepted, waits))
+        request_and_accept(p, vpc_id, a, have.as_ref()).await
     }))
     .await?;
     let changed: Vec<String> = made
         .iter()
-        .filter(|(_, _, _, changed, _)| *changed)
-        .map(|(_, id, ..)| id.clone())
+        .filter(|m| m.changed)
+        .map(|m| m.id.clone())
         .collect();
     // Accepted in the same account, AWS makes it active in moments.
     let now = look_briefly(
@@ -242,29 +210,93 @@ pub async fn ensure(
         !changed.is_empty(),
     )
     .await?;
-    let mut done = PeeringDone::default();
-    for (a, id, state, _, waits) in made {
-        let seen = now
-            .iter()
-            .flatten()
-            .chain(&p.observed.peerings)
-            .find(|c| c.id == id);
-        let state = seen.map_or(state, |c| c.state);
-        if let (PeeringState::PendingAcceptance, Some(why)) = (state, waits) {
-            done.pending.push(pending_acceptance(&a, &id, region, why));
+    let seen: Vec<&ObservedPeering> = now.iter().flatten().chain(&p.observed.peerings).collect();
+    Ok(connections(made, &seen, &p.spec.region))
+}
+
+/// One asked-for connection after this pass requested or accepted it.
+struct Made {
+    asked: PeeringPlan,
+    id: String,
+    state: PeeringState,
+    /// Requested or accepted now: its state is worth a brief look.
+    changed: bool,
+    /// Why its acceptance is someone else's, when it is.
+    waits: Option<&'static str>,
+}
+
+/// Requests the connection to `a`'s VPC unless there is one (`have`), and
+/// accepts it when that is the operator's to do.
+async fn request_and_accept(
+    p: Pass<'_>,
+    vpc_id: &str,
+    a: &PeeringPlan,
+    have: Option<&ObservedPeering>,
+) -> Result<Made, Error> {
+    let (id, state) = match have {
+        Some(h) => (h.id.clone(), h.state),
+        None => {
+            let id = peering::create(
+                p.c,
+                &p.spec.owner,
+                vpc_id,
+                &a.vpc_id,
+                a.owner_id.as_deref(),
+                a.region.as_deref(),
+            )
+            .await?;
+            (id, PeeringState::Pending)
         }
-        let destinations = match a.routes.is_empty() {
-            true => seen.map(|c| c.peer_cidrs.clone()).unwrap_or_default(),
-            false => a.routes.iter().map(|r| r.to_string()).collect(),
+    };
+    let ours_to_accept = accepts_itself(a, p.account_id);
+    let (accepted, denied) = match (state, ours_to_accept) {
+        (PeeringState::Pending | PeeringState::PendingAcceptance, true) => {
+            match peering::accept(p.c, &id, other_region(a, &p.spec.region)).await {
+                Ok(()) => (true, false),
+                // Not the operator's to accept after all: the owner does.
+                Err(e) if e.is_access_denied() => (false, true),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => (false, false),
+    };
+    let waits = match (ours_to_accept, denied) {
+        (false, _) => Some(ANOTHER_ACCOUNT),
+        (true, true) => Some(DENIED),
+        (true, false) => None,
+    };
+    Ok(Made {
+        asked: a.clone(),
+        id,
+        state,
+        changed: have.is_none() || accepted,
+        waits,
+    })
+}
+
+/// The connections as last `seen`, their destinations, and what waits on
+/// the peers' owners.
+fn connections(made: Vec<Made>, seen: &[&ObservedPeering], region: &str) -> PeeringDone {
+    let mut done = PeeringDone::default();
+    for m in made {
+        let found = seen.iter().find(|c| c.id == m.id);
+        let state = found.map_or(m.state, |c| c.state);
+        if let (PeeringState::PendingAcceptance, Some(why)) = (state, m.waits) {
+            done.pending
+                .push(pending_acceptance(&m.asked, &m.id, region, why));
+        }
+        let destinations = match m.asked.routes.is_empty() {
+            true => found.map(|c| c.peer_cidrs.clone()).unwrap_or_default(),
+            false => m.asked.routes.iter().map(|r| r.to_string()).collect(),
         };
         done.connections.push(Connection {
-            id,
+            id: m.id,
             state,
             destinations,
-            asked: a,
+            asked: m.asked,
         });
     }
-    Ok(done)
+    done
 }
 
 /// One route a connection needs: `(table, destination, connection)`.
@@ -378,7 +410,21 @@ pub fn plan_routes(
             .set
             .push((table.clone(), dest.clone(), pcx.clone(), replace));
     }
-    actions.delete = observed
+    actions.delete = unwanted(wanted, observed, &actions.set, own, peerings);
+    actions.forget = forgotten(wanted, observed, &actions.delete, peerings);
+    Ok(actions)
+}
+
+/// The routes the operator made that are no longer wanted and that no
+/// route being set takes the place of.
+fn unwanted(
+    wanted: &BTreeSet<Wanted>,
+    observed: &[PeeringRoute],
+    set: &[(String, String, String, bool)],
+    own: &[String],
+    peerings: &[ObservedPeering],
+) -> Vec<PeeringRoute> {
+    observed
         .iter()
         .filter(|r| {
             !wanted.contains(&(
@@ -388,30 +434,38 @@ pub fn plan_routes(
             ))
         })
         .filter(|r| {
-            !actions
-                .set
-                .iter()
+            !set.iter()
                 .any(|s| s.0 == r.table_id && s.1 == r.destination)
         })
         .filter(|r| made_by_operator(r, own, peerings))
         .cloned()
-        .collect();
-    // A record goes once its route is deleted, or is found gone and no
-    // longer wanted.
+        .collect()
+}
+
+/// The records of routes back to let go: a record goes once its route is
+/// deleted, or is found gone and no longer wanted.
+fn forgotten(
+    wanted: &BTreeSet<Wanted>,
+    observed: &[PeeringRoute],
+    deleted: &[PeeringRoute],
+    peerings: &[ObservedPeering],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for p in peerings {
         for table in p.routes_back.keys() {
-            let deleted =
-                (actions.delete.iter()).any(|r| r.peering_id == p.id && &r.table_id == table);
+            let gone_now = deleted
+                .iter()
+                .any(|r| r.peering_id == p.id && &r.table_id == table);
             let still = observed
                 .iter()
                 .any(|r| r.peering_id == p.id && &r.table_id == table);
             let wanted_there = wanted.iter().any(|w| w.2 == p.id && &w.0 == table);
-            if deleted || (!still && !wanted_there) {
-                actions.forget.push((p.id.clone(), table.clone()));
+            if gone_now || (!still && !wanted_there) {
+                out.push((p.id.clone(), table.clone()));
             }
         }
     }
-    Ok(actions)
+    out
 }
 
 /// A listed peer table takes a route back only when its owner opened it to
@@ -541,6 +595,36 @@ pub async fn delete(
     let all: Vec<String> = observed.iter().map(|p| p.id.clone()).collect();
     delete_connections(c, &live, &all, observed, routes, &[]).await?;
     Ok(Deleted::All)
+}
+
+/// Step `Peering`: the peering connections.
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let vpc_id = got(&b.vpc, "the VPC")?;
+        put(&b.peering, ensure(i.pass, vpc_id, &m.peering).await?)
+    })
+}
+
+/// Step `PeeringRoutes`: the routes to the connections, and back.
+pub fn routes_step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let done = got(&b.peering, "the peering connections")?;
+        let tables: Vec<String> = got(&b.tables, "the route tables")?
+            .iter()
+            .map(|t| t.id.clone())
+            .collect();
+        ensure_routes(i.pass, done, &tables, m.cidr).await?;
+        put(&b.peering_routes, ())
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, &o.peerings, &o.peering_routes).await })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::aws::{AwsClients, AwsResult};
 use crate::Error;
 
 use super::nat_gateways::nat_zones;
+use super::{got, put, Board, Managed, StepInput, StepResult};
 
 /// Where a table's default route goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +208,62 @@ pub async fn ensure_private_routes(
 pub async fn delete(c: &AwsClients, observed: &[ObservedRouteTable]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|t| route_table::delete(c, t))).await?;
     Ok(())
+}
+
+/// Step `RouteTables`: the tables and their associations.
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let subnets = got(&b.subnets, "the subnets")?;
+        let wanted = wanted(m.nat, &m.zones, subnets, m.internet);
+        let tables = ensure_tables(i.pass, got(&b.vpc, "the VPC")?, &wanted).await?;
+        put(&b.tables, tables)
+    })
+}
+
+/// Step `PublicRoute`: through the internet gateway (none without
+/// internet).
+pub fn public_route_step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        if m.internet {
+            let (tables, igw) = (
+                got(&b.tables, "the route tables")?,
+                got(&b.igw, "the gateway")?,
+            );
+            ensure_public_route(i.pass, tables, igw).await?;
+        }
+        put(&b.public_route, ())
+    })
+}
+
+/// Step `PrivateRoutes`: through the NAT gateways.
+pub fn private_routes_step<'a>(
+    _: &'a Managed,
+    i: &'a StepInput<'a>,
+    b: &'a Board,
+) -> StepResult<'a> {
+    Box::pin(async move {
+        let (tables, nats) = (
+            got(&b.tables, "the route tables")?,
+            got(&b.nats, "the NATs")?,
+        );
+        put(
+            &b.private_routes,
+            ensure_private_routes(i.pass, tables, nats).await?,
+        )
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move {
+        delete(c, &o.route_tables)
+            .await
+            .map(|()| super::Deleted::All)
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use futures::future::try_join_all;
 
+use super::{got, put, Board, StepInput, StepResult};
 use super::{iam::iam_name, Pass};
 use crate::api::{IngressRule, Protocol};
 use crate::aws::security_group::{self, GroupPart, ObservedSecurityGroup, Permission, Source};
@@ -107,6 +108,24 @@ pub async fn ensure_group(
 pub async fn delete(c: &AwsClients, observed: &[ObservedSecurityGroup]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|g| security_group::delete(c, &g.id))).await?;
     Ok(())
+}
+
+/// Step `SecurityGroup`: the nodes' group and its rules.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move { put(&b.sg, ensure(i.pass, got(&b.vpc, "the VPC")?).await?) })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move {
+        delete(c, &o.security_groups)
+            .await
+            .map(|()| super::Deleted::All)
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use futures::future::try_join_all;
 use ipnet::Ipv4Net;
 
 use super::Pass;
+use super::{got, put, Board, Managed, StepInput, StepResult};
 use crate::api::compute_cluster::SubnetStatus;
 use crate::aws::subnet::{self, ObservedSubnet};
 use crate::aws::{AwsClients, AwsResult};
@@ -145,6 +146,36 @@ pub fn status(subnets: &[ObservedSubnet]) -> Vec<SubnetStatus> {
 pub async fn delete(c: &AwsClients, observed: &[ObservedSubnet]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|s| subnet::delete(c, &s.id))).await?;
     Ok(())
+}
+
+/// Step `Subnets`: a public and a private subnet per zone (public only
+/// with internet).
+pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        let vpc_id = got(&b.vpc, "the VPC")?;
+        put(
+            &b.subnets,
+            ensure(i.pass, vpc_id, &m.desired_subnets).await?,
+        )
+    })
+}
+
+/// Step `PublicIps`: public addresses for what launches into the public
+/// subnets.
+pub fn public_ips_step<'a>(_: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        ensure_public_ips(i.pass, got(&b.subnets, "the subnets")?).await?;
+        put(&b.public_ips, ())
+    })
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, &o.subnets).await.map(|()| super::Deleted::All) })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use futures::future::try_join_all;
 
 use super::Pass;
+use super::{got, put, Board, Layout, Managed, StepInput, StepResult};
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::vpc::{self, ExistingVpc, ObservedVpc};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
@@ -115,6 +116,59 @@ pub async fn existing(
 pub async fn delete(c: &AwsClients, observed: &[ObservedVpc]) -> AwsResult<()> {
     try_join_all(observed.iter().map(|v| vpc::delete(c, &v.id))).await?;
     Ok(())
+}
+
+/// Step `Vpc`: the managed network's VPC; or a bring-your-own network
+/// checked (never changed), its subnets what the nodes launch into and
+/// every other network step in place already.
+pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        match i.layout {
+            Layout::Managed(m) => put(&b.vpc, ensure(i.pass, &m.cidr.to_string()).await?),
+            Layout::Existing { vpc_id, subnet_ids } => {
+                put(&b.subnets, existing(i.pass, vpc_id, subnet_ids).await?)?;
+                in_place_already(b)?;
+                put(&b.vpc, vpc_id.clone())
+            }
+        }
+    })
+}
+
+/// Step `VpcDns`: the VPC's DNS attributes.
+pub fn dns_step<'a>(_: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
+    Box::pin(async move {
+        ensure_dns(i.pass, got(&b.vpc, "the VPC")?, i.known_vpc.as_deref()).await?;
+        put(&b.dns, ())
+    })
+}
+
+/// What a bring-your-own network has already, or does not need: every
+/// network step after its subnets, in place.
+pub fn in_place_already(b: &Board) -> Result<(), Error> {
+    put(&b.dns, ())?;
+    put(&b.nats, std::collections::BTreeMap::new())?;
+    put(&b.tables, vec![])?;
+    put(&b.public_route, ())?;
+    put(&b.private_routes, true)?;
+    // No endpoint or peering connection asked for: none to wait for.
+    put(
+        &b.endpoints,
+        super::endpoints::EndpointsDone {
+            ids: vec![],
+            available: true,
+        },
+    )?;
+    put(&b.peering, super::peering::PeeringDone::default())?;
+    put(&b.peering_routes, ())
+}
+
+/// This kind's part of a deletion pass (its row's `delete`).
+pub fn deletion<'a>(
+    c: &'a AwsClients,
+    _: &'a crate::aws::OwnershipTags,
+    o: &'a super::Observed,
+) -> super::DeleteResult<'a> {
+    Box::pin(async move { delete(c, &o.vpcs).await.map(|()| super::Deleted::All) })
 }
 
 #[cfg(test)]
