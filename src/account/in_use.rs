@@ -28,7 +28,12 @@ pub fn held<K: Resource>(obj: &K) -> bool {
 
 /// Whether `obj` carries `finalizer`.
 pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
-    obj.finalizers().iter().any(|f| f == finalizer)
+    listed(obj.meta(), finalizer)
+}
+
+/// Whether `meta` lists `finalizer`.
+fn listed(meta: &ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == finalizer)
 }
 
 /// How a cluster stands to an account: the facts every "who uses this
@@ -149,8 +154,7 @@ where
     let mut meta = obj.meta().clone();
     let mut tries = 0;
     loop {
-        let finalizers = meta.finalizers.clone().unwrap_or_default();
-        if finalizers.iter().any(|f| f == finalizer) {
+        if listed(&meta, finalizer) {
             return Ok(true);
         }
         if meta.deletion_timestamp.is_some() {
@@ -161,7 +165,10 @@ where
             .patch_metadata(
                 &name,
                 &PatchParams::default(),
-                &Patch::Json::<()>(json_patch::Patch(add_ops(&finalizers, finalizer))),
+                &Patch::Json::<()>(json_patch::Patch(add_ops(
+                    meta.finalizers.as_deref().unwrap_or_default(),
+                    finalizer,
+                ))),
             )
             .await;
         match written {

@@ -178,7 +178,7 @@ pub fn deletion<'a>(
     _: &'a crate::aws::OwnershipTags,
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
-    Box::pin(async move { delete(c, &o.iam).await.map(|()| super::Deleted::All) })
+    super::at_once(delete(c, &o.iam))
 }
 
 #[cfg(test)]

@@ -487,6 +487,14 @@ pub type DeleteResult<'a> = BoxFuture<'a, AwsResult<Deleted>>;
 /// A kind's part of a deletion pass: everything of its kind in `Observed`.
 pub type DeleteFn = for<'a> fn(&'a AwsClients, &'a OwnershipTags, &'a Observed) -> DeleteResult<'a>;
 
+/// The deletion of a kind whose deletes AWS does at once: nothing of it is
+/// left once they are made.
+pub fn at_once<'a>(
+    deletes: impl std::future::Future<Output = AwsResult<()>> + Send + 'a,
+) -> DeleteResult<'a> {
+    Box::pin(async move { deletes.await.map(|()| Deleted::All) })
+}
+
 /// How a row of `graph::STEPS` runs its step.
 #[derive(Clone, Copy)]
 pub enum Run {

@@ -259,11 +259,7 @@ pub fn deletion<'a>(
     _: &'a crate::aws::OwnershipTags,
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
-    Box::pin(async move {
-        delete(c, &o.route_tables)
-            .await
-            .map(|()| super::Deleted::All)
-    })
+    super::at_once(delete(c, &o.route_tables))
 }
 
 #[cfg(test)]

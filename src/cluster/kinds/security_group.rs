@@ -121,11 +121,7 @@ pub fn deletion<'a>(
     _: &'a crate::aws::OwnershipTags,
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
-    Box::pin(async move {
-        delete(c, &o.security_groups)
-            .await
-            .map(|()| super::Deleted::All)
-    })
+    super::at_once(delete(c, &o.security_groups))
 }
 
 #[cfg(test)]

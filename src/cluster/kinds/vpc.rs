@@ -168,7 +168,7 @@ pub fn deletion<'a>(
     _: &'a crate::aws::OwnershipTags,
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
-    Box::pin(async move { delete(c, &o.vpcs).await.map(|()| super::Deleted::All) })
+    super::at_once(delete(c, &o.vpcs))
 }
 
 #[cfg(test)]
