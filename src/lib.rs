@@ -304,14 +304,7 @@ impl Error {
             Error::Kube(_) | Error::Yaml(_) | Error::WatchStopped { .. } => {
                 (Reason::KubernetesApi, Transient)
             }
-            Error::Account(e) => (
-                e.reason(),
-                if e.is_transient() {
-                    Transient
-                } else {
-                    NeedsUser
-                },
-            ),
+            Error::Account(e) => (e.reason(), e.class()),
             Error::Aws(e) => aws_class(e),
             Error::InvalidSpec(_) | Error::TooFewZones { .. } => (Reason::InvalidSpec, NeedsUser),
             Error::ExistingNetwork(_) => (Reason::ExistingNetworkNotFound, NeedsUser),

@@ -79,35 +79,38 @@ impl Outcome {
         let why = why.as_str();
         let aws = matches!(e, Error::Aws(_));
         let ours = !aws && !matches!(e, Error::InsufficientCapacity { .. });
+        let message = match (intent, class, aws) {
+            (Intent::Delete, Class::NeedsUser, _) => format!("cannot delete: {e}"),
+            (Intent::Converge, Class::CatchingUp, true) => {
+                format!("waiting for AWS to catch up with what was just made: {e}")
+            }
+            (Intent::Converge, Class::Transient | Class::Throttled, true) => {
+                format!("retrying after a transient AWS error: {e}")
+            }
+            _ => e.to_string(),
+        };
         Some(match (intent, class) {
-            (Intent::Converge, Class::NeedsUser) => Outcome::NeedsUser {
-                reason: why,
-                message: e.to_string(),
-            },
-            (Intent::Delete, Class::NeedsUser) => Outcome::NeedsUser {
-                reason: why,
-                message: format!("cannot delete: {e}"),
-            },
-            (Intent::Converge, Class::CatchingUp) => Outcome::Progressing {
-                reason: why,
-                message: match aws {
-                    true => format!("waiting for AWS to catch up with what was just made: {e}"),
-                    false => e.to_string(),
-                },
-            },
+            (_, Class::NeedsUser) | (Intent::Converge, Class::CatchingUp) => {
+                Outcome::of_class(class, why, message)
+            }
             _ if ours => return None,
-            (Intent::Converge, _) => Outcome::Transient {
-                reason: why,
-                message: match aws {
-                    true => format!("retrying after a transient AWS error: {e}"),
-                    false => e.to_string(),
-                },
-            },
+            (Intent::Converge, _) => Outcome::of_class(class, why, message),
             (Intent::Delete, _) => Outcome::Transient {
                 reason: reason::DELETING,
                 message: format!("deleting, retrying: {e}"),
             },
         })
+    }
+
+    /// A failure of `class` as the object's state, for either controller:
+    /// Stalled when the user must act, progress while AWS catches up,
+    /// otherwise retried with backoff.
+    pub fn of_class(class: Class, reason: &'static str, message: String) -> Outcome {
+        match class {
+            Class::NeedsUser => Outcome::NeedsUser { reason, message },
+            Class::CatchingUp => Outcome::Progressing { reason, message },
+            Class::Transient | Class::Throttled => Outcome::Transient { reason, message },
+        }
     }
 
     /// Its Event is a warning.
@@ -157,6 +160,14 @@ impl Outcome {
             }
         }
     }
+}
+
+/// When to look again after a reconcile failed with no status written (the
+/// Kubernetes API, an account not usable for now; `Outcome::of_error` left
+/// it to the controller): the next backoff, as for a failed outcome. Both
+/// controllers' error policies.
+pub fn after_failure(ctx: &Context, controller: &'static str, key: &str, e: &Error) -> Duration {
+    ctx.retry_later(controller, key, e.classify().0.as_str())
 }
 
 #[cfg(test)]
@@ -235,6 +246,31 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_class_is_one_outcome_and_one_next_look_for_either_controller() {
+        // (class, outcome, Stalled, retried with backoff)
+        let rows = [
+            (Class::NeedsUser, "NeedsUser", true, true),
+            (Class::Transient, "Transient", false, true),
+            (Class::Throttled, "Transient", false, true),
+            (Class::CatchingUp, "Progressing", false, false),
+        ];
+        for (class, want, stalled, backoff) in rows {
+            let o = Outcome::of_class(class, "R", "m".into());
+            let kind = match o {
+                Outcome::NeedsUser { .. } => "NeedsUser",
+                Outcome::Transient { .. } => "Transient",
+                Outcome::Progressing { .. } => "Progressing",
+                _ => "other",
+            };
+            assert_eq!(kind, want, "{class:?}");
+            assert_eq!(o.is_warning(), stalled, "{class:?}");
+            assert_eq!(o.conditions()[2].status, stalled, "{class:?}");
+            let backed_off = matches!(o, Outcome::NeedsUser { .. } | Outcome::Transient { .. });
+            assert_eq!(backed_off, backoff, "{class:?}");
         }
     }
 

@@ -25,6 +25,7 @@ use crate::aws::{sts, AwsError, ErrorClass};
 use crate::installation::Installation;
 use crate::metrics::Metrics;
 use crate::secret_use::{self, SecretUse, Unread};
+use crate::Class;
 use crate::Reason;
 
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -137,13 +138,16 @@ impl AccountError {
     }
 
     /// Transient errors are retried quietly; the others need the user.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+    /// What should happen next: it passes by itself (AWS or the
+    /// Kubernetes API unavailable, an external ID not published yet), or
+    /// the user must act.
+    pub fn class(&self) -> Class {
+        match self {
             AccountError::Unavailable(_)
-                | AccountError::Kube { .. }
-                | AccountError::ExternalIdNotPublished
-        )
+            | AccountError::Kube { .. }
+            | AccountError::ExternalIdNotPublished => Class::Transient,
+            _ => Class::NeedsUser,
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::context::{apply_status, run_controller, Context};
 use crate::installation::Installation;
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
-use crate::outcome::Outcome;
+use crate::outcome::{self, Outcome};
 use crate::Error;
 use credentials::{
     resolve, resolve_with_principal, AccountError, Ambient, ResolvedAccount, REFRESH_BEFORE_EXPIRY,
@@ -527,15 +527,15 @@ async fn verify(actx: &AccountContext, account: &CloudAccount, deleting: bool) -
         Err(e) => {
             let (reason, message) = (e.reason().as_str(), e.to_string());
             tracing::info!(namespace = ?account.namespace(), name = %account.name_any(), reason, error = %message, "cloudaccount not verified");
-            if e.is_transient() {
-                status.phase = Some(previous.phase.unwrap_or(AccountPhase::Pending));
-                (Outcome::Transient { reason, message }, Duration::ZERO)
-            } else {
+            let outcome = Outcome::of_class(e.class(), reason, message);
+            if outcome.is_warning() {
                 status.account_id = None;
                 status.arn = None;
                 status.phase = Some(AccountPhase::Failed);
-                (Outcome::NeedsUser { reason, message }, Duration::ZERO)
+            } else {
+                status.phase = Some(previous.phase.unwrap_or(AccountPhase::Pending));
             }
+            (outcome, Duration::ZERO)
         }
     };
     status.conditions = conditions::merge(
@@ -586,9 +586,7 @@ fn published_external_id(accounts: &Accounts, account: &CloudAccount) -> Option<
 
 fn error_policy(account: Arc<CloudAccount>, error: &Error, actx: Arc<AccountContext>) -> Action {
     let uid = account.uid().unwrap_or_default();
-    let backoff = actx
-        .ctx
-        .retry_later(CONTROLLER, &uid, error.classify().0.as_str());
+    let backoff = outcome::after_failure(&actx.ctx, CONTROLLER, &uid, error);
     tracing::warn!(name = %account.name_any(), error = %error, "cloudaccount reconcile failed");
     Action::requeue(backoff)
 }

@@ -1,96 +1,28 @@
 //! What a converge pass learned from its steps' board, in the terms status
-//! shows: IDs, what is ready, what AWS is still creating, and what the pass
-//! did that the user should hear of.
+//! shows: each row's `learn` (IDs, what AWS is still making, what the pass
+//! did that the user should hear of), and whether the network is ready.
 
-use super::kinds::{images, subnets, Board};
+use std::collections::BTreeMap;
+
+use super::graph::{Step, STEPS};
+use super::kinds::{Board, Ran};
 use super::status::Progress;
-use crate::api::conditions::reason;
-use crate::aws::nat_gateway::NatState;
 
-/// What the pass learned of the endpoints and peering; whether they are
-/// in place (every endpoint available, every connection active and routed).
-fn learn_reach(b: &Board, progress: &mut Progress) -> bool {
-    let endpoints = b.endpoints.get();
-    if let Some(e) = endpoints {
-        progress.network.endpoint_ids = e.ids.clone();
-        if !e.available {
-            progress
-                .waiting
-                .push("VPC endpoints to become available".into());
-            progress.aws_creating = true;
-        }
+/// What the pass learned, whatever failed. The network is ready when each
+/// of its steps is in place: not called (nothing to do), or run to the end
+/// with its learning saying so.
+pub fn learn(b: &Board, ran: &BTreeMap<Step, Ran>, progress: &mut Progress) {
+    let mut network_ready = true;
+    for def in STEPS {
+        let in_place = def.learn.is_none_or(|learn| learn(b, progress));
+        let ready = match ran.get(&def.step) {
+            Some(Ran::InPlace) => true,
+            Some(Ran::Done) => in_place,
+            Some(Ran::Failed) | None => false,
+        };
+        network_ready &= ready || !def.network;
     }
-    let peering = b.peering.get();
-    if let Some(done) = peering {
-        progress.network.peering_connection_ids =
-            done.connections.iter().map(|c| c.id.clone()).collect();
-        progress.peering_pending = done.pending.clone();
-        if !done.active() && done.pending.is_empty() {
-            progress
-                .waiting
-                .push("peering connections to become active".into());
-            progress.aws_creating = true;
-        }
-    }
-    endpoints.is_some_and(|e| e.available)
-        && peering.is_some_and(|d| d.active())
-        && b.peering_routes.get().is_some()
-}
-
-/// What the pass learned, whatever failed.
-pub fn learn(b: &Board, recorded: &images::Recorded, progress: &mut Progress) {
-    if let Some(iam) = b.iam.get() {
-        progress.set_iam(iam);
-    }
-    let network = &mut progress.network;
-    if let (Some(id), Some(())) = (b.vpc.get(), b.dns.get()) {
-        network.vpc_id = Some(id.clone());
-    }
-    if let Some(subnets) = b.subnets.get() {
-        network.subnets = subnets::status(subnets);
-    }
-    if let Some(id) = b.igw.get() {
-        network.internet_gateway_id = Some(id.clone());
-    }
-    if let Some(id) = b.sg.get() {
-        network.security_group_id = Some(id.clone());
-    }
-    let mut nats_ready = false;
-    if let Some(nats) = b.nats.get() {
-        network.nat_gateway_ids = nats.values().map(|(id, _)| id.clone()).collect();
-        nats_ready = nats
-            .values()
-            .all(|(_, state)| *state == NatState::Available);
-        if !nats_ready {
-            progress
-                .waiting
-                .push("NAT gateways to become available".into());
-            progress.aws_creating |= nats.values().any(|(_, s)| *s == NatState::Pending);
-        }
-    }
-    if let Some(tables) = b.tables.get() {
-        progress.network.route_table_ids = tables.iter().map(|t| t.id.clone()).collect();
-    }
-    let reach = learn_reach(b, progress);
-    progress.network_ready = reach
-        && nats_ready
-        && b.public_route.get().is_some()
-        && b.private_routes.get() == Some(&true);
-    if let Some(nodes) = b.nodes.get() {
-        *progress.node_groups_mut() = nodes.clone();
-        // Launched and not running yet.
-        progress.aws_creating |= nodes
-            .iter()
-            .any(|g| g.instances.len() > usize::try_from(g.running).unwrap_or(0));
-        let replaced = b.replaced.get().into_iter().flatten();
-        progress
-            .notes
-            .extend(replaced.map(|n| (reason::UNHEALTHY_INSTANCE, n.clone())));
-        // Acted on with the pins it gave, written in the same status.
-        if let Some(value) = &recorded.refresh {
-            progress.image_refresh = Some(value.clone());
-        }
-    }
+    progress.network_ready = network_ready;
 }
 
 #[cfg(test)]
@@ -98,10 +30,10 @@ mod tests {
     use super::*;
     use crate::api::compute_cluster::NodeGroupStatus;
     use crate::api::{InstanceStatus, Market};
+    use crate::aws::nat_gateway::NatState;
     use crate::cluster::kinds::endpoints::EndpointsDone;
     use crate::cluster::kinds::peering::PeeringDone;
-    use crate::cluster::kinds::vpc::in_place_already;
-    use std::collections::BTreeMap;
+    use crate::cluster::kinds::Run;
 
     /// A group of `launched` instances, `running` of them running.
     fn group(launched: usize, running: i32) -> NodeGroupStatus {
@@ -136,17 +68,45 @@ mod tests {
         image_refresh: bool,
     }
 
+    /// Every step came out as `ran`.
+    fn every(ran: Ran) -> BTreeMap<Step, Ran> {
+        STEPS.iter().map(|d| (d.step, ran)).collect()
+    }
+
+    /// Every step ran, but `these`, which came out as `ran`.
+    fn but(these: &[Step], ran: Ran) -> BTreeMap<Step, Ran> {
+        let mut all = every(Ran::Done);
+        all.extend(these.iter().map(|s| (*s, ran)));
+        all
+    }
+
+    /// Every network cell a managed network's pass writes, its NAT
+    /// gateway in `state` and its private routes `private`.
+    fn network(b: &Board, state: NatState, private: bool) {
+        let _ = b.vpc.set("vpc-1".into());
+        let _ = b.dns.set(());
+        let _ = b.subnets.set(vec![]);
+        let _ = b.igw.set("igw-1".into());
+        let _ = b.sg.set("sg-1".into());
+        let _ = b.tables.set(vec![]);
+        let _ = b.nats.set(nats(state));
+        let _ = b.public_route.set(());
+        let _ = b.private_routes.set(private);
+        let _ = b.endpoints.set(EndpointsDone {
+            ids: vec![],
+            available: true,
+        });
+        let _ = b.peering.set(PeeringDone::default());
+        let _ = b.peering_routes.set(());
+    }
+
     #[test]
     fn what_a_pass_learns_from_its_steps() {
-        let learned = |fill: &dyn Fn(&Board), refresh: Option<&str>| {
+        let learned = |fill: &dyn Fn(&Board), ran: &BTreeMap<Step, Ran>| {
             let board = Board::default();
             fill(&board);
-            let recorded = images::Recorded {
-                refresh: refresh.map(str::to_string),
-                ..Default::default()
-            };
             let mut progress = Progress::default();
-            learn(&board, &recorded, &mut progress);
+            learn(&board, ran, &mut progress);
             Learned {
                 vpc: progress.network.vpc_id.is_some(),
                 network_ready: progress.network_ready,
@@ -156,17 +116,6 @@ mod tests {
                 image_refresh: progress.image_refresh.is_some(),
             }
         };
-        let routed = |b: &Board, state: NatState, private: bool| {
-            let _ = b.nats.set(nats(state));
-            let _ = b.public_route.set(());
-            let _ = b.private_routes.set(private);
-            let _ = b.endpoints.set(EndpointsDone {
-                ids: vec![],
-                available: true,
-            });
-            let _ = b.peering.set(PeeringDone::default());
-            let _ = b.peering_routes.set(());
-        };
         let nothing = Learned {
             vpc: false,
             network_ready: false,
@@ -175,65 +124,117 @@ mod tests {
             nodes: false,
             image_refresh: false,
         };
+        let ready = Learned {
+            vpc: true,
+            network_ready: true,
+            ..nothing
+        };
+        // Off the spec's shape: no NAT gateway.
+        let no_nat = [Step::Addresses, Step::NatGateways, Step::PrivateRoutes];
+        // A bring-your-own network: the managed network's steps not called.
+        let owners: Vec<Step> = (STEPS.iter())
+            .filter(|d| matches!(d.run, Run::Managed(_)))
+            .map(|d| d.step)
+            .collect();
         type Fill = Box<dyn Fn(&Board)>;
-        let rows: Vec<(&str, Fill, Option<&str>, Learned)> = vec![
+        let rows: Vec<(&str, Fill, BTreeMap<Step, Ran>, Learned)> = vec![
             (
-                "a pass that learned nothing",
+                "a pass whose every step failed",
                 Box::new(|_| {}),
-                None,
+                every(Ran::Failed),
                 Learned { ..nothing },
             ),
             (
-                "a VPC whose DNS step did not run is not recorded",
+                "a VPC whose DNS step failed is not recorded",
                 Box::new(|b| {
                     let _ = b.vpc.set("vpc-1".into());
                 }),
-                None,
+                but(&[Step::VpcDns], Ran::Failed),
                 Learned { ..nothing },
             ),
             (
-                "a VPC with its DNS settings",
-                Box::new(|b| {
-                    let _ = b.vpc.set("vpc-1".into());
-                    let _ = b.dns.set(());
-                }),
-                None,
+                "every route in place through an available NAT gateway",
+                Box::new(|b| network(b, NatState::Available, true)),
+                every(Ran::Done),
+                Learned { ..ready },
+            ),
+            (
+                "a NAT gateway pending: AWS is creating, the network waits",
+                Box::new(|b| network(b, NatState::Pending, true)),
+                every(Ran::Done),
+                Learned {
+                    vpc: true,
+                    aws_creating: true,
+                    waiting: 1,
+                    ..nothing
+                },
+            ),
+            (
+                "private routes not all in place",
+                Box::new(|b| network(b, NatState::Available, false)),
+                every(Ran::Done),
                 Learned {
                     vpc: true,
                     ..nothing
                 },
             ),
             (
-                "a NAT gateway pending: AWS is creating, the network waits",
-                Box::new(move |b| routed(b, NatState::Pending, true)),
-                None,
+                "a network step that failed: the network is not ready",
+                Box::new(|b| network(b, NatState::Available, true)),
+                but(&[Step::SecurityGroup], Ran::Failed),
                 Learned {
+                    vpc: true,
+                    ..nothing
+                },
+            ),
+            (
+                "no NAT gateway asked for: its steps are in place uncalled",
+                Box::new(|b| {
+                    let _ = (b.vpc.set("vpc-1".into()), b.dns.set(()));
+                    let _ = (b.subnets.set(vec![]), b.igw.set("igw-1".into()));
+                    let _ = (b.sg.set("sg-1".into()), b.tables.set(vec![]));
+                    let _ = (b.public_route.set(()), b.peering_routes.set(()));
+                    let done = EndpointsDone {
+                        ids: vec![],
+                        available: true,
+                    };
+                    let _ = (b.endpoints.set(done), b.peering.set(Default::default()));
+                }),
+                but(&no_nat, Ran::InPlace),
+                Learned { ..ready },
+            ),
+            (
+                "a bring-your-own network: ready with its VPC and subnets",
+                Box::new(|b| {
+                    let _ = (b.vpc.set("vpc-1".into()), b.dns.set(()));
+                    let _ = (b.subnets.set(vec![]), b.sg.set("sg-1".into()));
+                }),
+                but(&owners, Ran::InPlace),
+                Learned { ..ready },
+            ),
+            (
+                "endpoints still pending: AWS is creating, the network waits",
+                Box::new(|b| {
+                    let _ = b.endpoints.set(EndpointsDone {
+                        ids: vec!["vpce-1".into()],
+                        available: false,
+                    });
+                    network(b, NatState::Available, true);
+                }),
+                every(Ran::Done),
+                Learned {
+                    vpc: true,
                     aws_creating: true,
                     waiting: 1,
                     ..nothing
                 },
-            ),
-            (
-                "every route in place through an available NAT gateway",
-                Box::new(move |b| routed(b, NatState::Available, true)),
-                None,
-                Learned {
-                    network_ready: true,
-                    ..nothing
-                },
-            ),
-            (
-                "private routes not all in place",
-                Box::new(move |b| routed(b, NatState::Available, false)),
-                None,
-                Learned { ..nothing },
             ),
             (
                 "instances launched and not running yet",
                 Box::new(|b| {
                     let _ = b.nodes.set(vec![group(2, 1)]);
                 }),
-                None,
+                but(&[Step::Vpc], Ran::Failed),
                 Learned {
                     aws_creating: true,
                     nodes: true,
@@ -241,53 +242,21 @@ mod tests {
                 },
             ),
             (
-                "every instance running; the refresh asked for is acted on",
+                "every instance running; the refresh the nodes acted on",
                 Box::new(|b| {
                     let _ = b.nodes.set(vec![group(2, 2)]);
+                    let _ = b.image_refresh.set(Some("1".into()));
                 }),
-                Some("1"),
+                but(&[Step::Vpc], Ran::Failed),
                 Learned {
                     nodes: true,
                     image_refresh: true,
                     ..nothing
                 },
             ),
-            (
-                "a bring-your-own network: ready with its subnets alone",
-                Box::new(|b| {
-                    let _ = in_place_already(b);
-                }),
-                None,
-                Learned {
-                    network_ready: true,
-                    ..nothing
-                },
-            ),
-            (
-                "endpoints still pending: AWS is creating, the network waits",
-                Box::new(move |b| {
-                    let _ = b.endpoints.set(EndpointsDone {
-                        ids: vec!["vpce-1".into()],
-                        available: false,
-                    });
-                    routed(b, NatState::Available, true);
-                }),
-                None,
-                Learned {
-                    aws_creating: true,
-                    waiting: 1,
-                    ..nothing
-                },
-            ),
-            (
-                "no node step ran: a refresh is not acted on",
-                Box::new(|_| {}),
-                Some("1"),
-                Learned { ..nothing },
-            ),
         ];
-        for (why, fill, refresh, want) in rows {
-            assert_eq!(learned(&*fill, refresh), want, "{why}");
+        for (why, fill, ran, want) in rows {
+            assert_eq!(learned(&*fill, &ran), want, "{why}");
         }
     }
 }

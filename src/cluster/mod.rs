@@ -43,8 +43,9 @@ use crate::aws::created::CreatedIds;
 use crate::aws::AwsClients;
 use crate::context::{run_controller, Context};
 use crate::leadership::Shutdown;
+use crate::outcome;
 use crate::triggers;
-use crate::Error;
+use crate::{Class, Error};
 use catalog::Catalog;
 use catching_up::recent::Recent;
 use catching_up::shared_wait::{self, Waiting};
@@ -217,11 +218,8 @@ async fn delete(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Del
 }
 
 fn error_policy(cc: Arc<ComputeCluster>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
-    let backoff = ctx.operator.retry_later(
-        CONTROLLER,
-        &cc.uid().unwrap_or_default(),
-        error.classify().0.as_str(),
-    );
+    let uid = cc.uid().unwrap_or_default();
+    let backoff = outcome::after_failure(&ctx.operator, CONTROLLER, &uid, error);
     tracing::warn!(namespace = ?cc.namespace(), name = %cc.name_any(), error = %error, "computecluster reconcile failed");
     Action::requeue(backoff)
 }
@@ -302,7 +300,7 @@ pub async fn use_account(
         Err(e) => Err(AccountBlocked {
             reason: reason::ACCOUNT_NOT_READY,
             message: format!("CloudAccount {ns}/{name}: {e}"),
-            stalled: !e.is_transient(),
+            stalled: e.class() == Class::NeedsUser,
         }),
     }
 }

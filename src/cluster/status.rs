@@ -7,7 +7,6 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::kinds::iam::Iam;
 use super::ownership::{self, Recorded};
 use super::AccountBlocked;
 use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost};
@@ -44,14 +43,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn set_iam(&mut self, iam: &Iam) {
-        self.iam = Some(IamStatus {
-            role_name: iam.role_name.clone(),
-            instance_profile_arn: Some(iam.profile_arn.clone()),
-            managed_policy_arns: iam.policies.clone(),
-        });
-    }
-
     /// The node groups' statuses, when the pass got to them.
     pub fn node_groups(&self) -> Option<&[NodeGroupStatus]> {
         self.node_groups.as_deref()

@@ -1,14 +1,15 @@
-//! The shared wait for what AWS is creating. A pass that leaves a NAT
-//! gateway pending or an instance launched and not yet running puts its
-//! cluster in its account and region's group. Every second the group asks
-//! AWS once for the NAT gateways and once for the instances of all its
-//! clusters (a tag filter of their UIDs), and reconciles each cluster that
-//! has nothing pending any more, so the pass that follows a NAT gateway or
-//! an instance becoming ready comes within a second of it, at two reads a
-//! second per account and region whatever the number of clusters. The
-//! progress poll stays as the fallback. When a member has VPC endpoints or
-//! peering connections (its looks), the same tick asks once for those too:
-//! an interface endpoint pending, a connection provisioning.
+//! The shared wait for what AWS is creating. A pass that leaves something
+//! AWS is still making (a NAT gateway pending, an instance launched and not
+//! yet running) puts its cluster in its account and region's group. Every
+//! second the group asks AWS once per kind that says what of it is pending
+//! (the rows of `graph::STEPS` with a `pending`: NAT gateways, instances,
+//! and, when a member has them (its looks), VPC endpoints and peering
+//! connections), for all its clusters at once (a tag filter of their UIDs),
+//! and reconciles each cluster that has nothing pending any more. So the
+//! pass that follows a NAT gateway or an instance becoming ready comes
+//! within a second of it, at two reads a second per account and region
+//! whatever the number of clusters. The progress poll stays as the
+//! fallback.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,13 +18,12 @@ use std::time::Duration;
 use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
+use futures::future::try_join_all;
+
 use crate::api::ComputeCluster;
-use crate::aws::endpoint::{self, EndpointState};
-use crate::aws::instances::{self, InstanceState};
-use crate::aws::nat_gateway::{self, NatState};
-use crate::aws::peering::{self, PeeringState};
 use crate::aws::tags::Scope;
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::graph::STEPS;
 use crate::cluster::groups::{Entry, Groups};
 use crate::cluster::kinds::Looks;
 
@@ -66,7 +66,8 @@ pub fn groups(
     Groups::new(tick, look)
 }
 
-/// The UIDs of `uids` with a NAT gateway pending or an instance pending.
+/// The UIDs of `uids` with something AWS is still making: each kind's
+/// part of the wait (its row's `pending`) asked at once.
 async fn creating(
     c: &AwsClients,
     installation: &str,
@@ -79,45 +80,9 @@ async fn creating(
             installation,
             uids: chunk,
         };
-        let (nats, launched, endpoints, peerings) = tokio::try_join!(
-            nat_gateway::describe(c, scope),
-            instances::describe(c, scope),
-            async {
-                match looks.endpoints {
-                    true => endpoint::describe(c, scope).await,
-                    false => Ok(vec![]),
-                }
-            },
-            async {
-                match looks.peering {
-                    true => peering::describe(c, scope).await,
-                    false => Ok(vec![]),
-                }
-            },
-        )?;
-        busy.extend(
-            endpoints
-                .into_iter()
-                .filter(|(_, e)| e.state == EndpointState::Pending)
-                .map(|(uid, _)| uid),
-        );
-        busy.extend(
-            peerings
-                .into_iter()
-                .filter(|(_, p)| p.state == PeeringState::Pending)
-                .map(|(uid, _)| uid),
-        );
-        busy.extend(
-            nats.into_iter()
-                .filter(|(_, n)| n.state == NatState::Pending)
-                .map(|(uid, _)| uid),
-        );
-        busy.extend(
-            launched
-                .into_iter()
-                .filter(|(_, i)| i.state == InstanceState::Pending)
-                .map(|(uid, _)| uid),
-        );
+        let kinds = STEPS.iter().filter_map(|def| def.pending);
+        let found = try_join_all(kinds.map(|pending| pending(c, scope, looks))).await?;
+        busy.extend(found.into_iter().flatten());
     }
     Ok(busy)
 }

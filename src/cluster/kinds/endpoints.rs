@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use futures::future::try_join_all;
 
+use super::{busy, iam::iam_name, security_group, Deleted, Looks, Observed, Pass, PendingResult};
 use super::{got, put, Board, Managed, StepInput, StepResult};
-use super::{iam::iam_name, security_group, Deleted, Pass};
+use crate::api::compute_cluster::NetworkStatus;
 use crate::api::EndpointPolicy;
 use crate::aws::endpoint::{self, is_gateway, Attachments, EndpointState, ObservedEndpoint};
 use crate::aws::security_group::{GroupPart, Permission, Source};
@@ -16,6 +17,7 @@ use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catching_up::look_briefly;
+use crate::cluster::status::Progress;
 use crate::Error;
 use serde_json::{json, Value};
 
@@ -284,7 +286,7 @@ pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResul
             security_group_id: got(&b.endpoint_group, "the endpoints' group")?.clone(),
         };
         let (services, policy) = (&m.endpoints, m.endpoint_policy);
-        let done = ensure(i.pass, vpc_id, services, policy, &at, &i.known_endpoints);
+        let done = ensure(i.pass, vpc_id, services, policy, &at, &i.known.endpoint_ids);
         put(&b.endpoints, done.await?)
     })
 }
@@ -296,6 +298,38 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     Box::pin(async move { delete(c, owner, &o.endpoints).await })
+}
+
+/// AWS is still making the endpoint: what the shared wait goes by (the
+/// pass's own look says whether every one it keeps is available).
+pub fn making(state: EndpointState) -> bool {
+    state == EndpointState::Pending
+}
+
+/// Rows `EndpointGroup` and `Endpoints` off their shape: endpoints an
+/// older spec made, or that status still names.
+pub fn leftover(o: &Observed, known: &NetworkStatus) -> bool {
+    o.endpoints.iter().any(|e| e.state != EndpointState::Gone) || !known.endpoint_ids.is_empty()
+}
+
+/// Row `Endpoints`'s learning: their IDs, and whether every one is
+/// available.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let Some(e) = b.endpoints.get() else {
+        return false;
+    };
+    p.network.endpoint_ids = e.ids.clone();
+    if !e.available {
+        p.waiting.push("VPC endpoints to become available".into());
+        p.aws_creating = true;
+    }
+    e.available
+}
+
+/// Row `Endpoints`'s part of the shared wait, for clusters that have any.
+pub fn pending<'a>(c: &'a AwsClients, scope: Scope<'a>, looks: Looks) -> PendingResult<'a> {
+    let endpoints = endpoint::describe(c, scope);
+    busy(looks.endpoints, endpoints, |e| making(e.state))
 }
 
 #[cfg(test)]

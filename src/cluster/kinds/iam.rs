@@ -6,9 +6,11 @@ use futures::future::try_join_all;
 
 use super::Pass;
 use super::{put, Board, StepInput, StepResult};
+use crate::api::compute_cluster::IamStatus;
 use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
 use crate::aws::tags::Owner;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
+use crate::cluster::status::Progress;
 use crate::{Brought, Error};
 
 /// The nodes' identity after a pass: the instance profile they launch with.
@@ -179,6 +181,19 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     super::at_once(delete(c, &o.iam))
+}
+
+/// Row `Iam`'s learning: the role and instance profile.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let Some(iam) = b.iam.get() else {
+        return false;
+    };
+    p.iam = Some(IamStatus {
+        role_name: iam.role_name.clone(),
+        instance_profile_arn: Some(iam.profile_arn.clone()),
+        managed_policy_arns: iam.policies.clone(),
+    });
+    true
 }
 
 #[cfg(test)]

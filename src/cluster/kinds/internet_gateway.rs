@@ -8,6 +8,7 @@ use super::Pass;
 use super::{got, put, Board, Managed, StepInput, StepResult};
 use crate::aws::internet_gateway::{self, ObservedInternetGateway};
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::status::Progress;
 use crate::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +64,13 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     super::at_once(delete(c, &o.internet_gateways))
+}
+
+/// Row `InternetGateway`'s learning: its ID.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let id = b.igw.get();
+    id.map(|id| p.network.internet_gateway_id = Some(id.clone()))
+        .is_some()
 }
 
 #[cfg(test)]

@@ -32,8 +32,9 @@ use crate::aws::{
 
 use super::catalog::Catalog;
 use super::spec::{NetworkPlan, PeeringPlan, ValidatedSpec, Zones};
+use super::status::Progress;
 use super::user_data::UserData;
-use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::compute_cluster::{NetworkStatus, NodeGroupStatus};
 use crate::api::{EndpointPolicy, NatGateways};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::subnet::ObservedSubnet;
@@ -453,6 +454,8 @@ pub struct Board {
     pub nodes: OnceLock<Vec<NodeGroupStatus>>,
     /// Unhealthy instances replaced, one line each.
     pub replaced: OnceLock<Vec<String>>,
+    /// The refresh of the default images the node groups acted on.
+    pub image_refresh: OnceLock<Option<String>>,
 }
 
 /// A cell a step reads: written by a step it needs (else the graph is wrong).
@@ -472,10 +475,8 @@ pub struct StepInput<'a> {
     pub pass: Pass<'a>,
     pub catalog: &'a Catalog,
     pub layout: &'a Layout,
-    /// The VPC, NAT gateways and endpoints status knew before this pass.
-    pub known_vpc: Option<String>,
-    pub known_nats: Vec<String>,
-    pub known_endpoints: Vec<String>,
+    /// The network as status knew it before this pass.
+    pub known: NetworkStatus,
 }
 
 /// What a step's result is: the board cells it wrote, or why not.
@@ -501,16 +502,67 @@ pub enum Run {
     /// On any network.
     Any(for<'a> fn(&'a StepInput<'a>, &'a Board) -> StepResult<'a>),
     /// On a managed network; a bring-your-own network has what it makes
-    /// already, or does not need it ([`vpc::existing_step`] says so).
+    /// already, or does not need it (`vpc::step` checks that network).
     Managed(for<'a> fn(&'a Managed, &'a StepInput<'a>, &'a Board) -> StepResult<'a>),
 }
 
 impl Run {
-    pub fn start<'a>(self, input: &'a StepInput<'a>, board: &'a Board) -> StepResult<'a> {
+    /// The step, unless the network is one it has nothing to do in.
+    pub fn start<'a>(self, input: &'a StepInput<'a>, board: &'a Board) -> Option<StepResult<'a>> {
         match (self, input.layout) {
-            (Run::Any(run), _) => run(input, board),
-            (Run::Managed(run), Layout::Managed(m)) => run(m, input, board),
-            (Run::Managed(_), Layout::Existing { .. }) => Box::pin(async { Ok(()) }),
+            (Run::Any(run), _) => Some(run(input, board)),
+            (Run::Managed(run), Layout::Managed(m)) => Some(run(m, input, board)),
+            (Run::Managed(_), Layout::Existing { .. }) => None,
         }
     }
 }
+
+/// How a step of a pass came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// It ran to the end.
+    Done,
+    /// It had nothing to do, so was not called: off the spec's shape with
+    /// nothing of an older spec's to remove, or the part of a
+    /// bring-your-own network that is the owner's.
+    InPlace,
+    /// It failed, or a step it needs did.
+    Failed,
+}
+
+/// A row's learning: what its step wrote on the board, into the pass's
+/// progress (IDs, what it waits for, whether AWS is still making it);
+/// whether what the step makes is in place. Called whatever the pass came
+/// to: a failed step may have learned something.
+pub type LearnFn = fn(&Board, &mut Progress) -> bool;
+
+/// A row's part of the shared wait: the clusters of `scope` that have
+/// something of the kind AWS is still making (looking only where `looks`
+/// says).
+pub type PendingFn = for<'a> fn(&'a AwsClients, Scope<'a>, Looks) -> PendingResult<'a>;
+
+/// The owners of the clusters a row's part of the shared wait found busy.
+pub type PendingResult<'a> = BoxFuture<'a, AwsResult<Vec<String>>>;
+
+/// A row's part of the shared wait: when `looked` (the members have the
+/// kind), the owners (cluster UIDs) of the items `describe` finds that AWS
+/// is still `making`.
+pub fn busy<'a, T: 'a>(
+    looked: bool,
+    describe: impl std::future::Future<Output = AwsResult<Vec<Owned<T>>>> + Send + 'a,
+    making: fn(&T) -> bool,
+) -> PendingResult<'a> {
+    Box::pin(async move {
+        if !looked {
+            return Ok(vec![]);
+        }
+        let items = describe.await?;
+        let busy = items.into_iter().filter(|(_, item)| making(item));
+        Ok(busy.map(|(uid, _)| uid).collect())
+    })
+}
+
+/// Whether a step off the spec's shape has something of an older spec's
+/// to remove (an Elastic IP after NAT was turned off), in what the pass
+/// observed or what status knew: it runs only then.
+pub type LeftoverFn = fn(&Observed, &NetworkStatus) -> bool;

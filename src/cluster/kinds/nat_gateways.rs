@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
 
+use super::{busy, Deleted, Looks, Observed, Pass, PendingResult};
 use super::{got, put, Board, Managed, StepInput, StepResult};
-use super::{Deleted, Pass};
+use crate::api::compute_cluster::NetworkStatus;
 use crate::api::NatGateways;
 use crate::aws::nat_gateway::{self, NatState, ObservedAddress, ObservedNatGateway};
 use crate::aws::subnet::ObservedSubnet;
@@ -16,6 +17,7 @@ use crate::aws::tags::{items, Scope};
 use crate::aws::token::client_token;
 use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catching_up::look_briefly;
+use crate::cluster::status::Progress;
 use crate::Error;
 
 /// Zones that get a NAT gateway.
@@ -256,7 +258,13 @@ pub fn step<'a>(m: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResul
         let subnets = got(&b.subnets, "the subnets")?;
         let public: Vec<&ObservedSubnet> = subnets.iter().filter(|s| s.public).collect();
         let addresses = got(&b.addresses, "the Elastic IPs")?;
-        let nats = ensure_gateways(i.pass, &m.nat_zones, &public, addresses, &i.known_nats);
+        let nats = ensure_gateways(
+            i.pass,
+            &m.nat_zones,
+            &public,
+            addresses,
+            &i.known.nat_gateway_ids,
+        );
         put(&b.nats, nats.await?)
     })
 }
@@ -268,6 +276,40 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     Box::pin(async move { delete(c, owner, &o.nat_gateways, &o.addresses).await })
+}
+
+/// AWS is still making the gateway: what the pass and the shared wait
+/// both go by.
+pub fn making(state: NatState) -> bool {
+    state == NatState::Pending
+}
+
+/// Rows `Addresses` and `NatGateways` off their shape: gateways or
+/// addresses an older spec made, or gateways status still names.
+pub fn leftover(o: &Observed, known: &NetworkStatus) -> bool {
+    !o.addresses.is_empty()
+        || o.nat_gateways.iter().any(|n| n.state != NatState::Gone)
+        || !known.nat_gateway_ids.is_empty()
+}
+
+/// Row `NatGateways`'s learning: the gateways, and whether every one is
+/// available.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let Some(nats) = b.nats.get() else {
+        return false;
+    };
+    p.network.nat_gateway_ids = nats.values().map(|(id, _)| id.clone()).collect();
+    let ready = nats.values().all(|(_, s)| *s == NatState::Available);
+    if !ready {
+        p.waiting.push("NAT gateways to become available".into());
+        p.aws_creating |= nats.values().any(|(_, s)| making(*s));
+    }
+    ready
+}
+
+/// Row `NatGateways`'s part of the shared wait.
+pub fn pending<'a>(c: &'a AwsClients, scope: Scope<'a>, _: Looks) -> PendingResult<'a> {
+    busy(true, nat_gateway::describe(c, scope), |n| making(n.state))
 }
 
 #[cfg(test)]

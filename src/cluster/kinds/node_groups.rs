@@ -10,9 +10,10 @@ use futures::future::try_join_all;
 use super::iam::Iam;
 use super::images;
 use super::offerings::{self, Offering};
+use super::{busy, Deleted, Looks, Pass, PendingResult};
 use super::{got, put, Board, Layout, StepInput, StepResult};
-use super::{Deleted, Pass};
 use crate::api::compute_cluster::NodeGroupStatus;
+use crate::api::conditions::reason;
 use crate::api::{HttpTokens, InstanceStatus, Market};
 use crate::api::{NodeGroupSpec, SubnetKind};
 use crate::aws::instances::{
@@ -26,6 +27,7 @@ use crate::aws::{AwsClients, AwsError, AwsResult, OwnershipTags};
 use crate::cluster::catalog::Catalog;
 use crate::cluster::catching_up::look_briefly;
 use crate::cluster::spec::NodeGroup;
+use crate::cluster::status::Progress;
 use crate::{Brought, Error, MissingNetwork};
 
 /// What to do with one node group.
@@ -894,6 +896,7 @@ pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
         let done = ensure(i.pass, i.catalog, &network).await?;
         put(&b.nodes, done.statuses)?;
         put(&b.replaced, done.replaced)?;
+        put(&b.image_refresh, i.pass.recorded.refresh.clone())?;
         if done.shortfalls.is_empty() {
             Ok(())
         } else {
@@ -911,6 +914,37 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     Box::pin(async move { delete(c, owner, &o.instances).await })
+}
+
+/// AWS is still starting the instance: what the shared wait goes by (the
+/// pass counts instances launched and not running).
+pub fn making(state: InstanceState) -> bool {
+    state == InstanceState::Pending
+}
+
+/// Row `NodeGroups`'s learning: the groups' statuses, whether AWS is still
+/// starting some, the instances replaced, and the image refresh acted on.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let Some(nodes) = b.nodes.get() else {
+        return false;
+    };
+    *p.node_groups_mut() = nodes.clone();
+    let starting =
+        (nodes.iter()).any(|g| g.instances.len() > usize::try_from(g.running).unwrap_or(0));
+    p.aws_creating |= starting;
+    let replaced = b.replaced.get().into_iter().flatten();
+    p.notes
+        .extend(replaced.map(|n| (reason::UNHEALTHY_INSTANCE, n.clone())));
+    // Acted on with the pins it gave, written in the same status.
+    if let Some(Some(value)) = b.image_refresh.get() {
+        p.image_refresh = Some(value.clone());
+    }
+    !starting
+}
+
+/// Row `NodeGroups`'s part of the shared wait.
+pub fn pending<'a>(c: &'a AwsClients, scope: Scope<'a>, _: Looks) -> PendingResult<'a> {
+    busy(true, instances::describe(c, scope), |i| making(i.state))
 }
 
 #[cfg(test)]

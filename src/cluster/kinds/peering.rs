@@ -18,14 +18,16 @@ use std::collections::BTreeSet;
 use futures::future::try_join_all;
 use ipnet::Ipv4Net;
 
+use super::{busy, Deleted, Looks, Observed, Pass, PendingResult};
 use super::{got, put, Board, Managed, StepInput, StepResult};
-use super::{Deleted, Pass};
+use crate::api::compute_cluster::NetworkStatus;
 use crate::aws::peering::{self, ObservedPeering, PeeringState};
 use crate::aws::route_table::{self, PeerTable, PeeringRoute, PEER_ROUTES};
 use crate::aws::tags::{items, Scope};
 use crate::aws::{AwsClients, AwsResult};
 use crate::cluster::catching_up::look_briefly;
 use crate::cluster::spec::{overlaps, PeeringPlan, SpecError, ValidatedSpec};
+use crate::cluster::status::Progress;
 use crate::{Brought, Error, MissingNetwork};
 
 /// The connections to keep, one per peer asked for, and those to delete.
@@ -625,6 +627,47 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     Box::pin(async move { delete(c, &o.peerings, &o.peering_routes).await })
+}
+
+/// AWS is still making the connection: what the shared wait goes by. A
+/// connection pending acceptance is not AWS's to finish: the shared wait
+/// hands its cluster back at its next tick, so that the pass accepts it
+/// when that is the operator's to do, or says whose it is.
+pub fn making(state: PeeringState) -> bool {
+    state == PeeringState::Pending
+}
+
+/// Rows `Peering` and `PeeringRoutes` off their shape: connections or
+/// routes an older spec made, or connections status still names.
+pub fn leftover(o: &Observed, known: &NetworkStatus) -> bool {
+    let own = o.route_table_ids();
+    o.peerings.iter().any(|p| p.state != PeeringState::Gone)
+        || (o.peering_routes.iter()).any(|r| made_by_operator(r, &own, &o.peerings))
+        || !known.peering_connection_ids.is_empty()
+}
+
+/// Row `Peering`'s learning: the connections, what waits on their peers'
+/// owners, and whether every one is active.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let Some(done) = b.peering.get() else {
+        return false;
+    };
+    p.network.peering_connection_ids = done.connections.iter().map(|c| c.id.clone()).collect();
+    p.peering_pending = done.pending.clone();
+    // Not active and no person's acceptance awaited: AWS's to finish, or
+    // the operator's to accept on the shared wait's next tick.
+    if !done.active() && done.pending.is_empty() {
+        p.waiting
+            .push("peering connections to become active".into());
+        p.aws_creating = true;
+    }
+    done.active()
+}
+
+/// Row `Peering`'s part of the shared wait, for clusters that have any.
+pub fn pending<'a>(c: &'a AwsClients, scope: Scope<'a>, looks: Looks) -> PendingResult<'a> {
+    let peerings = peering::describe(c, scope);
+    busy(looks.peering, peerings, |p| making(p.state))
 }
 
 #[cfg(test)]

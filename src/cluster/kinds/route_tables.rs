@@ -15,6 +15,7 @@ use crate::aws::nat_gateway::NatState;
 use crate::aws::route_table::{self, ObservedRouteTable};
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::status::Progress;
 use crate::Error;
 
 use super::nat_gateways::nat_zones;
@@ -260,6 +261,20 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     super::at_once(delete(c, &o.route_tables))
+}
+
+/// Row `RouteTables`'s learning: their IDs.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let tables = b.tables.get();
+    tables
+        .map(|t| p.network.route_table_ids = t.iter().map(|t| t.id.clone()).collect())
+        .is_some()
+}
+
+/// Row `PrivateRoutes`'s learning: every route through a NAT gateway is in
+/// place (none waits for its gateway).
+pub fn learn_private_routes(b: &Board, _: &mut Progress) -> bool {
+    b.private_routes.get() == Some(&true)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::{iam::iam_name, Pass};
 use crate::api::{IngressRule, Protocol};
 use crate::aws::security_group::{self, GroupPart, ObservedSecurityGroup, Permission, Source};
 use crate::aws::{AwsClients, AwsResult};
+use crate::cluster::status::Progress;
 use crate::Error;
 
 /// The ingress the nodes' group should have: the spec's rules and all
@@ -122,6 +123,13 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     super::at_once(delete(c, &o.security_groups))
+}
+
+/// Row `SecurityGroup`'s learning: its ID.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    let id = b.sg.get();
+    id.map(|id| p.network.security_group_id = Some(id.clone()))
+        .is_some()
 }
 
 #[cfg(test)]

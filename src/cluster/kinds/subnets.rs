@@ -11,6 +11,7 @@ use crate::api::compute_cluster::SubnetStatus;
 use crate::aws::subnet::{self, ObservedSubnet};
 use crate::aws::{AwsClients, AwsResult};
 use crate::cluster::spec::SpecError;
+use crate::cluster::status::Progress;
 use crate::Error;
 
 /// Extra prefix bits of each subnet: 16 slots, public in 0..8, private in 8..16.
@@ -176,6 +177,14 @@ pub fn deletion<'a>(
     o: &'a super::Observed,
 ) -> super::DeleteResult<'a> {
     super::at_once(delete(c, &o.subnets))
+}
+
+/// Row `Subnets`'s learning: the subnets, as status shows them.
+pub fn learn(b: &Board, p: &mut Progress) -> bool {
+    b.subnets
+        .get()
+        .map(|s| p.network.subnets = status(s))
+        .is_some()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::{got, put, Board, Layout, Managed, StepInput, StepResult};
 use crate::aws::subnet::ObservedSubnet;
 use crate::aws::vpc::{self, ExistingVpc, ObservedVpc};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
+use crate::cluster::status::Progress;
 use crate::{Brought, Error, MissingNetwork};
 
 /// What to do about the cluster's VPC.
@@ -119,15 +120,16 @@ pub async fn delete(c: &AwsClients, observed: &[ObservedVpc]) -> AwsResult<()> {
 }
 
 /// Step `Vpc`: the managed network's VPC; or a bring-your-own network
-/// checked (never changed), its subnets what the nodes launch into and
-/// every other network step in place already.
+/// checked (never changed), its subnets what the nodes launch into.
 pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
     Box::pin(async move {
         match i.layout {
             Layout::Managed(m) => put(&b.vpc, ensure(i.pass, &m.cidr.to_string()).await?),
             Layout::Existing { vpc_id, subnet_ids } => {
                 put(&b.subnets, existing(i.pass, vpc_id, subnet_ids).await?)?;
-                in_place_already(b)?;
+                // Its DNS is the owner's, as every other network step's
+                // part (`Run::Managed`).
+                put(&b.dns, ())?;
                 put(&b.vpc, vpc_id.clone())
             }
         }
@@ -137,29 +139,21 @@ pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
 /// Step `VpcDns`: the VPC's DNS attributes.
 pub fn dns_step<'a>(_: &'a Managed, i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
     Box::pin(async move {
-        ensure_dns(i.pass, got(&b.vpc, "the VPC")?, i.known_vpc.as_deref()).await?;
+        ensure_dns(i.pass, got(&b.vpc, "the VPC")?, i.known.vpc_id.as_deref()).await?;
         put(&b.dns, ())
     })
 }
 
-/// What a bring-your-own network has already, or does not need: every
-/// network step after its subnets, in place.
-pub fn in_place_already(b: &Board) -> Result<(), Error> {
-    put(&b.dns, ())?;
-    put(&b.nats, std::collections::BTreeMap::new())?;
-    put(&b.tables, vec![])?;
-    put(&b.public_route, ())?;
-    put(&b.private_routes, true)?;
-    // No endpoint or peering connection asked for: none to wait for.
-    put(
-        &b.endpoints,
-        super::endpoints::EndpointsDone {
-            ids: vec![],
-            available: true,
-        },
-    )?;
-    put(&b.peering, super::peering::PeeringDone::default())?;
-    put(&b.peering_routes, ())
+/// Row `VpcDns`'s learning: the VPC's ID goes into status once its DNS
+/// is set (a VPC status knows is not checked again).
+pub fn learn_dns(b: &Board, p: &mut Progress) -> bool {
+    match (b.vpc.get(), b.dns.get()) {
+        (Some(id), Some(())) => {
+            p.network.vpc_id = Some(id.clone());
+            true
+        }
+        _ => false,
+    }
 }
 
 /// This kind's part of a deletion pass (its row's `delete`).
