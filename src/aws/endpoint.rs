@@ -82,20 +82,14 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
         .region()
         .map(|r| r.to_string())
         .unwrap_or_default();
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_vpc_endpoints()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for e in page.op(OP)?.vpc_endpoints() {
-            let Some(uid) = scope.owner_of(e.tags()) else {
-                continue;
-            };
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_vpc_endpoints().filters(scope.filter()),
+        vpc_endpoints,
+        |e| {
             let name = required(e.service_name(), OP, "ServiceName")?;
-            let endpoint = ObservedEndpoint {
+            ObservedEndpoint {
                 id: required(e.vpc_endpoint_id(), OP, "VpcEndpointId")?,
                 service: service_of(&region, &name).unwrap_or(&name).to_string(),
                 gateway: e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway),
@@ -110,10 +104,9 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                 policy: e
                     .policy_document()
                     .and_then(|d| serde_json::from_str(d).ok()),
-            };
-            out.push((uid, endpoint));
+            }
         }
-    }
+    );
     Ok(out)
 }
 

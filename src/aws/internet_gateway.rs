@@ -18,29 +18,22 @@ pub async fn describe(
     scope: Scope<'_>,
 ) -> AwsResult<Vec<Owned<ObservedInternetGateway>>> {
     const OP: &str = "ec2:DescribeInternetGateways";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_internet_gateways()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for g in page.op(OP)?.internet_gateways() {
-            let Some(uid) = scope.owner_of(g.tags()) else {
-                continue;
-            };
-            let gateway = ObservedInternetGateway {
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_internet_gateways().filters(scope.filter()),
+        internet_gateways,
+        |g| {
+            ObservedInternetGateway {
                 id: required(g.internet_gateway_id(), OP, "InternetGatewayId")?,
                 attached_to: g
                     .attachments()
                     .iter()
                     .filter_map(|a| a.vpc_id().map(str::to_string))
                     .collect(),
-            };
-            out.push((uid, gateway));
+            }
         }
-    }
+    );
     Ok(out)
 }
 

@@ -4,6 +4,34 @@
 //! and deletes only what carries them. It depends on nothing else in the
 //! crate: what to do with the calls is decided in `cluster::kinds`.
 
+/// Every item a tag-filtered describe pages through, with the cluster it
+/// belongs to (`$scope.owner_of` its tags; items of no cluster in scope are
+/// skipped): `$request` is the call with its filters, `$items` names a
+/// page's list, and `$observe` makes what the operator acts on of one item
+/// `$it` (it may use `?`; `where` keeps only the items it holds for). A
+/// page's error returns from the calling function. The one shape of every
+/// kind's `describe`.
+macro_rules! owned_items {
+    ($scope:expr, $op:expr, $request:expr, $items:ident, |$it:ident| $observe:expr) => {
+        owned_items!($scope, $op, $request, $items, |$it| where true => $observe)
+    };
+    ($scope:expr, $op:expr, $request:expr, $items:ident, |$it:ident| where $keep:expr => $observe:expr) => {{
+        let mut out = Vec::new();
+        let mut pages = $request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for $it in page.op($op)?.$items() {
+                let Some(uid) = $scope.owner_of($it.tags()) else {
+                    continue;
+                };
+                if $keep {
+                    out.push((uid, $observe));
+                }
+            }
+        }
+        out
+    }};
+}
+
 pub mod admin;
 pub mod config;
 pub mod created;

@@ -1,6 +1,6 @@
 //! NAT gateways and their Elastic IPs.
 
-use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
+use aws_sdk_ec2::types::{DomainType, NatGateway, NatGatewayState, ResourceType};
 
 use super::settling::RetryNewIds;
 use super::tags::{tag_value, Owned, OwnershipTags, Scope, ZONE};
@@ -96,41 +96,27 @@ pub async fn describe(
     scope: Scope<'_>,
 ) -> AwsResult<Vec<Owned<ObservedNatGateway>>> {
     const OP: &str = "ec2:DescribeNatGateways";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_nat_gateways()
-        .filter(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for n in page.op(OP)?.nat_gateways() {
-            // Deleted gateways linger in describe answers for a while: they are gone.
-            let Some(uid) = scope.owner_of(n.tags()) else {
-                continue;
-            };
-            if n.state() == Some(&NatGatewayState::Deleted) {
-                continue;
-            }
-            let gateway = ObservedNatGateway {
-                id: required(n.nat_gateway_id(), OP, "NatGatewayId")?,
-                zone: tag_value(n.tags(), ZONE).map(str::to_string),
-                subnet_id: required(n.subnet_id(), OP, "SubnetId")?,
-                state: match n.state() {
-                    Some(NatGatewayState::Available) => NatState::Available,
-                    Some(NatGatewayState::Pending) => NatState::Pending,
-                    Some(NatGatewayState::Deleting) => NatState::Deleting,
-                    _ => NatState::Gone,
-                },
-                allocation_ids: n
-                    .nat_gateway_addresses()
-                    .iter()
-                    .filter_map(|a| a.allocation_id().map(str::to_string))
-                    .collect(),
-            };
-            out.push((uid, gateway));
+    let request = c.ec2.describe_nat_gateways().filter(scope.filter());
+    // Deleted gateways linger in describe answers for a while: they are gone.
+    let deleted = |n: &NatGateway| n.state() == Some(&NatGatewayState::Deleted);
+    let out = owned_items!(scope, OP, request, nat_gateways, |n| where !deleted(n) => {
+        ObservedNatGateway {
+            id: required(n.nat_gateway_id(), OP, "NatGatewayId")?,
+            zone: tag_value(n.tags(), ZONE).map(str::to_string),
+            subnet_id: required(n.subnet_id(), OP, "SubnetId")?,
+            state: match n.state() {
+                Some(NatGatewayState::Available) => NatState::Available,
+                Some(NatGatewayState::Pending) => NatState::Pending,
+                Some(NatGatewayState::Deleting) => NatState::Deleting,
+                _ => NatState::Gone,
+            },
+            allocation_ids: n
+                .nat_gateway_addresses()
+                .iter()
+                .filter_map(|a| a.allocation_id().map(str::to_string))
+                .collect(),
         }
-    }
+    });
     Ok(out)
 }
 

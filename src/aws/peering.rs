@@ -106,20 +106,16 @@ pub async fn forget_route_back(c: &AwsClients, id: &str, table: &str) -> AwsResu
 
 pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedPeering>>> {
     const OP: &str = "ec2:DescribeVpcPeeringConnections";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_vpc_peering_connections()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for p in page.op(OP)?.vpc_peering_connections() {
-            let Some(uid) = scope.owner_of(p.tags()) else {
-                continue;
-            };
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2
+            .describe_vpc_peering_connections()
+            .filters(scope.filter()),
+        vpc_peering_connections,
+        |p| {
             let accepter = p.accepter_vpc_info();
-            let peering = ObservedPeering {
+            ObservedPeering {
                 id: required(p.vpc_peering_connection_id(), OP, "VpcPeeringConnectionId")?,
                 peer_vpc_id: accepter
                     .and_then(|a| a.vpc_id())
@@ -133,10 +129,9 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                 ),
                 peer_cidrs: accepter.map(cidrs_of).unwrap_or_default(),
                 routes_back: routes_back(p.tags()),
-            };
-            out.push((uid, peering));
+            }
         }
-    }
+    );
     Ok(out)
 }
 
@@ -165,23 +160,14 @@ pub struct PeerVpc {
 /// The VPC `vpc_id` when the caller can see it (a peer in the same
 /// account); `None` when it is not visible (another account's).
 pub async fn peer_vpc(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<PeerVpc>> {
-    let out = c
-        .ec2
-        .describe_vpcs()
-        .vpc_ids(vpc_id)
-        .send()
-        .await
-        .op("ec2:DescribeVpcs")
-        .found()?;
-    Ok(out.and_then(|o| {
-        o.vpcs().first().map(|v| PeerVpc {
-            cidrs: v
-                .cidr_block_association_set()
-                .iter()
-                .filter_map(|a| a.cidr_block().map(str::to_string))
-                .collect(),
-            claim: super::tags::claim(v.tags()),
-        })
+    let vpc = super::vpc::by_id(c, vpc_id).await?;
+    Ok(vpc.map(|v| PeerVpc {
+        cidrs: v
+            .cidr_block_association_set()
+            .iter()
+            .filter_map(|a| a.cidr_block().map(str::to_string))
+            .collect(),
+        claim: super::tags::claim(v.tags()),
     }))
 }
 

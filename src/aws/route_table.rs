@@ -24,19 +24,13 @@ pub async fn describe(
     scope: Scope<'_>,
 ) -> AwsResult<Vec<Owned<ObservedRouteTable>>> {
     const OP: &str = "ec2:DescribeRouteTables";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_route_tables()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for t in page.op(OP)?.route_tables() {
-            let Some(uid) = scope.owner_of(t.tags()) else {
-                continue;
-            };
-            let table = ObservedRouteTable {
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_route_tables().filters(scope.filter()),
+        route_tables,
+        |t| {
+            ObservedRouteTable {
                 id: required(t.route_table_id(), OP, "RouteTableId")?,
                 public: tag_value(t.tags(), PART) == Some("public-route-table"),
                 zone: tag_value(t.tags(), ZONE).map(str::to_string),
@@ -57,10 +51,9 @@ pub async fn describe(
                         ))
                     })
                     .collect(),
-            };
-            out.push((uid, table));
+            }
         }
-    }
+    );
     Ok(out)
 }
 

@@ -54,19 +54,13 @@ pub async fn describe(
     scope: Scope<'_>,
 ) -> AwsResult<Vec<Owned<ObservedSecurityGroup>>> {
     const OP: &str = "ec2:DescribeSecurityGroups";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_security_groups()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for g in page.op(OP)?.security_groups() {
-            let Some(uid) = scope.owner_of(g.tags()) else {
-                continue;
-            };
-            let group = ObservedSecurityGroup {
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_security_groups().filters(scope.filter()),
+        security_groups,
+        |g| {
+            ObservedSecurityGroup {
                 id: required(g.group_id(), OP, "GroupId")?,
                 vpc_id: required(g.vpc_id(), OP, "VpcId")?,
                 part: match tag_value(g.tags(), PART) {
@@ -74,10 +68,9 @@ pub async fn describe(
                     _ => GroupPart::Nodes,
                 },
                 ingress: g.ip_permissions().iter().flat_map(permissions_of).collect(),
-            };
-            out.push((uid, group));
+            }
         }
-    }
+    );
     Ok(out)
 }
 

@@ -19,19 +19,13 @@ pub struct ObservedSubnet {
 
 pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedSubnet>>> {
     const OP: &str = "ec2:DescribeSubnets";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_subnets()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for s in page.op(OP)?.subnets() {
-            let Some(uid) = scope.owner_of(s.tags()) else {
-                continue;
-            };
-            let subnet = ObservedSubnet {
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_subnets().filters(scope.filter()),
+        subnets,
+        |s| {
+            ObservedSubnet {
                 id: required(s.subnet_id(), OP, "SubnetId")?,
                 vpc_id: required(s.vpc_id(), OP, "VpcId")?,
                 zone: required(
@@ -42,10 +36,9 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                 cidr: required(s.cidr_block(), OP, "CidrBlock")?,
                 public: tag_value(s.tags(), PART) == Some("public-subnet"),
                 map_public_ip: s.map_public_ip_on_launch().unwrap_or(false),
-            };
-            out.push((uid, subnet));
+            }
         }
-    }
+    );
     Ok(out)
 }
 

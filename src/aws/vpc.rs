@@ -1,6 +1,6 @@
 //! VPCs.
 
-use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Vpc};
 
 use super::settling::RetryNewIds;
 use super::tags::{claim, Claim, Owned, OwnershipTags, Scope};
@@ -14,25 +14,18 @@ pub struct ObservedVpc {
 
 pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<ObservedVpc>>> {
     const OP: &str = "ec2:DescribeVpcs";
-    let mut out = Vec::new();
-    let mut pages = c
-        .ec2
-        .describe_vpcs()
-        .filters(scope.filter())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for v in page.op(OP)?.vpcs() {
-            let Some(uid) = scope.owner_of(v.tags()) else {
-                continue;
-            };
-            let vpc = ObservedVpc {
+    let out = owned_items!(
+        scope,
+        OP,
+        c.ec2.describe_vpcs().filters(scope.filter()),
+        vpcs,
+        |v| {
+            ObservedVpc {
                 id: required(v.vpc_id(), OP, "VpcId")?,
                 cidr: required(v.cidr_block(), OP, "CidrBlock")?,
-            };
-            out.push((uid, vpc));
+            }
         }
-    }
+    );
     Ok(out)
 }
 
@@ -112,9 +105,10 @@ pub struct ExistingVpc {
     pub subnets: Vec<ExistingSubnet>,
 }
 
-/// An existing VPC and its subnets; `None` when the VPC does not exist.
-pub async fn existing_subnets(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<ExistingVpc>> {
-    let vpcs = c
+/// The VPC `vpc_id`, by its ID (not by tag); `None` when the caller cannot
+/// see it (it does not exist, or is another account's).
+pub async fn by_id(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<Vpc>> {
+    let out = c
         .ec2
         .describe_vpcs()
         .vpc_ids(vpc_id)
@@ -122,7 +116,12 @@ pub async fn existing_subnets(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<
         .await
         .op("ec2:DescribeVpcs")
         .found()?;
-    let Some(vpc) = vpcs.as_ref().and_then(|v| v.vpcs().first()) else {
+    Ok(out.and_then(|o| o.vpcs.and_then(|v| v.into_iter().next())))
+}
+
+/// An existing VPC and its subnets; `None` when the VPC does not exist.
+pub async fn existing_subnets(c: &AwsClients, vpc_id: &str) -> AwsResult<Option<ExistingVpc>> {
+    let Some(vpc) = by_id(c, vpc_id).await? else {
         return Ok(None);
     };
     let vpc_claim = claim(vpc.tags());
