@@ -849,11 +849,7 @@ async fn aws_base(pacing: &Pacing, identity: &str) -> aws_config::SdkConfig {
 /// default HTTPS client.
 fn pacing(args: &RunArgs, metrics: &Metrics, fence: Arc<Fence>) -> Pacing {
     let limits = (args.aws_pacing > 0.0).then(|| Limits::aws(args.aws_pacing));
-    let https = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .build_https();
+    let https = byoc_operator::aws::config::https_client();
     let metrics = metrics.clone();
     Pacing::new(
         limits,

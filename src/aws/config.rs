@@ -14,6 +14,16 @@ pub async fn from_environment(region: &str) -> SdkConfig {
         .await
 }
 
+/// The HTTPS client every AWS call of the operator goes through (inside
+/// its pacing): the SDK's own, over rustls.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_https()
+}
+
 /// The operator's base: the environment's endpoint and credentials chain
 /// (its own identity), every call through `http` (pacing and the fence),
 /// named `app` in AWS's records (CloudTrail's userAgent). The SDK's check

@@ -517,11 +517,12 @@ pub async fn shapes(
 }
 
 /// The processor architecture of each of `instance_types` the region
-/// knows; a type it does not know is absent.
+/// knows (AWS's name: `arm64`, `x86_64`); a type it does not know is
+/// absent.
 pub async fn architectures(
     c: &AwsClients,
     instance_types: &[String],
-) -> AwsResult<BTreeMap<String, ArchitectureType>> {
+) -> AwsResult<BTreeMap<String, String>> {
     let mut found = BTreeMap::new();
     for t in describe_types(c, instance_types).await? {
         let arch = t
@@ -533,14 +534,14 @@ pub async fn architectures(
                     .cloned()
             });
         if let (Some(name), Some(arch)) = (t.instance_type(), arch) {
-            found.insert(name.as_str().to_string(), arch);
+            found.insert(name.as_str().to_string(), arch.as_str().to_string());
         }
     }
     Ok(found)
 }
 
 /// The newest Amazon Linux 2023 image for `arch`, if the region has one.
-pub async fn newest_image(c: &AwsClients, arch: &ArchitectureType) -> AwsResult<Option<String>> {
+pub async fn newest_image(c: &AwsClients, arch: &str) -> AwsResult<Option<String>> {
     let out = c
         .ec2
         .describe_images()
@@ -548,7 +549,7 @@ pub async fn newest_image(c: &AwsClients, arch: &ArchitectureType) -> AwsResult<
         .filters(
             Filter::builder()
                 .name("name")
-                .values(format!("al2023-ami-2023.*-{}", arch.as_str()))
+                .values(format!("al2023-ami-2023.*-{arch}"))
                 .build(),
         )
         .filters(Filter::builder().name("state").values("available").build())

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::ArchitectureType;
 use futures::future::try_join_all;
 use tokio::sync::Mutex;
 
@@ -78,16 +77,16 @@ impl Catalog {
                 region: region.to_string(),
             });
         }
-        let mut distinct: Vec<&ArchitectureType> = arches.values().collect();
-        distinct.sort_by_key(|a| a.as_str());
+        let mut distinct: Vec<&str> = arches.values().map(String::as_str).collect();
+        distinct.sort();
         distinct.dedup();
         let images = try_join_all(distinct.iter().map(|a| instances::newest_image(c, a))).await?;
         let mut by_arch = BTreeMap::new();
         for (arch, image) in distinct.into_iter().zip(images) {
             let image = image.ok_or_else(|| Error::NoDefaultImage {
-                wanted: arch.as_str().to_string(),
+                wanted: arch.to_string(),
             })?;
-            by_arch.insert(arch.as_str(), image);
+            by_arch.insert(arch, image);
         }
         let mut cache = self.images.lock().await;
         let now = Instant::now();
