@@ -370,7 +370,7 @@ impl AwsProxy {
         let world = lock(&self.shared.world);
         let longest = |ids: Vec<&String>, range| {
             ids.into_iter()
-                .map(|id| r.lasts(range, id))
+                .map(|id| r.state_lasts(range, id))
                 .max()
                 .unwrap_or_default()
         };
@@ -442,7 +442,7 @@ impl AwsProxy {
                 } else {
                     return None;
                 };
-                Some((id.clone(), at(*born), at(*born) + r.lasts(range, id)))
+                Some((id.clone(), at(*born), at(*born) + r.state_lasts(range, id)))
             })
             .chain(world.profiles.iter().map(|(name, made)| {
                 (

@@ -66,6 +66,11 @@ pub struct Realism {
     /// Token buckets per account and region.
     pub rate_limits: bool,
     pub limits: Limits,
+    /// No state (`pending`, `provisioning`, `deleting`, `shutting-down`)
+    /// lasts less than this, whatever `scale`: a test that must see every
+    /// state at a small scale sets it above the operator's poll, so that
+    /// seeing a state of a second does not depend on the machine's load.
+    pub shortest_state: Duration,
 }
 
 impl Realism {
@@ -80,6 +85,7 @@ impl Realism {
             draining: true,
             rate_limits: true,
             limits: Limits::default(),
+            shortest_state: Duration::ZERO,
         }
     }
 
@@ -89,6 +95,12 @@ impl Realism {
         let (low, high) = range;
         let secs = (low + fraction(id) * (high - low)) * self.scale;
         Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// How long a state of `range` (AWS's seconds) lasts for resource `id`:
+    /// as [`Realism::lasts`], never less than `shortest_state`.
+    pub fn state_lasts(&self, range: (f64, f64), id: &str) -> Duration {
+        self.lasts(range, id).max(self.shortest_state)
     }
 }
 
@@ -355,7 +367,7 @@ impl World {
         self.terminated
             .iter()
             .filter(|(id, t)| {
-                now.saturating_duration_since(**t) < r.lasts(INSTANCE_SHUTTING_DOWN, id)
+                now.saturating_duration_since(**t) < r.state_lasts(INSTANCE_SHUTTING_DOWN, id)
             })
             .map(|(id, _)| id.clone())
             .collect()
@@ -365,7 +377,9 @@ impl World {
     pub fn deleting(&self, r: &Realism, now: Instant) -> Vec<(&String, &DeletingNat)> {
         self.deleting_nats
             .iter()
-            .filter(|(id, n)| now.saturating_duration_since(n.since) < r.lasts(NAT_DELETING, id))
+            .filter(|(id, n)| {
+                now.saturating_duration_since(n.since) < r.state_lasts(NAT_DELETING, id)
+            })
             .collect()
     }
 
@@ -396,7 +410,7 @@ impl World {
         self.born
             .iter()
             .filter(|(id, _)| id.starts_with(prefix))
-            .filter(|(id, t)| now.saturating_duration_since(**t) < r.lasts(range, id))
+            .filter(|(id, t)| now.saturating_duration_since(**t) < r.state_lasts(range, id))
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -457,7 +471,7 @@ fn within(
 ) -> Vec<String> {
     since
         .iter()
-        .filter(|(id, t)| now.saturating_duration_since(**t) < r.lasts(range, id))
+        .filter(|(id, t)| now.saturating_duration_since(**t) < r.state_lasts(range, id))
         .map(|(id, _)| id.clone())
         .collect()
 }

@@ -30,7 +30,7 @@ use crate::support::{eventually, kubectl_apply, record_figure, Ground};
 const RELEASE: &str = "byoc-operator";
 const SELECTOR: &str = "app.kubernetes.io/instance=byoc-operator";
 /// Time for pods to start, roll or hand over on the node.
-const POD_WAIT: Duration = Duration::from_secs(180);
+const POD_WAIT: Duration = Duration::from_secs(360);
 const LEASE: &str = "4s";
 
 /// A node, a namespace on its control plane, and the operator's image

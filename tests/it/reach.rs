@@ -144,8 +144,14 @@ async fn endpoints_a_private_network_and_peering_are_made_shown_and_removed() ->
 #[tokio::test]
 async fn reach_lives_the_same_against_aws_realism() -> Result<()> {
     let g = ground_with_crds("reach-realism").await?;
+    // A connection is `provisioning` for AWS's 2–10 s, 0.1–0.5 s at this
+    // scale: shorter than the shared wait's tick on a loaded machine. Every
+    // state lasts at least three ticks, so that each is seen.
     g.proxy.set_faults(testground::Faults {
-        realism: Some(testground::Realism::aws(0.05)),
+        realism: Some(testground::Realism {
+            shortest_state: std::time::Duration::from_secs(3),
+            ..testground::Realism::aws(0.05)
+        }),
         ..Default::default()
     });
     let args = ["--progress-poll", "1s", "--resync-interval", "2s"];
