@@ -11,6 +11,7 @@ pub mod describe;
 #[cfg(test)]
 pub mod fixtures;
 pub mod installation;
+pub mod interruption;
 pub mod leadership;
 pub mod metrics;
 pub mod outcome;
