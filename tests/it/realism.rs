@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
+use byoc_operator::api::ComputeCluster;
 use kube::ResourceExt;
 use testground::{Faults, Realism};
 
@@ -102,6 +103,28 @@ async fn a_stale_describe_after_a_create_duplicates_nothing() -> Result<()> {
     delete_leaves_nothing(&g, "fresh", &uid).await
 }
 
+/// Where a cluster that did not come to `running` stopped: its status, the
+/// Events of its namespace, the calls AWS refused, and the operator's last
+/// words, so that a pass left to the poll says why.
+async fn where_it_stopped(g: &Ground, op: &Operator, name: &str) -> String {
+    let cc = g.api::<ComputeCluster>().get(name).await;
+    let status = cc.map(|c| serde_json::to_string(&c.status).unwrap_or_default());
+    let api = g.api::<k8s_openapi::api::events::v1::Event>();
+    let said: Vec<String> = match api.list(&Default::default()).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(|e| format!("{:?} {:?}: {:?}", e.type_, e.reason, e.note))
+            .collect(),
+        Err(e) => vec![format!("no Events: {e}")],
+    };
+    format!(
+        "status: {status:?}\nEvents: {said:#?}\nrefused by the profile: {:?}\noperator log tail:\n{}",
+        events(g),
+        op.log_tail(20)
+    )
+}
+
 #[tokio::test]
 async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result<()> {
     // A pass ended by AWS not knowing a new ID yet would be looked at
@@ -118,9 +141,10 @@ async fn a_call_naming_what_was_just_made_is_retried_within_the_pass() -> Result
     // Before the poll: a pass that ended on a refusal would be looked at
     // again only after it. A quiet machine takes 10–20 s; the margin is
     // for a loaded one with the IAM evaluator judging every call.
-    let cc = wait_running_within(&g, "retried", POLL * 4 / 5, |_| true)
-        .await
-        .with_context(|| op.log_tail(20))?;
+    let cc = match wait_running_within(&g, "retried", POLL * 4 / 5, |_| true).await {
+        Ok(cc) => cc,
+        Err(e) => return Err(e.context(where_it_stopped(&g, &op, "retried").await)),
+    };
     let seen = events(&g);
     println!("consistency at AWS's pace, calls retried: {seen:?}");
     let refused: u64 = seen
