@@ -242,6 +242,19 @@ mod tests {
                 },
             ),
             (
+                "an instance launched that no describe shows yet",
+                Box::new(|b| {
+                    let _ = b.nodes.set(vec![group(1, 1)]);
+                    let _ = b.launching.set(true);
+                }),
+                but(&[Step::Vpc], Ran::Failed),
+                Learned {
+                    aws_creating: true,
+                    nodes: true,
+                    ..nothing
+                },
+            ),
+            (
                 "every instance running; the refresh the nodes acted on",
                 Box::new(|b| {
                     let _ = b.nodes.set(vec![group(2, 2)]);

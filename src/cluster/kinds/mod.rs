@@ -456,6 +456,10 @@ pub struct Board {
     pub replaced: OnceLock<Vec<String>>,
     /// The refresh of the default images the node groups acted on.
     pub image_refresh: OnceLock<Option<String>>,
+    /// Instances this pass launched that no describe showed running yet
+    /// (still `pending`, or not in a describe at all for AWS's first
+    /// seconds): AWS is still starting them.
+    pub launching: OnceLock<bool>,
 }
 
 /// A cell a step reads: written by a step it needs (else the graph is wrong).

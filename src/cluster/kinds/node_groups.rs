@@ -517,6 +517,7 @@ pub async fn ensure<'a>(
         statuses,
         shortfalls,
         replaced,
+        launching: running.len() < ids.len(),
     })
 }
 
@@ -594,6 +595,8 @@ pub struct NodeOutcome {
     pub shortfalls: Vec<Shortfall>,
     /// One line per unhealthy instance replaced (each becomes an Event).
     pub replaced: Vec<String>,
+    /// Some instance launched in the pass was not seen running.
+    pub launching: bool,
 }
 
 /// The running instances whose status checks have been impaired for longer
@@ -897,6 +900,7 @@ pub fn step<'a>(i: &'a StepInput<'a>, b: &'a Board) -> StepResult<'a> {
         put(&b.nodes, done.statuses)?;
         put(&b.replaced, done.replaced)?;
         put(&b.image_refresh, i.pass.recorded.refresh.clone())?;
+        put(&b.launching, done.launching)?;
         if done.shortfalls.is_empty() {
             Ok(())
         } else {
@@ -929,8 +933,12 @@ pub fn learn(b: &Board, p: &mut Progress) -> bool {
         return false;
     };
     *p.node_groups_mut() = nodes.clone();
-    let starting =
-        (nodes.iter()).any(|g| g.instances.len() > usize::try_from(g.running).unwrap_or(0));
+    // Seen and not running, or launched and not seen running: a launch
+    // AWS does not show yet is AWS's to finish (the shared wait), never
+    // the progress poll's.
+    let starting = (nodes.iter())
+        .any(|g| g.instances.len() > usize::try_from(g.running).unwrap_or(0))
+        || b.launching.get() == Some(&true);
     p.aws_creating |= starting;
     let replaced = b.replaced.get().into_iter().flatten();
     p.notes
