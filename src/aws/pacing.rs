@@ -457,9 +457,13 @@ impl HttpConnector for PacedConnector {
             }
             match tokio::time::timeout(timeout, inner.call(request)).await {
                 Ok(answer) => answer,
-                Err(_) => Err(ConnectorError::timeout(
-                    format!("no answer within {timeout:?}").into(),
-                )),
+                Err(_) => {
+                    // Said where it happens: the SDK retries it silently.
+                    tracing::warn!(operation = %op, ?timeout, "AWS call unanswered: attempt timed out");
+                    Err(ConnectorError::timeout(
+                        format!("no answer within {timeout:?}").into(),
+                    ))
+                }
             }
         })
     }
