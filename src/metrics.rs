@@ -123,10 +123,16 @@ pub struct Metrics {
     limit: Family<LimitLabels, Gauge>,
     cost: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     leader: Gauge,
+    interruption_messages: Family<KindLabels, Counter>,
     installation: Family<InstallationLabels, Gauge>,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
     /// The cost series of each cluster UID.
     cluster_costs: Arc<Mutex<HashMap<String, ClusterLabels>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,6 +178,7 @@ impl Metrics {
             usage: add(r, "account_usage", "What the ComputeClusters using a CloudAccount hold, by measure (as status.usage)", Family::default()),
             limit: add(r, "account_limit", "A CloudAccount's spec.limits, by scope and measure (absent: no cap)", Family::default()),
             cost: add(r, "cluster_cost_usd_per_hour", "What a ComputeCluster's resources cost per hour at list price, as its status.cost estimates", Family::default()),
+            interruption_messages: add(r, "interruption_messages", "Messages of the interruption queues, by what they said (spot-interruption, rebalance-recommendation, state-change, scheduled-maintenance, capacity-reservation-interruption, nothing-to-do, not-ours, malformed)", Family::default()),
             leader: add(r, "leader", "1 while this process reconciles (holds the Lease, or runs without leader election)", Gauge::default()),
             cluster_phases: Arc::default(),
             cluster_costs: Arc::default(),
@@ -215,6 +222,13 @@ impl Metrics {
         self.aws_paced_seconds
             .get_or_create(&l)
             .inc_by(wait.as_secs_f64());
+    }
+
+    /// An interruption queue's message, read as `kind`.
+    pub fn interruption_message(&self, kind: &'static str) {
+        self.interruption_messages
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// The shared resync looked at `count` clusters with `result`.

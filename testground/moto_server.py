@@ -55,15 +55,26 @@ judge a role by its own policies, their documents; to judge an
 AssumeRole as AWS does, the role's trust policy and the caller (the IAM
 user an access key belongs to, with its policies). It asks
 `/moto-api/byoc/facts` (added here) for them, in any account and region,
-past moto's own IAM enforcement. Run with moto's own arguments.
+past moto's own IAM enforcement: an SQS queue's and an EventBridge rule's
+tags among them.
+
+And moto puts an event into any SQS queue a matching rule targets. AWS
+puts it only into a queue whose policy lets EventBridge send for that
+rule, and never into one encrypted with a KMS key EventBridge may not use
+(`_delivers`). The ground also emits events as AWS's services do
+(`/moto-api/byoc/event`) and takes a spot instance back
+(`/moto-api/byoc/reclaim`). Run with moto's own arguments.
 """
 
+import fnmatch
 import functools
 import json
 import sys
 
 from moto import backends
 from moto.ec2.models import ec2_backends
+from moto.events.models import Rule as EventsRule, events_backends
+from moto.sqs.models import sqs_backends
 from moto.iam.models import iam_backends
 from moto.moto_api._internal import urls as moto_api_urls
 from moto.ec2.models.core import TaggedEC2Resource
@@ -239,7 +250,8 @@ def facts(request, full_url, headers):
     account, region = q.get("account", ""), q.get("region", "us-east-1")
     ec2 = ec2_backends[account][region]
     iam = iam_backends[account]["global"]
-    out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}, "callers": {}}
+    out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}, "callers": {},
+           "queues": {}, "rules": {}}
     for key in q.get("callers", []):
         caller = _caller(key)
         if caller:
@@ -274,6 +286,15 @@ def facts(request, full_url, headers):
             }
         except Exception:
             pass
+    for name in q.get("queues", []):
+        queue = sqs_backends[account][region].queues.get(name)
+        if queue is not None:
+            out["queues"][name] = {"tags": dict(queue.tags)}
+    for name in q.get("rules", []):
+        events = events_backends[account][region]
+        rule = events.event_buses.get("default") and events.event_buses["default"].rules.get(name)
+        if rule:
+            out["rules"][name] = {"tags": events.tagger.get_tag_dict_for_resource(rule.arn)}
     return 200, {"Content-Type": "application/json"}, json.dumps(out)
 
 
@@ -301,7 +322,97 @@ def foreign_image(request, full_url, headers):
     return 200, {"Content-Type": "application/json"}, json.dumps({"imageId": image_id})
 
 
+def event(request, full_url, headers):
+    """An event as an AWS service emits it onto an account's default bus in
+    a region (EC2's spot warning, AWS Health's maintenance): delivered to
+    the targets of the rules it matches. Body: {account, region, source,
+    detailType, detail, resources, time (Unix seconds)}. A client's
+    PutEvents with an `aws.*` source is refused by AWS
+    (NotAuthorizedForSourceException), never by moto: only the ground
+    emits these, here, past the client path."""
+    q = json.loads(request.get_data() or b"{}")
+    entry = {
+        "Source": q["source"],
+        "DetailType": q["detailType"],
+        "Detail": json.dumps(q["detail"]),
+        "Resources": q.get("resources", []),
+    }
+    if "time" in q:
+        entry["Time"] = q["time"]
+    events_backends[q["account"]][q["region"]].put_events([entry])
+    return 200, {"Content-Type": "application/json"}, "{}"
+
+
+def reclaim(request, full_url, headers):
+    """AWS taking an instance back (a spot reclaim): terminated as by EC2
+    itself. Body: {account, region, instance}."""
+    q = json.loads(request.get_data() or b"{}")
+    ec2_backends[q["account"]][q["region"]].terminate_instances([q["instance"]])
+    return 200, {"Content-Type": "application/json"}, "{}"
+
+
+def _delivers(rule, queue):
+    """Whether AWS would put `rule`'s event into `queue`: moto delivers to
+    any queue. AWS delivers only when the queue's policy lets
+    events.amazonaws.com send (sqs:SendMessage on the queue, an
+    aws:SourceArn condition, if any, naming the rule; EventBridge sends
+    over TLS) and denies nothing of it, and never into a queue encrypted
+    with a KMS key whose policy it is not granted (here: any KMS key)."""
+    if getattr(queue, "kms_master_key_id", None):
+        return False
+    try:
+        doc = json.loads(queue.policy) if queue.policy else None
+    except ValueError:
+        doc = None
+    if not doc:
+        return False
+
+    def listed(v):
+        return v if isinstance(v, list) else [v]
+
+    def applies(st):
+        principal = st.get("Principal", {})
+        services = listed(principal.get("Service", [])) if isinstance(principal, dict) else []
+        if principal != "*" and "events.amazonaws.com" not in services:
+            return False
+        actions = listed(st.get("Action", []))
+        if not any(a in ("sqs:SendMessage", "sqs:*", "*") for a in actions):
+            return False
+        if not any(r in (queue.queue_arn, "*") for r in listed(st.get("Resource", "*"))):
+            return False
+        for op, keys in st.get("Condition", {}).items():
+            for key, values in keys.items():
+                values = [str(v) for v in listed(values)]
+                if key.lower() == "aws:sourcearn" and op in ("ArnEquals", "StringEquals", "ArnLike", "StringLike"):
+                    if not any(fnmatch.fnmatchcase(rule.arn, v) for v in values):
+                        return False
+                elif key.lower() == "aws:securetransport" and op == "Bool":
+                    if "true" not in [v.lower() for v in values]:
+                        return False
+                else:
+                    return False  # a condition this model does not know: not met
+        return True
+
+    statements = listed(doc.get("Statement", []))
+    if any(st.get("Effect") == "Deny" and applies(st) for st in statements):
+        return False
+    return any(st.get("Effect") == "Allow" and applies(st) for st in statements)
+
+
+_send_to_sqs_queue = EventsRule._send_to_sqs_queue
+
+
+def send_to_sqs_queue(self, resource_id, event, group_id=None):
+    queue = sqs_backends[self.account_id][self.region_name].queues.get(resource_id)
+    if queue is not None and _delivers(self, queue):
+        _send_to_sqs_queue(self, resource_id, event, group_id)
+
+
+EventsRule._send_to_sqs_queue = send_to_sqs_queue
+
 moto_api_urls.url_paths["{0}/moto-api/byoc/facts"] = facts
+moto_api_urls.url_paths["{0}/moto-api/byoc/event"] = event
+moto_api_urls.url_paths["{0}/moto-api/byoc/reclaim"] = reclaim
 moto_api_urls.url_paths["{0}/moto-api/byoc/foreign-image"] = foreign_image
 
 _modules = backends.list_of_moto_modules

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use crate::aws::peering::ROUTE_BACK;
 use crate::aws::route_table::{self, PEER_ROUTES};
-use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
+use crate::aws::tags::{INSTALLATION, INTERRUPTED, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
 
 /// The tag a team puts on a VPC, subnet, security group or key pair it
 /// brings, with this installation's ID as its value: the operator may use
@@ -240,6 +240,7 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
     let mut statements = ec2_statements(o);
     statements.extend(node_identity_statements(o));
     statements.extend(launch_statements(o));
+    statements.extend(interruption_statements(o));
     let ours = ours("aws:ResourceTag", &o.installation);
     if !o.managed_policy_arns.is_empty() {
         let mut condition = ours.clone();
@@ -264,6 +265,48 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
         );
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// The installation's interruption queue and the rules that feed it: named
+/// by the installation, made tagged as its own, changed only so tagged,
+/// and the rules may send only to that queue. Looking one up names it
+/// alone (a queue not made yet has no tags to match).
+fn interruption_statements(o: &PolicyOptions) -> Vec<Value> {
+    let queue = format!(
+        "arn:aws:sqs:*:*:{}",
+        crate::interruption::queue::queue_name(&o.installation)
+    );
+    let rules = format!(
+        "arn:aws:events:*:*:rule/{}*",
+        crate::interruption::queue::rule_prefix(&o.installation)
+    );
+    let ours = |key: &str| ours(key, &o.installation);
+    let mut target = ours("aws:ResourceTag");
+    // A list (ArrayOfARN): every target the queue, and some target named.
+    target["ForAllValues:ArnLike"] = json!({"events:TargetArn": queue});
+    target["Null"] = json!({"events:TargetArn": "false"});
+    vec![
+        json!({"Sid": "InterruptionQueueMake", "Effect": "Allow",
+            "Action": ["sqs:CreateQueue", "sqs:TagQueue"], "Resource": queue,
+            "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "InterruptionQueueFind", "Effect": "Allow",
+            "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"],
+            "Resource": queue}),
+        json!({"Sid": "InterruptionQueueUse", "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SetQueueAttributes", "sqs:DeleteQueue"],
+            "Resource": queue, "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "InterruptionRulesMake", "Effect": "Allow", "Action": "events:PutRule",
+            "Resource": rules, "Condition": ours("aws:RequestTag")}),
+        json!({"Sid": "InterruptionRulesTarget", "Effect": "Allow", "Action": "events:PutTargets",
+            "Resource": rules, "Condition": target}),
+        json!({"Sid": "InterruptionRulesChange", "Effect": "Allow",
+            "Action": ["events:RemoveTargets", "events:DeleteRule"],
+            "Resource": rules, "Condition": ours("aws:ResourceTag")}),
+        json!({"Sid": "InterruptionRulesFind", "Effect": "Allow",
+            "Action": ["events:DescribeRule", "events:ListTagsForResource", "events:ListTargetsByRule"],
+            "Resource": rules}),
+        json!({"Sid": "InterruptionRulesList", "Effect": "Allow", "Action": "events:ListRules", "Resource": "*"}),
+    ]
 }
 
 /// Tags saying this installation made it, as the condition on `key`
@@ -300,6 +343,8 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     let ours = |key: &str| ours(key, &o.installation);
     let mut retain = ours("aws:ResourceTag");
     retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
+    let mut interrupted = ours("aws:ResourceTag");
+    interrupted["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [INTERRUPTED] });
     let mut tag_on_create = ours("aws:RequestTag");
     tag_on_create["StringEquals"]["ec2:CreateAction"] = json!([
         "CreateVpc",
@@ -341,6 +386,8 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     statements.extend([
         json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": retain}),
+        json!({"Sid": "MarkInterrupted", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": ec2_arns(&["instance"]), "Condition": interrupted}),
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
     ]);

@@ -390,6 +390,14 @@ pub struct NodeGroupSpec {
     /// `maxUnavailable` (default 0) running instances short of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// What AWS's interruption notices, heard through the installation's
+    /// queue in the account and region (made while a cluster there has a
+    /// spot group), do to the group. Spot and Capacity Reservation
+    /// warnings, scheduled maintenance, and instances stopped or ended out
+    /// of band are always acted on: a replacement first, within the
+    /// rollout bounds, the instance ended by its deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
     /// Security groups attached beside the cluster's own: existing groups in
     /// the cluster's VPC, used and never modified. Changing the list
     /// replaces the group's instances.
@@ -406,6 +414,26 @@ pub struct UserDataSecretRef {
     pub name: String,
     #[schemars(length(min = 1, max = 253), regex(pattern = patterns::SECRET_KEY))]
     pub key: String,
+}
+
+/// What the group does with AWS's interruption notices.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Interruption {
+    /// A rebalance recommendation (a spot instance at higher risk of
+    /// interruption): `ignore` (default), or `replace` it as a warning is,
+    /// with no deadline: a replacement first, then the instance ended.
+    #[serde(default)]
+    pub rebalance: Rebalance,
+}
+
+/// What a rebalance recommendation does.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Rebalance {
+    #[default]
+    Ignore,
+    Replace,
 }
 
 /// Bounds of a rolling replacement.

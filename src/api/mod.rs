@@ -10,8 +10,8 @@ pub use cloud_account::{
 pub use compute_cluster::{
     CapacityType, ClusterIam, ClusterPhase, ComputeCluster, ComputeClusterSpec,
     ComputeClusterStatus, DeletionPolicy, EndpointPolicy, HttpTokens, IngressRule, InstanceStatus,
-    Market, MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Peering, Protocol, Rollout,
-    RootVolume, SubnetKind, VolumeType,
+    Interruption, Market, MetadataOptions, NatGateways, NetworkSpec, NodeGroupSpec, Peering,
+    Protocol, Rebalance, Rollout, RootVolume, SubnetKind, VolumeType,
 };
 
 use kube::CustomResourceExt;

@@ -309,6 +309,8 @@ pub fn classify(code: &str, message: &str, status: Option<u16>) -> ErrorClass {
         return ErrorClass::NeedsUser;
     }
     if code == "NoSuchEntity"
+        || code == "QueueDoesNotExist"
+        || code == "AWS.SimpleQueueService.NonExistentQueue"
         || code.ends_with(".NotFound")
         || code.ends_with("NotFound")
         || code.ends_with("NotFoundException")

@@ -18,7 +18,10 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::is_refusal;
 use super::settling::new_ids_retried;
-use super::tags::{tag_value, Owned, OwnershipTags, Scope, LAUNCH_CONFIG, NODE_GROUP};
+use super::tags::{
+    tag_value, Owned, OwnershipTags, Scope, CLUSTER_UID, INSTALLATION, INTERRUPTED, LAUNCH_CONFIG,
+    NODE_GROUP,
+};
 use super::token::client_token;
 use super::{required, AwsClients, AwsError, AwsResult, NotFoundExt, SdkResultExt};
 
@@ -69,6 +72,9 @@ pub struct ObservedInstance {
     pub zone: String,
     /// A spot instance (else on demand).
     pub spot: bool,
+    /// Marked as taken back by AWS ([`INTERRUPTED`]): by when, in seconds
+    /// since the epoch (0: no time given).
+    pub interrupted: Option<i64>,
 }
 
 /// A filter of instances in any of `states`.
@@ -89,6 +95,7 @@ impl ObservedInstance {
             image_id: None,
             zone: String::new(),
             spot: false,
+            interrupted: None,
         }
     }
 }
@@ -155,6 +162,8 @@ pub async fn describe(c: &AwsClients, scope: Scope<'_>) -> AwsResult<Vec<Owned<O
                         .to_string(),
                     spot: i.instance_lifecycle()
                         == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
+                    interrupted: tag_value(i.tags(), INTERRUPTED)
+                        .map(|v| v.parse().unwrap_or_default()),
                 };
                 out.push((uid, instance));
             }
@@ -446,6 +455,60 @@ pub struct ImageFacts {
     pub volume_type: Option<String>,
     /// `amazon`, `aws-marketplace` or the owning account's ID.
     pub owner: String,
+}
+
+/// Marks `ids` as taken back by AWS at `deadline` (seconds since the
+/// epoch; 0: no time given).
+pub async fn mark_interrupted(c: &AwsClients, ids: &[String], deadline: i64) -> AwsResult<()> {
+    c.ec2
+        .create_tags()
+        .set_resources(Some(ids.to_vec()))
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(INTERRUPTED)
+                .value(deadline.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .op("ec2:CreateTags")
+        .map(|_| ())
+}
+
+/// The owning cluster's UID, by the installation's tags, of each of `ids`
+/// AWS holds (an instance of another installation, or no one's, is not
+/// listed): where a message names an instance no status lists yet.
+pub async fn owners(
+    c: &AwsClients,
+    installation: &str,
+    ids: &[String],
+) -> AwsResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut pages = c
+        .ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance-id")
+                .set_values(Some(ids.to_vec()))
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for r in page.op("ec2:DescribeInstances")?.reservations() {
+            for i in r.instances() {
+                let (Some(id), Some(uid)) = (i.instance_id(), tag_value(i.tags(), CLUSTER_UID))
+                else {
+                    continue;
+                };
+                if tag_value(i.tags(), INSTALLATION) == Some(installation) {
+                    out.insert(id.to_string(), uid.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub async fn terminate(c: &AwsClients, ids: &[String]) -> AwsResult<()> {

@@ -41,6 +41,7 @@ pub mod error;
 pub mod instance_profile;
 pub mod instances;
 pub mod internet_gateway;
+pub mod interruption_queue;
 pub mod inventory;
 pub mod key_pair;
 pub mod nat_gateway;
@@ -67,7 +68,8 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 /// Where the Price List API answers for every commercial region.
 const PRICE_LIST_REGION: &str = "us-east-1";
 
-/// EC2 and IAM clients acting as one account in one region.
+/// The clients of every AWS service the operator calls, acting as one
+/// account in one region.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
@@ -75,6 +77,9 @@ pub struct AwsClients {
     pub quotas: aws_sdk_servicequotas::Client,
     /// The Price List API, served from us-east-1 for every region.
     pub pricing: aws_sdk_pricing::Client,
+    /// The interruption queue and the rules that feed it.
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl AwsClients {
@@ -97,6 +102,14 @@ impl AwsClients {
             .build();
         let pricing = aws_sdk_pricing::config::Builder::from(config)
             .region(Region::new(PRICE_LIST_REGION))
+            .interceptor(observer.clone())
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(config)
+            .region(Region::new(region.to_string()))
+            .interceptor(observer.clone())
+            .build();
+        let events = aws_sdk_eventbridge::config::Builder::from(config)
+            .region(Region::new(region.to_string()))
             .interceptor(observer)
             .build();
         AwsClients {
@@ -104,6 +117,8 @@ impl AwsClients {
             iam: aws_sdk_iam::Client::from_conf(iam),
             quotas: aws_sdk_servicequotas::Client::from_conf(quotas),
             pricing: aws_sdk_pricing::Client::from_conf(pricing),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            events: aws_sdk_eventbridge::Client::from_conf(events),
         }
     }
 

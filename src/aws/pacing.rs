@@ -103,7 +103,14 @@ pub fn cost(service: &str, operation: &str, instances: u32) -> Vec<(Bucket, f64)
 }
 
 /// Whether a call writes (creates, changes or deletes) rather than reads.
+/// SQS and EventBridge are not paced (their limits are far above what one
+/// queue per account and region asks), but their writes are fenced: a
+/// message deleted, a queue or rule made or removed. A receive only reads.
 pub fn is_write(service: &str, operation: &str) -> bool {
+    if matches!(service, "sqs" | "events") {
+        let reads = ["Describe", "Get", "List", "Receive"];
+        return !reads.iter().any(|r| operation.starts_with(r));
+    }
     cost(service, operation, 0).iter().any(|(b, _)| {
         matches!(
             b,
@@ -580,6 +587,28 @@ mod tests {
         assert_eq!(cost("iam", "CreateRole", 0), vec![(Bucket::IamWrite, 1.0)]);
         assert!(cost("sts", "AssumeRole", 0).is_empty());
         assert!(cost("servicequotas", "GetServiceQuota", 0).is_empty());
+        assert!(cost("sqs", "DeleteMessage", 0).is_empty());
+    }
+
+    #[test]
+    fn the_queue_and_rules_writes_are_writes_and_their_reads_not() {
+        for (service, op, write) in [
+            ("sqs", "DeleteMessage", true),
+            ("sqs", "CreateQueue", true),
+            ("sqs", "SetQueueAttributes", true),
+            ("sqs", "ReceiveMessage", false),
+            ("sqs", "GetQueueAttributes", false),
+            ("sqs", "ListQueueTags", false),
+            ("events", "PutRule", true),
+            ("events", "PutTargets", true),
+            ("events", "DeleteRule", true),
+            ("events", "ListRules", false),
+            ("events", "DescribeRule", false),
+            ("ec2", "RunInstances", true),
+            ("ec2", "DescribeInstances", false),
+        ] {
+            assert_eq!(is_write(service, op), write, "{service}:{op}");
+        }
     }
 
     #[test]

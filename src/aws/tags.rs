@@ -48,6 +48,11 @@ pub const NODE_GROUP: &str = "byoc.dev/node-group";
 pub const ENDPOINT_SERVICE: &str = "byoc.dev/endpoint-service";
 /// The peer VPC of a peering connection.
 pub const PEER_VPC: &str = "byoc.dev/peer-vpc";
+/// On an instance AWS said it takes back (or a rebalance the group
+/// replaces): when, in seconds since the epoch (0: no time given). Written
+/// by the interruption listener before it deletes the message, so the mark
+/// outlives a leader change; read by the node groups' plan.
+pub const INTERRUPTED: &str = "byoc.dev/interrupted";
 /// Hash of the launch configuration an instance was launched with.
 pub const LAUNCH_CONFIG: &str = "byoc.dev/launch-config";
 pub const NAME: &str = "Name";

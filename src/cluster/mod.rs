@@ -87,6 +87,9 @@ pub struct ClusterContext {
     pub fair: Arc<fair::Fair>,
     /// Every ComputeCluster in scope (what the others hold, for limits).
     pub clusters: kube::runtime::reflector::Store<ComputeCluster>,
+    /// Which accounts and regions the clusters use: each has a listener of
+    /// its interruption queue.
+    pub listeners: Arc<crate::interruption::listener::Listeners>,
 }
 
 /// Runs the ComputeCluster controller until shutdown.
@@ -104,8 +107,11 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         shared_wait::TICK.min(ctx.settings.progress_poll),
         installation,
     );
+    // Clusters an interruption message names, reconciled at once.
+    let (heard, interrupted) = futures::channel::mpsc::unbounded();
     let controller = Controller::for_stream(changes, store.clone())
         .reconcile_on(account_changes)
+        .reconcile_on(interrupted)
         .reconcile_on(resync_due)
         .reconcile_on(waited)
         .watches_stream(
@@ -118,6 +124,13 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     let concurrency = ctx.settings.concurrency;
     let namespace_share = ctx.settings.namespace_concurrency;
     let refusal_ttl = ctx.settings.capacity_refusal_ttl;
+    let listeners = Arc::new(crate::interruption::listener::Listeners::default());
+    let supervise = crate::interruption::listener::supervise(
+        ctx.clone(),
+        listeners.clone(),
+        store.clone(),
+        heard,
+    );
     let cx = Arc::new(ClusterContext {
         operator: ctx,
         accounts,
@@ -128,16 +141,13 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
         waiting,
         fair: fair::Fair::new(namespace_share),
         clusters: store.clone(),
+        listeners,
     });
-    run_controller(
-        controller,
-        concurrency,
-        shutdown,
-        reconcile,
-        error_policy,
-        cx,
-    )
-    .await;
+    // The listeners stop with the controller (their tasks with them).
+    tokio::select! {
+        _ = run_controller(controller, concurrency, shutdown, reconcile, error_policy, cx) => {}
+        _ = supervise => {}
+    }
 }
 
 async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
@@ -171,10 +181,13 @@ async fn reconcile(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<
         (true, false) => Ok(Action::await_change()),
         (false, true) => converge_or_hold(cc, ctx.clone()).await,
         (true, true) => match delete(cc.clone(), ctx.clone()).await {
-            Ok(Deletion::Done) => in_use::remove_finalizer(&api, &cc, FINALIZER)
-                .await
-                .map(|_| Action::await_change())
-                .map_err(Error::from),
+            Ok(Deletion::Done) => {
+                ctx.listeners.release(&uid);
+                in_use::remove_finalizer(&api, &cc, FINALIZER)
+                    .await
+                    .map(|_| Action::await_change())
+                    .map_err(Error::from)
+            }
             Ok(Deletion::NotYet(after)) => Ok(Action::requeue(after)),
             Err(e) => Err(e),
         },
@@ -476,6 +489,24 @@ async fn converge_pass(
     )
     .with_ec2_interceptor(created.clone());
     let uid = cc.uid().unwrap_or_default();
+    // A cluster with spot capacity hears AWS's warnings through its
+    // account and region's interruption queue.
+    let spot = input
+        .spec
+        .node_groups
+        .iter()
+        .any(|g| g.spec.markets().contains(&crate::api::Market::Spot));
+    match spot {
+        true => ctx.listeners.want(
+            &uid,
+            crate::interruption::listener::Place {
+                account_id: input.resolved.account_id.clone(),
+                region: input.spec.region.clone(),
+            },
+            &input.resolved.config,
+        ),
+        false => ctx.listeners.release(&uid),
+    }
     let adopt = report.needs_adoption();
     let result = observe_and_converge(cc, ctx, input, &clients, adopt, &mut report.progress).await;
     ctx.recent.remember(&uid, created.take(), Instant::now());

@@ -15,14 +15,14 @@ use serde_json::Value;
 /// How long AWS gives a spot instance after its interruption warning.
 pub const SPOT_NOTICE: SignedDuration = SignedDuration::from_secs(120);
 
-/// The `detail-type` of each event the queue's rules match, with its
-/// `source`: one rule per row.
-pub const MATCHED: [(&str, &str); 5] = [
-    ("aws.ec2", SPOT_WARNING),
-    ("aws.ec2", REBALANCE),
-    ("aws.ec2", STATE_CHANGE),
-    ("aws.health", HEALTH),
-    ("aws.ec2", RESERVATION_WARNING),
+/// The events the queue's rules match, one rule per row: the rule's
+/// label (in its name), the event's `source` and `detail-type`.
+pub const MATCHED: [(&str, &str, &str); 5] = [
+    ("spot", "aws.ec2", SPOT_WARNING),
+    ("rebalance", "aws.ec2", REBALANCE),
+    ("state", "aws.ec2", STATE_CHANGE),
+    ("health", "aws.health", HEALTH),
+    ("reservation", "aws.ec2", RESERVATION_WARNING),
 ];
 
 const SPOT_WARNING: &str = "EC2 Spot Instance Interruption Warning";
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_rules_match_every_kind_read_and_nothing_else() {
-        for (source, detail_type) in MATCHED {
+        for (_, source, detail_type) in MATCHED {
             let body =
                 serde_json::json!({"source": source, "detail-type": detail_type, "detail": {}});
             match read(&body.to_string()) {

@@ -174,6 +174,10 @@ pub struct Facts {
     pub profiles: BTreeMap<String, ProfileFact>,
     #[serde(default)]
     pub callers: BTreeMap<String, CallerFact>,
+    #[serde(default)]
+    pub queues: BTreeMap<String, Tagged>,
+    #[serde(default)]
+    pub rules: BTreeMap<String, Tagged>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -238,6 +242,10 @@ pub struct FactsQuery {
     pub profiles: BTreeSet<String>,
     /// Access keys whose IAM user to find, in any account.
     pub callers: BTreeSet<String>,
+    /// SQS queues by name.
+    pub queues: BTreeSet<String>,
+    /// EventBridge rules (of the default bus) by name.
+    pub rules: BTreeSet<String>,
 }
 
 impl FactsQuery {
@@ -247,6 +255,8 @@ impl FactsQuery {
             && self.roles.is_empty()
             && self.profiles.is_empty()
             && self.callers.is_empty()
+            && self.queues.is_empty()
+            && self.rules.is_empty()
     }
 }
 
@@ -302,6 +312,10 @@ pub enum Target {
     KmsKey(String),
     /// A Service Quotas quota.
     Quota(String),
+    /// An SQS queue by name (made by the request, or not).
+    Queue(String),
+    /// An EventBridge rule of the default bus by name.
+    Rule(String),
 }
 
 /// One action on one target.
@@ -318,12 +332,8 @@ impl Params {
     pub fn parse(body: &[u8]) -> Params {
         if body.first() == Some(&b'{') {
             let v: Value = serde_json::from_slice(body).unwrap_or_default();
-            let pairs = v
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect();
+            let mut pairs = Vec::new();
+            flatten("", &v, &mut pairs);
             return Params(pairs);
         }
         Params(
@@ -360,6 +370,15 @@ impl Params {
     }
 
     /// `PREFIX.N.Key` / `PREFIX.N.Value` pairs.
+    /// The entries of a JSON map `prefix` (`tags` of `{"tags": {K: V}}`).
+    fn map(&self, prefix: &str) -> Vec<(String, String)> {
+        let prefix = format!("{prefix}.");
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+            .collect()
+    }
+
     fn tags(&self, prefix: &str) -> Vec<(String, String)> {
         (1..)
             .map_while(|n| {
@@ -368,6 +387,26 @@ impl Params {
                 Some((key, value))
             })
             .collect()
+    }
+}
+
+/// A JSON body as the query protocol names its values: an object's
+/// members `A.B`, an array's elements `A.1`, `A.2` (a map's keys kept
+/// whole after the first dot: `tags.byoc.dev/cluster`).
+fn flatten(path: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    let join = |k: &str| match path {
+        "" => k.to_string(),
+        _ => format!("{path}.{k}"),
+    };
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, v)| flatten(&join(k), v, out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(n, v)| flatten(&join(&(n + 1).to_string()), v, out)),
+        Value::String(s) => out.push((path.to_string(), s.clone())),
+        Value::Null => {}
+        other => out.push((path.to_string(), other.to_string())),
     }
 }
 
@@ -430,6 +469,8 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
             reach(&mut t, op, params)?
         }
         ("iam", _) => iam(&mut t, op, params)?,
+        ("sqs", _) => sqs(&mut t, op, params)?,
+        ("events", _) => events(&mut t, op, params)?,
         _ => network(&mut t, svc, op, params)?,
     }
     Ok(t.out)
@@ -707,6 +748,76 @@ fn iam(t: &mut Touches, op: &str, params: &Params) -> Planned {
     Ok(())
 }
 
+/// SQS: every call but listing names its queue (`QueueName`, or the last
+/// part of `QueueUrl`); a batch is authorized as its single action, and a
+/// queue made with tags needs `sqs:TagQueue` too (AWS's SQS guide).
+fn sqs(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let queue = params
+        .get("QueueName")
+        .or_else(|| {
+            let url = params.get("QueueUrl")?;
+            url.rsplit('/').next().map(str::to_string)
+        })
+        .unwrap_or_default();
+    match op {
+        "ListQueues" => t.on(Target::Any),
+        "CreateQueue" => {
+            t.on(Target::Queue(queue.clone()));
+            if !params.map("tags").is_empty() {
+                t.also("sqs:TagQueue", Target::Queue(queue));
+            }
+        }
+        "DeleteMessageBatch" => t.also("sqs:DeleteMessage", Target::Queue(queue)),
+        "SendMessageBatch" => t.also("sqs:SendMessage", Target::Queue(queue)),
+        "ChangeMessageVisibilityBatch" => {
+            t.also("sqs:ChangeMessageVisibility", Target::Queue(queue))
+        }
+        "GetQueueUrl"
+        | "GetQueueAttributes"
+        | "SetQueueAttributes"
+        | "ListQueueTags"
+        | "TagQueue"
+        | "UntagQueue"
+        | "ReceiveMessage"
+        | "DeleteMessage"
+        | "DeleteQueue"
+        | "PurgeQueue"
+        | "SendMessage"
+        | "ChangeMessageVisibility" => t.on(Target::Queue(queue)),
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
+/// EventBridge rules of the default bus, named by `Name`, `Rule` or a
+/// rule ARN.
+fn events(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let rule = params
+        .get("Name")
+        .or_else(|| params.get("Rule"))
+        .or_else(|| {
+            let arn = params.get("ResourceARN")?;
+            arn.split_once(":rule/").map(|(_, n)| n.to_string())
+        })
+        .unwrap_or_default();
+    match op {
+        "ListRules" => t.on(Target::Any),
+        "PutRule"
+        | "DescribeRule"
+        | "DeleteRule"
+        | "EnableRule"
+        | "DisableRule"
+        | "PutTargets"
+        | "RemoveTargets"
+        | "ListTargetsByRule"
+        | "TagResource"
+        | "UntagResource"
+        | "ListTagsForResource" => t.on(Target::Rule(rule)),
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
 /// The facts `touches` need.
 fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
     let mut q = FactsQuery {
@@ -733,6 +844,12 @@ fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
             },
             Target::Profile { name, created, .. } if !created => {
                 q.profiles.insert(name.clone());
+            }
+            Target::Queue(name) => {
+                q.queues.insert(name.clone());
+            }
+            Target::Rule(name) => {
+                q.rules.insert(name.clone());
             }
             _ => {}
         }
@@ -818,6 +935,8 @@ pub fn checks(
                 path,
                 created,
             } => j.profile(&t.action, (name, path, *created), c),
+            Target::Queue(name) => j.queue(name, c),
+            Target::Rule(name) => j.rule(name, c),
         };
         // A KMS key's policy is asked too: the default one (the account's
         // IAM policies decide), which a key made with no policy has.
@@ -1081,6 +1200,49 @@ impl Judging<'_> {
         (
             Some("instance-profile".to_string()),
             format!("arn:aws:iam::{account}:instance-profile{path}{name}"),
+        )
+    }
+}
+
+impl Judging<'_> {
+    /// A queue: its tags where it exists, the request's where it sets them.
+    fn queue(&self, name: &str, ctx: &mut Ctx) -> Judged {
+        if let Some(q) = self.facts.queues.get(name) {
+            tag_context(ctx, &["aws:ResourceTag"], &q.tags);
+        }
+        if matches!(self.op, "CreateQueue" | "TagQueue") {
+            let tags = match self.op {
+                "CreateQueue" => self.params.map("tags"),
+                _ => self.params.map("Tags"),
+            };
+            request_tags(ctx, &tags);
+        }
+        let (region, account) = (self.region, self.account);
+        (
+            Some("queue".to_string()),
+            format!("arn:aws:sqs:{region}:{account}:{name}"),
+        )
+    }
+
+    /// A rule: its tags where it exists, the request's where it sets them.
+    fn rule(&self, name: &str, ctx: &mut Ctx) -> Judged {
+        if let Some(r) = self.facts.rules.get(name) {
+            tag_context(ctx, &["aws:ResourceTag"], &r.tags);
+        }
+        if matches!(self.op, "PutRule" | "TagResource") {
+            request_tags(ctx, &self.params.tags("Tags"));
+        }
+        if self.op == "PutTargets" {
+            let targets: Vec<String> = (1..)
+                .map_while(|n| self.params.get(&format!("Targets.{n}.Arn")))
+                .collect();
+            // A list key (ArrayOfARN), whatever the number of targets.
+            ctx.insert("events:TargetArn".into(), json!(targets));
+        }
+        let (region, account) = (self.region, self.account);
+        (
+            Some("rule-on-default-event-bus".to_string()),
+            format!("arn:aws:events:{region}:{account}:rule/{name}"),
         )
     }
 }

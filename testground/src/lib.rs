@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod containerd;
+pub mod events;
 pub mod iam_eval;
 pub mod netns;
 pub mod node;

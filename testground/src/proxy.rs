@@ -552,6 +552,10 @@ fn service(head: &str) -> &'static str {
         "servicequotas"
     } else if auth.contains("/pricing/") {
         "pricing"
+    } else if auth.contains("/sqs/") {
+        "sqs"
+    } else if auth.contains("/events/") {
+        "events"
     } else {
         "ec2"
     }
@@ -2031,9 +2035,13 @@ fn inject(conn: &mut TcpStream, svc: &str, n: u64) -> Result<()> {
 
 /// Answers AWS's error `code` in `svc`'s format with HTTP `status`.
 fn refuse(conn: &mut TcpStream, svc: &str, status: &str, code: &str, message: &str) -> Result<()> {
-    if matches!(svc, "pricing" | "servicequotas") {
+    if matches!(svc, "pricing" | "servicequotas" | "events") {
         let body = json_error(code, message);
         return reply(conn, status, "application/x-amz-json-1.1", &body);
+    }
+    if svc == "sqs" {
+        let body = json_error(code, message);
+        return reply(conn, status, "application/x-amz-json-1.0", &body);
     }
     reply(conn, status, "text/xml", &error_body(svc, code, message))
 }

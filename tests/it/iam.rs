@@ -628,7 +628,250 @@ fn rows() -> Vec<Row> {
             false,
         ));
     }
+    interruption_rows(&mut rows);
     rows
+}
+
+/// The interruption queue and its rules: this installation's, by name and
+/// tag; another installation's, or a stranger's, never.
+fn interruption_rows(rows: &mut Vec<Row>) {
+    let mine = made_by(Some(ME));
+    let others = made_by(Some(OTHER));
+    let none: Vec<(&str, String)> = vec![];
+    let queue = |i: &str| format!("arn:aws:sqs:{REGION}:{ACCOUNT}:byoc-{i}-interruptions");
+    let rule =
+        |i: &str| format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/byoc-{i}-interruption-spot");
+    let stranger_queue = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:orders");
+    let rt = ["aws:ResourceTag"];
+    let qt = "queue";
+    let rtype = "rule-on-default-event-bus";
+    for action in ["sqs:CreateQueue", "sqs:TagQueue"] {
+        for (name, tags, allowed, what) in [
+            (queue(ME), &mine, true, "its own, tagged"),
+            (queue(ME), &none, false, "its own name, untagged"),
+            (
+                queue(OTHER),
+                &mine,
+                false,
+                "another installation's name (attack)",
+            ),
+            (
+                queue(ME),
+                &others,
+                false,
+                "tagged as another installation's (attack)",
+            ),
+        ] {
+            let ctx = context(&["aws:RequestTag"], tags);
+            rows.push(row(
+                format!("{action} making a queue: {what}"),
+                action,
+                qt,
+                name,
+                ctx,
+                allowed,
+            ));
+        }
+    }
+    for action in [
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+        "sqs:ListQueueTags",
+    ] {
+        for (name, allowed, what) in [
+            (queue(ME), true, "its own"),
+            (queue(OTHER), false, "another installation's"),
+            (stranger_queue.clone(), false, "a stranger's"),
+        ] {
+            rows.push(row(
+                format!("{action} on {what} queue"),
+                action,
+                qt,
+                name,
+                context(&rt, &none),
+                allowed,
+            ));
+        }
+    }
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:SetQueueAttributes",
+        "sqs:DeleteQueue",
+    ] {
+        for (name, tags, allowed, what) in [
+            (queue(ME), &mine, true, "its own"),
+            (
+                queue(ME),
+                &none,
+                false,
+                "of its name, untagged (someone else's)",
+            ),
+            (
+                queue(OTHER),
+                &others,
+                false,
+                "another installation's (attack)",
+            ),
+            (
+                stranger_queue.clone(),
+                &mine,
+                false,
+                "a stranger's name tagged as its own (attack)",
+            ),
+        ] {
+            rows.push(row(
+                format!("{action} on a queue {what}"),
+                action,
+                qt,
+                name,
+                context(&rt, tags),
+                allowed,
+            ));
+        }
+    }
+    for (name, tags, allowed, what) in [
+        (rule(ME), &mine, true, "its own, tagged"),
+        (rule(ME), &none, false, "its own name, untagged"),
+        (
+            rule(OTHER),
+            &mine,
+            false,
+            "another installation's name (attack)",
+        ),
+    ] {
+        let ctx = context(&["aws:RequestTag"], tags);
+        rows.push(row(
+            format!("events:PutRule making a rule: {what}"),
+            "events:PutRule",
+            rtype,
+            name,
+            ctx,
+            allowed,
+        ));
+    }
+    for (name, tags, target, allowed, what) in [
+        (
+            rule(ME),
+            &mine,
+            queue(ME),
+            true,
+            "its own rule to its queue",
+        ),
+        (
+            rule(ME),
+            &mine,
+            stranger_queue.clone(),
+            false,
+            "its own rule to a stranger's queue (attack)",
+        ),
+        (
+            rule(ME),
+            &mine,
+            queue(OTHER),
+            false,
+            "its own rule to another installation's queue (attack)",
+        ),
+        (
+            rule(OTHER),
+            &others,
+            queue(ME),
+            false,
+            "another installation's rule (attack)",
+        ),
+    ] {
+        let mut ctx = context(&rt, tags);
+        ctx.insert("events:TargetArn".into(), json!([target]));
+        rows.push(row(
+            format!("events:PutTargets: {what}"),
+            "events:PutTargets",
+            rtype,
+            name,
+            ctx,
+            allowed,
+        ));
+    }
+    for action in ["events:RemoveTargets", "events:DeleteRule"] {
+        for (name, tags, allowed, what) in [
+            (rule(ME), &mine, true, "its own"),
+            (rule(ME), &none, false, "of its name, untagged"),
+            (
+                rule(OTHER),
+                &others,
+                false,
+                "another installation's (attack)",
+            ),
+        ] {
+            rows.push(row(
+                format!("{action} on a rule {what}"),
+                action,
+                rtype,
+                name,
+                context(&rt, tags),
+                allowed,
+            ));
+        }
+    }
+    for action in [
+        "events:DescribeRule",
+        "events:ListTagsForResource",
+        "events:ListTargetsByRule",
+    ] {
+        for (name, allowed, what) in [
+            (rule(ME), true, "its own"),
+            (rule(OTHER), false, "another installation's"),
+        ] {
+            rows.push(row(
+                format!("{action} on {what} rule"),
+                action,
+                rtype,
+                name,
+                context(&rt, &none),
+                allowed,
+            ));
+        }
+    }
+    // The listener's mark on an instance AWS takes back: that tag alone,
+    // on this installation's instances alone.
+    for (tags, key, allowed, what) in [
+        (&mine, "byoc.dev/interrupted", true, "its own instance"),
+        (
+            &others,
+            "byoc.dev/interrupted",
+            false,
+            "another installation's instance",
+        ),
+        (
+            &mine,
+            "byoc.dev/installation",
+            false,
+            "its own instance, another tag (attack)",
+        ),
+    ] {
+        let mut ctx = context(&["aws:ResourceTag", "ec2:ResourceTag"], tags);
+        ctx.insert(format!("aws:RequestTag/{key}"), json!("1765000000"));
+        ctx.insert("aws:TagKeys".into(), json!([key]));
+        let instance = arn("instance", "i-0abc");
+        rows.push(row(
+            format!("ec2:CreateTags marking interrupted: {what}"),
+            "ec2:CreateTags",
+            "instance",
+            instance,
+            ctx,
+            allowed,
+        ));
+    }
+    rows.push(Row {
+        what: "events:ListRules".into(),
+        check: Check {
+            action: "events:ListRules".into(),
+            resource_type: None,
+            resource: "*".into(),
+            context: context(&[], &none),
+            resource_policy: None,
+        },
+        allowed: true,
+    });
 }
 
 fn options() -> PolicyOptions {
@@ -659,7 +902,12 @@ fn the_generated_policy_allows_this_installation_and_denies_every_other_as_aws_e
         .iter()
         .zip(&decisions)
         .filter(|(r, d)| d.allowed() != r.allowed)
-        .map(|(r, d)| format!("{}: {} (by {:?})", r.what, d.decision, d.allowed_by))
+        .map(|(r, d)| {
+            format!(
+                "{}: {} (by {:?}) in {:?}",
+                r.what, d.decision, d.allowed_by, d.context
+            )
+        })
         .collect();
     assert!(
         wrong.is_empty(),

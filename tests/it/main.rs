@@ -15,6 +15,7 @@ mod ground;
 mod iam;
 mod image;
 mod in_pod;
+mod interruption;
 mod lifecycle;
 mod nodes;
 mod operations;

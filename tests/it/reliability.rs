@@ -425,6 +425,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/nodeGroups/0/sshKeyName",
     "/spec/nodeGroups/0/sshPublicKey",
     "/spec/nodeGroups/0/rollout",
+    "/spec/nodeGroups/0/interruption",
     "/spec/nodeGroups/0/instanceTypes",
     "/spec/nodeGroups/0/capacityType",
     "/spec/nodeGroups/0/healthCheckGracePeriod",

@@ -137,6 +137,13 @@ impl Ground {
         self.proxy.grant(ROLE_ARN, grants.policies())
     }
 
+    /// [`Ground::grant`]'s options for `installation` alone.
+    pub fn grant_only(&self, installation: &str) -> Result<()> {
+        let mut grants = self.grants.lock().map_err(|_| anyhow!("grants poisoned"))?;
+        grants.installations = vec![installation.to_string()];
+        self.proxy.grant(ROLE_ARN, grants.policies())
+    }
+
     /// Each installation its own role: [`ROLE_ARN`] keeps `installation`'s
     /// policy alone, and `role_arn` gets `other`'s alone (the options of
     /// [`Ground::grant`] for both): two installations sharing an account,

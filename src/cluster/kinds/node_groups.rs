@@ -54,6 +54,9 @@ pub struct Inputs {
     /// client token, so the launch that replaces a vanished instance is not
     /// taken for a retry of the one that made it.
     pub recorded: BTreeMap<String, Vec<String>>,
+    /// Now, in seconds since the epoch: an instance AWS takes back by then
+    /// is ended, not waited for.
+    pub now: i64,
 }
 
 /// [`launch_config_of`] the group's first type.
@@ -131,7 +134,9 @@ fn is_current(
 
 /// Scales a group to `count`, replaces stopped instances, terminates the
 /// newest first when scaling down, and rolls instances of another launch
-/// configuration within the group's rollout bounds (see [`roll`]).
+/// configuration within the group's rollout bounds (see [`roll`]). An
+/// instance AWS takes back (marked interrupted) is rolled the same way, a
+/// replacement first, and ended at its deadline whatever the bounds.
 /// `subnets` are the candidate subnets; launches go where the group has
 /// fewest instances.
 pub fn plan_group(
@@ -153,9 +158,14 @@ pub fn plan_group(
     }
     plan.terminate
         .extend(unhealthy_to_replace(group, inputs, &mut live));
+    // Past its deadline AWS takes it anyway: ended now.
+    let due = |i: &ObservedInstance| i.interrupted.is_some_and(|d| d > 0 && d <= inputs.now);
+    plan.terminate
+        .extend(live.iter().filter(|i| due(i)).map(|i| i.id.clone()));
+    live.retain(|i| !due(i));
     let (mut current, mut outdated): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
         .into_iter()
-        .partition(|i| is_current(i, group, inputs, image));
+        .partition(|i| i.interrupted.is_none() && is_current(i, group, inputs, image));
     // Newest first.
     current.sort_by(|a, b| b.launched.cmp(&a.launched).then_with(|| b.id.cmp(&a.id)));
     if current.len() > want {
@@ -468,6 +478,7 @@ pub async fn ensure<'a>(
         images: network.images.clone(),
         unhealthy: unhealthy(p).await?,
         recorded: p.recorded.instances.clone(),
+        now: jiff::Timestamp::now().as_second(),
     };
     let NodeActions {
         terminate,
@@ -1416,6 +1427,67 @@ mod tests {
             (vec![], vec![]),
             "none while a replacement is pending"
         );
+    }
+
+    #[test]
+    fn an_interrupted_instance_is_replaced_first_and_ended_at_its_deadline() {
+        let running = |id: &str, launched| inst(id, "t3.large", Running, launched, "subnet-a");
+        let marked = |id: &str, deadline| {
+            let mut i = running(id, 1);
+            i.interrupted = Some(deadline);
+            i
+        };
+        let at = |now| Inputs {
+            now,
+            ..Default::default()
+        };
+        let spec = group(2, "t3.large");
+        type Row<'a> = (
+            Vec<ObservedInstance>,
+            i64,
+            (Vec<(&'a str, i32)>, Vec<&'a str>),
+            &'a str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                vec![marked("i-1", 1000), running("i-2", 2)],
+                900,
+                (vec![("subnet-b", 1)], vec![]),
+                "a replacement first (surge 1), the marked one kept until then",
+            ),
+            (
+                vec![
+                    marked("i-1", 1000),
+                    running("i-2", 2),
+                    inst("i-3", "t3.large", Pending, 3, "subnet-b"),
+                ],
+                900,
+                (vec![], vec![]),
+                "the replacement pending: nothing more (surge bound)",
+            ),
+            (
+                vec![marked("i-1", 1000), running("i-2", 2), running("i-3", 3)],
+                900,
+                (vec![], vec!["i-1"]),
+                "the replacement running: the marked one ended",
+            ),
+            (
+                vec![marked("i-1", 1000), running("i-2", 2)],
+                1000,
+                (vec![("subnet-b", 1)], vec!["i-1"]),
+                "its deadline reached: ended now, whatever the bounds",
+            ),
+            (
+                vec![marked("i-1", 0), running("i-2", 2)],
+                i64::MAX,
+                (vec![("subnet-b", 1)], vec![]),
+                "no deadline given (rebalance): replaced first, never ended by time",
+            ),
+        ];
+        for (instances, now, want, why) in rows {
+            let plan = plan_group(&spec, &at(now), None, &instances, &subnets());
+            assert_eq!(summary(&plan), want, "{why}");
+        }
     }
 
     #[test]

@@ -1,0 +1,426 @@
+//! The listeners: one per AWS account and region some cluster of this
+//! installation runs in, run by the leader only (inside the cluster
+//! controller) and fenced like every write. Each makes the queue and its
+//! rules (and puts them back where changed), long-polls the queue, and acts
+//! on what a message says:
+//! - an instance AWS takes back (spot, Capacity Reservation, maintenance):
+//!   marked `byoc.dev/interrupted=<deadline>` on the instance itself before
+//!   the message is deleted (the mark outlives a leader change), and its
+//!   cluster reconciled now: the node groups' plan launches the
+//!   replacement under the surge bound and ends the instance at its
+//!   deadline;
+//! - an instance stopped or ended: its cluster reconciled now;
+//! - a rebalance recommendation: as the instance's group says
+//!   (`interruption.rebalance`): nothing (`ignore`), or marked with no
+//!   deadline and replaced (`replace`);
+//! - an instance of no cluster of this installation (checked against AWS's
+//!   tags, so a launch no status lists yet is found), a message that asks
+//!   nothing, or a malformed one: counted and deleted.
+//!
+//! The clusters tell the listeners which account and region they use on
+//! each pass ([`Listeners::want`]) and let go when deleted
+//! ([`Listeners::release`]); a queue no cluster uses is deleted with its
+//! rules.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::message::{read, Notice, Read, MATCHED};
+use super::queue::{self, QueueStep, RuleStep};
+use crate::api::{ComputeCluster, Rebalance};
+use crate::aws::interruption_queue::{self as aws_queue, QueueSpec};
+use crate::aws::{instances, AwsClients, AwsResult};
+use crate::context::Context;
+
+/// How often a listener makes sure its queue and rules are as they should
+/// be (and how soon it tries again after a failure).
+pub const ENSURE_EVERY: Duration = Duration::from_secs(300);
+/// How long one receive waits for a message: SQS's longest, within the
+/// attempt timeout of every AWS call.
+const LONG_POLL: Duration = Duration::from_secs(10);
+/// How long a listener waits after a failed receive.
+const AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// One AWS account and region.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    pub account_id: String,
+    pub region: String,
+}
+
+struct Entry {
+    /// The latest identity a cluster's pass resolved for the place.
+    config: SdkConfig,
+    /// The clusters (UIDs) that use it.
+    users: BTreeSet<String>,
+    task: Option<AbortHandle>,
+}
+
+/// Who uses which account and region, and the listener of each.
+#[derive(Default)]
+pub struct Listeners {
+    places: Mutex<BTreeMap<Place, Entry>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Listeners {
+    fn places(&self) -> std::sync::MutexGuard<'_, BTreeMap<Place, Entry>> {
+        self.places.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cluster `uid` uses `place` as `config` (the identity its pass
+    /// resolved, kept for the listener's calls).
+    pub fn want(&self, uid: &str, place: Place, config: &SdkConfig) {
+        let mut places = self.places();
+        let entry = places.entry(place).or_insert_with(|| Entry {
+            config: config.clone(),
+            users: BTreeSet::new(),
+            task: None,
+        });
+        entry.config = config.clone();
+        if entry.users.insert(uid.to_string()) && entry.task.is_none() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Cluster `uid` is gone.
+    pub fn release(&self, uid: &str) {
+        let mut places = self.places();
+        let mut emptied = false;
+        for entry in places.values_mut() {
+            emptied |= entry.users.remove(uid) && entry.users.is_empty();
+        }
+        if emptied {
+            self.changed.notify_one();
+        }
+    }
+
+    fn config(&self, place: &Place) -> Option<SdkConfig> {
+        self.places().get(place).map(|e| e.config.clone())
+    }
+}
+
+/// What every listener shares.
+struct Shared {
+    ctx: Arc<Context>,
+    listeners: Arc<Listeners>,
+    clusters: Store<ComputeCluster>,
+    heard: UnboundedSender<ObjectRef<ComputeCluster>>,
+}
+
+/// Starts a listener for each place in use and, for each no longer used,
+/// stops it and deletes its queue and rules; until the process stops.
+pub async fn supervise(
+    ctx: Arc<Context>,
+    listeners: Arc<Listeners>,
+    clusters: Store<ComputeCluster>,
+    heard: UnboundedSender<ObjectRef<ComputeCluster>>,
+) {
+    let shared = Arc::new(Shared {
+        ctx,
+        listeners: listeners.clone(),
+        clusters,
+        heard,
+    });
+    // Dropped with this future: every listener stops with the controller.
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (start, stop) = {
+            let mut places = listeners.places();
+            let start: Vec<Place> = places
+                .iter()
+                .filter(|(_, e)| !e.users.is_empty() && e.task.is_none())
+                .map(|(p, _)| p.clone())
+                .collect();
+            let stop: Vec<(Place, Entry)> = {
+                let unused: Vec<Place> = places
+                    .iter()
+                    .filter(|(_, e)| e.users.is_empty())
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                unused
+                    .into_iter()
+                    .filter_map(|p| places.remove(&p).map(|e| (p, e)))
+                    .collect()
+            };
+            for place in &start {
+                if let Some(e) = places.get_mut(place) {
+                    e.task = Some(tasks.spawn(listen(shared.clone(), place.clone())));
+                }
+            }
+            (start, stop)
+        };
+        for place in &start {
+            tracing::info!(account = %place.account_id, region = %place.region, "interruption listener started");
+        }
+        for (place, entry) in stop {
+            if let Some(task) = entry.task {
+                task.abort();
+            }
+            let c = clients(&shared.ctx, &place, &entry.config);
+            match remove(&c, shared.ctx.installation.id()).await {
+                Ok(()) => {
+                    tracing::info!(account = %place.account_id, region = %place.region, "no cluster uses the account and region: interruption queue and rules deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(account = %place.account_id, region = %place.region, error = %e, "deleting the interruption queue and rules failed; audit lists them")
+                }
+            }
+        }
+        listeners.changed.notified().await;
+    }
+}
+
+fn clients(ctx: &Context, place: &Place, config: &SdkConfig) -> AwsClients {
+    AwsClients::new(
+        config,
+        &place.region,
+        ctx.metrics.aws_interceptor_for(&place.account_id),
+    )
+}
+
+/// One place's listener, until aborted.
+async fn listen(shared: Arc<Shared>, place: Place) {
+    let installation = shared.ctx.installation.id().to_string();
+    let mut ensured: Option<(Instant, String)> = None;
+    loop {
+        let Some(config) = shared.listeners.config(&place) else {
+            return;
+        };
+        let c = clients(&shared.ctx, &place, &config);
+        let url = match &ensured {
+            Some((at, url)) if at.elapsed() < ENSURE_EVERY => url.clone(),
+            _ => match ensure(&c, &installation, &place).await {
+                Ok(url) => {
+                    ensured = Some((Instant::now(), url.clone()));
+                    url
+                }
+                Err(e) => {
+                    tracing::warn!(account = %place.account_id, region = %place.region, error = %e, "making the interruption queue failed; trying again");
+                    tokio::time::sleep(AFTER_FAILURE).await;
+                    continue;
+                }
+            },
+        };
+        match aws_queue::receive(&c, &url, LONG_POLL).await {
+            Ok(messages) => {
+                for m in messages {
+                    if let Err(e) = act(&shared, &c, &m.body).await {
+                        // Left in the queue: seen again once its
+                        // visibility timeout passes.
+                        tracing::warn!(error = %e, "acting on an interruption message failed; it is read again later");
+                        continue;
+                    }
+                    if let Err(e) = aws_queue::delete_message(&c, &url, &m.receipt).await {
+                        tracing::warn!(error = %e, "deleting an interruption message failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving interruption messages failed");
+                ensured = None;
+                tokio::time::sleep(AFTER_FAILURE).await;
+            }
+        }
+    }
+}
+
+/// Makes the queue and its rules as they should be: the queue's URL.
+async fn ensure(c: &AwsClients, installation: &str, place: &Place) -> Result<String, String> {
+    let name = queue::queue_name(installation);
+    let arn = format!("arn:aws:sqs:{}:{}:{name}", place.region, place.account_id);
+    let policy = queue::policy(
+        &arn,
+        &queue::rule_arns(installation, &place.account_id, &place.region),
+    );
+    let tags: HashMap<String, String> = queue::tags(installation);
+    let spec = QueueSpec {
+        name: &name,
+        tags: &tags,
+        policy: &policy,
+        retention: queue::RETENTION,
+    };
+    let seen = aws_queue::describe_queue(c, &name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = match queue::queue_step(installation, seen.as_ref(), &policy) {
+        QueueStep::Create => aws_queue::create_queue(c, &spec)
+            .await
+            .map_err(|e| e.to_string())?,
+        QueueStep::Repair(why) => {
+            let url = seen.map(|q| q.url).unwrap_or_default();
+            tracing::info!(queue = %name, %why, "interruption queue put back");
+            aws_queue::repair_queue(c, &url, &spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            url
+        }
+        QueueStep::Keep => seen.map(|q| q.url).unwrap_or_default(),
+        QueueStep::NotOurs(why) => return Err(why),
+    };
+    let rules = aws_queue::describe_rules(c, &queue::rule_prefix(installation))
+        .await
+        .map_err(|e| e.to_string())?;
+    for step in queue::rule_steps(installation, &rules, &arn) {
+        let done = match step {
+            RuleStep::Put(label) => {
+                let Some((_, source, detail_type)) = MATCHED.iter().find(|(l, _, _)| *l == label)
+                else {
+                    continue;
+                };
+                aws_queue::put_rule(
+                    c,
+                    &queue::rule_name(installation, label),
+                    &queue::pattern(source, detail_type),
+                    &tags,
+                    &arn,
+                )
+                .await
+                .map(|_| ())
+            }
+            RuleStep::Delete(name) => aws_queue::delete_rule(c, &name).await,
+        };
+        done.map_err(|e| e.to_string())?;
+    }
+    Ok(url)
+}
+
+/// Deletes the installation's rules, then its queue.
+async fn remove(c: &AwsClients, installation: &str) -> AwsResult<()> {
+    for rule in aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await? {
+        if queue::is_ours(installation, &rule.tags) {
+            aws_queue::delete_rule(c, &rule.name).await?;
+        }
+    }
+    let name = queue::queue_name(installation);
+    if let Some(q) = aws_queue::describe_queue(c, &name).await? {
+        if queue::is_ours(installation, &q.tags) {
+            aws_queue::delete_queue(c, &q.url).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Acts on one message; `Ok` when it may be deleted.
+async fn act(shared: &Shared, c: &AwsClients, body: &str) -> AwsResult<()> {
+    let said = read(body);
+    let (instances, deadline) = match &said {
+        Read::Malformed { why } => {
+            tracing::warn!(%why, "malformed interruption message deleted");
+            shared.ctx.metrics.interruption_message(said.kind());
+            return Ok(());
+        }
+        Read::Nothing => {
+            shared.ctx.metrics.interruption_message(said.kind());
+            return Ok(());
+        }
+        Read::Notice(Notice::Rebalance { instance }) => {
+            if !rebalance_replaces(shared, instance) {
+                shared.ctx.metrics.interruption_message(said.kind());
+                return Ok(());
+            }
+            // Replaced as a warning is, with no deadline.
+            (vec![instance.clone()], Some(0))
+        }
+        Read::Notice(Notice::Reclaimed { instances, at, .. }) => {
+            (instances.clone(), Some(at.map_or(0, |t| t.as_second())))
+        }
+        Read::Notice(Notice::Gone { instance, .. }) => (vec![instance.clone()], None),
+    };
+    let owners = owners(shared, c, &instances).await?;
+    if owners.is_empty() {
+        shared.ctx.metrics.interruption_message("not-ours");
+        return Ok(());
+    }
+    shared.ctx.metrics.interruption_message(said.kind());
+    let ours: Vec<String> = owners.keys().cloned().collect();
+    if let Some(deadline) = deadline {
+        instances::mark_interrupted(c, &ours, deadline).await?;
+    }
+    let mut by_cluster: HashMap<ObjectRef<ComputeCluster>, Vec<String>> = HashMap::new();
+    for (id, cluster) in owners {
+        by_cluster.entry(cluster).or_default().push(id);
+    }
+    for (cluster, ids) in by_cluster {
+        let _ = shared.heard.unbounded_send(cluster.clone());
+        let Some(cc) = shared.clusters.get(&cluster) else {
+            continue;
+        };
+        let ids = ids.join(", ");
+        let note = match deadline {
+            Some(_) => format!("AWS takes back {ids} ({}): replacing now", said.kind()),
+            None => format!("{ids} stopped or ended out of band: replacing now"),
+        };
+        shared
+            .ctx
+            .publish(&cc.object_ref(&()), true, "Interrupted", note)
+            .await;
+    }
+    Ok(())
+}
+
+/// Whether the group `instance` belongs to (by its cluster's status) asks
+/// a rebalance recommendation to replace it.
+fn rebalance_replaces(shared: &Shared, instance: &str) -> bool {
+    shared.clusters.state().iter().any(|cc| {
+        let group = cc
+            .status
+            .iter()
+            .flat_map(|s| &s.node_groups)
+            .find(|g| g.instance_ids.iter().any(|i| i == instance));
+        group.is_some_and(|g| {
+            cc.spec.node_groups.iter().any(|spec| {
+                spec.name == g.name
+                    && spec.interruption.as_ref().map(|i| i.rebalance) == Some(Rebalance::Replace)
+            })
+        })
+    })
+}
+
+/// The cluster of each of `ids` that is this installation's: by the
+/// clusters' statuses, else by the instances' tags in AWS (a launch no
+/// status lists yet).
+async fn owners(
+    shared: &Shared,
+    c: &AwsClients,
+    ids: &[String],
+) -> AwsResult<BTreeMap<String, ObjectRef<ComputeCluster>>> {
+    let clusters = shared.clusters.state();
+    let mut out = BTreeMap::new();
+    for cc in &clusters {
+        let listed = cc
+            .status
+            .iter()
+            .flat_map(|s| &s.node_groups)
+            .flat_map(|g| &g.instance_ids);
+        for id in listed.filter(|id| ids.contains(id)) {
+            out.insert(id.clone(), ObjectRef::from_obj(cc.as_ref()));
+        }
+    }
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| !out.contains_key(*id))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(out);
+    }
+    let by_uid = instances::owners(c, shared.ctx.installation.id(), &unknown).await?;
+    for (id, uid) in by_uid {
+        if let Some(cc) = clusters
+            .iter()
+            .find(|cc| cc.uid().as_deref() == Some(uid.as_str()))
+        {
+            out.insert(id, ObjectRef::from_obj(cc.as_ref()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,486 @@
+//! Interruptions: the installation's queue and the EventBridge rules that
+//! feed it, made by a holder of the cross-account role under the
+//! generated policy (the proxy decides each call as AWS does), and the
+//! events AWS's services emit delivered as AWS delivers them.
+//!
+//! The ground emits the events itself (`Moto::emit`): AWS refuses a
+//! client's PutEvents with an `aws.*` source (NotAuthorizedForSourceException),
+//! moto accepts it, so no test puts them through the client path.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use byoc_operator::account::iam_policy::PolicyOptions;
+use byoc_operator::aws::interruption_queue::{self as q, QueueSpec};
+use byoc_operator::aws::AwsClients;
+use byoc_operator::interruption::message::{read, Notice, Read, Reclaim, MATCHED};
+use byoc_operator::interruption::queue::{
+    pattern, policy, queue_name, queue_step, rule_arn, rule_arns, rule_name, rule_steps, tags,
+    QueueStep, RETENTION,
+};
+use kube::ResourceExt;
+use testground::events::Emitted;
+
+use crate::clusters::{
+    delete_and_wait_gone, ground_with_account, instances_in, small_cluster_manifest, wait_running,
+};
+use crate::support::{
+    event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator, OperatorExt,
+    ROLE_ARN,
+};
+
+const ME: &str = "a11ce0000000000a";
+const OTHER: &str = "b0b0000000000b0b";
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// Clients acting as the cross-account role, whose only permission is
+/// `installation`'s generated policy.
+async fn as_role(g: &Ground, installation: &str) -> Result<AwsClients> {
+    let admin = g.aws_through_proxy().await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    if iam
+        .get_role()
+        .role_name("byoc-cross-account")
+        .send()
+        .await
+        .is_err()
+    {
+        iam.create_role()
+            .role_name("byoc-cross-account")
+            .assume_role_policy_document(trust)
+            .send()
+            .await?;
+    }
+    g.grant(PolicyOptions::default())?;
+    g.grant_only(installation)?;
+    let role = testground::assumed(&admin, ROLE_ARN, None, &[]).await?;
+    let metrics = byoc_operator::metrics::Metrics::new();
+    Ok(AwsClients::new(&role, REGION, metrics.aws_interceptor()))
+}
+
+/// Makes `installation`'s queue and rules as the listener's set-up does:
+/// the queue's URL and ARN.
+async fn make(c: &AwsClients, installation: &str) -> Result<(String, String)> {
+    let name = queue_name(installation);
+    let arns = rule_arns(installation, ACCOUNT, REGION);
+    let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
+    let doc = policy(&queue_arn, &arns);
+    let tags = tags(installation);
+    let spec = QueueSpec {
+        name: &name,
+        tags: &tags,
+        policy: &doc,
+        retention: RETENTION,
+    };
+    assert_eq!(
+        queue_step(installation, None, &doc),
+        QueueStep::Create,
+        "no queue yet"
+    );
+    let url = q::create_queue(c, &spec).await?;
+    let seen = q::describe_queue(c, &name)
+        .await?
+        .context("the queue made")?;
+    assert_eq!(
+        queue_step(installation, Some(&seen), &doc),
+        QueueStep::Keep,
+        "{seen:?}"
+    );
+    for (label, source, detail_type) in MATCHED {
+        q::put_rule(
+            c,
+            &rule_name(installation, label),
+            &pattern(source, detail_type),
+            &tags,
+            &seen.arn,
+        )
+        .await?;
+    }
+    let rules = q::describe_rules(c, &rule_name(installation, "")).await?;
+    assert_eq!(rules.len(), MATCHED.len(), "{rules:?}");
+    assert!(
+        rule_steps(installation, &rules, &seen.arn).is_empty(),
+        "the rules as made differ from what they should be: {rules:?}"
+    );
+    Ok((url, queue_arn))
+}
+
+/// Every message now in the queue (moto delivers as it is emitted).
+async fn drain(c: &AwsClients, url: &str) -> Result<Vec<Read>> {
+    let mut out = Vec::new();
+    loop {
+        let got = q::receive(c, url, Duration::ZERO).await?;
+        if got.is_empty() {
+            return Ok(out);
+        }
+        for m in got {
+            out.push(read(&m.body));
+            q::delete_message(c, url, &m.receipt).await?;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_installations_queue_hears_each_kind_of_event_and_only_its_own_rules_send() -> Result<()>
+{
+    let g = Ground::new("int-queue").await?;
+    let c = as_role(&g, ME).await?;
+    let (url, queue_arn) = make(&c, ME).await?;
+
+    // Each kind AWS emits reaches the queue and reads as its notice.
+    let kinds = [
+        Emitted::SpotWarning,
+        Emitted::Rebalance,
+        Emitted::State("stopped".into()),
+        Emitted::Maintenance {
+            within: Duration::from_secs(3600),
+        },
+        Emitted::CapacityReservation {
+            within: Duration::from_secs(120),
+        },
+    ];
+    let now = jiff::Timestamp::now();
+    for kind in &kinds {
+        let event = kind.event(ACCOUNT, REGION, "i-0123456789abcdef0", now);
+        g.moto.emit(ACCOUNT, REGION, &event)?;
+    }
+    let heard = drain(&c, &url).await?;
+    let labels: Vec<&str> = heard.iter().map(Read::kind).collect();
+    assert_eq!(
+        labels,
+        [
+            "spot-interruption",
+            "rebalance-recommendation",
+            "state-change",
+            "scheduled-maintenance",
+            "capacity-reservation-interruption"
+        ],
+        "{heard:?}"
+    );
+    assert!(
+        matches!(&heard[0], Read::Notice(Notice::Reclaimed { why: Reclaim::Spot, instances, .. }) if instances == &["i-0123456789abcdef0"]),
+        "{heard:?}"
+    );
+
+    // A policy naming other rules: AWS (and the ground) deliver nothing.
+    // The control above is the same queue with its own policy.
+    let wrong = policy(&queue_arn, &[rule_arn(REGION, ACCOUNT, "someone-else")]);
+    let tags = tags(ME);
+    let name = queue_name(ME);
+    let spec = QueueSpec {
+        name: &name,
+        tags: &tags,
+        policy: &wrong,
+        retention: RETENTION,
+    };
+    q::repair_queue(&c, &url, &spec).await?;
+    let seen = q::describe_queue(&c, &name).await?.context("queue")?;
+    let right = policy(&queue_arn, &rule_arns(ME, ACCOUNT, REGION));
+    assert!(
+        matches!(queue_step(ME, Some(&seen), &right), QueueStep::Repair(ref why) if why.contains("policy")),
+        "a changed policy is not seen as one to put back"
+    );
+    let event = Emitted::SpotWarning.event(ACCOUNT, REGION, "i-0123456789abcdef0", now);
+    g.moto.emit(ACCOUNT, REGION, &event)?;
+    assert!(
+        drain(&c, &url).await?.is_empty(),
+        "an event reached a queue whose policy does not let its rule send"
+    );
+    // Put back, the queue hears again.
+    let spec = QueueSpec {
+        policy: &right,
+        ..spec
+    };
+    q::repair_queue(&c, &url, &spec).await?;
+    g.moto.emit(ACCOUNT, REGION, &event)?;
+    assert_eq!(
+        drain(&c, &url).await?.len(),
+        1,
+        "the repaired queue hears nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_installations_queue_and_rules_are_out_of_reach() -> Result<()> {
+    let g = Ground::new("int-apart").await?;
+    // OTHER's queue and rules, made under OTHER's policy.
+    let other = as_role(&g, OTHER).await?;
+    let (other_url, _) = make(&other, OTHER).await?;
+    // The same role now holds ME's policy alone.
+    let me = as_role(&g, ME).await?;
+    let denied = |r: Result<(), byoc_operator::aws::AwsError>, what: &str| match r {
+        Err(e) if e.is_access_denied() => Ok(()),
+        other => Err(anyhow::anyhow!("{what}: {other:?}")),
+    };
+    denied(
+        q::receive(&me, &other_url, Duration::ZERO)
+            .await
+            .map(|_| ()),
+        "read another installation's messages",
+    )?;
+    denied(
+        q::delete_queue(&me, &other_url).await,
+        "delete another installation's queue",
+    )?;
+    denied(
+        q::delete_rule(&me, &rule_name(OTHER, "spot")).await,
+        "delete another installation's rule",
+    )?;
+    // Control: its own queue and rules are made and read under the same
+    // role, and then removed.
+    let (url, _) = make(&me, ME).await?;
+    assert!(drain(&me, &url).await?.is_empty());
+    for (label, _, _) in MATCHED {
+        q::delete_rule(&me, &rule_name(ME, label)).await?;
+    }
+    q::delete_queue(&me, &url).await?;
+    assert!(q::describe_queue(&me, &queue_name(ME)).await?.is_none());
+    assert!(q::describe_rules(&me, &rule_name(ME, "")).await?.is_empty());
+    Ok(())
+}
+
+/// A cluster `name` with one spot group of `count` t3.small.
+fn spot_cluster(name: &str, cidr: &str, count: u32) -> String {
+    small_cluster_manifest(name, cidr).edited(
+        "count: 1, subnets: public}",
+        &format!("count: {count}, subnets: public, capacityType: spot}}"),
+    )
+}
+
+/// The cluster's instances moto holds running.
+async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
+    let found = instances_in(g, uid, None, &["running"]).await?;
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
+/// Launches since `from` in the proxy's trace.
+fn launches_since(g: &Ground, from: usize) -> usize {
+    g.proxy.trace()[from..]
+        .iter()
+        .filter(|c| c.operation == "RunInstances")
+        .count()
+}
+
+#[tokio::test]
+async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_surge_bound(
+) -> Result<()> {
+    // The resync is far off: whatever happens within it is the listener's.
+    let (g, op) = ground_with_account("int-spot", &["--resync-interval", "30m"]).await?;
+    kubectl_apply(&g, &spot_cluster("spot", "10.61.0.0/16", 2))?;
+    let cc = wait_running(&g, "spot", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let before = running(&g, &uid).await?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let victim = before[0].clone();
+    listening(&g, &op).await?;
+
+    // AWS's warning, and its reclaim two minutes later.
+    let from = g.proxy.trace().len();
+    let warned = Instant::now();
+    g.moto
+        .interrupt_spot(ACCOUNT, REGION, &victim, testground::events::SPOT_WARNING)?;
+    let replaced = eventually(
+        "a replacement running and the warned instance ended",
+        crate::clusters::WAIT,
+        || async {
+            let now = running(&g, &uid).await?;
+            let fresh = now.iter().filter(|i| !before.contains(i)).count();
+            Ok((fresh == 1 && !now.contains(&victim)).then_some(now))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(30))?;
+    let took = warned.elapsed();
+    assert!(
+        took < testground::events::SPOT_WARNING,
+        "replaced {took:?} after the warning, not before AWS's reclaim"
+    );
+    assert_eq!(
+        launches_since(&g, from),
+        1,
+        "one replacement launched (the group's surge bound is 1)"
+    );
+    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    let note = event_note(&g, "Interrupted", &victim).await?;
+    assert!(note.contains("spot-interruption"), "{note}");
+    let metrics = op.metrics()?;
+    assert!(
+        testground::metric_sample(
+            &metrics,
+            "byoc_interruption_messages_total{kind=\"spot-interruption\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    record_figure(serde_json::json!({
+        "suite": "interruption",
+        "setup": "a spot group of 2 (surge 1), resync 30 min; AWS's spot warning for one instance, emitted as EC2 emits it onto the account's default bus",
+        "n": 1,
+        "figure": format!("the replacement running and the warned instance ended {:.1} s after the warning (AWS reclaims at 120 s); launches after the warning: 1", took.as_secs_f64()),
+        "pass": true,
+    }))?;
+    delete_and_wait_gone(&g, "spot").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_or_malformed_messages_are_deleted(
+) -> Result<()> {
+    let (g, op) = ground_with_account("int-stop", &["--resync-interval", "30m"]).await?;
+    kubectl_apply(&g, &spot_cluster("stop", "10.62.0.0/16", 1))?;
+    let cc = wait_running(&g, "stop", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let before = running(&g, &uid).await?;
+    let victim = before.first().context("an instance")?.clone();
+    listening(&g, &op).await?;
+
+    // Someone stops it; EC2 says so on the bus.
+    let admin = aws_sdk_ec2::Client::new(&g.aws().await);
+    admin.stop_instances().instance_ids(&victim).send().await?;
+    let event =
+        Emitted::State("stopped".into()).event(ACCOUNT, REGION, &victim, jiff::Timestamp::now());
+    let stopped = Instant::now();
+    g.moto.emit(ACCOUNT, REGION, &event)?;
+    eventually(
+        "the stopped instance replaced",
+        crate::clusters::WAIT,
+        || async {
+            let now = running(&g, &uid).await?;
+            Ok((now.len() == 1 && !now.contains(&victim)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(30))?;
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "replaced {took:?} after the stop: not the listener's doing"
+    );
+
+    // An instance of no cluster here, and a message that is no event:
+    // both counted and deleted.
+    let stranger = Emitted::SpotWarning.event(
+        ACCOUNT,
+        REGION,
+        "i-00000000000000bad",
+        jiff::Timestamp::now(),
+    );
+    g.moto.emit(ACCOUNT, REGION, &stranger)?;
+    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(queue_name(&installation_of(&op)?))
+        .send()
+        .await?
+        .queue_url()
+        .context("queue url")?
+        .to_string();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("{not an event")
+        .send()
+        .await?;
+    eventually("both messages deleted", crate::clusters::WAIT, || async {
+        let m = op.metrics()?;
+        let seen = |kind: &str| {
+            testground::metric_sample(
+                &m,
+                &format!("byoc_interruption_messages_total{{kind=\"{kind}\"}}"),
+            )
+        };
+        Ok((seen("not-ours") >= 1.0 && seen("malformed") >= 1.0).then_some(()))
+    })
+    .await?;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await?;
+    let count = |k: aws_sdk_sqs::types::QueueAttributeName| {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&k))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+        "0"
+    );
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        "0",
+        "a message left in flight, not deleted"
+    );
+
+    // The last cluster of the account and region gone: its queue and rules too.
+    delete_and_wait_gone(&g, "stop").await?;
+    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
+    eventually(
+        "the queue and rules deleted with the last cluster",
+        crate::clusters::WAIT,
+        || async {
+            let queue = sqs
+                .get_queue_url()
+                .queue_name(queue_name(&installation_of(&op)?))
+                .send()
+                .await;
+            let rules = events.list_rules().name_prefix("byoc-").send().await?;
+            Ok((queue.is_err() && rules.rules().is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the operator's listener has made the queue and every rule
+/// (events before that are not delivered, as on AWS).
+async fn listening(g: &Ground, op: &Operator) -> Result<()> {
+    let installation = installation_of(op)?;
+    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
+    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    eventually(
+        "the queue and its rules made",
+        crate::clusters::WAIT,
+        || async {
+            let rules = events
+                .list_rules()
+                .name_prefix(rule_name(&installation, ""))
+                .send()
+                .await?;
+            let queue = sqs
+                .get_queue_url()
+                .queue_name(queue_name(&installation))
+                .send()
+                .await;
+            let mut targeted = 0;
+            for r in rules.rules() {
+                let t = events
+                    .list_targets_by_rule()
+                    .rule(r.name().unwrap_or_default())
+                    .send()
+                    .await?;
+                targeted += usize::from(!t.targets().is_empty());
+            }
+            Ok((queue.is_ok() && targeted == MATCHED.len()).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(30))
+}
+
+/// The installation's public ID the operator reports.
+fn installation_of(op: &Operator) -> Result<String> {
+    let m = op.metrics()?;
+    m.lines()
+        .find_map(|l| {
+            l.strip_prefix("byoc_installation{installation=\"")?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .context("no byoc_installation series")
+}
