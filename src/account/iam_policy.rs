@@ -53,6 +53,7 @@ pub const DESCRIBE: &[&str] = &[
     "ec2:DescribeTags",
     "ec2:DescribeKeyPairs",
     "ec2:DescribeSpotPriceHistory",
+    "events:ListRules",
 ];
 
 /// Creations: allowed only when the request carries the managed-by tag.
@@ -267,10 +268,10 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-/// The installation's interruption queue and the rules that feed it: named
-/// by the installation, made tagged as its own, changed only so tagged,
-/// and the rules may send only to that queue. Looking one up names it
-/// alone (a queue not made yet has no tags to match).
+/// The installation's interruption queue and the rules that feed it,
+/// scoped by name (which carries the installation's ID): made only tagged
+/// as the installation's, and the rules may send only to that queue.
+/// `events:ListRules` is in `Observe`; the instance's mark in `MarkRetained`.
 fn interruption_statements(o: &PolicyOptions) -> Vec<Value> {
     let queue = format!(
         "arn:aws:sqs:*:*:{}",
@@ -280,32 +281,23 @@ fn interruption_statements(o: &PolicyOptions) -> Vec<Value> {
         "arn:aws:events:*:*:rule/{}*",
         crate::interruption::queue::rule_prefix(&o.installation)
     );
-    let ours = |key: &str| ours(key, &o.installation);
-    let mut target = ours("aws:ResourceTag");
+    let made = ours("aws:RequestTag", &o.installation);
     // A list (ArrayOfARN): every target the queue, and some target named.
-    target["ForAllValues:ArnLike"] = json!({"events:TargetArn": queue});
-    target["Null"] = json!({"events:TargetArn": "false"});
+    let target = json!({"ForAllValues:ArnLike": {"events:TargetArn": queue},
+        "Null": {"events:TargetArn": "false"}});
     vec![
-        json!({"Sid": "InterruptionQueueMake", "Effect": "Allow",
-            "Action": ["sqs:CreateQueue", "sqs:TagQueue"], "Resource": queue,
-            "Condition": ours("aws:RequestTag")}),
-        json!({"Sid": "InterruptionQueueFind", "Effect": "Allow",
-            "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags"],
-            "Resource": queue}),
-        json!({"Sid": "InterruptionQueueUse", "Effect": "Allow",
-            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SetQueueAttributes", "sqs:DeleteQueue"],
-            "Resource": queue, "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "InterruptionRulesMake", "Effect": "Allow", "Action": "events:PutRule",
-            "Resource": rules, "Condition": ours("aws:RequestTag")}),
-        json!({"Sid": "InterruptionRulesTarget", "Effect": "Allow", "Action": "events:PutTargets",
+        json!({"Sid": "IntrQueueMake", "Effect": "Allow",
+            "Action": ["sqs:CreateQueue", "sqs:TagQueue"], "Resource": queue, "Condition": made}),
+        json!({"Sid": "IntrQueue", "Effect": "Allow",
+            "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueueTags", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                "sqs:SetQueueAttributes", "sqs:DeleteQueue"], "Resource": queue}),
+        json!({"Sid": "IntrRuleMake", "Effect": "Allow", "Action": "events:PutRule",
+            "Resource": rules, "Condition": made}),
+        json!({"Sid": "IntrRuleTarget", "Effect": "Allow", "Action": "events:PutTargets",
             "Resource": rules, "Condition": target}),
-        json!({"Sid": "InterruptionRulesChange", "Effect": "Allow",
-            "Action": ["events:RemoveTargets", "events:DeleteRule"],
-            "Resource": rules, "Condition": ours("aws:ResourceTag")}),
-        json!({"Sid": "InterruptionRulesFind", "Effect": "Allow",
-            "Action": ["events:DescribeRule", "events:ListTagsForResource", "events:ListTargetsByRule"],
+        json!({"Sid": "IntrRule", "Effect": "Allow",
+            "Action": ["events:DescribeRule", "events:ListTagsForResource", "events:ListTargetsByRule", "events:RemoveTargets", "events:DeleteRule"],
             "Resource": rules}),
-        json!({"Sid": "InterruptionRulesList", "Effect": "Allow", "Action": "events:ListRules", "Resource": "*"}),
     ]
 }
 
@@ -341,10 +333,9 @@ fn ec2_arns(types: &[&str]) -> Vec<String> {
 /// Observing, and making, changing and launching into EC2 resources.
 fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     let ours = |key: &str| ours(key, &o.installation);
+    // The retain mark, and the interruption listener's on an instance.
     let mut retain = ours("aws:ResourceTag");
-    retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED] });
-    let mut interrupted = ours("aws:ResourceTag");
-    interrupted["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [INTERRUPTED] });
+    retain["ForAllValues:StringEquals"] = json!({ "aws:TagKeys": [RETAINED, INTERRUPTED] });
     let mut tag_on_create = ours("aws:RequestTag");
     tag_on_create["StringEquals"]["ec2:CreateAction"] = json!([
         "CreateVpc",
@@ -386,8 +377,6 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     statements.extend([
         json!({"Sid": "MarkRetained", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": retain}),
-        json!({"Sid": "MarkInterrupted", "Effect": "Allow", "Action": "ec2:CreateTags",
-         "Resource": ec2_arns(&["instance"]), "Condition": interrupted}),
         json!({"Sid": "ChangeOwned", "Effect": "Allow", "Action": MUTATE_OWNED, "Resource": "*",
          "Condition": ours("aws:ResourceTag")}),
     ]);
@@ -619,6 +608,19 @@ mod tests {
             }
         }
         assert!(checked > 30, "only {checked} operations found");
+    }
+
+    /// AWS refuses a role's inline policies above 10,240 characters (all of
+    /// them together, whitespace not counted).
+    #[test]
+    fn the_policy_fits_a_roles_inline_limit() {
+        let o = PolicyOptions {
+            installation: "0123456789abcdef".into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&permissions_policy(&o)).unwrap_or_default();
+        let size = text.chars().filter(|c| !c.is_whitespace()).count();
+        assert!(size <= 10_240, "{size} characters");
     }
 
     fn statement(p: &Value, sid: &str) -> Option<Value> {

@@ -702,14 +702,8 @@ fn interruption_rows(rows: &mut Vec<Row>) {
         for (name, tags, allowed, what) in [
             (queue(ME), &mine, true, "its own"),
             (
-                queue(ME),
-                &none,
-                false,
-                "of its name, untagged (someone else's)",
-            ),
-            (
                 queue(OTHER),
-                &others,
+                &mine,
                 false,
                 "another installation's (attack)",
             ),
@@ -774,10 +768,10 @@ fn interruption_rows(rows: &mut Vec<Row>) {
         ),
         (
             rule(OTHER),
-            &others,
+            &mine,
             queue(ME),
             false,
-            "another installation's rule (attack)",
+            "another installation's rule, tagged as this one's (attack)",
         ),
     ] {
         let mut ctx = context(&rt, tags);
@@ -794,12 +788,11 @@ fn interruption_rows(rows: &mut Vec<Row>) {
     for action in ["events:RemoveTargets", "events:DeleteRule"] {
         for (name, tags, allowed, what) in [
             (rule(ME), &mine, true, "its own"),
-            (rule(ME), &none, false, "of its name, untagged"),
             (
                 rule(OTHER),
-                &others,
+                &mine,
                 false,
-                "another installation's (attack)",
+                "another installation's, tagged as this one's (attack)",
             ),
         ] {
             rows.push(row(
