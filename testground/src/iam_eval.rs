@@ -893,15 +893,7 @@ pub fn checks(
     lookup: &dyn Fn(&FactsQuery) -> Result<Facts>,
 ) -> Result<Vec<Check>> {
     let account = &principal.account;
-    let mut base = BTreeMap::new();
-    base.insert("aws:PrincipalArn".to_string(), json!(principal.role));
-    base.insert("aws:PrincipalAccount".to_string(), json!(account));
-    base.insert("aws:PrincipalType".to_string(), json!("AssumedRole"));
-    base.insert("aws:RequestedRegion".to_string(), json!(region));
-    base.insert("aws:SecureTransport".to_string(), json!("true"));
-    if svc == "ec2" {
-        base.insert("ec2:Region".to_string(), json!(region));
-    }
+    let base = base_context(svc, principal, region);
     let j = Judging {
         op,
         params,
@@ -954,6 +946,21 @@ pub fn checks(
         });
     }
     Ok(out)
+}
+
+/// What every authorization of a request is judged with: who asks, where,
+/// over TLS.
+fn base_context(svc: &str, principal: &Principal, region: &str) -> Ctx {
+    let mut base = BTreeMap::new();
+    base.insert("aws:PrincipalArn".to_string(), json!(principal.role));
+    base.insert("aws:PrincipalAccount".to_string(), json!(principal.account));
+    base.insert("aws:PrincipalType".to_string(), json!("AssumedRole"));
+    base.insert("aws:RequestedRegion".to_string(), json!(region));
+    base.insert("aws:SecureTransport".to_string(), json!("true"));
+    if svc == "ec2" {
+        base.insert("ec2:Region".to_string(), json!(region));
+    }
+    base
 }
 
 /// An authorization's resource type and ARN.
