@@ -4,6 +4,7 @@
 //! account.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -18,8 +19,9 @@ use crate::Error;
 const IMAGE_TTL: Duration = Duration::from_secs(3600);
 
 pub struct Catalog {
-    /// Offerings AWS refused lately, per account and region.
-    pub refusals: Refusals,
+    /// Offerings AWS refused lately, per account and region (shared with
+    /// the interruption listeners, which add the offerings AWS takes back).
+    pub refusals: Arc<Refusals>,
     /// Default images by `(region, instance type)`, with when each was looked up.
     images: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Available zones by `(CloudAccount namespace/name, region)`.
@@ -31,9 +33,9 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(refusal_ttl: Duration) -> Self {
+    pub fn new(refusals: Arc<Refusals>) -> Self {
         Catalog {
-            refusals: Refusals::new(refusal_ttl),
+            refusals,
             images: Default::default(),
             zones: Default::default(),
             image_facts: Default::default(),

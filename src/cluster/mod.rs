@@ -125,16 +125,28 @@ pub async fn run(ctx: Arc<Context>, accounts: Arc<Accounts>, shutdown: Shutdown)
     let namespace_share = ctx.settings.namespace_concurrency;
     let refusal_ttl = ctx.settings.capacity_refusal_ttl;
     let listeners = Arc::new(crate::interruption::listener::Listeners::default());
+    let refusals = Arc::new(kinds::offerings::Refusals::new(refusal_ttl));
+    // A spot offering AWS takes back is skipped as one it refused.
+    let skip = refusals.clone();
     let supervise = crate::interruption::listener::supervise(
         ctx.clone(),
         listeners.clone(),
         store.clone(),
         heard,
+        Arc::new(move |place, instance_type, zone| {
+            let offering = kinds::offerings::Offering {
+                instance_type: instance_type.to_string(),
+                zone: zone.to_string(),
+                market: crate::api::Market::Spot,
+            };
+            let key = (place.account_id.clone(), place.region.clone());
+            skip.refuse(&key, offering, 1, "SpotInterruptionWarning");
+        }),
     );
     let cx = Arc::new(ClusterContext {
         operator: ctx,
         accounts,
-        catalog: Catalog::new(refusal_ttl),
+        catalog: Catalog::new(refusals),
         quotas: Default::default(),
         recent: Recent::default(),
         resync,

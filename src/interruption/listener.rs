@@ -32,9 +32,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::message::{read, Notice, Read, MATCHED};
+use super::message::{read, Notice, Read, Reclaim, MATCHED};
 use super::queue::{self, QueueStep, RuleStep};
-use crate::api::{ComputeCluster, Rebalance};
+use crate::api::{ComputeCluster, Market, Rebalance};
 use crate::aws::interruption_queue::{self as aws_queue, QueueSpec};
 use crate::aws::{instances, AwsClients, AwsResult};
 use crate::context::Context;
@@ -113,7 +113,14 @@ struct Shared {
     listeners: Arc<Listeners>,
     clusters: Store<ComputeCluster>,
     heard: UnboundedSender<ObjectRef<ComputeCluster>>,
+    /// Told of each spot offering AWS takes back.
+    interrupted: OfferingInterrupted,
 }
+
+/// Told of a spot offering (instance type, zone) AWS takes back in a place:
+/// launches skip it a while, so the replacement takes the group's next
+/// type, zone or on demand.
+pub type OfferingInterrupted = Arc<dyn Fn(&Place, &str, &str) + Send + Sync>;
 
 /// Starts a listener for each place in use and, for each no longer used,
 /// stops it and deletes its queue and rules; until the process stops.
@@ -122,12 +129,14 @@ pub async fn supervise(
     listeners: Arc<Listeners>,
     clusters: Store<ComputeCluster>,
     heard: UnboundedSender<ObjectRef<ComputeCluster>>,
+    interrupted: OfferingInterrupted,
 ) {
     let shared = Arc::new(Shared {
         ctx,
         listeners: listeners.clone(),
         clusters,
         heard,
+        interrupted,
     });
     // Dropped with this future: every listener stops with the controller.
     let mut tasks = JoinSet::new();
@@ -213,7 +222,7 @@ async fn listen(shared: Arc<Shared>, place: Place) {
         match aws_queue::receive(&c, &url, LONG_POLL).await {
             Ok(messages) => {
                 for m in messages {
-                    if let Err(e) = act(&shared, &c, &m.body).await {
+                    if let Err(e) = act(&shared, &c, &place, &m.body).await {
                         // Left in the queue: seen again once its
                         // visibility timeout passes.
                         tracing::warn!(error = %e, "acting on an interruption message failed; it is read again later");
@@ -310,7 +319,7 @@ async fn remove(c: &AwsClients, installation: &str) -> AwsResult<()> {
 }
 
 /// Acts on one message; `Ok` when it may be deleted.
-async fn act(shared: &Shared, c: &AwsClients, body: &str) -> AwsResult<()> {
+async fn act(shared: &Shared, c: &AwsClients, place: &Place, body: &str) -> AwsResult<()> {
     let said = read(body);
     let (instances, deadline) = match &said {
         Read::Malformed { why } => {
@@ -345,6 +354,15 @@ async fn act(shared: &Shared, c: &AwsClients, body: &str) -> AwsResult<()> {
     if let Some(deadline) = deadline {
         instances::mark_interrupted(c, &ours, deadline).await?;
     }
+    if matches!(
+        said,
+        Read::Notice(Notice::Reclaimed {
+            why: Reclaim::Spot,
+            ..
+        })
+    ) {
+        skip_offerings(shared, place, &ours);
+    }
     let mut by_cluster: HashMap<ObjectRef<ComputeCluster>, Vec<String>> = HashMap::new();
     for (id, cluster) in owners {
         by_cluster.entry(cluster).or_default().push(id);
@@ -365,6 +383,21 @@ async fn act(shared: &Shared, c: &AwsClients, body: &str) -> AwsResult<()> {
             .await;
     }
     Ok(())
+}
+
+/// The spot offerings (type and zone) of `ids`, as their clusters' statuses
+/// show them, told as interrupted.
+fn skip_offerings(shared: &Shared, place: &Place, ids: &[String]) {
+    for cc in shared.clusters.state() {
+        let listed = cc
+            .status
+            .iter()
+            .flat_map(|s| &s.node_groups)
+            .flat_map(|g| &g.instances);
+        for i in listed.filter(|i| ids.contains(&i.id) && i.capacity_type == Market::Spot) {
+            (shared.interrupted)(place, &i.instance_type, &i.zone);
+        }
+    }
 }
 
 /// Whether the group `instance` belongs to (by its cluster's status) asks

@@ -7,10 +7,12 @@
 //! client's PutEvents with an `aws.*` source (NotAuthorizedForSourceException),
 //! moto accepts it, so no test puts them through the client path.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use byoc_operator::account::iam_policy::PolicyOptions;
+use byoc_operator::api::ComputeCluster;
 use byoc_operator::aws::interruption_queue::{self as q, QueueSpec};
 use byoc_operator::aws::AwsClients;
 use byoc_operator::interruption::message::{read, Notice, Read, Reclaim, MATCHED};
@@ -242,18 +244,56 @@ async fn another_installations_queue_and_rules_are_out_of_reach() -> Result<()> 
     Ok(())
 }
 
-/// A cluster `name` with one spot group of `count` t3.small.
+/// A cluster `name` with one spot group of `count`, t3.small or else
+/// t3.medium.
 fn spot_cluster(name: &str, cidr: &str, count: u32) -> String {
     small_cluster_manifest(name, cidr).edited(
-        "count: 1, subnets: public}",
-        &format!("count: {count}, subnets: public, capacityType: spot}}"),
+        "instanceType: t3.small, count: 1, subnets: public}",
+        &format!("instanceTypes: [t3.small, t3.medium], count: {count}, subnets: public, capacityType: spot}}"),
     )
+}
+
+/// The type of each of the cluster's instances, by ID, as its status shows.
+fn types(cc: &ComputeCluster) -> BTreeMap<String, String> {
+    cc.status
+        .iter()
+        .flat_map(|s| &s.node_groups)
+        .flat_map(|g| &g.instances)
+        .map(|i| (i.id.clone(), i.instance_type.clone()))
+        .collect()
 }
 
 /// The cluster's instances moto holds running.
 async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
     let found = instances_in(g, uid, None, &["running"]).await?;
     Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The cluster's instances running as AWS says (through the proxy, whose
+/// realism profile holds a new one pending as AWS does).
+async fn running_as_aws_says(g: &Ground, uid: &str) -> Result<Vec<String>> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws_through_proxy().await);
+    let filter = |name: &str, value: &str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(name)
+            .values(value)
+            .build()
+    };
+    let out = ec2
+        .describe_instances()
+        .filters(filter("tag:byoc.dev/cluster-uid", uid))
+        .send()
+        .await?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            i.state().and_then(|s| s.name())
+                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
 }
 
 /// Launches since `from` in the proxy's trace.
@@ -277,33 +317,48 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     let victim = before[0].clone();
     listening(&g, &op).await?;
 
-    // AWS's warning, and its reclaim two minutes later.
+    // At AWS's pace (a quarter of it): AWS's warning, and its reclaim
+    // two minutes (scaled) later.
+    const SCALE: f64 = 0.25;
+    g.proxy.set_faults(testground::Faults {
+        realism: Some(testground::Realism::aws(SCALE)),
+        ..Default::default()
+    });
+    let reclaim = testground::events::SPOT_WARNING.mul_f64(SCALE);
     let from = g.proxy.trace().len();
     let warned = Instant::now();
-    g.moto
-        .interrupt_spot(ACCOUNT, REGION, &victim, testground::events::SPOT_WARNING)?;
-    let replaced = eventually(
-        "a replacement running and the warned instance ended",
-        crate::clusters::WAIT,
-        || async {
-            let now = running(&g, &uid).await?;
-            let fresh = now.iter().filter(|i| !before.contains(i)).count();
-            Ok((fresh == 1 && !now.contains(&victim)).then_some(now))
-        },
-    )
+    g.moto.interrupt_spot(ACCOUNT, REGION, &victim, reclaim)?;
+    let replacement = eventually("a replacement running", crate::clusters::WAIT, || async {
+        let now = running_as_aws_says(&g, &uid).await?;
+        Ok(now.into_iter().find(|i| !before.contains(i)))
+    })
     .await
     .with_context(|| op.log_tail(30))?;
     let took = warned.elapsed();
     assert!(
-        took < testground::events::SPOT_WARNING,
-        "replaced {took:?} after the warning, not before AWS's reclaim"
+        took < reclaim,
+        "the replacement ran {took:?} after the warning, not before AWS's reclaim at {reclaim:?}"
     );
+    eventually(
+        "the warned instance ended",
+        crate::clusters::WAIT,
+        || async { Ok((!running(&g, &uid).await?.contains(&victim)).then_some(())) },
+    )
+    .await?;
     assert_eq!(
         launches_since(&g, from),
         1,
         "one replacement launched (the group's surge bound is 1)"
     );
-    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    // The interrupted offering (t3.small spot in us-east-1a) skipped: the
+    // group's next type.
+    let cc = wait_running(&g, "spot", |cc| types(cc).contains_key(&replacement)).await?;
+    assert_eq!(
+        types(&cc).get(&replacement).map(String::as_str),
+        Some("t3.medium"),
+        "{:?}",
+        types(&cc)
+    );
     let note = event_note(&g, "Interrupted", &victim).await?;
     assert!(note.contains("spot-interruption"), "{note}");
     let metrics = op.metrics()?;
@@ -316,9 +371,9 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     );
     record_figure(serde_json::json!({
         "suite": "interruption",
-        "setup": "a spot group of 2 (surge 1), resync 30 min; AWS's spot warning for one instance, emitted as EC2 emits it onto the account's default bus",
+        "setup": "a spot group of 2 (t3.small, else t3.medium; surge 1), resync 30 min, the realism profile at a quarter of AWS's pace; AWS's spot warning for one instance, emitted as EC2 emits it onto the account's default bus, the instance reclaimed 30 s (120 s scaled) later",
         "n": 1,
-        "figure": format!("the replacement running and the warned instance ended {:.1} s after the warning (AWS reclaims at 120 s); launches after the warning: 1", took.as_secs_f64()),
+        "figure": format!("the replacement (t3.medium: the interrupted offering skipped) running {:.1} s after the warning, before the reclaim at {:.0} s; launches after the warning: 1", took.as_secs_f64(), reclaim.as_secs_f64()),
         "pass": true,
     }))?;
     delete_and_wait_gone(&g, "spot").await?;
