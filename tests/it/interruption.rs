@@ -539,3 +539,83 @@ fn installation_of(op: &Operator) -> Result<String> {
         })
         .context("no byoc_installation series")
 }
+
+#[tokio::test]
+async fn a_rebalance_recommendation_replaces_only_where_the_group_asks() -> Result<()> {
+    let (g, op) = ground_with_account("int-rebalance", &["--resync-interval", "30m"]).await?;
+    let manifest = small_cluster_manifest("rebal", "10.63.0.0/16").edited(
+        "nodeGroups: [{name: workers, instanceType: t3.small, count: 1, subnets: public}]",
+        "nodeGroups: [{name: keep, instanceType: t3.small, count: 1, subnets: public, capacityType: spot}, {name: move, instanceType: t3.small, count: 1, subnets: public, capacityType: spot, interruption: {rebalance: replace}}]",
+    );
+    kubectl_apply(&g, &manifest)?;
+    let cc = wait_running(&g, "rebal", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let (keep, moved) = (of(&g, &uid, "keep").await?, of(&g, &uid, "move").await?);
+    let (kept, moving) = (
+        keep.first().context("keep's instance")?.clone(),
+        moved.first().context("move's instance")?.clone(),
+    );
+    listening(&g, &op).await?;
+    let now = jiff::Timestamp::now();
+    for id in [&kept, &moving] {
+        let event = Emitted::Rebalance.event(ACCOUNT, REGION, id, now);
+        g.moto.emit(ACCOUNT, REGION, &event)?;
+    }
+    // `replace`: a replacement, then the instance ended.
+    eventually(
+        "move's instance replaced",
+        crate::clusters::WAIT,
+        || async {
+            let now = of(&g, &uid, "move").await?;
+            Ok((now.len() == 1 && !now.contains(&moving)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(30))?;
+    // `ignore` (the default): both messages read, keep's instance
+    // untouched and unmarked.
+    eventually(
+        "both recommendations read",
+        crate::clusters::WAIT,
+        || async {
+            let m = op.metrics()?;
+            let read = testground::metric_sample(
+                &m,
+                "byoc_interruption_messages_total{kind=\"rebalance-recommendation\"}",
+            );
+            Ok((read >= 2.0).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        of(&g, &uid, "keep").await?,
+        vec![kept.clone()],
+        "keep's instance was replaced"
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&kept)
+                .build(),
+        )
+        .send()
+        .await?;
+    assert!(
+        !tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("byoc.dev/interrupted")),
+        "keep's instance was marked interrupted"
+    );
+    delete_and_wait_gone(&g, "rebal").await?;
+    Ok(())
+}
+
+/// The running instances of the cluster `uid`'s `group`.
+async fn of(g: &Ground, uid: &str, group: &str) -> Result<Vec<String>> {
+    let found = instances_in(g, uid, Some(group), &["running"]).await?;
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
