@@ -619,3 +619,61 @@ async fn of(g: &Ground, uid: &str, group: &str) -> Result<Vec<String>> {
     let found = instances_in(g, uid, Some(group), &["running"]).await?;
     Ok(found.into_iter().map(|(_, id)| id).collect())
 }
+
+#[tokio::test]
+async fn one_queue_serves_every_spot_cluster_of_an_account_and_region_and_goes_with_the_last(
+) -> Result<()> {
+    let (g, op) = ground_with_account("int-shared", &[]).await?;
+    // An on-demand cluster needs no queue.
+    kubectl_apply(&g, &small_cluster_manifest("plain", "10.64.0.0/16"))?;
+    wait_running(&g, "plain", |_| true).await?;
+    let installation = installation_of(&op)?;
+    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    let queues = || async {
+        let out = sqs.list_queues().send().await?;
+        anyhow::Ok(out.queue_urls().to_vec())
+    };
+    assert!(queues().await?.is_empty(), "a queue for on-demand clusters");
+    for (name, cidr) in [("one", "10.65.0.0/16"), ("two", "10.66.0.0/16")] {
+        kubectl_apply(&g, &spot_cluster(name, cidr, 1))?;
+    }
+    for name in ["one", "two"] {
+        wait_running(&g, name, |_| true).await?;
+    }
+    listening(&g, &op).await?;
+    let made = queues().await?;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].ends_with(&queue_name(&installation)), "{made:?}");
+    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
+    let rules = events.list_rules().name_prefix("byoc-").send().await?;
+    assert_eq!(rules.rules().len(), MATCHED.len(), "{:?}", rules.rules());
+    // The first spot cluster gone, then the last: the queue and rules go
+    // with the last, and only then (the proxy's trace says when).
+    delete_and_wait_gone(&g, "one").await?;
+    let last_deleted = g.proxy.trace().len();
+    delete_and_wait_gone(&g, "two").await?;
+    eventually(
+        "the queue and rules deleted",
+        crate::clusters::WAIT,
+        || async {
+            let rules = events.list_rules().name_prefix("byoc-").send().await?;
+            Ok((queues().await?.is_empty() && rules.rules().is_empty()).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_tail(30))?;
+    let deletions: Vec<usize> = g
+        .proxy
+        .trace()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.operation == "DeleteQueue")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        deletions.len() == 1 && deletions[0] >= last_deleted,
+        "the queue was deleted at calls {deletions:?}; the last cluster's deletion began at {last_deleted}"
+    );
+    delete_and_wait_gone(&g, "plain").await?;
+    Ok(())
+}
