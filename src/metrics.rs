@@ -124,6 +124,7 @@ pub struct Metrics {
     cost: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     leader: Gauge,
     interruption_messages: Family<KindLabels, Counter>,
+    interruption_replaced: Histogram,
     installation: Family<InstallationLabels, Gauge>,
     cluster_phases: Arc<Mutex<HashMap<String, String>>>,
     /// The cost series of each cluster UID.
@@ -179,6 +180,7 @@ impl Metrics {
             limit: add(r, "account_limit", "A CloudAccount's spec.limits, by scope and measure (absent: no cap)", Family::default()),
             cost: add(r, "cluster_cost_usd_per_hour", "What a ComputeCluster's resources cost per hour at list price, as its status.cost estimates", Family::default()),
             interruption_messages: add(r, "interruption_messages", "Messages of the interruption queues, by what they said (spot-interruption, rebalance-recommendation, state-change, scheduled-maintenance, capacity-reservation-interruption, nothing-to-do, not-ours, malformed)", Family::default()),
+            interruption_replaced: add(r, "interruption_replaced_seconds", "Time from AWS's notice that it takes an instance back (or a rebalance the group replaces) to the instance ended with its group's count running again", Histogram::new(exponential_buckets(1.0, 2.0, 10))),
             leader: add(r, "leader", "1 while this process reconciles (holds the Lease, or runs without leader election)", Gauge::default()),
             cluster_phases: Arc::default(),
             cluster_costs: Arc::default(),
@@ -229,6 +231,11 @@ impl Metrics {
         self.interruption_messages
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+
+    /// An instance AWS takes back was replaced `took` after the notice.
+    pub fn interruption_replaced(&self, took: Duration) {
+        self.interruption_replaced.observe(took.as_secs_f64());
     }
 
     /// The shared resync looked at `count` clusters with `result`.

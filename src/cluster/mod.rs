@@ -377,6 +377,18 @@ async fn apply(cc: Arc<ComputeCluster>, ctx: Arc<ClusterContext>) -> Result<Acti
         Proceed::Stopped(action) => return Ok(action),
     };
     let (result, seen) = converge_pass(&cc, &ctx, &input, &mut report).await;
+    if let Some(seen) = &seen {
+        let counts: Vec<(String, i32)> = input
+            .spec
+            .node_groups
+            .iter()
+            .map(|g| (g.spec.name.clone(), g.spec.count))
+            .collect();
+        let uid = cc.uid().unwrap_or_default();
+        for took in ctx.listeners.replaced(&uid, &seen.instances, &counts) {
+            ctx.operator.metrics.interruption_replaced(took);
+        }
+    }
     let ready = report.parts_ready();
     let catching_up = catching_up::is_catching_up(&result);
     let aws_creating = seen.is_some() && !ready && report.aws_creating();

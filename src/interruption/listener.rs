@@ -35,6 +35,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use super::message::{read, Notice, Read, Reclaim, MATCHED};
 use super::queue::{self, QueueStep, RuleStep};
 use crate::api::{ComputeCluster, Market, Rebalance};
+use crate::aws::instances::{InstanceState, ObservedInstance};
 use crate::aws::interruption_queue::{self as aws_queue, QueueSpec};
 use crate::aws::{instances, AwsClients, AwsResult};
 use crate::context::Context;
@@ -68,6 +69,9 @@ struct Entry {
 pub struct Listeners {
     places: Mutex<BTreeMap<Place, Entry>>,
     changed: tokio::sync::Notify,
+    /// Instances AWS said it takes back, with their cluster's UID and when
+    /// the notice came: until replaced.
+    noticed: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Listeners {
@@ -100,6 +104,46 @@ impl Listeners {
         if emptied {
             self.changed.notify_one();
         }
+    }
+
+    fn noticed(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.noticed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a pass of cluster `uid` saw of its instances: each noticed
+    /// instance of it that has ended while its group had `count` others
+    /// running was replaced; how long after its notice each was.
+    pub fn replaced(
+        &self,
+        uid: &str,
+        seen: &[ObservedInstance],
+        counts: &[(String, i32)],
+    ) -> Vec<Duration> {
+        let mut noticed = self.noticed();
+        let done: Vec<String> = noticed
+            .iter()
+            .filter(|(_, (owner, _))| owner == uid)
+            .filter(|(id, _)| {
+                let Some(i) = seen.iter().find(|i| &i.id == *id) else {
+                    return true;
+                };
+                let running = seen
+                    .iter()
+                    .filter(|o| o.group == i.group && o.id != i.id)
+                    .filter(|o| o.state == InstanceState::Running && o.interrupted.is_none())
+                    .count();
+                let want = counts
+                    .iter()
+                    .find(|(g, _)| *g == i.group)
+                    .map_or(0, |(_, n)| *n);
+                i.state.is_ending() && i32::try_from(running).unwrap_or(i32::MAX) >= want
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        done.iter()
+            .filter_map(|id| noticed.remove(id))
+            .map(|(_, at)| at.elapsed())
+            .collect()
     }
 
     fn config(&self, place: &Place) -> Option<SdkConfig> {
@@ -367,6 +411,19 @@ async fn act(shared: &Shared, c: &AwsClients, place: &Place, body: &str) -> AwsR
     for (id, cluster) in owners {
         by_cluster.entry(cluster).or_default().push(id);
     }
+    if deadline.is_some() {
+        let mut noticed = shared.listeners.noticed();
+        for (cluster, ids) in &by_cluster {
+            let uid = shared
+                .clusters
+                .get(cluster)
+                .and_then(|cc| cc.uid())
+                .unwrap_or_default();
+            for id in ids {
+                noticed.insert(id.clone(), (uid.clone(), Instant::now()));
+            }
+        }
+    }
     for (cluster, ids) in by_cluster {
         let _ = shared.heard.unbounded_send(cluster.clone());
         let Some(cc) = shared.clusters.get(&cluster) else {
@@ -456,4 +513,56 @@ async fn owners(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::instances::InstanceState::{Running, ShuttingDown};
+
+    fn inst(id: &str, state: InstanceState, marked: bool) -> ObservedInstance {
+        let mut i = ObservedInstance::of(id, "workers", "t3.small", state);
+        i.interrupted = marked.then_some(0);
+        i
+    }
+
+    #[test]
+    fn a_noticed_instance_counts_as_replaced_once_ended_with_its_group_whole() {
+        let l = Listeners::default();
+        l.noticed()
+            .insert("i-1".into(), ("uid-a".into(), Instant::now()));
+        let counts = [("workers".to_string(), 2)];
+        let rows: [(&[ObservedInstance], usize, &str); 4] = [
+            (
+                &[inst("i-1", Running, true), inst("i-2", Running, false)],
+                0,
+                "still running",
+            ),
+            (
+                &[inst("i-1", ShuttingDown, true), inst("i-2", Running, false)],
+                0,
+                "ended, the group short of its count",
+            ),
+            (
+                &[
+                    inst("i-1", ShuttingDown, true),
+                    inst("i-2", Running, false),
+                    inst("i-3", Running, false),
+                ],
+                1,
+                "ended, the group whole",
+            ),
+            (&[], 0, "counted once"),
+        ];
+        for (seen, want, why) in rows {
+            assert_eq!(l.replaced("uid-a", seen, &counts).len(), want, "{why}");
+        }
+        l.noticed()
+            .insert("i-9".into(), ("uid-b".into(), Instant::now()));
+        assert!(
+            l.replaced("uid-a", &[], &counts).is_empty(),
+            "another cluster's"
+        );
+        assert_eq!(l.replaced("uid-b", &[], &counts).len(), 1, "gone from AWS");
+    }
 }

@@ -359,6 +359,16 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
         "{:?}",
         types(&cc)
     );
+    eventually(
+        "the replacement measured",
+        crate::clusters::WAIT,
+        || async {
+            let m = op.metrics()?;
+            let n = testground::metric_sample(&m, "byoc_interruption_replaced_seconds_count");
+            Ok((n >= 1.0).then_some(()))
+        },
+    )
+    .await?;
     let note = event_note(&g, "Interrupted", &victim).await?;
     assert!(note.contains("spot-interruption"), "{note}");
     let metrics = op.metrics()?;
