@@ -411,35 +411,41 @@ async fn act(shared: &Shared, c: &AwsClients, place: &Place, body: &str) -> AwsR
     for (id, cluster) in owners {
         by_cluster.entry(cluster).or_default().push(id);
     }
-    if deadline.is_some() {
-        let mut noticed = shared.listeners.noticed();
-        for (cluster, ids) in &by_cluster {
-            let uid = shared
-                .clusters
-                .get(cluster)
-                .and_then(|cc| cc.uid())
-                .unwrap_or_default();
+    for (cluster, ids) in by_cluster {
+        tell(shared, &cluster, &ids, deadline.is_some(), said.kind()).await;
+    }
+    Ok(())
+}
+
+/// Reconciles `cluster` now and says why in an Event; an instance AWS takes
+/// back (`reclaimed`) is timed until replaced.
+async fn tell(
+    shared: &Shared,
+    cluster: &ObjectRef<ComputeCluster>,
+    ids: &[String],
+    reclaimed: bool,
+    kind: &str,
+) {
+    let _ = shared.heard.unbounded_send(cluster.clone());
+    let Some(cc) = shared.clusters.get(cluster) else {
+        return;
+    };
+    let list = ids.join(", ");
+    let note = match reclaimed {
+        true => {
+            let uid = cc.uid().unwrap_or_default();
+            let mut noticed = shared.listeners.noticed();
             for id in ids {
                 noticed.insert(id.clone(), (uid.clone(), Instant::now()));
             }
+            format!("AWS takes back {list} ({kind}): replacing now")
         }
-    }
-    for (cluster, ids) in by_cluster {
-        let _ = shared.heard.unbounded_send(cluster.clone());
-        let Some(cc) = shared.clusters.get(&cluster) else {
-            continue;
-        };
-        let ids = ids.join(", ");
-        let note = match deadline {
-            Some(_) => format!("AWS takes back {ids} ({}): replacing now", said.kind()),
-            None => format!("{ids} stopped or ended out of band: replacing now"),
-        };
-        shared
-            .ctx
-            .publish(&cc.object_ref(&()), true, "Interrupted", note)
-            .await;
-    }
-    Ok(())
+        false => format!("{list} stopped or ended out of band: replacing now"),
+    };
+    shared
+        .ctx
+        .publish(&cc.object_ref(&()), true, "Interrupted", note)
+        .await;
 }
 
 /// The spot offerings (type and zone) of `ids`, as their clusters' statuses
