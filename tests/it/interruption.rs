@@ -246,7 +246,7 @@ async fn another_installations_queue_and_rules_are_out_of_reach() -> Result<()> 
 
 /// A cluster `name` with one spot group of `count`, t3.small or else
 /// t3.medium.
-fn spot_cluster(name: &str, cidr: &str, count: u32) -> String {
+pub(crate) fn spot_cluster(name: &str, cidr: &str, count: u32) -> String {
     small_cluster_manifest(name, cidr).edited(
         "instanceType: t3.small, count: 1, subnets: public}",
         &format!("instanceTypes: [t3.small, t3.medium], count: {count}, subnets: public, capacityType: spot}}"),
@@ -503,7 +503,7 @@ async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_
 
 /// Waits until the operator's listener has made the queue and every rule
 /// (events before that are not delivered, as on AWS).
-async fn listening(g: &Ground, op: &Operator) -> Result<()> {
+pub(crate) async fn listening(g: &Ground, op: &Operator) -> Result<()> {
     let installation = installation_of(op)?;
     let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
     let sqs = aws_sdk_sqs::Client::new(&g.aws().await);

@@ -1716,3 +1716,95 @@ async fn a_connected_role_admits_only_sessions_of_its_namespace_and_an_older_tru
         "pass": true,
     }))
 }
+
+#[tokio::test]
+async fn two_installations_on_one_account_each_act_only_on_their_own_interruptions() -> Result<()> {
+    let g = ground_with_crds("ten-int").await?;
+    let p = g.namespace.clone();
+    let s = format!("{p}-s");
+    create_namespace(&g.client, &s).await?;
+    let prod = installation(&g, &p, "inst", "production-installation-secret-0000000000").await?;
+    let staging =
+        installation(&g, &s, "inst", "staging-installation-secret-00000000000000").await?;
+    let start = |ns: &str| {
+        let mut args = installation_args("inst", ns);
+        args.extend(["--progress-poll", "1s", "--resync-interval", "30m"]);
+        Operator::start_in(&g, ns, &args, &[])
+    };
+    let op_p = start(&p)?;
+    let op_s = start(&s)?;
+    let staging_role = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
+    g.grant_apart(prod.id(), staging_role, staging.id())?;
+    for (ns, role) in [(&p, crate::support::ROLE_ARN), (&s, staging_role)] {
+        let account = keyed_account("acme", "testing", "").edited(crate::support::ROLE_ARN, role);
+        kubectl_apply_in(&g, ns, &account)?;
+        account_state(&g, ns, "acme", None).await?;
+    }
+    for (ns, cidr) in [(&p, "10.67.0.0/16"), (&s, "10.68.0.0/16")] {
+        kubectl_apply_in(&g, ns, &crate::interruption::spot_cluster("spot", cidr, 1))?;
+    }
+    let mut first = BTreeMap::new();
+    for ns in [&p, &s] {
+        let cc = running_in(&g, ns, "spot").await?;
+        let uid = cc.uid().context("uid")?;
+        let found = crate::clusters::instances_in(&g, &uid, None, &["running"]).await?;
+        let id = found.first().context("an instance")?.1.clone();
+        first.insert(ns.clone(), (uid, id));
+    }
+    // Each installation its own queue and rules, in the one account.
+    crate::interruption::listening(&g, &op_p).await?;
+    crate::interruption::listening(&g, &op_s).await?;
+    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    let queues = sqs.list_queues().send().await?.queue_urls().to_vec();
+    for i in [prod.id(), staging.id()] {
+        assert!(
+            queues
+                .iter()
+                .any(|q| q.ends_with(&format!("byoc-{i}-interruptions"))),
+            "no queue of {i}: {queues:?}"
+        );
+    }
+    // AWS takes back production's instance: both queues hear it (the
+    // rules match every account's event of the kind); production acts,
+    // staging finds the instance is not its own and deletes the message.
+    let (p_uid, p_instance) = first[&p].clone();
+    g.moto.interrupt_spot(
+        "123456789012",
+        "us-east-1",
+        &p_instance,
+        testground::events::SPOT_WARNING,
+    )?;
+    eventually("production's instance replaced", WAIT, || async {
+        let now = crate::clusters::instances_in(&g, &p_uid, None, &["running"]).await?;
+        Ok((now.len() == 1 && now[0].1 != p_instance).then_some(()))
+    })
+    .await
+    .with_context(|| op_p.log_tail(30))?;
+    eventually("staging read it as not its own", WAIT, || async {
+        let m = op_s.metrics()?;
+        let n =
+            testground::metric_sample(&m, "byoc_interruption_messages_total{kind=\"not-ours\"}");
+        Ok((n >= 1.0).then_some(()))
+    })
+    .await?;
+    let (s_uid, s_instance) = first[&s].clone();
+    let staging_now = crate::clusters::instances_in(&g, &s_uid, None, &["running"]).await?;
+    assert_eq!(
+        staging_now
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect::<Vec<_>>(),
+        vec![s_instance],
+        "staging's instance was touched"
+    );
+    let m = op_s.metrics()?;
+    assert_eq!(
+        testground::metric_sample(
+            &m,
+            "byoc_interruption_messages_total{kind=\"spot-interruption\"}"
+        ),
+        0.0,
+        "staging acted on production's warning"
+    );
+    Ok(())
+}
