@@ -35,6 +35,9 @@ pub struct Settings {
     pub progress_poll: Duration,
     /// How long a refused offering is skipped.
     pub capacity_refusal_ttl: Duration,
+    /// Clusters with spot groups hear AWS's interruptions through a queue
+    /// per account and region (`interruption::listener`).
+    pub interruption_queue: bool,
     /// Watch one namespace only.
     pub namespace: Option<String>,
     /// Reconciles running at once per controller.
@@ -58,6 +61,7 @@ impl Default for Settings {
             account_verify_interval: Duration::from_secs(300),
             progress_poll: Duration::from_secs(5),
             capacity_refusal_ttl: Duration::from_secs(180),
+            interruption_queue: true,
             namespace: None,
             concurrency: 8,
             namespace_concurrency: 4,

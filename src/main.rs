@@ -248,6 +248,12 @@ struct RunArgs {
     /// raised; 0 turns pacing off.
     #[arg(long, env = "BYOC_AWS_PACING", default_value_t = 1.0)]
     aws_pacing: f64,
+    /// Make no interruption queue (SQS, fed by EventBridge rules) for the
+    /// accounts and regions of clusters with spot groups, and listen to
+    /// none: AWS's spot warnings and out-of-band stops are then seen at the
+    /// next resync, after the instance is gone.
+    #[arg(long, env = "BYOC_NO_INTERRUPTION_QUEUE")]
+    no_interruption_queue: bool,
     /// How long an offering AWS refused (instance type, zone, spot or
     /// on-demand) is skipped by launches before it is tried again.
     #[arg(long, env = "BYOC_CAPACITY_REFUSAL_TTL", default_value = "3m", value_parser = parse_duration)]
@@ -760,6 +766,7 @@ fn settings(args: &RunArgs) -> Settings {
         account_verify_interval: args.account_verify_interval,
         progress_poll: args.progress_poll,
         capacity_refusal_ttl: args.capacity_refusal_ttl,
+        interruption_queue: !args.no_interruption_queue,
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         namespace_concurrency: args

@@ -515,11 +515,12 @@ async fn converge_pass(
     let uid = cc.uid().unwrap_or_default();
     // A cluster with spot capacity hears AWS's warnings through its
     // account and region's interruption queue.
-    let spot = input
-        .spec
-        .node_groups
-        .iter()
-        .any(|g| g.spec.markets().contains(&crate::api::Market::Spot));
+    let spot = ctx.operator.settings.interruption_queue
+        && input
+            .spec
+            .node_groups
+            .iter()
+            .any(|g| g.spec.markets().contains(&crate::api::Market::Spot));
     match spot {
         true => ctx.listeners.want(
             &uid,

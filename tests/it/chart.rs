@@ -383,6 +383,23 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
             && pod["dnsPolicy"] == "ClusterFirstWithHostNet",
         "image.digest and hostNetwork: {pod}"
     );
+    // The interruption queue: on by default, off when asked.
+    let args_of = |docs: &[serde_json::Value]| {
+        find(docs, "Deployment")
+            .map(|d| d["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+            .unwrap_or_default()
+    };
+    let off = template(&g, "byoc", &["--set", "interruptionQueue=false"])?;
+    let flag = serde_json::json!("--no-interruption-queue");
+    assert!(
+        args_of(&off).as_array().is_some_and(|a| a.contains(&flag))
+            && args_of(&docs)
+                .as_array()
+                .is_some_and(|a| !a.contains(&flag)),
+        "interruptionQueue: {} / {}",
+        args_of(&off),
+        args_of(&docs)
+    );
     assert!(
         find(&docs, "ClusterRoleBinding").is_none()
             && docs
@@ -404,6 +421,7 @@ async fn chart_lints_renders_rejects_bad_values_and_installs() -> Result<()> {
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("image.digest=latest", "digest"),
         ("hostNetwork=maybe", "hostNetwork"),
+        ("interruptionQueue=sometimes", "interruptionQueue"),
         ("replicas=3", "replicas"),
         ("aws.endpointUrl=localhost:5000", "endpointUrl"),
         ("installation.secret=too-short", "secret"),
