@@ -47,20 +47,63 @@ pub async fn command(
             None => describe_aws(client, base, a, &cc).await,
         },
     };
-    Ok(tree(
+    let mut drawn = tree(
         &cc,
         account.as_ref(),
-        observed.as_ref().map_err(Clone::clone),
-    )
-    .render())
+        observed.as_ref().map(|(o, _)| o).map_err(Clone::clone),
+    );
+    // The account's interruption queue, under the account.
+    if let (Ok((_, Some(queue))), Some(account)) = (&observed, drawn.children.first_mut()) {
+        account.children.push(Node::new(queue.clone()));
+    }
+    Ok(drawn.render())
 }
 
+/// The line of the installation's interruption queue in the cluster's
+/// account and region, for a cluster with a spot group: its name, its
+/// rules, and whether both are as they should be.
+async fn queue_line(
+    c: &AwsClients,
+    installation: &str,
+    account_id: &str,
+    region: &str,
+) -> Result<String, crate::aws::AwsError> {
+    use crate::aws::interruption_queue as q;
+    use crate::interruption::queue::{self as plan, QueueStep};
+    let name = plan::queue_name(installation);
+    let arn = format!("arn:aws:sqs:{region}:{account_id}:{name}");
+    let want = plan::policy(&arn, &plan::rule_arns(installation, account_id, region));
+    let Some(seen) = q::describe_queue(c, &name).await? else {
+        return Ok(format!("InterruptionQueue {name}  not made (yet)"));
+    };
+    let rules = q::describe_rules(c, &plan::rule_prefix(installation)).await?;
+    let state = match plan::queue_step(installation, Some(&seen), &want) {
+        QueueStep::Keep => "as it should be".to_string(),
+        QueueStep::Repair(why) => format!("to put back: {why}"),
+        QueueStep::NotOurs(why) => format!("not this installation's: {why}"),
+        QueueStep::Create => String::new(),
+    };
+    let off = plan::rule_steps(installation, &rules, &seen.arn).len();
+    Ok(format!(
+        "InterruptionQueue {name}  {state}  rules {}/{}{}",
+        rules.len().min(crate::interruption::message::MATCHED.len()),
+        crate::interruption::message::MATCHED.len(),
+        if off > 0 {
+            format!(" ({off} to put back)")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// What the cluster owns in AWS and, when it has a spot group, the line of
+/// its account's interruption queue.
 async fn describe_aws(
     client: &Client,
     base: &SdkConfig,
     account: &CloudAccount,
     cc: &ComputeCluster,
-) -> Result<Observed, String> {
+) -> Result<(Observed, Option<String>), String> {
     let metrics = Metrics::new();
     let ambient = credentials::Ambient::Published;
     let resolved = credentials::resolve(client, base, &metrics, account, &ambient)
@@ -76,9 +119,28 @@ async fn describe_aws(
         name: cc.name_any(),
         user: Default::default(),
     };
-    Observed::describe(&c, &owner)
+    let observed = Observed::describe(&c, &owner)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let spot = cc
+        .spec
+        .node_groups
+        .iter()
+        .any(|g| g.markets().contains(&crate::api::Market::Spot));
+    let queue = match spot {
+        false => None,
+        true => Some(
+            queue_line(
+                &c,
+                &owner.installation,
+                &resolved.account_id,
+                &cc.spec.region,
+            )
+            .await
+            .unwrap_or_else(|e| format!("InterruptionQueue  not described: {e}")),
+        ),
+    };
+    Ok((observed, queue))
 }
 
 /// A line of the tree and the lines under it.

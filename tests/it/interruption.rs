@@ -657,29 +657,42 @@ async fn one_queue_serves_every_spot_cluster_of_an_account_and_region_and_goes_w
     let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
     let rules = events.list_rules().name_prefix("byoc-").send().await?;
     assert_eq!(rules.rules().len(), MATCHED.len(), "{:?}", rules.rules());
+    // `describe` shows it under the account.
+    let described = crate::support::byoc(
+        &g,
+        &["describe", "computecluster", "one", "-n", &g.namespace],
+    )?;
+    let line = format!(
+        "InterruptionQueue {}  as it should be  rules 5/5",
+        queue_name(&installation)
+    );
+    assert!(described.contains(&line), "{described}");
     // The first spot cluster gone, then the last: the queue and rules go
     // with the last, and only then (the proxy's trace says when).
     delete_and_wait_gone(&g, "one").await?;
     let last_deleted = g.proxy.trace().len();
     delete_and_wait_gone(&g, "two").await?;
-    eventually(
+    // The proxy records a call once it has answered it: wait for the
+    // record too, not only for what moto holds.
+    let deletions = eventually(
         "the queue and rules deleted",
         crate::clusters::WAIT,
         || async {
             let rules = events.list_rules().name_prefix("byoc-").send().await?;
-            Ok((queues().await?.is_empty() && rules.rules().is_empty()).then_some(()))
+            let gone = queues().await?.is_empty() && rules.rules().is_empty();
+            let deletions: Vec<usize> = g
+                .proxy
+                .trace()
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.operation == "DeleteQueue")
+                .map(|(n, _)| n)
+                .collect();
+            Ok((gone && !deletions.is_empty()).then_some(deletions))
         },
     )
     .await
     .with_context(|| op.log_tail(30))?;
-    let deletions: Vec<usize> = g
-        .proxy
-        .trace()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.operation == "DeleteQueue")
-        .map(|(n, _)| n)
-        .collect();
     assert!(
         deletions.len() == 1 && deletions[0] >= last_deleted,
         "the queue was deleted at calls {deletions:?}; the last cluster's deletion began at {last_deleted}"
