@@ -700,3 +700,86 @@ async fn one_queue_serves_every_spot_cluster_of_an_account_and_region_and_goes_w
     delete_and_wait_gone(&g, "plain").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_leader_killed_with_a_warning_in_hand_leaves_it_to_its_successor_once() -> Result<()> {
+    use crate::operations::{start_replica, wait_leader};
+    let g = crate::support::ground_with_crds("int-leader").await?;
+    let mut a = start_replica(&g, "replica-a")?;
+    wait_leader(&a, "replica-a", crate::clusters::WAIT).await?;
+    let b = start_replica(&g, "replica-b")?;
+    crate::clusters::ready_account(&g).await?;
+    kubectl_apply(&g, &spot_cluster("spot", "10.69.0.0/16", 2))?;
+    let cc = wait_running(&g, "spot", |_| true).await?;
+    let uid = cc.uid().context("uid")?;
+    let before = running(&g, &uid).await?;
+    let victim = before.first().context("an instance")?.clone();
+    listening(&g, &a).await?;
+
+    // The leader marks the instance (AWS writes the tag) and dies before
+    // the answer, the message neither acted on further nor deleted.
+    g.proxy.set_faults(testground::Faults {
+        hold_answers: [("CreateTags".to_string(), Duration::from_secs(30))].into(),
+        ..Default::default()
+    });
+    let from = g.proxy.trace().len();
+    g.moto
+        .interrupt_spot(ACCOUNT, REGION, &victim, testground::events::SPOT_WARNING)?;
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    eventually(
+        "the leader's mark written",
+        crate::clusters::WAIT,
+        || async {
+            let tags = ec2
+                .describe_tags()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("resource-id")
+                        .values(&victim)
+                        .build(),
+                )
+                .send()
+                .await?;
+            Ok(tags
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some("byoc.dev/interrupted"))
+                .then_some(()))
+        },
+    )
+    .await
+    .with_context(|| a.log_tail(30))?;
+    a.process.kill();
+    g.proxy.set_faults(testground::Faults::default());
+
+    // The successor replaces it (the mark is in AWS), reads the message
+    // again once SQS shows it again, and launches nothing twice.
+    wait_leader(&b, "replica-b", crate::clusters::WAIT).await?;
+    eventually(
+        "the successor replaced it",
+        crate::clusters::WAIT,
+        || async {
+            let now = running(&g, &uid).await?;
+            let fresh = now.iter().filter(|i| !before.contains(i)).count();
+            Ok((fresh == 1 && !now.contains(&victim)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| b.log_tail(30))?;
+    eventually(
+        "the successor handled the message",
+        crate::clusters::WAIT,
+        || async {
+            let m = b.metrics()?;
+            let n = testground::metric_sample(
+                &m,
+                "byoc_interruption_messages_total{kind=\"spot-interruption\"}",
+            );
+            Ok((n >= 1.0).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| b.log_tail(30))?;
+    assert_eq!(launches_since(&g, from), 1, "a replacement launched twice");
+    Ok(())
+}
