@@ -46,8 +46,17 @@ pub const ENSURE_EVERY: Duration = Duration::from_secs(300);
 /// How long one receive waits for a message: SQS's longest, within the
 /// attempt timeout of every AWS call.
 const LONG_POLL: Duration = Duration::from_secs(10);
-/// How long a listener waits after a failed receive.
+/// How long a listener waits after its first failure in a row; each next
+/// one doubles it, up to [`ENSURE_EVERY`] (a role without the queue's
+/// permissions is not asked every few seconds).
 const AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// The wait after `failures` failures in a row.
+fn after_failures(failures: u32) -> Duration {
+    AFTER_FAILURE
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(ENSURE_EVERY)
+}
 
 /// One AWS account and region.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -244,6 +253,7 @@ fn clients(ctx: &Context, place: &Place, config: &SdkConfig) -> AwsClients {
 async fn listen(shared: Arc<Shared>, place: Place) {
     let installation = shared.ctx.installation.id().to_string();
     let mut ensured: Option<(Instant, String)> = None;
+    let mut failures = 0;
     loop {
         let Some(config) = shared.listeners.config(&place) else {
             return;
@@ -257,14 +267,17 @@ async fn listen(shared: Arc<Shared>, place: Place) {
                     url
                 }
                 Err(e) => {
-                    tracing::warn!(account = %place.account_id, region = %place.region, error = %e, "making the interruption queue failed; trying again");
-                    tokio::time::sleep(AFTER_FAILURE).await;
+                    failures += 1;
+                    let wait = after_failures(failures);
+                    tracing::warn!(account = %place.account_id, region = %place.region, error = %e, ?wait, "making the interruption queue failed; trying again");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             },
         };
         match aws_queue::receive(&c, &url, LONG_POLL).await {
             Ok(messages) => {
+                failures = 0;
                 for m in messages {
                     if let Err(e) = act(&shared, &c, &place, &m.body).await {
                         // Left in the queue: seen again once its
@@ -278,9 +291,11 @@ async fn listen(shared: Arc<Shared>, place: Place) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "receiving interruption messages failed");
+                failures += 1;
+                let wait = after_failures(failures);
+                tracing::warn!(error = %e, ?wait, "receiving interruption messages failed");
                 ensured = None;
-                tokio::time::sleep(AFTER_FAILURE).await;
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -530,6 +545,13 @@ mod tests {
         let mut i = ObservedInstance::of(id, "workers", "t3.small", state);
         i.interrupted = marked.then_some(0);
         i
+    }
+
+    #[test]
+    fn failures_in_a_row_are_retried_ever_later_up_to_the_ensure_interval() {
+        let waits: Vec<u64> = (1..=8).map(|n| after_failures(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(after_failures(u32::MAX), ENSURE_EVERY);
     }
 
     #[test]
