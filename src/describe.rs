@@ -122,12 +122,7 @@ async fn describe_aws(
     let observed = Observed::describe(&c, &owner)
         .await
         .map_err(|e| e.to_string())?;
-    let spot = cc
-        .spec
-        .node_groups
-        .iter()
-        .any(|g| g.markets().contains(&crate::api::Market::Spot));
-    let queue = match spot {
+    let queue = match crate::interruption::queue::wanted_by(&cc.spec.node_groups) {
         false => None,
         true => Some(
             queue_line(

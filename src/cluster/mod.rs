@@ -516,11 +516,7 @@ async fn converge_pass(
     // A cluster with spot capacity hears AWS's warnings through its
     // account and region's interruption queue.
     let spot = ctx.operator.settings.interruption_queue
-        && input
-            .spec
-            .node_groups
-            .iter()
-            .any(|g| g.spec.markets().contains(&crate::api::Market::Spot));
+        && crate::interruption::queue::wanted_by(input.spec.node_groups.iter().map(|g| &g.spec));
     match spot {
         true => ctx.listeners.want(
             &uid,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::message::MATCHED;
+use crate::api::{Market, NodeGroupSpec};
 use crate::aws::interruption_queue::{ObservedQueue, ObservedRule};
 use crate::aws::tags::{INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, NAME, PART};
 
@@ -25,6 +26,14 @@ pub const RETENTION: Duration = Duration::from_secs(300);
 
 /// The `byoc.dev/part` of the queue and its rules.
 pub const PART_VALUE: &str = "interruption-queue";
+
+/// Whether a cluster of these groups needs its account and region's
+/// queue: one of them may run spot.
+pub fn wanted_by<'a>(groups: impl IntoIterator<Item = &'a NodeGroupSpec>) -> bool {
+    groups
+        .into_iter()
+        .any(|g| g.markets().contains(&Market::Spot))
+}
 
 /// The queue's name (SQS: up to 80 of letters, digits, `-`, `_`).
 pub fn queue_name(installation: &str) -> String {

@@ -192,12 +192,6 @@ async fn spot_refused_falls_back_to_on_demand_or_says_insufficient_capacity_unti
     Ok(())
 }
 
-/// Running instances of the cluster `uid`, as AWS holds them, by launch.
-async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
-    let found = crate::clusters::instances_in(g, uid, None, &["running"]).await?;
-    Ok(found.into_iter().map(|(_, id)| id).collect())
-}
-
 #[tokio::test]
 async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Result<()> {
     let (g, _op) = ground_with_account("capacity-health", &["--resync-interval", "1s"]).await?;
@@ -213,7 +207,7 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
     })
     .await?;
     let uid = cc.uid().context("uid")?;
-    let before = running(&g, &uid).await?;
+    let before = crate::clusters::running_instances(&g, &uid).await?;
     let sick: Vec<String> = before.iter().take(2).cloned().collect();
     let started = std::time::Instant::now();
     g.proxy.set_faults(Faults {
@@ -228,7 +222,7 @@ async fn impaired_instances_are_replaced_after_their_grace_one_at_a_time() -> Re
         "both impaired instances replaced",
         crate::clusters::WAIT,
         || async {
-            let now = running(&g, &uid).await?;
+            let now = crate::clusters::running_instances(&g, &uid).await?;
             lowest.set(lowest.get().min(now.len()));
             let gone = sick.iter().filter(|id| !now.contains(id)).count();
             if gone > 0 && first_gone.get().is_none() {

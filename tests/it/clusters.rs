@@ -508,6 +508,12 @@ pub(crate) async fn delete_subnet_out_of_band(
     Ok(())
 }
 
+/// Running instances of the cluster `uid`, as moto holds them, oldest first.
+pub(crate) async fn running_instances(g: &Ground, uid: &str) -> Result<Vec<String>> {
+    let found = instances_in(g, uid, None, &["running"]).await?;
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
 /// `(launch time, ID)` of the cluster `uid`'s instances (of `group`, when
 /// given) in any of `states`, as moto holds them, oldest first.
 pub(crate) async fn instances_in(

@@ -24,7 +24,8 @@ use kube::ResourceExt;
 use testground::events::Emitted;
 
 use crate::clusters::{
-    delete_and_wait_gone, ground_with_account, instances_in, small_cluster_manifest, wait_running,
+    delete_and_wait_gone, ground_with_account, instances_in, running_instances,
+    small_cluster_manifest, wait_running,
 };
 use crate::support::{
     event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator, OperatorExt,
@@ -263,10 +264,43 @@ fn types(cc: &ComputeCluster) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The cluster's instances moto holds running.
-async fn running(g: &Ground, uid: &str) -> Result<Vec<String>> {
-    let found = instances_in(g, uid, None, &["running"]).await?;
-    Ok(found.into_iter().map(|(_, id)| id).collect())
+/// How many messages of `kind` the operator has read.
+pub(crate) fn read_as(op: &Operator, kind: &str) -> Result<f64> {
+    let m = op.metrics()?;
+    Ok(testground::metric_sample(
+        &m,
+        &format!("byoc_interruption_messages_total{{kind=\"{kind}\"}}"),
+    ))
+}
+
+/// Waits until the operator has read `n` messages of `kind`.
+pub(crate) async fn wait_read(op: &Operator, kind: &str, n: f64) -> Result<()> {
+    eventually(
+        &format!("{n} {kind} messages read"),
+        crate::clusters::WAIT,
+        || async { Ok((read_as(op, kind)? >= n).then_some(())) },
+    )
+    .await
+    .with_context(|| op.log_tail(30))
+}
+
+/// Whether `instance` carries the listener's mark, as AWS holds it.
+async fn marked(g: &Ground, instance: &str) -> Result<bool> {
+    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(tags
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("byoc.dev/interrupted")))
 }
 
 /// The cluster's instances running as AWS says (through the proxy, whose
@@ -312,7 +346,7 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     kubectl_apply(&g, &spot_cluster("spot", "10.61.0.0/16", 2))?;
     let cc = wait_running(&g, "spot", |_| true).await?;
     let uid = cc.uid().context("uid")?;
-    let before = running(&g, &uid).await?;
+    let before = running_instances(&g, &uid).await?;
     assert_eq!(before.len(), 2, "{before:?}");
     let victim = before[0].clone();
     listening(&g, &op).await?;
@@ -342,7 +376,7 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     eventually(
         "the warned instance ended",
         crate::clusters::WAIT,
-        || async { Ok((!running(&g, &uid).await?.contains(&victim)).then_some(())) },
+        || async { Ok((!running_instances(&g, &uid).await?.contains(&victim)).then_some(())) },
     )
     .await?;
     assert_eq!(
@@ -371,13 +405,9 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     .await?;
     let note = event_note(&g, "Interrupted", &victim).await?;
     assert!(note.contains("spot-interruption"), "{note}");
-    let metrics = op.metrics()?;
     assert!(
-        testground::metric_sample(
-            &metrics,
-            "byoc_interruption_messages_total{kind=\"spot-interruption\"}"
-        ) >= 1.0,
-        "{metrics}"
+        read_as(&op, "spot-interruption")? >= 1.0,
+        "the warning not counted"
     );
     record_figure(serde_json::json!({
         "suite": "interruption",
@@ -397,7 +427,7 @@ async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_
     kubectl_apply(&g, &spot_cluster("stop", "10.62.0.0/16", 1))?;
     let cc = wait_running(&g, "stop", |_| true).await?;
     let uid = cc.uid().context("uid")?;
-    let before = running(&g, &uid).await?;
+    let before = running_instances(&g, &uid).await?;
     let victim = before.first().context("an instance")?.clone();
     listening(&g, &op).await?;
 
@@ -412,7 +442,7 @@ async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_
         "the stopped instance replaced",
         crate::clusters::WAIT,
         || async {
-            let now = running(&g, &uid).await?;
+            let now = running_instances(&g, &uid).await?;
             Ok((now.len() == 1 && !now.contains(&victim)).then_some(()))
         },
     )
@@ -447,17 +477,8 @@ async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_
         .message_body("{not an event")
         .send()
         .await?;
-    eventually("both messages deleted", crate::clusters::WAIT, || async {
-        let m = op.metrics()?;
-        let seen = |kind: &str| {
-            testground::metric_sample(
-                &m,
-                &format!("byoc_interruption_messages_total{{kind=\"{kind}\"}}"),
-            )
-        };
-        Ok((seen("not-ours") >= 1.0 && seen("malformed") >= 1.0).then_some(()))
-    })
-    .await?;
+    wait_read(&op, "not-ours", 1.0).await?;
+    wait_read(&op, "malformed", 1.0).await?;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -584,40 +605,14 @@ async fn a_rebalance_recommendation_replaces_only_where_the_group_asks() -> Resu
     .with_context(|| op.log_tail(30))?;
     // `ignore` (the default): both messages read, keep's instance
     // untouched and unmarked.
-    eventually(
-        "both recommendations read",
-        crate::clusters::WAIT,
-        || async {
-            let m = op.metrics()?;
-            let read = testground::metric_sample(
-                &m,
-                "byoc_interruption_messages_total{kind=\"rebalance-recommendation\"}",
-            );
-            Ok((read >= 2.0).then_some(()))
-        },
-    )
-    .await?;
+    wait_read(&op, "rebalance-recommendation", 2.0).await?;
     assert_eq!(
         of(&g, &uid, "keep").await?,
         vec![kept.clone()],
         "keep's instance was replaced"
     );
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
-    let tags = ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("resource-id")
-                .values(&kept)
-                .build(),
-        )
-        .send()
-        .await?;
     assert!(
-        !tags
-            .tags()
-            .iter()
-            .any(|t| t.key() == Some("byoc.dev/interrupted")),
+        !marked(&g, &kept).await?,
         "keep's instance was marked interrupted"
     );
     delete_and_wait_gone(&g, "rebal").await?;
@@ -712,7 +707,7 @@ async fn a_leader_killed_with_a_warning_in_hand_leaves_it_to_its_successor_once(
     kubectl_apply(&g, &spot_cluster("spot", "10.69.0.0/16", 2))?;
     let cc = wait_running(&g, "spot", |_| true).await?;
     let uid = cc.uid().context("uid")?;
-    let before = running(&g, &uid).await?;
+    let before = running_instances(&g, &uid).await?;
     let victim = before.first().context("an instance")?.clone();
     listening(&g, &a).await?;
 
@@ -725,27 +720,10 @@ async fn a_leader_killed_with_a_warning_in_hand_leaves_it_to_its_successor_once(
     let from = g.proxy.trace().len();
     g.moto
         .interrupt_spot(ACCOUNT, REGION, &victim, testground::events::SPOT_WARNING)?;
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     eventually(
         "the leader's mark written",
         crate::clusters::WAIT,
-        || async {
-            let tags = ec2
-                .describe_tags()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("resource-id")
-                        .values(&victim)
-                        .build(),
-                )
-                .send()
-                .await?;
-            Ok(tags
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some("byoc.dev/interrupted"))
-                .then_some(()))
-        },
+        || async { Ok(marked(&g, &victim).await?.then_some(())) },
     )
     .await
     .with_context(|| a.log_tail(30))?;
@@ -759,27 +737,15 @@ async fn a_leader_killed_with_a_warning_in_hand_leaves_it_to_its_successor_once(
         "the successor replaced it",
         crate::clusters::WAIT,
         || async {
-            let now = running(&g, &uid).await?;
+            let now = running_instances(&g, &uid).await?;
             let fresh = now.iter().filter(|i| !before.contains(i)).count();
             Ok((fresh == 1 && !now.contains(&victim)).then_some(()))
         },
     )
     .await
     .with_context(|| b.log_tail(30))?;
-    eventually(
-        "the successor handled the message",
-        crate::clusters::WAIT,
-        || async {
-            let m = b.metrics()?;
-            let n = testground::metric_sample(
-                &m,
-                "byoc_interruption_messages_total{kind=\"spot-interruption\"}",
-            );
-            Ok((n >= 1.0).then_some(()))
-        },
-    )
-    .await
-    .with_context(|| b.log_tail(30))?;
+    // The successor handled the message.
+    wait_read(&b, "spot-interruption", 1.0).await?;
     assert_eq!(launches_since(&g, from), 1, "a replacement launched twice");
     Ok(())
 }

@@ -1780,13 +1780,8 @@ async fn two_installations_on_one_account_each_act_only_on_their_own_interruptio
     })
     .await
     .with_context(|| op_p.log_tail(30))?;
-    eventually("staging read it as not its own", WAIT, || async {
-        let m = op_s.metrics()?;
-        let n =
-            testground::metric_sample(&m, "byoc_interruption_messages_total{kind=\"not-ours\"}");
-        Ok((n >= 1.0).then_some(()))
-    })
-    .await?;
+    // Staging read it as not its own.
+    crate::interruption::wait_read(&op_s, "not-ours", 1.0).await?;
     let (s_uid, s_instance) = first[&s].clone();
     let staging_now = crate::clusters::instances_in(&g, &s_uid, None, &["running"]).await?;
     assert_eq!(
@@ -1797,12 +1792,8 @@ async fn two_installations_on_one_account_each_act_only_on_their_own_interruptio
         vec![s_instance],
         "staging's instance was touched"
     );
-    let m = op_s.metrics()?;
     assert_eq!(
-        testground::metric_sample(
-            &m,
-            "byoc_interruption_messages_total{kind=\"spot-interruption\"}"
-        ),
+        crate::interruption::read_as(&op_s, "spot-interruption")?,
         0.0,
         "staging acted on production's warning"
     );
