@@ -355,7 +355,7 @@ fn ec2_statements(o: &PolicyOptions) -> Vec<Value> {
     let mut statements = vec![
         json!({"Sid": "Observe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
         json!({"Sid": "FindLeakedRoles", "Effect": "Allow",
-         "Action": ["iam:ListRoles", "iam:GetAccountAuthorizationDetails"], "Resource": "*"}),
+         "Action": "iam:GetAccountAuthorizationDetails", "Resource": "*"}),
         json!({"Sid": "QuotaPreflight", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"}),
         json!({"Sid": "ListPrices", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"}),
         json!({"Sid": "CreateTagged", "Effect": "Allow", "Action": CREATE,

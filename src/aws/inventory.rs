@@ -1,6 +1,7 @@
 //! Everything in an account and region that carries the operator's
 //! ownership tags, whichever cluster it belongs to: one paginated
-//! DescribeTags for EC2, and the IAM roles named like the operator's.
+//! DescribeTags for EC2, and the IAM roles named like the operator's (one
+//! paginated GetAccountAuthorizationDetails).
 
 use std::collections::BTreeMap;
 
@@ -77,38 +78,32 @@ fn owned(kind: String, id: String, tags: &BTreeMap<String, String>) -> Option<Ta
 }
 
 /// IAM roles whose names start with `prefix` and whose tags say they are
-/// the operator's (IAM has no tag filter: one GetRole each).
+/// the operator's. IAM has no tag filter: every role comes with its tags in
+/// one paginated GetAccountAuthorizationDetails (the call the drift check
+/// makes), not a ListRoles and a GetRole per role.
 pub async fn iam_roles(c: &AwsClients, prefix: &str) -> AwsResult<Vec<Tagged>> {
-    let mut names = Vec::new();
-    let mut pages = c.iam.list_roles().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.op("iam:ListRoles")?;
-        names.extend(
-            page.roles()
-                .iter()
-                .map(|r| r.role_name().to_string())
-                .filter(|n| n.starts_with(prefix)),
-        );
-    }
     let mut out = Vec::new();
-    for name in names {
-        let role = c
-            .iam
-            .get_role()
-            .role_name(&name)
-            .send()
-            .await
-            .op("iam:GetRole")?;
-        let tags: BTreeMap<String, String> = role
-            .role()
-            .map(|r| {
-                r.tags()
-                    .iter()
-                    .map(|t| (t.key().to_string(), t.value().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.extend(owned("iam-role".into(), name, &tags));
+    let mut pages = c
+        .iam
+        .get_account_authorization_details()
+        .filter(aws_sdk_iam::types::EntityType::Role)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for r in page
+            .op("iam:GetAccountAuthorizationDetails")?
+            .role_detail_list()
+        {
+            let Some(name) = r.role_name().filter(|n| n.starts_with(prefix)) else {
+                continue;
+            };
+            let tags: BTreeMap<String, String> = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            out.extend(owned("iam-role".into(), name.to_string(), &tags));
+        }
     }
     Ok(out)
 }

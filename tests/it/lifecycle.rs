@@ -512,6 +512,15 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     .await?;
 
     let found = byoc(&g, &["audit", "-n", &ns])?;
+    // Both audits read the account's roles with their tags in one paged
+    // GetAccountAuthorizationDetails, not a ListRoles and a GetRole each.
+    let listed = g
+        .proxy
+        .calls()
+        .get("ListRoles")
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(listed, 0, "the audits listed roles one by one");
     let nat = orphan
         .status
         .as_ref()
