@@ -10,7 +10,9 @@
 //!   cluster;
 //! - P3: many small clusters across many accounts: time until all run, the
 //!   operator's CPU seconds and peak RSS (and moto's, to show who is busy);
-//! - deletion: time and calls to delete the reference topology.
+//! - deletion: time and calls to delete the reference topology;
+//! - interruptions: from a spot warning to a replacement `running`, heard
+//!   from the interruption queue and by the resync alone.
 //!
 //! Writes `bench/results.json` and `bench/results.md`. Medians of several
 //! runs with min and max: the machine is noisy, ratios matter more.
@@ -38,7 +40,9 @@ mod scenarios;
 
 use critical_path::critical_path;
 use report::{markdown, summarize};
-use scenarios::{fairness_run, reference_run, resync_scale_run, scale_run, secret_memory_run};
+use scenarios::{
+    fairness_run, interruption_run, reference_run, resync_scale_run, scale_run, secret_memory_run,
+};
 
 #[derive(Parser)]
 #[command(about = "byoc-operator benchmark: time to running, AWS calls, scale, deletion")]
@@ -94,6 +98,11 @@ struct Args {
     fairness_groups: usize,
     #[arg(long, default_value_t = 500)]
     fairness_per_group: i32,
+    /// Runs of the interruption figure (0: not measured): each a spot
+    /// warning heard from the queue, then one heard by the resync (up to
+    /// its 5 minute interval after the 2 minute reclaim).
+    #[arg(long, default_value_t = 1)]
+    interruption_runs: usize,
     /// Where results.json and results.md go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
@@ -203,6 +212,15 @@ async fn run(args: Args) -> Result<()> {
         );
         resync = resync_scale_run(&kube, &client, &args.resync_clusters).await?;
     }
+    let mut interruption = vec![];
+    for run in 0..args.interruption_runs {
+        eprintln!(
+            "bench: interruption run {}/{}",
+            run + 1,
+            args.interruption_runs
+        );
+        interruption.push(interruption_run(&kube, &client, args.realism_scale, run).await?);
+    }
     // The peer's runs come after ours: one of its that times out may leave
     // load behind (a realism run timed out just before a P3 that took 5x
     // its usual time).
@@ -256,6 +274,7 @@ async fn run(args: Args) -> Result<()> {
     results["ack"] = report::ack(&p1, &ack_plain, &ack_real);
     results["resync_scale"] = report::resync_scale(&resync);
     results["fairness"] = report::fairness(&args, fairness.as_ref());
+    results["interruption"] = report::interruption(args.realism_scale, &interruption);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("results.json"),

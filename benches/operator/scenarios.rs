@@ -1020,3 +1020,129 @@ fn at_aws(trace: &[Call], account: &str, from: Duration, to: Duration) -> Durati
     }
     total + open.map_or(Duration::ZERO, |(s, e)| e - s)
 }
+
+/// The interruption figure: AWS's spot warning for one instance of a spot
+/// group, the time until its replacement runs (as AWS says), heard from the
+/// interruption queue and, with the queue off, only by the resync.
+#[derive(Debug, Clone)]
+pub(crate) struct InterruptionRun {
+    pub(crate) queue: Duration,
+    pub(crate) resync: Duration,
+    /// AWS's reclaim after its warning, at the profile's scale.
+    pub(crate) reclaim: Duration,
+}
+
+/// A spot group of 2 (t3.small, else t3.medium; surge 1) under the realism
+/// profile at `scale`, its operator at its defaults (a 5 minute resync):
+/// the warning is emitted as EC2 emits it and the instance reclaimed 120 s
+/// (scaled) later. Once with the interruption queue, once without.
+pub(crate) async fn interruption_run(
+    kube: &Kube,
+    client: &Client,
+    scale: f64,
+    run: usize,
+) -> Result<InterruptionRun> {
+    let moto = tokio::task::spawn_blocking(Moto::start).await??;
+    let proxy = AwsProxy::start(moto.port())?;
+    warm_up(&moto, &[REFERENCE_AWS_ACCOUNT.to_string()]).await?;
+    let reclaim = testground::events::SPOT_WARNING.mul_f64(scale);
+    let heard = |path: &str, extra: &'static [&'static str]| {
+        let ns = format!("interruption-{path}-{run}");
+        let (moto, proxy) = (&moto, &proxy);
+        async move { replaced_after_warning(kube, client, moto, proxy, &ns, extra, scale).await }
+    };
+    let queue = heard("queue", &[]).await?;
+    let resync = heard("resync", &["--no-interruption-queue"]).await?;
+    Ok(InterruptionRun {
+        queue,
+        resync,
+        reclaim,
+    })
+}
+
+fn spot_cluster(name: &str, account: &str) -> Result<ComputeCluster> {
+    let mut cc = serde_json::to_value(small_cluster(name, account, 61)?)?;
+    cc["spec"]["nodeGroups"] = json!([{
+        "name": "spot", "instanceTypes": ["t3.small", "t3.medium"], "count": 2,
+        "subnets": "public", "capacityType": "spot"
+    }]);
+    Ok(serde_json::from_value(cc)?)
+}
+
+/// Waits until the operator's queue and its five rules, each with its
+/// target, are in moto.
+async fn queue_made(moto: &Moto) -> Result<()> {
+    let config = moto_config(moto).await;
+    let end = Instant::now() + DEADLINE;
+    while !testground::events::delivering(&config, "byoc-", "byoc-", 5).await? {
+        if Instant::now() > end {
+            bail!("the interruption queue and its rules not made within {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// One path of [`interruption_run`] in namespace `ns`: the time from the
+/// warning to a replacement `running`.
+async fn replaced_after_warning(
+    kube: &Kube,
+    client: &Client,
+    moto: &Moto,
+    proxy: &AwsProxy,
+    ns: &str,
+    extra: &[&str],
+    scale: f64,
+) -> Result<Duration> {
+    proxy.set_faults(Faults::default());
+    namespace(client, ns).await?;
+    let op = start_operator(kube, ns, proxy, extra)?;
+    account(client, ns, "acct", REFERENCE_AWS_ACCOUNT).await?;
+    let api = Api::<ComputeCluster>::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &spot_cluster("spot", "acct")?)
+        .await?;
+    until_running(&api, "spot", Instant::now() + DEADLINE).await?;
+    let uid = api.get("spot").await?.metadata.uid.context("no UID")?;
+    let through_proxy = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(proxy.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let before = testground::running_instances_of(&through_proxy, &uid).await?;
+    let victim = before.first().context("no instance running")?.clone();
+    if extra.is_empty() {
+        queue_made(moto).await?;
+    }
+    proxy.set_faults(Faults {
+        realism: Some(testground::Realism::aws(scale)),
+        ..Default::default()
+    });
+    let reclaim = testground::events::SPOT_WARNING.mul_f64(scale);
+    let warned = Instant::now();
+    moto.interrupt_spot(REFERENCE_AWS_ACCOUNT, "us-east-1", &victim, reclaim)?;
+    let end = warned + DEADLINE;
+    // Looked at twice a second: a share of the account's DescribeInstances
+    // budget the operator does not miss.
+    while !testground::running_instances_of(&through_proxy, &uid)
+        .await?
+        .iter()
+        .any(|i| !before.contains(i))
+    {
+        if Instant::now() > end {
+            bail!("no replacement running {DEADLINE:?} after the warning ({ns})");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = warned.elapsed();
+    eprintln!("bench: {ns}: a replacement running {took:?} after the warning");
+    // AWS's reclaim of the first path comes during the second (moto serves
+    // both); the second's is past by the time the resync has heard it.
+    proxy.set_faults(Faults::default());
+    api.delete("spot", &DeleteParams::default()).await?;
+    until_gone(&api, "spot", Instant::now() + DEADLINE).await?;
+    drop(op);
+    Ok(took)
+}

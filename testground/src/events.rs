@@ -165,6 +165,34 @@ fn reclaim(port: u16, account: &str, region: &str, instance: &str) -> Result<()>
     Ok(())
 }
 
+/// Whether the rules named `rule_prefix*` number `rules`, each with a
+/// target, and the queue `queue_prefix*` exists: EventBridge delivers
+/// nothing before that, as on AWS.
+pub async fn delivering(
+    config: &aws_config::SdkConfig,
+    queue_prefix: &str,
+    rule_prefix: &str,
+    rules: usize,
+) -> Result<bool> {
+    let events = aws_sdk_eventbridge::Client::new(config);
+    let queues = aws_sdk_sqs::Client::new(config)
+        .list_queues()
+        .queue_name_prefix(queue_prefix)
+        .send()
+        .await?;
+    let listed = events.list_rules().name_prefix(rule_prefix).send().await?;
+    let mut targeted = 0;
+    for r in listed.rules() {
+        let t = events
+            .list_targets_by_rule()
+            .rule(r.name().unwrap_or_default())
+            .send()
+            .await?;
+        targeted += usize::from(!t.targets().is_empty());
+    }
+    Ok(!queues.queue_urls().is_empty() && targeted == rules)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

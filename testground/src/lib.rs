@@ -71,6 +71,32 @@ pub async fn assumed(
         )
         .build())
 }
+
+/// The running instances of cluster `uid` (its `byoc.dev/cluster-uid`
+/// tag), as AWS says to `config` (through the proxy: under its realism).
+pub async fn running_instances_of(
+    config: &aws_config::SdkConfig,
+    uid: &str,
+) -> anyhow::Result<Vec<String>> {
+    use aws_sdk_ec2::types::{Filter, InstanceStateName};
+    let out = aws_sdk_ec2::Client::new(config)
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag:byoc.dev/cluster-uid")
+                .values(uid)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running))
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
 pub use realism::Realism;
 
 /// Prefix of every ground's working directory under the temp dir.

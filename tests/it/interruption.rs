@@ -303,33 +303,6 @@ async fn marked(g: &Ground, instance: &str) -> Result<bool> {
         .any(|t| t.key() == Some("byoc.dev/interrupted")))
 }
 
-/// The cluster's instances running as AWS says (through the proxy, whose
-/// realism profile holds a new one pending as AWS does).
-async fn running_as_aws_says(g: &Ground, uid: &str) -> Result<Vec<String>> {
-    let ec2 = aws_sdk_ec2::Client::new(&g.aws_through_proxy().await);
-    let filter = |name: &str, value: &str| {
-        aws_sdk_ec2::types::Filter::builder()
-            .name(name)
-            .values(value)
-            .build()
-    };
-    let out = ec2
-        .describe_instances()
-        .filters(filter("tag:byoc.dev/cluster-uid", uid))
-        .send()
-        .await?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            i.state().and_then(|s| s.name())
-                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
-        })
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect())
-}
-
 /// Launches since `from` in the proxy's trace.
 fn launches_since(g: &Ground, from: usize) -> usize {
     g.proxy.trace()[from..]
@@ -363,7 +336,7 @@ async fn a_spot_warning_is_acted_on_at_once_the_replacement_first_within_the_sur
     let warned = Instant::now();
     g.moto.interrupt_spot(ACCOUNT, REGION, &victim, reclaim)?;
     let replacement = eventually("a replacement running", crate::clusters::WAIT, || async {
-        let now = running_as_aws_says(&g, &uid).await?;
+        let now = testground::running_instances_of(&g.aws_through_proxy().await, &uid).await?;
         Ok(now.into_iter().find(|i| !before.contains(i)))
     })
     .await
@@ -526,32 +499,15 @@ async fn an_instance_stopped_out_of_band_is_replaced_within_seconds_and_foreign_
 /// (events before that are not delivered, as on AWS).
 pub(crate) async fn listening(g: &Ground, op: &Operator) -> Result<()> {
     let installation = installation_of(op)?;
-    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
-    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    let aws = g.aws().await;
     eventually(
         "the queue and its rules made",
         crate::clusters::WAIT,
         || async {
-            let rules = events
-                .list_rules()
-                .name_prefix(rule_name(&installation, ""))
-                .send()
-                .await?;
-            let queue = sqs
-                .get_queue_url()
-                .queue_name(queue_name(&installation))
-                .send()
-                .await;
-            let mut targeted = 0;
-            for r in rules.rules() {
-                let t = events
-                    .list_targets_by_rule()
-                    .rule(r.name().unwrap_or_default())
-                    .send()
-                    .await?;
-                targeted += usize::from(!t.targets().is_empty());
-            }
-            Ok((queue.is_ok() && targeted == MATCHED.len()).then_some(()))
+            let queue = queue_name(&installation);
+            let rules = rule_name(&installation, "");
+            let made = testground::events::delivering(&aws, &queue, &rules, MATCHED.len()).await?;
+            Ok(made.then_some(()))
         },
     )
     .await
