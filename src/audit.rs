@@ -11,6 +11,11 @@
 //! go, and a live cluster's. What was made before installations were
 //! tagged cannot be told apart: it is listed as unattributed and deleted
 //! only when named with `--cluster`.
+//!
+//! The installation's interruption queue and rules in a place where no live
+//! cluster has a spot group are listed too (the last such cluster's
+//! deletion removes them; a finalizer removed by hand does not), and
+//! deleted with `--delete --all`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -24,6 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::account::{credentials, Accounts};
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::instances::InstanceState;
+use crate::aws::interruption_queue as aws_queue;
 use crate::aws::inventory::{self, Tagged};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
@@ -31,6 +37,7 @@ use crate::cluster::cleanup::delete_pass;
 use crate::cluster::kinds::Deleted;
 use crate::cluster::kinds::Observed;
 use crate::context::Context;
+use crate::interruption::{listener, queue};
 use crate::leadership::Shutdown;
 use crate::metrics::Metrics;
 use crate::prices::{Item, PriceBook, Prices, Wanted, HOURS_PER_MONTH};
@@ -225,6 +232,74 @@ fn priced(kind: &str, id: &str, o: &Observed, book: &PriceBook) -> (String, Opti
     }
 }
 
+/// An installation's interruption queue and rules where no live cluster
+/// wants them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeftQueue {
+    /// The queue's name, when SQS has it.
+    pub queue: Option<String>,
+    pub rules: Vec<String>,
+}
+
+impl LeftQueue {
+    pub fn count(&self) -> usize {
+        usize::from(self.queue.is_some()) + self.rules.len()
+    }
+}
+
+/// Where a live cluster wants the installation's interruption queue: the
+/// (AWS account, region) of each cluster with a spot group. One that has
+/// not recorded its account yet stands for every account of its region.
+pub struct QueueUse(BTreeSet<(Option<String>, String)>);
+
+impl QueueUse {
+    pub fn of(clusters: &[ComputeCluster]) -> Self {
+        QueueUse(
+            clusters
+                .iter()
+                .filter(|c| queue::wanted_by(&c.spec.node_groups))
+                .map(|c| {
+                    let account = c.status.as_ref().and_then(|s| s.aws_account_id.clone());
+                    (account, c.spec.region.clone())
+                })
+                .collect(),
+        )
+    }
+
+    pub fn wants(&self, account: &str, region: &str) -> bool {
+        let region = region.to_string();
+        self.0
+            .contains(&(Some(account.to_string()), region.clone()))
+            || self.0.contains(&(None, region))
+    }
+}
+
+/// The installation's queue and rules in this place, when there are any.
+/// `None` too when the role may not look (connected before the queue's
+/// statements): the audit of clusters goes on.
+async fn left_queue(c: &AwsClients, installation: &str) -> AwsResult<Option<LeftQueue>> {
+    let looked = async {
+        let rules = aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await?;
+        let name = queue::queue_name(installation);
+        let held = aws_queue::describe_queue(c, &name).await?;
+        AwsResult::Ok(LeftQueue {
+            queue: held
+                .filter(|q| queue::is_ours(installation, &q.tags))
+                .map(|_| name),
+            rules: rules
+                .into_iter()
+                .filter(|r| queue::is_ours(installation, &r.tags))
+                .map(|r| r.name)
+                .collect(),
+        })
+    };
+    match looked.await {
+        Ok(left) => Ok((left.count() > 0).then_some(left)),
+        Err(e) if e.is_access_denied() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What one account and region holds for `installation`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Found {
@@ -235,6 +310,8 @@ pub struct Found {
     pub retained: usize,
     /// Former clusters of other installations.
     pub others: usize,
+    /// The installation's interruption queue and rules, no cluster's.
+    pub queue: Option<LeftQueue>,
 }
 
 impl Found {
@@ -244,19 +321,22 @@ impl Found {
             .iter()
             .filter(|l| !l.unattributed)
             .map(|l| l.resources.len())
-            .sum()
+            .sum::<usize>()
+            + self.queue.as_ref().map_or(0, LeftQueue::count)
     }
 }
 
 /// Everything of the operator's in one account and region, and what of it
 /// belongs to no cluster in `live`, as `installation` sees it.
-/// Costs are at list price in `region`, from `prices`.
+/// Costs are at list price in `region`, from `prices`. The installation's
+/// interruption queue is looked for unless `queue_wanted`.
 pub async fn find(
     c: &AwsClients,
     prices: &Prices,
     region: &str,
     live: &BTreeSet<String>,
     installation: &str,
+    queue_wanted: bool,
 ) -> AwsResult<Found> {
     let mut found = inventory::ec2(c).await?;
     found.extend(inventory::iam_roles(c, "byoc-").await?);
@@ -279,6 +359,9 @@ pub async fn find(
             out.leaks.push(leak);
         }
     }
+    if !queue_wanted {
+        out.queue = left_queue(c, installation).await?;
+    }
     Ok(out)
 }
 
@@ -286,7 +369,7 @@ pub async fn find(
 pub fn report(heading: &str, found: &Found) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{heading}:");
-    if found.leaks.is_empty() {
+    if found.leaks.is_empty() && found.queue.is_none() {
         let _ = writeln!(out, "  nothing leaked");
     }
     for leak in &found.leaks {
@@ -315,6 +398,14 @@ pub fn report(heading: &str, found: &Found) -> String {
             };
             let _ = writeln!(out, "    {} {}{detail}{cost}", r.kind, r.id);
         }
+    }
+    if let Some(q) = &found.queue {
+        let _ = writeln!(
+            out,
+            "  the interruption queue {} and {} rules: no live cluster here has a spot group (deleted with --delete --all)",
+            q.queue.as_deref().unwrap_or("(gone)"),
+            q.rules.len()
+        );
     }
     if found.retained > 0 {
         let _ = writeln!(
@@ -398,6 +489,7 @@ pub async fn command(
         .await?
         .items;
     let live: BTreeSet<String> = clusters.iter().filter_map(|c| c.uid()).collect();
+    let uses = QueueUse::of(&clusters);
     if let Some(c) = clusters
         .iter()
         .find(|c| c.uid().is_some_and(|u| opts.clusters.contains(&u)))
@@ -411,16 +503,17 @@ pub async fn command(
     let places = places(&accounts, &clusters, &opts.regions)
         .into_iter()
         .map(|(i, region)| (&accounts[i], region));
-    let mut looked = look_in(client, base, opts, &live, places).await?;
+    let mut looked = look_in(client, base, opts, (&live, &uses), places).await?;
     let selected: Vec<&Leak> = looked
         .found_in
         .iter()
         .flat_map(|(_, _, f)| &f.leaks)
         .filter(|l| opts.selects(l))
         .collect();
-    if opts.delete && !selected.is_empty() && confirm(&looked.out, &selected) {
+    let queues = opts.all && looked.found_in.iter().any(|(_, _, f)| f.queue.is_some());
+    if opts.delete && (!selected.is_empty() || queues) && confirm(&looked.out, &selected) {
         let mut out = std::mem::take(&mut looked.out);
-        looked.total = delete_selected(opts, &live, &looked, &mut out).await?;
+        looked.total = delete_selected(opts, (&live, &uses), &looked, &mut out).await?;
         looked.out = out;
     } else if opts.delete {
         let _ = writeln!(looked.out, "nothing deleted");
@@ -486,7 +579,7 @@ async fn look_in<'a>(
     client: &Client,
     base: &SdkConfig,
     opts: &AuditOptions,
-    live: &BTreeSet<String>,
+    (live, uses): (&BTreeSet<String>, &QueueUse),
     places: impl Iterator<Item = (&'a CloudAccount, String)>,
 ) -> Result<Looked, Error> {
     let metrics = Metrics::new();
@@ -524,7 +617,16 @@ async fn look_in<'a>(
         if !seen.insert(place.clone()) {
             continue;
         }
-        let found = find(&c, &looked.prices, &region, live, &opts.installation).await?;
+        let wanted = uses.wants(&resolved.account_id, &region);
+        let found = find(
+            &c,
+            &looked.prices,
+            &region,
+            live,
+            &opts.installation,
+            wanted,
+        )
+        .await?;
         let heading = format!(
             "AWS account {} in {region} (through {label}), installation {}",
             resolved.account_id, opts.installation
@@ -548,7 +650,7 @@ async fn look_in<'a>(
 /// this installation's leaks afterwards.
 async fn delete_selected(
     opts: &AuditOptions,
-    live: &BTreeSet<String>,
+    (live, uses): (&BTreeSet<String>, &QueueUse),
     looked: &Looked,
     out: &mut String,
 ) -> Result<usize, Error> {
@@ -577,8 +679,19 @@ async fn delete_selected(
                 }
             );
         }
+        if let Some(q) = found.queue.as_ref().filter(|_| opts.all) {
+            listener::remove(c, &opts.installation).await?;
+            let _ = writeln!(
+                out,
+                "deleted the interruption queue and {} rules in AWS account {} in {}",
+                q.rules.len(),
+                place.0,
+                place.1
+            );
+        }
         let prices = &looked.prices;
-        total += find(c, prices, &place.1, live, &opts.installation)
+        let wanted = uses.wants(&place.0, &place.1);
+        total += find(c, prices, &place.1, live, &opts.installation, wanted)
             .await?
             .ours();
     }
@@ -645,6 +758,7 @@ async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error>
         .await?
         .items;
     let live: BTreeSet<String> = clusters.iter().filter_map(|c| c.uid()).collect();
+    let uses = QueueUse::of(&clusters);
     for account in ctx
         .api::<CloudAccount>()
         .list(&ListParams::default())
@@ -681,14 +795,25 @@ async fn audit_in_scope(ctx: &Context, accounts: &Accounts) -> Result<(), Error>
                     .is_none_or(|scope| scope == ns)
         };
         let region = &account.spec.region;
-        let leaks = find(&c, &ctx.prices, region, &live, ctx.installation.id())
-            .await?
-            .leaks;
-        let found: usize = leaks
+        // With the queue off, one left from before is wanted by nothing.
+        let wanted = ctx.settings.interruption_queue && uses.wants(&resolved.account_id, region);
+        let all = find(
+            &c,
+            &ctx.prices,
+            region,
+            &live,
+            ctx.installation.id(),
+            wanted,
+        )
+        .await?;
+        let queue = all.queue.as_ref().map_or(0, LeftQueue::count);
+        let found: usize = all
+            .leaks
             .iter()
             .filter(in_scope)
             .map(|l| l.resources.len())
-            .sum();
+            .sum::<usize>()
+            + queue;
         if found > 0 {
             tracing::warn!(account = %label, resources = found, "AWS resources of no live ComputeCluster found; see byoc-operator audit");
         }
@@ -883,8 +1008,17 @@ mod tests {
             leaks: vec![leak],
             retained: 1,
             others: 2,
+            queue: Some(LeftQueue {
+                queue: Some("byoc-i-interruptions".into()),
+                rules: vec!["byoc-i-interruption-spot".into()],
+            }),
         };
+        assert_eq!(found.ours(), 4 + 2, "the queue and its rule count");
         let text = report("account 1, us-east-1", &found);
+        assert!(
+            text.contains("the interruption queue byoc-i-interruptions and 1 rules: no live cluster here has a spot group"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "former cluster team-a/gone (uid gone): 4 resources, about $106.58/month"
@@ -904,10 +1038,47 @@ mod tests {
             "{text}"
         );
         assert!(report("x", &Found::default()).contains("nothing leaked"));
+        let only_queue = Found {
+            queue: Some(LeftQueue::default()),
+            ..Found::default()
+        };
+        assert!(!report("x", &only_queue).contains("nothing leaked"));
         assert!(
             describe_leak("i", "x", "a/x", false, &Observed::default(), &table)
                 .resources
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_queue_is_wanted_where_a_spot_cluster_runs_or_may_run() {
+        let cluster = |market: &str, account: Option<&str>, region: &str| -> ComputeCluster {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+                "metadata": {"name": "c", "namespace": "n"},
+                "spec": {
+                    "cloudAccountRef": {"name": "a"}, "region": region,
+                    "network": {"vpcCidr": "10.0.0.0/16", "availabilityZones": [format!("{region}a")]},
+                    "nodeGroups": [{"name": "g", "instanceType": "t3.small", "count": 1, "capacityType": market}]
+                },
+                "status": {"awsAccountId": account}
+            }))
+            .expect("a cluster")
+        };
+        let uses = QueueUse::of(&[
+            cluster("spot", Some("111111111111"), "us-east-1"),
+            cluster("onDemand", Some("222222222222"), "us-east-1"),
+            cluster("spotThenOnDemand", None, "eu-west-1"),
+        ]);
+        assert!(uses.wants("111111111111", "us-east-1"));
+        assert!(
+            !uses.wants("222222222222", "us-east-1"),
+            "no spot group there"
+        );
+        assert!(!uses.wants("111111111111", "us-west-2"));
+        assert!(
+            uses.wants("333333333333", "eu-west-1"),
+            "a spot cluster whose account is not recorded yet holds its region's"
         );
     }
 }

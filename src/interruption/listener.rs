@@ -362,7 +362,7 @@ async fn ensure(c: &AwsClients, installation: &str, place: &Place) -> Result<Str
 }
 
 /// Deletes the installation's rules, then its queue.
-async fn remove(c: &AwsClients, installation: &str) -> AwsResult<()> {
+pub async fn remove(c: &AwsClients, installation: &str) -> AwsResult<()> {
     for rule in aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await? {
         if queue::is_ours(installation, &rule.tags) {
             aws_queue::delete_rule(c, &rule.name).await?;

@@ -25,7 +25,7 @@ use testground::events::Emitted;
 
 use crate::clusters::{
     delete_and_wait_gone, ground_with_account, instances_in, running_instances,
-    small_cluster_manifest, wait_running,
+    small_cluster_manifest, wait_gone, wait_running,
 };
 use crate::support::{
     event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator, OperatorExt,
@@ -649,6 +649,66 @@ async fn one_queue_serves_every_spot_cluster_of_an_account_and_region_and_goes_w
         "the queue was deleted at calls {deletions:?}; the last cluster's deletion began at {last_deleted}"
     );
     delete_and_wait_gone(&g, "plain").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_all() -> Result<()> {
+    let (g, mut op) = ground_with_account("int-left", &[]).await?;
+    let ns = g.namespace.clone();
+    kubectl_apply(&g, &spot_cluster("left", "10.67.0.0/16", 1))?;
+    wait_running(&g, "left", |_| true).await?;
+    listening(&g, &op).await?;
+    let installation = installation_of(&op)?;
+    let line = format!(
+        "the interruption queue {} and {} rules: no live cluster here has a spot group",
+        queue_name(&installation),
+        MATCHED.len()
+    );
+    // Control: while its spot cluster lives, the queue is not left over.
+    let audit = crate::support::byoc(&g, &["audit", "-n", &ns])?;
+    assert!(
+        audit.contains("nothing leaked") && !audit.contains("interruption queue"),
+        "{audit}"
+    );
+    // The finalizer removed by hand while the operator is down: the
+    // cluster's resources and the queue stay.
+    op.process.kill();
+    let clusters = g.api::<ComputeCluster>();
+    clusters
+        .delete("left", &kube::api::DeleteParams::default())
+        .await?;
+    clusters
+        .patch_metadata(
+            "left",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    wait_gone(&g, "left").await?;
+    let found = crate::support::byoc(&g, &["audit", "-n", &ns])?;
+    assert!(found.contains(&line), "{found}");
+    let deleted = crate::support::byoc(
+        &g,
+        &["audit", "--delete", "--all", "-n", &ns, "--deadline", "3m"],
+    )?;
+    assert!(
+        deleted.contains(&format!(
+            "deleted the interruption queue and {} rules",
+            MATCHED.len()
+        )) && deleted.contains("0 leaked resources left"),
+        "{deleted}"
+    );
+    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
+    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
+    let queues = sqs.list_queues().send().await?;
+    let rules = events.list_rules().name_prefix("byoc-").send().await?;
+    assert!(
+        queues.queue_urls().is_empty() && rules.rules().is_empty(),
+        "left: {:?} {:?}",
+        queues.queue_urls(),
+        rules.rules()
+    );
     Ok(())
 }
 
