@@ -534,32 +534,67 @@ async fn running_in(g: &Ground, namespace: &str, name: &str) -> Result<ComputeCl
     .await
 }
 
-#[tokio::test]
-async fn two_installations_on_one_aws_account_never_touch_each_others_resources() -> Result<()> {
-    let g = ground_with_crds("ten-two").await?;
+/// Two installations on one apiserver and one AWS account: production in
+/// the ground's namespace, staging in `<it>-s`, each with its installation
+/// Secret `inst`.
+struct Two {
+    p: String,
+    s: String,
+    prod: Installation,
+    staging: Installation,
+}
+
+/// The role staging's CloudAccount assumes (production's: `ROLE_ARN`).
+const STAGING_ROLE: &str = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
+
+async fn two_installations(g: &Ground) -> Result<Two> {
     let p = g.namespace.clone();
     let s = format!("{p}-s");
     create_namespace(&g.client, &s).await?;
-    let prod = installation(&g, &p, "inst", "production-installation-secret-0000000000").await?;
-    let staging =
-        installation(&g, &s, "inst", "staging-installation-secret-00000000000000").await?;
+    let prod = installation(g, &p, "inst", "production-installation-secret-0000000000").await?;
+    let staging = installation(g, &s, "inst", "staging-installation-secret-00000000000000").await?;
     assert_ne!(prod.id(), staging.id(), "the two installations share an ID");
-    let start = |ns: &str| {
-        let mut args = installation_args("inst", ns);
-        args.extend(["--progress-poll", "1s", "--resync-interval", "2s"]);
-        Operator::start_in(&g, ns, &args, &[])
-    };
-    let mut op_p = start(&p)?;
-    let mut op_s = start(&s)?;
     // Each installation reaches the account through the role connected for
     // it, whose only permission is its own installation's policy.
-    let staging_role = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
-    g.grant_apart(prod.id(), staging_role, staging.id())?;
-    for (ns, role) in [(&p, crate::support::ROLE_ARN), (&s, staging_role)] {
-        let account = keyed_account("acme", "testing", "").edited(crate::support::ROLE_ARN, role);
-        kubectl_apply_in(&g, ns, &account)?;
-        account_state(&g, ns, "acme", None).await?;
+    g.grant_apart(prod.id(), STAGING_ROLE, staging.id())?;
+    Ok(Two {
+        p,
+        s,
+        prod,
+        staging,
+    })
+}
+
+impl Two {
+    /// The operator of the installation in `ns`.
+    fn start(&self, g: &Ground, ns: &str, resync: &str) -> Result<Operator> {
+        let mut args = installation_args("inst", ns);
+        args.extend(["--progress-poll", "1s", "--resync-interval", resync]);
+        Operator::start_in(g, ns, &args, &[])
     }
+
+    /// CloudAccount `acme` of each, through its own role, verified.
+    async fn accounts(&self, g: &Ground) -> Result<()> {
+        for (ns, role) in [(&self.p, crate::support::ROLE_ARN), (&self.s, STAGING_ROLE)] {
+            let account =
+                keyed_account("acme", "testing", "").edited(crate::support::ROLE_ARN, role);
+            kubectl_apply_in(g, ns, &account)?;
+            account_state(g, ns, "acme", None).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn two_installations_on_one_aws_account_never_touch_each_others_resources() -> Result<()> {
+    let g = ground_with_crds("ten-two").await?;
+    let two = two_installations(&g).await?;
+    let (p, s) = (two.p.clone(), two.s.clone());
+    let (prod, staging) = (&two.prod, &two.staging);
+    let start = |ns: &str| two.start(&g, ns, "2s");
+    let mut op_p = start(&p)?;
+    let mut op_s = start(&s)?;
+    two.accounts(&g).await?;
     // Production: one live, one to leak, one let go with Retain.
     // Staging: one live, one to leak. All in one AWS account and region.
     for (ns, name, cidr) in [
@@ -1720,26 +1755,12 @@ async fn a_connected_role_admits_only_sessions_of_its_namespace_and_an_older_tru
 #[tokio::test]
 async fn two_installations_on_one_account_each_act_only_on_their_own_interruptions() -> Result<()> {
     let g = ground_with_crds("ten-int").await?;
-    let p = g.namespace.clone();
-    let s = format!("{p}-s");
-    create_namespace(&g.client, &s).await?;
-    let prod = installation(&g, &p, "inst", "production-installation-secret-0000000000").await?;
-    let staging =
-        installation(&g, &s, "inst", "staging-installation-secret-00000000000000").await?;
-    let start = |ns: &str| {
-        let mut args = installation_args("inst", ns);
-        args.extend(["--progress-poll", "1s", "--resync-interval", "30m"]);
-        Operator::start_in(&g, ns, &args, &[])
-    };
-    let op_p = start(&p)?;
-    let op_s = start(&s)?;
-    let staging_role = "arn:aws:iam::123456789012:role/byoc-cross-account-staging";
-    g.grant_apart(prod.id(), staging_role, staging.id())?;
-    for (ns, role) in [(&p, crate::support::ROLE_ARN), (&s, staging_role)] {
-        let account = keyed_account("acme", "testing", "").edited(crate::support::ROLE_ARN, role);
-        kubectl_apply_in(&g, ns, &account)?;
-        account_state(&g, ns, "acme", None).await?;
-    }
+    let two = two_installations(&g).await?;
+    let (p, s) = (two.p.clone(), two.s.clone());
+    let (prod, staging) = (&two.prod, &two.staging);
+    let op_p = two.start(&g, &p, "30m")?;
+    let op_s = two.start(&g, &s, "30m")?;
+    two.accounts(&g).await?;
     for (ns, cidr) in [(&p, "10.67.0.0/16"), (&s, "10.68.0.0/16")] {
         kubectl_apply_in(&g, ns, &crate::interruption::spot_cluster("spot", cidr, 1))?;
     }
