@@ -656,17 +656,43 @@ async fn one_queue_serves_every_spot_cluster_of_an_account_and_region_and_goes_w
 async fn a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_all() -> Result<()> {
     let (g, mut op) = ground_with_account("int-left", &[]).await?;
     let ns = g.namespace.clone();
-    kubectl_apply(&g, &spot_cluster("left", "10.67.0.0/16", 1))?;
+    // In a region no other test's spot cluster uses: the audit counts a
+    // queue wanted while any live cluster of the apiserver may use it.
+    const LEFT_REGION: &str = "eu-west-1";
+    let manifest = spot_cluster("left", "10.69.0.0/16", 1)
+        .edited("region: us-east-1", &format!("region: {LEFT_REGION}"))
+        .edited("[us-east-1a]", &format!("[{LEFT_REGION}a]"));
+    kubectl_apply(&g, &manifest)?;
     wait_running(&g, "left", |_| true).await?;
-    listening(&g, &op).await?;
     let installation = installation_of(&op)?;
+    let there = g
+        .aws()
+        .await
+        .to_builder()
+        .region(aws_config::Region::new(LEFT_REGION))
+        .build();
+    let (queue, rules) = (queue_name(&installation), rule_name(&installation, ""));
+    eventually(
+        "the queue and its rules made",
+        crate::clusters::WAIT,
+        || async {
+            let made =
+                testground::events::delivering(&there, &queue, &rules, MATCHED.len()).await?;
+            Ok(made.then_some(()))
+        },
+    )
+    .await?;
     let line = format!(
-        "the interruption queue {} and {} rules: no live cluster here has a spot group",
-        queue_name(&installation),
+        "the interruption queue {queue} and {} rules: no live cluster here has a spot group",
         MATCHED.len()
     );
+    let audit_args = |more: &[&'static str]| {
+        let mut args = vec!["audit", "-n", &ns, "--region", LEFT_REGION];
+        args.extend(more);
+        crate::support::byoc(&g, &args)
+    };
     // Control: while its spot cluster lives, the queue is not left over.
-    let audit = crate::support::byoc(&g, &["audit", "-n", &ns])?;
+    let audit = audit_args(&[])?;
     assert!(
         audit.contains("nothing leaked") && !audit.contains("interruption queue"),
         "{audit}"
@@ -686,12 +712,9 @@ async fn a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_al
         )
         .await?;
     wait_gone(&g, "left").await?;
-    let found = crate::support::byoc(&g, &["audit", "-n", &ns])?;
+    let found = audit_args(&[])?;
     assert!(found.contains(&line), "{found}");
-    let deleted = crate::support::byoc(
-        &g,
-        &["audit", "--delete", "--all", "-n", &ns, "--deadline", "3m"],
-    )?;
+    let deleted = audit_args(&["--delete", "--all", "--deadline", "3m"])?;
     assert!(
         deleted.contains(&format!(
             "deleted the interruption queue and {} rules",
@@ -699,16 +722,13 @@ async fn a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_al
         )) && deleted.contains("0 leaked resources left"),
         "{deleted}"
     );
-    let sqs = aws_sdk_sqs::Client::new(&g.aws().await);
-    let events = aws_sdk_eventbridge::Client::new(&g.aws().await);
-    let queues = sqs.list_queues().send().await?;
-    let rules = events.list_rules().name_prefix("byoc-").send().await?;
     assert!(
-        queues.queue_urls().is_empty() && rules.rules().is_empty(),
-        "left: {:?} {:?}",
-        queues.queue_urls(),
-        rules.rules()
+        !testground::events::delivering(&there, &queue, &rules, 0).await?,
+        "the queue is still there"
     );
+    let events = aws_sdk_eventbridge::Client::new(&there);
+    let left = events.list_rules().name_prefix(&rules).send().await?;
+    assert!(left.rules().is_empty(), "{:?}", left.rules());
     Ok(())
 }
 
