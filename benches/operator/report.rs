@@ -420,13 +420,18 @@ fn interruption_section(r: &serde_json::Value) -> String {
          | figure | measured | goal | |\n|---|---|---|---|\n\
          | heard from the interruption queue | {} | before the reclaim ({reclaim:.0} s) | {} |\n\
          | heard by the resync | {} | | |\n\
-         | resync path / queue path | {} | ≥ 5 | {} |\n",
+         | resync path / queue path | {} | ≥ 5 | {} |\n{}",
         x["scale"],
         shown_in(&x["queue_seconds"], "s"),
         verdict(&x["queue_seconds"], "max", |s| s < reclaim),
         shown_in(&x["resync_seconds"], "s"),
         shown(&x["ratio"]),
         verdict(&x["ratio"], "min", |v| v >= 5.0),
+        // Written in by hand when this section comes from a run of its own.
+        x["measured_at"]
+            .as_str()
+            .map(|m| format!("\nMeasured: {m}.\n"))
+            .unwrap_or_default(),
     )
 }
 
