@@ -43,6 +43,11 @@ struct Cached {
     resolved: ResolvedAccount,
     /// When it was verified; `None` once something it was read from changed.
     verified_at: Option<Instant>,
+    /// The status the controller wrote from this verification. A reconcile
+    /// within the interval writes it again, not the status of the object
+    /// it was handed: that may predate the write (the watch not caught up),
+    /// and applying it would take the verification back out of the status.
+    status: Option<CloudAccountStatus>,
 }
 
 impl Cached {
@@ -157,6 +162,7 @@ impl Accounts {
                         generation: account.meta().generation,
                         resolved: resolved.clone(),
                         verified_at: Some(Instant::now()),
+                        status: None,
                     },
                 );
             }
@@ -178,8 +184,13 @@ impl Accounts {
     }
 
     /// How long the cached verification of `account` stays good for, at most
-    /// `interval` after it was made; `None` when it is due now.
-    pub fn fresh_for(&self, account: &CloudAccount, interval: Duration) -> Option<Duration> {
+    /// `interval` after it was made, and the status written from it; `None`
+    /// when it is due now.
+    pub fn fresh_for(
+        &self,
+        account: &CloudAccount,
+        interval: Duration,
+    ) -> Option<(Duration, CloudAccountStatus)> {
         let cache = self.cache();
         let c = cache.get(&Self::key(account))?;
         if c.generation != account.meta().generation || !c.unexpired() {
@@ -189,7 +200,15 @@ impl Accounts {
         if let Some(until) = c.resolved.refresh_in() {
             left = left.min(until);
         }
-        (!left.is_zero()).then_some(left)
+        let status = c.status.clone()?;
+        (!left.is_zero()).then_some((left, status))
+    }
+
+    /// The status written for `account` from its cached verification.
+    fn wrote(&self, account: &CloudAccount, status: &CloudAccountStatus) {
+        if let Some(c) = self.cache().get_mut(&Self::key(account)) {
+            c.status = Some(status.clone());
+        }
     }
 
     /// Something the verification read changed (its Secret): the next
@@ -335,10 +354,10 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     let (mut status, action, event) = match actx.accounts.fresh_for(&account, interval) {
         // Verified recently, and nothing it was read from changed since
         // (the trigger was a cluster starting or stopping to use it).
-        Some(left) => (
+        Some((left, written)) => (
             CloudAccountStatus {
                 observed_generation: account.meta().generation,
-                ..account.status.clone().unwrap_or_default()
+                ..written
             },
             Action::requeue(left),
             None,
@@ -359,6 +378,7 @@ async fn reconcile(account: Arc<CloudAccount>, actx: Arc<AccountContext>) -> Res
     if status != previous {
         apply_status(&api, &name, &status).await?;
     }
+    actx.accounts.wrote(&account, &status);
     let event = event.or_else(|| {
         let was_waiting = conditions::is_true(&previous.conditions, DELETING);
         deletion
