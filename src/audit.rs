@@ -29,7 +29,6 @@ use kube::{Api, Client, ResourceExt};
 use crate::account::{credentials, Accounts};
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
 use crate::aws::instances::InstanceState;
-use crate::aws::interruption_queue as aws_queue;
 use crate::aws::inventory::{self, Tagged};
 use crate::aws::nat_gateway::NatState;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
@@ -278,23 +277,14 @@ impl QueueUse {
 /// `None` too when the role may not look (connected before the queue's
 /// statements): the audit of clusters goes on.
 async fn left_queue(c: &AwsClients, installation: &str) -> AwsResult<Option<LeftQueue>> {
-    let looked = async {
-        let rules = aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await?;
-        let name = queue::queue_name(installation);
-        let held = aws_queue::describe_queue(c, &name).await?;
-        AwsResult::Ok(LeftQueue {
-            queue: held
-                .filter(|q| queue::is_ours(installation, &q.tags))
-                .map(|_| name),
-            rules: rules
-                .into_iter()
-                .filter(|r| queue::is_ours(installation, &r.tags))
-                .map(|r| r.name)
-                .collect(),
-        })
-    };
-    match looked.await {
-        Ok(left) => Ok((left.count() > 0).then_some(left)),
+    match listener::held(c, installation).await {
+        Ok((rules, held)) => {
+            let left = LeftQueue {
+                queue: held.map(|_| queue::queue_name(installation)),
+                rules: rules.into_iter().map(|r| r.name).collect(),
+            };
+            Ok((left.count() > 0).then_some(left))
+        }
         Err(e) if e.is_access_denied() => Ok(None),
         Err(e) => Err(e),
     }

@@ -472,8 +472,13 @@ pub(crate) async fn warm_up(moto: &Moto, aws_accounts: &[String]) -> Result<()> 
 
 /// Straight at moto, as its default account.
 pub(crate) async fn moto_config(moto: &Moto) -> aws_config::SdkConfig {
+    config_at(moto.endpoint()).await
+}
+
+/// At `endpoint` (moto, or the proxy before it), as moto's default account.
+async fn config_at(endpoint: String) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "bench",
@@ -1069,12 +1074,13 @@ fn spot_cluster(name: &str, account: &str) -> Result<ComputeCluster> {
     Ok(serde_json::from_value(cc)?)
 }
 
-/// Waits until the operator's queue and its five rules, each with its
-/// target, are in moto.
+/// Waits until the operator's queue and its rules, each with its target,
+/// are in moto.
 async fn queue_made(moto: &Moto) -> Result<()> {
     let config = moto_config(moto).await;
     let end = Instant::now() + DEADLINE;
-    while !testground::events::delivering(&config, "byoc-", "byoc-", 5).await? {
+    let rules = byoc_operator::interruption::message::MATCHED.len();
+    while !testground::events::delivering(&config, "byoc-", "byoc-", rules).await? {
         if Instant::now() > end {
             bail!("the interruption queue and its rules not made within {DEADLINE:?}");
         }
@@ -1103,14 +1109,7 @@ async fn replaced_after_warning(
         .await?;
     until_running(&api, "spot", Instant::now() + DEADLINE).await?;
     let uid = api.get("spot").await?.metadata.uid.context("no UID")?;
-    let through_proxy = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(proxy.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "bench",
-        ))
-        .load()
-        .await;
+    let through_proxy = config_at(proxy.endpoint()).await;
     let before = testground::running_instances_of(&through_proxy, &uid).await?;
     let victim = before.first().context("no instance running")?.clone();
     if extra.is_empty() {

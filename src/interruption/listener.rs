@@ -36,7 +36,7 @@ use super::message::{read, Notice, Read, Reclaim, MATCHED};
 use super::queue::{self, QueueStep, RuleStep};
 use crate::api::{ComputeCluster, Market, Rebalance};
 use crate::aws::instances::{InstanceState, ObservedInstance};
-use crate::aws::interruption_queue::{self as aws_queue, QueueSpec};
+use crate::aws::interruption_queue::{self as aws_queue, ObservedQueue, ObservedRule, QueueSpec};
 use crate::aws::{instances, AwsClients, AwsResult};
 use crate::context::Context;
 
@@ -361,18 +361,29 @@ async fn ensure(c: &AwsClients, installation: &str, place: &Place) -> Result<Str
     Ok(url)
 }
 
+/// The installation's rules and queue in this account and region: those
+/// named like its own that carry its tags.
+pub async fn held(
+    c: &AwsClients,
+    installation: &str,
+) -> AwsResult<(Vec<ObservedRule>, Option<ObservedQueue>)> {
+    let mut rules = aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await?;
+    rules.retain(|r| queue::is_ours(installation, &r.tags));
+    let held = aws_queue::describe_queue(c, &queue::queue_name(installation)).await?;
+    Ok((
+        rules,
+        held.filter(|q| queue::is_ours(installation, &q.tags)),
+    ))
+}
+
 /// Deletes the installation's rules, then its queue.
 pub async fn remove(c: &AwsClients, installation: &str) -> AwsResult<()> {
-    for rule in aws_queue::describe_rules(c, &queue::rule_prefix(installation)).await? {
-        if queue::is_ours(installation, &rule.tags) {
-            aws_queue::delete_rule(c, &rule.name).await?;
-        }
+    let (rules, held) = held(c, installation).await?;
+    for rule in rules {
+        aws_queue::delete_rule(c, &rule.name).await?;
     }
-    let name = queue::queue_name(installation);
-    if let Some(q) = aws_queue::describe_queue(c, &name).await? {
-        if queue::is_ours(installation, &q.tags) {
-            aws_queue::delete_queue(c, &q.url).await?;
-        }
+    if let Some(q) = held {
+        aws_queue::delete_queue(c, &q.url).await?;
     }
     Ok(())
 }

@@ -111,8 +111,7 @@ fn start_as_chart(g: &Ground, release: &str) -> Result<Operator> {
     let kubeconfig = g.kube.token_kubeconfig(&g.namespace, &token)?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
     // As the chart's Deployment runs it: its installation Secret in the
-    // release namespace, and the chart's lease (15 s). A shorter one lets a
-    // leader starved of CPU among eleven operators lose its Lease and stop.
+    // release namespace, and the chart's lease (15 s).
     let installation = format!("{name}-installation");
     Operator::start(
         g,

@@ -387,6 +387,23 @@ pub(crate) async fn wait_gone(g: &Ground, name: &str) -> Result<()> {
     .await
 }
 
+/// Deletes the cluster `namespace/name` and removes its finalizer by hand
+/// while no operator runs: what it made stays in AWS, no cluster owns it.
+pub(crate) async fn orphan(g: &Ground, namespace: &str, name: &str) -> Result<()> {
+    let api: kube::Api<ComputeCluster> = kube::Api::namespaced(g.client.clone(), namespace);
+    api.delete(name, &DeleteParams::default()).await?;
+    api.patch_metadata(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    eventually(&format!("{namespace}/{name} gone"), WAIT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
 /// A ground with the CRDs, the operator (progress poll 1 s, then `args`)
 /// and the ready account `acme`.
 pub(crate) async fn ground_with_account(test: &str, args: &[&str]) -> Result<(Ground, Operator)> {

@@ -24,8 +24,8 @@ use kube::ResourceExt;
 use testground::events::Emitted;
 
 use crate::clusters::{
-    delete_and_wait_gone, ground_with_account, instances_in, running_instances,
-    small_cluster_manifest, wait_gone, wait_running,
+    delete_and_wait_gone, ground_with_account, instances_in, orphan, running_instances,
+    small_cluster_manifest, wait_running,
 };
 use crate::support::{
     event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator, OperatorExt,
@@ -700,18 +700,7 @@ async fn a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_al
     // The finalizer removed by hand while the operator is down: the
     // cluster's resources and the queue stay.
     op.process.kill();
-    let clusters = g.api::<ComputeCluster>();
-    clusters
-        .delete("left", &kube::api::DeleteParams::default())
-        .await?;
-    clusters
-        .patch_metadata(
-            "left",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-        )
-        .await?;
-    wait_gone(&g, "left").await?;
+    orphan(&g, &ns, "left").await?;
     let found = audit_args(&[])?;
     assert!(found.contains(&line), "{found}");
     let deleted = audit_args(&["--delete", "--all", "--deadline", "3m"])?;

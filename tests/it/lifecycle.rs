@@ -480,16 +480,7 @@ async fn audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_dele
     // The finalizer removed by hand while the operator is down: the object
     // goes, everything it made stays in AWS.
     op.process.kill();
-    let clusters = g.api::<ComputeCluster>();
-    clusters.delete("orphan", &DeleteParams::default()).await?;
-    clusters
-        .patch_metadata(
-            "orphan",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-        )
-        .await?;
-    wait_gone(&g, "orphan").await?;
+    crate::clusters::orphan(&g, &ns, "orphan").await?;
     let left = counts(&g, &orphan_uid).await?;
     assert!(
         left.vpcs == 1 && left.nat_gateways == 1 && left.instances() == 1 && left.endpoints == 2,

@@ -19,7 +19,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::clusters::{
-    condition_with, counts, delete_and_wait_gone, ready_account, small_cluster_manifest,
+    condition_with, counts, delete_and_wait_gone, orphan, ready_account, small_cluster_manifest,
     stalled_with, wait_gone, wait_running, Counts, WAIT,
 };
 use crate::support::{
@@ -504,23 +504,6 @@ async fn snapshot(g: &Ground, uids: &[&str]) -> Result<BTreeMap<String, BTreeMap
         }
     }
     Ok(out)
-}
-
-/// Removes the finalizer of the deleted cluster `name` by hand while no
-/// operator runs: what it made stays in AWS, no cluster owns it.
-async fn orphan(g: &Ground, namespace: &str, name: &str) -> Result<()> {
-    let api: Api<ComputeCluster> = Api::namespaced(g.client.clone(), namespace);
-    api.delete(name, &DeleteParams::default()).await?;
-    api.patch_metadata(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-    )
-    .await?;
-    eventually(&format!("{namespace}/{name} gone"), WAIT, || async {
-        Ok(api.get_opt(name).await?.is_none().then_some(()))
-    })
-    .await
 }
 
 async fn running_in(g: &Ground, namespace: &str, name: &str) -> Result<ComputeCluster> {
