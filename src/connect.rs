@@ -21,15 +21,26 @@ use serde_json::{json, Value};
 use crate::account::iam_policy::{self, PolicyOptions, PolicyPart};
 use crate::account::in_use;
 use crate::api::{AccountPhase, CloudAccount, ComputeCluster};
-use crate::aws::admin::{self, ObservedProfile, ObservedRole};
+use crate::aws::admin::{self, ObservedPolicy, ObservedProfile, ObservedRole};
 use crate::aws::tags::{CONNECTED, CONNECTED_INSTALLATION, CONNECTED_UID};
 use crate::aws::{AwsClients, AwsError};
 
-/// Inline policy names on the cross-account role; any other name starting
-/// with [`POLICY_PREFIX`] is connect's too, and removed when not wanted.
+/// The cross-account role's policies. The ongoing part is inline; the
+/// others are customer-managed policies named `<role>-<part>` and attached
+/// to it: AWS holds a role's inline policies to 10,240 characters in all,
+/// which the parts together pass, and each managed one to 6,144. Any other
+/// inline name starting with [`POLICY_PREFIX`], or attached policy named
+/// `<role>-` + [`POLICY_PREFIX`]..., is connect's too, and removed when not
+/// wanted (the setup part was inline before).
 pub const ONGOING_POLICY: &str = "byoc-operator-ongoing";
 pub const SETUP_POLICY: &str = "byoc-operator-setup";
 const POLICY_PREFIX: &str = "byoc-operator-";
+
+/// The name of the managed policy holding part `part` (e.g.
+/// [`SETUP_POLICY`]) of role `role`'s permissions.
+pub fn managed_policy_name(role: &str, part: &str) -> String {
+    format!("{role}-{part}")
+}
 /// Set by `connect` on the CloudAccount: a change that makes the operator
 /// verify it again at once.
 pub const CONNECTED_AT: &str = "byoc.dev/connected-at";
@@ -202,6 +213,8 @@ pub struct Wanted {
     pub trust: Value,
     /// Inline policies on the cross-account role, by name.
     pub policies: BTreeMap<String, Value>,
+    /// Customer-managed policies attached to it, by name.
+    pub managed: BTreeMap<String, Value>,
     /// The shared node identity: role and profile of this name.
     pub node: Option<NodeIdentity>,
 }
@@ -219,6 +232,24 @@ pub struct Found {
     pub role: Option<ObservedRole>,
     pub node_role: Option<ObservedRole>,
     pub node_profile: Option<ObservedProfile>,
+    /// The managed policies of the role's that exist, by name: those
+    /// wanted and those of connect's attached to the role.
+    pub managed: BTreeMap<String, ObservedPolicy>,
+}
+
+impl Wanted {
+    /// The ARN of the role's managed policy `name`.
+    pub fn policy_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:policy/{name}", self.role.account_id)
+    }
+
+    /// Whether managed policy `arn` is one of connect's for this role.
+    fn is_ours(&self, arn: &str) -> bool {
+        let prefix = managed_policy_name(&self.role.name, POLICY_PREFIX);
+        arn.rsplit_once(":policy/").is_some_and(|(account, name)| {
+            account.ends_with(&self.role.account_id) && name.starts_with(&prefix)
+        })
+    }
 }
 
 /// One write, in the order they are made.
@@ -230,6 +261,13 @@ pub enum Change {
     UpdateTrust,
     PutPolicy(String),
     DeletePolicy(String),
+    /// A managed policy made, with its document and connect's tag.
+    CreateManaged(String),
+    /// A managed policy's document made its default version.
+    UpdateManaged(String),
+    AttachManaged(String),
+    /// A managed policy detached and deleted.
+    RemoveManaged(String),
     CreateNodeRole,
     AttachNodePolicy(String),
     DetachNodePolicy(String),
@@ -254,6 +292,12 @@ impl Change {
             ),
             Change::PutPolicy(p) => format!("put inline policy {p} on role {role}"),
             Change::DeletePolicy(p) => format!("delete inline policy {p} from role {role}"),
+            Change::CreateManaged(p) => format!("create managed policy {p}"),
+            Change::UpdateManaged(p) => format!("put a new version of managed policy {p}"),
+            Change::AttachManaged(p) => format!("attach managed policy {p} to role {role}"),
+            Change::RemoveManaged(p) => {
+                format!("detach managed policy {p} from role {role} and delete it")
+            }
             Change::CreateNodeRole => format!("create node role {node} (trusted by EC2)"),
             Change::AttachNodePolicy(a) => format!("attach {a} to node role {node}"),
             Change::DetachNodePolicy(a) => format!("detach {a} from node role {node}"),
@@ -310,6 +354,7 @@ fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Change>> {
         None => {
             steps.push(Change::CreateRole);
             steps.extend(wanted.policies.keys().cloned().map(Change::PutPolicy));
+            steps.extend(plan_managed(wanted, found, &[])?);
         }
         Some(role) => {
             refuse_foreign("role", &wanted.role.name, &role.tags, &wanted.label)?;
@@ -324,11 +369,51 @@ fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Change>> {
                     steps.push(Change::PutPolicy(name.clone()));
                 }
             }
+            // Before any inline deletion: a part moving from inline to
+            // managed is never missing in between.
+            steps.extend(plan_managed(wanted, found, &role.attached)?);
             for name in role.inline.keys() {
                 if name.starts_with(POLICY_PREFIX) && !wanted.policies.contains_key(name) {
                     steps.push(Change::DeletePolicy(name.clone()));
                 }
             }
+        }
+    }
+    Ok(steps)
+}
+
+/// The managed policies' steps: each wanted one made (or its document put
+/// back) and attached; connect's others, attached to the role, removed.
+fn plan_managed(wanted: &Wanted, found: &Found, attached: &[String]) -> Result<Vec<Change>> {
+    let mut steps = Vec::new();
+    for (name, doc) in &wanted.managed {
+        let arn = wanted.policy_arn(name);
+        match found.managed.get(name) {
+            None => steps.push(Change::CreateManaged(name.clone())),
+            // A template's policy (CloudFormation tags none) attached to
+            // the role connect knows as this account's is the account's.
+            Some(policy) if !policy.tags.contains_key(CONNECTED) && attached.contains(&arn) => {
+                if policy.document != *doc {
+                    steps.push(Change::UpdateManaged(name.clone()));
+                }
+            }
+            Some(policy) => {
+                refuse_foreign("managed policy", name, &policy.tags, &wanted.label)?;
+                if policy.document != *doc {
+                    steps.push(Change::UpdateManaged(name.clone()));
+                }
+            }
+        }
+        if !attached.contains(&arn) {
+            steps.push(Change::AttachManaged(name.clone()));
+        }
+    }
+    for (name, policy) in &found.managed {
+        if wanted.managed.contains_key(name) || !wanted.is_ours(&policy.arn) {
+            continue;
+        }
+        if policy.tags.get(CONNECTED) == Some(&wanted.label) {
+            steps.push(Change::RemoveManaged(name.clone()));
         }
     }
     Ok(steps)
@@ -425,7 +510,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         kms_key_arns: spec.kms_key_arns.clone(),
         adopt: false,
     };
-    let policies = role_policies(&options, args.ongoing);
+    let (policies, managed) = role_policies(&options, &role.name, args.ongoing);
     let node = spec
         .node_instance_profile_name
         .as_ref()
@@ -448,6 +533,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
             ),
             role,
             policies,
+            managed,
             node,
         },
         options,
@@ -515,21 +601,24 @@ async fn external_id_of(
     }
 }
 
-/// The role's inline policies by name: the ongoing part, and the setup
-/// part unless `ongoing` alone is asked for.
-fn role_policies(options: &PolicyOptions, ongoing: bool) -> BTreeMap<String, Value> {
-    let mut policies = BTreeMap::new();
-    policies.insert(
+/// The role's inline policies by name (the ongoing part), and its managed
+/// ones (the setup part, unless `ongoing` alone is asked for).
+type Policies = BTreeMap<String, Value>;
+
+fn role_policies(options: &PolicyOptions, role: &str, ongoing: bool) -> (Policies, Policies) {
+    let mut inline = BTreeMap::new();
+    inline.insert(
         ONGOING_POLICY.to_string(),
         iam_policy::policy_part(options, PolicyPart::Ongoing),
     );
+    let mut managed = BTreeMap::new();
     if !ongoing {
-        policies.insert(
-            SETUP_POLICY.to_string(),
+        managed.insert(
+            managed_policy_name(role, SETUP_POLICY),
             iam_policy::policy_part(options, PolicyPart::Setup),
         );
     }
-    policies
+    (inline, managed)
 }
 
 /// The Secret key `EXTERNAL_ID`, when the account's Secret has one.
@@ -576,10 +665,27 @@ async fn observe(c: &AwsClients, wanted: &Wanted) -> Result<Found> {
             }
         },
     )?;
+    let attached = role
+        .as_ref()
+        .map(|r| r.attached.clone())
+        .unwrap_or_default();
+    let wanted_arns = wanted.managed.keys().map(|n| wanted.policy_arn(n));
+    let ours = attached.into_iter().filter(|a| wanted.is_ours(a));
+    let mut arns: Vec<String> = wanted_arns.chain(ours).collect();
+    arns.sort();
+    arns.dedup();
+    let mut managed = BTreeMap::new();
+    for arn in arns {
+        if let Some(policy) = admin::get_policy(c, &arn).await? {
+            let name = arn.rsplit_once('/').map(|(_, n)| n.to_string());
+            managed.insert(name.unwrap_or_default(), policy);
+        }
+    }
     Ok(Found {
         role,
         node_role,
         node_profile,
+        managed,
     })
 }
 
@@ -620,7 +726,10 @@ async fn apply(c: &AwsClients, w: &Wanted, steps: &[Change]) -> Result<()> {
                 println!("done: {}", step.describe(w));
                 if matches!(
                     step,
-                    Change::CreateRole | Change::CreateNodeRole | Change::CreateNodeProfile
+                    Change::CreateRole
+                        | Change::CreateNodeRole
+                        | Change::CreateNodeProfile
+                        | Change::CreateManaged(_)
                 ) {
                     created.push(step);
                 }
@@ -673,6 +782,17 @@ async fn make(c: &AwsClients, w: &Wanted, step: &Change) -> Result<(), AwsError>
             None => Ok(()),
         },
         Change::DeletePolicy(p) => admin::delete_inline(c, &w.role.name, p).await,
+        Change::CreateManaged(p) => {
+            let doc = w.managed.get(p).unwrap_or(&Value::Null);
+            let description = format!("byoc-operator: CloudAccount {label}");
+            admin::create_policy(c, p, doc, &tags(label), &description).await
+        }
+        Change::UpdateManaged(p) => {
+            let doc = w.managed.get(p).unwrap_or(&Value::Null);
+            admin::set_policy_document(c, &w.policy_arn(p), doc).await
+        }
+        Change::AttachManaged(p) => admin::attach(c, &w.role.name, &w.policy_arn(p)).await,
+        Change::RemoveManaged(p) => admin::delete_policy(c, &w.role.name, &w.policy_arn(p)).await,
         Change::CreateNodeRole => {
             let trust: Value = serde_json::from_str(EC2_TRUST).unwrap_or(Value::Null);
             let description =
@@ -690,20 +810,31 @@ async fn make(c: &AwsClients, w: &Wanted, step: &Change) -> Result<(), AwsError>
 async fn unmake(c: &AwsClients, w: &Wanted, step: &Change) -> Result<(), AwsError> {
     let node = w.node.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
     match step {
-        Change::CreateRole => delete_role_fully(c, &w.role.name).await,
-        Change::CreateNodeRole => delete_role_fully(c, node).await,
+        Change::CreateRole => delete_role_fully(c, &w.role.name, &w.label).await,
+        Change::CreateManaged(p) => admin::delete_policy(c, &w.role.name, &w.policy_arn(p)).await,
+        Change::CreateNodeRole => delete_role_fully(c, node, &w.label).await,
         Change::CreateNodeProfile => delete_profile_fully(c, node).await,
         _ => Ok(()),
     }
 }
 
-async fn delete_role_fully(c: &AwsClients, name: &str) -> Result<(), AwsError> {
+/// Deletes role `name` with its inline policies; detaches its managed
+/// ones, and deletes those connect made for it for CloudAccount `label`.
+async fn delete_role_fully(c: &AwsClients, name: &str, label: &str) -> Result<(), AwsError> {
     if let Some(role) = admin::get_role(c, name).await? {
         for policy in role.inline.keys() {
             admin::delete_inline(c, name, policy).await?;
         }
+        let prefix = format!(":policy/{}", managed_policy_name(name, POLICY_PREFIX));
         for arn in &role.attached {
-            admin::detach(c, name, arn).await?;
+            let made = match arn.contains(&prefix) {
+                true => admin::get_policy(c, arn).await?,
+                false => None,
+            };
+            match made.filter(|p| p.tags.get(CONNECTED).map(String::as_str) == Some(label)) {
+                Some(_) => admin::delete_policy(c, name, arn).await?,
+                None => admin::detach(c, name, arn).await?,
+            }
         }
     }
     admin::delete_role(c, name).await
@@ -782,6 +913,9 @@ fn print_plan(w: &Wanted, steps: &[Change]) {
     );
     for (name, doc) in &w.policies {
         println!("--- inline policy {name}\n{}", pretty(doc));
+    }
+    for (name, doc) in &w.managed {
+        println!("--- managed policy {name}\n{}", pretty(doc));
     }
 }
 
@@ -873,7 +1007,7 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
         }
         match kind {
             "profile" => delete_profile_fully(&c, &name).await?,
-            _ => delete_role_fully(&c, &name).await?,
+            _ => delete_role_fully(&c, &name, &label).await?,
         }
         println!("deleted {what} {name}");
     }
@@ -900,7 +1034,7 @@ const CF_MANAGED: &str = "@@ManagedPolicyArns@@";
 /// permissions boundary.
 pub fn cloudformation(i: &Inputs) -> Value {
     let w = &i.wanted;
-    let policies = cf_policies(i);
+    let (policies, managed) = cf_policies(i);
     let mut trust = w.trust.clone();
     for statement in trust["Statement"].as_array_mut().into_iter().flatten() {
         statement["Principal"]["AWS"] = json!({"Ref": "PrincipalArn"});
@@ -926,6 +1060,9 @@ pub fn cloudformation(i: &Inputs) -> Value {
             }
         }
     });
+    for (name, resource) in managed {
+        resources[name] = resource;
+    }
     let mut outputs = json!({
         "RoleArn": {"Value": {"Fn::GetAtt": ["CrossAccountRole", "Arn"]}},
     });
@@ -957,28 +1094,36 @@ pub fn cloudformation(i: &Inputs) -> Value {
     })
 }
 
-/// The role's inline policies, with the template's parameters in them.
-fn cf_policies(i: &Inputs) -> Vec<Value> {
+/// The role's inline policies, and its managed ones as the template's
+/// resources, with the template's parameters in them.
+fn cf_policies(i: &Inputs) -> (Vec<Value>, Vec<(String, Value)>) {
     let mut options = i.options.clone();
     if !options.managed_policy_arns.is_empty() {
         options.managed_policy_arns = vec![CF_MANAGED.into()];
     }
     options.permissions_boundary = Some(CF_BOUNDARY.into());
-    i.wanted
-        .policies
-        .keys()
-        .map(|name| {
-            let part = if name == SETUP_POLICY {
-                PolicyPart::Setup
-            } else {
-                PolicyPart::Ongoing
-            };
-            json!({
-                "PolicyName": name,
-                "PolicyDocument": parameterised(iam_policy::policy_part(&options, part)),
-            })
+    let part = |p| parameterised(iam_policy::policy_part(&options, p));
+    let inline = (i.wanted.policies.keys())
+        .map(|name| json!({"PolicyName": name, "PolicyDocument": part(PolicyPart::Ongoing)}))
+        .collect();
+    let setup = managed_policy_name(&i.wanted.role.name, SETUP_POLICY);
+    let managed = (i.wanted.managed.keys())
+        .filter(|name| **name == setup)
+        .map(|_| {
+            let name = managed_policy_name("${RoleName}", SETUP_POLICY);
+            let resource = json!({
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "ManagedPolicyName": {"Fn::Sub": name},
+                    "Description": format!("byoc-operator: CloudAccount {}", i.wanted.label),
+                    "PolicyDocument": part(PolicyPart::Setup),
+                    "Roles": [{"Ref": "CrossAccountRole"}],
+                }
+            });
+            ("SetupPolicy".to_string(), resource)
         })
-        .collect()
+        .collect();
+    (inline, managed)
 }
 
 /// The template's parameters, defaulting to this account's values.
@@ -1075,10 +1220,8 @@ mod tests {
                 Some("byoc-x"),
                 "team-a",
             ),
-            policies: BTreeMap::from([
-                (ONGOING_POLICY.to_string(), json!({"Statement": [1]})),
-                (SETUP_POLICY.to_string(), json!({"Statement": [2]})),
-            ]),
+            policies: BTreeMap::from([(ONGOING_POLICY.to_string(), json!({"Statement": [1]}))]),
+            managed: BTreeMap::from([(SETUP.to_string(), json!({"Statement": [2]}))]),
             node: node.then(|| NodeIdentity {
                 name: "byoc-shared-nodes".into(),
                 policies: vec!["arn:aws:iam::aws:policy/A".into()],
@@ -1086,16 +1229,30 @@ mod tests {
         }
     }
 
+    /// The setup part's managed policy of `wanted`'s role.
+    const SETUP: &str = "byoc-connected-byoc-operator-setup";
+
     fn as_found(w: &Wanted) -> Found {
         let tags = tags(&w.label);
+        let managed: BTreeMap<String, ObservedPolicy> = (w.managed.iter())
+            .map(|(name, doc)| {
+                let p = ObservedPolicy {
+                    arn: w.policy_arn(name),
+                    document: doc.clone(),
+                    tags: tags.clone(),
+                };
+                (name.clone(), p)
+            })
+            .collect();
         Found {
             role: Some(ObservedRole {
                 arn: "arn".into(),
                 trust: w.trust.clone(),
                 tags: w.role_tags.clone(),
                 inline: w.policies.clone(),
-                attached: vec![],
+                attached: managed.values().map(|p| p.arn.clone()).collect(),
             }),
+            managed,
             node_role: w.node.as_ref().map(|n| ObservedRole {
                 arn: "arn".into(),
                 trust: serde_json::from_str(EC2_TRUST).unwrap_or_default(),
@@ -1141,7 +1298,8 @@ mod tests {
             [
                 Change::CreateRole,
                 Change::PutPolicy(ONGOING_POLICY.into()),
-                Change::PutPolicy(SETUP_POLICY.into()),
+                Change::CreateManaged(SETUP.into()),
+                Change::AttachManaged(SETUP.into()),
                 Change::CreateNodeRole,
                 Change::AttachNodePolicy("arn:aws:iam::aws:policy/A".into()),
                 Change::CreateNodeProfile,
@@ -1180,11 +1338,70 @@ mod tests {
             ]
         );
         let mut ongoing = wanted(false);
-        ongoing.policies.remove(SETUP_POLICY);
+        ongoing.managed.remove(SETUP);
         assert_eq!(
             plan(&ongoing, &as_found(&w)).unwrap_or_default(),
-            [Change::DeletePolicy(SETUP_POLICY.into())]
+            [Change::RemoveManaged(SETUP.into())]
         );
+        // The managed policy's document changed, or detached: put back.
+        let mut found = as_found(&w);
+        if let Some(p) = found.managed.get_mut(SETUP) {
+            p.document = json!({"Statement": ["*"]});
+        }
+        if let Some(role) = found.role.as_mut() {
+            role.attached.clear();
+        }
+        assert_eq!(
+            plan(&w, &found).unwrap_or_default(),
+            [
+                Change::UpdateManaged(SETUP.into()),
+                Change::AttachManaged(SETUP.into())
+            ]
+        );
+    }
+
+    /// A role an earlier connect gave the setup part inline: the managed
+    /// policy is made and attached before the inline one goes.
+    #[test]
+    fn an_inline_setup_policy_moves_to_a_managed_one_never_missing_in_between() {
+        let w = wanted(false);
+        let mut found = as_found(&w);
+        found.managed.clear();
+        if let Some(role) = found.role.as_mut() {
+            role.attached.clear();
+            role.inline
+                .insert(SETUP_POLICY.into(), json!({"Statement": [2]}));
+        }
+        assert_eq!(
+            plan(&w, &found).unwrap_or_default(),
+            [
+                Change::CreateManaged(SETUP.into()),
+                Change::AttachManaged(SETUP.into()),
+                Change::DeletePolicy(SETUP_POLICY.into())
+            ]
+        );
+        // A policy of that name connect did not make is refused: another
+        // account's, or nobody's and not attached to the role.
+        let mut other = as_found(&w);
+        if let Some(p) = other.managed.get_mut(SETUP) {
+            p.tags = tags("other/acme");
+        }
+        assert!(plan(&w, &other).is_err());
+        let mut loose = as_found(&w);
+        if let Some(p) = loose.managed.get_mut(SETUP) {
+            p.tags.clear();
+        }
+        if let Some(role) = loose.role.as_mut() {
+            role.attached.clear();
+        }
+        assert!(plan(&w, &loose).is_err());
+        // A template's (CloudFormation tags none), attached to the role:
+        // the account's.
+        let mut stacked = as_found(&w);
+        if let Some(p) = stacked.managed.get_mut(SETUP) {
+            p.tags.clear();
+        }
+        assert_eq!(plan(&w, &stacked).unwrap_or(vec![Change::CreateRole]), []);
     }
 
     #[test]

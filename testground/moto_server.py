@@ -270,6 +270,8 @@ def facts(request, full_url, headers):
                 "tags": _tag_map(role.tags),
                 "boundary": role.permissions_boundary_arn,
                 "policies": _policies(role),
+                "inline": {n: (json.loads(t) if isinstance(t, str) else t)
+                           for n, t in role.policies.items()},
                 "trust": json.loads(role.assume_role_policy_document)
                 if isinstance(role.assume_role_policy_document, str)
                 else role.assume_role_policy_document,

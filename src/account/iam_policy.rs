@@ -611,16 +611,35 @@ mod tests {
     }
 
     /// AWS refuses a role's inline policies above 10,240 characters (all of
-    /// them together, whitespace not counted).
+    /// them together, whitespace not counted) and a managed policy above
+    /// 6,144: the ongoing part (inline) and the setup part (managed, see
+    /// `connect`) each fit, with every option given.
     #[test]
-    fn the_policy_fits_a_roles_inline_limit() {
+    fn each_part_fits_its_aws_limit_with_every_option() {
         let o = PolicyOptions {
             installation: "0123456789abcdef".into(),
-            ..Default::default()
+            managed_policy_arns: vec![
+                "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into(),
+                "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy".into(),
+            ],
+            permissions_boundary: Some("arn:aws:iam::123456789012:policy/boundary".into()),
+            pass_roles: vec!["arn:aws:iam::123456789012:role/team-nodes".into()],
+            shared_node_role: Some("byoc-shared-nodes".into()),
+            image_owners: vec!["123456789012".into()],
+            kms_key_arns: vec!["arn:aws:kms:us-east-1:123456789012:key/k".into()],
+            adopt: true,
         };
-        let text = serde_json::to_string(&permissions_policy(&o)).unwrap_or_default();
-        let size = text.chars().filter(|c| !c.is_whitespace()).count();
-        assert!(size <= 10_240, "{size} characters");
+        let size = |part| {
+            let text = serde_json::to_string(&policy_part(&o, part)).unwrap_or_default();
+            text.chars().filter(|c| !c.is_whitespace()).count()
+        };
+        let (ongoing, setup) = (size(PolicyPart::Ongoing), size(PolicyPart::Setup));
+        assert!(ongoing <= 10_240, "ongoing (inline): {ongoing} characters");
+        assert!(setup <= 6_144, "setup (managed): {setup} characters");
+        assert!(
+            ongoing + setup > 10_240,
+            "both inline would fit: the managed part is no longer needed"
+        );
     }
 
     fn statement(p: &Value, sid: &str) -> Option<Value> {

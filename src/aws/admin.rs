@@ -35,6 +35,18 @@ pub struct ObservedProfile {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A customer-managed policy as `connect` compares it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedPolicy {
+    pub arn: String,
+    /// Its default version's document, parsed.
+    pub document: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// AWS keeps at most this many versions of a managed policy.
+const MAX_POLICY_VERSIONS: usize = 5;
+
 /// IAM answers policy documents URL-encoded; some servers send them as is.
 pub fn policy_document(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| {
@@ -226,6 +238,115 @@ pub async fn create_instance_profile(
         .await
         .op("iam:CreateInstanceProfile")
         .map(|_| ())
+}
+
+/// Managed policy `arn` with its default document and tags.
+pub async fn get_policy(c: &AwsClients, arn: &str) -> AwsResult<Option<ObservedPolicy>> {
+    let Some(out) = (c.iam.get_policy().policy_arn(arn).send().await)
+        .op("iam:GetPolicy")
+        .found()?
+    else {
+        return Ok(None);
+    };
+    let Some(policy) = out.policy() else {
+        return Err(AwsError::Incomplete {
+            operation: "iam:GetPolicy",
+            missing: "Policy",
+        });
+    };
+    let version = policy.default_version_id().unwrap_or("v1");
+    let got = (c.iam.get_policy_version())
+        .policy_arn(arn)
+        .version_id(version)
+        .send()
+        .await
+        .op("iam:GetPolicyVersion")?;
+    let document = (got.policy_version())
+        .and_then(|v| v.document())
+        .map(policy_document)
+        .unwrap_or(Value::Null);
+    Ok(Some(ObservedPolicy {
+        arn: arn.to_string(),
+        document,
+        tags: tag_map(policy.tags()),
+    }))
+}
+
+pub async fn create_policy(
+    c: &AwsClients,
+    name: &str,
+    doc: &Value,
+    tag_set: &BTreeMap<String, String>,
+    description: &str,
+) -> AwsResult<()> {
+    c.iam
+        .create_policy()
+        .policy_name(name)
+        .policy_document(doc.to_string())
+        .description(description)
+        .set_tags(Some(tags(tag_set)?))
+        .send()
+        .await
+        .op("iam:CreatePolicy")
+        .map(|_| ())
+}
+
+/// Non-default versions of policy `arn`, oldest first.
+async fn old_versions(c: &AwsClients, arn: &str) -> AwsResult<(Vec<String>, usize)> {
+    let out =
+        (c.iam.list_policy_versions().policy_arn(arn).send().await).op("iam:ListPolicyVersions")?;
+    let all = out.versions();
+    let mut old: Vec<(Option<aws_smithy_types::DateTime>, String)> = all
+        .iter()
+        .filter(|v| !v.is_default_version())
+        .filter_map(|v| Some((v.create_date().copied(), v.version_id()?.to_string())))
+        .collect();
+    old.sort();
+    Ok((old.into_iter().map(|(_, id)| id).collect(), all.len()))
+}
+
+async fn delete_version(c: &AwsClients, arn: &str, id: &str) -> AwsResult<()> {
+    (c.iam.delete_policy_version())
+        .policy_arn(arn)
+        .version_id(id)
+        .send()
+        .await
+        .op("iam:DeletePolicyVersion")
+        .or_gone()
+}
+
+/// Makes `doc` the default version of policy `arn`, deleting its oldest
+/// old version first when AWS holds as many as it keeps.
+pub async fn set_policy_document(c: &AwsClients, arn: &str, doc: &Value) -> AwsResult<()> {
+    let (old, count) = old_versions(c, arn).await?;
+    if count >= MAX_POLICY_VERSIONS {
+        if let Some(oldest) = old.first() {
+            delete_version(c, arn, oldest).await?;
+        }
+    }
+    (c.iam.create_policy_version())
+        .policy_arn(arn)
+        .policy_document(doc.to_string())
+        .set_as_default(true)
+        .send()
+        .await
+        .op("iam:CreatePolicyVersion")
+        .map(|_| ())
+}
+
+/// Detaches policy `arn` from `role` and deletes it with its versions.
+pub async fn delete_policy(c: &AwsClients, role: &str, arn: &str) -> AwsResult<()> {
+    detach(c, role, arn).await?;
+    let (old, _) = match old_versions(c, arn).await.found()? {
+        Some(versions) => versions,
+        None => return Ok(()),
+    };
+    for id in old {
+        delete_version(c, arn, &id).await?;
+    }
+    (c.iam.delete_policy().policy_arn(arn).send().await)
+        .op("iam:DeletePolicy")
+        .or_gone()
 }
 
 /// Who the admin credentials are: `(account ID, ARN)`.

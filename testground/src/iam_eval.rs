@@ -211,6 +211,9 @@ pub struct RoleFact {
     pub policies: Vec<serde_json::Value>,
     /// Its trust policy.
     pub trust: Option<Value>,
+    /// Its inline policies by name.
+    #[serde(default)]
+    pub inline: BTreeMap<String, Value>,
 }
 
 /// The IAM user an access key belongs to.

@@ -124,6 +124,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("interruption audit", "the audit taking every place's interruption queue as wanted (`QueueUse::wants` true for any recorded account): `interruption::a_queue_no_cluster_wants_any_more_is_audited_and_deleted_with_delete_all` failed (the left-over queue and its 5 rules not listed after its cluster's finalizer was removed by hand)"),
     ("leak audit", "the audit reading roles as before (ListRoles, then a GetRole per role): `lifecycle::audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_deletes_only_that` failed at once (`byoc-operator audit` refused: iam:ListRoles is no longer in the generated policy)"),
     ("learning", "the node groups' learning without the launches no describe shows yet (`starting` from the instances seen alone): `learned::tests::what_a_pass_learns_from_its_steps` failed at once (\"an instance launched that no describe shows yet\"); in the fresh CI of fe397ec the same fault left `realism::a_call_naming_what_was_just_made_is_retried_within_the_pass` to the 300 s poll after one pass"),
+    ("policy size", "connect's setup part put back inline (beside the ongoing one): `connect::an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_managed` failed at once (connect with every option refused by the ground: \"iam:PutRolePolicy: LimitExceeded: Maximum policy size of 10240 bytes exceeded for role byoc-rich\")"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

@@ -716,6 +716,13 @@ fn refused(conn: &mut TcpStream, call: &InFlight<'_>, now: Instant) -> Result<bo
         }
     }
 
+    if svc == "iam" {
+        if let Some(message) = iam_size_refusal(upstream, s, req, op)? {
+            refuse(conn, svc, "409 Conflict", "LimitExceeded", &message)?;
+            return Ok(true);
+        }
+    }
+
     if faults.roles_must_exist && op == "AssumeRole" {
         let role = param(&req.body, "RoleArn").unwrap_or_default();
         let known = lock(&s.roles_found).contains(&role);
@@ -1555,6 +1562,61 @@ fn with_own_images(upstream: u16, req: &Request, response: &[u8]) -> Result<Vec<
         )
     };
     Ok(with_body(head, &body))
+}
+
+/// AWS's limits on policy size, which moto lacks (IAM quotas): a managed
+/// policy's document at most 6,144 characters, and a role's inline
+/// policies together at most 10,240, whitespace not counted. The message
+/// AWS answers a request over them with, if it is.
+fn iam_size_refusal(upstream: u16, s: &Shared, req: &Request, op: &str) -> Result<Option<String>> {
+    const MANAGED: usize = 6_144;
+    const INLINE: usize = 10_240;
+    let size = |doc: &str| doc.chars().filter(|c| !c.is_whitespace()).count();
+    let doc = param(&req.body, "PolicyDocument").unwrap_or_default();
+    if matches!(op, "CreatePolicy" | "CreatePolicyVersion") && size(&doc) > MANAGED {
+        return Ok(Some(format!(
+            "Cannot exceed quota for PolicySize: {MANAGED}"
+        )));
+    }
+    if op != "PutRolePolicy" {
+        return Ok(None);
+    }
+    let role = param(&req.body, "RoleName").unwrap_or_default();
+    let name = param(&req.body, "PolicyName").unwrap_or_default();
+    let key = access_key(&req.head);
+    let ask = |q: crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, &q);
+    let session = lock(&s.sessions).get(&key).map(|p| p.account.clone());
+    let account = match session {
+        Some(account) => account,
+        None => {
+            // Any account moto holds answers for keys of every account.
+            let q = crate::iam_eval::FactsQuery {
+                account: "123456789012".into(),
+                region: "us-east-1".into(),
+                callers: [key.clone()].into(),
+                ..Default::default()
+            };
+            match ask(q)?.callers.remove(&key) {
+                Some(user) => user.account,
+                None => return Ok(None),
+            }
+        }
+    };
+    let held = ask(crate::iam_eval::FactsQuery {
+        account,
+        region: "us-east-1".into(),
+        roles: [role.clone()].into(),
+        ..Default::default()
+    })?;
+    let others = held.roles.get(&role).map(|r| r.inline.clone());
+    let others = others.unwrap_or_default().into_iter();
+    let total = size(&doc)
+        + others
+            .filter(|(n, _)| *n != name)
+            .map(|(_, d)| size(&d.to_string()))
+            .sum::<usize>();
+    Ok((total > INLINE)
+        .then(|| format!("Maximum policy size of {INLINE} bytes exceeded for role {role}")))
 }
 
 /// Whether the role a DeleteRole names has managed policies attached.

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use byoc_operator::account::iam_policy::{policy_part, PolicyOptions, PolicyPart};
 use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
 use byoc_operator::aws::admin::policy_document;
-use byoc_operator::connect::{ONGOING_POLICY, SETUP_POLICY};
+use byoc_operator::connect::{managed_policy_name, ONGOING_POLICY, SETUP_POLICY};
 use kube::Api;
 use serde_json::Value;
 
@@ -38,6 +38,10 @@ fn iam_writes(g: &Ground) -> u64 {
         "RemoveRoleFromInstanceProfile",
         "DeleteInstanceProfile",
         "DeleteRole",
+        "CreatePolicy",
+        "CreatePolicyVersion",
+        "DeletePolicyVersion",
+        "DeletePolicy",
     ];
     let calls = g.proxy.calls();
     WRITES.iter().filter_map(|op| calls.get(*op)).sum()
@@ -84,6 +88,34 @@ async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, policy: &str) -> Res
         .send()
         .await?;
     Ok(policy_document(got.policy_document()))
+}
+
+/// Managed policy `name`'s default document; `None` when there is none.
+async fn managed_policy(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<Value>> {
+    let policies = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .send()
+        .await?;
+    let named = policies
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(name));
+    let Some(arn) = named.and_then(|p| p.arn()).map(str::to_string) else {
+        return Ok(None);
+    };
+    let Ok(policy) = iam.get_policy().policy_arn(&arn).send().await else {
+        return Ok(None);
+    };
+    let version = (policy.policy().and_then(|p| p.default_version_id())).unwrap_or("v1");
+    let got = (iam
+        .get_policy_version()
+        .policy_arn(&arn)
+        .version_id(version))
+    .send()
+    .await?;
+    let doc = got.policy_version().and_then(|v| v.document());
+    Ok(doc.map(policy_document))
 }
 
 async fn inline_names(iam: &aws_sdk_iam::Client, role: &str) -> Result<Vec<String>> {
@@ -267,9 +299,10 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         ongoing,
         "the ongoing policy differs from the generated one"
     );
+    let setup = managed_policy_name(ROLE, SETUP_POLICY);
     assert_eq!(
-        role_policy(&iam, ROLE, SETUP_POLICY).await?,
-        policy_part(&options, PolicyPart::Setup),
+        managed_policy(&iam, &setup).await?,
+        Some(policy_part(&options, PolicyPart::Setup)),
         "the setup policy differs from the generated one"
     );
 
@@ -334,14 +367,19 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         ],
     )?;
     assert!(
-        ok && out.contains("delete inline policy byoc-operator-setup"),
+        ok && out.contains(&format!("detach managed policy {setup}")),
         "{}",
         out.clone()
     );
     assert_eq!(
         inline_names(&iam, ROLE).await?,
         [ONGOING_POLICY],
-        "the setup policy is still attached"
+        "an inline policy beside the ongoing one"
+    );
+    assert_eq!(
+        managed_policy(&iam, &setup).await?,
+        None,
+        "the setup policy is still there"
     );
     assert!(
         !create_role_as_operator(&g, &x, &external_id).await?,
@@ -459,6 +497,101 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         "figure": format!("one command made the role (trust naming the principal and external ID), both policies and the node identity in {first_writes} IAM writes and the account became ready; a second run: {second_writes} writes; a widened policy put back; with the ongoing policy alone CreateRole was denied (allowed with setup: the control), a cluster ran with the shared profile, made no role and was deleted to zero; disconnect refused while it lived, then left nothing"),
         "pass": true,
     }))
+}
+
+/// AWS holds a role's inline policies to 10,240 characters in all: with
+/// every option the two parts pass it, so the setup part is a managed
+/// policy (at most 6,144). The ground refuses as AWS does; the control is
+/// the same put, small, allowed.
+#[tokio::test]
+async fn an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_managed() -> Result<()> {
+    const RICH: &str = "byoc-rich";
+    let (g, x, _op) = connect_ground("connect-limits").await?;
+    let ns = g.namespace.clone();
+    let iam = aws_sdk_iam::Client::new(&x.admin);
+    let boundary = "arn:aws:iam::123456789012:policy/team-boundary";
+    let extra = format!("  permissionsBoundaryArn: {boundary}\n");
+    kubectl_apply(&g, &account_manifest("rich", RICH, &extra))?;
+    let status = published(&g, "rich").await?.status.unwrap_or_default();
+    let account = format!("{ns}/rich");
+    let managed_arns = [
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+    ];
+    let pass_role = "arn:aws:iam::123456789012:role/team-nodes";
+    let options = PolicyOptions {
+        installation: status.installation.clone().unwrap_or_default(),
+        managed_policy_arns: managed_arns.iter().map(|a| a.to_string()).collect(),
+        permissions_boundary: Some(boundary.into()),
+        pass_roles: vec![pass_role.into()],
+        ..Default::default()
+    };
+    let setup_doc = policy_part(&options, PolicyPart::Setup);
+    let flags = [
+        "connect",
+        "aws",
+        "--account",
+        &account,
+        "--managed-policy-arn",
+        managed_arns[0],
+        "--managed-policy-arn",
+        managed_arns[1],
+        "--pass-role",
+        pass_role,
+        "--wait",
+        "90s",
+    ];
+    let (ok, out) = as_admin(&g, &x, &flags)?;
+    assert!(ok, "connect with every option: {out}");
+    let setup = managed_policy_name(RICH, SETUP_POLICY);
+    assert_eq!(managed_policy(&iam, &setup).await?, Some(setup_doc.clone()));
+    assert_eq!(
+        role_policy(&iam, RICH, ONGOING_POLICY).await?,
+        policy_part(&options, PolicyPart::Ongoing)
+    );
+
+    // The earlier layout, both parts inline: refused as AWS refuses it.
+    let through_proxy = (x.admin.to_builder())
+        .endpoint_url(g.proxy.endpoint())
+        .build();
+    let proxied = aws_sdk_iam::Client::new(&through_proxy);
+    let put = |doc: String| {
+        proxied
+            .put_role_policy()
+            .role_name(RICH)
+            .policy_name(SETUP_POLICY)
+            .policy_document(doc)
+            .send()
+    };
+    let refused = put(setup_doc.to_string()).await;
+    let said = format!("{refused:?}");
+    assert!(
+        refused.is_err() && said.contains("LimitExceeded"),
+        "both parts inline accepted: {said}"
+    );
+    // Control: the same put, small, is allowed (the refusal is the size's).
+    put(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:DescribeVpcs","Resource":"*"}]}"#.into())
+        .await
+        .context("a small inline setup policy refused")?;
+
+    // A role with the earlier inline setup policy: connect removes it
+    // once the managed one is attached.
+    let (ok, out) = as_admin(&g, &x, &flags)?;
+    assert!(
+        ok && out.contains("delete inline policy byoc-operator-setup"),
+        "{out}"
+    );
+    assert_eq!(inline_names(&iam, RICH).await?, [ONGOING_POLICY]);
+
+    // disconnect removes the managed policy with the role.
+    let (ok, out) = as_admin(&g, &x, &["disconnect", "aws", "--account", &account])?;
+    assert!(ok, "{out}");
+    assert!(
+        iam.get_role().role_name(RICH).send().await.is_err(),
+        "{out}"
+    );
+    assert_eq!(managed_policy(&iam, &setup).await?, None, "{out}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -676,11 +809,15 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         managed_policy_arns: vec![allowed.into()],
         ..Default::default()
     };
+    let setup = managed_policy_name("byoc-stacked", SETUP_POLICY);
     for (policy, part) in [
         (ONGOING_POLICY, PolicyPart::Ongoing),
-        (SETUP_POLICY, PolicyPart::Setup),
+        (setup.as_str(), PolicyPart::Setup),
     ] {
-        let got = role_policy(&iam, "byoc-stacked", policy).await?;
+        let got = match part {
+            PolicyPart::Setup => managed_policy(&iam, policy).await?.unwrap_or_default(),
+            _ => role_policy(&iam, "byoc-stacked", policy).await?,
+        };
         let want = policy_part(&options, part);
         let differ: Vec<(Value, Value)> = (0..want["Statement"].as_array().map_or(0, Vec::len))
             .map(|i| (got["Statement"][i].clone(), want["Statement"][i].clone()))
@@ -705,7 +842,7 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         "suite": "connect",
         "setup": "`connect aws --cloudformation` for a CloudAccount with a managed policy allow-list; the template deployed into moto's CloudFormation with the quick-create link's parameters",
         "n": 1,
-        "figure": "the stack's role had connect's trust policy and both inline policies (compared as JSON); connect's dry run found nothing to change; the account became ready by itself",
+        "figure": "the stack's role had connect's trust policy, its inline ongoing policy and its managed setup policy (compared as JSON); connect's dry run found nothing to change; the account became ready by itself",
         "pass": true,
     }))
 }
