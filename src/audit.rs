@@ -67,7 +67,12 @@ pub struct LeakedResource {
 
 impl Leak {
     pub fn monthly_usd(&self) -> f64 {
-        self.resources.iter().filter_map(|r| r.monthly_usd).sum()
+        // A float sum starts at -0.0: nothing priced reads $0.00, not $-0.00.
+        self.resources
+            .iter()
+            .filter_map(|r| r.monthly_usd)
+            .sum::<f64>()
+            + 0.0
     }
 
     /// The ownership tags the deletion code finds its resources by.
@@ -330,6 +335,13 @@ pub async fn find(
 ) -> AwsResult<Found> {
     let mut found = inventory::ec2(c).await?;
     found.extend(inventory::iam_roles(c, "byoc-").await?);
+    // A role connected before log groups were in the policy may not list
+    // them: the rest is audited.
+    match inventory::log_groups(c).await {
+        Ok(groups) => found.extend(groups),
+        Err(e) if e.is_access_denied() => {}
+        Err(e) => return Err(e),
+    }
     let former = leaked(&found, live, installation);
     let mut out = Found {
         retained: former.retained.len(),

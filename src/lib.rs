@@ -48,6 +48,8 @@ pub enum Error {
     ExistingNetwork(#[from] MissingNetwork),
     #[error("an IAM role or instance profile named {name} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag)")]
     IamNameTaken { name: String },
+    #[error("{what} {name} exists and is not this cluster's (no matching byoc.dev/cluster-uid tag): delete or rename it, or remove the field that asks for it")]
+    NameTaken { what: &'static str, name: String },
     #[error("instance type {instance_type} is unknown in region {region}")]
     InstanceTypeUnknown {
         instance_type: String,
@@ -210,6 +212,7 @@ pub enum Reason {
     InvalidSpec,
     ExistingNetworkNotFound,
     IamNameTaken,
+    NameTaken,
     InstanceTypeUnknown,
     ImageNotFound,
     ImageOwnerNotAllowed,
@@ -251,6 +254,7 @@ impl Reason {
             Reason::InvalidSpec => r::INVALID_SPEC,
             Reason::ExistingNetworkNotFound => r::EXISTING_NETWORK_NOT_FOUND,
             Reason::IamNameTaken => r::IAM_NAME_TAKEN,
+            Reason::NameTaken => r::NAME_TAKEN,
             Reason::InstanceTypeUnknown => r::INSTANCE_TYPE_UNKNOWN,
             Reason::ImageNotFound => r::IMAGE_NOT_FOUND,
             Reason::ImageOwnerNotAllowed => r::IMAGE_OWNER_NOT_ALLOWED,
@@ -310,6 +314,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::TooFewZones { .. } => (Reason::InvalidSpec, NeedsUser),
             Error::ExistingNetwork(_) => (Reason::ExistingNetworkNotFound, NeedsUser),
             Error::IamNameTaken { .. } => (Reason::IamNameTaken, NeedsUser),
+            Error::NameTaken { .. } => (Reason::NameTaken, NeedsUser),
             Error::InstanceTypeUnknown { .. } => (Reason::InstanceTypeUnknown, NeedsUser),
             Error::NoDefaultImage { .. } | Error::ImageNotFound { .. } => {
                 (Reason::ImageNotFound, NeedsUser)

@@ -74,6 +74,7 @@ import sys
 from moto import backends
 from moto.ec2.models import ec2_backends
 from moto.events.models import Rule as EventsRule, events_backends
+from moto.logs.models import logs_backends
 from moto.sqs.models import sqs_backends
 from moto.iam.models import iam_backends
 from moto.moto_api._internal import urls as moto_api_urls
@@ -251,7 +252,7 @@ def facts(request, full_url, headers):
     ec2 = ec2_backends[account][region]
     iam = iam_backends[account]["global"]
     out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}, "callers": {},
-           "queues": {}, "rules": {}}
+           "queues": {}, "rules": {}, "logGroups": {}}
     for key in q.get("callers", []):
         caller = _caller(key)
         if caller:
@@ -297,6 +298,11 @@ def facts(request, full_url, headers):
         rule = events.event_buses.get("default") and events.event_buses["default"].rules.get(name)
         if rule:
             out["rules"][name] = {"tags": events.tagger.get_tag_dict_for_resource(rule.arn)}
+    for name in q.get("logGroups", []):
+        logs = logs_backends[account][region]
+        group = logs.groups.get(name)
+        if group is not None:
+            out["logGroups"][name] = {"tags": logs.tagger.get_tag_dict_for_resource(group.arn)}
     return 200, {"Content-Type": "application/json"}, json.dumps(out)
 
 

@@ -242,6 +242,7 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
     statements.extend(node_identity_statements(o));
     statements.extend(launch_statements(o));
     statements.extend(interruption_statements(o));
+    statements.extend(logging_statements(o));
     let ours = ours("aws:ResourceTag", &o.installation);
     if !o.managed_policy_arns.is_empty() {
         let mut condition = ours.clone();
@@ -298,6 +299,29 @@ fn interruption_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "IntrRule", "Effect": "Allow",
             "Action": ["events:DescribeRule", "events:ListTagsForResource", "events:ListTargetsByRule", "events:RemoveTargets", "events:DeleteRule"],
             "Resource": rules}),
+    ]
+}
+
+/// The clusters' log groups, all under `/byoc/`: made only tagged as the
+/// installation's (a group another installation tagged is never tagged
+/// again), changed and deleted only when so tagged; listed, and their tags
+/// read, to tell the installation's from another's.
+fn logging_statements(o: &PolicyOptions) -> Vec<Value> {
+    let groups = format!(
+        "arn:aws:logs:*:*:log-group:{}*",
+        crate::aws::log_group::PREFIX
+    );
+    let mut made = ours("aws:RequestTag", &o.installation);
+    made["Null"] = json!({format!("aws:ResourceTag/{INSTALLATION}"): "true"});
+    vec![
+        json!({"Sid": "LogGroupMake", "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:TagResource"], "Resource": groups,
+            "Condition": made}),
+        json!({"Sid": "LogGroupOwned", "Effect": "Allow",
+            "Action": ["logs:PutRetentionPolicy", "logs:DeleteLogGroup"], "Resource": groups,
+            "Condition": ours("aws:ResourceTag", &o.installation)}),
+        json!({"Sid": "LogGroupRead", "Effect": "Allow",
+            "Action": ["logs:DescribeLogGroups", "logs:ListTagsForResource"], "Resource": "*"}),
     ]
 }
 

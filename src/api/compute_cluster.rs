@@ -62,6 +62,14 @@ pub struct ComputeClusterSpec {
     #[schemars(length(max = 40))]
     pub tags: BTreeMap<String, String>,
 
+    /// The cluster's CloudWatch Logs log group, `/byoc/<namespace>/<name>`:
+    /// made with the cluster's tags and `retentionDays`, its nodes' role
+    /// allowed to write to it (and to it alone), put back when deleted or
+    /// changed out of band, and deleted with the cluster (kept with
+    /// `deletionPolicy: Retain`). Removing the field deletes the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
+
     /// `Delete` (default) removes every AWS resource the operator created when
     /// this object is deleted; `Retain` leaves them. It may be set on an
     /// object being deleted (when its CloudAccount cannot be used, say): the
@@ -692,6 +700,9 @@ pub struct ComputeClusterStatus {
     /// The nodes' IAM role and instance profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<IamStatus>,
+    /// The cluster's storage, key, log group and DNS zone, as learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
     /// Per node group: desired and running instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -721,6 +732,36 @@ pub struct ComputeClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The cluster's log group.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingSpec {
+    /// How many days CloudWatch Logs keeps the cluster's log events: one of
+    /// the values AWS accepts (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180,
+    /// 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653).
+    /// Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]").message("logging.retentionDays must be one of the values CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653"))]
+    pub retention_days: Option<i32>,
+}
+
+impl LoggingSpec {
+    pub const DEFAULT_RETENTION_DAYS: i32 = 30;
+
+    pub fn retention_days(&self) -> i32 {
+        self.retention_days.unwrap_or(Self::DEFAULT_RETENTION_DAYS)
+    }
+}
+
+/// The cluster's storage, keys, logs and names, as learned.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The cluster's CloudWatch Logs log group (`spec.logging`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
 }
 
 /// An estimate of what a cluster's resources cost, in USD at AWS's list

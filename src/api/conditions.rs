@@ -59,6 +59,9 @@ pub mod reason {
     pub const EXISTING_NETWORK_NOT_FOUND: &str = "ExistingNetworkNotFound";
     /// An IAM role or instance profile of the cluster's name belongs to someone else.
     pub const IAM_NAME_TAKEN: &str = "IamNameTaken";
+    /// A name the cluster's log group (or another named resource) must
+    /// have is held by something that is not the cluster's.
+    pub const NAME_TAKEN: &str = "NameTaken";
     /// No default image for a node group's instance type.
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     /// An instance type the region does not offer.

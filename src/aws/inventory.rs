@@ -1,7 +1,9 @@
 //! Everything in an account and region that carries the operator's
 //! ownership tags, whichever cluster it belongs to: one paginated
-//! DescribeTags for EC2, and the IAM roles named like the operator's (one
-//! paginated GetAccountAuthorizationDetails).
+//! DescribeTags for EC2, the IAM roles named like the operator's (one
+//! paginated GetAccountAuthorizationDetails), and the log groups under
+//! `/byoc/` (one paginated DescribeLogGroups, and their tags, one call
+//! each: CloudWatch Logs lists no tags).
 
 use std::collections::BTreeMap;
 
@@ -75,6 +77,17 @@ fn owned(kind: String, id: String, tags: &BTreeMap<String, String>) -> Option<Ta
         installation: tags.get(INSTALLATION).cloned(),
         retained: tags.contains_key(RETAINED),
     })
+}
+
+/// Log groups under [`super::log_group::PREFIX`] whose tags say they are
+/// the operator's.
+pub async fn log_groups(c: &AwsClients) -> AwsResult<Vec<Tagged>> {
+    let mut out = Vec::new();
+    for group in super::log_group::list(c, super::log_group::PREFIX).await? {
+        let tags = super::log_group::tags(c, &group.arn).await?;
+        out.extend(owned("log-group".into(), group.name, &tags));
+    }
+    Ok(out)
 }
 
 /// IAM roles whose names start with `prefix` and whose tags say they are

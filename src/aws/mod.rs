@@ -44,6 +44,7 @@ pub mod internet_gateway;
 pub mod interruption_queue;
 pub mod inventory;
 pub mod key_pair;
+pub mod log_group;
 pub mod nat_gateway;
 pub mod pacing;
 pub mod peering;
@@ -80,6 +81,8 @@ pub struct AwsClients {
     /// The interruption queue and the rules that feed it.
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
+    /// Each cluster's log group.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 impl AwsClients {
@@ -110,6 +113,10 @@ impl AwsClients {
             .build();
         let events = aws_sdk_eventbridge::config::Builder::from(config)
             .region(Region::new(region.to_string()))
+            .interceptor(observer.clone())
+            .build();
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(config)
+            .region(Region::new(region.to_string()))
             .interceptor(observer)
             .build();
         AwsClients {
@@ -119,6 +126,7 @@ impl AwsClients {
             pricing: aws_sdk_pricing::Client::from_conf(pricing),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             events: aws_sdk_eventbridge::Client::from_conf(events),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
         }
     }
 

@@ -99,6 +99,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
         .node_groups
         .iter()
         .any(|g| node_groups::wants_public(g));
+    let logging = spec.logging.is_some();
     match &spec.network {
         NetworkPlan::Managed {
             nat,
@@ -112,6 +113,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
             nat: *nat != NatGateways::None,
             endpoints: !endpoints.is_empty(),
             peering: !peering.is_empty(),
+            logging,
         },
         NetworkPlan::Existing { .. } => Shape {
             public_nodes,
@@ -119,6 +121,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
             nat: false,
             endpoints: false,
             peering: false,
+            logging,
         },
     }
 }
@@ -207,6 +210,7 @@ mod tests {
             nat: false,
             endpoints: false,
             peering: false,
+            logging: false,
         };
         let steps = called_in(nothing, &observed, &known);
         for def in STEPS.iter().filter(|d| steps.contains(&d.step)) {

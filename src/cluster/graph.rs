@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::kinds::{
-    endpoints, iam, images, internet_gateway, key_pairs, nat_gateways, node_groups, peering,
-    route_tables, security_group, subnets, vpc, DeleteFn, LearnFn, LeftoverFn, PendingFn, Run,
+    endpoints, iam, images, internet_gateway, key_pairs, log_group, nat_gateways, node_groups,
+    peering, route_tables, security_group, subnets, vpc, DeleteFn, LearnFn, LeftoverFn, PendingFn,
+    Run,
 };
 
 /// One step of a converge pass (each the `ensure` of a kind or part of one).
@@ -33,6 +34,7 @@ pub enum Step {
     Endpoints,
     Peering,
     PeeringRoutes,
+    LogGroup,
     NodeGroups,
 }
 
@@ -53,6 +55,8 @@ pub enum When {
     WithEndpoints,
     /// Only when the spec asks for peering connections.
     WithPeering,
+    /// Only when the spec asks for a log group (`logging`).
+    WithLogging,
 }
 
 /// What of the graph a spec uses.
@@ -63,6 +67,7 @@ pub struct Shape {
     pub nat: bool,
     pub endpoints: bool,
     pub peering: bool,
+    pub logging: bool,
 }
 
 impl Shape {
@@ -74,6 +79,7 @@ impl Shape {
         nat: true,
         endpoints: false,
         peering: false,
+        logging: false,
     };
 
     pub fn holds(&self, when: When) -> bool {
@@ -85,6 +91,7 @@ impl Shape {
             When::Private => !self.internet,
             When::WithEndpoints => self.endpoints,
             When::WithPeering => self.peering,
+            When::WithLogging => self.logging,
         }
     }
 }
@@ -348,6 +355,18 @@ pub const STEPS: &[StepDef] = &[
         calls: &["CreateRoute (peering)"],
     },
     StepDef {
+        runs: WithLogging,
+        leftover: Some(log_group::leftover),
+        step: LogGroup,
+        run: Run::Any(log_group::step),
+        learn: Some(log_group::learn),
+        pending: None,
+        network: false,
+        delete: Some(log_group::deletion),
+        needs: &[],
+        calls: &["CreateLogGroup", "PutRetentionPolicy"],
+    },
+    StepDef {
         runs: Always,
         leftover: None,
         step: NodeGroups,
@@ -378,6 +397,7 @@ pub const STEPS: &[StepDef] = &[
 pub const DELETION: &[Step] = &[
     NodeGroups,
     KeyPairs,
+    LogGroup,
     Step::Endpoints,
     Step::Peering,
     NatGateways,
@@ -485,7 +505,7 @@ mod tests {
             }
             seen.push(def.step);
         }
-        assert_eq!(seen.len(), 19);
+        assert_eq!(seen.len(), 20);
     }
 
     #[test]

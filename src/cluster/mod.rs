@@ -692,6 +692,11 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
         role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
         endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || edited,
         peering: peering || network.is_some_and(|n| !n.peering_connection_ids.is_empty()) || edited,
+        logging: spec.logging.is_some()
+            || status
+                .and_then(|s| s.storage.as_ref())
+                .is_some_and(|s| s.log_group.is_some())
+            || edited,
     }
 }
 
@@ -910,6 +915,23 @@ mod tests {
         }))
         .expect("a ComputeCluster");
         let spec = spec::validate(&new, "installation-1").expect("a valid spec");
+        // A log group: asked for, or recorded (to delete once unasked).
+        let mut logged = new.clone();
+        logged.spec.logging = Some(Default::default());
+        let logged_spec = spec::validate(&logged, "installation-1").expect("a valid spec");
+        assert!(
+            super::looks(&logged, &logged_spec).logging,
+            "the spec asks for logging"
+        );
+        let mut recorded = new.clone();
+        recorded.status = serde_json::from_value(json!({"observedGeneration": 1,
+            "storage": {"logGroup": "/byoc/team/c"}}))
+        .ok();
+        assert!(
+            super::looks(&recorded, &spec).logging,
+            "status recorded a group"
+        );
+        assert!(!super::looks(&new, &spec).logging);
         assert_eq!(
             super::looks(&new, &spec),
             Looks {

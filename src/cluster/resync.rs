@@ -3,7 +3,8 @@
 //! and region's group with a fingerprint of what it saw, and waits for a
 //! change instead of a timer. Every resync interval the group describes
 //! once per kind for every cluster of the operator's (a tag-filtered call
-//! and its pages; IAM in one GetAccountAuthorizationDetails), splits the
+//! and its pages; IAM in one GetAccountAuthorizationDetails; log groups in
+//! one DescribeLogGroups of the `/byoc/` prefix), splits the
 //! answer by owning cluster, and reconciles only the clusters whose part
 //! no longer matches their fingerprint or holds an impaired instance. That
 //! reconcile describes its own cluster afresh before it acts, so nothing is
@@ -21,8 +22,9 @@ use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
 use super::groups::{Entry, Groups};
-use super::kinds::{iam, Looks, Observed};
+use super::kinds::{iam, log_group, Looks, Observed};
 use crate::api::ComputeCluster;
+use crate::aws::log_group::{self as log_group_api, ObservedLogGroup};
 use crate::aws::tags::Scope;
 use crate::aws::{instance_profile, instances, AwsClients, AwsResult, OwnershipTags};
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ use crate::metrics::Metrics;
 pub struct Member {
     /// The name of its IAM role and instance profile.
     pub iam_name: String,
+    /// The name of its log group.
+    pub log_group: String,
     /// What its pass looked at, so the shared view is cut the same way.
     pub looks: Looks,
     /// [`fingerprint`] of what its pass observed.
@@ -42,6 +46,7 @@ impl Member {
     pub fn new(owner: &OwnershipTags, looks: Looks, seen: &Observed) -> Self {
         Member {
             iam_name: iam::iam_name(owner),
+            log_group: log_group::name_of(owner),
             looks,
             fingerprint: fingerprint(seen, looks),
         }
@@ -93,11 +98,19 @@ async fn describe(
     members: &BTreeMap<String, Entry<Member>>,
 ) -> AwsResult<Seen> {
     let looks = (members.values()).fold(Looks::NONE, |all, e| all.or(e.member.looks));
-    let (mut by_owner, roles, impaired) = tokio::try_join!(
+    let (mut by_owner, roles, impaired, groups) = tokio::try_join!(
         Observed::describe_ec2(c, Scope::Operator(installation), looks),
         instance_profile::describe_account(c, installation),
         instances::impaired_in_region(c),
+        async {
+            match looks.logging {
+                true => log_group_api::list(c, log_group_api::PREFIX).await,
+                false => Ok(vec![]),
+            }
+        },
     )?;
+    let groups: BTreeMap<String, ObservedLogGroup> =
+        groups.into_iter().map(|g| (g.name.clone(), g)).collect();
     Ok(members
         .iter()
         .map(|(uid, e)| {
@@ -106,6 +119,9 @@ async fn describe(
             m.looks.clear_unlooked(&mut observed);
             observed.iam =
                 instance_profile::observed_in(&roles, &m.iam_name, uid, m.looks.role_policies);
+            if m.looks.logging {
+                observed.log_group = groups.get(&m.log_group).cloned();
+            }
             let sick = observed
                 .instances
                 .iter()
@@ -159,6 +175,12 @@ pub fn fingerprint(o: &Observed, looks: Looks) -> u64 {
     if looks.peering {
         kind(&mut h, &o.peerings);
         kind(&mut h, &o.peering_routes);
+    }
+    if looks.logging {
+        // What a listing shows too: a pass reads its group's tags, the
+        // shared listing does not.
+        let group = (o.log_group.as_ref()).map(|g| (&g.name, g.retention_days));
+        format!("{group:?}").hash(&mut h);
     }
     let mut iam = o.iam.clone();
     iam.profile_roles.sort();
@@ -251,6 +273,7 @@ mod tests {
             object: object.clone(),
             member: Member {
                 iam_name: "byoc-x".into(),
+                log_group: "/byoc/ns/c".into(),
                 looks: PLAIN,
                 fingerprint: fingerprint(o, PLAIN),
             },

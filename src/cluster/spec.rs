@@ -52,6 +52,8 @@ pub struct ValidatedSpec {
     /// Image owners the CloudAccount allows beside Amazon and the account
     /// itself (`imageOwners`); set once the account is dereferenced.
     pub image_owners: Vec<String>,
+    /// The cluster's log group (`logging`; `None`: none).
+    pub logging: Option<crate::api::compute_cluster::LoggingSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -286,6 +288,7 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
         },
         permissions_boundary: None,
         image_owners: vec![],
+        logging: spec.logging.clone(),
     })
 }
 
@@ -521,6 +524,7 @@ mod tests {
             },
             permissions_boundary: None,
             image_owners: vec![],
+            logging: None,
         }
     }
 

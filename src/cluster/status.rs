@@ -9,7 +9,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::ownership::{self, Recorded};
 use super::AccountBlocked;
-use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost};
+use crate::api::compute_cluster::{CloudAccountRecord, ClusterCost, StorageStatus};
 use crate::api::compute_cluster::{DeletionBlocker, IamStatus, NetworkStatus, NodeGroupStatus};
 use crate::api::conditions::{
     self, reason, Desired, ACCOUNT_READY, CONSENT_WITHDRAWN, IAM_READY, NETWORK_READY,
@@ -25,6 +25,7 @@ use crate::Error;
 pub struct Progress {
     pub network: NetworkStatus,
     pub iam: Option<IamStatus>,
+    pub storage: StorageStatus,
     node_groups: Option<Vec<NodeGroupStatus>>,
     pub network_ready: bool,
     /// A refresh of the default images acted on this pass.
@@ -143,6 +144,7 @@ impl Report {
         let progress = Progress {
             network: previous.network.clone().unwrap_or_default(),
             iam: previous.iam.clone(),
+            storage: previous.storage.clone().unwrap_or_default(),
             ..Progress::default()
         };
         Report {
@@ -535,6 +537,7 @@ impl Report {
             phase: Some(phase),
             network: Some(self.progress.network.clone()).filter(|n| n != &NetworkStatus::default()),
             iam: self.progress.iam.clone(),
+            storage: Some(self.progress.storage.clone()).filter(|s| s != &StorageStatus::default()),
             nodes: Some(self.nodes_summary()),
             cost: self
                 .progress

@@ -178,6 +178,8 @@ pub struct Facts {
     pub queues: BTreeMap<String, Tagged>,
     #[serde(default)]
     pub rules: BTreeMap<String, Tagged>,
+    #[serde(default)]
+    pub log_groups: BTreeMap<String, Tagged>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -249,6 +251,8 @@ pub struct FactsQuery {
     pub queues: BTreeSet<String>,
     /// EventBridge rules (of the default bus) by name.
     pub rules: BTreeSet<String>,
+    /// CloudWatch Logs log groups by name.
+    pub log_groups: BTreeSet<String>,
 }
 
 impl FactsQuery {
@@ -260,6 +264,7 @@ impl FactsQuery {
             && self.callers.is_empty()
             && self.queues.is_empty()
             && self.rules.is_empty()
+            && self.log_groups.is_empty()
     }
 }
 
@@ -319,6 +324,8 @@ pub enum Target {
     Queue(String),
     /// An EventBridge rule of the default bus by name.
     Rule(String),
+    /// A CloudWatch Logs log group by name.
+    LogGroup(String),
 }
 
 /// One action on one target.
@@ -474,6 +481,7 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
         ("iam", _) => iam(&mut t, op, params)?,
         ("sqs", _) => sqs(&mut t, op, params)?,
         ("events", _) => events(&mut t, op, params)?,
+        ("logs", _) => logs(&mut t, op, params)?,
         _ => network(&mut t, svc, op, params)?,
     }
     Ok(t.out)
@@ -821,6 +829,39 @@ fn events(t: &mut Touches, op: &str, params: &Params) -> Planned {
     Ok(())
 }
 
+/// CloudWatch Logs: a log group by `logGroupName`, or by the ARN a
+/// tagging call names; listing on `*`.
+fn logs(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let group = params
+        .get("logGroupName")
+        .or_else(|| {
+            let arn = params.get("resourceArn")?;
+            let (_, name) = arn.split_once(":log-group:")?;
+            Some(name.trim_end_matches(":*").to_string())
+        })
+        .unwrap_or_default();
+    match op {
+        "DescribeLogGroups" => t.on(Target::Any),
+        "CreateLogGroup" => {
+            t.on(Target::LogGroup(group.clone()));
+            if !params.map("tags").is_empty() {
+                t.also("logs:TagResource", Target::LogGroup(group));
+            }
+        }
+        "PutRetentionPolicy"
+        | "DeleteRetentionPolicy"
+        | "DeleteLogGroup"
+        | "ListTagsForResource"
+        | "TagResource"
+        | "UntagResource"
+        | "CreateLogStream"
+        | "PutLogEvents"
+        | "DescribeLogStreams" => t.on(Target::LogGroup(group)),
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
 /// The facts `touches` need.
 fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
     let mut q = FactsQuery {
@@ -853,6 +894,9 @@ fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
             }
             Target::Rule(name) => {
                 q.rules.insert(name.clone());
+            }
+            Target::LogGroup(name) => {
+                q.log_groups.insert(name.clone());
             }
             _ => {}
         }
@@ -932,6 +976,7 @@ pub fn checks(
             } => j.profile(&t.action, (name, path, *created), c),
             Target::Queue(name) => j.queue(name, c),
             Target::Rule(name) => j.rule(name, c),
+            Target::LogGroup(name) => j.log_group(name, c),
         };
         // A KMS key's policy is asked too: the default one (the account's
         // IAM policies decide), which a key made with no policy has.
@@ -1231,6 +1276,22 @@ impl Judging<'_> {
         (
             Some("queue".to_string()),
             format!("arn:aws:sqs:{region}:{account}:{name}"),
+        )
+    }
+
+    /// A log group: its tags where it exists, the request's where it sets
+    /// them.
+    fn log_group(&self, name: &str, ctx: &mut Ctx) -> Judged {
+        if let Some(g) = self.facts.log_groups.get(name) {
+            tag_context(ctx, &["aws:ResourceTag"], &g.tags);
+        }
+        if matches!(self.op, "CreateLogGroup" | "TagResource") {
+            request_tags(ctx, &self.params.map("tags"));
+        }
+        let (region, account) = (self.region, self.account);
+        (
+            Some("log-group".to_string()),
+            format!("arn:aws:logs:{region}:{account}:log-group:{name}"),
         )
     }
 

@@ -125,6 +125,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("leak audit", "the audit reading roles as before (ListRoles, then a GetRole per role): `lifecycle::audit_finds_what_a_cluster_left_when_its_finalizer_was_removed_and_deletes_only_that` failed at once (`byoc-operator audit` refused: iam:ListRoles is no longer in the generated policy)"),
     ("learning", "the node groups' learning without the launches no describe shows yet (`starting` from the instances seen alone): `learned::tests::what_a_pass_learns_from_its_steps` failed at once (\"an instance launched that no describe shows yet\"); in the fresh CI of fe397ec the same fault left `realism::a_call_naming_what_was_just_made_is_retried_within_the_pass` to the 300 s poll after one pass"),
     ("policy size", "connect's setup part put back inline (beside the ongoing one): `connect::an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_managed` failed at once (connect with every option refused by the ground: \"iam:PutRolePolicy: LimitExceeded: Maximum policy size of 10240 bytes exceeded for role byoc-rich\")"),
+    ("log groups", "the log groups' make statement without its `Null` condition on another installation's tag: `storage::the_role_makes_and_deletes_only_its_installations_log_groups` failed at once (\"retagged another's\": the role tagged another installation's group as its own)"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

@@ -556,6 +556,8 @@ fn service(head: &str) -> &'static str {
         "sqs"
     } else if auth.contains("/events/") {
         "events"
+    } else if auth.contains("/logs/") {
+        "logs"
     } else {
         "ec2"
     }
@@ -1619,16 +1621,24 @@ fn iam_size_refusal(upstream: u16, s: &Shared, req: &Request, op: &str) -> Resul
         .then(|| format!("Maximum policy size of {INLINE} bytes exceeded for role {role}")))
 }
 
-/// Whether the role a DeleteRole names has managed policies attached.
+/// Whether the role a DeleteRole names has managed policies attached or
+/// inline policies.
 fn role_has_policies(upstream: u16, req: &Request) -> Result<bool> {
     let role = param(&req.body, "RoleName").unwrap_or_default();
-    let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("Action", "ListAttachedRolePolicies")
-        .append_pair("Version", "2010-05-08")
-        .append_pair("RoleName", &role)
-        .finish();
-    let text = query_as_caller(upstream, req, &query)?;
-    Ok(!element_values(&text, "PolicyArn").is_empty())
+    let ask = |action: &str| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", action)
+            .append_pair("Version", "2010-05-08")
+            .append_pair("RoleName", &role)
+            .finish();
+        query_as_caller(upstream, req, &query)
+    };
+    let attached = ask("ListAttachedRolePolicies")?;
+    if !element_values(&attached, "PolicyArn").is_empty() {
+        return Ok(true);
+    }
+    let inline = ask("ListRolePolicies")?;
+    Ok(!element_values(&inline, "member").is_empty())
 }
 
 /// How many interfaces of a DescribeNetworkInterfaces answer AWS would
@@ -2097,7 +2107,7 @@ fn inject(conn: &mut TcpStream, svc: &str, n: u64) -> Result<()> {
 
 /// Answers AWS's error `code` in `svc`'s format with HTTP `status`.
 fn refuse(conn: &mut TcpStream, svc: &str, status: &str, code: &str, message: &str) -> Result<()> {
-    if matches!(svc, "pricing" | "servicequotas" | "events") {
+    if matches!(svc, "pricing" | "servicequotas" | "events" | "logs") {
         let body = json_error(code, message);
         return reply(conn, status, "application/x-amz-json-1.1", &body);
     }

@@ -47,6 +47,7 @@ async fn examples_apply() -> Result<()> {
         "computecluster.byoc.dev/demo",
         "computecluster.byoc.dev/byo",
         "computecluster.byoc.dev/gpu",
+        "computecluster.byoc.dev/ml",
     ] {
         assert!(
             names.contains(want),

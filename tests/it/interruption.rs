@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use byoc_operator::account::iam_policy::PolicyOptions;
 use byoc_operator::api::ComputeCluster;
 use byoc_operator::aws::interruption_queue::{self as q, QueueSpec};
 use byoc_operator::aws::AwsClients;
@@ -28,40 +27,14 @@ use crate::clusters::{
     small_cluster_manifest, wait_running,
 };
 use crate::support::{
-    event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator, OperatorExt,
-    ROLE_ARN,
+    as_role, event_note, eventually, kubectl_apply, record_figure, Edited, Ground, Operator,
+    OperatorExt,
 };
 
 const ME: &str = "a11ce0000000000a";
 const OTHER: &str = "b0b0000000000b0b";
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
-
-/// Clients acting as the cross-account role, whose only permission is
-/// `installation`'s generated policy.
-async fn as_role(g: &Ground, installation: &str) -> Result<AwsClients> {
-    let admin = g.aws_through_proxy().await;
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
-    let iam = aws_sdk_iam::Client::new(&admin);
-    if iam
-        .get_role()
-        .role_name("byoc-cross-account")
-        .send()
-        .await
-        .is_err()
-    {
-        iam.create_role()
-            .role_name("byoc-cross-account")
-            .assume_role_policy_document(trust)
-            .send()
-            .await?;
-    }
-    g.grant(PolicyOptions::default())?;
-    g.grant_only(installation)?;
-    let role = testground::assumed(&admin, ROLE_ARN, None, &[]).await?;
-    let metrics = byoc_operator::metrics::Metrics::new();
-    Ok(AwsClients::new(&role, REGION, metrics.aws_interceptor()))
-}
 
 /// Makes `installation`'s queue and rules as the listener's set-up does:
 /// the queue's URL and ARN.
@@ -129,7 +102,7 @@ async fn drain(c: &AwsClients, url: &str) -> Result<Vec<Read>> {
 async fn the_installations_queue_hears_each_kind_of_event_and_only_its_own_rules_send() -> Result<()>
 {
     let g = Ground::new("int-queue").await?;
-    let c = as_role(&g, ME).await?;
+    let c = as_role(&g, ME, REGION).await?;
     let (url, queue_arn) = make(&c, ME).await?;
 
     // Each kind AWS emits reaches the queue and reads as its notice.
@@ -210,10 +183,10 @@ async fn the_installations_queue_hears_each_kind_of_event_and_only_its_own_rules
 async fn another_installations_queue_and_rules_are_out_of_reach() -> Result<()> {
     let g = Ground::new("int-apart").await?;
     // OTHER's queue and rules, made under OTHER's policy.
-    let other = as_role(&g, OTHER).await?;
+    let other = as_role(&g, OTHER, REGION).await?;
     let (other_url, _) = make(&other, OTHER).await?;
     // The same role now holds ME's policy alone.
-    let me = as_role(&g, ME).await?;
+    let me = as_role(&g, ME, REGION).await?;
     let denied = |r: Result<(), byoc_operator::aws::AwsError>, what: &str| match r {
         Err(e) if e.is_access_denied() => Ok(()),
         other => Err(anyhow::anyhow!("{what}: {other:?}")),

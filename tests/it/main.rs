@@ -23,5 +23,6 @@ mod reach;
 mod realism;
 mod reliability;
 mod resync;
+mod storage;
 mod support;
 mod tenancy;

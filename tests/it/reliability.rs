@@ -440,6 +440,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/network/endpointPolicy",
     "/spec/network/internet",
     "/spec/network/peering",
+    "/spec/logging",
 ];
 
 const ACCOUNT_PATHS: &[&str] = &[

@@ -914,3 +914,37 @@ impl Edited for str {
         self.replace(from, to)
     }
 }
+
+/// Clients acting as the cross-account role, whose only permission is
+/// `installation`'s generated policy.
+pub async fn as_role(
+    g: &Ground,
+    installation: &str,
+    region: &str,
+) -> Result<byoc_operator::aws::AwsClients> {
+    let admin = g.aws_through_proxy().await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    if iam
+        .get_role()
+        .role_name("byoc-cross-account")
+        .send()
+        .await
+        .is_err()
+    {
+        iam.create_role()
+            .role_name("byoc-cross-account")
+            .assume_role_policy_document(trust)
+            .send()
+            .await?;
+    }
+    g.grant(PolicyOptions::default())?;
+    g.grant_only(installation)?;
+    let role = testground::assumed(&admin, ROLE_ARN, None, &[]).await?;
+    let metrics = byoc_operator::metrics::Metrics::new();
+    Ok(byoc_operator::aws::AwsClients::new(
+        &role,
+        region,
+        metrics.aws_interceptor(),
+    ))
+}

@@ -8,6 +8,7 @@ pub mod iam;
 pub mod images;
 pub mod internet_gateway;
 pub mod key_pairs;
+pub mod log_group;
 pub mod nat_gateways;
 pub mod node_groups;
 pub mod offerings;
@@ -58,6 +59,10 @@ pub struct Observed {
     /// (the cluster's own tables and the peer's it was given).
     pub peering_routes: Vec<route_table::PeeringRoute>,
     pub iam: instance_profile::ObservedIam,
+    /// The cluster's log group.
+    pub log_group: Option<crate::aws::log_group::ObservedLogGroup>,
+    /// A group that is not the cluster's holds its log group's name.
+    pub log_group_taken: bool,
 }
 
 /// What a description looks at beyond the kinds every pass needs: a
@@ -74,6 +79,8 @@ pub struct Looks {
     pub endpoints: bool,
     /// The peering connections and the routes to them.
     pub peering: bool,
+    /// The cluster's log group.
+    pub logging: bool,
 }
 
 impl Looks {
@@ -82,6 +89,7 @@ impl Looks {
         role_policies: false,
         endpoints: false,
         peering: false,
+        logging: false,
     };
 
     pub const ALL: Looks = Looks {
@@ -89,6 +97,7 @@ impl Looks {
         role_policies: true,
         endpoints: true,
         peering: true,
+        logging: true,
     };
 
     /// What either looks at.
@@ -98,6 +107,7 @@ impl Looks {
             role_policies: self.role_policies || other.role_policies,
             endpoints: self.endpoints || other.endpoints,
             peering: self.peering || other.peering,
+            logging: self.logging || other.logging,
         }
     }
 
@@ -112,6 +122,10 @@ impl Looks {
         if !self.peering {
             o.peerings.clear();
             o.peering_routes.clear();
+        }
+        if !self.logging {
+            o.log_group = None;
+            o.log_group_taken = false;
         }
     }
 }
@@ -129,12 +143,24 @@ impl Observed {
         looks: Looks,
     ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
-        let (mut by_owner, iam) = tokio::try_join!(
+        let group = log_group::name_of(owner);
+        let (mut by_owner, iam, log_group) = tokio::try_join!(
             Self::describe_ec2(c, Scope::Cluster(owner), looks),
             instance_profile::describe(c, owner, &name, looks.role_policies),
+            async {
+                match looks.logging {
+                    true => crate::aws::log_group::describe(c, &group).await,
+                    false => Ok(None),
+                }
+            },
         )?;
         let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
         observed.iam = iam;
+        let (ours, taken): (Vec<_>, Vec<_>) = log_group
+            .into_iter()
+            .partition(|g| log_group::is_ours(g, owner));
+        observed.log_group = ours.into_iter().next();
+        observed.log_group_taken = !taken.is_empty();
         Ok(observed)
     }
 
@@ -282,6 +308,7 @@ impl Observed {
                 .map(|a| ("instance-profile", a.clone())),
         );
         out.extend(self.iam.role.iter().map(|r| ("iam-role", r.clone())));
+        out.extend(self.log_group.iter().map(|g| ("log-group", g.name.clone())));
         out
     }
 
@@ -314,6 +341,7 @@ impl Observed {
                 .any(|r| peering::made_by_operator(r, &own, &self.peerings))
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
+            && self.log_group.is_none()
     }
 }
 
@@ -451,6 +479,7 @@ pub struct Board {
     pub endpoints: OnceLock<endpoints::EndpointsDone>,
     pub peering: OnceLock<peering::PeeringDone>,
     pub peering_routes: OnceLock<()>,
+    pub log_group: OnceLock<log_group::LogGroupDone>,
     pub nodes: OnceLock<Vec<NodeGroupStatus>>,
     /// Unhealthy instances replaced, one line each.
     pub replaced: OnceLock<Vec<String>>,
