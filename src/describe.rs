@@ -332,6 +332,18 @@ fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
         Node::new("Network").with(network_nodes(o)),
         Node::new("Access").with(iam),
     ];
+    let storage: Vec<Node> = (o.log_group.iter())
+        .map(|g| {
+            let kept = match g.retention_days {
+                Some(days) => format!("kept {days} days"),
+                None => "kept forever".to_string(),
+            };
+            Node::new(format!("LogGroup {}  {kept}", g.name))
+        })
+        .collect();
+    if !storage.is_empty() {
+        out.push(Node::new("Storage").with(storage));
+    }
     out.extend(node_group_nodes(o, groups));
     out
 }
@@ -544,7 +556,22 @@ mod tests {
             )],
             ..Default::default()
         };
-        let text = tree(&cluster(status), None, Ok(&observed)).render();
+        let text = tree(&cluster(status.clone()), None, Ok(&observed)).render();
+        // A log group: its own branch, absent without one.
+        let logged = Observed {
+            log_group: Some(crate::aws::log_group::ObservedLogGroup {
+                name: "/byoc/team-a/ml".into(),
+                retention_days: Some(14),
+                ..Default::default()
+            }),
+            ..observed.clone()
+        };
+        let with_logs = tree(&cluster(status), None, Ok(&logged)).render();
+        assert!(
+            with_logs.contains("├─ Storage\n│  └─ LogGroup /byoc/team-a/ml  kept 14 days"),
+            "{with_logs}"
+        );
+        assert!(!text.contains("Storage"), "{text}");
         let want = "ComputeCluster team-a/ml  phase pending  region us-east-1
 ├─ CloudAccount team-a/acme  not found
 ├─ Network
