@@ -72,7 +72,16 @@ async fn ensure(p: Pass<'_>) -> Result<LogGroupDone, Error> {
         }
         LogGroupAction::Keep => None,
         LogGroupAction::Create => {
-            log_group::create(p.c, owner, &name).await?;
+            // One made meanwhile (or not yet listed): changed only if ours.
+            if !log_group::create(p.c, owner, &name).await? {
+                let now = log_group::describe(p.c, &name).await?;
+                if !now.is_some_and(|g| is_ours(&g, owner)) {
+                    return Err(Error::NameTaken {
+                        what: "log group",
+                        name,
+                    });
+                }
+            }
             wanted
         }
         LogGroupAction::PutRetention => wanted,
