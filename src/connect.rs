@@ -245,11 +245,17 @@ impl Wanted {
 
     /// Whether managed policy `arn` is one of connect's for this role.
     fn is_ours(&self, arn: &str) -> bool {
-        let prefix = managed_policy_name(&self.role.name, POLICY_PREFIX);
-        arn.rsplit_once(":policy/").is_some_and(|(account, name)| {
-            account.ends_with(&self.role.account_id) && name.starts_with(&prefix)
-        })
+        let account = arn.rsplit_once(":policy/").map(|(account, _)| account);
+        account.is_some_and(|a| a.ends_with(&self.role.account_id))
+            && named_for(&self.role.name, arn)
     }
+}
+
+/// Whether managed policy `arn` is named as connect names role `role`'s.
+fn named_for(role: &str, arn: &str) -> bool {
+    let prefix = managed_policy_name(role, POLICY_PREFIX);
+    arn.rsplit_once(":policy/")
+        .is_some_and(|(_, name)| name.starts_with(&prefix))
 }
 
 /// One write, in the order they are made.
@@ -390,15 +396,14 @@ fn plan_managed(wanted: &Wanted, found: &Found, attached: &[String]) -> Result<V
         let arn = wanted.policy_arn(name);
         match found.managed.get(name) {
             None => steps.push(Change::CreateManaged(name.clone())),
-            // A template's policy (CloudFormation tags none) attached to
-            // the role connect knows as this account's is the account's.
-            Some(policy) if !policy.tags.contains_key(CONNECTED) && attached.contains(&arn) => {
-                if policy.document != *doc {
-                    steps.push(Change::UpdateManaged(name.clone()));
-                }
-            }
             Some(policy) => {
-                refuse_foreign("managed policy", name, &policy.tags, &wanted.label)?;
+                // A template's policy (CloudFormation tags none) attached
+                // to the role connect knows as this account's is the
+                // account's.
+                let template = !policy.tags.contains_key(CONNECTED) && attached.contains(&arn);
+                if !template {
+                    refuse_foreign("managed policy", name, &policy.tags, &wanted.label)?;
+                }
                 if policy.document != *doc {
                     steps.push(Change::UpdateManaged(name.clone()));
                 }
@@ -825,9 +830,8 @@ async fn delete_role_fully(c: &AwsClients, name: &str, label: &str) -> Result<()
         for policy in role.inline.keys() {
             admin::delete_inline(c, name, policy).await?;
         }
-        let prefix = format!(":policy/{}", managed_policy_name(name, POLICY_PREFIX));
         for arn in &role.attached {
-            let made = match arn.contains(&prefix) {
+            let made = match named_for(name, arn) {
                 true => admin::get_policy(c, arn).await?,
                 false => None,
             };
@@ -1060,8 +1064,8 @@ pub fn cloudformation(i: &Inputs) -> Value {
             }
         }
     });
-    for (name, resource) in managed {
-        resources[name] = resource;
+    if let Some(setup) = managed {
+        resources["SetupPolicy"] = setup;
     }
     let mut outputs = json!({
         "RoleArn": {"Value": {"Fn::GetAtt": ["CrossAccountRole", "Arn"]}},
@@ -1094,9 +1098,9 @@ pub fn cloudformation(i: &Inputs) -> Value {
     })
 }
 
-/// The role's inline policies, and its managed ones as the template's
-/// resources, with the template's parameters in them.
-fn cf_policies(i: &Inputs) -> (Vec<Value>, Vec<(String, Value)>) {
+/// The role's inline policies, and its managed setup policy as the
+/// template's resource, with the template's parameters in them.
+fn cf_policies(i: &Inputs) -> (Vec<Value>, Option<Value>) {
     let mut options = i.options.clone();
     if !options.managed_policy_arns.is_empty() {
         options.managed_policy_arns = vec![CF_MANAGED.into()];
@@ -1107,22 +1111,17 @@ fn cf_policies(i: &Inputs) -> (Vec<Value>, Vec<(String, Value)>) {
         .map(|name| json!({"PolicyName": name, "PolicyDocument": part(PolicyPart::Ongoing)}))
         .collect();
     let setup = managed_policy_name(&i.wanted.role.name, SETUP_POLICY);
-    let managed = (i.wanted.managed.keys())
-        .filter(|name| **name == setup)
-        .map(|_| {
-            let name = managed_policy_name("${RoleName}", SETUP_POLICY);
-            let resource = json!({
-                "Type": "AWS::IAM::ManagedPolicy",
-                "Properties": {
-                    "ManagedPolicyName": {"Fn::Sub": name},
-                    "Description": format!("byoc-operator: CloudAccount {}", i.wanted.label),
-                    "PolicyDocument": part(PolicyPart::Setup),
-                    "Roles": [{"Ref": "CrossAccountRole"}],
-                }
-            });
-            ("SetupPolicy".to_string(), resource)
+    let managed = i.wanted.managed.contains_key(&setup).then(|| {
+        json!({
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": {"Fn::Sub": managed_policy_name("${RoleName}", SETUP_POLICY)},
+                "Description": format!("byoc-operator: CloudAccount {}", i.wanted.label),
+                "PolicyDocument": part(PolicyPart::Setup),
+                "Roles": [{"Ref": "CrossAccountRole"}],
+            }
         })
-        .collect();
+    });
     (inline, managed)
 }
 

@@ -63,10 +63,11 @@ pub struct ComputeClusterSpec {
     pub tags: BTreeMap<String, String>,
 
     /// The cluster's CloudWatch Logs log group, `/byoc/<namespace>/<name>`:
-    /// made with the cluster's tags and `retentionDays`, its nodes' role
-    /// allowed to write to it (and to it alone), put back when deleted or
-    /// changed out of band, and deleted with the cluster (kept with
-    /// `deletionPolicy: Retain`). Removing the field deletes the group.
+    /// made with the cluster's tags and `retentionDays`, put back when
+    /// deleted or changed out of band, and deleted with the cluster (kept
+    /// with `deletionPolicy: Retain`). Removing the field deletes the
+    /// group. The nodes' role is not granted to write to it: give it the
+    /// statement the README shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
 

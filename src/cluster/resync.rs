@@ -22,7 +22,7 @@ use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
 use super::groups::{Entry, Groups};
-use super::kinds::{iam, log_group, Looks, Observed};
+use super::kinds::{self, iam, log_group, Looks, Observed};
 use crate::api::ComputeCluster;
 use crate::aws::log_group::{self as log_group_api, ObservedLogGroup};
 use crate::aws::tags::Scope;
@@ -102,12 +102,7 @@ async fn describe(
         Observed::describe_ec2(c, Scope::Operator(installation), looks),
         instance_profile::describe_account(c, installation),
         instances::impaired_in_region(c),
-        async {
-            match looks.logging {
-                true => log_group_api::list(c, log_group_api::PREFIX).await,
-                false => Ok(vec![]),
-            }
-        },
+        kinds::when(looks.logging, log_group_api::list(c, log_group_api::PREFIX)),
     )?;
     let groups: BTreeMap<String, ObservedLogGroup> =
         groups.into_iter().map(|g| (g.name.clone(), g)).collect();

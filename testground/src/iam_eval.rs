@@ -862,6 +862,18 @@ fn logs(t: &mut Touches, op: &str, params: &Params) -> Planned {
     Ok(())
 }
 
+/// The IAM user access key `key` belongs to, in any account (moto's
+/// facts of `account` look through every account's users).
+pub fn user_of_key(upstream: u16, account: &str, key: &str) -> Result<Option<CallerFact>> {
+    let q = FactsQuery {
+        account: account.to_string(),
+        region: "us-east-1".into(),
+        callers: [key.to_string()].into(),
+        ..Default::default()
+    };
+    Ok(facts(upstream, &q)?.callers.remove(key))
+}
+
 /// The facts `touches` need.
 fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
     let mut q = FactsQuery {
@@ -1376,14 +1388,13 @@ pub fn judge_assume_role(
     let Some((role_account, role_name)) = role_of(&role_arn) else {
         return Ok(None);
     };
-    let ask = |account: &str, roles: &[&str], callers: &[&str]| {
+    let ask = |account: &str, role: &str| {
         facts(
             upstream,
             &FactsQuery {
                 account: account.to_string(),
                 region: "us-east-1".into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                callers: callers.iter().map(|c| c.to_string()).collect(),
+                roles: [role.to_string()].into(),
                 ..Default::default()
             },
         )
@@ -1391,14 +1402,11 @@ pub fn judge_assume_role(
     let (caller, policies) = match session {
         Some(p) => {
             let own = p.role.rsplit('/').next().unwrap_or_default().to_string();
-            let mut f = ask(&p.account, &[&own], &[])?;
+            let mut f = ask(&p.account, &own)?;
             let policies = f.roles.remove(&own).map(|r| r.policies).unwrap_or_default();
             (p, policies)
         }
-        None => match ask(&role_account, &[], &[access_key])?
-            .callers
-            .remove(access_key)
-        {
+        None => match user_of_key(upstream, &role_account, access_key)? {
             Some(user) => (
                 Principal {
                     arn: user.arn.clone(),
@@ -1410,7 +1418,7 @@ pub fn judge_assume_role(
             None => return Ok(None),
         },
     };
-    let Some(trust) = ask(&role_account, &[&role_name], &[])?
+    let Some(trust) = ask(&role_account, &role_name)?
         .roles
         .remove(&role_name)
         .and_then(|r| r.trust)

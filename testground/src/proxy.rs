@@ -1586,30 +1586,24 @@ fn iam_size_refusal(upstream: u16, s: &Shared, req: &Request, op: &str) -> Resul
     let role = param(&req.body, "RoleName").unwrap_or_default();
     let name = param(&req.body, "PolicyName").unwrap_or_default();
     let key = access_key(&req.head);
-    let ask = |q: crate::iam_eval::FactsQuery| crate::iam_eval::facts(upstream, &q);
     let session = lock(&s.sessions).get(&key).map(|p| p.account.clone());
     let account = match session {
         Some(account) => account,
-        None => {
-            // Any account moto holds answers for keys of every account.
-            let q = crate::iam_eval::FactsQuery {
-                account: "123456789012".into(),
-                region: "us-east-1".into(),
-                callers: [key.clone()].into(),
-                ..Default::default()
-            };
-            match ask(q)?.callers.remove(&key) {
-                Some(user) => user.account,
-                None => return Ok(None),
-            }
-        }
+        // Any account moto holds finds keys of every account.
+        None => match crate::iam_eval::user_of_key(upstream, "123456789012", &key)? {
+            Some(user) => user.account,
+            None => return Ok(None),
+        },
     };
-    let held = ask(crate::iam_eval::FactsQuery {
-        account,
-        region: "us-east-1".into(),
-        roles: [role.clone()].into(),
-        ..Default::default()
-    })?;
+    let held = crate::iam_eval::facts(
+        upstream,
+        &crate::iam_eval::FactsQuery {
+            account,
+            region: "us-east-1".into(),
+            roles: [role.clone()].into(),
+            ..Default::default()
+        },
+    )?;
     let others = held.roles.get(&role).map(|r| r.inline.clone());
     let others = others.unwrap_or_default().into_iter();
     let total = size(&doc)

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use byoc_operator::api::ComputeCluster;
 use byoc_operator::aws::log_group::{self, ObservedLogGroup};
+use byoc_operator::aws::AwsClients;
 use kube::api::{Patch, PatchParams};
 use kube::ResourceExt;
 
@@ -32,12 +33,15 @@ fn logged_cluster(name: &str, cidr: &str, days: i32) -> String {
     )
 }
 
+/// The ground's admin clients (straight to moto).
+async fn admin(g: &Ground) -> AwsClients {
+    let metrics = byoc_operator::metrics::Metrics::new();
+    AwsClients::new(&g.aws().await, REGION, metrics.aws_interceptor())
+}
+
 /// Log group `name` as AWS holds it (through the ground's admin).
 async fn group(g: &Ground, name: &str) -> Result<Option<ObservedLogGroup>> {
-    let admin = g.aws().await;
-    let metrics = byoc_operator::metrics::Metrics::new();
-    let c = byoc_operator::aws::AwsClients::new(&admin, REGION, metrics.aws_interceptor());
-    Ok(log_group::describe(&c, name).await?)
+    Ok(log_group::describe(&admin(g).await, name).await?)
 }
 
 /// Waits until log group `name` is as `check` says.
@@ -52,13 +56,6 @@ async fn group_until(
         Ok(check(now.as_ref()).then_some(now))
     })
     .await
-}
-
-fn logs_client(g: &aws_config::SdkConfig) -> aws_sdk_cloudwatchlogs::Client {
-    let conf = aws_sdk_cloudwatchlogs::config::Builder::from(g)
-        .region(aws_sdk_cloudwatchlogs::config::Region::new(REGION))
-        .build();
-    aws_sdk_cloudwatchlogs::Client::from_conf(conf)
 }
 
 #[tokio::test]
@@ -84,7 +81,7 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
     );
 
     // Changed out of band: put back by the shared resync.
-    let admin = logs_client(&g.aws().await);
+    let admin = admin(&g).await.logs;
     admin
         .put_retention_policy()
         .log_group_name(&name)

@@ -6,7 +6,7 @@
 
 use super::{put, Board, Observed, Pass, StepInput, StepResult};
 use crate::aws::log_group::{self, ObservedLogGroup};
-use crate::aws::tags::{CLUSTER_UID, INSTALLATION};
+use crate::aws::tags::{of_installation, CLUSTER_UID, INSTALLATION};
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
 use crate::cluster::status::Progress;
 use crate::Error;
@@ -20,7 +20,7 @@ pub fn name_of(owner: &OwnershipTags) -> String {
 pub fn is_ours(group: &ObservedLogGroup, owner: &OwnershipTags) -> bool {
     let tag = |k: &str| group.tags.get(k).map(String::as_str);
     tag(CLUSTER_UID) == Some(owner.uid.as_str())
-        && tag(INSTALLATION).is_none_or(|i| i == owner.installation)
+        && of_installation(tag(INSTALLATION), &owner.installation)
 }
 
 /// What a pass does to the group.

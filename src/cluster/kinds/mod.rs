@@ -147,12 +147,7 @@ impl Observed {
         let (mut by_owner, iam, log_group) = tokio::try_join!(
             Self::describe_ec2(c, Scope::Cluster(owner), looks),
             instance_profile::describe(c, owner, &name, looks.role_policies),
-            async {
-                match looks.logging {
-                    true => crate::aws::log_group::describe(c, &group).await,
-                    false => Ok(None),
-                }
-            },
+            when(looks.logging, crate::aws::log_group::describe(c, &group)),
         )?;
         let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
         observed.iam = iam;
@@ -171,15 +166,6 @@ impl Observed {
         scope: Scope<'_>,
         looks: Looks,
     ) -> AwsResult<BTreeMap<String, Observed>> {
-        async fn when<T>(
-            yes: bool,
-            f: impl std::future::Future<Output = AwsResult<Vec<T>>>,
-        ) -> AwsResult<Vec<T>> {
-            match yes {
-                true => f.await,
-                false => Ok(vec![]),
-            }
-        }
         let (ec2, endpoints, peerings) = tokio::try_join!(
             Self::describe_network(c, scope, looks.key_pairs),
             when(looks.endpoints, endpoint_api::describe(c, scope)),
@@ -215,12 +201,7 @@ impl Observed {
             route_table::describe(c, scope),
             sg_api::describe(c, scope),
             instances::describe(c, scope),
-            async {
-                match key_pairs {
-                    true => key_pair::describe(c, scope).await,
-                    false => Ok(vec![]),
-                }
-            },
+            when(key_pairs, key_pair::describe(c, scope)),
         )?;
         let mut by_owner: BTreeMap<String, Observed> = BTreeMap::new();
         split(&mut by_owner, vpcs, |o| &mut o.vpcs);
@@ -233,6 +214,17 @@ impl Observed {
         split(&mut by_owner, instances, |o| &mut o.instances);
         split(&mut by_owner, key_pairs, |o| &mut o.key_pairs);
         Ok(by_owner)
+    }
+}
+
+/// `f`'s answer when a kind is `looked` at; nothing (no call) otherwise.
+pub async fn when<T: Default>(
+    looked: bool,
+    f: impl std::future::Future<Output = AwsResult<T>>,
+) -> AwsResult<T> {
+    match looked {
+        true => f.await,
+        false => Ok(T::default()),
     }
 }
 
