@@ -34,12 +34,32 @@ use crate::aws::{AwsClients, AwsError};
 /// wanted (the setup part was inline before).
 pub const ONGOING_POLICY: &str = "byoc-operator-ongoing";
 pub const SETUP_POLICY: &str = "byoc-operator-setup";
+/// The nodes' grants ([`iam_policy::nodes_policy`]): made beside the
+/// role's setup part, not attached to the role; the operator attaches it
+/// to its clusters' node roles.
+pub const NODES_POLICY: &str = "byoc-operator-nodes";
 const POLICY_PREFIX: &str = "byoc-operator-";
 
 /// The name of the managed policy holding part `part` (e.g.
 /// [`SETUP_POLICY`]) of role `role`'s permissions.
 pub fn managed_policy_name(role: &str, part: &str) -> String {
     format!("{role}-{part}")
+}
+
+/// The ARN of managed policy `name` of AWS account `account`.
+pub fn policy_arn(account: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:policy/{name}")
+}
+
+/// The nodes' grants of the account of cross-account role `role_arn`
+/// (`arn:aws:iam::ACCOUNT:role/PATH/NAME`): what the operator attaches to
+/// its clusters' node roles; none when the ARN is not a role's.
+pub fn node_grants_arn(role_arn: &str) -> Option<String> {
+    let role = role_name(role_arn)?;
+    Some(policy_arn(
+        &role.account_id,
+        &managed_policy_name(&role.name, NODES_POLICY),
+    ))
 }
 /// Set by `connect` on the CloudAccount: a change that makes the operator
 /// verify it again at once.
@@ -213,7 +233,8 @@ pub struct Wanted {
     pub trust: Value,
     /// Inline policies on the cross-account role, by name.
     pub policies: BTreeMap<String, Value>,
-    /// Customer-managed policies attached to it, by name.
+    /// Customer-managed policies, by name: attached to it, but for the
+    /// nodes' grants ([`Wanted::for_the_role`]).
     pub managed: BTreeMap<String, Value>,
     /// The shared node identity: role and profile of this name.
     pub node: Option<NodeIdentity>,
@@ -240,7 +261,13 @@ pub struct Found {
 impl Wanted {
     /// The ARN of the role's managed policy `name`.
     pub fn policy_arn(&self, name: &str) -> String {
-        format!("arn:aws:iam::{}:policy/{name}", self.role.account_id)
+        policy_arn(&self.role.account_id, name)
+    }
+
+    /// Whether managed policy `name` is attached to the role itself (the
+    /// nodes' grants are for node roles).
+    fn for_the_role(&self, name: &str) -> bool {
+        name != managed_policy_name(&self.role.name, NODES_POLICY)
     }
 
     /// Whether managed policy `arn` is one of connect's for this role.
@@ -398,9 +425,10 @@ fn plan_managed(wanted: &Wanted, found: &Found, attached: &[String]) -> Result<V
             None => steps.push(Change::CreateManaged(name.clone())),
             Some(policy) => {
                 // A template's policy (CloudFormation tags none) attached
-                // to the role connect knows as this account's is the
-                // account's.
-                let template = !policy.tags.contains_key(CONNECTED) && attached.contains(&arn);
+                // to the role connect knows as this account's, or its
+                // nodes' grants (attached to none), is the account's.
+                let template = !policy.tags.contains_key(CONNECTED)
+                    && (attached.contains(&arn) || !wanted.for_the_role(name));
                 if !template {
                     refuse_foreign("managed policy", name, &policy.tags, &wanted.label)?;
                 }
@@ -409,7 +437,7 @@ fn plan_managed(wanted: &Wanted, found: &Found, attached: &[String]) -> Result<V
                 }
             }
         }
-        if !attached.contains(&arn) {
+        if wanted.for_the_role(name) && !attached.contains(&arn) {
             steps.push(Change::AttachManaged(name.clone()));
         }
     }
@@ -505,6 +533,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
     if args.ongoing && spec.node_instance_profile_name.is_none() {
         return Err(ConnectError::NoSharedNodeIdentity { account: label });
     }
+    let grants = managed_policy_name(&role.name, NODES_POLICY);
     let options = PolicyOptions {
         installation,
         managed_policy_arns: args.managed_policy_arns.clone(),
@@ -514,6 +543,7 @@ pub async fn inputs(client: &Client, args: &ConnectArgs, account: &CloudAccount)
         image_owners: spec.image_owners.clone(),
         kms_key_arns: spec.kms_key_arns.clone(),
         adopt: false,
+        node_grants_arn: (!args.ongoing).then(|| policy_arn(&role.account_id, &grants)),
     };
     let (policies, managed) = role_policies(&options, &role.name, args.ongoing);
     let node = spec
@@ -621,6 +651,10 @@ fn role_policies(options: &PolicyOptions, role: &str, ongoing: bool) -> (Policie
         managed.insert(
             managed_policy_name(role, SETUP_POLICY),
             iam_policy::policy_part(options, PolicyPart::Setup),
+        );
+        managed.insert(
+            managed_policy_name(role, NODES_POLICY),
+            iam_policy::nodes_policy(),
         );
     }
     (inline, managed)
@@ -1015,6 +1049,30 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
         }
         println!("deleted {what} {name}");
     }
+    remove_node_grants(&c, &role, &label, args.dry_run).await
+}
+
+/// Deletes the nodes' grants connect made for the role (refused by AWS
+/// while a node role still holds it: a retained cluster's).
+async fn remove_node_grants(
+    c: &AwsClients,
+    role: &RoleName,
+    label: &str,
+    dry_run: bool,
+) -> Result<()> {
+    let name = managed_policy_name(&role.name, NODES_POLICY);
+    let arn = policy_arn(&role.account_id, &name);
+    match admin::get_policy(c, &arn).await? {
+        None => println!("managed policy {name}: not there"),
+        Some(p) if p.tags.get(CONNECTED).map(String::as_str) != Some(label) => {
+            println!("managed policy {name}: not made by connect for CloudAccount {label}; left untouched")
+        }
+        Some(_) if dry_run => println!("would delete managed policy {name}"),
+        Some(_) => {
+            admin::delete_policy(c, &role.name, &arn).await?;
+            println!("deleted managed policy {name}");
+        }
+    }
     Ok(())
 }
 
@@ -1030,6 +1088,7 @@ async fn users(client: &Client, account: &CloudAccount) -> Result<Vec<String>> {
 /// template's parameters.
 const CF_BOUNDARY: &str = "@@PermissionsBoundaryArn@@";
 const CF_MANAGED: &str = "@@ManagedPolicyArns@@";
+const CF_NODE_GRANTS: &str = "@@NodeGrantsArn@@";
 
 /// A CloudFormation template making what `connect` makes: the role with
 /// the same trust and inline policies, and the shared node identity.
@@ -1064,8 +1123,8 @@ pub fn cloudformation(i: &Inputs) -> Value {
             }
         }
     });
-    if let Some(setup) = managed {
-        resources["SetupPolicy"] = setup;
+    for (id, policy) in managed {
+        resources[id] = policy;
     }
     let mut outputs = json!({
         "RoleArn": {"Value": {"Fn::GetAtt": ["CrossAccountRole", "Arn"]}},
@@ -1098,30 +1157,54 @@ pub fn cloudformation(i: &Inputs) -> Value {
     })
 }
 
-/// The role's inline policies, and its managed setup policy as the
-/// template's resource, with the template's parameters in them.
-fn cf_policies(i: &Inputs) -> (Vec<Value>, Option<Value>) {
+/// The role's inline policies, and its managed policies as the template's
+/// resources by logical ID (the setup part, attached to the role, and the
+/// nodes' grants), with the template's parameters in them.
+fn cf_policies(i: &Inputs) -> (Vec<Value>, BTreeMap<&'static str, Value>) {
     let mut options = i.options.clone();
     if !options.managed_policy_arns.is_empty() {
         options.managed_policy_arns = vec![CF_MANAGED.into()];
     }
     options.permissions_boundary = Some(CF_BOUNDARY.into());
+    if options.node_grants_arn.is_some() {
+        options.node_grants_arn = Some(CF_NODE_GRANTS.into());
+    }
     let part = |p| parameterised(iam_policy::policy_part(&options, p));
     let inline = (i.wanted.policies.keys())
         .map(|name| json!({"PolicyName": name, "PolicyDocument": part(PolicyPart::Ongoing)}))
         .collect();
-    let setup = managed_policy_name(&i.wanted.role.name, SETUP_POLICY);
-    let managed = i.wanted.managed.contains_key(&setup).then(|| {
-        json!({
-            "Type": "AWS::IAM::ManagedPolicy",
-            "Properties": {
-                "ManagedPolicyName": {"Fn::Sub": managed_policy_name("${RoleName}", SETUP_POLICY)},
-                "Description": format!("byoc-operator: CloudAccount {}", i.wanted.label),
-                "PolicyDocument": part(PolicyPart::Setup),
-                "Roles": [{"Ref": "CrossAccountRole"}],
-            }
-        })
-    });
+    let role = &i.wanted.role.name;
+    let parts = [
+        ("SetupPolicy", SETUP_POLICY, part(PolicyPart::Setup), true),
+        (
+            "NodesPolicy",
+            NODES_POLICY,
+            iam_policy::nodes_policy(),
+            false,
+        ),
+    ];
+    let mut managed = BTreeMap::new();
+    for (id, suffix, document, attached) in parts {
+        if !i
+            .wanted
+            .managed
+            .contains_key(&managed_policy_name(role, suffix))
+        {
+            continue;
+        }
+        let mut properties = json!({
+            "ManagedPolicyName": {"Fn::Sub": managed_policy_name("${RoleName}", suffix)},
+            "Description": format!("byoc-operator: CloudAccount {}", i.wanted.label),
+            "PolicyDocument": document,
+        });
+        if attached {
+            properties["Roles"] = json!([{"Ref": "CrossAccountRole"}]);
+        }
+        managed.insert(
+            id,
+            json!({"Type": "AWS::IAM::ManagedPolicy", "Properties": properties}),
+        );
+    }
     (inline, managed)
 }
 
@@ -1156,6 +1239,10 @@ fn parameterised(v: Value) -> Value {
     match v {
         Value::String(s) if s == CF_BOUNDARY => {
             json!({"Fn::If": ["HasBoundary", {"Ref": "PermissionsBoundaryArn"}, {"Ref": "AWS::NoValue"}]})
+        }
+        Value::String(s) if s == CF_NODE_GRANTS => {
+            let name = managed_policy_name("${RoleName}", NODES_POLICY);
+            json!({"Fn::Sub": policy_arn("${AWS::AccountId}", &name)})
         }
         Value::Array(items) if items.len() == 1 && items[0] == CF_MANAGED => {
             json!({"Ref": "ManagedPolicyArns"})

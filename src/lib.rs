@@ -74,6 +74,8 @@ pub enum Error {
     },
     #[error("managed policy {arn} (iam.managedPolicyArns) does not exist or is not attachable")]
     IamPolicyNotFound { arn: String },
+    #[error("the nodes' grants {arn} do not exist: the CloudAccount's role was connected before the operator granted nodes their cluster's log group; run `byoc-operator connect aws` for the account again (or make it from `byoc-operator iam-policy nodes`)")]
+    NodeGrantsNotFound { arn: String },
     #[error("instance profile {name} (iam.instanceProfileName) does not exist")]
     InstanceProfileNotFound { name: String },
     /// Something brought (an instance profile, a VPC, a subnet, a security
@@ -326,7 +328,9 @@ impl Error {
             Error::KeyPairNotFound { .. } => (Reason::KeyPairNotFound, NeedsUser),
             Error::QuotaExceeded { .. } => (Reason::QuotaExceeded, NeedsUser),
             Error::LimitExceeded(_) | Error::Unpriced { .. } => (Reason::LimitExceeded, NeedsUser),
-            Error::IamPolicyNotFound { .. } => (Reason::IamPolicyNotFound, NeedsUser),
+            Error::IamPolicyNotFound { .. } | Error::NodeGrantsNotFound { .. } => {
+                (Reason::IamPolicyNotFound, NeedsUser)
+            }
             Error::InstanceProfileNotFound { .. } => (Reason::InstanceProfileNotFound, NeedsUser),
             Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),
             Error::Internal(_) => (Reason::InternalError, NeedsUser),

@@ -165,6 +165,11 @@ struct IamPolicyArgs {
     /// them.
     #[arg(long)]
     adopt: bool,
+    /// Permissions: the nodes' grants policy the operator may attach to
+    /// node roles (`iam-policy nodes`, which `connect aws` makes as
+    /// `arn:aws:iam::ACCOUNT:policy/<role>-byoc-operator-nodes`).
+    #[arg(long)]
+    node_grants_arn: Option<String>,
     /// Permissions: this installation's public ID (`byoc-operator
     /// version`); default: read from the installation Secret.
     #[arg(long)]
@@ -218,6 +223,10 @@ enum PolicyKind {
     /// The operator's own identity (IRSA or Pod Identity role): it may
     /// assume only roles `connect` made for this installation.
     Operator,
+    /// The nodes' grants: the managed policy the operator attaches to a
+    /// cluster's node role (`connect aws` makes it as
+    /// `<role>-byoc-operator-nodes`).
+    Nodes,
 }
 
 #[derive(clap::Args)]
@@ -437,6 +446,7 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         image_owners,
         kms_key_arns,
         adopt,
+        node_grants_arn,
         installation,
         installation_secret,
         ongoing,
@@ -471,9 +481,11 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
                 image_owners,
                 kms_key_arns,
                 adopt,
+                node_grants_arn,
             };
             iam_policy::policy_part(&options, part)
         }),
+        PolicyKind::Nodes => Ok(iam_policy::nodes_policy()),
         PolicyKind::Trust => {
             let principal = principal.unwrap_or_default();
             match (account, external_id) {

@@ -25,7 +25,9 @@ use serde_json::{json, Value};
 
 use crate::aws::peering::ROUTE_BACK;
 use crate::aws::route_table::{self, PEER_ROUTES};
-use crate::aws::tags::{INSTALLATION, INTERRUPTED, MANAGED_BY, MANAGED_BY_VALUE, RETAINED};
+use crate::aws::tags::{
+    CLUSTER, INSTALLATION, INTERRUPTED, MANAGED_BY, MANAGED_BY_VALUE, RETAINED,
+};
 
 /// The tag a team puts on a VPC, subnet, security group or key pair it
 /// brings, with this installation's ID as its value: the operator may use
@@ -190,6 +192,10 @@ pub struct PolicyOptions {
     /// The adoption window is open: resources made before installations
     /// were tagged may be given this installation's tag (`--adopt`).
     pub adopt: bool,
+    /// The managed policy of the nodes' grants ([`nodes_policy`], made by
+    /// `connect aws` beside the role): the one more policy node roles may
+    /// get.
+    pub node_grants_arn: Option<String>,
 }
 
 /// The statements only the making of nodes' own IAM roles and profiles
@@ -202,6 +208,7 @@ pub const SETUP_STATEMENTS: &[&str] = &[
     "NodeRoleBoundary",
     "NodeIdentityAdopt",
     "NodeRolePolicies",
+    "NodeRoleGrants",
     "PassNodeRole",
 ];
 
@@ -249,6 +256,14 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
         condition["ArnEquals"] = json!({"iam:PolicyARN": o.managed_policy_arns});
         statements.push(
             json!({"Sid": "NodeRolePolicies", "Effect": "Allow", "Action": IAM_POLICIES,
+         "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": condition}),
+        );
+    }
+    if let Some(grants) = &o.node_grants_arn {
+        let mut condition = ours.clone();
+        condition["ArnEquals"] = json!({"iam:PolicyARN": grants});
+        statements.push(
+            json!({"Sid": "NodeRoleGrants", "Effect": "Allow", "Action": IAM_POLICIES,
          "Resource": "arn:aws:iam::*:role/byoc-*", "Condition": condition}),
         );
     }
@@ -323,6 +338,26 @@ fn logging_statements(o: &PolicyOptions) -> Vec<Value> {
         json!({"Sid": "LogGroupRead", "Effect": "Allow",
             "Action": ["logs:DescribeLogGroups", "logs:ListTagsForResource"], "Resource": "*"}),
     ]
+}
+
+/// The nodes' grants: what a cluster's nodes may do with what the operator
+/// made for that cluster alone, named by the cluster tag their role carries
+/// (`aws:PrincipalTag`), so one policy serves every cluster. `connect aws`
+/// makes it; the operator attaches it to a cluster's node role while the
+/// cluster has something to grant (`logging`), and never to a role of
+/// another cluster's name. Holds no installation: the role's tags are the
+/// operator's, set when it made the role. (`log-group:NAME:*` is the group
+/// as IAM names it for every call but tagging, and its streams.)
+pub fn nodes_policy() -> Value {
+    let group = format!(
+        "arn:aws:logs:*:*:log-group:{}${{aws:PrincipalTag/{CLUSTER}}}",
+        crate::aws::log_group::PREFIX
+    );
+    json!({"Version": "2012-10-17", "Statement": [
+        json!({"Sid": "WriteOwnLogGroup", "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": format!("{group}:*")}),
+    ]})
 }
 
 /// Tags saying this installation made it, as the condition on `key`
@@ -608,6 +643,7 @@ mod tests {
             image_owners: vec![],
             kms_key_arns: vec!["arn:aws:kms:us-east-1:111111111111:key/k".into()],
             adopt: true,
+            node_grants_arn: Some("arn:aws:iam::111111111111:policy/r-byoc-operator-nodes".into()),
         };
         let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default();
         let mut checked = 0;
@@ -652,6 +688,9 @@ mod tests {
             image_owners: vec!["123456789012".into()],
             kms_key_arns: vec!["arn:aws:kms:us-east-1:123456789012:key/k".into()],
             adopt: true,
+            node_grants_arn: Some(
+                "arn:aws:iam::123456789012:policy/byoc-cross-account-byoc-operator-nodes".into(),
+            ),
         };
         let size = |part| {
             let text = serde_json::to_string(&policy_part(&o, part)).unwrap_or_default();
@@ -664,6 +703,39 @@ mod tests {
             ongoing + setup > 10_240,
             "both inline would fit: the managed part is no longer needed"
         );
+    }
+
+    /// The nodes' grants name the group by the role's own cluster tag, and
+    /// the operator may attach that one policy besides the listed ones.
+    #[test]
+    fn nodes_are_granted_their_own_clusters_group_by_their_roles_tag() {
+        let doc = nodes_policy();
+        let text = serde_json::to_string(&doc).unwrap_or_default();
+        assert!(
+            text.contains("log-group:/byoc/${aws:PrincipalTag/byoc.dev/cluster}:*"),
+            "{text}"
+        );
+        assert!(!text.contains("\"Resource\":\"*\""), "{text}");
+        let arn = "arn:aws:iam::123456789012:policy/r-byoc-operator-nodes";
+        let p = policy_part(
+            &PolicyOptions {
+                installation: "inst-a".into(),
+                node_grants_arn: Some(arn.into()),
+                ..Default::default()
+            },
+            PolicyPart::Setup,
+        );
+        let attach = statement(&p, "NodeRoleGrants").unwrap_or_default();
+        assert_eq!(attach["Condition"]["ArnEquals"]["iam:PolicyARN"], arn);
+        assert_eq!(
+            attach["Condition"]["StringEquals"]["aws:ResourceTag/byoc.dev/installation"],
+            "inst-a"
+        );
+        assert!(statement(
+            &permissions_policy(&PolicyOptions::default()),
+            "NodeRoleGrants"
+        )
+        .is_none());
     }
 
     fn statement(p: &Value, sid: &str) -> Option<Value> {

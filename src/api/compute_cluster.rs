@@ -66,8 +66,10 @@ pub struct ComputeClusterSpec {
     /// made with the cluster's tags and `retentionDays`, put back when
     /// deleted or changed out of band, and deleted with the cluster (kept
     /// with `deletionPolicy: Retain`). Removing the field deletes the
-    /// group. The nodes' role is not granted to write to it: give it the
-    /// statement the README shows.
+    /// group. The operator's node role gets the account's nodes' grants
+    /// (`<role>-byoc-operator-nodes`, made by `connect aws`): its nodes may
+    /// write to this group alone. A brought or shared node identity needs
+    /// the statement the README shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
 

@@ -485,6 +485,7 @@ fn with_account(
     account: &CloudAccount,
 ) -> Option<(&'static str, String)> {
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
+    spec.node_grants = (account.spec.role_arn.as_deref()).and_then(crate::connect::node_grants_arn);
     match (
         spec::shared_node_identity(spec, account),
         spec::account_allowances(spec, account),
@@ -689,7 +690,11 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
     let edited = changed && status.is_some_and(|s| s.observed_generation.is_some());
     Looks {
         key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
-        role_policies: !spec.iam.managed_policy_arns.is_empty() || recorded || changed,
+        // The nodes' grants go with the log group.
+        role_policies: !spec.iam.managed_policy_arns.is_empty()
+            || spec.logging.is_some()
+            || recorded
+            || changed,
         endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || edited,
         peering: peering || network.is_some_and(|n| !n.peering_connection_ids.is_empty()) || edited,
         logging: spec.logging.is_some()
@@ -932,6 +937,12 @@ mod tests {
             "status recorded a group"
         );
         assert!(!super::looks(&new, &spec).logging);
+        // Settled with a log group: its role's policies too (the nodes'
+        // grants are put back, and taken off with the group).
+        let mut settled = logged.clone();
+        settled.status = serde_json::from_value(json!({"observedGeneration": 1})).ok();
+        let looks = super::looks(&settled, &logged_spec);
+        assert!(looks.role_policies && looks.logging, "{looks:?}");
         assert_eq!(
             super::looks(&new, &spec),
             Looks {

@@ -54,6 +54,11 @@ pub struct ValidatedSpec {
     pub image_owners: Vec<String>,
     /// The cluster's log group (`logging`; `None`: none).
     pub logging: Option<crate::api::compute_cluster::LoggingSpec>,
+    /// The nodes' grants of the CloudAccount's role (made by `connect
+    /// aws`), attached to the operator's node role while the cluster has
+    /// something to grant; set once the account is dereferenced (none: the
+    /// account names no role).
+    pub node_grants: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -289,6 +294,7 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
         permissions_boundary: None,
         image_owners: vec![],
         logging: spec.logging.clone(),
+        node_grants: None,
     })
 }
 
@@ -525,6 +531,7 @@ mod tests {
             permissions_boundary: None,
             image_owners: vec![],
             logging: None,
+            node_grants: None,
         }
     }
 

@@ -25,11 +25,12 @@ async function resourceType(service, key) {
   return typeCache.get(id)
 }
 
-// `aws:requesttag/${tagkey}` allows `aws:requesttag/anything`.
+// `aws:requesttag/${tagkey}` allows `aws:requesttag/anything`; so does the
+// global `aws:principaltag/tag-key`, as iam-simulate names it.
 function allowedBy(patterns, key) {
   const k = key.toLowerCase()
   return patterns.some((p) => {
-    const at = p.indexOf('${')
+    const at = p.endsWith('/tag-key') ? p.length - 'tag-key'.length : p.indexOf('${')
     return at < 0 ? p === k : k.startsWith(p.slice(0, at)) && k.length > at
   })
 }

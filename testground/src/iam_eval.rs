@@ -67,13 +67,16 @@ impl Decision {
 }
 
 /// A principal whose policies the ground decides by.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Principal {
     /// The session's ARN (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
     pub arn: String,
     /// The role's ARN.
     pub role: String,
     pub account: String,
+    /// Its tags (`aws:PrincipalTag`): the session's tags, and a role's own
+    /// where a test gives them (an instance's session carries its role's).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The evaluator process (Node): one request at a time.
@@ -854,8 +857,6 @@ fn logs(t: &mut Touches, op: &str, params: &Params) -> Planned {
         | "ListTagsForResource"
         | "TagResource"
         | "UntagResource"
-        | "CreateLogStream"
-        | "PutLogEvents"
         | "DescribeLogStreams" => t.on(Target::LogGroup(group)),
         _ => return Err(Unmodelled(t.action.clone())),
     }
@@ -1017,6 +1018,7 @@ fn base_context(svc: &str, principal: &Principal, region: &str) -> Ctx {
     base.insert("aws:PrincipalType".to_string(), json!("AssumedRole"));
     base.insert("aws:RequestedRegion".to_string(), json!(region));
     base.insert("aws:SecureTransport".to_string(), json!("true"));
+    tag_context(&mut base, &["aws:PrincipalTag"], &principal.tags);
     if svc == "ec2" {
         base.insert("ec2:Region".to_string(), json!(region));
     }
@@ -1412,6 +1414,7 @@ pub fn judge_assume_role(
                     arn: user.arn.clone(),
                     role: user.arn,
                     account: user.account,
+                    tags: BTreeMap::new(),
                 },
                 user.policies,
             ),

@@ -126,6 +126,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("learning", "the node groups' learning without the launches no describe shows yet (`starting` from the instances seen alone): `learned::tests::what_a_pass_learns_from_its_steps` failed at once (\"an instance launched that no describe shows yet\"); in the fresh CI of fe397ec the same fault left `realism::a_call_naming_what_was_just_made_is_retried_within_the_pass` to the 300 s poll after one pass"),
     ("policy size", "connect's setup part put back inline (beside the ongoing one): `connect::an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_managed` failed at once (connect with every option refused by the ground: \"iam:PutRolePolicy: LimitExceeded: Maximum policy size of 10240 bytes exceeded for role byoc-rich\")"),
     ("log groups", "the log groups' make statement without its `Null` condition on another installation's tag: `storage::the_role_makes_and_deletes_only_its_installations_log_groups` failed at once (\"retagged another's\": the role tagged another installation's group as its own)"),
+    ("nodes' grants", "the nodes' grants naming every group under `/byoc/` instead of the one their role's cluster tag names: `storage::a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_touched` failed at once (the evaluator allowed `logs:CreateLogStream`, `PutLogEvents` and `DescribeLogStreams` on another cluster's group)"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {

@@ -855,6 +855,17 @@ fn served_here(conn: &mut TcpStream, call: &InFlight<'_>) -> Result<bool> {
     Ok(false)
 }
 
+/// The session tags an AssumeRole asks for (`Tags.member.N.Key`/`Value`).
+fn session_tags(body: &[u8]) -> BTreeMap<String, String> {
+    (1..)
+        .map_while(|n| {
+            let key = param(body, &format!("Tags.member.{n}.Key"))?;
+            let value = param(body, &format!("Tags.member.{n}.Value")).unwrap_or_default();
+            Some((key, value))
+        })
+        .collect()
+}
+
 /// What the credentials STS handed out are: their secret (to re-sign for
 /// moto), their session (for IAM's judgement) and their account (the
 /// realism profile's rate limits).
@@ -872,6 +883,7 @@ fn remember_session(s: &Shared, req: &Request, response: &[u8]) {
                 arn: session,
                 role,
                 account: account.clone(),
+                tags: session_tags(&req.body),
             },
         );
         lock(&s.world).accounts.insert(key, account);

@@ -5,10 +5,12 @@
 //! AssumeRole into a role that does not exist, as AWS does.
 
 use anyhow::{Context as _, Result};
-use byoc_operator::account::iam_policy::{policy_part, PolicyOptions, PolicyPart};
+use byoc_operator::account::iam_policy::{nodes_policy, policy_part, PolicyOptions, PolicyPart};
 use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
 use byoc_operator::aws::admin::policy_document;
-use byoc_operator::connect::{managed_policy_name, ONGOING_POLICY, SETUP_POLICY};
+use byoc_operator::connect::{
+    managed_policy_name, node_grants_arn, NODES_POLICY, ONGOING_POLICY, SETUP_POLICY,
+};
 use kube::Api;
 use serde_json::Value;
 
@@ -291,6 +293,7 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
     let options = PolicyOptions {
         installation: installation.clone(),
         shared_node_role: Some(NODES.into()),
+        node_grants_arn: node_grants_arn(&format!("arn:aws:iam::123456789012:role/{ROLE}")),
         ..Default::default()
     };
     let ongoing = policy_part(&options, PolicyPart::Ongoing);
@@ -305,6 +308,19 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         Some(policy_part(&options, PolicyPart::Setup)),
         "the setup policy differs from the generated one"
     );
+    // The nodes' grants beside it, for node roles: not on the role itself.
+    let grants = managed_policy_name(ROLE, NODES_POLICY);
+    assert_eq!(managed_policy(&iam, &grants).await?, Some(nodes_policy()));
+    let on_role = (iam
+        .list_attached_role_policies()
+        .role_name(ROLE)
+        .send()
+        .await?)
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_name().map(str::to_string))
+        .collect::<Vec<_>>();
+    assert_eq!(on_role, std::slice::from_ref(&setup), "attached to the role");
 
     // A second run makes no IAM write.
     let writes = iam_writes(&g);
@@ -469,6 +485,7 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
             "role {name} left: {out}"
         );
     }
+    assert_eq!(managed_policy(&iam, &grants).await?, None, "{out}");
     assert!(
         iam.get_instance_profile()
             .instance_profile_name(NODES)
@@ -524,6 +541,7 @@ async fn an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_manag
         managed_policy_arns: managed_arns.iter().map(|a| a.to_string()).collect(),
         permissions_boundary: Some(boundary.into()),
         pass_roles: vec![pass_role.into()],
+        node_grants_arn: node_grants_arn(&format!("arn:aws:iam::123456789012:role/{RICH}")),
         ..Default::default()
     };
     let setup_doc = policy_part(&options, PolicyPart::Setup);
@@ -807,9 +825,15 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
     let options = PolicyOptions {
         installation: status.installation.clone().unwrap_or_default(),
         managed_policy_arns: vec![allowed.into()],
+        node_grants_arn: node_grants_arn("arn:aws:iam::123456789012:role/byoc-stacked"),
         ..Default::default()
     };
     let setup = managed_policy_name("byoc-stacked", SETUP_POLICY);
+    assert_eq!(
+        managed_policy(&iam, &managed_policy_name("byoc-stacked", NODES_POLICY)).await?,
+        Some(nodes_policy()),
+        "the stack's nodes' grants"
+    );
     for (policy, part) in [
         (ONGOING_POLICY, PolicyPart::Ongoing),
         (setup.as_str(), PolicyPart::Setup),

@@ -24,6 +24,7 @@ fn principal() -> Principal {
         arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/byoc-cross-account/byoc"),
         role: format!("arn:aws:iam::{ACCOUNT}:role/byoc-cross-account"),
         account: ACCOUNT.into(),
+        tags: Default::default(),
     }
 }
 
@@ -877,6 +878,7 @@ fn options() -> PolicyOptions {
         image_owners: vec![],
         kms_key_arns: vec![format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/listed")],
         adopt: false,
+        node_grants_arn: None,
     }
 }
 
@@ -1058,6 +1060,7 @@ fn the_trust_policy_admits_only_sessions_tagged_with_its_namespace_and_its_exter
         arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/byoc-operator/byoc"),
         role: format!("arn:aws:iam::{ACCOUNT}:role/byoc-operator"),
         account: ACCOUNT.into(),
+        tags: Default::default(),
     };
     let role = format!("arn:aws:iam::{ACCOUNT}:role/byoc-cross-account");
     let trust = byoc_operator::account::iam_policy::trust_policy(

@@ -3,9 +3,10 @@
 //! policy as AWS evaluates it (the proxy decides each call), put back when
 //! deleted or changed out of band (the shared resync), removed with the
 //! field and with the cluster, and a group of its name that is not the
-//! cluster's never touched.
+//! cluster's never touched; its nodes granted that group alone (the nodes'
+//! grants attached to their role, decided by the ground's evaluator).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use byoc_operator::api::ComputeCluster;
@@ -24,6 +25,105 @@ use crate::support::{
 };
 
 const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "123456789012";
+
+/// The nodes' grants of the ground's cross-account role.
+fn grants_arn() -> String {
+    byoc_operator::connect::node_grants_arn(crate::support::ROLE_ARN).unwrap_or_default()
+}
+
+/// The nodes' grants, made as `connect aws` makes them beside the role.
+async fn connect_node_grants(g: &Ground) -> Result<()> {
+    let arn = grants_arn();
+    let name = arn.rsplit_once('/').map(|(_, n)| n).unwrap_or_default();
+    let label = BTreeMap::from([(
+        "byoc.dev/connected-account".to_string(),
+        format!("{}/acme", g.namespace),
+    )]);
+    let doc = byoc_operator::account::iam_policy::nodes_policy();
+    byoc_operator::aws::admin::create_policy(&admin(g).await, name, &doc, &label, "test").await?;
+    Ok(())
+}
+
+/// The managed policies attached to role `role` (through the ground's admin).
+async fn attached(g: &Ground, role: &str) -> Result<Vec<String>> {
+    Ok(byoc_operator::aws::instance_profile::attached_policies(&admin(g).await, role).await?)
+}
+
+/// What node role `role`'s attached policies let its instances do to the
+/// log group of each name, as the ground's evaluator decides (the role's
+/// tags, as an instance's session carries them, with `cluster` put in for
+/// its cluster tag when given): per group, `(action, allowed)`.
+async fn nodes_may(
+    g: &Ground,
+    role: &str,
+    cluster: Option<&str>,
+    groups: &[&str],
+) -> Result<Vec<(String, String, bool)>> {
+    use testground::iam_eval::{Check, Evaluator, Principal};
+    let c = admin(g).await;
+    let got = c.iam.get_role().role_name(role).send().await?;
+    let mut tags: BTreeMap<String, String> = (got.role().map(|r| r.tags()).unwrap_or_default())
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    if let Some(cluster) = cluster {
+        tags.insert("byoc.dev/cluster".into(), cluster.into());
+    }
+    let mut policies = Vec::new();
+    for arn in attached(g, role).await? {
+        if let Some(p) = byoc_operator::aws::admin::get_policy(&c, &arn).await? {
+            policies.push(p.document);
+        }
+    }
+    let context: BTreeMap<String, serde_json::Value> = (tags.iter())
+        .map(|(k, v)| (format!("aws:PrincipalTag/{k}"), serde_json::json!(v)))
+        .collect();
+    let mut checks = Vec::new();
+    for group in groups {
+        let at = format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}");
+        for (action, kind, resource) in [
+            (
+                "logs:CreateLogStream",
+                "log-stream",
+                format!("{at}:log-stream:i-0"),
+            ),
+            (
+                "logs:PutLogEvents",
+                "log-stream",
+                format!("{at}:log-stream:i-0"),
+            ),
+            ("logs:DescribeLogStreams", "log-group", format!("{at}:*")),
+        ] {
+            checks.push(Check {
+                action: action.into(),
+                resource_type: Some(kind.into()),
+                resource,
+                context: context.clone(),
+                resource_policy: None,
+            });
+        }
+    }
+    let principal = Principal {
+        arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/i-0"),
+        role: format!("arn:aws:iam::{ACCOUNT}:role/{role}"),
+        account: ACCOUNT.into(),
+        tags,
+    };
+    let log =
+        std::env::temp_dir().join(format!("{}.log", crate::support::unique_name("iam-nodes")));
+    let decisions = Evaluator::start(&log)?.decide_each(&principal, &policies, &checks)?;
+    Ok(checks
+        .iter()
+        .zip(decisions)
+        .map(|(c, d)| (c.action.clone(), c.resource.clone(), d.allowed()))
+        .collect())
+}
+
+/// The role the cluster's status names.
+fn role_of(cc: &ComputeCluster) -> Option<String> {
+    cc.status.as_ref()?.iam.as_ref()?.role_name.clone()
+}
 
 /// A small cluster with a log group kept `days` days.
 fn logged_cluster(name: &str, cidr: &str, days: i32) -> String {
@@ -63,6 +163,7 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
 {
     let (g, mut op) = ground_with_account("storage-logs", &["--resync-interval", "3s"]).await?;
     let ns = g.namespace.clone();
+    connect_node_grants(&g).await?;
     let name = format!("/byoc/{ns}/logged");
     kubectl_apply(&g, &logged_cluster("logged", "10.70.0.0/16", 14))?;
     let cc = wait_running(&g, "logged", |cc| {
@@ -78,6 +179,26 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
         made.tags.get("byoc.dev/cluster-uid").map(String::as_str),
         Some(uid.as_str()),
         "{made:?}"
+    );
+
+    // The nodes' grants, on the node role: its instances may write this
+    // group (the control) and no other: not another cluster's, not one
+    // outside /byoc/, and not this one as another cluster's node.
+    let role = role_of(&cc).context("no node role in status")?;
+    let held = attached(&g, &role).await?;
+    assert!(held.contains(&grants_arn()), "{role} holds {held:?}");
+    let other = format!("/byoc/{ns}/other");
+    let outside = format!("/team/{ns}/logged");
+    let decided = nodes_may(&g, &role, None, &[&name, &other, &outside]).await?;
+    let wrong: Vec<String> = (decided.iter())
+        .filter(|(_, r, allowed)| *allowed != r.contains(&format!("{name}:")))
+        .map(|(a, r, allowed)| format!("{a} on {r}: allowed {allowed}"))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let as_other = nodes_may(&g, &role, Some(&format!("{ns}/other")), &[&name]).await?;
+    assert!(
+        as_other.iter().all(|(_, _, allowed)| !allowed),
+        "another cluster's node on this group: {as_other:?}"
     );
 
     // Changed out of band: put back by the shared resync.
@@ -123,6 +244,15 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
     kubectl_apply(&g, &logged_cluster("taken", "10.71.0.0/16", 30))?;
     let stalled = stalled_with(&g, "taken", "NameTaken").await?;
     assert!(stalled.message.contains(&taken), "{}", stalled.message);
+    // Its nodes are not granted the team's group (their role is made all
+    // the same: the other steps run on).
+    let api = g.api::<ComputeCluster>();
+    let taken_role = eventually("the taken cluster's node role", WAIT, || async {
+        Ok(role_of(&api.get("taken").await?))
+    })
+    .await?;
+    let held = attached(&g, &taken_role).await?;
+    assert!(!held.contains(&grants_arn()), "{taken_role} holds {held:?}");
     let theirs = group(&g, &taken).await?.context("the team's group went")?;
     assert_eq!(theirs.retention_days, None, "the team's group was changed");
     assert!(
@@ -131,7 +261,6 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
     );
 
     // The field removed: the group goes, and status says so.
-    let api = g.api::<ComputeCluster>();
     let patch = serde_json::json!({"spec": {"logging": null}});
     api.patch("logged", &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
@@ -143,6 +272,11 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
     })
     .await?;
     group_until(&g, &name, "deleted with the field", |g| g.is_none()).await?;
+    let held = attached(&g, &role).await?;
+    assert!(
+        !held.contains(&grants_arn()),
+        "grants kept without the group: {held:?}"
+    );
 
     // Asked again, then deleted with the cluster; the team's stays.
     kubectl_apply(&g, &logged_cluster("logged", "10.70.0.0/16", 14))?;
@@ -189,7 +323,7 @@ async fn a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_to
         "suite": "storage",
         "setup": "a cluster with logging (14 days) under the generated policy; the group changed and deleted out of band; a group of another cluster's name made by a team",
         "n": 1,
-        "figure": "the group made with the cluster's tags and retention, its retention and then the group itself put back by the shared resync, deleted with the field and with the cluster; the team's group left as it was and its cluster stalled NameTaken; an orphaned cluster's group listed by audit and removed by audit --delete, the team's kept",
+        "figure": "the group made with the cluster's tags and retention, and the nodes' grants attached to its node role: the evaluator let its nodes write that group and not another cluster's, one outside /byoc/, or this one as another cluster's node; its retention and then the group itself put back by the shared resync, deleted (the grants detached) with the field and with the cluster; the team's group left as it was, its cluster stalled NameTaken and its node role not granted; an orphaned cluster's group listed by audit and removed by audit --delete, the team's kept",
         "pass": true,
     }))
 }

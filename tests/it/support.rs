@@ -64,13 +64,18 @@ impl Grants {
         }
     }
 
-    /// `iam-policy permissions` for the options, one per installation.
+    /// `iam-policy permissions` for the options, one per installation,
+    /// with the nodes' grants `connect aws` makes beside [`ROLE_ARN`]
+    /// unless the options name others.
     fn policies(&self) -> Vec<serde_json::Value> {
+        let grants = (self.options.node_grants_arn.clone())
+            .or_else(|| byoc_operator::connect::node_grants_arn(ROLE_ARN));
         self.installations
             .iter()
             .map(|i| {
                 permissions_policy(&PolicyOptions {
                     installation: i.clone(),
+                    node_grants_arn: grants.clone(),
                     ..self.options.clone()
                 })
             })

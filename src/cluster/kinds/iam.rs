@@ -4,12 +4,12 @@
 
 use futures::future::try_join_all;
 
-use super::Pass;
-use super::{put, Board, StepInput, StepResult};
+use super::{put, Board, Observed, Pass, StepInput, StepResult};
 use crate::api::compute_cluster::IamStatus;
 use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
 use crate::aws::tags::Owner;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
+use crate::cluster::spec::ValidatedSpec;
 use crate::cluster::status::Progress;
 use crate::{Brought, Error};
 
@@ -82,12 +82,23 @@ pub fn plan(
     })
 }
 
+/// The managed policies the operator's node role holds: those listed
+/// (`iam.managedPolicyArns`), and the nodes' grants while the cluster has
+/// something to grant them (its log group; not while another's holds the
+/// group's name: the grants name the group by the cluster's name).
+pub fn wanted_policies(spec: &ValidatedSpec, o: &Observed) -> Vec<String> {
+    let mut policies = spec.iam.managed_policy_arns.clone();
+    let grant = spec.logging.is_some() && !o.log_group_taken;
+    policies.extend(spec.node_grants.clone().filter(|_| grant));
+    policies
+}
+
 pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
     if let Some(name) = &p.spec.iam.instance_profile_name {
         return brought(p.c, &p.spec.owner, name).await;
     }
     let o = &p.observed.iam;
-    let policies = &p.spec.iam.managed_policy_arns;
+    let policies = &wanted_policies(p.spec, p.observed);
     let boundary = p.spec.permissions_boundary.as_deref();
     let actions = plan(o, policies, boundary)?;
     // The role and the profile are independent; the role joins the profile
@@ -116,7 +127,7 @@ pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
     };
     let _: ((), Vec<()>, Vec<()>) = tokio::try_join!(
         add_role,
-        try_join_all(actions.attach.iter().map(|arn| attach(p.c, &o.name, arn))),
+        try_join_all(actions.attach.iter().map(|arn| attach(p, &o.name, arn))),
         try_join_all(actions.detach.iter().map(|arn| async {
             Ok::<_, Error>(instance_profile::detach_policy(p.c, &o.name, arn).await?)
         }),),
@@ -124,15 +135,19 @@ pub async fn ensure(p: Pass<'_>) -> Result<Iam, Error> {
     Ok(Iam {
         role_name: Some(o.name.clone()),
         profile_arn: arn,
-        policies: policies.clone(),
+        policies: policies.to_vec(),
     })
 }
 
-async fn attach(c: &AwsClients, role: &str, arn: &str) -> Result<(), Error> {
-    match instance_profile::attach_policy(c, role, arn).await {
-        Err(e) if e.is_not_found() => Err(Error::IamPolicyNotFound {
-            arn: arn.to_string(),
-        }),
+async fn attach(p: Pass<'_>, role: &str, arn: &str) -> Result<(), Error> {
+    match instance_profile::attach_policy(p.c, role, arn).await {
+        Err(e) if e.is_not_found() => {
+            let arn = arn.to_string();
+            Err(match p.spec.node_grants.as_ref() == Some(&arn) {
+                true => Error::NodeGrantsNotFound { arn },
+                false => Error::IamPolicyNotFound { arn },
+            })
+        }
         other => Ok(other?),
     }
 }
@@ -199,6 +214,64 @@ pub fn learn(b: &Board, p: &mut Progress) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nodes' grants: while the cluster has a log group that is its
+    /// own to have, and only when the account names a role.
+    #[test]
+    fn nodes_are_granted_only_their_clusters_own_log_group() {
+        let cc: crate::api::ComputeCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "byoc.dev/v1alpha1", "kind": "ComputeCluster",
+            "metadata": {"name": "c", "namespace": "team", "uid": "cc-1"},
+            "spec": {"cloudAccountRef": {"name": "acme"}, "region": "us-east-1",
+                "network": {"vpcCidr": "10.0.0.0/16"},
+                "iam": {"managedPolicyArns": ["arn:aws:iam::aws:policy/P"]},
+                "nodeGroups": [{"name": "w", "instanceType": "t3.large", "count": 1}]}
+        }))
+        .expect("a ComputeCluster");
+        let grants = "arn:aws:iam::123456789012:policy/r-byoc-operator-nodes";
+        let mut spec = crate::cluster::spec::validate(&cc, "i").expect("a valid spec");
+        spec.node_grants = Some(grants.into());
+        let listed = vec!["arn:aws:iam::aws:policy/P".to_string()];
+        let mut granted = listed.clone();
+        granted.push(grants.into());
+        let mut logged = spec.clone();
+        logged.logging = Some(Default::default());
+        let taken = Observed {
+            log_group_taken: true,
+            ..Default::default()
+        };
+        let mut unnamed = logged.clone();
+        unnamed.node_grants = None;
+        let rows = [
+            (
+                &spec,
+                Observed::default(),
+                &listed,
+                "no log group: nothing to grant",
+            ),
+            (
+                &logged,
+                Observed::default(),
+                &granted,
+                "a log group: granted",
+            ),
+            (
+                &logged,
+                taken,
+                &listed,
+                "the group's name is another's: never granted",
+            ),
+            (
+                &unnamed,
+                Observed::default(),
+                &listed,
+                "no role named: no grants to attach",
+            ),
+        ];
+        for (spec, observed, want, why) in rows {
+            assert_eq!(&wanted_policies(spec, &observed), want, "{why}");
+        }
+    }
 
     #[test]
     fn names_fit() {
