@@ -320,7 +320,11 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         .iter()
         .filter_map(|p| p.policy_name().map(str::to_string))
         .collect::<Vec<_>>();
-    assert_eq!(on_role, std::slice::from_ref(&setup), "attached to the role");
+    assert_eq!(
+        on_role,
+        std::slice::from_ref(&setup),
+        "attached to the role"
+    );
 
     // A second run makes no IAM write.
     let writes = iam_writes(&g);
