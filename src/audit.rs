@@ -307,6 +307,8 @@ pub struct Found {
     pub others: usize,
     /// The installation's interruption queue and rules, no cluster's.
     pub queue: Option<LeftQueue>,
+    /// The installation's keys KMS is to delete (their window running).
+    pub pending_keys: Vec<crate::aws::kms_key::ObservedKey>,
 }
 
 impl Found {
@@ -342,10 +344,19 @@ pub async fn find(
         Err(e) if e.is_access_denied() => {}
         Err(e) => return Err(e),
     }
+    let pending_keys = match inventory::kms_keys(c, installation).await {
+        Ok((keys, pending)) => {
+            found.extend(keys);
+            pending
+        }
+        Err(e) if e.is_access_denied() => vec![],
+        Err(e) => return Err(e),
+    };
     let former = leaked(&found, live, installation);
     let mut out = Found {
         retained: former.retained.len(),
         others: former.others.len(),
+        pending_keys,
         ..Found::default()
     };
     let clusters = former
@@ -373,6 +384,15 @@ pub fn report(heading: &str, found: &Found) -> String {
     let _ = writeln!(out, "{heading}:");
     if found.leaks.is_empty() && found.queue.is_none() {
         let _ = writeln!(out, "  nothing leaked");
+    }
+    for key in &found.pending_keys {
+        let _ = writeln!(
+            out,
+            "  KMS key {} ({}): pending deletion, deleted by KMS on {} (an admin may cancel it until then)",
+            key.id,
+            key.description,
+            key.deletion_date.as_deref().unwrap_or("?")
+        );
     }
     for leak in &found.leaks {
         let whose = if leak.unattributed {
@@ -1014,6 +1034,7 @@ mod tests {
                 queue: Some("byoc-i-interruptions".into()),
                 rules: vec!["byoc-i-interruption-spot".into()],
             }),
+            pending_keys: vec![],
         };
         assert_eq!(found.ours(), 4 + 2, "the queue and its rule count");
         let text = report("account 1, us-east-1", &found);

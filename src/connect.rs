@@ -34,6 +34,8 @@ use crate::aws::{AwsClients, AwsError};
 /// wanted (the setup part was inline before).
 pub const ONGOING_POLICY: &str = "byoc-operator-ongoing";
 pub const SETUP_POLICY: &str = "byoc-operator-setup";
+/// The storage part (log groups, keys): wanted with `--ongoing` too.
+pub const STORAGE_POLICY: &str = "byoc-operator-storage";
 /// The nodes' grants ([`iam_policy::nodes_policy`]): made beside the
 /// role's setup part, not attached to the role; the operator attaches it
 /// to its clusters' node roles.
@@ -397,14 +399,14 @@ fn plan_role(wanted: &Wanted, found: &Found) -> Result<Vec<Change>> {
             if role.trust != wanted.trust {
                 steps.push(Change::UpdateTrust);
             }
+            // Before any inline change: a part moving from inline to
+            // managed is never missing in between.
+            steps.extend(plan_managed(wanted, found, &role.attached)?);
             for (name, doc) in &wanted.policies {
                 if role.inline.get(name) != Some(doc) {
                     steps.push(Change::PutPolicy(name.clone()));
                 }
             }
-            // Before any inline deletion: a part moving from inline to
-            // managed is never missing in between.
-            steps.extend(plan_managed(wanted, found, &role.attached)?);
             for name in role.inline.keys() {
                 if name.starts_with(POLICY_PREFIX) && !wanted.policies.contains_key(name) {
                     steps.push(Change::DeletePolicy(name.clone()));
@@ -647,6 +649,10 @@ fn role_policies(options: &PolicyOptions, role: &str, ongoing: bool) -> (Policie
         iam_policy::policy_part(options, PolicyPart::Ongoing),
     );
     let mut managed = BTreeMap::new();
+    managed.insert(
+        managed_policy_name(role, STORAGE_POLICY),
+        iam_policy::policy_part(options, PolicyPart::Storage),
+    );
     if !ongoing {
         managed.insert(
             managed_policy_name(role, SETUP_POLICY),
@@ -1176,6 +1182,12 @@ fn cf_policies(i: &Inputs) -> (Vec<Value>, BTreeMap<&'static str, Value>) {
     let role = &i.wanted.role.name;
     let parts = [
         ("SetupPolicy", SETUP_POLICY, part(PolicyPart::Setup), true),
+        (
+            "StoragePolicy",
+            STORAGE_POLICY,
+            part(PolicyPart::Storage),
+            true,
+        ),
         (
             "NodesPolicy",
             NODES_POLICY,

@@ -332,6 +332,17 @@ fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
         Node::new("Network").with(network_nodes(o)),
         Node::new("Access").with(iam),
     ];
+    let key = o.kms_key.iter().map(|k| {
+        let how = match (k.pending_deletion(), k.rotation) {
+            (true, _) => format!(
+                "pending deletion on {}",
+                k.deletion_date.as_deref().unwrap_or("?")
+            ),
+            (false, Some(true)) => "rotated yearly".to_string(),
+            (false, _) => "not rotated".to_string(),
+        };
+        Node::new(format!("KmsKey {}  {how}", k.id))
+    });
     let storage: Vec<Node> = (o.log_group.iter())
         .map(|g| {
             let kept = match g.retention_days {
@@ -340,6 +351,7 @@ fn aws_nodes(o: &Observed, groups: &[NodeGroupStatus]) -> Vec<Node> {
             };
             Node::new(format!("LogGroup {}  {kept}", g.name))
         })
+        .chain(key)
         .collect();
     if !storage.is_empty() {
         out.push(Node::new("Storage").with(storage));

@@ -76,6 +76,8 @@ pub enum Error {
     IamPolicyNotFound { arn: String },
     #[error("the nodes' grants {arn} do not exist: the CloudAccount's role was connected before the operator granted nodes their cluster's log group; run `byoc-operator connect aws` for the account again (or make it from `byoc-operator iam-policy nodes`)")]
     NodeGrantsNotFound { arn: String },
+    #[error("KMS key {arn} (storage.encryption.kmsKeyArn) cannot be used: {why}")]
+    KmsKeyNotUsable { arn: String, why: String },
     #[error("instance profile {name} (iam.instanceProfileName) does not exist")]
     InstanceProfileNotFound { name: String },
     /// Something brought (an instance profile, a VPC, a subnet, a security
@@ -225,6 +227,7 @@ pub enum Reason {
     LimitExceeded,
     IamPolicyNotFound,
     InstanceProfileNotFound,
+    KmsKeyNotUsable,
     NotOursToUse,
     InternalError,
     AccessDenied,
@@ -267,6 +270,7 @@ impl Reason {
             Reason::LimitExceeded => r::LIMIT_EXCEEDED,
             Reason::IamPolicyNotFound => r::IAM_POLICY_NOT_FOUND,
             Reason::InstanceProfileNotFound => r::INSTANCE_PROFILE_NOT_FOUND,
+            Reason::KmsKeyNotUsable => r::KMS_KEY_NOT_USABLE,
             Reason::NotOursToUse => r::NOT_OURS_TO_USE,
             Reason::InternalError => r::INTERNAL_ERROR,
             Reason::AccessDenied => r::ACCESS_DENIED,
@@ -331,6 +335,7 @@ impl Error {
             Error::IamPolicyNotFound { .. } | Error::NodeGrantsNotFound { .. } => {
                 (Reason::IamPolicyNotFound, NeedsUser)
             }
+            Error::KmsKeyNotUsable { .. } => (Reason::KmsKeyNotUsable, NeedsUser),
             Error::InstanceProfileNotFound { .. } => (Reason::InstanceProfileNotFound, NeedsUser),
             Error::NotOursToUse { .. } => (Reason::NotOursToUse, NeedsUser),
             Error::Internal(_) => (Reason::InternalError, NeedsUser),

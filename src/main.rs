@@ -183,8 +183,12 @@ struct IamPolicyArgs {
     ongoing: bool,
     /// Permissions: only the setup policy (making each cluster's own
     /// node role and profile), on top of the ongoing one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "storage")]
     setup: bool,
+    /// Permissions: only the storage policy (the clusters' log groups and
+    /// keys), on top of the ongoing one.
+    #[arg(long, conflicts_with = "ongoing")]
+    storage: bool,
     /// Permissions: the role of the account's shared node identity
     /// (the CloudAccount's nodeInstanceProfileName), passed to nodes.
     #[arg(long)]
@@ -451,6 +455,7 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
         installation_secret,
         ongoing,
         setup,
+        storage,
         node_role,
         aws_accounts,
     } = args;
@@ -458,6 +463,7 @@ fn iam_policy(args: IamPolicyArgs) -> Result<(), Box<dyn std::error::Error>> {
     let part = match (ongoing, setup) {
         (true, _) => iam_policy::PolicyPart::Ongoing,
         (_, true) => iam_policy::PolicyPart::Setup,
+        _ if storage => iam_policy::PolicyPart::Storage,
         _ => iam_policy::PolicyPart::All,
     };
     let installation = || match installation.clone() {

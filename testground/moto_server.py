@@ -75,6 +75,7 @@ from moto import backends
 from moto.ec2.models import ec2_backends
 from moto.events.models import Rule as EventsRule, events_backends
 from moto.logs.models import logs_backends
+from moto.kms.models import kms_backends
 from moto.sqs.models import sqs_backends
 from moto.iam.models import iam_backends
 from moto.moto_api._internal import urls as moto_api_urls
@@ -252,7 +253,7 @@ def facts(request, full_url, headers):
     ec2 = ec2_backends[account][region]
     iam = iam_backends[account]["global"]
     out = {"ec2": {}, "keyPairs": {}, "roles": {}, "profiles": {}, "callers": {},
-           "queues": {}, "rules": {}, "logGroups": {}}
+           "queues": {}, "rules": {}, "logGroups": {}, "kmsKeys": {}}
     for key in q.get("callers", []):
         caller = _caller(key)
         if caller:
@@ -303,6 +304,18 @@ def facts(request, full_url, headers):
         group = logs.groups.get(name)
         if group is not None:
             out["logGroups"][name] = {"tags": logs.tagger.get_tag_dict_for_resource(group.arn)}
+    for ref in q.get("kmsKeys", []):
+        kms = kms_backends[account][region]
+        try:
+            key_id = kms.any_id_to_key_id(ref)
+        except Exception:
+            key_id = None
+        key = kms.keys.get(key_id) if key_id else None
+        if key is not None:
+            out["kmsKeys"][ref] = {"id": key.id, "arn": key.arn,
+                                   "tags": kms.tagger.get_tag_dict_for_resource(key.id),
+                                   "aliases": sorted(key.aliases),
+                                   "policy": json.loads(key.policy) if isinstance(key.policy, str) else key.policy}
     return 200, {"Content-Type": "application/json"}, json.dumps(out)
 
 

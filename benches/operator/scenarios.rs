@@ -392,6 +392,7 @@ pub(crate) async fn reference_run(
         endpoints: true,
         peering: true,
         logging: false,
+        storage: false,
     };
     let reach_bound = price_with_waits(reach_shape, &proxy.trace(), &proxy.longest_waits());
     let reach_calls: u64 = proxy.calls().values().sum();

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::aws::peering::ROUTE_BACK;
 use crate::aws::route_table::{self, PEER_ROUTES};
 use crate::aws::tags::{
-    CLUSTER, INSTALLATION, INTERRUPTED, MANAGED_BY, MANAGED_BY_VALUE, RETAINED,
+    CLUSTER, CLUSTER_UID, INSTALLATION, INTERRUPTED, MANAGED_BY, MANAGED_BY_VALUE, RETAINED,
 };
 
 /// The tag a team puts on a VPC, subnet, security group or key pair it
@@ -212,10 +212,21 @@ pub const SETUP_STATEMENTS: &[&str] = &[
     "PassNodeRole",
 ];
 
+/// The statements of the clusters' storage (log groups, keys): the storage
+/// policy, needed with a shared node identity too.
+pub const STORAGE_STATEMENTS: &[&str] = &[
+    "LogGroupMake",
+    "LogGroupOwned",
+    "LogGroupRead",
+    "KeyMake",
+    "KeyAliases",
+    "KeyRead",
+];
+
 /// Which part of the cross-account role's permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyPart {
-    /// Everything: ongoing and setup together.
+    /// Everything: the parts below together.
     All,
     /// Day to day with a shared node identity: no IAM write at all, only
     /// PassRole of the shared node role.
@@ -223,6 +234,23 @@ pub enum PolicyPart {
     /// What making each cluster's node role and profile needs, on top of
     /// the ongoing policy.
     Setup,
+    /// The clusters' storage (log groups, keys), on top of the ongoing
+    /// policy: a part of its own, as AWS holds a role's inline policies to
+    /// 10,240 characters in all.
+    Storage,
+}
+
+impl PolicyPart {
+    /// The part statement `sid` belongs to.
+    fn of(sid: &str) -> PolicyPart {
+        if SETUP_STATEMENTS.contains(&sid) {
+            PolicyPart::Setup
+        } else if STORAGE_STATEMENTS.contains(&sid) {
+            PolicyPart::Storage
+        } else {
+            PolicyPart::Ongoing
+        }
+    }
 }
 
 /// The part `part` of the permissions policy.
@@ -231,12 +259,7 @@ pub fn policy_part(o: &PolicyOptions, part: PolicyPart) -> Value {
     if part == PolicyPart::All {
         return doc;
     }
-    let keep = |s: &Value| {
-        let setup = s["Sid"]
-            .as_str()
-            .is_some_and(|sid| SETUP_STATEMENTS.contains(&sid));
-        setup == (part == PolicyPart::Setup)
-    };
+    let keep = |s: &Value| s["Sid"].as_str().map(PolicyPart::of) == Some(part);
     if let Some(statements) = doc["Statement"].as_array_mut() {
         statements.retain(keep);
     }
@@ -250,6 +273,7 @@ pub fn permissions_policy(o: &PolicyOptions) -> Value {
     statements.extend(launch_statements(o));
     statements.extend(interruption_statements(o));
     statements.extend(logging_statements(o));
+    statements.extend(key_statements(o));
     let ours = ours("aws:ResourceTag", &o.installation);
     if !o.managed_policy_arns.is_empty() {
         let mut condition = ours.clone();
@@ -340,6 +364,28 @@ fn logging_statements(o: &PolicyOptions) -> Vec<Value> {
     ]
 }
 
+/// The clusters' KMS keys: made (never with another's policy in mind: a
+/// key's own policy names the operator's role for that key alone, see
+/// `aws::kms_key::key_policy`), aliased only under the installation's
+/// names, read. No statement here manages a key by its tags: a tag write
+/// on a key another made would then hand it over.
+fn key_statements(o: &PolicyOptions) -> Vec<Value> {
+    let aliases = format!(
+        "arn:aws:kms:*:*:{}*",
+        crate::aws::kms_key::alias_of(&o.installation, "")
+    );
+    vec![
+        json!({"Sid": "KeyMake", "Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*",
+            "Condition": {"StringEquals": {"kms:KeySpec": "SYMMETRIC_DEFAULT", "kms:KeyUsage": "ENCRYPT_DECRYPT"},
+                "Bool": {"kms:MultiRegion": "false"}}}),
+        json!({"Sid": "KeyAliases", "Effect": "Allow",
+            "Action": ["kms:CreateAlias", "kms:DeleteAlias"], "Resource": aliases}),
+        json!({"Sid": "KeyRead", "Effect": "Allow",
+            "Action": ["kms:ListKeys", "kms:ListAliases", "kms:DescribeKey", "kms:ListResourceTags", "kms:GetKeyRotationStatus"],
+            "Resource": "*"}),
+    ]
+}
+
 /// The nodes' grants: what a cluster's nodes may do with what the operator
 /// made for that cluster alone, named by the cluster tag their role carries
 /// (`aws:PrincipalTag`), so one policy serves every cluster. `connect aws`
@@ -353,10 +399,15 @@ pub fn nodes_policy() -> Value {
         "arn:aws:logs:*:*:log-group:{}${{aws:PrincipalTag/{CLUSTER}}}",
         crate::aws::log_group::PREFIX
     );
+    let uid = format!("${{aws:PrincipalTag/{CLUSTER_UID}}}");
     json!({"Version": "2012-10-17", "Statement": [
         json!({"Sid": "WriteOwnLogGroup", "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             "Resource": format!("{group}:*")}),
+        json!({"Sid": "UseOwnKey", "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:DescribeKey"],
+            "Resource": "arn:aws:kms:*:*:key/*",
+            "Condition": {"StringEquals": {format!("aws:ResourceTag/{CLUSTER_UID}"): uid}}}),
     ]})
 }
 
@@ -645,7 +696,9 @@ mod tests {
             adopt: true,
             node_grants_arn: Some("arn:aws:iam::111111111111:policy/r-byoc-operator-nodes".into()),
         };
-        let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default();
+        // A cluster key's own policy grants the operator's role the rest.
+        let granted = serde_json::to_string(&permissions_policy(&all)).unwrap_or_default()
+            + &serde_json::to_string(crate::aws::kms_key::KEY_POLICY_GRANTS).unwrap_or_default();
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             // A person's admin credentials make these calls (`connect aws`),
@@ -672,8 +725,8 @@ mod tests {
 
     /// AWS refuses a role's inline policies above 10,240 characters (all of
     /// them together, whitespace not counted) and a managed policy above
-    /// 6,144: the ongoing part (inline) and the setup part (managed, see
-    /// `connect`) each fit, with every option given.
+    /// 6,144: the ongoing part (inline) and the setup and storage parts
+    /// (managed, see `connect`) each fit, with every option given.
     #[test]
     fn each_part_fits_its_aws_limit_with_every_option() {
         let o = PolicyOptions {
@@ -697,8 +750,14 @@ mod tests {
             text.chars().filter(|c| !c.is_whitespace()).count()
         };
         let (ongoing, setup) = (size(PolicyPart::Ongoing), size(PolicyPart::Setup));
+        let storage = size(PolicyPart::Storage);
         assert!(ongoing <= 10_240, "ongoing (inline): {ongoing} characters");
         assert!(setup <= 6_144, "setup (managed): {setup} characters");
+        assert!(storage <= 6_144, "storage (managed): {storage} characters");
+        assert!(
+            ongoing + storage > 10_240,
+            "the storage part would fit inline: its managed policy is no longer needed"
+        );
         assert!(
             ongoing + setup > 10_240,
             "both inline would fit: the managed part is no longer needed"
@@ -859,11 +918,15 @@ mod tests {
             .map(|s| s["Resource"].clone())
             .collect();
         assert_eq!(passes, [json!("arn:aws:iam::*:role/byoc-shared-nodes")]);
-        // Ongoing and setup together are the whole, with nothing twice.
+        // The parts together are the whole, with nothing twice.
         let setup = policy_part(&o, PolicyPart::Setup);
+        let storage = policy_part(&o, PolicyPart::Storage);
         let all = policy_part(&o, PolicyPart::All);
         let count = |p: &Value| p["Statement"].as_array().map_or(0, Vec::len);
-        assert_eq!(count(&ongoing) + count(&setup), count(&all));
+        assert_eq!(
+            count(&ongoing) + count(&setup) + count(&storage),
+            count(&all)
+        );
         assert!(actions(&setup).contains(&"iam:CreateRole".to_string()));
         assert!(!actions(&ongoing).contains(&"iam:CreateRole".to_string()));
     }

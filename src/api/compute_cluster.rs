@@ -73,6 +73,14 @@ pub struct ComputeClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
 
+    /// The cluster's storage. So far its KMS key (`encryption`): present,
+    /// the cluster gets a key of its own (rotation on), unless it brings
+    /// one. Removing the field schedules the cluster's own key for
+    /// deletion, as deleting the cluster does (`deletionPolicy: Retain`
+    /// keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
     /// `Delete` (default) removes every AWS resource the operator created when
     /// this object is deleted; `Retain` leaves them. It may be set on an
     /// object being deleted (when its CloudAccount cannot be used, say): the
@@ -758,6 +766,44 @@ impl LoggingSpec {
     }
 }
 
+/// The cluster's storage.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.encryption) && has(self.encryption.kmsKeyArn)) == (has(oldSelf.encryption) && has(oldSelf.encryption.kmsKeyArn))").message("storage.encryption.kmsKeyArn cannot be added or removed: what the cluster's key encrypts is not moved to another key"))]
+pub struct StorageSpec {
+    /// The key the cluster's storage is encrypted with. Absent, or without
+    /// `kmsKeyArn`: a key of the cluster's own, `alias/byoc-<installation>-<uid>`,
+    /// made with the cluster's tags and yearly rotation, its use left to the
+    /// account's IAM policies (the default key policy), shown in
+    /// `status.storage.kmsKeyArn`. On deletion it is scheduled for
+    /// deletion after `deletionWindowDays`, never deleted at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// The cluster's key.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyArn) || !has(self.deletionWindowDays)").message("storage.encryption.deletionWindowDays is for the cluster's own key: a brought key (kmsKeyArn) is never deleted"))]
+pub struct EncryptionSpec {
+    /// A key brought by the team, by ARN: used, never changed or deleted.
+    /// The CloudAccount must list it (`kmsKeyArns`). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = patterns::KMS_KEY_ARN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage.encryption.kmsKeyArn is immutable"))]
+    pub kms_key_arn: Option<String>,
+    /// Days KMS waits, once the cluster's own key is scheduled for deletion
+    /// (the cluster deleted, or `storage` removed), before deleting it: 7
+    /// to 30, default 30. Until then an admin may cancel the deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 7, max = 30))]
+    pub deletion_window_days: Option<i32>,
+}
+
+impl EncryptionSpec {
+    pub const DEFAULT_DELETION_WINDOW_DAYS: i32 = 30;
+}
+
 /// The cluster's storage, keys, logs and names, as learned.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -765,6 +811,10 @@ pub struct StorageStatus {
     /// The cluster's CloudWatch Logs log group (`spec.logging`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
+    /// The ARN of the cluster's KMS key (`spec.storage.encryption`): its
+    /// own, or the one it brought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
 }
 
 /// An estimate of what a cluster's resources cost, in USD at AWS's list

@@ -112,9 +112,12 @@ pub mod reason {
     /// A node group names an image whose owner is not Amazon, the account
     /// itself or one the CloudAccount lists (`imageOwners`).
     pub const IMAGE_OWNER_NOT_ALLOWED: &str = "ImageOwnerNotAllowed";
-    /// A root volume's KMS key is not one the CloudAccount lists
-    /// (`kmsKeyArns`).
+    /// A root volume's KMS key, or a brought storage key, is not one the
+    /// CloudAccount lists (`kmsKeyArns`).
     pub const KMS_KEY_NOT_LISTED: &str = "KmsKeyNotListed";
+    /// A brought storage key (`storage.encryption.kmsKeyArn`) does not
+    /// exist or is not enabled.
+    pub const KMS_KEY_NOT_USABLE: &str = "KmsKeyNotUsable";
 }
 
 /// A condition to be set; `observedGeneration` and times are filled in by

@@ -90,6 +90,37 @@ pub async fn log_groups(c: &AwsClients) -> AwsResult<Vec<Tagged>> {
     Ok(out)
 }
 
+/// The installation's cluster keys (by their description, which names the
+/// installation and the cluster's UID: a key a crash left untagged is
+/// found too): those not scheduled for deletion as the clusters' resources,
+/// and those scheduled, each with the date KMS deletes it.
+pub async fn kms_keys(
+    c: &AwsClients,
+    installation: &str,
+) -> AwsResult<(Vec<Tagged>, Vec<super::kms_key::ObservedKey>)> {
+    let made_for = super::kms_key::made_for(installation, "");
+    let (pending, live): (Vec<_>, Vec<_>) = super::kms_key::described(c, &made_for)
+        .await?
+        .into_iter()
+        .partition(|k| k.pending_deletion());
+    let tagged = live
+        .into_iter()
+        .filter_map(|k| {
+            let rest = k.description.strip_prefix(&made_for)?;
+            let (uid, named) = rest.split_once(": ComputeCluster ")?;
+            Some(Tagged {
+                kind: "kms-key".into(),
+                id: k.id,
+                uid: uid.to_string(),
+                cluster: named.to_string(),
+                installation: Some(installation.to_string()),
+                retained: k.tags.contains_key(RETAINED),
+            })
+        })
+        .collect();
+    Ok((tagged, pending))
+}
+
 /// IAM roles whose names start with `prefix` and whose tags say they are
 /// the operator's. IAM has no tag filter: every role comes with its tags in
 /// one paginated GetAccountAuthorizationDetails (the call the drift check

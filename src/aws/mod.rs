@@ -44,6 +44,7 @@ pub mod internet_gateway;
 pub mod interruption_queue;
 pub mod inventory;
 pub mod key_pair;
+pub mod kms_key;
 pub mod log_group;
 pub mod nat_gateway;
 pub mod pacing;
@@ -83,6 +84,7 @@ pub struct AwsClients {
     pub events: aws_sdk_eventbridge::Client,
     /// Each cluster's log group.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl AwsClients {
@@ -117,6 +119,10 @@ impl AwsClients {
             .build();
         let logs = aws_sdk_cloudwatchlogs::config::Builder::from(config)
             .region(Region::new(region.to_string()))
+            .interceptor(observer.clone())
+            .build();
+        let kms = aws_sdk_kms::config::Builder::from(config)
+            .region(Region::new(region.to_string()))
             .interceptor(observer)
             .build();
         AwsClients {
@@ -127,6 +133,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             events: aws_sdk_eventbridge::Client::from_conf(events),
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
+            kms: aws_sdk_kms::Client::from_conf(kms),
         }
     }
 

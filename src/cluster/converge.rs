@@ -100,6 +100,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
         .iter()
         .any(|g| node_groups::wants_public(g));
     let logging = spec.logging.is_some();
+    let storage = spec.key.is_some();
     match &spec.network {
         NetworkPlan::Managed {
             nat,
@@ -114,6 +115,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
             endpoints: !endpoints.is_empty(),
             peering: !peering.is_empty(),
             logging,
+            storage,
         },
         NetworkPlan::Existing { .. } => Shape {
             public_nodes,
@@ -122,6 +124,7 @@ pub fn shape(spec: &ValidatedSpec) -> Shape {
             endpoints: false,
             peering: false,
             logging,
+            storage,
         },
     }
 }
@@ -211,6 +214,7 @@ mod tests {
             endpoints: false,
             peering: false,
             logging: false,
+            storage: false,
         };
         let steps = called_in(nothing, &observed, &known);
         for def in STEPS.iter().filter(|d| steps.contains(&d.step)) {

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::kinds::{
-    endpoints, iam, images, internet_gateway, key_pairs, log_group, nat_gateways, node_groups,
-    peering, route_tables, security_group, subnets, vpc, DeleteFn, LearnFn, LeftoverFn, PendingFn,
-    Run,
+    endpoints, iam, images, internet_gateway, key_pairs, kms_key, log_group, nat_gateways,
+    node_groups, peering, route_tables, security_group, subnets, vpc, DeleteFn, LearnFn,
+    LeftoverFn, PendingFn, Run,
 };
 
 /// One step of a converge pass (each the `ensure` of a kind or part of one).
@@ -35,6 +35,7 @@ pub enum Step {
     Peering,
     PeeringRoutes,
     LogGroup,
+    KmsKey,
     NodeGroups,
 }
 
@@ -57,6 +58,8 @@ pub enum When {
     WithPeering,
     /// Only when the spec asks for a log group (`logging`).
     WithLogging,
+    /// Only when the spec asks for storage (`storage`: its key).
+    WithStorage,
 }
 
 /// What of the graph a spec uses.
@@ -68,6 +71,7 @@ pub struct Shape {
     pub endpoints: bool,
     pub peering: bool,
     pub logging: bool,
+    pub storage: bool,
 }
 
 impl Shape {
@@ -80,6 +84,7 @@ impl Shape {
         endpoints: false,
         peering: false,
         logging: false,
+        storage: false,
     };
 
     pub fn holds(&self, when: When) -> bool {
@@ -92,6 +97,7 @@ impl Shape {
             When::WithEndpoints => self.endpoints,
             When::WithPeering => self.peering,
             When::WithLogging => self.logging,
+            When::WithStorage => self.storage,
         }
     }
 }
@@ -367,6 +373,18 @@ pub const STEPS: &[StepDef] = &[
         calls: &["CreateLogGroup", "PutRetentionPolicy"],
     },
     StepDef {
+        runs: WithStorage,
+        leftover: Some(kms_key::leftover),
+        step: KmsKey,
+        run: Run::Any(kms_key::step),
+        learn: Some(kms_key::learn),
+        pending: None,
+        network: false,
+        delete: Some(kms_key::deletion),
+        needs: &[],
+        calls: &["ListKeys", "CreateKey", "CreateAlias", "EnableKeyRotation"],
+    },
+    StepDef {
         runs: Always,
         leftover: None,
         step: NodeGroups,
@@ -398,6 +416,7 @@ pub const DELETION: &[Step] = &[
     NodeGroups,
     KeyPairs,
     LogGroup,
+    KmsKey,
     Step::Endpoints,
     Step::Peering,
     NatGateways,
@@ -505,7 +524,7 @@ mod tests {
             }
             seen.push(def.step);
         }
-        assert_eq!(seen.len(), 20);
+        assert_eq!(seen.len(), 21);
     }
 
     #[test]

@@ -486,6 +486,8 @@ fn with_account(
 ) -> Option<(&'static str, String)> {
     spec.permissions_boundary = account.spec.permissions_boundary_arn.clone();
     spec.node_grants = (account.spec.role_arn.as_deref()).and_then(crate::connect::node_grants_arn);
+    let principal = account.status.as_ref().and_then(|s| s.principal.clone());
+    spec.key_manager = account.spec.role_arn.clone().or(principal);
     match (
         spec::shared_node_identity(spec, account),
         spec::account_allowances(spec, account),
@@ -690,9 +692,10 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
     let edited = changed && status.is_some_and(|s| s.observed_generation.is_some());
     Looks {
         key_pairs: spec.node_groups.iter().any(|g| g.ssh_public_key.is_some()),
-        // The nodes' grants go with the log group.
+        // The nodes' grants go with the log group and the key.
         role_policies: !spec.iam.managed_policy_arns.is_empty()
             || spec.logging.is_some()
+            || spec.key.is_some()
             || recorded
             || changed,
         endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || edited,
@@ -701,6 +704,11 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
             || status
                 .and_then(|s| s.storage.as_ref())
                 .is_some_and(|s| s.log_group.is_some())
+            || edited,
+        storage: spec.key.is_some()
+            || status
+                .and_then(|s| s.storage.as_ref())
+                .is_some_and(|s| s.kms_key_arn.is_some())
             || edited,
     }
 }

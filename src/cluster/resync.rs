@@ -4,7 +4,9 @@
 //! change instead of a timer. Every resync interval the group describes
 //! once per kind for every cluster of the operator's (a tag-filtered call
 //! and its pages; IAM in one GetAccountAuthorizationDetails; log groups in
-//! one DescribeLogGroups of the `/byoc/` prefix), splits the
+//! one DescribeLogGroups of the `/byoc/` prefix; keys in one ListAliases,
+//! then each aliased key's state and rotation: KMS has no batch describe),
+//! splits the
 //! answer by owning cluster, and reconciles only the clusters whose part
 //! no longer matches their fingerprint or holds an impaired instance. That
 //! reconcile describes its own cluster afresh before it acts, so nothing is
@@ -22,7 +24,7 @@ use futures::{FutureExt, Stream};
 use kube::runtime::reflector::ObjectRef;
 
 use super::groups::{Entry, Groups};
-use super::kinds::{self, iam, log_group, Looks, Observed};
+use super::kinds::{self, iam, kms_key, log_group, Looks, Observed};
 use crate::api::ComputeCluster;
 use crate::aws::log_group::{self as log_group_api, ObservedLogGroup};
 use crate::aws::tags::Scope;
@@ -36,6 +38,8 @@ pub struct Member {
     pub iam_name: String,
     /// The name of its log group.
     pub log_group: String,
+    /// The alias of its KMS key.
+    pub key_alias: String,
     /// What its pass looked at, so the shared view is cut the same way.
     pub looks: Looks,
     /// [`fingerprint`] of what its pass observed.
@@ -47,6 +51,7 @@ impl Member {
         Member {
             iam_name: iam::iam_name(owner),
             log_group: log_group::name_of(owner),
+            key_alias: kms_key::alias_of(owner),
             looks,
             fingerprint: fingerprint(seen, looks),
         }
@@ -98,14 +103,31 @@ async fn describe(
     members: &BTreeMap<String, Entry<Member>>,
 ) -> AwsResult<Seen> {
     let looks = (members.values()).fold(Looks::NONE, |all, e| all.or(e.member.looks));
-    let (mut by_owner, roles, impaired, groups) = tokio::try_join!(
+    let aliases = crate::aws::kms_key::alias_of(installation, "");
+    let (mut by_owner, roles, impaired, groups, keys) = tokio::try_join!(
         Observed::describe_ec2(c, Scope::Operator(installation), looks),
         instance_profile::describe_account(c, installation),
         instances::impaired_in_region(c),
         kinds::when(looks.logging, log_group_api::list(c, log_group_api::PREFIX)),
+        kinds::when(looks.storage, crate::aws::kms_key::aliased(c, &aliases)),
     )?;
     let groups: BTreeMap<String, ObservedLogGroup> =
         groups.into_iter().map(|g| (g.name.clone(), g)).collect();
+    // The members' keys, each described with its rotation.
+    let aliased: Vec<&crate::aws::kms_key::ObservedKey> = (members.values())
+        .filter(|e| e.member.looks.storage)
+        .filter_map(|e| keys.get(&e.member.key_alias))
+        .collect();
+    let described = futures::future::try_join_all(
+        (aliased.iter()).map(|k| crate::aws::kms_key::with_rotation(c, &k.id)),
+    )
+    .await?;
+    let keys: BTreeMap<String, crate::aws::kms_key::ObservedKey> = (keys.into_iter())
+        .filter_map(|(alias, k)| {
+            let full = described.iter().flatten().find(|d| d.id == k.id)?;
+            Some((alias, full.clone()))
+        })
+        .collect();
     Ok(members
         .iter()
         .map(|(uid, e)| {
@@ -116,6 +138,9 @@ async fn describe(
                 instance_profile::observed_in(&roles, &m.iam_name, uid, m.looks.role_policies);
             if m.looks.logging {
                 observed.log_group = groups.get(&m.log_group).cloned();
+            }
+            if m.looks.storage {
+                observed.kms_key = keys.get(&m.key_alias).cloned();
             }
             let sick = observed
                 .instances
@@ -176,6 +201,12 @@ pub fn fingerprint(o: &Observed, looks: Looks) -> u64 {
         // shared listing does not.
         let group = (o.log_group.as_ref()).map(|g| (&g.name, g.retention_days));
         format!("{group:?}").hash(&mut h);
+    }
+    if looks.storage {
+        // What the shared view shows: the key the alias names, its state
+        // and rotation.
+        let key = (o.kms_key.as_ref()).map(|k| (&k.id, &k.state, k.rotation));
+        format!("{key:?}").hash(&mut h);
     }
     let mut iam = o.iam.clone();
     iam.profile_roles.sort();
@@ -269,6 +300,7 @@ mod tests {
             member: Member {
                 iam_name: "byoc-x".into(),
                 log_group: "/byoc/ns/c".into(),
+                key_alias: "alias/byoc-i-u".into(),
                 looks: PLAIN,
                 fingerprint: fingerprint(o, PLAIN),
             },

@@ -44,13 +44,21 @@ pub async fn retain(ctx: &ClusterContext, cc: &ComputeCluster) -> Result<(), Err
                     .resources()
                     .into_iter()
                     .filter(|(kind, _)| {
-                        !matches!(*kind, "key-pair" | "instance-profile" | "iam-role")
+                        !matches!(
+                            *kind,
+                            "key-pair" | "instance-profile" | "iam-role" | "log-group" | "kms-key"
+                        )
                     })
                     .map(|(_, id)| id)
                     .collect();
                 let iam = observed.iam.role.as_deref();
                 if let Err(e) = crate::aws::inventory::mark_retained(&c, &ec2, iam).await {
                     tracing::warn!(name = %cc.name_any(), error = %e, "marking the retained resources failed");
+                }
+                if let Some(key) = observed.own_live_key() {
+                    if let Err(e) = crate::aws::kms_key::mark_retained(&c, &key.id).await {
+                        tracing::warn!(name = %cc.name_any(), error = %e, "marking the retained key failed");
+                    }
                 }
                 ids.extend(observed.ids());
             }

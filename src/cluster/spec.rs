@@ -54,11 +54,40 @@ pub struct ValidatedSpec {
     pub image_owners: Vec<String>,
     /// The cluster's log group (`logging`; `None`: none).
     pub logging: Option<crate::api::compute_cluster::LoggingSpec>,
+    /// The cluster's KMS key (`storage`; `None`: none).
+    pub key: Option<ClusterKey>,
+    /// The identity the operator acts through in the account (the
+    /// CloudAccount's role, else its base identity), which the policy of
+    /// the cluster's own key names; set once the account is dereferenced.
+    pub key_manager: Option<String>,
     /// The nodes' grants of the CloudAccount's role (made by `connect
     /// aws`), attached to the operator's node role while the cluster has
     /// something to grant; set once the account is dereferenced (none: the
     /// account names no role).
     pub node_grants: Option<String>,
+}
+
+/// The key a cluster's storage is encrypted with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterKey {
+    /// Its own, deleted this many days after it is asked to be.
+    Own { window_days: i32 },
+    /// Brought by ARN: described, never changed.
+    Brought(String),
+}
+
+impl ClusterKey {
+    fn of(storage: &crate::api::compute_cluster::StorageSpec) -> ClusterKey {
+        let e = storage.encryption.clone().unwrap_or_default();
+        match e.kms_key_arn {
+            Some(arn) => ClusterKey::Brought(arn),
+            None => ClusterKey::Own {
+                window_days: e.deletion_window_days.unwrap_or(
+                    crate::api::compute_cluster::EncryptionSpec::DEFAULT_DELETION_WINDOW_DAYS,
+                ),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -294,6 +323,8 @@ pub fn validate(cc: &ComputeCluster, installation: &str) -> Result<ValidatedSpec
         permissions_boundary: None,
         image_owners: vec![],
         logging: spec.logging.clone(),
+        key: spec.storage.as_ref().map(ClusterKey::of),
+        key_manager: None,
         node_grants: None,
     })
 }
@@ -434,13 +465,15 @@ pub fn shared_node_identity(
     Ok(())
 }
 
-/// A root volume's key that the CloudAccount does not list.
+/// A root volume's key, or a brought storage key, that the CloudAccount
+/// does not list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("nodeGroups {group}: rootVolume.kmsKeyId {key} is not a key CloudAccount {namespace}/{name} lists (spec.kmsKeyArns), so its role may not use it: name a listed key by its ARN or key ID, or list the key's ARN there and in the role's policy (iam-policy permissions --kms-key-arn ARN)")]
+#[error("{field} {key} is not a key CloudAccount {namespace}/{name} lists (spec.kmsKeyArns), so its role may not use it: name a listed key by its ARN or key ID, or list the key's ARN there and in the role's policy (iam-policy permissions --kms-key-arn ARN)")]
 pub struct KeyNotListed {
     pub namespace: String,
     pub name: String,
-    pub group: String,
+    /// Where the spec names it.
+    pub field: String,
     pub key: String,
 }
 
@@ -458,15 +491,20 @@ pub fn account_allowances(
 ) -> Result<(), KeyNotListed> {
     spec.image_owners = account.spec.image_owners.clone();
     let listed = &account.spec.kms_key_arns;
-    for group in &spec.node_groups {
-        let Some(key) = group
-            .spec
-            .root_volume
-            .as_ref()
-            .and_then(|v| v.kms_key_id.as_deref())
-        else {
-            continue;
-        };
+    let volumes = spec.node_groups.iter().filter_map(|g| {
+        let key = g.spec.root_volume.as_ref()?.kms_key_id.as_deref()?;
+        Some((
+            format!("nodeGroups {}: rootVolume.kmsKeyId", g.spec.name),
+            key,
+        ))
+    });
+    let storage = match &spec.key {
+        Some(ClusterKey::Brought(arn)) => {
+            Some(("storage.encryption.kmsKeyArn".to_string(), arn.as_str()))
+        }
+        _ => None,
+    };
+    for (field, key) in volumes.chain(storage) {
         let named =
             |arn: &String| arn == key || arn.rsplit_once(":key/").is_some_and(|(_, id)| id == key);
         if key != DEFAULT_EBS_KEY && !listed.iter().any(named) {
@@ -474,7 +512,7 @@ pub fn account_allowances(
             return Err(KeyNotListed {
                 namespace,
                 name,
-                group: group.spec.name.clone(),
+                field,
                 key: key.to_string(),
             });
         }
@@ -531,6 +569,8 @@ mod tests {
             permissions_boundary: None,
             image_owners: vec![],
             logging: None,
+            key: None,
+            key_manager: None,
             node_grants: None,
         }
     }

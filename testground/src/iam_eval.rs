@@ -183,6 +183,20 @@ pub struct Facts {
     pub rules: BTreeMap<String, Tagged>,
     #[serde(default)]
     pub log_groups: BTreeMap<String, Tagged>,
+    #[serde(default)]
+    pub kms_keys: BTreeMap<String, KmsKeyFact>,
+}
+
+/// A KMS key as moto holds it, by the reference a request gave.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct KmsKeyFact {
+    pub arn: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Its key policy.
+    pub policy: Option<Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -256,6 +270,8 @@ pub struct FactsQuery {
     pub rules: BTreeSet<String>,
     /// CloudWatch Logs log groups by name.
     pub log_groups: BTreeSet<String>,
+    /// KMS keys by ID, ARN or alias.
+    pub kms_keys: BTreeSet<String>,
 }
 
 impl FactsQuery {
@@ -268,6 +284,7 @@ impl FactsQuery {
             && self.queues.is_empty()
             && self.rules.is_empty()
             && self.log_groups.is_empty()
+            && self.kms_keys.is_empty()
     }
 }
 
@@ -329,6 +346,12 @@ pub enum Target {
     Rule(String),
     /// A CloudWatch Logs log group by name.
     LogGroup(String),
+    /// A KMS key a KMS call names (its ID, ARN or an alias of it).
+    Kms(String),
+    /// The key a `CreateKey` makes.
+    NewKms,
+    /// A KMS alias by name (`alias/...`).
+    KmsAlias(String),
 }
 
 /// One action on one target.
@@ -393,11 +416,18 @@ impl Params {
     }
 
     fn tags(&self, prefix: &str) -> Vec<(String, String)> {
+        self.pairs(prefix, "Key", "Value")
+    }
+
+    /// `PREFIX.N.<key>` / `PREFIX.N.<value>` pairs (KMS: `TagKey`, `TagValue`).
+    fn pairs(&self, prefix: &str, key: &str, value: &str) -> Vec<(String, String)> {
         (1..)
             .map_while(|n| {
-                let key = self.get(&format!("{prefix}.{n}.Key"))?;
-                let value = self.get(&format!("{prefix}.{n}.Value")).unwrap_or_default();
-                Some((key, value))
+                let k = self.get(&format!("{prefix}.{n}.{key}"))?;
+                let v = self
+                    .get(&format!("{prefix}.{n}.{value}"))
+                    .unwrap_or_default();
+                Some((k, v))
             })
             .collect()
     }
@@ -485,6 +515,7 @@ pub fn plan(svc: &str, op: &str, params: &Params) -> std::result::Result<Vec<Tou
         ("sqs", _) => sqs(&mut t, op, params)?,
         ("events", _) => events(&mut t, op, params)?,
         ("logs", _) => logs(&mut t, op, params)?,
+        ("kms", _) => kms(&mut t, op, params)?,
         _ => network(&mut t, svc, op, params)?,
     }
     Ok(t.out)
@@ -863,6 +894,44 @@ fn logs(t: &mut Touches, op: &str, params: &Params) -> Planned {
     Ok(())
 }
 
+/// KMS: a key by the ID, ARN or alias a call names; an alias call on the
+/// alias and on the key it names (or names now); listings on `*`.
+fn kms(t: &mut Touches, op: &str, params: &Params) -> Planned {
+    let key = params.get("KeyId").unwrap_or_default();
+    match op {
+        "ListKeys" | "ListAliases" => t.on(Target::Any),
+        "CreateKey" => {
+            t.on(Target::NewKms);
+            if params.get("Tags.1.TagKey").is_some() {
+                t.also("kms:TagResource", Target::NewKms);
+            }
+        }
+        "CreateAlias" | "DeleteAlias" => {
+            let alias = params.get("AliasName").unwrap_or_default();
+            let target = match op {
+                "CreateAlias" => params.get("TargetKeyId").unwrap_or_default(),
+                _ => alias.clone(),
+            };
+            t.on(Target::KmsAlias(alias));
+            t.on(Target::Kms(target));
+        }
+        "DescribeKey"
+        | "ListResourceTags"
+        | "TagResource"
+        | "UntagResource"
+        | "EnableKeyRotation"
+        | "DisableKeyRotation"
+        | "GetKeyRotationStatus"
+        | "ScheduleKeyDeletion"
+        | "CancelKeyDeletion"
+        | "Encrypt"
+        | "Decrypt"
+        | "GenerateDataKey" => t.on(Target::Kms(key)),
+        _ => return Err(Unmodelled(t.action.clone())),
+    }
+    Ok(())
+}
+
 /// The IAM user access key `key` belongs to, in any account (moto's
 /// facts of `account` look through every account's users).
 pub fn user_of_key(upstream: u16, account: &str, key: &str) -> Result<Option<CallerFact>> {
@@ -910,6 +979,9 @@ fn facts_query(touches: &[Touch], account: &str, region: &str) -> FactsQuery {
             }
             Target::LogGroup(name) => {
                 q.log_groups.insert(name.clone());
+            }
+            Target::Kms(key) => {
+                q.kms_keys.insert(key.clone());
             }
             _ => {}
         }
@@ -990,13 +1062,33 @@ pub fn checks(
             Target::Queue(name) => j.queue(name, c),
             Target::Rule(name) => j.rule(name, c),
             Target::LogGroup(name) => j.log_group(name, c),
+            Target::Kms(key) => j.kms(key, c),
+            Target::NewKms => j.new_kms(&t.action, c),
+            Target::KmsAlias(name) => {
+                let (region, account) = (region, account);
+                (
+                    Some("alias".to_string()),
+                    format!("arn:aws:kms:{region}:{account}:{name}"),
+                )
+            }
         };
-        // A KMS key's policy is asked too: the default one (the account's
-        // IAM policies decide), which a key made with no policy has.
-        let resource_policy = matches!(t.target, Target::KmsKey(_)).then(|| {
-            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-                "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
-                "Action": "kms:*", "Resource": "*"}]})
+        // A KMS key's policy is asked too: its own as moto holds it, else
+        // the default one (the account's IAM policies decide), which a key
+        // made with no policy has.
+        let own = match &t.target {
+            Target::Kms(key) => (j.facts.kms_keys.get(key)).and_then(|k| k.policy.clone()),
+            _ => None,
+        };
+        let keyed = matches!(
+            t.target,
+            Target::KmsKey(_) | Target::Kms(_) | Target::NewKms
+        );
+        let resource_policy = (keyed && t.action != "kms:CreateKey").then(|| {
+            own.unwrap_or_else(|| {
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                    "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                    "Action": "kms:*", "Resource": "*"}]})
+            })
         });
         out.push(Check {
             action: t.action.clone(),
@@ -1190,6 +1282,50 @@ impl Judging<'_> {
             format!("arn:aws:kms:{region}:{account}:key/{key}")
         };
         (Some("key".to_string()), arn)
+    }
+
+    /// A key a KMS call names: its tags and aliases, as moto holds them.
+    fn kms(&self, key: &str, ctx: &mut Ctx) -> Judged {
+        let (region, account) = (self.region, self.account);
+        let arn = match self.facts.kms_keys.get(key) {
+            Some(k) => {
+                tag_context(ctx, &["aws:ResourceTag"], &k.tags);
+                ctx.insert("kms:ResourceAliases".into(), json!(k.aliases));
+                k.arn.clone()
+            }
+            None if key.starts_with("arn:") => key.to_string(),
+            None => format!("arn:aws:kms:{region}:{account}:key/{key}"),
+        };
+        if matches!(self.op, "TagResource") {
+            request_tags(ctx, &self.params.pairs("Tags", "TagKey", "TagValue"));
+        }
+        (Some("key".to_string()), arn)
+    }
+
+    /// The key `CreateKey` makes: the request's tags (`kms:CreateKey` is
+    /// on `*`; the tags it sets are also a `kms:TagResource` of the key).
+    fn new_kms(&self, action: &str, ctx: &mut Ctx) -> Judged {
+        request_tags(ctx, &self.params.pairs("Tags", "TagKey", "TagValue"));
+        // What the request asks for, AWS's defaults where it says nothing.
+        for (key, param, default) in [
+            ("kms:KeySpec", "KeySpec", "SYMMETRIC_DEFAULT"),
+            ("kms:KeyUsage", "KeyUsage", "ENCRYPT_DECRYPT"),
+            ("kms:KeyOrigin", "Origin", "AWS_KMS"),
+            ("kms:MultiRegion", "MultiRegion", "false"),
+        ] {
+            let value = self.params.get(param).unwrap_or_else(|| default.into());
+            ctx.insert(key.into(), json!(value));
+        }
+        match action {
+            "kms:CreateKey" => (None, "*".to_string()),
+            _ => {
+                let (region, account) = (self.region, self.account);
+                (
+                    Some("key".to_string()),
+                    format!("arn:aws:kms:{region}:{account}:key/new"),
+                )
+            }
+        }
     }
 
     /// A role: its tags (or the request's, made now), its boundary, the

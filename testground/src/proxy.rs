@@ -558,6 +558,8 @@ fn service(head: &str) -> &'static str {
         "events"
     } else if auth.contains("/logs/") {
         "logs"
+    } else if auth.contains("/kms/") {
+        "kms"
     } else {
         "ec2"
     }
@@ -2113,7 +2115,7 @@ fn inject(conn: &mut TcpStream, svc: &str, n: u64) -> Result<()> {
 
 /// Answers AWS's error `code` in `svc`'s format with HTTP `status`.
 fn refuse(conn: &mut TcpStream, svc: &str, status: &str, code: &str, message: &str) -> Result<()> {
-    if matches!(svc, "pricing" | "servicequotas" | "events" | "logs") {
+    if matches!(svc, "pricing" | "servicequotas" | "events" | "logs" | "kms") {
         let body = json_error(code, message);
         return reply(conn, status, "application/x-amz-json-1.1", &body);
     }

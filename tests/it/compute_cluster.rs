@@ -377,6 +377,7 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
     });
     let mut op = Operator::start(&g, &["--progress-poll", "1s"], &[])?;
     ready_account(&g).await?;
+    crate::storage::connect_node_grants(&g).await?;
     let ec2 = aws_sdk_ec2::Client::new(&g.aws().await);
     let peer = ec2.create_vpc().cidr_block("10.19.0.0/16").send().await?;
     let peer = peer.vpc().and_then(|v| v.vpc_id()).context("peer VPC")?;
@@ -384,10 +385,12 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
     crate::support::let_use(&g, &ec2, [&peer.to_string()]).await?;
     kubectl_apply(
         &g,
-        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: crash}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone, endpoints: [s3, sts], peering: [{{vpcId: {peer}}}]}}\n  nodeGroups:\n    - {{name: a, instanceType: t3.small, count: 2}}\n    - {{name: b, instanceType: t3.small, count: 2, subnets: public}}\n"),
+        &format!("apiVersion: byoc.dev/v1alpha1\nkind: ComputeCluster\nmetadata: {{name: crash}}\nspec:\n  cloudAccountRef: {{name: acme}}\n  region: us-east-1\n  network: {{vpcCidr: 10.9.0.0/16, availabilityZones: [us-east-1a, us-east-1b], natGateways: perZone, endpoints: [s3, sts], peering: [{{vpcId: {peer}}}]}}\n  storage: {{}}\n  nodeGroups:\n    - {{name: a, instanceType: t3.small, count: 2}}\n    - {{name: b, instanceType: t3.small, count: 2, subnets: public}}\n"),
     )?;
-    // Kill at five points of provisioning, each time starting again.
+    // Kill at six points of provisioning, each time starting again.
+    // The key first: made at the pass's start, killed before its alias.
     let points = [
+        "CreateKey",
         "CreateSubnet",
         "CreateVpcPeeringConnection",
         "CreateNatGateway",
@@ -420,6 +423,15 @@ async fn sigkill_during_provisioning_converges_without_duplicates() -> Result<()
         peerings: 1,
     };
     assert_eq!(c, expected, "after SIGKILLs: {c:?}, expected {expected:?}");
+    // One key, made once, aliased.
+    let installation = (cc.status.as_ref())
+        .and_then(|s| s.installation.clone())
+        .unwrap_or_default();
+    let keys = crate::storage::keys_made_for(&g, &installation, &uid).await?;
+    assert_eq!(keys.len(), 1, "keys made for the cluster: {keys:?}");
+    let alias = byoc_operator::aws::kms_key::alias_of(&installation, &uid);
+    let aliased = crate::storage::key_of(&g, &alias).await?;
+    assert_eq!(aliased.map(|k| k.id), Some(keys[0].id.clone()));
     g.proxy.set_faults(testground::Faults::default());
     delete_leaves_nothing(&g, "crash", &uid).await?;
     Ok(())

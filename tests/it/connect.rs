@@ -10,6 +10,7 @@ use byoc_operator::api::{AccountPhase, CloudAccount, ComputeCluster};
 use byoc_operator::aws::admin::policy_document;
 use byoc_operator::connect::{
     managed_policy_name, node_grants_arn, NODES_POLICY, ONGOING_POLICY, SETUP_POLICY,
+    STORAGE_POLICY,
 };
 use kube::Api;
 use serde_json::Value;
@@ -308,21 +309,31 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         Some(policy_part(&options, PolicyPart::Setup)),
         "the setup policy differs from the generated one"
     );
-    // The nodes' grants beside it, for node roles: not on the role itself.
+    let storage = managed_policy_name(ROLE, STORAGE_POLICY);
+    assert_eq!(
+        managed_policy(&iam, &storage).await?,
+        Some(policy_part(&options, PolicyPart::Storage)),
+        "the storage policy differs from the generated one"
+    );
+    // The nodes' grants beside them, for node roles: not on the role itself.
     let grants = managed_policy_name(ROLE, NODES_POLICY);
     assert_eq!(managed_policy(&iam, &grants).await?, Some(nodes_policy()));
-    let on_role = (iam
-        .list_attached_role_policies()
-        .role_name(ROLE)
-        .send()
-        .await?)
-        .attached_policies()
-        .iter()
-        .filter_map(|p| p.policy_name().map(str::to_string))
-        .collect::<Vec<_>>();
+    let on_role = |iam: aws_sdk_iam::Client| async move {
+        let mut names = (iam
+            .list_attached_role_policies()
+            .role_name(ROLE)
+            .send()
+            .await?)
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_name().map(str::to_string))
+            .collect::<Vec<_>>();
+        names.sort();
+        Ok::<_, anyhow::Error>(names)
+    };
     assert_eq!(
-        on_role,
-        std::slice::from_ref(&setup),
+        on_role(iam.clone()).await?,
+        [setup.clone(), storage.clone()],
         "attached to the role"
     );
 
@@ -400,6 +411,11 @@ async fn an_admin_connects_an_account_with_one_command_and_clusters_run_on_the_o
         managed_policy(&iam, &setup).await?,
         None,
         "the setup policy is still there"
+    );
+    assert_eq!(
+        on_role(iam.clone()).await?,
+        std::slice::from_ref(&storage),
+        "the storage part stays with --ongoing"
     );
     assert!(
         !create_role_as_operator(&g, &x, &external_id).await?,
@@ -838,13 +854,15 @@ async fn the_cloudformation_template_makes_the_same_role_and_the_account_ready()
         Some(nodes_policy()),
         "the stack's nodes' grants"
     );
+    let storage = managed_policy_name("byoc-stacked", STORAGE_POLICY);
     for (policy, part) in [
         (ONGOING_POLICY, PolicyPart::Ongoing),
         (setup.as_str(), PolicyPart::Setup),
+        (storage.as_str(), PolicyPart::Storage),
     ] {
         let got = match part {
-            PolicyPart::Setup => managed_policy(&iam, policy).await?.unwrap_or_default(),
-            _ => role_policy(&iam, "byoc-stacked", policy).await?,
+            PolicyPart::Ongoing => role_policy(&iam, "byoc-stacked", policy).await?,
+            _ => managed_policy(&iam, policy).await?.unwrap_or_default(),
         };
         let want = policy_part(&options, part);
         let differ: Vec<(Value, Value)> = (0..want["Statement"].as_array().map_or(0, Vec::len))

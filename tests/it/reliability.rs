@@ -441,6 +441,7 @@ const CLUSTER_PATHS: &[&str] = &[
     "/spec/network/internet",
     "/spec/network/peering",
     "/spec/logging",
+    "/spec/storage",
 ];
 
 const ACCOUNT_PATHS: &[&str] = &[

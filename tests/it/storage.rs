@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use byoc_operator::api::ComputeCluster;
+use byoc_operator::aws::kms_key;
 use byoc_operator::aws::log_group::{self, ObservedLogGroup};
 use byoc_operator::aws::AwsClients;
 use kube::api::{Patch, PatchParams};
@@ -33,7 +34,7 @@ fn grants_arn() -> String {
 }
 
 /// The nodes' grants, made as `connect aws` makes them beside the role.
-async fn connect_node_grants(g: &Ground) -> Result<()> {
+pub(crate) async fn connect_node_grants(g: &Ground) -> Result<()> {
     let arn = grants_arn();
     let name = arn.rsplit_once('/').map(|(_, n)| n).unwrap_or_default();
     let label = BTreeMap::from([(
@@ -51,34 +52,14 @@ async fn attached(g: &Ground, role: &str) -> Result<Vec<String>> {
 }
 
 /// What node role `role`'s attached policies let its instances do to the
-/// log group of each name, as the ground's evaluator decides (the role's
-/// tags, as an instance's session carries them, with `cluster` put in for
-/// its cluster tag when given): per group, `(action, allowed)`.
+/// log group of each name, as the ground's evaluator decides (`cluster` put
+/// in for the role's cluster tag when given): `(action, resource, allowed)`.
 async fn nodes_may(
     g: &Ground,
     role: &str,
     cluster: Option<&str>,
     groups: &[&str],
 ) -> Result<Vec<(String, String, bool)>> {
-    use testground::iam_eval::{Check, Evaluator, Principal};
-    let c = admin(g).await;
-    let got = c.iam.get_role().role_name(role).send().await?;
-    let mut tags: BTreeMap<String, String> = (got.role().map(|r| r.tags()).unwrap_or_default())
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
-    if let Some(cluster) = cluster {
-        tags.insert("byoc.dev/cluster".into(), cluster.into());
-    }
-    let mut policies = Vec::new();
-    for arn in attached(g, role).await? {
-        if let Some(p) = byoc_operator::aws::admin::get_policy(&c, &arn).await? {
-            policies.push(p.document);
-        }
-    }
-    let context: BTreeMap<String, serde_json::Value> = (tags.iter())
-        .map(|(k, v)| (format!("aws:PrincipalTag/{k}"), serde_json::json!(v)))
-        .collect();
     let mut checks = Vec::new();
     for group in groups {
         let at = format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}");
@@ -95,13 +76,49 @@ async fn nodes_may(
             ),
             ("logs:DescribeLogStreams", "log-group", format!("{at}:*")),
         ] {
-            checks.push(Check {
+            checks.push(testground::iam_eval::Check {
                 action: action.into(),
                 resource_type: Some(kind.into()),
                 resource,
-                context: context.clone(),
+                context: BTreeMap::new(),
                 resource_policy: None,
             });
+        }
+    }
+    let cluster = cluster.map(|c| ("byoc.dev/cluster", c));
+    nodes_decide(g, role, cluster, checks).await
+}
+
+/// `checks` decided for an instance of node role `role`: its attached
+/// policies, its tags as an instance's session carries them (`tag` put in
+/// for one of them when given) added to each check's context.
+async fn nodes_decide(
+    g: &Ground,
+    role: &str,
+    tag: Option<(&str, &str)>,
+    mut checks: Vec<testground::iam_eval::Check>,
+) -> Result<Vec<(String, String, bool)>> {
+    use testground::iam_eval::{Evaluator, Principal};
+    let c = admin(g).await;
+    let got = c.iam.get_role().role_name(role).send().await?;
+    let mut tags: BTreeMap<String, String> = (got.role().map(|r| r.tags()).unwrap_or_default())
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    if let Some((key, value)) = tag {
+        tags.insert(key.into(), value.into());
+    }
+    let mut policies = Vec::new();
+    for arn in attached(g, role).await? {
+        if let Some(p) = byoc_operator::aws::admin::get_policy(&c, &arn).await? {
+            policies.push(p.document);
+        }
+    }
+    for check in &mut checks {
+        for (k, v) in &tags {
+            check
+                .context
+                .insert(format!("aws:PrincipalTag/{k}"), serde_json::json!(v));
         }
     }
     let principal = Principal {
@@ -404,5 +421,363 @@ async fn the_role_makes_and_deletes_only_its_installations_log_groups() -> Resul
     delete("/byoc/team/mine")
         .await
         .context("control: its own group's deletion refused")?;
+    Ok(())
+}
+
+/// A small cluster with storage: its own key, deleted `window` days after
+/// it is asked to be.
+fn keyed_cluster(name: &str, cidr: &str, window: i32) -> String {
+    small_cluster_manifest(name, cidr).edited(
+        "  nodeGroups:",
+        &format!("  storage: {{encryption: {{deletionWindowDays: {window}}}}}\n  nodeGroups:"),
+    )
+}
+
+/// The cluster's key as AWS holds it (through the ground's admin): found
+/// by the cluster's alias.
+pub(crate) async fn key_of(g: &Ground, alias: &str) -> Result<Option<kms_key::ObservedKey>> {
+    Ok(kms_key::by_alias(&admin(g).await, alias).await?)
+}
+
+/// Every key made for cluster `uid` of `installation` (by description).
+pub(crate) async fn keys_made_for(
+    g: &Ground,
+    installation: &str,
+    uid: &str,
+) -> Result<Vec<kms_key::ObservedKey>> {
+    let made_for = kms_key::made_for(installation, uid);
+    Ok(kms_key::described(&admin(g).await, &made_for).await?)
+}
+
+/// The key's deletion date, days from now (rounded).
+fn days_left(key: &kms_key::ObservedKey) -> Option<i64> {
+    let at: jiff::Timestamp = key.deletion_date.as_deref()?.parse().ok()?;
+    let left = at.duration_since(jiff::Timestamp::now()).as_secs();
+    Some((left + 43_200) / 86_400)
+}
+
+#[tokio::test]
+async fn a_clusters_key_is_made_rotated_kept_once_and_only_scheduled_for_deletion() -> Result<()> {
+    let (g, op) = ground_with_account("storage-key", &["--resync-interval", "3s"]).await?;
+    connect_node_grants(&g).await?;
+    kubectl_apply(&g, &keyed_cluster("keyed", "10.73.0.0/16", 7))?;
+    let cc = wait_running(&g, "keyed", |cc| {
+        let storage = cc.status.as_ref().and_then(|s| s.storage.as_ref());
+        storage.is_some_and(|s| s.kms_key_arn.is_some())
+    })
+    .await
+    .with_context(|| op.log_tail(30))?;
+    let uid = cc.uid().unwrap_or_default();
+    let installation = (cc.status.as_ref())
+        .and_then(|s| s.installation.clone())
+        .context("no installation in status")?;
+    let alias = kms_key::alias_of(&installation, &uid);
+    let key = key_of(&g, &alias)
+        .await?
+        .context("no key behind the alias")?;
+    let recorded = cc.status.as_ref().and_then(|s| s.storage.as_ref());
+    assert_eq!(
+        recorded.and_then(|s| s.kms_key_arn.clone()),
+        Some(key.arn.clone())
+    );
+    assert_eq!(
+        (key.state.as_str(), key.rotation),
+        ("Enabled", Some(true)),
+        "{key:?}"
+    );
+    assert_eq!(key.tags.get("byoc.dev/cluster-uid"), Some(&uid), "{key:?}");
+    // Its policy names the operator's role for this key.
+    let policy = (admin(&g)
+        .await
+        .kms
+        .get_key_policy()
+        .key_id(&key.id)
+        .policy_name("default")
+        .send()
+        .await?)
+        .policy()
+        .unwrap_or_default()
+        .to_string();
+    assert!(policy.contains(crate::support::ROLE_ARN), "{policy}");
+
+    // The nodes' grants: its nodes may use this key (the control), not a
+    // key of another cluster's, nor this one as another cluster's node.
+    let role = role_of(&cc).context("no node role in status")?;
+    assert!(attached(&g, &role).await?.contains(&grants_arn()));
+    let other = admin(&g)
+        .await
+        .kms
+        .create_key()
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("byoc.dev/cluster-uid")
+                .tag_value("another-cluster")
+                .build()?,
+        )
+        .send()
+        .await?;
+    let other_arn = other
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .unwrap_or_default()
+        .to_string();
+    let decided = nodes_use_keys(
+        &g,
+        &role,
+        None,
+        &[
+            &key,
+            &kms_key::ObservedKey {
+                arn: other_arn.clone(),
+                tags: BTreeMap::from([(
+                    "byoc.dev/cluster-uid".to_string(),
+                    "another-cluster".to_string(),
+                )]),
+                ..Default::default()
+            },
+        ],
+    )
+    .await?;
+    let wrong: Vec<String> = (decided.iter())
+        .filter(|(_, arn, allowed)| *allowed != (arn == &key.arn))
+        .map(|(a, arn, allowed)| format!("{a} on {arn}: allowed {allowed}"))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let as_other = nodes_use_keys(&g, &role, Some("another-cluster-uid"), &[&key]).await?;
+    assert!(
+        as_other.iter().all(|(_, _, allowed)| !allowed),
+        "{as_other:?}"
+    );
+
+    // Rotation turned off out of band: turned on again by the shared resync.
+    let kms = admin(&g).await.kms;
+    kms.disable_key_rotation().key_id(&key.id).send().await?;
+    eventually("rotation on again", WAIT, || async {
+        let now = key_of(&g, &alias).await?;
+        Ok(now.filter(|k| k.rotation == Some(true)).map(|_| ()))
+    })
+    .await?;
+    // The alias deleted out of band (as a crash between the key and its
+    // alias leaves it): the same key aliased again, never a second one.
+    kms.delete_alias().alias_name(&alias).send().await?;
+    let again = eventually("the key aliased again", WAIT, || async {
+        key_of(&g, &alias).await
+    })
+    .await?;
+    assert_eq!(again.id, key.id, "a second key was made");
+    let made = keys_made_for(&g, &installation, &uid).await?;
+    assert_eq!(made.len(), 1, "keys made for the cluster: {made:?}");
+
+    // The field removed: the key scheduled for deletion in its window,
+    // never deleted at once, and its alias gone.
+    let api = g.api::<ComputeCluster>();
+    let patch = serde_json::json!({"spec": {"storage": null}});
+    api.patch("keyed", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    wait_running(&g, "keyed", |cc| {
+        let storage = cc.status.as_ref().and_then(|s| s.storage.as_ref());
+        storage.is_none_or(|s| s.kms_key_arn.is_none())
+    })
+    .await?;
+    let old = (keys_made_for(&g, &installation, &uid).await?.into_iter())
+        .find(|k| k.id == key.id)
+        .context("the key was deleted at once")?;
+    assert_eq!(old.state, "PendingDeletion", "{old:?}");
+    assert_eq!(days_left(&old), Some(7), "{old:?}");
+    assert!(key_of(&g, &alias).await?.is_none(), "the alias is left");
+
+    // Asked again: a new key; the cluster deleted: it is scheduled too,
+    // and audit shows both waiting.
+    kubectl_apply(&g, &keyed_cluster("keyed", "10.73.0.0/16", 7))?;
+    let new = eventually("a new key", WAIT, || async {
+        Ok(key_of(&g, &alias).await?.filter(|k| k.state == "Enabled"))
+    })
+    .await?;
+    assert_ne!(new.id, key.id, "the old key was enabled again");
+    delete_and_wait_gone(&g, "keyed").await?;
+    let made = keys_made_for(&g, &installation, &uid).await?;
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(
+        made.iter().all(|k| k.state == "PendingDeletion"),
+        "{made:?}"
+    );
+    let found = byoc(&g, &["audit", "-n", &g.namespace])?;
+    for k in &made {
+        assert!(found.contains(&format!("KMS key {}", k.id)), "{found}");
+    }
+    assert!(found.contains("pending deletion"), "{found}");
+    assert!(found.contains("nothing leaked"), "{found}");
+    record_figure(serde_json::json!({
+        "suite": "storage",
+        "setup": "a cluster with storage (its own key, a 7-day deletion window) under the generated policy; its rotation turned off and its alias deleted out of band; the field removed, asked again, the cluster deleted",
+        "n": 1,
+        "figure": "the key made with the cluster's tags, rotation on and a policy naming the operator's role; the evaluator let its nodes use it and not another cluster's key; rotation put back by the shared resync; the alias put back on the same key (one key made, not two); removal and deletion each scheduled a key for deletion in 7 days, never deleted at once, and audit listed both as pending deletion",
+        "pass": true,
+    }))
+}
+
+/// What node role `role`'s attached policies let its instances do with
+/// each key, as the ground's evaluator decides (the keys' tags as AWS holds
+/// them; `uid` put in for the role's cluster UID tag when given).
+async fn nodes_use_keys(
+    g: &Ground,
+    role: &str,
+    uid: Option<&str>,
+    keys: &[&kms_key::ObservedKey],
+) -> Result<Vec<(String, String, bool)>> {
+    let cluster = uid.map(|u| ("byoc.dev/cluster-uid", u));
+    let kms = admin(g).await.kms;
+    let mut policies = Vec::new();
+    for k in keys {
+        let got = kms
+            .get_key_policy()
+            .key_id(&k.arn)
+            .policy_name("default")
+            .send()
+            .await?;
+        policies.push(serde_json::from_str::<serde_json::Value>(
+            got.policy().unwrap_or("{}"),
+        )?);
+    }
+    let checks = keys
+        .iter()
+        .zip(policies)
+        .flat_map(|(k, policy)| {
+            ["kms:Decrypt", "kms:GenerateDataKey"].map(|action| {
+                let mut context: BTreeMap<String, serde_json::Value> = (k.tags.iter())
+                    .map(|(t, v)| (format!("aws:ResourceTag/{t}"), serde_json::json!(v)))
+                    .collect();
+                context.insert("kms:CallerAccount".into(), serde_json::json!(ACCOUNT));
+                testground::iam_eval::Check {
+                    action: action.into(),
+                    resource_type: Some("key".into()),
+                    resource: k.arn.clone(),
+                    context,
+                    resource_policy: Some(policy.clone()),
+                }
+            })
+        })
+        .collect();
+    nodes_decide(g, role, cluster, checks).await
+}
+
+/// The policy's part for keys, as AWS evaluates it (the key's own policy
+/// asked too): the role makes keys, manages those whose policy names it,
+/// aliases only under its installation's names, and can take no key it did
+/// not make, tagged or not; each denial beside its allowed control.
+#[tokio::test]
+async fn the_role_manages_only_the_keys_it_made() -> Result<()> {
+    const ME: &str = "a11ce0000000000a";
+    let g = ground_with_crds("storage-key-policy").await?;
+    let team = admin(&g)
+        .await
+        .kms
+        .create_key()
+        .description("a team's own key")
+        .send()
+        .await?;
+    let team = team
+        .key_metadata()
+        .map(|m| m.key_id().to_string())
+        .unwrap_or_default();
+    let me = as_role(&g, ME, REGION).await?.kms;
+    let denied = |r: &str| r.contains("AccessDenied");
+    let tag = |k: &str, v: &str| {
+        aws_sdk_kms::types::Tag::builder()
+            .tag_key(k)
+            .tag_value(v)
+            .build()
+    };
+
+    // Made, with a policy naming the role: managed, aliased, scheduled.
+    let policy = kms_key::key_policy(ACCOUNT, crate::support::ROLE_ARN);
+    let own = me
+        .create_key()
+        .description(kms_key::made_for(ME, "u-1"))
+        .policy(policy.to_string())
+        .send()
+        .await
+        .context("control: CreateKey refused")?;
+    let own = own
+        .key_metadata()
+        .map(|m| m.key_id().to_string())
+        .unwrap_or_default();
+    me.tag_resource()
+        .key_id(&own)
+        .tags(tag("byoc.dev/cluster-uid", "u-1")?)
+        .send()
+        .await
+        .context("control: tagging its own key refused")?;
+    let alias = kms_key::alias_of(ME, "u-1");
+    me.create_alias()
+        .alias_name(&alias)
+        .target_key_id(&own)
+        .send()
+        .await
+        .context("control: aliasing its own key refused")?;
+    me.enable_key_rotation()
+        .key_id(&own)
+        .send()
+        .await
+        .context("control: rotating its own key refused")?;
+    me.describe_key()
+        .key_id(&team)
+        .send()
+        .await
+        .context("control: describing a key refused")?;
+
+    // Never another's: not tagged to look its own, aliased, rotated or
+    // scheduled for deletion.
+    let retag = format!(
+        "{:?}",
+        me.tag_resource()
+            .key_id(&team)
+            .tags(tag("byoc.dev/cluster-uid", "u-1")?)
+            .send()
+            .await
+    );
+    assert!(denied(&retag), "tagged another's key: {retag}");
+    let aliased = format!(
+        "{:?}",
+        me.create_alias()
+            .alias_name(kms_key::alias_of(ME, "u-2"))
+            .target_key_id(&team)
+            .send()
+            .await
+    );
+    assert!(denied(&aliased), "aliased another's key: {aliased}");
+    let rotated = format!("{:?}", me.enable_key_rotation().key_id(&team).send().await);
+    assert!(denied(&rotated), "rotated another's key: {rotated}");
+    let schedule = |key: &str| {
+        me.schedule_key_deletion()
+            .key_id(key)
+            .pending_window_in_days(7)
+            .send()
+    };
+    let scheduled = format!("{:?}", schedule(&team).await);
+    assert!(denied(&scheduled), "scheduled another's key: {scheduled}");
+    // Nor an alias outside its installation's names.
+    let outside = format!(
+        "{:?}",
+        me.create_alias()
+            .alias_name("alias/team-key")
+            .target_key_id(&own)
+            .send()
+            .await
+    );
+    assert!(denied(&outside), "an alias outside its names: {outside}");
+    // Nor a multi-Region key.
+    let multi = format!(
+        "{:?}",
+        me.create_key()
+            .multi_region(true)
+            .policy(policy.to_string())
+            .send()
+            .await
+    );
+    assert!(denied(&multi), "made a multi-Region key: {multi}");
+    schedule(&own)
+        .await
+        .context("control: scheduling its own key refused")?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::api::compute_cluster::IamStatus;
 use crate::aws::instance_profile::{self, BroughtProfile, ObservedIam};
 use crate::aws::tags::Owner;
 use crate::aws::{AwsClients, AwsResult, OwnershipTags};
-use crate::cluster::spec::ValidatedSpec;
+use crate::cluster::spec::{ClusterKey, ValidatedSpec};
 use crate::cluster::status::Progress;
 use crate::{Brought, Error};
 
@@ -84,11 +84,13 @@ pub fn plan(
 
 /// The managed policies the operator's node role holds: those listed
 /// (`iam.managedPolicyArns`), and the nodes' grants while the cluster has
-/// something to grant them (its log group; not while another's holds the
-/// group's name: the grants name the group by the cluster's name).
+/// something to grant them: its log group (not while another's holds the
+/// group's name: the grants name the group by the cluster's name), or its
+/// own key (named by the cluster's UID tag).
 pub fn wanted_policies(spec: &ValidatedSpec, o: &Observed) -> Vec<String> {
     let mut policies = spec.iam.managed_policy_arns.clone();
-    let grant = spec.logging.is_some() && !o.log_group_taken;
+    let own_key = matches!(spec.key, Some(ClusterKey::Own { .. }));
+    let grant = (spec.logging.is_some() && !o.log_group_taken) || own_key;
     policies.extend(spec.node_grants.clone().filter(|_| grant));
     policies
 }
@@ -242,6 +244,10 @@ mod tests {
         };
         let mut unnamed = logged.clone();
         unnamed.node_grants = None;
+        let mut keyed = spec.clone();
+        keyed.key = Some(ClusterKey::Own { window_days: 30 });
+        let mut brought = spec.clone();
+        brought.key = Some(ClusterKey::Brought("arn:aws:kms:us-east-1:1:key/k".into()));
         let rows = [
             (
                 &spec,
@@ -266,6 +272,18 @@ mod tests {
                 Observed::default(),
                 &listed,
                 "no role named: no grants to attach",
+            ),
+            (
+                &keyed,
+                Observed::default(),
+                &granted,
+                "its own key: granted",
+            ),
+            (
+                &brought,
+                Observed::default(),
+                &listed,
+                "a brought key: the team grants it",
             ),
         ];
         for (spec, observed, want, why) in rows {

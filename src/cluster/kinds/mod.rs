@@ -8,6 +8,7 @@ pub mod iam;
 pub mod images;
 pub mod internet_gateway;
 pub mod key_pairs;
+pub mod kms_key;
 pub mod log_group;
 pub mod nat_gateways;
 pub mod node_groups;
@@ -63,6 +64,11 @@ pub struct Observed {
     pub log_group: Option<crate::aws::log_group::ObservedLogGroup>,
     /// A group that is not the cluster's holds its log group's name.
     pub log_group_taken: bool,
+    /// The cluster's own key, as its alias names it (perhaps scheduled for
+    /// deletion).
+    pub kms_key: Option<crate::aws::kms_key::ObservedKey>,
+    /// The cluster's alias names a key that is not the cluster's.
+    pub kms_key_taken: bool,
 }
 
 /// What a description looks at beyond the kinds every pass needs: a
@@ -81,6 +87,8 @@ pub struct Looks {
     pub peering: bool,
     /// The cluster's log group.
     pub logging: bool,
+    /// The cluster's KMS key.
+    pub storage: bool,
 }
 
 impl Looks {
@@ -90,6 +98,7 @@ impl Looks {
         endpoints: false,
         peering: false,
         logging: false,
+        storage: false,
     };
 
     pub const ALL: Looks = Looks {
@@ -98,6 +107,7 @@ impl Looks {
         endpoints: true,
         peering: true,
         logging: true,
+        storage: true,
     };
 
     /// What either looks at.
@@ -108,6 +118,7 @@ impl Looks {
             endpoints: self.endpoints || other.endpoints,
             peering: self.peering || other.peering,
             logging: self.logging || other.logging,
+            storage: self.storage || other.storage,
         }
     }
 
@@ -127,6 +138,10 @@ impl Looks {
             o.log_group = None;
             o.log_group_taken = false;
         }
+        if !self.storage {
+            o.kms_key = None;
+            o.kms_key_taken = false;
+        }
     }
 }
 
@@ -144,13 +159,19 @@ impl Observed {
     ) -> AwsResult<Observed> {
         let name = iam::iam_name(owner);
         let group = log_group::name_of(owner);
-        let (mut by_owner, iam, log_group) = tokio::try_join!(
+        let alias = kms_key::alias_of(owner);
+        let (mut by_owner, iam, log_group, key) = tokio::try_join!(
             Self::describe_ec2(c, Scope::Cluster(owner), looks),
             instance_profile::describe(c, owner, &name, looks.role_policies),
             when(looks.logging, crate::aws::log_group::describe(c, &group)),
+            when(looks.storage, crate::aws::kms_key::by_alias(c, &alias)),
         )?;
         let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
         observed.iam = iam;
+        let (ours, taken): (Vec<_>, Vec<_>) =
+            key.into_iter().partition(|k| kms_key::is_ours(k, owner));
+        observed.kms_key = ours.into_iter().next();
+        observed.kms_key_taken = !taken.is_empty();
         let (ours, taken): (Vec<_>, Vec<_>) = log_group
             .into_iter()
             .partition(|g| log_group::is_ours(g, owner));
@@ -301,7 +322,14 @@ impl Observed {
         );
         out.extend(self.iam.role.iter().map(|r| ("iam-role", r.clone())));
         out.extend(self.log_group.iter().map(|g| ("log-group", g.name.clone())));
+        out.extend(self.own_live_key().map(|k| ("kms-key", k.id.clone())));
         out
+    }
+
+    /// The cluster's own key, unless it is scheduled for deletion (then it
+    /// is as good as gone: KMS deletes it when the window ends).
+    pub fn own_live_key(&self) -> Option<&crate::aws::kms_key::ObservedKey> {
+        (self.kms_key.as_ref()).filter(|k| !k.pending_deletion())
     }
 
     /// The IDs of the cluster's route tables.
@@ -334,6 +362,7 @@ impl Observed {
             && self.iam.role.is_none()
             && self.iam.instance_profile.is_none()
             && self.log_group.is_none()
+            && self.own_live_key().is_none()
     }
 }
 
@@ -472,6 +501,7 @@ pub struct Board {
     pub peering: OnceLock<peering::PeeringDone>,
     pub peering_routes: OnceLock<()>,
     pub log_group: OnceLock<log_group::LogGroupDone>,
+    pub kms_key: OnceLock<kms_key::KeyDone>,
     pub nodes: OnceLock<Vec<NodeGroupStatus>>,
     /// Unhealthy instances replaced, one line each.
     pub replaced: OnceLock<Vec<String>>,
