@@ -127,6 +127,7 @@ const CAUGHT: &[(&str, &str)] = &[
     ("policy size", "connect's setup part put back inline (beside the ongoing one): `connect::an_option_rich_account_fits_aws_policy_limits_with_the_setup_part_managed` failed at once (connect with every option refused by the ground: \"iam:PutRolePolicy: LimitExceeded: Maximum policy size of 10240 bytes exceeded for role byoc-rich\")"),
     ("log groups", "the log groups' make statement without its `Null` condition on another installation's tag: `storage::the_role_makes_and_deletes_only_its_installations_log_groups` failed at once (\"retagged another's\": the role tagged another installation's group as its own)"),
     ("nodes' grants", "the nodes' grants naming every group under `/byoc/` instead of the one their role's cluster tag names: `storage::a_clusters_log_group_is_made_put_back_and_removed_and_anothers_never_touched` failed at once (the evaluator allowed `logs:CreateLogStream`, `PutLogEvents` and `DescribeLogStreams` on another cluster's group)"),
+    ("keys", "the key's lookup by description (a key made before a crash) taken out: `compute_cluster::sigkill_during_provisioning_converges_without_duplicates` failed at once (two keys made for the cluster, the one the kill at CreateKey left untagged and unaliased), and `storage::a_clusters_key_is_made_rotated_kept_once_and_only_scheduled_for_deletion` too (\"a second key was made\" once its alias was deleted)"),
 ];
 
 fn report(figures: &std::path::Path, out: &std::path::Path, run: &str) -> Result<()> {
