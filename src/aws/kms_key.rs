@@ -69,22 +69,27 @@ pub async fn describe(c: &AwsClients, key: &str) -> AwsResult<Option<ObservedKey
     else {
         return Ok(None);
     };
-    let m = out.key_metadata().ok_or(AwsError::Incomplete {
-        operation: OP,
+    observed(OP, out.key_metadata()).map(Some)
+}
+
+/// A key as KMS's metadata of it says (without tags or rotation).
+fn observed(
+    operation: &'static str,
+    m: Option<&aws_sdk_kms::types::KeyMetadata>,
+) -> AwsResult<ObservedKey> {
+    let m = m.ok_or(AwsError::Incomplete {
+        operation,
         missing: "KeyMetadata",
     })?;
-    Ok(Some(ObservedKey {
+    Ok(ObservedKey {
         id: m.key_id().to_string(),
         arn: m.arn().unwrap_or_default().to_string(),
-        state: m
-            .key_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
+        state: (m.key_state().map(|s| s.as_str().to_string())).unwrap_or_default(),
         deletion_date: m.deletion_date().map(|d| d.to_string()),
         rotation: None,
         description: m.description().unwrap_or_default().to_string(),
         tags: BTreeMap::new(),
-    }))
+    })
 }
 
 /// The tags of key `id`.
@@ -210,33 +215,26 @@ pub async fn create(
         .send()
         .await
         .op(OP)?;
-    let m = out.key_metadata().ok_or(AwsError::Incomplete {
-        operation: OP,
-        missing: "KeyMetadata",
-    })?;
-    Ok(ObservedKey {
-        id: m.key_id().to_string(),
-        arn: m.arn().unwrap_or_default().to_string(),
-        state: m
-            .key_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
-        ..Default::default()
-    })
+    observed(OP, out.key_metadata())
 }
 
 /// Tags key `id` with the cluster's ownership tags and its deletion window.
 pub async fn tag(c: &AwsClients, id: &str, owner: &OwnershipTags, window: i32) -> AwsResult<()> {
     let window = window.to_string();
-    let tags: Vec<aws_sdk_kms::types::Tag> = owner
-        .for_part("kms-key", &[(DELETION_WINDOW, &window)])
-        .into_iter()
+    put_tags(
+        c,
+        id,
+        owner.for_part("kms-key", &[(DELETION_WINDOW, &window)]),
+    )
+    .await
+}
+
+/// Puts `tags` on key `id`.
+async fn put_tags(c: &AwsClients, id: &str, tags: BTreeMap<String, String>) -> AwsResult<()> {
+    let tags: Vec<aws_sdk_kms::types::Tag> = (tags.into_iter())
         .filter_map(|(k, v)| {
-            aws_sdk_kms::types::Tag::builder()
-                .tag_key(k)
-                .tag_value(v)
-                .build()
-                .ok()
+            let tag = aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v);
+            tag.build().ok()
         })
         .collect();
     (c.kms
@@ -322,15 +320,6 @@ pub async fn aliased(c: &AwsClients, prefix: &str) -> AwsResult<BTreeMap<String,
 /// Marks key `id` retained (its cluster let it go), so no audit counts it
 /// as leaked.
 pub async fn mark_retained(c: &AwsClients, id: &str) -> AwsResult<()> {
-    let tag = aws_sdk_kms::types::Tag::builder()
-        .tag_key(super::tags::RETAINED)
-        .tag_value("true")
-        .build()
-        .map_err(|_| AwsError::Incomplete {
-            operation: "kms:TagResource",
-            missing: "Tag",
-        })?;
-    (c.kms.tag_resource().key_id(id).tags(tag).send().await)
-        .op("kms:TagResource")
-        .map(|_| ())
+    let retained = BTreeMap::from([(super::tags::RETAINED.to_string(), "true".to_string())]);
+    put_tags(c, id, retained).await
 }

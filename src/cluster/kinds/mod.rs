@@ -160,11 +160,24 @@ impl Observed {
         let name = iam::iam_name(owner);
         let group = log_group::name_of(owner);
         let alias = kms_key::alias_of(owner);
+        // Each on the heap: the SDK's futures are large, and callers nest
+        // this one deep (a debug build's worker stack overflowed).
         let (mut by_owner, iam, log_group, key) = tokio::try_join!(
-            Self::describe_ec2(c, Scope::Cluster(owner), looks),
-            instance_profile::describe(c, owner, &name, looks.role_policies),
-            when(looks.logging, crate::aws::log_group::describe(c, &group)),
-            when(looks.storage, crate::aws::kms_key::by_alias(c, &alias)),
+            Box::pin(Self::describe_ec2(c, Scope::Cluster(owner), looks)),
+            Box::pin(instance_profile::describe(
+                c,
+                owner,
+                &name,
+                looks.role_policies
+            )),
+            Box::pin(when(
+                looks.logging,
+                crate::aws::log_group::describe(c, &group)
+            )),
+            Box::pin(when(
+                looks.storage,
+                crate::aws::kms_key::by_alias(c, &alias)
+            )),
         )?;
         let mut observed = by_owner.remove(&owner.uid).unwrap_or_default();
         observed.iam = iam;
