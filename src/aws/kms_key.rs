@@ -193,7 +193,11 @@ pub fn key_policy(account: &str, operator: &str) -> Value {
 }
 
 /// What a cluster key's policy lets the operator's role do to that key.
+/// `PutKeyPolicy` it never calls: KMS makes a key only when its policy
+/// lets the caller change that policy (the lockout safety check), and the
+/// role's own policy grants no key anything.
 pub const KEY_POLICY_GRANTS: &[&str] = &[
+    "kms:PutKeyPolicy",
     "kms:TagResource",
     "kms:CreateAlias",
     "kms:DeleteAlias",
