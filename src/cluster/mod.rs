@@ -700,7 +700,10 @@ fn looks(cc: &ComputeCluster, spec: &ValidatedSpec) -> Looks {
             || changed,
         endpoints: endpoints || network.is_some_and(|n| !n.endpoint_ids.is_empty()) || edited,
         peering: peering || network.is_some_and(|n| !n.peering_connection_ids.is_empty()) || edited,
+        // A cluster granted for its key alone looks at its group's name
+        // too: the grants name the group by the cluster's name.
         logging: spec.logging.is_some()
+            || matches!(spec.key, Some(spec::ClusterKey::Own { .. }))
             || status
                 .and_then(|s| s.storage.as_ref())
                 .is_some_and(|s| s.log_group.is_some())

@@ -84,13 +84,14 @@ pub fn plan(
 
 /// The managed policies the operator's node role holds: those listed
 /// (`iam.managedPolicyArns`), and the nodes' grants while the cluster has
-/// something to grant them: its log group (not while another's holds the
-/// group's name: the grants name the group by the cluster's name), or its
-/// own key (named by the cluster's UID tag).
+/// something to grant them: its log group, or its own key (named by the
+/// cluster's UID tag). Never while a group not the cluster's holds its
+/// group's name: the grants name the group by the cluster's name, whatever
+/// they are attached for.
 pub fn wanted_policies(spec: &ValidatedSpec, o: &Observed) -> Vec<String> {
     let mut policies = spec.iam.managed_policy_arns.clone();
     let own_key = matches!(spec.key, Some(ClusterKey::Own { .. }));
-    let grant = (spec.logging.is_some() && !o.log_group_taken) || own_key;
+    let grant = (spec.logging.is_some() || own_key) && !o.log_group_taken;
     policies.extend(spec.node_grants.clone().filter(|_| grant));
     policies
 }
@@ -278,6 +279,15 @@ mod tests {
                 Observed::default(),
                 &granted,
                 "its own key: granted",
+            ),
+            (
+                &keyed,
+                Observed {
+                    log_group_taken: true,
+                    ..Default::default()
+                },
+                &listed,
+                "its own key, but its group's name another's: never granted",
             ),
             (
                 &brought,
