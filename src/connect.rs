@@ -351,13 +351,18 @@ fn trust_summary(trust: &Value) -> String {
     }
 }
 
+/// Whether `tags` say connect made it for CloudAccount `label`.
+fn connected_for(tags: &BTreeMap<String, String>, label: &str) -> bool {
+    tags.get(CONNECTED).map(String::as_str) == Some(label)
+}
+
 fn refuse_foreign(
     what: &'static str,
     name: &str,
     tags: &BTreeMap<String, String>,
     label: &str,
 ) -> Result<()> {
-    if tags.get(CONNECTED).map(String::as_str) == Some(label) {
+    if connected_for(tags, label) {
         return Ok(());
     }
     let whose = match tags.get(CONNECTED) {
@@ -447,7 +452,7 @@ fn plan_managed(wanted: &Wanted, found: &Found, attached: &[String]) -> Result<V
         if wanted.managed.contains_key(name) || !wanted.is_ours(&policy.arn) {
             continue;
         }
-        if policy.tags.get(CONNECTED) == Some(&wanted.label) {
+        if connected_for(&policy.tags, &wanted.label) {
             steps.push(Change::RemoveManaged(name.clone()));
         }
     }
@@ -875,7 +880,7 @@ async fn delete_role_fully(c: &AwsClients, name: &str, label: &str) -> Result<()
                 true => admin::get_policy(c, arn).await?,
                 false => None,
             };
-            match made.filter(|p| p.tags.get(CONNECTED).map(String::as_str) == Some(label)) {
+            match made.filter(|p| connected_for(&p.tags, label)) {
                 Some(_) => admin::delete_policy(c, name, arn).await?,
                 None => admin::detach(c, name, arn).await?,
             }
@@ -1041,7 +1046,7 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<()> {
             println!("{what} {name}: not there");
             continue;
         };
-        if tags.get(CONNECTED) != Some(&label) {
+        if !connected_for(&tags, &label) {
             println!("{what} {name}: not made by connect for CloudAccount {label}; left untouched");
             continue;
         }
@@ -1070,7 +1075,7 @@ async fn remove_node_grants(
     let arn = policy_arn(&role.account_id, &name);
     match admin::get_policy(c, &arn).await? {
         None => println!("managed policy {name}: not there"),
-        Some(p) if p.tags.get(CONNECTED).map(String::as_str) != Some(label) => {
+        Some(p) if !connected_for(&p.tags, label) => {
             println!("managed policy {name}: not made by connect for CloudAccount {label}; left untouched")
         }
         Some(_) if dry_run => println!("would delete managed policy {name}"),

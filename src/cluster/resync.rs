@@ -122,11 +122,12 @@ async fn describe(
         (aliased.iter()).map(|k| crate::aws::kms_key::with_rotation(c, &k.id)),
     )
     .await?;
-    let keys: BTreeMap<String, crate::aws::kms_key::ObservedKey> = (keys.into_iter())
-        .filter_map(|(alias, k)| {
-            let full = described.iter().flatten().find(|d| d.id == k.id)?;
-            Some((alias, full.clone()))
-        })
+    let described: BTreeMap<&str, &crate::aws::kms_key::ObservedKey> = (described.iter())
+        .flatten()
+        .map(|d| (d.id.as_str(), d))
+        .collect();
+    let keys: BTreeMap<&String, crate::aws::kms_key::ObservedKey> = (keys.iter())
+        .filter_map(|(alias, k)| Some((alias, (*described.get(k.id.as_str())?).clone())))
         .collect();
     Ok(members
         .iter()

@@ -1064,13 +1064,10 @@ pub fn checks(
             Target::LogGroup(name) => j.log_group(name, c),
             Target::Kms(key) => j.kms(key, c),
             Target::NewKms => j.new_kms(&t.action, c),
-            Target::KmsAlias(name) => {
-                let (region, account) = (region, account);
-                (
-                    Some("alias".to_string()),
-                    format!("arn:aws:kms:{region}:{account}:{name}"),
-                )
-            }
+            Target::KmsAlias(name) => (
+                Some("alias".to_string()),
+                format!("arn:aws:kms:{region}:{account}:{name}"),
+            ),
         };
         // A KMS key's policy is asked too: its own as moto holds it, else
         // the default one (the account's IAM policies decide), which a key
